@@ -1,0 +1,36 @@
+# Two commands work on a fresh machine: `make demo` and `make test`. Each creates .venv and
+# installs the project with all optional groups the first time (and again when
+# pyproject.toml changes), so nothing else needs to be run first.
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PYTHON ?= python3
+
+.PHONY: test demo bench lint typecheck clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[cli,local,dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(VENV)/bin/shardline invoke examples/clickstream/pipeline.yaml \
+		--function enrich-and-route --event examples/clickstream/event.json --sinks stdout
+
+bench: $(STAMP)
+	$(PY) -m bench handler
+	$(PY) -m bench coldstart
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis .ruff_cache .mypy_cache

@@ -1,0 +1,12 @@
+"""Benchmarks, run on demand (``python -m bench NAME``), never timed inside the test suite.
+
+* ``handler``: per-record cost of the full Lambda handler path against Powertools'
+  ``BatchProcessor`` and a hand-written orjson loop, on the same event in one process.
+* ``coldstart``: what importing ``stream.lambda_handler`` costs and loads.
+
+See ``bench/README.md`` for how to read the figures.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -1,0 +1,51 @@
+"""``python -m bench NAME [options]``: run one benchmark (``NAME -h`` lists its options).
+
+Each benchmark is a module of this package with ``main(argv) -> int``; it is imported only
+when named, so ``coldstart`` does not load Powertools and ``handler`` does not spawn anything.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ["BENCHMARKS", "main", "usage"]
+
+#: name -> (module, one-line description)
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "coldstart": ("bench.coldstart", "import cost of stream.lambda_handler (fresh subprocesses)"),
+    "handler": ("bench.handler", "µs/record: shardline vs Powertools BatchProcessor vs plain loop"),
+}
+
+
+def usage() -> str:
+    """The usage text: every benchmark with its description."""
+    width = max(map(len, BENCHMARKS))
+    lines = ["usage: python -m bench NAME [options]", "", "benchmarks:"]
+    lines += [f"  {name:<{width}}  {text}" for name, (_, text) in sorted(BENCHMARKS.items())]
+    lines += ["", "python -m bench NAME -h shows a benchmark's options"]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Dispatch to the named benchmark; unknown or missing names print usage and return 2."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    if not args or args[0] not in BENCHMARKS:
+        if args:
+            print(f"unknown benchmark {args[0]!r}", file=sys.stderr)
+        print(usage(), file=sys.stderr)
+        return 2
+    module = importlib.import_module(BENCHMARKS[args[0]][0])
+    code: int = module.main(args[1:])
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,396 @@
+"""``python -m bench handler``: the handler path per record, against two baselines.
+
+One process, one event, the same work three ways:
+
+* **shardline**: ``records_from_event(event)`` then ``runner.run(records)`` with a runner built
+  from a plan (match filter -> JMESPath filter -> set enrich -> route to a discard sink): the
+  whole Lambda handler path, base64 and JSON decoding included.
+* **powertools**: ``process_partial_response`` with ``BatchProcessor(EventType.KinesisDataStreams)``
+  and a record handler written the way a Powertools user would: ``record.kinesis.data_as_json()``
+  (Powertools' own decoder: ``base64.b64decode`` + stdlib ``json.loads``), a set membership
+  test, a ``jmespath.compile``-d expression, a field set, an append.
+* **plain**: a hand-written loop over ``event["Records"]``: ``binascii.a2b_base64``,
+  ``orjson.loads``, the conditions as Python expressions, the field set, an append, and the
+  empty ``batchItemFailures`` response. The floor: no framework can do less.
+
+Runners, processors and compiled expressions are built once, outside the timing (Lambda
+init). Each repeat runs the three in turn (rotating who goes first, so drift and garbage
+collection hit all alike); the table shows the median and best of the repeats. Every run
+checks that all three kept the same number of records, and stops loudly if not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import platform
+import random
+import statistics
+import sys
+import time
+from binascii import a2b_base64
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jmespath
+import orjson
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+
+from stream.event import records_from_event
+from stream.runtime import build_runner
+from stream.testing import EventFactory
+
+__all__ = [
+    "EXPR",
+    "IMPLEMENTATIONS",
+    "PLAN",
+    "BenchError",
+    "main",
+    "make_event",
+    "measure",
+]
+
+#: The JMESPath condition of the second filter, shared by shardline and the Powertools handler.
+EXPR = "amount > `0` || event_type == 'click'"
+KEPT_TYPES = ("click", "purchase")
+SINK = "out"
+
+PLAN: dict[str, Any] = {
+    "name": "bench",
+    "sinks": {SINK: {"type": "discard"}},
+    "functions": {
+        "f": {
+            "ordering": "per_key",
+            "on_failure": None,
+            "route": None,
+            "processors": [
+                {"filter": {"match": {"event_type": list(KEPT_TYPES)}}},
+                {"filter": {"expr": EXPR}},
+                {"enrich": {"set": {"pipeline": "bench"}}},
+                {
+                    "route": {
+                        "mode": "first",
+                        "rules": [
+                            {"when": {"event_type": ["purchase"]}, "to": [SINK]},
+                            {"default": [SINK]},
+                        ],
+                    }
+                },
+            ],
+        }
+    },
+}
+
+Run = Callable[[dict[str, Any]], tuple[dict[str, Any], int]]
+"""One implementation: event -> (Lambda response, records kept)."""
+
+
+class BenchError(RuntimeError):
+    """The implementations disagree: the timing would compare different work."""
+
+
+# --- the event ------------------------------------------------------------------------------
+
+_PAGES = ("/", "/search", "/cart", "/checkout", "/account", "/deals")
+_REFERRERS = ("direct", "google", "newsletter", "partner", "social")
+_DEVICES = (("ios", "mobile"), ("android", "mobile"), ("windows", "desktop"), ("macos", "desktop"))
+_LOCALES = ("de-DE", "en-GB", "en-US", "fr-FR", "nl-NL")
+
+
+def _document(rng: random.Random, index: int, user: int, start: float) -> dict[str, Any]:
+    roll = rng.random()
+    event_type = "click" if roll < 0.5 else "view" if roll < 0.8 else "purchase"
+    if event_type == "purchase":
+        # a quarter of purchases are zero (vouchers, failed payments): the expr drops them
+        amount: float = 0 if rng.random() < 0.25 else round(rng.uniform(1.0, 500.0), 2)
+    else:
+        amount = 0 if rng.random() < 0.8 else round(rng.uniform(0.5, 50.0), 2)
+    os_name, form = rng.choice(_DEVICES)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start + index * 0.01))
+    return {
+        "event_id": f"{rng.getrandbits(128):032x}",
+        "event_type": event_type,
+        "user_id": f"user-{user:05d}",
+        "amount": amount,
+        "timestamp": f"{stamp}.{index % 100 * 10:03d}Z",
+        "page": {
+            "path": rng.choice(_PAGES),
+            "item": rng.randrange(100_000),
+            "referrer": rng.choice(_REFERRERS),
+        },
+        "device": {
+            "os": os_name,
+            "form": form,
+            "locale": rng.choice(_LOCALES),
+            "app_version": f"4.{rng.randrange(20)}.{rng.randrange(10)}",
+        },
+    }
+
+
+def make_event(records: int, *, keys: int = 100, seed: int = 20_260_101) -> dict[str, Any]:
+    """A Lambda Kinesis event of ``records`` JSON records (~250 bytes each), ``keys`` users.
+
+    The user id is the partition key. Event types are about 50% click, 30% view, 20%
+    purchase; most amounts of clicks and views are 0, most purchases are positive floats.
+    Deterministic for a seed.
+    """
+    rng = random.Random(seed)
+    factory = EventFactory(stream="bench-stream")
+    start = 1_767_225_600.0
+    pairs = []
+    for i in range(records):
+        user = rng.randrange(keys)
+        pairs.append((f"user-{user:05d}", _document(rng, i, user, start)))
+    return dict(factory.batch(pairs))
+
+
+# --- the three implementations --------------------------------------------------------------
+
+
+def shardline() -> Run:
+    """The handler path: event -> records -> runner (built once, as at Lambda init)."""
+    runner = build_runner(PLAN, "f")
+
+    def run(event: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        result = runner.run(records_from_event(event))
+        return dict(result.response), result.written.get(SINK, 0)
+
+    return run
+
+
+class _Context:
+    """The few LambdaContext attributes anything might read; Powertools reads none here."""
+
+    function_name = "bench"
+    function_version = "$LATEST"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:bench"
+    memory_limit_in_mb = 1024
+    aws_request_id = "00000000-0000-0000-0000-000000000000"
+    log_group_name = "/aws/lambda/bench"
+    log_stream_name = "bench"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 900_000
+
+
+def powertools() -> Run:
+    """``process_partial_response`` with a record handler doing the same work by hand."""
+    processor = BatchProcessor(event_type=EventType.KinesisDataStreams)
+    expression = jmespath.compile(EXPR)
+    kept_types = frozenset(KEPT_TYPES)
+    context = _Context()
+    routed: dict[str, list[dict[str, Any]]] = {SINK: []}
+
+    def record_handler(record: Any) -> None:
+        doc = record.kinesis.data_as_json()
+        if doc.get("event_type") not in kept_types:
+            return
+        if not expression.search(doc):
+            return
+        doc["pipeline"] = "bench"
+        if doc.get("event_type") == "purchase":
+            routed[SINK].append(doc)
+        else:
+            routed[SINK].append(doc)
+
+    def run(event: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        routed[SINK] = []
+        response = process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )
+        return dict(response), len(routed[SINK])
+
+    return run
+
+
+def plain() -> Run:
+    """The floor: a loop with orjson and inline conditions, no framework."""
+    loads = orjson.loads
+
+    def run(event: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        out: list[dict[str, Any]] = []
+        for entry in event["Records"]:
+            doc = loads(a2b_base64(entry["kinesis"]["data"]))
+            if doc.get("event_type") not in ("click", "purchase"):
+                continue
+            amount = doc.get("amount")
+            if not (
+                (isinstance(amount, int | float) and not isinstance(amount, bool) and amount > 0)
+                or doc.get("event_type") == "click"
+            ):
+                continue
+            doc["pipeline"] = "bench"
+            if doc.get("event_type") == "purchase":
+                out.append(doc)
+            else:
+                out.append(doc)
+        failures: list[dict[str, str]] = []
+        return {"batchItemFailures": failures}, len(out)
+
+    return run
+
+
+#: name -> factory, in table order.
+IMPLEMENTATIONS: dict[str, Callable[[], Run]] = {
+    "shardline": shardline,
+    "powertools": powertools,
+    "plain": plain,
+}
+_LABELS = {
+    "shardline": "shardline",
+    "powertools": "powertools BatchProcessor",
+    "plain": "plain loop (orjson)",
+}
+
+
+# --- measuring ------------------------------------------------------------------------------
+
+
+def _check(kept: dict[str, int], responses: dict[str, dict[str, Any]]) -> None:
+    if len(set(kept.values())) != 1:
+        counts = ", ".join(f"{name} kept {n}" for name, n in kept.items())
+        msg = f"the implementations disagree ({counts}): they do not do the same filtering"
+        raise BenchError(msg)
+    for name, response in responses.items():
+        if response != {"batchItemFailures": []}:
+            msg = f"{name} reported failures on a clean batch: {response!r}"
+            raise BenchError(msg)
+
+
+def measure(
+    event: dict[str, Any], repeat: int, warmup: int = 2, names: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """Time each implementation on ``event``; return per-implementation timings and counts.
+
+    Raises:
+        BenchError: the implementations kept different numbers of records, or one reported
+            failures.
+    """
+    runs = {name: IMPLEMENTATIONS[name]() for name in names or IMPLEMENTATIONS}
+    order = list(runs)
+    times: dict[str, list[float]] = {name: [] for name in order}
+    kept: dict[str, int] = {}
+    for i in range(warmup + repeat):
+        shift = i % len(order)
+        responses: dict[str, dict[str, Any]] = {}
+        for name in order[shift:] + order[:shift]:
+            fn = runs[name]
+            t0 = time.perf_counter()
+            response, n = fn(event)
+            elapsed = time.perf_counter() - t0
+            responses[name], kept[name] = response, n
+            if i >= warmup:
+                times[name].append(elapsed)
+        _check(kept, responses)
+    n_records = len(event["Records"])
+    results = {
+        name: {
+            "median_us_per_record": statistics.median(times[name]) / n_records * 1e6,
+            "best_us_per_record": min(times[name]) / n_records * 1e6,
+            "kept": kept[name],
+        }
+        for name in order
+    }
+    return {"records": n_records, "repeat": repeat, "warmup": warmup, "results": results}
+
+
+def _ratios(results: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    ours = results.get("shardline")
+    if ours is None:
+        return out
+    if "powertools" in results:
+        theirs = results["powertools"]
+        median = theirs["median_us_per_record"] / ours["median_us_per_record"]
+        best = theirs["best_us_per_record"] / ours["best_us_per_record"]
+        out["throughput_vs_powertools"] = {
+            "median": median,
+            "best": best,
+            "target": ">= 2.0",
+            "pass": median >= 2.0,
+        }
+    if "plain" in results:
+        floor = results["plain"]
+        median = ours["median_us_per_record"] / floor["median_us_per_record"]
+        best = ours["best_us_per_record"] / floor["best_us_per_record"]
+        out["time_vs_plain"] = {
+            "median": median,
+            "best": best,
+            "target": "<= 1.5",
+            "pass": median <= 1.5,
+        }
+    return out
+
+
+def _table(report: dict[str, Any]) -> str:
+    results, ratios = report["results"], report["ratios"]
+    lines = [
+        f"handler path, {report['records']:,} records of ~{report['avg_bytes']} B JSON, "
+        f"{report['repeat']} repeats after {report['warmup']} warm-up "
+        f"(Python {report['python']}, orjson {report['orjson']})",
+        "",
+        f"{'':<27}{'median µs/rec':>14}{'best µs/rec':>13}{'kept':>8}",
+    ]
+    for name, row in results.items():
+        lines.append(
+            f"{_LABELS[name]:<27}{row['median_us_per_record']:>14.3f}"
+            f"{row['best_us_per_record']:>13.3f}{row['kept']:>8}"
+        )
+    lines.append("")
+    if "throughput_vs_powertools" in ratios:
+        r = ratios["throughput_vs_powertools"]
+        lines.append(
+            f"shardline throughput / powertools: {r['median']:5.2f}x median, {r['best']:5.2f}x best"
+            f"   target >= 2.0x   {'PASS' if r['pass'] else 'MISS'}"
+        )
+    if "time_vs_plain" in ratios:
+        r = ratios["time_vs_plain"]
+        lines.append(
+            f"shardline time / plain loop:       {r['median']:5.2f}x median, {r['best']:5.2f}x best"
+            f"   target <= 1.5x   {'PASS' if r['pass'] else 'MISS'}"
+        )
+    return "\n".join(lines)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        msg = f"expected a positive integer, got {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark and print the table (or JSON with ``--json``); 0 unless it breaks."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench handler",
+        description="µs per record of the Lambda handler path: shardline vs Powertools "
+        "BatchProcessor vs a plain orjson loop, same event, one process.",
+    )
+    parser.add_argument("--records", type=_positive, default=10_000, help="records per event")
+    parser.add_argument("--repeat", type=_positive, default=15, help="timed runs of each")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed runs of each first")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    args = parser.parse_args(argv)
+
+    event = make_event(args.records)
+    sizes = [len(a2b_base64(e["kinesis"]["data"])) for e in event["Records"]]
+    try:
+        report = measure(event, args.repeat, max(args.warmup, 0))
+    except BenchError as exc:
+        print(f"bench handler: FAILED: {exc}", file=sys.stderr)
+        return 1
+    report["avg_bytes"] = round(sum(sizes) / len(sizes))
+    report["python"] = platform.python_version()
+    report["orjson"] = orjson.__version__
+    report["gc_enabled"] = gc.isenabled()
+    report["ratios"] = _ratios(report["results"])
+    if args.json:
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(_table(report))
+    return 0

@@ -1,0 +1,132 @@
+"""Load, validate and compile the pipeline file (the contract is CONFIG.md).
+
+The operator's side reads YAML once; Lambda never does. :func:`load_config` parses and
+validates the file and raises one :class:`ConfigError` with *every* problem, each printed as
+``FILE:LINE: path: message``. :func:`compile_plan` turns a valid config into the JSON plan
+that the runtime loads with orjson, with every default filled in so the runtime needs neither
+PyYAML nor knowledge of defaults.
+
+Steps, in order: YAML with line numbers (:mod:`deploy.yamlload`), ``${VAR}`` interpolation
+from the environment while loading (so the values checked are the final ones), then
+validation and normalisation (:mod:`deploy.schema`).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from deploy.problems import ConfigError, Problem, Reporter
+from deploy.schema import validate
+from deploy.yamlload import load_yaml
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from deploy.problems import Path as DocPath
+
+__all__ = [
+    "PLAN_VERSION",
+    "ConfigError",
+    "PipelineConfig",
+    "Problem",
+    "compile_plan",
+    "load_config",
+    "load_plan_from_file",
+    "parse_config",
+]
+
+PLAN_VERSION = 1
+"""Version of the JSON plan's shape; the runtime refuses plans it does not know."""
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """A validated pipeline file.
+
+    Attributes:
+        source: the file name as given, for messages.
+        document: the file's content after ``${VAR}`` interpolation, as written.
+        normalized: the validated content with every default filled in.
+        lines: line (1-based) of every mapping key and list item, by document path; later
+            steps (deploy, local run) use it to point their own errors at the file.
+    """
+
+    source: str
+    document: dict[str, Any]
+    normalized: dict[str, Any]
+    lines: Mapping[DocPath, int]
+
+    def line_of(self, path: DocPath) -> int:
+        """The line of ``path``, or of its nearest ancestor in the file."""
+        return Reporter(self.source, self.lines).line_of(path)
+
+
+def parse_config(
+    text: str, *, source: str = "<string>", env: Mapping[str, str] | None = None
+) -> PipelineConfig:
+    """Validate pipeline YAML given as text; ``source`` names it in messages.
+
+    Raises:
+        ConfigError: with every problem found, in line order.
+    """
+    lines: dict[DocPath, int] = {}
+    reporter = Reporter(source, lines)
+    document = load_yaml(text, reporter, lines, os.environ if env is None else env)
+    if document is None and reporter.problems:  # broken YAML: nothing to validate
+        raise ConfigError(reporter.sorted_problems())
+    normalized = validate(reporter, document)
+    if reporter.problems:
+        raise ConfigError(reporter.sorted_problems())
+    return PipelineConfig(source, document, normalized, lines)
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> PipelineConfig:
+    """Read and validate a pipeline file; ``env`` defaults to ``os.environ``.
+
+    The file name appears in messages exactly as given, the way the user typed it.
+
+    Raises:
+        ConfigError: with every problem found (an unreadable file is one problem).
+    """
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else f"not UTF-8 ({exc.reason})"
+        raise ConfigError([Problem(source, 1, "(file)", f"cannot read: {reason}")]) from exc
+    return parse_config(text, source=source, env=env)
+
+
+def compile_plan(cfg: PipelineConfig) -> dict[str, Any]:
+    """The JSON plan for the runtime and deploy: plain data, every default explicit.
+
+    Beyond the normalised config it applies the rules that depend on several settings:
+    FilterCriteria pushdown is off for every function when the stream carries KPL-aggregated
+    records, because AWS cannot see inside an aggregate to filter it.
+    """
+    spec = copy.deepcopy(cfg.normalized)
+    aggregated = spec["stream"]["aggregated"]
+    functions = spec["functions"]
+    for function in functions.values():
+        function["filter_pushdown"] = function["filter_pushdown"] and not aggregated
+    return {
+        "version": PLAN_VERSION,
+        "name": spec["name"],
+        "region": spec["region"],
+        "stream": spec["stream"],
+        "sinks": spec["sinks"],
+        "functions": functions,
+    }
+
+
+def load_plan_from_file(path: str | Path, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Load, validate and compile in one call (the CLI's and tests' usual need).
+
+    Raises:
+        ConfigError: with every problem found.
+    """
+    return compile_plan(load_config(path, env))

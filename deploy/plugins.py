@@ -1,0 +1,73 @@
+"""What validation asks the runtime: patterns, expressions and the plugin registry.
+
+The pipeline file is checked with the very code that will run it (``processors.match``,
+``processors.expr``, ``processors.registry``), so "valid" here means "compiles there". This
+module adapts their APIs to ``(path, message)`` pairs and one-line messages.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from processors.expr import ExprError, compile_expr
+from processors.match import validate_pattern
+from processors.registry import load_object, processor_names, sink_plugin_names
+
+if TYPE_CHECKING:
+    from deploy.problems import Path
+
+_PATH_PART = re.compile(r"\[(\d+)\]|([^.\[\]]+)")
+
+
+def pattern_problems(pattern: Any) -> list[tuple[Path, str]]:
+    """Problems of a match pattern, each with its path inside the pattern."""
+    return [(_as_path(e.path), _one_line(str(e.message))) for e in validate_pattern(pattern)]
+
+
+def expr_problem(source: str) -> str | None:
+    """Why a JMESPath expression does not compile, on one line; None when it does."""
+    try:
+        compile_expr(source)
+    except ExprError as exc:
+        return _one_line(str(exc))
+    return None
+
+
+def processor_plugin_names() -> set[str]:
+    """Built-in processor names plus those of installed plugins."""
+    return set(processor_names())
+
+
+def sink_plugin_types() -> set[str]:
+    """Sink types registered by installed plugins (the built-ins are checked in schema)."""
+    return set(sink_plugin_names())
+
+
+def load_problem(import_path: str) -> str | None:
+    """Why ``"pkg.mod:Name"`` cannot be imported, on one line; None when it can."""
+    try:
+        load_object(import_path)
+    except ValueError as exc:  # registry.PluginError: not installed, or no such name
+        problem = _one_line(str(exc))
+        if "pip install" not in problem:
+            top = import_path.split(":", 1)[0].split(".", 1)[0]
+            problem += f" (pip install the package that provides {top!r}, or fix the path)"
+        return problem
+    except Exception as exc:  # the user's module itself failed while importing
+        return _one_line(f"importing {import_path!r} raised {type(exc).__name__}: {exc}")
+    return None
+
+
+def _as_path(raw: object) -> Path:
+    """A pattern error's path as a tuple, whether given as a tuple or as ``"a.b[0]"``."""
+    if raw is None:
+        return ()
+    if isinstance(raw, (tuple, list)):
+        return tuple(p if isinstance(p, int) else str(p) for p in raw)
+    return tuple(int(index) if index else key for index, key in _PATH_PART.findall(str(raw)))
+
+
+def _one_line(message: str) -> str:
+    """The first line: each problem prints on one line (JMESPath errors add a caret line)."""
+    return message.strip().splitlines()[0] if message.strip() else message

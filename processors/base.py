@@ -1,0 +1,40 @@
+"""The processor contract.
+
+A processor is a callable that takes a record and returns:
+
+* the record itself (kept, possibly with its document changed in place),
+* another record (a replacement: make it with ``record.derive(doc)`` so it keeps the
+  source position that failures are reported by),
+* a list of records (fan-out; an empty list drops),
+* or ``None`` (dropped, e.g. by a filter).
+
+It raises :class:`~stream.exceptions.RetryableError` for a transient failure (the record is
+delivered again) and anything else for a permanent one (the record is dead-lettered with
+the error). Batch-aware processors may also define ``prepare(records)``: the chain calls it
+once per batch with exactly the records that reach the step, before calling the step on
+each, so a lookup can fetch every distinct key of the batch in one call.
+
+Configurable processors are classes whose ``__init__`` validates and precompiles (once,
+at Lambda init) and whose ``__call__`` stays tiny.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol, TypeAlias, runtime_checkable
+
+if TYPE_CHECKING:
+    from stream.records import Record
+
+__all__ = ["BatchAware", "Processor", "ProcessorResult"]
+
+ProcessorResult: TypeAlias = "Record | list[Record] | None"
+Processor: TypeAlias = Callable[["Record"], ProcessorResult]
+
+
+@runtime_checkable
+class BatchAware(Protocol):
+    """A processor that wants to see the whole batch first."""
+
+    def prepare(self, records: Sequence[Record]) -> None:
+        """Called once per batch with the records that reach this step, in shard order."""

@@ -1,0 +1,162 @@
+"""The chain runner: a plain loop over steps, one step over the whole batch at a time.
+
+Running step by step (not record by record) lets batch-aware steps see exactly the records
+that reach them, and keeps the inner loop to one call and one identity check per record.
+The chain has no side effects outside the records; sinks are written by ``stream.batch``
+after the chain, which is what makes the ordering policies enforceable before anything is
+applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from stream.exceptions import DecodeError, RetryableError
+from stream.records import Record
+
+if TYPE_CHECKING:
+    from processors.base import Processor
+
+__all__ = ["EVENT_STEP", "Chain", "ChainResult", "Step", "StepFailure"]
+
+#: The step name of failures found while decoding the event (corrupt aggregates).
+EVENT_STEP = "event"
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One configured processor.
+
+    Attributes:
+        name: where it stands in the file, e.g. ``processors[2].filter`` (used in dead
+            letters and metrics).
+        run: the processor.
+        prepare: its batch hook, if it is batch-aware.
+    """
+
+    name: str
+    run: Processor
+    prepare: Callable[[Sequence[Record]], None] | None = None
+
+    @classmethod
+    def of(cls, name: str, processor: Processor) -> Step:
+        """A step for this processor, picking up its ``prepare`` hook if it has one."""
+        return cls(name, processor, getattr(processor, "prepare", None))
+
+
+@dataclass(frozen=True, slots=True)
+class StepFailure:
+    """A record that a step could not process.
+
+    Attributes:
+        record: the record as it reached the step.
+        step: the step's name.
+        error: what was raised (or built, for a wrong return value).
+        retryable: whether delivering it again may succeed.
+    """
+
+    record: Record
+    step: str
+    error: BaseException
+    retryable: bool
+
+
+@dataclass(slots=True)
+class ChainResult:
+    """What the chain made of a batch.
+
+    Attributes:
+        records: the surviving records, in shard order (fan-out results in place).
+        failures: records that failed, with where and why.
+        dropped: per step name, how many records it dropped.
+    """
+
+    records: list[Record]
+    failures: list[StepFailure] = field(default_factory=list)
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+class Chain:
+    """Runs steps over a batch. Stateless between batches: safe to reuse while warm."""
+
+    __slots__ = ("steps",)
+
+    def __init__(self, steps: Sequence[Step]) -> None:
+        self.steps = tuple(steps)
+
+    def run(self, records: Sequence[Record]) -> ChainResult:
+        """Run every step over the records; never raises for a record's sake."""
+        failures: list[StepFailure] = []
+        current = [r for r in records if r.error is None]
+        if len(current) != len(records):
+            failures.extend(
+                StepFailure(r, EVENT_STEP, DecodeError(r.error), retryable=False)
+                for r in records
+                if r.error is not None
+            )
+        dropped: dict[str, int] = {}
+        for step in self.steps:
+            if not current:
+                break
+            if step.prepare is not None:
+                try:
+                    step.prepare(current)
+                except Exception as exc:  # noqa: BLE001  # a failing hook fails its records
+                    retry = isinstance(exc, RetryableError)
+                    failures.extend(StepFailure(r, step.name, exc, retry) for r in current)
+                    current = []
+                    break
+            current, n_dropped = _run_step(step, current, failures)
+            if n_dropped:
+                dropped[step.name] = n_dropped
+        return ChainResult(current, failures, dropped)
+
+
+class ProcessorContractError(TypeError):
+    """A processor returned something other than a record, a list of records or None."""
+
+
+def _run_step(
+    step: Step, records: list[Record], failures: list[StepFailure]
+) -> tuple[list[Record], int]:
+    fn = step.run
+    out: list[Record] = []
+    append = out.append
+    dropped = 0
+    for rec in records:
+        try:
+            res = fn(rec)
+        except RetryableError as exc:
+            failures.append(StepFailure(rec, step.name, exc, retryable=True))
+            continue
+        except Exception as exc:  # noqa: BLE001  # a bad record never fails its batch
+            failures.append(StepFailure(rec, step.name, exc, retryable=False))
+            continue
+        if res is rec:
+            append(rec)
+        elif res is None:
+            dropped += 1
+        elif type(res) is list:
+            if not res:
+                dropped += 1
+            for item in res:
+                if isinstance(item, Record):
+                    item.index = rec.index
+                    append(item)
+                else:
+                    failures.append(StepFailure(rec, step.name, _contract(step, item), False))
+        elif isinstance(res, Record):
+            res.index = rec.index
+            append(res)
+        else:
+            failures.append(StepFailure(rec, step.name, _contract(step, res), retryable=False))
+    return out, dropped
+
+
+def _contract(step: Step, value: object) -> ProcessorContractError:
+    return ProcessorContractError(
+        f"processor {step.name!r} returned {type(value).__name__}, expected Record, "
+        "list of Record, or None: return the record (or record.derive(doc)) to keep it"
+    )

@@ -1,0 +1,477 @@
+"""Lambda / EventBridge content-filter patterns, validated once and compiled to closures.
+
+Why: ``filter: {match: ...}`` is evaluated twice: by AWS, once the pattern is pushed down as the
+event source mapping's ``FilterCriteria`` (Kinesis patterns wrapped as ``{"data": pattern}``), and
+here, in tests, local runs, replays and for records AWS cannot filter. Both must agree, so this
+follows the documented AWS syntax (Lambda "Filter rule syntax"; EventBridge "Event patterns",
+"Content filtering", "Arrays", "Null values and empty strings"; the aws/event-ruler engine they
+describe) rather than a home-made dialect, and reports every invalid spot by path at config time.
+
+Semantics, with the choices made where the docs are thin:
+
+* All fields of a pattern must match (AND); the list under a field is an OR of matchers.
+* A document value is a *leaf* if it is a string, number, boolean or null; arrays contribute each
+  element (flattened); objects are not leaves, so ``{"exists": true}`` is false on an object
+  ("exists matching only works on leaf nodes") and ``{"exists": false}`` true.
+* Exact numbers compare numerically (``5`` matches ``5.0``): the guide says numbers match by text,
+  but event-ruler adds a numeric-equality matcher for every number in a pattern, and documents
+  arrive parsed here anyway. Booleans are not numbers (``[1]`` never matches ``true``).
+  ``[null]`` matches a present null and ``[""]`` an empty string; they are not interchangeable.
+* ``numeric``: ``=``, ``<``, ``<=`` alone, or ``>``/``>=`` optionally followed by ``<``/``<=``,
+  with bounds in [-5e9, 5e9] (event-ruler); values outside that never match. AWS's six-decimal
+  rounding is not modelled.
+* ``anything-but`` needs a present leaf and matches every leaf not excluded, of any type
+  (``{"anything-but": "x"}`` matches ``5`` and ``null``). Its prefix/suffix/equals-ignore-case/
+  wildcard forms are event-bus only ("Pipe support: No"); a Lambda push-down may reject them.
+* A nested pattern on an array matches if one object element matches all of it (event-ruler's
+  array-consistent matching); on a missing field or a non-object it is evaluated against ``{}``,
+  so only ``{"exists": false}`` can hold.
+* ``$or`` takes a list of at least two patterns, at any level, ANDed with its siblings.
+* Empty objects and lists are errors as in event-ruler, so ``{}`` is rejected rather than read as
+  "match all"; drop the filter instead. A document that is not a JSON object never matches.
+* ``equals-ignore-case`` compares ``str.casefold()``; ``wildcard``'s ``*`` is any run, ``\\*`` and
+  ``\\\\`` are literals and ``**`` is rejected; ``cidr`` takes IPv4 or IPv6 blocks.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import math
+import operator
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    Pred = Callable[[Any], bool]
+    Check = Callable[[dict[str, Any]], bool]
+
+__all__ = ["PatternError", "compile_pattern", "validate_pattern"]
+
+_MISSING: Final = object()
+_LIMIT: Final = 5.0e9  # event-ruler's numeric range; AWS rejects bounds outside it
+_BUT_FORMS: Final = ("equals-ignore-case", "prefix", "suffix", "wildcard")
+_OPERATORS: Final = tuple(sorted({"anything-but", "cidr", "exists", "numeric", *_BUT_FORMS}))
+_LOWER: Final = {">": operator.gt, ">=": operator.ge}
+_UPPER: Final = {"<": operator.lt, "<=": operator.le}
+_SINGLE: Final = {"=": operator.eq, **_LOWER, **_UPPER}
+_RANGE_SHAPE: Final = "write [op, n] or [> or >=, low, < or <=, high], e.g. ['>', 0, '<=', 5]"
+
+
+class PatternError(ValueError):
+    """An invalid filter pattern.
+
+    Attributes:
+        path: Where the problem is, relative to the pattern root, e.g. ``amount[0].numeric``;
+            empty for the root itself.
+        message: What was expected and how to fix it.
+    """
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+        self.message = message
+
+
+def compile_pattern(pattern: Mapping[str, Any]) -> Callable[[Any], bool]:
+    """Validate a pattern once and compile it into a predicate over JSON documents.
+
+    Args:
+        pattern: The filter pattern, e.g. ``{"event_type": ["click"], "amount":
+            [{"numeric": [">", 0]}]}``.
+
+    Returns:
+        ``matches(doc) -> bool``. It never raises: documents of unexpected shape or type
+        simply do not match.
+
+    Raises:
+        PatternError: The first problem found; any others are attached as notes. Use
+            :func:`validate_pattern` to get them all as a list.
+    """
+    compiler = _Compiler()
+    check = compiler.mapping(pattern, "")
+    if compiler.errors:
+        first, *rest = compiler.errors
+        for other in rest:
+            first.add_note(str(other))
+        raise first
+
+    def matches(doc: Any) -> bool:
+        return isinstance(doc, dict) and check(doc)
+
+    return matches
+
+
+def validate_pattern(pattern: Any) -> list[PatternError]:
+    """Return every problem in a pattern, in document order; an empty list when it is valid.
+
+    Args:
+        pattern: Anything read from config; a non-mapping is reported, not raised.
+    """
+    compiler = _Compiler()
+    compiler.mapping(pattern, "")
+    return compiler.errors
+
+
+def _never(_: Any) -> bool:
+    return False
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _in_range(value: Any) -> bool:
+    return _is_number(value) and -_LIMIT <= value <= _LIMIT
+
+
+def _is_finite(value: Any) -> bool:
+    return _is_number(value) and (not isinstance(value, float) or math.isfinite(value))
+
+
+def _describe(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+def _leaves(value: Any) -> Iterator[Any]:
+    """Yield a document value's leaves: arrays are flattened, objects are not leaves."""
+    if isinstance(value, list):
+        for item in value:
+            yield from _leaves(item)
+    elif not isinstance(value, dict):
+        yield value
+
+
+def _objects(value: Any) -> Iterator[dict[str, Any]]:
+    """Yield the objects in a document value, looking through (nested) arrays."""
+    if isinstance(value, dict):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from _objects(item)
+
+
+def _wildcard(text: str) -> re.Pattern[str] | str:
+    """Translate a wildcard to an anchored-by-fullmatch regex, or return why it is invalid."""
+    out: list[str] = []
+    i, star = 0, False
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            if text[i + 1 : i + 2] not in ("*", "\\"):
+                return "a backslash may only escape '*' or '\\'; write '\\\\' for a backslash"
+            out.append(re.escape(text[i + 1]))
+            i, star = i + 2, False
+            continue
+        if char == "*" and star:
+            return "consecutive '*' are not allowed; a single '*' already matches any run"
+        out.append(".*" if char == "*" else re.escape(char))
+        i, star = i + 1, char == "*"
+    return re.compile("".join(out), re.DOTALL)
+
+
+def _numeric(tests: tuple[tuple[Callable[[Any, Any], bool], float], ...]) -> Pred:
+    def pred(x: Any) -> bool:
+        return _in_range(x) and all(test(x, bound) for test, bound in tests)
+
+    return pred
+
+
+def _scalar_pred(values: frozenset[Any], bools: frozenset[bool], null: bool) -> Pred:
+    def pred(x: Any) -> bool:
+        if isinstance(x, bool):  # first: True == 1 and hash(True) == hash(1)
+            return x in bools
+        if isinstance(x, str | int | float):
+            return x in values
+        return null and x is None
+
+    return pred
+
+
+def _scalar_field(key: str, values: frozenset[Any], bools: frozenset[bool], null: bool) -> Check:
+    """Fast path for a list of plain values: one dict lookup and one set membership."""
+    pred = _scalar_pred(values, bools, null)
+
+    def check(node: dict[str, Any]) -> bool:
+        value = node.get(key, _MISSING)
+        kind = type(value)
+        if kind is str or kind is int or kind is float:
+            return value in values
+        if kind is list:
+            return any(pred(x) for x in _leaves(value))
+        return pred(value)  # bool or None; _MISSING and objects have no leaf, so False
+
+    return check
+
+
+def _field(key: str, preds: tuple[Pred, ...], exists: bool, absent: bool) -> Check:
+    def check(node: dict[str, Any]) -> bool:
+        value = node.get(key, _MISSING)
+        if isinstance(value, list):
+            leaves: tuple[Any, ...] = tuple(_leaves(value))
+        else:
+            leaves = () if value is _MISSING or isinstance(value, dict) else (value,)
+        if not leaves:
+            return absent
+        return exists or any(p(x) for x in leaves for p in preds)
+
+    return check
+
+
+def _all_of(checks: tuple[Check, ...]) -> Check:
+    if len(checks) == 1:
+        return checks[0]
+
+    def check(node: dict[str, Any]) -> bool:
+        return all(c(node) for c in checks)
+
+    return check
+
+
+class _Compiler:
+    """Walks a pattern once, building closures and collecting every error on the way."""
+
+    def __init__(self) -> None:
+        self.errors: list[PatternError] = []
+
+    def fail(self, path: str, message: str) -> None:
+        self.errors.append(PatternError(path, message))
+
+    def text(self, arg: Any, path: str) -> str | None:
+        if isinstance(arg, str):
+            return arg
+        self.fail(path, f"expected a string, got {_describe(arg)}")
+        return None
+
+    def mapping(self, pattern: Any, path: str) -> Check:
+        if not isinstance(pattern, Mapping):
+            self.fail(path, f"expected an object of field patterns, got {_describe(pattern)}")
+            return _never
+        if not pattern:
+            self.fail(path, "empty objects are not allowed (AWS rejects them); name a field")
+            return _never
+        checks: list[Check] = []
+        for key, spec in pattern.items():
+            at = f"{path}.{key}" if path else str(key)
+            if not isinstance(key, str):
+                self.fail(at, f"field names must be strings, got {_describe(key)}; quote it")
+            elif key == "$or":
+                checks.append(self.any_of(spec, at))
+            elif isinstance(spec, Mapping):
+                checks.append(self.nested(key, spec, at))
+            elif isinstance(spec, list):
+                checks.append(self.field(key, spec, at))
+            else:
+                self.fail(at, f"expected a list, got {_describe(spec)}; wrap it: [{spec!r}]")
+        return _all_of(tuple(checks)) if checks else _never
+
+    def any_of(self, spec: Any, path: str) -> Check:
+        if not isinstance(spec, list) or len(spec) < 2:
+            self.fail(path, "expected a list of at least two patterns, e.g. [{a: [1]}, {b: [2]}]")
+            return _never
+        alternatives = tuple(self.mapping(alt, f"{path}[{i}]") for i, alt in enumerate(spec))
+
+        def check(node: dict[str, Any]) -> bool:
+            return any(alt(node) for alt in alternatives)
+
+        return check
+
+    def nested(self, key: str, spec: Mapping[str, Any], path: str) -> Check:
+        sub = self.mapping(spec, path)
+        if_absent = sub({})  # a missing or non-object field: only absence patterns hold
+
+        def check(node: dict[str, Any]) -> bool:
+            value = node.get(key, _MISSING)
+            if isinstance(value, dict):
+                return sub(value)
+            if isinstance(value, list):
+                seen = False
+                for obj in _objects(value):
+                    if sub(obj):
+                        return True
+                    seen = True
+                if seen:
+                    return False
+            return if_absent
+
+        return check
+
+    def field(self, key: str, items: list[Any], path: str) -> Check:
+        if not items:
+            self.fail(path, "empty lists are not allowed (they match nothing); add a matcher")
+            return _never
+        values: set[Any] = set()
+        bools: set[bool] = set()
+        exists: set[bool] = set()
+        preds: list[Pred] = []
+        null = False
+        for i, item in enumerate(items):
+            at = f"{path}[{i}]"
+            if item is None:
+                null = True
+            elif isinstance(item, bool):
+                bools.add(item)
+            elif isinstance(item, str) or _is_finite(item):
+                values.add(item)
+            elif isinstance(item, Mapping) and list(item) == ["exists"]:
+                if isinstance(item["exists"], bool):
+                    exists.add(item["exists"])
+                else:
+                    self.fail(f"{at}.exists", f"expected true or false, got {item['exists']!r}")
+            elif isinstance(item, Mapping):
+                pred = self.matcher(item, at)
+                if pred is not None:
+                    preds.append(pred)
+            elif isinstance(item, list):
+                self.fail(at, "nested lists are not allowed; list the values in the field's list")
+            else:
+                what = "a finite number" if _is_number(item) else "a string, number, bool, null"
+                self.fail(at, f"expected {what} or an operator object, got {_describe(item)}")
+        if values or bools or null:
+            if not preds and not exists:
+                return _scalar_field(key, frozenset(values), frozenset(bools), null)
+            preds.insert(0, _scalar_pred(frozenset(values), frozenset(bools), null))
+        return _field(key, tuple(preds), True in exists, False in exists)
+
+    def matcher(self, item: Mapping[Any, Any], path: str) -> Pred | None:
+        if len(item) != 1:
+            keys = ", ".join(map(str, item))
+            self.fail(path, f"an operator object takes exactly one key, got {keys}; split it up")
+            return None
+        ((name, arg),) = item.items()
+        at = f"{path}.{name}"
+        build = _BUILDERS.get(name)
+        if build is None:
+            close = difflib.get_close_matches(str(name), _OPERATORS, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            self.fail(at, f"unknown operator {name!r}; {hint}known: {', '.join(_OPERATORS)}")
+            return None
+        return build(self, arg, at)
+
+    def affix(self, arg: Any, path: str, test: Callable[[str, str], bool]) -> Pred | None:
+        fold = isinstance(arg, Mapping) and list(arg) == ["equals-ignore-case"]
+        if fold:
+            arg, path = arg["equals-ignore-case"], f"{path}.equals-ignore-case"
+        elif isinstance(arg, Mapping):
+            self.fail(path, f"expected a string or {{equals-ignore-case: string}}, got {arg!r}")
+            return None
+        text = self.text(arg, path)
+        if text is None:
+            return None
+        if fold:
+            folded = text.casefold()
+            return lambda x: isinstance(x, str) and test(x.casefold(), folded)
+        return lambda x: isinstance(x, str) and test(x, text)
+
+    def prefix(self, arg: Any, path: str) -> Pred | None:
+        return self.affix(arg, path, str.startswith)
+
+    def suffix(self, arg: Any, path: str) -> Pred | None:
+        return self.affix(arg, path, str.endswith)
+
+    def equals_ignore_case(self, arg: Any, path: str) -> Pred | None:
+        text = self.text(arg, path)
+        folded = None if text is None else text.casefold()
+        return None if folded is None else lambda x: isinstance(x, str) and x.casefold() == folded
+
+    def wildcard(self, arg: Any, path: str) -> Pred | None:
+        text = self.text(arg, path)
+        regex = None if text is None else _wildcard(text)
+        if isinstance(regex, str):
+            self.fail(path, regex)
+            return None
+        return None if regex is None else lambda x: isinstance(x, str) and bool(regex.fullmatch(x))
+
+    def cidr(self, arg: Any, path: str) -> Pred | None:
+        text = self.text(arg, path)
+        if text is None:
+            return None
+        try:
+            network = ipaddress.ip_network(text, strict=False)
+        except ValueError as exc:
+            self.fail(path, f"{exc}; write a block like '10.0.0.0/24' or '2001:db8::/32'")
+            return None
+
+        def pred(x: Any) -> bool:
+            try:
+                address = ipaddress.ip_address(x) if isinstance(x, str) else None
+            except ValueError:
+                return False
+            return address is not None and address.version == network.version and address in network
+
+        return pred
+
+    def numeric(self, arg: Any, path: str) -> Pred | None:
+        if not isinstance(arg, list) or len(arg) not in (2, 4):
+            self.fail(path, f"expected one or two comparisons, got {arg!r}; {_RANGE_SHAPE}")
+            return None
+        if arg[0] not in _SINGLE:
+            hint = " (for 'not equal' use anything-but)" if arg[0] in ("!=", "<>") else ""
+            self.fail(f"{path}[0]", f"unknown operator {arg[0]!r}{hint}; use =, >, >=, < or <=")
+            return None
+        if len(arg) == 4 and (arg[0] not in _LOWER or arg[2] not in _UPPER):
+            self.fail(f"{path}[2]", f"a range is a lower then an upper bound; {_RANGE_SHAPE}")
+            return None
+        bad = [i for i in range(1, len(arg), 2) if not _in_range(arg[i])]
+        for i in bad:
+            self.fail(f"{path}[{i}]", f"expected a number in [-5e9, 5e9], got {arg[i]!r}")
+        if bad:
+            return None
+        if len(arg) == 4 and arg[1] >= arg[3]:
+            self.fail(path, f"the lower bound {arg[1]!r} must be below the upper bound {arg[3]!r}")
+            return None
+        tests = [(_SINGLE[arg[0]], arg[1])]
+        if len(arg) == 4:
+            tests.append((_UPPER[arg[2]], arg[3]))
+        return _numeric(tuple(tests))
+
+    def anything_but(self, arg: Any, path: str) -> Pred | None:
+        if isinstance(arg, Mapping):
+            return self.anything_but_form(arg, path)
+        items = arg if isinstance(arg, list) else [arg]
+        if not items or not (all(isinstance(v, str) for v in items) or all(map(_is_finite, items))):
+            forms = " | ".join(_BUT_FORMS)
+            shapes = (
+                f"a string, a number, a list of only strings or only numbers, or {{{forms}: ...}}"
+            )
+            self.fail(path, f"expected {shapes}; got {arg!r}")
+            return None
+        excluded = frozenset(items)
+        return lambda x: isinstance(x, bool) or x not in excluded  # leaves are hashable
+
+    def anything_but_form(self, arg: Mapping[Any, Any], path: str) -> Pred | None:
+        if list(arg) not in ([form] for form in _BUT_FORMS):
+            self.fail(path, f"expected one of {', '.join(_BUT_FORMS)}, got {dict(arg)!r}")
+            return None
+        ((name, inner),) = arg.items()
+        at = f"{path}.{name}"
+        texts = inner if isinstance(inner, list) else [inner]
+        if not texts or not all(isinstance(t, str) for t in texts):
+            self.fail(at, f"expected a string or a non-empty list of strings, got {inner!r}")
+            return None
+        if name in ("prefix", "suffix") and "" in texts:
+            self.fail(at, f"an empty {name} would exclude every string; remove it")
+            return None
+        if name == "wildcard":
+            preds = [self.wildcard(t, at) for t in texts]
+            found = tuple(p for p in preds if p is not None)
+            return None if len(found) < len(preds) else lambda x: not any(p(x) for p in found)
+        if name == "equals-ignore-case":
+            folded = frozenset(t.casefold() for t in texts)
+            return lambda x: not (isinstance(x, str) and x.casefold() in folded)
+        test, affixes = (str.startswith if name == "prefix" else str.endswith), tuple(texts)
+        return lambda x: not (isinstance(x, str) and test(x, affixes))
+
+
+_BUILDERS: Final[dict[Any, Callable[[_Compiler, Any, str], Pred | None]]] = {
+    "anything-but": _Compiler.anything_but,
+    "cidr": _Compiler.cidr,
+    "equals-ignore-case": _Compiler.equals_ignore_case,
+    "numeric": _Compiler.numeric,
+    "prefix": _Compiler.prefix,
+    "suffix": _Compiler.suffix,
+    "wildcard": _Compiler.wildcard,
+}

@@ -1,0 +1,99 @@
+"""Processors by name: the built-ins, entry-point plugins, and ``use:`` import paths.
+
+An entry of the pipeline file is a one-key map ``{NAME: ARGS}``, or ``{use: "pkg.mod:Name",
+with: {...}}``. NAME is a built-in (``filter``, ``enrich``, ``route``) or a plugin registered
+under the entry-point group ``shardline.processors``. What a name resolves to may be:
+
+* a class: called with ARGS as keyword arguments (a mapping) or as its one argument;
+* a plain function: the processor itself (it takes no ARGS).
+
+Only the modules a pipeline names are imported.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from processors.chain import Step
+from stream.exceptions import PluginError
+from stream.plugins import (
+    PROCESSOR_GROUP,
+    SINK_GROUP,
+    entry_point_names,
+    load_entry_point,
+    load_object,
+)
+
+__all__ = [
+    "BUILTIN_PROCESSORS",
+    "PluginError",
+    "build_processor",
+    "load_object",
+    "processor_names",
+    "sink_plugin_names",
+]
+
+BUILTIN_PROCESSORS: dict[str, str] = {
+    "filter": "processors.filter:Filter",
+    "enrich": "processors.enrich:Enrich",
+    "route": "processors.route:Route",
+}
+
+
+def processor_names() -> set[str]:
+    """Every processor name a pipeline may use: built-ins and installed plugins."""
+    return set(BUILTIN_PROCESSORS) | entry_point_names(PROCESSOR_GROUP)
+
+
+def sink_plugin_names() -> set[str]:
+    """Sink types registered by installed plugins (the built-ins live in ``sinks``)."""
+    return entry_point_names(SINK_GROUP)
+
+
+def build_processor(
+    index: int, entry: Mapping[str, Any], sinks: Collection[str] | None = None
+) -> Step:
+    """Build the step for entry ``index`` of a function's ``processors`` list.
+
+    Raises:
+        PluginError: the name is unknown or the plugin does not load.
+        ValueError: the arguments are wrong (the processor's own message).
+    """
+    if "use" in entry:
+        path = entry["use"]
+        target = load_object(path)
+        args: Any = entry.get("with") or {}
+        name = f"processors[{index}].use({path})"
+    else:
+        if len(entry) != 1:
+            msg = f"processors[{index}]: an entry is a one-key map {{NAME: ARGS}}, got {sorted(entry)}"
+            raise PluginError(msg)
+        ((kind, args),) = entry.items()
+        name = f"processors[{index}].{kind}"
+        if kind == "route":
+            from processors.route import Route  # noqa: PLC0415  # only when used
+
+            return Step.of(name, Route.from_config(args, sinks))
+        if kind in BUILTIN_PROCESSORS:
+            target = load_object(BUILTIN_PROCESSORS[kind])
+        else:
+            target = load_entry_point(PROCESSOR_GROUP, kind)
+    return Step.of(name, _instantiate(name, target, args))
+
+
+def _instantiate(name: str, target: Any, args: Any) -> Any:
+    if inspect.isclass(target):
+        if args is None:
+            return target()
+        if isinstance(args, Mapping):
+            return target(**args)
+        return target(args)
+    if callable(target):
+        if args:
+            msg = f"{name}: {target!r} is a function and takes no arguments; got {args!r}"
+            raise PluginError(msg)
+        return target
+    msg = f"{name}: {target!r} is neither a processor class nor a function"
+    raise PluginError(msg)

@@ -1,0 +1,227 @@
+"""The sink contract: batch-first writes, one outcome per item, per-key order kept.
+
+A sink receives the records routed to it, in shard order, and answers one :class:`Outcome`
+per record: ok, retryable (throttle, 5xx, timeout: Lambda delivers it again) or permanent
+(mapping error, validation: it goes to the dead-letter sink).
+
+The base class owns the common flow; a backend implements ``_write`` for one chunk and may
+set two class attributes:
+
+* ``max_batch``: most items per backend call (25 for BatchWriteItem, 500 for PutRecords...).
+* ``per_key_safe``: ``True`` when several records of one partition key may share a call
+  without risk that a later one is applied while an earlier one failed: the backend
+  applies items one after another and stops at the first failure, or its writes are
+  conditional on the record's position (DynamoDB ``latest``, OpenSearch external versions),
+  or it applies nothing. Otherwise the base class puts at most one record of a key in each
+  call, and after a record of key K fails, does not send the rest of K (policy ``per_key``)
+  or the rest of the batch (policy ``strict``). That is how "no sink ever applies record
+  n+1 of a key before record n" holds even though bulk APIs fail item by item.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from abc import ABC, abstractmethod
+from base64 import b64encode
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from stream.records import Record
+
+__all__ = [
+    "OK",
+    "DeadLetter",
+    "Ordering",
+    "Outcome",
+    "Sink",
+    "Status",
+    "permanent",
+    "retryable",
+]
+
+
+class Ordering(enum.Enum):
+    """What a failure holds back, within one batch (DESIGN.md, "Per-key order")."""
+
+    STRICT = "strict"
+    """Stop at the first retryable failure: nothing after it is written in this batch."""
+    PER_KEY = "per_key"
+    """After a failure of key K, skip the rest of K in this batch; other keys go on."""
+    NONE = "none"
+    """Failures hold nothing back; per-key order is not kept."""
+
+
+class Status(enum.Enum):
+    """The three fates of an item."""
+
+    OK = "ok"
+    RETRYABLE = "retryable"
+    PERMANENT = "permanent"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of writing one item.
+
+    Attributes:
+        status: ok, retryable or permanent.
+        reason: human-readable cause, for dead letters and logs ("" when ok).
+        error: the error class name, e.g. ``ProvisionedThroughputExceededException``.
+    """
+
+    status: Status
+    reason: str = ""
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """Whether the item was written."""
+        return self.status is Status.OK
+
+
+#: The shared outcome of every successful item.
+OK = Outcome(Status.OK)
+
+
+def retryable(reason: str, error: str = "") -> Outcome:
+    """A transient failure: the record will be delivered again."""
+    return Outcome(Status.RETRYABLE, reason, error)
+
+
+def permanent(reason: str, error: str = "") -> Outcome:
+    """A failure that retrying cannot fix: the record goes to the dead-letter sink."""
+    return Outcome(Status.PERMANENT, reason, error)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record that cannot be processed, with why and where it failed.
+
+    Attributes:
+        record: the failed record (its data as it arrived, or as the chain left it).
+        reason: what went wrong and, where we know it, how to fix it.
+        error: the error class name.
+        step: where it failed: ``event`` (decoding), ``processors[2].filter``, ``sink:orders``.
+        function: the function (Lambda) that processed it.
+        pipeline: the pipeline name.
+        failed_at: epoch seconds.
+    """
+
+    record: Record
+    reason: str
+    error: str
+    step: str
+    function: str = ""
+    pipeline: str = ""
+    failed_at: float = 0.0
+
+    def document(self) -> dict[str, Any]:
+        """The JSON envelope written to the dead-letter sink: enough to replay the record."""
+        rec = self.record
+        return {
+            "reason": self.reason,
+            "error": self.error,
+            "step": self.step,
+            "function": self.function,
+            "pipeline": self.pipeline,
+            "failed_at": self.failed_at or time.time(),
+            "shard_id": rec.shard_id,
+            "sequence_number": rec.sequence_number,
+            "sub_sequence_number": rec.sub_sequence_number,
+            "partition_key": rec.partition_key,
+            "event_id": rec.event_id,
+            "event_source_arn": rec.event_source_arn,
+            "arrival": rec.arrival,
+            "data_base64": b64encode(rec.data).decode(),
+        }
+
+    def as_record(self) -> Record:
+        """The envelope as a record at the failed record's position, for generic sinks."""
+        return self.record.derive(self.document())
+
+
+class Sink(ABC):
+    """Base of every sink. Subclasses implement ``_write``; see the module docstring.
+
+    Args:
+        name: the sink's name in the pipeline file (used in outcomes and metrics).
+    """
+
+    max_batch: ClassVar[int] = 500
+    per_key_safe: ClassVar[bool] = False
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def write_batch(
+        self, items: Sequence[Record], ordering: Ordering = Ordering.PER_KEY
+    ) -> list[Outcome]:
+        """Write records in shard order; return one outcome per record, in the same order."""
+        if not items:
+            return []
+        if self.per_key_safe and len(items) <= self.max_batch:
+            outcomes = self._write(items)
+            self._check(items, outcomes)
+            return outcomes
+        return self._write_in_chunks(items, ordering)
+
+    def write_dead_letters(self, letters: Sequence[DeadLetter]) -> list[Outcome]:
+        """Write dead letters; by default as their JSON envelopes through ``write_batch``."""
+        return self.write_batch([letter.as_record() for letter in letters], Ordering.NONE)
+
+    def close(self) -> None:  # noqa: B027  # a no-op by design: most sinks hold nothing
+        """Release what the sink holds (connections, buffers). Idempotent."""
+
+    @abstractmethod
+    def _write(self, items: Sequence[Record]) -> list[Outcome]:
+        """Write one chunk (at most ``max_batch`` items) and return one outcome per item."""
+
+    def _write_in_chunks(self, items: Sequence[Record], ordering: Ordering) -> list[Outcome]:
+        outcomes: list[Outcome | None] = [None] * len(items)
+        failed_keys: set[str] = set()
+        stopped = False
+        keep_order = ordering is not Ordering.NONE
+        split_keys = keep_order and not self.per_key_safe
+        chunk: list[int] = []
+        chunk_keys: set[str] = set()
+
+        def flush() -> None:
+            nonlocal stopped
+            batch = [items[i] for i in chunk]
+            results = self._write(batch)
+            self._check(batch, results)
+            for i, outcome in zip(chunk, results, strict=True):
+                outcomes[i] = outcome
+                if keep_order and outcome.status is Status.RETRYABLE:
+                    failed_keys.add(items[i].partition_key)
+                    stopped = stopped or ordering is Ordering.STRICT
+            chunk.clear()
+            chunk_keys.clear()
+
+        for i, item in enumerate(items):
+            key = item.partition_key
+            if chunk and (len(chunk) >= self.max_batch or (split_keys and key in chunk_keys)):
+                flush()
+            if stopped or key in failed_keys:
+                outcomes[i] = retryable(
+                    f"not sent to sink {self.name!r}: an earlier record "
+                    + ("of the batch" if stopped else f"of partition key {key!r}")
+                    + " failed, and order is kept",
+                    "HeldBack",
+                )
+                continue
+            chunk.append(i)
+            chunk_keys.add(key)
+        if chunk:
+            flush()
+        return outcomes  # type: ignore[return-value]  # every slot is filled above
+
+    def _check(self, items: Sequence[Record], outcomes: Sequence[Outcome]) -> None:
+        if len(outcomes) != len(items):
+            msg = (
+                f"sink {self.name!r} ({type(self).__name__}._write) returned {len(outcomes)} "
+                f"outcomes for {len(items)} items; it must return one per item"
+            )
+            raise RuntimeError(msg)

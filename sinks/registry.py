@@ -1,0 +1,58 @@
+"""Sink types by name: the built-ins and plugins from the ``shardline.sinks`` group.
+
+Built-in modules are imported only when a pipeline uses them, so a stdout-only function
+never imports boto3 or opensearch-py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sinks.base import Sink
+from stream.exceptions import PluginError
+from stream.plugins import SINK_GROUP, entry_point_names, load_entry_point, load_object
+
+__all__ = ["BUILTIN_SINKS", "build_sink", "sink_types"]
+
+#: Built-in sink types and where they live ("module:Class"). Types named in CONFIG.md whose
+#: backends are not built yet are listed in ``PLANNED_SINKS``.
+BUILTIN_SINKS: dict[str, str] = {
+    "stdout": "sinks.stdout:StdoutSink",
+    "discard": "sinks.discard:DiscardSink",
+}
+PLANNED_SINKS = frozenset({"dynamodb", "opensearch", "s3", "sqs", "kinesis"})
+_SPEC_KEYS = frozenset({"type", "use"})
+
+
+def sink_types() -> set[str]:
+    """Every sink type a pipeline may name: built-ins, planned built-ins and plugins."""
+    return set(BUILTIN_SINKS) | PLANNED_SINKS | entry_point_names(SINK_GROUP)
+
+
+def build_sink(name: str, spec: Mapping[str, Any]) -> Sink:
+    """Create the sink ``name`` from its compiled spec (``{"type": ..., **options}``).
+
+    Raises:
+        PluginError: unknown type, a type whose backend is not available, or a plugin that
+            is not a :class:`~sinks.base.Sink`.
+    """
+    kind = spec.get("type", "")
+    options = {k: v for k, v in spec.items() if k not in _SPEC_KEYS}
+    if "use" in spec:
+        cls = load_object(spec["use"])
+    elif kind in BUILTIN_SINKS:
+        cls = load_object(BUILTIN_SINKS[kind])
+    elif kind in PLANNED_SINKS:
+        msg = (
+            f"sink {name!r}: type {kind!r} is not available in this version of shardline; "
+            "run with `--sinks stdout` to print what it would receive"
+        )
+        raise PluginError(msg)
+    else:
+        cls = load_entry_point(SINK_GROUP, kind)
+    sink = cls(name, **options)
+    if not isinstance(sink, Sink):
+        msg = f"sink {name!r}: {cls!r} made a {type(sink).__name__}, not a sinks.base.Sink"
+        raise PluginError(msg)
+    return sink

@@ -1,0 +1,35 @@
+"""The ``stdout`` sink, for development: each record's JSON document on one line.
+
+With ``label: true`` (what ``shardline invoke --sinks stdout`` uses) each line starts with the
+sink's name and a tab, so the output of several sinks can be told apart.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import IO, ClassVar
+
+from sinks.base import OK, Outcome, Sink
+from stream.records import Record
+
+__all__ = ["StdoutSink"]
+
+
+class StdoutSink(Sink):
+    """Writes records as JSON lines to a stream (standard output by default)."""
+
+    max_batch: ClassVar[int] = 10_000
+    per_key_safe: ClassVar[bool] = True  # lines are written in order and cannot fail alone
+
+    def __init__(self, name: str, *, label: bool = False, out: IO[bytes] | None = None) -> None:
+        super().__init__(name)
+        self._prefix = f"{name}\t".encode() if label else b""
+        self._out = out
+
+    def _write(self, items: Sequence[Record]) -> list[Outcome]:
+        out = self._out or sys.stdout.buffer
+        prefix = self._prefix
+        out.write(b"".join(prefix + item.data.rstrip(b"\n") + b"\n" for item in items))
+        out.flush()
+        return [OK] * len(items)

@@ -1,0 +1,218 @@
+"""One shard batch through the chain and the sinks, folded into Lambda's response.
+
+The fold, in order (why this order: nothing is applied to a sink before we know what the
+ordering policy must hold back):
+
+1. The chain runs over the whole batch (no side effects).
+2. Records that failed permanently in the chain (or could not be decoded) are written to
+   the ``on_failure`` sink first. If that write fails, or there is no such sink, they are
+   *unhandled*: they count as failed, so nothing is lost.
+3. The ordering policy holds back records behind unhandled ones: ``strict`` everything
+   after the first, ``per_key`` the later records of the same partition key, ``none``
+   nothing.
+4. Each sink gets the records routed to it, in shard order, and keeps per-key order within
+   its own bulk calls (``sinks.base``).
+5. Records a sink rejected permanently go to the ``on_failure`` sink.
+6. Every unhandled record (retryable failure, held back, dead-letter write failed) is
+   reported in ``batchItemFailures`` by its Kinesis sequence number (the parent's, for a
+   user record of a KPL aggregate). Lambda resumes from the lowest one, so sinks see those
+   records again: they are idempotent. Every identifier is a sequence number of the batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TypedDict
+
+from processors.chain import Chain, StepFailure
+from sinks.base import DeadLetter, Ordering, Sink, Status
+from stream.records import Record
+
+__all__ = ["BatchItemFailure", "BatchResponse", "BatchResult", "BatchRunner"]
+
+
+class BatchItemFailure(TypedDict):
+    """One entry of ``batchItemFailures``."""
+
+    itemIdentifier: str
+
+
+class BatchResponse(TypedDict):
+    """The handler's response with ``ReportBatchItemFailures`` on."""
+
+    batchItemFailures: list[BatchItemFailure]
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """What happened to a batch: the response and the counts behind it.
+
+    Attributes:
+        response: what the handler returns to Lambda.
+        records_in: user records in the batch (after de-aggregation).
+        dropped: per step, records dropped (filters).
+        unrouted: records that no route took.
+        written: per sink, records written.
+        dead_letters: records written to the dead-letter sink.
+        failed: index in the batch -> reason, for every unhandled record.
+    """
+
+    response: BatchResponse
+    records_in: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    unrouted: int = 0
+    written: dict[str, int] = field(default_factory=dict)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
+
+
+class BatchRunner:
+    """Runs batches of one function. Holds no per-batch state: safe to reuse while warm.
+
+    Args:
+        chain: the function's processors.
+        sinks: every sink the function may write to, by name.
+        default_route: sinks for records that no route step routed (the ``route:``
+            shorthand), or ``None``.
+        on_failure: the name of the dead-letter sink, or ``None`` (then poison records are
+            reported as failures and Lambda's own retry limit and on-failure destination
+            take over).
+        ordering: what a failure holds back.
+        function: the function's name, for dead letters.
+        pipeline: the pipeline's name, for dead letters.
+        now: the clock, injectable for tests.
+    """
+
+    def __init__(
+        self,
+        chain: Chain,
+        sinks: Mapping[str, Sink],
+        *,
+        default_route: Sequence[str] | None = None,
+        on_failure: str | None = None,
+        ordering: Ordering = Ordering.PER_KEY,
+        function: str = "",
+        pipeline: str = "",
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self.chain = chain
+        self.sinks = dict(sinks)
+        self.default_route = tuple(default_route or ())
+        self.dead_letter_sink = self.sinks[on_failure] if on_failure else None
+        self.ordering = ordering
+        self.function = function
+        self.pipeline = pipeline
+        self._now = now
+
+    def run(self, records: list[Record]) -> BatchResult:
+        """Process one shard batch (records in shard order, ``index`` = position)."""
+        chained = self.chain.run(records)
+        result = BatchResult({"batchItemFailures": []}, len(records), chained.dropped)
+        failed = result.failed
+        for f in chained.failures:
+            if f.retryable:
+                failed[f.record.index] = f"{f.step}: {type(f.error).__name__}: {f.error}"
+        # Poison records behind a failure wait too, so a redelivery does not dead-letter twice.
+        held = self._held_back(records, failed)
+        letters = [
+            self._letter(f)
+            for f in chained.failures
+            if not f.retryable and f.record.index not in held
+        ]
+        for index, why in held.items():
+            failed.setdefault(index, why)
+        if letters:
+            self._dead_letter(letters, result)
+            held = self._held_back(records, failed)
+
+        per_sink: dict[str, list[Record]] = {}
+        default = self.default_route
+        for rec in chained.records:
+            if held and rec.index in held:
+                failed.setdefault(rec.index, held[rec.index])
+                continue
+            routes = rec.routes if rec.routes is not None else default
+            if not routes:
+                result.unrouted += 1
+                continue
+            for name in routes:
+                per_sink.setdefault(name, []).append(rec)
+
+        sink_letters: list[DeadLetter] = []
+        for name, items in per_sink.items():
+            outcomes = self.sinks[name].write_batch(items, self.ordering)
+            ok = 0
+            for rec, outcome in zip(items, outcomes, strict=True):
+                status = outcome.status
+                if status is Status.OK:
+                    ok += 1
+                elif status is Status.RETRYABLE:
+                    failed.setdefault(rec.index, f"sink:{name}: {outcome.reason}")
+                else:
+                    sink_letters.append(
+                        DeadLetter(
+                            rec, outcome.reason, outcome.error, f"sink:{name}",
+                            self.function, self.pipeline, self._now(),
+                        )
+                    )
+            result.written[name] = result.written.get(name, 0) + ok
+        self._dead_letter(sink_letters, result)
+
+        if failed:
+            seen: set[str] = set()
+            items_out = result.response["batchItemFailures"]
+            for index in sorted(failed):
+                seq = records[index].sequence_number
+                if seq not in seen:
+                    seen.add(seq)
+                    items_out.append({"itemIdentifier": seq})
+        return result
+
+    def _letter(self, failure: StepFailure) -> DeadLetter:
+        error = failure.error
+        return DeadLetter(
+            failure.record, str(error), type(error).__name__, failure.step,
+            self.function, self.pipeline, self._now(),
+        )
+
+    def _dead_letter(self, letters: list[DeadLetter], result: BatchResult) -> None:
+        if not letters:
+            return
+        sink = self.dead_letter_sink
+        if sink is None:
+            for letter in letters:
+                result.failed.setdefault(
+                    letter.record.index,
+                    f"{letter.step}: {letter.reason} (no on_failure sink: reported as failed)",
+                )
+            return
+        letters.sort(key=lambda letter: letter.record.index)
+        outcomes = sink.write_dead_letters(letters)
+        for letter, outcome in zip(letters, outcomes, strict=True):
+            if outcome.status is Status.OK:
+                result.dead_letters.append(letter)
+            else:
+                result.failed.setdefault(
+                    letter.record.index,
+                    f"{letter.step}: {letter.reason}; dead-letter write failed: {outcome.reason}",
+                )
+
+    def _held_back(self, records: Sequence[Record], failed: Mapping[int, str]) -> dict[int, str]:
+        """Indexes the ordering policy holds back because of earlier unhandled records."""
+        if not failed or self.ordering is Ordering.NONE:
+            return {}
+        if self.ordering is Ordering.STRICT:
+            first = min(failed)
+            why = f"held back: record {first} failed and ordering is strict"
+            return {r.index: why for r in records[first + 1 :]}
+        first_by_key: dict[str, int] = {}
+        for index in sorted(failed):
+            first_by_key.setdefault(records[index].partition_key, index)
+        held: dict[int, str] = {}
+        for rec in records:
+            first = first_by_key.get(rec.partition_key)
+            if first is not None and rec.index > first:
+                held[rec.index] = f"held back: record {first} of key {rec.partition_key!r} failed"
+        return held

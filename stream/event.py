@@ -1,0 +1,166 @@
+"""Lambda Kinesis event -> records.
+
+The event is the exact shape Lambda's event source mapping delivers (one shard's batch, in
+sequence order). Data is base64; a record whose data starts with the KPL magic bytes
+``F3 89 9A C2`` is a KPL aggregate and is expanded into its user records, which keep the
+parent's sequence number and get a sub-sequence number.
+
+Why not ``aws_kinesis_agg.deaggregator``: on a bad MD5 it passes the aggregate through as if
+it were a plain record, and on a protobuf error it prints to stderr and drops the rest of the
+aggregate. Either loses data silently. We check the digest and parse with the library's own
+protobuf message ourselves, and a corrupt aggregate becomes one record carrying the reason
+(``Record.error``), which the batch sends to the dead-letter sink. The protobuf module is
+imported only when an aggregate is seen, so plain pipelines never load it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from binascii import Error as BinasciiError
+from binascii import a2b_base64
+from collections.abc import Mapping, Sequence
+from typing import Any, TypedDict
+
+from stream.records import Record
+
+__all__ = [
+    "KPL_MAGIC",
+    "KinesisEvent",
+    "KinesisEventRecord",
+    "KinesisPayload",
+    "deaggregate",
+    "records_from_event",
+]
+
+#: First four bytes of a KPL aggregated record.
+KPL_MAGIC = b"\xf3\x89\x9a\xc2"
+_DIGEST_SIZE = 16
+
+
+class KinesisPayload(TypedDict, total=False):
+    """The ``kinesis`` member of an event record, as Lambda sends it."""
+
+    kinesisSchemaVersion: str
+    partitionKey: str
+    sequenceNumber: str
+    data: str
+    approximateArrivalTimestamp: float
+
+
+class KinesisEventRecord(TypedDict, total=False):
+    """One entry of ``Records`` in a Lambda Kinesis event."""
+
+    kinesis: KinesisPayload
+    eventSource: str
+    eventVersion: str
+    eventID: str
+    eventName: str
+    invokeIdentityArn: str
+    awsRegion: str
+    eventSourceARN: str
+
+
+class KinesisEvent(TypedDict):
+    """A Lambda Kinesis event: one shard's batch."""
+
+    Records: list[KinesisEventRecord]
+
+
+def records_from_event(event: Mapping[str, Any]) -> list[Record]:
+    """Turn a Lambda Kinesis event into records, in shard order, aggregates expanded.
+
+    Never raises for bad record content: undecodable base64 or a corrupt aggregate gives a
+    record with ``error`` set, so the batch can dead-letter it with the reason.
+
+    Raises:
+        ValueError: the event is not a Kinesis event at all (no ``Records`` list).
+    """
+    entries = event.get("Records")
+    if not isinstance(entries, list):
+        msg = "not a Kinesis event: expected a 'Records' list (the shape Lambda sends)"
+        raise ValueError(msg)  # noqa: TRY004  # a wrong event is a wrong value for the caller
+    out: list[Record] = []
+    append = out.append
+    for entry in entries:
+        kinesis = entry["kinesis"]
+        seq = kinesis["sequenceNumber"]
+        event_id = entry.get("eventID") or ""
+        shard_id = event_id.rpartition(":")[0] if event_id else ""
+        arn = entry.get("eventSourceARN", "")
+        arrival = float(kinesis.get("approximateArrivalTimestamp") or 0.0)
+        key = kinesis.get("partitionKey", "")
+        error = None
+        try:
+            data = a2b_base64(kinesis["data"], strict_mode=True)
+        except (BinasciiError, TypeError, ValueError) as exc:
+            data = str(kinesis.get("data", "")).encode()
+            error = f"data is not valid base64 ({exc})"
+        if error is None and data[:4] == KPL_MAGIC:
+            parent = Record(
+                data, key, seq, shard_id=shard_id, arrival=arrival, event_id=event_id,
+                event_source_arn=arn, index=len(out),
+            )
+            for user in deaggregate(parent):
+                user.index = len(out)
+                append(user)
+            continue
+        append(
+            Record(
+                data, key, seq, shard_id=shard_id, arrival=arrival, event_id=event_id,
+                event_source_arn=arn, index=len(out), error=error,
+            )
+        )
+    return out
+
+
+def deaggregate(parent: Record) -> list[Record]:
+    """Expand a KPL aggregate into its user records, or one record with ``error`` set.
+
+    Every user record keeps the parent's sequence number, shard, arrival time and event id,
+    and gets its index in the aggregate as sub-sequence number.
+    """
+    data = parent.data
+    body = data[len(KPL_MAGIC) : -_DIGEST_SIZE]
+    if len(data) <= len(KPL_MAGIC) + _DIGEST_SIZE:
+        return [_corrupt(parent, "KPL aggregate too short to hold a digest")]
+    if hashlib.md5(body).digest() != data[-_DIGEST_SIZE:]:  # noqa: S324  # the format's checksum
+        return [_corrupt(parent, "KPL aggregate checksum (MD5) mismatch: the record is corrupt")]
+    from google.protobuf.message import DecodeError  # noqa: PLC0415  # only for aggregates
+
+    from stream.kpl import aggregated_record_type  # noqa: PLC0415
+
+    message = aggregated_record_type()()
+    try:
+        message.ParseFromString(body)
+    except DecodeError as exc:
+        return [_corrupt(parent, f"KPL aggregate is not a valid protobuf message ({exc})")]
+    keys: Sequence[str] = message.partition_key_table
+    out: list[Record] = []
+    for sub, user in enumerate(message.records):
+        if user.partition_key_index >= len(keys):
+            reason = (
+                f"KPL aggregate user record {sub} names partition key index "
+                f"{user.partition_key_index}, but the table has {len(keys)} keys"
+            )
+            return [_corrupt(parent, reason)]
+        out.append(
+            Record(
+                user.data,
+                keys[user.partition_key_index],
+                parent.sequence_number,
+                sub_sequence_number=sub,
+                aggregated=True,
+                shard_id=parent.shard_id,
+                arrival=parent.arrival,
+                event_id=parent.event_id,
+                event_source_arn=parent.event_source_arn,
+            )
+        )
+    if not out:
+        return [_corrupt(parent, "KPL aggregate holds no user records")]
+    return out
+
+
+def _corrupt(parent: Record, reason: str) -> Record:
+    parent.error = reason
+    return parent

@@ -1,0 +1,43 @@
+"""Exceptions shared by the runtime packages.
+
+Every error that shardline raises on purpose derives from :class:`ShardlineError`, so that
+callers can catch ours without catching everything. The split that matters at run time is
+*retryable* versus *permanent*: a retryable error makes the record's sequence number go into
+``batchItemFailures`` (Lambda delivers it again), a permanent one sends the record to the
+dead-letter sink with the reason.
+
+Hierarchy::
+
+    ShardlineError
+    ├── RecordError            permanent: this record can never be processed as it is
+    │   └── DecodeError        the data is not what a step needs (not JSON, corrupt aggregate)
+    ├── RetryableError         transient: try the record again later (throttle, 5xx, timeout)
+    └── PluginError            a plugin or ``use:`` path cannot be loaded (also a ValueError)
+
+``processors`` and ``sinks`` add their own subclasses next to their code; this module imports
+nothing of ours so that every package may import it.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DecodeError", "PluginError", "RecordError", "RetryableError", "ShardlineError"]
+
+
+class ShardlineError(Exception):
+    """Root of every exception shardline raises on purpose."""
+
+
+class RecordError(ShardlineError):
+    """A record that can never succeed as it is: it goes to the dead-letter sink."""
+
+
+class DecodeError(RecordError):
+    """The record's data is not what a step needs (not JSON, not an object, corrupt aggregate)."""
+
+
+class RetryableError(ShardlineError):
+    """A transient failure: the record is reported in ``batchItemFailures`` and redelivered."""
+
+
+class PluginError(ShardlineError, ValueError):
+    """A processor or sink plugin that cannot be found or loaded."""

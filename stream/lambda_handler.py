@@ -1,0 +1,48 @@
+"""The Lambda entry point: ``stream.lambda_handler.handler``.
+
+The compiled plan is read and the function's chain and sinks are built once per cold start
+(module import), then reused by every warm invocation. Nothing of one invocation is kept
+on the runner: each batch's outcome is a fresh result object.
+
+Environment:
+    SHARDLINE_PIPELINE: path of the compiled plan (default: ``pipeline.json`` beside this
+        module, where ``shardline deploy`` puts it in the zip).
+    SHARDLINE_FUNCTION: the function to run (default: the plan's only function).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from stream.event import records_from_event
+from stream.runtime import build_runner, load_plan
+
+if TYPE_CHECKING:
+    from stream.batch import BatchResponse, BatchRunner
+
+__all__ = ["handler", "runner"]
+
+_DEFAULT_PLAN = Path(__file__).with_name("pipeline.json")
+_runner: BatchRunner | None = None
+
+
+def runner() -> BatchRunner:
+    """The function's runner, built on first use (the cold start) and then reused."""
+    global _runner  # noqa: PLW0603  # the one cold-start cache Lambda reuses while warm
+    if _runner is None:
+        plan = load_plan(os.environ.get("SHARDLINE_PIPELINE") or _DEFAULT_PLAN)
+        _runner = build_runner(plan, os.environ.get("SHARDLINE_FUNCTION") or None)
+    return _runner
+
+
+def handler(event: dict[str, Any], context: Any = None) -> BatchResponse:
+    """Process one Kinesis batch; return ``{"batchItemFailures": [...]}``."""
+    return runner().run(records_from_event(event)).response
+
+
+if os.environ.get("SHARDLINE_PIPELINE") or os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+    # Inside Lambda (or when told where the plan is), build during init: the init phase
+    # runs at full CPU before the first invocation is timed.
+    runner()

@@ -1,0 +1,75 @@
+"""Loading plugins: entry points and ``pkg.module:Name`` import paths.
+
+Processors and sinks are both extended the same way (entry-point groups
+``shardline.processors`` and ``shardline.sinks``, or an explicit import path), so the
+loading lives here, once, and both registries call it. Entry points are read lazily and
+only the one that a pipeline names is imported.
+"""
+
+from __future__ import annotations
+
+import importlib
+from functools import cache
+from importlib.metadata import entry_points
+from typing import Any
+
+from stream.exceptions import PluginError
+
+__all__ = ["PROCESSOR_GROUP", "SINK_GROUP", "entry_point_names", "load_entry_point", "load_object"]
+
+PROCESSOR_GROUP = "shardline.processors"
+SINK_GROUP = "shardline.sinks"
+
+
+@cache
+def _group(group: str) -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=group)}
+
+
+def entry_point_names(group: str) -> set[str]:
+    """Names registered by installed distributions under this entry-point group."""
+    return set(_group(group))
+
+
+def load_entry_point(group: str, name: str) -> Any:
+    """Import and return the object registered as ``name`` in ``group``.
+
+    Raises:
+        PluginError: no such entry point, or importing it failed.
+    """
+    ep = _group(group).get(name)
+    if ep is None:
+        msg = f"no plugin {name!r} in entry-point group {group!r}: install the package that provides it"
+        raise PluginError(msg)
+    try:
+        return ep.load()
+    except Exception as exc:
+        msg = f"plugin {name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}"
+        raise PluginError(msg) from exc
+
+
+def load_object(path: str) -> Any:
+    """Import ``"package.module:Name"`` (dots after the colon walk attributes).
+
+    Raises:
+        PluginError: the path is malformed, the module does not import, or has no such name.
+    """
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        msg = f"import path {path!r} must look like 'package.module:Name'"
+        raise PluginError(msg)
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        msg = (
+            f"cannot import module {module_name!r} for {path!r} ({exc}): install the package "
+            "that provides it (pip install ...) or fix the path"
+        )
+        raise PluginError(msg) from exc
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            msg = f"module {module_name!r} has no attribute {attr!r} (from {path!r})"
+            raise PluginError(msg) from None
+    return obj

@@ -1,0 +1,217 @@
+"""The record: the unit that flows from a Kinesis batch through the chain into the sinks.
+
+A record keeps its data as bytes until a step needs the JSON document, then decodes it once
+(orjson) and caches it, so a pipeline that never looks inside a record never pays for JSON
+and a record that is not JSON fails only at the first step that needs it.
+
+Why a slotted class and not a frozen dataclass: a record is created for every Kinesis record
+of every batch inside Lambda, and a frozen dataclass's ``__init__`` goes through
+``object.__setattr__`` once per field, several times the cost of this one. The position
+fields (sequence number, sub-sequence number, shard, partition key, index) are read-only by
+contract; the document is mutable on purpose, so that enrichers add fields in place without
+copying.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from stream.exceptions import DecodeError
+
+__all__ = ["SEQUENCE_WIDTH", "Record", "pad_sequence"]
+
+#: Width to which sequence numbers are zero-padded when stored as strings. Kinesis sequence
+#: numbers are decimal strings of up to 128 digits (56 in practice); DynamoDB numbers hold
+#: only 38 digits and floats lose them, so they are compared as integers in Python and stored
+#: as fixed-width strings whose lexicographic order is their numeric order.
+SEQUENCE_WIDTH = 128
+
+_UNSET: Any = object()
+_loads = orjson.loads
+_dumps = orjson.dumps
+
+
+def pad_sequence(sequence_number: str, sub_sequence_number: int = 0) -> str:
+    """Return the position as a fixed-width string that sorts like the numbers.
+
+    >>> pad_sequence("49590338271490256608559692538361571095921575989136588898", 3)[-30:]
+    '21575989136588898:000000000003'
+    """
+    return f"{int(sequence_number):0{SEQUENCE_WIDTH}d}:{sub_sequence_number:012d}"
+
+
+class Record:
+    """One user record of a Kinesis batch.
+
+    Attributes:
+        partition_key: the record's partition key (per-key ordering is by this key).
+        sequence_number: the Kinesis sequence number, a decimal string. For a user record
+            from a KPL aggregate it is the aggregate's (the parent's), which is what Lambda
+            checkpoints and what ``batchItemFailures`` reports.
+        sub_sequence_number: the index inside a KPL aggregate, 0 for a plain record.
+        aggregated: whether the record came out of a KPL aggregate.
+        shard_id: the shard, e.g. ``shardId-000000000000``.
+        arrival: approximate arrival time, epoch seconds.
+        event_id: Lambda's ``eventID`` (``shardId-…:<seq>``).
+        event_source_arn: the stream ARN.
+        index: position in the batch (0-based, after de-aggregation); records derived from
+            one source record by fan-out share its index.
+        routes: sink names a route step chose, ``None`` while no route step has run.
+        error: why the record could not even be decoded (a corrupt aggregate), else ``None``.
+    """
+
+    __slots__ = (
+        "_data",
+        "_doc",
+        "aggregated",
+        "arrival",
+        "error",
+        "event_id",
+        "event_source_arn",
+        "index",
+        "partition_key",
+        "routes",
+        "sequence_number",
+        "shard_id",
+        "sub_sequence_number",
+    )
+
+    def __init__(
+        self,
+        data: bytes,
+        partition_key: str,
+        sequence_number: str,
+        *,
+        sub_sequence_number: int = 0,
+        aggregated: bool = False,
+        shard_id: str = "",
+        arrival: float = 0.0,
+        event_id: str = "",
+        event_source_arn: str = "",
+        index: int = 0,
+        error: str | None = None,
+    ) -> None:
+        self._data: bytes | None = data
+        self._doc: Any = _UNSET
+        self.partition_key = partition_key
+        self.sequence_number = sequence_number
+        self.sub_sequence_number = sub_sequence_number
+        self.aggregated = aggregated
+        self.shard_id = shard_id
+        self.arrival = arrival
+        self.event_id = event_id
+        self.event_source_arn = event_source_arn
+        self.index = index
+        self.routes: tuple[str, ...] | None = None
+        self.error = error
+
+    @property
+    def data(self) -> bytes:
+        """The record's bytes; for a record whose document was replaced, its JSON encoding."""
+        data = self._data
+        if data is None:
+            data = self._data = _dumps(self._doc)
+        return data
+
+    @property
+    def json(self) -> Any:
+        """The decoded JSON document, decoded on first use and cached.
+
+        Raises:
+            DecodeError: the data is not JSON (invalid UTF-8, NaN, nesting deeper than 1024
+                levels...). The message names the record so the dead letter says where.
+        """
+        doc = self._doc
+        if doc is _UNSET:
+            try:
+                doc = self._doc = _loads(self._data)  # type: ignore[arg-type]
+            except orjson.JSONDecodeError as exc:
+                msg = (
+                    f"record {self.sequence_number}/{self.sub_sequence_number} of "
+                    f"{self.shard_id or 'the batch'} is not JSON ({exc}); a step that reads "
+                    "fields needs JSON data: fix the producer or filter it out before this step"
+                )
+                raise DecodeError(msg) from None
+        return doc
+
+    @property
+    def decoded(self) -> bool:
+        """Whether the JSON document has been decoded (or set)."""
+        return self._doc is not _UNSET
+
+    def object(self) -> dict[str, Any]:
+        """The document, which must be a JSON object: what steps that read fields need.
+
+        Raises:
+            DecodeError: the data is not JSON, or is JSON but not an object.
+        """
+        doc = self.json
+        if type(doc) is not dict:
+            msg = (
+                f"record {self.sequence_number}/{self.sub_sequence_number} is JSON "
+                f"{type(doc).__name__}, not an object; steps that read fields need an object"
+            )
+            raise DecodeError(msg)
+        return doc
+
+    def set_json(self, doc: Any) -> None:
+        """Replace the document; the bytes are re-encoded lazily when a sink asks."""
+        self._doc = doc
+        self._data = None
+
+    def touch(self) -> None:
+        """Mark the document as changed in place, so ``data`` is re-encoded from it."""
+        if self._doc is not _UNSET:
+            self._data = None
+
+    def derive(self, doc: Any) -> Record:
+        """A new record at the same source position with another document (for fan-out)."""
+        new = Record(
+            b"",
+            self.partition_key,
+            self.sequence_number,
+            sub_sequence_number=self.sub_sequence_number,
+            aggregated=self.aggregated,
+            shard_id=self.shard_id,
+            arrival=self.arrival,
+            event_id=self.event_id,
+            event_source_arn=self.event_source_arn,
+            index=self.index,
+        )
+        new.set_json(doc)
+        return new
+
+    @property
+    def position(self) -> tuple[int, int]:
+        """(sequence number as an integer, sub-sequence number): the total order in a shard."""
+        return int(self.sequence_number), self.sub_sequence_number
+
+    @property
+    def document_id(self) -> str:
+        """A stable id for the source record: the event id, plus the sub-sequence number for
+        a record from a KPL aggregate (all its user records share the event id)."""
+        if self.aggregated:
+            return f"{self.event_id}:{self.sub_sequence_number}"
+        return self.event_id
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Record):
+            return NotImplemented
+        return (
+            self.shard_id == other.shard_id
+            and self.sequence_number == other.sequence_number
+            and self.sub_sequence_number == other.sub_sequence_number
+            and self.partition_key == other.partition_key
+            and self.data == other.data
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable document: not hashable
+
+    def __repr__(self) -> str:
+        return (
+            f"Record(shard_id={self.shard_id!r}, sequence_number={self.sequence_number!r}, "
+            f"sub_sequence_number={self.sub_sequence_number}, "
+            f"partition_key={self.partition_key!r}, data={self.data[:60]!r})"
+        )

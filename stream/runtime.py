@@ -1,0 +1,105 @@
+"""Build a function's batch runner from the compiled plan (JSON, made by ``deploy``).
+
+The plan already holds every default, so nothing here needs to know the pipeline file's
+syntax, PyYAML or the CLI. Sinks are built only when a function uses them: by a route
+rule, the ``route:`` shorthand or as ``on_failure``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from processors.chain import Chain
+from processors.registry import build_processor
+from sinks.base import Ordering, Sink
+from sinks.registry import build_sink
+from stream.batch import BatchRunner
+
+__all__ = ["SinkFactory", "build_runner", "function_names", "load_plan", "used_sinks"]
+
+#: make(name, spec) -> Sink; the default builds the real sink of the spec's type.
+SinkFactory = Callable[[str, Mapping[str, Any]], Sink]
+
+
+def load_plan(path: str | Path) -> dict[str, Any]:
+    """Read a compiled plan (``shardline compile``)."""
+    plan: dict[str, Any] = orjson.loads(Path(path).read_bytes())
+    if not isinstance(plan, dict) or "functions" not in plan:
+        msg = f"{path}: not a shardline plan (no 'functions'); make one with `shardline compile`"
+        raise ValueError(msg)
+    return plan
+
+
+def function_names(plan: Mapping[str, Any]) -> list[str]:
+    """The plan's function names, in file order."""
+    return list(plan["functions"])
+
+
+def used_sinks(function: Mapping[str, Any]) -> list[str]:
+    """Every sink a function may write to, in the order they are first named."""
+    names: list[str] = []
+
+    def add(values: Any) -> None:
+        for name in [values] if isinstance(values, str) else values or ():
+            if name not in names:
+                names.append(name)
+
+    for entry in function.get("processors", ()):
+        route = entry.get("route") if isinstance(entry, Mapping) else None
+        if route is None:
+            continue
+        rules = route.get("rules", ()) if isinstance(route, Mapping) else route
+        for rule in rules:
+            add(rule.get("to"))
+            add(rule.get("default"))
+    add(function.get("route"))
+    if function.get("on_failure"):
+        add(function["on_failure"])
+    return names
+
+
+def build_runner(
+    plan: Mapping[str, Any], function: str | None = None, sink_factory: SinkFactory | None = None
+) -> BatchRunner:
+    """The batch runner of one function of the plan.
+
+    Args:
+        plan: the compiled plan.
+        function: the function's name; may be omitted when the plan has only one.
+        sink_factory: builds sinks; defaults to the real sink of each spec's type.
+
+    Raises:
+        KeyError: no such function (the message lists the known ones).
+        ValueError: the plan has several functions and none was named.
+    """
+    functions = plan["functions"]
+    if function is None:
+        if len(functions) != 1:
+            msg = f"the plan has {len(functions)} functions ({', '.join(functions)}): name one"
+            raise ValueError(msg)
+        function = next(iter(functions))
+    if function not in functions:
+        msg = f"no function {function!r} in the plan (known: {', '.join(functions)})"
+        raise KeyError(msg)
+    spec = functions[function]
+    sink_specs = plan.get("sinks", {})
+    make = sink_factory or build_sink
+    names = used_sinks(spec)
+    sinks = {name: make(name, sink_specs[name]) for name in names}
+    steps = [
+        build_processor(i, entry, list(sink_specs))
+        for i, entry in enumerate(spec.get("processors", ()))
+    ]
+    return BatchRunner(
+        Chain(steps),
+        sinks,
+        default_route=spec.get("route"),
+        on_failure=spec.get("on_failure"),
+        ordering=Ordering(spec.get("ordering", "per_key")),
+        function=function,
+        pipeline=plan.get("name", ""),
+    )

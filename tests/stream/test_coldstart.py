@@ -1,0 +1,97 @@
+"""Importing the handler of a stdout-only pipeline loads no client or CLI library.
+
+The import time is measured and printed (``pytest -s`` shows it), never asserted: timings
+belong to ``python -m bench coldstart``, not to the test suite.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PLAN = {
+    "name": "cold",
+    "sinks": {"out": {"type": "stdout"}},
+    "functions": {
+        "f": {
+            "processors": [{"filter": {"match": {"a": [1]}}}],
+            "route": ["out"],
+            "on_failure": None,
+            "ordering": "per_key",
+        }
+    },
+}
+WATCHED = (
+    "boto3",
+    "botocore",
+    "opensearchpy",
+    "yaml",
+    "click",
+    "rich",
+    "aws_kinesis_agg",
+    "google.protobuf",
+    "jmespath.visitor",
+)
+FORBIDDEN = {
+    "boto3",
+    "botocore",
+    "opensearchpy",
+    "yaml",
+    "click",
+    "rich",
+    "aws_kinesis_agg",
+    "google.protobuf",
+}
+CODE = (
+    "import os, sys; import stream.lambda_handler; "
+    f"print(sorted(m for m in {WATCHED!r} if m in sys.modules))"
+)
+
+
+@pytest.fixture(scope="module")
+def cold_import(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], str]:
+    """(watched modules loaded, importtime report) of one fresh interpreter."""
+    plan = tmp_path_factory.mktemp("cold") / "pipeline.json"
+    plan.write_bytes(orjson.dumps(PLAN))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHARDLINE_")}
+    env["SHARDLINE_PIPELINE"] = str(plan)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", CODE],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    loaded = ast.literal_eval(proc.stdout.strip().splitlines()[-1])
+    return loaded, proc.stderr
+
+
+class TestColdStart:
+    def test_stdout_pipeline_loads_no_client_or_cli_library(
+        self, cold_import: tuple[list[str], str]
+    ) -> None:
+        """boto3, opensearch-py, PyYAML, click, rich, KPL and protobuf stay unloaded."""
+        loaded, _ = cold_import
+        print(f"\nwatched modules loaded by the handler import: {loaded}")
+        assert FORBIDDEN.isdisjoint(loaded), loaded
+
+    def test_handler_import_time_is_measured(self, cold_import: tuple[list[str], str]) -> None:
+        """The importtime report has the handler's cumulative time; it is printed, not judged."""
+        _, report = cold_import
+        match = re.search(
+            r"^import time:\s+\d+ \|\s+(\d+) \|\s*stream\.lambda_handler$", report, re.M
+        )
+        assert match is not None, report[-2000:]
+        print(f"\nstream.lambda_handler cumulative import time: {int(match.group(1)) / 1e3:.1f} ms")

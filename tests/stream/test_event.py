@@ -1,0 +1,128 @@
+"""Lambda Kinesis event -> records, with KPL de-aggregation."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stream.event import KPL_MAGIC, records_from_event
+from stream.testing import EventFactory, encode_aggregate
+
+
+class TestPlainRecords:
+    def test_fields_come_from_the_exact_lambda_shape(self):
+        f = EventFactory(stream="s", shard_id="shardId-000000000007", region="eu-west-1")
+        entry = f.record({"a": 1}, "pk")
+        (record,) = records_from_event(f.event([entry]))
+        assert record.data == b'{"a":1}'
+        assert record.partition_key == "pk"
+        assert record.sequence_number == entry["kinesis"]["sequenceNumber"]
+        assert record.shard_id == "shardId-000000000007"
+        assert record.event_id == entry["eventID"]
+        assert record.event_source_arn == "arn:aws:kinesis:eu-west-1:123456789012:stream/s"
+        assert record.arrival == entry["kinesis"]["approximateArrivalTimestamp"]
+        assert (record.sub_sequence_number, record.aggregated, record.index) == (0, False, 0)
+
+    def test_records_keep_shard_order_and_get_their_batch_index(self):
+        f = EventFactory()
+        records = records_from_event(f.batch([("a", 1), ("b", 2), ("a", 3)]))
+        assert [r.json for r in records] == [1, 2, 3]
+        assert [r.index for r in records] == [0, 1, 2]
+
+    def test_invalid_base64_becomes_a_record_with_the_reason(self):
+        f = EventFactory()
+        entry = f.record("x")
+        entry["kinesis"]["data"] = "!!!"
+        (record,) = records_from_event(f.event([entry]))
+        assert record.error is not None
+        assert "not valid base64" in record.error
+
+    def test_an_event_without_records_is_rejected_with_what_was_expected(self):
+        with pytest.raises(ValueError, match="'Records' list"):
+            records_from_event({"foo": 1})
+
+
+class TestAggregates:
+    def test_user_records_keep_the_parent_sequence_number_and_get_sub_sequence_numbers(self):
+        f = EventFactory()
+        entry = f.aggregate([("k1", b"a"), ("k2", b"b"), ("k1", b"c")])
+        records = records_from_event(f.event([f.record("before"), entry, f.record("after")]))
+        parent = entry["kinesis"]["sequenceNumber"]
+        agg = records[1:4]
+        assert [r.data for r in agg] == [b"a", b"b", b"c"]
+        assert [r.partition_key for r in agg] == ["k1", "k2", "k1"]
+        assert [r.sub_sequence_number for r in agg] == [0, 1, 2]
+        assert {r.sequence_number for r in agg} == {parent}
+        assert all(r.aggregated for r in agg)
+        assert [r.index for r in records] == [0, 1, 2, 3, 4]
+
+    def test_a_bad_checksum_becomes_one_failed_record_not_a_silent_pass_through(self):
+        f = EventFactory()
+        blob = encode_aggregate([("k", b"x")])
+        corrupt = blob[:-1] + bytes([blob[-1] ^ 1])
+        (record,) = records_from_event(f.event([f.raw(corrupt, "k")]))
+        assert record.error is not None
+        assert "checksum" in record.error
+        assert record.data == corrupt
+
+    def test_a_protobuf_error_becomes_one_failed_record(self):
+        import hashlib  # noqa: PLC0415
+
+        body = b"\x0a\xff\xff\xff"  # a length-delimited field longer than the message
+        blob = KPL_MAGIC + body + hashlib.md5(body).digest()  # noqa: S324
+        (record,) = records_from_event(EventFactory().event([EventFactory().raw(blob)]))
+        assert record.error is not None
+        assert "protobuf" in record.error
+
+    def test_magic_bytes_alone_are_too_short_to_be_an_aggregate(self):
+        (record,) = records_from_event(EventFactory().event([EventFactory().raw(KPL_MAGIC + b"x")]))
+        assert record.error is not None
+        assert "too short" in record.error
+
+    def test_plain_pipelines_do_not_import_protobuf(self):
+        import subprocess  # noqa: PLC0415
+        import sys  # noqa: PLC0415
+
+        code = (
+            "import sys; from stream.testing import EventFactory as F; "
+            "from stream.event import records_from_event as r; "
+            "f = F(); r(f.batch([('k', {'a': 1})])); "
+            "print('google.protobuf' in sys.modules, 'aws_kinesis_agg' in sys.modules)"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert out.stdout.split() == ["False", "False"]
+
+
+payloads = st.lists(
+    st.tuples(st.text(min_size=1, max_size=8), st.binary(max_size=40)), min_size=1, max_size=20
+)
+
+
+@given(groups=st.lists(st.tuples(st.booleans(), payloads), min_size=1, max_size=6))
+def test_aggregation_then_event_then_records_is_lossless(groups):
+    f = EventFactory()
+    entries, expected = [], []
+    for aggregate, items in groups:
+        if aggregate:
+            entries.append(f.aggregate(items))
+            expected.extend(items)
+        else:
+            for key, data in items:
+                if data[:4] == KPL_MAGIC:
+                    continue
+                entries.append(f.raw(data, key))
+                expected.append((key, data))
+    records = records_from_event(f.event(entries))
+    assert [(r.partition_key, r.data) for r in records] == expected
+    assert all(r.error is None for r in records)
+    positions = [r.position for r in records]
+    assert positions == sorted(positions)
+    assert len(set(positions)) == len(positions)
+
+
+def test_event_factory_data_is_base64_of_the_payload():
+    entry = EventFactory().record({"a": 1})
+    assert base64.b64decode(entry["kinesis"]["data"]) == b'{"a":1}'

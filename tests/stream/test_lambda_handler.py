@@ -1,0 +1,75 @@
+"""The Lambda handler: plan from the environment, built once, no state between invocations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import stream.lambda_handler as lh
+from stream.testing import EventFactory
+
+PLAN = {
+    "version": 1,
+    "name": "t",
+    "sinks": {"out": {"type": "discard"}, "dlq": {"type": "discard"}},
+    "functions": {
+        "f": {
+            "ordering": "per_key",
+            "on_failure": None,
+            "route": ["out"],
+            "processors": [{"filter": {"match": {"keep": [True]}}}],
+        }
+    },
+}
+
+
+@pytest.fixture
+def plan_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "pipeline.json"
+    path.write_text(json.dumps(PLAN))
+    monkeypatch.setenv("SHARDLINE_PIPELINE", str(path))
+    monkeypatch.delenv("SHARDLINE_FUNCTION", raising=False)
+    monkeypatch.setattr(lh, "_runner", None)
+    return path
+
+
+class TestHandler:
+    def test_a_clean_batch_reports_no_failures(self, plan_file):
+        f = EventFactory()
+        assert lh.handler(f.batch([("a", {"keep": True}), ("b", {"keep": False})])) == {
+            "batchItemFailures": []
+        }
+
+    def test_without_an_on_failure_sink_a_poison_record_is_reported_not_lost(self, plan_file):
+        f = EventFactory()
+        bad = f.raw(b"not json", "a")
+        response = lh.handler(f.event([f.record({"keep": True}, "b"), bad]))
+        assert response == {"batchItemFailures": [{"itemIdentifier": bad["kinesis"]["sequenceNumber"]}]}
+
+    def test_the_runner_is_built_once_and_reused_while_warm(self, plan_file):
+        f = EventFactory()
+        lh.handler(f.batch([("a", {"keep": True})]))
+        first = lh.runner()
+        plan_file.write_text("this would fail to load")
+        lh.handler(f.batch([("a", {"keep": True})]))
+        assert lh.runner() is first
+
+    def test_failures_of_one_invocation_do_not_leak_into_the_next(self, plan_file):
+        f = EventFactory()
+        assert lh.handler(f.event([f.raw(b"x", "a")]))["batchItemFailures"]
+        assert lh.handler(f.batch([("a", {"keep": True})])) == {"batchItemFailures": []}
+
+    def test_a_plan_with_several_functions_needs_shardline_function(self, plan_file, monkeypatch):
+        plan = dict(PLAN, functions={"f": PLAN["functions"]["f"], "g": PLAN["functions"]["f"]})
+        plan_file.write_text(json.dumps(plan))
+        with pytest.raises(ValueError, match=r"2 functions \(f, g\): name one"):
+            lh.runner()
+        monkeypatch.setenv("SHARDLINE_FUNCTION", "g")
+        assert lh.runner().function == "g"
+
+    def test_an_unknown_function_lists_the_known_ones(self, plan_file, monkeypatch):
+        monkeypatch.setenv("SHARDLINE_FUNCTION", "nope")
+        with pytest.raises(KeyError, match=r"known: f"):
+            lh.runner()

@@ -1,0 +1,78 @@
+"""Record: lazy JSON, positions, derived records."""
+
+from __future__ import annotations
+
+import pytest
+
+from stream.exceptions import DecodeError
+from stream.records import SEQUENCE_WIDTH, Record, pad_sequence
+
+
+def make(data: bytes = b'{"a": 1}', seq: str = "100", sub: int = 0, **kw) -> Record:
+    return Record(data, "key", seq, sub_sequence_number=sub, shard_id="shardId-0", **kw)
+
+
+class TestJson:
+    def test_json_is_decoded_once_and_cached(self):
+        record = make()
+        assert record.decoded is False
+        first = record.json
+        assert record.decoded is True
+        assert record.json is first
+
+    def test_data_that_is_not_json_raises_decode_error_naming_the_record(self):
+        record = make(b"\xffnot json", seq="42")
+        with pytest.raises(DecodeError, match="42/0 of shardId-0 is not JSON"):
+            _ = record.json
+
+    def test_nan_and_too_deep_nesting_are_not_json(self):
+        for data in (b'{"a": NaN}', b"[" * 2000 + b"]" * 2000):
+            with pytest.raises(DecodeError):
+                _ = make(data).json
+
+    def test_object_rejects_json_that_is_not_an_object(self):
+        with pytest.raises(DecodeError, match="JSON list, not an object"):
+            make(b"[1, 2]").object()
+
+    def test_data_is_reencoded_after_the_document_changes_in_place(self):
+        record = make()
+        record.object()["b"] = 2
+        assert record.data == b'{"a": 1}'  # not yet marked
+        record.touch()
+        assert record.data == b'{"a":1,"b":2}'
+
+    def test_untouched_record_keeps_its_original_bytes(self):
+        record = make(b'{ "a" : 1 }')
+        _ = record.json
+        record.touch  # noqa: B018  # attribute access only: nothing changes
+        assert record.data == b'{ "a" : 1 }'
+
+
+class TestPosition:
+    def test_position_compares_sequence_numbers_as_integers(self):
+        assert make(seq="9").position < make(seq="10").position
+
+    def test_padded_positions_sort_like_the_numbers(self):
+        values = [("9", 0), ("10", 0), ("10", 2), ("100000000000000000000000000000000000000000", 1)]
+        padded = [pad_sequence(s, sub) for s, sub in values]
+        assert padded == sorted(padded)
+        assert all(len(p) == SEQUENCE_WIDTH + 13 for p in padded)
+
+    def test_document_id_of_an_aggregated_record_includes_the_sub_sequence_number(self):
+        plain = make(event_id="shardId-0:100")
+        agg = make(sub=3, aggregated=True, event_id="shardId-0:100")
+        assert plain.document_id == "shardId-0:100"
+        assert agg.document_id == "shardId-0:100:3"
+
+
+class TestDerive:
+    def test_derived_record_keeps_the_source_position_and_has_the_new_document(self):
+        source = make(seq="77", sub=2, index=5)
+        derived = source.derive({"x": 1})
+        assert (derived.sequence_number, derived.sub_sequence_number, derived.index) == ("77", 2, 5)
+        assert derived.json == {"x": 1}
+        assert derived.data == b'{"x":1}'
+
+    def test_records_are_equal_by_position_and_data(self):
+        assert make() == make()
+        assert make() != make(seq="101")
