@@ -8,6 +8,7 @@ module adapts their APIs to ``(path, message)`` pairs and one-line messages.
 from __future__ import annotations
 
 import re
+from difflib import get_close_matches
 from typing import TYPE_CHECKING, Any
 
 from processors.expr import ExprError, compile_expr
@@ -26,11 +27,37 @@ def pattern_problems(pattern: Any) -> list[tuple[Path, str]]:
 
 
 def expr_problem(source: str) -> str | None:
-    """Why a JMESPath expression does not compile, on one line; None when it does."""
+    """Why a JMESPath expression does not compile, on one line; None when it does.
+
+    JMESPath itself reports an unknown function or a wrong argument count only when a
+    record is evaluated; in a pipeline file that would dead-letter every record, so they
+    are caught here, at validation.
+    """
     try:
         compile_expr(source)
     except ExprError as exc:
         return _one_line(str(exc))
+    from jmespath.functions import Functions  # noqa: PLC0415  # a dependency of boto3
+    from jmespath.parser import Parser  # noqa: PLC0415
+
+    table = Functions().FUNCTION_TABLE
+    stack = [Parser().parse(source).parsed]
+    while stack:
+        node = stack.pop()
+        stack.extend(node.get("children", ()))
+        if node.get("type") != "function_expression":
+            continue
+        name, given = node["value"], len(node.get("children", ()))
+        spec = table.get(name)
+        if spec is None:
+            close = get_close_matches(name, table, n=1)
+            hint = f" (did you mean {close[0]}()?)" if close else ""
+            return f"unknown JMESPath function {name}(){hint} in {source!r}"
+        signature = spec["signature"]
+        variadic = any(arg.get("variadic") for arg in signature)
+        if given < len(signature) if variadic else given != len(signature):
+            expected = f"at least {len(signature)}" if variadic else str(len(signature))
+            return f"JMESPath function {name}() takes {expected} arguments, got {given}"
     return None
 
 

@@ -131,6 +131,7 @@ SINK_TYPES: dict[str, dict[str, _Setting]] = {
         "partition_key": _REQUIRED,
     },
     "stdout": {},
+    "discard": {},  # accepts and drops everything (Vector's blackhole): benchmarks, dry runs
 }
 
 

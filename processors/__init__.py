@@ -9,4 +9,12 @@ from __future__ import annotations
 from processors.base import BatchAware, Processor, ProcessorResult
 from processors.chain import Chain, ChainResult, Step, StepFailure
 
-__all__ = ["BatchAware", "Chain", "ChainResult", "Processor", "ProcessorResult", "Step", "StepFailure"]
+__all__ = [
+    "BatchAware",
+    "Chain",
+    "ChainResult",
+    "Processor",
+    "ProcessorResult",
+    "Step",
+    "StepFailure",
+]

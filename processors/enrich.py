@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
     from stream.records import Record
 
 __all__ = ["Enrich", "iso_timestamp"]
@@ -46,7 +47,7 @@ class Enrich:
 
     def __init__(
         self,
-        set: Mapping[str, Any] | None = None,  # noqa: A002  # the pipeline file's word
+        set: Mapping[str, Any] | None = None,  # the pipeline file's word
         timestamp: str | None = None,
         lookup: Mapping[str, Any] | None = None,
         now: Callable[[], float] = time.time,
@@ -70,12 +71,14 @@ class Enrich:
             self._stamp = iso_timestamp(self._now())
 
     def __call__(self, record: Record) -> Record:
-        doc = record.object()
+        doc = record.json
+        if type(doc) is not dict:
+            doc = record.as_dict()  # raises DecodeError with the record's position
         doc.update(self._scalars)
         if self._mutable:
             for key, value in self._mutable.items():
                 doc[key] = copy.deepcopy(value)
         if self.timestamp:
             doc[self.timestamp] = self._stamp or iso_timestamp(self._now())
-        record.touch()
+        record.set_json(doc)
         return record

@@ -1,24 +1,18 @@
 """Compile JMESPath expressions into nested Python closures.
 
-Why: a filter processor evaluates one JMESPath expression on every record of a
-Lambda batch (~10,000 records). ``jmespath.compile(src).search(doc)`` walks the
-AST with a generic visitor on each call (dict lookups for node types, a new
-interpreter per search), about 3.7 µs for ``a > `0` || b == 'x'``. Here we parse
-once with jmespath's own parser and turn the AST into closures once, so each
-evaluation is a handful of plain Python calls with direct ``dict.get`` access.
+Why: a filter processor evaluates one JMESPath expression on every record of a Lambda
+batch (~10,000 records). ``jmespath.compile(src).search(doc)`` builds an interpreter and
+walks the AST with a generic visitor on every call (several µs each). We parse once with
+jmespath's own parser and turn the AST into closures once, so an evaluation is a few
+plain Python calls with direct ``dict.get`` access (a fraction of a µs).
 
-The contract is strict: ``compile_expr(src)(doc) == jmespath.search(src, doc)``
-for every document, including jmespath 1.1.0's quirks, which we reproduce rather
-than "fix":
-
-* ordering comparators (``<``, ``>=``...) compare numbers *and strings*; any other
-  operand gives null, and number-vs-string raises ``TypeError`` as jmespath does;
-* ``==`` special-cases only top-level booleans against 0/1 (``true == `1``` is
-  false) but nested values use Python equality (``[true] == [1]`` is true);
-* field access on anything that is not a mapping yields null.
-
-Node types or functions we do not compile are delegated to jmespath's
-``TreeInterpreter`` for that sub-tree, so every valid expression works.
+The contract is ``compile_expr(src)(doc) == jmespath.search(src, doc)`` for every
+document, *including jmespath 1.1.0's quirks*, reproduced rather than "fixed": ordering
+operators compare numbers and also strings (number-vs-string raises ``TypeError``, any
+other operand gives null); ``==`` keeps a bool apart from 0/1 only at the top level
+(``[true] == [1]`` is true); field access on a non-object gives null. Node types and
+functions not compiled here are delegated to jmespath's ``TreeInterpreter`` for that
+sub-tree, so every valid expression works.
 """
 
 from __future__ import annotations
@@ -42,15 +36,13 @@ __all__ = ["ExprError", "compile_expr", "compile_predicate", "is_truthy"]
 _INTERPRETER = visitor.TreeInterpreter()
 _ORDERING = {"lt": operator.lt, "lte": operator.le, "gt": operator.gt, "gte": operator.ge}
 _COMPARABLE = frozenset({int, float, str})
-_BOOLISH_LITERALS = (True, False, None)
 
 
 class ExprError(ValueError):
     """Raised for an expression that does not parse.
 
-    The message names the expression, the 0-based position and what was expected,
-    with a caret under the offending column, because these expressions come from
-    YAML config and the person fixing them has no jmespath stack trace to read.
+    The message names the expression, the 0-based position and what was expected, with
+    a caret under the column: expressions come from YAML config, read by a person.
 
     Attributes:
         expression: The source text that failed to parse.
@@ -77,14 +69,14 @@ def is_truthy(value: Any) -> bool:
     """
     t = type(value)
     if t is bool:
-        return value  # type: ignore[no-any-return]
+        return value is True
     if value is None:
         return False
     if t is str or t is list or t is dict:
         return len(value) > 0
     if t is int or t is float:
         return True
-    return not (value == "" or value == [] or value == {} or value is False)
+    return not (value in ("", [], {}) or value is False)
 
 
 def _is_number(value: Any) -> bool:
@@ -137,7 +129,7 @@ def _is_boolish(node: Node) -> bool:
     if kind in ("and_expression", "or_expression"):
         return all(_is_boolish(child) for child in node["children"])
     if kind == "literal":
-        return any(node["value"] is v for v in _BOOLISH_LITERALS)
+        return node["value"] is None or type(node["value"]) is bool
     return kind == "function_expression" and node["value"] in BOOLEAN_FUNCTIONS
 
 
@@ -159,7 +151,7 @@ def _field(name: str) -> Fn:
 
 
 def _field_chain(names: list[str]) -> Fn:
-    """``a.b`` / ``a.b.c``: one closure, no intermediate calls."""
+    """``a.b``, ``a.b.c``...: one closure, no intermediate calls."""
     if len(names) == 2:
         a, b = names
 
@@ -168,15 +160,6 @@ def _field_chain(names: list[str]) -> Fn:
             return v.get(b) if type(v) is dict else _get_other(v, b)
 
         return chain2
-    if len(names) == 3:
-        a, b, c = names
-
-        def chain3(v: Any) -> Any:
-            v = v.get(a) if type(v) is dict else _get_other(v, a)
-            v = v.get(b) if type(v) is dict else _get_other(v, b)
-            return v.get(c) if type(v) is dict else _get_other(v, c)
-
-        return chain3
     path = tuple(names)
 
     def chain(v: Any) -> Any:
@@ -206,12 +189,7 @@ def _sequence(children: list[Node]) -> Fn:
 
 def _index(i: int) -> Fn:
     def index(value: Any) -> Any:
-        if not isinstance(value, list):
-            return None
-        try:
-            return value[i]
-        except IndexError:
-            return None
+        return value[i] if isinstance(value, list) and -len(value) <= i < len(value) else None
 
     return index
 
@@ -237,19 +215,11 @@ def _collect(right: Node) -> Callable[[Any], list[Any]]:
 
 
 def _projection(node: Node) -> Fn:
+    """``a[*].b`` (over a list) and ``a.*.b`` (over an object's values)."""
     left, right = node["children"]
     base, collect = _compile(left), _collect(right)
-
-    def projection(value: Any) -> Any:
-        items = base(value)
-        return collect(items) if isinstance(items, list) else None
-
-    return projection
-
-
-def _value_projection(node: Node) -> Fn:
-    left, right = node["children"]
-    base, collect = _compile(left), _collect(right)
+    if node["type"] == "projection":
+        return lambda v: collect(items) if isinstance(items := base(v), list) else None
 
     def value_projection(value: Any) -> Any:
         items = base(value)
@@ -281,17 +251,29 @@ def _flatten(node: Node) -> Fn:
 
 
 def _filter_projection(node: Node) -> Fn:
+    """``a[?cond].b``: test and project element by element.
+
+    Interleaved exactly like jmespath (not "filter all, then project") so that when two
+    elements would raise different errors, the first one raised is the same.
+    """
     left, right, condition = node["children"]
-    base, collect, cond = _compile(left), _collect(right), _compile(condition)
-    truth = bool if _is_boolish(condition) else is_truthy
+    base = _compile(left)
+    cond = _compile_bool(condition) if _is_boolish(condition) else _truth(_compile(condition))
+    rhs = None if _is_identity(right) else _compile(right)
 
     def filter_projection(value: Any) -> Any:
         items = base(value)
         if not isinstance(items, list):
             return None
-        return collect([e for e in items if truth(cond(e))])
+        if rhs is None:
+            return [e for e in items if cond(e) and e is not None]
+        return [r for e in items if cond(e) and (r := rhs(e)) is not None]
 
     return filter_projection
+
+
+def _truth(fn: Fn) -> Callable[[Any], bool]:
+    return lambda v: is_truthy(fn(v))
 
 
 def _literal(node: Node) -> Fn:
@@ -307,7 +289,7 @@ def _eq_literal(name: str, constant: Any, negate: bool) -> Fn:
     if plain and not negate:
         return lambda v: (v.get(name) if type(v) is dict else _get_other(v, name)) == constant
     if plain:
-        return lambda v: not (v.get(name) if type(v) is dict else _get_other(v, name)) == constant
+        return lambda v: (v.get(name) if type(v) is dict else _get_other(v, name)) != constant
 
     def eq(v: Any) -> bool:
         x = v.get(name) if type(v) is dict else _get_other(v, name)
@@ -316,27 +298,28 @@ def _eq_literal(name: str, constant: Any, negate: bool) -> Fn:
     return eq
 
 
-def _order_literal(name: str, constant: Any, op: Callable[[Any, Any], Any]) -> Fn:
+def _order_literal(name: str, constant: Any, op: Callable[[Any, Any], Any], null: Any) -> Fn:
     """``field > literal``: one closure; a non-comparable literal means always null."""
     if not _comparable(constant):
-        return lambda _v: None
+        return lambda _v: null
 
     def order(v: Any) -> Any:
         x = v.get(name) if type(v) is dict else _get_other(v, name)
         if type(x) in _COMPARABLE or _comparable(x):
             return op(x, constant)
-        return None
+        return null
 
     return order
 
 
-def _comparator(node: Node) -> Fn:
+def _comparator(node: Node, null: Any = None) -> Fn:
+    """Compile ``==``, ``<``, ...; ``null`` is what a non-comparable ordering yields."""
     kind = node["value"]
     left, right = node["children"]
     if left["type"] == "field" and right["type"] == "literal":
         if kind in ("eq", "ne"):
             return _eq_literal(left["value"], right["value"], kind == "ne")
-        return _order_literal(left["value"], right["value"], _ORDERING[kind])
+        return _order_literal(left["value"], right["value"], _ORDERING[kind], null)
     lhs, rhs = _compile(left), _compile(right)
     if kind == "eq":
         return lambda v: _equals(lhs(v), rhs(v))
@@ -346,7 +329,7 @@ def _comparator(node: Node) -> Fn:
 
     def order(v: Any) -> Any:
         x, y = lhs(v), rhs(v)
-        return op(x, y) if _comparable(x) and _comparable(y) else None
+        return op(x, y) if _comparable(x) and _comparable(y) else null
 
     return order
 
@@ -361,18 +344,28 @@ def _and_or(node: Node) -> Fn:
             return lambda v: lhs(v) or rhs(v)
         return lambda v: lhs(v) and rhs(v)
     if is_or:
+        return lambda v: r if is_truthy(r := lhs(v)) else rhs(v)
+    return lambda v: rhs(v) if is_truthy(r := lhs(v)) else r
 
-        def or_(v: Any) -> Any:
-            result = lhs(v)
-            return result if is_truthy(result) else rhs(v)
 
-        return or_
+def _compile_bool(node: Node) -> Callable[[Any], bool]:
+    """Compile a node for which :func:`_is_boolish` holds so it returns True or False.
 
-    def and_(v: Any) -> Any:
-        result = lhs(v)
-        return rhs(v) if is_truthy(result) else result
-
-    return and_
+    Used by :func:`compile_predicate`: null (the only falsy non-bool such a node can
+    yield) becomes False at the leaves, so the filter hot path needs no wrapper call.
+    """
+    kind = node["type"]
+    if kind == "comparator":
+        return _comparator(node, null=False)
+    if kind in ("and_expression", "or_expression"):
+        lhs, rhs = (_compile_bool(child) for child in node["children"])
+        if kind == "or_expression":
+            return lambda v: lhs(v) or rhs(v)
+        return lambda v: lhs(v) and rhs(v)
+    if kind == "literal":
+        constant = node["value"] is True
+        return lambda _v: constant
+    return _compile(node)  # `!` and contains/starts_with/ends_with already return bool
 
 
 def _not_expression(node: Node) -> Fn:
@@ -406,7 +399,7 @@ _COMPILERS: dict[str, Callable[[Node], Fn]] = {
     "index": lambda node: _index(node["value"]),
     "slice": lambda node: _slice(*node["children"]),
     "projection": _projection,
-    "value_projection": _value_projection,
+    "value_projection": _projection,
     "flatten": _flatten,
     "filter_projection": _filter_projection,
     "literal": _literal,
@@ -486,7 +479,4 @@ def compile_predicate(source: str) -> Callable[[Any], bool]:
         ExprError: If ``source`` does not parse.
     """
     node = _parse(source)
-    fn = _compile(node)
-    if _is_boolish(node):
-        return lambda doc: fn(doc) is True
-    return lambda doc: is_truthy(fn(doc))
+    return _compile_bool(node) if _is_boolish(node) else _truth(_compile(node))

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from jmespath import functions
 
+__all__ = ["BOOLEAN_FUNCTIONS", "compile_function"]
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 

@@ -7,13 +7,14 @@ into closures (processors.match, processors.expr), so a record costs one call ea
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from processors.expr import compile_predicate
 from processors.match import compile_pattern
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
     from stream.records import Record
 
 __all__ = ["Filter"]

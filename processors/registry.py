@@ -12,7 +12,6 @@ Only the modules a pipeline names are imported.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -68,7 +67,8 @@ def build_processor(
         name = f"processors[{index}].use({path})"
     else:
         if len(entry) != 1:
-            msg = f"processors[{index}]: an entry is a one-key map {{NAME: ARGS}}, got {sorted(entry)}"
+            keys = sorted(entry)
+            msg = f"processors[{index}]: an entry is a one-key map {{NAME: ARGS}}, got {keys}"
             raise PluginError(msg)
         ((kind, args),) = entry.items()
         name = f"processors[{index}].{kind}"
@@ -84,7 +84,7 @@ def build_processor(
 
 
 def _instantiate(name: str, target: Any, args: Any) -> Any:
-    if inspect.isclass(target):
+    if isinstance(target, type):
         if args is None:
             return target()
         if isinstance(args, Mapping):

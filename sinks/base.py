@@ -24,11 +24,13 @@ import enum
 import time
 from abc import ABC, abstractmethod
 from base64 import b64encode
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from stream.records import Record
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from stream.records import Record
 
 __all__ = [
     "OK",

@@ -5,11 +5,14 @@ For benchmarks and for dry runs of a chain: it measures the chain and the batch 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from sinks.base import OK, Outcome, Sink
-from stream.records import Record
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from stream.records import Record
 
 __all__ = ["DiscardSink"]
 

@@ -6,12 +6,14 @@ never imports boto3 or opensearch-py.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sinks.base import Sink
 from stream.exceptions import PluginError
 from stream.plugins import SINK_GROUP, entry_point_names, load_entry_point, load_object
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = ["BUILTIN_SINKS", "build_sink", "sink_types"]
 

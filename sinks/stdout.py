@@ -7,11 +7,14 @@ sink's name and a tab, so the output of several sinks can be told apart.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
-from typing import IO, ClassVar
+from typing import IO, TYPE_CHECKING, ClassVar
 
 from sinks.base import OK, Outcome, Sink
-from stream.records import Record
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from stream.records import Record
 
 __all__ = ["StdoutSink"]
 

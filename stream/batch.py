@@ -22,13 +22,16 @@ ordering policy must hold back):
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
-from processors.chain import Chain, StepFailure
-from sinks.base import DeadLetter, Ordering, Sink, Status
-from stream.records import Record
+from sinks.base import OK, DeadLetter, Ordering, Sink, Status
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
+    from processors.chain import Chain, StepFailure
+    from stream.records import Record
 
 __all__ = ["BatchItemFailure", "BatchResponse", "BatchResult", "BatchRunner"]
 
@@ -127,22 +130,31 @@ class BatchRunner:
             self._dead_letter(letters, result)
             held = self._held_back(records, failed)
 
-        per_sink: dict[str, list[Record]] = {}
+        per_sink: dict[str, list[Record]] = {name: [] for name in self.sinks}
         default = self.default_route
         for rec in chained.records:
             if held and rec.index in held:
                 failed.setdefault(rec.index, held[rec.index])
                 continue
-            routes = rec.routes if rec.routes is not None else default
-            if not routes:
+            routes = rec.routes
+            if routes is None:
+                routes = default
+            if len(routes) == 1:
+                per_sink[routes[0]].append(rec)
+            elif routes:
+                for name in routes:
+                    per_sink[name].append(rec)
+            else:
                 result.unrouted += 1
-                continue
-            for name in routes:
-                per_sink.setdefault(name, []).append(rec)
 
         sink_letters: list[DeadLetter] = []
         for name, items in per_sink.items():
+            if not items:
+                continue
             outcomes = self.sinks[name].write_batch(items, self.ordering)
+            if outcomes.count(OK) == len(items):  # the usual case, counted in C
+                result.written[name] = result.written.get(name, 0) + len(items)
+                continue
             ok = 0
             for rec, outcome in zip(items, outcomes, strict=True):
                 status = outcome.status
@@ -153,8 +165,13 @@ class BatchRunner:
                 else:
                     sink_letters.append(
                         DeadLetter(
-                            rec, outcome.reason, outcome.error, f"sink:{name}",
-                            self.function, self.pipeline, self._now(),
+                            rec,
+                            outcome.reason,
+                            outcome.error,
+                            f"sink:{name}",
+                            self.function,
+                            self.pipeline,
+                            self._now(),
                         )
                     )
             result.written[name] = result.written.get(name, 0) + ok
@@ -173,8 +190,13 @@ class BatchRunner:
     def _letter(self, failure: StepFailure) -> DeadLetter:
         error = failure.error
         return DeadLetter(
-            failure.record, str(error), type(error).__name__, failure.step,
-            self.function, self.pipeline, self._now(),
+            failure.record,
+            str(error),
+            type(error).__name__,
+            failure.step,
+            self.function,
+            self.pipeline,
+            self._now(),
         )
 
     def _dead_letter(self, letters: list[DeadLetter], result: BatchResult) -> None:
@@ -212,7 +234,9 @@ class BatchRunner:
             first_by_key.setdefault(records[index].partition_key, index)
         held: dict[int, str] = {}
         for rec in records:
-            first = first_by_key.get(rec.partition_key)
-            if first is not None and rec.index > first:
-                held[rec.index] = f"held back: record {first} of key {rec.partition_key!r} failed"
+            key_first = first_by_key.get(rec.partition_key)
+            if key_first is not None and rec.index > key_first:
+                held[rec.index] = (
+                    f"held back: record {key_first} of key {rec.partition_key!r} failed"
+                )
         return held

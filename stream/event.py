@@ -18,10 +18,12 @@ from __future__ import annotations
 import hashlib
 from binascii import Error as BinasciiError
 from binascii import a2b_base64
-from collections.abc import Mapping, Sequence
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from stream.records import Record
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 __all__ = [
     "KPL_MAGIC",
@@ -78,38 +80,41 @@ def records_from_event(event: Mapping[str, Any]) -> list[Record]:
     entries = event.get("Records")
     if not isinstance(entries, list):
         msg = "not a Kinesis event: expected a 'Records' list (the shape Lambda sends)"
-        raise ValueError(msg)  # noqa: TRY004  # a wrong event is a wrong value for the caller
+        raise ValueError(msg)  # a wrong event is a wrong value for the caller
     out: list[Record] = []
     append = out.append
+    # One batch is one shard of one stream: derive shard and ARN once, recheck cheaply.
+    prefix, shard_id, arn = "\0", "", ""
     for entry in entries:
         kinesis = entry["kinesis"]
         seq = kinesis["sequenceNumber"]
         event_id = entry.get("eventID") or ""
-        shard_id = event_id.rpartition(":")[0] if event_id else ""
-        arn = entry.get("eventSourceARN", "")
-        arrival = float(kinesis.get("approximateArrivalTimestamp") or 0.0)
-        key = kinesis.get("partitionKey", "")
-        error = None
+        if not event_id.startswith(prefix):
+            shard_id = event_id.rpartition(":")[0]
+            prefix = shard_id + ":" if shard_id else "\0"
+            arn = entry.get("eventSourceARN", "")
+        arrival = kinesis.get("approximateArrivalTimestamp") or 0.0
         try:
             data = a2b_base64(kinesis["data"], strict_mode=True)
         except (BinasciiError, TypeError, ValueError) as exc:
             data = str(kinesis.get("data", "")).encode()
-            error = f"data is not valid base64 ({exc})"
-        if error is None and data[:4] == KPL_MAGIC:
-            parent = Record(
-                data, key, seq, shard_id=shard_id, arrival=arrival, event_id=event_id,
-                event_source_arn=arn, index=len(out),
+            append(
+                Record(
+                    data, kinesis.get("partitionKey", ""), seq, 0, False, shard_id, arrival,
+                    event_id, arn, len(out), f"data is not valid base64 ({exc})",
+                )
             )
-            for user in deaggregate(parent):
+            continue
+        record = Record(
+            data, kinesis.get("partitionKey", ""), seq, 0, False, shard_id, arrival, event_id,
+            arn, len(out),
+        )
+        if data.startswith(KPL_MAGIC):
+            for user in deaggregate(record):
                 user.index = len(out)
                 append(user)
             continue
-        append(
-            Record(
-                data, key, seq, shard_id=shard_id, arrival=arrival, event_id=event_id,
-                event_source_arn=arn, index=len(out), error=error,
-            )
-        )
+        append(record)
     return out
 
 
@@ -123,7 +128,7 @@ def deaggregate(parent: Record) -> list[Record]:
     body = data[len(KPL_MAGIC) : -_DIGEST_SIZE]
     if len(data) <= len(KPL_MAGIC) + _DIGEST_SIZE:
         return [_corrupt(parent, "KPL aggregate too short to hold a digest")]
-    if hashlib.md5(body).digest() != data[-_DIGEST_SIZE:]:  # noqa: S324  # the format's checksum
+    if hashlib.md5(body).digest() != data[-_DIGEST_SIZE:]:  # the format's checksum
         return [_corrupt(parent, "KPL aggregate checksum (MD5) mismatch: the record is corrupt")]
     from google.protobuf.message import DecodeError  # noqa: PLC0415  # only for aggregates
 

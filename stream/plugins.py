@@ -39,7 +39,10 @@ def load_entry_point(group: str, name: str) -> Any:
     """
     ep = _group(group).get(name)
     if ep is None:
-        msg = f"no plugin {name!r} in entry-point group {group!r}: install the package that provides it"
+        msg = (
+            f"no plugin {name!r} in entry-point group {group!r}: "
+            "install the package that provides it"
+        )
         raise PluginError(msg)
     try:
         return ep.load()

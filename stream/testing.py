@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from stream.event import KPL_MAGIC, KinesisEvent, KinesisEventRecord
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
 
 __all__ = ["EventFactory", "encode_aggregate"]
 
@@ -35,7 +37,8 @@ def _to_bytes(data: Payload) -> bytes:
         return data
     if isinstance(data, str):
         return data.encode()
-    return orjson.dumps(data)
+    encoded: bytes = orjson.dumps(data)
+    return encoded
 
 
 def encode_aggregate(items: Sequence[tuple[str, bytes]]) -> bytes:
@@ -50,8 +53,8 @@ def encode_aggregate(items: Sequence[tuple[str, bytes]]) -> bytes:
         user.partition_key_index = index
         user.data = data
     message.partition_key_table.extend(keys)
-    body = message.SerializeToString()
-    return KPL_MAGIC + body + hashlib.md5(body).digest()  # noqa: S324  # the format's checksum
+    body: bytes = message.SerializeToString()
+    return KPL_MAGIC + body + hashlib.md5(body).digest()  # the format's checksum
 
 
 class EventFactory:

@@ -3,7 +3,9 @@
 A few hundred records from one shard: clicks, views and purchases of 40 users, some of them
 KPL-aggregated, and a few malformed ones (not JSON, JSON that is not an object, a corrupt
 aggregate) that must end in the dead-letter sink with their reason. Seeded, so the file is
-the same every time: ``python examples/clickstream/make_event.py > examples/clickstream/event.json``.
+the same every time::
+
+    python examples/clickstream/make_event.py > examples/clickstream/event.json
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ def make(n: int = 300, seed: int = 7) -> dict:
     while i < n:
         roll = rng.random()
         if roll < 0.1:
-            items = [(d["user_id"], orjson.dumps(d)) for d in (doc() for _ in range(rng.randint(2, 6)))]
+            items = [
+                (d["user_id"], orjson.dumps(d)) for d in (doc() for _ in range(rng.randint(2, 6)))
+            ]
             entries.append(f.aggregate(items))
         elif roll < 0.12:
             entries.append(f.raw(b"GET /index.html HTTP/1.1", "malformed"))

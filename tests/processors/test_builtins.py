@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import pytest
 
 from processors.enrich import Enrich
@@ -55,7 +57,7 @@ class TestEnrich:
 
 
 class TestRoute:
-    rules = [
+    rules: ClassVar[list[dict[str, Any]]] = [
         {"when": {"t": ["buy"]}, "to": ["orders", "search"]},
         {"when": "n > `10`", "to": ["big"]},
         {"default": ["archive"]},
@@ -103,7 +105,7 @@ class TestRegistry:
 
     def test_use_loads_a_class_by_import_path_with_its_arguments(self):
         step = build_processor(0, {"use": "processors.filter:Filter", "with": {"expr": "a"}})
-        assert isinstance(step.run, Filter)
+        assert isinstance(step.processor, Filter)
         assert step.name == "processors[0].use(processors.filter:Filter)"
 
     def test_an_unknown_plugin_says_what_to_install(self):

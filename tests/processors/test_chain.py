@@ -32,7 +32,11 @@ class TestChain:
         result = Chain([Step.of("processors[3].x", boom)]).run(batch(3))
         assert len(result.records) == 2
         (failure,) = result.failures
-        assert (failure.record.index, failure.step, failure.retryable) == (1, "processors[3].x", False)
+        assert (failure.record.index, failure.step, failure.retryable) == (
+            1,
+            "processors[3].x",
+            False,
+        )
 
     def test_a_retryable_error_is_marked_retryable(self):
         def throttled(r: Record) -> Record:

@@ -8,6 +8,7 @@ slow interpreter written straight from the semantics listed in the module docstr
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import re
 from typing import Any
@@ -45,7 +46,10 @@ class TestNull:
         assert not matches({"UserID": [None]}, {"UserID": 0})
 
     def test_eventbridge_example_response_elements_null_matches(self) -> None:
-        event = {"source": "aws.autoscaling", "detail": {"eventVersion": "", "responseElements": None}}
+        event = {
+            "source": "aws.autoscaling",
+            "detail": {"eventVersion": "", "responseElements": None},
+        }
         pattern = {"source": ["aws.autoscaling"], "detail": {"responseElements": [None]}}
         assert matches(pattern, event)
 
@@ -95,7 +99,10 @@ class TestEquals:
 
     def test_eventbridge_macie_example_matches_nested_numbers(self) -> None:
         event = {"source": "aws.macie", "detail": {"risk-score": 80, "trigger": {"risk": 8}}}
-        pattern = {"source": ["aws.macie"], "detail": {"risk-score": [80], "trigger": {"risk": [8]}}}
+        pattern = {
+            "source": ["aws.macie"],
+            "detail": {"risk-score": [80], "trigger": {"risk": [8]}},
+        }
         assert matches(pattern, event)
 
     def test_missing_field_never_equals_anything(self) -> None:
@@ -474,11 +481,16 @@ class TestNestedObjects:
                 "source-ip": [{"cidr": "10.0.0.0/8"}],
             },
         }
-        event = {
+        event: dict[str, Any] = {
             "time": "2017-10-02T16:24:49Z",
-            "detail": {"c-count": 5, "d-count": 3, "x-limit": 301.8, "source-ip": "10.0.0.33",
-                       "state": "running"},
-        }  # fmt: skip
+            "detail": {
+                "c-count": 5,
+                "d-count": 3,
+                "x-limit": 301.8,
+                "source-ip": "10.0.0.33",
+                "state": "running",
+            },
+        }
         assert matches(pattern, event)
         assert not matches(pattern, {**event, "detail": {**event["detail"], "c-count": 6}})
 
@@ -500,13 +512,21 @@ class TestArrays:
         assert not matches({"a": ["x"]}, {"a": []})
 
     def test_nested_pattern_looks_into_arrays_of_objects(self) -> None:
-        doc = {"employees": [{"firstName": "John", "lastName": "Doe"},
-                             {"firstName": "Anna", "lastName": "Smith"}]}  # fmt: skip
+        doc = {
+            "employees": [
+                {"firstName": "John", "lastName": "Doe"},
+                {"firstName": "Anna", "lastName": "Smith"},
+            ]
+        }
         assert matches({"employees": {"firstName": ["Anna"]}}, doc)
 
     def test_fields_must_match_within_one_array_element(self) -> None:
-        doc = {"employees": [{"firstName": "Anna", "lastName": "Smith"},
-                             {"firstName": "Peter", "lastName": "Jones"}]}  # fmt: skip
+        doc = {
+            "employees": [
+                {"firstName": "Anna", "lastName": "Smith"},
+                {"firstName": "Peter", "lastName": "Jones"},
+            ]
+        }
         assert not matches({"employees": {"firstName": ["Anna"], "lastName": ["Jones"]}}, doc)
         assert matches({"employees": {"firstName": ["Anna"], "lastName": ["Smith"]}}, doc)
 
@@ -537,7 +557,11 @@ class TestDocumentShapes:
 
     def test_compiled_matcher_is_reusable(self) -> None:
         match = compile_pattern({"event_type": ["click", "purchase"]})
-        assert [match({"event_type": t}) for t in ("click", "view", "purchase")] == [True, False, True]
+        assert [match({"event_type": t}) for t in ("click", "view", "purchase")] == [
+            True,
+            False,
+            True,
+        ]
 
 
 # --------------------------------------------------------------------------- validation
@@ -595,8 +619,6 @@ class TestValidation:
         assert errors({"a": [["x"]]})[0].startswith("a[0]: nested lists are not allowed")
 
     def test_unsupported_value_types_are_rejected(self) -> None:
-        import datetime
-
         assert errors({"a": [datetime.date(2024, 1, 1)]})[0].startswith("a[0]: expected a string")
         assert errors({"a": [float("nan")]})[0].startswith("a[0]: expected a finite number")
 
@@ -622,7 +644,9 @@ class TestValidation:
             ([">", 5, "<", 5], "a[0].numeric", "must be below the upper bound"),
         ],
     )
-    def test_bad_numeric_expressions_are_located(self, numeric: Any, path: str, fragment: str) -> None:
+    def test_bad_numeric_expressions_are_located(
+        self, numeric: Any, path: str, fragment: str
+    ) -> None:
         (error,) = validate_pattern({"a": [{"numeric": numeric}]})
         assert error.path == path
         assert fragment in error.message
@@ -723,24 +747,32 @@ def reference_operator(name: str, arg: Any, x: Any) -> bool:
             return False
         if isinstance(arg, dict):
             x, arg = x.casefold(), arg["equals-ignore-case"].casefold()
-        return x.startswith(arg) if name == "prefix" else x.endswith(arg)
+        return bool(x.startswith(arg) if name == "prefix" else x.endswith(arg))
     if name == "equals-ignore-case":
-        return isinstance(x, str) and x.casefold() == arg.casefold()
+        return isinstance(x, str) and x.casefold() == str(arg).casefold()
     if name == "wildcard":
         return isinstance(x, str) and reference_wildcard(arg, x)
     if name == "cidr":
+        if not isinstance(x, str):  # ip_address() would accept an int
+            return False
         try:
-            return ipaddress.ip_address(x) in ipaddress.ip_network(arg, strict=False)
+            return bool(ipaddress.ip_address(x) in ipaddress.ip_network(arg, strict=False))
         except (ValueError, TypeError):
             return False
     if name == "numeric":
         if not is_num or abs(x) > 5e9:
             return False
-        ops = {"=": x == arg[1], ">": x > arg[1], ">=": x >= arg[1], "<": x < arg[1], "<=": x <= arg[1]}
-        low_ok = ops[arg[0]]
+        ops = {
+            "=": x == arg[1],
+            ">": x > arg[1],
+            ">=": x >= arg[1],
+            "<": x < arg[1],
+            "<=": x <= arg[1],
+        }
+        low_ok = bool(ops[arg[0]])
         if len(arg) == 2:
             return low_ok
-        return low_ok and (x < arg[3] if arg[2] == "<" else x <= arg[3])
+        return low_ok and bool(x < arg[3] if arg[2] == "<" else x <= arg[3])
     assert name == "anything-but"
     if isinstance(arg, dict):
         ((form, texts),) = arg.items()
@@ -752,7 +784,7 @@ def reference_operator(name: str, arg: Any, x: Any) -> bool:
 
 def reference_rule(rule: Any, leaves: list[Any]) -> bool:
     if isinstance(rule, dict) and "exists" in rule:
-        return bool(leaves) == rule["exists"]
+        return bool(leaves) is rule["exists"]
     if isinstance(rule, dict):
         ((name, arg),) = rule.items()
         return any(reference_operator(name, arg, x) for x in leaves)
@@ -766,7 +798,11 @@ def reference_object(pattern: dict[str, Any], node: dict[str, Any]) -> bool:
             ok = any(reference_object(alt, node) for alt in spec)
         elif isinstance(spec, dict):
             objects = reference_objects(value)
-            ok = any(reference_object(spec, o) for o in objects) if objects else reference_object(spec, {})
+            ok = (
+                any(reference_object(spec, o) for o in objects)
+                if objects
+                else reference_object(spec, {})
+            )
         else:
             ok = any(reference_rule(rule, reference_leaves(value)) for rule in spec)
         if not ok:
@@ -790,36 +826,62 @@ DOC_VALUES = st.recursive(
 
 TEXT = st.sampled_from(["a", "ab", "A", "png", ".png", "b"])
 OPERATORS = st.one_of(
-    st.builds(lambda name, t: {name: t}, st.sampled_from(["prefix", "suffix", "equals-ignore-case"]), TEXT),
-    st.builds(lambda name, t: {name: {"equals-ignore-case": t}}, st.sampled_from(["prefix", "suffix"]), TEXT),
-    st.sampled_from([{"wildcard": w} for w in ("a*", "*b", "a*c", "*", "x\\*y", "a\\\\b", "*.png")]),
+    st.builds(
+        lambda name, t: {name: t}, st.sampled_from(["prefix", "suffix", "equals-ignore-case"]), TEXT
+    ),
+    st.builds(
+        lambda name, t: {name: {"equals-ignore-case": t}},
+        st.sampled_from(["prefix", "suffix"]),
+        TEXT,
+    ),
+    st.sampled_from(
+        [{"wildcard": w} for w in ("a*", "*b", "a*c", "*", "x\\*y", "a\\\\b", "*.png")]
+    ),
     st.sampled_from([{"cidr": "10.0.0.0/24"}, {"cidr": "::/0"}, {"cidr": "10.0.0.7"}]),
-    st.builds(lambda op, n: {"numeric": [op, n]}, st.sampled_from(["=", "<", "<=", ">", ">="]),
-              st.sampled_from([-3, 0, 1, 2.5, 5e9])),
-    st.builds(lambda lo, low, hi, high: {"numeric": [lo, low, hi, high]}, st.sampled_from([">", ">="]),
-              st.sampled_from([-3, 0]), st.sampled_from(["<", "<="]), st.sampled_from([1, 2.5])),
+    st.builds(
+        lambda op, n: {"numeric": [op, n]},
+        st.sampled_from(["=", "<", "<=", ">", ">="]),
+        st.sampled_from([-3, 0, 1, 2.5, 5e9]),
+    ),
+    st.builds(
+        lambda lo, low, hi, high: {"numeric": [lo, low, hi, high]},
+        st.sampled_from([">", ">="]),
+        st.sampled_from([-3, 0]),
+        st.sampled_from(["<", "<="]),
+        st.sampled_from([1, 2.5]),
+    ),
     st.builds(lambda b: {"exists": b}, st.booleans()),
-    st.builds(lambda v: {"anything-but": v}, st.one_of(
-        TEXT, st.sampled_from([0, 1, 2.5]), st.lists(TEXT, min_size=1, max_size=3),
-        st.lists(st.sampled_from([0, 1, 2.5, -3]), min_size=1, max_size=3),
-        st.builds(lambda f, t: {f: t}, st.sampled_from(["prefix", "suffix", "equals-ignore-case"]),
-                  TEXT | st.lists(TEXT, min_size=1, max_size=2)),
-        st.sampled_from([{"wildcard": "a*"}, {"wildcard": ["*b", "x\\*y"]}]),
-    )),
-)  # fmt: skip
+    st.builds(
+        lambda v: {"anything-but": v},
+        st.one_of(
+            TEXT,
+            st.sampled_from([0, 1, 2.5]),
+            st.lists(TEXT, min_size=1, max_size=3),
+            st.lists(st.sampled_from([0, 1, 2.5, -3]), min_size=1, max_size=3),
+            st.builds(
+                lambda f, t: {f: t},
+                st.sampled_from(["prefix", "suffix", "equals-ignore-case"]),
+                TEXT | st.lists(TEXT, min_size=1, max_size=2),
+            ),
+            st.sampled_from([{"wildcard": "a*"}, {"wildcard": ["*b", "x\\*y"]}]),
+        ),
+    ),
+)
+NUMERIC_OPERATORS = frozenset({"=", "<", "<=", ">", ">="})
 MATCHERS = st.lists(st.one_of(SCALARS, OPERATORS, OPERATORS), min_size=1, max_size=2)
 
 
 def patterns(depth: int) -> st.SearchStrategy[dict[str, Any]]:
-    """Small patterns (one or two fields), so that generated documents match often."""
+    """Small patterns (one or two fields, flat ``$or``), so generated documents match often."""
+    flat = st.dictionaries(KEYS, MATCHERS, min_size=1, max_size=2)
     if depth == 0:
-        return st.dictionaries(KEYS, MATCHERS, min_size=1, max_size=2)
+        return flat
     values = st.one_of(MATCHERS, MATCHERS, st.deferred(lambda: patterns(depth - 1)))
     fields = st.dictionaries(KEYS, values, min_size=1, max_size=2)
     with_or = st.builds(
         lambda base, alts: {**base, "$or": alts},
-        st.dictionaries(KEYS, values, max_size=1),
-        st.lists(st.deferred(lambda: patterns(depth - 1)), min_size=2, max_size=2),
+        st.dictionaries(KEYS, MATCHERS, max_size=1),
+        st.lists(flat, min_size=2, max_size=3),
     )
     return st.one_of(fields, fields, fields, with_or)
 
@@ -830,10 +892,12 @@ def pattern_atoms(value: Any) -> list[Any]:
         return [atom for inner in value.values() for atom in pattern_atoms(inner)]
     if isinstance(value, list):
         return [atom for inner in value for atom in pattern_atoms(inner)]
+    if value in NUMERIC_OPERATORS:
+        return []
     if isinstance(value, str):
         return [value, value.upper()]
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return [value, value - 0.5, value + 0.5]  # both sides of every bound
+        return [value, value - 0.5, value + 0.5, value == 1]  # both sides; and True vs 1
     return [value]
 
 
@@ -860,16 +924,18 @@ def shaped_like(pattern: dict[str, Any], leaf: st.SearchStrategy[Any]) -> st.Sea
 
 
 def documents_for(pattern: dict[str, Any]) -> st.SearchStrategy[list[Any]]:
-    atoms = st.sampled_from(pattern_atoms(pattern))
-    leaf = st.one_of(atoms, atoms, SCALARS)
+    atoms = st.sampled_from([*pattern_atoms(pattern), True, False, None, "", 6e9, -6e9])
+    leaf = st.one_of(atoms, atoms, atoms, SCALARS)
     anything = st.recursive(
         leaf,
         lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEYS, inner, max_size=3),
         max_leaves=10,
     )
     shaped = shaped_like(pattern, leaf)
-    document = st.one_of(shaped, shaped, shaped, st.dictionaries(KEYS, anything, max_size=3), anything)
-    return st.lists(document, min_size=1, max_size=8)
+    document = st.one_of(
+        shaped, shaped, shaped, st.dictionaries(KEYS, anything, max_size=3), anything
+    )
+    return st.lists(document, min_size=4, max_size=12)
 
 
 class TestAgainstReferenceInterpreter:
@@ -879,6 +945,16 @@ class TestAgainstReferenceInterpreter:
         self, pattern: dict[str, Any], data: st.DataObject
     ) -> None:
         assert validate_pattern(pattern) == []
+        match = compile_pattern(pattern)
+        for doc in data.draw(documents_for(pattern)):
+            assert match(doc) == reference_match(pattern, doc), doc
+
+    @settings(max_examples=300, deadline=None)
+    @given(matchers=MATCHERS, data=st.data())
+    def test_single_field_patterns_agree_with_the_reference_interpreter(
+        self, matchers: list[Any], data: st.DataObject
+    ) -> None:
+        pattern = {"a": matchers}
         match = compile_pattern(pattern)
         for doc in data.draw(documents_for(pattern)):
             assert match(doc) == reference_match(pattern, doc), doc

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -11,6 +11,9 @@ from sinks.base import OK, DeadLetter, Ordering, Outcome, Sink, Status, retryabl
 from sinks.memory import MemorySink
 from sinks.stdout import StdoutSink
 from stream.records import Record
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 def records(keys: str) -> list[Record]:
@@ -65,7 +68,10 @@ class TestOrdering:
         sink = Recording(fail={0})
         out = sink.write_batch(records("abab"), Ordering.PER_KEY)
         assert [o.status for o in out] == [
-            Status.RETRYABLE, Status.OK, Status.RETRYABLE, Status.OK,
+            Status.RETRYABLE,
+            Status.OK,
+            Status.RETRYABLE,
+            Status.OK,
         ]
         assert out[2].error == "HeldBack"
         assert [i for call in sink.calls for i in call] == [0, 1, 3]
@@ -102,14 +108,28 @@ class TestStdoutSink:
 
 class TestDeadLetter:
     def test_envelope_carries_the_record_the_reason_and_the_position(self):
-        rec = Record(b"\xff", "k", "123", sub_sequence_number=2, shard_id="shardId-1",
-                     event_id="shardId-1:123", index=4)
+        rec = Record(
+            b"\xff",
+            "k",
+            "123",
+            sub_sequence_number=2,
+            shard_id="shardId-1",
+            event_id="shardId-1:123",
+            index=4,
+        )
         letter = DeadLetter(rec, "not JSON", "DecodeError", "processors[0].filter", "f", "p", 5.0)
         doc = letter.document()
         assert doc["data_base64"] == "/w=="
-        assert (doc["sequence_number"], doc["sub_sequence_number"], doc["shard_id"]) == ("123", 2, "shardId-1")
+        assert (doc["sequence_number"], doc["sub_sequence_number"], doc["shard_id"]) == (
+            "123",
+            2,
+            "shardId-1",
+        )
         assert (doc["step"], doc["error"], doc["reason"], doc["failed_at"]) == (
-            "processors[0].filter", "DecodeError", "not JSON", 5.0,
+            "processors[0].filter",
+            "DecodeError",
+            "not JSON",
+            5.0,
         )
         as_record = letter.as_record()
         assert (as_record.sequence_number, as_record.index) == ("123", 4)

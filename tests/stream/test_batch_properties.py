@@ -15,7 +15,7 @@ And every response names only sequence numbers present in the batch.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -28,8 +28,10 @@ from sinks.memory import MemorySink
 from stream.batch import BatchRunner
 from stream.event import records_from_event
 from stream.exceptions import RetryableError
-from stream.records import Record
 from stream.testing import EventFactory
+
+if TYPE_CHECKING:
+    from stream.records import Record
 
 KEYS = ["k0", "k1", "k2"]
 SINKS = ["A", "B"]
@@ -80,7 +82,9 @@ def orjson_dumps(doc: Any) -> bytes:
     return orjson.dumps(doc)
 
 
-def build_event(entries: list[tuple[str, list[dict[str, Any]]]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def build_event(
+    entries: list[tuple[str, list[dict[str, Any]]]],
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     factory = EventFactory()
     records = []
     specs: list[dict[str, Any]] = []
@@ -101,13 +105,19 @@ def build_event(entries: list[tuple[str, list[dict[str, Any]]]]) -> tuple[dict[s
 class World:
     """The sinks and failure plans of one run; ``transient=False`` gives the clean pass."""
 
-    def __init__(self, event: dict[str, Any], specs: list[dict[str, Any]], ordering: Ordering, transient: bool) -> None:
+    def __init__(
+        self,
+        event: dict[str, Any],
+        specs: list[dict[str, Any]],
+        ordering: Ordering,
+        transient: bool,
+    ) -> None:
         positions = [(r.sequence_number, r.sub_sequence_number) for r in records_from_event(event)]
         self.spec_at = dict(zip(positions, specs, strict=True))
         chain_plan = {p: s["chain_failures"] for p, s in self.spec_at.items()} if transient else {}
         self.flaky = Flaky(chain_plan)
 
-        def fail(sink: str):  # noqa: ANN202
+        def fail(sink: str):
             def decide(record: Record, attempt: int) -> str | None:
                 spec = self.spec_at[(record.sequence_number, record.sub_sequence_number)]
                 if sink == "DLQ":
@@ -131,7 +141,9 @@ class World:
                 ),
             ]
         )
-        self.runner = BatchRunner(chain, self.sinks, on_failure="DLQ", ordering=ordering, function="f")
+        self.runner = BatchRunner(
+            chain, self.sinks, on_failure="DLQ", ordering=ordering, function="f"
+        )
 
     def deliver(self, event: dict[str, Any]) -> int:
         """Deliver like Lambda: resume from the lowest reported sequence number. Returns rounds."""
@@ -150,14 +162,21 @@ class World:
 
 def _user(key: str, chain_failures: int) -> dict[str, Any]:
     return {
-        "key": key, "to": ["A"], "kind": "json", "chain_failures": chain_failures,
-        "sink_failures": 0, "sink_permanent": False, "dlq_failures": 0,
+        "key": key,
+        "to": ["A"],
+        "kind": "json",
+        "chain_failures": chain_failures,
+        "sink_failures": 0,
+        "sink_permanent": False,
+        "dlq_failures": 0,
     }
 
 
 @settings(max_examples=300)
 @given(entries=st.lists(entry, min_size=1, max_size=12), ordering=st.sampled_from(list(Ordering)))
-@example(entries=[("plain", [_user("k0", 1)]), ("plain", [_user("k0", 0)])], ordering=Ordering.PER_KEY)
+@example(
+    entries=[("plain", [_user("k0", 1)]), ("plain", [_user("k0", 0)])], ordering=Ordering.PER_KEY
+)
 def test_replay_until_clean_matches_one_clean_pass(entries, ordering):
     event, specs = build_event(entries)
     clean = World(event, specs, ordering, transient=False)
@@ -208,5 +227,9 @@ def test_clean_pass_reports_nothing_and_dead_letters_every_poison_record(entries
     world = World(event, specs, ordering, transient=False)
     result = world.runner.run(records_from_event(event))
     assert result.response == {"batchItemFailures": []}
-    poison = sum(1 for s in specs if s["kind"] == "poison" or s["sink_permanent"] and "A" in s["to"] and s["kind"] == "json")
+    poison = sum(
+        1
+        for s in specs
+        if s["kind"] == "poison" or (s["sink_permanent"] and "A" in s["to"] and s["kind"] == "json")
+    )
     assert len(result.dead_letters) == poison

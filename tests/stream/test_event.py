@@ -72,7 +72,7 @@ class TestAggregates:
         import hashlib  # noqa: PLC0415
 
         body = b"\x0a\xff\xff\xff"  # a length-delimited field longer than the message
-        blob = KPL_MAGIC + body + hashlib.md5(body).digest()  # noqa: S324
+        blob = KPL_MAGIC + body + hashlib.md5(body).digest()
         (record,) = records_from_event(EventFactory().event([EventFactory().raw(blob)]))
         assert record.error is not None
         assert "protobuf" in record.error
@@ -92,7 +92,9 @@ class TestAggregates:
             "f = F(); r(f.batch([('k', {'a': 1})])); "
             "print('google.protobuf' in sys.modules, 'aws_kinesis_agg' in sys.modules)"
         )
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        )
         assert out.stdout.split() == ["False", "False"]
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 import stream.lambda_handler as lh
 from stream.testing import EventFactory
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 PLAN = {
     "version": 1,
@@ -46,7 +49,9 @@ class TestHandler:
         f = EventFactory()
         bad = f.raw(b"not json", "a")
         response = lh.handler(f.event([f.record({"keep": True}, "b"), bad]))
-        assert response == {"batchItemFailures": [{"itemIdentifier": bad["kinesis"]["sequenceNumber"]}]}
+        assert response == {
+            "batchItemFailures": [{"itemIdentifier": bad["kinesis"]["sequenceNumber"]}]
+        }
 
     def test_the_runner_is_built_once_and_reused_while_warm(self, plan_file):
         f = EventFactory()

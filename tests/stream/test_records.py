@@ -32,11 +32,11 @@ class TestJson:
 
     def test_object_rejects_json_that_is_not_an_object(self):
         with pytest.raises(DecodeError, match="JSON list, not an object"):
-            make(b"[1, 2]").object()
+            make(b"[1, 2]").as_dict()
 
     def test_data_is_reencoded_after_the_document_changes_in_place(self):
         record = make()
-        record.object()["b"] = 2
+        record.as_dict()["b"] = 2
         assert record.data == b'{"a": 1}'  # not yet marked
         record.touch()
         assert record.data == b'{"a":1,"b":2}'

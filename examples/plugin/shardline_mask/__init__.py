@@ -26,7 +26,7 @@ class Mask:
         self.keep = keep
 
     def __call__(self, record: Any) -> Any:
-        doc = record.object()
+        doc = record.as_dict()
         for field in self.fields:
             value = doc.get(field)
             if isinstance(value, str):
