@@ -39,7 +39,6 @@ def run_invoke(
     plan: Mapping[str, Any], function: str | None, event_file: str, stdout_sinks: bool
 ) -> BatchResult:
     """Run the event through the function; sinks write as they would in Lambda."""
-    from stream.event import records_from_event  # noqa: PLC0415
     from stream.runtime import build_runner  # noqa: PLC0415
 
     factory = None
@@ -52,7 +51,7 @@ def run_invoke(
     runner = build_runner(plan, function, factory)
     event = orjson.loads(Path(event_file).read_bytes())
     try:
-        return runner.run(records_from_event(event))
+        return runner.handle(event)
     finally:
         for sink in runner.sinks.values():
             sink.close()

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from processors.base import Processor
+    from processors.fused import FusedRun
 
 __all__ = ["EVENT_STEP", "Chain", "ChainResult", "Step", "StepFailure"]
 
@@ -52,7 +53,7 @@ class Step:
         method: calling it directly skips the type's call slot lookup, which costs about
         as much as a small processor's body.
         """
-        call = getattr(type(processor), "__call__", None)
+        call = getattr(type(processor), "__call__", None)  # noqa: B004  # the Python method
         run = MethodType(call, processor) if isinstance(call, FunctionType) else processor
         return cls(name, run, getattr(processor, "prepare", None), processor)
 
@@ -90,12 +91,25 @@ class ChainResult:
 
 
 class Chain:
-    """Runs steps over a batch. Stateless between batches: safe to reuse while warm."""
+    """Runs steps over a batch. Stateless between batches: safe to reuse while warm.
 
-    __slots__ = ("steps",)
+    Args:
+        steps: the configured steps, in order.
+        fuse: run each maximal run of built-in steps as one generated loop
+            (:mod:`processors.fused`): the same result for about a third of the steps'
+            per-record cost. ``False`` runs every step through the plain loop (what the
+            fused path is tested against).
+    """
 
-    def __init__(self, steps: Sequence[Step]) -> None:
+    __slots__ = ("_segments", "steps")
+
+    def __init__(self, steps: Sequence[Step], *, fuse: bool = True) -> None:
         self.steps = tuple(steps)
+        self._segments: tuple[Step | FusedRun, ...] = self.steps
+        if fuse:
+            from processors.fused import fuse as fuse_runs  # noqa: PLC0415  # it imports us
+
+            self._segments = fuse_runs(self.steps)
 
     def run(self, records: Sequence[Record]) -> ChainResult:
         """Run every step over the records; never raises for a record's sake."""
@@ -108,7 +122,7 @@ class Chain:
                 if r.error is not None
             )
         dropped: dict[str, int] = {}
-        for step in self.steps:
+        for step in self._segments:
             if not current:
                 break
             if step.prepare is not None:
@@ -119,9 +133,12 @@ class Chain:
                     failures.extend(StepFailure(r, step.name, exc, retry) for r in current)
                     current = []
                     break
-            current, n_dropped = _run_step(step, current, failures)
-            if n_dropped:
-                dropped[step.name] = n_dropped
+            if isinstance(step, Step):
+                current, n_dropped = _run_step(step, current, failures)
+                if n_dropped:
+                    dropped[step.name] = n_dropped
+            else:
+                current = step.run(current, failures, dropped)
         return ChainResult(current, failures, dropped)
 
 

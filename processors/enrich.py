@@ -65,6 +65,15 @@ class Enrich:
         self._now = now
         self._stamp = ""
 
+    @property
+    def fields(self) -> dict[str, Any]:
+        """What ``set`` writes, in writing order (plain values, then copied objects/lists)."""
+        return {**self._scalars, **self._mutable}
+
+    def stamp(self) -> str:
+        """The value ``timestamp`` receives: the batch's time once ``prepare`` has run."""
+        return self._stamp or iso_timestamp(self._now())
+
     def prepare(self, records: Sequence[Record]) -> None:
         """Take the batch's processing time once."""
         if self.timestamp:

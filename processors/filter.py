@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from processors.expr import compile_predicate
 from processors.match import compile_pattern
 
 if TYPE_CHECKING:
@@ -43,6 +42,9 @@ class Filter:
         if match is not None:
             tests.append(compile_pattern(match))
         if expr is not None:
+            # Imported only when used: a match-only pipeline never loads jmespath.
+            from processors.expr import compile_predicate  # noqa: PLC0415
+
             tests.append(compile_predicate(expr))
         if len(tests) == 1:
             self._test = tests[0]

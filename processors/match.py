@@ -155,7 +155,7 @@ def _objects(value: Any) -> Iterator[dict[str, Any]]:
 
 
 def _wildcard(text: str) -> re.Pattern[str] | str:
-    """Translate a wildcard to an anchored-by-fullmatch regex, or return why it is invalid."""
+    """Translate a wildcard into a regex for ``fullmatch``, or return why it is invalid."""
     out: list[str] = []
     i, star = 0, False
     while i < len(text):

@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from processors.expr import compile_predicate
 from processors.match import compile_pattern
 
 if TYPE_CHECKING:
@@ -37,7 +36,7 @@ class Route:
         ValueError: a malformed rule, an unknown mode, or an unknown sink.
     """
 
-    __slots__ = ("_default", "_first", "_rules")
+    __slots__ = ("_default", "_first", "_rules", "_whens")
 
     def __init__(
         self,
@@ -51,13 +50,15 @@ class Route:
         self._first = mode == "first"
         self._rules: list[Rule] = []
         self._default: tuple[str, ...] = ()
+        self._whens: list[Any] = []
         for i, rule in enumerate(rules):
             if "default" in rule:
                 self._default = _names(rule["default"], sinks, f"rules[{i}].default")
                 continue
             when = rule.get("when")
-            test = compile_predicate(when) if isinstance(when, str) else compile_pattern(when or {})
+            test = _expr_test(when) if isinstance(when, str) else compile_pattern(when or {})
             self._rules.append((test, _names(rule.get("to", ()), sinks, f"rules[{i}].to")))
+            self._whens.append(when)
 
     @classmethod
     def from_config(cls, args: Any, sinks: Collection[str] | None = None) -> Route:
@@ -65,6 +66,21 @@ class Route:
         if isinstance(args, Mapping):
             return cls(args.get("rules", ()), args.get("mode", "first"), sinks)
         return cls(args, "first", sinks)
+
+    @property
+    def mode(self) -> str:
+        """``first`` or ``all``."""
+        return "first" if self._first else "all"
+
+    @property
+    def default(self) -> tuple[str, ...]:
+        """The sinks of records that no rule takes (empty: unrouted)."""
+        return self._default
+
+    @property
+    def conditions(self) -> tuple[tuple[Any, tuple[str, ...]], ...]:
+        """Each rule's ``when`` as configured (a pattern or an expression) and its sinks."""
+        return tuple((when, to) for when, (_, to) in zip(self._whens, self._rules, strict=True))
 
     def __call__(self, record: Record) -> Record:
         if not self._rules:
@@ -95,3 +111,10 @@ def _names(value: Any, sinks: Collection[str] | None, where: str) -> tuple[str, 
                 msg = f"{where}: unknown sink {name!r} (known: {known})"
                 raise ValueError(msg)
     return names
+
+
+def _expr_test(source: str) -> Callable[[Any], bool]:
+    # Imported only when a rule is an expression: pattern-only routes never load jmespath.
+    from processors.expr import compile_predicate  # noqa: PLC0415
+
+    return compile_predicate(source)

@@ -21,11 +21,13 @@ ordering policy must hold back):
 
 from __future__ import annotations
 
+import gc
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from sinks.base import OK, DeadLetter, Ordering, Sink, Status
+from stream.event import records_from_event
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -108,6 +110,24 @@ class BatchRunner:
         self.function = function
         self.pipeline = pipeline
         self._now = now
+
+    def handle(self, event: Mapping[str, Any]) -> BatchResult:
+        """Decode a Lambda Kinesis event and run it, with garbage collection paused.
+
+        A batch allocates a record and a document per Kinesis record and keeps them all
+        alive until it ends, so the cyclic collector would run dozens of young and some
+        full collections per batch and find nothing: records form no cycles. Pausing it
+        for the batch defers that work to after it (``bench/`` measured about a fifth of
+        the handler's time on 10,000 records).
+        """
+        paused = gc.isenabled()
+        if paused:
+            gc.disable()
+        try:
+            return self.run(records_from_event(event))
+        finally:
+            if paused:
+                gc.enable()
 
     def run(self, records: list[Record]) -> BatchResult:
         """Process one shard batch (records in shard order, ``index`` = position)."""

@@ -12,11 +12,11 @@ Environment:
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stream.event import records_from_event
 from stream.runtime import build_runner, load_plan
 
 if TYPE_CHECKING:
@@ -34,12 +34,14 @@ def runner() -> BatchRunner:
     if _runner is None:
         plan = load_plan(os.environ.get("SHARDLINE_PIPELINE") or _DEFAULT_PLAN)
         _runner = build_runner(plan, os.environ.get("SHARDLINE_FUNCTION") or None)
+        # What init built lives as long as the process: keep it out of later collections.
+        gc.freeze()
     return _runner
 
 
 def handler(event: dict[str, Any], context: Any = None) -> BatchResponse:
     """Process one Kinesis batch; return ``{"batchItemFailures": [...]}``."""
-    return runner().run(records_from_event(event)).response
+    return runner().handle(event).response
 
 
 if os.environ.get("SHARDLINE_PIPELINE") or os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):

@@ -78,7 +78,7 @@ class Record:
         "sub_sequence_number",
     )
 
-    def __init__(
+    def __init__(  # noqa: PLR0917  # positional: the event parser's call is the hot path
         self,
         data: bytes,
         partition_key: str,

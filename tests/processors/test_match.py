@@ -146,6 +146,13 @@ class TestAnd:
     def test_and_fails_when_one_field_is_missing(self) -> None:
         assert not matches({"Location": ["New York"], "Day": ["Monday"]}, {"Location": "New York"})
 
+    def test_three_fields_must_all_match(self) -> None:
+        pattern = {"a": [1], "b": [{"prefix": "x"}], "c": [{"exists": False}]}
+        assert matches(pattern, {"a": 1, "b": "xy"})
+        assert not matches(pattern, {"a": 1, "b": "xy", "c": 0})
+        assert not matches(pattern, {"a": 1, "b": "y"})
+        assert not matches(pattern, {"a": 2, "b": "xy"})
+
     def test_fields_not_in_the_pattern_are_ignored(self) -> None:
         assert matches({"Day": ["Monday"]}, {"Day": "Monday", "Other": [1, {"x": None}]})
 
@@ -872,30 +879,57 @@ MATCHERS = st.lists(st.one_of(SCALARS, OPERATORS, OPERATORS), min_size=1, max_si
 
 
 def patterns(depth: int) -> st.SearchStrategy[dict[str, Any]]:
-    """Small patterns (one or two fields, flat ``$or``), so generated documents match often."""
+    """Small patterns (a few fields, flat ``$or``), so that generated documents match often."""
     flat = st.dictionaries(KEYS, MATCHERS, min_size=1, max_size=2)
     if depth == 0:
         return flat
     values = st.one_of(MATCHERS, MATCHERS, st.deferred(lambda: patterns(depth - 1)))
-    fields = st.dictionaries(KEYS, values, min_size=1, max_size=2)
+    fields = st.dictionaries(KEYS, values, min_size=1, max_size=3)
     with_or = st.builds(
         lambda base, alts: {**base, "$or": alts},
-        st.dictionaries(KEYS, MATCHERS, max_size=1),
+        st.dictionaries(KEYS, MATCHERS, max_size=2),
         st.lists(flat, min_size=2, max_size=3),
     )
     return st.one_of(fields, fields, fields, with_or)
 
 
-def pattern_atoms(value: Any) -> list[Any]:
-    """Every scalar in a pattern, with case variants and neighbours, to steer documents."""
+def wildcard_instances(wildcard: str) -> list[str]:
+    """Strings a wildcard matches: each unescaped ``*`` replaced by nothing, then by "zz"."""
+    out = []
+    for fill in ("", "zz"):
+        text, i = "", 0
+        while i < len(wildcard):
+            if wildcard[i] == "\\":
+                text, i = text + wildcard[i + 1], i + 2
+            else:
+                text, i = text + (fill if wildcard[i] == "*" else wildcard[i]), i + 1
+        out.append(text)
+    return out
+
+
+def cidr_edges(block: str) -> list[str]:
+    """The first and last address of a block and the address just past it."""
+    network = ipaddress.ip_network(block, strict=False)
+    edges = [network.network_address, network.broadcast_address]
+    if int(network.broadcast_address) < (2**network.max_prefixlen) - 1:
+        edges.append(network.broadcast_address + 1)
+    return [str(address) for address in edges]
+
+
+def pattern_atoms(value: Any, key: str = "") -> list[Any]:
+    """Every scalar in a pattern, with the values that sit on its edges, to steer documents."""
     if isinstance(value, dict):
-        return [atom for inner in value.values() for atom in pattern_atoms(inner)]
+        return [atom for k, inner in value.items() for atom in pattern_atoms(inner, k)]
     if isinstance(value, list):
-        return [atom for inner in value for atom in pattern_atoms(inner)]
+        return [atom for inner in value for atom in pattern_atoms(inner, key)]
     if value in NUMERIC_OPERATORS:
         return []
+    if isinstance(value, str) and key == "wildcard":
+        return [value, *wildcard_instances(value)]
+    if isinstance(value, str) and key == "cidr":
+        return cidr_edges(value)
     if isinstance(value, str):
-        return [value, value.upper()]
+        return [value, value.upper(), value + "z", "z" + value]
     if isinstance(value, int | float) and not isinstance(value, bool):
         return [value, value - 0.5, value + 0.5, value == 1]  # both sides; and True vs 1
     return [value]
@@ -936,6 +970,47 @@ def documents_for(pattern: dict[str, Any]) -> st.SearchStrategy[list[Any]]:
         shaped, shaped, shaped, st.dictionaries(KEYS, anything, max_size=3), anything
     )
     return st.lists(document, min_size=4, max_size=12)
+
+
+OPERATOR_SAMPLES: list[dict[str, Any]] = [
+    *(
+        {name: t}
+        for name in ("prefix", "suffix", "equals-ignore-case")
+        for t in ("a", "Ab", ".png")
+    ),
+    *({name: {"equals-ignore-case": t}} for name in ("prefix", "suffix") for t in ("a", "PnG")),
+    *({"wildcard": w} for w in ("a*", "*b", "a*c", "*", "x\\*y", "a\\\\b", "*.png", "")),
+    *({"cidr": c} for c in ("10.0.0.0/24", "10.0.0.7", "::/0", "2001:db8::/32", "0.0.0.0/0")),
+    *({"numeric": [op, n]} for op in ("=", "<", "<=", ">", ">=") for n in (-3, 0, 1, 2.5, 5e9)),
+    *(
+        {"numeric": [lo, low, hi, high]}
+        for lo in (">", ">=")
+        for low in (-3, 0)
+        for hi in ("<", "<=")
+        for high in (1, 2.5)
+    ),
+    {"exists": True},
+    {"exists": False},
+    *({"anything-but": v} for v in ("a", 0, 1, 2.5, ["a", "ab"], [0, 1.0], [""])),
+    *({"anything-but": {f: t}} for f in ("prefix", "suffix") for t in ("a", ["a", "b"])),
+    *({"anything-but": {"equals-ignore-case": t}} for t in ("A", ["a", "PNG"])),
+    *({"anything-but": {"wildcard": w}} for w in ("a*", ["*b", "x\\*y"])),
+]
+VALUE_UNIVERSE: list[Any] = [*WORDS, *NUMBERS, True, False, None, -6e9, 0.0, -0.0]
+VALUE_UNIVERSE += pattern_atoms(OPERATOR_SAMPLES)
+
+
+def test_every_operator_agrees_with_the_reference_on_every_sample_value() -> None:
+    mismatches = []
+    for operator_sample in OPERATOR_SAMPLES:
+        for matchers in ([operator_sample], [operator_sample, "zzz"]):
+            pattern = {"a": matchers}
+            match = compile_pattern(pattern)
+            for value in VALUE_UNIVERSE:
+                for doc in ({"a": value}, {"a": [value]}, {"a": ["zzz", [value]]}):
+                    if match(doc) != reference_match(pattern, doc):
+                        mismatches.append((pattern, doc))
+    assert mismatches == []
 
 
 class TestAgainstReferenceInterpreter:

@@ -38,9 +38,12 @@ WATCHED = (
     "rich",
     "aws_kinesis_agg",
     "google.protobuf",
-    "jmespath.visitor",
+    "jmespath",
+    "importlib.metadata",
 )
 FORBIDDEN = {
+    "jmespath",  # the pipeline has no JMESPath expression
+    "importlib.metadata",  # built-in processors and sinks need no entry points
     "boto3",
     "botocore",
     "opensearchpy",

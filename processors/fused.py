@@ -1,0 +1,292 @@
+"""Runs of built-in steps fused into one generated loop over the batch.
+
+Why: the chain calls each step once per record, and each step calls the ``json`` property
+and its compiled condition's closures: about 500 instructions per call, most of a small
+step's cost. Built-in filters, ``set``/``timestamp`` enrichers and routes are configuration,
+not code, so for every maximal run of them :func:`fuse` writes one Python function (once,
+when the chain is built at Lambda init) that loops over the records, reads each document
+once and evaluates the run's conditions inline (:mod:`processors.codegen`).
+
+It is transparent: the same survivors in the same order, the same documents and routes, the
+same ``dropped`` counts and the same failures (step, exception, message, retryable flag, in
+the unfused order: step by step, record order within a step). A DecodeError is raised by the
+step of the run that first reads the document, as unfused. A step is left to the plain
+chain when its condition uses something codegen does not write (e.g. ``cidr``, JMESPath
+functions), when it is not exactly a built-in (a subclass, a hand-made ``Step``), or, for a
+``timestamp`` enricher, when it is not first in its run (its ``prepare`` takes the stamp
+and only a run's first step can have one). The generated source is kept on
+:attr:`FusedRun.source` for debugging.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from typing import TYPE_CHECKING, Any
+
+from processors.chain import Step, StepFailure
+from processors.codegen import Namespace, pattern_source
+from stream import records
+from stream.exceptions import RetryableError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from stream.records import Record
+
+__all__ = ["FusedRun", "fuse"]
+
+#: Routes in ``all`` mode precompute the sinks of every subset of matching rules.
+MAX_ALL_RULES = 10
+_DOC = "doc"
+_IS_DICT = "is_dict"  # type(doc) is dict, set where the loop reads the document
+_DROP = "    <drop>"  # a filter's line that counts a drop, numbered when the run is built
+
+# Reading a document and marking it changed are the two Record calls left per record; for
+# an exact Record the loop does them on its slots (a third of the fused loop's cost): decode
+# as ``Record.json`` does, and on any error call ``rec.json`` so that the property raises its
+# own error; ``set_json(doc)``, with ``doc`` already the record's document, only clears the
+# cached bytes. Should Record change shape, the loop calls the property and the method.
+_INLINE = (
+    {"_data", "_doc"} <= set(getattr(records.Record, "__slots__", ()))
+    and hasattr(records, "_UNSET")
+    and hasattr(records, "_loads")
+)
+_READ = ["doc = rec.json"]
+_READ_INLINE = [
+    "if type(rec) is _Record:",
+    "    doc = rec._doc",
+    "    if doc is _UNSET:",
+    "        try:",
+    "            doc = rec._doc = _loads(rec._data)",
+    "        except Exception:",
+    "            doc = rec.json  # raises the record's DecodeError",
+    "else:",
+    "    doc = rec.json",
+]
+_CHANGED = ["rec.set_json(doc)"]
+_CHANGED_INLINE = [
+    "if type(rec) is _Record:",
+    "    rec._data = None  # rec.set_json(doc)",
+    "else:",
+    "    rec.set_json(doc)",
+]
+
+
+class FusedRun:
+    """Consecutive steps run as one generated loop.
+
+    Attributes:
+        name: the first step's name (a failing ``prepare`` is reported under it).
+        steps: the steps fused, in chain order.
+        prepare: the first step's batch hook, or ``None``.
+        source: the generated Python source.
+        run: ``run(records, failures, dropped) -> survivors``; appends failures and sets
+            ``dropped[step name]`` exactly as the chain does step by step.
+    """
+
+    __slots__ = ("name", "prepare", "run", "source", "steps")
+
+    def __init__(self, steps: Sequence[Step], source: str, namespace: dict[str, Any]) -> None:
+        self.steps = tuple(steps)
+        self.name = steps[0].name
+        self.prepare = steps[0].prepare
+        self.source = source
+        exec(compile(source, f"<fused {self.name}>", "exec"), namespace)
+        self.run: Callable[[list[Record], list[StepFailure], dict[str, int]], list[Record]]
+        self.run = namespace["fused"]
+
+    def __repr__(self) -> str:
+        return f"FusedRun({', '.join(step.name for step in self.steps)})"
+
+
+def fuse(steps: Sequence[Step]) -> tuple[Step | FusedRun, ...]:
+    """The chain's steps with each maximal run of fusable steps replaced by a FusedRun."""
+    out: list[Step | FusedRun] = []
+    run: list[tuple[Step, _Part]] = []
+    ns = Namespace()
+    for step in steps:
+        exact = any(part.exact for _, part in run)
+        part = _part(step, ns, first=not run, is_dict="True" if exact else _IS_DICT)
+        if part is None and run:  # a timestamp enricher starts a new run
+            out.append(_build(run, ns))
+            run, ns = [], Namespace()
+            part = _part(step, ns, first=True, is_dict=_IS_DICT)
+        if part is None:
+            out.append(step)
+        else:
+            run.append((step, part))
+    if run:
+        out.append(_build(run, ns))
+    return tuple(out)
+
+
+class _Part:
+    """One step's share of the loop body: statements over ``rec`` and ``doc``."""
+
+    __slots__ = ("body", "drops", "exact", "json", "setup")
+
+    def __init__(
+        self, body: list[str], *, json: bool, drops: bool = False, exact: bool = False,
+        setup: str = "",
+    ) -> None:  # fmt: skip
+        self.body = body
+        self.json = json  # reads the document, so it may fail
+        self.drops = drops
+        self.exact = exact  # leaves ``type(doc) is dict`` (an enricher)
+        self.setup = setup
+
+
+def _builtin(module: str, name: str) -> type | None:
+    """The built-in class if its module is loaded (else no step can be one of them)."""
+    found = getattr(sys.modules.get(module), name, None)
+    return found if isinstance(found, type) else None
+
+
+def _plain(step: Step, proc: Any) -> bool:
+    """Whether the step runs exactly the processor's own ``__call__`` and ``prepare``."""
+    run = step.run
+    call = run is proc or (
+        getattr(run, "__self__", None) is proc
+        and getattr(run, "__func__", None) is type(proc).__call__
+    )
+    hook = step.prepare
+    prepare = hook is None or (
+        getattr(hook, "__self__", None) is proc
+        and getattr(hook, "__func__", None) is getattr(type(proc), "prepare", None)
+    )
+    return call and prepare
+
+
+def _part(step: Step, ns: Namespace, *, first: bool, is_dict: str) -> _Part | None:
+    proc = step.processor
+    kind = type(proc)
+    if kind is _builtin("processors.filter", "Filter") and _plain(step, proc):
+        return _filter(proc, ns, is_dict)
+    if kind is _builtin("processors.enrich", "Enrich") and _plain(step, proc):
+        return _enrich(proc, ns, first=first)
+    if kind is _builtin("processors.route", "Route") and _plain(step, proc):
+        return _route(proc, ns, is_dict)
+    return None
+
+
+def _condition(when: Any, ns: Namespace, is_dict: str) -> str | None:
+    if isinstance(when, str):
+        # processors.expr (and jmespath) are loaded already: the step compiled ``when``
+        from processors.codegen_expr import predicate_source  # noqa: PLC0415
+
+        return predicate_source(when, _DOC, ns, is_dict)
+    return pattern_source(when, _DOC, ns, is_dict)
+
+
+def _filter(proc: Any, ns: Namespace, is_dict: str) -> _Part | None:
+    tests = []
+    for when in (proc.match, proc.expr):
+        if when is not None:
+            source = _condition(when, ns, is_dict)
+            if source is None:
+                return None
+            tests.append(source)
+    body = [f"if not ({' and '.join(tests)}):", _DROP, "    continue"]
+    return _Part(body, json=True, drops=True)
+
+
+def _enrich(proc: Any, ns: Namespace, *, first: bool) -> _Part | None:
+    if proc.timestamp and not first:
+        return None
+    body = [f"if not {_IS_DICT}:", "    doc = rec.as_dict()  # raises its DecodeError"]
+    for key, value in proc.fields.items():
+        if isinstance(value, dict | list):  # copied per record, as Enrich does
+            body.append(f"doc[{ns.literal(key)}] = _deepcopy({ns.const(value)})")
+        else:
+            body.append(f"doc[{ns.literal(key)}] = {ns.literal(value)}")
+    setup = ""
+    if proc.timestamp:
+        # The chain has just called prepare(), which took the batch's stamp.
+        stamp = ns.temp()
+        setup = f"{stamp} = {ns.const(proc)}.stamp()"
+        body.append(f"doc[{ns.literal(proc.timestamp)}] = {stamp}")
+    ns.values["_deepcopy"] = copy.deepcopy
+    body += _CHANGED_INLINE if _INLINE else _CHANGED
+    return _Part(body, json=True, exact=True, setup=setup)
+
+
+def _route(proc: Any, ns: Namespace, is_dict: str) -> _Part | None:
+    rules = proc.conditions
+    default = ns.const(proc.default)
+    if not rules:
+        return _Part([f"rec.routes = {default}"], json=False)
+    tests = [_condition(when, ns, is_dict) for when, _ in rules]
+    if any(test is None for test in tests):
+        return None
+    body: list[str] = []
+    if proc.mode == "first":
+        for i, (test, (_, to)) in enumerate(zip(tests, rules, strict=True)):
+            body += [f"{'if' if i == 0 else 'elif'} {test}:", f"    rec.routes = {ns.const(to)}"]
+        return _Part([*body, "else:", f"    rec.routes = {default}"], json=True)
+    if len(rules) > MAX_ALL_RULES:
+        return None
+    hits = ns.temp()
+    body.append(f"{hits} = 0")
+    for i, test in enumerate(tests):
+        body += [f"if {test}:", f"    {hits} |= {1 << i}"]
+    table = ns.const(_subsets([to for _, to in rules], proc.default))
+    return _Part([*body, f"rec.routes = {table}[{hits}]"], json=True)
+
+
+def _subsets(targets: list[tuple[str, ...]], default: tuple[str, ...]) -> tuple[Any, ...]:
+    """Route ``all``'s answer for every bit set of matching rules."""
+    table = []
+    for mask in range(1 << len(targets)):
+        chosen: list[str] = []
+        for i, to in enumerate(targets):
+            if mask >> i & 1:
+                chosen.extend(s for s in to if s not in chosen)
+        table.append(tuple(chosen) if chosen else default)
+    return tuple(table)
+
+
+def _failure(record: Record, step: str, exc: Exception) -> StepFailure:
+    return StepFailure(record, step, exc, isinstance(exc, RetryableError))
+
+
+def _build(run: list[tuple[Step, _Part]], ns: Namespace) -> FusedRun:
+    ns.values["_failure"] = _failure
+    if _INLINE:
+        ns.values["_Record"] = records.Record
+        ns.values["_UNSET"] = records._UNSET
+        ns.values["_loads"] = records._loads
+    lines = [
+        "def fused(records, failures, dropped):",
+        "    out = []",
+        "    append = out.append",
+        *(f"    dropped_{i} = 0" for i, (_, part) in enumerate(run) if part.drops),
+        *(f"    failed_{i} = []" for i, (_, part) in enumerate(run) if part.json),
+        *(f"    {part.setup}" for _, part in run if part.setup),
+        "    for rec in records:",
+    ]
+    read = False
+    for i, (step, part) in enumerate(run):
+        body = [f"    dropped_{i} += 1" if line == _DROP else line for line in part.body]
+        if part.json and not read:
+            body[:0] = [*(_READ_INLINE if _INLINE else _READ), f"{_IS_DICT} = type(doc) is dict"]
+            read = True
+        lines.append(f"        # {step.name!r}")
+        if not part.json:  # no document, nothing that can raise
+            lines += [f"        {line}" for line in body]
+            continue
+        lines.append("        try:")
+        lines += [f"            {line}" for line in body]
+        lines += [
+            "        except Exception as exc:",
+            f"            failed_{i}.append(_failure(rec, {step.name!r}, exc))",
+            "            continue",
+        ]
+    lines.append("        append(rec)")
+    for i, (step, part) in enumerate(run):
+        if part.json:
+            lines += [f"    if failed_{i}:", f"        failures.extend(failed_{i})"]
+        if part.drops:
+            lines += [f"    if dropped_{i}:", f"        dropped[{step.name!r}] = dropped_{i}"]
+    lines.append("    return out")
+    return FusedRun([step for step, _ in run], "\n".join(lines) + "\n", ns.values)
