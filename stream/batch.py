@@ -150,51 +150,10 @@ class BatchRunner:
             self._dead_letter(letters, result)
             held = self._held_back(records, failed)
 
-        per_sink: dict[str, list[Record]] = {name: [] for name in self.sinks}
-        default = self.default_route
-        for rec in chained.records:
-            if held and rec.index in held:
-                failed.setdefault(rec.index, held[rec.index])
-                continue
-            routes = rec.routes
-            if routes is None:
-                routes = default
-            if len(routes) == 1:
-                per_sink[routes[0]].append(rec)
-            elif routes:
-                for name in routes:
-                    per_sink[name].append(rec)
-            else:
-                result.unrouted += 1
-
-        sink_letters: list[DeadLetter] = []
+        per_sink, sink_letters = self._group(chained.records, held, result)
         for name, items in per_sink.items():
-            if not items:
-                continue
-            outcomes = self.sinks[name].write_batch(items, self.ordering)
-            if outcomes.count(OK) == len(items):  # the usual case, counted in C
-                result.written[name] = result.written.get(name, 0) + len(items)
-                continue
-            ok = 0
-            for rec, outcome in zip(items, outcomes, strict=True):
-                status = outcome.status
-                if status is Status.OK:
-                    ok += 1
-                elif status is Status.RETRYABLE:
-                    failed.setdefault(rec.index, f"sink:{name}: {outcome.reason}")
-                else:
-                    sink_letters.append(
-                        DeadLetter(
-                            rec,
-                            outcome.reason,
-                            outcome.error,
-                            f"sink:{name}",
-                            self.function,
-                            self.pipeline,
-                            self._now(),
-                        )
-                    )
-            result.written[name] = result.written.get(name, 0) + ok
+            if items:
+                sink_letters += self._write(name, items, result)
         self._dead_letter(sink_letters, result)
 
         if failed:
@@ -207,17 +166,61 @@ class BatchRunner:
                     items_out.append({"itemIdentifier": seq})
         return result
 
+    def _group(
+        self, records: list[Record], held: Mapping[int, str], result: BatchResult
+    ) -> tuple[dict[str, list[Record]], list[DeadLetter]]:
+        """Each sink's records, in shard order; records routed to no sink we have fail."""
+        per_sink: dict[str, list[Record]] = {name: [] for name in self.sinks}
+        letters: list[DeadLetter] = []
+        default = self.default_route
+        for rec in records:
+            if held and rec.index in held:
+                result.failed.setdefault(rec.index, held[rec.index])
+                continue
+            routes = rec.routes
+            if routes is None:
+                routes = default
+            try:
+                if len(routes) == 1:
+                    per_sink[routes[0]].append(rec)
+                elif routes:
+                    for name in routes:
+                        per_sink[name].append(rec)
+                else:
+                    result.unrouted += 1
+            except KeyError as exc:  # a plugin step named a sink this function does not have
+                reason = (
+                    f"routed to unknown sink {exc.args[0]!r} (this function writes to: "
+                    f"{', '.join(self.sinks)}): fix the step that set record.routes"
+                )
+                letters.append(self._dead(rec, reason, "UnknownSink", "route"))
+        return per_sink, letters
+
+    def _write(self, name: str, items: list[Record], result: BatchResult) -> list[DeadLetter]:
+        """Write one sink's records; count them; return its permanent failures as letters."""
+        outcomes = self.sinks[name].write_batch(items, self.ordering)
+        if outcomes.count(OK) == len(items):  # the usual case, counted in C
+            result.written[name] = result.written.get(name, 0) + len(items)
+            return []
+        ok = 0
+        letters: list[DeadLetter] = []
+        for rec, outcome in zip(items, outcomes, strict=True):
+            status = outcome.status
+            if status is Status.OK:
+                ok += 1
+            elif status is Status.RETRYABLE:
+                result.failed.setdefault(rec.index, f"sink:{name}: {outcome.reason}")
+            else:
+                letters.append(self._dead(rec, outcome.reason, outcome.error, f"sink:{name}"))
+        result.written[name] = result.written.get(name, 0) + ok
+        return letters
+
+    def _dead(self, record: Record, reason: str, error: str, step: str) -> DeadLetter:
+        return DeadLetter(record, reason, error, step, self.function, self.pipeline, self._now())
+
     def _letter(self, failure: StepFailure) -> DeadLetter:
         error = failure.error
-        return DeadLetter(
-            failure.record,
-            str(error),
-            type(error).__name__,
-            failure.step,
-            self.function,
-            self.pipeline,
-            self._now(),
-        )
+        return self._dead(failure.record, str(error), type(error).__name__, failure.step)
 
     def _dead_letter(self, letters: list[DeadLetter], result: BatchResult) -> None:
         if not letters:

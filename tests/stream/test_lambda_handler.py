@@ -78,3 +78,22 @@ class TestHandler:
         monkeypatch.setenv("SHARDLINE_FUNCTION", "nope")
         with pytest.raises(KeyError, match=r"known: f"):
             lh.runner()
+
+
+class TestUnknownRoute:
+    def test_a_step_that_routes_to_an_unknown_sink_dead_letters_the_record(self):
+        from processors.chain import Chain, Step  # noqa: PLC0415
+        from sinks.memory import MemorySink  # noqa: PLC0415
+        from stream.batch import BatchRunner  # noqa: PLC0415
+
+        def misroute(record):
+            record.routes = ("nowhere",)
+            return record
+
+        dlq = MemorySink("dlq")
+        runner = BatchRunner(Chain([Step.of("p", misroute)]), {"dlq": dlq}, on_failure="dlq")
+        result = runner.handle(EventFactory().batch([("k", {"a": 1})]))
+        assert result.response == {"batchItemFailures": []}
+        (letter,) = result.dead_letters
+        assert letter.error == "UnknownSink"
+        assert "unknown sink 'nowhere'" in letter.reason
