@@ -17,7 +17,15 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 from processors.codegen import Namespace, NotWritten
-from processors.expr import _comparable, _equals, _get_other, _is_number, _not, is_truthy
+from processors.expr import (
+    _comparable,
+    _equals,
+    _get_other,
+    _is_boolish,  # a function node is boolish there, but is never written here
+    _is_number,
+    _not,
+    is_truthy,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -88,18 +96,6 @@ def _parse(expression: str) -> Node | None:
     except exceptions.JMESPathError:
         return None
     return node
-
-
-def _is_boolish(node: Node) -> bool:
-    """processors.expr's test: the node yields only True, False or None."""
-    kind = node["type"]
-    if kind in ("comparator", "not_expression"):
-        return True
-    if kind in ("and_expression", "or_expression"):
-        return all(_is_boolish(child) for child in node["children"])
-    if kind == "literal":
-        return any(node["value"] is v for v in (True, False, None))
-    return False  # functions (some are boolean) are not written here anyway
 
 
 class _Expr:
