@@ -22,8 +22,9 @@ __all__ = ["BUILTIN_SINKS", "build_sink", "sink_types"]
 BUILTIN_SINKS: dict[str, str] = {
     "stdout": "sinks.stdout:StdoutSink",
     "discard": "sinks.discard:DiscardSink",
+    "dynamodb": "sinks.dynamodb:DynamoDBSink",
 }
-PLANNED_SINKS = frozenset({"dynamodb", "opensearch", "s3", "sqs", "kinesis"})
+PLANNED_SINKS = frozenset({"opensearch", "s3", "sqs", "kinesis"})
 _SPEC_KEYS = frozenset({"type", "use"})
 
 

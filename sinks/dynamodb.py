@@ -1,0 +1,289 @@
+"""The ``dynamodb`` sink: one item per key (``latest``) or one item per record (``append``).
+
+Items are the record's top-level JSON fields (numbers as DynamoDB numbers through
+``Decimal``, objects as maps, lists as lists) plus bookkeeping attributes starting with
+``_``: ``_position`` (the zero-padded sequence and sub-sequence number, which sorts like the
+numbers), ``_shard`` and ``_written_at``.
+
+Idempotency and order, the two ways:
+
+* ``latest``: the batch is collapsed to the newest record of each key, then each is written
+  with ``PutItem`` on the condition that the stored ``_position`` is older. A
+  ``ConditionalCheckFailedException`` means an equal or newer record is already there: ok.
+  Replays and out-of-order redeliveries therefore never move an item backwards.
+* ``append``: the table's sort key is ``_position``, so each record has its own item and a
+  replay rewrites the same item. ``BatchWriteItem`` in calls of 25, never two items with
+  the same primary key in one call (DynamoDB rejects that); ``UnprocessedItems`` are
+  retried with exponential backoff and full jitter within a bounded number of attempts,
+  then reported retryable.
+
+Throttling, 5xx and connection errors are retryable; validation errors (an item over
+400 KB, an empty key, a missing table) are permanent, with the reason. boto3 is imported
+when the first client is made, not when this module is.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from decimal import Decimal
+from functools import partial
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from sinks.base import OK, Outcome, Sink, permanent, retryable
+from stream.records import pad_sequence
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from stream.records import Record
+
+__all__ = ["MAX_ITEM_BYTES", "DynamoDBSink", "to_attribute"]
+
+MAX_ITEM_BYTES = 400 * 1024
+POSITION = "_position"
+_RETRYABLE_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "TransactionInProgressException",
+    }
+)
+
+
+def to_attribute(value: Any) -> dict[str, Any]:
+    """A JSON value as a DynamoDB AttributeValue; floats go through ``repr`` to Decimal so
+    that 0.1 is stored as 0.1, and integers of any size stay exact."""
+    kind = type(value)
+    if kind is str:
+        return {"S": value}
+    if kind is bool:
+        return {"BOOL": value}
+    if kind is int:
+        return {"N": str(value)}
+    if kind is float:
+        return {"N": str(Decimal(repr(value)))}
+    if value is None:
+        return {"NULL": True}
+    if kind is dict:
+        return {"M": {k: to_attribute(v) for k, v in value.items()}}
+    if kind is list:
+        return {"L": [to_attribute(v) for v in value]}
+    msg = f"cannot store a {kind.__name__} in DynamoDB"
+    raise TypeError(msg)
+
+
+def _size(attribute: dict[str, Any]) -> int:
+    """DynamoDB's item-size rule, approximately: names and values in UTF-8, numbers ~21 B."""
+    ((kind, value),) = attribute.items()
+    if kind == "S":
+        return len(value.encode())
+    if kind == "N":
+        return len(value) // 2 + 2
+    if kind == "M":
+        return 3 + sum(len(k.encode()) + _size(v) + 1 for k, v in value.items())
+    if kind == "L":
+        return 3 + sum(_size(v) + 1 for v in value)
+    return 1
+
+
+class DynamoDBSink(Sink):
+    """Write records to a DynamoDB table.
+
+    Args:
+        name: the sink's name in the pipeline file.
+        table: the table name, used as written.
+        key: the record field that is the table's partition key.
+        mode: ``latest`` or ``append``.
+        client: a boto3 DynamoDB client; by default one is created on first use and reused
+            while the Lambda is warm.
+        max_attempts: attempts for a call (throttled items included) before the items are
+            reported retryable.
+        base_delay: first backoff delay in seconds; doubles per attempt, full jitter.
+        sleep: injectable for tests.
+        now: the clock for ``_written_at``.
+    """
+
+    max_batch: ClassVar[int] = 10_000  # chunking to 25 is done here, by primary key
+    per_key_safe: ClassVar[bool] = True  # conditional on position, or one item per record
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        table: str,
+        key: str,
+        mode: str = "latest",
+        client: Any = None,
+        max_attempts: int = 5,
+        base_delay: float = 0.05,
+        sleep: Callable[[float], None] = time.sleep,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(name)
+        if mode not in ("latest", "append"):
+            msg = f"dynamodb sink {name!r}: mode {mode!r}, expected 'latest' or 'append'"
+            raise ValueError(msg)
+        self.table = table
+        self.key = key
+        self.mode = mode
+        self._client = client
+        self._max_attempts = max_attempts
+        self._base_delay = base_delay
+        self._sleep = sleep
+        self._now = now
+
+    @property
+    def client(self) -> Any:
+        """The DynamoDB client, created on first use (boto3 is imported only then)."""
+        if self._client is None:
+            import boto3  # noqa: PLC0415  # heavy: only when a DynamoDB sink writes
+
+            self._client = boto3.client("dynamodb")
+        return self._client
+
+    def _write(self, items: Sequence[Record]) -> list[Outcome]:
+        outcomes: list[Outcome] = [OK] * len(items)
+        built: list[tuple[int, dict[str, Any]]] = []
+        stamp = str(Decimal(repr(round(self._now(), 3))))
+        for i, record in enumerate(items):
+            item_or_reason = self._item(record, stamp)
+            if isinstance(item_or_reason, str):
+                outcomes[i] = permanent(item_or_reason, "ValidationError")
+            else:
+                built.append((i, item_or_reason))
+        if self.mode == "latest":
+            self._put_latest(built, outcomes)
+        else:
+            self._put_append(built, outcomes)
+        return outcomes
+
+    def _item(self, record: Record, stamp: str) -> dict[str, Any] | str:
+        try:
+            doc = record.as_dict()
+        except Exception as exc:  # the reason goes to the dead letter
+            return str(exc)
+        value = doc.get(self.key)
+        if value is None or value == "" or isinstance(value, dict | list | bool):
+            return (
+                f"record has no usable key field {self.key!r} (got {value!r}); the table "
+                f"{self.table!r} needs a non-empty string or number there"
+            )
+        try:
+            item = {k: to_attribute(v) for k, v in doc.items() if not k.startswith("_")}
+        except TypeError as exc:
+            return str(exc)
+        item[POSITION] = {"S": pad_sequence(record.sequence_number, record.sub_sequence_number)}
+        item["_shard"] = {"S": record.shard_id}
+        item["_written_at"] = {"N": stamp}
+        size = sum(len(k.encode()) + _size(v) for k, v in item.items())
+        if size > MAX_ITEM_BYTES:
+            return (
+                f"item of about {size} bytes exceeds DynamoDB's 400 KB limit for table "
+                f"{self.table!r}: store large payloads in S3 and keep a pointer"
+            )
+        return item
+
+    def _put_latest(self, built: list[tuple[int, dict[str, Any]]], out: list[Outcome]) -> None:
+        newest: dict[Any, int] = {}  # key value -> index into built; later wins (shard order)
+        members: dict[Any, list[int]] = {}
+        for n, (i, item) in enumerate(built):
+            key = str(item[self.key])  # {"S": "1"} and {"N": "1"} are different keys
+            newest[key] = n
+            members.setdefault(key, []).append(i)
+        for key, n in newest.items():
+            i, item = built[n]
+            put = partial(
+                self.client.put_item,
+                TableName=self.table,
+                Item=item,
+                ConditionExpression="attribute_not_exists(#p) OR #p < :p",
+                ExpressionAttributeNames={"#p": POSITION},
+                ExpressionAttributeValues={":p": item[POSITION]},
+            )
+            outcome, _ = self._call(put, ok_codes=frozenset({"ConditionalCheckFailedException"}))
+            for member in members[key]:
+                out[member] = outcome  # older records of the key share the newest's fate
+
+    def _put_append(self, built: list[tuple[int, dict[str, Any]]], out: list[Outcome]) -> None:
+        chunks: list[list[tuple[int, dict[str, Any]]]] = [[]]
+        seen: set[tuple[str, str]] = set()
+        for i, item in built:
+            primary = (str(item[self.key]), item[POSITION]["S"])
+            if len(chunks[-1]) == 25 or primary in seen:
+                chunks.append([])
+                seen.clear()
+            chunks[-1].append((i, item))
+            seen.add(primary)
+        for chunk in chunks:
+            if chunk:
+                self._batch_write(chunk, out)
+
+    def _batch_write(self, chunk: list[tuple[int, dict[str, Any]]], out: list[Outcome]) -> None:
+        pending = chunk
+        for attempt in range(self._max_attempts):
+            if attempt:
+                self._sleep(random.uniform(0, self._base_delay * 2**attempt))
+            requests = [{"PutRequest": {"Item": item}} for _, item in pending]
+            write = partial(self.client.batch_write_item, RequestItems={self.table: requests})
+            outcome, response = self._call(write, retries=1)
+            if outcome is not OK:
+                if outcome.status.value == "permanent" or attempt == self._max_attempts - 1:
+                    for i, _ in pending:
+                        out[i] = outcome
+                    return
+                continue
+            unprocessed = response.get("UnprocessedItems", {}).get(self.table, [])
+            if not unprocessed:
+                return
+            left = {_primary(r["PutRequest"]["Item"], self.key) for r in unprocessed}
+            pending = [(i, item) for i, item in pending if _primary(item, self.key) in left]
+        for i, _ in pending:
+            out[i] = retryable(
+                f"DynamoDB left {len(pending)} items unprocessed after {self._max_attempts} "
+                f"attempts (throttled) on table {self.table!r}",
+                "UnprocessedItems",
+            )
+
+    def _call(
+        self,
+        fn: Callable[[], dict[str, Any]],
+        ok_codes: frozenset[str] = frozenset(),
+        retries: int | None = None,
+    ) -> tuple[Outcome, dict[str, Any]]:
+        """Call with retries of throttles and 5xx; the outcome and the last response."""
+        from botocore.exceptions import (  # noqa: PLC0415  # loaded with boto3 anyway
+            BotoCoreError,
+            ClientError,
+        )
+
+        attempts = retries or self._max_attempts
+        outcome: Outcome = OK
+        for attempt in range(attempts):
+            if attempt:
+                self._sleep(random.uniform(0, self._base_delay * 2**attempt))
+            try:
+                response = fn()
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                message = exc.response.get("Error", {}).get("Message", "")
+                if code in ok_codes:
+                    return OK, {}
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+                reason = f"DynamoDB {code} on table {self.table!r}: {message}"
+                if code in _RETRYABLE_CODES or status >= 500:
+                    outcome = retryable(reason, code)
+                    continue
+                return permanent(reason, code), {}
+            except BotoCoreError as exc:
+                outcome = retryable(f"DynamoDB unreachable: {exc}", type(exc).__name__)
+                continue
+            return OK, response
+        return outcome, {}
+
+
+def _primary(item: dict[str, Any], key: str) -> tuple[str, str]:
+    return str(item[key]), item[POSITION]["S"]

@@ -1,0 +1,170 @@
+"""The DynamoDB sink against a real moto server: bulk, replay, order, classification."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from sinks.base import Ordering, Status
+from sinks.dynamodb import DynamoDBSink
+from stream.event import records_from_event
+from stream.testing import EventFactory
+
+if TYPE_CHECKING:
+    from stream.records import Record
+
+pytestmark = pytest.mark.integration
+
+
+def make_table(ddb: Any, name: str, append: bool) -> str:
+    keys = [{"AttributeName": "order_id", "KeyType": "HASH"}]
+    attrs = [{"AttributeName": "order_id", "AttributeType": "S"}]
+    if append:
+        keys.append({"AttributeName": "_position", "KeyType": "RANGE"})
+        attrs.append({"AttributeName": "_position", "AttributeType": "S"})
+    ddb.create_table(
+        TableName=name, KeySchema=keys, AttributeDefinitions=attrs, BillingMode="PAY_PER_REQUEST"
+    )
+    return name
+
+
+def scan(ddb: Any, table: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"TableName": table}
+    while True:
+        page = ddb.scan(**kwargs)
+        items += page["Items"]
+        if "LastEvaluatedKey" not in page:
+            return items
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def batch(docs: list[dict[str, Any]], factory: EventFactory | None = None) -> list[Record]:
+    f = factory or EventFactory()
+    return records_from_event(f.batch((str(d.get("order_id")), d) for d in docs))
+
+
+@pytest.fixture
+def ddb(aws: Any) -> Any:
+    return aws("dynamodb")
+
+
+class TestLatest:
+    def test_bulk_write_keeps_the_newest_record_of_each_key(self, ddb, unique):
+        table = make_table(ddb, f"orders-{unique}", append=False)
+        sink = DynamoDBSink("orders", table=table, key="order_id", client=ddb)
+        records = batch([{"order_id": f"o{i % 30}", "v": i} for i in range(90)])
+        outcomes = sink.write_batch(records)
+        assert all(o.status is Status.OK for o in outcomes)
+        items = scan(ddb, table)
+        assert len(items) == 30
+        assert {i["order_id"]["S"]: int(i["v"]["N"]) for i in items} == {
+            f"o{k}": 60 + k for k in range(30)
+        }
+
+    def test_replaying_the_same_batch_changes_nothing(self, ddb, unique):
+        table = make_table(ddb, f"orders-{unique}", append=False)
+        sink = DynamoDBSink("orders", table=table, key="order_id", client=ddb, now=lambda: 1.0)
+        records = batch([{"order_id": f"o{i}", "v": i} for i in range(10)])
+        sink.write_batch(records)
+        before = sorted(scan(ddb, table), key=lambda i: i["order_id"]["S"])
+        sink2 = DynamoDBSink("orders", table=table, key="order_id", client=ddb, now=lambda: 2.0)
+        assert all(o.ok for o in sink2.write_batch(records))
+        after = sorted(scan(ddb, table), key=lambda i: i["order_id"]["S"])
+        assert after == before  # even _written_at: the conditional put did not rewrite
+
+    def test_an_older_record_after_a_newer_one_changes_nothing(self, ddb, unique):
+        table = make_table(ddb, f"orders-{unique}", append=False)
+        sink = DynamoDBSink("orders", table=table, key="order_id", client=ddb)
+        old, new = batch([{"order_id": "o1", "v": "old"}, {"order_id": "o1", "v": "new"}])
+        sink.write_batch([new])
+        assert sink.write_batch([old])[0].ok
+        (item,) = scan(ddb, table)
+        assert item["v"]["S"] == "new"
+
+    def test_numbers_round_trip_exactly(self, ddb, unique):
+        table = make_table(ddb, f"orders-{unique}", append=False)
+        sink = DynamoDBSink("orders", table=table, key="order_id", client=ddb)
+        big = 2**64 - 1  # orjson reads larger integers as floats: see the issue note
+        sink.write_batch(batch([{"order_id": "n", "f": 0.1, "big": big, "m": {"x": [1.5, None]}}]))
+        (item,) = scan(ddb, table)
+        assert Decimal(item["f"]["N"]) == Decimal("0.1")
+        assert int(item["big"]["N"]) == big
+        assert item["m"] == {"M": {"x": {"L": [{"N": "1.5"}, {"NULL": True}]}}}
+
+
+class TestAppend:
+    def test_one_item_per_record_and_replays_of_an_overlapping_batch_add_none(self, ddb, unique):
+        table = make_table(ddb, f"events-{unique}", append=True)
+        sink = DynamoDBSink("events", table=table, key="order_id", mode="append", client=ddb)
+        records = batch([{"order_id": f"o{i % 3}", "v": i} for i in range(60)])
+        assert all(o.ok for o in sink.write_batch(records, Ordering.PER_KEY))
+        assert all(o.ok for o in sink.write_batch(records[20:], Ordering.PER_KEY))
+        assert len(scan(ddb, table)) == 60
+
+    def test_fan_out_duplicates_of_one_position_never_share_a_call(self, ddb, unique):
+        table = make_table(ddb, f"events-{unique}", append=True)
+        sink = DynamoDBSink("events", table=table, key="order_id", mode="append", client=ddb)
+        (record,) = batch([{"order_id": "o1", "v": 1}])
+        twins = [
+            record.derive({"order_id": "o1", "v": 2}),
+            record.derive({"order_id": "o1", "v": 3}),
+        ]
+        assert all(o.ok for o in sink.write_batch(twins))
+        (item,) = scan(ddb, table)
+        assert item["v"]["N"] == "3"
+
+
+class TestClassification:
+    def test_an_item_over_400_kb_is_permanent_and_does_not_fail_its_neighbours(self, ddb, unique):
+        table = make_table(ddb, f"orders-{unique}", append=False)
+        sink = DynamoDBSink("orders", table=table, key="order_id", client=ddb)
+        records = batch([{"order_id": "big", "blob": "x" * 420_000}, {"order_id": "ok", "v": 1}])
+        big, fine = sink.write_batch(records)
+        assert big.status is Status.PERMANENT
+        assert "400 KB" in big.reason
+        assert fine.ok
+        assert [i["order_id"]["S"] for i in scan(ddb, table)] == ["ok"]
+
+    def test_a_missing_key_is_permanent_with_the_field_named(self, ddb, unique):
+        table = make_table(ddb, f"orders-{unique}", append=False)
+        sink = DynamoDBSink("orders", table=table, key="order_id", client=ddb)
+        (outcome,) = sink.write_batch(batch([{"order_id": ""}]))
+        assert outcome.status is Status.PERMANENT
+        assert "'order_id'" in outcome.reason
+
+    def test_a_missing_table_is_permanent_and_says_which(self, ddb, unique):
+        sink = DynamoDBSink("orders", table=f"nope-{unique}", key="order_id", client=ddb)
+        (outcome,) = sink.write_batch(batch([{"order_id": "o1"}]))
+        assert outcome.status is Status.PERMANENT
+        assert outcome.error == "ResourceNotFoundException"
+        assert f"nope-{unique}" in outcome.reason
+
+    def test_an_unreachable_endpoint_is_retryable(self, unique):
+        import boto3  # noqa: PLC0415
+        from botocore.config import Config  # noqa: PLC0415
+
+        dead = boto3.client(
+            "dynamodb",
+            endpoint_url="http://127.0.0.1:9",
+            region_name="us-east-1",
+            aws_access_key_id="x",
+            aws_secret_access_key="x",
+            config=Config(retries={"max_attempts": 1}, connect_timeout=1),
+        )
+        sink = DynamoDBSink(
+            "orders", table="t", key="order_id", client=dead, max_attempts=2, sleep=lambda _: None
+        )
+        (outcome,) = sink.write_batch(batch([{"order_id": "o1"}]))
+        assert outcome.status is Status.RETRYABLE
+
+
+def test_importing_the_sink_module_imports_no_client_library():
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    code = "import sys, sinks.dynamodb; print('boto3' in sys.modules, 'botocore' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
