@@ -30,7 +30,7 @@ from decimal import Decimal
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from sinks.base import OK, Outcome, Sink, permanent, retryable
+from sinks.base import OK, Outcome, Sink, Status, permanent, retryable
 from stream.records import pad_sequence
 
 if TYPE_CHECKING:
@@ -195,7 +195,7 @@ class DynamoDBSink(Sink):
             newest[key] = n
             members.setdefault(key, []).append(i)
         for key, n in newest.items():
-            i, item = built[n]
+            _, item = built[n]
             put = partial(
                 self.client.put_item,
                 TableName=self.table,
@@ -231,7 +231,7 @@ class DynamoDBSink(Sink):
             write = partial(self.client.batch_write_item, RequestItems={self.table: requests})
             outcome, response = self._call(write, retries=1)
             if outcome is not OK:
-                if outcome.status.value == "permanent" or attempt == self._max_attempts - 1:
+                if outcome.status is Status.PERMANENT or attempt == self._max_attempts - 1:
                     for i, _ in pending:
                         out[i] = outcome
                     return
