@@ -19,12 +19,13 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
-	$(VENV)/bin/shardline invoke examples/clickstream/pipeline.yaml \
-		--function enrich-and-route --event examples/clickstream/event.json --sinks stdout
+	$(VENV)/bin/shardline demo
 
 bench: $(STAMP)
 	$(PY) -m bench handler
 	$(PY) -m bench coldstart
+	$(PY) -m bench sinks
+	$(PY) -m bench producer
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

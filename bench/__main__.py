@@ -19,6 +19,8 @@ __all__ = ["BENCHMARKS", "main", "usage"]
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "coldstart": ("bench.coldstart", "import cost of stream.lambda_handler (fresh subprocesses)"),
     "handler": ("bench.handler", "µs/record: shardline vs Powertools BatchProcessor vs plain loop"),
+    "producer": ("bench.producer", "records/s: producer batching and aggregation vs PutRecord"),
+    "sinks": ("bench.sinks", "records/s of each sink's bulk writes vs one call per record"),
 }
 
 

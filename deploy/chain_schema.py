@@ -153,16 +153,38 @@ def _enrich(r: Reporter, path: Path, args: Any) -> dict[str, Any]:
 
 
 def _lookup(r: Reporter, path: Path, data: dict[str, Any] | None) -> dict[str, Any]:
+    """``lookup: {table, key, into, on_miss, ttl_s}``, plus optional tuning keys.
+
+    ``table_key`` (the table's partition key, when not named like the record field),
+    ``miss_ttl_s`` (default ``min(ttl_s, 60)``) and ``max_entries`` (cache size) appear in
+    the plan only when given, so plans of files without them stay as they were.
+    """
     if data is None:
         return {}
-    f = Fields(r, path, data, ("table", "key", "into", "on_miss", "ttl_s"))
-    return {
+    optional = ("table_key", "miss_ttl_s", "max_entries")
+    f = Fields(r, path, data, ("table", "key", "into", "on_miss", "ttl_s", *optional))
+    out: dict[str, Any] = {
         "table": f.text("table", required=True),
         "key": f.text("key", required=True),
         "into": f.text("into", required=True),
         "on_miss": f.choice("on_miss", ON_MISS, default="keep"),
         "ttl_s": f.integer("ttl_s", default=None, lo=0),
     }
+    if f.has("table_key"):
+        out["table_key"] = f.text("table_key", required=True)
+    miss = f.integer("miss_ttl_s", default=None, lo=0)
+    if miss is not None:
+        from processors.lookup import DEFAULT_TTL_S  # noqa: PLC0415  # one default, light module
+
+        ttl = out["ttl_s"] if out["ttl_s"] is not None else DEFAULT_TTL_S
+        if miss > ttl:
+            r.error(f.at("miss_ttl_s"), f"must not exceed ttl_s ({ttl:g}), got {miss}")
+        else:
+            out["miss_ttl_s"] = miss
+    entries = f.integer("max_entries", default=None, lo=1)
+    if entries is not None:
+        out["max_entries"] = entries
+    return out
 
 
 def _route(r: Reporter, path: Path, args: Any, sinks: Sequence[str] | None) -> dict[str, Any]:

@@ -86,11 +86,18 @@ def compile_(file: str, output: str | None) -> None:
 @click.argument("file", type=click.Path(dir_okay=False, exists=True))
 @click.option("--function", "function", help="The function to run (default: the only one).")
 @click.option(
-    "--event", "event", required=True, type=click.Path(dir_okay=False, exists=True),
+    "--event",
+    "event",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True),
     help="A saved Lambda Kinesis event (JSON).",
 )
 @click.option(
-    "--sinks", "sinks", type=click.Choice(["real", "stdout"]), default="real", show_default=True,
+    "--sinks",
+    "sinks",
+    type=click.Choice(["real", "stdout"]),
+    default="real",
+    show_default=True,
     help="`stdout` replaces every sink with one that prints `SINK<TAB>JSON` lines.",
 )
 def invoke(file: str, function: str | None, event: str, sinks: str) -> None:
@@ -118,6 +125,326 @@ def invoke(file: str, function: str | None, event: str, sinks: str) -> None:
         table.add_row(what, count)
     Console(stderr=True).print(table)
     click.echo(json.dumps(result.response))
+
+
+@main.command()
+@click.argument("stream")
+@click.option(
+    "--file",
+    "file",
+    required=True,
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="JSON lines to send; `-` reads stdin.",
+)
+@click.option("--key", help="The document field holding the partition key (default: line number).")
+@click.option("--aggregate", is_flag=True, help="KPL-aggregate records per shard.")
+@click.option("--rate", type=float, help="At most this many records per second.")
+@click.option("--endpoint-url", help="A Kinesis endpoint, e.g. a local server.")
+def produce(
+    stream: str, *, file: str, key: str | None, aggregate: bool, rate: float | None,
+    endpoint_url: str | None,
+) -> None:  # fmt: skip
+    """Put the JSON lines of FILE onto STREAM, in order per partition key.
+
+    Malformed lines are reported with their line number and skipped; the exit status is 1
+    when any line was skipped or any record could not be written after retries.
+    """
+    import os  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from rich.console import Console  # noqa: PLC0415
+    from rich.progress import Progress  # noqa: PLC0415
+
+    from deploy.produce import produce_lines  # noqa: PLC0415
+    from stream.clients import aws_client  # noqa: PLC0415
+    from stream.producer import Producer  # noqa: PLC0415
+
+    if endpoint_url:
+        os.environ["AWS_ENDPOINT_URL_KINESIS"] = endpoint_url
+    console = Console(stderr=True)
+    source = sys.stdin.buffer if file == "-" else open(file, "rb")  # noqa: SIM115
+    total = None if file == "-" else os.path.getsize(file)
+    producer = Producer(stream, aws_client("kinesis"), aggregate=aggregate)
+    with source, Progress(console=console, transient=True, disable=total is None) as bar:
+        task = bar.add_task(f"producing to {stream}", total=total)
+        report = produce_lines(
+            source, producer, key=key, rate=rate, progress=lambda n: bar.advance(task, n)
+        )
+    for line_no, why in report.malformed[:20]:
+        click.echo(f"{file}:{line_no}: skipped: {why}", err=True)
+    if len(report.malformed) > 20:
+        click.echo(f"... and {len(report.malformed) - 20} more malformed lines", err=True)
+    for line_no, why in report.failed[:20]:
+        click.echo(f"{file}:{line_no}: not written: {why}", err=True)
+    stats = report.stats
+    if stats is not None:
+        rate_done = stats.records / report.seconds if report.seconds else 0.0
+        console.print(
+            f"{stats.records - stats.failures} records written ({stats.bytes} bytes) in "
+            f"{stats.kinesis_records} Kinesis records and {stats.calls} calls, "
+            f"{stats.retries} retries, {stats.failures} failed, {len(report.malformed)} "
+            f"malformed lines skipped; {rate_done:.0f} records/s"
+        )
+    if not report.ok:
+        raise SystemExit(1)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--function", "functions", multiple=True, help="Run only these functions.")
+@click.option("--endpoint-url", help="AWS endpoint for the stream, tables and sinks.")
+@click.option("--worker-id", help="This worker's id in the lease tables (default: host-random).")
+@click.option("--in-process", is_flag=True, help="Run handlers here, not in Lambda runtimes.")
+@click.option("--until-idle", type=float, help="Stop after every shard is idle this long (s).")
+@click.option("--duration", type=float, help="Stop after this many seconds.")
+@click.option(
+    "--lease-duration", type=click.FloatRange(min=1.0), default=10.0, show_default=True,
+    help="Seconds a shard lease lasts without renewal before another worker may take it.",
+)  # fmt: skip
+def run(
+    file: str, *, functions: tuple[str, ...], endpoint_url: str | None, worker_id: str | None,
+    in_process: bool, until_idle: float | None, duration: float | None, lease_duration: float,
+) -> None:  # fmt: skip
+    """Feed the functions of FILE from its stream, as Lambda's event source mapping does.
+
+    Checkpoints and leases live in DynamoDB (one table per function), so a stopped run
+    resumes after its last checkpoint and several runs share the shards. Ctrl-C stops
+    cleanly: batches in flight finish, checkpoints are written, leases are released.
+    """
+    import os  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    from deploy.invoke import load_any_plan  # noqa: PLC0415
+    from deploy.run import LocalRun, stop_on_signals  # noqa: PLC0415
+
+    if endpoint_url:
+        os.environ["AWS_ENDPOINT_URL"] = endpoint_url
+    plan = load_any_plan(file)
+    console = Console(stderr=True, width=120)
+    try:
+        local = LocalRun(
+            plan, functions=list(functions) or None, worker_id=worker_id,
+            in_process=in_process, lease_duration_s=lease_duration,
+        )  # fmt: skip
+    except KeyError as exc:
+        click.echo(f"{file}: {exc.args[0]}", err=True)
+        raise SystemExit(2) from None
+    stop = threading.Event()
+    timer = threading.Timer(duration or 0, stop.set)
+    timer.daemon = True
+    if duration is not None:
+        timer.start()
+    console.print(f"worker {local.worker_id}: running {', '.join(local.names)} (Ctrl-C stops)")
+    with stop_on_signals(stop):
+        runs = local.run(stop, until_idle_s=until_idle)
+    timer.cancel()
+    table = Table(title=f"{plan['name']}: event source mappings")
+    columns = ("function", "records in", "filtered", "invocations", "ok", "partial", "failed",
+               "retries", "on-failure", "checkpoints")  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="left" if column == "function" else "right")
+    for r in runs:
+        s = r.stats or r.mapping.stats
+        table.add_row(
+            r.name, str(s.records_in), str(s.records_filtered), str(s.invocations),
+            str(s.batches_ok), str(s.batches_partial), str(s.batches_failed), str(s.retries),
+            str(s.records_on_failure), str(s.checkpoints),
+        )  # fmt: skip
+    console.print(table)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--function", "functions", multiple=True, help="Only these functions.")
+@click.option("--endpoint-url", help="AWS endpoint for the stream and lease tables.")
+def status(file: str, *, functions: tuple[str, ...], endpoint_url: str | None) -> None:
+    """Per function and shard: lease owner, checkpoint, and lag behind the newest record."""
+    import os  # noqa: PLC0415
+
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    from deploy.invoke import load_any_plan  # noqa: PLC0415
+    from deploy.run import mapping_status  # noqa: PLC0415
+    from stream.clients import aws_client  # noqa: PLC0415
+
+    if endpoint_url:
+        os.environ["AWS_ENDPOINT_URL"] = endpoint_url
+    plan = load_any_plan(file)
+    table = Table(title=f"{plan['name']}: shards")
+    for column in ("function", "shard", "owner", "checkpoint", "records behind", "ms behind"):
+        table.add_column(column, justify="right" if "behind" in column else "left")
+    for row in mapping_status(plan, aws_client, list(functions) or None):
+        checkpoint = row.checkpoint if len(row.checkpoint) < 24 else "…" + row.checkpoint[-20:]
+        behind = "-" if row.behind is None else f"{row.behind}{'+' if row.behind_more else ''}"
+        millis = "-" if row.millis_behind is None else str(row.millis_behind)
+        table.add_row(row.function, row.shard_id, row.owner, checkpoint, behind, millis)
+    Console(width=110).print(table)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--code-bucket",
+    default="shardline-artifacts",
+    show_default=True,
+    help="Bucket of the Lambda package (`shardline deploy` passes the one it uploads to).",
+)
+@click.option("--code-key", help="Key of the Lambda package [default: NAME/lambda.zip].")
+@click.option(
+    "--architecture",
+    type=click.Choice(["arm64", "x86_64"]),
+    default="arm64",
+    show_default=True,
+    help="The functions' architecture, as the package was built for.",
+)
+def template(file: str, *, code_bucket: str, code_key: str | None, architecture: str) -> None:
+    """Print the CloudFormation template (JSON) of the pipeline FILE, and nothing else.
+
+    Problems that would stop a deploy (a generated name too long for AWS, one table with
+    two key schemas) are printed on stderr and the exit status is 1; the template is
+    printed all the same, for review.
+    """
+    from deploy.config import compile_plan  # noqa: PLC0415  # only when used
+    from deploy.template import build_template, deploy_problems, template_json  # noqa: PLC0415
+
+    plan = compile_plan(load_or_exit(file))
+    key = code_key or f"{plan['name']}/lambda.zip"
+    body = build_template(plan, code_bucket=code_bucket, code_key=key, architecture=architecture)
+    click.echo(template_json(body), nl=False)
+    problems = deploy_problems(plan)
+    for problem in problems:
+        click.echo(f"{file}: {problem}", err=True)
+    if problems:
+        raise SystemExit(1)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Directory to write NAME.zip into (created if missing).",
+)
+@click.option(
+    "--architecture",
+    type=click.Choice(["arm64", "x86_64"]),
+    default="arm64",
+    show_default=True,
+    help="The functions' architecture: native dependencies are installed for it.",
+)
+@click.option(
+    "--python-version",
+    default="3.12",
+    show_default=True,
+    help="The Lambda runtime's Python (python3.12 is 3.12).",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False),
+    default=".shardline/cache",
+    show_default=True,
+    help="Where installed dependencies are kept between builds.",
+)
+def package(
+    file: str, *, out_dir: str, architecture: str, python_version: str, cache_dir: str
+) -> None:
+    """Build the Lambda zip of FILE (pipeline file or compiled plan) and print its size.
+
+    It holds stream/, processors/, sinks/, the compiled plan, the plugins the plan uses and
+    the run-time dependencies built for the target; boto3 (in the Lambda runtime), deploy/
+    and the CLI libraries are left out. The same inputs give the same bytes, so an
+    unchanged pipeline redeploys as a no-op.
+    """
+    from deploy.invoke import load_any_plan  # noqa: PLC0415  # only when used
+    from deploy.package import PackageError, build_package, format_size  # noqa: PLC0415
+
+    plan = load_any_plan(file)
+    try:
+        result = build_package(
+            plan,
+            out_dir,
+            architecture=architecture,
+            python_version=python_version,
+            cache_dir=cache_dir,
+            log=lambda line: click.echo(line, err=True),
+        )
+    except PackageError as exc:
+        click.echo(f"{file}: {exc}", err=True)
+        raise SystemExit(1) from None
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(
+        f"{result.path}: {format_size(result.size)} ({result.size} bytes), "
+        f"{len(result.files)} files, {architecture}, python{python_version}, "
+        f"bytecode {result.bytecode or 'none'}, sha256 {result.sha256}"
+    )
+
+
+@main.command()
+def demo() -> None:
+    """Run the clickstream example end to end on the embedded local AWS.
+
+    Starts a moto server and an osmem-server on loopback, creates the example's resources,
+    runs both functions on the bundled event with their real sinks, and prints what landed
+    where, counted in the stores. Exits 1 when the counts do not reconcile.
+    """
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    from deploy.demo import EXAMPLE, run_demo  # noqa: PLC0415
+    from deploy.local import LocalAWS  # noqa: PLC0415
+
+    console = Console(stderr=True, width=100)
+    with console.status("starting the local AWS (moto server, osmem-server)..."):
+        stack = LocalAWS().start()
+    try:
+        with stack.activated(), console.status("running the clickstream example..."):
+            report = run_demo(stack)
+    finally:
+        stack.stop()
+    runs = Table(title="functions (runner)")
+    for column in ("function", "records in", "filtered", "written", "dead-lettered", "failed"):
+        runs.add_column(column, justify="left" if column == "function" else "right")
+    for function, result in report.results.items():
+        written = ", ".join(f"{k} {v}" for k, v in result.written.items()) or "-"
+        runs.add_row(
+            function, str(result.records_in), str(sum(result.dropped.values())), written,
+            str(len(result.dead_letters)), str(len(result.response["batchItemFailures"])),
+        )  # fmt: skip
+    stores = Table(title="read back from the stores")
+    stores.add_column("sink")
+    stores.add_column("count", justify="right")
+    for sink, count in report.stored.items():
+        stores.add_row(sink, str(count))
+        if sink in report.enriched:
+            stores.add_row(
+                f"  {sink} documents with a user from the lookup", str(report.enriched[sink])
+            )
+    for function, reasons in report.dead_by_function.items():
+        for reason, count in sorted(reasons.items()):
+            stores.add_row(f"  dead letter from {function}: {reason}", str(count))
+    checks = Table(title="reconciliation")
+    checks.add_column("check")
+    checks.add_column("left", justify="right")
+    checks.add_column("right", justify="right")
+    checks.add_column("ok")
+    for what, left, right in report.checks:
+        checks.add_row(what, str(left), str(right), "yes" if left == right else "NO")
+    for table in (runs, stores, checks):
+        console.print(table)
+    console.print(
+        f"done in {report.seconds:.1f} s. Next: edit {EXAMPLE / 'pipeline.yaml'} and run "
+        "`shardline validate` on it, or `shardline invoke ... --sinks stdout` to see records."
+    )
+    if not report.reconciled:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":  # `python -m deploy.cli`, as tests and CI without the script use

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deploy.problems import ConfigError, Problem, Reporter
+from deploy.pushdown import filter_criteria
 from deploy.schema import validate
 from deploy.yamlload import load_yaml
 
@@ -106,13 +107,21 @@ def compile_plan(cfg: PipelineConfig) -> dict[str, Any]:
 
     Beyond the normalised config it applies the rules that depend on several settings:
     FilterCriteria pushdown is off for every function when the stream carries KPL-aggregated
-    records, because AWS cannot see inside an aggregate to filter it.
+    records, because AWS cannot see inside an aggregate to filter it; otherwise the leading
+    match filters become ``filter_criteria`` (:mod:`deploy.pushdown`). An SQS sink that names
+    no ``overflow_bucket`` gets the first S3 sink's bucket, where dead letters too large
+    for one message are written.
     """
     spec = copy.deepcopy(cfg.normalized)
+    buckets = [s["bucket"] for s in spec["sinks"].values() if s.get("type") == "s3"]
+    for sink in spec["sinks"].values():
+        if sink.get("type") == "sqs" and not sink.get("overflow_bucket") and buckets:
+            sink["overflow_bucket"] = buckets[0]
     aggregated = spec["stream"]["aggregated"]
     functions = spec["functions"]
     for function in functions.values():
         function["filter_pushdown"] = function["filter_pushdown"] and not aggregated
+        function["filter_criteria"] = filter_criteria(function)
     return {
         "version": PLAN_VERSION,
         "name": spec["name"],

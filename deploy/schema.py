@@ -125,7 +125,11 @@ SINK_TYPES: dict[str, dict[str, _Setting]] = {
         "partition": _Setting(check=template_problem),
         "compression": _Setting(default="gzip", choices=("gzip", "none")),
     },
-    "sqs": {"queue": _Setting(required=True, check=_queue_name)},
+    "sqs": {
+        "queue": _Setting(required=True, check=_queue_name),
+        # where a dead letter too large for one message goes; default: the first s3 sink's
+        "overflow_bucket": _Setting(check=_bucket_name),
+    },
     "kinesis": {
         "stream": _Setting(required=True, check=_stream_name),
         "partition_key": _REQUIRED,

@@ -169,9 +169,12 @@ def _run_step(
         elif type(res) is list:
             if not res:
                 dropped += 1
-            for item in res:
+            fan_out = len(res) > 1
+            for j, item in enumerate(res):
                 if isinstance(item, Record):
                     item.index = rec.index
+                    if fan_out:  # each part its own id and position in keyed sinks
+                        item.part = f"{rec.part}.{j}" if rec.part else str(j)
                     append(item)
                 else:
                     failures.append(StepFailure(rec, step.name, _contract(step, item), False))

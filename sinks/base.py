@@ -132,6 +132,7 @@ class DeadLetter:
             "shard_id": rec.shard_id,
             "sequence_number": rec.sequence_number,
             "sub_sequence_number": rec.sub_sequence_number,
+            "part": rec.part,
             "partition_key": rec.partition_key,
             "event_id": rec.event_id,
             "event_source_arn": rec.event_source_arn,

@@ -17,13 +17,25 @@ Idempotency and order, the two ways:
   retried with exponential backoff and full jitter within a bounded number of attempts,
   then reported retryable.
 
-Throttling, 5xx and connection errors are retryable; validation errors (an item over
-400 KB, an empty key, a missing table) are permanent, with the reason. boto3 is imported
+Numbers: orjson decodes integers beyond 64 bits as floats. When one shows up (an integral
+float of 2**63 or more), the item is built from the record's bytes with the standard
+library's exact decoder instead, so such integers round-trip as long as no earlier step
+re-encoded the record (a step that changes a record re-encodes it with orjson, which keeps
+integers to 64 bits).
+
+Throttling, 5xx and connection errors are retryable (when DynamoDB cannot be reached at all
+after the attempts, the keys and chunks not yet tried are not tried either: each would cost
+the same timeouts of the Lambda's budget; they are retryable, ``HeldBack``); validation
+errors (an item over 400 KB, an empty key, a missing table) are permanent, with the reason.
+DynamoDB refuses a whole ``BatchWriteItem`` for one invalid item (a key of the wrong type, a
+number out of range, nesting past 32 levels), so a call refused that way is made again item
+by item: only the bad item is permanent, not its 24 neighbours. boto3 is imported
 when the first client is made, not when this module is.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from decimal import Decimal
@@ -31,7 +43,8 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sinks.base import OK, Outcome, Sink, Status, permanent, retryable
-from stream.records import pad_sequence
+from stream.clients import aws_client
+from stream.records import record_position
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -41,6 +54,8 @@ if TYPE_CHECKING:
 __all__ = ["MAX_ITEM_BYTES", "DynamoDBSink", "to_attribute"]
 
 MAX_ITEM_BYTES = 400 * 1024
+_INEXACT = float(2**63)
+_UNREACHABLE = "DynamoDB unreachable"
 POSITION = "_position"
 _RETRYABLE_CODES = frozenset(
     {
@@ -54,9 +69,18 @@ _RETRYABLE_CODES = frozenset(
 )
 
 
+class _InexactNumber(ValueError):
+    """A float that stands for an integer orjson could not hold (beyond 64 bits)."""
+
+
 def to_attribute(value: Any) -> dict[str, Any]:
     """A JSON value as a DynamoDB AttributeValue; floats go through ``repr`` to Decimal so
-    that 0.1 is stored as 0.1, and integers of any size stay exact."""
+    that 0.1 is stored as 0.1, and integers and Decimals of any size stay exact.
+
+    Raises:
+        _InexactNumber: an integral float of 2**63 or more, which is how orjson decodes an
+            integer beyond 64 bits: the caller decodes the record's bytes exactly instead.
+    """
     kind = type(value)
     if kind is str:
         return {"S": value}
@@ -65,7 +89,11 @@ def to_attribute(value: Any) -> dict[str, Any]:
     if kind is int:
         return {"N": str(value)}
     if kind is float:
+        if abs(value) >= _INEXACT and value.is_integer():
+            raise _InexactNumber(repr(value))
         return {"N": str(Decimal(repr(value)))}
+    if kind is Decimal:
+        return {"N": str(value)}
     if value is None:
         return {"NULL": True}
     if kind is dict:
@@ -140,9 +168,7 @@ class DynamoDBSink(Sink):
     def client(self) -> Any:
         """The DynamoDB client, created on first use (boto3 is imported only then)."""
         if self._client is None:
-            import boto3  # noqa: PLC0415  # heavy: only when a DynamoDB sink writes
-
-            self._client = boto3.client("dynamodb")
+            self._client = aws_client("dynamodb")
         return self._client
 
     def _write(self, items: Sequence[Record]) -> list[Outcome]:
@@ -173,10 +199,19 @@ class DynamoDBSink(Sink):
                 f"{self.table!r} needs a non-empty string or number there"
             )
         try:
-            item = {k: to_attribute(v) for k, v in doc.items() if not k.startswith("_")}
-        except TypeError as exc:
+            try:
+                item = {k: to_attribute(v) for k, v in doc.items() if not k.startswith("_")}
+            except _InexactNumber:
+                exact = json.loads(record.data, parse_float=Decimal)
+                item = {k: to_attribute(v) for k, v in exact.items() if not k.startswith("_")}
+        except (TypeError, ValueError) as exc:
             return str(exc)
-        item[POSITION] = {"S": pad_sequence(record.sequence_number, record.sub_sequence_number)}
+        except RecursionError:  # orjson reads 1024 levels; Python recurses ~1000 deep
+            return (
+                f"record is nested deeper than DynamoDB's 32 levels (table {self.table!r}): "
+                "flatten it in a step, or route it to another sink"
+            )
+        item[POSITION] = {"S": record_position(record)}
         item["_shard"] = {"S": record.shard_id}
         item["_written_at"] = {"N": stamp}
         size = sum(len(k.encode()) + _size(v) for k, v in item.items())
@@ -194,7 +229,12 @@ class DynamoDBSink(Sink):
             key = str(item[self.key])  # {"S": "1"} and {"N": "1"} are different keys
             newest[key] = n
             members.setdefault(key, []).append(i)
+        down: Outcome | None = None  # the endpoint is unreachable: write no further keys
         for key, n in newest.items():
+            if down is not None:
+                for member in members[key]:
+                    out[member] = down
+                continue
             _, item = built[n]
             put = partial(
                 self.client.put_item,
@@ -207,6 +247,7 @@ class DynamoDBSink(Sink):
             outcome, _ = self._call(put, ok_codes=frozenset({"ConditionalCheckFailedException"}))
             for member in members[key]:
                 out[member] = outcome  # older records of the key share the newest's fate
+            down = self._held_back(outcome)
 
     def _put_append(self, built: list[tuple[int, dict[str, Any]]], out: list[Outcome]) -> None:
         chunks: list[list[tuple[int, dict[str, Any]]]] = [[]]
@@ -218,9 +259,25 @@ class DynamoDBSink(Sink):
                 seen.clear()
             chunks[-1].append((i, item))
             seen.add(primary)
+        down: Outcome | None = None  # the endpoint is unreachable: send no further chunks
         for chunk in chunks:
-            if chunk:
+            if down is not None:
+                for i, _ in chunk:
+                    out[i] = down
+            elif chunk:
                 self._batch_write(chunk, out)
+                down = next(filter(None, (self._held_back(out[i]) for i, _ in chunk)), None)
+
+    def _held_back(self, outcome: Outcome) -> Outcome | None:
+        """The outcome of the items not yet tried when ``outcome`` says that DynamoDB could
+        not be reached at all, after the attempts: every further call would spend the same
+        timeouts and backoff of the Lambda's time budget on the same endpoint."""
+        if outcome.status is not Status.RETRYABLE or not outcome.reason.startswith(_UNREACHABLE):
+            return None
+        return retryable(
+            f"not written to table {self.table!r}: an earlier call failed ({outcome.reason})",
+            "HeldBack",
+        )
 
     def _batch_write(self, chunk: list[tuple[int, dict[str, Any]]], out: list[Outcome]) -> None:
         pending = chunk
@@ -231,6 +288,14 @@ class DynamoDBSink(Sink):
             write = partial(self.client.batch_write_item, RequestItems={self.table: requests})
             outcome, response = self._call(write, retries=1)
             if outcome is not OK:
+                if (
+                    outcome.status is Status.PERMANENT
+                    and outcome.error == "ValidationException"
+                    and len(pending) > 1
+                ):  # one bad item (key type, number range, nesting) refuses the whole call
+                    for one in pending:
+                        self._batch_write([one], out)
+                    return
                 if outcome.status is Status.PERMANENT or attempt == self._max_attempts - 1:
                     for i, _ in pending:
                         out[i] = outcome
@@ -279,7 +344,7 @@ class DynamoDBSink(Sink):
                     continue
                 return permanent(reason, code), {}
             except BotoCoreError as exc:
-                outcome = retryable(f"DynamoDB unreachable: {exc}", type(exc).__name__)
+                outcome = retryable(f"{_UNREACHABLE}: {exc}", type(exc).__name__)
                 continue
             return OK, response
         return outcome, {}

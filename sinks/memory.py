@@ -37,7 +37,7 @@ class MemorySink(Sink):
         super().__init__(name)
         self.max_batch = max_batch  # type: ignore[misc]  # per instance, for tests
         self._fail = fail
-        self.attempts: dict[tuple[str, str, int], int] = {}
+        self.attempts: dict[tuple[str, str, int, str], int] = {}
         self.log: list[tuple[str, tuple[int, int]]] = []
         self.latest: dict[str, tuple[tuple[int, int], Any]] = {}
         self.calls = 0
@@ -46,7 +46,7 @@ class MemorySink(Sink):
         self.calls += 1
         out: list[Outcome] = []
         for item in items:
-            where = (item.shard_id, item.sequence_number, item.sub_sequence_number)
+            where = (item.shard_id, item.sequence_number, item.sub_sequence_number, item.part)
             attempt = self.attempts.get(where, 0)
             self.attempts[where] = attempt + 1
             verdict = self._fail(item, attempt) if self._fail else None

@@ -17,28 +17,29 @@ if TYPE_CHECKING:
 
 __all__ = ["BUILTIN_SINKS", "build_sink", "sink_types"]
 
-#: Built-in sink types and where they live ("module:Class"). Types named in CONFIG.md whose
-#: backends are not built yet are listed in ``PLANNED_SINKS``.
+#: Built-in sink types and where they live ("module:Class").
 BUILTIN_SINKS: dict[str, str] = {
     "stdout": "sinks.stdout:StdoutSink",
     "discard": "sinks.discard:DiscardSink",
     "dynamodb": "sinks.dynamodb:DynamoDBSink",
+    "kinesis": "sinks.kinesis:KinesisSink",
+    "opensearch": "sinks.opensearch:OpenSearchSink",
+    "s3": "sinks.s3:S3Sink",
+    "sqs": "sinks.sqs:SQSSink",
 }
-PLANNED_SINKS = frozenset({"opensearch", "s3", "sqs", "kinesis"})
 _SPEC_KEYS = frozenset({"type", "use"})
 
 
 def sink_types() -> set[str]:
     """Every sink type a pipeline may name: built-ins, planned built-ins and plugins."""
-    return set(BUILTIN_SINKS) | PLANNED_SINKS | entry_point_names(SINK_GROUP)
+    return set(BUILTIN_SINKS) | entry_point_names(SINK_GROUP)
 
 
 def build_sink(name: str, spec: Mapping[str, Any]) -> Sink:
     """Create the sink ``name`` from its compiled spec (``{"type": ..., **options}``).
 
     Raises:
-        PluginError: unknown type, a type whose backend is not available, or a plugin that
-            is not a :class:`~sinks.base.Sink`.
+        PluginError: unknown type, or a plugin that is not a :class:`~sinks.base.Sink`.
     """
     kind = spec.get("type", "")
     options = {k: v for k, v in spec.items() if k not in _SPEC_KEYS}
@@ -46,12 +47,6 @@ def build_sink(name: str, spec: Mapping[str, Any]) -> Sink:
         cls = load_object(spec["use"])
     elif kind in BUILTIN_SINKS:
         cls = load_object(BUILTIN_SINKS[kind])
-    elif kind in PLANNED_SINKS:
-        msg = (
-            f"sink {name!r}: type {kind!r} is not available in this version of shardline; "
-            "run with `--sinks stdout` to print what it would receive"
-        )
-        raise PluginError(msg)
     else:
         cls = load_entry_point(SINK_GROUP, kind)
     sink = cls(name, **options)

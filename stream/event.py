@@ -98,16 +98,23 @@ def records_from_event(event: Mapping[str, Any]) -> list[Record]:
             data = a2b_base64(kinesis["data"], strict_mode=True)
         except (BinasciiError, TypeError, ValueError) as exc:
             data = str(kinesis.get("data", "")).encode()
+            reason = f"data is not valid base64 ({exc})"
+            key = kinesis.get("partitionKey", "")
             append(
-                Record(
-                    data, kinesis.get("partitionKey", ""), seq, 0, False, shard_id, arrival,
-                    event_id, arn, len(out), f"data is not valid base64 ({exc})",
-                )
+                Record(data, key, seq, 0, False, shard_id, arrival, event_id, arn, len(out), reason)
             )
             continue
         record = Record(
-            data, kinesis.get("partitionKey", ""), seq, 0, False, shard_id, arrival, event_id,
-            arn, len(out),
+            data,
+            kinesis.get("partitionKey", ""),
+            seq,
+            0,
+            False,
+            shard_id,
+            arrival,
+            event_id,
+            arn,
+            len(out),
         )
         if data.startswith(KPL_MAGIC):
             for user in deaggregate(record):

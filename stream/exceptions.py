@@ -10,8 +10,11 @@ Hierarchy::
 
     ShardlineError
     ├── RecordError            permanent: this record can never be processed as it is
-    │   └── DecodeError        the data is not what a step needs (not JSON, corrupt aggregate)
+    │   ├── DecodeError        the data is not what a step needs (not JSON, corrupt aggregate)
+    │   └── InvalidRecordError (stream.producer) a producer refused the record: bad key/data
+    │       └── RecordTooLargeError  over the stream's maximum record size
     ├── RetryableError         transient: try the record again later (throttle, 5xx, timeout)
+    ├── UndeliveredRecordsError (stream.producer) records still failing after the retries
     └── PluginError            a plugin or ``use:`` path cannot be loaded (also a ValueError)
 
 ``processors`` and ``sinks`` add their own subclasses next to their code; this module imports

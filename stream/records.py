@@ -20,7 +20,7 @@ import orjson
 
 from stream.exceptions import DecodeError
 
-__all__ = ["SEQUENCE_WIDTH", "Record", "pad_sequence"]
+__all__ = ["SEQUENCE_WIDTH", "Record", "pad_sequence", "record_position"]
 
 #: Width to which sequence numbers are zero-padded when stored as strings. Kinesis sequence
 #: numbers are decimal strings of up to 128 digits (56 in practice); DynamoDB numbers hold
@@ -42,6 +42,24 @@ def pad_sequence(sequence_number: str, sub_sequence_number: int = 0) -> str:
     return f"{int(sequence_number):0{SEQUENCE_WIDTH}d}:{sub_sequence_number:012d}"
 
 
+def record_position(record: Record) -> str:
+    """The record's position as stored by keyed sinks: :func:`pad_sequence`, plus the fan-out
+    part when a step made several records from one (each part zero-padded, so that the
+    strings still sort in the order the step returned them).
+
+    >>> r = Record(b"{}", "k", "7")
+    >>> record_position(r)[-14:]
+    '7:000000000000'
+    >>> r.part = "1.12"
+    >>> record_position(r)[-28:]
+    '7:000000000000#000001.000012'
+    """
+    base = pad_sequence(record.sequence_number, record.sub_sequence_number)
+    if not record.part:
+        return base
+    return base + "#" + ".".join(f"{int(p):06d}" for p in record.part.split("."))
+
+
 class Record:
     """One user record of a Kinesis batch.
 
@@ -58,6 +76,10 @@ class Record:
         event_source_arn: the stream ARN.
         index: position in the batch (0-based, after de-aggregation); records derived from
             one source record by fan-out share its index.
+        part: "" for a record as it arrived; for one of several records a step returned
+            for one record (fan-out), its place among them ("0", "1"...; "1.0" when a later
+            step fans out again). Keyed sinks add it to ids and positions, so the parts of
+            one source record are distinct documents and items, stable across redelivery.
         routes: sink names a route step chose, ``None`` while no route step has run.
         error: why the record could not even be decoded (a corrupt aggregate), else ``None``.
     """
@@ -71,6 +93,7 @@ class Record:
         "event_id",
         "event_source_arn",
         "index",
+        "part",
         "partition_key",
         "routes",
         "sequence_number",
@@ -103,6 +126,7 @@ class Record:
         self.event_id = event_id
         self.event_source_arn = event_source_arn
         self.index = index
+        self.part = ""
         self.routes: tuple[str, ...] | None = None
         self.error = error
 
@@ -182,6 +206,7 @@ class Record:
             event_source_arn=self.event_source_arn,
             index=self.index,
         )
+        new.part = self.part
         new.set_json(doc)
         return new
 
@@ -193,10 +218,14 @@ class Record:
     @property
     def document_id(self) -> str:
         """A stable id for the source record: the event id, plus the sub-sequence number for
-        a record from a KPL aggregate (all its user records share the event id)."""
+        a record from a KPL aggregate (all its user records share the event id), plus the
+        fan-out part for one of several records a step made from one."""
+        doc_id = self.event_id
         if self.aggregated:
-            return f"{self.event_id}:{self.sub_sequence_number}"
-        return self.event_id
+            doc_id = f"{doc_id}:{self.sub_sequence_number}"
+        if self.part:
+            doc_id = f"{doc_id}#{self.part}"
+        return doc_id
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Record):

@@ -27,7 +27,7 @@ from stream.event import KPL_MAGIC, KinesisEvent, KinesisEventRecord
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
-__all__ = ["EventFactory", "encode_aggregate"]
+__all__ = ["EventFactory", "encode_aggregate", "read_shard_event"]
 
 Payload = bytes | str | dict[str, Any] | list[Any] | int | float | bool | None
 
@@ -134,3 +134,45 @@ class EventFactory:
     def batch(self, payloads: Iterable[tuple[str, Payload]]) -> KinesisEvent:
         """An event of plain records from (partition key, data) pairs."""
         return self.event(self.record(data, key) for key, data in payloads)
+
+
+def read_shard_event(kinesis: Any, stream: str, shard_id: str) -> KinesisEvent:
+    """Every record of a shard, read from the start with GetRecords, as the one Lambda event
+    a function would receive for them (for checks that read back what producers wrote).
+
+    Args:
+        kinesis: a boto3 Kinesis client.
+        stream: the stream name.
+        shard_id: the shard, e.g. ``shardId-000000000000``.
+    """
+    description = kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]
+    arn = description["StreamARN"]
+    region = arn.split(":")[3]
+    iterator = kinesis.get_shard_iterator(
+        StreamName=stream, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
+    entries: list[KinesisEventRecord] = []
+    while iterator:
+        page = kinesis.get_records(ShardIterator=iterator, Limit=10_000)
+        if not page["Records"]:
+            break
+        for r in page["Records"]:
+            seq = r["SequenceNumber"]
+            entries.append({
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0",
+                    "partitionKey": r["PartitionKey"],
+                    "sequenceNumber": seq,
+                    "data": base64.b64encode(r["Data"]).decode(),
+                    "approximateArrivalTimestamp": r["ApproximateArrivalTimestamp"].timestamp(),
+                },
+                "eventSource": "aws:kinesis",
+                "eventVersion": "1.0",
+                "eventID": f"{shard_id}:{seq}",
+                "eventName": "aws:kinesis:record",
+                "invokeIdentityArn": "arn:aws:iam::123456789012:role/lambda-role",
+                "awsRegion": region,
+                "eventSourceARN": arn,
+            })  # fmt: skip
+        iterator = page.get("NextShardIterator")
+    return {"Records": entries}

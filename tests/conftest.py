@@ -1,10 +1,19 @@
-"""Test-wide settings: hypothesis profiles (``ci`` is chosen when CI is set)."""
+"""Test-wide settings: hypothesis profiles (``ci`` is chosen when CI is set), and a fresh
+set of shared AWS clients per test.
+"""
 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
+import pytest
 from hypothesis import HealthCheck, settings
+
+from stream.clients import reset_clients
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 settings.register_profile(
     "ci", deadline=None, max_examples=100, suppress_health_check=[HealthCheck.too_slow]
@@ -13,3 +22,12 @@ settings.register_profile("dev", deadline=None, max_examples=60)
 settings.load_profile(
     os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
 )
+
+
+@pytest.fixture(autouse=True)
+def _fresh_aws_clients() -> Iterator[None]:
+    """Tests point boto3 at different servers through the environment; the runtime's
+    shared clients (``stream.clients``) must not carry one test's endpoint into the next."""
+    reset_clients()
+    yield
+    reset_clients()

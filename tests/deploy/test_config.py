@@ -196,7 +196,11 @@ class TestValidExample:
                 "partition": "dt={arrival:%Y-%m-%d}/hour={arrival:%H}",
                 "compression": "gzip",
             },
-            "dlq": {"type": "sqs", "queue": "clickstream-dlq"},
+            "dlq": {
+                "type": "sqs",
+                "queue": "clickstream-dlq",
+                "overflow_bucket": "clickstream-archive",
+            },
         }
         assert plan["functions"]["archive-all"] == {
             "memory_mb": 256,
@@ -213,10 +217,16 @@ class TestValidExample:
             },
             "ordering": "per_key",
             "filter_pushdown": True,
+            "filter_criteria": [],
             "on_failure": None,
             "processors": [],
             "route": ["archive"],
         }
+
+    def test_leading_match_filters_become_filter_criteria(self) -> None:
+        """The CONFIG.md example's stream is not aggregated: its first filter is pushed."""
+        fn = _plan(CLICKSTREAM, ENV)["functions"]["enrich-and-route"]
+        assert fn["filter_criteria"] == [{"data": {"event_type": ["click", "purchase"]}}]
 
     def test_processors_are_normalised(self) -> None:
         """Route lists become {mode: first, rules}; lookups get their defaults."""

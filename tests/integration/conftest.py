@@ -1,7 +1,8 @@
-"""Real local servers for integration tests: a moto server on 127.0.0.1, once per session.
+"""Real local servers for integration tests, on 127.0.0.1, once per session: a moto server
+(AWS APIs) and an osmem-server (the OpenSearch API).
 
-boto3 talks to it over HTTP like to AWS; nothing is patched. Each test makes its own
-resources (unique names), so tests stay independent while sharing one server.
+boto3 and opensearch-py talk to them over HTTP like to AWS; nothing is patched. Each test
+makes its own resources (unique names), so tests stay independent while sharing servers.
 """
 
 from __future__ import annotations
@@ -39,6 +40,24 @@ def aws(moto_endpoint: str) -> Any:
         return session.client(service, endpoint_url=moto_endpoint)
 
     return client
+
+
+@pytest.fixture(scope="session")
+def opensearch_endpoint() -> Iterator[str]:
+    """The URL of an osmem-server (in-memory OpenSearch API) on a free loopback port."""
+    from osmem_server import OsmemServer  # noqa: PLC0415
+
+    server = OsmemServer.start(addr="127.0.0.1:0", japanese=False)
+    yield server.url
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def opensearch(opensearch_endpoint: str) -> Any:
+    """An opensearch-py client bound to the osmem-server."""
+    from opensearchpy import OpenSearch  # noqa: PLC0415
+
+    return OpenSearch(hosts=[opensearch_endpoint], timeout=30)
 
 
 @pytest.fixture

@@ -94,6 +94,17 @@ class TestLatest:
         assert int(item["big"]["N"]) == big
         assert item["m"] == {"M": {"x": {"L": [{"N": "1.5"}, {"NULL": True}]}}}
 
+    def test_integers_beyond_64_bits_round_trip_exactly(self, ddb, unique):
+        """orjson reads them as floats; the sink decodes the record's bytes exactly instead."""
+        table = make_table(ddb, f"orders-{unique}", append=False)
+        sink = DynamoDBSink("orders", table=table, key="order_id", client=ddb)
+        data = b'{"order_id": "b", "big": -123456789012345678901234567890, "f": 0.1}'
+        records = records_from_event(EventFactory().event([EventFactory().raw(data, "b")]))
+        assert [o.status for o in sink.write_batch(records)] == [Status.OK]
+        (item,) = scan(ddb, table)
+        assert item["big"] == {"N": "-123456789012345678901234567890"}
+        assert Decimal(item["f"]["N"]) == Decimal("0.1")
+
 
 class TestAppend:
     def test_one_item_per_record_and_replays_of_an_overlapping_batch_add_none(self, ddb, unique):
@@ -135,6 +146,32 @@ class TestClassification:
         assert outcome.status is Status.PERMANENT
         assert "'order_id'" in outcome.reason
 
+    def test_one_invalid_item_does_not_fail_the_other_items_of_its_batch_write(self, ddb, unique):
+        # A number where the table's key is a string: DynamoDB refuses the whole call.
+        table = make_table(ddb, f"events-{unique}", append=True)
+        sink = DynamoDBSink("events", table=table, key="order_id", mode="append", client=ddb)
+        records = batch([{"order_id": "a"}, {"order_id": 7}, {"order_id": "c"}])
+        first, bad, last = sink.write_batch(records)
+        assert first.ok
+        assert last.ok
+        assert bad.status is Status.PERMANENT
+        assert bad.error == "ValidationException"
+        assert sorted(i["order_id"]["S"] for i in scan(ddb, table)) == ["a", "c"]
+
+    @pytest.mark.parametrize("mode", ["latest", "append"])
+    def test_a_record_nested_past_the_recursion_limit_is_permanent_not_raised(
+        self, ddb, unique, mode
+    ):
+        table = make_table(ddb, f"orders-{unique}", append=mode == "append")
+        sink = DynamoDBSink("orders", table=table, key="order_id", mode=mode, client=ddb)
+        deep = b'{"order_id": "deep", "v": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+        f = EventFactory()
+        records = records_from_event(f.event([f.raw(deep, "deep"), f.record({"order_id": "o"})]))
+        bad, fine = sink.write_batch(records)
+        assert bad.status is Status.PERMANENT
+        assert "32 levels" in bad.reason
+        assert fine.ok
+
     def test_a_missing_table_is_permanent_and_says_which(self, ddb, unique):
         sink = DynamoDBSink("orders", table=f"nope-{unique}", key="order_id", client=ddb)
         (outcome,) = sink.write_batch(batch([{"order_id": "o1"}]))
@@ -159,6 +196,28 @@ class TestClassification:
         )
         (outcome,) = sink.write_batch(batch([{"order_id": "o1"}]))
         assert outcome.status is Status.RETRYABLE
+
+    @pytest.mark.parametrize(("mode", "count"), [("latest", 5), ("append", 60)])
+    def test_an_unreachable_endpoint_costs_one_call_s_attempts_not_one_per_key(self, mode, count):
+        import boto3  # noqa: PLC0415
+        from botocore.config import Config  # noqa: PLC0415
+
+        dead = boto3.client(
+            "dynamodb",
+            endpoint_url="http://127.0.0.1:9",
+            region_name="us-east-1",
+            aws_access_key_id="x",
+            aws_secret_access_key="x",
+            config=Config(retries={"total_max_attempts": 1}, connect_timeout=1),
+        )
+        sleeps: list[float] = []
+        options: dict[str, Any] = {"mode": mode, "max_attempts": 2, "sleep": sleeps.append}
+        sink = DynamoDBSink("orders", table="t", key="order_id", client=dead, **options)
+        outcomes = sink.write_batch(batch([{"order_id": f"o{i}"} for i in range(count)]))
+        assert {o.status for o in outcomes} == {Status.RETRYABLE}
+        assert "unreachable" in outcomes[0].reason
+        assert outcomes[-1].error == "HeldBack"
+        assert len(sleeps) == 1  # the first key's (or chunk's) two attempts, then no more
 
 
 def test_importing_the_sink_module_imports_no_client_library():

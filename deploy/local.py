@@ -1,0 +1,292 @@
+"""The embedded local AWS: a moto server and an osmem-server on loopback, and the resources a
+pipeline's sinks need, created in them.
+
+Everything binds to 127.0.0.1 on free ports (``ThreadedMotoServer`` binds every interface
+unless told otherwise). :meth:`LocalAWS.environ` gives the variables that point boto3 and the
+pipeline file's ``${OPENSEARCH_URL}`` at the servers, so the sinks run their real code,
+unchanged, against them: botocore reads ``AWS_ENDPOINT_URL``.
+
+:func:`provision` creates what a compiled plan names: the stream, a table per DynamoDB sink
+and lookup (keyed by the configured attribute, a string; ``append`` tables add the
+``_position`` sort key), the buckets and queues. It is the local stand-in for the
+CloudFormation stack until ``shardline deploy`` targets the local endpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from typing import TYPE_CHECKING, Any, Self
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping
+    from types import TracebackType
+
+__all__ = ["LocalAWS", "provision", "resource_names"]
+
+REGION = "us-east-1"
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+
+class LocalAWS:
+    """The moto server and osmem-server, started together, stopped together.
+
+    Args:
+        opensearch: also start the osmem-server (the OpenSearch API).
+        subprocess: run moto in its own process rather than a thread of this one, so the
+            server does not share this process's GIL with the client: what the demo and
+            the benchmarks want on a 2-core machine. Tests use the in-process server.
+        startup_timeout: seconds to wait for the servers to answer.
+    """
+
+    def __init__(
+        self, *, opensearch: bool = True, subprocess: bool = True, startup_timeout: float = 60
+    ) -> None:
+        self._want_opensearch = opensearch
+        self._subprocess = subprocess
+        self._timeout = startup_timeout
+        self._moto: Any = None
+        self._osmem: Any = None
+        self.endpoint = ""
+        self.opensearch_url = ""
+
+    def start(self) -> Self:
+        """Start both servers on free loopback ports; returns when they answer."""
+        if self._subprocess:
+            self._moto = _MotoProcess.start(self._timeout)
+            self.endpoint = self._moto.url
+        else:
+            from moto.server import ThreadedMotoServer  # noqa: PLC0415  # local extra only
+
+            self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+            self._moto.start()
+            host, port = self._moto.get_host_and_port()
+            self.endpoint = f"http://{host}:{port}"
+        if self._want_opensearch:
+            self._osmem = _OsmemProcess.start(self._timeout)
+            self.opensearch_url = self._osmem.url
+        return self
+
+    def stop(self) -> None:
+        """Stop what was started. Idempotent."""
+        if self._osmem is not None:
+            self._osmem.close()
+            self._osmem = None
+        if self._moto is not None:
+            self._moto.stop()
+            self._moto = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def environ(self) -> dict[str, str]:
+        """Variables that send boto3 (and ``${OPENSEARCH_URL}``) to the local servers."""
+        env = {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            **CREDENTIALS,
+        }
+        if self.opensearch_url:
+            env["OPENSEARCH_URL"] = self.opensearch_url
+        return env
+
+    @contextlib.contextmanager
+    def activated(self) -> Iterator[None]:
+        """Set :meth:`environ` in ``os.environ`` for the duration, then restore it."""
+        saved = {k: os.environ.get(k) for k in self.environ()}
+        os.environ.update(self.environ())
+        try:
+            yield
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+    def client(self, service: str) -> Any:
+        """A boto3 client for ``service`` bound to the moto server."""
+        import boto3  # noqa: PLC0415
+
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        )
+
+
+class _MotoProcess:
+    """``python -m moto.server`` on a free loopback port, in a child process."""
+
+    def __init__(self, process: subprocess.Popen[bytes], url: str) -> None:
+        self.process = process
+        self.url = url
+
+    @classmethod
+    def start(cls, timeout: float) -> _MotoProcess:
+        with socket.socket() as probe:  # the OS picks a free port; moto binds it right after
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+        process = subprocess.Popen(  # our own interpreter and module
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                msg = f"the moto server exited with status {process.returncode} at startup"
+                raise RuntimeError(msg)
+            try:
+                with urllib.request.urlopen(f"{url}/moto-api/", timeout=1):
+                    return cls(process, url)
+            except OSError:
+                time.sleep(0.05)  # polling a child process's port, bounded by the deadline
+        process.kill()
+        msg = f"the moto server did not answer on {url} within {timeout} s"
+        raise RuntimeError(msg)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class _OsmemProcess:
+    """The osmem-server binary on a free loopback port; it prints its URL when ready.
+
+    Started directly rather than through ``osmem_server.OsmemServer`` so that its shutdown
+    message does not land in the middle of the demo's output.
+    """
+
+    def __init__(self, process: subprocess.Popen[str], url: str) -> None:
+        self.process = process
+        self.url = url
+
+    @classmethod
+    def start(cls, timeout: float) -> _OsmemProcess:
+        from osmem_server import resolve_binary  # noqa: PLC0415  # local extra only
+
+        command = [resolve_binary(), "--addr", "127.0.0.1:0", "--no-ja"]
+        command += ["--parent-pid", str(os.getpid())]
+        process = subprocess.Popen(  # our own pinned binary
+            command,
+            stdin=subprocess.PIPE,  # the server exits when this closes: no orphan
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        found: list[str] = []
+
+        def read() -> None:
+            for line in process.stdout or ():
+                with contextlib.suppress(ValueError):
+                    message = json.loads(line)
+                    if isinstance(message, dict) and "url" in message:
+                        found.append(message["url"])
+                        return
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        reader.join(timeout)
+        if not found:
+            process.kill()
+            msg = f"the osmem-server did not report its address within {timeout} s"
+            raise RuntimeError(msg)
+        return cls(process, found[0])
+
+    def close(self) -> None:
+        if self.process.stdin:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def resource_names(plan: Mapping[str, Any]) -> dict[str, list[tuple[str, ...]]]:
+    """What a plan needs created, by kind: ``streams``, ``tables``, ``buckets``, ``queues``.
+
+    Each entry is a tuple; ``tables`` holds ``(name, key, sort_key)``, ``""`` for no sort key.
+    """
+    streams = [plan["stream"]["name"]]
+    tables: list[tuple[str, ...]] = []
+    buckets: list[str] = []
+    queues: list[str] = []
+    for spec in plan.get("sinks", {}).values():
+        kind = spec.get("type")
+        if kind == "dynamodb":
+            sort = "_position" if spec.get("mode") == "append" else ""
+            tables.append((spec["table"], spec["key"], sort))
+        elif kind == "s3":
+            buckets.append(spec["bucket"])
+        elif kind == "sqs":
+            queues.append(spec["queue"])
+        elif kind == "kinesis":
+            streams.append(spec["stream"])
+    for function in plan.get("functions", {}).values():
+        for entry in function.get("processors", ()):
+            lookup = (entry.get("enrich") or {}).get("lookup") if isinstance(entry, dict) else None
+            if lookup:
+                tables.append((lookup["table"], lookup.get("table_key") or lookup["key"], ""))
+    return {
+        "streams": [(s,) for s in dict.fromkeys(streams)],
+        "tables": list(dict.fromkeys(tables)),
+        "buckets": [(b,) for b in dict.fromkeys(buckets)],
+        "queues": [(q,) for q in dict.fromkeys(queues)],
+    }
+
+
+def provision(plan: Mapping[str, Any], client: Callable[[str], Any], shards: int = 1) -> None:
+    """Create the plan's stream(s), tables, buckets and queues; existing ones are kept."""
+    names = resource_names(plan)
+    kinesis = client("kinesis")
+    existing = set(kinesis.list_streams().get("StreamNames", []))
+    for (stream,) in names["streams"]:
+        if stream not in existing:
+            kinesis.create_stream(StreamName=stream, ShardCount=shards)
+    ddb = client("dynamodb")
+    tables = set(ddb.list_tables().get("TableNames", []))
+    for name, key, sort in names["tables"]:
+        if name in tables:
+            continue
+        schema = [{"AttributeName": key, "KeyType": "HASH"}]
+        attrs = [{"AttributeName": key, "AttributeType": "S"}]
+        if sort:
+            schema.append({"AttributeName": sort, "KeyType": "RANGE"})
+            attrs.append({"AttributeName": sort, "AttributeType": "S"})
+        ddb.create_table(
+            TableName=name,
+            KeySchema=schema,
+            AttributeDefinitions=attrs,
+            BillingMode="PAY_PER_REQUEST",
+        )
+    s3 = client("s3")
+    for (bucket,) in names["buckets"]:
+        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+            s3.create_bucket(Bucket=bucket)
+    sqs = client("sqs")
+    for (queue,) in names["queues"]:
+        sqs.create_queue(QueueName=queue)

@@ -1,0 +1,978 @@
+"""The producer: PutRecords batching, retries of failed entries, per-key order, KPL aggregation.
+
+Why not a loop over PutRecords: the call applies its entries independently. Resending the
+whole call duplicates the successes; resending only the failed entries lets a later record
+of a partition key overtake an earlier one. The producer resends only what failed, keeps
+per-key order when asked, and returns what still fails instead of dropping it.
+
+How buffered records become calls
+    Records are queued in *lanes*: one per partition key (``ordered=True``), one per shard
+    (``aggregate=True``), or a single lane (neither). Each call takes the next entry of the
+    lane whose oldest record is the oldest (a heap), until it holds 500 entries or the next
+    entry would pass 5 MiB (data plus partition keys). An entry is one Kinesis record: a user
+    record, or a KPL aggregate of several.
+
+Order (``ordered=True``)
+    A user record goes into an entry only when every earlier record of its partition key has
+    succeeded or sits before it in that same entry. So at most one entry per key is in flight,
+    and a key with n records needs n calls without aggregation, while many keys still fill
+    500-entry calls (the lane heap takes one entry of each key, oldest first). A record that
+    finally fails holds back the later records of its key (they are returned failed, code
+    ``HeldBack``, never sent); other keys go on. The held-back keys are forgotten when
+    ``flush()`` returns the failures: what the caller puts after that is its new decision.
+    A record refused by ``put()`` (too large, bad key) was never accepted and holds nothing.
+
+Failures
+    Failed entries (``ProvisionedThroughputExceededException``, ``InternalFailure``, KMS
+    throttling, unknown codes) and failed calls (throttling, 5xx, connection errors) are
+    sent again, at most ``max_attempts`` times per entry. Before a call that resends an
+    entry the producer sleeps ``uniform(0, min(max_delay, base_delay * 2**(n - 1)))``, n the
+    most attempts of an entry in that call (exponential backoff, full jitter). Errors that
+    retrying cannot fix are final at once: a missing stream, denied access or disabled KMS key
+    fails everything pending; a call-level validation error fails that call's entries. When
+    Kinesis cannot be reached at all (connection errors) and a call's entries have used
+    their attempts, everything still pending is returned failed (``HeldBack``, retryable)
+    instead of being tried call after call: each would wait for the same timeouts, which a
+    Lambda's time budget cannot afford.
+
+Aggregation (``aggregate=True``)
+    The shards' hash-key ranges come from ListShards (open shards only, cached, listed again
+    when a result names a shard other than the one planned, i.e. after a reshard). Each user
+    record's hash key is the MD5 of its partition key as a 128-bit integer (or its explicit
+    hash key), which names its shard; one lane per shard packs its user records, in order,
+    into aggregates up to the maximum record size (aggregate partition key included), with
+    ``aws_kinesis_agg``'s ``AggRecord``. The aggregate is sent with ``ExplicitHashKey`` set to
+    its first user record's own hash key: inside the shard's range by construction (so the
+    aggregate lands on the shard every user record's key maps to, and a KCL consumer that
+    checks sub-records against the shard's range keeps them all), and the choice that stays
+    right for that record even if the shard is split meanwhile. An aggregate is atomic: all
+    its user records succeed or fail together, so records of one key share aggregates safely,
+    and the order rule above keeps two aggregates of one shard from holding the same key in
+    one call. An entry of a single user record is sent plain (smaller, same shard).
+
+Not thread-safe: use one producer per thread. boto3 and ``aws_kinesis_agg`` are imported
+when first needed, not with this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import random
+import sys
+import time
+from bisect import bisect_right
+from collections import deque
+from dataclasses import dataclass, field
+from heapq import heappop, heappush
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from stream.exceptions import RecordError, ShardlineError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from types import TracebackType
+    from typing import Self
+
+__all__ = [
+    "MAX_RECORDS_PER_CALL",
+    "MAX_RECORD_BYTES",
+    "MAX_REQUEST_BYTES",
+    "FlushResult",
+    "InvalidRecordError",
+    "Producer",
+    "ProducerStats",
+    "RecordResult",
+    "RecordTooLargeError",
+    "ShardMap",
+    "UndeliveredRecordsError",
+    "hash_key",
+]
+
+#: Kinesis limits (PutRecords): entries per call, bytes per record and per call. Record and
+#: call sizes count the data and the partition key (UTF-8), not the explicit hash key.
+MAX_RECORDS_PER_CALL = 500
+MAX_RECORD_BYTES = 1024 * 1024
+MAX_REQUEST_BYTES = 5 * 1024 * 1024
+_MAX_KEY_CHARS = 256
+_HASH_SPACE = 2**128
+_HELD_BACK = "HeldBack"
+
+_RETRYABLE_CALL_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "Throttling",
+        "LimitExceededException",
+        "KMSThrottlingException",
+        "InternalFailure",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
+#: Call errors that every later call would hit as well: everything pending fails at once.
+_STREAM_WIDE_CODES = frozenset(
+    {
+        "ResourceNotFoundException",
+        "AccessDeniedException",
+        "KMSAccessDeniedException",
+        "KMSDisabledException",
+        "KMSInvalidStateException",
+        "KMSNotFoundException",
+        "KMSOptInRequired",
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "ExpiredTokenException",
+    }
+)
+#: Entry error codes that no retry can fix. Any other code (the documented ones are
+#: ProvisionedThroughputExceededException and InternalFailure) is retried.
+_PERMANENT_ENTRY_CODES = _STREAM_WIDE_CODES | {"ValidationException", "InvalidArgumentException"}
+_RETRY, _DOWN, _CALL, _STREAM = "retry", "down", "call", "stream"
+
+
+class InvalidRecordError(RecordError, ValueError):
+    """A record that Kinesis would refuse, refused by ``put()`` before anything is sent.
+
+    Attributes:
+        index: the index ``put()`` gave the record (the counter moves on regardless).
+        partition_key: its partition key.
+    """
+
+    def __init__(self, message: str, *, index: int, partition_key: object) -> None:
+        super().__init__(message)
+        self.index = index
+        self.partition_key = partition_key
+
+
+class RecordTooLargeError(InvalidRecordError):
+    """A record over the stream's maximum record size (data plus partition key).
+
+    Attributes:
+        size: the record's size in bytes, partition key included.
+        limit: the maximum record size in bytes.
+    """
+
+    def __init__(
+        self, message: str, *, index: int, partition_key: str, size: int, limit: int
+    ) -> None:
+        super().__init__(message, index=index, partition_key=partition_key)
+        self.size = size
+        self.limit = limit
+
+
+class UndeliveredRecordsError(ShardlineError):
+    """Raised when leaving a ``with Producer(...)`` block with records that finally failed.
+
+    Attributes:
+        result: the final flush's result; ``result.failed`` holds the records and errors.
+    """
+
+    def __init__(self, result: FlushResult) -> None:
+        failed = result.failed
+        first = failed[0]
+        super().__init__(
+            f"{len(failed)} of {len(result.results)} records were not delivered (first: "
+            f"record {first.index}, partition key {first.partition_key!r}: {first.error}: "
+            f"{first.reason}); they are in this error's .result.failed: put them again"
+        )
+        self.result = result
+
+
+@dataclass(frozen=True, slots=True)
+class RecordResult:
+    """The fate of one user record.
+
+    Attributes:
+        index: what ``put()`` returned for it.
+        partition_key: its partition key.
+        data: its bytes, so that a failed record can be put again.
+        explicit_hash_key: the explicit hash key it was put with, if any.
+        sequence_number: the Kinesis sequence number ("" when failed); for a user record in a
+            KPL aggregate, the aggregate's.
+        sub_sequence_number: its index inside the aggregate (0 for a plain record).
+        shard_id: the shard it was written to ("" when failed).
+        error: the error code of a record that finally failed, e.g.
+            ``ProvisionedThroughputExceededException`` or ``HeldBack``; "" when written.
+        reason: what went wrong, naming the stream.
+        permanent: whether retrying cannot fix it (missing stream, denied access, validation).
+        attempts: how many times it was sent (0 if held back).
+    """
+
+    index: int
+    partition_key: str
+    data: bytes = field(repr=False)
+    explicit_hash_key: str | None = None
+    sequence_number: str = ""
+    sub_sequence_number: int = 0
+    shard_id: str = ""
+    error: str = ""
+    reason: str = ""
+    permanent: bool = False
+    attempts: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """Whether the record was written."""
+        return not self.error
+
+
+@dataclass(slots=True)
+class ProducerStats:
+    """Counters of a flush (``FlushResult.stats``) or of a producer's life (``totals``).
+
+    Attributes:
+        records: user records resolved (written or failed).
+        bytes: their data bytes (partition keys not counted).
+        kinesis_records: Kinesis records written (an aggregate counts once).
+        calls: PutRecords calls made.
+        retries: entries sent again after a failure.
+        failures: user records that finally failed (held-back ones included).
+    """
+
+    records: int = 0
+    bytes: int = 0
+    kinesis_records: int = 0
+    calls: int = 0
+    retries: int = 0
+    failures: int = 0
+
+    def add(self, other: ProducerStats) -> None:
+        """Add another's counters to these."""
+        self.records += other.records
+        self.bytes += other.bytes
+        self.kinesis_records += other.kinesis_records
+        self.calls += other.calls
+        self.retries += other.retries
+        self.failures += other.failures
+
+
+@dataclass(frozen=True, slots=True)
+class FlushResult:
+    """What ``flush()`` returns: one result per record put since the last flush, in put
+    order, and the counters."""
+
+    results: list[RecordResult]
+    stats: ProducerStats
+
+    @property
+    def failed(self) -> list[RecordResult]:
+        """The records that finally failed, in put order."""
+        return [r for r in self.results if r.error]
+
+    @property
+    def ok(self) -> bool:
+        """Whether every record was written."""
+        return self.stats.failures == 0
+
+
+def hash_key(partition_key: str) -> int:
+    """The hash key Kinesis maps a partition key to: its MD5 as a 128-bit integer.
+
+    >>> hash_key("a")
+    16955237001963240173058271559858726497
+    """
+    digest = hashlib.md5(partition_key.encode(), usedforsecurity=False).digest()
+    return int.from_bytes(digest, "big")
+
+
+class ShardMap:
+    """The open shards of a stream by the start of their hash-key range.
+
+    >>> shards = ShardMap([("shardId-000000000000", 0), ("shardId-000000000001", 2**127)])
+    >>> shards.shard_for(hash_key("a")), shards.shard_for(2**127)
+    ('shardId-000000000000', 'shardId-000000000001')
+
+    Args:
+        shards: (shard id, starting hash key) of each open shard.
+    """
+
+    def __init__(self, shards: Iterable[tuple[str, int]]) -> None:
+        pairs = sorted(shards, key=lambda pair: pair[1])
+        if not pairs:
+            msg = "a stream has at least one open shard; ListShards returned none"
+            raise ValueError(msg)
+        self._starts = [start for _, start in pairs]
+        self._ids = [shard_id for shard_id, _ in pairs]
+
+    @classmethod
+    def from_list_shards(cls, shards: Iterable[Mapping[str, Any]]) -> ShardMap:
+        """From ListShards' ``Shards``; closed shards (an ending sequence number) are left out."""
+        return cls(
+            (s["ShardId"], int(s["HashKeyRange"]["StartingHashKey"]))
+            for s in shards
+            if "EndingSequenceNumber" not in s.get("SequenceNumberRange", {})
+        )
+
+    @property
+    def shard_ids(self) -> list[str]:
+        """The open shards, by hash-key range."""
+        return list(self._ids)
+
+    def shard_for(self, key: int) -> str:
+        """The shard whose hash-key range holds ``key``."""
+        return self._ids[max(bisect_right(self._starts, key) - 1, 0)]
+
+
+class _User:
+    """A user record as put, waiting for its fate."""
+
+    __slots__ = ("data", "ehk", "index", "key", "route")
+
+    def __init__(self, index: int, key: str, data: bytes, ehk: str | None, route: int) -> None:
+        self.index = index
+        self.key = key
+        self.data = data
+        self.ehk = ehk
+        self.route = route  # the hash key that picks the shard (aggregation only)
+
+
+class _Entry:
+    """One Kinesis record of a call: a user record or an aggregate of several."""
+
+    __slots__ = ("aggregated", "attempts", "data", "ehk", "key", "lane", "size", "users")
+
+    def __init__(
+        self, key: str, data: bytes, ehk: str | None, users: list[_User], lane: str
+    ) -> None:
+        self.key = key
+        self.data = data
+        self.ehk = ehk
+        self.users = users
+        self.lane = lane
+        self.size = len(data) + len(key.encode())
+        self.aggregated = len(users) > 1
+        self.attempts = 0
+
+    @classmethod
+    def plain(cls, user: _User, lane: str) -> _Entry:
+        return cls(user.key, user.data, user.ehk, [user], lane)
+
+    def request(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {"Data": self.data, "PartitionKey": self.key}
+        if self.ehk is not None:
+            entry["ExplicitHashKey"] = self.ehk
+        return entry
+
+
+class _Lane:
+    __slots__ = ("name", "queue", "ready", "scheduled")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.ready: deque[_Entry] = deque()  # built, not yet sent: retries and leftovers
+        self.queue: deque[_User] = deque()  # not yet in an entry
+        self.scheduled = False
+
+    def head(self) -> int:
+        return self.ready[0].users[0].index if self.ready else self.queue[0].index
+
+    def busy(self) -> bool:
+        return bool(self.ready or self.queue)
+
+
+class _Plan:
+    """Which entries go into the next call, and what became of every user record.
+
+    Pure bookkeeping, no I/O: ``next_call`` plans a call, then the caller reports each entry
+    with ``succeeded``, ``retry`` or ``failed`` and calls ``settled``.
+    """
+
+    def __init__(
+        self,
+        users: Sequence[_User],
+        lane_of: Callable[[_User], str],
+        *,
+        ordered: bool,
+        blocked: dict[str, str],
+        pack: Callable[[_User], Any] | None,
+    ) -> None:
+        self.ordered = ordered
+        self.blocked = blocked  # partition key -> why its later records are held back
+        self.pack = pack  # a new aggregate sized for its first user record, or None
+        self.results: list[RecordResult] = []
+        self.lanes: dict[str, _Lane] = {}
+        self.unresolved: dict[str, deque[int]] = {}  # per key, indices not yet settled
+        self.total = len(users)
+        self._heap: list[tuple[int, str]] = []
+        self._waiting: set[str] = set()
+        for user in users:
+            name = lane_of(user)
+            lane = self.lanes.get(name)
+            if lane is None:
+                lane = self.lanes[name] = _Lane(name)
+            lane.queue.append(user)
+            if ordered:
+                self.unresolved.setdefault(user.key, deque()).append(user.index)
+        for lane in self.lanes.values():
+            self._schedule(lane)
+
+    @property
+    def done(self) -> bool:
+        return len(self.results) == self.total
+
+    def next_call(self, max_entries: int, max_bytes: int) -> list[_Entry]:
+        """The next call's entries: oldest lanes first, within both limits."""
+        call: list[_Entry] = []
+        size = 0
+        while self._heap and len(call) < max_entries:
+            _, name = heappop(self._heap)
+            lane = self.lanes[name]
+            lane.scheduled = False
+            entry = self._next_entry(lane)
+            if entry is None:
+                if lane.busy():
+                    self._waiting.add(name)  # its head waits for an earlier record of its key
+                continue
+            if call and size + entry.size > max_bytes:
+                lane.ready.appendleft(entry)
+                self._schedule(lane)
+                break
+            call.append(entry)
+            size += entry.size
+            self._schedule(lane)
+        return call
+
+    def succeeded(self, entry: _Entry, sequence_number: str, shard_id: str) -> None:
+        for sub, user in enumerate(entry.users):
+            sub_sequence = sub if entry.aggregated else 0
+            self._resolve(
+                user, entry, sequence_number=sequence_number, sub=sub_sequence, shard_id=shard_id
+            )
+
+    def retry(self, entry: _Entry) -> None:
+        lane = self.lanes[entry.lane]
+        # entries of a call are reported in call order, oldest first: keep that order
+        at = 0
+        first = entry.users[0].index
+        while at < len(lane.ready) and lane.ready[at].users[0].index < first:
+            at += 1
+        lane.ready.insert(at, entry)
+
+    def failed(self, entry: _Entry, error: str, reason: str, permanent: bool) -> None:
+        for user in entry.users:
+            self._fail(user, entry, error, reason, permanent)
+
+    def fail_all(self, error: str, reason: str, permanent: bool) -> None:
+        """Fail everything not yet sent: an error that every later call would hit too."""
+        for lane in self.lanes.values():
+            while lane.ready:
+                self.failed(lane.ready.popleft(), error, reason, permanent)
+            while lane.queue:
+                self._fail(lane.queue.popleft(), None, error, reason, permanent)
+
+    def _fail(
+        self, user: _User, entry: _Entry | None, error: str, reason: str, permanent: bool
+    ) -> None:
+        if self.ordered:
+            self.blocked.setdefault(user.key, f"record {user.index} failed with {error}")
+        self._resolve(user, entry, error=error, reason=reason, permanent=permanent)
+
+    def settled(self, call: Sequence[_Entry]) -> None:
+        """After a call's entries are reported: lanes that waited may go on."""
+        names = self._waiting | {entry.lane for entry in call}
+        self._waiting = set()
+        for name in names:
+            self._schedule(self.lanes[name])
+
+    def _schedule(self, lane: _Lane) -> None:
+        if not lane.scheduled and lane.busy():
+            lane.scheduled = True
+            heappush(self._heap, (lane.head(), lane.name))
+
+    def _next_entry(self, lane: _Lane) -> _Entry | None:
+        if lane.ready:
+            return lane.ready.popleft()
+        queue = lane.queue
+        if self.pack is None:
+            while queue and self.ordered and queue[0].key in self.blocked:
+                self._hold(queue.popleft())
+            if not queue or (self.ordered and not self._eligible(queue[0], {})):
+                return None
+            return _Entry.plain(queue.popleft(), lane.name)
+        return self._aggregate(lane, self.pack)
+
+    def _aggregate(self, lane: _Lane, pack: Callable[[_User], Any]) -> _Entry | None:
+        """Pack the lane's next records, in order, into one aggregate (an ``AggRecord``)."""
+        queue = lane.queue
+        packed: dict[str, int] = {}
+        users: list[_User] = []
+        record: Any = None
+        while queue:
+            user = queue[0]
+            if self.ordered:
+                if user.key in self.blocked:
+                    self._hold(queue.popleft())
+                    continue
+                if not self._eligible(user, packed):
+                    break
+            if record is None:
+                record = pack(user)
+            try:  # keys as bytes: AggRecord sizes str keys as new on every record
+                ehk = user.ehk.encode() if user.ehk is not None else None
+                fits = record.add_user_record(user.key.encode(), user.data, ehk)
+            except ValueError:  # alone it is over the aggregate's limit
+                fits = False
+            if not fits:
+                break
+            users.append(queue.popleft())
+            packed[user.key] = packed.get(user.key, 0) + 1
+        if not users:
+            if record is None:
+                return None
+            # eligible, under the record limit, but too big to aggregate: send it plain
+            return _Entry.plain(queue.popleft(), lane.name)
+        if len(users) == 1:
+            return _Entry.plain(users[0], lane.name)
+        _, _, data = record.get_contents()
+        return _Entry(users[0].key, data, str(users[0].route), users, lane.name)
+
+    def _eligible(self, user: _User, packed: dict[str, int]) -> bool:
+        """Every earlier record of its key has succeeded or is already in this entry."""
+        pending = self.unresolved[user.key]
+        n = packed.get(user.key, 0)
+        return n < len(pending) and pending[n] == user.index
+
+    def _hold(self, user: _User) -> None:
+        self._resolve(
+            user,
+            None,
+            error=_HELD_BACK,
+            reason=(
+                f"not sent: {self.blocked[user.key]} earlier in partition key "
+                f"{user.key!r}, and ordered=True holds back the later records of its key; "
+                "put them again after it"
+            ),
+        )
+
+    def _resolve(
+        self,
+        user: _User,
+        entry: _Entry | None,
+        *,
+        sequence_number: str = "",
+        sub: int = 0,
+        shard_id: str = "",
+        error: str = "",
+        reason: str = "",
+        permanent: bool = False,
+    ) -> None:
+        if self.ordered:
+            pending = self.unresolved[user.key]
+            if pending[0] == user.index:
+                pending.popleft()
+            else:  # a key routed to several shards by explicit hash keys
+                pending.remove(user.index)
+        self.results.append(
+            RecordResult(
+                user.index,
+                user.key,
+                user.data,
+                user.ehk,
+                sequence_number,
+                sub,
+                shard_id,
+                error,
+                reason,
+                permanent,
+                entry.attempts if entry else 0,
+            )
+        )
+
+
+class Producer:
+    """Puts records into a Kinesis stream in PutRecords calls; see the module docstring.
+
+    Records are buffered by ``put()`` and sent by ``flush()``, or earlier when the buffer
+    holds ``buffer_records`` records or ``buffer_bytes`` bytes; ``flush()`` returns the fate
+    of every record put since the last flush. As a context manager it flushes on exit and
+    raises :class:`UndeliveredRecordsError` if records finally failed.
+
+    Args:
+        stream: the stream name, or its ARN.
+        client: a boto3 Kinesis client; by default one is created on first use.
+        aggregate: pack user records into KPL aggregates, per shard.
+        ordered: keep per-key order (see the module docstring for what it costs).
+        max_attempts: times an entry is sent before it is returned failed.
+        base_delay: first backoff bound in seconds; doubles per attempt, full jitter.
+        max_delay: the backoff bound's cap in seconds.
+        max_record_bytes: the stream's maximum record size (1 MiB unless the stream was
+            raised with UpdateMaxRecordSize), data plus partition key.
+        max_request_bytes: bytes per call, partition keys included; by default 5 MiB, or the
+            maximum record size if larger.
+        max_call_records: entries per call (at most 500).
+        buffer_records: buffered records that trigger sending from ``put()``.
+        buffer_bytes: buffered bytes that trigger sending from ``put()``.
+        sleep: injectable for tests.
+    """
+
+    def __init__(
+        self,
+        stream: str,
+        client: Any = None,
+        *,
+        aggregate: bool = False,
+        ordered: bool = True,
+        max_attempts: int = 6,
+        base_delay: float = 0.1,
+        max_delay: float = 2.0,
+        max_record_bytes: int = MAX_RECORD_BYTES,
+        max_request_bytes: int | None = None,
+        max_call_records: int = MAX_RECORDS_PER_CALL,
+        buffer_records: int = 10_000,
+        buffer_bytes: int = 32 * 1024 * 1024,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        request_bytes = max_request_bytes or max(MAX_REQUEST_BYTES, max_record_bytes)
+        if max_attempts < 1 or max_record_bytes < 1 or base_delay < 0 or max_delay < 0:
+            msg = (
+                f"producer for stream {stream!r}: max_attempts and max_record_bytes must be "
+                "at least 1 and delays not negative"
+            )
+            raise ValueError(msg)
+        if request_bytes < max_record_bytes or not 1 <= max_call_records <= 500:
+            msg = (
+                f"producer for stream {stream!r}: max_request_bytes ({request_bytes}) must "
+                f"hold one record of max_record_bytes ({max_record_bytes}), and "
+                f"max_call_records ({max_call_records}) must be 1 to 500"
+            )
+            raise ValueError(msg)
+        self.stream = stream
+        self.aggregate = aggregate
+        self.ordered = ordered
+        self._client = client
+        self._target = {"StreamARN" if stream.startswith("arn:") else "StreamName": stream}
+        self._max_attempts = max_attempts
+        self._base_delay = base_delay
+        self._max_delay = max_delay
+        self._max_record = max_record_bytes
+        self._max_request = request_bytes
+        self._max_entries = max_call_records
+        self._buffer_records = buffer_records
+        self._buffer_bytes = buffer_bytes
+        self._sleep = sleep
+        self._next_index = 0
+        self._buffer: list[_User] = []
+        self._buffered = 0
+        self._results: list[RecordResult] = []
+        self._stats = ProducerStats()
+        self._blocked: dict[str, str] = {}
+        self._shards: ShardMap | None = None
+        self.totals = ProducerStats()
+        """Counters over every flush so far."""
+
+    @property
+    def client(self) -> Any:
+        """The Kinesis client, created on first use (boto3 is imported only then)."""
+        if self._client is None:
+            from stream.clients import aws_client  # noqa: PLC0415  # boto3 only when sending
+
+            self._client = aws_client("kinesis")
+        return self._client
+
+    @property
+    def pending(self) -> int:
+        """Records put and not yet sent."""
+        return len(self._buffer)
+
+    def put(self, data: Any, partition_key: str, explicit_hash_key: str | int | None = None) -> int:
+        """Buffer one record; return its index, which its :class:`RecordResult` carries.
+
+        Args:
+            data: bytes, a str (sent as UTF-8), or anything else orjson can encode (sent as
+                its JSON).
+            partition_key: 1 to 256 characters; decides the shard and the ordering group.
+            explicit_hash_key: a decimal integer below 2**128 that decides the shard instead.
+
+        Raises:
+            RecordTooLargeError: data plus partition key over the maximum record size.
+            InvalidRecordError: data that cannot be encoded, a bad partition or hash key.
+        """
+        index = self._next_index
+        self._next_index += 1
+        if not isinstance(partition_key, str) or not 1 <= len(partition_key) <= _MAX_KEY_CHARS:
+            msg = (
+                f"{self._where(index, partition_key)}: a partition key is a string of 1 to "
+                f"{_MAX_KEY_CHARS} characters"
+            )
+            raise InvalidRecordError(msg, index=index, partition_key=partition_key)
+        payload = _encode(data, self, index, partition_key)
+        ehk = None
+        if explicit_hash_key is not None:
+            ehk = _explicit_hash_key(explicit_hash_key, self, index, partition_key)
+        size = len(payload) + len(partition_key.encode())
+        if size > self._max_record:
+            msg = (
+                f"{self._where(index, partition_key)} is {size} bytes with its partition key, "
+                f"over the maximum record size of {self._max_record} bytes; nothing was sent. "
+                "Split or compress it, or store the payload in S3 and send a pointer (or pass "
+                "max_record_bytes if the stream's limit was raised)"
+            )
+            raise RecordTooLargeError(
+                msg, index=index, partition_key=partition_key, size=size, limit=self._max_record
+            )
+        route = 0
+        if self.aggregate:
+            route = int(ehk) if ehk is not None else hash_key(partition_key)
+        self._buffer.append(_User(index, partition_key, payload, ehk, route))
+        self._buffered += size
+        if len(self._buffer) >= self._buffer_records or self._buffered >= self._buffer_bytes:
+            self._drain()
+        return index
+
+    def _where(self, index: int, partition_key: object) -> str:
+        return f"record {index} (partition key {partition_key!r}) for stream {self.stream!r}"
+
+    def flush(self) -> FlushResult:
+        """Send everything buffered; return the fate of every record put since the last flush.
+
+        Nothing is dropped: a record is either written (sequence number, shard) or returned
+        with its error. Keys held back by a failure are released afterwards.
+        """
+        try:
+            self._drain()
+            results = sorted(self._results, key=lambda r: r.index)
+            stats = self._stats
+            stats.failures = sum(1 for r in results if r.error)
+        finally:
+            self._results = []
+            self._stats = ProducerStats()
+            self._blocked.clear()
+        self.totals.add(stats)
+        return FlushResult(results, stats)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        result = self.flush()
+        if not result.failed:
+            return
+        error = UndeliveredRecordsError(result)
+        if exc is None:
+            raise error
+        exc.add_note(str(error))  # do not hide the error that ended the block
+
+    def _drain(self) -> None:
+        users, self._buffer, self._buffered = self._buffer, [], 0
+        if not users:
+            return
+        self._stats.records += len(users)
+        self._stats.bytes += sum(len(u.data) for u in users)
+        pack: Callable[[_User], Any] | None = None
+        if self.aggregate:
+            shards = self._shard_map()
+            if not isinstance(shards, ShardMap):
+                plan = _Plan(
+                    users, _one_lane, ordered=self.ordered, blocked=self._blocked, pack=None
+                )
+                plan.fail_all(*shards)
+                self._results += plan.results
+                return
+
+            def lane_of(user: _User) -> str:
+                return shards.shard_for(user.route)
+
+            pack = self._new_aggregate
+        elif self.ordered:
+            lane_of = _by_key
+        else:
+            lane_of = _one_lane
+        plan = _Plan(users, lane_of, ordered=self.ordered, blocked=self._blocked, pack=pack)
+        while not plan.done:
+            call = plan.next_call(self._max_entries, self._max_request)
+            if not call:
+                if plan.done:  # the last records were held back while planning
+                    break
+                msg = f"producer for stream {self.stream!r} planned an empty call: a bug"
+                raise RuntimeError(msg)
+            self._send(call, plan)
+            plan.settled(call)
+        self._results += plan.results
+
+    def _send(self, call: list[_Entry], plan: _Plan) -> None:
+        again = max(entry.attempts for entry in call)
+        if again:
+            self._sleep(self._backoff(again))
+            self._stats.retries += sum(1 for entry in call if entry.attempts)
+        for entry in call:
+            entry.attempts += 1
+        self._stats.calls += 1
+        try:
+            response = self.client.put_records(
+                Records=[entry.request() for entry in call], **self._target
+            )
+        except Exception as exc:  # classified below; nothing escapes unreported
+            error, reason, scope = _classify(exc, self.stream)
+            for entry in call:
+                if scope in (_RETRY, _DOWN):
+                    self._retry_or_fail(plan, entry, error, reason)
+                else:
+                    plan.failed(entry, error, reason, permanent=True)
+            if scope == _STREAM:
+                plan.fail_all(error, reason, permanent=True)
+            elif scope == _DOWN and any(e.attempts >= self._max_attempts for e in call):
+                # every later call would wait for the same timeouts: return the rest now
+                reason = f"not sent: an earlier call failed {self._max_attempts} times ({reason})"
+                plan.fail_all(_HELD_BACK, reason, permanent=False)
+            return
+        answers = response.get("Records") or []
+        if len(answers) != len(call):
+            answers = [{"ErrorCode": "InternalFailure", "ErrorMessage": "malformed response"}]
+            answers *= len(call)
+        for entry, answer in zip(call, answers, strict=True):
+            sequence_number = answer.get("SequenceNumber")
+            if sequence_number and not answer.get("ErrorCode"):
+                shard_id = answer.get("ShardId", "")
+                plan.succeeded(entry, sequence_number, shard_id)
+                self._stats.kinesis_records += 1
+                if self._shards is not None and shard_id != entry.lane:
+                    self._shards = None  # resharded since ListShards: list again next time
+                continue
+            code = answer.get("ErrorCode") or "InternalFailure"
+            reason = f"Kinesis {code} on stream {self.stream!r}: {answer.get('ErrorMessage', '')}"
+            if code in _PERMANENT_ENTRY_CODES:
+                plan.failed(entry, code, reason, permanent=True)
+            else:
+                self._retry_or_fail(plan, entry, code, reason)
+
+    def _retry_or_fail(self, plan: _Plan, entry: _Entry, error: str, reason: str) -> None:
+        if entry.attempts < self._max_attempts:
+            plan.retry(entry)
+        else:
+            reason = f"{reason} (still failing after {entry.attempts} attempts)"
+            plan.failed(entry, error, reason, permanent=False)
+
+    def _backoff(self, attempts: int) -> float:
+        """Full jitter: uniform in [0, min(max_delay, base_delay * 2**(attempts - 1))]."""
+        bound = min(self._max_delay, self._base_delay * 2 ** (attempts - 1))
+        return random.uniform(0, bound)
+
+    def _shard_map(self) -> ShardMap | tuple[str, str, bool]:
+        """The cached shard map, or ListShards with retries; on failure (error, reason,
+        permanent) for every pending record."""
+        if self._shards is not None:
+            return self._shards
+        failure = ("", "", False)
+        for attempt in range(self._max_attempts):
+            if attempt:
+                self._sleep(self._backoff(attempt))
+            try:
+                self._shards = ShardMap.from_list_shards(self._list_shards())
+            except Exception as exc:  # classified: retried, or every record fails with it
+                error, reason, scope = _classify(exc, self.stream, "ListShards")
+                failure = (error, reason, scope not in (_RETRY, _DOWN))
+                if scope not in (_RETRY, _DOWN):
+                    return failure
+                continue
+            return self._shards
+        error, reason, _ = failure
+        return error, f"{reason} (still failing after {self._max_attempts} attempts)", False
+
+    def _list_shards(self) -> list[dict[str, Any]]:
+        shards: list[dict[str, Any]] = []
+        page = self.client.list_shards(**self._target)
+        shards += page.get("Shards", [])
+        while page.get("NextToken"):
+            page = self.client.list_shards(NextToken=page["NextToken"])
+            shards += page.get("Shards", [])
+        return shards
+
+    def _new_aggregate(self, first: _User) -> Any:
+        """An empty aggregate that, with ``first``'s partition key, fits one record."""
+        return _agg_record_type()(self._max_record - len(first.key.encode()))
+
+
+def _by_key(user: _User) -> str:
+    return user.key
+
+
+def _one_lane(user: _User) -> str:
+    return ""
+
+
+def _encode(data: Any, producer: Producer, index: int, partition_key: str) -> bytes:
+    if type(data) is bytes:
+        return data
+    if isinstance(data, str):
+        return data.encode()
+    if isinstance(data, bytearray | memoryview):
+        return bytes(data)
+    try:
+        encoded: bytes = orjson.dumps(data)
+    except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
+        where = producer._where(index, partition_key)
+        msg = f"{where}: data must be bytes, str or JSON-serialisable by orjson ({exc})"
+        raise InvalidRecordError(msg, index=index, partition_key=partition_key) from None
+    return encoded
+
+
+def _explicit_hash_key(value: str | int, producer: Producer, index: int, key: str) -> str:
+    text = str(value)
+    if (
+        isinstance(value, bool)
+        or not text.isascii()
+        or not text.isdigit()
+        or (len(text) > 1 and text[0] == "0")
+        or int(text) >= _HASH_SPACE
+    ):
+        where = producer._where(index, key)
+        msg = f"{where}: explicit hash key {value!r} is not a decimal integer from 0 to 2**128-1"
+        raise InvalidRecordError(msg, index=index, partition_key=key)
+    return text
+
+
+def _classify(exc: Exception, stream: str, operation: str = "PutRecords") -> tuple[str, str, str]:
+    """(error code, reason, scope): retry the call, fail the call, or fail everything."""
+    from botocore.exceptions import (  # noqa: PLC0415  # loaded with the client anyway
+        BotoCoreError,
+        ClientError,
+        ParamValidationError,
+    )
+
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = error.get("Code", "") or "ClientError"
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        reason = f"Kinesis {operation} {code} on stream {stream!r}: {error.get('Message', '')}"
+        if code in _RETRYABLE_CALL_CODES or status >= 500:
+            return code, reason, _RETRY
+        if code == "ResourceNotFoundException":
+            reason += " (create the stream or fix its name)"
+        return code, reason, _STREAM if code in _STREAM_WIDE_CODES else _CALL
+    name = type(exc).__name__
+    if isinstance(exc, ParamValidationError):
+        return name, f"Kinesis {operation} to stream {stream!r} is invalid: {exc}", _CALL
+    if isinstance(exc, BotoCoreError):
+        return name, f"Kinesis unreachable for stream {stream!r} ({operation}): {exc}", _DOWN
+    return name, f"Kinesis {operation} to stream {stream!r} raised {name}: {exc}", _RETRY
+
+
+def _agg_record_type() -> Any:
+    """``aws_kinesis_agg.aggregator.AggRecord``, imported without its ``sys.path`` change.
+
+    The library's modules insert their folder at the front of ``sys.path`` for the whole
+    process; ``stream.kpl`` registers the protobuf module they need instead, and the path is
+    put back as it was.
+    """
+    name = "aws_kinesis_agg.aggregator"
+    module = sys.modules.get(name)
+    if module is None:
+        from stream.kpl import aggregated_record_type  # noqa: PLC0415  # protobuf on demand
+
+        aggregated_record_type()
+        saved = list(sys.path)
+        try:
+            module = importlib.import_module(name)
+        finally:
+            sys.path[:] = saved
+    return module.AggRecord
