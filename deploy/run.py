@@ -1,0 +1,336 @@
+"""``shardline run``: a pipeline's functions fed from its stream by the local event source
+mapping, with checkpoints and leases in DynamoDB, so a stopped run resumes where it left off
+and several runs (on one machine or several) share the shards.
+
+Per function, as Lambda has one event source mapping per function:
+
+* a lease table ``<pipeline>-<function>-leases`` (the KCL's "application"), created when
+  missing; each run is a worker with its own id;
+* the function runs in worker processes that are real Lambda runtimes (``awslambdaric``
+  against a local Runtime API, :mod:`stream.lambda_runtime`), or in this process with
+  ``in_process`` (faster to start; a timeout cannot cut a handler short);
+* the on-failure destination is the function's ``on_failure`` sink: an SQS queue gets the
+  AWS-shaped metadata message, an S3 bucket an object with it, under Lambda's key layout.
+
+The compiled plan that workers load is written to ``.shardline/`` in the working folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping
+
+    from stream.esm import EventSourceMapping, MappingStats
+
+__all__ = [
+    "FunctionRun",
+    "LocalRun",
+    "ShardStatus",
+    "lease_table_name",
+    "mapping_status",
+    "on_failure_destination",
+    "stop_on_signals",
+]
+
+STATE_DIR = ".shardline"
+
+
+def lease_table_name(plan: Mapping[str, Any], function: str) -> str:
+    """The lease table of one function's mapping: one per (pipeline, function).
+
+    >>> lease_table_name({"name": "clickstream"}, "archive-all")
+    'clickstream-archive-all-leases'
+    """
+    return f"{plan['name']}-{function}-leases"
+
+
+def on_failure_destination(
+    plan: Mapping[str, Any], function: str, client: Callable[[str], Any]
+) -> Callable[[Mapping[str, Any]], None] | None:
+    """Where the mapping sends batches it gives up on: the function's ``on_failure`` sink.
+
+    Lambda sends SQS destinations the metadata message alone (the records stay in the
+    stream until retention ends) and S3 destinations an object per batch under
+    ``aws/lambda/<mapping>/<shard>/YYYY/MM/DD/<time>-<uuid>``; both are reproduced. Errors
+    propagate: the mapping keeps the batch and sends the message again later.
+    """
+    name = plan["functions"][function].get("on_failure")
+    spec = plan["sinks"].get(name) if name else None
+    if spec is None:
+        return None
+    mapping_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{plan['name']}/{function}"))
+    if spec["type"] == "sqs":
+        sqs = client("sqs")
+        queue_url: list[str] = []
+
+        def send(message: Mapping[str, Any]) -> None:
+            if not queue_url:
+                queue_url.append(sqs.get_queue_url(QueueName=spec["queue"])["QueueUrl"])
+            sqs.send_message(QueueUrl=queue_url[0], MessageBody=orjson.dumps(message).decode())
+
+        return send
+    if spec["type"] == "s3":
+        s3 = client("s3")
+
+        def put(message: Mapping[str, Any]) -> None:
+            shard = message["KinesisBatchInfo"]["shardId"]
+            when = datetime.now(UTC)
+            key = (
+                f"aws/lambda/{mapping_id}/{shard}/{when:%Y/%m/%d}/"
+                f"{when:%Y-%m-%dT%H.%M.%S}-{uuid.uuid4()}"
+            )
+            s3.put_object(Bucket=spec["bucket"], Key=key, Body=orjson.dumps(message))
+
+        return put
+    return None
+
+
+@dataclass
+class FunctionRun:
+    """One function's mapping and what it holds (its worker pool, if any)."""
+
+    name: str
+    mapping: EventSourceMapping
+    closers: list[Callable[[], None]] = field(default_factory=list)
+    stats: MappingStats | None = None
+
+
+class LocalRun:
+    """The mappings of a plan's functions, built and run together.
+
+    Args:
+        plan: the compiled plan.
+        functions: which functions to run (default: all).
+        worker_id: this worker's id in the lease tables (unique among running workers;
+            the same id after a restart takes its leases back at once).
+        in_process: run handlers in this process instead of Lambda runtime workers.
+        client: boto3 client factory (default: the shared runtime clients).
+        state_dir: where the plan file for workers goes.
+    """
+
+    def __init__(
+        self,
+        plan: Mapping[str, Any],
+        *,
+        functions: list[str] | None = None,
+        worker_id: str | None = None,
+        in_process: bool = False,
+        client: Callable[[str], Any] | None = None,
+        state_dir: Path | str = STATE_DIR,
+        lease_duration_s: float = 10.0,
+    ) -> None:
+        from stream.clients import aws_client  # noqa: PLC0415
+
+        self.plan = plan
+        self.names = functions or list(plan["functions"])
+        unknown = [f for f in self.names if f not in plan["functions"]]
+        if unknown:
+            known = ", ".join(plan["functions"])
+            msg = f"no function {', '.join(map(repr, unknown))} in the plan (known: {known})"
+            raise KeyError(msg)
+        self.worker_id = worker_id or f"{_hostname()}-{uuid.uuid4().hex[:8]}"
+        self.in_process = in_process
+        self.client = client or aws_client
+        self.state_dir = Path(state_dir)
+        self.lease_duration_s = lease_duration_s
+        self.runs: list[FunctionRun] = []
+
+    def build(self) -> list[FunctionRun]:
+        """Create the lease tables and the mappings (workers start on first invocation)."""
+        from stream.checkpoints import LeaseTable  # noqa: PLC0415
+        from stream.esm import EventSourceMapping  # noqa: PLC0415
+        from stream.esm_rules import MappingSettings  # noqa: PLC0415
+
+        plan_file = self._write_plan()
+        stream = self.plan["stream"]["name"]
+        for name in self.names:
+            spec = self.plan["functions"][name]
+            table = LeaseTable(
+                lease_table_name(self.plan, name),
+                self.worker_id,
+                client=self.client("dynamodb"),
+                lease_duration_s=self.lease_duration_s,
+            )
+            table.ensure_table()
+            invoker, closers = self._invoker(name, spec, plan_file)
+            mapping = EventSourceMapping(
+                stream,
+                MappingSettings.from_plan(spec),
+                invoker,
+                table,
+                client=self.client("kinesis"),
+                on_failure=on_failure_destination(self.plan, name, self.client),
+            )
+            self.runs.append(FunctionRun(name, mapping, closers))
+        return self.runs
+
+    def run(
+        self,
+        stop: threading.Event,
+        *,
+        until_idle_s: float | None = None,
+        on_tick: Callable[[list[FunctionRun]], None] | None = None,
+    ) -> list[FunctionRun]:
+        """Run every mapping in its own thread until ``stop`` is set (or, with
+        ``until_idle_s``, until every mapping has been caught up for that long)."""
+        if not self.runs:
+            self.build()
+        threads = []
+        for run in self.runs:
+
+            def target(run: FunctionRun = run) -> None:
+                run.stats = run.mapping.run(stop)
+
+            thread = threading.Thread(target=target, name=f"esm-{run.name}", daemon=True)
+            thread.start()
+            threads.append(thread)
+        idle_since: float | None = None
+        try:
+            while not stop.is_set() and any(t.is_alive() for t in threads):
+                stop.wait(0.2)
+                if on_tick is not None:
+                    on_tick(self.runs)
+                if until_idle_s is None:
+                    continue
+                if all(r.mapping.caught_up for r in self.runs):
+                    idle_since = idle_since or time.monotonic()
+                    if time.monotonic() - idle_since >= until_idle_s:
+                        stop.set()
+                else:
+                    idle_since = None
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+            self.close()
+        return self.runs
+
+    def close(self) -> None:
+        """Stop worker processes. Idempotent."""
+        for run in self.runs:
+            for close in run.closers:
+                with contextlib.suppress(Exception):
+                    close()
+            run.closers.clear()
+
+    def _write_plan(self) -> Path:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        path = self.state_dir / f"plan-{self.plan['name']}.json"
+        path.write_bytes(orjson.dumps(self.plan, option=orjson.OPT_INDENT_2))
+        return path.resolve()
+
+    def _invoker(
+        self, name: str, spec: Mapping[str, Any], plan_file: Path
+    ) -> tuple[Any, list[Callable[[], None]]]:
+        function_name = f"{self.plan['name']}-{name}"
+        if self.in_process:
+            from stream.esm_invoke import InProcessInvoker  # noqa: PLC0415
+            from stream.runtime import build_runner  # noqa: PLC0415
+
+            runner = build_runner(self.plan, name)
+
+            def handler(event: dict[str, Any], context: Any) -> Any:
+                return runner.handle(event).response
+
+            def close_sinks() -> None:
+                for sink in runner.sinks.values():
+                    sink.close()
+
+            invoker = InProcessInvoker(
+                handler, function_name=function_name, memory_mb=spec.get("memory_mb", 128)
+            )
+            return invoker, [close_sinks]
+        from stream.lambda_runtime import WorkerPool  # noqa: PLC0415
+
+        parallel = spec.get("batch", {}).get("parallelization", 1)
+        pool = WorkerPool(
+            {"SHARDLINE_PIPELINE": str(plan_file), "SHARDLINE_FUNCTION": name},
+            size=max(1, min(4, parallel * 2)),
+            function_name=function_name,
+            memory_mb=spec.get("memory_mb", 128),
+        )
+        return pool, [pool.close]
+
+
+def _hostname() -> str:
+    import socket  # noqa: PLC0415
+
+    return socket.gethostname().split(".")[0] or "worker"
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """Set ``stop`` on SIGINT and SIGTERM (a clean stop: checkpoints saved, leases released),
+    restoring the previous handlers afterwards."""
+    import signal  # noqa: PLC0415
+
+    def handle(signum: int, frame: Any) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@dataclass(frozen=True)
+class ShardStatus:
+    """One shard of one function's mapping, as ``shardline status`` shows it."""
+
+    function: str
+    shard_id: str
+    owner: str
+    checkpoint: str
+    behind: int | None  # records after the checkpoint (None: finished or unknown)
+    behind_more: bool  # there are more than one GetRecords call could count
+    millis_behind: int | None
+
+
+def mapping_status(
+    plan: Mapping[str, Any], client: Callable[[str], Any], functions: list[str] | None = None
+) -> list[ShardStatus]:
+    """Per function and shard: owner, checkpoint and how far it is behind the newest record
+    (one GetRecords from the checkpoint: its record count and ``MillisBehindLatest``)."""
+    from stream.checkpoints import LeaseTable  # noqa: PLC0415
+
+    kinesis = client("kinesis")
+    stream = plan["stream"]["name"]
+    rows: list[ShardStatus] = []
+    for name in functions or list(plan["functions"]):
+        table = LeaseTable(lease_table_name(plan, name), "status", client=client("dynamodb"))
+        try:
+            leases = table.leases()
+        except Exception as exc:  # a missing table: never run yet
+            rows.append(ShardStatus(name, "-", "-", f"no lease table ({exc})", None, False, None))
+            continue
+        for lease in sorted(leases, key=lambda lease: lease.shard_id):
+            behind = millis = None
+            more = False
+            if not lease.finished:
+                with contextlib.suppress(Exception):
+                    request = lease.iterator_request()
+                    iterator = kinesis.get_shard_iterator(StreamName=stream, **request)
+                    page = kinesis.get_records(
+                        ShardIterator=iterator["ShardIterator"], Limit=10_000
+                    )
+                    behind = len(page["Records"])
+                    more = behind == 10_000
+                    millis = page.get("MillisBehindLatest")
+            rows.append(
+                ShardStatus(name, lease.shard_id, lease.owner or "-", lease.checkpoint,
+                            behind, more, millis)
+            )  # fmt: skip
+    return rows

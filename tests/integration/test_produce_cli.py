@@ -1,0 +1,118 @@
+"""``shardline produce`` against a moto server: lines land in order per key, bad lines are
+named by number and skipped, and the exit status says so."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from deploy.cli import main
+from deploy.produce import produce_lines
+from stream.event import records_from_event
+from tests.integration.test_producer import lambda_event, make_stream, read_shard
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def env(moto_endpoint: str) -> dict[str, str]:
+    return {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": moto_endpoint,
+    }
+
+
+def lines(n: int) -> list[bytes]:
+    return [orjson.dumps({"user": f"u{i % 7}", "n": i}) for i in range(n)]
+
+
+def stream_docs(kinesis: Any, stream: str) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
+        event = lambda_event(
+            stream, shard["ShardId"], read_shard(kinesis, stream, shard["ShardId"])
+        )
+        out += [(r.partition_key, r.as_dict()) for r in records_from_event(event)]
+    return out
+
+
+class TestProduceCommand:
+    def test_valid_lines_land_in_order_per_key_and_bad_lines_are_named(
+        self, aws: Any, env: dict[str, str], unique: str, tmp_path: Path
+    ):
+        kinesis = aws("kinesis")
+        stream = make_stream(kinesis, f"in-{unique}")
+        body = lines(300)
+        body.insert(10, b"not json")  # line 11
+        body.insert(20, b'{"n": -1}')  # line 21: no user field
+        body.insert(30, b"")  # blank lines are not records and not errors
+        (tmp_path / "in.jsonl").write_bytes(b"\n".join(body) + b"\n")
+        result = CliRunner(env=env).invoke(
+            main, ["produce", stream, "--file", str(tmp_path / "in.jsonl"), "--key", "user"]
+        )
+        assert result.exit_code == 1, result.output
+        assert f"{tmp_path / 'in.jsonl'}:11: skipped:" in result.output
+        assert f"{tmp_path / 'in.jsonl'}:21: skipped: no usable partition key field 'user'" in (
+            result.output
+        )
+        assert "300 records written" in result.output
+        docs = stream_docs(kinesis, stream)
+        assert len(docs) == 300
+        assert all(key == doc["user"] for key, doc in docs)
+        per_key: dict[str, list[int]] = {}
+        for key, doc in docs:
+            per_key.setdefault(key, []).append(doc["n"])
+        assert all(ns == sorted(ns) for ns in per_key.values())
+
+    def test_aggregated_input_from_stdin_packs_records_and_exits_zero(
+        self, aws: Any, env: dict[str, str], unique: str
+    ):
+        kinesis = aws("kinesis")
+        stream = make_stream(kinesis, f"agg-{unique}")
+        result = CliRunner(env=env).invoke(
+            main,
+            ["produce", stream, "--file", "-", "--key", "user", "--aggregate"],
+            input=b"\n".join(lines(500)),
+        )
+        assert result.exit_code == 0, result.output
+        assert "500 records written" in result.output
+        shards = kinesis.list_shards(StreamName=stream)["Shards"]
+        kinesis_records = sum(len(read_shard(kinesis, stream, s["ShardId"])) for s in shards)
+        assert kinesis_records < 20
+        assert sorted(doc["n"] for _, doc in stream_docs(kinesis, stream)) == list(range(500))
+
+
+class _CountingProducer:
+    """Stands in for the producer where only the pacing is under test."""
+
+    def __init__(self) -> None:
+        self.put_count = 0
+        self.totals = None
+
+    def put(self, data: bytes, key: str) -> int:
+        self.put_count += 1
+        return self.put_count
+
+    def flush(self) -> Any:
+        return type("R", (), {"failed": []})()
+
+
+class TestPacing:
+    def test_rate_paces_records_per_second_on_the_injected_clock(self):
+        clock = [0.0]
+        producer = _CountingProducer()
+        report = produce_lines(
+            lines(250), producer,  # type: ignore[arg-type]
+            rate=100, now=lambda: clock[0],
+            sleep=lambda s: clock.__setitem__(0, clock[0] + s),
+        )  # fmt: skip
+        assert producer.put_count == 250
+        assert report.seconds == pytest.approx(2.5)
