@@ -1,0 +1,117 @@
+"""cfn-lint finds no error and no warning in the templates of the examples and of generated
+pipeline files.
+
+cfn-lint runs as a library: one ``Runner`` (its rules take most of a second to load) lints
+every template of the module, about half a second each, for the us-east-1 specs.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from hypothesis import given, settings
+
+from deploy.config import load_plan_from_file
+from deploy.template import build_template, template_json
+from tests.deploy.test_config import CLICKSTREAM
+from tests.deploy.test_template import DOMAIN, deployable_plans, plan_of
+
+if TYPE_CHECKING:
+    from cfnlint.api import Runner
+
+EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*/pipeline.yaml"))
+
+# Every sink type and setting the template reacts to, in one file.
+KITCHEN_SINK: dict[str, Any] = {
+    "name": "Kitchen-Sink",
+    "region": "eu-west-1",
+    "stream": {"name": "kitchen.events_1", "mode": "provisioned", "shards": 4,
+               "retention_hours": 168, "encryption": "none"},
+    "sinks": {
+        "latest": {"type": "dynamodb", "table": "kitchen.latest", "key": "id"},
+        "log": {"type": "dynamodb", "table": "kitchen_log", "key": "id", "mode": "append"},
+        "archive": {"type": "s3", "bucket": "kitchen-archive", "prefix": "raw-{kind}/",
+                    "compression": "none"},
+        "vault": {"type": "s3", "bucket": "kitchen-vault"},
+        "orders": {"type": "sqs", "queue": "kitchen-orders.fifo", "overflow_bucket": "elsewhere"},
+        "next": {"type": "kinesis", "stream": "kitchen-stage-2", "partition_key": "user_id"},
+        "search": {"type": "opensearch", "endpoint": DOMAIN, "index": "e-{arrival:%Y}"},
+        "debug": {"type": "stdout"},
+    },
+    "functions": {
+        "route-all": {
+            "memory_mb": 10240, "timeout_s": 900, "ordering": "strict", "on_failure": "vault",
+            "batch": {"size": 10000, "window_s": 300, "starting_position": "at_timestamp",
+                      "starting_timestamp": "2024-05-01T00:00:00Z", "parallelization": 10,
+                      "bisect_on_error": False, "max_retries": 0, "max_record_age_s": 60},
+            "processors": [
+                {"filter": {"match": {"event_type": ["click", "purchase"]}}},
+                {"filter": {"match": {"amount": [{"numeric": [">", 0, "<=", 5]}]}}},
+                {"enrich": {"lookup": {"table": "kitchen.latest", "key": "id", "into": "prev"}}},
+                {"route": {"mode": "all", "rules": [
+                    {"when": {"event_type": ["purchase"]}, "to": ["latest", "log", "orders"]},
+                    {"when": "amount > `100`", "to": ["search", "next"]},
+                    {"default": ["archive", "debug"]},
+                ]}},
+            ],
+        },
+        "archive": {"processors": [], "route": ["archive"], "on_failure": "archive"},
+        "bare": {"processors": [], "route": ["debug"]},
+    },
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def runner() -> Runner:
+    from cfnlint.api import Runner  # noqa: PLC0415  # heavy: only for this module
+    from cfnlint.config import ConfigMixIn  # noqa: PLC0415
+
+    return Runner(ConfigMixIn(regions=["us-east-1"]))
+
+
+def findings(runner: Runner, template: dict[str, Any]) -> list[str]:
+    """cfn-lint's errors and warnings for ``template``, as it would print them."""
+    from cfnlint.api import decode_str  # noqa: PLC0415
+
+    decoded, problems = decode_str(template_json(template))
+    assert not problems, problems
+    matches = [*problems, *runner.validate_template(decoded)]
+    return [f"{m.rule.id} {m.path_string}: {m.message}" for m in matches if m.rule.id[0] in "EW"]
+
+
+def build(plan: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    return build_template(plan, code_bucket="artifacts", code_key="p/lambda.zip", **kwargs)
+
+
+class TestLint:
+    @pytest.mark.parametrize("architecture", ["arm64", "x86_64"])
+    @pytest.mark.parametrize("example", EXAMPLES, ids=[p.parent.name for p in EXAMPLES])
+    def test_every_example_lints_clean(self, runner: Runner, example: Path, architecture: str):
+        template = build(load_plan_from_file(example), architecture=architecture)
+        assert findings(runner, template) == []
+
+    def test_the_config_md_example_lints_clean(self, runner: Runner):
+        assert findings(runner, build(plan_of(CLICKSTREAM, {"OPENSEARCH_URL": DOMAIN}))) == []
+
+    def test_every_sink_type_and_setting_at_once_lints_clean(self, runner: Runner):
+        assert findings(runner, build(plan_of(KITCHEN_SINK))) == []
+
+    @given(deployable_plans())
+    @settings(max_examples=12)
+    def test_generated_pipelines_lint_clean(self, runner: Runner, plan: dict[str, Any]):
+        assert findings(runner, build(plan)) == []
+
+    def test_the_linter_does_report_a_broken_template(self, runner: Runner):
+        """Guards the tests above against a linter that checks nothing."""
+        template = copy.deepcopy(build(plan_of(KITCHEN_SINK)))
+        function = template["Resources"]["BareFunction"]["Properties"]
+        function |= {"MemorySize": "lots", "Timeout": 901}
+        found = findings(runner, template)
+        assert any(
+            f.startswith("E3012 Resources/BareFunction/Properties/MemorySize") for f in found
+        )
+        assert any("Timeout" in f for f in found), json.dumps(found)
