@@ -449,3 +449,14 @@ def demo() -> None:
 
 if __name__ == "__main__":  # `python -m deploy.cli`, as tests and CI without the script use
     main()
+
+
+def _add_commands() -> None:
+    """Commands defined in their own modules (each imports its heavy parts when run)."""
+    from deploy.cli_stack import deploy_command, destroy_command, diff_command  # noqa: PLC0415
+
+    for command in (deploy_command, diff_command, destroy_command):
+        main.add_command(command)
+
+
+_add_commands()

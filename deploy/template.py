@@ -103,6 +103,9 @@ _STREAM_READ = (
     "kinesis:GetShardIterator",
     "kinesis:ListShards",
 )
+#: On the stores that hold results (sink tables, buckets, queues): deleting or replacing the
+#: stack never deletes data; ``shardline destroy`` removes what is empty (deploy.stack).
+_RETAIN = {"DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain"}
 _POSITIONS = {"trim_horizon": "TRIM_HORIZON", "latest": "LATEST", "at_timestamp": "AT_TIMESTAMP"}
 _DOMAIN_HOST = re.compile(
     r"(?:search|vpc)-(?P<domain>[a-z][a-z0-9-]{2,27}?)(?:-[a-z0-9]{26})?"
@@ -320,7 +323,9 @@ class _Builder:
         self.output("StreamName", _ref(sid), "stream: name")
         self.output("StreamArn", _get(sid), "stream: ARN")
 
-    def table(self, logical_id: str, name: str, key: str, sort: str, what: str) -> None:
+    def table(
+        self, logical_id: str, name: str, key: str, sort: str, what: str, *, retain: bool
+    ) -> None:
         schema = [{"AttributeName": key, "KeyType": "HASH"}]
         attributes = [{"AttributeName": key, "AttributeType": "S"}]
         if sort:
@@ -328,6 +333,7 @@ class _Builder:
             attributes.append({"AttributeName": sort, "AttributeType": "S"})
         self.resources[logical_id] = {
             "Type": "AWS::DynamoDB::Table",
+            **(_RETAIN if retain else {}),
             "Properties": {
                 "TableName": name,
                 "BillingMode": "PAY_PER_REQUEST",
@@ -341,17 +347,17 @@ class _Builder:
 
     def tables(self) -> None:
         for name, (key, sort) in self.stores.tables.items():
-            self.table(self.id("Table", name), name, key, sort, f"table {name}")
+            self.table(self.id("Table", name), name, key, sort, f"table {name}", retain=True)
         for function, name in self.stores.lease_tables.items():
-            self.table(
-                self.id("LeaseTable", function), name, "leaseKey", "", f"lease table of {function}"
-            )
+            what = f"lease table of {function}"
+            self.table(self.id("LeaseTable", function), name, "leaseKey", "", what, retain=False)
 
     def buckets(self) -> None:
         for name in self.stores.buckets:
             bid = self.id("Bucket", name)
             self.resources[bid] = {
                 "Type": "AWS::S3::Bucket",
+                **_RETAIN,
                 "Properties": {
                     "BucketName": name,
                     "BucketEncryption": {
@@ -410,7 +416,7 @@ class _Builder:
             }
             if name.endswith(".fifo"):
                 props["FifoQueue"] = True
-            self.resources[qid] = {"Type": "AWS::SQS::Queue", "Properties": props}
+            self.resources[qid] = {"Type": "AWS::SQS::Queue", **_RETAIN, "Properties": props}
             self.output(f"{qid}Url", _ref(qid), f"queue {name}: URL")
         for name in self.stores.dead_letter_queues:
             self.resources[self.id("QueueDepthAlarm", name)] = _alarm(
