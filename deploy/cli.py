@@ -201,15 +201,24 @@ def produce(
     "--lease-duration", type=click.FloatRange(min=1.0), default=10.0, show_default=True,
     help="Seconds a shard lease lasts without renewal before another worker may take it.",
 )  # fmt: skip
+@click.option(
+    "--settings", type=click.Choice(["auto", "plan", "deployed"]), default="auto",
+    show_default=True,
+    help="Mapping settings from the file (plan), from the stack deployed at the endpoint "
+    "(deployed), or deployed when there is one (auto).",
+)  # fmt: skip
 def run(
     file: str, *, functions: tuple[str, ...], endpoint_url: str | None, worker_id: str | None,
     in_process: bool, until_idle: float | None, duration: float | None, lease_duration: float,
+    settings: str,
 ) -> None:  # fmt: skip
     """Feed the functions of FILE from its stream, as Lambda's event source mapping does.
 
     Checkpoints and leases live in DynamoDB (one table per function), so a stopped run
     resumes after its last checkpoint and several runs share the shards. Ctrl-C stops
     cleanly: batches in flight finish, checkpoints are written, leases are released.
+    A function deployed at the endpoint (shardline deploy) runs with its deployed mapping's
+    settings, unless --settings plan.
     """
     import os  # noqa: PLC0415
     import threading  # noqa: PLC0415
@@ -227,9 +236,10 @@ def run(
     try:
         local = LocalRun(
             plan, functions=list(functions) or None, worker_id=worker_id,
-            in_process=in_process, lease_duration_s=lease_duration,
+            in_process=in_process, lease_duration_s=lease_duration, settings=settings,
         )  # fmt: skip
-    except KeyError as exc:
+        local.build()
+    except (KeyError, LookupError) as exc:
         click.echo(f"{file}: {exc.args[0]}", err=True)
         raise SystemExit(2) from None
     stop = threading.Event()
@@ -237,7 +247,8 @@ def run(
     timer.daemon = True
     if duration is not None:
         timer.start()
-    console.print(f"worker {local.worker_id}: running {', '.join(local.names)} (Ctrl-C stops)")
+    sources = ", ".join(f"{name} ({local.sources[name]} settings)" for name in local.names)
+    console.print(f"worker {local.worker_id}: running {sources} (Ctrl-C stops)")
     with stop_on_signals(stop):
         runs = local.run(stop, until_idle_s=until_idle)
     timer.cancel()

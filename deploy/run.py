@@ -10,7 +10,12 @@ Per function, as Lambda has one event source mapping per function:
   against a local Runtime API, :mod:`stream.lambda_runtime`), or in this process with
   ``in_process`` (faster to start; a timeout cannot cut a handler short);
 * the on-failure destination is the function's ``on_failure`` sink: an SQS queue gets the
-  AWS-shaped metadata message, an S3 bucket an object with it, under Lambda's key layout.
+  AWS-shaped metadata message, an S3 bucket an object with it, under Lambda's key layout;
+* the mapping's settings (batch size, window, starting position, parallelization, bisect,
+  retries, record age, filter criteria, on-failure destination) come from the compiled plan
+  or, for a pipeline deployed to the endpoint (``shardline deploy``), from its event source
+  mapping as the Lambda API lists it (:func:`deployed_settings`), so a run behaves as the
+  deployed stack does even when the file has changed since.
 
 The compiled plan that workers load is written to ``.shardline/`` in the working folder.
 """
@@ -32,11 +37,13 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
 
     from stream.esm import EventSourceMapping, MappingStats
+    from stream.esm_rules import MappingSettings
 
 __all__ = [
     "FunctionRun",
     "LocalRun",
     "ShardStatus",
+    "deployed_settings",
     "lease_table_name",
     "mapping_status",
     "on_failure_destination",
@@ -44,6 +51,9 @@ __all__ = [
 ]
 
 STATE_DIR = ".shardline"
+#: Where ``LocalRun`` takes mapping settings from: the plan, the deployed mapping, or the
+#: deployed one when there is one (``auto``).
+SETTINGS_SOURCES = ("plan", "deployed", "auto")
 
 
 def lease_table_name(plan: Mapping[str, Any], function: str) -> str:
@@ -56,17 +66,24 @@ def lease_table_name(plan: Mapping[str, Any], function: str) -> str:
 
 
 def on_failure_destination(
-    plan: Mapping[str, Any], function: str, client: Callable[[str], Any]
+    plan: Mapping[str, Any],
+    function: str,
+    client: Callable[[str], Any],
+    destination_arn: str | None = None,
 ) -> Callable[[Mapping[str, Any]], None] | None:
-    """Where the mapping sends batches it gives up on: the function's ``on_failure`` sink.
+    """Where the mapping sends batches it gives up on: the function's ``on_failure`` sink,
+    or the queue or bucket ``destination_arn`` names (a deployed mapping's).
 
     Lambda sends SQS destinations the metadata message alone (the records stay in the
     stream until retention ends) and S3 destinations an object per batch under
     ``aws/lambda/<mapping>/<shard>/YYYY/MM/DD/<time>-<uuid>``; both are reproduced. Errors
     propagate: the mapping keeps the batch and sends the message again later.
     """
-    name = plan["functions"][function].get("on_failure")
-    spec = plan["sinks"].get(name) if name else None
+    if destination_arn is not None:
+        spec = _destination_spec(destination_arn)
+    else:
+        name = plan["functions"][function].get("on_failure")
+        spec = plan["sinks"].get(name) if name else None
     if spec is None:
         return None
     mapping_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{plan['name']}/{function}"))
@@ -96,6 +113,50 @@ def on_failure_destination(
     return None
 
 
+def _destination_spec(arn: str) -> dict[str, str] | None:
+    """``arn:aws:sqs:REGION:ACCOUNT:NAME`` or ``arn:aws:s3:::BUCKET`` as a sink spec.
+
+    >>> _destination_spec("arn:aws:sqs:us-east-1:123456789012:clickstream-dlq")
+    {'type': 'sqs', 'queue': 'clickstream-dlq'}
+    >>> _destination_spec("arn:aws:s3:::archive")
+    {'type': 's3', 'bucket': 'archive'}
+    """
+    parts = arn.split(":", 5)
+    if len(parts) == 6 and parts[2] == "sqs":
+        return {"type": "sqs", "queue": parts[5]}
+    if len(parts) == 6 and parts[2] == "s3":
+        return {"type": "s3", "bucket": parts[5]}
+    return None  # SNS, Kafka: not reproduced locally
+
+
+def deployed_settings(
+    plan: Mapping[str, Any], function: str, client: Callable[[str], Any]
+) -> tuple[MappingSettings, str | None] | None:
+    """The settings and on-failure destination ARN of the function's deployed mapping on
+    the plan's stream (``ListEventSourceMappings``); None when it is not deployed."""
+    from deploy.template import function_name  # noqa: PLC0415  # template imports this module
+    from stream.esm_rules import MappingSettings  # noqa: PLC0415
+
+    lam = client("lambda")
+    name = function_name(plan, function)
+    try:
+        timeout = lam.get_function_configuration(FunctionName=name)["Timeout"]
+    except lam.exceptions.ResourceNotFoundException:
+        return None
+    stream = plan["stream"]["name"]
+    found = [
+        m
+        for page in lam.get_paginator("list_event_source_mappings").paginate(FunctionName=name)
+        for m in page["EventSourceMappings"]
+        if m.get("EventSourceArn", "").endswith(f":stream/{stream}")
+    ]
+    if not found:
+        return None
+    mapping = found[0]
+    destination = (mapping.get("DestinationConfig") or {}).get("OnFailure", {}).get("Destination")
+    return MappingSettings.from_lambda(mapping, timeout), destination
+
+
 @dataclass
 class FunctionRun:
     """One function's mapping and what it holds (its worker pool, if any)."""
@@ -117,6 +178,9 @@ class LocalRun:
         in_process: run handlers in this process instead of Lambda runtime workers.
         client: boto3 client factory (default: the shared runtime clients).
         state_dir: where the plan file for workers goes.
+        lease_duration_s: how long a lease lasts without renewal.
+        settings: ``plan`` (the file's), ``deployed`` (the deployed mapping's; an error when
+            a function has none) or ``auto`` (deployed when there is one, else the file's).
     """
 
     def __init__(
@@ -129,8 +193,13 @@ class LocalRun:
         client: Callable[[str], Any] | None = None,
         state_dir: Path | str = STATE_DIR,
         lease_duration_s: float = 10.0,
+        settings: str = "plan",
     ) -> None:
         from stream.clients import aws_client  # noqa: PLC0415
+
+        if settings not in SETTINGS_SOURCES:
+            msg = f"settings {settings!r}: expected one of {', '.join(SETTINGS_SOURCES)}"
+            raise ValueError(msg)
 
         self.plan = plan
         self.names = functions or list(plan["functions"])
@@ -144,16 +213,20 @@ class LocalRun:
         self.client = client or aws_client
         self.state_dir = Path(state_dir)
         self.lease_duration_s = lease_duration_s
+        self.settings = settings
+        #: per function, where its settings came from: "plan" or "deployed"
+        self.sources: dict[str, str] = {}
         self.runs: list[FunctionRun] = []
 
     def build(self) -> list[FunctionRun]:
         """Create the lease tables and the mappings (workers start on first invocation)."""
         from stream.checkpoints import LeaseTable  # noqa: PLC0415
         from stream.esm import EventSourceMapping  # noqa: PLC0415
-        from stream.esm_rules import MappingSettings  # noqa: PLC0415
 
         plan_file = self._write_plan()
         stream = self.plan["stream"]["name"]
+        # every function's settings first: a missing deployment fails before tables are made
+        chosen = {name: self._settings(name) for name in self.names}
         for name in self.names:
             spec = self.plan["functions"][name]
             table = LeaseTable(
@@ -163,14 +236,15 @@ class LocalRun:
                 lease_duration_s=self.lease_duration_s,
             )
             table.ensure_table()
+            settings, destination = chosen[name]
             invoker, closers = self._invoker(name, spec, plan_file)
             mapping = EventSourceMapping(
                 stream,
-                MappingSettings.from_plan(spec),
+                settings,
                 invoker,
                 table,
                 client=self.client("kinesis"),
-                on_failure=on_failure_destination(self.plan, name, self.client),
+                on_failure=on_failure_destination(self.plan, name, self.client, destination),
             )
             self.runs.append(FunctionRun(name, mapping, closers))
         return self.runs
@@ -223,6 +297,32 @@ class LocalRun:
                 with contextlib.suppress(Exception):
                     close()
             run.closers.clear()
+
+    def _settings(self, name: str) -> tuple[MappingSettings, str | None]:
+        """The function's settings and on-failure ARN (None: its ``on_failure`` sink)."""
+        from stream.esm_rules import MappingSettings  # noqa: PLC0415
+
+        if self.settings != "plan":
+            from botocore.exceptions import ClientError  # noqa: PLC0415
+
+            try:
+                deployed = deployed_settings(self.plan, name, self.client)
+            except ClientError:
+                if self.settings == "deployed":
+                    raise
+                deployed = None  # auto: an endpoint without the Lambda API, or no access
+            if deployed is not None:
+                self.sources[name] = "deployed"
+                return deployed
+            if self.settings == "deployed":
+                msg = (
+                    f"function {name!r} has no event source mapping on stream "
+                    f"{self.plan['stream']['name']!r} at this endpoint: deploy it first "
+                    "(shardline deploy FILE --endpoint-url URL), or use the file's settings"
+                )
+                raise LookupError(msg)
+        self.sources[name] = "plan"
+        return MappingSettings.from_plan(self.plan["functions"][name]), None
 
     def _write_plan(self) -> Path:
         self.state_dir.mkdir(parents=True, exist_ok=True)

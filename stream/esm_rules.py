@@ -180,6 +180,34 @@ class MappingSettings:
             timeout_s=float(function.get("timeout_s") or 3),
         )
 
+    @classmethod
+    def from_lambda(cls, mapping: Mapping[str, Any], timeout_s: float) -> MappingSettings:
+        """The settings of a deployed mapping, as ``ListEventSourceMappings`` returns one
+        (boto3's shape: a datetime for ``StartingPositionTimestamp``, filter patterns as
+        JSON text), with the function's timeout from ``GetFunctionConfiguration``.
+
+        >>> MappingSettings.from_lambda({"BatchSize": 200, "StartingPosition": "LATEST"}, 60).size
+        200
+        """
+        import json  # noqa: PLC0415
+
+        stamp = mapping.get("StartingPositionTimestamp")
+        filters = (mapping.get("FilterCriteria") or {}).get("Filters") or ()
+        return cls(
+            size=int(mapping.get("BatchSize", 100)),
+            window_s=float(mapping.get("MaximumBatchingWindowInSeconds") or 0),
+            starting_position=str(mapping.get("StartingPosition") or "TRIM_HORIZON"),
+            starting_timestamp=None if stamp is None else _epoch(stamp),
+            parallelization=int(mapping.get("ParallelizationFactor") or 1),
+            bisect_on_error=bool(mapping.get("BisectBatchOnFunctionError", False)),
+            max_retries=int(mapping.get("MaximumRetryAttempts", -1)),
+            max_record_age_s=float(mapping.get("MaximumRecordAgeInSeconds", -1)),
+            filter_criteria=tuple(json.loads(f["Pattern"]) for f in filters),
+            timeout_s=float(timeout_s),
+            report_batch_item_failures="ReportBatchItemFailures"
+            in (mapping.get("FunctionResponseTypes") or ()),
+        )
+
 
 def _range(name: str, value: float, low: float, high: float) -> list[str]:
     if isinstance(value, bool) or not low <= value <= high:

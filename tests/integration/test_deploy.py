@@ -16,6 +16,7 @@ import pytest
 
 from deploy.config import load_plan_from_file
 from deploy.package import PackageResult, build_package
+from deploy.run import LocalRun, deployed_settings, on_failure_destination
 from deploy.stack import DeployError, deploy, destroy, stack_status
 from deploy.template import function_name
 
@@ -237,6 +238,47 @@ def test_d_changing_the_batch_size_updates_the_mapping(
     )
     assert conf["CodeSha256"] == builder.built[-1].code_sha256
     assert deploy(plan, cloud, package=builder(plan)).status == "unchanged"
+
+
+def test_d2_a_local_run_takes_the_deployed_mapping_settings(cloud: Any, tmp_path: Path) -> None:
+    """The file says 500; the stack was deployed with 200: a run follows the stack."""
+    plan = example_plan(tmp_path)
+
+    def build(settings: str) -> LocalRun:
+        local = LocalRun(plan, client=cloud, in_process=True, settings=settings, state_dir=tmp_path)
+        local.build()
+        for run in local.runs:
+            for close in run.closers:
+                close()
+        return local
+
+    auto, from_file = build("auto"), build("plan")
+
+    assert auto.sources == {"enrich-and-route": "deployed", "archive-all": "deployed"}
+    deployed = {run.name: run.mapping.settings for run in auto.runs}
+    assert deployed["enrich-and-route"].size == 200
+    assert deployed["enrich-and-route"].max_retries == 3
+    assert deployed["enrich-and-route"].bisect_on_error is True
+    assert deployed["enrich-and-route"].timeout_s == 60
+    assert from_file.sources["enrich-and-route"] == "plan"
+    assert from_file.runs[0].mapping.settings.size == 500
+    # the deployed destination is the queue its ARN names
+    settings_and_arn = deployed_settings(plan, "archive-all", cloud)
+    assert settings_and_arn is not None
+    send = on_failure_destination(plan, "archive-all", cloud, settings_and_arn[1])
+    assert send is not None
+    send({"requestContext": {"condition": "RetryAttemptsExhausted"}})
+    sqs = cloud("sqs")
+    url = sqs.get_queue_url(QueueName="clickstream-dlq")["QueueUrl"]
+    (message,) = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1)["Messages"]
+    assert "RetryAttemptsExhausted" in message["Body"]
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+
+    other = {**plan, "name": "not-deployed"}
+    with pytest.raises(LookupError, match="deploy it first"):
+        LocalRun(
+            other, client=cloud, in_process=True, settings="deployed", state_dir=tmp_path
+        ).build()
 
 
 def test_e_a_file_that_cannot_deploy_fails_before_anything_is_created(
