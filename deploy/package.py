@@ -452,8 +452,12 @@ def _dependencies(
     final.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
     try:
-        say(f"installing {len(requirements)} requirements for {platforms[-1]}, py{python_version}")
-        _pip_install(requirements, platforms, python_version, work / "site")
+        if requirements:
+            count = len(requirements)
+            say(f"installing {count} requirements for {platforms[-1]}, py{python_version}")
+            _pip_install(requirements, platforms, python_version, work / "site")
+        else:  # our code alone (shardline dev: moto stores the code, never runs it)
+            (work / "site").mkdir()
         _trim(work / "site", requirements)
         own_notes: list[str] = []
         if interpreter is not None:

@@ -181,6 +181,8 @@ class LocalRun:
         lease_duration_s: how long a lease lasts without renewal.
         settings: ``plan`` (the file's), ``deployed`` (the deployed mapping's; an error when
             a function has none) or ``auto`` (deployed when there is one, else the file's).
+        log_dir: where the runtimes' output goes, ``FUNCTION.log`` each (default: this
+            process's stdout and stderr).
     """
 
     def __init__(
@@ -194,6 +196,7 @@ class LocalRun:
         state_dir: Path | str = STATE_DIR,
         lease_duration_s: float = 10.0,
         settings: str = "plan",
+        log_dir: Path | str | None = None,
     ) -> None:
         from stream.clients import aws_client  # noqa: PLC0415
 
@@ -214,6 +217,7 @@ class LocalRun:
         self.state_dir = Path(state_dir)
         self.lease_duration_s = lease_duration_s
         self.settings = settings
+        self.log_dir = None if log_dir is None else Path(log_dir)
         #: per function, where its settings came from: "plan" or "deployed"
         self.sources: dict[str, str] = {}
         self.runs: list[FunctionRun] = []
@@ -354,13 +358,18 @@ class LocalRun:
         from stream.lambda_runtime import WorkerPool  # noqa: PLC0415
 
         parallel = spec.get("batch", {}).get("parallelization", 1)
+        log = None
+        if self.log_dir is not None:  # what CloudWatch Logs would get: logs and EMF lines
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            log = (self.log_dir / f"{name}.log").open("ab")
         pool = WorkerPool(
             {"SHARDLINE_PIPELINE": str(plan_file), "SHARDLINE_FUNCTION": name},
             size=max(1, min(4, parallel * 2)),
             function_name=function_name,
             memory_mb=spec.get("memory_mb", 128),
+            log=log,
         )
-        return pool, [pool.close]
+        return pool, [pool.close] if log is None else [pool.close, log.close]
 
 
 def _hostname() -> str:

@@ -1,0 +1,149 @@
+"""``shardline dev``: the CLI of :mod:`deploy.dev`, with a live display (rich)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from deploy.dev import DevReport
+    from deploy.run import LocalRun
+
+__all__ = ["dev_command"]
+
+LAG_EVERY_S = 2.0  # a lag reading costs a GetRecords per shard
+
+
+class _Display:
+    """Per function: records, rate, filtered, failures, on-failure and lag behind the stream."""
+
+    def __init__(self, plan: dict[str, Any], client: Any) -> None:
+        self.plan, self.client = plan, client
+        self.started = time.monotonic()
+        self.lag: dict[str, str] = {}
+        self.lag_at = 0.0
+        self.previous: dict[str, tuple[float, int]] = {}
+        self.rates: dict[str, float] = {}
+
+    def table(self, local: LocalRun, producer: Any) -> Any:
+        from rich.table import Table  # noqa: PLC0415
+
+        from deploy.run import mapping_status  # noqa: PLC0415
+
+        now = time.monotonic()
+        if now - self.lag_at >= LAG_EVERY_S:
+            self.lag_at = now
+            behind: dict[str, int] = {}
+            for row in mapping_status(self.plan, self.client, local.names):
+                behind[row.function] = behind.get(row.function, 0) + (row.behind or 0)
+            self.lag = {name: str(n) for name, n in behind.items()}
+        elapsed = now - self.started
+        title = f"{self.plan['name']}: {elapsed:.0f} s"
+        if producer is not None:
+            state = "producing" if producer.is_alive() else "produced"
+            title += f", {state} {producer.sent_bytes:,} bytes"
+        table = Table(title=title + " (Ctrl-C stops; checkpoints are kept)")
+        columns = ("function", "records in", "rec/s", "filtered", "invocations", "partial",
+                   "failed", "retries", "on-failure", "records behind")  # fmt: skip
+        for column in columns:
+            left = column == "function"
+            table.add_column(column, justify="left" if left else "right", no_wrap=left)
+        for run in local.runs:
+            s = run.mapping.stats
+            then, count = self.previous.get(run.name, (self.started, 0))
+            if now - then >= 1.0:
+                self.rates[run.name] = (s.records_in - count) / (now - then)
+                self.previous[run.name] = (now, s.records_in)
+            table.add_row(
+                run.name, f"{s.records_in:,}", f"{self.rates.get(run.name, 0.0):,.0f}",
+                f"{s.records_filtered:,}", f"{s.invocations:,}", str(s.batches_partial),
+                str(s.batches_failed), str(s.retries), str(s.records_on_failure),
+                self.lag.get(run.name, "-"),
+            )  # fmt: skip
+        return table
+
+
+def _summary(report: DevReport) -> Any:
+    from rich.table import Table  # noqa: PLC0415
+
+    table = Table(title=f"read back from the stores after {report.seconds:.1f} s")
+    table.add_column("sink / dead letters by reason")
+    table.add_column("count", justify="right")
+    stored = report.stored
+    if stored is not None:
+        for sink, count in stored.per_sink.items():
+            table.add_row(sink, f"{count:,}")
+        for reason, count in stored.dead_letters.most_common():
+            table.add_row(f"  {reason}", f"{count:,}")
+    return table
+
+
+@click.command("dev")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--produce", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="JSON lines to put onto the stream while the functions run.")  # fmt: skip
+@click.option("--key", help="The field of each line that is its partition key.")
+@click.option("--rate", type=float, help="Records per second to produce at most.")
+@click.option("--aggregate", is_flag=True, help="Produce KPL-aggregated records.")
+@click.option("--duration", type=float, help="Stop after this many seconds.")
+@click.option("--until-idle", type=float,
+              help="Stop once produced and every shard idle this long (s).")  # fmt: skip
+@click.option("--in-process", is_flag=True, help="Run handlers here, not in Lambda runtimes.")
+def dev_command(
+    file: str, *, produce: Path | None, key: str | None, rate: float | None, aggregate: bool,
+    duration: float | None, until_idle: float | None, in_process: bool,
+) -> None:  # fmt: skip
+    """Deploy FILE to the embedded local AWS and run its functions, live.
+
+    Starts a moto server and an osmem-server on loopback, deploys the file with the real
+    deploy code, and feeds every function from the stream with its deployed event source
+    mapping's settings, in Lambda runtime workers. Ctrl-C stops; the stores are then read
+    back and counted.
+    """
+    import threading  # noqa: PLC0415
+
+    from rich.console import Console  # noqa: PLC0415
+    from rich.live import Live  # noqa: PLC0415
+
+    from deploy.dev import LOG_DIR, run_dev  # noqa: PLC0415
+    from deploy.invoke import load_any_plan  # noqa: PLC0415
+    from deploy.local import LocalAWS  # noqa: PLC0415
+    from deploy.run import stop_on_signals  # noqa: PLC0415
+    from stream.clients import reset_clients  # noqa: PLC0415
+
+    console = Console(stderr=True, width=120)
+    with console.status("starting the local AWS (moto, osmem)"):
+        stack = LocalAWS().start()
+    try:
+        with stack.activated():
+            reset_clients()
+            plan = load_any_plan(file)  # after activation: ${OPENSEARCH_URL} is the local one
+            console.print(f"local AWS at {stack.endpoint}, OpenSearch at {stack.opensearch_url}")
+            display = _Display(plan, stack.client)
+            stop = threading.Event()
+            with Live(console=console, refresh_per_second=2, transient=False) as live:
+
+                def tick(local: LocalRun, producer: Any) -> None:
+                    live.update(display.table(local, producer))
+
+                with stop_on_signals(stop):
+                    report = run_dev(
+                        plan, stack.client, produce=produce, key=key, rate=rate,
+                        aggregate=aggregate, duration=duration, until_idle=until_idle,
+                        in_process=in_process, stop=stop, log=console.print, on_tick=tick,
+                    )  # fmt: skip
+            console.print(_summary(report))
+            console.print(f"the functions' logs and metrics: {LOG_DIR}/FUNCTION.log")
+            if report.produced is not None:
+                p = report.produced
+                console.print(
+                    f"produced {p.lines - len(p.malformed) - len(p.failed):,} records, "
+                    f"{len(p.malformed)} malformed lines skipped, {len(p.failed)} failed"
+                )
+    finally:
+        with console.status("stopping the local AWS"):
+            stack.stop()
+        reset_clients()

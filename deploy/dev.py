@@ -1,0 +1,222 @@
+"""``shardline dev``: a pipeline on the embedded local AWS, deployed and run as in AWS.
+
+The file is deployed to the local moto server with the real deploy code
+(:func:`deploy.stack.deploy`: the same template, change set and event source mappings), then
+every function is fed by the local event source mapping with the *deployed* mappings'
+settings (:class:`deploy.run.LocalRun` with ``settings="deployed"``), in worker processes
+that are real Lambda runtimes. Records come from ``--produce`` (JSON lines, through the
+producer) or from anyone writing to the stream.
+
+Two differences from a deploy to AWS, both because moto stores a function's code but never
+runs it (our workers run this checkout's code): the package holds our code and the plan but
+no third-party dependencies (no pip download, so ``dev`` starts in seconds and works
+offline), and it is built for this machine's CPU and Python. The stores the stack does not
+own (lookup tables, target streams of ``kinesis`` sinks) are created empty when missing.
+
+What lands is counted in the stores at the end (:func:`store_counts`), never by the runner.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from pathlib import Path
+
+    from deploy.produce import ProduceReport
+    from deploy.run import FunctionRun, LocalRun
+    from deploy.stack import DeployResult
+
+__all__ = ["DevReport", "StoreCounts", "local_deploy", "run_dev", "store_counts"]
+
+BUILD_DIR = ".shardline/build"
+#: The Lambda runtimes' output (logs and metrics, as CloudWatch Logs would get them).
+LOG_DIR = ".shardline/logs"
+
+
+def local_deploy(
+    plan: Mapping[str, Any], client: Callable[[str], Any], log: Callable[[str], None]
+) -> DeployResult:
+    """Deploy ``plan`` to a local endpoint (see the module docstring), then create the
+    stores the stack does not own."""
+    from deploy.local import provision  # noqa: PLC0415
+    from deploy.package import build_package, native_architecture  # noqa: PLC0415
+    from deploy.stack import deploy  # noqa: PLC0415
+
+    architecture = native_architecture()
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+    def package() -> Any:
+        return build_package(
+            plan, BUILD_DIR, architecture=architecture, python_version=python, requirements=[]
+        )
+
+    result = deploy(
+        plan,
+        client,
+        package=package,
+        architecture=architecture,
+        runtime=f"python{python}",
+        log=log,
+    )
+    provision(plan, client)  # only what is missing: lookup tables, target streams
+    return result
+
+
+@dataclass
+class StoreCounts:
+    """What the stores hold: per sink, items, documents, lines or messages."""
+
+    per_sink: dict[str, int] = field(default_factory=dict)
+    dead_letters: Counter[str] = field(default_factory=Counter)  # "function: step: error"
+
+
+def store_counts(plan: Mapping[str, Any], client: Callable[[str], Any]) -> StoreCounts:
+    """Count what every sink of ``plan`` holds, reading each store (a scan, a count, the
+    archive's lines, the queue's messages)."""
+    from deploy.readback import (  # noqa: PLC0415
+        archive_lines,
+        dead_letters,
+        search_count,
+        table_items,
+    )
+
+    counts = StoreCounts()
+    for name, spec in plan["sinks"].items():
+        kind = spec["type"]
+        if kind == "dynamodb":
+            counts.per_sink[name] = len(table_items(client("dynamodb"), spec["table"]))
+        elif kind == "opensearch":
+            counts.per_sink[name] = search_count(spec["endpoint"], spec["index"])
+        elif kind == "s3":
+            counts.per_sink[name] = len(archive_lines(client("s3"), spec["bucket"], spec["prefix"]))
+        elif kind == "sqs":
+            letters = dead_letters(client("sqs"), spec["queue"], client("s3"))
+            counts.per_sink[name] = len(letters)
+            for letter in letters:
+                reason = (
+                    f"{letter.get('function', '?')}: {letter.get('step')}: {letter.get('error')}"
+                )
+                counts.dead_letters[reason] += 1
+    return counts
+
+
+@dataclass
+class DevReport:
+    """What a ``dev`` run did: the deploy, the producer, the mappings, the stores."""
+
+    deployed: DeployResult | None = None
+    produced: ProduceReport | None = None
+    runs: list[FunctionRun] = field(default_factory=list)
+    stored: StoreCounts | None = None
+    seconds: float = 0.0
+
+
+class _Producing(threading.Thread):
+    """Puts the JSON lines of a file onto the stream, beside the mappings."""
+
+    def __init__(
+        self, path: Path, stream: str, client: Callable[[str], Any], *, key: str | None,
+        rate: float | None, aggregate: bool,
+    ) -> None:  # fmt: skip
+        super().__init__(name="dev-producer", daemon=True)
+        self.path, self.stream, self.client = path, stream, client
+        self.key, self.rate, self.aggregate = key, rate, aggregate
+        self.report: ProduceReport | None = None
+        self.error: BaseException | None = None
+        self.sent_bytes = 0
+
+    def run(self) -> None:
+        from deploy.produce import produce_lines  # noqa: PLC0415
+        from stream.producer import Producer  # noqa: PLC0415
+
+        def progress(size: int) -> None:
+            self.sent_bytes += size
+
+        try:
+            with (
+                self.path.open("rb") as lines,
+                Producer(self.stream, self.client("kinesis"), aggregate=self.aggregate) as p,
+            ):
+                self.report = produce_lines(
+                    lines, p, key=self.key, rate=self.rate, progress=progress
+                )
+        except BaseException as exc:  # reported by the caller, never lost in a thread
+            self.error = exc
+
+
+def run_dev(
+    plan: Mapping[str, Any],
+    client: Callable[[str], Any],
+    *,
+    produce: Path | None = None,
+    key: str | None = None,
+    rate: float | None = None,
+    aggregate: bool = False,
+    duration: float | None = None,
+    until_idle: float | None = None,
+    in_process: bool = False,
+    worker_id: str = "dev",
+    stop: threading.Event | None = None,
+    log: Callable[[str], None] = lambda _line: None,
+    on_tick: Callable[[LocalRun, _Producing | None], None] | None = None,
+) -> DevReport:
+    """Deploy ``plan`` locally, produce ``produce`` (if given) and run every function until
+    ``stop`` is set, ``duration`` has passed, or (with ``until_idle``) the producer is done
+    and every mapping has been idle that long. Then count what the stores hold.
+
+    The environment must already point boto3 and ``${OPENSEARCH_URL}`` at the local stack
+    (:meth:`deploy.local.LocalAWS.activated`): the workers' sinks read it.
+    """
+    from deploy.run import LocalRun  # noqa: PLC0415
+
+    started = time.monotonic()
+    report = DevReport()
+    report.deployed = local_deploy(plan, client, log)
+    local = LocalRun(
+        plan, worker_id=worker_id, in_process=in_process, client=client, settings="deployed",
+        log_dir=LOG_DIR,
+    )  # fmt: skip
+    local.build()
+    producer = None
+    if produce is not None:
+        producer = _Producing(
+            produce, plan["stream"]["name"], client, key=key, rate=rate, aggregate=aggregate
+        )
+        producer.start()
+    stop = stop or threading.Event()
+    deadline = None if duration is None else started + duration
+    idle_since: list[float] = []
+
+    def tick(runs: list[FunctionRun]) -> None:
+        if on_tick is not None:
+            on_tick(local, producer)
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            stop.set()
+        if until_idle is None:
+            return
+        producing = producer is not None and producer.is_alive()
+        if not producing and all(r.mapping.caught_up for r in runs):
+            if not idle_since:
+                idle_since.append(now)
+            if now - idle_since[0] >= until_idle:
+                stop.set()
+        else:
+            idle_since.clear()
+
+    report.runs = local.run(stop, on_tick=tick)
+    if producer is not None:
+        producer.join()
+        if producer.error is not None:
+            raise producer.error
+        report.produced = producer.report
+    report.stored = store_counts(plan, client)
+    report.seconds = time.monotonic() - started
+    return report
