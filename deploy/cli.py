@@ -464,9 +464,12 @@ if __name__ == "__main__":  # `python -m deploy.cli`, as tests and CI without th
 
 def _add_commands() -> None:
     """Commands defined in their own modules (each imports its heavy parts when run)."""
+    from deploy.cli_dev import dev_command  # noqa: PLC0415
     from deploy.cli_stack import deploy_command, destroy_command, diff_command  # noqa: PLC0415
+    from deploy.configtest_cli import schema, test  # noqa: PLC0415
+    from deploy.cost_cli import cost  # noqa: PLC0415
 
-    for command in (deploy_command, diff_command, destroy_command):
+    for command in (deploy_command, diff_command, destroy_command, dev_command, test, schema, cost):
         main.add_command(command)
 
 

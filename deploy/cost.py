@@ -45,8 +45,6 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from stream.runtime import used_sinks
-
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -130,10 +128,10 @@ class PriceError(ValueError):
 # -- the price table -----------------------------------------------------------------------
 
 
-def _suggest(word: str, choices: tuple[str, ...]) -> str:
+def _suggest(word: str, choices: tuple[str, ...], kind: str = "key") -> str:
     from deploy.fields import unknown  # noqa: PLC0415  # only for the message
 
-    return unknown("key", word, list(choices))
+    return unknown(kind, word, list(choices))
 
 
 def _check_overrides(doc: Any) -> None:
@@ -153,7 +151,9 @@ def _check_overrides(doc: Any) -> None:
         for section, keys in sections.items():
             where = f"regions.{region}.{section}"
             if section not in _SECTIONS:
-                raise PriceError(f"regions.{region}: {_suggest(section, tuple(_SECTIONS))}")
+                raise PriceError(
+                    f"regions.{region}: {_suggest(section, tuple(_SECTIONS), 'section')}"
+                )
             if not isinstance(keys, dict):
                 raise PriceError(f"{where}: expected an object of prices")
             for key, value in keys.items():
@@ -168,7 +168,9 @@ def _check_overrides(doc: Any) -> None:
                         )
                     for arch, price in value.items():
                         if arch not in ARCHITECTURES:
-                            raise PriceError(f"{where}.{key}: {_suggest(arch, ARCHITECTURES)}")
+                            raise PriceError(
+                                f"{where}.{key}: {_suggest(arch, ARCHITECTURES, 'architecture')}"
+                            )
                         _check_price(f"{where}.{key}.{arch}", price)
                 else:
                     _check_price(f"{where}.{key}", value)
@@ -392,6 +394,13 @@ def _money(price: float) -> str:
     return f"${whole}.{cents.ljust(2, '0')}"
 
 
+def _routed(function: Mapping[str, Any]) -> list[str]:
+    """The sinks a function's routes name (not its ``on_failure`` sink)."""
+    from stream.runtime import used_sinks  # noqa: PLC0415  # keeps `shardline --help` light
+
+    return used_sinks({**function, "on_failure": None})
+
+
 def _architecture(plan: Mapping[str, Any], function: Mapping[str, Any], default: str) -> str:
     return str(function.get("architecture") or plan.get("architecture") or default)
 
@@ -543,7 +552,7 @@ class CostModel:
         letter_bytes = 4 * math.ceil(self.record_bytes / 3) + DEAD_LETTER_OVERHEAD_BYTES
         for function in self.plan["functions"].values():
             batch = self.effective_batch(function, rate)
-            for name in used_sinks({**function, "on_failure": None}):
+            for name in _routed(function):
                 spec, share = sinks[name], (self.sink_shares or {}).get(name, 1.0)
                 reaching = records * share
                 if spec["type"] == "dynamodb":
@@ -659,15 +668,20 @@ class CostModel:
         plan, stream = self.plan, self.plan["stream"]
         shards = stream_shards(stream, rate, self.record_bytes)
         shares = self.sink_shares or {}
-        full = [s for f in plan["functions"].values()
-                for s in used_sinks({**f, "on_failure": None}) if s not in shares]  # fmt: skip
+        priced = {"dynamodb", "s3", "sqs"}
+        full = [s for f in plan["functions"].values() for s in _routed(f)
+                if s not in shares and plan["sinks"][s]["type"] in priced]  # fmt: skip
         notes = [
             f"per-record duration {self.per_record_ms:g} ms per function (Lambda billed time, "
             "sink writes included); measure yours and pass --per-record-ms",
             f"dead letters at {self.dead_letter_fraction:.2%} of each function's records",
             f"containers: {self.container_utilisation:.0%} target CPU, at least one "
-            "0.25 vCPU / 0.5 GB task, 2 GB per vCPU; CPU per record = Lambda duration x "
-            f"Lambda's vCPU share (memory / {LAMBDA_MB_PER_VCPU} MB)",
+            "0.25 vCPU / 0.5 GB task, 2 GB per vCPU; CPU per record "
+            + (
+                f"{self.container_per_record_ms:g} ms per function"
+                if self.container_per_record_ms is not None
+                else f"= Lambda duration x Lambda's vCPU share (memory / {LAMBDA_MB_PER_VCPU} MB)"
+            ),
             "not priced: free tiers, OpenSearch, lookup reads, CloudWatch, data transfer",
         ]
         if full:
@@ -694,7 +708,7 @@ class CostModel:
             if rate / slices * self.per_record_ms / 1000 >= 1:
                 notes.append(f"{name} cannot keep up: {rate / slices:,.0f} records/s per shard "
                              "slice at this duration; raise batch.parallelization")  # fmt: skip
-            for sink in used_sinks({**function, "on_failure": None}):
+            for sink in _routed(function):
                 spec = plan["sinks"][sink]
                 partition = str(spec.get("partition") or "")
                 named = partition.replace("{arrival:", "").replace("{now:", "")
