@@ -18,12 +18,21 @@ Runners, processors and compiled expressions are built once, outside the timing 
 init). Each repeat runs the three in turn (rotating who goes first, so drift and garbage
 collection hit all alike); the table shows the median and best of the repeats. Every run
 checks that all three kept the same number of records, and stops loudly if not.
+
+Then the cost of metrics (:mod:`stream.metrics`): ``runner.invoke(event, context)``, what
+the Lambda handler runs per invocation, with metrics off and on, alternating in the same
+repeats; stdout goes to ``os.devnull`` for both, so the EMF lines are really written. The
+overhead is the median, over repeats, of each pair's on/off ratio (paired, so drift
+cancels), and, as a figure that noise does not blur, the time of the metrics work alone:
+building and writing one invocation's documents, as a share of the handler's median.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
+import os
 import platform
 import random
 import statistics
@@ -47,17 +56,21 @@ from stream.testing import EventFactory
 __all__ = [
     "EXPR",
     "IMPLEMENTATIONS",
+    "METRICS_TARGET",
     "PLAN",
     "BenchError",
     "main",
     "make_event",
     "measure",
+    "measure_metrics",
 ]
 
 #: The JMESPath condition of the second filter, shared by shardline and the Powertools handler.
 EXPR = "amount > `0` || event_type == 'click'"
 KEPT_TYPES = ("click", "purchase")
 SINK = "out"
+#: Most that metrics may add to the handler's time (the issue's budget): 2%.
+METRICS_TARGET = 0.02
 
 PLAN: dict[str, Any] = {
     "name": "bench",
@@ -299,6 +312,65 @@ def measure(
     return {"records": n_records, "repeat": repeat, "warmup": warmup, "results": results}
 
 
+def measure_metrics(event: dict[str, Any], repeat: int, warmup: int = 2) -> dict[str, Any]:
+    """Time ``runner.invoke`` with metrics off and on, paired; see the module docstring.
+
+    Raises:
+        BenchError: a run reported failures on the clean batch.
+    """
+    context = _Context()
+    runners = {
+        "off": build_runner(PLAN, "f", metrics=False),
+        "on": build_runner(PLAN, "f", metrics=True),
+    }
+    times: dict[str, list[float]] = {"off": [], "on": []}
+    n_records = len(event["Records"])
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        for i in range(warmup + repeat):
+            for name in ("off", "on") if i % 2 else ("on", "off"):
+                t0 = time.perf_counter()
+                response = runners[name].invoke(event, context)
+                elapsed = time.perf_counter() - t0
+                if response != {"batchItemFailures": []}:
+                    msg = f"metrics {name}: failures on a clean batch: {response!r}"
+                    raise BenchError(msg)
+                if i >= warmup:
+                    times[name].append(elapsed)
+        # The metrics work alone, on a result of this event: documents built and written.
+        metrics = runners["on"].metrics
+        if metrics is None:  # pragma: no cover  # built with metrics=True just above
+            msg = "the metrics runner has no metrics"
+            raise BenchError(msg)
+        result = runners["on"].handle(event)
+        rounds = 200
+        t0 = time.perf_counter()
+        for _ in range(rounds):
+            metrics.emit(result, n_records)
+        emit_s = (time.perf_counter() - t0) / rounds
+    paired = sorted(on / off - 1.0 for on, off in zip(times["on"], times["off"], strict=True))
+    off_median = statistics.median(times["off"])
+    overhead = statistics.median(paired)
+    quartiles = statistics.quantiles(paired, n=4) if len(paired) > 1 else [overhead] * 3
+    return {
+        "off": {
+            "median_us_per_record": off_median / n_records * 1e6,
+            "best_us_per_record": min(times["off"]) / n_records * 1e6,
+        },
+        "on": {
+            "median_us_per_record": statistics.median(times["on"]) / n_records * 1e6,
+            "best_us_per_record": min(times["on"]) / n_records * 1e6,
+        },
+        "repeat": repeat,
+        "overhead_paired_median": overhead,
+        "overhead_paired_quartiles": [quartiles[0], quartiles[2]],
+        "emit_us_per_invocation": emit_s * 1e6,
+        "emit_share": emit_s / off_median,
+        "documents": len(metrics.documents(result, n_records)),
+        "target": f"< {METRICS_TARGET:.0%}",
+        "pass": overhead < METRICS_TARGET,
+    }
+
+
 def _ratios(results: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     ours = results.get("shardline")
@@ -354,6 +426,29 @@ def _table(report: dict[str, Any]) -> str:
             f"shardline time / plain loop:       {r['median']:5.2f}x median, {r['best']:5.2f}x best"
             f"   target <= 1.5x   {'PASS' if r['pass'] else 'MISS'}"
         )
+    m = report.get("metrics")
+    if m is not None:
+        lines += [
+            "",
+            "metrics (runner.invoke, what the handler runs; EMF lines written to os.devnull)",
+            f"{'':<27}{'median µs/rec':>14}{'best µs/rec':>13}",
+        ]
+        for name in ("off", "on"):
+            row = m[name]
+            lines.append(
+                f"{'shardline, metrics ' + name:<27}{row['median_us_per_record']:>14.3f}"
+                f"{row['best_us_per_record']:>13.3f}"
+            )
+        lines += [
+            "",
+            f"metrics on / off, {m['repeat']} paired repeats: "
+            f"{m['overhead_paired_median']:+.2%} median "
+            f"(quartiles {m['overhead_paired_quartiles'][0]:+.2%} .. "
+            f"{m['overhead_paired_quartiles'][1]:+.2%})"
+            f"   target {m['target']}   {'PASS' if m['pass'] else 'MISS'}",
+            f"metrics work alone: {m['emit_us_per_invocation']:.1f} µs per invocation "
+            f"({m['documents']} EMF lines), {m['emit_share']:.3%} of the handler's median",
+        ]
     return "\n".join(lines)
 
 
@@ -376,12 +471,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=_positive, default=15, help="timed runs of each")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs of each first")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument(
+        "--metrics-repeat",
+        type=_positive,
+        default=41,
+        help="timed pairs of the metrics off/on comparison (more than --repeat: the "
+        "difference sought is small beside the noise)",
+    )
+    parser.add_argument(
+        "--no-metrics", action="store_true", help="skip the metrics off/on comparison"
+    )
     args = parser.parse_args(argv)
 
     event = make_event(args.records)
     sizes = [len(a2b_base64(e["kinesis"]["data"])) for e in event["Records"]]
     try:
         report = measure(event, args.repeat, max(args.warmup, 0))
+        if not args.no_metrics:
+            report["metrics"] = measure_metrics(event, args.metrics_repeat, max(args.warmup, 0))
     except BenchError as exc:
         print(f"bench handler: FAILED: {exc}", file=sys.stderr)
         return 1

@@ -129,6 +129,8 @@ def compile_plan(cfg: PipelineConfig) -> dict[str, Any]:
         "stream": spec["stream"],
         "sinks": spec["sinks"],
         "functions": functions,
+        "metrics": spec["metrics"],
+        "log_payloads": spec["log_payloads"],
     }
 
 

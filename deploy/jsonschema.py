@@ -110,6 +110,14 @@ def pipeline_schema() -> dict[str, Any]:
             },
             "additionalProperties": {"$ref": "#/$defs/function"},
         },
+        "metrics": _with_env(
+            {
+                "type": "boolean",
+                "description": "CloudWatch metrics (EMF) once per invocation; unset: in "
+                "Lambda only. SHARDLINE_METRICS=0/1 overrides.",
+            }
+        ),
+        "log_payloads": _flag(False, "Log a poison record's payload with its position."),
     }
     return {
         "$schema": DRAFT,

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from deploy.problems import Path, Reporter
 
-TOP_KEYS = ("name", "region", "stream", "sinks", "functions")
+TOP_KEYS = ("name", "region", "stream", "sinks", "functions", "metrics", "log_payloads")
 STREAM_KEYS = ("name", "mode", "shards", "retention_hours", "encryption", "aggregated")
 FUNCTION_KEYS = (
     "memory_mb", "timeout_s", "batch", "ordering", "filter_pushdown", "on_failure",
@@ -150,6 +150,9 @@ def validate(r: Reporter, doc: Any) -> dict[str, Any]:
     f = Fields(r, (), data, TOP_KEYS)
     name = f.text("name", required=True, check=_named("it names the CloudFormation stack", 128))
     region = f.text("region", check=_region)
+    # metrics: unset means "in Lambda only" (not in `invoke`, `test`, in-process runs)
+    metrics = f.flag("metrics", default=True) if "metrics" in data else None
+    log_payloads = f.flag("log_payloads", default=False)
     stream = _stream(r, f)
     sinks = _sinks(r, f)
     functions = _functions(r, f, sinks)
@@ -159,6 +162,8 @@ def validate(r: Reporter, doc: Any) -> dict[str, Any]:
         "stream": stream,
         "sinks": sinks or {},
         "functions": functions,
+        "metrics": metrics,
+        "log_payloads": log_payloads,
     }
 
 

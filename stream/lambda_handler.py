@@ -4,10 +4,16 @@ The compiled plan is read and the function's chain and sinks are built once per 
 (module import), then reused by every warm invocation. Nothing of one invocation is kept
 on the runner: each batch's outcome is a fresh result object.
 
+Each invocation prints the batch's CloudWatch metrics (:mod:`stream.metrics`, once) and
+its JSON log lines (:mod:`stream.logs`) to stdout, which Lambda sends to CloudWatch Logs.
+
 Environment:
     SHARDLINE_PIPELINE: path of the compiled plan (default: ``pipeline.json`` beside this
         module, where ``shardline deploy`` puts it in the zip).
     SHARDLINE_FUNCTION: the function to run (default: the plan's only function).
+    SHARDLINE_METRICS: ``1`` or ``0`` turns metrics on or off over the plan's ``metrics``
+        (a plan without that setting emits them in Lambda only).
+    SHARDLINE_LOG_LEVEL: the log level (default: ``AWS_LAMBDA_LOG_LEVEL``, else INFO).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stream.logs import configure as configure_logs
 from stream.runtime import build_runner, load_plan
 
 if TYPE_CHECKING:
@@ -32,6 +39,7 @@ def runner() -> BatchRunner:
     """The function's runner, built on first use (the cold start) and then reused."""
     global _runner  # noqa: PLW0603  # the one cold-start cache Lambda reuses while warm
     if _runner is None:
+        configure_logs()
         plan = load_plan(os.environ.get("SHARDLINE_PIPELINE") or _DEFAULT_PLAN)
         _runner = build_runner(plan, os.environ.get("SHARDLINE_FUNCTION") or None)
         # What init built lives as long as the process: keep it out of later collections.
@@ -41,7 +49,7 @@ def runner() -> BatchRunner:
 
 def handler(event: dict[str, Any], context: Any = None) -> BatchResponse:
     """Process one Kinesis batch; return ``{"batchItemFailures": [...]}``."""
-    return runner().handle(event).response
+    return runner().invoke(event, context)
 
 
 if os.environ.get("SHARDLINE_PIPELINE") or os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):

@@ -2,11 +2,14 @@
 
 The plan already holds every default, so nothing here needs to know the pipeline file's
 syntax, PyYAML or the CLI. Sinks are built only when a function uses them: by a route
-rule, the ``route:`` shorthand or as ``on_failure``.
+rule, the ``route:`` shorthand or as ``on_failure``. Two top-level settings are read here:
+``metrics`` (overridden by ``SHARDLINE_METRICS``; see :func:`stream.metrics.metrics_enabled`)
+and ``log_payloads``.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ from processors.registry import build_processor
 from sinks.base import Ordering, Sink
 from sinks.registry import build_sink
 from stream.batch import BatchRunner
+from stream.metrics import metrics_enabled
 
 __all__ = ["SinkFactory", "build_runner", "function_names", "load_plan", "used_sinks"]
 
@@ -63,7 +67,12 @@ def used_sinks(function: Mapping[str, Any]) -> list[str]:
 
 
 def build_runner(
-    plan: Mapping[str, Any], function: str | None = None, sink_factory: SinkFactory | None = None
+    plan: Mapping[str, Any],
+    function: str | None = None,
+    sink_factory: SinkFactory | None = None,
+    *,
+    metrics: bool | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> BatchRunner:
     """The batch runner of one function of the plan.
 
@@ -71,10 +80,14 @@ def build_runner(
         plan: the compiled plan.
         function: the function's name; may be omitted when the plan has only one.
         sink_factory: builds sinks; defaults to the real sink of each spec's type.
+        metrics: measure batches and emit metrics; ``None`` decides from ``environ`` and
+            the plan (:func:`stream.metrics.metrics_enabled`).
+        environ: the environment for that decision; default ``os.environ``.
 
     Raises:
         KeyError: no such function (the message lists the known ones).
-        ValueError: the plan has several functions and none was named.
+        ValueError: the plan has several functions and none was named, or
+            ``SHARDLINE_METRICS`` has a value other than 0 or 1.
     """
     functions = plan["functions"]
     if function is None:
@@ -102,4 +115,10 @@ def build_runner(
         ordering=Ordering(spec.get("ordering", "per_key")),
         function=function,
         pipeline=plan.get("name", ""),
+        metrics=(
+            metrics_enabled(plan.get("metrics"), os.environ if environ is None else environ)
+            if metrics is None
+            else metrics
+        ),
+        log_payloads=plan.get("log_payloads") is True,
     )

@@ -298,7 +298,7 @@ class TestAllProblemsAtOnce:
         text = text.replace("name: mini\n", "name: mini\nextra: 1\n")
         expected = [
             "pipeline.yaml:2: extra: unknown key 'extra' "
-            "(allowed: name, region, stream, sinks, functions)",
+            "(allowed: name, region, stream, sinks, functions, metrics, log_payloads)",
             "pipeline.yaml:5: stream.mode: expected one of on_demand, provisioned, got 'fast'",
             "pipeline.yaml:12: functions.main.route: unknown sink 'nowhere' (known: out)",
         ]
