@@ -398,79 +398,22 @@ def package(
     )
 
 
-@main.command()
-def demo() -> None:
-    """Run the clickstream example end to end on the embedded local AWS.
-
-    Starts a moto server and an osmem-server on loopback, creates the example's resources,
-    runs both functions on the bundled event with their real sinks, and prints what landed
-    where, counted in the stores. Exits 1 when the counts do not reconcile.
-    """
-    from rich.console import Console  # noqa: PLC0415
-    from rich.table import Table  # noqa: PLC0415
-
-    from deploy.demo import EXAMPLE, run_demo  # noqa: PLC0415
-    from deploy.local import LocalAWS  # noqa: PLC0415
-
-    console = Console(stderr=True, width=100)
-    with console.status("starting the local AWS (moto server, osmem-server)..."):
-        stack = LocalAWS().start()
-    try:
-        with stack.activated(), console.status("running the clickstream example..."):
-            report = run_demo(stack)
-    finally:
-        stack.stop()
-    runs = Table(title="functions (runner)")
-    for column in ("function", "records in", "filtered", "written", "dead-lettered", "failed"):
-        runs.add_column(column, justify="left" if column == "function" else "right")
-    for function, result in report.results.items():
-        written = ", ".join(f"{k} {v}" for k, v in result.written.items()) or "-"
-        runs.add_row(
-            function, str(result.records_in), str(sum(result.dropped.values())), written,
-            str(len(result.dead_letters)), str(len(result.response["batchItemFailures"])),
-        )  # fmt: skip
-    stores = Table(title="read back from the stores")
-    stores.add_column("sink")
-    stores.add_column("count", justify="right")
-    for sink, count in report.stored.items():
-        stores.add_row(sink, str(count))
-        if sink in report.enriched:
-            stores.add_row(
-                f"  {sink} documents with a user from the lookup", str(report.enriched[sink])
-            )
-    for function, reasons in report.dead_by_function.items():
-        for reason, count in sorted(reasons.items()):
-            stores.add_row(f"  dead letter from {function}: {reason}", str(count))
-    checks = Table(title="reconciliation")
-    checks.add_column("check")
-    checks.add_column("left", justify="right")
-    checks.add_column("right", justify="right")
-    checks.add_column("ok")
-    for what, left, right in report.checks:
-        checks.add_row(what, str(left), str(right), "yes" if left == right else "NO")
-    for table in (runs, stores, checks):
-        console.print(table)
-    console.print(
-        f"done in {report.seconds:.1f} s. Next: edit {EXAMPLE / 'pipeline.yaml'} and run "
-        "`shardline validate` on it, or `shardline invoke ... --sinks stdout` to see records."
-    )
-    if not report.reconciled:
-        raise SystemExit(1)
-
-
-if __name__ == "__main__":  # `python -m deploy.cli`, as tests and CI without the script use
-    main()
-
-
 def _add_commands() -> None:
     """Commands defined in their own modules (each imports its heavy parts when run)."""
-    from deploy.cli_dev import dev_command  # noqa: PLC0415
+    from deploy.cli_dev import demo_command, dev_command  # noqa: PLC0415
     from deploy.cli_stack import deploy_command, destroy_command, diff_command  # noqa: PLC0415
     from deploy.configtest_cli import schema, test  # noqa: PLC0415
     from deploy.cost_cli import cost  # noqa: PLC0415
 
-    for command in (deploy_command, diff_command, destroy_command, dev_command, test, schema, cost):
+    for command in (
+        deploy_command, diff_command, destroy_command, dev_command, demo_command, test, schema,
+        cost,
+    ):  # fmt: skip
         main.add_command(command)
 
 
 _add_commands()
+
+
+if __name__ == "__main__":  # `python -m deploy.cli`, as tests and CI without the script use
+    main()

@@ -147,3 +147,84 @@ def dev_command(
         with console.status("stopping the local AWS"):
             stack.stop()
         reset_clients()
+
+
+@click.command("demo")
+@click.option("--events", type=click.IntRange(min=100), default=20_000, show_default=True,
+              help="How many synthetic events to produce.")  # fmt: skip
+def demo_command(*, events: int) -> None:
+    """Run the clickstream example end to end on the embedded local AWS.
+
+    Deploys the example to a local moto server and osmem-server with the real deploy code,
+    produces synthetic clicks, views and purchases (some aggregated, a few malformed) while
+    both functions run from their deployed mappings in Lambda runtimes, then reads back what
+    landed where. Exits 1 unless produced = filtered + delivered + dead-lettered.
+    """
+    from rich.console import Console  # noqa: PLC0415
+    from rich.live import Live  # noqa: PLC0415
+
+    from deploy.demo import EXAMPLE, run_demo  # noqa: PLC0415
+    from deploy.local import LocalAWS  # noqa: PLC0415
+    from stream.clients import reset_clients  # noqa: PLC0415
+
+    console = Console(stderr=True, width=110)
+    with console.status("starting the local AWS (moto server, osmem-server)"):
+        stack = LocalAWS().start()
+    try:
+        with stack.activated():
+            reset_clients()
+            from deploy.config import load_plan_from_file  # noqa: PLC0415
+
+            display = _Display(load_plan_from_file(EXAMPLE / "pipeline.yaml"), stack.client)
+            with Live(console=console, refresh_per_second=2) as live:
+
+                def tick(local: LocalRun, producer: Any) -> None:
+                    live.update(display.table(local, producer))
+
+                report = run_demo(stack.client, events=events, on_tick=tick, log=console.print)
+    finally:
+        with console.status("stopping the local AWS"):
+            stack.stop()
+        reset_clients()
+    _print_demo(console, report, EXAMPLE)
+    if not report.reconciled:
+        raise SystemExit(1)
+
+
+def _print_demo(console: Any, report: Any, example: Path) -> None:
+    from rich.table import Table  # noqa: PLC0415
+
+    stores = Table(title="read back from the stores")
+    stores.add_column("what")
+    stores.add_column("count", justify="right")
+    stores.add_row("produced", f"{report.produced:,}")
+    for function, count in report.filtered.items():
+        stores.add_row(f"filtered out by {function} (its metrics)", f"{count:,}")
+    stored = report.dev.stored
+    for sink, count in (stored.per_sink if stored else {}).items():
+        stores.add_row(sink, f"{count:,}")
+        if sink == "search":
+            stores.add_row("  with a user from the lookup", f"{report.enriched:,}")
+    for function, reasons in report.dead_by_function.items():
+        for reason, count in sorted(reasons.items()):
+            stores.add_row(f"  dead letter from {function}: {reason}", f"{count:,}")
+    checks = Table(title="reconciliation")
+    for column in ("check", "left", "right", "ok"):
+        checks.add_column(column, justify="left" if column == "check" else "right")
+    for what, left, right in report.checks:
+        checks.add_row(what, f"{left:,}", f"{right:,}", "yes" if left == right else "NO")
+    console.print(stores)
+    console.print(checks)
+    latency = (
+        f"p50 {report.latency_ms[0]:,.0f} ms, p99 {report.latency_ms[1]:,.0f} ms"
+        if report.latency_ms
+        else "n/a"
+    )
+    console.print(
+        f"{report.produced:,} records in {report.seconds:.1f} s ({report.rate:,.0f} records/s "
+        f"end to end, deploy included); latency, stream arrival to DynamoDB write: {latency}"
+    )
+    console.print(
+        f"Next: edit {example / 'pipeline.yaml'}, check it with `shardline test` on it, and "
+        "run it with `shardline dev`; the functions' logs and metrics are in .shardline/logs."
+    )

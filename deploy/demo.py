@@ -1,15 +1,25 @@
-"""``shardline demo``: the clickstream example on the embedded local AWS, checked end to end.
+"""``shardline demo``: the clickstream example, end to end, on the embedded local AWS.
 
-It starts the local servers (:mod:`deploy.local`), creates the pipeline's stream, tables,
-bucket and queue, seeds the user table the lookup reads, runs every function of the example
-on the bundled Kinesis event with its real sinks, then reads back from the stores what
-landed where. It reconciles per function: records in = filtered out + delivered +
-dead-lettered, where delivered and dead-lettered are counted in the stores (documents in
-OpenSearch, lines in the S3 archive, messages in the queue), not by the runner.
+It is ``shardline dev`` on the bundled example with synthetic traffic: the example is
+deployed to the local moto server with the real deploy code, the user table its lookup
+reads is seeded, and a few tens of thousands of events (clicks, views and purchases of a
+few hundred users; some KPL-aggregated; a few percent malformed: text that is not JSON, and
+aggregates with a bad checksum) are produced while every function runs from its deployed
+event source mapping in Lambda runtime workers.
+
+The summary is read back from the stores, not from the runner's counters: items in
+DynamoDB, documents in OpenSearch, lines in the S3 archive, dead letters in the queue by
+reason. What a filter dropped leaves nothing in a store; it is read from the functions'
+CloudWatch metrics (the EMF lines in ``.shardline/logs``), as one would in AWS. Per
+function, produced = filtered + delivered + dead-lettered, where delivered is the store that
+every routed record reaches; the demo exits 1 otherwise. Latency is arrival in the stream to
+the write in DynamoDB: an order item's ``_written_at`` against its event's ``_arrival`` in
+the archive.
 """
 
 from __future__ import annotations
 
+import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,119 +29,218 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
-    from deploy.local import LocalAWS
-    from stream.batch import BatchResult
+    from deploy.dev import DevReport
 
-__all__ = ["EXAMPLE", "DemoReport", "run_demo"]
+__all__ = ["EXAMPLE", "DemoReport", "Traffic", "run_demo", "synthetic_traffic"]
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "clickstream"
+USERS = 300
+KNOWN_USERS = 240  # the lookup finds these; the others are kept without a user (on_miss)
 
 
 @dataclass
-class DemoReport:
-    """What the demo saw: per function the runner's result and the stores' counts."""
+class Traffic:
+    """Synthetic records, in the order they are put: ``(data, partition key, aggregated)``."""
 
-    results: dict[str, BatchResult] = field(default_factory=dict)
-    stored: dict[str, int] = field(default_factory=dict)
-    enriched: dict[str, int] = field(default_factory=dict)
-    dead_by_function: dict[str, Counter[str]] = field(default_factory=dict)
-    checks: list[tuple[str, int, int]] = field(default_factory=list)
-    seconds: float = 0.0
+    records: list[tuple[bytes, str, bool]] = field(default_factory=list)
+    corrupt_aggregates: list[tuple[bytes, str]] = field(default_factory=list)
 
     @property
-    def reconciled(self) -> bool:
-        """Whether every check's two sides are equal."""
-        return all(left == right for _, left, right in self.checks)
+    def produced(self) -> int:
+        """Records as a function sees them: user records, and a corrupt aggregate as one."""
+        return len(self.records) + len(self.corrupt_aggregates)
 
 
-def _seed_users(stack: LocalAWS, plan: Mapping[str, Any]) -> int:
-    """Put the example's users into every lookup table; 30 of the 40 users exist."""
-    ddb = stack.client("dynamodb")
-    seeded = 0
+def synthetic_traffic(n: int, seed: int = 7) -> Traffic:
+    """``n`` events of the clickstream example: about 2% text that is not JSON, 10% sent
+    KPL-aggregated, and one corrupt aggregate per 5,000 events (at least one)."""
+    from stream.testing import encode_aggregate  # noqa: PLC0415
+
+    rng = random.Random(seed)
+    traffic = Traffic()
+    for i in range(n):
+        user = f"u{rng.randrange(USERS):03d}"
+        if rng.random() < 0.02:
+            traffic.records.append((f"GET /p/{i} HTTP/1.1".encode(), user, False))
+            continue
+        kind = rng.choices(["click", "view", "purchase"], weights=[5, 3, 2])[0]
+        doc: dict[str, Any] = {"event_id": f"e{i}", "event_type": kind, "user_id": user}
+        doc["amount"] = round(rng.uniform(1, 200), 2) if kind == "purchase" else 0
+        if kind == "purchase":
+            doc["order_id"] = f"o{i}"
+            doc["amount"] = 0 if rng.random() < 0.1 else doc["amount"]  # free: filtered out
+        traffic.records.append((orjson.dumps(doc), user, rng.random() < 0.1))
+    for j in range(max(1, n // 5000)):
+        good = encode_aggregate([(f"bad{j}", b'{"event_type": "click"}')] * 3)
+        traffic.corrupt_aggregates.append((good[:-1] + bytes([good[-1] ^ 0xFF]), f"bad{j}"))
+    return traffic
+
+
+def _put(traffic: Traffic, stream: str, client: Callable[[str], Any]) -> Callable[..., int]:
+    """A producing target for :func:`deploy.dev.run_dev`: plain records through one
+    producer, aggregated ones through an aggregating one, corrupt aggregates as they are."""
+
+    def target(progress: Callable[[int], None]) -> int:
+        from stream.producer import Producer  # noqa: PLC0415
+
+        kinesis = client("kinesis")
+        with (
+            Producer(stream, kinesis) as plain,
+            Producer(stream, kinesis, aggregate=True) as aggregating,
+        ):
+            for i, (data, key, aggregated) in enumerate(traffic.records, start=1):
+                (aggregating if aggregated else plain).put(data, key)
+                progress(len(data))
+                if i % 2000 == 0:
+                    _flush(plain, aggregating)
+            for data, key in traffic.corrupt_aggregates:
+                plain.put(data, key)
+            _flush(plain, aggregating)
+        return traffic.produced
+
+    return target
+
+
+def _flush(*producers: Any) -> None:
+    for producer in producers:
+        result = producer.flush()
+        if result.failed:
+            msg = f"{len(result.failed)} records could not be put: {result.failed[0].reason}"
+            raise RuntimeError(msg)
+
+
+def _seed_users(plan: Mapping[str, Any], client: Callable[[str], Any]) -> None:
+    """Put the known users into every lookup table of the plan."""
+    ddb = client("dynamodb")
     for function in plan["functions"].values():
         for entry in function.get("processors", ()):
             lookup = (entry.get("enrich") or {}).get("lookup")
             if not lookup:
                 continue
             key = lookup.get("table_key") or lookup["key"]
-            for n in range(30):
+            for n in range(KNOWN_USERS):
                 item = {
                     key: {"S": f"u{n:03d}"},
                     "tier": {"S": ("gold", "silver", "bronze")[n % 3]},
                     "country": {"S": ("fr", "de", "us", "jp")[n % 4]},
                 }
                 ddb.put_item(TableName=lookup["table"], Item=item)
-                seeded += 1
-    return seeded
 
 
-def run_demo(stack: LocalAWS, example: Path = EXAMPLE) -> DemoReport:
-    """Run the example against ``stack`` (started, its environment active)."""
+@dataclass
+class DemoReport:
+    """What the demo read back, and the checks it made."""
+
+    dev: DevReport
+    produced: int
+    filtered: dict[str, int] = field(default_factory=dict)
+    enriched: int = 0
+    dead_by_function: dict[str, Counter[str]] = field(default_factory=dict)
+    latency_ms: tuple[float, float] | None = None  # p50, p99
+    checks: list[tuple[str, int, int]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def reconciled(self) -> bool:
+        """Whether every check's two sides are equal."""
+        return bool(self.checks) and all(left == right for _, left, right in self.checks)
+
+    @property
+    def rate(self) -> float:
+        """Records per second over the whole run, deploy included."""
+        return self.produced / self.seconds if self.seconds else 0.0
+
+
+def run_demo(
+    client: Callable[[str], Any],
+    *,
+    events: int = 20_000,
+    example: Path = EXAMPLE,
+    on_tick: Callable[..., None] | None = None,
+    log: Callable[[str], None] = lambda _line: None,
+) -> DemoReport:
+    """Run the example with ``events`` synthetic events; the environment must point at the
+    local stack (:meth:`deploy.local.LocalAWS.activated`)."""
     from deploy.config import load_plan_from_file  # noqa: PLC0415
-    from deploy.local import provision  # noqa: PLC0415
-    from deploy.readback import (  # noqa: PLC0415
-        archive_lines,
-        dead_letters,
-        search_count,
-        table_items,
-    )
-    from stream.runtime import build_runner  # noqa: PLC0415
+    from deploy.dev import LOG_DIR, run_dev  # noqa: PLC0415
 
-    started = time.perf_counter()
+    started = time.monotonic()
     plan = load_plan_from_file(example / "pipeline.yaml")
-    provision(plan, stack.client)
-    _seed_users(stack, plan)
-    event = orjson.loads((example / "event.json").read_bytes())
-    report = DemoReport()
-    for function in plan["functions"]:
-        runner = build_runner(plan, function)
-        try:
-            report.results[function] = runner.handle(event)
-        finally:
-            for sink in runner.sinks.values():
-                sink.close()
-
-    s3, sqs = stack.client("s3"), stack.client("sqs")
-    for name, spec in plan["sinks"].items():
-        kind = spec["type"]
-        if kind == "dynamodb":
-            report.stored[name] = len(table_items(stack.client("dynamodb"), spec["table"]))
-        elif kind == "opensearch":
-            report.stored[name] = search_count(spec["endpoint"], spec["index"])
-            found = {"exists": {"field": "user.tier"}}
-            report.enriched[name] = search_count(spec["endpoint"], spec["index"], found)
-        elif kind == "s3":
-            report.stored[name] = len(archive_lines(s3, spec["bucket"], spec["prefix"]))
-        elif kind == "sqs":
-            letters = dead_letters(sqs, spec["queue"], s3)
-            report.stored[name] = len(letters)
-            for letter in letters:
-                per = report.dead_by_function.setdefault(letter.get("function", "?"), Counter())
-                per[f"{letter.get('step')}: {letter.get('error')}"] += 1
+    traffic = synthetic_traffic(events)
+    dev = run_dev(
+        plan,
+        client,
+        source=_put(traffic, plan["stream"]["name"], client),
+        prepare=lambda: _seed_users(plan, client),
+        until_idle=2.0,
+        log=log,
+        on_tick=on_tick,
+    )
+    report = DemoReport(dev=dev, produced=traffic.produced)
+    report.filtered = _filtered_from_metrics(Path(LOG_DIR), list(plan["functions"]))
+    _read_back(plan, client, report)
     _reconcile(plan, report)
-    report.seconds = time.perf_counter() - started
+    report.seconds = time.monotonic() - started
     return report
 
 
-def _reconcile(plan: Mapping[str, Any], report: DemoReport) -> None:
-    """records in = filtered + delivered + dead-lettered, per function, from the stores.
+def _filtered_from_metrics(log_dir: Path, functions: list[str]) -> dict[str, int]:
+    """Sum of ``RecordsFiltered`` in each function's EMF lines (one per invocation)."""
+    filtered = {}
+    for function in functions:
+        total = 0
+        path = log_dir / f"{function}.log"
+        for line in path.read_bytes().splitlines() if path.exists() else ():
+            if line.startswith(b'{"_aws"'):
+                doc = orjson.loads(line)
+                total += int(doc.get("RecordsFiltered", 0))
+        filtered[function] = total
+    return filtered
 
-    A function's delivered count is read from the store that receives every routed record:
-    the only sink of its default route (``search`` for enrich-and-route, ``archive`` for
-    archive-all in the example), which its other sinks only duplicate.
-    """
-    for function, result in report.results.items():
-        spec = plan["functions"][function]
+
+def _read_back(plan: Mapping[str, Any], client: Callable[[str], Any], report: DemoReport) -> None:
+    from deploy.readback import archive_lines, search_count, table_items  # noqa: PLC0415
+
+    arrivals: dict[str, float] = {}
+    for spec in plan["sinks"].values():
+        if spec["type"] == "s3":
+            for line in archive_lines(client("s3"), spec["bucket"], spec["prefix"]):
+                if isinstance(line.get("event_id"), str):
+                    arrivals[line["event_id"]] = float(line["_arrival"])
+    latencies = []
+    for spec in plan["sinks"].values():
+        if spec["type"] == "dynamodb":
+            for item in table_items(client("dynamodb"), spec["table"]):
+                event = item.get("event_id", {}).get("S")
+                if event in arrivals and "_written_at" in item:
+                    latencies.append((float(item["_written_at"]["N"]) - arrivals[event]) * 1000)
+        elif spec["type"] == "opensearch":
+            report.enriched = search_count(
+                spec["endpoint"], spec["index"], {"exists": {"field": "user.tier"}}
+            )
+    for letter in report.dev.stored.letters if report.dev.stored else ():
+        per = report.dead_by_function.setdefault(letter.get("function", "?"), Counter())
+        per[f"{letter.get('step')}: {letter.get('error')}"] += 1
+    if latencies:
+        latencies.sort()
+        pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]  # noqa: E731
+        report.latency_ms = (pick(0.5), pick(0.99))
+
+
+def _reconcile(plan: Mapping[str, Any], report: DemoReport) -> None:
+    """Per function: produced = filtered + delivered + dead-lettered (see the docstring)."""
+    stored = report.dev.stored.per_sink if report.dev.stored else {}
+    for function, spec in plan["functions"].items():
         sink = _catch_all_sink(spec)
         if sink is None:
             continue
-        filtered = sum(result.dropped.values())
         dead = sum(report.dead_by_function.get(function, Counter()).values())
-        delivered = report.stored.get(sink, 0) if _sole_user(plan, sink, function) else 0
+        delivered = stored.get(sink, 0) if _sole_user(plan, sink, function) else 0
+        filtered = report.filtered.get(function, 0)
         report.checks.append(
-            (f"{function}: in = filtered + {sink} + dead", result.records_in,
+            (f"{function}: produced = filtered + {sink} + dead-lettered", report.produced,
              filtered + delivered + dead)
         )  # fmt: skip
 

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from deploy.run import FunctionRun, LocalRun
     from deploy.stack import DeployResult
 
-__all__ = ["DevReport", "StoreCounts", "local_deploy", "run_dev", "store_counts"]
+__all__ = ["DevReport", "StoreCounts", "local_deploy", "produce_file", "run_dev", "store_counts"]
 
 BUILD_DIR = ".shardline/build"
 #: The Lambda runtimes' output (logs and metrics, as CloudWatch Logs would get them).
@@ -75,6 +75,9 @@ class StoreCounts:
 
     per_sink: dict[str, int] = field(default_factory=dict)
     dead_letters: Counter[str] = field(default_factory=Counter)  # "function: step: error"
+    #: the dead-letter envelopes themselves (a queue's messages can be read only once
+    #: before their visibility timeout, so they are kept here for whoever needs more)
+    letters: list[dict[str, Any]] = field(default_factory=list)
 
 
 def store_counts(plan: Mapping[str, Any], client: Callable[[str], Any]) -> StoreCounts:
@@ -99,6 +102,7 @@ def store_counts(plan: Mapping[str, Any], client: Callable[[str], Any]) -> Store
         elif kind == "sqs":
             letters = dead_letters(client("sqs"), spec["queue"], client("s3"))
             counts.per_sink[name] = len(letters)
+            counts.letters += letters
             for letter in letters:
                 reason = (
                     f"{letter.get('function', '?')}: {letter.get('step')}: {letter.get('error')}"
@@ -112,43 +116,50 @@ class DevReport:
     """What a ``dev`` run did: the deploy, the producer, the mappings, the stores."""
 
     deployed: DeployResult | None = None
-    produced: ProduceReport | None = None
+    produced: Any = None  # what the producing side returned (a ProduceReport for files)
     runs: list[FunctionRun] = field(default_factory=list)
     stored: StoreCounts | None = None
     seconds: float = 0.0
 
 
 class _Producing(threading.Thread):
-    """Puts the JSON lines of a file onto the stream, beside the mappings."""
+    """Puts records onto the stream beside the mappings: ``target(progress)`` does the
+    putting and returns its report; ``progress(n)`` counts bytes for the display."""
 
-    def __init__(
-        self, path: Path, stream: str, client: Callable[[str], Any], *, key: str | None,
-        rate: float | None, aggregate: bool,
-    ) -> None:  # fmt: skip
+    def __init__(self, target: Callable[[Callable[[int], None]], Any]) -> None:
         super().__init__(name="dev-producer", daemon=True)
-        self.path, self.stream, self.client = path, stream, client
-        self.key, self.rate, self.aggregate = key, rate, aggregate
-        self.report: ProduceReport | None = None
+        self.target = target
+        self.report: Any = None
         self.error: BaseException | None = None
         self.sent_bytes = 0
 
     def run(self) -> None:
-        from deploy.produce import produce_lines  # noqa: PLC0415
-        from stream.producer import Producer  # noqa: PLC0415
-
         def progress(size: int) -> None:
             self.sent_bytes += size
 
         try:
-            with (
-                self.path.open("rb") as lines,
-                Producer(self.stream, self.client("kinesis"), aggregate=self.aggregate) as p,
-            ):
-                self.report = produce_lines(
-                    lines, p, key=self.key, rate=self.rate, progress=progress
-                )
+            self.report = self.target(progress)
         except BaseException as exc:  # reported by the caller, never lost in a thread
             self.error = exc
+
+
+def produce_file(
+    path: Path, stream: str, client: Callable[[str], Any], *, key: str | None,
+    rate: float | None, aggregate: bool,
+) -> Callable[[Callable[[int], None]], ProduceReport]:  # fmt: skip
+    """A producing target (see ``run_dev``) for the JSON lines of ``path``."""
+
+    def target(progress: Callable[[int], None]) -> ProduceReport:
+        from deploy.produce import produce_lines  # noqa: PLC0415
+        from stream.producer import Producer  # noqa: PLC0415
+
+        with (
+            path.open("rb") as lines,
+            Producer(stream, client("kinesis"), aggregate=aggregate) as p,
+        ):
+            return produce_lines(lines, p, key=key, rate=rate, progress=progress)
+
+    return target
 
 
 def run_dev(
@@ -159,6 +170,8 @@ def run_dev(
     key: str | None = None,
     rate: float | None = None,
     aggregate: bool = False,
+    source: Callable[[Callable[[int], None]], Any] | None = None,
+    prepare: Callable[[], None] | None = None,
     duration: float | None = None,
     until_idle: float | None = None,
     in_process: bool = False,
@@ -170,6 +183,10 @@ def run_dev(
     """Deploy ``plan`` locally, produce ``produce`` (if given) and run every function until
     ``stop`` is set, ``duration`` has passed, or (with ``until_idle``) the producer is done
     and every mapping has been idle that long. Then count what the stores hold.
+
+    ``source`` replaces ``produce``: called in a thread with a progress callback, it puts
+    records itself and returns what :attr:`DevReport.produced` should hold. ``prepare`` runs
+    after the deploy, before the mappings start (to seed a lookup table, say).
 
     The environment must already point boto3 and ``${OPENSEARCH_URL}`` at the local stack
     (:meth:`deploy.local.LocalAWS.activated`): the workers' sinks read it.
@@ -183,12 +200,15 @@ def run_dev(
         plan, worker_id=worker_id, in_process=in_process, client=client, settings="deployed",
         log_dir=LOG_DIR,
     )  # fmt: skip
+    if prepare is not None:
+        prepare()
     local.build()
+    if source is None and produce is not None:
+        stream = plan["stream"]["name"]
+        source = produce_file(produce, stream, client, key=key, rate=rate, aggregate=aggregate)
     producer = None
-    if produce is not None:
-        producer = _Producing(
-            produce, plan["stream"]["name"], client, key=key, rate=rate, aggregate=aggregate
-        )
+    if source is not None:
+        producer = _Producing(source)
         producer.start()
     stop = stop or threading.Event()
     deadline = None if duration is None else started + duration
