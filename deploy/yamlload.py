@@ -62,6 +62,9 @@ def load_yaml(text: str, reporter: Reporter, lines: dict[Path, int], env: Mappin
         problem = exc.problem or exc.context or "invalid YAML"
         reporter.error_at_line(mark.line + 1 if mark else 1, "syntax", problem)
         return None
+    except RecursionError:  # PyYAML's composer recurses per level of nesting
+        reporter.error_at_line(loader.line + 1, "syntax", "nested too deeply")
+        return None
     finally:
         loader.dispose()
 
@@ -164,6 +167,12 @@ class _Builder:
             value = self.loader.construct_object(node, deep=True)
         except yaml.constructor.ConstructorError as exc:
             self._bad(path, exc.problem or str(exc))
+            return None
+        except (ValueError, KeyError, IndexError):  # e.g. `!!int x`, `!!bool maybe`
+            self._bad(path, f"cannot read {node.value[:40]!r} as {node.tag.rpartition(':')[2]}")
+            return None
+        if type(value) is int and not -(2**63) <= value < 2**64:
+            self._bad(path, "integer out of range: the plan holds 64-bit integers (orjson)")
             return None
         if isinstance(value, bytes):
             self._bad(path, "binary values are not supported (the plan is JSON)")

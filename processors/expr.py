@@ -462,7 +462,10 @@ def compile_expr(source: str) -> Callable[[Any], Any]:
     Raises:
         ExprError: If ``source`` does not parse.
     """
-    return _compile(_parse(source))
+    try:
+        return _compile(_parse(source))
+    except RecursionError as exc:  # the parser and compiler recurse per level of nesting
+        raise ExprError(source, 0, "nested too deeply to compile") from exc
 
 
 def compile_predicate(source: str) -> Callable[[Any], bool]:

@@ -122,7 +122,11 @@ class DeadLetter:
     def document(self) -> dict[str, Any]:
         """The JSON envelope written to the dead-letter sink: enough to replay the record."""
         rec = self.record
-        return {
+        try:
+            data, data_error = rec.data, None
+        except (TypeError, ValueError) as exc:  # e.g. nested deeper than orjson writes
+            data, data_error = b"", f"the document cannot be encoded as JSON ({exc})"
+        envelope = {
             "reason": self.reason,
             "error": self.error,
             "step": self.step,
@@ -137,8 +141,11 @@ class DeadLetter:
             "event_id": rec.event_id,
             "event_source_arn": rec.event_source_arn,
             "arrival": rec.arrival,
-            "data_base64": b64encode(rec.data).decode(),
+            "data_base64": b64encode(data).decode(),
         }
+        if data_error is not None:
+            envelope["data_error"] = data_error
+        return envelope
 
     def as_record(self) -> Record:
         """The envelope as a record at the failed record's position, for generic sinks."""

@@ -56,10 +56,15 @@ class MemorySink(Sink):
             if verdict == "permanent":
                 out.append(permanent("injected validation error", "ValidationError"))
                 continue
+            try:
+                data = item.data
+            except (TypeError, ValueError) as exc:  # as the real sinks: cannot encode it
+                out.append(permanent(f"cannot encode the document: {exc}", "EncodeError"))
+                continue
             position = item.position
             self.log.append((item.partition_key, position))
             current = self.latest.get(item.partition_key)
             if current is None or current[0] <= position:
-                self.latest[item.partition_key] = (position, item.data)
+                self.latest[item.partition_key] = (position, data)
             out.append(OK)
         return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from typing import IO, TYPE_CHECKING, ClassVar
 
-from sinks.base import OK, Outcome, Sink
+from sinks.base import OK, Outcome, Sink, permanent
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -33,6 +33,15 @@ class StdoutSink(Sink):
     def _write(self, items: Sequence[Record]) -> list[Outcome]:
         out = self._out or sys.stdout.buffer
         prefix = self._prefix
-        out.write(b"".join(prefix + item.data.rstrip(b"\n") + b"\n" for item in items))
+        lines: list[bytes] = []
+        outcomes: list[Outcome] = []
+        for item in items:
+            try:
+                lines.append(prefix + item.data.rstrip(b"\n") + b"\n")
+            except (TypeError, ValueError) as exc:  # a document orjson cannot write
+                outcomes.append(permanent(f"cannot encode the document: {exc}", "EncodeError"))
+            else:
+                outcomes.append(OK)
+        out.write(b"".join(lines))
         out.flush()
-        return [OK] * len(items)
+        return outcomes

@@ -260,7 +260,11 @@ class BatchLog:
             "reason": letter.reason,
         }
         if self.log_payloads:
-            data = rec.data
+            try:
+                data = rec.data
+            except (TypeError, ValueError) as exc:  # a document orjson cannot write
+                out["payload_error"] = str(exc)
+                return out
             try:
                 text = data.decode()
             except UnicodeDecodeError:
