@@ -100,18 +100,28 @@ def compile_(file: str, output: str | None) -> None:
     show_default=True,
     help="`stdout` replaces every sink with one that prints `SINK<TAB>JSON` lines.",
 )
-def invoke(file: str, function: str | None, event: str, sinks: str) -> None:
+@click.option("--endpoint-url", help="AWS endpoint for the real sinks and lookups (e.g. local).")
+def invoke(
+    file: str, function: str | None, event: str, sinks: str, endpoint_url: str | None
+) -> None:
     """Run a function of FILE (pipeline file or compiled plan) on a saved EVENT.
 
     Records that reach stdout sinks are printed as they are written; then a summary goes
-    to stderr and the handler's response, as Lambda would receive it, to stdout.
+    to stderr and the handler's response, as Lambda would receive it, to stdout. With a
+    local stack running (shardline local up) or --endpoint-url, the real sinks write there.
     """
+    import os  # noqa: PLC0415
+
     from rich.console import Console  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
 
+    from deploy.cli_local import use_local_stack  # noqa: PLC0415
     from deploy.invoke import load_any_plan, run_invoke, summary_rows  # noqa: PLC0415
     from stream.exceptions import ShardlineError  # noqa: PLC0415
 
+    endpoint_url = use_local_stack(endpoint_url)
+    if endpoint_url:
+        os.environ["AWS_ENDPOINT_URL"] = endpoint_url
     plan = load_any_plan(file)
     try:
         result = run_invoke(plan, function, event, stdout_sinks=sinks == "stdout")
@@ -155,10 +165,12 @@ def produce(
     from rich.console import Console  # noqa: PLC0415
     from rich.progress import Progress  # noqa: PLC0415
 
+    from deploy.cli_local import use_local_stack  # noqa: PLC0415
     from deploy.produce import produce_lines  # noqa: PLC0415
     from stream.clients import aws_client  # noqa: PLC0415
     from stream.producer import Producer  # noqa: PLC0415
 
+    endpoint_url = use_local_stack(endpoint_url)
     if endpoint_url:
         os.environ["AWS_ENDPOINT_URL_KINESIS"] = endpoint_url
     console = Console(stderr=True)
@@ -226,9 +238,11 @@ def run(
     from rich.console import Console  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
 
+    from deploy.cli_local import use_local_stack  # noqa: PLC0415
     from deploy.invoke import load_any_plan  # noqa: PLC0415
     from deploy.run import LocalRun, stop_on_signals  # noqa: PLC0415
 
+    endpoint_url = use_local_stack(endpoint_url)
     if endpoint_url:
         os.environ["AWS_ENDPOINT_URL"] = endpoint_url
     plan = load_any_plan(file)
@@ -278,10 +292,12 @@ def status(file: str, *, functions: tuple[str, ...], endpoint_url: str | None) -
     from rich.console import Console  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
 
+    from deploy.cli_local import use_local_stack  # noqa: PLC0415
     from deploy.invoke import load_any_plan  # noqa: PLC0415
     from deploy.run import mapping_status  # noqa: PLC0415
     from stream.clients import aws_client  # noqa: PLC0415
 
+    endpoint_url = use_local_stack(endpoint_url)
     if endpoint_url:
         os.environ["AWS_ENDPOINT_URL"] = endpoint_url
     plan = load_any_plan(file)
@@ -401,13 +417,14 @@ def package(
 def _add_commands() -> None:
     """Commands defined in their own modules (each imports its heavy parts when run)."""
     from deploy.cli_dev import demo_command, dev_command  # noqa: PLC0415
+    from deploy.cli_local import local_group  # noqa: PLC0415
     from deploy.cli_stack import deploy_command, destroy_command, diff_command  # noqa: PLC0415
     from deploy.configtest_cli import schema, test  # noqa: PLC0415
     from deploy.cost_cli import cost  # noqa: PLC0415
 
     for command in (
         deploy_command, diff_command, destroy_command, dev_command, demo_command, test, schema,
-        cost,
+        cost, local_group,
     ):  # fmt: skip
         main.add_command(command)
 

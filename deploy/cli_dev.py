@@ -110,13 +110,15 @@ def dev_command(
 
     from deploy.dev import LOG_DIR, run_dev  # noqa: PLC0415
     from deploy.invoke import load_any_plan  # noqa: PLC0415
-    from deploy.local import LocalAWS  # noqa: PLC0415
+    from deploy.local import LocalAWS, running_local  # noqa: PLC0415
     from deploy.run import stop_on_signals  # noqa: PLC0415
     from stream.clients import reset_clients  # noqa: PLC0415
 
     console = Console(stderr=True, width=120)
-    with console.status("starting the local AWS (moto, osmem)"):
-        stack = LocalAWS().start()
+    stack = running_local()  # `shardline local up` in this folder: use it, leave it running
+    if stack is None:
+        with console.status("starting the local AWS (moto, osmem)"):
+            stack = LocalAWS().start()
     try:
         with stack.activated():
             reset_clients()

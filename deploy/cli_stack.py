@@ -116,10 +116,12 @@ def _stack_change(
 ) -> None:  # fmt: skip
     from rich.console import Console  # noqa: PLC0415
 
+    from deploy.cli_local import use_local_stack  # noqa: PLC0415
     from deploy.invoke import load_any_plan  # noqa: PLC0415
     from deploy.package import build_package, format_size  # noqa: PLC0415
     from deploy.stack import deploy  # noqa: PLC0415
 
+    endpoint_url = use_local_stack(endpoint_url)
     plan = load_any_plan(file)
     client = _clients(plan, region, endpoint_url)
     console = Console(stderr=True, width=120)
@@ -207,9 +209,11 @@ def destroy_command(
     """Delete the stack of FILE. Stores that hold data are kept unless --delete-data."""
     from rich.console import Console  # noqa: PLC0415
 
+    from deploy.cli_local import use_local_stack  # noqa: PLC0415
     from deploy.invoke import load_any_plan  # noqa: PLC0415
     from deploy.stack import destroy  # noqa: PLC0415
 
+    endpoint_url = use_local_stack(endpoint_url)
     plan = load_any_plan(file)
     client = _clients(plan, region, endpoint_url)
     console = Console(stderr=True, width=120)

@@ -29,7 +29,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
     from types import TracebackType
 
-__all__ = ["LocalAWS", "provision", "resource_names"]
+__all__ = ["LocalAWS", "local_down", "local_up", "provision", "resource_names", "running_local"]
+
+#: Where ``shardline local up`` keeps what it started (pids, addresses, logs).
+STATE_DIR = ".shardline/local"
 
 REGION = "us-east-1"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
@@ -119,6 +122,14 @@ class LocalAWS:
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
+
+    @classmethod
+    def attach(cls, endpoint: str, opensearch_url: str = "") -> LocalAWS:
+        """A handle on servers started by someone else (``shardline local up``): the same
+        environment and clients; :meth:`stop` leaves the servers running."""
+        stack = cls(opensearch=bool(opensearch_url))
+        stack.endpoint, stack.opensearch_url = endpoint, opensearch_url
+        return stack
 
     def client(self, service: str) -> Any:
         """A boto3 client for ``service`` bound to the moto server."""
@@ -224,6 +235,125 @@ class _OsmemProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+# --- a stack that outlives the command: shardline local up | down | status ---------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1):
+            return True
+    except OSError as exc:
+        return getattr(exc, "code", None) is not None  # an HTTP error is an answer too
+
+
+def running_local(state_dir: str | os.PathLike[str] = STATE_DIR) -> LocalAWS | None:
+    """The stack ``shardline local up`` started in this folder, if it still answers."""
+    from pathlib import Path  # noqa: PLC0415
+
+    path = Path(state_dir) / "state.json"
+    if not path.is_file():
+        return None
+    state = json.loads(path.read_text())
+    if not _answers(f"{state['endpoint']}/moto-api/"):
+        return None
+    return LocalAWS.attach(state["endpoint"], state.get("opensearch_url", ""))
+
+
+def local_up(
+    state_dir: str | os.PathLike[str] = STATE_DIR, *, timeout: float = 60
+) -> tuple[LocalAWS, bool]:
+    """Start a moto server and an osmem-server that outlive this process (their own
+    session, output in ``state_dir``), or find the ones already running. Returns the
+    stack and whether it was started now."""
+    from pathlib import Path  # noqa: PLC0415
+
+    from osmem_server import resolve_binary  # noqa: PLC0415  # local extra only
+
+    found = running_local(state_dir)
+    if found is not None:
+        return found, False
+    folder = Path(state_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    moto_port, osmem_port = _free_port(), _free_port()
+    commands = {
+        "moto": [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)],
+        "osmem": [resolve_binary(), "--addr", f"127.0.0.1:{osmem_port}", "--no-ja",
+                  "--no-stdin-watch"],
+    }  # fmt: skip
+    pids = {}
+    for name, command in commands.items():
+        with (folder / f"{name}.log").open("ab") as log:
+            process = subprocess.Popen(  # our own interpreter and pinned binary
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C in this terminal must not stop them
+            )  # fmt: skip
+        pids[name] = process.pid
+    state = {
+        "endpoint": f"http://127.0.0.1:{moto_port}",
+        "opensearch_url": f"http://127.0.0.1:{osmem_port}",
+        "pids": pids,
+        "started_at": time.time(),
+    }
+    deadline = time.monotonic() + timeout
+    for url in (f"{state['endpoint']}/moto-api/", state["opensearch_url"]):
+        while not _answers(url):
+            if time.monotonic() > deadline:
+                _stop_pids(pids)
+                msg = f"the local stack did not answer on {url} within {timeout} s: see {folder}"
+                raise RuntimeError(msg)
+            time.sleep(0.05)  # polling a child process's port, bounded by the deadline
+    (folder / "state.json").write_text(json.dumps(state, indent=2))
+    return LocalAWS.attach(state["endpoint"], state["opensearch_url"]), True
+
+
+def local_down(state_dir: str | os.PathLike[str] = STATE_DIR) -> bool:
+    """Stop what ``local_up`` started here; False when nothing was recorded."""
+    from pathlib import Path  # noqa: PLC0415
+
+    path = Path(state_dir) / "state.json"
+    if not path.is_file():
+        return False
+    state = json.loads(path.read_text())
+    _stop_pids(state.get("pids", {}))
+    path.unlink()
+    return True
+
+
+def _stop_pids(pids: Mapping[str, int]) -> None:
+    import signal  # noqa: PLC0415
+
+    for pid in pids.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    for pid in pids.values():
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.05)  # waiting for a process we signalled, bounded
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
+    except ChildProcessError:
+        waited = 0
+    if waited == pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def resource_names(plan: Mapping[str, Any]) -> dict[str, list[tuple[str, ...]]]:

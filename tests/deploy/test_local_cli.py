@@ -1,0 +1,89 @@
+"""``shardline local up | down | status``, and commands finding the stack it started."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import TYPE_CHECKING
+
+import pytest
+from click.testing import CliRunner
+
+from deploy.cli import main
+from deploy.local import STATE_DIR, local_down
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+pytestmark = pytest.mark.integration
+
+PIPELINE = """\
+name: local-cli
+stream: {name: local-cli-events}
+sinks:
+  keep: {type: dynamodb, table: local-cli-items, key: id}
+functions:
+  store:
+    processors: []
+    route: [keep]
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return waited != pid
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.chdir(tmp_path)
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_KINESIS", "OPENSEARCH_URL"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "pipeline.yaml").write_text(PIPELINE)
+    saved = dict(os.environ)  # the commands point os.environ at the local stack
+    yield tmp_path
+    local_down()  # whatever a failed test left running
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def test_up_status_use_down(workdir: Path, pytestconfig: pytest.Config) -> None:
+    runner = CliRunner()
+    assert runner.invoke(main, ["local", "status"]).exit_code == 1
+
+    up = runner.invoke(main, ["local", "up"])
+    assert up.exit_code == 0, up.output
+    assert "local stack started" in up.output
+    state = json.loads((workdir / STATE_DIR / "state.json").read_text())
+    assert all(alive(pid) for pid in state["pids"].values())
+    assert "already running" in runner.invoke(main, ["local", "up"]).output
+    status = runner.invoke(main, ["local", "status"])
+    assert status.exit_code == 0
+    assert state["endpoint"] in status.output
+
+    cache = pytestconfig.cache.mkdir("shardline-package") if pytestconfig.cache else None
+    deployed = runner.invoke(
+        main, ["deploy", "pipeline.yaml", *(["--cache-dir", str(cache)] if cache else [])]
+    )
+    assert deployed.exit_code == 0, deployed.output
+    assert f"using the local stack at {state['endpoint']}" in deployed.output
+    assert "stack local-cli: created" in deployed.output
+    (workdir / "events.jsonl").write_text('{"id": "a"}\n{"id": "b"}\n')
+    produced = runner.invoke(main, ["produce", "local-cli-events", "--file", "events.jsonl"])
+    assert produced.exit_code == 0, produced.output
+    assert "2 records written" in produced.output
+
+    down = runner.invoke(main, ["local", "down"])
+    assert down.exit_code == 0
+    assert "local stack stopped" in down.output
+    assert not any(alive(pid) for pid in state["pids"].values())
+    assert runner.invoke(main, ["local", "status"]).exit_code == 1
+    assert "no local stack recorded" in runner.invoke(main, ["local", "down"]).output
