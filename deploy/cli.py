@@ -9,6 +9,7 @@ stderr as ``FILE:LINE: path: message``, one per line), as for a usage error.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import TYPE_CHECKING
 
@@ -22,9 +23,44 @@ __all__ = ["main"]
 EXIT_INVALID = 2
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
+#: The fix for errors users meet first, by exception class name (botocore's, mostly).
+_HINTS = {
+    "NoRegionError": ": set AWS_DEFAULT_REGION, or region: in the pipeline file",
+    "NoCredentialsError": ": configure AWS credentials (aws configure, or AWS_PROFILE)",
+    "EndpointConnectionError": ": is the endpoint running? (shardline local status)",
+}
+
+
+class _Main(click.Group):
+    """The group: an unexpected error is one line on stderr and exit status 1; the
+    traceback only with ``shardline --debug`` (or ``SHARDLINE_DEBUG=1``)."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            import os  # noqa: PLC0415
+
+            if (ctx.obj or {}).get("debug") or os.environ.get("SHARDLINE_DEBUG") == "1":
+                raise
+            command = ctx.invoked_subcommand or ""
+            hint = _HINTS.get(type(exc).__name__, "")
+            click.echo(
+                f"error: {type(exc).__name__}: {str(exc).rstrip('.')}{hint} "
+                f"(`shardline --debug {command} ...` shows the traceback)",
+                err=True,
+            )
+            raise SystemExit(1) from None
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks of unexpected errors.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
     """shardline: event processing on Amazon Kinesis with AWS Lambda."""
+    ctx.obj = {"debug": debug}
 
 
 def load_or_exit(file: str) -> PipelineConfig:
@@ -150,9 +186,10 @@ def invoke(
 @click.option("--aggregate", is_flag=True, help="KPL-aggregate records per shard.")
 @click.option("--rate", type=float, help="At most this many records per second.")
 @click.option("--endpoint-url", help="A Kinesis endpoint, e.g. a local server.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def produce(
     stream: str, *, file: str, key: str | None, aggregate: bool, rate: float | None,
-    endpoint_url: str | None,
+    endpoint_url: str | None, as_json: bool,
 ) -> None:  # fmt: skip
     """Put the JSON lines of FILE onto STREAM, in order per partition key.
 
@@ -189,7 +226,16 @@ def produce(
     for line_no, why in report.failed[:20]:
         click.echo(f"{file}:{line_no}: not written: {why}", err=True)
     stats = report.stats
-    if stats is not None:
+    if as_json:
+        summary = {
+            **(dataclasses.asdict(stats) if stats is not None else {}),
+            "lines": report.lines,
+            "malformed": [{"line": n, "reason": why} for n, why in report.malformed],
+            "failed": [{"line": n, "reason": why} for n, why in report.failed],
+            "seconds": round(report.seconds, 3),
+        }
+        click.echo(json.dumps(summary))
+    elif stats is not None:
         rate_done = stats.records / report.seconds if report.seconds else 0.0
         console.print(
             f"{stats.records - stats.failures} records written ({stats.bytes} bytes) in "
@@ -219,10 +265,11 @@ def produce(
     help="Mapping settings from the file (plan), from the stack deployed at the endpoint "
     "(deployed), or deployed when there is one (auto).",
 )  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def run(
     file: str, *, functions: tuple[str, ...], endpoint_url: str | None, worker_id: str | None,
     in_process: bool, until_idle: float | None, duration: float | None, lease_duration: float,
-    settings: str,
+    settings: str, as_json: bool,
 ) -> None:  # fmt: skip
     """Feed the functions of FILE from its stream, as Lambda's event source mapping does.
 
@@ -279,13 +326,19 @@ def run(
             str(s.records_on_failure), str(s.checkpoints),
         )  # fmt: skip
     console.print(table)
+    if as_json:
+        stats = {r.name: dataclasses.asdict(r.stats or r.mapping.stats) for r in runs}
+        click.echo(json.dumps({"worker_id": local.worker_id, "functions": stats}))
 
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False, exists=True))
 @click.option("--function", "functions", multiple=True, help="Only these functions.")
 @click.option("--endpoint-url", help="AWS endpoint for the stream and lease tables.")
-def status(file: str, *, functions: tuple[str, ...], endpoint_url: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON on stdout.")
+def status(
+    file: str, *, functions: tuple[str, ...], endpoint_url: str | None, as_json: bool
+) -> None:
     """Per function and shard: lease owner, checkpoint, and lag behind the newest record."""
     import os  # noqa: PLC0415
 
@@ -304,7 +357,11 @@ def status(file: str, *, functions: tuple[str, ...], endpoint_url: str | None) -
     table = Table(title=f"{plan['name']}: shards")
     for column in ("function", "shard", "owner", "checkpoint", "records behind", "ms behind"):
         table.add_column(column, justify="right" if "behind" in column else "left")
-    for row in mapping_status(plan, aws_client, list(functions) or None):
+    rows = mapping_status(plan, aws_client, list(functions) or None)
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(row) for row in rows]))
+        return
+    for row in rows:
         checkpoint = row.checkpoint if len(row.checkpoint) < 24 else "…" + row.checkpoint[-20:]
         behind = "-" if row.behind is None else f"{row.behind}{'+' if row.behind_more else ''}"
         millis = "-" if row.millis_behind is None else str(row.millis_behind)

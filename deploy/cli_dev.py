@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,6 +68,21 @@ class _Display:
         return table
 
 
+def _dev_json(report: DevReport) -> dict[str, Any]:
+    stored = report.stored
+    produced = report.produced
+    return {
+        "stack": report.deployed.status if report.deployed else None,
+        "functions": {r.name: dataclasses.asdict(r.mapping.stats) for r in report.runs},
+        "stores": stored.per_sink if stored else {},
+        "dead_letters": dict(stored.dead_letters) if stored else {},
+        "produced": dataclasses.asdict(produced.stats)
+        if produced is not None and getattr(produced, "stats", None)
+        else None,
+        "seconds": round(report.seconds, 3),
+    }
+
+
 def _summary(report: DevReport) -> Any:
     from rich.table import Table  # noqa: PLC0415
 
@@ -92,9 +109,10 @@ def _summary(report: DevReport) -> Any:
 @click.option("--until-idle", type=float,
               help="Stop once produced and every shard idle this long (s).")  # fmt: skip
 @click.option("--in-process", is_flag=True, help="Run handlers here, not in Lambda runtimes.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def dev_command(
     file: str, *, produce: Path | None, key: str | None, rate: float | None, aggregate: bool,
-    duration: float | None, until_idle: float | None, in_process: bool,
+    duration: float | None, until_idle: float | None, in_process: bool, as_json: bool,
 ) -> None:  # fmt: skip
     """Deploy FILE to the embedded local AWS and run its functions, live.
 
@@ -138,6 +156,8 @@ def dev_command(
                         in_process=in_process, stop=stop, log=console.print, on_tick=tick,
                     )  # fmt: skip
             console.print(_summary(report))
+            if as_json:
+                click.echo(json.dumps(_dev_json(report)))
             console.print(f"the functions' logs and metrics: {LOG_DIR}/FUNCTION.log")
             if report.produced is not None:
                 p = report.produced
@@ -154,7 +174,8 @@ def dev_command(
 @click.command("demo")
 @click.option("--events", type=click.IntRange(min=100), default=20_000, show_default=True,
               help="How many synthetic events to produce.")  # fmt: skip
-def demo_command(*, events: int) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+def demo_command(*, events: int, as_json: bool) -> None:
     """Run the clickstream example end to end on the embedded local AWS.
 
     Deploys the example to a local moto server and osmem-server with the real deploy code,
@@ -189,6 +210,28 @@ def demo_command(*, events: int) -> None:
             stack.stop()
         reset_clients()
     _print_demo(console, report, EXAMPLE)
+    if as_json:
+        stored = report.dev.stored
+        click.echo(
+            json.dumps(
+                {
+                    "produced": report.produced,
+                    "filtered": report.filtered,
+                    "stores": stored.per_sink if stored else {},
+                    "dead_letters": {f: dict(c) for f, c in report.dead_by_function.items()},
+                    "checks": [
+                        {"check": what, "left": left, "right": right, "ok": left == right}
+                        for what, left, right in report.checks
+                    ],
+                    "latency_ms": dict(zip(("p50", "p99"), report.latency_ms, strict=True))
+                    if report.latency_ms
+                    else None,
+                    "seconds": round(report.seconds, 3),
+                    "records_per_second": round(report.rate, 1),
+                    "reconciled": report.reconciled,
+                }
+            )
+        )
     if not report.reconciled:
         raise SystemExit(1)
 

@@ -413,7 +413,7 @@ def mapping_status(
 ) -> list[ShardStatus]:
     """Per function and shard: owner, checkpoint and how far it is behind the newest record
     (one GetRecords from the checkpoint: its record count and ``MillisBehindLatest``)."""
-    from stream.checkpoints import LeaseTable  # noqa: PLC0415
+    from stream.checkpoints import LeaseTable, LeaseTableError  # noqa: PLC0415
 
     kinesis = client("kinesis")
     stream = plan["stream"]["name"]
@@ -422,8 +422,11 @@ def mapping_status(
         table = LeaseTable(lease_table_name(plan, name), "status", client=client("dynamodb"))
         try:
             leases = table.leases()
-        except Exception as exc:  # a missing table: never run yet
-            rows.append(ShardStatus(name, "-", "-", f"no lease table ({exc})", None, False, None))
+        except LeaseTableError as exc:
+            if exc.code != "ResourceNotFoundException":
+                raise  # unreachable, throttled, no access: not "never run"
+            never = "never run (no lease table)"
+            rows.append(ShardStatus(name, "-", "-", never, None, False, None))
             continue
         for lease in sorted(leases, key=lambda lease: lease.shard_id):
             behind = millis = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 import pytest
@@ -39,7 +40,7 @@ def test_demo_reconciles_from_the_stores(tmp_path: Path, monkeypatch: pytest.Mon
     """Counts read back from DynamoDB, OpenSearch, S3 and SQS add up to what was produced."""
     monkeypatch.chdir(tmp_path)
 
-    result = CliRunner().invoke(main, ["demo", "--events", "1000"])
+    result = CliRunner().invoke(main, ["demo", "--events", "1000", "--json"])
 
     out = result.output
     assert result.exit_code == 0, out
@@ -52,3 +53,8 @@ def test_demo_reconciles_from_the_stores(tmp_path: Path, monkeypatch: pytest.Mon
     assert out.count(" yes │") == 2
     assert "stream arrival to DynamoDB write" in out
     assert " p99 " in out
+    summary = json.loads(result.stdout)
+    assert summary["reconciled"] is True
+    assert summary["produced"] == 1001
+    assert summary["stores"]["archive"] == 1000
+    assert summary["latency_ms"]["p50"] <= summary["latency_ms"]["p99"]
