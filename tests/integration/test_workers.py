@@ -277,8 +277,6 @@ class TestShardlineHandler:
         lines = log_path.read_bytes().splitlines()
         docs = [json.loads(line) for line in lines if line.startswith(b"{")]
         # beside the stdout sink's record: the runtime's EMF metrics and JSON log lines
-        assert [d for d in docs if "_aws" not in d and "level" not in d] == [
-            {"keep": True, "n": 1}
-        ]
+        assert [d for d in docs if "_aws" not in d and "level" not in d] == [{"keep": True, "n": 1}]
         assert any("_aws" in d for d in docs)
         assert os.environ.get("SHARDLINE_PIPELINE") is None  # the parent's env is untouched
