@@ -20,7 +20,8 @@ LAG_EVERY_S = 2.0  # a lag reading costs a GetRecords per shard
 
 
 class _Display:
-    """Per function: records, rate, filtered, failures, on-failure and lag behind the stream."""
+    """Per function: records, rate, filtered, failures, on-failure, and per shard the records
+    behind the newest (``-``: a closed shard read to its end, or not known yet)."""
 
     def __init__(self, plan: dict[str, Any], client: Any) -> None:
         self.plan, self.client = plan, client
@@ -38,10 +39,15 @@ class _Display:
         now = time.monotonic()
         if now - self.lag_at >= LAG_EVERY_S:
             self.lag_at = now
-            behind: dict[str, int] = {}
+            behind: dict[str, list[str]] = {}
             for row in mapping_status(self.plan, self.client, local.names):
-                behind[row.function] = behind.get(row.function, 0) + (row.behind or 0)
-            self.lag = {name: str(n) for name, n in behind.items()}
+                lag = (
+                    "-"
+                    if row.behind is None
+                    else f"{row.behind}{'+' if row.behind_more else ''}"
+                )
+                behind.setdefault(row.function, []).append(lag)
+            self.lag = {name: " ".join(shards) for name, shards in behind.items()}
         elapsed = now - self.started
         title = f"{self.plan['name']}: {elapsed:.0f} s"
         if producer is not None:
@@ -49,7 +55,7 @@ class _Display:
             title += f", {state} {producer.sent_bytes:,} bytes"
         table = Table(title=title + " (Ctrl-C stops; checkpoints are kept)")
         columns = ("function", "records in", "rec/s", "filtered", "invocations", "partial",
-                   "failed", "retries", "on-failure", "records behind")  # fmt: skip
+                   "failed", "retries", "on-failure", "behind, per shard")  # fmt: skip
         for column in columns:
             left = column == "function"
             table.add_column(column, justify="left" if left else "right", no_wrap=left)
