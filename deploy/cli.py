@@ -478,10 +478,11 @@ def _add_commands() -> None:
     from deploy.cli_stack import deploy_command, destroy_command, diff_command  # noqa: PLC0415
     from deploy.configtest_cli import schema, test  # noqa: PLC0415
     from deploy.cost_cli import cost  # noqa: PLC0415
+    from deploy.report_cli import report  # noqa: PLC0415
 
     for command in (
         deploy_command, diff_command, destroy_command, dev_command, demo_command, test, schema,
-        cost, local_group,
+        cost, report, local_group,
     ):  # fmt: skip
         main.add_command(command)
 

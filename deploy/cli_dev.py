@@ -19,17 +19,56 @@ __all__ = ["dev_command"]
 LAG_EVERY_S = 2.0  # a lag reading costs a GetRecords per shard
 
 
-class _Display:
-    """Per function: records, rate, filtered, failures, on-failure, and per shard the records
-    behind the newest (``-``: a closed shard read to its end, or not known yet)."""
+class _MetricsTail:
+    """What the functions' EMF lines say so far, read as they are appended to
+    ``LOG_DIR/FUNCTION.log`` (lines written before this run are not counted)."""
 
-    def __init__(self, plan: dict[str, Any], client: Any) -> None:
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.offsets: dict[Path, int] = {
+            path: path.stat().st_size for path in log_dir.glob("*.log")
+        } if log_dir.is_dir() else {}  # fmt: skip
+        self.counts: dict[str, dict[str, float]] = {}  # function -> metric -> sum
+        self.written: dict[str, dict[str, float]] = {}  # function -> sink -> Written
+
+    def poll(self) -> None:
+        from deploy.report import parse_document  # noqa: PLC0415
+
+        for path in sorted(self.log_dir.glob("*.log")) if self.log_dir.is_dir() else ():
+            offset = self.offsets.get(path, 0)
+            with path.open("rb") as f:
+                f.seek(offset)
+                chunk = f.read()
+            lines = chunk.split(b"\n")
+            rest = lines.pop()  # a line still being written
+            self.offsets[path] = offset + len(chunk) - len(rest)
+            for line in lines:
+                doc = parse_document(line)
+                if doc is None:
+                    continue
+                sums = self.counts.setdefault(doc.function, {})
+                for name, value in doc.totals.items():
+                    sums[name] = sums.get(name, 0.0) + value
+                sinks = self.written.setdefault(doc.function, {})
+                for key, sink, metric, value in doc.parts:
+                    if key == "Sink" and metric == "Written":
+                        sinks[sink] = sinks.get(sink, 0.0) + value
+
+
+class _Display:
+    """Per function: user records in and their rate, filtered, written per sink and dead
+    letters (from the functions' metrics), failed batches, retries, and per shard the
+    records behind the newest (``-``: a closed shard read to its end, or not known yet).
+    Without metrics (``--in-process``) records in are the mapping's Kinesis records."""
+
+    def __init__(self, plan: dict[str, Any], client: Any, log_dir: Path) -> None:
         self.plan, self.client = plan, client
         self.started = time.monotonic()
         self.lag: dict[str, str] = {}
         self.lag_at = 0.0
-        self.previous: dict[str, tuple[float, int]] = {}
+        self.previous: dict[str, tuple[float, float]] = {}
         self.rates: dict[str, float] = {}
+        self.metrics = _MetricsTail(log_dir)
 
     def table(self, local: LocalRun, producer: Any) -> Any:
         from rich.table import Table  # noqa: PLC0415
@@ -41,34 +80,38 @@ class _Display:
             self.lag_at = now
             behind: dict[str, list[str]] = {}
             for row in mapping_status(self.plan, self.client, local.names):
-                lag = (
-                    "-"
-                    if row.behind is None
-                    else f"{row.behind}{'+' if row.behind_more else ''}"
-                )
+                lag = "-" if row.behind is None else f"{row.behind}{'+' if row.behind_more else ''}"
                 behind.setdefault(row.function, []).append(lag)
             self.lag = {name: " ".join(shards) for name, shards in behind.items()}
+        self.metrics.poll()
         elapsed = now - self.started
         title = f"{self.plan['name']}: {elapsed:.0f} s"
         if producer is not None:
             state = "producing" if producer.is_alive() else "produced"
             title += f", {state} {producer.sent_bytes:,} bytes"
         table = Table(title=title + " (Ctrl-C stops; checkpoints are kept)")
-        columns = ("function", "records in", "rec/s", "filtered", "invocations", "partial",
-                   "failed", "retries", "on-failure", "behind, per shard")  # fmt: skip
+        # "failed": batches that failed or partly failed; "behind": per shard, records
+        columns = ("function", "in", "rec/s", "filtered", "written", "dead", "failed",
+                   "retries", "behind")  # fmt: skip
         for column in columns:
-            left = column == "function"
+            left = column in {"function", "written"}
             table.add_column(column, justify="left" if left else "right", no_wrap=left)
         for run in local.runs:
             s = run.mapping.stats
-            then, count = self.previous.get(run.name, (self.started, 0))
+            sums = self.metrics.counts.get(run.name)
+            records = sums.get("RecordsIn", 0.0) if sums else float(s.records_in)
+            then, count = self.previous.get(run.name, (self.started, 0.0))
             if now - then >= 1.0:
-                self.rates[run.name] = (s.records_in - count) / (now - then)
-                self.previous[run.name] = (now, s.records_in)
+                self.rates[run.name] = (records - count) / (now - then)
+                self.previous[run.name] = (now, records)
+            filtered = s.records_filtered + (sums.get("RecordsFiltered", 0.0) if sums else 0)
+            written = self.metrics.written.get(run.name, {})
             table.add_row(
-                run.name, f"{s.records_in:,}", f"{self.rates.get(run.name, 0.0):,.0f}",
-                f"{s.records_filtered:,}", f"{s.invocations:,}", str(s.batches_partial),
-                str(s.batches_failed), str(s.retries), str(s.records_on_failure),
+                run.name, f"{records:,.0f}", f"{self.rates.get(run.name, 0.0):,.0f}",
+                f"{filtered:,.0f}",
+                " ".join(f"{k} {v:,.0f}" for k, v in sorted(written.items())) or "-",
+                f"{sums.get('RecordsDeadLettered', 0.0):,.0f}" if sums else "-",
+                str(s.batches_partial + s.batches_failed), str(s.retries),
                 self.lag.get(run.name, "-"),
             )  # fmt: skip
         return table
@@ -148,7 +191,7 @@ def dev_command(
             reset_clients()
             plan = load_any_plan(file)  # after activation: ${OPENSEARCH_URL} is the local one
             console.print(f"local AWS at {stack.endpoint}, OpenSearch at {stack.opensearch_url}")
-            display = _Display(plan, stack.client)
+            display = _Display(plan, stack.client, Path(LOG_DIR))
             stop = threading.Event()
             with Live(console=console, refresh_per_second=2, transient=False) as live:
 
@@ -193,6 +236,7 @@ def demo_command(*, events: int, as_json: bool) -> None:
     from rich.live import Live  # noqa: PLC0415
 
     from deploy.demo import EXAMPLE, run_demo  # noqa: PLC0415
+    from deploy.dev import LOG_DIR  # noqa: PLC0415
     from deploy.local import LocalAWS  # noqa: PLC0415
     from stream.clients import reset_clients  # noqa: PLC0415
 
@@ -204,7 +248,8 @@ def demo_command(*, events: int, as_json: bool) -> None:
             reset_clients()
             from deploy.config import load_plan_from_file  # noqa: PLC0415
 
-            display = _Display(load_plan_from_file(EXAMPLE / "pipeline.yaml"), stack.client)
+            plan = load_plan_from_file(EXAMPLE / "pipeline.yaml")
+            display = _Display(plan, stack.client, Path(LOG_DIR))
             with Live(console=console, refresh_per_second=2) as live:
 
                 def tick(local: LocalRun, producer: Any) -> None:

@@ -169,6 +169,8 @@ def run_demo(
     started = time.monotonic()
     plan = load_plan_from_file(example / "pipeline.yaml")
     traffic = synthetic_traffic(events)
+    log_dir = Path(LOG_DIR)
+    before = {p.name: p.stat().st_size for p in log_dir.glob("*.log")} if log_dir.is_dir() else {}
     dev = run_dev(
         plan,
         client,
@@ -179,20 +181,24 @@ def run_demo(
         on_tick=on_tick,
     )
     report = DemoReport(dev=dev, produced=traffic.produced)
-    report.filtered = _filtered_from_metrics(Path(LOG_DIR), list(plan["functions"]))
+    report.filtered = _filtered_from_metrics(log_dir, list(plan["functions"]), before)
     _read_back(plan, client, report)
     _reconcile(plan, report)
     report.seconds = time.monotonic() - started
     return report
 
 
-def _filtered_from_metrics(log_dir: Path, functions: list[str]) -> dict[str, int]:
-    """Sum of ``RecordsFiltered`` in each function's EMF lines (one per invocation)."""
+def _filtered_from_metrics(
+    log_dir: Path, functions: list[str], skip: Mapping[str, int]
+) -> dict[str, int]:
+    """Sum of ``RecordsFiltered`` in each function's EMF lines (one per invocation), after
+    the first ``skip[file name]`` bytes (what earlier runs appended)."""
     filtered = {}
     for function in functions:
         total = 0
         path = log_dir / f"{function}.log"
-        for line in path.read_bytes().splitlines() if path.exists() else ():
+        data = path.read_bytes()[skip.get(path.name, 0) :] if path.exists() else b""
+        for line in data.splitlines():
             if line.startswith(b'{"_aws"'):
                 doc = orjson.loads(line)
                 total += int(doc.get("RecordsFiltered", 0))
