@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTHON ?= python3
 
-.PHONY: test demo bench lint typecheck clean
+.PHONY: test demo bench soak lint typecheck clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ bench: $(STAMP)
 	$(PY) -m bench coldstart
 	$(PY) -m bench sinks
 	$(PY) -m bench producer
+
+# The e2e fault scenarios at a larger scale and the example under steady load for
+# SOAK_MINUTES; rewrites RELIABILITY.md.
+SOAK_MINUTES ?= 10
+soak: $(STAMP)
+	$(PY) -m bench soak --minutes $(SOAK_MINUTES)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
