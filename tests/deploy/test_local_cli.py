@@ -69,7 +69,8 @@ def test_up_status_use_down(workdir: Path, pytestconfig: pytest.Config) -> None:
     assert status.exit_code == 0
     assert state["endpoint"] in status.output
 
-    cache = pytestconfig.cache.mkdir("shardline-package") if pytestconfig.cache else None
+    cache_plugin = getattr(pytestconfig, "cache", None)  # absent with -p no:cacheprovider
+    cache = cache_plugin.mkdir("shardline-package") if cache_plugin is not None else None
     deployed = runner.invoke(
         main, ["deploy", "pipeline.yaml", *(["--cache-dir", str(cache)] if cache else [])]
     )
