@@ -128,15 +128,17 @@ def _stack_change(
     python_version = runtime.removeprefix("python")
 
     def package() -> Any:
-        with console.status("building the Lambda package"):
-            built = build_package(
-                plan,
-                ".shardline/build",
-                architecture=architecture,
-                python_version=python_version,
-                cache_dir=cache_dir,
-                log=console.print,
-            )
+        # a line, not a second spinner: the deploy's status is showing (rich < 14.1
+        # allows one live display at a time)
+        console.print("building the Lambda package")
+        built = build_package(
+            plan,
+            ".shardline/build",
+            architecture=architecture,
+            python_version=python_version,
+            cache_dir=cache_dir,
+            log=console.print,
+        )
         console.print(f"package {built.path}: {format_size(built.size)}, sha256 {built.sha256}")
         for note in built.notes:
             console.print(f"note: {note}")

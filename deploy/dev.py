@@ -98,7 +98,19 @@ def store_counts(plan: Mapping[str, Any], client: Callable[[str], Any]) -> Store
         elif kind == "opensearch":
             counts.per_sink[name] = search_count(spec["endpoint"], spec["index"])
         elif kind == "s3":
-            counts.per_sink[name] = len(archive_lines(client("s3"), spec["bucket"], spec["prefix"]))
+            # distinct records: a redelivered batch may be archived twice (at least once)
+            lines = archive_lines(client("s3"), spec["bucket"], spec["prefix"])
+            counts.per_sink[name] = len(
+                {
+                    (
+                        ln.get("_shard"),
+                        ln.get("_sequence"),
+                        ln.get("_sub_sequence"),
+                        ln.get("_part"),
+                    )
+                    for ln in lines
+                }
+            )
         elif kind == "sqs":
             letters = dead_letters(client("sqs"), spec["queue"], client("s3"))
             counts.per_sink[name] = len(letters)
@@ -122,23 +134,35 @@ class DevReport:
     seconds: float = 0.0
 
 
+class _Stopped(Exception):
+    """Raised in the producing target by its progress callback once the run stops."""
+
+
 class _Producing(threading.Thread):
     """Puts records onto the stream beside the mappings: ``target(progress)`` does the
-    putting and returns its report; ``progress(n)`` counts bytes for the display."""
+    putting and returns its report; ``progress(n)`` counts bytes for the display, and
+    stops the target (by raising) once ``stop`` is set: Ctrl-C stops producing too."""
 
-    def __init__(self, target: Callable[[Callable[[int], None]], Any]) -> None:
+    def __init__(
+        self, target: Callable[[Callable[[int], None]], Any], stop: threading.Event
+    ) -> None:
         super().__init__(name="dev-producer", daemon=True)
         self.target = target
+        self.stop = stop
         self.report: Any = None
         self.error: BaseException | None = None
         self.sent_bytes = 0
 
     def run(self) -> None:
         def progress(size: int) -> None:
+            if self.stop.is_set():
+                raise _Stopped
             self.sent_bytes += size
 
         try:
             self.report = self.target(progress)
+        except _Stopped:
+            self.report = None  # stopped part way: what was put is in the stream
         except BaseException as exc:  # reported by the caller, never lost in a thread
             self.error = exc
 
@@ -206,11 +230,11 @@ def run_dev(
     if source is None and produce is not None:
         stream = plan["stream"]["name"]
         source = produce_file(produce, stream, client, key=key, rate=rate, aggregate=aggregate)
+    stop = stop or threading.Event()
     producer = None
     if source is not None:
-        producer = _Producing(source)
+        producer = _Producing(source, stop)
         producer.start()
-    stop = stop or threading.Event()
     deadline = None if duration is None else started + duration
     idle_since: list[float] = []
 

@@ -262,9 +262,10 @@ def running_local(state_dir: str | os.PathLike[str] = STATE_DIR) -> LocalAWS | N
     if not path.is_file():
         return None
     state = json.loads(path.read_text())
-    if not _answers(f"{state['endpoint']}/moto-api/"):
-        return None
-    return LocalAWS.attach(state["endpoint"], state.get("opensearch_url", ""))
+    search = state.get("opensearch_url", "")
+    if not _answers(f"{state['endpoint']}/moto-api/") or (search and not _answers(search)):
+        return None  # half a stack is no stack: `local up` starts both again
+    return LocalAWS.attach(state["endpoint"], search)
 
 
 def local_up(
@@ -280,6 +281,7 @@ def local_up(
     found = running_local(state_dir)
     if found is not None:
         return found, False
+    local_down(state_dir)  # what is left of an earlier stack, if anything
     folder = Path(state_dir)
     folder.mkdir(parents=True, exist_ok=True)
     moto_port, osmem_port = _free_port(), _free_port()
@@ -288,29 +290,35 @@ def local_up(
         "osmem": [resolve_binary(), "--addr", f"127.0.0.1:{osmem_port}", "--no-ja",
                   "--no-stdin-watch"],
     }  # fmt: skip
-    pids = {}
-    for name, command in commands.items():
-        with (folder / f"{name}.log").open("ab") as log:
-            process = subprocess.Popen(  # our own interpreter and pinned binary
-                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C in this terminal must not stop them
-            )  # fmt: skip
-        pids[name] = process.pid
+    pids: dict[str, int] = {}
     state = {
         "endpoint": f"http://127.0.0.1:{moto_port}",
         "opensearch_url": f"http://127.0.0.1:{osmem_port}",
         "pids": pids,
         "started_at": time.time(),
     }
-    deadline = time.monotonic() + timeout
-    for url in (f"{state['endpoint']}/moto-api/", state["opensearch_url"]):
-        while not _answers(url):
-            if time.monotonic() > deadline:
-                _stop_pids(pids)
-                msg = f"the local stack did not answer on {url} within {timeout} s: see {folder}"
-                raise RuntimeError(msg)
-            time.sleep(0.05)  # polling a child process's port, bounded by the deadline
-    (folder / "state.json").write_text(json.dumps(state, indent=2))
+    try:
+        for name, command in commands.items():
+            with (folder / f"{name}.log").open("ab") as log:
+                process = subprocess.Popen(  # our own interpreter and pinned binary
+                    command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=True,  # Ctrl-C in this terminal must not stop them
+                )  # fmt: skip
+            pids[name] = process.pid
+            # recorded at once, so that `local down` finds whatever was started
+            (folder / "state.json").write_text(json.dumps(state, indent=2))
+        deadline = time.monotonic() + timeout
+        for url in (f"{state['endpoint']}/moto-api/", state["opensearch_url"]):
+            while not _answers(url):
+                if time.monotonic() > deadline:
+                    msg = (
+                        f"the local stack did not answer on {url} within {timeout} s: see {folder}"
+                    )
+                    raise RuntimeError(msg)
+                time.sleep(0.05)  # polling a child process's port, bounded by the deadline
+    except BaseException:
+        local_down(state_dir)
+        raise
     return LocalAWS.attach(state["endpoint"], state["opensearch_url"]), True
 
 
@@ -327,9 +335,21 @@ def local_down(state_dir: str | os.PathLike[str] = STATE_DIR) -> bool:
     return True
 
 
+def _ours(pid: int) -> bool:
+    """Whether ``pid`` still runs a server we start (after a reboot the number may have
+    been given to anything)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            command = f.read()
+    except OSError:
+        return not os.path.isdir("/proc")  # no procfs (macOS): trust the recorded pid
+    return b"moto.server" in command or b"osmem" in command
+
+
 def _stop_pids(pids: Mapping[str, int]) -> None:
     import signal  # noqa: PLC0415
 
+    pids = {name: pid for name, pid in pids.items() if _ours(pid)}
     for pid in pids.values():
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)

@@ -75,21 +75,33 @@ def archive_lines(
 
 
 def dead_letters(sqs: Any, queue: str, s3: Any = None) -> list[dict[str, Any]]:
-    """Every message of a dead-letter queue, decoded (received once, not deleted).
+    """Every message of a dead-letter queue, decoded (received, not deleted).
 
-    A message that points to an S3 object (an oversize dead letter) is replaced by the
-    object's envelope when an S3 client is given.
+    Each message is hidden while the queue is read, so that none is counted twice, and made
+    visible again at the end, so that the next reader (an operator, another count) sees
+    them all. A message that points to an S3 object (an oversize dead letter) is replaced
+    by the object's envelope when an S3 client is given.
     """
     url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
     out: list[dict[str, Any]] = []
+    handles: list[str] = []
     while True:
         page = sqs.receive_message(
             QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=900, WaitTimeSeconds=0
         )
         messages = page.get("Messages", [])
         if not messages:
+            for i in range(0, len(handles), 10):
+                sqs.change_message_visibility_batch(
+                    QueueUrl=url,
+                    Entries=[
+                        {"Id": str(n), "ReceiptHandle": h, "VisibilityTimeout": 0}
+                        for n, h in enumerate(handles[i : i + 10])
+                    ],
+                )
             return out
         for message in messages:
+            handles.append(message["ReceiptHandle"])
             body = orjson.loads(message["Body"])
             pointer = body.get("overflow") if isinstance(body, dict) else None
             if s3 is not None and isinstance(pointer, dict) and "bucket" in pointer:

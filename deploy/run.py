@@ -150,9 +150,20 @@ def deployed_settings(
         for m in page["EventSourceMappings"]
         if m.get("EventSourceArn", "").endswith(f":stream/{stream}")
     ]
+    # the live one, newest first: during a replacement the old one may still be listed
+    found = sorted(
+        (m for m in found if m.get("State") not in {"Deleting", "Disabled"}),
+        key=lambda m: str(m.get("LastModified", "")),
+        reverse=True,
+    )
     if not found:
         return None
     mapping = found[0]
+    batch = plan["functions"][function].get("batch") or {}
+    if mapping.get("StartingPosition") == "AT_TIMESTAMP" and not mapping.get(
+        "StartingPositionTimestamp"
+    ):  # moto keeps it but does not list it; AWS lists it
+        mapping = {**mapping, "StartingPositionTimestamp": batch.get("starting_timestamp")}
     destination = (mapping.get("DestinationConfig") or {}).get("OnFailure", {}).get("Destination")
     return MappingSettings.from_lambda(mapping, timeout), destination
 

@@ -16,7 +16,10 @@ Data stores (the sinks' tables, the buckets and queues) carry ``DeletionPolicy: 
 the template, so deleting the stack never deletes data by accident. :func:`destroy` deletes
 the stack, then each kept store that holds nothing; a store that holds data stays, and is
 named in the result, unless ``delete_data`` is given. The stream and lease tables go with the
-stack: they hold records in transit and checkpoints, not results.
+stack: they hold records in transit and checkpoints, not results. Every store is tagged
+``shardline:pipeline=NAME``, so that once the stack is gone ``destroy --delete-data`` deletes
+only the stores of this pipeline, and a clash at create says whose a store is. A change set
+is executed with ``RetainExceptOnCreate``: a failed first deploy leaves no store behind.
 
 The artifacts bucket (``shardline-artifacts-ACCOUNT-REGION`` unless named) is created when
 missing, encrypted and with public access blocked, and is shared by every pipeline of the
@@ -168,7 +171,7 @@ def deploy(
     if problems:
         raise DeployError("cannot deploy:\n  " + "\n  ".join(problems))
     stack = str(plan["name"])
-    status = _ready_for_change(plan, client, say, timeout_s)
+    status = _ready_for_change(plan, client, say, timeout_s, execute=execute)
     built = package if not callable(package) else package()
     bucket = artifacts_bucket or _default_bucket(client)
     code_key = f"{stack}/{built.sha256}.zip"
@@ -209,7 +212,8 @@ def deploy(
         _discard_change_set(client, stack, change_set, kind=kind, say=say, timeout_s=timeout_s)
         return DeployResult(status="previewed", changes=changes, package=own, **common)
     started = datetime.now(UTC)
-    cfn.execute_change_set(StackName=stack, ChangeSetName=change_set)
+    # a failed create must not leave the new stores behind (they would block the next try)
+    cfn.execute_change_set(StackName=stack, ChangeSetName=change_set, RetainExceptOnCreate=True)
     final = _wait_stack(cfn, stack, started, say, timeout_s)
     expected = "CREATE_COMPLETE" if kind == "CREATE" else "UPDATE_COMPLETE"
     if final != expected:
@@ -245,7 +249,11 @@ def destroy(
         kept_by_policy = _retained(cfn, stack)
         _delete_stack(client, stack, say, timeout_s)
     elif delete_data:  # kept by an earlier destroy: the file still names them
-        kept_by_policy = _store_names(plan)
+        kept_by_policy = [
+            (kind, name)
+            for kind, name in _store_names(plan)
+            if _exists(client, kind, name) and _owner(client, kind, name) == stack
+        ]
     else:
         return DestroyResult(stack=stack, deleted=False)
     removed: list[str] = []
@@ -268,10 +276,21 @@ def _ready_for_change(
     client: Callable[[str], Any],
     say: Callable[[str], None],
     timeout_s: float,
+    *,
+    execute: bool,
 ) -> str | None:
     """The stack's status once it can take a change set (None: it is to be created)."""
     stack = str(plan["name"])
     status = stack_status(client("cloudformation"), stack)
+    if status in {"ROLLBACK_COMPLETE", "REVIEW_IN_PROGRESS"} and not execute:
+        msg = f"stack {stack} is {status}: `shardline deploy` deletes it first, diff does not"
+        raise DeployError(msg)
+    if status is not None and status.endswith("_FAILED"):
+        msg = (
+            f"stack {stack} is {status}: fix the cause in the CloudFormation console (its "
+            "events say which resource), or continue the rollback, then deploy again"
+        )
+        raise DeployError(msg)
     if status in {"ROLLBACK_COMPLETE", "REVIEW_IN_PROGRESS"}:
         # a first create that failed, or a create change set never executed: nothing runs
         say(f"stack {stack} is {status} from an earlier attempt: deleting it first")
@@ -287,10 +306,9 @@ def _ready_for_change(
         clashes = _leftover_stores(plan, client)
         if clashes:
             msg = (
-                "cannot create the stack: these stores exist already (kept by an earlier "
-                "`shardline destroy` because they held data, or another stack's): "
-                + ", ".join(clashes)
-                + "; delete them (shardline destroy FILE --delete-data) or rename them in the file"
+                "cannot create the stack: these stores exist already: "
+                + "; ".join(clashes)
+                + ". Delete them, or name others in the file"
             )
             raise DeployError(msg)
     return status
@@ -464,9 +482,14 @@ def _events(cfn: Any, stack: str, since: datetime) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     try:
         for page in cfn.get_paginator("describe_stack_events").paginate(StackName=stack):
-            events += [e for e in page["StackEvents"] if e["Timestamp"] >= since]
-    except cfn.exceptions.ClientError:
-        return []  # the stack is gone (a delete finished)
+            recent = [e for e in page["StackEvents"] if e["Timestamp"] >= since]
+            events += recent
+            if len(recent) < len(page["StackEvents"]):
+                break  # newest first: the rest is older than this change
+    except cfn.exceptions.ClientError as exc:
+        if "does not exist" in str(exc):
+            return []  # the stack is gone (a delete finished)
+        raise
     return sorted(events, key=lambda e: e["Timestamp"])
 
 
@@ -558,12 +581,40 @@ def _leftover_stores(plan: Mapping[str, Any], client: Callable[[str], Any]) -> l
         if not _exists(client, kind, name):
             continue
         label = f"{kind} {name}"
+        owner = _owner(client, kind, name)
+        if owner == plan["name"]:
+            label += " (kept by an earlier `shardline destroy`: --delete-data deletes it)"
+        else:
+            label += f" (pipeline {owner}'s)" if owner else " (made outside shardline)"
         if kind == "table":
             have = client("dynamodb").describe_table(TableName=name)["Table"]["KeySchema"]
             if _keys(have) != _keys(schemas[name]):
-                label += f" (keyed by {_keys(have)}, this file needs {_keys(schemas[name])})"
+                label += f", keyed by {_keys(have)} where this file needs {_keys(schemas[name])}"
         found.append(label)
     return found
+
+
+def _owner(client: Callable[[str], Any], kind: str, name: str) -> str | None:
+    """The pipeline a store belongs to (its ``shardline:pipeline`` tag), or None."""
+    from deploy.template import OWNER_TAG  # noqa: PLC0415
+
+    if kind == "table":
+        ddb = client("dynamodb")
+        arn = ddb.describe_table(TableName=name)["Table"]["TableArn"]
+        tags = {t["Key"]: t["Value"] for t in ddb.list_tags_of_resource(ResourceArn=arn)["Tags"]}
+    elif kind == "bucket":
+        s3 = client("s3")
+        try:
+            tag_set = s3.get_bucket_tagging(Bucket=name)["TagSet"]
+        except s3.exceptions.ClientError:  # NoSuchTagSet: an untagged bucket
+            tag_set = []
+        tags = {t["Key"]: t["Value"] for t in tag_set}
+    else:
+        sqs = client("sqs")
+        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+        tags = sqs.list_queue_tags(QueueUrl=url).get("Tags", {})
+    owner = tags.get(OWNER_TAG)
+    return None if owner is None else str(owner)
 
 
 def _keys(schema: list[dict[str, str]]) -> str:
@@ -603,7 +654,11 @@ def _holds_data(client: Callable[[str], Any], kind: str, name: str) -> bool:
     url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
     attrs = sqs.get_queue_attributes(
         QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        AttributeNames=[
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ],
     )["Attributes"]
     return any(int(v) for v in attrs.values())
 

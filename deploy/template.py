@@ -81,6 +81,7 @@ PLAN_IN_PACKAGE = "stream/pipeline.json"
 PLAN_PATH = f"/var/task/{PLAN_IN_PACKAGE}"
 
 LOG_RETENTION_DAYS = 30
+OWNER_TAG = "shardline:pipeline"
 QUEUE_RETENTION_S = 1_209_600  # 14 days, SQS's maximum
 MULTIPART_ABORT_DAYS = 7
 ITERATOR_AGE_MS = 60_000  # plus the batching window, which holds records on purpose
@@ -296,6 +297,8 @@ class _Builder:
         self.ids = logical_ids(plan)
         self.resources: dict[str, Any] = {}
         self.outputs: dict[str, Any] = {}
+        # on every store: who owns it, for `shardline destroy --delete-data` after the stack
+        self.tags = [{"Key": OWNER_TAG, "Value": str(plan["name"])}]
 
     def id(self, kind: str, name: str = "") -> str:
         return self.ids[(kind, name)]
@@ -341,6 +344,7 @@ class _Builder:
                 "AttributeDefinitions": attributes,
                 "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
                 "SSESpecification": {"SSEEnabled": True},
+                "Tags": self.tags,
             },
         }
         self.output(f"{logical_id}Name", _ref(logical_id), f"{what}: name")
@@ -372,6 +376,7 @@ class _Builder:
                         "RestrictPublicBuckets": True,
                     },
                     "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
+                    "Tags": self.tags,
                     "LifecycleConfiguration": {
                         "Rules": [
                             {
@@ -413,6 +418,7 @@ class _Builder:
                 "QueueName": name,
                 "SqsManagedSseEnabled": True,
                 "MessageRetentionPeriod": QUEUE_RETENTION_S,
+                "Tags": self.tags,
             }
             if name.endswith(".fifo"):
                 props["FifoQueue"] = True

@@ -384,6 +384,7 @@ class TestEventSourceMapping:
                 "QueueName": "shop-dlq",
                 "SqsManagedSseEnabled": True,
                 "MessageRetentionPeriod": 1209600,
+                "Tags": [{"Key": "shardline:pipeline", "Value": "shop"}],
             }
         }
         for props in of_type(template, "Lambda::EventSourceMapping").values():
@@ -432,6 +433,7 @@ class TestStores:
             "BillingMode": "PAY_PER_REQUEST",
             "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
             "SSESpecification": {"SSEEnabled": True},
+            "Tags": [{"Key": "shardline:pipeline", "Value": "shop"}],  # the owner, for destroy
         }
         assert tables["ShopOrdersTable"] == {
             "TableName": "shop-orders",

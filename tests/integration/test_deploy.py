@@ -313,7 +313,10 @@ def test_f_a_table_of_another_stack_with_other_keys_is_refused(
         deploy(plan, cloud, package=builder(plan))
 
     message = str(failure.value)
-    assert "table clickstream-orders (keyed by order_id, this file needs user_id)" in message
+    assert (
+        "table clickstream-orders (pipeline clickstream's), keyed by order_id where this "
+        "file needs user_id" in message
+    )
     assert stack_status(cloud("cloudformation"), "other") is None
     assert len(builder.built) == built  # refused before packaging
 
@@ -338,8 +341,12 @@ def test_g_destroy_keeps_stores_with_data_unless_asked(
     tables = [t for t in cloud("dynamodb").list_tables()["TableNames"] if "clickstream" in t]
     assert tables == ["clickstream-orders"]  # the lease tables went with the stack
 
-    with pytest.raises(DeployError, match=re.escape("table clickstream-orders")):
+    kept = "table clickstream-orders (kept by an earlier `shardline destroy`"
+    with pytest.raises(DeployError, match=re.escape(kept)):
         deploy(plan, cloud, package=builder(plan))
+    # another pipeline's --delete-data leaves it alone: it is not theirs
+    other = {**plan, "name": "someone-else"}
+    assert destroy(other, cloud, delete_data=True).removed == ()
 
     again = destroy(plan, cloud, delete_data=True)
     assert not again.deleted
