@@ -1,0 +1,761 @@
+"""The whole path under faults: producer → stream → local event source mapping → handler →
+sinks, on the local servers, each scenario ending with the reconciliation of
+:mod:`tests.e2e.reconcile` (nothing lost, nothing applied twice, per-key order kept).
+
+One pipeline file, written by the test (:func:`tests.e2e.reconcile.pipeline_text`): two
+shards, a DynamoDB ``latest`` and ``append`` table, an OpenSearch index, an S3 archive and
+an SQS dead-letter queue; a few records in each run are poison (the ``expr`` filter raises
+on them), so the dead-letter path carries traffic too. Faults come from where they come
+from in AWS:
+
+* at the HTTP layer, through :class:`tests.faultproxy.FaultProxy` between the sinks and the
+  servers (the sinks' endpoints point at it through ``AWS_ENDPOINT_URL_<SERVICE>`` and the
+  file's OpenSearch endpoint); the mapping itself (Kinesis, the lease table, the on-failure
+  destination) talks to moto directly, as Lambda's poller is not behind the function's
+  network: (a) throttles and 5xx on each sink, (b) slow responses past the client timeout,
+  (c) dropped connections before and after the request reached the server;
+* in the process: (d) a processor raising on chosen records, (e) the handler exceeding its
+  timeout in a real Lambda runtime worker (a sink call held past it), (f) ``shardline run``
+  killed with SIGKILL and run again, (g) a shard split in the middle of a run.
+
+Sizes are for CI (the file runs in about a minute on two cores); ``SHARDLINE_E2E_SCALE``
+multiplies the record counts (``make soak``). With ``SHARDLINE_E2E_REPORT=FILE`` each
+scenario appends its figures to FILE as a JSON line, from which ``python -m bench soak``
+writes RELIABILITY.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import pytest
+
+import stream.clients
+from deploy.config import load_plan_from_file
+from deploy.local import provision
+from deploy.run import LocalRun
+from stream.clients import reset_clients
+from stream.producer import Producer
+from tests.e2e.reconcile import (
+    FUNCTION,
+    POISON,
+    Figures,
+    Layout,
+    Observed,
+    Produced,
+    Reconciler,
+    pipeline_text,
+    reconcile,
+)
+from tests.e2e.reconcile import scale as e2e_scale
+from tests.faultproxy import (
+    DROP,
+    INTERNAL,
+    LOST_ACK,
+    OPENSEARCH_REJECTED,
+    S3_INTERNAL,
+    S3_SLOWDOWN,
+    THROTTLE,
+    THROTTLING,
+    UNAVAILABLE,
+    Fault,
+    FaultProxy,
+    slow,
+)
+from tests.integration import conftest as servers
+from tests.integration import test_run
+from tests.integration.test_run import (
+    CREDENTIALS,
+    Pipeline,
+    Runs,
+    run_until_idle,
+    split,
+    wait_until,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping
+
+pytestmark = pytest.mark.e2e
+
+# The integration tests' session servers (a moto server, an osmem-server) and fixtures, as
+# fixtures of this module; moto's state is per process: every resource has a unique name.
+aws = servers.aws
+moto_endpoint = servers.moto_endpoint
+opensearch_endpoint = servers.opensearch_endpoint
+unique = servers.unique
+aws_split_semantics = test_run.aws_split_semantics
+
+ROOT = Path(__file__).resolve().parents[2]
+SCALE = e2e_scale()
+LEASE_S = 1.5  # in-process runs: leases renewed (and new shards listed) every 0.5 s
+
+OPENSEARCH_UNAVAILABLE = Fault(
+    "opensearch_unavailable",
+    503,
+    json.dumps({"error": {"type": "unavailable", "reason": "faultproxy"}, "status": 503}).encode(),
+    (("Content-Type", "application/json; charset=UTF-8"),),
+)
+"""OpenSearch's 503 (a node restarting, a cluster without a master)."""
+
+#: How to pick each sink's write requests out of the proxied traffic.
+WRITES: dict[str, list[dict[str, str]]] = {
+    "dynamodb": [{"target": "PutItem"}, {"target": "BatchWriteItem"}],
+    "s3": [{"method": "PUT"}],
+    "sqs": [{"target": "SendMessageBatch"}],
+    "opensearch": [{"path": "/_bulk"}],
+}
+#: Each sink's throttle and its 5xx, as the service sends them.
+THROTTLE_AND_5XX: dict[str, tuple[Fault, Fault]] = {
+    "dynamodb": (THROTTLE, INTERNAL),
+    "s3": (S3_SLOWDOWN, S3_INTERNAL),
+    "sqs": (THROTTLING, UNAVAILABLE),
+    "opensearch": (OPENSEARCH_REJECTED, OPENSEARCH_UNAVAILABLE),
+}
+
+
+def count(n: int) -> int:
+    """A CI size, scaled by ``SHARDLINE_E2E_SCALE``."""
+    return max(1, round(n * SCALE))
+
+
+def within(seconds: float) -> float:
+    """A CI deadline, longer for bigger runs."""
+    return seconds * max(1.0, SCALE)
+
+
+# -- the harness ---------------------------------------------------------------------------
+
+
+@dataclass
+class Scenario:
+    """The e2e pipeline, provisioned under unique names, and what was put on its stream."""
+
+    aws: Callable[[str], Any]
+    folder: Path
+    name: str
+    file: Path
+    plan: dict[str, Any]
+    layout: Layout
+    produced: list[Produced] = field(default_factory=list)
+
+    @classmethod
+    def make(
+        cls,
+        aws: Callable[[str], Any],
+        folder: Path,
+        name: str,
+        *,
+        opensearch: str,
+        opensearch_direct: str | None = None,
+        shards: int = 2,
+        **options: Any,
+    ) -> Scenario:
+        """Write the pipeline file (OpenSearch at ``opensearch``, maybe a proxy; read back
+        from ``opensearch_direct``), provision its stream, tables, bucket and queue."""
+        probe = folder / "probe.tsv"
+        file = folder / "pipeline.yaml"
+        file.write_text(
+            pipeline_text(name, opensearch=opensearch, probe=probe, shards=shards, **options)
+        )
+        plan = load_plan_from_file(file, env={})
+        provision(plan, aws, shards=shards)
+        aws("kinesis").get_waiter("stream_exists").wait(
+            StreamName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50}
+        )
+        ordering = str(plan["functions"][FUNCTION]["ordering"])
+        layout = Layout(name, opensearch_direct or opensearch, probe, ordering)
+        return cls(aws, folder, name, file, plan, layout)
+
+    def produce(
+        self,
+        records: int,
+        keys: int,
+        *,
+        poison_every: int = 0,
+        aggregate: bool = False,
+        tags: Mapping[int, str] | None = None,
+    ) -> list[Produced]:
+        """Put ``records`` records over ``keys`` keys, interleaved, ``n`` counting on; every
+        ``poison_every``-th is poison; ``tags`` marks records (by their index in this call)
+        for fault rules that pick requests by content."""
+        start = len(self.produced)
+        tags = tags or {}
+        docs = []
+        for i in range(records):
+            n = start + i
+            poison = poison_every > 0 and n % poison_every == poison_every - 1
+            doc = Produced(n, f"k{n % keys:03d}", "", "", poison=poison).document()
+            if i in tags:
+                doc["tag"] = tags[i]
+            docs.append(doc)
+        with Producer(self.name, self.aws("kinesis"), aggregate=aggregate) as producer:
+            for doc in docs:
+                producer.put(doc, doc["key"])
+            result = producer.flush()
+        assert result.ok, result.failed[:3]
+        batch = [
+            Produced(doc["n"], doc["key"], r.shard_id, r.sequence_number, r.sub_sequence_number,
+                     poison=doc["v"] == POISON)
+            for doc, r in zip(docs, result.results, strict=True)
+        ]  # fmt: skip
+        self.produced += batch
+        return batch
+
+    @property
+    def poison(self) -> int:
+        return sum(p.poison for p in self.produced)
+
+    def reconciler(self) -> Reconciler:
+        return Reconciler(self.layout, self.aws)
+
+    def local(self, *, in_process: bool = True, worker_id: str = "w1") -> LocalRun:
+        """The mapping of the pipeline's function, as ``shardline run`` builds it."""
+        return LocalRun(
+            self.plan, worker_id=worker_id, in_process=in_process, client=self.aws,
+            state_dir=self.folder / ".shardline", lease_duration_s=LEASE_S,
+            log_dir=None if in_process else self.folder / "logs",
+        )  # fmt: skip
+
+    def run_pipeline(self) -> Pipeline:
+        """The same files as :mod:`tests.integration.test_run` sees a pipeline."""
+        return Pipeline(self.name, self.file, self.layout.probe or Path(), self.plan)
+
+
+class Background:
+    """A :class:`LocalRun` in a thread: stopped cleanly (in-flight batches complete, their
+    results are applied, checkpoints written, leases released), then made anew with the
+    same worker id to resume."""
+
+    def __init__(self, make: Callable[[], LocalRun]) -> None:
+        self._make = make
+        self.local: LocalRun | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.errors: list[BaseException] = []
+
+    def start(self) -> None:
+        local = self.local = self._make()
+        local.build()
+        self._stop = threading.Event()
+
+        def target() -> None:
+            try:
+                local.run(self._stop)
+            except BaseException as exc:  # reported by whoever waits on the run
+                self.errors.append(exc)
+
+        self._thread = threading.Thread(target=target, name="e2e-run", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 60) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            assert not self._thread.is_alive(), f"the run did not stop within {timeout} s"
+            self._thread = None
+        if self.errors:
+            raise self.errors[0]
+
+    def activity(self) -> tuple[Any, ...] | None:
+        """None while any mapping has work (records read and not done, batches in flight),
+        else its counters: equal readings around a read of the stores mean nothing ran."""
+        if self.errors:
+            raise self.errors[0]
+        runs = self.local.runs if self.local is not None else []
+        if not runs or not all(r.mapping.caught_up for r in runs):
+            return None
+        return tuple(
+            (s.records_in, s.invocations, s.checkpoints) for s in (r.mapping.stats for r in runs)
+        )
+
+
+def settle(scenario: Scenario, run: Background, reconciler: Reconciler, timeout: float) -> Figures:
+    """Reconcile once every produced record is accounted for and the run was idle around
+    the read of the stores (nothing half-applied); at the deadline, whatever it is then."""
+    deadline = time.monotonic() + timeout
+    while True:
+        before = run.activity()
+        figures = reconciler.reconcile(scenario.produced)
+        if before is not None and figures.complete and run.activity() == before:
+            return figures
+        if time.monotonic() > deadline:
+            return figures
+        threading.Event().wait(0.1)  # the polling interval, not a wait for the outcome
+
+
+def route_sinks_through(monkeypatch: pytest.MonkeyPatch, proxy: FaultProxy) -> None:
+    """Point the sinks' DynamoDB, S3 and SQS clients (and Lambda runtime workers started
+    from now on: they inherit ``AWS_*``) at the proxy; Kinesis stays on moto."""
+    for service in ("DYNAMODB", "S3", "SQS"):
+        monkeypatch.setenv(f"AWS_ENDPOINT_URL_{service}", proxy.url)
+    reset_clients()
+
+
+@pytest.fixture
+def local_env(monkeypatch: pytest.MonkeyPatch, moto_endpoint: str) -> None:
+    """Credentials and the moto endpoint for the handlers' sinks (and workers)."""
+    for name, value in {**CREDENTIALS, "AWS_ENDPOINT_URL": moto_endpoint}.items():
+        monkeypatch.setenv(name, value)
+    for service in ("DYNAMODB", "S3", "SQS", "KINESIS"):
+        monkeypatch.delenv(f"AWS_ENDPOINT_URL_{service}", raising=False)
+    reset_clients()
+
+
+@pytest.fixture
+def kinesis_split(aws_split_semantics: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kinesis's split (``aws_split_semantics``), and Kinesis's sequence numbers across it:
+    moto numbers each shard's records 1, 2, 3..., so a child's first records would be
+    numbered below its parent's last and share their numbers; in Kinesis they grow with
+    time across the stream, and keyed sinks rely on that for a key whose records move from
+    parent to child (``latest`` compares positions, ``append`` keys items by them)."""
+    from moto.kinesis.models import Record, Shard, Stream  # noqa: PLC0415  # the server's model
+
+    split_shard = Stream.split_shard  # aws_split_semantics' version
+
+    def split_numbering_on(self: Any, shard_to_split: str, new_starting_hash_key: str) -> None:
+        parent = self.shards.get(shard_to_split)
+        floor = 0 if parent is None else max(
+            parent.get_max_sequence_number(), getattr(parent, "sequence_floor", 0)
+        )  # fmt: skip
+        before = set(self.shards)
+        split_shard(self, shard_to_split, new_starting_hash_key)
+        for shard_id in set(self.shards) - before:
+            self.shards[shard_id].sequence_floor = floor
+
+    def put_record(self: Any, partition_key: str, data: str, explicit_hash_key: str) -> str:
+        last = max(self.get_max_sequence_number(), getattr(self, "sequence_floor", 0))
+        self.records[last + 1] = Record(partition_key, data, last + 1, explicit_hash_key)
+        return str(last + 1)
+
+    monkeypatch.setattr(Stream, "split_shard", split_numbering_on)
+    monkeypatch.setattr(Shard, "put_record", put_record)
+
+
+@pytest.fixture
+def aws_proxy(moto_endpoint: str) -> Iterator[FaultProxy]:
+    with FaultProxy(moto_endpoint, seed=11) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def search_proxy(opensearch_endpoint: str) -> Iterator[FaultProxy]:
+    with FaultProxy(opensearch_endpoint, seed=13) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def report(request: pytest.FixtureRequest) -> Callable[..., None]:
+    """Append a scenario's figures to ``$SHARDLINE_E2E_REPORT`` (for RELIABILITY.md)."""
+    started = time.monotonic()
+
+    def write(scenario: str, injected: str, figures: Figures) -> None:
+        path = os.environ.get("SHARDLINE_E2E_REPORT")
+        if not path:
+            return
+        line = {
+            "test": request.node.name,
+            "scenario": scenario,
+            "injected": injected,
+            "scale": SCALE,
+            "seconds": round(time.monotonic() - started, 1),
+            **figures.as_dict(),
+        }
+        with Path(path).open("ab") as out:
+            out.write(orjson.dumps(line) + b"\n")
+
+    return write
+
+
+def injected_text(*proxies: FaultProxy) -> str:
+    """What the proxies injected, e.g. ``throttle x12, internal x9``."""
+    counts: dict[str, int] = {}
+    for proxy in proxies:
+        for name, n in proxy.injected.items():
+            counts[name] = counts.get(name, 0) + n
+    return ", ".join(f"{name} x{n}" for name, n in sorted(counts.items())) or "nothing fired"
+
+
+def inject_on_writes(
+    aws_proxy: FaultProxy, search_proxy: FaultProxy, sink: str, fault: Fault, probability: float
+) -> None:
+    proxy = search_proxy if sink == "opensearch" else aws_proxy
+    for selector in WRITES[sink]:
+        proxy.inject(fault, probability=probability, **selector)
+
+
+# -- (a), (b), (c): faults at the HTTP layer, in-process handlers ------------------------
+
+
+@pytest.mark.usefixtures("local_env")
+class TestHttpFaults:
+    def scenario(
+        self, aws: Any, tmp_path: Path, unique: str, opensearch_endpoint: str, proxy_url: str,
+        **options: Any,
+    ) -> Scenario:  # fmt: skip
+        scenario = Scenario.make(
+            aws, tmp_path, f"e2e-{unique}", opensearch=proxy_url,
+            opensearch_direct=opensearch_endpoint, batch=15, **options,
+        )  # fmt: skip
+        scenario.produce(count(180), keys=12, poison_every=10)
+        scenario.produce(count(60), keys=12, poison_every=10, aggregate=True)
+        return scenario
+
+    @pytest.mark.parametrize("sink", ["dynamodb", "opensearch", "s3", "sqs"])
+    def test_throttles_and_5xx_on_each_sink_lose_duplicate_and_reorder_nothing(
+        self, aws, unique, tmp_path, opensearch_endpoint, aws_proxy, search_proxy,
+        monkeypatch, report, sink,
+    ):  # fmt: skip
+        """30% of the sink's writes throttled and 30% of the rest answered 5xx: the
+        sink retries them, what still fails is redelivered by the mapping, and the stores
+        end as a clean run leaves them (duplicates only in the archive and the dead-letter
+        queue, removed by position)."""
+        route_sinks_through(monkeypatch, aws_proxy)
+        ordering = "strict" if sink == "s3" else "per_key"
+        scenario = self.scenario(
+            aws, tmp_path, unique, opensearch_endpoint, search_proxy.url, ordering=ordering
+        )
+        throttle, server_error = THROTTLE_AND_5XX[sink]
+        inject_on_writes(aws_proxy, search_proxy, sink, throttle, 0.3)
+        inject_on_writes(aws_proxy, search_proxy, sink, server_error, 0.3)
+
+        run_until_idle(scenario.local(), timeout=within(60))
+
+        figures = scenario.reconciler().reconcile(scenario.produced)
+        injected = injected_text(aws_proxy, search_proxy)
+        report(f"a: {sink} throttles + 5xx ({ordering})", injected, figures)
+        figures.check()
+        fired = aws_proxy.injected + search_proxy.injected
+        assert fired[throttle.name] + fired[server_error.name] > 0
+        assert figures.lost == 0
+        assert figures.delivered + figures.dead_lettered == figures.produced
+
+    def test_slow_responses_past_the_client_timeout_are_retried_idempotently(
+        self, aws, unique, tmp_path, opensearch_endpoint, aws_proxy, search_proxy,
+        monkeypatch, report,
+    ):  # fmt: skip
+        """One write in ten, on every sink, is answered two seconds late, after the
+        client's half-second read timeout: the write landed but the sink cannot know, so it
+        writes again; nothing is applied twice or out of order."""
+        monkeypatch.setattr(stream.clients, "READ_TIMEOUT_S", 0.5)  # Lambda's own is 30 s
+        route_sinks_through(monkeypatch, aws_proxy)
+        scenario = self.scenario(aws, tmp_path, unique, opensearch_endpoint, search_proxy.url)
+        scenario.plan["sinks"]["search"]["timeout"] = 0.5  # the sink's option, not the file's
+        for sink in WRITES:
+            inject_on_writes(aws_proxy, search_proxy, sink, slow(2.0), 0.1)
+
+        run_until_idle(scenario.local(), timeout=within(90))
+
+        figures = scenario.reconciler().reconcile(scenario.produced)
+        report("b: slow responses past the client timeout, every sink",
+               injected_text(aws_proxy, search_proxy), figures)  # fmt: skip
+        figures.check()
+        assert aws_proxy.injected["slow"] + search_proxy.injected["slow"] > 0
+        assert figures.lost == 0
+
+    def test_dropped_connections_before_and_after_the_server_acted_lose_nothing(
+        self, aws, unique, tmp_path, opensearch_endpoint, aws_proxy, search_proxy,
+        monkeypatch, report,
+    ):  # fmt: skip
+        """One write in ten, on every sink, has its connection closed before it reaches
+        the server, and another one in ten after the server applied it (a lost
+        acknowledgement)."""
+        route_sinks_through(monkeypatch, aws_proxy)
+        scenario = self.scenario(aws, tmp_path, unique, opensearch_endpoint, search_proxy.url)
+        for sink in WRITES:
+            inject_on_writes(aws_proxy, search_proxy, sink, DROP, 0.1)
+            inject_on_writes(aws_proxy, search_proxy, sink, LOST_ACK, 0.1)
+
+        run_until_idle(scenario.local(), timeout=within(60))
+
+        figures = scenario.reconciler().reconcile(scenario.produced)
+        report("c: dropped connections (before / after the server acted), every sink",
+               injected_text(aws_proxy, search_proxy), figures)  # fmt: skip
+        figures.check()
+        assert aws_proxy.injected["drop"] > 0
+        assert aws_proxy.injected["lost_ack"] + search_proxy.injected["lost_ack"] > 0
+        assert figures.lost == 0
+
+
+# -- (d): a processor raising on chosen records --------------------------------------------
+
+
+@pytest.mark.usefixtures("local_env")
+@pytest.mark.parametrize("ordering", ["per_key", "strict"])
+def test_records_a_processor_raises_on_are_dead_lettered_and_hold_nothing_back(
+    aws, unique, tmp_path, opensearch_endpoint, report, ordering
+):
+    """One record in five makes the ``expr`` filter raise: each is dead-lettered with the
+    step and the error, once, and every other record is delivered, per key in order."""
+    scenario = Scenario.make(
+        aws, tmp_path, f"e2e-{unique}", opensearch=opensearch_endpoint, batch=40,
+        ordering=ordering,
+    )  # fmt: skip
+    scenario.produce(count(150), keys=10, poison_every=5)
+
+    run_until_idle(scenario.local(), timeout=within(60))
+
+    reconciler = scenario.reconciler()
+    figures = reconciler.reconcile(scenario.produced)
+    report(f"d: processor raises on 1 record in 5 ({ordering})", "expr filter TypeError", figures)
+    figures.check()
+    assert figures.dead_lettered == scenario.poison > 0
+    assert figures.delivered == figures.produced - scenario.poison
+    steps = {(letter["step"], letter["error"]) for letter in reconciler.letters}
+    assert steps == {("processors[1].filter", "TypeError")}
+
+
+# -- (e): the handler exceeding its timeout, in Lambda runtime workers ---------------------
+
+
+@pytest.mark.usefixtures("local_env")
+def test_a_handler_past_its_timeout_is_retried_and_a_batch_that_always_is_given_up(
+    aws, unique, tmp_path, opensearch_endpoint, aws_proxy, monkeypatch, report
+):
+    """Real runtimes, a 1 s timeout. The first write of the batch holding ``stall-once``
+    is held 3 s: the sandbox is killed mid-batch (the ``latest`` table already written),
+    the batch is bisected and delivered again, and converges. Every write holding
+    ``stall-always`` is held: bisecting isolates it, its retries run out, and the
+    on-failure message names its position; nothing else is lost."""
+    monkeypatch.chdir(ROOT)  # the workers' task root: where ``tests.`` is importable
+    route_sinks_through(monkeypatch, aws_proxy)
+    scenario = Scenario.make(
+        aws, tmp_path, f"e2e-{unique}", opensearch=opensearch_endpoint, batch=6,
+        timeout_s=1, max_retries=1,
+    )  # fmt: skip
+    records = count(48)
+    once, always = records // 4, (3 * records) // 4
+    aws_proxy.inject(slow(3, forward=False), times=1, target="BatchWriteItem",
+                     where=lambda r: b"stall-once" in r.body)  # fmt: skip
+    aws_proxy.inject(slow(3, forward=False), target="BatchWriteItem",
+                     where=lambda r: b"stall-always" in r.body)  # fmt: skip
+    scenario.produce(records, keys=8, tags={once: "stall-once", always: "stall-always"})
+
+    local = scenario.local(in_process=False)
+    run_until_idle(local, idle_s=0.5, timeout=within(90))
+
+    reconciler = scenario.reconciler()
+    figures = reconciler.reconcile(scenario.produced)
+    report("e: handler past its 1 s timeout (workers): once, and always for one record",
+           f"{injected_text(aws_proxy)} (sandboxes killed)", figures)  # fmt: skip
+    figures.check()
+    stats = local.runs[0].stats
+    assert stats is not None
+    assert stats.batches_failed >= 3  # the stall-once batch, and stall-always's bisections
+    (message,) = reconciler.on_failure
+    info, given_up = message["KinesisBatchInfo"], scenario.produced[always]
+    assert (info["shardId"], info["startSequenceNumber"], info["batchSize"]) == (
+        given_up.shard_id, given_up.sequence_number, 1
+    )  # fmt: skip
+    assert message["requestContext"]["condition"] == "RetryAttemptsExhausted"
+    assert (figures.delivered, figures.dead_lettered) == (figures.produced - 1, 1)
+
+
+# -- (f): SIGKILL of a runner, and a restart -----------------------------------------------
+
+
+@pytest.mark.usefixtures("local_env")
+def test_a_runner_killed_with_sigkill_and_restarted_loses_and_reorders_nothing(
+    aws, unique, tmp_path, moto_endpoint, opensearch_endpoint, report
+):
+    """``shardline run`` (in-process handlers) killed with SIGKILL after a checkpoint, in
+    the middle of the stream; the same worker id run again until idle resumes after the
+    checkpoints: the records between checkpoint and kill are applied again, without effect
+    on the keyed stores, and the archive's extra copies are removed by position."""
+    scenario = Scenario.make(aws, tmp_path, f"e2e-{unique}", opensearch=opensearch_endpoint)
+    scenario.produce(count(400), keys=20, poison_every=25)
+    scenario.produce(count(400), keys=20, poison_every=25, aggregate=True)
+    pipeline = scenario.run_pipeline()
+    runs = Runs(moto_endpoint, tmp_path)
+    try:
+        runs.start("first", pipeline, "--worker-id", "w1")
+
+        def part_done() -> bool:
+            if not runs.alive("first"):
+                pytest.fail(f"the first run exited early:\n{runs.log('first')}")
+            if len(pipeline.delivered()) < len(scenario.produced) // 4:
+                return False
+            return any(lease.sequence_number for lease in pipeline.leases(aws).values())
+
+        wait_until("a quarter delivered, a checkpoint", part_done, within(60))
+        runs.procs["first"].kill()
+        runs.finish("first", 10)
+        at_kill = len(pipeline.delivered_ns())
+        runs.start("resumed", pipeline, "--worker-id", "w1", "--until-idle", "1")
+        assert runs.finish("resumed", within(90)) == 0, runs.log("resumed")
+    finally:
+        runs.close()
+
+    figures = scenario.reconciler().reconcile(scenario.produced)
+    report("f: runner killed with SIGKILL mid-stream, restarted",
+           f"SIGKILL after {at_kill} of {len(scenario.produced)} records", figures)  # fmt: skip
+    figures.check()
+    assert 0 < at_kill < len(scenario.produced)
+    assert figures.delivered == figures.produced - scenario.poison
+
+
+# -- (g): a shard split in the middle of a run ---------------------------------------------
+
+
+@pytest.mark.usefixtures("local_env", "kinesis_split")
+def test_a_shard_split_in_the_middle_of_a_run_keeps_every_key_in_order(
+    aws, unique, tmp_path, opensearch_endpoint, report
+):
+    """One shard, read by a running mapping, split while records wait on it; records of the
+    same keys put afterwards land on the children, which are read only after the parent is
+    finished: per key, first deliveries and writes follow the put order."""
+    scenario = Scenario.make(
+        aws, tmp_path, f"e2e-{unique}", opensearch=opensearch_endpoint, shards=1, batch=25
+    )
+    before = scenario.produce(count(400), keys=16, poison_every=20)
+    run = Background(scenario.local)
+    reconciler = scenario.reconciler()
+    run.start()
+    try:
+        pipeline = scenario.run_pipeline()
+        wait_until("the run reading the parent", lambda: len(pipeline.delivered()) >= 50, 30,
+                   lambda: repr(run.errors))  # fmt: skip
+        parent, children = split(aws, pipeline)
+        in_parent = len(pipeline.delivered_ns())
+        after = scenario.produce(count(200), keys=16, poison_every=20)
+        assert {p.shard_id for p in after} <= set(children)
+        figures = settle(scenario, run, reconciler, timeout=within(60))
+    finally:
+        run.stop()
+
+    report("g: shard split in the middle of a run",
+           f"split after {in_parent} of {len(before)} records", figures)  # fmt: skip
+    figures.check()
+    assert in_parent < len(before)
+    assert figures.complete
+    assert figures.delivered == figures.produced - scenario.poison
+    assert parent not in {p.shard_id for p in after}
+
+
+# -- the reconciliation itself: what it must catch (no servers) ----------------------------
+
+
+def clean(produced: list[Produced]) -> Observed:
+    """What a clean run leaves in the stores for ``produced``: each record once, poison ones
+    dead-lettered, every key's newest record in ``latest``, written in put order."""
+    good = [p for p in produced if not p.poison]
+
+    def item(p: Produced) -> dict[str, Any]:
+        return {"key": p.key, "n": p.n, "_position": p.padded, "_written_at": 1000.0 + p.n}
+
+    newest = {p.key: p for p in good}
+    letters = [
+        {"shard_id": p.shard_id, "sequence_number": p.sequence_number,
+         "sub_sequence_number": p.sub_sequence_number, "reason": "cannot compare",
+         "error": "TypeError", "step": "processors[1].filter",
+         "data_base64": base64.b64encode(orjson.dumps(p.document())).decode()}
+        for p in produced if p.poison
+    ]  # fmt: skip
+    order: dict[str, list[int]] = {}
+    for p in produced:
+        order.setdefault(p.key, []).append(p.n)
+    return Observed(
+        latest=[item(p) for p in newest.values()],
+        log=[item(p) for p in good],
+        documents=[{"_id": f"{p.shard_id}:{p.sequence_number}", **p.document()} for p in good],
+        archive=[
+            {
+                **p.document(),
+                "_shard": p.shard_id,
+                "_sequence": p.sequence_number,
+                "_sub_sequence": p.sub_sequence_number,
+            }
+            for p in good
+        ],
+        letters=letters,
+        on_failure=[],
+        probe_order=order,
+    )
+
+
+def records(n: int = 12, keys: int = 3) -> list[Produced]:
+    return [
+        Produced(i, f"k{i % keys}", "shardId-000000000000", str(100 + i), poison=i % 5 == 4)
+        for i in range(n)
+    ]
+
+
+class TestReconciliation:
+    def test_a_clean_run_reconciles_with_every_record_delivered_or_dead_lettered(self):
+        produced = records()
+        figures = reconcile(produced, clean(produced), "per_key")
+        assert figures.ok, figures.problems
+        assert (figures.delivered, figures.dead_lettered, figures.lost) == (10, 2, 0)
+
+    def test_a_record_missing_from_one_sink_is_lost(self):
+        produced = records()
+        seen = clean(produced)
+        seen.documents = [d for d in seen.documents if d["n"] != 3]
+        figures = reconcile(produced, seen, "per_key")
+        assert (figures.lost, figures.complete) == (1, False)
+        assert any("lost" in p for p in figures.problems)
+
+    def test_a_record_inside_an_on_failure_range_is_dead_lettered_not_lost(self):
+        produced = records()
+        seen = clean(produced)
+        seen.log = [i for i in seen.log if i["n"] != 3]
+        seen.on_failure = [{"KinesisBatchInfo": {"shardId": "shardId-000000000000",
+                                                 "startSequenceNumber": "103",
+                                                 "endSequenceNumber": "103"}}]  # fmt: skip
+        figures = reconcile(produced, seen, "per_key")
+        assert figures.ok, figures.problems
+        assert (figures.dead_lettered, figures.lost) == (3, 0)
+
+    def test_archive_copies_are_removed_but_a_second_document_is_a_problem(self):
+        produced = records()
+        seen = clean(produced)
+        seen.archive += seen.archive[:2]
+        assert reconcile(produced, seen, "per_key").ok
+        seen.documents.append({**seen.documents[0], "_id": "other"})
+        figures = reconcile(produced, seen, "per_key")
+        assert (figures.duplicates_seen, figures.duplicates_removed) == (3, 2)
+        assert not figures.ok
+
+    def test_a_latest_item_older_than_the_newest_delivered_record_is_an_order_violation(self):
+        produced = records()
+        seen = clean(produced)
+        older = next(p for p in produced if p.key == "k0" and not p.poison)
+        seen.latest = [i for i in seen.latest if i["key"] != "k0"]
+        seen.latest.append({"key": "k0", "n": older.n, "_position": older.padded,
+                            "_written_at": 1.0})  # fmt: skip
+        figures = reconcile(produced, seen, "per_key")
+        assert figures.order_violations == 1
+        assert not figures.ok
+
+    def test_a_record_rewritten_after_a_later_one_of_its_key_is_an_order_violation(self):
+        produced = records()
+        seen = clean(produced)
+        first = next(i for i in seen.log if i["key"] == "k1")
+        first["_written_at"] = 5000.0
+        figures = reconcile(produced, seen, "per_key")
+        assert figures.order_violations == 1
+        assert reconcile(produced, seen, "none").ok  # no order is promised then
+
+    def test_a_later_record_delivered_first_is_an_order_violation(self):
+        produced = records()
+        seen = clean(produced)
+        assert seen.probe_order is not None
+        seen.probe_order["k2"].reverse()
+        assert reconcile(produced, seen, "strict").order_violations == 3
+
+    def test_a_poison_record_in_a_sink_or_without_a_letter_is_a_problem(self):
+        produced = records()
+        poison = next(p for p in produced if p.poison)
+        seen = clean(produced)
+        seen.letters = [m for m in seen.letters if m["sequence_number"] != poison.sequence_number]
+        figures = reconcile(produced, seen, "per_key")
+        assert figures.lost == 1
+        assert any("no dead letter" in p for p in figures.problems)
