@@ -514,7 +514,9 @@ class EventSourceMapping:
             shard.iterator = None  # a new one after the last record read
             return
         delay = 1.0 if code == "ProvisionedThroughputExceededException" else 2.0
-        log.warning("reading %s failed (%s); again in %.1f s", shard.shard_id, exc, delay)
+        # one line: a proxy or a local server may answer a 5xx with a whole HTML page
+        reason = str(exc).split("\n", 1)[0][:300]
+        log.warning("reading %s failed (%s); again in %.1f s", shard.shard_id, reason, delay)
         shard.iterator = None if code == "ResourceNotFoundException" else shard.iterator
         shard.next_poll = now + delay
 
