@@ -364,27 +364,15 @@ class SQSSink(Sink):
 
     def write_dead_letters(self, letters: Sequence[DeadLetter]) -> list[Outcome]:
         """Send each letter's envelope as one message (or to S3, with a pointer message)."""
-        out: list[Outcome] = [OK] * len(letters)
-        messages: list[_Message] = []
-        for i, letter in enumerate(letters):
-            built = self._letter_message(i, letter)
-            if isinstance(built, Outcome):
-                out[i] = built
-            else:
-                messages.append(built)
-        self._send(messages, out)
-        return out
+        return self._send_built([self._letter_message(i, x) for i, x in enumerate(letters)])
 
     def _write(self, items: Sequence[Record]) -> list[Outcome]:
-        out: list[Outcome] = [OK] * len(items)
-        messages: list[_Message] = []
-        for i, record in enumerate(items):
-            built = self._record_message(i, record)
-            if isinstance(built, Outcome):
-                out[i] = built
-            else:
-                messages.append(built)
-        self._send(messages, out)
+        return self._send_built([self._record_message(i, x) for i, x in enumerate(items)])
+
+    def _send_built(self, built: list[_Message | Outcome]) -> list[Outcome]:
+        """Send the messages; an item that could not become one keeps its outcome."""
+        out: list[Outcome] = [b if isinstance(b, Outcome) else OK for b in built]
+        self._send([b for b in built if not isinstance(b, Outcome)], out)
         return out
 
     # -- building messages --------------------------------------------------------------
