@@ -3,7 +3,7 @@
 Keys. Each batch is grouped by the rendered ``prefix`` and ``partition`` templates (and the
 shard), and each group becomes one object::
 
-    {prefix}/{partition}/{shardId}/{first}-{last}.jsonl.gz     (.jsonl with compression none)
+    {prefix}/{partition}/{shardId}/{first}-{last}-{digest}.jsonl.gz   (.jsonl with compression none)
 
 The exact joining rule: prefix, partition, shard id and file name are each split on ``/``,
 empty segments are dropped, and the rest is joined with ``/``. So ``raw`` and ``raw/`` give
@@ -12,8 +12,10 @@ contains ``//``, and an empty prefix or a ``None`` partition simply leaves its l
 ``first`` and ``last`` are the positions of the group's first and last records, in shard
 order: the sequence number, followed by ``.{sub-sequence number}`` for a record from a KPL
 aggregate (all user records of an aggregate share its sequence number, and an object may
-start or end inside one because routing or partitioning split the aggregate). Plain records
-never get the suffix, so plain keys are exactly ``{firstSeq}-{lastSeq}``.
+start or end inside one because routing or partitioning split the aggregate). ``digest`` is
+16 hex digits of the SHA-256 of every position the object holds (:func:`positions_digest`),
+so the name says exactly which records are inside: two objects with one name hold the same
+records.
 
 Lines. Each line is orjson: a JSON object record's fields plus the bookkeeping fields
 ``_shard``, ``_sequence`` (a decimal string, never a float), ``_sub_sequence``,
@@ -23,16 +25,14 @@ JSON is not an object, or whose object already uses a bookkeeping name, is kept 
 
 Idempotency. The same records give the same bytes (orjson keeps field order, gzip is
 written with mtime 0 and a fixed level), so a redelivered identical batch overwrites each
-object with identical bytes and an identical ETag. A redelivery with other boundaries writes
-a second object with other ``first``/``last``; every line carries its position, so readers
+object with identical bytes and an identical ETag. A redelivery of another set of records,
+even with the same first and last ones (a record held back by a retryable failure of
+another sink, a late copy of a batch from a worker that lost its lease, a sandbox that
+outlived its runner), has another digest and so another name: it can never replace an
+object that holds more records, and no archived record is ever overwritten away. Readers
 de-duplicate by ``(_shard, _sequence, _sub_sequence)`` (DESIGN.md: the archive is
 at-least-once). Templates using ``{now:...}`` or fields an enricher stamps with the time
-break this and should not be used for the archive. One case is left open on purpose: a
-redelivery whose object has the same first and last records but fewer in between (one that
-succeeded before is held back this time) overwrites the fuller object; that record is then
-redelivered and archived again, or, if it fails for good, is in the dead-letter sink. A
-digest of the positions in the name would close it, at the price of the
-``{firstSeq}-{lastSeq}`` names.
+put one record under two prefixes on redelivery and should not be used for the archive.
 
 Order and ``per_key_safe``. A PutObject stores all of its lines or none, so records of one
 key inside one object are never applied out of order, and the sink takes a whole batch in
@@ -62,6 +62,7 @@ tests), ``deploy.readback.archive_lines`` lists a prefix and decodes every line.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import random
 import time
 from base64 import b64encode
@@ -75,12 +76,19 @@ from stream.clients import aws_client
 from stream.exceptions import DecodeError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
     from sinks.base import DeadLetter
     from stream.records import Record
 
-__all__ = ["BOOKKEEPING", "S3Sink", "archive_line", "object_body", "object_key"]
+__all__ = [
+    "BOOKKEEPING",
+    "S3Sink",
+    "archive_line",
+    "object_body",
+    "object_key",
+    "positions_digest",
+]
 
 #: The fields every line gets; a record's own field of one of these names is never
 #: overwritten (the record is then kept whole under ``_data``).
@@ -158,19 +166,46 @@ def _label(record: Record) -> str:
     return record.sequence_number
 
 
-def object_key(
-    prefix: str, partition: str, first: Record, last: Record, compression: str = "gzip"
-) -> str:
-    """The key of the object holding ``first``..``last`` of one shard (module docstring).
+def positions_digest(records: Iterable[Record]) -> str:
+    """16 hex digits naming the set of positions an object holds: shard, sequence,
+    sub-sequence number and fan-out part of each record, in order.
 
     >>> from stream.records import Record
     >>> a, b = Record(b"", "k", "10", shard_id="s"), Record(b"", "k", "12", shard_id="s")
-    >>> object_key("raw/", "dt=2026-01-01", a, b)
-    'raw/dt=2026-01-01/s/10-12.jsonl.gz'
-    >>> object_key("", "", a, a, "none")
-    's/10-10.jsonl'
+    >>> positions_digest([a, b])
+    '2035d1f90d6996b4'
+    >>> positions_digest([a, b]) != positions_digest([a, a, b])
+    True
     """
-    name = f"{_label(first)}-{_label(last)}.jsonl" + (".gz" if compression == "gzip" else "")
+    digest = hashlib.sha256()
+    for record in records:
+        digest.update(
+            f"{record.shard_id}/{record.sequence_number}/{record.sub_sequence_number}/"
+            f"{record.part}\n".encode()
+        )
+    return digest.hexdigest()[:16]
+
+
+def object_key(
+    prefix: str,
+    partition: str,
+    members: Sequence[Record],
+    compression: str = "gzip",
+) -> str:
+    """The key of the object holding ``members``, records of one shard in shard order
+    (module docstring).
+
+    >>> from stream.records import Record
+    >>> a, b = Record(b"", "k", "10", shard_id="s"), Record(b"", "k", "12", shard_id="s")
+    >>> object_key("raw/", "dt=2026-01-01", [a, b])
+    'raw/dt=2026-01-01/s/10-12-2035d1f90d6996b4.jsonl.gz'
+    >>> object_key("", "", [a], "none")
+    's/10-10-64e36d42c8fb8f83.jsonl'
+    """
+    first, last = members[0], members[-1]
+    name = f"{_label(first)}-{_label(last)}-{positions_digest(members)}.jsonl"
+    if compression == "gzip":
+        name += ".gz"
     text = f"{prefix}/{partition}/{first.shard_id}/{name}"
     return "/".join(segment for segment in text.split("/") if segment)
 
@@ -259,8 +294,9 @@ class S3Sink(Sink):
         for (prefix, partition, _), members in groups.items():
             outcome = held
             if outcome is None:
-                first, last = items[members[0]], items[members[-1]]
-                key = object_key(prefix, partition, first, last, self.compression)
+                key = object_key(
+                    prefix, partition, [items[i] for i in members], self.compression
+                )
                 outcome = self._put(key, object_body([lines[i] for i in members], self.compression))
                 if outcome.status is Status.RETRYABLE:
                     held = retryable(

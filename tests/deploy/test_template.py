@@ -702,7 +702,7 @@ class TestKeyPrefix:
         prefix = "".join(parts)
         record = Record(f'{{"kind": "{kind}"}}'.encode(), "k", "1", shard_id="s", arrival=0.0)
         rendered = Template(prefix).render(record)
-        assert object_key(rendered, "dt=x", record, record).startswith(key_prefix(prefix))
+        assert object_key(rendered, "dt=x", [record]).startswith(key_prefix(prefix))
 
 
 class TestAlarmsAndOutputs:

@@ -11,7 +11,7 @@ import pytest
 
 from deploy.readback import archive_lines as read_lines
 from sinks.base import DeadLetter, Status
-from sinks.s3 import S3Sink
+from sinks.s3 import S3Sink, positions_digest
 from stream.event import records_from_event
 from stream.testing import EventFactory
 
@@ -64,6 +64,10 @@ def expected_line(record: Record) -> dict[str, Any]:
     }
 
 
+def digest(records: list[Record]) -> str:
+    return positions_digest(records)
+
+
 def positions(lines: list[dict[str, Any]]) -> list[tuple[str, str, int]]:
     return [(line["_shard"], line["_sequence"], line["_sub_sequence"]) for line in lines]
 
@@ -75,8 +79,8 @@ class TestKeysAndLines:
         assert all(o.ok for o in sink.write_batch(records))
         seqs = [r.sequence_number for r in records]
         assert sorted(objects(s3, bucket)) == [
-            f"raw/dt=2026-01-01/hour=00/{SHARD}/{seqs[0]}-{seqs[4]}.jsonl.gz",
-            f"raw/dt=2026-01-01/hour=01/{SHARD}/{seqs[5]}-{seqs[-1]}.jsonl.gz",
+            f"raw/dt=2026-01-01/hour=00/{SHARD}/{seqs[0]}-{seqs[4]}-{digest(records[:5])}.jsonl.gz",
+            f"raw/dt=2026-01-01/hour=01/{SHARD}/{seqs[5]}-{seqs[-1]}-{digest(records[5:])}.jsonl.gz",
         ]
         assert read_lines(s3, bucket, "raw/") == [expected_line(r) for r in records]
 
@@ -94,7 +98,8 @@ class TestKeysAndLines:
         sink = S3Sink("archive", bucket=bucket, compression="none", client=s3)
         sink.write_batch(records)
         ((key, body),) = objects(s3, bucket).items()
-        assert key == f"{SHARD}/{records[0].sequence_number}-{records[-1].sequence_number}.jsonl"
+        first, last = records[0].sequence_number, records[-1].sequence_number
+        assert key == f"{SHARD}/{first}-{last}-{digest(records)}.jsonl"
         assert [orjson.loads(line) for line in body.splitlines()] == [
             expected_line(r) for r in records
         ]
@@ -125,7 +130,8 @@ class TestKeysAndLines:
         assert lines[1]["_sequence"] == lines[2]["_sequence"] != lines[0]["_sequence"]
         (key,) = objects(s3, bucket)
         assert key.endswith(
-            f"/{records[0].sequence_number}-{records[2].sequence_number}.1.jsonl.gz"
+            f"/{records[0].sequence_number}-{records[2].sequence_number}.1-{digest(records)}"
+            ".jsonl.gz"
         )
 
     def test_data_that_is_not_a_json_object_is_archived_whole(self, s3, bucket):
@@ -164,13 +170,31 @@ class TestReplays:
         keys = sorted(objects(s3, bucket))
         seqs = [r.sequence_number for r in records]
         assert keys == [
-            f"dt=2026-01-01/hour=00/{SHARD}/{seqs[0]}-{seqs[4]}.jsonl.gz",
-            f"dt=2026-01-01/hour=00/{SHARD}/{seqs[3]}-{seqs[4]}.jsonl.gz",
-            f"dt=2026-01-01/hour=01/{SHARD}/{seqs[5]}-{seqs[-1]}.jsonl.gz",
+            f"dt=2026-01-01/hour=00/{SHARD}/{seqs[0]}-{seqs[4]}-{digest(records[:5])}.jsonl.gz",
+            f"dt=2026-01-01/hour=00/{SHARD}/{seqs[3]}-{seqs[4]}-{digest(records[3:5])}.jsonl.gz",
+            f"dt=2026-01-01/hour=01/{SHARD}/{seqs[5]}-{seqs[-1]}-{digest(records[5:])}.jsonl.gz",
         ]
         found = positions(read_lines(s3, bucket))
         assert len(found) == 22  # records 3 and 4 twice
         assert set(found) == {(SHARD, r.sequence_number, 0) for r in records}
+
+
+    def test_a_late_partial_copy_of_a_batch_never_replaces_the_full_one(self, s3, bucket):
+        """Issue 19, item 1: the full batch is archived and checkpointed; then a late copy of
+        it (a worker paused past its lease, an orphaned sandbox, a retry after a throttled
+        lookup) writes again without one key's records, which were held back. The full copy
+        must survive: every record of the batch stays in the archive."""
+        docs = [(f"user-{n % 10}", {"n": n}) for n in range(100)]
+        records = records_from_event(EventFactory().batch(docs))
+        sink = S3Sink("archive", bucket=bucket, client=s3)
+        assert all(o.ok for o in sink.write_batch(records))
+        late = [r for r in records if r.partition_key != "user-3"]
+        assert late[0] is records[0]  # the same first and last record: the same old name
+        assert late[-1] is records[-1]
+        assert all(o.ok for o in sink.write_batch(late))
+        found = set(positions(read_lines(s3, bucket)))
+        assert found == {(r.shard_id, r.sequence_number, 0) for r in records}
+        assert len(objects(s3, bucket)) == 2
 
 
 class TestDeadLetters:

@@ -11,7 +11,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sinks.s3 import BOOKKEEPING, S3Sink, _classify, archive_line, object_body, object_key
+from sinks.s3 import (
+    BOOKKEEPING,
+    S3Sink,
+    _classify,
+    archive_line,
+    object_body,
+    object_key,
+    positions_digest,
+)
 from stream.event import records_from_event
 from stream.records import Record
 from stream.testing import EventFactory
@@ -37,18 +45,29 @@ class TestObjectKey:
     def test_levels_are_joined_with_one_slash_and_empty_ones_are_left_out(
         self, prefix, partition, expected
     ):
-        key = object_key(prefix, partition, rec(), rec(seq="99"))
-        assert key == f"{expected}/{SEQ}-99.jsonl.gz"
+        members = [rec(), rec(seq="99")]
+        key = object_key(prefix, partition, members)
+        assert key == f"{expected}/{SEQ}-99-{positions_digest(members)}.jsonl.gz"
 
     def test_without_compression_the_extension_is_jsonl(self):
-        assert object_key("raw/", "", rec(), rec()).endswith(f"/{SEQ}-{SEQ}.jsonl.gz")
-        assert object_key("raw/", "", rec(), rec(), "none").endswith(f"/{SEQ}-{SEQ}.jsonl")
+        digest = positions_digest([rec()])
+        assert object_key("raw/", "", [rec()]).endswith(f"/{SEQ}-{SEQ}-{digest}.jsonl.gz")
+        assert object_key("raw/", "", [rec()], "none").endswith(f"/{SEQ}-{SEQ}-{digest}.jsonl")
 
     def test_records_from_an_aggregate_name_their_sub_sequence_number(self):
         first = rec(sub=0, aggregated=True)
         last = rec(seq="99", sub=4, aggregated=True)
-        assert object_key("", "", first, last).endswith(f"/{SEQ}.0-99.4.jsonl.gz")
-        assert object_key("", "", first, rec(seq="99")).endswith(f"/{SEQ}.0-99.jsonl.gz")
+        assert f"/{SEQ}.0-99.4-" in object_key("", "", [first, last])
+        assert f"/{SEQ}.0-99-" in object_key("", "", [first, rec(seq="99")])
+
+    def test_the_name_tells_apart_every_set_of_records_between_the_same_ends(self):
+        """A copy of a batch missing a record in the middle (held back by a retryable failure)
+        must never get the name of the full copy, or its write would replace the full one."""
+        full = [rec(seq=str(n)) for n in range(10, 20)]
+        names = {object_key("", "", full[:i] + full[i + 1 :]) for i in range(1, 9)}
+        names.add(object_key("", "", full))
+        assert len(names) == 9
+        assert object_key("", "", full) == object_key("", "", list(full))
 
 
 class TestArchiveLine:
