@@ -634,9 +634,30 @@ class LeaseTable:
         return self.lease_duration_s / 3
 
     def held(self) -> list[Lease]:
-        """The leases this worker holds, as last written, by shard id."""
+        """The leases this worker can prove it still holds, as last written, by shard id.
+
+        A lease whose last successful write (take, renewal, checkpoint) is more than
+        ``lease_duration_s`` ago on this worker's clock is dropped here, without asking the
+        table: another worker may have taken it by now, and a worker cut off from the
+        table must stop writing for that shard on its own.
+        """
         with self._lock:
+            self._expire_unrenewed()
             return sorted((h.lease for h in self._held.values()), key=lambda x: x.shard_id)
+
+    def _expire_unrenewed(self) -> None:
+        """Forget every holding not renewed within the lease duration (the caller holds the
+        lock): its lease may have expired for the other workers."""
+        now = self._now()
+        for shard_id, holding in list(self._held.items()):
+            if now - holding.renewed_at >= self.lease_duration_s:
+                log.warning(
+                    "lease on %s not renewed for %.1f s (lease duration %g s): dropping it",
+                    shard_id,
+                    now - holding.renewed_at,
+                    self.lease_duration_s,
+                )
+                del self._held[shard_id]
 
     def ensure_table(self, timeout_s: float = 60.0) -> None:
         """Create the table if missing (on-demand capacity, hash key ``leaseKey``) and wait
@@ -751,9 +772,11 @@ class LeaseTable:
 
         Raises:
             LeaseTableError: the table cannot be read; the leases renewed before stay held
-                until they expire on this worker's clock: call again next round.
+                until they expire on this worker's clock (:meth:`held` says which are
+                left): call again next round.
         """
         with self._lock:
+            self._expire_unrenewed()  # paused or cut off past the duration: not ours now
             renewing = list(self._held)
         for shard_id in renewing:
             self._renew(shard_id)
@@ -776,12 +799,6 @@ class LeaseTable:
         )
         for lease in plan.leases:
             self._acquire(lease)
-        with self._lock:
-            now = self._now()
-            for shard_id, holding in list(self._held.items()):
-                if now - holding.renewed_at > self.lease_duration_s:  # renewals kept failing
-                    log.warning("lease on %s not renewed in time: dropping it", shard_id)
-                    del self._held[shard_id]
         return self.held()
 
     def _renew(self, shard_id: str) -> None:

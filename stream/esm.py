@@ -35,7 +35,9 @@ What it reproduces, and where each rule lives:
 * **Leases** (the store, :class:`stream.esm_store.CheckpointStore`): ``take`` is called every
   ``renew_interval_s``; a shard whose lease is no longer held, or whose checkpoint raises
   ``LeaseLost``, is dropped at once, its in-flight results discarded (its new owner resumes
-  after the last checkpoint).
+  after the last checkpoint). So is a shard whose lease was not renewed within the lease
+  duration on this worker's own clock, whatever the table says or whether it answers at all
+  (cut off from the table, or paused): no new batch of it starts after that.
 
 Stopping (:meth:`EventSourceMapping.run`): when ``stop`` is set no new batch starts; the
 batches in flight complete and their results are applied (retries they ask for are not
@@ -400,8 +402,22 @@ class EventSourceMapping:
                 return
             try:
                 self._refresh()
-            except Exception as exc:  # keep the shards held; the leases expire if this lasts
+            except Exception as exc:  # keep the shards held until they expire on our clock
                 log.warning("lease refresh failed (retrying next round): %s", exc)
+        self._stop_unheld()
+
+    def _stop_unheld(self) -> None:
+        """Stop reading every shard whose lease this worker can no longer prove it holds
+        (not renewed within the lease duration: the table unreachable, or this process
+        paused): another worker may own it by now. Results of its batches in flight are
+        discarded; the new owner resumes after the last checkpoint."""
+        if not self._shards:
+            return
+        held = {lease.shard_id for lease in self.checkpoints.held()}
+        for shard_id in list(self._shards):
+            if shard_id not in held:
+                log.warning("lease on %s not renewed in time: stopping its reader", shard_id)
+                del self._shards[shard_id]
 
     def _refresh(self) -> None:
         if not self._stream_arn:

@@ -42,6 +42,11 @@ class CheckpointStore(Protocol):
         """Renew and take leases; the leases held now (a shard not among them must stop)."""
         ...
 
+    def held(self) -> list[Lease]:
+        """The leases this worker can still prove it holds, without calling the table (a
+        lease not renewed in time is not among them): a shard not among them must stop."""
+        ...
+
     def checkpoint(self, lease: Lease, sequence_number: str, sub_sequence_number: int = 0) -> Lease:
         """Store that everything up to ``sequence_number`` is done; raises ``LeaseLost``."""
         ...
@@ -111,6 +116,12 @@ class MemoryCheckpoints:
                     )
                     self._tenure[shard_id] = lease.counter + 1
             return [lease for _, lease in sorted(leases.items()) if lease.owner == self.worker_id]
+
+    def held(self) -> list[Lease]:
+        """The leases held by this worker id (memory leases never expire), by shard."""
+        with self._lock:
+            leases = sorted(self._leases.items())
+            return [lease for _, lease in leases if lease.owner == self.worker_id]
 
     def checkpoint(self, lease: Lease, sequence_number: str, sub_sequence_number: int = 0) -> Lease:
         """Store the checkpoint (resume *after* ``sequence_number``).

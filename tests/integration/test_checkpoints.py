@@ -533,3 +533,30 @@ class TestFaults:
         assert faulty.take() == []  # others may take them now: stop reading
         proxy.remove(rule)
         assert len(faulty.take()) == 4  # still in its name: taken back at once
+
+    def test_a_worker_cut_off_from_the_table_holds_nothing_after_the_lease_duration(
+        self, proxy, faulty, clock
+    ):
+        """Issue 19, item 2: every call fails (renewals and the scan), so take() raises
+        before it could drop anything; the leases must still expire on the worker's own
+        clock, and held() says so without asking the table."""
+        assert len(faulty.take()) == 4
+        rule = proxy.inject(UNAVAILABLE)
+        clock.advance(5)
+        with pytest.raises(LeaseTableError):
+            faulty.take()
+        assert len(faulty.held()) == 4  # within the lease duration: still ours
+        clock.advance(6)
+        with pytest.raises(LeaseTableError):
+            faulty.take()
+        assert faulty.held() == []  # another worker may own them now
+        proxy.remove(rule)
+        assert len(faulty.take()) == 4  # reachable again, still in its name: taken back
+
+    def test_a_worker_paused_past_its_lease_holds_nothing_when_it_resumes(self, faulty, clock):
+        """A worker stopped (SIGSTOP, a long GC pause) for longer than the lease duration
+        holds nothing the moment it resumes, before any call to the table."""
+        assert len(faulty.take()) == 4
+        clock.advance(10.5)
+        assert faulty.held() == []
+

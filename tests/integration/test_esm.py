@@ -23,6 +23,8 @@ from stream.esm_rules import RETRIES_EXHAUSTED, MappingSettings
 from stream.esm_store import MemoryCheckpoints
 from stream.event import records_from_event
 from stream.producer import Producer
+from tests.faultproxy import UNAVAILABLE, FaultProxy
+from tests.integration.fault_fixtures import aws_client
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -311,3 +313,35 @@ class TestResume:
         assert len(first.seen) == 16
         stored = {lease.shard_id: lease.checkpoint for lease in table().leases()}
         assert stored == last_per_shard(dict(enumerate(seen)))
+
+    def test_a_mapping_cut_off_from_its_lease_table_stops_after_the_lease_duration(
+        self, kinesis, stream, aws, unique, moto_endpoint
+    ):
+        """Issue 19, item 2: with the lease table unreachable, the mapping keeps reading
+        only while its leases are provably its own (renewed within the lease duration on its
+        own clock); after that it invokes nothing, although no round could drop a lease."""
+        monotonic = Clock()
+        with FaultProxy(moto_endpoint, seed=3) as proxy:
+            leases = LeaseTable(
+                f"esm-leases-{unique}",
+                "worker-1",
+                client=aws_client(proxy.url, "dynamodb"),
+                lease_duration_s=6.0,
+                now=monotonic,
+                sleep=lambda _: None,
+            )
+            leases.ensure_table()
+            produce(kinesis, stream, docs(20))
+            clock, seen = Clock(), Recorder()
+            esm = mapping(kinesis, stream, seen, leases, clock, size=100)
+            drain(esm, clock)
+            assert len(seen.seen) == 20
+            proxy.inject(UNAVAILABLE)  # every call to the lease table fails from now on
+            produce(kinesis, stream, docs(20, start=20))
+            monotonic.sleep(6.5)  # past the lease duration: another worker may take them
+            for _ in range(8):
+                clock.t += 2.5  # lease rounds are due: each one fails
+                esm.step()
+            assert len(seen.seen) == 20  # nothing of the new records was invoked
+            assert esm.positions() == {}
+
