@@ -36,8 +36,12 @@ invoke phase (here a runtime that does not poll within ``init_timeout_s`` times 
 invocation out), SnapStart, extensions, and a clean environment: ``PATH``, ``HOME``,
 ``LANG`` and the parent's ``AWS_*`` variables (credentials, endpoint) are passed through.
 
-A worker whose parent dies (even by SIGKILL) exits by itself: its ``/next`` connection
-breaks and awslambdaric stops, so no runtime outlives a killed ``shardline run``.
+A runtime whose parent dies (even by SIGKILL) dies with it, mid-invocation included: each
+runtime starts through :data:`_BOOT`, a watchdog thread that kills the process as soon as it
+is re-parented, then runs awslambdaric as ``python -m`` would. An orphaned runtime that
+finished its batch seconds later, after a restarted runner had redone it, would write a
+late copy of the batch over the redone one. (Between invocations an orphan would also stop
+by itself, its ``/next`` connection broken; the watchdog covers the invocation in flight.)
 """
 
 from __future__ import annotations
@@ -76,6 +80,23 @@ __all__ = [
 DEFAULT_HANDLER = "stream.lambda_handler.handler"
 _INHERITED = ("HOME", "LANG", "LC_ALL", "PATH")
 _TERM_GRACE_S = 2.0
+_PARENT_VARIABLE = "SHARDLINE_SANDBOX_PARENT"
+#: What a runtime process runs: a watchdog that SIGKILLs the process the moment its parent
+#: (the pool's process, named in the environment) is gone, then awslambdaric's ``__main__``
+#: exactly as ``python -m awslambdaric HANDLER`` runs it. Polling ``getppid`` rather than
+#: ``PR_SET_PDEATHSIG``: the latter fires when the *thread* that started the process ends,
+#: and sandboxes are started from the invoking pool's threads.
+_BOOT = (
+    "import os, runpy, signal, sys, threading, time\n"
+    "parent = int(os.environ.pop('SHARDLINE_SANDBOX_PARENT'))\n"
+    "def watch():\n"
+    "    while os.getppid() == parent:\n"
+    "        time.sleep(0.05)\n"
+    "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    "threading.Thread(target=watch, name='shardline-orphan-watch', daemon=True).start()\n"
+    "sys.argv[0] = 'awslambdaric'\n"
+    "runpy.run_module('awslambdaric', run_name='__main__', alter_sys=True)\n"
+)
 
 
 @dataclass(frozen=True)
@@ -135,7 +156,12 @@ class _Sandbox:
         self._clock = config.clock
         self.api = RuntimeAPI(config.function_arn, clock=config.clock)
         self.tmp = tempfile.mkdtemp(prefix="shardline-sandbox-")
-        env = dict(config.env, AWS_LAMBDA_RUNTIME_API=self.api.address, TMPDIR=self.tmp)
+        env = dict(
+            config.env,
+            AWS_LAMBDA_RUNTIME_API=self.api.address,
+            TMPDIR=self.tmp,
+            **{_PARENT_VARIABLE: str(os.getpid())},
+        )
         self.started_at = self._clock()
         self.process = subprocess.Popen(
             config.argv,
@@ -291,7 +317,7 @@ class WorkerPool:
         )
         self._config = _Config(
             env=env,
-            argv=[python, "-m", "awslambdaric", handler],
+            argv=[python, "-c", _BOOT, handler],
             task_root=root,
             function_arn=self.function_arn,
             init_timeout_s=init_timeout_s,

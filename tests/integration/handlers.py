@@ -47,6 +47,17 @@ def slow(event: dict[str, Any], context: Any) -> int:
     return os.getpid()
 
 
+def slow_batch(event: dict[str, Any], context: Any) -> int:
+    """Write the pid to ``pid_file``, work for ``sleep_s`` seconds, then write ``done_file``:
+    a batch whose late writes would land after its runner died."""
+    with open(event["pid_file"], "w") as out:
+        out.write(str(os.getpid()))
+    time.sleep(event["sleep_s"])
+    with open(event["done_file"], "w") as out:
+        out.write("late write")
+    return os.getpid()
+
+
 def crash(event: dict[str, Any], context: Any) -> int:
     """Exit the runtime process at once with ``exit`` as status, else return the pid."""
     if "exit" in event:

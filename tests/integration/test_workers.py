@@ -241,6 +241,39 @@ class TestShutdown:
         poll(lambda: not running(pid))
 
 
+    def test_a_runtime_mid_invocation_dies_with_its_killed_parent_and_writes_nothing_late(
+        self, tmp_path
+    ):
+        """Issue 19: a SIGKILLed runner must not leave its sandbox finishing the batch
+        seconds later, after a restarted runner redid it (a late, partial copy of the
+        batch's writes). The runtime dies with its parent, mid-invocation."""
+        pid_file, done_file = tmp_path / "pid", tmp_path / "done"
+        script = (
+            "import os, signal, sys, threading, time\n"
+            "from stream.lambda_runtime import WorkerPool\n"
+            "pool = WorkerPool({}, size=1, handler=sys.argv[1], task_root=sys.argv[2],\n"
+            "                  log=open(os.devnull, 'wb'))\n"
+            "event = {'pid_file': sys.argv[3], 'done_file': sys.argv[4], 'sleep_s': 6}\n"
+            "threading.Thread(target=pool.invoke, args=(event,), kwargs={'timeout_s': 30},\n"
+            "                 daemon=True).start()\n"
+            "deadline = time.monotonic() + 20\n"
+            "while not os.path.exists(sys.argv[3]) and time.monotonic() < deadline:\n"
+            "    time.sleep(0.01)\n"
+            "os.kill(os.getpid(), signal.SIGKILL)\n"
+        )
+        argv = [f"{HANDLERS}.slow_batch", str(ROOT), str(pid_file), str(done_file)]
+        parent = subprocess.run(
+            [sys.executable, "-c", script, *argv],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert parent.returncode == -9
+        pid = int(pid_file.read_text())
+        poll(lambda: not running(pid), timeout=3)  # the batch had 6 s of work left
+        assert not done_file.exists()
+
+
 class TestShardlineHandler:
     def test_the_real_handler_runs_a_compiled_plan_in_a_runtime(self, tmp_path):
         plan = {
