@@ -83,6 +83,7 @@ from stream.esm_rules import (
     expired,
     lane_of,
     on_failure_message,
+    retry_delay,
 )
 from stream.exceptions import ShardlineError
 
@@ -711,6 +712,8 @@ class EventSourceMapping:
             )
         self._mark_done(shard, decision.done)
         lane.pending.extendleft(reversed(decision.retry))
+        if decision.counted and decision.retry:  # a retry waits; a split goes at once
+            lane.not_before = self._now() + retry_delay(decision.retry[0].retries)
         stats.retries += decision.counted
         stats.splits += decision.split
         if decision.exhausted is not None:

@@ -32,6 +32,12 @@ The retry policy, per delivered batch:
   failed record instead (the records before it are done) and only the rest is delivered
   again, not counted as a retry. A failure at the first record cannot split anything and
   counts, so a handler that always fails its first record still reaches the limit.
+* A retry waits :func:`retry_delay` before it is delivered: 2 s before the first, doubling,
+  at most 60 s (splits are delivered at once). Lambda documents no figure, but it does not
+  hammer a failing function; without a wait, a sink outage of a few seconds exhausted the
+  default three retries in about 2.5 s and sent the batch to the on-failure destination,
+  where waiting 2 + 4 + 8 s rides out a sink down for tens of seconds together with the
+  sinks' own retries within each invocation.
 * ``max_retries`` retries at most (``-1``: no limit); when a batch that has used them all
   fails again, its records that are not done go to the on-failure destination with
   condition ``RetryAttemptsExhausted`` and the shard moves on.
@@ -79,6 +85,7 @@ __all__ = [
     "iso_time",
     "lane_of",
     "on_failure_message",
+    "retry_delay",
 ]
 
 #: Lambda's limit on a synchronous invocation's payload: a batch never exceeds it.
@@ -321,6 +328,20 @@ def lane_of(partition_key: str, lanes: int) -> int:
     if lanes == 1:
         return 0
     return zlib.crc32(partition_key.encode()) % lanes
+
+
+#: The wait before a batch's first retry, doubled for each further retry, up to the cap.
+RETRY_BASE_DELAY_S: Final = 2.0
+RETRY_MAX_DELAY_S: Final = 60.0
+
+
+def retry_delay(retries: int) -> float:
+    """Seconds to wait before delivering a batch that has now used ``retries`` retries.
+
+    >>> [retry_delay(n) for n in (1, 2, 3, 4, 6, 10)]
+    [2.0, 4.0, 8.0, 16.0, 60.0, 60.0]
+    """
+    return min(RETRY_MAX_DELAY_S, RETRY_BASE_DELAY_S * 2 ** max(0, min(retries, 32) - 1))
 
 
 def expired(batch: Batch, max_record_age_s: float, now: float) -> bool:

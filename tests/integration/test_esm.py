@@ -211,6 +211,39 @@ class TestDelivery:
         counts = Counter(doc["n"] for _, doc in handler.seen)
         assert set(counts) == set(range(40))
 
+    def test_a_batch_that_reported_failures_is_retried_after_a_growing_wait(
+        self, kinesis, stream
+    ):
+        """Issue 19, item 3: retries wait 2, 4, 8 s (ESM clock), so a sink outage of tens of
+        seconds does not exhaust the default three retries within a few seconds."""
+        produce(kinesis, stream, docs(4, keys=1))  # one key: one shard, one batch
+        clock = Clock()
+        times: list[float] = []
+
+        def always_fail(records: list[Any]) -> Any:
+            times.append(clock.t)
+            return {"batchItemFailures": [{"itemIdentifier": records[0].sequence_number}]}
+
+        messages: list[dict[str, Any]] = []
+        esm = mapping(
+            kinesis,
+            stream,
+            Recorder(always_fail),
+            MemoryCheckpoints(),
+            clock,
+            max_retries=3,
+            on_failure=messages.append,
+        )
+        drain(esm, clock)
+        assert len(times) == 4  # the first delivery and three retries
+        waits = [later - earlier for earlier, later in itertools.pairwise(times)]
+        assert [w >= expected for w, expected in zip(waits, (2, 4, 8), strict=True)] == [True] * 3
+        assert [w < expected + 1 for w, expected in zip(waits, (2, 4, 8), strict=True)] == [
+            True
+        ] * 3
+        (message,) = messages
+        assert message["requestContext"]["condition"] == RETRIES_EXHAUSTED
+
     def test_the_on_failure_message_names_the_records_to_read_again(self, kinesis, stream):
         produce(kinesis, stream, docs(6, keys=1))
         messages: list[dict[str, Any]] = []

@@ -221,10 +221,29 @@ class Rig:
     esm: EventSourceMapping
     failures: list[dict[str, Any]] = field(default_factory=list)
 
+    waited: list[float] = field(default_factory=list)
+
     def steps(self, n: int = 1, advance: float = 0.0) -> None:
+        """Step ``n`` times, moving the clock by ``advance`` after each step, and over a
+        retry's wait (``retry_delay``) when one is what the mapping waits for: the jumps are
+        kept in :attr:`waited`."""
         for _ in range(n):
             self.esm.step()
             self.clock.t += advance
+            wake = self._retry_due()
+            if wake is not None and wake > self.clock.t:
+                self.waited.append(wake - self.clock.t)
+                self.clock.t = wake
+
+    def _retry_due(self) -> float | None:
+        """When the earliest retry waiting in a lane may go (reads the mapping's lanes)."""
+        due = [
+            lane.not_before
+            for shard in self.esm._shards.values()
+            for lane in shard.lanes
+            if lane.pending and not lane.busy and not lane.failures  # not an invoke error's
+        ]
+        return min(due, default=None)
 
     @property
     def checkpoint(self) -> str | None:
@@ -880,6 +899,7 @@ class TestResponses:
         put = [r.kinesis.put("k", {"i": i}) for i in range(3)]
         r.steps(3)
         assert r.invoker.delivered == [put, put, put]
+        assert r.waited == [2.0, 4.0]  # each retry waited retry_delay(n)
         (message,) = r.failures
         assert message["requestContext"]["condition"] == RETRIES_EXHAUSTED
         assert message["requestContext"]["approximateInvokeCount"] == 3
