@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from deploy.readback import archive_lines, dead_letters, table_items
+from stream.esm_rules import lane_of
 from stream.records import pad_sequence
 from tests.integration.order_probe import read_probe
 
@@ -93,6 +94,8 @@ functions:
       starting_position: trim_horizon
       bisect_on_error: true
       max_retries: {max_retries}
+      max_record_age_s: {max_record_age_s}
+      parallelization: {parallelization}
     ordering: {ordering}
     on_failure: dlq
     processors:
@@ -114,13 +117,16 @@ def pipeline_text(
     ordering: str = "per_key",
     timeout_s: int = 60,
     max_retries: int = 3,
+    max_record_age_s: int = 86400,
+    parallelization: int = 1,
 ) -> str:
     """The e2e pipeline file: every resource named ``name`` (``-latest``, ``-log``,
     ``-dlq``), the OpenSearch sink at ``opensearch`` (a fault proxy's URL, or the server's)."""
     return PIPELINE.format(
         name=name, shards=shards, opensearch=opensearch, function=FUNCTION,
         timeout_s=timeout_s, batch=batch, max_retries=max_retries, ordering=ordering,
-        probe=probe, sinks=", ".join(SINKS),
+        probe=probe, sinks=", ".join(SINKS), max_record_age_s=max_record_age_s,
+        parallelization=parallelization,
     )  # fmt: skip
 
 
@@ -164,6 +170,7 @@ class Layout:
     opensearch_url: str
     probe: Path | None = None
     ordering: str = "per_key"
+    parallelization: int = 1
 
     @property
     def latest_table(self) -> str:
@@ -279,7 +286,8 @@ class Reconciler:
 
     def reconcile(self, produced: Sequence[Produced]) -> Figures:
         """Read every store now and reconcile it with ``produced`` (see the module doc)."""
-        return reconcile(produced, self._observe(), self.layout.ordering)
+        layout = self.layout
+        return reconcile(produced, self._observe(), layout.ordering, layout.parallelization)
 
     @property
     def letters(self) -> list[dict[str, Any]]:
@@ -366,11 +374,14 @@ class _Check:
         self.problems.append(text)
 
 
-def reconcile(produced: Sequence[Produced], seen: Observed, ordering: str) -> Figures:
+def reconcile(
+    produced: Sequence[Produced], seen: Observed, ordering: str, lanes: int = 1
+) -> Figures:
     """The checks of the module doc, on what was read; ``ordering`` is the function's
-    (order is checked under ``per_key`` and ``strict`` only)."""
+    (order is checked under ``per_key`` and ``strict`` only), ``lanes`` its
+    ``parallelization``."""
     check = _Check(produced)
-    given_up = _given_up(produced, seen.on_failure)
+    given_up = _given_up(produced, seen.on_failure, lanes)
     lettered = _letters(check, seen.letters)
     archived = _archive(check, seen.archive)
     searched = _counted_once(check, "OpenSearch document", [d.get("n") for d in seen.documents])
@@ -421,18 +432,33 @@ def reconcile(produced: Sequence[Produced], seen: Observed, ordering: str) -> Fi
     )
 
 
-def _given_up(produced: Sequence[Produced], messages: list[dict[str, Any]]) -> set[int]:
-    """``n`` of every record inside an on-failure message's shard and sequence range."""
-    ranges: dict[str, list[tuple[int, int]]] = defaultdict(list)
+def _given_up(
+    produced: Sequence[Produced], messages: list[dict[str, Any]], lanes: int = 1
+) -> set[int]:
+    """``n`` of every record of a batch an on-failure message gave up on.
+
+    The message names only a shard and a sequence range (as AWS's does). With
+    ``parallelization`` > 1 other lanes' records fall inside that range too, delivered or
+    not, so a record counts only when it is of the batch's lane: the lane of the record at
+    the range's start (the batch's first record), by the mapping's rule
+    (:func:`stream.esm_rules.lane_of`). Counting by range alone would pass a lost record
+    off as dead-lettered.
+    """
+    by_position = {(p.shard_id, int(p.sequence_number)): p for p in produced}
+    ranges: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
     for message in messages:
         info = message["KinesisBatchInfo"]
-        ranges[info["shardId"]].append(
-            (int(info["startSequenceNumber"]), int(info["endSequenceNumber"]))
-        )
+        start, end = int(info["startSequenceNumber"]), int(info["endSequenceNumber"])
+        first = by_position.get((info["shardId"], start))
+        lane = lane_of(first.key, lanes) if first is not None else -1
+        ranges[info["shardId"]].append((start, end, lane))
     return {
         p.n
         for p in produced
-        if any(lo <= int(p.sequence_number) <= hi for lo, hi in ranges.get(p.shard_id, ()))
+        if any(
+            lo <= int(p.sequence_number) <= hi and lane_of(p.key, lanes) == lane
+            for lo, hi, lane in ranges.get(p.shard_id, ())
+        )
     }
 
 

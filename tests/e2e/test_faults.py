@@ -714,6 +714,33 @@ class TestReconciliation:
         assert figures.ok, figures.problems
         assert (figures.dead_lettered, figures.lost) == (3, 0)
 
+    def test_with_lanes_a_range_covers_only_its_own_lanes_records(self):
+        """Issue 19, item 7: with parallelization 2 an on-failure range of one lane's batch
+        spans the other lane's records too; a record of the other lane missing from the sinks
+        is lost, not dead-lettered because it falls inside the range."""
+        from stream.esm_rules import lane_of  # noqa: PLC0415
+
+        keys = ["user-1", "a"] * 6  # lanes 0 and 1 by lane_of's CRC-32
+        shard = "shardId-000000000000"
+        produced = [Produced(i, k, shard, str(100 + i)) for i, k in enumerate(keys)]
+        lanes = {p.key: lane_of(p.key, 2) for p in produced}
+        assert set(lanes.values()) == {0, 1}
+        first = produced[0]
+        other = next(p for p in produced[1:] if lanes[p.key] != lanes[first.key])
+        last = produced[-1]
+        seen = clean(produced)
+        info = {
+            "shardId": first.shard_id,
+            "startSequenceNumber": first.sequence_number,
+            "endSequenceNumber": last.sequence_number,
+        }
+        seen.on_failure = [{"KinesisBatchInfo": info}]
+        seen.log = [i for i in seen.log if i["n"] != other.n]
+        figures = reconcile(produced, seen, "per_key", lanes=2)
+        assert figures.lost == 1
+        assert any(f"n=[{other.n}]" in p for p in figures.problems)
+        assert reconcile(produced, seen, "per_key", lanes=1).lost == 0  # one lane: all of it
+
     def test_archive_copies_are_removed_but_a_second_document_is_a_problem(self):
         produced = records()
         seen = clean(produced)
