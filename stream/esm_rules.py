@@ -341,7 +341,8 @@ def retry_delay(retries: int) -> float:
     >>> [retry_delay(n) for n in (1, 2, 3, 4, 6, 10)]
     [2.0, 4.0, 8.0, 16.0, 60.0, 60.0]
     """
-    return min(RETRY_MAX_DELAY_S, RETRY_BASE_DELAY_S * 2 ** max(0, min(retries, 32) - 1))
+    doublings = max(0, min(retries, 32) - 1)
+    return min(RETRY_MAX_DELAY_S, RETRY_BASE_DELAY_S * float(2**doublings))
 
 
 def expired(batch: Batch, max_record_age_s: float, now: float) -> bool:
