@@ -27,6 +27,8 @@ Reproduced from Lambda:
   ``…_LOG_GROUP_NAME``, ``…_LOG_STREAM_NAME``, ``AWS_REGION``, ``AWS_DEFAULT_REGION``,
   ``AWS_EXECUTION_ENV``, ``_HANDLER``, ``LAMBDA_TASK_ROOT``, ``TZ=:UTC``, plus the
   function's own variables. Reserved names win over the function's, as AWS refuses them.
+  ``PYTHONPATH`` is the task root, then the pool's extra folders, then the parent's
+  ``PYTHONPATH`` (what the runner can import, its runtimes can).
 * ``TMPDIR`` is a directory per sandbox, kept while it is warm and removed with it.
 
 Not reproduced: the memory limit (``memory_mb`` is only reported), CPU share, the freeze
@@ -146,6 +148,18 @@ class _Config:
     init_timeout_s: float
     log: int | IO[Any] | None
     clock: Callable[[], float]
+
+
+def _search_path(root: str, pythonpath: Sequence[str | Path]) -> list[str]:
+    """The runtime's ``PYTHONPATH``: the task root, the given folders, then this process's
+    own ``PYTHONPATH``, so that a plugin module the runner can import (``use:``) imports in
+    its runtimes too."""
+    inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    path: list[str] = []
+    for entry in [root, *map(str, pythonpath), *inherited]:
+        if entry not in path:
+            path.append(entry)
+    return path
 
 
 class _Sandbox:
@@ -310,7 +324,7 @@ class WorkerPool:
                 "AWS_REGION": region,
                 "AWS_DEFAULT_REGION": region,
                 "LAMBDA_TASK_ROOT": root,
-                "PYTHONPATH": os.pathsep.join([root, *map(str, pythonpath)]),
+                "PYTHONPATH": os.pathsep.join(_search_path(root, pythonpath)),
                 "TZ": ":UTC",
                 "_HANDLER": handler,
             }
