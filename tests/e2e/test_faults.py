@@ -72,6 +72,7 @@ from tests.faultproxy import (
 )
 from tests.integration import conftest as servers
 from tests.integration import test_run
+from tests.integration.fault_fixtures import aws_client
 from tests.integration.test_run import (
     CREDENTIALS,
     Pipeline,
@@ -217,10 +218,17 @@ class Scenario:
     def reconciler(self) -> Reconciler:
         return Reconciler(self.layout, self.aws)
 
-    def local(self, *, in_process: bool = True, worker_id: str = "w1") -> LocalRun:
-        """The mapping of the pipeline's function, as ``shardline run`` builds it."""
+    def local(
+        self,
+        *,
+        in_process: bool = True,
+        worker_id: str = "w1",
+        client: Callable[[str], Any] | None = None,
+    ) -> LocalRun:
+        """The mapping of the pipeline's function, as ``shardline run`` builds it
+        (``client``: the mapping's own client factory, e.g. its lease table behind a proxy)."""
         return LocalRun(
-            self.plan, worker_id=worker_id, in_process=in_process, client=self.aws,
+            self.plan, worker_id=worker_id, in_process=in_process, client=client or self.aws,
             state_dir=self.folder / ".shardline", lease_duration_s=LEASE_S,
             log_dir=None if in_process else self.folder / "logs",
         )  # fmt: skip
@@ -599,6 +607,138 @@ def test_a_runner_killed_with_sigkill_and_restarted_loses_and_reorders_nothing(
            f"SIGKILL after {at_kill} of {len(scenario.produced)} records", figures)  # fmt: skip
     figures.check()
     assert 0 < at_kill < len(scenario.produced)
+    assert figures.delivered == figures.produced - scenario.poison
+
+
+def runtime_children(pid: int) -> set[int]:
+    """Pids of the Lambda runtime processes (awslambdaric) whose parent is ``pid``."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            continue
+        if ppid == pid and b"awslambdaric" in cmdline:
+            found.add(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+@pytest.mark.usefixtures("local_env")
+def test_a_runner_with_lambda_runtimes_killed_mid_batch_leaves_no_sandbox_behind(
+    aws, unique, tmp_path, moto_endpoint, opensearch_endpoint, aws_proxy, report, monkeypatch
+):
+    """``shardline run`` with real Lambda runtimes, killed with SIGKILL while a batch is in
+    flight (its archive write held 4 s by the proxy); its runtimes must die with it at once:
+    an orphan finishing its batch after the restarted run redid it once wrote a partial copy
+    over the archive's full one. Restarted with the same worker id, the run resumes and the
+    stores reconcile."""
+    monkeypatch.chdir(ROOT)
+    scenario = Scenario.make(
+        aws, tmp_path, f"e2e-{unique}", opensearch=opensearch_endpoint, batch=20
+    )
+    scenario.produce(count(300), keys=20, poison_every=25)
+    scenario.produce(count(300), keys=20, poison_every=25, aggregate=True)
+    pipeline = scenario.run_pipeline()
+    runs = Runs(moto_endpoint, tmp_path)
+    runs.env["AWS_ENDPOINT_URL_S3"] = aws_proxy.url  # the runtimes' archive writes
+    sandboxes: set[int] = set()
+    try:
+        first = runs.start("first", pipeline, "--worker-id", "w1", in_process=False)
+
+        def working() -> bool:
+            if not runs.alive("first"):
+                pytest.fail(f"the first run exited early:\n{runs.log('first')}")
+            sandboxes.update(runtime_children(first.pid))
+            return len(pipeline.delivered()) >= len(scenario.produced) // 4 and bool(sandboxes)
+
+        wait_until("a quarter delivered by runtime workers", working, within(90))
+        aws_proxy.inject(slow(4), probability=0.5, method="PUT")
+        wait_until("an archive write held", lambda: aws_proxy.injected["slow"] > 0, 30)
+        first.kill()
+        runs.finish("first", 10)
+        at_kill = len(pipeline.delivered_ns())
+        wait_until("the killed run's runtimes gone", lambda: not any(map(alive, sandboxes)), 2)
+        aws_proxy.clear()
+        runs.start("resumed", pipeline, "--worker-id", "w1", "--until-idle", "1",
+                   in_process=False)  # fmt: skip
+        assert runs.finish("resumed", within(120)) == 0, runs.log("resumed")
+    finally:
+        runs.close()
+
+    figures = scenario.reconciler().reconcile(scenario.produced)
+    report("f2: runner with Lambda runtimes killed with SIGKILL mid-batch, restarted",
+           f"SIGKILL after {at_kill} of {len(scenario.produced)} records, an archive write "
+           f"in flight; {len(sandboxes)} runtimes died with it", figures)  # fmt: skip
+    figures.check()
+    assert figures.delivered == figures.produced - scenario.poison
+
+
+# -- (h): one worker cut off from the lease table ------------------------------------------
+
+
+@pytest.mark.usefixtures("local_env")
+def test_a_worker_cut_off_from_its_lease_table_stops_and_another_takes_its_shards(
+    aws, unique, tmp_path, moto_endpoint, opensearch_endpoint, report
+):
+    """Two workers; every lease-table call of the first fails from the middle of the run
+    on. It must stop reading once its leases are past their duration on its own clock (it
+    cannot learn it lost them: the table does not answer), and the second takes the
+    shards over: no split brain, nothing lost or out of order."""
+    scenario = Scenario.make(
+        aws, tmp_path, f"e2e-{unique}", opensearch=opensearch_endpoint, batch=10
+    )
+    scenario.produce(count(200), keys=16, poison_every=20)
+    pipeline = scenario.run_pipeline()
+    reconciler = scenario.reconciler()
+    with FaultProxy(moto_endpoint, seed=17) as proxy:
+
+        def cut_off(service: str) -> Any:
+            if service == "dynamodb":  # the mapping's DynamoDB: its lease table
+                return aws_client(proxy.url, service)
+            return aws(service)
+
+        w1 = Background(lambda: scenario.local(worker_id="w1", client=cut_off))
+        w2 = Background(lambda: scenario.local(worker_id="w2"))
+        w1.start()
+        try:
+            wait_until("w1 delivering", lambda: len(pipeline.delivered()) >= 40, within(30),
+                       lambda: repr(w1.errors))  # fmt: skip
+            rule = proxy.inject(UNAVAILABLE)
+            cut_at = time.monotonic()
+            w2.start()
+            scenario.produce(count(200), keys=16, poison_every=20)
+
+            def invocations() -> int:
+                assert w1.local is not None
+                return sum(r.mapping.stats.invocations for r in w1.local.runs)
+
+            wait_until("past w1's lease duration", lambda: time.monotonic() > cut_at + LEASE_S + 1,
+                       10)  # fmt: skip
+            stopped_at = invocations()
+            figures = settle(scenario, w2, reconciler, timeout=within(60))
+            after = invocations()
+            proxy.remove(rule)
+        finally:
+            w2.stop()
+            w1.stop()
+
+    report("h: lease table unreachable from one of two workers",
+           f"{proxy.injected['unavailable']} lease-table calls failed", figures)  # fmt: skip
+    figures.check()
+    assert proxy.injected["unavailable"] > 0
+    assert after == stopped_at  # cut off past its lease: it invoked nothing more
     assert figures.delivered == figures.produced - scenario.poison
 
 

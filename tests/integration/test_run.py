@@ -214,10 +214,14 @@ class Runs:
         self.env.update(CREDENTIALS, AWS_ENDPOINT_URL=moto_endpoint, PYTHONPATH=str(ROOT))
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, label: str, pipeline: Pipeline, *args: str) -> subprocess.Popen[bytes]:
+    def start(
+        self, label: str, pipeline: Pipeline, *args: str, in_process: bool = True
+    ) -> subprocess.Popen[bytes]:
+        """Start ``shardline run`` (handlers in-process, or in Lambda runtime workers)."""
         log = (self.cwd / f"{label}.log").open("wb")
+        where = ["--in-process"] if in_process else []
         proc = subprocess.Popen(
-            [*SHARDLINE, "run", str(pipeline.file), "--in-process", *args],
+            [*SHARDLINE, "run", str(pipeline.file), *where, *args],
             cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         log.close()
