@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -739,6 +740,101 @@ def test_a_worker_cut_off_from_its_lease_table_stops_and_another_takes_its_shard
     figures.check()
     assert proxy.injected["unavailable"] > 0
     assert after == stopped_at  # cut off past its lease: it invoked nothing more
+    assert figures.delivered == figures.produced - scenario.poison
+
+
+# -- (i), (j): a shard taken over while its owner's batch is still running ------------------
+
+
+@pytest.mark.usefixtures("local_env")
+def test_a_shard_stolen_by_a_new_worker_during_a_slow_batch_loses_nothing(
+    aws, unique, tmp_path, opensearch_endpoint, search_proxy, report
+):
+    """One worker reads both shards; OpenSearch holds some of its writes 3 s. A second
+    worker starts and steals a shard by the fair-share rule while the first's batch on it
+    is still running, and delivers that batch again from the checkpoint; the first then
+    finishes its writes late (its results are discarded: the lease moved). Nothing is lost,
+    nothing applied out of order, the archive's copies are removable by position."""
+    scenario = Scenario.make(
+        aws, tmp_path, f"e2e-{unique}", opensearch=search_proxy.url,
+        opensearch_direct=opensearch_endpoint, batch=10,
+    )  # fmt: skip
+    records = count(240)
+    scenario.produce(records, keys=16, poison_every=20,
+                     tags=dict.fromkeys(range(0, records, 20), "stall"))  # fmt: skip
+    search_proxy.inject(slow(3), path="/_bulk", where=lambda r: b"stall" in r.body)
+    reconciler = scenario.reconciler()
+    w1 = Background(lambda: scenario.local(worker_id="w1"))
+    w2 = Background(lambda: scenario.local(worker_id="w2"))
+    w1.start()
+    try:
+        wait_until("a batch of w1 held", lambda: search_proxy.injected["slow"] > 0, within(30),
+                   lambda: repr(w1.errors))  # fmt: skip
+        w2.start()
+        pipeline = scenario.run_pipeline()
+        wait_until("a shard stolen", lambda: len({lease.owner for lease in
+                   pipeline.leases(aws).values()} - {None}) == 2, within(30))  # fmt: skip
+        scenario.produce(count(120), keys=16, poison_every=20)
+        figures = settle(scenario, w2, reconciler, timeout=within(90))
+        figures = settle(scenario, w1, reconciler, timeout=within(30))
+    finally:
+        w2.stop()
+        w1.stop()
+
+    report("i: a shard stolen by a new worker during a slow batch (two workers)",
+           f"{injected_text(search_proxy)} on OpenSearch", figures)  # fmt: skip
+    figures.check()
+    assert figures.delivered == figures.produced - scenario.poison
+
+
+@pytest.mark.usefixtures("local_env")
+def test_a_worker_paused_past_its_lease_mid_batch_loses_nothing(
+    aws, unique, tmp_path, moto_endpoint, opensearch_endpoint, search_proxy, report
+):
+    """Two ``shardline run`` workers, one shard (the second waits: nothing to steal). The
+    first is stopped with SIGSTOP while OpenSearch holds one of its writes, for three lease
+    durations: the second takes the expired lease and delivers the batch again. Resumed
+    with SIGCONT, the first finishes its batch late, finds its lease gone, and stops; the
+    stores reconcile."""
+    scenario = Scenario.make(
+        aws, tmp_path, f"e2e-{unique}", opensearch=search_proxy.url,
+        opensearch_direct=opensearch_endpoint, shards=1, batch=10,
+    )  # fmt: skip
+    records = count(200)
+    scenario.produce(records, keys=16, poison_every=20, tags={records // 3: "stall"})
+    search_proxy.inject(slow(3), times=1, path="/_bulk", where=lambda r: b"stall" in r.body)
+    pipeline = scenario.run_pipeline()
+    runs = Runs(moto_endpoint, tmp_path)
+    lease = ("--lease-duration", "1")
+    try:
+        first = runs.start("first", pipeline, "--worker-id", "w1", *lease)
+        runs.start("second", pipeline, "--worker-id", "w2", *lease)
+        wait_until("a batch of w1 held", lambda: search_proxy.injected["slow"] > 0, within(60),
+                   lambda: runs.log("first"))  # fmt: skip
+        first.send_signal(signal.SIGSTOP)
+        paused_at = time.monotonic()
+        owner = lambda: {x.owner for x in pipeline.leases(aws).values()}  # noqa: E731
+        wait_until("w2 owning the shard", lambda: owner() == {"w2"}, within(30))
+        wait_until("three lease durations", lambda: time.monotonic() > paused_at + 3, 10)
+        first.send_signal(signal.SIGCONT)
+        wait_until("every record delivered",
+                   lambda: pipeline.delivered_ns() >= {p.n for p in scenario.produced},
+                   within(60))  # fmt: skip
+        figures = scenario.reconciler().reconcile(scenario.produced)
+        deadline = time.monotonic() + within(30)
+        while not figures.complete and time.monotonic() < deadline:
+            threading.Event().wait(0.2)  # the polling interval, not a wait for the outcome
+            figures = scenario.reconciler().reconcile(scenario.produced)
+        first.send_signal(signal.SIGINT)
+        runs.procs["second"].send_signal(signal.SIGINT)
+        runs.finish("first", 30)
+        runs.finish("second", 30)
+    finally:
+        runs.close()
+
+    report("j: a worker paused (SIGSTOP) past its lease mid-batch, then resumed",
+           "SIGSTOP for 3 lease durations while OpenSearch held its write", figures)  # fmt: skip
+    figures.check()
     assert figures.delivered == figures.produced - scenario.poison
 
 
