@@ -494,6 +494,47 @@ class TestHttpFaults:
         assert figures.lost == 0
 
 
+# -- (l): a record that fails retryably for ever, on a hot key -----------------------------
+
+
+@pytest.mark.usefixtures("local_env")
+def test_a_record_failing_retryably_for_ever_on_a_hot_key_is_given_up_in_order(
+    aws, unique, tmp_path, opensearch_endpoint, aws_proxy, monkeypatch, report
+):
+    """Most records share one key; every DynamoDB write holding one of them is throttled,
+    always. The batch is retried three times (2, 4, 8 s apart), then given up to the
+    on-failure destination, by range; the key's later records go on in order after it,
+    other keys were never held back, and nothing else is lost."""
+    route_sinks_through(monkeypatch, aws_proxy)
+    scenario = Scenario.make(
+        aws, tmp_path, f"e2e-{unique}", opensearch=opensearch_endpoint, batch=25
+    )
+    records = count(200)
+    hot = dict.fromkeys((records // 3,), "hot-poison")
+    scenario.produce(records, keys=4, tags=hot)
+    aws_proxy.inject(THROTTLE, target="BatchWriteItem", where=lambda r: b"hot-poison" in r.body)
+    aws_proxy.inject(THROTTLE, target="PutItem", where=lambda r: b"hot-poison" in r.body)
+
+    run_until_idle(scenario.local(), timeout=within(90))
+
+    reconciler = scenario.reconciler()
+    figures = reconciler.reconcile(scenario.produced)
+    report("l: a record throttled for ever on a hot key (per_key)",
+           f"{injected_text(aws_proxy)} on one record", figures)  # fmt: skip
+    figures.check()
+    poisoned = scenario.produced[records // 3]
+    ranges = [m["KinesisBatchInfo"] for m in reconciler.on_failure]
+    assert any(
+        r["shardId"] == poisoned.shard_id
+        and int(r["startSequenceNumber"]) <= int(poisoned.sequence_number)
+        <= int(r["endSequenceNumber"])
+        for r in ranges
+    )
+    assert all(m["requestContext"]["condition"] == "RetryAttemptsExhausted"
+               for m in reconciler.on_failure)  # fmt: skip
+    assert figures.lost == 0
+
+
 # -- (d): a processor raising on chosen records --------------------------------------------
 
 
