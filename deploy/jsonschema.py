@@ -337,18 +337,22 @@ def _function(d: Mapping[str, Any]) -> dict[str, Any]:
         "processors": {
             "type": "array",
             "items": {"$ref": "#/$defs/processor"},
-            "description": "The chain: filter, enrich, route, plugins; may be empty: [].",
+            "description": "The chain: filter, enrich, route, plugins; absent or [] means "
+            "none (then the route shorthand sends every record).",
         },
         "route": {
             "$ref": "#/$defs/sink_list",
             "description": "Shorthand: every record goes to these sinks (no route processor).",
         },
     }
-    out = _object(model.FUNCTION_KEYS, shapes, required=("processors",))
+    out = _object(model.FUNCTION_KEYS, shapes)
     out["description"] = "A Lambda function consuming the stream."
     out["anyOf"] = [  # routes somewhere: the shorthand, or a route processor
         {"required": ["route"]},
-        {"properties": {"processors": {"contains": {"required": ["route"]}}}},
+        {
+            "required": ["processors"],
+            "properties": {"processors": {"contains": {"required": ["route"]}}},
+        },
     ]
     return out
 

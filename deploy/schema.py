@@ -281,9 +281,7 @@ def _function(
     f = Fields(r, path, data, FUNCTION_KEYS)
     processors: list[dict[str, Any]] = []
     has_route = False
-    if "processors" not in data:
-        r.error(f.at("processors"), "required field is missing (a list; may be empty: [])")
-    else:
+    if "processors" in data:  # absent means none: `route: [sinks]` alone is a whole function
         processors, has_route = validate_chain(r, f.at("processors"), data["processors"], names)
     route: list[str] | None = None
     if data.get("route") is not None:

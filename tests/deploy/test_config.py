@@ -408,6 +408,22 @@ class TestYamlDetails:
 
 
 class TestCompile:
+    def test_processors_may_be_omitted_when_the_route_shorthand_is_all(self) -> None:
+        """`route: [sinks]` alone is a whole function: absent processors means none."""
+        text = MINIMAL.replace("    processors: []\n", "")
+        assert "processors" not in text
+        function = _plan(text)["functions"]["main"]
+        assert function["processors"] == []
+        assert function["route"] == ["out"]
+
+    def test_omitted_processors_and_no_route_still_routes_nowhere(self) -> None:
+        """Without processors and without the shorthand the function is told it routes nowhere."""
+        text = MINIMAL.replace("    processors: []\n    route: [out]\n", "    memory_mb: 256\n")
+        assert _problems(text) == [
+            "pipeline.yaml:8: functions.main: routes nowhere: add 'route: [out]' to send every "
+            "record to a sink, or a '- route:' processor with rules"
+        ]
+
     def test_aggregated_stream_turns_pushdown_off(self) -> None:
         """AWS cannot filter inside KPL aggregates, so no function gets FilterCriteria."""
         text = MINIMAL.replace("  name: mini-events", "  name: mini-events\n  aggregated: true")
