@@ -93,6 +93,8 @@ def _summary(cfg: PipelineConfig) -> str:
 def validate(file: str) -> None:
     """Check the pipeline FILE and print every problem with its line and path."""
     cfg = load_or_exit(file)
+    for note in cfg.notes:  # a choice's consequence, not a problem: the exit status stays 0
+        click.echo(f"{note.file}:{note.line}: {note.path}: note: {note.message}", err=True)
     click.echo(f"{file}: ok ({_summary(cfg)})")
 
 
@@ -170,7 +172,7 @@ def invoke(
     for what, count in summary_rows(result):
         table.add_row(what, count)
     Console(stderr=True).print(table)
-    click.echo(json.dumps(result.response))
+    click.echo(json.dumps(result.result.response))
 
 
 @main.command()
@@ -314,8 +316,9 @@ def run(
         runs = local.run(stop, until_idle_s=until_idle)
     timer.cancel()
     table = Table(title=f"{plan['name']}: event source mappings")
-    columns = ("function", "records in", "filtered", "invocations", "ok", "partial", "failed",
-               "retries", "on-failure", "checkpoints")  # fmt: skip
+    # "filtered by pushdown": dropped by the mapping's FilterCriteria before any invocation
+    columns = ("function", "records in", "filtered by pushdown", "invocations", "ok", "partial",
+               "failed", "retries", "on-failure", "checkpoints")  # fmt: skip
     for column in columns:
         table.add_column(column, justify="left" if column == "function" else "right")
     for r in runs:
