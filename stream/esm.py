@@ -569,7 +569,8 @@ class EventSourceMapping:
             log.warning(
                 "%s:%s is a KPL aggregate: filter criteria never match aggregates (AWS drops "
                 "them on a shared-throughput consumer), so it was dropped with its user "
-                "records; set stream.aggregated: true to turn filter pushdown off",
+                "records; if producers aggregate, set stream.aggregated: true and remove "
+                "filter_pushdown",
                 shard_id,
                 seq,
             )
