@@ -742,6 +742,43 @@ class TestAlarmsAndOutputs:
         assert props["MetricName"] == "ApproximateNumberOfMessagesVisible"
         assert (props["Threshold"], props["ComparisonOperator"]) == (0, "GreaterThanThreshold")
 
+    def test_an_s3_on_failure_bucket_alarms_on_what_lambda_and_the_function_write_there(self):
+        """Lambda's on-failure objects (a request metrics filter on aws/lambda/ of the
+        bucket) and the function's own dead letters (its EMF metric) each alarm at once."""
+        doc = minimal(main={"processors": [], "route": ["out"], "on_failure": "vault"})
+        doc["sinks"]["vault"] = {"type": "s3", "bucket": "shop-vault"}
+        doc["sinks"]["archive"] = {"type": "s3", "bucket": "shop-archive"}
+        doc["functions"]["other"] = {"processors": [], "route": ["archive"]}
+        template = build(plan_of(doc))
+        buckets = of_type(template, "S3::Bucket")
+        assert buckets["ShopVaultBucket"]["MetricsConfigurations"] == [
+            {"Id": "lambda-on-failure", "Prefix": "aws/lambda/"}
+        ]
+        assert "MetricsConfigurations" not in buckets["ShopArchiveBucket"]
+        alarms = of_type(template, "CloudWatch::Alarm")
+        objects = alarms["ShopVaultOnFailureObjectsAlarm"]
+        assert (objects["Namespace"], objects["MetricName"], objects["Statistic"]) == (
+            "AWS/S3", "PutRequests", "Sum",
+        )  # fmt: skip
+        assert objects["Dimensions"] == [
+            {"Name": "BucketName", "Value": "shop-vault"},
+            {"Name": "FilterId", "Value": "lambda-on-failure"},
+        ]
+        letters = alarms["MainDeadLettersAlarm"]
+        assert (letters["Namespace"], letters["MetricName"]) == ("shardline", "RecordsDeadLettered")
+        assert letters["Dimensions"] == [
+            {"Name": "Pipeline", "Value": "shop"},
+            {"Name": "Function", "Value": "main"},
+        ]
+        for alarm in (objects, letters):
+            assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+            assert (alarm["Period"], alarm["EvaluationPeriods"]) == (60, 1)
+        assert "OtherDeadLettersAlarm" not in alarms  # its dead letters go to a queue
+        doc["metrics"] = False  # no EMF metric to alarm on: the bucket's alarm remains
+        alarms = of_type(build(plan_of(doc)), "CloudWatch::Alarm")
+        assert "MainDeadLettersAlarm" not in alarms
+        assert "ShopVaultOnFailureObjectsAlarm" in alarms
+
     def test_outputs_name_the_stream_functions_mappings_queues_buckets_and_tables(self):
         template = build(load_plan_from_file(EXAMPLE))
         assert sorted(template["Outputs"]) == [
