@@ -93,6 +93,8 @@ def _summary(cfg: PipelineConfig) -> str:
 def validate(file: str) -> None:
     """Check the pipeline FILE and print every problem with its line and path."""
     cfg = load_or_exit(file)
+    for note in cfg.notes:  # a choice's consequence, not a problem: the exit status stays 0
+        click.echo(f"{note.file}:{note.line}: {note.path}: note: {note.message}", err=True)
     click.echo(f"{file}: ok ({_summary(cfg)})")
 
 
@@ -170,7 +172,7 @@ def invoke(
     for what, count in summary_rows(result):
         table.add_row(what, count)
     Console(stderr=True).print(table)
-    click.echo(json.dumps(result.response))
+    click.echo(json.dumps(result.result.response))
 
 
 @main.command()
@@ -314,8 +316,9 @@ def run(
         runs = local.run(stop, until_idle_s=until_idle)
     timer.cancel()
     table = Table(title=f"{plan['name']}: event source mappings")
-    columns = ("function", "records in", "filtered", "invocations", "ok", "partial", "failed",
-               "retries", "on-failure", "checkpoints")  # fmt: skip
+    # "filtered by pushdown": dropped by the mapping's FilterCriteria before any invocation
+    columns = ("function", "records in", "filtered by pushdown", "invocations", "ok", "partial",
+               "failed", "retries", "on-failure", "checkpoints")  # fmt: skip
     for column in columns:
         table.add_column(column, justify="left" if column == "function" else "right")
     for r in runs:
@@ -436,15 +439,29 @@ def template(file: str, *, code_bucket: str, code_key: str | None, architecture:
     show_default=True,
     help="Where installed dependencies are kept between builds.",
 )
+@click.option(
+    "--compile-with",
+    "compile_with",
+    metavar="PYTHON",
+    help="Ship bytecode compiled by this interpreter of --python-version (faster cold "
+    "starts; the zip then depends on it). Default: sources only.",
+)
 def package(
-    file: str, *, out_dir: str, architecture: str, python_version: str, cache_dir: str
+    file: str,
+    *,
+    out_dir: str,
+    architecture: str,
+    python_version: str,
+    cache_dir: str,
+    compile_with: str | None,
 ) -> None:
     """Build the Lambda zip of FILE (pipeline file or compiled plan) and print its size.
 
     It holds stream/, processors/, sinks/, the compiled plan, the plugins the plan uses and
     the run-time dependencies built for the target; boto3 (in the Lambda runtime), deploy/
     and the CLI libraries are left out. The same inputs give the same bytes, so an
-    unchanged pipeline redeploys as a no-op.
+    unchanged pipeline redeploys as a no-op; the output says how it was built (sources
+    only, or bytecode by the --compile-with interpreter).
     """
     from deploy.invoke import load_any_plan  # noqa: PLC0415  # only when used
     from deploy.package import PackageError, build_package, format_size  # noqa: PLC0415
@@ -457,6 +474,7 @@ def package(
             architecture=architecture,
             python_version=python_version,
             cache_dir=cache_dir,
+            compile_with=compile_with,
             log=lambda line: click.echo(line, err=True),
         )
     except PackageError as exc:
@@ -467,7 +485,7 @@ def package(
     click.echo(
         f"{result.path}: {format_size(result.size)} ({result.size} bytes), "
         f"{len(result.files)} files, {architecture}, python{python_version}, "
-        f"bytecode {result.bytecode or 'none'}, sha256 {result.sha256}"
+        f"{result.built}, sha256 {result.sha256}"
     )
 
 

@@ -296,6 +296,9 @@ def _print_demo(console: Any, report: Any, example: Path) -> None:
     stores.add_row("produced", f"{report.produced:,}")
     for function, count in report.filtered.items():
         stores.add_row(f"filtered out by {function} (its metrics)", f"{count:,}")
+    for function, count in report.pushed_down.items():
+        if count:
+            stores.add_row(f"filtered by pushdown before {function} (its mapping)", f"{count:,}")
     stored = report.dev.stored
     for sink, count in (stored.per_sink if stored else {}).items():
         stores.add_row(sink, f"{count:,}")

@@ -54,12 +54,15 @@ class PipelineConfig:
         normalized: the validated content with every default filled in.
         lines: line (1-based) of every mapping key and list item, by document path; later
             steps (deploy, local run) use it to point their own errors at the file.
+        notes: what ``validate`` tells the user without failing (e.g. what
+            ``filter_pushdown`` does to records that are not JSON), in line order.
     """
 
     source: str
     document: dict[str, Any]
     normalized: dict[str, Any]
     lines: Mapping[DocPath, int]
+    notes: tuple[Problem, ...] = ()
 
     def line_of(self, path: DocPath) -> int:
         """The line of ``path``, or of its nearest ancestor in the file."""
@@ -82,7 +85,8 @@ def parse_config(
     normalized = validate(reporter, document)
     if reporter.problems:
         raise ConfigError(reporter.sorted_problems())
-    return PipelineConfig(source, document, normalized, lines)
+    notes = tuple(sorted(reporter.notes, key=lambda p: p.line))
+    return PipelineConfig(source, document, normalized, lines, notes)
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> PipelineConfig:
@@ -106,9 +110,11 @@ def compile_plan(cfg: PipelineConfig) -> dict[str, Any]:
     """The JSON plan for the runtime and deploy: plain data, every default explicit.
 
     Beyond the normalised config it applies the rules that depend on several settings:
-    FilterCriteria pushdown is off for every function when the stream carries KPL-aggregated
-    records, because AWS cannot see inside an aggregate to filter it; otherwise the leading
-    match filters become ``filter_criteria`` (:mod:`deploy.pushdown`). An SQS sink that names
+    for a function with ``filter_pushdown: true`` (an explicit choice; validation refuses it
+    on a KPL-aggregated stream, which AWS cannot filter) the leading match filters become
+    ``filter_criteria`` (:mod:`deploy.pushdown`). The stream's ``aggregated`` flag is in
+    the plan's ``stream``, where the runtime reads it (:func:`stream.runtime.build_runner`).
+    An SQS sink that names
     no ``overflow_bucket`` gets the first S3 sink's bucket, where dead letters too large
     for one message are written.
     """
@@ -117,10 +123,8 @@ def compile_plan(cfg: PipelineConfig) -> dict[str, Any]:
     for sink in spec["sinks"].values():
         if sink.get("type") == "sqs" and not sink.get("overflow_bucket") and buckets:
             sink["overflow_bucket"] = buckets[0]
-    aggregated = spec["stream"]["aggregated"]
     functions = spec["functions"]
     for function in functions.values():
-        function["filter_pushdown"] = function["filter_pushdown"] and not aggregated
         function["filter_criteria"] = filter_criteria(function)
     return {
         "version": PLAN_VERSION,

@@ -34,7 +34,9 @@ applied first, as AWS does, and a Kinesis event made from the inputs goes throug
           dead_letters:            # each: reason (a substring), step (exact), count
             - {reason: "is not JSON", step: processors[0].filter}
           failed: 0                # reported in batchItemFailures (Lambda retries them)
-          dropped: 2               # filtered out (in the function or pushed down)
+          dropped: 2               # filtered out (in the function, or by pushdown: with
+                                   # filter_pushdown: true the function's FilterCriteria
+                                   # drop first, as in AWS, records that are not JSON too)
 
 A record is compared as the JSON document the chain left it, as the ``stdout`` sink writes
 it; data that is not JSON shows as ``{_text: ...}`` (UTF-8) or ``{_data_base64: ...}``.
@@ -191,6 +193,7 @@ class CaseResult:
     dead_letters: int = 0
     failed: int = 0
     dropped: int = 0
+    pushed_down: int = 0
     differences: list[str] = field(default_factory=list)
 
     @property
@@ -204,7 +207,9 @@ class CaseResult:
         counts += [f"{sink} {n}" for sink, n in self.written.items() if n]
         counts += [f"dead letters {self.dead_letters}"] if self.dead_letters else []
         counts += [f"failed {self.failed}"] if self.failed else []
-        counts += [f"dropped {self.dropped}"] if self.dropped else []
+        if self.dropped:  # pushdown named apart: AWS drops those before the function
+            pushed = f" (filtered by pushdown {self.pushed_down})" if self.pushed_down else ""
+            counts.append(f"dropped {self.dropped}{pushed}")
         verdict = "PASS" if self.passed else "FAIL"
         return f"{verdict}  {self.case.name} ({self.case.function}): {', '.join(counts)}"
 
@@ -749,6 +754,7 @@ def run_case(suite: Suite, case: Case) -> CaseResult:
     outcome.dead_letters = len(result.dead_letters)
     outcome.failed = len(result.failed)
     outcome.dropped = sum(result.dropped.values()) + result.unrouted + pushed_down
+    outcome.pushed_down = pushed_down
     routed = _routed_sinks(suite.plan["functions"][case.function])
     for name in routed:
         got = sinks[name].documents if name in sinks else []
@@ -770,7 +776,7 @@ def run_case(suite: Suite, case: Case) -> CaseResult:
 def _drop_detail(result: BatchResult, pushed_down: int) -> str:
     parts = [f"{step} {n}" for step, n in result.dropped.items()]
     parts += [f"unrouted {result.unrouted}"] if result.unrouted else []
-    parts += [f"FilterCriteria {pushed_down}"] if pushed_down else []
+    parts += [f"filtered by pushdown {pushed_down}"] if pushed_down else []
     return f" ({', '.join(parts)})" if parts else ""
 
 

@@ -10,11 +10,14 @@ event source mapping in Lambda runtime workers.
 The summary is read back from the stores, not from the runner's counters: items in
 DynamoDB, documents in OpenSearch, lines in the S3 archive, dead letters in the queue by
 reason. What a filter dropped leaves nothing in a store; it is read from the functions'
-CloudWatch metrics (the EMF lines in ``.shardline/logs``), as one would in AWS. Per
-function, produced = filtered + delivered + dead-lettered, where delivered is the store that
-every routed record reaches; the demo exits 1 otherwise. Latency is arrival in the stream to
-the write in DynamoDB: an order item's ``_written_at`` against its event's ``_arrival`` in
-the archive.
+CloudWatch metrics (the EMF lines in ``.shardline/logs``), as one would in AWS; what a
+function's FilterCriteria dropped (``filter_pushdown: true``) never reached it, and is
+read from its event source mapping's counters (in AWS: the mapping's FilteredOutEvents
+metric).
+Per function, produced = filtered + filtered by pushdown + delivered + dead-lettered, where
+delivered is the store that every routed record reaches; the demo exits 1 otherwise.
+Latency is arrival in the stream to the write in DynamoDB: an order item's ``_written_at``
+against its event's ``_arrival`` in the archive.
 """
 
 from __future__ import annotations
@@ -136,6 +139,7 @@ class DemoReport:
     dev: DevReport
     produced: int
     filtered: dict[str, int] = field(default_factory=dict)
+    pushed_down: dict[str, int] = field(default_factory=dict)
     enriched: int = 0
     dead_by_function: dict[str, Counter[str]] = field(default_factory=dict)
     latency_ms: tuple[float, float] | None = None  # p50, p99
@@ -182,6 +186,9 @@ def run_demo(
     )
     report = DemoReport(dev=dev, produced=traffic.produced)
     report.filtered = _filtered_from_metrics(log_dir, list(plan["functions"]), before)
+    report.pushed_down = {
+        run.name: (run.stats or run.mapping.stats).records_filtered for run in dev.runs
+    }
     _read_back(plan, client, report)
     _reconcile(plan, report)
     report.seconds = time.monotonic() - started
@@ -236,7 +243,8 @@ def _read_back(plan: Mapping[str, Any], client: Callable[[str], Any], report: De
 
 
 def _reconcile(plan: Mapping[str, Any], report: DemoReport) -> None:
-    """Per function: produced = filtered + delivered + dead-lettered (see the docstring)."""
+    """Per function: produced = filtered + filtered by pushdown + delivered + dead-lettered
+    (see the docstring); the pushdown term only for a function with FilterCriteria."""
     stored = report.dev.stored.per_sink if report.dev.stored else {}
     for function, spec in plan["functions"].items():
         sink = _catch_all_sink(spec)
@@ -245,8 +253,12 @@ def _reconcile(plan: Mapping[str, Any], report: DemoReport) -> None:
         dead = sum(report.dead_by_function.get(function, Counter()).values())
         delivered = stored.get(sink, 0) if _sole_user(plan, sink, function) else 0
         filtered = report.filtered.get(function, 0)
+        terms = "filtered"
+        if spec.get("filter_criteria"):
+            filtered += report.pushed_down.get(function, 0)
+            terms = "filtered + filtered by pushdown"
         report.checks.append(
-            (f"{function}: produced = filtered + {sink} + dead-lettered", report.produced,
+            (f"{function}: produced = {terms} + {sink} + dead-lettered", report.produced,
              filtered + delivered + dead)
         )  # fmt: skip
 

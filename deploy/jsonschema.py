@@ -125,6 +125,7 @@ def pipeline_schema() -> dict[str, Any]:
         "description": "A Kinesis stream and the Lambda functions that consume it "
         "(see `shardline validate`, which checks everything this schema cannot).",
         **_object(TOP_KEYS, top, required=("name", "stream", "sinks", "functions")),
+        **_aggregated_rules(),
         "$defs": {
             "env": {
                 "type": "string",
@@ -219,6 +220,23 @@ def _text(description: str, **more: Any) -> dict[str, Any]:
     return _with_env({"type": "string", "description": description, **more})
 
 
+def _aggregated_rules() -> dict[str, Any]:
+    """What ``stream.aggregated: true`` refuses in every function, as the validator does:
+    ``filter_pushdown: true`` (AWS cannot filter aggregates) and ``parallelization`` above 1
+    (AWS's ParallelizationFactor does not work with aggregation)."""
+    refused = {
+        "properties": {
+            "filter_pushdown": {"not": {"const": True}},
+            "batch": {"properties": {"parallelization": {"maximum": 1}}},
+        }
+    }
+    aggregated = {"properties": {"aggregated": {"const": True}}, "required": ["aggregated"]}
+    return {
+        "if": {"properties": {"stream": aggregated}, "required": ["stream"]},
+        "then": {"properties": {"functions": {"additionalProperties": refused}}},
+    }
+
+
 def _defaults() -> dict[str, Any]:
     """The defaults the validator fills into a minimal file: one source of truth."""
     r = Reporter("<defaults>", {})
@@ -263,8 +281,9 @@ def _stream(d: Mapping[str, Any]) -> dict[str, Any]:
         ),
         "aggregated": _flag(
             d["aggregated"],
-            "Producers use KPL aggregation; turns off FilterCriteria pushdown, which AWS "
-            "cannot apply to aggregated records.",
+            "Producers use KPL aggregation: corrupt aggregates are dead-lettered (else data "
+            "that only looks like one passes as a plain record); functions may not use "
+            "filter_pushdown (AWS cannot filter aggregates) nor parallelization above 1.",
         ),
     }
     out = _object(model.STREAM_KEYS, shapes, required=("name",))
@@ -328,7 +347,9 @@ def _function(d: Mapping[str, Any]) -> dict[str, Any]:
             "later records of its partition key, none nothing.",
         ),
         "filter_pushdown": _flag(
-            d["filter_pushdown"], "Leading match filters also become the mapping's FilterCriteria."
+            d["filter_pushdown"],
+            "Opt in: leading match filters also become the mapping's FilterCriteria, and AWS "
+            "then drops records that are not JSON silently. Not with stream.aggregated.",
         ),
         "on_failure": _text(
             "A sink of type sqs or s3 for poison records and exhausted retries; when absent, "
@@ -337,18 +358,22 @@ def _function(d: Mapping[str, Any]) -> dict[str, Any]:
         "processors": {
             "type": "array",
             "items": {"$ref": "#/$defs/processor"},
-            "description": "The chain: filter, enrich, route, plugins; may be empty: [].",
+            "description": "The chain: filter, enrich, route, plugins; absent or [] means "
+            "none (then the route shorthand sends every record).",
         },
         "route": {
             "$ref": "#/$defs/sink_list",
             "description": "Shorthand: every record goes to these sinks (no route processor).",
         },
     }
-    out = _object(model.FUNCTION_KEYS, shapes, required=("processors",))
+    out = _object(model.FUNCTION_KEYS, shapes)
     out["description"] = "A Lambda function consuming the stream."
     out["anyOf"] = [  # routes somewhere: the shorthand, or a route processor
         {"required": ["route"]},
-        {"properties": {"processors": {"contains": {"required": ["route"]}}}},
+        {
+            "required": ["processors"],
+            "properties": {"processors": {"contains": {"required": ["route"]}}},
+        },
     ]
     return out
 

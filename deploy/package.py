@@ -17,17 +17,19 @@ the runtime's botocore then imports from ``/var/task`` ahead of its own, satisfy
 version bounds. Also left out: grpcio and opensearch-protobufs, declared by opensearch-py 3
 for its gRPC transport only (18 MB unpacked); the HTTP client our sink uses never imports them.
 
-Bytecode: ``/var/task`` is read-only, so Python cannot cache what it compiles and would
-recompile every imported module at every cold start. Each ``.py`` therefore ships with a
-``__pycache__/*.cpython-3XX.pyc`` compiled by an interpreter of the *target* version (this
-one when it matches, else ``python3.X`` on PATH); without one the zip holds sources only
-and :attr:`PackageResult.notes` says so (bytecode of another version would be ignored at
-best). The ``.pyc`` are hash-checked (PEP 552), so they never depend on file times and an
-edited source is still noticed.
+Bytecode, only when asked (``compile_with``, ``shardline package --compile-with PYTHON``):
+``/var/task`` is read-only, so Python cannot cache what it compiles and recompiles every
+imported module at every cold start; with an interpreter of the *target* version given, each
+``.py`` ships with a hash-checked (PEP 552) ``__pycache__/*.cpython-3XX.pyc``, which never
+depends on file times and still notices an edited source. It is never chosen by looking at
+the build machine (this interpreter's version, ``python3.X`` on PATH): two machines would
+then build different zips from one file, one with bytecode and one without, and a deploy
+from the other would replace the function's code for nothing. By default the zip holds
+sources only, and :attr:`PackageResult.built` says how it was built either way.
 
 Determinism: entries sorted, dated 1980-01-01, mode 0644, fixed compression level, and
-compiled with ``PYTHONHASHSEED=0``, so the same inputs give the same bytes and an
-unchanged pipeline redeploys as a no-op. The pip install, the slow part, is cached under
+(with bytecode) compiled with ``PYTHONHASHSEED=0``, so the same inputs give the same bytes
+and an unchanged pipeline redeploys as a no-op. The pip install, the slow part, is cached under
 ``cache_dir`` by requirements, platform and Python.
 """
 
@@ -119,7 +121,10 @@ class PackageResult:
         files: every entry, sorted.
         bytecode: cache tag of the shipped ``.pyc`` (``cpython-312``); None: sources only.
         distributions: ``name==version`` of every third-party distribution shipped.
-        notes: what the operator should know (sources only, files that did not compile).
+        notes: what the operator should know (files that did not compile).
+        built: how it was built, for the output: ``sources only`` or ``bytecode cpython-312
+            by Python 3.12.3 (/usr/bin/python3.12)``; the zip is a function of the inputs,
+            and with bytecode the interpreter is one of them.
     """
 
     path: Path
@@ -129,6 +134,7 @@ class PackageResult:
     bytecode: str | None = None
     distributions: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    built: str = "sources only"
 
     @property
     def code_sha256(self) -> str:
@@ -176,7 +182,8 @@ def build_package(
         cache_dir: where installed dependencies are kept (default ``.shardline/cache``).
         requirements: the run-time requirements; default: shardline's own (without extras).
         compile_with: an interpreter of ``python_version`` to compile bytecode with;
-            default: this one if its version matches, else ``pythonX.Y`` on PATH.
+            default: none, sources only (never guessed from this machine, so that the zip
+            depends on the arguments alone).
         log: called with a line of progress before each slow step.
 
     Raises:
@@ -191,12 +198,6 @@ def build_package(
         raise PackageError(msg)
     interpreter = _interpreter(python_version, compile_with)
     notes: list[str] = []
-    if interpreter is None:
-        notes.append(
-            f"no Python {python_version} interpreter found (python{python_version} on PATH): "
-            "the zip holds sources only, which Lambda recompiles at every cold start because "
-            f"/var/task is read-only; put python{python_version} on PATH to ship bytecode"
-        )
     dists = _plugin_distributions(plan, plugins)
     wanted = list(_default_requirements() if requirements is None else requirements)
     for dist in dists:
@@ -233,6 +234,7 @@ def build_package(
         out.mkdir(parents=True, exist_ok=True)
         path = out / f"{plan['name']}.zip"
         digest = _write_zip(path, entries)
+    tag = f"cpython-{python_version.replace('.', '')}"
     shipped = sorted(
         _shipped_distributions(deps) | {f"{_dist_name(d)}=={d.version}" for d in dists}
     )
@@ -241,9 +243,14 @@ def build_package(
         size=path.stat().st_size,
         sha256=digest,
         files=tuple(sorted(entries)),
-        bytecode=None if interpreter is None else f"cpython-{python_version.replace('.', '')}",
+        bytecode=None if interpreter is None else tag,
         distributions=tuple(shipped),
         notes=tuple(notes),
+        built=(
+            "sources only"
+            if interpreter is None
+            else f"bytecode {tag} by Python {interpreter[1]} ({interpreter[0]})"
+        ),
     )
 
 
@@ -553,16 +560,16 @@ def _shipped_distributions(site: Path) -> set[str]:
 
 
 def _interpreter(version: str, given: str | None) -> tuple[str, str] | None:
-    """``(executable, full version)`` of an interpreter of ``version``, or None."""
-    candidates = [given] if given else [sys.executable, shutil.which(f"python{version}")]
-    for exe in candidates:
-        full = _version_of(exe) if exe else None
-        if full is not None and full.rsplit(".", 1)[0] == version:
-            return exe, full  # type: ignore[return-value]  # exe is not None here
-    if given:
-        msg = f"compile_with {given!r} is not a Python {version} interpreter"
-        raise PackageError(msg)
-    return None
+    """``(executable, full version)`` of the interpreter given to compile with, or None
+    (sources only) when none is given: never one found on this machine by itself."""
+    if not given:
+        return None
+    exe = shutil.which(given) or given
+    full = _version_of(exe)
+    if full is not None and full.rsplit(".", 1)[0] == version:
+        return exe, full
+    msg = f"compile_with {given!r} is not a Python {version} interpreter"
+    raise PackageError(msg)
 
 
 def _version_of(exe: str) -> str | None:

@@ -83,6 +83,9 @@ class Reporter:
         self.file = file
         self.lines = lines
         self.problems: list[Problem] = []
+        #: What the user should know but need not fix (a choice with a cost): printed by
+        #: ``validate``, never an error.
+        self.notes: list[Problem] = []
         self._silenced: set[Path] = set()
 
     def line_of(self, path: Path) -> int:
@@ -99,6 +102,10 @@ class Reporter:
             return
         line = self.line_of(at if at is not None else path)
         self.problems.append(Problem(self.file, line, format_path(path), message))
+
+    def note(self, path: Path, message: str) -> None:
+        """Record a note at ``path``: a consequence of a valid choice, said once."""
+        self.notes.append(Problem(self.file, self.line_of(path), format_path(path), message))
 
     def error_at_line(self, line: int, path: str, message: str) -> None:
         """Record a problem whose location is known only as a line (YAML syntax errors)."""

@@ -1,9 +1,12 @@
 """FilterCriteria push-down: a function's leading ``match`` filters, as Lambda filter patterns.
 
-When a function starts with ``filter: {match: ...}`` steps, Lambda's event source mapping
-can apply them before invoking the function, so dropped records cost no invocation. The
-steps stay in the chain as well (a record that passes AWS's filter passes ours), so
-pushing down is only ever an optimisation, and this module is conservative:
+When a function starts with ``filter: {match: ...}`` steps and says ``filter_pushdown:
+true``, Lambda's event source mapping applies them before invoking the function, so dropped
+records cost no invocation. It is an explicit choice because it is not only an optimisation:
+AWS drops a record whose data is not JSON silently, where the function would dead-letter it
+with the reason (validate says so in a note; ``run``, ``invoke`` and ``test`` drop the same
+records). The steps stay in the chain as well (a record that passes AWS's filter passes
+ours), and this module is conservative:
 
 * the leading match filters are ANDed into one pattern by merging them where their fields
   do not overlap; the first filter that cannot be merged, and everything after it, stays

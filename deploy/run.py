@@ -10,7 +10,8 @@ Per function, as Lambda has one event source mapping per function:
   against a local Runtime API, :mod:`stream.lambda_runtime`), or in this process with
   ``in_process`` (faster to start; a timeout cannot cut a handler short);
 * the on-failure destination is the function's ``on_failure`` sink: an SQS queue gets the
-  AWS-shaped metadata message, an S3 bucket an object with it, under Lambda's key layout;
+  AWS-shaped metadata message, an S3 bucket an object with the whole invocation record (the
+  message plus ``payload``, the batch's event), under Lambda's key layout;
 * the mapping's settings (batch size, window, starting position, parallelization, bisect,
   retries, record age, filter criteria, on-failure destination) come from the compiled plan
   or, for a pipeline deployed to the endpoint (``shardline deploy``), from its event source
@@ -44,6 +45,7 @@ __all__ = [
     "LocalRun",
     "ShardStatus",
     "deployed_settings",
+    "keeps_payload",
     "lease_table_name",
     "mapping_status",
     "on_failure_destination",
@@ -76,14 +78,12 @@ def on_failure_destination(
 
     Lambda sends SQS destinations the metadata message alone (the records stay in the
     stream until retention ends) and S3 destinations an object per batch under
-    ``aws/lambda/<mapping>/<shard>/YYYY/MM/DD/<time>-<uuid>``; both are reproduced. Errors
-    propagate: the mapping keeps the batch and sends the message again later.
+    ``aws/lambda/<mapping>/<shard>/YYYY/MM/DD/<time>-<uuid>`` holding the whole invocation
+    record: the message and the batch's event under ``payload`` (the mapping adds it when
+    :func:`keeps_payload`); both are reproduced. Errors propagate: the mapping keeps the
+    batch and sends the message again later.
     """
-    if destination_arn is not None:
-        spec = _destination_spec(destination_arn)
-    else:
-        name = plan["functions"][function].get("on_failure")
-        spec = plan["sinks"].get(name) if name else None
+    spec = _on_failure_spec(plan, function, destination_arn)
     if spec is None:
         return None
     mapping_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{plan['name']}/{function}"))
@@ -111,6 +111,33 @@ def on_failure_destination(
 
         return put
     return None
+
+
+def keeps_payload(
+    plan: Mapping[str, Any], function: str, destination_arn: str | None = None
+) -> bool:
+    """Whether the function's on-failure destination is a bucket, which AWS sends whole
+    invocation records (the event under ``payload``), not the metadata alone.
+
+    >>> plan = {"sinks": {"dlq": {"type": "sqs"}, "vault": {"type": "s3", "bucket": "v"}},
+    ...         "functions": {"a": {"on_failure": "vault"}, "b": {"on_failure": "dlq"}}}
+    >>> keeps_payload(plan, "a"), keeps_payload(plan, "b")
+    (True, False)
+    >>> keeps_payload(plan, "b", "arn:aws:s3:::v")  # a deployed mapping's destination
+    True
+    """
+    spec = _on_failure_spec(plan, function, destination_arn)
+    return spec is not None and spec.get("type") == "s3"
+
+
+def _on_failure_spec(
+    plan: Mapping[str, Any], function: str, destination_arn: str | None
+) -> Mapping[str, Any] | None:
+    if destination_arn is not None:
+        return _destination_spec(destination_arn)
+    name = plan["functions"][function].get("on_failure")
+    spec: Mapping[str, Any] | None = plan["sinks"].get(name) if name else None
+    return spec
 
 
 def _destination_spec(arn: str) -> dict[str, str] | None:
@@ -260,6 +287,7 @@ class LocalRun:
                 table,
                 client=self.client("kinesis"),
                 on_failure=on_failure_destination(self.plan, name, self.client, destination),
+                on_failure_payload=keeps_payload(self.plan, name, destination),
             )
             self.runs.append(FunctionRun(name, mapping, closers))
         return self.runs

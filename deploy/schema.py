@@ -155,7 +155,7 @@ def validate(r: Reporter, doc: Any) -> dict[str, Any]:
     log_payloads = f.flag("log_payloads", default=False)
     stream = _stream(r, f)
     sinks = _sinks(r, f)
-    functions = _functions(r, f, sinks)
+    functions = _functions(r, f, sinks, aggregated=stream["aggregated"] is True)
     return {
         "name": name,
         "region": region,
@@ -252,7 +252,9 @@ def _sink(r: Reporter, path: Path, spec: Any) -> dict[str, Any]:
     return out
 
 
-def _functions(r: Reporter, top: Fields, sinks: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
+def _functions(
+    r: Reporter, top: Fields, sinks: dict[str, dict[str, Any]] | None, *, aggregated: bool
+) -> dict[str, Any]:
     data = top.mapping("functions", required=True)
     if data is None:
         return {}
@@ -267,7 +269,7 @@ def _functions(r: Reporter, top: Fields, sinks: dict[str, dict[str, Any]] | None
             r.error(path, problem)
         body = as_mapping(r, path, {} if spec is None else spec)
         if body is not None:
-            out[name] = _function(r, path, body, sinks, names)
+            out[name] = _function(r, path, body, sinks, names, aggregated=aggregated)
     return out
 
 
@@ -277,13 +279,13 @@ def _function(
     data: dict[str, Any],
     sinks: dict[str, Any] | None,
     names: list[str] | None,
+    *,
+    aggregated: bool,
 ) -> dict[str, Any]:
     f = Fields(r, path, data, FUNCTION_KEYS)
     processors: list[dict[str, Any]] = []
     has_route = False
-    if "processors" not in data:
-        r.error(f.at("processors"), "required field is missing (a list; may be empty: [])")
-    else:
+    if "processors" in data:  # absent means none: `route: [sinks]` alone is a whole function
         processors, has_route = validate_chain(r, f.at("processors"), data["processors"], names)
     route: list[str] | None = None
     if data.get("route") is not None:
@@ -301,12 +303,37 @@ def _function(
             f"routes nowhere: add 'route: [{example}]' to send every record to a sink, "
             "or a '- route:' processor with rules",
         )
+    batch = _batch(r, f)
+    if aggregated and batch["parallelization"] > 1:
+        r.error(
+            (*f.at("batch"), "parallelization"),
+            f"{batch['parallelization']} lanes with stream.aggregated: true: AWS's "
+            "ParallelizationFactor does not work with KPL aggregation (Lambda picks a lane by "
+            "the aggregate's outer partition key, so the records of one user key interleave "
+            "across lanes and lose their order); set parallelization: 1 and add shards for "
+            "throughput, or stop aggregating",
+        )
+    pushdown = f.flag("filter_pushdown", default=False)
+    if pushdown is True and aggregated:
+        r.error(
+            f.at("filter_pushdown"),
+            "not with stream.aggregated: true: AWS cannot apply FilterCriteria to KPL "
+            "aggregates (no aggregate's data is JSON, so every one would be dropped with all "
+            "its user records); remove filter_pushdown and let the function's filters drop",
+        )
+    elif pushdown is True:
+        r.note(
+            f.at("filter_pushdown"),
+            "leading match filters also become the mapping's FilterCriteria: AWS drops "
+            "records whose data is not JSON before invoking the function, silently (no dead "
+            "letter); `run`, `invoke` and `test` drop and count them the same way",
+        )
     return {
         "memory_mb": f.integer("memory_mb", default=256, lo=128, hi=10240),
         "timeout_s": f.integer("timeout_s", default=60, lo=1, hi=900),
-        "batch": _batch(r, f),
+        "batch": batch,
         "ordering": f.choice("ordering", ORDERINGS, default="per_key"),
-        "filter_pushdown": f.flag("filter_pushdown", default=True),
+        "filter_pushdown": pushdown,
         "on_failure": _on_failure(r, f, sinks),
         "processors": processors,
         "route": route,

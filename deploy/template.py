@@ -14,7 +14,14 @@ What the stack holds, and why each safety setting is there:
   ``shardline run`` works against AWS too (Lambda's own mapping keeps its checkpoints itself);
 * the dead-letter queue ``<name>-dlq`` when some function names no ``on_failure``: a mapping
   without an on-failure destination loses what it gives up on;
-* a depth alarm on every queue that receives dead letters.
+* a depth alarm on every queue that receives dead letters, and for a bucket that does
+  (``on_failure`` of type s3), what an operator needs to hear of both writers there: an
+  alarm on the bucket's request metric ``PutRequests`` under ``aws/lambda/`` (a request
+  metrics filter the bucket defines), which fires on any object Lambda writes when it gives
+  up on a batch, and per function an alarm on its own ``RecordsDeadLettered`` metric (EMF,
+  when ``metrics`` is on), which fires on any invocation that dead-letters a record. A
+  bucket has no per-minute object count (S3's storage metrics are daily), so "something
+  arrived" is what the two alarms say, as a queue's depth alarm does.
 
 Least privilege: each function's role may read its stream (and decrypt through Kinesis),
 write its own log group, and call exactly the actions its sinks, lookups and on-failure
@@ -55,10 +62,11 @@ from deploy.pushdown import MAX_FILTERS
 from deploy.run import lease_table_name
 from sinks.s3 import DEAD_LETTERS
 from sinks.templates import Template
+from stream.metrics import NAMESPACE as METRICS_NAMESPACE
 from stream.runtime import used_sinks
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Mapping, Sequence
 
 __all__ = [
     "HANDLER",
@@ -88,6 +96,7 @@ ITERATOR_AGE_MS = 60_000  # plus the batching window, which holds records on pur
 ITERATOR_AGE_MINUTES = 5  # consecutive minutes over the threshold before it alarms
 OVERFLOW_PREFIX = "dead-letters/"  # sinks.sqs.SQSSink's default overflow_prefix
 ON_FAILURE_PREFIX = "aws/lambda/"  # where Lambda writes failed-batch objects to S3
+ON_FAILURE_METRICS_ID = "lambda-on-failure"  # the request metrics filter on that prefix
 
 # AWS limits that the pipeline file's own checks do not cover.
 MAX_FUNCTION_NAME = 64
@@ -140,6 +149,7 @@ class _Stores:
     buckets: list[str] = field(default_factory=list)
     queues: list[str] = field(default_factory=list)
     dead_letter_queues: list[str] = field(default_factory=list)
+    dead_letter_buckets: list[str] = field(default_factory=list)
     lease_tables: dict[str, str] = field(default_factory=dict)  # function: table
 
 
@@ -172,6 +182,8 @@ def _stores(plan: Mapping[str, Any]) -> _Stores:
                 out.queues.append(name)
             if name not in out.dead_letter_queues:
                 out.dead_letter_queues.append(name)
+        elif name not in out.dead_letter_buckets:
+            out.dead_letter_buckets.append(name)
         out.lease_tables[function] = lease_table_name(plan, function)
     return out
 
@@ -188,8 +200,9 @@ def logical_ids(plan: Mapping[str, Any]) -> dict[tuple[str, str], str]:
     they read well and stay put while the file changes. Names that CamelCase alike
     (``a-b``, ``a_b``) get a CRC-32 of kind and name appended, so ids never collide.
     Kinds: ``Function``, ``Role``, ``LogGroup``, ``Mapping``, ``IteratorAgeAlarm``,
-    ``ErrorsAlarm``, ``LeaseTable`` (by function), ``Table``, ``Bucket``, ``BucketPolicy``,
-    ``Queue``, ``QueueDepthAlarm`` (by resource name); the stream is ``("Stream", "")``.
+    ``ErrorsAlarm``, ``LeaseTable``, ``DeadLettersAlarm`` (by function), ``Table``,
+    ``Bucket``, ``BucketPolicy``, ``OnFailureObjectsAlarm``, ``Queue``, ``QueueDepthAlarm``
+    (by resource name); the stream is ``("Stream", "")``.
     """
     stores = _stores(plan)
     keys: list[tuple[str, str]] = [("Stream", "")]
@@ -208,6 +221,8 @@ def logical_ids(plan: Mapping[str, Any]) -> dict[tuple[str, str], str]:
     keys += [(k, b) for b in stores.buckets for k in ("Bucket", "BucketPolicy")]
     keys += [("Queue", q) for q in stores.queues]
     keys += [("QueueDepthAlarm", q) for q in stores.dead_letter_queues]
+    keys += [("OnFailureObjectsAlarm", b) for b in stores.dead_letter_buckets]
+    keys += [("DeadLettersAlarm", f) for f in plan["functions"] if _destination(plan, f)[0] == "s3"]
     wanted: dict[tuple[str, str], str] = {}
     for kind, name in keys:
         stem = _camel(name)[: _MAX_ID - len(kind) - 8]
@@ -377,6 +392,7 @@ class _Builder:
                     },
                     "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
                     "Tags": self.tags,
+                    **self._request_metrics(name),
                     "LifecycleConfiguration": {
                         "Rules": [
                             {
@@ -410,6 +426,28 @@ class _Builder:
                 },
             }
             self.output(f"{bid}Name", _ref(bid), f"bucket {name}: name")
+
+    def _request_metrics(self, bucket: str) -> dict[str, Any]:
+        """A dead-letter bucket's request metrics filter on Lambda's on-failure objects, and
+        the alarm on it (see the module docstring)."""
+        if bucket not in self.stores.dead_letter_buckets:
+            return {}
+        self.resources[self.id("OnFailureObjectsAlarm", bucket)] = _alarm(
+            f"{bucket}-on-failure-objects",
+            f"Lambda gave up on a batch and wrote it to s3://{bucket}/{ON_FAILURE_PREFIX} "
+            "(retries exhausted or records too old): the object holds the records; fix the "
+            "cause and replay them",
+            namespace="AWS/S3",
+            metric="PutRequests",
+            dimension=("BucketName", bucket),
+            more=[("FilterId", ON_FAILURE_METRICS_ID)],
+            statistic="Sum",
+            threshold=0,
+            periods=1,
+        )
+        return {
+            "MetricsConfigurations": [{"Id": ON_FAILURE_METRICS_ID, "Prefix": ON_FAILURE_PREFIX}]
+        }
 
     def queues(self) -> None:
         for name in self.stores.queues:
@@ -515,6 +553,20 @@ class _Builder:
             threshold=0,
             periods=1,
         )
+        kind, bucket = _destination(self.plan, function)
+        if kind == "s3" and self.plan.get("metrics") is not False:
+            self.resources[self.id("DeadLettersAlarm", function)] = _alarm(
+                f"{name}-dead-letters",
+                f"{name} dead-lettered records to s3://{bucket} (under its prefix's "
+                "dead-letters/): read them, fix the cause, redrive",
+                namespace=METRICS_NAMESPACE,  # the functions' EMF metrics
+                metric="RecordsDeadLettered",
+                dimension=("Pipeline", self.plan["name"]),
+                more=[("Function", function)],
+                statistic="Sum",
+                threshold=0,
+                periods=1,
+            )
         self.output(f"{fid}Name", _ref(fid), f"function {function}: name")
         self.output(f"{fid}Arn", _get(fid), f"function {function}: ARN")
         mid = self.id("Mapping", function)
@@ -655,6 +707,7 @@ def _alarm(
     statistic: str,
     threshold: int,
     periods: int,
+    more: Sequence[tuple[str, Any]] = (),
 ) -> dict[str, Any]:
     return {
         "Type": "AWS::CloudWatch::Alarm",
@@ -663,7 +716,7 @@ def _alarm(
             "AlarmDescription": description,
             "Namespace": namespace,
             "MetricName": metric,
-            "Dimensions": [{"Name": dimension[0], "Value": dimension[1]}],
+            "Dimensions": [{"Name": key, "Value": value} for key, value in (dimension, *more)],
             "Statistic": statistic,
             "Period": 60,
             "EvaluationPeriods": periods,

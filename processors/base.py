@@ -2,7 +2,9 @@
 
 A processor is a callable that takes a record and returns:
 
-* the record itself (kept, possibly with its document changed in place),
+* the record itself (kept, possibly with its document changed in place: the chain marks
+  every record a step that is not a tracked built-in returns as changed, so its bytes are
+  re-encoded from the document when a sink needs them, ``record.touch()`` or not),
 * another record (a replacement: make it with ``record.derive(doc)`` so it keeps the
   source position that failures are reported by),
 * a list of records (fan-out; an empty list drops),

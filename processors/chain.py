@@ -9,6 +9,7 @@ applied.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from time import perf_counter
 from types import FunctionType, MethodType
@@ -39,12 +40,18 @@ class Step:
         run: what the chain calls per record (the processor, or its bound ``__call__``).
         prepare: its batch hook, if it is batch-aware.
         processor: the processor as configured.
+        tracked: the processor is a built-in that marks every change it makes to a
+            document (``set_json``/``touch``), so the chain need not. Any other step is
+            assumed to have changed the decoded document of every record it returns: a
+            plugin that edits ``record.as_dict()`` in place and forgets ``touch()`` would
+            otherwise have sinks read the old bytes. Only :meth:`of` sets it.
     """
 
     name: str
     run: Processor
     prepare: Callable[[Sequence[Record]], None] | None = None
     processor: object = None
+    tracked: bool = False
 
     @classmethod
     def of(cls, name: str, processor: Processor) -> Step:
@@ -56,7 +63,24 @@ class Step:
         """
         call = getattr(type(processor), "__call__", None)  # noqa: B004  # the Python method
         run = MethodType(call, processor) if isinstance(call, FunctionType) else processor
-        return cls(name, run, getattr(processor, "prepare", None), processor)
+        tracked = any(type(processor) is _loaded(path) for path in TRACKED_BUILTINS)
+        return cls(name, run, getattr(processor, "prepare", None), processor, tracked)
+
+
+#: The built-in processor classes (``module:Class``) that mark each change they make to a
+#: document; exactly these classes, not subclasses (a subclass may edit in place).
+TRACKED_BUILTINS = (
+    "processors.filter:Filter",
+    "processors.route:Route",
+    "processors.enrich:Enrich",
+    "processors.enrich:EnrichLookup",
+)
+
+
+def _loaded(path: str) -> object:
+    """The class at ``module:Class`` if its module is loaded (else nothing can be one)."""
+    module, _, name = path.partition(":")
+    return getattr(sys.modules.get(module), name, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +209,7 @@ def _run_step(
     out: list[Record] = []
     append = out.append
     dropped = 0
+    touch = not step.tracked  # an untracked step may have edited a document in place
     for rec in records:
         try:
             res = fn(rec)
@@ -195,6 +220,8 @@ def _run_step(
             failures.append(StepFailure(rec, step.name, exc, retryable=False))
             continue
         if res is rec:
+            if touch:
+                rec.touch()
             append(rec)
         elif res is None:
             dropped += 1
@@ -207,11 +234,15 @@ def _run_step(
                     item.index = rec.index
                     if fan_out:  # each part its own id and position in keyed sinks
                         item.part = f"{rec.part}.{j}" if rec.part else str(j)
+                    if touch:
+                        item.touch()
                     append(item)
                 else:
                     failures.append(StepFailure(rec, step.name, _contract(step, item), False))
         elif isinstance(res, Record):
             res.index = rec.index
+            if touch:
+                res.touch()
             append(res)
         else:
             failures.append(StepFailure(rec, step.name, _contract(step, res), retryable=False))

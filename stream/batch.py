@@ -103,6 +103,9 @@ class BatchRunner:
             (:mod:`stream.metrics`).
         log_payloads: whether :meth:`invoke` logs a poison record's data with its position
             (the pipeline file's ``log_payloads``).
+        aggregated: the stream's ``aggregated`` setting: whether data with the KPL magic
+            bytes that is not a valid aggregate is dead-lettered (true) or passed on as a
+            plain record (false, as the KCL does; :func:`stream.event.records_from_event`).
     """
 
     def __init__(
@@ -118,8 +121,10 @@ class BatchRunner:
         now: Callable[[], float] = time.time,
         metrics: bool = False,
         log_payloads: bool = False,
+        aggregated: bool = False,
     ) -> None:
         self.chain = chain
+        self.aggregated = aggregated
         self.sinks = dict(sinks)
         self.default_route = tuple(default_route or ())
         self.dead_letter_sink = self.sinks[on_failure] if on_failure else None
@@ -168,7 +173,7 @@ class BatchRunner:
         try:
             measured = None if self.metrics is None else Measurements(self._now())
             started = 0.0 if measured is None else perf_counter()
-            records = records_from_event(event)
+            records = records_from_event(event, aggregated=self.aggregated)
             if measured is not None:
                 measured.step_ms[EVENT_STEP] = (perf_counter() - started) * 1000.0
             return self.run(records, measured)

@@ -84,6 +84,7 @@ from stream.esm_rules import (
     lane_of,
     on_failure_message,
     retry_delay,
+    with_payload,
 )
 from stream.exceptions import ShardlineError
 
@@ -220,6 +221,10 @@ class EventSourceMapping:
         on_failure: receives each on-failure message (the lead wires it to SQS or S3);
             without one, batches given up on are logged and skipped, as Lambda does
             without a destination.
+        on_failure_payload: the destination keeps whole invocation records (S3): each
+            message also carries the batch's event under ``payload``
+            (:func:`stream.esm_rules.with_payload`), as AWS writes to a bucket; SQS and
+            SNS get the metadata alone.
         invoke_identity_arn: ``invokeIdentityArn`` of every record; by default a role
             ``lambda-role`` in the stream's account.
         now: epoch seconds (record ages are compared with arrival timestamps); injected in
@@ -244,6 +249,7 @@ class EventSourceMapping:
         client: Any = None,
         function_arn: str | None = None,
         on_failure: Callable[[OnFailureMessage], None] | None = None,
+        on_failure_payload: bool = False,
         invoke_identity_arn: str | None = None,
         now: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
@@ -265,6 +271,7 @@ class EventSourceMapping:
         self._client = client
         self._function_arn = function_arn
         self._on_failure = on_failure
+        self._on_failure_payload = on_failure_payload
         self._identity = invoke_identity_arn
         self._now = now
         self._sleep = sleep
@@ -586,7 +593,8 @@ class EventSourceMapping:
             log.warning(
                 "%s:%s is a KPL aggregate: filter criteria never match aggregates (AWS drops "
                 "them on a shared-throughput consumer), so it was dropped with its user "
-                "records; set stream.aggregated: true to turn filter pushdown off",
+                "records; if producers aggregate, set stream.aggregated: true and remove "
+                "filter_pushdown",
                 shard_id,
                 seq,
             )
@@ -740,6 +748,8 @@ class EventSourceMapping:
                 request_id=str(uuid.uuid4()),
                 now=self._now(),
             )
+            if self._on_failure_payload:
+                message = with_payload(message, batch.event())
         if self._on_failure is None:
             log.warning(
                 "no on-failure destination: skipping %s records of %s (%s..%s, %s)",

@@ -15,11 +15,18 @@ KPL aggregated records: on a shared-throughput consumer (which this is, and whic
 deploy creates) Lambda sees the aggregate, whose data is the binary KPL format, not JSON,
 so a ``data`` pattern drops it with every user record inside. We reproduce that rather than
 hide it, count such records apart (``aggregated_dropped``) so the run's summary shows them,
-and the plan compiler turns pushdown off for streams marked ``aggregated``.
+and validation refuses ``filter_pushdown`` on streams marked ``aggregated``.
+
+Patterns exist only for a function whose file says ``filter_pushdown: true``: the local
+mapping, ``shardline invoke`` and ``shardline test`` all drop through this class, so a record
+AWS would drop before the function never reaches it locally either, and is counted as
+filtered by pushdown, apart from what the function's own filters drop.
 """
 
 from __future__ import annotations
 
+from binascii import Error as BinasciiError
+from binascii import a2b_base64
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -28,7 +35,9 @@ from processors.match import compile_pattern
 from stream.event import KPL_MAGIC
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+
+    from stream.event import KinesisEventRecord
 
 __all__ = ["RecordFilter"]
 
@@ -70,6 +79,29 @@ class RecordFilter:
     def active(self) -> bool:
         """Whether there is any pattern (else every record is kept)."""
         return bool(self._patterns)
+
+    def keep_entries(self, entries: Sequence[KinesisEventRecord]) -> list[KinesisEventRecord]:
+        """The entries of a Lambda event that pass, in order (what AWS would invoke with).
+
+        >>> keep = RecordFilter([{"data": {"type": ["click"]}}])
+        >>> entry = {"kinesis": {"data": "bm90IGpzb24=", "partitionKey": "k",
+        ...          "sequenceNumber": "1", "approximateArrivalTimestamp": 0.0}}
+        >>> keep.keep_entries([entry])
+        []
+        """
+        if not self._patterns:
+            return list(entries)
+        kept = []
+        for entry in entries:
+            kinesis = entry["kinesis"]
+            try:
+                data = a2b_base64(kinesis["data"], strict_mode=True)
+            except (BinasciiError, TypeError, ValueError):
+                data = b""  # not base64: nothing AWS could decode as JSON either
+            key, seq = kinesis.get("partitionKey", ""), kinesis.get("sequenceNumber", "")
+            if self.matches(data, key, seq, kinesis.get("approximateArrivalTimestamp") or 0.0):
+                kept.append(entry)
+        return kept
 
     @staticmethod
     def aggregated(data: bytes) -> bool:

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import json
 import math
 import zlib
 from dataclasses import dataclass
@@ -74,6 +75,7 @@ __all__ = [
     "Decision",
     "MappingSettings",
     "OnFailureMessage",
+    "OnFailureRecord",
     "Outcome",
     "RequestContext",
     "ResponseContext",
@@ -86,6 +88,7 @@ __all__ = [
     "lane_of",
     "on_failure_message",
     "retry_delay",
+    "with_payload",
 ]
 
 #: Lambda's limit on a synchronous invocation's payload: a batch never exceeds it.
@@ -574,6 +577,26 @@ class OnFailureMessage(TypedDict):
     version: str
     timestamp: str
     KinesisBatchInfo: BatchInfo
+
+
+class OnFailureRecord(OnFailureMessage, total=False):
+    """What an S3 destination receives: the message plus ``payload``, the batch's whole
+    Lambda event as a JSON string, so the records survive the stream's retention."""
+
+    payload: str
+
+
+def with_payload(message: OnFailureMessage, event: Mapping[str, Any]) -> OnFailureRecord:
+    """The invocation record Lambda writes to an S3 destination: the metadata message with
+    the whole event under ``payload`` (AWS: ``"payload": "<Whole Event>"``, a string).
+
+    >>> record = with_payload({"version": "1.0"}, {"Records": []})  # type: ignore[typeddict-item]
+    >>> record["payload"]
+    '{"Records":[]}'
+    """
+    record: OnFailureRecord = {**message}  # type: ignore[typeddict-item]
+    record["payload"] = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+    return record
 
 
 def iso_time(epoch: float) -> str:

@@ -5,12 +5,20 @@ sequence order). Data is base64; a record whose data starts with the KPL magic b
 ``F3 89 9A C2`` is a KPL aggregate and is expanded into its user records, which keep the
 parent's sequence number and get a sub-sequence number.
 
-Why not ``aws_kinesis_agg.deaggregator``: on a bad MD5 it passes the aggregate through as if
-it were a plain record, and on a protobuf error it prints to stderr and drops the rest of the
-aggregate. Either loses data silently. We check the digest and parse with the library's own
-protobuf message ourselves, and a corrupt aggregate becomes one record carrying the reason
-(``Record.error``), which the batch sends to the dead-letter sink. The protobuf module is
-imported only when an aggregate is seen, so plain pipelines never load it.
+Why not ``aws_kinesis_agg.deaggregator``: on a protobuf error it prints to stderr and drops
+the rest of the aggregate, losing data silently. We check the digest and parse with the
+library's own protobuf message ourselves. What happens to data that starts with the magic
+bytes but fails those checks depends on the stream (``stream.aggregated`` in the file, carried
+by the plan to :class:`stream.batch.BatchRunner`):
+
+* not aggregated (the default): it is a plain record that happens to start with those bytes,
+  and is passed on as one, unchanged, as the KCL and ``aws_kinesis_agg`` do. Dead-lettering it
+  would refuse valid plain data that a KCL consumer of the same stream accepts;
+* aggregated: producers aggregate, so it is a corrupt aggregate, and becomes one record
+  carrying the reason (``Record.error``), which the batch sends to the dead-letter sink.
+
+The protobuf module is imported only when the magic bytes are seen, so plain pipelines never
+load it.
 """
 
 from __future__ import annotations
@@ -68,11 +76,13 @@ class KinesisEvent(TypedDict):
     Records: list[KinesisEventRecord]
 
 
-def records_from_event(event: Mapping[str, Any]) -> list[Record]:
+def records_from_event(event: Mapping[str, Any], *, aggregated: bool = False) -> list[Record]:
     """Turn a Lambda Kinesis event into records, in shard order, aggregates expanded.
 
-    Never raises for bad record content: undecodable base64 or a corrupt aggregate gives a
-    record with ``error`` set, so the batch can dead-letter it with the reason.
+    Never raises for bad record content: undecodable base64 gives a record with ``error``
+    set, so the batch can dead-letter it with the reason; so does data with the KPL magic
+    bytes that is not a valid aggregate when ``aggregated`` (the stream's setting) is true.
+    When it is false, such data is a plain record, as the KCL reads it.
 
     Raises:
         ValueError: the event is not a Kinesis event at all (no ``Records`` list).
@@ -117,7 +127,10 @@ def records_from_event(event: Mapping[str, Any]) -> list[Record]:
             len(out),
         )
         if data.startswith(KPL_MAGIC):
-            for user in deaggregate(record):
+            users = deaggregate(record)
+            if record.error is not None and not aggregated:  # plain data, as the KCL says
+                record.error = None
+            for user in users:
                 user.index = len(out)
                 append(user)
             continue

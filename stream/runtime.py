@@ -2,9 +2,10 @@
 
 The plan already holds every default, so nothing here needs to know the pipeline file's
 syntax, PyYAML or the CLI. Sinks are built only when a function uses them: by a route
-rule, the ``route:`` shorthand or as ``on_failure``. Two top-level settings are read here:
-``metrics`` (overridden by ``SHARDLINE_METRICS``; see :func:`stream.metrics.metrics_enabled`)
-and ``log_payloads``.
+rule, the ``route:`` shorthand or as ``on_failure``. Three settings beyond the function are
+read here: ``metrics`` (overridden by ``SHARDLINE_METRICS``; see
+:func:`stream.metrics.metrics_enabled`), ``log_payloads`` and ``stream.aggregated`` (what
+data that only looks like a KPL aggregate is: :func:`stream.event.records_from_event`).
 """
 
 from __future__ import annotations
@@ -121,4 +122,5 @@ def build_runner(
             else metrics
         ),
         log_payloads=plan.get("log_payloads") is True,
+        aggregated=(plan.get("stream") or {}).get("aggregated") is True,
     )

@@ -58,10 +58,31 @@ class TestGroup:
 class TestValidate:
     def test_valid_file_prints_ok_and_exits_0(self, runner: CliRunner, workdir: Path) -> None:
         """Success is one line naming the file and what it defines."""
+        (workdir / "plain.yaml").write_text(
+            CLICKSTREAM.replace("    filter_pushdown: true", "    filter_pushdown: false"),
+            encoding="utf-8",
+        )
+        result = runner.invoke(main, ["validate", "plain.yaml"])
+        assert result.exit_code == 0, result.output
+        assert result.stdout == "plain.yaml: ok (2 functions, 4 sinks)\n"
+        assert result.stderr == ""
+
+    def test_filter_pushdown_gets_a_note_not_an_error(
+        self, runner: CliRunner, workdir: Path
+    ) -> None:
+        """Opting in to pushdown is valid, and validate says what AWS then does to records
+        that are not JSON, at the line of the setting (exit 0)."""
         result = runner.invoke(main, ["validate", "pipeline.yaml"])
         assert result.exit_code == 0, result.output
         assert result.stdout == "pipeline.yaml: ok (2 functions, 4 sinks)\n"
-        assert result.stderr == ""
+        lines = CLICKSTREAM.splitlines()
+        line = next(i for i, x in enumerate(lines, 1) if "filter_pushdown: true" in x)
+        assert result.stderr == (
+            f"pipeline.yaml:{line}: functions.enrich-and-route.filter_pushdown: note: leading "
+            "match filters also become the mapping's FilterCriteria: AWS drops records whose "
+            "data is not JSON before invoking the function, silently (no dead letter); `run`, "
+            "`invoke` and `test` drop and count them the same way\n"
+        )
 
     def test_invalid_file_prints_every_problem_on_stderr_and_exits_2(
         self, runner: CliRunner, workdir: Path

@@ -216,7 +216,7 @@ class TestValidExample:
                 "max_record_age_s": 86400,
             },
             "ordering": "per_key",
-            "filter_pushdown": True,
+            "filter_pushdown": False,
             "filter_criteria": [],
             "on_failure": None,
             "processors": [],
@@ -408,12 +408,51 @@ class TestYamlDetails:
 
 
 class TestCompile:
-    def test_aggregated_stream_turns_pushdown_off(self) -> None:
-        """AWS cannot filter inside KPL aggregates, so no function gets FilterCriteria."""
-        text = MINIMAL.replace("  name: mini-events", "  name: mini-events\n  aggregated: true")
-        assert _plan(text)["functions"]["main"]["filter_pushdown"] is False
+    def test_processors_may_be_omitted_when_the_route_shorthand_is_all(self) -> None:
+        """`route: [sinks]` alone is a whole function: absent processors means none."""
+        text = MINIMAL.replace("    processors: []\n", "")
+        assert "processors" not in text
+        function = _plan(text)["functions"]["main"]
+        assert function["processors"] == []
+        assert function["route"] == ["out"]
+
+    def test_omitted_processors_and_no_route_still_routes_nowhere(self) -> None:
+        """Without processors and without the shorthand the function is told it routes nowhere."""
+        text = MINIMAL.replace("    processors: []\n    route: [out]\n", "    memory_mb: 256\n")
+        assert _problems(text) == [
+            "pipeline.yaml:8: functions.main: routes nowhere: add 'route: [out]' to send every "
+            "record to a sink, or a '- route:' processor with rules"
+        ]
+
+    def test_filter_pushdown_is_off_unless_asked_for(self) -> None:
+        """AWS drops non-JSON records silently under pushdown: it is the user's choice, so a
+        function that does not ask gets no FilterCriteria, and validate notes nothing."""
+        text = MINIMAL.replace(
+            "    processors: []", "    processors:\n      - filter:\n          match: {a: [1]}"
+        )
         cfg = parse_config(text, env={})
-        assert cfg.normalized["functions"]["main"]["filter_pushdown"] is True
+        assert cfg.normalized["functions"]["main"]["filter_pushdown"] is False
+        assert compile_plan(cfg)["functions"]["main"]["filter_criteria"] == []
+        assert cfg.notes == ()
+        on = parse_config(text.replace("    route:", "    filter_pushdown: true\n    route:"))
+        assert compile_plan(on)["functions"]["main"]["filter_criteria"] == [{"data": {"a": [1]}}]
+        assert [n.path for n in on.notes] == ["functions.main.filter_pushdown"]
+
+    def test_the_local_mapping_drops_non_json_only_with_pushdown(self) -> None:
+        """`run` builds its mapping from the plan: with pushdown its filter drops a record
+        that is not JSON, as AWS does; without, it keeps it for the function to dead-letter."""
+        from stream.esm_filter import RecordFilter  # noqa: PLC0415
+        from stream.esm_rules import MappingSettings  # noqa: PLC0415
+
+        text = MINIMAL.replace(
+            "    processors: []", "    processors:\n      - filter:\n          match: {a: [1]}"
+        )
+        for pushdown, kept in (("", True), ("    filter_pushdown: true\n", False)):
+            plan = _plan(text.replace("    route:", pushdown + "    route:"))
+            settings = MappingSettings.from_plan(plan["functions"]["main"])
+            keep = RecordFilter(settings.filter_criteria)
+            assert keep.matches(b"not json", "k", "1", 0.0) is kept
+            assert keep.matches(b'{"a": 1}', "k", "2", 0.0) is True
 
     @pytest.mark.parametrize(
         ("written", "epoch"),

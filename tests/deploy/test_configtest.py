@@ -45,6 +45,7 @@ functions:
             to: [orders]
           - default: [everything]
   pushed:
+    filter_pushdown: true
     processors:
       - filter:
           match: {kind: [order]}
@@ -196,11 +197,10 @@ class TestRunning:
                 function: route
                 input:
                   - text: not json
-                  - base64: 84mawgAAAAAAAAAAAAAAAAAAAAAAAAA=
-                expect:
+                  - base64: 84mawgAAAAAAAAAAAAAAAAAAAAAAAAA=   # magic bytes, no aggregate:
+                expect:                                        # plain data on this stream
                   dead_letters:
-                    - {reason: is not JSON, step: "processors[0].filter"}
-                    - {reason: checksum, step: event}
+                    - {reason: is not JSON, step: "processors[0].filter", count: 2}
               - name: wrong letters
                 function: route
                 input: [{text: not json}]
@@ -229,7 +229,33 @@ class TestRunning:
             """)  # fmt: skip
         code, out, _ = _invoke("pipeline.test.yaml")
         assert code == 0, out
-        assert "dropped 2" in out
+        assert "dropped 2 (filtered by pushdown 2)" in out
+
+    def test_without_pushdown_non_json_reaches_the_function_and_fails_there(
+        self, shop: Path
+    ) -> None:
+        """Pushdown off (the default): nothing is dropped before the function, so a record
+        that is not JSON fails at the first filter (no on_failure here: reported failed),
+        as AWS would deliver it."""
+        text = (shop / "pipeline.yaml").read_text().replace("    filter_pushdown: true\n", "")
+        (shop / "pipeline.yaml").write_text(text)
+        _write(shop, "pipeline.test.yaml", """\
+            tests:
+              - name: not pushed down
+                function: pushed
+                input:
+                  - {text: not json, partition_key: a}
+                  - {json: {kind: click}, partition_key: b}
+                  - {json: {kind: order}, partition_key: b}
+                expect:
+                  sinks: {everything: [{kind: order}]}
+                  failed: 1
+                  dropped: 1
+            """)  # fmt: skip
+        code, out, _ = _invoke("pipeline.test.yaml")
+        assert code == 0, out
+        assert "failed 1, dropped 1" in out
+        assert "filtered by pushdown" not in out
 
     def test_aggregated_input_is_one_kinesis_record_of_user_records(self, shop: Path) -> None:
         """The function de-aggregates it; each user record is routed on its own."""

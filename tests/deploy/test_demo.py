@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import TYPE_CHECKING
 
 import pytest
@@ -58,3 +59,27 @@ def test_demo_reconciles_from_the_stores(tmp_path: Path, monkeypatch: pytest.Mon
     assert summary["produced"] == 1001
     assert summary["stores"]["archive"] == 1000
     assert summary["latency_ms"]["p50"] <= summary["latency_ms"]["p99"]
+
+
+@pytest.mark.parametrize("pushdown", [True, False], ids=["pushdown", "no-pushdown"])
+def test_reconciliation_counts_what_pushdown_dropped(pushdown: bool) -> None:
+    """A function with FilterCriteria: records its mapping dropped never reached it, so
+    they are a term of the sum (read from the mapping); without criteria they are not."""
+    from deploy.demo import DemoReport, _reconcile  # noqa: PLC0415
+    from deploy.dev import DevReport, StoreCounts  # noqa: PLC0415
+
+    criteria = [{"data": {"kind": ["order"]}}] if pushdown else []
+    plan = {"functions": {"f": {"processors": [], "route": ["archive"],
+                                "filter_criteria": criteria}}}  # fmt: skip
+    report = DemoReport(
+        dev=DevReport(stored=StoreCounts(per_sink={"archive": 5})),
+        produced=10,
+        filtered={"f": 2},
+        pushed_down={"f": 3 if pushdown else 0},
+    )
+    report.dead_by_function = {"f": Counter({"event: DecodeError": 0 if pushdown else 3})}
+    _reconcile(plan, report)
+    (label, produced, counted) = report.checks[0]
+    assert (produced, counted) == (10, 10)
+    assert ("filtered by pushdown" in label) is pushdown
+    assert report.reconciled

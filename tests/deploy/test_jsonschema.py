@@ -90,6 +90,33 @@ class TestSchema:
         errors = [e.message for e in VALIDATOR.iter_errors(yaml.safe_load(text))]
         assert errors == []
 
+    def test_processors_may_be_omitted_in_both(self) -> None:
+        """A function with only the route shorthand is valid for the schema and the
+        validator alike (absent processors means none)."""
+        doc: dict[str, Any] = yaml.safe_load(MINIMAL)
+        del doc["functions"]["main"]["processors"]
+        assert _schema_ok(doc)
+        assert _validator_ok(doc)
+        del doc["functions"]["main"]["route"]
+        assert not _schema_ok(doc)
+        assert not _validator_ok(doc)
+
+    @pytest.mark.parametrize(
+        ("key", "value"),
+        [("filter_pushdown", True), ("batch", {"parallelization": 4})],
+        ids=["filter-pushdown", "parallelization"],
+    )
+    def test_aggregated_refuses_what_aws_cannot_do_in_both(self, key: str, value: Any) -> None:
+        """With stream.aggregated: true, pushdown and parallelization > 1 are refused by the
+        schema as by the validator; without it, both accept them."""
+        doc: dict[str, Any] = yaml.safe_load(MINIMAL)
+        doc["functions"]["main"][key] = value
+        assert _schema_ok(doc)
+        assert _validator_ok(doc)
+        doc["stream"]["aggregated"] = True
+        assert not _schema_ok(doc)
+        assert not _validator_ok(doc)
+
     def test_the_clickstream_example_validates(self) -> None:
         """The bundled example, ${VAR} references included, as an editor sees it."""
         doc = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))

@@ -132,12 +132,14 @@ def pipeline_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def native(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path, pipeline_file: Path) -> Built:
-    """Built for this machine and this interpreter, so that it can be run and its .pyc used."""
+    """Built for this machine with bytecode of this interpreter (asked for), so that it can
+    be run and its .pyc used."""
     plan = load_plan_from_file(pipeline_file)
     out = tmp_path_factory.mktemp("native")
     result = build_package(
-        plan, out, architecture=NATIVE_ARCH, python_version=NATIVE_PY, cache_dir=cache_dir
-    )
+        plan, out, architecture=NATIVE_ARCH, python_version=NATIVE_PY, cache_dir=cache_dir,
+        compile_with=sys.executable,
+    )  # fmt: skip
     return Built(pipeline_file, plan, result)
 
 
@@ -304,9 +306,38 @@ class TestNativeBuild:
         plan["functions"]["main"]["batch"]["size"] += 1
         changed = build_package(
             plan, tmp_path, architecture=NATIVE_ARCH, python_version=NATIVE_PY,
-            cache_dir=cache_dir,
+            cache_dir=cache_dir, compile_with=sys.executable,
         )  # fmt: skip
         assert changed.sha256 != native.result.sha256
+
+    def test_the_result_says_it_was_built_with_this_interpreters_bytecode(self, native):
+        full = ".".join(map(str, sys.version_info[:3]))
+        assert native.result.built == (
+            f"bytecode {sys.implementation.cache_tag} by Python {full} ({sys.executable})"
+        )
+
+
+class TestDefaultBuild:
+    """Without --compile-with the zip is a function of its inputs only: sources only, even
+    where an interpreter of the target version is at hand (this one, or one on PATH)."""
+
+    def test_sources_only_even_when_this_interpreter_matches_the_target(
+        self, native, cache_dir, tmp_path, monkeypatch
+    ):
+        plain = build_package(
+            native.plan, tmp_path / "a", architecture=NATIVE_ARCH, python_version=NATIVE_PY,
+            cache_dir=cache_dir,
+        )  # fmt: skip
+        assert plain.bytecode is None
+        assert plain.built == "sources only"
+        assert not [n for n in plain.files if n.endswith(".pyc") or "__pycache__" in n]
+        monkeypatch.setenv("PATH", "")  # no python3.X to find: the same bytes regardless
+        again = build_package(
+            native.plan, tmp_path / "b", architecture=NATIVE_ARCH, python_version=NATIVE_PY,
+            cache_dir=cache_dir,
+        )  # fmt: skip
+        assert again.sha256 == plain.sha256
+        assert plain.sha256 != native.result.sha256  # bytecode is an input when asked for
 
 
 class TestArm64Build:
@@ -385,7 +416,7 @@ class TestPlugins:
         plan = load_plan_from_file(tmp_path / "masked.yaml")
         result = build_package(
             plan, tmp_path / "out", architecture=NATIVE_ARCH, python_version=NATIVE_PY,
-            cache_dir=cache_dir,
+            cache_dir=cache_dir, compile_with=sys.executable,
         )  # fmt: skip
         names = set(result.files)
         assert "shardline_mask/__init__.py" in names
@@ -446,7 +477,7 @@ class TestCommand:
         done = subprocess.run(
             [sys.executable, "-m", "deploy.cli", "package", str(native.file), "-o",
              str(tmp_path), "--architecture", NATIVE_ARCH, "--python-version", NATIVE_PY,
-             "--cache-dir", str(cache_dir)],
+             "--cache-dir", str(cache_dir), "--compile-with", sys.executable],
             capture_output=True, text=True, check=False, timeout=300,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
@@ -456,6 +487,16 @@ class TestCommand:
         assert f"{built}: " in done.stdout
         assert f"({size} bytes)" in done.stdout
         assert native.result.sha256 in done.stdout
+        assert f", {native.result.built}, " in done.stdout
+
+    def test_the_output_says_sources_only_by_default(self, native, cache_dir, tmp_path):
+        result = CliRunner().invoke(
+            main,
+            ["package", str(native.file), "-o", str(tmp_path), "--architecture", NATIVE_ARCH,
+             "--python-version", NATIVE_PY, "--cache-dir", str(cache_dir)],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert f", python{NATIVE_PY}, sources only, sha256 " in result.stdout
 
     def test_an_unknown_architecture_is_a_usage_error(self, native, tmp_path):
         result = CliRunner().invoke(

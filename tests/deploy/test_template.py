@@ -218,6 +218,11 @@ def pipeline_documents(draw: Any) -> dict[str, Any]:
             },
         )
     )
+    if stream.get("aggregated"):  # what validate refuses with aggregation
+        for spec in functions.values():
+            spec.pop("filter_pushdown", None)
+            if "parallelization" in spec.get("batch", {}):
+                spec["batch"]["parallelization"] = 1
     doc = {"name": draw(NAMES), "stream": stream, "sinks": sinks, "functions": functions}
     if draw(st.booleans()):
         doc["region"] = draw(st.sampled_from(["us-east-1", "eu-west-1"]))
@@ -397,11 +402,12 @@ class TestEventSourceMapping:
         doc["sinks"]["dlq"] = {"type": "sqs", "queue": dead_letter_queue_name({"name": "shop"})}
         assert len(of_type(build(plan_of(doc)), "SQS::Queue")) == 1
 
-    def test_leading_match_filters_become_the_filter_criteria(self):
+    def test_leading_match_filters_become_the_filter_criteria_with_pushdown_on(self):
         steps = [
             {"filter": {"match": {"event_type": ["click"], "amount": [{"numeric": [">", 0]}]}}}
         ]
-        plan = plan_of(minimal(main={"processors": steps, "route": ["out"]}))
+        main = {"processors": steps, "route": ["out"], "filter_pushdown": True}
+        plan = plan_of(minimal(main=main))
         props = only(build(plan), "Lambda::EventSourceMapping")
         (pattern,) = (f["Pattern"] for f in props["FilterCriteria"]["Filters"])
         assert json.loads(pattern) == plan["functions"]["main"]["filter_criteria"][0]
@@ -409,12 +415,11 @@ class TestEventSourceMapping:
 
     @pytest.mark.parametrize(
         ("stream", "function"),
-        [({"aggregated": True}, {}), ({}, {"filter_pushdown": False})],
-        ids=["kpl-aggregated", "pushdown-off"],
+        [({"aggregated": True}, {}), ({}, {"filter_pushdown": False}), ({}, {})],
+        ids=["kpl-aggregated", "pushdown-off", "pushdown-by-default-off"],
     )
-    def test_no_filter_criteria_when_records_may_be_aggregated_or_pushdown_is_off(
-        self, stream, function
-    ):
+    def test_no_filter_criteria_unless_pushdown_is_asked_for(self, stream, function):
+        """Pushdown is an opt-in: AWS drops non-JSON records silently under it."""
         steps = [{"filter": {"match": {"event_type": ["click"]}}}]
         doc = minimal(main={"processors": steps, "route": ["out"], **function})
         doc["stream"] |= stream
@@ -736,6 +741,43 @@ class TestAlarmsAndOutputs:
         props = depth["ShopDlqQueueDepthAlarm"]
         assert props["MetricName"] == "ApproximateNumberOfMessagesVisible"
         assert (props["Threshold"], props["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+
+    def test_an_s3_on_failure_bucket_alarms_on_what_lambda_and_the_function_write_there(self):
+        """Lambda's on-failure objects (a request metrics filter on aws/lambda/ of the
+        bucket) and the function's own dead letters (its EMF metric) each alarm at once."""
+        doc = minimal(main={"processors": [], "route": ["out"], "on_failure": "vault"})
+        doc["sinks"]["vault"] = {"type": "s3", "bucket": "shop-vault"}
+        doc["sinks"]["archive"] = {"type": "s3", "bucket": "shop-archive"}
+        doc["functions"]["other"] = {"processors": [], "route": ["archive"]}
+        template = build(plan_of(doc))
+        buckets = of_type(template, "S3::Bucket")
+        assert buckets["ShopVaultBucket"]["MetricsConfigurations"] == [
+            {"Id": "lambda-on-failure", "Prefix": "aws/lambda/"}
+        ]
+        assert "MetricsConfigurations" not in buckets["ShopArchiveBucket"]
+        alarms = of_type(template, "CloudWatch::Alarm")
+        objects = alarms["ShopVaultOnFailureObjectsAlarm"]
+        assert (objects["Namespace"], objects["MetricName"], objects["Statistic"]) == (
+            "AWS/S3", "PutRequests", "Sum",
+        )  # fmt: skip
+        assert objects["Dimensions"] == [
+            {"Name": "BucketName", "Value": "shop-vault"},
+            {"Name": "FilterId", "Value": "lambda-on-failure"},
+        ]
+        letters = alarms["MainDeadLettersAlarm"]
+        assert (letters["Namespace"], letters["MetricName"]) == ("shardline", "RecordsDeadLettered")
+        assert letters["Dimensions"] == [
+            {"Name": "Pipeline", "Value": "shop"},
+            {"Name": "Function", "Value": "main"},
+        ]
+        for alarm in (objects, letters):
+            assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+            assert (alarm["Period"], alarm["EvaluationPeriods"]) == (60, 1)
+        assert "OtherDeadLettersAlarm" not in alarms  # its dead letters go to a queue
+        doc["metrics"] = False  # no EMF metric to alarm on: the bucket's alarm remains
+        alarms = of_type(build(plan_of(doc)), "CloudWatch::Alarm")
+        assert "MainDeadLettersAlarm" not in alarms
+        assert "ShopVaultOnFailureObjectsAlarm" in alarms
 
     def test_outputs_name_the_stream_functions_mappings_queues_buckets_and_tables(self):
         template = build(load_plan_from_file(EXAMPLE))

@@ -104,6 +104,7 @@ def mapping(
 ) -> EventSourceMapping:
     clock = clock or Clock()
     on_failure = settings.pop("on_failure", None)
+    on_failure_payload = settings.pop("on_failure_payload", False)
     return EventSourceMapping(
         stream,
         MappingSettings(**{"size": 25, **settings}),
@@ -111,6 +112,7 @@ def mapping(
         store,
         client=kinesis,
         on_failure=on_failure,
+        on_failure_payload=on_failure_payload,
         now=clock,
         sleep=clock.sleep,
         idle_poll_s=0.25,
@@ -278,6 +280,45 @@ class TestDelivery:
         assert [r["SequenceNumber"] for r in again][-1] == info["endSequenceNumber"]
         assert len(again) == info["batchSize"] == 6
         assert esm.positions()[info["shardId"]] == info["endSequenceNumber"]  # moved on
+
+    def test_an_s3_destination_gets_the_whole_invocation_record(self, kinesis, stream, aws, unique):
+        """As AWS writes to a bucket: the metadata and the batch's event under ``payload``,
+        at Lambda's key layout, so the records outlive the stream's retention."""
+        import json  # noqa: PLC0415
+
+        from deploy.run import keeps_payload, on_failure_destination  # noqa: PLC0415
+
+        bucket = f"vault-{unique}"
+        s3 = aws("s3")
+        s3.create_bucket(Bucket=bucket)
+        plan = {
+            "name": "p",
+            "sinks": {"vault": {"type": "s3", "bucket": bucket}},
+            "functions": {"f": {"on_failure": "vault"}},
+        }
+        produce(kinesis, stream, docs(6, keys=1))
+
+        def crash(event: dict[str, Any], context: Any) -> None:
+            raise RuntimeError("poison")
+
+        clock = Clock()
+        esm = mapping(
+            kinesis, stream, crash, MemoryCheckpoints(), clock, max_retries=0,
+            on_failure=on_failure_destination(plan, "f", aws),
+            on_failure_payload=keeps_payload(plan, "f"),
+        )  # fmt: skip
+        drain(esm, clock)
+        (listed,) = s3.list_objects_v2(Bucket=bucket)["Contents"]
+        assert listed["Key"].startswith("aws/lambda/")
+        record = json.loads(s3.get_object(Bucket=bucket, Key=listed["Key"])["Body"].read())
+        info = record["KinesisBatchInfo"]
+        event = json.loads(record["payload"])
+        sequences = [e["kinesis"]["sequenceNumber"] for e in event["Records"]]
+        assert len(sequences) == info["batchSize"] == 6
+        assert (sequences[0], sequences[-1]) == (
+            info["startSequenceNumber"], info["endSequenceNumber"],
+        )  # fmt: skip
+        assert [r.json["n"] for r in records_from_event(event)] == list(range(6))
 
     def test_kpl_aggregates_reach_the_handler_whole_and_expand_to_every_user_record(
         self, kinesis, stream

@@ -105,6 +105,29 @@ class TestStdoutSink:
         assert sink.write_batch(records("ab")) == [OK, OK]
         assert out.getvalue() == b'orders\t{"i":0}\norders\t{"i":1}\n'
 
+    def test_every_record_is_one_line_whatever_its_data(self):
+        """Binary data is base64 in a JSON object, text over several lines is a JSON string,
+        JSON over several lines is re-encoded: one line per record, each valid UTF-8."""
+        datas = [
+            b"\xff\x00\n\xfe",  # binary, with a newline byte inside
+            b"GET /\nHost: x",  # text over two lines, not JSON
+            b'{\n  "a": 1\n}',  # pretty-printed JSON
+            "caf\u00e9".encode(),  # one line of UTF-8: as it is
+            b'{"i":0}\n',  # a trailing newline is not a second line
+        ]
+        rs = [Record(d, "k", str(100 + i), index=i) for i, d in enumerate(datas)]
+        out = io.BytesIO()
+        assert StdoutSink("s", out=out).write_batch(rs) == [OK] * len(rs)
+        lines = out.getvalue().decode("utf-8").split("\n")
+        assert lines == [
+            '{"_data_base64":"/wAK/g=="}',
+            '{"_text":"GET /\\nHost: x"}',
+            '{"a":1}',
+            "caf\u00e9",
+            '{"i":0}',
+            "",
+        ]
+
 
 class TestDeadLetter:
     def test_envelope_carries_the_record_the_reason_and_the_position(self):

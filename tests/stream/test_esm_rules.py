@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime as dt
+import json
 import threading
 import uuid
 from collections import defaultdict, deque
@@ -257,6 +258,7 @@ def rig(
     kinesis: FakeKinesis | None = None,
     clock: Clock | None = None,
     on_failure: Callable[[Any], None] | None = None,
+    on_failure_payload: bool = False,
     **settings: Any,
 ) -> Rig:
     clock = clock or Clock()
@@ -271,6 +273,7 @@ def rig(
         store,
         client=kinesis,
         on_failure=on_failure or failures.append,
+        on_failure_payload=on_failure_payload,
         now=clock,
         sleep=clock.sleep,
         function_arn="arn:aws:lambda:us-east-1:123456789012:function:f",
@@ -1024,6 +1027,34 @@ class TestResponses:
         assert calls[0] == calls[1]
         assert r.invoker.delivered == [put]  # the function is not invoked again
         assert r.checkpoint == put[-1]
+
+
+class TestOnFailureRecord:
+    """An S3 destination gets the whole invocation record (metadata plus the event under
+    ``payload``, a JSON string, as AWS writes it); SQS and SNS the metadata alone."""
+
+    def test_a_bucket_gets_the_batch_event_under_payload(self):
+        r = rig(error, max_retries=0, on_failure_payload=True)
+        put = [r.kinesis.put("k", {"i": i}) for i in range(2)]
+        r.steps()
+        (record,) = r.failures
+        assert record["requestContext"]["condition"] == "RetryAttemptsExhausted"
+        assert record["KinesisBatchInfo"]["batchSize"] == 2
+        event = json.loads(record["payload"])
+        assert event == r.invoker.events[0]
+        assert [e["kinesis"]["sequenceNumber"] for e in event["Records"]] == put
+        datas = [json.loads(base64.b64decode(e["kinesis"]["data"])) for e in event["Records"]]
+        assert datas == [{"i": 0}, {"i": 1}]
+
+    def test_a_queue_gets_the_metadata_alone(self):
+        r = rig(error, max_retries=0)
+        r.kinesis.put("k", {"i": 0})
+        r.steps()
+        (message,) = r.failures
+        assert "payload" not in message
+        assert set(message) == {
+            "requestContext", "responseContext", "version", "timestamp", "KinesisBatchInfo",
+        }  # fmt: skip
 
 
 class TestParallelization:

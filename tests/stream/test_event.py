@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 
 import pytest
 from hypothesis import given
@@ -10,6 +11,8 @@ from hypothesis import strategies as st
 
 from stream.event import KPL_MAGIC, records_from_event
 from stream.testing import EventFactory, encode_aggregate
+
+_BAD_BODY = b"\x0a\xff\xff\xff"  # a length-delimited field longer than the message
 
 
 class TestPlainRecords:
@@ -59,28 +62,54 @@ class TestAggregates:
         assert all(r.aggregated for r in agg)
         assert [r.index for r in records] == [0, 1, 2, 3, 4]
 
-    def test_a_bad_checksum_becomes_one_failed_record_not_a_silent_pass_through(self):
+    def test_a_bad_checksum_on_an_aggregated_stream_becomes_one_failed_record(self):
         f = EventFactory()
         blob = encode_aggregate([("k", b"x")])
         corrupt = blob[:-1] + bytes([blob[-1] ^ 1])
-        (record,) = records_from_event(f.event([f.raw(corrupt, "k")]))
+        (record,) = records_from_event(f.event([f.raw(corrupt, "k")]), aggregated=True)
         assert record.error is not None
         assert "checksum" in record.error
         assert record.data == corrupt
 
-    def test_a_protobuf_error_becomes_one_failed_record(self):
-        import hashlib  # noqa: PLC0415
-
-        body = b"\x0a\xff\xff\xff"  # a length-delimited field longer than the message
-        blob = KPL_MAGIC + body + hashlib.md5(body).digest()
-        (record,) = records_from_event(EventFactory().event([EventFactory().raw(blob)]))
+    def test_a_protobuf_error_on_an_aggregated_stream_becomes_one_failed_record(self):
+        blob = KPL_MAGIC + _BAD_BODY + hashlib.md5(_BAD_BODY).digest()
+        event = EventFactory().event([EventFactory().raw(blob)])
+        (record,) = records_from_event(event, aggregated=True)
         assert record.error is not None
         assert "protobuf" in record.error
 
     def test_magic_bytes_alone_are_too_short_to_be_an_aggregate(self):
-        (record,) = records_from_event(EventFactory().event([EventFactory().raw(KPL_MAGIC + b"x")]))
+        event = EventFactory().event([EventFactory().raw(KPL_MAGIC + b"x")])
+        (record,) = records_from_event(event, aggregated=True)
         assert record.error is not None
         assert "too short" in record.error
+
+    @pytest.mark.parametrize(
+        "data",
+        [
+            KPL_MAGIC + b"x",  # too short
+            KPL_MAGIC + b"plain text that starts with the magic bytes" + b"0" * 16,  # MD5
+            KPL_MAGIC + _BAD_BODY + hashlib.md5(_BAD_BODY).digest(),  # protobuf
+        ],
+        ids=["too-short", "checksum", "protobuf"],
+    )
+    def test_on_a_plain_stream_magic_bytes_that_fail_the_checks_are_plain_data(self, data):
+        """As the KCL and aws_kinesis_agg: not an aggregate after all, so one plain record
+        with its exact bytes and no error (the default: stream.aggregated is false)."""
+        f = EventFactory()
+        records = records_from_event(f.event([f.record("before"), f.raw(data, "k")]))
+        assert [r.error for r in records] == [None, None]
+        assert records[1].data == data
+        assert (records[1].sub_sequence_number, records[1].aggregated) == (0, False)
+        assert records[1].index == 1
+
+    def test_a_valid_aggregate_is_expanded_on_a_plain_stream_too(self):
+        f = EventFactory()
+        records = records_from_event(f.event([f.aggregate([("a", b"1"), ("b", b"2")])]))
+        assert [(r.partition_key, r.data, r.error) for r in records] == [
+            ("a", b"1", None),
+            ("b", b"2", None),
+        ]
 
     def test_plain_pipelines_do_not_import_protobuf(self):
         import subprocess  # noqa: PLC0415

@@ -80,6 +80,31 @@ class TestHandler:
             lh.runner()
 
 
+class TestLookalikeAggregates:
+    """Data with the KPL magic bytes that is no valid aggregate: the plan's
+    ``stream.aggregated`` decides, through the handler, what it is."""
+
+    DATA = b"\xf3\x89\x9a\xc2 a plain record that starts with the magic bytes"
+
+    @pytest.mark.parametrize("aggregated", [False, True])
+    def test_plain_on_a_plain_stream_dead_lettered_on_an_aggregated_one(
+        self, plan_file, aggregated
+    ):
+        function = {**PLAN["functions"]["f"], "processors": [], "on_failure": "dlq"}
+        plan = dict(PLAN, stream={"aggregated": aggregated}, functions={"f": function})
+        plan_file.write_text(json.dumps(plan))
+        f = EventFactory()
+        result = lh.runner().handle(f.event([f.raw(self.DATA, "k")]))
+        assert result.response == {"batchItemFailures": []}
+        if aggregated:
+            assert result.written.get("out", 0) == 0
+            (letter,) = result.dead_letters
+            assert "checksum" in letter.reason
+        else:
+            assert result.written == {"out": 1}
+            assert result.dead_letters == []
+
+
 class TestUnknownRoute:
     def test_a_step_that_routes_to_an_unknown_sink_dead_letters_the_record(self):
         from processors.chain import Chain, Step  # noqa: PLC0415
