@@ -10,7 +10,9 @@ Idempotency and order, the two ways:
 * ``latest``: the batch is collapsed to the newest record of each key, then each is written
   with ``PutItem`` on the condition that the stored ``_position`` is older. A
   ``ConditionalCheckFailedException`` means an equal or newer record is already there: ok.
-  Replays and out-of-order redeliveries therefore never move an item backwards.
+  Replays and out-of-order redeliveries therefore never move an item backwards. When
+  DynamoDB refuses the newest record (a number beyond its range), that record alone is
+  permanent and the next newer-most record of the key is written in its place.
 * ``append``: the table's sort key is ``_position``, so each record has its own item and a
   replay rewrites the same item. ``BatchWriteItem`` in calls of 25, never two items with
   the same primary key in one call (DynamoDB rejects that); ``UnprocessedItems`` are
@@ -223,19 +225,28 @@ class DynamoDBSink(Sink):
         return item
 
     def _put_latest(self, built: list[tuple[int, dict[str, Any]]], out: list[Outcome]) -> None:
-        newest: dict[Any, int] = {}  # key value -> index into built; later wins (shard order)
-        members: dict[Any, list[int]] = {}
-        for n, (i, item) in enumerate(built):
+        members: dict[Any, list[int]] = {}  # key value -> indexes into built, in shard order
+        for n, (_, item) in enumerate(built):
             key = str(item[self.key])  # {"S": "1"} and {"N": "1"} are different keys
-            newest[key] = n
-            members.setdefault(key, []).append(i)
+            members.setdefault(key, []).append(n)
         down: Outcome | None = None  # the endpoint is unreachable: write no further keys
-        for key, n in newest.items():
+        for candidates in members.values():
             if down is not None:
-                for member in members[key]:
-                    out[member] = down
+                for n in candidates:
+                    out[built[n][0]] = down
                 continue
-            _, item = built[n]
+            down = self._put_newest(built, candidates, out)
+
+    def _put_newest(
+        self, built: list[tuple[int, dict[str, Any]]], candidates: list[int], out: list[Outcome]
+    ) -> Outcome | None:
+        """Write the newest of one key's records that DynamoDB accepts; the older records
+        share its fate. A record DynamoDB refuses (a number beyond its range, nesting past
+        32 levels) is permanent alone, and the next newer-most record stands for the key
+        instead: the item must not stay stale, nor its valid records be dead-lettered, for
+        one bad record. Returns what :meth:`_held_back` says of the last call."""
+        for rank in range(len(candidates) - 1, -1, -1):
+            i, item = built[candidates[rank]]
             put = partial(
                 self.client.put_item,
                 TableName=self.table,
@@ -245,9 +256,13 @@ class DynamoDBSink(Sink):
                 ExpressionAttributeValues={":p": item[POSITION]},
             )
             outcome, _ = self._call(put, ok_codes=frozenset({"ConditionalCheckFailedException"}))
-            for member in members[key]:
-                out[member] = outcome  # older records of the key share the newest's fate
-            down = self._held_back(outcome)
+            if outcome.status is Status.PERMANENT:
+                out[i] = outcome  # this record alone: try the next older one of the key
+                continue
+            for n in candidates[: rank + 1]:
+                out[built[n][0]] = outcome  # older records of the key share its fate
+            return self._held_back(outcome)
+        return None
 
     def _put_append(self, built: list[tuple[int, dict[str, Any]]], out: list[Outcome]) -> None:
         chunks: list[list[tuple[int, dict[str, Any]]]] = [[]]
