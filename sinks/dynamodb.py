@@ -27,8 +27,10 @@ integers to 64 bits).
 
 Throttling, 5xx and connection errors are retryable (when DynamoDB cannot be reached at all
 after the attempts, the keys and chunks not yet tried are not tried either: each would cost
-the same timeouts of the Lambda's budget; they are retryable, ``HeldBack``); validation
-errors (an item over 400 KB, an empty key, a missing table) are permanent, with the reason.
+the same timeouts of the Lambda's budget; they are retryable, ``HeldBack``). A table that
+cannot be used at all (missing, access denied, no credentials: :mod:`stream.faults`) is
+not the records' fault: retryable at once, without the attempts, and nothing further is
+tried. Validation errors (an item over 400 KB, an empty key) are permanent, with the reason.
 DynamoDB refuses a whole ``BatchWriteItem`` for one invalid item (a key of the wrong type, a
 number out of range, nesting past 32 levels), so a call refused that way is made again item
 by item: only the bad item is permanent, not its 24 neighbours. boto3 is imported
@@ -46,6 +48,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from sinks.base import OK, Outcome, Sink, Status, permanent, retryable
 from stream.clients import aws_client
+from stream.faults import INFRASTRUCTURE_CODES, INFRASTRUCTURE_ERRORS
 from stream.records import record_position
 
 if TYPE_CHECKING:
@@ -58,6 +61,7 @@ __all__ = ["MAX_ITEM_BYTES", "DynamoDBSink", "to_attribute"]
 MAX_ITEM_BYTES = 400 * 1024
 _INEXACT = float(2**63)
 _UNREACHABLE = "DynamoDB unreachable"
+_UNUSABLE = "DynamoDB table unusable"
 POSITION = "_position"
 _RETRYABLE_CODES = frozenset(
     {
@@ -287,7 +291,9 @@ class DynamoDBSink(Sink):
         """The outcome of the items not yet tried when ``outcome`` says that DynamoDB could
         not be reached at all, after the attempts: every further call would spend the same
         timeouts and backoff of the Lambda's time budget on the same endpoint."""
-        if outcome.status is not Status.RETRYABLE or not outcome.reason.startswith(_UNREACHABLE):
+        if outcome.status is not Status.RETRYABLE or not outcome.reason.startswith(
+            (_UNREACHABLE, _UNUSABLE)
+        ):
             return None
         return retryable(
             f"not written to table {self.table!r}: an earlier call failed ({outcome.reason})",
@@ -311,7 +317,8 @@ class DynamoDBSink(Sink):
                     for one in pending:
                         self._batch_write([one], out)
                     return
-                if outcome.status is Status.PERMANENT or attempt == self._max_attempts - 1:
+                last = attempt == self._max_attempts - 1 or outcome.reason.startswith(_UNUSABLE)
+                if outcome.status is Status.PERMANENT or last:
                     for i, _ in pending:
                         out[i] = outcome
                     return
@@ -354,12 +361,17 @@ class DynamoDBSink(Sink):
                     return OK, {}
                 status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
                 reason = f"DynamoDB {code} on table {self.table!r}: {message}"
+                if code in INFRASTRUCTURE_CODES:  # the table, not the item: retrying now
+                    return retryable(f"{_UNUSABLE}: {reason}", code), {}  # cannot help
                 if code in _RETRYABLE_CODES or status >= 500:
                     outcome = retryable(reason, code)
                     continue
                 return permanent(reason, code), {}
             except BotoCoreError as exc:
-                outcome = retryable(f"{_UNREACHABLE}: {exc}", type(exc).__name__)
+                name = type(exc).__name__
+                if name in INFRASTRUCTURE_ERRORS:
+                    return retryable(f"{_UNUSABLE}: {exc}", name), {}  # no credentials...
+                outcome = retryable(f"{_UNREACHABLE}: {exc}", name)
                 continue
             return OK, response
         return outcome, {}

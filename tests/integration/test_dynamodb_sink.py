@@ -233,12 +233,27 @@ class TestClassification:
         assert "32 levels" in bad.reason
         assert fine.ok
 
-    def test_a_missing_table_is_permanent_and_says_which(self, ddb, unique):
-        sink = DynamoDBSink("orders", table=f"nope-{unique}", key="order_id", client=ddb)
-        (outcome,) = sink.write_batch(batch([{"order_id": "o1"}]))
-        assert outcome.status is Status.PERMANENT
-        assert outcome.error == "ResourceNotFoundException"
-        assert f"nope-{unique}" in outcome.reason
+    @pytest.mark.parametrize("mode", ["latest", "append"])
+    def test_a_missing_table_is_retryable_at_once_and_stops_the_batch(self, aws, unique, mode):
+        # Not the records' fault (stream.faults): never dead-lettered, never retried in the
+        # sink (retrying cannot create the table), and no further call for other keys.
+        calls: list[str] = []
+        ddb = aws("dynamodb")
+        ddb.meta.events.register(
+            "before-call.dynamodb", lambda model, **_: calls.append(model.name)
+        )
+        sleeps: list[float] = []
+        sink = DynamoDBSink(
+            "orders", table=f"nope-{unique}", key="order_id", mode=mode, client=ddb,
+            sleep=sleeps.append,
+        )  # fmt: skip
+        outcomes = sink.write_batch(batch([{"order_id": f"o{i}"} for i in range(40)]))
+        assert {o.status for o in outcomes} == {Status.RETRYABLE}
+        assert outcomes[0].error == "ResourceNotFoundException"
+        assert f"nope-{unique}" in outcomes[0].reason
+        assert outcomes[-1].error == "HeldBack"  # the first key's (or chunk's) call only
+        assert len(calls) == 1
+        assert sleeps == []
 
     def test_an_unreachable_endpoint_is_retryable(self, unique):
         import boto3  # noqa: PLC0415
