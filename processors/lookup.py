@@ -32,8 +32,7 @@ What each record gets:
   on-failure destination take over) instead of sending all traffic to the dead-letter queue;
 * the table refuses the keys: they do not fit its key schema (``ValidationException``, e.g.
   a number where the table's key is a string): :class:`LookupFailed` (permanent) for the
-  records of those keys, with the fix. When every record of a batch fails that way, the
-  step counts as broken (:mod:`stream.faults`, rule b) and the batch is retried instead.
+  records of those keys, with the fix.
 
 Failures are never cached: the next batch asks again.
 

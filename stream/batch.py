@@ -237,8 +237,12 @@ class BatchRunner:
         (retryable ones, and rule (a) and (b) of :mod:`stream.faults`); return the rest:
         the poison records, for the dead-letter sink."""
         failed = result.failed
-        permanent = [(f.step, f.error) for f in chained.failures if not f.retryable]
-        broken = broken_steps(permanent, _passed(chained, self.chain.steps))
+        steps = self.chain.steps
+        plugins = {step.name for step in steps if not _builtin(step)}
+        permanent = [
+            (f.step, f.error) for f in chained.failures if not f.retryable and f.step in plugins
+        ]
+        broken = broken_steps(permanent, _passed(chained, steps)) if permanent else {}
         poison: list[StepFailure] = []
         for f in chained.failures:
             why = f"{f.step}: {type(f.error).__name__}: {f.error}"
@@ -391,6 +395,13 @@ class BatchRunner:
 
 def _add(totals: dict[str, float], key: str, value: float) -> None:
     totals[key] = totals.get(key, 0.0) + value
+
+
+def _builtin(step: Step) -> bool:
+    """Whether a step is one of ours (``filter``, ``enrich``, ``lookup``...): what those raise
+    for a record is about its data (a field of the wrong type for an ``expr``), so rule (b)
+    of :mod:`stream.faults` is for plugin steps only."""
+    return type(step.processor).__module__.startswith("processors.")
 
 
 def _passed(chained: ChainResult, steps: Sequence[Step]) -> dict[str, int]:

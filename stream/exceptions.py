@@ -26,9 +26,9 @@ Whose fault it is decides a failure's fate, not only its class (:mod:`stream.fau
   and logged once per batch: (a) infrastructure: an AWS error code or botocore exception
   that says a resource is missing or the function's identity cannot use it
   (``ResourceNotFoundException``, ``AccessDenied*``, ``NoRegionError``,
-  ``NoCredentialsError``...), raised or returned anywhere; (b) a broken step: one that
-  raised the same exception type, not a ``RecordError``, for every record that reached it,
-  at least two, none of which passed it. A plugin that means "this record is bad" raises
+  ``NoCredentialsError``...), raised or returned anywhere; (b) a broken plugin step: one
+  that raised the same exception type, not a ``RecordError``, for every record that
+  reached it, at least two, none of which passed it. A plugin that means "this record is bad" raises
   ``RecordError``, and its records are dead-lettered however many fail.
 
 ``processors`` and ``sinks`` add their own subclasses next to their code; this module imports

@@ -14,11 +14,13 @@ a. **Infrastructure**: an AWS error code in :data:`INFRASTRUCTURE_CODES` or a bo
    retry these within the invocation (retrying cannot create a table) and make no further
    calls for the batch. An endpoint that cannot be reached is not listed: it is transient,
    retried within the sink's budget, then reported retryable like a throttle.
-b. **Broken step**: a step that raised the same exception type for every record that
-   reached it, at least :data:`BROKEN_STEP_MIN_RECORDS` of them, none of which passed it,
-   where the type is not a :class:`~stream.exceptions.RecordError` (a step that raises
+b. **Broken step**: a plugin step that raised the same exception type for every record
+   that reached it, at least :data:`BROKEN_STEP_MIN_RECORDS` of them, none of which passed
+   it, where the type is not a :class:`~stream.exceptions.RecordError` (a step that raises
    ``RecordError``, or a subclass, says the record is at fault: ``DecodeError``, a lookup
-   miss, a schema violation).
+   miss, a schema violation). Built-in steps are not judged so: what they raise for a
+   record is about its data (an ``expr`` comparing a string with a number), and their
+   configuration is checked by ``shardline validate``.
 c. Anything else a step raises for a record is that record's fault: dead-lettered with the
    reason.
 

@@ -15,6 +15,7 @@ import pytest
 from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
 
 from processors.chain import Chain, Step
+from processors.filter import Filter
 from sinks.base import OK, Ordering, Outcome, Sink, permanent, retryable
 from sinks.memory import MemorySink
 from stream.batch import BatchRunner
@@ -250,6 +251,21 @@ class TestBrokenStepThroughTheBatch:
         result = runner([needs_json]).handle(ev)
         assert reported(result.response) == []
         assert {d.error for d in result.dead_letters} == {"DecodeError"}
+
+    @pytest.mark.parametrize("fuse", [True, False])
+    def test_a_built_in_step_failing_every_record_dead_letters_them(self, fuse):
+        # What a built-in raises is about the record's data: an expr comparing a string.
+        step = Step.of("processors[0].filter", Filter(expr="n > `0`"))
+        dlq = MemorySink("dlq")
+        r = BatchRunner(
+            Chain([step], fuse=fuse), {"out": MemorySink("out"), "dlq": dlq},
+            default_route=["out"], on_failure="dlq",
+        )  # fmt: skip
+        f = EventFactory()
+        result = r.handle(f.batch([("a", {"n": "x"}), ("b", {"n": "y"}), ("c", {"n": "z"})]))
+        assert reported(result.response) == []
+        assert [d.error for d in result.dead_letters] == ["TypeError"] * 3
+        assert result.infrastructure == {}
 
     def test_a_failing_prepare_hook_is_a_broken_step_for_two_records(self):
         class Hooked:
