@@ -39,6 +39,14 @@ functions:
 """
 
 
+class Typo:
+    """A plugin step with a bug: ``record.jsn`` raises AttributeError for every record."""
+
+    def __call__(self, record: Any) -> Any:
+        record.jsn["seen"] = True
+        return record
+
+
 def make_event() -> dict[str, Any]:
     """Six orders of three users, and one record that is not JSON (index 3)."""
     f = EventFactory(stream="infra-events")
@@ -107,9 +115,9 @@ class Pipeline:
         if dlq:
             self.aws("sqs").create_queue(QueueName=self.names["DLQ"])
 
-    def handler(self, event: dict[str, Any]) -> dict[str, Any]:
+    def handler(self, event: dict[str, Any], text: str = PIPELINE) -> dict[str, Any]:
         source = self.tmp_path / "pipeline.yaml"
-        source.write_text(PIPELINE)
+        source.write_text(text)
         plan_file = self.tmp_path / "plan.json"
         plan_file.write_bytes(orjson.dumps(load_plan_from_file(source, env=self.names)))
         self.monkeypatch.setenv("SHARDLINE_PIPELINE", str(plan_file))
@@ -179,3 +187,13 @@ class TestInfrastructureErrors:
         assert reported(response) == sequence_numbers(event)
         monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
         assert pipeline.letters() == []
+
+    def test_a_plugin_step_failing_every_record_alike_reports_the_batch(self, pipeline):
+        pipeline.create()
+        plugin = "      - use: tests.integration.test_infrastructure_errors:Typo\n"
+        text = PIPELINE.replace("    processors:\n", "    processors:\n" + plugin)
+        event = make_event()
+        response = pipeline.handler(event, text)
+        assert reported(response) == sequence_numbers(event)
+        assert pipeline.letters() == []
+        assert pipeline.orders() == []
