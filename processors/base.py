@@ -11,10 +11,15 @@ A processor is a callable that takes a record and returns:
 * or ``None`` (dropped, e.g. by a filter).
 
 It raises :class:`~stream.exceptions.RetryableError` for a transient failure (the record is
-delivered again) and anything else for a permanent one (the record is dead-lettered with
-the error). Batch-aware processors may also define ``prepare(records)``: the chain calls it
-once per batch with exactly the records that reach the step, before calling the step on
-each, so a lookup can fetch every distinct key of the batch in one call.
+delivered again) and :class:`~stream.exceptions.RecordError` when the record is bad (it is
+dead-lettered with the error). Anything else is dead-lettered too, unless it is not the
+record's fault (:mod:`stream.faults`): an AWS infrastructure error, or the same exception
+type raised for every record of the batch that reached the step (a broken step), which
+are reported for retry instead.
+
+Batch-aware processors may also define ``prepare(records)``: the chain calls it once per
+batch with exactly the records that reach the step, before calling the step on each, so a
+lookup can fetch every distinct key of the batch in one call.
 
 Configurable processors are classes whose ``__init__`` validates and precompiles (once,
 at Lambda init) and whose ``__call__`` stays tiny.

@@ -24,13 +24,17 @@ What each record gets:
 * the key could not be fetched: throttled past the retry budget, a 5xx, an unreachable
   endpoint: :class:`LookupUnavailable` (retryable) for the records of the keys concerned
   only; the rest of the batch goes on;
-* the table cannot answer at all: a missing table, a denied permission, a key that does not
-  fit the table's key schema: :class:`LookupFailed` (permanent) for every record that needs
-  it, with the reason and the fix, and no further calls for the batch. Like the DynamoDB
-  sink, and unlike failing the whole invocation: retrying cannot create the table, and
-  records in the dead-letter sink keep their data and position for a redrive once it is
-  fixed, while the shard keeps moving (the dead-letter alarm is the signal). Failures are
-  never cached: the next batch asks again.
+* the table cannot be used at all: it does not exist, the function may not read it, no
+  credentials: :class:`LookupUnavailable` with the error code and the fix, for every record
+  that needs it, and no further calls for the batch. That is not the records' fault
+  (:mod:`stream.faults`): they are reported for retry, never dead-lettered, so one
+  mistyped table name stops the shard (Lambda's retries, the iterator-age alarm and the
+  on-failure destination take over) instead of sending all traffic to the dead-letter queue;
+* the table refuses the keys: they do not fit its key schema (``ValidationException``, e.g.
+  a number where the table's key is a string): :class:`LookupFailed` (permanent) for the
+  records of those keys, with the fix.
+
+Failures are never cached: the next batch asks again.
 
 The table's partition key is ``table_key`` (by default the same name as the record field
 ``key``); the table must have no sort key. boto3 is imported when the first client is made.
@@ -50,6 +54,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import orjson
 
 from stream.exceptions import DecodeError, RecordError, RetryableError
+from stream.faults import INFRASTRUCTURE_CODES
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -108,7 +113,8 @@ class LookupMiss(RecordError):
 
 
 class LookupFailed(RecordError):
-    """The table cannot answer for these keys, and retrying will not change that.
+    """The table refuses these keys (they do not fit its key schema), and retrying will not
+    change that.
 
     Attributes:
         code: the DynamoDB error code, e.g. ``ResourceNotFoundException``.
@@ -123,12 +129,13 @@ class LookupFailed(RecordError):
 
 
 class LookupUnavailable(RetryableError):
-    """The keys could not be fetched now (throttled, 5xx, unreachable): deliver again.
+    """The keys could not be fetched now (throttled, 5xx, unreachable), or the table cannot
+    be used at all (missing, access denied, no credentials): deliver again.
 
     Attributes:
         code: the DynamoDB error code or botocore exception name.
-        table_wide: whether the endpoint itself is unreachable (then the batch makes no
-            further calls: each would wait for the same timeouts).
+        table_wide: whether the endpoint or the table itself fails (then the batch makes no
+            further calls: each would fail, or wait for the same timeouts, alike).
     """
 
     def __init__(self, reason: str, code: str = "", *, table_wide: bool = False) -> None:
@@ -533,8 +540,9 @@ class DynamoDBFetch:
         """Fetch the items of these keys (at most 100, distinct, one type).
 
         Raises:
-            LookupFailed: the table cannot answer (missing, access denied, wrong key schema).
-            LookupUnavailable: no call succeeded within the budget.
+            LookupFailed: the keys do not fit the table's key schema.
+            LookupUnavailable: no call succeeded within the budget, or the table cannot be
+                used (missing, access denied: not retried within the budget).
         """
         client = self.client
         pending: list[dict[str, Any]] = [{self.key: _attribute(k)} for k in keys]
@@ -580,6 +588,10 @@ class DynamoDBFetch:
         if code in _RETRYABLE_CODES or status >= 500:
             return LookupUnavailable(reason, code)
         fix = _FIXES.get(code)
+        if code in INFRASTRUCTURE_CODES:  # no record's fault, and the same for every key
+            raise LookupUnavailable(
+                f"{reason}: {fix}" if fix else reason, code, table_wide=True
+            ) from exc
         raise LookupFailed(
             f"{reason}: {fix}" if fix else reason, code, table_wide=code != "ValidationException"
         ) from exc

@@ -2,7 +2,10 @@
 
 A sink receives the records routed to it, in shard order, and answers one :class:`Outcome`
 per record: ok, retryable (throttle, 5xx, timeout: Lambda delivers it again) or permanent
-(mapping error, validation: it goes to the dead-letter sink).
+(mapping error, validation: it goes to the dead-letter sink). An outcome whose ``error`` is
+an infrastructure code of :mod:`stream.faults` (a missing table, queue, bucket or stream,
+access denied) is not the record's fault: the batch fold reports it for retry whatever its
+status, and so it does when a sink raises such an error (no region for its client).
 
 The base class owns the common flow; a backend implements ``_write`` for one chunk and may
 set two class attributes:

@@ -10,7 +10,9 @@ Idempotency and order, the two ways:
 * ``latest``: the batch is collapsed to the newest record of each key, then each is written
   with ``PutItem`` on the condition that the stored ``_position`` is older. A
   ``ConditionalCheckFailedException`` means an equal or newer record is already there: ok.
-  Replays and out-of-order redeliveries therefore never move an item backwards.
+  Replays and out-of-order redeliveries therefore never move an item backwards. When
+  DynamoDB refuses the newest record (a number beyond its range), that record alone is
+  permanent and the next newer-most record of the key is written in its place.
 * ``append``: the table's sort key is ``_position``, so each record has its own item and a
   replay rewrites the same item. ``BatchWriteItem`` in calls of 25, never two items with
   the same primary key in one call (DynamoDB rejects that); ``UnprocessedItems`` are
@@ -25,8 +27,10 @@ integers to 64 bits).
 
 Throttling, 5xx and connection errors are retryable (when DynamoDB cannot be reached at all
 after the attempts, the keys and chunks not yet tried are not tried either: each would cost
-the same timeouts of the Lambda's budget; they are retryable, ``HeldBack``); validation
-errors (an item over 400 KB, an empty key, a missing table) are permanent, with the reason.
+the same timeouts of the Lambda's budget; they are retryable, ``HeldBack``). A table that
+cannot be used at all (missing, access denied, no credentials: :mod:`stream.faults`) is
+not the records' fault: retryable at once, without the attempts, and nothing further is
+tried. Validation errors (an item over 400 KB, an empty key) are permanent, with the reason.
 DynamoDB refuses a whole ``BatchWriteItem`` for one invalid item (a key of the wrong type, a
 number out of range, nesting past 32 levels), so a call refused that way is made again item
 by item: only the bad item is permanent, not its 24 neighbours. boto3 is imported
@@ -44,6 +48,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from sinks.base import OK, Outcome, Sink, Status, permanent, retryable
 from stream.clients import aws_client
+from stream.faults import INFRASTRUCTURE_CODES, INFRASTRUCTURE_ERRORS
 from stream.records import record_position
 
 if TYPE_CHECKING:
@@ -56,6 +61,7 @@ __all__ = ["MAX_ITEM_BYTES", "DynamoDBSink", "to_attribute"]
 MAX_ITEM_BYTES = 400 * 1024
 _INEXACT = float(2**63)
 _UNREACHABLE = "DynamoDB unreachable"
+_UNUSABLE = "DynamoDB table unusable"
 POSITION = "_position"
 _RETRYABLE_CODES = frozenset(
     {
@@ -223,19 +229,28 @@ class DynamoDBSink(Sink):
         return item
 
     def _put_latest(self, built: list[tuple[int, dict[str, Any]]], out: list[Outcome]) -> None:
-        newest: dict[Any, int] = {}  # key value -> index into built; later wins (shard order)
-        members: dict[Any, list[int]] = {}
-        for n, (i, item) in enumerate(built):
+        members: dict[Any, list[int]] = {}  # key value -> indexes into built, in shard order
+        for n, (_, item) in enumerate(built):
             key = str(item[self.key])  # {"S": "1"} and {"N": "1"} are different keys
-            newest[key] = n
-            members.setdefault(key, []).append(i)
+            members.setdefault(key, []).append(n)
         down: Outcome | None = None  # the endpoint is unreachable: write no further keys
-        for key, n in newest.items():
+        for candidates in members.values():
             if down is not None:
-                for member in members[key]:
-                    out[member] = down
+                for n in candidates:
+                    out[built[n][0]] = down
                 continue
-            _, item = built[n]
+            down = self._put_newest(built, candidates, out)
+
+    def _put_newest(
+        self, built: list[tuple[int, dict[str, Any]]], candidates: list[int], out: list[Outcome]
+    ) -> Outcome | None:
+        """Write the newest of one key's records that DynamoDB accepts; the older records
+        share its fate. A record DynamoDB refuses (a number beyond its range, nesting past
+        32 levels) is permanent alone, and the next newer-most record stands for the key
+        instead: the item must not stay stale, nor its valid records be dead-lettered, for
+        one bad record. Returns what :meth:`_held_back` says of the last call."""
+        for rank in range(len(candidates) - 1, -1, -1):
+            i, item = built[candidates[rank]]
             put = partial(
                 self.client.put_item,
                 TableName=self.table,
@@ -245,9 +260,13 @@ class DynamoDBSink(Sink):
                 ExpressionAttributeValues={":p": item[POSITION]},
             )
             outcome, _ = self._call(put, ok_codes=frozenset({"ConditionalCheckFailedException"}))
-            for member in members[key]:
-                out[member] = outcome  # older records of the key share the newest's fate
-            down = self._held_back(outcome)
+            if outcome.status is Status.PERMANENT:
+                out[i] = outcome  # this record alone: try the next older one of the key
+                continue
+            for n in candidates[: rank + 1]:
+                out[built[n][0]] = outcome  # older records of the key share its fate
+            return self._held_back(outcome)
+        return None
 
     def _put_append(self, built: list[tuple[int, dict[str, Any]]], out: list[Outcome]) -> None:
         chunks: list[list[tuple[int, dict[str, Any]]]] = [[]]
@@ -272,7 +291,9 @@ class DynamoDBSink(Sink):
         """The outcome of the items not yet tried when ``outcome`` says that DynamoDB could
         not be reached at all, after the attempts: every further call would spend the same
         timeouts and backoff of the Lambda's time budget on the same endpoint."""
-        if outcome.status is not Status.RETRYABLE or not outcome.reason.startswith(_UNREACHABLE):
+        if outcome.status is not Status.RETRYABLE or not outcome.reason.startswith(
+            (_UNREACHABLE, _UNUSABLE)
+        ):
             return None
         return retryable(
             f"not written to table {self.table!r}: an earlier call failed ({outcome.reason})",
@@ -296,7 +317,8 @@ class DynamoDBSink(Sink):
                     for one in pending:
                         self._batch_write([one], out)
                     return
-                if outcome.status is Status.PERMANENT or attempt == self._max_attempts - 1:
+                last = attempt == self._max_attempts - 1 or outcome.reason.startswith(_UNUSABLE)
+                if outcome.status is Status.PERMANENT or last:
                     for i, _ in pending:
                         out[i] = outcome
                     return
@@ -339,12 +361,17 @@ class DynamoDBSink(Sink):
                     return OK, {}
                 status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
                 reason = f"DynamoDB {code} on table {self.table!r}: {message}"
+                if code in INFRASTRUCTURE_CODES:  # the table, not the item: retrying now
+                    return retryable(f"{_UNUSABLE}: {reason}", code), {}  # cannot help
                 if code in _RETRYABLE_CODES or status >= 500:
                     outcome = retryable(reason, code)
                     continue
                 return permanent(reason, code), {}
             except BotoCoreError as exc:
-                outcome = retryable(f"{_UNREACHABLE}: {exc}", type(exc).__name__)
+                name = type(exc).__name__
+                if name in INFRASTRUCTURE_ERRORS:
+                    return retryable(f"{_UNUSABLE}: {exc}", name), {}  # no credentials...
+                outcome = retryable(f"{_UNREACHABLE}: {exc}", name)
                 continue
             return OK, response
         return outcome, {}

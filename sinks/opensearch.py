@@ -16,7 +16,9 @@ Idempotency and order, the two ways:
   to this sink) share one document: the first is written, the others share its fate.
 * ``id: FIELD``: records with the same field value share a document (per index), as
   DynamoDB ``latest`` shares an item. The batch is collapsed to the newest record per
-  (index, ``_id``) (older ones share its fate) and the document carries ``_position``
+  (index, ``_id``) (older ones share its fate; when OpenSearch refuses the newest, e.g. a
+  mapping conflict, that record alone is permanent and the next newer-most one is written
+  in its place) and the document carries ``_position``
   (:func:`~stream.records.pad_sequence`, a fixed-width string that sorts like the
   numbers). Kinesis sequence numbers have 56 digits and do not fit OpenSearch's 63-bit
   external versions, so writes use optimistic concurrency instead: ``_mget`` reads the
@@ -73,13 +75,36 @@ MAX_ID_BYTES = 512
 POSITION = "_position"
 _AUTH_MODES = ("sigv4", "none")
 _CONFLICT = 409
+# Refusals about the index, not the document: an older version would be refused alike.
+_EVERY_VERSION = frozenset(
+    {
+        "invalid_index_name_exception",
+        "index_closed_exception",
+        "cluster_block_exception",
+        "security_exception",
+    }
+)
 _dumps = orjson.dumps
 
 
 class _Doc:
-    """One document to write and the records (indexes into the batch) that share its fate."""
+    """One document to write and the records (indexes into the batch) that share its fate.
 
-    __slots__ = ("action", "doc_id", "index", "members", "outcome", "position", "source")
+    In ``id`` mode, ``versions`` holds every member's (position, member, source): the
+    newest is written, and when OpenSearch refuses it, :meth:`fall_back` puts the next
+    newer-most in its place.
+    """
+
+    __slots__ = (
+        "action",
+        "doc_id",
+        "index",
+        "members",
+        "outcome",
+        "position",
+        "source",
+        "versions",
+    )
 
     def __init__(self, index: str, doc_id: str, source: bytes, position: str, member: int):
         self.index = index
@@ -89,9 +114,25 @@ class _Doc:
         self.members = [member]
         self.action = b""
         self.outcome: Outcome = OK
+        self.versions: list[tuple[str, int, bytes]] | None = None
 
     def meta(self) -> dict[str, Any]:
         return {"_index": self.index, "_id": self.doc_id}
+
+    def fall_back(self) -> int | None:
+        """Drop the refused newest version for the next newer-most one; the refused
+        member, or ``None`` when no older version is left (or the error would refuse
+        every version alike)."""
+        versions = self.versions
+        if not versions or len(versions) < 2 or self.outcome.error in _EVERY_VERSION:
+            return None
+        versions.sort()
+        _, refused, _ = versions.pop()
+        self.members.remove(refused)
+        self.position, _, self.source = versions[-1]
+        self.action = b""
+        self.outcome = OK
+        return refused
 
 
 class OpenSearchSink(Sink):
@@ -222,11 +263,20 @@ class OpenSearchSink(Sink):
     def _write(self, items: Sequence[Record]) -> list[Outcome]:
         outcomes: list[Outcome] = [OK] * len(items)
         docs = self._collect(items, outcomes)
-        if docs:
-            self._deliver(docs)
+        pending = docs
+        while pending:
+            self._deliver(pending)
+            pending = []
             for doc in docs:
-                for i in doc.members:
-                    outcomes[i] = doc.outcome
+                if doc.outcome.status is Status.PERMANENT:
+                    outcome = doc.outcome
+                    refused = doc.fall_back()
+                    if refused is not None:  # that record alone: write the next older one
+                        outcomes[refused] = outcome
+                        pending.append(doc)
+        for doc in docs:
+            for i in doc.members:
+                outcomes[i] = doc.outcome
         return outcomes
 
     def _collect(self, items: Sequence[Record], outcomes: list[Outcome]) -> list[_Doc]:
@@ -250,11 +300,15 @@ class OpenSearchSink(Sink):
             key = (index, doc_id)
             doc = by_key.get(key)
             if doc is None:
-                by_key[key] = _Doc(index, doc_id, source, position, i)
+                doc = by_key[key] = _Doc(index, doc_id, source, position, i)
+                if latest:
+                    doc.versions = [(position, i, source)]
                 continue
             doc.members.append(i)
-            if latest and position >= doc.position:  # the newest record stands for the rest
-                doc.source, doc.position = source, position
+            if latest and doc.versions is not None:
+                doc.versions.append((position, i, source))
+                if position >= doc.position:  # the newest record stands for the rest
+                    doc.source, doc.position = source, position
         docs = list(by_key.values())
         if not latest:
             for doc in docs:

@@ -42,8 +42,12 @@ jitter, within ``max_attempts``; when a whole call still fails after them (unrea
 throttled, 5xx), the later calls of the batch are not made and their messages are
 retryable too, so that a failing queue costs one call's retries of the Lambda's time, not
 one per ten messages. Throttling, 5xx, connection errors and entry failures
-with ``SenderFault: false`` are retryable; a queue that does not exist, invalid message
-contents and entry failures with ``SenderFault: true`` are permanent, with the reason. A
+with ``SenderFault: false`` are retryable; invalid message contents and entry failures
+with ``SenderFault: true`` are permanent, with the reason. A queue (or overflow bucket)
+that does not exist, access denied, missing credentials are not the messages' fault
+(:mod:`stream.faults`): retryable at once, without the attempts, and no further call is
+made for the batch; as the dead-letter sink, its letters' records are then reported for
+retry and never lost. A
 call that SQS rejects as a whole for one bad message is resent message by message, so the
 bad one does not fail its neighbours. boto3 is imported when the first client is made;
 clients and the queue URL (one ``GetQueueUrl``) are reused while the Lambda is warm.
@@ -64,6 +68,7 @@ import orjson
 
 from sinks.base import OK, Outcome, Sink, Status, permanent, retryable
 from stream.clients import aws_client
+from stream.faults import is_infrastructure
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -556,6 +561,12 @@ class SQSSink(Sink):
                 call_failed = outcome
                 for message in pending.values():
                     out[message.index] = outcome
+                if is_infrastructure(outcome.error):  # retrying cannot help: stop the batch
+                    return retryable(
+                        f"not sent to queue {self.queue!r}: an earlier call failed "
+                        f"({outcome.reason})",
+                        "HeldBack",
+                    )
                 continue
             call_failed = None
             pending = self._settle(response, pending, out)
@@ -615,8 +626,8 @@ class SQSSink(Sink):
             if attempt:
                 self._backoff(attempt)
             outcome, response = self._attempt(fn, target)
-            if outcome.status is not Status.RETRYABLE:
-                break
+            if outcome.status is not Status.RETRYABLE or is_infrastructure(outcome.error):
+                break  # done, or retrying cannot help (a missing queue, access denied)
         return outcome, response
 
     def _attempt(
@@ -644,19 +655,20 @@ class SQSSink(Sink):
         message = error.get("Message", "")
         status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         if code in _MISSING_QUEUE:
-            return permanent(
+            reason = (
                 f"SQS queue {self.queue!r} does not exist ({code}): create it (`shardline "
                 f"deploy` creates the queues a pipeline names) or fix `queue` of sink "
-                f"{self.name!r}",
-                code,
+                f"{self.name!r}"
             )
-        if code in _MISSING_BUCKET:
-            return permanent(
+        elif code in _MISSING_BUCKET:
+            reason = (
                 f"overflow bucket {self.overflow_bucket!r} does not exist: create it or fix "
-                f"overflow_bucket of sink {self.name!r}",
-                code,
+                f"overflow_bucket of sink {self.name!r}"
             )
-        reason = f"{code or status} on {target}: {message}"
+        else:
+            reason = f"{code or status} on {target}: {message}"
+        if is_infrastructure(code):  # not the messages' fault: never dead-lettered
+            return retryable(reason, code)
         if code in _RETRYABLE_CODES or status >= 500 or status == 429:
             return retryable(reason, code)
         return permanent(reason, code)

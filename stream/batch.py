@@ -6,13 +6,18 @@ ordering policy must hold back):
 1. The chain runs over the whole batch (no side effects).
 2. Records that failed permanently in the chain (or could not be decoded) are written to
    the ``on_failure`` sink first. If that write fails, or there is no such sink, they are
-   *unhandled*: they count as failed, so nothing is lost.
+   *unhandled*: they count as failed, so nothing is lost. A failure that is not the
+   record's fault (:mod:`stream.faults`: a missing table, a denied permission, no region,
+   a step that failed every record alike) is never dead-lettered: it is unhandled too,
+   and logged once per batch.
 3. The ordering policy holds back records behind unhandled ones: ``strict`` everything
    after the first, ``per_key`` the later records of the same partition key, ``none``
    nothing.
 4. Each sink gets the records routed to it, in shard order, and keeps per-key order within
    its own bulk calls (``sinks.base``).
-5. Records a sink rejected permanently go to the ``on_failure`` sink.
+5. Records a sink rejected permanently go to the ``on_failure`` sink, unless the error is
+   about the sink itself (an infrastructure code of :mod:`stream.faults`, or a client that
+   could not be made): then they are unhandled.
 6. Every unhandled record (retryable failure, held back, dead-letter write failed) is
    reported in ``batchItemFailures`` by its Kinesis sequence number (the parent's, for a
    user record of a KPL aggregate). Lambda resumes from the lowest one, so sinks see those
@@ -33,15 +38,16 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from processors.chain import EVENT_STEP
-from sinks.base import OK, DeadLetter, Ordering, Sink, Status
+from sinks.base import OK, DeadLetter, Ordering, Sink, Status, retryable
 from stream.event import records_from_event
+from stream.faults import broken_steps, infrastructure_code, is_infrastructure
 from stream.logs import BatchLog
 from stream.metrics import Measurements, Metrics
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
-    from processors.chain import Chain, ChainResult, StepFailure
+    from processors.chain import Chain, ChainResult, Step, StepFailure
     from stream.records import Record
 
 __all__ = ["BatchItemFailure", "BatchResponse", "BatchResult", "BatchRunner"]
@@ -71,6 +77,9 @@ class BatchResult:
         written: per sink, records written.
         dead_letters: records written to the dead-letter sink.
         failed: index in the batch -> reason, for every unhandled record.
+        infrastructure: where (a step, ``sink:NAME``) -> reason, for each error that was
+            not a record's fault (:mod:`stream.faults`): its records are in ``failed``,
+            and it is logged once per batch, not per record.
         measurements: timings and the counts only metrics need; ``None`` with metrics off.
     """
 
@@ -81,6 +90,7 @@ class BatchResult:
     written: dict[str, int] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     failed: dict[int, str] = field(default_factory=dict)
+    infrastructure: dict[str, str] = field(default_factory=dict)
     measurements: Measurements | None = None
 
 
@@ -199,16 +209,10 @@ class BatchRunner:
         result = BatchResult({"batchItemFailures": []}, len(records), chained.dropped)
         result.measurements = measured
         failed = result.failed
-        for f in chained.failures:
-            if f.retryable:
-                failed[f.record.index] = f"{f.step}: {type(f.error).__name__}: {f.error}"
+        poison = self._triage(chained, result) if chained.failures else []
         # Poison records behind a failure wait too, so a redelivery does not dead-letter twice.
         held = self._held_back(records, failed)
-        letters = [
-            self._letter(f)
-            for f in chained.failures
-            if not f.retryable and f.record.index not in held
-        ]
+        letters = [self._letter(f) for f in poison if f.record.index not in held]
         for index, why in held.items():
             failed.setdefault(index, why)
         if letters:
@@ -232,6 +236,35 @@ class BatchRunner:
             if measured is not None and chained.dropped:
                 measured.filtered_held = _filtered_and_failed(chained, failed)
         return result
+
+    def _triage(self, chained: ChainResult, result: BatchResult) -> list[StepFailure]:
+        """Put the chain's failures that are not the record's fault into ``failed``
+        (retryable ones, and rule (a) and (b) of :mod:`stream.faults`); return the rest:
+        the poison records, for the dead-letter sink."""
+        failed = result.failed
+        steps = self.chain.steps
+        plugins = {step.name for step in steps if not _builtin(step)}
+        permanent = [
+            (f.step, f.error) for f in chained.failures if not f.retryable and f.step in plugins
+        ]
+        broken = broken_steps(permanent, _passed(chained, steps)) if permanent else {}
+        poison: list[StepFailure] = []
+        for f in chained.failures:
+            why = f"{f.step}: {type(f.error).__name__}: {f.error}"
+            if f.retryable:
+                failed[f.record.index] = why
+                continue
+            code = infrastructure_code(f.error)
+            if code is not None:
+                result.infrastructure.setdefault(f.step, f"{why} (not the record's fault)")
+            elif f.step in broken:
+                why = f"{f.step}: broken step: {broken[f.step]}"
+                result.infrastructure.setdefault(f.step, why)
+            else:
+                poison.append(f)
+                continue
+            failed.setdefault(f.record.index, why)
+        return poison
 
     def _group(
         self, records: list[Record], held: Mapping[int, str], result: BatchResult
@@ -266,13 +299,22 @@ class BatchRunner:
     def _write(self, name: str, items: list[Record], result: BatchResult) -> list[DeadLetter]:
         """Write one sink's records; count them; return its permanent failures as letters."""
         measured = result.measurements
-        if measured is None:
+        started = 0.0 if measured is None else perf_counter()
+        try:
             outcomes = self.sinks[name].write_batch(items, self.ordering)
-        else:
-            started = perf_counter()
-            outcomes = self.sinks[name].write_batch(items, self.ordering)
+        except Exception as exc:  # e.g. no region for its client: not the records' fault
+            if infrastructure_code(exc) is None:
+                raise  # a bug: the invocation fails and Lambda retries the batch
+            why = f"sink:{name}: {type(exc).__name__}: {exc}"
+            result.infrastructure.setdefault(f"sink:{name}", why)
+            for rec in items:
+                result.failed.setdefault(rec.index, why)
+            outcomes = None
+        if measured is not None:
             _add(measured.sink_ms, name, (perf_counter() - started) * 1000.0)
             measured.routed[name] = measured.routed.get(name, 0) + len(items)
+        if outcomes is None:
+            return []
         if outcomes.count(OK) == len(items):  # the usual case, counted in C
             result.written[name] = result.written.get(name, 0) + len(items)
             return []
@@ -282,8 +324,11 @@ class BatchRunner:
             status = outcome.status
             if status is Status.OK:
                 ok += 1
-            elif status is Status.RETRYABLE:
-                result.failed.setdefault(rec.index, f"sink:{name}: {outcome.reason}")
+            elif status is Status.RETRYABLE or is_infrastructure(outcome.error):
+                why = f"sink:{name}: {outcome.reason}"
+                result.failed.setdefault(rec.index, why)
+                if is_infrastructure(outcome.error):
+                    result.infrastructure.setdefault(f"sink:{name}", why)
             else:
                 letters.append(self._dead(rec, outcome.reason, outcome.error, f"sink:{name}"))
         result.written[name] = result.written.get(name, 0) + ok
@@ -310,17 +355,27 @@ class BatchRunner:
         letters.sort(key=lambda letter: letter.record.index)
         measured = result.measurements
         started = 0.0 if measured is None else perf_counter()
-        outcomes = sink.write_dead_letters(letters)
+        where = f"sink:{self.dead_letter_name}"
+        try:
+            outcomes = sink.write_dead_letters(letters)
+        except Exception as exc:  # never lose a letter: report its record for retry
+            if infrastructure_code(exc) is None:
+                raise  # a bug: the invocation fails and Lambda retries the batch
+            failure = retryable(f"{type(exc).__name__}: {exc}", type(exc).__name__)
+            result.infrastructure.setdefault(where, f"{where}: {failure.reason}")
+            outcomes = [failure] * len(letters)
         if measured is not None:
             _add(measured.sink_ms, self.dead_letter_name, (perf_counter() - started) * 1000.0)
         for letter, outcome in zip(letters, outcomes, strict=True):
             if outcome.status is Status.OK:
                 result.dead_letters.append(letter)
-            else:
-                result.failed.setdefault(
-                    letter.record.index,
-                    f"{letter.step}: {letter.reason}; dead-letter write failed: {outcome.reason}",
-                )
+                continue
+            result.failed.setdefault(
+                letter.record.index,
+                f"{letter.step}: {letter.reason}; dead-letter write failed: {outcome.reason}",
+            )
+            if is_infrastructure(outcome.error):
+                result.infrastructure.setdefault(where, f"{where}: {outcome.reason}")
 
     def _held_back(self, records: Sequence[Record], failed: Mapping[int, str]) -> dict[int, str]:
         """Indexes the ordering policy holds back because of earlier unhandled records."""
@@ -345,6 +400,28 @@ class BatchRunner:
 
 def _add(totals: dict[str, float], key: str, value: float) -> None:
     totals[key] = totals.get(key, 0.0) + value
+
+
+def _builtin(step: Step) -> bool:
+    """Whether a step is one of ours (``filter``, ``enrich``, ``lookup``...): what those raise
+    for a record is about its data (a field of the wrong type for an ``expr``), so rule (b)
+    of :mod:`stream.faults` is for plugin steps only."""
+    return type(step.processor).__module__.startswith("processors.")
+
+
+def _passed(chained: ChainResult, steps: Sequence[Step]) -> dict[str, int]:
+    """Per step, how many records it let through or dropped: a record that reached a
+    later step, or survived the chain, passed every earlier step."""
+    failures: dict[str, int] = {}
+    for f in chained.failures:
+        failures[f.step] = failures.get(f.step, 0) + 1
+    after = len(chained.records)
+    passed: dict[str, int] = {}
+    for step in reversed(steps):
+        dropped = chained.dropped.get(step.name, 0)
+        passed[step.name] = after + dropped
+        after += dropped + failures.get(step.name, 0)
+    return passed
 
 
 def _filtered_and_failed(chained: ChainResult, failed: Mapping[int, str]) -> int:

@@ -17,6 +17,20 @@ Hierarchy::
     ├── UndeliveredRecordsError (stream.producer) records still failing after the retries
     └── PluginError            a plugin or ``use:`` path cannot be loaded (also a ValueError)
 
+Whose fault it is decides a failure's fate, not only its class (:mod:`stream.faults`):
+
+* a ``RecordError`` (or, from a plugin step, any exception that fails only some records) is
+  the record's fault: it is dead-lettered with the reason;
+* a ``RetryableError`` is transient: the record is reported for retry;
+* an error that is not the record's fault is reported for retry too, never dead-lettered,
+  and logged once per batch: (a) infrastructure: an AWS error code or botocore exception
+  that says a resource is missing or the function's identity cannot use it
+  (``ResourceNotFoundException``, ``AccessDenied*``, ``NoRegionError``,
+  ``NoCredentialsError``...), raised or returned anywhere; (b) a broken plugin step: one
+  that raised the same exception type, not a ``RecordError``, for every record that
+  reached it, at least two, none of which passed it. A plugin that means "this record is bad" raises
+  ``RecordError``, and its records are dead-lettered however many fail.
+
 ``processors`` and ``sinks`` add their own subclasses next to their code; this module imports
 nothing of ours so that every package may import it.
 """

@@ -15,6 +15,10 @@ any of them. Per invocation, :class:`BatchLog` writes:
 * ``WARNING records reported for retry``: once per invocation, not per record (a throttled
   sink may fail a whole batch): how many, and the first one (where Lambda resumes) with
   its reason;
+* ``ERROR infrastructure error, batch reported for retry``: once per invocation, when an
+  error was not the records' fault (:mod:`stream.faults`: a missing table or queue, a
+  denied permission, no region or credentials, a broken step), with ``errors``: where
+  (a step, ``sink:NAME``) -> reason;
 * ``ERROR batch failed``: the handler raised (the whole batch is retried), with the
   traceback.
 
@@ -209,6 +213,11 @@ class BatchLog:
         if not logger.isEnabledFor(logging.WARNING if warn else logging.INFO):
             return  # nothing to say at this level: not even the context is built
         fields = self.context(event, context)
+        if result.infrastructure:
+            logger.error(
+                "infrastructure error, batch reported for retry",
+                extra={"fields": {**fields, "errors": dict(result.infrastructure)}},
+            )
         for letter in result.dead_letters:
             logger.warning(
                 "poison record dead-lettered", extra={"fields": {**fields, **self._poison(letter)}}

@@ -21,6 +21,8 @@ metric                    extra dim      what
 ``RecordsDeadLettered``                  records written to the dead-letter sink
 ``RetryableFailures``                    records reported in ``batchItemFailures``: failed
                                          retryably, or held back behind such a failure
+``InfrastructureErrors``                 errors in the batch that were not a record's fault
+                                         (:mod:`stream.faults`), one per step or sink
 ``OldestRecordAge``                      ms from the first record's arrival in the stream to
                                          the start of processing (a shard is read in order,
                                          so the first record is the oldest)
@@ -94,6 +96,7 @@ UNITS: dict[str, str] = {
     "RecordsWritten": _COUNT,
     "RecordsDeadLettered": _COUNT,
     "RetryableFailures": _COUNT,
+    "InfrastructureErrors": _COUNT,
     "OldestRecordAge": _MS,
     "Filtered": _COUNT,
     "StepTime": _MS,
@@ -204,6 +207,7 @@ class Metrics:
             "RecordsWritten": sum(result.written.values()),
             "RecordsDeadLettered": len(result.dead_letters),
             "RetryableFailures": len(result.failed) - held,
+            "InfrastructureErrors": len(result.infrastructure),
         }
         steps: dict[str, dict[str, float | int]] = {}
         for name, n in result.dropped.items():

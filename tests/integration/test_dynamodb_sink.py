@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,12 @@ def scan(ddb: Any, table: str) -> list[dict[str, Any]]:
 def batch(docs: list[dict[str, Any]], factory: EventFactory | None = None) -> list[Record]:
     f = factory or EventFactory()
     return records_from_event(f.batch((str(d.get("order_id")), d) for d in docs))
+
+
+def exact_batch(docs: list[dict[str, Any]], factory: EventFactory | None = None) -> list[Record]:
+    """Like :func:`batch`, with the standard encoder: integers beyond 64 bits are kept."""
+    f = factory or EventFactory()
+    return records_from_event(f.batch((str(d["order_id"]), json.dumps(d).encode()) for d in docs))
 
 
 @pytest.fixture
@@ -139,6 +146,51 @@ class TestClassification:
         assert fine.ok
         assert [i["order_id"]["S"] for i in scan(ddb, table)] == ["ok"]
 
+    def test_a_refused_newest_record_leaves_the_newest_accepted_one_in_the_item(self, ddb, unique):
+        # 10**130 is beyond DynamoDB's number range: only that record is refused.
+        table = make_table(ddb, f"orders-{unique}", append=False)
+        sink = DynamoDBSink("orders", table=table, key="order_id", client=ddb)
+        docs = [{"order_id": "o1", "n": n} for n in range(1, 21)]
+        docs.append({"order_id": "o1", "n": 10**130})
+        outcomes = sink.write_batch(exact_batch(docs))
+        assert [o.status for o in outcomes] == [Status.OK] * 20 + [Status.PERMANENT]
+        assert outcomes[-1].error == "ValidationException"
+        (item,) = scan(ddb, table)
+        assert item["n"] == {"N": "20"}
+
+    def test_each_refused_record_of_a_key_falls_back_to_the_next_older_one(self, ddb, unique):
+        table = make_table(ddb, f"orders-{unique}", append=False)
+        sink = DynamoDBSink("orders", table=table, key="order_id", client=ddb)
+        huge = 10**130
+        docs = [
+            {"order_id": "a", "n": 1},
+            {"order_id": "b", "n": huge},
+            {"order_id": "a", "n": 2},
+            {"order_id": "a", "n": huge},
+            {"order_id": "a", "n": huge},
+        ]
+        outcomes = sink.write_batch(exact_batch(docs))
+        assert [o.status for o in outcomes] == [
+            Status.OK,
+            Status.PERMANENT,
+            Status.OK,
+            Status.PERMANENT,
+            Status.PERMANENT,
+        ]
+        assert {i["order_id"]["S"]: i["n"]["N"] for i in scan(ddb, table)} == {"a": "2"}
+
+    def test_a_refused_record_older_than_the_stored_item_changes_nothing(self, ddb, unique):
+        table = make_table(ddb, f"orders-{unique}", append=False)
+        sink = DynamoDBSink("orders", table=table, key="order_id", client=ddb)
+        f = EventFactory()
+        first = batch([{"order_id": "a", "n": 1}, {"order_id": "a", "n": 2}], f)
+        sink.write_batch(first)
+        later = exact_batch([{"order_id": "a", "n": 3}, {"order_id": "a", "n": 10**130}], f)
+        assert [o.status for o in sink.write_batch(later)] == [Status.OK, Status.PERMANENT]
+        assert [o.status for o in sink.write_batch(first)] == [Status.OK, Status.OK]  # replay
+        (item,) = scan(ddb, table)
+        assert item["n"] == {"N": "3"}
+
     def test_a_missing_key_is_permanent_with_the_field_named(self, ddb, unique):
         table = make_table(ddb, f"orders-{unique}", append=False)
         sink = DynamoDBSink("orders", table=table, key="order_id", client=ddb)
@@ -158,6 +210,15 @@ class TestClassification:
         assert bad.error == "ValidationException"
         assert sorted(i["order_id"]["S"] for i in scan(ddb, table)) == ["a", "c"]
 
+    def test_append_a_refused_record_fails_alone(self, ddb, unique):
+        table = make_table(ddb, f"events-{unique}", append=True)
+        sink = DynamoDBSink("events", table=table, key="order_id", mode="append", client=ddb)
+        docs = [{"order_id": "o1", "n": n} for n in range(1, 6)]
+        docs.append({"order_id": "o1", "n": 10**130})
+        outcomes = sink.write_batch(exact_batch(docs))
+        assert [o.status for o in outcomes] == [Status.OK] * 5 + [Status.PERMANENT]
+        assert sorted(int(i["n"]["N"]) for i in scan(ddb, table)) == [1, 2, 3, 4, 5]
+
     @pytest.mark.parametrize("mode", ["latest", "append"])
     def test_a_record_nested_past_the_recursion_limit_is_permanent_not_raised(
         self, ddb, unique, mode
@@ -172,12 +233,27 @@ class TestClassification:
         assert "32 levels" in bad.reason
         assert fine.ok
 
-    def test_a_missing_table_is_permanent_and_says_which(self, ddb, unique):
-        sink = DynamoDBSink("orders", table=f"nope-{unique}", key="order_id", client=ddb)
-        (outcome,) = sink.write_batch(batch([{"order_id": "o1"}]))
-        assert outcome.status is Status.PERMANENT
-        assert outcome.error == "ResourceNotFoundException"
-        assert f"nope-{unique}" in outcome.reason
+    @pytest.mark.parametrize("mode", ["latest", "append"])
+    def test_a_missing_table_is_retryable_at_once_and_stops_the_batch(self, aws, unique, mode):
+        # Not the records' fault (stream.faults): never dead-lettered, never retried in the
+        # sink (retrying cannot create the table), and no further call for other keys.
+        calls: list[str] = []
+        ddb = aws("dynamodb")
+        ddb.meta.events.register(
+            "before-call.dynamodb", lambda model, **_: calls.append(model.name)
+        )
+        sleeps: list[float] = []
+        sink = DynamoDBSink(
+            "orders", table=f"nope-{unique}", key="order_id", mode=mode, client=ddb,
+            sleep=sleeps.append,
+        )  # fmt: skip
+        outcomes = sink.write_batch(batch([{"order_id": f"o{i}"} for i in range(40)]))
+        assert {o.status for o in outcomes} == {Status.RETRYABLE}
+        assert outcomes[0].error == "ResourceNotFoundException"
+        assert f"nope-{unique}" in outcomes[0].reason
+        assert outcomes[-1].error == "HeldBack"  # the first key's (or chunk's) call only
+        assert len(calls) == 1
+        assert sleeps == []
 
     def test_an_unreachable_endpoint_is_retryable(self, unique):
         import boto3  # noqa: PLC0415

@@ -9,7 +9,7 @@ import pytest
 
 from processors.chain import Chain, Step
 from processors.enrich import Enrich, EnrichLookup
-from processors.lookup import Lookup, LookupFailed, LookupMiss, LookupUnavailable
+from processors.lookup import Lookup, LookupMiss, LookupUnavailable
 from processors.registry import build_processor
 from sinks.memory import MemorySink
 from stream.batch import BatchRunner
@@ -206,15 +206,15 @@ class TestOnMiss:
 
 
 class TestFailures:
-    def test_a_missing_table_dead_letters_each_record_with_the_table_named(self, ddb, unique):
+    def test_a_missing_table_fails_each_record_retryably_with_the_table_named(self, ddb, unique):
         client = Counting(ddb)
         step = Lookup(f"nope-{unique}", "user_id", "user", client=client)
         result = chain(step).run(batch([{"user_id": f"u{i}"} for i in range(150)]))
         assert client.calls == [100]  # the second call would fail alike: not made
         assert len(result.failures) == 150
-        assert not any(f.retryable for f in result.failures)
+        assert all(f.retryable for f in result.failures)  # not the records' fault
         error = result.failures[0].error
-        assert isinstance(error, LookupFailed)
+        assert isinstance(error, LookupUnavailable)
         assert f"nope-{unique}" in str(error)
         assert "ResourceNotFoundException" in str(error)
 

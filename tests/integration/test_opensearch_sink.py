@@ -267,6 +267,22 @@ class TestClassification:
         assert index in bad.reason
         assert sorted(h["_source"]["n"] for h in hits(opensearch, index).values()) == [1, 3]
 
+    def test_a_refused_newest_version_fails_alone_and_the_next_newer_most_is_written(
+        self, opensearch, opensearch_endpoint, unique
+    ):
+        index = f"typed-{unique}"
+        opensearch.indices.create(
+            index=index, body={"mappings": {"properties": {"n": {"type": "integer"}}}}
+        )
+        s = sink(opensearch_endpoint, index, id="order_id")
+        docs = [{"order_id": "a", "n": n} for n in range(1, 20)]
+        docs += [{"order_id": "b", "n": "x"}, {"order_id": "a", "n": "abc"}]
+        docs += [{"order_id": "a", "n": "def"}]
+        outcomes = s.write_batch(batch(docs))
+        assert [o.status for o in outcomes] == [Status.OK] * 19 + [Status.PERMANENT] * 3
+        assert {o.error for o in outcomes[19:]} == {"mapper_parsing_exception"}
+        assert {i: h["_source"]["n"] for i, h in hits(opensearch, index).items()} == {"a": 19}
+
     def test_an_invalid_index_name_is_permanent(self, opensearch_endpoint, unique):
         s = sink(opensearch_endpoint, f"Events-{unique}")
         (outcome,) = s.write_batch(batch([{"i": 1}]))

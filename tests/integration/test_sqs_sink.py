@@ -289,13 +289,17 @@ class TestFifo:
 
 class TestClassification:
     @pytest.mark.parametrize("as_url", [False, True], ids=["name", "url"])
-    def test_a_queue_that_does_not_exist_is_permanent_and_the_fix_named(
+    def test_a_queue_that_does_not_exist_is_retryable_at_once_and_the_fix_named(
         self, sqs, moto_endpoint, unique, as_url
     ):
+        # Not the letters' fault (stream.faults): the records are reported for retry, never
+        # lost, and retrying within the invocation cannot create the queue.
         queue = f"{moto_endpoint}/123456789012/nope-{unique}" if as_url else f"nope-{unique}"
-        sink = SQSSink("dlq", queue=queue, client=sqs, **NO_SLEEP)
-        outcomes = sink.write_dead_letters(letters(records([1, 2])))
-        assert [o.status for o in outcomes] == [Status.PERMANENT] * 2
+        pauses: list[float] = []
+        sink = SQSSink("dlq", queue=queue, client=sqs, sleep=pauses.append)
+        outcomes = sink.write_dead_letters(letters(records(list(range(25)))))
+        assert {o.status for o in outcomes} == {Status.RETRYABLE}
+        assert pauses == []
         assert outcomes[0].error == "AWS.SimpleQueueService.NonExistentQueue"
         assert f"SQS queue {queue!r} does not exist" in outcomes[0].reason
         assert "fix `queue` of sink 'dlq'" in outcomes[0].reason

@@ -520,11 +520,20 @@ class TestDynamoDBFetch:
         got = DynamoDBFetch("t", "id", client=client, sleep=lambda _: None)(["u0"])
         assert "u0" in got.items
 
-    def test_a_missing_table_fails_at_once_table_wide_with_the_fix(self):
-        client = ScriptedClient({}, script=[client_error("ResourceNotFoundException")])
-        with pytest.raises(LookupFailed) as caught:
+    @pytest.mark.parametrize("code", ["ResourceNotFoundException", "AccessDeniedException"])
+    def test_a_missing_or_denied_table_is_unavailable_at_once_table_wide(self, code):
+        # Not the records' fault: retryable, never dead-lettered (stream.faults, rule a).
+        client = ScriptedClient({}, script=[client_error(code)])
+        with pytest.raises(LookupUnavailable) as caught:
             DynamoDBFetch("users", "id", client=client, sleep=lambda _: None)(["u0"])
         assert caught.value.table_wide
+        assert caught.value.code == code
+        assert len(client.requests) == 1
+
+    def test_a_missing_table_names_the_table_and_the_fix(self):
+        client = ScriptedClient({}, script=[client_error("ResourceNotFoundException")])
+        with pytest.raises(LookupUnavailable) as caught:
+            DynamoDBFetch("users", "id", client=client, sleep=lambda _: None)(["u0"])
         assert "'users'" in str(caught.value)
         assert "create the table" in str(caught.value)
         assert len(client.requests) == 1

@@ -212,8 +212,10 @@ class TestRetries:
         [
             ("AWS.SimpleQueueService.RequestThrottled", 400, Status.OK, 2),
             ("InternalFailure", 500, Status.OK, 2),
-            ("AWS.SimpleQueueService.NonExistentQueue", 400, Status.PERMANENT, 1),
-            ("AccessDenied", 403, Status.PERMANENT, 1),
+            # not the message's fault (stream.faults): retryable, and not retried in the sink
+            ("AWS.SimpleQueueService.NonExistentQueue", 400, Status.RETRYABLE, 1),
+            ("AccessDenied", 403, Status.RETRYABLE, 1),
+            ("InvalidParameterValue", 400, Status.PERMANENT, 1),
         ],
     )
     def test_whole_call_errors_are_classified(self, code, status, expected, calls):

@@ -49,7 +49,7 @@ CLOUDWATCH_UNITS = {
 }  # fmt: skip
 TOTALS = (
     "RecordsIn", "BatchSize", "RecordsFiltered", "RecordsUnrouted", "RecordsWritten",
-    "RecordsDeadLettered", "RetryableFailures",
+    "RecordsDeadLettered", "RetryableFailures", "InfrastructureErrors",
 )  # fmt: skip
 
 
