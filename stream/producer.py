@@ -39,6 +39,18 @@ Failures
     instead of being tried call after call: each would wait for the same timeouts, which a
     Lambda's time budget cannot afford.
 
+Duplicates and record ids (``record_id=``)
+    Kinesis has no idempotent put. A call whose answer is lost was perhaps applied, so it is
+    sent again, and its records may be in the stream twice, at two positions; a record
+    returned failed after such a call (a timeout, a dropped connection) may be in it too.
+    Consumers' keyed sinks are idempotent per stream position, which does not remove these
+    copies. With ``record_id="field"`` every record carries a stable id in that top-level
+    JSON field: the caller's own if the field is there, else ``f"{producer_id}-{index}"``,
+    added at ``put()`` and so the same in every resend and in ``RecordResult.data`` (put
+    that again and the id stays). A consumer reads it with ``Record.record_id("field")``
+    and keeps the first record of each id. Producers without ``record_id`` send their data
+    untouched.
+
 Aggregation (``aggregate=True``)
     The shards' hash-key ranges come from ListShards (open shards only, cached, listed again
     when a result names a shard other than the one planned, i.e. after a reshard). Each user
@@ -64,6 +76,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import os
 import random
 import sys
 import time
@@ -105,6 +118,7 @@ MAX_REQUEST_BYTES = 5 * 1024 * 1024
 _MAX_KEY_CHARS = 256
 _HASH_SPACE = 2**128
 _HELD_BACK = "HeldBack"
+_UNSET: Any = object()
 
 _RETRYABLE_CALL_CODES = frozenset(
     {
@@ -207,6 +221,7 @@ class RecordResult:
         reason: what went wrong, naming the stream.
         permanent: whether retrying cannot fix it (missing stream, denied access, validation).
         attempts: how many times it was sent (0 if held back).
+        record_id: its producer record id (``Producer(record_id=...)``), "" without one.
     """
 
     index: int
@@ -220,6 +235,7 @@ class RecordResult:
     reason: str = ""
     permanent: bool = False
     attempts: int = 0
+    record_id: str = ""
 
     @property
     def ok(self) -> bool:
@@ -327,14 +343,17 @@ class ShardMap:
 class _User:
     """A user record as put, waiting for its fate."""
 
-    __slots__ = ("data", "ehk", "index", "key", "lane", "route", "shard")
+    __slots__ = ("data", "ehk", "index", "key", "lane", "rid", "route", "shard")
 
-    def __init__(self, index: int, key: str, data: bytes, ehk: str | None, route: int) -> None:
+    def __init__(  # noqa: PLR0917  # internal, one call site
+        self, index: int, key: str, data: bytes, ehk: str | None, route: int, rid: str
+    ) -> None:
         self.index = index
         self.key = key
         self.data = data
         self.ehk = ehk
         self.route = route  # the hash key that picks the shard (aggregation only)
+        self.rid = rid  # the producer record id, "" without one
         self.lane = ""  # set by the plan
         self.shard = ""  # set by the plan when aggregating
 
@@ -672,6 +691,7 @@ class _Plan:
                 reason,
                 permanent,
                 entry.attempts if entry else 0,
+                user.rid,
             )
         )
 
@@ -743,6 +763,13 @@ class Producer:
         max_call_records: entries per call (at most 500).
         buffer_records: buffered records that trigger sending from ``put()``.
         buffer_bytes: buffered bytes that trigger sending from ``put()``.
+        record_id: a top-level JSON field that carries each record's producer record id,
+            stable across resends, so that consumers can drop the copies a lost answer
+            leaves in the stream (see the module docstring). Off by default: the data is
+            sent as put.
+        producer_id: the prefix of the ids this producer makes, ``f"{producer_id}-{index}"``;
+            by default 16 random hex digits, so that two producers never make the same id.
+            Give a stable one to let a producer that restarts put the same ids again.
         sleep: injectable for tests.
     """
 
@@ -761,8 +788,13 @@ class Producer:
         max_call_records: int = MAX_RECORDS_PER_CALL,
         buffer_records: int = 10_000,
         buffer_bytes: int = 32 * 1024 * 1024,
+        record_id: str | None = None,
+        producer_id: str | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        if record_id is not None and (not isinstance(record_id, str) or not record_id):
+            msg = f"producer for stream {stream!r}: record_id must name a JSON field"
+            raise ValueError(msg)
         request_bytes = max_request_bytes or max(MAX_REQUEST_BYTES, max_record_bytes)
         if max_attempts < 1 or max_record_bytes < 1 or base_delay < 0 or max_delay < 0:
             msg = (
@@ -780,6 +812,9 @@ class Producer:
         self.stream = stream
         self.aggregate = aggregate
         self.ordered = ordered
+        self.record_id = record_id
+        self.producer_id = producer_id or os.urandom(8).hex()
+        """Prefix of the record ids this producer makes: 64 random bits unless given."""
         self._client = client
         self._target = {"StreamARN" if stream.startswith("arn:") else "StreamName": stream}
         self._max_attempts = max_attempts
@@ -824,9 +859,15 @@ class Producer:
             partition_key: 1 to 256 characters; decides the shard and the ordering group.
             explicit_hash_key: a decimal integer below 2**128 that decides the shard instead.
 
+        With ``record_id`` set, the data must be a JSON object (a dict, or bytes or str of
+        one): an id already in the field is kept, else ``f"{producer_id}-{index}"`` is
+        added (bytes are kept as they are, the field inserted first).
+
         Raises:
             RecordTooLargeError: data plus partition key over the maximum record size.
-            InvalidRecordError: data that cannot be encoded, a bad partition or hash key.
+            InvalidRecordError: data that cannot be encoded, a bad partition or hash key, or
+                with ``record_id``: data that is not a JSON object, or an id that is not a
+                non-empty string or an integer.
         """
         index = self._next_index
         self._next_index += 1
@@ -836,7 +877,11 @@ class Producer:
                 f"{_MAX_KEY_CHARS} characters"
             )
             raise InvalidRecordError(msg, index=index, partition_key=partition_key)
-        payload = _encode(data, self, index, partition_key)
+        rid = ""
+        if self.record_id is None:
+            payload = _encode(data, self, index, partition_key)
+        else:
+            payload, rid = self._stamp(data, index, partition_key)
         ehk = None
         if explicit_hash_key is not None:
             ehk = _explicit_hash_key(explicit_hash_key, self, index, partition_key)
@@ -854,7 +899,7 @@ class Producer:
         route = 0
         if self.aggregate:
             route = int(ehk) if ehk is not None else hash_key(partition_key)
-        self._buffer.append(_User(index, partition_key, payload, ehk, route))
+        self._buffer.append(_User(index, partition_key, payload, ehk, route, rid))
         self._buffered += size
         if len(self._buffer) >= self._buffer_records or self._buffered >= self._buffer_bytes:
             self._drain()
@@ -862,6 +907,43 @@ class Producer:
 
     def _where(self, index: int, partition_key: object) -> str:
         return f"record {index} (partition key {partition_key!r}) for stream {self.stream!r}"
+
+    def _stamp(self, data: Any, index: int, partition_key: str) -> tuple[bytes, str]:
+        """The record's bytes with its record id, and the id (see :meth:`put`)."""
+        name = self.record_id
+        if type(data) is dict:
+            doc: Any = data
+            payload = b""
+        else:
+            payload = _encode(data, self, index, partition_key)
+            try:
+                doc = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                doc = _UNSET
+        if type(doc) is not dict:
+            what = "not JSON" if doc is _UNSET else f"JSON {type(doc).__name__}"
+            msg = (
+                f"{self._where(index, partition_key)}: record_id={name!r} needs a JSON object "
+                f"to carry the id, and this record is {what}; put a JSON object, or make the "
+                "producer without record_id"
+            )
+            raise InvalidRecordError(msg, index=index, partition_key=partition_key)
+        value = doc.get(name, _UNSET)
+        if value is _UNSET:
+            rid = f"{self.producer_id}-{index}"
+            if payload:  # insert the field first: the caller's bytes stay as they are
+                start = payload.index(b"{") + 1
+                field = orjson.dumps(name) + b":" + orjson.dumps(rid) + (b"," if doc else b"")
+                return payload[:start] + field + payload[start:], rid
+            return _encode({name: rid, **doc}, self, index, partition_key), rid
+        if (isinstance(value, str) and value) or (type(value) is int):
+            return payload or _encode(doc, self, index, partition_key), str(value)
+        msg = (
+            f"{self._where(index, partition_key)}: field {name!r} holds {value!r}, not a "
+            "record id (a non-empty string or an integer); fix the field, or leave it out "
+            "and the producer adds one"
+        )
+        raise InvalidRecordError(msg, index=index, partition_key=partition_key)
 
     def flush(self) -> FlushResult:
         """Send everything buffered; return the fate of every record put since the last flush.

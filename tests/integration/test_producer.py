@@ -274,3 +274,33 @@ class TestLostAcknowledgements:
             assert first_seen == list(range(30))  # every record, first copies in put order
             # and no copy of an older record after a newer one (duplicates are adjacent)
             assert ns == sorted(ns)
+
+    @pytest.mark.parametrize("aggregate", [False, True], ids=["plain", "aggregated"])
+    def test_with_a_record_id_the_consumer_drops_the_copies(
+        self, kinesis, proxy, unique, aggregate
+    ):
+        stream = make_stream(kinesis, f"rids-{unique}")
+        proxy.inject(LOST_ACK, times=2, target="PutRecords")
+        client = aws_client(proxy.url, "kinesis")
+        producer = Producer(
+            stream, client, aggregate=aggregate, record_id="rid", max_attempts=20, sleep=no_sleep
+        )
+        put_all(producer, [f"user-{i % 20}" for i in range(200)])
+        result = producer.flush()
+
+        assert result.ok
+        read = [
+            record
+            for shard_id in shard_ranges(kinesis, stream)
+            for record in user_records(kinesis, stream, shard_id)
+        ]
+        assert len(read) > 200  # copies at other positions: position ids cannot tell
+        assert len({r.document_id for r in read}) == len(read)
+        kept: dict[str, Any] = {}
+        for record in read:  # a consumer keeps the first record of each id
+            kept.setdefault(record.record_id("rid"), record)
+        assert sorted(kept) == sorted(r.record_id for r in result.results)
+        by_id = {r.record_id: r for r in result.results}
+        for rid, record in kept.items():
+            sent = by_id[rid]
+            assert (record.partition_key, record.data) == (sent.partition_key, sent.data)

@@ -565,6 +565,97 @@ class TestAggregation:
         assert fake.list_calls == 2
 
 
+class TestRecordId:
+    def producer(self, fake: FakeKinesis | None = None, **kwargs: Any) -> Producer:
+        return Producer("s", fake or FakeKinesis(), **quiet(record_id="rid", **kwargs))
+
+    def test_a_dict_gets_an_id_from_the_producer_id_and_its_index(self):
+        producer = self.producer(producer_id="p1")
+        producer.put({"v": 1}, "k")
+        producer.put({"v": 2}, "k")
+        results = producer.flush().results
+        assert [orjson.loads(r.data) for r in results] == [
+            {"rid": "p1-0", "v": 1},
+            {"rid": "p1-1", "v": 2},
+        ]
+        assert [r.record_id for r in results] == ["p1-0", "p1-1"]
+
+    def test_json_bytes_keep_their_bytes_with_the_field_inserted_first(self):
+        producer = self.producer(producer_id="p")
+        producer.put(b'  {"v": 1.50, "w": [1, 2]}', "k")
+        producer.put("{ }", "k")
+        producer.put(b'{"rid": "mine", "v": 3}', "k")
+        results = producer.flush().results
+        assert [r.data for r in results] == [
+            b'  {"rid":"p-0","v": 1.50, "w": [1, 2]}',
+            b'{"rid":"p-1" }',
+            b'{"rid": "mine", "v": 3}',
+        ]
+        assert [r.record_id for r in results] == ["p-0", "p-1", "mine"]
+
+    def test_an_id_the_caller_set_is_kept_and_an_integer_one_is_read_as_a_string(self):
+        producer = self.producer()
+        producer.put({"rid": "order-17", "v": 1}, "k")
+        producer.put({"rid": 42}, "k")
+        results = producer.flush().results
+        assert [r.record_id for r in results] == ["order-17", "42"]
+        assert orjson.loads(results[1].data) == {"rid": 42}
+
+    def test_putting_a_result_again_keeps_its_id(self):
+        producer = self.producer()
+        producer.put({"v": 1}, "k")
+        (first,) = producer.flush().results
+        producer.put(first.data, first.partition_key)
+        (again,) = producer.flush().results
+        assert again.record_id == first.record_id
+        assert again.data == first.data
+
+    def test_ids_of_two_producers_differ_by_default(self):
+        a, b = self.producer(), self.producer()
+        assert a.producer_id != b.producer_id
+        assert len(a.producer_id) == 16
+
+    def test_the_consumer_reads_the_id_the_producer_gave(self):
+        fake = FakeKinesis()
+        producer = self.producer(fake, aggregate=True)
+        put_all(producer, ["a", "b", "a"])
+        results = producer.flush().results
+        sent = [data for call in fake.calls for entry in call for _, data in users_of(entry)]
+        assert sorted(Record(d, "k", "1").record_id("rid") for d in sent) == sorted(
+            r.record_id for r in results
+        )
+
+    @pytest.mark.parametrize(
+        ("data", "what"),
+        [(b"not json", "not JSON"), ([1, 2], "JSON list"), ('"text"', "JSON str")],
+    )
+    def test_data_that_is_not_a_json_object_is_refused_naming_the_record(self, data, what):
+        producer = self.producer()
+        with pytest.raises(InvalidRecordError, match=rf"record 0 .*{what}; put a JSON object"):
+            producer.put(data, "k")
+
+    @pytest.mark.parametrize("value", ["", None, True, 1.5, [1]])
+    def test_a_field_that_holds_no_usable_id_is_refused(self, value):
+        producer = self.producer()
+        with pytest.raises(InvalidRecordError, match=r"field 'rid' holds .* not a record id"):
+            producer.put({"rid": value}, "k")
+
+    def test_the_id_counts_toward_the_record_size(self):
+        producer = self.producer(max_record_bytes=20, producer_id="p")
+        with pytest.raises(RecordTooLargeError):
+            producer.put(b'{"v":"0123456789"}', "k")  # 19 bytes alone, 31 with the id
+
+    def test_without_record_id_the_data_is_sent_as_put(self):
+        producer = Producer("s", FakeKinesis(), **quiet())
+        producer.put(b'{"v": 1}', "k")
+        (result,) = producer.flush().results
+        assert (result.data, result.record_id) == (b'{"v": 1}', "")
+
+    def test_an_empty_field_name_is_refused(self):
+        with pytest.raises(ValueError, match="record_id must name a JSON field"):
+            Producer("s", FakeKinesis(), record_id="")
+
+
 class TestShardMap:
     def test_closed_shards_are_left_out_and_ranges_are_found_by_their_start(self):
         shards = ShardMap.from_list_shards(
