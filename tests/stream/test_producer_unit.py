@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 import pytest
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -71,6 +71,9 @@ class FakeKinesis:
         shards: number of shards, hash-key space split evenly (inclusive ends, as AWS).
         entry_fails: (entry, call number) -> an error code to fail that entry, or None.
         call_fails: call number -> an exception to raise for the whole call, or None.
+        loses_answer: call number -> whether to apply the call and then raise as if the
+            connection dropped before the answer (a lost acknowledgement); the producer
+            then sends those records again, and ``stream`` holds every copy.
         ordered: check the order rule on every call (no record of a key sent before every
             earlier one of that key succeeded; at most one record per key per call, in an
             aggregate too, so that resending a call whose answer was lost never writes an
@@ -85,6 +88,7 @@ class FakeKinesis:
         ordered: bool = True,
         max_record: int = MAX_RECORD_BYTES,
         max_request: int = 5 * 1024 * 1024,
+        loses_answer: Any = None,
     ) -> None:
         step = 2**128 // shards
         self.ranges = [
@@ -93,6 +97,9 @@ class FakeKinesis:
         ]
         self.entry_fails = entry_fails or (lambda entry, call: None)
         self.call_fails = call_fails or (lambda call: None)
+        self.loses_answer = loses_answer or (lambda call: False)
+        self.stream: list[tuple[str, Any]] = []  # (key, n) of every user record, copies too
+        self.unanswered: set[tuple[str, Any]] = set()  # written by calls whose answer was lost
         self.ordered = ordered
         self.max_record = max_record
         self.max_request = max_request
@@ -140,11 +147,17 @@ class FakeKinesis:
             shard = self.shard_of(entry)
             for sub, (key, data) in enumerate(users_of(entry)):
                 n = ordinal(data)
+                self.stream.append((key, n))
                 if (key, n) in self.written:
-                    self.violations.append(f"record {key}#{n} written twice")
+                    if (key, n) not in self.unanswered:
+                        self.violations.append(f"record {key}#{n} written twice")
+                else:
+                    self.done[key] += 1
                 self.written[key, n] = (shard, str(self._seq), sub)
-                self.done[key] += 1
             answers.append({"SequenceNumber": str(self._seq), "ShardId": shard})
+        if self.loses_answer(number):
+            self.unanswered |= {(k, ordinal(d)) for e in Records for k, d in users_of(e)}
+            raise ConnectionClosedError(endpoint_url="https://kinesis.invalid")
         failed = sum(1 for a in answers if "ErrorCode" in a)
         return {"FailedRecordCount": failed, "Records": answers}
 
@@ -160,10 +173,10 @@ class FakeKinesis:
         for entry in records:
             for key, data in users_of(entry):
                 n = ordinal(data)
-                if (key, n) in self.written:
+                if (key, n) in self.written and (key, n) not in self.unanswered:
                     self.violations.append(f"{key}#{n} sent again after it succeeded")
                 if self.ordered:
-                    if n != self.done[key]:
+                    if n != self.done[key] and (key, n) not in self.unanswered:
                         self.violations.append(f"{key}#{n} sent before {key}#{self.done[key]}")
                     if key in in_call:
                         self.violations.append(f"two records of key {key} in one call")
@@ -738,3 +751,41 @@ def test_importing_the_producer_imports_no_client_or_aggregation_library():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@given(
+    keys=st.lists(st.sampled_from("abcdef"), min_size=1, max_size=60),
+    aggregate=st.booleans(),
+    loss_rate=st.floats(0, 0.6),
+    entry_rate=st.floats(0, 0.4),
+    seed=st.integers(0, 2**32),
+)
+def test_lost_answers_leave_copies_but_never_an_older_record_after_a_newer_one(
+    keys, aggregate, loss_rate, entry_rate, seed
+):
+    """The stream, per key, reads 0, 0, 1, 2, 2, ...: copies of a resent call are adjacent."""
+    rng = random.Random(seed)
+
+    def entry_fails(entry, call):
+        return THROTTLED if rng.random() < entry_rate else None
+
+    fake = FakeKinesis(
+        shards=2, entry_fails=entry_fails, loses_answer=lambda call: rng.random() < loss_rate,
+        max_record=300, max_request=900,
+    )  # fmt: skip
+    producer = Producer(
+        "s", fake, aggregate=aggregate, max_attempts=50, max_record_bytes=300,
+        max_request_bytes=900, sleep=lambda _: None,
+    )  # fmt: skip
+    seen: Counter[str] = Counter()
+    for key in keys:
+        producer.put({"k": key, "n": seen[key]}, key)
+        seen[key] += 1
+    result = producer.flush()
+
+    assert not fake.violations
+    assert result.ok
+    for key in seen:
+        ns = [n for k, n in fake.stream if k == key]
+        assert ns == sorted(ns)
+        assert list(dict.fromkeys(ns)) == list(range(seen[key]))
