@@ -1160,7 +1160,9 @@ def _classify(exc: Exception, stream: str, operation: str = "PutRecords") -> tup
     from botocore.exceptions import (  # noqa: PLC0415  # loaded with the client anyway
         BotoCoreError,
         ClientError,
+        ConnectionClosedError,
         ParamValidationError,
+        ReadTimeoutError,
     )
 
     if isinstance(exc, ClientError):
@@ -1176,6 +1178,13 @@ def _classify(exc: Exception, stream: str, operation: str = "PutRecords") -> tup
     name = type(exc).__name__
     if isinstance(exc, ParamValidationError):
         return name, f"Kinesis {operation} to stream {stream!r} is invalid: {exc}", _CALL
+    if isinstance(exc, ReadTimeoutError | ConnectionClosedError):  # sent, never answered
+        reason = (
+            f"Kinesis {operation} to stream {stream!r} got no answer ({exc}); Kinesis may "
+            "have applied it, so these records may be in the stream already (with record_id "
+            "consumers can drop the copies)"
+        )
+        return name, reason, _DOWN
     if isinstance(exc, BotoCoreError):
         return name, f"Kinesis unreachable for stream {stream!r} ({operation}): {exc}", _DOWN
     return name, f"Kinesis {operation} to stream {stream!r} raised {name}: {exc}", _RETRY

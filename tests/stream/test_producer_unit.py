@@ -408,6 +408,20 @@ class TestRetries:
         }
         assert "unreachable" in result.results[0].reason
 
+    def test_records_whose_calls_were_never_answered_fail_saying_they_may_be_written(self):
+        fake = FakeKinesis(loses_answer=lambda n: True)
+        producer = Producer("s", fake, **quiet(max_attempts=2))
+        put_all(producer, list("aab"))
+        result = producer.flush()
+        assert len(fake.calls) == 2
+        assert [(r.error, r.attempts) for r in result.results] == [
+            ("ConnectionClosedError", 2),
+            ("HeldBack", 0),
+            ("ConnectionClosedError", 2),
+        ]
+        assert "may be in the stream already" in result.results[0].reason
+        assert ("a", 0) in fake.stream  # it is
+
     def test_an_unreachable_endpoint_is_not_tried_again_for_the_later_calls(self):
         error = EndpointConnectionError(endpoint_url="http://127.0.0.1:9")
         fake = FakeKinesis(call_fails=lambda n: error)
