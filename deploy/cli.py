@@ -186,12 +186,17 @@ def invoke(
 )
 @click.option("--key", help="The document field holding the partition key (default: line number).")
 @click.option("--aggregate", is_flag=True, help="KPL-aggregate records per shard.")
+@click.option(
+    "--record-id",
+    metavar="FIELD",
+    help="Give each record a stable id in this field (kept if present), for de-duplication.",
+)
 @click.option("--rate", type=float, help="At most this many records per second.")
 @click.option("--endpoint-url", help="A Kinesis endpoint, e.g. a local server.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def produce(
-    stream: str, *, file: str, key: str | None, aggregate: bool, rate: float | None,
-    endpoint_url: str | None, as_json: bool,
+    stream: str, *, file: str, key: str | None, aggregate: bool, record_id: str | None,
+    rate: float | None, endpoint_url: str | None, as_json: bool,
 ) -> None:  # fmt: skip
     """Put the JSON lines of FILE onto STREAM, in order per partition key.
 
@@ -215,7 +220,9 @@ def produce(
     console = Console(stderr=True)
     source = sys.stdin.buffer if file == "-" else open(file, "rb")  # noqa: SIM115
     total = None if file == "-" else os.path.getsize(file)
-    producer = Producer(stream, aws_client("kinesis"), aggregate=aggregate)
+    producer = Producer(
+        stream, aws_client("kinesis"), aggregate=aggregate, record_id=record_id or None
+    )
     with source, Progress(console=console, transient=True, disable=total is None) as bar:
         task = bar.add_task(f"producing to {stream}", total=total)
         report = produce_lines(

@@ -7,18 +7,22 @@ per-key order when asked, and returns what still fails instead of dropping it.
 
 How buffered records become calls
     Records are queued in *lanes*: one per partition key (``ordered=True``), one per shard
-    (``aggregate=True``), or a single lane (neither). Each call takes the next entry of the
-    lane whose oldest record is the oldest (a heap), until it holds 500 entries or the next
-    entry would pass 5 MiB (data plus partition keys). An entry is one Kinesis record: a user
-    record, or a KPL aggregate of several.
+    (``aggregate=True, ordered=False``), or a single lane (neither). Each call takes the next
+    entry of the lane whose oldest record is the oldest (a heap), until it holds 500 entries
+    or the next entry would pass 5 MiB (data plus partition keys). An entry is one Kinesis
+    record: a user record, or a KPL aggregate of several.
 
 Order (``ordered=True``)
-    A user record goes into an entry only when every earlier record of its partition key has
-    succeeded or sits before it in that same entry. So at most one entry per key is in flight,
-    and a key with n records needs n calls without aggregation, while many keys still fill
-    500-entry calls (the lane heap takes one entry of each key, oldest first). A record that
-    finally fails holds back the later records of its key (they are returned failed, code
-    ``HeldBack``, never sent); other keys go on. The held-back keys are forgotten when
+    A user record is sent only when every earlier record of its partition key has been
+    answered (succeeded), so a call holds at most one record per key, aggregated or not, and
+    a key with n records needs n calls; many keys still fill 500-entry calls and large
+    aggregates (the lane heap takes the next record of each key, oldest first). Why one per
+    call and not one per entry: a call whose answer is lost (a timeout or a dropped
+    connection after Kinesis acted) is sent again whole, so its records are in the stream
+    twice; with two records of a key in it, the resend would write the older one after the
+    newer one. With one, a key's copies are adjacent and its records stay in order. A record
+    that finally fails holds back the later records of its key (they are returned failed,
+    code ``HeldBack``, never sent); other keys go on. The held-back keys are forgotten when
     ``flush()`` returns the failures: what the caller puts after that is its new decision.
     A record refused by ``put()`` (too large, bad key) was never accepted and holds nothing.
 
@@ -35,20 +39,34 @@ Failures
     instead of being tried call after call: each would wait for the same timeouts, which a
     Lambda's time budget cannot afford.
 
+Duplicates and record ids (``record_id=``)
+    Kinesis has no idempotent put. A call whose answer is lost was perhaps applied, so it is
+    sent again, and its records may be in the stream twice, at two positions; a record
+    returned failed after such a call (a timeout, a dropped connection) may be in it too.
+    Consumers' keyed sinks are idempotent per stream position, which does not remove these
+    copies. With ``record_id="field"`` every record carries a stable id in that top-level
+    JSON field: the caller's own if the field is there, else ``f"{producer_id}-{index}"``,
+    added at ``put()`` and so the same in every resend and in ``RecordResult.data`` (put
+    that again and the id stays). A consumer reads it with ``Record.record_id("field")``
+    and keeps the first record of each id. Producers without ``record_id`` send their data
+    untouched.
+
 Aggregation (``aggregate=True``)
     The shards' hash-key ranges come from ListShards (open shards only, cached, listed again
     when a result names a shard other than the one planned, i.e. after a reshard). Each user
     record's hash key is the MD5 of its partition key as a 128-bit integer (or its explicit
-    hash key), which names its shard; one lane per shard packs its user records, in order,
-    into aggregates up to the maximum record size (aggregate partition key included), with
-    ``aws_kinesis_agg``'s ``AggRecord``. The aggregate is sent with ``ExplicitHashKey`` set to
-    its first user record's own hash key: inside the shard's range by construction (so the
-    aggregate lands on the shard every user record's key maps to, and a KCL consumer that
-    checks sub-records against the shard's range keeps them all), and the choice that stays
-    right for that record even if the shard is split meanwhile. An aggregate is atomic: all
-    its user records succeed or fail together, so records of one key share aggregates safely,
-    and the order rule above keeps two aggregates of one shard from holding the same key in
-    one call. An entry of a single user record is sent plain (smaller, same shard).
+    hash key), which names its shard. The user records of a call are packed per shard, in
+    order, into aggregates up to the maximum record size (aggregate partition key included),
+    with ``aws_kinesis_agg``'s ``AggRecord``: with ``ordered=True`` the next record of each
+    key, without it a shard's records as they come. The aggregate is sent with
+    ``ExplicitHashKey`` set to its first user record's own hash key: inside the shard's range
+    by construction (so the aggregate lands on the shard every user record's key maps to, and
+    a KCL consumer that checks sub-records against the shard's range keeps them all), and the
+    choice that stays right for that record even if the shard is split meanwhile. An
+    aggregate is atomic: all its user records succeed or fail together, and it is resent as
+    it was. An entry of a single user record is sent plain (smaller, same shard).
+    Aggregation pays when a shard gets many keys per call; a few hot keys with
+    ``ordered=True`` gain little from it.
 
 Not thread-safe: use one producer per thread. boto3 and ``aws_kinesis_agg`` are imported
 when first needed, not with this module.
@@ -58,6 +76,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import os
 import random
 import sys
 import time
@@ -99,6 +118,7 @@ MAX_REQUEST_BYTES = 5 * 1024 * 1024
 _MAX_KEY_CHARS = 256
 _HASH_SPACE = 2**128
 _HELD_BACK = "HeldBack"
+_UNSET: Any = object()
 
 _RETRYABLE_CALL_CODES = frozenset(
     {
@@ -201,6 +221,7 @@ class RecordResult:
         reason: what went wrong, naming the stream.
         permanent: whether retrying cannot fix it (missing stream, denied access, validation).
         attempts: how many times it was sent (0 if held back).
+        record_id: its producer record id (``Producer(record_id=...)``), "" without one.
     """
 
     index: int
@@ -214,6 +235,7 @@ class RecordResult:
     reason: str = ""
     permanent: bool = False
     attempts: int = 0
+    record_id: str = ""
 
     @property
     def ok(self) -> bool:
@@ -321,35 +343,51 @@ class ShardMap:
 class _User:
     """A user record as put, waiting for its fate."""
 
-    __slots__ = ("data", "ehk", "index", "key", "route")
+    __slots__ = ("data", "ehk", "index", "key", "lane", "rid", "route", "shard")
 
-    def __init__(self, index: int, key: str, data: bytes, ehk: str | None, route: int) -> None:
+    def __init__(  # noqa: PLR0917  # internal, one call site
+        self, index: int, key: str, data: bytes, ehk: str | None, route: int, rid: str
+    ) -> None:
         self.index = index
         self.key = key
         self.data = data
         self.ehk = ehk
         self.route = route  # the hash key that picks the shard (aggregation only)
+        self.rid = rid  # the producer record id, "" without one
+        self.lane = ""  # set by the plan
+        self.shard = ""  # set by the plan when aggregating
 
 
 class _Entry:
     """One Kinesis record of a call: a user record or an aggregate of several."""
 
-    __slots__ = ("aggregated", "attempts", "data", "ehk", "key", "lane", "size", "users")
+    __slots__ = (
+        "aggregated",
+        "attempts",
+        "data",
+        "ehk",
+        "key",
+        "lane",
+        "shard",
+        "size",
+        "users",
+    )
 
     def __init__(
-        self, key: str, data: bytes, ehk: str | None, users: list[_User], lane: str
+        self, key: str, data: bytes, ehk: str | None, users: list[_User], lane: str | None
     ) -> None:
         self.key = key
         self.data = data
         self.ehk = ehk
         self.users = users
-        self.lane = lane
+        self.lane = lane  # None: its records come from several lanes (ordered aggregation)
+        self.shard = users[0].shard  # the shard it was planned for ("" without aggregation)
         self.size = len(data) + len(key.encode())
         self.aggregated = len(users) > 1
         self.attempts = 0
 
     @classmethod
-    def plain(cls, user: _User, lane: str) -> _Entry:
+    def plain(cls, user: _User, lane: str | None) -> _Entry:
         return cls(user.key, user.data, user.ehk, [user], lane)
 
     def request(self) -> dict[str, Any]:
@@ -380,6 +418,11 @@ class _Plan:
 
     Pure bookkeeping, no I/O: ``next_call`` plans a call, then the caller reports each entry
     with ``succeeded``, ``retry`` or ``failed`` and calls ``settled``.
+
+    Three ways to fill a call: plain entries (lanes by key when ordered, else one lane);
+    aggregates packed in order per shard lane (unordered aggregation); and, for ordered
+    aggregation, the head record of each key lane packed into aggregates per shard for
+    this call, so that a call never holds two records of one key.
     """
 
     def __init__(
@@ -390,18 +433,24 @@ class _Plan:
         ordered: bool,
         blocked: dict[str, str],
         pack: Callable[[_User], Any] | None,
+        shard_of: Callable[[_User], str] | None = None,
+        record_limit: int = MAX_RECORD_BYTES,
     ) -> None:
         self.ordered = ordered
+        self.record_limit = record_limit  # an aggregate's size with its partition key
         self.blocked = blocked  # partition key -> why its later records are held back
         self.pack = pack  # a new aggregate sized for its first user record, or None
         self.results: list[RecordResult] = []
         self.lanes: dict[str, _Lane] = {}
         self.unresolved: dict[str, deque[int]] = {}  # per key, indices not yet settled
+        self.retries: deque[_Entry] = deque()  # entries of several lanes to send again
         self.total = len(users)
         self._heap: list[tuple[int, str]] = []
         self._waiting: set[str] = set()
         for user in users:
-            name = lane_of(user)
+            name = user.lane = lane_of(user)
+            if shard_of is not None:
+                user.shard = shard_of(user)
             lane = self.lanes.get(name)
             if lane is None:
                 lane = self.lanes[name] = _Lane(name)
@@ -417,6 +466,8 @@ class _Plan:
 
     def next_call(self, max_entries: int, max_bytes: int) -> list[_Entry]:
         """The next call's entries: oldest lanes first, within both limits."""
+        if self.pack is not None and self.ordered:
+            return self._packed_call(self.pack, max_entries, max_bytes)
         call: list[_Entry] = []
         size = 0
         while self._heap and len(call) < max_entries:
@@ -437,6 +488,66 @@ class _Plan:
             self._schedule(lane)
         return call
 
+    def _packed_call(
+        self, new: Callable[[_User], Any], max_entries: int, max_bytes: int
+    ) -> list[_Entry]:
+        """Ordered aggregation: entries to send again first, then the next record of each key
+        (oldest first) packed into aggregates per shard, within both limits.
+
+        One record per key per call, not per aggregate: a call whose answer is lost is sent
+        again whole, and a key with two records in it would have its older record written
+        again after its newer one.
+        """
+        call: list[_Entry] = []
+        size = 0
+        while self.retries and len(call) < max_entries:
+            if call and size + self.retries[0].size > max_bytes:
+                return call
+            entry = self.retries.popleft()
+            call.append(entry)
+            size += entry.size
+        packs: dict[str, _Pack] = {}
+        while self._heap:
+            _, name = heappop(self._heap)
+            lane = self.lanes[name]
+            lane.scheduled = False
+            user = self._head(lane)
+            if user is None:
+                if lane.busy():
+                    self._waiting.add(name)
+                continue
+            key_bytes = len(user.key.encode())
+            cost = _packed_cost(user, key_bytes)
+            alone = _AGG_FRAME + cost  # a new aggregate holding only this record
+            pack = packs.get(user.shard)
+            plain = alone > self.record_limit - key_bytes  # too big to aggregate
+            fresh = plain or pack is None or pack.size() + cost > pack.limit
+            grows = cost if not fresh else alone + key_bytes
+            empty = not call and not packs
+            if not empty and (
+                (fresh and len(call) + len(packs) >= max_entries)
+                or size + sum(p.entry_size() for p in packs.values()) + grows > max_bytes
+            ):
+                self._schedule(lane)  # not taken: it leads the next call
+                break
+            lane.queue.popleft()
+            if lane.busy():
+                self._waiting.add(name)  # its next record waits for this one's answer
+            if plain:
+                entry = _Entry.plain(user, None)
+                call.append(entry)
+                size += entry.size
+                continue
+            if pack is None or fresh:
+                if pack is not None:
+                    entry = pack.entry()
+                    call.append(entry)
+                    size += entry.size
+                pack = packs[user.shard] = _Pack(new(user), key_bytes)
+            pack.add(user)
+        call += [p.entry() for p in packs.values()]
+        return call
+
     def succeeded(self, entry: _Entry, sequence_number: str, shard_id: str) -> None:
         for sub, user in enumerate(entry.users):
             sub_sequence = sub if entry.aggregated else 0
@@ -445,13 +556,13 @@ class _Plan:
             )
 
     def retry(self, entry: _Entry) -> None:
-        lane = self.lanes[entry.lane]
         # entries of a call are reported in call order, oldest first: keep that order
+        ready = self.retries if entry.lane is None else self.lanes[entry.lane].ready
         at = 0
         first = entry.users[0].index
-        while at < len(lane.ready) and lane.ready[at].users[0].index < first:
+        while at < len(ready) and ready[at].users[0].index < first:
             at += 1
-        lane.ready.insert(at, entry)
+        ready.insert(at, entry)
 
     def failed(self, entry: _Entry, error: str, reason: str, permanent: bool) -> None:
         for user in entry.users:
@@ -459,6 +570,8 @@ class _Plan:
 
     def fail_all(self, error: str, reason: str, permanent: bool) -> None:
         """Fail everything not yet sent: an error that every later call would hit too."""
+        while self.retries:
+            self.failed(self.retries.popleft(), error, reason, permanent)
         for lane in self.lanes.values():
             while lane.ready:
                 self.failed(lane.ready.popleft(), error, reason, permanent)
@@ -474,7 +587,7 @@ class _Plan:
 
     def settled(self, call: Sequence[_Entry]) -> None:
         """After a call's entries are reported: lanes that waited may go on."""
-        names = self._waiting | {entry.lane for entry in call}
+        names = self._waiting | {user.lane for entry in call for user in entry.users}
         self._waiting = set()
         for name in names:
             self._schedule(self.lanes[name])
@@ -484,32 +597,33 @@ class _Plan:
             lane.scheduled = True
             heappush(self._heap, (lane.head(), lane.name))
 
+    def _head(self, lane: _Lane) -> _User | None:
+        """The lane's next record if it may be sent now (ordered); blocked ones are held."""
+        queue = lane.queue
+        while queue and queue[0].key in self.blocked:
+            self._hold(queue.popleft())
+        if not queue or not self._eligible(queue[0]):
+            return None
+        return queue[0]
+
     def _next_entry(self, lane: _Lane) -> _Entry | None:
         if lane.ready:
             return lane.ready.popleft()
-        queue = lane.queue
-        if self.pack is None:
-            while queue and self.ordered and queue[0].key in self.blocked:
-                self._hold(queue.popleft())
-            if not queue or (self.ordered and not self._eligible(queue[0], {})):
-                return None
-            return _Entry.plain(queue.popleft(), lane.name)
-        return self._aggregate(lane, self.pack)
+        if self.pack is not None:
+            return self._aggregate(lane, self.pack)
+        if not self.ordered:
+            return _Entry.plain(lane.queue.popleft(), lane.name) if lane.queue else None
+        user = self._head(lane)
+        return None if user is None else _Entry.plain(lane.queue.popleft(), lane.name)
 
     def _aggregate(self, lane: _Lane, pack: Callable[[_User], Any]) -> _Entry | None:
-        """Pack the lane's next records, in order, into one aggregate (an ``AggRecord``)."""
+        """Pack the lane's next records, in order, into one aggregate (an ``AggRecord``);
+        unordered aggregation only."""
         queue = lane.queue
-        packed: dict[str, int] = {}
         users: list[_User] = []
         record: Any = None
         while queue:
             user = queue[0]
-            if self.ordered:
-                if user.key in self.blocked:
-                    self._hold(queue.popleft())
-                    continue
-                if not self._eligible(user, packed):
-                    break
             if record is None:
                 record = pack(user)
             try:  # keys as bytes: AggRecord sizes str keys as new on every record
@@ -520,22 +634,19 @@ class _Plan:
             if not fits:
                 break
             users.append(queue.popleft())
-            packed[user.key] = packed.get(user.key, 0) + 1
         if not users:
             if record is None:
                 return None
-            # eligible, under the record limit, but too big to aggregate: send it plain
+            # under the record limit, but too big to aggregate: send it plain
             return _Entry.plain(queue.popleft(), lane.name)
         if len(users) == 1:
             return _Entry.plain(users[0], lane.name)
         _, _, data = record.get_contents()
         return _Entry(users[0].key, data, str(users[0].route), users, lane.name)
 
-    def _eligible(self, user: _User, packed: dict[str, int]) -> bool:
-        """Every earlier record of its key has succeeded or is already in this entry."""
-        pending = self.unresolved[user.key]
-        n = packed.get(user.key, 0)
-        return n < len(pending) and pending[n] == user.index
+    def _eligible(self, user: _User) -> bool:
+        """Every earlier record of its key has been answered (succeeded)."""
+        return self.unresolved[user.key][0] == user.index
 
     def _hold(self, user: _User) -> None:
         self._resolve(
@@ -580,8 +691,53 @@ class _Plan:
                 reason,
                 permanent,
                 entry.attempts if entry else 0,
+                user.rid,
             )
         )
+
+
+#: An aggregate's bytes besides its user records: the magic number and the MD5 digest.
+_AGG_FRAME = 4 + 16
+
+
+def _packed_cost(user: _User, key_bytes: int) -> int:
+    """At most what adding ``user`` adds to an aggregate: its data, its partition key and
+    explicit hash key (if new to the aggregate's tables), and at most 36 bytes of protobuf
+    tags and varints (six of each, varints of at most 5 bytes)."""
+    ehk = len(user.ehk) if user.ehk is not None else 0
+    return len(user.data) + key_bytes + ehk + 36
+
+
+class _Pack:
+    """An aggregate being filled for one shard in one call (ordered aggregation)."""
+
+    __slots__ = ("key_bytes", "limit", "record", "users")
+
+    def __init__(self, record: Any, key_bytes: int) -> None:
+        self.record = record  # an empty AggRecord sized for its first user record's key
+        self.limit: int = record.max_size
+        self.key_bytes = key_bytes  # the first user record's key is the aggregate's
+        self.users: list[_User] = []
+
+    def size(self) -> int:
+        return int(self.record.get_size_bytes())
+
+    def entry_size(self) -> int:
+        return self.size() + self.key_bytes
+
+    def add(self, user: _User) -> None:
+        ehk = user.ehk.encode() if user.ehk is not None else None
+        if not self.record.add_user_record(user.key.encode(), user.data, ehk):
+            msg = f"record {user.index} did not fit the aggregate it was sized for: a bug"
+            raise RuntimeError(msg)
+        self.users.append(user)
+
+    def entry(self) -> _Entry:
+        users = self.users
+        if len(users) == 1:
+            return _Entry.plain(users[0], None)
+        _, _, data = self.record.get_contents()
+        return _Entry(users[0].key, data, str(users[0].route), users, None)
 
 
 class Producer:
@@ -607,6 +763,13 @@ class Producer:
         max_call_records: entries per call (at most 500).
         buffer_records: buffered records that trigger sending from ``put()``.
         buffer_bytes: buffered bytes that trigger sending from ``put()``.
+        record_id: a top-level JSON field that carries each record's producer record id,
+            stable across resends, so that consumers can drop the copies a lost answer
+            leaves in the stream (see the module docstring). Off by default: the data is
+            sent as put.
+        producer_id: the prefix of the ids this producer makes, ``f"{producer_id}-{index}"``;
+            by default 16 random hex digits, so that two producers never make the same id.
+            Give a stable one to let a producer that restarts put the same ids again.
         sleep: injectable for tests.
     """
 
@@ -625,8 +788,13 @@ class Producer:
         max_call_records: int = MAX_RECORDS_PER_CALL,
         buffer_records: int = 10_000,
         buffer_bytes: int = 32 * 1024 * 1024,
+        record_id: str | None = None,
+        producer_id: str | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        if record_id is not None and (not isinstance(record_id, str) or not record_id):
+            msg = f"producer for stream {stream!r}: record_id must name a JSON field"
+            raise ValueError(msg)
         request_bytes = max_request_bytes or max(MAX_REQUEST_BYTES, max_record_bytes)
         if max_attempts < 1 or max_record_bytes < 1 or base_delay < 0 or max_delay < 0:
             msg = (
@@ -644,6 +812,9 @@ class Producer:
         self.stream = stream
         self.aggregate = aggregate
         self.ordered = ordered
+        self.record_id = record_id
+        self.producer_id = producer_id or os.urandom(8).hex()
+        """Prefix of the record ids this producer makes: 64 random bits unless given."""
         self._client = client
         self._target = {"StreamARN" if stream.startswith("arn:") else "StreamName": stream}
         self._max_attempts = max_attempts
@@ -688,9 +859,15 @@ class Producer:
             partition_key: 1 to 256 characters; decides the shard and the ordering group.
             explicit_hash_key: a decimal integer below 2**128 that decides the shard instead.
 
+        With ``record_id`` set, the data must be a JSON object (a dict, or bytes or str of
+        one): an id already in the field is kept, else ``f"{producer_id}-{index}"`` is
+        added (bytes are kept as they are, the field inserted first).
+
         Raises:
             RecordTooLargeError: data plus partition key over the maximum record size.
-            InvalidRecordError: data that cannot be encoded, a bad partition or hash key.
+            InvalidRecordError: data that cannot be encoded, a bad partition or hash key, or
+                with ``record_id``: data that is not a JSON object, or an id that is not a
+                non-empty string or an integer.
         """
         index = self._next_index
         self._next_index += 1
@@ -700,7 +877,11 @@ class Producer:
                 f"{_MAX_KEY_CHARS} characters"
             )
             raise InvalidRecordError(msg, index=index, partition_key=partition_key)
-        payload = _encode(data, self, index, partition_key)
+        rid = ""
+        if self.record_id is None:
+            payload = _encode(data, self, index, partition_key)
+        else:
+            payload, rid = self._stamp(data, index, partition_key)
         ehk = None
         if explicit_hash_key is not None:
             ehk = _explicit_hash_key(explicit_hash_key, self, index, partition_key)
@@ -718,7 +899,7 @@ class Producer:
         route = 0
         if self.aggregate:
             route = int(ehk) if ehk is not None else hash_key(partition_key)
-        self._buffer.append(_User(index, partition_key, payload, ehk, route))
+        self._buffer.append(_User(index, partition_key, payload, ehk, route, rid))
         self._buffered += size
         if len(self._buffer) >= self._buffer_records or self._buffered >= self._buffer_bytes:
             self._drain()
@@ -726,6 +907,43 @@ class Producer:
 
     def _where(self, index: int, partition_key: object) -> str:
         return f"record {index} (partition key {partition_key!r}) for stream {self.stream!r}"
+
+    def _stamp(self, data: Any, index: int, partition_key: str) -> tuple[bytes, str]:
+        """The record's bytes with its record id, and the id (see :meth:`put`)."""
+        name = self.record_id
+        if type(data) is dict:
+            doc: Any = data
+            payload = b""
+        else:
+            payload = _encode(data, self, index, partition_key)
+            try:
+                doc = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                doc = _UNSET
+        if type(doc) is not dict:
+            what = "not JSON" if doc is _UNSET else f"JSON {type(doc).__name__}"
+            msg = (
+                f"{self._where(index, partition_key)}: record_id={name!r} needs a JSON object "
+                f"to carry the id, and this record is {what}; put a JSON object, or make the "
+                "producer without record_id"
+            )
+            raise InvalidRecordError(msg, index=index, partition_key=partition_key)
+        value = doc.get(name, _UNSET)
+        if value is _UNSET:
+            rid = f"{self.producer_id}-{index}"
+            if payload:  # insert the field first: the caller's bytes stay as they are
+                start = payload.index(b"{") + 1
+                field = orjson.dumps(name) + b":" + orjson.dumps(rid) + (b"," if doc else b"")
+                return payload[:start] + field + payload[start:], rid
+            return _encode({name: rid, **doc}, self, index, partition_key), rid
+        if (isinstance(value, str) and value) or (type(value) is int):
+            return payload or _encode(doc, self, index, partition_key), str(value)
+        msg = (
+            f"{self._where(index, partition_key)}: field {name!r} holds {value!r}, not a "
+            "record id (a non-empty string or an integer); fix the field, or leave it out "
+            "and the producer adds one"
+        )
+        raise InvalidRecordError(msg, index=index, partition_key=partition_key)
 
     def flush(self) -> FlushResult:
         """Send everything buffered; return the fate of every record put since the last flush.
@@ -769,6 +987,7 @@ class Producer:
         self._stats.records += len(users)
         self._stats.bytes += sum(len(u.data) for u in users)
         pack: Callable[[_User], Any] | None = None
+        shard_of: Callable[[_User], str] | None = None
         if self.aggregate:
             shards = self._shard_map()
             if not isinstance(shards, ShardMap):
@@ -779,15 +998,20 @@ class Producer:
                 self._results += plan.results
                 return
 
-            def lane_of(user: _User) -> str:
+            def shard_of(user: _User) -> str:
                 return shards.shard_for(user.route)
 
             pack = self._new_aggregate
-        elif self.ordered:
-            lane_of = _by_key
-        else:
-            lane_of = _one_lane
-        plan = _Plan(users, lane_of, ordered=self.ordered, blocked=self._blocked, pack=pack)
+        lane_of = _by_key if self.ordered else shard_of or _one_lane
+        plan = _Plan(
+            users,
+            lane_of,
+            ordered=self.ordered,
+            blocked=self._blocked,
+            pack=pack,
+            shard_of=shard_of,
+            record_limit=self._max_record,
+        )
         while not plan.done:
             call = plan.next_call(self._max_entries, self._max_request)
             if not call:
@@ -835,7 +1059,7 @@ class Producer:
                 shard_id = answer.get("ShardId", "")
                 plan.succeeded(entry, sequence_number, shard_id)
                 self._stats.kinesis_records += 1
-                if self._shards is not None and shard_id != entry.lane:
+                if self._shards is not None and shard_id != entry.shard:
                     self._shards = None  # resharded since ListShards: list again next time
                 continue
             code = answer.get("ErrorCode") or "InternalFailure"
@@ -936,7 +1160,9 @@ def _classify(exc: Exception, stream: str, operation: str = "PutRecords") -> tup
     from botocore.exceptions import (  # noqa: PLC0415  # loaded with the client anyway
         BotoCoreError,
         ClientError,
+        ConnectionClosedError,
         ParamValidationError,
+        ReadTimeoutError,
     )
 
     if isinstance(exc, ClientError):
@@ -952,6 +1178,13 @@ def _classify(exc: Exception, stream: str, operation: str = "PutRecords") -> tup
     name = type(exc).__name__
     if isinstance(exc, ParamValidationError):
         return name, f"Kinesis {operation} to stream {stream!r} is invalid: {exc}", _CALL
+    if isinstance(exc, ReadTimeoutError | ConnectionClosedError):  # sent, never answered
+        reason = (
+            f"Kinesis {operation} to stream {stream!r} got no answer ({exc}); Kinesis may "
+            "have applied it, so these records may be in the stream already (with record_id "
+            "consumers can drop the copies)"
+        )
+        return name, reason, _DOWN
     if isinstance(exc, BotoCoreError):
         return name, f"Kinesis unreachable for stream {stream!r} ({operation}): {exc}", _DOWN
     return name, f"Kinesis {operation} to stream {stream!r} raised {name}: {exc}", _RETRY

@@ -227,6 +227,36 @@ class Record:
             doc_id = f"{doc_id}#{self.part}"
         return doc_id
 
+    def record_id(self, field: str) -> str | None:
+        """The id a producer gave this record in the JSON field ``field``
+        (``Producer(record_id=field)``), or ``None`` if the record has no such field.
+
+        Kinesis has no idempotent put: a PutRecords call whose answer was lost is sent again
+        and its records are in the stream twice, at two positions. Their record id is the
+        same, so a consumer keeps the first and drops the copy; :attr:`document_id` and the
+        position cannot tell them apart. Records a step made from one (fan-out, ``part``)
+        share their source's id.
+
+        >>> Record(b'{"rid": "3f0c-7", "v": 1}', "k", "1").record_id("rid")
+        '3f0c-7'
+        >>> [Record(data, "k", "1").record_id("rid") for data in (b'{"rid": 42}', b"{}")]
+        ['42', None]
+
+        Raises:
+            DecodeError: the data is not a JSON object, or the field holds something that is
+                not an id (a non-empty string or an integer).
+        """
+        value = self.as_dict().get(field)
+        if value is None:
+            return None
+        if (isinstance(value, str) and value) or type(value) is int:
+            return str(value)
+        msg = (
+            f"record {self.sequence_number}/{self.sub_sequence_number} has {value!r} in its "
+            f"record id field {field!r}; a record id is a non-empty string or an integer"
+        )
+        raise DecodeError(msg)
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Record):
             return NotImplemented

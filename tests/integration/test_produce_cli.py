@@ -30,8 +30,8 @@ def env(moto_endpoint: str) -> dict[str, str]:
     }
 
 
-def lines(n: int) -> list[bytes]:
-    return [orjson.dumps({"user": f"u{i % 7}", "n": i}) for i in range(n)]
+def lines(n: int, keys: int = 7) -> list[bytes]:
+    return [orjson.dumps({"user": f"u{i % keys}", "n": i}) for i in range(n)]
 
 
 def stream_docs(kinesis: Any, stream: str) -> list[tuple[str, dict[str, Any]]]:
@@ -80,14 +80,35 @@ class TestProduceCommand:
         result = CliRunner(env=env).invoke(
             main,
             ["produce", stream, "--file", "-", "--key", "user", "--aggregate"],
-            input=b"\n".join(lines(500)),
+            input=b"\n".join(lines(500, keys=100)),
         )
         assert result.exit_code == 0, result.output
         assert "500 records written" in result.output
         shards = kinesis.list_shards(StreamName=stream)["Shards"]
         kinesis_records = sum(len(read_shard(kinesis, stream, s["ShardId"])) for s in shards)
-        assert kinesis_records < 20
+        assert kinesis_records < 20  # ordered: a call holds one record of each of 100 keys
         assert sorted(doc["n"] for _, doc in stream_docs(kinesis, stream)) == list(range(500))
+
+    def test_record_id_gives_every_line_an_id_and_keeps_one_it_has(
+        self, aws: Any, env: dict[str, str], unique: str
+    ):
+        kinesis = aws("kinesis")
+        stream = make_stream(kinesis, f"rid-{unique}")
+        body = lines(20)
+        body[3] = b'{"user": "u3", "n": 3, "rid": "order-3"}'
+        body.insert(5, b'{"user": "u5", "n": 5, "rid": [5]}')  # line 6: no usable id
+        result = CliRunner(env=env).invoke(
+            main,
+            ["produce", stream, "--file", "-", "--key", "user", "--record-id", "rid"],
+            input=b"\n".join(body),
+        )
+        assert result.exit_code == 1, result.output
+        assert "-:6: skipped:" in result.output
+        assert "field 'rid' holds [5], not a record id" in result.output
+        ids = {doc["n"]: doc["rid"] for _, doc in stream_docs(kinesis, stream)}
+        assert sorted(ids) == list(range(20))
+        assert ids[3] == "order-3"
+        assert len(set(ids.values())) == 20
 
 
 class _CountingProducer:

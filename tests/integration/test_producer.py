@@ -1,7 +1,8 @@
 """The producer against a real moto server: placement, per-key order, limits, aggregation.
 
 What the server cannot do (throttle, fail entries) is covered with a stand-in client in
-tests/stream/test_producer_unit.py.
+tests/stream/test_producer_unit.py; a lost acknowledgement (the call applied, its answer
+dropped) by tests/faultproxy.py between the producer and the server.
 """
 
 from __future__ import annotations
@@ -15,8 +16,12 @@ import pytest
 
 from stream.event import KPL_MAGIC, records_from_event
 from stream.producer import Producer, RecordTooLargeError, hash_key
+from tests.faultproxy import LOST_ACK, FaultProxy
+from tests.integration.fault_fixtures import aws_client
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from stream.event import KinesisEvent
 
 pytestmark = pytest.mark.integration
@@ -180,7 +185,8 @@ class TestAggregation:
         result = producer.flush()
 
         assert result.ok
-        assert result.stats.kinesis_records == 2  # ~150 KB per shard: one aggregate each
+        # ordered: one record of each key per call, so 20 calls of one aggregate per shard
+        assert (result.stats.calls, result.stats.kinesis_records) == (20, 40)
         # moto numbers each shard from 1: a position is (shard, sequence, sub-sequence)
         by_position = {
             (r.shard_id, r.sequence_number, r.sub_sequence_number): r for r in result.results
@@ -209,7 +215,7 @@ class TestAggregation:
 
         assert result.ok
         assert result.stats.kinesis_records >= 10  # ~55 KB in aggregates of at most 4 KiB
-        assert all(entries <= 2 for entries, _ in calls)  # one aggregate per shard per call
+        assert all(entries <= 2 for entries, _ in calls)  # 8 small records a call: 1 per shard
         seen: Counter[str] = Counter()
         for shard_id in shard_ranges(kinesis, stream):
             for record in user_records(kinesis, stream, shard_id):
@@ -230,3 +236,71 @@ class TestAggregation:
         records = user_records(kinesis, stream, "shardId-000000000000")
         assert len(records) == 600
         assert all(r.error is None for r in records)
+
+
+@pytest.fixture
+def proxy(moto_endpoint: str) -> Iterator[FaultProxy]:
+    with FaultProxy(moto_endpoint, seed=0) as p:
+        yield p
+
+
+class TestLostAcknowledgements:
+    """A PutRecords call that Kinesis applied but whose answer was lost is sent again whole:
+    its records are in the stream twice. Kinesis cannot prevent that; ``ordered=True`` must
+    still keep every key's records in order, duplicates included."""
+
+    @pytest.mark.parametrize("aggregate", [False, True], ids=["plain", "aggregated"])
+    def test_resent_calls_never_put_an_older_record_of_a_key_after_a_newer_one(
+        self, kinesis, proxy, unique, aggregate
+    ):
+        stream = make_stream(kinesis, f"acks-{unique}")
+        proxy.inject(LOST_ACK, times=2, target="PutRecords")  # the first two calls
+        proxy.inject(LOST_ACK, probability=0.3, target="PutRecords")  # then some more
+        client = aws_client(proxy.url, "kinesis")  # one attempt per call: ours are seen
+        producer = Producer(stream, client, aggregate=aggregate, max_attempts=20, sleep=no_sleep)
+        put_all(producer, [f"user-{i % 20}" for i in range(600)], pad=50)
+        result = producer.flush()
+
+        assert result.ok
+        assert proxy.injected["lost_ack"] >= 2
+        every: dict[str, list[int]] = defaultdict(list)  # per key, n of every copy read
+        for shard_id in shard_ranges(kinesis, stream):
+            for record in user_records(kinesis, stream, shard_id):
+                doc = orjson.loads(record.data)
+                every[doc["k"]].append(doc["n"])
+        assert sum(map(len, every.values())) > 600  # the lost calls were applied: duplicates
+        for ns in every.values():
+            first_seen = list(dict.fromkeys(ns))
+            assert first_seen == list(range(30))  # every record, first copies in put order
+            # and no copy of an older record after a newer one (duplicates are adjacent)
+            assert ns == sorted(ns)
+
+    @pytest.mark.parametrize("aggregate", [False, True], ids=["plain", "aggregated"])
+    def test_with_a_record_id_the_consumer_drops_the_copies(
+        self, kinesis, proxy, unique, aggregate
+    ):
+        stream = make_stream(kinesis, f"rids-{unique}")
+        proxy.inject(LOST_ACK, times=2, target="PutRecords")
+        client = aws_client(proxy.url, "kinesis")
+        producer = Producer(
+            stream, client, aggregate=aggregate, record_id="rid", max_attempts=20, sleep=no_sleep
+        )
+        put_all(producer, [f"user-{i % 20}" for i in range(200)])
+        result = producer.flush()
+
+        assert result.ok
+        read = [
+            record
+            for shard_id in shard_ranges(kinesis, stream)
+            for record in user_records(kinesis, stream, shard_id)
+        ]
+        assert len(read) > 200  # copies at other positions: position ids cannot tell
+        assert len({r.document_id for r in read}) == len(read)
+        kept: dict[str, Any] = {}
+        for record in read:  # a consumer keeps the first record of each id
+            kept.setdefault(record.record_id("rid"), record)
+        assert sorted(kept) == sorted(r.record_id for r in result.results)
+        by_id = {r.record_id: r for r in result.results}
+        for rid, record in kept.items():
+            sent = by_id[rid]
+            assert (record.partition_key, record.data) == (sent.partition_key, sent.data)

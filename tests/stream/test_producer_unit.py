@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 import pytest
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -71,8 +71,13 @@ class FakeKinesis:
         shards: number of shards, hash-key space split evenly (inclusive ends, as AWS).
         entry_fails: (entry, call number) -> an error code to fail that entry, or None.
         call_fails: call number -> an exception to raise for the whole call, or None.
+        loses_answer: call number -> whether to apply the call and then raise as if the
+            connection dropped before the answer (a lost acknowledgement); the producer
+            then sends those records again, and ``stream`` holds every copy.
         ordered: check the order rule on every call (no record of a key sent before every
-            earlier one of that key succeeded; at most one entry per key per call).
+            earlier one of that key succeeded; at most one record per key per call, in an
+            aggregate too, so that resending a call whose answer was lost never writes an
+            older record of a key after a newer one).
     """
 
     def __init__(
@@ -83,6 +88,7 @@ class FakeKinesis:
         ordered: bool = True,
         max_record: int = MAX_RECORD_BYTES,
         max_request: int = 5 * 1024 * 1024,
+        loses_answer: Any = None,
     ) -> None:
         step = 2**128 // shards
         self.ranges = [
@@ -91,6 +97,9 @@ class FakeKinesis:
         ]
         self.entry_fails = entry_fails or (lambda entry, call: None)
         self.call_fails = call_fails or (lambda call: None)
+        self.loses_answer = loses_answer or (lambda call: False)
+        self.stream: list[tuple[str, Any]] = []  # (key, n) of every user record, copies too
+        self.unanswered: set[tuple[str, Any]] = set()  # written by calls whose answer was lost
         self.ordered = ordered
         self.max_record = max_record
         self.max_request = max_request
@@ -138,11 +147,17 @@ class FakeKinesis:
             shard = self.shard_of(entry)
             for sub, (key, data) in enumerate(users_of(entry)):
                 n = ordinal(data)
+                self.stream.append((key, n))
                 if (key, n) in self.written:
-                    self.violations.append(f"record {key}#{n} written twice")
+                    if (key, n) not in self.unanswered:
+                        self.violations.append(f"record {key}#{n} written twice")
+                else:
+                    self.done[key] += 1
                 self.written[key, n] = (shard, str(self._seq), sub)
-                self.done[key] += 1
             answers.append({"SequenceNumber": str(self._seq), "ShardId": shard})
+        if self.loses_answer(number):
+            self.unanswered |= {(k, ordinal(d)) for e in Records for k, d in users_of(e)}
+            raise ConnectionClosedError(endpoint_url="https://kinesis.invalid")
         failed = sum(1 for a in answers if "ErrorCode" in a)
         return {"FailedRecordCount": failed, "Records": answers}
 
@@ -156,18 +171,16 @@ class FakeKinesis:
     def _check_order(self, records: list[dict[str, Any]]) -> None:
         in_call: set[str] = set()
         for entry in records:
-            in_entry: Counter[str] = Counter()
             for key, data in users_of(entry):
                 n = ordinal(data)
-                if (key, n) in self.written:
+                if (key, n) in self.written and (key, n) not in self.unanswered:
                     self.violations.append(f"{key}#{n} sent again after it succeeded")
                 if self.ordered:
-                    if n != self.done[key] + in_entry[key]:
+                    if n != self.done[key] and (key, n) not in self.unanswered:
                         self.violations.append(f"{key}#{n} sent before {key}#{self.done[key]}")
-                    if key in in_call and not in_entry[key]:
-                        self.violations.append(f"two entries of key {key} in one call")
-                in_entry[key] += 1
-            in_call |= set(in_entry)
+                    if key in in_call:
+                        self.violations.append(f"two records of key {key} in one call")
+                in_call.add(key)
 
 
 def put_all(producer: Producer, keys: list[str], pad: int = 0) -> list[int]:
@@ -395,6 +408,20 @@ class TestRetries:
         }
         assert "unreachable" in result.results[0].reason
 
+    def test_records_whose_calls_were_never_answered_fail_saying_they_may_be_written(self):
+        fake = FakeKinesis(loses_answer=lambda n: True)
+        producer = Producer("s", fake, **quiet(max_attempts=2))
+        put_all(producer, list("aab"))
+        result = producer.flush()
+        assert len(fake.calls) == 2
+        assert [(r.error, r.attempts) for r in result.results] == [
+            ("ConnectionClosedError", 2),
+            ("HeldBack", 0),
+            ("ConnectionClosedError", 2),
+        ]
+        assert "may be in the stream already" in result.results[0].reason
+        assert ("a", 0) in fake.stream  # it is
+
     def test_an_unreachable_endpoint_is_not_tried_again_for_the_later_calls(self):
         error = EndpointConnectionError(endpoint_url="http://127.0.0.1:9")
         fake = FakeKinesis(call_fails=lambda n: error)
@@ -475,13 +502,16 @@ class TestAggregation:
         put_all(producer, [f"user-{i % 20}" for i in range(300)])
         result = producer.flush()
         assert result.ok
-        assert result.stats.kinesis_records == 3  # one aggregate per shard
-        for entry in fake.calls[0]:
-            shard = fake.shard_of(entry)
-            lo, hi = shard_range(fake, shard)
-            assert lo <= int(entry["ExplicitHashKey"]) <= hi
-            for key, _ in users_of(entry):
-                assert lo <= hash_key(key) <= hi
+        assert result.stats.calls == 15  # ordered: one record of each of the 20 keys per call
+        assert result.stats.kinesis_records == 45  # one aggregate per shard per call
+        for call in fake.calls:
+            assert len({fake.shard_of(entry) for entry in call}) == len(call) == 3
+            for entry in call:
+                shard = fake.shard_of(entry)
+                lo, hi = shard_range(fake, shard)
+                assert lo <= int(entry["ExplicitHashKey"]) <= hi
+                for key, _ in users_of(entry):
+                    assert lo <= hash_key(key) <= hi
         by_seq: dict[str, list[int]] = {}
         for r in result.results:
             by_seq.setdefault(r.sequence_number, []).append(r.sub_sequence_number)
@@ -497,7 +527,24 @@ class TestAggregation:
         assert result.ok
         assert not fake.violations
         assert result.stats.kinesis_records > 10
-        assert all(len(c) <= 2 for c in fake.calls)  # ordered: one aggregate per shard per call
+        assert all(len(c) <= 2 for c in fake.calls)  # 7 records a call: one aggregate per shard
+
+    def test_ordered_a_call_holds_one_record_per_key_and_still_packs_many_keys(self):
+        """A call whose answer is lost is sent again whole: two records of one key in it
+        would write the older one again after the newer one."""
+        fake = FakeKinesis(shards=1)
+        producer = Producer("s", fake, **quiet(aggregate=True))
+        put_all(producer, [f"k{i % 200}" for i in range(400)])
+        assert producer.flush().ok
+        assert not fake.violations
+        assert [[len(users_of(e)) for e in call] for call in fake.calls] == [[200], [200]]
+
+    def test_without_order_records_of_one_key_share_an_aggregate(self):
+        fake = FakeKinesis(shards=1, ordered=False)
+        producer = Producer("s", fake, **quiet(aggregate=True, ordered=False))
+        put_all(producer, ["k"] * 50)
+        assert producer.flush().ok
+        assert [[len(users_of(e)) for e in call] for call in fake.calls] == [[50]]
 
     def test_a_lone_record_is_sent_plain(self):
         fake = FakeKinesis()
@@ -543,6 +590,97 @@ class TestAggregation:
         put_all(producer, list("ab"))
         assert producer.flush().results[0].shard_id == "shardId-000000000009"
         assert fake.list_calls == 2
+
+
+class TestRecordId:
+    def producer(self, fake: FakeKinesis | None = None, **kwargs: Any) -> Producer:
+        return Producer("s", fake or FakeKinesis(), **quiet(record_id="rid", **kwargs))
+
+    def test_a_dict_gets_an_id_from_the_producer_id_and_its_index(self):
+        producer = self.producer(producer_id="p1")
+        producer.put({"v": 1}, "k")
+        producer.put({"v": 2}, "k")
+        results = producer.flush().results
+        assert [orjson.loads(r.data) for r in results] == [
+            {"rid": "p1-0", "v": 1},
+            {"rid": "p1-1", "v": 2},
+        ]
+        assert [r.record_id for r in results] == ["p1-0", "p1-1"]
+
+    def test_json_bytes_keep_their_bytes_with_the_field_inserted_first(self):
+        producer = self.producer(producer_id="p")
+        producer.put(b'  {"v": 1.50, "w": [1, 2]}', "k")
+        producer.put("{ }", "k")
+        producer.put(b'{"rid": "mine", "v": 3}', "k")
+        results = producer.flush().results
+        assert [r.data for r in results] == [
+            b'  {"rid":"p-0","v": 1.50, "w": [1, 2]}',
+            b'{"rid":"p-1" }',
+            b'{"rid": "mine", "v": 3}',
+        ]
+        assert [r.record_id for r in results] == ["p-0", "p-1", "mine"]
+
+    def test_an_id_the_caller_set_is_kept_and_an_integer_one_is_read_as_a_string(self):
+        producer = self.producer()
+        producer.put({"rid": "order-17", "v": 1}, "k")
+        producer.put({"rid": 42}, "k")
+        results = producer.flush().results
+        assert [r.record_id for r in results] == ["order-17", "42"]
+        assert orjson.loads(results[1].data) == {"rid": 42}
+
+    def test_putting_a_result_again_keeps_its_id(self):
+        producer = self.producer()
+        producer.put({"v": 1}, "k")
+        (first,) = producer.flush().results
+        producer.put(first.data, first.partition_key)
+        (again,) = producer.flush().results
+        assert again.record_id == first.record_id
+        assert again.data == first.data
+
+    def test_ids_of_two_producers_differ_by_default(self):
+        a, b = self.producer(), self.producer()
+        assert a.producer_id != b.producer_id
+        assert len(a.producer_id) == 16
+
+    def test_the_consumer_reads_the_id_the_producer_gave(self):
+        fake = FakeKinesis()
+        producer = self.producer(fake, aggregate=True)
+        put_all(producer, ["a", "b", "a"])
+        results = producer.flush().results
+        sent = [data for call in fake.calls for entry in call for _, data in users_of(entry)]
+        assert sorted(Record(d, "k", "1").record_id("rid") for d in sent) == sorted(
+            r.record_id for r in results
+        )
+
+    @pytest.mark.parametrize(
+        ("data", "what"),
+        [(b"not json", "not JSON"), ([1, 2], "JSON list"), ('"text"', "JSON str")],
+    )
+    def test_data_that_is_not_a_json_object_is_refused_naming_the_record(self, data, what):
+        producer = self.producer()
+        with pytest.raises(InvalidRecordError, match=rf"record 0 .*{what}; put a JSON object"):
+            producer.put(data, "k")
+
+    @pytest.mark.parametrize("value", ["", None, True, 1.5, [1]])
+    def test_a_field_that_holds_no_usable_id_is_refused(self, value):
+        producer = self.producer()
+        with pytest.raises(InvalidRecordError, match=r"field 'rid' holds .* not a record id"):
+            producer.put({"rid": value}, "k")
+
+    def test_the_id_counts_toward_the_record_size(self):
+        producer = self.producer(max_record_bytes=20, producer_id="p")
+        with pytest.raises(RecordTooLargeError):
+            producer.put(b'{"v":"0123456789"}', "k")  # 19 bytes alone, 31 with the id
+
+    def test_without_record_id_the_data_is_sent_as_put(self):
+        producer = Producer("s", FakeKinesis(), **quiet())
+        producer.put(b'{"v": 1}', "k")
+        (result,) = producer.flush().results
+        assert (result.data, result.record_id) == (b'{"v": 1}', "")
+
+    def test_an_empty_field_name_is_refused(self):
+        with pytest.raises(ValueError, match="record_id must name a JSON field"):
+            Producer("s", FakeKinesis(), record_id="")
 
 
 class TestShardMap:
@@ -627,3 +765,41 @@ def test_importing_the_producer_imports_no_client_or_aggregation_library():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@given(
+    keys=st.lists(st.sampled_from("abcdef"), min_size=1, max_size=60),
+    aggregate=st.booleans(),
+    loss_rate=st.floats(0, 0.6),
+    entry_rate=st.floats(0, 0.4),
+    seed=st.integers(0, 2**32),
+)
+def test_lost_answers_leave_copies_but_never_an_older_record_after_a_newer_one(
+    keys, aggregate, loss_rate, entry_rate, seed
+):
+    """The stream, per key, reads 0, 0, 1, 2, 2, ...: copies of a resent call are adjacent."""
+    rng = random.Random(seed)
+
+    def entry_fails(entry, call):
+        return THROTTLED if rng.random() < entry_rate else None
+
+    fake = FakeKinesis(
+        shards=2, entry_fails=entry_fails, loses_answer=lambda call: rng.random() < loss_rate,
+        max_record=300, max_request=900,
+    )  # fmt: skip
+    producer = Producer(
+        "s", fake, aggregate=aggregate, max_attempts=50, max_record_bytes=300,
+        max_request_bytes=900, sleep=lambda _: None,
+    )  # fmt: skip
+    seen: Counter[str] = Counter()
+    for key in keys:
+        producer.put({"k": key, "n": seen[key]}, key)
+        seen[key] += 1
+    result = producer.flush()
+
+    assert not fake.violations
+    assert result.ok
+    for key in seen:
+        ns = [n for k, n in fake.stream if k == key]
+        assert ns == sorted(ns)
+        assert list(dict.fromkeys(ns)) == list(range(seen[key]))

@@ -65,6 +65,25 @@ class TestPosition:
         assert agg.document_id == "shardId-0:100:3"
 
 
+class TestRecordId:
+    def test_the_producer_record_id_is_read_from_the_named_field(self):
+        assert make(b'{"rid": "p-3", "v": 1}').record_id("rid") == "p-3"
+        assert make(b'{"rid": 7}').record_id("rid") == "7"
+
+    def test_a_record_without_the_field_has_none(self):
+        assert make(b'{"v": 1}').record_id("rid") is None
+
+    def test_fan_out_parts_share_their_source_s_id(self):
+        source = make(b'{"rid": "p-3"}')
+        part = source.derive({"rid": "p-3", "split": 1})
+        assert part.record_id("rid") == source.record_id("rid")
+
+    @pytest.mark.parametrize("data", [b"[1]", b"not json", b'{"rid": ""}', b'{"rid": [1]}'])
+    def test_no_object_or_an_unusable_id_raises_decode_error(self, data):
+        with pytest.raises(DecodeError):
+            make(data).record_id("rid")
+
+
 class TestDerive:
     def test_derived_record_keeps_the_source_position_and_has_the_new_document(self):
         source = make(seq="77", sub=2, index=5)
