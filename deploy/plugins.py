@@ -11,7 +11,7 @@ import re
 from difflib import get_close_matches
 from typing import TYPE_CHECKING, Any
 
-from processors.expr import ExprError, compile_expr
+from processors.expr import ExprError, compile_expr, compile_predicate
 from processors.match import validate_pattern
 from processors.registry import load_object, processor_names, sink_plugin_names
 
@@ -35,6 +35,7 @@ def expr_problem(source: str) -> str | None:
     """
     try:
         compile_expr(source)
+        compile_predicate(source)  # what filters and route conditions build at start
     except ExprError as exc:
         return _one_line(str(exc))
     from jmespath.functions import Functions  # noqa: PLC0415  # a dependency of boto3
@@ -44,7 +45,10 @@ def expr_problem(source: str) -> str | None:
     stack = [Parser().parse(source).parsed]
     while stack:
         node = stack.pop()
-        stack.extend(node.get("children", ()))
+        # a slice's children are its start, stop and step: ints or None, not nodes
+        stack.extend(child for child in node.get("children", ()) if isinstance(child, dict))
+        if node.get("type") == "slice" and node["children"][2] == 0:
+            return f"a slice step cannot be zero (every record would fail) in {source!r}"
         if node.get("type") != "function_expression":
             continue
         name, given = node["value"], len(node.get("children", ()))

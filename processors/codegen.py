@@ -33,11 +33,32 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 
-__all__ = ["MISSING", "Namespace", "NotWritten", "pattern_source"]
+__all__ = ["MISSING", "Namespace", "NotWritten", "compiles", "pattern_source"]
 
 MISSING: Final = object()
 _LIMIT: Final = 5.0e9  # processors.match: numbers outside [-5e9, 5e9] never match
 _NUMERIC_OPS: Final = {"=": "==", ">": ">", ">=": ">=", "<": "<", "<=": "<="}
+
+
+#: Parentheses the fused loop may put around a condition (``if not (a and b):``, a route's
+#: test); a source must still compile with this many more.
+_MARGIN: Final = 8
+
+
+def compiles(var: str, source: str) -> bool:
+    """Whether ``source`` compiles as an expression over ``var``, even nested a little deeper.
+
+    Why: CPython refuses more than 200 nested parentheses (``SyntaxError: too many nested
+    parentheses``) and very deep expressions (``RecursionError`` while compiling). The
+    generators keep their output flat where they can; a source that still does not compile
+    is not used, and its step keeps the closure, so building a chain never fails for it.
+    """
+    text = f"lambda {var}: {'(' * _MARGIN}{source}{')' * _MARGIN}"
+    try:
+        compile(text, "<condition>", "eval")
+    except (SyntaxError, RecursionError, MemoryError):
+        return False
+    return True
 
 
 class NotWritten(Exception):  # not an error: a signal inside the generators
@@ -149,14 +170,15 @@ def pattern_source(
         return None
     try:
         body = _Pattern(ns).mapping(pattern, var)
-    except NotWritten:
+    except (NotWritten, SyntaxError, RecursionError, MemoryError):  # too deep: not written
         return None
     if is_dict == "True":
-        return body
+        return body if compiles(var, body) else None
     test = (
         f"isinstance({var}, dict)" if is_dict is None else f"({is_dict} or isinstance({var}, dict))"
     )
-    return f"({test} and {body})"
+    source = f"({test} and {body})"
+    return source if compiles(var, source) else None
 
 
 class _Pattern:
