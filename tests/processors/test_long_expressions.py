@@ -173,3 +173,14 @@ def test_random_long_expressions_agree_on_every_path(expression: str, docs: list
     for doc, kept in zip(docs, fused, strict=True):
         expected = reference(expression, doc)
         assert expected is None or expected == kept
+
+
+@pytest.mark.parametrize("expression", ["a[0:10]", "a[::-1].b", "a[1:] | length(@)"])
+def test_validation_accepts_slices(expression: str) -> None:
+    """A slice's children are ints or None: validation once crashed walking them."""
+    assert expr_problem(expression) is None
+
+
+def test_validation_rejects_a_zero_slice_step_that_would_fail_every_record() -> None:
+    """jmespath raises ValueError for ``a[::0]`` on each list: say so before deploying."""
+    assert "slice step cannot be zero" in (expr_problem("a[::0]") or "")
