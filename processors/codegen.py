@@ -12,7 +12,8 @@ every sub-expression is evaluated once and in the closure's order.
 The semantics are exactly :func:`processors.match.compile_pattern`'s: all fields ANDed, a
 field's list ORed; numbers by value (``5`` matches ``5.0``), bools apart from 1/0, ``null``
 a present null; arrays match when an element does (nested patterns: an object element);
-prefix, suffix, equals-ignore-case, wildcard, numeric, exists, anything-but, ``$or``. The
+prefix, suffix, equals-ignore-case, wildcard, numeric, exists, anything-but, ``$or``, dotted
+keys joined in the pattern and in the document. The
 exact JSON types (str, int, float, bool, None) take inline branches; anything else
 (arrays, objects, a missing field, subclasses) calls a helper here that repeats the
 closure's logic. ``cidr`` is not written. ``tests/processors/test_fused.py`` holds the
@@ -27,7 +28,17 @@ from collections.abc import Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
-from processors.match import _leaves, _objects
+from processors.match import (
+    _DECIMALS,
+    _LIMIT,
+    _anything_but_ignore_case,
+    _child,
+    _has_dotted_key,
+    _leaves,
+    _objects,
+    ignore_case,
+    join_dotted_keys,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -36,7 +47,6 @@ if TYPE_CHECKING:
 __all__ = ["MISSING", "Namespace", "NotWritten", "compiles", "pattern_source"]
 
 MISSING: Final = object()
-_LIMIT: Final = 5.0e9  # processors.match: numbers outside [-5e9, 5e9] never match
 _NUMERIC_OPS: Final = {"=": "==", ">": ">", ">=": ">=", "<": "<", "<=": "<="}
 
 
@@ -187,6 +197,7 @@ class _Pattern:
 
     def mapping(self, pattern: Mapping[str, Any], node: str) -> str:
         parts = []
+        pattern, _ = join_dotted_keys(pattern)  # validated: no clashes
         for key, spec in pattern.items():
             if key == "$or":
                 parts.append("(" + " or ".join(self.mapping(alt, node) for alt in spec) + ")")
@@ -202,8 +213,10 @@ class _Pattern:
         sub_fn = ns.function(v, sub)
         if_absent = bool(sub_fn({}))
         objects = ns.const(partial(_any_object, sub_fn, if_absent))
+        dotted, child = ns.const(_has_dotted_key), ns.const(_child)  # a document's "a.b" keys
+        get = f"({child}({node}, {key!r}) if {dotted}({node}) else {node}.get({key!r}, _MISSING))"
         return (
-            f"({sub} if isinstance(({v} := {node}.get({key!r}, _MISSING)), dict) "
+            f"({sub} if isinstance(({v} := {get}), dict) "
             f"else {objects}({v}) if isinstance({v}, list) else {if_absent})"
         )
 
@@ -275,14 +288,14 @@ class _Pattern:
         ns = self.ns
         if name in ("prefix", "suffix"):
             test = "_startswith" if name == "prefix" else "_endswith"
-            if isinstance(arg, Mapping):  # {equals-ignore-case: text}
-                folded = ns.literal(arg["equals-ignore-case"].casefold())
-                return lambda x: f"(isinstance({x}, str) and {test}({x}.casefold(), {folded}))"
+            if isinstance(arg, Mapping):  # {equals-ignore-case: text}: event-ruler's rules
+                pred = ns.const(ignore_case(arg["equals-ignore-case"], name))
+                return lambda x: f"{pred}({x})"
             text = ns.literal(arg)
             return lambda x: f"(isinstance({x}, str) and {test}({x}, {text}))"
         if name == "equals-ignore-case":
-            folded = ns.literal(arg.casefold())
-            return lambda x: f"(isinstance({x}, str) and {x}.casefold() == {folded})"
+            pred = ns.const(ignore_case(arg, "equals"))
+            return lambda x: f"{pred}({x})"
         if name == "wildcard":
             regex = ns.const(_wildcard_regex(arg).fullmatch)
             return lambda x: f"(isinstance({x}, str) and {regex}({x}) is not None)"
@@ -306,7 +319,9 @@ class _Pattern:
             t = ns.temp()
             return (
                 f"((({t} := type({x})) is int or {t} is float or {number}({x})) "
-                f"and -{limit} <= {x} <= {limit} and {x} {low} {a} and {x} {high} {b})"
+                f"and -{limit} <= {x} <= {limit} "
+                f"and ({t} is int or isinstance({x}, int) or round({x}, {_DECIMALS}) == {x}) "
+                f"and {x} {low} {a} and {x} {high} {b})"
             )
 
         return source
@@ -319,8 +334,8 @@ class _Pattern:
         ((form, inner),) = arg.items()
         texts = inner if isinstance(inner, list) else [inner]
         if form == "equals-ignore-case":
-            folded = ns.const(frozenset(t.casefold() for t in texts))
-            return lambda x: f"(not (isinstance({x}, str) and {x}.casefold() in {folded}))"
+            pred = ns.const(_anything_but_ignore_case(texts))
+            return lambda x: f"{pred}({x})"
         if form == "wildcard":
             regexes = [ns.const(_wildcard_regex(t).fullmatch) for t in texts]
 

@@ -13,7 +13,8 @@ the unfused order: step by step, record order within a step). A DecodeError is r
 step of the run that first reads the document, as unfused. A step is left to the plain
 chain when its condition uses something codegen does not write (e.g. ``cidr``, JMESPath
 functions) or that would not compile (nested past CPython's limits; codegen writes chains of
-fields, pipes, ``||`` and ``&&`` flat, so only constructs such as 200 ``!`` get there), when it is not exactly a built-in (a subclass, a hand-made ``Step``), or, for a
+fields, pipes, ``||`` and ``&&`` flat, so only constructs such as 200 ``!`` get there), when it
+is not exactly a built-in (a subclass, a hand-made ``Step``), or, for a
 ``timestamp`` enricher, when it is not first in its run (its ``prepare`` takes the stamp
 and only a run's first step can have one). The generated source is kept on
 :attr:`FusedRun.source` for debugging.
