@@ -184,3 +184,27 @@ def test_validation_accepts_slices(expression: str) -> None:
 def test_validation_rejects_a_zero_slice_step_that_would_fail_every_record() -> None:
     """jmespath raises ValueError for ``a[::0]`` on each list: say so before deploying."""
     assert "slice step cannot be zero" in (expr_problem("a[::0]") or "")
+
+
+@pytest.mark.parametrize("shape", ["field", "pipe", "or", "or-comparisons", "mixed"])
+def test_a_pipeline_file_that_validates_starts(shape: str) -> None:
+    """From YAML: validate and compile accept the file, and the runtime's runner builds from
+    the plan and filters as the expression says (this raised SyntaxError at start at 49)."""
+    from deploy.config import compile_plan, parse_config  # noqa: PLC0415
+    from sinks.discard import DiscardSink  # noqa: PLC0415
+    from stream.runtime import build_runner  # noqa: PLC0415
+
+    expression = SHAPES[shape](200)
+    text = (
+        "name: long\nstream: {name: s}\nsinks:\n  out: {type: stdout}\n"
+        "functions:\n  f:\n    processors:\n"
+        f"      - filter: {{expr: {orjson.dumps(expression).decode()}}}\n"
+        "    route: [out]\n"
+    )
+    plan = compile_plan(parse_config(text, env={}))
+    runner = build_runner(plan, "f", lambda name, _spec: DiscardSink(name), metrics=False)
+    docs = documents(200)
+    _, expected = run_chain(expression, docs, fuse=False)
+    records = [Record(orjson.dumps(d), "k", str(i), index=i) for i, d in enumerate(docs)]
+    kept = runner.chain.run(records)
+    assert sorted(r.index for r in kept.records) == [i for i, k in enumerate(expected) if k is True]
