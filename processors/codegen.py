@@ -33,7 +33,6 @@ from processors.match import (
     _LIMIT,
     _anything_but_ignore_case,
     _child,
-    _has_dotted_key,
     _leaves,
     _objects,
     ignore_case,
@@ -213,10 +212,10 @@ class _Pattern:
         sub_fn = ns.function(v, sub)
         if_absent = bool(sub_fn({}))
         objects = ns.const(partial(_any_object, sub_fn, if_absent))
-        dotted, child = ns.const(_has_dotted_key), ns.const(_child)  # a document's "a.b" keys
-        get = f"({child}({node}, {key!r}) if {dotted}({node}) else {node}.get({key!r}, _MISSING))"
+        child = ns.const(_child)  # a document's "a.b" keys, unless "a" is a real object
         return (
-            f"({sub} if isinstance(({v} := {get}), dict) "
+            f"({sub} if type(({v} := {node}.get({key!r}, _MISSING))) is dict "
+            f"or isinstance(({v} := {child}({node}, {key!r})), dict) "
             f"else {objects}({v}) if isinstance({v}, list) else {if_absent})"
         )
 
