@@ -587,7 +587,7 @@ class _Compiler:
                 what = "a finite number" if _is_number(item) else "a string, number, bool, null"
                 self.fail(at, f"expected {what} or an operator object, got {_describe(item)}")
         wildcards = _wildcards(items)
-        if wildcards and not any(e.path.startswith(path) for e in self.errors):
+        if wildcards and not any(e.path.startswith(f"{path}[") for e in self.errors):
             from processors.match_complexity import too_complex  # noqa: PLC0415  # rare
 
             if too_complex(wildcards):

@@ -1204,3 +1204,11 @@ class TestAgainstReferenceInterpreter:
         match = compile_pattern(pattern)
         for doc in data.draw(documents_for(pattern)):
             assert match(doc) == reference_match(pattern, doc), doc
+
+
+def test_a_bad_neighbouring_field_does_not_hide_a_too_complex_wildcard() -> None:
+    """Fields "a" and "ab": an error under "ab" must not skip the complexity check of "a"."""
+    errors = validate_pattern(
+        {"ab": [{"wildcard": "x**"}], "a": [{"wildcard": "*:*:*:*:*:event-bus/*"}]}
+    )
+    assert [e.path for e in errors] == ["ab[0].wildcard", "a"]
