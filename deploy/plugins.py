@@ -11,7 +11,7 @@ import re
 from difflib import get_close_matches
 from typing import TYPE_CHECKING, Any
 
-from processors.expr import ExprError, compile_expr
+from processors.expr import ExprError, compile_expr, compile_predicate
 from processors.match import validate_pattern
 from processors.registry import load_object, processor_names, sink_plugin_names
 
@@ -23,7 +23,26 @@ _PATH_PART = re.compile(r"\[(\d+)\]|([^.\[\]]+)")
 
 def pattern_problems(pattern: Any) -> list[tuple[Path, str]]:
     """Problems of a match pattern, each with its path inside the pattern."""
-    return [(_as_path(e.path), _one_line(str(e.message))) for e in validate_pattern(pattern)]
+    problems = [(_as_path(e.path), _one_line(str(e.message))) for e in validate_pattern(pattern)]
+    if not problems:
+        problem = _build_problem({"match": pattern})
+        if problem is not None:
+            problems.append(((), problem))
+    return problems
+
+
+def _build_problem(args: dict[str, Any]) -> str | None:
+    """Why a filter step with ``args`` would not build as the runtime builds it (the step and
+    its fused, generated loop), on one line; None when it builds. So that "valid" means "the
+    function starts", whatever the code generators make of the condition."""
+    from processors.chain import Chain, Step  # noqa: PLC0415
+    from processors.filter import Filter  # noqa: PLC0415
+
+    try:
+        Chain([Step.of("filter", Filter(**args))])
+    except Exception as exc:  # any failure at start is the problem to report
+        return _one_line(f"does not build: {type(exc).__name__}: {exc}")
+    return None
 
 
 def expr_problem(source: str) -> str | None:
@@ -35,6 +54,7 @@ def expr_problem(source: str) -> str | None:
     """
     try:
         compile_expr(source)
+        compile_predicate(source)  # what filters and route conditions build at start
     except ExprError as exc:
         return _one_line(str(exc))
     from jmespath.functions import Functions  # noqa: PLC0415  # a dependency of boto3
@@ -44,7 +64,10 @@ def expr_problem(source: str) -> str | None:
     stack = [Parser().parse(source).parsed]
     while stack:
         node = stack.pop()
-        stack.extend(node.get("children", ()))
+        # a slice's children are its start, stop and step: ints or None, not nodes
+        stack.extend(child for child in node.get("children", ()) if isinstance(child, dict))
+        if node.get("type") == "slice" and node["children"][2] == 0:
+            return f"a slice step cannot be zero (every record would fail) in {source!r}"
         if node.get("type") != "function_expression":
             continue
         name, given = node["value"], len(node.get("children", ()))
@@ -58,7 +81,7 @@ def expr_problem(source: str) -> str | None:
         if given < len(signature) if variadic else given != len(signature):
             expected = f"at least {len(signature)}" if variadic else str(len(signature))
             return f"JMESPath function {name}() takes {expected} arguments, got {given}"
-    return None
+    return _build_problem({"expr": source})
 
 
 def processor_plugin_names() -> set[str]:

@@ -15,7 +15,9 @@ ours), and this module is conservative:
   ``wildcard``, ``cidr`` and the ``anything-but`` forms with ``prefix``, ``suffix``,
   ``equals-ignore-case`` or ``wildcard`` ("Pipe support: No" in EventBridge's operator
   table, the same engine);
-* a Kinesis record's JSON is under ``data`` in Lambda's filter, so each pattern is wrapped.
+* a Kinesis record's JSON is under ``data`` in Lambda's filter, so each pattern is wrapped;
+* dotted keys are split first (AWS joins ``a.b`` and ``a: {b}`` into one field), so two
+  filters that name one field in the two spellings are not merged into one pattern.
 
 >>> filter_criteria({"filter_pushdown": True, "processors": [
 ...     {"filter": {"match": {"event_type": ["click"]}}},
@@ -28,6 +30,8 @@ from __future__ import annotations
 
 import copy
 from typing import Any
+
+from processors.match import join_dotted_keys
 
 __all__ = ["MAX_FILTERS", "filter_criteria", "pushable"]
 
@@ -51,6 +55,19 @@ def pushable(pattern: Any) -> bool:
     if isinstance(pattern, list):
         return all(pushable(item) for item in pattern)
     return True
+
+
+def _joined(pattern: Any) -> Any:
+    """The pattern with dotted keys split (``{"a.b": X}`` is ``{"a": {"b": X}}`` to AWS), so
+    that two filters naming one field in the two spellings are seen to overlap."""
+    if not isinstance(pattern, dict):
+        return pattern
+    joined, _ = join_dotted_keys(pattern)
+    return {
+        key: [_joined(alt) for alt in spec] if key == "$or" and isinstance(spec, list)
+        else _joined(spec)
+        for key, spec in joined.items()
+    }  # fmt: skip
 
 
 def _merge(into: dict[str, Any], pattern: dict[str, Any]) -> bool:
@@ -80,7 +97,7 @@ def filter_criteria(function: dict[str, Any]) -> list[dict[str, Any]]:
         if not isinstance(match, dict) or not pushable(match):
             break
         trial = copy.deepcopy(merged)
-        if not _merge(trial, match):
+        if not _merge(trial, _joined(match)):
             break
         merged = trial
     return [{"data": merged}] if merged else []

@@ -12,7 +12,8 @@ every sub-expression is evaluated once and in the closure's order.
 The semantics are exactly :func:`processors.match.compile_pattern`'s: all fields ANDed, a
 field's list ORed; numbers by value (``5`` matches ``5.0``), bools apart from 1/0, ``null``
 a present null; arrays match when an element does (nested patterns: an object element);
-prefix, suffix, equals-ignore-case, wildcard, numeric, exists, anything-but, ``$or``. The
+prefix, suffix, equals-ignore-case, wildcard, numeric, exists, anything-but, ``$or``, dotted
+keys joined in the pattern and in the document. The
 exact JSON types (str, int, float, bool, None) take inline branches; anything else
 (arrays, objects, a missing field, subclasses) calls a helper here that repeats the
 closure's logic. ``cidr`` is not written. ``tests/processors/test_fused.py`` holds the
@@ -27,17 +28,46 @@ from collections.abc import Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
-from processors.match import _leaves, _objects
+from processors.match import (
+    _DECIMALS,
+    _LIMIT,
+    _anything_but_ignore_case,
+    _child,
+    _leaves,
+    _objects,
+    ignore_case,
+    join_dotted_keys,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 
-__all__ = ["MISSING", "Namespace", "NotWritten", "pattern_source"]
+__all__ = ["MISSING", "Namespace", "NotWritten", "compiles", "pattern_source"]
 
 MISSING: Final = object()
-_LIMIT: Final = 5.0e9  # processors.match: numbers outside [-5e9, 5e9] never match
 _NUMERIC_OPS: Final = {"=": "==", ">": ">", ">=": ">=", "<": "<", "<=": "<="}
+
+
+#: Parentheses the fused loop may put around a condition (``if not (a and b):``, a route's
+#: test); a source must still compile with this many more.
+_MARGIN: Final = 8
+
+
+def compiles(var: str, source: str) -> bool:
+    """Whether ``source`` compiles as an expression over ``var``, even nested a little deeper.
+
+    Why: CPython refuses more than 200 nested parentheses (``SyntaxError: too many nested
+    parentheses``) and very deep expressions (``RecursionError`` while compiling). The
+    generators keep their output flat where they can; a source that still does not compile
+    is not used, and its step keeps the closure, so building a chain never fails for it.
+    """
+    text = f"lambda {var}: {'(' * _MARGIN}{source}{')' * _MARGIN}"
+    try:
+        compile(text, "<condition>", "eval")
+    except (SyntaxError, RecursionError, MemoryError):
+        return False
+    return True
 
 
 class NotWritten(Exception):  # not an error: a signal inside the generators
@@ -149,14 +179,15 @@ def pattern_source(
         return None
     try:
         body = _Pattern(ns).mapping(pattern, var)
-    except NotWritten:
+    except (NotWritten, SyntaxError, RecursionError, MemoryError):  # too deep: not written
         return None
     if is_dict == "True":
-        return body
+        return body if compiles(var, body) else None
     test = (
         f"isinstance({var}, dict)" if is_dict is None else f"({is_dict} or isinstance({var}, dict))"
     )
-    return f"({test} and {body})"
+    source = f"({test} and {body})"
+    return source if compiles(var, source) else None
 
 
 class _Pattern:
@@ -165,6 +196,7 @@ class _Pattern:
 
     def mapping(self, pattern: Mapping[str, Any], node: str) -> str:
         parts = []
+        pattern, _ = join_dotted_keys(pattern)  # validated: no clashes
         for key, spec in pattern.items():
             if key == "$or":
                 parts.append("(" + " or ".join(self.mapping(alt, node) for alt in spec) + ")")
@@ -180,8 +212,10 @@ class _Pattern:
         sub_fn = ns.function(v, sub)
         if_absent = bool(sub_fn({}))
         objects = ns.const(partial(_any_object, sub_fn, if_absent))
+        child = ns.const(_child)  # a document's "a.b" keys, unless "a" is a real object
         return (
-            f"({sub} if isinstance(({v} := {node}.get({key!r}, _MISSING)), dict) "
+            f"({sub} if type(({v} := {node}.get({key!r}, _MISSING))) is dict "
+            f"or isinstance(({v} := {child}({node}, {key!r})), dict) "
             f"else {objects}({v}) if isinstance({v}, list) else {if_absent})"
         )
 
@@ -253,14 +287,14 @@ class _Pattern:
         ns = self.ns
         if name in ("prefix", "suffix"):
             test = "_startswith" if name == "prefix" else "_endswith"
-            if isinstance(arg, Mapping):  # {equals-ignore-case: text}
-                folded = ns.literal(arg["equals-ignore-case"].casefold())
-                return lambda x: f"(isinstance({x}, str) and {test}({x}.casefold(), {folded}))"
+            if isinstance(arg, Mapping):  # {equals-ignore-case: text}: event-ruler's rules
+                pred = ns.const(ignore_case(arg["equals-ignore-case"], name))
+                return lambda x: f"{pred}({x})"
             text = ns.literal(arg)
             return lambda x: f"(isinstance({x}, str) and {test}({x}, {text}))"
         if name == "equals-ignore-case":
-            folded = ns.literal(arg.casefold())
-            return lambda x: f"(isinstance({x}, str) and {x}.casefold() == {folded})"
+            pred = ns.const(ignore_case(arg, "equals"))
+            return lambda x: f"{pred}({x})"
         if name == "wildcard":
             regex = ns.const(_wildcard_regex(arg).fullmatch)
             return lambda x: f"(isinstance({x}, str) and {regex}({x}) is not None)"
@@ -284,7 +318,9 @@ class _Pattern:
             t = ns.temp()
             return (
                 f"((({t} := type({x})) is int or {t} is float or {number}({x})) "
-                f"and -{limit} <= {x} <= {limit} and {x} {low} {a} and {x} {high} {b})"
+                f"and -{limit} <= {x} <= {limit} "
+                f"and ({t} is int or isinstance({x}, int) or round({x}, {_DECIMALS}) == {x}) "
+                f"and {x} {low} {a} and {x} {high} {b})"
             )
 
         return source
@@ -297,8 +333,8 @@ class _Pattern:
         ((form, inner),) = arg.items()
         texts = inner if isinstance(inner, list) else [inner]
         if form == "equals-ignore-case":
-            folded = ns.const(frozenset(t.casefold() for t in texts))
-            return lambda x: f"(not (isinstance({x}, str) and {x}.casefold() in {folded}))"
+            pred = ns.const(_anything_but_ignore_case(texts))
+            return lambda x: f"{pred}({x})"
         if form == "wildcard":
             regexes = [ns.const(_wildcard_regex(t).fullmatch) for t in texts]
 

@@ -16,14 +16,16 @@ import operator
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
-from processors.codegen import Namespace, NotWritten
+from processors.codegen import Namespace, NotWritten, compiles
 from processors.expr import (
+    _COMPOSE,
     _comparable,
     _equals,
     _get_other,
     _is_boolish,  # a function node is boolish there, but is never written here
     _is_number,
     _not,
+    _operands,
     is_truthy,
 )
 
@@ -60,9 +62,10 @@ def expr_source(expression: str, var: str, ns: Namespace, is_dict: str | None = 
     if node is None:
         return None
     try:
-        return _Expr(ns, var, is_dict).value(node, var, None)
-    except NotWritten:
+        source = _Expr(ns, var, is_dict).value(node, var, None)
+    except (NotWritten, RecursionError):
         return None
+    return source if compiles(var, source) else None
 
 
 def predicate_source(
@@ -81,11 +84,12 @@ def predicate_source(
         return None
     gen = _Expr(ns, var, is_dict)
     try:
-        if _is_boolish(node):
-            return gen.boolean(node, var)
-        return gen.truth(gen.value(node, var, None))
-    except NotWritten:
+        source = (
+            gen.boolean(node, var) if _is_boolish(node) else gen.truth(gen.value(node, var, None))
+        )
+    except (NotWritten, RecursionError):
         return None
+    return source if compiles(var, source) else None
 
 
 def _parse(expression: str) -> Node | None:
@@ -116,8 +120,8 @@ class _Expr:
         kind = node["type"]
         if kind == "field":
             return self.field(var, node["value"])
-        if kind in ("subexpression", "index_expression", "pipe"):
-            return self.sequence(node["children"], var)
+        if kind in _COMPOSE:
+            return self.sequence(_operands(node, _COMPOSE), var)
         if kind == "index":
             i = node["value"]
             return (
@@ -162,14 +166,18 @@ class _Expr:
         return f"({var}.get({name!r}) if {self.is_dict} else {generic})"
 
     def sequence(self, children: list[Node], var: str) -> str:
+        """Each step bound to a temporary in one flat ``and`` of bindings (always true),
+        then the last step: the nesting stays the same for any number of steps (nesting
+        each step in the next passed CPython's 200 parentheses at about 49 fields)."""
         source = self.value(children[0], var, None)
+        bindings = []
         for child in children[1:]:
-            if child["type"] == "field":
-                source = self.field(self.ns.temp(), child["value"], source)
-            else:
-                t, binding = self.bind(source)
-                source = f"({self.value(child, t, None)} if {binding} else None)"
-        return source
+            t, binding = self.bind(source)
+            bindings.append(binding)
+            source = self.value(child, t, None)
+        if not bindings:
+            return source
+        return f"({source} if {' and '.join(bindings)} else None)"
 
     def truth(self, source: str) -> str:
         """JMESPath truthiness of ``source``, as True or False."""
@@ -190,21 +198,26 @@ class _Expr:
         if kind == "comparator":
             return self.comparator(node, var, "False")
         if kind in ("and_expression", "or_expression"):
-            left, right = (self.boolean(child, var) for child in node["children"])
-            return f"({left} {'or' if kind == 'or_expression' else 'and'} {right})"
+            parts = [self.boolean(child, var) for child in _operands(node, frozenset({kind}))]
+            return "(" + f" {'or' if kind == 'or_expression' else 'and'} ".join(parts) + ")"
         if kind == "literal":
             return repr(node["value"] is True)
         return self.value(node, var, None)  # `!` already returns a bool
 
     def and_or(self, node: Node, var: str) -> str:
-        left_node, right_node = node["children"]
-        left, right = self.value(left_node, var, None), self.value(right_node, var, None)
+        """``a || b || c``: the first truthy (``&&``: falsy) operand's value, else the last
+        one's, as one flat conditional chain however many operands there are."""
         is_or = node["type"] == "or_expression"
-        if _is_boolish(left_node):
-            return f"({left} {'or' if is_or else 'and'} {right})"
-        t, k = self.ns.temp(), self.ns.temp()
-        test = self.truth_of(t, k, f"({t} := {left})")
-        return f"({t} if {test} else {right})" if is_or else f"({right} if {test} else {t})"
+        *firsts, last = _operands(node, frozenset({node["type"]}))
+        if all(_is_boolish(op) for op in firsts):  # Python truth is JMESPath truth
+            parts = [self.value(op, var, None) for op in [*firsts, last]]
+            return "(" + f" {'or' if is_or else 'and'} ".join(parts) + ")"
+        chain = []
+        for op in firsts:
+            t, k = self.ns.temp(), self.ns.temp()
+            test = self.truth_of(t, k, f"({t} := {self.value(op, var, None)})")
+            chain.append(f"{t} if {'' if is_or else 'not '}{test} else")
+        return f"({' '.join(chain)} {self.value(last, var, None)})"
 
     def comparator(self, node: Node, var: str, null: str) -> str:
         kind = node["value"]

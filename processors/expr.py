@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import operator
 from numbers import Number
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from jmespath import exceptions, parser, visitor
 
@@ -127,7 +127,7 @@ def _is_boolish(node: Node) -> bool:
     if kind in ("comparator", "not_expression"):
         return True
     if kind in ("and_expression", "or_expression"):
-        return all(_is_boolish(child) for child in node["children"])
+        return all(_is_boolish(child) for child in _operands(node, frozenset({kind})))
     if kind == "literal":
         return node["value"] is None or type(node["value"]) is bool
     return kind == "function_expression" and node["value"] in BOOLEAN_FUNCTIONS
@@ -170,8 +170,34 @@ def _field_chain(names: list[str]) -> Fn:
     return chain
 
 
+#: Node types that feed each result into the next; nested in any way, they are one chain.
+_COMPOSE: Final = frozenset({"subexpression", "index_expression", "pipe"})
+
+
+def _operands(node: Node, kinds: frozenset[str]) -> list[Node]:
+    """The operands of a chain of ``kinds`` nodes, left to right, however it is nested.
+
+    Why: jmespath's parser nests ``a | b | c`` and ``a || b || c`` one level per operator,
+    and a closure per level recursed once per operator, both when compiling and when a record
+    was evaluated: 49 fields in a pipe or 40 ``||`` were enough to come near Python's
+    recursion limit. The operations are associative (composition; first truthy/falsy value
+    left to right), so one flat list evaluated in a loop gives the same results in the same
+    order. Iterative, so the depth of the input does not matter.
+    """
+    out: list[Node] = []
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if current["type"] in kinds:
+            stack.extend(reversed(current["children"]))
+        else:
+            out.append(current)
+    return out
+
+
 def _sequence(children: list[Node]) -> Fn:
     """subexpression / index_expression / pipe: feed each result into the next."""
+    children = [op for child in children for op in _operands(child, _COMPOSE)]
     if all(child["type"] == "field" for child in children):
         return _field_chain([child["value"] for child in children])
     fns = tuple(_compile(child) for child in children)
@@ -335,9 +361,12 @@ def _comparator(node: Node, null: Any = None) -> Fn:
 
 
 def _and_or(node: Node) -> Fn:
-    left, right = node["children"]
-    lhs, rhs = _compile(left), _compile(right)
     is_or = node["type"] == "or_expression"
+    operands = _operands(node, frozenset({node["type"]}))
+    if len(operands) > 2:  # a flat loop: no recursion per operator
+        return _and_or_chain(operands, is_or=is_or)
+    left, right = operands
+    lhs, rhs = _compile(left), _compile(right)
     if _is_boolish(left):
         # lhs yields True/False/None, where Python truth == JMESPath truth.
         if is_or:
@@ -346,6 +375,22 @@ def _and_or(node: Node) -> Fn:
     if is_or:
         return lambda v: r if is_truthy(r := lhs(v)) else rhs(v)
     return lambda v: rhs(v) if is_truthy(r := lhs(v)) else r
+
+
+def _and_or_chain(operands: list[Node], *, is_or: bool) -> Fn:
+    """``a || b || c ...``: the first truthy (``&&``: falsy) value, else the last one."""
+    *firsts, last_node = operands
+    heads = tuple(_compile(op) for op in firsts)
+    last = _compile(last_node)
+
+    def chain(v: Any) -> Any:
+        for fn in heads:
+            r = fn(v)
+            if is_truthy(r) is is_or:
+                return r
+        return last(v)
+
+    return chain
 
 
 def _compile_bool(node: Node) -> Callable[[Any], bool]:
@@ -358,7 +403,11 @@ def _compile_bool(node: Node) -> Callable[[Any], bool]:
     if kind == "comparator":
         return _comparator(node, null=False)
     if kind in ("and_expression", "or_expression"):
-        lhs, rhs = (_compile_bool(child) for child in node["children"])
+        fns = tuple(_compile_bool(child) for child in _operands(node, frozenset({kind})))
+        if len(fns) > 2:
+            test = any if kind == "or_expression" else all
+            return lambda v: test(fn(v) for fn in fns)
+        lhs, rhs = fns
         if kind == "or_expression":
             return lambda v: lhs(v) or rhs(v)
         return lambda v: lhs(v) and rhs(v)
@@ -425,6 +474,8 @@ def _parse(source: str) -> Node:
     """Parse with jmespath's parser, turning its errors into :class:`ExprError`."""
     try:
         parsed: Node = parser.Parser().parse(source).parsed
+    except RecursionError as exc:  # jmespath's parser recurses per prefix operator or '('
+        raise ExprError(source, 0, "nested too deeply to parse") from exc
     except exceptions.EmptyExpressionError as exc:
         raise ExprError(source, 0, "expression is empty") from exc
     except exceptions.IncompleteExpressionError as exc:
@@ -482,4 +533,7 @@ def compile_predicate(source: str) -> Callable[[Any], bool]:
         ExprError: If ``source`` does not parse.
     """
     node = _parse(source)
-    return _compile_bool(node) if _is_boolish(node) else _truth(_compile(node))
+    try:
+        return _compile_bool(node) if _is_boolish(node) else _truth(_compile(node))
+    except RecursionError as exc:  # as compile_expr: validation and the runtime agree
+        raise ExprError(source, 0, "nested too deeply to compile") from exc

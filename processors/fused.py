@@ -12,7 +12,9 @@ same ``dropped`` counts and the same failures (step, exception, message, retryab
 the unfused order: step by step, record order within a step). A DecodeError is raised by the
 step of the run that first reads the document, as unfused. A step is left to the plain
 chain when its condition uses something codegen does not write (e.g. ``cidr``, JMESPath
-functions), when it is not exactly a built-in (a subclass, a hand-made ``Step``), or, for a
+functions) or that would not compile (nested past CPython's limits; codegen writes chains of
+fields, pipes, ``||`` and ``&&`` flat, so only constructs such as 200 ``!`` get there), when it
+is not exactly a built-in (a subclass, a hand-made ``Step``), or, for a
 ``timestamp`` enricher, when it is not first in its run (its ``prepare`` takes the stamp
 and only a run's first step can have one). The generated source is kept on
 :attr:`FusedRun.source` for debugging.
@@ -109,7 +111,7 @@ def fuse(steps: Sequence[Step]) -> tuple[Step | FusedRun, ...]:
         exact = any(part.exact for _, part in run)
         part = _part(step, ns, first=not run, is_dict="True" if exact else _IS_DICT)
         if part is None and run:  # a timestamp enricher starts a new run
-            out.append(_build(run, ns))
+            out.extend(_build_or_plain(run, ns))
             run, ns = [], Namespace()
             part = _part(step, ns, first=True, is_dict=_IS_DICT)
         if part is None:
@@ -117,8 +119,20 @@ def fuse(steps: Sequence[Step]) -> tuple[Step | FusedRun, ...]:
         else:
             run.append((step, part))
     if run:
-        out.append(_build(run, ns))
+        out.extend(_build_or_plain(run, ns))
     return tuple(out)
+
+
+def _build_or_plain(run: list[tuple[Step, _Part]], ns: Namespace) -> list[Step | FusedRun]:
+    """The run fused, or, should its generated loop not compile, its steps unfused.
+
+    The generators check each condition (:func:`processors.codegen.compiles`), so this is
+    the last guard: building a chain must never fail where validation passed.
+    """
+    try:
+        return [_build(run, ns)]
+    except (SyntaxError, RecursionError, MemoryError):
+        return [step for step, _ in run]
 
 
 class _Part:

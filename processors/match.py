@@ -18,8 +18,9 @@ Semantics, with the choices made where the docs are thin:
   arrive parsed here anyway. Booleans are not numbers (``[1]`` never matches ``true``).
   ``[null]`` matches a present null and ``[""]`` an empty string; they are not interchangeable.
 * ``numeric``: ``=``, ``<``, ``<=`` alone, or ``>``/``>=`` optionally followed by ``<``/``<=``,
-  with bounds in [-5e9, 5e9] (event-ruler); values outside that never match. AWS's six-decimal
-  rounding is not modelled.
+  with bounds in [-5e11, 5e11] and at most six decimal places (current event-ruler's
+  ``ComparableNumber``, which rejects other bounds); a document number outside that range or
+  with more than six decimal places has no numeric form there and never matches ``numeric``.
 * ``anything-but`` needs a present leaf and matches every leaf not excluded, of any type
   (``{"anything-but": "x"}`` matches ``5`` and ``null``). Its prefix/suffix/equals-ignore-case/
   wildcard forms are event-bus only ("Pipe support: No"); a Lambda push-down may reject them.
@@ -29,8 +30,23 @@ Semantics, with the choices made where the docs are thin:
 * ``$or`` takes a list of at least two patterns, at any level, ANDed with its siblings.
 * Empty objects and lists are errors as in event-ruler, so ``{}`` is rejected rather than read as
   "match all"; drop the filter instead. A document that is not a JSON object never matches.
-* ``equals-ignore-case`` compares ``str.casefold()``; ``wildcard``'s ``*`` is any run, ``\\*`` and
-  ``\\\\`` are literals and ``**`` is rejected; ``cidr`` takes IPv4 or IPv6 blocks.
+* Dotted keys are joined as event-ruler joins them: ``{"state.status": [...]}`` and
+  ``{"state": {"status": [...]}}`` name the same field, in a pattern and in a document (a
+  document's ``"state.status"`` key is read as ``state`` -> ``status``). A pattern that names one
+  field twice that way is rejected. One difference is kept for speed: when the document also has
+  a real ``"state"`` object, its ``"state.status"`` sibling is not read (looking for dotted
+  siblings costs a scan of the keys, about 250 ns, on every nested lookup; event-ruler itself
+  documents the joining as "should not be relied upon").
+* ``equals-ignore-case`` (alone, under ``prefix``/``suffix`` or ``anything-but``) compares as
+  event-ruler does: each character of the pattern stands for its Java ``toLowerCase`` or
+  ``toUpperCase`` (root locale) form, so ``"straße"`` matches ``"STRASSE"`` but ``"STRASSE"``
+  does not match ``"straße"`` (no ``casefold``). Characters outside the BMP match only themselves.
+* ``wildcard``'s ``*`` is any run, ``\\*`` and ``\\\\`` are literals and ``**`` is rejected; the
+  wildcards of one field are rejected when too complex (:mod:`processors.match_complexity`).
+* ``cidr`` is as strict as event-ruler: exactly one ``/``, an integer mask below 32 (IPv4) or 128
+  (IPv6), no bare address; the block runs from the address as written to the address with all
+  host bits set (``10.0.0.5/24`` is ``10.0.0.5``-``10.0.0.255``), and a document value matches
+  when it is an address of the same family inside it.
 """
 
 from __future__ import annotations
@@ -41,6 +57,7 @@ import math
 import operator
 import re
 from collections.abc import Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
@@ -49,10 +66,25 @@ if TYPE_CHECKING:
     Pred = Callable[[Any], bool]
     Check = Callable[[dict[str, Any]], bool]
 
-__all__ = ["PatternError", "compile_pattern", "validate_pattern"]
+__all__ = [
+    "PatternError",
+    "cidr_block",
+    "compile_pattern",
+    "ignore_case",
+    "join_dotted_keys",
+    "validate_pattern",
+]
 
 _MISSING: Final = object()
-_LIMIT: Final = 5.0e9  # event-ruler's numeric range; AWS rejects bounds outside it
+_LIMIT: Final = 5.0e11  # current event-ruler's numeric range (ComparableNumber)
+_DECIMALS: Final = 6  # ... and its precision: more decimal places have no numeric form
+_IPV4: Final = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+")  # event-ruler's address shapes
+_IPV6: Final = re.compile(r"[0-9a-fA-F:]*:[0-9a-fA-F:]*")
+_MASK: Final = re.compile(r"[+-]?[0-9]+")  # what Java's Integer.parseInt reads
+_TOO_COMPLEX: Final = (
+    "Rule is too complex - try using fewer wildcard characters or fewer repeating character "
+    "sequences after a wildcard character (AWS rejects it)"
+)
 _BUT_FORMS: Final = ("equals-ignore-case", "prefix", "suffix", "wildcard")
 _OPERATORS: Final = tuple(sorted({"anything-but", "cidr", "exists", "numeric", *_BUT_FORMS}))
 _LOWER: Final = {">": operator.gt, ">=": operator.ge}
@@ -124,8 +156,17 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _six_decimals(value: Any) -> bool:
+    """At most six decimal places, as event-ruler's ``ComparableNumber`` requires.
+
+    For a float, ``round(x, 6) == x`` exactly when its shortest decimal form has at most six
+    decimal places (``round`` is correctly rounded), which is the form JSON carried.
+    """
+    return isinstance(value, int) or round(value, _DECIMALS) == value
+
+
 def _in_range(value: Any) -> bool:
-    return _is_number(value) and -_LIMIT <= value <= _LIMIT
+    return _is_number(value) and -_LIMIT <= value <= _LIMIT and _six_decimals(value)
 
 
 def _is_finite(value: Any) -> bool:
@@ -180,9 +221,184 @@ def _numeric(
         kind = type(x)
         if kind is not int and kind is not float and not _is_number(x):
             return False
-        return -_LIMIT <= x <= _LIMIT and low(x, a) and high(x, b)
+        return (
+            -_LIMIT <= x <= _LIMIT
+            and (kind is int or round(x, _DECIMALS) == x)
+            and low(x, a)
+            and high(x, b)
+        )
 
     return pred
+
+
+def join_dotted_keys(pattern: Mapping[str, Any]) -> tuple[Mapping[str, Any], list[str]]:
+    """One level of a pattern with dotted keys split as event-ruler joins them.
+
+    ``{"a.b": X}`` becomes ``{"a": {"b": X}}``, merged with a sibling ``"a"`` object. Returns the
+    pattern (the same object when no key has a dot) and the keys that name a field already
+    named (a clash, rejected by validation). Deeper levels are joined when they are compiled.
+
+    >>> join_dotted_keys({"state.status": ["on"], "state": {"code": [1]}})
+    ({'state': {'status': ['on'], 'code': [1]}}, [])
+    """
+    if not any(isinstance(key, str) and "." in key and key != "$or" for key in pattern):
+        return pattern, []
+    out: dict[str, Any] = {}
+    clashes: list[str] = []
+    for key, given in pattern.items():
+        parts = key.split(".") if isinstance(key, str) and key != "$or" else [key]
+        spec = given
+        for part in reversed(parts[1:]):
+            spec = {part: spec}
+        head = parts[0]
+        if head not in out:
+            out[head] = spec
+            continue
+        merged = _merge_specs(out[head], spec)
+        if merged is None:
+            clashes.append(key)
+        else:
+            out[head] = merged
+    return out, clashes
+
+
+def _merge_specs(a: Any, b: Any) -> Any:
+    """Two specs for one field, merged when both are objects naming different fields."""
+    if not isinstance(a, Mapping) or not isinstance(b, Mapping):
+        return None
+    a, clashes_a = join_dotted_keys(a)
+    b, clashes_b = join_dotted_keys(b)
+    if clashes_a or clashes_b:
+        return None
+    merged = dict(a)
+    for key, spec in b.items():
+        if key not in merged:
+            merged[key] = spec
+        elif key == "$or" or (sub := _merge_specs(merged[key], spec)) is None:
+            return None
+        else:
+            merged[key] = sub
+    return merged
+
+
+def _has_dotted_key(node: dict[Any, Any]) -> bool:
+    try:
+        return "." in "".join(node)
+    except TypeError:  # a key that is not a string (not from JSON)
+        return any(isinstance(key, str) and "." in key for key in node)
+
+
+def _child(node: dict[Any, Any], key: str) -> Any:
+    """``node[key]`` for a nested pattern, with the document's dotted keys joined.
+
+    A document key ``"key.rest"`` is the field ``key`` -> ``rest`` to event-ruler, so it is
+    read as part of the object at ``key`` (added to it, or making it up when it is missing).
+    """
+    value = node.get(key, _MISSING)
+    if type(value) is dict or not _has_dotted_key(node):  # a real object: see the module doc
+        return value
+    prefix = f"{key}."
+    extra = {
+        name[len(prefix) :]: item
+        for name, item in node.items()
+        if isinstance(name, str) and name.startswith(prefix)
+    }
+    if not extra:
+        return value
+    if isinstance(value, dict):  # a dict subclass (not from JSON)
+        return _with(value, extra)
+    if isinstance(value, list) and any(isinstance(e, dict) for e in value):
+        return [_with(e, extra) if isinstance(e, dict) else e for e in value]
+    return extra
+
+
+def _with(obj: dict[Any, Any], extra: dict[str, Any]) -> dict[Any, Any]:
+    merged = dict(obj)
+    for name, item in extra.items():
+        merged[name] = [merged[name], item] if name in merged else item
+    return merged
+
+
+def _case_forms(char: str) -> list[str]:
+    """What one pattern character stands for under equals-ignore-case: event-ruler takes
+    Java's ``toLowerCase``/``toUpperCase`` of each UTF-16 unit (root locale), whose full
+    mappings Python's ``lower``/``upper`` share (``ß`` -> ``SS``); a character outside the BMP
+    (two units in Java) is left as it is."""
+    if ord(char) > 0xFFFF:
+        return [char]
+    return sorted({char.lower(), char.upper()}, key=len, reverse=True)
+
+
+def ignore_case(text: str, mode: str) -> Pred:
+    """A predicate: ``mode`` ``equals``, ``prefix`` or ``suffix`` of ``text``, ignoring case as
+    event-ruler does (see :func:`_case_forms`); false for anything but a string."""
+    n = len(text)
+    if text.isascii():  # each character stands for itself in either case, and only ASCII
+        low = text.lower()
+        if mode == "equals":
+            return lambda x: isinstance(x, str) and x.isascii() and x.lower() == low
+        if mode == "prefix":
+            return lambda x: isinstance(x, str) and (h := x[:n]).isascii() and h.lower() == low
+        return lambda x: (
+            isinstance(x, str) and len(x) >= n and (t := x[len(x) - n :]).isascii()
+            and t.lower() == low
+        )  # fmt: skip
+    body = "".join("(?:" + "|".join(map(re.escape, _case_forms(c))) + ")" for c in text)
+    if mode == "equals":
+        full = re.compile(body, re.DOTALL).fullmatch
+        return lambda x: isinstance(x, str) and full(x) is not None
+    if mode == "prefix":
+        start = re.compile(body, re.DOTALL).match
+        return lambda x: isinstance(x, str) and start(x) is not None
+    end = re.compile(f"(?:{body})\\Z", re.DOTALL).search
+    return lambda x: isinstance(x, str) and end(x) is not None
+
+
+def _address(text: str) -> tuple[int, int] | None:
+    """(version, value) of an IP address as event-ruler reads one, or None."""
+    if _IPV4.fullmatch(text):
+        octets = [int(part) for part in text.split(".")]
+        if max(octets) > 255:
+            return None
+        return 4, int.from_bytes(bytes(octets), "big")
+    if _IPV6.fullmatch(text):
+        try:
+            return 6, int(ipaddress.IPv6Address(text))
+        except ValueError:
+            return None
+    return None
+
+
+def cidr_block(text: str) -> tuple[int, int, int] | str:
+    """(version, lowest, highest) of a ``cidr`` block as event-ruler builds it, or why not.
+
+    event-ruler splits on ``/`` (Java's ``split``, which drops trailing empty parts) and wants
+    exactly two parts, an integer mask from 0 to 31 (IPv4) or 127 (IPv6), and an address; the
+    block starts at the address as written and ends with all its host bits set.
+
+    >>> cidr_block("10.0.0.0/24") == (4, 0x0A000000, 0x0A0000FF)
+    True
+    >>> cidr_block("10.0.0.1")
+    "malformed CIDR: exactly one '/' is required"
+    """
+    parts = text.split("/")
+    while parts and not parts[-1]:
+        parts.pop()
+    if len(parts) != 2:
+        return "malformed CIDR: exactly one '/' is required"
+    if not _MASK.fullmatch(parts[1]):
+        return "malformed CIDR: the mask bits must be an integer"
+    mask = int(parts[1])
+    if mask < 0:
+        return "malformed CIDR: the mask bits must not be negative"
+    address = _address(parts[0])
+    if address is None:
+        return f"invalid IP address {parts[0]!r}"
+    version, value = address
+    bits = 32 if version == 4 else 128
+    if mask >= bits:
+        return f"IPv{version} mask bits must be below {bits}"
+    return version, value, value | ((1 << (bits - mask)) - 1)
 
 
 def _scalar_pred(values: frozenset[Any], bools: frozenset[bool], null: bool) -> Pred:
@@ -284,6 +500,13 @@ class _Compiler:
             self.fail(path, f"empty objects are not allowed (AWS rejects them); {hint}")
             return _never
         checks: list[Check] = []
+        pattern, clashes = join_dotted_keys(pattern)
+        for key in clashes:
+            self.fail(
+                f"{path}.{key}" if path else key,
+                "names a field this pattern already names (AWS joins dotted keys: 'a.b' is the "
+                "field b inside a); write it once",
+            )
         for key, spec in pattern.items():
             at = f"{path}.{key}" if path else str(key)
             if not isinstance(key, str):
@@ -317,7 +540,7 @@ class _Compiler:
         if_absent = sub({})  # a missing or non-object field: only absence patterns hold
 
         def check(node: dict[str, Any]) -> bool:
-            value = node.get(key, _MISSING)
+            value = _child(node, key)
             if isinstance(value, dict):
                 return sub(value)
             if isinstance(value, list):
@@ -363,6 +586,12 @@ class _Compiler:
             else:
                 what = "a finite number" if _is_number(item) else "a string, number, bool, null"
                 self.fail(at, f"expected {what} or an operator object, got {_describe(item)}")
+        wildcards = _wildcards(items)
+        if wildcards and not any(e.path.startswith(f"{path}[") for e in self.errors):
+            from processors.match_complexity import too_complex  # noqa: PLC0415  # rare
+
+            if too_complex(wildcards):
+                self.fail(path, _TOO_COMPLEX)
         if values or bools or null:
             if not preds and not exists:
                 return _scalar_field(key, frozenset(values), frozenset(bools), null)
@@ -395,8 +624,7 @@ class _Compiler:
         if text is None:
             return None
         if fold:
-            folded = text.casefold()
-            return lambda x: isinstance(x, str) and test(x.casefold(), folded)
+            return ignore_case(text, "prefix" if test is str.startswith else "suffix")
         return lambda x: isinstance(x, str) and test(x, text)
 
     def prefix(self, arg: Any, path: str) -> Pred | None:
@@ -407,8 +635,7 @@ class _Compiler:
 
     def equals_ignore_case(self, arg: Any, path: str) -> Pred | None:
         text = self.text(arg, path)
-        folded = None if text is None else text.casefold()
-        return None if folded is None else lambda x: isinstance(x, str) and x.casefold() == folded
+        return None if text is None else ignore_case(text, "equals")
 
     def wildcard(self, arg: Any, path: str) -> Pred | None:
         text = self.text(arg, path)
@@ -422,20 +649,11 @@ class _Compiler:
         text = self.text(arg, path)
         if text is None:
             return None
-        try:
-            network = ipaddress.ip_network(text, strict=False)
-        except ValueError as exc:
-            self.fail(path, f"{exc}; write a block like '10.0.0.0/24' or '2001:db8::/32'")
+        block = cidr_block(text)
+        if isinstance(block, str):
+            self.fail(path, f"{block}; write a block like '10.0.0.0/24' or '2001:db8::/32'")
             return None
-
-        def pred(x: Any) -> bool:
-            try:
-                address = ipaddress.ip_address(x) if isinstance(x, str) else None
-            except ValueError:
-                return False
-            return address is not None and address.version == network.version and address in network
-
-        return pred
+        return partial(_in_block, block)
 
     def numeric(self, arg: Any, path: str) -> Pred | None:
         if not isinstance(arg, list) or len(arg) not in (2, 4):
@@ -450,7 +668,10 @@ class _Compiler:
             return None
         bad = [i for i in range(1, len(arg), 2) if not _in_range(arg[i])]
         for i in bad:
-            self.fail(f"{path}[{i}]", f"expected a number in [-5e9, 5e9], got {arg[i]!r}")
+            self.fail(
+                f"{path}[{i}]",
+                f"expected a number in [-5e11, 5e11] with at most 6 decimal places, got {arg[i]!r}",
+            )
         if bad:
             return None
         if len(arg) == 4 and arg[1] >= arg[3]:
@@ -492,10 +713,37 @@ class _Compiler:
             found = tuple(p for p in preds if p is not None)
             return None if len(found) < len(preds) else lambda x: not any(p(x) for p in found)
         if name == "equals-ignore-case":
-            folded = frozenset(t.casefold() for t in texts)
-            return lambda x: not (isinstance(x, str) and x.casefold() in folded)
+            return _anything_but_ignore_case(texts)
         test, affixes = (str.startswith if name == "prefix" else str.endswith), tuple(texts)
         return lambda x: not (isinstance(x, str) and test(x, affixes))
+
+
+def _in_block(block: tuple[int, int, int], x: Any) -> bool:
+    address = _address(x) if isinstance(x, str) else None
+    return address is not None and address[0] == block[0] and block[1] <= address[1] <= block[2]
+
+
+def _anything_but_ignore_case(texts: list[str]) -> Pred:
+    """Not equal, ignoring case as event-ruler does, to any of ``texts``."""
+    if all(t.isascii() for t in texts):
+        lowered = frozenset(t.lower() for t in texts)
+        return lambda x: not (isinstance(x, str) and x.isascii() and x.lower() in lowered)
+    preds = tuple(ignore_case(t, "equals") for t in texts)
+    return lambda x: not any(p(x) for p in preds)
+
+
+def _wildcards(items: list[Any]) -> list[str]:
+    """The wildcard texts of one field's list (plain and under anything-but)."""
+    out: list[str] = []
+    for item in items:
+        if not isinstance(item, Mapping) or len(item) != 1:
+            continue
+        ((name, arg),) = item.items()
+        if name == "anything-but" and isinstance(arg, Mapping) and list(arg) == ["wildcard"]:
+            arg, name = arg["wildcard"], "wildcard"
+        if name == "wildcard":
+            out.extend(t for t in (arg if isinstance(arg, list) else [arg]) if isinstance(t, str))
+    return out
 
 
 _BUILDERS: Final[dict[Any, Callable[[_Compiler, Any, str], Pred | None]]] = {

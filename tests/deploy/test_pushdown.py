@@ -73,3 +73,15 @@ class TestPushable:
     def test_operators_lambda_supports_are_pushed(self, pattern):
         assert pushable(pattern)
         assert filter_criteria(function(pattern)) == [{"data": pattern}]
+
+
+def test_a_field_named_through_a_dotted_key_counts_as_the_same_field() -> None:
+    """AWS joins 'a.b' and a: {b}; merging them would name one field twice in one pattern."""
+    function = {
+        "filter_pushdown": True,
+        "processors": [
+            {"filter": {"match": {"a.b": ["x"]}}},
+            {"filter": {"match": {"a": {"b": ["y"]}}}},
+        ],
+    }
+    assert filter_criteria(function) == [{"data": {"a": {"b": ["x"]}}}]

@@ -30,7 +30,7 @@ from stream.records import Record
 
 KEYS = ("a", "b", "n")
 SINKS = ("s1", "s2", "s3")
-TEXTS = ("x", "xa", "ax", "X", "", "10.0.0.7")
+TEXTS = ("x", "xa", "ax", "X", "", "10.0.0.7", "ß", "SS")
 SCALAR_VALUES = (None, True, False, 0, 1, 1.0, 0.0, -1, 2.5, 5, 6e9, -6e9, *TEXTS)
 
 # --------------------------------------------------------------------------- strategies
@@ -373,8 +373,31 @@ class TestPatternSource:
         agrees({"a": [{"equals-ignore-case": "xA"}]}, docs)
         agrees({"a": [{"wildcard": "x*"}]}, docs)
 
+    def test_ignore_case_as_event_ruler_does(self) -> None:
+        docs = [{"a": v} for v in ("straße", "STRASSE", "Straße 1", "GROSS", "\u212a", "k")]
+        agrees({"a": [{"equals-ignore-case": "straße"}]}, docs)
+        agrees({"a": [{"equals-ignore-case": "STRASSE"}]}, docs)
+        agrees({"a": [{"prefix": {"equals-ignore-case": "straße"}}]}, docs)
+        agrees({"a": [{"suffix": {"equals-ignore-case": "ß"}}]}, docs)
+        agrees({"a": [{"anything-but": {"equals-ignore-case": ["ß", "k"]}}]}, docs)
+
+    def test_dotted_keys_joined(self) -> None:
+        docs = [
+            {"a": {"b": "x"}},
+            {"a.b": "x"},
+            {"a": {"c": 1}, "a.b": "x"},
+            {"a": "s", "a.b": "x"},
+            {"a": ["s", {"c": 1}], "a.b": "x"},
+            {"a": [{"b": "x"}]},
+            {"a.b": "y"},
+            {},
+        ]
+        agrees({"a.b": ["x"]}, docs)
+        agrees({"a": {"b": ["x"]}}, docs)
+        agrees({"a.b": [{"exists": False}]}, docs)
+
     def test_numeric_ranges(self) -> None:
-        docs = [{"a": v} for v in (0, 1, 2.5, 3, -1, True, "1", None, 6e9, -6e9, [5, 1])]
+        docs = [{"a": v} for v in (0, 1, 2.5, 3, -1, True, "1", None, 6e9, 6e11, 1.0000001, [5, 1])]
         agrees({"a": [{"numeric": [">", 0, "<=", 2.5]}]}, docs)
         agrees({"a": [{"numeric": ["=", 1]}]}, docs)
         agrees({"a": [{"numeric": ["<", 0]}]}, docs)

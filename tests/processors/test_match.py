@@ -328,9 +328,25 @@ class TestNumeric:
         assert not matches({"n": [{"numeric": [">", 0]}]}, {"n": None})
         assert not matches({"n": [{"numeric": [">", 0]}]}, {})
 
-    def test_values_beyond_five_billion_never_match(self) -> None:
-        assert not matches({"n": [{"numeric": [">", 0]}]}, {"n": 6e9})
-        assert matches({"n": [{"numeric": [">", 0]}]}, {"n": 5e9})
+    def test_values_beyond_five_hundred_billion_never_match(self) -> None:
+        """Current event-ruler's range is [-5e11, 5e11] (it was [-5e9, 5e9])."""
+        assert not matches({"n": [{"numeric": [">", 0]}]}, {"n": 6e11})
+        assert matches({"n": [{"numeric": [">", 0]}]}, {"n": 5e11})
+        assert matches({"n": [{"numeric": [">", 0]}]}, {"n": 6e9})
+
+    def test_values_with_more_than_six_decimal_places_have_no_numeric_form(self) -> None:
+        """event-ruler keeps six decimal places; a longer number is not numerically matched."""
+        assert matches({"n": [{"numeric": [">", 0]}]}, {"n": 1.000001})
+        assert not matches({"n": [{"numeric": [">", 0]}]}, {"n": 1.0000001})
+
+    @pytest.mark.parametrize("bound", [5e11, -5e11, 0.000001, 12.5])
+    def test_bounds_in_range_with_six_decimals_are_valid(self, bound: float) -> None:
+        assert validate_pattern({"n": [{"numeric": [">=", bound]}]}) == []
+
+    @pytest.mark.parametrize("bound", [5.1e11, -6e11, 0.0000001, 1.1234567])
+    def test_bounds_out_of_range_or_too_precise_are_rejected(self, bound: float) -> None:
+        (error,) = validate_pattern({"n": [{"numeric": [">=", bound]}]})
+        assert "at most 6 decimal places" in error.message
 
     def test_numeric_on_an_array_matches_if_any_element_does(self) -> None:
         assert matches({"n": [{"numeric": [">", 10]}]}, {"n": [1, "x", 11]})
@@ -421,6 +437,27 @@ class TestEqualsIgnoreCase:
     def test_equals_ignore_case_only_works_on_strings(self) -> None:
         assert not matches({"Name": [{"equals-ignore-case": "1"}]}, {"Name": 1})
 
+    def test_each_pattern_character_stands_for_its_java_lower_or_upper_case(self) -> None:
+        """event-ruler, not casefold: "STRASSE" does not match "straße"; "straße" does match
+        "STRASSE" (Java's toUpperCase of ß is SS)."""
+        assert not matches({"s": [{"equals-ignore-case": "STRASSE"}]}, {"s": "straße"})
+        assert matches({"s": [{"equals-ignore-case": "straße"}]}, {"s": "STRASSE"})
+        assert matches({"s": [{"equals-ignore-case": "straße"}]}, {"s": "Straße"})
+
+    def test_a_non_ascii_lookalike_is_not_its_ascii_letter(self) -> None:
+        """The Kelvin sign lower-cases to k in Python, but "k" stands for k or K only."""
+        assert not matches({"s": [{"equals-ignore-case": "k"}]}, {"s": "\u212a"})
+        assert not matches({"s": [{"equals-ignore-case": "I"}]}, {"s": "\u0131"})
+        assert matches({"s": [{"equals-ignore-case": "\u0131"}]}, {"s": "I"})
+
+    def test_prefix_and_suffix_ignore_case_follow_the_same_rule(self) -> None:
+        assert matches({"s": [{"prefix": {"equals-ignore-case": "straße"}}]}, {"s": "STRASSE 1"})
+        assert not matches({"s": [{"prefix": {"equals-ignore-case": "STRASSE"}}]}, {"s": "straße"})
+        assert matches({"s": [{"suffix": {"equals-ignore-case": "ß"}}]}, {"s": "GROSS"})
+        assert not matches({"s": [{"suffix": {"equals-ignore-case": "SS"}}]}, {"s": "groß"})
+        assert not matches({"s": [{"anything-but": {"equals-ignore-case": "ß"}}]}, {"s": "SS"})
+        assert matches({"s": [{"anything-but": {"equals-ignore-case": "SS"}}]}, {"s": "ß"})
+
 
 class TestWildcard:
     def test_documented_example_matches_a_directory_pattern(self) -> None:
@@ -448,6 +485,32 @@ class TestWildcard:
     def test_wildcard_spans_newlines(self) -> None:
         assert matches({"s": [{"wildcard": "a*b"}]}, {"s": "a\nb"})
 
+    @pytest.mark.parametrize(
+        "wildcards",
+        [["*:*:*:*:*:event-bus/*"], ["a*b*c*d*e*f"], ["*a*", "*b*", "*c*"]],
+    )
+    def test_wildcards_aws_finds_too_complex_are_rejected(self, wildcards: list[str]) -> None:
+        (error,) = validate_pattern({"s": [{"wildcard": w} for w in wildcards]})
+        assert error.path == "s"
+        assert error.message.startswith("Rule is too complex - try using fewer wildcard characters")
+
+    @pytest.mark.parametrize(
+        "wildcards",
+        [
+            ["arn:aws:events:us-east-1:*:event-bus/*"],
+            ["/Users/*/dir/dir/dir/dir/dir/doc.txt"],
+            ["*/init/*", "*/dir/*"],
+            ["Simple*Service"],
+        ],
+    )
+    def test_wildcards_aws_accepts_are_valid(self, wildcards: list[str]) -> None:
+        assert validate_pattern({"s": [{"wildcard": w} for w in wildcards]}) == []
+
+    def test_anything_but_wildcards_count_with_the_field(self) -> None:
+        pattern = {"s": [{"anything-but": {"wildcard": ["*:*:*:*:*:event-bus/*"]}}]}
+        (error,) = validate_pattern(pattern)
+        assert "too complex" in error.message
+
 
 class TestCidr:
     def test_documented_example_ipv4_block(self) -> None:
@@ -459,6 +522,30 @@ class TestCidr:
         pattern = {"ip": [{"cidr": "2001:db8::/32"}]}
         assert matches(pattern, {"ip": "2001:db8::1"})
         assert not matches(pattern, {"ip": "2001:db9::1"})
+
+    @pytest.mark.parametrize(
+        ("block", "fragment"),
+        [
+            ("10.0.0.1", "exactly one '/'"),
+            ("10.0.0.0/24/8", "exactly one '/'"),
+            ("10.0.0.0/x", "integer"),
+            ("10.0.0.0/-1", "negative"),
+            ("10.0.0.0/32", "below 32"),
+            ("2001:db8::/128", "below 128"),
+            ("256.0.0.0/8", "invalid IP address"),
+            ("bad-filter", "exactly one '/'"),
+        ],
+    )
+    def test_blocks_are_as_strict_as_event_ruler(self, block: str, fragment: str) -> None:
+        (error,) = validate_pattern({"ip": [{"cidr": block}]})
+        assert fragment in error.message
+
+    def test_the_block_starts_at_the_address_as_written(self) -> None:
+        """event-ruler does not mask the address: 10.0.0.5/24 is 10.0.0.5 to 10.0.0.255."""
+        pattern = {"ip": [{"cidr": "10.0.0.5/24"}]}
+        assert matches(pattern, {"ip": "10.0.0.5"})
+        assert matches(pattern, {"ip": "10.0.0.255"})
+        assert not matches(pattern, {"ip": "10.0.0.4"})
 
     def test_other_family_or_non_address_does_not_match(self) -> None:
         pattern = {"ip": [{"cidr": "10.0.0.0/8"}]}
@@ -501,9 +588,47 @@ class TestNestedObjects:
         assert matches(pattern, event)
         assert not matches(pattern, {**event, "detail": {**event["detail"], "c-count": 6}})
 
-    def test_dotted_key_is_a_plain_key_not_a_path(self) -> None:
-        assert not matches({"a.b": ["x"]}, {"a": {"b": "x"}})
-        assert matches({"a.b": ["x"]}, {"a.b": "x"})
+    @pytest.mark.parametrize(
+        "pattern",
+        [{"state.status": ["running"]}, {"state": {"status": ["running"]}}],
+    )
+    @pytest.mark.parametrize(
+        "event",
+        [
+            {"state": {"status": "running"}},
+            {"state.status": "running"},
+            {"state": [{"status": "running"}]},
+        ],
+    )
+    def test_dotted_keys_are_joined_in_patterns_and_in_documents(
+        self, pattern: dict[str, Any], event: dict[str, Any]
+    ) -> None:
+        """AWS (event-ruler) joins keys with '.', so each way of writing the field is the same."""
+        assert matches({"detail": pattern}, {"detail": event})
+        assert not matches({"detail": pattern}, {"detail": {"state.status": "stopped"}})
+
+    def test_dotted_document_keys_make_up_a_missing_or_non_object_field(self) -> None:
+        event = {"state.status": "running", "state.code": 1}
+        assert matches({"state": {"code": [1], "status": ["running"]}}, event)
+        assert matches({"state.status": ["running"], "state.code": [1]}, event)
+        assert not matches({"state.status": [{"exists": False}]}, event)
+        assert matches({"state.status": ["running"]}, {"state": "x", "state.status": "running"})
+        listed = {"state": [{"code": 1}], "state.status": "running"}
+        assert matches({"state": {"code": [1], "status": ["running"]}}, listed)
+
+    def test_beside_a_real_object_a_dotted_sibling_is_not_read(self) -> None:
+        """The one difference from event-ruler kept for speed (see processors.match)."""
+        event = {"state": {"code": 1}, "state.status": "running"}
+        assert not matches({"state.status": ["running"]}, event)
+
+    def test_a_dotted_key_deeper_than_the_pattern_is_another_field(self) -> None:
+        assert not matches({"state": ["running"]}, {"state.status": "running"})
+        assert not matches({"a.b": {"c": ["x"]}}, {"a": {"b": "x"}})
+
+    def test_a_field_named_twice_through_dots_is_rejected(self) -> None:
+        (error,) = validate_pattern({"a.b": ["x"], "a": {"b": ["y"]}})
+        assert "already names" in error.message
+        assert error.path == "a"
 
 
 class TestArrays:
@@ -582,7 +707,7 @@ class TestValidation:
         (error,) = validate_pattern({"amount": [{"numeric": [">", "zero"]}]})
         assert error.path == "amount[0].numeric[1]"
         assert str(error) == f"{error.path}: {error.message}"
-        assert "-5e9" in error.message
+        assert "-5e11" in error.message
 
     def test_root_errors_have_an_empty_path(self) -> None:
         (error,) = validate_pattern([{"a": [1]}])
@@ -647,7 +772,7 @@ class TestValidation:
             (["=", 1, "<", 2], "a[0].numeric[2]", "lower then an upper bound"),
             ([">", 0, ">=", 2], "a[0].numeric[2]", "lower then an upper bound"),
             ([">", True], "a[0].numeric[1]", "expected a number"),
-            ([">", 1e10], "a[0].numeric[1]", "[-5e9, 5e9]"),
+            ([">", 1e12], "a[0].numeric[1]", "[-5e11, 5e11]"),
             ([">", 5, "<", 5], "a[0].numeric", "must be below the upper bound"),
         ],
     )
@@ -747,27 +872,60 @@ def reference_wildcard(pattern: str, text: str) -> bool:
     return re.fullmatch(regex, text, re.DOTALL) is not None
 
 
+def java_case_ends(pattern: str, x: str, start: int) -> set[int]:
+    """Where a match of ``pattern`` starting at ``x[start]`` can end, each pattern character
+    standing for its lower or upper case form (event-ruler's rule; non-BMP: itself)."""
+    ends = {start}
+    for c in pattern:
+        forms = {c} if ord(c) > 0xFFFF else {c.lower(), c.upper()}
+        ends = {e + len(f) for e in ends for f in forms if x.startswith(f, e)}
+    return ends
+
+
+def reference_ignore_case(mode: str, pattern: str, x: Any) -> bool:
+    if not isinstance(x, str):
+        return False
+    if mode == "equals":
+        return len(x) in java_case_ends(pattern, x, 0)
+    if mode == "prefix":
+        return bool(java_case_ends(pattern, x, 0))
+    return any(len(x) in java_case_ends(pattern, x, s) for s in range(len(x) + 1))
+
+
+def reference_block(block: str) -> tuple[int, int, int] | None:
+    address, sep, mask = block.partition("/")
+    if not sep or "/" in mask or not mask.isdigit():
+        return None
+    ip = ipaddress.ip_address(address)
+    bits = ip.max_prefixlen
+    if int(mask) >= bits:
+        return None
+    return ip.version, int(ip), int(ip) | ((1 << (bits - int(mask))) - 1)
+
+
 def reference_operator(name: str, arg: Any, x: Any) -> bool:
     is_num = isinstance(x, int | float) and not isinstance(x, bool)
     if name in ("prefix", "suffix"):
         if not isinstance(x, str):
             return False
         if isinstance(arg, dict):
-            x, arg = x.casefold(), arg["equals-ignore-case"].casefold()
+            return reference_ignore_case(name, arg["equals-ignore-case"], x)
         return bool(x.startswith(arg) if name == "prefix" else x.endswith(arg))
     if name == "equals-ignore-case":
-        return isinstance(x, str) and x.casefold() == str(arg).casefold()
+        return reference_ignore_case("equals", str(arg), x)
     if name == "wildcard":
         return isinstance(x, str) and reference_wildcard(arg, x)
     if name == "cidr":
-        if not isinstance(x, str):  # ip_address() would accept an int
+        block = reference_block(arg)
+        if not isinstance(x, str) or block is None:  # ip_address() would accept an int
             return False
         try:
-            return bool(ipaddress.ip_address(x) in ipaddress.ip_network(arg, strict=False))
-        except (ValueError, TypeError):
+            ip = ipaddress.ip_address(x)
+        except ValueError:
             return False
+        return ip.version == block[0] and block[1] <= int(ip) <= block[2]
     if name == "numeric":
-        if not is_num or abs(x) > 5e9:
+        if not is_num or abs(x) > 5e11 or round(x, 6) != x:
             return False
         ops = {
             "=": x == arg[1],
@@ -822,8 +980,8 @@ def reference_match(pattern: dict[str, Any], doc: Any) -> bool:
 
 
 KEYS = st.sampled_from(["a", "b", "c"])
-WORDS = ["", "a", "ab", "AB", "abc", "b.png", "x*y", "a\\b", "10.0.0.7", "::1"]
-NUMBERS = [0, 1, 1.0, 2.5, -3, 5e9, 6e9, 10**12]
+WORDS = ["", "a", "ab", "AB", "abc", "b.png", "x*y", "a\\b", "10.0.0.7", "::1", "ß", "SS", "K"]
+NUMBERS = [0, 1, 1.0, 2.5, -3, 5e9, 6e9, 5e11, 6e11, 10**12, 1.0000001]
 SCALARS = st.sampled_from([*WORDS, *NUMBERS, True, False, None])
 DOC_VALUES = st.recursive(
     SCALARS,
@@ -844,7 +1002,7 @@ OPERATORS = st.one_of(
     st.sampled_from(
         [{"wildcard": w} for w in ("a*", "*b", "a*c", "*", "x\\*y", "a\\\\b", "*.png")]
     ),
-    st.sampled_from([{"cidr": "10.0.0.0/24"}, {"cidr": "::/0"}, {"cidr": "10.0.0.7"}]),
+    st.sampled_from([{"cidr": "10.0.0.0/24"}, {"cidr": "::/0"}, {"cidr": "10.0.0.7/30"}]),
     st.builds(
         lambda op, n: {"numeric": [op, n]},
         st.sampled_from(["=", "<", "<=", ">", ">="]),
@@ -908,9 +1066,12 @@ def wildcard_instances(wildcard: str) -> list[str]:
 
 
 def cidr_edges(block: str) -> list[str]:
-    """The first and last address of a block and the address just past it."""
+    """The first and last address of a block and the addresses just outside it."""
     network = ipaddress.ip_network(block, strict=False)
-    edges = [network.network_address, network.broadcast_address]
+    first = ipaddress.ip_address(block.split("/", maxsplit=1)[0])
+    edges = [network.network_address, first, network.broadcast_address]
+    if int(first) > 0:
+        edges.append(first - 1)
     if int(network.broadcast_address) < (2**network.max_prefixlen) - 1:
         edges.append(network.broadcast_address + 1)
     return [str(address) for address in edges]
@@ -980,7 +1141,7 @@ OPERATOR_SAMPLES: list[dict[str, Any]] = [
     ),
     *({name: {"equals-ignore-case": t}} for name in ("prefix", "suffix") for t in ("a", "PnG")),
     *({"wildcard": w} for w in ("a*", "*b", "a*c", "*", "x\\*y", "a\\\\b", "*.png", "")),
-    *({"cidr": c} for c in ("10.0.0.0/24", "10.0.0.7", "::/0", "2001:db8::/32", "0.0.0.0/0")),
+    *({"cidr": c} for c in ("10.0.0.0/24", "10.0.0.7/30", "::/0", "2001:db8::/32", "0.0.0.0/0")),
     *({"numeric": [op, n]} for op in ("=", "<", "<=", ">", ">=") for n in (-3, 0, 1, 2.5, 5e9)),
     *(
         {"numeric": [lo, low, hi, high]}
@@ -1043,3 +1204,11 @@ class TestAgainstReferenceInterpreter:
         match = compile_pattern(pattern)
         for doc in data.draw(documents_for(pattern)):
             assert match(doc) == reference_match(pattern, doc), doc
+
+
+def test_a_bad_neighbouring_field_does_not_hide_a_too_complex_wildcard() -> None:
+    """Fields "a" and "ab": an error under "ab" must not skip the complexity check of "a"."""
+    errors = validate_pattern(
+        {"ab": [{"wildcard": "x**"}], "a": [{"wildcard": "*:*:*:*:*:event-bus/*"}]}
+    )
+    assert [e.path for e in errors] == ["ab[0].wildcard", "a"]
