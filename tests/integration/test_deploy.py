@@ -321,6 +321,12 @@ def test_f_a_table_of_another_stack_with_other_keys_is_refused(
     assert len(builder.built) == built  # refused before packaging
 
 
+def all_tables(cloud: Any) -> list[str]:
+    """Every table name: ListTables pages by 100, and the session's server holds more."""
+    pages = cloud("dynamodb").get_paginator("list_tables").paginate()
+    return [name for page in pages for name in page["TableNames"]]
+
+
 def test_g_destroy_keeps_stores_with_data_unless_asked(
     cloud: Any, builder: Builder, tmp_path: Path
 ) -> None:
@@ -337,8 +343,9 @@ def test_g_destroy_keeps_stores_with_data_unless_asked(
     assert [m for m in mappings if ":function:clickstream-" in m["FunctionArn"]] == []
     assert result.kept == ("table clickstream-orders",)
     assert set(result.removed) == {"bucket clickstream-archive", "queue clickstream-dlq"}
-    assert "clickstream-events" not in cloud("kinesis").list_streams()["StreamNames"]
-    tables = [t for t in cloud("dynamodb").list_tables()["TableNames"] if "clickstream" in t]
+    streams = cloud("kinesis").get_paginator("list_streams").paginate()
+    assert "clickstream-events" not in [n for page in streams for n in page["StreamNames"]]
+    tables = [t for t in all_tables(cloud) if "clickstream" in t]
     assert tables == ["clickstream-orders"]  # the lease tables went with the stack
 
     kept = "table clickstream-orders (kept by an earlier `shardline destroy`"
@@ -351,7 +358,7 @@ def test_g_destroy_keeps_stores_with_data_unless_asked(
     again = destroy(plan, cloud, delete_data=True)
     assert not again.deleted
     assert again.removed == ("table clickstream-orders",)
-    assert "clickstream-orders" not in cloud("dynamodb").list_tables()["TableNames"]
+    assert "clickstream-orders" not in all_tables(cloud)
 
 
 def pending_change_sets(cloud: Callable[[str], Any]) -> list[Any]:
