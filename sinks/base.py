@@ -24,6 +24,7 @@ set two class attributes:
 from __future__ import annotations
 
 import enum
+import random
 import time
 from abc import ABC, abstractmethod
 from base64 import b64encode
@@ -36,15 +37,39 @@ if TYPE_CHECKING:
     from stream.records import Record
 
 __all__ = [
+    "BASE_DELAY_S",
+    "MAX_ATTEMPTS",
+    "MAX_DELAY_S",
     "OK",
     "DeadLetter",
     "Ordering",
     "Outcome",
     "Sink",
     "Status",
+    "backoff_delay",
     "permanent",
     "retryable",
 ]
+
+#: Attempts per call within one invocation before its records are reported retryable, and
+#: the first and the largest backoff delay between them (full jitter). Together: at most
+#: about 7 s of waiting per call (3.5 s expected), so that with the event source mapping's
+#: waits between retries of a batch (2, 4, 8 s locally) the default three retries ride out a
+#: sink outage of tens of seconds, while one invocation of a function writing four sinks
+#: stays well inside a 60 s timeout.
+MAX_ATTEMPTS = 8
+BASE_DELAY_S = 0.05
+MAX_DELAY_S = 2.0
+
+
+def backoff_delay(attempt: int, base_delay: float = BASE_DELAY_S) -> float:
+    """The wait before attempt ``attempt`` (1 for the first retry): full jitter, uniform
+    between 0 and ``base_delay * 2**attempt``, capped at :data:`MAX_DELAY_S`.
+
+    >>> 0 <= backoff_delay(1) <= 0.1, 0 <= backoff_delay(30) <= MAX_DELAY_S
+    (True, True)
+    """
+    return random.uniform(0, min(MAX_DELAY_S, base_delay * 2 ** min(attempt, 32)))
 
 
 class Ordering(enum.Enum):
@@ -195,13 +220,14 @@ class Sink(ABC):
         outcomes: list[Outcome | None] = [None] * len(items)
         failed_keys: set[str] = set()
         stopped = False
+        outage = ""  # why a whole call failed: the rest of the batch is not sent
         keep_order = ordering is not Ordering.NONE
         split_keys = keep_order and not self.per_key_safe
         chunk: list[int] = []
         chunk_keys: set[str] = set()
 
         def flush() -> None:
-            nonlocal stopped
+            nonlocal stopped, outage
             batch = [items[i] for i in chunk]
             results = self._write(batch)
             self._check(batch, results)
@@ -210,6 +236,13 @@ class Sink(ABC):
                 if keep_order and outcome.status is Status.RETRYABLE:
                     failed_keys.add(items[i].partition_key)
                     stopped = stopped or ordering is Ordering.STRICT
+            if len(results) > 1 and all(o.status is Status.RETRYABLE for o in results):
+                # a whole call of several records failed after its retries: the backend is
+                # down or throttling everything, and every further call would spend the
+                # same retries (seconds each, per invocation), so the rest waits for the
+                # batch's redelivery. One record failing says nothing about the others.
+                outage = results[0].reason
+                stopped = True
             chunk.clear()
             chunk_keys.clear()
 
@@ -217,6 +250,13 @@ class Sink(ABC):
             key = item.partition_key
             if chunk and (len(chunk) >= self.max_batch or (split_keys and key in chunk_keys)):
                 flush()
+            if outage:
+                outcomes[i] = retryable(
+                    f"not sent to sink {self.name!r}: an earlier call of the batch failed "
+                    f"entirely ({outage})",
+                    "HeldBack",
+                )
+                continue
             if stopped or key in failed_keys:
                 outcomes[i] = retryable(
                     f"not sent to sink {self.name!r}: an earlier record "

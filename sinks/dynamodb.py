@@ -40,13 +40,22 @@ when the first client is made, not when this module is.
 from __future__ import annotations
 
 import json
-import random
 import time
 from decimal import Decimal
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from sinks.base import OK, Outcome, Sink, Status, permanent, retryable
+from sinks.base import (
+    BASE_DELAY_S,
+    MAX_ATTEMPTS,
+    OK,
+    Outcome,
+    Sink,
+    Status,
+    backoff_delay,
+    permanent,
+    retryable,
+)
 from stream.clients import aws_client
 from stream.faults import INFRASTRUCTURE_CODES, INFRASTRUCTURE_ERRORS
 from stream.records import record_position
@@ -136,7 +145,8 @@ class DynamoDBSink(Sink):
             while the Lambda is warm.
         max_attempts: attempts for a call (throttled items included) before the items are
             reported retryable.
-        base_delay: first backoff delay in seconds; doubles per attempt, full jitter.
+        base_delay: first backoff delay in seconds; doubles per attempt up to ``MAX_DELAY_S``
+            (2 s), full jitter (:func:`sinks.base.backoff_delay`).
         sleep: injectable for tests.
         now: the clock for ``_written_at``.
     """
@@ -152,8 +162,8 @@ class DynamoDBSink(Sink):
         key: str,
         mode: str = "latest",
         client: Any = None,
-        max_attempts: int = 5,
-        base_delay: float = 0.05,
+        max_attempts: int = MAX_ATTEMPTS,
+        base_delay: float = BASE_DELAY_S,
         sleep: Callable[[float], None] = time.sleep,
         now: Callable[[], float] = time.time,
     ) -> None:
@@ -304,7 +314,7 @@ class DynamoDBSink(Sink):
         pending = chunk
         for attempt in range(self._max_attempts):
             if attempt:
-                self._sleep(random.uniform(0, self._base_delay * 2**attempt))
+                self._sleep(backoff_delay(attempt, self._base_delay))
             requests = [{"PutRequest": {"Item": item}} for _, item in pending]
             write = partial(self.client.batch_write_item, RequestItems={self.table: requests})
             outcome, response = self._call(write, retries=1)
@@ -351,7 +361,7 @@ class DynamoDBSink(Sink):
         outcome: Outcome = OK
         for attempt in range(attempts):
             if attempt:
-                self._sleep(random.uniform(0, self._base_delay * 2**attempt))
+                self._sleep(backoff_delay(attempt, self._base_delay))
             try:
                 response = fn()
             except ClientError as exc:

@@ -51,13 +51,22 @@ reused while the Lambda is warm; importing this module imports neither.
 from __future__ import annotations
 
 import os
-import random
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
-from sinks.base import OK, Outcome, Sink, Status, permanent, retryable
+from sinks.base import (
+    BASE_DELAY_S,
+    MAX_ATTEMPTS,
+    OK,
+    Outcome,
+    Sink,
+    Status,
+    backoff_delay,
+    permanent,
+    retryable,
+)
 from sinks.templates import Template, TemplateError
 from stream.exceptions import DecodeError
 from stream.records import record_position
@@ -158,7 +167,8 @@ class OpenSearchSink(Sink):
         max_items: most documents per ``_bulk`` or ``_mget`` call.
         max_attempts: rounds of writing (and, with ``id``, reading) before what still fails
             is reported retryable.
-        base_delay: first backoff delay in seconds; doubles per round, full jitter.
+        base_delay: first backoff delay in seconds; doubles per round up to ``MAX_DELAY_S``
+            (2 s), full jitter (:func:`sinks.base.backoff_delay`).
         timeout: seconds per HTTP request of the default client (connect and read).
         region: the region to sign for; default ``AWS_REGION``, ``AWS_DEFAULT_REGION``,
             then boto3's configuration.
@@ -183,8 +193,8 @@ class OpenSearchSink(Sink):
         client: Any = None,
         max_bytes: int = 5 * 1024 * 1024,
         max_items: int = 500,
-        max_attempts: int = 5,
-        base_delay: float = 0.05,
+        max_attempts: int = MAX_ATTEMPTS,
+        base_delay: float = BASE_DELAY_S,
         timeout: float = 10.0,
         region: str | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -357,7 +367,7 @@ class OpenSearchSink(Sink):
         pending = docs
         for attempt in range(self._max_attempts):
             if attempt and any(d.outcome.error != "version_conflict" for d in pending):
-                self._sleep(random.uniform(0, self._base_delay * 2**attempt))
+                self._sleep(backoff_delay(attempt, self._base_delay))
             again: list[_Doc] = []
             ready = pending if self.id_field is None else self._plan(pending, again)
             self._bulk(ready, again)

@@ -63,14 +63,23 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import random
 import time
 from base64 import b64encode
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
-from sinks.base import OK, Outcome, Sink, Status, permanent, retryable
+from sinks.base import (
+    BASE_DELAY_S,
+    MAX_ATTEMPTS,
+    OK,
+    Outcome,
+    Sink,
+    Status,
+    backoff_delay,
+    permanent,
+    retryable,
+)
 from sinks.templates import Template, TemplateError
 from stream.clients import aws_client
 from stream.exceptions import DecodeError
@@ -226,7 +235,8 @@ class S3Sink(Sink):
             to leave it to the bucket's default encryption.
         kms_key_id: the KMS key for ``aws:kms`` (default: the account's ``aws/s3`` key).
         max_attempts: attempts per object before its records are reported retryable.
-        base_delay: first backoff delay in seconds; doubles per attempt, full jitter.
+        base_delay: first backoff delay in seconds; doubles per attempt up to ``MAX_DELAY_S``
+            (2 s), full jitter (:func:`sinks.base.backoff_delay`).
         sleep: injectable for tests.
         now: the clock for ``{now:FMT}`` in templates.
     """
@@ -245,8 +255,8 @@ class S3Sink(Sink):
         client: Any = None,
         sse: str = "AES256",
         kms_key_id: str | None = None,
-        max_attempts: int = 5,
-        base_delay: float = 0.05,
+        max_attempts: int = MAX_ATTEMPTS,
+        base_delay: float = BASE_DELAY_S,
         sleep: Callable[[float], None] = time.sleep,
         now: Callable[[], float] = time.time,
     ) -> None:
@@ -351,7 +361,7 @@ class S3Sink(Sink):
         outcome: Outcome = OK
         for attempt in range(self._max_attempts):
             if attempt:
-                self._sleep(random.uniform(0, self._base_delay * 2**attempt))
+                self._sleep(backoff_delay(attempt, self._base_delay))
             try:
                 self.client.put_object(Key=key, Body=body, **self._put_args)
             except ClientError as exc:

@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import re
 import time
 from base64 import b64encode
@@ -66,7 +65,17 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
-from sinks.base import OK, Outcome, Sink, Status, permanent, retryable
+from sinks.base import (
+    BASE_DELAY_S,
+    MAX_ATTEMPTS,
+    OK,
+    Outcome,
+    Sink,
+    Status,
+    backoff_delay,
+    permanent,
+    retryable,
+)
 from stream.clients import aws_client
 from stream.faults import is_infrastructure
 
@@ -303,7 +312,8 @@ class SQSSink(Sink):
         max_message_bytes: the queue's ``MaximumMessageSize`` (1024 to 1048576).
         max_attempts: attempts of a call (failed entries only, after the first) before
             the messages are reported retryable.
-        base_delay: first backoff delay in seconds; doubles per attempt, full jitter.
+        base_delay: first backoff delay in seconds; doubles per attempt up to ``MAX_DELAY_S``
+            (2 s), full jitter (:func:`sinks.base.backoff_delay`).
         sleep: injectable for tests.
 
     Raises:
@@ -323,8 +333,8 @@ class SQSSink(Sink):
         overflow_bucket: str | None = None,
         overflow_prefix: str = "dead-letters/",
         max_message_bytes: int = MAX_MESSAGE_BYTES,
-        max_attempts: int = 5,
-        base_delay: float = 0.05,
+        max_attempts: int = MAX_ATTEMPTS,
+        base_delay: float = BASE_DELAY_S,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         super().__init__(name)
@@ -614,7 +624,7 @@ class SQSSink(Sink):
         return again
 
     def _backoff(self, attempt: int) -> None:
-        self._sleep(random.uniform(0, self._base_delay * 2**attempt))
+        self._sleep(backoff_delay(attempt, self._base_delay))
 
     def _retrying(
         self, fn: Callable[[], dict[str, Any]], target: str

@@ -302,8 +302,13 @@ class TestSQS:
 
         outcomes = sink.write_batch(self.records(), Ordering.NONE)
 
-        assert {(o.status, o.error) for o in outcomes} == {(Status.RETRYABLE, "ServiceUnavailable")}
-        assert proxy.injected["unavailable"] == 2 * 3  # 20 messages in calls of 10, 3 attempts
+        # 20 messages in calls of 10: the first call fails all 3 attempts, and the second
+        # is not made (the queue is down: it would spend the same retries), only held back
+        assert [(o.status, o.error) for o in outcomes] == [
+            (Status.RETRYABLE, "ServiceUnavailable")
+        ] * 10 + [(Status.RETRYABLE, "HeldBack")] * 10
+        assert "failed entirely" in outcomes[-1].reason
+        assert proxy.injected["unavailable"] == 3
         assert received(sqs, url) == []
 
     @CONNECTION_FAULTS

@@ -89,6 +89,28 @@ class TestOrdering:
         assert sink.calls == [[0, 1]]
 
 
+class TestOutage:
+    def test_after_a_whole_call_failed_the_rest_is_held_back_without_calls(self):
+        """A backend down: one call's retries are spent, not one per call of the batch."""
+        sink = Recording(fail=set(range(6)), max_batch=2, safe=True)
+        out = sink.write_batch(records("abcdef"), Ordering.NONE)
+        assert sink.calls == [[0, 1]]
+        assert [o.error for o in out[2:]] == ["HeldBack"] * 4
+        assert all("failed entirely (boom)" in o.reason for o in out[2:])
+
+    def test_a_call_failing_in_part_does_not_stop_the_others(self):
+        sink = Recording(fail={0}, max_batch=2, safe=True)
+        out = sink.write_batch(records("abcd"), Ordering.PER_KEY)
+        assert sink.calls == [[0, 1], [2, 3]]
+        assert [o.status for o in out] == [Status.RETRYABLE] + [Status.OK] * 3
+
+    def test_one_record_failing_alone_in_its_call_is_no_outage(self):
+        sink = Recording(fail={0})
+        out = sink.write_batch(records("aab"), Ordering.PER_KEY)
+        assert sink.calls == [[0], [2]]  # b is still sent; the rest of a waits
+        assert [o.status for o in out] == [Status.RETRYABLE, Status.RETRYABLE, Status.OK]
+
+
 class TestMemorySink:
     def test_latest_keeps_the_newest_position_per_key_whatever_the_order(self):
         sink = MemorySink("m", max_batch=10)
