@@ -494,6 +494,46 @@ class TestHttpFaults:
         assert figures.lost == 0
 
 
+# -- (k): a sink down for 20 s ------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("local_env")
+def test_a_sink_down_for_twenty_seconds_delays_but_gives_nothing_up(
+    aws, unique, tmp_path, opensearch_endpoint, search_proxy, report
+):
+    """Every OpenSearch write fails (503) for 20 s in the middle of the run. The sinks'
+    retries inside each invocation and the mapping's waits between retries of a batch
+    (2, 4, 8 s) ride it out with the default three retries: every record is delivered,
+    none goes to the on-failure destination."""
+    scenario = Scenario.make(
+        aws, tmp_path, f"e2e-{unique}", opensearch=search_proxy.url,
+        opensearch_direct=opensearch_endpoint, batch=20,
+    )  # fmt: skip
+    scenario.produce(count(100), keys=16, poison_every=20)
+    reconciler = scenario.reconciler()
+    run = Background(scenario.local)
+    run.start()
+    try:
+        pipeline = scenario.run_pipeline()
+        wait_until("the run delivering", lambda: len(pipeline.delivered()) >= 20, within(30),
+                   lambda: repr(run.errors))  # fmt: skip
+        rule = search_proxy.inject(OPENSEARCH_UNAVAILABLE, path="/_bulk")
+        down_at = time.monotonic()
+        scenario.produce(count(200), keys=16, poison_every=20)
+        wait_until("20 s of outage", lambda: time.monotonic() > down_at + 20, 30)
+        search_proxy.remove(rule)
+        figures = settle(scenario, run, reconciler, timeout=within(90))
+    finally:
+        run.stop()
+
+    report("k: OpenSearch down for 20 s (every write 503)",
+           f"{injected_text(search_proxy)} over 20 s", figures)  # fmt: skip
+    figures.check()
+    assert search_proxy.injected["opensearch_unavailable"] > 0
+    assert reconciler.on_failure == []  # nothing given up
+    assert figures.delivered == figures.produced - scenario.poison
+
+
 # -- (l): a record that fails retryably for ever, on a hot key -----------------------------
 
 
