@@ -171,6 +171,7 @@ class Layout:
     probe: Path | None = None
     ordering: str = "per_key"
     parallelization: int = 1
+    by_record_id: bool = False
 
     @property
     def latest_table(self) -> str:
@@ -287,7 +288,10 @@ class Reconciler:
     def reconcile(self, produced: Sequence[Produced]) -> Figures:
         """Read every store now and reconcile it with ``produced`` (see the module doc)."""
         layout = self.layout
-        return reconcile(produced, self._observe(), layout.ordering, layout.parallelization)
+        return reconcile(
+            produced, self._observe(), layout.ordering, layout.parallelization,
+            layout.by_record_id,
+        )  # fmt: skip
 
     @property
     def letters(self) -> list[dict[str, Any]]:
@@ -362,7 +366,8 @@ def _first_delivery_order(probe: Path) -> dict[str, list[int]]:
 class _Check:
     """Accumulates problems and counts while the reconciliation walks the stores."""
 
-    def __init__(self, produced: Sequence[Produced]) -> None:
+    def __init__(self, produced: Sequence[Produced], by_record_id: bool = False) -> None:
+        self.by_record_id = by_record_id
         self.by_n = {p.n: p for p in produced}
         self.by_position = {p.position: p for p in produced}
         self.problems: list[str] = []
@@ -375,12 +380,22 @@ class _Check:
 
 
 def reconcile(
-    produced: Sequence[Produced], seen: Observed, ordering: str, lanes: int = 1
+    produced: Sequence[Produced],
+    seen: Observed,
+    ordering: str,
+    lanes: int = 1,
+    by_record_id: bool = False,
 ) -> Figures:
     """The checks of the module doc, on what was read; ``ordering`` is the function's
     (order is checked under ``per_key`` and ``strict`` only), ``lanes`` its
-    ``parallelization``."""
-    check = _Check(produced)
+    ``parallelization``.
+
+    ``by_record_id``: the stream may hold a record twice, at two positions (the producer
+    sent a call again after its answer was lost). ``n`` is then the record id readers
+    de-duplicate by: a copy at a position the producer did not report is a removable
+    duplicate, not a record that was never produced, and a store holding ``n`` twice (once
+    per position) holds a removable duplicate, not a duplicate effect."""
+    check = _Check(produced, by_record_id)
     given_up = _given_up(produced, seen.on_failure, lanes)
     lettered = _letters(check, seen.letters)
     archived = _archive(check, seen.archive)
@@ -474,9 +489,9 @@ def _letters(check: _Check, letters: list[dict[str, Any]]) -> set[tuple[str, str
         )
         if not letter.get("reason") or not letter.get("error") or not letter.get("step"):
             check.problem(f"dead letter at {position} without its reason, error and step")
-        if position not in check.by_position:
-            check.problem(f"dead letter at {position}: no such record was produced")
         data = base64.b64decode(letter.get("data_base64") or "")
+        if position not in check.by_position and not _a_copy(check, data):
+            check.problem(f"dead letter at {position}: no such record was produced")
         expected = check.by_position.get(position)
         if expected is not None and data and orjson.loads(data).get("n") != expected.n:
             check.problem(f"dead letter at {position} holds another record's data")
@@ -488,12 +503,26 @@ def _letters(check: _Check, letters: list[dict[str, Any]]) -> set[tuple[str, str
     return out
 
 
+def _a_copy(check: _Check, data: bytes) -> bool:
+    """Whether a letter's data is a produced record's (by id ``n``), in record-id mode."""
+    if not check.by_record_id or not data:
+        return False
+    try:
+        return orjson.loads(data).get("n") in check.by_n
+    except (orjson.JSONDecodeError, AttributeError):
+        return False
+
+
 def _archive(check: _Check, lines: list[dict[str, Any]]) -> set[tuple[str, str, int]]:
     """Positions in the archive; extra identical copies are removable duplicates."""
     first: dict[tuple[str, str, int], dict[str, Any]] = {}
     for line in lines:
         position = (str(line["_shard"]), str(line["_sequence"]), int(line["_sub_sequence"]))
         expected = check.by_position.get(position)
+        if expected is None and check.by_record_id and line.get("n") in check.by_n:
+            check.seen += 1  # a copy the producer put at another position: removed by id
+            check.removed += 1
+            continue
         if expected is None or expected.n != line.get("n"):
             check.problem(f"archive line at {position} (n={line.get('n')}) was never produced")
         if position in first:
@@ -515,16 +544,20 @@ def _counted_once(check: _Check, what: str, ns: list[Any]) -> set[int]:
             check.problem(f"{what} n={n} was never produced")
         if count > 1:
             check.seen += count - 1
-            check.problem(f"{count} {what}s hold record n={n}")
+            if check.by_record_id:  # one per position the producer put it at: by id
+                check.removed += count - 1
+            else:
+                check.problem(f"{count} {what}s hold record n={n}")
     return {n for n in counts if isinstance(n, int)}
 
 
 def _positions_match(check: _Check, items: list[dict[str, Any]], what: str) -> None:
     for item in items:
         expected = check.by_n.get(item["n"])
-        if expected is not None and (item["_position"], item["key"]) != (
-            expected.padded,
-            expected.key,
+        if expected is None:
+            continue
+        if item["key"] != expected.key or (
+            item["_position"] != expected.padded and not check.by_record_id
         ):
             check.problem(f"{what} of n={item['n']} is at {item['_position']}, not its position")
 
@@ -564,7 +597,9 @@ def _append_order(
     check: _Check, produced: Sequence[Produced], items: list[dict[str, Any]], given_up: set[int]
 ) -> None:
     """Per key, in put order, the time of each record's last write never goes back."""
-    written = {item["n"]: item["_written_at"] for item in items}
+    written: dict[int, float] = {}
+    for item in items:  # with copies at two positions (by record id): the last write
+        written[item["n"]] = max(written.get(item["n"], 0.0), item["_written_at"])
     per_key: dict[str, list[int]] = defaultdict(list)
     for p in produced:
         if p.n in written and p.n not in given_up:

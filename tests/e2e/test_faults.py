@@ -27,6 +27,7 @@ writes RELIABILITY.md.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import signal
@@ -185,12 +186,16 @@ class Scenario:
         poison_every: int = 0,
         aggregate: bool = False,
         tags: Mapping[int, str] | None = None,
+        extra: Mapping[int, Mapping[str, Any]] | None = None,
+        kinesis: Any = None,
     ) -> list[Produced]:
         """Put ``records`` records over ``keys`` keys, interleaved, ``n`` counting on; every
         ``poison_every``-th is poison; ``tags`` marks records (by their index in this call)
-        for fault rules that pick requests by content."""
+        for fault rules that pick requests by content, ``extra`` adds fields to them;
+        ``kinesis``: the producer's client (default: moto's, directly)."""
         start = len(self.produced)
         tags = tags or {}
+        extra = extra or {}
         docs = []
         for i in range(records):
             n = start + i
@@ -198,8 +203,10 @@ class Scenario:
             doc = Produced(n, f"k{n % keys:03d}", "", "", poison=poison).document()
             if i in tags:
                 doc["tag"] = tags[i]
+            doc.update(extra.get(i, {}))
             docs.append(doc)
-        with Producer(self.name, self.aws("kinesis"), aggregate=aggregate) as producer:
+        client = kinesis or self.aws("kinesis")
+        with Producer(self.name, client, aggregate=aggregate) as producer:
             for doc in docs:
                 producer.put(doc, doc["key"])
             result = producer.flush()
@@ -573,6 +580,119 @@ def test_a_record_failing_retryably_for_ever_on_a_hot_key_is_given_up_in_order(
     assert all(m["requestContext"]["condition"] == "RetryAttemptsExhausted"
                for m in reconciler.on_failure)  # fmt: skip
     assert figures.lost == 0
+
+
+# -- (m): DynamoDB refuses the newest record of a key --------------------------------------
+
+
+@pytest.mark.usefixtures("local_env")
+def test_a_refused_newest_record_is_dead_lettered_alone_and_its_key_keeps_the_one_before(
+    aws, unique, tmp_path, opensearch_endpoint, report
+):
+    """The last record of two keys carries a number DynamoDB cannot hold (1e130): both
+    tables refuse it. Only that record is dead-lettered (from each table, with the reason);
+    the key's ``latest`` item holds the record before it, and every other record of the
+    key is delivered (it once dragged its key's valid records into the queue with it)."""
+    scenario = Scenario.make(
+        aws, tmp_path, f"e2e-{unique}", opensearch=opensearch_endpoint, batch=50
+    )
+    scenario.produce(count(160), keys=8, poison_every=20)
+    refused = scenario.produce(2, keys=8, extra={0: {"big": 1e130}, 1: {"big": 1e130}})
+
+    run_until_idle(scenario.local(), timeout=within(60))
+
+    reconciler = scenario.reconciler()
+    figures = reconciler.reconcile(scenario.produced)
+    report("m: DynamoDB refuses the newest record of two keys (a number beyond its range)",
+           "2 records with big=1e130", figures)  # fmt: skip
+    figures.check()
+    assert figures.dead_lettered == scenario.poison + len(refused)
+    assert figures.delivered == figures.produced - scenario.poison - len(refused)
+    refused_at = {(p.shard_id, p.sequence_number) for p in refused}
+    steps = {
+        letter["step"]
+        for letter in reconciler.letters
+        if (letter["shard_id"], letter["sequence_number"]) in refused_at
+    }
+    assert {"sink:latest", "sink:log"} <= steps  # (OpenSearch may refuse it too)
+
+
+# -- (n): a sink's table missing for a while ------------------------------------------------
+
+
+@pytest.mark.usefixtures("local_env")
+def test_a_missing_table_is_retried_never_dead_lettered_and_delivered_once_it_exists(
+    aws, unique, tmp_path, opensearch_endpoint, report
+):
+    """The ``latest`` table does not exist when the run starts (a mistyped or not yet
+    deployed table): not the records' fault, so no record is dead-lettered for it; the
+    batches are retried, and once the table is created (6 s later) everything lands."""
+    scenario = Scenario.make(
+        aws, tmp_path, f"e2e-{unique}", opensearch=opensearch_endpoint, batch=40
+    )
+    ddb = aws("dynamodb")
+    table = scenario.layout.latest_table
+    schema = ddb.describe_table(TableName=table)["Table"]
+    ddb.delete_table(TableName=table)
+    scenario.produce(count(160), keys=8, poison_every=20)
+    reconciler = scenario.reconciler()
+    run = Background(scenario.local)
+    run.start()
+    try:
+        pipeline = scenario.run_pipeline()
+        wait_until("the run trying", lambda: len(pipeline.delivered()) > 0, within(30),
+                   lambda: repr(run.errors))  # fmt: skip
+        started = time.monotonic()
+        wait_until("6 s without the table", lambda: time.monotonic() > started + 6, 10)
+        tried = len(pipeline.delivered())
+        ddb.create_table(
+            TableName=table, KeySchema=schema["KeySchema"],
+            AttributeDefinitions=schema["AttributeDefinitions"], BillingMode="PAY_PER_REQUEST",
+        )  # fmt: skip
+        figures = settle(scenario, run, reconciler, timeout=within(60))
+    finally:
+        run.stop()
+
+    report("n: the latest table missing for 6 s (ResourceNotFoundException)",
+           "table created 6 s after the first try", figures)  # fmt: skip
+    figures.check()
+    assert reconciler.on_failure == []
+    assert {letter["step"] for letter in reconciler.letters} == {"processors[1].filter"}
+    assert figures.delivered == figures.produced - scenario.poison
+    assert len(pipeline.delivered()) > tried  # delivered again once the table existed
+
+
+# -- (o): the producer's lost acknowledgements ---------------------------------------------
+
+
+@pytest.mark.usefixtures("local_env")
+@pytest.mark.parametrize("aggregate", [False, True], ids=["plain", "aggregated"])
+def test_a_producer_losing_acknowledgements_duplicates_by_id_only_and_keeps_key_order(
+    aws, unique, tmp_path, moto_endpoint, opensearch_endpoint, aws_proxy, report, aggregate
+):
+    """A third of the producer's PutRecords calls reach Kinesis but lose their answer, so
+    the producer sends them again: the stream holds those records twice, at two positions
+    (Kinesis cannot tell). Per key, no copy of an older record follows a newer one, and
+    de-duplicating by the record's id (``n``) leaves exactly what was produced, in order."""
+    scenario = Scenario.make(
+        aws, tmp_path, f"e2e-{unique}", opensearch=opensearch_endpoint, batch=50
+    )
+    scenario.layout = dataclasses.replace(scenario.layout, by_record_id=True)
+    aws_proxy.inject(LOST_ACK, probability=0.33, target="PutRecords")
+    kinesis = aws_client(aws_proxy.url, "kinesis")
+    scenario.produce(count(300), keys=12, poison_every=25, aggregate=aggregate,
+                     kinesis=kinesis)  # fmt: skip
+
+    run_until_idle(scenario.local(), timeout=within(60))
+
+    figures = scenario.reconciler().reconcile(scenario.produced)
+    mode = "with" if aggregate else "without"
+    report(f"o: producer lost acks, {mode} aggregation (de-duplicated by record id)",
+           injected_text(aws_proxy), figures)  # fmt: skip
+    figures.check()
+    assert aws_proxy.injected["lost_ack"] > 0
+    assert figures.duplicates_removed > 0  # the copies were there, and removable by id
+    assert figures.delivered == figures.produced - scenario.poison
 
 
 # -- (d): a processor raising on chosen records --------------------------------------------
@@ -1057,6 +1177,22 @@ class TestReconciliation:
         assert figures.lost == 1
         assert any(f"n=[{other.n}]" in p for p in figures.problems)
         assert reconcile(produced, seen, "per_key", lanes=1).lost == 0  # one lane: all of it
+
+    def test_by_record_id_a_copy_at_another_position_is_a_removable_duplicate(self):
+        """The producer put n=3 twice (a lost answer): the copy at a position it never
+        reported is a duplicate removed by id in record-id mode, a problem otherwise."""
+        produced = records()
+        seen = clean(produced)
+        copy = next(p for p in produced if p.n == 3)
+        at = str(int(copy.sequence_number) + 1000)
+        seen.archive.append({**seen.archive[3], "_sequence": at})
+        seen.documents.append({**seen.documents[3], "_id": f"{copy.shard_id}:{at}"})
+        seen.log.append({**seen.log[3], "_position": "other"})
+        strict = reconcile(produced, seen, "per_key")
+        assert not strict.ok
+        by_id = reconcile(produced, seen, "per_key", by_record_id=True)
+        assert by_id.ok, by_id.problems
+        assert (by_id.duplicates_seen, by_id.duplicates_removed) == (3, 3)
 
     def test_archive_copies_are_removed_but_a_second_document_is_a_problem(self):
         produced = records()
