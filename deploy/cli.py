@@ -499,6 +499,7 @@ def package(
 def _add_commands() -> None:
     """Commands defined in their own modules (each imports its heavy parts when run)."""
     from deploy.cli_dev import demo_command, dev_command  # noqa: PLC0415
+    from deploy.cli_event import event_command  # noqa: PLC0415
     from deploy.cli_local import local_group  # noqa: PLC0415
     from deploy.cli_stack import deploy_command, destroy_command, diff_command  # noqa: PLC0415
     from deploy.configtest_cli import schema, test  # noqa: PLC0415
@@ -507,7 +508,7 @@ def _add_commands() -> None:
 
     for command in (
         deploy_command, diff_command, destroy_command, dev_command, demo_command, test, schema,
-        cost, report, local_group,
+        cost, report, local_group, event_command,
     ):  # fmt: skip
         main.add_command(command)
 
