@@ -16,6 +16,8 @@ from processors.match import validate_pattern
 from processors.registry import load_object, processor_names, sink_plugin_names
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from deploy.problems import Path
 
 _PATH_PART = re.compile(r"\[(\d+)\]|([^.\[\]]+)")
@@ -92,6 +94,72 @@ def processor_plugin_names() -> set[str]:
 def sink_plugin_types() -> set[str]:
     """Sink types registered by installed plugins (the built-ins are checked in schema)."""
     return set(sink_plugin_names())
+
+
+def sink_option_problems(spec: Mapping[str, Any]) -> list[tuple[Path, str]]:
+    """Problems of a plugin sink's options against what its class declares
+    (``option_types``, ``required_options``; see :class:`sinks.base.Sink`), each with its
+    path inside the sink's mapping. None when the class declares nothing or does not load
+    (the caller reports a sink type that is not installed)."""
+    from sinks.registry import sink_class, sink_options  # noqa: PLC0415
+
+    try:
+        cls = sink_class(spec)
+    except ValueError:  # PluginError: reported where the type is checked
+        return []
+    declared = getattr(cls, "option_types", None)
+    if declared is None:
+        return []
+    options = sink_options(spec)
+    kind = spec.get("type") or spec.get("use")
+    known = ", ".join(sorted(declared)) or "none"
+    problems: list[tuple[Path, str]] = [
+        ((key,), f"unknown option for sink type {kind!r} (it takes: {known})"
+         + (f" — did you mean {close[0]!r}?" if (close := get_close_matches(key, declared, 1))
+            else ""))
+        for key in options
+        if key not in declared
+    ]  # fmt: skip
+    for key, expected in declared.items():
+        if key not in options:
+            if key in getattr(cls, "required_options", ()):
+                problems.append(((), f"sink type {kind!r} requires option {key!r}"))
+            continue
+        value = options[key]
+        types = expected if isinstance(expected, tuple) else (expected,)
+        bool_for_number = isinstance(value, bool) and bool not in types
+        if not isinstance(value, types) or bool_for_number:
+            names = " or ".join(t.__name__ for t in types)
+            problems.append(((key,), f"expected {names}, got {type(value).__name__} {value!r}"))
+    return problems
+
+
+def plugin_iam_statements(sink: str, spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The IAM statements a plugin sink's class asks for (:meth:`sinks.base.Sink.
+    iam_statements`), checked: each a mapping with ``Action`` and ``Resource``, ``Effect``
+    ``Allow`` when not given; ``[]`` for a class without the hook.
+
+    Raises:
+        ValueError: a statement the class returned is not one IAM would take; the message
+            names the sink and the class.
+    """
+    from sinks.registry import sink_class, sink_options  # noqa: PLC0415
+
+    cls = sink_class(spec)
+    hook = getattr(cls, "iam_statements", None)
+    if hook is None:
+        return []
+    statements = []
+    for n, raw in enumerate(hook(sink_options(spec)) or ()):
+        where = f"sink {sink!r}: {getattr(cls, '__name__', cls)}.iam_statements()[{n}]"
+        if not isinstance(raw, dict) or not raw.get("Action") or not raw.get("Resource"):
+            msg = f"{where} is {raw!r}; a statement is a mapping with Action and Resource"
+            raise ValueError(msg)
+        if raw.get("Effect", "Allow") != "Allow":
+            msg = f"{where}: Effect {raw['Effect']!r}; a sink's role only gets Allow statements"
+            raise ValueError(msg)
+        statements.append({"Effect": "Allow", **raw})
+    return statements
 
 
 def load_problem(import_path: str) -> str | None:

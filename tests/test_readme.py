@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-SECTIONS = ("Writing a processor", "Producing from Python")
+SECTIONS = ("Writing a processor", "Writing a sink", "Producing from Python")
 _BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
 #: Blocks that need a live stream; they are run by integration tests in other forms.
 _NEEDS_AWS = ("Producer(",)
