@@ -170,11 +170,12 @@ def build_package(
     compile_with: str | None = None,
     log: Callable[[str], None] | None = None,
 ) -> PackageResult:
-    """Write ``OUT_DIR/NAME.zip`` for the compiled ``plan`` and describe it.
+    """Write the zip for the compiled ``plan`` and describe it.
 
     Args:
         plan: the compiled plan (:func:`deploy.config.compile_plan`).
-        out_dir: where the zip goes (created if missing).
+        out_dir: the zip file itself when it ends in ``.zip`` (as ``-o`` names a single
+            output everywhere else), else a folder for ``NAME.zip``; created if missing.
         architecture: the functions' Lambda architecture, ``arm64`` or ``x86_64``.
         python_version: the Lambda runtime's Python, e.g. ``"3.12"`` for ``python3.12``.
         plugins: further installed distributions to ship; those providing the plan's
@@ -231,8 +232,8 @@ def build_package(
                 raise PackageError(msg)
             entries[arcname] = path
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / f"{plan['name']}.zip"
+        path = out if out.suffix == ".zip" else out / f"{plan['name']}.zip"
+        path.parent.mkdir(parents=True, exist_ok=True)
         digest = _write_zip(path, entries)
     tag = f"cpython-{python_version.replace('.', '')}"
     shipped = sorted(
