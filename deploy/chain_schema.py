@@ -263,7 +263,7 @@ def _use(r: Reporter, path: Path, entry: dict[str, Any]) -> dict[str, Any]:
             expected = "an import path like 'package.module:Class'"
             r.error(f.at("use"), f"expected {expected}, got {target!r}")
         else:
-            problem = plugins.load_problem(target)
+            problem = plugins.load_problem(target, pipeline_file=r.file)  # a module beside it
             if problem is not None:
                 r.error(f.at("use"), problem)
     return {"use": target, "with": options if options is not None else {}}

@@ -56,6 +56,7 @@ class _Main(click.Group):
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="shardline", prog_name="shardline")
 @click.option("--debug", is_flag=True, help="Show tracebacks of unexpected errors.")
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
@@ -89,13 +90,24 @@ def _summary(cfg: PipelineConfig) -> str:
 
 
 @main.command()
-@click.argument("file", type=click.Path(dir_okay=False))
-def validate(file: str) -> None:
-    """Check the pipeline FILE and print every problem with its line and path."""
-    cfg = load_or_exit(file)
-    for note in cfg.notes:  # a choice's consequence, not a problem: the exit status stays 0
-        click.echo(f"{note.file}:{note.line}: {note.path}: note: {note.message}", err=True)
-    click.echo(f"{file}: ok ({_summary(cfg)})")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def validate(files: tuple[str, ...]) -> None:
+    """Check each pipeline FILE and print every problem with its line and path.
+
+    Every file is checked; the exit status is 2 when any of them has a problem.
+    """
+    invalid = False
+    for file in files:
+        try:
+            cfg = load_or_exit(file)
+        except SystemExit:  # its problems are printed: go on with the next file
+            invalid = True
+            continue
+        for note in cfg.notes:  # a choice's consequence, not a problem: the status stays 0
+            click.echo(f"{note.file}:{note.line}: {note.path}: note: {note.message}", err=True)
+        click.echo(f"{file}: ok ({_summary(cfg)})")
+    if invalid:
+        raise SystemExit(EXIT_INVALID)
 
 
 @main.command("compile")
@@ -423,8 +435,8 @@ def template(file: str, *, code_bucket: str, code_key: str | None, architecture:
     "--output",
     "out_dir",
     required=True,
-    type=click.Path(file_okay=False),
-    help="Directory to write NAME.zip into (created if missing).",
+    type=click.Path(),
+    help="The zip to write (PATH.zip), or a directory for NAME.zip (created if missing).",
 )
 @click.option(
     "--architecture",
@@ -499,6 +511,8 @@ def package(
 def _add_commands() -> None:
     """Commands defined in their own modules (each imports its heavy parts when run)."""
     from deploy.cli_dev import demo_command, dev_command  # noqa: PLC0415
+    from deploy.cli_event import event_command  # noqa: PLC0415
+    from deploy.cli_init import init_command  # noqa: PLC0415
     from deploy.cli_local import local_group  # noqa: PLC0415
     from deploy.cli_stack import deploy_command, destroy_command, diff_command  # noqa: PLC0415
     from deploy.configtest_cli import schema, test  # noqa: PLC0415
@@ -507,7 +521,7 @@ def _add_commands() -> None:
 
     for command in (
         deploy_command, diff_command, destroy_command, dev_command, demo_command, test, schema,
-        cost, report, local_group,
+        cost, report, local_group, event_command, init_command,
     ):  # fmt: skip
         main.add_command(command)
 

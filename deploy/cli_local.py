@@ -1,4 +1,4 @@
-"""``shardline local up | down | status``, and how the other commands find that stack.
+"""``shardline local up | down | status | env``, and how the other commands find that stack.
 
 ``local up`` starts the embedded AWS (a moto server and an osmem-server on loopback) in the
 background, for users who want it running between commands; its pids, addresses and logs
@@ -63,12 +63,42 @@ def down() -> None:
 
 
 @local_group.command("status")
-def status() -> None:
-    """Say whether a local stack runs here, and where."""
+@click.option("--json", "as_json", is_flag=True, help="Print the addresses as JSON on stdout.")
+def status(as_json: bool) -> None:
+    """Say whether a local stack runs here, and where (exit status 1 when none does)."""
+    import json  # noqa: PLC0415
+
+    from deploy.local import running_local  # noqa: PLC0415
+
+    stack = running_local()
+    if as_json:
+        state: dict[str, object] = {"running": stack is not None}
+        if stack is not None:
+            state |= {"endpoint": stack.endpoint, "opensearch_url": stack.opensearch_url}
+        click.echo(json.dumps(state))
+    elif stack is not None:
+        click.echo(f"running: AWS at {stack.endpoint}, OpenSearch at {stack.opensearch_url}")
+    else:
+        click.echo("no local stack running here (shardline local up starts one)")
+    if stack is None:
+        raise SystemExit(1)
+
+
+@local_group.command("env")
+def env() -> None:
+    """Print `export NAME=VALUE` lines that send boto3 and the AWS CLI to the local stack.
+
+    For scripts: `eval "$(shardline local env)"`. The values are the endpoint, a region and
+    the dummy credentials the local servers accept, and OPENSEARCH_URL. Exit status 1 (and
+    nothing on stdout) when no local stack runs here.
+    """
+    import shlex  # noqa: PLC0415
+
     from deploy.local import running_local  # noqa: PLC0415
 
     stack = running_local()
     if stack is None:
-        click.echo("no local stack running here (shardline local up starts one)")
+        click.echo("no local stack running here (shardline local up starts one)", err=True)
         raise SystemExit(1)
-    click.echo(f"running: AWS at {stack.endpoint}, OpenSearch at {stack.opensearch_url}")
+    for name, value in sorted(stack.environ().items()):
+        click.echo(f"export {name}={shlex.quote(value)}")

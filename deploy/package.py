@@ -52,6 +52,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from deploy.plugins import local_module
 from processors.registry import BUILTIN_PROCESSORS
 from sinks.registry import BUILTIN_SINKS
 from stream.plugins import PROCESSOR_GROUP, SINK_GROUP
@@ -170,11 +171,12 @@ def build_package(
     compile_with: str | None = None,
     log: Callable[[str], None] | None = None,
 ) -> PackageResult:
-    """Write ``OUT_DIR/NAME.zip`` for the compiled ``plan`` and describe it.
+    """Write the zip for the compiled ``plan`` and describe it.
 
     Args:
         plan: the compiled plan (:func:`deploy.config.compile_plan`).
-        out_dir: where the zip goes (created if missing).
+        out_dir: the zip file itself when it ends in ``.zip`` (as ``-o`` names a single
+            output everywhere else), else a folder for ``NAME.zip``; created if missing.
         architecture: the functions' Lambda architecture, ``arm64`` or ``x86_64``.
         python_version: the Lambda runtime's Python, e.g. ``"3.12"`` for ``python3.12``.
         plugins: further installed distributions to ship; those providing the plan's
@@ -219,6 +221,12 @@ def build_package(
             _copy_package(name, staged, sources_only=True)
         for dist in dists:
             _copy_distribution(dist, staged, architecture, python_version)
+        for top, where in sorted(_local_modules(plan).items()):
+            files = sorted(where.rglob("*.py")) if where.is_dir() else [where]
+            for file in files:
+                if "__pycache__" not in file.parts:
+                    _copy(file, staged / file.relative_to(where.parent))
+            notes.append(f"shipped {where} (beside the pipeline file) as module {top!r}")
         if interpreter is not None:
             _compile(staged, interpreter, notes)
         (staged / "stream" / "pipeline.json").write_text(
@@ -231,8 +239,8 @@ def build_package(
                 raise PackageError(msg)
             entries[arcname] = path
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / f"{plan['name']}.zip"
+        path = out if out.suffix == ".zip" else out / f"{plan['name']}.zip"
+        path.parent.mkdir(parents=True, exist_ok=True)
         digest = _write_zip(path, entries)
     tag = f"cpython-{python_version.replace('.', '')}"
     shipped = sorted(
@@ -287,10 +295,13 @@ def _plugin_distributions(
         if top in _OURS or top in sys.stdlib_module_names:  # both are there in Lambda
             continue
         names = metadata.packages_distributions().get(top)
+        if not names and local_module(top) is not None:
+            continue  # beside the pipeline file: shipped as it is (_local_modules)
         if not names:
             msg = (
                 f"{place}: module {top!r} of {path!r} belongs to no installed distribution: "
-                "make it a package (pyproject.toml) and pip install it, then package again"
+                "make it a package (pyproject.toml) and pip install it, or put it beside "
+                "the pipeline file, then package again"
             )
             raise PackageError(msg)
         for dist_name in names:
@@ -302,6 +313,20 @@ def _plugin_distributions(
             msg = f"plugins: distribution {dist_name!r} is not installed: pip install it"
             raise PackageError(msg) from None
     return [d for key, d in sorted(found.items()) if key not in LEFT_OUT]
+
+
+def _local_modules(plan: Mapping[str, Any]) -> dict[str, Path]:
+    """The ``use:`` modules that no distribution provides and that sit beside the pipeline
+    file (validated in this process): top-level name -> file or package folder."""
+    found: dict[str, Path] = {}
+    for _place, path in _use_refs(plan):
+        top = path.partition(":")[0].split(".")[0]
+        if top in _OURS or top in sys.stdlib_module_names:
+            continue
+        where = local_module(top)
+        if where is not None and not metadata.packages_distributions().get(top):
+            found[top] = where
+    return found
 
 
 def _entry_point_refs(plan: Mapping[str, Any]) -> list[tuple[str, str, str]]:

@@ -16,6 +16,9 @@ from processors.match import validate_pattern
 from processors.registry import load_object, processor_names, sink_plugin_names
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path as Path_
+
     from deploy.problems import Path
 
 _PATH_PART = re.compile(r"\[(\d+)\]|([^.\[\]]+)")
@@ -94,8 +97,158 @@ def sink_plugin_types() -> set[str]:
     return set(sink_plugin_names())
 
 
-def load_problem(import_path: str) -> str | None:
-    """Why ``"pkg.mod:Name"`` cannot be imported, on one line; None when it can."""
+def sink_option_problems(spec: Mapping[str, Any]) -> list[tuple[Path, str]]:
+    """Problems of a plugin sink's options against what its class declares
+    (``option_types``, ``required_options``; see :class:`sinks.base.Sink`), each with its
+    path inside the sink's mapping. None when the class declares nothing or does not load
+    (the caller reports a sink type that is not installed)."""
+    from sinks.registry import sink_class, sink_options  # noqa: PLC0415
+
+    try:
+        cls = sink_class(spec)
+    except ValueError:  # PluginError: reported where the type is checked
+        return []
+    declared = getattr(cls, "option_types", None)
+    if declared is None:
+        return []
+    options = sink_options(spec)
+    kind = spec.get("type") or spec.get("use")
+    known = ", ".join(sorted(declared)) or "none"
+    problems: list[tuple[Path, str]] = [
+        ((key,), f"unknown option for sink type {kind!r} (it takes: {known})"
+         + (f" — did you mean {close[0]!r}?" if (close := get_close_matches(key, declared, 1))
+            else ""))
+        for key in options
+        if key not in declared
+    ]  # fmt: skip
+    for key, expected in declared.items():
+        if key not in options:
+            if key in getattr(cls, "required_options", ()):
+                problems.append(((), f"sink type {kind!r} requires option {key!r}"))
+            continue
+        value = options[key]
+        types = expected if isinstance(expected, tuple) else (expected,)
+        bool_for_number = isinstance(value, bool) and bool not in types
+        if not isinstance(value, types) or bool_for_number:
+            names = " or ".join(t.__name__ for t in types)
+            problems.append(((key,), f"expected {names}, got {type(value).__name__} {value!r}"))
+    return problems
+
+
+def plugin_iam_statements(sink: str, spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The IAM statements a plugin sink's class asks for (:meth:`sinks.base.Sink.
+    iam_statements`), checked: each a mapping with ``Action`` and ``Resource``, ``Effect``
+    ``Allow`` when not given; ``[]`` for a class without the hook.
+
+    Raises:
+        ValueError: a statement the class returned is not one IAM would take; the message
+            names the sink and the class.
+    """
+    from sinks.registry import sink_class, sink_options  # noqa: PLC0415
+
+    cls = sink_class(spec)
+    hook = getattr(cls, "iam_statements", None)
+    if hook is None:
+        return []
+    statements = []
+    for n, raw in enumerate(hook(sink_options(spec)) or ()):
+        where = f"sink {sink!r}: {getattr(cls, '__name__', cls)}.iam_statements()[{n}]"
+        if not isinstance(raw, dict) or not raw.get("Action") or not raw.get("Resource"):
+            msg = f"{where} is {raw!r}; a statement is a mapping with Action and Resource"
+            raise ValueError(msg)
+        if raw.get("Effect", "Allow") != "Allow":
+            msg = f"{where}: Effect {raw['Effect']!r}; a sink's role only gets Allow statements"
+            raise ValueError(msg)
+        statements.append({"Effect": "Allow", **raw})
+    return statements
+
+
+#: shardline's own top-level packages: a module of the user's with one of these names would
+#: replace ours wherever its folder comes first on the import path (a Lambda runtime's).
+OWN_PACKAGES = ("deploy", "processors", "sinks", "stream")
+#: Folders of pipeline files whose modules a ``use:`` names, in the order they were met.
+_LOCAL_FOLDERS: list[Path_] = []
+
+
+def _module_in(folder: Path_, top: str) -> Path_ | None:
+    """``folder/top.py`` or the package ``folder/top/``, if there is one."""
+    module, package = folder / f"{top}.py", folder / top
+    if module.is_file():
+        return module
+    return package if (package / "__init__.py").is_file() else None
+
+
+def _clash(folder: Path_, name: str) -> Path_ | None:
+    """``folder/name.py`` or any folder ``folder/name`` (a namespace package imports too)."""
+    module, package = folder / f"{name}.py", folder / name
+    return module if module.is_file() else package if package.is_dir() else None
+
+
+def local_module(top: str) -> Path_ | None:
+    """The file or package folder of module ``top`` beside a pipeline file that this
+    process validated and whose ``use:`` named it (what ``package`` ships), else None."""
+    for folder in _LOCAL_FOLDERS:
+        found = _module_in(folder, top)
+        if found is not None:
+            return found
+    return None
+
+
+def use_pipeline_folder(import_path: str, pipeline_file: str) -> str | None:
+    """Make a ``use:`` module that sits beside the pipeline file importable; return why
+    it cannot be, on one line, or None.
+
+    The folder goes at the end of ``sys.path`` (after shardline's packages and everything
+    installed, so it never shadows them) and of ``PYTHONPATH`` (so that the Lambda
+    runtimes ``run`` and ``dev`` start import it too; their path puts it before installed
+    packages, which is why a folder holding a module named like one of
+    :data:`OWN_PACKAGES` is refused). Nothing is done for a module not found beside the file.
+    """
+    import os  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    if not Path(pipeline_file).is_file():  # text validated without a file: nothing beside
+        return None
+    folder = Path(pipeline_file).resolve().parent
+    top = import_path.partition(":")[0].split(".")[0]
+    if top in OWN_PACKAGES:
+        clash = _clash(folder, top)
+        if clash is not None:
+            return (
+                f"{clash} beside the pipeline file has the name of shardline's own package "
+                f"{top!r}: rename it (and the use: path), e.g. to 'my_{top}'"
+            )
+        return None
+    if _module_in(folder, top) is None:
+        return None
+    clashes = [c for c in (_clash(folder, name) for name in OWN_PACKAGES) if c is not None]
+    if clashes:
+        return (
+            f"module {top!r} is beside the pipeline file, but so is {clashes[0]}, which has "
+            f"the name of shardline's own package {clashes[0].stem!r} and would replace it "
+            "in the Lambda runtimes that import from this folder: rename it"
+        )
+    if folder not in _LOCAL_FOLDERS:
+        _LOCAL_FOLDERS.append(folder)
+    if str(folder) not in sys.path:
+        sys.path.append(str(folder))
+        import importlib  # noqa: PLC0415
+
+        importlib.invalidate_caches()
+    entries = [e for e in os.environ.get("PYTHONPATH", "").split(os.pathsep) if e]
+    if str(folder) not in entries:
+        os.environ["PYTHONPATH"] = os.pathsep.join([*entries, str(folder)])
+    return None
+
+
+def load_problem(import_path: str, pipeline_file: str | None = None) -> str | None:
+    """Why ``"pkg.mod:Name"`` cannot be imported, on one line; None when it can. With
+    ``pipeline_file``, a module beside it is found (:func:`use_pipeline_folder`)."""
+    if pipeline_file is not None:
+        problem = use_pipeline_folder(import_path, pipeline_file)
+        if problem is not None:
+            return problem
     try:
         load_object(import_path)
     except ValueError as exc:  # registry.PluginError: not installed, or no such name

@@ -231,7 +231,10 @@ def _sink(r: Reporter, path: Path, spec: Any) -> dict[str, Any]:
     if fields is None:
         installed = sorted(plugins.sink_plugin_types() - set(SINK_TYPES))
         if kind in installed:
-            return dict(data)  # a plugin sink: its settings are its own business
+            # a plugin sink: its options are checked against what its class declares
+            for where, problem in plugins.sink_option_problems(data):
+                r.error((*path, *where), problem)
+            return dict(data)
         message = (
             f"unknown sink type {kind!r} (built-ins: {builtins}; "
             f"plugins: {', '.join(installed) or 'none'})"

@@ -58,8 +58,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from deploy.plugins import plugin_iam_statements
 from deploy.pushdown import MAX_FILTERS
 from deploy.run import lease_table_name
+from sinks.registry import BUILTIN_SINKS
 from sinks.s3 import DEAD_LETTERS
 from sinks.templates import Template
 from stream.metrics import NAMESPACE as METRICS_NAMESPACE
@@ -665,7 +667,17 @@ class _Builder:
                 region, name = domain
                 domain_arn = f"arn:${{AWS::Partition}}:es:{region}:${{AWS::AccountId}}:domain"
                 policy.allow(sid, ["es:ESHttpPost"], [_sub(f"{domain_arn}/{name}/*")])
-        # stdout, discard and plugin sinks call no AWS API that the template knows of.
+        elif "use" in spec or kind not in BUILTIN_SINKS:
+            # a plugin sink: what its class's iam_statements() asks for (deploy/plugins.py)
+            for n, statement in enumerate(plugin_iam_statements(sink, spec)):
+                actions, resources = statement["Action"], statement["Resource"]
+                policy.allow(
+                    statement.get("Sid") or f"{sid}Plugin{n if n else ''}",
+                    [actions] if isinstance(actions, str) else actions,
+                    resources if isinstance(resources, list) else [resources],
+                    condition=statement.get("Condition"),
+                )
+        # stdout, discard and opensearch without sigv4 call no AWS API the role must allow.
 
     def _table(self, table: str) -> Any:
         if table in self.stores.tables:

@@ -19,6 +19,19 @@ set two class attributes:
   call, and after a record of key K fails, does not send the rest of K (policy ``per_key``)
   or the rest of the batch (policy ``strict``). That is how "no sink ever applies record
   n+1 of a key before record n" holds even though bulk APIs fail item by item.
+
+A sink plugin is the same: a subclass of :class:`Sink` whose ``__init__(name, **options)``
+takes the sink's settings from the pipeline file (everything but ``type``), implements
+``_write``, and registers under the entry-point group ``shardline.sinks``. Two more class
+hooks, for the operator's side (``shardline validate`` and ``shardline template``; neither
+runs in Lambda):
+
+* ``option_types``: the options it accepts, by name, with their type(s); ``validate`` then
+  reports an unknown option, a wrong type or a missing ``required_options`` entry with the
+  file's line, instead of the function failing at start in AWS. ``None`` (the default):
+  not declared, the options reach ``__init__`` unchecked.
+* :meth:`Sink.iam_statements`: the IAM policy statements the function's role needs to write
+  to it, which ``shardline template`` adds to the role of every function that routes to it.
 """
 
 from __future__ import annotations
@@ -32,7 +45,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from stream.records import Record
 
@@ -189,9 +202,29 @@ class Sink(ABC):
 
     max_batch: ClassVar[int] = 500
     per_key_safe: ClassVar[bool] = False
+    #: Accepted options by name, with the type or types of their values (``str``, ``int``,
+    #: ``(int, float)``...); ``None``: not declared, not checked by ``validate``.
+    option_types: ClassVar[Mapping[str, type | tuple[type, ...]] | None] = None
+    #: Options of ``option_types`` that the pipeline file must give.
+    required_options: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, name: str) -> None:
         self.name = name
+
+    @classmethod
+    def iam_statements(cls, options: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """IAM statements the function's role needs to write with these options.
+
+        Each is a policy statement (``Action`` and ``Resource``; ``Effect`` defaults to
+        ``Allow``, a ``Sid`` is made from the sink's name), whose values may use
+        CloudFormation functions (``{"Fn::Sub": "arn:${AWS::Partition}:..."}``).
+        ``shardline template`` grants them; the built-ins' grants live in the template.
+
+        >>> Sink.iam_statements({})
+        []
+        """
+        del options  # the default: a sink that calls no AWS API needs nothing
+        return []
 
     def write_batch(
         self, items: Sequence[Record], ordering: Ordering = Ordering.PER_KEY

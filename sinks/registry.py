@@ -15,7 +15,7 @@ from stream.plugins import SINK_GROUP, entry_point_names, load_entry_point, load
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["BUILTIN_SINKS", "build_sink", "sink_types"]
+__all__ = ["BUILTIN_SINKS", "build_sink", "sink_class", "sink_options", "sink_types"]
 
 #: Built-in sink types and where they live ("module:Class").
 BUILTIN_SINKS: dict[str, str] = {
@@ -35,21 +35,34 @@ def sink_types() -> set[str]:
     return set(BUILTIN_SINKS) | entry_point_names(SINK_GROUP)
 
 
+def sink_class(spec: Mapping[str, Any]) -> Any:
+    """The class (or factory) that makes a sink of this spec: its ``use`` path, a built-in,
+    or the plugin registered under its ``type``; imported now.
+
+    Raises:
+        PluginError: unknown type, or the plugin does not import.
+    """
+    if "use" in spec:
+        return load_object(spec["use"])
+    kind = spec.get("type", "")
+    if kind in BUILTIN_SINKS:
+        return load_object(BUILTIN_SINKS[kind])
+    return load_entry_point(SINK_GROUP, kind)
+
+
+def sink_options(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``__init__`` receives besides the name: the spec without ``type`` and ``use``."""
+    return {k: v for k, v in spec.items() if k not in _SPEC_KEYS}
+
+
 def build_sink(name: str, spec: Mapping[str, Any]) -> Sink:
     """Create the sink ``name`` from its compiled spec (``{"type": ..., **options}``).
 
     Raises:
         PluginError: unknown type, or a plugin that is not a :class:`~sinks.base.Sink`.
     """
-    kind = spec.get("type", "")
-    options = {k: v for k, v in spec.items() if k not in _SPEC_KEYS}
-    if "use" in spec:
-        cls = load_object(spec["use"])
-    elif kind in BUILTIN_SINKS:
-        cls = load_object(BUILTIN_SINKS[kind])
-    else:
-        cls = load_entry_point(SINK_GROUP, kind)
-    sink = cls(name, **options)
+    cls = sink_class(spec)
+    sink = cls(name, **sink_options(spec))
     if not isinstance(sink, Sink):
         msg = f"sink {name!r}: {cls!r} made a {type(sink).__name__}, not a sinks.base.Sink"
         raise PluginError(msg)

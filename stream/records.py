@@ -61,7 +61,33 @@ def record_position(record: Record) -> str:
 
 
 class Record:
-    """One user record of a Kinesis batch.
+    """One user record of a Kinesis batch: what a processor receives and returns.
+
+    The document API, for processors (plugins included):
+
+    * :meth:`get` reads one top-level field, :meth:`as_dict` the whole document (a JSON
+      object: ``DecodeError`` otherwise), :attr:`json` any JSON value, :attr:`data` the bytes.
+    * Edit ``record.as_dict()`` in place and return the record: the chain re-encodes the
+      document of every record a plugin returns, so :meth:`touch` is never needed in a
+      plugin (the built-ins call it for their own changes, to skip that re-encoding).
+    * :meth:`set_json` replaces the document; :meth:`derive` makes another record at the same
+      source position (return a list of them to fan out: each gets its own ``part``).
+    * The position (``partition_key``, ``sequence_number``, ``sub_sequence_number``,
+      ``shard_id``, ``arrival``, ``event_id``, :attr:`position`, :attr:`document_id`) is
+      read-only by contract: sinks derive ids and ordering from it.
+
+    >>> r = Record(b'{"user": "ada", "amount": 5}', "ada", "49590338271490256608559692538361")
+    >>> r.get("amount"), r.get("country"), r.get("country", "unknown")
+    (5, None, 'unknown')
+    >>> r.as_dict()["amount"] += 1        # in place; return the record from the processor
+    >>> r.json
+    {'user': 'ada', 'amount': 6}
+    >>> [part.get("item") for part in (r.derive({"item": 1}), r.derive({"item": 2}))]
+    [1, 2]
+    >>> r.set_json({"user": "ada"}); r.data
+    b'{"user":"ada"}'
+    >>> r.partition_key, r.position
+    ('ada', (49590338271490256608559692538361, 0))
 
     Attributes:
         partition_key: the record's partition key (per-key ordering is by this key).
@@ -182,18 +208,40 @@ class Record:
             raise DecodeError(msg)
         return doc
 
+    def get(self, field: str, default: Any = None) -> Any:
+        """The top-level ``field`` of the document, or ``default`` when it has none: what
+        ``dict.get`` does on :meth:`as_dict`. A dotted name is one key, not a path (read
+        nested fields with ``record.as_dict()["a"]["b"]``).
+
+        >>> Record(b'{"a": {"b": 1}, "a.b": 2}', "k", "1").get("a.b")
+        2
+
+        Raises:
+            DecodeError: the data is not JSON, or is JSON but not an object: the record is
+                dead-lettered with the reason, as for any step that reads fields.
+        """
+        return self.as_dict().get(field, default)
+
     def set_json(self, doc: Any) -> None:
         """Replace the document; the bytes are re-encoded lazily when a sink asks."""
         self._doc = doc
         self._data = None
 
     def touch(self) -> None:
-        """Mark the document as changed in place, so ``data`` is re-encoded from it."""
+        """Mark the document as changed in place, so ``data`` is re-encoded from it.
+
+        Plugins never need it: the chain re-encodes what a plugin returns. Built-in steps
+        call it so that the chain may skip that for them.
+        """
         if self._doc is not _UNSET:
             self._data = None
 
     def derive(self, doc: Any) -> Record:
-        """A new record at the same source position with another document (for fan-out)."""
+        """A new record at the same source position with another document (for fan-out).
+
+        A processor that returns several records from one returns a list of derived records;
+        the chain gives each its ``part``, so keyed sinks keep them as distinct items.
+        """
         new = Record(
             b"",
             self.partition_key,

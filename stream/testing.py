@@ -11,7 +11,9 @@
 
 The events have exactly the shape Lambda sends (``eventID`` is ``shardId-…:<seq>``,
 ``approximateArrivalTimestamp`` is epoch seconds, data is base64), with sequence numbers of
-the real 56-digit form that grow in the order records are made.
+the real 56-digit form that grow in the order records are made. ``shardline event
+FILE.jsonl`` makes such an event from JSON lines, for ``shardline invoke``; the README's
+"Producing from Python" shows the factory at work.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -14,7 +15,6 @@ from deploy.local import STATE_DIR, local_down
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
 pytestmark = pytest.mark.integration
 
@@ -88,3 +88,44 @@ def test_up_status_use_down(workdir: Path, pytestconfig: pytest.Config) -> None:
     assert not any(alive(pid) for pid in state["pids"].values())
     assert runner.invoke(main, ["local", "status"]).exit_code == 1
     assert "no local stack recorded" in runner.invoke(main, ["local", "down"]).output
+
+
+def test_status_json_and_env_give_scripts_the_endpoint(workdir: Path) -> None:
+    """`local status --json` and `eval "$(shardline local env)"` point a script at the stack."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    runner = CliRunner()
+    none = runner.invoke(main, ["local", "status", "--json"])
+    assert none.exit_code == 1
+    assert json.loads(none.stdout) == {"running": False}
+    no_env = runner.invoke(main, ["local", "env"])
+    assert no_env.exit_code == 1
+    assert no_env.stdout == ""
+
+    assert runner.invoke(main, ["local", "up"]).exit_code == 0
+    state = json.loads((workdir / STATE_DIR / "state.json").read_text())
+    status = runner.invoke(main, ["local", "status", "--json"])
+    assert status.exit_code == 0
+    assert json.loads(status.stdout) == {
+        "running": True,
+        "endpoint": state["endpoint"],
+        "opensearch_url": state["opensearch_url"],
+    }
+    env = runner.invoke(main, ["local", "env"])
+    assert env.exit_code == 0
+    assert f"export AWS_ENDPOINT_URL={state['endpoint']}" in env.stdout.splitlines()
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "OPENSEARCH"))}
+    script = (
+        f'eval "$({sys.executable} -m deploy.cli local env)" && {sys.executable} -c '
+        "\"import boto3; boto3.client('kinesis').create_stream(StreamName='from-env', "
+        "ShardCount=1); print(boto3.client('kinesis').list_streams()['StreamNames'])\""
+    )
+    root = str(Path(__file__).resolve().parents[2])
+    done = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, cwd=workdir, check=False,
+        env={**clean, "PYTHONPATH": root},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "from-env" in done.stdout

@@ -498,6 +498,20 @@ class TestCommand:
         assert result.exit_code == 0, result.output
         assert f", python{NATIVE_PY}, sources only, sha256 " in result.stdout
 
+    def test_o_naming_a_zip_writes_that_file(self, native, cache_dir, tmp_path):
+        """-o names the output file, as for compile, event and report; a folder still works."""
+        target = tmp_path / "dist" / "fn.zip"
+        result = CliRunner().invoke(
+            main,
+            ["package", str(native.file), "-o", str(target), "--architecture", NATIVE_ARCH,
+             "--python-version", NATIVE_PY, "--cache-dir", str(cache_dir),
+             "--compile-with", sys.executable],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert result.stdout.startswith(f"{target}: ")
+        assert target.read_bytes() == zip_bytes(native.result)
+        assert sorted(p.name for p in target.parent.iterdir()) == ["fn.zip"]
+
     def test_an_unknown_architecture_is_a_usage_error(self, native, tmp_path):
         result = CliRunner().invoke(
             main, ["package", str(native.file), "-o", str(tmp_path), "--architecture", "sparc"]
