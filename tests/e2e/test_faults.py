@@ -83,6 +83,7 @@ from tests.integration.test_run import (
     split,
     wait_until,
 )
+from tests.integration.test_workers import running
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
@@ -828,15 +829,6 @@ def runtime_children(pid: int) -> set[int]:
     return found
 
 
-def alive(pid: int) -> bool:
-    """The process exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
 @pytest.mark.usefixtures("local_env")
 def test_a_runner_with_lambda_runtimes_killed_mid_batch_leaves_no_sandbox_behind(
     aws, unique, tmp_path, moto_endpoint, opensearch_endpoint, aws_proxy, report, monkeypatch
@@ -871,7 +863,7 @@ def test_a_runner_with_lambda_runtimes_killed_mid_batch_leaves_no_sandbox_behind
         first.kill()
         runs.finish("first", 10)
         at_kill = len(pipeline.delivered_ns())
-        wait_until("the killed run's runtimes gone", lambda: not any(map(alive, sandboxes)), 2)
+        wait_until("the killed run's runtimes gone", lambda: not any(map(running, sandboxes)), 2)
         aws_proxy.clear()
         runs.start("resumed", pipeline, "--worker-id", "w1", "--until-idle", "1",
                    in_process=False)  # fmt: skip
