@@ -175,13 +175,14 @@ def dev_command(
     from rich.console import Console  # noqa: PLC0415
     from rich.live import Live  # noqa: PLC0415
 
-    from deploy.dev import LOG_DIR, run_dev  # noqa: PLC0415
+    from deploy.dev import LOG_DIR, aggregate_refusal, run_dev  # noqa: PLC0415
     from deploy.invoke import load_any_plan  # noqa: PLC0415
     from deploy.local import LocalAWS, running_local  # noqa: PLC0415
     from deploy.run import stop_on_signals  # noqa: PLC0415
     from stream.clients import reset_clients  # noqa: PLC0415
 
     console = Console(stderr=True, width=120)
+    accounts = None
     stack = running_local()  # `shardline local up` in this folder: use it, leave it running
     if stack is None:
         with console.status("starting the local AWS (moto, osmem)"):
@@ -190,8 +191,14 @@ def dev_command(
         with stack.activated():
             reset_clients()
             plan = load_any_plan(file)  # after activation: ${OPENSEARCH_URL} is the local one
+            refusal = aggregate_refusal(plan) if aggregate and produce is not None else None
+            if refusal is not None:
+                click.echo(f"{file}: {refusal}", err=True)
+                raise SystemExit(2)
             console.print(f"local AWS at {stack.endpoint}, OpenSearch at {stack.opensearch_url}")
-            display = _Display(plan, stack.client, Path(LOG_DIR))
+            log_dir = Path(LOG_DIR)
+            before = _log_sizes(log_dir)
+            display = _Display(plan, stack.client, log_dir)
             stop = threading.Event()
             with Live(console=console, refresh_per_second=2, transient=False) as live:
 
@@ -204,20 +211,79 @@ def dev_command(
                         aggregate=aggregate, duration=duration, until_idle=until_idle,
                         in_process=in_process, stop=stop, log=console.print, on_tick=tick,
                     )  # fmt: skip
-            console.print(_summary(report))
+            accounts = _dev_accounts(plan, report, log_dir, before, in_process=in_process)
+            _print_dev(
+                console, report, accounts, produced=produce is not None, in_process=in_process
+            )
             if as_json:
                 click.echo(json.dumps(_dev_json(report)))
-            console.print(f"the functions' logs and metrics: {LOG_DIR}/FUNCTION.log")
-            if report.produced is not None:
-                p = report.produced
-                console.print(
-                    f"produced {p.lines - len(p.malformed) - len(p.failed):,} records, "
-                    f"{len(p.malformed)} malformed lines skipped, {len(p.failed)} failed"
-                )
     finally:
         with console.status("stopping the local AWS"):
             stack.stop()
         reset_clients()
+    if accounts is not None and not accounts.reconciled:
+        console.print(
+            "[bold red]not reconciled[/]: records produced are missing from the stores (see "
+            "the checks above and the functions' logs)"
+        )
+        raise SystemExit(1)
+
+
+def _print_dev(
+    console: Any, report: DevReport, accounts: Any, *, produced: bool, in_process: bool
+) -> None:
+    from deploy.dev import LOG_DIR  # noqa: PLC0415
+
+    console.print(_summary(report))
+    if accounts is not None:
+        _print_checks(console, accounts)
+    elif produced:
+        why = (
+            "--in-process runs keep no metrics, so what the functions' filters dropped is "
+            "not known" if in_process else "the run stopped before the whole file was produced"
+        )  # fmt: skip
+        console.print(f"not reconciled: {why}")
+    console.print(f"the functions' logs and metrics: {LOG_DIR}/FUNCTION.log")
+    if report.produced is not None:
+        p = report.produced
+        console.print(
+            f"produced {p.lines - len(p.malformed) - len(p.failed):,} records, "
+            f"{len(p.malformed)} malformed lines skipped, {len(p.failed)} failed"
+        )
+
+
+def _log_sizes(log_dir: Path) -> dict[str, int]:
+    """Each log file's size now: what a run appends comes after it."""
+    return {p.name: p.stat().st_size for p in log_dir.glob("*.log")} if log_dir.is_dir() else {}
+
+
+def _dev_accounts(
+    plan: dict[str, Any], report: DevReport, log_dir: Path, before: dict[str, int], *,
+    in_process: bool,
+) -> Any:  # fmt: skip
+    """The demo's reconciliation of a ``dev --produce`` run (None without a file produced
+    to the end, or in-process: no metrics say what the filters dropped)."""
+    from deploy.demo import account  # noqa: PLC0415
+
+    produced = report.produced
+    stats = getattr(produced, "stats", None)
+    if stats is None or in_process:
+        return None
+    return account(
+        plan, report, stats.records - stats.failures, log_dir, before, exact_sinks_only=True
+    )
+
+
+def _print_checks(console: Any, report: Any) -> None:
+    """The reconciliation table: per function, produced against where records went."""
+    from rich.table import Table  # noqa: PLC0415
+
+    checks = Table(title="reconciliation")
+    for column in ("check", "left", "right", "ok"):
+        checks.add_column(column, justify="left" if column == "check" else "right")
+    for what, left, right in report.checks:
+        checks.add_row(what, f"{left:,}", f"{right:,}", "yes" if left == right else "NO")
+    console.print(checks)
 
 
 @click.command("demo")
@@ -307,13 +373,8 @@ def _print_demo(console: Any, report: Any, example: Path) -> None:
     for function, reasons in report.dead_by_function.items():
         for reason, count in sorted(reasons.items()):
             stores.add_row(f"  dead letter from {function}: {reason}", f"{count:,}")
-    checks = Table(title="reconciliation")
-    for column in ("check", "left", "right", "ok"):
-        checks.add_column(column, justify="left" if column == "check" else "right")
-    for what, left, right in report.checks:
-        checks.add_row(what, f"{left:,}", f"{right:,}", "yes" if left == right else "NO")
     console.print(stores)
-    console.print(checks)
+    _print_checks(console, report)
     latency = (
         f"p50 {report.latency_ms[0]:,.0f} ms, p99 {report.latency_ms[1]:,.0f} ms"
         if report.latency_ms

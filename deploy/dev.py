@@ -33,7 +33,15 @@ if TYPE_CHECKING:
     from deploy.run import FunctionRun, LocalRun
     from deploy.stack import DeployResult
 
-__all__ = ["DevReport", "StoreCounts", "local_deploy", "produce_file", "run_dev", "store_counts"]
+__all__ = [
+    "DevReport",
+    "StoreCounts",
+    "aggregate_refusal",
+    "local_deploy",
+    "produce_file",
+    "run_dev",
+    "store_counts",
+]
 
 BUILD_DIR = ".shardline/build"
 #: The Lambda runtimes' output (logs and metrics, as CloudWatch Logs would get them).
@@ -67,6 +75,28 @@ def local_deploy(
     )
     provision(plan, client)  # only what is missing: lookup tables, target streams
     return result
+
+
+def aggregate_refusal(plan: Mapping[str, Any]) -> str | None:
+    """Why producing KPL aggregates into ``plan``'s stream would lose records, or None.
+
+    A function with FilterCriteria (``filter_pushdown: true``) never sees an aggregate in
+    AWS: its data is not JSON, so the criteria drop it with every user record inside,
+    silently. ``validate`` refuses pushdown on a stream declared ``aggregated: true``; a
+    stream that is not declared so gets aggregates only by mistake, such as ``dev
+    --aggregate``, which is refused with this reason before anything is produced.
+    """
+    pushed = [name for name, spec in plan["functions"].items() if spec.get("filter_criteria")]
+    if not pushed:
+        return None
+    names = ", ".join(pushed)
+    return (
+        f"--aggregate would put KPL aggregates on stream {plan['stream']['name']!r}, and "
+        f"{names} filter{'s' if len(pushed) == 1 else ''} with pushdown (filter_pushdown: "
+        "true): AWS's FilterCriteria drop every aggregate, with all the records inside, "
+        "before the function runs, and no dead letter says so. Produce without "
+        "--aggregate, or set stream.aggregated: true and remove filter_pushdown"
+    )
 
 
 @dataclass

@@ -7,7 +7,8 @@ how to fix it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from click.testing import CliRunner
@@ -104,3 +105,130 @@ class TestPluginArguments:
 
         assert code == 2, err
         assert "iot.yaml:13: functions.convert.processors[0]: processor 'f2c' fails" in err
+
+
+DEV_IOT = """\
+name: iotdev
+stream:
+  name: iotdev-readings
+sinks:
+  archive:
+    type: s3
+    bucket: iotdev-archive
+    prefix: raw/
+  dlq:
+    type: sqs
+    queue: iotdev-dlq
+functions:
+  keep-readings:
+    filter_pushdown: true
+    on_failure: dlq
+    processors:
+      - filter:
+          match: {kind: [reading]}
+      - filter:
+          expr: "temperature > `0`"
+    route: [archive]
+"""
+
+
+def _readings(path: Path, n: int) -> dict[str, int]:
+    """``n`` JSON lines: readings (some not above zero) and status lines."""
+    counts = {"archive": 0, "pushdown": 0, "filtered": 0}
+    with path.open("w", encoding="utf-8") as f:
+        for i in range(n):
+            kind = "status" if i % 5 == 0 else "reading"
+            temperature = (i % 7) - 2
+            f.write(json.dumps({"id": i, "kind": kind, "temperature": temperature}) + "\n")
+            if kind == "status":
+                counts["pushdown"] += 1
+            elif temperature > 0:
+                counts["archive"] += 1
+            else:
+                counts["filtered"] += 1
+    return counts
+
+
+@pytest.mark.integration
+class TestDevReconciles:
+    """Item 1: `dev` refuses aggregates that pushdown would drop, and reconciles."""
+
+    def test_aggregates_into_a_pushdown_function_are_refused_before_producing(
+        self, workdir: Path
+    ) -> None:
+        """AWS would drop every aggregate silently: nothing is deployed or produced."""
+        (workdir / "iot.yaml").write_text(DEV_IOT, encoding="utf-8")
+        _readings(workdir / "readings.jsonl", 300)
+
+        code, out, err = _cli(
+            "dev", "iot.yaml", "--produce", "readings.jsonl", "--aggregate", "--until-idle", "1"
+        )
+
+        assert code == 2, err
+        assert out == ""
+        assert "iot.yaml: --aggregate would put KPL aggregates on stream 'iotdev-readings'" in err
+        assert "keep-readings filters with pushdown" in err
+        assert "Produce without --aggregate, or set stream.aggregated: true" in err
+        assert not (workdir / ".shardline" / "build").exists()  # nothing was deployed
+
+    def test_dev_prints_the_reconciliation_and_one_json_document(self, workdir: Path) -> None:
+        """produced = filtered + filtered by pushdown + archive + dead-lettered, checked."""
+        (workdir / "iot.yaml").write_text(DEV_IOT, encoding="utf-8")
+        expected = _readings(workdir / "readings.jsonl", 300)
+
+        code, out, err = _cli(
+            "dev", "iot.yaml", "--produce", "readings.jsonl", "--until-idle", "1",
+            "--duration", "120", "--json",
+        )  # fmt: skip
+
+        assert code == 0, err
+        assert "reconciliation" in err
+        check = [ln for ln in err.splitlines() if "produced = filtered + filtered by" in ln]
+        assert len(check) == 1, err
+        assert check[0].rstrip(" │").endswith("300 │   300 │ yes"), check
+        summary = json.loads(out)
+        assert summary["stores"]["archive"] == expected["archive"]
+        assert summary["functions"]["keep-readings"]["records_filtered"] == expected["pushdown"]
+
+    def test_aggregates_put_by_another_producer_fail_the_reconciliation(
+        self, workdir: Path
+    ) -> None:
+        """The case `dev --aggregate` used to hide: 300 records in one aggregate, dropped
+        whole by FilterCriteria, add up to a few filtered by pushdown, nothing archived."""
+        from deploy.config import load_plan_from_file  # noqa: PLC0415
+        from deploy.demo import account  # noqa: PLC0415
+        from deploy.dev import run_dev  # noqa: PLC0415
+        from deploy.local import LocalAWS  # noqa: PLC0415
+        from stream.clients import reset_clients  # noqa: PLC0415
+        from stream.producer import Producer  # noqa: PLC0415
+
+        (workdir / "iot.yaml").write_text(DEV_IOT, encoding="utf-8")
+        _readings(workdir / "readings.jsonl", 300)
+        lines = (workdir / "readings.jsonl").read_bytes().splitlines()
+
+        with LocalAWS() as stack, stack.activated():
+            reset_clients()
+            plan = load_plan_from_file(workdir / "iot.yaml")
+
+            def source(progress: Any) -> int:
+                with Producer(plan["stream"]["name"], stack.client("kinesis"), aggregate=True) as p:
+                    for i, line in enumerate(lines):
+                        p.put(line, f"k{i}")  # one record per key fits in a call
+                return len(lines)
+
+            report = run_dev(plan, stack.client, source=source, until_idle=1.0, in_process=True)
+            accounts = account(
+                plan, report, 300, workdir / ".shardline" / "logs", {}, exact_sinks_only=True
+            )
+            reset_clients()
+
+        assert report.stored is not None
+        assert report.stored.per_sink["archive"] == 0
+        ((what, produced, accounted),) = accounts.checks
+        assert (
+            what
+            == "keep-readings: produced = filtered + filtered by pushdown + archive + dead-lettered"
+        )
+        assert produced == 300
+        assert 0 < accounted < 10  # the aggregates, each one record to the mapping
+        assert not accounts.reconciled
