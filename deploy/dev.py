@@ -146,11 +146,35 @@ def store_counts(plan: Mapping[str, Any], client: Callable[[str], Any]) -> Store
             counts.per_sink[name] = len(letters)
             counts.letters += letters
             for letter in letters:
-                reason = (
-                    f"{letter.get('function', '?')}: {letter.get('step')}: {letter.get('error')}"
-                )
-                counts.dead_letters[reason] += 1
+                counts.dead_letters[letter_reason(letter)] += 1
     return counts
+
+
+def letter_reason(letter: Mapping[str, Any]) -> str:
+    """One line saying why a message is in a dead-letter queue.
+
+    A record's dead letter says its function, step and error. The event source mapping's
+    on-failure message (a batch given up after its retries or by age) has none of these:
+    it says the condition and where the batch is, and its records are not in it.
+
+    >>> letter_reason({"function": "f", "step": "processors[0].f2c", "error": "KeyError: 't'"})
+    "f: processors[0].f2c: KeyError: 't'"
+    >>> letter_reason({"requestContext": {"condition": "RetryAttemptsExhausted",
+    ...     "functionArn": "arn:aws:lambda:us-east-1:1:function:iot-convert"},
+    ...     "KinesisBatchInfo": {"batchSize": 3, "shardId": "shardId-000000000000"}})
+    'iot-convert: batch given up by the mapping (RetryAttemptsExhausted): 3 records of
+    shardId-000000000000, still in the stream; see the function log for the error'
+    """
+    context = letter.get("requestContext")
+    if isinstance(context, dict):
+        info = letter.get("KinesisBatchInfo") or {}
+        function = str(context.get("functionArn", "?")).rsplit(":", 1)[-1]
+        return (
+            f"{function}: batch given up by the mapping ({context.get('condition', '?')}): "
+            f"{info.get('batchSize', '?')} records of {info.get('shardId', '?')}, still in "
+            "the stream; see the function log for the error"
+        )
+    return f"{letter.get('function', '?')}: {letter.get('step')}: {letter.get('error')}"
 
 
 @dataclass
