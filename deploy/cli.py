@@ -154,7 +154,13 @@ def invoke(
     from rich.table import Table  # noqa: PLC0415
 
     from deploy.cli_local import use_local_stack  # noqa: PLC0415
-    from deploy.invoke import load_any_plan, run_invoke, summary_rows  # noqa: PLC0415
+    from deploy.invoke import (  # noqa: PLC0415
+        EventError,
+        load_any_plan,
+        record_lines,
+        run_invoke,
+        summary_rows,
+    )
     from stream.exceptions import ShardlineError  # noqa: PLC0415
 
     endpoint_url = use_local_stack(endpoint_url)
@@ -163,15 +169,21 @@ def invoke(
     plan = load_any_plan(file)
     try:
         result = run_invoke(plan, function, event, stdout_sinks=sinks == "stdout")
-    except (ShardlineError, KeyError, ValueError) as exc:
-        click.echo(f"{file}: {exc}", err=True)
+    except EventError as exc:  # the event's fault: its message names the event file
+        click.echo(str(exc), err=True)
         raise SystemExit(1) from None
-    table = Table(title=f"{plan.get('name', '')} / {function or 'function'}: {event}")
+    except (ShardlineError, KeyError, ValueError) as exc:
+        click.echo(f"{file}: {exc.args[0] if isinstance(exc, KeyError) else exc}", err=True)
+        raise SystemExit(1) from None
+    table = Table(title=f"{plan.get('name', '')} / {result.function}: {event}")
     table.add_column("what")
     table.add_column("records", justify="right")
     for what, count in summary_rows(result):
         table.add_row(what, count)
-    Console(stderr=True).print(table)
+    console = Console(stderr=True)
+    console.print(table)
+    for line in record_lines(result):  # why each record was dead-lettered or reported
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     click.echo(json.dumps(result.result.response))
 
 

@@ -80,3 +80,11 @@ def register(
         ),
     }
     monkeypatch.setattr(stream.plugins, "_group", lambda name: groups.get(name, {}))
+
+
+class ReturnsDict:
+    """A processor plugin that breaks the contract for records with ``t`` over 100: it
+    returns the document, not the record."""
+
+    def __call__(self, record: Any) -> Any:
+        return record.as_dict() if record.as_dict().get("t", 0) > 100 else record
