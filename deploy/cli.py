@@ -9,6 +9,7 @@ stderr as ``FILE:LINE: path: message``, one per line), as for a usage error.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from typing import TYPE_CHECKING
@@ -16,6 +17,8 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from deploy.config import PipelineConfig
 
 __all__ = ["main"]
@@ -77,6 +80,21 @@ def load_or_exit(file: str) -> PipelineConfig:
         for problem in exc.errors:
             click.echo(str(problem), err=True)
         raise SystemExit(EXIT_INVALID) from None
+
+
+@contextlib.contextmanager
+def json_only_stdout(as_json: bool) -> Iterator[None]:
+    """With ``--json``, stdout holds one JSON document and nothing else: while the command
+    runs, what the runtime writes to ``sys.stdout`` (the JSON log lines and EMF metrics of
+    in-process handlers, as Lambda would have them) goes to stderr. Print the document
+    after the block."""
+    if not as_json:
+        yield
+        return
+    import sys  # noqa: PLC0415
+
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
 
 
 def _count(n: int, noun: str) -> str:
@@ -319,6 +337,7 @@ def run(
         local = LocalRun(
             plan, functions=list(functions) or None, worker_id=worker_id,
             in_process=in_process, lease_duration_s=lease_duration, settings=settings,
+            log_to=2 if as_json else None,  # the workers' logs and metrics: stderr
         )  # fmt: skip
         local.build()
     except (KeyError, LookupError) as exc:
@@ -331,7 +350,7 @@ def run(
         timer.start()
     sources = ", ".join(f"{name} ({local.sources[name]} settings)" for name in local.names)
     console.print(f"worker {local.worker_id}: running {sources} (Ctrl-C stops)")
-    with stop_on_signals(stop):
+    with stop_on_signals(stop), json_only_stdout(as_json):
         runs = local.run(stop, until_idle_s=until_idle)
     timer.cancel()
     table = Table(title=f"{plan['name']}: event source mappings")
@@ -349,7 +368,9 @@ def run(
         )  # fmt: skip
     console.print(table)
     if as_json:
-        stats = {r.name: dataclasses.asdict(r.stats or r.mapping.stats) for r in runs}
+        from deploy.cli_dev import mapping_json  # noqa: PLC0415
+
+        stats = {r.name: mapping_json(r.stats or r.mapping.stats) for r in runs}
         click.echo(json.dumps({"worker_id": local.worker_id, "functions": stats}))
 
 

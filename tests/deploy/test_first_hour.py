@@ -188,7 +188,20 @@ class TestDevReconciles:
         assert check[0].rstrip(" │").endswith("300 │   300 │ yes"), check
         summary = json.loads(out)
         assert summary["stores"]["archive"] == expected["archive"]
-        assert summary["functions"]["keep-readings"]["records_filtered"] == expected["pushdown"]
+        counts = summary["functions"]["keep-readings"]
+        assert counts["filtered_by_pushdown"] == expected["pushdown"]
+        assert counts["filtered_by_steps"] == expected["filtered"]
+        assert counts["written"] == {"archive": expected["archive"]}
+        assert summary["reconciled"] is True
+        # the table's last row says the same as the JSON document
+        row = [ln for ln in err.splitlines() if ln.startswith("│ keep-readings │")][-1]
+        cells = [c.strip() for c in row.split("│")[1:-1]]
+        assert cells[1] == str(counts["records_in"])
+        assert cells[3:6] == [
+            str(expected["pushdown"]),
+            str(expected["filtered"]),
+            f"archive {expected['archive']}",
+        ]
 
     def test_aggregates_put_by_another_producer_fail_the_reconciliation(
         self, workdir: Path
