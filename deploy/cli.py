@@ -97,13 +97,20 @@ def json_only_stdout(as_json: bool) -> Iterator[None]:
         yield
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+def plural(n: int, noun: str, nouns: str | None = None) -> str:
+    """``n`` and the noun, singular for one.
+
+    >>> plural(1, "function"), plural(2, "call"), plural(1, "retry", "retries")
+    ('1 function', '2 calls', '1 retry')
+    >>> plural(12_000, "record")
+    '12,000 records'
+    """
+    return f"{n:,} {noun if n == 1 else nouns or noun + 's'}"
 
 
 def _summary(cfg: PipelineConfig) -> str:
     spec = cfg.normalized
-    return f"{_count(len(spec['functions']), 'function')}, {_count(len(spec['sinks']), 'sink')}"
+    return f"{plural(len(spec['functions']), 'function')}, {plural(len(spec['sinks']), 'sink')}"
 
 
 @main.command()
@@ -277,10 +284,11 @@ def produce(
     elif stats is not None:
         rate_done = stats.records / report.seconds if report.seconds else 0.0
         console.print(
-            f"{stats.records - stats.failures} records written ({stats.bytes} bytes) in "
-            f"{stats.kinesis_records} Kinesis records and {stats.calls} calls, "
-            f"{stats.retries} retries, {stats.failures} failed, {len(report.malformed)} "
-            f"malformed lines skipped; {rate_done:.0f} records/s"
+            f"{plural(stats.records - stats.failures, 'record')} written "
+            f"({plural(stats.bytes, 'byte')}) in {plural(stats.kinesis_records, 'Kinesis record')}"
+            f" and {plural(stats.calls, 'call')}, {plural(stats.retries, 'retry', 'retries')}, "
+            f"{stats.failures} failed, {plural(len(report.malformed), 'malformed line')} "
+            f"skipped; {rate_done:.0f} records/s"
         )
     if not report.ok:
         raise SystemExit(1)
@@ -397,19 +405,34 @@ def status(
     if endpoint_url:
         os.environ["AWS_ENDPOINT_URL"] = endpoint_url
     plan = load_any_plan(file)
+    if plan.get("region"):  # the file's region, unless the environment names one
+        os.environ.setdefault("AWS_DEFAULT_REGION", plan["region"])
     table = Table(title=f"{plan['name']}: shards")
     for column in ("function", "shard", "owner", "checkpoint", "records behind", "ms behind"):
-        table.add_column(column, justify="right" if "behind" in column else "left")
-    rows = mapping_status(plan, aws_client, list(functions) or None)
+        table.add_column(column, justify="right" if "behind" in column else "left", overflow="fold")
+    try:
+        rows = mapping_status(plan, aws_client, list(functions) or None)
+    except Exception as exc:
+        if type(exc).__name__ != "NoRegionError":
+            raise
+        click.echo(
+            f"{file}: no AWS region, so no stream to look at: for AWS set region: in the file "
+            "or AWS_DEFAULT_REGION; for a local stack start it (shardline local up) or pass "
+            "--endpoint-url",
+            err=True,
+        )
+        raise SystemExit(1) from None
     if as_json:
         click.echo(json.dumps([dataclasses.asdict(row) for row in rows]))
         return
     for row in rows:
-        checkpoint = row.checkpoint if len(row.checkpoint) < 24 else "…" + row.checkpoint[-20:]
+        checkpoint = row.checkpoint  # a long sequence number shows its changing end
+        if len(checkpoint) >= 24 and checkpoint.isdigit():
+            checkpoint = "…" + checkpoint[-20:]
         behind = "-" if row.behind is None else f"{row.behind}{'+' if row.behind_more else ''}"
         millis = "-" if row.millis_behind is None else str(row.millis_behind)
         table.add_row(row.function, row.shard_id, row.owner, checkpoint, behind, millis)
-    Console(width=110).print(table)
+    Console().print(table)  # the terminal's width (COLUMNS): a narrow one folds, never cuts
 
 
 @main.command()

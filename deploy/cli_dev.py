@@ -289,9 +289,11 @@ def _print_dev(
     console.print(f"the functions' logs and metrics: {LOG_DIR}/FUNCTION.log")
     if report.produced is not None:
         p = report.produced
+        from deploy.cli import plural  # noqa: PLC0415
+
         console.print(
-            f"produced {p.lines - len(p.malformed) - len(p.failed):,} records, "
-            f"{len(p.malformed)} malformed lines skipped, {len(p.failed)} failed"
+            f"produced {plural(p.lines - len(p.malformed) - len(p.failed), 'record')}, "
+            f"{plural(len(p.malformed), 'malformed line')} skipped, {len(p.failed)} failed"
         )
 
 

@@ -169,9 +169,10 @@ def letter_reason(letter: Mapping[str, Any]) -> str:
     if isinstance(context, dict):
         info = letter.get("KinesisBatchInfo") or {}
         function = str(context.get("functionArn", "?")).rsplit(":", 1)[-1]
+        size = info.get("batchSize", "?")
         return (
             f"{function}: batch given up by the mapping ({context.get('condition', '?')}): "
-            f"{info.get('batchSize', '?')} records of {info.get('shardId', '?')}, still in "
+            f"{size} record{'' if size == 1 else 's'} of {info.get('shardId', '?')}, still in "
             "the stream; see the function log for the error"
         )
     return f"{letter.get('function', '?')}: {letter.get('step')}: {letter.get('error')}"

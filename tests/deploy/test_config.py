@@ -402,7 +402,8 @@ class TestYamlDetails:
     def test_more_than_one_document_is_a_syntax_error(self) -> None:
         """A pipeline file holds one document."""
         assert _problems(MINIMAL + "---\nname: other\n") == [
-            "pipeline.yaml:11: syntax: but found another document"
+            "pipeline.yaml:11: syntax: a second document ('---'): a pipeline file holds one; "
+            "remove it or split the file"
         ]
 
 

@@ -245,3 +245,142 @@ class TestDevReconciles:
         assert produced == 300
         assert 0 < accounted < 10  # the aggregates, each one record to the mapping
         assert not accounts.reconciled
+
+
+MINIMAL = """\
+name: iot
+stream:
+  name: iot-readings
+sinks:
+  out:
+    type: stdout
+functions:
+  convert:
+    processors:
+      - filter: {match: {kind: [reading]}}
+    route: [out]
+"""
+
+
+class TestSmallerDefects:
+    """Item 5: what validate, test and the packaging said badly or not at all."""
+
+    def _validate(self, workdir: Path, text: str) -> tuple[int, list[str]]:
+        (workdir / "p.yaml").write_text(text, encoding="utf-8")
+        code, _, err = _cli("validate", "p.yaml")
+        return code, err.splitlines()
+
+    def test_a_function_name_too_long_with_the_pipeline_prefix_is_an_error_at_its_line(
+        self, workdir: Path
+    ) -> None:
+        """79 characters with the prefix: validate refuses what template would."""
+        name, long = "iot-sensors-plant-floor-a", "c" * 53  # each fine alone
+        text = MINIMAL.replace("  convert:", f"  {long}:").replace("iot\n", f"{name}\n", 1)
+        code, lines = self._validate(workdir, text)
+        assert code == 2
+        assert lines == [
+            f"p.yaml:8: functions.{long}: the Lambda function name '{name}-{long}' (pipeline "
+            "name, '-', function name) is 79 characters long, AWS allows 64: shorten the "
+            "pipeline's name or this one (to at most 38 characters)"
+        ]
+
+    def test_the_dead_letter_queue_made_from_a_long_name_is_an_error_at_the_name(
+        self, workdir: Path
+    ) -> None:
+        name = "n" * 77
+        code, lines = self._validate(workdir, MINIMAL.replace("name: iot\n", f"name: {name}\n"))
+        assert code == 2
+        assert f"p.yaml:1: name: the dead-letter queue '{name}-dlq' made for functions" in (
+            "\n".join(lines)
+        )
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            (
+                MINIMAL.replace("  name: iot-readings", "\tname: iot-readings"),
+                "p.yaml:3: syntax: column 1: a tab: YAML indents with spaces only; replace the "
+                "tab with spaces",
+            ),
+            (
+                MINIMAL.replace("    route: [out]", "   route: [out]"),
+                "p.yaml:11: syntax: column 4: the indentation matches no enclosing level: line "
+                "this up with the keys (or '- ' items) it belongs with, using spaces",
+            ),
+            (
+                MINIMAL.replace("  name: iot-readings", "  name: iot-readings\n   mode: x"),
+                "p.yaml:4: syntax: column 8: unexpected ':' here: this line is indented deeper "
+                "than the key above it allows (line it up with its siblings), or a value holds "
+                "': ' (quote it)",
+            ),
+            (
+                MINIMAL.replace("name: iot\n", 'name: "iot\n'),
+                "p.yaml:1: syntax: the quote at column 7 is never closed: close it on this line",
+            ),
+        ],
+        ids=["tab", "dedent", "indent", "quote"],
+    )
+    def test_yaml_mistakes_say_line_column_and_fix(
+        self, workdir: Path, text: str, expected: str
+    ) -> None:
+        code, lines = self._validate(workdir, text)
+        assert code == 2
+        assert lines == [expected]
+
+    def test_one_typo_is_one_error(self, workdir: Path) -> None:
+        """`procesors` is an unknown key with its fix, not also "routes nowhere"."""
+        text = MINIMAL.replace("    processors:", "    procesors:").replace(
+            "    route: [out]\n", ""
+        )
+        code, lines = self._validate(workdir, text)
+        assert code == 2
+        assert lines == [
+            "p.yaml:9: functions.convert.procesors: unknown key 'procesors' (did you mean "
+            "'processors'?)"
+        ]
+
+    def test_an_empty_route_condition_does_not_blame_aws(self, workdir: Path) -> None:
+        """Route rules run in the function; AWS never sees them."""
+        text = MINIMAL.replace(
+            "    route: [out]\n",
+            "      - route:\n          - when: {}\n            to: [out]\n",
+        )
+        code, lines = self._validate(workdir, text)
+        assert code == 2
+        assert len(lines) == 1
+        assert lines[0].startswith("p.yaml:12: functions.convert.processors[1].route[0].when: ")
+        assert "AWS" not in lines[0]
+        assert "'- default: [SINK]'" in lines[0]
+
+    def test_test_on_a_pipeline_without_a_test_file_says_where_it_looked(
+        self, workdir: Path
+    ) -> None:
+        (workdir / "p.yaml").write_text(MINIMAL, encoding="utf-8")
+        code, out, err = _cli("test", "p.yaml")
+        assert code == 2
+        assert out == ""
+        assert err.startswith(
+            "p.yaml: a pipeline file with no test file: looked for p.test.yaml; write one there"
+        )
+
+    def test_status_without_a_region_says_what_to_do(
+        self, workdir: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        for name in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_PROFILE"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("AWS_CONFIG_FILE", str(workdir / "no-config"))
+        (workdir / "p.yaml").write_text(MINIMAL, encoding="utf-8")
+        code, out, err = _cli("status", "p.yaml")
+        assert code == 1
+        assert out == ""
+        assert err.startswith("p.yaml: no AWS region, so no stream to look at: for AWS set region:")
+        assert "shardline local up" in err
+
+    def test_the_license_is_an_spdx_expression_for_setuptools_77(self) -> None:
+        """`license = {text = ...}` made every install print setuptools' deprecation."""
+        import tomllib  # noqa: PLC0415
+        from pathlib import Path  # noqa: PLC0415
+
+        project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+        assert project["project"]["license"] == "Apache-2.0"
+        assert project["build-system"]["requires"] == ["setuptools>=77"]
