@@ -50,6 +50,8 @@ class _Main(click.Group):
                 raise
             command = ctx.invoked_subcommand or ""
             hint = _HINTS.get(type(exc).__name__, "")
+            # a note says where (stream.runtime adds "while building processors[0] (f2c)")
+            hint += "".join(f" ({note})" for note in getattr(exc, "__notes__", ()))
             click.echo(
                 f"error: {type(exc).__name__}: {str(exc).rstrip('.')}{hint} "
                 f"(`shardline --debug {command} ...` shows the traceback)",

@@ -140,7 +140,8 @@ def build_runner(
         try:
             steps.append(build_processor(i, entry, list(sink_specs)))
         except Exception as exc:
-            where = f"processors[{i}]" + (f" ({next(iter(entry))})" if entry else "")
+            kind = entry.get("use") or next(iter(entry), None)
+            where = f"processors[{i}]" + (f" ({kind})" if kind else "")
             _failed(on_error, ("processors", i), exc, f"while building {where}")
     return BatchRunner(
         Chain(steps),

@@ -63,3 +63,32 @@ def test_produce_says_1_record_and_1_call(
     assert "1 record written (" in result.stderr, result.stderr
     said = " ".join(result.stderr.split())
     assert "in 1 Kinesis record and 1 call, 0 retries, 0 failed, 0 malformed lines" in said
+
+
+def test_run_of_a_plan_whose_step_fails_at_init_says_which_and_exits_1(
+    moto_endpoint: str, tmp_path: Path, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compiled plan is not validated again: the init failure is on screen, with the step."""
+    from deploy.config import load_plan_from_file  # noqa: PLC0415
+
+    monkeypatch.chdir(tmp_path)
+    name = f"in{unique[:8]}"
+    (tmp_path / "p.yaml").write_text(
+        f"name: {name}\nstream: {{name: {name}-events}}\nsinks: {{out: {{type: stdout}}}}\n"
+        "functions:\n  f:\n    processors:\n"
+        "      - use: tests.deploy.first_hour_plugins:F2C\n        with: {field: t}\n"
+        "    route: [out]\n"
+    )
+    plan = load_plan_from_file(tmp_path / "p.yaml")
+    plan["functions"]["f"]["processors"][0]["with"] = {"feild": "t"}  # edited by hand
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+
+    result = CliRunner(env=CREDENTIALS).invoke(
+        main,
+        ["run", "plan.json", "--in-process", "--duration", "1", "--endpoint-url", moto_endpoint],
+    )
+
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("error: TypeError: ")
+    assert "unexpected keyword argument 'feild'" in result.stderr
+    assert "(while building processors[0] (tests.deploy.first_hour_plugins:F2C))" in (result.stderr)
