@@ -394,6 +394,7 @@ def status(
 ) -> None:
     """Per function and shard: lease owner, checkpoint, and lag behind the newest record."""
     import os  # noqa: PLC0415
+    import sys  # noqa: PLC0415
 
     from rich.console import Console  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
@@ -411,7 +412,10 @@ def status(
         os.environ.setdefault("AWS_DEFAULT_REGION", plan["region"])
     table = Table(title=f"{plan['name']}: shards")
     for column in ("function", "shard", "owner", "checkpoint", "records behind", "ms behind"):
-        table.add_column(column, justify="right" if "behind" in column else "left", overflow="fold")
+        table.add_column(
+            column, justify="right" if "behind" in column else "left", overflow="fold",
+            no_wrap=column == "shard",
+        )  # fmt: skip
     try:
         rows = mapping_status(plan, aws_client, list(functions) or None)
     except Exception as exc:
@@ -434,7 +438,9 @@ def status(
         behind = "-" if row.behind is None else f"{row.behind}{'+' if row.behind_more else ''}"
         millis = "-" if row.millis_behind is None else str(row.millis_behind)
         table.add_row(row.function, row.shard_id, row.owner, checkpoint, behind, millis)
-    Console().print(table)  # the terminal's width (COLUMNS): a narrow one folds, never cuts
+    # the terminal's width, or COLUMNS; 110 when piped: a narrow one folds, never cuts
+    wide = sys.stdout.isatty() or bool(os.environ.get("COLUMNS"))
+    Console(width=None if wide else 110).print(table)
 
 
 @main.command()
