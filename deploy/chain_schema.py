@@ -246,6 +246,12 @@ def _rule(
         )
     elif isinstance(when, str):
         _expr(r, f.at("when"), when)
+    elif when == {}:  # route rules run in the function only: AWS never sees them
+        r.error(
+            f.at("when"),
+            "an empty pattern: name the fields a record must match, e.g. "
+            "{event_type: [purchase]}, or write a rule for every record as '- default: [SINK]'",
+        )
     else:
         _pattern(r, f.at("when"), when)
     if data.get("to") is None:

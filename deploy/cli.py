@@ -9,6 +9,7 @@ stderr as ``FILE:LINE: path: message``, one per line), as for a usage error.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from typing import TYPE_CHECKING
@@ -16,6 +17,8 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from deploy.config import PipelineConfig
 
 __all__ = ["main"]
@@ -47,6 +50,8 @@ class _Main(click.Group):
                 raise
             command = ctx.invoked_subcommand or ""
             hint = _HINTS.get(type(exc).__name__, "")
+            # a note says where (stream.runtime adds "while building processors[0] (f2c)")
+            hint += "".join(f" ({note})" for note in getattr(exc, "__notes__", ()))
             click.echo(
                 f"error: {type(exc).__name__}: {str(exc).rstrip('.')}{hint} "
                 f"(`shardline --debug {command} ...` shows the traceback)",
@@ -80,13 +85,35 @@ def load_or_exit(file: str) -> PipelineConfig:
         raise SystemExit(EXIT_INVALID) from None
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+@contextlib.contextmanager
+def json_only_stdout(as_json: bool) -> Iterator[None]:
+    """With ``--json``, stdout holds one JSON document and nothing else: while the command
+    runs, what the runtime writes to ``sys.stdout`` (the JSON log lines and EMF metrics of
+    in-process handlers, as Lambda would have them) goes to stderr. Print the document
+    after the block."""
+    if not as_json:
+        yield
+        return
+    import sys  # noqa: PLC0415
+
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+def plural(n: int, noun: str, nouns: str | None = None) -> str:
+    """``n`` and the noun, singular for one.
+
+    >>> plural(1, "function"), plural(2, "call"), plural(1, "retry", "retries")
+    ('1 function', '2 calls', '1 retry')
+    >>> plural(12_000, "record")
+    '12,000 records'
+    """
+    return f"{n:,} {noun if n == 1 else nouns or noun + 's'}"
 
 
 def _summary(cfg: PipelineConfig) -> str:
     spec = cfg.normalized
-    return f"{_count(len(spec['functions']), 'function')}, {_count(len(spec['sinks']), 'sink')}"
+    return f"{plural(len(spec['functions']), 'function')}, {plural(len(spec['sinks']), 'sink')}"
 
 
 @main.command()
@@ -166,7 +193,13 @@ def invoke(
     from rich.table import Table  # noqa: PLC0415
 
     from deploy.cli_local import use_local_stack  # noqa: PLC0415
-    from deploy.invoke import load_any_plan, run_invoke, summary_rows  # noqa: PLC0415
+    from deploy.invoke import (  # noqa: PLC0415
+        EventError,
+        load_any_plan,
+        record_lines,
+        run_invoke,
+        summary_rows,
+    )
     from stream.exceptions import ShardlineError  # noqa: PLC0415
 
     endpoint_url = use_local_stack(endpoint_url)
@@ -175,15 +208,21 @@ def invoke(
     plan = load_any_plan(file)
     try:
         result = run_invoke(plan, function, event, stdout_sinks=sinks == "stdout")
-    except (ShardlineError, KeyError, ValueError) as exc:
-        click.echo(f"{file}: {exc}", err=True)
+    except EventError as exc:  # the event's fault: its message names the event file
+        click.echo(str(exc), err=True)
         raise SystemExit(1) from None
-    table = Table(title=f"{plan.get('name', '')} / {function or 'function'}: {event}")
+    except (ShardlineError, KeyError, ValueError) as exc:
+        click.echo(f"{file}: {exc.args[0] if isinstance(exc, KeyError) else exc}", err=True)
+        raise SystemExit(1) from None
+    table = Table(title=f"{plan.get('name', '')} / {result.function}: {event}")
     table.add_column("what")
     table.add_column("records", justify="right")
     for what, count in summary_rows(result):
         table.add_row(what, count)
-    Console(stderr=True).print(table)
+    console = Console(stderr=True)
+    console.print(table)
+    for line in record_lines(result):  # why each record was dead-lettered or reported
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     click.echo(json.dumps(result.result.response))
 
 
@@ -259,10 +298,11 @@ def produce(
     elif stats is not None:
         rate_done = stats.records / report.seconds if report.seconds else 0.0
         console.print(
-            f"{stats.records - stats.failures} records written ({stats.bytes} bytes) in "
-            f"{stats.kinesis_records} Kinesis records and {stats.calls} calls, "
-            f"{stats.retries} retries, {stats.failures} failed, {len(report.malformed)} "
-            f"malformed lines skipped; {rate_done:.0f} records/s"
+            f"{plural(stats.records - stats.failures, 'record')} written "
+            f"({plural(stats.bytes, 'byte')}) in {plural(stats.kinesis_records, 'Kinesis record')}"
+            f" and {plural(stats.calls, 'call')}, {plural(stats.retries, 'retry', 'retries')}, "
+            f"{stats.failures} failed, {plural(len(report.malformed), 'malformed line')} "
+            f"skipped; {rate_done:.0f} records/s"
         )
     if not report.ok:
         raise SystemExit(1)
@@ -319,6 +359,7 @@ def run(
         local = LocalRun(
             plan, functions=list(functions) or None, worker_id=worker_id,
             in_process=in_process, lease_duration_s=lease_duration, settings=settings,
+            log_to=2 if as_json else None,  # the workers' logs and metrics: stderr
         )  # fmt: skip
         local.build()
     except (KeyError, LookupError) as exc:
@@ -331,7 +372,7 @@ def run(
         timer.start()
     sources = ", ".join(f"{name} ({local.sources[name]} settings)" for name in local.names)
     console.print(f"worker {local.worker_id}: running {sources} (Ctrl-C stops)")
-    with stop_on_signals(stop):
+    with stop_on_signals(stop), json_only_stdout(as_json):
         runs = local.run(stop, until_idle_s=until_idle)
     timer.cancel()
     table = Table(title=f"{plan['name']}: event source mappings")
@@ -349,7 +390,9 @@ def run(
         )  # fmt: skip
     console.print(table)
     if as_json:
-        stats = {r.name: dataclasses.asdict(r.stats or r.mapping.stats) for r in runs}
+        from deploy.cli_dev import mapping_json  # noqa: PLC0415
+
+        stats = {r.name: mapping_json(r.stats or r.mapping.stats) for r in runs}
         click.echo(json.dumps({"worker_id": local.worker_id, "functions": stats}))
 
 
@@ -363,6 +406,7 @@ def status(
 ) -> None:
     """Per function and shard: lease owner, checkpoint, and lag behind the newest record."""
     import os  # noqa: PLC0415
+    import sys  # noqa: PLC0415
 
     from rich.console import Console  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
@@ -376,19 +420,39 @@ def status(
     if endpoint_url:
         os.environ["AWS_ENDPOINT_URL"] = endpoint_url
     plan = load_any_plan(file)
+    if plan.get("region"):  # the file's region, unless the environment names one
+        os.environ.setdefault("AWS_DEFAULT_REGION", plan["region"])
     table = Table(title=f"{plan['name']}: shards")
     for column in ("function", "shard", "owner", "checkpoint", "records behind", "ms behind"):
-        table.add_column(column, justify="right" if "behind" in column else "left")
-    rows = mapping_status(plan, aws_client, list(functions) or None)
+        table.add_column(
+            column, justify="right" if "behind" in column else "left", overflow="fold",
+            no_wrap=column == "shard",
+        )  # fmt: skip
+    try:
+        rows = mapping_status(plan, aws_client, list(functions) or None)
+    except Exception as exc:
+        if type(exc).__name__ != "NoRegionError":
+            raise
+        click.echo(
+            f"{file}: no AWS region, so no stream to look at: for AWS set region: in the file "
+            "or AWS_DEFAULT_REGION; for a local stack start it (shardline local up) or pass "
+            "--endpoint-url",
+            err=True,
+        )
+        raise SystemExit(1) from None
     if as_json:
         click.echo(json.dumps([dataclasses.asdict(row) for row in rows]))
         return
     for row in rows:
-        checkpoint = row.checkpoint if len(row.checkpoint) < 24 else "…" + row.checkpoint[-20:]
+        checkpoint = row.checkpoint  # a long sequence number shows its changing end
+        if len(checkpoint) >= 24 and checkpoint.isdigit():
+            checkpoint = "…" + checkpoint[-20:]
         behind = "-" if row.behind is None else f"{row.behind}{'+' if row.behind_more else ''}"
         millis = "-" if row.millis_behind is None else str(row.millis_behind)
         table.add_row(row.function, row.shard_id, row.owner, checkpoint, behind, millis)
-    Console(width=110).print(table)
+    # the terminal's width, or COLUMNS; 110 when piped: a narrow one folds, never cuts
+    wide = sys.stdout.isatty() or bool(os.environ.get("COLUMNS"))
+    Console(width=None if wide else 110).print(table)
 
 
 @main.command()

@@ -12,7 +12,7 @@ import click
 
 if TYPE_CHECKING:
     from deploy.dev import DevReport
-    from deploy.run import LocalRun
+    from deploy.run import FunctionRun, LocalRun
 
 __all__ = ["dev_command"]
 
@@ -70,6 +70,25 @@ class _Display:
         self.rates: dict[str, float] = {}
         self.metrics = _MetricsTail(log_dir)
 
+    def counts(self, run: FunctionRun) -> dict[str, Any]:
+        """One function's row, as numbers: the table shows these, ``--json`` prints them.
+
+        ``records_in`` is user records from the metrics (Kinesis records of the mapping
+        without metrics); ``filtered_by_pushdown`` is what the mapping's FilterCriteria
+        dropped, ``filtered_by_steps`` what the function's filters dropped (``None``:
+        not known without metrics)."""
+        s = run.mapping.stats
+        sums = self.metrics.counts.get(run.name)
+        return {
+            "records_in": int(sums.get("RecordsIn", 0.0)) if sums else s.records_in,
+            "filtered_by_pushdown": s.records_filtered,
+            "filtered_by_steps": int(sums.get("RecordsFiltered", 0.0)) if sums else None,
+            "written": {k: int(v) for k, v in self.metrics.written.get(run.name, {}).items()},
+            "dead_lettered": int(sums.get("RecordsDeadLettered", 0.0)) if sums else None,
+            "failed_batches": s.batches_partial + s.batches_failed,
+            "retries": s.retries,
+        }
+
     def table(self, local: LocalRun, producer: Any) -> Any:
         from rich.table import Table  # noqa: PLC0415
 
@@ -90,39 +109,55 @@ class _Display:
             state = "producing" if producer.is_alive() else "produced"
             title += f", {state} {producer.sent_bytes:,} bytes"
         table = Table(title=title + " (Ctrl-C stops; checkpoints are kept)")
-        # "failed": batches that failed or partly failed; "behind": per shard, records
-        columns = ("function", "in", "rec/s", "filtered", "written", "dead", "failed",
-                   "retries", "behind")  # fmt: skip
+        # "failed": batches that failed or partly failed; "behind": per shard, records;
+        # "pushdown": dropped by the mapping's FilterCriteria, "filtered": by the steps
+        columns = ("function", "in", "rec/s", "pushdown", "filtered", "written", "dead",
+                   "failed", "retries", "behind")  # fmt: skip
         for column in columns:
             left = column in {"function", "written"}
             table.add_column(column, justify="left" if left else "right", no_wrap=left)
         for run in local.runs:
-            s = run.mapping.stats
-            sums = self.metrics.counts.get(run.name)
-            records = sums.get("RecordsIn", 0.0) if sums else float(s.records_in)
+            counts = self.counts(run)
+            records = counts["records_in"]
             then, count = self.previous.get(run.name, (self.started, 0.0))
             if now - then >= 1.0:
                 self.rates[run.name] = (records - count) / (now - then)
                 self.previous[run.name] = (now, records)
-            filtered = s.records_filtered + (sums.get("RecordsFiltered", 0.0) if sums else 0)
-            written = self.metrics.written.get(run.name, {})
+            dead = counts["dead_lettered"]
+            steps = counts["filtered_by_steps"]
             table.add_row(
-                run.name, f"{records:,.0f}", f"{self.rates.get(run.name, 0.0):,.0f}",
-                f"{filtered:,.0f}",
-                " ".join(f"{k} {v:,.0f}" for k, v in sorted(written.items())) or "-",
-                f"{sums.get('RecordsDeadLettered', 0.0):,.0f}" if sums else "-",
-                str(s.batches_partial + s.batches_failed), str(s.retries),
+                run.name, f"{records:,}", f"{self.rates.get(run.name, 0.0):,.0f}",
+                f"{counts['filtered_by_pushdown']:,}", "-" if steps is None else f"{steps:,}",
+                " ".join(f"{k} {v:,}" for k, v in sorted(counts["written"].items())) or "-",
+                "-" if dead is None else f"{dead:,}",
+                str(counts["failed_batches"]), str(counts["retries"]),
                 self.lag.get(run.name, "-"),
             )  # fmt: skip
         return table
 
 
-def _dev_json(report: DevReport) -> dict[str, Any]:
+def mapping_json(stats: Any) -> dict[str, Any]:
+    """A mapping's counters for ``--json``: ``records_filtered`` is named for what it is,
+    ``filtered_by_pushdown`` (the FilterCriteria's drops), as every command names it."""
+    out = dataclasses.asdict(stats)
+    out["filtered_by_pushdown"] = out.pop("records_filtered")
+    return out
+
+
+def _dev_json(report: DevReport, display: _Display, accounts: Any) -> dict[str, Any]:
     stored = report.stored
     produced = report.produced
     return {
         "stack": report.deployed.status if report.deployed else None,
-        "functions": {r.name: dataclasses.asdict(r.mapping.stats) for r in report.runs},
+        "functions": {
+            r.name: {**display.counts(r), "mapping": mapping_json(r.mapping.stats)}
+            for r in report.runs
+        },
+        "checks": [
+            {"check": what, "left": left, "right": right, "ok": left == right}
+            for what, left, right in (accounts.checks if accounts is not None else ())
+        ],
+        "reconciled": accounts.reconciled if accounts is not None else None,
         "stores": stored.per_sink if stored else {},
         "dead_letters": dict(stored.dead_letters) if stored else {},
         "produced": dataclasses.asdict(produced.stats)
@@ -175,13 +210,15 @@ def dev_command(
     from rich.console import Console  # noqa: PLC0415
     from rich.live import Live  # noqa: PLC0415
 
-    from deploy.dev import LOG_DIR, run_dev  # noqa: PLC0415
+    from deploy.cli import json_only_stdout  # noqa: PLC0415
+    from deploy.dev import LOG_DIR, aggregate_refusal, run_dev  # noqa: PLC0415
     from deploy.invoke import load_any_plan  # noqa: PLC0415
     from deploy.local import LocalAWS, running_local  # noqa: PLC0415
     from deploy.run import stop_on_signals  # noqa: PLC0415
     from stream.clients import reset_clients  # noqa: PLC0415
 
     console = Console(stderr=True, width=120)
+    accounts = None
     stack = running_local()  # `shardline local up` in this folder: use it, leave it running
     if stack is None:
         with console.status("starting the local AWS (moto, osmem)"):
@@ -190,12 +227,23 @@ def dev_command(
         with stack.activated():
             reset_clients()
             plan = load_any_plan(file)  # after activation: ${OPENSEARCH_URL} is the local one
+            refusal = aggregate_refusal(plan) if aggregate and produce is not None else None
+            if refusal is not None:
+                click.echo(f"{file}: {refusal}", err=True)
+                raise SystemExit(2)
             console.print(f"local AWS at {stack.endpoint}, OpenSearch at {stack.opensearch_url}")
-            display = _Display(plan, stack.client, Path(LOG_DIR))
+            log_dir = Path(LOG_DIR)
+            before = _log_sizes(log_dir)
+            display = _Display(plan, stack.client, log_dir)
             stop = threading.Event()
-            with Live(console=console, refresh_per_second=2, transient=False) as live:
+            seen: list[LocalRun] = []
+            with (
+                Live(console=console, refresh_per_second=2, transient=False) as live,
+                json_only_stdout(as_json),  # in-process handlers' logs and metrics: stderr
+            ):
 
                 def tick(local: LocalRun, producer: Any) -> None:
+                    seen[:] = [local]
                     live.update(display.table(local, producer))
 
                 with stop_on_signals(stop):
@@ -204,20 +252,83 @@ def dev_command(
                         aggregate=aggregate, duration=duration, until_idle=until_idle,
                         in_process=in_process, stop=stop, log=console.print, on_tick=tick,
                     )  # fmt: skip
-            console.print(_summary(report))
+                if seen:  # the final counts, which --json prints too
+                    live.update(display.table(seen[0], None))
+            accounts = _dev_accounts(plan, report, log_dir, before, in_process=in_process)
+            _print_dev(
+                console, report, accounts, produced=produce is not None, in_process=in_process
+            )
             if as_json:
-                click.echo(json.dumps(_dev_json(report)))
-            console.print(f"the functions' logs and metrics: {LOG_DIR}/FUNCTION.log")
-            if report.produced is not None:
-                p = report.produced
-                console.print(
-                    f"produced {p.lines - len(p.malformed) - len(p.failed):,} records, "
-                    f"{len(p.malformed)} malformed lines skipped, {len(p.failed)} failed"
-                )
+                click.echo(json.dumps(_dev_json(report, display, accounts)))
     finally:
         with console.status("stopping the local AWS"):
             stack.stop()
         reset_clients()
+    if accounts is not None and not accounts.reconciled:
+        console.print(
+            "[bold red]not reconciled[/]: records produced are missing from the stores (see "
+            "the checks above and the functions' logs)"
+        )
+        raise SystemExit(1)
+
+
+def _print_dev(
+    console: Any, report: DevReport, accounts: Any, *, produced: bool, in_process: bool
+) -> None:
+    from deploy.dev import LOG_DIR  # noqa: PLC0415
+
+    console.print(_summary(report))
+    if accounts is not None:
+        _print_checks(console, accounts)
+    elif produced:
+        why = (
+            "--in-process runs keep no metrics, so what the functions' filters dropped is "
+            "not known" if in_process else "the run stopped before the whole file was produced"
+        )  # fmt: skip
+        console.print(f"not reconciled: {why}")
+    console.print(f"the functions' logs and metrics: {LOG_DIR}/FUNCTION.log")
+    if report.produced is not None:
+        p = report.produced
+        from deploy.cli import plural  # noqa: PLC0415
+
+        console.print(
+            f"produced {plural(p.lines - len(p.malformed) - len(p.failed), 'record')}, "
+            f"{plural(len(p.malformed), 'malformed line')} skipped, {len(p.failed)} failed"
+        )
+
+
+def _log_sizes(log_dir: Path) -> dict[str, int]:
+    """Each log file's size now: what a run appends comes after it."""
+    return {p.name: p.stat().st_size for p in log_dir.glob("*.log")} if log_dir.is_dir() else {}
+
+
+def _dev_accounts(
+    plan: dict[str, Any], report: DevReport, log_dir: Path, before: dict[str, int], *,
+    in_process: bool,
+) -> Any:  # fmt: skip
+    """The demo's reconciliation of a ``dev --produce`` run (None without a file produced
+    to the end, or in-process: no metrics say what the filters dropped)."""
+    from deploy.demo import account  # noqa: PLC0415
+
+    produced = report.produced
+    stats = getattr(produced, "stats", None)
+    if stats is None or in_process:
+        return None
+    return account(
+        plan, report, stats.records - stats.failures, log_dir, before, exact_sinks_only=True
+    )
+
+
+def _print_checks(console: Any, report: Any) -> None:
+    """The reconciliation table: per function, produced against where records went."""
+    from rich.table import Table  # noqa: PLC0415
+
+    checks = Table(title="reconciliation")
+    for column in ("check", "left", "right", "ok"):
+        checks.add_column(column, justify="left" if column == "check" else "right")
+    for what, left, right in report.checks:
+        checks.add_row(what, f"{left:,}", f"{right:,}", "yes" if left == right else "NO")
+    console.print(checks)
 
 
 @click.command("demo")
@@ -267,7 +378,8 @@ def demo_command(*, events: int, as_json: bool) -> None:
             json.dumps(
                 {
                     "produced": report.produced,
-                    "filtered": report.filtered,
+                    "filtered_by_steps": report.filtered,
+                    "filtered_by_pushdown": report.pushed_down,
                     "stores": stored.per_sink if stored else {},
                     "dead_letters": {f: dict(c) for f, c in report.dead_by_function.items()},
                     "checks": [
@@ -307,13 +419,8 @@ def _print_demo(console: Any, report: Any, example: Path) -> None:
     for function, reasons in report.dead_by_function.items():
         for reason, count in sorted(reasons.items()):
             stores.add_row(f"  dead letter from {function}: {reason}", f"{count:,}")
-    checks = Table(title="reconciliation")
-    for column in ("check", "left", "right", "ok"):
-        checks.add_column(column, justify="left" if column == "check" else "right")
-    for what, left, right in report.checks:
-        checks.add_row(what, f"{left:,}", f"{right:,}", "yes" if left == right else "NO")
     console.print(stores)
-    console.print(checks)
+    _print_checks(console, report)
     latency = (
         f"p50 {report.latency_ms[0]:,.0f} ms, p99 {report.latency_ms[1]:,.0f} ms"
         if report.latency_ms

@@ -86,7 +86,64 @@ def parse_config(
     if reporter.problems:
         raise ConfigError(reporter.sorted_problems())
     notes = tuple(sorted(reporter.notes, key=lambda p: p.line))
-    return PipelineConfig(source, document, normalized, lines, notes)
+    cfg = PipelineConfig(source, document, normalized, lines, notes)
+    _check_builds(reporter, compile_plan(cfg))
+    if reporter.problems:
+        raise ConfigError(reporter.sorted_problems())
+    return cfg
+
+
+def _check_builds(r: Reporter, plan: Mapping[str, Any]) -> None:
+    """Build every function's steps and sinks with the runtime's own builder
+    (:func:`stream.runtime.build_runner`), as a Lambda cold start does, and report what
+    raises at the line of the step or sink: a plugin that refuses its arguments fails here,
+    not on every invocation. Constructors make no AWS clients (those are created on first
+    use), so this touches no network. A sink no function uses is built too."""
+    from sinks.registry import build_sink  # noqa: PLC0415  # the runtime's, light
+    from stream.exceptions import PluginError  # noqa: PLC0415
+    from stream.runtime import BuildFailure, build_runner, used_sinks  # noqa: PLC0415
+
+    seen: set[DocPath] = set()
+
+    def report(prefix: DocPath, failure: BuildFailure) -> None:
+        path = (*prefix, *failure.where) if failure.where[0] == "processors" else failure.where
+        if path in seen:  # a sink used by several functions: said once
+            return
+        seen.add(path)
+        what = f"sink {path[1]!r}" if path[0] == "sinks" else f"processor {_step_name(plan, path)}"
+        exc = failure.error
+        why = f"{what} fails to start: {type(exc).__name__}: {_one_line(exc)}"
+        if not isinstance(exc, PluginError):  # a loading problem says its own fix
+            why += (
+                " (its constructor raised this while the function was being built, as at "
+                "every Lambda cold start: fix its arguments)"
+            )
+        r.error(path, why)
+
+    used: set[str] = set()
+    for name in plan["functions"]:
+        build_runner(
+            plan, name, metrics=False,
+            on_error=lambda failure, name=name: report(("functions", name), failure),
+        )  # fmt: skip
+        used.update(used_sinks(plan["functions"][name]))
+    for sink, spec in plan["sinks"].items():
+        if sink in used:
+            continue
+        try:
+            build_sink(sink, spec)
+        except Exception as exc:  # any failure at start is the problem to report
+            report((), BuildFailure(("sinks", sink), exc))
+
+
+def _step_name(plan: Mapping[str, Any], path: DocPath) -> str:
+    entry = plan["functions"][path[1]]["processors"][path[3]]
+    return repr(entry["use"] if "use" in entry else next(iter(entry)))
+
+
+def _one_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "(no message)"
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> PipelineConfig:

@@ -35,6 +35,10 @@ def test(files: tuple[str, ...]) -> None:
     passed = failed = 0
     for file in files:
         path = find_test_file(file)
+        missing = _no_test_file(file, path)
+        if missing is not None:
+            click.echo(missing, err=True)
+            raise SystemExit(EXIT_INVALID)
         try:
             suite = load_suite(path)
         except ConfigError as exc:
@@ -50,6 +54,30 @@ def test(files: tuple[str, ...]) -> None:
     click.echo(f"{passed} passed, {failed} failed")
     if failed:
         raise SystemExit(EXIT_FAILED)
+
+
+def _no_test_file(given: str, path: object) -> str | None:
+    """Why ``given`` has no test file to run, or None: a pipeline file (it has
+    ``functions:`` and no ``tests:``) whose ``NAME.test.yaml`` does not exist."""
+    from pathlib import Path  # noqa: PLC0415
+
+    import yaml  # noqa: PLC0415
+
+    file = Path(given)
+    if ".test." in file.name or Path(str(path)) != file:
+        return None
+    try:
+        doc = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None  # loading it as a test file reports what is wrong
+    if not isinstance(doc, dict) or "tests" in doc or "functions" not in doc:
+        return None
+    sibling = file.with_name(f"{file.stem}.test{file.suffix}")
+    return (
+        f"{given}: a pipeline file with no test file: looked for {sibling}; write one "
+        "there (`pipeline:` and `tests:`, see examples/clickstream/pipeline.test.yaml), or "
+        "name the test file"
+    )
 
 
 @click.command("schema")

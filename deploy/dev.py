@@ -33,7 +33,15 @@ if TYPE_CHECKING:
     from deploy.run import FunctionRun, LocalRun
     from deploy.stack import DeployResult
 
-__all__ = ["DevReport", "StoreCounts", "local_deploy", "produce_file", "run_dev", "store_counts"]
+__all__ = [
+    "DevReport",
+    "StoreCounts",
+    "aggregate_refusal",
+    "local_deploy",
+    "produce_file",
+    "run_dev",
+    "store_counts",
+]
 
 BUILD_DIR = ".shardline/build"
 #: The Lambda runtimes' output (logs and metrics, as CloudWatch Logs would get them).
@@ -67,6 +75,28 @@ def local_deploy(
     )
     provision(plan, client)  # only what is missing: lookup tables, target streams
     return result
+
+
+def aggregate_refusal(plan: Mapping[str, Any]) -> str | None:
+    """Why producing KPL aggregates into ``plan``'s stream would lose records, or None.
+
+    A function with FilterCriteria (``filter_pushdown: true``) never sees an aggregate in
+    AWS: its data is not JSON, so the criteria drop it with every user record inside,
+    silently. ``validate`` refuses pushdown on a stream declared ``aggregated: true``; a
+    stream that is not declared so gets aggregates only by mistake, such as ``dev
+    --aggregate``, which is refused with this reason before anything is produced.
+    """
+    pushed = [name for name, spec in plan["functions"].items() if spec.get("filter_criteria")]
+    if not pushed:
+        return None
+    names = ", ".join(pushed)
+    return (
+        f"--aggregate would put KPL aggregates on stream {plan['stream']['name']!r}, and "
+        f"{names} filter{'s' if len(pushed) == 1 else ''} with pushdown (filter_pushdown: "
+        "true): AWS's FilterCriteria drop every aggregate, with all the records inside, "
+        "before the function runs, and no dead letter says so. Produce without "
+        "--aggregate, or set stream.aggregated: true and remove filter_pushdown"
+    )
 
 
 @dataclass
@@ -116,11 +146,36 @@ def store_counts(plan: Mapping[str, Any], client: Callable[[str], Any]) -> Store
             counts.per_sink[name] = len(letters)
             counts.letters += letters
             for letter in letters:
-                reason = (
-                    f"{letter.get('function', '?')}: {letter.get('step')}: {letter.get('error')}"
-                )
-                counts.dead_letters[reason] += 1
+                counts.dead_letters[letter_reason(letter)] += 1
     return counts
+
+
+def letter_reason(letter: Mapping[str, Any]) -> str:
+    """One line saying why a message is in a dead-letter queue.
+
+    A record's dead letter says its function, step and error. The event source mapping's
+    on-failure message (a batch given up after its retries or by age) has none of these:
+    it says the condition and where the batch is, and its records are not in it.
+
+    >>> letter_reason({"function": "f", "step": "processors[0].f2c", "error": "KeyError: 't'"})
+    "f: processors[0].f2c: KeyError: 't'"
+    >>> letter_reason({"requestContext": {"condition": "RetryAttemptsExhausted",
+    ...     "functionArn": "arn:aws:lambda:us-east-1:1:function:iot-convert"},
+    ...     "KinesisBatchInfo": {"batchSize": 3, "shardId": "shardId-000000000000"}})
+    'iot-convert: batch given up by the mapping (RetryAttemptsExhausted): 3 records of
+    shardId-000000000000, still in the stream; see the function log for the error'
+    """
+    context = letter.get("requestContext")
+    if isinstance(context, dict):
+        info = letter.get("KinesisBatchInfo") or {}
+        function = str(context.get("functionArn", "?")).rsplit(":", 1)[-1]
+        size = info.get("batchSize", "?")
+        return (
+            f"{function}: batch given up by the mapping ({context.get('condition', '?')}): "
+            f"{size} record{'' if size == 1 else 's'} of {info.get('shardId', '?')}, still in "
+            "the stream; see the function log for the error"
+        )
+    return f"{letter.get('function', '?')}: {letter.get('step')}: {letter.get('error')}"
 
 
 @dataclass

@@ -25,8 +25,16 @@ if TYPE_CHECKING:
 
     from sinks.base import Sink
     from stream.batch import BatchResult
+    from stream.records import Record
 
-__all__ = ["Invocation", "load_any_plan", "run_invoke", "summary_rows"]
+__all__ = [
+    "EventError",
+    "Invocation",
+    "load_any_plan",
+    "record_lines",
+    "run_invoke",
+    "summary_rows",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +49,14 @@ class Invocation:
 
     result: BatchResult
     pushed_down: int = 0
+    function: str = ""
+    #: the records that reached the function, by their index in the batch
+    records: tuple[Record, ...] = ()
+
+
+class EventError(ValueError):
+    """The saved event cannot be read or is not a Lambda Kinesis event; the message starts
+    with the event file's name (the pipeline file is not at fault)."""
 
 
 def load_any_plan(file: str) -> dict[str, Any]:
@@ -70,20 +86,75 @@ def run_invoke(
         def factory(name: str, spec: Mapping[str, Any]) -> Sink:
             return StdoutSink(name, label=True)
 
+    from stream.event import records_from_event  # noqa: PLC0415
+
+    event = read_event(event_file)
     runner = build_runner(plan, function, factory)
-    event = orjson.loads(Path(event_file).read_bytes())
-    entries = event.get("Records") if isinstance(event, dict) else None
-    pushed_down = 0
-    if isinstance(entries, list):
-        keep = RecordFilter(plan["functions"][runner.function].get("filter_criteria") or ())
-        kept = keep.keep_entries(entries)
-        pushed_down = len(entries) - len(kept)
-        event = {**event, "Records": kept}
+    entries = event["Records"]
+    keep = RecordFilter(plan["functions"][runner.function].get("filter_criteria") or ())
+    kept = keep.keep_entries(entries)
+    event = {**event, "Records": kept}
     try:
-        return Invocation(runner.handle(event), pushed_down)
+        records = records_from_event(event, aggregated=runner.aggregated)
+    except (KeyError, TypeError, ValueError) as exc:
+        msg = f"{event_file}: not a Lambda Kinesis event: {type(exc).__name__}: {exc}"
+        raise EventError(msg) from None
+    try:
+        result = runner.handle(event)
     finally:
         for sink in runner.sinks.values():
             sink.close()
+    return Invocation(result, len(entries) - len(kept), runner.function, tuple(records))
+
+
+def read_event(event_file: str) -> dict[str, Any]:
+    """The saved event, checked for the shape Lambda sends.
+
+    Raises:
+        EventError: unreadable, not JSON, or without a ``Records`` list.
+    """
+    try:
+        event = orjson.loads(Path(event_file).read_bytes())
+    except OSError as exc:
+        msg = f"{event_file}: cannot read: {exc.strerror}"
+        raise EventError(msg) from None
+    except orjson.JSONDecodeError as exc:
+        msg = f"{event_file}: not JSON ({exc}); save the event Lambda received, as JSON"
+        raise EventError(msg) from None
+    if not isinstance(event, dict) or not isinstance(event.get("Records"), list):
+        msg = (
+            f"{event_file}: not a Lambda Kinesis event: expected an object with a 'Records' "
+            "list (`python -m stream.testing` and stream.testing.EventFactory make one)"
+        )
+        raise EventError(msg)
+    return event
+
+
+def record_lines(invocation: Invocation) -> list[str]:
+    """Per record that did not simply pass: why it was dead-lettered or reported for retry
+    (in ``batchItemFailures``), with its position, in batch order."""
+    result = invocation.result
+    by_index = {r.index: r for r in invocation.records}
+    lines: list[tuple[int, str]] = []
+
+    def where(index: int) -> str:
+        record = by_index.get(index)
+        if record is None:
+            return f"record {index}"
+        sub = f"/{record.sub_sequence_number}" if record.sub_sequence_number else ""
+        return (
+            f"record {index} (key {record.partition_key!r}, sequence {record.sequence_number}{sub})"
+        )
+
+    for letter in result.dead_letters:
+        index = letter.record.index
+        lines.append(
+            (index, f"{where(index)}: dead-lettered at {letter.step}: {letter.error}: "
+             f"{letter.reason}")
+        )  # fmt: skip
+    for index, why in sorted(result.failed.items()):
+        lines.append((index, f"{where(index)}: reported for retry (batchItemFailures): {why}"))
+    return [line for _, line in sorted(lines, key=lambda pair: pair[0])]
 
 
 def summary_rows(invocation: Invocation) -> list[tuple[str, str]]:

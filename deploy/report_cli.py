@@ -63,9 +63,12 @@ def _print(result: Report) -> None:
     from rich.console import Console  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
 
+    from deploy.cli import plural  # noqa: PLC0415
+
     console = Console(width=120)
     table = Table(
-        title=f"{len(result.functions)} functions, {result.documents:,} metric documents",
+        title=f"{plural(len(result.functions), 'function')}, "
+        f"{plural(result.documents, 'metric document')}",
         caption=(
             "rates over each function's active period; dead: dead-lettered; retry: reported "
             "in batchItemFailures; lag: OldestRecordAge, ms; ms/rec: measured handler time"
@@ -96,8 +99,9 @@ def _print(result: Report) -> None:
             line += f"; {s.per_record_ms:.3g} ms/record from {s.per_record_basis}"
         console.print(line, highlight=False, markup=False)
     console.print(
-        f"read {result.lines:,} lines from {len(result.files)} files: {result.documents:,} "
-        f"metric documents, {result.skipped:,} other lines skipped (JSON logs, other output); "
+        f"read {plural(result.lines, 'line')} from {plural(len(result.files), 'file')}: "
+        f"{plural(result.documents, 'metric document')}, "
+        f"{plural(result.skipped, 'other line')} skipped (JSON logs, other output); "
         f"buckets of {result.bucket_seconds:g} s",
         highlight=False,
         markup=False,

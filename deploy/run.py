@@ -221,6 +221,8 @@ class LocalRun:
             a function has none) or ``auto`` (deployed when there is one, else the file's).
         log_dir: where the runtimes' output goes, ``FUNCTION.log`` each (default: this
             process's stdout and stderr).
+        log_to: without ``log_dir``, a file descriptor (or file) for the runtimes' output
+            instead of this process's stdout: ``run --json`` keeps stdout for its summary.
     """
 
     def __init__(
@@ -235,6 +237,7 @@ class LocalRun:
         lease_duration_s: float = 10.0,
         settings: str = "plan",
         log_dir: Path | str | None = None,
+        log_to: Any = None,
     ) -> None:
         from stream.clients import aws_client  # noqa: PLC0415
 
@@ -256,6 +259,7 @@ class LocalRun:
         self.lease_duration_s = lease_duration_s
         self.settings = settings
         self.log_dir = None if log_dir is None else Path(log_dir)
+        self.log_to = log_to
         #: per function, where its settings came from: "plan" or "deployed"
         self.sources: dict[str, str] = {}
         self.runs: list[FunctionRun] = []
@@ -397,10 +401,11 @@ class LocalRun:
         from stream.lambda_runtime import WorkerPool  # noqa: PLC0415
 
         parallel = spec.get("batch", {}).get("parallelization", 1)
-        log = None
+        log = self.log_to  # None: this process's stdout and stderr
+        opened = None
         if self.log_dir is not None:  # what CloudWatch Logs would get: logs and EMF lines
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            log = (self.log_dir / f"{name}.log").open("ab")
+            log = opened = (self.log_dir / f"{name}.log").open("ab")
         pool = WorkerPool(
             {"SHARDLINE_PIPELINE": str(plan_file), "SHARDLINE_FUNCTION": name},
             size=max(1, min(4, parallel * 2)),
@@ -408,7 +413,7 @@ class LocalRun:
             memory_mb=spec.get("memory_mb", 128),
             log=log,
         )
-        return pool, [pool.close] if log is None else [pool.close, log.close]
+        return pool, [pool.close] if opened is None else [pool.close, opened.close]
 
 
 def _hostname() -> str:

@@ -156,6 +156,8 @@ def validate(r: Reporter, doc: Any) -> dict[str, Any]:
     stream = _stream(r, f)
     sinks = _sinks(r, f)
     functions = _functions(r, f, sinks, aggregated=stream["aggregated"] is True)
+    if name is not None:
+        _generated_names(r, name, functions)
     return {
         "name": name,
         "region": region,
@@ -165,6 +167,41 @@ def validate(r: Reporter, doc: Any) -> dict[str, Any]:
         "metrics": metrics,
         "log_payloads": log_payloads,
     }
+
+
+def _generated_names(r: Reporter, name: str, functions: dict[str, Any]) -> None:
+    """AWS's limits on the names deploy makes from the pipeline's name (the template's own
+    naming functions, so the two cannot drift): each at the line that sets it, so that
+    ``validate`` refuses what ``template`` and ``deploy`` would."""
+    from deploy.template import (  # noqa: PLC0415  # deploy's naming, loaded when used
+        MAX_FUNCTION_NAME,
+        MAX_QUEUE_NAME,
+        dead_letter_queue_name,
+        function_name,
+    )
+
+    plan = {"name": name}
+    for function in functions:
+        full = function_name(plan, function)
+        if len(full) > MAX_FUNCTION_NAME and len(function) <= MAX_FUNCTION_NAME:
+            r.error(
+                ("functions", function),
+                f"the Lambda function name {full!r} (pipeline name, '-', function name) is "
+                f"{len(full)} characters long, AWS allows {MAX_FUNCTION_NAME}: "
+                + (
+                    f"shorten the pipeline's name or this one (to at most {room} characters)"
+                    if (room := MAX_FUNCTION_NAME - len(name) - 1) > 0
+                    else "shorten the pipeline's name (it leaves no room for function names)"
+                ),
+            )
+    queue = dead_letter_queue_name(plan)
+    if len(queue) > MAX_QUEUE_NAME and any(not f.get("on_failure") for f in functions.values()):
+        r.error(
+            ("name",),
+            f"the dead-letter queue {queue!r} made for functions without on_failure is "
+            f"{len(queue)} characters long, SQS allows {MAX_QUEUE_NAME}: shorten the name, or "
+            "give every function an on_failure sink",
+        )
 
 
 def _stream(r: Reporter, top: Fields) -> dict[str, Any]:
@@ -299,7 +336,9 @@ def _function(
                 "both a route processor and the route shorthand: keep one (the shorthand "
                 "sends every record to its sinks, a route processor chooses per record)",
             )
-    elif not has_route:
+    elif not has_route and not _misspelt(data, ("processors", "route")):
+        # (a misspelt 'processors' or 'route' is already reported as an unknown key: one
+        # typo, one error)
         example = names[0] if names else "SINK"
         r.error(
             path,
@@ -341,6 +380,11 @@ def _function(
         "processors": processors,
         "route": route,
     }
+
+
+def _misspelt(data: dict[str, Any], keys: tuple[str, ...]) -> bool:
+    """Whether an unknown key of ``data`` reads as one of ``keys`` misspelt."""
+    return any(suggest(str(key), FUNCTION_KEYS) in keys for key in data if key not in FUNCTION_KEYS)
 
 
 def _on_failure(r: Reporter, f: Fields, sinks: dict[str, Any] | None) -> str | None:

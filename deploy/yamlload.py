@@ -42,6 +42,36 @@ class _Loader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no type hi
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_str)
 
 
+def syntax_message(problem: str, mark: Any) -> str:
+    """PyYAML's problem in the user's terms: the column, what is wrong and the fix.
+
+    >>> class Mark:
+    ...     line, column = 2, 0
+    >>> syntax_message("found character '\\t' that cannot start any token", Mark())
+    'column 1: a tab: YAML indents with spaces only; replace the tab with spaces'
+    """
+    column = mark.column + 1 if mark is not None else 1
+    if "'\\t'" in problem or "\t" in problem:
+        return f"column {column}: a tab: YAML indents with spaces only; replace the tab with spaces"
+    if problem.startswith("mapping values are not allowed"):
+        return (
+            f"column {column}: unexpected ':' here: this line is indented deeper than the key "
+            "above it allows (line it up with its siblings), or a value holds ': ' (quote it)"
+        )
+    if problem.startswith("expected <block end>"):
+        return (
+            f"column {column}: the indentation matches no enclosing level: line this up with "
+            "the keys (or '- ' items) it belongs with, using spaces"
+        )
+    if problem.startswith("but found another document"):
+        return "a second document ('---'): a pipeline file holds one; remove it or split the file"
+    if problem.startswith("could not find expected ':'"):
+        return (
+            f"column {column}: expected 'key: value' (a ':' is missing, or a quote is not closed)"
+        )
+    return f"column {column}: {problem}"
+
+
 def load_yaml(text: str, reporter: Reporter, lines: dict[Path, int], env: Mapping[str, str]) -> Any:
     """Parse one YAML document into plain values, filling ``lines`` and reporting problems.
 
@@ -60,7 +90,13 @@ def load_yaml(text: str, reporter: Reporter, lines: dict[Path, int], env: Mappin
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
-        reporter.error_at_line(mark.line + 1 if mark else 1, "syntax", problem)
+        line = mark.line + 1 if mark else 1
+        context, at = exc.context or "", exc.context_mark
+        if context.startswith("while scanning a quoted scalar") and at is not None:
+            line, problem = at.line + 1, f"the quote at column {at.column + 1} is never closed"
+            reporter.error_at_line(line, "syntax", f"{problem}: close it on this line")
+            return None
+        reporter.error_at_line(line, "syntax", syntax_message(problem, mark))
         return None
     except RecursionError:  # PyYAML's composer recurses per level of nesting
         reporter.error_at_line(loader.line + 1, "syntax", "nested too deeply")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,29 @@ from sinks.registry import build_sink
 from stream.batch import BatchRunner
 from stream.metrics import metrics_enabled
 
-__all__ = ["SinkFactory", "build_runner", "function_names", "load_plan", "used_sinks"]
+__all__ = [
+    "BuildFailure",
+    "SinkFactory",
+    "build_runner",
+    "function_names",
+    "load_plan",
+    "used_sinks",
+]
 
 #: make(name, spec) -> Sink; the default builds the real sink of the spec's type.
 SinkFactory = Callable[[str, Mapping[str, Any]], Sink]
+
+
+@dataclass(frozen=True)
+class BuildFailure:
+    """A step or sink whose constructor raised while a runner was being built.
+
+    ``where`` is its place in the plan, ``("processors", 2)`` or ``("sinks", "archive")``,
+    so that ``validate`` can point at the line of the pipeline file that configures it.
+    """
+
+    where: tuple[str | int, ...]
+    error: Exception
 
 
 def load_plan(path: str | Path) -> dict[str, Any]:
@@ -74,6 +94,7 @@ def build_runner(
     *,
     metrics: bool | None = None,
     environ: Mapping[str, str] | None = None,
+    on_error: Callable[[BuildFailure], None] | None = None,
 ) -> BatchRunner:
     """The batch runner of one function of the plan.
 
@@ -84,6 +105,11 @@ def build_runner(
         metrics: measure batches and emit metrics; ``None`` decides from ``environ`` and
             the plan (:func:`stream.metrics.metrics_enabled`).
         environ: the environment for that decision; default ``os.environ``.
+        on_error: when given, a step or sink that raises while being built is reported to
+            it and left out (a sink is replaced by one that discards), and building goes
+            on: ``validate`` builds every function this way to report every failure at its
+            line, with the very constructors Lambda's cold start runs. When ``None`` the
+            error propagates, with a note naming the step or sink.
 
     Raises:
         KeyError: no such function (the message lists the known ones).
@@ -102,12 +128,21 @@ def build_runner(
     spec = functions[function]
     sink_specs = plan.get("sinks", {})
     make = sink_factory or build_sink
-    names = used_sinks(spec)
-    sinks = {name: make(name, sink_specs[name]) for name in names}
-    steps = [
-        build_processor(i, entry, list(sink_specs))
-        for i, entry in enumerate(spec.get("processors", ()))
-    ]
+    sinks: dict[str, Sink] = {}
+    for name in used_sinks(spec):
+        try:
+            sinks[name] = make(name, sink_specs[name])
+        except Exception as exc:
+            _failed(on_error, ("sinks", name), exc, f"while building sink {name!r}")
+            sinks[name] = _discard(name)
+    steps = []
+    for i, entry in enumerate(spec.get("processors", ())):
+        try:
+            steps.append(build_processor(i, entry, list(sink_specs)))
+        except Exception as exc:
+            kind = entry.get("use") or next(iter(entry), None)
+            where = f"processors[{i}]" + (f" ({kind})" if kind else "")
+            _failed(on_error, ("processors", i), exc, f"while building {where}")
     return BatchRunner(
         Chain(steps),
         sinks,
@@ -124,3 +159,23 @@ def build_runner(
         log_payloads=plan.get("log_payloads") is True,
         aggregated=(plan.get("stream") or {}).get("aggregated") is True,
     )
+
+
+def _failed(
+    on_error: Callable[[BuildFailure], None] | None,
+    where: tuple[str | int, ...],
+    exc: Exception,
+    note: str,
+) -> None:
+    """Report a constructor's failure to ``on_error``, or re-raise it with ``note`` added
+    (the traceback of a Lambda init error then says which step or sink it was)."""
+    if on_error is None:
+        exc.add_note(note)
+        raise exc
+    on_error(BuildFailure(where, exc))
+
+
+def _discard(name: str) -> Sink:
+    from sinks.discard import DiscardSink  # noqa: PLC0415  # only for a sink that failed
+
+    return DiscardSink(name)

@@ -13,7 +13,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import deploy
-from deploy import plugins
 from deploy.config import (
     ConfigError,
     PipelineConfig,
@@ -403,7 +402,8 @@ class TestYamlDetails:
     def test_more_than_one_document_is_a_syntax_error(self) -> None:
         """A pipeline file holds one document."""
         assert _problems(MINIMAL + "---\nname: other\n") == [
-            "pipeline.yaml:11: syntax: but found another document"
+            "pipeline.yaml:11: syntax: a second document ('---'): a pipeline file holds one; "
+            "remove it or split the file"
         ]
 
 
@@ -514,11 +514,13 @@ class TestCompile:
         assert "RuntimeError: boom" in problem
 
     def test_plugins_are_accepted_when_installed(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """Registered processor names and sink types pass with their arguments as written."""
-        monkeypatch.setattr(
-            plugins, "processor_plugin_names", lambda: {"filter", "enrich", "route", "geoip"}
+        """Registered processor names and sink types pass with their arguments as written
+        (and their constructors accept them: validate builds them)."""
+        from tests.deploy import first_hour_plugins  # noqa: PLC0415
+
+        first_hour_plugins.register(
+            monkeypatch, processors={"geoip": "AnyArguments"}, sinks={"clickhouse": "AnySink"}
         )
-        monkeypatch.setattr(plugins, "sink_plugin_types", lambda: {"clickhouse"})
         text = MINIMAL.replace(
             "    type: stdout", "    type: stdout\n  ch:\n    type: clickhouse\n    table: t"
         ).replace(

@@ -864,20 +864,23 @@ class TestDeployProblems:
         assert deploy_problems(plan_of(CLICKSTREAM)) == []
 
     def test_a_function_name_over_64_characters_is_reported_with_the_fix(self):
-        doc = minimal(**{"f" * 60: {"processors": [], "route": ["out"], "on_failure": "dlq"}})
+        """(validate refuses such a file at its line; a plan made another way is caught here)"""
+        doc = minimal(main={"processors": [], "route": ["out"], "on_failure": "dlq"})
         doc["sinks"]["dlq"] = {"type": "sqs", "queue": "q"}
         plan = plan_of(doc)
+        plan["functions"] = {"f" * 60: plan["functions"]["main"]}
         assert len(function_name(plan, "f" * 60)) == 65
         (problem,) = deploy_problems(plan)
         assert problem.startswith(f"functions.{'f' * 60}: the Lambda function name")
         assert "65 characters long, AWS allows 64" in problem
 
     def test_a_dead_letter_queue_name_over_80_characters_is_reported_only_when_needed(self):
-        doc = minimal()
-        doc["name"] = "p" * 77  # the function names are too long as well, and reported
+        doc = minimal()  # (validate refuses the long name; a plan made another way is caught)
         doc["functions"] = {"m": {"processors": [], "route": ["out"]}}
         queue = "name: the dead-letter queue"
-        problems = deploy_problems(plan_of(doc))
+        plan = plan_of(doc)
+        plan["name"] = "p" * 77  # the function names are too long as well, and reported
+        problems = deploy_problems(plan)
         assert [p for p in problems if p.startswith(queue)] == [
             f"{queue} '{'p' * 77}-dlq' (for functions without on_failure) is 81 characters "
             "long, SQS allows 80: shorten the pipeline name or give every function an "
@@ -885,7 +888,9 @@ class TestDeployProblems:
         ]
         doc["sinks"]["dlq"] = {"type": "sqs", "queue": "q"}
         doc["functions"]["m"]["on_failure"] = "dlq"
-        problems = deploy_problems(plan_of(doc))
+        plan = plan_of(doc)
+        plan["name"] = "p" * 77
+        problems = deploy_problems(plan)
         assert problems  # the function names
         assert not [p for p in problems if p.startswith(queue)]
 
@@ -957,10 +962,31 @@ class TestCli:
         assert "stream: required field is missing" in result.stderr
 
     def test_deploy_problems_go_to_stderr_with_exit_status_1(self, runner, tmp_path: Path):
-        doc = minimal(**{"f" * 60: {"processors": [], "route": ["out"]}})
-        path = tmp_path / "long.yaml"
+        doc = minimal()
+        doc["sinks"] |= {
+            "a": {"type": "dynamodb", "table": "shared", "key": "id"},
+            "b": {"type": "dynamodb", "table": "shared", "key": "id", "mode": "append"},
+        }
+        path = tmp_path / "shared.yaml"
         path.write_text(json.dumps(doc), encoding="utf-8")
         result = runner.invoke(main, ["template", str(path)])
         assert result.exit_code == 1
         assert json.loads(result.stdout)["Resources"]
-        assert f"{path}: functions.{'f' * 60}: the Lambda function name" in result.stderr
+        assert f"{path}: sinks.b: table 'shared'" in result.stderr
+
+    def test_a_function_name_too_long_with_its_prefix_is_a_validate_error(
+        self, runner, tmp_path: Path
+    ):
+        """validate, compile and template refuse it alike, at the function's line."""
+        doc = minimal(**{"f" * 60: {"processors": [], "route": ["out"]}})
+        path = tmp_path / "long.yaml"
+        path.write_text(json.dumps(doc), encoding="utf-8")
+        for command in ("validate", "template"):
+            result = runner.invoke(main, [command, str(path)])
+            assert result.exit_code == 2
+            assert result.stdout == ""
+            assert result.stderr.startswith(
+                f"{path}:1: functions.{'f' * 60}: the Lambda function name 'shop-{'f' * 60}' "
+                "(pipeline name, '-', function name) is 65 characters long, AWS allows 64: "
+                "shorten the pipeline's name or this one (to at most 59 characters)"
+            ), result.stderr
