@@ -49,7 +49,15 @@ if TYPE_CHECKING:
 
     from deploy.demo import DemoReport
 
-__all__ = ["LoadReport", "main", "read_rss_kib", "run_load", "run_scenarios", "write_reliability"]
+__all__ = [
+    "LoadReport",
+    "main",
+    "read_rss_kib",
+    "run_load",
+    "run_scenarios",
+    "runtime_workers",
+    "write_reliability",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 RELIABILITY = ROOT / "RELIABILITY.md"
@@ -80,9 +88,10 @@ def read_rss_kib(pid: int) -> int | None:
     return None
 
 
-def _workers() -> list[int]:
-    """Pids of this process's children that are Lambda runtime workers (awslambdaric)."""
-    me = os.getpid()
+def runtime_workers(parent: int | None = None) -> list[int]:
+    """Pids of the Lambda runtime workers (awslambdaric) whose parent is ``parent`` (this
+    process by default)."""
+    me = os.getpid() if parent is None else parent
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -107,7 +116,8 @@ class Memory:
     samples: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
 
     def sample(self, elapsed: float) -> None:
-        for label, pid in [("runner", os.getpid()), *((f"worker {p}", p) for p in _workers())]:
+        workers = ((f"worker {p}", p) for p in runtime_workers())
+        for label, pid in [("runner", os.getpid()), *workers]:
             rss = read_rss_kib(pid)
             if rss is not None:
                 self.samples.setdefault(label, []).append((elapsed, rss))

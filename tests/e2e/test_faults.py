@@ -41,6 +41,7 @@ import orjson
 import pytest
 
 import stream.clients
+from bench.soak import runtime_workers
 from deploy.config import load_plan_from_file
 from deploy.local import provision
 from deploy.run import LocalRun
@@ -813,22 +814,6 @@ def test_a_runner_killed_with_sigkill_and_restarted_loses_and_reorders_nothing(
     assert figures.delivered == figures.produced - scenario.poison
 
 
-def runtime_children(pid: int) -> set[int]:
-    """Pids of the Lambda runtime processes (awslambdaric) whose parent is ``pid``."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (entry / "cmdline").read_bytes()
-        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
-            continue
-        if ppid == pid and b"awslambdaric" in cmdline:
-            found.add(int(entry.name))
-    return found
-
-
 @pytest.mark.usefixtures("local_env")
 def test_a_runner_with_lambda_runtimes_killed_mid_batch_leaves_no_sandbox_behind(
     aws, unique, tmp_path, moto_endpoint, opensearch_endpoint, aws_proxy, report, monkeypatch
@@ -854,7 +839,7 @@ def test_a_runner_with_lambda_runtimes_killed_mid_batch_leaves_no_sandbox_behind
         def working() -> bool:
             if not runs.alive("first"):
                 pytest.fail(f"the first run exited early:\n{runs.log('first')}")
-            sandboxes.update(runtime_children(first.pid))
+            sandboxes.update(runtime_workers(first.pid))
             return len(pipeline.delivered()) >= len(scenario.produced) // 4 and bool(sandboxes)
 
         wait_until("a quarter delivered by runtime workers", working, within(90))
