@@ -32,6 +32,15 @@ about a second of the stream), plus the time from each invocation to the next, e
 a pause longer than :data:`IDLE_GAP_S` (a log appended to by several runs) counts as one
 second again. Percentiles are nearest-rank, as in ``shardline demo``.
 
+Runs. ``shardline dev`` appends to the logs, so they hold every past run. Nothing in them
+marks a run's start (the runtimes print no INIT line, and a run that reuses the local
+stack continues its sequence numbers), but a run's functions are invoked at least once a
+second while records flow, and two runs are separated by the time it takes to start one.
+So a run starts at the first document and at every document more than
+:data:`RUN_GAP_S` after the previous one of *any* function: :func:`run_starts`. A run
+idle for longer than that (no records produced) is cut there; ``since_ms`` (``--since``)
+or ``last_run=False`` (``--all``) says otherwise.
+
 >>> line = (
 ...     '{"_aws":{"Timestamp":1767225600000,"CloudWatchMetrics":[{"Namespace":"shardline",'
 ...     '"Dimensions":[["Pipeline","Function"]],"Metrics":[{"Name":"RecordsIn","Unit":"Count"},'
@@ -46,6 +55,7 @@ second again. Percentiles are nearest-rank, as in ``shardline demo``.
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import math
 from collections import defaultdict
@@ -67,6 +77,7 @@ __all__ = [
     "MAX_BUCKETS",
     "MAX_POINTS",
     "POLL_S",
+    "RUN_GAP_S",
     "Document",
     "FunctionSeries",
     "FunctionSummary",
@@ -77,6 +88,8 @@ __all__ = [
     "load_report",
     "log_files",
     "parse_document",
+    "parse_since",
+    "run_starts",
 ]
 
 #: ``bucket="auto"``: the smallest round bucket that gives a chart at most MAX_POINTS points.
@@ -88,6 +101,8 @@ MAX_POINTS = 300
 MAX_BUCKETS = 100_000
 #: A pause between invocations longer than this is not part of the active period.
 IDLE_GAP_S = 60.0
+#: A pause longer than this between two invocations (of any function) starts a new run.
+RUN_GAP_S = IDLE_GAP_S
 #: The time one invocation stands for: the event source mapping polls a shard once a second.
 POLL_S = 1.0
 _NICE_BUCKETS_S = (
@@ -298,6 +313,10 @@ class Report:
         lines: lines read.
         documents: shardline EMF documents among them.
         skipped: the other lines (JSON logs, other output, broken lines).
+        runs: the runs found in the logs (see :func:`run_starts`).
+        since_ms: where the report starts, epoch ms: the last run's first invocation,
+            or the ``since_ms`` asked for; None when every run is reported.
+        earlier: documents before ``since_ms``, left out.
     """
 
     bucket_seconds: float
@@ -309,6 +328,9 @@ class Report:
     lines: int = 0
     documents: int = 0
     skipped: int = 0
+    runs: int = 1
+    since_ms: int | None = None
+    earlier: int = 0
 
     def times(self) -> list[float]:
         """Each bucket's start, in seconds from the first (the charts' x axis).
@@ -345,6 +367,9 @@ class Report:
             "lines": self.lines,
             "documents": self.documents,
             "skipped": self.skipped,
+            "runs": self.runs,
+            "since_ms": self.since_ms,
+            "earlier": self.earlier,
             "bucket_seconds": self.bucket_seconds,
             "start_ms": self.start_ms,
             "buckets": self.buckets,
@@ -402,14 +427,82 @@ def auto_bucket(span_ms: int, max_points: int = MAX_POINTS) -> float:
     return float(math.ceil(span_ms / 1000 / (max_points - 2)))
 
 
-def load_report(paths: Sequence[str | Path], bucket: float | str = DEFAULT_BUCKET_S) -> Report:
+def load_report(
+    paths: Sequence[str | Path],
+    bucket: float | str = DEFAULT_BUCKET_S,
+    *,
+    since_ms: int | None = None,
+    last_run: bool = False,
+) -> Report:
     """Read the log files (or the ``*.log`` of folders) and build their report.
 
+    ``since_ms`` and ``last_run`` are :func:`build_report`'s.
+
     Raises:
-        ReportError: no log files, no shardline metrics in them, or too many buckets.
+        ReportError: no log files, no shardline metrics in them (since ``since_ms``), or
+            too many buckets.
     """
     files = log_files(paths)
-    return build_report(_lines(files), bucket, files=tuple(str(f) for f in files))
+    return build_report(
+        _lines(files), bucket, files=tuple(str(f) for f in files), since_ms=since_ms,
+        last_run=last_run,
+    )  # fmt: skip
+
+
+def run_starts(stamps: Iterable[int], gap_ms: int = round(RUN_GAP_S * 1000)) -> list[int]:
+    """The start of each run among invocation times ``stamps`` (epoch ms, any order).
+
+    A run starts at the first invocation and at each one more than ``gap_ms`` after the
+    previous one: the functions of a running pipeline are invoked while records flow,
+    and the next ``shardline dev`` takes longer than that to start. Invocations of every
+    function count together, so one function idle while another works does not cut a run.
+
+    >>> run_starts([5_000, 1_000, 2_000, 200_000, 201_000])
+    [1000, 200000]
+    >>> run_starts([])
+    []
+    """
+    ordered = sorted(stamps)
+    return [after for i, after in enumerate(ordered) if i == 0 or after - ordered[i - 1] > gap_ms]
+
+
+_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(text: str, now: float) -> int:
+    """``--since``: an ISO time (UTC unless it says otherwise) or a duration before ``now``
+    (epoch seconds), such as ``90s``, ``15m``, ``2h`` or ``1d``; epoch ms.
+
+    >>> parse_since("15m", now=1_000_000.0)
+    999100000
+    >>> parse_since("2026-01-01T00:00:00", now=0.0)
+    1767225600000
+    >>> parse_since("2026-01-01T01:00:00+01:00", now=0.0)
+    1767225600000
+
+    Raises:
+        ReportError: neither form; the message shows both.
+    """
+    value = text.strip()
+    unit = _UNITS_S.get(value[-1:].lower())
+    if unit is not None:
+        try:
+            amount = float(value[:-1])
+        except ValueError:
+            amount = -1.0
+        if 0 <= amount < math.inf:
+            return round((now - amount * unit) * 1000)
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError:
+        msg = (
+            f"{text!r}: expected an ISO time (2026-01-01T09:30, UTC unless it has an offset) "
+            "or a duration before now (90s, 15m, 2h, 1d)"
+        )
+        raise ReportError(msg) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return round(when.timestamp() * 1000)
 
 
 def _lines(files: Sequence[Path]) -> Iterable[bytes]:
@@ -423,6 +516,8 @@ def build_report(
     bucket: float | str = DEFAULT_BUCKET_S,
     *,
     files: tuple[str, ...] = (),
+    since_ms: int | None = None,
+    last_run: bool = False,
 ) -> Report:
     """Add up the shardline EMF documents among ``lines`` per function and per bucket.
 
@@ -430,10 +525,13 @@ def build_report(
         lines: log lines, in any order; only shardline EMF documents count.
         bucket: the bucket width in seconds (at least a millisecond), or ``"auto"``.
         files: the names of the files the lines came from, for the report.
+        since_ms: only documents from this time on (epoch ms) count.
+        last_run: without ``since_ms``, only the last run counts (:func:`run_starts`);
+            otherwise every run in the lines does.
 
     Raises:
-        ReportError: no shardline metrics among the lines, or more than
-            :data:`MAX_BUCKETS` buckets of the width asked for.
+        ReportError: no shardline metrics among the lines (or since ``since_ms``), or
+            more than :data:`MAX_BUCKETS` buckets of the width asked for.
     """
     documents: list[Document] = []
     read = 0
@@ -446,6 +544,20 @@ def build_report(
         msg = (
             f"no shardline metrics in {read} lines: were metrics on? (the pipeline's "
             "`metrics: true`, or SHARDLINE_METRICS=1; `shardline dev` turns them on)"
+        )
+        raise ReportError(msg)
+    starts = run_starts(d.timestamp_ms for d in documents if "RecordsIn" in d.totals)
+    if since_ms is None and last_run and starts:
+        since_ms = starts[-1]
+    found = len(documents)
+    if since_ms is not None:
+        documents = [d for d in documents if d.timestamp_ms >= since_ms]
+    if not documents:
+        end = dt.datetime.fromtimestamp(max(starts, default=0) / 1000, tz=dt.UTC)
+        asked = dt.datetime.fromtimestamp((since_ms or 0) / 1000, tz=dt.UTC)
+        msg = (
+            f"no shardline metrics since {asked:%Y-%m-%d %H:%M:%S} UTC: the last run in "
+            f"these logs started at {end:%Y-%m-%d %H:%M:%S} UTC; give an earlier --since"
         )
         raise ReportError(msg)
     first = min(d.timestamp_ms for d in documents)
@@ -487,7 +599,10 @@ def build_report(
         files=files,
         lines=read,
         documents=len(documents),
-        skipped=read - len(documents),
+        skipped=read - found,
+        runs=max(1, len(starts)),
+        since_ms=since_ms,
+        earlier=found - len(documents),
     )
 
 

@@ -55,6 +55,38 @@ def _bucket(_ctx: click.Context, _param: click.Parameter, value: str) -> float |
     return seconds
 
 
+def _since(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
+    """``--since``: an ISO time or a duration before now, as epoch ms."""
+    import time  # noqa: PLC0415
+
+    from deploy.report import ReportError, parse_since  # noqa: PLC0415
+
+    if value is None:
+        return None
+    try:
+        return parse_since(value, time.time())
+    except ReportError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _window(result: Report) -> str:
+    """Which part of the logs the report covers, and how to see the rest."""
+    import datetime as dt  # noqa: PLC0415
+
+    from deploy.cli import plural  # noqa: PLC0415
+
+    runs = plural(result.runs, "run")
+    if result.since_ms is None:
+        return f"every run in the logs ({runs})"
+    since = dt.datetime.fromtimestamp(result.since_ms / 1000, tz=dt.UTC)
+    left = (
+        f"; {plural(result.earlier, 'metric document')} before it left out (--all: every run)"
+        if result.earlier
+        else ""
+    )
+    return f"from {since:%Y-%m-%d %H:%M:%S} UTC ({runs} in the logs{left})"
+
+
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
@@ -106,6 +138,7 @@ def _print(result: Report) -> None:
         highlight=False,
         markup=False,
     )
+    console.print(f"report: {_window(result)}", highlight=False, markup=False)
     hint = result.per_record_hint()
     if hint is not None and hint.per_record_ms is not None:
         console.print(
@@ -181,9 +214,19 @@ def write_chart(result: Report, path: str) -> None:
               help="Write a PNG chart of throughput, lag and failures over time.")  # fmt: skip
 @click.option("--bucket", default="1", show_default=True, metavar="SECONDS|auto", callback=_bucket,
               help="Seconds per point; auto: a round width giving at most 300 points.")  # fmt: skip
+@click.option("--since", metavar="WHEN", callback=_since,
+              help="Only from WHEN: an ISO time (UTC unless it has an offset) or a duration "
+              "before now (90s, 15m, 2h, 1d). Default: the last run.")  # fmt: skip
+@click.option("--all", "every", is_flag=True, help="Every run in the logs, not only the last.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary and series as JSON.")
 def report(
-    paths: tuple[str, ...], *, output: str | None, bucket: float | str, as_json: bool
+    paths: tuple[str, ...],
+    *,
+    output: str | None,
+    bucket: float | str,
+    since: int | None,
+    every: bool,
+    as_json: bool,
 ) -> None:
     """Summarise the functions' metrics in LOG_DIR_OR_FILES (default .shardline/logs).
 
@@ -191,6 +234,13 @@ def report(
     the records in and written and their rates, filtered, dead-lettered and retryable
     counts, the lag (OldestRecordAge) p50 and p99, and the handler's measured time per
     record, the figure `shardline cost --per-record-ms` takes. Other lines are skipped.
+
+    `shardline dev` appends to the logs, so they hold every past run; by default only the
+    last run is reported. The logs mark no run's start, so a run starts after a pause of
+    more than 60 s in which no function was invoked (a running pipeline's functions are
+    invoked while records flow; the next run takes longer than that to start). A run
+    that received no records for over 60 s is reported from its last burst only: give
+    --since, or --all. --since overrides the last-run rule.
     """
     from deploy.dev import LOG_DIR  # noqa: PLC0415
     from deploy.report import ReportError, load_report  # noqa: PLC0415
@@ -198,7 +248,7 @@ def report(
     if output is not None:
         _matplotlib()  # before the work, so a missing dependency fails at once
     try:
-        result = load_report(paths or (LOG_DIR,), bucket)
+        result = load_report(paths or (LOG_DIR,), bucket, since_ms=since, last_run=not every)
     except ReportError as exc:
         _fail(f"error: {exc}")
     if output is not None:

@@ -28,6 +28,8 @@ from deploy.report import (
     build_report,
     load_report,
     parse_document,
+    parse_since,
+    run_starts,
 )
 from deploy.report_cli import MISSING_MATPLOTLIB, report
 from processors.chain import Chain
@@ -388,7 +390,8 @@ class TestCommand:
         assert data["functions"]["f"]["series"]["lag_ms"] == pytest.approx([600.0, 500.0])
         assert data["functions"]["g"]["written_by_sink"] == {"out": 2}
         assert data["functions"]["f"]["records_in_per_s"] == pytest.approx(9 / 3.3)
-        assert data == json.loads(json.dumps(load_report([folder], 2.0).to_dict()))
+        expected = load_report([folder], 2.0, last_run=True).to_dict()
+        assert data == json.loads(json.dumps(expected))
 
     def test_no_logs_exits_2_with_the_fix(self, tmp_path, monkeypatch):
         monkeypatch.chdir(tmp_path)
@@ -439,3 +442,81 @@ class TestCommand:
             [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
         )
         assert out.stdout.strip() == "False"
+
+
+def two_runs() -> str:
+    """One log appended to by two runs: f at 10-11 s and 12 s, then 300 s later at 310 s."""
+    clock = Clock()
+    runner = make_runner("f", clock)
+    return (
+        invoke(runner, clock, 10.0, 9.5, [KEEP])
+        + invoke(runner, clock, 11.0, 10.5, [KEEP, KEEP])
+        + invoke(runner, clock, 12.0, 11.5, [KEEP])
+        + invoke(runner, clock, 310.0, 309.5, [KEEP, KEEP, KEEP])
+    )
+
+
+class TestRuns:
+    def test_a_run_starts_after_a_pause_longer_than_the_gap(self):
+        """Invocations of any function count together: only a pause of all of them cuts."""
+        assert run_starts([1_000, 50_000, 100_000]) == [1_000]
+        assert run_starts([1_000, 62_000]) == [1_000, 62_000]
+        assert run_starts([]) == []
+
+    def test_the_last_run_only_when_asked(self):
+        """last_run: the 3 records of the run at 310 s; by default every run, 7 records."""
+        text = two_runs().splitlines()
+        every = build_report(text)
+        assert (every.runs, every.since_ms, every.earlier) == (2, None, 0)
+        assert every.functions["f"].records_in == 7
+        last = build_report(text, last_run=True)
+        assert last.runs == 2
+        assert last.since_ms == int((T0 + 310) * 1000)
+        assert last.start_ms == last.since_ms
+        assert last.functions["f"].records_in == 3
+        assert last.functions["f"].invocations == 1
+        assert last.earlier == every.documents - last.documents > 0
+        assert last.skipped == every.skipped
+
+    def test_since_keeps_the_documents_from_then_on(self):
+        text = two_runs().splitlines()
+        since = build_report(text, since_ms=int((T0 + 11) * 1000), last_run=True)
+        assert since.functions["f"].records_in == 6
+        assert since.since_ms == int((T0 + 11) * 1000)
+
+    def test_since_after_the_last_document_is_an_error_that_names_the_fix(self):
+        with pytest.raises(ReportError, match="earlier --since"):
+            build_report(two_runs().splitlines(), since_ms=int((T0 + 400) * 1000))
+
+    def test_since_takes_an_iso_time_or_a_duration(self):
+        now = T0 + 3600
+        assert parse_since("15m", now) == round((now - 900) * 1000)
+        assert parse_since("2h", now) == round((now - 7200) * 1000)
+        assert parse_since("90s", now) == round((now - 90) * 1000)
+        assert parse_since("2026-01-01T00:00:00", now) == int(T0 * 1000)
+        assert parse_since("2026-01-01T00:00:00Z", now) == int(T0 * 1000)
+        assert parse_since("2026-01-01T02:00:00+02:00", now) == int(T0 * 1000)
+        for bad in ("soon", "-5m", "m", "15x", ""):
+            with pytest.raises(ReportError, match="ISO time"):
+                parse_since(bad, now)
+
+    def test_the_command_reports_the_last_run_by_default(self, tmp_path):
+        """Two runs appended to f.log: the table is the last one's, and the line says so."""
+        folder = tmp_path / "logs"
+        write_logs(folder, {"f": two_runs()})
+        last = CliRunner().invoke(report, [str(folder), "--json"])
+        assert last.exit_code == 0, last.output
+        data = json.loads(last.stdout)
+        assert data["functions"]["f"]["records_in"] == 3
+        assert (data["runs"], data["since_ms"]) == (2, int((T0 + 310) * 1000))
+        every = CliRunner().invoke(report, [str(folder), "--json", "--all"])
+        assert json.loads(every.stdout)["functions"]["f"]["records_in"] == 7
+        text = CliRunner().invoke(report, [str(folder)])
+        assert "report: from 2026-01-01 00:05:10 UTC (2 runs in the logs; " in text.output
+        assert "--all: every run" in text.output
+        since = CliRunner().invoke(report, [str(folder), "--json", "--since", "2026-01-01T00:00"])
+        assert json.loads(since.stdout)["functions"]["f"]["records_in"] == 7
+        bad = CliRunner().invoke(report, [str(folder), "--since", "yesterday"])
+        assert bad.exit_code == 2
+        assert "--since" in bad.stderr
+        assert "15m" in bad.stderr
