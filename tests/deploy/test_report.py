@@ -31,7 +31,7 @@ from deploy.report import (
     parse_since,
     run_starts,
 )
-from deploy.report_cli import MISSING_MATPLOTLIB, report
+from deploy.report_cli import MISSING_MATPLOTLIB, draw_chart, report
 from processors.chain import Chain
 from processors.registry import build_processor
 from sinks.base import Ordering
@@ -520,3 +520,32 @@ class TestRuns:
         assert bad.exit_code == 2
         assert "--since" in bad.stderr
         assert "15m" in bad.stderr
+
+
+class TestChart:
+    def failures_axis(self, logs: dict[str, str]) -> Any:
+        pytest.importorskip("matplotlib")
+        fig = draw_chart(build_report(lines(logs)))
+        axes = fig.axes[2]
+        fig.canvas.draw()  # ticks and limits as drawn
+        assert axes.get_title(loc="left").startswith("failures")
+        return axes
+
+    def test_no_failures_is_an_axis_from_0_to_1_that_says_so(self):
+        """No dead letter and no retry: whole ticks 0..1 and a note, not 0.00..0.05."""
+        clock = Clock()
+        runner = make_runner("f", clock)
+        axes = self.failures_axis({"f": invoke(runner, clock, 10.0, 9.5, [KEEP, DROP])})
+        assert axes.get_ylim() == (0.0, 1.0)
+        ticks = [t for t in axes.get_yticks() if 0 <= t <= 1]
+        assert ticks == [0.0, 1.0]
+        assert [t.get_text() for t in axes.texts] == ["no failures"]
+
+    def test_failures_are_counted_on_whole_ticks(self, logs):
+        """One dead letter and one retry in a bucket: whole ticks, and no note."""
+        axes = self.failures_axis(logs)
+        bottom, top = axes.get_ylim()
+        assert bottom == 0.0
+        assert top >= 1.0
+        assert all(float(t).is_integer() for t in axes.get_yticks())
+        assert len(axes.texts) == 0
