@@ -34,12 +34,12 @@ second again. Percentiles are nearest-rank, as in ``shardline demo``.
 
 Runs. ``shardline dev`` appends to the logs, so they hold every past run. Nothing in them
 marks a run's start (the runtimes print no INIT line, and a run that reuses the local
-stack continues its sequence numbers), but a run's functions are invoked at least once a
-second while records flow, and two runs are separated by the time it takes to start one.
-So a run starts at the first document and at every document more than
-:data:`RUN_GAP_S` after the previous one of *any* function: :func:`run_starts`. A run
-idle for longer than that (no records produced) is cut there; ``since_ms`` (``--since``)
-or ``last_run=False`` (``--all``) says otherwise.
+stack continues its sequence numbers), but a run's functions are invoked about once a
+second per shard while records flow. So a run starts at the first document and at every
+document more than :data:`RUN_GAP_S` after the previous one of *any* function:
+:func:`run_starts`. A run idle for longer than that (no records produced) is cut there,
+and a run started within it of the previous run's last invocation joins that run;
+``since_ms`` (``--since``) or ``last_run=False`` (``--all``) says otherwise.
 
 >>> line = (
 ...     '{"_aws":{"Timestamp":1767225600000,"CloudWatchMetrics":[{"Namespace":"shardline",'
@@ -453,9 +453,9 @@ def run_starts(stamps: Iterable[int], gap_ms: int = round(RUN_GAP_S * 1000)) -> 
     """The start of each run among invocation times ``stamps`` (epoch ms, any order).
 
     A run starts at the first invocation and at each one more than ``gap_ms`` after the
-    previous one: the functions of a running pipeline are invoked while records flow,
-    and the next ``shardline dev`` takes longer than that to start. Invocations of every
-    function count together, so one function idle while another works does not cut a run.
+    previous one: the functions of a running pipeline are invoked while records flow.
+    Invocations of every function count together, so one function idle while another
+    works does not cut a run.
 
     >>> run_starts([5_000, 1_000, 2_000, 200_000, 201_000])
     [1000, 200000]

@@ -250,17 +250,18 @@ def report(
 ) -> None:
     """Summarise the functions' metrics in LOG_DIR_OR_FILES (default .shardline/logs).
 
-    Reads the EMF lines that `shardline dev` wrote per function and prints, per function,
-    the records in and written and their rates, filtered, dead-lettered and retryable
-    counts, the lag (OldestRecordAge) p50 and p99, and the handler's measured time per
-    record, the figure `shardline cost --per-record-ms` takes. Other lines are skipped.
+        Reads the EMF lines that `shardline dev` wrote per function and prints, per function,
+        the records in and written and their rates, filtered, dead-lettered and retryable
+        counts, the lag (OldestRecordAge) p50 and p99, and the handler's measured time per
+        record, the figure `shardline cost --per-record-ms` takes. Other lines are skipped.
 
-    `shardline dev` appends to the logs, so they hold every past run; by default only the
+        `shardline dev` appends to the logs, so they hold every past run; by default only the
     last run is reported. The logs mark no run's start, so a run starts after a pause of
-    more than 60 s in which no function was invoked (a running pipeline's functions are
-    invoked while records flow; the next run takes longer than that to start). A run
-    that received no records for over 60 s is reported from its last burst only: give
-    --since, or --all. --since overrides the last-run rule.
+        more than 60 s in which no function was invoked (a running pipeline's functions are
+        invoked while records flow). So a run that received no records for over 60 s is
+        reported from its last burst only, and a run started less than 60 s after the
+        previous one's last invocation is reported with it: give --since, or --all.
+        --since overrides the last-run rule.
     """
     from deploy.dev import LOG_DIR  # noqa: PLC0415
     from deploy.report import ReportError, load_report  # noqa: PLC0415
