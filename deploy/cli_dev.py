@@ -59,11 +59,18 @@ class _Display:
     """Per function: user records in and their rate, filtered, written per sink and dead
     letters (from the functions' metrics), failed batches, retries, and per shard the
     records behind the newest (``-``: a closed shard read to its end, or not known yet).
-    Without metrics (``--in-process``) records in are the mapping's Kinesis records."""
+    Without metrics (``--in-process``) records in are the mapping's Kinesis records.
 
-    def __init__(self, plan: dict[str, Any], client: Any, log_dir: Path) -> None:
-        self.plan, self.client = plan, client
+    ``kept``: the stack outlives the command (``shardline local up``), so its checkpoints
+    do too; the title says which. The final frame (``final=True``, also what a pipe or a
+    log gets) shows each function's rate over the run, not over the last, idle, second."""
+
+    def __init__(
+        self, plan: dict[str, Any], client: Any, log_dir: Path, *, kept: bool = False
+    ) -> None:
+        self.plan, self.client, self.kept = plan, client, kept
         self.started = time.monotonic()
+        self.first_tick: float | None = None  # the mappings run from here on
         self.lag: dict[str, str] = {}
         self.lag_at = 0.0
         self.previous: dict[str, tuple[float, float]] = {}
@@ -89,12 +96,14 @@ class _Display:
             "retries": s.retries,
         }
 
-    def table(self, local: LocalRun, producer: Any) -> Any:
+    def table(self, local: LocalRun, producer: Any, *, final: bool = False) -> Any:
         from rich.table import Table  # noqa: PLC0415
 
         from deploy.run import mapping_status  # noqa: PLC0415
 
         now = time.monotonic()
+        if self.first_tick is None:
+            self.first_tick = now
         if now - self.lag_at >= LAG_EVERY_S:
             self.lag_at = now
             behind: dict[str, list[str]] = {}
@@ -108,7 +117,12 @@ class _Display:
         if producer is not None:
             state = "producing" if producer.is_alive() else "produced"
             title += f", {state} {producer.sent_bytes:,} bytes"
-        table = Table(title=title + " (Ctrl-C stops; checkpoints are kept)")
+        if final:
+            title += ", rec/s over the run"
+        ending = (
+            "checkpoints are kept" if self.kept else "checkpoints end with this command"
+        )  # fmt: skip
+        table = Table(title=f"{title} (Ctrl-C stops; {ending})")
         # "failed": batches that failed or partly failed; "behind": per shard, records;
         # "pushdown": dropped by the mapping's FilterCriteria, "filtered": by the steps
         columns = ("function", "in", "rec/s", "pushdown", "filtered", "written", "dead",
@@ -120,7 +134,10 @@ class _Display:
             counts = self.counts(run)
             records = counts["records_in"]
             then, count = self.previous.get(run.name, (self.started, 0.0))
-            if now - then >= 1.0:
+            if final:
+                ran = now - self.first_tick
+                self.rates[run.name] = records / ran if ran > 0 else 0.0
+            elif now - then >= 1.0:
                 self.rates[run.name] = (records - count) / (now - then)
                 self.previous[run.name] = (now, records)
             dead = counts["dead_lettered"]
@@ -162,6 +179,10 @@ def _dev_json(report: DevReport, display: _Display, accounts: Any) -> dict[str, 
         "dead_letters": dict(stored.dead_letters) if stored else {},
         "produced": dataclasses.asdict(produced.stats)
         if produced is not None and getattr(produced, "stats", None)
+        else None,
+        # a file the run stopped part way: how many of its records were put
+        "produced_part": {"sent": produced.sent, "records": produced.records}
+        if hasattr(produced, "sent")
         else None,
         "seconds": round(report.seconds, 3),
     }
@@ -213,16 +234,12 @@ def dev_command(
     from deploy.cli import json_only_stdout  # noqa: PLC0415
     from deploy.dev import LOG_DIR, aggregate_refusal, run_dev  # noqa: PLC0415
     from deploy.invoke import load_any_plan  # noqa: PLC0415
-    from deploy.local import LocalAWS, running_local  # noqa: PLC0415
     from deploy.run import stop_on_signals  # noqa: PLC0415
     from stream.clients import reset_clients  # noqa: PLC0415
 
     console = Console(stderr=True, width=120)
     accounts = None
-    stack = running_local()  # `shardline local up` in this folder: use it, leave it running
-    if stack is None:
-        with console.status("starting the local AWS (moto, osmem)"):
-            stack = LocalAWS().start()
+    stack, kept = _stack(console)
     try:
         with stack.activated():
             reset_clients()
@@ -231,10 +248,10 @@ def dev_command(
             if refusal is not None:
                 click.echo(f"{file}: {refusal}", err=True)
                 raise SystemExit(2)
-            console.print(f"local AWS at {stack.endpoint}, OpenSearch at {stack.opensearch_url}")
+            _say_stack(console, stack, kept=kept, produce=produce)
             log_dir = Path(LOG_DIR)
             before = _log_sizes(log_dir)
-            display = _Display(plan, stack.client, log_dir)
+            display = _Display(plan, stack.client, log_dir, kept=kept)
             stop = threading.Event()
             seen: list[LocalRun] = []
             with (
@@ -250,10 +267,11 @@ def dev_command(
                     report = run_dev(
                         plan, stack.client, produce=produce, key=key, rate=rate,
                         aggregate=aggregate, duration=duration, until_idle=until_idle,
-                        in_process=in_process, stop=stop, log=console.print, on_tick=tick,
+                        in_process=in_process, stop=stop, log=_log_line(console), on_tick=tick,
                     )  # fmt: skip
                 if seen:  # the final counts, which --json prints too
-                    live.update(display.table(seen[0], None))
+                    live.update(display.table(seen[0], None, final=True))
+            _after_live(console)
             accounts = _dev_accounts(plan, report, log_dir, before, in_process=in_process)
             _print_dev(
                 console, report, accounts, produced=produce is not None, in_process=in_process
@@ -272,12 +290,67 @@ def dev_command(
         raise SystemExit(1)
 
 
+def _stack(console: Any) -> tuple[Any, bool]:
+    """The stack ``shardline local up`` started in this folder (kept: used, left running),
+    or an embedded one started for this command (not kept)."""
+    from deploy.local import LocalAWS, running_local  # noqa: PLC0415
+
+    stack = running_local()
+    if stack is not None:
+        return stack, True
+    with console.status("starting the local AWS (moto, osmem)"):
+        return LocalAWS().start(), False
+
+
+def _say_stack(console: Any, stack: Any, *, kept: bool, produce: Path | None) -> None:
+    """Where the stack is, and what outlives this command: with ``shardline local up`` the
+    stack and its checkpoints stay, and a rerun resumes from them (but ``--produce`` puts
+    its file again); without, everything ends with the command and a rerun starts anew."""
+    where = f"at {stack.endpoint}, OpenSearch at {stack.opensearch_url}"
+    if not kept:
+        console.print(
+            f"embedded local AWS {where}, for this command only: its stream, stores and "
+            "checkpoints end with it, and running dev again starts from nothing. Start one "
+            "with `shardline local up` in this folder to keep them, so a rerun resumes from "
+            "the checkpoints."
+        )
+        return
+    console.print(
+        f"local AWS from `shardline local up` {where}: it keeps running after this command, "
+        "with its checkpoints, and running dev again resumes from them."
+    )
+    if produce is not None:
+        console.print(
+            f"--produce puts {produce} from its first line again: records an earlier dev run "
+            "put are put again, as new records at new positions (sinks that de-duplicate by "
+            "shard and sequence number store them twice)."
+        )
+
+
+def _after_live(console: Any) -> None:
+    """A blank line after the live table's last frame. Off a terminal rich prints that
+    frame without its final newline (on one, stopping adds it), so the next title would
+    start on the table's bottom border."""
+    console.line(1 if console.is_terminal else 2)
+
+
+def _log_line(console: Any) -> Any:
+    """The deploy's log lines, never wrapped by us: an S3 key's digest stays one piece
+    in a pipe or a log (a terminal wraps a long line itself)."""
+
+    def log(line: str) -> None:
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
+
+    return log
+
+
 def _print_dev(
     console: Any, report: DevReport, accounts: Any, *, produced: bool, in_process: bool
 ) -> None:
-    from deploy.dev import LOG_DIR  # noqa: PLC0415
+    from deploy.dev import LOG_DIR, PartlyProduced  # noqa: PLC0415
 
     console.print(_summary(report))
+    console.print()
     if accounts is not None:
         _print_checks(console, accounts)
     elif produced:
@@ -287,7 +360,14 @@ def _print_dev(
         )  # fmt: skip
         console.print(f"not reconciled: {why}")
     console.print(f"the functions' logs and metrics: {LOG_DIR}/FUNCTION.log")
-    if report.produced is not None:
+    if isinstance(report.produced, PartlyProduced):
+        part = report.produced
+        console.print(
+            f"stopped producing: {part.sent:,} of the {part.records:,} records of {part.path} "
+            "were put on the stream; running dev --produce again puts the file from its first "
+            "line, these included"
+        )
+    elif report.produced is not None:
         p = report.produced
         from deploy.cli import plural  # noqa: PLC0415
 
@@ -329,6 +409,7 @@ def _print_checks(console: Any, report: Any) -> None:
     for what, left, right in report.checks:
         checks.add_row(what, f"{left:,}", f"{right:,}", "yes" if left == right else "NO")
     console.print(checks)
+    console.print()
 
 
 @click.command("demo")
@@ -361,12 +442,17 @@ def demo_command(*, events: int, as_json: bool) -> None:
 
             plan = load_plan_from_file(EXAMPLE / "pipeline.yaml")
             display = _Display(plan, stack.client, Path(LOG_DIR))
+            seen: list[LocalRun] = []
             with Live(console=console, refresh_per_second=2) as live:
 
                 def tick(local: LocalRun, producer: Any) -> None:
+                    seen[:] = [local]
                     live.update(display.table(local, producer))
 
-                report = run_demo(stack.client, events=events, on_tick=tick, log=console.print)
+                report = run_demo(stack.client, events=events, on_tick=tick, log=_log_line(console))
+                if seen:  # rates over the run, not over the last, idle, second
+                    live.update(display.table(seen[0], None, final=True))
+            _after_live(console)
     finally:
         with console.status("stopping the local AWS"):
             stack.stop()
@@ -420,6 +506,7 @@ def _print_demo(console: Any, report: Any, example: Path) -> None:
         for reason, count in sorted(reasons.items()):
             stores.add_row(f"  dead letter from {function}: {reason}", f"{count:,}")
     console.print(stores)
+    console.print()
     _print_checks(console, report)
     latency = (
         f"p50 {report.latency_ms[0]:,.0f} ms, p99 {report.latency_ms[1]:,.0f} ms"

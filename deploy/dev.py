@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DevReport",
+    "PartlyProduced",
     "StoreCounts",
     "aggregate_refusal",
     "local_deploy",
@@ -189,6 +190,17 @@ class DevReport:
     seconds: float = 0.0
 
 
+@dataclass(frozen=True)
+class PartlyProduced:
+    """What :func:`produce_file` put before the run stopped it (Ctrl-C, ``--duration``):
+    ``sent`` of the file's ``records`` (its non-blank lines) are on the stream. A rerun
+    produces the file from its first line again, so the CLI says how far this one got."""
+
+    path: Path
+    sent: int
+    records: int
+
+
 class _Stopped(Exception):
     """Raised in the producing target by its progress callback once the run stops."""
 
@@ -225,10 +237,12 @@ class _Producing(threading.Thread):
 def produce_file(
     path: Path, stream: str, client: Callable[[str], Any], *, key: str | None,
     rate: float | None, aggregate: bool,
-) -> Callable[[Callable[[int], None]], ProduceReport]:  # fmt: skip
-    """A producing target (see ``run_dev``) for the JSON lines of ``path``."""
+) -> Callable[[Callable[[int], None]], ProduceReport | PartlyProduced]:  # fmt: skip
+    """A producing target (see ``run_dev``) for the JSON lines of ``path``: the file's
+    :class:`~deploy.produce.ProduceReport`, or :class:`PartlyProduced` when the run stops
+    before its end (what was put is flushed first, so ``sent`` is on the stream)."""
 
-    def target(progress: Callable[[int], None]) -> ProduceReport:
+    def target(progress: Callable[[int], None]) -> ProduceReport | PartlyProduced:
         from deploy.produce import produce_lines  # noqa: PLC0415
         from stream.producer import Producer  # noqa: PLC0415
 
@@ -236,7 +250,14 @@ def produce_file(
             path.open("rb") as lines,
             Producer(stream, client("kinesis"), aggregate=aggregate) as p,
         ):
-            return produce_lines(lines, p, key=key, rate=rate, progress=progress)
+            try:
+                return produce_lines(lines, p, key=key, rate=rate, progress=progress)
+            except _Stopped:
+                p.flush()  # the records already put reach the stream (or fail, counted)
+                totals = p.totals
+        with path.open("rb") as f:
+            records = sum(1 for line in f if line.strip())
+        return PartlyProduced(path, totals.records - totals.failures, records)
 
     return target
 

@@ -117,3 +117,124 @@ def test_dev_command_runs_the_functions_in_lambda_runtimes(workdir: Path) -> Non
     assert archive, result.output
     assert archive[0].split("│")[2].strip() == "120", result.output
     assert (workdir / ".shardline" / "logs" / "archive-all.log").stat().st_size > 0
+
+
+PLAN = """\
+name: devtruth
+stream:
+  name: devtruth-readings
+sinks:
+  archive:
+    type: s3
+    bucket: devtruth-archive
+    prefix: raw/
+functions:
+  keep:
+    route: [archive]
+"""
+
+
+def _readings(path: Path, n: int) -> None:
+    path.write_text("".join(orjson.dumps({"id": i}).decode() + "\n" for i in range(n)))
+
+
+def _dev(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, ["dev", "p.yaml", *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _final_row(err: str, function: str) -> list[str]:
+    rows = [ln for ln in err.splitlines() if ln.startswith(f"│ {function} ")]
+    assert rows, err
+    return [cell.strip() for cell in rows[-1].split("│")[1:-1]]
+
+
+class TestDevSaysWhatItKeeps:
+    """Issue 20: what `dev` says about its stack, its producing and its screen is true."""
+
+    def test_an_embedded_stack_says_its_checkpoints_end_and_the_screen_reads_in_a_log(
+        self, workdir: Path
+    ) -> None:
+        """Without `local up` nothing outlives the command, and the output says so; piped,
+        the final rate is over the run, tables end with a blank line, URLs stay whole."""
+        (workdir / "p.yaml").write_text(PLAN)
+        _readings(workdir / "r.jsonl", 200)
+
+        code, _, err = _dev("--produce", "r.jsonl", "--until-idle", "3", "--duration", "120")
+
+        assert code == 0, err
+        said = " ".join(err.split())
+        assert "for this command only: its stream, stores and checkpoints end with it" in said
+        assert "`shardline local up` in this folder to keep them" in said
+        assert "checkpoints are kept" not in said
+        assert "(Ctrl-C stops; checkpoints end with this command)" in said
+        cells = _final_row(err, "keep")
+        assert cells[1] == "200", err
+        assert float(cells[2].replace(",", "")) > 0, err  # not the last, idle, second's 0
+        lines = err.splitlines()
+        for i, line in enumerate(lines[:-1]):
+            if line.startswith("└"):
+                assert lines[i + 1] == "", err  # a blank line before the next title
+        uploads = [ln for ln in lines if "to s3://shardline-artifacts" in ln]
+        assert len(uploads) == 1, err
+        assert uploads[0].endswith(".zip"), err  # the digest is not folded onto a new line
+
+    def test_a_stopped_producer_says_how_much_of_the_file_was_put(self, workdir: Path) -> None:
+        """Stopped part way (here by --duration, as by Ctrl-C): N of M, and a rerun resends."""
+        (workdir / "p.yaml").write_text(PLAN)
+        _readings(workdir / "r.jsonl", 300)
+
+        code, out, err = _dev("--produce", "r.jsonl", "--rate", "20", "--duration", "3", "--json")
+
+        assert code == 0, err
+        said = " ".join(err.split())
+        part = orjson.loads(out)["produced_part"]
+        assert part["records"] == 300
+        assert 0 < part["sent"] < 300, part
+        assert (
+            f"stopped producing: {part['sent']} of the 300 records of r.jsonl were put on the "
+            "stream; running dev --produce again puts the file from its first line" in said
+        ), said
+
+
+@pytest.fixture
+def kept_stack(workdir: Path) -> Iterator[Path]:
+    """`shardline local up` in the work folder, brought down (and the environment restored)
+    after the test."""
+    import os  # noqa: PLC0415
+
+    from deploy.local import local_down  # noqa: PLC0415
+
+    saved = dict(os.environ)
+    up = CliRunner().invoke(main, ["local", "up"])
+    assert up.exit_code == 0, up.output
+    yield workdir
+    local_down()
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def test_with_local_up_dev_keeps_checkpoints_and_says_a_rerun_resends_the_file(
+    kept_stack: Path,
+) -> None:
+    """The kept stack's promise holds: a second run resumes (reads nothing new), and
+    `--produce` on it says the file is put again from its start."""
+    (kept_stack / "p.yaml").write_text(PLAN)
+    _readings(kept_stack / "r.jsonl", 50)
+
+    code, _, err = _dev("--produce", "r.jsonl", "--until-idle", "1", "--duration", "120")
+
+    assert code == 0, err
+    said = " ".join(err.split())
+    assert "local AWS from `shardline local up`" in said
+    assert "running dev again resumes from them" in said
+    assert "(Ctrl-C stops; checkpoints are kept)" in said
+    assert "--produce puts r.jsonl from its first line again" in said
+    assert "for this command only" not in said
+    assert _final_row(err, "keep")[1] == "50"
+
+    code, _, err = _dev("--until-idle", "1", "--duration", "120")
+
+    assert code == 0, err
+    assert _final_row(err, "keep")[1] == "0", err  # resumed after the 50 records
+    assert "--produce puts" not in err
