@@ -151,12 +151,19 @@ def compile_(file: str, output: str | None) -> None:
 
     cfg = load_or_exit(file)
     text = json.dumps(compile_plan(cfg), indent=2, ensure_ascii=False) + "\n"
+    if write_output(text, output):
+        click.echo(f"{file}: plan written to {output} ({_summary(cfg)})", err=True)
+
+
+def write_output(text: str, output: str | None) -> bool:
+    """A command's single output: to the file ``-o`` names, else to stdout (nothing else goes
+    there). Returns whether it went to a file, so the caller says so on stderr."""
     if output is None:
         click.echo(text, nl=False)
-        return
+        return False
     with open(output, "w", encoding="utf-8") as fh:
         fh.write(text)
-    click.echo(f"{file}: plan written to {output} ({_summary(cfg)})", err=True)
+    return True
 
 
 @main.command()

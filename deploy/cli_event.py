@@ -112,10 +112,8 @@ def event_command(file: str, key: str | None, aggregate: bool, output: str | Non
         click.echo(f"{file}:{line_no}: {why} (fix the line, or remove it)", err=True)
     if problems:
         raise SystemExit(EXIT_INVALID)
-    text = json.dumps(event, indent=2) + "\n"
-    if output is None:
-        click.echo(text, nl=False)
-        return
-    with open(output, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    click.echo(f"{file}: event of {len(event['Records'])} records written to {output}", err=True)
+    from deploy.cli import write_output  # noqa: PLC0415  # the CLI imports this module
+
+    if write_output(json.dumps(event, indent=2) + "\n", output):
+        count = len(event["Records"])
+        click.echo(f"{file}: event of {count} records written to {output}", err=True)
