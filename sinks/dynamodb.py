@@ -296,6 +296,16 @@ class DynamoDBSink(Sink):
             elif chunk:
                 self._batch_write(chunk, out)
                 down = next(filter(None, (self._held_back(out[i]) for i, _ in chunk)), None)
+                failed = [out[i] for i, _ in chunk if out[i].status is Status.RETRYABLE]
+                if down is None and 1 < len(chunk) == len(failed):
+                    # as Sink._write_in_chunks: a whole call failed after its retries, the
+                    # table is down or throttling everything; later chunks would each spend
+                    # the same retries of the Lambda's time
+                    down = retryable(
+                        f"not written to table {self.table!r}: an earlier call failed "
+                        f"entirely ({failed[0].reason})",
+                        "HeldBack",
+                    )
 
     def _held_back(self, outcome: Outcome) -> Outcome | None:
         """The outcome of the items not yet tried when ``outcome`` says that DynamoDB could
