@@ -83,7 +83,7 @@ def _one(kinesis: Any, how: str, lines: list[tuple[str, bytes]]) -> dict[str, fl
 
 def run(records: int, repeat: int) -> dict[str, dict[str, float]]:
     """Median records/s (and user records per Kinesis record) of each way."""
-    from deploy.local import LocalAWS  # noqa: PLC0415
+    from deploy.local.servers import LocalAWS  # noqa: PLC0415
 
     lines = make_lines(records)
     out: dict[str, dict[str, float]] = {}

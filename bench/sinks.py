@@ -1,6 +1,6 @@
 """``python -m bench sinks``: records per second of each sink against the naive way.
 
-One run starts the embedded local AWS (:class:`deploy.local.LocalAWS`: a moto server in its
+One run starts the embedded local AWS (:class:`deploy.local.servers.LocalAWS`: a moto server in its
 own process and an osmem-server), then, per sink, writes the same records twice on fresh
 resources: once through the sink's ``write_batch`` (bulk calls, as a function writes) and
 once the naive way, one call per record (``PutItem``, an index call, ``PutObject``,
@@ -34,7 +34,7 @@ from stream.testing import EventFactory
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
-    from deploy.local import LocalAWS
+    from deploy.local.servers import LocalAWS
     from stream.event import KinesisEvent
     from stream.records import Record
 
@@ -78,8 +78,8 @@ class _Case:
 def _cases(stack: LocalAWS) -> list[_Case]:  # noqa: PLR0915  # four small closures per sink
     from opensearchpy import OpenSearch  # noqa: PLC0415
 
-    from deploy.local import provision  # noqa: PLC0415
-    from deploy.readback import archive_lines, table_items  # noqa: PLC0415
+    from deploy.local.readback import archive_lines, table_items  # noqa: PLC0415
+    from deploy.local.servers import provision  # noqa: PLC0415
     from sinks.base import DeadLetter  # noqa: PLC0415
     from sinks.dynamodb import DynamoDBSink, to_attribute  # noqa: PLC0415
     from sinks.kinesis import KinesisSink  # noqa: PLC0415
@@ -224,7 +224,7 @@ def _rate(case: _Case, how: str, event: KinesisEvent) -> float:
 
 def run(records: int, repeat: int) -> list[dict[str, Any]]:
     """Every case's median records/s both ways, and the ratio."""
-    from deploy.local import LocalAWS  # noqa: PLC0415
+    from deploy.local.servers import LocalAWS  # noqa: PLC0415
 
     event = make_event(records)
     rows = []

@@ -10,7 +10,7 @@ what they measured (``make soak`` runs the defaults):
   violations, read back from the stores) to a report file, which becomes the table.
 * **Load**: the bundled example (``examples/clickstream/pipeline.yaml``), deployed to the
   local AWS and run from its deployed mappings in Lambda runtime workers, exactly as
-  ``shardline demo`` runs it (:func:`deploy.dev.run_dev`), but fed at a steady ``--rate``
+  ``shardline demo`` runs it (:func:`deploy.local.dev.run_dev`), but fed at a steady ``--rate``
   for ``--minutes`` with the demo's synthetic traffic, then run until idle. Every
   ``--sample-s`` the resident memory (``VmRSS`` of ``/proc/PID/status``) of this process,
   which is the runner (the mappings and the producer; moto and OpenSearch run in their own
@@ -47,7 +47,7 @@ import orjson
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from deploy.demo import DemoReport
+    from deploy.local.demo import DemoReport
 
 __all__ = [
     "LoadReport",
@@ -262,11 +262,11 @@ def run_load(
     minutes: float, rate: float, sample_s: float, log: Callable[[str], None]
 ) -> LoadReport:
     """The example at ``rate`` records/s for ``minutes`` on a fresh local stack."""
-    from deploy import demo  # noqa: PLC0415
-    from deploy.config import load_plan_from_file  # noqa: PLC0415
-    from deploy.dev import LOG_DIR, run_dev  # noqa: PLC0415
-    from deploy.local import LocalAWS  # noqa: PLC0415
-    from stream.clients import reset_clients  # noqa: PLC0415
+    from deploy.local import demo  # noqa: PLC0415
+    from deploy.local.dev import LOG_DIR, run_dev  # noqa: PLC0415
+    from deploy.local.servers import LocalAWS  # noqa: PLC0415
+    from deploy.pipeline.config import load_plan_from_file  # noqa: PLC0415
+    from stream.aws import reset_clients  # noqa: PLC0415
 
     seconds = minutes * 60.0
     load = LoadReport(minutes, rate, warm_up_s=max(10.0, seconds / 4))

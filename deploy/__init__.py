@@ -1,7 +1,7 @@
 """The operator's side of shardline: the pipeline file, compilation, deployment and the CLI.
 
 Nothing in the Lambda runtime imports this package. The public names are re-exported lazily,
-so ``import deploy.cli`` (the ``shardline`` command) pays for PyYAML only when a command
+so ``import deploy.cli.main`` (the ``shardline`` command) pays for PyYAML only when a command
 actually reads a pipeline file.
 """
 
@@ -11,7 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from deploy.config import (
+    from deploy.pipeline.config import (
         ConfigError,
         PipelineConfig,
         Problem,
@@ -31,7 +31,7 @@ __all__ = [
     "parse_config",
 ]
 
-_HOME = dict.fromkeys(__all__, "deploy.config")
+_HOME = dict.fromkeys(__all__, "deploy.pipeline.config")
 
 
 def __getattr__(name: str) -> Any:

@@ -9,96 +9,20 @@ applied.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from time import perf_counter
-from types import FunctionType, MethodType
 from typing import TYPE_CHECKING
 
+from processors.step import EVENT_STEP, Step, StepFailure
 from stream.exceptions import DecodeError, RetryableError
 from stream.records import Record
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
 
-    from processors.base import Processor
     from processors.fused import FusedRun
 
 __all__ = ["EVENT_STEP", "Chain", "ChainResult", "Step", "StepFailure"]
-
-#: The step name of failures found while decoding the event (corrupt aggregates).
-EVENT_STEP = "event"
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    """One configured processor.
-
-    Attributes:
-        name: where it stands in the file, e.g. ``processors[2].filter`` (used in dead
-            letters and metrics).
-        run: what the chain calls per record (the processor, or its bound ``__call__``).
-        prepare: its batch hook, if it is batch-aware.
-        processor: the processor as configured.
-        tracked: the processor is a built-in that marks every change it makes to a
-            document (``set_json``/``touch``), so the chain need not. Any other step is
-            assumed to have changed the decoded document of every record it returns: a
-            plugin that edits ``record.as_dict()`` in place and forgets ``touch()`` would
-            otherwise have sinks read the old bytes. Only :meth:`of` sets it.
-    """
-
-    name: str
-    run: Processor
-    prepare: Callable[[Sequence[Record]], None] | None = None
-    processor: object = None
-    tracked: bool = False
-
-    @classmethod
-    def of(cls, name: str, processor: Processor) -> Step:
-        """A step for this processor, picking up its ``prepare`` hook if it has one.
-
-        For an instance of a class with a Python ``__call__``, the step keeps the bound
-        method: calling it directly skips the type's call slot lookup, which costs about
-        as much as a small processor's body.
-        """
-        call = getattr(type(processor), "__call__", None)  # noqa: B004  # the Python method
-        run = MethodType(call, processor) if isinstance(call, FunctionType) else processor
-        tracked = any(type(processor) is _loaded(path) for path in TRACKED_BUILTINS)
-        return cls(name, run, getattr(processor, "prepare", None), processor, tracked)
-
-
-#: The built-in processor classes (``module:Class``) that mark each change they make to a
-#: document; exactly these classes, not subclasses (a subclass may edit in place).
-TRACKED_BUILTINS = (
-    "processors.filter:Filter",
-    "processors.route:Route",
-    "processors.enrich:Enrich",
-    "processors.enrich:EnrichLookup",
-)
-
-
-def _loaded(path: str) -> object:
-    """The class at ``module:Class`` if its module is loaded (else nothing can be one)."""
-    module, _, name = path.partition(":")
-    return getattr(sys.modules.get(module), name, None)
-
-
-@dataclass(frozen=True, slots=True)
-class StepFailure:
-    """A record that a step could not process.
-
-    Attributes:
-        record: the record as it reached the step.
-        step: the step's name.
-        error: what was raised (or built, for a wrong return value).
-        retryable: whether delivering it again may succeed.
-    """
-
-    record: Record
-    step: str
-    error: BaseException
-    retryable: bool
-
 
 @dataclass(slots=True)
 class ChainResult:
@@ -132,7 +56,7 @@ class Chain:
         self.steps = tuple(steps)
         self._segments: tuple[Step | FusedRun, ...] = self.steps
         if fuse:
-            from processors.fused import fuse as fuse_runs  # noqa: PLC0415  # it imports us
+            from processors.fused import fuse as fuse_runs  # noqa: PLC0415  # only when fusing
 
             self._segments = fuse_runs(self.steps)
         #: What the chain times, in order: a step's name, or ``first..last`` for the steps

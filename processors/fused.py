@@ -26,8 +26,8 @@ import copy
 import sys
 from typing import TYPE_CHECKING, Any
 
-from processors.chain import Step, StepFailure
 from processors.codegen import Namespace, pattern_source
+from processors.step import Step, StepFailure
 from stream import records
 from stream.exceptions import RetryableError
 

@@ -56,7 +56,7 @@ with the bucket and the fix, and so is a request botocore refuses before sending
 invalid bucket name); ``SlowDown``, throttling, 5xx, ``RequestTimeout`` and connection
 errors are retried with full-jitter backoff, then reported retryable. boto3 is imported
 when the first client is made, not when this module is. To read an archive back (demo,
-tests), ``deploy.readback.archive_lines`` lists a prefix and decodes every line.
+tests), ``deploy.local.readback.archive_lines`` lists a prefix and decodes every line.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ from sinks.base import (
     retryable,
 )
 from sinks.templates import Template, TemplateError
-from stream.clients import aws_client
+from stream.aws import aws_client
 from stream.exceptions import DecodeError
 
 if TYPE_CHECKING:

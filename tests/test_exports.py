@@ -26,7 +26,7 @@ def _modules() -> list[str]:
     for package in PACKAGES:
         names.append(package)
         pkg = importlib.import_module(package)
-        names += [f"{package}.{m.name}" for m in pkgutil.iter_modules(pkg.__path__)]
+        names += [m.name for m in pkgutil.walk_packages(pkg.__path__, prefix=f"{package}.")]
     return [n for n in names if n != "stream.lambda_handler"]
 
 

@@ -9,7 +9,8 @@ match; the extra cases say so explicitly. Each case runs:
 * ``codegen``: :func:`processors.codegen.pattern_source` (``None``: the closure is kept);
 * ``fused``: a ``filter: {match: ...}`` step in a :class:`processors.chain.Chain` built
   through the registry, as the runtime builds it;
-* ``validate``: what ``shardline validate`` reports (:func:`deploy.plugins.pattern_problems`).
+* ``validate``: what ``shardline validate`` reports
+  (:func:`deploy.pipeline.runtime_checks.pattern_problems`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 import orjson
 import pytest
 
-from deploy.plugins import pattern_problems
+from deploy.pipeline.runtime_checks import pattern_problems
 from processors.chain import Chain
 from processors.codegen import Namespace, pattern_source
 from processors.match import compile_pattern

@@ -11,9 +11,10 @@ outside word on what ``jmespath.search`` must return. Each case runs:
 * ``fused``: a ``filter: {expr: ...}`` step in a :class:`processors.chain.Chain` built through
   the registry as the runtime builds it (fused into generated code where codegen writes it);
   the record is kept exactly when the value is truthy, and an error case fails the record;
-* ``validate``: what ``shardline validate`` says (:func:`deploy.plugins.expr_problem`): no
-  problem for a case with a result, a problem for a syntax error, an unknown function or a
-  wrong argument count (those would fail every record).
+* ``validate``: what ``shardline validate`` says
+  (:func:`deploy.pipeline.runtime_checks.expr_problem`): no problem for a case with a result,
+  a problem for a syntax error, an unknown function or a wrong argument count (those would
+  fail every record).
 
 An ``error`` case passes when compiling raises :class:`processors.expr.ExprError` or
 evaluating raises jmespath's own error class (for ``invalid-value``, a zero slice step, the
@@ -31,7 +32,7 @@ import orjson
 import pytest
 from jmespath.exceptions import JMESPathError
 
-from deploy.plugins import expr_problem
+from deploy.pipeline.runtime_checks import expr_problem
 from processors.chain import Chain
 from processors.codegen import Namespace
 from processors.codegen_expr import expr_source

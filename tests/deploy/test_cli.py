@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from deploy.cli import main
-from deploy.config import load_plan_from_file
+from deploy.pipeline.config import load_plan_from_file
 from tests.deploy.test_config import CLICKSTREAM, ENV
 
 if TYPE_CHECKING:

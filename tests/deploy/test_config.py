@@ -1,4 +1,4 @@
-"""Loading, validating and compiling the pipeline file (deploy.config and its helpers)."""
+"""Loading, validating and compiling the pipeline file (deploy.pipeline.config and its helpers)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import deploy
-from deploy.config import (
+from deploy.pipeline.config import (
     ConfigError,
     PipelineConfig,
     Problem,
@@ -22,8 +22,8 @@ from deploy.config import (
     load_plan_from_file,
     parse_config,
 )
-from deploy.interpolate import interpolate
-from deploy.problems import format_path
+from deploy.pipeline.interpolate import interpolate
+from deploy.pipeline.problems import format_path
 
 BROKEN = Path(__file__).parent / "broken"
 ENV = {"OPENSEARCH_URL": "https://search-clickstream.us-east-1.es.amazonaws.com"}
@@ -441,8 +441,8 @@ class TestCompile:
     def test_the_local_mapping_drops_non_json_only_with_pushdown(self) -> None:
         """`run` builds its mapping from the plan: with pushdown its filter drops a record
         that is not JSON, as AWS does; without, it keeps it for the function to dead-letter."""
-        from stream.esm_filter import RecordFilter  # noqa: PLC0415
-        from stream.esm_rules import MappingSettings  # noqa: PLC0415
+        from stream.esm.filter import RecordFilter  # noqa: PLC0415
+        from stream.esm.rules import MappingSettings  # noqa: PLC0415
 
         text = MINIMAL.replace(
             "    processors: []", "    processors:\n      - filter:\n          match: {a: [1]}"
@@ -543,7 +543,7 @@ class TestPackage:
 
     def test_importing_the_cli_does_not_load_yaml(self) -> None:
         """`shardline --help` stays fast: PyYAML loads only when a file is read."""
-        code = "import sys, deploy, deploy.cli; print('yaml' in sys.modules)"
+        code = "import sys, deploy, deploy.cli.main; print('yaml' in sys.modules)"
         out = subprocess.run(
             [sys.executable, "-c", code],
             capture_output=True,

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from deploy import configtest_cli
-from deploy.configtest import FixtureFetch, find_test_file, load_suite, run_suite, same
-from deploy.problems import ConfigError
+from deploy.cli import test as configtest_cli
+from deploy.pipeline.cases import FixtureFetch, find_test_file, load_suite, run_suite, same
+from deploy.pipeline.problems import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "clickstream"

@@ -1,4 +1,4 @@
-"""The cost model (`deploy.cost`) and `shardline cost`: public formulas, worked by hand."""
+"""The cost model (`deploy.insights.cost`) and `shardline cost`: public formulas, worked by hand."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from deploy.config import compile_plan, load_plan_from_file, parse_config
-from deploy.cost import (
+from deploy.cli.cost import cost
+from deploy.insights.cost import (
     CostModel,
     PriceError,
     estimate,
@@ -25,10 +25,10 @@ from deploy.cost import (
     region_prices,
     write_request_units,
 )
-from deploy.cost_cli import cost
+from deploy.pipeline.config import compile_plan, load_plan_from_file, parse_config
 
 if TYPE_CHECKING:
-    from deploy.cost import CostEstimate
+    from deploy.insights.cost import CostEstimate
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "clickstream" / "pipeline.yaml"

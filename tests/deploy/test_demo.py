@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from deploy.cli import main
-from deploy.demo import synthetic_traffic
+from deploy.local.demo import synthetic_traffic
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -65,8 +65,8 @@ def test_demo_reconciles_from_the_stores(tmp_path: Path, monkeypatch: pytest.Mon
 def test_reconciliation_counts_what_pushdown_dropped(pushdown: bool) -> None:
     """A function with FilterCriteria: records its mapping dropped never reached it, so
     they are a term of the sum (read from the mapping); without criteria they are not."""
-    from deploy.demo import DemoReport, _reconcile  # noqa: PLC0415
-    from deploy.dev import DevReport, StoreCounts  # noqa: PLC0415
+    from deploy.local.demo import DemoReport, _reconcile  # noqa: PLC0415
+    from deploy.local.dev import DevReport, StoreCounts  # noqa: PLC0415
 
     criteria = [{"data": {"kind": ["order"]}}] if pushdown else []
     plan = {"functions": {"f": {"processors": [], "route": ["archive"],

@@ -16,13 +16,13 @@ import pytest
 from click.testing import CliRunner
 
 from deploy.cli import main
-from deploy.config import load_plan_from_file
-from deploy.dev import run_dev
+from deploy.local.dev import run_dev
+from deploy.pipeline.config import load_plan_from_file
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from deploy.local import LocalAWS
+    from deploy.local.servers import LocalAWS
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +51,7 @@ def events(path: Path, n: int, seed: int) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[LocalAWS]:
-    from deploy.local import LocalAWS  # noqa: PLC0415
+    from deploy.local.servers import LocalAWS  # noqa: PLC0415
 
     with LocalAWS() as local, local.activated():
         yield local
@@ -64,7 +64,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_dev_deploys_runs_and_resumes(stack: LocalAWS, workdir: Path) -> None:
-    from stream.clients import reset_clients  # noqa: PLC0415
+    from stream.aws import reset_clients  # noqa: PLC0415
 
     reset_clients()
     plan = load_plan_from_file(EXAMPLE)
@@ -203,7 +203,7 @@ def kept_stack(workdir: Path) -> Iterator[Path]:
     after the test."""
     import os  # noqa: PLC0415
 
-    from deploy.local import local_down  # noqa: PLC0415
+    from deploy.local.servers import local_down  # noqa: PLC0415
 
     saved = dict(os.environ)
     up = CliRunner().invoke(main, ["local", "up"])

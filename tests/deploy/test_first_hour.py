@@ -208,11 +208,11 @@ class TestDevReconciles:
     ) -> None:
         """The case `dev --aggregate` used to hide: 300 records in one aggregate, dropped
         whole by FilterCriteria, add up to a few filtered by pushdown, nothing archived."""
-        from deploy.config import load_plan_from_file  # noqa: PLC0415
-        from deploy.demo import account  # noqa: PLC0415
-        from deploy.dev import run_dev  # noqa: PLC0415
-        from deploy.local import LocalAWS  # noqa: PLC0415
-        from stream.clients import reset_clients  # noqa: PLC0415
+        from deploy.local.demo import account  # noqa: PLC0415
+        from deploy.local.dev import run_dev  # noqa: PLC0415
+        from deploy.local.servers import LocalAWS  # noqa: PLC0415
+        from deploy.pipeline.config import load_plan_from_file  # noqa: PLC0415
+        from stream.aws import reset_clients  # noqa: PLC0415
         from stream.producer import Producer  # noqa: PLC0415
 
         (workdir / "iot.yaml").write_text(DEV_IOT, encoding="utf-8")

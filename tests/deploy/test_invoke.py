@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 from click.testing import CliRunner
 
 from deploy.cli import main
-from deploy.config import compile_plan, parse_config
-from deploy.invoke import run_invoke, summary_rows
+from deploy.local.invoke import run_invoke, summary_rows
+from deploy.pipeline.config import compile_plan, parse_config
 from stream.testing import EventFactory
 
 if TYPE_CHECKING:

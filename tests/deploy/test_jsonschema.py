@@ -14,10 +14,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from deploy import configtest_cli
-from deploy import schema as model
-from deploy.jsonschema import BOUNDS, pipeline_schema
-from deploy.problems import Reporter
+from deploy.cli import test as configtest_cli
+from deploy.pipeline import schema as model
+from deploy.pipeline.jsonschema import BOUNDS, pipeline_schema
+from deploy.pipeline.problems import Reporter
 from tests.deploy.test_config import CLICKSTREAM, MINIMAL
 
 ROOT = Path(__file__).resolve().parents[2]

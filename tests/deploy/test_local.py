@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from deploy.local import LocalAWS, provision, resource_names
+from deploy.local.servers import LocalAWS, provision, resource_names
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

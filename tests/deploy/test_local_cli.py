@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from deploy.cli import main
-from deploy.local import STATE_DIR, local_down
+from deploy.local.servers import STATE_DIR, local_down
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

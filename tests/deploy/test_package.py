@@ -1,4 +1,4 @@
-"""The Lambda zip (deploy.package, ``shardline package``): what it holds, that it runs in a
+"""The Lambda zip (deploy.aws.package, ``shardline package``): what it holds, that it runs in a
 clean interpreter, that it is built for the target, and that it is the same bytes each time.
 
 Dependencies come from pip once per cache key; the cache lives in pytest's cache directory,
@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from click.testing import CliRunner
 
+from deploy.aws.package import PackageError, PackageResult, build_package, native_architecture
 from deploy.cli import main
-from deploy.config import load_plan_from_file
-from deploy.package import PackageError, PackageResult, build_package, native_architecture
+from deploy.pipeline.config import load_plan_from_file
 from stream import plugins
 from stream.testing import EventFactory
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from deploy.pushdown import filter_criteria, pushable
+from deploy.pipeline.pushdown import filter_criteria, pushable
 
 
 def function(*matches: Any, pushdown: bool = True, then: Any = None) -> dict[str, Any]:

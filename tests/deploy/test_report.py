@@ -20,7 +20,8 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deploy.report import (
+from deploy.cli.report import MISSING_MATPLOTLIB, draw_chart, report
+from deploy.insights.report import (
     AUTO,
     MAX_POINTS,
     ReportError,
@@ -31,7 +32,6 @@ from deploy.report import (
     parse_since,
     run_starts,
 )
-from deploy.report_cli import MISSING_MATPLOTLIB, draw_chart, report
 from processors.chain import Chain
 from processors.registry import build_processor
 from sinks.base import Ordering
@@ -436,7 +436,10 @@ class TestCommand:
         """Importing the command and the model leaves matplotlib alone (shardline --help)."""
         import subprocess  # noqa: PLC0415
 
-        code = "import sys, deploy.report, deploy.report_cli; print('matplotlib' in sys.modules)"
+        code = (
+            "import sys, deploy.insights.report, deploy.cli.report; "
+            "print('matplotlib' in sys.modules)"
+        )
         root = Path(__file__).resolve().parents[2]
         out = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root

@@ -1,4 +1,4 @@
-"""The CloudFormation template of a plan (deploy.template) and ``shardline template``.
+"""The CloudFormation template of a plan (deploy.aws.cloudformation) and ``shardline template``.
 
 ``pipeline_documents`` generates valid pipeline files (as dicts) of every shape the schema
 allows that the template cares about; the lint and security tests use it too.
@@ -17,10 +17,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deploy.cli import main
-from deploy.config import compile_plan, load_plan_from_file, parse_config
-from deploy.run import lease_table_name
-from deploy.template import (
+from deploy.aws.cloudformation import (
     HANDLER,
     PLAN_IN_PACKAGE,
     PLAN_PATH,
@@ -33,6 +30,9 @@ from deploy.template import (
     opensearch_domain,
     template_json,
 )
+from deploy.cli import main
+from deploy.names import lease_table_name
+from deploy.pipeline.config import compile_plan, load_plan_from_file, parse_config
 from sinks.s3 import object_key
 from sinks.templates import Template
 from stream.records import Record

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from hypothesis import given, settings
 
-from deploy.config import load_plan_from_file
-from deploy.template import build_template, template_json
+from deploy.aws.cloudformation import build_template, template_json
+from deploy.pipeline.config import load_plan_from_file
 from tests.deploy.test_config import CLICKSTREAM
 from tests.deploy.test_template import DOMAIN, deployable_plans, plan_of
 

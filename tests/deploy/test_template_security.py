@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 
-from deploy.config import load_plan_from_file
-from deploy.template import build_template
+from deploy.aws.cloudformation import build_template
+from deploy.pipeline.config import load_plan_from_file
 from tests.deploy.test_config import CLICKSTREAM
 from tests.deploy.test_template import DOMAIN, deployable_plans, plan_of
 from tests.deploy.test_template_lint import KITCHEN_SINK

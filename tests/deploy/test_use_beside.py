@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from deploy import plugins
+from deploy.pipeline import runtime_checks
 from tests.integration.conftest import aws, moto_endpoint  # noqa: F401  # fixtures
 
 SHARDLINE = str(Path(sys.executable).with_name("shardline"))  # the console script, as users run it
@@ -73,7 +73,7 @@ def isolated(monkeypatch: pytest.MonkeyPatch) -> None:
     """In-process calls add the folder to sys.path and PYTHONPATH: undo it after the test."""
     monkeypatch.setattr(sys, "path", list(sys.path))
     monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
-    monkeypatch.setattr(plugins, "_LOCAL_FOLDERS", [])
+    monkeypatch.setattr(runtime_checks, "_LOCAL_FOLDERS", [])
 
 
 def test_validate_test_and_invoke_find_the_module_beside_the_file(
@@ -99,8 +99,8 @@ def test_package_ships_the_module_beside_the_file(
     project: Path, tmp_path: Path, isolated: None
 ) -> None:
     """The Lambda zip holds shout.py at its root, where the runtime imports it from."""
-    from deploy.config import compile_plan, load_config  # noqa: PLC0415
-    from deploy.package import build_package, native_architecture  # noqa: PLC0415
+    from deploy.aws.package import build_package, native_architecture  # noqa: PLC0415
+    from deploy.pipeline.config import compile_plan, load_config  # noqa: PLC0415
 
     plan = compile_plan(load_config(project / "pipeline.yaml"))
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -118,11 +118,11 @@ def test_a_module_not_beside_the_file_still_cannot_be_packaged(
     project: Path, tmp_path: Path, isolated: None
 ) -> None:
     """Only what the validated file's folder holds is shipped."""
-    from deploy.config import compile_plan, load_config  # noqa: PLC0415
-    from deploy.package import PackageError, build_package  # noqa: PLC0415
+    from deploy.aws.package import PackageError, build_package  # noqa: PLC0415
+    from deploy.pipeline.config import compile_plan, load_config  # noqa: PLC0415
 
     plan = compile_plan(load_config(project / "pipeline.yaml"))
-    plugins._LOCAL_FOLDERS.clear()  # as if the module's folder had not been validated
+    runtime_checks._LOCAL_FOLDERS.clear()  # as if the module's folder had not been validated
     with pytest.raises(PackageError, match="belongs to no installed distribution"):
         build_package(plan, tmp_path / "fn.zip", requirements=[], cache_dir=tmp_path / "c")
 

@@ -27,7 +27,7 @@ reconciliation checks (DESIGN.md's guarantees), from the stores only, never from
   record's last write) never goes backwards in put order: a record rewritten after a later
   record of its key was last written means the later one was applied out of order.
 
-The queue is read with :func:`deploy.readback.dead_letters`, which makes every message
+The queue is read with :func:`deploy.local.readback.dead_letters`, which makes every message
 visible again after the read, so a run can be reconciled again and again while it goes on.
 """
 
@@ -42,8 +42,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from deploy.readback import archive_lines, dead_letters, table_items
-from stream.esm_rules import lane_of
+from deploy.local.readback import archive_lines, dead_letters, table_items
+from stream.esm.rules import lane_of
 from stream.records import pad_sequence
 from tests.integration.order_probe import read_probe
 
@@ -456,7 +456,7 @@ def _given_up(
     ``parallelization`` > 1 other lanes' records fall inside that range too, delivered or
     not, so a record counts only when it is of the batch's lane: the lane of the record at
     the range's start (the batch's first record), by the mapping's rule
-    (:func:`stream.esm_rules.lane_of`). Counting by range alone would pass a lost record
+    (:func:`stream.esm.rules.lane_of`). Counting by range alone would pass a lost record
     off as dead-lettered.
     """
     by_position = {(p.shard_id, int(p.sequence_number)): p for p in produced}

@@ -5,7 +5,7 @@ Each test makes a Lambda Kinesis event (:class:`stream.testing.EventFactory`) an
 through :meth:`stream.batch.BatchRunner.invoke`, what ``stream.lambda_handler.handler``
 calls per invocation (metrics and log lines included), of a function of
 ``examples/clickstream/pipeline.yaml``. The runner is built from the compiled plan by
-:func:`stream.runtime.build_runner`, as ``deploy/configtest.py`` builds it: in-memory sinks,
+:func:`stream.runtime.build_runner`, as ``deploy/pipeline/cases.py`` builds it: in-memory sinks,
 and the lookup's items given through its ``fetch`` option, so no server is involved.
 
 The in-memory sinks keep the real sinks' contract where bad input meets it: a sink reads
@@ -37,8 +37,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from deploy.config import load_plan_from_file
-from deploy.configtest import FixtureFetch
+from deploy.pipeline.cases import FixtureFetch
+from deploy.pipeline.config import load_plan_from_file
 from sinks.base import OK, DeadLetter, Outcome, permanent
 from sinks.memory import MemorySink
 from stream.event import KPL_MAGIC

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from stream.checkpoints import (
+from stream.esm.checkpoints import (
     SHARD_END,
     TRIM_HORIZON,
     Lease,

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from deploy.config import load_plan_from_file
-from deploy.package import PackageResult, build_package
-from deploy.run import LocalRun, deployed_settings, on_failure_destination
-from deploy.stack import DeployError, deploy, destroy, stack_status
-from deploy.template import function_name
+from deploy.aws.package import PackageResult, build_package
+from deploy.aws.stack import DeployError, deploy, destroy, stack_status
+from deploy.local.run import LocalRun, deployed_settings, on_failure_destination
+from deploy.names import function_name
+from deploy.pipeline.config import load_plan_from_file
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -164,7 +164,7 @@ def test_a_deploy_creates_the_example(cloud: Any, builder: Builder, tmp_path: Pa
         assert arn_name(destination) == "clickstream-dlq"
         assert queue_arn["QueueArn"] == destination
         patterns = [f["Pattern"] for f in mapping.get("FilterCriteria", {}).get("Filters", [])]
-        # the stream may carry KPL aggregates: no pushdown (see deploy.pushdown)
+        # the stream may carry KPL aggregates: no pushdown (see deploy.pipeline.pushdown)
         assert patterns == []
 
     table = cloud("dynamodb").describe_table(TableName="clickstream-orders")["Table"]

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from stream.checkpoints import LeaseTable
-from stream.esm import EventSourceMapping
-from stream.esm_invoke import InProcessInvoker
-from stream.esm_rules import RETRIES_EXHAUSTED, MappingSettings
-from stream.esm_store import MemoryCheckpoints
+from stream.esm.checkpoints import LeaseTable
+from stream.esm.invoke import InProcessInvoker
+from stream.esm.mapping import EventSourceMapping
+from stream.esm.rules import RETRIES_EXHAUSTED, MappingSettings
+from stream.esm.store import MemoryCheckpoints
 from stream.event import records_from_event
 from stream.producer import Producer
 from tests.faultproxy import UNAVAILABLE, FaultProxy
@@ -29,7 +29,7 @@ from tests.integration.fault_fixtures import aws_client
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from stream.esm_store import CheckpointStore
+    from stream.esm.store import CheckpointStore
 
 pytestmark = pytest.mark.integration
 
@@ -286,7 +286,7 @@ class TestDelivery:
         at Lambda's key layout, so the records outlive the stream's retention."""
         import json  # noqa: PLC0415
 
-        from deploy.run import keeps_payload, on_failure_destination  # noqa: PLC0415
+        from deploy.local.run import keeps_payload, on_failure_destination  # noqa: PLC0415
 
         bucket = f"vault-{unique}"
         s3 = aws("s3")

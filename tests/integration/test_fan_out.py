@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from deploy.readback import archive_lines, search_count
+from deploy.local.readback import archive_lines, search_count
 from processors.chain import Chain, Step
 from sinks.base import Status
 from sinks.dynamodb import DynamoDBSink

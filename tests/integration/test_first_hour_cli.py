@@ -69,7 +69,7 @@ def test_run_of_a_plan_whose_step_fails_at_init_says_which_and_exits_1(
     moto_endpoint: str, tmp_path: Path, unique: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A compiled plan is not validated again: the init failure is on screen, with the step."""
-    from deploy.config import load_plan_from_file  # noqa: PLC0415
+    from deploy.pipeline.config import load_plan_from_file  # noqa: PLC0415
 
     monkeypatch.chdir(tmp_path)
     name = f"in{unique[:8]}"

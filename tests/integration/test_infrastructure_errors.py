@@ -11,9 +11,9 @@ import orjson
 import pytest
 
 import stream.lambda_handler as lh
-from deploy.config import load_plan_from_file
-from deploy.readback import dead_letters, table_items
-from stream.clients import reset_clients
+from deploy.local.readback import dead_letters, table_items
+from deploy.pipeline.config import load_plan_from_file
+from stream.aws import reset_clients
 from stream.testing import EventFactory
 
 if TYPE_CHECKING:

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import pytest
 
-from deploy.config import load_plan_from_file
-from deploy.local import provision
-from deploy.readback import archive_lines, dead_letters, search_count, table_items
+from deploy.local.readback import archive_lines, dead_letters, search_count, table_items
+from deploy.local.servers import provision
+from deploy.pipeline.config import load_plan_from_file
 from stream.testing import EventFactory
 
 if TYPE_CHECKING:

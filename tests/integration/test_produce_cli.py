@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from deploy.cli import main
-from deploy.produce import produce_lines
+from deploy.local.produce import produce_lines
 from stream.event import records_from_event
 from tests.integration.test_producer import lambda_event, make_stream, read_shard
 

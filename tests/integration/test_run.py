@@ -10,7 +10,7 @@ key's records were put in increasing ``n``.
 
 The kill and two-runner scenarios run ``shardline run`` in subprocesses (``--in-process``
 handlers: the Lambda runtime workers are :mod:`tests.integration.test_workers`' subject);
-the split runs :class:`deploy.run.LocalRun` in this process, with a short lease duration so
+the split runs :class:`deploy.local.run.LocalRun` in this process, with a short lease duration so
 that the run notices the split within a second. moto 5.2's SplitShard leaves the children
 without records (see ``aws_split_semantics``): one split test runs on moto as it is, the
 other gives the server Kinesis's split for that test.
@@ -34,12 +34,13 @@ import pytest
 from click.testing import CliRunner
 
 from deploy.cli import main
-from deploy.config import load_plan_from_file
-from deploy.local import provision
-from deploy.readback import archive_lines
-from deploy.run import LocalRun, lease_table_name
-from stream.checkpoints import SHARD_END, TRIM_HORIZON, Lease, LeaseTable, LeaseTableError
-from stream.clients import reset_clients
+from deploy.local.readback import archive_lines
+from deploy.local.run import LocalRun
+from deploy.local.servers import provision
+from deploy.names import lease_table_name
+from deploy.pipeline.config import load_plan_from_file
+from stream.aws import reset_clients
+from stream.esm.checkpoints import SHARD_END, TRIM_HORIZON, Lease, LeaseTable, LeaseTableError
 from stream.producer import Producer
 from tests.integration.order_probe import ProbeLine, read_probe
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import pytest
 
-from deploy.readback import archive_lines as read_lines
+from deploy.local.readback import archive_lines as read_lines
 from sinks.base import DeadLetter, Status
 from sinks.s3 import S3Sink, positions_digest
 from stream.event import records_from_event

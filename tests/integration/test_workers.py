@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from stream.lambda_runtime import WorkerPool
+from stream.esm.sandbox import WorkerPool
 from stream.testing import EventFactory
 
 if TYPE_CHECKING:
@@ -224,7 +224,7 @@ class TestShutdown:
     def test_runtimes_exit_by_themselves_when_their_parent_is_killed(self):
         script = (
             "import os, signal, sys\n"
-            "from stream.lambda_runtime import WorkerPool\n"
+            "from stream.esm.sandbox import WorkerPool\n"
             "pool = WorkerPool({}, size=1, handler=sys.argv[1], task_root=sys.argv[2],\n"
             "                  log=open(os.devnull, 'wb'))\n"
             "print(pool.invoke({}, timeout_s=3).worker_pid, flush=True)\n"
@@ -250,7 +250,7 @@ class TestShutdown:
         pid_file, done_file = tmp_path / "pid", tmp_path / "done"
         script = (
             "import os, signal, sys, threading, time\n"
-            "from stream.lambda_runtime import WorkerPool\n"
+            "from stream.esm.sandbox import WorkerPool\n"
             "pool = WorkerPool({}, size=1, handler=sys.argv[1], task_root=sys.argv[2],\n"
             "                  log=open(os.devnull, 'wb'))\n"
             "event = {'pid_file': sys.argv[3], 'done_file': sys.argv[4], 'sleep_s': 6}\n"

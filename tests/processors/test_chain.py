@@ -154,7 +154,7 @@ class TestUntrackedChanges:
         """The handler's path: plan -> runner -> stdout sink writes the edited value."""
         import io  # noqa: PLC0415
 
-        from deploy.config import compile_plan, parse_config  # noqa: PLC0415
+        from deploy.pipeline.config import compile_plan, parse_config  # noqa: PLC0415
         from sinks.stdout import StdoutSink  # noqa: PLC0415
         from stream.runtime import build_runner  # noqa: PLC0415
         from stream.testing import EventFactory  # noqa: PLC0415

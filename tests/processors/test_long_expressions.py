@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from deploy.plugins import expr_problem
+from deploy.pipeline.runtime_checks import expr_problem
 from processors.chain import Chain
 from processors.expr import ExprError, compile_expr, compile_predicate, is_truthy
 from processors.fused import FusedRun
@@ -190,7 +190,7 @@ def test_validation_rejects_a_zero_slice_step_that_would_fail_every_record() -> 
 def test_a_pipeline_file_that_validates_starts(shape: str) -> None:
     """From YAML: validate and compile accept the file, and the runtime's runner builds from
     the plan and filters as the expression says (this raised SyntaxError at start at 49)."""
-    from deploy.config import compile_plan, parse_config  # noqa: PLC0415
+    from deploy.pipeline.config import compile_plan, parse_config  # noqa: PLC0415
     from sinks.discard import DiscardSink  # noqa: PLC0415
     from stream.runtime import build_runner  # noqa: PLC0415
 

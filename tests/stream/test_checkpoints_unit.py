@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.checkpoints import (
+from stream.esm.checkpoints import (
     AT_TIMESTAMP,
     LATEST,
     SHARD_END,

@@ -26,11 +26,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from processors.match import PatternError
-from stream.checkpoints import SHARD_END, LeaseLost, ShardInfo
-from stream.esm import GET_RECORDS_PER_SECOND, EventSourceMapping
-from stream.esm_filter import RecordFilter
-from stream.esm_invoke import InProcessInvoker, InvokeResult
-from stream.esm_rules import (
+from stream.esm.checkpoints import SHARD_END, LeaseLost, ShardInfo
+from stream.esm.filter import RecordFilter
+from stream.esm.invoke import InProcessInvoker, InvokeResult
+from stream.esm.mapping import GET_RECORDS_PER_SECOND, EventSourceMapping
+from stream.esm.rules import (
     AGE_EXCEEDED,
     MAX_PAYLOAD_BYTES,
     RETRIES_EXHAUSTED,
@@ -45,7 +45,7 @@ from stream.esm_rules import (
     lane_of,
     on_failure_message,
 )
-from stream.esm_store import MemoryCheckpoints
+from stream.esm.store import MemoryCheckpoints
 from stream.event import records_from_event
 from stream.testing import encode_aggregate
 
@@ -295,7 +295,7 @@ def keys_in_lanes(lanes: int) -> list[str]:
 
 
 class TestMappingSettings:
-    PLAN_FUNCTION: ClassVar[dict[str, Any]] = {  # as deploy.cli compile writes it for the example
+    PLAN_FUNCTION: ClassVar[dict[str, Any]] = {  # as `shardline compile` writes it for the example
         "timeout_s": 60,
         "batch": {
             "size": 500,

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from stream.runtime_api import API_VERSION, Invocation, Outcome, RuntimeAPI
+from stream.esm.runtime_api import API_VERSION, Invocation, Outcome, RuntimeAPI
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

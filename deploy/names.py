@@ -1,0 +1,51 @@
+"""The names of what a pipeline creates: functions, lease tables, the default dead-letter queue.
+
+Both the CloudFormation template and the local runner derive names from the plan with these, so
+a stack deployed to AWS and a local run address the same resources the same way.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = [
+    "MAX_FUNCTION_NAME",
+    "MAX_QUEUE_NAME",
+    "dead_letter_queue_name",
+    "function_name",
+    "lease_table_name",
+]
+
+#: AWS's limits on the names: a Lambda function's name, an SQS queue's name.
+MAX_FUNCTION_NAME = 64
+MAX_QUEUE_NAME = 80
+
+
+def function_name(plan: Mapping[str, Any], function: str) -> str:
+    """The Lambda function's name: the pipeline's name, then the function's.
+
+    >>> function_name({"name": "clickstream"}, "archive-all")
+    'clickstream-archive-all'
+    """
+    return f"{plan['name']}-{function}"
+
+
+def dead_letter_queue_name(plan: Mapping[str, Any]) -> str:
+    """The queue created for functions whose file names no ``on_failure``.
+
+    >>> dead_letter_queue_name({"name": "clickstream"})
+    'clickstream-dlq'
+    """
+    return f"{plan['name']}-dlq"
+
+
+def lease_table_name(plan: Mapping[str, Any], function: str) -> str:
+    """The lease table of one function's mapping: one per (pipeline, function).
+
+    >>> lease_table_name({"name": "clickstream"}, "archive-all")
+    'clickstream-archive-all-leases'
+    """
+    return f"{plan['name']}-{function}-leases"

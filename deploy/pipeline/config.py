@@ -1,0 +1,205 @@
+"""Load, validate and compile the pipeline file (the contract is CONFIG.md).
+
+The operator's side reads YAML once; Lambda never does. :func:`load_config` parses and
+validates the file and raises one :class:`ConfigError` with *every* problem, each printed as
+``FILE:LINE: path: message``. :func:`compile_plan` turns a valid config into the JSON plan
+that the runtime loads with orjson, with every default filled in so the runtime needs neither
+PyYAML nor knowledge of defaults.
+
+Steps, in order: YAML with line numbers (:mod:`deploy.pipeline.yamlload`), ``${VAR}`` interpolation
+from the environment while loading (so the values checked are the final ones), then
+validation and normalisation (:mod:`deploy.pipeline.schema`).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from deploy.pipeline.problems import ConfigError, Problem, Reporter
+from deploy.pipeline.pushdown import filter_criteria
+from deploy.pipeline.schema import validate
+from deploy.pipeline.yamlload import load_yaml
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from deploy.pipeline.problems import Path as DocPath
+
+__all__ = [
+    "PLAN_VERSION",
+    "ConfigError",
+    "PipelineConfig",
+    "Problem",
+    "compile_plan",
+    "load_config",
+    "load_plan_from_file",
+    "parse_config",
+]
+
+PLAN_VERSION = 1
+"""Version of the JSON plan's shape; the runtime refuses plans it does not know."""
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """A validated pipeline file.
+
+    Attributes:
+        source: the file name as given, for messages.
+        document: the file's content after ``${VAR}`` interpolation, as written.
+        normalized: the validated content with every default filled in.
+        lines: line (1-based) of every mapping key and list item, by document path; later
+            steps (deploy, local run) use it to point their own errors at the file.
+        notes: what ``validate`` tells the user without failing (e.g. what
+            ``filter_pushdown`` does to records that are not JSON), in line order.
+    """
+
+    source: str
+    document: dict[str, Any]
+    normalized: dict[str, Any]
+    lines: Mapping[DocPath, int]
+    notes: tuple[Problem, ...] = ()
+
+    def line_of(self, path: DocPath) -> int:
+        """The line of ``path``, or of its nearest ancestor in the file."""
+        return Reporter(self.source, self.lines).line_of(path)
+
+
+def parse_config(
+    text: str, *, source: str = "<string>", env: Mapping[str, str] | None = None
+) -> PipelineConfig:
+    """Validate pipeline YAML given as text; ``source`` names it in messages.
+
+    Raises:
+        ConfigError: with every problem found, in line order.
+    """
+    lines: dict[DocPath, int] = {}
+    reporter = Reporter(source, lines)
+    document = load_yaml(text, reporter, lines, os.environ if env is None else env)
+    if document is None and reporter.problems:  # broken YAML: nothing to validate
+        raise ConfigError(reporter.sorted_problems())
+    normalized = validate(reporter, document)
+    if reporter.problems:
+        raise ConfigError(reporter.sorted_problems())
+    notes = tuple(sorted(reporter.notes, key=lambda p: p.line))
+    cfg = PipelineConfig(source, document, normalized, lines, notes)
+    _check_builds(reporter, compile_plan(cfg))
+    if reporter.problems:
+        raise ConfigError(reporter.sorted_problems())
+    return cfg
+
+
+def _check_builds(r: Reporter, plan: Mapping[str, Any]) -> None:
+    """Build every function's steps and sinks with the runtime's own builder
+    (:func:`stream.runtime.build_runner`), as a Lambda cold start does, and report what
+    raises at the line of the step or sink: a plugin that refuses its arguments fails here,
+    not on every invocation. Constructors make no AWS clients (those are created on first
+    use), so this touches no network. A sink no function uses is built too."""
+    from sinks.registry import build_sink  # noqa: PLC0415  # the runtime's, light
+    from stream.exceptions import PluginError  # noqa: PLC0415
+    from stream.runtime import BuildFailure, build_runner, used_sinks  # noqa: PLC0415
+
+    seen: set[DocPath] = set()
+
+    def report(prefix: DocPath, failure: BuildFailure) -> None:
+        path = (*prefix, *failure.where) if failure.where[0] == "processors" else failure.where
+        if path in seen:  # a sink used by several functions: said once
+            return
+        seen.add(path)
+        what = f"sink {path[1]!r}" if path[0] == "sinks" else f"processor {_step_name(plan, path)}"
+        exc = failure.error
+        why = f"{what} fails to start: {type(exc).__name__}: {_one_line(exc)}"
+        if not isinstance(exc, PluginError):  # a loading problem says its own fix
+            why += (
+                " (its constructor raised this while the function was being built, as at "
+                "every Lambda cold start: fix its arguments)"
+            )
+        r.error(path, why)
+
+    used: set[str] = set()
+    for name in plan["functions"]:
+
+        def on_error(failure: BuildFailure, name: str = name) -> None:
+            report(("functions", name), failure)
+
+        build_runner(plan, name, metrics=False, on_error=on_error)
+        used.update(used_sinks(plan["functions"][name]))
+    for sink, spec in plan["sinks"].items():
+        if sink in used:
+            continue
+        try:
+            build_sink(sink, spec)
+        except Exception as exc:  # any failure at start is the problem to report
+            report((), BuildFailure(("sinks", sink), exc))
+
+
+def _step_name(plan: Mapping[str, Any], path: DocPath) -> str:
+    entry = plan["functions"][path[1]]["processors"][path[3]]
+    return repr(entry["use"] if "use" in entry else next(iter(entry)))
+
+
+def _one_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "(no message)"
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> PipelineConfig:
+    """Read and validate a pipeline file; ``env`` defaults to ``os.environ``.
+
+    The file name appears in messages exactly as given, the way the user typed it.
+
+    Raises:
+        ConfigError: with every problem found (an unreadable file is one problem).
+    """
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else f"not UTF-8 ({exc.reason})"
+        raise ConfigError([Problem(source, 1, "(file)", f"cannot read: {reason}")]) from exc
+    return parse_config(text, source=source, env=env)
+
+
+def compile_plan(cfg: PipelineConfig) -> dict[str, Any]:
+    """The JSON plan for the runtime and deploy: plain data, every default explicit.
+
+    Beyond the normalised config it applies the rules that depend on several settings:
+    for a function with ``filter_pushdown: true`` (an explicit choice; validation refuses it
+    on a KPL-aggregated stream, which AWS cannot filter) the leading match filters become
+    ``filter_criteria`` (:mod:`deploy.pipeline.pushdown`). The stream's ``aggregated`` flag is in
+    the plan's ``stream``, where the runtime reads it (:func:`stream.runtime.build_runner`).
+    An SQS sink that names
+    no ``overflow_bucket`` gets the first S3 sink's bucket, where dead letters too large
+    for one message are written.
+    """
+    spec = copy.deepcopy(cfg.normalized)
+    buckets = [s["bucket"] for s in spec["sinks"].values() if s.get("type") == "s3"]
+    for sink in spec["sinks"].values():
+        if sink.get("type") == "sqs" and not sink.get("overflow_bucket") and buckets:
+            sink["overflow_bucket"] = buckets[0]
+    functions = spec["functions"]
+    for function in functions.values():
+        function["filter_criteria"] = filter_criteria(function)
+    return {
+        "version": PLAN_VERSION,
+        "name": spec["name"],
+        "region": spec["region"],
+        "stream": spec["stream"],
+        "sinks": spec["sinks"],
+        "functions": functions,
+        "metrics": spec["metrics"],
+        "log_payloads": spec["log_payloads"],
+    }
+
+
+def load_plan_from_file(path: str | Path, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Load, validate and compile in one call (the CLI's and tests' usual need).
+
+    Raises:
+        ConfigError: with every problem found.
+    """
+    return compile_plan(load_config(path, env))
