@@ -40,7 +40,7 @@ import enum
 import random
 import time
 from abc import ABC, abstractmethod
-from base64 import b64encode
+from base64 import b64decode, b64encode
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -150,6 +150,9 @@ class DeadLetter:
         function: the function (Lambda) that processed it.
         pipeline: the pipeline name.
         failed_at: epoch seconds.
+        redrives: how many times ``shardline dlq redrive`` put the record back through its
+            function before this failure (0 on the first pass; the envelope and the SQS
+            message carry it only when it is not 0).
     """
 
     record: Record
@@ -159,6 +162,7 @@ class DeadLetter:
     function: str = ""
     pipeline: str = ""
     failed_at: float = 0.0
+    redrives: int = 0
 
     def document(self) -> dict[str, Any]:
         """The JSON envelope written to the dead-letter sink: enough to replay the record."""
@@ -186,7 +190,57 @@ class DeadLetter:
         }
         if data_error is not None:
             envelope["data_error"] = data_error
+        if self.redrives:
+            envelope["redrives"] = self.redrives
         return envelope
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, Any], data: bytes | None = None) -> DeadLetter:
+        """The letter an envelope of :meth:`document` describes, its record at the failed
+        record's position: the inverse of :meth:`document`, so that what the writer puts
+        and what ``shardline dlq`` reads cannot drift apart.
+
+        Args:
+            doc: the envelope.
+            data: the record's data when the envelope does not hold it (an oversize
+                letter's message points to the full envelope in S3); default: its
+                ``data_base64``.
+
+        Raises:
+            KeyError, TypeError, ValueError: ``doc`` is not such an envelope.
+
+        >>> from stream.records import Record
+        >>> rec = Record(b'{"id": 1}', "k", "4959", 2, shard_id="shardId-000000000001")
+        >>> letter = DeadLetter(rec, "boom", "ValueError", "processors[0]", "fn", "p", 1.5, 1)
+        >>> again = DeadLetter.from_document(letter.document())
+        >>> again.record.data, again.record.sub_sequence_number, again.redrives
+        (b'{"id": 1}', 2, 1)
+        """
+        from stream.records import Record  # noqa: PLC0415  # only the operator reads letters
+
+        if data is None:
+            data = b64decode(doc["data_base64"], validate=True)
+        record = Record(
+            data,
+            str(doc["partition_key"]),
+            str(int(doc["sequence_number"])),  # a decimal string: anything else is not ours
+            int(doc.get("sub_sequence_number") or 0),
+            shard_id=str(doc.get("shard_id") or ""),
+            arrival=float(doc.get("arrival") or 0.0),
+            event_id=str(doc.get("event_id") or ""),
+            event_source_arn=str(doc.get("event_source_arn") or ""),
+        )
+        record.part = str(doc.get("part") or "")
+        return cls(
+            record,
+            str(doc["reason"]),
+            str(doc["error"]),
+            str(doc["step"]),
+            str(doc.get("function") or ""),
+            str(doc.get("pipeline") or ""),
+            float(doc.get("failed_at") or 0.0),
+            int(doc.get("redrives") or 0),
+        )
 
     def as_record(self) -> Record:
         """The envelope as a record at the failed record's position, for generic sinks."""

@@ -6,7 +6,9 @@ sequence and sub-sequence number, event id, event source ARN, the pipeline, the 
 the failing step, the error class and message, and when it failed. So that operators can
 filter in the console without parsing bodies, each message also has the String attributes
 ``reason``, ``error``, ``step``, ``function``, ``pipeline`` and ``shard`` (cut to 256
-characters; empty ones are left out because SQS rejects empty attribute values).
+characters; empty ones are left out because SQS rejects empty attribute values), and
+``redrives`` for a letter that ``shardline dlq redrive`` put back and that failed again.
+Their names are constants here (``REASON_ATTRIBUTE``...), which ``shardline dlq`` reads.
 
 Ordinary records (``write_batch``) are sent with the record's data as the body: as text
 when it is UTF-8 made only of characters SQS accepts, else base64 with the attribute
@@ -86,8 +88,17 @@ if TYPE_CHECKING:
     from stream.records import Record
 
 __all__ = [
+    "ERROR_ATTRIBUTE",
+    "FUNCTION_ATTRIBUTE",
     "MAX_BATCH_ENTRIES",
     "MAX_MESSAGE_BYTES",
+    "OVERFLOW_ATTRIBUTE",
+    "OVERFLOW_FIELD",
+    "PIPELINE_ATTRIBUTE",
+    "REASON_ATTRIBUTE",
+    "REDRIVES_ATTRIBUTE",
+    "SHARD_ATTRIBUTE",
+    "STEP_ATTRIBUTE",
     "SQSSink",
     "deduplication_id",
     "message_group_id",
@@ -99,6 +110,21 @@ __all__ = [
 MAX_BATCH_ENTRIES = 10
 #: Default message size limit: 256 KiB, the limit many queues still have.
 MAX_MESSAGE_BYTES = 262_144
+#: The String attributes of a dead-letter message, written here and read by ``shardline dlq``
+#: (``deploy.ops.dead_letters``): name them from here on both sides.
+REASON_ATTRIBUTE = "reason"
+ERROR_ATTRIBUTE = "error"
+STEP_ATTRIBUTE = "step"
+FUNCTION_ATTRIBUTE = "function"
+PIPELINE_ATTRIBUTE = "pipeline"
+SHARD_ATTRIBUTE = "shard"
+#: the S3 URI of an oversize letter's full envelope
+OVERFLOW_ATTRIBUTE = "overflow"
+#: times the letter's record was redriven before it failed again (absent: never)
+REDRIVES_ATTRIBUTE = "redrives"
+#: the field of an oversize letter's body that points to its envelope in S3: an object
+#: with ``bucket``, ``key``, ``uri`` and ``bytes``
+OVERFLOW_FIELD = "overflow"
 _SQS_MESSAGE_RANGE = (1024, 1_048_576)  # what MaximumMessageSize may be set to
 _ATTRIBUTE_CHARS = 256
 _POINTER_REASON_CHARS = 4096
@@ -404,12 +430,13 @@ class SQSSink(Sink):
             )
         attributes = _attributes(
             {
-                "reason": letter.reason,
-                "error": letter.error,
-                "step": letter.step,
-                "function": letter.function,
-                "pipeline": letter.pipeline,
-                "shard": rec.shard_id,
+                REASON_ATTRIBUTE: letter.reason,
+                ERROR_ATTRIBUTE: letter.error,
+                STEP_ATTRIBUTE: letter.step,
+                FUNCTION_ATTRIBUTE: letter.function,
+                PIPELINE_ATTRIBUTE: letter.pipeline,
+                SHARD_ATTRIBUTE: rec.shard_id,
+                REDRIVES_ATTRIBUTE: str(letter.redrives) if letter.redrives else "",
             }
         )
         body = _json_text(doc)
@@ -418,7 +445,7 @@ class SQSSink(Sink):
             moved = self._overflow(letter, doc, body, size)
             if isinstance(moved, Outcome):
                 return moved
-            body, attributes["overflow"] = moved
+            body, attributes[OVERFLOW_ATTRIBUTE] = moved
             size = _size(body, attributes)
             if size > self.max_message_bytes:
                 return permanent(
@@ -511,7 +538,7 @@ class SQSSink(Sink):
         reason = pointer["reason"]
         if len(reason) > _POINTER_REASON_CHARS:
             pointer["reason"] = reason[:_POINTER_REASON_CHARS] + "... (in full in the object)"
-        pointer["overflow"] = {"bucket": bucket, "key": key, "uri": uri, "bytes": len(payload)}
+        pointer[OVERFLOW_FIELD] = {"bucket": bucket, "key": key, "uri": uri, "bytes": len(payload)}
         return _json_text(pointer), uri
 
     # -- sending ------------------------------------------------------------------------
