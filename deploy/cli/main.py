@@ -527,6 +527,7 @@ def _add_commands() -> None:
     """Commands defined in their own modules (each imports its heavy parts when run)."""
     from deploy.cli.cost import cost  # noqa: PLC0415
     from deploy.cli.dev import demo_command, dev_command  # noqa: PLC0415
+    from deploy.cli.dlq import dlq_group  # noqa: PLC0415
     from deploy.cli.event import event_command  # noqa: PLC0415
     from deploy.cli.init import init_command  # noqa: PLC0415
     from deploy.cli.local import local_group  # noqa: PLC0415
@@ -536,7 +537,7 @@ def _add_commands() -> None:
 
     for command in (
         deploy_command, diff_command, destroy_command, dev_command, demo_command, test, schema,
-        cost, report, local_group, event_command, init_command,
+        cost, report, local_group, event_command, init_command, dlq_group,
     ):  # fmt: skip
         main.add_command(command)
 

@@ -1,0 +1,715 @@
+"""Dead letters: read them from the pipeline's dead-letter sinks, group them, redrive them.
+
+A *letter source* is one place a pipeline's failures end up. This slice reads SQS queues
+(:class:`SQSSource`): every ``sqs`` sink a function names as ``on_failure``, and the queue
+``<name>-dlq`` that deploy creates for functions that name none (:func:`sqs_queues`). S3
+``on_failure`` objects are another source to come, behind the same :class:`LetterSource`.
+
+A source yields :class:`Message` values of three kinds (:class:`Kind`):
+
+* ``letter``: a shardline dead letter, the envelope :meth:`sinks.base.DeadLetter.document`
+  writes (read back with :meth:`~sinks.base.DeadLetter.from_document`; an oversize letter's
+  message points to its envelope in S3, which is fetched). Only these are redriven or
+  discarded.
+* ``range``: Lambda's own on-failure message for a batch it gave up on (retries exhausted,
+  record too old): a shard and a sequence range, no records. Listed; resolving it into
+  records (from the stream, or the archive) is a later slice, so it is left in the queue.
+* ``foreign``: anything else. Listed with why it is not a letter, never deleted.
+
+Redrive (:func:`redrive`) puts each selected letter back through its function as the plan
+defines it now (:func:`stream.runtime.build_runner`), as a record at its original position
+(shard, sequence and sub-sequence number, partition key, arrival), into the function's
+sinks: keyed sinks are idempotent by position and a ``latest`` item is never overwritten by
+an older record. Letters run in shard order (shard, sequence, sub-sequence number), so the
+records of one key keep their order, and the function's ordering policy holds back the
+later records of a key whose earlier one failed. A message is deleted only once its letter
+is *handled*: written, filtered out, or dead-lettered again (with ``redrives`` one higher
+and the new reason). A rerun after an interruption therefore writes nothing twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import re
+import time
+from abc import ABC, abstractmethod
+from base64 import b64encode
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from deploy.names import dead_letter_queue_name
+from sinks.base import DeadLetter, Ordering, Sink
+from sinks.sqs import OVERFLOW_FIELD, REDRIVES_ATTRIBUTE
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+
+    from sinks.base import Outcome
+    from stream.records import Record
+    from stream.runtime import SinkFactory
+
+__all__ = [
+    "DEFAULT_MAX_REDRIVES",
+    "Fate",
+    "Group",
+    "Kind",
+    "LetterSource",
+    "Message",
+    "Redriven",
+    "SQSSource",
+    "Scan",
+    "Selection",
+    "decoded_payload",
+    "discard",
+    "group",
+    "letter_row",
+    "parse_message",
+    "parse_since",
+    "read_sources",
+    "redrive",
+    "sqs_queues",
+]
+
+#: Redrives of one letter after which ``redrive`` leaves it alone.
+DEFAULT_MAX_REDRIVES = 3
+_RECEIVE_BATCH = 10  # most messages one ReceiveMessage / DeleteMessageBatch handles
+_EMPTY_ROUNDS = 2  # short polling may answer empty while messages remain: ask again once
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class Kind(enum.Enum):
+    """What a message in a dead-letter sink is."""
+
+    LETTER = "letter"
+    """A shardline dead letter: the record, its position and why it failed."""
+    RANGE = "range"
+    """Lambda's on-failure message: a shard and sequence range, without the records."""
+    FOREIGN = "foreign"
+    """Anything else: listed, never deleted."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message of a letter source.
+
+    Attributes:
+        source: the source's name (the queue).
+        id: the message's id in the source.
+        handle: what deleting it takes (an SQS receipt handle).
+        kind: letter, range or foreign.
+        sent_at: when the source received it (epoch seconds).
+        body: the message as read.
+        letter: the dead letter (kind ``letter``), else ``None``.
+        problem: why a letter cannot be redriven as read (its envelope in S3 is
+            missing), or why a foreign message is not a letter; "" otherwise.
+    """
+
+    source: str
+    id: str
+    handle: str
+    kind: Kind
+    sent_at: float
+    body: str
+    letter: DeadLetter | None = None
+    problem: str = ""
+
+    @property
+    def failed_at(self) -> float:
+        """When the letter's record failed, else when the message was sent."""
+        return self.letter.failed_at if self.letter and self.letter.failed_at else self.sent_at
+
+
+def parse_message(
+    source: str,
+    message_id: str,
+    handle: str,
+    body: str,
+    *,
+    attributes: Mapping[str, str] | None = None,
+    sent_at: float = 0.0,
+    fetch: Callable[[str, str], bytes] | None = None,
+) -> Message:
+    """Classify one message of a dead-letter queue and read its letter: the one parser of
+    what :class:`sinks.sqs.SQSSink` writes.
+
+    Args:
+        source: the queue's name.
+        message_id: its id.
+        handle: its receipt handle.
+        body: its body.
+        attributes: its String message attributes by name (a letter's ``redrives`` is
+            taken from them when the body does not say).
+        sent_at: when SQS received it.
+        fetch: ``fetch(bucket, key)`` reads an oversize letter's envelope from S3.
+
+    >>> from sinks.base import DeadLetter
+    >>> from stream.records import Record
+    >>> rec = Record(b'{"id": 7}', "k", "4959", shard_id="shardId-000000000000")
+    >>> doc = DeadLetter(rec, "boom", "ValueError", "processors[0]", "fn", "p").document()
+    >>> m = parse_message("q", "1", "h", orjson.dumps(doc).decode())
+    >>> m.kind.value, m.letter.function, m.letter.record.data
+    ('letter', 'fn', b'{"id": 7}')
+    >>> parse_message("q", "2", "h", "hello").kind.value
+    'foreign'
+    >>> parse_message("q", "3", "h", '{"KinesisBatchInfo": {"shardId": "s"}}').kind.value
+    'range'
+    """
+    attributes = attributes or {}
+
+    def other(kind: Kind, why: str = "") -> Message:
+        return Message(source, message_id, handle, kind, sent_at, body, problem=why)
+
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return other(Kind.FOREIGN, "not JSON")
+    if not isinstance(doc, dict):
+        return other(Kind.FOREIGN, "not a JSON object")
+    if isinstance(doc.get("KinesisBatchInfo"), dict):
+        return other(Kind.RANGE, "an on-failure range: the records are not in the message")
+    problem = ""
+    data: bytes | None = None
+    pointer = doc.get(OVERFLOW_FIELD)
+    if "data_base64" not in doc and isinstance(pointer, dict):
+        if fetch is None:
+            data, problem = b"", f"its envelope is in {pointer.get('uri')} (not read)"
+        else:
+            try:
+                full = orjson.loads(fetch(str(pointer["bucket"]), str(pointer["key"])))
+                doc = {**full, **{k: v for k, v in doc.items() if k == "redrives"}}
+            except Exception as exc:  # any failure: say it, refuse to redrive
+                data = b""
+                problem = f"its envelope {pointer.get('uri')} cannot be read: {exc}"
+    try:
+        letter = DeadLetter.from_document(doc, data)
+    except (KeyError, TypeError, ValueError) as exc:
+        return other(Kind.FOREIGN, f"not a shardline dead letter ({type(exc).__name__}: {exc})")
+    if not letter.redrives and attributes.get(REDRIVES_ATTRIBUTE, "").isdigit():
+        letter = dataclasses.replace(letter, redrives=int(attributes[REDRIVES_ATTRIBUTE]))
+    return Message(source, message_id, handle, Kind.LETTER, sent_at, body, letter, problem)
+
+
+class LetterSource(ABC):
+    """A place where a pipeline's failures are kept: a queue (now), a bucket (later).
+
+    Reading hides the messages from other readers until :meth:`release` (or the source's
+    own timeout), so that two operators never redrive one letter at once.
+    """
+
+    name: str
+
+    @abstractmethod
+    def read(self) -> list[Message]:
+        """Every message, classified (:func:`parse_message`), hidden from other readers."""
+
+    @abstractmethod
+    def delete(self, messages: Sequence[Message]) -> dict[str, str]:
+        """Remove these messages; return why each that could not be removed was not, by id."""
+
+    @abstractmethod
+    def release(self, messages: Sequence[Message]) -> None:
+        """Make these messages visible again, unchanged."""
+
+
+class SQSSource(LetterSource):
+    """An SQS queue of dead letters.
+
+    Args:
+        queue: the queue's name (or URL).
+        client: a boto3 SQS client.
+        s3_client: a boto3 S3 client, for oversize letters' envelopes.
+        hold_s: how long messages read stay hidden from other readers (the visibility
+            timeout); messages not deleted are released before that.
+    """
+
+    def __init__(self, queue: str, client: Any, s3_client: Any, hold_s: int = 300) -> None:
+        self.name = queue
+        self._client = client
+        self._s3 = s3_client
+        self._hold_s = hold_s
+        self._url: str | None = queue if queue.startswith(("https://", "http://")) else None
+
+    @property
+    def url(self) -> str:
+        """The queue URL (one ``GetQueueUrl``)."""
+        if self._url is None:
+            self._url = str(self._client.get_queue_url(QueueName=self.name)["QueueUrl"])
+        return self._url
+
+    def read(self) -> list[Message]:
+        """Receive until the queue has nothing visible left (twice empty in a row)."""
+        out: list[Message] = []
+        seen: set[str] = set()
+        empty = 0
+        while empty < _EMPTY_ROUNDS:
+            response = self._client.receive_message(
+                QueueUrl=self.url,
+                MaxNumberOfMessages=_RECEIVE_BATCH,
+                VisibilityTimeout=self._hold_s,
+                WaitTimeSeconds=0,
+                AttributeNames=["SentTimestamp"],
+                MessageAttributeNames=["All"],
+            )
+            messages = response.get("Messages", [])
+            empty = 0 if messages else empty + 1
+            for m in messages:
+                if m["MessageId"] in seen:  # a duplicate delivery of a standard queue
+                    continue
+                seen.add(m["MessageId"])
+                attributes = {
+                    name: str(value.get("StringValue", ""))
+                    for name, value in m.get("MessageAttributes", {}).items()
+                }
+                sent = int(m.get("Attributes", {}).get("SentTimestamp", 0)) / 1000
+                out.append(
+                    parse_message(
+                        self.name,
+                        m["MessageId"],
+                        m["ReceiptHandle"],
+                        m.get("Body", ""),
+                        attributes=attributes,
+                        sent_at=sent,
+                        fetch=self._fetch,
+                    )
+                )
+        return out
+
+    def _fetch(self, bucket: str, key: str) -> bytes:
+        body: bytes = self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        return body
+
+    def delete(self, messages: Sequence[Message]) -> dict[str, str]:
+        failed: dict[str, str] = {}
+        for start in range(0, len(messages), _RECEIVE_BATCH):
+            chunk = messages[start : start + _RECEIVE_BATCH]
+            response = self._client.delete_message_batch(
+                QueueUrl=self.url,
+                Entries=[{"Id": str(n), "ReceiptHandle": m.handle} for n, m in enumerate(chunk)],
+            )
+            for entry in response.get("Failed", ()):
+                message = chunk[int(entry["Id"])]
+                failed[message.id] = f"{entry.get('Code')}: {entry.get('Message')}"
+        return failed
+
+    def release(self, messages: Sequence[Message]) -> None:
+        for start in range(0, len(messages), _RECEIVE_BATCH):
+            chunk = messages[start : start + _RECEIVE_BATCH]
+            self._client.change_message_visibility_batch(
+                QueueUrl=self.url,
+                Entries=[
+                    {"Id": str(n), "ReceiptHandle": m.handle, "VisibilityTimeout": 0}
+                    for n, m in enumerate(chunk)
+                ],
+            )
+
+
+def sqs_queues(plan: Mapping[str, Any]) -> list[str]:
+    """The SQS queues the plan's functions dead-letter to, in file order: every ``sqs``
+    sink named as ``on_failure``, and ``<name>-dlq`` when a function names none (deploy
+    creates it for Lambda's on-failure messages).
+
+    >>> plan = {"name": "shop", "sinks": {"dlq": {"type": "sqs", "queue": "shop-bad"}},
+    ...         "functions": {"a": {"on_failure": "dlq"}, "b": {}}}
+    >>> sqs_queues(plan)
+    ['shop-bad', 'shop-dlq']
+    """
+    queues: list[str] = []
+    for spec in plan["functions"].values():
+        name = spec.get("on_failure")
+        sink = plan["sinks"].get(name) if name else None
+        if not name:
+            queue = dead_letter_queue_name(plan)
+        elif sink is not None and sink.get("type") == "sqs":
+            queue = str(sink["queue"])
+        else:
+            continue  # an s3 on_failure sink: a later slice reads it
+        if queue not in queues:
+            queues.append(queue)
+    return queues
+
+
+@dataclass
+class Scan:
+    """What the sources held: their messages, and the sources that could not be read."""
+
+    messages: list[Message] = field(default_factory=list)
+    unreadable: dict[str, str] = field(default_factory=dict)  # source: why
+    sources: dict[str, LetterSource] = field(default_factory=dict)
+
+    def of(self, kind: Kind) -> list[Message]:
+        """The messages of one kind, in the order read."""
+        return [m for m in self.messages if m.kind is kind]
+
+    def release(self, messages: Iterable[Message] | None = None) -> None:
+        """Make messages (default: all) visible again."""
+        by_source: dict[str, list[Message]] = defaultdict(list)
+        for m in self.messages if messages is None else messages:
+            by_source[m.source].append(m)
+        for name, chunk in by_source.items():
+            self.sources[name].release(chunk)
+
+
+def read_sources(sources: Sequence[LetterSource]) -> Scan:
+    """Read every source; a source that cannot be read (a queue not deployed) is noted."""
+    scan = Scan(sources={s.name: s for s in sources})
+    for source in sources:
+        try:
+            scan.messages += source.read()
+        except Exception as exc:  # botocore's errors: say which source
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+            scan.unreadable[source.name] = f"{code or type(exc).__name__}: {exc}"
+    return scan
+
+
+def parse_since(text: str, now: float | None = None) -> float:
+    """Epoch seconds from ``--since``: a duration back from now (``90s``, ``30m``, ``2h``,
+    ``1d``, ``1h30m``) or an ISO 8601 time (UTC unless it says otherwise).
+
+    >>> parse_since("2h", now=10_000.0)
+    2800.0
+    >>> parse_since("2026-01-01T00:00:00")
+    1767225600.0
+
+    Raises:
+        ValueError: neither.
+    """
+    spec = text.strip().lower()
+    parts = _DURATION.findall(spec)
+    if parts and _DURATION.sub("", spec).strip() == "":
+        seconds = sum(float(n) * _UNITS[unit] for n, unit in parts)
+        return (time.time() if now is None else now) - seconds
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        msg = f"--since {text!r}: expected a duration (30m, 2h, 1d) or an ISO time"
+        raise ValueError(msg) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """The ``--function``, ``--step``, ``--error`` and ``--since`` filters; unset ones
+    match everything. ``step`` and ``error`` match exactly or as a prefix ending in ``(``,
+    ``.`` or ``:`` (``--step sink`` matches ``sink:orders``)."""
+
+    function: str | None = None
+    step: str | None = None
+    error: str | None = None
+    since: float | None = None
+
+    def matches(self, message: Message) -> bool:
+        """Whether a message is a letter these filters select."""
+        letter = message.letter
+        if letter is None:
+            return False
+        if self.function is not None and letter.function != self.function:
+            return False
+        if self.step is not None and not _prefix(letter.step, self.step):
+            return False
+        if self.error is not None and not _prefix(letter.error, self.error):
+            return False
+        return self.since is None or message.failed_at >= self.since
+
+    def pick(self, messages: Iterable[Message]) -> list[Message]:
+        """The selected letters, in the order given."""
+        return [m for m in messages if self.matches(m)]
+
+
+def _prefix(value: str, wanted: str) -> bool:
+    return value == wanted or (value.startswith(wanted) and value[len(wanted)] in "(.:[")
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """Letters of one function, step and error in one source."""
+
+    source: str
+    function: str
+    step: str
+    error: str
+    count: int
+    oldest: float
+    newest: float
+    sample_reason: str
+    redrives: int  # the most any of them was redriven
+
+    def as_dict(self) -> dict[str, Any]:
+        """The group for ``--json``."""
+        return {
+            **dataclasses.asdict(self),
+            "oldest": _iso(self.oldest),
+            "newest": _iso(self.newest),
+        }
+
+
+def group(letters: Iterable[Message]) -> list[Group]:
+    """Letters grouped by source, function, step and error; the largest groups first."""
+    found: dict[tuple[str, str, str, str], list[Message]] = defaultdict(list)
+    for m in letters:
+        if m.letter is not None:
+            found[(m.source, m.letter.function, m.letter.step, m.letter.error)].append(m)
+    groups = [
+        Group(
+            *key,
+            count=len(ms),
+            oldest=min(m.failed_at for m in ms),
+            newest=max(m.failed_at for m in ms),
+            sample_reason=ms[0].letter.reason if ms[0].letter else "",
+            redrives=max(m.letter.redrives if m.letter else 0 for m in ms),
+        )
+        for key, ms in found.items()
+    ]
+    return sorted(groups, key=lambda g: (-g.count, g.source, g.function, g.step, g.error))
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def decoded_payload(data: bytes) -> Any:
+    """A letter's data for people: its JSON, else its text, else ``{"base64": ...}``.
+
+    >>> decoded_payload(b'{"a": 1}'), decoded_payload(b"hi"), decoded_payload(b"\\xff")
+    ({'a': 1}, 'hi', {'base64': '/w=='})
+    """
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return {"base64": b64encode(data).decode()}
+
+
+class Fate(enum.Enum):
+    """What ``redrive`` did with a letter."""
+
+    WRITTEN = "written"
+    """Through the function into its sinks (or filtered out, or routed nowhere): deleted."""
+    DEAD_AGAIN = "dead_again"
+    """It failed again and was dead-lettered again, one redrive higher: deleted."""
+    FAILED = "failed"
+    """Not handled (a sink was unavailable, or held back behind such a record): left."""
+    EXHAUSTED = "exhausted"
+    """Redriven ``max_redrives`` times already: left alone."""
+    REFUSED = "refused"
+    """Its function is not in the file, it is another pipeline's, or its data is missing."""
+    PLANNED = "planned"
+    """``--dry-run``: it would be redriven."""
+    UNDELETED = "undeleted"
+    """Handled, but deleting its message failed: a rerun redrives it again, harmlessly."""
+
+    @property
+    def handled(self) -> bool:
+        """Whether the letter is done with (its message deleted)."""
+        return self in {Fate.WRITTEN, Fate.DEAD_AGAIN}
+
+
+@dataclass(frozen=True, slots=True)
+class Redriven:
+    """One selected letter and what became of it."""
+
+    message: Message
+    fate: Fate
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The letter's line of ``--json``."""
+        return {**letter_row(self.message), "fate": self.fate.value, "detail": self.detail}
+
+
+def letter_row(message: Message) -> dict[str, Any]:
+    """Where a letter's message is and which record it holds, for output."""
+    letter = message.letter
+    rec = letter.record if letter else None
+    return {
+        "source": message.source,
+        "id": message.id,
+        "function": letter.function if letter else "",
+        "partition_key": rec.partition_key if rec else "",
+        "shard_id": rec.shard_id if rec else "",
+        "sequence_number": rec.sequence_number if rec else "",
+        "sub_sequence_number": rec.sub_sequence_number if rec else 0,
+        "redrives": letter.redrives if letter else 0,
+    }
+
+
+class _Recounted(Sink):
+    """The function's dead-letter sink, stamping each letter it writes with its record's
+    redrive count plus one (by the record's index in the redriven batch)."""
+
+    def __init__(self, inner: Sink, redrives: Mapping[int, int]) -> None:
+        super().__init__(inner.name)
+        self.inner = inner
+        self.redrives = redrives
+
+    def write_batch(
+        self, items: Sequence[Record], ordering: Ordering = Ordering.PER_KEY
+    ) -> list[Outcome]:
+        return self.inner.write_batch(items, ordering)
+
+    def write_dead_letters(self, letters: Sequence[DeadLetter]) -> list[Outcome]:
+        stamped = [
+            dataclasses.replace(x, redrives=self.redrives.get(x.record.index, 0) + 1)
+            for x in letters
+        ]
+        return self.inner.write_dead_letters(stamped)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def _write(self, items: Sequence[Record]) -> list[Outcome]:
+        return self.inner.write_batch(items)
+
+
+def _position(m: Message) -> tuple[str, int, int, str]:
+    rec = m.letter.record if m.letter else None
+    if rec is None:
+        return "", 0, 0, ""
+    return rec.shard_id, int(rec.sequence_number), rec.sub_sequence_number, rec.part
+
+
+def redrive(
+    plan: Mapping[str, Any],
+    scan: Scan,
+    selected: Sequence[Message],
+    *,
+    max_redrives: int = DEFAULT_MAX_REDRIVES,
+    limit: int | None = None,
+    dry_run: bool = False,
+    sink_factory: SinkFactory | None = None,
+) -> list[Redriven]:
+    """Put the selected letters back through their functions; delete the handled ones.
+
+    Every message of ``scan`` that is not deleted is released (visible again) at the end,
+    so the caller need not. Letters are redriven in shard order (shard, sequence,
+    sub-sequence number), one batch per function; ``limit`` takes the first that many
+    redrivable letters in that order. See the module docstring for the rules.
+    """
+    from sinks.registry import build_sink  # noqa: PLC0415
+    from stream.runtime import build_runner  # noqa: PLC0415
+
+    out: list[Redriven] = []
+    todo: dict[str, list[Message]] = defaultdict(list)
+    taken = 0
+    functions = plan["functions"]
+    for m in sorted(selected, key=_position):
+        letter = m.letter
+        if letter is None:
+            continue
+        why = ""
+        if letter.pipeline and letter.pipeline != plan.get("name"):
+            why = f"a dead letter of pipeline {letter.pipeline!r}, not {plan.get('name')!r}"
+        elif letter.function not in functions:
+            known = ", ".join(functions)
+            why = f"function {letter.function!r} is not in the file (it has: {known})"
+        elif m.problem:
+            why = m.problem
+        if why:
+            out.append(Redriven(m, Fate.REFUSED, why))
+        elif letter.redrives >= max_redrives:
+            out.append(Redriven(m, Fate.EXHAUSTED, f"redriven {letter.redrives} times already"))
+        elif limit is not None and taken >= limit:
+            continue
+        else:
+            taken += 1
+            if dry_run:
+                out.append(Redriven(m, Fate.PLANNED, f"through {letter.function}"))
+            else:
+                todo[letter.function].append(m)
+    deleted: list[Message] = []
+    try:
+        for function, messages in todo.items():
+            done = _run_function(plan, function, messages, sink_factory or build_sink, build_runner)
+            handled = [r.message for r in done if r.fate.handled]
+            why_not = _delete(scan, handled)
+            for r in done:
+                if r.message.id in why_not:
+                    out.append(Redriven(r.message, Fate.UNDELETED, why_not[r.message.id]))
+                else:
+                    out.append(r)
+                    if r.fate.handled:
+                        deleted.append(r.message)
+    finally:
+        gone = {id(m) for m in deleted}
+        scan.release(m for m in scan.messages if id(m) not in gone)
+    return out
+
+
+def _run_function(
+    plan: Mapping[str, Any],
+    function: str,
+    messages: list[Message],
+    make: SinkFactory,
+    build_runner: Callable[..., Any],
+) -> list[Redriven]:
+    """One batch of a function's letters through its runner; each letter's fate."""
+    records = []
+    redrives: dict[int, int] = {}
+    for index, m in enumerate(messages):
+        letter = m.letter
+        if letter is None:  # selected letters only; for the type checker
+            continue
+        rec = letter.record
+        rec.index = index
+        records.append(rec)
+        redrives[index] = letter.redrives
+    dead_sink = plan["functions"][function].get("on_failure")
+
+    def factory(name: str, spec: Mapping[str, Any]) -> Sink:
+        sink = make(name, spec)
+        return _Recounted(sink, redrives) if name == dead_sink else sink
+
+    runner = build_runner(plan, function, factory, metrics=False)
+    try:
+        result = runner.run(records)
+    finally:
+        for sink in runner.sinks.values():
+            sink.close()
+    again = {x.record.index: x for x in result.dead_letters}
+    done = []
+    for index, m in enumerate(messages):
+        if index in result.failed:
+            done.append(Redriven(m, Fate.FAILED, result.failed[index]))
+        elif index in again:
+            letter = again[index]
+            done.append(Redriven(m, Fate.DEAD_AGAIN, f"{letter.step}: {letter.reason}"))
+        else:
+            done.append(Redriven(m, Fate.WRITTEN))
+    return done
+
+
+def _delete(scan: Scan, messages: Sequence[Message]) -> dict[str, str]:
+    """Delete messages from their sources; why each that was not, by message id."""
+    by_source: dict[str, list[Message]] = defaultdict(list)
+    for m in messages:
+        by_source[m.source].append(m)
+    failed: dict[str, str] = {}
+    for name, chunk in by_source.items():
+        failed |= scan.sources[name].delete(chunk)
+    return failed
+
+
+def discard(scan: Scan, selected: Sequence[Message]) -> tuple[list[Message], dict[str, str]]:
+    """Delete the selected letters (never a range or foreign message); release the rest.
+
+    Returns the removed messages and why each that could not be removed was not.
+    """
+    letters = [m for m in selected if m.kind is Kind.LETTER]
+    failed: dict[str, str] = {}
+    try:
+        failed = _delete(scan, letters)
+    finally:
+        removed = [m for m in letters if m.id not in failed]
+        gone = {id(m) for m in removed}
+        scan.release(m for m in scan.messages if id(m) not in gone)
+    return removed, failed
