@@ -1,0 +1,85 @@
+"""Reading dead letters back (deploy.ops.dead_letters), without servers: what the SQS sink
+writes, oversize letters in S3, and the filters."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from deploy.ops.dead_letters import Kind, Selection, parse_message
+from sinks.base import DeadLetter
+from sinks.sqs import OVERFLOW_FIELD, REDRIVES_ATTRIBUTE
+from stream.records import Record
+
+
+def _letter(step: str = "sink:orders", redrives: int = 0) -> DeadLetter:
+    rec = Record(b'{"id": 1}', "k", "4959", 3, shard_id="shardId-000000000001", arrival=5.0)
+    rec.part = "1"
+    return DeadLetter(rec, "no", "ValueError", step, "fn", "shop", 10.0, redrives)
+
+
+class TestParseMessage:
+    def test_a_letter_comes_back_at_its_original_position(self) -> None:
+        """Shard, sequence, sub-sequence number, part, key and arrival survive the trip."""
+        body = orjson.dumps(_letter(redrives=2).document()).decode()
+        letter = parse_message("q", "1", "h", body).letter
+        assert letter is not None
+        rec = letter.record
+        assert (rec.shard_id, rec.sequence_number, rec.sub_sequence_number, rec.part) == (
+            "shardId-000000000001", "4959", 3, "1",
+        )  # fmt: skip
+        assert (rec.partition_key, rec.arrival, letter.redrives) == ("k", 5.0, 2)
+
+    def test_an_oversize_letter_is_read_from_its_envelope_in_s3(self) -> None:
+        """The message without data points to the object; the object has the record."""
+        full = _letter().document()
+        pointer = {k: v for k, v in full.items() if k != "data_base64"}
+        pointer[OVERFLOW_FIELD] = {"bucket": "b", "key": "dead-letters/x.json", "uri": "s3://b/x"}
+        objects = {("b", "dead-letters/x.json"): orjson.dumps(full)}
+        m = parse_message(
+            "q", "1", "h", orjson.dumps(pointer).decode(), fetch=lambda b, k: objects[(b, k)]
+        )
+        assert m.kind is Kind.LETTER
+        assert not m.problem
+        assert m.letter is not None
+        assert m.letter.record.data == b'{"id": 1}'
+
+    def test_an_oversize_letter_whose_object_is_gone_is_listed_with_the_problem(self) -> None:
+        pointer = {k: v for k, v in _letter().document().items() if k != "data_base64"}
+        pointer[OVERFLOW_FIELD] = {"bucket": "b", "key": "gone", "uri": "s3://b/gone"}
+
+        def missing(bucket: str, key: str) -> bytes:
+            raise KeyError(key)
+
+        m = parse_message("q", "1", "h", orjson.dumps(pointer).decode(), fetch=missing)
+        assert m.kind is Kind.LETTER
+        assert "s3://b/gone cannot be read" in m.problem
+
+    def test_the_redrive_count_is_read_from_the_attribute_when_the_body_lacks_it(self) -> None:
+        body = orjson.dumps(_letter().document()).decode()
+        m = parse_message("q", "1", "h", body, attributes={REDRIVES_ATTRIBUTE: "2"})
+        assert m.letter is not None
+        assert m.letter.redrives == 2
+
+    @pytest.mark.parametrize(
+        "body", ["", "[1]", '{"reason": "x"}', '{"partition_key": "k", "sequence_number": "x"}']
+    )
+    def test_anything_else_is_foreign_with_the_reason(self, body: str) -> None:
+        m = parse_message("q", "1", "h", body)
+        assert m.kind is Kind.FOREIGN
+        assert m.problem
+        assert m.letter is None
+
+
+class TestSelection:
+    def test_step_matches_exactly_or_as_a_prefix_up_to_a_separator(self) -> None:
+        m = parse_message("q", "1", "h", orjson.dumps(_letter("sink:orders").document()).decode())
+        assert Selection(step="sink").matches(m)
+        assert Selection(step="sink:orders").matches(m)
+        assert not Selection(step="sin").matches(m)
+        assert not Selection(function="other").matches(m)
+        assert Selection(since=10.0).matches(m)
+        assert not Selection(since=10.5).matches(m)
+
+    def test_only_letters_are_ever_selected(self) -> None:
+        assert not Selection().matches(parse_message("q", "1", "h", "hello"))
