@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from time import perf_counter
 from typing import TYPE_CHECKING
 
+from processors.errors import ProcessorError
 from processors.step import EVENT_STEP, Step, StepFailure
 from stream.exceptions import DecodeError, RetryableError
 from stream.records import Record
@@ -122,7 +123,7 @@ def _run_segment(
     return step.run(records, failures, dropped)
 
 
-class ProcessorContractError(TypeError):
+class ProcessorContractError(ProcessorError, TypeError):
     """A processor returned something other than a record, a list of records or None."""
 
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from jmespath import exceptions, parser, visitor
 
+from processors.errors import ProcessorError
 from processors.expr_functions import BOOLEAN_FUNCTIONS, compile_function
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ _ORDERING = {"lt": operator.lt, "lte": operator.le, "gt": operator.gt, "gte": op
 _COMPARABLE = frozenset({int, float, str})
 
 
-class ExprError(ValueError):
+class ExprError(ProcessorError, ValueError):
     """Raised for an expression that does not parse.
 
     The message names the expression, the 0-based position and what was expected, with

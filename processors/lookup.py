@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import orjson
 
+from processors.errors import ProcessorError
 from stream.exceptions import DecodeError, RecordError, RetryableError
 from stream.faults import INFRASTRUCTURE_CODES
 
@@ -108,11 +109,11 @@ _FIXES = {
 KeyValue: TypeAlias = "str | Decimal"
 
 
-class LookupMiss(RecordError):
+class LookupMiss(RecordError, ProcessorError):
     """No item for the record's key (or no usable key), and ``on_miss`` is ``dead_letter``."""
 
 
-class LookupFailed(RecordError):
+class LookupFailed(RecordError, ProcessorError):
     """The table refuses these keys (they do not fit its key schema), and retrying will not
     change that.
 
@@ -128,7 +129,7 @@ class LookupFailed(RecordError):
         self.table_wide = table_wide
 
 
-class LookupUnavailable(RetryableError):
+class LookupUnavailable(RetryableError, ProcessorError):
     """The keys could not be fetched now (throttled, 5xx, unreachable), or the table cannot
     be used at all (missing, access denied, no credentials): deliver again.
 

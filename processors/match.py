@@ -60,6 +60,8 @@ from collections.abc import Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
+from processors.errors import ProcessorError
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
@@ -93,7 +95,7 @@ _SINGLE: Final = {"=": operator.eq, **_LOWER, **_UPPER}
 _RANGE_SHAPE: Final = "write [op, n] or [> or >=, low, < or <=, high], e.g. ['>', 0, '<=', 5]"
 
 
-class PatternError(ValueError):
+class PatternError(ProcessorError, ValueError):
     """An invalid filter pattern.
 
     Attributes:

@@ -44,6 +44,8 @@ from base64 import b64decode, b64encode
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from stream.exceptions import ShardlineError
+
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
@@ -58,6 +60,8 @@ __all__ = [
     "Ordering",
     "Outcome",
     "Sink",
+    "SinkContractError",
+    "SinkError",
     "Status",
     "backoff_delay",
     "permanent",
@@ -83,6 +87,26 @@ def backoff_delay(attempt: int, base_delay: float = BASE_DELAY_S) -> float:
     (True, True)
     """
     return random.uniform(0, min(MAX_DELAY_S, base_delay * 2 ** min(attempt, 32)))
+
+
+class SinkError(ShardlineError):
+    """Root of the errors of ``sinks/``.
+
+    Hierarchy::
+
+        ShardlineError                  (stream.exceptions)
+        └── SinkError
+            ├── SinkContractError       a backend's ``_write`` broke the contract (one
+            │                           outcome per item); also a RuntimeError
+            └── TemplateError           (sinks.templates) a record lacks a field its
+                                        template needs; also a ValueError
+
+    A failed write is not an exception: it is a retryable or permanent :class:`Outcome`.
+    """
+
+
+class SinkContractError(SinkError, RuntimeError):
+    """A backend's ``_write`` returned other than one outcome per item: a bug in the sink."""
 
 
 class Ordering(enum.Enum):
@@ -364,4 +388,4 @@ class Sink(ABC):
                 f"sink {self.name!r} ({type(self).__name__}._write) returned {len(outcomes)} "
                 f"outcomes for {len(items)} items; it must return one per item"
             )
-            raise RuntimeError(msg)
+            raise SinkContractError(msg)

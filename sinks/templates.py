@@ -20,6 +20,8 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from sinks.base import SinkError
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["Template", "TemplateError"]
 
 
-class TemplateError(ValueError):
+class TemplateError(SinkError, ValueError):
     """A record lacks a field its template needs; the record cannot be placed."""
 
 

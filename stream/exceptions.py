@@ -15,7 +15,13 @@ Hierarchy::
     │       └── RecordTooLargeError  over the stream's maximum record size
     ├── RetryableError         transient: try the record again later (throttle, 5xx, timeout)
     ├── UndeliveredRecordsError (stream.producer) records still failing after the retries
-    └── PluginError            a plugin or ``use:`` path cannot be loaded (also a ValueError)
+    ├── PluginError            a plugin or ``use:`` path cannot be loaded (also a ValueError)
+    ├── PlanError              the compiled plan cannot do what was asked (also a ValueError)
+    │   └── UnknownFunctionError  no function of that name (also a KeyError)
+    ├── LeaseLost, LeaseTableError  (stream.esm.checkpoints) the local mapping's leases
+    ├── ProcessorError         (processors.errors) the root of processors/
+    ├── SinkError              (sinks.base) the root of sinks/
+    └── DeployError            (deploy.errors) the root of deploy/, the operator's side
 
 Whose fault it is decides a failure's fate, not only its class (:mod:`stream.faults`):
 
@@ -37,7 +43,15 @@ nothing of ours so that every package may import it.
 
 from __future__ import annotations
 
-__all__ = ["DecodeError", "PluginError", "RecordError", "RetryableError", "ShardlineError"]
+__all__ = [
+    "DecodeError",
+    "PlanError",
+    "PluginError",
+    "RecordError",
+    "RetryableError",
+    "ShardlineError",
+    "UnknownFunctionError",
+]
 
 
 class ShardlineError(Exception):
@@ -58,3 +72,15 @@ class RetryableError(ShardlineError):
 
 class PluginError(ShardlineError, ValueError):
     """A processor or sink plugin that cannot be found or loaded."""
+
+
+class PlanError(ShardlineError, ValueError):
+    """The compiled plan cannot do what was asked: not a plan, or no function named when
+    it has several."""
+
+
+class UnknownFunctionError(PlanError, KeyError):
+    """No function of that name in the plan; the message lists the known ones."""
+
+    def __str__(self) -> str:  # the message, not KeyError's repr of it
+        return str(self.args[0]) if len(self.args) == 1 else super().__str__()

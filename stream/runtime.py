@@ -23,6 +23,7 @@ from processors.registry import build_processor
 from sinks.base import Ordering, Sink
 from sinks.registry import build_sink
 from stream.batch import BatchRunner
+from stream.exceptions import PlanError, UnknownFunctionError
 from stream.metrics import metrics_enabled
 
 __all__ = [
@@ -55,7 +56,7 @@ def load_plan(path: str | Path) -> dict[str, Any]:
     plan: dict[str, Any] = orjson.loads(Path(path).read_bytes())
     if not isinstance(plan, dict) or "functions" not in plan:
         msg = f"{path}: not a shardline plan (no 'functions'); make one with `shardline compile`"
-        raise ValueError(msg)
+        raise PlanError(msg)
     return plan
 
 
@@ -112,19 +113,20 @@ def build_runner(
             error propagates, with a note naming the step or sink.
 
     Raises:
-        KeyError: no such function (the message lists the known ones).
-        ValueError: the plan has several functions and none was named, or
-            ``SHARDLINE_METRICS`` has a value other than 0 or 1.
+        UnknownFunctionError: no such function (the message lists the known ones; also a
+            ``KeyError``).
+        PlanError: the plan has several functions and none was named (also a ``ValueError``).
+        ValueError: ``SHARDLINE_METRICS`` has a value other than 0 or 1.
     """
     functions = plan["functions"]
     if function is None:
         if len(functions) != 1:
             msg = f"the plan has {len(functions)} functions ({', '.join(functions)}): name one"
-            raise ValueError(msg)
+            raise PlanError(msg)
         function = next(iter(functions))
     if function not in functions:
         msg = f"no function {function!r} in the plan (known: {', '.join(functions)})"
-        raise KeyError(msg)
+        raise UnknownFunctionError(msg)
     spec = functions[function]
     sink_specs = plan.get("sinks", {})
     make = sink_factory or build_sink

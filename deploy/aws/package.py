@@ -52,6 +52,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from deploy.errors import DeployError
 from deploy.pipeline.runtime_checks import local_module
 from processors.registry import BUILTIN_PROCESSORS
 from sinks.registry import BUILTIN_SINKS
@@ -109,7 +110,7 @@ for rel in sys.stdin.read().splitlines():
 """
 
 
-class PackageError(Exception):
+class PackageError(DeployError):
     """The package cannot be built; the message names the cause and the fix."""
 
 

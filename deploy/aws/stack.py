@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from deploy.aws.cloudformation import build_template, deploy_problems, template_json
+from deploy.errors import DeployError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -43,9 +44,9 @@ if TYPE_CHECKING:
 __all__ = [
     "CAPABILITIES",
     "Change",
-    "DeployError",
     "DeployResult",
     "DestroyResult",
+    "StackError",
     "artifacts_bucket_name",
     "deploy",
     "destroy",
@@ -65,7 +66,7 @@ _TYPES = {
 }
 
 
-class DeployError(Exception):
+class StackError(DeployError):
     """The stack cannot be deployed or destroyed; the message names the cause and the fix."""
 
 
@@ -163,13 +164,13 @@ def deploy(
         max_template_body: templates longer than this are uploaded and passed by URL.
 
     Raises:
-        DeployError: problems found before anything was created, a stack in a state that
+        StackError: problems found before anything was created, a stack in a state that
             cannot be updated, a failed change set or a failed (rolled back) deploy.
     """
     say = log or (lambda _line: None)
     problems = deploy_problems(plan)
     if problems:
-        raise DeployError("cannot deploy:\n  " + "\n  ".join(problems))
+        raise StackError("cannot deploy:\n  " + "\n  ".join(problems))
     stack = str(plan["name"])
     status = _ready_for_change(plan, client, say, timeout_s, execute=execute)
     built = package if not callable(package) else package()
@@ -206,7 +207,7 @@ def deploy(
             outputs = _outputs(cfn, stack) if execute else {}
             return DeployResult(status="unchanged", outputs=outputs, package=own, **common)
         msg = f"change set for stack {stack} failed: {reason}"
-        raise DeployError(msg)
+        raise StackError(msg)
     changes = tuple(_changes(described))
     if not execute:
         _discard_change_set(client, stack, change_set, kind=kind, say=say, timeout_s=timeout_s)
@@ -221,7 +222,7 @@ def deploy(
         msg = f"deploy of stack {stack} ended {final}" + (
             ":\n  " + "\n  ".join(reasons) if reasons else ""
         )
-        raise DeployError(msg)
+        raise StackError(msg)
     return DeployResult(
         status="created" if kind == "CREATE" else "updated",
         changes=changes,
@@ -284,13 +285,13 @@ def _ready_for_change(
     status = stack_status(client("cloudformation"), stack)
     if status in {"ROLLBACK_COMPLETE", "REVIEW_IN_PROGRESS"} and not execute:
         msg = f"stack {stack} is {status}: `shardline deploy` deletes it first, diff does not"
-        raise DeployError(msg)
+        raise StackError(msg)
     if status is not None and status.endswith("_FAILED"):
         msg = (
             f"stack {stack} is {status}: fix the cause in the CloudFormation console (its "
             "events say which resource), or continue the rollback, then deploy again"
         )
-        raise DeployError(msg)
+        raise StackError(msg)
     if status in {"ROLLBACK_COMPLETE", "REVIEW_IN_PROGRESS"}:
         # a first create that failed, or a create change set never executed: nothing runs
         say(f"stack {stack} is {status} from an earlier attempt: deleting it first")
@@ -301,7 +302,7 @@ def _ready_for_change(
             f"stack {stack} is {status}: wait until it is done (aws cloudformation "
             f"describe-stacks --stack-name {stack}), then deploy again"
         )
-        raise DeployError(msg)
+        raise StackError(msg)
     if status is None:
         clashes = _leftover_stores(plan, client)
         if clashes:
@@ -310,7 +311,7 @@ def _ready_for_change(
                 + "; ".join(clashes)
                 + ". Delete them, or name others in the file"
             )
-            raise DeployError(msg)
+            raise StackError(msg)
     return status
 
 
@@ -335,7 +336,7 @@ def _ensure_bucket(client: Callable[[str], Any], bucket: str, say: Callable[[str
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code not in {"404", "NoSuchBucket", "NotFound"}:
             msg = f"artifacts bucket {bucket}: {exc}; name another with --artifacts-bucket"
-            raise DeployError(msg) from None
+            raise StackError(msg) from None
     say(f"creating artifacts bucket {bucket}")
     region = _region(client)
     args: dict[str, Any] = {"Bucket": bucket}
@@ -420,7 +421,7 @@ def _wait_change_set(cfn: Any, stack: str, name: str, timeout_s: float) -> dict[
             return described
         if time.monotonic() > deadline:
             msg = f"change set {name} of stack {stack} is still {described['Status']}"
-            raise DeployError(msg)
+            raise StackError(msg)
         time.sleep(delay)  # polling an AWS API, not waiting for a test: there is no push
         delay = min(delay * 1.5, 5.0)
 
@@ -473,7 +474,7 @@ def _wait_stack(
             return status or "DELETE_COMPLETE"
         if time.monotonic() > deadline:
             msg = f"stack {stack} is still {status} after {timeout_s:.0f} s: see its events"
-            raise DeployError(msg)
+            raise StackError(msg)
         time.sleep(delay)  # polling an AWS API: CloudFormation has no push to a CLI
         delay = min(delay * 1.5, 5.0)
 
@@ -528,7 +529,7 @@ def _delete_stack(
         msg = f"deleting stack {stack} ended {final}" + (
             ":\n  " + "\n  ".join(reasons) if reasons else ""
         )
-        raise DeployError(msg)
+        raise StackError(msg)
 
 
 # --- the stores kept by DeletionPolicy: Retain ------------------------------------------

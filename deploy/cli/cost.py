@@ -169,6 +169,7 @@ def cost(
     """
     from deploy.cli.common import load_any_plan  # noqa: PLC0415
     from deploy.insights.cost import CostModel, PriceError, load_price_table  # noqa: PLC0415
+    from stream.exceptions import PlanError  # noqa: PLC0415
 
     overrides = _read_prices(prices_file) if prices_file else None
     if overrides is not None:
@@ -178,7 +179,7 @@ def cost(
             _fail(f"{prices_file}: {exc}")
     try:
         plan = load_any_plan(file)
-    except (OSError, ValueError) as exc:
+    except (OSError, json.JSONDecodeError, PlanError) as exc:  # a .json plan: not one
         _fail(f"{file}: {exc}")
     try:
         model = CostModel.create(

@@ -50,7 +50,10 @@ def event_from_lines(
     """
     import orjson  # noqa: PLC0415
 
-    from deploy.local.produce import _partition_key  # noqa: PLC0415  # produce's rule, kept one
+    from deploy.local.produce import (  # noqa: PLC0415  # produce's rule, kept one
+        PartitionKeyError,
+        _partition_key,
+    )
     from stream.testing import EventFactory  # noqa: PLC0415
 
     items: list[tuple[str, bytes]] = []
@@ -66,7 +69,7 @@ def event_from_lines(
             continue
         try:
             items.append((_partition_key(doc, key, line_no), data))
-        except ValueError as exc:
+        except PartitionKeyError as exc:
             problems.append((line_no, str(exc)))
     factory = EventFactory()
     if not aggregate:

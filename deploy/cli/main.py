@@ -5,6 +5,13 @@ command start without loading PyYAML, boto3 or the local stack they do not use.
 
 Exit status: 0 on success, 2 when the pipeline file is invalid (every problem is printed on
 stderr as ``FILE:LINE: path: message``, one per line), as for a usage error.
+
+Errors: the group catches ours, a :class:`~stream.exceptions.ShardlineError`, once: one line
+``error: MESSAGE`` and the error's ``exit_code`` (1 unless it says otherwise, see
+:mod:`deploy.errors`). Anything else is unexpected (a bug, an AWS surprise): one line naming
+its class, exit status 1, and the traceback with ``--debug``. A command catches only a named
+error of ours that it words differently (the file at fault first, one problem per line),
+never ``KeyError`` or ``ValueError``: those are bugs, and must show as such.
 """
 
 from __future__ import annotations
@@ -32,10 +39,13 @@ _HINTS = {
 
 
 class _Main(click.Group):
-    """The group: an unexpected error is one line on stderr and exit status 1; the
-    traceback only with ``shardline --debug`` (or ``SHARDLINE_DEBUG=1``)."""
+    """The group: one of our errors is ``error: MESSAGE`` and its exit status; an
+    unexpected error is one line naming its class and exit status 1. Tracebacks of either
+    only with ``shardline --debug`` (or ``SHARDLINE_DEBUG=1``)."""
 
     def invoke(self, ctx: click.Context) -> object:
+        from stream.exceptions import ShardlineError  # noqa: PLC0415
+
         try:
             return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
@@ -45,10 +55,13 @@ class _Main(click.Group):
 
             if (ctx.obj or {}).get("debug") or os.environ.get("SHARDLINE_DEBUG") == "1":
                 raise
+            notes = "".join(f" ({note})" for note in getattr(exc, "__notes__", ()))
+            if isinstance(exc, ShardlineError):  # ours: the message names the cause and fix
+                click.echo(f"error: {exc}{notes}", err=True)
+                raise SystemExit(getattr(exc, "exit_code", 1)) from None
             command = ctx.invoked_subcommand or ""
-            hint = _HINTS.get(type(exc).__name__, "")
             # a note says where (stream.runtime adds "while building processors[0] (f2c)")
-            hint += "".join(f" ({note})" for note in getattr(exc, "__notes__", ()))
+            hint = _HINTS.get(type(exc).__name__, "") + notes
             click.echo(
                 f"error: {type(exc).__name__}: {str(exc).rstrip('.')}{hint} "
                 f"(`shardline --debug {command} ...` shows the traceback)",
@@ -151,7 +164,7 @@ def invoke(
         run_invoke,
         summary_rows,
     )
-    from stream.exceptions import ShardlineError  # noqa: PLC0415
+    from stream.exceptions import PlanError  # noqa: PLC0415
 
     endpoint_url = use_local_stack(endpoint_url)
     if endpoint_url:
@@ -162,8 +175,8 @@ def invoke(
     except EventError as exc:  # the event's fault: its message names the event file
         click.echo(str(exc), err=True)
         raise SystemExit(1) from None
-    except (ShardlineError, KeyError, ValueError) as exc:
-        click.echo(f"{file}: {exc.args[0] if isinstance(exc, KeyError) else exc}", err=True)
+    except PlanError as exc:  # no such function, or none named: the file's fault
+        click.echo(f"{file}: {exc}", err=True)
         raise SystemExit(1) from None
     table = Table(title=f"{plan.get('name', '')} / {result.function}: {event}")
     table.add_column("what")
@@ -299,7 +312,7 @@ def run(
 
     from deploy.cli.common import load_any_plan  # noqa: PLC0415
     from deploy.cli.local import use_local_stack  # noqa: PLC0415
-    from deploy.local.run import LocalRun, stop_on_signals  # noqa: PLC0415
+    from deploy.local.run import LocalRun, RunError, stop_on_signals  # noqa: PLC0415
 
     endpoint_url = use_local_stack(endpoint_url)
     if endpoint_url:
@@ -313,9 +326,9 @@ def run(
             log_to=2 if as_json else None,  # the workers' logs and metrics: stderr
         )  # fmt: skip
         local.build()
-    except (KeyError, LookupError) as exc:
-        click.echo(f"{file}: {exc.args[0]}", err=True)
-        raise SystemExit(2) from None
+    except RunError as exc:  # no such function, or no deployed mapping: a usage error
+        click.echo(f"{file}: {exc}", err=True)
+        raise SystemExit(exc.exit_code) from None
     stop = threading.Event()
     timer = threading.Timer(duration or 0, stop.set)
     timer.daemon = True
@@ -511,7 +524,7 @@ def package(
             compile_with=compile_with,
             log=lambda line: click.echo(line, err=True),
         )
-    except PackageError as exc:
+    except PackageError as exc:  # named after the file, as the file's problems are
         click.echo(f"{file}: {exc}", err=True)
         raise SystemExit(1) from None
     for note in result.notes:

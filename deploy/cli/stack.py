@@ -80,15 +80,13 @@ def _clients(plan: dict[str, Any], region: str | None, endpoint_url: str | None)
 
 
 def _run(debug: bool, action: Callable[[], None]) -> None:
-    """Run ``action``, turning AWS and deploy errors into one line and exit status 1."""
+    """Run ``action``, turning AWS errors into one line and exit status 1 (ours, a
+    :class:`~deploy.errors.DeployError`, are the group's: the same line)."""
     from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
-
-    from deploy.aws.package import PackageError  # noqa: PLC0415
-    from deploy.aws.stack import DeployError  # noqa: PLC0415
 
     try:
         action()
-    except (DeployError, PackageError, ClientError, BotoCoreError) as exc:
+    except (ClientError, BotoCoreError) as exc:
         if debug:
             raise
         hint = ""

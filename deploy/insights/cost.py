@@ -45,6 +45,8 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+from deploy.errors import DeployError
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -121,7 +123,7 @@ _BY_ARCHITECTURE = frozenset(
 _TOP_KEYS = ("as_of", "currency", "note", "regions")
 
 
-class PriceError(ValueError):
+class PriceError(DeployError, ValueError):
     """The price table cannot price this estimate; the message names the fix."""
 
 

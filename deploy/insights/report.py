@@ -65,6 +65,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from deploy.errors import DeployError
 from stream.metrics import NAMESPACE
 
 if TYPE_CHECKING:
@@ -121,7 +122,7 @@ _TOTALS = {
 }
 
 
-class ReportError(ValueError):
+class ReportError(DeployError, ValueError):
     """Nothing to report on: no log files, or no shardline metrics in them. The message
     names the fix."""
 

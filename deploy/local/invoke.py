@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from deploy.errors import DeployError
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -53,7 +55,7 @@ class Invocation:
     records: tuple[Record, ...] = ()
 
 
-class EventError(ValueError):
+class EventError(DeployError, ValueError):
     """The saved event cannot be read or is not a Lambda Kinesis event; the message starts
     with the event file's name (the pipeline file is not at fault)."""
 

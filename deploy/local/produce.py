@@ -17,15 +17,21 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from deploy.errors import DeployError
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
     from stream.producer import Producer, ProducerStats
 
-__all__ = ["ProduceReport", "produce_lines"]
+__all__ = ["PartitionKeyError", "ProduceReport", "produce_lines"]
 
 #: Records between flushes: progress and pacing stay smooth, calls stay full (500 entries).
 FLUSH_EVERY = 2000
+
+
+class PartitionKeyError(DeployError, ValueError):
+    """A line's document has no usable partition key field (the line is skipped)."""
 
 
 @dataclass
@@ -50,7 +56,7 @@ def _partition_key(doc: Any, key: str | None, line_no: int) -> str:
     value = doc.get(key) if isinstance(doc, dict) else None
     if value is None or isinstance(value, dict | list | bool) or value == "":
         msg = f"no usable partition key field {key!r} (got {value!r})"
-        raise ValueError(msg)
+        raise PartitionKeyError(msg)
     return str(value)
 
 

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from deploy.errors import EXIT_USAGE, DeployError
 from deploy.names import function_name, lease_table_name
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FunctionRun",
     "LocalRun",
+    "RunError",
     "ShardStatus",
     "deployed_settings",
     "keeps_payload",
@@ -196,6 +198,13 @@ class FunctionRun:
     stats: MappingStats | None = None
 
 
+class RunError(DeployError, LookupError):
+    """The functions or the settings asked for do not fit the plan (no such function) or
+    the endpoint (``settings="deployed"`` and no deployed mapping); a usage error."""
+
+    exit_code = EXIT_USAGE
+
+
 class LocalRun:
     """The mappings of a plan's functions, built and run together.
 
@@ -242,7 +251,7 @@ class LocalRun:
         if unknown:
             known = ", ".join(plan["functions"])
             msg = f"no function {', '.join(map(repr, unknown))} in the plan (known: {known})"
-            raise KeyError(msg)
+            raise RunError(msg)
         self.worker_id = worker_id or f"{_hostname()}-{uuid.uuid4().hex[:8]}"
         self.in_process = in_process
         self.client = client or aws_client
@@ -358,7 +367,7 @@ class LocalRun:
                     f"{self.plan['stream']['name']!r} at this endpoint: deploy it first "
                     "(shardline deploy FILE --endpoint-url URL), or use the file's settings"
                 )
-                raise LookupError(msg)
+                raise RunError(msg)
         self.sources[name] = "plan"
         return MappingSettings.from_plan(self.plan["functions"][name]), None
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from deploy.errors import EXIT_USAGE, DeployError
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
@@ -63,8 +65,10 @@ class Problem:
         return f"{self.file}:{self.line}: {self.path}: {self.message}"
 
 
-class ConfigError(Exception):
+class ConfigError(DeployError):
     """The pipeline file is invalid; ``errors`` holds every problem found, in line order."""
+
+    exit_code = EXIT_USAGE
 
     def __init__(self, errors: Iterable[Problem]) -> None:
         self.errors: list[Problem] = list(errors)

@@ -77,7 +77,7 @@ from stream.esm.rules import (
     MAX_PAYLOAD_BYTES,
     RETRIES_EXHAUSTED,
     Batch,
-    Outcome,
+    InvocationStatus,
     ShardRecord,
     decide,
     expired,
@@ -157,7 +157,11 @@ class _InvokeFailed:
         self.error = error
 
 
-class _Lane:
+class _ShardLane:
+    """One of a shard's lanes (``parallelization_factor`` of them, keys spread by hash):
+    its records read and not yet delivered, its retries, whether a batch is in flight.
+    Not the producer's lanes (stream.producer), which schedule its calls."""
+
     __slots__ = (
         "busy",
         "failures",
@@ -197,7 +201,7 @@ class _Shard:
         self.done: set[int] = set()  # positions done, of records in ``order``
         self.reached: str | None = None  # highest sequence number with everything done
         self.stored: str | None = lease.sequence_number
-        self.lanes = [_Lane() for _ in range(lanes)]
+        self.lanes = [_ShardLane() for _ in range(lanes)]
         self.inflight = 0
 
     @property
@@ -613,7 +617,7 @@ class EventSourceMapping:
                     ready.append((shard, batch))
         return ready
 
-    def _next_batch(self, shard: _Shard, index: int, lane: _Lane) -> Batch | None:
+    def _next_batch(self, shard: _Shard, index: int, lane: _ShardLane) -> Batch | None:
         if lane.busy:
             return None
         max_age = self.settings.max_record_age_s
@@ -639,7 +643,7 @@ class EventSourceMapping:
             if not self._give_up(shard, lane, batch, condition=AGE_EXCEEDED):
                 return None
 
-    def _fresh_batch(self, shard: _Shard, index: int, lane: _Lane, now: float) -> Batch | None:
+    def _fresh_batch(self, shard: _Shard, index: int, lane: _ShardLane, now: float) -> Batch | None:
         fresh = lane.fresh
         if not fresh:
             return None
@@ -704,9 +708,9 @@ class EventSourceMapping:
             request_id=result.request_id,
             settings=self.settings,
         )
-        if decision.outcome is Outcome.OK:
+        if decision.outcome is InvocationStatus.OK:
             stats.batches_ok += 1
-        elif decision.outcome is Outcome.PARTIAL:
+        elif decision.outcome is InvocationStatus.PARTIAL:
             stats.batches_partial += 1
         else:
             stats.batches_failed += 1
@@ -730,7 +734,7 @@ class EventSourceMapping:
     def _give_up(
         self,
         shard: _Shard,
-        lane: _Lane,
+        lane: _ShardLane,
         batch: Batch,
         *,
         condition: str = "",

@@ -73,10 +73,10 @@ __all__ = [
     "Batch",
     "BatchInfo",
     "Decision",
+    "InvocationStatus",
     "MappingSettings",
     "OnFailureMessage",
     "OnFailureRecord",
-    "Outcome",
     "RequestContext",
     "ResponseContext",
     "ShardRecord",
@@ -416,8 +416,9 @@ def classify_response(payload: Any, sequence_numbers: Sequence[str]) -> Verdict:
     return Verdict("partial", lowest)
 
 
-class Outcome(enum.Enum):
-    """How an invocation ended, for the counters."""
+class InvocationStatus(enum.Enum):
+    """How an invocation ended, for the counters (a sink's per-record result is
+    :class:`sinks.base.Outcome`)."""
 
     OK = "ok"
     PARTIAL = "partial"
@@ -438,7 +439,7 @@ class Decision:
         reason: what happened, for logs.
     """
 
-    outcome: Outcome
+    outcome: InvocationStatus
     done: tuple[ShardRecord, ...] = ()
     retry: tuple[Batch, ...] = ()
     exhausted: Batch | None = None
@@ -478,20 +479,25 @@ def decide(
         if settings.bisect_on_error and len(records) > 1:
             half = (len(records) + 1) // 2
             halves = (_with(base, records[:half]), _with(base, records[half:]))
-            return Decision(Outcome.FAILED, retry=halves, split=True, reason=reason)
+            return Decision(InvocationStatus.FAILED, retry=halves, split=True, reason=reason)
         return _retry_or_exhaust(
-            Outcome.FAILED, batch=base, done=(), rest=records, settings=settings, reason=reason
+            InvocationStatus.FAILED,
+            batch=base,
+            done=(),
+            rest=records,
+            settings=settings,
+            reason=reason,
         )
     if not settings.report_batch_item_failures:
-        return Decision(Outcome.OK, done=records)
+        return Decision(InvocationStatus.OK, done=records)
     verdict = classify_response(payload, base.sequence_numbers)
     if verdict.kind == "success":
-        return Decision(Outcome.OK, done=records)
+        return Decision(InvocationStatus.OK, done=records)
     index = verdict.index
     done, rest = records[:index], records[index:]
     if verdict.kind == "invalid":
         return _retry_or_exhaust(
-            Outcome.FAILED,
+            InvocationStatus.FAILED,
             batch=base,
             done=(),
             rest=records,
@@ -501,10 +507,14 @@ def decide(
     reason = f"batchItemFailures from {rest[0].sequence_number}"
     if settings.bisect_on_error and index > 0:
         return Decision(
-            Outcome.PARTIAL, done=done, retry=(_with(base, rest),), split=True, reason=reason
+            InvocationStatus.PARTIAL,
+            done=done,
+            retry=(_with(base, rest),),
+            split=True,
+            reason=reason,
         )
     return _retry_or_exhaust(
-        Outcome.PARTIAL, batch=base, done=done, rest=rest, settings=settings, reason=reason
+        InvocationStatus.PARTIAL, batch=base, done=done, rest=rest, settings=settings, reason=reason
     )
 
 
@@ -525,7 +535,7 @@ def _with(batch: Batch, records: tuple[ShardRecord, ...], retries: int | None = 
 
 
 def _retry_or_exhaust(
-    outcome: Outcome,
+    outcome: InvocationStatus,
     *,
     batch: Batch,
     done: tuple[ShardRecord, ...],

@@ -49,7 +49,7 @@ import orjson
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["API_VERSION", "Invocation", "Outcome", "RuntimeAPI", "trace_id"]
+__all__ = ["API_VERSION", "Invocation", "InvocationResult", "RuntimeAPI", "trace_id"]
 
 API_VERSION = "2018-06-01"
 _INVOCATION = re.compile(rf"^/{API_VERSION}/runtime/invocation/([^/]+)/(response|error)$")
@@ -59,8 +59,9 @@ _ERROR_TYPE_HEADER = "Lambda-Runtime-Function-Error-Type"
 
 
 @dataclass(frozen=True)
-class Outcome:
-    """How an invocation ended: a payload, or an error in Lambda's shape.
+class InvocationResult:
+    """How an invocation ended: a payload, or an error in Lambda's shape (its status for
+    the counters is :class:`stream.esm.rules.InvocationStatus`).
 
     Attributes:
         payload: the handler's return value, decoded from JSON (None on error).
@@ -111,7 +112,7 @@ class Invocation:
         self.client_context = client_context
         self.cognito_identity = cognito_identity
         self.delivered_at: float | None = None
-        self.outcome: Outcome | None = None
+        self.outcome: InvocationResult | None = None
 
 
 def trace_id() -> str:
@@ -170,9 +171,9 @@ class RuntimeAPI:
         """
         with self._cond:
             if self._ended is not None:
-                invocation.outcome = Outcome(error=self._ended(invocation.request_id))
+                invocation.outcome = InvocationResult(error=self._ended(invocation.request_id))
             elif self.init_error is not None:
-                invocation.outcome = Outcome(error=self.init_error)
+                invocation.outcome = InvocationResult(error=self.init_error)
             else:
                 self._queue.append(invocation)
             self._cond.notify_all()
@@ -185,13 +186,13 @@ class RuntimeAPI:
             until,
         )
 
-    def wait_outcome(self, invocation: Invocation, until: float) -> Outcome | None:
+    def wait_outcome(self, invocation: Invocation, until: float) -> InvocationResult | None:
         """The invocation's outcome, or None if it has none at ``until`` (monotonic)."""
         self._wait(lambda: invocation.outcome is not None, until)
         with self._cond:
             return invocation.outcome
 
-    def resolve(self, invocation: Invocation, outcome: Outcome) -> Outcome:
+    def resolve(self, invocation: Invocation, outcome: InvocationResult) -> InvocationResult:
         """Give the invocation this outcome unless it has one; returns the one that holds.
 
         This settles the race between a runtime's late response and the deadline.
@@ -208,7 +209,7 @@ class RuntimeAPI:
             self._ended = error
             for invocation in [*self._queue, *self._in_flight.values()]:
                 if invocation.outcome is None:
-                    invocation.outcome = Outcome(error=error(invocation.request_id))
+                    invocation.outcome = InvocationResult(error=error(invocation.request_id))
             self._queue.clear()
             self._in_flight.clear()
             self._cond.notify_all()
@@ -231,7 +232,7 @@ class RuntimeAPI:
                 self._cond.wait(left)
             return True
 
-    def _finish(self, invocation: Invocation, outcome: Outcome) -> None:
+    def _finish(self, invocation: Invocation, outcome: InvocationResult) -> None:
         invocation.outcome = outcome
         self._in_flight.pop(invocation.request_id, None)
         self._cond.notify_all()
@@ -256,7 +257,7 @@ class RuntimeAPI:
     def _deadline_ms(self, invocation: Invocation) -> int:
         return int((self._wall_clock() + invocation.timeout_s) * 1000)
 
-    def _post(self, request_id: str, outcome: Outcome) -> bool:
+    def _post(self, request_id: str, outcome: InvocationResult) -> bool:
         with self._cond:
             invocation = self._in_flight.get(request_id)
             if invocation is None:
@@ -270,7 +271,7 @@ class RuntimeAPI:
                 return False
             self.init_error = error
             for invocation in self._queue:
-                invocation.outcome = Outcome(error=error)
+                invocation.outcome = InvocationResult(error=error)
             self._queue.clear()
             self._cond.notify_all()
             return True
@@ -347,11 +348,13 @@ def _handler_for(api: RuntimeAPI) -> type[BaseHTTPRequestHandler]:
             request_id, kind = match.groups()
             if kind == "response":
                 try:
-                    outcome = Outcome(payload=orjson.loads(body) if body else None)
+                    outcome = InvocationResult(payload=orjson.loads(body) if body else None)
                 except orjson.JSONDecodeError:
-                    outcome = Outcome(payload=body.decode(errors="replace"))
+                    outcome = InvocationResult(payload=body.decode(errors="replace"))
             else:
-                outcome = Outcome(error=_error_body(body, self.headers.get(_ERROR_TYPE_HEADER)))
+                outcome = InvocationResult(
+                    error=_error_body(body, self.headers.get(_ERROR_TYPE_HEADER))
+                )
             if api._post(request_id, outcome):
                 self._reply(HTTPStatus.ACCEPTED, b'{"status":"OK"}')
             else:

@@ -64,7 +64,7 @@ from typing import IO, TYPE_CHECKING, Any
 import orjson
 
 from stream.esm.invoke import Invoker, InvokeResult
-from stream.esm.runtime_api import Invocation, Outcome, RuntimeAPI
+from stream.esm.runtime_api import Invocation, InvocationResult, RuntimeAPI
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -220,7 +220,9 @@ class _Sandbox:
         else:
             outcome = self.api.wait_outcome(invocation, taken + timeout_s)
         if outcome is None:
-            late = Outcome(error=timeout_error(invocation.request_id, timeout_s), timed_out=True)
+            late = InvocationResult(
+                error=timeout_error(invocation.request_id, timeout_s), timed_out=True
+            )
             outcome = self.api.resolve(invocation, late)
             if outcome is late:
                 self.broken = True

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from deploy.aws.package import PackageResult, build_package
-from deploy.aws.stack import DeployError, deploy, destroy, stack_status
+from deploy.aws.stack import StackError, deploy, destroy, stack_status
 from deploy.local.run import LocalRun, deployed_settings, on_failure_destination
 from deploy.names import function_name
 from deploy.pipeline.config import load_plan_from_file
@@ -289,7 +289,7 @@ def test_e_a_file_that_cannot_deploy_fails_before_anything_is_created(
     plan["name"] = "x" * 60  # made another way is refused by deploy itself
     buckets = cloud("s3").list_buckets()["Buckets"]
 
-    with pytest.raises(DeployError, match=r"is \d+ characters long, AWS allows 64"):
+    with pytest.raises(StackError, match=r"is \d+ characters long, AWS allows 64"):
         deploy(plan, cloud, package=builder(plan))
 
     assert stack_status(cloud("cloudformation"), "x" * 60) is None
@@ -310,7 +310,7 @@ def test_f_a_table_of_another_stack_with_other_keys_is_refused(
     plan = load_plan_from_file(path, env=ENV)
     built = len(builder.built)
 
-    with pytest.raises(DeployError) as failure:
+    with pytest.raises(StackError) as failure:
         deploy(plan, cloud, package=builder(plan))
 
     message = str(failure.value)
@@ -350,7 +350,7 @@ def test_g_destroy_keeps_stores_with_data_unless_asked(
     assert tables == ["clickstream-orders"]  # the lease tables went with the stack
 
     kept = "table clickstream-orders (kept by an earlier `shardline destroy`"
-    with pytest.raises(DeployError, match=re.escape(kept)):
+    with pytest.raises(StackError, match=re.escape(kept)):
         deploy(plan, cloud, package=builder(plan))
     # another pipeline's --delete-data leaves it alone: it is not theirs
     other = {**plan, "name": "someone-else"}

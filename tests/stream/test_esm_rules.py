@@ -35,8 +35,8 @@ from stream.esm.rules import (
     MAX_PAYLOAD_BYTES,
     RETRIES_EXHAUSTED,
     Batch,
+    InvocationStatus,
     MappingSettings,
-    Outcome,
     ShardRecord,
     classify_response,
     decide,
@@ -429,7 +429,7 @@ class TestDecide:
     def test_a_function_error_retries_the_same_records_and_counts_a_retry(self):
         batch = Batch(SHARD, 0, records(4))
         d = decision_for(batch, result(error=True), max_retries=3)
-        assert d.outcome is Outcome.FAILED
+        assert d.outcome is InvocationStatus.FAILED
         assert d.counted
         assert not d.split
         assert [b.records for b in d.retry] == [batch.records]
@@ -471,7 +471,7 @@ class TestDecide:
     def test_a_partial_failure_is_done_before_it_and_retries_the_rest_as_a_retry(self):
         batch = Batch(SHARD, 0, records(5))
         d = decision_for(batch, fail_at(3)(batch.event()), max_retries=2)
-        assert d.outcome is Outcome.PARTIAL
+        assert d.outcome is InvocationStatus.PARTIAL
         assert d.counted
         assert d.done == batch.records[:3]
         assert d.retry[0].records == batch.records[3:]
@@ -504,7 +504,7 @@ class TestDecide:
         batch = Batch(SHARD, 0, records(3))
         bad = result({"batchItemFailures": [{"itemIdentifier": ""}]})
         d = decision_for(batch, bad, max_retries=3, bisect_on_error=True)
-        assert d.outcome is Outcome.FAILED
+        assert d.outcome is InvocationStatus.FAILED
         assert d.counted
         assert not d.split
         assert d.done == ()
@@ -513,7 +513,7 @@ class TestDecide:
     def test_without_report_batch_item_failures_the_response_is_ignored(self):
         batch = Batch(SHARD, 0, records(3))
         d = decision_for(batch, fail_at(0)(batch.event()), report_batch_item_failures=False)
-        assert d.outcome is Outcome.OK
+        assert d.outcome is InvocationStatus.OK
         assert d.done == batch.records
 
     def test_record_age_is_measured_from_the_oldest_record(self):

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from stream.esm.runtime_api import API_VERSION, Invocation, Outcome, RuntimeAPI
+from stream.esm.runtime_api import API_VERSION, Invocation, InvocationResult, RuntimeAPI
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -118,7 +118,7 @@ class TestResults:
             api, "POST", response_path(invocation.request_id), {"batchItemFailures": []}
         )
         assert (status, json.loads(body)) == (202, {"status": "OK"})
-        assert api.wait_outcome(invocation, time.monotonic()) == Outcome(
+        assert api.wait_outcome(invocation, time.monotonic()) == InvocationResult(
             payload={"batchItemFailures": []}
         )
 
@@ -136,7 +136,7 @@ class TestResults:
         )
         assert status == 202
         outcome = api.wait_outcome(invocation, time.monotonic())
-        assert outcome == Outcome(error=error)
+        assert outcome == InvocationResult(error=error)
 
     def test_an_error_body_without_a_type_takes_it_from_the_header(self, api):
         invocation, _ = take(api)
@@ -152,7 +152,7 @@ class TestResults:
         status, _, body = call(api, "POST", response_path(invocation.request_id), 2)
         assert status == 400
         assert json.loads(body)["errorType"] == "InvalidRequestID"
-        assert api.wait_outcome(invocation, time.monotonic()) == Outcome(payload=1)
+        assert api.wait_outcome(invocation, time.monotonic()) == InvocationResult(payload=1)
 
     def test_a_post_for_an_unknown_request_id_is_refused(self, api):
         status, _, body = call(api, "POST", response_path("no-such-id"), 1)
@@ -165,10 +165,10 @@ class TestResults:
 
     def test_the_first_outcome_holds_a_late_response_is_refused(self, api):
         invocation, _ = take(api)
-        late = Outcome(error={"errorType": "Sandbox.Timedout"}, timed_out=True)
+        late = InvocationResult(error={"errorType": "Sandbox.Timedout"}, timed_out=True)
         assert api.resolve(invocation, late) is late
         assert call(api, "POST", response_path(invocation.request_id), 1)[0] == 400
-        assert api.resolve(invocation, Outcome(payload=2)) is late
+        assert api.resolve(invocation, InvocationResult(payload=2)) is late
 
 
 class TestInitError:
@@ -184,9 +184,9 @@ class TestInitError:
         status, _, _ = call(api, "POST", f"/{API_VERSION}/runtime/init/error", error, headers)
         assert status == 202
         assert api.init_error == error
-        assert api.wait_outcome(queued, time.monotonic()) == Outcome(error=error)
+        assert api.wait_outcome(queued, time.monotonic()) == InvocationResult(error=error)
         later = api.submit(Invocation(b"{}", 1.0))
-        assert later.outcome == Outcome(error=error)
+        assert later.outcome == InvocationResult(error=error)
 
     def test_an_init_error_after_init_is_refused(self, api):
         take(api)
