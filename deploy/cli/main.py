@@ -45,6 +45,11 @@ class _Main(click.Group):
 
             if (ctx.obj or {}).get("debug") or os.environ.get("SHARDLINE_DEBUG") == "1":
                 raise
+            from deploy.local.run import FunctionInitError  # noqa: PLC0415
+
+            if isinstance(exc, FunctionInitError):  # its traceback is the runtime's, not ours
+                click.echo(f"error: {exc}", err=True)
+                raise SystemExit(1) from None
             command = ctx.invoked_subcommand or ""
             hint = _HINTS.get(type(exc).__name__, "")
             # a note says where (stream.runtime adds "while building processors[0] (f2c)")
