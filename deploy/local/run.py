@@ -334,7 +334,8 @@ class LocalRun:
 
         Raises:
             FunctionInitError: a function's Lambda runtime failed its init; every mapping
-                is stopped first (the failed batch is not checkpointed).
+                is stopped first, within a tick (0.2 s) of the failed invocation, so before
+                the mapping's first retry (2 s later) unless ``max_retries`` is 0.
         """
         if not self.runs:
             self.build()
