@@ -17,6 +17,17 @@ if TYPE_CHECKING:
 __all__ = ["dev_command"]
 
 LAG_EVERY_S = 2.0  # a lag reading costs a GetRecords per shard
+#: The width of dev's and demo's display whatever the output is: piped, rich would take 80
+#: columns and cut the live table's headers and numbers to "re…" and "20…".
+WIDTH = 120
+
+
+def display_console(file: Any = None) -> Any:
+    """The console dev and demo print to: stderr (stdout is for ``--json``), ``WIDTH``
+    columns on a terminal or not. ``file`` replaces stderr (tests)."""
+    from rich.console import Console  # noqa: PLC0415
+
+    return Console(file=file, stderr=file is None, width=WIDTH)
 
 
 class _MetricsTail:
@@ -127,9 +138,14 @@ class _Display:
         # "pushdown": dropped by the mapping's FilterCriteria, "filtered": by the steps
         columns = ("function", "in", "rec/s", "pushdown", "filtered", "written", "dead",
                    "failed", "retries", "behind")  # fmt: skip
+        # whole headers and numbers: only "written" (one sink a line) and "behind" wrap
         for column in columns:
             left = column in {"function", "written"}
-            table.add_column(column, justify="left" if left else "right", no_wrap=left)
+            wraps = column in {"written", "behind"}
+            table.add_column(
+                column, justify="left" if left else "right", no_wrap=not wraps,
+                min_width=len(column),
+            )  # fmt: skip
         for run in local.runs:
             counts = self.counts(run)
             records = counts["records_in"]
@@ -145,7 +161,7 @@ class _Display:
             table.add_row(
                 run.name, f"{records:,}", f"{self.rates.get(run.name, 0.0):,.0f}",
                 f"{counts['filtered_by_pushdown']:,}", "-" if steps is None else f"{steps:,}",
-                " ".join(f"{k} {v:,}" for k, v in sorted(counts["written"].items())) or "-",
+                "\n".join(f"{k} {v:,}" for k, v in sorted(counts["written"].items())) or "-",
                 "-" if dead is None else f"{dead:,}",
                 str(counts["failed_batches"]), str(counts["retries"]),
                 self.lag.get(run.name, "-"),
@@ -228,7 +244,6 @@ def dev_command(
     """
     import threading  # noqa: PLC0415
 
-    from rich.console import Console  # noqa: PLC0415
     from rich.live import Live  # noqa: PLC0415
 
     from deploy.cli.common import json_only_stdout, load_any_plan  # noqa: PLC0415
@@ -236,7 +251,7 @@ def dev_command(
     from deploy.local.run import stop_on_signals  # noqa: PLC0415
     from stream.aws import reset_clients  # noqa: PLC0415
 
-    console = Console(stderr=True, width=120)
+    console = display_console()
     accounts = None
     stack, kept = _stack(console)
     try:
@@ -423,7 +438,6 @@ def demo_command(*, events: int, as_json: bool) -> None:
     both functions run from their deployed mappings in Lambda runtimes, then reads back what
     landed where. Exits 1 unless produced = filtered + delivered + dead-lettered.
     """
-    from rich.console import Console  # noqa: PLC0415
     from rich.live import Live  # noqa: PLC0415
 
     from deploy.local.demo import EXAMPLE, run_demo  # noqa: PLC0415
@@ -431,7 +445,7 @@ def demo_command(*, events: int, as_json: bool) -> None:
     from deploy.local.servers import LocalAWS  # noqa: PLC0415
     from stream.aws import reset_clients  # noqa: PLC0415
 
-    console = Console(stderr=True, width=110)
+    console = display_console()
     with console.status("starting the local AWS (moto server, osmem-server)"):
         stack = LocalAWS().start()
     try:

@@ -115,8 +115,8 @@ def event_command(file: str, key: str | None, aggregate: bool, output: str | Non
         click.echo(f"{file}:{line_no}: {why} (fix the line, or remove it)", err=True)
     if problems:
         raise SystemExit(EXIT_INVALID)
-    from deploy.cli.common import write_output  # noqa: PLC0415
+    from deploy.cli.common import plural, write_output  # noqa: PLC0415
 
     if write_output(json.dumps(event, indent=2) + "\n", output):
-        count = len(event["Records"])
-        click.echo(f"{file}: event of {count} records written to {output}", err=True)
+        count = plural(len(event["Records"]), "record")
+        click.echo(f"{file}: event of {count} written to {output}", err=True)

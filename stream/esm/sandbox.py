@@ -20,7 +20,9 @@ Reproduced from Lambda:
   Runtime exited with error: exit status N" (or "signal: killed"); the sandbox is replaced.
 * An init failure (``Runtime.ImportModuleError``, ``Runtime.HandlerNotFound``, …) is the
   invocation's function error, with the body the runtime posted to ``/init/error``; the
-  sandbox is replaced, so the next invocation tries the init again.
+  sandbox is replaced, so the next invocation tries the init again. The pool keeps the
+  first such body as :attr:`WorkerPool.init_error`: where Lambda would fail every batch
+  until the function changes, a local runner can stop and say why.
 * An unhandled exception in the handler is a function error with awslambdaric's body
   (``errorType``, ``errorMessage``, ``requestId``, ``stackTrace``); the sandbox stays warm.
 * Environment: ``AWS_LAMBDA_FUNCTION_NAME``, ``…_MEMORY_SIZE``, ``…_VERSION``,
@@ -280,6 +282,10 @@ class WorkerPool:
         init_timeout_s: how long a runtime may take to ask for its first invocation.
         log: where the runtimes' stdout and stderr go (a file or fd); default inherited.
         clock: monotonic clock (injectable).
+
+    Attributes:
+        init_error: the first error a runtime posted to ``/init/error``
+            (``{"errorType", "errorMessage", "stackTrace"}``), None while every init passed.
     """
 
     def __init__(
@@ -345,6 +351,7 @@ class WorkerPool:
         self._all: set[_Sandbox] = set()
         self._starting = 0
         self._closed = False
+        self.init_error: dict[str, Any] | None = None
 
     def __enter__(self) -> WorkerPool:
         return self
@@ -368,7 +375,11 @@ class WorkerPool:
         body: bytes = orjson.dumps(event)
         sandbox = self._acquire()
         try:
-            return sandbox.invoke(body, timeout_s)
+            result = sandbox.invoke(body, timeout_s)
+            if sandbox.api.init_error is not None:
+                with self._cond:
+                    self.init_error = self.init_error or sandbox.api.init_error
+            return result
         finally:
             self._release(sandbox)
 

@@ -83,3 +83,58 @@ def test_reconciliation_counts_what_pushdown_dropped(pushdown: bool) -> None:
     assert (produced, counted) == (10, 10)
     assert ("filtered by pushdown" in label) is pushdown
     assert report.reconciled
+
+
+def test_the_demos_tables_keep_whole_headers_and_numbers_when_piped() -> None:
+    """Off a terminal rich would take 80 columns and cut the live table to "re…" and "20…":
+    dev's and demo's console is 120 columns wide on any stream, and only the written counts
+    (one sink a line) and the lag wrap."""
+    import io  # noqa: PLC0415
+    import time  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from deploy.cli.dev import _Display, _print_demo, display_console  # noqa: PLC0415
+    from deploy.local.demo import EXAMPLE, DemoReport, _reconcile  # noqa: PLC0415
+    from deploy.local.dev import DevReport, StoreCounts  # noqa: PLC0415
+    from deploy.pipeline.config import load_plan_from_file  # noqa: PLC0415
+    from stream.esm.mapping import MappingStats  # noqa: PLC0415
+
+    plan = load_plan_from_file(EXAMPLE / "pipeline.yaml")
+    display = _Display(plan, None, Path("no-logs-here"))
+    display.lag_at = time.monotonic()  # no lag reading: no endpoint
+    runs = []
+    for name in plan["functions"]:
+        display.metrics.counts[name] = {
+            "RecordsIn": 200_000.0, "RecordsFiltered": 51_234.0, "RecordsDeadLettered": 6_120.0,
+        }  # fmt: skip
+        display.metrics.written[name] = {"archive": 200_000.0, "orders": 12_345.0,
+                                         "search": 123_456.0}  # fmt: skip
+        runs.append(SimpleNamespace(name=name, mapping=SimpleNamespace(stats=MappingStats())))
+    local = SimpleNamespace(runs=runs, names=list(plan["functions"]))
+    producer = SimpleNamespace(is_alive=lambda: False, sent_bytes=123_456_789)
+    report = DemoReport(
+        dev=DevReport(stored=StoreCounts(per_sink={"archive": 200_000, "orders": 12_345})),
+        produced=200_000, filtered={"enrich-and-route": 51_234}, pushed_down={},
+    )  # fmt: skip
+    report.dead_by_function = {
+        "enrich-and-route": Counter({"processors[1].expr: DecodeError: not JSON": 6_120})
+    }
+    _reconcile(plan, report)
+
+    stream = io.StringIO()
+    assert not stream.isatty()
+    console = display_console(stream)
+    console.print(display.table(local, producer, final=True))
+    _print_demo(console, report, EXAMPLE)
+    out = stream.getvalue()
+
+    assert "…" not in out, out
+    header = next(line for line in out.splitlines() if "function" in line and "┃" in line)
+    cells = [cell.strip() for cell in header.split("┃")[1:-1]]
+    assert cells == ["function", "in", "rec/s", "pushdown", "filtered", "written", "dead",
+                     "failed", "retries", "behind"], out  # fmt: skip
+    assert "200,000" in out
+    assert "archive 200,000" in out
+    assert "search 123,456" in out
+    assert max(len(line) for line in out.splitlines()) <= 120

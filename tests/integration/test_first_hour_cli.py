@@ -4,6 +4,7 @@ the terminal's width, and summaries say "1 call", not "1 calls"."""
 from __future__ import annotations
 
 import json
+import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -92,3 +93,47 @@ def test_run_of_a_plan_whose_step_fails_at_init_says_which_and_exits_1(
     assert result.stderr.startswith("error: TypeError: ")
     assert "unexpected keyword argument 'feild'" in result.stderr
     assert "(while building processors[0] (tests.deploy.first_hour_plugins:F2C))" in (result.stderr)
+
+
+def test_run_in_lambda_runtimes_stops_at_a_runtime_init_failure_says_why_and_exits_1(
+    moto_endpoint: str, tmp_path: Path, aws: Any, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plan compiled before its plugin changed: the runtime posts /init/error, and run stops
+    at once with the runtime's reason and where it was raised, instead of retrying forever."""
+    from deploy.pipeline.config import load_plan_from_file  # noqa: PLC0415
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)  # restored after the test
+    name = f"ri{unique[:8]}"
+    stream = f"{name}-events"
+    plugin = tmp_path / "strict.py"
+    plugin.write_text(
+        "class Strict:\n    def __init__(self, field):\n        self.field = field\n"
+        "    def __call__(self, record):\n        return record\n"
+    )
+    (tmp_path / "p.yaml").write_text(
+        f"name: {name}\nstream: {{name: {stream}}}\nsinks: {{out: {{type: discard}}}}\n"
+        "functions:\n  f:\n    batch: {starting_position: trim_horizon}\n    processors:\n"
+        "      - use: strict:Strict\n        with: {field: t}\n    route: [out]\n"
+    )
+    (tmp_path / "plan.json").write_text(json.dumps(load_plan_from_file(tmp_path / "p.yaml")))
+    plugin.write_text(  # the plugin changed after the plan was compiled
+        "class Strict:\n    def __init__(self, field):\n"
+        "        raise ValueError(f'strict.field: {field!r} is no longer accepted')\n"
+    )
+    kinesis = aws("kinesis")
+    kinesis.create_stream(StreamName=stream, ShardCount=1)
+    kinesis.get_waiter("stream_exists").wait(StreamName=stream)
+    kinesis.put_record(StreamName=stream, Data=b'{"t": 1}', PartitionKey="k")
+
+    started = time.monotonic()
+    result = CliRunner(env=CREDENTIALS).invoke(
+        main, ["run", "plan.json", "--settings", "plan", "--duration", "60"]
+    )
+
+    assert result.exit_code == 1, result.output
+    assert time.monotonic() - started < 45, "run kept going after the init failure"
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: function 'f' failed its init in the Lambda runtime"), error
+    assert "ValueError: strict.field: 't' is no longer accepted" in error
+    assert 'strict.py", line 3, in __init__' in error

@@ -166,6 +166,7 @@ class TestSandboxEnds:
             task_root=ROOT,
             log=subprocess.DEVNULL,
         ) as pool:
+            assert pool.init_error is None
             first = pool.invoke({}, timeout_s=3)
             assert first.error is not None
             assert first.error["errorType"] == error_type
@@ -176,6 +177,7 @@ class TestSandboxEnds:
             assert second.error is not None
             assert second.error["errorType"] == error_type
             assert second.worker_pid != first.worker_pid  # a fresh init, not a cached error
+            assert pool.init_error == first.error  # the first one, kept for the pool's caller
 
 
 class TestConcurrency:
