@@ -388,7 +388,8 @@ def _bounded(f: Fields, key: str, *, what: str) -> int | None:
         bounds = {"lo": setting.minimum, "hi": setting.maximum}
         f.r.error(f.at(key), _NEVER_UNBOUNDED.format(value=value, what=what, **bounds))
         return int(setting.default)
-    return f.read(key, setting)
+    read: int | None = f.read(key, setting)
+    return read
 
 
 def _starting_timestamp(r: Reporter, f: Fields, position: str) -> int | float | None:
