@@ -19,7 +19,7 @@ the generator's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from deploy.names import MAX_FUNCTION_NAME
@@ -121,8 +121,7 @@ _QUEUE_NAME = Key(
 
 def _like(base: Key, **changes: Any) -> Key:
     """``base`` with some attributes changed (a name rule, made required or described)."""
-    fields = {name: getattr(base, name) for name in base.__dataclass_fields__}
-    return Key(**{**fields, **changes})
+    return replace(base, **changes)
 
 
 # -- sections ----------------------------------------------------------------------------------
