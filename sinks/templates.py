@@ -1,10 +1,16 @@
 """Render the brace templates of sink settings (``index``, ``prefix``, ``partition``).
 
-The syntax is CONFIG.md's (``{field}``, ``{field.sub}``, ``{arrival:FMT}``, ``{now:FMT}``)
-and ``shardline validate`` has already checked it; this is the runtime half, which must not
-import ``deploy/``. A template is compiled once, at sink construction, into literal parts
-and small getters, so rendering per record is a join. Formatted times are cached per whole
-second, because records of one batch share their arrival second far more often than not.
+The syntax is CONFIG.md's: ``{field}`` or ``{field.sub}`` from the record's JSON,
+``{arrival:FMT}`` (the record's approximate arrival time) and ``{now:FMT}``, where FMT is a
+strftime format. There is no escape for literal braces: S3 keys and index names have no use
+for them, and a stray brace is far more often a typo.
+
+:func:`parse_template` is the one parser of that syntax: ``shardline validate`` reports its
+:class:`TemplateSyntaxError` (``deploy.pipeline.braces``), and :class:`Template` compiles
+what it returns, so what validates is what runs. This module must not import ``deploy/``.
+A template is compiled once, at sink construction, into literal parts and small getters, so
+rendering per record is a join. Formatted times are cached per whole second, because records
+of one batch share their arrival second far more often than not.
 
 >>> t = Template("events-{arrival:%Y.%m.%d}-{user.country}")
 >>> t.fields
@@ -12,11 +18,19 @@ second, because records of one batch share their arrival second far more often t
 >>> from stream.records import Record
 >>> t.render(Record(b'{"user": {"country": "fr"}}', "k", "1", arrival=1767225600.0))
 'events-2026.01.01-fr'
+>>> parse_template("dt={arrival:%Y-%m-%d}/{user.country}")
+('dt=', Placeholder(name='arrival', fmt='%Y-%m-%d'), '/', Placeholder(name='user.country', fmt=''))
+>>> parse_template("events-{arrival:%Y.%m.%d")
+Traceback (most recent call last):
+    ...
+sinks.templates.TemplateSyntaxError: unclosed '{' in 'events-{arrival:%Y.%m.%d' (placeholders: ...)
 """
 
 from __future__ import annotations
 
+import re
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -27,11 +41,86 @@ if TYPE_CHECKING:
 
     from stream.records import Record
 
-__all__ = ["Template", "TemplateError"]
+__all__ = [
+    "TIME_SOURCES",
+    "Placeholder",
+    "Template",
+    "TemplateError",
+    "TemplateSyntaxError",
+    "parse_template",
+]
+
+#: The placeholders that take a strftime format instead of naming a record field.
+TIME_SOURCES = ("arrival", "now")
+_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(?:\.[A-Za-z_][A-Za-z0-9_-]*)*")
+_HINT = "(placeholders: {field}, {field.sub}, {arrival:FMT}, {now:FMT})"
 
 
 class TemplateError(SinkError, ValueError):
     """A record lacks a field its template needs; the record cannot be placed."""
+
+
+class TemplateSyntaxError(ValueError):
+    """A template is malformed; the message shows it and what placeholders may be."""
+
+
+@dataclass(frozen=True, slots=True)
+class Placeholder:
+    """One ``{...}`` of a template: a record field (``fmt`` empty), or a time source of
+    :data:`TIME_SOURCES` with its strftime format."""
+
+    name: str
+    fmt: str = ""
+
+
+def parse_template(text: str) -> tuple[str | Placeholder, ...]:
+    """``text`` as literal parts and placeholders, in order.
+
+    Raises:
+        TemplateSyntaxError: the first problem in ``text`` (one is enough to fix): a stray
+            ``}``, an unclosed ``{``, an empty ``{}``, a time source without a format, a
+            format on a field, or a field name that is not letters, digits, ``_`` and ``-``
+            with dots for nested fields.
+    """
+    parts: list[str | Placeholder] = []
+    i = 0
+    while i < len(text):
+        start = text.find("{", i)
+        stray = text.find("}", i, len(text) if start < 0 else start)
+        if stray >= 0:
+            msg = f"unmatched '}}' in {text!r} {_HINT}"
+            raise TemplateSyntaxError(msg)
+        if start < 0:
+            parts.append(text[i:])
+            break
+        end = text.find("}", start + 1)
+        if end < 0 or "{" in text[start + 1 : end]:
+            msg = f"unclosed '{{' in {text!r} {_HINT}"
+            raise TemplateSyntaxError(msg)
+        if start > i:
+            parts.append(text[i:start])
+        parts.append(_placeholder(text[start + 1 : end]))
+        i = end + 1
+    return tuple(parts)
+
+
+def _placeholder(body: str) -> Placeholder:
+    name, has_format, fmt = body.partition(":")
+    shown = "{" + body + "}"
+    if not body:
+        msg = f"empty placeholder '{{}}' {_HINT}"
+    elif name in TIME_SOURCES and not fmt:
+        msg = f"{shown!r} needs a strftime format, e.g. {{{name}:%Y-%m-%d}}"
+    elif has_format and name not in TIME_SOURCES:
+        msg = f"{shown!r}: only arrival and now take a format {_HINT}"
+    elif not has_format and not _FIELD.fullmatch(name):
+        msg = (
+            f"{shown!r} is not a record field (letters, digits, '_' and '-', "
+            f"dots for nested fields) {_HINT}"
+        )
+    else:
+        return Placeholder(name, fmt)
+    raise TemplateSyntaxError(msg)
 
 
 class _TimePart:
@@ -79,6 +168,9 @@ class Template:
     Args:
         text: the template as written in the pipeline file.
         now: the clock for ``{now:FMT}``, injectable for tests.
+
+    Raises:
+        TemplateSyntaxError: ``text`` is malformed (see :func:`parse_template`).
     """
 
     __slots__ = ("_now", "_parts", "constant", "fields", "text")
@@ -88,25 +180,14 @@ class Template:
         self._now = now
         parts: list[str | _TimePart | Callable[[Any], Any]] = []
         fields: list[str] = []
-        i = 0
-        while i < len(text):
-            start = text.find("{", i)
-            if start < 0:
-                parts.append(text[i:])
-                break
-            end = text.find("}", start)
-            if end < 0:
-                msg = f"unclosed '{{' in template {text!r}"
-                raise ValueError(msg)
-            if start > i:
-                parts.append(text[i:start])
-            name, _, fmt = text[start + 1 : end].partition(":")
-            if name in ("arrival", "now") and fmt:
-                parts.append(_TimePart(name, fmt))
+        for part in parse_template(text):
+            if isinstance(part, str):
+                parts.append(part)
+            elif part.fmt:
+                parts.append(_TimePart(part.name, part.fmt))
             else:
-                parts.append(_field_getter(name))
-                fields.append(name)
-            i = end + 1
+                parts.append(_field_getter(part.name))
+                fields.append(part.name)
         self._parts = tuple(parts)
         self.fields = tuple(fields)
         self.constant = all(type(p) is str for p in parts)

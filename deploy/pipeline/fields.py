@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
 
     from deploy.pipeline.problems import Path, Reporter
+    from deploy.pipeline.spec import Key
 
 
 def describe(value: Any) -> str:
@@ -170,6 +171,27 @@ class Fields:
             self.r.error(self.at(key), message + (f" (did you mean {close!r}?)" if close else ""))
             return default
         return value
+
+    def read(self, key: str, spec: Key, check: Callable[[str], str | None] | None = None) -> Any:
+        """``key`` read as :mod:`deploy.pipeline.spec` describes it: its kind, bounds,
+        choices and default; ``check`` adds a string's own rule (a name, a template)."""
+        if spec.kind == "integer":
+            if spec.minimum is None:
+                msg = f"spec of {key!r}: an integer key needs a minimum"
+                raise TypeError(msg)
+            return self.integer(
+                key, default=spec.default, lo=spec.minimum, hi=spec.maximum, required=spec.required
+            )
+        if spec.kind == "enum":
+            return self.choice(key, spec.enum, default=spec.default)
+        if spec.kind == "boolean":
+            return self.flag(key, default=spec.default)
+        if spec.kind == "string":
+            return self.text(key, required=spec.required, default=spec.default, check=check)
+        if spec.kind == "object":
+            return self.mapping(key, required=spec.required)
+        msg = f"spec of {key!r}: a {spec.kind} key is read by its section's own code"
+        raise TypeError(msg)
 
     def mapping(self, key: str, *, required: bool = False) -> dict[str, Any] | None:
         """A nested mapping, or None (reported when required or of the wrong type)."""

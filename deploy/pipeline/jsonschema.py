@@ -1,14 +1,11 @@
 """The JSON Schema of the pipeline file, for editors (completion, hover, squiggles) and CI.
 
-It is generated from the validator's own model, :mod:`deploy.pipeline.schema` and
-:mod:`deploy.pipeline.steps`: the allowed keys of every section (``TOP_KEYS``,
-``STREAM_KEYS``, ``FUNCTION_KEYS``, ``BATCH_KEYS``), the choices (``STREAM_MODES``,
-``ORDERINGS``, ``ON_MISS``...), the built-in sink types with their settings
-(``SINK_TYPES``), the name rules, and the defaults, which are read from what
-:func:`deploy.pipeline.schema.validate` fills into a minimal file. A key the validator accepts
-that this module does not describe makes :func:`pipeline_schema` raise, so the two cannot
-drift apart silently. What the model keeps only inside its checks, the integer ranges, is
-stated here once (:data:`BOUNDS`) and a test holds it against the validator.
+It is generated from :mod:`deploy.pipeline.spec`, the description of every key that the
+validator (:mod:`deploy.pipeline.schema`, :mod:`deploy.pipeline.steps`) reads too: types,
+integer ranges, choices, name patterns, defaults and descriptions. Nothing is restated here;
+this module only shapes the nested sections. A key the validator accepts that this module
+does not describe makes :func:`pipeline_schema` raise, so the two cannot drift apart
+silently. :data:`BOUNDS` lists the integer ranges, for the tests that hold both alike.
 
 ``shardline validate`` stays the authority: it also checks what a schema cannot say
 (sink names that a route uses exist, match patterns and JMESPath compile, plugins are
@@ -27,45 +24,36 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from deploy.pipeline import schema as model
-from deploy.pipeline.braces import template_problem
-from deploy.pipeline.problems import Reporter
-from deploy.pipeline.steps import BUILTIN_PROCESSORS, ON_MISS, ROUTE_MODES, validate_chain
+from deploy.pipeline import spec
+from deploy.pipeline.steps import BUILTIN_PROCESSORS
 
 if TYPE_CHECKING:
-    import re
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Mapping, Sequence
 
 __all__ = ["BOUNDS", "DRAFT", "TOP_KEYS", "pipeline_schema"]
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 TOP_KEYS = model.TOP_KEYS
 
+#: The sections of the file that have integer settings, as the spec describes them.
+_SECTIONS: dict[str, spec.Section] = {
+    "stream": spec.STREAM,
+    "function": spec.FUNCTION,
+    "batch": spec.BATCH,
+    "lookup": spec.LOOKUP,
+}
+
 #: Integer settings and their inclusive ranges (None: no upper bound), by section.
 BOUNDS: dict[str, dict[str, tuple[int, int | None]]] = {
-    "stream": {"shards": (1, None), "retention_hours": (24, 8760)},
-    "function": {"memory_mb": (128, 10240), "timeout_s": (1, 900)},
-    "batch": {
-        "size": (1, 10000),
-        "window_s": (0, 300),
-        "parallelization": (1, 10),
-        "max_retries": (0, 10000),
-        "max_record_age_s": (60, 604800),
-    },
-    "lookup": {"ttl_s": (0, None), "miss_ttl_s": (0, None), "max_entries": (1, None)},
+    section: {
+        name: (int(key.minimum or 0), key.maximum)
+        for name, key in keys.items()
+        if key.kind == "integer"
+    }
+    for section, keys in _SECTIONS.items()
 }
 
 _ENV_REF = r"\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\}"
-_IMPORT_PATH = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$"
-_TEMPLATE = "a template: {field}, {field.sub}, {arrival:FMT} and {now:FMT} (strftime) are replaced"
-
-# The name rules of deploy.pipeline.schema (its private regexes: this module is its other half),
-# by the check that applies them.
-_NAME_RULES: dict[Callable[[str], str | None], re.Pattern[str]] = {
-    model._stream_name: model._STREAM_NAME,
-    model._table_name: model._TABLE_NAME,
-    model._bucket_name: model._BUCKET_NAME,
-    model._queue_name: model._QUEUE_NAME,
-}
 
 
 def pipeline_schema() -> dict[str, Any]:
@@ -75,56 +63,37 @@ def pipeline_schema() -> dict[str, Any]:
         RuntimeError: the validator accepts a key this module does not describe (or the
             other way round); the message names it.
     """
-    defaults = _defaults()
+    keys = spec.TOP
     top = {
-        "name": _with_env(
-            {
-                "type": "string",
-                "pattern": _anchored(model._STACK_NAME.pattern),
-                "maxLength": 128,
-                "description": "Stack name and prefix of the resources the file does not name.",
-            }
-        ),
-        "region": _with_env(
-            {
-                "type": "string",
-                "pattern": _anchored(model._REGION.pattern),
-                "description": "AWS region; else the usual AWS environment or profile.",
-            }
-        ),
+        "name": _scalar(keys["name"]),
+        "region": _scalar(keys["region"]),
         "stream": {"$ref": "#/$defs/stream"},
         "sinks": {
             "type": "object",
-            "description": "Sinks by name, used by any function's routes and on_failure.",
+            "description": keys["sinks"].description,
             "minProperties": 1,
-            "propertyNames": {"pattern": _anchored(model._SINK_NAME.pattern)},
+            "propertyNames": {"pattern": _anchored(spec.SINK_NAME)},
             "additionalProperties": {"$ref": "#/$defs/sink"},
         },
         "functions": {
             "type": "object",
-            "description": "Lambda functions, each with its own event source mapping.",
+            "description": keys["functions"].description,
             "minProperties": 1,
             "propertyNames": {
-                "pattern": _anchored(model._STACK_NAME.pattern),
-                "maxLength": 64,
+                "pattern": _anchored(spec.STACK_NAME),
+                "maxLength": spec.FUNCTION_NAME_MAX,
             },
             "additionalProperties": {"$ref": "#/$defs/function"},
         },
-        "metrics": _with_env(
-            {
-                "type": "boolean",
-                "description": "CloudWatch metrics (EMF) once per invocation; unset: in "
-                "Lambda only. SHARDLINE_METRICS=0/1 overrides.",
-            }
-        ),
-        "log_payloads": _flag(False, "Log a poison record's payload with its position."),
+        "metrics": _scalar(keys["metrics"]),
+        "log_payloads": _scalar(keys["log_payloads"]),
     }
     return {
         "$schema": DRAFT,
         "title": "shardline pipeline file",
         "description": "A Kinesis stream and the Lambda functions that consume it "
         "(see `shardline validate`, which checks everything this schema cannot).",
-        **_object(TOP_KEYS, top, required=("name", "stream", "sinks", "functions")),
+        **_object(TOP_KEYS, top, required=_required(keys)),
         **_aggregated_rules(),
         "$defs": {
             "env": {
@@ -133,10 +102,10 @@ def pipeline_schema() -> dict[str, Any]:
                 "description": "${VAR} or ${VAR:-default}, read from the environment when "
                 "the file is loaded.",
             },
-            "stream": _stream(defaults["stream"]),
+            "stream": _stream(),
             "sink": _sink(),
-            "function": _function(defaults["function"]),
-            "batch": _batch(defaults["function"]["batch"]),
+            "function": _function(),
+            "batch": _batch(),
             "sink_list": {
                 "type": "array",
                 "items": {"type": "string"},
@@ -152,8 +121,8 @@ def pipeline_schema() -> dict[str, Any]:
             "processor": _processor(),
             "filter": _filter(),
             "enrich": _enrich(),
-            "lookup": _lookup(defaults["lookup"]),
-            "route": _route(defaults["route"]),
+            "lookup": _lookup(),
+            "route": _route(),
             "rule": _rule(),
         },
     }
@@ -173,6 +142,10 @@ def _with_env(shape: dict[str, Any]) -> dict[str, Any]:
     return {**outer, "anyOf": [shape, {"$ref": "#/$defs/env"}]}
 
 
+def _required(keys: spec.Section) -> tuple[str, ...]:
+    return tuple(name for name, key in keys.items() if key.required)
+
+
 def _object(
     keys: Sequence[str], shapes: Mapping[str, Any], required: Sequence[str] = ()
 ) -> dict[str, Any]:
@@ -183,7 +156,7 @@ def _object(
         msg = (
             f"deploy.pipeline.jsonschema is out of step with deploy.pipeline.schema: "
             f"not described {missing}, "
-            f"not accepted {extra}; describe each accepted key in deploy/pipeline/jsonschema.py"
+            f"not accepted {extra}; describe each accepted key in deploy/pipeline/spec.py"
         )
         raise RuntimeError(msg)
     out: dict[str, Any] = {
@@ -196,29 +169,45 @@ def _object(
     return out
 
 
-def _integer(section: str, key: str, default: Any, description: str) -> dict[str, Any]:
-    lo, hi = BOUNDS[section][key]
-    shape: dict[str, Any] = {"type": "integer", "minimum": lo, "description": description}
-    if hi is not None:
-        shape["maximum"] = hi
-    if default is not None:
-        shape["default"] = default
+def _scalar(key: spec.Key) -> dict[str, Any]:
+    """A string, integer, boolean or enum key as the spec describes it, or a ``${VAR}``.
+
+    An empty default (``prefix: ""``) is not shown: it tells an editor's user nothing.
+    """
+    shape: dict[str, Any]
+    if key.kind == "enum":
+        shape = {"enum": list(key.enum)}
+    elif key.kind in ("string", "integer", "boolean"):
+        shape = {"type": key.kind}
+    else:
+        msg = f"a {key.kind} key is shaped by its section, not as a scalar"
+        raise TypeError(msg)
+    if key.minimum is not None:
+        shape["minimum"] = key.minimum
+    if key.maximum is not None:
+        shape["maximum"] = key.maximum
+    if key.pattern is not None:
+        shape["pattern"] = _anchored(key.pattern)
+    if key.url:
+        shape["format"] = "uri"
+    if key.max_length is not None:
+        shape["maxLength"] = key.max_length
+    if key.min_length is not None:
+        shape["minLength"] = key.min_length
+    if key.description:
+        shape["description"] = key.description
+    if key.default is not None and key.default != "":
+        shape["default"] = key.default
     return _with_env(shape)
 
 
-def _choice(choices: Sequence[str], default: Any, description: str) -> dict[str, Any]:
-    shape: dict[str, Any] = {"enum": list(choices), "description": description}
-    if default is not None:
-        shape["default"] = default
-    return _with_env(shape)
-
-
-def _flag(default: bool, description: str) -> dict[str, Any]:
-    return _with_env({"type": "boolean", "default": default, "description": description})
-
-
-def _text(description: str, **more: Any) -> dict[str, Any]:
-    return _with_env({"type": "string", "description": description, **more})
+def _scalars(keys: spec.Section) -> dict[str, Any]:
+    """The scalar keys of a section; the others are for the caller to shape."""
+    return {
+        name: _scalar(key)
+        for name, key in keys.items()
+        if key.kind in ("string", "integer", "boolean", "enum")
+    }
 
 
 def _aggregated_rules() -> dict[str, Any]:
@@ -238,57 +227,12 @@ def _aggregated_rules() -> dict[str, Any]:
     }
 
 
-def _defaults() -> dict[str, Any]:
-    """The defaults the validator fills into a minimal file: one source of truth."""
-    r = Reporter("<defaults>", {})
-    doc = {
-        "name": "defaults",
-        "stream": {"name": "defaults"},
-        "sinks": {"out": {"type": "stdout"}},
-        "functions": {"f": {"processors": [], "route": ["out"]}},
-    }
-    normalized = model.validate(r, doc)
-    chain = [
-        {"enrich": {"lookup": {"table": "t", "key": "k", "into": "i"}}},
-        {"route": {"rules": [{"default": ["out"]}]}},
-    ]
-    steps, _ = validate_chain(r, ("processors",), chain, ["out"])
-    if r.problems:  # the validator changed what a minimal file is: say so plainly
-        raise RuntimeError("; ".join(str(p) for p in r.problems))
-    return {
-        "stream": normalized["stream"],
-        "function": normalized["functions"]["f"],
-        "lookup": steps[0]["enrich"]["lookup"],
-        "route": steps[1]["route"],
-    }
-
-
 # -- sections ----------------------------------------------------------------------------------
 
 
-def _stream(d: Mapping[str, Any]) -> dict[str, Any]:
-    shapes = {
-        "name": _text(
-            "The Kinesis stream, used exactly as written.",
-            pattern=_anchored(model._STREAM_NAME.pattern),
-        ),
-        "mode": _choice(model.STREAM_MODES, d["mode"], "Capacity mode."),
-        "shards": _integer("stream", "shards", None, "Shard count; provisioned mode only."),
-        "retention_hours": _integer(
-            "stream", "retention_hours", d["retention_hours"], "How long records are kept."
-        ),
-        "encryption": _choice(
-            ("kms", "none"), d["encryption"], "kms: the AWS managed key alias/aws/kinesis."
-        ),
-        "aggregated": _flag(
-            d["aggregated"],
-            "Producers use KPL aggregation: corrupt aggregates are dead-lettered (else data "
-            "that only looks like one passes as a plain record); functions may not use "
-            "filter_pushdown (AWS cannot filter aggregates) nor parallelization above 1.",
-        ),
-    }
-    out = _object(model.STREAM_KEYS, shapes, required=("name",))
-    out["description"] = "The Kinesis stream the functions consume."
+def _stream() -> dict[str, Any]:
+    out = _object(model.STREAM_KEYS, _scalars(spec.STREAM), required=_required(spec.STREAM))
+    out["description"] = spec.TOP["stream"].description
     out["if"] = {"properties": {"mode": {"const": "provisioned"}}, "required": ["mode"]}
     out["then"] = {"required": ["shards"]}
     out["else"] = {"not": {"required": ["shards"]}}
@@ -298,26 +242,8 @@ def _stream(d: Mapping[str, Any]) -> dict[str, Any]:
 def _sink() -> dict[str, Any]:
     branches = []
     for kind, settings in model.SINK_TYPES.items():
-        shapes: dict[str, Any] = {"type": {"const": kind}}
-        required = ["type"]
-        for key, setting in settings.items():
-            if setting.choices:
-                shapes[key] = _choice(setting.choices, setting.default, f"{kind} sink {key}.")
-                continue
-            shape: dict[str, Any] = {"type": "string", "description": f"{kind} sink {key}."}
-            rule = _NAME_RULES.get(setting.check) if setting.check else None
-            if rule is not None:
-                shape["pattern"] = _anchored(rule.pattern)
-            elif setting.check is template_problem:
-                shape["description"] += f" {_TEMPLATE}."
-            elif key == "endpoint":
-                shape["format"] = "uri"
-            if setting.default:
-                shape["default"] = setting.default
-            if setting.required:
-                required.append(key)
-                shape["minLength"] = 1
-            shapes[key] = _with_env(shape)
+        shapes: dict[str, Any] = {"type": {"const": kind}, **_scalars(settings)}
+        required = ("type", *_required(settings))
         then = _object(("type", *settings), shapes, required=required)
         branches.append({"if": {"properties": {"type": {"const": kind}}}, "then": then})
     return {
@@ -336,36 +262,17 @@ def _sink() -> dict[str, Any]:
     }
 
 
-def _function(d: Mapping[str, Any]) -> dict[str, Any]:
+def _function() -> dict[str, Any]:
+    keys = spec.FUNCTION
     shapes = {
-        "memory_mb": _integer("function", "memory_mb", d["memory_mb"], "Lambda memory (MB)."),
-        "timeout_s": _integer("function", "timeout_s", d["timeout_s"], "Lambda timeout (s)."),
+        **_scalars(keys),
         "batch": {"$ref": "#/$defs/batch"},
-        "ordering": _choice(
-            model.ORDERINGS,
-            d["ordering"],
-            "What a failure holds back in its batch: strict everything after it, per_key the "
-            "later records of its partition key, none nothing.",
-        ),
-        "filter_pushdown": _flag(
-            d["filter_pushdown"],
-            "Opt in: leading match filters also become the mapping's FilterCriteria, and AWS "
-            "then drops records that are not JSON silently. Not with stream.aggregated.",
-        ),
-        "on_failure": _text(
-            "A sink of type sqs or s3 for poison records and exhausted retries; when absent, "
-            "deploy creates the queue <name>-dlq."
-        ),
         "processors": {
             "type": "array",
             "items": {"$ref": "#/$defs/processor"},
-            "description": "The chain: filter, enrich, route, plugins; absent or [] means "
-            "none (then the route shorthand sends every record).",
+            "description": keys["processors"].description,
         },
-        "route": {
-            "$ref": "#/$defs/sink_list",
-            "description": "Shorthand: every record goes to these sinks (no route processor).",
-        },
+        "route": {"$ref": "#/$defs/sink_list", "description": keys["route"].description},
     }
     out = _object(model.FUNCTION_KEYS, shapes)
     out["description"] = "A Lambda function consuming the stream."
@@ -379,32 +286,17 @@ def _function(d: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _batch(d: Mapping[str, Any]) -> dict[str, Any]:
+def _batch() -> dict[str, Any]:
+    keys = spec.BATCH
     shapes = {
-        "size": _integer("batch", "size", d["size"], "Most records per invocation."),
-        "window_s": _integer(
-            "batch", "window_s", d["window_s"], "Seconds to gather records before invoking."
-        ),
-        "starting_position": _choice(
-            model.STARTING_POSITIONS, d["starting_position"], "Where a new mapping starts."
-        ),
+        **_scalars(keys),
         "starting_timestamp": {
-            "description": "For at_timestamp: ISO-8601 (UTC without an offset) or epoch seconds.",
+            "description": keys["starting_timestamp"].description,
             "anyOf": [{"type": "string"}, {"type": "number", "minimum": 0}],
         },
-        "parallelization": _integer(
-            "batch", "parallelization", d["parallelization"], "Concurrent batches per shard."
-        ),
-        "bisect_on_error": _flag(d["bisect_on_error"], "Split a failing batch and retry halves."),
-        "max_retries": _integer(
-            "batch", "max_retries", d["max_retries"], "Retries of a failing batch; never -1."
-        ),
-        "max_record_age_s": _integer(
-            "batch", "max_record_age_s", d["max_record_age_s"], "Older records go to on_failure."
-        ),
     }
     out = _object(model.BATCH_KEYS, shapes)
-    out["description"] = "The event source mapping's batching and retry settings."
+    out["description"] = spec.FUNCTION["batch"].description
     out["if"] = {
         "properties": {"starting_position": {"const": "at_timestamp"}},
         "required": ["starting_position"],
@@ -429,6 +321,10 @@ def _processor() -> dict[str, Any]:
             f"built-ins: {BUILTIN_PROCESSORS}"
         )
         raise RuntimeError(msg)
+    use = {
+        "use": {"type": "string", "pattern": f"^{spec.IMPORT_PATH}$"},
+        "with": {"type": "object"},
+    }
     return {
         "description": "A one-key map '- NAME: ARGS': a built-in, a plugin registered under "
         "shardline.processors, or '- use: pkg.mod:Class' with 'with: {...}'.",
@@ -436,18 +332,15 @@ def _processor() -> dict[str, Any]:
             *(entry(name) for name in BUILTIN_PROCESSORS),
             {
                 "type": "object",
-                "properties": {
-                    "use": {"type": "string", "pattern": _IMPORT_PATH},
-                    "with": {"type": "object"},
-                },
-                "required": ["use"],
+                "properties": use,
+                "required": list(_required(spec.USE)),
                 "additionalProperties": False,
             },
             {
                 "type": "object",
                 "minProperties": 1,
                 "maxProperties": 1,
-                "propertyNames": {"not": {"enum": [*BUILTIN_PROCESSORS, "use", "with"]}},
+                "propertyNames": {"not": {"enum": [*BUILTIN_PROCESSORS, *spec.USE]}},
                 "description": "A plugin processor: its arguments are its own.",
             },
         ],
@@ -455,12 +348,13 @@ def _processor() -> dict[str, Any]:
 
 
 def _filter() -> dict[str, Any]:
+    keys = spec.FILTER
     return {
         "type": "object",
         "description": "Keep the records that match (both, when both are given).",
         "properties": {
             "match": {"$ref": "#/$defs/pattern"},
-            "expr": {"type": "string", "description": "A JMESPath expression; truthy keeps."},
+            "expr": {"type": "string", "description": keys["expr"].description},
         },
         "additionalProperties": False,
         "minProperties": 1,
@@ -468,12 +362,13 @@ def _filter() -> dict[str, Any]:
 
 
 def _enrich() -> dict[str, Any]:
+    keys = spec.ENRICH
     return {
         "type": "object",
         "description": "Add fields: a DynamoDB item (lookup), then set, then timestamp.",
         "properties": {
-            "set": {"type": "object", "minProperties": 1, "description": "Fields to set."},
-            "timestamp": {"type": "string", "description": "Field for the processing time."},
+            "set": {"type": "object", "minProperties": 1, "description": keys["set"].description},
+            "timestamp": {"type": "string", "description": keys["timestamp"].description},
             "lookup": {"$ref": "#/$defs/lookup"},
         },
         "additionalProperties": False,
@@ -481,28 +376,18 @@ def _enrich() -> dict[str, Any]:
     }
 
 
-def _lookup(d: Mapping[str, Any]) -> dict[str, Any]:
+def _lookup() -> dict[str, Any]:
+    keys = spec.LOOKUP
     return {
         "type": "object",
-        "description": "The item of a DynamoDB table keyed by a record field.",
-        "properties": {
-            "table": _text("The table, used exactly as written.", minLength=1),
-            "key": _text("The record field holding the key.", minLength=1),
-            "into": _text("The field that receives the item.", minLength=1),
-            "on_miss": _choice(ON_MISS, d["on_miss"], "What a record without an item does."),
-            "ttl_s": _integer("lookup", "ttl_s", None, "Seconds an item is cached (300)."),
-            "table_key": _text("The table's partition key, when not named like key."),
-            "miss_ttl_s": _integer(
-                "lookup", "miss_ttl_s", None, "Seconds a miss is cached (min(ttl_s, 60))."
-            ),
-            "max_entries": _integer("lookup", "max_entries", None, "Most keys cached."),
-        },
-        "required": ["table", "key", "into"],
+        "description": spec.ENRICH["lookup"].description,
+        "properties": _scalars(keys),
+        "required": list(_required(keys)),
         "additionalProperties": False,
     }
 
 
-def _route(d: Mapping[str, Any]) -> dict[str, Any]:
+def _route() -> dict[str, Any]:
     rules = {"type": "array", "items": {"$ref": "#/$defs/rule"}}
     return {
         "description": "Name the sinks of each record: a list of rules (first match), or "
@@ -511,15 +396,8 @@ def _route(d: Mapping[str, Any]) -> dict[str, Any]:
             rules,
             {
                 "type": "object",
-                "properties": {
-                    "mode": _choice(
-                        ROUTE_MODES,
-                        d["mode"],
-                        "first: the first rule that matches; all: every rule that matches.",
-                    ),
-                    "rules": rules,
-                },
-                "required": ["rules"],
+                "properties": {"mode": _scalar(spec.ROUTE["mode"]), "rules": rules},
+                "required": list(_required(spec.ROUTE)),
                 "additionalProperties": False,
             },
         ],
@@ -533,7 +411,7 @@ def _rule() -> dict[str, Any]:
                 "type": "object",
                 "properties": {
                     "when": {
-                        "description": "A match pattern, or a JMESPath expression (a string).",
+                        "description": spec.RULE["when"].description,
                         "anyOf": [{"$ref": "#/$defs/pattern"}, {"type": "string"}],
                     },
                     "to": {"$ref": "#/$defs/sink_list"},

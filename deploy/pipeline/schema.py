@@ -9,12 +9,11 @@ through :class:`~deploy.pipeline.fields.Fields`, so messages read the same every
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from deploy.pipeline import runtime_checks
+from deploy.pipeline import runtime_checks, spec
 from deploy.pipeline.braces import template_problem
 from deploy.pipeline.fields import Fields, as_mapping, describe, suggest
 from deploy.pipeline.steps import sink_list, validate_chain
@@ -23,29 +22,20 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from deploy.pipeline.problems import Path, Reporter
+    from deploy.pipeline.spec import Key
 
-TOP_KEYS = ("name", "region", "stream", "sinks", "functions", "metrics", "log_payloads")
-STREAM_KEYS = ("name", "mode", "shards", "retention_hours", "encryption", "aggregated")
-FUNCTION_KEYS = (
-    "memory_mb", "timeout_s", "batch", "ordering", "filter_pushdown", "on_failure",
-    "processors", "route",
-)  # fmt: skip
-BATCH_KEYS = (
-    "size", "window_s", "starting_position", "starting_timestamp", "parallelization",
-    "bisect_on_error", "max_retries", "max_record_age_s",
-)  # fmt: skip
-STREAM_MODES = ("on_demand", "provisioned")
-STARTING_POSITIONS = ("trim_horizon", "latest", "at_timestamp")
-ORDERINGS = ("strict", "per_key", "none")
+TOP_KEYS = tuple(spec.TOP)
+STREAM_KEYS = tuple(spec.STREAM)
+FUNCTION_KEYS = tuple(spec.FUNCTION)
+BATCH_KEYS = tuple(spec.BATCH)
+STREAM_MODES = spec.STREAM["mode"].enum
+STARTING_POSITIONS = spec.BATCH["starting_position"].enum
+ORDERINGS = spec.FUNCTION["ordering"].enum
 FAILURE_SINK_TYPES = ("sqs", "s3")
 
-_STACK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]*")
-_SINK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
-_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")
-_STREAM_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
-_TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
-_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-_QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}|[A-Za-z0-9_-]{1,75}\.fifo")
+_STACK_NAME = re.compile(spec.STACK_NAME)
+_SINK_NAME = re.compile(spec.SINK_NAME)
+_REGION = re.compile(str(spec.TOP["region"].pattern))
 _NEVER_UNBOUNDED = (
     "{value} ({what}) is not allowed: one poison record would block a shard for up to a week, "
     "until it expires; use {lo}..{hi} and let on_failure keep what still fails"
@@ -59,7 +49,7 @@ def _matches(regex: re.Pattern[str], rule: str) -> Callable[[str], str | None]:
     return check
 
 
-def _named(what: str, limit: int) -> Callable[[str], str | None]:
+def _named(what: str, limit: int | None) -> Callable[[str], str | None]:
     """Check for names that become AWS resource names: letters, digits, hyphens."""
 
     def check(value: str) -> str | None:
@@ -68,7 +58,7 @@ def _named(what: str, limit: int) -> Callable[[str], str | None]:
                 f"invalid name {value!r}: use letters, digits and hyphens, starting with a "
                 f"letter ({what})"
             )
-        if len(value) > limit:
+        if limit is not None and len(value) > limit:
             return f"name is {len(value)} characters long, at most {limit} allowed ({what})"
         return None
 
@@ -88,55 +78,26 @@ def _region(value: str) -> str | None:
     return f"expected an AWS region like us-east-1, got {value!r}"
 
 
-_stream_name = _matches(_STREAM_NAME, "1-128 letters, digits, '_', '-' or '.'")
-_table_name = _matches(_TABLE_NAME, "3-255 letters, digits, '_', '-' or '.'")
-_bucket_name = _matches(_BUCKET_NAME, "3-63 lowercase letters, digits, '.' or '-'")
-_queue_name = _matches(_QUEUE_NAME, "1-80 letters, digits, '_' or '-' (optional .fifo)")
+def _check(key: Key) -> Callable[[str], str | None] | None:
+    """The check of a string key whose rule the spec states: a name pattern, a template or
+    a URL (keys with a message of their own, the stack name and region, get theirs)."""
+    if key.pattern is not None and key.rule is not None:
+        return _matches(re.compile(key.pattern), key.rule)
+    if key.template:
+        return template_problem
+    if key.url:
+        return _url
+    return None
 
 
-@dataclass(frozen=True)
-class _Setting:
-    """One setting of a built-in sink type: a string, or one of ``choices``."""
-
-    required: bool = False
-    default: str | None = None
-    choices: tuple[str, ...] = ()
-    check: Callable[[str], str | None] | None = None
-
-
-_REQUIRED = _Setting(required=True)
-
-# Settings per built-in sink type, in the order the plan lists them.
-SINK_TYPES: dict[str, dict[str, _Setting]] = {
-    "dynamodb": {
-        "table": _Setting(required=True, check=_table_name),
-        "key": _REQUIRED,
-        "mode": _Setting(default="latest", choices=("latest", "append")),
-    },
-    "opensearch": {
-        "endpoint": _Setting(required=True, check=_url),
-        "index": _Setting(required=True, check=template_problem),
-        "id": _Setting(),
-        "auth": _Setting(default="sigv4", choices=("sigv4", "none")),
-    },
-    "s3": {
-        "bucket": _Setting(required=True, check=_bucket_name),
-        "prefix": _Setting(default="", check=template_problem),
-        "partition": _Setting(check=template_problem),
-        "compression": _Setting(default="gzip", choices=("gzip", "none")),
-    },
-    "sqs": {
-        "queue": _Setting(required=True, check=_queue_name),
-        # where a dead letter too large for one message goes; default: the first s3 sink's
-        "overflow_bucket": _Setting(check=_bucket_name),
-    },
-    "kinesis": {
-        "stream": _Setting(required=True, check=_stream_name),
-        "partition_key": _REQUIRED,
-    },
-    "stdout": {},
-    "discard": {},  # accepts and drops everything (Vector's blackhole): benchmarks, dry runs
+#: Settings per built-in sink type, in the order the plan lists them (see spec.SINK_TYPES).
+SINK_TYPES = spec.SINK_TYPES
+_SINK_CHECKS = {
+    (kind, key): _check(setting)
+    for kind, settings in SINK_TYPES.items()
+    for key, setting in settings.items()
 }
+_stream_name = _check(spec.STREAM["name"])
 
 
 def validate(r: Reporter, doc: Any) -> dict[str, Any]:
@@ -148,11 +109,14 @@ def validate(r: Reporter, doc: Any) -> dict[str, Any]:
     if data is None:
         return {}
     f = Fields(r, (), data, TOP_KEYS)
-    name = f.text("name", required=True, check=_named("it names the CloudFormation stack", 128))
-    region = f.text("region", check=_region)
+    top = spec.TOP
+    name = f.read(
+        "name", top["name"], _named("it names the CloudFormation stack", top["name"].max_length)
+    )
+    region = f.read("region", top["region"], _region)
     # metrics: unset means "in Lambda only" (not in `invoke`, `test`, in-process runs)
     metrics = f.flag("metrics", default=True) if "metrics" in data else None
-    log_payloads = f.flag("log_payloads", default=False)
+    log_payloads = f.read("log_payloads", top["log_payloads"])
     stream = _stream(r, f)
     sinks = _sinks(r, f)
     functions = _functions(r, f, sinks, aggregated=stream["aggregated"] is True)
@@ -209,13 +173,14 @@ def _stream(r: Reporter, top: Fields) -> dict[str, Any]:
     data = given or {}
     f = Fields(r, ("stream",), data, STREAM_KEYS)
     name = f.text("name", required=given is not None, check=_stream_name)
-    mode = f.choice("mode", STREAM_MODES, default="on_demand")
-    mode_ok = data.get("mode", "on_demand") in STREAM_MODES
+    keys = spec.STREAM
+    mode = f.read("mode", keys["mode"])
+    mode_ok = data.get("mode", keys["mode"].default) in STREAM_MODES
     shards = None
     if mode_ok and mode == "provisioned":
         if not f.has("shards"):
             r.error(f.at("shards"), "required when mode is provisioned (a number of shards, >= 1)")
-        shards = f.integer("shards", default=None, lo=1)
+        shards = f.read("shards", keys["shards"])
     elif mode_ok and "shards" in data:
         r.error(
             f.at("shards"),
@@ -226,9 +191,9 @@ def _stream(r: Reporter, top: Fields) -> dict[str, Any]:
         "name": name,
         "mode": mode,
         "shards": shards,
-        "retention_hours": f.integer("retention_hours", default=24, lo=24, hi=8760),
-        "encryption": f.choice("encryption", ("kms", "none"), default="kms"),
-        "aggregated": f.flag("aggregated", default=False),
+        "retention_hours": f.read("retention_hours", keys["retention_hours"]),
+        "encryption": f.read("encryption", keys["encryption"]),
+        "aggregated": f.read("aggregated", keys["aggregated"]),
     }
 
 
@@ -240,7 +205,7 @@ def _sinks(r: Reporter, top: Fields) -> dict[str, dict[str, Any]] | None:
     if not data:
         r.error(top.at("sinks"), "no sinks defined: functions need somewhere to send records")
     out: dict[str, dict[str, Any]] = {}
-    for name, spec in data.items():
+    for name, entry in data.items():
         path: Path = ("sinks", name)
         if not _SINK_NAME.fullmatch(name):
             r.error(
@@ -248,7 +213,7 @@ def _sinks(r: Reporter, top: Fields) -> dict[str, dict[str, Any]] | None:
                 f"invalid sink name {name!r}: use letters, digits, '_' and '-', "
                 "starting with a letter",
             )
-        out[name] = _sink(r, path, spec)
+        out[name] = _sink(r, path, entry)
     return out
 
 
@@ -283,12 +248,7 @@ def _sink(r: Reporter, path: Path, spec: Any) -> dict[str, Any]:
     f = Fields(r, path, data, ("type", *fields))
     out: dict[str, Any] = {"type": kind}
     for key, setting in fields.items():
-        if setting.choices:
-            out[key] = f.choice(key, setting.choices, default=str(setting.default))
-        else:
-            out[key] = f.text(
-                key, required=setting.required, default=setting.default, check=setting.check
-            )
+        out[key] = f.read(key, setting, _SINK_CHECKS[kind, key])
     return out
 
 
@@ -302,12 +262,12 @@ def _functions(
         r.error(top.at("functions"), "define at least one function")
     names = None if sinks is None else list(sinks)
     out: dict[str, Any] = {}
-    for name, spec in data.items():
+    for name, entry in data.items():
         path: Path = ("functions", name)
-        problem = _named("it names the Lambda function", 64)(name)
+        problem = _named("it names the Lambda function", spec.FUNCTION_NAME_MAX)(name)
         if problem is not None:
             r.error(path, problem)
-        body = as_mapping(r, path, {} if spec is None else spec)
+        body = as_mapping(r, path, {} if entry is None else entry)
         if body is not None:
             out[name] = _function(r, path, body, sinks, names, aggregated=aggregated)
     return out
@@ -355,7 +315,8 @@ def _function(
             "across lanes and lose their order); set parallelization: 1 and add shards for "
             "throughput, or stop aggregating",
         )
-    pushdown = f.flag("filter_pushdown", default=False)
+    keys = spec.FUNCTION
+    pushdown = f.read("filter_pushdown", keys["filter_pushdown"])
     if pushdown is True and aggregated:
         r.error(
             f.at("filter_pushdown"),
@@ -371,10 +332,10 @@ def _function(
             "letter); `run`, `invoke` and `test` drop and count them the same way",
         )
     return {
-        "memory_mb": f.integer("memory_mb", default=256, lo=128, hi=10240),
-        "timeout_s": f.integer("timeout_s", default=60, lo=1, hi=900),
+        "memory_mb": f.read("memory_mb", keys["memory_mb"]),
+        "timeout_s": f.read("timeout_s", keys["timeout_s"]),
         "batch": batch,
-        "ordering": f.choice("ordering", ORDERINGS, default="per_key"),
+        "ordering": f.read("ordering", keys["ordering"]),
         "filter_pushdown": pushdown,
         "on_failure": _on_failure(r, f, sinks),
         "processors": processors,
@@ -388,7 +349,7 @@ def _misspelt(data: dict[str, Any], keys: tuple[str, ...]) -> bool:
 
 
 def _on_failure(r: Reporter, f: Fields, sinks: dict[str, Any] | None) -> str | None:
-    name = f.text("on_failure")
+    name: str | None = f.read("on_failure", spec.FUNCTION["on_failure"])
     if name is None or sinks is None:
         return name
     if name not in sinks:
@@ -405,28 +366,30 @@ def _on_failure(r: Reporter, f: Fields, sinks: dict[str, Any] | None) -> str | N
 def _batch(r: Reporter, fn: Fields) -> dict[str, Any]:
     data = fn.mapping("batch") or {}
     f = Fields(r, fn.at("batch"), data, BATCH_KEYS)
-    position = f.choice("starting_position", STARTING_POSITIONS, default="trim_horizon")
+    keys = spec.BATCH
+    position = f.read("starting_position", keys["starting_position"])
     return {
-        "size": f.integer("size", default=100, lo=1, hi=10000),
-        "window_s": f.integer("window_s", default=0, lo=0, hi=300),
+        "size": f.read("size", keys["size"]),
+        "window_s": f.read("window_s", keys["window_s"]),
         "starting_position": position,
         "starting_timestamp": _starting_timestamp(r, f, position),
-        "parallelization": f.integer("parallelization", default=1, lo=1, hi=10),
-        "bisect_on_error": f.flag("bisect_on_error", default=True),
-        "max_retries": _bounded(f, "max_retries", default=3, lo=0, hi=10000, what="retry forever"),
-        "max_record_age_s": _bounded(
-            f, "max_record_age_s", default=86400, lo=60, hi=604800, what="no age limit"
-        ),
+        "parallelization": f.read("parallelization", keys["parallelization"]),
+        "bisect_on_error": f.read("bisect_on_error", keys["bisect_on_error"]),
+        "max_retries": _bounded(f, "max_retries", what="retry forever"),
+        "max_record_age_s": _bounded(f, "max_record_age_s", what="no age limit"),
     }
 
 
-def _bounded(f: Fields, key: str, *, default: int, lo: int, hi: int, what: str) -> int | None:
+def _bounded(f: Fields, key: str, *, what: str) -> int | None:
     """AWS's ``-1`` means unbounded; a pipeline must never ask for it, and is told why."""
+    setting = spec.BATCH[key]
     value = f.data.get(key)
     if value == -1 and not isinstance(value, bool):
-        f.r.error(f.at(key), _NEVER_UNBOUNDED.format(value=value, what=what, lo=lo, hi=hi))
-        return default
-    return f.integer(key, default=default, lo=lo, hi=hi)
+        bounds = {"lo": setting.minimum, "hi": setting.maximum}
+        f.r.error(f.at(key), _NEVER_UNBOUNDED.format(value=value, what=what, **bounds))
+        return int(setting.default)
+    read: int | None = f.read(key, setting)
+    return read
 
 
 def _starting_timestamp(r: Reporter, f: Fields, position: str) -> int | float | None:

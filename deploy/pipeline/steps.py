@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from deploy.pipeline import runtime_checks
+from deploy.pipeline import runtime_checks, spec
 from deploy.pipeline.fields import Fields, as_mapping, describe, suggest
 
 if TYPE_CHECKING:
@@ -21,9 +21,10 @@ if TYPE_CHECKING:
     from deploy.pipeline.problems import Path, Reporter
 
 BUILTIN_PROCESSORS = ("enrich", "filter", "route")
-ON_MISS = ("keep", "drop", "dead_letter")
-ROUTE_MODES = ("first", "all")
-_IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
+ON_MISS = spec.LOOKUP["on_miss"].enum
+ROUTE_MODES = spec.ROUTE["mode"].enum
+_IMPORT_PATH = re.compile(spec.IMPORT_PATH)
+_FIRST = spec.ROUTE["mode"].default
 _PATTERN_EXAMPLE = "a mapping like {event_type: [click]}"
 
 
@@ -123,7 +124,7 @@ def _filter(r: Reporter, path: Path, args: Any) -> dict[str, Any]:
     data = as_mapping(r, path, args, "a mapping with match and/or expr")
     if data is None:
         return {}
-    Fields(r, path, data, ("match", "expr"))
+    Fields(r, path, data, tuple(spec.FILTER))
     if "match" in data:
         _pattern(r, (*path, "match"), data["match"])
     if "expr" in data:
@@ -137,7 +138,7 @@ def _enrich(r: Reporter, path: Path, args: Any) -> dict[str, Any]:
     data = as_mapping(r, path, args, "a mapping with set, timestamp and/or lookup")
     if data is None:
         return {}
-    f = Fields(r, path, data, ("set", "timestamp", "lookup"))
+    f = Fields(r, path, data, tuple(spec.ENRICH))
     out: dict[str, Any] = {}
     if f.has("set"):
         out["set"] = f.mapping("set")
@@ -161,18 +162,14 @@ def _lookup(r: Reporter, path: Path, data: dict[str, Any] | None) -> dict[str, A
     """
     if data is None:
         return {}
-    optional = ("table_key", "miss_ttl_s", "max_entries")
-    f = Fields(r, path, data, ("table", "key", "into", "on_miss", "ttl_s", *optional))
+    keys = spec.LOOKUP
+    f = Fields(r, path, data, tuple(keys))
     out: dict[str, Any] = {
-        "table": f.text("table", required=True),
-        "key": f.text("key", required=True),
-        "into": f.text("into", required=True),
-        "on_miss": f.choice("on_miss", ON_MISS, default="keep"),
-        "ttl_s": f.integer("ttl_s", default=None, lo=0),
+        key: f.read(key, keys[key]) for key in ("table", "key", "into", "on_miss", "ttl_s")
     }
     if f.has("table_key"):
         out["table_key"] = f.text("table_key", required=True)
-    miss = f.integer("miss_ttl_s", default=None, lo=0)
+    miss = f.read("miss_ttl_s", keys["miss_ttl_s"])
     if miss is not None:
         from processors.lookup import DEFAULT_TTL_S  # noqa: PLC0415  # one default, light module
 
@@ -181,7 +178,7 @@ def _lookup(r: Reporter, path: Path, data: dict[str, Any] | None) -> dict[str, A
             r.error(f.at("miss_ttl_s"), f"must not exceed ttl_s ({ttl:g}), got {miss}")
         else:
             out["miss_ttl_s"] = miss
-    entries = f.integer("max_entries", default=None, lo=1)
+    entries = f.read("max_entries", keys["max_entries"])
     if entries is not None:
         out["max_entries"] = entries
     return out
@@ -189,12 +186,12 @@ def _lookup(r: Reporter, path: Path, data: dict[str, Any] | None) -> dict[str, A
 
 def _route(r: Reporter, path: Path, args: Any, sinks: Sequence[str] | None) -> dict[str, Any]:
     if isinstance(args, list):
-        return {"mode": "first", "rules": _rules(r, path, args, sinks)}
+        return {"mode": _FIRST, "rules": _rules(r, path, args, sinks)}
     data = as_mapping(r, path, args, "a list of rules or a mapping {mode: first|all, rules: [...]}")
     if data is None:
-        return {"mode": "first", "rules": []}
-    f = Fields(r, path, data, ("mode", "rules"))
-    mode = f.choice("mode", ROUTE_MODES, default="first")
+        return {"mode": _FIRST, "rules": []}
+    f = Fields(r, path, data, tuple(spec.ROUTE))
+    mode = f.read("mode", spec.ROUTE["mode"])
     rules = data.get("rules")
     if rules is None:
         r.error(f.at("rules"), "required field is missing (a list of rules)")
@@ -236,7 +233,7 @@ def _rules(
 def _rule(
     r: Reporter, at: Path, data: dict[str, Any], sinks: Sequence[str] | None
 ) -> dict[str, Any]:
-    f = Fields(r, at, data, ("when", "to", "default"))
+    f = Fields(r, at, data, tuple(spec.RULE))
     when = data.get("when")
     if when is None:
         r.error(
@@ -261,9 +258,9 @@ def _rule(
 
 
 def _use(r: Reporter, path: Path, entry: dict[str, Any]) -> dict[str, Any]:
-    f = Fields(r, path, entry, ("use", "with"))
-    target = f.text("use", required=True)
-    options = f.mapping("with")
+    f = Fields(r, path, entry, tuple(spec.USE))
+    target = f.read("use", spec.USE["use"])
+    options = f.read("with", spec.USE["with"])
     if target is not None:
         if not _IMPORT_PATH.fullmatch(target):
             expected = "an import path like 'package.module:Class'"

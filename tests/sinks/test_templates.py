@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from sinks.templates import Template, TemplateError
+from sinks.templates import (
+    Placeholder,
+    Template,
+    TemplateError,
+    TemplateSyntaxError,
+    parse_template,
+)
 from stream.exceptions import DecodeError
 from stream.records import Record
 
@@ -57,3 +63,39 @@ class TestTemplate:
     def test_an_unclosed_brace_is_refused_at_construction(self):
         with pytest.raises(ValueError, match="unclosed"):
             Template("events-{arrival:%Y")
+
+
+class TestParse:
+    """The one parser of the syntax: the validator reports its errors, Template compiles its
+    parts, so the runtime refuses what `shardline validate` refuses."""
+
+    def test_parts_are_literals_and_placeholders_in_order(self):
+        assert parse_template("dt={arrival:%Y}/{user.country}x") == (
+            "dt=",
+            Placeholder("arrival", "%Y"),
+            "/",
+            Placeholder("user.country"),
+            "x",
+        )
+
+    @pytest.mark.parametrize(
+        ("text", "message"),
+        [
+            ("a}b", "unmatched '}' in 'a}b'"),
+            ("{a{b}", "unclosed '{' in '{a{b}'"),
+            ("x-{}", "empty placeholder '{}'"),
+            ("{arrival}", "'{arrival}' needs a strftime format, e.g. {arrival:%Y-%m-%d}"),
+            ("{now:}", "'{now:}' needs a strftime format, e.g. {now:%Y-%m-%d}"),
+            ("{kind:%Y}", "'{kind:%Y}': only arrival and now take a format"),
+            ("{a b}", "'{a b}' is not a record field"),
+        ],
+        ids=["stray-close", "brace-inside", "empty", "arrival-no-format", "now-empty-format",
+             "format-on-field", "bad-field-name"],
+    )  # fmt: skip
+    def test_what_validation_refuses_the_runtime_refuses_too(self, text, message):
+        """Each of these once compiled at run time (a stray '}' as text, '{arrival}' as a
+        field named arrival, '{kind:%Y}' as the field kind) although validate refused it."""
+        with pytest.raises(TemplateSyntaxError) as caught:
+            Template(text)
+        assert str(caught.value).startswith(message)
+        assert isinstance(caught.value, ValueError)
