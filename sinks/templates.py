@@ -60,7 +60,7 @@ class TemplateError(SinkError, ValueError):
     """A record lacks a field its template needs; the record cannot be placed."""
 
 
-class TemplateSyntaxError(ValueError):
+class TemplateSyntaxError(SinkError, ValueError):
     """A template is malformed; the message shows it and what placeholders may be."""
 
 
