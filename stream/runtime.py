@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
@@ -24,6 +24,10 @@ from sinks.base import Ordering, Sink
 from sinks.registry import build_sink
 from stream.batch import BatchRunner
 from stream.metrics import metrics_enabled
+from stream.plan import PlanVersionError, check_version
+
+if TYPE_CHECKING:
+    from stream.plan import FunctionPlan, Plan, SinkSpec
 
 __all__ = [
     "BuildFailure",
@@ -35,7 +39,7 @@ __all__ = [
 ]
 
 #: make(name, spec) -> Sink; the default builds the real sink of the spec's type.
-SinkFactory = Callable[[str, Mapping[str, Any]], Sink]
+SinkFactory = Callable[[str, "SinkSpec"], Sink]
 
 
 @dataclass(frozen=True)
@@ -50,21 +54,27 @@ class BuildFailure:
     error: Exception
 
 
-def load_plan(path: str | Path) -> dict[str, Any]:
-    """Read a compiled plan (``shardline compile``)."""
-    plan: dict[str, Any] = orjson.loads(Path(path).read_bytes())
-    if not isinstance(plan, dict) or "functions" not in plan:
+def load_plan(path: str | Path) -> Plan:
+    """Read a compiled plan (``shardline compile``) and check that this shardline knows it.
+
+    Raises:
+        PlanVersionError: the file is no plan, or one of an older or newer shardline (the
+            message names the file and says to compile it again); also a ``ValueError``.
+    """
+    plan = orjson.loads(Path(path).read_bytes())
+    check_version(plan, path)
+    if "functions" not in plan:
         msg = f"{path}: not a shardline plan (no 'functions'); make one with `shardline compile`"
-        raise ValueError(msg)
-    return plan
+        raise PlanVersionError(msg)
+    return cast("Plan", plan)
 
 
-def function_names(plan: Mapping[str, Any]) -> list[str]:
+def function_names(plan: Plan) -> list[str]:
     """The plan's function names, in file order."""
     return list(plan["functions"])
 
 
-def used_sinks(function: Mapping[str, Any]) -> list[str]:
+def used_sinks(function: FunctionPlan) -> list[str]:
     """Every sink a function may write to, in the order they are first named."""
     names: list[str] = []
 
@@ -88,7 +98,7 @@ def used_sinks(function: Mapping[str, Any]) -> list[str]:
 
 
 def build_runner(
-    plan: Mapping[str, Any],
+    plan: Plan,
     function: str | None = None,
     sink_factory: SinkFactory | None = None,
     *,
