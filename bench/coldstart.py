@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from stream.plan import PLAN_VERSION
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -38,6 +40,7 @@ HANDLER = "stream.lambda_handler"
 
 #: The compiled plan of a stdout-only pipeline: nothing in it needs an AWS client.
 PLAN: dict[str, Any] = {
+    "version": PLAN_VERSION,
     "name": "cold",
     "sinks": {"out": {"type": "stdout"}},
     "functions": {

@@ -13,7 +13,7 @@ Only the modules a pipeline names are imported.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from processors.chain import Step
 from stream.exceptions import PluginError
@@ -24,6 +24,9 @@ from stream.plugins import (
     load_entry_point,
     load_object,
 )
+
+if TYPE_CHECKING:
+    from stream.plan import ProcessorEntry
 
 __all__ = [
     "BUILTIN_PROCESSORS",
@@ -52,7 +55,7 @@ def sink_plugin_names() -> set[str]:
 
 
 def build_processor(
-    index: int, entry: Mapping[str, Any], sinks: Collection[str] | None = None
+    index: int, entry: ProcessorEntry, sinks: Collection[str] | None = None
 ) -> Step:
     """Build the step for entry ``index`` of a function's ``processors`` list.
 

@@ -15,6 +15,8 @@ from stream.plugins import SINK_GROUP, entry_point_names, load_entry_point, load
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from stream.plan import SinkSpec
+
 __all__ = ["BUILTIN_SINKS", "build_sink", "sink_class", "sink_options", "sink_types"]
 
 #: Built-in sink types and where they live ("module:Class").
@@ -35,7 +37,7 @@ def sink_types() -> set[str]:
     return set(BUILTIN_SINKS) | entry_point_names(SINK_GROUP)
 
 
-def sink_class(spec: Mapping[str, Any]) -> Any:
+def sink_class(spec: SinkSpec) -> Any:
     """The class (or factory) that makes a sink of this spec: its ``use`` path, a built-in,
     or the plugin registered under its ``type``; imported now.
 
@@ -55,7 +57,7 @@ def sink_options(spec: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in spec.items() if k not in _SPEC_KEYS}
 
 
-def build_sink(name: str, spec: Mapping[str, Any]) -> Sink:
+def build_sink(name: str, spec: SinkSpec) -> Sink:
     """Create the sink ``name`` from its compiled spec (``{"type": ..., **options}``).
 
     Raises:

@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
@@ -25,6 +25,10 @@ from sinks.registry import build_sink
 from stream.batch import BatchRunner
 from stream.exceptions import PlanError, UnknownFunctionError
 from stream.metrics import metrics_enabled
+from stream.plan import check_version
+
+if TYPE_CHECKING:
+    from stream.plan import FunctionPlan, Plan, SinkSpec
 
 __all__ = [
     "BuildFailure",
@@ -36,7 +40,7 @@ __all__ = [
 ]
 
 #: make(name, spec) -> Sink; the default builds the real sink of the spec's type.
-SinkFactory = Callable[[str, Mapping[str, Any]], Sink]
+SinkFactory = Callable[[str, "SinkSpec"], Sink]
 
 
 @dataclass(frozen=True)
@@ -51,21 +55,28 @@ class BuildFailure:
     error: Exception
 
 
-def load_plan(path: str | Path) -> dict[str, Any]:
-    """Read a compiled plan (``shardline compile``)."""
-    plan: dict[str, Any] = orjson.loads(Path(path).read_bytes())
-    if not isinstance(plan, dict) or "functions" not in plan:
+def load_plan(path: str | Path) -> Plan:
+    """Read a compiled plan (``shardline compile``) and check that this shardline knows it.
+
+    Raises:
+        PlanVersionError: the file is a plan of an older or newer shardline, or no plan (the
+            message names the file and says to compile it again).
+        PlanError: the file has no functions. Both are ``ValueError``\ s too.
+    """
+    plan = orjson.loads(Path(path).read_bytes())
+    check_version(plan, path)
+    if "functions" not in plan:
         msg = f"{path}: not a shardline plan (no 'functions'); make one with `shardline compile`"
         raise PlanError(msg)
-    return plan
+    return cast("Plan", plan)
 
 
-def function_names(plan: Mapping[str, Any]) -> list[str]:
+def function_names(plan: Plan) -> list[str]:
     """The plan's function names, in file order."""
     return list(plan["functions"])
 
 
-def used_sinks(function: Mapping[str, Any]) -> list[str]:
+def used_sinks(function: FunctionPlan) -> list[str]:
     """Every sink a function may write to, in the order they are first named."""
     names: list[str] = []
 
@@ -89,7 +100,7 @@ def used_sinks(function: Mapping[str, Any]) -> list[str]:
 
 
 def build_runner(
-    plan: Mapping[str, Any],
+    plan: Plan,
     function: str | None = None,
     sink_factory: SinkFactory | None = None,
     *,

@@ -76,6 +76,8 @@ from stream.runtime import used_sinks
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
 
+    from stream.plan import FunctionPlan, Plan, SinkSpec
+
 __all__ = [
     "HANDLER",
     "PLAN_IN_PACKAGE",
@@ -139,7 +141,7 @@ class _Stores:
     lease_tables: dict[str, str] = field(default_factory=dict)  # function: table
 
 
-def _destination(plan: Mapping[str, Any], function: str) -> tuple[str, str]:
+def _destination(plan: Plan, function: str) -> tuple[str, str]:
     """``("sqs", queue)`` or ``("s3", bucket)``: where the function's mapping gives up to."""
     name = plan["functions"][function].get("on_failure")
     spec = plan["sinks"].get(name) if name else None
@@ -150,7 +152,7 @@ def _destination(plan: Mapping[str, Any], function: str) -> tuple[str, str]:
     return "sqs", dead_letter_queue_name(plan)
 
 
-def _stores(plan: Mapping[str, Any]) -> _Stores:
+def _stores(plan: Plan) -> _Stores:
     out = _Stores()
     for spec in plan["sinks"].values():
         kind = spec.get("type")
@@ -179,7 +181,7 @@ def _camel(name: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in parts if part)
 
 
-def logical_ids(plan: Mapping[str, Any]) -> dict[tuple[str, str], str]:
+def logical_ids(plan: Plan) -> dict[tuple[str, str], str]:
     """The logical id of every resource, by ``(kind, name)``.
 
     Ids are the name in CamelCase followed by the kind (``ClickstreamOrdersTable``), so that
@@ -288,7 +290,7 @@ class _Builder:
     """Assembles one template; each method adds one group of resources."""
 
     def __init__(
-        self, plan: Mapping[str, Any], code: dict[str, str], runtime: str, architecture: str
+        self, plan: Plan, code: dict[str, str], runtime: str, architecture: str
     ) -> None:
         self.plan = plan
         self.code = code
@@ -558,7 +560,7 @@ class _Builder:
         mid = self.id("Mapping", function)
         self.output(f"{mid}Id", _ref(mid), f"function {function}: event source mapping UUID")
 
-    def mapping(self, function: str, spec: Mapping[str, Any]) -> None:
+    def mapping(self, function: str, spec: FunctionPlan) -> None:
         batch = spec["batch"]
         kind, target = _destination(self.plan, function)
         destination = self.id("Queue" if kind == "sqs" else "Bucket", target)
@@ -621,7 +623,7 @@ class _Builder:
         return policy.statements
 
     def _sink_grants(
-        self, policy: _Policy, sink: str, spec: Mapping[str, Any], dead_letters: bool
+        self, policy: _Policy, sink: str, spec: SinkSpec, dead_letters: bool
     ) -> None:
         sid = f"Sink{_camel(sink)}"
         kind = spec.get("type")
@@ -637,8 +639,8 @@ class _Builder:
         elif kind == "sqs":
             queue = _get(self.id("Queue", spec["queue"]))
             policy.allow(sid, ["sqs:GetQueueUrl", "sqs:SendMessage"], [queue])
-            if spec.get("overflow_bucket"):
-                objects = self._objects(spec["overflow_bucket"], OVERFLOW_PREFIX)
+            if overflow := spec.get("overflow_bucket"):
+                objects = self._objects(overflow, OVERFLOW_PREFIX)
                 policy.allow(f"{sid}Overflow", ["s3:PutObject"], [objects])
         elif kind == "kinesis":
             target = spec["stream"]
@@ -727,7 +729,7 @@ def _pattern(pattern: Any) -> str:
     return json.dumps(pattern, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def _lookup_tables(function: Mapping[str, Any]) -> list[str]:
+def _lookup_tables(function: FunctionPlan) -> list[str]:
     tables: list[str] = []
     for entry in function.get("processors", ()):
         lookup = (entry.get("enrich") or {}).get("lookup") if isinstance(entry, dict) else None
@@ -751,7 +753,7 @@ def opensearch_domain(endpoint: str) -> tuple[str, str] | None:
 
 
 def build_template(
-    plan: Mapping[str, Any],
+    plan: Plan,
     *,
     code_bucket: str,
     code_key: str,
@@ -778,7 +780,7 @@ def template_json(template: Mapping[str, Any]) -> str:
     return json.dumps(template, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
 
 
-def deploy_problems(plan: Mapping[str, Any]) -> list[str]:
+def deploy_problems(plan: Plan) -> list[str]:
     """What in a valid plan cannot be deployed, each with the place and the fix; empty if
     nothing. The deploy step calls it before creating anything."""
     problems: list[str] = []
@@ -830,7 +832,7 @@ def deploy_problems(plan: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def _table_problems(plan: Mapping[str, Any]) -> list[str]:
+def _table_problems(plan: Plan) -> list[str]:
     """Tables named twice in one file must agree on their key schema."""
     problems: list[str] = []
     seen: dict[str, tuple[str, tuple[str, str]]] = {}  # table: (where, (hash, sort))
@@ -852,8 +854,8 @@ def _table_problems(plan: Mapping[str, Any]) -> list[str]:
             need(spec["table"], f"sinks.{sink}", (spec["key"], sort), "would be keyed by")
     for function, name in _stores(plan).lease_tables.items():
         need(name, f"functions.{function} (its lease table)", ("leaseKey", ""), "is keyed by")
-    for function, spec in plan["functions"].items():
-        for i, entry in enumerate(spec.get("processors", ())):
+    for function, fn in plan["functions"].items():
+        for i, entry in enumerate(fn.get("processors", ())):
             lookup = (entry.get("enrich") or {}).get("lookup") if isinstance(entry, dict) else None
             if lookup and lookup["table"] in seen:
                 key = lookup.get("table_key") or lookup["key"]

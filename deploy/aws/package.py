@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from importlib.util import find_spec
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from deploy.errors import DeployError
 from deploy.pipeline.runtime_checks import local_module
@@ -60,6 +60,8 @@ from stream.plugins import PROCESSOR_GROUP, SINK_GROUP
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
+
+    from stream.plan import Plan
 
 __all__ = [
     "ARCHITECTURES",
@@ -163,7 +165,7 @@ def format_size(size: int) -> str:
 
 
 def build_package(
-    plan: Mapping[str, Any],
+    plan: Plan,
     out_dir: str | Path,
     *,
     architecture: str = "arm64",
@@ -278,7 +280,7 @@ def _default_requirements() -> list[str]:
 
 
 def _plugin_distributions(
-    plan: Mapping[str, Any], extra: Iterable[str]
+    plan: Plan, extra: Iterable[str]
 ) -> list[metadata.Distribution]:
     """The installed distributions that provide the plan's plugins, plus ``extra``."""
     found: dict[str, metadata.Distribution] = {}
@@ -318,7 +320,7 @@ def _plugin_distributions(
     return [d for key, d in sorted(found.items()) if key not in LEFT_OUT]
 
 
-def _local_modules(plan: Mapping[str, Any]) -> dict[str, Path]:
+def _local_modules(plan: Plan) -> dict[str, Path]:
     """The ``use:`` modules that no distribution provides and that sit beside the pipeline
     file (validated in this process): top-level name -> file or package folder."""
     found: dict[str, Path] = {}
@@ -332,7 +334,7 @@ def _local_modules(plan: Mapping[str, Any]) -> dict[str, Path]:
     return found
 
 
-def _entry_point_refs(plan: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+def _entry_point_refs(plan: Plan) -> list[tuple[str, str, str]]:
     refs = []
     for fname, function in plan["functions"].items():
         for i, entry in enumerate(function.get("processors") or ()):
@@ -345,7 +347,7 @@ def _entry_point_refs(plan: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     return refs
 
 
-def _use_refs(plan: Mapping[str, Any]) -> list[tuple[str, str]]:
+def _use_refs(plan: Plan) -> list[tuple[str, str]]:
     refs = []
     for fname, function in plan["functions"].items():
         for i, entry in enumerate(function.get("processors") or ()):

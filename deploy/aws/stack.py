@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from deploy.aws.package import PackageResult
+    from stream.plan import Plan
 
 __all__ = [
     "CAPABILITIES",
@@ -135,7 +136,7 @@ def stack_status(cfn: Any, stack: str) -> str | None:
 
 
 def deploy(
-    plan: Mapping[str, Any],
+    plan: Plan,
     client: Callable[[str], Any],
     *,
     package: PackageResult | Callable[[], PackageResult],
@@ -233,7 +234,7 @@ def deploy(
 
 
 def destroy(
-    plan: Mapping[str, Any],
+    plan: Plan,
     client: Callable[[str], Any],
     *,
     delete_data: bool = False,
@@ -273,7 +274,7 @@ def destroy(
 
 
 def _ready_for_change(
-    plan: Mapping[str, Any],
+    plan: Plan,
     client: Callable[[str], Any],
     say: Callable[[str], None],
     timeout_s: float,
@@ -556,7 +557,7 @@ def _retained(cfn: Any, stack: str) -> list[tuple[str, str]]:
     return sorted(stores)
 
 
-def _store_names(plan: Mapping[str, Any]) -> list[tuple[str, str]]:
+def _store_names(plan: Plan) -> list[tuple[str, str]]:
     """(kind, name) of the stores the template keeps, from the template itself."""
     template = build_template(plan, code_bucket="b", code_key="k")
     found = []
@@ -569,7 +570,7 @@ def _store_names(plan: Mapping[str, Any]) -> list[tuple[str, str]]:
     return sorted(found)
 
 
-def _leftover_stores(plan: Mapping[str, Any], client: Callable[[str], Any]) -> list[str]:
+def _leftover_stores(plan: Plan, client: Callable[[str], Any]) -> list[str]:
     """The stores a new stack would create that exist already, with how their keys differ."""
     template = build_template(plan, code_bucket="b", code_key="k")
     schemas = {

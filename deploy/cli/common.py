@@ -8,7 +8,7 @@ command modules to add them to the group), so the CLI has no import cycle.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from deploy.pipeline.config import PipelineConfig
+    from stream.plan import Plan
 
 __all__ = [
     "EXIT_INVALID",
@@ -82,13 +83,19 @@ def write_output(text: str, output: str | None) -> bool:
     return True
 
 
-def load_any_plan(file: str) -> dict[str, Any]:
+def load_any_plan(file: str) -> Plan:
     """A compiled plan from a ``.json`` plan or a pipeline file (validated and compiled; on
-    problems they are printed and the command exits with 2, as :func:`load_or_exit`)."""
+    problems they are printed and the command exits with 2, as :func:`load_or_exit`). A
+    plan of another shardline's version is refused the same way, with the fix."""
     if file.endswith(".json"):
+        from stream.plan import PlanVersionError  # noqa: PLC0415
         from stream.runtime import load_plan  # noqa: PLC0415
 
-        return load_plan(file)
+        try:
+            return load_plan(file)
+        except PlanVersionError as exc:
+            click.echo(str(exc), err=True)
+            raise SystemExit(EXIT_INVALID) from None
     from deploy.pipeline.config import compile_plan  # noqa: PLC0415
 
     return compile_plan(load_or_exit(file))

@@ -13,6 +13,7 @@ import click
 if TYPE_CHECKING:
     from deploy.local.dev import DevReport
     from deploy.local.run import FunctionRun, LocalRun
+    from stream.plan import Plan
 
 __all__ = ["dev_command"]
 
@@ -77,7 +78,7 @@ class _Display:
     log gets) shows each function's rate over the run, not over the last, idle, second."""
 
     def __init__(
-        self, plan: dict[str, Any], client: Any, log_dir: Path, *, kept: bool = False
+        self, plan: Plan, client: Any, log_dir: Path, *, kept: bool = False
     ) -> None:
         self.plan, self.client, self.kept = plan, client, kept
         self.started = time.monotonic()
@@ -397,7 +398,7 @@ def _log_sizes(log_dir: Path) -> dict[str, int]:
 
 
 def _dev_accounts(
-    plan: dict[str, Any], report: DevReport, log_dir: Path, before: dict[str, int], *,
+    plan: Plan, report: DevReport, log_dir: Path, before: dict[str, int], *,
     in_process: bool,
 ) -> Any:  # fmt: skip
     """The demo's reconciliation of a ``dev --produce`` run (None without a file produced

@@ -384,8 +384,8 @@ def status(
     if endpoint_url:
         os.environ["AWS_ENDPOINT_URL"] = endpoint_url
     plan = load_any_plan(file)
-    if plan.get("region"):  # the file's region, unless the environment names one
-        os.environ.setdefault("AWS_DEFAULT_REGION", plan["region"])
+    if region := plan.get("region"):  # the file's region, unless the environment names one
+        os.environ.setdefault("AWS_DEFAULT_REGION", region)
     table = Table(title=f"{plan['name']}: shards")
     for column in ("function", "shard", "owner", "checkpoint", "records behind", "ms behind"):
         table.add_column(

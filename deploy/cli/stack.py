@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from deploy.aws.stack import Change
+    from stream.plan import Plan
 
 __all__ = ["deploy_command", "destroy_command", "diff_command"]
 
@@ -64,7 +65,7 @@ def _package_options(function: Callable[..., None]) -> Callable[..., None]:
     return function
 
 
-def _clients(plan: dict[str, Any], region: str | None, endpoint_url: str | None) -> Any:
+def _clients(plan: Plan, region: str | None, endpoint_url: str | None) -> Any:
     import boto3  # noqa: PLC0415
 
     session = boto3.session.Session(region_name=region or plan.get("region") or None)

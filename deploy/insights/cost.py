@@ -50,6 +50,8 @@ from deploy.errors import DeployError
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from stream.plan import FunctionPlan, Plan
+
 __all__ = [
     "ARCHITECTURES",
     "DEFAULT_CONTAINER_UTILISATION",
@@ -398,14 +400,14 @@ def _money(price: float) -> str:
     return f"${whole}.{cents.ljust(2, '0')}"
 
 
-def _routed(function: Mapping[str, Any]) -> list[str]:
+def _routed(function: FunctionPlan) -> list[str]:
     """The sinks a function's routes name (not its ``on_failure`` sink)."""
     from stream.runtime import used_sinks  # noqa: PLC0415  # keeps `shardline --help` light
 
     return used_sinks({**function, "on_failure": None})
 
 
-def _architecture(plan: Mapping[str, Any], function: Mapping[str, Any], default: str) -> str:
+def _architecture(plan: Plan, function: FunctionPlan, default: str) -> str:
     return str(function.get("architecture") or plan.get("architecture") or default)
 
 
@@ -414,7 +416,7 @@ class CostModel:
     """Prices one plan at any rate; :meth:`estimate` is the bill, :meth:`break_even_rate` the
     rate where containers start to be cheaper. Build it with :meth:`create`."""
 
-    plan: Mapping[str, Any]
+    plan: Plan
     record_bytes: int
     prices: Prices
     hours_per_month: float = HOURS_PER_MONTH
@@ -428,7 +430,7 @@ class CostModel:
     @classmethod
     def create(
         cls,
-        plan: Mapping[str, Any],
+        plan: Plan,
         record_bytes: int,
         *,
         region: str | None = None,
@@ -478,7 +480,7 @@ class CostModel:
         """Records a month at ``rate``."""
         return rate * 3600 * self.hours_per_month
 
-    def effective_batch(self, function: Mapping[str, Any], rate: float) -> float:
+    def effective_batch(self, function: FunctionPlan, rate: float) -> float:
         """Records per invocation: what one shard's slice of ``rate`` brings in a window (or a
         one-second poll), capped by the batch size and the 6 MB payload, at least one."""
         batch = function["batch"]
@@ -517,7 +519,7 @@ class CostModel:
         """The stream: data in and out and stream-hours, or shard-hours and PUT units."""
         stream, hours, records = self.plan["stream"], self.hours_per_month, self.records(rate)
         if stream.get("mode") == "provisioned":
-            shards = int(stream["shards"])
+            shards = int(stream["shards"] or 0)  # validation requires it when provisioned
             units = records * put_payload_units(self.record_bytes)
             per_shard = self.prices.get("kinesis_provisioned", "per_shard_hour")
             per_units = self.prices.get("kinesis_provisioned", "per_million_put_payload_units")
@@ -748,7 +750,7 @@ class CostModel:
 
 
 def estimate(
-    plan: Mapping[str, Any],
+    plan: Plan,
     rate: float,
     record_bytes: int,
     *,

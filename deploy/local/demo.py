@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from deploy.local.dev import DevReport
+    from stream.plan import FunctionPlan, Plan, SinkSpec
 
 __all__ = ["EXAMPLE", "DemoReport", "Traffic", "account", "run_demo", "synthetic_traffic"]
 
@@ -114,7 +115,7 @@ def _flush(*producers: Any) -> None:
             raise RuntimeError(msg)
 
 
-def _seed_users(plan: Mapping[str, Any], client: Callable[[str], Any]) -> None:
+def _seed_users(plan: Plan, client: Callable[[str], Any]) -> None:
     """Put the known users into every lookup table of the plan."""
     ddb = client("dynamodb")
     for function in plan["functions"].values():
@@ -191,7 +192,7 @@ def run_demo(
 
 
 def account(
-    plan: Mapping[str, Any],
+    plan: Plan,
     dev: DevReport,
     produced: int,
     log_dir: Path,
@@ -220,7 +221,7 @@ def account(
     return report
 
 
-def _one_per_record(spec: Mapping[str, Any]) -> bool:
+def _one_per_record(spec: SinkSpec) -> bool:
     """Whether a sink's store holds one entry per record it was given."""
     kind = spec.get("type")
     if kind == "dynamodb":
@@ -248,7 +249,7 @@ def _filtered_from_metrics(
     return filtered
 
 
-def _read_back(plan: Mapping[str, Any], client: Callable[[str], Any], report: DemoReport) -> None:
+def _read_back(plan: Plan, client: Callable[[str], Any], report: DemoReport) -> None:
     from deploy.local.readback import archive_lines, search_count, table_items  # noqa: PLC0415
 
     arrivals: dict[str, float] = {}
@@ -278,7 +279,7 @@ def _read_back(plan: Mapping[str, Any], client: Callable[[str], Any], report: De
 
 
 def _reconcile(
-    plan: Mapping[str, Any], report: DemoReport, *, exact_sinks_only: bool = False
+    plan: Plan, report: DemoReport, *, exact_sinks_only: bool = False
 ) -> None:
     """Per function: produced = filtered + filtered by pushdown + delivered + dead-lettered
     (see the docstring); the pushdown term only for a function with FilterCriteria."""
@@ -304,7 +305,7 @@ def _reconcile(
         )  # fmt: skip
 
 
-def _catch_all_sink(function: Mapping[str, Any]) -> str | None:
+def _catch_all_sink(function: FunctionPlan) -> str | None:
     """The sink every record that survives the chain reaches, when there is one."""
     route = function.get("route")
     if route and len(route) == 1:
@@ -320,7 +321,7 @@ def _catch_all_sink(function: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _sole_user(plan: Mapping[str, Any], sink: str, function: str) -> bool:
+def _sole_user(plan: Plan, sink: str, function: str) -> bool:
     """Whether only ``function`` writes to ``sink`` (else the store mixes functions)."""
     from stream.runtime import used_sinks  # noqa: PLC0415
 

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from deploy.aws.stack import DeployResult
     from deploy.local.produce import ProduceReport
     from deploy.local.run import FunctionRun, LocalRun
+    from stream.plan import Plan
 
 __all__ = [
     "DevReport",
@@ -50,7 +51,7 @@ LOG_DIR = ".shardline/logs"
 
 
 def local_deploy(
-    plan: Mapping[str, Any], client: Callable[[str], Any], log: Callable[[str], None]
+    plan: Plan, client: Callable[[str], Any], log: Callable[[str], None]
 ) -> DeployResult:
     """Deploy ``plan`` to a local endpoint (see the module docstring), then create the
     stores the stack does not own."""
@@ -78,7 +79,7 @@ def local_deploy(
     return result
 
 
-def aggregate_refusal(plan: Mapping[str, Any]) -> str | None:
+def aggregate_refusal(plan: Plan) -> str | None:
     """Why producing KPL aggregates into ``plan``'s stream would lose records, or None.
 
     A function with FilterCriteria (``filter_pushdown: true``) never sees an aggregate in
@@ -111,7 +112,7 @@ class StoreCounts:
     letters: list[dict[str, Any]] = field(default_factory=list)
 
 
-def store_counts(plan: Mapping[str, Any], client: Callable[[str], Any]) -> StoreCounts:
+def store_counts(plan: Plan, client: Callable[[str], Any]) -> StoreCounts:
     """Count what every sink of ``plan`` holds, reading each store (a scan, a count, the
     archive's lines, the queue's messages)."""
     from deploy.local.readback import (  # noqa: PLC0415
@@ -263,7 +264,7 @@ def produce_file(
 
 
 def run_dev(
-    plan: Mapping[str, Any],
+    plan: Plan,
     client: Callable[[str], Any],
     *,
     produce: Path | None = None,

@@ -23,10 +23,10 @@ import orjson
 from deploy.errors import DeployError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
 
     from sinks.base import Sink
     from stream.batch import BatchResult
+    from stream.plan import Plan, SinkSpec
     from stream.records import Record
 
 __all__ = [
@@ -61,7 +61,7 @@ class EventError(DeployError, ValueError):
 
 
 def run_invoke(
-    plan: Mapping[str, Any], function: str | None, event_file: str, stdout_sinks: bool
+    plan: Plan, function: str | None, event_file: str, stdout_sinks: bool
 ) -> Invocation:
     """Run the event through the function's FilterCriteria (if any), then the function;
     sinks write as they would in Lambda."""
@@ -72,7 +72,7 @@ def run_invoke(
     if stdout_sinks:
         from sinks.stdout import StdoutSink  # noqa: PLC0415
 
-        def factory(name: str, spec: Mapping[str, Any]) -> Sink:
+        def factory(name: str, spec: SinkSpec) -> Sink:
             return StdoutSink(name, label=True)
 
     from stream.event import records_from_event  # noqa: PLC0415

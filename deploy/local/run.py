@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
     from stream.esm.mapping import EventSourceMapping, MappingStats
     from stream.esm.rules import MappingSettings
+    from stream.plan import FunctionPlan, Plan
 
 __all__ = [
     "FunctionInitError",
@@ -63,7 +64,7 @@ SETTINGS_SOURCES = ("plan", "deployed", "auto")
 
 
 def on_failure_destination(
-    plan: Mapping[str, Any],
+    plan: Plan,
     function: str,
     client: Callable[[str], Any],
     destination_arn: str | None = None,
@@ -109,7 +110,7 @@ def on_failure_destination(
 
 
 def keeps_payload(
-    plan: Mapping[str, Any], function: str, destination_arn: str | None = None
+    plan: Plan, function: str, destination_arn: str | None = None
 ) -> bool:
     """Whether the function's on-failure destination is a bucket, which AWS sends whole
     invocation records (the event under ``payload``), not the metadata alone.
@@ -126,7 +127,7 @@ def keeps_payload(
 
 
 def _on_failure_spec(
-    plan: Mapping[str, Any], function: str, destination_arn: str | None
+    plan: Plan, function: str, destination_arn: str | None
 ) -> Mapping[str, Any] | None:
     if destination_arn is not None:
         return _destination_spec(destination_arn)
@@ -152,7 +153,7 @@ def _destination_spec(arn: str) -> dict[str, str] | None:
 
 
 def deployed_settings(
-    plan: Mapping[str, Any], function: str, client: Callable[[str], Any]
+    plan: Plan, function: str, client: Callable[[str], Any]
 ) -> tuple[MappingSettings, str | None] | None:
     """The settings and on-failure destination ARN of the function's deployed mapping on
     the plan's stream (``ListEventSourceMappings``); None when it is not deployed."""
@@ -262,7 +263,7 @@ class LocalRun:
 
     def __init__(
         self,
-        plan: Mapping[str, Any],
+        plan: Plan,
         *,
         functions: list[str] | None = None,
         worker_id: str | None = None,
@@ -425,7 +426,7 @@ class LocalRun:
         return path.resolve()
 
     def _invoker(
-        self, name: str, spec: Mapping[str, Any], plan_file: Path
+        self, name: str, spec: FunctionPlan, plan_file: Path
     ) -> tuple[Any, list[Callable[[], None]]]:
         deployed_name = function_name(self.plan, name)
         if self.in_process:
@@ -500,7 +501,7 @@ class ShardStatus:
 
 
 def mapping_status(
-    plan: Mapping[str, Any], client: Callable[[str], Any], functions: list[str] | None = None
+    plan: Plan, client: Callable[[str], Any], functions: list[str] | None = None
 ) -> list[ShardStatus]:
     """Per function and shard: owner, checkpoint and how far it is behind the newest record
     (one GetRecords from the checkpoint: its record count and ``MillisBehindLatest``)."""

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
     from types import TracebackType
 
+    from stream.plan import Plan
+
 __all__ = ["LocalAWS", "local_down", "local_up", "provision", "resource_names", "running_local"]
 
 #: Where ``shardline local up`` keeps what it started (pids, addresses, logs).
@@ -376,7 +378,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def resource_names(plan: Mapping[str, Any]) -> dict[str, list[tuple[str, ...]]]:
+def resource_names(plan: Plan) -> dict[str, list[tuple[str, ...]]]:
     """What a plan needs created, by kind: ``streams``, ``tables``, ``buckets``, ``queues``.
 
     Each entry is a tuple; ``tables`` holds ``(name, key, sort_key)``, ``""`` for no sort key.
@@ -409,7 +411,7 @@ def resource_names(plan: Mapping[str, Any]) -> dict[str, list[tuple[str, ...]]]:
     }
 
 
-def provision(plan: Mapping[str, Any], client: Callable[[str], Any], shards: int = 1) -> None:
+def provision(plan: Plan, client: Callable[[str], Any], shards: int = 1) -> None:
     """Create the plan's stream(s), tables, buckets and queues; existing ones are kept."""
     names = resource_names(plan)
     kinesis = client("kinesis")

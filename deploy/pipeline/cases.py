@@ -89,6 +89,7 @@ if TYPE_CHECKING:
     from sinks.base import DeadLetter, Outcome, Sink
     from stream.batch import BatchResult
     from stream.event import KinesisEventRecord
+    from stream.plan import FunctionPlan, Plan, SinkSpec
     from stream.records import Record
 
 __all__ = [
@@ -179,7 +180,7 @@ class Suite:
 
     source: str
     pipeline: str
-    plan: dict[str, Any]
+    plan: Plan
     cases: tuple[Case, ...]
 
 
@@ -281,7 +282,7 @@ def load_suite(path: str | Path, env: Mapping[str, str] | None = None) -> Suite:
             "(or call the test file NAME.test.yaml beside NAME.yaml)",
         )
     pipeline_env = {**base_env, **_env(r, top)}
-    plan: dict[str, Any] | None = None
+    plan: Plan | None = None
     pipeline = ""
     pipeline_problems: list[Problem] = []
     if pipeline_name is not None:
@@ -362,7 +363,7 @@ def _lookups(r: Reporter, f: Fields) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _cases(r: Reporter, top: Fields, plan: dict[str, Any] | None, d: _Defaults) -> list[Case]:
+def _cases(r: Reporter, top: Fields, plan: Plan | None, d: _Defaults) -> list[Case]:
     value = top.data.get("tests")
     at = top.at("tests")
     if value is None:
@@ -385,7 +386,7 @@ def _cases(r: Reporter, top: Fields, plan: dict[str, Any] | None, d: _Defaults) 
 
 
 def _case(
-    r: Reporter, path: DocPath, entry: Any, plan: dict[str, Any] | None, d: _Defaults
+    r: Reporter, path: DocPath, entry: Any, plan: Plan | None, d: _Defaults
 ) -> Case | None:
     data = as_mapping(r, path, entry, "a case: a mapping with name, input and expect")
     if data is None:
@@ -414,7 +415,7 @@ def _case(
     )
 
 
-def _function(r: Reporter, f: Fields, plan: dict[str, Any] | None) -> str | None:
+def _function(r: Reporter, f: Fields, plan: Plan | None) -> str | None:
     name = f.text("function")
     if plan is None:
         return name
@@ -508,7 +509,7 @@ def _aggregate(
     return InputRecord(b"", key if key_given else parts[0][0], tuple(parts))
 
 
-def _lookup_tables(spec: Mapping[str, Any]) -> list[str]:
+def _lookup_tables(spec: FunctionPlan) -> list[str]:
     """The DynamoDB tables the function's ``enrich: lookup`` steps read."""
     tables = []
     for entry in spec.get("processors", ()):
@@ -519,7 +520,7 @@ def _lookup_tables(spec: Mapping[str, Any]) -> list[str]:
 
 
 def _check_lookup_fixtures(
-    r: Reporter, path: DocPath, function: str, spec: Mapping[str, Any], lookups: Mapping[str, Any]
+    r: Reporter, path: DocPath, function: str, spec: FunctionPlan, lookups: Mapping[str, Any]
 ) -> None:
     for table in _lookup_tables(spec):
         if table not in lookups:
@@ -531,14 +532,14 @@ def _check_lookup_fixtures(
             )
 
 
-def _routed_sinks(spec: Mapping[str, Any]) -> list[str]:
+def _routed_sinks(spec: FunctionPlan) -> list[str]:
     from stream.runtime import used_sinks  # noqa: PLC0415
 
     return used_sinks({**spec, "on_failure": None})
 
 
 def _expected_sinks(
-    r: Reporter, e: Fields, plan: dict[str, Any] | None, spec: Mapping[str, Any] | None
+    r: Reporter, e: Fields, plan: Plan | None, spec: FunctionPlan | None
 ) -> dict[str, list[Any]]:
     data = e.mapping("sinks") or {}
     routed = _routed_sinks(spec) if spec is not None else None
@@ -687,7 +688,7 @@ def written_document(record: Record) -> Any:
             return {"_data_base64": base64.b64encode(data).decode()}
 
 
-def _case_plan(plan: Mapping[str, Any], case: Case) -> dict[str, Any]:
+def _case_plan(plan: Plan, case: Case) -> Plan:
     """The plan with the case's clock in every enricher and its items behind every lookup.
 
     Both go in through the processors' own constructor options (``now``, ``fetch``), so
@@ -706,7 +707,7 @@ def _case_plan(plan: Mapping[str, Any], case: Case) -> dict[str, Any]:
     return {**plan, "functions": {**plan["functions"], case.function: spec}}
 
 
-def _event(plan: Mapping[str, Any], case: Case) -> tuple[list[KinesisEventRecord], int]:
+def _event(plan: Plan, case: Case) -> tuple[list[KinesisEventRecord], int]:
     """The event records of the case's input that pass the function's FilterCriteria, and
     how many user records the criteria dropped (as the event source mapping does)."""
     from stream.esm.filter import RecordFilter  # noqa: PLC0415
@@ -739,7 +740,7 @@ def run_case(suite: Suite, case: Case) -> CaseResult:
     outcome = CaseResult(case)
     sinks: dict[str, _RecordingSink] = {}
 
-    def make(name: str, spec: Mapping[str, Any]) -> Sink:
+    def make(name: str, spec: SinkSpec) -> Sink:
         sinks[name] = _RecordingSink(name)
         return sinks[name]
 

@@ -23,11 +23,13 @@ from deploy.pipeline.problems import ConfigError, Problem, Reporter
 from deploy.pipeline.pushdown import filter_criteria
 from deploy.pipeline.schema import validate
 from deploy.pipeline.yamlload import load_yaml
+from stream.plan import PLAN_VERSION
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from deploy.pipeline.problems import Path as DocPath
+    from stream.plan import Plan
 
 __all__ = [
     "PLAN_VERSION",
@@ -39,10 +41,6 @@ __all__ = [
     "load_plan_from_file",
     "parse_config",
 ]
-
-PLAN_VERSION = 1
-"""Version of the JSON plan's shape; the runtime refuses plans it does not know."""
-
 
 @dataclass(frozen=True)
 class PipelineConfig:
@@ -93,7 +91,7 @@ def parse_config(
     return cfg
 
 
-def _check_builds(r: Reporter, plan: Mapping[str, Any]) -> None:
+def _check_builds(r: Reporter, plan: Plan) -> None:
     """Build every function's steps and sinks with the runtime's own builder
     (:func:`stream.runtime.build_runner`), as a Lambda cold start does, and report what
     raises at the line of the step or sink: a plugin that refuses its arguments fails here,
@@ -137,8 +135,8 @@ def _check_builds(r: Reporter, plan: Mapping[str, Any]) -> None:
             report((), BuildFailure(("sinks", sink), exc))
 
 
-def _step_name(plan: Mapping[str, Any], path: DocPath) -> str:
-    entry = plan["functions"][path[1]]["processors"][path[3]]
+def _step_name(plan: Plan, path: DocPath) -> str:
+    entry = plan["functions"][str(path[1])]["processors"][int(path[3])]
     return repr(entry["use"] if "use" in entry else next(iter(entry)))
 
 
@@ -164,7 +162,7 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Pipel
     return parse_config(text, source=source, env=env)
 
 
-def compile_plan(cfg: PipelineConfig) -> dict[str, Any]:
+def compile_plan(cfg: PipelineConfig) -> Plan:
     """The JSON plan for the runtime and deploy: plain data, every default explicit.
 
     Beyond the normalised config it applies the rules that depend on several settings:
@@ -196,7 +194,7 @@ def compile_plan(cfg: PipelineConfig) -> dict[str, Any]:
     }
 
 
-def load_plan_from_file(path: str | Path, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+def load_plan_from_file(path: str | Path, env: Mapping[str, str] | None = None) -> Plan:
     """Load, validate and compile in one call (the CLI's and tests' usual need).
 
     Raises:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from difflib import get_close_matches
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from processors.expr import ExprError, compile_expr, compile_predicate
 from processors.match import validate_pattern
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from pathlib import Path as Path_
 
     from deploy.pipeline.problems import Path
+    from stream.plan import SinkSpec
 
 _PATH_PART = re.compile(r"\[(\d+)\]|([^.\[\]]+)")
 
@@ -105,7 +106,7 @@ def sink_option_problems(spec: Mapping[str, Any]) -> list[tuple[Path, str]]:
     from sinks.registry import sink_class, sink_options  # noqa: PLC0415
 
     try:
-        cls = sink_class(spec)
+        cls = sink_class(cast("SinkSpec", spec))  # the file's mapping: a plugin's spec
     except ValueError:  # PluginError: reported where the type is checked
         return []
     declared = getattr(cls, "option_types", None)
@@ -135,7 +136,7 @@ def sink_option_problems(spec: Mapping[str, Any]) -> list[tuple[Path, str]]:
     return problems
 
 
-def plugin_iam_statements(sink: str, spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+def plugin_iam_statements(sink: str, spec: SinkSpec) -> list[dict[str, Any]]:
     """The IAM statements a plugin sink's class asks for (:meth:`sinks.base.Sink.
     iam_statements`), checked: each a mapping with ``Action`` and ``Resource``, ``Effect``
     ``Allow`` when not given; ``[]`` for a class without the hook.

@@ -65,6 +65,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from stream.event import KinesisEventRecord
+    from stream.plan import FunctionPlan
 
 __all__ = [
     "AGE_EXCEEDED",
@@ -162,7 +163,7 @@ class MappingSettings:
             raise ValueError(msg)
 
     @classmethod
-    def from_plan(cls, function: Mapping[str, Any]) -> MappingSettings:
+    def from_plan(cls, function: FunctionPlan) -> MappingSettings:
         """The settings of one function of a compiled plan (``plan["functions"][name]``).
 
         Reads ``batch`` (size, window_s, starting_position, starting_timestamp,
@@ -173,7 +174,7 @@ class MappingSettings:
         >>> MappingSettings.from_plan({"timeout_s": 60, "batch": {"size": 10}}).size
         10
         """
-        batch = dict(function.get("batch") or {})
+        batch: Mapping[str, Any] = function.get("batch") or {}
         stamp = batch.get("starting_timestamp")
         retries = batch.get("max_retries")
         age = batch.get("max_record_age_s")

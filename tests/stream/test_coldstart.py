@@ -16,8 +16,11 @@ from pathlib import Path
 import orjson
 import pytest
 
+from stream.plan import PLAN_VERSION
+
 ROOT = Path(__file__).resolve().parents[2]
 PLAN = {
+    "version": PLAN_VERSION,
     "name": "cold",
     "sinks": {"out": {"type": "stdout"}},
     "functions": {
