@@ -60,7 +60,9 @@ class TestQualifies:
 
 class TestRecordFromLine:
     @given(
-        doc=st.dictionaries(st.text(max_size=5), st.integers(-(2**63), 2**63 - 1) | st.text(max_size=5), max_size=4),
+        doc=st.dictionaries(
+            st.text(max_size=5), st.integers(-(2**63), 2**63 - 1) | st.text(max_size=5), max_size=4
+        ),
         key=st.text(min_size=1, max_size=8),
         seq=st.integers(min_value=0, max_value=10**40),
         sub=st.integers(min_value=0, max_value=5),
