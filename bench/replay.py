@@ -137,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, rps in rows.items():
         target = f"  (target >= {TARGET_DISCARD_RPS:,})" if name.endswith("discard") else ""
         print(f"{name:<20} {rps:>10,.0f} rec/s{target}")
+    python = sys.version.split()[0]
     print(f"({args.records:,} records in objects of {args.per_object:,}, {args.keys:,} keys, "
-          f"{args.workers} workers, median of {args.repeat}; python {sys.version.split()[0]})")  # fmt: skip
+          f"{args.workers} workers, median of {args.repeat}; python {python})")  # fmt: skip
     return 0
