@@ -20,6 +20,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "coldstart": ("bench.coldstart", "import cost of stream.lambda_handler (fresh subprocesses)"),
     "handler": ("bench.handler", "µs/record: shardline vs Powertools BatchProcessor vs plain loop"),
     "producer": ("bench.producer", "records/s: producer batching and aggregation vs PutRecord"),
+    "replay": ("bench.replay", "records/s of `shardline replay` from the archive vs a plain loop"),
     "sinks": ("bench.sinks", "records/s of each sink's bulk writes vs one call per record"),
     "soak": ("bench.soak", "e2e fault scenarios and the example under load; writes RELIABILITY.md"),
 }

@@ -23,6 +23,8 @@ Hierarchy (each class lives next to the code that raises it)::
         │                                also a ValueError
         ├── PartitionKeyError            (deploy.local.produce) a line has no usable key; also
         │                                a ValueError
+        ├── ReplayError                  (deploy.ops.replay) the replay asked for cannot run:
+        │                                no archive, an unknown function or sink; exit 2
         └── RunError                     (deploy.local.run) the functions or settings asked for
                                          do not fit the plan or the endpoint; also a
                                          LookupError; exit 2

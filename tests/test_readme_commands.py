@@ -37,6 +37,11 @@ SKIPPED = {
     "shardline deploy examples/clickstream/pipeline.yaml": "needs AWS (CloudFormation, "
     "Lambda); tests/deploy/test_dev.py deploys to moto",
     "shardline destroy examples/clickstream/pipeline.yaml": "needs AWS (a deployed stack)",
+    "shardline replay pipeline.yaml --function enrich-and-route --since 2026-03-01T10:00 "
+    "--until 2026-03-01T12:00 --dry-run": "needs an archive bucket with records; "
+    "tests/integration/test_replay.py drives replay on moto",
+    "shardline replay pipeline.yaml --function enrich-and-route --since 6h --sinks orders": "needs "
+    "an archive bucket and the stores; tests/integration/test_replay.py drives replay on moto",
 }
 
 #: Lines a run command must print on stdout.

@@ -140,7 +140,7 @@ def ls(file: str, endpoint_url: str | None, as_json: bool, **kwargs: Any) -> Non
     if ranges:
         click.echo(
             f"{plural(len(ranges), 'on-failure range')} (Lambda's messages: shard and sequence "
-            "range, no records; redriving them comes in a later version, they stay)"
+            "range, no records; `dlq redrive` reads them from the stream, else the archive)"
         )
     for m in foreign:
         click.echo(f"foreign message {m.id} in {m.source} ({m.problem}): {_cut(m.body, 60)}")
@@ -206,19 +206,28 @@ def redrive_command(
 ) -> None:  # fmt: skip
     """Put dead letters back through their functions as FILE defines them now.
 
+    Lambda's on-failure ranges are resolved into their records (from the stream while it
+    holds them, else the pipeline's archive) and go in the same way; a range neither holds
+    is listed as unrecoverable, with the reason, and stays.
+
     Each goes in as a record at its original position (shard, sequence number, partition
     key, arrival), so keyed sinks stay idempotent; records of one key go in their order.
     A letter leaves the queue only once handled: written, filtered, or dead-lettered again
     (its redrive count one higher). Exit status 0 only when every selected letter was.
     """
-    from deploy.ops.dead_letters import Fate, redrive  # noqa: PLC0415
+    from deploy.ops.dead_letters import Fate, Kind, redrive  # noqa: PLC0415
+    from deploy.ops.ranges import RangeResolver  # noqa: PLC0415
+    from stream.aws import aws_client  # noqa: PLC0415
 
     plan, scan, selection = _scan(file, endpoint_url, 900, _filters(kwargs))
+    resolver = RangeResolver(plan, aws_client("kinesis"), aws_client("s3"))
     selected = selection.pick(scan.messages)
+    selected += [m for m in scan.of(Kind.RANGE) if resolver.selected(selection, m)]
     with json_only_stdout(as_json):
         done = redrive(
-            plan, scan, selected, max_redrives=max_redrives, limit=max_letters, dry_run=dry_run
-        )
+            plan, scan, selected, max_redrives=max_redrives, limit=max_letters,
+            dry_run=dry_run, resolve=resolver,
+        )  # fmt: skip
     counts = {fate.value: sum(r.fate is fate for r in done) for fate in Fate}
     ok = all(r.fate.handled or r.fate is Fate.PLANNED for r in done) and not scan.unreadable
     if as_json:

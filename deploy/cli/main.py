@@ -100,9 +100,25 @@ def validate(files: tuple[str, ...]) -> None:
             continue
         for note in cfg.notes:  # a choice's consequence, not a problem: the status stays 0
             click.echo(f"{note.file}:{note.line}: {note.path}: note: {note.message}", err=True)
+        _archive_note(cfg)
         click.echo(f"{file}: ok ({_summary(cfg)})")
     if invalid:
         raise SystemExit(EXIT_INVALID)
+
+
+def _archive_note(cfg: PipelineConfig) -> None:
+    """Say which function is the archive `replay` reads (deploy.ops.archive), if any."""
+    from deploy.ops.archive import find_archive  # noqa: PLC0415
+    from deploy.pipeline.config import compile_plan  # noqa: PLC0415
+
+    archive = find_archive(compile_plan(cfg))
+    if archive is not None:
+        line = cfg.line_of(("functions", archive.function))
+        click.echo(
+            f"{cfg.source}:{line}: functions.{archive.function}: note: the pipeline's archive "
+            f"(`shardline replay` reads s3://{archive.bucket}/{archive.listing_prefix})",
+            err=True,
+        )
 
 
 @main.command("compile")
@@ -544,13 +560,14 @@ def _add_commands() -> None:
     from deploy.cli.event import event_command  # noqa: PLC0415
     from deploy.cli.init import init_command  # noqa: PLC0415
     from deploy.cli.local import local_group  # noqa: PLC0415
+    from deploy.cli.replay import replay_command  # noqa: PLC0415
     from deploy.cli.report import report  # noqa: PLC0415
     from deploy.cli.stack import deploy_command, destroy_command, diff_command  # noqa: PLC0415
     from deploy.cli.test import schema, test  # noqa: PLC0415
 
     for command in (
         deploy_command, diff_command, destroy_command, dev_command, demo_command, test, schema,
-        cost, report, local_group, event_command, init_command, dlq_group,
+        cost, report, local_group, event_command, init_command, dlq_group, replay_command,
     ):  # fmt: skip
         main.add_command(command)
 

@@ -326,6 +326,7 @@ class LocalRun:
                 invoker,
                 table,
                 client=self.client("kinesis"),
+                function_name=function_name(self.plan, name),
                 on_failure=on_failure_destination(self.plan, name, self.client, destination),
                 on_failure_payload=keeps_payload(self.plan, name, destination),
             )

@@ -12,8 +12,10 @@ A source yields :class:`Message` values of three kinds (:class:`Kind`):
   message points to its envelope in S3, which is fetched). Only these are redriven or
   discarded.
 * ``range``: Lambda's own on-failure message for a batch it gave up on (retries exhausted,
-  record too old): a shard and a sequence range, no records. Listed; resolving it into
-  records (from the stream, or the archive) is a later slice, so it is left in the queue.
+  record too old): a shard and a sequence range, no records. Listed; :func:`redrive` given
+  a *resolver* (:class:`deploy.ops.ranges.RangeResolver`: the stream, else the archive)
+  puts its records through the function like letters and deletes the message once all of
+  them are handled; a range that cannot be resolved is left, with the reason.
 * ``foreign``: anything else. Listed with why it is not a letter, never deleted.
 
 Redrive (:func:`redrive`) puts each selected letter back through its function as the plan
@@ -503,6 +505,8 @@ class Fate(enum.Enum):
     """Redriven ``max_redrives`` times already: left alone."""
     REFUSED = "refused"
     """Its function is not in the file, it is another pipeline's, or its data is missing."""
+    UNRECOVERABLE = "unrecoverable"
+    """An on-failure range whose records neither the stream nor the archive holds: left."""
     PLANNED = "planned"
     """``--dry-run``: it would be redriven."""
     UNDELETED = "undeleted"
@@ -587,6 +591,7 @@ def redrive(
     limit: int | None = None,
     dry_run: bool = False,
     sink_factory: SinkFactory | None = None,
+    resolve: Callable[[Message], Any] | None = None,
 ) -> list[Redriven]:
     """Put the selected letters back through their functions; delete the handled ones.
 
@@ -594,6 +599,11 @@ def redrive(
     so the caller need not. Letters are redriven in shard order (shard, sequence,
     sub-sequence number), one batch per function; ``limit`` takes the first that many
     redrivable letters in that order. See the module docstring for the rules.
+
+    With ``resolve`` (:class:`deploy.ops.ranges.RangeResolver`: a range message's function
+    and records, or why they cannot be had), selected on-failure ranges are resolved into
+    records that go in with the letters (each as a letter of the range's message); the
+    message's fate is that of its records: handled when all are, else failed.
     """
     from sinks.registry import build_sink  # noqa: PLC0415
     from stream.runtime import build_runner  # noqa: PLC0415
@@ -602,6 +612,10 @@ def redrive(
     todo: dict[str, list[Message]] = defaultdict(list)
     taken = 0
     functions = plan["functions"]
+    ranges = [m for m in selected if m.kind is Kind.RANGE][:limit] if resolve else []
+    taken = len(ranges)
+    selected = [m for m in selected if m.kind is not Kind.RANGE]
+    selected += _resolve_ranges(plan, ranges, resolve, dry_run, out) if resolve else []
     for m in sorted(selected, key=_position):
         letter = m.letter
         if letter is None:
@@ -630,6 +644,7 @@ def redrive(
     try:
         for function, messages in todo.items():
             done = _run_function(plan, function, messages, sink_factory or build_sink, build_runner)
+            done = _per_message(done, {m.id: m for m in ranges})
             handled = [r.message for r in done if r.fate.handled]
             why_not = _delete(scan, handled)
             for r in done:
@@ -643,6 +658,36 @@ def redrive(
         gone = {id(m) for m in deleted}
         scan.release(m for m in scan.messages if id(m) not in gone)
     return out
+
+
+def _resolve_ranges(
+    plan: Mapping[str, Any],
+    ranges: Sequence[Message],
+    resolve: Callable[[Message], Any],
+    dry_run: bool,
+    out: list[Redriven],
+) -> list[Message]:
+    """Each range's records as letters of its message (to run with the letters); the
+    ranges that cannot be resolved (or, with ``dry_run``, all) go to ``out``."""
+    letters: list[Message] = []
+    pipeline = str(plan.get("name") or "")
+    for m in ranges:
+        found = resolve(m)
+        if found.why:
+            out.append(Redriven(m, Fate.UNRECOVERABLE, found.why))
+        elif dry_run:
+            out.append(Redriven(m, Fate.PLANNED, f"{len(found.records)} from {found.source}"))
+        else:
+            why = f"on-failure range, resolved from the {found.source}"
+            letters += [
+                dataclasses.replace(
+                    m,
+                    letter=DeadLetter(rec, why, "OnFailure", "", found.function, pipeline),
+                    problem="",
+                )
+                for rec in found.records
+            ]
+    return letters
 
 
 def _run_function(
@@ -686,6 +731,31 @@ def _run_function(
         else:
             done.append(Redriven(m, Fate.WRITTEN))
     return done
+
+
+def _per_message(done: list[Redriven], ranges: Mapping[str, Message]) -> list[Redriven]:
+    """One fate per message: a range's records fold into their message, handled when all
+    of them are, else failed with the first reason."""
+    by_id: dict[str, list[Redriven]] = defaultdict(list)
+    for r in done:
+        by_id[r.message.id].append(r)
+    out = []
+    for rs in by_id.values():
+        first = rs[0]
+        message = ranges.get(first.message.id)
+        if message is None:
+            out += rs
+            continue
+        unhandled = [r for r in rs if not r.fate.handled]
+        if unhandled:
+            out.append(Redriven(message, Fate.FAILED, unhandled[0].detail))
+        else:
+            again = sum(r.fate is Fate.DEAD_AGAIN for r in rs)
+            fate = Fate.DEAD_AGAIN if again else Fate.WRITTEN
+            detail = f"{len(rs)} records" + (f", {again} dead-lettered again" if again else "")
+            out.append(Redriven(message, fate, f"{detail} ({first.message.letter.reason})"
+                                if first.message.letter else detail))  # fmt: skip
+    return out
 
 
 def _delete(scan: Scan, messages: Sequence[Message]) -> dict[str, str]:

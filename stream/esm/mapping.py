@@ -221,7 +221,9 @@ class EventSourceMapping:
             or :class:`stream.esm.store.MemoryCheckpoints`).
         client: a boto3 Kinesis client; by default the process's shared one.
         function_arn: ``requestContext.functionArn`` of on-failure messages; by default
-            ``arn:aws:lambda:<region>:<account>:function:shardline-local`` from the stream.
+            ``arn:aws:lambda:<region>:<account>:function:<function_name>`` from the stream.
+        function_name: the Lambda function's name in that default ARN (the local run
+            passes the deployed name, so that ``dlq redrive`` tells whose a range is).
         on_failure: receives each on-failure message (the lead wires it to SQS or S3);
             without one, batches given up on are logged and skipped, as Lambda does
             without a destination.
@@ -252,6 +254,7 @@ class EventSourceMapping:
         *,
         client: Any = None,
         function_arn: str | None = None,
+        function_name: str = "shardline-local",
         on_failure: Callable[[OnFailureMessage], None] | None = None,
         on_failure_payload: bool = False,
         invoke_identity_arn: str | None = None,
@@ -274,6 +277,7 @@ class EventSourceMapping:
         self.checkpoints = checkpoints
         self._client = client
         self._function_arn = function_arn
+        self._function_name = function_name
         self._on_failure = on_failure
         self._on_failure_payload = on_failure_payload
         self._identity = invoke_identity_arn
@@ -317,7 +321,7 @@ class EventSourceMapping:
         if self._function_arn:
             return self._function_arn
         region, account = self._region or "us-east-1", self._account or "123456789012"
-        return f"arn:aws:lambda:{region}:{account}:function:shardline-local"
+        return f"arn:aws:lambda:{region}:{account}:function:{self._function_name}"
 
     @property
     def stream_arn(self) -> str:

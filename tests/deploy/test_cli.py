@@ -65,7 +65,11 @@ class TestValidate:
         result = runner.invoke(main, ["validate", "plain.yaml"])
         assert result.exit_code == 0, result.output
         assert result.stdout == "plain.yaml: ok (2 functions, 4 sinks)\n"
-        assert result.stderr == ""
+        archive = CLICKSTREAM.splitlines().index("  archive-all:") + 1
+        assert result.stderr == (  # a note, not a problem: which function replay reads
+            f"plain.yaml:{archive}: functions.archive-all: note: the pipeline's archive "
+            "(`shardline replay` reads s3://clickstream-archive/raw/)\n"
+        )
 
     def test_filter_pushdown_gets_a_note_not_an_error(
         self, runner: CliRunner, workdir: Path
@@ -82,6 +86,8 @@ class TestValidate:
             "match filters also become the mapping's FilterCriteria: AWS drops records whose "
             "data is not JSON before invoking the function, silently (no dead letter); `run`, "
             "`invoke` and `test` drop and count them the same way\n"
+            f"pipeline.yaml:{lines.index('  archive-all:') + 1}: functions.archive-all: note: "
+            "the pipeline's archive (`shardline replay` reads s3://clickstream-archive/raw/)\n"
         )
 
     def test_invalid_file_prints_every_problem_on_stderr_and_exits_2(

@@ -1,0 +1,135 @@
+"""Reading records back from the stream for a second pass: a sequence range of a shard
+(``AT_SEQUENCE_NUMBER``, for Lambda's on-failure ranges) or a time window of every shard
+(``AT_TIMESTAMP``, for ``replay --source stream``).
+
+Records come back as the runtime's :class:`stream.records.Record` through the very decoder
+Lambda events go through (:func:`stream.event.records_from_event`), so KPL aggregates are
+expanded and positions, event ids and arrival times are exactly what the function saw.
+"""
+
+from __future__ import annotations
+
+from base64 import b64encode
+from typing import TYPE_CHECKING, Any
+
+from stream.event import records_from_event
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping, Sequence
+
+    from stream.records import Record
+
+__all__ = ["list_shard_ids", "read_range", "read_window", "stream_name", "to_records"]
+
+_LIMIT = 10_000  # most records one GetRecords returns
+_EMPTY_PAGES = 3  # an open shard answers empty pages while caught up: stop after a few
+
+
+def stream_name(arn_or_name: str) -> str:
+    """The stream's name from its ARN (or the name itself).
+
+    >>> stream_name("arn:aws:kinesis:us-east-1:123456789012:stream/shop-events")
+    'shop-events'
+    """
+    return arn_or_name.rpartition("stream/")[2] if ":stream/" in arn_or_name else arn_or_name
+
+
+def list_shard_ids(kinesis: Any, stream: str) -> list[str]:
+    """Every shard of the stream that still holds records (open and closed), by id."""
+    ids: list[str] = []
+    kwargs: dict[str, Any] = {"StreamName": stream}
+    while True:
+        page = kinesis.list_shards(**kwargs)
+        ids += [s["ShardId"] for s in page["Shards"]]
+        token = page.get("NextToken")
+        if not token:
+            return sorted(ids)
+        kwargs = {"NextToken": token}
+
+
+def to_records(
+    raws: Sequence[Mapping[str, Any]], shard_id: str, stream_arn: str = "", aggregated: bool = False
+) -> list[Record]:
+    """GetRecords' records of one shard as the runtime's records (aggregates expanded)."""
+    entries = []
+    for raw in raws:
+        stamp = raw["ApproximateArrivalTimestamp"]
+        arrival = round(stamp if isinstance(stamp, int | float) else stamp.timestamp(), 3)
+        entries.append({
+            "kinesis": {
+                "data": b64encode(raw["Data"]).decode(),
+                "partitionKey": raw["PartitionKey"],
+                "sequenceNumber": raw["SequenceNumber"],
+                "approximateArrivalTimestamp": arrival,
+            },
+            "eventID": f"{shard_id}:{raw['SequenceNumber']}",
+            "eventSourceARN": stream_arn,
+        })  # fmt: skip
+    return records_from_event({"Records": entries}, aggregated=aggregated)
+
+
+def _pages(
+    kinesis: Any, stream: str, shard_id: str, start: Mapping[str, Any]
+) -> Iterator[list[dict[str, Any]]]:
+    """Pages of GetRecords from ``start`` until the shard is read up to its latest record
+    (or its end, for a closed shard)."""
+    iterator = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard_id, **start)[
+        "ShardIterator"
+    ]
+    empty = 0
+    while iterator and empty < _EMPTY_PAGES:
+        page = kinesis.get_records(ShardIterator=iterator, Limit=_LIMIT)
+        records = page.get("Records", [])
+        if records:
+            empty = 0
+            yield records
+        elif page.get("MillisBehindLatest", 0) == 0:
+            empty += 1
+        iterator = page.get("NextShardIterator")
+
+
+def read_range(
+    kinesis: Any, stream: str, shard_id: str, start: str, end: str
+) -> list[dict[str, Any]]:
+    """The shard's records from sequence number ``start`` to ``end``, both included
+    (``AT_SEQUENCE_NUMBER``). Empty, or not starting at ``start``, when the stream no
+    longer holds them; the caller checks.
+
+    Raises:
+        botocore.exceptions.ClientError: the stream or shard is gone, or the sequence number
+            is not one of the shard's.
+    """
+    found: list[dict[str, Any]] = []
+    last = int(end)
+    request = {"ShardIteratorType": "AT_SEQUENCE_NUMBER", "StartingSequenceNumber": start}
+    for page in _pages(kinesis, stream, shard_id, request):
+        for raw in page:
+            if int(raw["SequenceNumber"]) > last:
+                return found
+            found.append(raw)
+    return found
+
+
+def read_window(
+    kinesis: Any,
+    stream: str,
+    shard_id: str,
+    since: float,
+    until: float,
+    *,
+    on_page: Callable[[int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """The shard's records that arrived in ``[since, until)`` (``AT_TIMESTAMP``)."""
+    found: list[dict[str, Any]] = []
+    request = {"ShardIteratorType": "AT_TIMESTAMP", "Timestamp": since}
+    for page in _pages(kinesis, stream, shard_id, request):
+        for raw in page:
+            stamp = raw["ApproximateArrivalTimestamp"]
+            arrival = stamp if isinstance(stamp, int | float) else stamp.timestamp()
+            if arrival >= until:
+                return found
+            if arrival >= since:
+                found.append(raw)
+        if on_page is not None:
+            on_page(len(page))
+    return found
