@@ -52,6 +52,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol
 
 from processors.aggregations import (
@@ -261,8 +262,10 @@ class Window:
     """
 
     __slots__ = (
+        "_adds",
         "_aggs",
         "_field",
+        "_fields",
         "_function",
         "_late_routes",
         "_numeric",
@@ -331,6 +334,8 @@ class Window:
         self._aggs: tuple[Aggregation, ...] = tuple(
             _aggregation(name, spec) for name, spec in self.aggregate.items()
         )
+        self._fields = tuple(agg.field for agg in self._aggs)
+        self._adds = tuple(enumerate(agg.add for agg in self._aggs))
         self._numeric = tuple(
             (i, agg.field) for i, agg in enumerate(self._aggs) if isinstance(agg, _NUMERIC)
         )
@@ -396,7 +401,9 @@ class Window:
 
     # -- per record -----------------------------------------------------------------------
 
-    def _apply(self, rec: Record, state: ShardState, changed: set[tuple[Any, int]]) -> Outcome:
+    def _apply(  # noqa: PLR0915  # the per-record hot path, kept in one frame
+        self, rec: Record, state: ShardState, changed: set[tuple[Any, int]]
+    ) -> Outcome:
         doc = rec.as_dict()
         key = doc.get(self.key)
         if key is None or type(key) not in _KEY_TYPES:
@@ -407,7 +414,8 @@ class Window:
             raise WindowRecordError(msg)
         t = event_seconds(doc.get(self._field), self._field) if self._time_event else rec.arrival
         aggs = self._aggs
-        values = [doc.get(agg.field) if agg.field else True for agg in aggs]
+        get = doc.get
+        values = [get(f) if f else True for f in self._fields]
         for i, name in self._numeric:
             value = values[i]
             if value is not None and type(value) is not int and type(value) is not float:
@@ -418,7 +426,10 @@ class Window:
         watermark = None if max_time is None else max_time - self.allowed_lateness_s
         windows = state.windows
         placed = False
-        for start in window_starts(t, size, self._slide):
+        slide = self._slide
+        starts = (int(t // size) * size,) if slide == size else window_starts(t, size, slide)
+        adds = self._adds
+        for start in starts:
             end = start + size
             if watermark is not None and end <= watermark:
                 continue  # closed
@@ -434,10 +445,10 @@ class Window:
                 else:
                     opened.append(wkey)
             changed.add(wkey)
-            for i, agg in enumerate(aggs):
+            for i, add in adds:
                 value = values[i]
                 if value is not None:
-                    accs[i] = agg.add(accs[i], value, t)
+                    accs[i] = add(accs[i], value, t)
         if not placed:
             return _LATE
         if max_time is None or t > max_time:
@@ -456,12 +467,12 @@ class Window:
 
     def _result(self, wkey: tuple[Any, int], end: int, accs: list[Any]) -> dict[str, Any]:
         key, start = wkey
-        start_iso = iso(start)
+        start_iso = _iso_of(start)
         out: dict[str, Any] = {
             "window_id": f"{self._function}/{key}/{start_iso}",
             "key": key,
             "window_start": start_iso,
-            "window_end": iso(end),
+            "window_end": _iso_of(end),
         }
         for name, agg, acc in zip(self.names, self._aggs, accs, strict=True):
             out[name] = agg.result(acc)
@@ -469,6 +480,7 @@ class Window:
 
 
 _KEY_TYPES = (str, int, float, bool)
+_iso_of = lru_cache(maxsize=4096)(iso)  # window bounds repeat across keys
 _NUMERIC = (Sum, Min, Max, Avg)
 
 
