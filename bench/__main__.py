@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "producer": ("bench.producer", "records/s: producer batching and aggregation vs PutRecord"),
     "replay": ("bench.replay", "records/s of `shardline replay` from the archive vs a plain loop"),
     "sinks": ("bench.sinks", "records/s of each sink's bulk writes vs one call per record"),
+    "window": ("bench.window", "µs/record: the window step vs a hand-written dict aggregation"),
     "soak": ("bench.soak", "e2e fault scenarios and the example under load; writes RELIABILITY.md"),
 }
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["EVENT_STEP", "Chain", "ChainResult", "Step", "StepFailure"]
 
+
 @dataclass(slots=True)
 class ChainResult:
     """What the chain made of a batch.

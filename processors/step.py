@@ -68,6 +68,7 @@ TRACKED_BUILTINS = (
     "processors.route:Route",
     "processors.enrich:Enrich",
     "processors.enrich:EnrichLookup",
+    "processors.window:Window",  # changes no document: results are derived records
 )
 
 

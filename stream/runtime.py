@@ -86,6 +86,9 @@ def used_sinks(function: FunctionPlan) -> list[str]:
                 names.append(name)
 
     for entry in function.get("processors", ()):
+        window = entry.get("window") if isinstance(entry, Mapping) else None
+        if isinstance(window, Mapping) and window.get("late"):
+            add(window["late"])  # where late records go
         route = entry.get("route") if isinstance(entry, Mapping) else None
         if route is None:
             continue

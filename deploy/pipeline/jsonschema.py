@@ -124,6 +124,7 @@ def pipeline_schema() -> dict[str, Any]:
             "lookup": _lookup(),
             "route": _route(),
             "rule": _rule(),
+            "window": _window(),
         },
     }
 
@@ -315,9 +316,9 @@ def _processor() -> dict[str, Any]:
             "additionalProperties": False,
         }
 
-    if set(BUILTIN_PROCESSORS) != {"filter", "enrich", "route"}:
+    if set(BUILTIN_PROCESSORS) != {"filter", "enrich", "route", "window"}:
         msg = (
-            "deploy.pipeline.jsonschema describes filter, enrich, route; "
+            "deploy.pipeline.jsonschema describes filter, enrich, route, window; "
             f"built-ins: {BUILTIN_PROCESSORS}"
         )
         raise RuntimeError(msg)
@@ -402,6 +403,38 @@ def _route() -> dict[str, Any]:
             },
         ],
     }
+
+
+def _window() -> dict[str, Any]:
+    keys = spec.WINDOW
+    aggregation = {
+        "anyOf": [
+            {"type": "string", "description": "count, or a plugin that takes no field"},
+            {
+                "type": "object",
+                "minProperties": 1,
+                "maxProperties": 1,
+                "additionalProperties": {"type": "string", "minLength": 1},
+                "description": "{KIND: field}, e.g. {sum: amount}",
+            },
+        ]
+    }
+    shapes = {
+        **_scalars(keys),
+        "aggregate": {
+            "type": "object",
+            "minProperties": 1,
+            "additionalProperties": aggregation,
+            "description": keys["aggregate"].description,
+        },
+    }
+    out = _object(list(keys), shapes, _required(keys))
+    out["description"] = (
+        "Aggregate per key over windows of event or arrival time; one result record per "
+        "closed window."
+    )
+    out["oneOf"] = [{"required": ["size_s"]}, {"required": ["gap_s"]}]
+    return out
 
 
 def _rule() -> dict[str, Any]:

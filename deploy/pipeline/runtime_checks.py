@@ -93,6 +93,13 @@ def processor_plugin_names() -> set[str]:
     return set(processor_names())
 
 
+def aggregation_names() -> set[str]:
+    """Built-in aggregation names of the window step plus those of installed plugins."""
+    from processors.aggregations import aggregation_names as names  # noqa: PLC0415
+
+    return names()
+
+
 def sink_plugin_types() -> set[str]:
     """Sink types registered by installed plugins (the built-ins are checked in schema)."""
     return set(sink_plugin_names())

@@ -42,6 +42,7 @@ __all__ = [
     "TEMPLATE",
     "TOP",
     "USE",
+    "WINDOW",
     "Key",
     "Section",
 ]
@@ -333,6 +334,52 @@ RULE: Section = {
     "when": Key("any", "A match pattern, or a JMESPath expression (a string).", required=True),
     "to": Key("array", required=True),  # described as $defs/sink_list
     "default": Key("array"),
+}
+
+WINDOW: Section = {
+    "key": Key(
+        "string",
+        "The record field whose value names the key's windows.",
+        required=True,
+        min_length=1,
+    ),
+    "size_s": Key("integer", "Window length (s): tumbling, or hopping with slide_s.", minimum=1),
+    "slide_s": Key(
+        "integer", "Hopping windows: seconds between starts; divides size_s.", minimum=1
+    ),
+    "gap_s": Key("integer", "Session windows: the gap that ends one (not built yet).", minimum=1),
+    "time": Key(
+        "enum",
+        "event: the time in the record's field; arrival: the approximate arrival time.",
+        default="event",
+        enum=("event", "arrival"),
+    ),
+    "field": Key(
+        "string",
+        "With time: event, the field holding it: ISO-8601 (UTC without an offset) or epoch "
+        "seconds, or milliseconds (numbers of at least 10^11).",
+    ),
+    "allowed_lateness_s": Key(
+        "integer",
+        "How far behind the greatest event time of its shard a record still counts; at most "
+        "size_s.",
+        default=0,
+        minimum=0,
+    ),
+    "aggregate": Key(
+        "object",
+        "Result name -> count, or {KIND: field} with KIND count, sum, min, max, avg, distinct, "
+        "first, last, or a plugin of shardline.aggregations.",
+        required=True,
+    ),
+    "late": Key("string", "A sink for records later than allowed; else dropped and counted."),
+    "state": Key(
+        "enum",
+        "Where windows live between batches: memory (the process; lost on a cold start); "
+        "dynamodb is not built yet.",
+        default="memory",
+        enum=("memory", "dynamodb"),
+    ),
 }
 
 USE: Section = {

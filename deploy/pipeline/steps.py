@@ -13,14 +13,14 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from deploy.pipeline import runtime_checks, spec
-from deploy.pipeline.fields import Fields, as_mapping, describe, suggest
+from deploy.pipeline.fields import Fields, as_mapping, describe, suggest, unknown
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from deploy.pipeline.problems import Path, Reporter
 
-BUILTIN_PROCESSORS = ("enrich", "filter", "route")
+BUILTIN_PROCESSORS = ("enrich", "filter", "route", "window")
 ON_MISS = spec.LOOKUP["on_miss"].enum
 ROUTE_MODES = spec.ROUTE["mode"].enum
 _IMPORT_PATH = re.compile(spec.IMPORT_PATH)
@@ -81,6 +81,8 @@ def validate_chain(
             out.append({"filter": _filter(r, (*at, name), args)})
         elif name == "enrich":
             out.append({"enrich": _enrich(r, (*at, name), args)})
+        elif name == "window":
+            out.append({"window": _window(r, (*at, name), args, sinks, path)})
         elif name == "route":
             if route_at is not None:
                 r.error((*at, name), "only one route processor per function: merge the rules")
@@ -255,6 +257,83 @@ def _rule(
         r.error(f.at("to"), "required field is missing (a list of sink names)")
         return {"when": when, "to": []}
     return {"when": when, "to": sink_list(r, f.at("to"), data["to"], sinks)}
+
+
+def _window(
+    r: Reporter, path: Path, args: Any, sinks: Sequence[str] | None, chain: Path
+) -> dict[str, Any]:
+    """``window: {key, size_s | gap_s, slide_s, time, field, allowed_lateness_s, aggregate,
+    late, state}``; the plan adds ``function`` (the first part of each ``window_id``)."""
+    from processors.window import window_problem  # noqa: PLC0415  # light, pure
+
+    data = as_mapping(r, path, args, "a mapping with key, size_s and aggregate")
+    if data is None:
+        return {}
+    keys = spec.WINDOW
+    f = Fields(r, path, data, tuple(keys))
+    out: dict[str, Any] = {
+        name: f.read(name, keys[name])
+        for name in ("key", "size_s", "slide_s", "time", "field", "allowed_lateness_s", "state")
+    }
+    if f.has("gap_s"):
+        f.read("gap_s", keys["gap_s"])
+        r.error(f.at("gap_s"), "session windows (gap_s) are not built yet: use size_s")
+    elif out["size_s"] is None and not f.has("size_s"):
+        r.error(path, "needs size_s (tumbling; add slide_s for hopping) or gap_s (sessions)")
+    elif isinstance(out["size_s"], int):
+        problem = window_problem(out["size_s"], out["slide_s"], out["allowed_lateness_s"] or 0)
+        if problem is not None:
+            where = "slide_s" if problem.startswith("slide_s") else "allowed_lateness_s"
+            r.error(f.at(where), problem)
+    if out["state"] == "dynamodb":
+        r.error(f.at("state"), "state: dynamodb is not built yet: use memory (the default)")
+    if out["time"] == "event" and not f.has("field"):
+        r.error(f.at("field"), "required with time: event (the record field holding the time)")
+    if out["time"] == "arrival" and f.has("field"):
+        r.error(f.at("field"), "only with time: event (time: arrival reads no field)")
+    out["aggregate"] = _aggregate(r, f.at("aggregate"), data.get("aggregate"))
+    if f.has("late"):
+        late = f.text("late", required=True)
+        if late is not None and sinks is not None and late not in sinks:
+            known = ", ".join(sinks) or "none defined"
+            r.error(f.at("late"), f"unknown sink {late!r} (known: {known})")
+        out["late"] = late
+    out["function"] = str(chain[1]) if len(chain) > 1 else ""
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _aggregate(r: Reporter, path: Path, value: Any) -> dict[str, Any]:
+    data = as_mapping(r, path, value, "a mapping like {purchases: count, revenue: {sum: amount}}")
+    if data is None:
+        return {}
+    if not data:
+        r.error(path, "empty: name at least one result, e.g. {purchases: count}")
+    names = runtime_checks.aggregation_names()
+    reserved = ("window_id", "key", "window_start", "window_end")
+    for name, how in data.items():
+        at = (*path, name)
+        if name in reserved:
+            r.error(at, f"{name!r} is a field of every result: name the aggregate otherwise")
+        if isinstance(how, str):
+            kind, field = how, None
+        elif isinstance(how, dict) and len(how) == 1:
+            ((kind, field),) = how.items()
+            if not isinstance(field, str) or not field:
+                r.error((*at, kind), f"expected a record field name, got {describe(field)}")
+        else:
+            r.error(
+                at, f"expected count or {{KIND: field}} like {{sum: amount}}, got {describe(how)}"
+            )
+            continue
+        if kind not in names:
+            message = unknown("aggregation", str(kind), sorted(names))
+            r.error(at if isinstance(how, str) else (*at, kind), message)
+        elif kind != "count" and field is None and kind in _FIELD_AGGREGATIONS:
+            r.error(at, f"{kind} needs a field: {{{kind}: FIELD}}")
+    return data
+
+
+_FIELD_AGGREGATIONS = ("sum", "min", "max", "avg", "distinct", "first", "last")
 
 
 def _use(r: Reporter, path: Path, entry: dict[str, Any]) -> dict[str, Any]:

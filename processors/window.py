@@ -1,0 +1,526 @@
+"""The ``window`` step: keyed aggregation over tumbling or hopping windows of event time.
+
+The rules (DESIGN.md, "Windows"; the property test states them against a plain-dict
+reference):
+
+* **Windows.** Tumbling windows of ``size_s`` seconds start at multiples of ``size_s`` since
+  the epoch; hopping windows (``slide_s`` dividing ``size_s``) start at multiples of
+  ``slide_s`` and last ``size_s``, so a record is in ``size_s / slide_s`` of them. A window is
+  ``[start, end)``. Session windows (``gap_s``) are not built yet.
+* **Time.** ``time: event`` reads the record field ``field``: an ISO-8601 string (without an
+  offset: UTC) or epoch seconds or milliseconds, told apart by size: a number of at least
+  10^11 is milliseconds (10^11 seconds is the year 5138; 10^11 ms is March 1973).
+  ``time: arrival`` uses the record's approximate arrival time.
+* **Watermark.** Per shard, the greatest event time seen minus ``allowed_lateness_s``,
+  advanced record by record in shard order. After a record is applied, every window whose
+  end is at or before the watermark closes and yields one result record.
+* **Late records.** A record is added to each of its windows that is still open; a record
+  none of whose windows is open is late: it goes on (alone, the original record) with its
+  route set to the ``late`` sink, or is dropped and counted (:attr:`Window.late`).
+* **Results.** ``{"window_id", "key", "window_start", "window_end", <aggregates>}``, times as
+  ISO-8601 UTC, ``window_id`` = ``FUNCTION/KEY/START`` (stable across redelivery). A result
+  is a record derived from the record that closed its window (its position, so a failed
+  write is reported by that record and redelivered), and flows on through the chain.
+* **Redelivery.** Each shard's state remembers the position of the last record it applied
+  ("applied" means *at* that record, inclusive). A record at or before it was applied
+  already: it changes nothing, and yields again exactly what it yielded the first time
+  (its results, or its late routing, or its error), kept per position in the state's
+  *outbox*. The outbox forgets positions before the first record of a batch (index 0):
+  Lambda never delivers again what lies before a batch it delivers.
+
+All of a batch's work happens in :meth:`Window.prepare` (the chain calls it with the
+records that reach the step), so that a state store writes once per distinct key and window
+per batch (:meth:`WindowStore.commit`); ``__call__`` hands each record its outcome.
+
+The state store: ``state: memory`` (:class:`MemoryStore`) keeps it in the process: a warm
+Lambda keeps it, a cold start loses it; for ``shardline test`` and local runs.
+``state: dynamodb`` is designed here and not built yet:
+
+* one item per key and window: partition key ``FUNCTION/KEY``, sort key the window start,
+  attributes the accumulators (JSON) and, per shard, the position last applied; one item per
+  shard for the watermark, the applied position and the outbox;
+* :meth:`Window.prepare` reads the batch's distinct (key, window) items in one
+  BatchGetItem, folds the batch into partial accumulators (``merge``), and ``commit`` writes
+  each changed item once, with a condition that its shard position is still the one read
+  (a redelivered batch, already applied, fails the condition and changes nothing; a lost
+  race is a RetryableError, so the batch is delivered again), then the shard item last;
+* a TTL attribute of window end + lateness + a day, so closed windows leave on their own.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Protocol
+
+from processors.aggregations import (
+    AggregationError,
+    Avg,
+    Max,
+    Min,
+    NotANumber,
+    Sum,
+    build_aggregation,
+)
+from processors.errors import ProcessorError
+from stream.exceptions import RecordError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from processors.aggregations import Aggregation
+    from stream.records import Record
+
+__all__ = [
+    "MS_THRESHOLD",
+    "MemoryStore",
+    "ShardState",
+    "Window",
+    "WindowConfigError",
+    "WindowRecordError",
+    "WindowStore",
+    "event_seconds",
+    "iso",
+    "window_starts",
+]
+
+#: An epoch number at least this large is milliseconds, below it seconds.
+MS_THRESHOLD = 100_000_000_000
+_TIMES = ("event", "arrival")
+_STATES = ("memory", "dynamodb")
+
+
+class WindowConfigError(ProcessorError, ValueError):
+    """A window step configured wrong: the message says which setting and the fix."""
+
+
+class WindowRecordError(ProcessorError, RecordError):
+    """A record the window cannot place (no key, no time): it is dead-lettered."""
+
+
+def event_seconds(value: Any, field: str) -> float:
+    """Epoch seconds of a time field: ISO-8601 (UTC without an offset) or epoch s or ms.
+
+    >>> event_seconds("2026-01-01T00:01:00Z", "ts"), event_seconds(1767225660000, "ts")
+    (1767225660.0, 1767225660.0)
+    >>> event_seconds(1767225660.5, "ts")
+    1767225660.5
+
+    Raises:
+        WindowRecordError: neither (a bool, an object, a string that is not ISO-8601).
+    """
+    kind = type(value)
+    if kind is int or kind is float:
+        return value / 1000.0 if abs(value) >= MS_THRESHOLD else float(value)
+    if kind is str:
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=UTC)
+            return parsed.timestamp()
+    if value is None:
+        msg = f"no time field {field!r}: a window with time: event needs it in every record"
+    else:
+        msg = (
+            f"time field {field!r} is {value!r}: expected an ISO-8601 string or epoch "
+            "seconds or milliseconds"
+        )
+    raise WindowRecordError(msg)
+
+
+def window_starts(t: float, size: int, slide: int) -> range:
+    """The starts of the windows holding time ``t``, ascending.
+
+    >>> list(window_starts(125.0, 60, 60)), list(window_starts(125.0, 60, 20))
+    ([120], [80, 100, 120])
+    """
+    last = int(t // slide) * slide
+    return range(last - size + slide, last + 1, slide)
+
+
+def iso(seconds: float) -> str:
+    """ISO-8601 UTC with a ``Z``; milliseconds only when there are some.
+
+    >>> iso(0), iso(1.5)
+    ('1970-01-01T00:00:00Z', '1970-01-01T00:00:01.500Z')
+    """
+    moment = datetime.fromtimestamp(seconds, UTC)
+    if moment.microsecond:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+#: A record's place in its shard: sequence number, sub-sequence number, fan-out part.
+Position = tuple[int, int, tuple[int, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a record yielded the first time, replayed on redelivery.
+
+    Attributes:
+        results: the result documents of the windows it closed.
+        late: it was late.
+        error: it could not be placed (dead-lettered again on redelivery).
+    """
+
+    results: tuple[dict[str, Any], ...] = ()
+    late: bool = False
+    error: Exception | None = None
+
+
+_NOTHING = Outcome()
+_LATE = Outcome(late=True)
+
+
+@dataclass(slots=True)
+class ShardState:
+    """One shard's windows.
+
+    Attributes:
+        max_time: the greatest event time seen (``None``: no record yet).
+        applied: the position of the last record applied (inclusive), or ``None``.
+        windows: (key, start) -> the accumulators, one per aggregation, of open windows.
+        ends: a heap of the ends of open windows, with ``by_end`` the windows of each end
+            in the order they opened (so results come out by end, then by opening).
+        outbox: position -> what the record yielded, for records that yielded something.
+    """
+
+    max_time: float | None = None
+    applied: Position | None = None
+    windows: dict[tuple[Any, int], list[Any]] = field(default_factory=dict)
+    ends: list[int] = field(default_factory=list)
+    by_end: dict[int, list[tuple[Any, int]]] = field(default_factory=dict)
+    outbox: dict[Position, Outcome] = field(default_factory=dict)
+
+
+class WindowStore(Protocol):
+    """Where the windows' state lives between batches."""
+
+    def shard(self, shard_id: str) -> ShardState:
+        """The shard's state as of the last commit (a new one for a shard never seen)."""
+
+    def commit(self, shard_id: str, state: ShardState, changed: set[tuple[Any, int]]) -> None:
+        """Make a batch's changes durable: ``changed`` are the (key, start) windows the
+        batch added to or closed, each written once."""
+
+
+class MemoryStore:
+    """State in the process: kept while warm, lost on a cold start (tests, local runs).
+
+    ``writes`` counts what a durable store would write: one per changed window per batch.
+    """
+
+    __slots__ = ("shards", "writes")
+
+    def __init__(self) -> None:
+        self.shards: dict[str, ShardState] = {}
+        self.writes = 0
+
+    def shard(self, shard_id: str) -> ShardState:
+        state = self.shards.get(shard_id)
+        if state is None:
+            state = self.shards[shard_id] = ShardState()
+        return state
+
+    def commit(self, shard_id: str, state: ShardState, changed: set[tuple[Any, int]]) -> None:
+        self.writes += len(changed)
+
+
+def _position(record: Record) -> Position:
+    part = tuple(int(p) for p in record.part.split(".")) if record.part else ()
+    return int(record.sequence_number), record.sub_sequence_number, part
+
+
+class Window:
+    """Aggregate records per key over windows; emit one result per closed window.
+
+    Args:
+        key: the record field whose value names the key's window series.
+        aggregate: result name -> ``KIND`` (``count``) or ``{KIND: field}``.
+        size_s: the window's length in seconds.
+        slide_s: for hopping windows, the step between starts (must divide ``size_s``).
+        gap_s: session windows: not built yet (refused).
+        time: ``event`` (the ``field`` of the record) or ``arrival``.
+        field: the time field, with ``time: event``.
+        allowed_lateness_s: how far behind the greatest event time a record may be and
+            still count; at most ``size_s``.
+        late: the sink late records go to; else they are dropped and counted.
+        state: ``memory`` (``dynamodb``: not built yet, refused).
+        function: the function's name, the first part of each ``window_id`` (the plan
+            fills it in).
+        store: the state store (default: a :class:`MemoryStore`); for tests.
+
+    Raises:
+        WindowConfigError: a setting is missing or wrong (the message says which).
+        AggregationError: an unknown aggregation, or one without its field.
+    """
+
+    __slots__ = (
+        "_adds",
+        "_aggs",
+        "_field",
+        "_fields",
+        "_function",
+        "_late_routes",
+        "_numeric",
+        "_pending",
+        "_slide",
+        "_time_event",
+        "aggregate",
+        "allowed_lateness_s",
+        "key",
+        "late",
+        "late_sink",
+        "names",
+        "size_s",
+        "store",
+    )
+
+    def __init__(  # noqa: PLR0917  # the file's keys, as keywords
+        self,
+        key: str,
+        aggregate: Mapping[str, Any],
+        size_s: int | None = None,
+        slide_s: int | None = None,
+        gap_s: int | None = None,
+        time: str = "event",
+        field: str | None = None,
+        allowed_lateness_s: int = 0,
+        late: str | None = None,
+        state: str = "memory",
+        function: str = "",
+        store: WindowStore | None = None,
+    ) -> None:
+        if gap_s is not None:
+            msg = "gap_s (session windows) is not built yet: use size_s (tumbling or hopping)"
+            raise WindowConfigError(msg)
+        if state not in _STATES:
+            msg = f"state {state!r}: expected one of {', '.join(_STATES)}"
+            raise WindowConfigError(msg)
+        if state == "dynamodb":
+            msg = "state: dynamodb is not built yet: use state: memory (lost on a cold start)"
+            raise WindowConfigError(msg)
+        problem = window_problem(size_s, slide_s, allowed_lateness_s)
+        if problem is not None:
+            raise WindowConfigError(problem)
+        if time not in _TIMES:
+            msg = f"time {time!r}: expected event (a field of the record) or arrival"
+            raise WindowConfigError(msg)
+        if time == "event" and not field:
+            msg = "time: event needs field: the record field holding the event time"
+            raise WindowConfigError(msg)
+        if not key:
+            raise WindowConfigError("key: the record field whose value names the key")
+        if not aggregate:
+            msg = "aggregate: name at least one result, e.g. {purchases: count}"
+            raise WindowConfigError(msg)
+        self.key = key
+        self.size_s: int = size_s  # type: ignore[assignment]  # window_problem: not None
+        self._slide: int = slide_s or self.size_s
+        self._time_event = time == "event"
+        self._field = field or ""
+        self.allowed_lateness_s = allowed_lateness_s
+        self.late_sink = late
+        self._late_routes = (late,) if late else None
+        self._function = function
+        self.aggregate = dict(aggregate)
+        self.names = tuple(self.aggregate)
+        self._aggs: tuple[Aggregation, ...] = tuple(
+            _aggregation(name, spec) for name, spec in self.aggregate.items()
+        )
+        self._fields = tuple(agg.field for agg in self._aggs)
+        self._adds = tuple(enumerate(agg.add for agg in self._aggs))
+        self._numeric = tuple(
+            (i, agg.field) for i, agg in enumerate(self._aggs) if isinstance(agg, _NUMERIC)
+        )
+        self.store: WindowStore = store if store is not None else MemoryStore()
+        #: late records dropped (no ``late`` sink), since this step was built
+        self.late = 0
+        self._pending: dict[int, Outcome] = {}
+
+    # -- per batch ------------------------------------------------------------------------
+
+    def prepare(self, records: Sequence[Record]) -> None:
+        """Apply the batch, in shard order; commit once per shard; keep each outcome."""
+        pending: dict[int, Outcome] = {}
+        self._pending = pending
+        shard_id: str | None = None
+        state = ShardState()  # replaced at the first record
+        changed: set[tuple[Any, int]] = set()
+        store = self.store
+        for rec in records:
+            if rec.shard_id != shard_id:
+                if shard_id is not None:
+                    store.commit(shard_id, state, changed)
+                    changed = set()
+                shard_id = rec.shard_id
+                state = store.shard(shard_id)
+                if rec.index == 0 and state.outbox:
+                    first = _position(rec)
+                    state.outbox = {p: o for p, o in state.outbox.items() if p >= first}
+            position = _position(rec)
+            applied = state.applied
+            if applied is not None and position <= applied:
+                outcome = state.outbox.get(position)
+                if outcome is not None:
+                    pending[id(rec)] = outcome
+                continue
+            state.applied = position
+            try:
+                outcome = self._apply(rec, state, changed)
+            except RecordError as exc:
+                outcome = Outcome(error=exc)
+            if outcome is not _NOTHING:
+                state.outbox[position] = outcome
+                pending[id(rec)] = outcome
+        if shard_id is not None:
+            store.commit(shard_id, state, changed)
+
+    def __call__(self, record: Record) -> Record | list[Record] | None:
+        outcome = self._pending.get(id(record))
+        if outcome is None:
+            return None
+        if outcome.error is not None:
+            raise outcome.error
+        if outcome.late:
+            if self._late_routes is None:
+                self.late += 1
+                return None
+            record.routes = self._late_routes
+            return record
+        results = outcome.results
+        if len(results) == 1:
+            return record.derive(dict(results[0]))
+        return [record.derive(dict(doc)) for doc in results]
+
+    # -- per record -----------------------------------------------------------------------
+
+    def _apply(  # noqa: PLR0915  # the per-record hot path, kept in one frame
+        self, rec: Record, state: ShardState, changed: set[tuple[Any, int]]
+    ) -> Outcome:
+        doc = rec.as_dict()
+        key = doc.get(self.key)
+        if key is None or type(key) not in _KEY_TYPES:
+            what = "no" if key is None else f"a {type(key).__name__} in its"
+            msg = (
+                f"record has {what} key field {self.key!r}: a window needs a string or number there"
+            )
+            raise WindowRecordError(msg)
+        t = event_seconds(doc.get(self._field), self._field) if self._time_event else rec.arrival
+        aggs = self._aggs
+        get = doc.get
+        values = [get(f) if f else True for f in self._fields]
+        for i, name in self._numeric:
+            value = values[i]
+            if value is not None and type(value) is not int and type(value) is not float:
+                msg = f"field {name!r} is {value!r}, not a number: this window sums or compares it"
+                raise NotANumber(msg)
+        size = self.size_s
+        max_time = state.max_time
+        watermark = None if max_time is None else max_time - self.allowed_lateness_s
+        windows = state.windows
+        placed = False
+        slide = self._slide
+        starts = (int(t // size) * size,) if slide == size else window_starts(t, size, slide)
+        adds = self._adds
+        for start in starts:
+            end = start + size
+            if watermark is not None and end <= watermark:
+                continue  # closed
+            placed = True
+            wkey = (key, start)
+            accs = windows.get(wkey)
+            if accs is None:
+                accs = windows[wkey] = [agg.create() for agg in aggs]
+                opened = state.by_end.get(end)
+                if opened is None:
+                    state.by_end[end] = [wkey]
+                    heapq.heappush(state.ends, end)
+                else:
+                    opened.append(wkey)
+            changed.add(wkey)
+            for i, add in adds:
+                value = values[i]
+                if value is not None:
+                    accs[i] = add(accs[i], value, t)
+        if not placed:
+            return _LATE
+        if max_time is None or t > max_time:
+            state.max_time = max_time = t
+        watermark = max_time - self.allowed_lateness_s
+        ends = state.ends
+        if not ends or ends[0] > watermark:
+            return _NOTHING
+        results = []
+        while ends and ends[0] <= watermark:
+            end = heapq.heappop(ends)
+            for wkey in state.by_end.pop(end):
+                changed.add(wkey)
+                results.append(self._result(wkey, end, windows.pop(wkey)))
+        return Outcome(tuple(results))
+
+    def _result(self, wkey: tuple[Any, int], end: int, accs: list[Any]) -> dict[str, Any]:
+        key, start = wkey
+        start_iso = _iso_of(start)
+        out: dict[str, Any] = {
+            "window_id": f"{self._function}/{key}/{start_iso}",
+            "key": key,
+            "window_start": start_iso,
+            "window_end": _iso_of(end),
+        }
+        for name, agg, acc in zip(self.names, self._aggs, accs, strict=True):
+            out[name] = agg.result(acc)
+        return out
+
+
+_KEY_TYPES = (str, int, float, bool)
+_iso_of = lru_cache(maxsize=4096)(iso)  # window bounds repeat across keys
+_NUMERIC = (Sum, Min, Max, Avg)
+
+
+def window_problem(size_s: Any, slide_s: Any, allowed_lateness_s: Any) -> str | None:
+    """What is wrong with a window's sizes, or ``None`` (shared with ``validate``).
+
+    >>> window_problem(3600, 600, 60) is None, window_problem(3600, 700, 0)
+    (True, 'slide_s (700) must divide size_s (3600): e.g. 600 or 720')
+    """
+    if size_s is None:
+        return "needs size_s (tumbling, or hopping with slide_s) or gap_s (session windows)"
+    for name, value in (("size_s", size_s), ("slide_s", slide_s)):
+        if value is not None and (type(value) is not int or value < 1):
+            return f"{name} must be a whole number of seconds of at least 1, got {value!r}"
+    if type(allowed_lateness_s) is not int or allowed_lateness_s < 0:
+        return f"allowed_lateness_s must be a whole number >= 0, got {allowed_lateness_s!r}"
+    if slide_s is not None:
+        if slide_s > size_s:
+            return f"slide_s ({slide_s}) must not exceed size_s ({size_s})"
+        if size_s % slide_s:
+            divisors = [d for d in range(slide_s, 0, -1) if size_s % d == 0][:1]
+            divisors += [d for d in range(slide_s, size_s + 1) if size_s % d == 0][:1]
+            shown = " or ".join(str(d) for d in divisors)
+            return f"slide_s ({slide_s}) must divide size_s ({size_s}): e.g. {shown}"
+    if allowed_lateness_s > size_s:
+        return (
+            f"allowed_lateness_s ({allowed_lateness_s}) must not exceed size_s ({size_s}): "
+            "windows would stay open for more than their own length"
+        )
+    return None
+
+
+def _aggregation(name: str, spec: Any) -> Aggregation:
+    if isinstance(spec, str):
+        return build_aggregation(spec, None)
+    if isinstance(spec, dict) and len(spec) == 1:
+        ((kind, field_name),) = spec.items()
+        if not isinstance(field_name, str):
+            msg = f"aggregate.{name}: {{{kind}: FIELD}} takes a field name, got {field_name!r}"
+            raise AggregationError(msg)
+        return build_aggregation(kind, field_name)
+    msg = f"aggregate.{name}: expected KIND (count) or {{KIND: field}}, got {spec!r}"
+    raise AggregationError(msg)

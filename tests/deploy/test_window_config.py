@@ -1,0 +1,74 @@
+"""The window step in the pipeline file: the example validates against both descriptions
+(the validator and the JSON Schema), its ``shardline test`` cases pass, and the plan carries
+what the runtime builds the step from. The refusals with file:line are broken files
+(``tests/deploy/broken/window_settings.yaml``)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from deploy.pipeline.cases import load_suite, run_suite
+from deploy.pipeline.config import compile_plan, parse_config
+from tests.deploy.test_jsonschema import VALIDATOR, _validator_ok
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "windows"
+TEXT = (EXAMPLE / "pipeline.yaml").read_text(encoding="utf-8")
+
+
+def test_the_readme_example_is_the_shipped_example() -> None:
+    readme = (EXAMPLE.parents[1] / "README.md").read_text(encoding="utf-8")
+    body = TEXT.split("\n", 3)[3]  # after the three comment lines
+    assert body in readme
+
+
+def test_the_example_validates_and_the_schema_agrees() -> None:
+    doc = yaml.safe_load(TEXT)
+    assert _validator_ok(doc)
+    assert VALIDATOR.is_valid(doc)
+
+
+@pytest.mark.parametrize(
+    ("change", "valid"),
+    [
+        ({"slide_s": 600}, True),
+        ({"state": "memory", "time": "event"}, True),
+        ({"size_s": None}, False),
+        ({"aggregate": {}}, False),
+        ({"aggregate": {"n": {"sum": "a", "max": "b"}}}, False),
+        ({"colour": "red"}, False),
+    ],
+)
+def test_the_schema_and_the_validator_agree_on_a_window(
+    change: dict[str, Any], valid: bool
+) -> None:
+    doc = yaml.safe_load(TEXT)
+    window = doc["functions"]["purchases-per-user"]["processors"][1]["window"]
+    for key, value in change.items():
+        if value is None:
+            del window[key]
+        else:
+            window[key] = value
+    assert VALIDATOR.is_valid(copy.deepcopy(doc)) is valid
+    assert _validator_ok(doc) is valid
+
+
+def test_the_plan_names_the_function_and_the_late_sink_is_built() -> None:
+    plan = compile_plan(parse_config(TEXT, source="pipeline.yaml", env={}))
+    function = plan["functions"]["purchases-per-user"]
+    window = function["processors"][1]["window"]
+    assert window["function"] == "purchases-per-user"
+    assert (window["size_s"], window["state"], window["late"]) == (3600, "memory", "late-orders")
+    from stream.runtime import used_sinks  # noqa: PLC0415
+
+    assert used_sinks(function) == ["late-orders", "hourly"]
+
+
+def test_the_example_cases_pass() -> None:
+    results = run_suite(load_suite(EXAMPLE / "pipeline.test.yaml"))
+    assert results
+    assert all(result.passed for result in results), [r for r in results if not r.passed]

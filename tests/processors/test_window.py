@@ -1,0 +1,336 @@
+"""The window step: placement, watermark, late records, results, redelivery, and a property
+test against a one-pass plain-dict reference."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from processors.aggregations import (
+    DISTINCT_LIMIT,
+    AggregationError,
+    NotANumber,
+    build_aggregation,
+)
+from processors.chain import Chain, Step
+from processors.registry import build_processor
+from processors.window import (
+    MemoryStore,
+    Window,
+    WindowConfigError,
+    WindowRecordError,
+    event_seconds,
+    iso,
+    window_starts,
+)
+from stream.records import Record
+
+AGGREGATE = {
+    "n": "count",
+    "revenue": {"sum": "amount"},
+    "biggest": {"max": "amount"},
+    "smallest": {"min": "amount"},
+    "mean": {"avg": "amount"},
+    "products": {"distinct": "product"},
+    "first_page": {"first": "page"},
+    "last_page": {"last": "page"},
+}
+
+
+def _rec(doc: dict[str, Any], seq: int, shard: str = "s0", index: int = 0) -> Record:
+    return Record(orjson.dumps(doc), str(doc.get("user", "k")), str(seq), shard_id=shard,
+                  index=index)  # fmt: skip
+
+
+def _run(chain: Chain, docs: list[dict[str, Any]], first_seq: int = 1, shard: str = "s0"):
+    batch = [_rec(d, first_seq + i, shard, i) for i, d in enumerate(docs)]
+    return chain.run(batch)
+
+
+def _chain(**options: Any) -> tuple[Chain, Window]:
+    args = {"key": "user", "size_s": 60, "field": "ts", "aggregate": AGGREGATE, **options}
+    window = Window(**args)
+    return Chain([Step.of("processors[0].window", window)]), window
+
+
+class TestTime:
+    def test_numbers_of_at_least_1e11_are_milliseconds(self) -> None:
+        assert event_seconds(99_999_999_999, "ts") == 99_999_999_999.0
+        assert event_seconds(100_000_000_000, "ts") == 100_000_000.0
+
+    def test_iso_without_an_offset_is_utc_and_offsets_are_honoured(self) -> None:
+        assert event_seconds("1970-01-01T00:01:00", "ts") == 60.0
+        assert event_seconds("1970-01-01T01:01:00+01:00", "ts") == 60.0
+
+    @pytest.mark.parametrize("value", [None, True, "yesterday", {"s": 1}])
+    def test_anything_else_is_a_record_error(self, value: Any) -> None:
+        with pytest.raises(WindowRecordError, match="ts"):
+            event_seconds(value, "ts")
+
+    def test_hopping_windows_hold_size_over_slide_starts(self) -> None:
+        assert list(window_starts(59.9, 60, 15)) == [0, 15, 30, 45]
+        assert list(window_starts(60.0, 60, 15)) == [15, 30, 45, 60]
+
+
+class TestConfig:
+    @pytest.mark.parametrize(
+        ("options", "message"),
+        [
+            ({"size_s": None}, "needs size_s"),
+            ({"slide_s": 7}, "must divide size_s"),
+            ({"allowed_lateness_s": 61}, "must not exceed size_s"),
+            ({"gap_s": 30}, "not built yet"),
+            ({"state": "dynamodb"}, "not built yet"),
+            ({"field": None}, "needs field"),
+        ],
+    )
+    def test_wrong_settings_are_refused_with_the_fix(self, options: Any, message: str) -> None:
+        with pytest.raises(WindowConfigError, match=message):
+            _chain(**options)
+
+    def test_an_unknown_aggregation_names_the_built_ins(self) -> None:
+        with pytest.raises(AggregationError, match=r"unknown aggregation 'median'.*count, sum"):
+            _chain(aggregate={"m": {"median": "amount"}})
+
+    def test_the_registry_builds_it_as_a_tracked_built_in(self) -> None:
+        step = build_processor(
+            0, {"window": {"key": "u", "size_s": 60, "field": "ts", "aggregate": {"n": "count"}}}
+        )
+        assert isinstance(step.processor, Window)
+        assert step.tracked
+        assert step.prepare is not None
+
+
+class TestWindows:
+    def test_a_window_closes_when_the_watermark_passes_its_end(self) -> None:
+        chain, _ = _chain(allowed_lateness_s=10, function="fn")
+        docs = [
+            {"user": "ada", "ts": 5, "amount": 2, "product": "p1", "page": "/a"},
+            {"user": "ada", "ts": 50, "amount": 4, "product": "p1", "page": "/b"},
+            {"user": "ada", "ts": 1, "amount": 6, "product": "p2", "page": "/c"},
+            {"user": "ada", "ts": 69, "amount": 1, "product": "p3", "page": "/d"},  # wm 59
+        ]
+        assert _run(chain, docs).records == []
+        out = _run(chain, [{"user": "bob", "ts": 70}], first_seq=10).records  # wm 60
+        assert [r.json for r in out] == [
+            {
+                "window_id": "fn/ada/1970-01-01T00:00:00Z",
+                "key": "ada",
+                "window_start": "1970-01-01T00:00:00Z",
+                "window_end": "1970-01-01T00:01:00Z",
+                "n": 3,
+                "revenue": 12,
+                "biggest": 6,
+                "smallest": 2,
+                "mean": 4.0,
+                "products": 2,
+                "first_page": "/c",
+                "last_page": "/b",
+            }
+        ]
+        assert out[0].sequence_number == "10"  # the record that closed it: reported if failed
+
+    def test_late_records_go_to_the_late_sink_or_are_counted(self) -> None:
+        chain, window = _chain(late="late-orders")
+        result = _run(chain, [{"user": "a", "ts": 130}, {"user": "a", "ts": 59}])
+        assert [(r.get("ts"), r.routes) for r in result.records] == [(59, ("late-orders",))]
+        chain, window = _chain()
+        result = _run(chain, [{"user": "a", "ts": 130}, {"user": "a", "ts": 59}])
+        assert [r.get("window_id") for r in result.records] == []
+        assert window.late == 1
+
+    def test_a_record_without_its_key_or_time_is_dead_lettered_and_changes_nothing(self) -> None:
+        chain, _ = _chain()
+        result = _run(chain, [{"ts": 5}, {"user": "a"}, {"user": "a", "ts": 1, "amount": "x"}])
+        assert [type(f.error) for f in result.failures] == [
+            WindowRecordError, WindowRecordError, NotANumber,
+        ]  # fmt: skip
+        out = _run(chain, [{"user": "a", "ts": 3}, {"user": "b", "ts": 200}], first_seq=9)
+        assert [r.get("n") for r in out.records] == [1]
+
+    def test_several_results_of_one_record_are_parts_in_order_of_end(self) -> None:
+        chain, _ = _chain(function="f", allowed_lateness_s=60)
+        docs = [{"user": "b", "ts": 70}, {"user": "a", "ts": 10}, {"user": "c", "ts": 500}]
+        out = _run(chain, docs).records
+        assert [(r.get("window_id"), r.part) for r in out] == [
+            ("f/a/1970-01-01T00:00:00Z", "0"),
+            ("f/b/1970-01-01T00:01:00Z", "1"),
+        ]
+
+    def test_a_redelivered_batch_changes_nothing_and_yields_the_same_results(self) -> None:
+        chain, window = _chain(function="f")
+        docs = [{"user": "a", "ts": 10, "amount": 1}, {"user": "a", "ts": 70, "amount": 2}]
+        first = [r.json for r in _run(chain, docs).records]
+        again = [r.json for r in _run(chain, docs).records]  # same positions: a redelivery
+        assert first == again
+        assert first[0]["revenue"] == 1
+        state = window.store.shard("s0")  # type: ignore[attr-defined]
+        assert state.windows[("a", 60)][1] == 2  # counted once
+
+    def test_the_memory_store_counts_one_write_per_changed_window_per_batch(self) -> None:
+        store = MemoryStore()
+        chain, _ = _chain(store=store)
+        _run(chain, [{"user": u, "ts": t} for u in ("a", "b") for t in (1, 2, 3)])
+        assert store.writes == 2
+
+    def test_arrival_time_windows_read_no_field(self) -> None:
+        window = Window(key="user", size_s=60, time="arrival", aggregate={"n": "count"})
+        chain = Chain([Step.of("w", window)])
+        recs = [_rec({"user": "a"}, i, index=i) for i in range(3)]
+        for rec, arrival in zip(recs, (1.0, 2.0, 61.0), strict=True):
+            rec.arrival = arrival
+        assert [r.get("n") for r in chain.run(recs).records] == [2]
+
+
+class TestAggregations:
+    def test_distinct_is_exact_up_to_its_limit_then_says_at_least(self) -> None:
+        agg = build_aggregation("distinct", "p")
+        acc = agg.create()
+        for i in range(DISTINCT_LIMIT):
+            acc = agg.add(acc, i, 0.0)
+        acc = agg.add(acc, 0, 0.0)
+        assert agg.result(acc) == DISTINCT_LIMIT
+        acc = agg.add(acc, -1, 0.0)
+        assert agg.result(acc) == {"at_least": DISTINCT_LIMIT}
+
+    @pytest.mark.parametrize("kind", ["count", "sum", "min", "max", "avg", "distinct", "first",
+                                      "last"])  # fmt: skip
+    def test_merge_of_two_halves_equals_one_pass(self, kind: str) -> None:
+        agg = build_aggregation(kind, None if kind == "count" else "v")
+        values = [(3, 5.0), (1, 2.0), (4, 2.0), (1, 9.0), (5, 1.0)]
+        whole = agg.create()
+        for v, at in values:
+            whole = agg.add(whole, v, at)
+        left, right = agg.create(), agg.create()
+        for v, at in values[:2]:
+            left = agg.add(left, v, at)
+        for v, at in values[2:]:
+            right = agg.add(right, v, at)
+        assert agg.result(agg.merge(left, right)) == agg.result(whole)
+
+
+# -- the property: any batches, any redelivery, equal to a plain one-pass reference --------
+
+
+def _reference(
+    shards: dict[str, list[dict[str, Any]]], size: int, slide: int, lateness: int, fn: str
+) -> tuple[dict[str, dict[str, Any]], set[tuple[str, int]]]:
+    """Results by window_id and late (shard, position): one pass per shard, plain dicts."""
+    results: dict[str, dict[str, Any]] = {}
+    late: set[tuple[str, int]] = set()
+    for shard, docs in shards.items():
+        max_time: float | None = None
+        windows: dict[tuple[str, int], list[tuple[float, dict[str, Any]]]] = {}
+        for pos, doc in enumerate(docs):
+            t = event_seconds(doc["ts"], "ts")
+            wm = None if max_time is None else max_time - lateness
+            last = int(t // slide) * slide
+            starts = list(range(last - size + slide, last + 1, slide))
+            opened = [s for s in starts if wm is None or s + size > wm]
+            if not opened:
+                late.add((shard, pos))
+                continue
+            for s in opened:
+                windows.setdefault((doc["user"], s), []).append((t, doc))
+            max_time = t if max_time is None else max(max_time, t)
+            wm = max_time - lateness
+            for (key, s), items in list(windows.items()):
+                if s + size <= wm:
+                    del windows[(key, s)]
+                    amounts = [d["amount"] for _, d in items]
+                    pages = [(at, d["page"]) for at, d in items]
+                    start = iso(s)
+                    results[f"{fn}/{key}/{start}"] = {
+                        "window_id": f"{fn}/{key}/{start}",
+                        "key": key,
+                        "window_start": start,
+                        "window_end": iso(s + size),
+                        "n": len(items),
+                        "revenue": sum(amounts),
+                        "biggest": max(amounts),
+                        "smallest": min(amounts),
+                        "mean": sum(amounts) / len(amounts),
+                        "products": len({d["product"] for _, d in items}),
+                        "first_page": min(pages, key=lambda p: p[0])[1],
+                        "last_page": max(reversed(pages), key=lambda p: p[0])[1],
+                    }
+    return results, late
+
+
+def _as_time(seconds: int, how: int) -> Any:
+    if how == 0:
+        return seconds
+    if how == 1:
+        return seconds * 1000 + 100_000_000_000_000  # milliseconds, well past 1e11
+    return datetime.fromtimestamp(seconds, UTC).isoformat()
+
+
+@st.composite
+def _scenario(draw: st.DrawFn) -> dict[str, Any]:
+    size = draw(st.sampled_from([10, 30, 60]))
+    slide = draw(st.sampled_from([d for d in (size, size // 2, size // 5) if size % d == 0]))
+    lateness = draw(st.integers(0, size))
+    shards: dict[str, list[dict[str, Any]]] = {}
+    cuts: dict[str, list[int]] = {}
+    for n in range(draw(st.integers(1, 3))):
+        shard = f"shardId-{n}"
+        clock = 0
+        docs = []
+        for _ in range(draw(st.integers(0, 30))):
+            clock += draw(st.integers(0, 15))
+            t = max(0, clock - draw(st.integers(0, lateness + 10)))  # some beyond lateness
+            docs.append({
+                "user": draw(st.sampled_from([f"u{n}a", f"u{n}b", f"u{n}c"])),  # key -> shard
+                "ts": _as_time(t, draw(st.integers(0, 2))),
+                "amount": draw(st.integers(-5, 50)),
+                "product": draw(st.sampled_from("pqr")),
+                "page": draw(st.sampled_from(["/a", "/b", "/c"])),
+            })  # fmt: skip
+        shards[shard] = docs
+        # each batch: its size, then where the next batch starts (a redelivery when < end)
+        cuts[shard] = draw(st.lists(st.integers(1, 8), min_size=1, max_size=40))
+    redeliver = draw(st.lists(st.integers(0, 8), max_size=40))
+    return {"size": size, "slide": slide, "lateness": lateness, "shards": shards,
+            "cuts": cuts, "redeliver": redeliver}  # fmt: skip
+
+
+@settings(deadline=None, max_examples=150)
+@given(_scenario())
+def test_results_and_late_records_equal_a_one_pass_reference(scenario: dict[str, Any]) -> None:
+    """For any records (out of order, some beyond the lateness), keys and shards, batch
+    boundaries and redeliveries from any position of a batch, each window_id is emitted
+    with the reference's result (again, identically, on redelivery), every reference
+    result is emitted, and late records are exactly the reference's."""
+    size, slide, lateness = scenario["size"], scenario["slide"], scenario["lateness"]
+    window = Window(key="user", size_s=size, slide_s=slide, field="ts",
+                    allowed_lateness_s=lateness, aggregate=AGGREGATE, late="late",
+                    function="fn")  # fmt: skip
+    chain = Chain([Step.of("processors[0].window", window)])
+    emitted: dict[str, dict[str, Any]] = {}
+    late: set[tuple[str, int]] = set()
+    redeliver = iter(scenario["redeliver"])
+    cursors = dict.fromkeys(scenario["shards"], 0)
+    sizes = {shard: iter(cuts) for shard, cuts in scenario["cuts"].items()}
+    while any(cursors[s] < len(docs) for s, docs in scenario["shards"].items()):
+        for shard, docs in scenario["shards"].items():
+            start = cursors[shard]
+            if start >= len(docs):
+                continue
+            end = min(len(docs), start + next(sizes[shard], 8))
+            batch = [_rec(docs[p], 1000 + p, shard, p - start) for p in range(start, end)]
+            for rec in chain.run(batch).records:
+                doc = rec.json
+                if rec.routes == ("late",):
+                    late.add((shard, int(rec.sequence_number) - 1000))
+                else:
+                    assert emitted.setdefault(doc["window_id"], doc) == doc
+            back = next(redeliver, 0)  # a failure reported this many records before the end
+            cursors[shard] = max(start + 1, end - back) if back else end
+    expected, expected_late = _reference(scenario["shards"], size, slide, lateness, "fn")
+    assert emitted == expected
+    assert late == expected_late
