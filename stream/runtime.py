@@ -61,7 +61,7 @@ def load_plan(path: str | Path) -> Plan:
     Raises:
         PlanVersionError: the file is a plan of an older or newer shardline, or no plan (the
             message names the file and says to compile it again).
-        PlanError: the file has no functions. Both are ``ValueError``\ s too.
+        PlanError: the file has no functions. Both are also a ``ValueError``.
     """
     plan = orjson.loads(Path(path).read_bytes())
     check_version(plan, path)

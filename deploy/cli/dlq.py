@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from deploy.ops.dead_letters import Message, Scan, Selection
+    from stream.plan import Plan
 
 __all__ = ["dlq_group"]
 
@@ -50,7 +51,7 @@ def dlq_group() -> None:
 
 def _scan(
     file: str, endpoint_url: str | None, hold_s: int, filters: dict[str, str | None]
-) -> tuple[dict[str, Any], Scan, Selection]:
+) -> tuple[Plan, Scan, Selection]:
     """The plan, every message of its dead-letter queues (held for ``hold_s``), the filters."""
     import os  # noqa: PLC0415
 

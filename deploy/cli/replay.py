@@ -16,7 +16,10 @@ import click
 from deploy.cli.common import EXIT_INVALID, json_only_stdout, load_any_plan, plural
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from deploy.ops.replay import ReplayResult
+    from stream.plan import Plan
 
 __all__ = ["replay_command"]
 
@@ -122,14 +125,14 @@ def replay_command(
         sys.exit(1)
 
 
-def _read_back(plan: dict[str, Any], sinks: list[str]) -> dict[str, Any]:
+def _read_back(plan: Plan, sinks: list[str]) -> dict[str, Any]:
     """What the written stores hold now, read from the services (not the runner's counts)."""
     from deploy.local.readback import search_count, table_items  # noqa: PLC0415
     from stream.aws import aws_client  # noqa: PLC0415
 
     out: dict[str, Any] = {}
     for name in sinks:
-        spec = plan["sinks"].get(name, {})
+        spec: Mapping[str, Any] = plan["sinks"].get(name) or {}
         try:
             if spec.get("type") == "dynamodb":
                 out[name] = f"{len(table_items(aws_client('dynamodb'), spec['table']))} items"

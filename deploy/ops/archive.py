@@ -42,7 +42,9 @@ from sinks.s3 import BOOKKEEPING, DEAD_LETTERS
 from stream.records import Record
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Iterator
+
+    from stream.plan import Plan
 
 __all__ = [
     "CLOCK_MARGIN_S",
@@ -95,7 +97,7 @@ class Archive:
         return self.prefix.split("{", 1)[0].lstrip("/")
 
 
-def archive_problem(plan: Mapping[str, Any], function: str) -> str:
+def archive_problem(plan: Plan, function: str) -> str:
     """Why a function of the plan is not an archive a replay can read; "" when it is.
 
     >>> plan = {"sinks": {"raw": {"type": "s3", "bucket": "b"}, "t": {"type": "dynamodb"}},
@@ -110,22 +112,21 @@ def archive_problem(plan: Mapping[str, Any], function: str) -> str:
     if spec.get("processors"):
         return "it has processors: its lines hold what the chain made, not what arrived"
     route = list(spec.get("route") or ())
-    sinks = plan.get("sinks", {})
-    if len(route) != 1 or sinks.get(route[0], {}).get("type") != "s3":
+    sink = plan.get("sinks", {}).get(route[0]) if len(route) == 1 else None
+    if sink is None or sink.get("type") != "s3":
         return f"its route is not one sink of type s3 (it has: {route})"
-    sink = sinks[route[0]]
     for option in ("prefix", "partition"):
         if _NOW.search(str(sink.get(option) or "")):
             return f"sink {route[0]!r} uses {{now:...}} in its {option}: use {{arrival:...}}"
     return ""
 
 
-def find_archive(plan: Mapping[str, Any]) -> Archive | None:
+def find_archive(plan: Plan) -> Archive | None:
     """The plan's archive: its first function that qualifies (:func:`archive_problem`)."""
     for function, spec in plan["functions"].items():
         if archive_problem(plan, function):
             continue
-        name = spec["route"][0]
+        name = (spec.get("route") or [""])[0]
         sink = plan["sinks"][name]
         return Archive(
             function,

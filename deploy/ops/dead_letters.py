@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
 
     from sinks.base import Outcome
+    from stream.plan import Plan, SinkSpec
     from stream.records import Record
     from stream.runtime import SinkFactory
 
@@ -311,7 +312,7 @@ class SQSSource(LetterSource):
             )
 
 
-def sqs_queues(plan: Mapping[str, Any]) -> list[str]:
+def sqs_queues(plan: Plan) -> list[str]:
     """The SQS queues the plan's functions dead-letter to, in file order: every ``sqs``
     sink named as ``on_failure``, and ``<name>-dlq`` when a function names none (deploy
     creates it for Lambda's on-failure messages).
@@ -583,7 +584,7 @@ def _position(m: Message) -> tuple[str, int, int, str]:
 
 
 def redrive(
-    plan: Mapping[str, Any],
+    plan: Plan,
     scan: Scan,
     selected: Sequence[Message],
     *,
@@ -661,7 +662,7 @@ def redrive(
 
 
 def _resolve_ranges(
-    plan: Mapping[str, Any],
+    plan: Plan,
     ranges: Sequence[Message],
     resolve: Callable[[Message], Any],
     dry_run: bool,
@@ -691,7 +692,7 @@ def _resolve_ranges(
 
 
 def _run_function(
-    plan: Mapping[str, Any],
+    plan: Plan,
     function: str,
     messages: list[Message],
     make: SinkFactory,
@@ -710,7 +711,7 @@ def _run_function(
         redrives[index] = letter.redrives
     dead_sink = plan["functions"][function].get("on_failure")
 
-    def factory(name: str, spec: Mapping[str, Any]) -> Sink:
+    def factory(name: str, spec: SinkSpec) -> Sink:
         sink = make(name, spec)
         return _Recounted(sink, redrives) if name == dead_sink else sink
 

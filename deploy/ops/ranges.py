@@ -30,9 +30,9 @@ from deploy.ops.archive import Archive, find_archive, list_objects, read_object
 from deploy.ops.shards import read_range, stream_name, to_records
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
 
     from deploy.ops.dead_letters import Message, Selection
+    from stream.plan import Plan
     from stream.records import Record
 
 __all__ = ["Range", "RangeResolver", "Resolution", "parse_range"]
@@ -106,7 +106,7 @@ class RangeResolver:
     """
 
     def __init__(
-        self, plan: Mapping[str, Any], kinesis: Any, s3: Any, archive: Archive | None = None
+        self, plan: Plan, kinesis: Any, s3: Any, archive: Archive | None = None
     ) -> None:
         self.plan = plan
         self.kinesis = kinesis
@@ -140,7 +140,9 @@ class RangeResolver:
         sink_name = self.plan["functions"][function].get("on_failure")
         if not sink_name:
             return {dead_letter_queue_name(self.plan)}
-        sink = self.plan["sinks"].get(sink_name, {})
+        sink = self.plan["sinks"].get(sink_name)
+        if sink is None:
+            return {sink_name}
         return {str(sink.get("queue") or sink.get("bucket") or sink_name)}
 
     def __call__(self, message: Message) -> Resolution:

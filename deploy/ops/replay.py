@@ -47,10 +47,11 @@ from deploy.ops.archive import Archive, find_archive, list_objects, read_object
 from deploy.ops.shards import list_shard_ids, read_window, to_records
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
     from sinks.base import Sink
     from stream.batch import BatchRunner
+    from stream.plan import Plan, SinkSpec
     from stream.records import Record
     from stream.runtime import SinkFactory
 
@@ -185,7 +186,7 @@ class ReplayState:
 
 
 def target_sinks(
-    plan: Mapping[str, Any], request: ReplayRequest, archive: Archive | None
+    plan: Plan, request: ReplayRequest, archive: Archive | None
 ) -> list[str]:
     """The sinks a replay writes (module docstring: which sinks).
 
@@ -211,7 +212,7 @@ def target_sinks(
 
 
 def replay(
-    plan: Mapping[str, Any],
+    plan: Plan,
     request: ReplayRequest,
     *,
     s3: Any = None,
@@ -330,7 +331,7 @@ def _archive_waves(
 
 def _stream_waves(
     kinesis: Any,
-    plan: Mapping[str, Any],
+    plan: Plan,
     request: ReplayRequest,
     state: ReplayState,
     result: ReplayResult,
@@ -353,7 +354,7 @@ class _Lanes:
 
     def __init__(
         self,
-        plan: Mapping[str, Any],
+        plan: Plan,
         request: ReplayRequest,
         result: ReplayResult,
         sink_factory: SinkFactory | None,
@@ -377,7 +378,7 @@ class _Lanes:
             keep = set(self.result.sinks)
             keep.add(self.plan["functions"][self.request.function].get("on_failure") or "")
 
-            def factory(name: str, spec: Mapping[str, Any]) -> Sink:
+            def factory(name: str, spec: SinkSpec) -> Sink:
                 return make(name, spec) if name in keep else DiscardSink(name)
 
             runner = build_runner(self.plan, self.request.function, factory, metrics=False)
