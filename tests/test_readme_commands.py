@@ -37,6 +37,14 @@ SKIPPED = {
     "shardline deploy examples/clickstream/pipeline.yaml": "needs AWS (CloudFormation, "
     "Lambda); tests/deploy/test_dev.py deploys to moto",
     "shardline destroy examples/clickstream/pipeline.yaml": "needs AWS (a deployed stack)",
+    "shardline dlq ls pipeline.yaml": "needs the pipeline's dead-letter queues (a stack or "
+    "the local one); tests/integration/test_dlq.py drives dlq on moto",
+    "shardline dlq show pipeline.yaml --limit 5": "needs the dead-letter queues; "
+    "tests/integration/test_dlq.py",
+    "shardline dlq redrive pipeline.yaml --dry-run": "needs the dead-letter queues and "
+    "stores; tests/integration/test_dlq.py",
+    "shardline dlq redrive pipeline.yaml": "needs the dead-letter queues and stores; "
+    "tests/integration/test_dlq.py",
     "shardline replay pipeline.yaml --function enrich-and-route --since 2026-03-01T10:00 "
     "--until 2026-03-01T12:00 --dry-run": "needs an archive bucket with records; "
     "tests/integration/test_replay.py drives replay on moto",

@@ -783,7 +783,9 @@ def template_json(template: Mapping[str, Any]) -> str:
 def deploy_problems(plan: Plan) -> list[str]:
     """What in a valid plan cannot be deployed, each with the place and the fix; empty if
     nothing. The deploy step calls it before creating anything."""
-    problems: list[str] = []
+    from deploy.pipeline.steps import window_state_problems  # noqa: PLC0415
+
+    problems = window_state_problems(plan)
     functions = plan["functions"]
     for function, spec in functions.items():
         name = function_name(plan, function)

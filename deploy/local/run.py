@@ -288,6 +288,10 @@ class LocalRun:
             known = ", ".join(plan["functions"])
             msg = f"no function {', '.join(map(repr, unknown))} in the plan (known: {known})"
             raise RunError(msg)
+        from deploy.pipeline.steps import window_state_problems  # noqa: PLC0415
+
+        if problems := window_state_problems(plan, self.names):
+            raise RunError("; ".join(problems))
         self.worker_id = worker_id or f"{_hostname()}-{uuid.uuid4().hex[:8]}"
         self.in_process = in_process
         self.client = client or aws_client

@@ -16,9 +16,10 @@ from deploy.pipeline import runtime_checks, spec
 from deploy.pipeline.fields import Fields, as_mapping, describe, suggest, unknown
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Sequence
 
     from deploy.pipeline.problems import Path, Reporter
+    from stream.plan import Plan
 
 BUILTIN_PROCESSORS = ("enrich", "filter", "route", "window")
 ON_MISS = spec.LOOKUP["on_miss"].enum
@@ -259,6 +260,27 @@ def _rule(
     return {"when": when, "to": sink_list(r, f.at("to"), data["to"], sinks)}
 
 
+#: Why a window step with ``state: memory`` runs only where one process sees every record.
+MEMORY_WINDOWS = (
+    "state: memory keeps open windows in one process: `shardline test` and `invoke` run it; "
+    "`template`, `deploy`, `dev` and `run` refuse it, since a Lambda cold start or a restart "
+    "would lose open windows (state: dynamodb is not built yet)"
+)
+
+
+def window_state_problems(plan: Plan, functions: Iterable[str] | None = None) -> list[str]:
+    """The window steps of ``functions`` (default: all) whose state lives in one process:
+    each loses its open windows when the process goes, so nothing that runs a function as
+    Lambda does (deploy, a local run in runtimes or across restarts) may take one."""
+    problems = []
+    for name in functions if functions is not None else plan["functions"]:
+        for index, step in enumerate(plan["functions"][name].get("processors") or ()):
+            window = step.get("window")
+            if isinstance(window, dict) and window.get("state", "memory") == "memory":
+                problems.append(f"functions.{name}.processors[{index}].window: {MEMORY_WINDOWS}")
+    return problems
+
+
 def _window(
     r: Reporter, path: Path, args: Any, sinks: Sequence[str] | None, chain: Path
 ) -> dict[str, Any]:
@@ -287,6 +309,8 @@ def _window(
             r.error(f.at(where), problem)
     if out["state"] == "dynamodb":
         r.error(f.at("state"), "state: dynamodb is not built yet: use memory (the default)")
+    else:
+        r.note(f.at("state") if f.has("state") else path, MEMORY_WINDOWS)
     if out["time"] == "event" and not f.has("field"):
         r.error(f.at("field"), "required with time: event (the record field holding the time)")
     if out["time"] == "arrival" and f.has("field"):

@@ -72,3 +72,21 @@ def test_the_example_cases_pass() -> None:
     results = run_suite(load_suite(EXAMPLE / "pipeline.test.yaml"))
     assert results
     assert all(result.passed for result in results), [r for r in results if not r.passed]
+
+
+def test_nothing_that_runs_a_function_as_lambda_takes_a_window_kept_in_memory() -> None:
+    """A cold start or a restart would lose the open windows: the template (deploy, dev) and
+    a local run refuse the step, naming it; validate says so as a note."""
+    from deploy.aws.cloudformation import deploy_problems
+    from deploy.local.run import LocalRun, RunError
+
+    cfg = parse_config(TEXT, source="pipeline.yaml", env={})
+    plan = compile_plan(cfg)
+    where = "functions.purchases-per-user.processors[1].window: state: memory"
+    assert any(p.startswith(where) for p in deploy_problems(plan))
+    with pytest.raises(RunError, match=r"processors\[1\]\.window: state: memory"):
+        LocalRun(plan, in_process=True)
+    assert any("state: memory" in n.message for n in cfg.notes)
+    without = copy.deepcopy(plan)
+    without["functions"]["purchases-per-user"]["processors"].pop(1)
+    assert not [p for p in deploy_problems(without) if "window" in p]
