@@ -762,13 +762,19 @@ def test_a_handler_past_its_timeout_is_retried_and_a_batch_that_always_is_given_
     stats = local.runs[0].stats
     assert stats is not None
     assert stats.batches_failed >= 3  # the stall-once batch, and stall-always's bisections
-    (message,) = reconciler.on_failure
-    info, given_up = message["KinesisBatchInfo"], scenario.produced[always]
-    assert (info["shardId"], info["startSequenceNumber"], info["batchSize"]) == (
-        given_up.shard_id, given_up.sequence_number, 1
-    )  # fmt: skip
-    assert message["requestContext"]["condition"] == "RetryAttemptsExhausted"
-    assert (figures.delivered, figures.dead_lettered) == (figures.produced - 1, 1)
+    given_up = scenario.produced[always]
+    messages = reconciler.on_failure
+    (info,) = [
+        m["KinesisBatchInfo"] for m in messages
+        if (m["KinesisBatchInfo"]["shardId"], m["KinesisBatchInfo"]["startSequenceNumber"])
+        == (given_up.shard_id, given_up.sequence_number)
+    ]  # fmt: skip
+    assert info["batchSize"] == 1  # bisected down to the one record that always stalls
+    # On a loaded machine a healthy batch can pass the 1 s too, twice, and be given up as
+    # Lambda would give it up: each give-up is a message, and accounted for, never lost.
+    assert {m["requestContext"]["condition"] for m in messages} == {"RetryAttemptsExhausted"}
+    named = sum(m["KinesisBatchInfo"]["batchSize"] for m in messages)
+    assert (figures.delivered, figures.dead_lettered) == (figures.produced - named, named)
 
 
 # -- (f): SIGKILL of a runner, and a restart -----------------------------------------------
