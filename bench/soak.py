@@ -266,7 +266,7 @@ def run_load(
     from deploy.config import load_plan_from_file  # noqa: PLC0415
     from deploy.dev import LOG_DIR, run_dev  # noqa: PLC0415
     from deploy.local import LocalAWS  # noqa: PLC0415
-    from stream.clients import reset_clients  # noqa: PLC0415
+    from stream.aws import reset_clients  # noqa: PLC0415
 
     seconds = minutes * 60.0
     load = LoadReport(minutes, rate, warm_up_s=max(10.0, seconds / 4))

@@ -269,7 +269,7 @@ def produce(
 
     from deploy.cli_local import use_local_stack  # noqa: PLC0415
     from deploy.produce import produce_lines  # noqa: PLC0415
-    from stream.clients import aws_client  # noqa: PLC0415
+    from stream.aws import aws_client  # noqa: PLC0415
     from stream.producer import Producer  # noqa: PLC0415
 
     endpoint_url = use_local_stack(endpoint_url)
@@ -421,7 +421,7 @@ def status(
     from deploy.cli_local import use_local_stack  # noqa: PLC0415
     from deploy.invoke import load_any_plan  # noqa: PLC0415
     from deploy.run import mapping_status  # noqa: PLC0415
-    from stream.clients import aws_client  # noqa: PLC0415
+    from stream.aws import aws_client  # noqa: PLC0415
 
     endpoint_url = use_local_stack(endpoint_url)
     if endpoint_url:

@@ -235,7 +235,7 @@ def dev_command(
     from deploy.dev import LOG_DIR, aggregate_refusal, run_dev  # noqa: PLC0415
     from deploy.invoke import load_any_plan  # noqa: PLC0415
     from deploy.run import stop_on_signals  # noqa: PLC0415
-    from stream.clients import reset_clients  # noqa: PLC0415
+    from stream.aws import reset_clients  # noqa: PLC0415
 
     console = Console(stderr=True, width=120)
     accounts = None
@@ -430,7 +430,7 @@ def demo_command(*, events: int, as_json: bool) -> None:
     from deploy.demo import EXAMPLE, run_demo  # noqa: PLC0415
     from deploy.dev import LOG_DIR  # noqa: PLC0415
     from deploy.local import LocalAWS  # noqa: PLC0415
-    from stream.clients import reset_clients  # noqa: PLC0415
+    from stream.aws import reset_clients  # noqa: PLC0415
 
     console = Console(stderr=True, width=110)
     with console.status("starting the local AWS (moto server, osmem-server)"):

@@ -29,7 +29,7 @@ def use_local_stack(endpoint_url: str | None) -> str | None:
     if stack is None:
         return None
     os.environ.update(stack.environ())
-    from stream.clients import reset_clients  # noqa: PLC0415
+    from stream.aws import reset_clients  # noqa: PLC0415
 
     reset_clients()
     click.echo(

@@ -239,7 +239,7 @@ class LocalRun:
         log_dir: Path | str | None = None,
         log_to: Any = None,
     ) -> None:
-        from stream.clients import aws_client  # noqa: PLC0415
+        from stream.aws import aws_client  # noqa: PLC0415
 
         if settings not in SETTINGS_SOURCES:
             msg = f"settings {settings!r}: expected one of {', '.join(SETTINGS_SOURCES)}"

@@ -527,7 +527,7 @@ class DynamoDBFetch:
     def client(self) -> Any:
         """The DynamoDB client, created on first use (boto3 is imported only then)."""
         if self._client is None:
-            from stream.clients import aws_client  # noqa: PLC0415  # boto3 on first fetch
+            from stream.aws import aws_client  # noqa: PLC0415  # boto3 on first fetch
 
             self._client = aws_client("dynamodb")
         return self._client

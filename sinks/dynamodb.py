@@ -56,7 +56,7 @@ from sinks.base import (
     permanent,
     retryable,
 )
-from stream.clients import aws_client
+from stream.aws import aws_client
 from stream.faults import INFRASTRUCTURE_CODES, INFRASTRUCTURE_ERRORS
 from stream.records import record_position
 

@@ -81,7 +81,7 @@ from sinks.base import (
     retryable,
 )
 from sinks.templates import Template, TemplateError
-from stream.clients import aws_client
+from stream.aws import aws_client
 from stream.exceptions import DecodeError
 
 if TYPE_CHECKING:

@@ -76,7 +76,7 @@ from sinks.base import (
     permanent,
     retryable,
 )
-from stream.clients import aws_client
+from stream.aws import aws_client
 from stream.faults import is_infrastructure
 
 if TYPE_CHECKING:

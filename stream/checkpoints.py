@@ -72,7 +72,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from stream.clients import aws_client
+from stream.aws import aws_client
 from stream.exceptions import ShardlineError
 
 if TYPE_CHECKING:

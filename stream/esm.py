@@ -297,7 +297,7 @@ class EventSourceMapping:
     def client(self) -> Any:
         """The Kinesis client, created on first use."""
         if self._client is None:
-            from stream.clients import aws_client  # noqa: PLC0415  # boto3 only when needed
+            from stream.aws import aws_client  # noqa: PLC0415  # boto3 only when needed
 
             self._client = aws_client("kinesis")
         return self._client

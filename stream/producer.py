@@ -840,7 +840,7 @@ class Producer:
     def client(self) -> Any:
         """The Kinesis client, created on first use (boto3 is imported only then)."""
         if self._client is None:
-            from stream.clients import aws_client  # noqa: PLC0415  # boto3 only when sending
+            from stream.aws import aws_client  # noqa: PLC0415  # boto3 only when sending
 
             self._client = aws_client("kinesis")
         return self._client

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 from hypothesis import HealthCheck, settings
 
-from stream.clients import reset_clients
+from stream.aws import reset_clients
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -27,7 +27,7 @@ settings.load_profile(
 @pytest.fixture(autouse=True)
 def _fresh_aws_clients() -> Iterator[None]:
     """Tests point boto3 at different servers through the environment; the runtime's
-    shared clients (``stream.clients``) must not carry one test's endpoint into the next."""
+    shared clients (``stream.aws``) must not carry one test's endpoint into the next."""
     reset_clients()
     yield
     reset_clients()

@@ -64,7 +64,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_dev_deploys_runs_and_resumes(stack: LocalAWS, workdir: Path) -> None:
-    from stream.clients import reset_clients  # noqa: PLC0415
+    from stream.aws import reset_clients  # noqa: PLC0415
 
     reset_clients()
     plan = load_plan_from_file(EXAMPLE)

@@ -212,7 +212,7 @@ class TestDevReconciles:
         from deploy.demo import account  # noqa: PLC0415
         from deploy.dev import run_dev  # noqa: PLC0415
         from deploy.local import LocalAWS  # noqa: PLC0415
-        from stream.clients import reset_clients  # noqa: PLC0415
+        from stream.aws import reset_clients  # noqa: PLC0415
         from stream.producer import Producer  # noqa: PLC0415
 
         (workdir / "iot.yaml").write_text(DEV_IOT, encoding="utf-8")

@@ -40,12 +40,12 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import pytest
 
-import stream.clients
+import stream.aws
 from bench.soak import runtime_workers
 from deploy.config import load_plan_from_file
 from deploy.local import provision
 from deploy.run import LocalRun
-from stream.clients import reset_clients
+from stream.aws import reset_clients
 from stream.producer import Producer
 from tests.e2e.reconcile import (
     FUNCTION,
@@ -463,7 +463,7 @@ class TestHttpFaults:
         """One write in ten, on every sink, is answered two seconds late, after the
         client's half-second read timeout: the write landed but the sink cannot know, so it
         writes again; nothing is applied twice or out of order."""
-        monkeypatch.setattr(stream.clients, "READ_TIMEOUT_S", 0.5)  # Lambda's own is 30 s
+        monkeypatch.setattr(stream.aws, "READ_TIMEOUT_S", 0.5)  # Lambda's own is 30 s
         route_sinks_through(monkeypatch, aws_proxy)
         scenario = self.scenario(aws, tmp_path, unique, opensearch_endpoint, search_proxy.url)
         scenario.plan["sinks"]["search"]["timeout"] = 0.5  # the sink's option, not the file's

@@ -13,7 +13,7 @@ import pytest
 import stream.lambda_handler as lh
 from deploy.config import load_plan_from_file
 from deploy.readback import dead_letters, table_items
-from stream.clients import reset_clients
+from stream.aws import reset_clients
 from stream.testing import EventFactory
 
 if TYPE_CHECKING:

@@ -38,8 +38,8 @@ from deploy.config import load_plan_from_file
 from deploy.local import provision
 from deploy.readback import archive_lines
 from deploy.run import LocalRun, lease_table_name
+from stream.aws import reset_clients
 from stream.checkpoints import SHARD_END, TRIM_HORIZON, Lease, LeaseTable, LeaseTableError
-from stream.clients import reset_clients
 from stream.producer import Producer
 from tests.integration.order_probe import ProbeLine, read_probe
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from stream.clients import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, aws_client, reset_clients
+from stream.aws import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, aws_client, reset_clients
 
 
 @pytest.fixture(autouse=True)
@@ -36,7 +36,7 @@ class TestAwsClient:
         assert aws_client("dynamodb").meta.endpoint_url == "http://127.0.0.1:4566"
 
     def test_importing_the_module_imports_no_boto3(self):
-        code = "import sys, stream.clients; print('boto3' in sys.modules)"
+        code = "import sys, stream.aws; print('boto3' in sys.modules)"
         out = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, check=True
         )

@@ -73,7 +73,7 @@ class EventBridgeSink(Sink):
 
     def _write(self, items: Sequence[Record]) -> list[Outcome]:
         if self._client is None:
-            from stream.clients import aws_client  # noqa: PLC0415  # boto3 on first use
+            from stream.aws import aws_client  # noqa: PLC0415  # boto3 on first use
 
             self._client = aws_client("events")
         entries = [
