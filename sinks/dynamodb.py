@@ -135,7 +135,7 @@ class DynamoDBSink(Sink):
         max_attempts: attempts for a call (throttled items included) before the items are
             reported retryable.
         base_delay: first backoff delay in seconds; doubles per attempt up to ``MAX_DELAY_S``
-            (2 s), full jitter (:func:`sinks.base.backoff_delay`).
+            (2 s), full jitter (:func:`stream.aws.backoff_delay`).
         sleep: injectable for tests.
         now: the clock for ``_written_at``.
     """

@@ -222,7 +222,7 @@ class S3Sink(Sink):
         kms_key_id: the KMS key for ``aws:kms`` (default: the account's ``aws/s3`` key).
         max_attempts: attempts per object before its records are reported retryable.
         base_delay: first backoff delay in seconds; doubles per attempt up to ``MAX_DELAY_S``
-            (2 s), full jitter (:func:`sinks.base.backoff_delay`).
+            (2 s), full jitter (:func:`stream.aws.backoff_delay`).
         sleep: injectable for tests.
         now: the clock for ``{now:FMT}`` in templates.
     """

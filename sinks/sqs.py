@@ -299,7 +299,7 @@ class SQSSink(Sink):
         max_attempts: attempts of a call (failed entries only, after the first) before
             the messages are reported retryable.
         base_delay: first backoff delay in seconds; doubles per attempt up to ``MAX_DELAY_S``
-            (2 s), full jitter (:func:`sinks.base.backoff_delay`).
+            (2 s), full jitter (:func:`stream.aws.backoff_delay`).
         sleep: injectable for tests.
 
     Raises:

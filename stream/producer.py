@@ -166,6 +166,7 @@ class _NoShardMap(Exception):  # internal: never leaves the producer
         super().__init__(failure.reason)
         self.failure = failure
 
+
 class InvalidRecordError(RecordError, ValueError):
     """A record that Kinesis would refuse, refused by ``put()`` before anything is sent.
 
