@@ -42,7 +42,6 @@ The table's partition key is ``table_key`` (by default the same name as the reco
 
 from __future__ import annotations
 
-import random
 import time
 from base64 import b64encode
 from collections import OrderedDict
@@ -54,8 +53,16 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import orjson
 
 from processors.errors import ProcessorError
+from stream.aws import (
+    FIRST_DELAY_S,
+    MAX_ATTEMPTS,
+    MAX_DELAY_S,
+    Kind,
+    backoff_delay,
+    classify,
+    lazy_client,
+)
 from stream.exceptions import DecodeError, RecordError, RetryableError
-from stream.faults import INFRASTRUCTURE_CODES
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -86,15 +93,6 @@ DEFAULT_MAX_ENTRIES = 10_000
 ON_MISS = ("keep", "drop", "dead_letter")
 _MAX_KEY_BYTES = 2048  # DynamoDB's limit for a partition key value
 _INT_RANGE = (-(2**63), 2**64 - 1)  # what orjson can write back as an integer
-_RETRYABLE_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "ServiceUnavailable",
-    }
-)
 _FIXES = {
     "ResourceNotFoundException": "create the table, or fix lookup.table (it is looked up in "
     "the function's region)",
@@ -272,7 +270,8 @@ class Lookup:
             while the Lambda is warm.
         fetch: replaces the DynamoDB fetch (tests, other stores); see :data:`Fetch`.
         batch_size: most keys per fetch (BatchGetItem takes 100).
-        max_attempts: attempts per BatchGetItem call before its keys are reported retryable.
+        max_attempts: attempts per BatchGetItem call before its keys are reported retryable
+            (by default the budget of every sink, :data:`stream.aws.MAX_ATTEMPTS`).
         sleep: the backoff's sleep, injectable for tests.
         now: the cache's clock (monotonic seconds), injectable for tests.
 
@@ -309,7 +308,7 @@ class Lookup:
         client: Any = None,
         fetch: Fetch | None = None,
         batch_size: int = MAX_KEYS_PER_CALL,
-        max_attempts: int = 4,
+        max_attempts: int = MAX_ATTEMPTS,
         sleep: Callable[[float], None] = time.sleep,
         now: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -482,8 +481,10 @@ class DynamoDBFetch:
         key: the table's partition key attribute.
         client: a boto3 DynamoDB client; by default created on first use, then reused.
         max_attempts: calls per fetch (the first and the retries of unprocessed keys,
-            throttles, 5xx and connection errors) before giving up.
-        base_delay: backoff before the second call, doubled per call, with full jitter.
+            throttles, 5xx and connection errors) before giving up; by default the budget
+            of every sink (:data:`stream.aws.MAX_ATTEMPTS`).
+        base_delay: bound of the backoff before the second call, doubled per call, with
+            full jitter; by default the sinks' waits (:func:`stream.aws.backoff_delay`).
         max_delay: cap of one backoff: a lookup must not eat the Lambda's timeout.
         sleep: injectable for tests.
         consistent_read: strongly consistent reads (twice the read capacity).
@@ -506,9 +507,9 @@ class DynamoDBFetch:
         key: str,
         *,
         client: Any = None,
-        max_attempts: int = 4,
-        base_delay: float = 0.05,
-        max_delay: float = 1.0,
+        max_attempts: int = MAX_ATTEMPTS,
+        base_delay: float = FIRST_DELAY_S,
+        max_delay: float = MAX_DELAY_S,
         sleep: Callable[[float], None] = time.sleep,
         consistent_read: bool = False,
     ) -> None:
@@ -524,18 +525,12 @@ class DynamoDBFetch:
         self._max_delay = max_delay
         self._sleep = sleep
 
-    @property
-    def client(self) -> Any:
-        """The DynamoDB client, created on first use (boto3 is imported only then)."""
-        if self._client is None:
-            from stream.aws import aws_client  # noqa: PLC0415  # boto3 on first fetch
-
-            self._client = aws_client("dynamodb")
-        return self._client
+    client = lazy_client("dynamodb")
+    """The DynamoDB client, created on first use (boto3 is imported only then)."""
 
     def backoff(self, attempt: int) -> float:
         """The sleep before call ``attempt`` (1-based retries): full jitter, capped."""
-        return random.uniform(0, min(self._max_delay, self._base_delay * 2 ** (attempt - 1)))
+        return backoff_delay(attempt - 1, self._base_delay, self._max_delay)
 
     def __call__(self, keys: Sequence[KeyValue]) -> Fetched:
         """Fetch the items of these keys (at most 100, distinct, one type).
@@ -572,31 +567,24 @@ class DynamoDBFetch:
         return Fetched(items, tuple(k for k in left if k is not None))
 
     def _classify(self, exc: Exception) -> LookupUnavailable:
-        from botocore.exceptions import (  # noqa: PLC0415  # loaded with the client anyway
-            BotoCoreError,
-            ClientError,
-        )
-
-        if isinstance(exc, BotoCoreError):
-            reason = f"lookup: DynamoDB unreachable for table {self.table!r}: {exc}"
-            return LookupUnavailable(reason, type(exc).__name__, table_wide=True)
-        if not isinstance(exc, ClientError):
+        failure = classify(exc, "dynamodb")
+        if failure.kind is Kind.OTHER:
             raise exc
-        error = exc.response.get("Error", {})
-        code = error.get("Code", "")
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        reason = f"lookup: DynamoDB {code} on table {self.table!r}: {error.get('Message', '')}"
-        if code in _RETRYABLE_CODES or status >= 500:
+        if not failure.answered:  # any botocore error: unreachable, for every key alike
+            reason = f"lookup: DynamoDB unreachable for table {self.table!r}: {exc}"
+            return LookupUnavailable(reason, failure.code, table_wide=True)
+        code = failure.code
+        reason = f"lookup: DynamoDB {code} on table {self.table!r}: {failure.message}"
+        if failure.kind is Kind.RETRYABLE:
             return LookupUnavailable(reason, code)
         fix = _FIXES.get(code)
-        if code in INFRASTRUCTURE_CODES:  # no record's fault, and the same for every key
+        if failure.kind is Kind.INFRASTRUCTURE:  # no record's fault, the same for every key
             raise LookupUnavailable(
                 f"{reason}: {fix}" if fix else reason, code, table_wide=True
             ) from exc
         raise LookupFailed(
             f"{reason}: {fix}" if fix else reason, code, table_wide=code != "ValidationException"
         ) from exc
-
 
 def plain_value(attribute: Mapping[str, Any]) -> Any:
     """A DynamoDB AttributeValue as plain JSON: what ``into`` receives.

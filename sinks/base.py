@@ -37,13 +37,14 @@ runs in Lambda):
 from __future__ import annotations
 
 import enum
-import random
 import time
 from abc import ABC, abstractmethod
 from base64 import b64decode, b64encode
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+# the attempt budget and the backoff every sink uses, re-exported for sink plugins
+from stream.aws import BASE_DELAY_S, MAX_ATTEMPTS, MAX_DELAY_S, backoff_delay
 from stream.exceptions import ShardlineError
 
 if TYPE_CHECKING:
@@ -67,27 +68,6 @@ __all__ = [
     "permanent",
     "retryable",
 ]
-
-#: Attempts per call within one invocation before its records are reported retryable, and
-#: the first and the largest backoff delay between them (full jitter). Together: at most
-#: about 7 s of waiting per call (3.5 s expected), so that with the event source mapping's
-#: waits between retries of a batch (2, 4, 8 s locally) the default three retries ride out a
-#: sink outage of tens of seconds, while one invocation of a function writing four sinks
-#: stays well inside a 60 s timeout.
-MAX_ATTEMPTS = 8
-BASE_DELAY_S = 0.05
-MAX_DELAY_S = 2.0
-
-
-def backoff_delay(attempt: int, base_delay: float = BASE_DELAY_S) -> float:
-    """The wait before attempt ``attempt`` (1 for the first retry): full jitter, uniform
-    between 0 and ``base_delay * 2**attempt``, capped at :data:`MAX_DELAY_S`.
-
-    >>> 0 <= backoff_delay(1) <= 0.1, 0 <= backoff_delay(30) <= MAX_DELAY_S
-    (True, True)
-    """
-    return random.uniform(0, min(MAX_DELAY_S, base_delay * 2 ** min(attempt, 32)))
-
 
 class SinkError(ShardlineError):
     """Root of the errors of ``sinks/``.

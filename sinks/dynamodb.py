@@ -56,8 +56,7 @@ from sinks.base import (
     permanent,
     retryable,
 )
-from stream.aws import aws_client
-from stream.faults import INFRASTRUCTURE_CODES, INFRASTRUCTURE_ERRORS
+from stream.aws import Kind, classify, lazy_client
 from stream.records import record_position
 
 if TYPE_CHECKING:
@@ -72,16 +71,6 @@ _INEXACT = float(2**63)
 _UNREACHABLE = "DynamoDB unreachable"
 _UNUSABLE = "DynamoDB table unusable"
 POSITION = "_position"
-_RETRYABLE_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "ServiceUnavailable",
-        "TransactionInProgressException",
-    }
-)
 
 
 class _InexactNumber(ValueError):
@@ -146,7 +135,7 @@ class DynamoDBSink(Sink):
         max_attempts: attempts for a call (throttled items included) before the items are
             reported retryable.
         base_delay: first backoff delay in seconds; doubles per attempt up to ``MAX_DELAY_S``
-            (2 s), full jitter (:func:`sinks.base.backoff_delay`).
+            (2 s), full jitter (:func:`stream.aws.backoff_delay`).
         sleep: injectable for tests.
         now: the clock for ``_written_at``.
     """
@@ -180,12 +169,8 @@ class DynamoDBSink(Sink):
         self._sleep = sleep
         self._now = now
 
-    @property
-    def client(self) -> Any:
-        """The DynamoDB client, created on first use (boto3 is imported only then)."""
-        if self._client is None:
-            self._client = aws_client("dynamodb")
-        return self._client
+    client = lazy_client("dynamodb")
+    """The DynamoDB client, created on first use (boto3 is imported only then)."""
 
     def _write(self, items: Sequence[Record]) -> list[Outcome]:
         outcomes: list[Outcome] = [OK] * len(items)
@@ -362,11 +347,6 @@ class DynamoDBSink(Sink):
         retries: int | None = None,
     ) -> tuple[Outcome, dict[str, Any]]:
         """Call with retries of throttles and 5xx; the outcome and the last response."""
-        from botocore.exceptions import (  # noqa: PLC0415  # loaded with boto3 anyway
-            BotoCoreError,
-            ClientError,
-        )
-
         attempts = retries or self._max_attempts
         outcome: Outcome = OK
         for attempt in range(attempts):
@@ -374,28 +354,26 @@ class DynamoDBSink(Sink):
                 self._sleep(backoff_delay(attempt, self._base_delay))
             try:
                 response = fn()
-            except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code", "")
-                message = exc.response.get("Error", {}).get("Message", "")
-                if code in ok_codes:
-                    return OK, {}
-                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-                reason = f"DynamoDB {code} on table {self.table!r}: {message}"
-                if code in INFRASTRUCTURE_CODES:  # the table, not the item: retrying now
-                    return retryable(f"{_UNUSABLE}: {reason}", code), {}  # cannot help
-                if code in _RETRYABLE_CODES or status >= 500:
-                    outcome = retryable(reason, code)
-                    continue
-                return permanent(reason, code), {}
-            except BotoCoreError as exc:
-                name = type(exc).__name__
-                if name in INFRASTRUCTURE_ERRORS:
-                    return retryable(f"{_UNUSABLE}: {exc}", name), {}  # no credentials...
-                outcome = retryable(f"{_UNREACHABLE}: {exc}", name)
+            except Exception as exc:  # classified; anything not botocore's is re-raised
+                failure = classify(exc, "dynamodb")
+                if failure.kind is Kind.OTHER:
+                    raise
+                if failure.answered:
+                    if failure.code in ok_codes:
+                        return OK, {}
+                    reason = f"DynamoDB {failure.code} on table {self.table!r}: {failure.message}"
+                    if failure.kind is Kind.INFRASTRUCTURE:  # the table, not the item:
+                        return retryable(f"{_UNUSABLE}: {reason}", failure.code), {}  # no retry
+                    if failure.kind is Kind.RETRYABLE:
+                        outcome = retryable(reason, failure.code)
+                        continue
+                    return permanent(reason, failure.code), {}
+                if failure.kind is Kind.INFRASTRUCTURE:  # no credentials, no region...
+                    return retryable(f"{_UNUSABLE}: {exc}", failure.code), {}
+                outcome = retryable(f"{_UNREACHABLE}: {exc}", failure.code)
                 continue
             return OK, response
         return outcome, {}
-
 
 def _primary(item: dict[str, Any], key: str) -> tuple[str, str]:
     return str(item[key]), item[POSITION]["S"]

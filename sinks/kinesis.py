@@ -34,6 +34,7 @@ import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sinks.base import OK, Outcome, Sink, permanent, retryable
+from stream.aws import FIRST_DELAY_S, MAX_ATTEMPTS, MAX_DELAY_S
 from stream.exceptions import RecordError
 from stream.producer import MAX_RECORD_BYTES, InvalidRecordError, Producer
 
@@ -57,8 +58,10 @@ class KinesisSink(Sink):
             while the Lambda is warm.
         aggregate: pack records into KPL aggregates per shard (the consumer must
             de-aggregate; shardline's does).
-        max_attempts: times an entry is sent before its record is reported retryable.
-        base_delay: first backoff bound in seconds; doubles per attempt, full jitter.
+        max_attempts: times an entry is sent before its record is reported retryable (by
+            default the budget of every sink, :data:`stream.aws.MAX_ATTEMPTS`).
+        base_delay: first backoff bound in seconds; doubles per attempt, full jitter (by
+            default the other sinks' waits, :func:`stream.aws.backoff_delay`).
         max_delay: the backoff bound's cap in seconds.
         max_record_bytes: the target stream's maximum record size.
         sleep: injectable for tests.
@@ -75,9 +78,9 @@ class KinesisSink(Sink):
         partition_key: str,
         client: Any = None,
         aggregate: bool = False,
-        max_attempts: int = 5,
-        base_delay: float = 0.05,
-        max_delay: float = 1.0,
+        max_attempts: int = MAX_ATTEMPTS,
+        base_delay: float = FIRST_DELAY_S,
+        max_delay: float = MAX_DELAY_S,
         max_record_bytes: int = MAX_RECORD_BYTES,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:

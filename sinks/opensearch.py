@@ -168,7 +168,7 @@ class OpenSearchSink(Sink):
         max_attempts: rounds of writing (and, with ``id``, reading) before what still fails
             is reported retryable.
         base_delay: first backoff delay in seconds; doubles per round up to ``MAX_DELAY_S``
-            (2 s), full jitter (:func:`sinks.base.backoff_delay`).
+            (2 s), full jitter (:func:`stream.aws.backoff_delay`).
         timeout: seconds per HTTP request of the default client (connect and read).
         region: the region to sign for; default ``AWS_REGION``, ``AWS_DEFAULT_REGION``,
             then boto3's configuration.

@@ -81,7 +81,7 @@ from sinks.base import (
     retryable,
 )
 from sinks.templates import Template, TemplateError
-from stream.aws import aws_client
+from stream.aws import Kind, classify, is_retryable_code, lazy_client
 from stream.exceptions import DecodeError
 
 if TYPE_CHECKING:
@@ -106,20 +106,6 @@ DEAD_LETTERS = "dead-letters"
 CONTENT_TYPE = "application/x-ndjson"
 GZIP_LEVEL = 6  # measured: a third of level 9's time on 2 MB of lines, 1.5% larger
 _SSE = ("AES256", "aws:kms", "aws:kms:dsse", "none")
-_RETRYABLE_CODES = frozenset(
-    {
-        "SlowDown",
-        "Throttling",
-        "ThrottlingException",
-        "RequestTimeout",
-        "RequestTimeTooSkewed",
-        "InternalError",
-        "ServiceUnavailable",
-        "OperationAborted",
-        "ExpiredToken",
-        "TokenRefreshRequired",
-    }
-)
 _dumps = orjson.dumps
 
 
@@ -236,7 +222,7 @@ class S3Sink(Sink):
         kms_key_id: the KMS key for ``aws:kms`` (default: the account's ``aws/s3`` key).
         max_attempts: attempts per object before its records are reported retryable.
         base_delay: first backoff delay in seconds; doubles per attempt up to ``MAX_DELAY_S``
-            (2 s), full jitter (:func:`sinks.base.backoff_delay`).
+            (2 s), full jitter (:func:`stream.aws.backoff_delay`).
         sleep: injectable for tests.
         now: the clock for ``{now:FMT}`` in templates.
     """
@@ -281,12 +267,8 @@ class S3Sink(Sink):
         self._base_delay = base_delay
         self._sleep = sleep
 
-    @property
-    def client(self) -> Any:
-        """The S3 client, created on first use (boto3 is imported only then)."""
-        if self._client is None:
-            self._client = aws_client("s3")
-        return self._client
+    client = lazy_client("s3")
+    """The S3 client, created on first use (boto3 is imported only then)."""
 
     def write_dead_letters(self, letters: Sequence[DeadLetter]) -> list[Outcome]:
         """Archive dead-letter envelopes under ``dead-letters/`` (module docstring)."""
@@ -304,9 +286,7 @@ class S3Sink(Sink):
         for (prefix, partition, _), members in groups.items():
             outcome = held
             if outcome is None:
-                key = object_key(
-                    prefix, partition, [items[i] for i in members], self.compression
-                )
+                key = object_key(prefix, partition, [items[i] for i in members], self.compression)
                 outcome = self._put(key, object_body([lines[i] for i in members], self.compression))
                 if outcome.status is Status.RETRYABLE:
                     held = retryable(
@@ -352,32 +332,30 @@ class S3Sink(Sink):
 
     def _put(self, key: str, body: bytes) -> Outcome:
         """PutObject with retries of throttles, 5xx and connection errors."""
-        from botocore.exceptions import (  # noqa: PLC0415  # loaded with boto3 anyway
-            BotoCoreError,
-            ClientError,
-            ParamValidationError,
-        )
-
         outcome: Outcome = OK
         for attempt in range(self._max_attempts):
             if attempt:
                 self._sleep(backoff_delay(attempt, self._base_delay))
             try:
                 self.client.put_object(Key=key, Body=body, **self._put_args)
-            except ClientError as exc:
-                outcome = _classify(exc.response, self.bucket, key)
-                if outcome.status is Status.PERMANENT:
-                    return outcome
-            except ParamValidationError as exc:  # refused before sending: no retry helps
-                return permanent(
-                    f"invalid request for s3://{self.bucket}/{key}: {exc}; fix `bucket` (or "
-                    f"the prefix and partition templates) of sink {self.name!r}",
-                    "ParamValidationError",
-                )
-            except BotoCoreError as exc:
-                outcome = retryable(
-                    f"S3 unreachable writing s3://{self.bucket}/{key}: {exc}", type(exc).__name__
-                )
+            except Exception as exc:  # classified; anything not botocore's is re-raised
+                failure = classify(exc, "s3")
+                if failure.kind is Kind.OTHER:
+                    raise
+                if failure.answered:
+                    outcome = _classify(getattr(exc, "response", {}), self.bucket, key)
+                    if outcome.status is Status.PERMANENT:
+                        return outcome
+                elif failure.kind is Kind.INVALID:  # refused before sending: no retry helps
+                    return permanent(
+                        f"invalid request for s3://{self.bucket}/{key}: {exc}; fix `bucket` (or "
+                        f"the prefix and partition templates) of sink {self.name!r}",
+                        "ParamValidationError",
+                    )
+                else:
+                    outcome = retryable(
+                        f"S3 unreachable writing s3://{self.bucket}/{key}: {exc}", failure.code
+                    )
             else:
                 return OK
         return retryable(f"{outcome.reason} (after {self._max_attempts} attempts)", outcome.error)
@@ -402,13 +380,15 @@ def _settings_problem(compression: str, sse: str, kms_key_id: str | None, max_at
 
 
 def _classify(response: dict[str, Any], bucket: str, key: str) -> Outcome:
-    """The outcome of a failed PutObject, from botocore's parsed error response."""
+    """The outcome of a PutObject that S3 refused, from botocore's parsed error response,
+    with the fix for the errors a user can make (:func:`stream.aws.is_retryable_code` says
+    which are worth a retry)."""
     error = response.get("Error", {})
     code = str(error.get("Code", ""))
     message = error.get("Message", "")
     status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
     where = f"s3://{bucket}/{key}"
-    if code in _RETRYABLE_CODES or "Throttl" in code or status >= 500 or status == 429:
+    if is_retryable_code("s3", code, status):
         return retryable(f"S3 {code or status} writing {where}: {message}", code)
     if code == "NoSuchBucket":
         fix = "create it (`shardline deploy` creates the buckets a pipeline names) or fix `bucket`"

@@ -78,7 +78,7 @@ from sinks.base import (
     permanent,
     retryable,
 )
-from stream.aws import aws_client
+from stream.aws import RETRYABLE_CODES, Kind, classify, is_retryable_code, lazy_client
 from stream.faults import is_infrastructure
 
 if TYPE_CHECKING:
@@ -137,20 +137,6 @@ _MISSING_QUEUE = frozenset(
     {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NonExistentQueue"}
 )
 _MISSING_BUCKET = frozenset({"NoSuchBucket"})
-_RETRYABLE_CODES = frozenset(
-    {
-        "AWS.SimpleQueueService.RequestThrottled",
-        "RequestThrottled",
-        "ThrottlingException",
-        "Throttling",
-        "KMS.ThrottlingException",
-        "ServiceUnavailable",
-        "InternalError",
-        "InternalFailure",
-        "SlowDown",
-        "RequestTimeout",
-    }
-)
 # Whole-call rejections that one bad message can cause: resend one by one to isolate it.
 _PER_MESSAGE_CODES = frozenset(
     {
@@ -339,7 +325,7 @@ class SQSSink(Sink):
         max_attempts: attempts of a call (failed entries only, after the first) before
             the messages are reported retryable.
         base_delay: first backoff delay in seconds; doubles per attempt up to ``MAX_DELAY_S``
-            (2 s), full jitter (:func:`sinks.base.backoff_delay`).
+            (2 s), full jitter (:func:`stream.aws.backoff_delay`).
         sleep: injectable for tests.
 
     Raises:
@@ -389,19 +375,10 @@ class SQSSink(Sink):
         self._base_delay = base_delay
         self._sleep = sleep
 
-    @property
-    def client(self) -> Any:
-        """The SQS client, created on first use (boto3 is imported only then)."""
-        if self._client is None:
-            self._client = aws_client("sqs")
-        return self._client
-
-    @property
-    def s3_client(self) -> Any:
-        """The S3 client for oversize letters, created on first use."""
-        if self._s3_client is None:
-            self._s3_client = aws_client("s3")
-        return self._s3_client
+    client = lazy_client("sqs")
+    """The SQS client, created on first use (boto3 is imported only then)."""
+    s3_client = lazy_client("s3", "_s3_client")
+    """The S3 client for oversize letters, created on first use."""
 
     def write_dead_letters(self, letters: Sequence[DeadLetter]) -> list[Outcome]:
         """Send each letter's envelope as one message (or to S3, with a pointer message)."""
@@ -638,7 +615,7 @@ class SQSSink(Sink):
                 continue
             code = entry.get("Code", "")
             reason = f"SQS {code} for a message to queue {self.queue!r}: {entry.get('Message')}"
-            if entry.get("SenderFault") and code not in _RETRYABLE_CODES:
+            if entry.get("SenderFault") and code not in RETRYABLE_CODES["sqs"]:
                 out[message.index] = permanent(reason, code)
             else:
                 out[message.index] = retryable(reason, code)
@@ -671,20 +648,17 @@ class SQSSink(Sink):
         self, fn: Callable[[], dict[str, Any]], target: str
     ) -> tuple[Outcome, dict[str, Any]]:
         """One call, its errors translated into an outcome."""
-        from botocore.exceptions import (  # noqa: PLC0415  # loaded with boto3 anyway
-            BotoCoreError,
-            ClientError,
-            ParamValidationError,
-        )
-
         try:
             return OK, fn()
-        except ClientError as exc:
-            return self._classify(exc.response, target), {}
-        except ParamValidationError as exc:
-            return permanent(f"invalid request to {target}: {exc}", "ParamValidationError"), {}
-        except BotoCoreError as exc:
-            return retryable(f"{target} unreachable: {exc}", type(exc).__name__), {}
+        except Exception as exc:  # classified; anything not botocore's is re-raised
+            failure = classify(exc, "sqs")
+            if failure.kind is Kind.OTHER:
+                raise
+            if failure.answered:
+                return self._classify(getattr(exc, "response", {}), target), {}
+            if failure.kind is Kind.INVALID:
+                return permanent(f"invalid request to {target}: {exc}", failure.code), {}
+            return retryable(f"{target} unreachable: {exc}", failure.code), {}
 
     def _classify(self, response: dict[str, Any], target: str) -> Outcome:
         error = response.get("Error", {})
@@ -706,6 +680,6 @@ class SQSSink(Sink):
             reason = f"{code or status} on {target}: {message}"
         if is_infrastructure(code):  # not the messages' fault: never dead-lettered
             return retryable(reason, code)
-        if code in _RETRYABLE_CODES or status >= 500 or status == 429:
+        if is_retryable_code("sqs", code, status):
             return retryable(reason, code)
         return permanent(reason, code)

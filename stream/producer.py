@@ -74,10 +74,10 @@ when first needed, not with this module.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import importlib
 import os
-import random
 import sys
 import time
 from bisect import bisect_right
@@ -88,7 +88,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from stream.aws import Kind, backoff_delay, classify, lazy_client
 from stream.exceptions import RecordError, ShardlineError
+from stream.faults import INFRASTRUCTURE_CODES
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -120,39 +122,49 @@ _HASH_SPACE = 2**128
 _HELD_BACK = "HeldBack"
 _UNSET: Any = object()
 
-_RETRYABLE_CALL_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "Throttling",
-        "LimitExceededException",
-        "KMSThrottlingException",
-        "InternalFailure",
-        "InternalServerError",
-        "ServiceUnavailable",
-        "RequestTimeout",
-        "RequestTimeoutException",
-    }
-)
-#: Call errors that every later call would hit as well: everything pending fails at once.
-_STREAM_WIDE_CODES = frozenset(
-    {
-        "ResourceNotFoundException",
-        "AccessDeniedException",
-        "KMSAccessDeniedException",
-        "KMSDisabledException",
-        "KMSInvalidStateException",
-        "KMSNotFoundException",
-        "KMSOptInRequired",
-        "UnrecognizedClientException",
-        "InvalidSignatureException",
-        "ExpiredTokenException",
-    }
-)
-#: Entry error codes that no retry can fix. Any other code (the documented ones are
+#: Entry error codes that no retry can fix: the stream's infrastructure
+#: (:mod:`stream.faults`) and a refused entry. Any other code (the documented ones are
 #: ProvisionedThroughputExceededException and InternalFailure) is retried.
-_PERMANENT_ENTRY_CODES = _STREAM_WIDE_CODES | {"ValidationException", "InvalidArgumentException"}
-_RETRY, _DOWN, _CALL, _STREAM = "retry", "down", "call", "stream"
+_PERMANENT_ENTRY_CODES = INFRASTRUCTURE_CODES | {"ValidationException", "InvalidArgumentException"}
+
+
+class _Scope(enum.Enum):
+    """How far the error of a failed call reaches."""
+
+    RETRY = "retry"
+    """A throttle or a fault: the call's entries are retried within their attempts."""
+    DOWN = "down"
+    """No answer from the endpoint: retried too, but once an entry is out of attempts the
+    rest is returned at once, since every later call would wait for the same timeouts."""
+    CALL = "call"
+    """This call was refused: its entries fail permanently, the rest goes on."""
+    STREAM = "stream"
+    """Every later call would be refused too (:mod:`stream.faults`): everything pending
+    fails at once, permanently."""
+
+
+@dataclass(frozen=True, slots=True)
+class _CallFailure:
+    """A failed call (PutRecords, ListShards): the error code, the reason, how far it
+    reaches."""
+
+    error: str
+    reason: str
+    scope: _Scope
+
+    @property
+    def retried(self) -> bool:
+        """Whether the call is worth another attempt."""
+        return self.scope in (_Scope.RETRY, _Scope.DOWN)
+
+
+class _NoShardMap(Exception):  # internal: never leaves the producer
+    """ListShards failed, so records cannot be aggregated per shard: every pending record
+    fails with ``failure`` (permanently when it is not worth a retry)."""
+
+    def __init__(self, failure: _CallFailure) -> None:
+        super().__init__(failure.reason)
+        self.failure = failure
 
 
 class InvalidRecordError(RecordError, ValueError):
@@ -836,14 +848,8 @@ class Producer:
         self.totals = ProducerStats()
         """Counters over every flush so far."""
 
-    @property
-    def client(self) -> Any:
-        """The Kinesis client, created on first use (boto3 is imported only then)."""
-        if self._client is None:
-            from stream.aws import aws_client  # noqa: PLC0415  # boto3 only when sending
-
-            self._client = aws_client("kinesis")
-        return self._client
+    client = lazy_client("kinesis")
+    """The Kinesis client, created on first use (boto3 is imported only then)."""
 
     @property
     def pending(self) -> int:
@@ -989,12 +995,14 @@ class Producer:
         pack: Callable[[_User], Any] | None = None
         shard_of: Callable[[_User], str] | None = None
         if self.aggregate:
-            shards = self._shard_map()
-            if not isinstance(shards, ShardMap):
+            try:
+                shards = self._shard_map()
+            except _NoShardMap as missing:
                 plan = _Plan(
                     users, _one_lane, ordered=self.ordered, blocked=self._blocked, pack=None
                 )
-                plan.fail_all(*shards)
+                failure = missing.failure
+                plan.fail_all(failure.error, failure.reason, permanent=not failure.retried)
                 self._results += plan.results
                 return
 
@@ -1036,15 +1044,18 @@ class Producer:
                 Records=[entry.request() for entry in call], **self._target
             )
         except Exception as exc:  # classified below; nothing escapes unreported
-            error, reason, scope = _classify(exc, self.stream)
+            failure = _classify(exc, self.stream)
+            error, reason = failure.error, failure.reason
             for entry in call:
-                if scope in (_RETRY, _DOWN):
+                if failure.retried:
                     self._retry_or_fail(plan, entry, error, reason)
                 else:
                     plan.failed(entry, error, reason, permanent=True)
-            if scope == _STREAM:
+            if failure.scope is _Scope.STREAM:
                 plan.fail_all(error, reason, permanent=True)
-            elif scope == _DOWN and any(e.attempts >= self._max_attempts for e in call):
+            elif failure.scope is _Scope.DOWN and any(
+                e.attempts >= self._max_attempts for e in call
+            ):
                 # every later call would wait for the same timeouts: return the rest now
                 reason = f"not sent: an earlier call failed {self._max_attempts} times ({reason})"
                 plan.fail_all(_HELD_BACK, reason, permanent=False)
@@ -1078,29 +1089,32 @@ class Producer:
 
     def _backoff(self, attempts: int) -> float:
         """Full jitter: uniform in [0, min(max_delay, base_delay * 2**(attempts - 1))]."""
-        bound = min(self._max_delay, self._base_delay * 2 ** (attempts - 1))
-        return random.uniform(0, bound)
+        return backoff_delay(attempts - 1, self._base_delay, self._max_delay)
 
-    def _shard_map(self) -> ShardMap | tuple[str, str, bool]:
-        """The cached shard map, or ListShards with retries; on failure (error, reason,
-        permanent) for every pending record."""
+    def _shard_map(self) -> ShardMap:
+        """The cached shard map, or ListShards with retries.
+
+        Raises:
+            _NoShardMap: ListShards kept failing, or failed in a way no retry fixes; its
+                failure is that of every pending record.
+        """
         if self._shards is not None:
             return self._shards
-        failure = ("", "", False)
+        failure: _CallFailure | None = None
         for attempt in range(self._max_attempts):
             if attempt:
                 self._sleep(self._backoff(attempt))
             try:
                 self._shards = ShardMap.from_list_shards(self._list_shards())
             except Exception as exc:  # classified: retried, or every record fails with it
-                error, reason, scope = _classify(exc, self.stream, "ListShards")
-                failure = (error, reason, scope not in (_RETRY, _DOWN))
-                if scope not in (_RETRY, _DOWN):
-                    return failure
+                failure = _classify(exc, self.stream, "ListShards")
+                if not failure.retried:
+                    raise _NoShardMap(failure) from None
                 continue
             return self._shards
-        error, reason, _ = failure
-        return error, f"{reason} (still failing after {self._max_attempts} attempts)", False
+        last = failure or _CallFailure("", "", _Scope.RETRY)
+        reason = f"{last.reason} (still failing after {self._max_attempts} attempts)"
+        raise _NoShardMap(_CallFailure(last.error, reason, _Scope.RETRY))
 
     def _list_shards(self) -> list[dict[str, Any]]:
         shards: list[dict[str, Any]] = []
@@ -1155,40 +1169,34 @@ def _explicit_hash_key(value: str | int, producer: Producer, index: int, key: st
     return text
 
 
-def _classify(exc: Exception, stream: str, operation: str = "PutRecords") -> tuple[str, str, str]:
-    """(error code, reason, scope): retry the call, fail the call, or fail everything."""
-    from botocore.exceptions import (  # noqa: PLC0415  # loaded with the client anyway
-        BotoCoreError,
-        ClientError,
-        ConnectionClosedError,
-        ParamValidationError,
-        ReadTimeoutError,
-    )
-
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        code = error.get("Code", "") or "ClientError"
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        reason = f"Kinesis {operation} {code} on stream {stream!r}: {error.get('Message', '')}"
-        if code in _RETRYABLE_CALL_CODES or status >= 500:
-            return code, reason, _RETRY
+def _classify(exc: Exception, stream: str, operation: str = "PutRecords") -> _CallFailure:
+    """The error code, the reason, and how far a failed call's error reaches."""
+    failure = classify(exc, "kinesis")
+    name = failure.code
+    if failure.answered:
+        code = failure.code or "ClientError"
+        reason = f"Kinesis {operation} {code} on stream {stream!r}: {failure.message}"
+        if failure.kind is Kind.RETRYABLE:
+            return _CallFailure(code, reason, _Scope.RETRY)
         if code == "ResourceNotFoundException":
             reason += " (create the stream or fix its name)"
-        return code, reason, _STREAM if code in _STREAM_WIDE_CODES else _CALL
-    name = type(exc).__name__
-    if isinstance(exc, ParamValidationError):
-        return name, f"Kinesis {operation} to stream {stream!r} is invalid: {exc}", _CALL
-    if isinstance(exc, ReadTimeoutError | ConnectionClosedError):  # sent, never answered
+        scope = _Scope.STREAM if failure.kind is Kind.INFRASTRUCTURE else _Scope.CALL
+        return _CallFailure(code, reason, scope)
+    if failure.kind is Kind.INVALID:
+        reason = f"Kinesis {operation} to stream {stream!r} is invalid: {exc}"
+        return _CallFailure(name, reason, _Scope.CALL)
+    if failure.kind is Kind.NO_ANSWER:  # sent, never answered
         reason = (
             f"Kinesis {operation} to stream {stream!r} got no answer ({exc}); Kinesis may "
             "have applied it, so these records may be in the stream already (with record_id "
             "consumers can drop the copies)"
         )
-        return name, reason, _DOWN
-    if isinstance(exc, BotoCoreError):
-        return name, f"Kinesis unreachable for stream {stream!r} ({operation}): {exc}", _DOWN
-    return name, f"Kinesis {operation} to stream {stream!r} raised {name}: {exc}", _RETRY
-
+        return _CallFailure(name, reason, _Scope.DOWN)
+    if failure.kind is not Kind.OTHER:  # unreachable, no credentials...
+        reason = f"Kinesis unreachable for stream {stream!r} ({operation}): {exc}"
+        return _CallFailure(name, reason, _Scope.DOWN)
+    reason = f"Kinesis {operation} to stream {stream!r} raised {name}: {exc}"
+    return _CallFailure(name, reason, _Scope.RETRY)
 
 def _agg_record_type() -> Any:
     """``aws_kinesis_agg.aggregator.AggRecord``, imported without its ``sys.path`` change.

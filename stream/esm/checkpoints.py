@@ -68,11 +68,11 @@ import random
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from stream.aws import aws_client
+from stream.aws import Kind, backoff_delay, classify, lazy_client
 from stream.exceptions import ShardlineError
 
 if TYPE_CHECKING:
@@ -116,16 +116,6 @@ _NAMES = {
     "#parents": "parentShardId",
 }
 _OWNED_AT = "#owner = :me AND #counter = :known"
-_RETRYABLE_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "ServiceUnavailable",
-        "LimitExceededException",
-    }
-)
 
 
 class LeaseLost(ShardlineError):
@@ -552,6 +542,57 @@ def plan_round(
     return Plan(target, adopt, steal=tuple(candidates[:count]))
 
 
+@dataclass(frozen=True, slots=True)
+class _Change:
+    """What one conditional UpdateItem of a lease writes besides the counter, which it always
+    bumps from the lease's known value to the next: the request is built from this, and so is
+    the check that an ambiguous failure was this very write applied after all.
+
+    Attributes:
+        sets: the attributes it sets, by placeholder of :data:`_NAMES` (``"#cp"``), to their
+            AttributeValues.
+        take: it makes this worker the owner (``SET #owner = :me``).
+        release: it leaves the lease without owner (``REMOVE #owner``); otherwise the owner
+            after the write is this worker.
+    """
+
+    sets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    take: bool = False
+    release: bool = False
+
+    def update_expression(self) -> str:
+        """The UpdateExpression; each set value's placeholder is its name's with ``:``.
+
+        >>> _Change({"#cp": {"S": "1"}}, release=True).update_expression()
+        'SET #cp = :cp, #counter = :next REMOVE #owner'
+        """
+        assignments = [f"{name} = :{name[1:]}" for name in self.sets]
+        if self.take:
+            assignments.append("#owner = :me")
+        assignments.append("#counter = :next")
+        return "SET " + ", ".join(assignments) + (" REMOVE #owner" if self.release else "")
+
+    def values(self) -> dict[str, Mapping[str, Any]]:
+        """The set values by their placeholders."""
+        return {f":{name[1:]}": value for name, value in self.sets.items()}
+
+    def shows_in(self, item: Mapping[str, Any], lease: Lease, worker_id: str) -> bool:
+        """Whether ``item`` is ``lease`` after exactly this write by ``worker_id``: the next
+        counter, the owner the write leaves, and each value it sets."""
+        now = Lease.from_item(item)
+        owner = None if self.release else worker_id
+        return (
+            now.counter == lease.counter + 1
+            and now.owner == owner
+            and all(item.get(_NAMES[name]) == value for name, value in self.sets.items())
+        )
+
+
+_ZERO = {"N": "0"}
+_RENEW = _Change()
+_RELEASE = _Change(release=True)
+
+
 @dataclass(slots=True)
 class _Holding:
     """A lease this worker holds: the lease as last written, the counter at which it was
@@ -621,12 +662,8 @@ class LeaseTable:
         self._held: dict[str, _Holding] = {}
         self._lock = threading.Lock()  # one write of a held lease at a time
 
-    @property
-    def client(self) -> Any:
-        """The DynamoDB client, created on first use (boto3 is imported only then)."""
-        if self._client is None:
-            self._client = aws_client("dynamodb")
-        return self._client
+    client = lazy_client("dynamodb")
+    """The DynamoDB client, created on first use (boto3 is imported only then)."""
 
     @property
     def renew_interval_s(self) -> float:
@@ -808,7 +845,7 @@ class LeaseTable:
             if holding is None:
                 return
             try:
-                lease = self._update(holding.lease, "SET #counter = :next", _OWNED_AT)
+                lease = self._update(holding.lease, _RENEW, _OWNED_AT)
             except _ConditionFailed as failed:
                 self._drop(shard_id, _owner_of(failed.item))
                 return
@@ -819,19 +856,11 @@ class LeaseTable:
 
     def _acquire(self, lease: Lease) -> None:
         switched = lease.owner is not None and lease.owner != self.worker_id
-        values = {
-            ":me": {"S": self.worker_id},
-            ":switches": {"N": str(lease.owner_switches + switched)},
-        }
+        change = _Change({"#switches": {"N": str(lease.owner_switches + switched)}}, take=True)
         sent = self._now()
         with self._lock:
             try:
-                taken = self._update(
-                    lease,
-                    "SET #owner = :me, #counter = :next, #switches = :switches",
-                    "#counter = :known",
-                    values,
-                )
+                taken = self._update(lease, change, "#counter = :known")
             except _ConditionFailed:
                 log.debug("lease on %s: another worker was first", lease.shard_id)
                 return
@@ -871,8 +900,13 @@ class LeaseTable:
                 "use finish() at the end of a shard"
             )
             raise ValueError(msg)
-        cp, sub = {"S": sequence_number}, {"N": str(sub_sequence_number)}
-        update = "SET #cp = :cp, #sub = :sub, #switches = :zero, #counter = :next"
+        change = _Change(
+            {
+                "#cp": {"S": sequence_number},
+                "#sub": {"N": str(sub_sequence_number)},
+                "#switches": _ZERO,
+            }
+        )
         with self._lock:
             current = self._holding(lease).lease
             stored = current.sequence_number
@@ -884,7 +918,7 @@ class LeaseTable:
                     f"{sub_sequence_number}: checkpoint only records processed after it"
                 )
                 raise ValueError(msg)
-            return self._write_held(lease, update, {":cp": cp, ":sub": sub})
+            return self._write_held(lease, change)
 
     def finish(self, lease: Lease) -> Lease:
         """Checkpoint ``SHARD_END``: the shard was read to its end. The lease is left without
@@ -894,10 +928,10 @@ class LeaseTable:
             LeaseLost: as for :meth:`checkpoint`; nothing was written.
             LeaseTableError: DynamoDB kept failing.
         """
-        update = "SET #cp = :end, #sub = :zero, #switches = :zero, #counter = :next REMOVE #owner"
+        change = _Change({"#cp": {"S": SHARD_END}, "#sub": _ZERO, "#switches": _ZERO}, release=True)
         with self._lock:
             self._holding(lease)
-            done = self._write_held(lease, update, {":end": {"S": SHARD_END}})
+            done = self._write_held(lease, change)
             del self._held[lease.shard_id]
             return done
 
@@ -914,7 +948,7 @@ class LeaseTable:
             if holding is None:
                 return
             try:
-                self._update(holding.lease, "SET #counter = :next REMOVE #owner", _OWNED_AT)
+                self._update(holding.lease, _RELEASE, _OWNED_AT)
             except _ConditionFailed:
                 return
 
@@ -930,15 +964,13 @@ class LeaseTable:
             raise LeaseLost(self.table, lease.shard_id, self.worker_id, None)
         return holding
 
-    def _write_held(self, lease: Lease, update: str, values: dict[str, Any]) -> Lease:
+    def _write_held(self, lease: Lease, change: _Change) -> Lease:
         """A conditional write of a held lease; LeaseLost if the condition fails (the
         caller holds the lock and has checked the holding)."""
         holding = self._held[lease.shard_id]
         sent = self._now()
         try:
-            written = self._update(
-                holding.lease, update, _OWNED_AT, {":zero": {"N": "0"}, **values}
-            )
+            written = self._update(holding.lease, change, _OWNED_AT)
         except _ConditionFailed as failed:
             owner = _owner_of(failed.item)
             self._drop(lease.shard_id, owner)
@@ -946,24 +978,20 @@ class LeaseTable:
         holding.lease, holding.renewed_at = written, sent
         return written
 
-    def _update(
-        self,
-        lease: Lease,
-        update: str,
-        condition: str,
-        values: Mapping[str, Any] | None = None,
-    ) -> Lease:
-        """UpdateItem bumping the counter from ``lease.counter``; the lease as written.
+    def _update(self, lease: Lease, change: _Change, condition: str) -> Lease:
+        """UpdateItem of ``change``, bumping the counter from ``lease.counter`` on
+        ``condition``; the lease as written.
 
         When a retry fails its condition because an earlier attempt was applied after all
-        (its answer was lost), the item shows this very write: the next counter, the owner
-        this write leaves, and each value it sets. That is a success, not a lost lease.
+        (its answer was lost), the item shows this very write (:meth:`_Change.shows_in`).
+        That is a success, not a lost lease.
         """
+        update = change.update_expression()
         all_values = {
             ":known": {"N": str(lease.counter)},
             ":next": {"N": str(lease.counter + 1)},
             ":me": {"S": self.worker_id},
-            **(values or {}),
+            **change.values(),
         }
         used = {k: v for k, v in all_values.items() if k in update or k in condition}
         call = partial(
@@ -980,20 +1008,13 @@ class LeaseTable:
         try:
             return Lease.from_item(self._call("UpdateItem", call)["Attributes"])
         except _ConditionFailed as failed:
-            if failed.ambiguous and failed.item is not None:
-                now = Lease.from_item(failed.item)
-                owner = None if "REMOVE #owner" in update else self.worker_id
-                sets = dict(part.split(" = ") for part in _set_clause(update).split(", "))
-                if (
-                    now.counter == lease.counter + 1
-                    and now.owner == owner
-                    and all(
-                        failed.item.get(_NAMES[name]) == all_values[value]
-                        for name, value in sets.items()
-                        if value != ":next"
-                    )
-                ):
-                    return now
+            item = failed.item
+            if (
+                failed.ambiguous
+                and item is not None
+                and change.shows_in(item, lease, self.worker_id)
+            ):
+                return Lease.from_item(item)
             raise
 
     def _call(self, operation: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -1003,26 +1024,25 @@ class LeaseTable:
             _ConditionFailed: a condition expression was false.
             LeaseTableError: a permanent error, or still failing after the attempts.
         """
-        from botocore.exceptions import (  # noqa: PLC0415  # loaded with boto3 anyway
-            BotoCoreError,
-            ClientError,
-        )
-
         code, reason, cause, ambiguous = "", "", None, False
         for attempt in range(self._max_attempts):
             if attempt:
-                self._sleep(self._rng.uniform(0, self._base_delay * 2**attempt))
+                self._sleep(backoff_delay(attempt, self._base_delay, math.inf, self._rng.uniform))
             try:
                 return fn()
-            except ClientError as exc:
-                error = exc.response.get("Error", {})
-                code = error.get("Code", "")
+            except Exception as exc:  # classified; anything not botocore's is re-raised
+                failure = classify(exc, "dynamodb")
+                if failure.kind is Kind.OTHER:
+                    raise
+                code, cause = failure.code, exc
+                if not failure.answered:
+                    reason, ambiguous = f"DynamoDB unreachable: {exc}", True
+                    continue
                 if code == "ConditionalCheckFailedException":
-                    raise _ConditionFailed(exc.response.get("Item"), ambiguous) from None
-                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-                ambiguous = ambiguous or status >= 500
-                reason, cause = f"DynamoDB {code} on {operation}: {error.get('Message', '')}", exc
-                if code in _RETRYABLE_CODES or status >= 500:
+                    raise _ConditionFailed(failure.item, ambiguous) from None
+                ambiguous = ambiguous or failure.http_status >= 500
+                reason = f"DynamoDB {code} on {operation}: {failure.message}"
+                if failure.kind is Kind.RETRYABLE:
                     continue
                 hint = (
                     "create it with LeaseTable.ensure_table() (shardline run does)"
@@ -1031,23 +1051,11 @@ class LeaseTable:
                 )
                 msg = f"lease table {self.table!r}: {reason}; {hint}"
                 raise LeaseTableError(msg, self.table, code) from exc
-            except BotoCoreError as exc:
-                code, reason, cause = type(exc).__name__, f"DynamoDB unreachable: {exc}", exc
-                ambiguous = True
         msg = (
             f"lease table {self.table!r}: {reason} (still failing after {self._max_attempts} "
             "attempts); check the endpoint and the table's capacity"
         )
         raise LeaseTableError(msg, self.table, code) from cause
-
-
-def _set_clause(update: str) -> str:
-    """The assignments of an update expression's SET clause.
-
-    >>> _set_clause("SET #counter = :next, #cp = :cp REMOVE #owner")
-    '#counter = :next, #cp = :cp'
-    """
-    return update.removeprefix("SET ").split(" REMOVE ")[0]
 
 
 def _names(*expressions: str) -> dict[str, str]:

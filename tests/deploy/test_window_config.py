@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
+from deploy.aws.cloudformation import deploy_problems
+from deploy.local.run import LocalRun, RunError
 from deploy.pipeline.cases import load_suite, run_suite
 from deploy.pipeline.config import compile_plan, parse_config
 from tests.deploy.test_jsonschema import VALIDATOR, _validator_ok
@@ -77,9 +79,6 @@ def test_the_example_cases_pass() -> None:
 def test_nothing_that_runs_a_function_as_lambda_takes_a_window_kept_in_memory() -> None:
     """A cold start or a restart would lose the open windows: the template (deploy, dev) and
     a local run refuse the step, naming it; validate says so as a note."""
-    from deploy.aws.cloudformation import deploy_problems
-    from deploy.local.run import LocalRun, RunError
-
     cfg = parse_config(TEXT, source="pipeline.yaml", env={})
     plan = compile_plan(cfg)
     where = "functions.purchases-per-user.processors[1].window: state: memory"
