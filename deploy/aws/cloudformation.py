@@ -80,8 +80,10 @@ __all__ = [
     "HANDLER",
     "PLAN_IN_PACKAGE",
     "PLAN_PATH",
+    "REWOUND_TO",
     "build_template",
     "deploy_problems",
+    "keep_rewinds",
     "key_prefix",
     "logical_ids",
     "opensearch_domain",
@@ -102,7 +104,9 @@ ITERATOR_AGE_MS = 60_000  # plus the batching window, which holds records on pur
 ITERATOR_AGE_MINUTES = 5  # consecutive minutes over the threshold before it alarms
 OVERFLOW_PREFIX = "dead-letters/"  # sinks.sqs.SQSSink's default overflow_prefix
 ON_FAILURE_PREFIX = "aws/lambda/"  # where Lambda writes failed-batch objects to S3
-ON_FAILURE_METRICS_ID = "lambda-on-failure"  # the request metrics filter on that prefix
+ON_FAILURE_METRICS_ID = "lambda-on-failure"
+#: A mapping's ``Metadata`` key saying ``shardline rewind`` restarted it (an ISO time).
+REWOUND_TO = "shardline:rewound_to"  # the request metrics filter on that prefix
 
 # AWS limits that the pipeline file's own checks do not cover.
 MAX_RESOURCES = 500
@@ -770,6 +774,32 @@ def build_template(
     """
     code = {"S3Bucket": code_bucket, "S3Key": code_key}
     return _Builder(plan, code, runtime, architecture).build()
+
+
+def keep_rewinds(template: Mapping[str, Any], deployed: Mapping[str, Any]) -> dict[str, Any]:
+    """``template`` with each event source mapping that ``shardline rewind`` restarted in
+    ``deployed`` kept at its rewound starting position (its ``Metadata`` says
+    ``shardline:rewound_to``): the position cannot change in place, so a deploy of the file
+    would otherwise replace the mapping and start the function over from the file's.
+
+    >>> new = {"Resources": {"M": {"Properties": {"StartingPosition": "TRIM_HORIZON"}}}}
+    >>> old = {"Resources": {"M": {"Metadata": {"shardline:rewound_to": "t"}, "Properties":
+    ...        {"StartingPosition": "AT_TIMESTAMP", "StartingPositionTimestamp": 5.0}}}}
+    >>> keep_rewinds(new, old)["Resources"]["M"]["Properties"]["StartingPositionTimestamp"]
+    5.0
+    """
+    out: dict[str, Any] = json.loads(json.dumps(template))
+    for logical_id, resource in deployed.get("Resources", {}).items():
+        mine = out.get("Resources", {}).get(logical_id)
+        if mine is None or REWOUND_TO not in (resource.get("Metadata") or {}):
+            continue
+        props = resource.get("Properties", {})
+        for key in ("StartingPosition", "StartingPositionTimestamp"):
+            if key in props:
+                mine.setdefault("Properties", {})[key] = props[key]
+        rewound_to = resource["Metadata"][REWOUND_TO]
+        mine["Metadata"] = {**mine.get("Metadata", {}), REWOUND_TO: rewound_to}
+    return out
 
 
 def template_json(template: Mapping[str, Any]) -> str:
