@@ -80,6 +80,7 @@ __all__ = [
     "HANDLER",
     "PLAN_IN_PACKAGE",
     "PLAN_PATH",
+    "REWOUND_FROM",
     "REWOUND_TO",
     "build_template",
     "deploy_problems",
@@ -106,7 +107,9 @@ OVERFLOW_PREFIX = "dead-letters/"  # sinks.sqs.SQSSink's default overflow_prefix
 ON_FAILURE_PREFIX = "aws/lambda/"  # where Lambda writes failed-batch objects to S3
 ON_FAILURE_METRICS_ID = "lambda-on-failure"
 #: A mapping's ``Metadata`` key saying ``shardline rewind`` restarted it (an ISO time).
-REWOUND_TO = "shardline:rewound_to"  # the request metrics filter on that prefix
+REWOUND_TO = "shardline:rewound_to"
+#: ... and the logical id the file gives that mapping (the rewound one's id names the time).
+REWOUND_FROM = "shardline:mapping"  # the request metrics filter on that prefix
 
 # AWS limits that the pipeline file's own checks do not cover.
 MAX_RESOURCES = 500
@@ -777,28 +780,39 @@ def build_template(
 
 
 def keep_rewinds(template: Mapping[str, Any], deployed: Mapping[str, Any]) -> dict[str, Any]:
-    """``template`` with each event source mapping that ``shardline rewind`` restarted in
-    ``deployed`` kept at its rewound starting position (its ``Metadata`` says
-    ``shardline:rewound_to``): the position cannot change in place, so a deploy of the file
-    would otherwise replace the mapping and start the function over from the file's.
+    """``template`` with each event source mapping that ``shardline rewind`` recreated in
+    ``deployed`` kept as it is there: its logical id (the rewind's) and its starting
+    position. A mapping's position cannot change in place, so a deploy of the file would
+    otherwise replace it and start the function over from the file's position. The rewound
+    mapping's ``Metadata`` names the file's id (``shardline:mapping``) and the time.
 
-    >>> new = {"Resources": {"M": {"Properties": {"StartingPosition": "TRIM_HORIZON"}}}}
-    >>> old = {"Resources": {"M": {"Metadata": {"shardline:rewound_to": "t"}, "Properties":
-    ...        {"StartingPosition": "AT_TIMESTAMP", "StartingPositionTimestamp": 5.0}}}}
-    >>> keep_rewinds(new, old)["Resources"]["M"]["Properties"]["StartingPositionTimestamp"]
-    5.0
+    >>> new = {"Resources": {"M": {"Properties": {"StartingPosition": "TRIM_HORIZON"}}},
+    ...        "Outputs": {"MId": {"Value": {"Ref": "M"}}}}
+    >>> old = {"Resources": {"MAt5": {"Metadata": {"shardline:rewound_to": "t",
+    ...        "shardline:mapping": "M"}, "Properties": {"StartingPosition": "AT_TIMESTAMP",
+    ...        "StartingPositionTimestamp": 5.0}}}}
+    >>> kept = keep_rewinds(new, old)
+    >>> kept["Resources"]["MAt5"]["Properties"]["StartingPositionTimestamp"], kept["Outputs"]
+    (5.0, {'MId': {'Value': {'Ref': 'MAt5'}}})
     """
     out: dict[str, Any] = json.loads(json.dumps(template))
+    resources = out.get("Resources", {})
     for logical_id, resource in deployed.get("Resources", {}).items():
-        mine = out.get("Resources", {}).get(logical_id)
-        if mine is None or REWOUND_TO not in (resource.get("Metadata") or {}):
+        metadata = resource.get("Metadata") or {}
+        base = metadata.get(REWOUND_FROM)
+        if REWOUND_TO not in metadata or base not in resources:
             continue
+        mine = resources.pop(base)
         props = resource.get("Properties", {})
         for key in ("StartingPosition", "StartingPositionTimestamp"):
             if key in props:
                 mine.setdefault("Properties", {})[key] = props[key]
-        rewound_to = resource["Metadata"][REWOUND_TO]
-        mine["Metadata"] = {**mine.get("Metadata", {}), REWOUND_TO: rewound_to}
+        keep = {REWOUND_TO: metadata[REWOUND_TO], REWOUND_FROM: base}
+        mine["Metadata"] = {**(mine.get("Metadata") or {}), **keep}
+        resources[logical_id] = mine
+        for output in out.get("Outputs", {}).values():
+            if output.get("Value") == {"Ref": base}:
+                output["Value"] = {"Ref": logical_id}
     return out
 
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from deploy.aws.cloudformation import REWOUND_TO
+from deploy.aws.cloudformation import REWOUND_FROM, REWOUND_TO
 from deploy.errors import DeployError
 from deploy.names import lease_table_name
 
@@ -287,9 +287,11 @@ def _counters(dynamodb: Any, table: str) -> dict[str, int]:
 def mapping_change_sets(
     template: Mapping[str, Any], mapping_id: str, to: float
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The two templates of an AWS rewind: without the mapping, then with it again at
-    ``AT_TIMESTAMP`` ``to`` (see the module docstring). Outputs that refer to the mapping
-    leave with it and come back with it.
+    """The two templates of an AWS rewind: without the function's mapping, then with a new
+    one at ``AT_TIMESTAMP`` ``to`` under a logical id naming the time (see the module
+    docstring). ``mapping_id`` is the id the file gives the mapping; the deployed one may
+    carry an earlier rewind's id. Outputs that refer to the mapping leave with it and come
+    back referring to the new one.
 
     >>> t = {"Resources": {"FM": {"Type": "AWS::Lambda::EventSourceMapping",
     ...       "Properties": {"StartingPosition": "TRIM_HORIZON"}}},
@@ -297,30 +299,44 @@ def mapping_change_sets(
     >>> without, again = mapping_change_sets(t, "FM", 0.0)
     >>> sorted(without["Resources"]), sorted(without["Outputs"])
     ([], [])
-    >>> again["Resources"]["FM"]["Properties"]
+    >>> again["Resources"]["FMAt0"]["Properties"]
     {'StartingPosition': 'AT_TIMESTAMP', 'StartingPositionTimestamp': 0.0}
-    >>> again["Resources"]["FM"]["Metadata"]
-    {'shardline:rewound_to': '1970-01-01T00:00:00.000+00:00'}
+    >>> again["Resources"]["FMAt0"]["Metadata"]["shardline:rewound_to"]
+    '1970-01-01T00:00:00.000+00:00'
+    >>> again["Outputs"]
+    {'FMId': {'Value': {'Ref': 'FMAt0'}}}
 
     Raises:
         RewindError: the template has no such mapping.
     """
-    resource = template.get("Resources", {}).get(mapping_id)
-    if resource is None or resource.get("Type") != "AWS::Lambda::EventSourceMapping":
+    resources = template.get("Resources", {})
+    current = next(
+        (
+            logical_id
+            for logical_id, resource in resources.items()
+            if resource.get("Type") == "AWS::Lambda::EventSourceMapping"
+            and mapping_id in (logical_id, (resource.get("Metadata") or {}).get(REWOUND_FROM))
+        ),
+        None,
+    )
+    if current is None:
         msg = f"the deployed template has no event source mapping {mapping_id!r}: deploy first"
         raise RewindError(msg)
+    new_id = f"{mapping_id}At{int(to)}"
     without = copy.deepcopy(dict(template))
-    del without["Resources"][mapping_id]
-    without["Outputs"] = {
-        key: value
-        for key, value in without.get("Outputs", {}).items()
-        if value.get("Value") != {"Ref": mapping_id}
+    mapping = without["Resources"].pop(current)
+    outputs = without.get("Outputs", {})
+    without["Outputs"] = {k: v for k, v in outputs.items() if v.get("Value") != {"Ref": current}}
+    again = copy.deepcopy(without)
+    mapping["Properties"]["StartingPosition"] = "AT_TIMESTAMP"
+    mapping["Properties"]["StartingPositionTimestamp"] = to
+    metadata = {REWOUND_TO: _iso(to), REWOUND_FROM: mapping_id}
+    mapping["Metadata"] = {**(mapping.get("Metadata") or {}), **metadata}
+    again["Resources"][new_id] = mapping
+    again["Outputs"] = {
+        k: ({**v, "Value": {"Ref": new_id}} if v.get("Value") == {"Ref": current} else v)
+        for k, v in outputs.items()
     }
-    again = copy.deepcopy(dict(template))
-    rewound = again["Resources"][mapping_id]
-    rewound["Properties"]["StartingPosition"] = "AT_TIMESTAMP"
-    rewound["Properties"]["StartingPositionTimestamp"] = to
-    rewound["Metadata"] = {**rewound.get("Metadata", {}), REWOUND_TO: _iso(to)}
     return without, again
 
 

@@ -181,11 +181,12 @@ class TestMappingChangeSets:
         without, again = mapping_change_sets(self.TEMPLATE, "MainMapping", 1_767_225_600.0)
         assert set(without["Resources"]) == {"MainFunction"}
         assert set(without["Outputs"]) == {"MainFunctionName"}
-        props = again["Resources"]["MainMapping"]["Properties"]
+        assert set(again["Resources"]) == {"MainFunction", "MainMappingAt1767225600"}
+        props = again["Resources"]["MainMappingAt1767225600"]["Properties"]
         assert props["StartingPosition"] == "AT_TIMESTAMP"
         assert props["StartingPositionTimestamp"] == 1_767_225_600.0
         assert props["BatchSize"] == 100
-        assert again["Outputs"] == self.TEMPLATE["Outputs"]
+        assert again["Outputs"]["MainMappingId"] == {"Value": {"Ref": "MainMappingAt1767225600"}}
         assert self.TEMPLATE["Resources"]["MainMapping"]["Properties"]["StartingPosition"] == (
             "TRIM_HORIZON"
         )  # the deployed template is not changed in place
@@ -195,4 +196,10 @@ class TestMappingChangeSets:
 
         _, again = mapping_change_sets(self.TEMPLATE, "MainMapping", 1_767_225_600.0)
         redeployed = keep_rewinds(self.TEMPLATE, again)
-        assert redeployed["Resources"]["MainMapping"] == again["Resources"]["MainMapping"]
+        assert redeployed == again
+
+    def test_a_second_rewind_replaces_the_first(self) -> None:
+        _, first = mapping_change_sets(self.TEMPLATE, "MainMapping", 1_000.0)
+        without, second = mapping_change_sets(first, "MainMapping", 2_000.0)
+        assert set(without["Resources"]) == {"MainFunction"}
+        assert set(second["Resources"]) == {"MainFunction", "MainMappingAt2000"}
