@@ -37,6 +37,19 @@ SKIPPED = {
     "shardline deploy examples/clickstream/pipeline.yaml": "needs AWS (CloudFormation, "
     "Lambda); tests/deploy/test_dev.py deploys to moto",
     "shardline destroy examples/clickstream/pipeline.yaml": "needs AWS (a deployed stack)",
+    **dict.fromkeys(
+        (
+            "shardline dlq ls pipeline.yaml",
+            "shardline dlq show pipeline.yaml --limit 5",
+            "shardline dlq redrive pipeline.yaml --dry-run",
+            "shardline dlq redrive pipeline.yaml",
+        ),
+        "needs a pipeline's dead-letter queues; tests/integration/test_dlq.py drives dlq on moto",
+    ),
+    "shardline rewind pipeline.yaml --function enrich-and-route --to 2026-05-01T09:00:00Z": (
+        "needs a run's checkpoints or a deployed stack; tests/integration/test_rewind.py "
+        "drives rewind on moto"
+    ),
 }
 
 #: Lines a run command must print on stdout.
