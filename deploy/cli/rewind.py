@@ -41,7 +41,7 @@ _SAFE = (
 )
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--endpoint-url", help="AWS endpoint (default: the local stack, if up).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (implies --yes).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def rewind_command(
     file: str, *, function: str, to: str, target: str | None, force: bool, yes: bool,
     endpoint_url: str | None, as_json: bool,
@@ -76,7 +76,7 @@ def rewind_command(
             f"{s.shard_id}: checkpoint {s.checkpoint} -> {s.target} "
             f"({plural(s.records, 'record')} again, from {s.first})"
             for s in moving
-        ] + [f"{s.shard_id}: stays at {s.checkpoint} (nothing processed since then)"
+        ] + [f"{s.shard_id}: stays at {s.checkpoint} (it processed nothing that arrived since)"
              for s in local.shards if not s.moves]  # fmt: skip
         records, shards = local.records, len(moving)
     else:
@@ -88,17 +88,19 @@ def rewind_command(
             "(two change sets of stack " + remote.stack + ")"
         )
         records, shards = remote.records, len(remote.shards)
-    if not as_json:
-        say(f"rewind {function} to {summary['to']}: about {plural(records, 'record')} on "
-            f"{plural(shards, 'shard')} will be reprocessed")  # fmt: skip
-        for line in lines:
-            say(f"  {line}")
-        say(_SAFE)
+    # on stderr, --json or not: stdout keeps the JSON
+    say(f"rewind {function} to {summary['to']}: about {plural(records, 'record')} on "
+        f"{plural(shards, 'shard')} will be reprocessed")  # fmt: skip
+    for line in lines:
+        say(f"  {line}")
+    say(_SAFE)
     if target == "local" and not moving:
         summary["rewound"] = False
         _done(summary, as_json, "nothing to rewind")
         return
-    if not (yes or as_json) and not click.confirm("rewind?", err=True):
+    if target == "local":
+        ops.check_not_held(local, force=force)  # before asking: a refusal needs no answer
+    if not yes and not click.confirm("rewind?", err=True):
         summary["rewound"] = False
         _done(summary, as_json, "not rewound")
         return

@@ -50,6 +50,7 @@ __all__ = [
     "RewindError",
     "RewindPlan",
     "ShardMove",
+    "check_not_held",
     "mapping_change_sets",
     "plan_checkpoint_rewind",
     "plan_mapping_rewind",
@@ -207,6 +208,24 @@ def _check_function(plan: Mapping[str, Any], function: str) -> None:
         raise RewindError(msg)
 
 
+def check_not_held(rewind: RewindPlan, *, force: bool = False) -> None:
+    """Refuse a rewind while a worker holds a lease of the function, unless ``force``.
+
+    Raises:
+        RewindError: a lease has an owner, and not ``force``; the message says to stop
+            ``shardline run`` first.
+    """
+    if rewind.held and not force:
+        holders = ", ".join(f"{shard} by {owner}" for shard, owner in rewind.held.items())
+        msg = (
+            f"function {rewind.function!r} is running: leases held ({holders}). Stop "
+            "`shardline run` (or `dev`) first: it releases its leases when it stops. If no "
+            "worker runs any more (it was killed), pass --force: a worker still running loses "
+            "its leases and cannot overwrite the rewound checkpoints"
+        )
+        raise RewindError(msg)
+
+
 def rewind_checkpoints(
     rewind: RewindPlan, client: Callable[[str], Any], *, force: bool = False
 ) -> list[ShardMove]:
@@ -219,15 +238,7 @@ def rewind_checkpoints(
         RewindError: a lease has an owner and not ``force``; or a lease changed since the
             plan was made (a worker checkpointed): plan again. Shards written before stay.
     """
-    if rewind.held and not force:
-        holders = ", ".join(f"{shard} by {owner}" for shard, owner in rewind.held.items())
-        msg = (
-            f"function {rewind.function!r} is running: leases held ({holders}). Stop "
-            "`shardline run` (or `dev`) first: it releases its leases when it stops. If no "
-            "worker runs any more (it was killed), pass --force: a worker still running loses "
-            "its leases and cannot overwrite the rewound checkpoints"
-        )
-        raise RewindError(msg)
+    check_not_held(rewind, force=force)
     from botocore.exceptions import ClientError  # noqa: PLC0415
 
     dynamodb = client("dynamodb")
