@@ -105,11 +105,11 @@ ITERATOR_AGE_MS = 60_000  # plus the batching window, which holds records on pur
 ITERATOR_AGE_MINUTES = 5  # consecutive minutes over the threshold before it alarms
 OVERFLOW_PREFIX = "dead-letters/"  # sinks.sqs.SQSSink's default overflow_prefix
 ON_FAILURE_PREFIX = "aws/lambda/"  # where Lambda writes failed-batch objects to S3
-ON_FAILURE_METRICS_ID = "lambda-on-failure"
+ON_FAILURE_METRICS_ID = "lambda-on-failure"  # the request metrics filter on that prefix
 #: A mapping's ``Metadata`` key saying ``shardline rewind`` restarted it (an ISO time).
 REWOUND_TO = "shardline:rewound_to"
 #: ... and the logical id the file gives that mapping (the rewound one's id names the time).
-REWOUND_FROM = "shardline:mapping"  # the request metrics filter on that prefix
+REWOUND_FROM = "shardline:mapping"
 
 # AWS limits that the pipeline file's own checks do not cover.
 MAX_RESOURCES = 500

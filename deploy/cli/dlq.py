@@ -1,9 +1,9 @@
 """``shardline dlq ls | show | redrive | discard``: the pipeline's dead letters, and the
 second pass of their records (:mod:`deploy.ops.dead_letters`).
 
-Each command reads the pipeline FILE (for the queues and, for ``redrive``, the functions as
-they are defined now), then the queues at ``--endpoint-url``, else the running local stack,
-else AWS. Exit status: 0 on success; 1 when a queue cannot be read, when ``redrive`` left a
+Each command reads the pipeline FILE (for the queues and buckets and, for ``redrive``, the
+functions as they are defined now), then those at ``--endpoint-url``, else the running local
+stack, else AWS. Exit status: 0 on success; 1 when a queue cannot be read, when ``redrive`` left a
 selected letter unhandled, or ``discard`` could not remove one; 2 for an invalid file.
 """
 

@@ -446,7 +446,7 @@ def sqs_queues(plan: Mapping[str, Any]) -> list[str]:
         elif sink is not None and sink.get("type") == "sqs":
             queue = str(sink["queue"])
         else:
-            continue  # an s3 on_failure sink: a later slice reads it
+            continue  # an s3 on_failure sink: S3Source reads it
         if queue not in queues:
             queues.append(queue)
     return queues

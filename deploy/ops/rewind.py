@@ -21,10 +21,14 @@ cannot be updated in place (CloudFormation replaces the resource: it would creat
 mapping before deleting the old, and two mappings would read the stream at once, out of
 order). So :func:`mapping_change_sets` gives two templates, applied as two change sets: the
 deployed template without the function's mapping (the function stops reading; records wait
-in the stream), then with it again, at ``AT_TIMESTAMP`` ``T``, under the same logical id, with
-``Metadata`` saying so. ``shardline deploy`` keeps a rewound mapping's starting position
+in the stream), then with a new one at ``AT_TIMESTAMP`` ``T`` under a logical id naming the
+time (``<Id>At<epoch>``: the stack's history shows the rewind, and moto, which keeps a removed
+resource cached under its id, creates it too), its ``Metadata`` naming the time and the
+file's id. ``shardline deploy`` keeps a rewound mapping as it is
 (:func:`deploy.aws.cloudformation.keep_rewinds`), so a later deploy of the file does not
-replace it and start the function over from its file's starting position.
+replace it and start the function over from its file's starting position. Between the two
+change sets the function reads nothing; if the second fails, the function has no mapping
+until a rewind (or deploy) succeeds.
 
 Reprocessing is safe because sinks are idempotent by record position: keyed DynamoDB and
 OpenSearch writes land the same, a ``latest`` item is never overwritten by an older record;
