@@ -37,14 +37,19 @@ SKIPPED = {
     "shardline deploy examples/clickstream/pipeline.yaml": "needs AWS (CloudFormation, "
     "Lambda); tests/deploy/test_dev.py deploys to moto",
     "shardline destroy examples/clickstream/pipeline.yaml": "needs AWS (a deployed stack)",
-    "shardline dlq ls pipeline.yaml": "needs the pipeline's dead-letter queues (a stack or "
-    "the local one); tests/integration/test_dlq.py drives dlq on moto",
-    "shardline dlq show pipeline.yaml --limit 5": "needs the dead-letter queues; "
-    "tests/integration/test_dlq.py",
-    "shardline dlq redrive pipeline.yaml --dry-run": "needs the dead-letter queues and "
-    "stores; tests/integration/test_dlq.py",
-    "shardline dlq redrive pipeline.yaml": "needs the dead-letter queues and stores; "
-    "tests/integration/test_dlq.py",
+    **dict.fromkeys(
+        (
+            "shardline dlq ls pipeline.yaml",
+            "shardline dlq show pipeline.yaml --limit 5",
+            "shardline dlq redrive pipeline.yaml --dry-run",
+            "shardline dlq redrive pipeline.yaml",
+        ),
+        "needs a pipeline's dead-letter queues; tests/integration/test_dlq.py drives dlq on moto",
+    ),
+    "shardline rewind pipeline.yaml --function enrich-and-route --to 2026-05-01T09:00:00Z": (
+        "needs a run's checkpoints or a deployed stack; tests/integration/test_rewind.py "
+        "drives rewind on moto"
+    ),
     "shardline replay pipeline.yaml --function enrich-and-route --since 2026-03-01T10:00 "
     "--until 2026-03-01T12:00 --dry-run": "needs an archive bucket with records; "
     "tests/integration/test_replay.py drives replay on moto",

@@ -82,8 +82,11 @@ __all__ = [
     "HANDLER",
     "PLAN_IN_PACKAGE",
     "PLAN_PATH",
+    "REWOUND_FROM",
+    "REWOUND_TO",
     "build_template",
     "deploy_problems",
+    "keep_rewinds",
     "key_prefix",
     "logical_ids",
     "opensearch_domain",
@@ -105,6 +108,10 @@ ITERATOR_AGE_MINUTES = 5  # consecutive minutes over the threshold before it ala
 OVERFLOW_PREFIX = "dead-letters/"  # sinks.sqs.SQSSink's default overflow_prefix
 ON_FAILURE_PREFIX = "aws/lambda/"  # where Lambda writes failed-batch objects to S3
 ON_FAILURE_METRICS_ID = "lambda-on-failure"  # the request metrics filter on that prefix
+#: A mapping's ``Metadata`` key saying ``shardline rewind`` restarted it (an ISO time).
+REWOUND_TO = "shardline:rewound_to"
+#: ... and the logical id the file gives that mapping (the rewound one's id names the time).
+REWOUND_FROM = "shardline:mapping"
 
 # AWS limits that the pipeline file's own checks do not cover.
 MAX_RESOURCES = 500
@@ -772,6 +779,43 @@ def build_template(
     """
     code = {"S3Bucket": code_bucket, "S3Key": code_key}
     return _Builder(plan, code, runtime, architecture).build()
+
+
+def keep_rewinds(template: Mapping[str, Any], deployed: Mapping[str, Any]) -> dict[str, Any]:
+    """``template`` with each event source mapping that ``shardline rewind`` recreated in
+    ``deployed`` kept as it is there: its logical id (the rewind's) and its starting
+    position. A mapping's position cannot change in place, so a deploy of the file would
+    otherwise replace it and start the function over from the file's position. The rewound
+    mapping's ``Metadata`` names the file's id (``shardline:mapping``) and the time.
+
+    >>> new = {"Resources": {"M": {"Properties": {"StartingPosition": "TRIM_HORIZON"}}},
+    ...        "Outputs": {"MId": {"Value": {"Ref": "M"}}}}
+    >>> old = {"Resources": {"MAt5": {"Metadata": {"shardline:rewound_to": "t",
+    ...        "shardline:mapping": "M"}, "Properties": {"StartingPosition": "AT_TIMESTAMP",
+    ...        "StartingPositionTimestamp": 5.0}}}}
+    >>> kept = keep_rewinds(new, old)
+    >>> kept["Resources"]["MAt5"]["Properties"]["StartingPositionTimestamp"], kept["Outputs"]
+    (5.0, {'MId': {'Value': {'Ref': 'MAt5'}}})
+    """
+    out: dict[str, Any] = json.loads(json.dumps(template))
+    resources = out.get("Resources", {})
+    for logical_id, resource in deployed.get("Resources", {}).items():
+        metadata = resource.get("Metadata") or {}
+        base = metadata.get(REWOUND_FROM)
+        if REWOUND_TO not in metadata or base not in resources:
+            continue
+        mine = resources.pop(base)
+        props = resource.get("Properties", {})
+        for key in ("StartingPosition", "StartingPositionTimestamp"):
+            if key in props:
+                mine.setdefault("Properties", {})[key] = props[key]
+        keep = {REWOUND_TO: metadata[REWOUND_TO], REWOUND_FROM: base}
+        mine["Metadata"] = {**(mine.get("Metadata") or {}), **keep}
+        resources[logical_id] = mine
+        for output in out.get("Outputs", {}).values():
+            if output.get("Value") == {"Ref": base}:
+                output["Value"] = {"Ref": logical_id}
+    return out
 
 
 def template_json(template: Mapping[str, Any]) -> str:

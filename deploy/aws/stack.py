@@ -33,7 +33,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from deploy.aws.cloudformation import build_template, deploy_problems, template_json
+from deploy.aws.cloudformation import (
+    build_template,
+    deploy_problems,
+    keep_rewinds,
+    template_json,
+)
 from deploy.errors import DeployError
 
 if TYPE_CHECKING:
@@ -50,8 +55,10 @@ __all__ = [
     "StackError",
     "artifacts_bucket_name",
     "deploy",
+    "deployed_template",
     "destroy",
     "stack_status",
+    "update_template",
 ]
 
 CAPABILITIES = ["CAPABILITY_IAM"]  # the roles are unnamed (see deploy.aws.cloudformation)
@@ -179,11 +186,12 @@ def deploy(
     code_key = f"{stack}/{built.sha256}.zip"
     _ensure_bucket(client, bucket, say)
     _upload(client, bucket, code_key, built, say)
-    body = template_json(
-        build_template(
-            plan, code_bucket=bucket, code_key=code_key, runtime=runtime, architecture=architecture
-        )
+    template = build_template(
+        plan, code_bucket=bucket, code_key=code_key, runtime=runtime, architecture=architecture
     )
+    if status is not None:  # a rewound mapping keeps its starting position (deploy.ops.rewind)
+        template = keep_rewinds(template, deployed_template(client("cloudformation"), stack))
+    body = template_json(template)
     template_args = _template_args(client, bucket, stack, body, max_template_body)
     change_set = f"shardline-{datetime.now(UTC):%Y%m%d%H%M%S%f}"
     kind = "CREATE" if status is None else "UPDATE"
@@ -231,6 +239,61 @@ def deploy(
         package=own,
         **common,
     )
+
+
+def deployed_template(cfn: Any, stack: str) -> dict[str, Any]:
+    """The stack's template as deployed (``GetTemplate``, original stage), as a dict."""
+    import json  # noqa: PLC0415
+
+    body = cfn.get_template(StackName=stack, TemplateStage="Original")["TemplateBody"]
+    return body if isinstance(body, dict) else dict(json.loads(body))
+
+
+def update_template(
+    client: Callable[[str], Any],
+    stack: str,
+    template: Mapping[str, Any],
+    *,
+    log: Callable[[str], None] | None = None,
+    timeout_s: float = 1800.0,
+) -> tuple[Change, ...]:
+    """Update an existing stack to ``template`` through one change set, code unchanged
+    (``shardline rewind``); the changes made, empty when there were none.
+
+    Raises:
+        StackError: the stack cannot be updated, the change set failed or the update did.
+    """
+    say = log or (lambda _line: None)
+    cfn = client("cloudformation")
+    status = stack_status(cfn, stack)
+    if status is None or not status.endswith("_COMPLETE") or "DELETE" in status:
+        msg = f"stack {stack} is {status or 'not deployed'}: deploy it first"
+        raise StackError(msg)
+    name = f"shardline-{datetime.now(UTC):%Y%m%d%H%M%S%f}"
+    say(f"change set {name} (update) for stack {stack}")
+    cfn.create_change_set(
+        StackName=stack, ChangeSetName=name, ChangeSetType="UPDATE", Capabilities=CAPABILITIES,
+        Tags=[{"Key": "shardline:pipeline", "Value": stack}], TemplateBody=template_json(template),
+    )  # fmt: skip
+    described = _wait_change_set(cfn, stack, name, timeout_s)
+    if described["Status"] == "FAILED":
+        reason = str(described.get("StatusReason", ""))
+        _discard_change_set(client, stack, name, kind="UPDATE", say=say, timeout_s=timeout_s)
+        if any(text in reason for text in _NO_CHANGES):
+            return ()
+        msg = f"change set for stack {stack} failed: {reason}"
+        raise StackError(msg)
+    changes = tuple(_changes(described))
+    started = datetime.now(UTC)
+    cfn.execute_change_set(StackName=stack, ChangeSetName=name)
+    final = _wait_stack(cfn, stack, started, say, timeout_s)
+    if final != "UPDATE_COMPLETE":
+        reasons = _failures(cfn, stack, started)
+        msg = f"update of stack {stack} ended {final}" + (
+            ":\n  " + "\n  ".join(reasons) if reasons else ""
+        )
+        raise StackError(msg)
+    return changes
 
 
 def destroy(

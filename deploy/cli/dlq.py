@@ -1,9 +1,9 @@
 """``shardline dlq ls | show | redrive | discard``: the pipeline's dead letters, and the
 second pass of their records (:mod:`deploy.ops.dead_letters`).
 
-Each command reads the pipeline FILE (for the queues and, for ``redrive``, the functions as
-they are defined now), then the queues at ``--endpoint-url``, else the running local stack,
-else AWS. Exit status: 0 on success; 1 when a queue cannot be read, when ``redrive`` left a
+Each command reads the pipeline FILE (for the queues and buckets and, for ``redrive``, the
+functions as they are defined now), then those at ``--endpoint-url``, else the running local
+stack, else AWS. Exit status: 0 on success; 1 when a queue cannot be read, when ``redrive`` left a
 selected letter unhandled, or ``discard`` could not remove one; 2 for an invalid file.
 """
 
@@ -36,6 +36,14 @@ def _options(command: Callable[..., Any]) -> Callable[..., Any]:
             click.option("--step", help="Only letters that failed at this step (or prefix: sink)."),
             click.option("--error", help="Only letters of this error class."),
             click.option("--since", help="Only letters that failed since: 2h, 30m, 1d, ISO time."),
+            click.option(
+                "--source",
+                "source_kind",
+                type=click.Choice(["all", "sqs", "s3"]),
+                default="all",
+                show_default=True,
+                help="Which dead-letter sinks: queues, buckets (s3 on_failure), or both.",
+            ),
             click.option("--endpoint-url", help="AWS endpoint (default: the local stack, if up)."),
             click.option("--json", "as_json", is_flag=True, help="Print one JSON object."),
         )
@@ -57,10 +65,13 @@ def _scan(
 
     from deploy.cli.local import use_local_stack  # noqa: PLC0415
     from deploy.ops.dead_letters import (  # noqa: PLC0415
+        LetterSource,
+        S3Source,
         Selection,
         SQSSource,
         parse_since,
         read_sources,
+        s3_sources,
         sqs_queues,
     )
     from stream.aws import aws_client, reset_clients  # noqa: PLC0415
@@ -76,16 +87,21 @@ def _scan(
         reset_clients()
     plan = load_any_plan(file)
     sqs, s3 = aws_client("sqs"), aws_client("s3")
-    sources = [SQSSource(q, sqs, s3, hold_s) for q in sqs_queues(plan)]
+    kind = filters.get("source_kind") or "all"
+    sources: list[LetterSource] = []
+    if kind in {"all", "sqs"}:
+        sources += [SQSSource(q, sqs, s3, hold_s) for q in sqs_queues(plan)]
+    if kind in {"all", "s3"}:
+        sources += [S3Source(bucket, prefix, s3) for bucket, prefix in s3_sources(plan)]
     scan = read_sources(sources)
     for source, why in scan.unreadable.items():
-        click.echo(f"{file}: queue {source!r} cannot be read: {why}", err=True)
+        click.echo(f"{file}: dead-letter source {source!r} cannot be read: {why}", err=True)
     selection = Selection(filters["function"], filters["step"], filters["error"], since_at)
     return plan, scan, selection
 
 
 def _filters(kwargs: dict[str, Any]) -> dict[str, str | None]:
-    return {k: kwargs.pop(k) for k in ("function", "step", "error", "since")}
+    return {k: kwargs.pop(k) for k in ("function", "step", "error", "since", "source_kind")}
 
 
 def _exit_if_unreadable(scan: Scan) -> None:
@@ -130,7 +146,7 @@ def ls(file: str, endpoint_url: str | None, as_json: bool, **kwargs: Any) -> Non
 
     console = Console()
     table = Table(title=f"{plural(len(letters), 'dead letter')} in {', '.join(scan.sources)}")
-    for column in ("queue", "function", "step", "error", "count", "oldest", "newest",
+    for column in ("source", "function", "step", "error", "count", "oldest", "newest",
                    "redrives", "sample reason"):  # fmt: skip
         table.add_column(column, justify="right" if column in {"count", "redrives"} else "left")
     for g in groups:

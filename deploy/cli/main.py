@@ -562,12 +562,14 @@ def _add_commands() -> None:
     from deploy.cli.local import local_group  # noqa: PLC0415
     from deploy.cli.replay import replay_command  # noqa: PLC0415
     from deploy.cli.report import report  # noqa: PLC0415
+    from deploy.cli.rewind import rewind_command  # noqa: PLC0415
     from deploy.cli.stack import deploy_command, destroy_command, diff_command  # noqa: PLC0415
     from deploy.cli.test import schema, test  # noqa: PLC0415
 
     for command in (
         deploy_command, diff_command, destroy_command, dev_command, demo_command, test, schema,
         cost, report, local_group, event_command, init_command, dlq_group, replay_command,
+        rewind_command,
     ):  # fmt: skip
         main.add_command(command)
 

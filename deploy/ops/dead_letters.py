@@ -1,9 +1,10 @@
 """Dead letters: read them from the pipeline's dead-letter sinks, group them, redrive them.
 
-A *letter source* is one place a pipeline's failures end up. This slice reads SQS queues
+A *letter source* is one place a pipeline's failures end up. Sources are SQS queues
 (:class:`SQSSource`): every ``sqs`` sink a function names as ``on_failure``, and the queue
-``<name>-dlq`` that deploy creates for functions that name none (:func:`sqs_queues`). S3
-``on_failure`` objects are another source to come, behind the same :class:`LetterSource`.
+``<name>-dlq`` that deploy creates for functions that name none (:func:`sqs_queues`); and
+buckets (:class:`S3Source`): every ``s3`` sink named as ``on_failure`` (:func:`s3_sources`),
+its envelopes and Lambda's on-failure objects, behind the same :class:`LetterSource`.
 
 A source yields :class:`Message` values of three kinds (:class:`Kind`):
 
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import gzip
 import re
 import time
 from abc import ABC, abstractmethod
@@ -44,8 +46,10 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from deploy.aws.cloudformation import ON_FAILURE_PREFIX
 from deploy.names import dead_letter_queue_name
 from sinks.base import DeadLetter, Ordering, Sink
+from sinks.s3 import DEAD_LETTERS, object_body
 from sinks.sqs import OVERFLOW_FIELD, REDRIVES_ATTRIBUTE
 
 if TYPE_CHECKING:
@@ -64,6 +68,7 @@ __all__ = [
     "LetterSource",
     "Message",
     "Redriven",
+    "S3Source",
     "SQSSource",
     "Scan",
     "Selection",
@@ -75,6 +80,7 @@ __all__ = [
     "parse_since",
     "read_sources",
     "redrive",
+    "s3_sources",
     "sqs_queues",
 ]
 
@@ -312,6 +318,118 @@ class SQSSource(LetterSource):
             )
 
 
+class S3Source(LetterSource):
+    """Dead letters in a bucket: the envelopes an ``s3`` ``on_failure`` sink writes (JSON
+    lines under ``dead-letters/`` below its prefix, gzip or plain, several per object), and
+    the on-failure objects Lambda (and the local mapping) write under ``aws/lambda/``
+    (ranges, each a whole invocation record). One message per line, parsed by
+    :func:`parse_message`; its id is ``KEY:LINE``.
+
+    Nothing hides what was read from other readers (``release`` does nothing). An object is
+    deleted only once every line of it is deleted; when some lines stay (a letter not
+    handled, a range, a foreign line) it is rewritten with those lines only. An object whose
+    ETag changed since it was read is left alone: the sink wrote it again (a redriven letter
+    that failed again lands at its old key, since keys name the positions they hold).
+
+    Args:
+        bucket: the bucket.
+        prefix: the sink's prefix (its literal part is listed), "" for the bucket's root.
+        client: a boto3 S3 client.
+    """
+
+    def __init__(self, bucket: str, prefix: str, client: Any) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.split("{", 1)[0].lstrip("/")
+        self.name = f"s3://{bucket}/{self.prefix}"
+        self._client = client
+        # by key: its ETag, whether gzipped, its lines (message id, line) as read
+        self._read: dict[str, tuple[str, bool, list[tuple[str, bytes]]]] = {}
+
+    def _keys(self) -> list[dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for prefix in (self.prefix, ON_FAILURE_PREFIX):
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix
+            )
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    key = obj["Key"]
+                    if key.startswith(ON_FAILURE_PREFIX) or f"{DEAD_LETTERS}/" in key:
+                        found[key] = obj
+        return [found[key] for key in sorted(found)]
+
+    def read(self) -> list[Message]:
+        """Every line of every dead-letter and on-failure object, in key order."""
+        out: list[Message] = []
+        for obj in self._keys():
+            key = obj["Key"]
+            got = self._client.get_object(Bucket=self.bucket, Key=key)
+            body: bytes = got["Body"].read()
+            zipped = body[:2] == b"\x1f\x8b"
+            if zipped:
+                body = gzip.decompress(body)
+            sent = obj["LastModified"].timestamp()
+            lines = []
+            for n, line in enumerate(x for x in body.splitlines() if x.strip()):
+                message_id = f"{key}:{n}"
+                lines.append((message_id, line))
+                text = line.decode(errors="replace")
+                out.append(parse_message(self.name, message_id, key, text, sent_at=sent))
+            self._read[key] = (str(got.get("ETag", "")), zipped, lines)
+        return out
+
+    def delete(self, messages: Sequence[Message]) -> dict[str, str]:
+        failed: dict[str, str] = {}
+        gone: dict[str, set[str]] = defaultdict(set)
+        for m in messages:
+            gone[m.handle].add(m.id)
+        for key, ids in gone.items():
+            etag, zipped, lines = self._read[key]
+            try:
+                now = str(self._client.head_object(Bucket=self.bucket, Key=key).get("ETag", ""))
+            except Exception as exc:  # botocore's errors: a 404 means deleted already
+                status = getattr(exc, "response", {}).get("ResponseMetadata", {})
+                if status.get("HTTPStatusCode") != 404:
+                    failed |= dict.fromkeys(ids, f"{type(exc).__name__}: {exc}")
+                continue
+            if now != etag:
+                continue  # written again since read (class docstring)
+            left = [(i, line) for i, line in lines if i not in ids]
+            try:
+                if left:
+                    body = object_body([line for _, line in left], "gzip" if zipped else "none")
+                    put = self._client.put_object(Bucket=self.bucket, Key=key, Body=body)
+                    self._read[key] = (str(put.get("ETag", "")), zipped, left)
+                else:
+                    self._client.delete_object(Bucket=self.bucket, Key=key)
+                    del self._read[key]
+            except Exception as exc:  # botocore's errors: say which
+                failed |= dict.fromkeys(ids, f"{type(exc).__name__}: {exc}")
+        return failed
+
+    def release(self, messages: Sequence[Message]) -> None:
+        """Nothing to release: S3 hides nothing."""
+
+
+def s3_sources(plan: Plan) -> list[tuple[str, str]]:
+    """The buckets (and sink prefixes) the plan's functions dead-letter to: every ``s3``
+    sink named as ``on_failure``, in file order.
+
+    >>> plan = {"sinks": {"vault": {"type": "s3", "bucket": "v", "prefix": "bad/"}},
+    ...         "functions": {"a": {"on_failure": "vault"}, "b": {}}}
+    >>> s3_sources(plan)
+    [('v', 'bad/')]
+    """
+    out: list[tuple[str, str]] = []
+    for spec in plan["functions"].values():
+        sink = plan["sinks"].get(spec.get("on_failure") or "")
+        if sink is not None and sink.get("type") == "s3":
+            where = (str(sink["bucket"]), str(sink.get("prefix") or ""))
+            if where not in out:
+                out.append(where)
+    return out
+
+
 def sqs_queues(plan: Plan) -> list[str]:
     """The SQS queues the plan's functions dead-letter to, in file order: every ``sqs``
     sink named as ``on_failure``, and ``<name>-dlq`` when a function names none (deploy
@@ -331,7 +449,7 @@ def sqs_queues(plan: Plan) -> list[str]:
         elif sink is not None and sink.get("type") == "sqs":
             queue = str(sink["queue"])
         else:
-            continue  # an s3 on_failure sink: a later slice reads it
+            continue  # an s3 on_failure sink: S3Source reads it
         if queue not in queues:
             queues.append(queue)
     return queues

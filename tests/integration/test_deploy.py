@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from deploy.aws.package import PackageResult, build_package
-from deploy.aws.stack import StackError, deploy, destroy, stack_status
+from deploy.aws.stack import StackError, deploy, deployed_template, destroy, stack_status
 from deploy.local.run import LocalRun, deployed_settings, on_failure_destination
 from deploy.names import function_name
 from deploy.pipeline.config import load_plan_from_file
@@ -280,6 +280,37 @@ def test_d2_a_local_run_takes_the_deployed_mapping_settings(cloud: Any, tmp_path
         LocalRun(
             other, client=cloud, in_process=True, settings="deployed", state_dir=tmp_path
         ).build()
+
+
+def test_d3_rewind_recreates_the_mapping_at_the_timestamp_and_a_deploy_keeps_it(
+    cloud: Any, builder: Builder, tmp_path: Path
+) -> None:
+    """Two change sets: the mapping goes, then a new one (a new UUID) starts AT_TIMESTAMP;
+    deploying the file again changes nothing (it does not start the function over)."""
+    from deploy.ops.rewind import plan_mapping_rewind, rewind_mapping  # noqa: PLC0415
+
+    plan = example_plan(tmp_path, batch_size=200)
+    (before,) = mappings(cloud, plan, "enrich-and-route")
+    to = 1_767_225_600.0
+    rewind = plan_mapping_rewind(plan, "enrich-and-route", to, cloud)
+    assert rewind.mapping_id == "EnrichAndRouteMapping"
+    assert set(rewind.shards) == {"shardId-000000000000"}
+
+    rewind_mapping(rewind, cloud)
+
+    (after,) = mappings(cloud, plan, "enrich-and-route")
+    assert after["UUID"] != before["UUID"]  # recreated, not updated in place
+    assert after["StartingPosition"] == "AT_TIMESTAMP"
+    # moto's mapping does not report StartingPositionTimestamp: the stack's template says it
+    deployed = deployed_template(cloud("cloudformation"), "clickstream")["Resources"]
+    assert "EnrichAndRouteMapping" not in deployed
+    assert deployed["EnrichAndRouteMappingAt1767225600"]["Properties"][
+        "StartingPositionTimestamp"
+    ] == to
+    assert after["BatchSize"] == 200
+    (other,) = mappings(cloud, plan, "archive-all")
+    assert other["StartingPosition"] != "AT_TIMESTAMP"  # only the function asked for
+    assert deploy(plan, cloud, package=builder(plan)).status == "unchanged"
 
 
 def test_e_a_file_that_cannot_deploy_fails_before_anything_is_created(

@@ -219,3 +219,65 @@ def test_a_letter_whose_function_is_gone_is_refused_and_discard_needs_yes(
     assert (code, len(removed["removed"])) == (0, 4)
     code, listed = shop.dlq("ls")
     assert (listed["total"], len(listed["foreign"])) == (0, 1)
+
+
+class BucketProject(Project):
+    """The same shop, dead-lettering to an ``s3`` sink instead of a queue."""
+
+    def write(self, *, table: str, queue: str, fail: set[str], function: str = "price") -> None:
+        super().write(table=table, queue=queue, fail=fail, function=function)
+        path = self.folder / self.file
+        path.write_text(
+            path.read_text().replace(
+                f"dlq: {{type: sqs, queue: {queue}}}",
+                f"dlq: {{type: s3, bucket: {queue}, prefix: bad/, compression: gzip}}",
+            )
+        )
+
+
+def test_s3_letters_are_listed_and_redriven_and_their_objects_go_once_handled(
+    folder: Path, event_file: Path, aws: Any, moto_endpoint: str, unique: str
+) -> None:
+    """An ``s3`` on_failure sink's letters are listed like a queue's; a Lambda on-failure
+    object under aws/lambda/ is a range, listed and kept; the redrive writes the fixed
+    records, leaves the letter that fails again (in its own object, one redrive higher),
+    and deletes the objects whose letters were all handled."""
+    s3 = aws("s3")
+    bucket = f"shop-bad-{unique}"
+    s3.create_bucket(Bucket=bucket)
+    table = _table(aws, f"orders-{unique}")
+    shop = BucketProject(folder, moto_endpoint, "shop")
+    shop.write(table=table, queue=bucket, fail={"bad", "worse"})
+    invoked = shop.run("invoke", shop.file, "--event", str(event_file))
+    assert invoked.returncode == 0, invoked.stderr
+    batch_info = {"KinesisBatchInfo": {"shardId": "shardId-000000000000", "batchSize": 2}}
+    s3.put_object(
+        Bucket=bucket, Key="aws/lambda/m/shardId-000000000000/x", Body=json.dumps(batch_info)
+    )
+    letter_objects = [
+        o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="bad/")["Contents"]
+    ]
+    assert letter_objects
+    assert all("dead-letters/" in key for key in letter_objects)
+
+    code, listed = shop.dlq("ls")
+    assert code == 0, listed
+    assert listed["total"] == 4
+    [grouped] = listed["groups"]
+    assert (grouped["source"], grouped["count"]) == (f"s3://{bucket}/bad/", 4)
+    assert len(listed["ranges"]) == 1
+    assert shop.dlq("ls", "--source", "sqs")[1]["total"] == 0
+
+    shop.write(table=table, queue=bucket, fail={"worse"})
+    code, done = shop.dlq("redrive")
+    assert code == 0, done
+    assert (done["written"], done["dead_again"]) == (3, 1), done
+
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
+    assert not keys & set(letter_objects)  # every letter of them handled: deleted
+    assert "aws/lambda/m/shardId-000000000000/x" in keys  # a range is never deleted
+    code, left = shop.dlq("ls")
+    assert left["total"] == 1
+    assert left["groups"][0]["redrives"] == 1
+    assert "flagged worse" in left["groups"][0]["sample_reason"]
+    assert len(_items(aws, table)) == 3
