@@ -32,7 +32,7 @@ in extended sequence numbers (sequence number, sub-sequence number):
 the worker holds (conditional on the counter it knows: a lost lease fails the condition and is
 dropped), reads the table, and takes unowned or expired leases, or, when none are free and
 the worker holds fewer than its fair share, steals from the busiest worker
-(:func:`plan_round`). A lease is *expired* when its counter has not changed for
+(:func:`decide_leases`). A lease is *expired* when its counter has not changed for
 ``lease_duration_s`` as seen by this worker's own monotonic clock (:class:`ExpiryTracker`),
 so no two machines' clocks are ever compared. Every write is conditional on the counter
 observed, so of two workers racing for one lease exactly one wins.
@@ -87,13 +87,13 @@ __all__ = [
     "TRIM_HORIZON",
     "ExpiryTracker",
     "Lease",
+    "LeaseDecision",
     "LeaseLost",
     "LeaseTable",
     "LeaseTableError",
-    "Plan",
     "ShardInfo",
+    "decide_leases",
     "leases_to_create",
-    "plan_round",
     "shards_from_list_shards",
 ]
 
@@ -435,8 +435,8 @@ class ExpiryTracker:
 
 
 @dataclass(frozen=True, slots=True)
-class Plan:
-    """What one worker takes in one round (:func:`plan_round`).
+class LeaseDecision:
+    """What one worker takes in one round (:func:`decide_leases`).
 
     Attributes:
         target: the worker's fair share: ceil(eligible leases / live workers).
@@ -456,7 +456,7 @@ class Plan:
         return self.adopt + self.take + self.steal
 
 
-def plan_round(
+def decide_leases(
     leases: Sequence[Lease],
     worker_id: str,
     *,
@@ -464,7 +464,7 @@ def plan_round(
     expired: Collection[str],
     max_leases_to_steal: int = 1,
     rng: random.Random | None = None,
-) -> Plan:
+) -> LeaseDecision:
     """Decide which leases ``worker_id`` takes this round: the KCL's lease taker.
 
     Only *eligible* leases count: not finished, and every parent finished (or gone from the
@@ -482,11 +482,11 @@ def plan_round(
       more), at most ``max_leases_to_steal`` per round. Loads end within one of each other.
 
     >>> free = [Lease(f"s{i}", TRIM_HORIZON) for i in range(4)]
-    >>> plan_round(free, "a", held=(), expired=()).target
+    >>> decide_leases(free, "a", held=(), expired=()).target
     4
     >>> taken = [Lease(f"s{i}", TRIM_HORIZON, owner="a") for i in range(4)]
-    >>> plan = plan_round(taken, "b", held=(), expired=(), rng=random.Random(0))
-    >>> plan.target, [lease.owner for lease in plan.steal]
+    >>> decision = decide_leases(taken, "b", held=(), expired=(), rng=random.Random(0))
+    >>> decision.target, [lease.owner for lease in decision.steal]
     (2, ['a'])
 
     Args:
@@ -506,7 +506,7 @@ def plan_round(
         and all(p not in by_id or by_id[p].finished for p in lease.parent_shard_ids)
     ]
     if not eligible:
-        return Plan(target=0)
+        return LeaseDecision(target=0)
     eligible.sort(key=lambda lease: lease.shard_id)  # rng draws reproducible from the seed
     mine = [lease for lease in eligible if lease.owner == worker_id]
     adopt = tuple(lease for lease in mine if lease.shard_id not in held)
@@ -522,24 +522,24 @@ def plan_round(
     target = math.ceil(len(eligible) / (len(loads) + 1))
     needed = target - len(mine)
     if needed <= 0:
-        return Plan(target, adopt)
+        return LeaseDecision(target, adopt)
     if free:
         rng.shuffle(free)
-        return Plan(target, adopt, take=tuple(free[:needed]))
+        return LeaseDecision(target, adopt, take=tuple(free[:needed]))
     if not loads:
-        return Plan(target, adopt)
+        return LeaseDecision(target, adopt)
     busiest, most = max(loads.items(), key=lambda item: (item[1], item[0]))
     count = min(needed, most - target) if most >= target else 0
     if most >= target and needed > 1 and count == 0:
         count = 1
     count = min(count, max_leases_to_steal)
     if count <= 0:
-        return Plan(target, adopt)
+        return LeaseDecision(target, adopt)
     candidates = [
         lease for lease in eligible if lease.owner == busiest and lease.shard_id not in expired
     ]
     rng.shuffle(candidates)
-    return Plan(target, adopt, steal=tuple(candidates[:count]))
+    return LeaseDecision(target, adopt, steal=tuple(candidates[:count]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -801,7 +801,7 @@ class LeaseTable:
         return sorted((Lease.from_item(item) for item in items), key=lambda x: x.shard_id)
 
     def take(self) -> list[Lease]:
-        """One coordination round: renew, read the table, take or steal (:func:`plan_round`).
+        """One coordination round: renew, read the table, take or steal (:func:`decide_leases`).
 
         Returns:
             The leases this worker holds after the round, by shard id. A shard reader whose
@@ -826,7 +826,7 @@ class LeaseTable:
                 if lease is None or lease.owner != self.worker_id or lease.finished:
                     self._drop(shard_id, lease.owner if lease else None)
             held = set(self._held)
-        plan = plan_round(
+        decision = decide_leases(
             leases,
             self.worker_id,
             held=held,
@@ -834,7 +834,7 @@ class LeaseTable:
             max_leases_to_steal=self.max_leases_to_steal,
             rng=self._rng,
         )
-        for lease in plan.leases:
+        for lease in decision.leases:
             self._acquire(lease)
         return self.held()
 

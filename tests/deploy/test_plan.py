@@ -212,8 +212,8 @@ class TestContract:
         hints = get_type_hints(SinkSpec)
         for fields in schema.SINK_TYPES.values():
             for key, setting in fields.items():
-                if setting.choices:
-                    assert get_args(hints[key]) == setting.choices, key
+                if setting.enum:
+                    assert get_args(hints[key]) == tuple(setting.enum), key
 
 
 class TestOldPlanOnTheCommandLine:

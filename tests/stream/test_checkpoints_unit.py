@@ -25,8 +25,8 @@ from stream.esm.checkpoints import (
     LeaseLost,
     LeaseTable,
     ShardInfo,
+    decide_leases,
     leases_to_create,
-    plan_round,
     shards_from_list_shards,
 )
 
@@ -288,7 +288,7 @@ class TestExpiryTracker:
 
 
 def plan(leases, me="me", held=(), expired=(), steal=1, seed=0):
-    return plan_round(
+    return decide_leases(
         leases,
         me,
         held=set(held),
