@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "handler": ("bench.handler", "µs/record: shardline vs Powertools BatchProcessor vs plain loop"),
     "producer": ("bench.producer", "records/s: producer batching and aggregation vs PutRecord"),
     "replay": ("bench.replay", "records/s of `shardline replay` from the archive vs a plain loop"),
+    "schema": ("bench.schema", "µs/record: JSON Schema and Avro libraries, the schema step"),
     "sinks": ("bench.sinks", "records/s of each sink's bulk writes vs one call per record"),
     "window": ("bench.window", "µs/record: the window step vs a hand-written dict aggregation"),
     "soak": ("bench.soak", "e2e fault scenarios and the example under load; writes RELIABILITY.md"),

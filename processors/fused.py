@@ -7,6 +7,9 @@ not code, so for every maximal run of them :func:`fuse` writes one Python functi
 when the chain is built at Lambda init) that loops over the records, reads each document
 once and evaluates the run's conditions inline (:mod:`processors.codegen`).
 
+A JSON Schema step (:mod:`processors.schema`) joins a run as one call to its compiled
+validator on the document the run reads anyway.
+
 It is transparent: the same survivors in the same order, the same documents and routes, the
 same ``dropped`` counts and the same failures (step, exception, message, retryable flag, in
 the unfused order: step by step, record order within a step). A DecodeError is raised by the
@@ -181,6 +184,8 @@ def _part(step: Step, ns: Namespace, *, first: bool, is_dict: str) -> _Part | No
         return _enrich(proc, ns, first=first)
     if kind is _builtin("processors.route", "Route") and _plain(step, proc):
         return _route(proc, ns, is_dict)
+    if kind is _builtin("processors.schema", "Schema") and _plain(step, proc):
+        return _schema(proc, ns)
     return None
 
 
@@ -246,6 +251,15 @@ def _route(proc: Any, ns: Namespace, is_dict: str) -> _Part | None:
         body += [f"if {test}:", f"    {hits} |= {1 << i}"]
     table = ns.const(_subsets([to for _, to in rules], proc.default))
     return _Part([*body, f"rec.routes = {table}[{hits}]"], json=True)
+
+
+def _schema(proc: Any, ns: Namespace) -> _Part | None:
+    """A JSON Schema check on the document the run has read (an Avro step reads bytes and
+    replaces the document: it runs on its own)."""
+    if proc.kind != "json_schema":
+        return None
+    body = [f"if not {ns.const(proc.is_valid)}(doc):", f"    raise {ns.const(proc.failure)}(doc)"]
+    return _Part(body, json=True)
 
 
 def _subsets(targets: list[tuple[str, ...]], default: tuple[str, ...]) -> tuple[Any, ...]:

@@ -1,8 +1,9 @@
 """Processors by name: the built-ins, entry-point plugins, and ``use:`` import paths.
 
 An entry of the pipeline file is a one-key map ``{NAME: ARGS}``, or ``{use: "pkg.mod:Name",
-with: {...}}``. NAME is a built-in (``filter``, ``enrich``, ``route``, ``window``) or a plugin
-registered under the entry-point group ``shardline.processors``. What a name resolves to may be:
+with: {...}}``. NAME is a built-in (``filter``, ``enrich``, ``route``, ``schema``,
+``window``) or a plugin registered under the entry-point group ``shardline.processors``.
+What a name resolves to may be:
 
 * a class: called with ARGS as keyword arguments (a mapping) or as its one argument;
 * a plain function: the processor itself (it takes no ARGS).
@@ -41,6 +42,7 @@ BUILTIN_PROCESSORS: dict[str, str] = {
     "filter": "processors.filter:Filter",
     "enrich": "processors.enrich:Enrich",
     "route": "processors.route:Route",
+    "schema": "processors.schema:Schema",
     "window": "processors.window:Window",
 }
 

@@ -68,6 +68,7 @@ TRACKED_BUILTINS = (
     "processors.route:Route",
     "processors.enrich:Enrich",
     "processors.enrich:EnrichLookup",
+    "processors.schema:Schema",  # checks without changing, or replaces with set_json
     "processors.window:Window",  # changes no document: results are derived records
 )
 

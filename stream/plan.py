@@ -34,6 +34,7 @@ __all__ = [
     "ProcessorEntry",
     "RouteRule",
     "RouteSpec",
+    "SchemaSpec",
     "SinkSpec",
     "StreamSpec",
     "check_version",
@@ -156,8 +157,18 @@ class RouteSpec(TypedDict):
     rules: list[RouteRule]
 
 
+class SchemaSpec(TypedDict, total=False):
+    """The arguments of a ``schema`` step: one schema, bundled from its file by ``compile``,
+    and the file's name as the pipeline file gives it (named in dead letters)."""
+
+    json_schema: dict[str, Any]
+    avro: Any  # an Avro schema: a record mapping, a type name, or a union list
+    source: str
+
+
 #: One entry of ``function["processors"]``: a one-key mapping ``{NAME: ARGS}`` (the
-#: built-ins' ARGS are :class:`FilterSpec`, :class:`EnrichSpec` and :class:`RouteSpec`; a
+#: built-ins' ARGS are :class:`FilterSpec`, :class:`EnrichSpec`, :class:`RouteSpec` and
+#: :class:`SchemaSpec`; a
 #: plugin's are its own), or ``{"use": "module:attr", "with": {...}}``.
 ProcessorEntry = dict[str, Any]
 

@@ -207,6 +207,7 @@ def build_package(
     notes: list[str] = []
     dists = _plugin_distributions(plan, plugins)
     wanted = list(_default_requirements() if requirements is None else requirements)
+    wanted += _step_requirements(plan)
     for dist in dists:
         wanted += [r for r in dist.requires or () if "extra" not in r.partition(";")[2]]
     # Ours and the plugins are copied from this machine: pip must not fetch them by name.
@@ -277,6 +278,37 @@ def _default_requirements() -> list[str]:
         msg = "shardline is not installed, so its requirements are unknown: pip install -e ."
         raise PackageError(msg) from None
     return [r for r in requires if "extra" not in r.partition(";")[2]]
+
+
+#: The library of the ``contracts`` extra that each kind of ``schema`` step needs.
+SCHEMA_LIBRARIES = {"json_schema": "jsonschema-rs", "avro": "fastavro"}
+
+
+def _step_requirements(plan: Plan) -> list[str]:
+    """The ``contracts`` extra's requirements that the plan's ``schema`` steps need (none
+    when no function has one: the package stays as small as the pipeline allows)."""
+    needed = {
+        _normalise(library)
+        for function in plan["functions"].values()
+        for entry in function.get("processors") or ()
+        if isinstance(entry.get("schema"), dict)
+        for kind, library in SCHEMA_LIBRARIES.items()
+        if kind in entry["schema"]
+    }
+    if not needed:
+        return []
+    try:
+        requires = metadata.requires("shardline") or []
+    except metadata.PackageNotFoundError:
+        requires = []
+    found = [
+        requirement.strip()
+        for requirement, _, marker in (r.partition(";") for r in requires)
+        if "contracts" in marker and _normalise(_requirement_name(requirement)) in needed
+    ]
+    named = {_normalise(_requirement_name(r)) for r in found}
+    # not installed from this checkout's metadata: the bare names still ship the step
+    return found + sorted(needed - named)
 
 
 def _plugin_distributions(

@@ -124,6 +124,7 @@ def pipeline_schema() -> dict[str, Any]:
             "lookup": _lookup(),
             "route": _route(),
             "rule": _rule(),
+            "schema": _schema(),
             "window": _window(),
         },
     }
@@ -316,9 +317,9 @@ def _processor() -> dict[str, Any]:
             "additionalProperties": False,
         }
 
-    if set(BUILTIN_PROCESSORS) != {"filter", "enrich", "route", "window"}:
+    if set(BUILTIN_PROCESSORS) != {"filter", "enrich", "route", "schema", "window"}:
         msg = (
-            "deploy.pipeline.jsonschema describes filter, enrich, route, window; "
+            "deploy.pipeline.jsonschema describes filter, enrich, route, schema, window; "
             f"built-ins: {BUILTIN_PROCESSORS}"
         )
         raise RuntimeError(msg)
@@ -434,6 +435,14 @@ def _window() -> dict[str, Any]:
         "closed window."
     )
     out["oneOf"] = [{"required": ["size_s"]}, {"required": ["gap_s"]}]
+    return out
+
+
+def _schema() -> dict[str, Any]:
+    keys = spec.SCHEMA
+    out = _object(list(keys), _scalars(keys))
+    out["description"] = "A record contract: a JSON Schema or an Avro schema file."
+    out["oneOf"] = [{"required": ["json_schema"]}, {"required": ["avro"]}]
     return out
 
 

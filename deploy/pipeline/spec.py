@@ -35,6 +35,7 @@ __all__ = [
     "LOOKUP",
     "ROUTE",
     "RULE",
+    "SCHEMA",
     "SINK_NAME",
     "SINK_TYPES",
     "STACK_NAME",
@@ -379,6 +380,22 @@ WINDOW: Section = {
         "dynamodb is not built yet.",
         default="memory",
         enum=("memory", "dynamodb"),
+    ),
+}
+
+SCHEMA: Section = {
+    "json_schema": Key(
+        "string",
+        "A JSON Schema file (draft 2020-12 unless its $schema says otherwise), relative to the "
+        "pipeline file; a record that does not follow it is dead-lettered with the JSON "
+        "pointer and keyword.",
+        min_length=1,
+    ),
+    "avro": Key(
+        "string",
+        "An Avro schema file (.avsc), relative to the pipeline file: records are Avro binary "
+        "and continue as their JSON document; one that does not decode is dead-lettered.",
+        min_length=1,
     ),
 }
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from deploy.pipeline import runtime_checks, spec
+from deploy.pipeline import contracts, runtime_checks, spec
 from deploy.pipeline.fields import Fields, as_mapping, describe, suggest, unknown
 
 if TYPE_CHECKING:
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from deploy.pipeline.problems import Path, Reporter
     from stream.plan import Plan
 
-BUILTIN_PROCESSORS = ("enrich", "filter", "route", "window")
+BUILTIN_PROCESSORS = ("enrich", "filter", "route", "schema", "window")
 ON_MISS = spec.LOOKUP["on_miss"].enum
 ROUTE_MODES = spec.ROUTE["mode"].enum
 _IMPORT_PATH = re.compile(spec.IMPORT_PATH)
@@ -82,6 +82,8 @@ def validate_chain(
             out.append({"filter": _filter(r, (*at, name), args)})
         elif name == "enrich":
             out.append({"enrich": _enrich(r, (*at, name), args)})
+        elif name == "schema":
+            out.append({"schema": contracts.schema_step(r, (*at, name), args)})
         elif name == "window":
             out.append({"window": _window(r, (*at, name), args, sinks, path)})
         elif name == "route":

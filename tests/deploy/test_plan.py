@@ -29,6 +29,7 @@ from stream.plan import (
     LookupSpec,
     Plan,
     RouteSpec,
+    SchemaSpec,
     SinkSpec,
     StreamSpec,
 )
@@ -37,7 +38,12 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 ENV = {"OPENSEARCH_URL": "http://127.0.0.1:9200"}
 
 #: The argument types of the built-in steps (a plugin's arguments are its own).
-STEP_ARGS: dict[str, Any] = {"filter": FilterSpec, "enrich": EnrichSpec, "route": RouteSpec}
+STEP_ARGS: dict[str, Any] = {
+    "filter": FilterSpec,
+    "enrich": EnrichSpec,
+    "route": RouteSpec,
+    "schema": SchemaSpec,
+}
 
 #: Every built-in sink type, every optional setting given, both route forms and a ``use``.
 EVERYTHING = """\
