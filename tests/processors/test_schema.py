@@ -75,7 +75,7 @@ class TestJsonSchema:
             Schema(json_schema="schemas/order.json")
 
     def test_a_broken_schema_fails_at_build(self) -> None:
-        with pytest.raises(ValueError, match="anyOf|type"):
+        with pytest.raises(ValueError, match=r"anyOf|type"):
             Schema(json_schema={"type": "nope"})
 
     def test_exactly_one_schema_is_required(self) -> None:
