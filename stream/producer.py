@@ -366,8 +366,8 @@ class _User:
         self.ehk = ehk
         self.route = route  # the hash key that picks the shard (aggregation only)
         self.rid = rid  # the producer record id, "" without one
-        self.lane = ""  # set by the plan
-        self.shard = ""  # set by the plan when aggregating
+        self.lane = ""  # set by the schedule
+        self.shard = ""  # set by the schedule when aggregating
 
 
 class _Entry:
@@ -425,7 +425,7 @@ class _Lane:
         return bool(self.ready or self.queue)
 
 
-class _Plan:
+class _CallSchedule:
     """Which entries go into the next call, and what became of every user record.
 
     Pure bookkeeping, no I/O: ``next_call`` plans a call, then the caller reports each entry
@@ -998,12 +998,12 @@ class Producer:
             try:
                 shards = self._shard_map()
             except _NoShardMap as missing:
-                plan = _Plan(
+                schedule = _CallSchedule(
                     users, _one_lane, ordered=self.ordered, blocked=self._blocked, pack=None
                 )
                 failure = missing.failure
-                plan.fail_all(failure.error, failure.reason, permanent=not failure.retried)
-                self._results += plan.results
+                schedule.fail_all(failure.error, failure.reason, permanent=not failure.retried)
+                self._results += schedule.results
                 return
 
             def shard_of(user: _User) -> str:
@@ -1011,7 +1011,7 @@ class Producer:
 
             pack = self._new_aggregate
         lane_of = _by_key if self.ordered else shard_of or _one_lane
-        plan = _Plan(
+        schedule = _CallSchedule(
             users,
             lane_of,
             ordered=self.ordered,
@@ -1020,18 +1020,18 @@ class Producer:
             shard_of=shard_of,
             record_limit=self._max_record,
         )
-        while not plan.done:
-            call = plan.next_call(self._max_entries, self._max_request)
+        while not schedule.done:
+            call = schedule.next_call(self._max_entries, self._max_request)
             if not call:
-                if plan.done:  # the last records were held back while planning
+                if schedule.done:  # the last records were held back while planning
                     break
                 msg = f"producer for stream {self.stream!r} planned an empty call: a bug"
                 raise RuntimeError(msg)
-            self._send(call, plan)
-            plan.settled(call)
-        self._results += plan.results
+            self._send(call, schedule)
+            schedule.settled(call)
+        self._results += schedule.results
 
-    def _send(self, call: list[_Entry], plan: _Plan) -> None:
+    def _send(self, call: list[_Entry], schedule: _CallSchedule) -> None:
         again = max(entry.attempts for entry in call)
         if again:
             self._sleep(self._backoff(again))
@@ -1048,17 +1048,17 @@ class Producer:
             error, reason = failure.error, failure.reason
             for entry in call:
                 if failure.retried:
-                    self._retry_or_fail(plan, entry, error, reason)
+                    self._retry_or_fail(schedule, entry, error, reason)
                 else:
-                    plan.failed(entry, error, reason, permanent=True)
+                    schedule.failed(entry, error, reason, permanent=True)
             if failure.scope is _Scope.STREAM:
-                plan.fail_all(error, reason, permanent=True)
+                schedule.fail_all(error, reason, permanent=True)
             elif failure.scope is _Scope.DOWN and any(
                 e.attempts >= self._max_attempts for e in call
             ):
                 # every later call would wait for the same timeouts: return the rest now
                 reason = f"not sent: an earlier call failed {self._max_attempts} times ({reason})"
-                plan.fail_all(_HELD_BACK, reason, permanent=False)
+                schedule.fail_all(_HELD_BACK, reason, permanent=False)
             return
         answers = response.get("Records") or []
         if len(answers) != len(call):
@@ -1068,7 +1068,7 @@ class Producer:
             sequence_number = answer.get("SequenceNumber")
             if sequence_number and not answer.get("ErrorCode"):
                 shard_id = answer.get("ShardId", "")
-                plan.succeeded(entry, sequence_number, shard_id)
+                schedule.succeeded(entry, sequence_number, shard_id)
                 self._stats.kinesis_records += 1
                 if self._shards is not None and shard_id != entry.shard:
                     self._shards = None  # resharded since ListShards: list again next time
@@ -1076,16 +1076,16 @@ class Producer:
             code = answer.get("ErrorCode") or "InternalFailure"
             reason = f"Kinesis {code} on stream {self.stream!r}: {answer.get('ErrorMessage', '')}"
             if code in _PERMANENT_ENTRY_CODES:
-                plan.failed(entry, code, reason, permanent=True)
+                schedule.failed(entry, code, reason, permanent=True)
             else:
-                self._retry_or_fail(plan, entry, code, reason)
+                self._retry_or_fail(schedule, entry, code, reason)
 
-    def _retry_or_fail(self, plan: _Plan, entry: _Entry, error: str, reason: str) -> None:
+    def _retry_or_fail(self, schedule: _CallSchedule, entry: _Entry, error: str, reason: str) -> None:
         if entry.attempts < self._max_attempts:
-            plan.retry(entry)
+            schedule.retry(entry)
         else:
             reason = f"{reason} (still failing after {entry.attempts} attempts)"
-            plan.failed(entry, error, reason, permanent=False)
+            schedule.failed(entry, error, reason, permanent=False)
 
     def _backoff(self, attempts: int) -> float:
         """Full jitter: uniform in [0, min(max_delay, base_delay * 2**(attempts - 1))]."""
