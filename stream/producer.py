@@ -1080,7 +1080,9 @@ class Producer:
             else:
                 self._retry_or_fail(schedule, entry, code, reason)
 
-    def _retry_or_fail(self, schedule: _CallSchedule, entry: _Entry, error: str, reason: str) -> None:
+    def _retry_or_fail(
+        self, schedule: _CallSchedule, entry: _Entry, error: str, reason: str
+    ) -> None:
         if entry.attempts < self._max_attempts:
             schedule.retry(entry)
         else:
