@@ -121,7 +121,12 @@ def test_invoke_with_a_hand_edited_plan_reports_the_bug_not_the_file(tmp_path: P
     caught every KeyError and printed it as `FILE: nowhere`; now it is unexpected."""
     import json  # noqa: PLC0415
 
-    plan = {"name": "p", "functions": {"f": {"processors": [], "route": ["nowhere"]}}, "sinks": {}}
+    from stream.plan import PLAN_VERSION  # noqa: PLC0415
+
+    plan = {
+        "version": PLAN_VERSION, "name": "p", "sinks": {},
+        "functions": {"f": {"processors": [], "route": ["nowhere"]}},
+    }  # fmt: skip
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     (tmp_path / "event.json").write_text(json.dumps({"Records": []}))
 
@@ -139,7 +144,12 @@ def test_invoke_names_the_file_when_the_plan_has_no_such_function(tmp_path: Path
     """The plan's fault, worded as before: the file first, the known functions."""
     import json  # noqa: PLC0415
 
-    plan = {"name": "p", "functions": {"f": {"processors": []}}, "sinks": {}}
+    from stream.plan import PLAN_VERSION  # noqa: PLC0415
+
+    plan = {
+        "version": PLAN_VERSION, "name": "p", "sinks": {},
+        "functions": {"f": {"processors": []}},
+    }  # fmt: skip
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     (tmp_path / "event.json").write_text(json.dumps({"Records": []}))
 

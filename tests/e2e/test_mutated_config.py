@@ -122,7 +122,8 @@ def check_output(path: Path, text: str, result: Result) -> None:
     assert "Traceback" not in result.output
     if result.exit_code == 0:
         assert result.stdout.startswith(f"{path}: ok (")
-        assert not result.stderr
+        notes = re.compile(rf"^{re.escape(str(path))}:[0-9]+: \S+: note: ")  # not problems
+        assert all(notes.match(line) for line in result.stderr.splitlines()), result.stderr
         return
     assert result.exit_code == 2
     assert not result.stdout

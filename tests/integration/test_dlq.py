@@ -239,9 +239,9 @@ def test_s3_letters_are_listed_and_redriven_and_their_objects_go_once_handled(
     folder: Path, event_file: Path, aws: Any, moto_endpoint: str, unique: str
 ) -> None:
     """An ``s3`` on_failure sink's letters are listed like a queue's; a Lambda on-failure
-    object under aws/lambda/ is a range, listed, and kept when it cannot be resolved; the redrive writes the fixed
-    records, leaves the letter that fails again (in its own object, one redrive higher),
-    and deletes the objects whose letters were all handled."""
+    object under aws/lambda/ is a range, listed, and kept when it cannot be resolved; the
+    redrive writes the fixed records, leaves the letter that fails again (in its own
+    object, one redrive higher), and deletes the objects whose letters were all handled."""
     s3 = aws("s3")
     bucket = f"shop-bad-{unique}"
     s3.create_bucket(Bucket=bucket)

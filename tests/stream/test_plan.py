@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import stream.lambda_handler as lh
-from stream.exceptions import ShardlineError
+from stream.exceptions import PlanError, ShardlineError
 from stream.plan import PLAN_VERSION, PlanVersionError, check_version
 from stream.runtime import load_plan
 
@@ -80,7 +80,7 @@ class TestLoadPlan:
     def test_a_versioned_file_without_functions_is_still_no_plan(self, tmp_path: Path):
         path = tmp_path / "pipeline.json"
         path.write_text(json.dumps({"version": PLAN_VERSION}))
-        with pytest.raises(PlanVersionError, match="no 'functions'"):
+        with pytest.raises(PlanError, match="no 'functions'"):
             load_plan(path)
 
 
