@@ -417,8 +417,10 @@ def provision(plan: Plan, client: Callable[[str], Any], shards: int = 1) -> None
     kinesis = client("kinesis")
     existing = set(kinesis.list_streams().get("StreamNames", []))
     for (stream,) in names["streams"]:
+        # a listing is one page (100 names): a stream beyond it already exists all the same
         if stream not in existing:
-            kinesis.create_stream(StreamName=stream, ShardCount=shards)
+            with contextlib.suppress(kinesis.exceptions.ResourceInUseException):
+                kinesis.create_stream(StreamName=stream, ShardCount=shards)
     ddb = client("dynamodb")
     tables = set(ddb.list_tables().get("TableNames", []))
     for name, key, sort in names["tables"]:
@@ -429,12 +431,13 @@ def provision(plan: Plan, client: Callable[[str], Any], shards: int = 1) -> None
         if sort:
             schema.append({"AttributeName": sort, "KeyType": "RANGE"})
             attrs.append({"AttributeName": sort, "AttributeType": "S"})
-        ddb.create_table(
-            TableName=name,
-            KeySchema=schema,
-            AttributeDefinitions=attrs,
-            BillingMode="PAY_PER_REQUEST",
-        )
+        with contextlib.suppress(ddb.exceptions.ResourceInUseException):  # beyond the page
+            ddb.create_table(
+                TableName=name,
+                KeySchema=schema,
+                AttributeDefinitions=attrs,
+                BillingMode="PAY_PER_REQUEST",
+            )
     s3 = client("s3")
     for (bucket,) in names["buckets"]:
         with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
