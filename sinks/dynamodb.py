@@ -3,7 +3,9 @@
 Items are the record's top-level JSON fields (numbers as DynamoDB numbers through
 ``Decimal``, objects as maps, lists as lists) plus bookkeeping attributes starting with
 ``_``: ``_position`` (the zero-padded sequence and sub-sequence number, which sorts like the
-numbers), ``_shard`` and ``_written_at``.
+numbers), ``_shard``, and ``_written_at`` (``latest``: the time of the write) or
+``_arrival`` (``append``: the record's arrival in the stream, epoch seconds, as in the S3
+archive).
 
 Idempotency and order, the two ways:
 
@@ -13,11 +15,16 @@ Idempotency and order, the two ways:
   Replays and out-of-order redeliveries therefore never move an item backwards. When
   DynamoDB refuses the newest record (a number beyond its range), that record alone is
   permanent and the next newer-most record of the key is written in its place.
-* ``append``: the table's sort key is ``_position``, so each record has its own item and a
-  replay rewrites the same item. ``BatchWriteItem`` in calls of 25, never two items with
-  the same primary key in one call (DynamoDB rejects that); ``UnprocessedItems`` are
-  retried with exponential backoff and full jitter within a bounded number of attempts,
-  then reported retryable.
+* ``append``: the table's sort key is ``_position``, so each record has its own item, and
+  every attribute of the item comes from the record: a replay, or a late copy of a batch
+  (a worker paused past its lease finishing after the new owner), puts the very same item
+  again and changes nothing, not even a time (DynamoDB Streams records nothing for a put
+  that changes nothing). That is why an ``append`` item has no ``_written_at``: the time of
+  the write would move on every copy, and ``BatchWriteItem`` cannot be made conditional
+  (``attribute_not_exists`` per item would cost one ``PutItem`` or a transaction per
+  record). ``BatchWriteItem`` in calls of 25, never two items with the same primary key in
+  one call (DynamoDB rejects that); ``UnprocessedItems`` are retried with exponential
+  backoff and full jitter within a bounded number of attempts, then reported retryable.
 
 Numbers: orjson decodes integers beyond 64 bits as floats. When one shows up (an integral
 float of 2**63 or more), the item is built from the record's bytes with the standard
@@ -137,7 +144,7 @@ class DynamoDBSink(Sink):
         base_delay: first backoff delay in seconds; doubles per attempt up to ``MAX_DELAY_S``
             (2 s), full jitter (:func:`stream.aws.backoff_delay`).
         sleep: injectable for tests.
-        now: the clock for ``_written_at``.
+        now: the clock for ``_written_at`` (``latest`` only).
     """
 
     max_batch: ClassVar[int] = 10_000  # chunking to 25 is done here, by primary key
@@ -214,7 +221,10 @@ class DynamoDBSink(Sink):
             )
         item[POSITION] = {"S": record_position(record)}
         item["_shard"] = {"S": record.shard_id}
-        item["_written_at"] = {"N": stamp}
+        if self.mode == "latest":  # conditional: an equal position is never rewritten
+            item["_written_at"] = {"N": stamp}
+        else:  # the record's own: a copy written again is byte-identical
+            item["_arrival"] = {"N": str(Decimal(repr(record.arrival)))}
         size = sum(len(k.encode()) + _size(v) for k, v in item.items())
         if size > MAX_ITEM_BYTES:
             return (
