@@ -33,8 +33,10 @@ re-encoded the record (a step that changes a record re-encodes it with orjson, w
 integers to 64 bits).
 
 Throttling, 5xx and connection errors are retryable (when DynamoDB cannot be reached at all
-after the attempts, the keys and chunks not yet tried are not tried either: each would cost
-the same timeouts of the Lambda's budget; they are retryable, ``HeldBack``). A table that
+after the attempts, or answers 5xx to every one, the keys and chunks not yet tried are not
+tried either: each would cost the same timeouts of the Lambda's budget; they are
+retryable, ``HeldBack``; one key's throttles hold back nothing, a hot partition is not
+the table). A table that
 cannot be used at all (missing, access denied, no credentials: :mod:`stream.faults`) is
 not the records' fault: retryable at once, without the attempts, and nothing further is
 tried. Validation errors (an item over 400 KB, an empty key) are permanent, with the reason.
@@ -77,6 +79,7 @@ MAX_ITEM_BYTES = 400 * 1024
 _INEXACT = float(2**63)
 _UNREACHABLE = "DynamoDB unreachable"
 _UNUSABLE = "DynamoDB table unusable"
+_FAILING = "DynamoDB failing"
 POSITION = "_position"
 
 
@@ -303,11 +306,16 @@ class DynamoDBSink(Sink):
                     )
 
     def _held_back(self, outcome: Outcome) -> Outcome | None:
-        """The outcome of the items not yet tried when ``outcome`` says that DynamoDB could
-        not be reached at all, after the attempts: every further call would spend the same
-        timeouts and backoff of the Lambda's time budget on the same endpoint."""
+        """The outcome of the items not yet tried when ``outcome`` says that DynamoDB is
+        down, after the attempts: not reached at all (connection refused, reset, timed out),
+        the table unusable (missing, access denied), or a 5xx for every attempt. Every
+        further call would spend the same timeouts and backoff of the Lambda's time budget
+        on the same endpoint: in ``latest`` mode, a batch of 100 keys would otherwise cost
+        100 keys' attempts. One key's throttle is not enough: it can be one hot partition's,
+        and the other keys live elsewhere. What is held back is reported retryable and
+        delivered again; every write here is idempotent."""
         if outcome.status is not Status.RETRYABLE or not outcome.reason.startswith(
-            (_UNREACHABLE, _UNUSABLE)
+            (_UNREACHABLE, _UNUSABLE, _FAILING)
         ):
             return None
         return retryable(
@@ -371,10 +379,13 @@ class DynamoDBSink(Sink):
                 if failure.answered:
                     if failure.code in ok_codes:
                         return OK, {}
-                    reason = f"DynamoDB {failure.code} on table {self.table!r}: {failure.message}"
+                    what = f"{failure.code} on table {self.table!r}: {failure.message}"
+                    reason = f"DynamoDB {what}"
                     if failure.kind is Kind.INFRASTRUCTURE:  # the table, not the item:
                         return retryable(f"{_UNUSABLE}: {reason}", failure.code), {}  # no retry
                     if failure.kind is Kind.RETRYABLE:
+                        if failure.http_status >= 500:  # the service, not a hot partition
+                            reason = f"{_FAILING} (HTTP {failure.http_status}): {what}"
                         outcome = retryable(reason, failure.code)
                         continue
                     return permanent(reason, failure.code), {}
