@@ -377,8 +377,7 @@ def write_reliability(
             "- *Dead-lettered* inside an on-failure range counts only the records of the batch's",
             "  lane (parallelization), never every record the range spans.",
             "- *Order violations*: per key, a later record first delivered before an earlier",
-            "  one, an `append` item last written before an earlier record's, or a `latest` item",
-            "  older than the newest record delivered for its key.",
+            "  one, or a `latest` item older than the newest record delivered for its key.",
             "",
         ]
     if load is not None:

@@ -3,7 +3,9 @@
 Items are the record's top-level JSON fields (numbers as DynamoDB numbers through
 ``Decimal``, objects as maps, lists as lists) plus bookkeeping attributes starting with
 ``_``: ``_position`` (the zero-padded sequence and sub-sequence number, which sorts like the
-numbers), ``_shard`` and ``_written_at``.
+numbers), ``_shard``, and ``_written_at`` (``latest``: the time of the write) or
+``_arrival`` (``append``: the record's arrival in the stream, epoch seconds, as in the S3
+archive).
 
 Idempotency and order, the two ways:
 
@@ -13,11 +15,16 @@ Idempotency and order, the two ways:
   Replays and out-of-order redeliveries therefore never move an item backwards. When
   DynamoDB refuses the newest record (a number beyond its range), that record alone is
   permanent and the next newer-most record of the key is written in its place.
-* ``append``: the table's sort key is ``_position``, so each record has its own item and a
-  replay rewrites the same item. ``BatchWriteItem`` in calls of 25, never two items with
-  the same primary key in one call (DynamoDB rejects that); ``UnprocessedItems`` are
-  retried with exponential backoff and full jitter within a bounded number of attempts,
-  then reported retryable.
+* ``append``: the table's sort key is ``_position``, so each record has its own item, and
+  every attribute of the item comes from the record: a replay, or a late copy of a batch
+  (a worker paused past its lease finishing after the new owner), puts the very same item
+  again and changes nothing, not even a time (DynamoDB Streams records nothing for a put
+  that changes nothing). That is why an ``append`` item has no ``_written_at``: the time of
+  the write would move on every copy, and ``BatchWriteItem`` cannot be made conditional
+  (``attribute_not_exists`` per item would cost one ``PutItem`` or a transaction per
+  record). ``BatchWriteItem`` in calls of 25, never two items with the same primary key in
+  one call (DynamoDB rejects that); ``UnprocessedItems`` are retried with exponential
+  backoff and full jitter within a bounded number of attempts, then reported retryable.
 
 Numbers: orjson decodes integers beyond 64 bits as floats. When one shows up (an integral
 float of 2**63 or more), the item is built from the record's bytes with the standard
@@ -26,8 +33,10 @@ re-encoded the record (a step that changes a record re-encodes it with orjson, w
 integers to 64 bits).
 
 Throttling, 5xx and connection errors are retryable (when DynamoDB cannot be reached at all
-after the attempts, the keys and chunks not yet tried are not tried either: each would cost
-the same timeouts of the Lambda's budget; they are retryable, ``HeldBack``). A table that
+after the attempts, or answers 5xx to every one, the keys and chunks not yet tried are not
+tried either: each would cost the same timeouts of the Lambda's budget; they are
+retryable, ``HeldBack``; one key's throttles hold back nothing, a hot partition is not
+the table). A table that
 cannot be used at all (missing, access denied, no credentials: :mod:`stream.faults`) is
 not the records' fault: retryable at once, without the attempts, and nothing further is
 tried. Validation errors (an item over 400 KB, an empty key) are permanent, with the reason.
@@ -70,6 +79,7 @@ MAX_ITEM_BYTES = 400 * 1024
 _INEXACT = float(2**63)
 _UNREACHABLE = "DynamoDB unreachable"
 _UNUSABLE = "DynamoDB table unusable"
+_FAILING = "DynamoDB failing"
 POSITION = "_position"
 
 
@@ -137,7 +147,7 @@ class DynamoDBSink(Sink):
         base_delay: first backoff delay in seconds; doubles per attempt up to ``MAX_DELAY_S``
             (2 s), full jitter (:func:`stream.aws.backoff_delay`).
         sleep: injectable for tests.
-        now: the clock for ``_written_at``.
+        now: the clock for ``_written_at`` (``latest`` only).
     """
 
     max_batch: ClassVar[int] = 10_000  # chunking to 25 is done here, by primary key
@@ -214,7 +224,10 @@ class DynamoDBSink(Sink):
             )
         item[POSITION] = {"S": record_position(record)}
         item["_shard"] = {"S": record.shard_id}
-        item["_written_at"] = {"N": stamp}
+        if self.mode == "latest":  # conditional: an equal position is never rewritten
+            item["_written_at"] = {"N": stamp}
+        else:  # the record's own: a copy written again is byte-identical
+            item["_arrival"] = {"N": str(Decimal(repr(record.arrival)))}
         size = sum(len(k.encode()) + _size(v) for k, v in item.items())
         if size > MAX_ITEM_BYTES:
             return (
@@ -293,11 +306,16 @@ class DynamoDBSink(Sink):
                     )
 
     def _held_back(self, outcome: Outcome) -> Outcome | None:
-        """The outcome of the items not yet tried when ``outcome`` says that DynamoDB could
-        not be reached at all, after the attempts: every further call would spend the same
-        timeouts and backoff of the Lambda's time budget on the same endpoint."""
+        """The outcome of the items not yet tried when ``outcome`` says that DynamoDB is
+        down, after the attempts: not reached at all (connection refused, reset, timed out),
+        the table unusable (missing, access denied), or a 5xx for every attempt. Every
+        further call would spend the same timeouts and backoff of the Lambda's time budget
+        on the same endpoint: in ``latest`` mode, a batch of 100 keys would otherwise cost
+        100 keys' attempts. One key's throttle is not enough: it can be one hot partition's,
+        and the other keys live elsewhere. What is held back is reported retryable and
+        delivered again; every write here is idempotent."""
         if outcome.status is not Status.RETRYABLE or not outcome.reason.startswith(
-            (_UNREACHABLE, _UNUSABLE)
+            (_UNREACHABLE, _UNUSABLE, _FAILING)
         ):
             return None
         return retryable(
@@ -361,10 +379,13 @@ class DynamoDBSink(Sink):
                 if failure.answered:
                     if failure.code in ok_codes:
                         return OK, {}
-                    reason = f"DynamoDB {failure.code} on table {self.table!r}: {failure.message}"
+                    what = f"{failure.code} on table {self.table!r}: {failure.message}"
+                    reason = f"DynamoDB {what}"
                     if failure.kind is Kind.INFRASTRUCTURE:  # the table, not the item:
                         return retryable(f"{_UNUSABLE}: {reason}", failure.code), {}  # no retry
                     if failure.kind is Kind.RETRYABLE:
+                        if failure.http_status >= 500:  # the service, not a hot partition
+                            reason = f"{_FAILING} (HTTP {failure.http_status}): {what}"
                         outcome = retryable(reason, failure.code)
                         continue
                     return permanent(reason, failure.code), {}

@@ -23,9 +23,9 @@ reconciliation checks (DESIGN.md's guarantees), from the stores only, never from
   *removed* are those the readers' de-duplication takes out (archive lines and letters);
 * order: no ``latest`` item holds an older record than the newest delivered for its key;
   under ``per_key`` and ``strict``, per key, the records were first handed to the function
-  in put order (the probe's log), and the ``append`` table's ``_written_at`` (the time of a
-  record's last write) never goes backwards in put order: a record rewritten after a later
-  record of its key was last written means the later one was applied out of order.
+  in put order (the probe's log). The ``append`` table keeps no time of write (its items
+  come from the records alone, so that a late copy of a batch changes nothing): its order
+  is the position it is keyed by, checked with every item's position.
 
 The queue is read with :func:`deploy.local.readback.dead_letters`, which makes every message
 visible again after the read, so a run can be reconciled again and again while it goes on.
@@ -34,7 +34,6 @@ visible again after the read, so a run can be reconciled again and again while i
 from __future__ import annotations
 
 import base64
-import itertools
 import os
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
@@ -199,8 +198,8 @@ class Figures:
         duplicates_seen: extra copies found: archive lines, letters, documents, items.
         duplicates_removed: those that de-duplication by position takes out (archive
             lines and letters); the others are problems.
-        order_violations: probe inversions + ``append`` write-time inversions + ``latest``
-            items older than the newest delivered record of their key.
+        order_violations: probe inversions + ``latest`` items older than the newest
+            delivered record of their key.
         on_failure_messages: on-failure messages (batches given up on).
         problems: what is wrong, one line each (empty: reconciled).
     """
@@ -254,7 +253,7 @@ class Observed:
     """What the stores hold, as the checks read it.
 
     Attributes:
-        latest: the ``latest`` table's items (``key``, ``n``, ``_position``, ``_written_at``).
+        latest: the ``latest`` table's items (``key``, ``n``, ``_position``).
         log: the ``append`` table's items, the same attributes.
         documents: the OpenSearch documents' sources (with ``_id``).
         archive: the archive's lines.
@@ -343,7 +342,6 @@ def _plain_items(items: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "key": item["key"].get("S", item["key"].get("N")),
                 "n": None if n is None else int(n),
                 "_position": item["_position"]["S"],
-                "_written_at": float(item["_written_at"]["N"]),
             }
         )
     return out
@@ -430,10 +428,8 @@ def reconcile(
                       f"n={missing[:10]}")  # fmt: skip
 
     _latest(check, produced, seen.latest, given_up, lettered)
-    if ordering in ("per_key", "strict"):
-        _append_order(check, produced, seen.log, given_up)
-        if seen.probe_order is not None:
-            _probe_order(check, seen.probe_order)
+    if ordering in ("per_key", "strict") and seen.probe_order is not None:
+        _probe_order(check, seen.probe_order)
     return Figures(
         produced=len(produced),
         delivered=delivered,
@@ -591,27 +587,6 @@ def _latest(
         _positions_match(check, [item], "latest item")
     for key in must.keys() - stored.keys():
         check.problem(f"no latest item for key {key!r} (newest delivered n={must[key]})")
-
-
-def _append_order(
-    check: _Check, produced: Sequence[Produced], items: list[dict[str, Any]], given_up: set[int]
-) -> None:
-    """Per key, in put order, the time of each record's last write never goes back."""
-    written: dict[int, float] = {}
-    for item in items:  # with copies at two positions (by record id): the last write
-        written[item["n"]] = max(written.get(item["n"], 0.0), item["_written_at"])
-    per_key: dict[str, list[int]] = defaultdict(list)
-    for p in produced:
-        if p.n in written and p.n not in given_up:
-            per_key[p.key].append(p.n)
-    for key, ns in per_key.items():
-        for earlier, later in itertools.pairwise(ns):
-            if written[earlier] > written[later]:
-                check.order += 1
-                check.problem(
-                    f"key {key!r}: n={earlier} was last written after n={later} "
-                    f"({written[earlier]:.3f} > {written[later]:.3f})"
-                )
 
 
 def _probe_order(check: _Check, order: dict[str, list[int]]) -> None:

@@ -122,6 +122,25 @@ class TestAppend:
         assert all(o.ok for o in sink.write_batch(records[20:], Ordering.PER_KEY))
         assert len(scan(ddb, table)) == 60
 
+    def test_a_late_copy_of_a_batch_leaves_every_item_byte_identical(self, ddb, unique):
+        # A worker paused past its lease finishes its batch after the new owner wrote it:
+        # the late copy must change nothing, not even a time a reader takes as the write's.
+        table = make_table(ddb, f"events-{unique}", append=True)
+        records = batch([{"order_id": f"o{i % 7}", "v": i, "f": 0.1} for i in range(40)])
+        first = DynamoDBSink(
+            "events", table=table, key="order_id", mode="append", client=ddb, now=lambda: 1.0
+        )
+        assert all(o.ok for o in first.write_batch(records, Ordering.PER_KEY))
+        before = sorted(scan(ddb, table), key=repr)
+        late = DynamoDBSink(
+            "events", table=table, key="order_id", mode="append", client=ddb, now=lambda: 9.0
+        )
+        assert all(o.ok for o in late.write_batch(records, Ordering.PER_KEY))
+        assert sorted(scan(ddb, table), key=repr) == before
+        assert len(before) == 40
+        assert {i["_arrival"]["N"] for i in before} == {str(r.arrival) for r in records}
+        assert all("_written_at" not in i for i in before)
+
     def test_fan_out_duplicates_of_one_position_never_share_a_call(self, ddb, unique):
         table = make_table(ddb, f"events-{unique}", append=True)
         sink = DynamoDBSink("events", table=table, key="order_id", mode="append", client=ddb)

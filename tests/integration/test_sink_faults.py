@@ -118,16 +118,19 @@ class TestDynamoDB:
         inject_writes(proxy, UNAVAILABLE)
         sink = self.sink(aws_client(proxy.url, "dynamodb"), table, mode, attempts=3)
 
-        outcomes = sink.write_batch(orders(30, keys=3, version="v2", later=True))
+        records = orders(30, keys=3, version="v2", later=True)
+        outcomes = sink.write_batch(records)
 
         assert all(o.status is Status.RETRYABLE for o in outcomes)
         assert "ServiceUnavailable" in outcomes[0].reason
-        if mode == "latest":  # three keys, one conditional put each: each tried 3 times
-            assert {o.error for o in outcomes} == {"ServiceUnavailable"}
-            assert proxy.injected["unavailable"] == 3 * 3
+        if mode == "latest":  # one conditional put per key: the first key's 3 attempts only
+            first = [o for o, r in zip(outcomes, records, strict=True) if r.partition_key == "o0"]
+            assert {o.error for o in first} == {"ServiceUnavailable"}
+            assert {o.error for o in outcomes} == {"ServiceUnavailable", "HeldBack"}
+            assert proxy.injected["unavailable"] == 1 * 3
         else:  # 30 items in calls of 25: the first fails entirely, the second is not made
             assert [o.error for o in outcomes] == ["ServiceUnavailable"] * 25 + ["HeldBack"] * 5
-            assert "failed entirely" in outcomes[-1].reason
+            assert "an earlier call failed" in outcomes[-1].reason
             assert proxy.injected["unavailable"] == 1 * 3
         assert sorted_items(ddb, table) == before
 
@@ -148,6 +151,40 @@ class TestDynamoDB:
         }
         assert proxy.forwarded == 0  # only the writes go through the proxy here
         assert scan(ddb, table) == []
+
+    @pytest.mark.parametrize(
+        "fault", [UNAVAILABLE, DROP, STALL], ids=["503", "drop", "stall"]
+    )
+    def test_an_outage_costs_a_latest_batch_one_key_s_attempts_not_one_per_key(
+        self, proxy, ddb, unique, fault
+    ):
+        # 100 keys, one conditional put each: before, each key spent its own attempts
+        # (and backoff) on a service that was down, 100 x 8 attempts of the Lambda's time.
+        table = make_table(ddb, f"orders-{unique}", append=False)
+        inject_writes(proxy, fault)
+        client = aws_client(proxy.url, "dynamodb", read_timeout=0.1)
+        attempts: list[str] = []
+        client.meta.events.register("before-call.dynamodb", lambda model, **_: attempts.append(1))
+        sink = self.sink(client, table, "latest", attempts=3)
+
+        outcomes = sink.write_batch(orders(100, keys=100))
+
+        assert {o.status for o in outcomes} == {Status.RETRYABLE}
+        assert len(attempts) == 3  # the first key's, then nothing more is sent
+        assert [o.error for o in outcomes[1:]] == ["HeldBack"] * 99
+        assert "failed" in outcomes[-1].reason
+        assert scan(ddb, table) == []
+
+    def test_a_throttled_key_holds_back_no_other_key(self, proxy, ddb, unique):
+        # A throttle can be one hot partition's: the other keys are still tried.
+        table = make_table(ddb, f"orders-{unique}", append=False)
+        inject_writes(proxy, THROTTLE)
+        sink = self.sink(aws_client(proxy.url, "dynamodb"), table, "latest", attempts=2)
+
+        outcomes = sink.write_batch(orders(5, keys=5))
+
+        assert [o.error for o in outcomes] == ["ProvisionedThroughputExceededException"] * 5
+        assert proxy.injected["throttle"] == 5 * 2
 
     @pytest.mark.parametrize("mode", ["latest", "append"])
     def test_a_slow_response_past_the_read_timeout_is_retryable_and_redelivery_converges(
