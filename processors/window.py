@@ -32,28 +32,19 @@ All of a batch's work happens in :meth:`Window.prepare` (the chain calls it with
 records that reach the step), so that a state store writes once per distinct key and window
 per batch (:meth:`WindowStore.commit`); ``__call__`` hands each record its outcome.
 
-The state store: ``state: memory`` (:class:`MemoryStore`) keeps it in the process: a warm
-Lambda keeps it, a cold start loses it; for ``shardline test`` and local runs.
-``state: dynamodb`` is designed here and not built yet:
-
-* one item per key and window: partition key ``FUNCTION/KEY``, sort key the window start,
-  attributes the accumulators (JSON) and, per shard, the position last applied; one item per
-  shard for the watermark, the applied position and the outbox;
-* :meth:`Window.prepare` reads the batch's distinct (key, window) items in one
-  BatchGetItem, folds the batch into partial accumulators (``merge``), and ``commit`` writes
-  each changed item once, with a condition that its shard position is still the one read
-  (a redelivered batch, already applied, fails the condition and changes nothing; a lost
-  race is a RetryableError, so the batch is delivered again), then the shard item last;
-* a TTL attribute of window end + lateness + a day, so closed windows leave on their own.
+The state store: ``state: dynamodb`` (the default; :class:`~processors.window_store.DynamoDBStore`,
+whose docstring holds the table's design) keeps it in a table per function, so a cold start, a
+restart or another instance goes on where the last batch committed. ``state: memory``
+(:class:`~processors.window_store.MemoryStore`) keeps it in the process: a warm Lambda keeps it,
+a cold start loses it; for ``shardline test`` and tests.
 """
 
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from processors.aggregations import (
     AggregationError,
@@ -65,6 +56,15 @@ from processors.aggregations import (
     build_aggregation,
 )
 from processors.errors import ProcessorError
+from processors.window_store import (
+    DynamoDBStore,
+    MemoryStore,
+    Outcome,
+    Position,
+    ShardState,
+    WindowRecordError,
+    WindowStore,
+)
 from stream.exceptions import RecordError
 
 if TYPE_CHECKING:
@@ -94,10 +94,6 @@ _STATES = ("memory", "dynamodb")
 
 class WindowConfigError(ProcessorError, ValueError):
     """A window step configured wrong: the message says which setting and the fix."""
-
-
-class WindowRecordError(ProcessorError, RecordError):
-    """A record the window cannot place (no key, no time): it is dead-lettered."""
 
 
 def event_seconds(value: Any, field: str) -> float:
@@ -155,81 +151,8 @@ def iso(seconds: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-#: A record's place in its shard: sequence number, sub-sequence number, fan-out part.
-Position = tuple[int, int, tuple[int, ...]]
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What a record yielded the first time, replayed on redelivery.
-
-    Attributes:
-        results: the result documents of the windows it closed.
-        late: it was late.
-        error: it could not be placed (dead-lettered again on redelivery).
-    """
-
-    results: tuple[dict[str, Any], ...] = ()
-    late: bool = False
-    error: Exception | None = None
-
-
 _NOTHING = Outcome()
 _LATE = Outcome(late=True)
-
-
-@dataclass(slots=True)
-class ShardState:
-    """One shard's windows.
-
-    Attributes:
-        max_time: the greatest event time seen (``None``: no record yet).
-        applied: the position of the last record applied (inclusive), or ``None``.
-        windows: (key, start) -> the accumulators, one per aggregation, of open windows.
-        ends: a heap of the ends of open windows, with ``by_end`` the windows of each end
-            in the order they opened (so results come out by end, then by opening).
-        outbox: position -> what the record yielded, for records that yielded something.
-    """
-
-    max_time: float | None = None
-    applied: Position | None = None
-    windows: dict[tuple[Any, int], list[Any]] = field(default_factory=dict)
-    ends: list[int] = field(default_factory=list)
-    by_end: dict[int, list[tuple[Any, int]]] = field(default_factory=dict)
-    outbox: dict[Position, Outcome] = field(default_factory=dict)
-
-
-class WindowStore(Protocol):
-    """Where the windows' state lives between batches."""
-
-    def shard(self, shard_id: str) -> ShardState:
-        """The shard's state as of the last commit (a new one for a shard never seen)."""
-
-    def commit(self, shard_id: str, state: ShardState, changed: set[tuple[Any, int]]) -> None:
-        """Make a batch's changes durable: ``changed`` are the (key, start) windows the
-        batch added to or closed, each written once."""
-
-
-class MemoryStore:
-    """State in the process: kept while warm, lost on a cold start (tests, local runs).
-
-    ``writes`` counts what a durable store would write: one per changed window per batch.
-    """
-
-    __slots__ = ("shards", "writes")
-
-    def __init__(self) -> None:
-        self.shards: dict[str, ShardState] = {}
-        self.writes = 0
-
-    def shard(self, shard_id: str) -> ShardState:
-        state = self.shards.get(shard_id)
-        if state is None:
-            state = self.shards[shard_id] = ShardState()
-        return state
-
-    def commit(self, shard_id: str, state: ShardState, changed: set[tuple[Any, int]]) -> None:
-        self.writes += len(changed)
 
 
 def _position(record: Record) -> Position:
@@ -251,10 +174,14 @@ class Window:
         allowed_lateness_s: how far behind the greatest event time a record may be and
             still count; at most ``size_s``.
         late: the sink late records go to; else they are dropped and counted.
-        state: ``memory`` (``dynamodb``: not built yet, refused).
+        state: ``dynamodb`` (a table, see :mod:`processors.window_store`) or ``memory``
+            (the process; tests and ``shardline test``).
         function: the function's name, the first part of each ``window_id`` (the plan
             fills it in).
-        store: the state store (default: a :class:`MemoryStore`); for tests.
+        table: with ``state: dynamodb``, the table (the plan fills it in).
+        table_prefix: what goes before the shard id in the table's partition key (the plan
+            fills in the step's place, so two window steps of a function share the table).
+        store: the state store, overriding ``state``; for tests.
 
     Raises:
         WindowConfigError: a setting is missing or wrong (the message says which).
@@ -293,8 +220,10 @@ class Window:
         field: str | None = None,
         allowed_lateness_s: int = 0,
         late: str | None = None,
-        state: str = "memory",
+        state: str = "dynamodb",
         function: str = "",
+        table: str | None = None,
+        table_prefix: str = "",
         store: WindowStore | None = None,
     ) -> None:
         if gap_s is not None:
@@ -303,8 +232,11 @@ class Window:
         if state not in _STATES:
             msg = f"state {state!r}: expected one of {', '.join(_STATES)}"
             raise WindowConfigError(msg)
-        if state == "dynamodb":
-            msg = "state: dynamodb is not built yet: use state: memory (lost on a cold start)"
+        if state == "dynamodb" and store is None and not table:
+            msg = (
+                "state: dynamodb needs table: the window state table (the plan fills it in); "
+                "or state: memory (kept in the process, lost on a cold start)"
+            )
             raise WindowConfigError(msg)
         problem = window_problem(size_s, slide_s, allowed_lateness_s)
         if problem is not None:
@@ -339,7 +271,15 @@ class Window:
         self._numeric = tuple(
             (i, agg.field) for i, agg in enumerate(self._aggs) if isinstance(agg, _NUMERIC)
         )
-        self.store: WindowStore = store if store is not None else MemoryStore()
+        if store is None:
+            store = (
+                MemoryStore()
+                if state == "memory"
+                else DynamoDBStore(
+                    table or "", table_prefix, lateness=allowed_lateness_s, size=self.size_s
+                )
+            )
+        self.store: WindowStore = store
         #: late records dropped (no ``late`` sink), since this step was built
         self.late = 0
         self._pending: dict[int, Outcome] = {}

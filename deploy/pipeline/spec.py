@@ -375,9 +375,9 @@ WINDOW: Section = {
     "late": Key("string", "A sink for records later than allowed; else dropped and counted."),
     "state": Key(
         "enum",
-        "Where windows live between batches: memory (the process; lost on a cold start); "
-        "dynamodb is not built yet.",
-        default="memory",
+        "Where windows live between batches: dynamodb (a table per function, created by "
+        "deploy); memory (the process, lost on a cold start: for shardline test only).",
+        default="dynamodb",
         enum=("memory", "dynamodb"),
     ),
 }

@@ -1,0 +1,271 @@
+"""Window state in DynamoDB (``state: dynamodb``) against the session moto server: the
+property of ``tests/processors/test_window.py`` with cold starts between batches, a batch
+that fails half-way through its writes, two invocations of one batch, results emitted again
+with the same id on redelivery, and ``shardline run --in-process`` of ``examples/windows``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+
+from deploy.local.run import LocalRun
+from deploy.local.servers import provision
+from deploy.names import window_table_name
+from deploy.pipeline.config import compile_plan, parse_config
+from processors.chain import Chain, Step
+from processors.window import Window
+from processors.window_store import DynamoDBStore, WindowStateError
+from stream.records import Record
+from tests.processors.test_window import AGGREGATE, _scenario, check_scenario
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="module")
+def table(aws: Callable[[str], Any]) -> str:
+    """One window state table for the module, made by the local stack's provisioning; each
+    test uses its own partition prefix."""
+    plan = {
+        "name": f"w{uuid.uuid4().hex[:8]}",
+        "stream": {"name": f"s{uuid.uuid4().hex[:8]}"},
+        "sinks": {},
+        "functions": {"f": {"processors": [{"window": {"state": "dynamodb"}}]}},
+    }
+    provision(plan, aws)
+    name = window_table_name(plan, "f")
+    ttl = aws("dynamodb").describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+    assert ttl["AttributeName"] == "expires"
+    return name
+
+
+def window(table: str, prefix: str, client: Any, **options: Any) -> Window:
+    """A new window step on the table: what a cold start builds."""
+    args = {"key": "user", "size_s": 60, "field": "ts", "aggregate": AGGREGATE,
+            "function": "f", **options}  # fmt: skip
+    store = DynamoDBStore(table, prefix, args.get("allowed_lateness_s", 0), 60, client=client)
+    return Window(**args, store=store)
+
+
+def run(step: Window, docs: list[dict[str, Any]], first_seq: int) -> list[Record]:
+    batch = [
+        Record(orjson.dumps(d), d["user"], str(first_seq + i), shard_id="s0", index=i)
+        for i, d in enumerate(docs)
+    ]
+    return Chain([Step.of("processors[0].window", step)]).run(batch).records
+
+
+def items(aws: Callable[[str], Any], table: str, prefix: str) -> list[dict[str, Any]]:
+    ddb = aws("dynamodb")
+    out = ddb.scan(TableName=table)["Items"]
+    return [i for i in out if i["shard"]["S"].startswith(prefix)]
+
+
+DOCS = [
+    {"user": "a", "ts": 5, "amount": 2, "product": "p1", "page": "/x"},
+    {"user": "b", "ts": 6, "amount": 3, "product": "p2", "page": "/y"},
+    {"user": "a", "ts": 30, "amount": 4, "product": "p3", "page": "/z"},
+]
+CLOSER = [{"user": "c", "ts": 61, "amount": 1, "product": "p", "page": "/"}]
+
+
+class TestDynamoDBStore:
+    def test_state_survives_a_cold_start_and_each_window_is_one_item(self, aws, table):
+        prefix = uuid.uuid4().hex
+        client = aws("dynamodb")
+        assert run(window(table, prefix, client), DOCS, 1) == []
+        out = run(window(table, prefix, client), CLOSER, 10)  # a new runner: a cold start
+        assert [(r.get("key"), r.get("n"), r.get("revenue")) for r in out] == [
+            ("a", 2, 6),
+            ("b", 1, 3),
+        ]
+        kinds = sorted(i["window"]["S"] for i in items(aws, table, prefix))
+        assert kinds == ["#shard", 'w#0#"a"', 'w#0#"b"', 'w#60#"c"']
+
+    def test_one_write_per_distinct_key_and_window_then_one_for_the_shard(self, aws, table):
+        prefix = uuid.uuid4().hex
+        step = window(table, prefix, aws("dynamodb"))
+        run(step, [{**d, "ts": t} for d in DOCS for t in (1, 2, 3)], 1)
+        assert step.store.writes == 2 + 1  # type: ignore[attr-defined]
+
+    def test_a_redelivered_batch_writes_nothing_and_yields_the_same_ids(self, aws, table):
+        prefix = uuid.uuid4().hex
+        client = aws("dynamodb")
+        first = window(table, prefix, client)
+        run(first, DOCS, 1)
+        closed = [r.json for r in run(first, CLOSER, 10)]
+        # the result's write failed: Lambda delivers the batch again, maybe to a new instance
+        again = window(table, prefix, client)
+        assert [r.json for r in run(again, CLOSER, 10)] == closed
+        assert again.store.writes == 0  # type: ignore[attr-defined]
+        assert [r.json for r in run(first, CLOSER, 10)] == closed  # and to the warm one
+
+    def test_a_batch_that_failed_half_way_changes_nothing(self, aws, table):
+        """The window items were written, the shard item was not: the batch is delivered
+        again and counts its records once."""
+        prefix = uuid.uuid4().hex
+        client = aws("dynamodb")
+        run(window(table, prefix, client), DOCS[:1], 1)
+        torn = window(table, prefix, ShardItemFails(client))
+        failed = Chain([Step.of("w", torn)]).run(
+            [
+                Record(orjson.dumps(d), d["user"], str(2 + i), shard_id="s0", index=i)
+                for i, d in enumerate(DOCS[1:])
+            ]
+        )
+        assert [f.retryable for f in failed.failures] == [True, True]
+        assert "injected" in str(failed.failures[0].error)
+        fresh = window(table, prefix, client)
+        run(fresh, DOCS[1:], 2)  # the redelivery, shorter than before: bisected
+        out = run(fresh, CLOSER, 10)
+        assert [(r.get("key"), r.get("n")) for r in out] == [("a", 2), ("b", 1)]
+
+    def test_two_invocations_of_one_batch_apply_it_once(self, aws, table):
+        """A second invocation that read the state before the first one wrote it loses its
+        conditions: retryable, and the records count once."""
+        prefix = uuid.uuid4().hex
+        client = aws("dynamodb")
+        run(window(table, prefix, client), DOCS[:1], 1)
+        one = window(table, prefix, client)
+        two = window(table, prefix, Before(client, lambda: run(one, DOCS[1:], 2)))
+        failed = Chain([Step.of("w", two)]).run(
+            [
+                Record(orjson.dumps(d), d["user"], str(2 + i), shard_id="s0", index=i)
+                for i, d in enumerate(DOCS[1:])
+            ]
+        )
+        assert failed.failures
+        assert all(isinstance(f.error, WindowStateError) for f in failed.failures)
+        assert "another invocation" in str(failed.failures[0].error)
+        out = run(window(table, prefix, client), CLOSER, 10)
+        assert [(r.get("key"), r.get("n")) for r in out] == [("a", 2), ("b", 1)]
+
+
+class Before:
+    """The real client; before its first write, ``hook`` runs (another invocation)."""
+
+    def __init__(self, client: Any, hook: Callable[[], Any]) -> None:
+        self.client = client
+        self.hook: Callable[[], Any] | None = hook
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def put_item(self, **request: Any) -> Any:
+        if self.hook is not None:
+            hook, self.hook = self.hook, None
+            hook()
+        return self.client.put_item(**request)
+
+
+class ShardItemFails:
+    """The real client, except that writing the shard item fails once (a timeout between
+    the window items and the shard item)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.failed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def put_item(self, **request: Any) -> Any:
+        if request["Item"]["window"]["S"] == "#shard" and not self.failed:
+            self.failed = True
+            from botocore.exceptions import ReadTimeoutError  # noqa: PLC0415
+
+            raise ReadTimeoutError(endpoint_url="injected")
+        return self.client.put_item(**request)
+
+
+@settings(deadline=None, max_examples=15)
+@given(_scenario())
+def test_results_equal_the_reference_with_cold_starts_between_batches(
+    aws: Callable[[str], Any], table: str, scenario: dict[str, Any]
+) -> None:
+    """The memory store's property, on DynamoDB, with every other batch run by a new
+    window step (a cold start that reads the state back)."""
+    prefix = uuid.uuid4().hex
+    client = aws("dynamodb")
+
+    def make() -> Window:
+        store = DynamoDBStore(table, prefix, scenario["lateness"], scenario["size"], client=client)
+        return Window(key="user", size_s=scenario["size"], slide_s=scenario["slide"],
+                      field="ts", allowed_lateness_s=scenario["lateness"], aggregate=AGGREGATE,
+                      late="late", function="fn", store=store)  # fmt: skip
+
+    warm = make()
+    calls = iter(range(10**6))
+
+    def window_for() -> Window:
+        return make() if next(calls) % 2 else warm
+
+    check_scenario(scenario, window_for)
+
+
+def test_a_local_run_of_the_example_writes_one_state_item_per_window(
+    aws: Callable[[str], Any], moto_endpoint: str, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """``shardline run --in-process`` of examples/windows: the window table holds one item
+    per (shard, key, window) and the shard's item; the hourly table holds the result."""
+    for name, value in {**CREDENTIALS, "AWS_ENDPOINT_URL": moto_endpoint}.items():
+        monkeypatch.setenv(name, value)
+    suffix = uuid.uuid4().hex[:8]
+    text = (ROOT / "examples" / "windows" / "pipeline.yaml").read_text(encoding="utf-8")
+    text = text.replace("shop", f"shop{suffix}")
+    plan = compile_plan(parse_config(text, source="pipeline.yaml", env={}))
+    provision(plan, aws)
+    events = [
+        ("u1", "2026-01-01T10:05:00Z", 20), ("u1", "2026-01-01T10:40:00Z", 15),
+        ("u2", "2026-01-01T10:50:00Z", 1), ("u2", "2026-01-01T11:02:00Z", 2),
+    ]  # fmt: skip
+    aws("kinesis").put_records(
+        StreamName=plan["stream"]["name"],
+        Records=[
+            {"Data": orjson.dumps({"event_type": "purchase", "user_id": u, "ts": ts,
+                                   "amount": amount, "product_id": "p", "page": "/"}),
+             "PartitionKey": "one"}  # one shard for all: one watermark
+            for u, ts, amount in events
+        ],
+    )  # fmt: skip
+    local = LocalRun(plan, worker_id="w1", in_process=True, client=aws,
+                     state_dir=tmp_path / ".shardline")  # fmt: skip
+    stop = threading.Event()
+    timer = threading.Timer(30, stop.set)
+    timer.start()
+    started = time.monotonic()
+    try:
+        local.run(stop, until_idle_s=0.5)
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 30
+    ddb = aws("dynamodb")
+    state = ddb.scan(TableName=window_table_name(plan, "purchases-per-user"))["Items"]
+    windows = sorted(i["window"]["S"] for i in state if i["window"]["S"] != "#shard")
+    assert windows == [
+        'w#1767261600#"u1"', 'w#1767261600#"u2"', 'w#1767265200#"u2"'
+    ]  # fmt: skip
+    closed = {i["window"]["S"] for i in state if "closed" in i}
+    assert closed == {'w#1767261600#"u1"', 'w#1767261600#"u2"'}
+    hourly = ddb.scan(TableName=f"shop{suffix}-purchases-hourly")["Items"]
+    assert sorted((i["key"]["S"], i["purchases"]["N"]) for i in hourly) == [
+        ("u1", "2"), ("u2", "1")
+    ]  # fmt: skip
