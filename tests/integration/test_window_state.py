@@ -23,11 +23,18 @@ from deploy.pipeline.config import compile_plan, parse_config
 from processors.chain import Chain, Step
 from processors.window import Window
 from processors.window_store import DynamoDBStore, WindowStateError
+from sinks.base import OK
+from sinks.memory import MemorySink
+from stream.plan import PLAN_VERSION
 from stream.records import Record
+from stream.runtime import build_runner
+from stream.testing import EventFactory
 from tests.processors.test_window import AGGREGATE, _scenario, check_scenario
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
+
+    from sinks.base import Outcome as SinkOutcome
 
 pytestmark = pytest.mark.integration
 
@@ -269,3 +276,62 @@ def test_a_local_run_of_the_example_writes_one_state_item_per_window(
     assert sorted((i["key"]["S"], i["purchases"]["N"]) for i in hourly) == [
         ("u1", "2"), ("u2", "1")
     ]  # fmt: skip
+
+
+def test_a_result_whose_write_failed_is_emitted_again_with_its_id_on_redelivery(
+    table: str, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the function's runner (its own DynamoDB client, as in Lambda): the sink
+    throttles the result once; the batch is reported from the record that closed the
+    window; Lambda delivers the rest again (to a new instance: a cold start) and the sink
+    gets the same result once, by window_id."""
+    for name, value in {**CREDENTIALS, "AWS_ENDPOINT_URL": moto_endpoint}.items():
+        monkeypatch.setenv(name, value)
+    prefix = f"{uuid.uuid4().hex}/"
+    window_spec = {"key": "user", "size_s": 60, "field": "ts", "aggregate": {"n": "count"},
+                   "state": "dynamodb", "table": table, "table_prefix": prefix,
+                   "function": "f"}  # fmt: skip
+    plan: Any = {
+        "version": PLAN_VERSION,
+        "name": "p",
+        "stream": {"name": "s"},
+        "sinks": {"hourly": {"type": "dynamodb", "table": "unused", "key": "window_id"}},
+        "functions": {"f": {"processors": [{"window": window_spec}], "route": ["hourly"],
+                            "on_failure": "hourly"}},
+    }  # fmt: skip
+    throttled: list[str] = []
+
+    def fail(record: Record, attempt: int) -> str | None:
+        if throttled:
+            return None
+        throttled.append(record.get("window_id"))
+        return "retryable"  # the first result written, once
+
+    sink = Written("hourly", fail=fail)
+    factory = EventFactory()
+    entries = [factory.record(d, d["user"]) for d in [*DOCS, *CLOSER]]
+    first = build_runner(plan, "f", lambda name, spec: sink, metrics=False)
+    failures = first.handle(factory.event(entries)).response["batchItemFailures"]
+    closing = entries[-1]["kinesis"]["sequenceNumber"]
+    assert failures == [{"itemIdentifier": closing}]
+    again = build_runner(plan, "f", lambda name, spec: sink, metrics=False)
+    result = again.handle(factory.event(entries[-1:]))
+    assert result.response["batchItemFailures"] == [], result.failed
+    assert throttled == ["f/a/1970-01-01T00:00:00Z"]
+    assert sorted((d["window_id"], d["n"]) for d in sink.written) == [
+        ("f/a/1970-01-01T00:00:00Z", 2),
+        ("f/b/1970-01-01T00:00:00Z", 1),
+    ]  # each once: b's write of the first delivery was skipped after a's failed (per key)
+
+
+class Written(MemorySink):
+    """A memory sink that keeps each document it wrote."""
+
+    def __init__(self, name: str, fail: Callable[[Record, int], str | None]) -> None:
+        super().__init__(name, fail)
+        self.written: list[dict[str, Any]] = []
+
+    def _write(self, items: Sequence[Record]) -> list[SinkOutcome]:
+        out = super()._write(items)
+        self.written += [i.json for i, o in zip(items, out, strict=True) if o is OK]
+        return out
