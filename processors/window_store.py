@@ -209,8 +209,9 @@ class _Cached:
         self.state = state
         self.applied = applied  # the shard item's ``applied`` text, None: no item
         self.clean = True  # False while a batch holds the state (not committed yet)
-        #: (key, start) -> (the item's raw ``v`` or None: no item, its effective acc JSON)
-        self.items: dict[tuple[Any, int], tuple[str | None, str | None]] = {}
+        #: (key, start) -> (the item's raw ``v`` or None: no item, its effective acc JSON,
+        #: its rank among the windows of its end)
+        self.items: dict[tuple[Any, int], tuple[str | None, str | None, int]] = {}
 
 
 class DynamoDBStore:
@@ -277,7 +278,11 @@ class DynamoDBStore:
             if applied == cached.applied:
                 cached.clean = False
                 return cached.state
-        cached = self._load(pk)
+        try:
+            cached = self._load(pk)
+        except (KeyError, TypeError, ValueError) as exc:  # retried, never dead-lettered
+            msg = f"window state: an item of {pk!r} in table {self.table!r} is unreadable: {exc!r}"
+            raise WindowStateError(msg) from exc
         cached.clean = False
         self._cache[shard_id] = cached
         return cached.state
@@ -323,12 +328,13 @@ class DynamoDBStore:
             else:
                 acc = item["acc"]["S"] if "acc" in item else None
                 closed = "closed" in item
-            cached.items[key, start] = (raw_v, None if closed else acc)
+            rank = int(item["rank"]["N"]) if "rank" in item else 0
+            cached.items[key, start] = (raw_v, None if closed else acc, rank)
             if acc is None or closed:
                 continue
             wkey = (key, start)
             state.windows[wkey] = decode(acc)
-            opened.append((int(item["end"]["N"]), int(item["rank"]["N"]), wkey))
+            opened.append((int(item["end"]["N"]), rank, wkey))
         for end, _, wkey in sorted(opened, key=lambda o: (o[0], o[1])):
             by_end = state.by_end.get(end)
             if by_end is None:
@@ -380,7 +386,7 @@ class DynamoDBStore:
         for wkey in changed:
             key, start = wkey
             end = start + self.size
-            raw_v, saved = cached.items.get(wkey, (None, None))
+            raw_v, saved, rank = cached.items.get(wkey, (None, None, 0))
             item: dict[str, Any] = {
                 "shard": pk,
                 "window": {"S": f"w#{start}#{json.dumps(key)}"},
@@ -398,14 +404,15 @@ class DynamoDBStore:
                 item["expires"] = {"N": str(ttl)}
                 acc = None
             else:
-                rank = ranks.get(end)
-                if rank is None:
-                    rank = ranks[end] = {w: i for i, w in enumerate(state.by_end[end])}
+                of_end = ranks.get(end)
+                if of_end is None:
+                    of_end = ranks[end] = {w: i for i, w in enumerate(state.by_end[end])}
+                rank = of_end[wkey]
                 acc = encode(accs)
                 item["acc"] = {"S": acc}
-                item["rank"] = {"N": str(rank[wkey])}
+            item["rank"] = {"N": str(rank)}  # closed too: read back if this batch never commits
             puts.append(_put(self.table, item, "v", raw_v))
-            updates[wkey] = (v, acc)
+            updates[wkey] = (v, acc, rank)
         self._put_all(puts)
         cached.items.update(updates)
         shard_item: dict[str, Any] = {

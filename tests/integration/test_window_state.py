@@ -144,6 +144,20 @@ class TestDynamoDBStore:
         out = run(fresh, CLOSER, 10)
         assert [(r.get("key"), r.get("n")) for r in out] == [("a", 2), ("b", 1)]
 
+    def test_a_batch_that_closed_windows_and_failed_half_way_closes_them_again(
+        self, aws, table
+    ):
+        prefix = uuid.uuid4().hex
+        client = aws("dynamodb")
+        run(window(table, prefix, client), DOCS, 1)
+        torn = window(table, prefix, ShardItemFails(client))
+        assert run(torn, CLOSER, 10) == []  # failed: nothing goes on
+        out = run(window(table, prefix, client), CLOSER, 10)
+        assert [(r.get("key"), r.get("n"), r.get("revenue")) for r in out] == [
+            ("a", 2, 6),
+            ("b", 1, 3),
+        ]
+
     def test_two_invocations_of_one_batch_apply_it_once(self, aws, table):
         """A second invocation that read the state before the first one wrote it loses its
         conditions: retryable, and the records count once."""
