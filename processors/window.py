@@ -14,6 +14,10 @@ reference):
 * **Watermark.** Per shard, the greatest event time seen minus ``allowed_lateness_s``,
   advanced record by record in shard order. After a record is applied, every window whose
   end is at or before the watermark closes and yields one result record.
+* **Quiet shards.** With ``state: dynamodb``, a shard with no batch for ``quiet_s`` has its
+  windows closed by the next batch of another shard (the one applying a record that is not
+  late nor bad), as if a record of time now - ``quiet_s`` had reached it; the results go out
+  with that record (README, "Windows", states the bound).
 * **Late records.** A record is added to each of its windows that is still open; a record
   none of whose windows is open is late: it goes on (alone, the original record) with its
   route set to the ``late`` sink, or is dropped and counted (:attr:`Window.late`).
@@ -42,6 +46,7 @@ a cold start loses it; for ``shardline test`` and tests.
 from __future__ import annotations
 
 import heapq
+import time
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -68,7 +73,7 @@ from processors.window_store import (
 from stream.exceptions import RecordError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from processors.aggregations import Aggregation
     from stream.records import Record
@@ -182,6 +187,10 @@ class Window:
         table_prefix: what goes before the shard id in the table's partition key (the plan
             fills in the step's place, so two window steps of a function share the table).
         store: the state store, overriding ``state``; for tests.
+        quiet_s: with ``state: dynamodb``, a shard with no batch for this long is quiet: the
+            next batch of another shard of the function closes its windows whose end plus
+            the lateness is this long past, by the clock (``None``: never).
+        now: the clock (epoch seconds), for ``quiet_s``.
 
     Raises:
         WindowConfigError: a setting is missing or wrong (the message says which).
@@ -195,6 +204,7 @@ class Window:
         "_fields",
         "_function",
         "_late_routes",
+        "_now",
         "_numeric",
         "_pending",
         "_slide",
@@ -205,6 +215,7 @@ class Window:
         "late",
         "late_sink",
         "names",
+        "quiet_s",
         "size_s",
         "store",
     )
@@ -225,6 +236,8 @@ class Window:
         table: str | None = None,
         table_prefix: str = "",
         store: WindowStore | None = None,
+        quiet_s: int | None = 300,
+        now: Callable[[], float] = time.time,
     ) -> None:
         if gap_s is not None:
             msg = "gap_s (session windows) is not built yet: use size_s (tumbling or hopping)"
@@ -276,10 +289,15 @@ class Window:
                 MemoryStore()
                 if state == "memory"
                 else DynamoDBStore(
-                    table or "", table_prefix, lateness=allowed_lateness_s, size=self.size_s
+                    table or "", table_prefix, allowed_lateness_s, self.size_s, now=now
                 )
             )
         self.store: WindowStore = store
+        if quiet_s is not None and (type(quiet_s) is not int or quiet_s < 1):
+            msg = f"quiet_s must be a whole number of seconds of at least 1, got {quiet_s!r}"
+            raise WindowConfigError(msg)
+        self.quiet_s = quiet_s
+        self._now = now
         #: late records dropped (no ``late`` sink), since this step was built
         self.late = 0
         self._pending: dict[int, Outcome] = {}
@@ -294,11 +312,15 @@ class Window:
         state = ShardState()  # replaced at the first record
         changed: set[tuple[Any, int]] = set()
         store = self.store
+        closer: Record | None = None  # the last record applied now that yields no error
         for rec in records:
             if rec.shard_id != shard_id:
                 if shard_id is not None:
-                    store.commit(shard_id, state, changed)
+                    store.commit(
+                        shard_id, state, changed, self._close_quiet(shard_id, state, closer)
+                    )
                     changed = set()
+                    closer = None
                 shard_id = rec.shard_id
                 state = store.shard(shard_id)
                 if rec.index == 0 and state.outbox:
@@ -319,8 +341,42 @@ class Window:
             if outcome is not _NOTHING:
                 state.outbox[position] = outcome
                 pending[id(rec)] = outcome
+            if outcome.error is None and not outcome.late:
+                closer = rec
         if shard_id is not None:
-            store.commit(shard_id, state, changed)
+            store.commit(shard_id, state, changed, self._close_quiet(shard_id, state, closer))
+
+    def _close_quiet(
+        self, shard_id: str, mine: ShardState, closer: Record | None
+    ) -> dict[str, ShardState]:
+        """Close the windows of the function's quiet shards (no batch for ``quiet_s``) whose
+        end + lateness is ``quiet_s`` past by the clock: as if a record of time now -
+        ``quiet_s`` had reached each of them. Their results go out with ``closer`` (kept
+        in its outbox entry, so a redelivery yields them again); returns the shards'
+        states, which the store commits with this shard's."""
+        if closer is None or self.quiet_s is None:
+            return {}
+        cutoff = self._now() - self.quiet_s
+        quiet = self.store.quiet(shard_id, cutoff)
+        results = []
+        for state in quiet.values():
+            if state.max_time is not None and state.max_time >= cutoff:
+                continue
+            state.max_time = cutoff
+            watermark = cutoff - self.allowed_lateness_s
+            ends, windows = state.ends, state.windows
+            while ends and ends[0] <= watermark:
+                end = heapq.heappop(ends)
+                for wkey in state.by_end.pop(end):
+                    results.append(self._result(wkey, end, windows.pop(wkey)))
+        if not results:
+            return {}
+        position = _position(closer)
+        before = mine.outbox.get(position, _NOTHING)
+        outcome = Outcome((*before.results, *results))
+        mine.outbox[position] = outcome
+        self._pending[id(closer)] = outcome
+        return quiet
 
     def __call__(self, record: Record) -> Record | list[Record] | None:
         outcome = self._pending.get(id(record))

@@ -14,13 +14,25 @@ id) and ``window`` (sort key). It holds:
   batches only, one at a time (Lambda runs one batch per shard at a time with
   ``parallelization: 1``; ``validate`` refuses more with this state);
 * **one item per shard**, sort key ``#shard``: the position last applied (inclusive), the
-  greatest event time seen, and the outbox (what each record of the last batches yielded, so
-  that a redelivered record yields the same results with the same ``window_id``).
+  greatest event time seen, the outbox (what each record of the last batches yielded, so
+  that a redelivered record yields the same results with the same ``window_id``), ``rev``
+  (new at each write), ``clock`` (the function's time at its last batch) and ``next_end``
+  (the earliest end of its open windows);
+* **one item listing the shards** (``#shards``), so that a batch finds the quiet ones.
 
 A batch (:meth:`DynamoDBStore.commit`) writes each changed (key, window) once, then the shard
 item last. Every write is conditional on what the batch read: a window item on the ``v`` it
-had, the shard item on the position applied. A batch that finds its shard item already past
-its records (a redelivery) applies nothing and writes nothing.
+had, the shard item on its ``rev``. A batch that finds its shard item already past its
+records (a redelivery) applies nothing and writes nothing.
+
+Quiet shards (:meth:`DynamoDBStore.quiet`): a batch reads the list of shards and their items
+(``BatchGetItem``); a shard whose ``clock`` is older than the cutoff and whose ``next_end``
+(plus the lateness) is before it gets its state read, its windows closed by the window step
+(its greatest event time raised to the cutoff), and its shard item written in one
+``TransactWriteItems`` with this batch's shard item, whose outbox holds the results: both
+or neither. A quiet shard that wakes meanwhile changes its ``rev``, the transaction fails
+and the batch is retried. The closed windows' own items are marked closed by the quiet
+shard's next batch (its load finds them behind its watermark).
 
 A batch that fails half-way (some window items written, the shard item not) must change
 nothing either: each window item also carries ``v``, the shard position after the batch that
@@ -44,6 +56,7 @@ from __future__ import annotations
 import heapq
 import json
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -52,7 +65,7 @@ from processors.errors import ProcessorError
 from stream.exceptions import RecordError, RetryableError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
 __all__ = [
     "CLOSED_TTL_S",
@@ -71,6 +84,8 @@ __all__ = [
 #: How long a closed window's item stays (at least) after it closed, then TTL deletes it.
 CLOSED_TTL_S = 86_400
 _SHARD_SK = "#shard"
+_REGISTRY = "#shards"  # the item listing the step's shards (partition and sort key)
+_MAX_QUIET = 99  # quiet shards closed per batch: a transaction holds at most 100 items
 _PARALLEL_WRITES = 8
 
 
@@ -128,9 +143,20 @@ class WindowStore(Protocol):
     def shard(self, shard_id: str) -> ShardState:
         """The shard's state as of the last commit (a new one for a shard never seen)."""
 
-    def commit(self, shard_id: str, state: ShardState, changed: set[tuple[Any, int]]) -> None:
+    def commit(
+        self,
+        shard_id: str,
+        state: ShardState,
+        changed: set[tuple[Any, int]],
+        quiet: Mapping[str, ShardState] | None = None,
+    ) -> None:
         """Make a batch's changes durable: ``changed`` are the (key, start) windows the
-        batch added to or closed, each written once."""
+        batch added to or closed, each written once; ``quiet`` the states of other shards
+        whose windows the batch closed (:meth:`quiet`), committed with this shard's."""
+
+    def quiet(self, shard_id: str, cutoff: float) -> dict[str, ShardState]:
+        """The other shards of the step with no batch since ``cutoff`` (epoch seconds by
+        the function's clock) and a window to close by it: ``{shard_id: state}``."""
 
 
 class MemoryStore:
@@ -151,8 +177,17 @@ class MemoryStore:
             state = self.shards[shard_id] = ShardState()
         return state
 
-    def commit(self, shard_id: str, state: ShardState, changed: set[tuple[Any, int]]) -> None:
+    def commit(
+        self,
+        shard_id: str,
+        state: ShardState,
+        changed: set[tuple[Any, int]],
+        quiet: Mapping[str, ShardState] | None = None,
+    ) -> None:
         self.writes += len(changed)
+
+    def quiet(self, shard_id: str, cutoff: float) -> dict[str, ShardState]:
+        return {}  # one process: a quiet shard's windows wait for its next record
 
 
 def encode(value: Any) -> str:
@@ -203,15 +238,19 @@ def _pos(text: str) -> Position:
 class _Cached:
     """A shard's state as this process last committed it, and what it knows of the items."""
 
-    __slots__ = ("applied", "clean", "items", "state")
+    __slots__ = ("applied", "clean", "clock", "flushed", "items", "rev", "state")
 
-    def __init__(self, state: ShardState, applied: str | None) -> None:
+    def __init__(self, state: ShardState, applied: str | None, rev: str | None) -> None:
         self.state = state
+        self.clock: float | None = None  # the shard item's: when its last batch committed
         self.applied = applied  # the shard item's ``applied`` text, None: no item
+        self.rev = rev  # the shard item's revision, new at each write; None: no item
         self.clean = True  # False while a batch holds the state (not committed yet)
         #: (key, start) -> (the item's raw ``v`` or None: no item, its effective acc JSON,
         #: its rank among the windows of its end)
         self.items: dict[tuple[Any, int], tuple[str | None, str | None, int]] = {}
+        #: windows another shard's batch closed (quiet): marked closed at the next commit
+        self.flushed: set[tuple[Any, int]] = set()
 
 
 class DynamoDBStore:
@@ -224,11 +263,11 @@ class DynamoDBStore:
         lateness: the step's ``allowed_lateness_s`` (for the TTL of closed windows).
         size: the step's ``size_s`` (a window's end is its start plus this).
         client: a DynamoDB client; default the process's shared one (:mod:`stream.aws`).
-        now: the clock, for the TTL only.
+        now: the clock, for the TTL and the shard item's ``clock``.
     """
 
-    __slots__ = ("_cache", "_client", "lateness", "now", "prefix", "reads", "size", "table",
-                 "writes")  # fmt: skip
+    __slots__ = ("_cache", "_client", "_quiet", "lateness", "now", "prefix", "reads", "size",
+                 "table", "writes")  # fmt: skip
 
     def __init__(  # noqa: PLR0917  # the step's settings, as keywords
         self,
@@ -246,6 +285,7 @@ class DynamoDBStore:
         self._client = client
         self.now = now
         self._cache: dict[str, _Cached] = {}
+        self._quiet: dict[str, _Cached] = {}
         #: calls made, for the bench and tests: reads (GetItem, Query pages), writes (PutItem)
         self.reads = 0
         self.writes = 0
@@ -261,8 +301,8 @@ class DynamoDBStore:
     # -- reading ---------------------------------------------------------------------------
 
     def shard(self, shard_id: str) -> ShardState:
-        """The shard's committed state: the cached one if the shard item still says what this
-        process last wrote, else read again from the table."""
+        """The shard's committed state: the cached one if the shard item still has the
+        revision this process last wrote, else read again from the table."""
         pk = self.prefix + shard_id
         cached = self._cache.get(shard_id)
         if cached is not None and cached.clean:
@@ -272,22 +312,61 @@ class DynamoDBStore:
                 TableName=self.table,
                 Key={"shard": {"S": pk}, "window": {"S": _SHARD_SK}},
                 ConsistentRead=True,
-                ProjectionExpression="applied",
+                ProjectionExpression="rev",
             ).get("Item")
-            applied = item["applied"]["S"] if item else None
-            if applied == cached.applied:
+            if (item["rev"]["S"] if item else None) == cached.rev:
                 cached.clean = False
                 return cached.state
-        try:
-            cached = self._load(pk)
-        except (KeyError, TypeError, ValueError) as exc:  # retried, never dead-lettered
-            msg = f"window state: an item of {pk!r} in table {self.table!r} is unreadable: {exc!r}"
-            raise WindowStateError(msg) from exc
+        cached = self._read(pk)
         cached.clean = False
         self._cache[shard_id] = cached
         return cached.state
 
-    def _load(self, pk: str) -> _Cached:
+    def quiet(self, shard_id: str, cutoff: float) -> dict[str, ShardState]:
+        """The other shards with no batch since ``cutoff`` and a window that ends (plus
+        the lateness) by then, at most 99 (one transaction commits them with this shard)."""
+        registry = self._call(
+            "GetItem",
+            self.client.get_item,
+            TableName=self.table,
+            Key={"shard": {"S": self.prefix + _REGISTRY}, "window": {"S": _REGISTRY}},
+            ConsistentRead=True,
+        ).get("Item")
+        others = sorted(set(registry["shards"]["SS"]) - {shard_id}) if registry else []
+        self._quiet = {}
+        out: dict[str, ShardState] = {}
+        for first in range(0, len(others), 100):
+            chunk = others[first : first + 100]
+            keys = [{"shard": {"S": self.prefix + o}, "window": {"S": _SHARD_SK}} for o in chunk]
+            request = {self.table: {"Keys": keys, "ConsistentRead": True}}
+            while request:
+                page = self._call("BatchGetItem", self.client.batch_get_item,
+                                  RequestItems=request)  # fmt: skip
+                for item in page.get("Responses", {}).get(self.table, []):
+                    next_end = int(item["next_end"]["N"]) if "next_end" in item else None
+                    if (
+                        "clock" in item
+                        and float(item["clock"]["N"]) < cutoff
+                        and next_end is not None
+                        and next_end + self.lateness <= cutoff
+                        and len(out) < _MAX_QUIET
+                    ):
+                        other = item["shard"]["S"][len(self.prefix) :]
+                        cached = self._read(item["shard"]["S"])
+                        self._quiet[other] = cached
+                        out[other] = cached.state
+                request = page.get("UnprocessedKeys") or {}
+        return out
+
+    def _read(self, pk: str) -> _Cached:
+        try:
+            return self._load(pk)
+        except (KeyError, TypeError, ValueError) as exc:  # retried, never dead-lettered
+            msg = f"window state: an item of {pk!r} in table {self.table!r} is unreadable: {exc!r}"
+            raise WindowStateError(msg) from exc
+
+    def _query(self, pk: str) -> list[dict[str, Any]]:
+        """Every item of the partition, strongly consistent."""
         items: list[dict[str, Any]] = []
         start_key: dict[str, Any] | None = None
         while True:
@@ -304,17 +383,24 @@ class DynamoDBStore:
             items += page.get("Items", [])
             start_key = page.get("LastEvaluatedKey")
             if not start_key:
-                break
+                return items
+
+    def _load(self, pk: str) -> _Cached:
+        items = self._query(pk)
         state = ShardState()
         shard_item = next((i for i in items if i["window"]["S"] == _SHARD_SK), None)
         applied_text = shard_item["applied"]["S"] if shard_item else None
         applied = _pos(applied_text) if applied_text else None
+        watermark = None
         if shard_item is not None:
             state.applied = applied
             if "max_time" in shard_item:
                 state.max_time = float(shard_item["max_time"]["N"])
+                watermark = state.max_time - self.lateness
             state.outbox = _outbox(shard_item.get("outbox", {}).get("S"))
-        cached = _Cached(state, applied_text)
+        cached = _Cached(state, applied_text, shard_item["rev"]["S"] if shard_item else None)
+        if shard_item is not None and "clock" in shard_item:
+            cached.clock = float(shard_item["clock"]["N"])
         opened: list[tuple[int, int, tuple[Any, int]]] = []
         for item in items:
             if item["window"]["S"] == _SHARD_SK:
@@ -333,8 +419,12 @@ class DynamoDBStore:
             if acc is None or closed:
                 continue
             wkey = (key, start)
+            end = int(item["end"]["N"])
+            if watermark is not None and end <= watermark:  # closed by another shard's batch
+                cached.flushed.add(wkey)
+                continue
             state.windows[wkey] = decode(acc)
-            opened.append((int(item["end"]["N"]), rank, wkey))
+            opened.append((end, rank, wkey))
         for end, _, wkey in sorted(opened, key=lambda o: (o[0], o[1])):
             by_end = state.by_end.get(end)
             if by_end is None:
@@ -346,8 +436,16 @@ class DynamoDBStore:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def commit(self, shard_id: str, state: ShardState, changed: set[tuple[Any, int]]) -> None:
-        """Write each changed window once, then the shard item, each on its condition.
+    def commit(
+        self,
+        shard_id: str,
+        state: ShardState,
+        changed: set[tuple[Any, int]],
+        quiet: Mapping[str, ShardState] | None = None,
+    ) -> None:
+        """Write each changed window once, then the shard item (with the items of the
+        ``quiet`` shards whose windows this batch closed, in one transaction), each on its
+        condition.
 
         Raises:
             WindowStateError: a write failed or lost its condition (the cached state is
@@ -358,14 +456,16 @@ class DynamoDBStore:
             msg = f"commit of shard {shard_id!r} without its state read first"
             raise WindowStateError(msg)
         applied = _pos_text(state.applied) if state.applied is not None else None
-        if applied == cached.applied and not changed:
+        if applied == cached.applied and not changed and not quiet:
             cached.clean = True  # a redelivery: nothing applied, nothing to write
             return
         try:
-            self._commit(shard_id, cached, state, changed, applied)
+            self._commit(shard_id, cached, changed, applied, quiet or {})
         except Exception:
             del self._cache[shard_id]
             raise
+        finally:
+            self._quiet = {}
         cached.applied = applied
         cached.clean = True
 
@@ -373,17 +473,18 @@ class DynamoDBStore:
         self,
         shard_id: str,
         cached: _Cached,
-        state: ShardState,
         changed: set[tuple[Any, int]],
         applied: str | None,
+        quiet: Mapping[str, ShardState],
     ) -> None:
+        state = cached.state
         pk = {"S": self.prefix + shard_id}
         v = applied or ""
         ranks: dict[int, dict[tuple[Any, int], int]] = {}
         closed_ttl = str(int(self.now()) + CLOSED_TTL_S)
         puts = []
         updates = {}
-        for wkey in changed:
+        for wkey in changed | cached.flushed:
             key, start = wkey
             end = start + self.size
             raw_v, saved, rank = cached.items.get(wkey, (None, None, 0))
@@ -415,15 +516,52 @@ class DynamoDBStore:
             updates[wkey] = (v, acc, rank)
         self._put_all(puts)
         cached.items.update(updates)
-        shard_item: dict[str, Any] = {
+        cached.flushed = set()
+        if cached.rev is None:  # a new shard: where other shards' batches find it
+            self._call(
+                "UpdateItem",
+                self.client.update_item,
+                TableName=self.table,
+                Key={"shard": {"S": self.prefix + _REGISTRY}, "window": {"S": _REGISTRY}},
+                UpdateExpression="ADD shards :s",
+                ExpressionAttributeValues={":s": {"SS": [shard_id]}},
+            )
+        rev = uuid.uuid4().hex
+        mine = _put(self.table, self._shard_item(pk, state, v, rev, self.now()), "rev", cached.rev)
+        if not quiet:
+            self._put_all([mine])
+        else:
+            writes = [{"Put": mine}]
+            for other, other_state in quiet.items():
+                was = self._quiet[other]
+                item = self._shard_item(
+                    {"S": self.prefix + other}, other_state, was.applied or "", uuid.uuid4().hex,
+                    was.clock,
+                )  # fmt: skip
+                writes.append({"Put": _put(self.table, item, "rev", was.rev)})
+            self._call("TransactWriteItems", self.client.transact_write_items,
+                       TransactItems=writes)  # fmt: skip
+        cached.rev = rev
+
+    def _shard_item(
+        self, pk: dict[str, str], state: ShardState, applied: str, rev: str, clock: float | None
+    ) -> dict[str, Any]:
+        """A shard's item; a quiet shard whose windows another shard's batch closed keeps
+        its ``clock`` (it stays quiet)."""
+        item: dict[str, Any] = {
             "shard": pk,
             "window": {"S": _SHARD_SK},
-            "applied": {"S": v},
+            "applied": {"S": applied},
+            "rev": {"S": rev},
             "outbox": {"S": _outbox_text(state.outbox)},
         }
+        if clock is not None:
+            item["clock"] = {"N": repr(float(clock))}
         if state.max_time is not None:
-            shard_item["max_time"] = {"N": repr(state.max_time)}
-        self._put_all([_put(self.table, shard_item, "applied", cached.applied)])
+            item["max_time"] = {"N": repr(state.max_time)}
+        if state.ends:
+            item["next_end"] = {"N": str(state.ends[0])}
+        return item
 
     def _put_all(self, puts: list[dict[str, Any]]) -> None:
         put = self.client.put_item
@@ -441,7 +579,7 @@ class DynamoDBStore:
     def _call(self, operation: str, method: Callable[..., Any], **request: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
-        if operation == "PutItem":
+        if operation in {"PutItem", "UpdateItem", "TransactWriteItems"}:
             self.writes += 1
         else:
             self.reads += 1
@@ -450,8 +588,8 @@ class DynamoDBStore:
         except ClientError as exc:
             error = exc.response.get("Error", {})
             code = error.get("Code", "")
-            if code == "ConditionalCheckFailedException":
-                why = "another invocation changed it since this batch read it"
+            if code in {"ConditionalCheckFailedException", "TransactionCanceledException"}:
+                why = f"another invocation changed it since this batch read it ({code})"
             else:
                 why = f"{code}: {error.get('Message', '')}"
             msg = f"window state: DynamoDB {operation} on table {self.table!r}: {why}"

@@ -29,7 +29,8 @@ Least privilege: each function's role may read its stream (and decrypt through K
 write its own log group, and call exactly the actions its sinks, lookups and on-failure
 destination use, on exactly those resources: ``PutItem`` on a ``latest`` table,
 ``BatchWriteItem`` on an ``append`` table, ``BatchGetItem`` on a lookup table,
-``GetItem``/``PutItem``/``Query`` on its own window state table, ``PutObject``
+``GetItem``/``BatchGetItem``/``PutItem``/``UpdateItem``/``Query`` on its own window state
+table, ``PutObject``
 under an archive's literal prefix, ``GetQueueUrl``/``SendMessage`` on a queue (and
 ``PutObject`` under ``dead-letters/`` of its overflow bucket), ``PutRecords``/``ListShards`` on
 a target stream, ``ESHttpPost`` on an OpenSearch domain with SigV4 (``_bulk`` and ``_mget``
@@ -126,6 +127,14 @@ _STREAM_READ = (
 #: On the stores that hold results (sink tables, buckets, queues): deleting or replacing the
 #: stack never deletes data; ``shardline destroy`` removes what is empty (deploy.aws.stack).
 _RETAIN = {"DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain"}
+#: What a window step does on its table (``TransactWriteItems`` needs ``PutItem``).
+_WINDOW_STATE_ACTIONS = [
+    "dynamodb:BatchGetItem",
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:Query",
+    "dynamodb:UpdateItem",
+]
 _POSITIONS = {"trim_horizon": "TRIM_HORIZON", "latest": "LATEST", "at_timestamp": "AT_TIMESTAMP"}
 _DOMAIN_HOST = re.compile(
     r"(?:search|vpc)-(?P<domain>[a-z][a-z0-9-]{2,27}?)(?:-[a-z0-9]{26})?"
@@ -641,7 +650,7 @@ class _Builder:
         if function in self.stores.window_tables:
             policy.allow(
                 "WindowState",
-                ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"],
+                _WINDOW_STATE_ACTIONS,
                 [_get(self.id("WindowTable", function))],
             )
         kind, target = _destination(self.plan, function)

@@ -281,6 +281,10 @@ def window_state_problems(plan: Plan, functions: Iterable[str] | None = None) ->
     return problems
 
 
+_WINDOW_SETTINGS = ("key", "size_s", "slide_s", "time", "field", "allowed_lateness_s", "state",
+                    "quiet_s")  # fmt: skip
+
+
 def _window(
     r: Reporter, path: Path, args: Any, sinks: Sequence[str] | None, chain: Path
 ) -> dict[str, Any]:
@@ -293,10 +297,7 @@ def _window(
         return {}
     keys = spec.WINDOW
     f = Fields(r, path, data, tuple(keys))
-    out: dict[str, Any] = {
-        name: f.read(name, keys[name])
-        for name in ("key", "size_s", "slide_s", "time", "field", "allowed_lateness_s", "state")
-    }
+    out: dict[str, Any] = {name: f.read(name, keys[name]) for name in _WINDOW_SETTINGS}
     if f.has("gap_s"):
         f.read("gap_s", keys["gap_s"])
         r.error(f.at("gap_s"), "session windows (gap_s) are not built yet: use size_s")

@@ -70,6 +70,7 @@ def test_the_plan_names_the_function_and_the_late_sink_is_built() -> None:
     assert (window["size_s"], window["state"], window["late"]) == (3600, "dynamodb", "late-orders")
     assert window["table"] == "shop-purchases-per-user-windows"
     assert window["table_prefix"] == "processors[1]/"
+    assert window["quiet_s"] == 300
     assert used_sinks(function) == ["late-orders", "hourly"]
 
 
@@ -107,5 +108,11 @@ def test_the_template_makes_the_window_table_with_a_ttl_and_grants_only_it() -> 
     role = template["Resources"]["PurchasesPerUserRole"]["Properties"]
     statements = role["Policies"][0]["PolicyDocument"]["Statement"]
     (grant,) = [s for s in statements if s["Sid"] == "WindowState"]
-    assert grant["Action"] == ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"]
+    assert grant["Action"] == [
+        "dynamodb:BatchGetItem",
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:Query",
+        "dynamodb:UpdateItem",
+    ]
     assert grant["Resource"] == [{"Fn::GetAtt": ["PurchasesPerUserWindowTable", "Arn"]}]

@@ -104,13 +104,15 @@ class TestDynamoDBStore:
             ("b", 1, 3),
         ]
         kinds = sorted(i["window"]["S"] for i in items(aws, table, prefix))
-        assert kinds == ["#shard", 'w#0#"a"', 'w#0#"b"', 'w#60#"c"']
+        assert kinds == ["#shard", "#shards", 'w#0#"a"', 'w#0#"b"', 'w#60#"c"']
 
     def test_one_write_per_distinct_key_and_window_then_one_for_the_shard(self, aws, table):
         prefix = uuid.uuid4().hex
         step = window(table, prefix, aws("dynamodb"))
-        run(step, [{**d, "ts": t} for d in DOCS for t in (1, 2, 3)], 1)
-        assert step.store.writes == 2 + 1  # type: ignore[attr-defined]
+        run(step, DOCS[:1], 1)  # the shard's first batch also lists it for the others
+        before = step.store.writes  # type: ignore[attr-defined]
+        run(step, [{**d, "ts": t} for d in DOCS for t in (1, 2, 3)], 2)
+        assert step.store.writes - before == 2 + 1  # type: ignore[attr-defined]
 
     def test_a_redelivered_batch_writes_nothing_and_yields_the_same_ids(self, aws, table):
         prefix = uuid.uuid4().hex
@@ -144,9 +146,7 @@ class TestDynamoDBStore:
         out = run(fresh, CLOSER, 10)
         assert [(r.get("key"), r.get("n")) for r in out] == [("a", 2), ("b", 1)]
 
-    def test_a_batch_that_closed_windows_and_failed_half_way_closes_them_again(
-        self, aws, table
-    ):
+    def test_a_batch_that_closed_windows_and_failed_half_way_closes_them_again(self, aws, table):
         prefix = uuid.uuid4().hex
         client = aws("dynamodb")
         run(window(table, prefix, client), DOCS, 1)
@@ -280,7 +280,7 @@ def test_a_local_run_of_the_example_writes_one_state_item_per_window(
     assert time.monotonic() - started < 30
     ddb = aws("dynamodb")
     state = ddb.scan(TableName=window_table_name(plan, "purchases-per-user"))["Items"]
-    windows = sorted(i["window"]["S"] for i in state if i["window"]["S"] != "#shard")
+    windows = sorted(i["window"]["S"] for i in state if i["window"]["S"].startswith("w#"))
     assert windows == [
         'w#1767261600#"u1"', 'w#1767261600#"u2"', 'w#1767265200#"u2"'
     ]  # fmt: skip
@@ -349,3 +349,63 @@ class Written(MemorySink):
         out = super()._write(items)
         self.written += [i.json for i, o in zip(items, out, strict=True) if o is OK]
         return out
+
+
+class TestQuietShards:
+    """A shard with no batch for ``quiet_s`` has its windows closed by the next batch of
+    another shard, once their end + lateness is ``quiet_s`` past by the clock."""
+
+    @staticmethod
+    def step(table: str, prefix: str, client: Any, clock: list[float]) -> Window:
+        store = DynamoDBStore(table, prefix, 0, 60, client=client, now=lambda: clock[0])
+        return Window(key="user", size_s=60, field="ts", aggregate={"n": "count"},
+                      function="f", store=store, quiet_s=300,
+                      now=lambda: clock[0])  # fmt: skip
+
+    @staticmethod
+    def on(step: Window, shard: str, docs: list[dict[str, Any]], first_seq: int) -> list[Any]:
+        batch = [
+            Record(orjson.dumps(d), d["user"], str(first_seq + i), shard_id=shard, index=i)
+            for i, d in enumerate(docs)
+        ]
+        result = Chain([Step.of("processors[0].window", step)]).run(batch)
+        assert not result.failures, result.failures
+        return [(r.get("window_id"), r.get("n"), r.shard_id) for r in result.records]
+
+    def test_another_shard_s_batch_closes_a_quiet_shard_s_windows_once(self, aws, table):
+        prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [10_000.0]
+        self.on(self.step(table, prefix, client, clock), "s0", DOCS, 1)  # opens a, b
+        z = {"user": "z", "ts": 9_990}
+        assert self.on(self.step(table, prefix, client, clock), "s1", [z], 1) == []
+        clock[0] += 299  # s0 is not quiet yet
+        assert self.on(self.step(table, prefix, client, clock), "s1", [z], 2) == []
+        clock[0] += 2
+        closing = self.on(self.step(table, prefix, client, clock), "s1", [z], 3)
+        assert closing == [("f/a/1970-01-01T00:00:00Z", 2, "s1"),
+                           ("f/b/1970-01-01T00:00:00Z", 1, "s1")]  # fmt: skip
+        # s1's batch delivered again (its results' write failed): the same results
+        assert self.on(self.step(table, prefix, client, clock), "s1", [z], 3) == closing
+        # s0 wakes: a record for a closed window is late, and a/b never come out again
+        s0 = self.step(table, prefix, client, clock)
+        assert self.on(s0, "s0", [{"user": "a", "ts": 7}, {"user": "a", "ts": 20_000}], 10) == []
+        assert s0.late == 1
+        assert self.on(self.step(table, prefix, client, clock), "s1", [z], 4) == []
+
+    def test_a_quiet_shard_that_wakes_meanwhile_makes_the_closing_batch_retry(self, aws, table):
+        prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [10_000.0]
+        z = [{"user": "z", "ts": 20_000 + n} for n in range(4)]  # s1's windows stay open
+        self.on(self.step(table, prefix, client, clock), "s0", DOCS, 1)
+        self.on(self.step(table, prefix, client, clock), "s1", z[:1], 1)
+        clock[0] += 400
+        s0 = self.step(table, prefix, client, clock)
+        woke = {"user": "a", "ts": 40}
+        s1 = self.step(table, prefix, Before(client, lambda: self.on(s0, "s0", [woke], 5)), clock)
+        batch = [Record(orjson.dumps(z[1]), "z", "2", shard_id="s1", index=0)]
+        failed = Chain([Step.of("w", s1)]).run(batch)
+        assert [type(f.error) for f in failed.failures] == [WindowStateError]
+        # delivered again: s0 is not quiet any more (its batch just now), nothing closes
+        assert self.on(self.step(table, prefix, client, clock), "s1", z[1:2], 2) == []
+        clock[0] += 301
+        closing = self.on(self.step(table, prefix, client, clock), "s1", z[2:3], 3)
+        assert closing == [("f/a/1970-01-01T00:00:00Z", 3, "s1"),
+                           ("f/b/1970-01-01T00:00:00Z", 1, "s1")]  # fmt: skip
