@@ -359,12 +359,16 @@ class Window:
         cutoff = self._now() - self.quiet_s
         quiet = self.store.quiet(shard_id, cutoff)
         results = []
-        for state in quiet.values():
-            if state.max_time is not None and state.max_time >= cutoff:
+        closed: dict[str, ShardState] = {}
+        watermark = cutoff - self.allowed_lateness_s
+        for other, state in quiet.items():
+            ends, windows = state.ends, state.windows
+            if (state.max_time is not None and state.max_time >= cutoff) or not (
+                ends and ends[0] <= watermark
+            ):
                 continue
             state.max_time = cutoff
-            watermark = cutoff - self.allowed_lateness_s
-            ends, windows = state.ends, state.windows
+            closed[other] = state
             while ends and ends[0] <= watermark:
                 end = heapq.heappop(ends)
                 for wkey in state.by_end.pop(end):
@@ -376,7 +380,7 @@ class Window:
         outcome = Outcome((*before.results, *results))
         mine.outbox[position] = outcome
         self._pending[id(closer)] = outcome
-        return quiet
+        return closed
 
     def __call__(self, record: Record) -> Record | list[Record] | None:
         outcome = self._pending.get(id(record))
