@@ -11,7 +11,10 @@ aggregation two ways, in alternating repeats:
 
 Each repeat uses fresh state (a new step, a new dict) so both do the same work. It also
 reports the state writes per batch (one per distinct key and window the batch touched),
-against the distinct (key, window) pairs of the batch.
+against the distinct (key, window) pairs of the batch. With ``--endpoint-url`` (a DynamoDB,
+e.g. a local moto server) it runs the records in batches of ``--batch`` through
+``state: dynamodb`` on a fresh table and counts the ``PutItem`` calls of each batch: one
+per distinct (key, window) plus one for the shard's item.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ def _batch(n: int, keys: int) -> list[Record]:
 def _window(records: Sequence[Record]) -> int:
     step = Window(key="user", size_s=SIZE, field="ts", allowed_lateness_s=LATENESS,
                   aggregate={"n": "count", "revenue": {"sum": "amount"},
-                             "biggest": {"max": "amount"}})  # fmt: skip
+                             "biggest": {"max": "amount"}}, state="memory")  # fmt: skip
     step.prepare(records)
     out = 0
     for rec in records:
@@ -87,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=10_000)
     parser.add_argument("--keys", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--endpoint-url", help="a DynamoDB endpoint: count state writes there")
+    parser.add_argument("--batch", type=int, default=500, help="records per batch there")
     args = parser.parse_args(argv)
     records = _batch(args.records, args.keys)
     if _window(records) != _dict(records):
@@ -103,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 times[name].append((time.perf_counter() - started) / len(records) * 1e6)
     finally:
         gc.enable()
-    step = Window(key="user", size_s=SIZE, field="ts", aggregate={"n": "count"})
+    step = Window(key="user", size_s=SIZE, field="ts", aggregate={"n": "count"}, state="memory")
     step.prepare(records)
     distinct = len({(r.json["user"], r.json["ts"] // SIZE) for r in records})
     med = {name: statistics.median(values) for name, values in times.items()}
@@ -113,4 +118,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"  ratio   {med['window'] / med['dict']:.2f}x (target <= 2x)")
     writes = step.store.writes  # type: ignore[attr-defined]
     print(f"  state writes per batch: {writes} for {distinct} distinct (key, window)")
+    if args.endpoint_url:
+        _dynamodb_writes(records, args.endpoint_url, args.batch)
     return 0
+
+
+def _dynamodb_writes(records: Sequence[Record], endpoint_url: str, size: int) -> None:
+    """Run the records in batches through a DynamoDB store; print its writes per batch."""
+    import uuid  # noqa: PLC0415
+
+    import boto3  # noqa: PLC0415
+
+    from processors.window_store import DynamoDBStore  # noqa: PLC0415
+
+    client = boto3.client("dynamodb", endpoint_url=endpoint_url)
+    table = f"bench-windows-{uuid.uuid4().hex[:8]}"
+    client.create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "shard", "KeyType": "HASH"},
+                   {"AttributeName": "window", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": "shard", "AttributeType": "S"},
+                              {"AttributeName": "window", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )  # fmt: skip
+    store = DynamoDBStore(table, "", LATENESS, SIZE, client=client)
+    step = Window(key="user", size_s=SIZE, field="ts", allowed_lateness_s=LATENESS,
+                  aggregate={"n": "count"}, store=store)  # fmt: skip
+    print(f"  DynamoDB, batches of {size}: PutItem calls per batch / distinct (key, window)")
+    for first in range(0, len(records), size):
+        batch = list(records[first : first + size])
+        for i, rec in enumerate(batch):
+            rec.index = i
+        before = store.writes
+        started = time.perf_counter()
+        step.prepare(batch)
+        elapsed = time.perf_counter() - started
+        closed = set()
+        for rec in batch:
+            res = step(rec)
+            for doc in [] if res is None else res if type(res) is list else [res]:
+                closed.add((doc.get("key"), doc.get("window_start")))
+        pairs = {(r.json["user"], r.json["ts"] // SIZE * SIZE) for r in batch}
+        print(f"    batch {first // size}: {store.writes - before} writes for {len(pairs)} "
+              f"(key, window) added to, {len(closed)} closed (some of them the same), "
+              f"1 shard item; {elapsed * 1000:.0f} ms")  # fmt: skip
+    client.delete_table(TableName=table)

@@ -1,4 +1,5 @@
-"""The names of what a pipeline creates: functions, lease tables, the default dead-letter queue.
+"""The names of what a pipeline creates: functions, lease and window tables, the default
+dead-letter queue.
 
 Both the CloudFormation template and the local runner derive names from the plan with these, so
 a stack deployed to AWS and a local run address the same resources the same way.
@@ -17,6 +18,8 @@ __all__ = [
     "dead_letter_queue_name",
     "function_name",
     "lease_table_name",
+    "window_table_name",
+    "window_tables",
 ]
 
 #: AWS's limits on the names: a Lambda function's name, an SQS queue's name.
@@ -49,3 +52,29 @@ def lease_table_name(plan: Mapping[str, Any], function: str) -> str:
     'clickstream-archive-all-leases'
     """
     return f"{plan['name']}-{function}-leases"
+
+
+def window_table_name(plan: Mapping[str, Any], function: str) -> str:
+    """The table of one function's window state (``state: dynamodb``): one per function.
+
+    >>> window_table_name({"name": "shop"}, "purchases-per-user")
+    'shop-purchases-per-user-windows'
+    """
+    return f"{plan['name']}-{function}-windows"
+
+
+def window_tables(plan: Mapping[str, Any]) -> dict[str, str]:
+    """function -> its window state table, for the functions with a ``state: dynamodb``
+    window step, in file order.
+
+    >>> window_tables({"name": "shop", "functions": {"a": {"processors": [
+    ...     {"window": {"state": "dynamodb"}}]}, "b": {"route": ["x"]}}})
+    {'a': 'shop-a-windows'}
+    """
+    out = {}
+    for function, spec in plan["functions"].items():
+        for entry in spec.get("processors") or ():
+            window = entry.get("window") if isinstance(entry, dict) else None
+            if isinstance(window, dict) and window.get("state", "dynamodb") == "dynamodb":
+                out[function] = window_table_name(plan, function)
+    return out

@@ -14,6 +14,10 @@ reference):
 * **Watermark.** Per shard, the greatest event time seen minus ``allowed_lateness_s``,
   advanced record by record in shard order. After a record is applied, every window whose
   end is at or before the watermark closes and yields one result record.
+* **Quiet shards.** With ``state: dynamodb``, a shard with no batch for ``quiet_s`` has its
+  windows closed by the next batch of another shard (the one applying a record that is not
+  late nor bad), as if a record of time now - ``quiet_s`` had reached it; the results go out
+  with that record (README, "Windows", states the bound).
 * **Late records.** A record is added to each of its windows that is still open; a record
   none of whose windows is open is late: it goes on (alone, the original record) with its
   route set to the ``late`` sink, or is dropped and counted (:attr:`Window.late`).
@@ -32,28 +36,20 @@ All of a batch's work happens in :meth:`Window.prepare` (the chain calls it with
 records that reach the step), so that a state store writes once per distinct key and window
 per batch (:meth:`WindowStore.commit`); ``__call__`` hands each record its outcome.
 
-The state store: ``state: memory`` (:class:`MemoryStore`) keeps it in the process: a warm
-Lambda keeps it, a cold start loses it; for ``shardline test`` and local runs.
-``state: dynamodb`` is designed here and not built yet:
-
-* one item per key and window: partition key ``FUNCTION/KEY``, sort key the window start,
-  attributes the accumulators (JSON) and, per shard, the position last applied; one item per
-  shard for the watermark, the applied position and the outbox;
-* :meth:`Window.prepare` reads the batch's distinct (key, window) items in one
-  BatchGetItem, folds the batch into partial accumulators (``merge``), and ``commit`` writes
-  each changed item once, with a condition that its shard position is still the one read
-  (a redelivered batch, already applied, fails the condition and changes nothing; a lost
-  race is a RetryableError, so the batch is delivered again), then the shard item last;
-* a TTL attribute of window end + lateness + a day, so closed windows leave on their own.
+The state store: ``state: dynamodb`` (the default; :class:`~processors.window_store.DynamoDBStore`,
+whose docstring holds the table's design) keeps it in a table per function, so a cold start, a
+restart or another instance goes on where the last batch committed. ``state: memory``
+(:class:`~processors.window_store.MemoryStore`) keeps it in the process: a warm Lambda keeps it,
+a cold start loses it; for ``shardline test`` and tests.
 """
 
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass, field
+import time
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from processors.aggregations import (
     AggregationError,
@@ -65,10 +61,19 @@ from processors.aggregations import (
     build_aggregation,
 )
 from processors.errors import ProcessorError
+from processors.window_store import (
+    DynamoDBStore,
+    MemoryStore,
+    Outcome,
+    Position,
+    ShardState,
+    WindowRecordError,
+    WindowStore,
+)
 from stream.exceptions import RecordError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from processors.aggregations import Aggregation
     from stream.records import Record
@@ -94,10 +99,6 @@ _STATES = ("memory", "dynamodb")
 
 class WindowConfigError(ProcessorError, ValueError):
     """A window step configured wrong: the message says which setting and the fix."""
-
-
-class WindowRecordError(ProcessorError, RecordError):
-    """A record the window cannot place (no key, no time): it is dead-lettered."""
 
 
 def event_seconds(value: Any, field: str) -> float:
@@ -155,81 +156,8 @@ def iso(seconds: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-#: A record's place in its shard: sequence number, sub-sequence number, fan-out part.
-Position = tuple[int, int, tuple[int, ...]]
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What a record yielded the first time, replayed on redelivery.
-
-    Attributes:
-        results: the result documents of the windows it closed.
-        late: it was late.
-        error: it could not be placed (dead-lettered again on redelivery).
-    """
-
-    results: tuple[dict[str, Any], ...] = ()
-    late: bool = False
-    error: Exception | None = None
-
-
 _NOTHING = Outcome()
 _LATE = Outcome(late=True)
-
-
-@dataclass(slots=True)
-class ShardState:
-    """One shard's windows.
-
-    Attributes:
-        max_time: the greatest event time seen (``None``: no record yet).
-        applied: the position of the last record applied (inclusive), or ``None``.
-        windows: (key, start) -> the accumulators, one per aggregation, of open windows.
-        ends: a heap of the ends of open windows, with ``by_end`` the windows of each end
-            in the order they opened (so results come out by end, then by opening).
-        outbox: position -> what the record yielded, for records that yielded something.
-    """
-
-    max_time: float | None = None
-    applied: Position | None = None
-    windows: dict[tuple[Any, int], list[Any]] = field(default_factory=dict)
-    ends: list[int] = field(default_factory=list)
-    by_end: dict[int, list[tuple[Any, int]]] = field(default_factory=dict)
-    outbox: dict[Position, Outcome] = field(default_factory=dict)
-
-
-class WindowStore(Protocol):
-    """Where the windows' state lives between batches."""
-
-    def shard(self, shard_id: str) -> ShardState:
-        """The shard's state as of the last commit (a new one for a shard never seen)."""
-
-    def commit(self, shard_id: str, state: ShardState, changed: set[tuple[Any, int]]) -> None:
-        """Make a batch's changes durable: ``changed`` are the (key, start) windows the
-        batch added to or closed, each written once."""
-
-
-class MemoryStore:
-    """State in the process: kept while warm, lost on a cold start (tests, local runs).
-
-    ``writes`` counts what a durable store would write: one per changed window per batch.
-    """
-
-    __slots__ = ("shards", "writes")
-
-    def __init__(self) -> None:
-        self.shards: dict[str, ShardState] = {}
-        self.writes = 0
-
-    def shard(self, shard_id: str) -> ShardState:
-        state = self.shards.get(shard_id)
-        if state is None:
-            state = self.shards[shard_id] = ShardState()
-        return state
-
-    def commit(self, shard_id: str, state: ShardState, changed: set[tuple[Any, int]]) -> None:
-        self.writes += len(changed)
 
 
 def _position(record: Record) -> Position:
@@ -251,10 +179,18 @@ class Window:
         allowed_lateness_s: how far behind the greatest event time a record may be and
             still count; at most ``size_s``.
         late: the sink late records go to; else they are dropped and counted.
-        state: ``memory`` (``dynamodb``: not built yet, refused).
+        state: ``dynamodb`` (a table, see :mod:`processors.window_store`) or ``memory``
+            (the process; tests and ``shardline test``).
         function: the function's name, the first part of each ``window_id`` (the plan
             fills it in).
-        store: the state store (default: a :class:`MemoryStore`); for tests.
+        table: with ``state: dynamodb``, the table (the plan fills it in).
+        table_prefix: what goes before the shard id in the table's partition key (the plan
+            fills in the step's place, so two window steps of a function share the table).
+        store: the state store, overriding ``state``; for tests.
+        quiet_s: with ``state: dynamodb``, a shard with no batch for this long is quiet: the
+            next batch of another shard of the function closes its windows whose end plus
+            the lateness is this long past, by the clock (``None``: never).
+        now: the clock (epoch seconds), for ``quiet_s``.
 
     Raises:
         WindowConfigError: a setting is missing or wrong (the message says which).
@@ -268,6 +204,7 @@ class Window:
         "_fields",
         "_function",
         "_late_routes",
+        "_now",
         "_numeric",
         "_pending",
         "_slide",
@@ -278,6 +215,7 @@ class Window:
         "late",
         "late_sink",
         "names",
+        "quiet_s",
         "size_s",
         "store",
     )
@@ -293,9 +231,13 @@ class Window:
         field: str | None = None,
         allowed_lateness_s: int = 0,
         late: str | None = None,
-        state: str = "memory",
+        state: str = "dynamodb",
         function: str = "",
+        table: str | None = None,
+        table_prefix: str = "",
         store: WindowStore | None = None,
+        quiet_s: int | None = 300,
+        now: Callable[[], float] = time.time,
     ) -> None:
         if gap_s is not None:
             msg = "gap_s (session windows) is not built yet: use size_s (tumbling or hopping)"
@@ -303,8 +245,11 @@ class Window:
         if state not in _STATES:
             msg = f"state {state!r}: expected one of {', '.join(_STATES)}"
             raise WindowConfigError(msg)
-        if state == "dynamodb":
-            msg = "state: dynamodb is not built yet: use state: memory (lost on a cold start)"
+        if state == "dynamodb" and store is None and not table:
+            msg = (
+                "state: dynamodb needs table: the window state table (the plan fills it in); "
+                "or state: memory (kept in the process, lost on a cold start)"
+            )
             raise WindowConfigError(msg)
         problem = window_problem(size_s, slide_s, allowed_lateness_s)
         if problem is not None:
@@ -339,7 +284,20 @@ class Window:
         self._numeric = tuple(
             (i, agg.field) for i, agg in enumerate(self._aggs) if isinstance(agg, _NUMERIC)
         )
-        self.store: WindowStore = store if store is not None else MemoryStore()
+        if store is None:
+            store = (
+                MemoryStore()
+                if state == "memory"
+                else DynamoDBStore(
+                    table or "", table_prefix, allowed_lateness_s, self.size_s, now=now
+                )
+            )
+        self.store: WindowStore = store
+        if quiet_s is not None and (type(quiet_s) is not int or quiet_s < 1):
+            msg = f"quiet_s must be a whole number of seconds of at least 1, got {quiet_s!r}"
+            raise WindowConfigError(msg)
+        self.quiet_s = quiet_s
+        self._now = now
         #: late records dropped (no ``late`` sink), since this step was built
         self.late = 0
         self._pending: dict[int, Outcome] = {}
@@ -354,11 +312,15 @@ class Window:
         state = ShardState()  # replaced at the first record
         changed: set[tuple[Any, int]] = set()
         store = self.store
+        closer: Record | None = None  # the last record applied now that yields no error
         for rec in records:
             if rec.shard_id != shard_id:
                 if shard_id is not None:
-                    store.commit(shard_id, state, changed)
+                    store.commit(
+                        shard_id, state, changed, self._close_quiet(shard_id, state, closer)
+                    )
                     changed = set()
+                    closer = None
                 shard_id = rec.shard_id
                 state = store.shard(shard_id)
                 if rec.index == 0 and state.outbox:
@@ -379,8 +341,46 @@ class Window:
             if outcome is not _NOTHING:
                 state.outbox[position] = outcome
                 pending[id(rec)] = outcome
+            if outcome.error is None and not outcome.late:
+                closer = rec
         if shard_id is not None:
-            store.commit(shard_id, state, changed)
+            store.commit(shard_id, state, changed, self._close_quiet(shard_id, state, closer))
+
+    def _close_quiet(
+        self, shard_id: str, mine: ShardState, closer: Record | None
+    ) -> dict[str, ShardState]:
+        """Close the windows of the function's quiet shards (no batch for ``quiet_s``) whose
+        end + lateness is ``quiet_s`` past by the clock: as if a record of time now -
+        ``quiet_s`` had reached each of them. Their results go out with ``closer`` (kept
+        in its outbox entry, so a redelivery yields them again); returns the shards'
+        states, which the store commits with this shard's."""
+        if closer is None or self.quiet_s is None:
+            return {}
+        cutoff = self._now() - self.quiet_s
+        quiet = self.store.quiet(shard_id, cutoff)
+        results = []
+        closed: dict[str, ShardState] = {}
+        watermark = cutoff - self.allowed_lateness_s
+        for other, state in quiet.items():
+            ends, windows = state.ends, state.windows
+            if (state.max_time is not None and state.max_time >= cutoff) or not (
+                ends and ends[0] <= watermark
+            ):
+                continue
+            state.max_time = cutoff
+            closed[other] = state
+            while ends and ends[0] <= watermark:
+                end = heapq.heappop(ends)
+                for wkey in state.by_end.pop(end):
+                    results.append(self._result(wkey, end, windows.pop(wkey)))
+        if not results:
+            return {}
+        position = _position(closer)
+        before = mine.outbox.get(position, _NOTHING)
+        outcome = Outcome((*before.results, *results))
+        mine.outbox[position] = outcome
+        self._pending[id(closer)] = outcome
+        return closed
 
     def __call__(self, record: Record) -> Record | list[Record] | None:
         outcome = self._pending.get(id(record))

@@ -11,7 +11,9 @@ What the stack holds, and why each safety setting is there:
   point-in-time recovery, SSE), a bucket per bucket (encryption, public access blocked, a
   TLS-only policy, a rule that aborts incomplete multipart uploads; nothing is ever expired),
   a queue per queue (SSE, 14 days' retention), plus the lease table of each function, so that
-  ``shardline run`` works against AWS too (Lambda's own mapping keeps its checkpoints itself);
+  ``shardline run`` works against AWS too (Lambda's own mapping keeps its checkpoints itself),
+  and the window state table of each function with a ``state: dynamodb`` window step
+  (``PIPELINE-FUNCTION-windows``, TTL on ``expires``: :mod:`processors.window_store`);
 * the dead-letter queue ``<name>-dlq`` when some function names no ``on_failure``: a mapping
   without an on-failure destination loses what it gives up on;
 * a depth alarm on every queue that receives dead letters, and for a bucket that does
@@ -26,7 +28,9 @@ What the stack holds, and why each safety setting is there:
 Least privilege: each function's role may read its stream (and decrypt through Kinesis),
 write its own log group, and call exactly the actions its sinks, lookups and on-failure
 destination use, on exactly those resources: ``PutItem`` on a ``latest`` table,
-``BatchWriteItem`` on an ``append`` table, ``BatchGetItem`` on a lookup table, ``PutObject``
+``BatchWriteItem`` on an ``append`` table, ``BatchGetItem`` on a lookup table,
+``GetItem``/``BatchGetItem``/``PutItem``/``UpdateItem``/``Query`` on its own window state
+table, ``PutObject``
 under an archive's literal prefix, ``GetQueueUrl``/``SendMessage`` on a queue (and
 ``PutObject`` under ``dead-letters/`` of its overflow bucket), ``PutRecords``/``ListShards`` on
 a target stream, ``ESHttpPost`` on an OpenSearch domain with SigV4 (``_bulk`` and ``_mget``
@@ -64,6 +68,7 @@ from deploy.names import (
     dead_letter_queue_name,
     function_name,
     lease_table_name,
+    window_tables,
 )
 from deploy.pipeline.pushdown import MAX_FILTERS
 from deploy.pipeline.runtime_checks import plugin_iam_statements
@@ -129,6 +134,14 @@ _STREAM_READ = (
 #: On the stores that hold results (sink tables, buckets, queues): deleting or replacing the
 #: stack never deletes data; ``shardline destroy`` removes what is empty (deploy.aws.stack).
 _RETAIN = {"DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain"}
+#: What a window step does on its table (``TransactWriteItems`` needs ``PutItem``).
+_WINDOW_STATE_ACTIONS = [
+    "dynamodb:BatchGetItem",
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:Query",
+    "dynamodb:UpdateItem",
+]
 _POSITIONS = {"trim_horizon": "TRIM_HORIZON", "latest": "LATEST", "at_timestamp": "AT_TIMESTAMP"}
 _DOMAIN_HOST = re.compile(
     r"(?:search|vpc)-(?P<domain>[a-z][a-z0-9-]{2,27}?)(?:-[a-z0-9]{26})?"
@@ -146,6 +159,7 @@ class _Stores:
     dead_letter_queues: list[str] = field(default_factory=list)
     dead_letter_buckets: list[str] = field(default_factory=list)
     lease_tables: dict[str, str] = field(default_factory=dict)  # function: table
+    window_tables: dict[str, str] = field(default_factory=dict)  # function: table
 
 
 def _destination(plan: Plan, function: str) -> tuple[str, str]:
@@ -180,6 +194,7 @@ def _stores(plan: Plan) -> _Stores:
         elif name not in out.dead_letter_buckets:
             out.dead_letter_buckets.append(name)
         out.lease_tables[function] = lease_table_name(plan, function)
+    out.window_tables = window_tables(plan)
     return out
 
 
@@ -195,9 +210,9 @@ def logical_ids(plan: Plan) -> dict[tuple[str, str], str]:
     they read well and stay put while the file changes. Names that CamelCase alike
     (``a-b``, ``a_b``) get a CRC-32 of kind and name appended, so ids never collide.
     Kinds: ``Function``, ``Role``, ``LogGroup``, ``Mapping``, ``IteratorAgeAlarm``,
-    ``ErrorsAlarm``, ``LeaseTable``, ``DeadLettersAlarm`` (by function), ``Table``,
-    ``Bucket``, ``BucketPolicy``, ``OnFailureObjectsAlarm``, ``Queue``, ``QueueDepthAlarm``
-    (by resource name); the stream is ``("Stream", "")``.
+    ``ErrorsAlarm``, ``LeaseTable``, ``WindowTable``, ``DeadLettersAlarm`` (by function),
+    ``Table``, ``Bucket``, ``BucketPolicy``, ``OnFailureObjectsAlarm``, ``Queue``,
+    ``QueueDepthAlarm`` (by resource name); the stream is ``("Stream", "")``.
     """
     stores = _stores(plan)
     keys: list[tuple[str, str]] = [("Stream", "")]
@@ -212,6 +227,7 @@ def logical_ids(plan: Plan) -> dict[tuple[str, str], str]:
             "LeaseTable",
         ):
             keys.append((kind, function))
+    keys += [("WindowTable", f) for f in stores.window_tables]
     keys += [("Table", t) for t in stores.tables]
     keys += [(k, b) for b in stores.buckets for k in ("Bucket", "BucketPolicy")]
     keys += [("Queue", q) for q in stores.queues]
@@ -337,7 +353,15 @@ class _Builder:
         self.output("StreamArn", _get(sid), "stream: ARN")
 
     def table(
-        self, logical_id: str, name: str, key: str, sort: str, what: str, *, retain: bool
+        self,
+        logical_id: str,
+        name: str,
+        key: str,
+        sort: str,
+        what: str,
+        *,
+        retain: bool,
+        ttl: str | None = None,
     ) -> None:
         schema = [{"AttributeName": key, "KeyType": "HASH"}]
         attributes = [{"AttributeName": key, "AttributeType": "S"}]
@@ -354,6 +378,11 @@ class _Builder:
                 "AttributeDefinitions": attributes,
                 "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
                 "SSESpecification": {"SSEEnabled": True},
+                **(
+                    {"TimeToLiveSpecification": {"AttributeName": ttl, "Enabled": True}}
+                    if ttl
+                    else {}
+                ),
                 "Tags": self.tags,
             },
         }
@@ -365,6 +394,12 @@ class _Builder:
         for function, name in self.stores.lease_tables.items():
             what = f"lease table of {function}"
             self.table(self.id("LeaseTable", function), name, "leaseKey", "", what, retain=False)
+        for function, name in self.stores.window_tables.items():
+            what = f"window state of {function}"
+            self.table(
+                self.id("WindowTable", function), name, "shard", "window", what,
+                retain=False, ttl="expires",
+            )  # fmt: skip
 
     def buckets(self) -> None:
         for name in self.stores.buckets:
@@ -619,6 +654,12 @@ class _Builder:
             self._sink_grants(policy, sink, self.plan["sinks"][sink], dead_letters)
         for table in _lookup_tables(spec):
             policy.allow(f"Lookup{_camel(table)}", ["dynamodb:BatchGetItem"], [self._table(table)])
+        if function in self.stores.window_tables:
+            policy.allow(
+                "WindowState",
+                _WINDOW_STATE_ACTIONS,
+                [_get(self.id("WindowTable", function))],
+            )
         kind, target = _destination(self.plan, function)
         if kind == "sqs":
             queue = _get(self.id("Queue", target))
@@ -900,6 +941,9 @@ def _table_problems(plan: Plan) -> list[str]:
             need(spec["table"], f"sinks.{sink}", (spec["key"], sort), "would be keyed by")
     for function, name in _stores(plan).lease_tables.items():
         need(name, f"functions.{function} (its lease table)", ("leaseKey", ""), "is keyed by")
+    for function, name in _stores(plan).window_tables.items():
+        where = f"functions.{function} (its window state table)"
+        need(name, where, ("shard", "window"), "is keyed by")
     for function, fn in plan["functions"].items():
         for i, entry in enumerate(fn.get("processors", ())):
             lookup = (entry.get("enrich") or {}).get("lookup") if isinstance(entry, dict) else None

@@ -25,6 +25,8 @@ import time
 import urllib.request
 from typing import TYPE_CHECKING, Any, Self
 
+from deploy.names import window_tables
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
     from types import TracebackType
@@ -403,6 +405,8 @@ def resource_names(plan: Plan) -> dict[str, list[tuple[str, ...]]]:
             lookup = (entry.get("enrich") or {}).get("lookup") if isinstance(entry, dict) else None
             if lookup:
                 tables.append((lookup["table"], lookup.get("table_key") or lookup["key"], ""))
+    if plan.get("functions"):
+        tables += [(t, "shard", "window") for t in window_tables(plan).values()]
     return {
         "streams": [(s,) for s in dict.fromkeys(streams)],
         "tables": list(dict.fromkeys(tables)),
@@ -423,6 +427,7 @@ def provision(plan: Plan, client: Callable[[str], Any], shards: int = 1) -> None
                 kinesis.create_stream(StreamName=stream, ShardCount=shards)
     ddb = client("dynamodb")
     tables = set(ddb.list_tables().get("TableNames", []))
+    windows = {(t, "shard", "window") for t in window_tables(plan).values()}
     for name, key, sort in names["tables"]:
         if name in tables:
             continue
@@ -437,6 +442,11 @@ def provision(plan: Plan, client: Callable[[str], Any], shards: int = 1) -> None
                 KeySchema=schema,
                 AttributeDefinitions=attrs,
                 BillingMode="PAY_PER_REQUEST",
+            )
+        if (name, key, sort) in windows:  # closed windows leave by TTL, as in AWS
+            ddb.update_time_to_live(
+                TableName=name,
+                TimeToLiveSpecification={"AttributeName": "expires", "Enabled": True},
             )
     s3 = client("s3")
     for (bucket,) in names["buckets"]:

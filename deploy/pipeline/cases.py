@@ -689,13 +689,17 @@ def written_document(record: Record) -> Any:
 
 
 def _case_plan(plan: Plan, case: Case) -> Plan:
-    """The plan with the case's clock in every enricher and its items behind every lookup.
+    """The plan with the case's clock in every enricher, its items behind every lookup and
+    its windows in memory.
 
     Both go in through the processors' own constructor options (``now``, ``fetch``), so
     the steps built are the ones Lambda runs, fused the same way.
     """
     spec = copy.deepcopy(plan["functions"][case.function])
     for entry in spec.get("processors", ()):
+        window = entry.get("window") if isinstance(entry, dict) else None
+        if isinstance(window, dict):
+            window["state"] = "memory"  # a case is one fresh process: no table needed
         args = entry.get("enrich") if isinstance(entry, dict) else None
         if not isinstance(args, dict):
             continue

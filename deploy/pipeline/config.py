@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from deploy.names import window_tables
 from deploy.pipeline.problems import ConfigError, Problem, Reporter
 from deploy.pipeline.pushdown import filter_criteria
 from deploy.pipeline.schema import validate
@@ -41,6 +42,7 @@ __all__ = [
     "load_plan_from_file",
     "parse_config",
 ]
+
 
 @dataclass(frozen=True)
 class PipelineConfig:
@@ -172,7 +174,8 @@ def compile_plan(cfg: PipelineConfig) -> Plan:
     the plan's ``stream``, where the runtime reads it (:func:`stream.runtime.build_runner`).
     An SQS sink that names
     no ``overflow_bucket`` gets the first S3 sink's bucket, where dead letters too large
-    for one message are written.
+    for one message are written. A window step with ``state: dynamodb`` gets its table
+    (:func:`deploy.names.window_table_name`) and its place in the chain (``table_prefix``).
     """
     spec = copy.deepcopy(cfg.normalized)
     buckets = [s["bucket"] for s in spec["sinks"].values() if s.get("type") == "s3"]
@@ -182,6 +185,13 @@ def compile_plan(cfg: PipelineConfig) -> Plan:
     functions = spec["functions"]
     for function in functions.values():
         function["filter_criteria"] = filter_criteria(function)
+    tables = window_tables(spec)
+    for name, function in functions.items():
+        for index, entry in enumerate(function.get("processors") or ()):
+            window = entry.get("window") if isinstance(entry, dict) else None
+            if isinstance(window, dict) and name in tables and window.get("state") == "dynamodb":
+                window["table"] = tables[name]
+                window["table_prefix"] = f"processors[{index}]/"
     return {
         "version": PLAN_VERSION,
         "name": spec["name"],

@@ -315,6 +315,15 @@ def _function(
             "across lanes and lose their order); set parallelization: 1 and add shards for "
             "throughput, or stop aggregating",
         )
+    windows = [p for p in processors if isinstance(p, dict) and "window" in p]
+    if windows and batch["parallelization"] > 1:
+        r.error(
+            (*f.at("batch"), "parallelization"),
+            f"{batch['parallelization']} lanes with a window step: a shard's windows close on "
+            "one watermark and one applied position, in shard order, and lanes run batches of "
+            "one shard at the same time (each with some partition keys); set parallelization: "
+            "1 and add shards for throughput",
+        )
     keys = spec.FUNCTION
     pushdown = f.read("filter_pushdown", keys["filter_pushdown"])
     if pushdown is True and aggregated:

@@ -374,11 +374,19 @@ WINDOW: Section = {
         required=True,
     ),
     "late": Key("string", "A sink for records later than allowed; else dropped and counted."),
+    "quiet_s": Key(
+        "integer",
+        "A shard with no batch for this long is quiet: the next batch of another shard of the "
+        "function closes its windows whose end plus the lateness is this long past (by the "
+        "clock). With state: dynamodb.",
+        default=300,
+        minimum=1,
+    ),
     "state": Key(
         "enum",
-        "Where windows live between batches: memory (the process; lost on a cold start); "
-        "dynamodb is not built yet.",
-        default="memory",
+        "Where windows live between batches: dynamodb (a table per function, created by "
+        "deploy); memory (the process, lost on a cold start: for shardline test only).",
+        default="dynamodb",
         enum=("memory", "dynamodb"),
     ),
 }

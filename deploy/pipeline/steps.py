@@ -266,7 +266,7 @@ def _rule(
 MEMORY_WINDOWS = (
     "state: memory keeps open windows in one process: `shardline test` and `invoke` run it; "
     "`template`, `deploy`, `dev` and `run` refuse it, since a Lambda cold start or a restart "
-    "would lose open windows (state: dynamodb is not built yet)"
+    "would lose open windows: use state: dynamodb (the default)"
 )
 
 
@@ -278,9 +278,13 @@ def window_state_problems(plan: Plan, functions: Iterable[str] | None = None) ->
     for name in functions if functions is not None else plan["functions"]:
         for index, step in enumerate(plan["functions"][name].get("processors") or ()):
             window = step.get("window")
-            if isinstance(window, dict) and window.get("state", "memory") == "memory":
+            if isinstance(window, dict) and window.get("state") == "memory":
                 problems.append(f"functions.{name}.processors[{index}].window: {MEMORY_WINDOWS}")
     return problems
+
+
+_WINDOW_SETTINGS = ("key", "size_s", "slide_s", "time", "field", "allowed_lateness_s", "state",
+                    "quiet_s")  # fmt: skip
 
 
 def _window(
@@ -295,10 +299,7 @@ def _window(
         return {}
     keys = spec.WINDOW
     f = Fields(r, path, data, tuple(keys))
-    out: dict[str, Any] = {
-        name: f.read(name, keys[name])
-        for name in ("key", "size_s", "slide_s", "time", "field", "allowed_lateness_s", "state")
-    }
+    out: dict[str, Any] = {name: f.read(name, keys[name]) for name in _WINDOW_SETTINGS}
     if f.has("gap_s"):
         f.read("gap_s", keys["gap_s"])
         r.error(f.at("gap_s"), "session windows (gap_s) are not built yet: use size_s")
@@ -309,10 +310,8 @@ def _window(
         if problem is not None:
             where = "slide_s" if problem.startswith("slide_s") else "allowed_lateness_s"
             r.error(f.at(where), problem)
-    if out["state"] == "dynamodb":
-        r.error(f.at("state"), "state: dynamodb is not built yet: use memory (the default)")
-    else:
-        r.note(f.at("state") if f.has("state") else path, MEMORY_WINDOWS)
+    if out["state"] == "memory":
+        r.note(f.at("state"), MEMORY_WINDOWS)
     if out["time"] == "event" and not f.has("field"):
         r.error(f.at("field"), "required with time: event (the record field holding the time)")
     if out["time"] == "arrival" and f.has("field"):

@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 import yaml
 
-from deploy.aws.cloudformation import deploy_problems
+from deploy.aws.cloudformation import build_template, deploy_problems
 from deploy.local.run import LocalRun, RunError
 from deploy.pipeline.cases import load_suite, run_suite
 from deploy.pipeline.config import compile_plan, parse_config
+from stream.runtime import used_sinks
 from tests.deploy.test_jsonschema import VALIDATOR, _validator_ok
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "windows"
@@ -39,6 +40,8 @@ def test_the_example_validates_and_the_schema_agrees() -> None:
     [
         ({"slide_s": 600}, True),
         ({"state": "memory", "time": "event"}, True),
+        ({"state": "dynamodb"}, True),
+        ({"state": "disk"}, False),
         ({"size_s": None}, False),
         ({"aggregate": {}}, False),
         ({"aggregate": {"n": {"sum": "a", "max": "b"}}}, False),
@@ -64,9 +67,10 @@ def test_the_plan_names_the_function_and_the_late_sink_is_built() -> None:
     function = plan["functions"]["purchases-per-user"]
     window = function["processors"][1]["window"]
     assert window["function"] == "purchases-per-user"
-    assert (window["size_s"], window["state"], window["late"]) == (3600, "memory", "late-orders")
-    from stream.runtime import used_sinks  # noqa: PLC0415
-
+    assert (window["size_s"], window["state"], window["late"]) == (3600, "dynamodb", "late-orders")
+    assert window["table"] == "shop-purchases-per-user-windows"
+    assert window["table_prefix"] == "processors[1]/"
+    assert window["quiet_s"] == 300
     assert used_sinks(function) == ["late-orders", "hourly"]
 
 
@@ -78,14 +82,37 @@ def test_the_example_cases_pass() -> None:
 
 def test_nothing_that_runs_a_function_as_lambda_takes_a_window_kept_in_memory() -> None:
     """A cold start or a restart would lose the open windows: the template (deploy, dev) and
-    a local run refuse the step, naming it; validate says so as a note."""
-    cfg = parse_config(TEXT, source="pipeline.yaml", env={})
+    a local run refuse a step with state: memory, naming it; validate says so as a note.
+    The default, state: dynamodb, passes."""
+    memory = TEXT.replace("state: dynamodb ", "state: memory ")
+    cfg = parse_config(memory, source="pipeline.yaml", env={})
     plan = compile_plan(cfg)
     where = "functions.purchases-per-user.processors[1].window: state: memory"
     assert any(p.startswith(where) for p in deploy_problems(plan))
     with pytest.raises(RunError, match=r"processors\[1\]\.window: state: memory"):
         LocalRun(plan, in_process=True)
     assert any("state: memory" in n.message for n in cfg.notes)
-    without = copy.deepcopy(plan)
-    without["functions"]["purchases-per-user"]["processors"].pop(1)
-    assert not [p for p in deploy_problems(without) if "window" in p]
+    default = compile_plan(parse_config(TEXT, source="pipeline.yaml", env={}))
+    assert not [p for p in deploy_problems(default) if "window" in p]
+
+
+def test_the_template_makes_the_window_table_with_a_ttl_and_grants_only_it() -> None:
+    plan = compile_plan(parse_config(TEXT, source="pipeline.yaml", env={}))
+    template = build_template(plan, code_bucket="b", code_key="k")
+    table = template["Resources"]["PurchasesPerUserWindowTable"]["Properties"]
+    assert table["TableName"] == "shop-purchases-per-user-windows"
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert [k["AttributeName"] for k in table["KeySchema"]] == ["shard", "window"]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expires", "Enabled": True}
+    assert table["Tags"] == [{"Key": "shardline:pipeline", "Value": "shop"}]
+    role = template["Resources"]["PurchasesPerUserRole"]["Properties"]
+    statements = role["Policies"][0]["PolicyDocument"]["Statement"]
+    (grant,) = [s for s in statements if s["Sid"] == "WindowState"]
+    assert grant["Action"] == [
+        "dynamodb:BatchGetItem",
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:Query",
+        "dynamodb:UpdateItem",
+    ]
+    assert grant["Resource"] == [{"Fn::GetAtt": ["PurchasesPerUserWindowTable", "Arn"]}]

@@ -4,7 +4,7 @@ test against a one-pass plain-dict reference."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pytest
@@ -30,6 +30,9 @@ from processors.window import (
 )
 from stream.records import Record
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 AGGREGATE = {
     "n": "count",
     "revenue": {"sum": "amount"},
@@ -53,7 +56,8 @@ def _run(chain: Chain, docs: list[dict[str, Any]], first_seq: int = 1, shard: st
 
 
 def _chain(**options: Any) -> tuple[Chain, Window]:
-    args = {"key": "user", "size_s": 60, "field": "ts", "aggregate": AGGREGATE, **options}
+    args = {"key": "user", "size_s": 60, "field": "ts", "aggregate": AGGREGATE,
+            "state": "memory", **options}  # fmt: skip
     window = Window(**args)
     return Chain([Step.of("processors[0].window", window)]), window
 
@@ -85,7 +89,8 @@ class TestConfig:
             ({"slide_s": 7}, "must divide size_s"),
             ({"allowed_lateness_s": 61}, "must not exceed size_s"),
             ({"gap_s": 30}, "not built yet"),
-            ({"state": "dynamodb"}, "not built yet"),
+            ({"state": "dynamodb"}, "needs table"),
+            ({"state": "disk"}, "expected one of memory, dynamodb"),
             ({"field": None}, "needs field"),
         ],
     )
@@ -98,9 +103,8 @@ class TestConfig:
             _chain(aggregate={"m": {"median": "amount"}})
 
     def test_the_registry_builds_it_as_a_tracked_built_in(self) -> None:
-        step = build_processor(
-            0, {"window": {"key": "u", "size_s": 60, "field": "ts", "aggregate": {"n": "count"}}}
-        )
+        args = {"key": "u", "size_s": 60, "field": "ts", "aggregate": {"n": "count"}}
+        step = build_processor(0, {"window": {**args, "state": "memory"}})
         assert isinstance(step.processor, Window)
         assert step.tracked
         assert step.prepare is not None
@@ -179,7 +183,9 @@ class TestWindows:
         assert store.writes == 2
 
     def test_arrival_time_windows_read_no_field(self) -> None:
-        window = Window(key="user", size_s=60, time="arrival", aggregate={"n": "count"})
+        window = Window(
+            key="user", size_s=60, time="arrival", aggregate={"n": "count"}, state="memory"
+        )
         chain = Chain([Step.of("w", window)])
         recs = [_rec({"user": "a"}, i, index=i) for i in range(3)]
         for rec, arrival in zip(recs, (1.0, 2.0, 61.0), strict=True):
@@ -306,11 +312,20 @@ def test_results_and_late_records_equal_a_one_pass_reference(scenario: dict[str,
     boundaries and redeliveries from any position of a batch, each window_id is emitted
     with the reference's result (again, identically, on redelivery), every reference
     result is emitted, and late records are exactly the reference's."""
+    window = _window_of(scenario, state="memory")
+    check_scenario(scenario, lambda: window)
+
+
+def _window_of(scenario: dict[str, Any], **options: Any) -> Window:
+    return Window(key="user", size_s=scenario["size"], slide_s=scenario["slide"], field="ts",
+                  allowed_lateness_s=scenario["lateness"], aggregate=AGGREGATE, late="late",
+                  function="fn", **options)  # fmt: skip
+
+
+def check_scenario(scenario: dict[str, Any], window_for: Callable[[], Window]) -> None:
+    """Run the scenario's batches through ``window_for()`` (called per batch: the same
+    window, or a new one on the same state: a cold start) and compare with the reference."""
     size, slide, lateness = scenario["size"], scenario["slide"], scenario["lateness"]
-    window = Window(key="user", size_s=size, slide_s=slide, field="ts",
-                    allowed_lateness_s=lateness, aggregate=AGGREGATE, late="late",
-                    function="fn")  # fmt: skip
-    chain = Chain([Step.of("processors[0].window", window)])
     emitted: dict[str, dict[str, Any]] = {}
     late: set[tuple[str, int]] = set()
     redeliver = iter(scenario["redeliver"])
@@ -323,6 +338,7 @@ def test_results_and_late_records_equal_a_one_pass_reference(scenario: dict[str,
                 continue
             end = min(len(docs), start + next(sizes[shard], 8))
             batch = [_rec(docs[p], 1000 + p, shard, p - start) for p in range(start, end)]
+            chain = Chain([Step.of("processors[0].window", window_for())])
             for rec in chain.run(batch).records:
                 doc = rec.json
                 if rec.routes == ("late",):

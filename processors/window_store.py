@@ -1,0 +1,640 @@
+"""The ``window`` step's state in DynamoDB (``state: dynamodb``, the default).
+
+One table per function (``PIPELINE-FUNCTION-windows``, created by ``deploy`` and by the local
+stack), keyed by ``shard`` (partition key: the window step's place in the chain and the shard
+id) and ``window`` (sort key). It holds:
+
+* **one item per (shard, key, window)**, sort key ``w#START#KEY``: the accumulators as JSON
+  text (``acc``; sets, which only ``distinct`` keeps, as ``{"$set": [...]}``), the window's
+  end, its rank among the windows of that end (results come out in the order windows
+  opened), and ``closed`` once it has yielded its result. Why per shard and not per (key,
+  window): the watermark that closes a window is the shard's, so a window's state belongs to
+  one shard's sequence of records; a batch then reads its shard's items with one
+  strongly consistent ``Query`` on a cold start, and every item is written by one shard's
+  batches only, one at a time (Lambda runs one batch per shard at a time with
+  ``parallelization: 1``; ``validate`` refuses more with this state);
+* **one item per shard**, sort key ``#shard``: the position last applied (inclusive), the
+  greatest event time seen, the outbox (what each record of the last batches yielded, so
+  that a redelivered record yields the same results with the same ``window_id``), ``rev``
+  (new at each write), ``clock`` (the function's time at its last batch) and ``next_end``
+  (the earliest end of its open windows);
+* **one item listing the shards** (``#shards``), so that a batch finds the quiet ones.
+
+A batch (:meth:`DynamoDBStore.commit`) writes each changed (key, window) once, then the shard
+item last. Every write is conditional on what the batch read: a window item on the ``v`` it
+had, the shard item on its ``rev``. A batch that finds its shard item already past its
+records (a redelivery) applies nothing and writes nothing.
+
+Quiet shards (:meth:`DynamoDBStore.quiet`): a batch reads the list of shards and their items
+(``BatchGetItem``); a shard whose ``clock`` is older than the cutoff and whose ``next_end``
+(plus the lateness) is before it gets its state read, its windows closed by the window step
+(its greatest event time raised to the cutoff), and its shard item written in one
+``TransactWriteItems`` with this batch's shard item, whose outbox holds the results: both
+or neither. A quiet shard that wakes meanwhile changes its ``rev``, the transaction fails
+and the batch is retried. The closed windows' own items are marked closed by the quiet
+shard's next batch (its load finds them behind its watermark).
+
+A batch that fails half-way (some window items written, the shard item not) must change
+nothing either: each window item also carries ``v``, the shard position after the batch that
+wrote it, and ``prev``, its accumulators before that batch. A reader whose shard item says
+applied < ``v`` uses ``prev`` (absent: the window did not exist). Records are applied
+deterministically from the committed state, so the batch that later passes ``v`` writes the
+item again with the same records.
+
+Every failure of DynamoDB (throttling, a lost condition, a missing table) raises
+:class:`WindowStateError`, a :class:`~stream.exceptions.RetryableError`: the whole batch is
+reported and delivered again, and nothing is dead-lettered. The state cached in the process
+for warm invocations is checked against the shard item at every batch (one ``GetItem``) and
+dropped on any failure.
+
+Closed items leave by TTL (``expires``: a day after the window closed, or after its end plus
+the lateness, whichever is later); open ones have none.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from processors.aggregations import NotANumber
+from processors.errors import ProcessorError
+from stream.exceptions import RecordError, RetryableError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+__all__ = [
+    "CLOSED_TTL_S",
+    "DynamoDBStore",
+    "MemoryStore",
+    "Outcome",
+    "Position",
+    "ShardState",
+    "WindowRecordError",
+    "WindowStateError",
+    "WindowStore",
+    "decode",
+    "encode",
+]
+
+#: How long a closed window's item stays (at least) after it closed, then TTL deletes it.
+CLOSED_TTL_S = 86_400
+_SHARD_SK = "#shard"
+_REGISTRY = "#shards"  # the item listing the step's shards (partition and sort key)
+_MAX_QUIET = 99  # quiet shards closed per batch: a transaction holds at most 100 items
+_PARALLEL_WRITES = 8
+
+
+class WindowStateError(ProcessorError, RetryableError):
+    """The window state could not be read or written: the batch is delivered again."""
+
+
+class WindowRecordError(ProcessorError, RecordError):
+    """A record the window cannot place (no key, no time): it is dead-lettered."""
+
+
+#: A record's place in its shard: sequence number, sub-sequence number, fan-out part.
+Position = tuple[int, int, tuple[int, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a record yielded the first time, replayed on redelivery.
+
+    Attributes:
+        results: the result documents of the windows it closed.
+        late: it was late.
+        error: it could not be placed (dead-lettered again on redelivery).
+    """
+
+    results: tuple[dict[str, Any], ...] = ()
+    late: bool = False
+    error: Exception | None = None
+
+
+@dataclass(slots=True)
+class ShardState:
+    """One shard's windows.
+
+    Attributes:
+        max_time: the greatest event time seen (``None``: no record yet).
+        applied: the position of the last record applied (inclusive), or ``None``.
+        windows: (key, start) -> the accumulators, one per aggregation, of open windows.
+        ends: a heap of the ends of open windows, with ``by_end`` the windows of each end
+            in the order they opened (so results come out by end, then by opening).
+        outbox: position -> what the record yielded, for records that yielded something.
+    """
+
+    max_time: float | None = None
+    applied: Position | None = None
+    windows: dict[tuple[Any, int], list[Any]] = field(default_factory=dict)
+    ends: list[int] = field(default_factory=list)
+    by_end: dict[int, list[tuple[Any, int]]] = field(default_factory=dict)
+    outbox: dict[Position, Outcome] = field(default_factory=dict)
+
+
+class WindowStore(Protocol):
+    """Where the windows' state lives between batches."""
+
+    def shard(self, shard_id: str) -> ShardState:
+        """The shard's state as of the last commit (a new one for a shard never seen)."""
+
+    def commit(
+        self,
+        shard_id: str,
+        state: ShardState,
+        changed: set[tuple[Any, int]],
+        quiet: Mapping[str, ShardState] | None = None,
+    ) -> None:
+        """Make a batch's changes durable: ``changed`` are the (key, start) windows the
+        batch added to or closed, each written once; ``quiet`` the states of other shards
+        whose windows the batch closed (:meth:`quiet`), committed with this shard's."""
+
+    def quiet(self, shard_id: str, cutoff: float) -> dict[str, ShardState]:
+        """The other shards of the step with no batch since ``cutoff`` (epoch seconds by
+        the function's clock) and a window to close by it: ``{shard_id: state}``."""
+
+
+class MemoryStore:
+    """State in the process: kept while warm, lost on a cold start (tests, local runs).
+
+    ``writes`` counts what a durable store would write: one per changed window per batch.
+    """
+
+    __slots__ = ("shards", "writes")
+
+    def __init__(self) -> None:
+        self.shards: dict[str, ShardState] = {}
+        self.writes = 0
+
+    def shard(self, shard_id: str) -> ShardState:
+        state = self.shards.get(shard_id)
+        if state is None:
+            state = self.shards[shard_id] = ShardState()
+        return state
+
+    def commit(
+        self,
+        shard_id: str,
+        state: ShardState,
+        changed: set[tuple[Any, int]],
+        quiet: Mapping[str, ShardState] | None = None,
+    ) -> None:
+        self.writes += len(changed)
+
+    def quiet(self, shard_id: str, cutoff: float) -> dict[str, ShardState]:
+        return {}  # one process: a quiet shard's windows wait for its next record
+
+
+def encode(value: Any) -> str:
+    """Accumulators as JSON text: sets become ``{"$set": [...]}``.
+
+    >>> encode([3, [{"a", "b"}, False], [1.5, "x"], None])
+    '[3,[{"$set":["a","b"]},false],[1.5,"x"],null]'
+    """
+    return json.dumps(value, default=_default, separators=(",", ":"))
+
+
+def decode(text: str) -> Any:
+    """The accumulators back from :func:`encode` (lists stay lists, sets are sets).
+
+    >>> decode(encode([[{1, 2}, True], 7])) == [[{1, 2}, True], 7]
+    True
+    """
+    return _sets(json.loads(text))
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, (set, frozenset)):
+        return {"$set": sorted(value, key=lambda v: (type(v).__name__, v))}
+    msg = f"a window accumulator holds a {type(value).__name__}, not a JSON value or a set"
+    raise TypeError(msg)
+
+
+def _sets(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_sets(v) for v in value]
+    if isinstance(value, dict):
+        if len(value) == 1 and "$set" in value:
+            return set(value["$set"])
+        return {k: _sets(v) for k, v in value.items()}
+    return value
+
+
+def _pos_text(position: Position) -> str:
+    seq, sub, part = position
+    return json.dumps([str(seq), sub, list(part)], separators=(",", ":"))
+
+
+def _pos(text: str) -> Position:
+    seq, sub, part = json.loads(text)
+    return int(seq), sub, tuple(part)
+
+
+class _Cached:
+    """A shard's state as this process last committed it, and what it knows of the items."""
+
+    __slots__ = ("applied", "clean", "clock", "flushed", "items", "rev", "state")
+
+    def __init__(self, state: ShardState, applied: str | None, rev: str | None) -> None:
+        self.state = state
+        self.clock: float | None = None  # the shard item's: when its last batch committed
+        self.applied = applied  # the shard item's ``applied`` text, None: no item
+        self.rev = rev  # the shard item's revision, new at each write; None: no item
+        self.clean = True  # False while a batch holds the state (not committed yet)
+        #: (key, start) -> (the item's raw ``v`` or None: no item, its effective acc JSON,
+        #: its rank among the windows of its end)
+        self.items: dict[tuple[Any, int], tuple[str | None, str | None, int]] = {}
+        #: windows another shard's batch closed (quiet): marked closed at the next commit
+        self.flushed: set[tuple[Any, int]] = set()
+
+
+class DynamoDBStore:
+    """Window state in a DynamoDB table (see the module docstring).
+
+    Args:
+        table: the table's name (the plan holds it: ``PIPELINE-FUNCTION-windows``).
+        prefix: what goes before the shard id in the partition key (the step's place in the
+            chain, so that two window steps of one function share the table).
+        lateness: the step's ``allowed_lateness_s`` (for the TTL of closed windows).
+        size: the step's ``size_s`` (a window's end is its start plus this).
+        client: a DynamoDB client; default the process's shared one (:mod:`stream.aws`).
+        now: the clock, for the TTL and the shard item's ``clock``.
+    """
+
+    __slots__ = ("_cache", "_client", "_quiet", "lateness", "now", "prefix", "reads", "size",
+                 "table", "writes")  # fmt: skip
+
+    def __init__(  # noqa: PLR0917  # the step's settings, as keywords
+        self,
+        table: str,
+        prefix: str = "",
+        lateness: int = 0,
+        size: int = 0,
+        client: Any = None,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self.table = table
+        self.prefix = prefix
+        self.lateness = lateness
+        self.size = size
+        self._client = client
+        self.now = now
+        self._cache: dict[str, _Cached] = {}
+        self._quiet: dict[str, _Cached] = {}
+        #: calls made, for the bench and tests: reads (GetItem, Query pages), writes (PutItem)
+        self.reads = 0
+        self.writes = 0
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from stream.aws import aws_client  # noqa: PLC0415  # boto3 on first use
+
+            self._client = aws_client("dynamodb")
+        return self._client
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def shard(self, shard_id: str) -> ShardState:
+        """The shard's committed state: the cached one if the shard item still has the
+        revision this process last wrote, else read again from the table."""
+        pk = self.prefix + shard_id
+        cached = self._cache.get(shard_id)
+        if cached is not None and cached.clean:
+            item = self._call(
+                "GetItem",
+                self.client.get_item,
+                TableName=self.table,
+                Key={"shard": {"S": pk}, "window": {"S": _SHARD_SK}},
+                ConsistentRead=True,
+                ProjectionExpression="rev",
+            ).get("Item")
+            if (item["rev"]["S"] if item else None) == cached.rev:
+                cached.clean = False
+                return cached.state
+        cached = self._read(pk)
+        cached.clean = False
+        self._cache[shard_id] = cached
+        return cached.state
+
+    def quiet(self, shard_id: str, cutoff: float) -> dict[str, ShardState]:
+        """The other shards with no batch since ``cutoff`` and a window that ends (plus
+        the lateness) by then, at most 99 (one transaction commits them with this shard)."""
+        registry = self._call(
+            "GetItem",
+            self.client.get_item,
+            TableName=self.table,
+            Key={"shard": {"S": self.prefix + _REGISTRY}, "window": {"S": _REGISTRY}},
+            ConsistentRead=True,
+        ).get("Item")
+        others = sorted(set(registry["shards"]["SS"]) - {shard_id}) if registry else []
+        self._quiet = {}
+        out: dict[str, ShardState] = {}
+        for first in range(0, len(others), 100):
+            chunk = others[first : first + 100]
+            keys = [{"shard": {"S": self.prefix + o}, "window": {"S": _SHARD_SK}} for o in chunk]
+            request = {self.table: {"Keys": keys, "ConsistentRead": True}}
+            while request:
+                page = self._call("BatchGetItem", self.client.batch_get_item,
+                                  RequestItems=request)  # fmt: skip
+                for item in page.get("Responses", {}).get(self.table, []):
+                    next_end = int(item["next_end"]["N"]) if "next_end" in item else None
+                    if (
+                        "clock" in item
+                        and float(item["clock"]["N"]) < cutoff
+                        and next_end is not None
+                        and next_end + self.lateness <= cutoff
+                        and len(out) < _MAX_QUIET
+                    ):
+                        other = item["shard"]["S"][len(self.prefix) :]
+                        cached = self._read(item["shard"]["S"])
+                        self._quiet[other] = cached
+                        out[other] = cached.state
+                request = page.get("UnprocessedKeys") or {}
+        return out
+
+    def _read(self, pk: str) -> _Cached:
+        try:
+            return self._load(pk)
+        except (KeyError, TypeError, ValueError) as exc:  # retried, never dead-lettered
+            msg = f"window state: an item of {pk!r} in table {self.table!r} is unreadable: {exc!r}"
+            raise WindowStateError(msg) from exc
+
+    def _query(self, pk: str) -> list[dict[str, Any]]:
+        """Every item of the partition, strongly consistent."""
+        items: list[dict[str, Any]] = []
+        start_key: dict[str, Any] | None = None
+        while True:
+            page = self._call(
+                "Query",
+                self.client.query,
+                TableName=self.table,
+                KeyConditionExpression="#s = :s",
+                ExpressionAttributeNames={"#s": "shard"},
+                ExpressionAttributeValues={":s": {"S": pk}},
+                ConsistentRead=True,
+                **({"ExclusiveStartKey": start_key} if start_key else {}),
+            )
+            items += page.get("Items", [])
+            start_key = page.get("LastEvaluatedKey")
+            if not start_key:
+                return items
+
+    def _load(self, pk: str) -> _Cached:
+        items = self._query(pk)
+        state = ShardState()
+        shard_item = next((i for i in items if i["window"]["S"] == _SHARD_SK), None)
+        applied_text = shard_item["applied"]["S"] if shard_item else None
+        applied = _pos(applied_text) if applied_text else None
+        watermark = None
+        if shard_item is not None:
+            state.applied = applied
+            if "max_time" in shard_item:
+                state.max_time = float(shard_item["max_time"]["N"])
+                watermark = state.max_time - self.lateness
+            state.outbox = _outbox(shard_item.get("outbox", {}).get("S"))
+        cached = _Cached(state, applied_text, shard_item["rev"]["S"] if shard_item else None)
+        if shard_item is not None and "clock" in shard_item:
+            cached.clock = float(shard_item["clock"]["N"])
+        opened: list[tuple[int, int, tuple[Any, int]]] = []
+        for item in items:
+            if item["window"]["S"] == _SHARD_SK:
+                continue
+            key = json.loads(item["key"]["S"])
+            start = int(item["start"]["N"])
+            raw_v = item["v"]["S"]
+            if applied is None or _pos(raw_v) > applied:  # a batch that never committed
+                acc = item["prev"]["S"] if "prev" in item else None
+                closed = False
+            else:
+                acc = item["acc"]["S"] if "acc" in item else None
+                closed = "closed" in item
+            rank = int(item["rank"]["N"]) if "rank" in item else 0
+            cached.items[key, start] = (raw_v, None if closed else acc, rank)
+            if acc is None or closed:
+                continue
+            wkey = (key, start)
+            end = int(item["end"]["N"])
+            if watermark is not None and end <= watermark:  # closed by another shard's batch
+                cached.flushed.add(wkey)
+                continue
+            state.windows[wkey] = decode(acc)
+            opened.append((end, rank, wkey))
+        for end, _, wkey in sorted(opened, key=lambda o: (o[0], o[1])):
+            by_end = state.by_end.get(end)
+            if by_end is None:
+                state.by_end[end] = [wkey]
+                heapq.heappush(state.ends, end)
+            else:
+                by_end.append(wkey)
+        return cached
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def commit(
+        self,
+        shard_id: str,
+        state: ShardState,
+        changed: set[tuple[Any, int]],
+        quiet: Mapping[str, ShardState] | None = None,
+    ) -> None:
+        """Write each changed window once, then the shard item (with the items of the
+        ``quiet`` shards whose windows this batch closed, in one transaction), each on its
+        condition.
+
+        Raises:
+            WindowStateError: a write failed or lost its condition (the cached state is
+                dropped; the batch is delivered again and reads the table).
+        """
+        cached = self._cache.get(shard_id)
+        if cached is None or cached.state is not state:
+            msg = f"commit of shard {shard_id!r} without its state read first"
+            raise WindowStateError(msg)
+        applied = _pos_text(state.applied) if state.applied is not None else None
+        if applied == cached.applied and not changed and not quiet:
+            cached.clean = True  # a redelivery: nothing applied, nothing to write
+            return
+        try:
+            self._commit(shard_id, cached, changed, applied, quiet or {})
+        except Exception:
+            del self._cache[shard_id]
+            raise
+        finally:
+            self._quiet = {}
+        cached.applied = applied
+        cached.clean = True
+
+    def _commit(
+        self,
+        shard_id: str,
+        cached: _Cached,
+        changed: set[tuple[Any, int]],
+        applied: str | None,
+        quiet: Mapping[str, ShardState],
+    ) -> None:
+        state = cached.state
+        pk = {"S": self.prefix + shard_id}
+        v = applied or ""
+        ranks: dict[int, dict[tuple[Any, int], int]] = {}
+        closed_ttl = str(int(self.now()) + CLOSED_TTL_S)
+        puts = []
+        updates = {}
+        for wkey in changed | cached.flushed:
+            key, start = wkey
+            end = start + self.size
+            raw_v, saved, rank = cached.items.get(wkey, (None, None, 0))
+            item: dict[str, Any] = {
+                "shard": pk,
+                "window": {"S": f"w#{start}#{json.dumps(key)}"},
+                "key": {"S": json.dumps(key)},
+                "start": {"N": str(start)},
+                "end": {"N": str(end)},
+                "v": {"S": v},
+            }
+            if saved is not None:
+                item["prev"] = {"S": saved}
+            accs = state.windows.get(wkey)
+            if accs is None:
+                item["closed"] = {"BOOL": True}
+                ttl = max(int(closed_ttl), end + self.lateness + CLOSED_TTL_S)
+                item["expires"] = {"N": str(ttl)}
+                acc = None
+            else:
+                of_end = ranks.get(end)
+                if of_end is None:
+                    of_end = ranks[end] = {w: i for i, w in enumerate(state.by_end[end])}
+                rank = of_end[wkey]
+                acc = encode(accs)
+                item["acc"] = {"S": acc}
+            item["rank"] = {"N": str(rank)}  # closed too: read back if this batch never commits
+            puts.append(_put(self.table, item, "v", raw_v))
+            updates[wkey] = (v, acc, rank)
+        self._put_all(puts)
+        cached.items.update(updates)
+        cached.flushed = set()
+        if cached.rev is None:  # a new shard: where other shards' batches find it
+            self._call(
+                "UpdateItem",
+                self.client.update_item,
+                TableName=self.table,
+                Key={"shard": {"S": self.prefix + _REGISTRY}, "window": {"S": _REGISTRY}},
+                UpdateExpression="ADD shards :s",
+                ExpressionAttributeValues={":s": {"SS": [shard_id]}},
+            )
+        rev = uuid.uuid4().hex
+        mine = _put(self.table, self._shard_item(pk, state, v, rev, self.now()), "rev", cached.rev)
+        if not quiet:
+            self._put_all([mine])
+        else:
+            writes = [{"Put": mine}]
+            for other, other_state in quiet.items():
+                was = self._quiet[other]
+                item = self._shard_item(
+                    {"S": self.prefix + other}, other_state, was.applied or "", uuid.uuid4().hex,
+                    was.clock,
+                )  # fmt: skip
+                writes.append({"Put": _put(self.table, item, "rev", was.rev)})
+            self._call("TransactWriteItems", self.client.transact_write_items,
+                       TransactItems=writes)  # fmt: skip
+        cached.rev = rev
+
+    def _shard_item(
+        self, pk: dict[str, str], state: ShardState, applied: str, rev: str, clock: float | None
+    ) -> dict[str, Any]:
+        """A shard's item; a quiet shard whose windows another shard's batch closed keeps
+        its ``clock`` (it stays quiet)."""
+        item: dict[str, Any] = {
+            "shard": pk,
+            "window": {"S": _SHARD_SK},
+            "applied": {"S": applied},
+            "rev": {"S": rev},
+            "outbox": {"S": _outbox_text(state.outbox)},
+        }
+        if clock is not None:
+            item["clock"] = {"N": repr(float(clock))}
+        if state.max_time is not None:
+            item["max_time"] = {"N": repr(state.max_time)}
+        if state.ends:
+            item["next_end"] = {"N": str(state.ends[0])}
+        return item
+
+    def _put_all(self, puts: list[dict[str, Any]]) -> None:
+        put = self.client.put_item
+        if len(puts) <= 2:
+            for request in puts:
+                self._call("PutItem", put, **request)
+            return
+        from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415  # big batches only
+
+        with ThreadPoolExecutor(min(_PARALLEL_WRITES, len(puts))) as pool:
+            futures = [pool.submit(self._call, "PutItem", put, **request) for request in puts]
+            for future in futures:
+                future.result()
+
+    def _call(self, operation: str, method: Callable[..., Any], **request: Any) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+
+        if operation in {"PutItem", "UpdateItem", "TransactWriteItems"}:
+            self.writes += 1
+        else:
+            self.reads += 1
+        try:
+            return method(**request)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            code = error.get("Code", "")
+            if code in {"ConditionalCheckFailedException", "TransactionCanceledException"}:
+                why = f"another invocation changed it since this batch read it ({code})"
+            else:
+                why = f"{code}: {error.get('Message', '')}"
+            msg = f"window state: DynamoDB {operation} on table {self.table!r}: {why}"
+            raise WindowStateError(msg) from exc
+        except BotoCoreError as exc:
+            msg = f"window state: DynamoDB {operation} on table {self.table!r}: {exc}"
+            raise WindowStateError(msg) from exc
+
+
+def _put(table: str, item: dict[str, Any], attribute: str, expected: str | None) -> dict[str, Any]:
+    """A PutItem of ``item`` on the condition that ``attribute`` still is ``expected``
+    (``None``: that there is no item)."""
+    request: dict[str, Any] = {"TableName": table, "Item": item}
+    if expected is None:
+        request["ConditionExpression"] = "attribute_not_exists(#w)"
+        request["ExpressionAttributeNames"] = {"#w": "window"}
+    else:
+        request["ConditionExpression"] = "#a = :a"
+        request["ExpressionAttributeNames"] = {"#a": attribute}
+        request["ExpressionAttributeValues"] = {":a": {"S": expected}}
+    return request
+
+
+def _outbox_text(outbox: dict[Position, Outcome]) -> str:
+    entries = []
+    for position, outcome in outbox.items():
+        entry: dict[str, Any] = {"at": _pos_text(position)}
+        if outcome.results:
+            entry["results"] = list(outcome.results)
+        if outcome.late:
+            entry["late"] = True
+        if outcome.error is not None:
+            entry["error"] = [type(outcome.error).__name__, str(outcome.error)]
+        entries.append(entry)
+    return json.dumps(entries, separators=(",", ":"))
+
+
+def _outbox(text: str | None) -> dict[Position, Outcome]:
+    out: dict[Position, Outcome] = {}
+    for entry in json.loads(text) if text else ():
+        error: Exception | None = None
+        if "error" in entry:
+            kind, message = entry["error"]
+            error = (NotANumber if kind == "NotANumber" else WindowRecordError)(message)
+        out[_pos(entry["at"])] = Outcome(
+            tuple(entry.get("results", ())), bool(entry.get("late")), error
+        )
+    return out

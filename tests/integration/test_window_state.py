@@ -1,0 +1,411 @@
+"""Window state in DynamoDB (``state: dynamodb``) against the session moto server: the
+property of ``tests/processors/test_window.py`` with cold starts between batches, a batch
+that fails half-way through its writes, two invocations of one batch, results emitted again
+with the same id on redelivery, and ``shardline run --in-process`` of ``examples/windows``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+
+from deploy.local.run import LocalRun
+from deploy.local.servers import provision
+from deploy.names import window_table_name
+from deploy.pipeline.config import compile_plan, parse_config
+from processors.chain import Chain, Step
+from processors.window import Window
+from processors.window_store import DynamoDBStore, WindowStateError
+from sinks.base import OK
+from sinks.memory import MemorySink
+from stream.plan import PLAN_VERSION
+from stream.records import Record
+from stream.runtime import build_runner
+from stream.testing import EventFactory
+from tests.processors.test_window import AGGREGATE, _scenario, check_scenario
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from sinks.base import Outcome as SinkOutcome
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="module")
+def table(aws: Callable[[str], Any]) -> str:
+    """One window state table for the module, made by the local stack's provisioning; each
+    test uses its own partition prefix."""
+    plan = {
+        "name": f"w{uuid.uuid4().hex[:8]}",
+        "stream": {"name": f"s{uuid.uuid4().hex[:8]}"},
+        "sinks": {},
+        "functions": {"f": {"processors": [{"window": {"state": "dynamodb"}}]}},
+    }
+    provision(plan, aws)
+    name = window_table_name(plan, "f")
+    ttl = aws("dynamodb").describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+    assert ttl["AttributeName"] == "expires"
+    return name
+
+
+def window(table: str, prefix: str, client: Any, **options: Any) -> Window:
+    """A new window step on the table: what a cold start builds."""
+    args = {"key": "user", "size_s": 60, "field": "ts", "aggregate": AGGREGATE,
+            "function": "f", **options}  # fmt: skip
+    store = DynamoDBStore(table, prefix, args.get("allowed_lateness_s", 0), 60, client=client)
+    return Window(**args, store=store)
+
+
+def run(step: Window, docs: list[dict[str, Any]], first_seq: int) -> list[Record]:
+    batch = [
+        Record(orjson.dumps(d), d["user"], str(first_seq + i), shard_id="s0", index=i)
+        for i, d in enumerate(docs)
+    ]
+    return Chain([Step.of("processors[0].window", step)]).run(batch).records
+
+
+def items(aws: Callable[[str], Any], table: str, prefix: str) -> list[dict[str, Any]]:
+    ddb = aws("dynamodb")
+    out = ddb.scan(TableName=table)["Items"]
+    return [i for i in out if i["shard"]["S"].startswith(prefix)]
+
+
+DOCS = [
+    {"user": "a", "ts": 5, "amount": 2, "product": "p1", "page": "/x"},
+    {"user": "b", "ts": 6, "amount": 3, "product": "p2", "page": "/y"},
+    {"user": "a", "ts": 30, "amount": 4, "product": "p3", "page": "/z"},
+]
+CLOSER = [{"user": "c", "ts": 61, "amount": 1, "product": "p", "page": "/"}]
+
+
+class TestDynamoDBStore:
+    def test_state_survives_a_cold_start_and_each_window_is_one_item(self, aws, table):
+        prefix = uuid.uuid4().hex
+        client = aws("dynamodb")
+        assert run(window(table, prefix, client), DOCS, 1) == []
+        out = run(window(table, prefix, client), CLOSER, 10)  # a new runner: a cold start
+        assert [(r.get("key"), r.get("n"), r.get("revenue")) for r in out] == [
+            ("a", 2, 6),
+            ("b", 1, 3),
+        ]
+        kinds = sorted(i["window"]["S"] for i in items(aws, table, prefix))
+        assert kinds == ["#shard", "#shards", 'w#0#"a"', 'w#0#"b"', 'w#60#"c"']
+
+    def test_one_write_per_distinct_key_and_window_then_one_for_the_shard(self, aws, table):
+        prefix = uuid.uuid4().hex
+        step = window(table, prefix, aws("dynamodb"))
+        run(step, DOCS[:1], 1)  # the shard's first batch also lists it for the others
+        before = step.store.writes  # type: ignore[attr-defined]
+        run(step, [{**d, "ts": t} for d in DOCS for t in (1, 2, 3)], 2)
+        assert step.store.writes - before == 2 + 1  # type: ignore[attr-defined]
+
+    def test_a_redelivered_batch_writes_nothing_and_yields_the_same_ids(self, aws, table):
+        prefix = uuid.uuid4().hex
+        client = aws("dynamodb")
+        first = window(table, prefix, client)
+        run(first, DOCS, 1)
+        closed = [r.json for r in run(first, CLOSER, 10)]
+        # the result's write failed: Lambda delivers the batch again, maybe to a new instance
+        again = window(table, prefix, client)
+        assert [r.json for r in run(again, CLOSER, 10)] == closed
+        assert again.store.writes == 0  # type: ignore[attr-defined]
+        assert [r.json for r in run(first, CLOSER, 10)] == closed  # and to the warm one
+
+    def test_a_batch_that_failed_half_way_changes_nothing(self, aws, table):
+        """The window items were written, the shard item was not: the batch is delivered
+        again and counts its records once."""
+        prefix = uuid.uuid4().hex
+        client = aws("dynamodb")
+        run(window(table, prefix, client), DOCS[:1], 1)
+        torn = window(table, prefix, ShardItemFails(client))
+        failed = Chain([Step.of("w", torn)]).run(
+            [
+                Record(orjson.dumps(d), d["user"], str(2 + i), shard_id="s0", index=i)
+                for i, d in enumerate(DOCS[1:])
+            ]
+        )
+        assert [f.retryable for f in failed.failures] == [True, True]
+        assert "injected" in str(failed.failures[0].error)
+        fresh = window(table, prefix, client)
+        run(fresh, DOCS[1:], 2)  # the redelivery, shorter than before: bisected
+        out = run(fresh, CLOSER, 10)
+        assert [(r.get("key"), r.get("n")) for r in out] == [("a", 2), ("b", 1)]
+
+    def test_a_batch_that_closed_windows_and_failed_half_way_closes_them_again(self, aws, table):
+        prefix = uuid.uuid4().hex
+        client = aws("dynamodb")
+        run(window(table, prefix, client), DOCS, 1)
+        torn = window(table, prefix, ShardItemFails(client))
+        assert run(torn, CLOSER, 10) == []  # failed: nothing goes on
+        out = run(window(table, prefix, client), CLOSER, 10)
+        assert [(r.get("key"), r.get("n"), r.get("revenue")) for r in out] == [
+            ("a", 2, 6),
+            ("b", 1, 3),
+        ]
+
+    def test_two_invocations_of_one_batch_apply_it_once(self, aws, table):
+        """A second invocation that read the state before the first one wrote it loses its
+        conditions: retryable, and the records count once."""
+        prefix = uuid.uuid4().hex
+        client = aws("dynamodb")
+        run(window(table, prefix, client), DOCS[:1], 1)
+        one = window(table, prefix, client)
+        two = window(table, prefix, Before(client, lambda: run(one, DOCS[1:], 2)))
+        failed = Chain([Step.of("w", two)]).run(
+            [
+                Record(orjson.dumps(d), d["user"], str(2 + i), shard_id="s0", index=i)
+                for i, d in enumerate(DOCS[1:])
+            ]
+        )
+        assert failed.failures
+        assert all(isinstance(f.error, WindowStateError) for f in failed.failures)
+        assert "another invocation" in str(failed.failures[0].error)
+        out = run(window(table, prefix, client), CLOSER, 10)
+        assert [(r.get("key"), r.get("n")) for r in out] == [("a", 2), ("b", 1)]
+
+
+class Before:
+    """The real client; before its first write, ``hook`` runs (another invocation)."""
+
+    def __init__(self, client: Any, hook: Callable[[], Any]) -> None:
+        self.client = client
+        self.hook: Callable[[], Any] | None = hook
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def put_item(self, **request: Any) -> Any:
+        if self.hook is not None:
+            hook, self.hook = self.hook, None
+            hook()
+        return self.client.put_item(**request)
+
+
+class ShardItemFails:
+    """The real client, except that writing the shard item fails once (a timeout between
+    the window items and the shard item)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.failed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def put_item(self, **request: Any) -> Any:
+        if request["Item"]["window"]["S"] == "#shard" and not self.failed:
+            self.failed = True
+            from botocore.exceptions import ReadTimeoutError  # noqa: PLC0415
+
+            raise ReadTimeoutError(endpoint_url="injected")
+        return self.client.put_item(**request)
+
+
+@settings(deadline=None, max_examples=15)
+@given(_scenario())
+def test_results_equal_the_reference_with_cold_starts_between_batches(
+    aws: Callable[[str], Any], table: str, scenario: dict[str, Any]
+) -> None:
+    """The memory store's property, on DynamoDB, with every other batch run by a new
+    window step (a cold start that reads the state back)."""
+    prefix = uuid.uuid4().hex
+    client = aws("dynamodb")
+
+    def make() -> Window:
+        store = DynamoDBStore(table, prefix, scenario["lateness"], scenario["size"], client=client)
+        return Window(key="user", size_s=scenario["size"], slide_s=scenario["slide"],
+                      field="ts", allowed_lateness_s=scenario["lateness"], aggregate=AGGREGATE,
+                      late="late", function="fn", store=store)  # fmt: skip
+
+    warm = make()
+    calls = iter(range(10**6))
+
+    def window_for() -> Window:
+        return make() if next(calls) % 2 else warm
+
+    check_scenario(scenario, window_for)
+
+
+def test_a_local_run_of_the_example_writes_one_state_item_per_window(
+    aws: Callable[[str], Any], moto_endpoint: str, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """``shardline run --in-process`` of examples/windows: the window table holds one item
+    per (shard, key, window) and the shard's item; the hourly table holds the result."""
+    for name, value in {**CREDENTIALS, "AWS_ENDPOINT_URL": moto_endpoint}.items():
+        monkeypatch.setenv(name, value)
+    suffix = uuid.uuid4().hex[:8]
+    text = (ROOT / "examples" / "windows" / "pipeline.yaml").read_text(encoding="utf-8")
+    text = text.replace("shop", f"shop{suffix}")
+    plan = compile_plan(parse_config(text, source="pipeline.yaml", env={}))
+    provision(plan, aws)
+    events = [
+        ("u1", "2026-01-01T10:05:00Z", 20), ("u1", "2026-01-01T10:40:00Z", 15),
+        ("u2", "2026-01-01T10:50:00Z", 1), ("u2", "2026-01-01T11:02:00Z", 2),
+    ]  # fmt: skip
+    aws("kinesis").put_records(
+        StreamName=plan["stream"]["name"],
+        Records=[
+            {"Data": orjson.dumps({"event_type": "purchase", "user_id": u, "ts": ts,
+                                   "amount": amount, "product_id": "p", "page": "/"}),
+             "PartitionKey": "one"}  # one shard for all: one watermark
+            for u, ts, amount in events
+        ],
+    )  # fmt: skip
+    local = LocalRun(plan, worker_id="w1", in_process=True, client=aws,
+                     state_dir=tmp_path / ".shardline")  # fmt: skip
+    stop = threading.Event()
+    timer = threading.Timer(30, stop.set)
+    timer.start()
+    started = time.monotonic()
+    try:
+        local.run(stop, until_idle_s=0.5)
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 30
+    ddb = aws("dynamodb")
+    state = ddb.scan(TableName=window_table_name(plan, "purchases-per-user"))["Items"]
+    windows = sorted(i["window"]["S"] for i in state if i["window"]["S"].startswith("w#"))
+    assert windows == [
+        'w#1767261600#"u1"', 'w#1767261600#"u2"', 'w#1767265200#"u2"'
+    ]  # fmt: skip
+    closed = {i["window"]["S"] for i in state if "closed" in i}
+    assert closed == {'w#1767261600#"u1"', 'w#1767261600#"u2"'}
+    hourly = ddb.scan(TableName=f"shop{suffix}-purchases-hourly")["Items"]
+    assert sorted((i["key"]["S"], i["purchases"]["N"]) for i in hourly) == [
+        ("u1", "2"), ("u2", "1")
+    ]  # fmt: skip
+
+
+def test_a_result_whose_write_failed_is_emitted_again_with_its_id_on_redelivery(
+    table: str, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the function's runner (its own DynamoDB client, as in Lambda): the sink
+    throttles the result once; the batch is reported from the record that closed the
+    window; Lambda delivers the rest again (to a new instance: a cold start) and the sink
+    gets the same result once, by window_id."""
+    for name, value in {**CREDENTIALS, "AWS_ENDPOINT_URL": moto_endpoint}.items():
+        monkeypatch.setenv(name, value)
+    prefix = f"{uuid.uuid4().hex}/"
+    window_spec = {"key": "user", "size_s": 60, "field": "ts", "aggregate": {"n": "count"},
+                   "state": "dynamodb", "table": table, "table_prefix": prefix,
+                   "function": "f"}  # fmt: skip
+    plan: Any = {
+        "version": PLAN_VERSION,
+        "name": "p",
+        "stream": {"name": "s"},
+        "sinks": {"hourly": {"type": "dynamodb", "table": "unused", "key": "window_id"}},
+        "functions": {"f": {"processors": [{"window": window_spec}], "route": ["hourly"],
+                            "on_failure": "hourly"}},
+    }  # fmt: skip
+    throttled: list[str] = []
+
+    def fail(record: Record, attempt: int) -> str | None:
+        if throttled:
+            return None
+        throttled.append(record.get("window_id"))
+        return "retryable"  # the first result written, once
+
+    sink = Written("hourly", fail=fail)
+    factory = EventFactory()
+    entries = [factory.record(d, d["user"]) for d in [*DOCS, *CLOSER]]
+    first = build_runner(plan, "f", lambda name, spec: sink, metrics=False)
+    failures = first.handle(factory.event(entries)).response["batchItemFailures"]
+    closing = entries[-1]["kinesis"]["sequenceNumber"]
+    assert failures == [{"itemIdentifier": closing}]
+    again = build_runner(plan, "f", lambda name, spec: sink, metrics=False)
+    result = again.handle(factory.event(entries[-1:]))
+    assert result.response["batchItemFailures"] == [], result.failed
+    assert throttled == ["f/a/1970-01-01T00:00:00Z"]
+    assert sorted((d["window_id"], d["n"]) for d in sink.written) == [
+        ("f/a/1970-01-01T00:00:00Z", 2),
+        ("f/b/1970-01-01T00:00:00Z", 1),
+    ]  # each once: b's write of the first delivery was skipped after a's failed (per key)
+
+
+class Written(MemorySink):
+    """A memory sink that keeps each document it wrote."""
+
+    def __init__(self, name: str, fail: Callable[[Record, int], str | None]) -> None:
+        super().__init__(name, fail)
+        self.written: list[dict[str, Any]] = []
+
+    def _write(self, items: Sequence[Record]) -> list[SinkOutcome]:
+        out = super()._write(items)
+        self.written += [i.json for i, o in zip(items, out, strict=True) if o is OK]
+        return out
+
+
+class TestQuietShards:
+    """A shard with no batch for ``quiet_s`` has its windows closed by the next batch of
+    another shard, once their end + lateness is ``quiet_s`` past by the clock."""
+
+    @staticmethod
+    def step(table: str, prefix: str, client: Any, clock: list[float]) -> Window:
+        store = DynamoDBStore(table, prefix, 0, 60, client=client, now=lambda: clock[0])
+        return Window(key="user", size_s=60, field="ts", aggregate={"n": "count"},
+                      function="f", store=store, quiet_s=300,
+                      now=lambda: clock[0])  # fmt: skip
+
+    @staticmethod
+    def on(step: Window, shard: str, docs: list[dict[str, Any]], first_seq: int) -> list[Any]:
+        batch = [
+            Record(orjson.dumps(d), d["user"], str(first_seq + i), shard_id=shard, index=i)
+            for i, d in enumerate(docs)
+        ]
+        result = Chain([Step.of("processors[0].window", step)]).run(batch)
+        assert not result.failures, result.failures
+        return [(r.get("window_id"), r.get("n"), r.shard_id) for r in result.records]
+
+    def test_another_shard_s_batch_closes_a_quiet_shard_s_windows_once(self, aws, table):
+        prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [10_000.0]
+        self.on(self.step(table, prefix, client, clock), "s0", DOCS, 1)  # opens a, b
+        z = {"user": "z", "ts": 9_990}
+        assert self.on(self.step(table, prefix, client, clock), "s1", [z], 1) == []
+        clock[0] += 299  # s0 is not quiet yet
+        assert self.on(self.step(table, prefix, client, clock), "s1", [z], 2) == []
+        clock[0] += 2
+        closing = self.on(self.step(table, prefix, client, clock), "s1", [z], 3)
+        assert closing == [("f/a/1970-01-01T00:00:00Z", 2, "s1"),
+                           ("f/b/1970-01-01T00:00:00Z", 1, "s1")]  # fmt: skip
+        # s1's batch delivered again (its results' write failed): the same results
+        assert self.on(self.step(table, prefix, client, clock), "s1", [z], 3) == closing
+        # s0 wakes: a record for a closed window is late, and a/b never come out again
+        s0 = self.step(table, prefix, client, clock)
+        assert self.on(s0, "s0", [{"user": "a", "ts": 7}, {"user": "a", "ts": 20_000}], 10) == []
+        assert s0.late == 1
+        assert self.on(self.step(table, prefix, client, clock), "s1", [z], 4) == []
+
+    def test_a_quiet_shard_that_wakes_meanwhile_makes_the_closing_batch_retry(self, aws, table):
+        prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [10_000.0]
+        z = [{"user": "z", "ts": 20_000 + n} for n in range(4)]  # s1's windows stay open
+        self.on(self.step(table, prefix, client, clock), "s0", DOCS, 1)
+        self.on(self.step(table, prefix, client, clock), "s1", z[:1], 1)
+        clock[0] += 400
+        s0 = self.step(table, prefix, client, clock)
+        woke = {"user": "a", "ts": 40}
+        s1 = self.step(table, prefix, Before(client, lambda: self.on(s0, "s0", [woke], 5)), clock)
+        batch = [Record(orjson.dumps(z[1]), "z", "2", shard_id="s1", index=0)]
+        failed = Chain([Step.of("w", s1)]).run(batch)
+        assert [type(f.error) for f in failed.failures] == [WindowStateError]
+        # delivered again: s0 is not quiet any more (its batch just now), nothing closes
+        assert self.on(self.step(table, prefix, client, clock), "s1", z[1:2], 2) == []
+        clock[0] += 301
+        closing = self.on(self.step(table, prefix, client, clock), "s1", z[2:3], 3)
+        assert closing == [("f/a/1970-01-01T00:00:00Z", 3, "s1"),
+                           ("f/b/1970-01-01T00:00:00Z", 1, "s1")]  # fmt: skip
