@@ -17,6 +17,7 @@ __all__ = [
     "dead_letter_queue_name",
     "function_name",
     "lease_table_name",
+    "stream_consumer_name",
 ]
 
 #: AWS's limits on the names: a Lambda function's name, an SQS queue's name.
@@ -49,3 +50,13 @@ def lease_table_name(plan: Mapping[str, Any], function: str) -> str:
     'clickstream-archive-all-leases'
     """
     return f"{plan['name']}-{function}-leases"
+
+
+def stream_consumer_name(plan: Mapping[str, Any], function: str) -> str:
+    """The enhanced fan-out consumer registered for a function with ``consumer: efo``: the
+    Lambda function's name (unique per stream, at most 64 of Kinesis's 128 characters).
+
+    >>> stream_consumer_name({"name": "clickstream"}, "archive-all")
+    'clickstream-archive-all'
+    """
+    return function_name(plan, function)

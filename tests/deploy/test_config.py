@@ -213,6 +213,7 @@ class TestValidExample:
                 "bisect_on_error": True,
                 "max_retries": 3,
                 "max_record_age_s": 86400,
+                "consumer": "shared",
             },
             "ordering": "per_key",
             "filter_pushdown": False,
