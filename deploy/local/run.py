@@ -227,9 +227,15 @@ def register_consumer(plan: Plan, function: str, client: Callable[[str], Any]) -
         "StreamARN"
     ]
     name = stream_consumer_name(plan, function)
+    # looked up first: moto registers a second consumer of the same name where AWS refuses
+    try:
+        found = kinesis.describe_stream_consumer(StreamARN=stream_arn, ConsumerName=name)
+        return str(found["ConsumerDescription"]["ConsumerARN"])
+    except kinesis.exceptions.ResourceNotFoundException:
+        pass
     try:
         made = kinesis.register_stream_consumer(StreamARN=stream_arn, ConsumerName=name)
-    except kinesis.exceptions.ResourceInUseException:
+    except kinesis.exceptions.ResourceInUseException:  # another run registered it meanwhile
         found = kinesis.describe_stream_consumer(StreamARN=stream_arn, ConsumerName=name)
         return str(found["ConsumerDescription"]["ConsumerARN"])
     return str(made["Consumer"]["ConsumerARN"])

@@ -439,6 +439,22 @@ class TestCompile:
         assert compile_plan(on)["functions"]["main"]["filter_criteria"] == [{"data": {"a": [1]}}]
         assert [n.path for n in on.notes] == ["functions.main.filter_pushdown"]
 
+    def test_more_than_two_shared_functions_are_noted_with_efo_as_the_fix(self) -> None:
+        """Each shard's reads are split among the functions without consumer: efo: a third
+        one is noted (not an error) at the functions section, naming the fix."""
+        three = MINIMAL.replace(
+            "functions:\n",
+            "functions:\n  b: {route: [out]}\n  c: {route: [out]}\n",
+        )
+        cfg = parse_config(three, env={})
+        (note,) = cfg.notes
+        assert note.path == "functions"
+        assert note.line == three.splitlines().index("functions:") + 1
+        assert "3 functions share each shard's 5 reads/s and 2 MB/s" in note.message
+        assert "consumer: efo" in note.message
+        efo = three.replace("c: {route: [out]}", "c: {route: [out], batch: {consumer: efo}}")
+        assert parse_config(efo, env={}).notes == ()
+
     def test_the_local_mapping_drops_non_json_only_with_pushdown(self) -> None:
         """`run` builds its mapping from the plan: with pushdown its filter drops a record
         that is not JSON, as AWS does; without, it keeps it for the function to dead-letter."""
