@@ -821,7 +821,7 @@ class CostModel:
                          "behind; give the busiest consumer: efo, or add shards")  # fmt: skip
         if efo:
             per = sum(line.usd for line in self.efo_lines(rate)) / len(efo)
-            notes.append(f"each EFO function adds {_money(per)} a month at this rate "
+            notes.append(f"each EFO function adds ${per:,.2f} a month at this rate "
                          f"({', '.join(efo)})")  # fmt: skip
         return notes
 
