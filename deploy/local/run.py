@@ -32,6 +32,7 @@ The compiled plan that workers load is written to ``.shardline/`` in the working
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import time
 import uuid
@@ -489,6 +490,10 @@ class LocalRun:
                 deployed = None  # auto: an endpoint without the Lambda API, or no access
             if deployed is not None:
                 self.sources[name] = "deployed"
+                if self.plan["functions"][name]["batch"].get("consumer") == "efo":
+                    # moto's CloudFormation cannot make the consumer: `dev` deploys the
+                    # mapping on the stream and registers the consumer apart
+                    deployed = (dataclasses.replace(deployed[0], consumer="efo"), deployed[1])
                 return deployed
             if self.settings == "deployed":
                 msg = (

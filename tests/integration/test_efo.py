@@ -121,3 +121,41 @@ class TestEnhancedFanOutLocally:
         again.close()
         assert again.consumer_arns == run.consumer_arns
         assert len(kinesis.list_stream_consumers(StreamARN=stream_arn)["Consumers"]) == 1
+
+
+class TestEnhancedFanOutInDev:
+    def test_dev_deploys_an_efo_function_and_runs_it_with_its_own_budget(
+        self,
+        aws: Callable[[str], Any],
+        local_env: None,
+        unique: str,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """moto's CloudFormation has no StreamConsumer: dev deploys the mapping on the
+        stream, registers the consumer itself, and runs the function as EFO (share 1) with
+        the deployed settings, the shared ones splitting the shard (share 2)."""
+        from deploy.local.dev import run_dev  # noqa: PLC0415
+
+        monkeypatch.chdir(tmp_path)
+        name = f"dev-{unique}"
+        file = tmp_path / "pipeline.yaml"
+        file.write_text(PIPELINE.format(name=name))
+        plan = load_plan_from_file(file)
+        (tmp_path / "events.jsonl").write_text("".join(f'{{"n": {n}}}\n' for n in range(20)))
+
+        report = run_dev(
+            plan, aws, produce=tmp_path / "events.jsonl", key="n", until_idle=1.0,
+            in_process=True,
+        )  # fmt: skip
+
+        assert report.deployed is not None
+        assert {r.name: (r.mapping.share, r.mapping.stats.records_in) for r in report.runs} == {
+            "first": (2, 20), "second": (2, 20), "fanout": (1, 20),
+        }  # fmt: skip
+        kinesis = aws("kinesis")
+        stream_arn = kinesis.describe_stream_summary(StreamName=name)[
+            "StreamDescriptionSummary"
+        ]["StreamARN"]
+        consumers = kinesis.list_stream_consumers(StreamARN=stream_arn)["Consumers"]
+        assert [c["ConsumerName"] for c in consumers] == [f"{name}-fanout"]
