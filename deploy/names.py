@@ -18,6 +18,7 @@ __all__ = [
     "dead_letter_queue_name",
     "function_name",
     "lease_table_name",
+    "stream_consumer_name",
     "window_table_name",
     "window_tables",
 ]
@@ -52,6 +53,16 @@ def lease_table_name(plan: Mapping[str, Any], function: str) -> str:
     'clickstream-archive-all-leases'
     """
     return f"{plan['name']}-{function}-leases"
+
+
+def stream_consumer_name(plan: Mapping[str, Any], function: str) -> str:
+    """The enhanced fan-out consumer registered for a function with ``consumer: efo``: the
+    Lambda function's name (unique per stream, at most 64 of Kinesis's 128 characters).
+
+    >>> stream_consumer_name({"name": "clickstream"}, "archive-all")
+    'clickstream-archive-all'
+    """
+    return function_name(plan, function)
 
 
 def window_table_name(plan: Mapping[str, Any], function: str) -> str:

@@ -18,7 +18,7 @@ its class is made, which triples this module's import time. Optional keys come f
 either spelling of annotations (the test that holds compile to these types reads it).
 """
 
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 from stream.exceptions import PlanError
 
@@ -108,6 +108,7 @@ class BatchSettings(TypedDict):
     bisect_on_error: bool
     max_retries: int
     max_record_age_s: int
+    consumer: NotRequired[Literal["shared", "efo"]]  # absent in plans compiled before it
 
 
 class FilterSpec(TypedDict, total=False):

@@ -6,7 +6,9 @@ What the stack holds, and why each safety setting is there:
   with ``alias/aws/kinesis`` when ``encryption: kms``;
 * per function: the Lambda (``stream.lambda_handler.handler``, code from S3, the plan at
   :data:`PLAN_PATH` inside the package), its log group with a retention, its role, its event
-  source mapping and two alarms (iterator age, errors);
+  source mapping and two alarms (iterator age, errors); with ``batch.consumer: efo`` also
+  its enhanced fan-out consumer (``AWS::Kinesis::StreamConsumer``, named like the function),
+  which its mapping reads instead of the stream;
 * the stores its sinks write to, named as written: a DynamoDB table per table (on-demand,
   point-in-time recovery, SSE), a bucket per bucket (encryption, public access blocked, a
   TLS-only policy, a rule that aborts incomplete multipart uploads; nothing is ever expired),
@@ -25,7 +27,9 @@ What the stack holds, and why each safety setting is there:
   bucket has no per-minute object count (S3's storage metrics are daily), so "something
   arrived" is what the two alarms say, as a queue's depth alarm does.
 
-Least privilege: each function's role may read its stream (and decrypt through Kinesis),
+Least privilege: each function's role may read its stream (and decrypt through Kinesis) or,
+with ``consumer: efo``, describe the stream and list its shards and ``SubscribeToShard`` and
+``DescribeStreamConsumer`` on its own consumer only (no ``GetRecords``),
 write its own log group, and call exactly the actions its sinks, lookups and on-failure
 destination use, on exactly those resources: ``PutItem`` on a ``latest`` table,
 ``BatchWriteItem`` on an ``append`` table, ``BatchGetItem`` on a lookup table,
@@ -68,6 +72,7 @@ from deploy.names import (
     dead_letter_queue_name,
     function_name,
     lease_table_name,
+    stream_consumer_name,
     window_tables,
 )
 from deploy.pipeline.pushdown import MAX_FILTERS
@@ -96,6 +101,7 @@ __all__ = [
     "logical_ids",
     "opensearch_domain",
     "template_json",
+    "uses_efo",
 ]
 
 HANDLER = "stream.lambda_handler.handler"
@@ -131,6 +137,15 @@ _STREAM_READ = (
     "kinesis:GetShardIterator",
     "kinesis:ListShards",
 )
+#: What Lambda's enhanced fan-out mapping needs on the stream itself: it lists the shards and
+#: reads them through the consumer (``SubscribeToShard``), never with GetRecords.
+_STREAM_DESCRIBE = (
+    "kinesis:DescribeStream",
+    "kinesis:DescribeStreamSummary",
+    "kinesis:ListShards",
+)
+#: ... and on the function's own consumer.
+_CONSUMER_READ = ("kinesis:DescribeStreamConsumer", "kinesis:SubscribeToShard")
 #: On the stores that hold results (sink tables, buckets, queues): deleting or replacing the
 #: stack never deletes data; ``shardline destroy`` removes what is empty (deploy.aws.stack).
 _RETAIN = {"DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain"}
@@ -173,6 +188,15 @@ def _destination(plan: Plan, function: str) -> tuple[str, str]:
     return "sqs", dead_letter_queue_name(plan)
 
 
+def uses_efo(function: FunctionPlan) -> bool:
+    """Whether the function reads through an enhanced fan-out consumer of its own.
+
+    >>> uses_efo({"batch": {"consumer": "efo"}}), uses_efo({"batch": {}})
+    (True, False)
+    """
+    return (function.get("batch") or {}).get("consumer") == "efo"
+
+
 def _stores(plan: Plan) -> _Stores:
     out = _Stores()
     for spec in plan["sinks"].values():
@@ -210,8 +234,8 @@ def logical_ids(plan: Plan) -> dict[tuple[str, str], str]:
     they read well and stay put while the file changes. Names that CamelCase alike
     (``a-b``, ``a_b``) get a CRC-32 of kind and name appended, so ids never collide.
     Kinds: ``Function``, ``Role``, ``LogGroup``, ``Mapping``, ``IteratorAgeAlarm``,
-    ``ErrorsAlarm``, ``LeaseTable``, ``WindowTable``, ``DeadLettersAlarm`` (by function),
-    ``Table``, ``Bucket``, ``BucketPolicy``, ``OnFailureObjectsAlarm``, ``Queue``,
+    ``ErrorsAlarm``, ``LeaseTable``, ``WindowTable``, ``DeadLettersAlarm``, ``Consumer`` (by
+    function), ``Table``, ``Bucket``, ``BucketPolicy``, ``OnFailureObjectsAlarm``, ``Queue``,
     ``QueueDepthAlarm`` (by resource name); the stream is ``("Stream", "")``.
     """
     stores = _stores(plan)
@@ -234,6 +258,7 @@ def logical_ids(plan: Plan) -> dict[tuple[str, str], str]:
     keys += [("QueueDepthAlarm", q) for q in stores.dead_letter_queues]
     keys += [("OnFailureObjectsAlarm", b) for b in stores.dead_letter_buckets]
     keys += [("DeadLettersAlarm", f) for f in plan["functions"] if _destination(plan, f)[0] == "s3"]
+    keys += [("Consumer", f) for f in plan["functions"] if uses_efo(plan["functions"][f])]
     wanted: dict[tuple[str, str], str] = {}
     for kind, name in keys:
         stem = _camel(name)[: _MAX_ID - len(kind) - 8]
@@ -560,6 +585,8 @@ class _Builder:
                 "LoggingConfig": {"LogGroup": _ref(lid), "LogFormat": "Text"},
             },
         }
+        if uses_efo(spec):
+            self.consumer(function)
         self.mapping(function, spec)
         window_ms = spec["batch"]["window_s"] * 1000
         self.resources[self.id("IteratorAgeAlarm", function)] = _alarm(
@@ -602,12 +629,30 @@ class _Builder:
         mid = self.id("Mapping", function)
         self.output(f"{mid}Id", _ref(mid), f"function {function}: event source mapping UUID")
 
+    def consumer(self, function: str) -> None:
+        """The function's enhanced fan-out consumer: its own 2 MB/s per shard, pushed."""
+        cid = self.id("Consumer", function)
+        self.resources[cid] = {
+            "Type": "AWS::Kinesis::StreamConsumer",
+            "Properties": {
+                "ConsumerName": stream_consumer_name(self.plan, function),
+                "StreamARN": _get(self.id("Stream")),
+            },
+        }
+        self.output(f"{cid}Arn", _get(cid, "ConsumerARN"), f"function {function}: EFO consumer")
+
+    def _source(self, function: str) -> Any:
+        """What the function's mapping reads: its consumer (EFO) or the stream (shared)."""
+        if uses_efo(self.plan["functions"][function]):
+            return _get(self.id("Consumer", function), "ConsumerARN")
+        return _get(self.id("Stream"))
+
     def mapping(self, function: str, spec: FunctionPlan) -> None:
         batch = spec["batch"]
         kind, target = _destination(self.plan, function)
         destination = self.id("Queue" if kind == "sqs" else "Bucket", target)
         props: dict[str, Any] = {
-            "EventSourceArn": _get(self.id("Stream")),
+            "EventSourceArn": self._source(function),
             "FunctionName": _ref(self.id("Function", function)),
             "BatchSize": batch["size"],
             "MaximumBatchingWindowInSeconds": batch["window_s"],
@@ -635,7 +680,12 @@ class _Builder:
         """The role's policy: every grant names its reason in its Sid."""
         spec = self.plan["functions"][function]
         policy = _Policy()
-        policy.allow("ReadStream", _STREAM_READ, [_get(self.id("Stream"))])
+        if uses_efo(spec):
+            policy.allow("DescribeStream", _STREAM_DESCRIBE, [_get(self.id("Stream"))])
+            consumer = _get(self.id("Consumer", function), "ConsumerARN")
+            policy.allow("ReadThroughOwnConsumer", _CONSUMER_READ, [consumer])
+        else:
+            policy.allow("ReadStream", _STREAM_READ, [_get(self.id("Stream"))])
         if self.plan["stream"]["encryption"] == "kms":
             via = {"kms:ViaService": _sub("kinesis.${AWS::Region}.amazonaws.com")}
             policy.allow(

@@ -9,6 +9,11 @@ region, overridable), and prices each line the way AWS bills it:
   rounding for writes; it is assumed for reads), one read of every record per function (each
   function has its own event source mapping on the shared throughput), and stream-hours.
   Provisioned: the plan's shards for every hour, and PUT payload units of 25 KB per record.
+  A function with ``batch.consumer: efo`` reads through its own enhanced fan-out consumer
+  instead, billed apart: its data retrieved per GB (on-demand and provisioned prices differ)
+  and, provisioned, a consumer-shard hour for every shard. EFO never lowers the bill: it pays
+  off in read throughput, and the notes say from how many functions and which rate the
+  shared 2 MB/s per shard is used up (:meth:`CostModel.efo_pays_off`).
 * Lambda, per function: requests = records / effective batch size, and GB-seconds = memory
   x records x the per-record duration (Lambda's billed wall time per record, sink writes
   included). The effective batch is what the event source mapping really hands over: the
@@ -93,6 +98,8 @@ GB = 1024**3
 PUT_PAYLOAD_UNIT_BYTES = 25 * KB
 SHARD_RECORDS_PER_S = 1000
 SHARD_BYTES_PER_S = 1024**2
+SHARD_READ_BYTES_PER_S = 2 * 1024**2  # shared by the functions without consumer: efo
+SHARD_READS_PER_S = 5
 ON_DEMAND_MIN_SHARDS = 4  # a new on-demand stream writes 4 MB/s ...
 ON_DEMAND_HEADROOM = 2.0  # ... and scales to twice the peak of the last 30 days
 POLL_INTERVAL_S = 1.0  # Lambda polls each shard once a second without a batching window
@@ -113,6 +120,11 @@ LAMBDA_FIRST_TIER_GB_S = 6e9
 _SECTIONS: dict[str, tuple[str, ...]] = {
     "kinesis_on_demand": ("per_gb_ingested", "per_gb_retrieved", "per_stream_hour"),
     "kinesis_provisioned": ("per_shard_hour", "per_million_put_payload_units"),
+    "kinesis_enhanced_fan_out": (
+        "per_consumer_shard_hour",
+        "per_gb_retrieved_provisioned",
+        "per_gb_retrieved_on_demand",
+    ),
     "lambda": ("per_million_requests", "per_gb_second"),
     "dynamodb_on_demand": ("per_million_write_request_units",),
     "s3_standard": ("per_thousand_put_requests", "per_gb_month"),
@@ -123,6 +135,7 @@ _BY_ARCHITECTURE = frozenset(
     {("lambda", "per_gb_second"), ("fargate", "per_vcpu_hour"), ("fargate", "per_gb_hour")}
 )
 _TOP_KEYS = ("as_of", "currency", "note", "regions")
+_SECTION_WORDS = ("source", "as_of")  # a section's own date, when newer than the table's
 
 
 class PriceError(DeployError, ValueError):
@@ -161,10 +174,11 @@ def _check_overrides(doc: Any) -> None:
             if not isinstance(keys, dict):
                 raise PriceError(f"{where}: expected an object of prices")
             for key, value in keys.items():
-                if key == "source":
+                if key in _SECTION_WORDS:
                     continue
                 if key not in _SECTIONS[section]:
-                    raise PriceError(f"{where}: {_suggest(key, (*_SECTIONS[section], 'source'))}")
+                    choices = (*_SECTIONS[section], *_SECTION_WORDS)
+                    raise PriceError(f"{where}: {_suggest(key, choices)}")
                 if (section, key) in _BY_ARCHITECTURE:
                     if not isinstance(value, dict):
                         raise PriceError(
@@ -407,6 +421,10 @@ def _routed(function: FunctionPlan) -> list[str]:
     return used_sinks({**function, "on_failure": None})
 
 
+def _efo(function: FunctionPlan) -> bool:
+    return (function.get("batch") or {}).get("consumer") == "efo"
+
+
 def _architecture(plan: Plan, function: FunctionPlan, default: str) -> str:
     return str(function.get("architecture") or plan.get("architecture") or default)
 
@@ -515,8 +533,61 @@ class CostModel:
             ]  # fmt: skip
         return lines
 
+    def _efo_functions(self) -> list[str]:
+        return [n for n, f in self.plan["functions"].items() if _efo(f)]
+
+    def efo_lines(self, rate: float) -> list[CostLine]:
+        """Each ``consumer: efo`` function's consumer: data retrieved, and consumer-shard
+        hours on a provisioned stream (each record read once, without rounding)."""
+        stream, hours = self.plan["stream"], self.hours_per_month
+        provisioned = stream.get("mode") == "provisioned"
+        section = "kinesis_enhanced_fan_out"
+        per_gb = self.prices.get(
+            section, "per_gb_retrieved_provisioned" if provisioned else "per_gb_retrieved_on_demand"
+        )
+        per_hour = self.prices.get(section, "per_consumer_shard_hour")
+        shards = stream_shards(stream, rate, self.record_bytes)
+        gb = self.records(rate) * self.record_bytes / GB
+        lines = []
+        for name in self._efo_functions():
+            lines.append(CostLine("Kinesis", f"{name}: EFO data retrieved", gb, "GB",
+                                  f"{_money(per_gb)} per GB", gb * per_gb))  # fmt: skip
+            if provisioned:
+                n = shards * hours
+                lines.append(CostLine(
+                    "Kinesis", f"{name}: EFO consumer-shard hours ({shards} shards)", n,
+                    "consumer-shard-hours", f"{_money(per_hour)} per consumer-shard-hour",
+                    n * per_hour,
+                ))  # fmt: skip
+        return lines
+
+    def efo_pays_off(self, rate: float) -> tuple[int, float | None]:
+        """When shared throughput runs out, so that EFO pays off (in speed, never in price).
+
+        Each shard's 2 MB/s and 5 reads/s are split among the shared functions: they keep up
+        while together they read under 2 MB/s per shard and are at most five (one read a
+        second each, about 1 s delivery). Returns the number of shared functions from which
+        that fails at ``rate``, and the rate from which the plan's shared functions exceed
+        it (None when they never do: an on-demand stream adds shards as writes grow, so
+        four or fewer functions never reach it).
+        """
+        shards = stream_shards(self.plan["stream"], rate, self.record_bytes)
+        per_shard = rate * self.record_bytes / shards
+        by_bytes = math.floor(SHARD_READ_BYTES_PER_S / per_shard) + 1 if per_shard else 10**9
+        functions = min(SHARD_READS_PER_S + 1, by_bytes)
+        shared = len(self.plan["functions"]) - len(self._efo_functions())
+        limit: float | None = None
+        if shared:
+            if self.plan["stream"].get("mode") == "provisioned":
+                limit = shards * SHARD_READ_BYTES_PER_S / (shared * self.record_bytes)
+            elif shared * SHARD_BYTES_PER_S / ON_DEMAND_HEADROOM > SHARD_READ_BYTES_PER_S:
+                # on-demand keeps each shard at most half written: reads of 1/2 MB/s each
+                limit = ON_DEMAND_MIN_SHARDS * SHARD_READ_BYTES_PER_S / (shared * self.record_bytes)
+        return functions, limit
+
     def kinesis_lines(self, rate: float) -> list[CostLine]:
-        """The stream: data in and out and stream-hours, or shard-hours and PUT units."""
+        """The stream: data in and out and stream-hours, or shard-hours and PUT units, and
+        the EFO consumers (:meth:`efo_lines`)."""
         stream, hours, records = self.plan["stream"], self.hours_per_month, self.records(rate)
         if stream.get("mode") == "provisioned":
             shards = int(stream["shards"] or 0)  # validation requires it when provisioned
@@ -532,8 +603,9 @@ class CostModel:
                     "Kinesis", "PUT payload units (25 KB)", units, "units",
                     f"{_money(per_units)} per 1M", units * per_units / 1e6,
                 ),
+                *self.efo_lines(rate),
             ]  # fmt: skip
-        consumers = len(self.plan["functions"])
+        consumers = len(self.plan["functions"]) - len(self._efo_functions())
         gb_in = records * kinesis_billed_bytes(self.record_bytes) / GB
         per_in = self.prices.get("kinesis_on_demand", "per_gb_ingested")
         per_out = self.prices.get("kinesis_on_demand", "per_gb_retrieved")
@@ -545,6 +617,7 @@ class CostModel:
                      "GB", f"{_money(per_out)} per GB", gb_in * consumers * per_out),
             CostLine("Kinesis", "stream-hours (on-demand)", hours, "stream-hours",
                      f"{_money(per_hour)} per stream-hour", hours * per_hour),
+            *self.efo_lines(rate),
         ]  # fmt: skip
 
     def sink_lines(self, rate: float) -> list[CostLine]:
@@ -723,10 +796,34 @@ class CostModel:
                                  "batch assumed (one per distinct value in reality)")  # fmt: skip
                 if spec["type"] in ("opensearch", "kinesis"):
                     notes.append(f"{sink} ({spec['type']}): not priced")
+        notes += self._efo_notes(rate)
         gb_s = sum(line.quantity for line in self.lambda_lines(rate) if line.unit == "GB-s")
         if gb_s > LAMBDA_FIRST_TIER_GB_S:
             notes.append("over 6 billion GB-s a month: Lambda's tiered discount not applied")
         return list(dict.fromkeys(notes))
+
+    def _efo_notes(self, rate: float) -> list[str]:
+        functions, limit = self.efo_pays_off(rate)
+        efo = self._efo_functions()
+        shared = len(self.plan["functions"]) - len(efo)
+        where = (
+            f"from {limit:,.0f} records/s with these {shared} shared functions"
+            if limit is not None
+            else f"at no rate with these {shared} shared functions"
+        )
+        notes = [
+            f"enhanced fan-out (batch.consumer: efo) pays off in read throughput, never in "
+            f"price: at this rate and size from {functions} shared functions per stream, "
+            f"and {where} (each shard's 2 MB/s and 5 reads/s are split among them)"
+        ]
+        if shared >= functions:
+            notes.append(f"{shared} functions share each shard's reads at this rate: they fall "
+                         "behind; give the busiest consumer: efo, or add shards")  # fmt: skip
+        if efo:
+            per = sum(line.usd for line in self.efo_lines(rate)) / len(efo)
+            notes.append(f"each EFO function adds ${per:,.2f} a month at this rate "
+                         f"({', '.join(efo)})")  # fmt: skip
+        return notes
 
     def estimate(self, rate: float) -> CostEstimate:
         """The monthly bill at ``rate`` records per second, with the container comparison."""

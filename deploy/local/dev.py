@@ -12,6 +12,9 @@ runs it (our workers run this checkout's code): the package holds our code and t
 no third-party dependencies (no pip download, so ``dev`` starts in seconds and works
 offline), and it is built for this machine's CPU and Python. The stores the stack does not
 own (lookup tables, target streams of ``kinesis`` sinks) are created empty when missing.
+moto's CloudFormation has no ``AWS::Kinesis::StreamConsumer``: a ``consumer: efo``
+function's mapping is deployed on the stream there, its consumer registered apart
+(:func:`deploy.local.run.register_consumer`), and the run reads it as EFO from the file.
 
 What lands is counted in the stores at the end (:func:`store_counts`), never by the runner.
 """
@@ -67,8 +70,11 @@ def local_deploy(
             plan, BUILD_DIR, architecture=architecture, python_version=python, requirements=[]
         )
 
+    from deploy.local.run import register_consumer  # noqa: PLC0415
+
+    efo = [name for name, f in plan["functions"].items() if f["batch"].get("consumer") == "efo"]
     result = deploy(
-        plan,
+        _without_consumers(plan) if efo else plan,
         client,
         package=package,
         architecture=architecture,
@@ -76,7 +82,19 @@ def local_deploy(
         log=log,
     )
     provision(plan, client)  # only what is missing: lookup tables, target streams
+    for name in efo:
+        register_consumer(plan, name, client)
     return result
+
+
+def _without_consumers(plan: Plan) -> Plan:
+    """``plan`` with every function on the shared throughput, for moto's CloudFormation."""
+    import copy  # noqa: PLC0415
+
+    shared = copy.deepcopy(plan)
+    for function in shared["functions"].values():
+        function["batch"]["consumer"] = "shared"
+    return shared
 
 
 def aggregate_refusal(plan: Plan) -> str | None:

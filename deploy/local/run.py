@@ -9,6 +9,14 @@ Per function, as Lambda has one event source mapping per function:
 * the function runs in worker processes that are real Lambda runtimes (``awslambdaric``
   against a local Runtime API, :mod:`stream.esm.sandbox`), or in this process with
   ``in_process`` (faster to start; a timeout cannot cut a handler short);
+* read throughput as in AWS: each shard's 5 reads/s and 2 MB/s are split evenly among the
+  file's functions without ``consumer: efo`` (:func:`stream.esm.rules.next_read_at`), so a
+  third function slows the others down; a function with ``consumer: efo`` registers its
+  consumer (``<pipeline>-<function>``) and reads with a budget of its own. The split counts
+  every shared function of the file, so runs of its functions in several processes pace as
+  one; not modelled: other readers of the stream (another pipeline, ``tail``, a KCL app),
+  an idle function leaving its share to the others, Kinesis's throttling errors (each
+  function keeps to its share instead) and EFO's push delivery (it polls, like the others);
 * the on-failure destination is the function's ``on_failure`` sink: an SQS queue gets the
   AWS-shaped metadata message, an S3 bucket an object with the whole invocation record (the
   message plus ``payload``, the batch's event), under Lambda's key layout;
@@ -24,6 +32,7 @@ The compiled plan that workers load is written to ``.shardline/`` in the working
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import time
 import uuid
@@ -35,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from deploy.errors import EXIT_USAGE, DeployError
-from deploy.names import function_name, lease_table_name
+from deploy.names import function_name, lease_table_name, stream_consumer_name
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
@@ -54,6 +63,8 @@ __all__ = [
     "keeps_payload",
     "mapping_status",
     "on_failure_destination",
+    "register_consumer",
+    "shared_share",
     "stop_on_signals",
 ]
 
@@ -170,7 +181,7 @@ def deployed_settings(
         m
         for page in lam.get_paginator("list_event_source_mappings").paginate(FunctionName=name)
         for m in page["EventSourceMappings"]
-        if m.get("EventSourceArn", "").endswith(f":stream/{stream}")
+        if _reads_stream(m.get("EventSourceArn", ""), stream)
     ]
     # the live one, newest first: during a replacement the old one may still be listed
     found = sorted(
@@ -188,6 +199,58 @@ def deployed_settings(
         mapping = {**mapping, "StartingPositionTimestamp": batch.get("starting_timestamp")}
     destination = (mapping.get("DestinationConfig") or {}).get("OnFailure", {}).get("Destination")
     return MappingSettings.from_lambda(mapping, timeout), destination
+
+
+def _reads_stream(arn: str, stream: str) -> bool:
+    """Whether a mapping's source is the stream or an enhanced fan-out consumer of it.
+
+    >>> _reads_stream("arn:aws:kinesis:us-east-1:1:stream/s", "s")
+    True
+    >>> _reads_stream("arn:aws:kinesis:us-east-1:1:stream/s/consumer/p-f:1700000000", "s")
+    True
+    >>> _reads_stream("arn:aws:kinesis:us-east-1:1:stream/s2", "s")
+    False
+    """
+    _, _, resource = arn.partition(":stream/")
+    return resource.split("/consumer/", 1)[0] == stream
+
+
+def register_consumer(plan: Plan, function: str, client: Callable[[str], Any]) -> str:
+    """Register the function's enhanced fan-out consumer on the plan's stream (kept when it
+    is there already, as after an earlier run or a deploy); returns its ARN.
+
+    moto implements RegisterStreamConsumer but not SubscribeToShard: the mapping still reads
+    with GetRecords, with the consumer's own budget (:func:`stream.esm.rules.next_read_at`).
+    """
+    kinesis = client("kinesis")
+    stream = plan["stream"]["name"]
+    stream_arn = kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"][
+        "StreamARN"
+    ]
+    name = stream_consumer_name(plan, function)
+    # looked up first: moto registers a second consumer of the same name where AWS refuses
+    try:
+        found = kinesis.describe_stream_consumer(StreamARN=stream_arn, ConsumerName=name)
+        return str(found["ConsumerDescription"]["ConsumerARN"])
+    except kinesis.exceptions.ResourceNotFoundException:
+        pass
+    try:
+        made = kinesis.register_stream_consumer(StreamARN=stream_arn, ConsumerName=name)
+    except kinesis.exceptions.ResourceInUseException:  # another run registered it meanwhile
+        found = kinesis.describe_stream_consumer(StreamARN=stream_arn, ConsumerName=name)
+        return str(found["ConsumerDescription"]["ConsumerARN"])
+    return str(made["Consumer"]["ConsumerARN"])
+
+
+def shared_share(settings: Mapping[str, MappingSettings]) -> int:
+    """How many functions split each shard's shared read throughput: those of the plan's
+    stream without an enhanced fan-out consumer (at least 1).
+
+    >>> from stream.esm.rules import MappingSettings
+    >>> shared_share({"a": MappingSettings(), "b": MappingSettings(consumer="efo")})
+    1
+    """
+    return max(1, sum(s.consumer != "efo" for s in settings.values()))
 
 
 class FunctionInitError(DeployError, RuntimeError):
@@ -302,17 +365,27 @@ class LocalRun:
         self.log_to = log_to
         #: per function, where its settings came from: "plan" or "deployed"
         self.sources: dict[str, str] = {}
+        #: per function with ``consumer: efo``, the ARN of its registered consumer
+        self.consumer_arns: dict[str, str] = {}
         self.runs: list[FunctionRun] = []
 
     def build(self) -> list[FunctionRun]:
         """Create the lease tables and the mappings (workers start on first invocation)."""
         from stream.esm.checkpoints import LeaseTable  # noqa: PLC0415
         from stream.esm.mapping import EventSourceMapping  # noqa: PLC0415
+        from stream.esm.rules import MappingSettings  # noqa: PLC0415
 
         plan_file = self._write_plan()
         stream = self.plan["stream"]["name"]
         # every function's settings first: a missing deployment fails before tables are made
         chosen = {name: self._settings(name) for name in self.names}
+        # the shard's shared throughput is split among every shared function of the file,
+        # whether this process runs it or another one does (as in AWS, where all consume)
+        every = {
+            name: chosen[name][0] if name in chosen else MappingSettings.from_plan(spec)
+            for name, spec in self.plan["functions"].items()
+        }
+        share = shared_share(every)
         for name in self.names:
             spec = self.plan["functions"][name]
             table = LeaseTable(
@@ -323,6 +396,9 @@ class LocalRun:
             )
             table.ensure_table()
             settings, destination = chosen[name]
+            efo = settings.consumer == "efo"
+            if efo:
+                self.consumer_arns[name] = register_consumer(self.plan, name, self.client)
             invoker, closers = self._invoker(name, spec, plan_file)
             mapping = EventSourceMapping(
                 stream,
@@ -333,6 +409,7 @@ class LocalRun:
                 function_name=function_name(self.plan, name),
                 on_failure=on_failure_destination(self.plan, name, self.client, destination),
                 on_failure_payload=keeps_payload(self.plan, name, destination),
+                share=1 if efo else share,
             )
             self.runs.append(FunctionRun(name, mapping, closers))
         return self.runs
@@ -413,6 +490,10 @@ class LocalRun:
                 deployed = None  # auto: an endpoint without the Lambda API, or no access
             if deployed is not None:
                 self.sources[name] = "deployed"
+                if self.plan["functions"][name]["batch"].get("consumer") == "efo":
+                    # moto's CloudFormation cannot make the consumer: `dev` deploys the
+                    # mapping on the stream and registers the consumer apart
+                    deployed = (dataclasses.replace(deployed[0], consumer="efo"), deployed[1])
                 return deployed
             if self.settings == "deployed":
                 msg = (

@@ -26,12 +26,17 @@ _EMPTY_PAGES = 3  # an open shard answers empty pages while caught up: stop afte
 
 
 def stream_name(arn_or_name: str) -> str:
-    """The stream's name from its ARN (or the name itself).
+    """The stream's name from its ARN, an enhanced fan-out consumer's ARN (a
+    ``consumer: efo`` mapping's source), or the name itself.
 
     >>> stream_name("arn:aws:kinesis:us-east-1:123456789012:stream/shop-events")
     'shop-events'
+    >>> stream_name("arn:aws:kinesis:us-east-1:1:stream/shop-events/consumer/shop-d:1700000000")
+    'shop-events'
     """
-    return arn_or_name.rpartition("stream/")[2] if ":stream/" in arn_or_name else arn_or_name
+    if ":stream/" not in arn_or_name:
+        return arn_or_name
+    return arn_or_name.partition(":stream/")[2].split("/consumer/", 1)[0]
 
 
 def list_shard_ids(kinesis: Any, stream: str) -> list[str]:

@@ -120,6 +120,7 @@ def validate(r: Reporter, doc: Any) -> dict[str, Any]:
     stream = _stream(r, f)
     sinks = _sinks(r, f)
     functions = _functions(r, f, sinks, aggregated=stream["aggregated"] is True)
+    _shared_readers(r, functions)
     if name is not None:
         _generated_names(r, name, functions)
     return {
@@ -131,6 +132,26 @@ def validate(r: Reporter, doc: Any) -> dict[str, Any]:
         "metrics": metrics,
         "log_payloads": log_payloads,
     }
+
+
+#: More shared-throughput functions than this on one stream slow each other down noticeably.
+SHARED_READERS_NOTED = 2
+
+
+def _shared_readers(r: Reporter, functions: dict[str, Any]) -> None:
+    """A note (not an error) when more than two functions share the stream's read throughput:
+    each shard's 5 reads/s and 2 MB/s are split among them (AWS advises at most two)."""
+    shared = [
+        name for name, fn in functions.items() if (fn.get("batch") or {}).get("consumer") != "efo"
+    ]
+    if len(shared) > SHARED_READERS_NOTED:
+        r.note(
+            ("functions",),
+            f"{len(shared)} functions share each shard's 5 reads/s and 2 MB/s "
+            f"({', '.join(shared)}): each gets 1/{len(shared)} of them, so every one reads and "
+            "delivers more slowly than alone; give the busiest 'batch: {consumer: efo}' "
+            "(enhanced fan-out: 2 MB/s per shard of its own; `shardline cost` prices it)",
+        )
 
 
 def _generated_names(r: Reporter, name: str, functions: dict[str, Any]) -> None:
@@ -386,6 +407,7 @@ def _batch(r: Reporter, fn: Fields) -> dict[str, Any]:
         "bisect_on_error": f.read("bisect_on_error", keys["bisect_on_error"]),
         "max_retries": _bounded(f, "max_retries", what="retry forever"),
         "max_record_age_s": _bounded(f, "max_record_age_s", what="no age limit"),
+        "consumer": f.read("consumer", keys["consumer"]),
     }
 
 

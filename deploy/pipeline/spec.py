@@ -239,6 +239,14 @@ BATCH: Section = {
         minimum=60,
         maximum=604800,
     ),
+    "consumer": Key(
+        "enum",
+        "shared: the shard's 5 reads/s and 2 MB/s, split among the stream's shared functions; "
+        "efo: an enhanced fan-out consumer of the function's own, with 2 MB/s per shard "
+        "(priced apart: see shardline cost).",
+        default="shared",
+        enum=("shared", "efo"),
+    ),
 }
 
 

@@ -71,6 +71,8 @@ __all__ = [
     "AGE_EXCEEDED",
     "MAX_PAYLOAD_BYTES",
     "RETRIES_EXHAUSTED",
+    "SHARD_READS_PER_S",
+    "SHARD_READ_BYTES_PER_S",
     "Batch",
     "BatchInfo",
     "Decision",
@@ -87,6 +89,7 @@ __all__ = [
     "expired",
     "iso_time",
     "lane_of",
+    "next_read_at",
     "on_failure_message",
     "retry_delay",
     "with_payload",
@@ -97,6 +100,12 @@ MAX_PAYLOAD_BYTES: Final = 6 * 1024 * 1024
 #: ``requestContext.condition`` values of the on-failure message.
 RETRIES_EXHAUSTED: Final = "RetryAttemptsExhausted"
 AGE_EXCEEDED: Final = "RecordAgeExceeded"
+
+#: A shard's shared read throughput (Kinesis): 5 GetRecords calls and 2 MB per second, for
+#: all the shared-throughput consumers of the stream together. An enhanced fan-out consumer
+#: has 2 MB/s per shard of its own.
+SHARD_READS_PER_S: Final = 5
+SHARD_READ_BYTES_PER_S: Final = 2 * 1024 * 1024
 
 _POSITIONS: Final = ("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP")
 _EVENT_OVERHEAD: Final = len('{"Records":[]}')
@@ -123,6 +132,8 @@ class MappingSettings:
         timeout_s: the function's timeout.
         report_batch_item_failures: ``FunctionResponseTypes`` holds
             ``ReportBatchItemFailures``; when off, the response is ignored.
+        consumer: ``shared`` (the stream's shared throughput) or ``efo`` (an enhanced
+            fan-out consumer: the mapping's ``EventSourceArn`` is the consumer's).
     """
 
     size: int = 100
@@ -136,6 +147,7 @@ class MappingSettings:
     filter_criteria: tuple[Mapping[str, Any], ...] = ()
     timeout_s: float = 3.0
     report_batch_item_failures: bool = True
+    consumer: str = "shared"
 
     def __post_init__(self) -> None:
         position = str(self.starting_position).upper()
@@ -156,6 +168,8 @@ class MappingSettings:
                 f"starting_position: {self.starting_position!r} is not one of "
                 "trim_horizon, latest, at_timestamp"
             )
+        if self.consumer not in ("shared", "efo"):
+            problems.append(f"consumer: {self.consumer!r} is not one of shared, efo")
         if position == "AT_TIMESTAMP" and self.starting_timestamp is None:
             problems.append("starting_timestamp: required with starting_position at_timestamp")
         if problems:
@@ -167,7 +181,8 @@ class MappingSettings:
         """The settings of one function of a compiled plan (``plan["functions"][name]``).
 
         Reads ``batch`` (size, window_s, starting_position, starting_timestamp,
-        parallelization, bisect_on_error, max_retries, max_record_age_s), ``timeout_s`` and
+        parallelization, bisect_on_error, max_retries, max_record_age_s, consumer),
+        ``timeout_s`` and
         ``filter_criteria`` (a list of patterns). ``starting_timestamp`` may be epoch
         seconds or an ISO 8601 string (UTC when it names no zone); a null limit is -1.
 
@@ -189,6 +204,7 @@ class MappingSettings:
             max_record_age_s=-1 if age is None else float(age),
             filter_criteria=tuple(function.get("filter_criteria") or ()),
             timeout_s=float(function.get("timeout_s") or 3),
+            consumer=str(batch.get("consumer") or "shared"),
         )
 
     @classmethod
@@ -217,6 +233,7 @@ class MappingSettings:
             timeout_s=float(timeout_s),
             report_batch_item_failures="ReportBatchItemFailures"
             in (mapping.get("FunctionResponseTypes") or ()),
+            consumer="efo" if "/consumer/" in str(mapping.get("EventSourceArn", "")) else "shared",
         )
 
 
@@ -337,6 +354,60 @@ def lane_of(partition_key: str, lanes: int) -> int:
 #: The wait before a batch's first retry, doubled for each further retry, up to the cap.
 RETRY_BASE_DELAY_S: Final = 2.0
 RETRY_MAX_DELAY_S: Final = 60.0
+
+
+def next_read_at(reads: Sequence[tuple[float, int]], share: int = 1) -> float:
+    """When a consumer may next read a shard, after its own ``reads`` of it.
+
+    The shard's 5 reads/s and 2 MB/s are split evenly among the ``share`` consumers that
+    read it with shared throughput (the stream's functions without ``consumer: efo``), so
+    each has ``5/share`` reads and ``2/share`` MB per second; an enhanced fan-out consumer
+    has a budget of its own (``share=1``). Two rules, both per consumer:
+
+    * **reads**: at most 5 in any ``share`` seconds (for one consumer, Kinesis's own
+      5 per rolling second; for five, one a second: the delivery AWS documents for five);
+    * **bytes**: once the reads since some read ``i`` brought 2 MiB or more, the next waits
+      until those bytes are paid at ``2/share`` MiB/s from read ``i``'s time. So small reads
+      go at once, a backlog drains at ``2/share`` MiB/s, and one 10 MB read holds the next
+      back ``5 * share`` seconds, as Kinesis throttles after a large GetRecords.
+
+    Edge case it avoids: a read window that stayed one second for any ``share`` would let
+    each of five consumers make five reads a second, 25 on a shard that allows 5, and
+    adding functions would slow nothing.
+
+    Args:
+        reads: ``(time, bytes)`` of the consumer's reads of the shard, oldest first; only
+            the last five count.
+        share: how many consumers split the shard's throughput (at least 1).
+
+    Returns:
+        The earliest time of the next read (``-inf`` when there was none).
+
+    >>> next_read_at([])
+    -inf
+    >>> next_read_at([(10.0, 100)])  # small reads go at once
+    10.0
+    >>> next_read_at([(10.0, 0)] * 5), next_read_at([(10.0, 0)] * 5, share=3)
+    (11.0, 13.0)
+    >>> mib = 1024 * 1024
+    >>> next_read_at([(10.0, mib), (10.5, mib)], share=2)  # 2 MiB at 1 MiB/s from 10.0
+    12.0
+    >>> next_read_at([(10.0, 10 * mib)])  # Kinesis: 10 MB, then 5 s of throttling
+    15.0
+    """
+    if not reads:
+        return -math.inf
+    share = max(1, share)
+    recent = list(reads)[-SHARD_READS_PER_S:]
+    at = recent[-1][0]
+    if len(recent) >= SHARD_READS_PER_S:
+        at = max(at, recent[0][0] + share)
+    since = 0
+    for read_at, size in reversed(recent):
+        since += size
+        if since >= SHARD_READ_BYTES_PER_S:
+            at = max(at, read_at + since * share / SHARD_READ_BYTES_PER_S)
+    return at
 
 
 def retry_delay(retries: int) -> float:

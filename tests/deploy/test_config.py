@@ -213,6 +213,7 @@ class TestValidExample:
                 "bisect_on_error": True,
                 "max_retries": 3,
                 "max_record_age_s": 86400,
+                "consumer": "shared",
             },
             "ordering": "per_key",
             "filter_pushdown": False,
@@ -437,6 +438,22 @@ class TestCompile:
         on = parse_config(text.replace("    route:", "    filter_pushdown: true\n    route:"))
         assert compile_plan(on)["functions"]["main"]["filter_criteria"] == [{"data": {"a": [1]}}]
         assert [n.path for n in on.notes] == ["functions.main.filter_pushdown"]
+
+    def test_more_than_two_shared_functions_are_noted_with_efo_as_the_fix(self) -> None:
+        """Each shard's reads are split among the functions without consumer: efo: a third
+        one is noted (not an error) at the functions section, naming the fix."""
+        three = MINIMAL.replace(
+            "functions:\n",
+            "functions:\n  b: {route: [out]}\n  c: {route: [out]}\n",
+        )
+        cfg = parse_config(three, env={})
+        (note,) = cfg.notes
+        assert note.path == "functions"
+        assert note.line == three.splitlines().index("functions:") + 1
+        assert "3 functions share each shard's 5 reads/s and 2 MB/s" in note.message
+        assert "consumer: efo" in note.message
+        efo = three.replace("c: {route: [out]}", "c: {route: [out], batch: {consumer: efo}}")
+        assert parse_config(efo, env={}).notes == ()
 
     def test_the_local_mapping_drops_non_json_only_with_pushdown(self) -> None:
         """`run` builds its mapping from the plan: with pushdown its filter drops a record

@@ -210,6 +210,52 @@ class TestKinesis:
         result = estimate(plan_of(PROVISIONED), 4500, 100)
         assert any("set stream.shards to at least 5" in note for note in result.notes)
 
+    def test_an_efo_function_on_demand_pays_its_own_gb_retrieved_not_the_shared_one(self) -> None:
+        """1,000 records/s of 1 KB, b with consumer: efo: data out counts a alone, and b's
+        consumer bills every GB at the EFO price (no consumer-shard hours on demand)."""
+        prices = {"regions": {"us-east-1": {"kinesis_enhanced_fan_out": {
+            "per_gb_retrieved_on_demand": 0.05,
+        }}}}  # fmt: skip
+        text = TWO_FUNCTIONS_ON_DEMAND.replace(
+            "b: {processors: [], route: [out]}",
+            "b: {batch: {consumer: efo}, processors: [], route: [out]}",
+        )
+        result = estimate(plan_of(text), 1000, 1024, prices=prices)
+        gb = 1000 * 3600 * 730 * 1024 / 1024**3
+        assert usd(result, "Kinesis", "data out (1 consuming") == pytest.approx(gb * 0.04)
+        assert usd(result, "Kinesis", "b: EFO data retrieved") == pytest.approx(gb * 0.05)
+        assert not [line for line in result.lines if "consumer-shard" in line.item]
+        assert any("each EFO function adds" in note for note in result.notes)
+
+    def test_an_efo_function_on_a_provisioned_stream_pays_consumer_shard_hours(self) -> None:
+        text = PROVISIONED.replace(
+            "a: {processors: [], route: [out]}",
+            "a: {batch: {consumer: efo}, processors: [], route: [out]}",
+        )
+        result = estimate(plan_of(text), 100, 1024)
+        hours = usd(result, "Kinesis", "a: EFO consumer-shard hours (3 shards)")
+        assert round(hours, 2) == round(3 * 730 * 0.015, 2) == 32.85
+        gb = 100 * 3600 * 730 * 1024 / 1024**3
+        assert usd(result, "Kinesis", "a: EFO data retrieved") == pytest.approx(gb * 0.013)
+
+    def test_it_says_from_how_many_functions_and_which_rate_efo_pays_off(self) -> None:
+        """3 provisioned shards, 1 KB records: one shard reads 2 MiB/s, so the shared
+        function alone saturates at 6,144 records/s; at 1,000 records/s (about 333 KB/s a
+        shard) the seventh function would, but five already share one read a second."""
+        model = CostModel.create(plan_of(PROVISIONED), 1024)
+        functions, rate = model.efo_pays_off(1000)
+        assert functions == 6  # more than 5: the 5 reads/s run out first
+        assert rate == pytest.approx(3 * 2 * 1024**2 / 1024)
+        functions, _ = model.efo_pays_off(6000)  # 2,000 KB/s a shard: the second saturates
+        assert functions == 2
+        note = next(n for n in model.notes(1000) if "pays off" in n)
+        assert "from 6 shared functions" in note
+        assert "from 6,144 records/s" in note
+
+    def test_on_demand_the_shared_limit_is_never_reached_by_four_functions(self) -> None:
+        model = CostModel.create(plan_of(TWO_FUNCTIONS_ON_DEMAND), 1024)
+        assert model.efo_pays_off(1000)[1] is None
+
     def test_billing_units_round_up(self) -> None:
         assert [kinesis_billed_bytes(b) for b in (1, 1024, 1025)] == [1024, 1024, 2048]
         assert [put_payload_units(b) for b in (1, 25 * 1024, 25 * 1024 + 1)] == [1, 1, 2]

@@ -151,6 +151,7 @@ def batches() -> st.SearchStrategy[dict[str, Any]]:
             "bisect_on_error": st.booleans(),
             "max_retries": st.integers(0, 10000),
             "max_record_age_s": st.integers(60, 604800),
+            "consumer": st.sampled_from(["shared", "efo"]),
         },
     )
     at = st.fixed_dictionaries(
@@ -336,6 +337,51 @@ class TestEventSourceMapping:
                 "OnFailure": {"Destination": {"Fn::GetAtt": ["ShopDlqQueue", "Arn"]}}
             },
         }
+
+    def test_an_efo_function_reads_through_a_consumer_of_its_own(self):
+        doc = minimal(
+            main={"batch": {"consumer": "efo"}, "processors": [], "route": ["out"]},
+            other={"processors": [], "route": ["out"]},
+        )
+        template = build(plan_of(doc))
+        assert of_type(template, "Kinesis::StreamConsumer") == {
+            "MainConsumer": {
+                "ConsumerName": "shop-main",
+                "StreamARN": {"Fn::GetAtt": ["Stream", "Arn"]},
+            }
+        }
+        sources = {
+            props["FunctionName"]["Ref"]: props["EventSourceArn"]
+            for props in of_type(template, "Lambda::EventSourceMapping").values()
+        }
+        assert sources == {
+            "MainFunction": {"Fn::GetAtt": ["MainConsumer", "ConsumerARN"]},
+            "OtherFunction": {"Fn::GetAtt": ["Stream", "Arn"]},
+        }
+        assert template["Outputs"]["MainConsumerArn"]["Value"] == {
+            "Fn::GetAtt": ["MainConsumer", "ConsumerARN"]
+        }
+
+    def test_an_efo_role_subscribes_to_its_consumer_and_never_calls_get_records(self):
+        doc = minimal(
+            main={"batch": {"consumer": "efo"}, "processors": [], "route": ["out"]},
+            other={"processors": [], "route": ["out"]},
+        )
+        template = build(plan_of(doc))
+        efo = statements(template, "main")
+        assert efo["ReadThroughOwnConsumer"] == {
+            "Sid": "ReadThroughOwnConsumer",
+            "Effect": "Allow",
+            "Action": ["kinesis:DescribeStreamConsumer", "kinesis:SubscribeToShard"],
+            "Resource": [{"Fn::GetAtt": ["MainConsumer", "ConsumerARN"]}],
+        }
+        assert efo["DescribeStream"]["Action"] == [
+            "kinesis:DescribeStream", "kinesis:DescribeStreamSummary", "kinesis:ListShards",
+        ]  # fmt: skip
+        assert "ReadStream" not in efo
+        shared = statements(template, "other")
+        assert "kinesis:GetRecords" in shared["ReadStream"]["Action"]
+        assert not any("SubscribeToShard" in str(s) for s in shared.values())
 
     def test_at_timestamp_sets_the_timestamp_in_epoch_seconds(self):
         batch = {"starting_position": "at_timestamp", "starting_timestamp": "2024-05-01T00:00:00Z"}
@@ -659,6 +705,7 @@ class TestLeastPrivilege:
         ids = logical_ids(plan)
         for function, spec in plan["functions"].items():
             allowed = {ids[("Stream", "")], ids[("LogGroup", function)]}
+            allowed.add(ids.get(("Consumer", function), ""))  # its own EFO consumer
             for sink in used_sinks(spec):
                 sink_spec = plan["sinks"][sink]
                 for kind, key in (("Table", "table"), ("Bucket", "bucket"), ("Queue", "queue"),

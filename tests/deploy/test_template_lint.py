@@ -61,6 +61,7 @@ KITCHEN_SINK: dict[str, Any] = {
         },
         "archive": {"processors": [], "route": ["archive"], "on_failure": "archive"},
         "bare": {"processors": [], "route": ["debug"]},
+        "fan-out": {"batch": {"consumer": "efo"}, "processors": [], "route": ["debug"]},
     },
 }  # fmt: skip
 

@@ -51,6 +51,7 @@ WILDCARD_RESOURCES: dict[str, str] = {
 NOT_STORES: dict[str, str] = {
     "AWS::Lambda::Function": "code and configuration; Lambda encrypts them at rest",
     "AWS::Lambda::EventSourceMapping": "configuration",
+    "AWS::Kinesis::StreamConsumer": "a registration: the records stay in the stream",
     "AWS::IAM::Role": "configuration",
     "AWS::CloudWatch::Alarm": "configuration",
     "AWS::S3::BucketPolicy": "configuration",
@@ -242,7 +243,41 @@ CHECKS = [
     check_only_lambda_assumes_roles,
     check_no_public_bucket,
 ]
-CHECKS_WITH_PLAN = [check_named_resources_come_from_the_file, check_every_store_is_encrypted]
+def check_efo_reads_only_its_own_consumer(template: dict[str, Any], plan: Any) -> None:
+    """A ``consumer: efo`` function's role reads no records from the stream itself (no
+    GetRecords, no GetShardIterator) and subscribes to its own consumer only; a shared
+    function's role subscribes to nothing."""
+    resources = template["Resources"]
+    consumers = {
+        props["FunctionName"]["Ref"]: props["EventSourceArn"]
+        for props in _of_type(template, "AWS::Lambda::EventSourceMapping")
+    }
+    for function, spec in plan["functions"].items():
+        fid = next(i for i, r in resources.items() if r["Type"] == "AWS::Lambda::Function"
+                   and r["Properties"]["Environment"]["Variables"]["SHARDLINE_FUNCTION"]
+                   == function)  # fmt: skip
+        role = resources[resources[fid]["Properties"]["Role"]["Fn::GetAtt"][0]]["Properties"]
+        (policy,) = role["Policies"]
+        granted = policy["PolicyDocument"]["Statement"]
+        subscribe = [s for s in granted if "kinesis:SubscribeToShard" in s["Action"]]
+        if spec["batch"].get("consumer") == "efo":
+            source = consumers[fid]
+            assert source["Fn::GetAtt"][1] == "ConsumerARN", source
+            assert [s["Resource"] for s in subscribe] == [[source]]
+            assert not any(
+                a in s["Action"]
+                for s in granted
+                for a in ("kinesis:GetRecords", "kinesis:GetShardIterator")
+            )
+        else:
+            assert subscribe == []
+
+
+CHECKS_WITH_PLAN = [
+    check_named_resources_come_from_the_file,
+    check_every_store_is_encrypted,
+    check_efo_reads_only_its_own_consumer,
+]
 
 
 class TestSecurity:

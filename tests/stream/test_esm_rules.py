@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 import pytest
+from hypothesis import given as hypothesis_given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
@@ -34,6 +35,8 @@ from stream.esm.rules import (
     AGE_EXCEEDED,
     MAX_PAYLOAD_BYTES,
     RETRIES_EXHAUSTED,
+    SHARD_READ_BYTES_PER_S,
+    SHARD_READS_PER_S,
     Batch,
     InvocationStatus,
     MappingSettings,
@@ -43,6 +46,7 @@ from stream.esm.rules import (
     expired,
     iso_time,
     lane_of,
+    next_read_at,
     on_failure_message,
 )
 from stream.esm.store import MemoryCheckpoints
@@ -259,6 +263,7 @@ def rig(
     clock: Clock | None = None,
     on_failure: Callable[[Any], None] | None = None,
     on_failure_payload: bool = False,
+    share: int = 1,
     **settings: Any,
 ) -> Rig:
     clock = clock or Clock()
@@ -277,6 +282,7 @@ def rig(
         now=clock,
         sleep=clock.sleep,
         function_arn="arn:aws:lambda:us-east-1:123456789012:function:f",
+        share=share,
     )
     return Rig(clock, kinesis, invoker, store, esm, failures)
 
@@ -289,6 +295,11 @@ def keys_in_lanes(lanes: int) -> list[str]:
         found.setdefault(lane_of(f"k{i}", lanes), f"k{i}")
         i += 1
     return [found[lane] for lane in range(lanes)]
+
+
+given_reads = hypothesis_given(
+    st.integers(1, 8), st.lists(st.integers(0, 10 * 1024 * 1024), min_size=1, max_size=40)
+)
 
 
 # -- settings ---------------------------------------------------------------------------
@@ -687,6 +698,51 @@ class TestMemoryCheckpoints:
 # -- the mapping ------------------------------------------------------------------------
 
 
+class TestNextReadAt:
+    """The pacing rule: the shard's 5 reads/s and 2 MiB/s split among ``share`` functions."""
+
+    def test_the_first_read_goes_at_once(self):
+        assert next_read_at([], share=4) == float("-inf")
+
+    def test_one_function_has_five_reads_per_rolling_second(self):
+        reads = [(10.0, 0), (10.2, 0), (10.4, 0), (10.6, 0), (10.8, 0)]
+        assert next_read_at(reads) == 11.0
+        assert next_read_at(reads[:4]) == 10.6
+
+    def test_five_functions_have_one_read_a_second_each(self):
+        reads = [(float(t), 0) for t in range(5)]
+        assert next_read_at(reads, share=5) == 5.0
+
+    def test_small_reads_do_not_wait_for_bytes(self):
+        assert next_read_at([(3.0, 1000)], share=5) == 3.0
+
+    def test_bytes_over_2_mib_are_paid_at_the_functions_share(self):
+        mib = 1024 * 1024
+        assert next_read_at([(0.0, 2 * mib)], share=1) == 1.0
+        assert next_read_at([(0.0, 2 * mib)], share=4) == 4.0
+        assert next_read_at([(0.0, mib), (0.5, mib)], share=1) == 1.0
+
+    def test_an_efo_function_keeps_the_budget_of_a_function_alone(self):
+        reads = [(0.0, 0)] * 5
+        assert next_read_at(reads, share=1) == next_read_at(reads)
+
+    @given_reads
+    @hypothesis_settings(deadline=None)
+    def test_a_greedy_reader_never_exceeds_its_share(self, share, sizes):
+        """Reading as soon as allowed, a function makes at most 5 reads in any ``share``
+        seconds and reads at most 2 MiB/share per second plus one 2 MiB burst and one read."""
+        t, reads = 0.0, []
+        for size in sizes:
+            t = max(t, next_read_at(reads, share))
+            reads.append((t, size))
+        times = [at for at, _ in reads]
+        for i in range(len(times) - SHARD_READS_PER_S):
+            assert times[i + SHARD_READS_PER_S] - times[i] >= share - 1e-9
+        elapsed = times[-1] - times[0]
+        allowed = SHARD_READ_BYTES_PER_S * (elapsed / share + 1) + max(sizes)
+        assert sum(sizes) <= allowed
+
+
 class TestReading:
     def test_the_event_has_exactly_the_aws_shape(self):
         r = rig()
@@ -743,6 +799,28 @@ class TestReading:
         r.clock.t += 1.0
         r.steps(10)
         assert len(r.kinesis.calls[SHARD]) == 2 * GET_RECORDS_PER_SECOND
+
+    def test_three_shared_functions_each_read_a_shard_five_times_in_three_seconds(self):
+        r = rig(size=1, share=3)
+        for i in range(40):
+            r.kinesis.put("k", {"i": i})
+        r.steps(40, advance=0.1)  # four seconds
+        calls = r.kinesis.calls[SHARD]
+        assert all(later - earlier >= 3.0 for earlier, later in zip(calls, calls[5:], strict=False))
+        assert len(calls) == 10  # 5 at once, 5 more three seconds later
+
+    def test_a_backlog_of_large_records_drains_at_the_functions_share_of_2_mib(self):
+        mib = 1024 * 1024
+        r = rig(size=1, share=2)
+        for _ in range(8):
+            r.kinesis.put("k", b"x" * (mib // 2), arrival=r.clock.t)
+        r.steps(400, advance=0.05)  # 20 s
+        assert len(r.invoker.events) == 8
+        reads = r.kinesis.calls[SHARD]
+        # 4 MiB at 1 MiB/s (a half of 2 MiB/s): the last record is read about 2 s in at the
+        # earliest (the first 2 MiB go at once), never sooner
+        first_with_data = reads[0]
+        assert reads[-1] - first_with_data >= 2.0
 
     def test_a_caught_up_shard_is_polled_once_per_idle_interval(self):
         r = rig()
