@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import gc
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from time import perf_counter
@@ -45,10 +44,11 @@ from stream.event import records_from_event
 from stream.faults import broken_steps, infrastructure_code, is_infrastructure
 from stream.logs import BatchLog
 from stream.metrics import Measurements, Metrics
-from stream.overlap import SINK_WIDTH, run_all
+from stream.overlap import SINK_WIDTH, new_pool, run_all
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
+    from concurrent.futures import ThreadPoolExecutor
 
     from processors.chain import Chain, ChainResult, Step, StepFailure
     from stream.records import Record
@@ -148,9 +148,8 @@ class BatchRunner:
         self._now = now
         self.metrics = Metrics(pipeline, function, now=now) if metrics else None
         self.log = BatchLog(function, pipeline, log_payloads=log_payloads)
-        # made once per runner; its threads start on the first batch with two sinks to write
-        width = min(len(self.sinks), SINK_WIDTH)
-        self._pool = ThreadPoolExecutor(width, "shardline-sink") if width > 1 else None
+        # made once per runner, on its first batch with two sinks to write (not per batch)
+        self._pool: ThreadPoolExecutor | None = None
 
     def invoke(self, event: Mapping[str, Any], context: Any = None) -> BatchResponse:
         """What the Lambda handler runs per invocation: :meth:`handle`, then the batch's
@@ -230,6 +229,8 @@ class BatchRunner:
         # the sinks are written at once (stream.overlap); their answers are read in order
         timed = measured is not None
         sends = [partial(self._send, name, items, timed) for name, items in writes]
+        if len(sends) > 1 and self._pool is None:
+            self._pool = new_pool(min(len(self.sinks), SINK_WIDTH), "shardline-sink")
         sent = run_all(sends, self._pool)
         for (name, items), answer in zip(writes, sent, strict=True):
             sink_letters += self._write(name, items, answer, result)

@@ -27,18 +27,19 @@ first use), never per invocation.
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
+    from concurrent.futures import ThreadPoolExecutor
 
 __all__ = [
     "ENABLED",
     "SINK_WIDTH",
     "WAVE_WIDTH",
     "call_pool",
+    "new_pool",
     "overlapping",
     "run_all",
     "wave_width",
@@ -91,8 +92,17 @@ def call_pool() -> ThreadPoolExecutor:
         with _lock:
             pool = _pool
             if pool is None:
-                pool = _pool = ThreadPoolExecutor(WAVE_WIDTH, thread_name_prefix="shardline-call")
+                pool = _pool = new_pool(WAVE_WIDTH, "shardline-call")
     return pool
+
+
+def new_pool(width: int, name: str) -> ThreadPoolExecutor:
+    """A pool of at most ``width`` threads, started on first use. ``concurrent.futures``
+    costs milliseconds to import, so it is imported here, when a first pool is needed,
+    not on the cold-start path."""
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415  # see above
+
+    return ThreadPoolExecutor(width, thread_name_prefix=name)
 
 
 def run_all(calls: Sequence[Callable[[], T]], pool: ThreadPoolExecutor | None = None) -> list[T]:
