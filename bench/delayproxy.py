@@ -7,7 +7,8 @@ SigV4 signature stays valid), and counts requests by operation. It runs in its o
 (``python -m bench.delayproxy UPSTREAM LATENCY_MS`` prints its URL, then serves until stdin
 closes), so its work is not counted in the bench's CPU time.
 
-``GET /__delayproxy/calls`` answers the counts as JSON and resets them (never forwarded).
+``GET /__delayproxy/calls`` answers the counts as JSON and resets them, and
+``GET /__delayproxy/latency/MS`` sets the delay (neither is forwarded).
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from urllib.parse import urlsplit
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["COUNTS_PATH", "main", "operation", "serve"]
+__all__ = ["COUNTS_PATH", "LATENCY_PATH", "main", "operation", "serve"]
 
 COUNTS_PATH = "/__delayproxy/calls"
+LATENCY_PATH = "/__delayproxy/latency/"
 _HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -64,7 +66,7 @@ def operation(method: str, path: str, target: str) -> str:
 def serve(upstream: str, latency_ms: float) -> ThreadingHTTPServer:
     """A started proxy to ``upstream`` on a free loopback port (serving in a thread)."""
     target = urlsplit(upstream)
-    delay = latency_ms / 1000.0
+    delay = [latency_ms / 1000.0]
     counts: Counter[str] = Counter()
     lock = threading.Lock()
 
@@ -88,12 +90,16 @@ def serve(upstream: str, latency_ms: float) -> ThreadingHTTPServer:
                     counts.clear()
                 self._answer(200, [("Content-Type", "application/json")], body)
                 return
+            if self.path.startswith(LATENCY_PATH):
+                delay[0] = float(self.path[len(LATENCY_PATH) :]) / 1000.0
+                self._answer(200, [], b"")
+                return
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             op = operation(self.command, self.path, self.headers.get("X-Amz-Target", ""))
             with lock:
                 counts[op] += 1
-            time.sleep(delay)  # the round trip a real region would add
+            time.sleep(delay[0])  # the round trip a real region would add
             headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
             for attempt in range(2):  # a kept-alive upstream connection may have closed
                 conn = self.upstream_conn

@@ -18,7 +18,9 @@ in its own process), as in-region AWS calls take about 10 ms. Per function:
   the ``after`` run measured (``time.process_time`` of this process; the proxy and the
   servers run in others).
 
-Printed: median wall and CPU ms, calls by operation, the ratios, and Lambda GB-seconds per
+Each shardline row is also run with the latency set to 0: the wall time it adds, divided by
+the latency, is how many round trips were sequential ("trips"). Printed: median wall and CPU
+ms, calls by operation, the ratios, and Lambda GB-seconds per
 million records (the function's ``memory_mb``; duration rounded up to the ms, as billed),
 which ``shardline cost --per-record-ms`` can take. Local servers are not AWS: their own
 time per request is in the wall time but not in the floor.
@@ -111,6 +113,13 @@ class _Proxy:
         with urllib.request.urlopen(self.url + COUNTS_PATH, timeout=30) as answer:
             counts: dict[str, int] = json.loads(answer.read())
         return counts
+
+    def latency(self, ms: float) -> None:
+        """Set the delay added to each request from now on."""
+        from bench.delayproxy import LATENCY_PATH  # noqa: PLC0415
+
+        with urllib.request.urlopen(f"{self.url}{LATENCY_PATH}{ms:g}", timeout=30) as answer:
+            answer.read()
 
     def close(self) -> None:
         assert self.process.stdin is not None
@@ -239,17 +248,32 @@ def run(records: int, latency_ms: float, repeat: int, powertools_repeat: int) ->
                     runner.handle(_fresh(event, 0 if enabled else -500))  # warm: clients, cache
                     aws.calls(), search.calls()
                     runs = [
-                        _timed_once(runner.handle, _fresh(event, n + enabled * repeat))
+                        _timed_once(runner.handle, _fresh(event, n + 2 * enabled * repeat))
                         for n in range(1, repeat + 1)
                     ]
-                calls = {**aws.calls(), **search.calls()}
+                    calls = {**aws.calls(), **search.calls()}
+                    for proxy in (aws, search):  # the same again without the latency
+                        proxy.latency(0)
+                    unlagged = [
+                        _timed_once(runner.handle, _fresh(event, n + (2 * enabled + 1) * repeat))
+                        for n in range(1, repeat + 1)
+                    ]
+                    for proxy in (aws, search):
+                        proxy.latency(latency_ms)
+                        proxy.calls()
                 result = runs[-1][2]
                 phases = len({d.step.startswith("sink:") for d in result.dead_letters})
+                wall_ms = statistics.median(r[0] for r in runs) * 1000
+                unlagged_ms = statistics.median(r[0] for r in unlagged) * 1000
                 figures[mode] = {
-                    "wall_ms": statistics.median(r[0] for r in runs) * 1000,
+                    "wall_ms": wall_ms,
                     "cpu_ms": min(r[1] for r in runs) * 1000,
                     "calls": {k: v // repeat for k, v in sorted(calls.items())},
                     "letter_phases": phases,
+                    "wall_ms_without_latency": unlagged_ms,
+                    "sequential_round_trips": (wall_ms - unlagged_ms) / latency_ms
+                    if latency_ms
+                    else 0.0,
                 }
             handler = _powertools(plan, function, search.url)
             handler(event)  # warm: clients, the user cache
@@ -286,7 +310,10 @@ def _table(report: dict[str, Any]) -> str:
     ]
     for function, f in report["functions"].items():
         lines += ["", f"{function} ({f['memory_mb']} MB)"]
-        lines.append(f"  {'':<22} {'wall ms':>9} {'cpu ms':>8} {'GB-s/M rec':>11}  calls")
+        lines.append(
+            f"  {'':<22} {'wall ms':>9} {'cpu ms':>8} {'GB-s/M rec':>11} {'at 0 ms':>8} "
+            f"{'trips':>6}  calls"
+        )
         labels = {
             "before": "shardline, in turn",
             "after": "shardline, overlapped",
@@ -296,15 +323,25 @@ def _table(report: dict[str, Any]) -> str:
         for row, label in labels.items():
             r = f[row]
             calls = ", ".join(f"{k} {v}" for k, v in r.get("calls", {}).items())
+            at_0 = (
+                f"{r['wall_ms_without_latency']:8.1f}"
+                if "wall_ms_without_latency" in r
+                else " " * 8
+            )
+            trips = (
+                f"{r['sequential_round_trips']:6.1f}" if "sequential_round_trips" in r else " " * 6
+            )
             lines.append(
                 f"  {label:<22} {r['wall_ms']:>9.1f} {r['cpu_ms']:>8.1f} "
-                f"{r['gb_s_per_million']:>11.1f}  {calls}"
+                f"{r['gb_s_per_million']:>11.1f} {at_0} {trips}  {calls}"
             )
         before, after = f["before"]["wall_ms"], f["after"]["wall_ms"]
         lines.append(
             f"  before/after {before / after:.2f}x; after/floor "
             f"{after / f['floor']['wall_ms']:.2f}x (target <= 1.25x); powertools/after "
-            f"{f['powertools']['wall_ms'] / after:.1f}x (target >= 10x)"
+            f"{f['powertools']['wall_ms'] / after:.1f}x (target >= 10x); sequential round "
+            f"trips (wall added by the latency / latency) "
+            f"{f['after']['sequential_round_trips']:.1f} (target <= 4)"
         )
     return "\n".join(lines)
 

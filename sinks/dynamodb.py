@@ -281,8 +281,16 @@ class DynamoDBSink(Sink):
             chunks[-1].append((i, item))
             seen.add(primary)
         down: Outcome | None = None  # the endpoint is unreachable: send no further chunks
-        width = wave_width()  # one item per record: a wave's chunks go at once
-        waves = [chunks[n : n + width] for n in range(0, len(chunks), width)]
+        width = wave_width()  # one item per record: a wave's chunks go at once, unless two
+        waves: list[list[list[tuple[int, dict[str, Any]]]]] = []  # write the same item
+        taken: set[tuple[str, str]] = set()
+        for chunk in chunks:
+            primaries = {_primary(item, self.key) for _, item in chunk}
+            if not waves or len(waves[-1]) >= width or not taken.isdisjoint(primaries):
+                waves.append([])
+                taken = set()
+            waves[-1].append(chunk)
+            taken |= primaries
         for wave in waves:
             if down is not None:
                 for i, _ in (one for chunk in wave for one in chunk):

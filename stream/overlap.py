@@ -50,7 +50,7 @@ T = TypeVar("T")
 #: Whether calls overlap at all (``False``: every call in turn, the code before issue 17).
 ENABLED = True
 #: Most calls of one wave in flight at once (one sink's bulk calls, one lookup's chunks).
-WAVE_WIDTH = 16
+WAVE_WIDTH = 32
 #: Most sinks of one function written at once.
 SINK_WIDTH = 4
 

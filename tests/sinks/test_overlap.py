@@ -14,7 +14,7 @@ import pytest
 from processors.chain import Chain
 from sinks.base import OK, Ordering, Outcome, Sink, Status, permanent, retryable
 from stream.batch import BatchRunner
-from stream.overlap import overlapping
+from stream.overlap import WAVE_WIDTH, overlapping
 from stream.records import Record
 
 if TYPE_CHECKING:
@@ -128,9 +128,9 @@ class DownSink(Sink):
         return [retryable("endpoint down", "ServiceUnavailable")] * len(items)
 
 
-@pytest.mark.parametrize(("enabled", "calls"), [(True, 16), (False, 1)])
+@pytest.mark.parametrize(("enabled", "calls"), [(True, WAVE_WIDTH), (False, 1)])
 def test_a_call_failing_entirely_holds_back_the_waves_after_it(enabled, calls):
-    items = _records([f"k{i}" for i in range(100)])  # 50 calls of distinct keys
+    items = _records([f"k{i}" for i in range(4 * WAVE_WIDTH)])  # calls of distinct keys
     sink = DownSink("d")
     with overlapping(enabled):
         outcomes = sink.write_batch(items, Ordering.PER_KEY)
