@@ -163,6 +163,10 @@ class lazy_client:  # used like @property
     """A read-only attribute: the client injected into ``slot`` (``None``: none was), else
     the process's shared client for ``service``, kept in ``slot`` on first use.
 
+    Thread-safe: the calls of a wave (:mod:`stream.overlap`) may ask at once; the client is
+    made once under :func:`aws_client`'s lock (boto3's default session is not thread-safe,
+    its clients are), and every thread stores the same object in ``slot``.
+
     >>> class Sink:
     ...     client = lazy_client("dynamodb")
     ...     def __init__(self, client=None):

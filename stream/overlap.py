@@ -14,9 +14,16 @@ inside a sink the bulk calls that may go together are sent in **waves**
 * ``strict`` ordering sends one call per wave, as before: nothing after the first failure
   may be written.
 
+A sink's own calls go in waves through ``_write_in_chunks`` only when it declares
+``concurrent_calls`` (a plugin's ``_write`` may keep state); the DynamoDB sink sends its
+keys (``latest``) and chunks (``append``) in waves itself. OpenSearch, S3 and SQS send their
+calls in turn inside the sink, each sink beside the others.
+
 boto3 clients are thread-safe, sessions are not: clients are made once per process under a
-lock (:func:`stream.aws.aws_client`). The pools are made once per process (threads start on
-first use), never per invocation.
+lock (:func:`stream.aws.aws_client`). The call pool is made once per process, a runner's
+sink pool once per runner (on its first batch with two sinks to write), never per
+invocation; threads start on first use, and ``concurrent.futures`` is imported only then
+(it costs milliseconds of cold start).
 
 :data:`ENABLED` switches it all off (every call in turn, as before): tests run both paths.
 
@@ -56,6 +63,7 @@ SINK_WIDTH = 4
 
 _pool: ThreadPoolExecutor | None = None
 _lock = threading.Lock()
+_CALLS = "shardline-call"  # the call pool's thread names start so
 
 
 @contextmanager
@@ -83,8 +91,9 @@ def wave_width() -> int:
 def call_pool() -> ThreadPoolExecutor:
     """The process's pool for the calls of waves (made once; threads start on first use).
 
-    A task of this pool never waits on another task of it, so it cannot deadlock: the
-    sinks' own writes run on each runner's pool (:class:`stream.batch.BatchRunner`).
+    A task of this pool never waits on another task of it (:func:`run_all` runs in turn
+    there), so it cannot deadlock; the sinks' own writes run on each runner's pool
+    (:class:`stream.batch.BatchRunner`).
     """
     global _pool  # noqa: PLW0603  # one pool per process, like the clients
     pool = _pool
@@ -92,7 +101,7 @@ def call_pool() -> ThreadPoolExecutor:
         with _lock:
             pool = _pool
             if pool is None:
-                pool = _pool = new_pool(WAVE_WIDTH, "shardline-call")
+                pool = _pool = new_pool(WAVE_WIDTH, _CALLS)
     return pool
 
 
@@ -115,7 +124,9 @@ def run_all(calls: Sequence[Callable[[], T]], pool: ThreadPoolExecutor | None = 
         Exception: the first exception, in the order of ``calls``, after all have ended
             (nothing is left running behind the caller's back).
     """
-    if len(calls) <= 1 or not ENABLED:
+    if len(calls) <= 1 or not ENABLED or threading.current_thread().name.startswith(_CALLS):
+        # a call of a wave that makes calls of its own makes them in turn: a task of the
+        # call pool that waited on others of it could wait for ever when the pool is full
         return [call() for call in calls]
     pool = pool or call_pool()
     futures = [pool.submit(call) for call in calls[1:]]

@@ -155,3 +155,19 @@ def test_sinks_written_at_once_each_keep_their_own_outcomes():
     assert set(result.failed) == {1, 2}
     assert slow.applied == [0, 1]
     assert fast.applied == [0, 2]
+
+
+def test_calls_made_inside_a_call_of_a_wave_go_in_turn():
+    """A task of the call pool never waits on others of it (no deadlock when it is full)."""
+    import threading  # noqa: PLC0415
+
+    from stream.overlap import run_all  # noqa: PLC0415
+
+    def inner() -> list[str]:
+        return run_all([lambda: threading.current_thread().name] * 3)
+
+    with overlapping(True):
+        names = run_all([inner] * (WAVE_WIDTH + 2))
+    for inside in names[1:]:  # those ran on the pool: their own calls in the same thread
+        assert len(set(inside)) == 1
+        assert inside[0].startswith("shardline-call")
