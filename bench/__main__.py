@@ -18,6 +18,10 @@ __all__ = ["BENCHMARKS", "main", "usage"]
 #: name -> (module, one-line description)
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "coldstart": ("bench.coldstart", "import cost of stream.lambda_handler (fresh subprocesses)"),
+    "invocation": (
+        "bench.invocation",
+        "invocation wall time through a delaying proxy: overlapped vs in turn vs Powertools",
+    ),
     "handler": ("bench.handler", "µs/record: shardline vs Powertools BatchProcessor vs plain loop"),
     "producer": ("bench.producer", "records/s: producer batching and aggregation vs PutRecord"),
     "replay": ("bench.replay", "records/s of `shardline replay` from the archive vs a plain loop"),

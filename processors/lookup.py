@@ -63,6 +63,7 @@ from stream.aws import (
     lazy_client,
 )
 from stream.exceptions import DecodeError, RecordError, RetryableError
+from stream.overlap import run_all, wave_width
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -426,20 +427,31 @@ class Lookup:
         size = self.batch_size
         chunks = [g[i : i + size] for g in (strings, numbers) for i in range(0, len(g), size)]
         stop: _Failure | None = None  # a table-wide failure: no further calls this batch
-        for chunk in chunks:
+        width = wave_width()  # chunks of distinct keys: a wave's calls go at once
+        for start in range(0, len(chunks), width):
+            wave = chunks[start : start + width]
             if stop is not None:
-                resolved.update(dict.fromkeys(chunk, stop))
+                for chunk in wave:
+                    resolved.update(dict.fromkeys(chunk, stop))
                 continue
-            try:
-                fetched = self._fetch(chunk)
-            except (LookupFailed, LookupUnavailable) as exc:
-                failure = _Failure(exc)
-                resolved.update(dict.fromkeys(chunk, failure))
-                if exc.table_wide:
-                    stop = failure
-                continue
-            self._store(chunk, fetched, resolved, now)
+            answers = run_all([partial(self._fetch_or_fail, chunk) for chunk in wave])
+            for chunk, fetched in zip(wave, answers, strict=True):  # in order, as in turn
+                if isinstance(fetched, LookupFailed | LookupUnavailable):
+                    failure = _Failure(fetched)
+                    resolved.update(dict.fromkeys(chunk, failure))
+                    if fetched.table_wide:
+                        stop = stop or failure
+                    continue
+                self._store(chunk, fetched, resolved, now)
         return resolved
+
+    def _fetch_or_fail(
+        self, chunk: Sequence[KeyValue]
+    ) -> Fetched | LookupFailed | LookupUnavailable:
+        try:
+            return self._fetch(chunk)
+        except (LookupFailed, LookupUnavailable) as exc:
+            return exc
 
     def _store(
         self,

@@ -41,11 +41,13 @@ import time
 from abc import ABC, abstractmethod
 from base64 import b64decode, b64encode
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 # the attempt budget and the backoff every sink uses, re-exported for sink plugins
 from stream.aws import BASE_DELAY_S, MAX_ATTEMPTS, MAX_DELAY_S, backoff_delay
 from stream.exceptions import ShardlineError
+from stream.overlap import run_all, wave_width
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -260,6 +262,10 @@ class Sink(ABC):
 
     max_batch: ClassVar[int] = 500
     per_key_safe: ClassVar[bool] = False
+    #: Whether ``_write`` may run in several threads at once (it keeps no state per call):
+    #: then the calls of a batch that share no partition key are sent together, in waves
+    #: (:mod:`stream.overlap`). Off by default, for sink plugins that never promised it.
+    concurrent_calls: ClassVar[bool] = False
     #: Accepted options by name, with the type or types of their values (``str``, ``int``,
     #: ``(int, float)``...); ``None``: not declared, not checked by ``validate``.
     option_types: ClassVar[Mapping[str, type | tuple[type, ...]] | None] = None
@@ -314,53 +320,80 @@ class Sink(ABC):
         outage = ""  # why a whole call failed: the rest of the batch is not sent
         keep_order = ordering is not Ordering.NONE
         split_keys = keep_order and not self.per_key_safe
+        # calls sent at once in a wave share no key; strict sends one call at a time
+        concurrent = self.concurrent_calls and ordering is not Ordering.STRICT
+        width = wave_width() if concurrent else 1
+        wave: list[list[int]] = []  # the chunks of the wave not sent yet
+        wave_keys: set[str] = set()
         chunk: list[int] = []
         chunk_keys: set[str] = set()
 
-        def flush() -> None:
+        def send() -> None:
             nonlocal stopped, outage
-            batch = [items[i] for i in chunk]
-            results = self._write(batch)
-            self._check(batch, results)
-            for i, outcome in zip(chunk, results, strict=True):
-                outcomes[i] = outcome
-                if keep_order and outcome.status is Status.RETRYABLE:
-                    failed_keys.add(items[i].partition_key)
-                    stopped = stopped or ordering is Ordering.STRICT
-            if len(results) > 1 and all(o.status is Status.RETRYABLE for o in results):
-                # a whole call of several records failed after its retries: the backend is
-                # down or throttling everything, and every further call would spend the
-                # same retries (seconds each, per invocation), so the rest waits for the
-                # batch's redelivery. One record failing says nothing about the others.
-                outage = results[0].reason
-                stopped = True
+            batches = [[items[i] for i in c] for c in wave]
+            answers = run_all([partial(self._write, batch) for batch in batches])
+            for c, batch, results in zip(wave, batches, answers, strict=True):
+                self._check(batch, results)
+                for i, outcome in zip(c, results, strict=True):
+                    outcomes[i] = outcome
+                    if keep_order and outcome.status is Status.RETRYABLE:
+                        failed_keys.add(items[i].partition_key)
+                        stopped = stopped or ordering is Ordering.STRICT
+                if len(results) > 1 and all(o.status is Status.RETRYABLE for o in results):
+                    # a whole call of several records failed after its retries: the backend
+                    # is down or throttling everything, and every further call would spend
+                    # the same retries (seconds each, per invocation), so the rest waits for
+                    # the batch's redelivery. One record failing says nothing about the
+                    # others. The calls in flight beside it in its wave have ended already.
+                    outage = outage or results[0].reason
+                    stopped = True
+            wave.clear()
+            wave_keys.clear()
+
+        def close() -> None:  # the chunk joins the wave; a full wave is sent
+            wave.append(chunk[:])
+            wave_keys.update(chunk_keys)
             chunk.clear()
             chunk_keys.clear()
+            if len(wave) >= width:
+                send()
 
         for i, item in enumerate(items):
             key = item.partition_key
             if chunk and (len(chunk) >= self.max_batch or (split_keys and key in chunk_keys)):
-                flush()
-            if outage:
-                outcomes[i] = retryable(
-                    f"not sent to sink {self.name!r}: an earlier call of the batch failed "
-                    f"entirely ({outage})",
-                    "HeldBack",
-                )
-                continue
-            if stopped or key in failed_keys:
-                outcomes[i] = retryable(
-                    f"not sent to sink {self.name!r}: an earlier record "
-                    + ("of the batch" if stopped else f"of partition key {key!r}")
-                    + " failed, and order is kept",
-                    "HeldBack",
-                )
+                close()
+            if wave and key in wave_keys:
+                # an earlier call of the wave holds this key: it must be applied first, and
+                # its fate decides this record
+                if chunk:
+                    close()
+                if wave:
+                    send()
+            if outage or stopped or key in failed_keys:
+                outcomes[i] = self._held(key, outage, stopped)
                 continue
             chunk.append(i)
             chunk_keys.add(key)
         if chunk:
-            flush()
+            close()
+        if wave:
+            send()
         return outcomes  # type: ignore[return-value]  # every slot is filled above
+
+    def _held(self, key: str, outage: str, stopped: bool) -> Outcome:
+        """The outcome of a record :meth:`_write_in_chunks` does not send."""
+        if outage:
+            return retryable(
+                f"not sent to sink {self.name!r}: an earlier call of the batch failed "
+                f"entirely ({outage})",
+                "HeldBack",
+            )
+        return retryable(
+            f"not sent to sink {self.name!r}: an earlier record "
+            + ("of the batch" if stopped else f"of partition key {key!r}")
+            + " failed, and order is kept",
+            "HeldBack",
+        )
 
     def _check(self, items: Sequence[Record], outcomes: Sequence[Outcome]) -> None:
         if len(outcomes) != len(items):

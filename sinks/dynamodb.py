@@ -42,7 +42,9 @@ not the records' fault: retryable at once, without the attempts, and nothing fur
 tried. Validation errors (an item over 400 KB, an empty key) are permanent, with the reason.
 DynamoDB refuses a whole ``BatchWriteItem`` for one invalid item (a key of the wrong type, a
 number out of range, nesting past 32 levels), so a call refused that way is made again item
-by item: only the bad item is permanent, not its 24 neighbours. boto3 is imported
+by item: only the bad item is permanent, not its 24 neighbours. Keys (``latest``) and
+calls (``append``) go at once in waves (:mod:`stream.overlap`): each is an item of its own,
+and a table found down stops the waves after it. boto3 is imported
 when the first client is made, not when this module is.
 """
 
@@ -66,6 +68,7 @@ from sinks.base import (
     retryable,
 )
 from stream.aws import Kind, classify, lazy_client
+from stream.overlap import run_all, wave_width
 from stream.records import record_position
 
 if TYPE_CHECKING:
@@ -242,12 +245,16 @@ class DynamoDBSink(Sink):
             key = str(item[self.key])  # {"S": "1"} and {"N": "1"} are different keys
             members.setdefault(key, []).append(n)
         down: Outcome | None = None  # the endpoint is unreachable: write no further keys
-        for candidates in members.values():
+        keys = list(members.values())
+        width = wave_width()  # keys are items of their own: a wave's keys go at once
+        for start in range(0, len(keys), width):
+            wave = keys[start : start + width]
             if down is not None:
-                for n in candidates:
+                for n in (n for candidates in wave for n in candidates):
                     out[built[n][0]] = down
                 continue
-            down = self._put_newest(built, candidates, out)
+            downs = run_all([partial(self._put_newest, built, c, out) for c in wave])
+            down = next(filter(None, downs), None)
 
     def _put_newest(
         self, built: list[tuple[int, dict[str, Any]]], candidates: list[int], out: list[Outcome]
@@ -287,12 +294,25 @@ class DynamoDBSink(Sink):
             chunks[-1].append((i, item))
             seen.add(primary)
         down: Outcome | None = None  # the endpoint is unreachable: send no further chunks
+        width = wave_width()  # one item per record: a wave's chunks go at once, unless two
+        waves: list[list[list[tuple[int, dict[str, Any]]]]] = []  # write the same item
+        taken: set[tuple[str, str]] = set()
         for chunk in chunks:
+            primaries = {_primary(item, self.key) for _, item in chunk}
+            if not waves or len(waves[-1]) >= width or not taken.isdisjoint(primaries):
+                waves.append([])
+                taken = set()
+            waves[-1].append(chunk)
+            taken |= primaries
+        for wave in waves:
             if down is not None:
-                for i, _ in chunk:
+                for i, _ in (one for chunk in wave for one in chunk):
                     out[i] = down
-            elif chunk:
-                self._batch_write(chunk, out)
+                continue
+            run_all([partial(self._batch_write, chunk, out) for chunk in wave if chunk])
+            for chunk in wave:  # read as if sent in turn: the first that stops the batch
+                if down is not None or not chunk:
+                    continue
                 down = next(filter(None, (self._held_back(out[i]) for i, _ in chunk)), None)
                 failed = [out[i] for i, _ in chunk if out[i].status is Status.RETRYABLE]
                 if down is None and 1 < len(chunk) == len(failed):

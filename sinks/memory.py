@@ -9,6 +9,7 @@ permanently, so hypothesis can explore failure patterns.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -32,6 +33,7 @@ class MemorySink(Sink):
     """
 
     per_key_safe: ClassVar[bool] = False
+    concurrent_calls: ClassVar[bool] = True  # one lock per sink: calls apply one at a time
 
     def __init__(self, name: str, fail: FailFn | None = None, max_batch: int = 25) -> None:
         super().__init__(name)
@@ -41,8 +43,13 @@ class MemorySink(Sink):
         self.log: list[tuple[str, tuple[int, int]]] = []
         self.latest: dict[str, tuple[tuple[int, int], Any]] = {}
         self.calls = 0
+        self._lock = threading.Lock()
 
     def _write(self, items: Sequence[Record]) -> list[Outcome]:
+        with self._lock:  # the calls of a wave run in several threads (stream.overlap)
+            return self._apply(items)
+
+    def _apply(self, items: Sequence[Record]) -> list[Outcome]:
         self.calls += 1
         out: list[Outcome] = []
         for item in items:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from stream.faults import INFRASTRUCTURE_CODES, INFRASTRUCTURE_ERRORS
+from stream.overlap import SINK_WIDTH, WAVE_WIDTH
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -152,6 +153,8 @@ def _make(service: str) -> Any:
         connect_timeout=CONNECT_TIMEOUT_S,
         read_timeout=READ_TIMEOUT_S,
         retries={"mode": "standard", "total_max_attempts": 1},
+        # the calls in flight at once: a wave on the call pool, plus the calling threads
+        max_pool_connections=WAVE_WIDTH + SINK_WIDTH + 1,
     )
     return boto3.client(service, config=config)
 
@@ -159,6 +162,10 @@ def _make(service: str) -> Any:
 class lazy_client:  # used like @property
     """A read-only attribute: the client injected into ``slot`` (``None``: none was), else
     the process's shared client for ``service``, kept in ``slot`` on first use.
+
+    Thread-safe: the calls of a wave (:mod:`stream.overlap`) may ask at once; the client is
+    made once under :func:`aws_client`'s lock (boto3's default session is not thread-safe,
+    its clients are), and every thread stores the same object in ``slot``.
 
     >>> class Sink:
     ...     client = lazy_client("dynamodb")

@@ -34,18 +34,21 @@ from __future__ import annotations
 import gc
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from processors.chain import EVENT_STEP
-from sinks.base import OK, DeadLetter, Ordering, Sink, Status, retryable
+from sinks.base import OK, DeadLetter, Ordering, Outcome, Sink, Status, retryable
 from stream.event import records_from_event
 from stream.faults import broken_steps, infrastructure_code, is_infrastructure
 from stream.logs import BatchLog
 from stream.metrics import Measurements, Metrics
+from stream.overlap import SINK_WIDTH, new_pool, run_all
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
+    from concurrent.futures import ThreadPoolExecutor
 
     from processors.chain import Chain, ChainResult, Step, StepFailure
     from stream.records import Record
@@ -145,6 +148,8 @@ class BatchRunner:
         self._now = now
         self.metrics = Metrics(pipeline, function, now=now) if metrics else None
         self.log = BatchLog(function, pipeline, log_payloads=log_payloads)
+        # made once per runner, on its first batch with two sinks to write (not per batch)
+        self._pool: ThreadPoolExecutor | None = None
 
     def invoke(self, event: Mapping[str, Any], context: Any = None) -> BatchResponse:
         """What the Lambda handler runs per invocation: :meth:`handle`, then the batch's
@@ -220,9 +225,15 @@ class BatchRunner:
             held = self._held_back(records, failed)
 
         per_sink, sink_letters = self._group(chained.records, held, result)
-        for name, items in per_sink.items():
-            if items:
-                sink_letters += self._write(name, items, result)
+        writes = [(name, items) for name, items in per_sink.items() if items]
+        # the sinks are written at once (stream.overlap); their answers are read in order
+        timed = measured is not None
+        sends = [partial(self._send, name, items, timed) for name, items in writes]
+        if len(sends) > 1 and self._pool is None:
+            self._pool = new_pool(min(len(self.sinks), SINK_WIDTH), "shardline-sink")
+        sent = run_all(sends, self._pool)
+        for (name, items), answer in zip(writes, sent, strict=True):
+            sink_letters += self._write(name, items, answer, result)
         self._dead_letter(sink_letters, result)
 
         if failed:
@@ -296,22 +307,42 @@ class BatchRunner:
                 letters.append(self._dead(rec, reason, "UnknownSink", "route"))
         return per_sink, letters
 
-    def _write(self, name: str, items: list[Record], result: BatchResult) -> list[DeadLetter]:
-        """Write one sink's records; count them; return its permanent failures as letters."""
-        measured = result.measurements
-        started = 0.0 if measured is None else perf_counter()
+    def _send(
+        self, name: str, items: list[Record], timed: bool
+    ) -> tuple[list[Outcome] | Exception, float]:
+        """Write one sink's records (in a thread of the runner's pool): its outcomes, or the
+        infrastructure error it raised, and how long it took in ms (0 unless ``timed``: no
+        clock is read with metrics off). Any other exception is raised: a bug, the
+        invocation fails and Lambda retries the batch."""
+        started = perf_counter() if timed else 0.0
         try:
-            outcomes = self.sinks[name].write_batch(items, self.ordering)
+            outcomes: list[Outcome] | Exception = self.sinks[name].write_batch(items, self.ordering)
         except Exception as exc:  # e.g. no region for its client: not the records' fault
             if infrastructure_code(exc) is None:
-                raise  # a bug: the invocation fails and Lambda retries the batch
-            why = f"sink:{name}: {type(exc).__name__}: {exc}"
+                raise
+            outcomes = exc
+        return outcomes, (perf_counter() - started) * 1000.0 if timed else 0.0
+
+    def _write(
+        self,
+        name: str,
+        items: list[Record],
+        answer: tuple[list[Outcome] | Exception, float],
+        result: BatchResult,
+    ) -> list[DeadLetter]:
+        """Count one sink's written records; return its permanent failures as letters."""
+        measured = result.measurements
+        written, elapsed_ms = answer
+        outcomes = None
+        if isinstance(written, Exception):  # the sink's own fault, not its records'
+            why = f"sink:{name}: {type(written).__name__}: {written}"
             result.infrastructure.setdefault(f"sink:{name}", why)
             for rec in items:
                 result.failed.setdefault(rec.index, why)
-            outcomes = None
+        else:
+            outcomes = written
         if measured is not None:
-            _add(measured.sink_ms, name, (perf_counter() - started) * 1000.0)
+            _add(measured.sink_ms, name, elapsed_ms)
             measured.routed[name] = measured.routed.get(name, 0) + len(items)
         if outcomes is None:
             return []

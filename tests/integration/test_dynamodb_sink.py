@@ -11,6 +11,7 @@ import pytest
 from sinks.base import Ordering, Status
 from sinks.dynamodb import DynamoDBSink
 from stream.event import records_from_event
+from stream.overlap import WAVE_WIDTH, overlapping
 from stream.testing import EventFactory
 
 if TYPE_CHECKING:
@@ -266,12 +267,21 @@ class TestClassification:
             "orders", table=f"nope-{unique}", key="order_id", mode=mode, client=ddb,
             sleep=sleeps.append,
         )  # fmt: skip
-        outcomes = sink.write_batch(batch([{"order_id": f"o{i}"} for i in range(40)]))
+        records = batch([{"order_id": f"o{i}"} for i in range(25 * 2 * WAVE_WIDTH)])
+        with overlapping(False):  # calls in turn
+            outcomes = sink.write_batch(records[:40])
         assert {o.status for o in outcomes} == {Status.RETRYABLE}
         assert outcomes[0].error == "ResourceNotFoundException"
         assert f"nope-{unique}" in outcomes[0].reason
         assert outcomes[-1].error == "HeldBack"  # the first key's (or chunk's) call only
         assert len(calls) == 1
+        assert sleeps == []
+
+        calls.clear()  # calls at once: the first wave's, then none
+        outcomes = sink.write_batch(records)
+        assert {o.status for o in outcomes} == {Status.RETRYABLE}
+        assert outcomes[-1].error == "HeldBack"
+        assert len(calls) == WAVE_WIDTH
         assert sleeps == []
 
     def test_an_unreachable_endpoint_is_retryable(self, unique):
@@ -308,7 +318,8 @@ class TestClassification:
         sleeps: list[float] = []
         options: dict[str, Any] = {"mode": mode, "max_attempts": 2, "sleep": sleeps.append}
         sink = DynamoDBSink("orders", table="t", key="order_id", client=dead, **options)
-        outcomes = sink.write_batch(batch([{"order_id": f"o{i}"} for i in range(count)]))
+        with overlapping(False):  # calls in turn; at once, the first wave's (see above)
+            outcomes = sink.write_batch(batch([{"order_id": f"o{i}"} for i in range(count)]))
         assert {o.status for o in outcomes} == {Status.RETRYABLE}
         assert "unreachable" in outcomes[0].reason
         assert outcomes[-1].error == "HeldBack"

@@ -16,6 +16,7 @@ from sinks.kinesis import KinesisSink
 from sinks.opensearch import OpenSearchSink
 from sinks.s3 import S3Sink
 from sinks.sqs import SQSSink
+from stream.overlap import overlapping
 from stream.testing import EventFactory
 from tests.faultproxy import (
     DROP,
@@ -119,7 +120,8 @@ class TestDynamoDB:
         sink = self.sink(aws_client(proxy.url, "dynamodb"), table, mode, attempts=3)
 
         records = orders(30, keys=3, version="v2", later=True)
-        outcomes = sink.write_batch(records)
+        with overlapping(False):  # calls in turn: at once, a wave's calls are all made
+            outcomes = sink.write_batch(records)
 
         assert all(o.status is Status.RETRYABLE for o in outcomes)
         assert "ServiceUnavailable" in outcomes[0].reason

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -28,6 +29,7 @@ from sinks.memory import MemorySink
 from stream.batch import BatchRunner
 from stream.event import records_from_event
 from stream.exceptions import RetryableError
+from stream.overlap import overlapping
 from stream.testing import EventFactory
 
 if TYPE_CHECKING:
@@ -172,12 +174,19 @@ def _user(key: str, chain_failures: int) -> dict[str, Any]:
     }
 
 
-@settings(max_examples=300)
+# both paths: the sinks' calls in waves at once (stream.overlap), and every call in turn
+@pytest.mark.parametrize("concurrent", [True, False])
+@settings(max_examples=300, deadline=None)
 @given(entries=st.lists(entry, min_size=1, max_size=12), ordering=st.sampled_from(list(Ordering)))
 @example(
     entries=[("plain", [_user("k0", 1)]), ("plain", [_user("k0", 0)])], ordering=Ordering.PER_KEY
 )
-def test_replay_until_clean_matches_one_clean_pass(entries, ordering):
+def test_replay_until_clean_matches_one_clean_pass(entries, ordering, concurrent):
+    with overlapping(concurrent):
+        _replay_until_clean_matches_one_clean_pass(entries, ordering)
+
+
+def _replay_until_clean_matches_one_clean_pass(entries, ordering):
     event, specs = build_event(entries)
     clean = World(event, specs, ordering, transient=False)
     assert clean.deliver(event) == 1
@@ -221,11 +230,16 @@ def test_replay_until_clean_matches_one_clean_pass(entries, ordering):
                 applied.add(pos)
 
 
+@pytest.mark.parametrize("concurrent", [True, False])
+@settings(deadline=None)
 @given(entries=st.lists(entry, min_size=1, max_size=12), ordering=st.sampled_from(list(Ordering)))
-def test_clean_pass_reports_nothing_and_dead_letters_every_poison_record(entries, ordering):
+def test_clean_pass_reports_nothing_and_dead_letters_every_poison_record(
+    entries, ordering, concurrent
+):
     event, specs = build_event(entries)
     world = World(event, specs, ordering, transient=False)
-    result = world.runner.run(records_from_event(event))
+    with overlapping(concurrent):
+        result = world.runner.run(records_from_event(event))
     assert result.response == {"batchItemFailures": []}
     poison = sum(
         1

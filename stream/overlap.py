@@ -1,0 +1,148 @@
+"""Overlapping the I/O of one invocation: calls that need not wait for each other go at once.
+
+Lambda bills the invocation's wall time, and most of it is waiting on DynamoDB, OpenSearch
+and S3. The batch fold writes its sinks at once (:class:`stream.batch.BatchRunner`), and
+inside a sink the bulk calls that may go together are sent in **waves**
+(:meth:`sinks.base.Sink._write_in_chunks`, the DynamoDB sink, the ``lookup`` enricher):
+
+* the calls of a wave share no partition key (calls that share one stay in order, one
+  wave after the other), and at most :data:`WAVE_WIDTH` calls are in a wave;
+* a wave is sent whole and awaited whole; its outcomes are then read in the order the
+  sequential code would have read them, so failed keys, ``strict`` and the rule "a call
+  that fails entirely holds back the rest of the batch" decide what the *next* wave sends:
+  the calls already in flight beside the failed one finish (they share no key with it);
+* ``strict`` ordering sends one call per wave, as before: nothing after the first failure
+  may be written.
+
+A sink's own calls go in waves through ``_write_in_chunks`` only when it declares
+``concurrent_calls`` (a plugin's ``_write`` may keep state); the DynamoDB sink sends its
+keys (``latest``) and chunks (``append``) in waves itself. OpenSearch, S3 and SQS send their
+calls in turn inside the sink, each sink beside the others.
+
+boto3 clients are thread-safe, sessions are not: clients are made once per process under a
+lock (:func:`stream.aws.aws_client`). The call pool is made once per process, a runner's
+sink pool once per runner (on its first batch with two sinks to write), never per
+invocation; threads start on first use, and ``concurrent.futures`` is imported only then
+(it costs milliseconds of cold start).
+
+:data:`ENABLED` switches it all off (every call in turn, as before): tests run both paths.
+
+>>> run_all([lambda: 1, lambda: 2])
+[1, 2]
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+    from concurrent.futures import ThreadPoolExecutor
+
+__all__ = [
+    "ENABLED",
+    "SINK_WIDTH",
+    "WAVE_WIDTH",
+    "call_pool",
+    "new_pool",
+    "overlapping",
+    "run_all",
+    "wave_width",
+]
+
+T = TypeVar("T")
+
+#: Whether calls overlap at all (``False``: every call in turn, the code before issue 17).
+ENABLED = True
+#: Most calls of one wave in flight at once (one sink's bulk calls, one lookup's chunks).
+WAVE_WIDTH = 32
+#: Most sinks of one function written at once.
+SINK_WIDTH = 4
+
+_pool: ThreadPoolExecutor | None = None
+_lock = threading.Lock()
+_CALLS = "shardline-call"  # the call pool's thread names start so
+
+
+@contextmanager
+def overlapping(enabled: bool) -> Iterator[None]:
+    """Set :data:`ENABLED` for a block (tests and benches that compare both paths).
+
+    >>> with overlapping(False):
+    ...     wave_width()
+    1
+    """
+    global ENABLED  # noqa: PLW0603  # the process's switch
+    before = ENABLED
+    ENABLED = enabled
+    try:
+        yield
+    finally:
+        ENABLED = before
+
+
+def wave_width() -> int:
+    """How many calls a wave may hold now: :data:`WAVE_WIDTH`, or 1 when switched off."""
+    return WAVE_WIDTH if ENABLED else 1
+
+
+def call_pool() -> ThreadPoolExecutor:
+    """The process's pool for the calls of waves (made once; threads start on first use).
+
+    A task of this pool never waits on another task of it (:func:`run_all` runs in turn
+    there), so it cannot deadlock; the sinks' own writes run on each runner's pool
+    (:class:`stream.batch.BatchRunner`).
+    """
+    global _pool  # noqa: PLW0603  # one pool per process, like the clients
+    pool = _pool
+    if pool is None:
+        with _lock:
+            pool = _pool
+            if pool is None:
+                pool = _pool = new_pool(WAVE_WIDTH, _CALLS)
+    return pool
+
+
+def new_pool(width: int, name: str) -> ThreadPoolExecutor:
+    """A pool of at most ``width`` threads, started on first use. ``concurrent.futures``
+    costs milliseconds to import, so it is imported here, when a first pool is needed,
+    not on the cold-start path."""
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415  # see above
+
+    return ThreadPoolExecutor(width, thread_name_prefix=name)
+
+
+def run_all(calls: Sequence[Callable[[], T]], pool: ThreadPoolExecutor | None = None) -> list[T]:
+    """Run ``calls`` at once on ``pool`` (default :func:`call_pool`), the first one in this
+    thread; return their results in order, once every call has ended.
+
+    With one call or :data:`ENABLED` off, they run here in turn.
+
+    Raises:
+        Exception: the first exception, in the order of ``calls``, after all have ended
+            (nothing is left running behind the caller's back).
+    """
+    if len(calls) <= 1 or not ENABLED or threading.current_thread().name.startswith(_CALLS):
+        # a call of a wave that makes calls of its own makes them in turn: a task of the
+        # call pool that waited on others of it could wait for ever when the pool is full
+        return [call() for call in calls]
+    pool = pool or call_pool()
+    futures = [pool.submit(call) for call in calls[1:]]
+    first: list[T] = []
+    error: BaseException | None = None
+    try:
+        first.append(calls[0]())
+    except BaseException as exc:  # re-raised below, after the others have ended
+        error = exc
+    results = first
+    for future in futures:
+        raised = future.exception()
+        if raised is not None:
+            error = error or raised
+        else:
+            results.append(future.result())
+    if error is not None:
+        raise error
+    return results
