@@ -16,7 +16,7 @@ from sinks.kinesis import KinesisSink
 from sinks.opensearch import OpenSearchSink
 from sinks.s3 import S3Sink
 from sinks.sqs import SQSSink
-from stream.overlap import overlapping
+from stream.overlap import WAVE_WIDTH, overlapping
 from stream.testing import EventFactory
 from tests.faultproxy import (
     DROP,
@@ -157,11 +157,14 @@ class TestDynamoDB:
     @pytest.mark.parametrize(
         "fault", [UNAVAILABLE, DROP, STALL], ids=["503", "drop", "stall"]
     )
+    @pytest.mark.parametrize("at_once", [False, True], ids=["in-turn", "overlapped"])
     def test_an_outage_costs_a_latest_batch_one_key_s_attempts_not_one_per_key(
-        self, proxy, ddb, unique, fault
+        self, proxy, ddb, unique, fault, at_once
     ):
         # 100 keys, one conditional put each: before, each key spent its own attempts
         # (and backoff) on a service that was down, 100 x 8 attempts of the Lambda's time.
+        # Overlapped, the keys of the first wave try at once (one key's time), and no later
+        # wave is sent.
         table = make_table(ddb, f"orders-{unique}", append=False)
         inject_writes(proxy, fault)
         client = aws_client(proxy.url, "dynamodb", read_timeout=0.1)
@@ -169,11 +172,13 @@ class TestDynamoDB:
         client.meta.events.register("before-call.dynamodb", lambda model, **_: attempts.append(1))
         sink = self.sink(client, table, "latest", attempts=3)
 
-        outcomes = sink.write_batch(orders(100, keys=100))
+        with overlapping(at_once):
+            outcomes = sink.write_batch(orders(100, keys=100))
 
+        tried = WAVE_WIDTH if at_once else 1
         assert {o.status for o in outcomes} == {Status.RETRYABLE}
-        assert len(attempts) == 3  # the first key's, then nothing more is sent
-        assert [o.error for o in outcomes[1:]] == ["HeldBack"] * 99
+        assert len(attempts) == tried * 3  # the first wave's keys, then nothing more is sent
+        assert [o.error for o in outcomes[tried:]] == ["HeldBack"] * (100 - tried)
         assert "failed" in outcomes[-1].reason
         assert scan(ddb, table) == []
 
