@@ -24,7 +24,6 @@ module is. The endpoint, region and credentials come from the environment as usu
 from __future__ import annotations
 
 import enum
-import random
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -195,19 +194,24 @@ def backoff_delay(
     attempt: int,
     base_delay: float = BASE_DELAY_S,
     max_delay: float = MAX_DELAY_S,
-    uniform: Callable[[float, float], float] = random.uniform,
+    uniform: Callable[[float, float], float] | None = None,
 ) -> float:
     """The wait before retry ``attempt`` (1 for the first retry): full jitter, uniform
     between 0 and ``base_delay * 2**attempt``, capped at ``max_delay``.
 
-    ``uniform`` is injectable (a seeded ``random.Random().uniform``). The exponent stops at
-    32 so that a huge attempt number cannot overflow a float.
+    ``uniform`` is injectable (a seeded ``random.Random().uniform``; by default the
+    ``random`` module's, imported on the first retry). The exponent stops at 32 so that a
+    huge attempt number cannot overflow a float.
 
     >>> 0 <= backoff_delay(1) <= 0.1, 0 <= backoff_delay(30) <= MAX_DELAY_S
     (True, True)
     >>> backoff_delay(3, 0.05, uniform=lambda low, high: high)
     0.4
     """
+    if uniform is None:
+        import random  # noqa: PLC0415  # a millisecond of import, needed only on a retry
+
+        uniform = random.uniform
     return uniform(0, min(max_delay, base_delay * 2 ** min(attempt, 32)))
 
 

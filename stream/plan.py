@@ -6,21 +6,21 @@ runtime owns the shape, so the types live here, beside the code that reads them,
 ``compile`` imports them: the two cannot describe different plans (a test compiles every
 example pipeline and compares the keys with these types).
 
-A plan file carries :data:`PLAN_VERSION`. :func:`check_version` refuses a plan written by
-an older or a newer shardline, whose keys this one may read wrongly, and says how to make
-one it knows.
+A plan file carries :data:`PLAN_VERSION`. :func:`check_version` (from
+:mod:`stream.plan_version`, which the handler loads alone) refuses a plan written by an older
+or a newer shardline, whose keys this one may read wrongly, and says how to make one it knows.
 
-Only :mod:`typing` is imported here: the handler loads this module at every cold start.
-Unlike the rest of the code base, this module has no ``from __future__ import
-annotations``: a TypedDict turns each string annotation into a compiled ``ForwardRef`` when
-its class is made, which triples this module's import time. Optional keys come from a
-``total=False`` subclass of the required ones, which ``__optional_keys__`` reports under
-either spelling of annotations (the test that holds compile to these types reads it).
+Only :mod:`typing` is imported here, and the handler does not load this module. Unlike the
+rest of the code base, this module has no ``from __future__ import annotations``: a
+TypedDict turns each string annotation into a compiled ``ForwardRef`` when its class is
+made, which triples this module's import time. Optional keys come from a ``total=False``
+subclass of the required ones, which ``__optional_keys__`` reports under either spelling of
+annotations (the test that holds compile to these types reads it).
 """
 
 from typing import Any, Literal, NotRequired, TypedDict
 
-from stream.exceptions import PlanError
+from stream.plan_version import PLAN_VERSION, PlanVersionError, check_version
 
 __all__ = [
     "PLAN_VERSION",
@@ -39,15 +39,6 @@ __all__ = [
     "StreamSpec",
     "check_version",
 ]
-
-PLAN_VERSION = 1
-"""Version of the plan's shape: ``compile`` writes it, :func:`check_version` requires it.
-Raise it when a key is renamed or its meaning changes."""
-
-
-class PlanVersionError(PlanError):
-    """A plan file written by another shardline than the one reading it (or no plan)."""
-
 
 class StreamSpec(TypedDict):
     """``plan["stream"]``: the Kinesis stream the functions consume."""
@@ -199,35 +190,3 @@ class Plan(TypedDict):
     functions: dict[str, FunctionPlan]
     metrics: bool | None  # None: in Lambda only
     log_payloads: bool
-
-
-def check_version(plan: object, where: object) -> None:
-    """Refuse a plan that this shardline did not write; ``where`` names it in the message.
-
-    >>> check_version({"version": PLAN_VERSION}, "pipeline.json")
-    >>> check_version({"version": PLAN_VERSION + 1}, "pipeline.json")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    stream.plan.PlanVersionError: pipeline.json: this plan is newer than this shardline ...
-
-    Raises:
-        PlanVersionError: not a mapping, or no version, or another version than
-            :data:`PLAN_VERSION`.
-    """
-    if not isinstance(plan, dict):
-        kind = type(plan).__name__
-        msg = f"{where}: not a shardline plan (a JSON {kind}, not an object)"
-        raise PlanVersionError(f"{msg}; make one with `shardline compile PIPELINE.yaml`")
-    version = plan.get("version")
-    if version == PLAN_VERSION and type(version) is int:
-        return
-    if isinstance(version, int) and not isinstance(version, bool):
-        age = "older" if version < PLAN_VERSION else "newer"
-        found = f"plan version {version}"
-    else:  # no version (or not a number): not written by a `compile` that checks versions
-        age, found = "older", "no plan version" if version is None else f"version {version!r}"
-    msg = (
-        f"{where}: this plan is {age} than this shardline ({found}, expects {PLAN_VERSION}): "
-        "run `shardline compile PIPELINE.yaml` with the shardline that runs it"
-    )
-    raise PlanVersionError(msg)

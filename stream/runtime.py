@@ -25,7 +25,7 @@ from sinks.registry import build_sink
 from stream.batch import BatchRunner
 from stream.exceptions import PlanError, UnknownFunctionError
 from stream.metrics import metrics_enabled
-from stream.plan import check_version
+from stream.plan_version import check_version
 
 if TYPE_CHECKING:
     from stream.plan import FunctionPlan, Plan, SinkSpec
