@@ -19,7 +19,10 @@ are in the ``contracts`` extra: a Lambda package holds them only when a function
 from __future__ import annotations
 
 import io
+import os
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from processors.errors import ProcessorError
 from stream.exceptions import PluginError, RecordError
@@ -168,6 +171,57 @@ class Schema:
         msg += str(error.message)
         return ContractError(msg, pointer, keyword)
 
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> Schema:
+        """The contract of a schema file: ``.json`` is a JSON Schema, ``.avsc`` an Avro schema.
+
+        For producers (``Producer(schema=...)``, ``shardline produce --schema``), which share
+        the file with the pipeline's ``schema`` step.
+
+        Raises:
+            ValueError: another suffix, a file that is not JSON, or a broken schema.
+            OSError: the file cannot be read.
+        """
+        name = os.fspath(path)
+        if not name.endswith((".json", ".avsc")):
+            msg = f"schema {name!r}: a contract is a .json (JSON Schema) or .avsc (Avro) file"
+            raise ValueError(msg)
+        with open(name, "rb") as f:
+            text = f.read()
+        try:
+            content = orjson.loads(text)
+        except ValueError as exc:
+            msg = f"schema {name!r} is not JSON: {exc}"
+            raise ValueError(msg) from None
+        if name.endswith(".json"):
+            return cls(json_schema=content, source=name)
+        return cls(avro=content, source=name)
+
+    def encode(self, doc: Any) -> bytes:
+        """The Avro binary of a JSON document (what the ``avro`` step decodes back).
+
+        Raises:
+            ContractError: the document does not follow the Avro schema (keyword ``avro``;
+                the message names the failing field and value).
+            ValueError: this is a JSON Schema contract (JSON records are sent as they are).
+        """
+        if self._avro is None:
+            msg = f"{self.source} is a JSON Schema: only an Avro contract encodes records"
+            raise ValueError(msg)
+        from fastavro import schemaless_writer  # noqa: PLC0415  # loaded by parse_avro already
+        from fastavro.validation import validate  # noqa: PLC0415
+
+        try:
+            validate(doc, self._avro, raise_errors=True)
+            out = io.BytesIO()
+            schemaless_writer(out, self._avro, doc)
+        except Exception as exc:  # fastavro's ValidationError, or the writer's own errors
+            errors = getattr(exc, "errors", None)
+            reason = _avro_reason(errors[0]) if errors else f"{type(exc).__name__}: {exc}"
+            msg = f"record does not follow {self.source} (Avro): {reason}"
+            raise ContractError(msg, keyword="avro") from None
+        return out.getvalue()
+
     def _decode(self, record: Record) -> Any:
         data = record.data
         stream = io.BytesIO(data)
@@ -188,3 +242,22 @@ class Schema:
             )
             raise ContractError(msg, keyword="avro")
         return doc
+
+
+def _avro_reason(error: Any) -> str:
+    """One line from fastavro's ``ValidationErrorData``: the field, the value, the type.
+
+    >>> from types import SimpleNamespace as E
+    >>> _avro_reason(E(field="Order.total", datum="x", schema="double"))
+    "at Order.total: 'x' is not a double"
+    >>> _avro_reason(E(field="", datum=[1], schema={"type": "record", "name": "Order"}))
+    'at (the record): [1] is not a record Order'
+    """
+    schema = error.schema
+    if isinstance(schema, dict):
+        expected = " ".join(str(schema[k]) for k in ("type", "name") if k in schema)
+    elif isinstance(schema, list):
+        expected = "one of " + ", ".join(map(str, schema))
+    else:
+        expected = str(schema)
+    return f"at {error.field or '(the record)'}: {error.datum!r} is not a {expected}"

@@ -68,6 +68,17 @@ Aggregation (``aggregate=True``)
     Aggregation pays when a shard gets many keys per call; a few hot keys with
     ``ordered=True`` gain little from it.
 
+Contracts (``schema=``)
+    With a contract (a :class:`processors.schema.Schema`, or the path of a ``.json`` JSON
+    Schema or ``.avsc`` Avro schema, the file a pipeline's ``schema`` step names), ``put()``
+    checks each record before it is queued. A JSON Schema record is sent as put; a record for
+    an Avro contract is put as its JSON document and sent as Avro binary, which the step
+    decodes. A record that breaks the contract is never sent and never raised: ``flush()``
+    returns it failed, code ``ContractError``, ``permanent``, with the step's reason (the
+    failing JSON pointer and keyword, or the Avro field and value) and its JSON data, so a
+    producer fed in bulk learns every bad record, not the first. Like a record ``put()``
+    refuses, it holds back nothing. The schema libraries are imported only with a contract.
+
 Not thread-safe: use one producer per thread. boto3 and ``aws_kinesis_agg`` are imported
 when first needed, not with this module.
 """
@@ -94,10 +105,14 @@ from stream.faults import INFRASTRUCTURE_CODES
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
+    from os import PathLike
     from types import TracebackType
     from typing import Self
 
+    from processors.schema import Schema
+
 __all__ = [
+    "CONTRACT_ERROR",
     "MAX_RECORDS_PER_CALL",
     "MAX_RECORD_BYTES",
     "MAX_REQUEST_BYTES",
@@ -120,6 +135,8 @@ MAX_REQUEST_BYTES = 5 * 1024 * 1024
 _MAX_KEY_CHARS = 256
 _HASH_SPACE = 2**128
 _HELD_BACK = "HeldBack"
+#: The error code of a record that breaks the producer's contract (``schema=``).
+CONTRACT_ERROR = "ContractError"
 _UNSET: Any = object()
 
 #: Entry error codes that no retry can fix: the stream's infrastructure
@@ -782,6 +799,9 @@ class Producer:
         producer_id: the prefix of the ids this producer makes, ``f"{producer_id}-{index}"``;
             by default 16 random hex digits, so that two producers never make the same id.
             Give a stable one to let a producer that restarts put the same ids again.
+        schema: a contract each record must follow before it is queued: a
+            :class:`processors.schema.Schema` or the path of a ``.json`` or ``.avsc`` file
+            (see the module docstring); an Avro contract sends Avro binary.
         sleep: injectable for tests.
     """
 
@@ -802,6 +822,7 @@ class Producer:
         buffer_bytes: int = 32 * 1024 * 1024,
         record_id: str | None = None,
         producer_id: str | None = None,
+        schema: Schema | str | PathLike[str] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if record_id is not None and (not isinstance(record_id, str) or not record_id):
@@ -847,6 +868,12 @@ class Producer:
         self._shards: ShardMap | None = None
         self.totals = ProducerStats()
         """Counters over every flush so far."""
+        self.schema: Schema | None = None
+        """The contract records are checked against (``None``: none)."""
+        if schema is not None:
+            from processors.schema import Schema  # noqa: PLC0415  # only with a contract
+
+            self.schema = schema if isinstance(schema, Schema) else Schema.from_file(schema)
 
     client = lazy_client("kinesis")
     """The Kinesis client, created on first use (boto3 is imported only then)."""
@@ -891,6 +918,20 @@ class Producer:
         ehk = None
         if explicit_hash_key is not None:
             ehk = _explicit_hash_key(explicit_hash_key, self, index, partition_key)
+        if self.schema is not None:
+            try:
+                payload = self._contract(self.schema, data, payload)
+            except RecordError as exc:  # refused: returned failed by flush(), never sent
+                self._stats.records += 1
+                self._stats.bytes += len(payload)
+                reason = f"{self._where(index, partition_key)}: {exc}"
+                self._results.append(
+                    RecordResult(
+                        index, partition_key, payload, ehk, error=CONTRACT_ERROR, reason=reason,
+                        permanent=True, record_id=rid,
+                    )
+                )  # fmt: skip
+                return index
         size = len(payload) + len(partition_key.encode())
         if size > self._max_record:
             msg = (
@@ -910,6 +951,25 @@ class Producer:
         if len(self._buffer) >= self._buffer_records or self._buffered >= self._buffer_bytes:
             self._drain()
         return index
+
+    def _contract(self, schema: Schema, data: Any, payload: bytes) -> bytes:
+        """The bytes to send: the record as put, or its Avro binary (see :meth:`put`).
+
+        Raises:
+            ContractError: the record is not JSON, or does not follow the contract.
+        """
+        from processors.schema import ContractError  # noqa: PLC0415  # loaded by __init__
+
+        try:
+            doc = data if type(data) is dict and self.record_id is None else orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            msg = f"record is not JSON, so it cannot follow {schema.source} ({exc})"
+            raise ContractError(msg) from None
+        if schema.kind == "avro":
+            return schema.encode(doc)
+        if not schema.is_valid(doc):
+            raise schema.failure(doc)
+        return payload
 
     def _where(self, index: int, partition_key: object) -> str:
         return f"record {index} (partition key {partition_key!r}) for stream {self.stream!r}"

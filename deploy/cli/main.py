@@ -222,17 +222,25 @@ def invoke(
     metavar="FIELD",
     help="Give each record a stable id in this field (kept if present), for de-duplication.",
 )
+@click.option(
+    "--schema",
+    "schema",
+    type=click.Path(dir_okay=False, exists=True),
+    help="A contract: .json (JSON Schema) or .avsc (Avro, sent as Avro binary); lines that "
+    "break it are refused.",
+)
 @click.option("--rate", type=float, help="At most this many records per second.")
 @click.option("--endpoint-url", help="A Kinesis endpoint, e.g. a local server.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def produce(
     stream: str, *, file: str, key: str | None, aggregate: bool, record_id: str | None,
-    rate: float | None, endpoint_url: str | None, as_json: bool,
+    schema: str | None, rate: float | None, endpoint_url: str | None, as_json: bool,
 ) -> None:  # fmt: skip
     """Put the JSON lines of FILE onto STREAM, in order per partition key.
 
-    Malformed lines are reported with their line number and skipped; the exit status is 1
-    when any line was skipped or any record could not be written after retries.
+    Malformed lines are reported with their line number and skipped, and so are lines that
+    break the --schema contract; the exit status is 1 when any line was skipped or refused
+    or any record could not be written after retries.
     """
     import os  # noqa: PLC0415
     import sys  # noqa: PLC0415
@@ -251,9 +259,13 @@ def produce(
     console = Console(stderr=True)
     source = sys.stdin.buffer if file == "-" else open(file, "rb")  # noqa: SIM115
     total = None if file == "-" else os.path.getsize(file)
-    producer = Producer(
-        stream, aws_client("kinesis"), aggregate=aggregate, record_id=record_id or None
-    )
+    try:
+        producer = Producer(
+            stream, aws_client("kinesis"), aggregate=aggregate, record_id=record_id or None,
+            schema=schema,
+        )  # fmt: skip
+    except (ValueError, OSError) as exc:  # a broken contract file: nothing was read or sent
+        raise click.UsageError(f"--schema {schema}: {exc}") from None
     with source, Progress(console=console, transient=True, disable=total is None) as bar:
         task = bar.add_task(f"producing to {stream}", total=total)
         report = produce_lines(
@@ -263,6 +275,10 @@ def produce(
         click.echo(f"{file}:{line_no}: skipped: {why}", err=True)
     if len(report.malformed) > 20:
         click.echo(f"... and {len(report.malformed) - 20} more malformed lines", err=True)
+    for line_no, why in report.refused[:20]:
+        click.echo(f"{file}:{line_no}: refused: {why}", err=True)
+    if len(report.refused) > 20:
+        click.echo(f"... and {len(report.refused) - 20} more refused lines", err=True)
     for line_no, why in report.failed[:20]:
         click.echo(f"{file}:{line_no}: not written: {why}", err=True)
     stats = report.stats
@@ -272,6 +288,7 @@ def produce(
             "lines": report.lines,
             "malformed": [{"line": n, "reason": why} for n, why in report.malformed],
             "failed": [{"line": n, "reason": why} for n, why in report.failed],
+            "refused": [{"line": n, "reason": why} for n, why in report.refused],
             "seconds": round(report.seconds, 3),
         }
         click.echo(json.dumps(summary))
@@ -281,7 +298,9 @@ def produce(
             f"{plural(stats.records - stats.failures, 'record')} written "
             f"({plural(stats.bytes, 'byte')}) in {plural(stats.kinesis_records, 'Kinesis record')}"
             f" and {plural(stats.calls, 'call')}, {plural(stats.retries, 'retry', 'retries')}, "
-            f"{stats.failures} failed, {plural(len(report.malformed), 'malformed line')} "
+            f"{stats.failures - len(report.refused)} failed, "
+            f"{len(report.refused)} refused by the contract, "
+            f"{plural(len(report.malformed), 'malformed line')} "
             f"skipped; {rate_done:.0f} records/s"
         )
     if not report.ok:

@@ -5,8 +5,10 @@ line), so what a consumer decodes is exactly what the file holds. The partition 
 field of the document (``--key``) or, without one, the line number, which spreads records
 evenly over the shards. A line that is not JSON, or lacks the key field, is reported with
 its line number and skipped; the exit status says so. ``--rate`` paces the records per
-second, for load tests. Records that still fail after the producer's retries are counted
-and reported, never silently dropped.
+second, for load tests. With a contract (``--schema FILE``, the producer's ``schema=``) a
+line that breaks it is refused, never sent, and reported with its line number and the
+reason. Records that still fail after the producer's retries are counted and reported,
+never silently dropped.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from deploy.errors import DeployError
+from stream.producer import CONTRACT_ERROR
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -41,13 +44,15 @@ class ProduceReport:
     lines: int = 0
     malformed: list[tuple[int, str]] = field(default_factory=list)
     failed: list[tuple[int, str]] = field(default_factory=list)
+    refused: list[tuple[int, str]] = field(default_factory=list)
+    """Lines that break the producer's contract (``schema=``): never sent."""
     seconds: float = 0.0
     stats: ProducerStats | None = None
 
     @property
     def ok(self) -> bool:
         """Whether every line was valid and every record written."""
-        return not self.malformed and not self.failed
+        return not self.malformed and not self.failed and not self.refused
 
 
 def _partition_key(doc: Any, key: str | None, line_no: int) -> str:
@@ -89,7 +94,11 @@ def produce_lines(
     def flush() -> None:
         result = producer.flush()
         for r in result.failed:
-            report.failed.append((index_to_line.get(r.index, 0), f"{r.error}: {r.reason}"))
+            line_no = index_to_line.get(r.index, 0)
+            if r.error == CONTRACT_ERROR:
+                report.refused.append((line_no, r.reason))
+            else:
+                report.failed.append((line_no, f"{r.error}: {r.reason}"))
         index_to_line.clear()
 
     for line_no, raw in enumerate(lines, start=1):

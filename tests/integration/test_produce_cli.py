@@ -3,7 +3,8 @@ named by number and skipped, and the exit status says so."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -13,9 +14,6 @@ from deploy.cli import main
 from deploy.local.produce import produce_lines
 from stream.event import records_from_event
 from tests.integration.test_producer import lambda_event, make_stream, read_shard
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 pytestmark = pytest.mark.integration
 
@@ -109,6 +107,40 @@ class TestProduceCommand:
         assert sorted(ids) == list(range(20))
         assert ids[3] == "order-3"
         assert len(set(ids.values())) == 20
+
+    def test_schema_refuses_lines_that_break_the_contract_by_number_and_exits_one(
+        self, aws: Any, env: dict[str, str], unique: str
+    ):
+        kinesis = aws("kinesis")
+        stream = make_stream(kinesis, f"schema-{unique}")
+        item = {"sku": "a", "qty": 1, "price": 1.0}
+        good = {"order_id": "o-1", "customer_id": "c", "currency": "EUR", "items": [item]}
+        body = [orjson.dumps({**good, "order_id": f"o-{n}", "total": 1.0}) for n in range(5)]
+        body[2] = orjson.dumps({**good, "total": -1})  # line 3: minimum
+        schema = Path(__file__).resolve().parents[2] / "examples/contracts/schemas/order.json"
+        result = CliRunner(env=env).invoke(
+            main,
+            ["produce", stream, "--file", "-", "--schema", str(schema), "--json"],
+            input=b"\n".join(body),
+        )
+        assert result.exit_code == 1, result.output
+        assert "-:3: refused: record 2" in result.output
+        assert "at /total, keyword minimum" in result.output
+        summary = orjson.loads(result.stdout.strip().splitlines()[-1])
+        assert [r["line"] for r in summary["refused"]] == [3]
+        assert summary["failed"] == []
+        assert summary["records"] - summary["failures"] == 4
+        assert len(stream_docs(kinesis, stream)) == 4
+
+    def test_a_schema_file_that_is_no_contract_is_a_usage_error(
+        self, env: dict[str, str], tmp_path: Path
+    ):
+        (tmp_path / "order.json").write_text("{")
+        result = CliRunner(env=env).invoke(
+            main, ["produce", "s", "--file", "-", "--schema", str(tmp_path / "order.json")]
+        )
+        assert result.exit_code == 2
+        assert "is not JSON" in result.output
 
 
 class _CountingProducer:
