@@ -1,6 +1,7 @@
 """``shardline dlq ls | show | redrive | discard`` on a real moto server (issue 15, first
 slice): a processor raises on some records, the file is fixed, the redrive empties the queue
-and the table then equals a clean run of the fixed file. Every command runs as users run it
+and the table (and the OpenSearch indices, in both ways of that sink) then equal a clean run
+of the fixed file. Every command runs as users run it
 (the console script, from the project folder), so each sees the plugin module as it is now.
 """
 
@@ -27,12 +28,18 @@ stream: {{name: shop-events}}
 sinks:
   orders: {{type: dynamodb, table: {table}, key: order_id, mode: latest}}
   dlq: {{type: sqs, queue: {queue}}}
-functions:
+{search}functions:
   {function}:
     on_failure: dlq
     processors:
       - use: "{module}:Picky"
-    route: [orders]
+    route: [orders{routes}]
+"""
+#: Two OpenSearch sinks (``Project.write(search=URL, index=NAME)``): one document per
+#: record, and one per order with its position.
+SEARCH_SINKS = """\
+  events: {{type: opensearch, endpoint: "{url}", index: {index}-events, auth: none}}
+  latest: {{type: opensearch, endpoint: "{url}", index: {index}-latest, id: order_id, auth: none}}
 """
 PLUGIN = """\
 FAIL = {fail!r}
@@ -91,8 +98,21 @@ class Project:
             "PYTHONPATH": "",
         }
 
-    def write(self, *, table: str, queue: str, fail: set[str], function: str = "price") -> None:
-        text = PIPELINE.format(table=table, queue=queue, function=function, module=self.module)
+    def write(
+        self,
+        *,
+        table: str,
+        queue: str,
+        fail: set[str],
+        function: str = "price",
+        search: str = "",
+        index: str = "",
+    ) -> None:
+        sinks = SEARCH_SINKS.format(url=search, index=index) if search else ""
+        text = PIPELINE.format(
+            table=table, queue=queue, function=function, module=self.module, search=sinks,
+            routes=", events, latest" if search else "",
+        )  # fmt: skip
         (self.folder / self.file).write_text(text)
         (self.folder / f"{self.module}.py").write_text(PLUGIN.format(fail=sorted(fail)))
 
@@ -124,18 +144,33 @@ def folder(tmp_path: Path) -> Path:
     return path
 
 
+def _documents(client: Any, index: str) -> dict[str, Any]:
+    """Every document of ``index``: its ``_source`` by ``_id`` (after a refresh)."""
+    client.indices.refresh(index=index)
+    found = client.search(index=index, body={"size": 10_000})["hits"]["hits"]
+    return {h["_id"]: h["_source"] for h in found}
+
+
 def test_ls_fix_redrive_leaves_the_table_as_a_clean_run_of_the_fixed_file(
-    folder: Path, event_file: Path, aws: Any, moto_endpoint: str, unique: str
+    folder: Path,
+    event_file: Path,
+    aws: Any,
+    moto_endpoint: str,
+    unique: str,
+    opensearch: Any,
+    opensearch_endpoint: str,
 ) -> None:
     """The letters are listed; dry run and a refused file change nothing; the redrive (first
     one letter, then the rest) empties the queue but for the letter that fails again (with
-    its count) and the foreign message; the table equals a clean run's, item for item."""
+    its count) and the foreign message; the table and the indices equal a clean run's, item
+    for item and document for document (``_id`` and ``_source``)."""
     sqs = aws("sqs")
     queue = f"shop-dlq-{unique}"
     url = sqs.create_queue(QueueName=queue)["QueueUrl"]
     table = _table(aws, f"orders-{unique}")
     shop = Project(folder, moto_endpoint, "shop")
-    shop.write(table=table, queue=queue, fail={"bad", "worse"})
+    search = {"search": opensearch_endpoint, "index": f"shop-{unique}"}
+    shop.write(table=table, queue=queue, fail={"bad", "worse"}, **search)
     invoked = shop.run("invoke", shop.file, "--event", str(event_file))
     assert invoked.returncode == 0, invoked.stderr
     sqs.send_message(QueueUrl=url, MessageBody="not a dead letter")
@@ -154,7 +189,7 @@ def test_ls_fix_redrive_leaves_the_table_as_a_clean_run_of_the_fixed_file(
     assert shown["letters"][0]["payload"]["flag"] in {"bad", "worse"}
 
     # the file is fixed: only "worse" still fails
-    shop.write(table=table, queue=queue, fail={"worse"})
+    shop.write(table=table, queue=queue, fail={"worse"}, **search)
     before = _items(aws, table)
     code, planned = shop.dlq("redrive", "--dry-run")
     assert (code, planned["planned"]) == (0, 4)
@@ -179,10 +214,17 @@ def test_ls_fix_redrive_leaves_the_table_as_a_clean_run_of_the_fixed_file(
     clean_table = _table(aws, f"orders-clean-{unique}")
     clean_queue = f"clean-dlq-{unique}"
     sqs.create_queue(QueueName=clean_queue)
-    clean.write(table=clean_table, queue=clean_queue, fail={"worse"})
+    clean.write(
+        table=clean_table, queue=clean_queue, fail={"worse"},
+        search=opensearch_endpoint, index=f"clean-{unique}",
+    )  # fmt: skip
     assert clean.run("invoke", clean.file, "--event", str(event_file)).returncode == 0
     assert _items(aws, table) == _items(aws, clean_table)
     assert len(_items(aws, table)) == 3
+    for kind, count in (("events", 5), ("latest", 3)):
+        redriven = _documents(opensearch, f"shop-{unique}-{kind}")
+        assert redriven == _documents(opensearch, f"clean-{unique}-{kind}"), kind
+        assert len(redriven) == count, kind
 
     # up to --max-redrives: then the letter is left alone, listed, and the exit status is 1
     assert shop.dlq("redrive")[1]["dead_again"] == 1

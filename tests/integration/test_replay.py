@@ -4,6 +4,10 @@ slice), on a real moto server with the local event source mapping running in pro
 * Replaying an archived time range into empty stores gives the same DynamoDB items as the
   live run; replaying into the live stores changes nothing (no duplicate in an ``append``
   table, items equal). The same from the stream (``AT_TIMESTAMP``).
+* The same for OpenSearch documents, on a real osmem-server, in both ways of the sink (one
+  document per record; ``id: order_id`` with positions): the replayed index holds the live
+  documents (``_id`` and ``_source``), and replaying into the live index rewrites none
+  (same ``_seq_no`` and ``_version``).
 * A function with ``max_retries: 0`` whose processor fails retryably for some records
   sends on-failure ranges to its queue; once fixed, ``dlq redrive`` reads them from the
   stream and writes them, and the queue is empty. With the stream gone, the archive.
@@ -82,15 +86,32 @@ def local_env(monkeypatch: pytest.MonkeyPatch, moto_endpoint: str) -> None:
     reset_clients()
 
 
+#: Two OpenSearch sinks the ``price`` function also writes (``_pipeline(search=URL)``): one
+#: document per record, and one per order with its position.
+SEARCH_SINKS = """\
+  events: {{type: opensearch, endpoint: "{url}", index: {name}-events, auth: none}}
+  latest: {{type: opensearch, endpoint: "{url}", index: {name}-latest, id: order_id, auth: none}}
+"""
+
+
 def _pipeline(
-    folder: Path, aws: Callable[[str], Any], unique: str, monkeypatch: pytest.MonkeyPatch
+    folder: Path,
+    aws: Callable[[str], Any],
+    unique: str,
+    monkeypatch: pytest.MonkeyPatch,
+    search: str = "",
 ) -> dict[str, Any]:
     name = f"rp-{unique}"
     module = f"flaky_{unique}"
     (folder / f"{module}.py").write_text(PLUGIN.format(name=unique))
     monkeypatch.syspath_prepend(str(folder))
     file = folder / "pipeline.yaml"
-    file.write_text(PIPELINE.format(name=name, module=module))
+    text = PIPELINE.format(name=name, module=module)
+    if search:
+        sinks = SEARCH_SINKS.format(url=search, name=name)
+        text = text.replace("functions:\n", f"{sinks}functions:\n", 1)
+        text = text.replace("route: [orders, log]", "route: [orders, log, events, latest]")
+    file.write_text(text)
     plan = load_plan_from_file(file)
     plan["file"] = str(file)
     provision(plan, aws, shards=2)
@@ -184,6 +205,56 @@ def test_replaying_the_archive_gives_the_live_items_and_changes_nothing_live(
     doc = json.loads(done.stdout)
     assert (doc["replayed"], doc["ok"]) == (0, True)
     assert (_items(aws, orders), _items(aws, log)) == live
+
+
+def _documents(client: Any, index: str) -> dict[str, dict[str, Any]]:
+    """Every document of ``index`` by ``_id`` (after a refresh): its ``_source``, and its
+    ``_seq_no`` and ``_version``, which change whenever the document is written again."""
+    client.indices.refresh(index=index)
+    body = {"size": 10_000, "seq_no_primary_term": True, "version": True}
+    found = client.search(index=index, body=body)["hits"]["hits"]
+    return {h["_id"]: {k: h[k] for k in ("_source", "_seq_no", "_version")} for h in found}
+
+
+def _sources(documents: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {doc_id: doc["_source"] for doc_id, doc in documents.items()}
+
+
+def test_replaying_the_archive_gives_the_live_documents_and_rewrites_none_live(
+    tmp_path: Path,
+    aws: Any,
+    unique: str,
+    local_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+    opensearch: Any,
+    opensearch_endpoint: str,
+) -> None:
+    plan = _pipeline(tmp_path, aws, unique, monkeypatch, search=opensearch_endpoint)
+    since = time.time() - 1
+    _produce(aws, plan, flagged=set())
+    _run(plan, aws, tmp_path)
+    until = time.time() + 1
+    indices = {s: plan["sinks"][s]["index"] for s in ("events", "latest")}
+    live = {s: _documents(opensearch, index) for s, index in indices.items()}
+    assert (len(live["events"]), len(live["latest"])) == (40, 8)
+    assert {d["_source"]["n"] for d in live["latest"].values()} == set(range(32, 40))
+
+    s3, kinesis = aws("s3"), aws("kinesis")
+    fresh = copy.deepcopy(plan)
+    for sink in indices:
+        fresh["sinks"][sink]["index"] += "-replayed"
+    request = ReplayRequest("price", since, until, workers=3, batch_size=7)
+    result = replay(fresh, request, s3=s3, kinesis=kinesis, state_dir=tmp_path / "state")
+    assert result.ok, result.reasons
+    assert (result.written["events"], result.written["latest"]) == (40, 40)
+    for sink in indices:
+        replayed = _documents(opensearch, fresh["sinks"][sink]["index"])
+        assert _sources(replayed) == _sources(live[sink]), sink  # same _id, same _source
+
+    again = replay(plan, request, s3=s3, kinesis=kinesis, state_dir=tmp_path / "state")
+    assert (again.ok, again.replayed, again.written["latest"]) == (True, 40, 40), again.reasons
+    for sink, index in indices.items():
+        assert _documents(opensearch, index) == live[sink], sink  # not even rewritten
 
 
 def test_on_failure_ranges_are_resolved_from_the_stream_then_the_archive(
