@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from deploy.local.readback import table_items
 from sinks.base import Ordering, Status
 from sinks.dynamodb import DynamoDBSink
 from stream.event import records_from_event
@@ -30,17 +31,6 @@ def make_table(ddb: Any, name: str, append: bool) -> str:
         TableName=name, KeySchema=keys, AttributeDefinitions=attrs, BillingMode="PAY_PER_REQUEST"
     )
     return name
-
-
-def scan(ddb: Any, table: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {"TableName": table}
-    while True:
-        page = ddb.scan(**kwargs)
-        items += page["Items"]
-        if "LastEvaluatedKey" not in page:
-            return items
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 def batch(docs: list[dict[str, Any]], factory: EventFactory | None = None) -> list[Record]:
@@ -66,7 +56,7 @@ class TestLatest:
         records = batch([{"order_id": f"o{i % 30}", "v": i} for i in range(90)])
         outcomes = sink.write_batch(records)
         assert all(o.status is Status.OK for o in outcomes)
-        items = scan(ddb, table)
+        items = table_items(ddb, table)
         assert len(items) == 30
         assert {i["order_id"]["S"]: int(i["v"]["N"]) for i in items} == {
             f"o{k}": 60 + k for k in range(30)
@@ -77,10 +67,10 @@ class TestLatest:
         sink = DynamoDBSink("orders", table=table, key="order_id", client=ddb, now=lambda: 1.0)
         records = batch([{"order_id": f"o{i}", "v": i} for i in range(10)])
         sink.write_batch(records)
-        before = sorted(scan(ddb, table), key=lambda i: i["order_id"]["S"])
+        before = sorted(table_items(ddb, table), key=lambda i: i["order_id"]["S"])
         sink2 = DynamoDBSink("orders", table=table, key="order_id", client=ddb, now=lambda: 2.0)
         assert all(o.ok for o in sink2.write_batch(records))
-        after = sorted(scan(ddb, table), key=lambda i: i["order_id"]["S"])
+        after = sorted(table_items(ddb, table), key=lambda i: i["order_id"]["S"])
         assert after == before  # even _written_at: the conditional put did not rewrite
 
     def test_an_older_record_after_a_newer_one_changes_nothing(self, ddb, unique):
@@ -89,7 +79,7 @@ class TestLatest:
         old, new = batch([{"order_id": "o1", "v": "old"}, {"order_id": "o1", "v": "new"}])
         sink.write_batch([new])
         assert sink.write_batch([old])[0].ok
-        (item,) = scan(ddb, table)
+        (item,) = table_items(ddb, table)
         assert item["v"]["S"] == "new"
 
     def test_numbers_round_trip_exactly(self, ddb, unique):
@@ -97,7 +87,7 @@ class TestLatest:
         sink = DynamoDBSink("orders", table=table, key="order_id", client=ddb)
         big = 2**64 - 1  # orjson reads larger integers as floats: see the issue note
         sink.write_batch(batch([{"order_id": "n", "f": 0.1, "big": big, "m": {"x": [1.5, None]}}]))
-        (item,) = scan(ddb, table)
+        (item,) = table_items(ddb, table)
         assert Decimal(item["f"]["N"]) == Decimal("0.1")
         assert int(item["big"]["N"]) == big
         assert item["m"] == {"M": {"x": {"L": [{"N": "1.5"}, {"NULL": True}]}}}
@@ -109,7 +99,7 @@ class TestLatest:
         data = b'{"order_id": "b", "big": -123456789012345678901234567890, "f": 0.1}'
         records = records_from_event(EventFactory().event([EventFactory().raw(data, "b")]))
         assert [o.status for o in sink.write_batch(records)] == [Status.OK]
-        (item,) = scan(ddb, table)
+        (item,) = table_items(ddb, table)
         assert item["big"] == {"N": "-123456789012345678901234567890"}
         assert Decimal(item["f"]["N"]) == Decimal("0.1")
 
@@ -121,7 +111,7 @@ class TestAppend:
         records = batch([{"order_id": f"o{i % 3}", "v": i} for i in range(60)])
         assert all(o.ok for o in sink.write_batch(records, Ordering.PER_KEY))
         assert all(o.ok for o in sink.write_batch(records[20:], Ordering.PER_KEY))
-        assert len(scan(ddb, table)) == 60
+        assert len(table_items(ddb, table)) == 60
 
     def test_a_late_copy_of_a_batch_leaves_every_item_byte_identical(self, ddb, unique):
         # A worker paused past its lease finishes its batch after the new owner wrote it:
@@ -132,12 +122,12 @@ class TestAppend:
             "events", table=table, key="order_id", mode="append", client=ddb, now=lambda: 1.0
         )
         assert all(o.ok for o in first.write_batch(records, Ordering.PER_KEY))
-        before = sorted(scan(ddb, table), key=repr)
+        before = sorted(table_items(ddb, table), key=repr)
         late = DynamoDBSink(
             "events", table=table, key="order_id", mode="append", client=ddb, now=lambda: 9.0
         )
         assert all(o.ok for o in late.write_batch(records, Ordering.PER_KEY))
-        assert sorted(scan(ddb, table), key=repr) == before
+        assert sorted(table_items(ddb, table), key=repr) == before
         assert len(before) == 40
         assert {i["_arrival"]["N"] for i in before} == {str(r.arrival) for r in records}
         assert all("_written_at" not in i for i in before)
@@ -151,7 +141,7 @@ class TestAppend:
             record.derive({"order_id": "o1", "v": 3}),
         ]
         assert all(o.ok for o in sink.write_batch(twins))
-        (item,) = scan(ddb, table)
+        (item,) = table_items(ddb, table)
         assert item["v"]["N"] == "3"
 
 
@@ -164,7 +154,7 @@ class TestClassification:
         assert big.status is Status.PERMANENT
         assert "400 KB" in big.reason
         assert fine.ok
-        assert [i["order_id"]["S"] for i in scan(ddb, table)] == ["ok"]
+        assert [i["order_id"]["S"] for i in table_items(ddb, table)] == ["ok"]
 
     def test_a_refused_newest_record_leaves_the_newest_accepted_one_in_the_item(self, ddb, unique):
         # 10**130 is beyond DynamoDB's number range: only that record is refused.
@@ -175,7 +165,7 @@ class TestClassification:
         outcomes = sink.write_batch(exact_batch(docs))
         assert [o.status for o in outcomes] == [Status.OK] * 20 + [Status.PERMANENT]
         assert outcomes[-1].error == "ValidationException"
-        (item,) = scan(ddb, table)
+        (item,) = table_items(ddb, table)
         assert item["n"] == {"N": "20"}
 
     def test_each_refused_record_of_a_key_falls_back_to_the_next_older_one(self, ddb, unique):
@@ -197,7 +187,7 @@ class TestClassification:
             Status.PERMANENT,
             Status.PERMANENT,
         ]
-        assert {i["order_id"]["S"]: i["n"]["N"] for i in scan(ddb, table)} == {"a": "2"}
+        assert {i["order_id"]["S"]: i["n"]["N"] for i in table_items(ddb, table)} == {"a": "2"}
 
     def test_a_refused_record_older_than_the_stored_item_changes_nothing(self, ddb, unique):
         table = make_table(ddb, f"orders-{unique}", append=False)
@@ -208,7 +198,7 @@ class TestClassification:
         later = exact_batch([{"order_id": "a", "n": 3}, {"order_id": "a", "n": 10**130}], f)
         assert [o.status for o in sink.write_batch(later)] == [Status.OK, Status.PERMANENT]
         assert [o.status for o in sink.write_batch(first)] == [Status.OK, Status.OK]  # replay
-        (item,) = scan(ddb, table)
+        (item,) = table_items(ddb, table)
         assert item["n"] == {"N": "3"}
 
     def test_a_missing_key_is_permanent_with_the_field_named(self, ddb, unique):
@@ -228,7 +218,7 @@ class TestClassification:
         assert last.ok
         assert bad.status is Status.PERMANENT
         assert bad.error == "ValidationException"
-        assert sorted(i["order_id"]["S"] for i in scan(ddb, table)) == ["a", "c"]
+        assert sorted(i["order_id"]["S"] for i in table_items(ddb, table)) == ["a", "c"]
 
     def test_append_a_refused_record_fails_alone(self, ddb, unique):
         table = make_table(ddb, f"events-{unique}", append=True)
@@ -237,7 +227,7 @@ class TestClassification:
         docs.append({"order_id": "o1", "n": 10**130})
         outcomes = sink.write_batch(exact_batch(docs))
         assert [o.status for o in outcomes] == [Status.OK] * 5 + [Status.PERMANENT]
-        assert sorted(int(i["n"]["N"]) for i in scan(ddb, table)) == [1, 2, 3, 4, 5]
+        assert sorted(int(i["n"]["N"]) for i in table_items(ddb, table)) == [1, 2, 3, 4, 5]
 
     @pytest.mark.parametrize("mode", ["latest", "append"])
     def test_a_record_nested_past_the_recursion_limit_is_permanent_not_raised(

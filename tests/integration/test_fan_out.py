@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from deploy.local.readback import archive_lines, search_count
+from deploy.local.readback import archive_lines, search_count, table_items
 from processors.chain import Chain, Step
 from sinks.base import Status
 from sinks.dynamodb import DynamoDBSink
@@ -15,7 +15,7 @@ from sinks.opensearch import OpenSearchSink
 from sinks.s3 import S3Sink
 from stream.event import records_from_event
 from stream.testing import EventFactory
-from tests.integration.test_dynamodb_sink import make_table, scan
+from tests.integration.test_dynamodb_sink import make_table
 
 if TYPE_CHECKING:
     from stream.records import Record
@@ -54,7 +54,7 @@ def test_the_parts_of_one_record_are_distinct_in_every_keyed_sink(
         assert [r.part for r in records] == ["0", "1", "2", ""]
         for sink in sinks:
             assert {o.status for o in sink.write_batch(records)} == {Status.OK}
-    assert sorted(i["sku"]["S"] for i in scan(ddb, table)) == ["a", "b", "c", "d"]
+    assert sorted(i["sku"]["S"] for i in table_items(ddb, table)) == ["a", "b", "c", "d"]
     assert search_count(opensearch_endpoint, f"items-{unique}") == 4
     lines = archive_lines(s3, f"arch-{unique}")
     assert sorted((line["sku"], line.get("_part", "")) for line in lines) == [

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from deploy.local.readback import table_items
 from sinks.base import Ordering, Status
 from sinks.dynamodb import DynamoDBSink
 from sinks.kinesis import KinesisSink
@@ -31,7 +32,7 @@ from tests.faultproxy import (
     slow,
 )
 from tests.integration.fault_fixtures import aws_client, no_sleep
-from tests.integration.test_dynamodb_sink import batch, make_table, scan
+from tests.integration.test_dynamodb_sink import batch, make_table
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -152,7 +153,7 @@ class TestDynamoDB:
             (Status.RETRYABLE, BOTOCORE_ERROR[fault.name])
         }
         assert proxy.forwarded == 0  # only the writes go through the proxy here
-        assert scan(ddb, table) == []
+        assert table_items(ddb, table) == []
 
     @pytest.mark.parametrize(
         "fault", [UNAVAILABLE, DROP, STALL], ids=["503", "drop", "stall"]
@@ -180,7 +181,7 @@ class TestDynamoDB:
         assert len(attempts) == tried * 3  # the first wave's keys, then nothing more is sent
         assert [o.error for o in outcomes[tried:]] == ["HeldBack"] * (100 - tried)
         assert "failed" in outcomes[-1].reason
-        assert scan(ddb, table) == []
+        assert table_items(ddb, table) == []
 
     def test_a_throttled_key_holds_back_no_other_key(self, proxy, ddb, unique):
         # A throttle can be one hot partition's: the other keys are still tried.
@@ -224,7 +225,8 @@ def eventually(read: Callable[[], Any], expected: Any, within: float = 5.0) -> A
 
 
 def sorted_items(client: Any, table: str) -> list[Any]:
-    return sorted(scan(client, table), key=lambda i: (i["order_id"]["S"], i["_position"]["S"]))
+    items = table_items(client, table)
+    return sorted(items, key=lambda i: (i["order_id"]["S"], i["_position"]["S"]))
 
 
 class TestS3:
