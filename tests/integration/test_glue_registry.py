@@ -63,7 +63,10 @@ ORDER_V1 = {
 }
 ORDER_V2 = {
     **ORDER_V1,
-    "fields": [*ORDER_V1["fields"], {"name": "coupon", "type": ["null", "string"], "default": None}],
+    "fields": [
+        *ORDER_V1["fields"],
+        {"name": "coupon", "type": ["null", "string"], "default": None},
+    ],
 }
 EVENT_JSON = {
     "$schema": "http://json-schema.org/draft-07/schema#",
@@ -238,8 +241,9 @@ class TestRegistryStep:
         assert sorted(why) == ["cut-short", "no-header", "other-schema", "unknown-id"]
         assert "no Glue Schema Registry header: byte 0 is 123 ('{')" in why["no-header"]
         assert "is not in the Glue Schema Registry (EntityNotFoundException" in why["unknown-id"]
-        assert f"is {names['REGISTRY']}/other version 1, not a version of registry" in (
-            why["other-schema"]
+        assert (
+            f"is {names['REGISTRY']}/other version 1, not a version of registry"
+            in (why["other-schema"])
         )
         assert f"record is not Avro of {names['REGISTRY']}/orders version 1" in why["cut-short"]
 
@@ -266,7 +270,7 @@ class TestRegistryStep:
         self, registry: Registry
     ):
         registry.pipeline = PIPELINE.replace("name: orders,", "name: events,").replace(
-            "      - filter: {expr: \"total > `0`\"}\n", ""
+            '      - filter: {expr: "total > `0`"}\n', ""
         )
         producer = registry.producer(RegistrySchema("events", registry.names["REGISTRY"]))
         producer.put({"order_id": "e-1", "total": 3}, "e-1")
