@@ -96,10 +96,21 @@ class RegistryUnavailable(RetryableError, ProcessorError):
 
 @dataclass(frozen=True, slots=True)
 class Header:
-    """A record's registry header: which schema version, and whether the payload is zlib."""
+    """A record's registry header: which schema version, and whether the payload is zlib.
 
-    version_id: str
+    Attributes:
+        key: the version id's 16 bytes, as the header carries them (the cache's key: making
+            the UUID's text costs more than the rest of a warm record's header path).
+        compression: :data:`COMPRESSION_NONE` or :data:`COMPRESSION_ZLIB`.
+    """
+
+    key: bytes
     compression: int
+
+    @property
+    def version_id(self) -> str:
+        """The version id as Glue spells it."""
+        return str(uuid.UUID(bytes=self.key))
 
 
 def split_header(data: bytes) -> tuple[Header, bytes]:
@@ -141,8 +152,8 @@ byte 0 is 123 ('{'), expected 3 (8 bytes)
             "0 (none), 5 (zlib)"
         )
         raise RegistryRecordError(msg)
-    header = Header(str(uuid.UUID(bytes=bytes(data[2:HEADER_BYTES]))), compression)
-    payload = bytes(data[HEADER_BYTES:])
+    header = Header(data[2:HEADER_BYTES], compression)
+    payload = data[HEADER_BYTES:]
     if compression == COMPRESSION_ZLIB:
         try:
             payload = zlib.decompress(payload)
@@ -238,16 +249,16 @@ class VersionCache:
     sleep: Callable[[float], None] = time.sleep
     max_entries: int = 10_000
     calls: int = 0
-    _entries: dict[str, _Entry] = field(default_factory=dict)
+    _entries: dict[bytes, _Entry] = field(default_factory=dict)
 
     def get(
         self,
-        version_id: str,
+        key: bytes,
         client: Callable[[], Any],
         compile_version: Callable[[SchemaVersion], Any],
     ) -> tuple[SchemaVersion, Any]:
-        """The version and what ``compile_version`` made of it, fetched on first use with
-        the Glue client ``client()`` returns (asked only then).
+        """The version whose id's 16 bytes are ``key`` and what ``compile_version`` made of
+        it, fetched on first use with the Glue client ``client()`` returns (asked only then).
 
         ``compile_version`` runs once per version; what it raises is not cached (a missing
         library is fixed by a new deployment, which starts a new process anyway).
@@ -256,13 +267,14 @@ class VersionCache:
             RegistryRecordError: Glue does not know the id.
             RegistryUnavailable: Glue could not answer (see the module docstring).
         """
-        entry = self._entries.get(version_id)
-        now = self.now()
-        if entry is None or (entry.version is None and entry.until <= now):
-            entry = self._fetch(version_id, client)
+        entry = self._entries.get(key)
+        if entry is not None and entry.compiled is not None:  # a warm record's whole path
+            return entry.version, entry.compiled  # type: ignore[return-value]  # set with it
+        if entry is None or (entry.version is None and entry.until <= self.now()):
+            entry = self._fetch(str(uuid.UUID(bytes=key)), client)
             if len(self._entries) >= self.max_entries:
                 self._entries.pop(next(iter(self._entries)))
-            self._entries[version_id] = entry
+            self._entries[key] = entry
         if entry.version is None:
             if entry.code:
                 raise RegistryUnavailable(entry.reason, entry.code)

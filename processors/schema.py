@@ -163,6 +163,14 @@ class Schema:
         self._registry: tuple[str, str] | None = None
         self.wire_header = wire_header
         if registry is not None:
+            from processors import glue_registry  # noqa: PLC0415  # light; only with the step
+
+            self._versions = glue_registry.VERSIONS
+            self._split = glue_registry.split_header
+            self._header_error = glue_registry.RegistryRecordError
+            #: Versions already checked to be this step's schema, by the id's 16 bytes: a
+            #: warm record's whole path is one lookup (the contract is the version's own).
+            self._accepted: dict[bytes, Schema] = {}
             self._registry = _registry_names(registry)
             self.kind = "registry"
             self.source = source or "registry {}/{}".format(*reversed(self._registry))
@@ -199,6 +207,9 @@ class Schema:
             return record
         raise self.failure(doc)
 
+    def _glue(self) -> Any:
+        return self.client
+
     def document(self, payload: bytes) -> Any:
         """The JSON document of a payload of this contract: decoded (Avro) or parsed and
         checked (JSON Schema).
@@ -219,18 +230,14 @@ class Schema:
 
     def _from_registry(self, data: bytes) -> Any:
         """The document of a registry record (see the module docstring)."""
-        from processors.glue_registry import (  # noqa: PLC0415  # only with a registry step
-            VERSIONS,
-            RegistryRecordError,
-            split_header,
-        )
-
+        if data[:2] == b"\x03\x00":  # the header, uncompressed: maybe a version seen before
+            contract = self._accepted.get(data[2:18])
+            if contract is not None:
+                return contract.document(data[18:])
         try:
-            header, payload = split_header(data)
-            version, contract = VERSIONS.get(
-                header.version_id, lambda: self.client, _version_contract
-            )
-        except RegistryRecordError as exc:
+            header, payload = self._split(data)
+            version, contract = self._versions.get(header.key, self._glue, _version_contract)
+        except self._header_error as exc:
             raise ContractError(f"{exc} ({self.source})", keyword="registry") from None
         if (version.schema, version.registry) != self._registry:
             msg = (
@@ -240,6 +247,7 @@ class Schema:
             raise ContractError(msg, keyword="registry")
         if isinstance(contract, str):
             raise ContractError(contract, keyword="registry")
+        self._accepted[header.key] = contract
         return contract.document(payload)
 
     def failure(self, doc: Any) -> ContractError:

@@ -167,9 +167,9 @@ class TestVersionCache:
         client = _Unknown()
         for _ in range(3):
             with pytest.raises(RegistryRecordError, match="EntityNotFoundException"):
-                cache.get("id-1", lambda: client, lambda v: v)
+                cache.get(bytes(16), lambda: client, lambda v: v)
         assert client.calls == 1
         clock[0] = UNKNOWN_TTL_S + 1
         with pytest.raises(RegistryRecordError):
-            cache.get("id-1", lambda: client, lambda v: v)
+            cache.get(bytes(16), lambda: client, lambda v: v)
         assert client.calls == 2
