@@ -208,6 +208,7 @@ class Schema:
         raise self.failure(doc)
 
     def _glue(self) -> Any:
+        """The Glue client, asked for only when a version must be fetched."""
         return self.client
 
     def document(self, payload: bytes) -> Any:
