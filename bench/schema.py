@@ -12,6 +12,11 @@ Three parts, all in one process except the import times:
   median of five.
 * **Avro**: ``fastavro.schemaless_reader`` decoding the same orders from Avro binary,
   against ``orjson.loads`` and ``json.loads`` of their JSON.
+  The ``schema`` step itself on the same records: ``avro:`` on the Avro binary, and
+  ``registry:`` on the binary behind the Glue Schema Registry header, its version already
+  in the process's cache (a warm function: the header read, the cache looked up, the
+  version checked to be the named schema's); the version comes from an in-process stand-in
+  for Glue, asked once, since this part measures the per-record path, not the call.
 * **The chain**: the handler bench's chain (``bench.handler.PLAN``: match filter, JMESPath
   filter, set, route) with a ``schema`` step in front (a JSON Schema of its click events)
   against the same chain without it, ``runner.handle(event)`` both (the whole handler path),
@@ -246,6 +251,63 @@ def _avro(n: int, repeats: int) -> None:
     print(f"  orjson.loads of the JSON   {orjson_us:6.2f} µs/record  ({size_json:.0f} bytes)")
     print(f"  json.loads of the JSON     {json_us:6.2f} µs/record   "
           f"import fastavro {_import_ms('fastavro'):.1f} ms")  # fmt: skip
+    avro_step, registry_step = _steps(blobs, repeats)
+    print(f"  the step, avro:            {avro_step:6.2f} µs/record")
+    print(f"  the step, registry: (warm) {registry_step:6.2f} µs/record  (+18 header bytes)")
+
+
+class _Glue:
+    """Answers ``GetSchemaVersion`` for one version, as Glue does; counts the calls."""
+
+    def __init__(self, version_id: str, definition: str) -> None:
+        self.version_id = version_id
+        self.definition = definition
+        self.calls = 0
+
+    def get_schema_version(self, **_: Any) -> dict[str, Any]:
+        self.calls += 1
+        return {
+            "SchemaVersionId": self.version_id,
+            "SchemaArn": "arn:aws:glue:us-east-1:123456789012:schema/bench/orders",
+            "VersionNumber": 1,
+            "DataFormat": "AVRO",
+            "SchemaDefinition": self.definition,
+            "Status": "AVAILABLE",
+        }
+
+
+def _steps(blobs: list[bytes], repeats: int) -> tuple[float, float]:
+    """µs/record of the ``avro:`` step and of the ``registry:`` step with a warm cache."""
+    import uuid  # noqa: PLC0415
+
+    from processors.glue_registry import VERSIONS, encode_header  # noqa: PLC0415
+    from processors.schema import Schema  # noqa: PLC0415
+    from stream.records import Record  # noqa: PLC0415
+
+    definition = ORDER_AVRO.read_text(encoding="utf-8")
+    version_id = str(uuid.uuid4())
+    glue = _Glue(version_id, definition)
+    by_file = Schema(avro=json.loads(definition))
+    by_registry = Schema(registry={"name": "orders", "registry": "bench"}, client=glue)
+    header = encode_header(version_id)
+    framed = [header + b for b in blobs]
+    if by_registry(Record(framed[0], "k", "1")).json != by_file(Record(blobs[0], "k", "1")).json:
+        msg = "the registry step and the avro step decoded different documents"
+        raise RuntimeError(msg)
+    # a decoded record's data is its JSON from then on: a fresh record per call, both sides;
+    # single passes in alternation, so that a busy machine slows both alike
+    avro_runs, registry_runs = [], []
+    for _ in range(repeats):
+        avro_runs.append(_per_record(lambda b: by_file(Record(b, "k", "1")), blobs, 1))
+        registry_runs.append(
+            _per_record(lambda b: by_registry(Record(b, "k", "1")), framed, 1)
+        )
+    avro_us, registry_us = statistics.median(avro_runs), statistics.median(registry_runs)
+    if glue.calls != 1:
+        msg = f"the registry step asked Glue {glue.calls} times for one version"
+        raise RuntimeError(msg)
+    VERSIONS.clear()
+    return avro_us, registry_us
 
 
 def _chain(n: int, repeats: int) -> float:

@@ -105,6 +105,12 @@ RETRYABLE_CODES: Mapping[str, Mapping[str, str]] = {
         "ExpiredToken": "temporary credentials expired; the client refreshes them",
         "TokenRefreshRequired": "temporary credentials need a refresh",
     },
+    "glue": {
+        "ThrottlingException": "the Schema Registry's request rate is exceeded",
+        "InternalServiceException": "a Glue fault",
+        "OperationTimeoutException": "the operation timed out on the service side",
+        "ServiceUnavailable": "Glue is briefly unavailable, 503",
+    },
     "sqs": {
         "AWS.SimpleQueueService.RequestThrottled": "the queue's request rate is exceeded",
         "RequestThrottled": "the queue's request rate is exceeded",

@@ -32,6 +32,7 @@ __all__ = [
     "Plan",
     "PlanVersionError",
     "ProcessorEntry",
+    "RegistryNames",
     "RouteRule",
     "RouteSpec",
     "SchemaSpec",
@@ -149,12 +150,21 @@ class RouteSpec(TypedDict):
     rules: list[RouteRule]
 
 
+class RegistryNames(TypedDict):
+    """A schema of the Glue Schema Registry: its name and its registry's."""
+
+    name: str
+    registry: str
+
+
 class SchemaSpec(TypedDict, total=False):
     """The arguments of a ``schema`` step: one schema, bundled from its file by ``compile``,
-    and the file's name as the pipeline file gives it (named in dead letters)."""
+    and the file's name as the pipeline file gives it (named in dead letters); or the names
+    of a Glue Schema Registry schema, whose versions the function fetches."""
 
     json_schema: dict[str, Any]
     avro: Any  # an Avro schema: a record mapping, a type name, or a union list
+    registry: RegistryNames
     source: str
 
 

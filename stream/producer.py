@@ -79,6 +79,14 @@ Contracts (``schema=``)
     producer fed in bulk learns every bad record, not the first. Like a record ``put()``
     refuses, it holds back nothing. The schema libraries are imported only with a contract.
 
+    A Glue Schema Registry schema (a :class:`processors.glue_registry.RegistrySchema`, or
+    ``"registry:[REGISTRY/]NAME[@VERSION]"``) is fetched once, when the producer is made:
+    its latest version unless one is named. Each record is put as its JSON document,
+    checked against that version, and sent with the registry's header (version byte 3, the
+    compression byte, the version's id) before its Avro binary or JSON, zlib-deflated when
+    the reference says ``compression="zlib"``: what a ``schema: {registry: ...}`` step and
+    AWS's Glue Schema Registry deserializers read.
+
 Not thread-safe: use one producer per thread. boto3 and ``aws_kinesis_agg`` are imported
 when first needed, not with this module.
 """
@@ -109,6 +117,7 @@ if TYPE_CHECKING:
     from types import TracebackType
     from typing import Self
 
+    from processors.glue_registry import RegistrySchema
     from processors.schema import Schema
 
 __all__ = [
@@ -800,8 +809,10 @@ class Producer:
             by default 16 random hex digits, so that two producers never make the same id.
             Give a stable one to let a producer that restarts put the same ids again.
         schema: a contract each record must follow before it is queued: a
-            :class:`processors.schema.Schema` or the path of a ``.json`` or ``.avsc`` file
-            (see the module docstring); an Avro contract sends Avro binary.
+            :class:`processors.schema.Schema`, the path of a ``.json`` or ``.avsc`` file, or
+            a Glue Schema Registry schema (a ``RegistrySchema`` or ``"registry:..."``; see
+            the module docstring); an Avro contract sends Avro binary, a registry one its
+            header first.
         sleep: injectable for tests.
     """
 
@@ -822,7 +833,7 @@ class Producer:
         buffer_bytes: int = 32 * 1024 * 1024,
         record_id: str | None = None,
         producer_id: str | None = None,
-        schema: Schema | str | PathLike[str] | None = None,
+        schema: Schema | RegistrySchema | str | PathLike[str] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if record_id is not None and (not isinstance(record_id, str) or not record_id):
@@ -871,9 +882,13 @@ class Producer:
         self.schema: Schema | None = None
         """The contract records are checked against (``None``: none)."""
         if schema is not None:
+            from processors.glue_registry import RegistrySchema  # noqa: PLC0415
             from processors.schema import Schema  # noqa: PLC0415  # only with a contract
 
-            self.schema = schema if isinstance(schema, Schema) else Schema.from_file(schema)
+            if isinstance(schema, RegistrySchema):
+                self.schema = Schema.registered(schema)
+            else:
+                self.schema = schema if isinstance(schema, Schema) else Schema.from_file(schema)
 
     client = lazy_client("kinesis")
     """The Kinesis client, created on first use (boto3 is imported only then)."""
@@ -965,6 +980,8 @@ class Producer:
         except orjson.JSONDecodeError as exc:
             msg = f"record is not JSON, so it cannot follow {schema.source} ({exc})"
             raise ContractError(msg) from None
+        if schema.wire_header:
+            return schema.to_wire(doc)
         if schema.kind == "avro":
             return schema.encode(doc)
         if not schema.is_valid(doc):

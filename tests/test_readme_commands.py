@@ -29,6 +29,9 @@ SKIPPED = {
     "make soak": "fault scenarios and 10 minutes of load",
     "shardline produce clickstream-events --file events.jsonl --key user_id": "needs a "
     "running stream (AWS or an endpoint); tests/integration drive produce on moto",
+    "shardline produce shop-registry-orders --file orders.jsonl --key order_id --schema "
+    "registry:shop/orders --compression zlib": "needs a stream and the registry's schema; "
+    "tests/integration/test_glue_registry.py drives produce --schema registry: on moto",
     "shardline run examples/clickstream/pipeline.yaml": "needs a running stream and runs "
     "until stopped; tests/integration drive run on moto",
     "shardline status examples/clickstream/pipeline.yaml": "needs the stream and lease "

@@ -34,7 +34,8 @@ write its own log group, and call exactly the actions its sinks, lookups and on-
 destination use, on exactly those resources: ``PutItem`` on a ``latest`` table,
 ``BatchWriteItem`` on an ``append`` table, ``BatchGetItem`` on a lookup table,
 ``GetItem``/``BatchGetItem``/``PutItem``/``UpdateItem``/``Query`` on its own window state
-table, ``PutObject``
+table, ``glue:GetSchemaVersion`` on the registry and schema of a ``schema: {registry: ...}``
+step, ``PutObject``
 under an archive's literal prefix, ``GetQueueUrl``/``SendMessage`` on a queue (and
 ``PutObject`` under ``dead-letters/`` of its overflow bucket), ``PutRecords``/``ListShards`` on
 a target stream, ``ESHttpPost`` on an OpenSearch domain with SigV4 (``_bulk`` and ``_mget``
@@ -704,6 +705,15 @@ class _Builder:
             self._sink_grants(policy, sink, self.plan["sinks"][sink], dead_letters)
         for table in _lookup_tables(spec):
             policy.allow(f"Lookup{_camel(table)}", ["dynamodb:BatchGetItem"], [self._table(table)])
+        registered = _registry_schemas(spec)
+        if registered:
+            # GetSchemaVersion by id authorises on the version's registry and schema
+            resources = [
+                _arn("glue", arn)
+                for registry, name in registered
+                for arn in (f"registry/{registry}", f"schema/{registry}/{name}")
+            ]
+            policy.allow("ReadSchemaRegistry", ["glue:GetSchemaVersion"], resources)
         if function in self.stores.window_tables:
             policy.allow(
                 "WindowState",
@@ -825,6 +835,17 @@ def _alarm(
 
 def _pattern(pattern: Any) -> str:
     return json.dumps(pattern, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _registry_schemas(function: FunctionPlan) -> list[tuple[str, str]]:
+    """``(registry, schema)`` of each Glue Schema Registry step, once each, in file order."""
+    found: list[tuple[str, str]] = []
+    for entry in function.get("processors", ()):
+        schema = entry.get("schema") if isinstance(entry, dict) else None
+        names = schema.get("registry") if isinstance(schema, dict) else None
+        if isinstance(names, dict) and (pair := (names["registry"], names["name"])) not in found:
+            found.append(pair)
+    return found
 
 
 def _lookup_tables(function: FunctionPlan) -> list[str]:

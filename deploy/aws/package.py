@@ -280,8 +280,13 @@ def _default_requirements() -> list[str]:
     return [r for r in requires if "extra" not in r.partition(";")[2]]
 
 
-#: The library of the ``contracts`` extra that each kind of ``schema`` step needs.
-SCHEMA_LIBRARIES = {"json_schema": "jsonschema-rs", "avro": "fastavro"}
+#: The libraries of the ``contracts`` extra that each kind of ``schema`` step needs (a
+#: registry version may be Avro or JSON: which one is known only when a record names it).
+SCHEMA_LIBRARIES = {
+    "json_schema": ("jsonschema-rs",),
+    "avro": ("fastavro",),
+    "registry": ("fastavro", "jsonschema-rs"),
+}
 
 
 def _step_requirements(plan: Plan) -> list[str]:
@@ -292,8 +297,9 @@ def _step_requirements(plan: Plan) -> list[str]:
         for function in plan["functions"].values()
         for entry in function.get("processors") or ()
         if isinstance(entry.get("schema"), dict)
-        for kind, library in SCHEMA_LIBRARIES.items()
+        for kind, libraries in SCHEMA_LIBRARIES.items()
         if kind in entry["schema"]
+        for library in libraries
     }
     if not needed:
         return []

@@ -27,6 +27,7 @@ from deploy.cli.common import EXIT_INVALID, json_only_stdout, load_or_exit, plur
 if TYPE_CHECKING:
 
     from deploy.pipeline.config import PipelineConfig
+    from processors.glue_registry import RegistrySchema
 
 __all__ = ["main"]
 
@@ -225,16 +226,25 @@ def invoke(
 @click.option(
     "--schema",
     "schema",
-    type=click.Path(dir_okay=False, exists=True),
-    help="A contract: .json (JSON Schema) or .avsc (Avro, sent as Avro binary); lines that "
-    "break it are refused.",
+    metavar="FILE|registry:[REGISTRY/]NAME[@VERSION]",
+    help="A contract: .json (JSON Schema), .avsc (Avro, sent as Avro binary), or a Glue Schema "
+    "Registry schema (its latest version unless @VERSION; sent with the registry header); lines "
+    "that break it are refused.",
+)
+@click.option(
+    "--compression",
+    type=click.Choice(["none", "zlib"]),
+    default="none",
+    show_default=True,
+    help="With a registry schema: deflate each payload (the header's compression byte says so).",
 )
 @click.option("--rate", type=float, help="At most this many records per second.")
 @click.option("--endpoint-url", help="A Kinesis endpoint, e.g. a local server.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def produce(
     stream: str, *, file: str, key: str | None, aggregate: bool, record_id: str | None,
-    schema: str | None, rate: float | None, endpoint_url: str | None, as_json: bool,
+    schema: str | None, compression: str, rate: float | None, endpoint_url: str | None,
+    as_json: bool,
 ) -> None:  # fmt: skip
     """Put the JSON lines of FILE onto STREAM, in order per partition key.
 
@@ -256,13 +266,15 @@ def produce(
     endpoint_url = use_local_stack(endpoint_url)
     if endpoint_url:
         os.environ["AWS_ENDPOINT_URL_KINESIS"] = endpoint_url
+        os.environ["AWS_ENDPOINT_URL_GLUE"] = endpoint_url  # a registry schema is read there
+    contract = _contract(schema, compression)
     console = Console(stderr=True)
     source = sys.stdin.buffer if file == "-" else open(file, "rb")  # noqa: SIM115
     total = None if file == "-" else os.path.getsize(file)
     try:
         producer = Producer(
             stream, aws_client("kinesis"), aggregate=aggregate, record_id=record_id or None,
-            schema=schema,
+            schema=contract,
         )  # fmt: skip
     except (ValueError, OSError) as exc:  # a broken contract file: nothing was read or sent
         raise click.UsageError(f"--schema {schema}: {exc}") from None
@@ -306,6 +318,29 @@ def produce(
         )
     if not report.ok:
         raise SystemExit(1)
+
+
+def _contract(schema: str | None, compression: str) -> RegistrySchema | str | None:
+    """``produce --schema``'s contract: a file's path, or a registry reference."""
+    import os  # noqa: PLC0415
+
+    only_registry = "--compression applies to a registry schema (--schema registry:...)"
+    if schema is None:
+        if compression != "none":
+            raise click.UsageError(only_registry)
+        return None
+    if schema.startswith("registry:"):
+        from processors.glue_registry import RegistrySchema  # noqa: PLC0415
+
+        try:
+            return RegistrySchema.parse(schema, compression)
+        except ValueError as exc:
+            raise click.UsageError(f"--schema {schema}: {exc}") from None
+    if compression != "none":
+        raise click.UsageError(only_registry)
+    if not os.path.isfile(schema):
+        raise click.UsageError(f"--schema {schema}: no such file (or registry:[REGISTRY/]NAME)")
+    return schema
 
 
 @main.command()

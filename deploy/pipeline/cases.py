@@ -400,6 +400,7 @@ def _case(
     spec = plan["functions"].get(function) if plan is not None and function else None
     if spec is not None:
         _check_lookup_fixtures(r, path, function or "", spec, lookups)
+        _refuse_registry(r, f.at("function") if "function" in data else path, function, spec)
     e = Fields(r, f.at("expect"), expect or {}, EXPECT_KEYS)
     return Case(
         name=name,
@@ -413,6 +414,25 @@ def _case(
         failed=_claims(r, e, "failed", with_step=False),
         dropped=e.integer("dropped", default=None, lo=0),
     )
+
+
+def _refuse_registry(r: Reporter, at: DocPath, function: str | None, spec: FunctionPlan) -> None:
+    """A case cannot run a ``schema: {registry: ...}`` step: its records name schema
+    versions by the ids Glue gave them when they were registered, which a test file cannot
+    know, and ``shardline test`` calls no AWS API. Say so, and what to do instead."""
+    for i, entry in enumerate(spec.get("processors", ())):
+        schema = entry.get("schema") if isinstance(entry, dict) else None
+        if isinstance(schema, dict) and "registry" in schema:
+            r.error(
+                at,
+                f"function {function!r} reads the Glue Schema Registry (processors[{i}], "
+                f"{schema.get('source', 'registry')}), which shardline test does not call: "
+                "test the chain behind it with a function that has schema: {avro: FILE} or "
+                "{json_schema: FILE} (the registered definition) instead, and the registry step "
+                "against a local stack (shardline dev, then shardline produce --schema "
+                "registry:REGISTRY/NAME)",
+            )
+            return
 
 
 def _function(r: Reporter, f: Fields, plan: Plan | None) -> str | None:

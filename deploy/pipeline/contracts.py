@@ -1,5 +1,9 @@
 """The ``schema`` step's files: read, checked and bundled into the plan at validate time.
 
+(``- schema: {registry: {name: orders, registry: default}}`` names a schema of the Glue
+Schema Registry instead: validation checks the names, and the plan carries them; the
+function fetches the versions its records name at run time.)
+
 ``- schema: {json_schema: schemas/order.json}`` or ``- schema: {avro: schemas/order.avsc}``
 names a file relative to the pipeline file. Validation reads it, checks that it is a schema
 (JSON Schema against its metaschema with ``jsonschema-rs``, Avro with ``fastavro``) and
@@ -27,20 +31,27 @@ if TYPE_CHECKING:
 
 __all__ = ["line_of_pointer", "schema_step"]
 
-_KINDS = ("json_schema", "avro")
+_KINDS = ("json_schema", "avro", "registry")
 
 
 def schema_step(r: Reporter, path: DocPath, args: Any) -> dict[str, Any]:
     """Check ``schema: {json_schema: FILE}`` or ``{avro: FILE}``; return its plan form."""
-    data = as_mapping(r, path, args, "a mapping {json_schema: FILE} or {avro: FILE}")
+    shape = "a mapping {json_schema: FILE}, {avro: FILE} or {registry: {name, registry}}"
+    data = as_mapping(r, path, args, shape)
     if data is None:
         return {}
     f = Fields(r, path, data, tuple(spec.SCHEMA))
     given = [kind for kind in _KINDS if f.has(kind)]
     if len(given) != 1:
-        r.error(path, "needs exactly one of json_schema (a .json file) or avro (a .avsc file)")
+        r.error(
+            path,
+            "needs exactly one of json_schema (a .json file), avro (a .avsc file) or "
+            "registry ({name: SCHEMA, registry: REGISTRY})",
+        )
         return {}
     (kind,) = given
+    if kind == "registry":
+        return _registry(r, f)
     name = f.text(kind, required=True)
     if name is None:
         return {}
@@ -66,6 +77,31 @@ def schema_step(r: Reporter, path: DocPath, args: Any) -> dict[str, Any]:
         r.problems.append(Problem(shown, line, pointer or "(schema)", message))
         return {}
     return {kind: schema, "source": name}
+
+
+def _registry(r: Reporter, f: Fields) -> dict[str, Any]:
+    """``registry: {name, registry}``: the names, checked against Glue's rule."""
+    data = f.mapping("registry", required=True)
+    if data is None:
+        return {}
+    g = Fields(r, f.at("registry"), data, tuple(spec.SCHEMA_REGISTRY))
+    names = {key: g.read(key, rule, _glue_name(rule)) for key, rule in spec.SCHEMA_REGISTRY.items()}
+    if not all(isinstance(v, str) and v for v in names.values()):
+        return {}
+    return {"registry": names, "source": f"registry {names['registry']}/{names['name']}"}
+
+
+def _glue_name(rule: spec.Key) -> Any:
+    import re  # noqa: PLC0415
+
+    pattern = re.compile(rule.pattern or "")
+
+    def check(value: str) -> str | None:
+        if pattern.fullmatch(value):
+            return None
+        return f"invalid name {value!r}: {rule.rule}"
+
+    return check
 
 
 def _json_schema_problem(schema: Any) -> tuple[str, str] | None:

@@ -440,9 +440,15 @@ def _window() -> dict[str, Any]:
 
 def _schema() -> dict[str, Any]:
     keys = spec.SCHEMA
-    out = _object(list(keys), _scalars(keys))
-    out["description"] = "A record contract: a JSON Schema or an Avro schema file."
-    out["oneOf"] = [{"required": ["json_schema"]}, {"required": ["avro"]}]
+    names = spec.SCHEMA_REGISTRY
+    registry = _object(list(names), _scalars(names), _required(names))
+    registry["description"] = keys["registry"].description
+    out = _object(list(keys), {**_scalars(keys), "registry": registry})
+    out["description"] = (
+        "A record contract: a JSON Schema or an Avro schema file, or a schema of the Glue "
+        "Schema Registry."
+    )
+    out["oneOf"] = [{"required": [kind]} for kind in keys]
     return out
 
 

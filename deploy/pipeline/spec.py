@@ -36,6 +36,7 @@ __all__ = [
     "ROUTE",
     "RULE",
     "SCHEMA",
+    "SCHEMA_REGISTRY",
     "SINK_NAME",
     "SINK_TYPES",
     "STACK_NAME",
@@ -412,6 +413,28 @@ SCHEMA: Section = {
         "An Avro schema file (.avsc), relative to the pipeline file: records are Avro binary "
         "and continue as their JSON document; one that does not decode is dead-lettered.",
         min_length=1,
+    ),
+    "registry": Key(
+        "object",
+        "A schema in the AWS Glue Schema Registry: records carry its wire header (version "
+        "byte 3, compression byte, 16-byte schema version id) and an Avro or JSON payload; the "
+        "version is fetched once per id. Avro records continue as their JSON document.",
+    ),
+}
+
+#: Glue's rule for registry and schema names.
+_GLUE_NAME = Key(
+    "string",
+    pattern=r"[A-Za-z0-9_$#.-]{1,255}",
+    rule="1-255 letters, digits, '_', '-', '$', '#' or '.'",
+)
+
+SCHEMA_REGISTRY: Section = {
+    "name": replace(_GLUE_NAME, description="The schema's name in the registry.", required=True),
+    "registry": replace(
+        _GLUE_NAME,
+        description="The registry's name; default-registry is the one AWS's serializers use.",
+        default="default-registry",
     ),
 }
 

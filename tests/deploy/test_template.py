@@ -182,6 +182,11 @@ def function_specs(draw: Any, sinks: dict[str, Any]) -> dict[str, Any]:
     if failure and draw(st.booleans()):
         spec["on_failure"] = draw(st.sampled_from(failure))
     steps: list[Any] = [{"filter": {"match": p}} for p in draw(st.lists(PATTERNS, max_size=3))]
+    if draw(st.booleans()):  # a Glue Schema Registry contract: a grant of its own
+        registered = {"name": draw(st.sampled_from(["orders", "orders.v$1"]))}
+        if draw(st.booleans()):
+            registered["registry"] = draw(st.sampled_from(["shop", "default-registry"]))
+        steps.append({"schema": {"registry": registered}})
     if draw(st.booleans()):
         table = draw(st.sampled_from(["shop-users", "users.v2"]))
         steps.append({"enrich": {"lookup": {"table": table, "key": "user_id", "into": "user"}}})

@@ -62,6 +62,9 @@ KITCHEN_SINK: dict[str, Any] = {
         "archive": {"processors": [], "route": ["archive"], "on_failure": "archive"},
         "bare": {"processors": [], "route": ["debug"]},
         "fan-out": {"batch": {"consumer": "efo"}, "processors": [], "route": ["debug"]},
+        "contract": {"processors": [{"schema": {"registry": {"name": "orders.v$1",
+                                                             "registry": "kitchen"}}}],
+                     "route": ["debug"]},
     },
 }  # fmt: skip
 

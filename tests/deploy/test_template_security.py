@@ -156,7 +156,8 @@ def check_only_lambda_assumes_roles(template: dict[str, Any]) -> None:
 
 def check_named_resources_come_from_the_file(template: dict[str, Any], plan: Any) -> None:
     """An ARN built from a name (not from a resource of the stack) names what the file
-    names: a lookup table, a target stream, an overflow bucket, a domain, the stream key."""
+    names: a lookup table, a target stream, an overflow bucket, a domain, the stream key, a
+    schema registry and schema."""
     sinks = plan["sinks"].values()
     tables = {
         step["enrich"]["lookup"]["table"]
@@ -167,6 +168,12 @@ def check_named_resources_come_from_the_file(template: dict[str, Any], plan: Any
     streams = {s["stream"] for s in sinks if s["type"] == "kinesis"}
     buckets = {s.get("overflow_bucket") for s in sinks if s["type"] == "sqs"}
     endpoints = [s["endpoint"] for s in sinks if s["type"] == "opensearch"]
+    registries = [
+        step["schema"]["registry"]
+        for function in plan["functions"].values()
+        for step in function["processors"]
+        if "registry" in (step.get("schema") or {})
+    ]
     for statement in _policy_statements(template):
         for resource in _as_list(statement["Resource"]):
             text = _resource_text(resource)
@@ -184,6 +191,10 @@ def check_named_resources_come_from_the_file(template: dict[str, Any], plan: Any
             elif kind == "domain":
                 domain = rest.removesuffix("/*")
                 assert any(f"-{domain}" in e for e in endpoints), text
+            elif kind == "registry":
+                assert any(rest == r["registry"] for r in registries), text
+            elif kind == "schema":
+                assert any(rest == f"{r['registry']}/{r['name']}" for r in registries), text
             else:
                 assert (kind, rest) == ("key", "*"), text
 
@@ -273,10 +284,40 @@ def check_efo_reads_only_its_own_consumer(template: dict[str, Any], plan: Any) -
             assert subscribe == []
 
 
+def check_registry_reads_only_its_schemas(template: dict[str, Any], plan: Any) -> None:
+    """A function with ``schema: {registry: ...}`` steps may call ``glue:GetSchemaVersion``
+    on exactly those registries and schemas, and nothing else of Glue; other functions may
+    call nothing of Glue."""
+    resources = template["Resources"]
+    for function, spec in plan["functions"].items():
+        fid = next(i for i, r in resources.items() if r["Type"] == "AWS::Lambda::Function"
+                   and r["Properties"]["Environment"]["Variables"]["SHARDLINE_FUNCTION"]
+                   == function)  # fmt: skip
+        role = resources[resources[fid]["Properties"]["Role"]["Fn::GetAtt"][0]]["Properties"]
+        (policy,) = role["Policies"]
+        glue = [s for s in policy["PolicyDocument"]["Statement"]
+                if any(a.startswith("glue:") for a in _as_list(s["Action"]))]  # fmt: skip
+        named = [
+            (entry["schema"]["registry"]["registry"], entry["schema"]["registry"]["name"])
+            for entry in spec.get("processors", ())
+            if "registry" in (entry.get("schema") or {})
+        ]
+        if not named:
+            assert glue == [], (function, glue)
+            continue
+        (statement,) = glue
+        assert statement["Action"] == ["glue:GetSchemaVersion"]
+        account = "arn:${AWS::Partition}:glue:${AWS::Region}:${AWS::AccountId}:"
+        expected = {account + f"registry/{r}" for r, _ in named}
+        expected |= {account + f"schema/{r}/{n}" for r, n in named}
+        assert {_resource_text(x) for x in statement["Resource"]} == expected
+
+
 CHECKS_WITH_PLAN = [
     check_named_resources_come_from_the_file,
     check_every_store_is_encrypted,
     check_efo_reads_only_its_own_consumer,
+    check_registry_reads_only_its_schemas,
 ]
 
 
