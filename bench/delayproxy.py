@@ -63,6 +63,14 @@ def operation(method: str, path: str, target: str) -> str:
     return f"{method} {'object' if len(parts) > 1 else 'bucket' if parts else 'root'}"
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # the listen backlog: a wave opens up to WAVE_WIDTH connections at once, and with
+    # socketserver's default of 5 the kernel drops the SYNs beyond it, which the client
+    # sends again only after a second
+    request_queue_size = 128
+
+
 def serve(upstream: str, latency_ms: float) -> ThreadingHTTPServer:
     """A started proxy to ``upstream`` on a free loopback port (serving in a thread)."""
     target = urlsplit(upstream)
@@ -133,8 +141,7 @@ def serve(upstream: str, latency_ms: float) -> ThreadingHTTPServer:
 
         do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _relay
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
+    server = _Server(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 

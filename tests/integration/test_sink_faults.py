@@ -269,16 +269,23 @@ class TestS3:
         assert objects(s3, faulty) == objects(s3, clean)
         assert len(objects(s3, clean)) == 5
 
+    @pytest.mark.parametrize("at_once", [False, True], ids=["in-turn", "overlapped"])
     def test_a_persistent_slowdown_makes_every_record_retryable_and_writes_nothing(
-        self, proxy, s3, unique
+        self, proxy, s3, unique, at_once
     ):
         bucket = self.bucket(s3, f"archive-{unique}")
         proxy.inject(S3_SLOWDOWN)
-        outcomes = self.sink(aws_client(proxy.url, "s3"), bucket, 3).write_batch(self.records())
+        # five objects of distinct keys (kind = key), then five more that share their keys
+        records = self.records()[:5] + batch(
+            [{"order_id": f"o{i}", "kind": i + 5, "i": i} for i in range(5)]
+        )
+        with overlapping(at_once):
+            outcomes = self.sink(aws_client(proxy.url, "s3"), bucket, 3).write_batch(records)
 
+        tried = 5 if at_once else 1  # the first wave's objects: five at once, or one
         assert {o.status for o in outcomes} == {Status.RETRYABLE}
-        assert {o.error for o in outcomes} == {"SlowDown", "HeldBack"}  # first object, the rest
-        assert proxy.injected["s3_slowdown"] == 3  # later objects were not attempted
+        assert [o.error for o in outcomes] == ["SlowDown"] * tried + ["HeldBack"] * (10 - tried)
+        assert proxy.injected["s3_slowdown"] == 3 * tried  # later objects were not attempted
         assert objects(s3, bucket) == {}
 
     @CONNECTION_FAULTS
@@ -414,19 +421,22 @@ class TestOpenSearch:
         assert sources(opensearch, f"faulty-{unique}") == expected
         assert len(expected) == (60 if id_field is None else 12)
 
+    @pytest.mark.parametrize("at_once", [False, True], ids=["in-turn", "overlapped"])
     def test_a_persistent_429_makes_every_record_retryable_and_writes_nothing(
-        self, proxy, opensearch, unique
+        self, proxy, opensearch, unique, at_once
     ):
         opensearch.indices.create(index=f"events-{unique}")
         proxy.inject(OPENSEARCH_REJECTED, path="/_bulk")
         sink = self.sink(proxy.url, f"events-{unique}", None, max_items=20, max_attempts=3)
 
-        outcomes = sink.write_batch(self.records())
+        with overlapping(at_once):
+            outcomes = sink.write_batch(self.records())
 
         assert {(o.status, o.error) for o in outcomes} == {
             (Status.RETRYABLE, "es_rejected_execution_exception")
         }
-        assert proxy.injected["opensearch_rejected"] == 3  # one call per round: the rest wait
+        # per round, one call (in turn: the rest wait) or the wave's three (at once)
+        assert proxy.injected["opensearch_rejected"] == 3 * (3 if at_once else 1)
         assert sources(opensearch, f"events-{unique}") == {}
 
     @CONNECTION_FAULTS
