@@ -78,7 +78,7 @@ class Fault:
             timeout. ``stop()`` cuts it short.
         drop: close the connection without a response.
         until_answered: with ``delay`` as the deadline, hold only until the proxy has
-            answered this many other requests since this one arrived (:func:`held_until`).
+            answered a request this picks (:func:`held_until`).
     """
 
     name: str
@@ -88,7 +88,7 @@ class Fault:
     forward: bool = False
     delay: float = 0.0
     drop: bool = False
-    until_answered: int = 0
+    until_answered: Callable[[Request], bool] | None = None
 
 
 def aws_json_error(name: str, status: int, code: str, message: str) -> Fault:
@@ -121,13 +121,13 @@ def slow(seconds: float, *, forward: bool = True) -> Fault:
     return Fault("slow", forward=forward, delay=seconds, drop=not forward)
 
 
-def held_until(others: int, deadline: float = 10.0) -> Fault:
-    """Forward at once, then hold the response until ``others`` later requests have been
-    answered (or ``deadline`` seconds passed): a slow call that ends after faster later
-    ones, when the client sends them at once. :attr:`FaultProxy.answered` then shows the
-    order; a client that waits for this answer before its next call sees only the
-    deadline, and the held request answered first."""
-    return Fault("held", forward=True, delay=deadline, until_answered=others)
+def held_until(answered: Callable[[Request], bool], deadline: float = 5.0) -> Fault:
+    """Forward at once, then hold the response until a request that ``answered`` picks has
+    been answered (or ``deadline`` seconds passed): a slow call that ends after a faster
+    later one, when the client sends them at once. :attr:`FaultProxy.answered` then shows
+    the order; a client that waits for this answer before it sends the other request sees
+    only the deadline, and the held request answered first."""
+    return Fault("held", forward=True, delay=deadline, until_answered=answered)
 
 
 THROTTLE = aws_json_error(
@@ -397,21 +397,18 @@ class FaultProxy:
 
     # -- the handler's side ------------------------------------------------------------------
 
-    def _answered_count(self) -> int:
-        with self._state.lock:
-            return len(self._state.answered)
-
     def _record_answer(self, request: Request) -> None:
         with self._answers:
             self._state.answered.append(request)
             self._answers.notify_all()
 
-    def _hold_until(self, count: int, deadline: float) -> None:
-        """Wait until ``count`` requests have been answered, the proxy stops, or the
-        deadline passes."""
+    def _hold_until(self, answered: Callable[[Request], bool], deadline: float) -> None:
+        """Wait until a request ``answered`` picks has been answered, the proxy stops, or
+        the deadline passes."""
         with self._answers:
             self._answers.wait_for(
-                lambda: len(self._state.answered) >= count or self._stopping.is_set(), deadline
+                lambda: any(map(answered, self._state.answered)) or self._stopping.is_set(),
+                deadline,
             )
 
     def _choose(self, request: Request) -> Fault | None:
@@ -500,13 +497,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _relay(self) -> None:
         request = self._read_request()
-        seen = self.owner._answered_count()
         fault = self.owner._choose(request)
         response = None
         if fault is None or fault.forward:
             response = self._forward(request)
-        if fault is not None and fault.until_answered:
-            self.owner._hold_until(seen + fault.until_answered, fault.delay)
+        if fault is not None and fault.until_answered is not None:
+            self.owner._hold_until(fault.until_answered, fault.delay)
         elif fault is not None:
             if fault.delay and self.owner._stopping.wait(fault.delay):
                 fault = DROP  # stopping: end the hold now
