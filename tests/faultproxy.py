@@ -391,7 +391,8 @@ class FaultProxy:
 
     @property
     def answered(self) -> list[Request]:
-        """The requests answered so far, in the order their responses went out (a copy)."""
+        """The requests answered so far, in the order their responses were sent (a copy;
+        a request is in it before its client has the answer)."""
         with self._state.lock:
             return list(self._state.answered)
 
@@ -512,8 +513,8 @@ class _Handler(BaseHTTPRequestHandler):
             if fault.status:
                 response = _Response(fault.status, "", list(fault.headers), fault.body)
         if response is not None:
+            self.owner._record_answer(request)  # before: the client may look once it has it
             self._answer(response, head=request.method == "HEAD")
-            self.owner._record_answer(request)
 
     # BaseHTTPRequestHandler dispatches to do_<METHOD>; every method is relayed alike.
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _relay
