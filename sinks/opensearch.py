@@ -35,12 +35,16 @@ document, and the order in which different documents are written changes no docu
 state; with an ``id`` field, every write is conditional on the position. So the base class
 may send a whole batch in one ``_write``, which retries only what failed.
 
+Calls: a round's ``_mget`` calls, then its ``_bulk`` calls, go at once in waves of at most
+:data:`stream.overlap.WAVE_WIDTH` (:func:`stream.overlap.waves`); each document is in one
+call only, so they need not wait for each other, and their answers are read in call order.
+
 Failures: per item, 429 and 5xx are retried inside the invocation (backoff with full
 jitter, only the failed items); other 4xx (mapping and parsing errors, invalid index
 names) are permanent, the reason naming OpenSearch's error type and reason. A whole request
 answered 400 or 413 is about its content: it is split in halves until the offending
 document stands alone, which is then permanent. Any other whole-request failure (429, 5xx,
-401/403, timeouts, refused connections) is about the endpoint: nothing more is sent in
+401/403, timeouts, refused connections) is about the endpoint: no later wave is sent in
 that round, and the round is retried after backoff; when attempts run out, the records are
 retryable, so Lambda delivers them again.
 
@@ -153,7 +157,11 @@ class OpenSearchSink(Sink):
     request the urllib3 connection is a pool ``urlopen``, while ``requests`` adds a session
     layer (environment proxy lookup, hooks, cookie jar, adapter) to every call; urllib3 is
     also what botocore uses. SigV4 goes through opensearch-py's ``Urllib3AWSV4SignerAuth``
-    (the urllib3 twin of ``AWSV4SignerAuth``), which signs with frozen credentials.
+    (the urllib3 twin of ``AWSV4SignerAuth``), which signs with frozen credentials. The
+    calls of a wave share the client from several threads: opensearch-py's transport keeps
+    no state per request, and urllib3's pool is thread-safe; the pool keeps up to
+    ``WAVE_WIDTH`` connections (urllib3's default keeps one, opening and dropping the
+    others on every wave).
 
     Args:
         name: the sink's name in the pipeline file.
