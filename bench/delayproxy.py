@@ -7,8 +7,13 @@ SigV4 signature stays valid), and counts requests by operation. It runs in its o
 (``python -m bench.delayproxy UPSTREAM LATENCY_MS`` prints its URL, then serves until stdin
 closes), so its work is not counted in the bench's CPU time.
 
-``GET /__delayproxy/calls`` answers the counts as JSON and resets them, and
-``GET /__delayproxy/latency/MS`` sets the delay (neither is forwarded).
+``GET /__delayproxy/calls`` answers the counts as JSON and resets them,
+``GET /__delayproxy/latency/MS`` sets the delay, and ``GET /__delayproxy/server`` answers
+``{"busy_ms": ...}`` and resets it (none is forwarded): the wall time during which at least
+one request was with the server (forwarded, its answer not yet read back). On AWS the
+service's own time is inside the ~10 ms a call takes, and thousands of hosts serve the calls
+of a wave at once; a local server is one process on this machine's cores, so its time is
+in the bench's wall time on top of the latency, and ``bench invocation`` prints it apart.
 """
 
 from __future__ import annotations
@@ -27,10 +32,11 @@ from urllib.parse import urlsplit
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["COUNTS_PATH", "LATENCY_PATH", "main", "operation", "serve"]
+__all__ = ["COUNTS_PATH", "LATENCY_PATH", "SERVER_PATH", "main", "operation", "serve"]
 
 COUNTS_PATH = "/__delayproxy/calls"
 LATENCY_PATH = "/__delayproxy/latency/"
+SERVER_PATH = "/__delayproxy/server"
 _HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -63,12 +69,52 @@ def operation(method: str, path: str, target: str) -> str:
     return f"{method} {'object' if len(parts) > 1 else 'bucket' if parts else 'root'}"
 
 
+class _Busy:
+    """The wall time during which at least one request is with the server."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._inside = 0
+        self._since = 0.0
+        self._total = 0.0
+
+    def enter(self) -> None:
+        with self._lock:
+            if not self._inside:
+                self._since = time.perf_counter()
+            self._inside += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self._inside -= 1
+            if not self._inside:
+                self._total += time.perf_counter() - self._since
+
+    def take(self) -> float:
+        """Seconds busy since the last take (a request inside now counts up to now)."""
+        with self._lock:
+            now = time.perf_counter()
+            total = self._total + (now - self._since if self._inside else 0.0)
+            self._total = 0.0
+            self._since = now
+            return total
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # the listen backlog: a wave opens up to WAVE_WIDTH connections at once, and with
+    # socketserver's default of 5 the kernel drops the SYNs beyond it, which the client
+    # sends again only after a second
+    request_queue_size = 128
+
+
 def serve(upstream: str, latency_ms: float) -> ThreadingHTTPServer:
     """A started proxy to ``upstream`` on a free loopback port (serving in a thread)."""
     target = urlsplit(upstream)
     delay = [latency_ms / 1000.0]
     counts: Counter[str] = Counter()
     lock = threading.Lock()
+    busy = _Busy()
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -90,6 +136,10 @@ def serve(upstream: str, latency_ms: float) -> ThreadingHTTPServer:
                     counts.clear()
                 self._answer(200, [("Content-Type", "application/json")], body)
                 return
+            if self.path == SERVER_PATH:
+                body = json.dumps({"busy_ms": busy.take() * 1000.0}).encode()
+                self._answer(200, [("Content-Type", "application/json")], body)
+                return
             if self.path.startswith(LATENCY_PATH):
                 delay[0] = float(self.path[len(LATENCY_PATH) :]) / 1000.0
                 self._answer(200, [], b"")
@@ -108,6 +158,7 @@ def serve(upstream: str, latency_ms: float) -> ThreadingHTTPServer:
                     conn.connect()
                     conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                     self.upstream_conn = conn
+                busy.enter()
                 try:
                     conn.request(self.command, self.path, body=body, headers=headers)
                     response = conn.getresponse()
@@ -118,6 +169,8 @@ def serve(upstream: str, latency_ms: float) -> ThreadingHTTPServer:
                     self.upstream_conn = None
                     if attempt:
                         raise
+                finally:
+                    busy.leave()
             kept = [(k, v) for k, v in response.getheaders() if k.lower() not in _HOP_BY_HOP]
             kept = [(k, v) for k, v in kept if k.lower() != "content-length"]
             self._answer(response.status, kept, data)
@@ -133,8 +186,7 @@ def serve(upstream: str, latency_ms: float) -> ThreadingHTTPServer:
 
         do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _relay
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
+    server = _Server(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 

@@ -23,7 +23,12 @@ the latency, is how many round trips were sequential ("trips"). Printed: median 
 ms, calls by operation, the ratios, and Lambda GB-seconds per
 million records (the function's ``memory_mb``; duration rounded up to the ms, as billed),
 which ``shardline cost --per-record-ms`` can take. Local servers are not AWS: their own
-time per request is in the wall time but not in the floor.
+time per request is in the wall time but not in the floor. So each shardline row also
+prints "servers": the larger of the two servers' busy wall time per invocation (the time
+during which at least one request was inside moto, or inside osmem-server, as their delay
+proxies see it). Moto is one Python process: the calls of a wave wait for each other there
+(a conditional ``PutItem`` takes it several ms), while on AWS they are served at once
+inside the latency.
 """
 
 from __future__ import annotations
@@ -113,6 +118,14 @@ class _Proxy:
         with urllib.request.urlopen(self.url + COUNTS_PATH, timeout=30) as answer:
             counts: dict[str, int] = json.loads(answer.read())
         return counts
+
+    def server_ms(self) -> float:
+        """The server's busy wall time since the last look, in ms (and reset it)."""
+        from bench.delayproxy import SERVER_PATH  # noqa: PLC0415
+
+        with urllib.request.urlopen(self.url + SERVER_PATH, timeout=30) as answer:
+            busy: float = json.loads(answer.read())["busy_ms"]
+        return busy
 
     def latency(self, ms: float) -> None:
         """Set the delay added to each request from now on."""
@@ -246,12 +259,13 @@ def run(records: int, latency_ms: float, repeat: int, powertools_repeat: int) ->
             for mode, enabled in (("before", False), ("after", True)):
                 with overlapping(enabled):
                     runner.handle(_fresh(event, 0 if enabled else -500))  # warm: clients, cache
-                    aws.calls(), search.calls()
+                    aws.calls(), search.calls(), aws.server_ms(), search.server_ms()
                     runs = [
                         _timed_once(runner.handle, _fresh(event, n + 2 * enabled * repeat))
                         for n in range(1, repeat + 1)
                     ]
                     calls = {**aws.calls(), **search.calls()}
+                    busy = {"aws": aws.server_ms() / repeat, "search": search.server_ms() / repeat}
                     for proxy in (aws, search):  # the same again without the latency
                         proxy.latency(0)
                     unlagged = [
@@ -271,6 +285,9 @@ def run(records: int, latency_ms: float, repeat: int, powertools_repeat: int) ->
                     "calls": {k: v // repeat for k, v in sorted(calls.items())},
                     "letter_phases": phases,
                     "wall_ms_without_latency": unlagged_ms,
+                    # the local servers' own time (moto, osmem-server), per invocation: on
+                    # AWS that work is inside each call's latency, here it is on top of it
+                    "server_busy_ms": busy,
                     "sequential_round_trips": (wall_ms - unlagged_ms) / latency_ms
                     if latency_ms
                     else 0.0,
@@ -312,7 +329,7 @@ def _table(report: dict[str, Any]) -> str:
         lines += ["", f"{function} ({f['memory_mb']} MB)"]
         lines.append(
             f"  {'':<22} {'wall ms':>9} {'cpu ms':>8} {'GB-s/M rec':>11} {'at 0 ms':>8} "
-            f"{'trips':>6}  calls"
+            f"{'trips':>6} {'servers':>8}  calls"
         )
         labels = {
             "before": "shardline, in turn",
@@ -331,9 +348,11 @@ def _table(report: dict[str, Any]) -> str:
             trips = (
                 f"{r['sequential_round_trips']:6.1f}" if "sequential_round_trips" in r else " " * 6
             )
+            busy = r.get("server_busy_ms")
+            servers = f"{max(busy.values()):8.1f}" if busy else " " * 8
             lines.append(
                 f"  {label:<22} {r['wall_ms']:>9.1f} {r['cpu_ms']:>8.1f} "
-                f"{r['gb_s_per_million']:>11.1f} {at_0} {trips}  {calls}"
+                f"{r['gb_s_per_million']:>11.1f} {at_0} {trips} {servers}  {calls}"
             )
         before, after = f["before"]["wall_ms"], f["after"]["wall_ms"]
         lines.append(
@@ -342,6 +361,12 @@ def _table(report: dict[str, Any]) -> str:
             f"{f['powertools']['wall_ms'] / after:.1f}x (target >= 10x); sequential round "
             f"trips (wall added by the latency / latency) "
             f"{f['after']['sequential_round_trips']:.1f} (target <= 4)"
+        )
+        busy = f["after"]["server_busy_ms"]
+        lines.append(
+            f"  overlapped, the local servers were busy {busy['aws']:.0f} ms (moto) and "
+            f"{busy['search']:.0f} ms (osmem-server) of the {after:.0f} ms: work that AWS does "
+            "inside each call's latency, and the floor leaves out"
         )
     return "\n".join(lines)
 

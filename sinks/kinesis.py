@@ -13,7 +13,8 @@ access is denied.
 
 Order: ``per_key_safe`` is ``True``. The producer never sends a record of a partition key
 before every earlier record of that key has succeeded, so a whole batch can go in one
-``_write`` and still fill 500-entry calls. The order it keeps is that of the *target*
+``_write`` and still fill 500-entry calls; the calls that share no key go at once, in waves
+(``Producer(concurrent=True)``, :mod:`stream.overlap`). The order it keeps is that of the *target*
 partition key, the one that orders records in the target stream and for its consumers.
 Records of one source key that map to different target keys land in unrelated ordering
 domains (Kinesis orders only within a key's shard), so no consumer can rely on their
@@ -100,6 +101,7 @@ class KinesisSink(Sink):
             max_delay=max_delay,
             max_record_bytes=max_record_bytes,
             buffer_records=self.max_batch,
+            concurrent=True,  # the calls that share no key go at once (stream.overlap)
             sleep=sleep,
         )
 

@@ -35,12 +35,16 @@ document, and the order in which different documents are written changes no docu
 state; with an ``id`` field, every write is conditional on the position. So the base class
 may send a whole batch in one ``_write``, which retries only what failed.
 
+Calls: a round's ``_mget`` calls, then its ``_bulk`` calls, go at once in waves of at most
+:data:`stream.overlap.WAVE_WIDTH` (:func:`stream.overlap.waves`); each document is in one
+call only, so they need not wait for each other, and their answers are read in call order.
+
 Failures: per item, 429 and 5xx are retried inside the invocation (backoff with full
 jitter, only the failed items); other 4xx (mapping and parsing errors, invalid index
 names) are permanent, the reason naming OpenSearch's error type and reason. A whole request
 answered 400 or 413 is about its content: it is split in halves until the offending
 document stands alone, which is then permanent. Any other whole-request failure (429, 5xx,
-401/403, timeouts, refused connections) is about the endpoint: nothing more is sent in
+401/403, timeouts, refused connections) is about the endpoint: no later wave is sent in
 that round, and the round is retried after backoff; when attempts run out, the records are
 retryable, so Lambda delivers them again.
 
@@ -52,6 +56,7 @@ from __future__ import annotations
 
 import os
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
@@ -69,6 +74,7 @@ from sinks.base import (
 )
 from sinks.templates import Template, TemplateError
 from stream.exceptions import DecodeError
+from stream.overlap import WAVE_WIDTH, run_all, waves
 from stream.records import record_position
 
 if TYPE_CHECKING:
@@ -151,7 +157,11 @@ class OpenSearchSink(Sink):
     request the urllib3 connection is a pool ``urlopen``, while ``requests`` adds a session
     layer (environment proxy lookup, hooks, cookie jar, adapter) to every call; urllib3 is
     also what botocore uses. SigV4 goes through opensearch-py's ``Urllib3AWSV4SignerAuth``
-    (the urllib3 twin of ``AWSV4SignerAuth``), which signs with frozen credentials.
+    (the urllib3 twin of ``AWSV4SignerAuth``), which signs with frozen credentials. The
+    calls of a wave share the client from several threads: opensearch-py's transport keeps
+    no state per request, and urllib3's pool is thread-safe; the pool keeps up to
+    ``WAVE_WIDTH`` connections (urllib3's default keeps one, opening and dropping the
+    others on every wave).
 
     Args:
         name: the sink's name in the pipeline file.
@@ -266,6 +276,7 @@ class OpenSearchSink(Sink):
             timeout=self._timeout,
             max_retries=0,  # retries are ours: only failed items, with backoff and jitter
             retry_on_timeout=False,
+            pool_maxsize=WAVE_WIDTH,  # a wave's calls each on a connection of their own
         )
 
     # -- building documents -------------------------------------------------------------
@@ -384,29 +395,42 @@ class OpenSearchSink(Sink):
         """
         ready: list[_Doc] = []
         down: Outcome | None = None
-        for start in range(0, len(docs), self._max_items):
-            chunk = docs[start : start + self._max_items]
+        size = self._max_items
+        chunks = [docs[start : start + size] for start in range(0, len(docs), size)]
+        for wave in waves(chunks):  # distinct documents: a wave's reads go at once
             if down is not None:
-                _fail(chunk, down, again)
+                for chunk in wave:
+                    _fail(chunk, down, again)
                 continue
-            wanted = [{**d.meta(), "_source": [POSITION]} for d in chunk]
-            try:
-                found = self.client.mget(body=_dumps({"docs": wanted})).get("docs", [])
-            except Exception as exc:
-                split, outcome = self._classify(exc, "_mget")
-                if not split:
-                    down = outcome
-                    _fail(chunk, outcome, again)
+            _ = self.client  # made here, before the calls of the wave share it
+            answers = run_all([partial(self._read, chunk) for chunk in wave])
+            for chunk, (failed, found) in zip(wave, answers, strict=True):
+                if failed is not None:
+                    down = down or failed
+                    _fail(chunk, failed, again)
                     continue
-                found = [{}] * len(chunk)
-            if len(found) != len(chunk):
-                found = [{}] * len(chunk)
-            for doc, stored in zip(chunk, found, strict=True):
-                if self._decide(doc, stored):
-                    ready.append(doc)
-                elif doc.outcome is not OK:
-                    again.append(doc)
+                for doc, stored in zip(chunk, found, strict=True):
+                    if self._decide(doc, stored):
+                        ready.append(doc)
+                    elif doc.outcome is not OK:
+                        again.append(doc)
         return ready
+
+    def _read(self, chunk: list[_Doc]) -> tuple[Outcome | None, list[dict[str, Any]]]:
+        """One ``_mget`` of the stored positions: (the outcome that stops the round when
+        the endpoint failed as a whole, what was found for each document; ``{}`` when the
+        request was refused for its content, so that ``create`` decides)."""
+        wanted = [{**d.meta(), "_source": [POSITION]} for d in chunk]
+        try:
+            found = self.client.mget(body=_dumps({"docs": wanted})).get("docs", [])
+        except Exception as exc:
+            split, outcome = self._classify(exc, "_mget")
+            if not split:
+                return outcome, []
+            found = [{}] * len(chunk)
+        if len(found) != len(chunk):
+            found = [{}] * len(chunk)
+        return None, found
 
     def _decide(self, doc: _Doc, stored: dict[str, Any]) -> bool:
         """Set the action line from what ``_mget`` found; False when nothing is to be sent."""
@@ -430,12 +454,26 @@ class OpenSearchSink(Sink):
         return True
 
     def _bulk(self, docs: list[_Doc], again: list[_Doc]) -> None:
+        """Send the documents in ``_bulk`` calls, in waves (:mod:`stream.overlap`): the
+        calls of a wave go at once (each document is in one call only, and the order in
+        which different documents are written changes none of them); after a call that
+        failed as a whole, the later waves are not sent."""
         down: Outcome | None = None
-        for chunk in self._chunks(docs):
+        for wave in waves(list(self._chunks(docs))):
             if down is not None:
-                _fail(chunk, down, again)
-            else:
-                down = self._send(chunk, again)
+                for chunk in wave:
+                    _fail(chunk, down, again)
+                continue
+            _ = self.client  # made here, before the calls of the wave share it
+            for stop, retry in run_all([partial(self._send_apart, chunk) for chunk in wave]):
+                again += retry  # in call order, as if sent in turn
+                down = down or stop
+
+    def _send_apart(self, chunk: list[_Doc]) -> tuple[Outcome | None, list[_Doc]]:
+        """:meth:`_send` with a list of its own for what to send again (calls of a wave run
+        in threads of their own)."""
+        again: list[_Doc] = []
+        return self._send(chunk, again), again
 
     def _chunks(self, docs: list[_Doc]) -> Iterator[list[_Doc]]:
         """Cut at ``max_items`` documents or ``max_bytes`` of NDJSON; a document larger than

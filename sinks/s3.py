@@ -36,13 +36,17 @@ put one record under two prefixes on redelivery and should not be used for the a
 
 Order and ``per_key_safe``. A PutObject stores all of its lines or none, so records of one
 key inside one object are never applied out of order, and the sink takes a whole batch in
-one ``_write``. Objects are written in the order of their first records; after one fails
-retryably, the later ones are not attempted (their records are reported retryable,
-``HeldBack``): S3 failures are bucket-wide (throttling, network) far more often than not,
-and this keeps a failing batch from spending ``max_attempts`` per partition. This is exact
-for partitions that are contiguous ranges of the shard (time partitions); with field
-partitions that interleave, a key spread over two of them may have a later line archived
-before an earlier one is retried, which the position on every line makes harmless.
+one ``_write``. Objects are written in the order of their first records, in waves
+(:func:`stream.overlap.waves`): the objects of a wave share no partition key and are put at
+once; an object holding a key that an earlier object of the wave holds starts the next
+wave, so a key's objects are stored one after the other. After an object fails retryably,
+the later waves are not sent (their records are reported retryable, ``HeldBack``); the
+objects in flight beside it share no key with it. S3 failures are bucket-wide (throttling,
+network) far more often than not, and this keeps a failing batch from spending
+``max_attempts`` per partition. This is exact for partitions that are contiguous ranges of
+the shard (time partitions); with field partitions that interleave, a key spread over two
+of them may have a later line archived before an earlier one is retried, which the
+position on every line makes harmless.
 
 Dead letters go under ``{prefix}/dead-letters/{partition}/...``, as their JSON envelopes
 (``DeadLetter.document()``) plus the bookkeeping fields, so that a sink that is both archive
@@ -65,6 +69,7 @@ import gzip
 import hashlib
 import time
 from base64 import b64encode
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
@@ -83,6 +88,7 @@ from sinks.base import (
 from sinks.templates import Template, TemplateError
 from stream.aws import Kind, classify, is_retryable_code, lazy_client
 from stream.exceptions import DecodeError
+from stream.overlap import run_all, waves
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
@@ -282,20 +288,29 @@ class S3Sink(Sink):
 
     def _archive(self, items: Sequence[Record], dead_letters: bool) -> list[Outcome]:
         outcomes, lines, groups = self._group(items, dead_letters)
+        objects = [
+            _Object(
+                object_key(prefix, partition, [items[i] for i in members], self.compression),
+                members,
+                frozenset(items[i].partition_key for i in members),
+            )
+            for (prefix, partition, _), members in groups.items()
+        ]
         held: Outcome | None = None
-        for (prefix, partition, _), members in groups.items():
-            outcome = held
-            if outcome is None:
-                key = object_key(prefix, partition, [items[i] for i in members], self.compression)
-                outcome = self._put(key, object_body([lines[i] for i in members], self.compression))
-                if outcome.status is Status.RETRYABLE:
+        for wave in waves(objects, keys=_keys_of):
+            if held is None:
+                answers = run_all([partial(self._put_object, o, lines) for o in wave])
+            else:
+                answers = [held] * len(wave)
+            for obj, outcome in zip(wave, answers, strict=True):
+                for i in obj.members:
+                    outcomes[i] = outcome
+                if held is None and outcome.status is Status.RETRYABLE:
                     held = retryable(
                         f"not sent to sink {self.name!r}: an earlier object of the batch "
                         f"failed ({outcome.reason})",
                         "HeldBack",
                     )
-            for i in members:
-                outcomes[i] = outcome
         return outcomes
 
     def _group(
@@ -330,6 +345,11 @@ class S3Sink(Sink):
             groups.setdefault(where, []).append(i)
         return outcomes, lines, groups
 
+    def _put_object(self, obj: _Object, lines: list[bytes]) -> Outcome:
+        """Build the object's body and put it (on the call pool: gzip lets go of the GIL,
+        so a wave's bodies are compressed at once too)."""
+        return self._put(obj.key, object_body([lines[i] for i in obj.members], self.compression))
+
     def _put(self, key: str, body: bytes) -> Outcome:
         """PutObject with retries of throttles, 5xx and connection errors."""
         outcome: Outcome = OK
@@ -359,6 +379,21 @@ class S3Sink(Sink):
             else:
                 return OK
         return retryable(f"{outcome.reason} (after {self._max_attempts} attempts)", outcome.error)
+
+
+class _Object:
+    """One object to put: its key, the records (indexes) it holds and their partition keys."""
+
+    __slots__ = ("key", "keys", "members")
+
+    def __init__(self, key: str, members: list[int], keys: frozenset[str]) -> None:
+        self.key = key
+        self.members = members
+        self.keys = keys
+
+
+def _keys_of(obj: _Object) -> frozenset[str]:
+    return obj.keys
 
 
 def _render(template: Template, record: Record, dead_letter: bool) -> str:

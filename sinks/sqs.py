@@ -39,9 +39,14 @@ function and step): a redelivered batch within SQS's 5-minute window adds no mes
 standard queue is at-least-once: a redelivery can duplicate a message, and consumers
 de-duplicate by (shard, sequence, sub-sequence number), which every message carries.
 
+Calls. The ``SendMessageBatch`` calls of a batch go at once, in waves
+(:mod:`stream.overlap`): records through the base class's chunks (a wave's calls share no
+partition key), dead letters by :func:`stream.overlap.waves` (on a FIFO queue a wave's
+calls share no message group, whose order SQS keeps as it receives them).
+
 Failures. Only the entries a call failed are sent again, with exponential backoff and full
 jitter, within ``max_attempts``; when a whole call still fails after them (unreachable,
-throttled, 5xx), the later calls of the batch are not made and their messages are
+throttled, 5xx), the later waves of the batch are not sent and their messages are
 retryable too, so that a failing queue costs one call's retries of the Lambda's time, not
 one per ten messages. Throttling, 5xx, connection errors and entry failures
 with ``SenderFault: false`` are retryable; invalid message contents and entry failures
@@ -80,6 +85,7 @@ from sinks.base import (
 )
 from stream.aws import RETRYABLE_CODES, Kind, classify, is_retryable_code, lazy_client
 from stream.faults import is_infrastructure
+from stream.overlap import run_all, waves
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -293,6 +299,12 @@ class _Message:
         return entry
 
 
+def _groups(chunk: list[_Message]) -> set[str]:
+    """The FIFO message groups a call holds: two calls of one group never go at once (SQS
+    orders a group's messages as it receives them); none on a standard queue."""
+    return {m.group_id for m in chunk if m.group_id is not None}
+
+
 def _chunks(messages: Sequence[_Message], max_bytes: int) -> list[list[_Message]]:
     """Messages in order, cut into calls of at most 10 entries and ``max_bytes`` in all."""
     chunks: list[list[_Message]] = []
@@ -334,6 +346,8 @@ class SQSSink(Sink):
 
     max_batch: ClassVar[int] = MAX_BATCH_ENTRIES
     per_key_safe: ClassVar[bool] = False  # a failed entry may be followed by a sent one
+    concurrent_calls: ClassVar[bool] = True  # _write keeps nothing per call (the queue URL
+    # found by two calls at once is the same)
 
     def __init__(
         self,
@@ -529,12 +543,13 @@ class SQSSink(Sink):
                 out[message.index] = url
             return
         down: Outcome | None = None
-        for chunk in _chunks(messages, self.max_message_bytes):
+        for wave in waves(_chunks(messages, self.max_message_bytes), keys=_groups):
             if down is None:
-                down = self._send_chunk(url, chunk, out)
+                downs = run_all([partial(self._send_chunk, url, chunk, out) for chunk in wave])
+                down = next(filter(None, downs), None)
                 continue
-            for message in chunk:  # the queue failed a whole call every attempt: stop
-                out[message.index] = down
+            for message in (m for chunk in wave for m in chunk):  # the queue failed a whole
+                out[message.index] = down  # call every attempt: stop
 
     def _url(self) -> str | Outcome:
         """The queue URL: given, or from one ``GetQueueUrl``, cached only once it worked."""

@@ -15,9 +15,12 @@ inside a sink the bulk calls that may go together are sent in **waves**
   may be written.
 
 A sink's own calls go in waves through ``_write_in_chunks`` only when it declares
-``concurrent_calls`` (a plugin's ``_write`` may keep state); the DynamoDB sink sends its
-keys (``latest``) and chunks (``append``) in waves itself. OpenSearch, S3 and SQS send their
-calls in turn inside the sink, each sink beside the others.
+``concurrent_calls`` (a plugin's ``_write`` may keep state; SQS does). The sinks that take a
+whole batch in one ``_write`` (``per_key_safe``) cut their calls into waves with
+:func:`waves` themselves: DynamoDB its keys (``latest``) and chunks (``append``), OpenSearch
+its ``_mget`` and ``_bulk`` calls, S3 its objects (a wave's objects share no partition
+key), SQS its dead letters' calls, and the Kinesis sink's producer its PutRecords calls
+(``Producer(concurrent=True)``).
 
 boto3 clients are thread-safe, sessions are not: clients are made once per process under a
 lock (:func:`stream.aws.aws_client`). The call pool is made once per process, a runner's
@@ -38,7 +41,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Sequence
+    from collections.abc import Callable, Collection, Iterator, Sequence
     from concurrent.futures import ThreadPoolExecutor
 
 __all__ = [
@@ -50,6 +53,7 @@ __all__ = [
     "overlapping",
     "run_all",
     "wave_width",
+    "waves",
 ]
 
 T = TypeVar("T")
@@ -86,6 +90,31 @@ def overlapping(enabled: bool) -> Iterator[None]:
 def wave_width() -> int:
     """How many calls a wave may hold now: :data:`WAVE_WIDTH`, or 1 when switched off."""
     return WAVE_WIDTH if ENABLED else 1
+
+
+def waves(calls: Sequence[T], keys: Callable[[T], Collection[str]] | None = None) -> list[list[T]]:
+    """Cut ``calls`` (in the order they would go in turn) into waves to send one after
+    another: at most :func:`wave_width` calls each, and, with ``keys`` (the partition keys a
+    call holds), no two calls of a wave that share a key: the later one starts the next
+    wave, so a key's calls are applied in order, each after the fate of the one before.
+
+    >>> waves(["a", "b", "a", "c"], keys=lambda call: {call})
+    [['a', 'b'], ['a', 'c']]
+    >>> with overlapping(False):
+    ...     waves([1, 2])
+    [[1], [2]]
+    """
+    width = wave_width()
+    cut: list[list[T]] = []
+    taken: set[str] = set()
+    for call in calls:
+        held = keys(call) if keys is not None else ()
+        if not cut or len(cut[-1]) >= width or not taken.isdisjoint(held):
+            cut.append([])
+            taken = set()
+        cut[-1].append(call)
+        taken.update(held)
+    return cut
 
 
 def call_pool() -> ThreadPoolExecutor:

@@ -26,6 +26,15 @@ Order (``ordered=True``)
     ``flush()`` returns the failures: what the caller puts after that is its new decision.
     A record refused by ``put()`` (too large, bad key) was never accepted and holds nothing.
 
+Calls at once (``concurrent=True``)
+    The next calls are planned before the first is answered, and sent together (a *wave*,
+    :mod:`stream.overlap`); their answers are then settled in call order, as if sent in
+    turn. With ``ordered=True`` the calls of a wave share no partition key by the rule above
+    (a key's next record waits for its answer), so waves pay when a flush holds more keys
+    than one call takes. The backoff before resending is waited once per wave, for the
+    entry with the most attempts in it. The I/O runs on the call pool; planning, settling
+    and the counters stay in the caller's thread.
+
 Failures
     Failed entries (``ProvisionedThroughputExceededException``, ``InternalFailure``, KMS
     throttling, unknown codes) and failed calls (throttling, 5xx, connection errors) are
@@ -102,6 +111,7 @@ import time
 from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass, field
+from functools import partial
 from heapq import heappop, heappush
 from typing import TYPE_CHECKING, Any
 
@@ -110,6 +120,7 @@ import orjson
 from stream.aws import Kind, backoff_delay, classify, lazy_client
 from stream.exceptions import RecordError, ShardlineError
 from stream.faults import INFRASTRUCTURE_CODES
+from stream.overlap import run_all, wave_width
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -813,6 +824,9 @@ class Producer:
             a Glue Schema Registry schema (a ``RegistrySchema`` or ``"registry:..."``; see
             the module docstring); an Avro contract sends Avro binary, a registry one its
             header first.
+        concurrent: send the calls that may go together at once, in waves of at most
+            :data:`stream.overlap.WAVE_WIDTH` (see the module docstring); the ``kinesis``
+            sink's choice. Off by default: one call at a time.
         sleep: injectable for tests.
     """
 
@@ -834,6 +848,7 @@ class Producer:
         record_id: str | None = None,
         producer_id: str | None = None,
         schema: Schema | RegistrySchema | str | PathLike[str] | None = None,
+        concurrent: bool = False,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if record_id is not None and (not isinstance(record_id, str) or not record_id):
@@ -870,6 +885,7 @@ class Producer:
         self._buffer_records = buffer_records
         self._buffer_bytes = buffer_bytes
         self._sleep = sleep
+        self._concurrent = concurrent
         self._next_index = 0
         self._buffer: list[_User] = []
         self._buffered = 0
@@ -1097,31 +1113,44 @@ class Producer:
             shard_of=shard_of,
             record_limit=self._max_record,
         )
+        width = wave_width() if self._concurrent else 1
         while not schedule.done:
-            call = schedule.next_call(self._max_entries, self._max_request)
-            if not call:
+            wave: list[list[_Entry]] = []
+            while len(wave) < width:  # the next calls; ordered, each holds keys none of the
+                call = schedule.next_call(self._max_entries, self._max_request)  # others do
+                if not call:
+                    break
+                wave.append(call)
+            if not wave:
                 if schedule.done:  # the last records were held back while planning
                     break
                 msg = f"producer for stream {self.stream!r} planned an empty call: a bug"
                 raise RuntimeError(msg)
-            self._send(call, schedule)
-            schedule.settled(call)
+            self._send(wave, schedule)
         self._results += schedule.results
 
-    def _send(self, call: list[_Entry], schedule: _CallSchedule) -> None:
-        again = max(entry.attempts for entry in call)
+    def _send(self, wave: list[list[_Entry]], schedule: _CallSchedule) -> None:
+        """Send the calls of a wave at once (:func:`stream.overlap.run_all`), then settle
+        their answers in call order, as if they had been sent in turn."""
+        again = max(entry.attempts for call in wave for entry in call)
         if again:
             self._sleep(self._backoff(again))
-            self._stats.retries += sum(1 for entry in call if entry.attempts)
-        for entry in call:
-            entry.attempts += 1
-        self._stats.calls += 1
-        try:
-            response = self.client.put_records(
-                Records=[entry.request() for entry in call], **self._target
-            )
-        except Exception as exc:  # classified below; nothing escapes unreported
-            failure = _classify(exc, self.stream)
+            self._stats.retries += sum(1 for call in wave for entry in call if entry.attempts)
+        for call in wave:
+            for entry in call:
+                entry.attempts += 1
+        self._stats.calls += len(wave)
+        client = self.client  # made here, before the calls of the wave share it
+        answers = run_all([partial(_put_records, client, call, self._target) for call in wave])
+        for call, answer in zip(wave, answers, strict=True):
+            self._settle(call, answer, schedule)
+            schedule.settled(call)
+
+    def _settle(
+        self, call: list[_Entry], answer: dict[str, Any] | Exception, schedule: _CallSchedule
+    ) -> None:
+        if isinstance(answer, Exception):  # classified here; nothing escapes unreported
+            failure = _classify(answer, self.stream)
             error, reason = failure.error, failure.reason
             for entry in call:
                 if failure.retried:
@@ -1137,21 +1166,21 @@ class Producer:
                 reason = f"not sent: an earlier call failed {self._max_attempts} times ({reason})"
                 schedule.fail_all(_HELD_BACK, reason, permanent=False)
             return
-        answers = response.get("Records") or []
+        answers = answer.get("Records") or []
         if len(answers) != len(call):
             answers = [{"ErrorCode": "InternalFailure", "ErrorMessage": "malformed response"}]
             answers *= len(call)
-        for entry, answer in zip(call, answers, strict=True):
-            sequence_number = answer.get("SequenceNumber")
-            if sequence_number and not answer.get("ErrorCode"):
-                shard_id = answer.get("ShardId", "")
+        for entry, result in zip(call, answers, strict=True):
+            sequence_number = result.get("SequenceNumber")
+            if sequence_number and not result.get("ErrorCode"):
+                shard_id = result.get("ShardId", "")
                 schedule.succeeded(entry, sequence_number, shard_id)
                 self._stats.kinesis_records += 1
                 if self._shards is not None and shard_id != entry.shard:
                     self._shards = None  # resharded since ListShards: list again next time
                 continue
-            code = answer.get("ErrorCode") or "InternalFailure"
-            reason = f"Kinesis {code} on stream {self.stream!r}: {answer.get('ErrorMessage', '')}"
+            code = result.get("ErrorCode") or "InternalFailure"
+            reason = f"Kinesis {code} on stream {self.stream!r}: {result.get('ErrorMessage', '')}"
             if code in _PERMANENT_ENTRY_CODES:
                 schedule.failed(entry, code, reason, permanent=True)
             else:
@@ -1207,6 +1236,20 @@ class Producer:
     def _new_aggregate(self, first: _User) -> Any:
         """An empty aggregate that, with ``first``'s partition key, fits one record."""
         return _agg_record_type()(self._max_record - len(first.key.encode()))
+
+
+def _put_records(
+    client: Any, call: list[_Entry], target: dict[str, str]
+) -> dict[str, Any] | Exception:
+    """One PutRecords call: its response, or the exception it raised (settled by the
+    producer in its own thread, in call order)."""
+    try:
+        response: dict[str, Any] = client.put_records(
+            Records=[entry.request() for entry in call], **target
+        )
+    except Exception as exc:  # every error is classified by the caller
+        return exc
+    return response
 
 
 def _by_key(user: _User) -> str:
@@ -1276,6 +1319,7 @@ def _classify(exc: Exception, stream: str, operation: str = "PutRecords") -> _Ca
         return _CallFailure(name, reason, _Scope.DOWN)
     reason = f"Kinesis {operation} to stream {stream!r} raised {name}: {exc}"
     return _CallFailure(name, reason, _Scope.RETRY)
+
 
 def _agg_record_type() -> Any:
     """``aws_kinesis_agg.aggregator.AggRecord``, imported without its ``sys.path`` change.

@@ -50,6 +50,7 @@ __all__ = [
     "Request",
     "Rule",
     "aws_json_error",
+    "held_until",
     "slow",
 ]
 
@@ -76,6 +77,8 @@ class Fault:
         delay: seconds to hold before answering; past the client's read timeout this is a
             timeout. ``stop()`` cuts it short.
         drop: close the connection without a response.
+        until_answered: with ``delay`` as the deadline, hold only until the proxy has
+            answered a request this picks (:func:`held_until`).
     """
 
     name: str
@@ -85,6 +88,7 @@ class Fault:
     forward: bool = False
     delay: float = 0.0
     drop: bool = False
+    until_answered: Callable[[Request], bool] | None = None
 
 
 def aws_json_error(name: str, status: int, code: str, message: str) -> Fault:
@@ -115,6 +119,15 @@ def slow(seconds: float, *, forward: bool = True) -> Fault:
             connection is closed after the hold.
     """
     return Fault("slow", forward=forward, delay=seconds, drop=not forward)
+
+
+def held_until(answered: Callable[[Request], bool], deadline: float = 5.0) -> Fault:
+    """Forward at once, then hold the response until a request that ``answered`` picks has
+    been answered (or ``deadline`` seconds passed): a slow call that ends after a faster
+    later one, when the client sends them at once. :attr:`FaultProxy.answered` then shows
+    the order; a client that waits for this answer before it sends the other request sees
+    only the deadline, and the held request answered first."""
+    return Fault("held", forward=True, delay=deadline, until_answered=answered)
 
 
 THROTTLE = aws_json_error(
@@ -207,6 +220,7 @@ class _State:
     injected: Counter[str] = field(default_factory=Counter)
     connections: set[socket.socket] = field(default_factory=set)
     threads: set[threading.Thread] = field(default_factory=set)
+    answered: list[Request] = field(default_factory=list)
 
 
 class FaultProxy:
@@ -234,6 +248,7 @@ class FaultProxy:
         self._timeout = upstream_timeout
         self._random = random.Random(seed)
         self._state = _State()
+        self._answers = threading.Condition(self._state.lock)
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._loop: threading.Thread | None = None
@@ -374,7 +389,28 @@ class FaultProxy:
         with self._state.lock:
             return Counter(self._state.injected)
 
+    @property
+    def answered(self) -> list[Request]:
+        """The requests answered so far, in the order their responses were sent (a copy;
+        a request is in it before its client has the answer)."""
+        with self._state.lock:
+            return list(self._state.answered)
+
     # -- the handler's side ------------------------------------------------------------------
+
+    def _record_answer(self, request: Request) -> None:
+        with self._answers:
+            self._state.answered.append(request)
+            self._answers.notify_all()
+
+    def _hold_until(self, answered: Callable[[Request], bool], deadline: float) -> None:
+        """Wait until a request ``answered`` picks has been answered, the proxy stops, or
+        the deadline passes."""
+        with self._answers:
+            self._answers.wait_for(
+                lambda: any(map(answered, self._state.answered)) or self._stopping.is_set(),
+                deadline,
+            )
 
     def _choose(self, request: Request) -> Fault | None:
         with self._state.lock:
@@ -413,6 +449,7 @@ class FaultProxy:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # stop() closes client connections itself, then joins
+    request_queue_size = 128  # clients open a wave's connections at once (5 drops SYNs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -465,7 +502,9 @@ class _Handler(BaseHTTPRequestHandler):
         response = None
         if fault is None or fault.forward:
             response = self._forward(request)
-        if fault is not None:
+        if fault is not None and fault.until_answered is not None:
+            self.owner._hold_until(fault.until_answered, fault.delay)
+        elif fault is not None:
             if fault.delay and self.owner._stopping.wait(fault.delay):
                 fault = DROP  # stopping: end the hold now
             if fault.drop:
@@ -474,6 +513,7 @@ class _Handler(BaseHTTPRequestHandler):
             if fault.status:
                 response = _Response(fault.status, "", list(fault.headers), fault.body)
         if response is not None:
+            self.owner._record_answer(request)  # before: the client may look once it has it
             self._answer(response, head=request.method == "HEAD")
 
     # BaseHTTPRequestHandler dispatches to do_<METHOD>; every method is relayed alike.

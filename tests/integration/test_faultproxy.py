@@ -26,6 +26,7 @@ from tests.faultproxy import (
     UNAVAILABLE,
     Fault,
     FaultProxy,
+    held_until,
     slow,
 )
 from tests.integration.fault_fixtures import aws_client
@@ -272,6 +273,33 @@ class TestFaultKinds:
                 break
             time.sleep(0.01)
         assert len(items) == count
+
+    def test_a_held_answer_waits_for_the_named_other_answer_or_its_deadline(self, echo):
+        def post(body: bytes) -> int:
+            conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+            conn.request("POST", "/", body=body)
+            status = conn.getresponse().status
+            conn.close()
+            return status
+
+        with FaultProxy(echo.url) as proxy:
+            proxy.inject(
+                held_until(lambda r: r.body == b"fast", 10), where=lambda r: r.body == b"slow"
+            )
+            with ThreadPoolExecutor(2) as pool:  # sent at once: the held one ends second
+                slow_call = pool.submit(post, b"slow")
+                assert post(b"fast") == 200
+                assert slow_call.result(timeout=10) == 200
+            assert [r.body for r in proxy.answered] == [b"fast", b"slow"]
+            assert len(echo.seen) == 2  # both forwarded at once; only the answer was held
+
+        with FaultProxy(echo.url) as proxy:  # sent in turn: the held one ends at its deadline
+            proxy.inject(
+                held_until(lambda r: r.body == b"fast", 0.2), where=lambda r: r.body == b"slow"
+            )
+            assert post(b"slow") == 200
+            assert post(b"fast") == 200
+            assert [r.body for r in proxy.answered] == [b"slow", b"fast"]
 
     @pytest.mark.parametrize(
         ("fault", "applied"), [(DROP, 0), (LOST_ACK, 1)], ids=["drop", "lost_ack"]

@@ -17,6 +17,7 @@ import pytest
 from sinks.base import Status
 from sinks.opensearch import POSITION, OpenSearchSink
 from stream.event import records_from_event
+from stream.overlap import WAVE_WIDTH, overlapping
 from stream.records import pad_sequence
 from stream.testing import EventFactory
 
@@ -399,7 +400,10 @@ class Scripted:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler, bind_and_activate=False)
+        self.server.request_queue_size = 128  # a wave's connections come at once
+        self.server.server_bind()
+        self.server.server_activate()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
@@ -447,13 +451,23 @@ class TestFailuresOsmemCannotProduce:
         assert "503" in failing.reason
         assert len(scripted.requests) == 4
 
-    def test_a_whole_request_throttled_stops_the_round_and_ends_retryable(self, scripted):
+    @pytest.mark.parametrize(
+        ("at_once", "calls"), [(False, 1), (True, WAVE_WIDTH)], ids=["in-turn", "overlapped"]
+    )
+    def test_a_whole_request_throttled_stops_the_round_and_ends_retryable(
+        self, scripted, at_once, calls
+    ):
         scripted.answer = lambda n, docs: 429
         s = sink(scripted.url, "events", max_items=2, max_attempts=3)
-        outcomes = s.write_batch(batch([{"i": i} for i in range(6)]))
+        docs = [{"i": i} for i in range(2 * (WAVE_WIDTH + 1))]  # a wave and one more call
+        with overlapping(at_once):
+            outcomes = s.write_batch(batch(docs))
         assert {o.status for o in outcomes} == {Status.RETRYABLE}
         assert "429" in outcomes[0].reason
-        assert len(scripted.requests) == 3  # one per round: the other chunks waited
+        assert "429" in outcomes[-1].reason
+        # per round, the calls of the first wave (one, in turn; a wave's, at once): the
+        # later chunks waited
+        assert len(scripted.requests) == 3 * calls
 
     def test_a_request_too_large_is_split_until_the_big_document_stands_alone(self, scripted):
         scripted.answer = lambda n, docs: (

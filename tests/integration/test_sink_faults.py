@@ -5,6 +5,7 @@ clean run would (beyond what DESIGN.md allows: duplicates on a standard queue)."
 
 from __future__ import annotations
 
+import json
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -254,9 +255,10 @@ class TestS3:
         s3.create_bucket(Bucket=name)
         return name
 
+    @pytest.mark.parametrize("at_once", [False, True], ids=["in-turn", "overlapped"])
     @pytest.mark.parametrize("fault", [S3_SLOWDOWN, LOST_ACK], ids=lambda f: f.name)
     def test_thirty_percent_faults_on_puts_end_ok_and_equal_a_clean_run(
-        self, proxy, s3, unique, fault
+        self, proxy, s3, unique, fault, at_once
     ):
         clean = self.bucket(s3, f"clean-{unique}")
         assert all(o.ok for o in self.sink(s3, clean, 1).write_batch(self.records()))
@@ -264,23 +266,31 @@ class TestS3:
         proxy.inject(fault, probability=0.3, method="PUT")
         sink = self.sink(aws_client(proxy.url, "s3"), faulty, attempts=12)
 
-        outcomes = sink.write_batch(self.records())
+        with overlapping(at_once):  # five objects of distinct keys: one wave, at once
+            outcomes = sink.write_batch(self.records())
 
         assert [o.status for o in outcomes] == [Status.OK] * 30
         assert proxy.injected[fault.name] > 0
         assert objects(s3, faulty) == objects(s3, clean)
         assert len(objects(s3, clean)) == 5
 
+    @pytest.mark.parametrize("at_once", [False, True], ids=["in-turn", "overlapped"])
     def test_a_persistent_slowdown_makes_every_record_retryable_and_writes_nothing(
-        self, proxy, s3, unique
+        self, proxy, s3, unique, at_once
     ):
         bucket = self.bucket(s3, f"archive-{unique}")
         proxy.inject(S3_SLOWDOWN)
-        outcomes = self.sink(aws_client(proxy.url, "s3"), bucket, 3).write_batch(self.records())
+        # five objects of distinct keys (kind = key), then five more that share their keys
+        records = self.records()[:5] + batch(
+            [{"order_id": f"o{i}", "kind": i + 5, "i": i} for i in range(5)]
+        )
+        with overlapping(at_once):
+            outcomes = self.sink(aws_client(proxy.url, "s3"), bucket, 3).write_batch(records)
 
+        tried = 5 if at_once else 1  # the first wave's objects: five at once, or one
         assert {o.status for o in outcomes} == {Status.RETRYABLE}
-        assert {o.error for o in outcomes} == {"SlowDown", "HeldBack"}  # first object, the rest
-        assert proxy.injected["s3_slowdown"] == 3  # later objects were not attempted
+        assert [o.error for o in outcomes] == ["SlowDown"] * tried + ["HeldBack"] * (10 - tried)
+        assert proxy.injected["s3_slowdown"] == 3 * tried  # later objects were not attempted
         assert objects(s3, bucket) == {}
 
     @CONNECTION_FAULTS
@@ -304,6 +314,11 @@ class TestSQS:
     def records() -> list[Record]:
         return batch([{"order_id": f"o{i % 4}", "i": i} for i in range(20)])
 
+    @staticmethod
+    def wide() -> list[Record]:
+        """Forty records of twenty keys: waves of two calls of ten (one record per key)."""
+        return batch([{"order_id": f"o{i % 20}", "i": i} for i in range(40)])
+
     @pytest.fixture
     def sqs(self, aws: Any) -> Any:
         return aws("sqs")
@@ -314,35 +329,44 @@ class TestSQS:
         response = aws_client(proxy.url, "sqs").create_queue(QueueName=name, Attributes=attributes)
         return str(response["QueueUrl"])
 
-    def test_thirty_percent_throttles_end_ok_and_each_record_arrives_once(self, proxy, sqs, unique):
+    @pytest.mark.parametrize("at_once", [False, True], ids=["in-turn", "overlapped"])
+    def test_thirty_percent_throttles_end_ok_and_each_record_arrives_once(
+        self, proxy, sqs, unique, at_once
+    ):
         url = self.queue(proxy, f"q-{unique}")
         proxy.inject(THROTTLING, probability=0.3, target="SendMessageBatch")
         sink = self.sink(aws_client(proxy.url, "sqs"), url, attempts=12)
 
-        outcomes = sink.write_batch(self.records(), Ordering.PER_KEY)
+        with overlapping(at_once):
+            outcomes = sink.write_batch(self.wide(), Ordering.PER_KEY)
 
-        assert [o.status for o in outcomes] == [Status.OK] * 20
+        assert [o.status for o in outcomes] == [Status.OK] * 40
         assert proxy.injected["throttling"] > 0
-        assert sorted(received(sqs, url)) == sorted(r.data.decode() for r in self.records())
+        assert sorted(received(sqs, url)) == sorted(r.data.decode() for r in self.wide())
 
+    @pytest.mark.parametrize("at_once", [False, True], ids=["in-turn", "overlapped"])
     @pytest.mark.parametrize("fifo", [False, True], ids=["standard", "fifo"])
     def test_lost_acks_end_ok_with_duplicates_only_on_a_standard_queue(
-        self, proxy, sqs, unique, fifo
+        self, proxy, sqs, unique, fifo, at_once
     ):
         url = self.queue(proxy, f"q-{unique}" + (".fifo" if fifo else ""))
         proxy.inject(LOST_ACK, probability=0.3, target="SendMessageBatch")
         sink = self.sink(aws_client(proxy.url, "sqs"), url, attempts=12)
 
-        outcomes = sink.write_batch(self.records(), Ordering.PER_KEY)
+        with overlapping(at_once):
+            outcomes = sink.write_batch(self.wide(), Ordering.PER_KEY)
 
-        assert [o.status for o in outcomes] == [Status.OK] * 20
+        assert [o.status for o in outcomes] == [Status.OK] * 40
         assert proxy.injected["lost_ack"] > 0
         bodies = received(sqs, url)
-        assert set(bodies) == {r.data.decode() for r in self.records()}
+        assert set(bodies) == {r.data.decode() for r in self.wide()}
         if fifo:
-            assert len(bodies) == 20  # the deduplication id made each resend a no-op
+            assert len(bodies) == 40  # the deduplication id made each resend a no-op
+            for key in {r.partition_key for r in self.wide()}:  # a group's order is the key's
+                mine = [json.loads(b)["i"] for b in bodies if json.loads(b)["order_id"] == key]
+                assert mine == sorted(mine)
         else:
-            assert len(bodies) > 20  # at-least-once: consumers de-duplicate by position
+            assert len(bodies) > 40  # at-least-once: consumers de-duplicate by position
 
     def test_a_persistent_503_makes_every_record_retryable_and_sends_nothing(
         self, proxy, sqs, unique
@@ -398,17 +422,19 @@ class TestOpenSearch:
     def records() -> list[Record]:
         return batch([{"order_id": f"o{i % 12}", "i": i} for i in range(60)])
 
+    @pytest.mark.parametrize("at_once", [False, True], ids=["in-turn", "overlapped"])
     @pytest.mark.parametrize("id_field", [None, "order_id"], ids=["event_id", "field"])
     @pytest.mark.parametrize("fault", [OPENSEARCH_REJECTED, LOST_ACK], ids=lambda f: f.name)
     def test_thirty_percent_faults_on_bulk_end_ok_and_equal_a_clean_run(
-        self, proxy, opensearch, opensearch_endpoint, unique, fault, id_field
+        self, proxy, opensearch, opensearch_endpoint, unique, fault, id_field, at_once
     ):
         clean = self.sink(opensearch_endpoint, f"clean-{unique}", id_field)
         assert all(o.ok for o in clean.write_batch(self.records()))
         proxy.inject(fault, probability=0.3, path="/_bulk")
         sink = self.sink(proxy.url, f"faulty-{unique}", id_field, max_items=10, max_attempts=12)
 
-        outcomes = sink.write_batch(self.records())
+        with overlapping(at_once):  # six calls of distinct documents: one wave, at once
+            outcomes = sink.write_batch(self.records())
 
         assert [o.status for o in outcomes] == [Status.OK] * 60
         assert proxy.injected[fault.name] > 0
@@ -416,19 +442,22 @@ class TestOpenSearch:
         assert sources(opensearch, f"faulty-{unique}") == expected
         assert len(expected) == (60 if id_field is None else 12)
 
+    @pytest.mark.parametrize("at_once", [False, True], ids=["in-turn", "overlapped"])
     def test_a_persistent_429_makes_every_record_retryable_and_writes_nothing(
-        self, proxy, opensearch, unique
+        self, proxy, opensearch, unique, at_once
     ):
         opensearch.indices.create(index=f"events-{unique}")
         proxy.inject(OPENSEARCH_REJECTED, path="/_bulk")
         sink = self.sink(proxy.url, f"events-{unique}", None, max_items=20, max_attempts=3)
 
-        outcomes = sink.write_batch(self.records())
+        with overlapping(at_once):
+            outcomes = sink.write_batch(self.records())
 
         assert {(o.status, o.error) for o in outcomes} == {
             (Status.RETRYABLE, "es_rejected_execution_exception")
         }
-        assert proxy.injected["opensearch_rejected"] == 3  # one call per round: the rest wait
+        # per round, one call (in turn: the rest wait) or the wave's three (at once)
+        assert proxy.injected["opensearch_rejected"] == 3 * (3 if at_once else 1)
         assert sources(opensearch, f"events-{unique}") == {}
 
     @CONNECTION_FAULTS
@@ -488,6 +517,28 @@ class TestKinesis:
         assert [o.status for o in outcomes] == [Status.OK] * 60
         assert proxy.injected["throttle"] > 0
         assert published(kinesis, stream) == [(r.partition_key, r.data) for r in self.records()]
+
+    @pytest.mark.parametrize("at_once", [False, True], ids=["in-turn", "overlapped"])
+    def test_thirty_percent_throttles_on_a_wide_batch_keep_each_key_s_order(
+        self, proxy, kinesis, unique, at_once
+    ):
+        # 600 keys, two records each: waves of a 500-entry and a 100-entry call
+        stream = self.stream(kinesis, f"next-{unique}")
+        records = batch([{"order_id": f"o{i % 600}", "i": i} for i in range(1200)])
+        proxy.inject(THROTTLE, probability=0.3, target="PutRecords")
+        sink = self.sink(aws_client(proxy.url, "kinesis"), stream, attempts=12)
+
+        with overlapping(at_once):
+            outcomes = sink.write_batch(records)
+
+        assert [o.status for o in outcomes] == [Status.OK] * 1200
+        assert proxy.injected["throttle"] > 0
+        out = published(kinesis, stream)
+        assert sorted(out) == sorted((r.partition_key, r.data) for r in records)
+        by_key: dict[str, list[int]] = {}
+        for key, data in out:
+            by_key.setdefault(key, []).append(json.loads(data)["i"])
+        assert all(seen == sorted(seen) for seen in by_key.values())  # each key in order
 
     def test_lost_acks_end_ok_and_publish_every_record_at_least_once(self, proxy, kinesis, unique):
         stream = self.stream(kinesis, f"next-{unique}")

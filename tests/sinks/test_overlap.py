@@ -14,7 +14,7 @@ import pytest
 from processors.chain import Chain
 from sinks.base import OK, Ordering, Outcome, Sink, Status, permanent, retryable
 from stream.batch import BatchRunner
-from stream.overlap import WAVE_WIDTH, overlapping
+from stream.overlap import WAVE_WIDTH, overlapping, waves
 from stream.records import Record
 
 if TYPE_CHECKING:
@@ -171,3 +171,25 @@ def test_calls_made_inside_a_call_of_a_wave_go_in_turn():
     for inside in names[1:]:  # those ran on the pool: their own calls in the same thread
         assert len(set(inside)) == 1
         assert inside[0].startswith("shardline-call")
+
+
+class TestWaves:
+    def test_a_wave_holds_at_most_the_width_and_keeps_the_calls_order(self):
+        calls = list(range(2 * WAVE_WIDTH + 3))
+        with overlapping(True):
+            cut = waves(calls)
+        assert [len(w) for w in cut] == [WAVE_WIDTH, WAVE_WIDTH, 3]
+        assert [c for w in cut for c in w] == calls
+
+    def test_a_call_sharing_a_key_with_its_wave_starts_the_next_one(self):
+        calls = [{"a", "b"}, {"c"}, {"b", "d"}, {"e"}, {"a"}]
+        with overlapping(True):
+            cut = waves(calls, keys=lambda keys: keys)
+        assert cut == [[{"a", "b"}, {"c"}], [{"b", "d"}, {"e"}, {"a"}]]
+        for wave in cut:  # no key twice in a wave
+            held = [key for call in wave for key in call]
+            assert len(held) == len(set(held))
+
+    def test_switched_off_every_call_is_a_wave_of_its_own(self):
+        with overlapping(False):
+            assert waves(["a", "b", "c"]) == [["a"], ["b"], ["c"]]

@@ -23,6 +23,7 @@ from sinks.sqs import (
     overflow_key,
     record_body,
 )
+from stream.overlap import WAVE_WIDTH, overlapping
 from stream.records import Record
 
 URL = "https://sqs.us-east-1.amazonaws.com/123456789012/dlq"
@@ -38,6 +39,14 @@ def letter(seq: int = 1, sub: int = 0, step: str = "sink:orders", **kw: Any) -> 
         event_source_arn="arn:aws:kinesis:us-east-1:1:stream/clicks",
     )
     return DeadLetter(rec, kw.pop("reason", "bad"), "ValidationError", step, "fn", "p", 1.0)
+
+
+@pytest.fixture(autouse=True)
+def in_turn():
+    """Scripts answer by call number: the calls go in turn here (stream.overlap off); the
+    calls sent at once are tested against moto (tests/integration/test_overlap_sinks.py)."""
+    with overlapping(False):
+        yield
 
 
 class Scripted:
@@ -241,6 +250,21 @@ class TestRetries:
         assert len(client.calls) == 2  # the first chunk's attempts; chunks 2 and 3 wait
         assert [o.error for o in outcomes[10:]] == ["HeldBack"] * 15
         assert "RequestThrottled" in outcomes[24].reason
+
+    def test_a_queue_failing_whole_calls_holds_back_the_waves_after_the_first(self):
+        def script(n, entries):
+            raise client_error("AWS.SimpleQueueService.RequestThrottled")
+
+        client = Scripted(script)
+        sink = SQSSink("dlq", queue=URL, client=client, max_attempts=2, sleep=lambda _: None)
+        letters = [letter(i, key=f"k{i}") for i in range(10 * WAVE_WIDTH + 5)]
+        with overlapping(True):
+            outcomes = sink.write_dead_letters(letters)
+        assert {o.status for o in outcomes} == {Status.RETRYABLE}
+        assert len(client.calls) == 2 * WAVE_WIDTH  # the first wave's calls, each attempted
+        wave = 10 * WAVE_WIDTH
+        assert "HeldBack" not in {o.error for o in outcomes[:wave]}
+        assert [o.error for o in outcomes[wave:]] == ["HeldBack"] * 5
 
     def test_entry_failures_do_not_stop_the_later_chunks(self):
         def script(n, entries):
