@@ -66,7 +66,7 @@ if TYPE_CHECKING:
     from processors.aggregations import Aggregation
     from stream.records import Record
 
-__all__ = ["SessionWindow", "session_problem"]
+__all__ = ["SessionWindow", "session_end_of", "session_problem"]
 
 _TIMES = ("event", "arrival")
 _STATES = ("memory", "dynamodb")
@@ -103,6 +103,21 @@ def session_problem(gap_s: Any, size_s: Any, slide_s: Any, allowed_lateness_s: A
             "sessions would stay open for longer than the gap that ends them"
         )
     return None
+
+
+def session_end_of(gap_s: int) -> Callable[[tuple[Any, Any], list[Any] | None], float]:
+    """What a state store calls for a session's end (its ``end_of``): the last event time,
+    the last of the accumulators, plus ``gap_s``; for a closed one (``None``), its start
+    plus ``gap_s``, a lower bound (the store only sets a closed item's TTL by it).
+
+    >>> session_end_of(10)(("a", 100.0), [3, 115.0]), session_end_of(10)(("a", 100.0), None)
+    (125.0, 110.0)
+    """
+
+    def end_of(wkey: tuple[Any, Any], accs: list[Any] | None) -> float:
+        return float((wkey[1] if accs is None else accs[-1]) + gap_s)
+
+    return end_of
 
 
 class SessionWindow:
@@ -215,7 +230,7 @@ class SessionWindow:
                     allowed_lateness_s,
                     self.gap_s,
                     now=now,
-                    end_of=self.end_of,
+                    end_of=session_end_of(self.gap_s),
                 )
             )
         self.store: WindowStore = store
@@ -226,11 +241,6 @@ class SessionWindow:
         self._pending: dict[int, Outcome] = {}
         #: shard id -> (the state indexed, key -> the starts of its open sessions)
         self._index: dict[str, tuple[ShardState, dict[Any, list[float]]]] = {}
-
-    def end_of(self, wkey: Wkey, accs: list[Any] | None) -> float:
-        """A session's end: its last event time plus ``gap_s`` (closed, ``accs`` ``None``:
-        at least its start plus ``gap_s``; the store only sets its TTL by it)."""
-        return (wkey[1] if accs is None else accs[-1]) + self.gap_s
 
     # -- per batch ------------------------------------------------------------------------
 

@@ -407,7 +407,7 @@ class DynamoDBStore:
         cached = _Cached(state, applied_text, shard_item["rev"]["S"] if shard_item else None)
         if shard_item is not None and "clock" in shard_item:
             cached.clock = float(shard_item["clock"]["N"])
-        opened: list[tuple[int, int, tuple[Any, int]]] = []
+        opened: list[tuple[Any, int, tuple[Any, Any]]] = []  # ends: int, or float (sessions)
         for item in items:
             if item["window"]["S"] == _SHARD_SK:
                 continue
@@ -425,11 +425,14 @@ class DynamoDBStore:
             if acc is None or closed:
                 continue
             wkey = (key, start)
-            end = _number(item["end"]["N"])
+            accs = decode(acc)
+            # a session's end moves on as it grows: the end of the accumulators read (``prev``
+            # after a batch that never committed), not the item's, which that batch wrote
+            end = _number(item["end"]["N"]) if self.end_of is None else self.end_of(wkey, accs)
             if watermark is not None and end <= watermark:  # closed by another shard's batch
                 cached.flushed.add(wkey)
                 continue
-            state.windows[wkey] = decode(acc)
+            state.windows[wkey] = accs
             opened.append((end, rank, wkey))
         for end, _, wkey in sorted(opened, key=lambda o: (o[0], o[1])):
             by_end = state.by_end.get(end)
