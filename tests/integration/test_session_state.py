@@ -1,19 +1,24 @@
 """Session windows with their state in DynamoDB (``state: dynamodb``) against the session moto
 server: the property of ``tests/processors/test_session.py`` with cold starts between
-batches, a merge whose batch fails half-way through its writes, and a quiet shard's
-sessions closed by another shard's batch."""
+batches, a merge whose batch fails half-way through its writes, a quiet shard's sessions
+closed by another shard's batch, and ``shardline run --in-process`` of examples/sessions."""
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 import pytest
 from hypothesis import given, settings
 
+from deploy.local.run import LocalRun
 from deploy.local.servers import provision
 from deploy.names import window_table_name
+from deploy.pipeline.config import compile_plan, parse_config
 from processors.chain import Chain, Step
 from processors.session import SessionWindow, session_end_of
 from processors.window_store import DynamoDBStore
@@ -25,6 +30,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -179,3 +186,62 @@ def test_sessions_equal_the_reference_with_cold_starts_between_batches(
         return make() if next(calls) % 2 else warm
 
     check_sessions(scenario, step_for)
+
+
+def test_a_local_run_of_the_example_writes_each_visit_once(
+    aws: Callable[[str], Any], moto_endpoint: str, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """``shardline run --in-process`` of examples/sessions on the local stack: the plan's
+    session window keeps its state in the function's table (one item per session, the
+    merged one closed) and the visits table holds each closed visit once, by window_id."""
+    credentials = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": moto_endpoint,
+    }
+    for name, value in credentials.items():
+        monkeypatch.setenv(name, value)
+    suffix = uuid.uuid4().hex[:8]
+    text = (ROOT / "examples" / "sessions" / "pipeline.yaml").read_text(encoding="utf-8")
+    text = text.replace("site", f"site{suffix}")
+    plan = compile_plan(parse_config(text, source="pipeline.yaml", env={}))
+    provision(plan, aws)
+    views = [
+        ("u1", "2026-01-01T10:00:00Z", "/home"), ("u1", "2026-01-01T10:20:00Z", "/shoes"),
+        ("u1", "2026-01-01T10:51:00Z", "/bags"), ("u1", "2026-01-01T10:49:30Z", "/sale"),
+        ("u2", "2026-01-01T11:30:00Z", "/home"),
+    ]  # fmt: skip
+    aws("kinesis").put_records(
+        StreamName=plan["stream"]["name"],
+        Records=[
+            {"Data": orjson.dumps({"event_type": "page_view", "user_id": u, "ts": ts,
+                                   "page": page}),
+             "PartitionKey": "one"}  # one shard for all: one watermark
+            for u, ts, page in views
+        ],
+    )  # fmt: skip
+    local = LocalRun(plan, worker_id="w1", in_process=True, client=aws,
+                     state_dir=tmp_path / ".shardline")  # fmt: skip
+    stop = threading.Event()
+    timer = threading.Timer(30, stop.set)
+    timer.start()
+    started = time.monotonic()
+    try:
+        local.run(stop, until_idle_s=0.5)
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 30
+    ddb = aws("dynamodb")
+    state = ddb.scan(TableName=window_table_name(plan, "visits-per-user"))["Items"]
+    sessions_state = {i["window"]["S"]: "closed" in i for i in state
+                      if i["window"]["S"].startswith("w#")}  # fmt: skip
+    u1, u1_later, u2 = 1767261600.0, 1767264660.0, 1767267000.0  # 10:00, 10:51, 11:30
+    assert sessions_state == {
+        f'w#{u1}#"u1"': True, f'w#{u1_later}#"u1"': True, f'w#{u2}#"u2"': False
+    }  # fmt: skip
+    visits = ddb.scan(TableName=f"site{suffix}-visits")["Items"]
+    assert [(i["window_id"]["S"], i["views"]["N"], i["window_end"]["S"]) for i in visits] == [
+        ("visits-per-user/u1/2026-01-01T10:00:00Z", "4", "2026-01-01T11:21:00Z")
+    ]
