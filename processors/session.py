@@ -403,13 +403,35 @@ class SessionWindow:
         ones ``t`` bridges. The sessions that are gone leave the state and are marked
         changed (the store writes them closed)."""
         gap = self.gap_s
-        windows = _views(state)[0]
+        windows: dict[Any, list[Any]] = state.windows
         starts = index.get(key)
         if starts is None:
             starts = index[key] = []
         reach = t + gap  # both sides compare a time with an earlier one plus the gap, so
         # a pair of records is one session or two whatever the order they come in
-        touching = sorted(s for s in starts if s < reach and t < windows[key, s][-1] + gap)
+        touching = [s for s in starts if s < reach and t < windows[key, s][-1] + gap]
+        if len(touching) == 1 and touching[0] <= t:  # the common case: one session, on
+            wkey = (key, touching[0])
+            accs = windows[wkey]
+            last = accs[-1]
+            if t > last:
+                by_end: dict[Any, list[Any]] = state.by_end
+                of_end = by_end[last + gap]
+                of_end.remove(wkey)
+                if not of_end:
+                    del by_end[last + gap]
+                accs[-1] = t
+                end = t + gap
+                to_end = by_end.get(end)
+                if to_end is None:
+                    by_end[end] = [wkey]
+                    ends: list[Any] = state.ends
+                    heapq.heappush(ends, end)
+                else:
+                    to_end.append(wkey)
+            changed.add(wkey)
+            return accs
+        touching.sort()
         if not touching:
             accs = [agg.create() for agg in self._aggs]
             accs.append(t)
