@@ -83,7 +83,7 @@ def session_problem(gap_s: Any, size_s: Any, slide_s: Any, allowed_lateness_s: A
 
     >>> session_problem(1800, None, None, 60) is None
     True
-    >>> session_problem(1800, None, None, 3600)[:44]
+    >>> session_problem(1800, None, None, 3600)[:45]
     'allowed_lateness_s (3600) must not exceed gap'
     """
     if size_s is not None:
@@ -258,8 +258,7 @@ class SessionWindow:
         for rec in records:
             if rec.shard_id != shard_id:
                 if shard_id is not None:
-                    quiet = self._close_quiet(shard_id, state, closer)
-                    store.commit(shard_id, state, changed, quiet)
+                    self._commit(shard_id, state, changed, closer)
                     changed = set()
                     closer = None
                 shard_id = rec.shard_id
@@ -286,7 +285,16 @@ class SessionWindow:
             if outcome.error is None and not outcome.late:
                 closer = rec
         if shard_id is not None:
-            store.commit(shard_id, state, changed, self._close_quiet(shard_id, state, closer))
+            self._commit(shard_id, state, changed, closer)
+
+    def _commit(
+        self, shard_id: str, state: ShardState, changed: set[tuple[Any, Any]], closer: Record | None
+    ) -> None:
+        """Close quiet shards' sessions, then commit: the heap's head first made true (a
+        grown session leaves its old end behind), since the store keeps it as the shard's
+        next end, by which other shards' batches find it quiet."""
+        _drop_stale(state)
+        self.store.commit(shard_id, state, changed, self._close_quiet(shard_id, state, closer))
 
     def _index_of(self, shard_id: str, state: ShardState) -> dict[Any, list[float]]:
         """The starts of each key's open sessions in ``state``: kept while the store hands

@@ -137,6 +137,15 @@ class TestDynamoDBSessions:
         out = sessions(step(table, prefix, client, allowed_lateness_s=10), [CLOSER], 4)
         assert out == [("f/a/1970-01-01T00:01:40Z", 3, 7)]
 
+    def test_the_shard_s_next_end_follows_a_growing_session(self, aws, table):
+        """Other shards find a quiet one by its next end: the end of its earliest-ending
+        open session now, not the end it had before it grew."""
+        prefix = uuid.uuid4().hex
+        window = step(table, prefix, aws("dynamodb"))
+        sessions(window, [A100], 1)
+        sessions(window, [{**A100, "ts": 104}, {**A100, "ts": 108}], 2)
+        assert items(aws, table, prefix)["#shard"]["next_end"] == {"N": "118.0"}
+
     def test_one_write_per_changed_session_then_one_for_the_shard(self, aws, table):
         prefix = uuid.uuid4().hex
         window = step(table, prefix, aws("dynamodb"))
