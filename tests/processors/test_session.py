@@ -226,7 +226,7 @@ BASE_MS = 1_700_000_000_000
 @st.composite
 def session_scenario(draw: st.DrawFn) -> dict[str, Any]:
     gap = draw(st.sampled_from([2, 5, 10]))
-    lateness = draw(st.integers(0, gap))
+    lateness = draw(st.one_of(st.just(gap), st.integers(0, gap)))  # near gap: more merges
     shards: dict[str, list[dict[str, Any]]] = {}
     cuts: dict[str, list[int]] = {}
     for n in range(draw(st.integers(1, 3))):
@@ -234,8 +234,9 @@ def session_scenario(draw: st.DrawFn) -> dict[str, Any]:
         clock = BASE_MS
         docs = []
         for _ in range(draw(st.integers(0, 30))):
-            step = draw(st.one_of(st.integers(0, 3 * gap) .map(lambda s: s * 1000),
-                                  st.integers(0, 3 * gap * 1000)))  # fmt: skip
+            step = draw(st.one_of(st.integers(0, 2 * gap).map(lambda s: s * 1000),
+                                  st.integers(0, 2 * gap * 1000),
+                                  st.integers(0, gap // 2)))  # fmt: skip  # sessions, gaps
             clock += step
             back = draw(st.one_of(st.integers(0, lateness + 3).map(lambda s: s * 1000),
                                   st.integers(0, (lateness + 3) * 1000)))  # fmt: skip
