@@ -2,7 +2,8 @@
 
 An entry of the pipeline file is a one-key map ``{NAME: ARGS}``, or ``{use: "pkg.mod:Name",
 with: {...}}``. NAME is a built-in (``filter``, ``enrich``, ``route``, ``schema``,
-``window``) or a plugin registered under the entry-point group ``shardline.processors``.
+``window``; with ``gap_s``, session windows) or a plugin registered under the entry-point
+group ``shardline.processors``.
 What a name resolves to may be:
 
 * a class: called with ARGS as keyword arguments (a mapping) or as its one argument;
@@ -46,6 +47,9 @@ BUILTIN_PROCESSORS: dict[str, str] = {
     "window": "processors.window:Window",
 }
 
+#: What a ``window`` step with ``gap_s`` (session windows) is built from.
+SESSION_WINDOW = "processors.session:SessionWindow"
+
 
 def processor_names() -> set[str]:
     """Every processor name a pipeline may use: built-ins and installed plugins."""
@@ -82,7 +86,9 @@ def build_processor(
             from processors.route import Route  # noqa: PLC0415  # only when used
 
             return Step.of(name, Route.from_config(args, sinks))
-        if kind in BUILTIN_PROCESSORS:
+        if kind == "window" and isinstance(args, Mapping) and args.get("gap_s") is not None:
+            target = load_object(SESSION_WINDOW)  # one step in the file, two shapes of state
+        elif kind in BUILTIN_PROCESSORS:
             target = load_object(BUILTIN_PROCESSORS[kind])
         else:
             target = load_entry_point(PROCESSOR_GROUP, kind)

@@ -70,6 +70,7 @@ TRACKED_BUILTINS = (
     "processors.enrich:EnrichLookup",
     "processors.schema:Schema",  # checks without changing, or replaces with set_json
     "processors.window:Window",  # changes no document: results are derived records
+    "processors.session:SessionWindow",  # the same, for session windows
 )
 
 

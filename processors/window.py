@@ -6,7 +6,7 @@ reference):
 * **Windows.** Tumbling windows of ``size_s`` seconds start at multiples of ``size_s`` since
   the epoch; hopping windows (``slide_s`` dividing ``size_s``) start at multiples of
   ``slide_s`` and last ``size_s``, so a record is in ``size_s / slide_s`` of them. A window is
-  ``[start, end)``. Session windows (``gap_s``) are not built yet.
+  ``[start, end)``. Session windows (``gap_s``): :mod:`processors.session`.
 * **Time.** ``time: event`` reads the record field ``field``: an ISO-8601 string (without an
   offset: UTC) or epoch seconds or milliseconds, told apart by size: a number of at least
   10^11 is milliseconds (10^11 seconds is the year 5138; 10^11 ms is March 1973).
@@ -173,7 +173,7 @@ class Window:
         aggregate: result name -> ``KIND`` (``count``) or ``{KIND: field}``.
         size_s: the window's length in seconds.
         slide_s: for hopping windows, the step between starts (must divide ``size_s``).
-        gap_s: session windows: not built yet (refused).
+        gap_s: refused: session windows are :class:`processors.session.SessionWindow`.
         time: ``event`` (the ``field`` of the record) or ``arrival``.
         field: the time field, with ``time: event``.
         allowed_lateness_s: how far behind the greatest event time a record may be and
@@ -240,7 +240,7 @@ class Window:
         now: Callable[[], float] = time.time,
     ) -> None:
         if gap_s is not None:
-            msg = "gap_s (session windows) is not built yet: use size_s (tumbling or hopping)"
+            msg = "gap_s: session windows are processors.session.SessionWindow (the registry's)"
             raise WindowConfigError(msg)
         if state not in _STATES:
             msg = f"state {state!r}: expected one of {', '.join(_STATES)}"

@@ -264,10 +264,14 @@ class DynamoDBStore:
         size: the step's ``size_s`` (a window's end is its start plus this).
         client: a DynamoDB client; default the process's shared one (:mod:`stream.aws`).
         now: the clock, for the TTL and the shard item's ``clock``.
+        end_of: a window's end from its ``(key, start)`` and accumulators (``None``: closed;
+            then a lower bound will do, it only sets the TTL); default start plus ``size``.
+            Session windows (:mod:`processors.session`) end at their last event time plus
+            the gap.
     """
 
-    __slots__ = ("_cache", "_client", "_quiet", "lateness", "now", "prefix", "reads", "size",
-                 "table", "writes")  # fmt: skip
+    __slots__ = ("_cache", "_client", "_quiet", "end_of", "lateness", "now", "prefix", "reads",
+                 "size", "table", "writes")  # fmt: skip
 
     def __init__(  # noqa: PLR0917  # the step's settings, as keywords
         self,
@@ -277,8 +281,10 @@ class DynamoDBStore:
         size: int = 0,
         client: Any = None,
         now: Callable[[], float] = time.time,
+        end_of: Callable[[tuple[Any, Any], list[Any] | None], float] | None = None,
     ) -> None:
         self.table = table
+        self.end_of = end_of
         self.prefix = prefix
         self.lateness = lateness
         self.size = size
@@ -343,7 +349,7 @@ class DynamoDBStore:
                 page = self._call("BatchGetItem", self.client.batch_get_item,
                                   RequestItems=request)  # fmt: skip
                 for item in page.get("Responses", {}).get(self.table, []):
-                    next_end = int(item["next_end"]["N"]) if "next_end" in item else None
+                    next_end = _number(item["next_end"]["N"]) if "next_end" in item else None
                     if (
                         "clock" in item
                         and float(item["clock"]["N"]) < cutoff
@@ -401,12 +407,12 @@ class DynamoDBStore:
         cached = _Cached(state, applied_text, shard_item["rev"]["S"] if shard_item else None)
         if shard_item is not None and "clock" in shard_item:
             cached.clock = float(shard_item["clock"]["N"])
-        opened: list[tuple[int, int, tuple[Any, int]]] = []
+        opened: list[tuple[Any, int, tuple[Any, Any]]] = []  # ends: int, or float (sessions)
         for item in items:
             if item["window"]["S"] == _SHARD_SK:
                 continue
             key = json.loads(item["key"]["S"])
-            start = int(item["start"]["N"])
+            start = _number(item["start"]["N"])
             raw_v = item["v"]["S"]
             if applied is None or _pos(raw_v) > applied:  # a batch that never committed
                 acc = item["prev"]["S"] if "prev" in item else None
@@ -419,11 +425,14 @@ class DynamoDBStore:
             if acc is None or closed:
                 continue
             wkey = (key, start)
-            end = int(item["end"]["N"])
+            accs = decode(acc)
+            # a session's end moves on as it grows: the end of the accumulators read (``prev``
+            # after a batch that never committed), not the item's, which that batch wrote
+            end = _number(item["end"]["N"]) if self.end_of is None else self.end_of(wkey, accs)
             if watermark is not None and end <= watermark:  # closed by another shard's batch
                 cached.flushed.add(wkey)
                 continue
-            state.windows[wkey] = decode(acc)
+            state.windows[wkey] = accs
             opened.append((end, rank, wkey))
         for end, _, wkey in sorted(opened, key=lambda o: (o[0], o[1])):
             by_end = state.by_end.get(end)
@@ -480,13 +489,14 @@ class DynamoDBStore:
         state = cached.state
         pk = {"S": self.prefix + shard_id}
         v = applied or ""
-        ranks: dict[int, dict[tuple[Any, int], int]] = {}
+        ranks: dict[Any, dict[tuple[Any, Any], int]] = {}  # ends: ints, floats for sessions
         closed_ttl = str(int(self.now()) + CLOSED_TTL_S)
         puts = []
         updates = {}
         for wkey in changed | cached.flushed:
             key, start = wkey
-            end = start + self.size
+            accs = state.windows.get(wkey)
+            end: Any = start + self.size if self.end_of is None else self.end_of(wkey, accs)
             raw_v, saved, rank = cached.items.get(wkey, (None, None, 0))
             item: dict[str, Any] = {
                 "shard": pk,
@@ -498,10 +508,9 @@ class DynamoDBStore:
             }
             if saved is not None:
                 item["prev"] = {"S": saved}
-            accs = state.windows.get(wkey)
             if accs is None:
                 item["closed"] = {"BOOL": True}
-                ttl = max(int(closed_ttl), end + self.lateness + CLOSED_TTL_S)
+                ttl = max(int(closed_ttl), int(end) + self.lateness + CLOSED_TTL_S)
                 item["expires"] = {"N": str(ttl)}
                 acc = None
             else:
@@ -597,6 +606,19 @@ class DynamoDBStore:
         except BotoCoreError as exc:
             msg = f"window state: DynamoDB {operation} on table {self.table!r}: {exc}"
             raise WindowStateError(msg) from exc
+
+
+def _number(text: str) -> Any:
+    """A DynamoDB number back: an int when it is written as one (tumbling windows' bounds),
+    else a float (session windows' bounds are event times).
+
+    >>> _number("120"), _number("61.5")
+    (120, 61.5)
+    """
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
 
 
 def _put(table: str, item: dict[str, Any], attribute: str, expected: str | None) -> dict[str, Any]:

@@ -431,10 +431,11 @@ def _window() -> dict[str, Any]:
     }
     out = _object(list(keys), shapes, _required(keys))
     out["description"] = (
-        "Aggregate per key over windows of event or arrival time; one result record per "
-        "closed window."
+        "Aggregate per key over windows of event or arrival time (tumbling or hopping with "
+        "size_s, sessions with gap_s); one result record per closed window."
     )
     out["oneOf"] = [{"required": ["size_s"]}, {"required": ["gap_s"]}]
+    out["dependentRequired"] = {"slide_s": ["size_s"]}  # hopping only: never with gap_s
     return out
 
 

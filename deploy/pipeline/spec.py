@@ -357,7 +357,12 @@ WINDOW: Section = {
     "slide_s": Key(
         "integer", "Hopping windows: seconds between starts; divides size_s.", minimum=1
     ),
-    "gap_s": Key("integer", "Session windows: the gap that ends one (not built yet).", minimum=1),
+    "gap_s": Key(
+        "integer",
+        "Session windows, instead of size_s: a gap of this many seconds or more between two "
+        "records of a key ends a session.",
+        minimum=1,
+    ),
     "time": Key(
         "enum",
         "event: the time in the record's field; arrival: the approximate arrival time.",
@@ -372,7 +377,7 @@ WINDOW: Section = {
     "allowed_lateness_s": Key(
         "integer",
         "How far behind the greatest event time of its shard a record still counts; at most "
-        "size_s.",
+        "size_s (gap_s).",
         default=0,
         minimum=0,
     ),

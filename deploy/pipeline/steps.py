@@ -291,7 +291,10 @@ def _window(
     r: Reporter, path: Path, args: Any, sinks: Sequence[str] | None, chain: Path
 ) -> dict[str, Any]:
     """``window: {key, size_s | gap_s, slide_s, time, field, allowed_lateness_s, aggregate,
-    late, state}``; the plan adds ``function`` (the first part of each ``window_id``)."""
+    late, state}``; the plan adds ``function`` (the first part of each ``window_id``). With
+    ``gap_s``, session windows (:mod:`processors.session`): no ``size_s`` nor ``slide_s``,
+    the lateness at most the gap."""
+    from processors.session import session_problem  # noqa: PLC0415  # light, pure
     from processors.window import window_problem  # noqa: PLC0415  # light, pure
 
     data = as_mapping(r, path, args, "a mapping with key, size_s and aggregate")
@@ -301,8 +304,13 @@ def _window(
     f = Fields(r, path, data, tuple(keys))
     out: dict[str, Any] = {name: f.read(name, keys[name]) for name in _WINDOW_SETTINGS}
     if f.has("gap_s"):
-        f.read("gap_s", keys["gap_s"])
-        r.error(f.at("gap_s"), "session windows (gap_s) are not built yet: use size_s")
+        out["gap_s"] = gap = f.read("gap_s", keys["gap_s"])
+        lateness = out["allowed_lateness_s"] or 0
+        problem = session_problem(gap, out["size_s"], out["slide_s"], lateness)
+        if problem is not None and isinstance(gap, int):
+            where = next(k for k in ("size_s", "slide_s", "allowed_lateness_s", "gap_s")
+                         if problem.startswith(k))  # fmt: skip
+            r.error(f.at("gap_s" if where == "size_s" else where), problem)
     elif out["size_s"] is None and not f.has("size_s"):
         r.error(path, "needs size_s (tumbling; add slide_s for hopping) or gap_s (sessions)")
     elif isinstance(out["size_s"], int):

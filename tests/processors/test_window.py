@@ -88,7 +88,7 @@ class TestConfig:
             ({"size_s": None}, "needs size_s"),
             ({"slide_s": 7}, "must divide size_s"),
             ({"allowed_lateness_s": 61}, "must not exceed size_s"),
-            ({"gap_s": 30}, "not built yet"),
+            ({"gap_s": 30}, r"processors\.session\.SessionWindow"),
             ({"state": "dynamodb"}, "needs table"),
             ({"state": "disk"}, "expected one of memory, dynamodb"),
             ({"field": None}, "needs field"),
