@@ -11,7 +11,8 @@ traffic at a steady ``rate`` for ``minutes``. During the load (:mod:`bench.soak_
 * at a quarter of it, ``soak-a`` is stopped with SIGSTOP for three lease durations, then
   resumed (a pause past the lease);
 * at half of it, a third worker ``soak-c`` starts and steals leases by the fair-share rule,
-  and at three quarters it is stopped cleanly (a steal, then a scale-in).
+  and at three quarters (at least one lease duration after its first lease) it is stopped
+  cleanly (a steal, then a scale-in).
 
 Then the workers run until every shard of every function is caught up (read from the lease
 tables and the stream: ``shardline status``'s figures) and are stopped cleanly. Every
@@ -372,8 +373,11 @@ class _Run:
         if producer.error is not None:
             raise producer.error
         self.drain()
-        for w in self.workers:
-            if w.alive() and (code := w.stop()) != 0:
+        live = [w for w in self.workers if w.alive()]
+        for w in live:
+            w.interrupt()  # all at once: each finishes its batches and releases its leases
+        for w in live:
+            if (code := w.stop()) != 0:
                 load.problems.append(f"worker {w.worker_id} exited {code}: {w.tail(500)}")
         self.sampler.done.set()
         self.log("load: reading the stream and the stores back")
@@ -412,7 +416,14 @@ class _Run:
         watching the others take its leases, then SIGCONT."""
         self.at(0.25)
         faults, watch, lease_s = self.faults, self.watch, self.load.lease_s
-        held = watch.held_by(paused.worker_id)
+        held: set[tuple[str, str]] = set()
+
+        def holding() -> bool:  # a lease of its may have just moved (a steal, a slow renewal)
+            held.update(watch.held_by(paused.worker_id))
+            return bool(held)
+
+        watch.wait(f"{paused.worker_id} holding a lease", holding, 60 + 20 * lease_s,
+                   self.workers)  # fmt: skip
         faults.paused_held = len(held)
         paused.pause()
         paused_at = time.monotonic()
@@ -430,7 +441,7 @@ class _Run:
 
     def steal(self) -> None:
         """At half the load a third worker starts and steals; it is stopped cleanly at three
-        quarters (and not before it held leases for :data:`PAUSE_LEASES` lease durations)."""
+        quarters (and not before it held leases for one lease duration)."""
         self.at(0.5)
         faults, watch, lease_s = self.faults, self.watch, self.load.lease_s
         last = [watch.owners()]
@@ -451,8 +462,7 @@ class _Run:
                                     120 + 20 * lease_s, self.workers)  # fmt: skip
         self.event(f"{third.worker_id} holds {len(stolen)} leases, {faults.steal_s:.1f} s "
                    "after its start")  # fmt: skip
-        until = max(self.started + 0.75 * self.seconds,
-                    time.monotonic() + PAUSE_LEASES * lease_s)  # fmt: skip
+        until = max(self.started + 0.75 * self.seconds, time.monotonic() + lease_s)
         while time.monotonic() < until:
             stealing()
             time.sleep(min(_TICK_S * 5, lease_s / 4))  # the lease table's polling interval

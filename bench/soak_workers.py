@@ -68,6 +68,7 @@ class Worker:
     lease_s: float
     in_process: bool = False
     process: subprocess.Popen[bytes] | None = None
+    interrupted: bool = False
 
     @property
     def pid(self) -> int:
@@ -104,13 +105,19 @@ class Worker:
     def resume(self) -> None:
         os.kill(self.pid, signal.SIGCONT)
 
+    def interrupt(self) -> None:
+        """SIGINT without waiting (:meth:`stop` waits); once: a second one could reach the
+        process after its run restored the default handler, and end it uncleanly."""
+        if self.alive() and self.process is not None and not self.interrupted:
+            self.interrupted = True
+            self.process.send_signal(signal.SIGINT)
+
     def stop(self, timeout: float = 60.0) -> int:
         """SIGINT, as Ctrl-C: batches in flight finish, checkpoints are written, leases
         released; its exit status."""
         if self.process is None:
             return 0
-        if self.alive():
-            self.process.send_signal(signal.SIGINT)
+        self.interrupt()
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:

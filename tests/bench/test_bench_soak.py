@@ -32,12 +32,12 @@ class TestTwoWorkerLoad:
     def test_a_pause_past_the_lease_and_a_steal_lose_duplicate_and_reorder_nothing(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """15 s of the example at 20 records/s, two workers with 2 s leases: one is stopped
+        """15 s of the example at 20 records/s, two workers with 1.5 s leases: one is stopped
         for three lease durations (the other takes its leases), a third steals from them;
         every record of each function is filtered, delivered or dead-lettered, in order."""
         monkeypatch.chdir(tmp_path)  # the deploy's build folder
         lines: list[str] = []
-        load = run_load(0.25, 20, 1.0, lines.append, lease_s=2.0, in_process=True)
+        load = run_load(0.25, 20, 1.0, lines.append, lease_s=1.5, in_process=True)
 
         faults = load.faults
         assert faults is not None, lines
