@@ -63,6 +63,9 @@ __all__ = [
 ]
 
 Position = tuple[str, str, int]
+#: Sink types whose entries name their record (by position or id): what a route can go to
+#: for its function to be reconciled record by record.
+_READ_BY_POSITION = frozenset({"s3", "dynamodb", "opensearch"})
 #: The archive's bookkeeping fields (:data:`sinks.s3.BOOKKEEPING`).
 _BOOKKEEPING = frozenset({"_shard", "_sequence", "_sub_sequence", "_partition_key", "_arrival"})
 
@@ -297,8 +300,8 @@ def reconcile_load(
     for function, spec in plan["functions"].items():
         offline = run_chain(plan, function, stream)
         sinks = {s for routes in offline.routes.values() for s in routes}
-        if sinks & set(stores.unread):
-            continue  # a store that cannot be read: no per-record account possible
+        if any(plan["sinks"][s]["type"] not in _READ_BY_POSITION for s in sinks):
+            continue  # a store whose entries cannot be told apart by record (a queue, stdout)
         lanes = int(spec.get("batch", {}).get("parallelization", 1) or 1)
         check = _Check(by_position, plan, stores)
         on_failure = stores.on_failure(function_name(plan, function))
@@ -406,8 +409,6 @@ def _holder(check: _Check, name: str, spec: Mapping[str, Any], stores: Stores) -
         return _Table(check, name, spec, stores.items[name])
     if kind == "opensearch":
         return _Index(check, name, spec, stores.documents[name])
-    if kind == "sqs":  # a queue routed to as a sink: its messages are the records' letters
-        return _Archive(check, [])
     msg = f"sink {name!r} of type {kind!r} cannot be read back"
     raise ValueError(msg)
 
