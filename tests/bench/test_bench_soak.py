@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import pytest
 
+from bench.soak import write_reliability
 from bench.soak_load import run_load
 from bench.soak_reconcile import Stores, StreamCopy, reconcile_load
 from deploy.pipeline.config import load_plan_from_file
@@ -209,3 +210,20 @@ class TestReconciliation:
         reported = [(r.shard_id, r.sequence_number, 0) for r in copy.records()][1:]
         load = reconcile_load(plan(tmp_path), copy, clean(copy), reported)
         assert load.stream_problems == ("1 records on the stream the producer did not report",)
+
+
+class TestReliabilityFile:
+    def test_a_load_only_run_keeps_the_scenario_section_and_says_from_when(
+        self, tmp_path: Path
+    ) -> None:
+        """``--no-scenarios`` rewrites the file with the scenario table it had."""
+        path = tmp_path / "RELIABILITY.md"
+        path.write_text(
+            "# Reliability\n\nMeasured by `x`\non 2026-12-06 02:21 UTC (2 CPUs); ...\n\n"
+            "## Fault scenarios\n\n| a | 1 |\n\n## Load: old\n\nold figures\n"
+        )
+        text = write_reliability(path, None, None, "python -m bench soak --no-scenarios")
+        assert "| a | 1 |" in text
+        assert "Kept from the run of 2026-12-06 02:21 UTC" in text
+        assert "old figures" not in text
+        assert path.read_text() == text
