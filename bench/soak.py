@@ -9,18 +9,18 @@ what they measured (``make soak`` runs the defaults):
   (records produced, delivered, dead-lettered, duplicates seen and removed, order
   violations, read back from the stores) to a report file, which becomes the table.
 * **Load**: the bundled example (``examples/clickstream/pipeline.yaml``), deployed to the
-  local AWS and run from its deployed mappings in Lambda runtime workers, exactly as
-  ``shardline demo`` runs it (:func:`deploy.local.dev.run_dev`), but fed at a steady ``--rate``
-  for ``--minutes`` with the demo's synthetic traffic, then run until idle. Every
-  ``--sample-s`` the resident memory (``VmRSS`` of ``/proc/PID/status``) of this process,
-  which is the runner (the mappings and the producer; moto and OpenSearch run in their own
-  processes), and of every Lambda runtime worker is sampled. Reported: the rate held, the
-  time to drain after the last record, latency from stream arrival to the DynamoDB write
-  (p50/p99, over the example's order items), the demo's reconciliation (per function,
-  produced = filtered + delivered + dead-lettered, read back from the stores), and memory
-  growth after warm-up (the first quarter of the load, at least 10 s): the median of the
-  last three samples against the median of the first three after warm-up; flat means under
-  10%. A worker replaced during the run (after a timeout) is measured over its own life.
+  local AWS and fed at a steady ``--rate`` for ``--minutes`` with the demo's synthetic
+  traffic, run by two ``shardline run`` workers sharing the lease tables, through a pause
+  past the lease (SIGSTOP for three lease durations) and a steal (a third worker started
+  mid-load, then stopped), then until every shard is caught up (:mod:`bench.soak_load`).
+  Reported: the rate held, the time to drain after the last record, latency from stream
+  arrival to the DynamoDB write (p50/p99), what the faults did to the leases, the
+  per-record reconciliation of each function read back from the stream and every store
+  (:mod:`bench.soak_reconcile`: produced = filtered + delivered + dead-lettered, lost,
+  duplicate effects, per-key order), and memory growth after warm-up (the first quarter of
+  the load, at least 10 s) of each worker, its Lambda runtimes and the producer: the median
+  of the last three samples against the median of the first three after warm-up; flat
+  means under 10%. ``--no-scenarios`` keeps the scenario section of the file written before.
 
 The exit status is 1 when a scenario failed, a reconciliation does not hold, or memory grew
 10% or more; RELIABILITY.md is written either way.
@@ -29,25 +29,26 @@ The exit status is 1 when a scenario failed, a reconciliation does not hold, or 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
-import statistics
+import re
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+from bench.soak_load import GROWTH_LIMIT, LoadReport, read_rss_kib, run_load, runtime_workers
 
-    from deploy.local.demo import DemoReport
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = [
     "LoadReport",
@@ -62,77 +63,6 @@ __all__ = [
 ROOT = Path(__file__).resolve().parent.parent
 RELIABILITY = ROOT / "RELIABILITY.md"
 SCENARIO_FILES = ("tests/e2e/test_faults.py", "tests/e2e/test_stateful_path.py")
-GROWTH_LIMIT = 0.10
-_TICK_S = 0.1
-#: Caught up this long counts as drained: longer than the mapping's idle poll (1 s), so a
-#: read made after the last put found nothing left.
-_IDLE_S = 1.5
-
-
-# -- memory --------------------------------------------------------------------------------
-
-
-def read_rss_kib(pid: int) -> int | None:
-    """A process's resident set size in KiB (``VmRSS``), or None when it is gone.
-
-    >>> read_rss_kib(os.getpid()) > 0
-    True
-    """
-    try:
-        with open(f"/proc/{pid}/status", "rb") as status:
-            for line in status:
-                if line.startswith(b"VmRSS:"):
-                    return int(line.split()[1])
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    return None
-
-
-def runtime_workers(parent: int | None = None) -> list[int]:
-    """Pids of the Lambda runtime workers (awslambdaric) whose parent is ``parent`` (this
-    process by default)."""
-    me = os.getpid() if parent is None else parent
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as stat:
-                fields = stat.read().rsplit(b")", 1)[1].split()
-            if int(fields[1]) != me:
-                continue
-            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                if b"awslambdaric" in cmdline.read():
-                    found.append(int(entry))
-        except (FileNotFoundError, ProcessLookupError, PermissionError, IndexError):
-            continue
-    return found
-
-
-@dataclass
-class Memory:
-    """RSS samples: per process label, (seconds since start, KiB)."""
-
-    samples: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
-
-    def sample(self, elapsed: float) -> None:
-        workers = ((f"worker {p}", p) for p in runtime_workers())
-        for label, pid in [("runner", os.getpid()), *workers]:
-            rss = read_rss_kib(pid)
-            if rss is not None:
-                self.samples.setdefault(label, []).append((elapsed, rss))
-
-    def growth(self, warm_up_s: float) -> dict[str, tuple[int, int, float]]:
-        """Per process alive past warm-up with six samples or more after it: (KiB after
-        warm-up, KiB at the end, growth as a fraction)."""
-        out = {}
-        for label, samples in self.samples.items():
-            after = [kib for t, kib in samples if t >= warm_up_s]
-            if len(after) < 6:
-                continue
-            start, end = statistics.median(after[:3]), statistics.median(after[-3:])
-            out[label] = (int(start), int(end), end / start - 1.0)
-        return out
 
 
 # -- scenarios -----------------------------------------------------------------------------
@@ -166,154 +96,6 @@ def run_scenarios(scale: float, files: Sequence[str] = SCENARIO_FILES) -> Scenar
             rows = [orjson.loads(line) for line in report.read_bytes().splitlines() if line]
     tail = "\n".join(done.stdout.splitlines()[-15:])
     return ScenarioRun(rows, done.returncode, seconds, scale, tail)
-
-
-# -- load ----------------------------------------------------------------------------------
-
-
-@dataclass
-class LoadReport:
-    """What the load part measured."""
-
-    minutes: float
-    rate: float
-    produced: int = 0
-    produce_seconds: float = 0.0
-    produced_at: float = 0.0  # monotonic time of the last put
-    drain_seconds: float = 0.0  # from the last put until every mapping stayed caught up
-    demo: DemoReport | None = None
-    memory: Memory = field(default_factory=Memory)
-    warm_up_s: float = 0.0
-
-    @property
-    def rate_held(self) -> float:
-        """Records per second the producer put, over the producing time."""
-        return self.produced / self.produce_seconds if self.produce_seconds else 0.0
-
-    @property
-    def reconciled(self) -> bool:
-        return self.demo is not None and self.demo.reconciled
-
-    @property
-    def flat(self) -> bool:
-        growth = self.memory.growth(self.warm_up_s)
-        return bool(growth) and all(g < GROWTH_LIMIT for _, _, g in growth.values())
-
-
-def _steady_source(
-    *,
-    records: list[tuple[bytes, str, bool]],
-    corrupt: list[tuple[bytes, str]],
-    stream: str,
-    client: Callable[[str], Any],
-    rate: float,
-    seconds: float,
-    load: LoadReport,
-) -> Callable[[Callable[[int], None]], int]:
-    """A producing target for ``run_dev``: ``records`` at ``rate`` per second for
-    ``seconds`` (the KPL-aggregated ones through an aggregating producer), the corrupt
-    aggregates spread over the run; returns how many were put."""
-
-    def target(progress: Callable[[int], None]) -> int:
-        from stream.producer import Producer  # noqa: PLC0415
-
-        kinesis = client("kinesis")
-        every = max(1, len(records) // (len(corrupt) + 1))
-        sent = put = 0
-        started = time.monotonic()
-        with (
-            Producer(stream, kinesis) as plain,
-            Producer(stream, kinesis, aggregate=True) as aggregating,
-        ):
-            while sent < len(records):
-                elapsed = time.monotonic() - started
-                due = min(len(records), int(elapsed * rate) + 1)
-                while sent < due:
-                    data, key, aggregated = records[sent]
-                    (aggregating if aggregated else plain).put(data, key)
-                    progress(len(data))
-                    sent += 1
-                    put += 1
-                    if sent % every == 0 and corrupt:
-                        bad, bad_key = corrupt.pop()
-                        plain.put(bad, bad_key)
-                        put += 1
-                for producer in (plain, aggregating):
-                    result = producer.flush()
-                    if result.failed:
-                        msg = f"{len(result.failed)} records not put: {result.failed[0].reason}"
-                        raise RuntimeError(msg)
-                if elapsed < seconds:
-                    time.sleep(_TICK_S)  # a steady rate: put what is due, ten times a second
-            for bad, bad_key in corrupt:
-                plain.put(bad, bad_key)
-                put += 1
-            if plain.flush().failed:
-                raise RuntimeError("corrupt aggregates not put")
-        load.produced_at = time.monotonic()
-        load.produce_seconds = load.produced_at - started
-        load.produced = put
-        return put
-
-    return target
-
-
-def run_load(
-    minutes: float, rate: float, sample_s: float, log: Callable[[str], None]
-) -> LoadReport:
-    """The example at ``rate`` records/s for ``minutes`` on a fresh local stack."""
-    from deploy.local import demo  # noqa: PLC0415
-    from deploy.local.dev import LOG_DIR, run_dev  # noqa: PLC0415
-    from deploy.local.servers import LocalAWS  # noqa: PLC0415
-    from deploy.pipeline.config import load_plan_from_file  # noqa: PLC0415
-    from stream.aws import reset_clients  # noqa: PLC0415
-
-    seconds = minutes * 60.0
-    load = LoadReport(minutes, rate, warm_up_s=max(10.0, seconds / 4))
-    traffic = demo.synthetic_traffic(max(1, int(rate * seconds)))
-    logs = Path(LOG_DIR)
-    before = {p.name: p.stat().st_size for p in logs.glob("*.log")} if logs.is_dir() else {}
-    stack = LocalAWS().start()
-    try:
-        with stack.activated():
-            reset_clients()
-            client = stack.client
-            plan = load_plan_from_file(demo.EXAMPLE / "pipeline.yaml")  # ${OPENSEARCH_URL}
-            source = _steady_source(
-                records=list(traffic.records), corrupt=list(traffic.corrupt_aggregates),
-                stream=plan["stream"]["name"], client=client, rate=rate, seconds=seconds,
-                load=load,
-            )  # fmt: skip
-            started = time.monotonic()
-            next_sample, idle_since = [0.0], [0.0]
-
-            def tick(local: Any, producer: Any) -> None:
-                now = time.monotonic()
-                if now - started >= next_sample[0]:
-                    next_sample[0] = now - started + sample_s
-                    load.memory.sample(now - started)
-                done = producer is not None and not producer.is_alive() and load.produced_at
-                if not (done and all(run.mapping.caught_up for run in local.runs)):
-                    idle_since[0] = 0.0
-                elif not idle_since[0]:
-                    idle_since[0] = now
-                elif now - idle_since[0] >= _IDLE_S and not load.drain_seconds:
-                    load.drain_seconds = max(0.001, idle_since[0] - load.produced_at)
-
-            dev = run_dev(
-                plan, client, source=source, prepare=lambda: demo._seed_users(plan, client),
-                until_idle=2.0, log=log, on_tick=tick,
-            )  # fmt: skip
-            report = demo.DemoReport(dev=dev, produced=traffic.produced)
-            report.filtered = demo._filtered_from_metrics(logs, list(plan["functions"]), before)
-            demo._read_back(plan, client, report)
-            demo._reconcile(plan, report)
-            report.seconds = dev.seconds
-            load.demo = report
-    finally:
-        stack.stop()
-        reset_clients()
-    return load
 
 
 # -- RELIABILITY.md ------------------------------------------------------------------------
@@ -380,6 +162,8 @@ def write_reliability(
             "  one, or a `latest` item older than the newest record delivered for its key.",
             "",
         ]
+    elif (kept := _kept_scenarios(path)) is not None:
+        out += kept
     if load is not None:
         out += _load_section(load)
     text = "\n".join(out).rstrip() + "\n"
@@ -387,34 +171,100 @@ def write_reliability(
     return text
 
 
+def _kept_scenarios(path: Path) -> list[str] | None:
+    """The scenario section of the file written before (a run without the scenarios keeps
+    it), with the date it was measured; None when there is none."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    start = text.find("## Fault scenarios")
+    if start < 0:
+        return None
+    end = text.find("\n## ", start + 1)
+    section = text[start : end if end >= 0 else len(text)].rstrip().splitlines()
+    measured = re.search(r"^on (\d{4}-\d\d-\d\d \d\d:\d\d UTC)", text, re.MULTILINE)
+    when = measured.group(1) if measured else "an earlier run"
+    note = f"Kept from the run of {when} (this run measured the load only)."
+    return [section[0], "", note, *section[1:], ""]
+
+
 def _load_section(load: LoadReport) -> list[str]:
-    report = load.demo
+    workers = "in-process handlers" if load.in_process else "Lambda runtime workers"
     out = [
-        "## Load: the example at a steady rate",
+        "## Load: the example at a steady rate, two workers, a pause and a steal",
         "",
-        "`examples/clickstream/pipeline.yaml` deployed to the local AWS and run from its",
-        "deployed mappings in Lambda runtime workers (as `shardline demo`), fed at a steady",
-        f"rate of {load.rate:g} records/s for {load.minutes:g} minute(s)"
-        + (" (a short run: `make soak` runs 10)" if load.minutes < 10 else "")
-        + " with the demo's",
-        "synthetic traffic (clicks, views, purchases; 10% KPL-aggregated; 2% not JSON;",
-        "corrupt aggregates), then run until idle.",
+        "`examples/clickstream/pipeline.yaml` deployed to the local AWS (its stream four",
+        "shards wide, as an on-demand stream starts in AWS) and run by two `shardline run`",
+        f"workers sharing its lease tables ({workers}, deployed settings, lease",
+        f"{load.lease_s:g} s), fed at a steady rate of {load.rate:g} records/s for "
+        f"{load.minutes:g} minute(s)" + (" (a short run: `make soak` runs 10)"
+                                         if load.minutes < 10 else ""),
+        "with the demo's synthetic traffic (clicks, views, purchases; 10% KPL-aggregated; 2%",
+        "not JSON; corrupt aggregates). At a quarter of the load one worker is stopped",
+        "(SIGSTOP) for three lease durations, then resumed; at half a third worker starts and",
+        "steals leases by the fair-share rule, and is stopped at three quarters; then all run",
+        "until every shard is caught up.",
         "",
         "| Figure | Value |",
         "|---|---|",
         f"| records produced | {load.produced:,} |",
         f"| rate held | {load.rate_held:.1f} records/s (target {load.rate:g}) |",
         f"| drained after the last record | {load.drain_seconds:.1f} s |",
-    ]
-    if report is not None and report.latency_ms:
-        p50, p99 = report.latency_ms
+    ]  # fmt: skip
+    if load.latency_ms:
+        p50, p99 = load.latency_ms
         out.append(f"| stream arrival → DynamoDB write | p50 {p50:.0f} ms, p99 {p99:.0f} ms |")
-    if report is not None:
-        for what, left, right in report.checks:
-            out.append(f"| {what} | {left:,} = {right:,}: {'yes' if left == right else 'NO'} |")
-        for function, reasons in sorted(report.dead_by_function.items()):
-            text = ", ".join(f"{reason} x{n}" for reason, n in sorted(reasons.items()))
-            out.append(f"| dead letters of {function} | {text} |")
+    faults = load.faults
+    if faults is not None:
+        out += [
+            f"| pause past the lease | soak-a stopped {faults.paused_s:.1f} s holding "
+            f"{faults.paused_held} leases; {faults.taken_from_paused} taken by the other "
+            "worker meanwhile |",
+            f"| steal | soak-c held its first lease {faults.steal_s:.1f} s after it started "
+            f"({faults.free_at_steal} leases free then); {faults.stolen} taken in all, "
+            + ", ".join(f"{n} from {owner}" for owner, n in sorted(faults.stolen_from.items()))
+            + "; released at its clean stop |",
+            "| fault timeline | " + "; ".join(f"{t:g} s: {what}" for t, what in faults.events)
+            + " |",
+        ]  # fmt: skip
+    figures = load.figures
+    if figures is not None:
+        for function, f in figures.functions.items():
+            g = f.figures
+            out.append(
+                f"| {function}: produced = filtered + delivered + dead-lettered | "
+                f"{g.produced:,} = {f.filtered:,} + {g.delivered:,} + {g.dead_lettered:,}: "
+                f"{'yes' if g.produced == f.filtered + g.delivered + g.dead_lettered else 'NO'} |"
+            )
+        for function, f in figures.functions.items():
+            text = ", ".join(f"{reason} x{n}" for reason, n in sorted(f.dead_letters.items()))
+            out.append(f"| dead letters of {function} | {text or 'none'} |")
+    for problem in load.problems:
+        out.append(f"| PROBLEM | {problem} |")
+    if figures is not None:
+        out += [
+            "",
+            "Per function, every record read back from the stream and the stores (see",
+            "`bench/soak_reconcile.py`): *filtered* by the function's chain run offline over",
+            "the produced records; *delivered* in every sink its route names; *dead-lettered*",
+            "with a letter at its position or inside an on-failure range of its lane.",
+            "",
+            "| Function | Produced | Filtered | Delivered | Dead-lettered | Duplicates seen / "
+            "removed | Order violations | Lost | Problems |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for function, f in figures.functions.items():
+            g = f.figures
+            out.append(
+                f"| {function} | {g.produced:,} | {f.filtered:,} | {g.delivered:,} | "
+                f"{g.dead_lettered:,} | {g.duplicates_seen} / {g.duplicates_removed} | "
+                f"{g.order_violations} | {g.lost} | {len(g.problems)} |"
+            )
+        for problem in figures.stream_problems:
+            out.append(f"| stream | {problem} | | | | | | | |")
+        shown = [p for f in figures.functions.values() for p in f.figures.problems][:10]
+        out += ["", *(f"- problem: {p}" for p in shown)] if shown else []
     out += [
         "",
         f"Resident memory after warm-up ({load.warm_up_s:.0f} s), median of the first and",
@@ -445,7 +295,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=100.0, help="records/s of the load")
     parser.add_argument("--scale", type=float, default=2.0, help="SHARDLINE_E2E_SCALE")
     parser.add_argument("--sample-s", type=float, default=5.0, help="RSS sampling interval")
-    parser.add_argument("--no-scenarios", action="store_true", help="the load part only")
+    parser.add_argument(
+        "--lease-s", type=float, default=5.0, help="the workers' --lease-duration in the load"
+    )
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="the load's workers run handlers in-process, not in runtimes",
+    )
+    parser.add_argument(
+        "--no-scenarios",
+        action="store_true",
+        help="the load part only (the file keeps its scenario section)",
+    )
     parser.add_argument("--no-load", action="store_true", help="the scenarios only")
     parser.add_argument("--output", type=Path, default=RELIABILITY, help="where to write")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -459,7 +321,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if scenarios is not None:
         log(f"scenarios: {len(scenarios.rows)} rows, pytest exit {scenarios.exit_code}, "
             f"{scenarios.seconds:.0f} s\n{scenarios.output_tail}")  # fmt: skip
-    load = None if args.no_load else run_load(args.minutes, args.rate, args.sample_s, log)
+    load = None if args.no_load else run_load(
+        args.minutes, args.rate, args.sample_s, log, lease_s=args.lease_s,
+        in_process=args.in_process,
+    )  # fmt: skip
     text = write_reliability(args.output, scenarios, load, command.strip())
     if args.json:
         print(json.dumps(_summary(scenarios, load), indent=2))
@@ -476,14 +341,21 @@ def _summary(scenarios: ScenarioRun | None, load: LoadReport | None) -> dict[str
     if scenarios is not None:
         out["scenarios"] = {"exit_code": scenarios.exit_code, "rows": scenarios.rows}
     if load is not None:
-        report = load.demo
+        figures = load.figures
         out["load"] = {
             "produced": load.produced,
             "rate_target": load.rate,
             "rate_held": round(load.rate_held, 1),
             "drain_seconds": round(load.drain_seconds, 1),
-            "latency_ms": list(report.latency_ms) if report and report.latency_ms else None,
+            "latency_ms": list(load.latency_ms) if load.latency_ms else None,
             "reconciled": load.reconciled,
+            "functions": {
+                name: {"filtered": f.filtered, **f.figures.as_dict()}
+                for name, f in (figures.functions.items() if figures else ())
+            },
+            "stream_problems": list(figures.stream_problems) if figures else [],
+            "faults": dataclasses.asdict(load.faults) if load.faults else None,
+            "problems": load.problems,
             "memory": {k: list(v) for k, v in load.memory.growth(load.warm_up_s).items()},
             "flat": load.flat,
         }

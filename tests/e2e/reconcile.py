@@ -60,6 +60,7 @@ __all__ = [
     "Observed",
     "Produced",
     "Reconciler",
+    "given_up",
     "pipeline_text",
     "reconcile",
     "scale",
@@ -598,3 +599,7 @@ def _probe_order(check: _Check, order: dict[str, list[int]]) -> None:
                 check.order += 1
                 check.problem(f"key {key!r}: n={n} first delivered after n={highest}")
             highest = max(highest, n)
+
+
+#: :func:`_given_up` for other reconciliations (``python -m bench soak``'s load part).
+given_up = _given_up
