@@ -5,9 +5,9 @@ slice), on a real moto server with the local event source mapping running in pro
   live run; replaying into the live stores changes nothing (no duplicate in an ``append``
   table, items equal). The same from the stream (``AT_TIMESTAMP``).
 * The same for OpenSearch documents, on a real osmem-server, in both ways of the sink (one
-  document per record; ``id: order_id`` with positions): the replayed index holds the live
-  documents (``_id`` and ``_source``), and replaying into the live index rewrites none
-  (same ``_seq_no`` and ``_version``).
+  document per record; ``id: order_id`` with positions), from the archive and from the
+  stream: the replayed index holds the live documents (``_id`` and ``_source``), and
+  replaying into the live index rewrites none (same ``_seq_no`` and ``_version``).
 * A function with ``max_retries: 0`` whose processor fails retryably for some records
   sends on-failure ranges to its queue; once fixed, ``dlq redrive`` reads them from the
   stream and writes them, and the queue is empty. With the stream gone, the archive.
@@ -220,7 +220,9 @@ def _sources(documents: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {doc_id: doc["_source"] for doc_id, doc in documents.items()}
 
 
-def test_replaying_the_archive_gives_the_live_documents_and_rewrites_none_live(
+@pytest.mark.parametrize("source", ["archive", "stream"])
+def test_replaying_gives_the_live_documents_and_rewrites_none_live(
+    source: str,
     tmp_path: Path,
     aws: Any,
     unique: str,
@@ -243,9 +245,10 @@ def test_replaying_the_archive_gives_the_live_documents_and_rewrites_none_live(
     fresh = copy.deepcopy(plan)
     for sink in indices:
         fresh["sinks"][sink]["index"] += "-replayed"
-    request = ReplayRequest("price", since, until, workers=3, batch_size=7)
+    request = ReplayRequest("price", since, until, source=source, workers=3, batch_size=7)
     result = replay(fresh, request, s3=s3, kinesis=kinesis, state_dir=tmp_path / "state")
     assert result.ok, result.reasons
+    assert result.replayed == 40
     assert (result.written["events"], result.written["latest"]) == (40, 40)
     for sink in indices:
         replayed = _documents(opensearch, fresh["sinks"][sink]["index"])
