@@ -19,6 +19,7 @@ import copy
 import json
 import threading
 import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -194,8 +195,23 @@ def test_replaying_the_archive_gives_the_live_items_and_changes_nothing_live(
     tables = streamed["sinks"]["orders"]["table"], streamed["sinks"]["log"]["table"]
     assert (_items(aws, tables[0]), _items(aws, tables[1])) == live
 
-    # a window with nothing in it replays nothing; the command prints one JSON document
+    # the command, piped (not a terminal): progress as plain lines, the last one complete
     runner = CliRunner()
+    window = [datetime.fromtimestamp(t, UTC).isoformat() for t in (since, until)]
+    done = runner.invoke(main, [
+        "replay", plan["file"], "--function", "price", "--since", window[0], "--until",
+        window[1], "--state-dir", str(tmp_path / "piped"),
+        "--endpoint-url", aws("s3").meta.endpoint_url,
+    ])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    progress = [x for x in done.stderr.splitlines() if x.startswith("replaying price from")]
+    assert progress, done.stderr
+    assert progress[-1].endswith("objects, 40 records replayed"), progress
+    counted = progress[-1].split(": ", 1)[1].split()[0]
+    assert counted.split("/")[0] == counted.split("/")[1]  # every object done
+    assert "\r" not in done.stderr
+
+    # a window with nothing in it replays nothing; the command prints one JSON document
     done = runner.invoke(main, [
         "replay", plan["file"], "--function", "price", "--since", "2001-01-01T00:00:00",
         "--until", "2001-01-02T00:00:00", "--json", "--state-dir", str(tmp_path / "cli"),
