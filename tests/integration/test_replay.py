@@ -195,6 +195,21 @@ def test_replaying_the_archive_gives_the_live_items_and_changes_nothing_live(
     tables = streamed["sinks"]["orders"]["table"], streamed["sinks"]["log"]["table"]
     assert (_items(aws, tables[0]), _items(aws, tables[1])) == live
 
+    # page by page: with waves of 3 records no wave holds a shard's window (20 records, in
+    # pages of 3), and the stores still end the same
+    paged = _empty_tables(plan, aws, "-paged")
+    waves: list[int] = []
+    small = ReplayRequest("price", since, until, source="stream", workers=2, wave_records=3)
+    result = replay(
+        paged, small, s3=s3, kinesis=kinesis, state_dir=tmp_path / "p",
+        on_progress=lambda r: waves.append(r.replayed - sum(waves)),
+    )  # fmt: skip
+    assert (result.ok, result.replayed, sum(waves)) == (True, 40, 40)
+    assert max(waves) <= 5, waves  # under twice the wave size: one wave and one page
+    assert len(waves) >= 40 // 5, waves
+    tables = paged["sinks"]["orders"]["table"], paged["sinks"]["log"]["table"]
+    assert (_items(aws, tables[0]), _items(aws, tables[1])) == live
+
     # the command, piped (not a terminal): progress as plain lines, the last one complete
     runner = CliRunner()
     window = [datetime.fromtimestamp(t, UTC).isoformat() for t in (since, until)]
