@@ -239,6 +239,10 @@ def redrive_command(
     key, arrival), so keyed sinks stay idempotent; records of one key go in their order.
     A letter leaves the queue only once handled: written, filtered, or dead-lettered again
     (its redrive count one higher). Exit status 0 only when every selected letter was.
+
+    Two redrives at once never handle one letter: each holds what it read (a queue's
+    visibility timeout, a claim on a bucket's object) until done, and skips what the other
+    holds or dead-lettered again meanwhile.
     """
     import time  # noqa: PLC0415
 
