@@ -58,9 +58,16 @@ def dlq_group() -> None:
 
 
 def _scan(
-    file: str, endpoint_url: str | None, hold_s: int, filters: dict[str, str | None]
+    file: str,
+    endpoint_url: str | None,
+    hold_s: int,
+    filters: dict[str, str | None],
+    *,
+    claim: bool = False,
 ) -> tuple[Plan, Scan, Selection]:
-    """The plan, every message of its dead-letter queues (held for ``hold_s``), the filters."""
+    """The plan, every message of its dead-letter queues (held for ``hold_s``) and, with
+    ``claim``, of its buckets' objects not claimed by another operator (claimed for as
+    long), the filters."""
     import os  # noqa: PLC0415
 
     from deploy.cli.local import use_local_stack  # noqa: PLC0415
@@ -92,7 +99,8 @@ def _scan(
     if kind in {"all", "sqs"}:
         sources += [SQSSource(q, sqs, s3, hold_s) for q in sqs_queues(plan)]
     if kind in {"all", "s3"}:
-        sources += [S3Source(bucket, prefix, s3) for bucket, prefix in s3_sources(plan)]
+        hold = hold_s if claim else 0
+        sources += [S3Source(bucket, prefix, s3, hold) for bucket, prefix in s3_sources(plan)]
     scan = read_sources(sources)
     for source, why in scan.unreadable.items():
         click.echo(f"{file}: dead-letter source {source!r} cannot be read: {why}", err=True)
@@ -231,14 +239,23 @@ def redrive_command(
     key, arrival), so keyed sinks stay idempotent; records of one key go in their order.
     A letter leaves the queue only once handled: written, filtered, or dead-lettered again
     (its redrive count one higher). Exit status 0 only when every selected letter was.
+
+    Two redrives at once never handle one letter: each holds what it read (a queue's
+    visibility timeout, a claim on a bucket's object) until done, and skips what the other
+    holds or dead-lettered again meanwhile.
     """
-    from deploy.ops.dead_letters import Fate, Kind, redrive  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    from deploy.ops.dead_letters import Fate, Kind, redrive, redriven_meanwhile  # noqa: PLC0415
     from deploy.ops.ranges import RangeResolver  # noqa: PLC0415
     from stream.aws import aws_client  # noqa: PLC0415
 
-    plan, scan, selection = _scan(file, endpoint_url, 900, _filters(kwargs))
+    begun = time.time()
+    plan, scan, selection = _scan(file, endpoint_url, 900, _filters(kwargs), claim=True)
     resolver = RangeResolver(plan, aws_client("kinesis"), aws_client("s3"))
-    selected = selection.pick(scan.messages)
+    picked = selection.pick(scan.messages)
+    selected = [m for m in picked if not redriven_meanwhile(m, begun)]
+    meanwhile = len(picked) - len(selected)
     selected += [m for m in scan.of(Kind.RANGE) if resolver.selected(selection, m)]
     with json_only_stdout(as_json):
         done = redrive(
@@ -250,6 +267,7 @@ def redrive_command(
     if as_json:
         click.echo(json.dumps({
             "selected": len(done), "dry_run": dry_run, "ok": ok, **counts,
+            "redriven_meanwhile": meanwhile, "claimed_elsewhere": scan.held_elsewhere,
             "letters": [r.as_dict() for r in done],
         }))  # fmt: skip
     else:
@@ -261,6 +279,13 @@ def redrive_command(
                     f"{d['shard_id']} {d['sequence_number']}/{d['sub_sequence_number']}"
                     + (f": {r.detail}" if r.detail else "")
                 )
+        if meanwhile or scan.held_elsewhere:
+            click.echo(
+                "left to another redrive running now: "
+                f"{plural(meanwhile, 'letter')} it dead-lettered again, "
+                f"{plural(scan.held_elsewhere, 'object')} of letters it claimed",
+                err=True,
+            )
         summary = ", ".join(f"{n} {fate}" for fate, n in counts.items() if n)
         verb = "would redrive" if dry_run else "redrove"
         click.echo(f"{verb} {plural(len(done), 'selected letter')}: {summary or 'nothing'}",
@@ -283,7 +308,7 @@ def discard_command(
 
     if not yes:
         raise click.UsageError("discard deletes letters for good: add --yes (see `dlq ls`)")
-    _, scan, selection = _scan(file, endpoint_url, 300, _filters(kwargs))
+    _, scan, selection = _scan(file, endpoint_url, 300, _filters(kwargs), claim=True)
     removed, failed = discard(scan, selection.pick(scan.messages))
     rows = [letter_row(m) for m in removed]
     if as_json:

@@ -52,8 +52,10 @@ def replay_command(
     """
     import os  # noqa: PLC0415
     import sys  # noqa: PLC0415
+    from contextlib import nullcontext  # noqa: PLC0415
 
     from deploy.cli.local import use_local_stack  # noqa: PLC0415
+    from deploy.cli.progress import UnitProgress  # noqa: PLC0415
     from deploy.ops.dead_letters import parse_since  # noqa: PLC0415
     from deploy.ops.replay import ReplayError, ReplayRequest, replay  # noqa: PLC0415
     from stream.aws import aws_client, reset_clients  # noqa: PLC0415
@@ -73,27 +75,25 @@ def replay_command(
         dry_run=dry_run, workers=workers,
     )  # fmt: skip
 
+    units = "objects" if source == "archive" else "shards"
+    bar = UnitProgress(f"replaying {function} from the {source}")
+
     def progress(r: ReplayResult) -> None:
-        if not as_json:
-            click.echo(
-                f"\r{r.done + r.skipped}/{r.units} {request.source} units, "
-                f"{plural(r.replayed, 'record')} replayed", nl=False, err=True,
-            )  # fmt: skip
+        detail = f"{units}, {plural(r.replayed, 'record')} replayed"
+        bar.update(r.done + r.skipped, r.units, detail)
 
     try:
-        with json_only_stdout(as_json):
+        with json_only_stdout(as_json), bar if not as_json else nullcontext():
             result = replay(
                 plan, request, s3=aws_client("s3"), kinesis=aws_client("kinesis"),
-                state_dir=state_dir, on_progress=progress,
+                state_dir=state_dir, on_progress=None if as_json else progress,
             )  # fmt: skip
     except ReplayError as exc:
         click.echo(f"{file}: {exc}", err=True)
         raise SystemExit(EXIT_INVALID) from None
     except KeyboardInterrupt:
-        click.echo("\ninterrupted: run the same command again to resume", err=True)
+        click.echo("interrupted: run the same command again to resume", err=True)
         raise SystemExit(130) from None
-    if not as_json:
-        click.echo("", err=True)
     stores = _read_back(plan, result.sinks) if not dry_run else {}
     doc = {
         "function": function, "source": source, "since": window[0], "until": window[1],

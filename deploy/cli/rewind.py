@@ -12,11 +12,14 @@ unless ``--yes``. Exit status: 0 when rewound (or nothing to do, or declined), 1
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from deploy.cli.common import load_any_plan, plural
+
+if TYPE_CHECKING:
+    from deploy.ops.rewind import MappingRewind
 
 __all__ = ["rewind_command"]
 
@@ -82,11 +85,7 @@ def rewind_command(
     else:
         remote = ops.plan_mapping_rewind(plan, function, at, aws_client)
         summary = {"target": "aws", **remote.as_dict()}
-        lines = [f"{shard}: {plural(n, 'record')} since then" for shard, n in remote.shards.items()]
-        lines.append(
-            f"the mapping {remote.mapping_id} is removed, then created again at AT_TIMESTAMP "
-            "(two change sets of stack " + remote.stack + ")"
-        )
+        lines = _aws_lines(remote)
         records, shards = remote.records, len(remote.shards)
     # on stderr, --json or not: stdout keeps the JSON
     say(f"rewind {function} to {summary['to']}: about {plural(records, 'record')} on "
@@ -110,9 +109,31 @@ def rewind_command(
         message = f"rewound {plural(len(moved), 'shard')}: the next `shardline run` reprocesses"
     else:
         ops.rewind_mapping(remote, aws_client, log=say)
-        message = f"rewound: the new mapping reads from {summary['to']}"
+        finished = f" (the interrupted rewind to {remote.resumed} is finished)"
+        message = f"rewound: the new mapping reads from {summary['to']}" + (
+            finished if remote.resumed else ""
+        )
     summary["rewound"] = True
     _done(summary, as_json, message)
+
+
+def _aws_lines(remote: MappingRewind) -> list[str]:
+    """What an AWS rewind reprocesses and does, a line each; says so when it finishes an
+    interrupted one."""
+    lines = [f"{shard}: {plural(n, 'record')} since then" for shard, n in remote.shards.items()]
+    if remote.resumed:
+        lines.append(
+            f"an earlier rewind (to {remote.resumed}) removed the mapping {remote.mapping_id} "
+            "and stopped before creating it again: the function reads nothing now. This "
+            "rewind finishes it: the mapping is created at AT_TIMESTAMP (one change set of "
+            f"stack {remote.stack})"
+        )
+    else:
+        lines.append(
+            f"the mapping {remote.mapping_id} is removed, then created again at AT_TIMESTAMP "
+            f"(two change sets of stack {remote.stack})"
+        )
+    return lines
 
 
 def _done(summary: dict[str, Any], as_json: bool, message: str) -> None:

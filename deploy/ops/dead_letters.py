@@ -28,6 +28,12 @@ records of one key keep their order, and the function's ordering policy holds ba
 later records of a key whose earlier one failed. A message is deleted only once its letter
 is *handled*: written, filtered out, or dead-lettered again (with ``redrives`` one higher
 and the new reason). A rerun after an interruption therefore writes nothing twice.
+
+Two redrives at once never both handle a letter: every source leases what it reads (an SQS
+visibility timeout, a claim on an S3 object: :mod:`deploy.ops.leases`), the leases are
+renewed while the letters run (:meth:`Scan.kept`), and a message is deleted only while its
+lease holds. A letter the other redrive dead-lettered again meanwhile is left for the next
+run (:func:`redriven_meanwhile`).
 """
 
 from __future__ import annotations
@@ -36,10 +42,12 @@ import dataclasses
 import enum
 import gzip
 import re
+import threading
 import time
 from abc import ABC, abstractmethod
 from base64 import b64encode
 from collections import defaultdict
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -80,6 +88,7 @@ __all__ = [
     "parse_since",
     "read_sources",
     "redrive",
+    "redriven_meanwhile",
     "s3_sources",
     "sqs_queues",
 ]
@@ -205,13 +214,19 @@ def parse_message(
 
 
 class LetterSource(ABC):
-    """A place where a pipeline's failures are kept: a queue (now), a bucket (later).
+    """A place where a pipeline's failures are kept: a queue or a bucket.
 
-    Reading hides the messages from other readers until :meth:`release` (or the source's
-    own timeout), so that two operators never redrive one letter at once.
+    Reading with a hold (``hold_s`` > 0) leases what was read (:mod:`deploy.ops.leases`):
+    it is hidden from other holders until :meth:`delete`, :meth:`release` or the end of the
+    hold, which :meth:`renew` extends; :meth:`delete` removes only what is still held. So
+    two operators never redrive one letter at once.
     """
 
     name: str
+    hold_s: int = 0
+    """Seconds a lease lasts without renewal; 0: this source leases nothing."""
+    held_elsewhere: int = 0
+    """What :meth:`read` skipped because another holder has it (S3 objects claimed)."""
 
     @abstractmethod
     def read(self) -> list[Message]:
@@ -225,9 +240,19 @@ class LetterSource(ABC):
     def release(self, messages: Sequence[Message]) -> None:
         """Make these messages visible again, unchanged."""
 
+    def renew(self) -> None:  # noqa: B027  # a source that leases nothing renews nothing
+        """Extend the lease of everything held by ``hold_s`` (a lease found lost is
+        dropped: :meth:`delete` then leaves its messages alone)."""
+
 
 class SQSSource(LetterSource):
     """An SQS queue of dead letters.
+
+    A message read is leased by its visibility timeout (``hold_s``): this source knows
+    until when (its monotonic clock, from just before the receive), :meth:`renew` extends
+    it, and :meth:`delete` first extends it once more and deletes only the messages whose
+    lease had not run out and whose extension worked. A message whose lease ran out may have
+    been received by another redrive meanwhile: it is not deleted (nor released) by this one.
 
     Args:
         queue: the queue's name (or URL).
@@ -235,14 +260,26 @@ class SQSSource(LetterSource):
         s3_client: a boto3 S3 client, for oversize letters' envelopes.
         hold_s: how long messages read stay hidden from other readers (the visibility
             timeout); messages not deleted are released before that.
+        clock: a monotonic clock (injected for tests).
     """
 
-    def __init__(self, queue: str, client: Any, s3_client: Any, hold_s: int = 300) -> None:
+    def __init__(
+        self,
+        queue: str,
+        client: Any,
+        s3_client: Any,
+        hold_s: int = 300,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.name = queue
+        self.hold_s = hold_s
         self._client = client
         self._s3 = s3_client
-        self._hold_s = hold_s
+        self._clock = clock
         self._url: str | None = queue if queue.startswith(("https://", "http://")) else None
+        self._leases: dict[str, tuple[str, float]] = {}  # message id: (handle, held until)
+        self._lock = threading.RLock()  # the lease keeper renews from its own thread
 
     @property
     def url(self) -> str:
@@ -257,10 +294,11 @@ class SQSSource(LetterSource):
         seen: set[str] = set()
         empty = 0
         while empty < _EMPTY_ROUNDS:
+            asked = self._clock()
             response = self._client.receive_message(
                 QueueUrl=self.url,
                 MaxNumberOfMessages=_RECEIVE_BATCH,
-                VisibilityTimeout=self._hold_s,
+                VisibilityTimeout=self.hold_s,
                 WaitTimeSeconds=0,
                 AttributeNames=["SentTimestamp"],
                 MessageAttributeNames=["All"],
@@ -271,6 +309,8 @@ class SQSSource(LetterSource):
                 if m["MessageId"] in seen:  # a duplicate delivery of a standard queue
                     continue
                 seen.add(m["MessageId"])
+                with self._lock:
+                    self._leases[m["MessageId"]] = (m["ReceiptHandle"], asked + self.hold_s)
                 attributes = {
                     name: str(value.get("StringValue", ""))
                     for name, value in m.get("MessageAttributes", {}).items()
@@ -293,27 +333,84 @@ class SQSSource(LetterSource):
         body: bytes = self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         return body
 
+    def _extend(self, ids: Iterable[str]) -> dict[str, str]:
+        """Extend the leases of these messages by ``hold_s``; why each that is lost, by id
+        (it is forgotten: another reader may hold it now)."""
+        lost: dict[str, str] = {}
+        with self._lock:
+            now = self._clock()
+            held = []
+            for message_id in ids:
+                handle, until = self._leases.get(message_id, ("", 0.0))
+                if not handle:
+                    lost[message_id] = "not held by this redrive"
+                elif until <= now:
+                    lost[message_id] = "its lease (the visibility timeout) ran out"
+                else:
+                    held.append((message_id, handle))
+            for start in range(0, len(held), _RECEIVE_BATCH):
+                chunk = held[start : start + _RECEIVE_BATCH]
+                response = self._client.change_message_visibility_batch(
+                    QueueUrl=self.url,
+                    Entries=[
+                        {"Id": str(n), "ReceiptHandle": handle, "VisibilityTimeout": self.hold_s}
+                        for n, (_, handle) in enumerate(chunk)
+                    ],
+                )
+                failed = {int(e["Id"]): e for e in response.get("Failed", ())}
+                for n, (message_id, handle) in enumerate(chunk):
+                    if n in failed:
+                        entry = failed[n]
+                        why = f"its lease cannot be extended ({entry.get('Code')}: "
+                        lost[message_id] = why + f"{entry.get('Message')})"
+                    else:
+                        self._leases[message_id] = (handle, now + self.hold_s)
+            for message_id in lost:
+                self._leases.pop(message_id, None)
+        return lost
+
+    def renew(self) -> None:
+        with self._lock:
+            self._extend(list(self._leases))
+
     def delete(self, messages: Sequence[Message]) -> dict[str, str]:
         failed: dict[str, str] = {}
-        for start in range(0, len(messages), _RECEIVE_BATCH):
-            chunk = messages[start : start + _RECEIVE_BATCH]
-            response = self._client.delete_message_batch(
-                QueueUrl=self.url,
-                Entries=[{"Id": str(n), "ReceiptHandle": m.handle} for n, m in enumerate(chunk)],
-            )
-            for entry in response.get("Failed", ()):
-                message = chunk[int(entry["Id"])]
-                failed[message.id] = f"{entry.get('Code')}: {entry.get('Message')}"
+        with self._lock:
+            lost = self._extend(m.id for m in messages)
+            held = [m for m in messages if m.id not in lost]
+            failed |= {
+                message_id: f"not deleted: {why}; another redrive may hold it now"
+                for message_id, why in lost.items()
+            }
+            for start in range(0, len(held), _RECEIVE_BATCH):
+                chunk = held[start : start + _RECEIVE_BATCH]
+                response = self._client.delete_message_batch(
+                    QueueUrl=self.url,
+                    Entries=[
+                        {"Id": str(n), "ReceiptHandle": m.handle} for n, m in enumerate(chunk)
+                    ],
+                )
+                for entry in response.get("Failed", ()):
+                    message = chunk[int(entry["Id"])]
+                    failed[message.id] = f"{entry.get('Code')}: {entry.get('Message')}"
+                for m in chunk:
+                    self._leases.pop(m.id, None)
         return failed
 
     def release(self, messages: Sequence[Message]) -> None:
-        for start in range(0, len(messages), _RECEIVE_BATCH):
-            chunk = messages[start : start + _RECEIVE_BATCH]
+        """Make the messages still held visible again (not those whose lease was lost:
+        another reader may hold them)."""
+        with self._lock:
+            now = self._clock()
+            leases = [(m.id, self._leases.pop(m.id, ("", 0.0))) for m in messages]
+            held = [(i, handle) for i, (handle, until) in leases if handle and until > now]
+        for start in range(0, len(held), _RECEIVE_BATCH):
+            chunk = held[start : start + _RECEIVE_BATCH]
             self._client.change_message_visibility_batch(
                 QueueUrl=self.url,
                 Entries=[
-                    {"Id": str(n), "ReceiptHandle": m.handle, "VisibilityTimeout": 0}
-                    for n, m in enumerate(chunk)
+                    {"Id": str(n), "ReceiptHandle": handle, "VisibilityTimeout": 0}
+                    for n, (_, handle) in enumerate(chunk)
                 ],
             )
 
@@ -325,27 +422,40 @@ class S3Source(LetterSource):
     (ranges, each a whole invocation record). One message per line, parsed by
     :func:`parse_message`; its id is ``KEY:LINE``.
 
-    Nothing hides what was read from other readers (``release`` does nothing). An object is
-    deleted only once every line of it is deleted; when some lines stay (a letter not
-    handled, a range, a foreign line) it is rewritten with those lines only. An object whose
-    ETag changed since it was read is left alone: the sink wrote it again (a redriven letter
-    that failed again lands at its old key, since keys name the positions they hold).
+    With a hold (``hold_s`` > 0: redrive, discard) each object is claimed before it is read
+    (:class:`deploy.ops.leases.ObjectClaims`); one claimed by another operator is skipped
+    (counted in ``held_elsewhere``), and a claim is given up once the object is done with
+    or released (:meth:`release`). Without one (``ls``, ``show``) nothing is claimed.
+
+    An object is deleted only once every line of it is deleted, and only while its claim
+    holds; when some lines stay (a letter not handled, a range, a foreign line) it is
+    rewritten with those lines only. Both are conditional on the ETag read: an object the
+    sink wrote again since (a redriven letter that failed again lands at its old key, since
+    keys name the positions they hold) is left alone.
 
     Args:
         bucket: the bucket.
         prefix: the sink's prefix (its literal part is listed), "" for the bucket's root.
         client: a boto3 S3 client.
+        hold_s: how long a claim holds without renewal; 0: claim nothing.
     """
 
-    def __init__(self, bucket: str, prefix: str, client: Any) -> None:
+    def __init__(self, bucket: str, prefix: str, client: Any, hold_s: int = 0) -> None:
+        from deploy.ops.leases import ObjectClaims  # noqa: PLC0415
+
         self.bucket = bucket
         self.prefix = prefix.split("{", 1)[0].lstrip("/")
         self.name = f"s3://{bucket}/{self.prefix}"
+        self.hold_s = hold_s
+        self.held_elsewhere = 0
         self._client = client
+        self._claims = ObjectClaims(bucket, client, hold_s) if hold_s > 0 else None
         # by key: its ETag, whether gzipped, its lines (message id, line) as read
         self._read: dict[str, tuple[str, bool, list[tuple[str, bytes]]]] = {}
 
     def _keys(self) -> list[dict[str, Any]]:
+        from deploy.ops.leases import CLAIMS_PREFIX  # noqa: PLC0415
+
         found: dict[str, dict[str, Any]] = {}
         for prefix in (self.prefix, ON_FAILURE_PREFIX):
             pages = self._client.get_paginator("list_objects_v2").paginate(
@@ -354,16 +464,28 @@ class S3Source(LetterSource):
             for page in pages:
                 for obj in page.get("Contents", []):
                     key = obj["Key"]
+                    if key.startswith(CLAIMS_PREFIX):
+                        continue
                     if key.startswith(ON_FAILURE_PREFIX) or f"{DEAD_LETTERS}/" in key:
                         found[key] = obj
         return [found[key] for key in sorted(found)]
 
     def read(self) -> list[Message]:
-        """Every line of every dead-letter and on-failure object, in key order."""
+        """Every line of every dead-letter and on-failure object (claimed first, with a
+        hold), in key order."""
         out: list[Message] = []
         for obj in self._keys():
             key = obj["Key"]
-            got = self._client.get_object(Bucket=self.bucket, Key=key)
+            if self._claims is not None and not self._claims.claim(key):
+                self.held_elsewhere += 1
+                continue
+            try:
+                got = self._client.get_object(Bucket=self.bucket, Key=key)
+            except Exception as exc:  # botocore's errors: gone since listed is no letter
+                if _status(exc) != 404:
+                    raise
+                self._unclaim(key)
+                continue
             body: bytes = got["Body"].read()
             zipped = body[:2] == b"\x1f\x8b"
             if zipped:
@@ -376,7 +498,18 @@ class S3Source(LetterSource):
                 text = line.decode(errors="replace")
                 out.append(parse_message(self.name, message_id, key, text, sent_at=sent))
             self._read[key] = (str(got.get("ETag", "")), zipped, lines)
+            if not lines:
+                self._unclaim(key)  # nothing in it to hold
         return out
+
+    def _unclaim(self, key: str) -> None:
+        if self._claims is not None:
+            self._claims.release(key)
+
+    def renew(self) -> None:
+        if self._claims is not None:
+            for key in self._claims.held:
+                self._claims.renew(key)
 
     def delete(self, messages: Sequence[Message]) -> dict[str, str]:
         failed: dict[str, str] = {}
@@ -384,31 +517,39 @@ class S3Source(LetterSource):
         for m in messages:
             gone[m.handle].add(m.id)
         for key, ids in gone.items():
-            etag, zipped, lines = self._read[key]
-            try:
-                now = str(self._client.head_object(Bucket=self.bucket, Key=key).get("ETag", ""))
-            except Exception as exc:  # botocore's errors: a 404 means deleted already
-                status = getattr(exc, "response", {}).get("ResponseMetadata", {})
-                if status.get("HTTPStatusCode") != 404:
-                    failed |= dict.fromkeys(ids, f"{type(exc).__name__}: {exc}")
+            lost = self._claims.renew(key) if self._claims is not None else ""
+            if lost:
+                failed |= dict.fromkeys(ids, f"not deleted: {lost}; another redrive holds it")
                 continue
-            if now != etag:
-                continue  # written again since read (class docstring)
+            etag, zipped, lines = self._read[key]
             left = [(i, line) for i, line in lines if i not in ids]
             try:
                 if left:
                     body = object_body([line for _, line in left], "gzip" if zipped else "none")
-                    put = self._client.put_object(Bucket=self.bucket, Key=key, Body=body)
+                    put = self._client.put_object(
+                        Bucket=self.bucket, Key=key, Body=body, IfMatch=etag
+                    )
                     self._read[key] = (str(put.get("ETag", "")), zipped, left)
-                else:
-                    self._client.delete_object(Bucket=self.bucket, Key=key)
-                    del self._read[key]
+                    continue  # its claim goes with the lines left (release)
+                self._client.delete_object(Bucket=self.bucket, Key=key, IfMatch=etag)
+                del self._read[key]
             except Exception as exc:  # botocore's errors: say which
-                failed |= dict.fromkeys(ids, f"{type(exc).__name__}: {exc}")
+                if _status(exc) not in {404, 409, 412}:  # deleted, or written again since
+                    failed |= dict.fromkeys(ids, f"{type(exc).__name__}: {exc}")
+                    continue
+            self._unclaim(key)
         return failed
 
     def release(self, messages: Sequence[Message]) -> None:
-        """Nothing to release: S3 hides nothing."""
+        """Give up the claims on the objects of these messages (nothing else hides them)."""
+        for key in dict.fromkeys(m.handle for m in messages):
+            self._unclaim(key)
+
+
+def _status(exc: Exception) -> int:
+    """The HTTP status of a botocore ``ClientError``, else 0."""
+    response = getattr(exc, "response", None) or {}
+    return int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
 
 
 def s3_sources(plan: Plan) -> list[tuple[str, str]]:
@@ -474,6 +615,24 @@ class Scan:
             by_source[m.source].append(m)
         for name, chunk in by_source.items():
             self.sources[name].release(chunk)
+
+    def renew(self) -> None:
+        """Extend the lease of everything every source holds."""
+        for source in self.sources.values():
+            source.renew()
+
+    @property
+    def held_elsewhere(self) -> int:
+        """What the sources skipped because another operator holds it."""
+        return sum(source.held_elsewhere for source in self.sources.values())
+
+    def kept(self) -> AbstractContextManager[object]:
+        """A ``with`` block during which the leases are renewed every third of the shortest
+        hold (:class:`deploy.ops.leases.LeaseKeeper`); nothing to renew without a hold."""
+        from deploy.ops.leases import LeaseKeeper  # noqa: PLC0415
+
+        holds = [s.hold_s for s in self.sources.values() if s.hold_s > 0]
+        return LeaseKeeper(self.renew, min(holds) / 3) if holds else nullcontext()
 
 
 def read_sources(sources: Sequence[LetterSource]) -> Scan:
@@ -761,22 +920,53 @@ def redrive(
                 todo[letter.function].append(m)
     deleted: list[Message] = []
     try:
-        for function, messages in todo.items():
-            done = _run_function(plan, function, messages, sink_factory or build_sink, build_runner)
-            done = _per_message(done, {m.id: m for m in ranges})
-            handled = [r.message for r in done if r.fate.handled]
-            why_not = _delete(scan, handled)
-            for r in done:
-                if r.message.id in why_not:
-                    out.append(Redriven(r.message, Fate.UNDELETED, why_not[r.message.id]))
-                else:
-                    out.append(r)
-                    if r.fate.handled:
-                        deleted.append(r.message)
+        with scan.kept():  # the leases outlast however long the sinks take
+            for function, messages in todo.items():
+                make = sink_factory or build_sink
+                done = _run_function(plan, function, messages, make, build_runner)
+                done = _per_message(done, {m.id: m for m in ranges})
+                out += _delete_handled(scan, done, deleted)
     finally:
         gone = {id(m) for m in deleted}
         scan.release(m for m in scan.messages if id(m) not in gone)
     return out
+
+
+def _delete_handled(scan: Scan, done: list[Redriven], deleted: list[Message]) -> list[Redriven]:
+    """Delete the messages of the handled letters (adding them to ``deleted``); the fates,
+    a handled one whose message could not be deleted as ``undeleted``."""
+    why_not = _delete(scan, [r.message for r in done if r.fate.handled])
+    out = []
+    for r in done:
+        if r.message.id in why_not:
+            out.append(Redriven(r.message, Fate.UNDELETED, why_not[r.message.id]))
+        else:
+            out.append(r)
+            if r.fate.handled:
+                deleted.append(r.message)
+    return out
+
+
+def redriven_meanwhile(message: Message, begun: float) -> bool:
+    """Whether a letter was dead-lettered again (by another operator's redrive) after a
+    redrive that began at ``begun`` (epoch seconds): that redrive leaves it for the next run,
+    so one run of two operators at once redrives a record once, not twice.
+
+    (``failed_at`` is the writer's clock: operators on machines whose clocks disagree by
+    more than a redrive takes may still see such a letter.)
+
+    >>> from stream.records import Record
+    >>> def letter(redrives, at):
+    ...     rec = Record(b"{}", "k", "1", shard_id="s")
+    ...     return Message("q", "1", "h", Kind.LETTER, at, "",
+    ...                    DeadLetter(rec, "r", "E", "s", failed_at=at, redrives=redrives))
+    >>> redriven_meanwhile(letter(1, 105.0), 100.0), redriven_meanwhile(letter(1, 95.0), 100.0)
+    (True, False)
+    >>> redriven_meanwhile(letter(0, 105.0), 100.0)  # a first failure: redrive it
+    False
+    """
+    letter = message.letter
+    return letter is not None and letter.redrives > 0 and letter.failed_at >= begun
 
 
 def _resolve_ranges(

@@ -10,10 +10,13 @@ overwritten by an older record.
 
 Order and parallelism. The work is cut into *units* (archive objects, or shards) taken in
 shard order (shard, then first position) and read into *waves* of about
-:data:`WAVE_RECORDS` records. A wave's records are de-duplicated by position (the archive
-is at-least-once), kept when their arrival is in ``[since, until)``, and split into lanes
-by a stable hash of the partition key (``zlib.crc32``); lanes run in parallel on a bounded
-thread pool, each with its own runner, in order, in batches of ``batch_size``. So the
+:data:`WAVE_RECORDS` records (``wave_records``); a shard is read page by page, so a stream
+replay holds one wave and one page at a time, never a shard's whole window, and forgets the
+positions of a wave once it is applied (a shard has no duplicates). A wave's records are
+de-duplicated by position (the archive is at-least-once), kept when their arrival is in
+``[since, until)``, and split into lanes by a stable hash of the partition key
+(``zlib.crc32``); lanes run in parallel on a bounded thread pool, each with its own runner,
+in order, in batches of ``batch_size``. So the
 records of one key are applied in their shard order, and a wave starts only when the one
 before it is done. In a lane, once a record of a key fails (retryably: a sink was
 unavailable), the later records of that key are held back, and the replay stops after that
@@ -44,7 +47,7 @@ import orjson
 
 from deploy.errors import EXIT_USAGE, DeployError
 from deploy.ops.archive import Archive, find_archive, list_objects, read_object
-from deploy.ops.shards import list_shard_ids, read_window, to_records
+from deploy.ops.shards import list_shard_ids, to_records, window_pages
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -74,6 +77,7 @@ DEFAULT_BATCH = 500
 #: Records read before a wave is run: enough for every lane to have full batches.
 WAVE_RECORDS = 20_000
 _PREFETCH = 8  # archive objects read at once
+_PAGE_LIMIT = 10_000  # most records one GetRecords returns
 
 
 class ReplayError(DeployError):
@@ -95,6 +99,8 @@ class ReplayRequest:
         dry_run: read and count, write nothing.
         workers: lanes run at once.
         batch_size: records per batch through the runner.
+        wave_records: records read before a wave is run; a stream replay holds fewer
+            than twice this many at a time.
     """
 
     function: str
@@ -105,6 +111,7 @@ class ReplayRequest:
     dry_run: bool = False
     workers: int = DEFAULT_WORKERS
     batch_size: int = DEFAULT_BATCH
+    wave_records: int = WAVE_RECORDS
 
     def state_name(self, pipeline: str) -> str:
         """The state file's name: the same request resumes the same file.
@@ -260,6 +267,8 @@ def replay(
     try:
         with ThreadPoolExecutor(max_workers=request.workers, thread_name_prefix="replay") as pool:
             for units, records in waves:
+                if request.source == "stream":
+                    seen.clear()  # positions are unique in a shard: hold none of them
                 wave = _select(records, request, seen, result)
                 keys.update(r.partition_key for r in wave)
                 result.replayed += len(wave)
@@ -322,7 +331,7 @@ def _archive_waves(
             ):
                 units.append(obj.key)
                 records += recs
-                if len(records) >= WAVE_RECORDS:
+                if len(records) >= request.wave_records:
                     yield units, records
                     units, records = [], []
     if units:
@@ -336,17 +345,29 @@ def _stream_waves(
     state: ReplayState,
     result: ReplayResult,
 ) -> Iterator[tuple[list[str], list[Record]]]:
-    """One wave per shard, read from ``since`` (``AT_TIMESTAMP``) up to ``until``."""
+    """Waves of each shard's records from ``since`` (``AT_TIMESTAMP``) up to ``until``, in
+    shard order, read page by page (pages of at most ``wave_records``): a wave holds fewer
+    than twice ``wave_records`` records, never a whole shard's window. A shard is a unit
+    done only with its last wave (one interrupted before is read again from ``since``)."""
     stream = str(plan["stream"]["name"])
     aggregated = (plan.get("stream") or {}).get("aggregated") is True
     shards = list_shard_ids(kinesis, stream)
     result.units = len(shards)
     result.skipped = sum(s in state.done for s in shards)
+    size = request.wave_records
     for shard in shards:
         if shard in state.done:
             continue
-        raws = read_window(kinesis, stream, shard, request.since, request.until)
-        yield [shard], to_records(raws, shard, aggregated=aggregated)
+        records: list[Record] = []
+        pages = window_pages(
+            kinesis, stream, shard, request.since, request.until, limit=min(size, _PAGE_LIMIT)
+        )
+        for raws in pages:
+            records += to_records(raws, shard, aggregated=aggregated)
+            if len(records) >= size:
+                yield [], records
+                records = []
+        yield [shard], records
 
 
 class _Lanes:

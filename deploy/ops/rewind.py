@@ -27,8 +27,17 @@ resource cached under its id, creates it too), its ``Metadata`` naming the time 
 file's id. ``shardline deploy`` keeps a rewound mapping as it is
 (:func:`deploy.aws.cloudformation.keep_rewinds`), so a later deploy of the file does not
 replace it and start the function over from its file's starting position. Between the two
-change sets the function reads nothing; if the second fails, the function has no mapping
-until a rewind (or deploy) succeeds.
+change sets the function reads nothing.
+
+If the second change set fails, or the process dies between the two, the function has no
+mapping. The first template therefore records the rewind in the stack itself: its top-level
+``Metadata`` ``shardline:rewind_pending`` keeps, by the file's mapping id, the mapping as it
+was (as JSON text, so nothing in it is evaluated), the outputs that referred to it and the
+time it was rewinding to. Running ``shardline rewind`` again finds the mapping gone and the
+record there (:func:`pending_rewind`), and finishes the rewind with one change set
+(:func:`resume_change_set`): the mapping at ``AT_TIMESTAMP`` of the new ``--to``, the
+record removed. A ``shardline deploy`` of the file also puts the mapping back (at the
+file's starting position) and drops the record.
 
 Reprocessing is safe because sinks are idempotent by record position: keyed DynamoDB and
 OpenSearch writes land the same, a ``latest`` item is never overwritten by an older record;
@@ -38,6 +47,7 @@ the S3 archive is at-least-once.
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -52,18 +62,24 @@ if TYPE_CHECKING:
     from stream.plan import Plan
 
 __all__ = [
+    "REWIND_PENDING",
     "MappingRewind",
     "RewindError",
     "RewindPreview",
     "ShardMove",
     "check_not_held",
     "mapping_change_sets",
+    "pending_rewind",
     "plan_checkpoint_rewind",
     "plan_mapping_rewind",
+    "resume_change_set",
     "rewind_checkpoints",
     "rewind_mapping",
 ]
 
+#: Top-level template ``Metadata`` of a stack whose rewind removed a mapping and has not
+#: created it again yet (module docstring).
+REWIND_PENDING = "shardline:rewind_pending"
 _TRIM_HORIZON = "TRIM_HORIZON"
 _SHARD_END = "SHARD_END"
 _READ_LIMIT = 10_000  # GetRecords' most records per call
@@ -304,11 +320,11 @@ def _counters(dynamodb: Any, table: str) -> dict[str, int]:
 def mapping_change_sets(
     template: Mapping[str, Any], mapping_id: str, to: float
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The two templates of an AWS rewind: without the function's mapping, then with a new
-    one at ``AT_TIMESTAMP`` ``to`` under a logical id naming the time (see the module
-    docstring). ``mapping_id`` is the id the file gives the mapping; the deployed one may
-    carry an earlier rewind's id. Outputs that refer to the mapping leave with it and come
-    back referring to the new one.
+    """The two templates of an AWS rewind: without the function's mapping (and with the
+    rewind recorded as pending), then with a new one at ``AT_TIMESTAMP`` ``to`` under a
+    logical id naming the time (see the module docstring). ``mapping_id`` is the id the file
+    gives the mapping; the deployed one may carry an earlier rewind's id. Outputs that refer
+    to the mapping leave with it and come back referring to the new one.
 
     >>> t = {"Resources": {"FM": {"Type": "AWS::Lambda::EventSourceMapping",
     ...       "Properties": {"StartingPosition": "TRIM_HORIZON"}}},
@@ -316,12 +332,14 @@ def mapping_change_sets(
     >>> without, again = mapping_change_sets(t, "FM", 0.0)
     >>> sorted(without["Resources"]), sorted(without["Outputs"])
     ([], [])
+    >>> pending_rewind(without, "FM")["to"]
+    '1970-01-01T00:00:00.000+00:00'
     >>> again["Resources"]["FMAt0"]["Properties"]
     {'StartingPosition': 'AT_TIMESTAMP', 'StartingPositionTimestamp': 0.0}
     >>> again["Resources"]["FMAt0"]["Metadata"]["shardline:rewound_to"]
     '1970-01-01T00:00:00.000+00:00'
-    >>> again["Outputs"]
-    {'FMId': {'Value': {'Ref': 'FMAt0'}}}
+    >>> again["Outputs"], "Metadata" in again
+    ({'FMId': {'Value': {'Ref': 'FMAt0'}}}, False)
 
     Raises:
         RewindError: the template has no such mapping.
@@ -337,24 +355,67 @@ def mapping_change_sets(
         None,
     )
     if current is None:
-        msg = f"the deployed template has no event source mapping {mapping_id!r}: deploy first"
+        msg = (
+            f"the deployed template has no event source mapping {mapping_id!r} and no "
+            "interrupted rewind of it to finish: deploy first"
+        )
         raise RewindError(msg)
-    new_id = f"{mapping_id}At{int(to)}"
     without = copy.deepcopy(dict(template))
     mapping = without["Resources"].pop(current)
     outputs = without.get("Outputs", {})
-    without["Outputs"] = {k: v for k, v in outputs.items() if v.get("Value") != {"Ref": current}}
-    again = copy.deepcopy(without)
+    gone = {k: v for k, v in outputs.items() if v.get("Value") == {"Ref": current}}
+    without["Outputs"] = {k: v for k, v in outputs.items() if k not in gone}
+    metadata = dict(without.get("Metadata") or {})
+    pending = dict(metadata.get(REWIND_PENDING) or {})
+    pending[mapping_id] = {
+        "to": _iso(to),
+        "mapping": json.dumps(mapping, sort_keys=True),
+        "outputs": json.dumps(gone, sort_keys=True),
+    }
+    without["Metadata"] = {**metadata, REWIND_PENDING: pending}
+    return without, resume_change_set(without, mapping_id, to)
+
+
+def pending_rewind(template: Mapping[str, Any], mapping_id: str) -> dict[str, Any] | None:
+    """The rewind of ``mapping_id`` that removed the mapping and has not created it again
+    (``to``: the time it was rewinding to; ``mapping``, ``outputs``: JSON text), else None."""
+    pending = (template.get("Metadata") or {}).get(REWIND_PENDING) or {}
+    record = pending.get(mapping_id)
+    return dict(record) if isinstance(record, dict) else None
+
+
+def resume_change_set(template: Mapping[str, Any], mapping_id: str, to: float) -> dict[str, Any]:
+    """The second template of a rewind: ``template`` (the first one, or a stack left with
+    the rewind pending) with the mapping recorded as pending back, at ``AT_TIMESTAMP``
+    ``to``, under a logical id naming the time, and the record removed.
+
+    Raises:
+        RewindError: ``template`` has no pending rewind of ``mapping_id``.
+    """
+    record = pending_rewind(template, mapping_id)
+    if record is None:
+        msg = f"no interrupted rewind of {mapping_id!r} in the deployed template"
+        raise RewindError(msg)
+    again = copy.deepcopy(dict(template))
+    metadata = dict(again.pop("Metadata", None) or {})
+    pending = {k: v for k, v in metadata.pop(REWIND_PENDING, {}).items() if k != mapping_id}
+    if pending:
+        metadata[REWIND_PENDING] = pending
+    if metadata:
+        again["Metadata"] = metadata
+    new_id = f"{mapping_id}At{int(to)}"
+    mapping = json.loads(record["mapping"])
     mapping["Properties"]["StartingPosition"] = "AT_TIMESTAMP"
     mapping["Properties"]["StartingPositionTimestamp"] = to
-    metadata = {REWOUND_TO: _iso(to), REWOUND_FROM: mapping_id}
-    mapping["Metadata"] = {**(mapping.get("Metadata") or {}), **metadata}
+    stamp = {REWOUND_TO: _iso(to), REWOUND_FROM: mapping_id}
+    mapping["Metadata"] = {**(mapping.get("Metadata") or {}), **stamp}
     again["Resources"][new_id] = mapping
+    back = json.loads(record.get("outputs") or "{}")
     again["Outputs"] = {
-        k: ({**v, "Value": {"Ref": new_id}} if v.get("Value") == {"Ref": current} else v)
-        for k, v in outputs.items()
+        **again.get("Outputs", {}),
+        **{k: {**v, "Value": {"Ref": new_id}} for k, v in back.items()},
     }
-    return without, again
+    return again
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,7 +429,9 @@ class MappingRewind:
         to: the timestamp (epoch seconds).
         shards: records at or after ``to`` by shard id: all of them are read again
             (approximate: records arriving meanwhile are read anyway).
-        templates: the two templates applied, in order (see :func:`mapping_change_sets`).
+        templates: the templates applied, in order: two (see :func:`mapping_change_sets`),
+            or one that finishes an interrupted rewind (:func:`resume_change_set`).
+        resumed: the time an interrupted rewind was rewinding to (ISO), "" when none.
     """
 
     function: str
@@ -376,7 +439,8 @@ class MappingRewind:
     mapping_id: str
     to: float
     shards: dict[str, int]
-    templates: tuple[dict[str, Any], dict[str, Any]]
+    templates: tuple[dict[str, Any], ...]
+    resumed: str = ""
 
     @property
     def records(self) -> int:
@@ -388,6 +452,7 @@ class MappingRewind:
         return {
             "function": self.function, "stack": self.stack, "mapping": self.mapping_id,
             "to": _iso(self.to), "records": self.records, "shards": self.shards,
+            "resumed": self.resumed,
         }  # fmt: skip
 
 
@@ -408,9 +473,14 @@ def plan_mapping_rewind(
         msg = f"stack {stack!r} is not deployed: nothing to rewind (shardline deploy first)"
         raise RewindError(msg)
     mapping_id = logical_ids(plan)[("Mapping", function)]
-    templates = mapping_change_sets(
-        deployed_template(client("cloudformation"), stack), mapping_id, to
-    )
+    deployed = deployed_template(client("cloudformation"), stack)
+    interrupted = pending_rewind(deployed, mapping_id)
+    templates: tuple[dict[str, Any], ...]
+    if interrupted is not None and not _has_mapping(deployed, mapping_id):
+        templates = (resume_change_set(deployed, mapping_id, to),)
+    else:
+        interrupted = None
+        templates = mapping_change_sets(deployed, mapping_id, to)
     kinesis = client("kinesis")
     stream = str(plan["stream"]["name"])
     stamp = datetime.fromtimestamp(to, UTC)
@@ -418,7 +488,17 @@ def plan_mapping_rewind(
     for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
         at = {"ShardId": shard["ShardId"], "ShardIteratorType": "AT_TIMESTAMP", "Timestamp": stamp}
         shards[shard["ShardId"]] = sum(1 for _ in _read(kinesis, stream, at))
-    return MappingRewind(function, stack, mapping_id, to, shards, templates)
+    resumed = str(interrupted["to"]) if interrupted else ""
+    return MappingRewind(function, stack, mapping_id, to, shards, templates, resumed)
+
+
+def _has_mapping(template: Mapping[str, Any], mapping_id: str) -> bool:
+    """Whether ``template`` has the mapping the file calls ``mapping_id`` (maybe rewound)."""
+    return any(
+        resource.get("Type") == "AWS::Lambda::EventSourceMapping"
+        and mapping_id in (logical_id, (resource.get("Metadata") or {}).get(REWOUND_FROM))
+        for logical_id, resource in template.get("Resources", {}).items()
+    )
 
 
 def rewind_mapping(
@@ -428,15 +508,26 @@ def rewind_mapping(
     log: Callable[[str], None] | None = None,
     timeout_s: float = 1800.0,
 ) -> None:
-    """Apply the two change sets of ``rewind``: the mapping goes, then comes back at
-    ``AT_TIMESTAMP``.
+    """Apply the change sets of ``rewind``: the mapping goes, then comes back at
+    ``AT_TIMESTAMP`` (or, finishing an interrupted rewind, only comes back).
 
     Raises:
-        deploy.aws.stack.StackError: a change set failed (after the first, the function
-            reads nothing until the second is applied: run rewind again).
+        deploy.aws.stack.StackError: the first change set failed (nothing changed).
+        RewindError: the mapping was removed and the change set creating it again failed:
+            the function reads nothing until ``shardline rewind`` is run again, which
+            finishes this rewind (the message says so).
     """
-    from deploy.aws.stack import update_template  # noqa: PLC0415
+    from deploy.aws.stack import StackError, update_template  # noqa: PLC0415
 
-    without, again = rewind.templates
-    update_template(client, rewind.stack, without, log=log, timeout_s=timeout_s)
-    update_template(client, rewind.stack, again, log=log, timeout_s=timeout_s)
+    *first, last = rewind.templates
+    for template in first:
+        update_template(client, rewind.stack, template, log=log, timeout_s=timeout_s)
+    try:
+        update_template(client, rewind.stack, last, log=log, timeout_s=timeout_s)
+    except StackError as exc:
+        msg = (
+            f"{exc}\nthe mapping {rewind.mapping_id} of {rewind.function!r} is removed and "
+            "was not created again: the function reads nothing now. Run `shardline rewind` "
+            "again: it finishes this rewind (the stack records it)"
+        )
+        raise RewindError(msg) from exc

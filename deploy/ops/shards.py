@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 from stream.event import records_from_event
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
 
     from stream.records import Record
 
-__all__ = ["list_shard_ids", "read_range", "read_window", "stream_name", "to_records"]
+__all__ = ["list_shard_ids", "read_range", "stream_name", "to_records", "window_pages"]
 
 _LIMIT = 10_000  # most records one GetRecords returns
 _EMPTY_PAGES = 3  # an open shard answers empty pages while caught up: stop after a few
@@ -74,16 +74,16 @@ def to_records(
 
 
 def _pages(
-    kinesis: Any, stream: str, shard_id: str, start: Mapping[str, Any]
+    kinesis: Any, stream: str, shard_id: str, start: Mapping[str, Any], *, limit: int = _LIMIT
 ) -> Iterator[list[dict[str, Any]]]:
-    """Pages of GetRecords from ``start`` until the shard is read up to its latest record
-    (or its end, for a closed shard)."""
+    """Pages of GetRecords (``limit`` records at most) from ``start`` until the shard is read
+    up to its latest record (or its end, for a closed shard)."""
     iterator = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard_id, **start)[
         "ShardIterator"
     ]
     empty = 0
     while iterator and empty < _EMPTY_PAGES:
-        page = kinesis.get_records(ShardIterator=iterator, Limit=_LIMIT)
+        page = kinesis.get_records(ShardIterator=iterator, Limit=limit)
         records = page.get("Records", [])
         if records:
             empty = 0
@@ -115,26 +115,29 @@ def read_range(
     return found
 
 
-def read_window(
+def window_pages(
     kinesis: Any,
     stream: str,
     shard_id: str,
     since: float,
     until: float,
     *,
-    on_page: Callable[[int], None] | None = None,
-) -> list[dict[str, Any]]:
-    """The shard's records that arrived in ``[since, until)`` (``AT_TIMESTAMP``)."""
-    found: list[dict[str, Any]] = []
+    limit: int = _LIMIT,
+) -> Iterator[list[dict[str, Any]]]:
+    """The shard's records that arrived in ``[since, until)`` (``AT_TIMESTAMP``), page by
+    page in shard order, lazily: a caller holds one page (at most ``limit`` records) at a
+    time, never the whole shard's window. Pages with nothing in the window are left out."""
     request = {"ShardIteratorType": "AT_TIMESTAMP", "Timestamp": since}
-    for page in _pages(kinesis, stream, shard_id, request):
+    for page in _pages(kinesis, stream, shard_id, request, limit=limit):
+        kept: list[dict[str, Any]] = []
         for raw in page:
             stamp = raw["ApproximateArrivalTimestamp"]
             arrival = stamp if isinstance(stamp, int | float) else stamp.timestamp()
             if arrival >= until:
-                return found
+                if kept:
+                    yield kept
+                return
             if arrival >= since:
-                found.append(raw)
-        if on_page is not None:
-            on_page(len(page))
-    return found
+                kept.append(raw)
+        if kept:
+            yield kept

@@ -5,9 +5,9 @@ slice), on a real moto server with the local event source mapping running in pro
   live run; replaying into the live stores changes nothing (no duplicate in an ``append``
   table, items equal). The same from the stream (``AT_TIMESTAMP``).
 * The same for OpenSearch documents, on a real osmem-server, in both ways of the sink (one
-  document per record; ``id: order_id`` with positions): the replayed index holds the live
-  documents (``_id`` and ``_source``), and replaying into the live index rewrites none
-  (same ``_seq_no`` and ``_version``).
+  document per record; ``id: order_id`` with positions), from the archive and from the
+  stream: the replayed index holds the live documents (``_id`` and ``_source``), and
+  replaying into the live index rewrites none (same ``_seq_no`` and ``_version``).
 * A function with ``max_retries: 0`` whose processor fails retryably for some records
   sends on-failure ranges to its queue; once fixed, ``dlq redrive`` reads them from the
   stream and writes them, and the queue is empty. With the stream gone, the archive.
@@ -19,6 +19,7 @@ import copy
 import json
 import threading
 import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -194,8 +195,38 @@ def test_replaying_the_archive_gives_the_live_items_and_changes_nothing_live(
     tables = streamed["sinks"]["orders"]["table"], streamed["sinks"]["log"]["table"]
     assert (_items(aws, tables[0]), _items(aws, tables[1])) == live
 
-    # a window with nothing in it replays nothing; the command prints one JSON document
+    # page by page: with waves of 3 records no wave holds a shard's window (20 records, in
+    # pages of 3), and the stores still end the same
+    paged = _empty_tables(plan, aws, "-paged")
+    waves: list[int] = []
+    small = ReplayRequest("price", since, until, source="stream", workers=2, wave_records=3)
+    result = replay(
+        paged, small, s3=s3, kinesis=kinesis, state_dir=tmp_path / "p",
+        on_progress=lambda r: waves.append(r.replayed - sum(waves)),
+    )  # fmt: skip
+    assert (result.ok, result.replayed, sum(waves)) == (True, 40, 40)
+    assert max(waves) <= 5, waves  # under twice the wave size: one wave and one page
+    assert len(waves) >= 40 // 5, waves
+    tables = paged["sinks"]["orders"]["table"], paged["sinks"]["log"]["table"]
+    assert (_items(aws, tables[0]), _items(aws, tables[1])) == live
+
+    # the command, piped (not a terminal): progress as plain lines, the last one complete
     runner = CliRunner()
+    window = [datetime.fromtimestamp(t, UTC).isoformat() for t in (since, until)]
+    done = runner.invoke(main, [
+        "replay", plan["file"], "--function", "price", "--since", window[0], "--until",
+        window[1], "--state-dir", str(tmp_path / "piped"),
+        "--endpoint-url", aws("s3").meta.endpoint_url,
+    ])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    progress = [x for x in done.stderr.splitlines() if x.startswith("replaying price from")]
+    assert progress, done.stderr
+    assert progress[-1].endswith("objects, 40 records replayed"), progress
+    counted = progress[-1].split(": ", 1)[1].split()[0]
+    assert counted.split("/")[0] == counted.split("/")[1]  # every object done
+    assert "\r" not in done.stderr
+
+    # a window with nothing in it replays nothing; the command prints one JSON document
     done = runner.invoke(main, [
         "replay", plan["file"], "--function", "price", "--since", "2001-01-01T00:00:00",
         "--until", "2001-01-02T00:00:00", "--json", "--state-dir", str(tmp_path / "cli"),
@@ -220,7 +251,9 @@ def _sources(documents: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {doc_id: doc["_source"] for doc_id, doc in documents.items()}
 
 
-def test_replaying_the_archive_gives_the_live_documents_and_rewrites_none_live(
+@pytest.mark.parametrize("source", ["archive", "stream"])
+def test_replaying_gives_the_live_documents_and_rewrites_none_live(
+    source: str,
     tmp_path: Path,
     aws: Any,
     unique: str,
@@ -243,9 +276,10 @@ def test_replaying_the_archive_gives_the_live_documents_and_rewrites_none_live(
     fresh = copy.deepcopy(plan)
     for sink in indices:
         fresh["sinks"][sink]["index"] += "-replayed"
-    request = ReplayRequest("price", since, until, workers=3, batch_size=7)
+    request = ReplayRequest("price", since, until, source=source, workers=3, batch_size=7)
     result = replay(fresh, request, s3=s3, kinesis=kinesis, state_dir=tmp_path / "state")
     assert result.ok, result.reasons
+    assert result.replayed == 40
     assert (result.written["events"], result.written["latest"]) == (40, 40)
     for sink in indices:
         replayed = _documents(opensearch, fresh["sinks"][sink]["index"])

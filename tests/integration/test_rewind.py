@@ -203,3 +203,24 @@ class TestMappingChangeSets:
         without, second = mapping_change_sets(first, "MainMapping", 2_000.0)
         assert set(without["Resources"]) == {"MainFunction"}
         assert set(second["Resources"]) == {"MainFunction", "MainMappingAt2000"}
+
+    def test_an_interrupted_rewind_is_finished_from_what_the_stack_records(self) -> None:
+        """The first template records the mapping it removes; from that alone (the file's
+        template is not needed) one template puts it back at the new time, outputs and all,
+        and drops the record."""
+        from deploy.ops.rewind import pending_rewind, resume_change_set  # noqa: PLC0415
+
+        without, _ = mapping_change_sets(self.TEMPLATE, "MainMapping", 1_000.0)
+        assert pending_rewind(without, "MainMapping") is not None
+        assert pending_rewind(self.TEMPLATE, "MainMapping") is None
+
+        finished = resume_change_set(without, "MainMapping", 2_000.0)
+
+        assert set(finished["Resources"]) == {"MainFunction", "MainMappingAt2000"}
+        props = finished["Resources"]["MainMappingAt2000"]["Properties"]
+        assert (props["StartingPosition"], props["StartingPositionTimestamp"]) == (
+            "AT_TIMESTAMP", 2_000.0,
+        )  # fmt: skip
+        assert props["BatchSize"] == 100
+        assert finished["Outputs"]["MainMappingId"] == {"Value": {"Ref": "MainMappingAt2000"}}
+        assert "Metadata" not in finished

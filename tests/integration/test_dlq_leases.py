@@ -1,0 +1,226 @@
+"""Two operators redriving at once (issue 15): every dead letter is handled exactly once,
+none is lost, over a real moto server. SQS letters are leased by their visibility timeout,
+S3 letter objects by a conditional claim (:mod:`deploy.ops.leases`)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from deploy.ops.dead_letters import S3Source, SQSSource
+from deploy.ops.leases import CLAIMS_PREFIX, LeaseKeeper, ObjectClaims
+from stream.testing import EventFactory
+from tests.integration.test_dlq import SHARDLINE, BucketProject, Project, _items, _table
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+pytestmark = pytest.mark.integration
+
+#: The plugin of test_dlq, logging each record it sees (process id, order id) to LOG.
+PLUGIN = """\
+import os
+
+FAIL = {fail!r}
+LOG = {log!r}
+
+
+class Picky:
+    def __call__(self, record):
+        with open(LOG, "a") as out:
+            out.write(f"{{os.getpid()}} {{record.get('order_id')}}\\n")
+        if record.get("flag") in FAIL:
+            raise ValueError(f"cannot price an order flagged {{record.get('flag')}}")
+        return record
+"""
+#: Twelve orders dead-lettered in four batches (four S3 objects of letters), beside one that
+#: passes in each (a step that fails every record is broken: its batch is retried instead);
+#: o5 and o11 fail again.
+ORDERS = [f"o{n}" for n in range(1, 13)]
+PASSING = [f"p{n}" for n in range(1, 5)]
+WORSE = {"o5", "o11"}
+
+
+def _write(project: Project, table: str, sink: str, fail: set[str], log: Path) -> None:
+    project.write(table=table, queue=sink, fail=fail)
+    plugin = project.folder / f"{project.module}.py"
+    plugin.write_text(PLUGIN.format(fail=sorted(fail), log=str(log)))
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    path = tmp_path / "project"
+    path.mkdir()
+    return path
+
+
+def _redrive_both(project: Project) -> list[tuple[int, dict[str, Any]]]:
+    """Two ``dlq redrive --json`` started at once; each one's exit status and output."""
+    args = [SHARDLINE, "dlq", "redrive", project.file, "--json", "--endpoint-url",
+            project.endpoint]  # fmt: skip
+    running = [
+        subprocess.Popen(
+            args,
+            cwd=project.folder,
+            env=project.env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
+    out = []
+    for proc in running:
+        stdout, stderr = proc.communicate(timeout=300)
+        assert stdout.strip(), stderr
+        out.append((proc.returncode, json.loads(stdout)))
+    return out
+
+
+@pytest.mark.parametrize("where", ["sqs", "s3"])
+def test_two_redrives_at_once_handle_every_letter_exactly_once(
+    where: str, folder: Path, tmp_path: Path, aws: Any, moto_endpoint: str, unique: str
+) -> None:
+    """Both runs succeed; together they write the ten fixed orders and dead-letter the two
+    that fail again once each (redrives 1, not 2); the processor saw each record once; the
+    table equals a clean run's; no claim is left behind."""
+    sink = f"shop-dlq-{unique}"
+    if where == "sqs":
+        aws("sqs").create_queue(QueueName=sink)
+        project: Project = Project(folder, moto_endpoint, "shop")
+    else:
+        aws("s3").create_bucket(Bucket=sink)
+        project = BucketProject(folder, moto_endpoint, "shop")
+    table = _table(aws, f"orders-{unique}")
+    _write(project, table, sink, {"bad", "worse"}, tmp_path / "first.log")
+    factory = EventFactory(stream="shop-events")
+    for batch in range(4):
+        records = [factory.record({"order_id": PASSING[batch]}, PASSING[batch])] + [
+            factory.record({"order_id": o, "flag": "worse" if o in WORSE else "bad"}, o)
+            for o in ORDERS[batch * 3 : batch * 3 + 3]
+        ]
+        event = tmp_path / f"event{batch}.json"
+        event.write_text(json.dumps(factory.event(records)))
+        invoked = project.run("invoke", project.file, "--event", str(event))
+        assert invoked.returncode == 0, invoked.stderr
+    assert project.dlq("ls")[1]["total"] == 12
+
+    log = tmp_path / "redrive.log"
+    _write(project, table, sink, {"worse"}, log)
+    runs = _redrive_both(project)
+
+    assert [code for code, _ in runs] == [0, 0], runs
+    assert sum(out["written"] for _, out in runs) == 10, runs
+    assert sum(out["dead_again"] for _, out in runs) == 2, runs
+    assert sum(out["selected"] for _, out in runs) == 12, runs
+    seen = Counter(line.split()[1] for line in log.read_text().splitlines())
+    assert seen == dict.fromkeys(ORDERS, 1)
+    assert sorted(item["order_id"]["S"] for item in _items(aws, table)) == sorted(
+        set(ORDERS + PASSING) - WORSE
+    )
+    code, shown = project.dlq("show")
+    assert code == 0
+    assert sorted((x["partition_key"], x["redrives"]) for x in shown["letters"]) == [
+        ("o11", 1), ("o5", 1),
+    ]  # fmt: skip
+    if where == "s3":
+        left = aws("s3").list_objects_v2(Bucket=sink, Prefix=CLAIMS_PREFIX).get("KeyCount")
+        assert left == 0
+
+
+def _poll(until: Any, within_s: float) -> bool:
+    """Whether ``until()`` came true before the deadline (asked again and again)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if until():
+            return True
+        time.sleep(0.1)  # the interval between polls, not a wait for an outcome
+    return False
+
+
+class TestSQSLease:
+    """A message is deleted only while this redrive's lease on it holds."""
+
+    @pytest.fixture
+    def queue(self, aws: Any, unique: str) -> str:
+        name = f"lease-{unique}"
+        aws("sqs").create_queue(QueueName=name)
+        aws("sqs").send_message(QueueUrl=name, MessageBody="a letter")
+        return name
+
+    def test_a_lease_that_ran_out_is_not_deleted(self, aws: Any, queue: str) -> None:
+        """Once another reader received the message, the first one neither deletes it nor
+        makes it visible again: it is the other's."""
+        first = SQSSource(queue, aws("sqs"), aws("s3"), hold_s=1)
+        (message,) = first.read()
+        other = SQSSource(queue, aws("sqs"), aws("s3"), hold_s=60)
+        got: list[Any] = []
+        assert _poll(lambda: got.extend(other.read()) or got, within_s=15)
+
+        failed = first.delete([message])
+
+        assert "lease (the visibility timeout) ran out" in failed[message.id]
+        assert other.delete(got) == {}  # the other's handle still deletes it
+        attrs = aws("sqs").get_queue_attributes(
+            QueueUrl=first.url, AttributeNames=["ApproximateNumberOfMessages"]
+        )["Attributes"]
+        assert attrs["ApproximateNumberOfMessages"] == "0"
+
+    def test_the_keeper_holds_a_lease_past_its_timeout(self, aws: Any, queue: str) -> None:
+        """Renewed every third of a 1 s hold, the message stays hidden for 3 s, then is
+        deleted; without the keeper another reader gets it within that time (above)."""
+        first = SQSSource(queue, aws("sqs"), aws("s3"), hold_s=1)
+        (message,) = first.read()
+        other = SQSSource(queue, aws("sqs"), aws("s3"), hold_s=60)
+        with LeaseKeeper(first.renew, every_s=0.3) as keeper:
+            assert not _poll(other.read, within_s=3)
+        assert keeper.renewals >= 3
+        assert keeper.error is None
+        assert first.delete([message]) == {}
+
+
+class TestObjectClaims:
+    """An S3 object of letters is held by one claim at a time."""
+
+    def test_a_live_claim_excludes_and_a_stale_one_is_taken_over(
+        self, aws: Any, unique: str
+    ) -> None:
+        s3 = aws("s3")
+        bucket = f"claims-{unique}"
+        s3.create_bucket(Bucket=bucket)
+        first = ObjectClaims(bucket, s3, 60)
+        second = ObjectClaims(bucket, s3, 60)
+        assert first.claim("bad/dead-letters/x.jsonl")
+        assert not second.claim("bad/dead-letters/x.jsonl")
+        assert first.renew("bad/dead-letters/x.jsonl") == ""
+
+        later = ObjectClaims(bucket, s3, 60, now=lambda: time.time() + 120)  # first's ran out
+        assert later.claim("bad/dead-letters/x.jsonl")
+        assert "taken over" in first.renew("bad/dead-letters/x.jsonl")
+        first.release("bad/dead-letters/x.jsonl")  # not its own any more: a no-op
+        assert not second.claim("bad/dead-letters/x.jsonl")
+        later.release("bad/dead-letters/x.jsonl")
+        assert second.claim("bad/dead-letters/x.jsonl")
+
+    def test_a_source_whose_claim_was_taken_over_deletes_nothing(
+        self, aws: Any, unique: str
+    ) -> None:
+        s3 = aws("s3")
+        bucket = f"claims-{unique}"
+        s3.create_bucket(Bucket=bucket)
+        key = "bad/dead-letters/shardId-000000000000/1-1-x.jsonl"
+        s3.put_object(Bucket=bucket, Key=key, Body=b"not a letter\n")
+        first = S3Source(bucket, "bad/", s3, hold_s=60)
+        (message,) = first.read()
+        assert S3Source(bucket, "bad/", s3, hold_s=60).read() == []  # claimed: skipped
+        ObjectClaims(bucket, s3, 60, now=lambda: time.time() + 120).claim(key)
+
+        failed = first.delete([message])
+
+        assert "taken over" in failed[message.id]
+        assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"not a letter\n"
