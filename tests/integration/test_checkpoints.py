@@ -51,10 +51,17 @@ class Clock:
 
 class Hooked:
     """A real boto3 client with a hook run before (``update_item``) or after (``scan``) a
-    call: a way to interleave two workers at an exact point. Every call reaches moto."""
+    call: a way to interleave two workers at an exact point. Every call reaches moto.
 
-    def __init__(self, client: Any) -> None:
+    ``atomic``, a lock shared by several clients, makes their updates reach moto one at a
+    time. DynamoDB applies a conditional write to an item atomically; moto's threaded server
+    does not (two concurrent ``UpdateItem`` calls can both pass their condition: seen once in
+    about ten runs of the thread race below). The lock restores what DynamoDB guarantees,
+    so a race the test finds is the workers', not moto's."""
+
+    def __init__(self, client: Any, atomic: threading.Lock | None = None) -> None:
         self._client = client
+        self._atomic = atomic
         self.before_update: Callable[[], None] | None = None
         self.after_scan: Callable[[], None] | None = None
 
@@ -65,7 +72,10 @@ class Hooked:
         hook, self.before_update = self.before_update, None  # once
         if hook:
             hook()
-        return self._client.update_item(**kwargs)
+        if self._atomic is None:
+            return self._client.update_item(**kwargs)
+        with self._atomic:
+            return self._client.update_item(**kwargs)
 
     def scan(self, **kwargs: Any) -> Any:
         page = self._client.scan(**kwargs)
@@ -445,7 +455,8 @@ class TestRaces:
         a = worker("a")
         a.sync_shards(SHARDS, "trim_horizon")
         counters = {lease.shard_id: lease.counter for lease in a.take()}
-        clients = [Hooked(ddb) for _ in range(3)]
+        atomic = threading.Lock()  # DynamoDB's atomic conditional write (see Hooked)
+        clients = [Hooked(ddb, atomic) for _ in range(3)]
         racers = [worker(f"r{i}", client=clients[i], max_leases_to_steal=0) for i in range(3)]
         for racer in racers:
             racer.take()
