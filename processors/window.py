@@ -61,7 +61,9 @@ from processors.aggregations import (
     build_aggregation,
 )
 from processors.errors import ProcessorError
+from processors.lineage import KinesisLineage, no_lineage
 from processors.window_store import (
+    ClaimLost,
     DynamoDBStore,
     MemoryStore,
     Outcome,
@@ -76,6 +78,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
     from processors.aggregations import Aggregation
+    from processors.lineage import Lineage
     from stream.records import Record
 
 __all__ = [
@@ -95,6 +98,9 @@ __all__ = [
 MS_THRESHOLD = 100_000_000_000
 _TIMES = ("event", "arrival")
 _STATES = ("memory", "dynamodb")
+#: Times a batch is applied again in the process when a parent's window it touched was
+#: claimed by another shard meanwhile (then the batch is delivered again).
+_CLAIM_ATTEMPTS = 3
 
 
 class WindowConfigError(ProcessorError, ValueError):
@@ -191,6 +197,9 @@ class Window:
             next batch of another shard of the function closes its windows whose end plus
             the lateness is this long past, by the clock (``None``: never).
         now: the clock (epoch seconds), for ``quiet_s``.
+        lineage: ``(stream ARN, shard id) -> parent shard ids``, asked once for a shard
+            with no state yet; default ``ListShards`` with ``state: dynamodb``
+            (:class:`~processors.lineage.KinesisLineage`), none with ``state: memory``.
 
     Raises:
         WindowConfigError: a setting is missing or wrong (the message says which).
@@ -204,6 +213,7 @@ class Window:
         "_fields",
         "_function",
         "_late_routes",
+        "_lineage",
         "_now",
         "_numeric",
         "_pending",
@@ -238,6 +248,7 @@ class Window:
         store: WindowStore | None = None,
         quiet_s: int | None = 300,
         now: Callable[[], float] = time.time,
+        lineage: Lineage | None = None,
     ) -> None:
         if gap_s is not None:
             msg = "gap_s (session windows) is not built yet: use size_s (tumbling or hopping)"
@@ -298,6 +309,9 @@ class Window:
             raise WindowConfigError(msg)
         self.quiet_s = quiet_s
         self._now = now
+        self._lineage: Lineage = lineage or (
+            no_lineage if isinstance(store, MemoryStore) else KinesisLineage()
+        )
         #: late records dropped (no ``late`` sink), since this step was built
         self.late = 0
         self._pending: dict[int, Outcome] = {}
@@ -308,24 +322,39 @@ class Window:
         """Apply the batch, in shard order; commit once per shard; keep each outcome."""
         pending: dict[int, Outcome] = {}
         self._pending = pending
-        shard_id: str | None = None
-        state = ShardState()  # replaced at the first record
-        changed: set[tuple[Any, int]] = set()
+        first = 0
+        for i in range(1, len(records) + 1):
+            if i == len(records) or records[i].shard_id != records[first].shard_id:
+                run = records[first:i]
+                for attempt in range(_CLAIM_ATTEMPTS):
+                    try:
+                        self._prepare_shard(run, pending)
+                        break
+                    except ClaimLost:  # the store reads the state again: apply it again
+                        for rec in run:
+                            pending.pop(id(rec), None)
+                        if attempt == _CLAIM_ATTEMPTS - 1:
+                            raise
+                first = i
+
+    def _prepare_shard(self, records: Sequence[Record], pending: dict[int, Outcome]) -> None:
+        """One shard's records of the batch: apply, then commit (claims included)."""
         store = self.store
+        head = records[0]
+        shard_id = head.shard_id
+        state = store.shard(shard_id)
+        if state.applied is None:  # nothing committed yet: a reshard's child starts from
+            arn = head.event_source_arn  # its parents' windows
+            parents = self._lineage(arn, shard_id)
+            if parents:
+                store.inherit(shard_id, state, parents,
+                              lambda s: self._lineage(arn, s), self._merge)  # fmt: skip
+        if head.index == 0 and state.outbox:
+            start = _position(head)
+            state.outbox = {p: o for p, o in state.outbox.items() if p >= start}
+        changed: set[tuple[Any, int]] = set()
         closer: Record | None = None  # the last record applied now that yields no error
         for rec in records:
-            if rec.shard_id != shard_id:
-                if shard_id is not None:
-                    store.commit(
-                        shard_id, state, changed, self._close_quiet(shard_id, state, closer)
-                    )
-                    changed = set()
-                    closer = None
-                shard_id = rec.shard_id
-                state = store.shard(shard_id)
-                if rec.index == 0 and state.outbox:
-                    first = _position(rec)
-                    state.outbox = {p: o for p, o in state.outbox.items() if p >= first}
             position = _position(rec)
             applied = state.applied
             if applied is not None and position <= applied:
@@ -343,8 +372,11 @@ class Window:
                 pending[id(rec)] = outcome
             if outcome.error is None and not outcome.late:
                 closer = rec
-        if shard_id is not None:
-            store.commit(shard_id, state, changed, self._close_quiet(shard_id, state, closer))
+        state.forget_foreign(self.size_s, self.allowed_lateness_s)
+        store.commit(shard_id, state, changed, self._close_quiet(shard_id, state, closer))
+
+    def _merge(self, a: list[Any], b: list[Any]) -> list[Any]:
+        return [agg.merge(x, y) for agg, x, y in zip(self._aggs, a, b, strict=True)]
 
     def _close_quiet(
         self, shard_id: str, mine: ShardState, closer: Record | None
@@ -429,14 +461,16 @@ class Window:
         slide = self._slide
         starts = (int(t // size) * size,) if slide == size else window_starts(t, size, slide)
         adds = self._adds
+        foreign = state.foreign
         for start in starts:
             end = start + size
             if watermark is not None and end <= watermark:
                 continue  # closed
-            placed = True
             wkey = (key, start)
             accs = windows.get(wkey)
             if accs is None:
+                if foreign and wkey in foreign:
+                    continue  # a parent's window another child claimed: closed here
                 accs = windows[wkey] = [agg.create() for agg in aggs]
                 opened = state.by_end.get(end)
                 if opened is None:
@@ -444,6 +478,7 @@ class Window:
                     heapq.heappush(state.ends, end)
                 else:
                     opened.append(wkey)
+            placed = True
             changed.add(wkey)
             for i, add in adds:
                 value = values[i]

@@ -67,13 +67,21 @@ from stream.exceptions import RecordError, RetryableError
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+    #: Two parts' accumulators merged (a window two parents of a merge both held).
+    Merge = Callable[[list[Any], list[Any]], list[Any]]
+    #: A shard id -> its parents (the window step's lineage, bound to the stream).
+    ParentsOf = Callable[[str], tuple[str, ...]]
+
 __all__ = [
     "CLOSED_TTL_S",
+    "ClaimLost",
     "DynamoDBStore",
+    "Inherited",
     "MemoryStore",
     "Outcome",
     "Position",
     "ShardState",
+    "WindowKey",
     "WindowRecordError",
     "WindowStateError",
     "WindowStore",
@@ -97,8 +105,29 @@ class WindowRecordError(ProcessorError, RecordError):
     """A record the window cannot place (no key, no time): it is dead-lettered."""
 
 
+class ClaimLost(WindowStateError):
+    """Another shard claimed a parent's window (or a parent changed) since this batch read
+    it: the window step reads the state again and applies the batch again."""
+
+
 #: A record's place in its shard: sequence number, sub-sequence number, fan-out part.
 Position = tuple[int, int, tuple[int, ...]]
+#: A window of a key: (key, start).
+WindowKey = tuple[Any, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Inherited:
+    """Where the item of a window a shard inherited from an ancestor lives.
+
+    Attributes:
+        holder: the ancestor shard whose item holds the window (its accumulators).
+        via: the shards between the holder and the heir: each may have claimed it without
+            committing it, so their claim does not bar the heir's.
+    """
+
+    holder: str
+    via: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +156,12 @@ class ShardState:
         ends: a heap of the ends of open windows, with ``by_end`` the windows of each end
             in the order they opened (so results come out by end, then by opening).
         outbox: position -> what the record yielded, for records that yielded something.
+        ancestors: after a reshard, the shards whose open windows this one inherited (kept
+            while some of them are neither claimed nor past this shard's watermark).
+        inherited: the windows of ``windows`` taken from ancestors and not claimed yet:
+            before this shard adds to one or closes it, its commit claims the ancestor's
+            item (README, "Windows": reshards); one entry per ancestor holding a part.
+        foreign: ancestors' windows another shard claimed: closed for this one.
     """
 
     max_time: float | None = None
@@ -135,6 +170,76 @@ class ShardState:
     ends: list[int] = field(default_factory=list)
     by_end: dict[int, list[tuple[Any, int]]] = field(default_factory=dict)
     outbox: dict[Position, Outcome] = field(default_factory=dict)
+    ancestors: tuple[str, ...] = ()
+    inherited: dict[WindowKey, tuple[Inherited, ...]] = field(default_factory=dict)
+    foreign: set[WindowKey] = field(default_factory=set)
+
+    def claims(self, changed: set[WindowKey]) -> dict[WindowKey, tuple[Inherited, ...]]:
+        """The inherited windows a batch added to or closed: what its commit must claim."""
+        windows = self.windows
+        return {w: h for w, h in self.inherited.items() if w in changed or w not in windows}
+
+    def claimed(self, claims: Mapping[WindowKey, object]) -> None:
+        """After the claims held: the windows are this shard's own, and ancestors are
+        dropped once nothing of theirs is left."""
+        for wkey in claims:
+            del self.inherited[wkey]
+        if not self.inherited and not self.foreign:
+            self.ancestors = ()
+
+    def forget_foreign(self, size: int, lateness: int) -> None:
+        """A foreign window at or behind the watermark is closed here anyway."""
+        if self.foreign and self.max_time is not None:
+            watermark = self.max_time - lateness
+            self.foreign = {w for w in self.foreign if w[1] + size > watermark}
+
+    def seed(
+        self,
+        ancestors: tuple[str, ...],
+        max_time: float | None,
+        parts: list[tuple[int, int, WindowKey, list[Any], tuple[Inherited, ...]]],
+        foreign: set[WindowKey],
+        merge: Merge,
+    ) -> None:
+        """Start a new shard from its ancestors' open windows: ``parts`` are (end, rank,
+        window, accumulators, where its item is); a window two ancestors hold (a key on
+        both parents of a merge) is merged into one; the watermark starts at the greatest
+        of theirs."""
+        self.ancestors = ancestors
+        if max_time is not None and (self.max_time is None or max_time > self.max_time):
+            self.max_time = max_time
+        windows, inherited = self.windows, self.inherited
+        for end, _, wkey, accs, origins in sorted(parts, key=lambda p: (p[0], p[1])):
+            if wkey in windows:
+                windows[wkey] = merge(windows[wkey], accs)
+                inherited[wkey] = (*inherited[wkey], *origins)
+                continue
+            windows[wkey] = accs
+            inherited[wkey] = origins
+            opened = self.by_end.get(end)
+            if opened is None:
+                self.by_end[end] = [wkey]
+                heapq.heappush(self.ends, end)
+            else:
+                opened.append(wkey)
+        if foreign:
+            self.drop(foreign)
+        if not self.inherited and not self.foreign:
+            self.ancestors = ()
+
+    def drop(self, wkeys: set[WindowKey]) -> None:
+        """Windows another shard claimed meanwhile: out of the open ones, closed here."""
+        for wkey in wkeys:
+            self.windows.pop(wkey, None)
+            self.inherited.pop(wkey, None)
+            self.foreign.add(wkey)
+        for end in list(self.by_end):
+            kept = [w for w in self.by_end[end] if w not in wkeys]
+            if kept:
+                self.by_end[end] = kept
+            else:
+                del self.by_end[end]
+        self.ends = sorted(self.by_end)  # a sorted list is a heap
 
 
 class WindowStore(Protocol):
@@ -158,24 +263,95 @@ class WindowStore(Protocol):
         """The other shards of the step with no batch since ``cutoff`` (epoch seconds by
         the function's clock) and a window to close by it: ``{shard_id: state}``."""
 
+    def inherit(
+        self,
+        shard_id: str,
+        state: ShardState,
+        parents: tuple[str, ...],
+        parents_of: ParentsOf,
+        merge: Merge,
+    ) -> None:
+        """Start ``state`` (a shard with nothing committed, made by a reshard) from its
+        ``parents``' open windows (:meth:`ShardState.seed`); a parent that never had a
+        batch is skipped for its own parents (``parents_of``). ``commit`` then claims
+        each inherited window the batch touches, or raises :class:`ClaimLost`."""
+
 
 class MemoryStore:
     """State in the process: kept while warm, lost on a cold start (tests, local runs).
 
     ``writes`` counts what a durable store would write: one per changed window per batch.
+    Reshards work as with DynamoDB, within the process: ``owners`` holds the claims.
     """
 
-    __slots__ = ("shards", "writes")
+    __slots__ = ("owners", "shards", "writes")
 
     def __init__(self) -> None:
         self.shards: dict[str, ShardState] = {}
         self.writes = 0
+        #: (holder shard, window) -> the shard that claimed it
+        self.owners: dict[tuple[str, WindowKey], str] = {}
 
     def shard(self, shard_id: str) -> ShardState:
         state = self.shards.get(shard_id)
         if state is None:
             state = self.shards[shard_id] = ShardState()
+        if state.inherited:  # a sibling may have claimed some since the last batch
+            lost = {w for w, held in state.inherited.items()
+                    if not all(self._free(o, w, shard_id) for o in held)}  # fmt: skip
+            if lost:
+                state.drop(lost)
         return state
+
+    def _free(self, origin: Inherited, wkey: WindowKey, me: str) -> bool:
+        owner = self.owners.get((origin.holder, wkey))
+        return owner is None or owner == me or owner in origin.via
+
+    def inherit(
+        self,
+        shard_id: str,
+        state: ShardState,
+        parents: tuple[str, ...],
+        parents_of: ParentsOf,
+        merge: Merge,
+    ) -> None:
+        parts: list[tuple[int, int, WindowKey, list[Any], tuple[Inherited, ...]]] = []
+        foreign: set[WindowKey] = set()
+        max_time = self._gather(shard_id, parents, parents_of, parts, foreign)
+        state.seed(parents, max_time, parts, foreign, merge)
+
+    def _gather(
+        self,
+        me: str,
+        parents: tuple[str, ...],
+        parents_of: ParentsOf,
+        parts: list[tuple[int, int, WindowKey, list[Any], tuple[Inherited, ...]]],
+        foreign: set[WindowKey],
+    ) -> float | None:
+        best: float | None = None
+        for parent in parents:
+            ps = self.shards.get(parent)
+            if ps is None or ps.applied is None:  # never had a batch: its parents hold all
+                t = self._gather(me, parents_of(parent), parents_of, parts, foreign)
+            else:
+                t = ps.max_time
+                for end in sorted(ps.by_end):
+                    for rank, wkey in enumerate(ps.by_end[end]):
+                        held = ps.inherited.get(wkey)
+                        origins = (
+                            tuple(Inherited(o.holder, (*o.via, parent)) for o in held)
+                            if held
+                            else (Inherited(parent),)
+                        )
+                        if all(self._free(o, wkey, me) for o in origins):
+                            parts.append((end, rank, wkey, decode(encode(ps.windows[wkey])),
+                                          origins))  # fmt: skip
+                        else:
+                            foreign.add(wkey)
+                foreign |= ps.foreign
+            if t is not None and (best is None or t > best):
+                best = t
+        return best
 
     def commit(
         self,
@@ -184,6 +360,15 @@ class MemoryStore:
         changed: set[tuple[Any, int]],
         quiet: Mapping[str, ShardState] | None = None,
     ) -> None:
+        claims = state.claims(changed) if state.inherited else {}
+        for wkey, origins in claims.items():
+            if not all(self._free(o, wkey, shard_id) for o in origins):
+                msg = f"window {wkey!r} of shard {origins[0].holder!r}: another shard claimed it"
+                raise ClaimLost(msg)
+        for wkey, origins in claims.items():
+            for origin in origins:
+                self.owners[origin.holder, wkey] = shard_id
+        state.claimed(claims)
         self.writes += len(changed)
 
     def quiet(self, shard_id: str, cutoff: float) -> dict[str, ShardState]:
