@@ -312,6 +312,7 @@ class Window:
         self._lineage: Lineage = lineage or (
             no_lineage if isinstance(store, MemoryStore) else KinesisLineage()
         )
+        store.bind(self._merge)
         #: late records dropped (no ``late`` sink), since this step was built
         self.late = 0
         self._pending: dict[int, Outcome] = {}
@@ -399,12 +400,25 @@ class Window:
                 ends and ends[0] <= watermark
             ):
                 continue
-            state.max_time = cutoff
-            closed[other] = state
+            found = []
+            held = []  # inherited windows: closed by the shard's own next record only
             while ends and ends[0] <= watermark:
                 end = heapq.heappop(ends)
+                kept = []
                 for wkey in state.by_end.pop(end):
-                    results.append(self._result(wkey, end, windows.pop(wkey)))
+                    if wkey in state.inherited:
+                        kept.append(wkey)
+                    else:
+                        found.append(self._result(wkey, end, windows.pop(wkey)))
+                if kept:
+                    held.append((end, kept))
+            for end, kept in held:
+                state.by_end[end] = kept
+                heapq.heappush(ends, end)
+            if found:
+                state.max_time = cutoff
+                closed[other] = state
+                results += found
         if not results:
             return {}
         position = _position(closer)

@@ -263,6 +263,10 @@ class WindowStore(Protocol):
         """The other shards of the step with no batch since ``cutoff`` (epoch seconds by
         the function's clock) and a window to close by it: ``{shard_id: state}``."""
 
+    def bind(self, merge: Merge) -> None:
+        """The step's way of merging two parts of one window (a key on both parents of
+        a merge), for states read back later."""
+
     def inherit(
         self,
         shard_id: str,
@@ -302,6 +306,9 @@ class MemoryStore:
             if lost:
                 state.drop(lost)
         return state
+
+    def bind(self, merge: Merge) -> None:
+        pass  # the states stay in the process: nothing is read back
 
     def _free(self, origin: Inherited, wkey: WindowKey, me: str) -> bool:
         owner = self.owners.get((origin.holder, wkey))
@@ -423,7 +430,7 @@ def _pos(text: str) -> Position:
 class _Cached:
     """A shard's state as this process last committed it, and what it knows of the items."""
 
-    __slots__ = ("applied", "clean", "clock", "flushed", "items", "rev", "state")
+    __slots__ = ("applied", "clean", "clock", "flushed", "items", "rev", "state", "unmarked")
 
     def __init__(self, state: ShardState, applied: str | None, rev: str | None) -> None:
         self.state = state
@@ -436,6 +443,25 @@ class _Cached:
         self.items: dict[tuple[Any, int], tuple[str | None, str | None, int]] = {}
         #: windows another shard's batch closed (quiet): marked closed at the next commit
         self.flushed: set[tuple[Any, int]] = set()
+        #: a new child's ancestors -> the revision read: marked at its first commit
+        self.unmarked: dict[str, str] = {}
+
+
+class _View:
+    """What a shard inherits from its ancestors (:meth:`DynamoDBStore._view`)."""
+
+    __slots__ = ("foreign", "heads", "max_time", "parts")
+
+    def __init__(self) -> None:
+        self.max_time: float | None = None
+        self.parts: list[tuple[int, int, WindowKey, list[Any], tuple[Inherited, ...]]] = []
+        self.foreign: set[WindowKey] = set()
+        #: the ancestors read (with a shard item) -> their revision and whether marked
+        self.heads: dict[str, tuple[str, bool]] = {}
+
+    def later(self, t: float | None) -> None:
+        if t is not None and (self.max_time is None or t > self.max_time):
+            self.max_time = t
 
 
 class DynamoDBStore:
@@ -451,8 +477,8 @@ class DynamoDBStore:
         now: the clock, for the TTL and the shard item's ``clock``.
     """
 
-    __slots__ = ("_cache", "_client", "_quiet", "lateness", "now", "prefix", "reads", "size",
-                 "table", "writes")  # fmt: skip
+    __slots__ = ("_cache", "_client", "_merge", "_quiet", "lateness", "now", "prefix", "reads",
+                 "size", "table", "writes")  # fmt: skip
 
     def __init__(  # noqa: PLR0917  # the step's settings, as keywords
         self,
@@ -471,6 +497,7 @@ class DynamoDBStore:
         self.now = now
         self._cache: dict[str, _Cached] = {}
         self._quiet: dict[str, _Cached] = {}
+        self._merge: Merge | None = None
         #: calls made, for the bench and tests: reads (GetItem, Query pages), writes (PutItem)
         self.reads = 0
         self.writes = 0
@@ -531,6 +558,7 @@ class DynamoDBStore:
                     next_end = int(item["next_end"]["N"]) if "next_end" in item else None
                     if (
                         "clock" in item
+                        and "children" not in item  # a reshard's parent: its children close
                         and float(item["clock"]["N"]) < cutoff
                         and next_end is not None
                         and next_end + self.lateness <= cutoff
@@ -555,6 +583,7 @@ class DynamoDBStore:
         items: list[dict[str, Any]] = []
         start_key: dict[str, Any] | None = None
         while True:
+            more: dict[str, Any] = {"ExclusiveStartKey": start_key} if start_key else {}
             page = self._call(
                 "Query",
                 self.client.query,
@@ -563,7 +592,7 @@ class DynamoDBStore:
                 ExpressionAttributeNames={"#s": "shard"},
                 ExpressionAttributeValues={":s": {"S": pk}},
                 ConsistentRead=True,
-                **({"ExclusiveStartKey": start_key} if start_key else {}),
+                **more,
             )
             items += page.get("Items", [])
             start_key = page.get("LastEvaluatedKey")
@@ -587,24 +616,17 @@ class DynamoDBStore:
         if shard_item is not None and "clock" in shard_item:
             cached.clock = float(shard_item["clock"]["N"])
         opened: list[tuple[int, int, tuple[Any, int]]] = []
+        settled: set[WindowKey] = set()  # windows with an item of their own here
         for item in items:
             if item["window"]["S"] == _SHARD_SK:
                 continue
-            key = json.loads(item["key"]["S"])
-            start = int(item["start"]["N"])
-            raw_v = item["v"]["S"]
-            if applied is None or _pos(raw_v) > applied:  # a batch that never committed
-                acc = item["prev"]["S"] if "prev" in item else None
-                closed = False
-            else:
-                acc = item["acc"]["S"] if "acc" in item else None
-                closed = "closed" in item
-            rank = int(item["rank"]["N"]) if "rank" in item else 0
-            cached.items[key, start] = (raw_v, None if closed else acc, rank)
+            wkey, raw_v, acc, closed, end, rank = _effective(item, applied)
+            cached.items[wkey] = (raw_v, None if closed else acc, rank)
+            if acc is None and not closed:
+                continue
+            settled.add(wkey)
             if acc is None or closed:
                 continue
-            wkey = (key, start)
-            end = int(item["end"]["N"])
             if watermark is not None and end <= watermark:  # closed by another shard's batch
                 cached.flushed.add(wkey)
                 continue
@@ -617,7 +639,155 @@ class DynamoDBStore:
                 heapq.heappush(state.ends, end)
             else:
                 by_end.append(wkey)
+        if shard_item is not None and "ancestors" in shard_item:  # still inheriting
+            ancestors = tuple(sorted(shard_item["ancestors"]["SS"]))
+            view = self._view(pk[len(self.prefix) :], ancestors, None, ())
+            # no watermark here: an inherited window stays open until a claim (this
+            # shard's watermark may start past it, and only an applied record closes it)
+            parts = [p for p in view.parts if p[2] not in settled]
+            state.seed(ancestors, None, parts, view.foreign - settled, self._merger())
         return cached
+
+    def _merger(self) -> Merge:
+        if self._merge is None:
+            msg = "window state: a reshard's windows read back before the step bound its merge"
+            raise WindowStateError(msg)
+        return self._merge
+
+    # -- reshards --------------------------------------------------------------------------
+
+    def bind(self, merge: Merge) -> None:
+        self._merge = merge
+
+    def inherit(
+        self,
+        shard_id: str,
+        state: ShardState,
+        parents: tuple[str, ...],
+        parents_of: ParentsOf,
+        merge: Merge,
+    ) -> None:
+        """Read the parents' partitions (one ``Query`` each; a parent that never had a
+        batch: its own parents'), seed ``state``; the commit marks them and claims."""
+        self._merge = merge
+        cached = self._cache.get(shard_id)
+        if cached is None or cached.state is not state:
+            msg = f"inherit of shard {shard_id!r} without its state read first"
+            raise WindowStateError(msg)
+        view = self._view(shard_id, parents, parents_of, ())
+        ancestors = tuple(view.heads)
+        state.seed(ancestors, view.max_time, view.parts, view.foreign, merge)
+        cached.unmarked = {a: rev for a, (rev, marked) in view.heads.items() if not marked}
+
+    def _view(
+        self,
+        me: str,
+        parents: tuple[str, ...],
+        parents_of: ParentsOf | None,
+        via: tuple[str, ...],
+    ) -> _View:
+        """What ``me`` inherits from ``parents``: their open windows that no other shard
+        claimed (an ancestor still inheriting passes on its own ancestors' windows, and
+        those the shards in ``via`` claimed without committing them), the greatest event
+        time; ``heads`` are the parents read (``parents_of`` given: the top level)."""
+        view = _View()
+        for parent in parents:
+            items = self._query(self.prefix + parent)
+            head = next((i for i in items if i["window"]["S"] == _SHARD_SK), None)
+            if head is None:  # never had a batch: what it would have inherited
+                if parents_of is not None:
+                    sub = self._view(me, parents_of(parent), parents_of, via)
+                    view.later(sub.max_time)
+                    view.parts += sub.parts
+                    view.foreign |= sub.foreign
+                    view.heads.update(sub.heads)
+                continue
+            if parents_of is not None:
+                marked = me in head.get("children", {}).get("SS", ())
+                view.heads[parent] = (head["rev"]["S"], marked)
+            applied = _pos(head["applied"]["S"]) if head["applied"]["S"] else None
+            max_time = float(head["max_time"]["N"]) if "max_time" in head else None
+            view.later(max_time)
+            watermark = None if max_time is None else max_time - self.lateness
+            settled: set[WindowKey] = set()
+            allowed = {me, *via}
+            for item in items:
+                if item["window"]["S"] == _SHARD_SK:
+                    continue
+                wkey, _, acc, closed, end, rank = _effective(item, applied)
+                if acc is None and not closed:
+                    continue
+                settled.add(wkey)
+                if acc is None or closed or (watermark is not None and end <= watermark):
+                    continue
+                owner = item.get("owner", {}).get("S")
+                if owner is None or owner in allowed:
+                    view.parts.append((end, rank, wkey, decode(acc), (Inherited(parent, via),)))
+                else:
+                    view.foreign.add(wkey)
+            if "ancestors" in head:  # it was still inheriting: pass that on
+                sub = self._view(me, tuple(sorted(head["ancestors"]["SS"])), None,
+                                 (*via, parent))  # fmt: skip
+                view.parts += [p for p in sub.parts if p[2] not in settled]
+                view.foreign |= sub.foreign - settled
+        return view
+
+    def _mark(self, shard_id: str, unmarked: Mapping[str, str]) -> None:
+        """A child's first commit: each ancestor's item names it among its ``children``
+        (the quiet-shard rule leaves such a shard to them), on the revision the child
+        read, so a quiet-shard close of the parent meanwhile makes the batch apply again."""
+        for ancestor, rev in unmarked.items():
+            self._call(
+                "UpdateItem",
+                self.client.update_item,
+                lost=ClaimLost,
+                TableName=self.table,
+                Key={"shard": {"S": self.prefix + ancestor}, "window": {"S": _SHARD_SK}},
+                UpdateExpression="ADD children :c SET rev = :new",
+                ConditionExpression="rev = :seen",
+                ExpressionAttributeValues={
+                    ":c": {"SS": [shard_id]},
+                    ":new": {"S": uuid.uuid4().hex},
+                    ":seen": {"S": rev},
+                },
+            )
+
+    def _claim_all(self, shard_id: str, cached: _Cached, changed: set[WindowKey]) -> None:
+        """Before a batch's writes: a new child marks its ancestors; the inherited windows
+        the batch touched are claimed.
+
+        Raises:
+            ClaimLost: another shard claimed one first, or an ancestor changed.
+        """
+        state = cached.state
+        if cached.unmarked:  # a reshard's child, first commit
+            self._mark(shard_id, cached.unmarked)
+            cached.unmarked = {}
+        claims = state.claims(changed) if state.inherited else {}
+        if claims:
+            self._claim(shard_id, claims)
+            state.claimed(claims)
+
+    def _claim(self, shard_id: str, claims: Mapping[WindowKey, tuple[Inherited, ...]]) -> None:
+        """Each inherited window the batch touched becomes ``shard_id``'s: its ancestor's
+        item gets ``owner``, on the condition that no other shard owns it."""
+        requests = []
+        for (key, start), origins in claims.items():
+            for origin in origins:
+                allowed = {f":o{i}": {"S": o} for i, o in enumerate((shard_id, *origin.via))}
+                requests.append({
+                    "TableName": self.table,
+                    "Key": {"shard": {"S": self.prefix + origin.holder},
+                            "window": {"S": f"w#{start}#{json.dumps(key)}"}},
+                    "UpdateExpression": "SET #o = :o0",
+                    "ConditionExpression": (
+                        f"attribute_exists(#w) AND (attribute_not_exists(#o) "
+                        f"OR #o IN ({', '.join(allowed)}))"
+                    ),
+                    "ExpressionAttributeNames": {"#o": "owner", "#w": "window"},
+                    "ExpressionAttributeValues": allowed,
+                })  # fmt: skip
+        self._send_all("UpdateItem", self.client.update_item, requests, ClaimLost)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -663,6 +833,7 @@ class DynamoDBStore:
         quiet: Mapping[str, ShardState],
     ) -> None:
         state = cached.state
+        self._claim_all(shard_id, cached, changed)
         pk = {"S": self.prefix + shard_id}
         v = applied or ""
         ranks: dict[int, dict[tuple[Any, int], int]] = {}
@@ -746,22 +917,42 @@ class DynamoDBStore:
             item["max_time"] = {"N": repr(state.max_time)}
         if state.ends:
             item["next_end"] = {"N": str(state.ends[0])}
+        if state.ancestors:
+            item["ancestors"] = {"SS": list(state.ancestors)}
         return item
 
     def _put_all(self, puts: list[dict[str, Any]]) -> None:
-        put = self.client.put_item
-        if len(puts) <= 2:
-            for request in puts:
-                self._call("PutItem", put, **request)
+        self._send_all("PutItem", self.client.put_item, puts)
+
+    def _send_all(
+        self,
+        operation: str,
+        method: Callable[..., Any],
+        requests: list[dict[str, Any]],
+        lost: type[WindowStateError] = WindowStateError,
+    ) -> None:
+        if len(requests) <= 2:
+            for request in requests:
+                self._call(operation, method, lost=lost, **request)
             return
         from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415  # big batches only
 
-        with ThreadPoolExecutor(min(_PARALLEL_WRITES, len(puts))) as pool:
-            futures = [pool.submit(self._call, "PutItem", put, **request) for request in puts]
+        with ThreadPoolExecutor(min(_PARALLEL_WRITES, len(requests))) as pool:
+            futures = [pool.submit(self._call, operation, method, lost=lost, **request)
+                       for request in requests]  # fmt: skip
             for future in futures:
                 future.result()
 
-    def _call(self, operation: str, method: Callable[..., Any], **request: Any) -> Any:
+    def _call(
+        self,
+        operation: str,
+        method: Callable[..., Any],
+        *,
+        lost: type[WindowStateError] = WindowStateError,
+        **request: Any,
+    ) -> Any:
+        """One DynamoDB call, its failures as :class:`WindowStateError` (a lost condition
+        as ``lost``)."""
         from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
         if operation in {"PutItem", "UpdateItem", "TransactWriteItems"}:
@@ -775,13 +966,33 @@ class DynamoDBStore:
             code = error.get("Code", "")
             if code in {"ConditionalCheckFailedException", "TransactionCanceledException"}:
                 why = f"another invocation changed it since this batch read it ({code})"
-            else:
-                why = f"{code}: {error.get('Message', '')}"
+                msg = f"window state: DynamoDB {operation} on table {self.table!r}: {why}"
+                raise lost(msg) from exc
+            why = f"{code}: {error.get('Message', '')}"
             msg = f"window state: DynamoDB {operation} on table {self.table!r}: {why}"
             raise WindowStateError(msg) from exc
         except BotoCoreError as exc:
             msg = f"window state: DynamoDB {operation} on table {self.table!r}: {exc}"
             raise WindowStateError(msg) from exc
+
+
+def _effective(
+    item: dict[str, Any], applied: Position | None
+) -> tuple[WindowKey, str, str | None, bool, int, int]:
+    """A window item as its shard's committed state sees it: (window, raw ``v``, the
+    accumulators' JSON or None: no window, closed, end, rank). An item a batch wrote that
+    never committed (``v`` past ``applied``) is what it was before (``prev``)."""
+    key = json.loads(item["key"]["S"])
+    start = int(item["start"]["N"])
+    raw_v = item["v"]["S"]
+    if applied is None or _pos(raw_v) > applied:  # a batch that never committed
+        acc = item["prev"]["S"] if "prev" in item else None
+        closed = False
+    else:
+        acc = item["acc"]["S"] if "acc" in item else None
+        closed = "closed" in item
+    rank = int(item["rank"]["N"]) if "rank" in item else 0
+    return (key, start), raw_v, acc, closed, int(item["end"]["N"]), rank
 
 
 def _put(table: str, item: dict[str, Any], attribute: str, expected: str | None) -> dict[str, Any]:

@@ -29,7 +29,13 @@ from stream.plan import PLAN_VERSION
 from stream.records import Record
 from stream.runtime import build_runner
 from stream.testing import EventFactory
-from tests.processors.test_window import AGGREGATE, _scenario, check_scenario
+from tests.processors.test_window import (
+    AGGREGATE,
+    _reshard_scenario,
+    _scenario,
+    check_scenario,
+    lineage_of,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -231,6 +237,33 @@ def test_results_equal_the_reference_with_cold_starts_between_batches(
         return Window(key="user", size_s=scenario["size"], slide_s=scenario["slide"],
                       field="ts", allowed_lateness_s=scenario["lateness"], aggregate=AGGREGATE,
                       late="late", function="fn", store=store)  # fmt: skip
+
+    warm = make()
+    calls = iter(range(10**6))
+
+    def window_for() -> Window:
+        return make() if next(calls) % 2 else warm
+
+    check_scenario(scenario, window_for)
+
+
+@settings(deadline=None, max_examples=15)
+@given(_reshard_scenario())
+def test_across_a_split_or_merge_results_equal_the_reference_with_cold_starts(
+    aws: Callable[[str], Any], table: str, scenario: dict[str, Any]
+) -> None:
+    """The reshard property of the memory store, on DynamoDB, every other batch by a new
+    window step: children read their parents' windows back from the table, claims are
+    conditional writes, and a child's warm state a sibling's claim made stale is read again."""
+    prefix = uuid.uuid4().hex
+    client = aws("dynamodb")
+    lineage = lineage_of(scenario)
+
+    def make() -> Window:
+        store = DynamoDBStore(table, prefix, scenario["lateness"], scenario["size"], client=client)
+        return Window(key="user", size_s=scenario["size"], slide_s=scenario["slide"],
+                      field="ts", allowed_lateness_s=scenario["lateness"], aggregate=AGGREGATE,
+                      late="late", function="fn", store=store, lineage=lineage)  # fmt: skip
 
     warm = make()
     calls = iter(range(10**6))
