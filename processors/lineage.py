@@ -5,22 +5,30 @@ start from its parents' (README, "Windows": reshards). :class:`KinesisLineage` a
 ``ListShards`` once for a shard it does not know yet (a warm container keeps the answer:
 parents never change) and answers from the list for every shard of the stream. A shard
 missing from the list (past the stream's retention) has no parents: its windows closed long
-ago.
+ago; so has every shard of a stream that does not exist (an event made by hand).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from processors.errors import ProcessorError
 from stream.exceptions import RetryableError
 
-__all__ = ["KinesisLineage", "Lineage", "LineageError", "no_lineage", "stream_name"]
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
-#: ``(stream ARN, shard id) -> its parent shard ids`` (none; one after a split; two after
-#: a merge).
-Lineage = Callable[[str, str], tuple[str, ...]]
+__all__ = ["KinesisLineage", "Lineage", "LineageError", "StaticLineage", "stream_name"]
+
+
+class Lineage(Protocol):
+    """A stream's shards' parents and children."""
+
+    def parents(self, arn: str, shard_id: str) -> tuple[str, ...]:
+        """The shard's parents: none; one after a split; two after a merge."""
+
+    def children(self, arn: str, shard_id: str) -> tuple[str, ...]:
+        """The shards made from this one (two after a split, one after a merge)."""
 
 
 class LineageError(ProcessorError, RetryableError):
@@ -43,22 +51,29 @@ class KinesisLineage:
         client: a Kinesis client; default the process's shared one (:mod:`stream.aws`).
     """
 
-    __slots__ = ("_client", "calls", "parents")
+    __slots__ = ("_client", "calls", "listed")
 
     def __init__(self, client: Any = None) -> None:
         self._client = client
         #: stream ARN -> shard id -> parents, as last listed
-        self.parents: dict[str, dict[str, tuple[str, ...]]] = {}
+        self.listed: dict[str, dict[str, tuple[str, ...]]] = {}
         #: ListShards pages asked for (tests and the bench)
         self.calls = 0
 
-    def __call__(self, arn: str, shard_id: str) -> tuple[str, ...]:
+    def parents(self, arn: str, shard_id: str) -> tuple[str, ...]:
+        return self._known(arn, shard_id).get(shard_id, ())
+
+    def children(self, arn: str, shard_id: str) -> tuple[str, ...]:
+        known = self._known(arn, shard_id)
+        return tuple(s for s, parents in known.items() if shard_id in parents)
+
+    def _known(self, arn: str, shard_id: str) -> dict[str, tuple[str, ...]]:
         if not arn:  # a record that names no stream (a hand-made event): nothing to ask
-            return ()
-        known = self.parents.get(arn)
+            return {}
+        known = self.listed.get(arn)
         if known is None or shard_id not in known:
-            known = self.parents[arn] = self._list(arn)
-        return known.get(shard_id, ())
+            known = self.listed[arn] = self._list(arn)
+        return known
 
     def _list(self, arn: str) -> dict[str, tuple[str, ...]]:
         from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
@@ -80,11 +95,32 @@ class KinesisLineage:
                 if not token:
                     return out
                 request = {"NextToken": token}
-        except (BotoCoreError, ClientError) as exc:
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                return out  # no such stream (a hand-made event): no shard has parents
+            msg = f"window: ListShards of {stream_name(arn)!r} (a new shard's parents): {exc}"
+            raise LineageError(msg) from exc
+        except BotoCoreError as exc:
             msg = f"window: ListShards of {stream_name(arn)!r} (a new shard's parents): {exc}"
             raise LineageError(msg) from exc
 
 
-def no_lineage(arn: str, shard_id: str) -> tuple[str, ...]:
-    """No parents for any shard (``state: memory`` without a stream, as in ``shardline test``)."""
-    return ()
+class StaticLineage:
+    """Parents given up front, for every stream: tests, and ``state: memory`` without a
+    stream (``shardline test``: no shard has parents).
+
+    >>> lineage = StaticLineage({"s1": ("s0",), "s2": ("s0",)})
+    >>> lineage.parents("", "s1"), lineage.children("", "s0")
+    (('s0',), ('s1', 's2'))
+    """
+
+    __slots__ = ("_parents",)
+
+    def __init__(self, parents: Mapping[str, tuple[str, ...]] | None = None) -> None:
+        self._parents = dict(parents or {})
+
+    def parents(self, arn: str, shard_id: str) -> tuple[str, ...]:
+        return self._parents.get(shard_id, ())
+
+    def children(self, arn: str, shard_id: str) -> tuple[str, ...]:
+        return tuple(sorted(s for s, ps in self._parents.items() if shard_id in ps))

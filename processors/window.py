@@ -18,6 +18,11 @@ reference):
   windows closed by the next batch of another shard (the one applying a record that is not
   late nor bad), as if a record of time now - ``quiet_s`` had reached it; the results go out
   with that record (README, "Windows", states the bound).
+* **Reshards.** A shard with no state yet asks its parents (:mod:`processors.lineage`) and
+  starts from their open windows and the greatest of their event times; a window it adds
+  to or closes is claimed from its parent by the store's commit, so that exactly one child
+  owns it; a window another child claimed is closed here (README, "Windows", states the
+  rule; the reshard property test holds it against a plain reference).
 * **Late records.** A record is added to each of its windows that is still open; a record
   none of whose windows is open is late: it goes on (alone, the original record) with its
   route set to the ``late`` sink, or is dropped and counted (:attr:`Window.late`).
@@ -46,6 +51,7 @@ a cold start loses it; for ``shardline test`` and tests.
 from __future__ import annotations
 
 import heapq
+import threading
 import time
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -61,7 +67,7 @@ from processors.aggregations import (
     build_aggregation,
 )
 from processors.errors import ProcessorError
-from processors.lineage import KinesisLineage, no_lineage
+from processors.lineage import KinesisLineage, StaticLineage
 from processors.window_store import (
     ClaimLost,
     DynamoDBStore,
@@ -197,8 +203,9 @@ class Window:
             next batch of another shard of the function closes its windows whose end plus
             the lateness is this long past, by the clock (``None``: never).
         now: the clock (epoch seconds), for ``quiet_s``.
-        lineage: ``(stream ARN, shard id) -> parent shard ids``, asked once for a shard
-            with no state yet; default ``ListShards`` with ``state: dynamodb``
+        lineage: the shards' parents and children (:class:`~processors.lineage.Lineage`),
+            asked for a shard with no state yet and while a shard holds inherited windows;
+            default ``ListShards`` with ``state: dynamodb``
             (:class:`~processors.lineage.KinesisLineage`), none with ``state: memory``.
 
     Raises:
@@ -209,6 +216,7 @@ class Window:
     __slots__ = (
         "_adds",
         "_aggs",
+        "_batch",
         "_field",
         "_fields",
         "_function",
@@ -216,7 +224,6 @@ class Window:
         "_lineage",
         "_now",
         "_numeric",
-        "_pending",
         "_slide",
         "_time_event",
         "aggregate",
@@ -310,19 +317,21 @@ class Window:
         self.quiet_s = quiet_s
         self._now = now
         self._lineage: Lineage = lineage or (
-            no_lineage if isinstance(store, MemoryStore) else KinesisLineage()
+            StaticLineage() if isinstance(store, MemoryStore) else KinesisLineage()
         )
         store.bind(self._merge)
         #: late records dropped (no ``late`` sink), since this step was built
         self.late = 0
-        self._pending: dict[int, Outcome] = {}
+        #: the batch's outcomes (``pending``) and heirs' floors (``floors``), per thread: a
+        #: local run calls one runner from a thread per shard
+        self._batch = threading.local()
 
     # -- per batch ------------------------------------------------------------------------
 
     def prepare(self, records: Sequence[Record]) -> None:
         """Apply the batch, in shard order; commit once per shard; keep each outcome."""
         pending: dict[int, Outcome] = {}
-        self._pending = pending
+        self._batch.pending = pending
         first = 0
         for i in range(1, len(records) + 1):
             if i == len(records) or records[i].shard_id != records[first].shard_id:
@@ -344,12 +353,13 @@ class Window:
         head = records[0]
         shard_id = head.shard_id
         state = store.shard(shard_id)
+        arn = head.event_source_arn
         if state.applied is None:  # nothing committed yet: a reshard's child starts from
-            arn = head.event_source_arn  # its parents' windows
-            parents = self._lineage(arn, shard_id)
+            parents = self._lineage.parents(arn, shard_id)  # its parents' windows
             if parents:
                 store.inherit(shard_id, state, parents,
-                              lambda s: self._lineage(arn, s), self._merge)  # fmt: skip
+                              lambda s: self._lineage.parents(arn, s), self._merge)  # fmt: skip
+        self._batch.floors = self._heirs_floor(arn, shard_id, state) if state.inherited else {}
         if head.index == 0 and state.outbox:
             start = _position(head)
             state.outbox = {p: o for p, o in state.outbox.items() if p >= start}
@@ -375,6 +385,48 @@ class Window:
                 closer = rec
         state.forget_foreign(self.size_s, self.allowed_lateness_s)
         store.commit(shard_id, state, changed, self._close_quiet(shard_id, state, closer))
+
+    def _heirs_floor(self, arn: str, shard_id: str, state: ShardState) -> dict[str, float]:
+        """For each ancestor this shard inherited from: the lowest watermark of the other
+        shards that may still add to its windows (its children, or theirs once they are
+        parents too). An inherited window nobody claimed closes only when that and this
+        shard's watermark are past its end: no heir's records for it are late."""
+        holders = {o.holder for held in state.inherited.values() for o in held}
+        heirs = {h: [s for s in self._frontier(arn, h) if s != shard_id] for h in holders}
+        every = sorted({s for shards in heirs.values() for s in shards} | holders)
+        progress = self.store.progress(every)
+        cutoff = None if self.quiet_s is None else self._now() - self.quiet_s
+        lateness = self.allowed_lateness_s
+        floors = {}
+        for holder, shards in heirs.items():
+            floor = float("inf")
+            since = progress.get(holder, (None, None))[1]  # the holder drained by then
+            for heir in shards:
+                max_time, clock = progress.get(heir, (None, since))
+                mark = -float("inf") if max_time is None else max_time - lateness
+                if cutoff is not None and clock is not None and clock < cutoff:
+                    mark = max(mark, cutoff - lateness)  # quiet: as a record at the cutoff
+                floor = min(floor, mark)
+            floors[holder] = floor
+        return floors
+
+    def _frontier(self, arn: str, shard_id: str) -> list[str]:
+        out = []
+        for child in self._lineage.children(arn, shard_id):
+            grand = self._frontier(arn, child)
+            out += grand or [child]
+        return out
+
+    def _closable(
+        self, wkey: tuple[Any, int], end: int, state: ShardState, changed: set[tuple[Any, int]]
+    ) -> bool:
+        """Own windows close by this shard's watermark; inherited ones (not added to in
+        this batch, which claims them) wait for the other heirs' too."""
+        held = state.inherited.get(wkey)
+        if held is None or wkey in changed:
+            return True
+        floors: dict[str, float] = self._batch.floors
+        return all(end <= floors.get(o.holder, float("inf")) for o in held)
 
     def _merge(self, a: list[Any], b: list[Any]) -> list[Any]:
         return [agg.merge(x, y) for agg, x, y in zip(self._aggs, a, b, strict=True)]
@@ -425,11 +477,12 @@ class Window:
         before = mine.outbox.get(position, _NOTHING)
         outcome = Outcome((*before.results, *results))
         mine.outbox[position] = outcome
-        self._pending[id(closer)] = outcome
+        self._batch.pending[id(closer)] = outcome
         return closed
 
     def __call__(self, record: Record) -> Record | list[Record] | None:
-        outcome = self._pending.get(id(record))
+        pending: dict[int, Outcome] | None = getattr(self._batch, "pending", None)
+        outcome = None if pending is None else pending.get(id(record))
         if outcome is None:
             return None
         if outcome.error is not None:
@@ -504,15 +557,30 @@ class Window:
             state.max_time = max_time = t
         watermark = max_time - self.allowed_lateness_s
         ends = state.ends
-        if not ends or ends[0] > watermark:
+        waiting = state.waiting
+        if (not ends or ends[0] > watermark) and not waiting:
             return _NOTHING
         results = []
         while ends and ends[0] <= watermark:
             end = heapq.heappop(ends)
             for wkey in state.by_end.pop(end):
+                if state.inherited and not self._closable(wkey, end, state, changed):
+                    waiting.setdefault(end, []).append(wkey)  # another heir may add to it
+                    continue
                 changed.add(wkey)
                 results.append(self._result(wkey, end, windows.pop(wkey)))
-        return Outcome(tuple(results))
+        if waiting:
+            for end in sorted(waiting):
+                kept = []
+                for wkey in waiting.pop(end):
+                    if self._closable(wkey, end, state, changed):
+                        changed.add(wkey)
+                        results.append(self._result(wkey, end, windows.pop(wkey)))
+                    else:
+                        kept.append(wkey)
+                if kept:
+                    waiting[end] = kept
+        return Outcome(tuple(results)) if results else _NOTHING
 
     def _result(self, wkey: tuple[Any, int], end: int, accs: list[Any]) -> dict[str, Any]:
         key, start = wkey

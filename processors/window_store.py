@@ -41,6 +41,20 @@ applied < ``v`` uses ``prev`` (absent: the window did not exist). Records are ap
 deterministically from the committed state, so the batch that later passes ``v`` writes the
 item again with the same records.
 
+Reshards (:meth:`DynamoDBStore.inherit`): a child shard with no item yet reads its parents'
+partitions (one ``Query`` each; a parent that never had a batch is read through to its own
+parents) and starts from their open windows and greatest event time; its shard item lists
+them (``ancestors``) while some inherited window is neither claimed nor behind a foreign
+claim, so a cold start reads them again. Its first commit marks each parent's shard item
+(``children``, on the ``rev`` read: a quiet-shard close of the parent meanwhile loses the
+race), and the quiet-shard rule skips a marked shard. Before a batch writes, each inherited
+window it added to or closed is *claimed*: ``owner`` is set on the parent's window item on
+the condition that no other shard owns it (a shard between, which claimed it without
+committing, does not count). A lost condition raises :class:`ClaimLost`; the step reads the
+state again, where the window is now *foreign* (closed for this shard), and applies the
+batch again. A parent's item a child claimed keeps its accumulators, so a child whose
+commit failed after the claim takes it again from there.
+
 Every failure of DynamoDB (throttling, a lost condition, a missing table) raises
 :class:`WindowStateError`, a :class:`~stream.exceptions.RetryableError`: the whole batch is
 reported and delivered again, and nothing is dead-lettered. The state cached in the process
@@ -55,6 +69,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -162,6 +177,8 @@ class ShardState:
             before this shard adds to one or closes it, its commit claims the ancestor's
             item (README, "Windows": reshards); one entry per ancestor holding a part.
         foreign: ancestors' windows another shard claimed: closed for this one.
+        waiting: end -> inherited windows behind this shard's watermark that wait for the
+            other heirs' (in the process only: read back, they are open windows again).
     """
 
     max_time: float | None = None
@@ -173,11 +190,16 @@ class ShardState:
     ancestors: tuple[str, ...] = ()
     inherited: dict[WindowKey, tuple[Inherited, ...]] = field(default_factory=dict)
     foreign: set[WindowKey] = field(default_factory=set)
+    waiting: dict[int, list[WindowKey]] = field(default_factory=dict)
 
     def claims(self, changed: set[WindowKey]) -> dict[WindowKey, tuple[Inherited, ...]]:
         """The inherited windows a batch added to or closed: what its commit must claim."""
         windows = self.windows
         return {w: h for w, h in self.inherited.items() if w in changed or w not in windows}
+
+    def open_ends(self) -> list[int]:
+        """The ends of open windows, waiting ones included, ascending."""
+        return sorted({*self.ends, *self.waiting})
 
     def claimed(self, claims: Mapping[WindowKey, object]) -> None:
         """After the claims held: the windows are this shard's own, and ancestors are
@@ -233,6 +255,10 @@ class ShardState:
             self.windows.pop(wkey, None)
             self.inherited.pop(wkey, None)
             self.foreign.add(wkey)
+        for end in list(self.waiting):
+            self.waiting[end] = [w for w in self.waiting[end] if w not in wkeys]
+            if not self.waiting[end]:
+                del self.waiting[end]
         for end in list(self.by_end):
             kept = [w for w in self.by_end[end] if w not in wkeys]
             if kept:
@@ -262,6 +288,10 @@ class WindowStore(Protocol):
     def quiet(self, shard_id: str, cutoff: float) -> dict[str, ShardState]:
         """The other shards of the step with no batch since ``cutoff`` (epoch seconds by
         the function's clock) and a window to close by it: ``{shard_id: state}``."""
+
+    def progress(self, shard_ids: list[str]) -> dict[str, tuple[float | None, float | None]]:
+        """Of the shards with state: (greatest event time, the clock at their last batch,
+        ``None`` where unknown), for a reshard's heirs."""
 
     def bind(self, merge: Merge) -> None:
         """The step's way of merging two parts of one window (a key on both parents of
@@ -309,6 +339,11 @@ class MemoryStore:
 
     def bind(self, merge: Merge) -> None:
         pass  # the states stay in the process: nothing is read back
+
+    def progress(self, shard_ids: list[str]) -> dict[str, tuple[float | None, float | None]]:
+        shards = self.shards
+        return {s: (shards[s].max_time, None) for s in shard_ids
+                if s in shards and shards[s].applied is not None}  # fmt: skip
 
     def _free(self, origin: Inherited, wkey: WindowKey, me: str) -> bool:
         owner = self.owners.get((origin.holder, wkey))
@@ -477,7 +512,7 @@ class DynamoDBStore:
         now: the clock, for the TTL and the shard item's ``clock``.
     """
 
-    __slots__ = ("_cache", "_client", "_merge", "_quiet", "lateness", "now", "prefix", "reads",
+    __slots__ = ("_cache", "_client", "_local", "_merge", "lateness", "now", "prefix", "reads",
                  "size", "table", "writes")  # fmt: skip
 
     def __init__(  # noqa: PLR0917  # the step's settings, as keywords
@@ -496,7 +531,9 @@ class DynamoDBStore:
         self._client = client
         self.now = now
         self._cache: dict[str, _Cached] = {}
-        self._quiet: dict[str, _Cached] = {}
+        #: per thread (a local run calls one step from a thread per shard): ``quiet``,
+        #: the quiet shards' states this thread's batch read
+        self._local = threading.local()
         self._merge: Merge | None = None
         #: calls made, for the bench and tests: reads (GetItem, Query pages), writes (PutItem)
         self.reads = 0
@@ -545,7 +582,7 @@ class DynamoDBStore:
             ConsistentRead=True,
         ).get("Item")
         others = sorted(set(registry["shards"]["SS"]) - {shard_id}) if registry else []
-        self._quiet = {}
+        self._local.quiet = found = {}
         out: dict[str, ShardState] = {}
         for first in range(0, len(others), 100):
             chunk = others[first : first + 100]
@@ -566,7 +603,7 @@ class DynamoDBStore:
                     ):
                         other = item["shard"]["S"][len(self.prefix) :]
                         cached = self._read(item["shard"]["S"])
-                        self._quiet[other] = cached
+                        found[other] = cached
                         out[other] = cached.state
                 request = page.get("UnprocessedKeys") or {}
         return out
@@ -658,6 +695,24 @@ class DynamoDBStore:
 
     def bind(self, merge: Merge) -> None:
         self._merge = merge
+
+    def progress(self, shard_ids: list[str]) -> dict[str, tuple[float | None, float | None]]:
+        """The shards' items (``BatchGetItem``, strongly consistent)."""
+        out: dict[str, tuple[float | None, float | None]] = {}
+        for first in range(0, len(shard_ids), 100):
+            keys = [{"shard": {"S": self.prefix + s}, "window": {"S": _SHARD_SK}}
+                    for s in shard_ids[first : first + 100]]  # fmt: skip
+            request: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": True}}
+            while request:
+                page = self._call("BatchGetItem", self.client.batch_get_item,
+                                  RequestItems=request)  # fmt: skip
+                for item in page.get("Responses", {}).get(self.table, []):
+                    out[item["shard"]["S"][len(self.prefix) :]] = (
+                        float(item["max_time"]["N"]) if "max_time" in item else None,
+                        float(item["clock"]["N"]) if "clock" in item else None,
+                    )
+                request = page.get("UnprocessedKeys") or {}
+        return out
 
     def inherit(
         self,
@@ -820,7 +875,7 @@ class DynamoDBStore:
             del self._cache[shard_id]
             raise
         finally:
-            self._quiet = {}
+            self._local.quiet = {}
         cached.applied = applied
         cached.clean = True
 
@@ -889,7 +944,7 @@ class DynamoDBStore:
         else:
             writes = [{"Put": mine}]
             for other, other_state in quiet.items():
-                was = self._quiet[other]
+                was = self._local.quiet[other]
                 item = self._shard_item(
                     {"S": self.prefix + other}, other_state, was.applied or "", uuid.uuid4().hex,
                     was.clock,

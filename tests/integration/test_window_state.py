@@ -6,9 +6,11 @@ with the same id on redelivery, and ``shardline run --in-process`` of ``examples
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +18,7 @@ import orjson
 import pytest
 from hypothesis import given, settings
 
+from deploy.local.readback import archive_lines
 from deploy.local.run import LocalRun
 from deploy.local.servers import provision
 from deploy.names import window_table_name
@@ -25,10 +28,12 @@ from processors.window import Window
 from processors.window_store import DynamoDBStore, WindowStateError
 from sinks.base import OK
 from sinks.memory import MemorySink
+from stream.aws import reset_clients
 from stream.plan import PLAN_VERSION
 from stream.records import Record
 from stream.runtime import build_runner
 from stream.testing import EventFactory
+from tests.e2e.test_faults import aws_split_semantics, kinesis_split  # noqa: F401  # fixtures
 from tests.processors.test_window import (
     AGGREGATE,
     _reshard_scenario,
@@ -442,3 +447,96 @@ class TestQuietShards:
         closing = self.on(self.step(table, prefix, client, clock), "s1", z[2:3], 3)
         assert closing == [("f/a/1970-01-01T00:00:00Z", 3, "s1"),
                            ("f/b/1970-01-01T00:00:00Z", 1, "s1")]  # fmt: skip
+
+
+# -- a real split through the local event source mapping -----------------------------------
+
+RESHARD_PIPELINE = """\
+name: {name}
+stream: {{name: {name}, mode: provisioned, shards: 1, encryption: none}}
+sinks:
+  results: {{type: s3, bucket: {name}, prefix: results/, compression: none}}
+functions:
+  per-user:
+    batch: {{size: 7, window_s: 0, starting_position: trim_horizon}}
+    processors:
+      - window:
+          key: user
+          size_s: 60
+          field: ts
+          aggregate: {{n: count, total: {{sum: amount}}}}
+    route: [results]
+"""
+
+
+def child_of(user: str) -> int:
+    """Which half of the hash range Kinesis puts ``user`` in (the split is at the middle)."""
+    return int(int(hashlib.md5(user.encode()).hexdigest(), 16) >= MIDDLE)
+
+
+MIDDLE = 2**127
+
+
+@pytest.mark.usefixtures("kinesis_split")
+def test_a_split_through_the_local_mapping_continues_each_key_s_window_on_its_child(
+    aws: Callable[[str], Any], moto_endpoint: str, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """``shardline run --in-process`` to idle, a real SplitShard on the session's moto
+    server, more records of the same keys (now on the children), a second run: each key's
+    window that straddles the split comes out once, with the parent's and the child's
+    records; a parent window no child adds to (``z``) comes out once, closed by a child."""
+    for name, value in {**CREDENTIALS, "AWS_ENDPOINT_URL": moto_endpoint}.items():
+        monkeypatch.setenv(name, value)
+    reset_clients()
+    name = f"wsplit{uuid.uuid4().hex[:8]}"
+    plan = compile_plan(parse_config(RESHARD_PIPELINE.format(name=name), source="p.yaml", env={}))
+    provision(plan, aws)
+    kinesis = aws("kinesis")
+    users = [f"user{i}" for i in range(8)]
+    assert {child_of(u) for u in users} == {0, 1}  # both children get keys
+
+    def put(docs: list[dict[str, Any]]) -> None:
+        kinesis.put_records(StreamName=name, Records=[
+            {"Data": orjson.dumps(d), "PartitionKey": d["user"]} for d in docs
+        ])  # fmt: skip
+
+    before = [{"user": u, "ts": t, "amount": 1} for t in (10, 30, 50) for u in [*users, "z"]]
+    put(before)
+    first = LocalRun(plan, worker_id="w1", in_process=True, client=aws,
+                     state_dir=tmp_path / ".shardline", lease_duration_s=1.5)  # fmt: skip
+    run_until_idle(first)
+    (parent,) = [s["ShardId"] for s in kinesis.list_shards(StreamName=name)["Shards"]]
+    kinesis.split_shard(StreamName=name, ShardToSplit=parent, NewStartingHashKey=str(MIDDLE))
+    after = [{"user": u, "ts": t, "amount": 10} for t in (55, 65, 200) for u in users]
+    put(after)
+    second = LocalRun(plan, worker_id="w1", in_process=True, client=aws,
+                      state_dir=tmp_path / ".shardline", lease_duration_s=1.5)  # fmt: skip
+    run_until_idle(second)
+
+    shards = kinesis.list_shards(StreamName=name)["Shards"]
+    assert sorted(s.get("ParentShardId") for s in shards if s["ShardId"] != parent) == [
+        parent, parent,
+    ]  # fmt: skip
+    lines = archive_lines(aws("s3"), name, "results/")
+    emitted = Counter(line["window_id"] for line in lines)
+    assert max(emitted.values()) == 1, emitted  # each window_id once
+    got = {(line["key"], line["window_start"]): (line["n"], line["total"]) for line in lines}
+    zero, minute = "1970-01-01T00:00:00Z", "1970-01-01T00:01:00Z"
+    expected = {(u, zero): (3 + 1, 3 + 10) for u in users}  # the parent's 3, the child's 1
+    expected |= {(u, minute): (1, 10) for u in users}
+    expected[("z", zero)] = (3, 3)  # z has no record after the split: a child closes it
+    assert got == expected
+
+
+def run_until_idle(local: LocalRun, timeout: float = 60) -> None:
+    stop = threading.Event()
+    timer = threading.Timer(timeout, stop.set)
+    timer.daemon = True
+    timer.start()
+    started = time.monotonic()
+    try:
+        local.run(stop, until_idle_s=0.5)
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < timeout, f"the run was not idle within {timeout} s"

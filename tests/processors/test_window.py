@@ -4,6 +4,7 @@ test against a one-pass plain-dict reference."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from math import inf
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -18,6 +19,7 @@ from processors.aggregations import (
     build_aggregation,
 )
 from processors.chain import Chain, Step
+from processors.lineage import StaticLineage
 from processors.registry import build_processor
 from processors.window import (
     MemoryStore,
@@ -393,8 +395,9 @@ def _reshard_reference(
 ) -> tuple[dict[str, dict[str, Any]], set[tuple[str, int]]]:
     """The rule of README "Windows" (reshards), one pass over the records in the order they
     were first delivered, with plain dicts: a child starts with the greatest of its parents'
-    event times and their open windows; the first child that adds to a parent's window or
-    passes its end owns it, and for its siblings that window is closed."""
+    event times and their open windows; the first child that adds to a parent's window owns
+    it (for its siblings that window is closed) and closes it by its own watermark; a
+    parent's window no child added to closes once every child's watermark is past its end."""
     size, slide, lateness = scenario["size"], scenario["slide"], scenario["lateness"]
     shards, lineage = scenario["shards"], scenario["lineage"]
     results: dict[str, dict[str, Any]] = {}
@@ -441,8 +444,12 @@ def _reshard_reference(
             continue
         max_time[shard] = mt = t if mt is None else max(mt, t)
         wm = mt - lateness
+        heirs = {c for p in lineage.get(shard, ()) for c, ps in lineage.items() if p in ps}
+        marks = [max_time.get(h) for h in heirs - {shard}]
+        floor = min((-inf if m is None else m - lateness for m in marks), default=inf)
         for wkey, items in [*inherited.items(), *mine.items()]:
-            if wkey[1] + size <= wm:
+            end = wkey[1] + size
+            if end <= wm and (wkey in mine or end <= floor):
                 owner.setdefault(wkey, shard)
                 mine.pop(wkey, None)
                 key, s = wkey
@@ -497,9 +504,8 @@ def _reshard_scenario(draw: st.DrawFn) -> dict[str, Any]:
             "lineage": dict.fromkeys(children, tuple(parents))}  # fmt: skip
 
 
-def lineage_of(scenario: dict[str, Any]) -> Callable[[str, str], tuple[str, ...]]:
-    parents: dict[str, tuple[str, ...]] = scenario["lineage"]
-    return lambda arn, shard: parents.get(shard, ())
+def lineage_of(scenario: dict[str, Any]) -> StaticLineage:
+    return StaticLineage(scenario["lineage"])
 
 
 @settings(deadline=None, max_examples=150)
@@ -509,7 +515,7 @@ def test_across_a_split_or_merge_each_window_id_comes_out_once_as_the_reference_
 ) -> None:
     """A reshard in the middle (children run after their parents are drained): each
     window_id comes out once, with the reference's content (a key's windows continue on
-    the child that gets its records; a parent's window no child adds to closes once, by
-    the first child's watermark that passes it), late records are the reference's."""
+    the child that gets its records; a parent's window no child adds to closes once, when
+    every child's watermark is past it), late records are the reference's."""
     window = _window_of(scenario, state="memory", lineage=lineage_of(scenario))
     check_scenario(scenario, lambda: window)
