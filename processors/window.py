@@ -21,8 +21,11 @@ reference):
 * **Reshards.** A shard with no state yet asks its parents (:mod:`processors.lineage`) and
   starts from their open windows and the greatest of their event times; a window it adds
   to or closes is claimed from its parent by the store's commit, so that exactly one child
-  owns it; a window another child claimed is closed here (README, "Windows", states the
-  rule; the reshard property test holds it against a plain reference).
+  owns it; a window another child claimed is closed here. An inherited window this shard
+  did not add to closes only when the other heirs' watermarks are past its end too (read
+  once per batch, :meth:`Window._heirs_floor`), so no heir's record for it is late
+  (README, "Windows", states the rule; the reshard property test holds it against a plain
+  reference).
 * **Late records.** A record is added to each of its windows that is still open; a record
   none of whose windows is open is late: it goes on (alone, the original record) with its
   route set to the ``late`` sink, or is dropped and counted (:attr:`Window.late`).

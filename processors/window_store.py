@@ -214,6 +214,8 @@ class ShardState:
         if self.foreign and self.max_time is not None:
             watermark = self.max_time - lateness
             self.foreign = {w for w in self.foreign if w[1] + size > watermark}
+            if not self.foreign and not self.inherited:
+                self.ancestors = ()
 
     def seed(
         self,
