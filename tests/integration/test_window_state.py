@@ -24,6 +24,7 @@ from deploy.local.servers import provision
 from deploy.names import window_table_name
 from deploy.pipeline.config import compile_plan, parse_config
 from processors.chain import Chain, Step
+from processors.lineage import KinesisLineage, StaticLineage
 from processors.window import Window
 from processors.window_store import DynamoDBStore, WindowStateError
 from sinks.base import OK
@@ -540,3 +541,66 @@ def run_until_idle(local: LocalRun, timeout: float = 60) -> None:
     finally:
         timer.cancel()
     assert time.monotonic() - started < timeout, f"the run was not idle within {timeout} s"
+
+
+def test_kinesis_lineage_lists_the_shards_once_per_shard_it_does_not_know(
+    aws: Callable[[str], Any],
+) -> None:
+    """Parents and children from ListShards after a real SplitShard on the moto server; a
+    shard already listed is answered from the list, an unknown one lists again; a stream
+    that does not exist has no reshards."""
+    kinesis = aws("kinesis")
+    name = f"lineage{uuid.uuid4().hex[:8]}"
+    kinesis.create_stream(StreamName=name, ShardCount=1)
+    kinesis.get_waiter("stream_exists").wait(
+        StreamName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50}
+    )
+    (parent,) = [s["ShardId"] for s in kinesis.list_shards(StreamName=name)["Shards"]]
+    kinesis.split_shard(StreamName=name, ShardToSplit=parent, NewStartingHashKey=str(MIDDLE))
+    arn = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamARN"]
+    lineage = KinesisLineage(client=kinesis)
+    children = lineage.children(arn, parent)
+    assert len(children) == 2
+    assert [lineage.parents(arn, c) for c in children] == [(parent,), (parent,)]
+    assert lineage.parents(arn, parent) == ()
+    assert lineage.calls == 1
+    assert lineage.parents(arn, "shardId-000000000099") == ()  # not known: listed again
+    assert lineage.calls == 2
+    gone = arn.replace(f"stream/{name}", f"stream/{name}-gone")
+    assert KinesisLineage(client=kinesis).parents(gone, "shardId-000000000001") == ()
+
+
+def test_a_warm_child_whose_sibling_claimed_a_window_applies_its_batch_again(
+    aws: Callable[[str], Any], table: str
+) -> None:
+    """Both children of a split inherit the parent's window; c2 claims it; c1, warm, still
+    holds it as inherited: its claim loses its condition, and the same invocation reads
+    the state again, where the window is closed for c1: its record is late, nothing fails,
+    and the window comes out once, from c2, by c2's watermark alone."""
+    prefix, client = uuid.uuid4().hex, aws("dynamodb")
+    lineage = StaticLineage({"c1": ("p",), "c2": ("p",)})
+
+    def step() -> Window:
+        store = DynamoDBStore(table, prefix, 0, 60, client=client)
+        return Window(key="user", size_s=60, field="ts", aggregate={"n": "count"},
+                      function="f", store=store, lineage=lineage, late="late")  # fmt: skip
+
+    def on(w: Window, shard: str, docs: list[dict[str, Any]], seq: int) -> list[Any]:
+        batch = [Record(orjson.dumps(d), d["user"], str(seq + i), shard_id=shard, index=i)
+                 for i, d in enumerate(docs)]  # fmt: skip
+        result = Chain([Step.of("w", w)]).run(batch)
+        assert not result.failures, result.failures
+        return [(r.get("window_id"), r.get("n"), r.routes) for r in result.records]
+
+    on(step(), "p", [{"user": "a", "ts": 5}], 1)
+    c1, c2 = step(), step()
+    assert on(c1, "c1", [{"user": "b", "ts": 10}], 10) == []  # c1 inherits a, warm
+    assert on(c2, "c2", [{"user": "a", "ts": 20}], 10) == []  # c2 claims a
+    writes = c1.store.writes  # type: ignore[attr-defined]
+    assert on(c1, "c1", [{"user": "a", "ts": 30}], 11) == [(None, None, ("late",))]
+    assert c1.store.writes - writes == 2  # type: ignore[attr-defined]  # the lost claim, its item
+    # c2 owns it: its own watermark closes it (c1's is at 30), once
+    assert on(c2, "c2", [{"user": "y", "ts": 60}], 11) == [("f/a/1970-01-01T00:00:00Z", 2, None)]
+    assert on(c1, "c1", [{"user": "b", "ts": 61}], 12) == [  # its own b; a never again
+        ("f/b/1970-01-01T00:00:00Z", 1, None)
+    ]

@@ -519,3 +519,38 @@ def test_across_a_split_or_merge_each_window_id_comes_out_once_as_the_reference_
     every child's watermark is past it), late records are the reference's."""
     window = _window_of(scenario, state="memory", lineage=lineage_of(scenario))
     check_scenario(scenario, lambda: window)
+
+
+class TestReshards:
+    def test_a_window_both_parents_of_a_merge_held_comes_out_once_merged(self) -> None:
+        chain, _ = _chain(function="f", lineage=StaticLineage({"c": ("p1", "p2")}))
+        _run(chain, [{"user": "a", "ts": 5, "amount": 2, "page": "/x"}], shard="p1")
+        _run(chain, [{"user": "a", "ts": 7, "amount": 3, "page": "/y"}], shard="p2")
+        out = _run(chain, [{"user": "b", "ts": 70, "amount": 1}], first_seq=10, shard="c")
+        assert [(r.get("window_id"), r.get("n"), r.get("revenue"), r.get("first_page"),
+                 r.get("last_page")) for r in out.records] == [
+            ("f/a/1970-01-01T00:00:00Z", 2, 5, "/x", "/y"),
+        ]  # fmt: skip
+
+    def test_a_window_a_sibling_claimed_is_closed_here_and_its_record_late(self) -> None:
+        chain, window = _chain(function="f", late="late",
+                               lineage=StaticLineage({"c1": ("p",), "c2": ("p",)}))  # fmt: skip
+        _run(chain, [{"user": "a", "ts": 5}], shard="p")
+        assert _run(chain, [{"user": "a", "ts": 6}], first_seq=10, shard="c1").records == []
+        late = _run(chain, [{"user": "a", "ts": 8}], first_seq=10, shard="c2").records
+        assert [r.routes for r in late] == [("late",)]
+        assert window.store.owners == {("p", ("a", 0)): "c1"}  # type: ignore[attr-defined]
+        # c1 closes it by its own watermark alone: it owns it
+        out = _run(chain, [{"user": "z", "ts": 60}], first_seq=11, shard="c1").records
+        assert [(r.get("window_id"), r.get("n")) for r in out] == [("f/a/1970-01-01T00:00:00Z", 2)]
+
+    def test_a_parent_window_no_child_added_to_waits_for_every_child_s_watermark(self) -> None:
+        chain, _ = _chain(function="f", lineage=StaticLineage({"c1": ("p",), "c2": ("p",)}))
+        _run(chain, [{"user": "a", "ts": 5}], shard="p")
+        assert _run(chain, [{"user": "z", "ts": 61}], first_seq=10, shard="c1").records == []
+        out = _run(chain, [{"user": "y", "ts": 60}], first_seq=10, shard="c2").records
+        assert [(r.get("window_id"), r.get("n"), r.shard_id) for r in out] == [
+            ("f/a/1970-01-01T00:00:00Z", 1, "c2"),
+        ]  # the second child past its end closes it, once
+        again = _run(chain, [{"user": "z", "ts": 200}], first_seq=11, shard="c1").records
+        assert [r.get("window_id") for r in again] == ["f/z/1970-01-01T00:01:00Z"]
