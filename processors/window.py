@@ -450,6 +450,8 @@ class Window:
         closed: dict[str, ShardState] = {}
         watermark = cutoff - self.allowed_lateness_s
         for other, state in quiet.items():
+            if other in mine.ancestors:  # inherited by this batch: its windows go on here
+                continue
             ends, windows = state.ends, state.windows
             if (state.max_time is not None and state.max_time >= cutoff) or not (
                 ends and ends[0] <= watermark

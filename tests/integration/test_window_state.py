@@ -604,3 +604,32 @@ def test_a_warm_child_whose_sibling_claimed_a_window_applies_its_batch_again(
     assert on(c1, "c1", [{"user": "b", "ts": 61}], 12) == [  # its own b; a never again
         ("f/b/1970-01-01T00:00:00Z", 1, None)
     ]
+
+
+def test_a_child_s_first_batch_after_its_parent_went_quiet_inherits_not_closes_it(
+    aws: Callable[[str], Any], table: str
+) -> None:
+    """The parent drained long ago (quiet by the clock, not marked yet): the child's first
+    batch inherits its windows rather than closing them as a quiet shard's, and a key's
+    window continues on the child, once, without a retry."""
+    prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [10_000.0]
+    lineage = StaticLineage({"c": ("p",)})
+
+    def step() -> Window:
+        store = DynamoDBStore(table, prefix, 0, 60, client=client, now=lambda: clock[0])
+        return Window(key="user", size_s=60, field="ts", aggregate={"n": "count"},
+                      function="f", store=store, lineage=lineage, quiet_s=300,
+                      now=lambda: clock[0])  # fmt: skip
+
+    def on(shard: str, docs: list[dict[str, Any]], seq: int) -> list[Any]:
+        batch = [Record(orjson.dumps(d), d["user"], str(seq + i), shard_id=shard, index=i)
+                 for i, d in enumerate(docs)]  # fmt: skip
+        result = Chain([Step.of("w", step())]).run(batch)
+        assert not result.failures, result.failures
+        return [(r.get("window_id"), r.get("n")) for r in result.records]
+
+    on("p", [{"user": "a", "ts": 5}], 1)
+    clock[0] += 400
+    closing = on("c", [{"user": "a", "ts": 30}, {"user": "b", "ts": 9_000}], 10)
+    assert closing == [("f/a/1970-01-01T00:00:00Z", 2)]  # the parent's record and the child's
+    assert on("c", [{"user": "b", "ts": 9_999}], 12) == [("f/b/1970-01-01T02:30:00Z", 1)]
