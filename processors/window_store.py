@@ -53,7 +53,8 @@ the condition that no other shard owns it (a shard between, which claimed it wit
 committing, does not count). A lost condition raises :class:`ClaimLost`; the step reads the
 state again, where the window is now *foreign* (closed for this shard), and applies the
 batch again. A parent's item a child claimed keeps its accumulators, so a child whose
-commit failed after the claim takes it again from there.
+commit failed after the claim takes it again from there, and gets the TTL of a closed
+window (the child's own item holds the window from then on).
 
 Every failure of DynamoDB (throttling, a lost condition, a missing table) raises
 :class:`WindowStateError`, a :class:`~stream.exceptions.RetryableError`: the whole batch is
@@ -827,22 +828,25 @@ class DynamoDBStore:
 
     def _claim(self, shard_id: str, claims: Mapping[WindowKey, tuple[Inherited, ...]]) -> None:
         """Each inherited window the batch touched becomes ``shard_id``'s: its ancestor's
-        item gets ``owner``, on the condition that no other shard owns it."""
+        item gets ``owner``, on the condition that no other shard owns it, and the TTL of a
+        closed window (the child's own item holds it from now on)."""
         requests = []
+        soon = int(self.now()) + CLOSED_TTL_S
         for (key, start), origins in claims.items():
+            ttl = {":x": {"N": str(max(soon, start + self.size + self.lateness + CLOSED_TTL_S))}}
             for origin in origins:
                 allowed = {f":o{i}": {"S": o} for i, o in enumerate((shard_id, *origin.via))}
                 requests.append({
                     "TableName": self.table,
                     "Key": {"shard": {"S": self.prefix + origin.holder},
                             "window": {"S": f"w#{start}#{json.dumps(key)}"}},
-                    "UpdateExpression": "SET #o = :o0",
+                    "UpdateExpression": "SET #o = :o0, expires = :x",
                     "ConditionExpression": (
                         f"attribute_exists(#w) AND (attribute_not_exists(#o) "
                         f"OR #o IN ({', '.join(allowed)}))"
                     ),
                     "ExpressionAttributeNames": {"#o": "owner", "#w": "window"},
-                    "ExpressionAttributeValues": allowed,
+                    "ExpressionAttributeValues": allowed | ttl,
                 })  # fmt: skip
         self._send_all("UpdateItem", self.client.update_item, requests, ClaimLost)
 

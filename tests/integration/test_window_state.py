@@ -596,6 +596,9 @@ def test_a_warm_child_whose_sibling_claimed_a_window_applies_its_batch_again(
     c1, c2 = step(), step()
     assert on(c1, "c1", [{"user": "b", "ts": 10}], 10) == []  # c1 inherits a, warm
     assert on(c2, "c2", [{"user": "a", "ts": 20}], 10) == []  # c2 claims a
+    held = [i for i in items(aws, table, prefix) if i["shard"]["S"] == f"{prefix}p"
+            and i["window"]["S"].startswith("w#")]  # fmt: skip
+    assert [(i["owner"]["S"], "expires" in i) for i in held] == [("c2", True)]  # TTL: c2 has it
     writes = c1.store.writes  # type: ignore[attr-defined]
     assert on(c1, "c1", [{"user": "a", "ts": 30}], 11) == [(None, None, ("late",))]
     assert c1.store.writes - writes == 2  # type: ignore[attr-defined]  # the lost claim, its item
