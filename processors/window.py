@@ -18,6 +18,14 @@ reference):
   windows closed by the next batch of another shard (the one applying a record that is not
   late nor bad), as if a record of time now - ``quiet_s`` had reached it; the results go out
   with that record (README, "Windows", states the bound).
+* **Reshards.** A shard with no state yet asks its parents (:mod:`processors.lineage`) and
+  starts from their open windows and the greatest of their event times; a window it adds
+  to or closes is claimed from its parent by the store's commit, so that exactly one child
+  owns it; a window another child claimed is closed here. An inherited window this shard
+  did not add to closes only when the other heirs' watermarks are past its end too (read
+  once per batch, :meth:`Window._heirs_floor`), so no heir's record for it is late
+  (README, "Windows", states the rule; the reshard property test holds it against a plain
+  reference).
 * **Late records.** A record is added to each of its windows that is still open; a record
   none of whose windows is open is late: it goes on (alone, the original record) with its
   route set to the ``late`` sink, or is dropped and counted (:attr:`Window.late`).
@@ -46,6 +54,7 @@ a cold start loses it; for ``shardline test`` and tests.
 from __future__ import annotations
 
 import heapq
+import threading
 import time
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -61,7 +70,9 @@ from processors.aggregations import (
     build_aggregation,
 )
 from processors.errors import ProcessorError
+from processors.lineage import KinesisLineage, StaticLineage
 from processors.window_store import (
+    ClaimLost,
     DynamoDBStore,
     MemoryStore,
     Outcome,
@@ -76,6 +87,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
     from processors.aggregations import Aggregation
+    from processors.lineage import Lineage
     from stream.records import Record
 
 __all__ = [
@@ -95,6 +107,9 @@ __all__ = [
 MS_THRESHOLD = 100_000_000_000
 _TIMES = ("event", "arrival")
 _STATES = ("memory", "dynamodb")
+#: Times a batch is applied again in the process when a parent's window it touched was
+#: claimed by another shard meanwhile (then the batch is delivered again).
+_CLAIM_ATTEMPTS = 3
 
 
 class WindowConfigError(ProcessorError, ValueError):
@@ -191,6 +206,10 @@ class Window:
             next batch of another shard of the function closes its windows whose end plus
             the lateness is this long past, by the clock (``None``: never).
         now: the clock (epoch seconds), for ``quiet_s``.
+        lineage: the shards' parents and children (:class:`~processors.lineage.Lineage`),
+            asked for a shard with no state yet and while a shard holds inherited windows;
+            default ``ListShards`` with ``state: dynamodb``
+            (:class:`~processors.lineage.KinesisLineage`), none with ``state: memory``.
 
     Raises:
         WindowConfigError: a setting is missing or wrong (the message says which).
@@ -200,13 +219,14 @@ class Window:
     __slots__ = (
         "_adds",
         "_aggs",
+        "_batch",
         "_field",
         "_fields",
         "_function",
         "_late_routes",
+        "_lineage",
         "_now",
         "_numeric",
-        "_pending",
         "_slide",
         "_time_event",
         "aggregate",
@@ -238,6 +258,7 @@ class Window:
         store: WindowStore | None = None,
         quiet_s: int | None = 300,
         now: Callable[[], float] = time.time,
+        lineage: Lineage | None = None,
     ) -> None:
         if gap_s is not None:
             msg = "gap_s: session windows are processors.session.SessionWindow (the registry's)"
@@ -298,34 +319,56 @@ class Window:
             raise WindowConfigError(msg)
         self.quiet_s = quiet_s
         self._now = now
+        self._lineage: Lineage = lineage or (
+            StaticLineage() if isinstance(store, MemoryStore) else KinesisLineage()
+        )
+        store.bind(self._merge)
         #: late records dropped (no ``late`` sink), since this step was built
         self.late = 0
-        self._pending: dict[int, Outcome] = {}
+        #: the batch's outcomes (``pending``) and heirs' floors (``floors``), per thread: a
+        #: local run calls one runner from a thread per shard
+        self._batch = threading.local()
 
     # -- per batch ------------------------------------------------------------------------
 
     def prepare(self, records: Sequence[Record]) -> None:
         """Apply the batch, in shard order; commit once per shard; keep each outcome."""
         pending: dict[int, Outcome] = {}
-        self._pending = pending
-        shard_id: str | None = None
-        state = ShardState()  # replaced at the first record
-        changed: set[tuple[Any, int]] = set()
+        self._batch.pending = pending
+        first = 0
+        for i in range(1, len(records) + 1):
+            if i == len(records) or records[i].shard_id != records[first].shard_id:
+                run = records[first:i]
+                for attempt in range(_CLAIM_ATTEMPTS):
+                    try:
+                        self._prepare_shard(run, pending)
+                        break
+                    except ClaimLost:  # the store reads the state again: apply it again
+                        for rec in run:
+                            pending.pop(id(rec), None)
+                        if attempt == _CLAIM_ATTEMPTS - 1:
+                            raise
+                first = i
+
+    def _prepare_shard(self, records: Sequence[Record], pending: dict[int, Outcome]) -> None:
+        """One shard's records of the batch: apply, then commit (claims included)."""
         store = self.store
+        head = records[0]
+        shard_id = head.shard_id
+        state = store.shard(shard_id)
+        arn = head.event_source_arn
+        if state.applied is None:  # nothing committed yet: a reshard's child starts from
+            parents = self._lineage.parents(arn, shard_id)  # its parents' windows
+            if parents:
+                store.inherit(shard_id, state, parents,
+                              lambda s: self._lineage.parents(arn, s), self._merge)  # fmt: skip
+        self._batch.floors = self._heirs_floor(arn, shard_id, state) if state.inherited else {}
+        if head.index == 0 and state.outbox:
+            start = _position(head)
+            state.outbox = {p: o for p, o in state.outbox.items() if p >= start}
+        changed: set[tuple[Any, int]] = set()
         closer: Record | None = None  # the last record applied now that yields no error
         for rec in records:
-            if rec.shard_id != shard_id:
-                if shard_id is not None:
-                    store.commit(
-                        shard_id, state, changed, self._close_quiet(shard_id, state, closer)
-                    )
-                    changed = set()
-                    closer = None
-                shard_id = rec.shard_id
-                state = store.shard(shard_id)
-                if rec.index == 0 and state.outbox:
-                    first = _position(rec)
-                    state.outbox = {p: o for p, o in state.outbox.items() if p >= first}
             position = _position(rec)
             applied = state.applied
             if applied is not None and position <= applied:
@@ -343,8 +386,53 @@ class Window:
                 pending[id(rec)] = outcome
             if outcome.error is None and not outcome.late:
                 closer = rec
-        if shard_id is not None:
-            store.commit(shard_id, state, changed, self._close_quiet(shard_id, state, closer))
+        state.forget_foreign(self.size_s, self.allowed_lateness_s)
+        store.commit(shard_id, state, changed, self._close_quiet(shard_id, state, closer))
+
+    def _heirs_floor(self, arn: str, shard_id: str, state: ShardState) -> dict[str, float]:
+        """For each ancestor this shard inherited from: the lowest watermark of the other
+        shards that may still add to its windows (its children, or theirs once they are
+        parents too). An inherited window nobody claimed closes only when that and this
+        shard's watermark are past its end: no heir's records for it are late."""
+        holders = {o.holder for held in state.inherited.values() for o in held}
+        heirs = {h: [s for s in self._frontier(arn, h) if s != shard_id] for h in holders}
+        every = sorted({s for shards in heirs.values() for s in shards} | holders)
+        progress = self.store.progress(every)
+        cutoff = None if self.quiet_s is None else self._now() - self.quiet_s
+        lateness = self.allowed_lateness_s
+        floors = {}
+        for holder, shards in heirs.items():
+            floor = float("inf")
+            since = progress.get(holder, (None, None))[1]  # the holder drained by then
+            for heir in shards:
+                max_time, clock = progress.get(heir, (None, since))
+                mark = -float("inf") if max_time is None else max_time - lateness
+                if cutoff is not None and clock is not None and clock < cutoff:
+                    mark = max(mark, cutoff - lateness)  # quiet: as a record at the cutoff
+                floor = min(floor, mark)
+            floors[holder] = floor
+        return floors
+
+    def _frontier(self, arn: str, shard_id: str) -> list[str]:
+        out = []
+        for child in self._lineage.children(arn, shard_id):
+            grand = self._frontier(arn, child)
+            out += grand or [child]
+        return out
+
+    def _closable(
+        self, wkey: tuple[Any, int], end: int, state: ShardState, changed: set[tuple[Any, int]]
+    ) -> bool:
+        """Own windows close by this shard's watermark; inherited ones (not added to in
+        this batch, which claims them) wait for the other heirs' too."""
+        held = state.inherited.get(wkey)
+        if held is None or wkey in changed:
+            return True
+        floors: dict[str, float] = self._batch.floors
+        return all(end <= floors.get(o.holder, float("inf")) for o in held)
+
+    def _merge(self, a: list[Any], b: list[Any]) -> list[Any]:
+        return [agg.merge(x, y) for agg, x, y in zip(self._aggs, a, b, strict=True)]
 
     def _close_quiet(
         self, shard_id: str, mine: ShardState, closer: Record | None
@@ -362,28 +450,44 @@ class Window:
         closed: dict[str, ShardState] = {}
         watermark = cutoff - self.allowed_lateness_s
         for other, state in quiet.items():
+            if other in mine.ancestors:  # inherited by this batch: its windows go on here
+                continue
             ends, windows = state.ends, state.windows
             if (state.max_time is not None and state.max_time >= cutoff) or not (
                 ends and ends[0] <= watermark
             ):
                 continue
-            state.max_time = cutoff
-            closed[other] = state
+            found = []
+            held = []  # inherited windows: closed by the shard's own next record only
             while ends and ends[0] <= watermark:
                 end = heapq.heappop(ends)
+                kept = []
                 for wkey in state.by_end.pop(end):
-                    results.append(self._result(wkey, end, windows.pop(wkey)))
+                    if wkey in state.inherited:
+                        kept.append(wkey)
+                    else:
+                        found.append(self._result(wkey, end, windows.pop(wkey)))
+                if kept:
+                    held.append((end, kept))
+            for end, kept in held:
+                state.by_end[end] = kept
+                heapq.heappush(ends, end)
+            if found:
+                state.max_time = cutoff
+                closed[other] = state
+                results += found
         if not results:
             return {}
         position = _position(closer)
         before = mine.outbox.get(position, _NOTHING)
         outcome = Outcome((*before.results, *results))
         mine.outbox[position] = outcome
-        self._pending[id(closer)] = outcome
+        self._batch.pending[id(closer)] = outcome
         return closed
 
     def __call__(self, record: Record) -> Record | list[Record] | None:
-        outcome = self._pending.get(id(record))
+        pending: dict[int, Outcome] | None = getattr(self._batch, "pending", None)
+        outcome = None if pending is None else pending.get(id(record))
         if outcome is None:
             return None
         if outcome.error is not None:
@@ -429,14 +533,16 @@ class Window:
         slide = self._slide
         starts = (int(t // size) * size,) if slide == size else window_starts(t, size, slide)
         adds = self._adds
+        foreign = state.foreign
         for start in starts:
             end = start + size
             if watermark is not None and end <= watermark:
                 continue  # closed
-            placed = True
             wkey = (key, start)
             accs = windows.get(wkey)
             if accs is None:
+                if foreign and wkey in foreign:
+                    continue  # a parent's window another child claimed: closed here
                 accs = windows[wkey] = [agg.create() for agg in aggs]
                 opened = state.by_end.get(end)
                 if opened is None:
@@ -444,6 +550,7 @@ class Window:
                     heapq.heappush(state.ends, end)
                 else:
                     opened.append(wkey)
+            placed = True
             changed.add(wkey)
             for i, add in adds:
                 value = values[i]
@@ -455,15 +562,30 @@ class Window:
             state.max_time = max_time = t
         watermark = max_time - self.allowed_lateness_s
         ends = state.ends
-        if not ends or ends[0] > watermark:
+        waiting = state.waiting
+        if (not ends or ends[0] > watermark) and not waiting:
             return _NOTHING
         results = []
         while ends and ends[0] <= watermark:
             end = heapq.heappop(ends)
             for wkey in state.by_end.pop(end):
+                if state.inherited and not self._closable(wkey, end, state, changed):
+                    waiting.setdefault(end, []).append(wkey)  # another heir may add to it
+                    continue
                 changed.add(wkey)
                 results.append(self._result(wkey, end, windows.pop(wkey)))
-        return Outcome(tuple(results))
+        if waiting:
+            for end in sorted(waiting):
+                kept = []
+                for wkey in waiting.pop(end):
+                    if self._closable(wkey, end, state, changed):
+                        changed.add(wkey)
+                        results.append(self._result(wkey, end, windows.pop(wkey)))
+                    else:
+                        kept.append(wkey)
+                if kept:
+                    waiting[end] = kept
+        return Outcome(tuple(results)) if results else _NOTHING
 
     def _result(self, wkey: tuple[Any, int], end: int, accs: list[Any]) -> dict[str, Any]:
         key, start = wkey

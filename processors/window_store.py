@@ -41,6 +41,21 @@ applied < ``v`` uses ``prev`` (absent: the window did not exist). Records are ap
 deterministically from the committed state, so the batch that later passes ``v`` writes the
 item again with the same records.
 
+Reshards (:meth:`DynamoDBStore.inherit`): a child shard with no item yet reads its parents'
+partitions (one ``Query`` each; a parent that never had a batch is read through to its own
+parents) and starts from their open windows and greatest event time; its shard item lists
+them (``ancestors``) while some inherited window is neither claimed nor behind a foreign
+claim, so a cold start reads them again. Its first commit marks each parent's shard item
+(``children``, on the ``rev`` read: a quiet-shard close of the parent meanwhile loses the
+race), and the quiet-shard rule skips a marked shard. Before a batch writes, each inherited
+window it added to or closed is *claimed*: ``owner`` is set on the parent's window item on
+the condition that no other shard owns it (a shard between, which claimed it without
+committing, does not count). A lost condition raises :class:`ClaimLost`; the step reads the
+state again, where the window is now *foreign* (closed for this shard), and applies the
+batch again. A parent's item a child claimed keeps its accumulators, so a child whose
+commit failed after the claim takes it again from there, and gets the TTL of a closed
+window (the child's own item holds the window from then on).
+
 Every failure of DynamoDB (throttling, a lost condition, a missing table) raises
 :class:`WindowStateError`, a :class:`~stream.exceptions.RetryableError`: the whole batch is
 reported and delivered again, and nothing is dead-lettered. The state cached in the process
@@ -55,6 +70,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -67,13 +83,21 @@ from stream.exceptions import RecordError, RetryableError
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+    #: Two parts' accumulators merged (a window two parents of a merge both held).
+    Merge = Callable[[list[Any], list[Any]], list[Any]]
+    #: A shard id -> its parents (the window step's lineage, bound to the stream).
+    ParentsOf = Callable[[str], tuple[str, ...]]
+
 __all__ = [
     "CLOSED_TTL_S",
+    "ClaimLost",
     "DynamoDBStore",
+    "Inherited",
     "MemoryStore",
     "Outcome",
     "Position",
     "ShardState",
+    "WindowKey",
     "WindowRecordError",
     "WindowStateError",
     "WindowStore",
@@ -97,8 +121,29 @@ class WindowRecordError(ProcessorError, RecordError):
     """A record the window cannot place (no key, no time): it is dead-lettered."""
 
 
+class ClaimLost(WindowStateError):
+    """Another shard claimed a parent's window (or a parent changed) since this batch read
+    it: the window step reads the state again and applies the batch again."""
+
+
 #: A record's place in its shard: sequence number, sub-sequence number, fan-out part.
 Position = tuple[int, int, tuple[int, ...]]
+#: A window of a key: (key, start).
+WindowKey = tuple[Any, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Inherited:
+    """Where the item of a window a shard inherited from an ancestor lives.
+
+    Attributes:
+        holder: the ancestor shard whose item holds the window (its accumulators).
+        via: the shards between the holder and the heir: each may have claimed it without
+            committing it, so their claim does not bar the heir's.
+    """
+
+    holder: str
+    via: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +172,14 @@ class ShardState:
         ends: a heap of the ends of open windows, with ``by_end`` the windows of each end
             in the order they opened (so results come out by end, then by opening).
         outbox: position -> what the record yielded, for records that yielded something.
+        ancestors: after a reshard, the shards whose open windows this one inherited (kept
+            while some of them are neither claimed nor past this shard's watermark).
+        inherited: the windows of ``windows`` taken from ancestors and not claimed yet:
+            before this shard adds to one or closes it, its commit claims the ancestor's
+            item (README, "Windows": reshards); one entry per ancestor holding a part.
+        foreign: ancestors' windows another shard claimed: closed for this one.
+        waiting: end -> inherited windows behind this shard's watermark that wait for the
+            other heirs' (in the process only: read back, they are open windows again).
     """
 
     max_time: float | None = None
@@ -135,6 +188,87 @@ class ShardState:
     ends: list[int] = field(default_factory=list)
     by_end: dict[int, list[tuple[Any, int]]] = field(default_factory=dict)
     outbox: dict[Position, Outcome] = field(default_factory=dict)
+    ancestors: tuple[str, ...] = ()
+    inherited: dict[WindowKey, tuple[Inherited, ...]] = field(default_factory=dict)
+    foreign: set[WindowKey] = field(default_factory=set)
+    waiting: dict[int, list[WindowKey]] = field(default_factory=dict)
+
+    def claims(self, changed: set[WindowKey]) -> dict[WindowKey, tuple[Inherited, ...]]:
+        """The inherited windows a batch added to or closed: what its commit must claim."""
+        windows = self.windows
+        return {w: h for w, h in self.inherited.items() if w in changed or w not in windows}
+
+    def open_ends(self) -> list[int]:
+        """The ends of open windows, waiting ones included, ascending."""
+        return sorted({*self.ends, *self.waiting})
+
+    def claimed(self, claims: Mapping[WindowKey, object]) -> None:
+        """After the claims held: the windows are this shard's own, and ancestors are
+        dropped once nothing of theirs is left."""
+        for wkey in claims:
+            del self.inherited[wkey]
+        if not self.inherited and not self.foreign:
+            self.ancestors = ()
+
+    def forget_foreign(self, size: int, lateness: int) -> None:
+        """A foreign window at or behind the watermark is closed here anyway."""
+        if self.foreign and self.max_time is not None:
+            watermark = self.max_time - lateness
+            self.foreign = {w for w in self.foreign if w[1] + size > watermark}
+            if not self.foreign and not self.inherited:
+                self.ancestors = ()
+
+    def seed(
+        self,
+        ancestors: tuple[str, ...],
+        max_time: float | None,
+        parts: list[tuple[int, int, WindowKey, list[Any], tuple[Inherited, ...]]],
+        foreign: set[WindowKey],
+        merge: Merge,
+    ) -> None:
+        """Start a new shard from its ancestors' open windows: ``parts`` are (end, rank,
+        window, accumulators, where its item is); a window two ancestors hold (a key on
+        both parents of a merge) is merged into one; the watermark starts at the greatest
+        of theirs."""
+        self.ancestors = ancestors
+        if max_time is not None and (self.max_time is None or max_time > self.max_time):
+            self.max_time = max_time
+        windows, inherited = self.windows, self.inherited
+        for end, _, wkey, accs, origins in sorted(parts, key=lambda p: (p[0], p[1])):
+            if wkey in windows:
+                windows[wkey] = merge(windows[wkey], accs)
+                inherited[wkey] = (*inherited[wkey], *origins)
+                continue
+            windows[wkey] = accs
+            inherited[wkey] = origins
+            opened = self.by_end.get(end)
+            if opened is None:
+                self.by_end[end] = [wkey]
+                heapq.heappush(self.ends, end)
+            else:
+                opened.append(wkey)
+        if foreign:
+            self.drop(foreign)
+        if not self.inherited and not self.foreign:
+            self.ancestors = ()
+
+    def drop(self, wkeys: set[WindowKey]) -> None:
+        """Windows another shard claimed meanwhile: out of the open ones, closed here."""
+        for wkey in wkeys:
+            self.windows.pop(wkey, None)
+            self.inherited.pop(wkey, None)
+            self.foreign.add(wkey)
+        for end in list(self.waiting):
+            self.waiting[end] = [w for w in self.waiting[end] if w not in wkeys]
+            if not self.waiting[end]:
+                del self.waiting[end]
+        for end in list(self.by_end):
+            kept = [w for w in self.by_end[end] if w not in wkeys]
+            if kept:
+                self.by_end[end] = kept
+            else:
+                del self.by_end[end]
+        self.ends = sorted(self.by_end)  # a sorted list is a heap
 
 
 class WindowStore(Protocol):
@@ -158,24 +292,111 @@ class WindowStore(Protocol):
         """The other shards of the step with no batch since ``cutoff`` (epoch seconds by
         the function's clock) and a window to close by it: ``{shard_id: state}``."""
 
+    def progress(self, shard_ids: list[str]) -> dict[str, tuple[float | None, float | None]]:
+        """Of the shards with state: (greatest event time, the clock at their last batch,
+        ``None`` where unknown), for a reshard's heirs."""
+
+    def bind(self, merge: Merge) -> None:
+        """The step's way of merging two parts of one window (a key on both parents of
+        a merge), for states read back later."""
+
+    def inherit(
+        self,
+        shard_id: str,
+        state: ShardState,
+        parents: tuple[str, ...],
+        parents_of: ParentsOf,
+        merge: Merge,
+    ) -> None:
+        """Start ``state`` (a shard with nothing committed, made by a reshard) from its
+        ``parents``' open windows (:meth:`ShardState.seed`); a parent that never had a
+        batch is skipped for its own parents (``parents_of``). ``commit`` then claims
+        each inherited window the batch touches, or raises :class:`ClaimLost`."""
+
 
 class MemoryStore:
     """State in the process: kept while warm, lost on a cold start (tests, local runs).
 
     ``writes`` counts what a durable store would write: one per changed window per batch.
+    Reshards work as with DynamoDB, within the process: ``owners`` holds the claims.
     """
 
-    __slots__ = ("shards", "writes")
+    __slots__ = ("owners", "shards", "writes")
 
     def __init__(self) -> None:
         self.shards: dict[str, ShardState] = {}
         self.writes = 0
+        #: (holder shard, window) -> the shard that claimed it
+        self.owners: dict[tuple[str, WindowKey], str] = {}
 
     def shard(self, shard_id: str) -> ShardState:
         state = self.shards.get(shard_id)
         if state is None:
             state = self.shards[shard_id] = ShardState()
+        if state.inherited:  # a sibling may have claimed some since the last batch
+            lost = {w for w, held in state.inherited.items()
+                    if not all(self._free(o, w, shard_id) for o in held)}  # fmt: skip
+            if lost:
+                state.drop(lost)
         return state
+
+    def bind(self, merge: Merge) -> None:
+        pass  # the states stay in the process: nothing is read back
+
+    def progress(self, shard_ids: list[str]) -> dict[str, tuple[float | None, float | None]]:
+        shards = self.shards
+        return {s: (shards[s].max_time, None) for s in shard_ids
+                if s in shards and shards[s].applied is not None}  # fmt: skip
+
+    def _free(self, origin: Inherited, wkey: WindowKey, me: str) -> bool:
+        owner = self.owners.get((origin.holder, wkey))
+        return owner is None or owner == me or owner in origin.via
+
+    def inherit(
+        self,
+        shard_id: str,
+        state: ShardState,
+        parents: tuple[str, ...],
+        parents_of: ParentsOf,
+        merge: Merge,
+    ) -> None:
+        parts: list[tuple[int, int, WindowKey, list[Any], tuple[Inherited, ...]]] = []
+        foreign: set[WindowKey] = set()
+        max_time = self._gather(shard_id, parents, parents_of, parts, foreign)
+        state.seed(parents, max_time, parts, foreign, merge)
+
+    def _gather(
+        self,
+        me: str,
+        parents: tuple[str, ...],
+        parents_of: ParentsOf,
+        parts: list[tuple[int, int, WindowKey, list[Any], tuple[Inherited, ...]]],
+        foreign: set[WindowKey],
+    ) -> float | None:
+        best: float | None = None
+        for parent in parents:
+            ps = self.shards.get(parent)
+            if ps is None or ps.applied is None:  # never had a batch: its parents hold all
+                t = self._gather(me, parents_of(parent), parents_of, parts, foreign)
+            else:
+                t = ps.max_time
+                for end in sorted(ps.by_end):
+                    for rank, wkey in enumerate(ps.by_end[end]):
+                        held = ps.inherited.get(wkey)
+                        origins = (
+                            tuple(Inherited(o.holder, (*o.via, parent)) for o in held)
+                            if held
+                            else (Inherited(parent),)
+                        )
+                        if all(self._free(o, wkey, me) for o in origins):
+                            parts.append((end, rank, wkey, decode(encode(ps.windows[wkey])),
+                                          origins))  # fmt: skip
+                        else:
+                            foreign.add(wkey)
+                foreign |= ps.foreign
+            if t is not None and (best is None or t > best):
+                best = t
+        return best
 
     def commit(
         self,
@@ -184,6 +405,15 @@ class MemoryStore:
         changed: set[tuple[Any, int]],
         quiet: Mapping[str, ShardState] | None = None,
     ) -> None:
+        claims = state.claims(changed) if state.inherited else {}
+        for wkey, origins in claims.items():
+            if not all(self._free(o, wkey, shard_id) for o in origins):
+                msg = f"window {wkey!r} of shard {origins[0].holder!r}: another shard claimed it"
+                raise ClaimLost(msg)
+        for wkey, origins in claims.items():
+            for origin in origins:
+                self.owners[origin.holder, wkey] = shard_id
+        state.claimed(claims)
         self.writes += len(changed)
 
     def quiet(self, shard_id: str, cutoff: float) -> dict[str, ShardState]:
@@ -238,7 +468,7 @@ def _pos(text: str) -> Position:
 class _Cached:
     """A shard's state as this process last committed it, and what it knows of the items."""
 
-    __slots__ = ("applied", "clean", "clock", "flushed", "items", "rev", "state")
+    __slots__ = ("applied", "clean", "clock", "flushed", "items", "rev", "state", "unmarked")
 
     def __init__(self, state: ShardState, applied: str | None, rev: str | None) -> None:
         self.state = state
@@ -251,6 +481,25 @@ class _Cached:
         self.items: dict[tuple[Any, int], tuple[str | None, str | None, int]] = {}
         #: windows another shard's batch closed (quiet): marked closed at the next commit
         self.flushed: set[tuple[Any, int]] = set()
+        #: a new child's ancestors -> the revision read: marked at its first commit
+        self.unmarked: dict[str, str] = {}
+
+
+class _View:
+    """What a shard inherits from its ancestors (:meth:`DynamoDBStore._view`)."""
+
+    __slots__ = ("foreign", "heads", "max_time", "parts")
+
+    def __init__(self) -> None:
+        self.max_time: float | None = None
+        self.parts: list[tuple[int, int, WindowKey, list[Any], tuple[Inherited, ...]]] = []
+        self.foreign: set[WindowKey] = set()
+        #: the ancestors read (with a shard item) -> their revision and whether marked
+        self.heads: dict[str, tuple[str, bool]] = {}
+
+    def later(self, t: float | None) -> None:
+        if t is not None and (self.max_time is None or t > self.max_time):
+            self.max_time = t
 
 
 class DynamoDBStore:
@@ -270,8 +519,8 @@ class DynamoDBStore:
             the gap.
     """
 
-    __slots__ = ("_cache", "_client", "_quiet", "end_of", "lateness", "now", "prefix", "reads",
-                 "size", "table", "writes")  # fmt: skip
+    __slots__ = ("_cache", "_client", "_local", "_merge", "end_of", "lateness", "now", "prefix",
+                 "reads", "size", "table", "writes")  # fmt: skip
 
     def __init__(  # noqa: PLR0917  # the step's settings, as keywords
         self,
@@ -291,7 +540,10 @@ class DynamoDBStore:
         self._client = client
         self.now = now
         self._cache: dict[str, _Cached] = {}
-        self._quiet: dict[str, _Cached] = {}
+        #: per thread (a local run calls one step from a thread per shard): ``quiet``,
+        #: the quiet shards' states this thread's batch read
+        self._local = threading.local()
+        self._merge: Merge | None = None
         #: calls made, for the bench and tests: reads (GetItem, Query pages), writes (PutItem)
         self.reads = 0
         self.writes = 0
@@ -339,7 +591,7 @@ class DynamoDBStore:
             ConsistentRead=True,
         ).get("Item")
         others = sorted(set(registry["shards"]["SS"]) - {shard_id}) if registry else []
-        self._quiet = {}
+        self._local.quiet = found = {}
         out: dict[str, ShardState] = {}
         for first in range(0, len(others), 100):
             chunk = others[first : first + 100]
@@ -352,6 +604,7 @@ class DynamoDBStore:
                     next_end = _number(item["next_end"]["N"]) if "next_end" in item else None
                     if (
                         "clock" in item
+                        and "children" not in item  # a reshard's parent: its children close
                         and float(item["clock"]["N"]) < cutoff
                         and next_end is not None
                         and next_end + self.lateness <= cutoff
@@ -359,7 +612,7 @@ class DynamoDBStore:
                     ):
                         other = item["shard"]["S"][len(self.prefix) :]
                         cached = self._read(item["shard"]["S"])
-                        self._quiet[other] = cached
+                        found[other] = cached
                         out[other] = cached.state
                 request = page.get("UnprocessedKeys") or {}
         return out
@@ -376,6 +629,7 @@ class DynamoDBStore:
         items: list[dict[str, Any]] = []
         start_key: dict[str, Any] | None = None
         while True:
+            more: dict[str, Any] = {"ExclusiveStartKey": start_key} if start_key else {}
             page = self._call(
                 "Query",
                 self.client.query,
@@ -384,7 +638,7 @@ class DynamoDBStore:
                 ExpressionAttributeNames={"#s": "shard"},
                 ExpressionAttributeValues={":s": {"S": pk}},
                 ConsistentRead=True,
-                **({"ExclusiveStartKey": start_key} if start_key else {}),
+                **more,
             )
             items += page.get("Items", [])
             start_key = page.get("LastEvaluatedKey")
@@ -408,27 +662,18 @@ class DynamoDBStore:
         if shard_item is not None and "clock" in shard_item:
             cached.clock = float(shard_item["clock"]["N"])
         opened: list[tuple[Any, int, tuple[Any, Any]]] = []  # ends: int, or float (sessions)
+        settled: set[WindowKey] = set()  # windows with an item of their own here
         for item in items:
             if item["window"]["S"] == _SHARD_SK:
                 continue
-            key = json.loads(item["key"]["S"])
-            start = _number(item["start"]["N"])
-            raw_v = item["v"]["S"]
-            if applied is None or _pos(raw_v) > applied:  # a batch that never committed
-                acc = item["prev"]["S"] if "prev" in item else None
-                closed = False
-            else:
-                acc = item["acc"]["S"] if "acc" in item else None
-                closed = "closed" in item
-            rank = int(item["rank"]["N"]) if "rank" in item else 0
-            cached.items[key, start] = (raw_v, None if closed else acc, rank)
+            wkey, raw_v, acc, closed, end, rank = _effective(item, applied, self.end_of)
+            cached.items[wkey] = (raw_v, None if closed else acc, rank)
+            if acc is None and not closed:
+                continue
+            settled.add(wkey)
             if acc is None or closed:
                 continue
-            wkey = (key, start)
             accs = decode(acc)
-            # a session's end moves on as it grows: the end of the accumulators read (``prev``
-            # after a batch that never committed), not the item's, which that batch wrote
-            end = _number(item["end"]["N"]) if self.end_of is None else self.end_of(wkey, accs)
             if watermark is not None and end <= watermark:  # closed by another shard's batch
                 cached.flushed.add(wkey)
                 continue
@@ -441,7 +686,176 @@ class DynamoDBStore:
                 heapq.heappush(state.ends, end)
             else:
                 by_end.append(wkey)
+        if shard_item is not None and "ancestors" in shard_item:  # still inheriting
+            ancestors = tuple(sorted(shard_item["ancestors"]["SS"]))
+            view = self._view(pk[len(self.prefix) :], ancestors, None, ())
+            # no watermark here: an inherited window stays open until a claim (this
+            # shard's watermark may start past it, and only an applied record closes it)
+            parts = [p for p in view.parts if p[2] not in settled]
+            state.seed(ancestors, None, parts, view.foreign - settled, self._merger())
         return cached
+
+    def _merger(self) -> Merge:
+        if self._merge is None:
+            msg = "window state: a reshard's windows read back before the step bound its merge"
+            raise WindowStateError(msg)
+        return self._merge
+
+    # -- reshards --------------------------------------------------------------------------
+
+    def bind(self, merge: Merge) -> None:
+        self._merge = merge
+
+    def progress(self, shard_ids: list[str]) -> dict[str, tuple[float | None, float | None]]:
+        """The shards' items (``BatchGetItem``, strongly consistent)."""
+        out: dict[str, tuple[float | None, float | None]] = {}
+        for first in range(0, len(shard_ids), 100):
+            keys = [{"shard": {"S": self.prefix + s}, "window": {"S": _SHARD_SK}}
+                    for s in shard_ids[first : first + 100]]  # fmt: skip
+            request: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": True}}
+            while request:
+                page = self._call("BatchGetItem", self.client.batch_get_item,
+                                  RequestItems=request)  # fmt: skip
+                for item in page.get("Responses", {}).get(self.table, []):
+                    out[item["shard"]["S"][len(self.prefix) :]] = (
+                        float(item["max_time"]["N"]) if "max_time" in item else None,
+                        float(item["clock"]["N"]) if "clock" in item else None,
+                    )
+                request = page.get("UnprocessedKeys") or {}
+        return out
+
+    def inherit(
+        self,
+        shard_id: str,
+        state: ShardState,
+        parents: tuple[str, ...],
+        parents_of: ParentsOf,
+        merge: Merge,
+    ) -> None:
+        """Read the parents' partitions (one ``Query`` each; a parent that never had a
+        batch: its own parents'), seed ``state``; the commit marks them and claims."""
+        self._merge = merge
+        cached = self._cache.get(shard_id)
+        if cached is None or cached.state is not state:
+            msg = f"inherit of shard {shard_id!r} without its state read first"
+            raise WindowStateError(msg)
+        view = self._view(shard_id, parents, parents_of, ())
+        ancestors = tuple(view.heads)
+        state.seed(ancestors, view.max_time, view.parts, view.foreign, merge)
+        cached.unmarked = {a: rev for a, (rev, marked) in view.heads.items() if not marked}
+
+    def _view(
+        self,
+        me: str,
+        parents: tuple[str, ...],
+        parents_of: ParentsOf | None,
+        via: tuple[str, ...],
+    ) -> _View:
+        """What ``me`` inherits from ``parents``: their open windows that no other shard
+        claimed (an ancestor still inheriting passes on its own ancestors' windows, and
+        those the shards in ``via`` claimed without committing them), the greatest event
+        time; ``heads`` are the parents read (``parents_of`` given: the top level)."""
+        view = _View()
+        for parent in parents:
+            items = self._query(self.prefix + parent)
+            head = next((i for i in items if i["window"]["S"] == _SHARD_SK), None)
+            if head is None:  # never had a batch: what it would have inherited
+                if parents_of is not None:
+                    sub = self._view(me, parents_of(parent), parents_of, via)
+                    view.later(sub.max_time)
+                    view.parts += sub.parts
+                    view.foreign |= sub.foreign
+                    view.heads.update(sub.heads)
+                continue
+            if parents_of is not None:
+                marked = me in head.get("children", {}).get("SS", ())
+                view.heads[parent] = (head["rev"]["S"], marked)
+            applied = _pos(head["applied"]["S"]) if head["applied"]["S"] else None
+            max_time = float(head["max_time"]["N"]) if "max_time" in head else None
+            view.later(max_time)
+            watermark = None if max_time is None else max_time - self.lateness
+            settled: set[WindowKey] = set()
+            allowed = {me, *via}
+            for item in items:
+                if item["window"]["S"] == _SHARD_SK:
+                    continue
+                wkey, _, acc, closed, end, rank = _effective(item, applied, self.end_of)
+                if acc is None and not closed:
+                    continue
+                settled.add(wkey)
+                if acc is None or closed or (watermark is not None and end <= watermark):
+                    continue
+                owner = item.get("owner", {}).get("S")
+                if owner is None or owner in allowed:
+                    view.parts.append((end, rank, wkey, decode(acc), (Inherited(parent, via),)))
+                else:
+                    view.foreign.add(wkey)
+            if "ancestors" in head:  # it was still inheriting: pass that on
+                sub = self._view(me, tuple(sorted(head["ancestors"]["SS"])), None,
+                                 (*via, parent))  # fmt: skip
+                view.parts += [p for p in sub.parts if p[2] not in settled]
+                view.foreign |= sub.foreign - settled
+        return view
+
+    def _mark(self, shard_id: str, unmarked: Mapping[str, str]) -> None:
+        """A child's first commit: each ancestor's item names it among its ``children``
+        (the quiet-shard rule leaves such a shard to them), on the revision the child
+        read, so a quiet-shard close of the parent meanwhile makes the batch apply again."""
+        for ancestor, rev in unmarked.items():
+            self._call(
+                "UpdateItem",
+                self.client.update_item,
+                lost=ClaimLost,
+                TableName=self.table,
+                Key={"shard": {"S": self.prefix + ancestor}, "window": {"S": _SHARD_SK}},
+                UpdateExpression="ADD children :c SET rev = :new",
+                ConditionExpression="rev = :seen",
+                ExpressionAttributeValues={
+                    ":c": {"SS": [shard_id]},
+                    ":new": {"S": uuid.uuid4().hex},
+                    ":seen": {"S": rev},
+                },
+            )
+
+    def _claim_all(self, shard_id: str, cached: _Cached, changed: set[WindowKey]) -> None:
+        """Before a batch's writes: a new child marks its ancestors; the inherited windows
+        the batch touched are claimed.
+
+        Raises:
+            ClaimLost: another shard claimed one first, or an ancestor changed.
+        """
+        state = cached.state
+        if cached.unmarked:  # a reshard's child, first commit
+            self._mark(shard_id, cached.unmarked)
+            cached.unmarked = {}
+        claims = state.claims(changed) if state.inherited else {}
+        if claims:
+            self._claim(shard_id, claims)
+            state.claimed(claims)
+
+    def _claim(self, shard_id: str, claims: Mapping[WindowKey, tuple[Inherited, ...]]) -> None:
+        """Each inherited window the batch touched becomes ``shard_id``'s: its ancestor's
+        item gets ``owner``, on the condition that no other shard owns it, and the TTL of a
+        closed window (the child's own item holds it from now on)."""
+        requests = []
+        soon = int(self.now()) + CLOSED_TTL_S
+        for (key, start), origins in claims.items():
+            ttl = {":x": {"N": str(max(soon, start + self.size + self.lateness + CLOSED_TTL_S))}}
+            for origin in origins:
+                allowed = {f":o{i}": {"S": o} for i, o in enumerate((shard_id, *origin.via))}
+                requests.append({
+                    "TableName": self.table,
+                    "Key": {"shard": {"S": self.prefix + origin.holder},
+                            "window": {"S": f"w#{start}#{json.dumps(key)}"}},
+                    "UpdateExpression": "SET #o = :o0, expires = :x",
+                    "ConditionExpression": (
+                        f"attribute_exists(#w) AND (attribute_not_exists(#o) "
+                        f"OR #o IN ({', '.join(allowed)}))"
+                    ),
+                    "ExpressionAttributeNames": {"#o": "owner", "#w": "window"},
+                    "ExpressionAttributeValues": allowed | ttl,
+                })  # fmt: skip
+        self._send_all("UpdateItem", self.client.update_item, requests, ClaimLost)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -474,7 +888,7 @@ class DynamoDBStore:
             del self._cache[shard_id]
             raise
         finally:
-            self._quiet = {}
+            self._local.quiet = {}
         cached.applied = applied
         cached.clean = True
 
@@ -487,6 +901,7 @@ class DynamoDBStore:
         quiet: Mapping[str, ShardState],
     ) -> None:
         state = cached.state
+        self._claim_all(shard_id, cached, changed)
         pk = {"S": self.prefix + shard_id}
         v = applied or ""
         ranks: dict[Any, dict[tuple[Any, Any], int]] = {}  # ends: ints, floats for sessions
@@ -542,7 +957,7 @@ class DynamoDBStore:
         else:
             writes = [{"Put": mine}]
             for other, other_state in quiet.items():
-                was = self._quiet[other]
+                was = self._local.quiet[other]
                 item = self._shard_item(
                     {"S": self.prefix + other}, other_state, was.applied or "", uuid.uuid4().hex,
                     was.clock,
@@ -570,22 +985,42 @@ class DynamoDBStore:
             item["max_time"] = {"N": repr(state.max_time)}
         if state.ends:
             item["next_end"] = {"N": str(state.ends[0])}
+        if state.ancestors:
+            item["ancestors"] = {"SS": list(state.ancestors)}
         return item
 
     def _put_all(self, puts: list[dict[str, Any]]) -> None:
-        put = self.client.put_item
-        if len(puts) <= 2:
-            for request in puts:
-                self._call("PutItem", put, **request)
+        self._send_all("PutItem", self.client.put_item, puts)
+
+    def _send_all(
+        self,
+        operation: str,
+        method: Callable[..., Any],
+        requests: list[dict[str, Any]],
+        lost: type[WindowStateError] = WindowStateError,
+    ) -> None:
+        if len(requests) <= 2:
+            for request in requests:
+                self._call(operation, method, lost=lost, **request)
             return
         from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415  # big batches only
 
-        with ThreadPoolExecutor(min(_PARALLEL_WRITES, len(puts))) as pool:
-            futures = [pool.submit(self._call, "PutItem", put, **request) for request in puts]
+        with ThreadPoolExecutor(min(_PARALLEL_WRITES, len(requests))) as pool:
+            futures = [pool.submit(self._call, operation, method, lost=lost, **request)
+                       for request in requests]  # fmt: skip
             for future in futures:
                 future.result()
 
-    def _call(self, operation: str, method: Callable[..., Any], **request: Any) -> Any:
+    def _call(
+        self,
+        operation: str,
+        method: Callable[..., Any],
+        *,
+        lost: type[WindowStateError] = WindowStateError,
+        **request: Any,
+    ) -> Any:
+        """One DynamoDB call, its failures as :class:`WindowStateError` (a lost condition
+        as ``lost``)."""
         from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
         if operation in {"PutItem", "UpdateItem", "TransactWriteItems"}:
@@ -599,8 +1034,9 @@ class DynamoDBStore:
             code = error.get("Code", "")
             if code in {"ConditionalCheckFailedException", "TransactionCanceledException"}:
                 why = f"another invocation changed it since this batch read it ({code})"
-            else:
-                why = f"{code}: {error.get('Message', '')}"
+                msg = f"window state: DynamoDB {operation} on table {self.table!r}: {why}"
+                raise lost(msg) from exc
+            why = f"{code}: {error.get('Message', '')}"
             msg = f"window state: DynamoDB {operation} on table {self.table!r}: {why}"
             raise WindowStateError(msg) from exc
         except BotoCoreError as exc:
@@ -619,6 +1055,34 @@ def _number(text: str) -> Any:
         return int(text)
     except ValueError:
         return float(text)
+
+
+def _effective(
+    item: dict[str, Any],
+    applied: Position | None,
+    end_of: Callable[[tuple[Any, Any], list[Any] | None], float] | None = None,
+) -> tuple[WindowKey, str, str | None, bool, Any, int]:
+    """A window item as its shard's committed state sees it: (window, raw ``v``, the
+    accumulators' JSON or None: no window, closed, end, rank). An item a batch wrote that
+    never committed (``v`` past ``applied``) is what it was before (``prev``).
+
+    A session's end moves on as it grows (``end_of``, :mod:`processors.session`): the end
+    of the accumulators read (``prev`` after a batch that never committed), not the
+    item's, which that batch wrote."""
+    key = json.loads(item["key"]["S"])
+    start = _number(item["start"]["N"])
+    raw_v = item["v"]["S"]
+    if applied is None or _pos(raw_v) > applied:  # a batch that never committed
+        acc = item["prev"]["S"] if "prev" in item else None
+        closed = False
+    else:
+        acc = item["acc"]["S"] if "acc" in item else None
+        closed = "closed" in item
+    rank = int(item["rank"]["N"]) if "rank" in item else 0
+    end = _number(item["end"]["N"])
+    if end_of is not None and acc is not None and not closed:
+        end = end_of((key, start), decode(acc))
+    return (key, start), raw_v, acc, closed, end, rank
 
 
 def _put(table: str, item: dict[str, Any], attribute: str, expected: str | None) -> dict[str, Any]:

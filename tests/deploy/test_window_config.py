@@ -116,3 +116,17 @@ def test_the_template_makes_the_window_table_with_a_ttl_and_grants_only_it() -> 
         "dynamodb:UpdateItem",
     ]
     assert grant["Resource"] == [{"Fn::GetAtt": ["PurchasesPerUserWindowTable", "Arn"]}]
+
+
+@pytest.mark.parametrize("consumer", [None, "efo"])
+def test_the_window_function_may_list_its_stream_s_shards(consumer: str | None) -> None:
+    """A reshard's child learns its parents with ListShards (README, "Windows"): the role
+    allows it on the stream, whether the function polls or reads through its consumer."""
+    plan = compile_plan(parse_config(TEXT, source="pipeline.yaml", env={}))
+    if consumer:
+        plan["functions"]["purchases-per-user"]["batch"]["consumer"] = consumer
+    template = build_template(plan, code_bucket="b", code_key="k")
+    role = template["Resources"]["PurchasesPerUserRole"]["Properties"]
+    statements = role["Policies"][0]["PolicyDocument"]["Statement"]
+    listing = [s for s in statements if "kinesis:ListShards" in s["Action"]]
+    assert [s["Resource"] for s in listing] == [[{"Fn::GetAtt": ["Stream", "Arn"]}]]

@@ -6,9 +6,11 @@ with the same id on redelivery, and ``shardline run --in-process`` of ``examples
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,20 +18,30 @@ import orjson
 import pytest
 from hypothesis import given, settings
 
+from deploy.local.readback import archive_lines
 from deploy.local.run import LocalRun
 from deploy.local.servers import provision
 from deploy.names import window_table_name
 from deploy.pipeline.config import compile_plan, parse_config
 from processors.chain import Chain, Step
+from processors.lineage import KinesisLineage, StaticLineage
 from processors.window import Window
 from processors.window_store import DynamoDBStore, WindowStateError
 from sinks.base import OK
 from sinks.memory import MemorySink
+from stream.aws import reset_clients
 from stream.plan import PLAN_VERSION
 from stream.records import Record
 from stream.runtime import build_runner
 from stream.testing import EventFactory
-from tests.processors.test_window import AGGREGATE, _scenario, check_scenario
+from tests.e2e.test_faults import aws_split_semantics, kinesis_split  # noqa: F401  # fixtures
+from tests.processors.test_window import (
+    AGGREGATE,
+    _reshard_scenario,
+    _scenario,
+    check_scenario,
+    lineage_of,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -241,6 +253,33 @@ def test_results_equal_the_reference_with_cold_starts_between_batches(
     check_scenario(scenario, window_for)
 
 
+@settings(deadline=None, max_examples=15)
+@given(_reshard_scenario())
+def test_across_a_split_or_merge_results_equal_the_reference_with_cold_starts(
+    aws: Callable[[str], Any], table: str, scenario: dict[str, Any]
+) -> None:
+    """The reshard property of the memory store, on DynamoDB, every other batch by a new
+    window step: children read their parents' windows back from the table, claims are
+    conditional writes, and a child's warm state a sibling's claim made stale is read again."""
+    prefix = uuid.uuid4().hex
+    client = aws("dynamodb")
+    lineage = lineage_of(scenario)
+
+    def make() -> Window:
+        store = DynamoDBStore(table, prefix, scenario["lateness"], scenario["size"], client=client)
+        return Window(key="user", size_s=scenario["size"], slide_s=scenario["slide"],
+                      field="ts", allowed_lateness_s=scenario["lateness"], aggregate=AGGREGATE,
+                      late="late", function="fn", store=store, lineage=lineage)  # fmt: skip
+
+    warm = make()
+    calls = iter(range(10**6))
+
+    def window_for() -> Window:
+        return make() if next(calls) % 2 else warm
+
+    check_scenario(scenario, window_for)
+
+
 def test_a_local_run_of_the_example_writes_one_state_item_per_window(
     aws: Callable[[str], Any], moto_endpoint: str, monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
@@ -409,3 +448,191 @@ class TestQuietShards:
         closing = self.on(self.step(table, prefix, client, clock), "s1", z[2:3], 3)
         assert closing == [("f/a/1970-01-01T00:00:00Z", 3, "s1"),
                            ("f/b/1970-01-01T00:00:00Z", 1, "s1")]  # fmt: skip
+
+
+# -- a real split through the local event source mapping -----------------------------------
+
+RESHARD_PIPELINE = """\
+name: {name}
+stream: {{name: {name}, mode: provisioned, shards: 1, encryption: none}}
+sinks:
+  results: {{type: s3, bucket: {name}, prefix: results/, compression: none}}
+functions:
+  per-user:
+    batch: {{size: 7, window_s: 0, starting_position: trim_horizon}}
+    processors:
+      - window:
+          key: user
+          size_s: 60
+          field: ts
+          aggregate: {{n: count, total: {{sum: amount}}}}
+    route: [results]
+"""
+
+
+def child_of(user: str) -> int:
+    """Which half of the hash range Kinesis puts ``user`` in (the split is at the middle)."""
+    return int(int(hashlib.md5(user.encode()).hexdigest(), 16) >= MIDDLE)
+
+
+MIDDLE = 2**127
+
+
+@pytest.mark.usefixtures("kinesis_split")
+def test_a_split_through_the_local_mapping_continues_each_key_s_window_on_its_child(
+    aws: Callable[[str], Any], moto_endpoint: str, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """``shardline run --in-process`` to idle, a real SplitShard on the session's moto
+    server, more records of the same keys (now on the children), a second run: each key's
+    window that straddles the split comes out once, with the parent's and the child's
+    records; a parent window no child adds to (``z``) comes out once, closed by a child."""
+    for name, value in {**CREDENTIALS, "AWS_ENDPOINT_URL": moto_endpoint}.items():
+        monkeypatch.setenv(name, value)
+    reset_clients()
+    name = f"wsplit{uuid.uuid4().hex[:8]}"
+    plan = compile_plan(parse_config(RESHARD_PIPELINE.format(name=name), source="p.yaml", env={}))
+    provision(plan, aws)
+    kinesis = aws("kinesis")
+    users = [f"user{i}" for i in range(8)]
+    assert {child_of(u) for u in users} == {0, 1}  # both children get keys
+
+    def put(docs: list[dict[str, Any]]) -> None:
+        kinesis.put_records(StreamName=name, Records=[
+            {"Data": orjson.dumps(d), "PartitionKey": d["user"]} for d in docs
+        ])  # fmt: skip
+
+    before = [{"user": u, "ts": t, "amount": 1} for t in (10, 30, 50) for u in [*users, "z"]]
+    put(before)
+    first = LocalRun(plan, worker_id="w1", in_process=True, client=aws,
+                     state_dir=tmp_path / ".shardline", lease_duration_s=1.5)  # fmt: skip
+    run_until_idle(first)
+    (parent,) = [s["ShardId"] for s in kinesis.list_shards(StreamName=name)["Shards"]]
+    kinesis.split_shard(StreamName=name, ShardToSplit=parent, NewStartingHashKey=str(MIDDLE))
+    after = [{"user": u, "ts": t, "amount": 10} for t in (55, 65, 200) for u in users]
+    put(after)
+    second = LocalRun(plan, worker_id="w1", in_process=True, client=aws,
+                      state_dir=tmp_path / ".shardline", lease_duration_s=1.5)  # fmt: skip
+    run_until_idle(second)
+
+    shards = kinesis.list_shards(StreamName=name)["Shards"]
+    assert sorted(s.get("ParentShardId") for s in shards if s["ShardId"] != parent) == [
+        parent, parent,
+    ]  # fmt: skip
+    lines = archive_lines(aws("s3"), name, "results/")
+    emitted = Counter(line["window_id"] for line in lines)
+    assert max(emitted.values()) == 1, emitted  # each window_id once
+    got = {(line["key"], line["window_start"]): (line["n"], line["total"]) for line in lines}
+    zero, minute = "1970-01-01T00:00:00Z", "1970-01-01T00:01:00Z"
+    expected = {(u, zero): (3 + 1, 3 + 10) for u in users}  # the parent's 3, the child's 1
+    expected |= {(u, minute): (1, 10) for u in users}
+    expected[("z", zero)] = (3, 3)  # z has no record after the split: a child closes it
+    assert got == expected
+
+
+def run_until_idle(local: LocalRun, timeout: float = 60) -> None:
+    stop = threading.Event()
+    timer = threading.Timer(timeout, stop.set)
+    timer.daemon = True
+    timer.start()
+    started = time.monotonic()
+    try:
+        local.run(stop, until_idle_s=0.5)
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < timeout, f"the run was not idle within {timeout} s"
+
+
+def test_kinesis_lineage_lists_the_shards_once_per_shard_it_does_not_know(
+    aws: Callable[[str], Any],
+) -> None:
+    """Parents and children from ListShards after a real SplitShard on the moto server; a
+    shard already listed is answered from the list, an unknown one lists again; a stream
+    that does not exist has no reshards."""
+    kinesis = aws("kinesis")
+    name = f"lineage{uuid.uuid4().hex[:8]}"
+    kinesis.create_stream(StreamName=name, ShardCount=1)
+    kinesis.get_waiter("stream_exists").wait(
+        StreamName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50}
+    )
+    (parent,) = [s["ShardId"] for s in kinesis.list_shards(StreamName=name)["Shards"]]
+    kinesis.split_shard(StreamName=name, ShardToSplit=parent, NewStartingHashKey=str(MIDDLE))
+    arn = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamARN"]
+    lineage = KinesisLineage(client=kinesis)
+    children = lineage.children(arn, parent)
+    assert len(children) == 2
+    assert [lineage.parents(arn, c) for c in children] == [(parent,), (parent,)]
+    assert lineage.parents(arn, parent) == ()
+    assert lineage.calls == 1
+    assert lineage.parents(arn, "shardId-000000000099") == ()  # not known: listed again
+    assert lineage.calls == 2
+    gone = arn.replace(f"stream/{name}", f"stream/{name}-gone")
+    assert KinesisLineage(client=kinesis).parents(gone, "shardId-000000000001") == ()
+
+
+def test_a_warm_child_whose_sibling_claimed_a_window_applies_its_batch_again(
+    aws: Callable[[str], Any], table: str
+) -> None:
+    """Both children of a split inherit the parent's window; c2 claims it; c1, warm, still
+    holds it as inherited: its claim loses its condition, and the same invocation reads
+    the state again, where the window is closed for c1: its record is late, nothing fails,
+    and the window comes out once, from c2, by c2's watermark alone."""
+    prefix, client = uuid.uuid4().hex, aws("dynamodb")
+    lineage = StaticLineage({"c1": ("p",), "c2": ("p",)})
+
+    def step() -> Window:
+        store = DynamoDBStore(table, prefix, 0, 60, client=client)
+        return Window(key="user", size_s=60, field="ts", aggregate={"n": "count"},
+                      function="f", store=store, lineage=lineage, late="late")  # fmt: skip
+
+    def on(w: Window, shard: str, docs: list[dict[str, Any]], seq: int) -> list[Any]:
+        batch = [Record(orjson.dumps(d), d["user"], str(seq + i), shard_id=shard, index=i)
+                 for i, d in enumerate(docs)]  # fmt: skip
+        result = Chain([Step.of("w", w)]).run(batch)
+        assert not result.failures, result.failures
+        return [(r.get("window_id"), r.get("n"), r.routes) for r in result.records]
+
+    on(step(), "p", [{"user": "a", "ts": 5}], 1)
+    c1, c2 = step(), step()
+    assert on(c1, "c1", [{"user": "b", "ts": 10}], 10) == []  # c1 inherits a, warm
+    assert on(c2, "c2", [{"user": "a", "ts": 20}], 10) == []  # c2 claims a
+    held = [i for i in items(aws, table, prefix) if i["shard"]["S"] == f"{prefix}p"
+            and i["window"]["S"].startswith("w#")]  # fmt: skip
+    assert [(i["owner"]["S"], "expires" in i) for i in held] == [("c2", True)]  # TTL: c2 has it
+    writes = c1.store.writes  # type: ignore[attr-defined]
+    assert on(c1, "c1", [{"user": "a", "ts": 30}], 11) == [(None, None, ("late",))]
+    assert c1.store.writes - writes == 2  # type: ignore[attr-defined]  # the lost claim, its item
+    # c2 owns it: its own watermark closes it (c1's is at 30), once
+    assert on(c2, "c2", [{"user": "y", "ts": 60}], 11) == [("f/a/1970-01-01T00:00:00Z", 2, None)]
+    assert on(c1, "c1", [{"user": "b", "ts": 61}], 12) == [  # its own b; a never again
+        ("f/b/1970-01-01T00:00:00Z", 1, None)
+    ]
+
+
+def test_a_child_s_first_batch_after_its_parent_went_quiet_inherits_not_closes_it(
+    aws: Callable[[str], Any], table: str
+) -> None:
+    """The parent drained long ago (quiet by the clock, not marked yet): the child's first
+    batch inherits its windows rather than closing them as a quiet shard's, and a key's
+    window continues on the child, once, without a retry."""
+    prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [10_000.0]
+    lineage = StaticLineage({"c": ("p",)})
+
+    def step() -> Window:
+        store = DynamoDBStore(table, prefix, 0, 60, client=client, now=lambda: clock[0])
+        return Window(key="user", size_s=60, field="ts", aggregate={"n": "count"},
+                      function="f", store=store, lineage=lineage, quiet_s=300,
+                      now=lambda: clock[0])  # fmt: skip
+
+    def on(shard: str, docs: list[dict[str, Any]], seq: int) -> list[Any]:
+        batch = [Record(orjson.dumps(d), d["user"], str(seq + i), shard_id=shard, index=i)
+                 for i, d in enumerate(docs)]  # fmt: skip
+        result = Chain([Step.of("w", step())]).run(batch)
+        assert not result.failures, result.failures
+        return [(r.get("window_id"), r.get("n")) for r in result.records]
+
+    on("p", [{"user": "a", "ts": 5}], 1)
+    clock[0] += 400
+    closing = on("c", [{"user": "a", "ts": 30}, {"user": "b", "ts": 9_000}], 10)
+    assert closing == [("f/a/1970-01-01T00:00:00Z", 2)]  # the parent's record and the child's
+    assert on("c", [{"user": "b", "ts": 9_999}], 12) == [("f/b/1970-01-01T02:30:00Z", 1)]

@@ -4,6 +4,7 @@ test against a one-pass plain-dict reference."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from math import inf
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -18,6 +19,7 @@ from processors.aggregations import (
     build_aggregation,
 )
 from processors.chain import Chain, Step
+from processors.lineage import StaticLineage
 from processors.registry import build_processor
 from processors.window import (
     MemoryStore,
@@ -324,29 +326,231 @@ def _window_of(scenario: dict[str, Any], **options: Any) -> Window:
 
 def check_scenario(scenario: dict[str, Any], window_for: Callable[[], Window]) -> None:
     """Run the scenario's batches through ``window_for()`` (called per batch: the same
-    window, or a new one on the same state: a cold start) and compare with the reference."""
+    window, or a new one on the same state: a cold start) and compare with the reference.
+
+    The shards run in ``phases`` (a reshard's children after their parents are drained, as
+    Lambda runs them), round-robin within a phase."""
     size, slide, lateness = scenario["size"], scenario["slide"], scenario["lateness"]
     emitted: dict[str, dict[str, Any]] = {}
     late: set[tuple[str, int]] = set()
     redeliver = iter(scenario["redeliver"])
-    cursors = dict.fromkeys(scenario["shards"], 0)
+    shards = scenario["shards"]
+    cursors = dict.fromkeys(shards, 0)
     sizes = {shard: iter(cuts) for shard, cuts in scenario["cuts"].items()}
-    while any(cursors[s] < len(docs) for s, docs in scenario["shards"].items()):
-        for shard, docs in scenario["shards"].items():
-            start = cursors[shard]
-            if start >= len(docs):
-                continue
-            end = min(len(docs), start + next(sizes[shard], 8))
-            batch = [_rec(docs[p], 1000 + p, shard, p - start) for p in range(start, end)]
-            chain = Chain([Step.of("processors[0].window", window_for())])
-            for rec in chain.run(batch).records:
-                doc = rec.json
-                if rec.routes == ("late",):
-                    late.add((shard, int(rec.sequence_number) - 1000))
-                else:
-                    assert emitted.setdefault(doc["window_id"], doc) == doc
-            back = next(redeliver, 0)  # a failure reported this many records before the end
-            cursors[shard] = max(start + 1, end - back) if back else end
-    expected, expected_late = _reference(scenario["shards"], size, slide, lateness, "fn")
+    order: list[tuple[str, int]] = []  # each record's first delivery, across shards
+    for phase in scenario.get("phases", [list(shards)]):
+        while any(cursors[s] < len(shards[s]) for s in phase):
+            for shard in phase:
+                docs = shards[shard]
+                start = cursors[shard]
+                if start >= len(docs):
+                    continue
+                end = min(len(docs), start + next(sizes[shard], 8))
+                order += [(shard, p) for p in range(start, end) if (shard, p) not in order]
+                batch = [_rec(docs[p], 1000 + p, shard, p - start) for p in range(start, end)]
+                chain = Chain([Step.of("processors[0].window", window_for())])
+                result = chain.run(batch)
+                assert not result.failures, result.failures
+                for rec in result.records:
+                    doc = rec.json
+                    if rec.routes == ("late",):
+                        late.add((shard, int(rec.sequence_number) - 1000))
+                    else:
+                        assert emitted.setdefault(doc["window_id"], doc) == doc
+                back = next(redeliver, 0)  # a failure reported this many records before the end
+                cursors[shard] = max(start + 1, end - back) if back else end
+    if "lineage" in scenario:
+        expected, expected_late = _reshard_reference(scenario, order)
+    else:
+        expected, expected_late = _reference(shards, size, slide, lateness, "fn")
     assert emitted == expected
     assert late == expected_late
+
+
+# -- the same across a reshard (split or merge) in the middle ------------------------------
+
+
+def _result(fn: str, key: str, s: int, size: int, items: list[tuple[float, dict]]) -> dict:
+    amounts = [d["amount"] for _, d in items]
+    pages = [(at, d["page"]) for at, d in items]
+    start = iso(s)
+    return {
+        "window_id": f"{fn}/{key}/{start}",
+        "key": key,
+        "window_start": start,
+        "window_end": iso(s + size),
+        "n": len(items),
+        "revenue": sum(amounts),
+        "biggest": max(amounts),
+        "smallest": min(amounts),
+        "mean": sum(amounts) / len(amounts),
+        "products": len({d["product"] for _, d in items}),
+        "first_page": min(pages, key=lambda p: p[0])[1],
+        "last_page": max(reversed(pages), key=lambda p: p[0])[1],
+    }
+
+
+def _reshard_reference(
+    scenario: dict[str, Any], order: list[tuple[str, int]]
+) -> tuple[dict[str, dict[str, Any]], set[tuple[str, int]]]:
+    """The rule of README "Windows" (reshards), one pass over the records in the order they
+    were first delivered, with plain dicts: a child starts with the greatest of its parents'
+    event times and their open windows; the first child that adds to a parent's window owns
+    it (for its siblings that window is closed) and closes it by its own watermark; a
+    parent's window no child added to closes once every child's watermark is past its end."""
+    size, slide, lateness = scenario["size"], scenario["slide"], scenario["lateness"]
+    shards, lineage = scenario["shards"], scenario["lineage"]
+    results: dict[str, dict[str, Any]] = {}
+    late: set[tuple[str, int]] = set()
+    max_time: dict[str, float | None] = {}
+    own: dict[str, dict[tuple[str, int], list[tuple[float, dict[str, Any]]]]] = {}
+    owner: dict[tuple[str, int], str] = {}  # a parent's window -> the child that took it
+
+    def heirloom(shard: str) -> dict[tuple[str, int], list[tuple[float, dict[str, Any]]]]:
+        """The parents' open windows no child took yet."""
+        out: dict[tuple[str, int], list[tuple[float, dict[str, Any]]]] = {}
+        for parent in lineage.get(shard, ()):
+            for wkey, items in own.get(parent, {}).items():
+                if wkey not in owner:
+                    out.setdefault(wkey, []).extend(items)
+        return out
+
+    for shard, pos in order:
+        if shard not in max_time:
+            times = [max_time.get(p) for p in lineage.get(shard, ())]
+            known = [t for t in times if t is not None]
+            max_time[shard] = max(known) if known else None
+            own[shard] = {}
+        doc = shards[shard][pos]
+        t = event_seconds(doc["ts"], "ts")
+        mt = max_time[shard]
+        wm = None if mt is None else mt - lateness
+        last = int(t // slide) * slide
+        mine, inherited = own[shard], heirloom(shard)
+        placed = False
+        for s in range(last - size + slide, last + 1, slide):
+            wkey = (doc["user"], s)
+            if (wm is not None and s + size <= wm) or (
+                wkey not in mine and wkey not in inherited and wkey in owner
+            ):
+                continue  # closed, or another child's
+            if wkey not in mine and wkey in inherited:
+                owner[wkey] = shard
+                mine[wkey] = inherited.pop(wkey)
+            mine.setdefault(wkey, []).append((t, doc))
+            placed = True
+        if not placed:
+            late.add((shard, pos))
+            continue
+        max_time[shard] = mt = t if mt is None else max(mt, t)
+        wm = mt - lateness
+        heirs = {c for p in lineage.get(shard, ()) for c, ps in lineage.items() if p in ps}
+        marks = [max_time.get(h) for h in heirs - {shard}]
+        floor = min((-inf if m is None else m - lateness for m in marks), default=inf)
+        for wkey, items in [*inherited.items(), *mine.items()]:
+            end = wkey[1] + size
+            if end <= wm and (wkey in mine or end <= floor):
+                owner.setdefault(wkey, shard)
+                mine.pop(wkey, None)
+                key, s = wkey
+                results[f"fn/{key}/{iso(s)}"] = _result("fn", key, s, size, items)
+    return results, late
+
+
+def _docs(
+    draw: st.DrawFn, keys: list[str], clock: int, lateness: int, most: int
+) -> tuple[list[dict[str, Any]], int]:
+    """Records of ``keys`` from ``clock`` on, out of order; and the clock at the end."""
+    docs = []
+    for _ in range(draw(st.integers(0, most))):
+        clock += draw(st.integers(0, 15))
+        t = max(0, clock - draw(st.integers(0, lateness + 10)))  # some beyond lateness
+        docs.append({
+            "user": draw(st.sampled_from(keys)),
+            "ts": _as_time(t, draw(st.integers(0, 2))),
+            "amount": draw(st.integers(-5, 50)),
+            "product": draw(st.sampled_from("pqr")),
+            "page": draw(st.sampled_from(["/a", "/b", "/c"])),
+        })  # fmt: skip
+    return docs, clock
+
+
+@st.composite
+def _reshard_scenario(draw: st.DrawFn) -> dict[str, Any]:
+    """A split (shard 0 into 1 and 2) or a merge (0 and 1 into 2), the children's records
+    of the same keys, times going on from the parents'; after a split each key goes to one
+    child (a key on two shards has windows on each: README, "Windows")."""
+    size = draw(st.sampled_from([10, 30, 60]))
+    slide = draw(st.sampled_from([d for d in (size, size // 2, size // 5) if size % d == 0]))
+    lateness = draw(st.integers(0, size))
+    split = draw(st.booleans())
+    parents = ["shardId-0"] if split else ["shardId-0", "shardId-1"]
+    children = ["shardId-1", "shardId-2"] if split else ["shardId-2"]
+    keys = {p: [f"u{n}{c}" for c in "abcd"] for n, p in enumerate(parents)}
+    shards: dict[str, list[dict[str, Any]]] = {}
+    clock = 0
+    for parent in parents:
+        shards[parent], end = _docs(draw, keys[parent], 0, lateness, 30)
+        clock = max(clock, end)
+    clock -= draw(st.integers(0, size))  # the children's start, near the parents' end
+    every = [k for p in parents for k in keys[p]]
+    for n, child in enumerate(children):
+        mine = every[2 * n : 2 * n + 2] if split else every
+        shards[child], _ = _docs(draw, mine, max(0, clock), lateness, 20)
+    cuts = {s: draw(st.lists(st.integers(1, 8), min_size=1, max_size=40)) for s in shards}
+    redeliver = draw(st.lists(st.integers(0, 8), max_size=40))
+    return {"size": size, "slide": slide, "lateness": lateness, "shards": shards,
+            "cuts": cuts, "redeliver": redeliver, "phases": [parents, children],
+            "lineage": dict.fromkeys(children, tuple(parents))}  # fmt: skip
+
+
+def lineage_of(scenario: dict[str, Any]) -> StaticLineage:
+    return StaticLineage(scenario["lineage"])
+
+
+@settings(deadline=None, max_examples=150)
+@given(_reshard_scenario())
+def test_across_a_split_or_merge_each_window_id_comes_out_once_as_the_reference_says(
+    scenario: dict[str, Any],
+) -> None:
+    """A reshard in the middle (children run after their parents are drained): each
+    window_id comes out once, with the reference's content (a key's windows continue on
+    the child that gets its records; a parent's window no child adds to closes once, when
+    every child's watermark is past it), late records are the reference's."""
+    window = _window_of(scenario, state="memory", lineage=lineage_of(scenario))
+    check_scenario(scenario, lambda: window)
+
+
+class TestReshards:
+    def test_a_window_both_parents_of_a_merge_held_comes_out_once_merged(self) -> None:
+        chain, _ = _chain(function="f", lineage=StaticLineage({"c": ("p1", "p2")}))
+        _run(chain, [{"user": "a", "ts": 5, "amount": 2, "page": "/x"}], shard="p1")
+        _run(chain, [{"user": "a", "ts": 7, "amount": 3, "page": "/y"}], shard="p2")
+        out = _run(chain, [{"user": "b", "ts": 70, "amount": 1}], first_seq=10, shard="c")
+        assert [(r.get("window_id"), r.get("n"), r.get("revenue"), r.get("first_page"),
+                 r.get("last_page")) for r in out.records] == [
+            ("f/a/1970-01-01T00:00:00Z", 2, 5, "/x", "/y"),
+        ]  # fmt: skip
+
+    def test_a_window_a_sibling_claimed_is_closed_here_and_its_record_late(self) -> None:
+        chain, window = _chain(function="f", late="late",
+                               lineage=StaticLineage({"c1": ("p",), "c2": ("p",)}))  # fmt: skip
+        _run(chain, [{"user": "a", "ts": 5}], shard="p")
+        assert _run(chain, [{"user": "a", "ts": 6}], first_seq=10, shard="c1").records == []
+        late = _run(chain, [{"user": "a", "ts": 8}], first_seq=10, shard="c2").records
+        assert [r.routes for r in late] == [("late",)]
+        assert window.store.owners == {("p", ("a", 0)): "c1"}  # type: ignore[attr-defined]
+        # c1 closes it by its own watermark alone: it owns it
+        out = _run(chain, [{"user": "z", "ts": 60}], first_seq=11, shard="c1").records
+        assert [(r.get("window_id"), r.get("n")) for r in out] == [("f/a/1970-01-01T00:00:00Z", 2)]
+
+    def test_a_parent_window_no_child_added_to_waits_for_every_child_s_watermark(self) -> None:
+        chain, _ = _chain(function="f", lineage=StaticLineage({"c1": ("p",), "c2": ("p",)}))
+        _run(chain, [{"user": "a", "ts": 5}], shard="p")
+        assert _run(chain, [{"user": "z", "ts": 61}], first_seq=10, shard="c1").records == []
+        out = _run(chain, [{"user": "y", "ts": 60}], first_seq=10, shard="c2").records
+        assert [(r.get("window_id"), r.get("n"), r.shard_id) for r in out] == [
+            ("f/a/1970-01-01T00:00:00Z", 1, "c2"),
+        ]  # the second child past its end closes it, once
+        again = _run(chain, [{"user": "z", "ts": 200}], first_seq=11, shard="c1").records
+        assert [r.get("window_id") for r in again] == ["f/z/1970-01-01T00:01:00Z"]
