@@ -39,7 +39,7 @@ from __future__ import annotations
 import enum
 import time
 from abc import ABC, abstractmethod
-from base64 import b64decode, b64encode
+from binascii import b2a_base64
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -70,6 +70,7 @@ __all__ = [
     "permanent",
     "retryable",
 ]
+
 
 class SinkError(ShardlineError):
     """Root of the errors of ``sinks/``.
@@ -192,7 +193,7 @@ class DeadLetter:
             "event_id": rec.event_id,
             "event_source_arn": rec.event_source_arn,
             "arrival": rec.arrival,
-            "data_base64": b64encode(data).decode(),
+            "data_base64": b2a_base64(data, newline=False).decode(),
         }
         if data_error is not None:
             envelope["data_error"] = data_error
@@ -222,7 +223,9 @@ class DeadLetter:
         >>> again.record.data, again.record.sub_sequence_number, again.redrives
         (b'{"id": 1}', 2, 1)
         """
-        from stream.records import Record  # noqa: PLC0415  # only the operator reads letters
+        from base64 import b64decode  # noqa: PLC0415  # only the operator reads letters
+
+        from stream.records import Record  # noqa: PLC0415
 
         if data is None:
             data = b64decode(doc["data_base64"], validate=True)

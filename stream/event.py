@@ -23,7 +23,6 @@ load it.
 
 from __future__ import annotations
 
-import hashlib
 from binascii import Error as BinasciiError
 from binascii import a2b_base64
 from typing import TYPE_CHECKING, Any, TypedDict
@@ -136,6 +135,8 @@ def deaggregate(parent: Record) -> list[Record]:
     body = data[len(KPL_MAGIC) : -_DIGEST_SIZE]
     if len(data) <= len(KPL_MAGIC) + _DIGEST_SIZE:
         return [_corrupt(parent, "KPL aggregate too short to hold a digest")]
+    import hashlib  # noqa: PLC0415  # OpenSSL's load is milliseconds: aggregates only
+
     if hashlib.md5(body).digest() != data[-_DIGEST_SIZE:]:  # the format's checksum
         return [_corrupt(parent, "KPL aggregate checksum (MD5) mismatch: the record is corrupt")]
     from google.protobuf.message import DecodeError  # noqa: PLC0415  # only for aggregates

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import orjson
@@ -55,7 +54,7 @@ class BuildFailure:
     error: Exception
 
 
-def load_plan(path: str | Path) -> Plan:
+def load_plan(path: str | os.PathLike[str]) -> Plan:
     """Read a compiled plan (``shardline compile``) and check that this shardline knows it.
 
     Raises:
@@ -63,7 +62,8 @@ def load_plan(path: str | Path) -> Plan:
             message names the file and says to compile it again).
         PlanError: the file has no functions. Both are also a ``ValueError``.
     """
-    plan = orjson.loads(Path(path).read_bytes())
+    with open(path, "rb") as file:  # not pathlib: see stream.lambda_handler
+        plan = orjson.loads(file.read())
     check_version(plan, path)
     if "functions" not in plan:
         msg = f"{path}: not a shardline plan (no 'functions'); make one with `shardline compile`"
