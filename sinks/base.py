@@ -44,14 +44,15 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
-# the attempt budget and the backoff every sink uses, re-exported for sink plugins
-from stream.aws import BASE_DELAY_S, MAX_ATTEMPTS, MAX_DELAY_S, backoff_delay
 from stream.exceptions import ShardlineError
 from stream.overlap import run_all, wave_width
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    # the attempt budget and the backoff every sink uses, re-exported for sink plugins
+    # (from stream.aws on first use: see __getattr__ below)
+    from stream.aws import BASE_DELAY_S, MAX_ATTEMPTS, MAX_DELAY_S, backoff_delay
     from stream.records import Record
 
 __all__ = [
@@ -70,6 +71,24 @@ __all__ = [
     "permanent",
     "retryable",
 ]
+
+
+_FROM_AWS = frozenset({"BASE_DELAY_S", "MAX_ATTEMPTS", "MAX_DELAY_S", "backoff_delay"})
+
+
+def __getattr__(name: str) -> Any:
+    """The retry budget and backoff of :mod:`stream.aws`, re-exported for sink plugins.
+
+    Read from ``stream.aws`` on first use (PEP 562): that module (its enums, dataclass and
+    error tables) is a millisecond of cold start that a function whose sinks make no AWS
+    call (``stdout``, ``discard``) never needs; every AWS sink imports it anyway.
+    """
+    if name in _FROM_AWS:
+        import stream.aws  # noqa: PLC0415
+
+        return getattr(stream.aws, name)
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
 
 
 class SinkError(ShardlineError):
