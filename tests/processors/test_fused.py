@@ -598,6 +598,22 @@ class TestFusion:
         chain = Chain([Step.of("sub", MyFilter(expr="a")), own])
         assert all(isinstance(s, Step) for s in chain._segments)
 
+    def test_a_dropped_record_keeps_its_bytes_not_its_decoded_document(self) -> None:
+        """Memory: the batch list holds dropped records until the batch ends; their
+        documents are let go, and decoded again, equal, should anything read them."""
+        records = batch({"a": "x"}, {"a": "y"})
+        result = Chain([Step.of("f", Filter(match={"a": ["x"]}))]).run(records)
+        assert [r.index for r in result.records] == [0]
+        assert (records[0].decoded, records[1].decoded) == (True, False)
+        assert records[1].json == {"a": "y"}
+
+    def test_a_record_changed_before_its_drop_keeps_the_changed_document(self) -> None:
+        records = batch({"a": "x"}, {"a": "y"})
+        steps = [Step.of("e", Enrich(set={"b": 1})), Step.of("f", Filter(match={"a": ["x"]}))]
+        Chain(steps).run(records)
+        assert records[1].decoded
+        assert records[1].data == b'{"a":"y","b":1}'
+
     def test_fuse_false_runs_the_plain_loop(self) -> None:
         chain = Chain([Step.of("f", Filter(expr="a"))], fuse=False)
         assert chain._segments == chain.steps
