@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import gc
 import time
-from dataclasses import dataclass, field
 from functools import partial
 from operator import attrgetter
 from time import perf_counter
@@ -46,6 +45,7 @@ from stream.faults import broken_steps, infrastructure_code, is_infrastructure
 from stream.logs import BatchLog
 from stream.metrics import Measurements, Metrics
 from stream.overlap import SINK_WIDTH, new_pool, run_all
+from stream.values import Value
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -69,8 +69,7 @@ class BatchResponse(TypedDict):
     batchItemFailures: list[BatchItemFailure]
 
 
-@dataclass(slots=True)
-class BatchResult:
+class BatchResult(Value):
     """What happened to a batch: the response and the counts behind it.
 
     Attributes:
@@ -87,15 +86,39 @@ class BatchResult:
         measurements: timings and the counts only metrics need; ``None`` with metrics off.
     """
 
-    response: BatchResponse
-    records_in: int = 0
-    dropped: dict[str, int] = field(default_factory=dict)
-    unrouted: int = 0
-    written: dict[str, int] = field(default_factory=dict)
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    failed: dict[int, str] = field(default_factory=dict)
-    infrastructure: dict[str, str] = field(default_factory=dict)
-    measurements: Measurements | None = None
+    __slots__ = (
+        "dead_letters",
+        "dropped",
+        "failed",
+        "infrastructure",
+        "measurements",
+        "records_in",
+        "response",
+        "unrouted",
+        "written",
+    )
+
+    def __init__(  # noqa: PLR0917  # the dataclass's positional order, kept
+        self,
+        response: BatchResponse,
+        records_in: int = 0,
+        dropped: dict[str, int] | None = None,
+        unrouted: int = 0,
+        written: dict[str, int] | None = None,
+        dead_letters: list[DeadLetter] | None = None,
+        failed: dict[int, str] | None = None,
+        infrastructure: dict[str, str] | None = None,
+        measurements: Measurements | None = None,
+    ) -> None:
+        self.response = response
+        self.records_in = records_in
+        self.dropped = {} if dropped is None else dropped
+        self.unrouted = unrouted
+        self.written = {} if written is None else written
+        self.dead_letters = [] if dead_letters is None else dead_letters
+        self.failed = {} if failed is None else failed
+        self.infrastructure = {} if infrastructure is None else infrastructure
+        self.measurements = measurements
 
 
 class BatchRunner:

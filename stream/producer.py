@@ -1260,6 +1260,7 @@ def _classify(exc: Exception, stream: str, operation: str = "PutRecords") -> _Ca
     reason = f"Kinesis {operation} to stream {stream!r} raised {name}: {exc}"
     return _CallFailure(name, reason, _Scope.RETRY)
 
+
 def _agg_record_type() -> Any:
     """``aws_kinesis_agg.aggregator.AggRecord``, imported without its ``sys.path`` change.
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import orjson
@@ -25,6 +24,7 @@ from stream.batch import BatchRunner
 from stream.exceptions import PlanError, UnknownFunctionError
 from stream.metrics import metrics_enabled
 from stream.plan_version import check_version
+from stream.values import FrozenValue
 
 if TYPE_CHECKING:
     from stream.plan import FunctionPlan, Plan, SinkSpec
@@ -42,16 +42,21 @@ __all__ = [
 SinkFactory = Callable[[str, "SinkSpec"], Sink]
 
 
-@dataclass(frozen=True)
-class BuildFailure:
+class BuildFailure(FrozenValue):
     """A step or sink whose constructor raised while a runner was being built.
 
     ``where`` is its place in the plan, ``("processors", 2)`` or ``("sinks", "archive")``,
     so that ``validate`` can point at the line of the pipeline file that configures it.
     """
 
+    __slots__ = ("error", "where")
+
     where: tuple[str | int, ...]
     error: Exception
+
+    def __init__(self, where: tuple[str | int, ...], error: Exception) -> None:
+        object.__setattr__(self, "where", where)  # frozen (stream.values)
+        object.__setattr__(self, "error", error)
 
 
 def load_plan(path: str | os.PathLike[str]) -> Plan:
