@@ -131,8 +131,8 @@ class Record:
         "sub_sequence_number",
     )
 
-    #: The Lambda event entry an :class:`EventRecord` reads its position from (``None``
-    #: once read; never set on a record built by ``Record(...)``).
+    #: The Lambda event entry an :class:`EventRecord` reads its position from (kept once
+    #: read: the event holds it anyway; never set on a record built by ``Record(...)``).
     _entry: Mapping[str, Any] | None
 
     def __init__(  # noqa: PLR0917  # positional: the event parser's call is the hot path
@@ -374,22 +374,30 @@ class EventRecord(Record):
     __init__ = object.__init__  # see above: the parser fills the slots
 
     def _settle(self) -> None:
-        """Fill the position from the entry and become a plain :class:`Record`."""
+        """Fill the position from the entry and become a plain :class:`Record`.
+
+        The slots first, through :class:`Record`'s own descriptors, and the class last:
+        sinks run in threads (:mod:`stream.overlap`), and a thread that reads a field while
+        another settles the record sees either an EventRecord (and settles it again, to the
+        same values) or a Record whose fields are all set.
+        """
         entry: Any = self._entry
         kinesis = entry["kinesis"]
-        sequence_number = kinesis["sequenceNumber"]
         event_id = entry.get("eventID") or ""
-        # the same layout: from here the fields are plain slots
-        self.__class__ = Record  # type: ignore[assignment]  # on purpose: it is one now
-        self.partition_key = kinesis.get("partitionKey", "")
-        self.sequence_number = sequence_number
-        self.sub_sequence_number = 0
-        self.aggregated = False
-        self.shard_id = event_id.rpartition(":")[0]
-        self.arrival = kinesis.get("approximateArrivalTimestamp") or 0.0
-        self.event_id = event_id
-        self.event_source_arn = entry.get("eventSourceARN", "")
-        self._entry = None
+        fill = _FILL
+        fill["partition_key"](self, kinesis.get("partitionKey", ""))
+        fill["sequence_number"](self, kinesis["sequenceNumber"])
+        fill["sub_sequence_number"](self, 0)
+        fill["aggregated"](self, False)
+        fill["shard_id"](self, event_id.rpartition(":")[0])
+        fill["arrival"](self, kinesis.get("approximateArrivalTimestamp") or 0.0)
+        fill["event_id"](self, event_id)
+        fill["event_source_arn"](self, entry.get("eventSourceARN", ""))
+        self.__class__ = Record  # type: ignore[assignment]  # the same layout, on purpose
+
+
+#: Record's own slot setters of the position fields (EventRecord's names are properties).
+_FILL: dict[str, Any] = {name: Record.__dict__[name].__set__ for name in _POSITION}
 
 
 def _settling(name: str) -> property:

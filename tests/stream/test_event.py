@@ -274,3 +274,37 @@ POSITION_FIELDS = (
     "event_id",
     "event_source_arn",
 )
+
+
+def test_records_read_from_several_threads_at_once_settle_consistently():
+    """Sinks run in threads: a field read while another thread settles the same record
+    sees every field set (the slots are filled before the class changes)."""
+    import sys  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    f = EventFactory()
+    event = f.batch([(f"k{i}", {"i": i}) for i in range(3000)])
+    expected = [e["kinesis"]["partitionKey"] for e in event["Records"]]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(3):
+            records = records_from_event(event)
+            seen: list[list[str]] = []
+            errors: list[BaseException] = []
+
+            def read(records=records, seen=seen, errors=errors):
+                try:
+                    seen.append([(r.shard_id, r.partition_key)[1] for r in records])
+                except BaseException as exc:  # reported below
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=read) for _ in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert errors == []
+            assert seen == [expected] * 4
+    finally:
+        sys.setswitchinterval(interval)
