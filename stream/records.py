@@ -404,12 +404,18 @@ def _settling(name: str) -> property:
     """A position field of :class:`EventRecord`: settle the record, then use the slot."""
     slot = Record.__dict__[name]
 
+    # EventRecord._settle, not self._settle: another thread may have settled the record
+    # into a plain Record since this property was looked up (settling twice is harmless)
+    settle = EventRecord._settle
+
     def get(self: EventRecord) -> Any:
-        self._settle()
+        if type(self) is EventRecord:
+            settle(self)
         return slot.__get__(self, Record)
 
     def put(self: EventRecord, value: Any) -> None:
-        self._settle()
+        if type(self) is EventRecord:
+            settle(self)
         slot.__set__(self, value)
 
     return property(get, put, doc=f"The record's {name} (read from the event entry).")
