@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "invocation wall time through a delaying proxy: overlapped vs in turn vs Powertools",
     ),
     "handler": ("bench.handler", "µs/record: shardline vs Powertools BatchProcessor vs plain loop"),
+    "memory": ("bench.memory", "peak memory of one invocation: shardline vs plain loop; 6 MB"),
     "producer": ("bench.producer", "records/s: producer batching and aggregation vs PutRecord"),
     "replay": ("bench.replay", "records/s of `shardline replay` from the archive vs a plain loop"),
     "schema": ("bench.schema", "µs/record: JSON Schema and Avro libraries, the schema step"),

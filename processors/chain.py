@@ -9,7 +9,6 @@ applied.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from time import perf_counter
 from typing import TYPE_CHECKING
 
@@ -17,6 +16,7 @@ from processors.errors import ProcessorError
 from processors.step import EVENT_STEP, Step, StepFailure
 from stream.exceptions import DecodeError, RetryableError
 from stream.records import Record
+from stream.values import Value
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -26,8 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["EVENT_STEP", "Chain", "ChainResult", "Step", "StepFailure"]
 
 
-@dataclass(slots=True)
-class ChainResult:
+class ChainResult(Value):
     """What the chain made of a batch.
 
     Attributes:
@@ -36,9 +35,17 @@ class ChainResult:
         dropped: per step name, how many records it dropped.
     """
 
-    records: list[Record]
-    failures: list[StepFailure] = field(default_factory=list)
-    dropped: dict[str, int] = field(default_factory=dict)
+    __slots__ = ("dropped", "failures", "records")
+
+    def __init__(
+        self,
+        records: list[Record],
+        failures: list[StepFailure] | None = None,
+        dropped: dict[str, int] | None = None,
+    ) -> None:
+        self.records = records
+        self.failures = [] if failures is None else failures
+        self.dropped = {} if dropped is None else dropped
 
 
 class Chain:

@@ -48,18 +48,21 @@ _IS_DICT = "is_dict"  # type(doc) is dict, set where the loop reads the document
 _DROP = "    <drop>"  # a filter's line that counts a drop, numbered when the run is built
 
 # Reading a document and marking it changed are the two Record calls left per record; for
-# an exact Record the loop does them on its slots (a third of the fused loop's cost): decode
-# as ``Record.json`` does, and on any error call ``rec.json`` so that the property raises its
-# own error; ``set_json(doc)``, with ``doc`` already the record's document, only clears the
-# cached bytes. Should Record change shape, the loop calls the property and the method.
+# an exact Record or EventRecord (the handler's records: the same slots) the loop does them
+# on its slots (a third of the fused loop's cost): decode as ``Record.json`` does, and on any
+# error call ``rec.json`` so that the property raises its own error; ``set_json(doc)``, with
+# ``doc`` already the record's document, only clears the cached bytes. Should Record change
+# shape, the loop calls the property and the method.
 _INLINE = (
     {"_data", "_doc"} <= set(getattr(records.Record, "__slots__", ()))
+    and hasattr(records, "EventRecord")
     and hasattr(records, "_UNSET")
     and hasattr(records, "_loads")
 )
 _READ = ["doc = rec.json"]
 _READ_INLINE = [
-    "if type(rec) is _Record:",
+    "rec_type = type(rec)",
+    "if rec_type is _EventRecord or rec_type is _Record:",
     "    doc = rec._doc",
     "    if doc is _UNSET:",
     "        try:",
@@ -69,9 +72,18 @@ _READ_INLINE = [
     "else:",
     "    doc = rec.json",
 ]
+# A record a filter drops keeps only its bytes, not the document decoded from them (the
+# caller's batch list still holds the record until the batch ends: ``python -m bench
+# memory`` measured the documents of dropped records as a third of the handler's peak). Only
+# while the bytes are the truth (no step of the run changed the document): ``rec.json``
+# decodes the same document again should anything read it.
+_RELEASE = [
+    "    if (rec_type is _EventRecord or rec_type is _Record) and rec._data is not None:",
+    "        rec._doc = _UNSET",
+]
 _CHANGED = ["rec.set_json(doc)"]
-_CHANGED_INLINE = [
-    "if type(rec) is _Record:",
+_CHANGED_INLINE = [  # rec_type: set by the read, which comes first in the run
+    "if rec_type is _EventRecord or rec_type is _Record:",
     "    rec._data = None  # rec.set_json(doc)",
     "else:",
     "    rec.set_json(doc)",
@@ -282,6 +294,7 @@ def _build(run: list[tuple[Step, _Part]], ns: Namespace) -> FusedRun:
     ns.values["_failure"] = _failure
     if _INLINE:
         ns.values["_Record"] = records.Record
+        ns.values["_EventRecord"] = records.EventRecord
         ns.values["_UNSET"] = records._UNSET
         ns.values["_loads"] = records._loads
     lines = [
@@ -295,7 +308,14 @@ def _build(run: list[tuple[Step, _Part]], ns: Namespace) -> FusedRun:
     ]
     read = False
     for i, (step, part) in enumerate(run):
-        body = [f"    dropped_{i} += 1" if line == _DROP else line for line in part.body]
+        body = []
+        for line in part.body:
+            if line != _DROP:
+                body.append(line)
+                continue
+            body.append(f"    dropped_{i} += 1")
+            if _INLINE:
+                body += _RELEASE
         if part.json and not read:
             body[:0] = [*(_READ_INLINE if _INLINE else _READ), f"{_IS_DICT} = type(doc) is dict"]
             read = True

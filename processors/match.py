@@ -51,8 +51,6 @@ Semantics, with the choices made where the docs are thin:
 
 from __future__ import annotations
 
-import difflib
-import ipaddress
 import math
 import operator
 import re
@@ -364,6 +362,8 @@ def _address(text: str) -> tuple[int, int] | None:
             return None
         return 4, int.from_bytes(bytes(octets), "big")
     if _IPV6.fullmatch(text):
+        import ipaddress  # noqa: PLC0415  # a millisecond at cold start, for cidr only
+
         try:
             return 6, int(ipaddress.IPv6Address(text))
         except ValueError:
@@ -609,6 +609,8 @@ class _Compiler:
         at = f"{path}.{name}"
         build = _BUILDERS.get(name)
         if build is None:
+            import difflib  # noqa: PLC0415  # only to word a validation error
+
             close = difflib.get_close_matches(str(name), _OPERATORS, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             self.fail(at, f"unknown operator {name!r}; {hint}known: {', '.join(_OPERATORS)}")

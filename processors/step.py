@@ -8,9 +8,10 @@ that neither imports the other to name them.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from types import FunctionType, MethodType
 from typing import TYPE_CHECKING
+
+from stream.values import FrozenValue
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -24,8 +25,7 @@ __all__ = ["EVENT_STEP", "TRACKED_BUILTINS", "Step", "StepFailure"]
 EVENT_STEP = "event"
 
 
-@dataclass(frozen=True, slots=True)
-class Step:
+class Step(FrozenValue):
     """One configured processor.
 
     Attributes:
@@ -41,11 +41,28 @@ class Step:
             otherwise have sinks read the old bytes. Only :meth:`of` sets it.
     """
 
+    __slots__ = ("name", "prepare", "processor", "run", "tracked")
+
     name: str
     run: Processor
-    prepare: Callable[[Sequence[Record]], None] | None = None
-    processor: object = None
-    tracked: bool = False
+    prepare: Callable[[Sequence[Record]], None] | None
+    processor: object
+    tracked: bool
+
+    def __init__(
+        self,
+        name: str,
+        run: Processor,
+        prepare: Callable[[Sequence[Record]], None] | None = None,
+        processor: object = None,
+        tracked: bool = False,
+    ) -> None:
+        setattr_ = object.__setattr__  # frozen (stream.values)
+        setattr_(self, "name", name)
+        setattr_(self, "run", run)
+        setattr_(self, "prepare", prepare)
+        setattr_(self, "processor", processor)
+        setattr_(self, "tracked", tracked)
 
     @classmethod
     def of(cls, name: str, processor: Processor) -> Step:
@@ -80,8 +97,7 @@ def _loaded(path: str) -> object:
     return getattr(sys.modules.get(module), name, None)
 
 
-@dataclass(frozen=True, slots=True)
-class StepFailure:
+class StepFailure(FrozenValue):
     """A record that a step could not process.
 
     Attributes:
@@ -91,7 +107,16 @@ class StepFailure:
         retryable: whether delivering it again may succeed.
     """
 
+    __slots__ = ("error", "record", "retryable", "step")
+
     record: Record
     step: str
     error: BaseException
     retryable: bool
+
+    def __init__(self, record: Record, step: str, error: BaseException, retryable: bool) -> None:
+        setattr_ = object.__setattr__  # frozen (stream.values)
+        setattr_(self, "record", record)
+        setattr_(self, "step", step)
+        setattr_(self, "error", error)
+        setattr_(self, "retryable", retryable)

@@ -39,19 +39,20 @@ from __future__ import annotations
 import enum
 import time
 from abc import ABC, abstractmethod
-from base64 import b64decode, b64encode
+from binascii import b2a_base64
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
-# the attempt budget and the backoff every sink uses, re-exported for sink plugins
-from stream.aws import BASE_DELAY_S, MAX_ATTEMPTS, MAX_DELAY_S, backoff_delay
 from stream.exceptions import ShardlineError
 from stream.overlap import run_all, wave_width
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    # the attempt budget and the backoff every sink uses, re-exported for sink plugins
+    # (from stream.aws on first use: see __getattr__ below)
+    from stream.aws import BASE_DELAY_S, MAX_ATTEMPTS, MAX_DELAY_S, backoff_delay
     from stream.records import Record
 
 __all__ = [
@@ -70,6 +71,25 @@ __all__ = [
     "permanent",
     "retryable",
 ]
+
+
+_FROM_AWS = frozenset({"BASE_DELAY_S", "MAX_ATTEMPTS", "MAX_DELAY_S", "backoff_delay"})
+
+
+def __getattr__(name: str) -> Any:
+    """The retry budget and backoff of :mod:`stream.aws`, re-exported for sink plugins.
+
+    Read from ``stream.aws`` on first use (PEP 562): that module (its enums, dataclass and
+    error tables) is a millisecond of cold start that a function whose sinks make no AWS
+    call (``stdout``, ``discard``) never needs; every AWS sink imports it anyway.
+    """
+    if name in _FROM_AWS:
+        import stream.aws  # noqa: PLC0415
+
+        return getattr(stream.aws, name)
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
+
 
 class SinkError(ShardlineError):
     """Root of the errors of ``sinks/``.
@@ -192,7 +212,7 @@ class DeadLetter:
             "event_id": rec.event_id,
             "event_source_arn": rec.event_source_arn,
             "arrival": rec.arrival,
-            "data_base64": b64encode(data).decode(),
+            "data_base64": b2a_base64(data, newline=False).decode(),
         }
         if data_error is not None:
             envelope["data_error"] = data_error
@@ -222,7 +242,9 @@ class DeadLetter:
         >>> again.record.data, again.record.sub_sequence_number, again.redrives
         (b'{"id": 1}', 2, 1)
         """
-        from stream.records import Record  # noqa: PLC0415  # only the operator reads letters
+        from base64 import b64decode  # noqa: PLC0415  # only the operator reads letters
+
+        from stream.records import Record  # noqa: PLC0415
 
         if data is None:
             data = b64decode(doc["data_base64"], validate=True)

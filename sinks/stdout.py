@@ -14,8 +14,8 @@ byte inside it starts a false record, and invalid UTF-8 breaks every line-readin
 
 from __future__ import annotations
 
-import base64
 import sys
+from binascii import b2a_base64  # not base64, which loads struct: cold start
 from typing import IO, TYPE_CHECKING, ClassVar
 
 import orjson
@@ -45,7 +45,7 @@ def line_of(record: Record) -> bytes:
         try:
             data.decode()
         except UnicodeDecodeError:
-            return orjson.dumps({"_data_base64": base64.b64encode(record.data).decode()})
+            return orjson.dumps({"_data_base64": b2a_base64(record.data, newline=False).decode()})
         return data
     try:
         return orjson.dumps(record.json)
@@ -54,7 +54,7 @@ def line_of(record: Record) -> bytes:
     try:
         return orjson.dumps({"_text": record.data.decode()})
     except UnicodeDecodeError:
-        return orjson.dumps({"_data_base64": base64.b64encode(record.data).decode()})
+        return orjson.dumps({"_data_base64": b2a_base64(record.data, newline=False).decode()})
 
 
 class StdoutSink(Sink):

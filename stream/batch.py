@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import gc
 import time
-from dataclasses import dataclass, field
 from functools import partial
+from operator import attrgetter
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, TypedDict
 
@@ -45,6 +45,7 @@ from stream.faults import broken_steps, infrastructure_code, is_infrastructure
 from stream.logs import BatchLog
 from stream.metrics import Measurements, Metrics
 from stream.overlap import SINK_WIDTH, new_pool, run_all
+from stream.values import Value
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -68,8 +69,7 @@ class BatchResponse(TypedDict):
     batchItemFailures: list[BatchItemFailure]
 
 
-@dataclass(slots=True)
-class BatchResult:
+class BatchResult(Value):
     """What happened to a batch: the response and the counts behind it.
 
     Attributes:
@@ -86,15 +86,39 @@ class BatchResult:
         measurements: timings and the counts only metrics need; ``None`` with metrics off.
     """
 
-    response: BatchResponse
-    records_in: int = 0
-    dropped: dict[str, int] = field(default_factory=dict)
-    unrouted: int = 0
-    written: dict[str, int] = field(default_factory=dict)
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    failed: dict[int, str] = field(default_factory=dict)
-    infrastructure: dict[str, str] = field(default_factory=dict)
-    measurements: Measurements | None = None
+    __slots__ = (
+        "dead_letters",
+        "dropped",
+        "failed",
+        "infrastructure",
+        "measurements",
+        "records_in",
+        "response",
+        "unrouted",
+        "written",
+    )
+
+    def __init__(  # noqa: PLR0917  # the dataclass's positional order, kept
+        self,
+        response: BatchResponse,
+        records_in: int = 0,
+        dropped: dict[str, int] | None = None,
+        unrouted: int = 0,
+        written: dict[str, int] | None = None,
+        dead_letters: list[DeadLetter] | None = None,
+        failed: dict[int, str] | None = None,
+        infrastructure: dict[str, str] | None = None,
+        measurements: Measurements | None = None,
+    ) -> None:
+        self.response = response
+        self.records_in = records_in
+        self.dropped = {} if dropped is None else dropped
+        self.unrouted = unrouted
+        self.written = {} if written is None else written
+        self.dead_letters = [] if dead_letters is None else dead_letters
+        self.failed = {} if failed is None else failed
+        self.infrastructure = {} if infrastructure is None else infrastructure
+        self.measurements = measurements
 
 
 class BatchRunner:
@@ -284,6 +308,20 @@ class BatchRunner:
         per_sink: dict[str, list[Record]] = {name: [] for name in self.sinks}
         letters: list[DeadLetter] = []
         default = self.default_route
+        if not held and records:
+            # The usual batch: nothing held back and every record on the same route (one
+            # sink, or route rules that all lead to it), of known sinks, each named once
+            # (else the loop below: letters, duplicates). Checked in C, in two passes.
+            routes_of = list(map(_routes_of, records))
+            routes = routes_of[0]
+            if routes_of.count(routes) == len(records):
+                routes = default if routes is None else routes
+                if len(set(routes)) == len(routes) and all(name in per_sink for name in routes):
+                    for name in routes:
+                        per_sink[name].extend(records)
+                    if not routes:
+                        result.unrouted += len(records)
+                    return per_sink, letters
         for rec in records:
             if held and rec.index in held:
                 result.failed.setdefault(rec.index, held[rec.index])
@@ -427,6 +465,9 @@ class BatchRunner:
                     f"held back: record {key_first} of key {rec.partition_key!r} failed"
                 )
         return held
+
+
+_routes_of = attrgetter("routes")
 
 
 def _add(totals: dict[str, float], key: str, value: float) -> None:

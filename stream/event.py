@@ -23,12 +23,11 @@ load it.
 
 from __future__ import annotations
 
-import hashlib
 from binascii import Error as BinasciiError
 from binascii import a2b_base64
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from stream.records import Record
+from stream.records import _UNSET, EventRecord, Record
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -93,47 +92,35 @@ def records_from_event(event: Mapping[str, Any], *, aggregated: bool = False) ->
         raise ValueError(msg)  # a wrong event is a wrong value for the caller
     out: list[Record] = []
     append = out.append
-    # One batch is one shard of one stream: derive shard and ARN once, recheck cheaply.
-    prefix, shard_id, arn = "\0", "", ""
+    unset = _UNSET
+    index = 0
+    # The hot path: per entry, base64 and seven slot stores. The position (key, sequence
+    # number, shard...) stays in the entry until something reads it (EventRecord).
     for entry in entries:
         kinesis = entry["kinesis"]
-        seq = kinesis["sequenceNumber"]
-        event_id = entry.get("eventID") or ""
-        if not event_id.startswith(prefix):
-            shard_id = event_id.rpartition(":")[0]
-            prefix = shard_id + ":" if shard_id else "\0"
-            arn = entry.get("eventSourceARN", "")
-        arrival = kinesis.get("approximateArrivalTimestamp") or 0.0
+        record = EventRecord()
         try:
-            data = a2b_base64(kinesis["data"], strict_mode=True)
+            record._data = data = a2b_base64(kinesis["data"], strict_mode=True)
+            record.error = None
         except (BinasciiError, TypeError, ValueError) as exc:
-            data = str(kinesis.get("data", "")).encode()
-            reason = f"data is not valid base64 ({exc})"
-            key = kinesis.get("partitionKey", "")
-            append(
-                Record(data, key, seq, 0, False, shard_id, arrival, event_id, arn, len(out), reason)
-            )
-            continue
-        record = Record(
-            data,
-            kinesis.get("partitionKey", ""),
-            seq,
-            0,
-            False,
-            shard_id,
-            arrival,
-            event_id,
-            arn,
-            len(out),
-        )
-        if data.startswith(KPL_MAGIC):
+            record._data = data = str(kinesis.get("data", "")).encode()
+            record.error = f"data is not valid base64 ({exc})"
+        record._doc = unset
+        record._entry = entry
+        record.index = index
+        record.part = ""
+        record.routes = None
+        # the first byte, then the rest: a one-byte slice is a cached object, no allocation
+        if data[:1] == b"\xf3" and data.startswith(KPL_MAGIC) and record.error is None:
             users = deaggregate(record)
             if record.error is not None and not aggregated:  # plain data, as the KCL says
                 record.error = None
             for user in users:
-                user.index = len(out)
+                user.index = index
+                index += 1
                 append(user)
             continue
+        index += 1
         append(record)
     return out
 
@@ -148,6 +135,8 @@ def deaggregate(parent: Record) -> list[Record]:
     body = data[len(KPL_MAGIC) : -_DIGEST_SIZE]
     if len(data) <= len(KPL_MAGIC) + _DIGEST_SIZE:
         return [_corrupt(parent, "KPL aggregate too short to hold a digest")]
+    import hashlib  # noqa: PLC0415  # OpenSSL's load is milliseconds: aggregates only
+
     if hashlib.md5(body).digest() != data[-_DIGEST_SIZE:]:  # the format's checksum
         return [_corrupt(parent, "KPL aggregate checksum (MD5) mismatch: the record is corrupt")]
     from google.protobuf.message import DecodeError  # noqa: PLC0415  # only for aggregates

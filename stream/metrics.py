@@ -60,10 +60,11 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
+
+from stream.values import Value
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -142,8 +143,7 @@ def metrics_enabled(setting: object, environ: Mapping[str, str]) -> bool:
     return bool(environ.get("AWS_LAMBDA_FUNCTION_NAME"))
 
 
-@dataclass(slots=True)
-class Measurements:
+class Measurements(Value):
     """What the batch runner measures when metrics are on, beyond the fold's counts.
 
     Attributes:
@@ -156,12 +156,23 @@ class Measurements:
             (held back behind a failure); the metrics count them as filtered only.
     """
 
-    started: float
-    oldest_arrival: float = 0.0
-    step_ms: dict[str, float] = field(default_factory=dict)
-    sink_ms: dict[str, float] = field(default_factory=dict)
-    routed: dict[str, int] = field(default_factory=dict)
-    filtered_held: int = 0
+    __slots__ = ("filtered_held", "oldest_arrival", "routed", "sink_ms", "started", "step_ms")
+
+    def __init__(  # noqa: PLR0917  # the dataclass's positional order, kept
+        self,
+        started: float,
+        oldest_arrival: float = 0.0,
+        step_ms: dict[str, float] | None = None,
+        sink_ms: dict[str, float] | None = None,
+        routed: dict[str, int] | None = None,
+        filtered_held: int = 0,
+    ) -> None:
+        self.started = started
+        self.oldest_arrival = oldest_arrival
+        self.step_ms = {} if step_ms is None else step_ms
+        self.sink_ms = {} if sink_ms is None else sink_ms
+        self.routed = {} if routed is None else routed
+        self.filtered_held = filtered_held
 
 
 _Group = tuple[str, str, dict[str, float | int]]  # (dimension key, value, metrics)

@@ -41,6 +41,7 @@ __all__ = [
     "check_version",
 ]
 
+
 class StreamSpec(TypedDict):
     """``plan["stream"]``: the Kinesis stream the functions consume."""
 

@@ -14,13 +14,16 @@ copying.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from stream.exceptions import DecodeError
 
-__all__ = ["SEQUENCE_WIDTH", "Record", "pad_sequence", "record_position"]
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = ["SEQUENCE_WIDTH", "EventRecord", "Record", "pad_sequence", "record_position"]
 
 #: Width to which sequence numbers are zero-padded when stored as strings. Kinesis sequence
 #: numbers are decimal strings of up to 128 digits (56 in practice); DynamoDB numbers hold
@@ -113,6 +116,7 @@ class Record:
     __slots__ = (
         "_data",
         "_doc",
+        "_entry",
         "aggregated",
         "arrival",
         "error",
@@ -126,6 +130,10 @@ class Record:
         "shard_id",
         "sub_sequence_number",
     )
+
+    #: The Lambda event entry an :class:`EventRecord` reads its position from (kept once
+    #: read: the event holds it anyway; never set on a record built by ``Record(...)``).
+    _entry: Mapping[str, Any] | None
 
     def __init__(  # noqa: PLR0917  # positional: the event parser's call is the hot path
         self,
@@ -324,3 +332,95 @@ class Record:
             f"sub_sequence_number={self.sub_sequence_number}, "
             f"partition_key={self.partition_key!r}, data={self.data[:60]!r})"
         )
+
+
+#: The position fields an :class:`EventRecord` reads from its event entry on first use.
+_POSITION = (
+    "aggregated",
+    "arrival",
+    "event_id",
+    "event_source_arn",
+    "partition_key",
+    "sequence_number",
+    "shard_id",
+    "sub_sequence_number",
+)
+
+
+class EventRecord(Record):
+    """A record of a Lambda Kinesis event whose position is read from its entry on first use.
+
+    Why: the handler makes one record per Kinesis record, and most batches never read most
+    records' positions (a filter drops the record, a sink that needs no key takes it). Filling
+    the eight position fields and calling ``__init__`` was a third of the handler's cost
+    beyond base64 and JSON (``python -m bench handler``); :func:`stream.event.records_from_event`
+    instead sets the data, the index and the entry (the event's own dict, alive for the
+    invocation anyway) and nothing else.
+
+    The first read or write of a position field (``partition_key``, ``sequence_number``,
+    ``sub_sequence_number``, ``aggregated``, ``shard_id``, ``arrival``, ``event_id``,
+    ``event_source_arn``, and so :attr:`position`, :attr:`document_id`, ``==``) fills all of
+    them from the entry and turns the object into a plain :class:`Record` (same slots, so
+    ``__class__`` can change): from then on every read is a slot read, and the record is
+    indistinguishable from one built by ``Record(...)``. Everything else (the data, the
+    document, ``index``, ``part``, ``routes``, ``error``) is a slot from the start.
+
+    Only :func:`stream.event.records_from_event` makes them: ``EventRecord()`` takes no
+    arguments (``object.__init__``: the cheapest allocation CPython offers a slotted class,
+    cheaper than ``object.__new__(cls)``) and the parser sets those slots itself.
+    """
+
+    __slots__ = ()
+    __init__ = object.__init__  # see above: the parser fills the slots
+
+    def _settle(self) -> None:
+        """Fill the position from the entry and become a plain :class:`Record`.
+
+        The slots first, through :class:`Record`'s own descriptors, and the class last:
+        sinks run in threads (:mod:`stream.overlap`), and a thread that reads a field while
+        another settles the record sees either an EventRecord (and settles it again, to the
+        same values) or a Record whose fields are all set.
+        """
+        entry: Any = self._entry
+        kinesis = entry["kinesis"]
+        event_id = entry.get("eventID") or ""
+        fill = _FILL
+        fill["partition_key"](self, kinesis.get("partitionKey", ""))
+        fill["sequence_number"](self, kinesis["sequenceNumber"])
+        fill["sub_sequence_number"](self, 0)
+        fill["aggregated"](self, False)
+        fill["shard_id"](self, event_id.rpartition(":")[0])
+        fill["arrival"](self, kinesis.get("approximateArrivalTimestamp") or 0.0)
+        fill["event_id"](self, event_id)
+        fill["event_source_arn"](self, entry.get("eventSourceARN", ""))
+        self.__class__ = Record  # type: ignore[assignment]  # the same layout, on purpose
+
+
+#: Record's own slot setters of the position fields (EventRecord's names are properties).
+_FILL: dict[str, Any] = {name: Record.__dict__[name].__set__ for name in _POSITION}
+
+
+def _settling(name: str) -> property:
+    """A position field of :class:`EventRecord`: settle the record, then use the slot."""
+    slot = Record.__dict__[name]
+
+    # EventRecord._settle, not self._settle: another thread may have settled the record
+    # into a plain Record since this property was looked up (settling twice is harmless)
+    settle = EventRecord._settle
+
+    def get(self: EventRecord) -> Any:
+        if type(self) is EventRecord:
+            settle(self)
+        return slot.__get__(self, Record)
+
+    def put(self: EventRecord, value: Any) -> None:
+        if type(self) is EventRecord:
+            settle(self)
+        slot.__set__(self, value)
+
+    return property(get, put, doc=f"The record's {name} (read from the event entry).")
+
+
+for _name in _POSITION:
+    setattr(EventRecord, _name, _settling(_name))
+del _name

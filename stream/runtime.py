@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import orjson
@@ -26,6 +24,7 @@ from stream.batch import BatchRunner
 from stream.exceptions import PlanError, UnknownFunctionError
 from stream.metrics import metrics_enabled
 from stream.plan_version import check_version
+from stream.values import FrozenValue
 
 if TYPE_CHECKING:
     from stream.plan import FunctionPlan, Plan, SinkSpec
@@ -43,19 +42,24 @@ __all__ = [
 SinkFactory = Callable[[str, "SinkSpec"], Sink]
 
 
-@dataclass(frozen=True)
-class BuildFailure:
+class BuildFailure(FrozenValue):
     """A step or sink whose constructor raised while a runner was being built.
 
     ``where`` is its place in the plan, ``("processors", 2)`` or ``("sinks", "archive")``,
     so that ``validate`` can point at the line of the pipeline file that configures it.
     """
 
+    __slots__ = ("error", "where")
+
     where: tuple[str | int, ...]
     error: Exception
 
+    def __init__(self, where: tuple[str | int, ...], error: Exception) -> None:
+        object.__setattr__(self, "where", where)  # frozen (stream.values)
+        object.__setattr__(self, "error", error)
 
-def load_plan(path: str | Path) -> Plan:
+
+def load_plan(path: str | os.PathLike[str]) -> Plan:
     """Read a compiled plan (``shardline compile``) and check that this shardline knows it.
 
     Raises:
@@ -63,7 +67,8 @@ def load_plan(path: str | Path) -> Plan:
             message names the file and says to compile it again).
         PlanError: the file has no functions. Both are also a ``ValueError``.
     """
-    plan = orjson.loads(Path(path).read_bytes())
+    with open(path, "rb") as file:  # not pathlib: see stream.lambda_handler
+        plan = orjson.loads(file.read())
     check_version(plan, path)
     if "functions" not in plan:
         msg = f"{path}: not a shardline plan (no 'functions'); make one with `shardline compile`"

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from bench import handler
+from bench import handler, memory
 from bench.__main__ import main as bench_main
 
 
@@ -73,3 +73,17 @@ class TestDispatch:
         """A missing name is a usage error too."""
         assert bench_main([]) == 2
         assert "usage: python -m bench" in capsys.readouterr().err
+
+
+class TestMemoryBench:
+    def test_each_implementation_is_measured_in_its_own_interpreter(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A tiny run reports both peaks of both implementations, and a ratio."""
+        argv = ["--records", "300", "--record-bytes", "512", "--repeat", "1", "--no-six-mb"]
+        assert memory.main([*argv, "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        for name in ("shardline", "plain"):
+            assert report["median"][name]["traced_peak_bytes"] > 300 * 512
+        assert report["ratios"]["traced_peak_bytes"] > 0
+        assert report["event_bytes"] > 300 * 512

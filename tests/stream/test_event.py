@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stream.event import KPL_MAGIC, records_from_event
+from stream.records import EventRecord, Record
 from stream.testing import EventFactory, encode_aggregate
 
 _BAD_BODY = b"\x0a\xff\xff\xff"  # a length-delimited field longer than the message
@@ -157,3 +158,153 @@ def test_aggregation_then_event_then_records_is_lossless(groups):
 def test_event_factory_data_is_base64_of_the_payload():
     entry = EventFactory().record({"a": 1})
     assert base64.b64decode(entry["kinesis"]["data"]) == b'{"a":1}'
+
+
+def _eager(entry: dict) -> tuple:
+    """The position fields of an entry as the parser filled them before records were lazy."""
+    kinesis = entry["kinesis"]
+    event_id = entry.get("eventID") or ""
+    return (
+        kinesis.get("partitionKey", ""),
+        kinesis["sequenceNumber"],
+        0,
+        False,
+        event_id.rpartition(":")[0],
+        kinesis.get("approximateArrivalTimestamp") or 0.0,
+        event_id,
+        entry.get("eventSourceARN", ""),
+    )
+
+
+def _position(record) -> tuple:
+    return (
+        record.partition_key,
+        record.sequence_number,
+        record.sub_sequence_number,
+        record.aggregated,
+        record.shard_id,
+        record.arrival,
+        record.event_id,
+        record.event_source_arn,
+    )
+
+
+class TestLazyPosition:
+    """A record's position stays in the event entry until something reads it (EventRecord)."""
+
+    def test_a_record_is_settled_into_a_plain_record_by_its_first_position_read(self):
+        f = EventFactory(shard_id="shardId-000000000003")
+        (record,) = records_from_event(f.event([f.record({"a": 1}, "pk")]))
+        assert type(record) is EventRecord
+        assert record.json == {"a": 1}  # the document needs no position
+        assert type(record) is EventRecord
+        assert record.partition_key == "pk"
+        assert type(record) is Record
+        assert record.shard_id == "shardId-000000000003"
+
+    @pytest.mark.parametrize(
+        "field",
+        [
+            "partition_key",
+            "sequence_number",
+            "sub_sequence_number",
+            "aggregated",
+            "shard_id",
+            "arrival",
+            "event_id",
+            "event_source_arn",
+        ],
+    )
+    def test_writing_a_position_field_settles_the_rest_first(self, field):
+        f = EventFactory(stream="s", shard_id="shardId-000000000001")
+        entry = f.record({"a": 1}, "pk")
+        (record,) = records_from_event(f.event([entry]))
+        setattr(record, field, "changed")
+        assert type(record) is Record
+        expected = dict(zip(POSITION_FIELDS, _eager(entry), strict=True))
+        expected[field] = "changed"
+        assert dict(zip(POSITION_FIELDS, _position(record), strict=True)) == expected
+
+    def test_a_lazy_record_equals_the_record_built_from_the_same_fields(self):
+        f = EventFactory()
+        entry = f.record({"a": 1}, "pk")
+        (lazy,) = records_from_event(f.event([entry]))
+        eager = Record(b'{"a":1}', *_eager(entry))
+        assert lazy == eager
+        assert (lazy.position, lazy.document_id) == (eager.position, eager.document_id)
+
+    @given(
+        st.lists(
+            st.tuples(
+                st.text(min_size=1, max_size=8),
+                st.binary(max_size=20),
+                st.sampled_from(["shardId-000000000000", "shardId-000000000009"]),
+                st.booleans(),
+            ),
+            max_size=12,
+        )
+    )
+    def test_every_field_matches_the_eager_parse_of_any_batch(self, rows):
+        """Keys, data, shards (a batch may mix event ids of two shards) and entries that
+        lack the optional members: each lazy record reads what the eager parse filled."""
+        entries = []
+        for i, (key, data, shard, full) in enumerate(rows):
+            f = EventFactory(shard_id=shard)
+            entry = f.raw(b"\x00" + data, key)  # never the KPL magic bytes
+            if not full:
+                del entry["eventSourceARN"]
+                del entry["kinesis"]["approximateArrivalTimestamp"]
+            entry["kinesis"]["sequenceNumber"] = str(10**20 + i)
+            entry["eventID"] = f"{shard}:{10**20 + i}"
+            entries.append(entry)
+        records = records_from_event({"Records": entries})
+        assert [r.index for r in records] == list(range(len(entries)))
+        assert [r.data for r in records] == [b"\x00" + data for _, data, _, _ in rows]
+        assert [_position(r) for r in records] == [_eager(e) for e in entries]
+        assert all(type(r) is Record for r in records)  # every one settled by the read
+
+
+POSITION_FIELDS = (
+    "partition_key",
+    "sequence_number",
+    "sub_sequence_number",
+    "aggregated",
+    "shard_id",
+    "arrival",
+    "event_id",
+    "event_source_arn",
+)
+
+
+def test_records_read_from_several_threads_at_once_settle_consistently():
+    """Sinks run in threads: a field read while another thread settles the same record
+    sees every field set (the slots are filled before the class changes)."""
+    import sys  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    f = EventFactory()
+    event = f.batch([(f"k{i}", {"i": i}) for i in range(3000)])
+    expected = [e["kinesis"]["partitionKey"] for e in event["Records"]]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(3):
+            records = records_from_event(event)
+            seen: list[list[str]] = []
+            errors: list[BaseException] = []
+
+            def read(records=records, seen=seen, errors=errors):
+                try:
+                    seen.append([(r.shard_id, r.partition_key)[1] for r in records])
+                except BaseException as exc:  # reported below
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=read) for _ in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert errors == []
+            assert seen == [expected] * 4
+    finally:
+        sys.setswitchinterval(interval)

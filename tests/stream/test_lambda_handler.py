@@ -122,3 +122,58 @@ class TestUnknownRoute:
         (letter,) = result.dead_letters
         assert letter.error == "UnknownSink"
         assert "unknown sink 'nowhere'" in letter.reason
+
+
+class TestGrouping:
+    """Each sink gets the records routed to it, in shard order, whatever the routes' mix
+    (the batch fold has a shortcut for a batch whose records all share one route)."""
+
+    @staticmethod
+    def _run(routes_of, n=6, default=None):
+        from processors.chain import Chain, Step  # noqa: PLC0415
+        from sinks.discard import DiscardSink  # noqa: PLC0415
+        from stream.batch import BatchRunner  # noqa: PLC0415
+
+        class Recording(DiscardSink):
+            def _write(self, items):
+                self.seen.extend(item.json["i"] for item in items)
+                return super()._write(items)
+
+        sinks = {name: Recording(name) for name in ("a", "b")}
+        for sink in sinks.values():
+            sink.seen = []
+
+        def route(record):
+            routes = routes_of(record.json["i"])
+            if routes is not None:
+                record.routes = routes
+            return record
+
+        runner = BatchRunner(Chain([Step.of("p", route)]), sinks, default_route=default)
+        result = runner.handle(EventFactory().batch([("k", {"i": i}) for i in range(n)]))
+        assert result.response == {"batchItemFailures": []}
+        return {name: sink.seen for name, sink in sinks.items()}, result
+
+    def test_one_route_for_all_gives_each_of_its_sinks_the_whole_batch_in_order(self):
+        seen, result = self._run(lambda i: ("b", "a"))
+        assert seen == {"a": list(range(6)), "b": list(range(6))}
+        assert result.written == {"a": 6, "b": 6}
+
+    @pytest.mark.parametrize("first", [("a", "a"), ("a",)])
+    def test_a_route_that_names_a_sink_twice_gives_it_the_record_twice_in_place(self, first):
+        seen, _ = self._run(lambda i: ("a", "a") if i else first, n=3)
+        assert seen["a"] == [0, 0, 1, 1, 2, 2][2 - len(first) :]
+
+    def test_mixed_routes_keep_shard_order_within_each_sink(self):
+        seen, result = self._run(lambda i: ("a",) if i % 3 else ("a", "b"))
+        assert seen == {"a": list(range(6)), "b": [0, 3]}
+        assert result.unrouted == 0
+
+    def test_no_route_step_means_the_default_and_an_empty_route_means_unrouted(self):
+        seen, _ = self._run(lambda i: None, default=("b",))
+        assert seen == {"a": [], "b": list(range(6))}
+        seen, result = self._run(lambda i: ())
+        assert seen == {"a": [], "b": []}
+        assert result.unrouted == 6
+        seen, result = self._run(lambda i: () if i < 2 else None, default=("a",))
+        assert (seen["a"], result.unrouted) == ([2, 3, 4, 5], 2)
