@@ -8,6 +8,7 @@ the deployed mappings' settings, the handler and the real sinks; counts come fro
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,11 +30,12 @@ pytestmark = pytest.mark.integration
 EXAMPLE = Path(__file__).parents[2] / "examples" / "clickstream" / "pipeline.yaml"
 
 
-#: the event time of the first file's events (one minute of purchases-per-minute)
-MINUTE = "2026-01-01T10:00:30Z"
+#: the event time of the first file's events, epoch ms: the middle of the current minute
+#: (near the clock, so that no window is old enough for the quiet-shard rule to close it)
+MINUTE = (int(time.time()) // 60 * 60 + 30) * 1000
 
 
-def events(path: Path, n: int, seed: int, ts: str = MINUTE) -> dict[str, int]:
+def events(path: Path, n: int, seed: int, ts: int = MINUTE) -> dict[str, int]:
     """Write ``n`` clickstream events at event time ``ts`` and return what the example should
     make of them (its windowed function's rows apart: see the test)."""
     rng = random.Random(seed)
@@ -94,7 +96,7 @@ def test_dev_deploys_runs_and_resumes(stack: LocalAWS, workdir: Path) -> None:
         "enrich-and-route": 500, "purchases-per-minute": 100, "archive-all": 100,
     }  # fmt: skip
 
-    more = events(workdir / "second.jsonl", 100, seed=2, ts="2026-01-01T10:02:00Z")
+    more = events(workdir / "second.jsonl", 100, seed=2, ts=MINUTE + 90_000)  # 90 s later
     second = run_dev(
         plan, stack.client, produce=workdir / "second.jsonl", key="user_id", until_idle=1.0,
         in_process=True,
