@@ -460,9 +460,9 @@ def _print_windows(console: Any, report: Any) -> None:
         from processors.window import iso  # noqa: PLC0415
 
         console.print(
-            f"The final windows were closed by {report.closing} closing purchases, one per "
-            f"shard, at {iso(report.close_at)} (the last window's end plus the lateness), "
-            "put after the traffic: their own windows are the ones still open."
+            f"The final windows were closed by closing purchases put after the traffic, one "
+            f"per shard ({report.closing}), at {iso(report.close_at)} (the last window's end "
+            "plus the lateness): their own windows are the ones still open."
         )
     if report.windows:
         console.print()

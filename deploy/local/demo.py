@@ -29,8 +29,8 @@ an event time (``ts``, epoch milliseconds) from the demo's start on, spread over
 final windows close, the traffic ends with one *closing* purchase per shard (a user of that
 shard) at the end of the last window plus the lateness: its watermark then passes every
 earlier window. The closing purchases' own windows stay open. For such a function,
-produced = filtered + closing records (those that closed a window, per the reference; each
-goes on as the results) + dead-lettered.
+produced = filtered + records that closed windows (per the reference; each goes on as the
+results) + dead-lettered.
 """
 
 from __future__ import annotations
@@ -389,7 +389,7 @@ def _check_windows(
         function, ref = check.function, check.reference
         dead = sum(report.dead_by_function.get(function, Counter()).values())
         report.checks += [
-            (f"{function}: produced = filtered + closing records + dead-lettered",
+            (f"{function}: produced = filtered + records that closed windows + dead-lettered",
              report.produced, report.filtered.get(function, 0) + ref.closers + dead),
             (f"{function}: {check.sink} rows = windows closed by the end (reference)",
              len(check.rows), len(ref.closed)),

@@ -99,7 +99,7 @@ def test_demo_reconciles_from_the_stores(tmp_path: Path, monkeypatch: pytest.Mon
     assert len(windows["samples"]) == 3
     assert {"window_id", "purchases", "revenue"} <= set(windows["samples"][0])
     assert row(out, "rows (closed windows)") == f"{windows['rows']:,}"
-    assert f"closed by {closing} closing purchases" in out
+    assert f"closed by closing purchases put after the traffic, one per shard ({closing})" in out
 
 
 @pytest.mark.parametrize("pushdown", [True, False], ids=["pushdown", "no-pushdown"])

@@ -93,7 +93,7 @@ def test_dev_deploys_runs_and_resumes(stack: LocalAWS, workdir: Path) -> None:
     }  # fmt: skip
     # the mappings ran with the deployed settings
     assert {r.name: r.mapping.settings.size for r in first.runs} == {
-        "enrich-and-route": 500, "purchases-per-minute": 100, "archive-all": 100,
+        "enrich-and-route": 500, "purchases-per-minute": 500, "archive-all": 100,
     }  # fmt: skip
 
     more = events(workdir / "second.jsonl", 100, seed=2, ts=MINUTE + 90_000)  # 90 s later
