@@ -333,15 +333,18 @@ def _filtered_from_metrics(
     log_dir: Path, functions: list[str], skip: Mapping[str, int]
 ) -> dict[str, int]:
     """Sum of ``RecordsFiltered`` in each function's EMF lines (one per invocation), after
-    the first ``skip[file name]`` bytes (what earlier runs appended)."""
+    the first ``skip[file name]`` bytes (what earlier runs appended). An EMF document may
+    follow other text on its line: a library's message written without a newline (urllib3's
+    read timeout, under load) runs into the next line the worker prints."""
     filtered = {}
     for function in functions:
         total = 0
         path = log_dir / f"{function}.log"
         data = path.read_bytes()[skip.get(path.name, 0) :] if path.exists() else b""
         for line in data.splitlines():
-            if line.startswith(b'{"_aws"'):
-                doc = orjson.loads(line)
+            at = line.find(b'{"_aws"')
+            if at >= 0:
+                doc = orjson.loads(line[at:])
                 total += int(doc.get("RecordsFiltered", 0))
         filtered[function] = total
     return filtered

@@ -43,6 +43,27 @@ def test_synthetic_traffic_has_every_kind_of_record() -> None:
     assert any(later < earlier - 60 for earlier, later in itertools.pairwise(times))
 
 
+def test_filtered_counts_emf_lines_that_follow_other_text(tmp_path: Path) -> None:
+    """Under load a library's message without a newline (urllib3's read timeout) runs into
+    the next EMF line: its invocation's filtered records still count (they did not, and the
+    demo's reconciliation failed while the stores held every record)."""
+    from deploy.local.demo import _filtered_from_metrics  # noqa: PLC0415
+
+    emf = b'{"_aws": {"Timestamp": 1}, "RecordsIn": 10, "RecordsFiltered": %d}'
+    earlier = b"earlier run\n" + emf % 100 + b"\n"  # skipped: before this run
+    (tmp_path / "f.log").write_bytes(
+        earlier
+        + b"[WARNING] POST /_bulk\n"
+        + emf % 3 + b"\n"
+        + b"urllib3.exceptions.ReadTimeoutError: Read timed out. (read timeout=10.0)"
+        + emf % 4 + b"\n"
+    )  # fmt: skip
+
+    filtered = _filtered_from_metrics(tmp_path, ["f", "g"], {"f.log": len(earlier)})
+
+    assert filtered == {"f": 7, "g": 0}
+
+
 def test_closing_records_close_every_window_on_every_shard() -> None:
     """One purchase per shard, by a user of that shard, at the last window's end plus the
     lateness: every shard's watermark passes every earlier window."""
