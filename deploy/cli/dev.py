@@ -414,6 +414,68 @@ def _dev_accounts(
     )
 
 
+def _window_summary(check: Any) -> dict[str, Any]:
+    """A windowed function's check as JSON (at most 5 ids of each kind of mismatch)."""
+    ref = check.reference
+    return {
+        "sink": check.sink,
+        "rows": len(check.rows),
+        "closed": len(ref.closed),
+        "matching": check.matching,
+        "open": len(ref.open),
+        "late": ref.late,
+        "missing": check.missing[:5],
+        "extra": check.extra[:5],
+        "differing": check.differing[:5],
+        "samples": check.samples,
+    }
+
+
+def _print_windows(console: Any, report: Any) -> None:
+    """Per windowed function: its rows read back against the reference, a few of them, and
+    how the demo closed the final windows."""
+    from rich.table import Table  # noqa: PLC0415
+
+    for check in report.windows:
+        ref = check.reference
+        table = Table(title=f"windows of {check.function}, read back from {check.sink}")
+        table.add_column("what")
+        table.add_column("count", justify="right")
+        table.add_row("rows (closed windows)", f"{len(check.rows):,}")
+        table.add_row("  equal to the reference", f"{check.matching:,}")
+        table.add_row("  missing, extra, different", ", ".join(
+            f"{len(ids):,}" for ids in (check.missing, check.extra, check.differing)))  # fmt: skip
+        table.add_row("still open at the end (reference; no row yet)", f"{len(ref.open):,}")
+        table.add_row("late records, dropped (reference)", f"{ref.late:,}")
+        console.print(table)
+        if check.samples:
+            names = ("window_id", *check.compared)
+            rows = Table(title="a few rows")
+            for name in names:
+                rows.add_column(name, justify="left" if name == "window_id" else "right")
+            for row in check.samples:
+                rows.add_row(*(_cell(row.get(name)) for name in names))
+            console.print(rows)
+    if report.windows and report.close_at is not None:
+        from processors.window import iso  # noqa: PLC0415
+
+        console.print(
+            f"The final windows were closed by closing purchases put after the traffic, one "
+            f"per shard ({report.closing}), at {iso(report.close_at)} (the last window's end "
+            "plus the lateness): their own windows are the ones still open."
+        )
+    if report.windows:
+        console.print()
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
 def _print_checks(console: Any, report: Any) -> None:
     """The reconciliation table: per function, produced against where records went."""
     from rich.table import Table  # noqa: PLC0415
@@ -436,8 +498,9 @@ def demo_command(*, events: int, as_json: bool) -> None:
 
     Deploys the example to a local moto server and osmem-server with the real deploy code,
     produces synthetic clicks, views and purchases (some aggregated, a few malformed) while
-    both functions run from their deployed mappings in Lambda runtimes, then reads back what
-    landed where. Exits 1 unless produced = filtered + delivered + dead-lettered.
+    every function runs from its deployed mapping in Lambda runtimes, then reads back what
+    landed where. Exits 1 unless produced = filtered + delivered + dead-lettered, and the
+    windowed function's rows equal a reference computed from what was produced.
     """
     from rich.live import Live  # noqa: PLC0415
 
@@ -489,6 +552,8 @@ def demo_command(*, events: int, as_json: bool) -> None:
                     "latency_ms": dict(zip(("p50", "p99"), report.latency_ms, strict=True))
                     if report.latency_ms
                     else None,
+                    "windows": {c.function: _window_summary(c) for c in report.windows},
+                    "closing_records": report.closing,
                     "seconds": round(report.seconds, 3),
                     "records_per_second": round(report.rate, 1),
                     "reconciled": report.reconciled,
@@ -521,6 +586,7 @@ def _print_demo(console: Any, report: Any, example: Path) -> None:
             stores.add_row(f"  dead letter from {function}: {reason}", f"{count:,}")
     console.print(stores)
     console.print()
+    _print_windows(console, report)
     _print_checks(console, report)
     latency = (
         f"p50 {report.latency_ms[0]:,.0f} ms, p99 {report.latency_ms[1]:,.0f} ms"

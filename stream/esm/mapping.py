@@ -563,6 +563,9 @@ class EventSourceMapping:
         # one line: a proxy or a local server may answer a 5xx with a whole HTML page
         reason = str(exc).split("\n", 1)[0][:300]
         log.warning("reading %s failed (%s); again in %.1f s", shard.shard_id, reason, delay)
+        # what is past the last read is unknown again: not caught up (``dev --until-idle``
+        # and ``demo`` stop on caught-up mappings, and would leave records unread)
+        shard.caught_up = False
         shard.iterator = None if code == "ResourceNotFoundException" else shard.iterator
         shard.next_poll = now + delay
 

@@ -107,7 +107,7 @@ class TestExample:
         assert all(line.startswith("PASS  ") for line in lines[:-1])
         assert lines[-1] == f"{len(suite.cases)} passed, 0 failed"
 
-    def test_the_example_covers_both_functions_dead_letters_drops_and_aggregates(self) -> None:
+    def test_the_example_covers_every_function_dead_letters_drops_and_aggregates(self) -> None:
         """The shipped cases exercise what the brief asks of them."""
         suite = load_suite(EXAMPLE / "pipeline.test.yaml")
         assert {case.function for case in suite.cases} == set(suite.plan["functions"])
@@ -115,7 +115,7 @@ class TestExample:
         assert any(case.dropped for case in suite.cases)
         assert any(item.parts for case in suite.cases for item in case.inputs)
         routed = {sink for case in suite.cases for sink, docs in case.sinks.items() if docs}
-        assert routed == {"orders", "search", "archive"}
+        assert routed == {"orders", "search", "archive", "per-minute"}
 
     def test_a_pipeline_file_finds_the_tests_beside_it(self) -> None:
         """`shardline test pipeline.yaml` runs pipeline.test.yaml."""

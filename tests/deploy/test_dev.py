@@ -8,6 +8,7 @@ the deployed mappings' settings, the handler and the real sinks; counts come fro
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,8 +30,14 @@ pytestmark = pytest.mark.integration
 EXAMPLE = Path(__file__).parents[2] / "examples" / "clickstream" / "pipeline.yaml"
 
 
-def events(path: Path, n: int, seed: int) -> dict[str, int]:
-    """Write ``n`` clickstream events and return what the example should make of them."""
+#: the event time of the first file's events, epoch ms: the middle of the current minute
+#: (near the clock, so that no window is old enough for the quiet-shard rule to close it)
+MINUTE = (int(time.time()) // 60 * 60 + 30) * 1000
+
+
+def events(path: Path, n: int, seed: int, ts: int = MINUTE) -> dict[str, int]:
+    """Write ``n`` clickstream events at event time ``ts`` and return what the example should
+    make of them (its windowed function's rows apart: see the test)."""
     rng = random.Random(seed)
     expected = {"orders": 0, "search": 0, "archive": n}
     with path.open("wb") as f:
@@ -39,7 +46,8 @@ def events(path: Path, n: int, seed: int) -> dict[str, int]:
             amount = rng.randrange(3) if kind == "purchase" else 0
             user = f"u{rng.randrange(20):03d}"
             doc: dict[str, Any] = {
-                "event_id": f"{seed}-{i}", "event_type": kind, "user_id": user, "amount": amount
+                "event_id": f"{seed}-{i}", "event_type": kind, "user_id": user, "amount": amount,
+                "ts": ts,
             }  # fmt: skip
             if kind == "purchase":
                 doc["order_id"] = f"o{seed}-{i}"
@@ -78,16 +86,17 @@ def test_dev_deploys_runs_and_resumes(stack: LocalAWS, workdir: Path) -> None:
     assert first.deployed is not None
     assert first.deployed.status == "created"
     assert first.stored is not None
-    assert first.stored.per_sink == {**expected, "dlq": 0}
+    # every purchase is in one minute, which no watermark has passed: no row yet
+    assert first.stored.per_sink == {**expected, "per-minute": 0, "dlq": 0}
     assert {r.name: r.mapping.stats.records_in for r in first.runs} == {
-        "enrich-and-route": 300, "archive-all": 300,
+        "enrich-and-route": 300, "purchases-per-minute": 300, "archive-all": 300,
     }  # fmt: skip
     # the mappings ran with the deployed settings
     assert {r.name: r.mapping.settings.size for r in first.runs} == {
-        "enrich-and-route": 500, "archive-all": 100,
+        "enrich-and-route": 500, "purchases-per-minute": 500, "archive-all": 100,
     }  # fmt: skip
 
-    more = events(workdir / "second.jsonl", 100, seed=2)
+    more = events(workdir / "second.jsonl", 100, seed=2, ts=MINUTE + 90_000)  # 90 s later
     second = run_dev(
         plan, stack.client, produce=workdir / "second.jsonl", key="user_id", until_idle=1.0,
         in_process=True,
@@ -98,7 +107,28 @@ def test_dev_deploys_runs_and_resumes(stack: LocalAWS, workdir: Path) -> None:
     # resumed after the checkpoints: only the new records were read
     assert {r.mapping.stats.records_in for r in second.runs} == {100}
     assert second.stored is not None
-    assert second.stored.per_sink == {k: expected[k] + more[k] for k in expected} | {"dlq": 0}
+    # a later purchase on a shard closes that shard's first minute (its state survived the
+    # restart): one row per user of the first file with a purchase, on such a shard
+    closed = _closed_minutes(stack, workdir / "first.jsonl", workdir / "second.jsonl")
+    assert closed > 0
+    assert second.stored.per_sink == {k: expected[k] + more[k] for k in expected} | {
+        "per-minute": closed, "dlq": 0,
+    }  # fmt: skip
+
+
+def _closed_minutes(stack: LocalAWS, first: Path, second: Path) -> int:
+    """The users with a purchase in ``first`` whose shard has a purchase in ``second``."""
+    from stream.producer import ShardMap, hash_key  # noqa: PLC0415
+
+    listed = stack.client("kinesis").list_shards(StreamName="clickstream-events")["Shards"]
+    shard_of = ShardMap.from_list_shards(listed).shard_for
+
+    def buyers(path: Path) -> set[str]:
+        docs = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+        return {d["user_id"] for d in docs if d["event_type"] == "purchase"}
+
+    later = {shard_of(hash_key(user)) for user in buyers(second)}
+    return sum(shard_of(hash_key(user)) in later for user in buyers(first))
 
 
 def test_dev_command_runs_the_functions_in_lambda_runtimes(workdir: Path) -> None:

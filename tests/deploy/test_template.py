@@ -836,9 +836,12 @@ class TestAlarmsAndOutputs:
         assert sorted(template["Outputs"]) == [
             "ArchiveAllFunctionArn", "ArchiveAllFunctionName", "ArchiveAllLeaseTableName",
             "ArchiveAllMappingId", "ClickstreamArchiveBucketName", "ClickstreamDlqQueueUrl",
-            "ClickstreamOrdersTableName", "EnrichAndRouteFunctionArn",
-            "EnrichAndRouteFunctionName", "EnrichAndRouteLeaseTableName",
-            "EnrichAndRouteMappingId", "StreamArn", "StreamName",
+            "ClickstreamOrdersTableName", "ClickstreamPurchasesPerMinuteTableName",
+            "EnrichAndRouteFunctionArn", "EnrichAndRouteFunctionName",
+            "EnrichAndRouteLeaseTableName", "EnrichAndRouteMappingId",
+            "PurchasesPerMinuteFunctionArn", "PurchasesPerMinuteFunctionName",
+            "PurchasesPerMinuteLeaseTableName", "PurchasesPerMinuteMappingId",
+            "PurchasesPerMinuteWindowTableName", "StreamArn", "StreamName",
         ]  # fmt: skip
         assert template["Outputs"]["ClickstreamDlqQueueUrl"]["Value"] == {
             "Ref": "ClickstreamDlqQueue"

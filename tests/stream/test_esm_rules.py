@@ -831,6 +831,29 @@ class TestReading:
         assert len(r.kinesis.calls[SHARD]) == 2
         assert r.esm.caught_up
 
+    def test_a_failed_read_is_not_caught_up_until_a_read_finds_the_end(self):
+        """A caught-up shard whose next read fails may have new records: `dev --until-idle`
+        and `demo` must not stop on it (they did, with records unread, on a local server
+        answering 500 under load)."""
+        r = rig()
+        r.steps(2)
+        assert r.esm.caught_up
+        r.kinesis.put("k", {"i": 1})
+        read = r.kinesis.get_records
+
+        def failing(**_: Any) -> dict[str, Any]:
+            raise RuntimeError("500 Internal Server Error")
+
+        r.kinesis.get_records = failing  # type: ignore[method-assign]
+        r.clock.t += 1.0
+        r.steps(1)
+        assert not r.esm.caught_up
+        r.kinesis.get_records = read  # type: ignore[method-assign]
+        r.clock.t += 2.0
+        r.steps(3)
+        assert len(r.invoker.events) == 1
+        assert r.esm.caught_up
+
     def test_poll_once_reads_without_invoking(self):
         r = rig()
         for i in range(3):
