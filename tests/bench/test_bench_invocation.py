@@ -21,7 +21,7 @@ def test_a_tiny_run_reports_every_row_and_the_same_calls_both_ways(
     args = ["--records", "40", "--repeat", "1", "--latency-ms", "1", "--json"]
     assert invocation.main(args) == 0
     report = json.loads(capsys.readouterr().out)
-    assert set(report["functions"]) == {"enrich-and-route", "archive-all"}
+    assert set(report["functions"]) == {"enrich-and-route", "archive-all", "purchases-per-minute"}
     for figures in report["functions"].values():
         for row in ("before", "after", "powertools", "floor"):
             assert figures[row]["wall_ms"] > 0
