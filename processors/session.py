@@ -37,6 +37,7 @@ recomputes the sessions from all the records accepted so far, sorted by time):
 from __future__ import annotations
 
 import heapq
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -152,8 +153,8 @@ class SessionWindow:
         AggregationError: an unknown aggregation, or one without its field.
     """
 
-    __slots__ = ("_adds", "_aggs", "_field", "_fields", "_function", "_index", "_late_routes",
-                 "_now", "_numeric", "_pending", "_time_event", "aggregate",
+    __slots__ = ("_adds", "_aggs", "_batch", "_field", "_fields", "_function", "_index",
+                 "_late_routes", "_now", "_numeric", "_time_event", "aggregate",
                  "allowed_lateness_s", "gap_s", "key", "late", "late_sink", "names", "quiet_s",
                  "store")  # fmt: skip
 
@@ -238,7 +239,9 @@ class SessionWindow:
         self._now = now
         #: late records dropped (no ``late`` sink), since this step was built
         self.late = 0
-        self._pending: dict[int, Outcome] = {}
+        #: per thread, the batch's outcomes by record (``pending``): a local run calls one
+        #: step from a thread per shard (as :class:`processors.window.Window` does)
+        self._batch = threading.local()
         #: shard id -> (the state indexed, key -> the starts of its open sessions)
         self._index: dict[str, tuple[ShardState, dict[Any, list[float]]]] = {}
 
@@ -248,7 +251,7 @@ class SessionWindow:
         """Apply the batch, in shard order; commit once per shard; keep each outcome
         (the window step's batch discipline, :meth:`processors.window.Window.prepare`)."""
         pending: dict[int, Outcome] = {}
-        self._pending = pending
+        self._batch.pending = pending
         shard_id: str | None = None
         state = ShardState()  # replaced at the first record
         index: dict[Any, list[float]] = {}
@@ -337,11 +340,12 @@ class SessionWindow:
         before = mine.outbox.get(position, _NOTHING)
         outcome = Outcome((*before.results, *results))
         mine.outbox[position] = outcome
-        self._pending[id(closer)] = outcome
+        self._batch.pending[id(closer)] = outcome
         return closed
 
     def __call__(self, record: Record) -> Record | list[Record] | None:
-        outcome = self._pending.get(id(record))
+        pending: dict[int, Outcome] | None = getattr(self._batch, "pending", None)
+        outcome = None if pending is None else pending.get(id(record))
         if outcome is None:
             return None
         if outcome.error is not None:

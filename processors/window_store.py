@@ -73,7 +73,7 @@ import json
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from processors.aggregations import NotANumber
@@ -197,10 +197,6 @@ class ShardState:
         """The inherited windows a batch added to or closed: what its commit must claim."""
         windows = self.windows
         return {w: h for w, h in self.inherited.items() if w in changed or w not in windows}
-
-    def open_ends(self) -> list[int]:
-        """The ends of open windows, waiting ones included, ascending."""
-        return sorted({*self.ends, *self.waiting})
 
     def claimed(self, claims: Mapping[WindowKey, object]) -> None:
         """After the claims held: the windows are this shard's own, and ancestors are
@@ -330,6 +326,11 @@ class MemoryStore:
         self.owners: dict[tuple[str, WindowKey], str] = {}
 
     def shard(self, shard_id: str) -> ShardState:
+        """The shard's state; a copy before its first batch and while it holds inherited
+        windows (a reshard's child), so that a batch whose claim is lost
+        (:class:`ClaimLost`) leaves the committed state as it was and is applied again from
+        it, as the DynamoDB store reads it again; :meth:`commit` keeps the copy. Otherwise
+        no claim can be lost, and the state is used in place."""
         state = self.shards.get(shard_id)
         if state is None:
             state = self.shards[shard_id] = ShardState()
@@ -338,6 +339,8 @@ class MemoryStore:
                     if not all(self._free(o, w, shard_id) for o in held)}  # fmt: skip
             if lost:
                 state.drop(lost)
+        if state.inherited or state.applied is None:
+            return _copy(state)
         return state
 
     def bind(self, merge: Merge) -> None:
@@ -414,10 +417,28 @@ class MemoryStore:
             for origin in origins:
                 self.owners[origin.holder, wkey] = shard_id
         state.claimed(claims)
+        self.shards[shard_id] = state  # the copy :meth:`shard` gave, now committed
         self.writes += len(changed)
 
     def quiet(self, shard_id: str, cutoff: float) -> dict[str, ShardState]:
         return {}  # one process: a quiet shard's windows wait for its next record
+
+
+def _copy(state: ShardState) -> ShardState:
+    """A copy a batch can change without touching ``state``: the containers and the
+    accumulators are copied; outcomes, positions and keys are shared (never changed)."""
+    from copy import deepcopy  # noqa: PLC0415  # a reshard's child in memory only
+
+    return replace(
+        state,
+        windows=deepcopy(state.windows),
+        ends=list(state.ends),
+        by_end={end: list(keys) for end, keys in state.by_end.items()},
+        outbox=dict(state.outbox),
+        inherited=dict(state.inherited),
+        foreign=set(state.foreign),
+        waiting={end: list(keys) for end, keys in state.waiting.items()},
+    )
 
 
 def encode(value: Any) -> str:
@@ -840,13 +861,14 @@ class DynamoDBStore:
         requests = []
         soon = int(self.now()) + CLOSED_TTL_S
         for (key, start), origins in claims.items():
-            ttl = {":x": {"N": str(max(soon, start + self.size + self.lateness + CLOSED_TTL_S))}}
+            expires = int(max(soon, start + self.size + self.lateness + CLOSED_TTL_S))
+            ttl = {":x": {"N": str(expires)}}
             for origin in origins:
                 allowed = {f":o{i}": {"S": o} for i, o in enumerate((shard_id, *origin.via))}
                 requests.append({
                     "TableName": self.table,
                     "Key": {"shard": {"S": self.prefix + origin.holder},
-                            "window": {"S": f"w#{start}#{json.dumps(key)}"}},
+                            "window": {"S": f"w#{_n(start)}#{json.dumps(key)}"}},
                     "UpdateExpression": "SET #o = :o0, expires = :x",
                     "ConditionExpression": (
                         f"attribute_exists(#w) AND (attribute_not_exists(#o) "
@@ -915,10 +937,10 @@ class DynamoDBStore:
             raw_v, saved, rank = cached.items.get(wkey, (None, None, 0))
             item: dict[str, Any] = {
                 "shard": pk,
-                "window": {"S": f"w#{start}#{json.dumps(key)}"},
+                "window": {"S": f"w#{_n(start)}#{json.dumps(key)}"},
                 "key": {"S": json.dumps(key)},
-                "start": {"N": str(start)},
-                "end": {"N": str(end)},
+                "start": {"N": _n(start)},
+                "end": {"N": _n(end)},
                 "v": {"S": v},
             }
             if saved is not None:
@@ -980,11 +1002,11 @@ class DynamoDBStore:
             "outbox": {"S": _outbox_text(state.outbox)},
         }
         if clock is not None:
-            item["clock"] = {"N": repr(float(clock))}
+            item["clock"] = {"N": _n(float(clock))}
         if state.max_time is not None:
-            item["max_time"] = {"N": repr(state.max_time)}
+            item["max_time"] = {"N": _n(state.max_time)}
         if state.ends:
-            item["next_end"] = {"N": str(state.ends[0])}
+            item["next_end"] = {"N": _n(state.ends[0])}
         if state.ancestors:
             item["ancestors"] = {"SS": list(state.ancestors)}
         return item
@@ -1042,6 +1064,21 @@ class DynamoDBStore:
         except BotoCoreError as exc:
             msg = f"window state: DynamoDB {operation} on table {self.table!r}: {exc}"
             raise WindowStateError(msg) from exc
+
+
+def _n(value: float) -> str:
+    """A window bound as DynamoDB gives a number back: without trailing zeroes, so that a
+    session's start of 100.0 is ``"100"``. DynamoDB normalizes the numbers it stores (moto
+    keeps the text as sent); a bound written ``"100.0"`` would come back as 100 and name
+    another item (``w#100#...``) than the one written (``w#100.0#...``), and every later
+    conditional write of the window would fail.
+
+    >>> _n(100.0), _n(100), _n(61.5)
+    ('100', '100', '61.5')
+    """
+    if type(value) is float:
+        return str(int(value)) if value.is_integer() else repr(value)
+    return str(value)
 
 
 def _number(text: str) -> Any:

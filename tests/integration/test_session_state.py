@@ -115,9 +115,9 @@ class TestDynamoDBSessions:
         assert sessions(step(table, prefix, client, allowed_lateness_s=10), [A100, A115], 1) == []
         assert sessions(step(table, prefix, client, allowed_lateness_s=10), [A107], 3) == []
         state = items(aws, table, prefix)
-        assert "acc" in state['w#100.0#"a"']
-        assert state['w#115.0#"a"']["closed"] == {"BOOL": True}
-        assert "acc" not in state['w#115.0#"a"']
+        assert "acc" in state['w#100#"a"']
+        assert state['w#115#"a"']["closed"] == {"BOOL": True}
+        assert "acc" not in state['w#115#"a"']
         out = sessions(step(table, prefix, client, allowed_lateness_s=10), [CLOSER], 4)
         assert out == [("f/a/1970-01-01T00:01:40Z", 3, 7)]
 
@@ -144,7 +144,7 @@ class TestDynamoDBSessions:
         window = step(table, prefix, aws("dynamodb"))
         sessions(window, [A100], 1)
         sessions(window, [{**A100, "ts": 104}, {**A100, "ts": 108}], 2)
-        assert items(aws, table, prefix)["#shard"]["next_end"] == {"N": "118.0"}
+        assert items(aws, table, prefix)["#shard"]["next_end"] == {"N": "118"}
 
     def test_one_write_per_changed_session_then_one_for_the_shard(self, aws, table):
         prefix = uuid.uuid4().hex
@@ -171,7 +171,7 @@ class TestDynamoDBSessions:
         s0 = step(table, prefix, client, clock)
         assert sessions(s0, [{"user": "a", "ts": 110, "amount": 9}], 10) == []
         assert s0.late == 1
-        assert items(aws, table, prefix)['w#100.0#"a"']["closed"] == {"BOOL": True}
+        assert items(aws, table, prefix)['w#100#"a"']["closed"] == {"BOOL": True}
 
 
 @settings(deadline=None, max_examples=15)
@@ -246,7 +246,7 @@ def test_a_local_run_of_the_example_writes_each_visit_once(
     state = ddb.scan(TableName=window_table_name(plan, "visits-per-user"))["Items"]
     sessions_state = {i["window"]["S"]: "closed" in i for i in state
                       if i["window"]["S"].startswith("w#")}  # fmt: skip
-    u1, u1_later, u2 = 1767261600.0, 1767264660.0, 1767267000.0  # 10:00, 10:51, 11:30
+    u1, u1_later, u2 = 1767261600, 1767264660, 1767267000  # 10:00, 10:51, 11:30
     assert sessions_state == {
         f'w#{u1}#"u1"': True, f'w#{u1_later}#"u1"': True, f'w#{u2}#"u2"': False
     }  # fmt: skip
@@ -254,3 +254,40 @@ def test_a_local_run_of_the_example_writes_each_visit_once(
     assert [(i["window_id"]["S"], i["views"]["N"], i["window_end"]["S"]) for i in visits] == [
         ("visits-per-user/u1/2026-01-01T10:00:00Z", "4", "2026-01-01T11:21:00Z")
     ]
+
+
+def _canonical(text: str) -> str:
+    """A number's text as DynamoDB stores and returns it: no trailing zeroes."""
+    return text.rstrip("0").rstrip(".") if "." in text and "e" not in text.lower() else text
+
+
+class TestNumbersAsDynamoDBReturnsThem:
+    """DynamoDB trims a number's trailing zeroes ("100.0" comes back as "100"; moto keeps
+    the text as sent). Found in review: a session's item was named from ``str(100.0)``
+    (``w#100.0#...``), read back as the int 100 after a cold start, and every later write
+    went to ``w#100#...`` on a condition that could never hold, for ever."""
+
+    def test_every_number_the_store_writes_is_already_in_dynamodbs_form(self, aws, table):
+        prefix = uuid.uuid4().hex
+        client = aws("dynamodb")
+        first = {"user": "a", "ts": 100.0, "amount": 1}
+        assert sessions(step(table, prefix, client), [first], 1) == []
+        written = items(aws, table, prefix)
+        assert 'w#100#"a"' in written
+        numbers = [(name, value["N"]) for item in written.values()
+                   for name, value in item.items() if "N" in value]  # fmt: skip
+        assert numbers
+        assert [(n, t) for n, t in numbers if _canonical(t) != t] == []
+
+    def test_a_session_read_back_after_a_cold_start_is_written_to_the_same_item(
+        self, aws, table
+    ):
+        prefix = uuid.uuid4().hex
+        client = aws("dynamodb")
+        assert sessions(step(table, prefix, client), [A100], 1) == []
+        # a new instance reads the state back (a cold start) and adds to the open session
+        assert sessions(step(table, prefix, client), [{"user": "a", "ts": 105, "amount": 1}],
+                        2) == []  # fmt: skip
+        assert sorted(items(aws, table, prefix)) == ["#shard", "#shards", 'w#100#"a"']
+        out = sessions(step(table, prefix, client), [CLOSER], 3)
+        assert out == [("f/a/1970-01-01T00:01:40Z", 2, 2)]
