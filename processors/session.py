@@ -46,7 +46,9 @@ from processors.window import (
     _NUMERIC,
     WindowConfigError,
     _aggregation,
+    _budgeted,
     _position,
+    _refuse_large,
     event_seconds,
     iso,
 )
@@ -153,7 +155,7 @@ class SessionWindow:
     """
 
     __slots__ = ("_adds", "_aggs", "_field", "_fields", "_function", "_index", "_late_routes",
-                 "_now", "_numeric", "_pending", "_time_event", "aggregate",
+                 "_now", "_numeric", "_pending", "_sized", "_time_event", "aggregate",
                  "allowed_lateness_s", "gap_s", "key", "late", "late_sink", "names", "quiet_s",
                  "store")  # fmt: skip
 
@@ -215,6 +217,7 @@ class SessionWindow:
         self._aggs: tuple[Aggregation, ...] = tuple(
             _aggregation(name, spec) for name, spec in self.aggregate.items()
         )
+        self._sized = _budgeted(self._aggs)
         self._fields = tuple(agg.field for agg in self._aggs)
         self._adds = tuple(enumerate(agg.add for agg in self._aggs))
         self._numeric = tuple(
@@ -382,6 +385,8 @@ class SessionWindow:
             if value is not None and type(value) is not int and type(value) is not float:
                 msg = f"field {name!r} is {value!r}, not a number: this window sums or compares it"
                 raise NotANumber(msg)
+        if self._sized:
+            _refuse_large(self._sized, values)
         max_time = state.max_time
         if max_time is not None and t < max_time - self.allowed_lateness_s:
             return _LATE
