@@ -40,7 +40,7 @@ import heapq
 import time
 from typing import TYPE_CHECKING, Any
 
-from processors.aggregations import NotANumber
+from processors.aggregations import NotANumber, ValueTooLarge
 from processors.window import (
     _KEY_TYPES,
     _NUMERIC,
@@ -57,6 +57,7 @@ from processors.window_store import (
     MemoryStore,
     Outcome,
     ShardState,
+    StateTooLarge,
     WindowRecordError,
     WindowStore,
 )
@@ -252,24 +253,38 @@ class SessionWindow:
         (the window step's batch discipline, :meth:`processors.window.Window.prepare`)."""
         pending: dict[int, Outcome] = {}
         self._pending = pending
-        shard_id: str | None = None
-        state = ShardState()  # replaced at the first record
-        index: dict[Any, list[float]] = {}
+        first = 0
+        for i in range(1, len(records) + 1):
+            if i == len(records) or records[i].shard_id != records[first].shard_id:
+                run = records[first:i]
+                refused: frozenset[Any] = frozenset()
+                while True:
+                    try:
+                        self._prepare_shard(run, pending, refused)
+                        break
+                    except StateTooLarge as exc:  # without those keys' records: again
+                        keys = frozenset(key for key, _ in exc.windows)
+                        if keys <= refused:
+                            raise
+                        refused |= keys
+                        for rec in run:
+                            pending.pop(id(rec), None)
+                first = i
+
+    def _prepare_shard(
+        self, records: Sequence[Record], pending: dict[int, Outcome], refused: frozenset[Any]
+    ) -> None:
+        """One shard's records: apply, then commit. ``refused``: keys whose session item
+        this batch would make too large for DynamoDB; their records are dead-lettered."""
+        shard_id = records[0].shard_id
+        state = self.store.shard(shard_id)
+        index = self._index_of(shard_id, state)
+        if records[0].index == 0 and state.outbox:
+            start = _position(records[0])
+            state.outbox = {p: o for p, o in state.outbox.items() if p >= start}
         changed: set[tuple[Any, Any]] = set()
-        store = self.store
         closer: Record | None = None  # the last record applied now that yields no error
         for rec in records:
-            if rec.shard_id != shard_id:
-                if shard_id is not None:
-                    self._commit(shard_id, state, changed, closer)
-                    changed = set()
-                    closer = None
-                shard_id = rec.shard_id
-                state = store.shard(shard_id)
-                index = self._index_of(shard_id, state)
-                if rec.index == 0 and state.outbox:
-                    first = _position(rec)
-                    state.outbox = {p: o for p, o in state.outbox.items() if p >= first}
             position = _position(rec)
             applied = state.applied
             if applied is not None and position <= applied:
@@ -279,6 +294,8 @@ class SessionWindow:
                 continue
             state.applied = position
             try:
+                if refused and rec.as_dict().get(self.key) in refused:
+                    _refuse_key(rec.as_dict().get(self.key))
                 outcome = self._apply(rec, state, index, changed)
             except RecordError as exc:
                 outcome = Outcome(error=exc)
@@ -287,8 +304,7 @@ class SessionWindow:
                 pending[id(rec)] = outcome
             if outcome.error is None and not outcome.late:
                 closer = rec
-        if shard_id is not None:
-            self._commit(shard_id, state, changed, closer)
+        self._commit(shard_id, state, changed, closer)
 
     def _commit(
         self, shard_id: str, state: ShardState, changed: set[tuple[Any, Any]], closer: Record | None
@@ -540,3 +556,11 @@ def _drop_stale(state: ShardState) -> None:
     ends, by_end = state.ends, state.by_end
     while ends and ends[0] not in by_end:
         heapq.heappop(ends)
+
+
+def _refuse_key(key: Any) -> None:
+    msg = (
+        f"the session of key {key!r} is too large to store with this record (its state would "
+        f"be over DynamoDB's 400 KB item limit): the record is not aggregated"
+    )
+    raise ValueTooLarge(msg)

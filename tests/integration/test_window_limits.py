@@ -75,7 +75,8 @@ def committed(result: ChainResult) -> list[dict[str, Any]]:
 def item_sizes(aws: Callable[[str], Any], table: str, prefix: str) -> dict[str, int]:
     """Each item of the prefix's shards: its sort key -> its size as DynamoDB counts it
     (attribute names and string values, close enough for these)."""
-    scan = aws("dynamodb").scan(TableName=table)["Items"]
+    pages = aws("dynamodb").get_paginator("scan").paginate(TableName=table)
+    scan = [item for page in pages for item in page["Items"]]
     return {
         i["window"]["S"]: sum(len(k) + len(str(next(iter(v.values())))) for k, v in i.items())
         for i in scan
@@ -232,3 +233,15 @@ class TestPluginState:
         closer = [{"user": "z", "ts": 61, "blob": "z"}]
         out = committed(run(window(table, prefix, client, aggregate), closer, 20))
         assert [(r["key"], r["n"], r["all"]) for r in out] == [("a", 1, 1), ("b", 2, 2)]
+
+    def test_a_session_s_records_that_would_make_it_too_large_are_dead_lettered(self, aws, table):
+        prefix = uuid.uuid4().hex
+        client = aws("dynamodb")
+        aggregate = {"n": "count", "all": {"collect": "blob"}}
+        docs = [{"user": "a", "ts": 5 + i, "blob": "x" * 100_000} for i in range(5)]
+        docs.insert(2, {"user": "b", "ts": 6, "blob": "u"})
+        result = run(session(table, prefix, client, aggregate), docs, 1)
+        assert [type(f.error) for f in result.failures] == [ValueTooLarge] * 5
+        closer = [{"user": "z", "ts": 100, "blob": "z"}]
+        out = committed(run(session(table, prefix, client, aggregate), closer, 20))
+        assert [(r["key"], r["n"]) for r in out] == [("b", 1)]
