@@ -18,7 +18,18 @@ id) and ``window`` (sort key). It holds:
   that a redelivered record yields the same results with the same ``window_id``), ``rev``
   (new at each write), ``clock`` (the function's time at its last batch) and ``next_end``
   (the earliest end of its open windows);
+* **the parts of an outbox too large for the shard item** (over 300 KB: a batch that closed
+  many windows), sort key ``#outbox#REV#I``, written before the shard item that names them
+  (``outbox_parts``, the count, under revision ``REV``), so a batch that fails before its
+  shard item leaves the committed parts alone; the parts no shard item names are deleted
+  after the next commit;
 * **one item listing the shards** (``#shards``), so that a batch finds the quiet ones.
+
+Sizes: DynamoDB refuses an item over 400 KB. The aggregations keep a window's accumulators
+under :data:`~processors.aggregations.STATE_BUDGET` (an item holds them twice: ``acc`` and
+``prev``); a window item that would still be too large (a plugin's accumulator) is found
+before any write and raised as :class:`StateTooLarge`, and the step applies the batch again
+with that window's records dead-lettered.
 
 A batch (:meth:`DynamoDBStore.commit`) writes each changed (key, window) once, then the shard
 item last. Every write is conditional on what the batch read: a window item on the ``v`` it
