@@ -245,3 +245,40 @@ class TestPluginState:
         closer = [{"user": "z", "ts": 100, "blob": "z"}]
         out = committed(run(session(table, prefix, client, aggregate), closer, 20))
         assert [(r["key"], r["n"]) for r in out] == [("b", 1)]
+
+
+class TestQuietOutbox:
+    def test_a_quiet_shard_s_outbox_in_parts_survives_another_shard_closing_its_windows(
+        self, aws, table
+    ):
+        """s0's last batch left its outbox in parts; s1's batch closes s0's windows and
+        rewrites s0's shard item (a new revision): s0's parts move with it, the old ones
+        are deleted, and s0's batch delivered again yields the same results."""
+        prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [10_000.0]
+        aggregate = {"n": "count", "page": {"last": "page"}}
+
+        def step() -> Window:
+            store = DynamoDBStore(table, prefix, 0, 60, client=client, now=lambda: clock[0])
+            return Window(key="user", size_s=60, field="ts", aggregate=aggregate, function="f",
+                          store=store, quiet_s=300, now=lambda: clock[0])  # fmt: skip
+
+        def on(shard: str, docs: list[dict[str, Any]], first_seq: int) -> list[dict[str, Any]]:
+            batch = [
+                Record(orjson.dumps(d), d["user"], str(first_seq + i), shard_id=shard, index=i)
+                for i, d in enumerate(docs)
+            ]
+            return committed(Chain([Step.of("processors[0].window", step())]).run(batch))
+
+        docs = [{"user": f"u{i}", "ts": 5, "page": f"{i}" * 30_000} for i in range(14)]
+        docs.append({"user": "y", "ts": 61, "page": "/"})  # closes the 14, opens y's
+        first = on("s0", docs, 1)
+        assert len(first) == 14
+        parts = {k for k in item_sizes(aws, table, prefix) if k.startswith("#outbox#")}
+        assert len(parts) == 2
+        clock[0] += 301
+        closing = on("s1", [{"user": "z", "ts": 9_990, "page": "/"}], 1)
+        assert [r["key"] for r in closing] == ["y"]  # s0's quiet window, closed by s1
+        now = {k for k in item_sizes(aws, table, prefix) if k.startswith("#outbox#")}
+        assert len(now) == 2
+        assert not now & parts  # s0's new revision's parts; the old ones deleted
+        assert on("s0", docs, 1) == first  # redelivered: the same results
