@@ -27,31 +27,44 @@ changes anything.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any, Protocol
 
 from processors.errors import ProcessorError
 from stream.exceptions import RecordError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
 __all__ = [
     "AGGREGATION_GROUP",
     "BUILTIN_AGGREGATIONS",
     "DISTINCT_LIMIT",
+    "STATE_BUDGET",
     "Aggregation",
     "AggregationError",
     "NotANumber",
+    "ValueTooLarge",
     "aggregation_names",
     "build_aggregation",
+    "encoded_size",
+    "over_budget",
+    "share_budget",
 ]
 
 #: The entry-point group of aggregation plugins.
 AGGREGATION_GROUP = "shardline.aggregations"
 
 #: How many distinct values ``distinct`` keeps per key and window: its count is exact up to
-#: here. Past it, new values are no longer kept and the result is ``{"at_least": N}``.
+#: here (and while the values fit its byte budget). Past it, new values are no longer kept
+#: and the result is ``{"at_least": N}``.
 DISTINCT_LIMIT = 10_000
+
+#: The bytes of JSON text that the accumulators of one key and window may take. DynamoDB
+#: refuses an item over 400 KB, and a window's item holds its accumulators twice (``acc``
+#: and ``prev``, the state before the batch that wrote it: :mod:`processors.window_store`),
+#: plus its key and a few small attributes: 2 x 170 KB leaves room for those.
+STATE_BUDGET = 170_000
 
 
 class AggregationError(ProcessorError, ValueError):
@@ -60,6 +73,11 @@ class AggregationError(ProcessorError, ValueError):
 
 class NotANumber(ProcessorError, RecordError):
     """A numeric aggregation met a value that is not a number: the record is dead-lettered."""
+
+
+class ValueTooLarge(ProcessorError, RecordError):
+    """A ``first``/``last`` value too large for the window's state item (its share of
+    :data:`STATE_BUDGET`): the record is dead-lettered, the window goes on without it."""
 
 
 class Aggregation(Protocol):
@@ -188,6 +206,53 @@ class Avg(_Field):
         return acc[0] / acc[1] if acc[1] else None
 
 
+def encoded_size(value: Any) -> int:
+    """The bytes of ``value`` in the state's JSON text (ASCII: non-ASCII is escaped).
+
+    >>> encoded_size("abc"), encoded_size({"a": [1, 2]}), encoded_size("é")
+    (5, 11, 8)
+    """
+    if (
+        type(value) is str
+        and value.isascii()
+        and value.isprintable()
+        and '"' not in value
+        and "\\" not in value
+    ):
+        return len(value) + 2  # nothing to escape: the text and its quotes
+    return len(json.dumps(value, separators=(",", ":")))
+
+
+def over_budget(value: Any, budget: int) -> bool:
+    """Whether ``value``'s JSON text takes more than ``budget`` bytes (numbers and short
+    strings without encoding them: a character takes at most 6 bytes escaped).
+
+    >>> over_budget("x" * 10, 12), over_budget("x" * 11, 12), over_budget(10**30, 12)
+    (False, True, False)
+    """
+    kind = type(value)
+    if kind is int or kind is float or kind is bool:
+        return False
+    if kind is str and 6 * len(value) + 2 <= budget:
+        return False
+    return encoded_size(value) > budget
+
+
+def share_budget(aggs: Sequence[Any]) -> None:
+    """Divide :data:`STATE_BUDGET` among the aggregations whose accumulator grows with the
+    values (those with a ``budget`` attribute: ``distinct``, ``first``, ``last``), so that
+    a window's item with all of them full stays under DynamoDB's 400 KB.
+
+    >>> aggs = [Count(), Distinct("a"), Last("b")]
+    >>> share_budget(aggs)
+    >>> aggs[1].budget, aggs[2].budget
+    (85000, 85000)
+    """
+    bounded = [agg for agg in aggs if hasattr(agg, "budget")]
+    for agg in bounded:
+        agg.budget = STATE_BUDGET // len(bounded)
+
+
 def _hashable(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)):
         return value
@@ -196,28 +261,56 @@ def _hashable(value: Any) -> Any:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
-class Distinct(_Field):
-    """How many distinct values: exact up to :data:`DISTINCT_LIMIT` values per key and
-    window; past it, values are no longer kept and the result is ``{"at_least": N}`` (N the
-    values kept). Values compare as Python does (1 and 1.0 are one value); objects and lists
-    by their JSON text with sorted keys. The accumulator is ``[values, overflowed]``."""
+def _kept_bytes(values: set[Any]) -> int:
+    return sum(encoded_size(v) + 1 for v in values)
 
-    __slots__ = ()
+
+class Distinct(_Field):
+    """How many distinct values: exact while it keeps at most :data:`DISTINCT_LIMIT` values
+    per key and window and their JSON text fits its ``budget`` (bytes: its share of
+    :data:`STATE_BUDGET`, set by the step through :func:`share_budget`); past either, new
+    values are no longer kept and the result is ``{"at_least": N}`` (N the values kept).
+    Values compare as Python does (1 and 1.0 are one value); objects and lists by their
+    JSON text with sorted keys. The accumulator is ``[values, overflowed, bytes]``; state
+    stored before the byte budget (``[values, overflowed]``) gets its bytes counted when
+    next added to.
+
+    >>> d = Distinct("id")
+    >>> d.budget = 20
+    >>> acc = d.create()
+    >>> for v in ["aaaa", "bbbb", "aaaa", "cccc", "dddd"]:
+    ...     acc = d.add(acc, v, 0.0)
+    >>> d.result(acc), acc[2]
+    ({'at_least': 2}, 14)
+    """
+
+    __slots__ = ("budget",)
+
+    def __init__(self, field: str | None = None) -> None:
+        super().__init__(field)
+        #: the bytes its kept values may take in a window's state
+        self.budget = STATE_BUDGET
 
     def create(self) -> list[Any]:
-        return [set(), False]
+        return [set(), False, 0]
 
     def add(self, acc: list[Any], value: Any, at: float) -> list[Any]:
         seen: set[Any] = acc[0]
         value = _hashable(value)
-        if len(seen) < DISTINCT_LIMIT or value in seen:
+        if value in seen:
+            return acc
+        if len(acc) < 3:  # stored before the byte budget
+            acc.append(_kept_bytes(seen))
+        size = encoded_size(value) + 1  # and its comma
+        if len(seen) < DISTINCT_LIMIT and acc[2] + size <= self.budget:
             seen.add(value)
+            acc[2] += size
         else:
             acc[1] = True
         return acc
 
     def merge(self, a: list[Any], b: list[Any]) -> list[Any]:
-        out = [set(a[0]), a[1] or b[1]]
+        out = [set(a[0]), a[1] or b[1], a[2] if len(a) > 2 else _kept_bytes(a[0])]
         for value in b[0]:
             self.add(out, value, 0.0)
         return out
@@ -228,9 +321,14 @@ class Distinct(_Field):
 
 class First(_Field):
     """The value of the record with the earliest event time (the earlier in shard order on a
-    tie); the accumulator is ``[at, value]`` or ``None``."""
+    tie); the accumulator is ``[at, value]`` or ``None``. A value whose JSON text is over
+    ``budget`` bytes is refused by the step (:class:`ValueTooLarge`)."""
 
-    __slots__ = ()
+    __slots__ = ("budget",)
+
+    def __init__(self, field: str | None = None) -> None:
+        super().__init__(field)
+        self.budget = STATE_BUDGET
 
     def create(self) -> list[Any] | None:
         return None
@@ -247,9 +345,14 @@ class First(_Field):
 
 class Last(_Field):
     """The value of the record with the latest event time (the later in shard order on a
-    tie); the accumulator is ``[at, value]`` or ``None``."""
+    tie); the accumulator is ``[at, value]`` or ``None``. A value whose JSON text is over
+    ``budget`` bytes is refused by the step (:class:`ValueTooLarge`)."""
 
-    __slots__ = ()
+    __slots__ = ("budget",)
+
+    def __init__(self, field: str | None = None) -> None:
+        super().__init__(field)
+        self.budget = STATE_BUDGET
 
     def create(self) -> list[Any] | None:
         return None

@@ -41,13 +41,15 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from processors.aggregations import NotANumber
+from processors.aggregations import NotANumber, ValueTooLarge
 from processors.window import (
     _KEY_TYPES,
     _NUMERIC,
     WindowConfigError,
     _aggregation,
+    _budgeted,
     _position,
+    _refuse_large,
     event_seconds,
     iso,
 )
@@ -56,6 +58,7 @@ from processors.window_store import (
     MemoryStore,
     Outcome,
     ShardState,
+    StateTooLarge,
     WindowRecordError,
     WindowStore,
 )
@@ -154,7 +157,7 @@ class SessionWindow:
     """
 
     __slots__ = ("_adds", "_aggs", "_batch", "_field", "_fields", "_function", "_index",
-                 "_late_routes", "_now", "_numeric", "_time_event", "aggregate",
+                 "_late_routes", "_now", "_numeric", "_sized", "_time_event", "aggregate",
                  "allowed_lateness_s", "gap_s", "key", "late", "late_sink", "names", "quiet_s",
                  "store")  # fmt: skip
 
@@ -216,6 +219,7 @@ class SessionWindow:
         self._aggs: tuple[Aggregation, ...] = tuple(
             _aggregation(name, spec) for name, spec in self.aggregate.items()
         )
+        self._sized = _budgeted(self._aggs)
         self._fields = tuple(agg.field for agg in self._aggs)
         self._adds = tuple(enumerate(agg.add for agg in self._aggs))
         self._numeric = tuple(
@@ -252,24 +256,38 @@ class SessionWindow:
         (the window step's batch discipline, :meth:`processors.window.Window.prepare`)."""
         pending: dict[int, Outcome] = {}
         self._batch.pending = pending
-        shard_id: str | None = None
-        state = ShardState()  # replaced at the first record
-        index: dict[Any, list[float]] = {}
+        first = 0
+        for i in range(1, len(records) + 1):
+            if i == len(records) or records[i].shard_id != records[first].shard_id:
+                run = records[first:i]
+                refused: frozenset[Any] = frozenset()
+                while True:
+                    try:
+                        self._prepare_shard(run, pending, refused)
+                        break
+                    except StateTooLarge as exc:  # without those keys' records: again
+                        keys = frozenset(key for key, _ in exc.windows)
+                        if keys <= refused:
+                            raise
+                        refused |= keys
+                        for rec in run:
+                            pending.pop(id(rec), None)
+                first = i
+
+    def _prepare_shard(
+        self, records: Sequence[Record], pending: dict[int, Outcome], refused: frozenset[Any]
+    ) -> None:
+        """One shard's records: apply, then commit. ``refused``: keys whose session item
+        this batch would make too large for DynamoDB; their records are dead-lettered."""
+        shard_id = records[0].shard_id
+        state = self.store.shard(shard_id)
+        index = self._index_of(shard_id, state)
+        if records[0].index == 0 and state.outbox:
+            start = _position(records[0])
+            state.outbox = {p: o for p, o in state.outbox.items() if p >= start}
         changed: set[tuple[Any, Any]] = set()
-        store = self.store
         closer: Record | None = None  # the last record applied now that yields no error
         for rec in records:
-            if rec.shard_id != shard_id:
-                if shard_id is not None:
-                    self._commit(shard_id, state, changed, closer)
-                    changed = set()
-                    closer = None
-                shard_id = rec.shard_id
-                state = store.shard(shard_id)
-                index = self._index_of(shard_id, state)
-                if rec.index == 0 and state.outbox:
-                    first = _position(rec)
-                    state.outbox = {p: o for p, o in state.outbox.items() if p >= first}
             position = _position(rec)
             applied = state.applied
             if applied is not None and position <= applied:
@@ -279,6 +297,8 @@ class SessionWindow:
                 continue
             state.applied = position
             try:
+                if refused and rec.as_dict().get(self.key) in refused:
+                    _refuse_key(rec.as_dict().get(self.key))
                 outcome = self._apply(rec, state, index, changed)
             except RecordError as exc:
                 outcome = Outcome(error=exc)
@@ -287,8 +307,7 @@ class SessionWindow:
                 pending[id(rec)] = outcome
             if outcome.error is None and not outcome.late:
                 closer = rec
-        if shard_id is not None:
-            self._commit(shard_id, state, changed, closer)
+        self._commit(shard_id, state, changed, closer)
 
     def _commit(
         self, shard_id: str, state: ShardState, changed: set[tuple[Any, Any]], closer: Record | None
@@ -386,6 +405,8 @@ class SessionWindow:
             if value is not None and type(value) is not int and type(value) is not float:
                 msg = f"field {name!r} is {value!r}, not a number: this window sums or compares it"
                 raise NotANumber(msg)
+        if self._sized:
+            _refuse_large(self._sized, values)
         max_time = state.max_time
         if max_time is not None and t < max_time - self.allowed_lateness_s:
             return _LATE
@@ -539,3 +560,11 @@ def _drop_stale(state: ShardState) -> None:
     ends, by_end = state.ends, state.by_end
     while ends and ends[0] not in by_end:
         heapq.heappop(ends)
+
+
+def _refuse_key(key: Any) -> None:
+    msg = (
+        f"the session of key {key!r} is too large to store with this record (its state would "
+        f"be over DynamoDB's 400 KB item limit): the record is not aggregated"
+    )
+    raise ValueTooLarge(msg)

@@ -63,11 +63,16 @@ from typing import TYPE_CHECKING, Any
 from processors.aggregations import (
     AggregationError,
     Avg,
+    First,
+    Last,
     Max,
     Min,
     NotANumber,
     Sum,
+    ValueTooLarge,
     build_aggregation,
+    over_budget,
+    share_budget,
 )
 from processors.errors import ProcessorError
 from processors.lineage import KinesisLineage, StaticLineage
@@ -78,6 +83,7 @@ from processors.window_store import (
     Outcome,
     Position,
     ShardState,
+    StateTooLarge,
     WindowRecordError,
     WindowStore,
 )
@@ -227,6 +233,7 @@ class Window:
         "_lineage",
         "_now",
         "_numeric",
+        "_sized",
         "_slide",
         "_time_event",
         "aggregate",
@@ -240,7 +247,7 @@ class Window:
         "store",
     )
 
-    def __init__(  # noqa: PLR0917  # the file's keys, as keywords
+    def __init__(  # noqa: PLR0915, PLR0917  # the file's keys, as keywords, each checked
         self,
         key: str,
         aggregate: Mapping[str, Any],
@@ -300,6 +307,7 @@ class Window:
         self._aggs: tuple[Aggregation, ...] = tuple(
             _aggregation(name, spec) for name, spec in self.aggregate.items()
         )
+        self._sized = _budgeted(self._aggs)
         self._fields = tuple(agg.field for agg in self._aggs)
         self._adds = tuple(enumerate(agg.add for agg in self._aggs))
         self._numeric = tuple(
@@ -339,19 +347,33 @@ class Window:
         for i in range(1, len(records) + 1):
             if i == len(records) or records[i].shard_id != records[first].shard_id:
                 run = records[first:i]
-                for attempt in range(_CLAIM_ATTEMPTS):
+                refused: frozenset[tuple[Any, int]] = frozenset()
+                attempt = 0
+                while True:
                     try:
-                        self._prepare_shard(run, pending)
+                        self._prepare_shard(run, pending, refused)
                         break
-                    except ClaimLost:  # the store reads the state again: apply it again
-                        for rec in run:
-                            pending.pop(id(rec), None)
-                        if attempt == _CLAIM_ATTEMPTS - 1:
+                    except StateTooLarge as exc:  # without those windows' records
+                        if exc.windows <= refused:
                             raise
+                        refused |= exc.windows
+                    except ClaimLost:  # the store reads the state again: apply it again
+                        attempt += 1
+                        if attempt == _CLAIM_ATTEMPTS:
+                            raise
+                    for rec in run:
+                        pending.pop(id(rec), None)
                 first = i
 
-    def _prepare_shard(self, records: Sequence[Record], pending: dict[int, Outcome]) -> None:
-        """One shard's records of the batch: apply, then commit (claims included)."""
+    def _prepare_shard(
+        self,
+        records: Sequence[Record],
+        pending: dict[int, Outcome],
+        refused: frozenset[tuple[Any, int]] = frozenset(),
+    ) -> None:
+        """One shard's records of the batch: apply, then commit (claims included).
+        ``refused``: windows whose item this batch would make too large for DynamoDB
+        (:class:`StateTooLarge`); the records for them are dead-lettered."""
         store = self.store
         head = records[0]
         shard_id = head.shard_id
@@ -378,7 +400,7 @@ class Window:
                 continue
             state.applied = position
             try:
-                outcome = self._apply(rec, state, changed)
+                outcome = self._apply(rec, state, changed, refused)
             except RecordError as exc:
                 outcome = Outcome(error=exc)
             if outcome is not _NOTHING:
@@ -506,7 +528,11 @@ class Window:
     # -- per record -----------------------------------------------------------------------
 
     def _apply(  # noqa: PLR0915  # the per-record hot path, kept in one frame
-        self, rec: Record, state: ShardState, changed: set[tuple[Any, int]]
+        self,
+        rec: Record,
+        state: ShardState,
+        changed: set[tuple[Any, int]],
+        refused: frozenset[tuple[Any, int]] = frozenset(),
     ) -> Outcome:
         doc = rec.as_dict()
         key = doc.get(self.key)
@@ -525,6 +551,8 @@ class Window:
             if value is not None and type(value) is not int and type(value) is not float:
                 msg = f"field {name!r} is {value!r}, not a number: this window sums or compares it"
                 raise NotANumber(msg)
+        if self._sized:
+            _refuse_large(self._sized, values)
         size = self.size_s
         max_time = state.max_time
         watermark = None if max_time is None else max_time - self.allowed_lateness_s
@@ -534,6 +562,8 @@ class Window:
         starts = (int(t // size) * size,) if slide == size else window_starts(t, size, slide)
         adds = self._adds
         foreign = state.foreign
+        if refused:
+            _refuse_windows(refused, key, starts)
         for start in starts:
             end = start + size
             if watermark is not None and end <= watermark:
@@ -602,8 +632,49 @@ class Window:
 
 
 _KEY_TYPES = (str, int, float, bool)
+
+
 _iso_of = lru_cache(maxsize=4096)(iso)  # window bounds repeat across keys
 _NUMERIC = (Sum, Min, Max, Avg)
+
+
+def _refuse_windows(refused: frozenset[tuple[Any, int]], key: Any, starts: Sequence[int]) -> None:
+    """A record for a window whose item this batch made too large for DynamoDB (a plugin
+    aggregation's accumulator past 400 KB) is dead-lettered; the window keeps what it had."""
+    for start in starts:
+        if (key, start) in refused:
+            msg = (
+                f"the window of key {key!r} starting {iso(start)} is too large to store with "
+                f"this record (its state would be over DynamoDB's 400 KB item limit): the "
+                f"record is not aggregated"
+            )
+            raise ValueTooLarge(msg)
+
+
+def _budgeted(aggs: Sequence[Aggregation]) -> tuple[tuple[int, str | None, int], ...]:
+    """Share the state's byte budget among ``aggs`` (:func:`share_budget`), so that a
+    window's item stays under DynamoDB's 400 KB; returns the ``first``/``last`` ones as
+    (index, field, budget), whose values :func:`_refuse_large` checks."""
+    share_budget(aggs)
+    sized: list[tuple[int, str | None, int]] = []
+    for i, agg in enumerate(aggs):
+        if isinstance(agg, (First, Last)):
+            sized.append((i, agg.field, agg.budget))
+    return tuple(sized)
+
+
+def _refuse_large(sized: tuple[tuple[int, str | None, int], ...], values: list[Any]) -> None:
+    """A ``first``/``last`` value over its aggregation's byte budget is the record's fault
+    (it could never be stored): :class:`ValueTooLarge`, raised before anything changes."""
+    for i, name, budget in sized:
+        value = values[i]
+        if value is not None and over_budget(value, budget):
+            msg = (
+                f"field {name!r} is too large to aggregate: over {budget} bytes as JSON, the "
+                f"share of this window's state (DynamoDB items are at most 400 KB) that its "
+                f"first/last aggregation may keep"
+            )
+            raise ValueTooLarge(msg)
 
 
 def window_problem(size_s: Any, slide_s: Any, allowed_lateness_s: Any) -> str | None:

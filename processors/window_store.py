@@ -18,7 +18,18 @@ id) and ``window`` (sort key). It holds:
   that a redelivered record yields the same results with the same ``window_id``), ``rev``
   (new at each write), ``clock`` (the function's time at its last batch) and ``next_end``
   (the earliest end of its open windows);
+* **the parts of an outbox too large for the shard item** (over 300 KB: a batch that closed
+  many windows), sort key ``#outbox#REV#I``, written before the shard item that names them
+  (``outbox_parts``, the count, under revision ``REV``), so a batch that fails before its
+  shard item leaves the committed parts alone; the parts no shard item names are deleted
+  after the next commit;
 * **one item listing the shards** (``#shards``), so that a batch finds the quiet ones.
+
+Sizes: DynamoDB refuses an item over 400 KB. The aggregations keep a window's accumulators
+under :data:`~processors.aggregations.STATE_BUDGET` (an item holds them twice: ``acc`` and
+``prev``); a window item that would still be too large (a plugin's accumulator) is found
+before any write and raised as :class:`StateTooLarge`, and the step applies the batch again
+with that window's records dead-lettered.
 
 A batch (:meth:`DynamoDBStore.commit`) writes each changed (key, window) once, then the shard
 item last. Every write is conditional on what the batch read: a window item on the ``v`` it
@@ -76,7 +87,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from processors.aggregations import NotANumber
+from processors.aggregations import NotANumber, ValueTooLarge
 from processors.errors import ProcessorError
 from stream.exceptions import RecordError, RetryableError
 
@@ -97,6 +108,7 @@ __all__ = [
     "Outcome",
     "Position",
     "ShardState",
+    "StateTooLarge",
     "WindowKey",
     "WindowRecordError",
     "WindowStateError",
@@ -108,6 +120,11 @@ __all__ = [
 #: How long a closed window's item stays (at least) after it closed, then TTL deletes it.
 CLOSED_TTL_S = 86_400
 _SHARD_SK = "#shard"
+_PART = "#outbox#"  # the parts of an outbox too large for the shard item: #outbox#REV#I
+#: Outbox JSON text (ASCII) kept in the shard item itself; a longer one goes in parts
+_OUTBOX_INLINE = 300_000
+_OUTBOX_PART = 350_000  # the text of one part item (DynamoDB: at most 400 KB an item)
+_ITEM_LIMIT = 400_000  # a window item's bytes (DynamoDB's limit is 409,600): under it
 _REGISTRY = "#shards"  # the item listing the step's shards (partition and sort key)
 _MAX_QUIET = 99  # quiet shards closed per batch: a transaction holds at most 100 items
 _PARALLEL_WRITES = 8
@@ -119,6 +136,20 @@ class WindowStateError(ProcessorError, RetryableError):
 
 class WindowRecordError(ProcessorError, RecordError):
     """A record the window cannot place (no key, no time): it is dead-lettered."""
+
+
+class StateTooLarge(WindowStateError):
+    """Windows whose item would be over DynamoDB's 400 KB with this batch (an accumulator
+    past its budget: a plugin aggregation's): nothing was written. The window step applies
+    the batch again without those windows' records, which it dead-letters.
+
+    Attributes:
+        windows: the (key, start) windows too large.
+    """
+
+    def __init__(self, message: str, windows: frozenset[WindowKey]) -> None:
+        super().__init__(message)
+        self.windows = windows
 
 
 class ClaimLost(WindowStateError):
@@ -489,7 +520,8 @@ def _pos(text: str) -> Position:
 class _Cached:
     """A shard's state as this process last committed it, and what it knows of the items."""
 
-    __slots__ = ("applied", "clean", "clock", "flushed", "items", "rev", "state", "unmarked")
+    __slots__ = ("applied", "clean", "clock", "flushed", "items", "parts", "rev", "state",
+                 "unmarked")  # fmt: skip
 
     def __init__(self, state: ShardState, applied: str | None, rev: str | None) -> None:
         self.state = state
@@ -504,6 +536,9 @@ class _Cached:
         self.flushed: set[tuple[Any, int]] = set()
         #: a new child's ancestors -> the revision read: marked at its first commit
         self.unmarked: dict[str, str] = {}
+        #: the sort keys of outbox parts in the table (the shard item's, and any left by
+        #: a batch that never committed): deleted once a commit no longer needs them
+        self.parts: set[str] = set()
 
 
 class _View:
@@ -678,14 +713,15 @@ class DynamoDBStore:
             if "max_time" in shard_item:
                 state.max_time = float(shard_item["max_time"]["N"])
                 watermark = state.max_time - self.lateness
-            state.outbox = _outbox(shard_item.get("outbox", {}).get("S"))
+            state.outbox = _outbox(_outbox_of(shard_item, items))
         cached = _Cached(state, applied_text, shard_item["rev"]["S"] if shard_item else None)
+        cached.parts = {i["window"]["S"] for i in items if i["window"]["S"].startswith(_PART)}
         if shard_item is not None and "clock" in shard_item:
             cached.clock = float(shard_item["clock"]["N"])
         opened: list[tuple[Any, int, tuple[Any, Any]]] = []  # ends: int, or float (sessions)
         settled: set[WindowKey] = set()  # windows with an item of their own here
         for item in items:
-            if item["window"]["S"] == _SHARD_SK:
+            if not item["window"]["S"].startswith("w#"):  # the shard item, outbox parts
                 continue
             wkey, raw_v, acc, closed, end, rank = _effective(item, applied, self.end_of)
             cached.items[wkey] = (raw_v, None if closed else acc, rank)
@@ -798,7 +834,7 @@ class DynamoDBStore:
             settled: set[WindowKey] = set()
             allowed = {me, *via}
             for item in items:
-                if item["window"]["S"] == _SHARD_SK:
+                if not item["window"]["S"].startswith("w#"):  # the shard item, outbox parts
                     continue
                 wkey, _, acc, closed, end, rank = _effective(item, applied, self.end_of)
                 if acc is None and not closed:
@@ -930,6 +966,7 @@ class DynamoDBStore:
         closed_ttl = str(int(self.now()) + CLOSED_TTL_S)
         puts = []
         updates = {}
+        too_large: set[WindowKey] = set()
         for wkey in changed | cached.flushed:
             key, start = wkey
             accs = state.windows.get(wkey)
@@ -958,8 +995,16 @@ class DynamoDBStore:
                 acc = encode(accs)
                 item["acc"] = {"S": acc}
             item["rank"] = {"N": str(rank)}  # closed too: read back if this batch never commits
+            if acc is not None and _too_large(item, acc):
+                too_large.add(wkey)
             puts.append(_put(self.table, item, "v", raw_v))
             updates[wkey] = (v, acc, rank)
+        if too_large:
+            msg = (
+                f"window state: {len(too_large)} window(s) of shard {shard_id!r} would be over "
+                f"DynamoDB's 400 KB item limit with this batch: {sorted(too_large, key=repr)[:3]}"
+            )
+            raise StateTooLarge(msg, frozenset(too_large))
         self._put_all(puts)
         cached.items.update(updates)
         cached.flushed = set()
@@ -972,35 +1017,85 @@ class DynamoDBStore:
                 UpdateExpression="ADD shards :s",
                 ExpressionAttributeValues={":s": {"SS": [shard_id]}},
             )
+        self._write_shard_items(shard_id, cached, v, quiet)
+
+    def _write_shard_items(
+        self, shard_id: str, cached: _Cached, v: str, quiet: Mapping[str, ShardState]
+    ) -> None:
+        """The batch's last write: the shard item (with the quiet shards' in one
+        transaction), after its outbox's parts if it has some."""
+        pk = {"S": self.prefix + shard_id}
         rev = uuid.uuid4().hex
-        mine = _put(self.table, self._shard_item(pk, state, v, rev, self.now()), "rev", cached.rev)
+        item, parts = self._shard_item(pk, cached.state, v, rev, self.now())
+        mine = _put(self.table, item, "rev", cached.rev)
+        kept = {shard_id: {p["Item"]["window"]["S"] for p in parts}}
         if not quiet:
+            self._put_all(parts)  # an outbox's parts first: the shard item names them
             self._put_all([mine])
         else:
             writes = [{"Put": mine}]
             for other, other_state in quiet.items():
                 was = self._local.quiet[other]
-                item = self._shard_item(
+                item, more = self._shard_item(
                     {"S": self.prefix + other}, other_state, was.applied or "", uuid.uuid4().hex,
                     was.clock,
                 )  # fmt: skip
                 writes.append({"Put": _put(self.table, item, "rev", was.rev)})
+                parts += more
+                kept[other] = {p["Item"]["window"]["S"] for p in more}
+            self._put_all(parts)
             self._call("TransactWriteItems", self.client.transact_write_items,
                        TransactItems=writes)  # fmt: skip
+            for other in quiet:
+                self._drop_parts(other, self._local.quiet[other], kept[other])
         cached.rev = rev
+        self._drop_parts(shard_id, cached, kept[shard_id])
+
+    def _drop_parts(self, shard_id: str, cached: _Cached, kept: set[str]) -> None:
+        """After a commit: delete the outbox parts its shard item no longer names (the
+        previous revision's, or a failed batch's). A failure leaves them for the next
+        commit (a load lists every part of the partition)."""
+        stale = cached.parts - kept
+        cached.parts = kept | stale
+        if not stale:
+            return
+        pk = {"S": self.prefix + shard_id}
+        requests = [{"TableName": self.table, "Key": {"shard": pk, "window": {"S": sk}}}
+                    for sk in sorted(stale)]  # fmt: skip
+        try:
+            self._send_all("DeleteItem", self.client.delete_item, requests)
+        except WindowStateError:
+            return  # the batch committed: the parts are only garbage now
+        cached.parts = kept
 
     def _shard_item(
         self, pk: dict[str, str], state: ShardState, applied: str, rev: str, clock: float | None
-    ) -> dict[str, Any]:
-        """A shard's item; a quiet shard whose windows another shard's batch closed keeps
-        its ``clock`` (it stays quiet)."""
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """A shard's item, and the puts of its outbox's parts (none, unless the outbox is
+        over :data:`_OUTBOX_INLINE`: a batch that closed many windows with large
+        results); a quiet shard whose windows another shard's batch closed keeps its
+        ``clock`` (it stays quiet).
+
+        The parts are keyed by the revision (``#outbox#REV#I``), so a batch that writes
+        them and then fails leaves the committed revision's parts as they were."""
+        text = _outbox_text(state.outbox)
         item: dict[str, Any] = {
             "shard": pk,
             "window": {"S": _SHARD_SK},
             "applied": {"S": applied},
             "rev": {"S": rev},
-            "outbox": {"S": _outbox_text(state.outbox)},
         }
+        parts = []
+        if len(text) <= _OUTBOX_INLINE:
+            item["outbox"] = {"S": text}
+        else:
+            for i, first in enumerate(range(0, len(text), _OUTBOX_PART)):
+                parts.append({"TableName": self.table, "Item": {
+                    "shard": pk,
+                    "window": {"S": f"{_PART}{rev}#{i}"},
+                    "part": {"S": text[first : first + _OUTBOX_PART]},
+                }})  # fmt: skip
+            item["outbox_parts"] = {"N": str(len(parts))}
         if clock is not None:
             item["clock"] = {"N": _n(float(clock))}
         if state.max_time is not None:
@@ -1009,7 +1104,7 @@ class DynamoDBStore:
             item["next_end"] = {"N": _n(state.ends[0])}
         if state.ancestors:
             item["ancestors"] = {"SS": list(state.ancestors)}
-        return item
+        return item, parts
 
     def _put_all(self, puts: list[dict[str, Any]]) -> None:
         self._send_all("PutItem", self.client.put_item, puts)
@@ -1045,7 +1140,7 @@ class DynamoDBStore:
         as ``lost``)."""
         from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
-        if operation in {"PutItem", "UpdateItem", "TransactWriteItems"}:
+        if operation in {"DeleteItem", "PutItem", "UpdateItem", "TransactWriteItems"}:
             self.writes += 1
         else:
             self.reads += 1
@@ -1122,6 +1217,21 @@ def _effective(
     return (key, start), raw_v, acc, closed, end, rank
 
 
+def _too_large(item: dict[str, Any], acc: str) -> bool:
+    return len(acc) > _ITEM_LIMIT // 2 and _size(item) > _ITEM_LIMIT
+
+
+def _size(item: dict[str, Any]) -> int:
+    """About the bytes DynamoDB counts for a window item (names and values; its strings
+    are ASCII JSON).
+
+    >>> _size({"acc": {"S": "[1,2]"}, "closed": {"BOOL": True}})
+    18
+    """
+    return sum(len(name) + len(str(next(iter(value.values()))))
+               for name, value in item.items())  # fmt: skip
+
+
 def _put(table: str, item: dict[str, Any], attribute: str, expected: str | None) -> dict[str, Any]:
     """A PutItem of ``item`` on the condition that ``attribute`` still is ``expected``
     (``None``: that there is no item)."""
@@ -1134,6 +1244,17 @@ def _put(table: str, item: dict[str, Any], attribute: str, expected: str | None)
         request["ExpressionAttributeNames"] = {"#a": attribute}
         request["ExpressionAttributeValues"] = {":a": {"S": expected}}
     return request
+
+
+def _outbox_of(shard_item: dict[str, Any], items: list[dict[str, Any]]) -> str | None:
+    """The outbox's JSON text: in the shard item, or joined from its parts (``KeyError``:
+    a part is missing, the state is unreadable)."""
+    if "outbox_parts" not in shard_item:
+        text: str | None = shard_item.get("outbox", {}).get("S")
+        return text
+    prefix = f"{_PART}{shard_item['rev']['S']}#"
+    parts = {i["window"]["S"]: i["part"]["S"] for i in items if i["window"]["S"].startswith(prefix)}
+    return "".join(parts[f"{prefix}{i}"] for i in range(int(shard_item["outbox_parts"]["N"])))
 
 
 def _outbox_text(outbox: dict[Position, Outcome]) -> str:
@@ -1150,13 +1271,20 @@ def _outbox_text(outbox: dict[Position, Outcome]) -> str:
     return json.dumps(entries, separators=(",", ":"))
 
 
+#: the record errors an outbox keeps, by name (others come back as WindowRecordError)
+_RECORD_ERRORS: dict[str, type[RecordError]] = {
+    "NotANumber": NotANumber,
+    "ValueTooLarge": ValueTooLarge,
+}
+
+
 def _outbox(text: str | None) -> dict[Position, Outcome]:
     out: dict[Position, Outcome] = {}
     for entry in json.loads(text) if text else ():
         error: Exception | None = None
         if "error" in entry:
             kind, message = entry["error"]
-            error = (NotANumber if kind == "NotANumber" else WindowRecordError)(message)
+            error = _RECORD_ERRORS.get(kind, WindowRecordError)(message)
         out[_pos(entry["at"])] = Outcome(
             tuple(entry.get("results", ())), bool(entry.get("late")), error
         )

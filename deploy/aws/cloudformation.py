@@ -153,6 +153,7 @@ _RETAIN = {"DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain"}
 #: What a window step does on its table (``TransactWriteItems`` needs ``PutItem``).
 _WINDOW_STATE_ACTIONS = [
     "dynamodb:BatchGetItem",
+    "dynamodb:DeleteItem",  # an outbox's parts once no shard item names them
     "dynamodb:GetItem",
     "dynamodb:PutItem",
     "dynamodb:Query",
