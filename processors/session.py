@@ -40,10 +40,10 @@ import heapq
 import time
 from typing import TYPE_CHECKING, Any
 
-from processors.aggregations import NotANumber
+from processors.fold import compile_fold
 from processors.window import (
     _KEY_TYPES,
-    _NUMERIC,
+    MS_THRESHOLD,
     WindowConfigError,
     _aggregation,
     _position,
@@ -152,8 +152,8 @@ class SessionWindow:
         AggregationError: an unknown aggregation, or one without its field.
     """
 
-    __slots__ = ("_adds", "_aggs", "_field", "_fields", "_function", "_index", "_late_routes",
-                 "_now", "_numeric", "_pending", "_time_event", "aggregate",
+    __slots__ = ("_aggs", "_field", "_fold", "_function", "_index", "_late_routes",
+                 "_now", "_pending", "_time_event", "aggregate",
                  "allowed_lateness_s", "gap_s", "key", "late", "late_sink", "names", "quiet_s",
                  "store")  # fmt: skip
 
@@ -215,11 +215,7 @@ class SessionWindow:
         self._aggs: tuple[Aggregation, ...] = tuple(
             _aggregation(name, spec) for name, spec in self.aggregate.items()
         )
-        self._fields = tuple(agg.field for agg in self._aggs)
-        self._adds = tuple(enumerate(agg.add for agg in self._aggs))
-        self._numeric = tuple(
-            (i, agg.field) for i, agg in enumerate(self._aggs) if isinstance(agg, _NUMERIC)
-        )
+        self._fold = compile_fold(self._aggs)
         if store is None:
             store = (
                 MemoryStore()
@@ -255,6 +251,7 @@ class SessionWindow:
         changed: set[tuple[Any, Any]] = set()
         store = self.store
         closer: Record | None = None  # the last record applied now that yields no error
+        apply = self._apply
         for rec in records:
             if rec.shard_id != shard_id:
                 if shard_id is not None:
@@ -267,7 +264,12 @@ class SessionWindow:
                 if rec.index == 0 and state.outbox:
                     first = _position(rec)
                     state.outbox = {p: o for p, o in state.outbox.items() if p >= first}
-            position = _position(rec)
+            part = rec.part  # _position(rec), inline
+            position = (
+                int(rec.sequence_number),
+                rec.sub_sequence_number,
+                tuple(int(p) for p in part.split(".")) if part else (),
+            )
             applied = state.applied
             if applied is not None and position <= applied:
                 outcome = state.outbox.get(position)
@@ -276,12 +278,14 @@ class SessionWindow:
                 continue
             state.applied = position
             try:
-                outcome = self._apply(rec, state, index, changed)
+                outcome = apply(rec, state, index, changed)
             except RecordError as exc:
                 outcome = Outcome(error=exc)
-            if outcome is not _NOTHING:
-                state.outbox[position] = outcome
-                pending[id(rec)] = outcome
+            if outcome is _NOTHING:
+                closer = rec
+                continue
+            state.outbox[position] = outcome
+            pending[id(rec)] = outcome
             if outcome.error is None and not outcome.late:
                 closer = rec
         if shard_id is not None:
@@ -367,29 +371,29 @@ class SessionWindow:
         changed: set[tuple[Any, Any]],
     ) -> Outcome:
         doc = rec.as_dict()
-        key = doc.get(self.key)
+        get = doc.get
+        key = get(self.key)
         if key is None or type(key) not in _KEY_TYPES:
             what = "no" if key is None else f"a {type(key).__name__} in its"
             msg = (
                 f"record has {what} key field {self.key!r}: a window needs a string or number there"
             )
             raise WindowRecordError(msg)
-        t = event_seconds(doc.get(self._field), self._field) if self._time_event else rec.arrival
-        get = doc.get
-        values = [get(f) if f else True for f in self._fields]
-        for i, name in self._numeric:
-            value = values[i]
-            if value is not None and type(value) is not int and type(value) is not float:
-                msg = f"field {name!r} is {value!r}, not a number: this window sums or compares it"
-                raise NotANumber(msg)
+        if self._time_event:  # event_seconds, its common case inline
+            raw: Any = get(self._field)
+            kind = type(raw)
+            if kind is int or kind is float:
+                t = raw / 1000.0 if abs(raw) >= MS_THRESHOLD else float(raw)
+            else:
+                t = event_seconds(raw, self._field)
+        else:
+            t = rec.arrival
+        fold = self._fold
+        values = fold.read(get)  # checked before anything changes
         max_time = state.max_time
         if max_time is not None and t < max_time - self.allowed_lateness_s:
             return _LATE
-        accs = self._join(key, float(t), state, index, changed)
-        for i, add in self._adds:
-            value = values[i]
-            if value is not None:
-                accs[i] = add(accs[i], value, t)
+        fold.fold(self._join(key, float(t), state, index, changed), values, t)
         if max_time is None or t > max_time:
             state.max_time = max_time = t
         watermark = max_time - self.allowed_lateness_s
@@ -441,7 +445,7 @@ class SessionWindow:
             return accs
         touching.sort()
         if not touching:
-            accs = [agg.create() for agg in self._aggs]
+            accs = self._fold.create()
             accs.append(t)
             self._open(state, (key, t), accs, starts)
             changed.add((key, t))

@@ -60,16 +60,9 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from processors.aggregations import (
-    AggregationError,
-    Avg,
-    Max,
-    Min,
-    NotANumber,
-    Sum,
-    build_aggregation,
-)
+from processors.aggregations import AggregationError, build_aggregation
 from processors.errors import ProcessorError
+from processors.fold import NUMERIC, compile_fold
 from processors.lineage import KinesisLineage, StaticLineage
 from processors.window_store import (
     ClaimLost,
@@ -217,16 +210,15 @@ class Window:
     """
 
     __slots__ = (
-        "_adds",
         "_aggs",
         "_batch",
         "_field",
-        "_fields",
+        "_fold",
         "_function",
+        "_hot",
         "_late_routes",
         "_lineage",
         "_now",
-        "_numeric",
         "_slide",
         "_time_event",
         "aggregate",
@@ -300,10 +292,17 @@ class Window:
         self._aggs: tuple[Aggregation, ...] = tuple(
             _aggregation(name, spec) for name, spec in self.aggregate.items()
         )
-        self._fields = tuple(agg.field for agg in self._aggs)
-        self._adds = tuple(enumerate(agg.add for agg in self._aggs))
-        self._numeric = tuple(
-            (i, agg.field) for i, agg in enumerate(self._aggs) if isinstance(agg, _NUMERIC)
+        self._fold = compile_fold(self._aggs)
+        #: what :meth:`_apply` reads per record, in one load
+        self._hot = (
+            key,
+            self._field if self._time_event else None,
+            self._fold.read,
+            self._fold.create,
+            self._fold.fold,
+            self.size_s,
+            self._slide,
+            allowed_lateness_s,
         )
         if store is None:
             store = (
@@ -368,22 +367,31 @@ class Window:
             state.outbox = {p: o for p, o in state.outbox.items() if p >= start}
         changed: set[tuple[Any, int]] = set()
         closer: Record | None = None  # the last record applied now that yields no error
+        apply = self._apply
+        outbox = state.outbox
+        applied = state.applied
         for rec in records:
-            position = _position(rec)
-            applied = state.applied
+            part = rec.part  # _position(rec), inline
+            position = (
+                int(rec.sequence_number),
+                rec.sub_sequence_number,
+                tuple(int(p) for p in part.split(".")) if part else (),
+            )
             if applied is not None and position <= applied:
-                outcome = state.outbox.get(position)
+                outcome = outbox.get(position)
                 if outcome is not None:
                     pending[id(rec)] = outcome
                 continue
-            state.applied = position
+            state.applied = applied = position
             try:
-                outcome = self._apply(rec, state, changed)
+                outcome = apply(rec, state, changed)
             except RecordError as exc:
                 outcome = Outcome(error=exc)
-            if outcome is not _NOTHING:
-                state.outbox[position] = outcome
-                pending[id(rec)] = outcome
+            if outcome is _NOTHING:
+                closer = rec
+                continue
+            outbox[position] = outcome
+            pending[id(rec)] = outcome
             if outcome.error is None and not outcome.late:
                 closer = rec
         state.forget_foreign(self.size_s, self.allowed_lateness_s)
@@ -508,33 +516,33 @@ class Window:
     def _apply(  # noqa: PLR0915  # the per-record hot path, kept in one frame
         self, rec: Record, state: ShardState, changed: set[tuple[Any, int]]
     ) -> Outcome:
+        key_field, time_field, read, create, fold, size, slide, lateness = self._hot
         doc = rec.as_dict()
-        key = doc.get(self.key)
+        get = doc.get
+        key = get(key_field)
         if key is None or type(key) not in _KEY_TYPES:
             what = "no" if key is None else f"a {type(key).__name__} in its"
             msg = (
-                f"record has {what} key field {self.key!r}: a window needs a string or number there"
+                f"record has {what} key field {key_field!r}: a window needs a string or number "
+                "there"
             )
             raise WindowRecordError(msg)
-        t = event_seconds(doc.get(self._field), self._field) if self._time_event else rec.arrival
-        aggs = self._aggs
-        get = doc.get
-        values = [get(f) if f else True for f in self._fields]
-        for i, name in self._numeric:
-            value = values[i]
-            if value is not None and type(value) is not int and type(value) is not float:
-                msg = f"field {name!r} is {value!r}, not a number: this window sums or compares it"
-                raise NotANumber(msg)
-        size = self.size_s
+        if time_field is None:
+            t = rec.arrival
+        else:  # event_seconds, its common case inline
+            raw: Any = get(time_field)
+            kind = type(raw)
+            if kind is int or kind is float:
+                t = raw / 1000.0 if abs(raw) >= MS_THRESHOLD else float(raw)
+            else:
+                t = event_seconds(raw, time_field)
+        values = read(get)  # checked before anything changes
         max_time = state.max_time
-        watermark = None if max_time is None else max_time - self.allowed_lateness_s
+        watermark = None if max_time is None else max_time - lateness
         windows = state.windows
         placed = False
-        slide = self._slide
-        starts = (int(t // size) * size,) if slide == size else window_starts(t, size, slide)
-        adds = self._adds
         foreign = state.foreign
-        for start in starts:
+        for start in (int(t // size) * size,) if slide == size else window_starts(t, size, slide):
             end = start + size
             if watermark is not None and end <= watermark:
                 continue  # closed
@@ -543,7 +551,7 @@ class Window:
             if accs is None:
                 if foreign and wkey in foreign:
                     continue  # a parent's window another child claimed: closed here
-                accs = windows[wkey] = [agg.create() for agg in aggs]
+                accs = windows[wkey] = create()
                 opened = state.by_end.get(end)
                 if opened is None:
                     state.by_end[end] = [wkey]
@@ -552,15 +560,12 @@ class Window:
                     opened.append(wkey)
             placed = True
             changed.add(wkey)
-            for i, add in adds:
-                value = values[i]
-                if value is not None:
-                    accs[i] = add(accs[i], value, t)
+            fold(accs, values, t)
         if not placed:
             return _LATE
         if max_time is None or t > max_time:
             state.max_time = max_time = t
-        watermark = max_time - self.allowed_lateness_s
+        watermark = max_time - lateness
         ends = state.ends
         waiting = state.waiting
         if (not ends or ends[0] > watermark) and not waiting:
@@ -603,7 +608,7 @@ class Window:
 
 _KEY_TYPES = (str, int, float, bool)
 _iso_of = lru_cache(maxsize=4096)(iso)  # window bounds repeat across keys
-_NUMERIC = (Sum, Min, Max, Avg)
+_NUMERIC = NUMERIC
 
 
 def window_problem(size_s: Any, slide_s: Any, allowed_lateness_s: Any) -> str | None:
