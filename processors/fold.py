@@ -14,7 +14,10 @@ window: measured with cachegrind, most of the step's cost over a hand-written di
   value, or a tuple of them;
 * ``create() -> accs``: the empty accumulators, a list literal for the built-ins;
 * ``fold(accs, values, t)``: every aggregation's ``add`` of its value (skipped when the
-  record has no such field, except ``count`` without a field), in order, in place.
+  record has no such field, except ``count`` without a field), in order, in place;
+* ``result(window_id, key, start, end, accs) -> dict``: a closed window's result document
+  (``window_id``, ``key``, ``window_start``, ``window_end``, then each aggregation's
+  ``result`` under its name, in order) as one dict display.
 
 It is transparent: the same accumulators and the same errors as calling each
 aggregation's ``create``/``add``. An exact built-in is written inline as its method does
@@ -29,6 +32,8 @@ is kept on :attr:`Fold.source` for debugging.
 ...     fold.fold(accs, fold.read(doc.get), 0.0)
 >>> accs
 [3, 8, 5]
+>>> fold.result("f/u1/T0", "u1", "T0", "T1", accs)["max"]
+5
 """
 
 from __future__ import annotations
@@ -60,6 +65,17 @@ _ADD: dict[type[Any], tuple[str, ...]] = {
     First: ("a = accs[{i}]", "if a is None or t < a[0]:", "    accs[{i}] = [t, {v}]"),
     Last: ("a = accs[{i}]", "if a is None or t >= a[0]:", "    accs[{i}] = [t, {v}]"),
 }
+# An exact built-in's ``result(acc)`` as an expression of accs[i] (the condition of a
+# conditional expression is evaluated first, so it binds ``a``).
+_RESULT: dict[type[Any], str] = {
+    Count: "accs[{i}]",
+    Sum: "accs[{i}]",
+    Min: "accs[{i}]",
+    Max: "accs[{i}]",
+    Avg: "(a[0] / a[1] if (a := accs[{i}])[1] else None)",
+    First: "(None if (a := accs[{i}]) is None else a[1])",
+    Last: "(None if (a := accs[{i}]) is None else a[1])",
+}
 # An exact built-in's ``create()`` as a literal (a new list each call: ``[0, 0]`` is).
 _CREATE: dict[type[Any], str] = {
     Count: "0", Sum: "0", Min: "None", Max: "None", Avg: "[0, 0]", First: "None", Last: "None",
@@ -73,10 +89,11 @@ class Fold:
         read: ``read(get) -> values`` (see the module docstring).
         create: ``create() -> accs``.
         fold: ``fold(accs, values, t)``.
+        result: ``result(window_id, key, start, end, accs) -> dict``.
         source: the generated Python source.
     """
 
-    __slots__ = ("create", "fold", "read", "source")
+    __slots__ = ("create", "fold", "read", "result", "source")
 
     def __init__(self, source: str, namespace: dict[str, Any]) -> None:
         self.source = source
@@ -84,6 +101,8 @@ class Fold:
         self.read: Callable[[Callable[[str], Any]], Any] = namespace["read"]
         self.create: Callable[[], list[Any]] = namespace["create"]
         self.fold: Callable[[list[Any], Any, float], None] = namespace["fold"]
+        self.result: Callable[[str, Any, str, str, list[Any]], dict[str, Any]]
+        self.result = namespace["result"]
 
 
 @lru_cache(maxsize=64)
@@ -97,53 +116,98 @@ def _not_a_number(field: str, value: Any) -> None:
     raise NotANumber(msg)
 
 
-def compile_fold(aggs: Sequence[Aggregation]) -> Fold:
-    """Write and compile the ``read``/``create``/``fold`` of ``aggs`` (in their order)."""
+def compile_fold(aggs: Sequence[Aggregation], names: Sequence[str] | None = None) -> Fold:
+    """Write and compile the functions of ``aggs`` (in their order); ``names``: the result
+    name of each (default ``count``, ``sum``...: the kinds, for tests)."""
+    if names is None:
+        names = [type(agg).__name__.lower() for agg in aggs]
     namespace: dict[str, Any] = {"_not_a_number": _not_a_number}
     fields: dict[str, str] = {}  # field -> its variable, in the order first read
     for agg in aggs:
         if agg.field and agg.field not in fields:
+            namespace[f"F{len(fields)}"] = agg.field
             fields[agg.field] = f"v{len(fields)}"
-    for i, name in enumerate(fields):
-        namespace[f"F{i}"] = name
-    read = ["def read(get):"]
-    read += [f"    {var} = get(F{i})" for i, var in enumerate(fields.values())]
+    variables = ", ".join(fields.values()) or "None"
+    source = [
+        *_read(aggs, fields, variables),
+        "",
+        *_create(aggs, namespace),
+        "",
+        *_fold(aggs, fields, variables, namespace),
+        "",
+        *_result(aggs, names, namespace),
+        "",
+    ]
+    return Fold("\n".join(source), namespace)
+
+
+def _read(aggs: Sequence[Aggregation], fields: dict[str, str], variables: str) -> list[str]:
+    lines = ["def read(get):"]
+    lines += [f"    {var} = get(F{i})" for i, var in enumerate(fields.values())]
     checked: set[str] = set()
     for agg in aggs:
         field = agg.field
         if field and isinstance(agg, NUMERIC) and field not in checked:
             checked.add(field)
             var = fields[field]
-            read += [
+            lines += [
                 f"    if {var} is not None and type({var}) is not int "
                 f"and type({var}) is not float:",
-                f"        _not_a_number(F{list(fields).index(field)}, {var})",
+                f"        _not_a_number(F{var[1:]}, {var})",
             ]
-    names = list(fields.values())
-    returned = "None" if not names else names[0] if len(names) == 1 else ", ".join(names)
-    read.append(f"    return {returned}")
-    create_items = []
-    fold = [f"def fold(accs, {'_' if not names else returned if len(names) == 1 else 'vs'}, t):"]
-    if len(names) > 1:
-        fold.append(f"    {', '.join(names)} = vs")
+    lines.append(f"    return {variables}")
+    return lines
+
+
+def _create(aggs: Sequence[Aggregation], namespace: dict[str, Any]) -> list[str]:
+    items = []
     for i, agg in enumerate(aggs):
-        kind = type(agg)
-        if kind in _CREATE:
-            create_items.append(_CREATE[kind])
-        else:
+        literal = _CREATE.get(type(agg))
+        if literal is None:
             namespace[f"create{i}"] = agg.create
-            create_items.append(f"create{i}()")
+            literal = f"create{i}()"
+        items.append(literal)
+    return ["def create():", f"    return [{', '.join(items)}]"]
+
+
+def _fold(
+    aggs: Sequence[Aggregation], fields: dict[str, str], variables: str, namespace: dict[str, Any]
+) -> list[str]:
+    several = len(fields) > 1
+    lines = [f"def fold(accs, {'vs' if several else variables.replace('None', '_')}, t):"]
+    if several:
+        lines.append(f"    {variables} = vs")
+    for i, agg in enumerate(aggs):
         var = fields[agg.field] if agg.field else None
-        if kind in _ADD:
-            lines = [line.format(i=i, v=var) for line in _ADD[kind]]
+        inline = _ADD.get(type(agg))
+        if inline is not None:
+            body = [line.format(i=i, v=var) for line in inline]
         else:
             namespace[f"add{i}"] = agg.add
-            lines = [f"accs[{i}] = add{i}(accs[{i}], {var or 'True'}, t)"]
+            body = [f"accs[{i}] = add{i}(accs[{i}], {var or 'True'}, t)"]
         if var is None:
-            fold += [f"    {line}" for line in lines]
+            lines += [f"    {line}" for line in body]
         else:
-            fold.append(f"    if {var} is not None:")
-            fold += [f"        {line}" for line in lines]
-    fold.append("    return None")
-    create = ["def create():", f"    return [{', '.join(create_items)}]"]
-    return Fold("\n".join([*read, "", *create, "", *fold, ""]), namespace)
+            lines.append(f"    if {var} is not None:")
+            lines += [f"        {line}" for line in body]
+    lines.append("    return None")
+    return lines
+
+
+def _result(
+    aggs: Sequence[Aggregation], names: Sequence[str], namespace: dict[str, Any]
+) -> list[str]:
+    lines = [
+        "def result(window_id, key, start, end, accs):",
+        '    return {"window_id": window_id, "key": key, "window_start": start,',
+        '            "window_end": end,',
+    ]
+    for i, (agg, name) in enumerate(zip(aggs, names, strict=True)):
+        namespace[f"N{i}"] = name
+        value = _RESULT.get(type(agg))
+        if value is None:
+            namespace[f"result{i}"] = agg.result
+            value = f"result{i}(accs[{i}])"
+        lines.append(f"            N{i}: {value.format(i=i)},")
+    lines.append("    }")
+    return lines

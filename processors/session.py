@@ -215,7 +215,7 @@ class SessionWindow:
         self._aggs: tuple[Aggregation, ...] = tuple(
             _aggregation(name, spec) for name, spec in self.aggregate.items()
         )
-        self._fold = compile_fold(self._aggs)
+        self._fold = compile_fold(self._aggs, self.names)
         if store is None:
             store = (
                 MemoryStore()
@@ -370,7 +370,9 @@ class SessionWindow:
         index: dict[Any, list[float]],
         changed: set[tuple[Any, Any]],
     ) -> Outcome:
-        doc = rec.as_dict()
+        doc = rec.json
+        if type(doc) is not dict:
+            doc = rec.as_dict()  # raises its DecodeError
         get = doc.get
         key = get(self.key)
         if key is None or type(key) not in _KEY_TYPES:
@@ -421,7 +423,10 @@ class SessionWindow:
             starts = index[key] = []
         reach = t + gap  # both sides compare a time with an earlier one plus the gap, so
         # a pair of records is one session or two whatever the order they come in
-        touching = [s for s in starts if s < reach and t < windows[key, s][-1] + gap]
+        touching = []  # a loop, not a comprehension: no frame of its own, per record
+        for s in starts:
+            if s < reach and t < windows[key, s][-1] + gap:
+                touching.append(s)
         if len(touching) == 1 and touching[0] <= t:  # the common case: one session, on
             wkey = (key, touching[0])
             accs = windows[wkey]
@@ -516,15 +521,8 @@ class SessionWindow:
     def _result(self, wkey: tuple[Any, Any], accs: list[Any]) -> dict[str, Any]:
         key, start = wkey
         start_iso = iso(start)
-        out: dict[str, Any] = {
-            "window_id": f"{self._function}/{key}/{start_iso}",
-            "key": key,
-            "window_start": start_iso,
-            "window_end": iso(accs[-1] + self.gap_s),
-        }
-        for name, agg, acc in zip(self.names, self._aggs, accs, strict=False):
-            out[name] = agg.result(acc)
-        return out
+        window_id = f"{self._function}/{key}/{start_iso}"
+        return self._fold.result(window_id, key, start_iso, iso(accs[-1] + self.gap_s), accs)
 
 
 def _views(state: ShardState) -> tuple[dict[Any, list[Any]], list[Any], dict[Any, list[Any]]]:

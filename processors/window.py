@@ -292,7 +292,7 @@ class Window:
         self._aggs: tuple[Aggregation, ...] = tuple(
             _aggregation(name, spec) for name, spec in self.aggregate.items()
         )
-        self._fold = compile_fold(self._aggs)
+        self._fold = compile_fold(self._aggs, self.names)
         #: what :meth:`_apply` reads per record, in one load
         self._hot = (
             key,
@@ -517,7 +517,9 @@ class Window:
         self, rec: Record, state: ShardState, changed: set[tuple[Any, int]]
     ) -> Outcome:
         key_field, time_field, read, create, fold, size, slide, lateness = self._hot
-        doc = rec.as_dict()
+        doc = rec.json
+        if type(doc) is not dict:
+            doc = rec.as_dict()  # raises its DecodeError
         get = doc.get
         key = get(key_field)
         if key is None or type(key) not in _KEY_TYPES:
@@ -595,15 +597,8 @@ class Window:
     def _result(self, wkey: tuple[Any, int], end: int, accs: list[Any]) -> dict[str, Any]:
         key, start = wkey
         start_iso = _iso_of(start)
-        out: dict[str, Any] = {
-            "window_id": f"{self._function}/{key}/{start_iso}",
-            "key": key,
-            "window_start": start_iso,
-            "window_end": _iso_of(end),
-        }
-        for name, agg, acc in zip(self.names, self._aggs, accs, strict=True):
-            out[name] = agg.result(acc)
-        return out
+        window_id = f"{self._function}/{key}/{start_iso}"
+        return self._fold.result(window_id, key, start_iso, _iso_of(end), accs)
 
 
 _KEY_TYPES = (str, int, float, bool)
