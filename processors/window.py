@@ -293,7 +293,7 @@ class Window:
             _aggregation(name, spec) for name, spec in self.aggregate.items()
         )
         self._fold = compile_fold(self._aggs, self.names)
-        #: what :meth:`_apply` reads per record, in one load
+        #: what :meth:`_prepare_shard` reads per record
         self._hot = (
             key,
             self._field if self._time_event else None,
@@ -349,7 +349,9 @@ class Window:
                             raise
                 first = i
 
-    def _prepare_shard(self, records: Sequence[Record], pending: dict[int, Outcome]) -> None:
+    def _prepare_shard(  # noqa: PLR0915  # the per-record hot path, in one frame
+        self, records: Sequence[Record], pending: dict[int, Outcome]
+    ) -> None:
         """One shard's records of the batch: apply, then commit (claims included)."""
         store = self.store
         head = records[0]
@@ -363,37 +365,94 @@ class Window:
                               lambda s: self._lineage.parents(arn, s), self._merge)  # fmt: skip
         self._batch.floors = self._heirs_floor(arn, shard_id, state) if state.inherited else {}
         if head.index == 0 and state.outbox:
-            start = _position(head)
-            state.outbox = {p: o for p, o in state.outbox.items() if p >= start}
+            since = _position(head)
+            state.outbox = {p: o for p, o in state.outbox.items() if p >= since}
         changed: set[tuple[Any, int]] = set()
         closer: Record | None = None  # the last record applied now that yields no error
-        apply = self._apply
         outbox = state.outbox
         applied = state.applied
-        for rec in records:
-            part = rec.part  # _position(rec), inline
-            position = (
-                int(rec.sequence_number),
-                rec.sub_sequence_number,
-                tuple(int(p) for p in part.split(".")) if part else (),
-            )
-            if applied is not None and position <= applied:
-                outcome = outbox.get(position)
-                if outcome is not None:
-                    pending[id(rec)] = outcome
-                continue
-            state.applied = applied = position
-            try:
-                outcome = apply(rec, state, changed)
-            except RecordError as exc:
-                outcome = Outcome(error=exc)
-            if outcome is _NOTHING:
-                closer = rec
-                continue
-            outbox[position] = outcome
-            pending[id(rec)] = outcome
-            if outcome.error is None and not outcome.late:
-                closer = rec
+        # The per-record work inline, its names bound once per batch (a call per record
+        # and the loads it repeats were a fifth of the step's instructions).
+        key_field, time_field, read, create, fold, size, slide, lateness = self._hot
+        windows, by_end, ends, waiting = state.windows, state.by_end, state.ends, state.waiting
+        foreign = state.foreign
+        max_time = state.max_time  # written back to the state below, whatever happens
+        try:
+            for rec in records:
+                part = rec.part  # _position(rec), inline
+                position = (
+                    int(rec.sequence_number),
+                    rec.sub_sequence_number,
+                    tuple(int(p) for p in part.split(".")) if part else (),
+                )
+                if applied is not None and position <= applied:
+                    outcome = outbox.get(position)
+                    if outcome is not None:
+                        pending[id(rec)] = outcome
+                    continue
+                state.applied = applied = position
+                try:  # apply the record (DESIGN.md, "Windows"; the module docstring)
+                    doc = rec.json
+                    if type(doc) is not dict:
+                        doc = rec.as_dict()  # raises its DecodeError
+                    get = doc.get
+                    key = get(key_field)
+                    if key is None or type(key) not in _KEY_TYPES:
+                        raise _bad_key(key, key_field)
+                    if time_field is None:
+                        t = rec.arrival
+                    else:  # event_seconds, its common case inline
+                        raw: Any = get(time_field)
+                        kind = type(raw)
+                        if kind is int or kind is float:
+                            t = raw / 1000.0 if abs(raw) >= MS_THRESHOLD else float(raw)
+                        else:
+                            t = event_seconds(raw, time_field)
+                    values = read(get)  # checked before anything changes
+                    watermark = None if max_time is None else max_time - lateness
+                    placed = False
+                    for start in (
+                        (int(t // size) * size,) if slide == size else window_starts(t, size, slide)
+                    ):
+                        end = start + size
+                        if watermark is not None and end <= watermark:
+                            continue  # closed
+                        wkey = (key, start)
+                        accs = windows.get(wkey)
+                        if accs is None:
+                            if foreign and wkey in foreign:
+                                continue  # a parent's window another child claimed: closed
+                            accs = windows[wkey] = create()
+                            opened = by_end.get(end)
+                            if opened is None:
+                                by_end[end] = [wkey]
+                                heapq.heappush(ends, end)
+                            else:
+                                opened.append(wkey)
+                        placed = True
+                        changed.add(wkey)
+                        fold(accs, values, t)
+                    if not placed:
+                        outcome = _LATE
+                    else:
+                        if max_time is None or t > max_time:
+                            max_time = t
+                        watermark = max_time - lateness
+                        if (not ends or ends[0] > watermark) and not waiting:
+                            closer = rec
+                            continue
+                        outcome = self._close_due(state, watermark, changed)
+                except RecordError as exc:
+                    outcome = Outcome(error=exc)
+                if outcome is _NOTHING:
+                    closer = rec
+                    continue
+                outbox[position] = outcome
+                pending[id(rec)] = outcome
+                if outcome.error is None and not outcome.late:
+                    closer = rec
+        finally:
+            state.max_time = max_time
         state.forget_foreign(self.size_s, self.allowed_lateness_s)
         store.commit(shard_id, state, changed, self._close_quiet(shard_id, state, closer))
 
@@ -513,65 +572,12 @@ class Window:
 
     # -- per record -----------------------------------------------------------------------
 
-    def _apply(  # noqa: PLR0915  # the per-record hot path, kept in one frame
-        self, rec: Record, state: ShardState, changed: set[tuple[Any, int]]
+    def _close_due(
+        self, state: ShardState, watermark: float, changed: set[tuple[Any, int]]
     ) -> Outcome:
-        key_field, time_field, read, create, fold, size, slide, lateness = self._hot
-        doc = rec.json
-        if type(doc) is not dict:
-            doc = rec.as_dict()  # raises its DecodeError
-        get = doc.get
-        key = get(key_field)
-        if key is None or type(key) not in _KEY_TYPES:
-            what = "no" if key is None else f"a {type(key).__name__} in its"
-            msg = (
-                f"record has {what} key field {key_field!r}: a window needs a string or number "
-                "there"
-            )
-            raise WindowRecordError(msg)
-        if time_field is None:
-            t = rec.arrival
-        else:  # event_seconds, its common case inline
-            raw: Any = get(time_field)
-            kind = type(raw)
-            if kind is int or kind is float:
-                t = raw / 1000.0 if abs(raw) >= MS_THRESHOLD else float(raw)
-            else:
-                t = event_seconds(raw, time_field)
-        values = read(get)  # checked before anything changes
-        max_time = state.max_time
-        watermark = None if max_time is None else max_time - lateness
-        windows = state.windows
-        placed = False
-        foreign = state.foreign
-        for start in (int(t // size) * size,) if slide == size else window_starts(t, size, slide):
-            end = start + size
-            if watermark is not None and end <= watermark:
-                continue  # closed
-            wkey = (key, start)
-            accs = windows.get(wkey)
-            if accs is None:
-                if foreign and wkey in foreign:
-                    continue  # a parent's window another child claimed: closed here
-                accs = windows[wkey] = create()
-                opened = state.by_end.get(end)
-                if opened is None:
-                    state.by_end[end] = [wkey]
-                    heapq.heappush(state.ends, end)
-                else:
-                    opened.append(wkey)
-            placed = True
-            changed.add(wkey)
-            fold(accs, values, t)
-        if not placed:
-            return _LATE
-        if max_time is None or t > max_time:
-            state.max_time = max_time = t
-        watermark = max_time - lateness
-        ends = state.ends
-        waiting = state.waiting
-        if (not ends or ends[0] > watermark) and not waiting:
-            return _NOTHING
+        """Close the windows whose end is at or before the watermark (inherited ones when
+        the other heirs are past it too, :meth:`_closable`): their results."""
+        windows, ends, waiting = state.windows, state.ends, state.waiting
         results = []
         while ends and ends[0] <= watermark:
             end = heapq.heappop(ends)
@@ -604,6 +610,12 @@ class Window:
 _KEY_TYPES = (str, int, float, bool)
 _iso_of = lru_cache(maxsize=4096)(iso)  # window bounds repeat across keys
 _NUMERIC = NUMERIC
+
+
+def _bad_key(key: Any, key_field: str) -> WindowRecordError:
+    what = "no" if key is None else f"a {type(key).__name__} in its"
+    msg = f"record has {what} key field {key_field!r}: a window needs a string or number there"
+    return WindowRecordError(msg)
 
 
 def window_problem(size_s: Any, slide_s: Any, allowed_lateness_s: Any) -> str | None:
