@@ -41,10 +41,11 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from processors.aggregations import NotANumber, ValueTooLarge
+from processors.aggregations import ValueTooLarge
+from processors.fold import compile_fold
 from processors.window import (
     _KEY_TYPES,
-    _NUMERIC,
+    MS_THRESHOLD,
     WindowConfigError,
     _aggregation,
     _budgeted,
@@ -156,8 +157,8 @@ class SessionWindow:
         AggregationError: an unknown aggregation, or one without its field.
     """
 
-    __slots__ = ("_adds", "_aggs", "_batch", "_field", "_fields", "_function", "_index",
-                 "_late_routes", "_now", "_numeric", "_sized", "_time_event", "aggregate",
+    __slots__ = ("_aggs", "_batch", "_field", "_fold", "_function", "_index", "_late_routes",
+                 "_now", "_sized", "_time_event", "aggregate",
                  "allowed_lateness_s", "gap_s", "key", "late", "late_sink", "names", "quiet_s",
                  "store")  # fmt: skip
 
@@ -219,12 +220,8 @@ class SessionWindow:
         self._aggs: tuple[Aggregation, ...] = tuple(
             _aggregation(name, spec) for name, spec in self.aggregate.items()
         )
-        self._sized = _budgeted(self._aggs)
-        self._fields = tuple(agg.field for agg in self._aggs)
-        self._adds = tuple(enumerate(agg.add for agg in self._aggs))
-        self._numeric = tuple(
-            (i, agg.field) for i, agg in enumerate(self._aggs) if isinstance(agg, _NUMERIC)
-        )
+        self._sized = _budgeted(self._aggs)  # before the fold: it sets their budgets
+        self._fold = compile_fold(self._aggs, self.names)
         if store is None:
             store = (
                 MemoryStore()
@@ -287,8 +284,14 @@ class SessionWindow:
             state.outbox = {p: o for p, o in state.outbox.items() if p >= start}
         changed: set[tuple[Any, Any]] = set()
         closer: Record | None = None  # the last record applied now that yields no error
+        apply = self._apply
         for rec in records:
-            position = _position(rec)
+            part = rec.part  # _position(rec), inline
+            position = (
+                int(rec.sequence_number),
+                rec.sub_sequence_number,
+                tuple(int(p) for p in part.split(".")) if part else (),
+            )
             applied = state.applied
             if applied is not None and position <= applied:
                 outcome = state.outbox.get(position)
@@ -299,12 +302,14 @@ class SessionWindow:
             try:
                 if refused and rec.as_dict().get(self.key) in refused:
                     _refuse_key(rec.as_dict().get(self.key))
-                outcome = self._apply(rec, state, index, changed)
+                outcome = apply(rec, state, index, changed)
             except RecordError as exc:
                 outcome = Outcome(error=exc)
-            if outcome is not _NOTHING:
-                state.outbox[position] = outcome
-                pending[id(rec)] = outcome
+            if outcome is _NOTHING:
+                closer = rec
+                continue
+            state.outbox[position] = outcome
+            pending[id(rec)] = outcome
             if outcome.error is None and not outcome.late:
                 closer = rec
         self._commit(shard_id, state, changed, closer)
@@ -389,32 +394,34 @@ class SessionWindow:
         index: dict[Any, list[float]],
         changed: set[tuple[Any, Any]],
     ) -> Outcome:
-        doc = rec.as_dict()
-        key = doc.get(self.key)
+        doc = rec.json
+        if type(doc) is not dict:
+            doc = rec.as_dict()  # raises its DecodeError
+        get = doc.get
+        key = get(self.key)
         if key is None or type(key) not in _KEY_TYPES:
             what = "no" if key is None else f"a {type(key).__name__} in its"
             msg = (
                 f"record has {what} key field {self.key!r}: a window needs a string or number there"
             )
             raise WindowRecordError(msg)
-        t = event_seconds(doc.get(self._field), self._field) if self._time_event else rec.arrival
-        get = doc.get
-        values = [get(f) if f else True for f in self._fields]
-        for i, name in self._numeric:
-            value = values[i]
-            if value is not None and type(value) is not int and type(value) is not float:
-                msg = f"field {name!r} is {value!r}, not a number: this window sums or compares it"
-                raise NotANumber(msg)
+        if self._time_event:  # event_seconds, its common case inline
+            raw: Any = get(self._field)
+            kind = type(raw)
+            if kind is int or kind is float:
+                t = raw / 1000.0 if abs(raw) >= MS_THRESHOLD else float(raw)
+            else:
+                t = event_seconds(raw, self._field)
+        else:
+            t = rec.arrival
+        fold = self._fold
+        values = fold.read(get)  # checked before anything changes
         if self._sized:
-            _refuse_large(self._sized, values)
+            _refuse_large(self._sized, get)
         max_time = state.max_time
         if max_time is not None and t < max_time - self.allowed_lateness_s:
             return _LATE
-        accs = self._join(key, float(t), state, index, changed)
-        for i, add in self._adds:
-            value = values[i]
-            if value is not None:
-                accs[i] = add(accs[i], value, t)
+        fold.fold(self._join(key, float(t), state, index, changed), values, t)
         if max_time is None or t > max_time:
             state.max_time = max_time = t
         watermark = max_time - self.allowed_lateness_s
@@ -442,7 +449,10 @@ class SessionWindow:
             starts = index[key] = []
         reach = t + gap  # both sides compare a time with an earlier one plus the gap, so
         # a pair of records is one session or two whatever the order they come in
-        touching = [s for s in starts if s < reach and t < windows[key, s][-1] + gap]
+        touching = []  # a loop, not a comprehension: no frame of its own, per record
+        for s in starts:
+            if s < reach and t < windows[key, s][-1] + gap:
+                touching.append(s)
         if len(touching) == 1 and touching[0] <= t:  # the common case: one session, on
             wkey = (key, touching[0])
             accs = windows[wkey]
@@ -466,7 +476,7 @@ class SessionWindow:
             return accs
         touching.sort()
         if not touching:
-            accs = [agg.create() for agg in self._aggs]
+            accs = self._fold.create()
             accs.append(t)
             self._open(state, (key, t), accs, starts)
             changed.add((key, t))
@@ -537,15 +547,8 @@ class SessionWindow:
     def _result(self, wkey: tuple[Any, Any], accs: list[Any]) -> dict[str, Any]:
         key, start = wkey
         start_iso = iso(start)
-        out: dict[str, Any] = {
-            "window_id": f"{self._function}/{key}/{start_iso}",
-            "key": key,
-            "window_start": start_iso,
-            "window_end": iso(accs[-1] + self.gap_s),
-        }
-        for name, agg, acc in zip(self.names, self._aggs, accs, strict=False):
-            out[name] = agg.result(acc)
-        return out
+        window_id = f"{self._function}/{key}/{start_iso}"
+        return self._fold.result(window_id, key, start_iso, iso(accs[-1] + self.gap_s), accs)
 
 
 def _views(state: ShardState) -> tuple[dict[Any, list[Any]], list[Any], dict[Any, list[Any]]]:
