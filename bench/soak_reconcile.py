@@ -282,7 +282,8 @@ def reconcile_load(
     reported: Iterable[Position] | None = None,
 ) -> LoadFigures:
     """Reconcile every function of ``plan`` without a window step whose sinks can all be
-    read (see the module doc); ``reported``: the positions the producer reported, checked against the stream."""
+    read (see the module doc); ``reported``: the positions the producer reported, checked
+    against the stream."""
     from deploy.names import function_name  # noqa: PLC0415
 
     records = stream.records()
