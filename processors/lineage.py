@@ -3,20 +3,23 @@
 A Kinesis event names its shard but not that shard's parents, and a child shard's windows
 start from its parents' (README, "Windows": reshards). :class:`KinesisLineage` asks
 ``ListShards`` once for a shard it does not know yet (a warm container keeps the answer:
-parents never change) and answers from the list for every shard of the stream. A shard
+parents never change) and answers from the list for every shard of the stream; a shard the
+list shows without children is asked about again once the list is a minute old (it may
+have been split since). A shard
 missing from the list (past the stream's retention) has no parents: its windows closed long
 ago; so has every shard of a stream that does not exist (an event made by hand).
 """
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from processors.errors import ProcessorError
 from stream.exceptions import RetryableError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
 __all__ = ["KinesisLineage", "Lineage", "LineageError", "StaticLineage", "stream_name"]
 
@@ -45,18 +48,36 @@ def stream_name(arn: str) -> str:
 
 
 class KinesisLineage:
-    """Parents from ``ListShards``, listed again only for a shard not seen yet.
+    """Parents from ``ListShards``, listed again for a shard not seen yet, and for the
+    children of a shard that had none when last listed, once the list is ``max_age_s`` old.
+
+    Parents never change, children may come later: a shard split after the list was made
+    has children the list does not show. A window inherited from a common parent waits for
+    every heir (:meth:`processors.window.Window._heirs_floor`); a sibling taken for
+    childless would count as an heir once drained and quiet, and the window could close
+    while its grandchildren may still add to it. ``max_age_s`` (60) is well under the
+    ``quiet_s`` after which a drained shard counts as progressing (300 by default).
 
     Args:
         client: a Kinesis client; default the process's shared one (:mod:`stream.aws`).
+        max_age_s: how old a list may be before "no children" is asked again.
+        now: the clock.
     """
 
-    __slots__ = ("_client", "calls", "listed")
+    __slots__ = ("_client", "_listed_at", "_now", "calls", "listed", "max_age_s")
 
-    def __init__(self, client: Any = None) -> None:
+    def __init__(
+        self,
+        client: Any = None,
+        max_age_s: float = 60.0,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._client = client
+        self.max_age_s = max_age_s
+        self._now = now
         #: stream ARN -> shard id -> parents, as last listed
         self.listed: dict[str, dict[str, tuple[str, ...]]] = {}
+        self._listed_at: dict[str, float] = {}
         #: ListShards pages asked for (tests and the bench)
         self.calls = 0
 
@@ -65,6 +86,10 @@ class KinesisLineage:
 
     def children(self, arn: str, shard_id: str) -> tuple[str, ...]:
         known = self._known(arn, shard_id)
+        found = tuple(s for s, parents in known.items() if shard_id in parents)
+        if found or not arn or self._now() - self._listed_at[arn] < self.max_age_s:
+            return found
+        known = self._relist(arn)  # split since the list was made?
         return tuple(s for s, parents in known.items() if shard_id in parents)
 
     def _known(self, arn: str, shard_id: str) -> dict[str, tuple[str, ...]]:
@@ -72,7 +97,12 @@ class KinesisLineage:
             return {}
         known = self.listed.get(arn)
         if known is None or shard_id not in known:
-            known = self.listed[arn] = self._list(arn)
+            known = self._relist(arn)
+        return known
+
+    def _relist(self, arn: str) -> dict[str, tuple[str, ...]]:
+        known = self.listed[arn] = self._list(arn)
+        self._listed_at[arn] = self._now()
         return known
 
     def _list(self, arn: str) -> dict[str, tuple[str, ...]]:

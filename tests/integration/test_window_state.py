@@ -570,6 +570,41 @@ def test_kinesis_lineage_lists_the_shards_once_per_shard_it_does_not_know(
     assert KinesisLineage(client=kinesis).parents(gone, "shardId-000000000001") == ()
 
 
+def test_kinesis_lineage_sees_a_split_made_after_it_listed_once_the_list_is_old(
+    aws: Callable[[str], Any],
+) -> None:
+    """Found in review: the list was made again only for an unknown shard, so a sibling
+    split after it was made stayed childless for the container's life (an inherited window
+    then waits for a drained shard, not for its children). A shard without children is
+    asked about again once the list is ``max_age_s`` old, and not before."""
+    kinesis = aws("kinesis")
+    name = f"lineage{uuid.uuid4().hex[:8]}"
+    kinesis.create_stream(StreamName=name, ShardCount=1)
+    kinesis.get_waiter("stream_exists").wait(
+        StreamName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50}
+    )
+    (parent,) = [s["ShardId"] for s in kinesis.list_shards(StreamName=name)["Shards"]]
+    kinesis.split_shard(StreamName=name, ShardToSplit=parent, NewStartingHashKey=str(MIDDLE))
+    arn = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamARN"]
+    clock = [0.0]
+    lineage = KinesisLineage(client=kinesis, max_age_s=60, now=lambda: clock[0])
+    _low, high = lineage.children(arn, parent)
+    assert lineage.children(arn, high) == ()
+    kinesis.get_waiter("stream_exists").wait(
+        StreamName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50}
+    )
+    kinesis.split_shard(StreamName=name, ShardToSplit=high, NewStartingHashKey=str(MIDDLE * 3 // 2))
+    calls = lineage.calls
+    clock[0] = 59.0
+    assert lineage.children(arn, high) == ()  # the list is young: not asked again
+    assert lineage.calls == calls
+    clock[0] = 61.0
+    grandchildren = lineage.children(arn, high)
+    assert len(grandchildren) == 2
+    assert [lineage.parents(arn, g) for g in grandchildren] == [(high,), (high,)]
+    assert lineage.calls == calls + 1
+
+
 def test_a_warm_child_whose_sibling_claimed_a_window_applies_its_batch_again(
     aws: Callable[[str], Any], table: str
 ) -> None:
