@@ -248,7 +248,10 @@ def _load_section(load: LoadReport) -> list[str]:
             "Per function, every record read back from the stream and the stores (see",
             "`bench/soak_reconcile.py`): *filtered* by the function's chain run offline over",
             "the produced records; *delivered* in every sink its route names; *dead-lettered*",
-            "with a letter at its position or inside an on-failure range of its lane.",
+            "with a letter at its position or inside an on-failure range of its lane. A",
+            "function with a `window` step is left out (its rows name windows, not records;",
+            "`shardline demo` checks them against a reference), and so is one routing to a",
+            "store whose entries do not name their record (a queue, `stdout`).",
             "",
             "| Function | Produced | Filtered | Delivered | Dead-lettered | Duplicates seen / "
             "removed | Order violations | Lost | Problems |",
