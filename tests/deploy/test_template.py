@@ -307,7 +307,7 @@ class TestFunction:
         import stream.lambda_handler as handler  # noqa: PLC0415  # builds nothing without env
 
         root = Path(handler.__file__).parents[1]
-        assert handler._DEFAULT_PLAN.relative_to(root).as_posix() == PLAN_IN_PACKAGE
+        assert Path(handler._DEFAULT_PLAN).relative_to(root).as_posix() == PLAN_IN_PACKAGE
         assert f"/var/task/{PLAN_IN_PACKAGE}" == PLAN_PATH
 
     def test_its_log_group_is_the_one_lambda_writes_to_and_is_kept_30_days(self):
