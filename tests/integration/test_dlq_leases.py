@@ -224,3 +224,56 @@ class TestObjectClaims:
 
         assert "taken over" in failed[message.id]
         assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"not a letter\n"
+
+
+class _FirstRenewWaits:
+    """The real S3 client; the first claim renewal (PutObject with IfMatch) is sent only
+    after a second one has been answered: the lease keeper's renewal and the source's
+    renewal before a delete, in flight at once."""
+
+    def __init__(self, client: Any) -> None:
+        import threading  # noqa: PLC0415
+
+        self.client = client
+        self.second_done = threading.Event()
+        self.first: bool | None = None
+        self.lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def put_object(self, **request: Any) -> Any:
+        if "IfMatch" not in request or not request["Key"].startswith(CLAIMS_PREFIX):
+            return self.client.put_object(**request)
+        with self.lock:
+            first, self.first = self.first is None, False
+        if first:
+            self.second_done.wait(10)
+            return self.client.put_object(**request)
+        try:
+            return self.client.put_object(**request)
+        finally:
+            self.second_done.set()
+
+
+class TestReviewRenewRace:
+    def test_two_renewals_of_one_holder_at_once_keep_the_claim(self, aws: Any, unique: str):
+        import threading  # noqa: PLC0415
+
+        s3 = aws("s3")
+        bucket = f"claims-{unique}"
+        s3.create_bucket(Bucket=bucket)
+        client = _FirstRenewWaits(s3)
+        claims = ObjectClaims(bucket, client, 60)
+        key = "bad/dead-letters/x.jsonl"
+        assert claims.claim(key)
+        answers: list[str] = []
+        threads = [threading.Thread(target=lambda: answers.append(claims.renew(key)))
+                   for _ in range(2)]  # fmt: skip
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        # nobody else ever claimed it: both renewals are this holder's own
+        assert answers == ["", ""], answers
+        assert claims.held == [key]
