@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from deploy.ops.dead_letters import S3Source, SQSSource
+from deploy.ops.dead_letters import S3Source, SQSSource, read_sources
 from deploy.ops.leases import CLAIMS_PREFIX, LeaseKeeper, ObjectClaims
 from stream.testing import EventFactory
+from tests.faultproxy import FaultProxy, slow
+from tests.integration.fault_fixtures import aws_client
 from tests.integration.test_dlq import SHARDLINE, BucketProject, Project, _items, _table
 
 if TYPE_CHECKING:
@@ -182,6 +185,52 @@ class TestSQSLease:
         assert keeper.renewals >= 3
         assert keeper.error is None
         assert first.delete([message]) == {}
+
+
+class TestSlowRead:
+    """The leases are renewed from the first receive on, not only once every source has
+    been read: a long read (a large queue, a slow connection) must not let the first
+    letters become visible to another operator before the redrive runs them."""
+
+    def test_letters_read_first_stay_hidden_while_later_ones_are_read(
+        self, aws: Any, moto_endpoint: str, unique: str
+    ) -> None:
+        name = f"slow-read-{unique}"
+        aws("sqs").create_queue(QueueName=name)
+        url = aws("sqs").get_queue_url(QueueName=name)["QueueUrl"]
+        for start in range(0, 30, 10):
+            entries = [{"Id": str(n), "MessageBody": f"letter {start + n}"} for n in range(10)]
+            aws("sqs").send_message_batch(QueueUrl=url, Entries=entries)
+        with FaultProxy(moto_endpoint) as proxy:
+            # every receive answers 1 s late: 3 full ones and 2 empty ones, ~5 s of reading
+            # against a 2 s hold (the first ten would be visible again after 2 s)
+            rule = proxy.inject(slow(1.0), target="ReceiveMessage")
+            source = SQSSource(name, aws_client(proxy.url, "sqs"), aws("s3"), hold_s=2)
+            began = time.monotonic()
+            scans: list[Any] = []
+            # in a thread with a deadline: with leases running out mid-read, the source
+            # receives its own letters again and again and the read never ends
+            reading = threading.Thread(
+                target=lambda: scans.append(read_sources([source])), daemon=True
+            )
+            reading.start()
+            reading.join(60)
+            assert scans, "the read did not end within 60 s (its leases ran out mid-read)"
+            scan = scans[0]
+            took = time.monotonic() - began
+            try:
+                other = SQSSource(name, aws("sqs"), aws("s3"), hold_s=60)
+                stolen = other.read()
+                assert rule.fired >= 4
+                assert took > 2 * source.hold_s, took  # the read did outlast the hold
+                assert len(scan.messages) == 30
+                assert stolen == [], f"{len(stolen)} letters visible to another reader"
+                assert scan.keeper is not None
+                assert scan.keeper.renewals >= 1
+                assert scan.keeper.error is None
+            finally:
+                scan.release()
+        assert scan.keeper is None  # released: renewing stopped
 
 
 class TestObjectClaims:
