@@ -75,8 +75,17 @@ class KinesisEvent(TypedDict):
     Records: list[KinesisEventRecord]
 
 
-def records_from_event(event: Mapping[str, Any], *, aggregated: bool = False) -> list[Record]:
+def records_from_event(
+    event: Mapping[str, Any], *, aggregated: bool = False, lazy: bool = True
+) -> list[Record]:
     """Turn a Lambda Kinesis event into records, in shard order, aggregates expanded.
+
+    With ``lazy`` (the handler's way) a record keeps its event entry and reads its position
+    from it on first use (:class:`stream.records.EventRecord`): cheap when the event is
+    alive for the invocation anyway. ``lazy=False`` reads every position at once and keeps
+    no entry: for records held long after their event (replay and redrive read whole
+    shards: an entry holds a base64 copy of the data, so keeping it more than doubles what
+    they hold).
 
     Never raises for bad record content: undecodable base64 gives a record with ``error``
     set, so the batch can dead-letter it with the reason; so does data with the KPL magic
@@ -122,6 +131,12 @@ def records_from_event(event: Mapping[str, Any], *, aggregated: bool = False) ->
             continue
         index += 1
         append(record)
+    if not lazy:
+        settle = EventRecord._settle
+        for record in out:
+            if type(record) is EventRecord:
+                settle(record)
+            record._entry = None
     return out
 
 

@@ -22,6 +22,7 @@ from stream.exceptions import DecodeError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from typing import SupportsIndex
 
 __all__ = ["SEQUENCE_WIDTH", "EventRecord", "Record", "pad_sequence", "record_position"]
 
@@ -326,6 +327,32 @@ class Record:
 
     __hash__ = None  # type: ignore[assignment]  # mutable document: not hashable
 
+    # Pickle and copy (plugins may do either): an EventRecord's position is read first, so
+    # the copy is a plain Record; the event entry (a base64 copy of the data) is left out,
+    # and so is a document not decoded yet (the "unset" marker is one object per process:
+    # a pickled one would come back as a document).
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> str | tuple[Any, ...]:
+        if isinstance(self, EventRecord):  # still lazy (settled ones are Records)
+            self._settle()
+        return object.__reduce_ex__(self, protocol)
+
+    def __getstate__(self) -> tuple[None, dict[str, Any]]:
+        state = {}
+        for name in _STATE:
+            try:
+                state[name] = getattr(self, name)
+            except AttributeError:
+                continue  # a slot never set
+        if state.get("_doc") is _UNSET:
+            del state["_doc"]
+        return None, state
+
+    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
+        self._doc = _UNSET
+        for name, value in state[1].items():
+            setattr(self, name, value)
+
     def __repr__(self) -> str:
         return (
             f"Record(shard_id={self.shard_id!r}, sequence_number={self.sequence_number!r}, "
@@ -345,6 +372,10 @@ _POSITION = (
     "shard_id",
     "sub_sequence_number",
 )
+
+
+#: The slots a pickled or copied record carries: all but the event entry.
+_STATE = tuple(name for name in Record.__slots__ if name != "_entry")
 
 
 class EventRecord(Record):

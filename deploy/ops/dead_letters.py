@@ -31,8 +31,9 @@ and the new reason). A rerun after an interruption therefore writes nothing twic
 
 Two redrives at once never both handle a letter: every source leases what it reads (an SQS
 visibility timeout, a claim on an S3 object: :mod:`deploy.ops.leases`), the leases are
-renewed while the letters run (:meth:`Scan.kept`), and a message is deleted only while its
-lease holds. A letter the other redrive dead-lettered again meanwhile is left for the next
+renewed from the first receive until the redrive ends (:meth:`Scan.keep`: reading many
+letters or resolving ranges may take longer than a hold), and a message is deleted only
+while its lease holds. A letter the other redrive dead-lettered again meanwhile is left for the next
 run (:func:`redriven_meanwhile`).
 """
 
@@ -63,6 +64,7 @@ from sinks.sqs import OVERFLOW_FIELD, REDRIVES_ATTRIBUTE
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
 
+    from deploy.ops.leases import LeaseKeeper
     from sinks.base import Outcome
     from stream.plan import Plan, SinkSpec
     from stream.records import Record
@@ -603,18 +605,22 @@ class Scan:
     messages: list[Message] = field(default_factory=list)
     unreadable: dict[str, str] = field(default_factory=dict)  # source: why
     sources: dict[str, LetterSource] = field(default_factory=dict)
+    keeper: LeaseKeeper | None = field(default=None, repr=False, compare=False)
 
     def of(self, kind: Kind) -> list[Message]:
         """The messages of one kind, in the order read."""
         return [m for m in self.messages if m.kind is kind]
 
     def release(self, messages: Iterable[Message] | None = None) -> None:
-        """Make messages (default: all) visible again."""
+        """Make messages (default: all, which also ends the scan: :meth:`close`) visible
+        again."""
         by_source: dict[str, list[Message]] = defaultdict(list)
         for m in self.messages if messages is None else messages:
             by_source[m.source].append(m)
         for name, chunk in by_source.items():
             self.sources[name].release(chunk)
+        if messages is None:
+            self.close()
 
     def renew(self) -> None:
         """Extend the lease of everything every source holds."""
@@ -626,18 +632,48 @@ class Scan:
         """What the sources skipped because another operator holds it."""
         return sum(source.held_elsewhere for source in self.sources.values())
 
-    def kept(self) -> AbstractContextManager[object]:
-        """A ``with`` block during which the leases are renewed every third of the shortest
-        hold (:class:`deploy.ops.leases.LeaseKeeper`); nothing to renew without a hold."""
+    def _new_keeper(self) -> LeaseKeeper | None:
+        """A keeper renewing every third of the shortest hold; None without a hold."""
         from deploy.ops.leases import LeaseKeeper  # noqa: PLC0415
 
         holds = [s.hold_s for s in self.sources.values() if s.hold_s > 0]
-        return LeaseKeeper(self.renew, min(holds) / 3) if holds else nullcontext()
+        return LeaseKeeper(self.renew, min(holds) / 3) if holds else None
+
+    def keep(self) -> None:
+        """Start renewing the leases in the background until :meth:`close`.
+
+        :func:`read_sources` calls it before the first receive: the first letters read
+        must not become visible again while later ones are read, ranges are resolved or
+        other letters run, however long that takes (another operator would redrive them).
+        """
+        if self.keeper is None:
+            self.keeper = self._new_keeper()
+            if self.keeper is not None:
+                self.keeper.__enter__()
+
+    def close(self) -> None:
+        """Stop renewing (the leases then run out by themselves); idempotent."""
+        keeper, self.keeper = self.keeper, None
+        if keeper is not None:
+            keeper.__exit__(None, None, None)
+
+    def kept(self) -> AbstractContextManager[object]:
+        """A ``with`` block during which the leases are renewed every third of the shortest
+        hold (:class:`deploy.ops.leases.LeaseKeeper`); nothing to renew without a hold, and
+        nothing more to do when the scan keeps them already (:meth:`keep`)."""
+        keeper = None if self.keeper is not None else self._new_keeper()
+        return keeper if keeper is not None else nullcontext()
 
 
 def read_sources(sources: Sequence[LetterSource]) -> Scan:
-    """Read every source; a source that cannot be read (a queue not deployed) is noted."""
+    """Read every source; a source that cannot be read (a queue not deployed) is noted.
+
+    The leases are renewed from before the first receive on (:meth:`Scan.keep`) until the
+    scan is released (:meth:`Scan.release` of everything, or :meth:`Scan.close`; what
+    :func:`redrive` and :func:`discard` do at their end).
+    """
     scan = Scan(sources={s.name: s for s in sources})
+    scan.keep()
     for source in sources:
         try:
             scan.messages += source.read()
@@ -929,6 +965,7 @@ def redrive(
     finally:
         gone = {id(m) for m in deleted}
         scan.release(m for m in scan.messages if id(m) not in gone)
+        scan.close()
     return out
 
 
@@ -1091,4 +1128,5 @@ def discard(scan: Scan, selected: Sequence[Message]) -> tuple[list[Message], dic
         removed = [m for m in letters if m.id not in failed]
         gone = {id(m) for m in removed}
         scan.release(m for m in scan.messages if id(m) not in gone)
+        scan.close()
     return removed, failed

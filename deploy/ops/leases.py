@@ -11,7 +11,9 @@ while it still holds it. How a letter is held depends on where it is:
   A claim past its time (its holder died) is taken over with ``If-Match`` on the ETag read,
   so two operators taking over one stale claim cannot both win. A holder renews its claim
   the same way (``If-Match`` on the ETag it wrote); a renewal that fails means the claim
-  was taken over, and the object is not touched.
+  was taken over, and the object is not touched -- unless the claim object still names
+  this holder and has not run out: then two renewals of its own raced (the lease keeper's
+  and the one before a delete), one won the ETag, and the claim is kept.
 
 While letters are being handled, :class:`LeaseKeeper` renews every lease in a background
 thread (every third of the hold), so a long redrive keeps them. Before removing a letter
@@ -161,13 +163,45 @@ class ObjectClaims:
         except ClientError as exc:
             if _code(exc) not in _TAKEN:
                 raise
+            # Two renewals of ours at once (the lease keeper's and the one before a
+            # delete) both send the ETag held: one wins and the other sees 412. The claim
+            # object then still names us; only a takeover by another holder is a loss.
+            mine = self._still_mine(key)
+            if mine is not None:
+                self._keep(mine)
+                return ""
             with self._lock:
                 self._held.pop(key, None)
             return f"the claim on {key} was taken over after it ran out ({_code(exc)})"
-        with self._lock:
-            if key in self._held:
-                self._held[key] = renewed
+        self._keep(renewed)
         return ""
+
+    def _keep(self, claim: Claim) -> None:
+        """Remember ``claim`` as the one held, unless a later one of ours (a concurrent
+        renewal that ran out further) is remembered already, or the key was released."""
+        with self._lock:
+            held = self._held.get(claim.key)
+            if held is not None and held.until <= claim.until:
+                self._held[claim.key] = claim
+
+    def _still_mine(self, key: str) -> Claim | None:
+        """The claim object on ``key`` as it is now, if this holder wrote it and it has
+        not run out; else None (taken over, released, or unreadable)."""
+        from botocore.exceptions import ClientError  # noqa: PLC0415
+
+        try:
+            got = self._client.get_object(Bucket=self.bucket, Key=CLAIMS_PREFIX + key)
+            body = orjson.loads(got["Body"].read())
+            owner, until = body.get("owner"), float(body.get("until") or 0.0)
+        except ClientError as exc:
+            if _code(exc) not in _TAKEN:
+                raise
+            return None
+        except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+            return None
+        if owner != self.owner or until <= self._now():
+            return None
+        return Claim(key, str(got.get("ETag", "")), until)
 
     def release(self, key: str) -> None:
         """Give the claim on ``key`` up (only if it is still ours: conditional delete)."""

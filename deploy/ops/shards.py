@@ -55,7 +55,9 @@ def list_shard_ids(kinesis: Any, stream: str) -> list[str]:
 def to_records(
     raws: Sequence[Mapping[str, Any]], shard_id: str, stream_arn: str = "", aggregated: bool = False
 ) -> list[Record]:
-    """GetRecords' records of one shard as the runtime's records (aggregates expanded)."""
+    """GetRecords' records of one shard as the runtime's records (aggregates expanded),
+    positions read at once: they are held for a whole replay or redrive, and a record that
+    kept its event entry would hold a second (base64) copy of its data."""
     entries = []
     for raw in raws:
         stamp = raw["ApproximateArrivalTimestamp"]
@@ -70,7 +72,7 @@ def to_records(
             "eventID": f"{shard_id}:{raw['SequenceNumber']}",
             "eventSourceARN": stream_arn,
         })  # fmt: skip
-    return records_from_event({"Records": entries}, aggregated=aggregated)
+    return records_from_event({"Records": entries}, aggregated=aggregated, lazy=False)
 
 
 def _pages(

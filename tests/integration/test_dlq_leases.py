@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from deploy.ops.dead_letters import S3Source, SQSSource
+from deploy.ops.dead_letters import S3Source, SQSSource, read_sources
 from deploy.ops.leases import CLAIMS_PREFIX, LeaseKeeper, ObjectClaims
 from stream.testing import EventFactory
+from tests.faultproxy import FaultProxy, slow
+from tests.integration.fault_fixtures import aws_client
 from tests.integration.test_dlq import SHARDLINE, BucketProject, Project, _items, _table
 
 if TYPE_CHECKING:
@@ -184,6 +187,52 @@ class TestSQSLease:
         assert first.delete([message]) == {}
 
 
+class TestSlowRead:
+    """The leases are renewed from the first receive on, not only once every source has
+    been read: a long read (a large queue, a slow connection) must not let the first
+    letters become visible to another operator before the redrive runs them."""
+
+    def test_letters_read_first_stay_hidden_while_later_ones_are_read(
+        self, aws: Any, moto_endpoint: str, unique: str
+    ) -> None:
+        name = f"slow-read-{unique}"
+        aws("sqs").create_queue(QueueName=name)
+        url = aws("sqs").get_queue_url(QueueName=name)["QueueUrl"]
+        for start in range(0, 30, 10):
+            entries = [{"Id": str(n), "MessageBody": f"letter {start + n}"} for n in range(10)]
+            aws("sqs").send_message_batch(QueueUrl=url, Entries=entries)
+        with FaultProxy(moto_endpoint) as proxy:
+            # every receive answers 1 s late: 3 full ones and 2 empty ones, ~5 s of reading
+            # against a 2 s hold (the first ten would be visible again after 2 s)
+            rule = proxy.inject(slow(1.0), target="ReceiveMessage")
+            source = SQSSource(name, aws_client(proxy.url, "sqs"), aws("s3"), hold_s=2)
+            began = time.monotonic()
+            scans: list[Any] = []
+            # in a thread with a deadline: with leases running out mid-read, the source
+            # receives its own letters again and again and the read never ends
+            reading = threading.Thread(
+                target=lambda: scans.append(read_sources([source])), daemon=True
+            )
+            reading.start()
+            reading.join(60)
+            assert scans, "the read did not end within 60 s (its leases ran out mid-read)"
+            scan = scans[0]
+            took = time.monotonic() - began
+            try:
+                other = SQSSource(name, aws("sqs"), aws("s3"), hold_s=60)
+                stolen = other.read()
+                assert rule.fired >= 4
+                assert took > 2 * source.hold_s, took  # the read did outlast the hold
+                assert len(scan.messages) == 30
+                assert stolen == [], f"{len(stolen)} letters visible to another reader"
+                assert scan.keeper is not None
+                assert scan.keeper.renewals >= 1
+                assert scan.keeper.error is None
+            finally:
+                scan.release()
+        assert scan.keeper is None  # released: renewing stopped
+
+
 class TestObjectClaims:
     """An S3 object of letters is held by one claim at a time."""
 
@@ -224,3 +273,56 @@ class TestObjectClaims:
 
         assert "taken over" in failed[message.id]
         assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"not a letter\n"
+
+
+class _FirstRenewWaits:
+    """The real S3 client; the first claim renewal (PutObject with IfMatch) is sent only
+    after a second one has been answered: the lease keeper's renewal and the source's
+    renewal before a delete, in flight at once."""
+
+    def __init__(self, client: Any) -> None:
+        import threading  # noqa: PLC0415
+
+        self.client = client
+        self.second_done = threading.Event()
+        self.first: bool | None = None
+        self.lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def put_object(self, **request: Any) -> Any:
+        if "IfMatch" not in request or not request["Key"].startswith(CLAIMS_PREFIX):
+            return self.client.put_object(**request)
+        with self.lock:
+            first, self.first = self.first is None, False
+        if first:
+            self.second_done.wait(10)
+            return self.client.put_object(**request)
+        try:
+            return self.client.put_object(**request)
+        finally:
+            self.second_done.set()
+
+
+class TestReviewRenewRace:
+    def test_two_renewals_of_one_holder_at_once_keep_the_claim(self, aws: Any, unique: str):
+        import threading  # noqa: PLC0415
+
+        s3 = aws("s3")
+        bucket = f"claims-{unique}"
+        s3.create_bucket(Bucket=bucket)
+        client = _FirstRenewWaits(s3)
+        claims = ObjectClaims(bucket, client, 60)
+        key = "bad/dead-letters/x.jsonl"
+        assert claims.claim(key)
+        answers: list[str] = []
+        threads = [threading.Thread(target=lambda: answers.append(claims.renew(key)))
+                   for _ in range(2)]  # fmt: skip
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        # nobody else ever claimed it: both renewals are this holder's own
+        assert answers == ["", ""], answers
+        assert claims.held == [key]

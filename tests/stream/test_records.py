@@ -95,3 +95,60 @@ class TestDerive:
     def test_records_are_equal_by_position_and_data(self):
         assert make() == make()
         assert make() != make(seq="101")
+
+
+class TestPickleAndCopy:
+    """Plugins may pickle or copy records (a process pool, a cache): every record comes
+    back as a plain Record with the same position, data and document."""
+
+    @staticmethod
+    def lazy() -> Record:
+        from stream.event import records_from_event  # noqa: PLC0415
+        from stream.records import EventRecord  # noqa: PLC0415
+        from stream.testing import EventFactory  # noqa: PLC0415
+
+        factory = EventFactory(stream="orders")
+        (record,) = records_from_event(factory.event([factory.record({"a": 1}, "ada")]))
+        assert type(record) is EventRecord  # its position not read yet
+        return record
+
+    @staticmethod
+    def same(copy: Record, original: Record) -> None:
+        assert type(copy) is Record
+        assert copy == original
+        assert copy.json == original.json
+        fields = ("partition_key", "sequence_number", "shard_id", "arrival", "event_id",
+                  "event_source_arn", "index", "part", "routes", "error")  # fmt: skip
+        assert [getattr(copy, f) for f in fields] == [getattr(original, f) for f in fields]
+
+    def test_a_lazy_record_pickles_without_its_event_entry(self):
+        import pickle  # noqa: PLC0415
+
+        record = self.lazy()
+        restored = pickle.loads(pickle.dumps(record))
+        self.same(restored, record)
+        assert getattr(restored, "_entry", None) is None
+
+    def test_a_lazy_record_copies(self):
+        import copy  # noqa: PLC0415
+
+        for how in (copy.copy, copy.deepcopy):
+            record = self.lazy()
+            self.same(how(record), record)
+
+    def test_an_undecoded_document_is_decoded_after_pickling(self):
+        import pickle  # noqa: PLC0415
+
+        record = make(b'{"a": 1}')
+        restored = pickle.loads(pickle.dumps(record))
+        assert restored.decoded is False
+        assert restored.json == {"a": 1}
+
+    def test_a_replaced_document_survives_pickling(self):
+        import pickle  # noqa: PLC0415
+
+        record = make()
+        record.set_json({"b": 2})
+        restored = pickle.loads(pickle.dumps(record))
+        assert restored.json == {"b": 2}
+        assert restored.data == b'{"b":2}'
