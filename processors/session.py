@@ -157,6 +157,10 @@ class SessionWindow:
         AggregationError: an unknown aggregation, or one without its field.
     """
 
+    #: its state remembers the last position applied: the chain gives it no record after
+    #: an earlier retryable failure of the shard (:func:`processors.chain._hold_back`)
+    in_order = True
+
     __slots__ = ("_aggs", "_batch", "_field", "_fold", "_function", "_index", "_late_routes",
                  "_now", "_sized", "_time_event", "aggregate",
                  "allowed_lateness_s", "gap_s", "key", "late", "late_sink", "names", "quiet_s",

@@ -218,6 +218,10 @@ class Window:
         AggregationError: an unknown aggregation, or one without its field.
     """
 
+    #: its state remembers the last position applied: the chain gives it no record after
+    #: an earlier retryable failure of the shard (:func:`processors.chain._hold_back`)
+    in_order = True
+
     __slots__ = (
         "_aggs",
         "_batch",
