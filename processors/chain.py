@@ -116,6 +116,10 @@ def _run_segment(
     dropped: dict[str, int],
 ) -> list[Record]:
     """One step or fused run over the records; its survivors (none if its hook failed)."""
+    if failures and isinstance(step, Step) and getattr(step.processor, "in_order", False):
+        records = _hold_back(step, records, failures)
+        if not records:
+            return []
     if step.prepare is not None:
         try:
             step.prepare(records)
@@ -129,6 +133,44 @@ def _run_segment(
             dropped[step.name] = n_dropped
         return survivors
     return step.run(records, failures, dropped)
+
+
+class HeldBack(ProcessorError, RetryableError):
+    """A record not given to an in-order step because an earlier record of its shard failed
+    retryably: Lambda delivers both again, in order (see :func:`_hold_back`)."""
+
+
+def _hold_back(
+    step: Step, records: list[Record], failures: list[StepFailure]
+) -> list[Record]:
+    """The records an in-order step (``in_order``: a ``window``, whose state remembers the
+    last position it applied) may take: those before the earliest retryable failure of
+    their shard so far. The batch is delivered again from that failure, with everything
+    after it; a step that had applied the later records would take the failed one, then
+    behind its applied position, for a redelivery and never apply it. The others fail
+    retryably (:class:`HeldBack`), which moves no reported position: they come after it."""
+    earliest: dict[str, tuple[int, int]] = {}
+    for failure in failures:
+        if failure.retryable:
+            rec = failure.record
+            at = (int(rec.sequence_number), rec.sub_sequence_number)
+            known = earliest.get(rec.shard_id)
+            if known is None or at < known:
+                earliest[rec.shard_id] = at
+    if not earliest:
+        return records
+    kept: list[Record] = []
+    for rec in records:
+        limit = earliest.get(rec.shard_id)
+        if limit is not None and (int(rec.sequence_number), rec.sub_sequence_number) >= limit:
+            why = (
+                f"held back: an earlier record of shard {rec.shard_id} failed retryably, and "
+                f"{step.name} applies its shard's records in order"
+            )
+            failures.append(StepFailure(rec, step.name, HeldBack(why), retryable=True))
+        else:
+            kept.append(rec)
+    return kept
 
 
 class ProcessorContractError(ProcessorError, TypeError):

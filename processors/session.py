@@ -45,12 +45,15 @@ from processors.aggregations import ValueTooLarge
 from processors.fold import compile_fold
 from processors.window import (
     _KEY_TYPES,
+    _SHORT_KEY,
     MS_THRESHOLD,
     WindowConfigError,
     _aggregation,
     _budgeted,
+    _long_key,
     _position,
     _refuse_large,
+    _too_long,
     event_seconds,
     iso,
 )
@@ -156,6 +159,10 @@ class SessionWindow:
         WindowConfigError: a setting is missing or wrong (the message says which).
         AggregationError: an unknown aggregation, or one without its field.
     """
+
+    #: its state remembers the last position applied: the chain gives it no record after
+    #: an earlier retryable failure of the shard (:func:`processors.chain._hold_back`)
+    in_order = True
 
     __slots__ = ("_aggs", "_batch", "_field", "_fold", "_function", "_index", "_late_routes",
                  "_now", "_sized", "_time_event", "aggregate",
@@ -279,7 +286,7 @@ class SessionWindow:
         shard_id = records[0].shard_id
         state = self.store.shard(shard_id)
         index = self._index_of(shard_id, state)
-        if records[0].index == 0 and state.outbox:
+        if state.outbox:  # what positions before this batch's first applied record yielded
             start = _position(records[0])
             state.outbox = {p: o for p, o in state.outbox.items() if p >= start}
         changed: set[tuple[Any, Any]] = set()
@@ -300,8 +307,10 @@ class SessionWindow:
                 continue
             state.applied = position
             try:
-                if refused and rec.as_dict().get(self.key) in refused:
-                    _refuse_key(rec.as_dict().get(self.key))
+                if refused:
+                    key = rec.as_dict().get(self.key)
+                    if type(key) in _KEY_TYPES and key in refused:  # (a list is not hashable)
+                        _refuse_key(key)
                 outcome = apply(rec, state, index, changed)
             except RecordError as exc:
                 outcome = Outcome(error=exc)
@@ -405,6 +414,8 @@ class SessionWindow:
                 f"record has {what} key field {self.key!r}: a window needs a string or number there"
             )
             raise WindowRecordError(msg)
+        if type(key) is str and len(key) > _SHORT_KEY and _too_long(key):
+            raise _long_key(key, self.key)
         if self._time_event:  # event_seconds, its common case inline
             raw: Any = get(self._field)
             kind = type(raw)

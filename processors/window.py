@@ -218,6 +218,10 @@ class Window:
         AggregationError: an unknown aggregation, or one without its field.
     """
 
+    #: its state remembers the last position applied: the chain gives it no record after
+    #: an earlier retryable failure of the shard (:func:`processors.chain._hold_back`)
+    in_order = True
+
     __slots__ = (
         "_aggs",
         "_batch",
@@ -387,7 +391,7 @@ class Window:
                 store.inherit(shard_id, state, parents,
                               lambda s: self._lineage.parents(arn, s), self._merge)  # fmt: skip
         self._batch.floors = self._heirs_floor(arn, shard_id, state) if state.inherited else {}
-        if head.index == 0 and state.outbox:
+        if state.outbox:  # what positions before this batch's first applied record yielded
             since = _position(head)
             state.outbox = {p: o for p, o in state.outbox.items() if p >= since}
         changed: set[tuple[Any, int]] = set()
@@ -423,6 +427,8 @@ class Window:
                     key = get(key_field)
                     if key is None or type(key) not in _KEY_TYPES:
                         raise _bad_key(key, key_field)
+                    if type(key) is str and len(key) > _SHORT_KEY and _too_long(key):
+                        raise _long_key(key, key_field)
                     if time_field is None:
                         t = rec.arrival
                     else:  # event_seconds, its common case inline
@@ -646,6 +652,35 @@ _NUMERIC = NUMERIC
 def _bad_key(key: Any, key_field: str) -> WindowRecordError:
     what = "no" if key is None else f"a {type(key).__name__} in its"
     msg = f"record has {what} key field {key_field!r}: a window needs a string or number there"
+    return WindowRecordError(msg)
+
+
+#: The longest key text (JSON, ASCII) a window's state item can name: DynamoDB's sort key
+#: is at most 1,024 bytes, and it holds ``w#START#`` before the key.
+MAX_KEY_BYTES = 960
+#: Keys up to this many characters always fit: JSON writes a character in at most 12 bytes
+#: (a character outside the BMP, as two escaped surrogates); longer ones are measured.
+_SHORT_KEY = MAX_KEY_BYTES // 12
+
+
+def _too_long(key: str) -> bool:
+    return _key_bytes(key) > MAX_KEY_BYTES
+
+
+def _key_bytes(key: str) -> int:
+    """The key's length as the state item's sort key holds it (``json.dumps``, ASCII)."""
+    import json  # noqa: PLC0415  # long keys only
+
+    return len(json.dumps(key))
+
+
+def _long_key(key: str, key_field: str) -> WindowRecordError:
+    """A key too long to name a window's state item: the record's fault, dead-lettered
+    (retrying could never store it)."""
+    msg = (
+        f"key field {key_field!r} is too long for a window: {_key_bytes(key)} bytes as "
+        f"JSON, at most {MAX_KEY_BYTES} (DynamoDB's sort key limit of 1,024 bytes)"
+    )
     return WindowRecordError(msg)
 
 

@@ -1,0 +1,80 @@
+"""Window state that the review found could stall or grow (review2): a key too long for a
+DynamoDB sort key, an unhashable key next to a refused session, and an outbox behind a
+filter. Each test failed before its fix."""
+
+from __future__ import annotations
+
+import uuid
+
+import orjson
+import pytest
+
+from processors.chain import Chain, Step
+from processors.window import Window
+from processors.window_store import MemoryStore
+from stream.records import Record
+from tests.integration.test_window_limits import (  # noqa: F401  # fixtures
+    collect_plugin,
+    run,
+    session,
+    table,
+    window,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_long_key_is_dead_lettered_not_retried_for_ever(aws, table):  # type: ignore[no-untyped-def]  # noqa: F811
+    """README: "A state that would still not fit is never retried". A key whose JSON is
+    over ~1 KB makes the window item's sort key (w#START#KEY) over DynamoDB's 1024-byte
+    limit: every commit fails with a ValidationException, retried for ever (stuck shard)."""
+    prefix = uuid.uuid4().hex
+    step = window(table, prefix, aws("dynamodb"), {"n": "count"})
+    docs = [{"user": "k" * 1100, "ts": 5}, {"user": "b", "ts": 6}]
+    result = run(step, docs, 1)
+    retried = [str(f.error)[:160] for f in result.failures if f.retryable]
+    assert retried == []
+    (failure,) = result.failures
+    assert failure.record.sequence_number == "1"
+    assert "too long for a window" in str(failure.error)
+    assert [r.as_dict()["key"] for r in result.records] == []  # b's window still open
+
+
+@pytest.mark.usefixtures("collect_plugin")
+def test_a_session_refusal_does_not_fail_the_batch_for_an_unhashable_key(aws, table):  # noqa: F811
+    """A batch with a session too large (its key refused) and a record whose key is a list:
+    only that record should be dead-lettered (WindowRecordError); `key in refused` raises
+    TypeError out of prepare instead and every record of the batch fails."""
+    prefix = uuid.uuid4().hex
+    client = aws("dynamodb")
+    aggregate = {"n": "count", "all": {"collect": "blob"}}
+    docs = [{"user": "a", "ts": 5 + i, "blob": "x" * 100_000} for i in range(5)]
+    docs.append({"user": ["x"], "ts": 7, "blob": "u"})
+    docs.append({"user": "b", "ts": 8, "blob": "u"})
+    result = run(session(table, prefix, client, aggregate), docs, 1)
+    kinds = sorted(type(f.error).__name__ for f in result.failures)
+    assert kinds == ["ValueTooLarge"] * 5 + ["WindowRecordError"]
+
+
+def test_the_outbox_forgets_earlier_batches_when_the_first_record_is_filtered():
+    """The outbox keeps what the last batch's records yielded; it is pruned only when the
+    first record that reaches the step has index 0. Behind a filter that drops a batch's
+    first record, it is never pruned: it grows with every batch (DynamoDB: the shard item's
+    outbox, rewritten whole, in parts, at every batch)."""
+    from processors.filter import Filter  # noqa: PLC0415
+
+    store = MemoryStore()
+    step = Window(key="user", size_s=60, field="ts", aggregate={"n": "count"}, function="f",
+                  state="memory", store=store)  # fmt: skip
+    chain = Chain([Step.of("processors[0].filter", Filter(match={"event_type": ["purchase"]})),
+                   Step.of("processors[1].window", step)])  # fmt: skip
+    seq = 1
+    for b in range(50):
+        docs = [{"event_type": "click", "user": "x", "ts": b * 60}]  # index 0: filtered
+        docs += [{"event_type": "purchase", "user": f"u{i}", "ts": b * 60 + i} for i in range(20)]
+        batch = []
+        for i, d in enumerate(docs):
+            batch.append(Record(orjson.dumps(d), d["user"], str(seq), shard_id="s0", index=i))
+            seq += 1
+        chain.run(batch)
+    assert len(store.shards["s0"].outbox) <= 1
