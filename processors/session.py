@@ -47,6 +47,7 @@ from processors.window import (
     _KEY_TYPES,
     _SHORT_KEY,
     MS_THRESHOLD,
+    Window,
     WindowConfigError,
     _aggregation,
     _budgeted,
@@ -376,23 +377,9 @@ class SessionWindow:
         self._batch.pending[id(closer)] = outcome
         return closed
 
-    def __call__(self, record: Record) -> Record | list[Record] | None:
-        pending: dict[int, Outcome] | None = getattr(self._batch, "pending", None)
-        outcome = None if pending is None else pending.get(id(record))
-        if outcome is None:
-            return None
-        if outcome.error is not None:
-            raise outcome.error
-        if outcome.late:
-            if self._late_routes is None:
-                self.late += 1
-                return None
-            record.routes = self._late_routes
-            return record
-        results = outcome.results
-        if len(results) == 1:
-            return record.derive(dict(results[0]))
-        return [record.derive(dict(doc)) for doc in results]
+    #: what a record's outcome becomes: the window step's own (the same ``_batch``,
+    #: ``_late_routes`` and ``late``), one piece of code for both on the per-record path
+    __call__ = Window.__call__
 
     # -- per record -----------------------------------------------------------------------
 
