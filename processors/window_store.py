@@ -127,6 +127,9 @@ _OUTBOX_PART = 350_000  # the text of one part item (DynamoDB: at most 400 KB an
 _ITEM_LIMIT = 400_000  # a window item's bytes (DynamoDB's limit is 409,600): under it
 _REGISTRY = "#shards"  # the item listing the step's shards (partition and sort key)
 _MAX_QUIET = 99  # quiet shards closed per batch: a transaction holds at most 100 items
+#: The quiet shards' items a batch may rewrite with its own (at most about 400 KB), in bytes:
+#: a transaction is at most 4 MB. Past it, the next batch closes the rest.
+_QUIET_BYTES = 3_500_000
 _PARALLEL_WRITES = 8
 
 
@@ -638,7 +641,8 @@ class DynamoDBStore:
 
     def quiet(self, shard_id: str, cutoff: float) -> dict[str, ShardState]:
         """The other shards with no batch since ``cutoff`` and a window that ends (plus
-        the lateness) by then, at most 99 (one transaction commits them with this shard)."""
+        the lateness) by then, at most 99 and :data:`_QUIET_BYTES` of items (one
+        transaction, at most 100 items and 4 MB, commits them with this shard)."""
         registry = self._call(
             "GetItem",
             self.client.get_item,
@@ -649,6 +653,7 @@ class DynamoDBStore:
         others = sorted(set(registry["shards"]["SS"]) - {shard_id}) if registry else []
         self._local.quiet = found = {}
         out: dict[str, ShardState] = {}
+        room = _QUIET_BYTES
         for first in range(0, len(others), 100):
             chunk = others[first : first + 100]
             keys = [{"shard": {"S": self.prefix + o}, "window": {"S": _SHARD_SK}} for o in chunk]
@@ -665,7 +670,9 @@ class DynamoDBStore:
                         and next_end is not None
                         and next_end + self.lateness <= cutoff
                         and len(out) < _MAX_QUIET
+                        and _size(item) <= room
                     ):
+                        room -= _size(item)
                         other = item["shard"]["S"][len(self.prefix) :]
                         cached = self._read(item["shard"]["S"])
                         found[other] = cached

@@ -5,16 +5,18 @@ filter. Each test failed before its fix."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import orjson
 import pytest
 
 from processors.chain import Chain, Step
 from processors.window import Window
-from processors.window_store import MemoryStore
+from processors.window_store import DynamoDBStore, MemoryStore
 from stream.records import Record
 from tests.integration.test_window_limits import (  # noqa: F401  # fixtures
     collect_plugin,
+    committed,
     run,
     session,
     table,
@@ -54,6 +56,58 @@ def test_a_session_refusal_does_not_fail_the_batch_for_an_unhashable_key(aws, ta
     result = run(session(table, prefix, client, aggregate), docs, 1)
     kinds = sorted(type(f.error).__name__ for f in result.failures)
     assert kinds == ["ValueTooLarge"] * 5 + ["WindowRecordError"]
+
+
+class _Measuring:
+    """A DynamoDB client that records the bytes of each TransactWriteItems (names and
+    values, as DynamoDB counts them) and passes every call to moto, which does not enforce
+    DynamoDB's 4 MB limit on a transaction."""
+
+    def __init__(self, client: Any, sizes: list[int]) -> None:
+        self._client, self._sizes = client, sizes
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def transact_write_items(self, **request: Any) -> Any:
+        self._sizes.append(sum(
+            len(k) + len(str(next(iter(v.values()))))
+            for op in request["TransactItems"] for k, v in op["Put"]["Item"].items()
+        ))  # fmt: skip
+        return self._client.transact_write_items(**request)
+
+
+def test_a_quiet_close_transaction_stays_under_dynamodb_s_4_mb(aws, table):  # noqa: F811
+    """16 quiet shards whose last batch left a ~280 KB outbox (inline: under 300 KB). Found
+    in review: the next batch of another shard rewrote all 16 shard items in one
+    TransactWriteItems, about 4.3 MB; DynamoDB refuses that (moto does not), the batch is
+    retried and picks the same quiet shards: every active shard stuck. Now a batch closes
+    what fits and the next one the rest."""
+    prefix, client, clock, sizes = uuid.uuid4().hex, aws("dynamodb"), [10_000.0], []
+    aggregate = {"n": "count", "page": {"last": "page"}}
+
+    def step(c):
+        store = DynamoDBStore(table, prefix, 0, 60, client=c, now=lambda: clock[0])
+        return Window(key="user", size_s=60, field="ts", aggregate=aggregate, function="f",
+                      store=store, quiet_s=300, now=lambda: clock[0])  # fmt: skip
+
+    for s in range(1, 17):
+        docs = [{"user": f"u{s}-{i}", "ts": 5, "page": f"{i}" * 30_000} for i in range(9)]
+        docs.append({"user": f"y{s}", "ts": 61, "page": "/"})
+        batch = [Record(orjson.dumps(d), d["user"], str(1 + i), shard_id=f"s{s}", index=i)
+                 for i, d in enumerate(docs)]  # fmt: skip
+        assert len(committed(Chain([Step.of("w", step(client))]).run(batch))) == 9
+    clock[0] += 301
+    batch = [Record(orjson.dumps({"user": "z", "ts": 9_990, "page": "/"}), "z", "1",
+                    shard_id="s0", index=0)]  # fmt: skip
+    out = committed(Chain([Step.of("w", step(_Measuring(client, sizes)))]).run(batch))
+    assert 0 < len(out) < 16
+    batch = [Record(orjson.dumps({"user": "z", "ts": 9_991, "page": "/"}), "z", "2",
+                    shard_id="s0", index=0)]  # fmt: skip
+    out += committed(Chain([Step.of("w", step(_Measuring(client, sizes)))]).run(batch))
+    assert len(out) == 16  # every quiet shard's window, once
+    assert len({r["window_id"] for r in out}) == 16
+    assert max(sizes) <= 4 * 1024 * 1024, sizes
 
 
 def test_the_outbox_forgets_earlier_batches_when_the_first_record_is_filtered():
