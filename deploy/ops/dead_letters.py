@@ -291,7 +291,14 @@ class SQSSource(LetterSource):
         return self._url
 
     def read(self) -> list[Message]:
-        """Receive until the queue has nothing visible left (twice empty in a row)."""
+        """Receive until the queue has nothing new left (twice in a row no message not
+        received already).
+
+        A message received again (its lease ran out: a read slower than ``hold_s`` with
+        no renewal, or a duplicate delivery of a standard queue) keeps its first letter
+        but takes the newest receipt handle and expiry: SQS deletes and extends a message
+        only by the handle of its latest receipt. Such rounds do not count as new, so a
+        read whose leases run out still ends."""
         out: list[Message] = []
         seen: set[str] = set()
         empty = 0
@@ -306,13 +313,13 @@ class SQSSource(LetterSource):
                 MessageAttributeNames=["All"],
             )
             messages = response.get("Messages", [])
-            empty = 0 if messages else empty + 1
+            empty = 0 if any(m["MessageId"] not in seen for m in messages) else empty + 1
             for m in messages:
-                if m["MessageId"] in seen:  # a duplicate delivery of a standard queue
-                    continue
-                seen.add(m["MessageId"])
                 with self._lock:
                     self._leases[m["MessageId"]] = (m["ReceiptHandle"], asked + self.hold_s)
+                if m["MessageId"] in seen:  # received again: only its handle is new
+                    continue
+                seen.add(m["MessageId"])
                 attributes = {
                     name: str(value.get("StringValue", ""))
                     for name, value in m.get("MessageAttributes", {}).items()
@@ -388,8 +395,9 @@ class SQSSource(LetterSource):
                 chunk = held[start : start + _RECEIVE_BATCH]
                 response = self._client.delete_message_batch(
                     QueueUrl=self.url,
-                    Entries=[
-                        {"Id": str(n), "ReceiptHandle": m.handle} for n, m in enumerate(chunk)
+                    Entries=[  # the latest receipt's handle (see :meth:`read`)
+                        {"Id": str(n), "ReceiptHandle": self._leases.get(m.id, (m.handle,))[0]}
+                        for n, m in enumerate(chunk)
                     ],
                 )
                 for entry in response.get("Failed", ()):

@@ -233,6 +233,37 @@ class TestSlowRead:
         assert scan.keeper is None  # released: renewing stopped
 
 
+class TestLeasesRunningOut:
+    """A read slower than its hold with nothing renewing (``SQSSource.read`` alone): the
+    first letters become visible and are received again. Found in the review of the lease
+    work: every such round counted as new, so the read never ended, and a letter kept its
+    first receipt handle, which SQS no longer honours for a delete."""
+
+    def test_the_read_ends_and_keeps_each_letter_once_with_its_latest_handle(
+        self, aws: Any, moto_endpoint: str, unique: str
+    ) -> None:
+        name = f"lapsed-{unique}"
+        aws("sqs").create_queue(QueueName=name)
+        url = aws("sqs").get_queue_url(QueueName=name)["QueueUrl"]
+        entries = [{"Id": str(n), "MessageBody": f"letter {n}"} for n in range(10)]
+        aws("sqs").send_message_batch(QueueUrl=url, Entries=entries)
+        with FaultProxy(moto_endpoint) as proxy:
+            proxy.inject(slow(1.2), target="ReceiveMessage")  # longer than the 1 s hold
+            source = SQSSource(name, aws_client(proxy.url, "sqs"), aws("s3"), hold_s=1)
+            read: list[Any] = []
+            reading = threading.Thread(target=lambda: read.append(source.read()), daemon=True)
+            reading.start()
+            reading.join(60)
+            assert read, "the read did not end within 60 s (it kept receiving its own letters)"
+            letters = read[0]
+            assert sorted(m.id for m in letters) == sorted({m.id for m in letters})
+            assert len(letters) == 10
+            # the lease of a letter received again holds that receipt's handle, the one a
+            # delete or an extension then sends
+            newer = [m for m in letters if source._leases[m.id][0] != m.handle]
+            assert newer, "no letter was received again: the test did not let a lease lapse"
+
+
 class TestObjectClaims:
     """An S3 object of letters is held by one claim at a time."""
 
