@@ -17,7 +17,10 @@ __all__ = ["BENCHMARKS", "main", "usage"]
 
 #: name -> (module, one-line description)
 BENCHMARKS: dict[str, tuple[str, str]] = {
-    "coldstart": ("bench.coldstart", "import cost of stream.lambda_handler (fresh subprocesses)"),
+    "coldstart": (
+        "bench.coldstart",
+        "cold start of stream.lambda_handler as packaged: import, first call (clean interpreters)",
+    ),
     "invocation": (
         "bench.invocation",
         "invocation wall time through a delaying proxy: overlapped vs in turn vs Powertools",

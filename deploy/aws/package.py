@@ -71,6 +71,7 @@ __all__ = [
     "build_package",
     "format_size",
     "native_architecture",
+    "stage_code",
 ]
 
 #: Lambda architecture -> the CPU name in manylinux platform tags.
@@ -223,21 +224,11 @@ def build_package(
     )
     with tempfile.TemporaryDirectory(prefix="shardline-package-") as tmp:
         staged = Path(tmp)
-        for name in _OURS:
-            _copy_package(name, staged, sources_only=True)
+        notes += stage_code(plan, staged)
         for dist in dists:
             _copy_distribution(dist, staged, architecture, python_version)
-        for top, where in sorted(_local_modules(plan).items()):
-            files = sorted(where.rglob("*.py")) if where.is_dir() else [where]
-            for file in files:
-                if "__pycache__" not in file.parts:
-                    _copy(file, staged / file.relative_to(where.parent))
-            notes.append(f"shipped {where} (beside the pipeline file) as module {top!r}")
         if interpreter is not None:
             _compile(staged, interpreter, notes)
-        (staged / "stream" / "pipeline.json").write_text(
-            json.dumps(plan, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
         entries = _entries(staged)
         for arcname, path in _entries(deps).items():
             if arcname in entries:
@@ -266,6 +257,37 @@ def build_package(
             else f"bytecode {tag} by Python {interpreter[1]} ({interpreter[0]})"
         ),
     )
+
+
+def stage_code(plan: Plan, dest: Path, *, source_root: Path | None = None) -> list[str]:
+    """Lay out our part of the function's code in ``dest``, as the zip holds it; return notes.
+
+    That is ``stream/``, ``processors/`` and ``sinks/`` as sources (without ``stream/esm/``),
+    the ``use:`` modules beside the pipeline file, and the plan at ``stream/pipeline.json``.
+    :func:`build_package` zips this folder with the dependencies; ``python -m bench
+    coldstart`` imports the handler from it in a clean interpreter, so that the cold start it
+    measures is the one of the code that ships, not of the checkout (whose editable install
+    runs its own finder at interpreter start).
+
+    Args:
+        plan: the compiled plan.
+        dest: the folder to fill (created if missing).
+        source_root: take our three packages from this folder (a checkout of another
+            revision, for a before/after comparison) instead of from where they import here.
+    """
+    notes: list[str] = []
+    for name in _OURS:
+        _copy_package(name, dest, sources_only=True, root=source_root)
+    for top, where in sorted(_local_modules(plan).items()):
+        files = sorted(where.rglob("*.py")) if where.is_dir() else [where]
+        for file in files:
+            if "__pycache__" not in file.parts:
+                _copy(file, dest / file.relative_to(where.parent))
+        notes.append(f"shipped {where} (beside the pipeline file) as module {top!r}")
+    (dest / "stream" / "pipeline.json").write_text(
+        json.dumps(plan, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    return notes
 
 
 # --- what to ship ----------------------------------------------------------------------
@@ -406,30 +428,42 @@ def _dist_name(dist: metadata.Distribution) -> str:
 # --- copying sources -------------------------------------------------------------------
 
 
-def _copy_package(name: str, dest: Path, *, sources_only: bool) -> list[str]:
-    """Copy the importable top-level package or module ``name`` into ``dest``; return the
-    paths copied, relative to ``dest``."""
+def _copy_package(
+    name: str, dest: Path, *, sources_only: bool, root: Path | None = None
+) -> list[str]:
+    """Copy the importable top-level package or module ``name`` (the package ``root/name``
+    when ``root`` is given) into ``dest``; return the paths copied, relative to ``dest``."""
+    if root is not None:
+        if not (root / name / "__init__.py").is_file():
+            msg = f"{root / name} is not a package to copy"
+            raise PackageError(msg)
+        return _copy_tree(name, [str(root / name)], dest, sources_only=sources_only)
     spec = find_spec(name)
     if spec is None or (spec.origin is None and not spec.submodule_search_locations):
         msg = f"cannot find the module {name!r} to package: is it installed?"
         raise PackageError(msg)
-    copied: list[str] = []
     if spec.submodule_search_locations:
-        for location in spec.submodule_search_locations:
-            root = Path(location)
-            for path in sorted(root.rglob("*")):
-                rel = path.relative_to(root)
-                if not path.is_file() or "__pycache__" in rel.parts or path.suffix == ".pyc":
-                    continue
-                if sources_only and path.suffix != ".py":
-                    continue
-                if (name, rel.parts[0]) in _LOCAL_ONLY:
-                    continue
-                _copy(path, dest / name / rel)
-                copied.append(f"{name}/{rel.as_posix()}")
-    elif spec.origin is not None:
-        _copy(Path(spec.origin), dest / Path(spec.origin).name)
-        copied.append(Path(spec.origin).name)
+        return _copy_tree(name, spec.submodule_search_locations, dest, sources_only=sources_only)
+    assert spec.origin is not None  # checked above
+    _copy(Path(spec.origin), dest / Path(spec.origin).name)
+    return [Path(spec.origin).name]
+
+
+def _copy_tree(name: str, locations: Iterable[str], dest: Path, *, sources_only: bool) -> list[str]:
+    """Copy the package ``name`` found at ``locations`` into ``dest/name``."""
+    copied: list[str] = []
+    for location in locations:
+        top = Path(location)
+        for path in sorted(top.rglob("*")):
+            rel = path.relative_to(top)
+            if not path.is_file() or "__pycache__" in rel.parts or path.suffix == ".pyc":
+                continue
+            if sources_only and path.suffix != ".py":
+                continue
+            if (name, rel.parts[0]) in _LOCAL_ONLY:
+                continue
+            _copy(path, dest / name / rel)
+            copied.append(f"{name}/{rel.as_posix()}")
     return copied
 
 

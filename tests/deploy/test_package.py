@@ -25,7 +25,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from click.testing import CliRunner
 
-from deploy.aws.package import PackageError, PackageResult, build_package, native_architecture
+from deploy.aws.package import (
+    PackageError,
+    PackageResult,
+    build_package,
+    native_architecture,
+    stage_code,
+)
 from deploy.cli import main
 from deploy.pipeline.config import load_plan_from_file
 from stream import plugins
@@ -453,6 +459,50 @@ class TestPlugins:
             build_package(
                 plan, tmp_path / "out", architecture=NATIVE_ARCH, python_version=NATIVE_PY
             )
+
+
+class TestStageCode:
+    """The code folder the zip holds of ours, which ``bench coldstart`` also imports from."""
+
+    def test_it_holds_our_three_packages_and_the_plan_without_the_local_mapping(
+        self, tmp_path: Path, pipeline_file: Path
+    ) -> None:
+        plan = load_plan_from_file(pipeline_file)
+        dest = tmp_path / "task"
+        assert stage_code(plan, dest) == []
+        assert (dest / "stream" / "lambda_handler.py").is_file()
+        assert (dest / "processors" / "chain.py").is_file()
+        assert (dest / "sinks" / "stdout.py").is_file()
+        assert not (dest / "stream" / "esm").exists()
+        assert not list(dest.rglob("*.pyc"))
+        assert json.loads((dest / "stream" / "pipeline.json").read_text()) == plan
+
+    def test_a_source_root_gives_its_own_packages(
+        self, tmp_path: Path, pipeline_file: Path
+    ) -> None:
+        """Another revision's checkout: its files are copied, not the importable ones."""
+        src = tmp_path / "src"
+        for name in ("stream", "processors", "sinks"):
+            (src / name).mkdir(parents=True)
+            (src / name / "__init__.py").write_text(f"WHICH = {name!r}\n")
+        (src / "stream" / "esm").mkdir()
+        (src / "stream" / "esm" / "mapping.py").write_text("")
+        plan = load_plan_from_file(pipeline_file)
+        dest = tmp_path / "task"
+        stage_code(plan, dest, source_root=src)
+        assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*.py")) == [
+            "processors/__init__.py",
+            "sinks/__init__.py",
+            "stream/__init__.py",
+        ]
+        assert (dest / "stream" / "__init__.py").read_text() == "WHICH = 'stream'\n"
+
+    def test_a_source_root_without_the_packages_is_refused(
+        self, tmp_path: Path, pipeline_file: Path
+    ) -> None:
+        plan = load_plan_from_file(pipeline_file)
+        with pytest.raises(PackageError, match="not a package"):
+            stage_code(plan, tmp_path / "task", source_root=tmp_path / "empty")
 
 
 class TestArguments:
