@@ -10,7 +10,6 @@ applied.
 from __future__ import annotations
 
 from time import perf_counter
-from typing import TYPE_CHECKING
 
 from processors.errors import ProcessorError
 from processors.step import EVENT_STEP, Step, StepFailure
@@ -18,6 +17,7 @@ from stream.exceptions import DecodeError, RetryableError
 from stream.records import Record
 from stream.values import Value
 
+TYPE_CHECKING = False  # not typing's: the handler's import never loads typing (ARCHITECTURE.md)
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -140,9 +140,7 @@ class HeldBack(ProcessorError, RetryableError):
     retryably: Lambda delivers both again, in order (see :func:`_hold_back`)."""
 
 
-def _hold_back(
-    step: Step, records: list[Record], failures: list[StepFailure]
-) -> list[Record]:
+def _hold_back(step: Step, records: list[Record], failures: list[StepFailure]) -> list[Record]:
     """The records an in-order step (``in_order``: a ``window``, whose state remembers the
     last position it applied) may take: those before the earliest retryable failure of
     their shard so far. The batch is delivered again from that failure, with everything

@@ -26,7 +26,6 @@ import math
 import re
 from collections.abc import Mapping
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final
 
 from processors.match import (
     _DECIMALS,
@@ -39,8 +38,10 @@ from processors.match import (
     join_dotted_keys,
 )
 
+TYPE_CHECKING = False  # not typing's: the handler's import never loads typing (ARCHITECTURE.md)
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any, Final
 
 
 __all__ = ["MISSING", "Namespace", "NotWritten", "compiles", "pattern_source"]

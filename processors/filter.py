@@ -7,12 +7,12 @@ into closures (processors.match, processors.expr), so a record costs one call ea
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from processors.match import compile_pattern
 
+TYPE_CHECKING = False  # not typing's: the handler's import never loads typing (ARCHITECTURE.md)
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+    from typing import Any
 
     from stream.records import Record
 

@@ -27,15 +27,16 @@ from __future__ import annotations
 
 import copy
 import sys
-from typing import TYPE_CHECKING, Any
 
 from processors.codegen import Namespace, pattern_source
 from processors.step import Step, StepFailure
 from stream import records
 from stream.exceptions import RetryableError
 
+TYPE_CHECKING = False  # not typing's: the handler's import never loads typing (ARCHITECTURE.md)
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from typing import Any
 
     from stream.records import Record
 

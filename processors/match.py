@@ -56,12 +56,13 @@ import operator
 import re
 from collections.abc import Mapping
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final
 
 from processors.errors import ProcessorError
 
+TYPE_CHECKING = False  # not typing's: the handler's import never loads typing (ARCHITECTURE.md)
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from typing import Any, Final
 
     Pred = Callable[[Any], bool]
     Check = Callable[[dict[str, Any]], bool]

@@ -15,7 +15,6 @@ Only the modules a pipeline names are imported.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from typing import TYPE_CHECKING, Any
 
 from processors.chain import Step
 from stream.exceptions import PluginError
@@ -27,7 +26,10 @@ from stream.plugins import (
     load_object,
 )
 
+TYPE_CHECKING = False  # not typing's: the handler's import never loads typing (ARCHITECTURE.md)
 if TYPE_CHECKING:
+    from typing import Any
+
     from stream.plan import ProcessorEntry
 
 __all__ = [

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import sys
 from types import FunctionType, MethodType
-from typing import TYPE_CHECKING
 
 from stream.values import FrozenValue
 
+TYPE_CHECKING = False  # not typing's: the handler's import never loads typing (ARCHITECTURE.md)
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 

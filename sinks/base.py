@@ -42,13 +42,14 @@ from abc import ABC, abstractmethod
 from binascii import b2a_base64
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, ClassVar
 
 from stream.exceptions import ShardlineError
 from stream.overlap import run_all, wave_width
 
+TYPE_CHECKING = False  # not typing's: the handler's import never loads typing (ARCHITECTURE.md)
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
+    from typing import Any, ClassVar
 
     # the attempt budget and the backoff every sink uses, re-exported for sink plugins
     # (from stream.aws on first use: see __getattr__ below)

@@ -6,14 +6,14 @@ never imports boto3 or opensearch-py.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from sinks.base import Sink
 from stream.exceptions import PluginError
 from stream.plugins import SINK_GROUP, entry_point_names, load_entry_point, load_object
 
+TYPE_CHECKING = False  # not typing's: the handler's import never loads typing (ARCHITECTURE.md)
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from typing import Any
 
     from stream.plan import SinkSpec
 

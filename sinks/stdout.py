@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import sys
 from binascii import b2a_base64  # not base64, which loads struct: cold start
-from typing import IO, TYPE_CHECKING, ClassVar
 
 import orjson
 
 from sinks.base import OK, Outcome, Sink, permanent
 from stream.exceptions import DecodeError
 
+TYPE_CHECKING = False  # not typing's: the handler's import never loads typing (ARCHITECTURE.md)
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from typing import IO, ClassVar
 
     from stream.records import Record
 

@@ -36,7 +36,6 @@ import time
 from functools import partial
 from operator import attrgetter
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, TypedDict
 
 from processors.chain import EVENT_STEP
 from sinks.base import OK, DeadLetter, Ordering, Outcome, Sink, Status, retryable
@@ -47,26 +46,30 @@ from stream.metrics import Measurements, Metrics
 from stream.overlap import SINK_WIDTH, new_pool, run_all
 from stream.values import Value
 
+TYPE_CHECKING = False  # not typing's: the handler's import never loads typing (ARCHITECTURE.md)
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
     from concurrent.futures import ThreadPoolExecutor
+    from typing import Any
 
     from processors.chain import Chain, ChainResult, Step, StepFailure
     from stream.records import Record
+    from stream.shapes import BatchItemFailure, BatchResponse
 
 __all__ = ["BatchItemFailure", "BatchResponse", "BatchResult", "BatchRunner"]
 
 
-class BatchItemFailure(TypedDict):
-    """One entry of ``batchItemFailures``."""
-
-    itemIdentifier: str
+_SHAPES = frozenset({"BatchItemFailure", "BatchResponse"})
 
 
-class BatchResponse(TypedDict):
-    """The handler's response with ``ReportBatchItemFailures`` on."""
+def __getattr__(name: str) -> object:
+    """The ``TypedDict`` shapes, from :mod:`stream.shapes` on first use (they need typing)."""
+    if name in _SHAPES:
+        from stream import shapes  # noqa: PLC0415  # typing: not at cold start
 
-    batchItemFailures: list[BatchItemFailure]
+        return getattr(shapes, name)
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
 
 
 class BatchResult(Value):

@@ -25,12 +25,15 @@ from __future__ import annotations
 
 from binascii import Error as BinasciiError
 from binascii import a2b_base64
-from typing import TYPE_CHECKING, Any, TypedDict
 
 from stream.records import _UNSET, EventRecord, Record
 
+TYPE_CHECKING = False  # not typing's: the handler's import never loads typing (ARCHITECTURE.md)
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
+    from typing import Any
+
+    from stream.shapes import KinesisEvent, KinesisEventRecord, KinesisPayload
 
 __all__ = [
     "KPL_MAGIC",
@@ -45,34 +48,17 @@ __all__ = [
 KPL_MAGIC = b"\xf3\x89\x9a\xc2"
 _DIGEST_SIZE = 16
 
-
-class KinesisPayload(TypedDict, total=False):
-    """The ``kinesis`` member of an event record, as Lambda sends it."""
-
-    kinesisSchemaVersion: str
-    partitionKey: str
-    sequenceNumber: str
-    data: str
-    approximateArrivalTimestamp: float
+_SHAPES = frozenset({"KinesisEvent", "KinesisEventRecord", "KinesisPayload"})
 
 
-class KinesisEventRecord(TypedDict, total=False):
-    """One entry of ``Records`` in a Lambda Kinesis event."""
+def __getattr__(name: str) -> object:
+    """The ``TypedDict`` shapes, from :mod:`stream.shapes` on first use (they need typing)."""
+    if name in _SHAPES:
+        from stream import shapes  # noqa: PLC0415  # typing: not at cold start
 
-    kinesis: KinesisPayload
-    eventSource: str
-    eventVersion: str
-    eventID: str
-    eventName: str
-    invokeIdentityArn: str
-    awsRegion: str
-    eventSourceARN: str
-
-
-class KinesisEvent(TypedDict):
-    """A Lambda Kinesis event: one shard's batch."""
-
-    Records: list[KinesisEventRecord]
+        return getattr(shapes, name)
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
 
 
 def records_from_event(

@@ -37,10 +37,9 @@ runtime's light modules may ask without loading the SDK.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from stream.exceptions import RecordError
 
+TYPE_CHECKING = False  # not typing's: the handler's import never loads typing (ARCHITECTURE.md)
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import gc
 import os
-from typing import TYPE_CHECKING, Any
 
 from stream.logs import configure as configure_logs
 from stream.runtime import build_runner, load_plan
 
+TYPE_CHECKING = False  # not typing's: the handler's import never loads typing (ARCHITECTURE.md)
 if TYPE_CHECKING:
+    from typing import Any
+
     from stream.batch import BatchResponse, BatchRunner
 
 __all__ = ["handler", "runner"]

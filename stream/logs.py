@@ -37,13 +37,13 @@ import logging
 import os
 import sys
 import time
-from typing import TYPE_CHECKING, Any
 
 import orjson
 
+TYPE_CHECKING = False  # not typing's: the handler's import never loads typing (ARCHITECTURE.md)
 if TYPE_CHECKING:
     from collections.abc import Mapping
-    from typing import TextIO
+    from typing import Any, TextIO
 
     from sinks.base import DeadLetter
     from stream.batch import BatchResult

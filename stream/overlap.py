@@ -38,11 +38,14 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, TypeVar
 
+TYPE_CHECKING = False  # not typing's: the handler's import never loads typing (ARCHITECTURE.md)
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterator, Sequence
     from concurrent.futures import ThreadPoolExecutor
+    from typing import TypeVar
+
+    T = TypeVar("T")
 
 __all__ = [
     "ENABLED",
@@ -55,8 +58,6 @@ __all__ = [
     "wave_width",
     "waves",
 ]
-
-T = TypeVar("T")
 
 #: Whether calls overlap at all (``False``: every call in turn, the code before issue 17).
 ENABLED = True

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import importlib
 from functools import cache
-from typing import Any
 
 from stream.exceptions import PluginError
+
+TYPE_CHECKING = False  # not typing's: the handler's import never loads typing (ARCHITECTURE.md)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["PROCESSOR_GROUP", "SINK_GROUP", "entry_point_names", "load_entry_point", "load_object"]
 

@@ -14,15 +14,14 @@ copying.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 import orjson
 
 from stream.exceptions import DecodeError
 
+TYPE_CHECKING = False  # not typing's: the handler's import never loads typing (ARCHITECTURE.md)
 if TYPE_CHECKING:
     from collections.abc import Mapping
-    from typing import SupportsIndex
+    from typing import Any, SupportsIndex
 
 __all__ = ["SEQUENCE_WIDTH", "EventRecord", "Record", "pad_sequence", "record_position"]
 

@@ -18,7 +18,10 @@ The fields are the class's ``__slots__``, in order.
 from __future__ import annotations
 
 from dataclasses import FrozenInstanceError  # loaded already: orjson imports dataclasses
-from typing import Any
+
+TYPE_CHECKING = False  # not typing's: the handler's import never loads typing (ARCHITECTURE.md)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["FrozenValue", "Value"]
 
