@@ -1,13 +1,16 @@
 """``python -m bench producer``: the producer against a naive PutRecord loop, on moto.
 
 One run starts the embedded local AWS (a moto server in its own process) and sends the same
-``--records`` user records of ~200 bytes (100 partition keys) three ways, each to a fresh
-two-shard stream:
+``--records`` user records of ~200 bytes (``--keys`` partition keys, 100 by default) four
+ways, each to a fresh two-shard stream:
 
 * **naive**: one ``PutRecord`` call per record, the loop a first producer often is;
 * **batched**: :class:`stream.producer.Producer` (``ordered=True``): ``PutRecords`` of up to
   500 entries, failed entries retried, per-key order kept;
-* **aggregated**: the same with ``aggregate=True``: KPL aggregates per shard.
+* **concurrent**: the same with ``concurrent=True`` (``shardline produce``'s default): the
+  calls that share no partition key go at once. With per-key order a call holds one record
+  of each key, so this pays only with more keys than a call takes (``--keys 2000``);
+* **aggregated**: the batched producer with ``aggregate=True``: KPL aggregates per shard.
 
 It prints records per second and the ratio to the naive loop, and for aggregation the user
 records per Kinesis record. Targets: batched at least 20 times the naive rate; at least 50
@@ -37,11 +40,11 @@ TARGET_BATCHED = 20.0
 TARGET_PER_RECORD = 50.0
 
 
-def make_lines(n: int) -> list[tuple[str, bytes]]:
-    """``n`` (partition key, ~200-byte JSON) pairs over 100 keys."""
+def make_lines(n: int, keys: int = 100) -> list[tuple[str, bytes]]:
+    """``n`` (partition key, ~200-byte JSON) pairs over ``keys`` keys."""
     out = []
     for i in range(n):
-        key = f"user-{i % 100:03d}"
+        key = f"user-{i % keys:03d}"
         doc = {"user_id": key, "n": i, "event_type": "click", "page": "/p/" + "x" * 120}
         out.append((key, orjson.dumps(doc)))
     return out
@@ -70,7 +73,8 @@ def _one(kinesis: Any, how: str, lines: list[tuple[str, bytes]]) -> dict[str, fl
         for key, data in lines:
             kinesis.put_record(StreamName=stream, Data=data, PartitionKey=key)
     else:
-        with Producer(stream, kinesis, aggregate=how == "aggregated") as producer:
+        aggregate, concurrent = how == "aggregated", how == "concurrent"
+        with Producer(stream, kinesis, aggregate=aggregate, concurrent=concurrent) as producer:
             for key, data in lines:
                 producer.put(data, key)
     seconds = time.perf_counter() - started
@@ -81,15 +85,15 @@ def _one(kinesis: Any, how: str, lines: list[tuple[str, bytes]]) -> dict[str, fl
     return {"rps": len(lines) / seconds, "per_kinesis_record": user_records / kinesis_records}
 
 
-def run(records: int, repeat: int) -> dict[str, dict[str, float]]:
+def run(records: int, repeat: int, keys: int = 100) -> dict[str, dict[str, float]]:
     """Median records/s (and user records per Kinesis record) of each way."""
     from deploy.local.servers import LocalAWS  # noqa: PLC0415
 
-    lines = make_lines(records)
+    lines = make_lines(records, keys)
     out: dict[str, dict[str, float]] = {}
     with LocalAWS(opensearch=False) as stack:
         kinesis = stack.client("kinesis")
-        for how in ("naive", "batched", "aggregated"):
+        for how in ("naive", "batched", "concurrent", "aggregated"):
             runs = [_one(kinesis, how, lines) for _ in range(repeat)]
             out[how] = {
                 "rps": statistics.median(r["rps"] for r in runs),
@@ -103,9 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench producer", description=__doc__)
     parser.add_argument("--records", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--keys", type=int, default=100)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    rows = run(args.records, args.repeat)
+    rows = run(args.records, args.repeat, args.keys)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -121,6 +126,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     verdict = "PASS" if packed >= TARGET_PER_RECORD else "MISS"
     print(f"user records per Kinesis record, aggregated: {packed:.0f} "
           f"(target >= {TARGET_PER_RECORD:g}) {verdict}")  # fmt: skip
-    print(f"({args.records} records of ~200 bytes, 100 keys, 2 shards, median of "
+    print(f"({args.records} records of ~200 bytes, {args.keys} keys, 2 shards, median of "
           f"{args.repeat}; python {sys.version.split()[0]})")  # fmt: skip
     return 0

@@ -14,13 +14,17 @@ reads the header, asks Glue for the version by its id (``GetSchemaVersion``) and
 decodes the payload with the version's definition. A version id is asked once per process:
 :data:`VERSIONS` keeps what Glue answered across warm invocations (a schema version is
 immutable once registered), and an id Glue does not know for :data:`UNKNOWN_TTL_S`, so a
-stream of records with a bogus id costs one call per id and period, not one per record.
+stream of records with a bogus id costs one call per id and period, not one per record. A
+version Glue has not made available *yet* (``PENDING``: :data:`NOT_YET_STATUSES`) is not
+kept: it is remembered like a failed call, for :data:`UNAVAILABLE_TTL_S`, then asked again.
 
 Whose fault (:mod:`stream.faults`): a record with no header, a bad header or an id Glue does
-not know is the record's fault (:class:`RegistryRecordError`, dead-lettered); Glue throttled,
-failing or unreachable, or the function not allowed to read it, is not
-(:class:`RegistryUnavailable`, retried; its ``code`` names an infrastructure error such as
-``AccessDeniedException`` so the batch reports it once).
+not know is the record's fault (:class:`RegistryRecordError`, dead-lettered), and so is a
+version whose status is final but not ``AVAILABLE`` (``FAILURE``, ``DELETING``: the step's
+contract refuses it); Glue throttled, failing or unreachable, a version still ``PENDING``,
+or the function not allowed to read it, is not (:class:`RegistryUnavailable`, retried; its
+``code`` names an infrastructure error such as ``AccessDeniedException`` so the batch
+reports it once).
 
 This module imports nothing of ours but the ground types; boto3 is loaded with the client.
 """
@@ -46,6 +50,7 @@ __all__ = [
     "DEFAULT_REGISTRY",
     "HEADER_BYTES",
     "HEADER_VERSION",
+    "NOT_YET_STATUSES",
     "UNKNOWN_TTL_S",
     "VERSIONS",
     "Header",
@@ -72,6 +77,13 @@ UNKNOWN_TTL_S = 300.0
 UNAVAILABLE_TTL_S = 2.0
 #: Calls per fetch before the record is reported retryable.
 ATTEMPTS = 3
+#: Version statuses that say "not yet", not "no": ``PENDING`` while Glue checks a new
+#: version's compatibility; it ends ``AVAILABLE`` or ``FAILURE``. (``FAILURE`` and
+#: ``DELETING`` are final refusals; the step's contract refuses every status but AVAILABLE.)
+NOT_YET_STATUSES = frozenset({"PENDING"})
+#: The code of :class:`RegistryUnavailable` for a version not yet available: not an
+#: infrastructure code (:mod:`stream.faults`), so the batch is retried like a throttle.
+_NOT_YET_CODE = "SchemaVersionNotAvailable"
 
 _COMPRESSIONS = {COMPRESSION_NONE: "none", COMPRESSION_ZLIB: "zlib"}
 
@@ -241,7 +253,8 @@ class VersionCache:
     """Schema versions by id, with what a caller compiled from each (the step's contract).
 
     Known versions stay for the life of the process (versions are immutable); an unknown id
-    for :data:`UNKNOWN_TTL_S`; a failed call for :data:`UNAVAILABLE_TTL_S`. ``calls`` counts
+    for :data:`UNKNOWN_TTL_S`; a failed call, or a version not yet available, for
+    :data:`UNAVAILABLE_TTL_S`. ``calls`` counts
     the ``GetSchemaVersion`` calls made, for tests and logs.
     """
 
@@ -265,7 +278,8 @@ class VersionCache:
 
         Raises:
             RegistryRecordError: Glue does not know the id.
-            RegistryUnavailable: Glue could not answer (see the module docstring).
+            RegistryUnavailable: Glue could not answer, or the version is not available
+                yet (see the module docstring).
         """
         entry = self._entries.get(key)
         if entry is not None and entry.compiled is not None:  # a warm record's whole path
@@ -298,7 +312,10 @@ class VersionCache:
             except Exception as exc:  # classified below; never a bare pass-through
                 failure = classify(exc, "glue")
             else:
-                return _Entry(SchemaVersion.from_response(response))
+                version = SchemaVersion.from_response(response)
+                if version.status in NOT_YET_STATUSES:
+                    return self._not_yet(version)
+                return _Entry(version)
             if failure.code == "EntityNotFoundException" or failure.kind is Kind.PERMANENT:
                 reason = (
                     f"schema version {version_id} of the record's header is not in the Glue "
@@ -318,6 +335,17 @@ class VersionCache:
             reason += " (grant glue:GetSchemaVersion on the registry and schema to the role)"
         until = self.now() + UNAVAILABLE_TTL_S
         return _Entry(None, reason=reason, code=failure.code or "Unavailable", until=until)
+
+    def _not_yet(self, version: SchemaVersion) -> _Entry:
+        """A version Glue has registered but not yet made available (its compatibility
+        check runs): the record is not at fault and the version may become AVAILABLE any
+        moment, so it is remembered only as briefly as a failed call, then asked again."""
+        reason = (
+            f"schema version {version.version_id} ({version.qualified}) is {version.status} "
+            "in the Glue Schema Registry, not yet AVAILABLE: delivered again until it is"
+        )
+        until = self.now() + UNAVAILABLE_TTL_S
+        return _Entry(None, reason=reason, code=_NOT_YET_CODE, until=until)
 
 
 #: The process's cache: shared by every registry step, kept across warm invocations.

@@ -101,10 +101,14 @@ def _scan(
     if kind in {"all", "s3"}:
         hold = hold_s if claim else 0
         sources += [S3Source(bucket, prefix, s3, hold) for bucket, prefix in s3_sources(plan)]
-    scan = read_sources(sources)
-    for source, why in scan.unreadable.items():
-        click.echo(f"{file}: dead-letter source {source!r} cannot be read: {why}", err=True)
     selection = Selection(filters["function"], filters["step"], filters["error"], since_at)
+    scan = read_sources(sources)  # renewing its leases until the command closes it
+    try:
+        for source, why in scan.unreadable.items():
+            click.echo(f"{file}: dead-letter source {source!r} cannot be read: {why}", err=True)
+    except BaseException:  # a closed pipe: no renewal thread left behind
+        scan.close()
+        raise
     return plan, scan, selection
 
 
@@ -252,16 +256,17 @@ def redrive_command(
 
     begun = time.time()
     plan, scan, selection = _scan(file, endpoint_url, 900, _filters(kwargs), claim=True)
-    resolver = RangeResolver(plan, aws_client("kinesis"), aws_client("s3"))
-    picked = selection.pick(scan.messages)
-    selected = [m for m in picked if not redriven_meanwhile(m, begun)]
-    meanwhile = len(picked) - len(selected)
-    selected += [m for m in scan.of(Kind.RANGE) if resolver.selected(selection, m)]
-    with json_only_stdout(as_json):
-        done = redrive(
-            plan, scan, selected, max_redrives=max_redrives, limit=max_letters,
-            dry_run=dry_run, resolve=resolver,
-        )  # fmt: skip
+    with scan:  # ended (renewals stopped and joined) also if selecting fails before redrive
+        resolver = RangeResolver(plan, aws_client("kinesis"), aws_client("s3"))
+        picked = selection.pick(scan.messages)
+        selected = [m for m in picked if not redriven_meanwhile(m, begun)]
+        meanwhile = len(picked) - len(selected)
+        selected += [m for m in scan.of(Kind.RANGE) if resolver.selected(selection, m)]
+        with json_only_stdout(as_json):
+            done = redrive(
+                plan, scan, selected, max_redrives=max_redrives, limit=max_letters,
+                dry_run=dry_run, resolve=resolver,
+            )  # fmt: skip
     counts = {fate.value: sum(r.fate is fate for r in done) for fate in Fate}
     ok = all(r.fate.handled or r.fate is Fate.PLANNED for r in done) and not scan.unreadable
     if as_json:
@@ -309,7 +314,8 @@ def discard_command(
     if not yes:
         raise click.UsageError("discard deletes letters for good: add --yes (see `dlq ls`)")
     _, scan, selection = _scan(file, endpoint_url, 300, _filters(kwargs), claim=True)
-    removed, failed = discard(scan, selection.pick(scan.messages))
+    with scan:
+        removed, failed = discard(scan, selection.pick(scan.messages))
     rows = [letter_row(m) for m in removed]
     if as_json:
         click.echo(json.dumps({"removed": rows, "failed": failed}))

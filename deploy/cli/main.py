@@ -239,15 +239,25 @@ def invoke(
     help="With a registry schema: deflate each payload (the header's compression byte says so).",
 )
 @click.option("--rate", type=float, help="At most this many records per second.")
+@click.option(
+    "--concurrent/--sequential",
+    default=True,
+    show_default=True,
+    help="Send the PutRecords calls that may go together at once (no two share a partition "
+    "key, so per-key order holds; pays when a flush holds more keys than one call takes), "
+    "or one call at a time.",
+)
 @click.option("--endpoint-url", help="A Kinesis endpoint, e.g. a local server.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def produce(
     stream: str, *, file: str, key: str | None, aggregate: bool, record_id: str | None,
-    schema: str | None, compression: str, rate: float | None, endpoint_url: str | None,
-    as_json: bool,
+    schema: str | None, compression: str, rate: float | None, concurrent: bool,
+    endpoint_url: str | None, as_json: bool,
 ) -> None:  # fmt: skip
     """Put the JSON lines of FILE onto STREAM, in order per partition key.
 
+    The calls of a flush go at once (--sequential: one at a time): a partition key's next
+    record waits for the answer to its previous one either way, so order per key holds.
     Malformed lines are reported with their line number and skipped, and so are lines that
     break the --schema contract; the exit status is 1 when any line was skipped or refused
     or any record could not be written after retries.
@@ -274,7 +284,7 @@ def produce(
     try:
         producer = Producer(
             stream, aws_client("kinesis"), aggregate=aggregate, record_id=record_id or None,
-            schema=contract,
+            schema=contract, concurrent=concurrent,
         )  # fmt: skip
     except (ValueError, OSError) as exc:  # a broken contract file: nothing was read or sent
         raise click.UsageError(f"--schema {schema}: {exc}") from None

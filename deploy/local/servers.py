@@ -72,6 +72,9 @@ class LocalAWS:
         else:
             from moto.server import ThreadedMotoServer  # noqa: PLC0415  # local extra only
 
+            from deploy.local.motofix import serialize_kinesis_puts  # noqa: PLC0415
+
+            serialize_kinesis_puts()
             self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
             self._moto.start()
             host, port = self._moto.get_host_and_port()
@@ -149,7 +152,8 @@ class LocalAWS:
 
 
 class _MotoProcess:
-    """``python -m moto.server`` on a free loopback port, in a child process."""
+    """``moto.server`` (through :mod:`deploy.local.motofix`) on a free loopback port, in a
+    child process."""
 
     def __init__(self, process: subprocess.Popen[bytes], url: str) -> None:
         self.process = process
@@ -160,7 +164,8 @@ class _MotoProcess:
         with socket.socket() as probe:  # the OS picks a free port; moto binds it right after
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+        # moto.server, with its Kinesis safe for calls at once (deploy.local.motofix)
+        command = [sys.executable, "-m", "deploy.local.motofix", "-H", "127.0.0.1", "-p", str(port)]
         process = subprocess.Popen(  # our own interpreter and module
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )

@@ -45,6 +45,7 @@ import gzip
 import re
 import threading
 import time
+import weakref
 from abc import ABC, abstractmethod
 from base64 import b64encode
 from collections import defaultdict
@@ -608,7 +609,14 @@ def sqs_queues(plan: Plan) -> list[str]:
 
 @dataclass
 class Scan:
-    """What the sources held: their messages, and the sources that could not be read."""
+    """What the sources held: their messages, and the sources that could not be read.
+
+    A scan renews its leases in a background thread (:meth:`keep`) until it is closed:
+    use it as a ``with`` block, or end it with :meth:`release` of everything, :meth:`finish`
+    or :meth:`close` (what :func:`redrive` and :func:`discard` do, whatever they raise).
+    The thread holds the scan only weakly, so a scan dropped without closing (a read only
+    looked at) stops renewing once it is collected, and its leases run out by themselves.
+    """
 
     messages: list[Message] = field(default_factory=list)
     unreadable: dict[str, str] = field(default_factory=dict)  # source: why
@@ -619,15 +627,32 @@ class Scan:
         """The messages of one kind, in the order read."""
         return [m for m in self.messages if m.kind is kind]
 
+    def __enter__(self) -> Scan:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def release(self, messages: Iterable[Message] | None = None) -> None:
-        """Make messages (default: all, which also ends the scan: :meth:`close`) visible
-        again."""
-        by_source: dict[str, list[Message]] = defaultdict(list)
-        for m in self.messages if messages is None else messages:
-            by_source[m.source].append(m)
-        for name, chunk in by_source.items():
-            self.sources[name].release(chunk)
-        if messages is None:
+        """Make messages (default: all, which also ends the scan: :meth:`close`, even when
+        a release fails) visible again."""
+        try:
+            by_source: dict[str, list[Message]] = defaultdict(list)
+            for m in self.messages if messages is None else messages:
+                by_source[m.source].append(m)
+            for name, chunk in by_source.items():
+                self.sources[name].release(chunk)
+        finally:
+            if messages is None:
+                self.close()
+
+    def finish(self, deleted: Iterable[Message] = ()) -> None:
+        """End the scan: every message but the ``deleted`` ones visible again, and the
+        renewals stopped and joined, also when a release fails."""
+        gone = {id(m) for m in deleted}
+        try:
+            self.release(m for m in self.messages if id(m) not in gone)
+        finally:
             self.close()
 
     def renew(self) -> None:
@@ -645,7 +670,7 @@ class Scan:
         from deploy.ops.leases import LeaseKeeper  # noqa: PLC0415
 
         holds = [s.hold_s for s in self.sources.values() if s.hold_s > 0]
-        return LeaseKeeper(self.renew, min(holds) / 3) if holds else None
+        return LeaseKeeper(_weak_renew(self), min(holds) / 3) if holds else None
 
     def keep(self) -> None:
         """Start renewing the leases in the background until :meth:`close`.
@@ -655,12 +680,16 @@ class Scan:
         other letters run, however long that takes (another operator would redrive them).
         """
         if self.keeper is None:
-            self.keeper = self._new_keeper()
-            if self.keeper is not None:
-                self.keeper.__enter__()
+            keeper = self._new_keeper()
+            if keeper is not None:
+                keeper.__enter__()
+                # dropped unclosed: the thread ends (it holds the scan only weakly)
+                weakref.finalize(self, keeper.stop)
+            self.keeper = keeper
 
     def close(self) -> None:
-        """Stop renewing (the leases then run out by themselves); idempotent."""
+        """Stop renewing and join the renewal thread (the leases then run out by
+        themselves); idempotent."""
         keeper, self.keeper = self.keeper, None
         if keeper is not None:
             keeper.__exit__(None, None, None)
@@ -673,21 +702,40 @@ class Scan:
         return keeper if keeper is not None else nullcontext()
 
 
+def _weak_renew(scan: Scan) -> Callable[[], None]:
+    """``scan.renew`` for a lease keeper, holding the scan weakly: a bound method would keep
+    a dropped scan alive, and its thread renewing, for the rest of the process."""
+    ref = weakref.ref(scan)
+
+    def renew() -> None:
+        held = ref()
+        if held is not None:
+            held.renew()
+
+    return renew
+
+
 def read_sources(sources: Sequence[LetterSource]) -> Scan:
     """Read every source; a source that cannot be read (a queue not deployed) is noted.
 
     The leases are renewed from before the first receive on (:meth:`Scan.keep`) until the
-    scan is released (:meth:`Scan.release` of everything, or :meth:`Scan.close`; what
-    :func:`redrive` and :func:`discard` do at their end).
+    scan is released (:meth:`Scan.release` of everything, :meth:`Scan.finish`,
+    :meth:`Scan.close` or the end of its ``with`` block; what :func:`redrive` and
+    :func:`discard` do at their end). A read interrupted (``KeyboardInterrupt``) stops
+    renewing before the interruption goes on.
     """
     scan = Scan(sources={s.name: s for s in sources})
     scan.keep()
-    for source in sources:
-        try:
-            scan.messages += source.read()
-        except Exception as exc:  # botocore's errors: say which source
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
-            scan.unreadable[source.name] = f"{code or type(exc).__name__}: {exc}"
+    try:
+        for source in sources:
+            try:
+                scan.messages += source.read()
+            except Exception as exc:  # botocore's errors: say which source
+                code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+                scan.unreadable[source.name] = f"{code or type(exc).__name__}: {exc}"
+    except BaseException:  # ^C mid-read: no thread left renewing what nobody will run
+        scan.close()
+        raise
     return scan
 
 
@@ -931,14 +979,42 @@ def redrive(
     from stream.runtime import build_runner  # noqa: PLC0415
 
     out: list[Redriven] = []
-    todo: dict[str, list[Message]] = defaultdict(list)
-    taken = 0
+    deleted: list[Message] = []
+    try:  # from here on the scan ends however this ends (a resolver failing, ^C)
+        ranges = [m for m in selected if m.kind is Kind.RANGE][:limit] if resolve else []
+        letters = [m for m in selected if m.kind is not Kind.RANGE]
+        letters += _resolve_ranges(plan, ranges, resolve, dry_run, out) if resolve else []
+        todo = _triage(
+            plan, letters, out, max_redrives=max_redrives, limit=limit, taken=len(ranges),
+            dry_run=dry_run,
+        )  # fmt: skip
+        with scan.kept():  # the leases outlast however long the sinks take
+            for function, messages in todo.items():
+                make = sink_factory or build_sink
+                done = _run_function(plan, function, messages, make, build_runner)
+                done = _per_message(done, {m.id: m for m in ranges})
+                out += _delete_handled(scan, done, deleted)
+    finally:
+        scan.finish(deleted)
+    return out
+
+
+def _triage(
+    plan: Plan,
+    letters: Sequence[Message],
+    out: list[Redriven],
+    *,
+    max_redrives: int,
+    limit: int | None,
+    taken: int,
+    dry_run: bool,
+) -> dict[str, list[Message]]:
+    """The letters to run, by function, in shard order; the fates of the others (refused,
+    exhausted, planned in a dry run) added to ``out``. ``taken`` counts toward ``limit``
+    what was taken already (the ranges)."""
     functions = plan["functions"]
-    ranges = [m for m in selected if m.kind is Kind.RANGE][:limit] if resolve else []
-    taken = len(ranges)
-    selected = [m for m in selected if m.kind is not Kind.RANGE]
-    selected += _resolve_ranges(plan, ranges, resolve, dry_run, out) if resolve else []
-    for m in sorted(selected, key=_position):
+    todo: dict[str, list[Message]] = defaultdict(list)
+    for m in sorted(letters, key=_position):
         letter = m.letter
         if letter is None:
             continue
@@ -962,19 +1038,7 @@ def redrive(
                 out.append(Redriven(m, Fate.PLANNED, f"through {letter.function}"))
             else:
                 todo[letter.function].append(m)
-    deleted: list[Message] = []
-    try:
-        with scan.kept():  # the leases outlast however long the sinks take
-            for function, messages in todo.items():
-                make = sink_factory or build_sink
-                done = _run_function(plan, function, messages, make, build_runner)
-                done = _per_message(done, {m.id: m for m in ranges})
-                out += _delete_handled(scan, done, deleted)
-    finally:
-        gone = {id(m) for m in deleted}
-        scan.release(m for m in scan.messages if id(m) not in gone)
-        scan.close()
-    return out
+    return todo
 
 
 def _delete_handled(scan: Scan, done: list[Redriven], deleted: list[Message]) -> list[Redriven]:
@@ -1134,7 +1198,5 @@ def discard(scan: Scan, selected: Sequence[Message]) -> tuple[list[Message], dic
         failed = _delete(scan, letters)
     finally:
         removed = [m for m in letters if m.id not in failed]
-        gone = {id(m) for m in removed}
-        scan.release(m for m in scan.messages if id(m) not in gone)
-        scan.close()
+        scan.finish(removed)
     return removed, failed

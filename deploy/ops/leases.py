@@ -252,11 +252,22 @@ class LeaseKeeper:
         self._thread.start()
         return self
 
+    def stop(self) -> None:
+        """Ask the thread to end after the renewal in progress, if any, without waiting for
+        it (safe from any thread, the keeper's own included: a finalizer may run there)."""
+        self._stop.set()
+
+    @property
+    def running(self) -> bool:
+        """Whether the renewal thread is still alive."""
+        return self._thread.is_alive()
+
     def __exit__(
         self,
         kind: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._stop.set()
-        self._thread.join()
+        self.stop()
+        if self._thread is not threading.current_thread() and self._thread.ident is not None:
+            self._thread.join()

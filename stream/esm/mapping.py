@@ -555,17 +555,18 @@ class EventSourceMapping:
         return (int(last) if last is not None else 0) >= int(ending)
 
     def _read_failed(self, shard: _Shard, exc: Exception, now: float) -> None:
+        # whatever failed, what is past the last read is unknown again: not caught up
+        # (``dev --until-idle`` and ``demo`` stop on caught-up mappings, and would leave
+        # records unread), an expired iterator included
+        shard.caught_up = False
         code = _error_code(exc)
         if code == "ExpiredIteratorException":
-            shard.iterator = None  # a new one after the last record read
+            shard.iterator = None  # a new one after the last record read, at once
             return
         delay = 1.0 if code == "ProvisionedThroughputExceededException" else 2.0
         # one line: a proxy or a local server may answer a 5xx with a whole HTML page
         reason = str(exc).split("\n", 1)[0][:300]
         log.warning("reading %s failed (%s); again in %.1f s", shard.shard_id, reason, delay)
-        # what is past the last read is unknown again: not caught up (``dev --until-idle``
-        # and ``demo`` stop on caught-up mappings, and would leave records unread)
-        shard.caught_up = False
         shard.iterator = None if code == "ResourceNotFoundException" else shard.iterator
         shard.next_poll = now + delay
 

@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from deploy.ops.dead_letters import S3Source, SQSSource, read_sources
+from deploy.ops.dead_letters import (
+    Kind,
+    LetterSource,
+    Message,
+    S3Source,
+    SQSSource,
+    read_sources,
+    redrive,
+)
 from deploy.ops.leases import CLAIMS_PREFIX, LeaseKeeper, ObjectClaims
 from stream.testing import EventFactory
 from tests.faultproxy import FaultProxy, slow
@@ -21,6 +29,7 @@ from tests.integration.fault_fixtures import aws_client
 from tests.integration.test_dlq import SHARDLINE, BucketProject, Project, _items, _table
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from pathlib import Path
 
 pytestmark = pytest.mark.integration
@@ -357,3 +366,77 @@ class TestReviewRenewRace:
         # nobody else ever claimed it: both renewals are this holder's own
         assert answers == ["", ""], answers
         assert claims.held == [key]
+
+
+def _keepers() -> set[threading.Thread]:
+    """The lease keepers' renewal threads alive now."""
+    return {t for t in threading.enumerate() if t.name == "lease-keeper"}
+
+
+class _Interrupted(LetterSource):
+    """A source whose read is cut short by ^C (after the sources before it were read)."""
+
+    name = "interrupted"
+    hold_s = 30
+
+    def read(self) -> list[Message]:
+        raise KeyboardInterrupt
+
+    def delete(self, messages: Sequence[Message]) -> dict[str, str]:
+        return {}
+
+    def release(self, messages: Sequence[Message]) -> None:
+        pass
+
+
+class TestNoRenewalThreadLeft:
+    """Every read stops and joins the thread that renews its leases: a thread left behind
+    renews its letters' visibility for the rest of the process (no other operator gets
+    them) and, in tests, piles up (test_replay left three)."""
+
+    @pytest.fixture
+    def source(self, aws: Any, unique: str) -> SQSSource:
+        name = f"keeper-{unique}"
+        aws("sqs").create_queue(QueueName=name)
+        aws("sqs").send_message(QueueUrl=name, MessageBody='{"KinesisBatchInfo": {}}')
+        return SQSSource(name, aws("sqs"), aws("s3"), hold_s=30)
+
+    def test_a_scan_ended_by_its_with_block_has_joined_its_thread(self, source: SQSSource):
+        before = _keepers()
+        with read_sources([source]) as scan:
+            assert len(scan.messages) == 1
+            assert scan.keeper is not None
+            assert scan.keeper.running
+        assert _keepers() - before == set()
+
+    def test_a_read_interrupted_by_ctrl_c_leaves_no_thread(self, source: SQSSource):
+        before = _keepers()
+        with pytest.raises(KeyboardInterrupt):
+            read_sources([source, _Interrupted()])
+        assert _keepers() - before == set()
+
+    def test_a_scan_dropped_without_closing_stops_renewing(self, source: SQSSource):
+        before = _keepers()
+        assert len(read_sources([source]).messages) == 1  # looked at, never closed
+        assert _poll(lambda: not _keepers() - before, within_s=5)
+
+    def test_a_redrive_interrupted_while_resolving_ranges_ends_its_scan(
+        self, aws: Any, source: SQSSource
+    ):
+        """Resolving ranges reads the stream or the archive, which may take long: ^C then
+        must still release the letters and stop renewing them."""
+
+        def interrupted(message: Message) -> Any:
+            raise KeyboardInterrupt
+
+        before = _keepers()
+        scan = read_sources([source])
+        plan: Any = {"name": "p", "functions": {}}
+        with pytest.raises(KeyboardInterrupt):
+            redrive(plan, scan, scan.of(Kind.RANGE), resolve=interrupted)
+        assert _keepers() - before == set()
+        assert scan.keeper is None
+        other = SQSSource(source.name, aws("sqs"), aws("s3"), hold_s=30)
+        again = other.read()  # released at once, not held until its lease ran out
+        assert [m.kind for m in again] == [Kind.RANGE]
+        other.release(again)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import struct
 import uuid
 from collections import Counter
 from typing import TYPE_CHECKING, Any
@@ -24,10 +25,15 @@ import pytest
 import stream.lambda_handler as lh
 from deploy.local.readback import dead_letters, table_items
 from deploy.pipeline.config import load_plan_from_file
-from processors.glue_registry import VERSIONS, RegistrySchema, encode_header
+from processors.glue_registry import (
+    UNAVAILABLE_TTL_S,
+    VERSIONS,
+    RegistrySchema,
+    encode_header,
+)
 from stream.aws import reset_clients
 from stream.producer import CONTRACT_ERROR, Producer
-from tests.faultproxy import THROTTLING, FaultProxy, aws_json_error
+from tests.faultproxy import THROTTLING, Fault, FaultProxy, aws_json_error
 from tests.integration.test_producer import lambda_event, make_stream, no_sleep, read_shard
 
 if TYPE_CHECKING:
@@ -325,6 +331,62 @@ class TestNotTheRecordsFault:
         assert len(reported(response)) == 2
         assert registry.letters() == []
         assert registry.asked[registry.v2] == 1  # retrying cannot grant a permission
+
+    def status(self, registry: Registry, version_id: str, status: str) -> Fault:
+        """Glue's own answer for ``version_id`` (moto's), with another ``Status``: moto
+        registers every version AVAILABLE at once, where Glue checks compatibility first."""
+        answer = registry.aws("glue").get_schema_version(SchemaVersionId=version_id)
+        answer.pop("ResponseMetadata")
+        body = json.dumps({**answer, "Status": status}, default=str).encode()
+        return Fault(status.lower(), 200, body, (("Content-Type", "application/x-amz-json-1.1"),))
+
+    def asks(self, version_id: str) -> Callable[[Request], bool]:
+        return lambda request: orjson.loads(request.body).get("SchemaVersionId") == version_id
+
+    def test_a_pending_version_fails_the_batch_for_retry_and_is_asked_again(
+        self, registry: Registry, monkeypatch: pytest.MonkeyPatch
+    ):
+        clock = [0.0]
+        monkeypatch.setattr(VERSIONS, "now", lambda: clock[0])
+        producer = registry.producer(RegistrySchema("orders", registry.names["REGISTRY"]))
+        for n in range(3):
+            producer.put({"order_id": f"o-{n}", "total": 1.0}, f"o-{n}")
+        producer.flush()
+        event = registry.event()
+        pending = registry.proxy.inject(
+            self.status(registry, registry.v2, "PENDING"), where=self.asks(registry.v2)
+        )
+
+        response = registry.handler(event)
+
+        assert reported(response) == [r["kinesis"]["sequenceNumber"] for r in event["Records"]]
+        assert registry.letters() == []
+        assert registry.orders() == {}
+        assert pending.fired == 1  # one call for the batch, not one per record
+        # Glue has finished its checks: the warm function asks again and takes it
+        registry.proxy.remove(pending)
+        clock[0] += UNAVAILABLE_TTL_S
+        assert registry.handler(event, cold=False) == {"batchItemFailures": []}
+        assert sorted(registry.orders()) == ["o-0", "o-1", "o-2"]
+        assert registry.letters() == []
+
+    @pytest.mark.parametrize("status", ["FAILURE", "DELETING"])
+    def test_a_failed_or_deleting_version_is_refused_for_good(
+        self, registry: Registry, status: str
+    ):
+        order = b"\x06o-1" + struct.pack("<d", 1.0)  # Avro: {"order_id": "o-1", "total": 1.0}
+        registry.put_raw(encode_header(registry.v1) + order, "o-1")
+        event = registry.event()
+        registry.proxy.inject(self.status(registry, registry.v1, status), times=1)
+
+        assert registry.handler(event) == {"batchItemFailures": []}
+        assert registry.handler(event, cold=False) == {"batchItemFailures": []}
+
+        assert registry.orders() == {}
+        why = [letter["reason"] for letter in registry.letters()]
+        assert len(why) == 2
+        assert all(f"is {status}, not AVAILABLE" in reason for reason in why)
+        assert registry.asked[registry.v1] == 1  # remembered: a refusal is final
 
 
 class TestProduceCommand:

@@ -3,8 +3,10 @@ named by number and skipped, and the exit status says so."""
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pytest
@@ -13,7 +15,11 @@ from click.testing import CliRunner
 from deploy.cli import main
 from deploy.local.produce import produce_lines
 from stream.event import records_from_event
+from tests.faultproxy import THROTTLE, FaultProxy, Request, held_until
 from tests.integration.test_producer import lambda_event, make_stream, read_shard
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 pytestmark = pytest.mark.integration
 
@@ -141,6 +147,108 @@ class TestProduceCommand:
         )
         assert result.exit_code == 2
         assert "is not JSON" in result.output
+
+
+def entries_of(n: int) -> Callable[[Request], bool]:
+    """A PutRecords request of ``n`` entries (JSON protocol)."""
+
+    def match(request: Request) -> bool:
+        try:
+            return len(orjson.loads(request.body)["Records"]) == n
+        except (ValueError, KeyError, TypeError):
+            return False
+
+    return match
+
+
+class TestConcurrentCalls:
+    """``produce`` sends the calls of a flush at once (the producer's ``concurrent=True``);
+    ``--sequential`` one at a time. Measured: python -m bench producer --keys 2000."""
+
+    @pytest.fixture
+    def proxy(self, moto_endpoint: str) -> Iterator[FaultProxy]:
+        with FaultProxy(moto_endpoint, seed=11) as p:
+            yield p
+
+    def produce(
+        self, proxy: FaultProxy, env: dict[str, str], stream: str, body: list[bytes], *args: str
+    ) -> Any:
+        via_proxy = {**env, "AWS_ENDPOINT_URL": proxy.url}
+        return CliRunner(env=via_proxy).invoke(
+            main, ["produce", stream, "--file", "-", *args], input=b"\n".join(body)
+        )
+
+    def put_records(self, proxy: FaultProxy) -> list[Request]:
+        return [r for r in proxy.answered if "PutRecords" in r.headers.get("x-amz-target", "")]
+
+    def test_the_calls_of_a_flush_go_at_once(
+        self, aws: Any, env: dict[str, str], unique: str, proxy: FaultProxy
+    ):
+        kinesis = aws("kinesis")
+        stream = make_stream(kinesis, f"wave-{unique}")
+        # 600 lines, each its own key (the line number): a call of 500 and one of 100; the
+        # first is answered only once the second was, or after 5 s
+        proxy.inject(held_until(entries_of(100), 5.0), target="PutRecords", where=entries_of(500))
+
+        result = self.produce(proxy, env, stream, lines(600, keys=600))
+
+        assert result.exit_code == 0, result.output
+        assert [entries_of(100)(r) for r in self.put_records(proxy)] == [True, False]
+        assert sorted(doc["n"] for _, doc in stream_docs(kinesis, stream)) == list(range(600))
+
+    def test_sequential_sends_one_call_at_a_time(
+        self, aws: Any, env: dict[str, str], unique: str, proxy: FaultProxy
+    ):
+        kinesis = aws("kinesis")
+        stream = make_stream(kinesis, f"turn-{unique}")
+        proxy.inject(held_until(entries_of(100), 1.0), target="PutRecords", where=entries_of(500))
+
+        result = self.produce(proxy, env, stream, lines(600, keys=600), "--sequential")
+
+        assert result.exit_code == 0, result.output
+        assert [entries_of(100)(r) for r in self.put_records(proxy)] == [False, True]
+        assert len(stream_docs(kinesis, stream)) == 600
+
+    def test_per_key_order_holds_when_calls_at_once_are_throttled_and_resent(
+        self, aws: Any, env: dict[str, str], unique: str, proxy: FaultProxy
+    ):
+        kinesis = aws("kinesis")
+        stream = make_stream(kinesis, f"keys-{unique}")
+        throttled = proxy.inject(THROTTLE, probability=0.3, target="PutRecords")
+
+        # 700 keys: more than one call takes, so the calls of a flush go in waves of two
+        result = self.produce(proxy, env, stream, lines(3000, keys=700), "--key", "user")
+
+        assert result.exit_code == 0, result.output
+        assert throttled.fired > 0
+        per_key: dict[str, list[int]] = {}
+        for key, doc in stream_docs(kinesis, stream):
+            per_key.setdefault(key, []).append(doc["n"])
+        assert sum(len(ns) for ns in per_key.values()) == 3000  # a throttle applies nothing
+        assert len(per_key) == 700
+        assert all(ns == sorted(ns) for ns in per_key.values())
+
+
+class TestLocalServerUnderCallsAtOnce:
+    def test_puts_at_once_into_one_shard_keep_every_record(self, aws: Any, unique: str):
+        """moto's Kinesis numbered records without a lock and lost some of the calls at once
+        that ``produce`` sends (deploy.local.motofix); the local stack's server keeps all."""
+        kinesis = aws("kinesis")
+        stream = make_stream(kinesis, f"race-{unique}", shards=1)
+        start = threading.Barrier(8)
+
+        def put(t: int) -> list[str]:
+            entries = [{"Data": f"{t}-{i}".encode(), "PartitionKey": f"k{i}"} for i in range(500)]
+            start.wait(timeout=30)
+            answer = kinesis.put_records(StreamName=stream, Records=entries)
+            return [r["SequenceNumber"] for r in answer["Records"]]
+
+        with ThreadPoolExecutor(8) as pool:
+            numbers = [n for got in pool.map(put, range(8)) for n in got]
+
+        assert len(set(numbers)) == 4000  # no number given twice
+        (shard,) = kinesis.list_shards(StreamName=stream)["Shards"]
+        assert len(read_shard(kinesis, stream, shard["ShardId"])) == 4000
 
 
 class _CountingProducer:

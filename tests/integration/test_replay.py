@@ -36,7 +36,7 @@ from stream.aws import reset_clients
 from stream.producer import Producer
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
 pytestmark = pytest.mark.integration
@@ -78,6 +78,16 @@ class Flaky:
             raise RetryableError("the price service is down")
         return record
 """
+
+
+@pytest.fixture(autouse=True)
+def _no_lease_keeper_left() -> Iterator[None]:
+    """Every dead-letter read of a test ends its lease renewals: a ``lease-keeper`` thread
+    left alive would go on hiding its letters from every other reader."""
+    before = {t for t in threading.enumerate() if t.name == "lease-keeper"}
+    yield
+    left = {t for t in threading.enumerate() if t.name == "lease-keeper"} - before
+    assert not left, f"{len(left)} lease renewal threads outlived their reads"
 
 
 @pytest.fixture
@@ -327,10 +337,11 @@ def test_on_failure_ranges_are_resolved_from_the_stream_then_the_archive(
     scan.messages = [moved if m is first else m for m in scan.messages]
     done = redrive(plan, scan, [moved], resolve=archived)
     assert [r.fate for r in done] == [Fate.WRITTEN], done
-    done = redrive(plan, read_sources([source]), read_sources([source]).of(Kind.RANGE),
-                   resolve=resolver)  # fmt: skip
+    with read_sources([source]) as scan:
+        done = redrive(plan, scan, scan.of(Kind.RANGE), resolve=resolver)
     assert all(r.fate is Fate.WRITTEN for r in done), done
-    assert read_sources([source]).messages == []
+    with read_sources([source]) as scan:
+        assert scan.messages == []
 
     tables = clean["sinks"]["orders"]["table"], clean["sinks"]["log"]["table"]
     assert (_items(aws, orders), _items(aws, log)) == (
@@ -360,4 +371,5 @@ def test_a_range_neither_the_stream_nor_an_archive_holds_is_unrecoverable(
     assert [r.fate for r in done] == [Fate.UNRECOVERABLE]
     assert "the stream no longer holds it" in done[0].detail
     assert "no archive" in done[0].detail
-    assert len(read_sources([source]).of(Kind.RANGE)) == 1  # left in the queue
+    with read_sources([source]) as scan:
+        assert len(scan.of(Kind.RANGE)) == 1  # left in the queue
