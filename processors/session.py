@@ -215,7 +215,7 @@ class SessionWindow:
         self._fold = compile_fold(self._aggs, self.names)
         if store is None:
             store = (
-                MemoryStore()
+                MemoryStore(table_prefix, self.gap_s, session_end_of(self.gap_s))
                 if state == "memory"
                 else DynamoDBStore(
                     table or "",

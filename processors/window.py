@@ -306,7 +306,7 @@ class Window:
         )
         if store is None:
             store = (
-                MemoryStore()
+                MemoryStore(table_prefix, self.size_s)  # its items as DynamoDB's, for sizes
                 if state == "memory"
                 else DynamoDBStore(
                     table or "", table_prefix, allowed_lateness_s, self.size_s, now=now
