@@ -56,6 +56,7 @@ from processors.window import (
     _long_key,
     _position,
     _refuse_large,
+    _send_with,
     _too_long,
     event_seconds,
     iso,
@@ -351,13 +352,8 @@ class SessionWindow:
             closed[other] = state
             self._index.pop(other, None)
             results += self._close(state, watermark, None, None)
-        if not results:
-            return {}
-        position = _position(closer)
-        before = mine.outbox.get(position, _NOTHING)
-        outcome = Outcome((*before.results, *results))
-        mine.outbox[position] = outcome
-        self._batch.pending[id(closer)] = outcome
+        if results:
+            _send_with(closer, mine, results, self._batch.pending)
         return closed
 
     #: what a record's outcome becomes: the window step's own (the same ``_batch``,

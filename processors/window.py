@@ -179,6 +179,18 @@ _NOTHING = Outcome()
 _LATE = Outcome(late=True)
 
 
+def _send_with(
+    closer: Record, mine: ShardState, results: list[dict[str, Any]], pending: dict[int, Outcome]
+) -> None:
+    """Quiet shards' results go out with ``closer`` (both window steps): added to its
+    outcome and kept in its outbox entry, so that a redelivery yields them again."""
+    position = _position(closer)
+    before = mine.outbox.get(position, _NOTHING)
+    outcome = Outcome((*before.results, *results))
+    mine.outbox[position] = outcome
+    pending[id(closer)] = outcome
+
+
 def _position(record: Record) -> Position:
     part = tuple(int(p) for p in record.part.split(".")) if record.part else ()
     return int(record.sequence_number), record.sub_sequence_number, part
@@ -563,13 +575,8 @@ class Window:
                 state.max_time = cutoff
                 closed[other] = state
                 results += found
-        if not results:
-            return {}
-        position = _position(closer)
-        before = mine.outbox.get(position, _NOTHING)
-        outcome = Outcome((*before.results, *results))
-        mine.outbox[position] = outcome
-        self._batch.pending[id(closer)] = outcome
+        if results:
+            _send_with(closer, mine, results, self._batch.pending)
         return closed
 
     def __call__(self, record: Record) -> Record | list[Record] | None:
