@@ -62,6 +62,7 @@ from processors.window import (
     iso,
     quiet_problem,
     settings_problem,
+    unbounded,
 )
 from processors.window_keys import MARKER, key_text, key_value
 from processors.window_store import (
@@ -216,7 +217,12 @@ class SessionWindow:
         self._fold = compile_fold(self._aggs, self.names)
         if store is None:
             store = (
-                MemoryStore(table_prefix, self.gap_s, session_end_of(self.gap_s))
+                MemoryStore(
+                    table_prefix,
+                    self.gap_s,
+                    session_end_of(self.gap_s),
+                    sized=unbounded(self._aggs),
+                )
                 if state == "memory"
                 else DynamoDBStore(
                     table or "",

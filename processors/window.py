@@ -62,6 +62,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from processors.aggregations import (
+    BUILTIN_AGGREGATIONS,
     AggregationError,
     First,
     Last,
@@ -318,7 +319,7 @@ class Window:
         )
         if store is None:
             store = (
-                MemoryStore(table_prefix, self.size_s)  # its items as DynamoDB's, for sizes
+                MemoryStore(table_prefix, self.size_s, sized=unbounded(self._aggs))
                 if state == "memory"
                 else DynamoDBStore(
                     table or "", table_prefix, allowed_lateness_s, self.size_s, now=now
@@ -691,6 +692,15 @@ def _long_key(key: str, key_field: str) -> WindowRecordError:
         f"JSON, at most {MAX_KEY_BYTES} (DynamoDB's sort key limit of 1,024 bytes)"
     )
     return WindowRecordError(msg)
+
+
+def unbounded(aggs: Sequence[Aggregation]) -> bool:
+    """Whether a window's item may outgrow DynamoDB's limit: a plugin's accumulator may;
+    the built-ins' stay within their byte budgets (:mod:`processors.aggregations`)."""
+    return any(type(agg) not in _BUILT_INS for agg in aggs)
+
+
+_BUILT_INS = frozenset(BUILTIN_AGGREGATIONS.values())
 
 
 def _refuse_windows(refused: frozenset[tuple[Any, int]], key: Any, starts: Sequence[int]) -> None:

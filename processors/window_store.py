@@ -360,16 +360,24 @@ class MemoryStore:
 
     Args:
         prefix, size, end_of: as :class:`DynamoDBStore`'s (they are in the item).
+        sized: whether to apply the size rule; the window steps turn it off when all their
+            aggregations are built-ins, whose byte budgets keep an item under the limit
+            (the rule could never refuse it: encoding each changed window per batch would
+            only cost time).
     """
 
-    __slots__ = ("_committed", "end_of", "owners", "prefix", "shards", "size", "writes")
+    __slots__ = ("_committed", "end_of", "owners", "prefix", "shards", "size", "sized",
+                 "writes")  # fmt: skip
 
     def __init__(
         self,
         prefix: str = "",
         size: int = 0,
         end_of: Callable[[tuple[Any, Any], list[Any] | None], float] | None = None,
+        *,
+        sized: bool = True,
     ) -> None:
+        self.sized = sized
         self.shards: dict[str, ShardState] = {}
         self.writes = 0
         #: (holder shard, window) -> the shard that claimed it
@@ -468,15 +476,16 @@ class MemoryStore:
                 msg = f"window {wkey!r} of shard {origins[0].holder!r}: another shard claimed it"
                 raise ClaimLost(msg)
         committed = self._committed.get(shard_id) or _Committed()
-        items = self._items(shard_id, state, changed, committed)
+        items = self._items(shard_id, state, changed, committed) if self.sized else {}
         for wkey, origins in claims.items():
             for origin in origins:
                 self.owners[origin.holder, wkey] = shard_id
         state.claimed(claims)
         self.shards[shard_id] = state  # the copy :meth:`shard` gave, now committed
         self.writes += len(changed)
-        committed.update(state, items)
-        self._committed[shard_id] = committed
+        if self.sized:
+            committed.update(state, items)
+            self._committed[shard_id] = committed
 
     def _items(
         self,

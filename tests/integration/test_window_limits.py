@@ -19,7 +19,7 @@ from processors.aggregations import ValueTooLarge
 from processors.chain import Chain, ChainResult, Step
 from processors.session import SessionWindow, session_end_of
 from processors.window import Window
-from processors.window_store import DynamoDBStore
+from processors.window_store import DynamoDBStore, MemoryStore
 from stream import plugins
 from stream.records import Record
 
@@ -294,6 +294,10 @@ class TestPluginStateInMemory:
         aggregate = {"n": "count", "all": {"collect": "blob"}}
         step = Window(key="user", size_s=60, field="ts", aggregate=aggregate, function="f",
                       state="memory")  # fmt: skip
+        assert isinstance(step.store, MemoryStore)
+        assert step.store.sized  # built-ins alone never outgrow an item: not checked then
+        assert not Window(key="user", size_s=60, field="ts", aggregate={"n": "count"},
+                          state="memory").store.sized  # type: ignore[attr-defined]  # fmt: skip
         small = [{"user": "a", "ts": 5, "blob": "s"}, {"user": "b", "ts": 5, "blob": "t"}]
         assert committed(run(step, small, 1)) == []
         big = [{"user": "a", "ts": 6, "blob": "x" * 100_000} for _ in range(5)]
