@@ -20,7 +20,8 @@ recomputes the sessions from all the records accepted so far, sorted by time):
   would extend or bridge a session already emitted is within ``gap_s`` of its last record,
   so behind the watermark that closed it. (Tumbling windows also take a record behind the
   watermark when its window is still open; a session has no fixed window to be open.)
-* **Ids.** ``window_id`` = ``FUNCTION/KEY/START``, START the session's first event time
+* **Ids.** ``window_id`` = ``FUNCTION/KEY/START``, KEY the key's text
+  (:mod:`processors.window_keys`), START the session's first event time
   (ISO-8601, milliseconds when there are some). A session's start moves while it is open
   (an out-of-order record before it, or a merge), never after it closed, and the records
   of a shard are applied in order from the committed state, so a session gets the same id
@@ -51,20 +52,25 @@ from processors.window import (
     WindowConfigError,
     _aggregation,
     _budgeted,
+    _key_text,
     _long_key,
     _position,
     _refuse_large,
+    _send_with,
     _too_long,
     event_seconds,
     iso,
+    quiet_problem,
+    settings_problem,
+    unbounded,
 )
+from processors.window_keys import MARKER, key_text, key_value
 from processors.window_store import (
     DynamoDBStore,
     MemoryStore,
     Outcome,
     ShardState,
     StateTooLarge,
-    WindowRecordError,
     WindowStore,
 )
 from stream.exceptions import RecordError
@@ -77,8 +83,6 @@ if TYPE_CHECKING:
 
 __all__ = ["SessionWindow", "session_end_of", "session_problem"]
 
-_TIMES = ("event", "arrival")
-_STATES = ("memory", "dynamodb")
 _NOTHING = Outcome()
 _LATE = Outcome(late=True)
 
@@ -189,32 +193,13 @@ class SessionWindow:
         quiet_s: int | None = 300,
         now: Callable[[], float] = time.time,
     ) -> None:
-        problem = session_problem(gap_s, size_s, slide_s, allowed_lateness_s)
+        problem = (  # its sizes first, as it always reported them
+            session_problem(gap_s, size_s, slide_s, allowed_lateness_s)
+            or settings_problem(state, store is not None, table, None, time, field, key, aggregate)
+            or quiet_problem(quiet_s)
+        )
         if problem is not None:
             raise WindowConfigError(problem)
-        if state not in _STATES:
-            msg = f"state {state!r}: expected one of {', '.join(_STATES)}"
-            raise WindowConfigError(msg)
-        if state == "dynamodb" and store is None and not table:
-            msg = (
-                "state: dynamodb needs table: the window state table (the plan fills it in); "
-                "or state: memory (kept in the process, lost on a cold start)"
-            )
-            raise WindowConfigError(msg)
-        if time not in _TIMES:
-            msg = f"time {time!r}: expected event (a field of the record) or arrival"
-            raise WindowConfigError(msg)
-        if time == "event" and not field:
-            msg = "time: event needs field: the record field holding the event time"
-            raise WindowConfigError(msg)
-        if not key:
-            raise WindowConfigError("key: the record field whose value names the key")
-        if not aggregate:
-            msg = "aggregate: name at least one result, e.g. {purchases: count}"
-            raise WindowConfigError(msg)
-        if quiet_s is not None and (type(quiet_s) is not int or quiet_s < 1):
-            msg = f"quiet_s must be a whole number of seconds of at least 1, got {quiet_s!r}"
-            raise WindowConfigError(msg)
         self.key = key
         self.gap_s: int = gap_s  # type: ignore[assignment]  # session_problem: an int
         self._time_event = time == "event"
@@ -232,7 +217,12 @@ class SessionWindow:
         self._fold = compile_fold(self._aggs, self.names)
         if store is None:
             store = (
-                MemoryStore()
+                MemoryStore(
+                    table_prefix,
+                    self.gap_s,
+                    session_end_of(self.gap_s),
+                    sized=unbounded(self._aggs),
+                )
                 if state == "memory"
                 else DynamoDBStore(
                     table or "",
@@ -310,7 +300,7 @@ class SessionWindow:
             try:
                 if refused:
                     key = rec.as_dict().get(self.key)
-                    if type(key) in _KEY_TYPES and key in refused:  # (a list is not hashable)
+                    if type(key) in _KEY_TYPES and _text_or_none(key) in refused:
                         _refuse_key(key)
                 outcome = apply(rec, state, index, changed)
             except RecordError as exc:
@@ -368,13 +358,8 @@ class SessionWindow:
             closed[other] = state
             self._index.pop(other, None)
             results += self._close(state, watermark, None, None)
-        if not results:
-            return {}
-        position = _position(closer)
-        before = mine.outbox.get(position, _NOTHING)
-        outcome = Outcome((*before.results, *results))
-        mine.outbox[position] = outcome
-        self._batch.pending[id(closer)] = outcome
+        if results:
+            _send_with(closer, mine, results, self._batch.pending)
         return closed
 
     #: what a record's outcome becomes: the window step's own (the same ``_batch``,
@@ -395,13 +380,9 @@ class SessionWindow:
             doc = rec.as_dict()  # raises its DecodeError
         get = doc.get
         key = get(self.key)
-        if key is None or type(key) not in _KEY_TYPES:
-            what = "no" if key is None else f"a {type(key).__name__} in its"
-            msg = (
-                f"record has {what} key field {self.key!r}: a window needs a string or number there"
-            )
-            raise WindowRecordError(msg)
-        if type(key) is str and len(key) > _SHORT_KEY and _too_long(key):
+        if type(key) is not str or key[:1] == MARKER:  # else its own text
+            key = _key_text(key, self.key)
+        if len(key) > _SHORT_KEY and _too_long(key):
             raise _long_key(key, self.key)
         if self._time_event:  # event_seconds, its common case inline
             raw: Any = get(self._field)
@@ -543,10 +524,12 @@ class SessionWindow:
         return results
 
     def _result(self, wkey: tuple[Any, Any], accs: list[Any]) -> dict[str, Any]:
-        key, start = wkey
+        key, start = wkey  # the key's text (processors.window_keys)
         start_iso = iso(start)
         window_id = f"{self._function}/{key}/{start_iso}"
-        return self._fold.result(window_id, key, start_iso, iso(accs[-1] + self.gap_s), accs)
+        value = key if key[:1] != MARKER else key_value(key)
+        end_iso = iso(accs[-1] + self.gap_s)
+        return self._fold.result(window_id, value, start_iso, end_iso, accs)
 
 
 def _views(state: ShardState) -> tuple[dict[Any, list[Any]], list[Any], dict[Any, list[Any]]]:
@@ -561,6 +544,14 @@ def _drop_stale(state: ShardState) -> None:
     ends, by_end = state.ends, state.by_end
     while ends and ends[0] not in by_end:
         heapq.heappop(ends)
+
+
+def _text_or_none(key: Any) -> str | None:
+    """A key's text, ``None`` for a key that has none (its record is dead-lettered anyway)."""
+    try:
+        return key_text(key)
+    except ValueError:
+        return None
 
 
 def _refuse_key(key: Any) -> None:

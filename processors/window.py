@@ -30,7 +30,8 @@ reference):
   none of whose windows is open is late: it goes on (alone, the original record) with its
   route set to the ``late`` sink, or is dropped and counted (:attr:`Window.late`).
 * **Results.** ``{"window_id", "key", "window_start", "window_end", <aggregates>}``, times as
-  ISO-8601 UTC, ``window_id`` = ``FUNCTION/KEY/START`` (stable across redelivery). A result
+  ISO-8601 UTC, ``window_id`` = ``FUNCTION/KEY/START`` (stable across redelivery; KEY the
+  key's text, :mod:`processors.window_keys`, which also keys the state). A result
   is a record derived from the record that closed its window (its position, so a failed
   write is reported by that record and redelivered), and flows on through the chain.
 * **Redelivery.** Each shard's state remembers the position of the last record it applied
@@ -61,6 +62,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from processors.aggregations import (
+    BUILTIN_AGGREGATIONS,
     AggregationError,
     First,
     Last,
@@ -72,6 +74,7 @@ from processors.aggregations import (
 from processors.errors import ProcessorError
 from processors.fold import NUMERIC, compile_fold
 from processors.lineage import KinesisLineage, StaticLineage
+from processors.window_keys import MARKER, key_text, key_value
 from processors.window_store import (
     ClaimLost,
     DynamoDBStore,
@@ -177,6 +180,18 @@ _NOTHING = Outcome()
 _LATE = Outcome(late=True)
 
 
+def _send_with(
+    closer: Record, mine: ShardState, results: list[dict[str, Any]], pending: dict[int, Outcome]
+) -> None:
+    """Quiet shards' results go out with ``closer`` (both window steps): added to its
+    outcome and kept in its outbox entry, so that a redelivery yields them again."""
+    position = _position(closer)
+    before = mine.outbox.get(position, _NOTHING)
+    outcome = Outcome((*before.results, *results))
+    mine.outbox[position] = outcome
+    pending[id(closer)] = outcome
+
+
 def _position(record: Record) -> Position:
     part = tuple(int(p) for p in record.part.split(".")) if record.part else ()
     return int(record.sequence_number), record.sub_sequence_number, part
@@ -269,29 +284,12 @@ class Window:
         if gap_s is not None:
             msg = "gap_s: session windows are processors.session.SessionWindow (the registry's)"
             raise WindowConfigError(msg)
-        if state not in _STATES:
-            msg = f"state {state!r}: expected one of {', '.join(_STATES)}"
-            raise WindowConfigError(msg)
-        if state == "dynamodb" and store is None and not table:
-            msg = (
-                "state: dynamodb needs table: the window state table (the plan fills it in); "
-                "or state: memory (kept in the process, lost on a cold start)"
-            )
-            raise WindowConfigError(msg)
-        problem = window_problem(size_s, slide_s, allowed_lateness_s)
+        problem = settings_problem(
+            state, store is not None, table, window_problem(size_s, slide_s, allowed_lateness_s),
+            time, field, key, aggregate,
+        )  # fmt: skip
         if problem is not None:
             raise WindowConfigError(problem)
-        if time not in _TIMES:
-            msg = f"time {time!r}: expected event (a field of the record) or arrival"
-            raise WindowConfigError(msg)
-        if time == "event" and not field:
-            msg = "time: event needs field: the record field holding the event time"
-            raise WindowConfigError(msg)
-        if not key:
-            raise WindowConfigError("key: the record field whose value names the key")
-        if not aggregate:
-            msg = "aggregate: name at least one result, e.g. {purchases: count}"
-            raise WindowConfigError(msg)
         self.key = key
         self.size_s: int = size_s  # type: ignore[assignment]  # window_problem: not None
         self._slide: int = slide_s or self.size_s
@@ -321,16 +319,16 @@ class Window:
         )
         if store is None:
             store = (
-                MemoryStore()
+                MemoryStore(table_prefix, self.size_s, sized=unbounded(self._aggs))
                 if state == "memory"
                 else DynamoDBStore(
                     table or "", table_prefix, allowed_lateness_s, self.size_s, now=now
                 )
             )
         self.store: WindowStore = store
-        if quiet_s is not None and (type(quiet_s) is not int or quiet_s < 1):
-            msg = f"quiet_s must be a whole number of seconds of at least 1, got {quiet_s!r}"
-            raise WindowConfigError(msg)
+        problem = quiet_problem(quiet_s)
+        if problem is not None:
+            raise WindowConfigError(problem)
         self.quiet_s = quiet_s
         self._now = now
         self._lineage: Lineage = lineage or (
@@ -425,9 +423,9 @@ class Window:
                         doc = rec.as_dict()  # raises its DecodeError
                     get = doc.get
                     key = get(key_field)
-                    if key is None or type(key) not in _KEY_TYPES:
-                        raise _bad_key(key, key_field)
-                    if type(key) is str and len(key) > _SHORT_KEY and _too_long(key):
+                    if type(key) is not str or key[:1] == MARKER:  # else its own text
+                        key = _key_text(key, key_field)
+                    if len(key) > _SHORT_KEY and _too_long(key):
                         raise _long_key(key, key_field)
                     if time_field is None:
                         t = rec.arrival
@@ -578,13 +576,8 @@ class Window:
                 state.max_time = cutoff
                 closed[other] = state
                 results += found
-        if not results:
-            return {}
-        position = _position(closer)
-        before = mine.outbox.get(position, _NOTHING)
-        outcome = Outcome((*before.results, *results))
-        mine.outbox[position] = outcome
-        self._batch.pending[id(closer)] = outcome
+        if results:
+            _send_with(closer, mine, results, self._batch.pending)
         return closed
 
     def __call__(self, record: Record) -> Record | list[Record] | None:
@@ -636,10 +629,11 @@ class Window:
         return Outcome(tuple(results)) if results else _NOTHING
 
     def _result(self, wkey: tuple[Any, int], end: int, accs: list[Any]) -> dict[str, Any]:
-        key, start = wkey
+        key, start = wkey  # the key's text (processors.window_keys)
         start_iso = _iso_of(start)
         window_id = f"{self._function}/{key}/{start_iso}"
-        return self._fold.result(window_id, key, start_iso, _iso_of(end), accs)
+        value = key if key[:1] != MARKER else key_value(key)
+        return self._fold.result(window_id, value, start_iso, _iso_of(end), accs)
 
 
 _KEY_TYPES = (str, int, float, bool)
@@ -653,6 +647,22 @@ def _bad_key(key: Any, key_field: str) -> WindowRecordError:
     what = "no" if key is None else f"a {type(key).__name__} in its"
     msg = f"record has {what} key field {key_field!r}: a window needs a string or number there"
     return WindowRecordError(msg)
+
+
+def _key_text(key: Any, key_field: str) -> str:
+    """The text of a key that is not a plain string (:func:`processors.window_keys.key_text`):
+    what names its windows in the state and in ``window_id``.
+
+    Raises:
+        WindowRecordError: no key, or one that is not a string, a finite number or a boolean.
+    """
+    if key is None or type(key) not in _KEY_TYPES:
+        raise _bad_key(key, key_field)
+    try:
+        return key_text(key)
+    except ValueError as exc:
+        msg = f"key field {key_field!r} is {key!r}: a window needs a string or finite number"
+        raise WindowRecordError(msg) from exc
 
 
 #: The longest key text (JSON, ASCII) a window's state item can name: DynamoDB's sort key
@@ -682,6 +692,15 @@ def _long_key(key: str, key_field: str) -> WindowRecordError:
         f"JSON, at most {MAX_KEY_BYTES} (DynamoDB's sort key limit of 1,024 bytes)"
     )
     return WindowRecordError(msg)
+
+
+def unbounded(aggs: Sequence[Aggregation]) -> bool:
+    """Whether a window's item may outgrow DynamoDB's limit: a plugin's accumulator may;
+    the built-ins' stay within their byte budgets (:mod:`processors.aggregations`)."""
+    return any(type(agg) not in _BUILT_INS for agg in aggs)
+
+
+_BUILT_INS = frozenset(BUILTIN_AGGREGATIONS.values())
 
 
 def _refuse_windows(refused: frozenset[tuple[Any, int]], key: Any, starts: Sequence[int]) -> None:
@@ -724,6 +743,55 @@ def _refuse_large(
                 f"first/last aggregation may keep"
             )
             raise ValueTooLarge(msg)
+
+
+def settings_problem(  # noqa: PLR0917  # the settings the two window steps share
+    state: str,
+    has_store: bool,  # a store given (tests): no table needed
+    table: str | None,
+    sizes: str | None,
+    time: str,
+    field: str | None,
+    key: str,
+    aggregate: Mapping[str, Any],
+) -> str | None:
+    """What is wrong with the settings tumbling, hopping and session windows share, or
+    ``None``: the first problem in the order :class:`Window` has always reported them
+    (``sizes``: what :func:`window_problem` or the session's check says of the sizes,
+    reported after the state), so one pipeline file gets one first error whichever step.
+
+    >>> settings_problem("memory", False, None, None, "event", None, "", {})
+    'time: event needs field: the record field holding the event time'
+    """
+    if state not in _STATES:
+        return f"state {state!r}: expected one of {', '.join(_STATES)}"
+    if state == "dynamodb" and not has_store and not table:
+        return (
+            "state: dynamodb needs table: the window state table (the plan fills it in); "
+            "or state: memory (kept in the process, lost on a cold start)"
+        )
+    if sizes is not None:
+        return sizes
+    if time not in _TIMES:
+        return f"time {time!r}: expected event (a field of the record) or arrival"
+    if time == "event" and not field:
+        return "time: event needs field: the record field holding the event time"
+    if not key:
+        return "key: the record field whose value names the key"
+    if not aggregate:
+        return "aggregate: name at least one result, e.g. {purchases: count}"
+    return None
+
+
+def quiet_problem(quiet_s: Any) -> str | None:
+    """What is wrong with ``quiet_s`` (shared by the two window steps), or ``None``.
+
+    >>> quiet_problem(300) is None, quiet_problem(0)
+    (True, 'quiet_s must be a whole number of seconds of at least 1, got 0')
+    """
+    if quiet_s is not None and (type(quiet_s) is not int or quiet_s < 1):
+        return f"quiet_s must be a whole number of seconds of at least 1, got {quiet_s!r}"
+    return None
 
 
 def window_problem(size_s: Any, slide_s: Any, allowed_lateness_s: Any) -> str | None:

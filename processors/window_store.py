@@ -29,7 +29,8 @@ Sizes: DynamoDB refuses an item over 400 KB. The aggregations keep a window's ac
 under :data:`~processors.aggregations.STATE_BUDGET` (an item holds them twice: ``acc`` and
 ``prev``); a window item that would still be too large (a plugin's accumulator) is found
 before any write and raised as :class:`StateTooLarge`, and the step applies the batch again
-with that window's records dead-lettered.
+with that window's records dead-lettered. The memory store applies the same rule to the same
+item (:func:`window_item`; :class:`MemoryStore`), so ``shardline test`` refuses it too.
 
 A batch (:meth:`DynamoDBStore.commit`) writes each changed (key, window) once, then the shard
 item last. Every write is conditional on what the batch read: a window item on the ``v`` it
@@ -349,15 +350,42 @@ class MemoryStore:
 
     ``writes`` counts what a durable store would write: one per changed window per batch.
     Reshards work as with DynamoDB, within the process: ``owners`` holds the claims.
+
+    Sizes: a commit refuses what the DynamoDB store would, by the same rule on the same
+    item (:func:`window_item`, with the accumulators before the batch as ``prev``): a
+    window whose item would be over 400 KB raises :class:`StateTooLarge`, and the shard
+    starts again from its last commit (as DynamoDB reads it back), so ``shardline test``
+    and ``invoke`` dead-letter the records the deployed function would. For that it keeps,
+    per shard, what the table would hold (:class:`_Committed`).
+
+    Args:
+        prefix, size, end_of: as :class:`DynamoDBStore`'s (they are in the item).
+        sized: whether to apply the size rule; the window steps turn it off when all their
+            aggregations are built-ins, whose byte budgets keep an item under the limit
+            (the rule could never refuse it: encoding each changed window per batch would
+            only cost time).
     """
 
-    __slots__ = ("owners", "shards", "writes")
+    __slots__ = ("_committed", "end_of", "owners", "prefix", "shards", "size", "sized",
+                 "writes")  # fmt: skip
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        prefix: str = "",
+        size: int = 0,
+        end_of: Callable[[tuple[Any, Any], list[Any] | None], float] | None = None,
+        *,
+        sized: bool = True,
+    ) -> None:
+        self.sized = sized
         self.shards: dict[str, ShardState] = {}
         self.writes = 0
         #: (holder shard, window) -> the shard that claimed it
         self.owners: dict[tuple[str, WindowKey], str] = {}
+        self.prefix = prefix
+        self.size = size
+        self.end_of = end_of
+        self._committed: dict[str, _Committed] = {}
 
     def shard(self, shard_id: str) -> ShardState:
         """The shard's state; a copy before its first batch and while it holds inherited
@@ -447,15 +475,98 @@ class MemoryStore:
             if not all(self._free(o, wkey, shard_id) for o in origins):
                 msg = f"window {wkey!r} of shard {origins[0].holder!r}: another shard claimed it"
                 raise ClaimLost(msg)
+        committed = self._committed.get(shard_id) or _Committed()
+        items = self._items(shard_id, state, changed, committed) if self.sized else {}
         for wkey, origins in claims.items():
             for origin in origins:
                 self.owners[origin.holder, wkey] = shard_id
         state.claimed(claims)
         self.shards[shard_id] = state  # the copy :meth:`shard` gave, now committed
         self.writes += len(changed)
+        if self.sized:
+            committed.update(state, items)
+            self._committed[shard_id] = committed
+
+    def _items(
+        self,
+        shard_id: str,
+        state: ShardState,
+        changed: set[WindowKey],
+        committed: _Committed,
+    ) -> dict[WindowKey, tuple[str, Any, int] | None]:
+        """The changed windows' items as the table would hold them after this batch (``None``:
+        closed). Raises :class:`StateTooLarge` as the DynamoDB store does, the shard's state
+        put back as last committed (a batch changed it in place)."""
+        pk = {"S": self.prefix + shard_id}
+        v = _pos_text(state.applied) if state.applied is not None else ""
+        out: dict[WindowKey, tuple[str, Any, int] | None] = {}
+        ranks: dict[Any, dict[WindowKey, int]] = {}
+        too_large: set[WindowKey] = set()
+        for wkey in changed:
+            accs = state.windows.get(wkey)
+            if accs is None:
+                out[wkey] = None
+                continue
+            end: Any = wkey[1] + self.size if self.end_of is None else self.end_of(wkey, accs)
+            of_end = ranks.get(end)
+            if of_end is None:
+                of_end = ranks[end] = {w: i for i, w in enumerate(state.by_end.get(end, ()))}
+            rank = of_end.get(wkey, 0)
+            acc = encode(accs)
+            saved = committed.items.get(wkey)
+            item = window_item(pk, wkey, end, v, None if saved is None else saved[0], acc, rank)
+            if _too_large(item, acc):
+                too_large.add(wkey)
+            out[wkey] = (acc, end, rank)
+        if too_large:
+            if self.shards.get(shard_id) is state:  # changed in place: back to the commit
+                self.shards[shard_id] = committed.state(state)
+            raise _state_too_large(shard_id, too_large)
+        return out
 
     def quiet(self, shard_id: str, cutoff: float) -> dict[str, ShardState]:
         return {}  # one process: a quiet shard's windows wait for its next record
+
+
+class _Committed:
+    """What a DynamoDB table would hold of a memory store's shard after its last commit:
+    the shard item's position, time and outbox, and each open window's item (accumulators
+    as JSON, end, rank)."""
+
+    __slots__ = ("applied", "items", "max_time", "outbox")
+
+    def __init__(self) -> None:
+        self.applied: Position | None = None
+        self.max_time: float | None = None
+        self.outbox: dict[Position, Outcome] = {}
+        self.items: dict[WindowKey, tuple[str, Any, int]] = {}
+
+    def update(
+        self, state: ShardState, items: Mapping[WindowKey, tuple[str, Any, int] | None]
+    ) -> None:
+        self.applied, self.max_time, self.outbox = state.applied, state.max_time, dict(state.outbox)
+        for wkey, item in items.items():
+            if item is None:
+                self.items.pop(wkey, None)
+            else:
+                self.items[wkey] = item
+
+    def state(self, spoiled: ShardState) -> ShardState:
+        """The shard's state read back from these items, as :meth:`DynamoDBStore._load`
+        does (windows by end, then rank); reshard bookkeeping from ``spoiled``, the state
+        the refused batch changed (which holds no inherited window: :meth:`MemoryStore.shard`
+        gives a copy then)."""
+        state = ShardState(max_time=self.max_time, applied=self.applied, outbox=dict(self.outbox))
+        state.ancestors, state.foreign = spoiled.ancestors, set(spoiled.foreign)
+        for wkey, (acc, end, _) in sorted(self.items.items(), key=lambda i: (i[1][1], i[1][2])):
+            state.windows[wkey] = decode(acc)
+            of_end = state.by_end.get(end)
+            if of_end is None:
+                state.by_end[end] = [wkey]
+                heapq.heappush(state.ends, end)
+            else:
+                of_end.append(wkey)
+        return state
 
 
 def _copy(state: ShardState) -> ShardState:
@@ -975,43 +1086,27 @@ class DynamoDBStore:
         updates = {}
         too_large: set[WindowKey] = set()
         for wkey in changed | cached.flushed:
-            key, start = wkey
+            start = wkey[1]
             accs = state.windows.get(wkey)
             end: Any = start + self.size if self.end_of is None else self.end_of(wkey, accs)
             raw_v, saved, rank = cached.items.get(wkey, (None, None, 0))
-            item: dict[str, Any] = {
-                "shard": pk,
-                "window": {"S": f"w#{_n(start)}#{json.dumps(key)}"},
-                "key": {"S": json.dumps(key)},
-                "start": {"N": _n(start)},
-                "end": {"N": _n(end)},
-                "v": {"S": v},
-            }
-            if saved is not None:
-                item["prev"] = {"S": saved}
             if accs is None:
-                item["closed"] = {"BOOL": True}
-                ttl = max(int(closed_ttl), int(end) + self.lateness + CLOSED_TTL_S)
-                item["expires"] = {"N": str(ttl)}
                 acc = None
+                expires = max(int(closed_ttl), int(end) + self.lateness + CLOSED_TTL_S)
             else:
                 of_end = ranks.get(end)
                 if of_end is None:
                     of_end = ranks[end] = {w: i for i, w in enumerate(state.by_end[end])}
                 rank = of_end[wkey]
                 acc = encode(accs)
-                item["acc"] = {"S": acc}
-            item["rank"] = {"N": str(rank)}  # closed too: read back if this batch never commits
+                expires = None
+            item = window_item(pk, wkey, end, v, saved, acc, rank, expires)
             if acc is not None and _too_large(item, acc):
                 too_large.add(wkey)
             puts.append(_put(self.table, item, "v", raw_v))
             updates[wkey] = (v, acc, rank)
         if too_large:
-            msg = (
-                f"window state: {len(too_large)} window(s) of shard {shard_id!r} would be over "
-                f"DynamoDB's 400 KB item limit with this batch: {sorted(too_large, key=repr)[:3]}"
-            )
-            raise StateTooLarge(msg, frozenset(too_large))
+            raise _state_too_large(shard_id, too_large)
         self._put_all(puts)
         cached.items.update(updates)
         cached.flushed = set()
@@ -1222,6 +1317,47 @@ def _effective(
     if end_of is not None and acc is not None and not closed:
         end = end_of((key, start), decode(acc))
     return (key, start), raw_v, acc, closed, end, rank
+
+
+def window_item(  # noqa: PLR0917  # the item's parts, each its own attribute
+    pk: dict[str, str],
+    wkey: WindowKey,
+    end: Any,
+    v: str,
+    saved: str | None,
+    acc: str | None,
+    rank: int,
+    expires: int | None = None,
+) -> dict[str, Any]:
+    """A window's item as the DynamoDB store writes it (the module docstring): ``acc``
+    ``None`` is a closed window (its TTL ``expires``); ``saved`` the accumulators before
+    the batch (``prev``). The memory store builds it too, to apply the same size rule."""
+    key, start = wkey
+    item: dict[str, Any] = {
+        "shard": pk,
+        "window": {"S": f"w#{_n(start)}#{json.dumps(key)}"},
+        "key": {"S": json.dumps(key)},
+        "start": {"N": _n(start)},
+        "end": {"N": _n(end)},
+        "v": {"S": v},
+    }
+    if saved is not None:
+        item["prev"] = {"S": saved}
+    if acc is None:
+        item["closed"] = {"BOOL": True}
+        item["expires"] = {"N": str(expires)}
+    else:
+        item["acc"] = {"S": acc}
+    item["rank"] = {"N": str(rank)}  # closed too: read back if this batch never commits
+    return item
+
+
+def _state_too_large(shard_id: str, too_large: set[WindowKey]) -> StateTooLarge:
+    msg = (
+        f"window state: {len(too_large)} window(s) of shard {shard_id!r} would be over "
+        f"DynamoDB's 400 KB item limit with this batch: {sorted(too_large, key=repr)[:3]}"
+    )
+    return StateTooLarge(msg, frozenset(too_large))
 
 
 def _too_large(item: dict[str, Any], acc: str) -> bool:

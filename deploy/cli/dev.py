@@ -427,6 +427,7 @@ def _window_summary(check: Any) -> dict[str, Any]:
         "missing": check.missing[:5],
         "extra": check.extra[:5],
         "differing": check.differing[:5],
+        "not_compared": list(check.unchecked),
         "samples": check.samples,
     }
 
@@ -448,6 +449,11 @@ def _print_windows(console: Any, report: Any) -> None:
         table.add_row("still open at the end (reference; no row yet)", f"{len(ref.open):,}")
         table.add_row("late records, dropped (reference)", f"{ref.late:,}")
         console.print(table)
+        if check.unchecked:
+            console.print(
+                f"Not compared (the reference does not compute them): "
+                f"{', '.join(check.unchecked)}."
+            )
         if check.samples:
             names = ("window_id", *check.compared)
             rows = Table(title="a few rows")
@@ -456,6 +462,8 @@ def _print_windows(console: Any, report: Any) -> None:
             for row in check.samples:
                 rows.add_row(*(_cell(row.get(name)) for name in names))
             console.print(rows)
+    for function, why in report.windows_unchecked.items():
+        console.print(f"The windows of {function} are not checked: {why}.")
     if report.windows and report.close_at is not None:
         from processors.window import iso  # noqa: PLC0415
 
@@ -553,6 +561,7 @@ def demo_command(*, events: int, as_json: bool) -> None:
                     if report.latency_ms
                     else None,
                     "windows": {c.function: _window_summary(c) for c in report.windows},
+                    "windows_not_checked": report.windows_unchecked,
                     "closing_records": report.closing,
                     "seconds": round(report.seconds, 3),
                     "records_per_second": round(report.rate, 1),

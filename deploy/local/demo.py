@@ -241,6 +241,8 @@ class DemoReport:
     checks: list[tuple[str, int, int]] = field(default_factory=list)
     seconds: float = 0.0
     windows: list[WindowCheck] = field(default_factory=list)
+    #: windowed functions the window check leaves out -> why (windowcheck.unchecked_functions)
+    windows_unchecked: dict[str, str] = field(default_factory=dict)
     closing: int = 0  # closing purchases put last (one per shard)
     close_at: float | None = None  # their event time
 
@@ -384,9 +386,10 @@ def _check_windows(
 ) -> None:
     """Each windowed function's rows against the reference, and its records' fates (see the
     module docstring)."""
-    from deploy.local.windowcheck import check_windows  # noqa: PLC0415
+    from deploy.local.windowcheck import check_windows, unchecked_functions  # noqa: PLC0415
 
     report.windows = check_windows(plan, client, traffic.landed)
+    report.windows_unchecked = unchecked_functions(plan)
     report.closing, report.close_at = traffic.closing, traffic.close_at
     for check in report.windows:
         function, ref = check.function, check.reference

@@ -9,9 +9,14 @@ windows whose end is after the shard's watermark (the greatest event time seen b
 minus ``allowed_lateness_s``), or is late when none is; a window is closed at the end when
 its shard's final watermark has reached its end, and open otherwise. Only the steps before
 the window that the reference can model (``filter`` with ``match`` or ``expr``, compiled
-with the runtime's own compilers) may come before it; a function with others is not
-checked. Aggregations: ``count``, ``sum``, ``min``, ``max``, ``avg``; other aggregates of a
-row are not compared (:attr:`WindowCheck.compared` names those that are).
+with the runtime's own compilers) may come before it. A windowed function the reference
+cannot check (other steps before the window, session windows, arrival time, results not
+in one ``dynamodb`` sink keyed by ``window_id``) is named with the reason
+(:func:`unchecked_functions`), never skipped silently. Aggregations: ``count``, ``sum``,
+``min``, ``max``, ``avg``, ``distinct``, ``first``, ``last``; a plugin's aggregates are not
+compared, and the check says so (:attr:`WindowCheck.unchecked`). Window ids name keys by
+their text (:func:`processors.window_keys.key_text`, the ``window_id`` contract), and
+windows are told apart by it: the number ``1`` and the string ``"1"`` are two.
 
 Why the producer's answers and not the put order: records of one shard are not in put order
 (a per-key ordered producer sends a key's records one call apart, a second producer's
@@ -21,6 +26,7 @@ aggregates go out at its own flush), and lateness depends on the order in the sh
 from __future__ import annotations
 
 import heapq
+import json
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,17 +41,22 @@ if TYPE_CHECKING:
     from stream.plan import FunctionPlan, Plan
 
 __all__ = [
+    "AtLeast",
     "Landed",
     "WindowCheck",
     "WindowReference",
     "check_windows",
+    "compared_aggregates",
     "reference",
+    "unchecked_functions",
     "window_functions",
     "window_rows",
 ]
 
 #: The aggregations the reference computes; other aggregates of a row are not compared.
-_MODELLED = ("count", "sum", "min", "max", "avg")
+_MODELLED = ("count", "sum", "min", "max", "avg", "distinct", "first", "last")
+#: The aggregations that share a window's byte budget (:func:`processors.aggregations.share_budget`)
+_BUDGETED = ("distinct", "first", "last")
 #: Sums of floats in the same order agree exactly; DynamoDB's decimal round trip may not.
 _TOLERANCE = 1e-6
 
@@ -94,6 +105,8 @@ class WindowCheck:
         rows: the rows read back, by ``window_id``.
         compared: the aggregate names compared.
         samples: a few rows, in ``window_id`` order, for the summary.
+        unchecked: the aggregate names not compared (the reference does not model them: a
+            plugin's), for the summary to say so.
     """
 
     function: str
@@ -102,6 +115,7 @@ class WindowCheck:
     rows: dict[str, dict[str, Any]]
     compared: tuple[str, ...]
     samples: list[dict[str, Any]] = field(default_factory=list)
+    unchecked: tuple[str, ...] = ()
 
     @property
     def missing(self) -> list[str]:
@@ -148,6 +162,39 @@ def window_functions(plan: Plan) -> dict[str, tuple[int, dict[str, Any], str]]:
     return out
 
 
+def unchecked_functions(plan: Plan) -> dict[str, str]:
+    """function -> why its windows are not checked, for each function with a window step
+    that :func:`check_windows` leaves out (the demo's summary names them)."""
+    checkable = window_functions(plan)
+    out = {}
+    for name, spec in plan["functions"].items():
+        steps = list(spec.get("processors") or [])
+        if not any("window" in step for step in steps):
+            continue
+        if name not in checkable:
+            out[name] = (
+                "its results do not go to one dynamodb sink keyed by window_id (one window "
+                "step, one route, no route step): no rows to read back"
+            )
+            continue
+        at, window, _ = checkable[name]
+        why = _unmodelled(steps[:at], window)
+        if why is not None:
+            out[name] = why
+    return out
+
+
+def _unmodelled(before: list[dict[str, Any]], window: Mapping[str, Any]) -> str | None:
+    """Why the reference cannot replay a checkable function's window, or ``None``."""
+    if "gap_s" in window:
+        return "session windows (gap_s): the reference models tumbling and hopping windows"
+    if window.get("time", "event") != "event":
+        return "time: arrival: the reference replays event times only"
+    if _keeper(before) is None:
+        return "a step before the window that is not a filter: the reference cannot replay it"
+    return None
+
+
 def _keeper(steps: list[dict[str, Any]]) -> Callable[[Any], bool] | None:
     """A predicate of the steps before the window, or ``None`` if one is not a filter."""
     from processors.expr import compile_predicate  # noqa: PLC0415
@@ -187,6 +234,19 @@ def _iso(seconds: int) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _text(key: Any) -> str | None:
+    """The key's text in ``window_id`` (the step's contract), ``None`` for a key the step
+    dead-letters (none, an object or list, a number that is not finite)."""
+    from processors.window_keys import key_text  # noqa: PLC0415  # light, pure
+
+    if type(key) not in (str, int, float, bool):
+        return None
+    try:
+        return key_text(key)
+    except ValueError:
+        return None
+
+
 def reference(
     function: str,
     window: Mapping[str, Any],
@@ -201,11 +261,13 @@ def reference(
     lateness = int(window.get("allowed_lateness_s") or 0)
     key_field, time_field = window["key"], window["field"]
     aggs = {name: _kind(spec) for name, spec in window["aggregate"].items()}
+    budgeted = sum(1 for kind in aggs.values() if kind and kind[0] in _BUDGETED)
     out = WindowReference()
     shards: dict[str, list[Landed]] = {}
     for record in landed:
         shards.setdefault(record.shard, []).append(record)
-    acc: dict[tuple[str, Any, int], list[Any]] = {}  # (shard, key, start) -> values
+    #: (shard, key text, start) -> (event time, document) in shard order
+    acc: dict[tuple[str, str, int], list[tuple[float, Any]]] = {}
     for shard, records in shards.items():
         greatest: float | None = None
         ends: list[int] = []  # the ends of the shard's open windows (a heap)
@@ -217,7 +279,7 @@ def reference(
             if not isinstance(doc, dict) or not keep(doc):
                 continue
             t = _seconds(doc.get(time_field))
-            key = doc.get(key_field)
+            key = _text(doc.get(key_field))
             if t is None or key is None:
                 continue  # dead-lettered by the window
             out.reached += 1
@@ -234,7 +296,7 @@ def reference(
                 if docs is None:
                     docs = acc[shard, key, start] = []
                     heapq.heappush(ends, start + size)
-                docs.append(doc)
+                docs.append((t, doc))
             greatest = t if greatest is None else max(greatest, t)
             if ends and ends[0] <= greatest - lateness:
                 out.closers += 1
@@ -243,10 +305,22 @@ def reference(
         out.watermarks[shard] = -math.inf if greatest is None else greatest - lateness
     for (shard, key, start), docs in acc.items():
         window_id = f"{function}/{key}/{_iso(start)}"
-        values = {name: _aggregate(kind, docs) for name, kind in aggs.items() if kind}
+        values = {name: _aggregate(kind, docs, budgeted) for name, kind in aggs.items() if kind}
         closed = start + size <= out.watermarks[shard]
         (out.closed if closed else out.open)[window_id] = values
     return out
+
+
+def compared_aggregates(window: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The names of a window step's aggregates the reference computes and compares, and
+    of those it does not (a plugin's).
+
+    >>> window = {"aggregate": {"n": "count", "d": {"distinct": "x"}, "h": {"hll": "x"}}}
+    >>> compared_aggregates(window)
+    (('n', 'd'), ('h',))
+    """
+    compared = tuple(n for n, spec in window["aggregate"].items() if _kind(spec))
+    return compared, tuple(n for n in window["aggregate"] if n not in compared)
 
 
 def _kind(spec: Any) -> tuple[str, str | None] | None:
@@ -260,13 +334,33 @@ def _kind(spec: Any) -> tuple[str, str | None] | None:
     return None
 
 
-def _aggregate(kind: tuple[str, str | None], docs: list[dict[str, Any]]) -> Any:
+@dataclass(frozen=True, slots=True)
+class AtLeast:
+    """A ``distinct`` past its bound (:data:`processors.aggregations.DISTINCT_LIMIT` values,
+    or its byte budget): the row says ``{"at_least": N}``, N at most ``exact`` (which
+    values it kept depends on the order of the batches' merges)."""
+
+    exact: int
+
+
+def _aggregate(
+    kind: tuple[str, str | None], docs: list[tuple[float, Any]], budgeted: int = 1
+) -> Any:
     name, field_name = kind
     if name == "count" and field_name is None:
         return len(docs)
-    values = [d[field_name] for d in docs if field_name and d.get(field_name) is not None]
+    timed = [(t, d[field_name]) for t, d in docs if field_name and d.get(field_name) is not None]
+    values = [value for _, value in timed]
     if name == "count":
         return len(values)
+    if name in {"first", "last"}:  # by event time; a tie: the earlier (first), later (last)
+        if not timed:
+            return None
+        pick = min if name == "first" else max
+        order = range(len(timed)) if name == "first" else range(len(timed) - 1, -1, -1)
+        return timed[pick(order, key=lambda i: timed[i][0])][1]
+    if name == "distinct":
+        return _distinct(values, budgeted)
     if name == "sum":
         total: float = 0
         for value in values:
@@ -281,7 +375,28 @@ def _aggregate(kind: tuple[str, str | None], docs: list[dict[str, Any]]) -> Any:
     return sum(values) / len(values)  # avg
 
 
+def _distinct(values: list[Any], budgeted: int) -> int | AtLeast:
+    """How many distinct values, as ``distinct`` counts them: scalars as Python compares
+    them (1 and 1.0 are one), objects and lists by their JSON with sorted keys; past its
+    bound, :class:`AtLeast`."""
+    from processors.aggregations import DISTINCT_LIMIT, STATE_BUDGET  # noqa: PLC0415
+
+    seen = {
+        v
+        if isinstance(v, str | int | float)
+        else orjson.dumps(v, option=orjson.OPT_SORT_KEYS).decode()
+        for v in values
+    }
+    size = sum(len(json.dumps(v, separators=(",", ":"))) + 1 for v in seen)  # and commas
+    if len(seen) > DISTINCT_LIMIT or size > STATE_BUDGET // budgeted:
+        return AtLeast(len(seen))
+    return len(seen)
+
+
 def _same(row: Any, expected: Any) -> bool:
+    if isinstance(expected, AtLeast):
+        kept = row.get("at_least") if isinstance(row, dict) else None
+        return isinstance(kept, int) and 0 < kept <= expected.exact
     if isinstance(row, int | float) and isinstance(expected, int | float):
         return abs(row - expected) <= _TOLERANCE * max(1.0, abs(expected))
     return bool(row == expected)
@@ -315,12 +430,13 @@ def check_windows(
     checks = []
     for function, (at, window, sink) in window_functions(plan).items():
         spec: FunctionPlan = plan["functions"][function]
-        keep = _keeper(list((spec.get("processors") or [])[:at]))
-        if keep is None or window.get("time", "event") != "event":
-            continue
+        before = list((spec.get("processors") or [])[:at])
+        keep = _keeper(before)
+        if keep is None or _unmodelled(before, window) is not None:
+            continue  # unchecked_functions names it, with the reason
         ref = reference(function, window, landed, keep)
         rows = window_rows(client("dynamodb"), plan["sinks"][sink]["table"])
-        compared = tuple(n for n, s in window["aggregate"].items() if _kind(s))
+        compared, unchecked = compared_aggregates(window)
         shown = [rows[w] for w in sorted(rows)[:samples]]
-        checks.append(WindowCheck(function, sink, ref, rows, compared, shown))
+        checks.append(WindowCheck(function, sink, ref, rows, compared, shown, unchecked))
     return checks

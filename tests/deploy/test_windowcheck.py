@@ -11,7 +11,15 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deploy.local.windowcheck import Landed, WindowCheck, WindowReference, reference
+from deploy.local.windowcheck import (
+    AtLeast,
+    Landed,
+    WindowCheck,
+    WindowReference,
+    compared_aggregates,
+    reference,
+    unchecked_functions,
+)
 from processors.chain import Chain, Step
 from processors.window import Window
 from stream.records import Record
@@ -21,9 +29,16 @@ WINDOW = {
     "aggregate": {"n": "count", "revenue": {"sum": "amount"}, "top": {"max": "amount"}},
 }  # fmt: skip
 
+#: every aggregation the reference models
+WINDOW_ALL = {**WINDOW, "aggregate": {
+    **WINDOW["aggregate"], "kinds": {"distinct": "amount"}, "head": {"first": "amount"},
+    "tail": {"last": "amount"}, "label": {"first": "label"},
+}}  # fmt: skip
+
 record = st.fixed_dictionaries(
     {
-        "user": st.sampled_from(["a", "b", "c"]),
+        # keys of three JSON types, some with one text as Python sees them (1 == 1.0 == True)
+        "user": st.sampled_from(["a", "b", "c", 1, 1.0, "1", True]),
         # seconds after the previous record (disorder, lateness), on 5 s steps to hit the bounds
         "step": st.integers(-8, 6).map(lambda n: n * 5),
         "amount": st.integers(0, 50),
@@ -31,7 +46,8 @@ record = st.fixed_dictionaries(
 )
 
 
-SHARD = {"a": "s0", "b": "s0", "c": "s1"}  # a key's records are on one shard
+def _shard(user: Any) -> str:
+    return "s0" if user in {"a", "b"} else "s1"  # a key's records are on one shard
 
 
 def _landed(draws: list[dict[str, Any]]) -> list[Landed]:
@@ -39,7 +55,9 @@ def _landed(draws: list[dict[str, Any]]) -> list[Landed]:
     for seq, draw in enumerate(draws, start=1):
         t += draw["step"]
         doc = {"user": draw["user"], "ts": int(t * 1000), "amount": draw["amount"]}
-        out.append(Landed(SHARD[draw["user"]], (seq, 0), orjson.dumps(doc)))
+        if draw["amount"] % 3:  # some records without it: first/last skip them
+            doc["label"] = f"l{draw['amount']}"
+        out.append(Landed(_shard(draw["user"]), (seq, 0), orjson.dumps(doc)))
     return out
 
 
@@ -55,7 +73,7 @@ def test_the_reference_agrees_with_the_window_step(
     """Any records of three keys on two shards, in any batches: the step's results are the
     reference's closed windows, its late count the reference's, and the records that yield
     results its closing records."""
-    settings_ = {**WINDOW, "slide_s": slide}
+    settings_ = {**WINDOW_ALL, "slide_s": slide}
     landed = _landed(draws)
     window = Window(**settings_, state="memory", function="f")
     chain = Chain([Step.of("processors[0].window", window)])
@@ -136,3 +154,55 @@ def test_the_verdicts_name_missing_extra_and_different_rows() -> None:
     assert check.extra == ["w4"]
     assert check.differing == ["w2"]
     assert check.matching == 1
+
+
+def test_keys_of_different_json_types_are_different_windows_with_different_ids() -> None:
+    docs = [{"user": 1, "ts": 5, "amount": 1}, {"user": "1", "ts": 6, "amount": 2},
+            {"user": True, "ts": 7, "amount": 3}, {"user": 1.0, "ts": 8, "amount": 4},
+            {"user": "z", "ts": 200, "amount": 0}]  # fmt: skip
+    landed = [Landed("s0", (i, 0), orjson.dumps(d)) for i, d in enumerate(docs)]
+
+    ref = reference("f", WINDOW, landed)
+
+    assert ref.closed == {
+        "f/~1/1970-01-01T00:00:00Z": {"n": 2, "revenue": 5, "top": 4},
+        "f/1/1970-01-01T00:00:00Z": {"n": 1, "revenue": 2, "top": 2},
+        "f/~true/1970-01-01T00:00:00Z": {"n": 1, "revenue": 3, "top": 3},
+    }
+
+
+def test_a_distinct_past_its_bound_is_compared_as_at_least_up_to_the_exact_count() -> None:
+    ref = WindowReference(closed={"w1": {"d": AtLeast(10)}, "w2": {"d": AtLeast(10)},
+                                  "w3": {"d": AtLeast(10)}})  # fmt: skip
+    rows = {"w1": {"d": {"at_least": 7}}, "w2": {"d": {"at_least": 11}}, "w3": {"d": 10}}
+
+    assert WindowCheck("f", "s", ref, rows, ("d",)).differing == ["w2", "w3"]
+
+
+def test_what_the_reference_cannot_check_is_named_with_the_reason() -> None:
+    table = {"type": "dynamodb", "table": "t", "key": "window_id"}
+    window = {"key": "u", "size_s": 60, "field": "ts", "aggregate": {"n": "count"}}
+    functions = {
+        "checked": [{"filter": {"match": {"k": ["a"]}}}, {"window": window}],
+        "sessions": [{"window": {**window, "gap_s": 60}}],
+        "arrival": [{"window": {**window, "time": "arrival"}}],
+        "enriched": [{"enrich": {"set": {"x": "1"}}}, {"window": window}],
+        "to-queue": [{"window": window}],
+        "plain": [{"filter": {"match": {"k": ["a"]}}}],
+    }
+    plan: Any = {
+        "sinks": {"rows": table, "queue": {"type": "sqs", "queue": "q"}},
+        "functions": {name: {"processors": steps, "route": ["queue" if name == "to-queue"
+                                                               else "rows"]}
+                      for name, steps in functions.items()},
+    }  # fmt: skip
+
+    why = unchecked_functions(plan)
+
+    assert sorted(why) == ["arrival", "enriched", "sessions", "to-queue"]
+    assert "session" in why["sessions"]
+    assert "arrival" in why["arrival"]
+    assert "not a filter" in why["enriched"]
+    assert "window_id" in why["to-queue"]
+    plugin = {**window, "aggregate": {"n": "count", "h": {"hll": "u"}, "f": {"first": "u"}}}
+    assert compared_aggregates(plugin) == (("n", "f"), ("h",))

@@ -19,7 +19,7 @@ from processors.aggregations import ValueTooLarge
 from processors.chain import Chain, ChainResult, Step
 from processors.session import SessionWindow, session_end_of
 from processors.window import Window
-from processors.window_store import DynamoDBStore
+from processors.window_store import DynamoDBStore, MemoryStore
 from stream import plugins
 from stream.records import Record
 
@@ -282,3 +282,42 @@ class TestQuietOutbox:
         assert len(now) == 2
         assert not now & parts  # s0's new revision's parts; the old ones deleted
         assert on("s0", docs, 1) == first  # redelivered: the same results
+
+
+@pytest.mark.usefixtures("collect_plugin")
+class TestPluginStateInMemory:
+    """``state: memory`` (``shardline test``, ``invoke``) refuses what DynamoDB refuses:
+    the same records are dead-lettered, the same results come out (as in
+    :class:`TestPluginState`), and the state goes on from its last commit."""
+
+    def test_records_that_would_make_a_window_too_large_are_dead_lettered(self) -> None:
+        aggregate = {"n": "count", "all": {"collect": "blob"}}
+        step = Window(key="user", size_s=60, field="ts", aggregate=aggregate, function="f",
+                      state="memory")  # fmt: skip
+        assert isinstance(step.store, MemoryStore)
+        assert step.store.sized  # built-ins alone never outgrow an item: not checked then
+        assert not Window(key="user", size_s=60, field="ts", aggregate={"n": "count"},
+                          state="memory").store.sized  # type: ignore[attr-defined]  # fmt: skip
+        small = [{"user": "a", "ts": 5, "blob": "s"}, {"user": "b", "ts": 5, "blob": "t"}]
+        assert committed(run(step, small, 1)) == []
+        big = [{"user": "a", "ts": 6, "blob": "x" * 100_000} for _ in range(5)]
+        big.append({"user": "b", "ts": 7, "blob": "u"})
+        result = run(step, big, 10)  # a warm shard: its state changed in place, put back
+        assert [type(f.error) for f in result.failures] == [ValueTooLarge] * 5
+        assert "too large to store" in str(result.failures[0].error)
+        assert committed(result) == []
+        assert committed(run(step, big, 10)) == []  # redelivered: applied already
+        out = committed(run(step, [{"user": "z", "ts": 61, "blob": "z"}], 20))
+        assert [(r["key"], r["n"], r["all"]) for r in out] == [("a", 1, 1), ("b", 2, 2)]
+
+    def test_a_session_s_records_that_would_make_it_too_large_are_dead_lettered(self) -> None:
+        aggregate = {"n": "count", "all": {"collect": "blob"}}
+        step = SessionWindow(key="user", gap_s=30, field="ts", aggregate=aggregate,
+                             function="f", state="memory")  # fmt: skip
+        assert committed(run(step, [{"user": "b", "ts": 1, "blob": "u"}], 1)) == []
+        docs = [{"user": "a", "ts": 5 + i, "blob": "x" * 100_000} for i in range(5)]
+        docs.insert(2, {"user": "b", "ts": 6, "blob": "u"})
+        result = run(step, docs, 2)
+        assert [type(f.error) for f in result.failures] == [ValueTooLarge] * 5
+        out = committed(run(step, [{"user": "z", "ts": 100, "blob": "z"}], 20))
+        assert [(r["key"], r["n"]) for r in out] == [("b", 2)]
