@@ -74,7 +74,7 @@ from processors.aggregations import (
 from processors.errors import ProcessorError
 from processors.fold import NUMERIC, compile_fold
 from processors.lineage import KinesisLineage, StaticLineage
-from processors.window_keys import MARKER, key_text, key_value
+from processors.window_keys import MARKER, key_json, key_text, key_value
 from processors.window_store import (
     ClaimLost,
     DynamoDBStore,
@@ -678,10 +678,8 @@ def _too_long(key: str) -> bool:
 
 
 def _key_bytes(key: str) -> int:
-    """The key's length as the state item's sort key holds it (``json.dumps``, ASCII)."""
-    import json  # noqa: PLC0415  # long keys only
-
-    return len(json.dumps(key))
+    """The key's length as the state item's sort key holds it (JSON, ASCII)."""
+    return len(key_json(key))
 
 
 def _long_key(key: str, key_field: str) -> WindowRecordError:

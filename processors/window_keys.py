@@ -29,7 +29,7 @@ import json
 import math
 from typing import Any
 
-__all__ = ["MARKER", "key_text", "key_value"]
+__all__ = ["MARKER", "key_json", "key_of_json", "key_text", "key_value"]
 
 #: What starts the text of a key that is not a plain string.
 MARKER = "~"
@@ -62,3 +62,22 @@ def key_value(text: str) -> Any:
     if not text.startswith(MARKER):
         return text
     return json.loads(text[1:])
+
+
+def key_json(text: str) -> str:
+    """The JSON of the key a text names: how a window's state item holds its key (in its sort
+    key ``w#START#KEY`` and its ``key``). The value, not the text, so that an item stays
+    where it was before keys had texts: a table written by an earlier version, with number
+    keys in its open windows, reads back into the same windows and is written to the same
+    items (``1`` was and is ``w#START#1``; ``"~a"`` was and is ``w#START#"~a"``).
+
+    >>> key_json("u1"), key_json("~1"), key_json('~"~a"')
+    ('"u1"', '1', '"~a"')
+    """
+    return json.dumps(text if not text.startswith(MARKER) else key_value(text))
+
+
+def key_of_json(stored: str) -> str:
+    """The text of the key a state item holds (:func:`key_json`'s inverse; a number
+    written as ``1.0`` by an earlier version is the key ``~1``)."""
+    return key_text(json.loads(stored))

@@ -90,6 +90,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from processors.aggregations import NotANumber, ValueTooLarge
 from processors.errors import ProcessorError
+from processors.window_keys import key_json, key_of_json
 from stream.exceptions import RecordError, RetryableError
 
 if TYPE_CHECKING:
@@ -1022,7 +1023,7 @@ class DynamoDBStore:
                 requests.append({
                     "TableName": self.table,
                     "Key": {"shard": {"S": self.prefix + origin.holder},
-                            "window": {"S": f"w#{_n(start)}#{json.dumps(key)}"}},
+                            "window": {"S": f"w#{_n(start)}#{key_json(key)}"}},
                     "UpdateExpression": "SET #o = :o0, expires = :x",
                     "ConditionExpression": (
                         f"attribute_exists(#w) AND (attribute_not_exists(#o) "
@@ -1303,7 +1304,7 @@ def _effective(
     A session's end moves on as it grows (``end_of``, :mod:`processors.session`): the end
     of the accumulators read (``prev`` after a batch that never committed), not the
     item's, which that batch wrote."""
-    key = json.loads(item["key"]["S"])
+    key = key_of_json(item["key"]["S"])
     start = _number(item["start"]["N"])
     raw_v = item["v"]["S"]
     if applied is None or _pos(raw_v) > applied:  # a batch that never committed
@@ -1333,10 +1334,11 @@ def window_item(  # noqa: PLR0917  # the item's parts, each its own attribute
     ``None`` is a closed window (its TTL ``expires``); ``saved`` the accumulators before
     the batch (``prev``). The memory store builds it too, to apply the same size rule."""
     key, start = wkey
+    stored = key_json(key)
     item: dict[str, Any] = {
         "shard": pk,
-        "window": {"S": f"w#{_n(start)}#{json.dumps(key)}"},
-        "key": {"S": json.dumps(key)},
+        "window": {"S": f"w#{_n(start)}#{stored}"},
+        "key": {"S": stored},
         "start": {"N": _n(start)},
         "end": {"N": _n(end)},
         "v": {"S": v},

@@ -118,6 +118,24 @@ class TestDynamoDBStore:
         kinds = sorted(i["window"]["S"] for i in items(aws, table, prefix))
         assert kinds == ["#shard", "#shards", 'w#0#"a"', 'w#0#"b"', 'w#60#"c"']
 
+    def test_keys_that_are_not_plain_strings_keep_their_items_where_they_were(self, aws, table):
+        """A state item holds its key's JSON value, as before keys had texts: a table with
+        open windows of number keys, written by an earlier version, reads back into the same
+        windows after an upgrade, and they are written to the same items."""
+        prefix = uuid.uuid4().hex
+        client = aws("dynamodb")
+        docs = [{**DOCS[0], "user": 7}, {**DOCS[1], "user": "~a"}, {**DOCS[2], "user": 7.0}]
+        assert run(window(table, prefix, client), docs, 1) == []
+        kinds = sorted(i["window"]["S"] for i in items(aws, table, prefix))
+        assert kinds == ["#shard", "#shards", 'w#0#"~a"', "w#0#7"]
+        out = run(window(table, prefix, client), CLOSER, 10)  # a cold start reads them back
+        assert sorted((r.get("window_id"), r.get("key"), r.get("n")) for r in out) == [
+            ("f/~\"~a\"/1970-01-01T00:00:00Z", "~a", 1),
+            ("f/~7/1970-01-01T00:00:00Z", 7, 2),
+        ]
+        kinds = sorted(i["window"]["S"] for i in items(aws, table, prefix))
+        assert kinds == ["#shard", "#shards", 'w#0#"~a"', "w#0#7", 'w#60#"c"']
+
     def test_one_write_per_distinct_key_and_window_then_one_for_the_shard(self, aws, table):
         prefix = uuid.uuid4().hex
         step = window(table, prefix, aws("dynamodb"))
