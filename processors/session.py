@@ -39,10 +39,12 @@ from __future__ import annotations
 import heapq
 import threading
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from processors.aggregations import ValueTooLarge
 from processors.fold import compile_fold
+from processors.lineage import KinesisLineage, StaticLineage
 from processors.window import (
     _KEY_TYPES,
     _SHORT_KEY,
@@ -63,7 +65,6 @@ from processors.window_store import (
     MemoryStore,
     Outcome,
     ShardState,
-    StateTooLarge,
     WindowRecordError,
     WindowStore,
 )
@@ -73,6 +74,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
     from processors.aggregations import Aggregation
+    from processors.lineage import Lineage
     from stream.records import Record
 
 __all__ = ["SessionWindow", "session_end_of", "session_problem"]
@@ -155,6 +157,8 @@ class SessionWindow:
             next batch of another shard closes its sessions whose end plus the lateness is
             this long past, by the clock (``None``: never).
         now: the clock (epoch seconds), for ``quiet_s``.
+        lineage: the shards' parents and children, as for
+            :class:`~processors.window.Window` (reshards: the module docstring).
 
     Raises:
         WindowConfigError: a setting is missing or wrong (the message says which).
@@ -166,7 +170,7 @@ class SessionWindow:
     in_order = True
 
     __slots__ = ("_aggs", "_batch", "_field", "_fold", "_function", "_index", "_late_routes",
-                 "_now", "_sized", "_time_event", "aggregate",
+                 "_lineage", "_now", "_sized", "_time_event", "aggregate",
                  "allowed_lateness_s", "gap_s", "key", "late", "late_sink", "names", "quiet_s",
                  "store")  # fmt: skip
 
@@ -188,6 +192,7 @@ class SessionWindow:
         store: WindowStore | None = None,
         quiet_s: int | None = 300,
         now: Callable[[], float] = time.time,
+        lineage: Lineage | None = None,
     ) -> None:
         problem = session_problem(gap_s, size_s, slide_s, allowed_lateness_s)
         if problem is not None:
@@ -246,47 +251,38 @@ class SessionWindow:
         self.store: WindowStore = store
         self.quiet_s = quiet_s
         self._now = now
+        self._lineage: Lineage = lineage or (
+            StaticLineage() if isinstance(store, MemoryStore) else KinesisLineage()
+        )
+        store.bind(self._merge)
         #: late records dropped (no ``late`` sink), since this step was built
         self.late = 0
-        #: per thread, the batch's outcomes by record (``pending``): a local run calls one
-        #: step from a thread per shard (as :class:`processors.window.Window` does)
+        #: per thread, the batch's outcomes by record (``pending``) and the heirs' floors
+        #: (``floors``): a local run calls one step from a thread per shard (as
+        #: :class:`processors.window.Window` does)
         self._batch = threading.local()
         #: shard id -> (the state indexed, key -> the starts of its open sessions)
         self._index: dict[str, tuple[ShardState, dict[Any, list[float]]]] = {}
 
     # -- per batch ------------------------------------------------------------------------
 
-    def prepare(self, records: Sequence[Record]) -> None:
-        """Apply the batch, in shard order; commit once per shard; keep each outcome
-        (the window step's batch discipline, :meth:`processors.window.Window.prepare`)."""
-        pending: dict[int, Outcome] = {}
-        self._batch.pending = pending
-        first = 0
-        for i in range(1, len(records) + 1):
-            if i == len(records) or records[i].shard_id != records[first].shard_id:
-                run = records[first:i]
-                refused: frozenset[Any] = frozenset()
-                while True:
-                    try:
-                        self._prepare_shard(run, pending, refused)
-                        break
-                    except StateTooLarge as exc:  # without those keys' records: again
-                        keys = frozenset(key for key, _ in exc.windows)
-                        if keys <= refused:
-                            raise
-                        refused |= keys
-                        for rec in run:
-                            pending.pop(id(rec), None)
-                first = i
+    #: apply the batch in shard order, commit once per shard, keep each outcome; a state
+    #: too large for an item or a lost claim applies the shard's records again: the
+    #: window step's own (:meth:`processors.window.Window.prepare`)
+    prepare = Window.prepare
 
     def _prepare_shard(
-        self, records: Sequence[Record], pending: dict[int, Outcome], refused: frozenset[Any]
+        self,
+        records: Sequence[Record],
+        pending: dict[int, Outcome],
+        refused: frozenset[tuple[Any, Any]] = frozenset(),
     ) -> None:
-        """One shard's records: apply, then commit. ``refused``: keys whose session item
-        this batch would make too large for DynamoDB; their records are dead-lettered."""
+        """One shard's records: apply, then commit. ``refused``: sessions whose item this
+        batch would make too large for DynamoDB; their keys' records are dead-lettered."""
         shard_id = records[0].shard_id
-        state = self.store.shard(shard_id)
+        state = self._shard_state(records[0])
         index = self._index_of(shard_id, state)
+        refused_keys = frozenset(key for key, _ in refused)
         if state.outbox:  # what positions before this batch's first applied record yielded
             start = _position(records[0])
             state.outbox = {p: o for p, o in state.outbox.items() if p >= start}
@@ -308,9 +304,9 @@ class SessionWindow:
                 continue
             state.applied = position
             try:
-                if refused:
+                if refused_keys:
                     key = rec.as_dict().get(self.key)
-                    if type(key) in _KEY_TYPES and key in refused:  # (a list is not hashable)
+                    if type(key) in _KEY_TYPES and key in refused_keys:  # (a list: unhashable)
                         _refuse_key(key)
                 outcome = apply(rec, state, index, changed)
             except RecordError as exc:
@@ -329,16 +325,28 @@ class SessionWindow:
     ) -> None:
         """Close quiet shards' sessions, then commit: the heap's head first made true (a
         grown session leaves its old end behind), since the store keeps it as the shard's
-        next end, by which other shards' batches find it quiet."""
+        next end, by which other shards' batches find it quiet. A parent's session claimed
+        under another start (joined at inheritance with the other parent's) is also
+        written closed in this shard's partition, so a cold start does not inherit it
+        again."""
         _drop_stale(state)
+        if state.inherited:
+            for origins in state.claims(changed).values():
+                for origin in origins:
+                    if origin.window is not None and origin.window not in state.windows:
+                        changed.add(origin.window)
+        state.forget_foreign(self.gap_s, self.allowed_lateness_s)  # start + gap: its least end
         self.store.commit(shard_id, state, changed, self._close_quiet(shard_id, state, closer))
 
     def _index_of(self, shard_id: str, state: ShardState) -> dict[Any, list[float]]:
         """The starts of each key's open sessions in ``state``: kept while the store hands
-        back the same state object (a warm shard), rebuilt from its windows otherwise."""
+        back the same state object (a warm shard), rebuilt from its windows otherwise
+        (after joining the inherited sessions that overlap, :meth:`_join_inherited`)."""
         known = self._index.get(shard_id)
         if known is not None and known[0] is state:
             return known[1]
+        if state.inherited:
+            self._join_inherited(state)
         index: dict[Any, list[float]] = {}
         for key, start in state.windows:
             index.setdefault(key, []).append(start)
@@ -359,15 +367,20 @@ class SessionWindow:
         closed: dict[str, ShardState] = {}
         watermark = cutoff - self.allowed_lateness_s
         for other, state in quiet.items():
+            if other in mine.ancestors:  # inherited by this batch: its sessions go on here
+                continue
             _drop_stale(state)
             if (state.max_time is not None and state.max_time >= cutoff) or not (
                 state.ends and state.ends[0] <= watermark
             ):
                 continue
+            found = self._close(state, watermark, None, None, held=True)
+            if not found:
+                continue
             state.max_time = cutoff
             closed[other] = state
             self._index.pop(other, None)
-            results += self._close(state, watermark, None, None)
+            results += found
         if not results:
             return {}
         position = _position(closer)
@@ -380,6 +393,57 @@ class SessionWindow:
     #: what a record's outcome becomes: the window step's own (the same ``_batch``,
     #: ``_late_routes`` and ``late``), one piece of code for both on the per-record path
     __call__ = Window.__call__
+
+    # -- reshards: the window step's (README, "Windows": reshards) ----------------------------
+
+    #: a shard's state for its batch, inherited from its parents when it has none yet
+    _shard_state = Window._shard_state
+    #: the other heirs' watermarks, by which an inherited session no record added to closes
+    _heirs_floor = Window._heirs_floor
+    _frontier = Window._frontier
+    _closable = Window._closable
+
+    def _merge(self, a: list[Any], b: list[Any]) -> list[Any]:
+        """Two sessions' accumulators joined (``a``'s records first, ties included), then
+        the later of their last event times."""
+        out = [agg.merge(x, y) for agg, x, y in zip(self._aggs, a, b, strict=False)]
+        out.append(max(a[-1], b[-1]))
+        return out
+
+    def _join_inherited(self, state: ShardState) -> None:
+        """After a merge of shards, a key's sessions from the two parents that are less
+        than ``gap_s`` apart are one session, under the earlier start (as the records of
+        both would have made on one shard); each part is claimed, when the session is, at
+        its own parent under its own start (:attr:`Inherited.window`). Also puts an
+        inherited session at its end where the store's seed joined two parts of one start
+        under the first one's."""
+        gap = self.gap_s
+        windows, by_end = state.windows, state.by_end
+        placed = {wkey: end for end, wkeys in by_end.items() for wkey in wkeys}
+        of_key: dict[Any, list[Wkey]] = {}
+        for wkey in state.inherited:
+            if wkey in placed:  # (a session waiting for the other heirs is behind them all)
+                of_key.setdefault(wkey[0], []).append(wkey)
+        for wkeys in of_key.values():
+            wkeys.sort(key=lambda w: w[1])
+            head = wkeys[0]
+            for wkey in wkeys[1:]:
+                if wkey[1] >= windows[head][-1] + gap:
+                    head = wkey
+                    continue
+                _unplace(state, wkey, placed.pop(wkey))
+                windows[head] = self._merge(windows[head], windows.pop(wkey))
+                parts = state.inherited.pop(wkey)
+                state.inherited[head] = (
+                    *state.inherited[head],
+                    *(o if o.window is not None else replace(o, window=wkey) for o in parts),
+                )
+            for wkey in wkeys:
+                end = placed.get(wkey)
+                if end is not None and end != windows[wkey][-1] + gap:
+                    _unplace(state, wkey, end)
+                    _place(state, wkey, windows[wkey][-1] + gap)
+        state.ends = sorted(by_end)  # a sorted list is a heap
 
     # -- per record -----------------------------------------------------------------------
 
@@ -423,7 +487,7 @@ class SessionWindow:
         if max_time is None or t > max_time:
             state.max_time = max_time = t
         watermark = max_time - self.allowed_lateness_s
-        if not state.ends or state.ends[0] > watermark:
+        if (not state.ends or state.ends[0] > watermark) and not state.waiting:
             return _NOTHING
         results = self._close(state, watermark, index, changed)
         return Outcome(tuple(results)) if results else _NOTHING
@@ -482,10 +546,7 @@ class SessionWindow:
         first = touching[0]
         accs = self._remove(state, (key, first), starts, changed)
         for start in touching[1:]:  # later sessions, their records after ``accs``'s
-            other = self._remove(state, (key, start), starts, changed)
-            last = max(accs[-1], other[-1])
-            accs = [agg.merge(a, b) for agg, a, b in zip(self._aggs, accs, other, strict=False)]
-            accs.append(last)
+            accs = self._merge(accs, self._remove(state, (key, start), starts, changed))
         accs[-1] = max(accs[-1], t)
         wkey = (key, min(first, t))
         self._open(state, wkey, accs, starts)
@@ -493,29 +554,17 @@ class SessionWindow:
         return accs
 
     def _open(self, state: ShardState, wkey: Wkey, accs: list[Any], starts: list[float]) -> None:
-        windows, ends, by_end = _views(state)
-        windows[wkey] = accs
+        state.windows[wkey] = accs
         starts.append(wkey[1])
-        end = accs[-1] + self.gap_s
-        of_end = by_end.get(end)
-        if of_end is None:
-            by_end[end] = [wkey]
-            heapq.heappush(ends, end)
-        else:
-            of_end.append(wkey)
+        _place(state, wkey, accs[-1] + self.gap_s)
 
     def _remove(
         self, state: ShardState, wkey: Wkey, starts: list[float], changed: set[tuple[Any, Any]]
     ) -> list[Any]:
         """Take an open session out of the state (its heap entry stays, stale: skipped)."""
-        windows, _, by_end = _views(state)
-        accs: list[Any] = windows.pop(wkey)
+        accs: list[Any] = state.windows.pop(wkey)
         starts.remove(wkey[1])
-        end = accs[-1] + self.gap_s
-        of_end = by_end[end]
-        of_end.remove(wkey)
-        if not of_end:
-            del by_end[end]
+        _unplace(state, wkey, accs[-1] + self.gap_s)
         changed.add(wkey)
         return accs
 
@@ -525,22 +574,58 @@ class SessionWindow:
         watermark: float,
         index: dict[Any, list[float]] | None,
         changed: set[tuple[Any, Any]] | None,
+        *,
+        held: bool = False,
     ) -> list[dict[str, Any]]:
         """Close every session whose end is at or before ``watermark``: by end, then in the
-        order they took that end. Returns their results."""
-        windows, ends, by_end = _views(state)
+        order they took that end. Returns their results. An inherited session no record
+        of this batch added to waits for the other heirs' watermarks too
+        (:meth:`_closable`, in ``state.waiting``); ``held`` (a quiet shard closed by
+        another's batch): inherited sessions stay, for the shard's own next record."""
+        _, ends, by_end = _views(state)
+        inherited, waiting = state.inherited, state.waiting
         results = []
+        kept: list[tuple[Any, Wkey]] = []
         while ends and ends[0] <= watermark:
             end = heapq.heappop(ends)
             for wkey in by_end.pop(end, ()):
-                accs = windows.pop(wkey)
-                if index is not None:
-                    index[wkey[0]].remove(wkey[1])
-                if changed is not None:
-                    changed.add(wkey)
-                results.append(self._result(wkey, accs))
+                if inherited and wkey in inherited:
+                    if held:
+                        kept.append((end, wkey))
+                        continue
+                    if not self._closable(wkey, end, state, changed):
+                        waiting.setdefault(end, []).append(wkey)
+                        continue
+                results.append(self._end(state, wkey, index, changed))
+        if waiting and not held:
+            for end in sorted(waiting):
+                wait = []
+                for wkey in waiting.pop(end):
+                    if self._closable(wkey, end, state, changed):
+                        results.append(self._end(state, wkey, index, changed))
+                    else:
+                        wait.append(wkey)
+                if wait:
+                    waiting[end] = wait
+        for end, wkey in kept:
+            _place(state, wkey, end)
         _drop_stale(state)
         return results
+
+    def _end(
+        self,
+        state: ShardState,
+        wkey: Wkey,
+        index: dict[Any, list[float]] | None,
+        changed: set[tuple[Any, Any]] | None,
+    ) -> dict[str, Any]:
+        """A session out of the state, and its result."""
+        accs = state.windows.pop(wkey)
+        if index is not None:
+            index[wkey[0]].remove(wkey[1])
+        if changed is not None:
+            changed.add(wkey)
+        return self._result(wkey, accs)
 
     def _result(self, wkey: tuple[Any, Any], accs: list[Any]) -> dict[str, Any]:
         key, start = wkey
@@ -553,6 +638,26 @@ def _views(state: ShardState) -> tuple[dict[Any, list[Any]], list[Any], dict[Any
     """The state's open windows, heap of ends and windows by end, typed for sessions: their
     starts and ends are event times (floats), where tumbling windows' are whole seconds."""
     return state.windows, state.ends, state.by_end
+
+
+def _place(state: ShardState, wkey: Wkey, end: float) -> None:
+    """A session at its end: last among those of that end."""
+    _, ends, by_end = _views(state)
+    of_end = by_end.get(end)
+    if of_end is None:
+        by_end[end] = [wkey]
+        heapq.heappush(ends, end)
+    else:
+        of_end.append(wkey)
+
+
+def _unplace(state: ShardState, wkey: Wkey, end: float) -> None:
+    """A session away from its end (the heap entry stays, stale: :func:`_drop_stale`)."""
+    by_end = state.by_end
+    of_end = by_end[end]
+    of_end.remove(wkey)
+    if not of_end:
+        del by_end[end]
 
 
 def _drop_stale(state: ShardState) -> None:
