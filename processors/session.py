@@ -26,6 +26,16 @@ recomputes the sessions from all the records accepted so far, sorted by time):
   of a shard are applied in order from the committed state, so a session gets the same id
   on any redelivery and across any batch boundaries; a merged session takes the earlier
   start.
+* **Reshards.** The window step's rule and code (:meth:`processors.window.Window._shard_state`,
+  the store's inheritance and claims, the heirs' floors): a child starts from its
+  parents' open sessions and the greatest of their event times; a session it joins,
+  extends, moves or merges is claimed first (its parent's item, under the parent's start,
+  :attr:`processors.window_store.Inherited.window` when the child holds it under another),
+  then is its own; one it never touched closes when every heir's watermark is past its
+  end. After a merge of shards, a key's sessions from the two parents less than ``gap_s``
+  apart are one session under the earlier start (:meth:`SessionWindow._join_inherited`).
+  A session a sibling claimed is gone for this shard (records of its key here make
+  sessions of their own), not late: a session has no fixed span to be late for.
 * **Everything else** (time fields, the outbox and redelivery, one state write per changed
   (key, session) per batch, quiet shards, dead letters) is the window step's
   (:mod:`processors.window`), on the same state stores (:mod:`processors.window_store`):
