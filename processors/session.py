@@ -72,6 +72,7 @@ from processors.window import (
 )
 from processors.window_store import (
     DynamoDBStore,
+    Inherited,
     MemoryStore,
     Outcome,
     ShardState,
@@ -290,7 +291,7 @@ class SessionWindow:
         """One shard's records: apply, then commit. ``refused``: sessions whose item this
         batch would make too large for DynamoDB; their keys' records are dead-lettered."""
         shard_id = records[0].shard_id
-        state = self._shard_state(records[0])
+        state = self._shard_state(records[0])  # type: ignore[misc]  # Window's, same slots
         index = self._index_of(shard_id, state)
         refused_keys = frozenset(key for key, _ in refused)
         if state.outbox:  # what positions before this batch's first applied record yielded
@@ -428,10 +429,11 @@ class SessionWindow:
         inherited session at its end where the store's seed joined two parts of one start
         under the first one's."""
         gap = self.gap_s
-        windows, by_end = state.windows, state.by_end
+        windows, _, by_end = _views(state)
+        inherited = _held(state)
         placed = {wkey: end for end, wkeys in by_end.items() for wkey in wkeys}
         of_key: dict[Any, list[Wkey]] = {}
-        for wkey in state.inherited:
+        for wkey in inherited:
             if wkey in placed:  # (a session waiting for the other heirs is behind them all)
                 of_key.setdefault(wkey[0], []).append(wkey)
         for wkeys in of_key.values():
@@ -443,9 +445,9 @@ class SessionWindow:
                     continue
                 _unplace(state, wkey, placed.pop(wkey))
                 windows[head] = self._merge(windows[head], windows.pop(wkey))
-                parts = state.inherited.pop(wkey)
-                state.inherited[head] = (
-                    *state.inherited[head],
+                parts = inherited.pop(wkey)
+                inherited[head] = (
+                    *inherited[head],
                     *(o if o.window is not None else replace(o, window=wkey) for o in parts),
                 )
             for wkey in wkeys:
@@ -564,7 +566,7 @@ class SessionWindow:
         return accs
 
     def _open(self, state: ShardState, wkey: Wkey, accs: list[Any], starts: list[float]) -> None:
-        state.windows[wkey] = accs
+        _views(state)[0][wkey] = accs
         starts.append(wkey[1])
         _place(state, wkey, accs[-1] + self.gap_s)
 
@@ -572,7 +574,7 @@ class SessionWindow:
         self, state: ShardState, wkey: Wkey, starts: list[float], changed: set[tuple[Any, Any]]
     ) -> list[Any]:
         """Take an open session out of the state (its heap entry stays, stale: skipped)."""
-        accs: list[Any] = state.windows.pop(wkey)
+        accs: list[Any] = _views(state)[0].pop(wkey)
         starts.remove(wkey[1])
         _unplace(state, wkey, accs[-1] + self.gap_s)
         changed.add(wkey)
@@ -603,7 +605,7 @@ class SessionWindow:
                     if held:
                         kept.append((end, wkey))
                         continue
-                    if not self._closable(wkey, end, state, changed):
+                    if not self._closable(wkey, end, state, changed):  # type: ignore[misc,arg-type]
                         waiting.setdefault(end, []).append(wkey)
                         continue
                 results.append(self._end(state, wkey, index, changed))
@@ -611,7 +613,7 @@ class SessionWindow:
             for end in sorted(waiting):
                 wait = []
                 for wkey in waiting.pop(end):
-                    if self._closable(wkey, end, state, changed):
+                    if self._closable(wkey, end, state, changed):  # type: ignore[misc,arg-type]
                         results.append(self._end(state, wkey, index, changed))
                     else:
                         wait.append(wkey)
@@ -630,7 +632,7 @@ class SessionWindow:
         changed: set[tuple[Any, Any]] | None,
     ) -> dict[str, Any]:
         """A session out of the state, and its result."""
-        accs = state.windows.pop(wkey)
+        accs = _views(state)[0].pop(wkey)
         if index is not None:
             index[wkey[0]].remove(wkey[1])
         if changed is not None:
@@ -650,6 +652,11 @@ def _views(state: ShardState) -> tuple[dict[Any, list[Any]], list[Any], dict[Any
     return state.windows, state.ends, state.by_end
 
 
+def _held(state: ShardState) -> dict[Any, tuple[Inherited, ...]]:
+    """The state's inherited sessions, typed for sessions (as :func:`_views`)."""
+    return state.inherited
+
+
 def _place(state: ShardState, wkey: Wkey, end: float) -> None:
     """A session at its end: last among those of that end."""
     _, ends, by_end = _views(state)
@@ -663,7 +670,7 @@ def _place(state: ShardState, wkey: Wkey, end: float) -> None:
 
 def _unplace(state: ShardState, wkey: Wkey, end: float) -> None:
     """A session away from its end (the heap entry stays, stale: :func:`_drop_stale`)."""
-    by_end = state.by_end
+    _, _, by_end = _views(state)
     of_end = by_end[end]
     of_end.remove(wkey)
     if not of_end:

@@ -182,7 +182,7 @@ class Inherited:
 
     holder: str
     via: tuple[str, ...] = ()
-    window: WindowKey | None = None
+    window: tuple[Any, Any] | None = None  # (a session's start is a float)
 
     def at(self, wkey: WindowKey) -> WindowKey:
         """The window's key in the holder's partition, for the heir's ``wkey``."""
