@@ -27,6 +27,16 @@ recomputes the sessions from all the records accepted so far, sorted by time):
   of a shard are applied in order from the committed state, so a session gets the same id
   on any redelivery and across any batch boundaries; a merged session takes the earlier
   start.
+* **Reshards.** The window step's rule and code (:meth:`processors.window.Window._shard_state`,
+  the store's inheritance and claims, the heirs' floors): a child starts from its
+  parents' open sessions and the greatest of their event times; a session it joins,
+  extends, moves or merges is claimed first (its parent's item, under the parent's start,
+  :attr:`processors.window_store.Inherited.window` when the child holds it under another),
+  then is its own; one it never touched closes when every heir's watermark is past its
+  end. After a merge of shards, a key's sessions from the two parents less than ``gap_s``
+  apart are one session under the earlier start (:meth:`SessionWindow._join_inherited`).
+  A session a sibling claimed is gone for this shard (records of its key here make
+  sessions of their own), not late: a session has no fixed span to be late for.
 * **Everything else** (time fields, the outbox and redelivery, one state write per changed
   (key, session) per batch, quiet shards, dead letters) is the window step's
   (:mod:`processors.window`), on the same state stores (:mod:`processors.window_store`):
@@ -40,10 +50,12 @@ from __future__ import annotations
 import heapq
 import threading
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from processors.aggregations import ValueTooLarge
 from processors.fold import compile_fold
+from processors.lineage import KinesisLineage, StaticLineage
 from processors.window import (
     _KEY_TYPES,
     _SHORT_KEY,
@@ -67,10 +79,10 @@ from processors.window import (
 from processors.window_keys import MARKER, key_text, key_value
 from processors.window_store import (
     DynamoDBStore,
+    Inherited,
     MemoryStore,
     Outcome,
     ShardState,
-    StateTooLarge,
     WindowStore,
 )
 from stream.exceptions import RecordError
@@ -79,6 +91,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
     from processors.aggregations import Aggregation
+    from processors.lineage import Lineage
     from stream.records import Record
 
 __all__ = ["SessionWindow", "session_end_of", "session_problem"]
@@ -159,6 +172,8 @@ class SessionWindow:
             next batch of another shard closes its sessions whose end plus the lateness is
             this long past, by the clock (``None``: never).
         now: the clock (epoch seconds), for ``quiet_s``.
+        lineage: the shards' parents and children, as for
+            :class:`~processors.window.Window` (reshards: the module docstring).
 
     Raises:
         WindowConfigError: a setting is missing or wrong (the message says which).
@@ -170,7 +185,7 @@ class SessionWindow:
     in_order = True
 
     __slots__ = ("_aggs", "_batch", "_field", "_fold", "_function", "_index", "_late_routes",
-                 "_now", "_sized", "_time_event", "aggregate",
+                 "_lineage", "_now", "_sized", "_time_event", "aggregate",
                  "allowed_lateness_s", "gap_s", "key", "late", "late_sink", "names", "quiet_s",
                  "store")  # fmt: skip
 
@@ -192,6 +207,7 @@ class SessionWindow:
         store: WindowStore | None = None,
         quiet_s: int | None = 300,
         now: Callable[[], float] = time.time,
+        lineage: Lineage | None = None,
     ) -> None:
         problem = (  # its sizes first, as it always reported them
             session_problem(gap_s, size_s, slide_s, allowed_lateness_s)
@@ -236,47 +252,38 @@ class SessionWindow:
         self.store: WindowStore = store
         self.quiet_s = quiet_s
         self._now = now
+        self._lineage: Lineage = lineage or (
+            StaticLineage() if isinstance(store, MemoryStore) else KinesisLineage()
+        )
+        store.bind(self._merge)
         #: late records dropped (no ``late`` sink), since this step was built
         self.late = 0
-        #: per thread, the batch's outcomes by record (``pending``): a local run calls one
-        #: step from a thread per shard (as :class:`processors.window.Window` does)
+        #: per thread, the batch's outcomes by record (``pending``) and the heirs' floors
+        #: (``floors``): a local run calls one step from a thread per shard (as
+        #: :class:`processors.window.Window` does)
         self._batch = threading.local()
         #: shard id -> (the state indexed, key -> the starts of its open sessions)
         self._index: dict[str, tuple[ShardState, dict[Any, list[float]]]] = {}
 
     # -- per batch ------------------------------------------------------------------------
 
-    def prepare(self, records: Sequence[Record]) -> None:
-        """Apply the batch, in shard order; commit once per shard; keep each outcome
-        (the window step's batch discipline, :meth:`processors.window.Window.prepare`)."""
-        pending: dict[int, Outcome] = {}
-        self._batch.pending = pending
-        first = 0
-        for i in range(1, len(records) + 1):
-            if i == len(records) or records[i].shard_id != records[first].shard_id:
-                run = records[first:i]
-                refused: frozenset[Any] = frozenset()
-                while True:
-                    try:
-                        self._prepare_shard(run, pending, refused)
-                        break
-                    except StateTooLarge as exc:  # without those keys' records: again
-                        keys = frozenset(key for key, _ in exc.windows)
-                        if keys <= refused:
-                            raise
-                        refused |= keys
-                        for rec in run:
-                            pending.pop(id(rec), None)
-                first = i
+    #: apply the batch in shard order, commit once per shard, keep each outcome; a state
+    #: too large for an item or a lost claim applies the shard's records again: the
+    #: window step's own (:meth:`processors.window.Window.prepare`)
+    prepare = Window.prepare
 
     def _prepare_shard(
-        self, records: Sequence[Record], pending: dict[int, Outcome], refused: frozenset[Any]
+        self,
+        records: Sequence[Record],
+        pending: dict[int, Outcome],
+        refused: frozenset[tuple[Any, Any]] = frozenset(),
     ) -> None:
-        """One shard's records: apply, then commit. ``refused``: keys whose session item
-        this batch would make too large for DynamoDB; their records are dead-lettered."""
+        """One shard's records: apply, then commit. ``refused``: sessions whose item this
+        batch would make too large for DynamoDB; their keys' records are dead-lettered."""
         shard_id = records[0].shard_id
-        state = self.store.shard(shard_id)
+        state = self._shard_state(records[0])  # type: ignore[misc]  # Window's, same slots
         index = self._index_of(shard_id, state)
+        refused_keys = frozenset(key for key, _ in refused)
         if state.outbox:  # what positions before this batch's first applied record yielded
             start = _position(records[0])
             state.outbox = {p: o for p, o in state.outbox.items() if p >= start}
@@ -298,9 +305,9 @@ class SessionWindow:
                 continue
             state.applied = position
             try:
-                if refused:
+                if refused_keys:
                     key = rec.as_dict().get(self.key)
-                    if type(key) in _KEY_TYPES and _text_or_none(key) in refused:
+                    if type(key) in _KEY_TYPES and _text_or_none(key) in refused_keys:
                         _refuse_key(key)
                 outcome = apply(rec, state, index, changed)
             except RecordError as exc:
@@ -319,16 +326,28 @@ class SessionWindow:
     ) -> None:
         """Close quiet shards' sessions, then commit: the heap's head first made true (a
         grown session leaves its old end behind), since the store keeps it as the shard's
-        next end, by which other shards' batches find it quiet."""
+        next end, by which other shards' batches find it quiet. A parent's session claimed
+        under another start (joined at inheritance with the other parent's) is also
+        written closed in this shard's partition, so a cold start does not inherit it
+        again."""
         _drop_stale(state)
+        if state.inherited:
+            for origins in state.claims(changed).values():
+                for origin in origins:
+                    if origin.window is not None and origin.window not in state.windows:
+                        changed.add(origin.window)
+        state.forget_foreign(self.gap_s, self.allowed_lateness_s)  # start + gap: its least end
         self.store.commit(shard_id, state, changed, self._close_quiet(shard_id, state, closer))
 
     def _index_of(self, shard_id: str, state: ShardState) -> dict[Any, list[float]]:
         """The starts of each key's open sessions in ``state``: kept while the store hands
-        back the same state object (a warm shard), rebuilt from its windows otherwise."""
+        back the same state object (a warm shard), rebuilt from its windows otherwise
+        (after joining the inherited sessions that overlap, :meth:`_join_inherited`)."""
         known = self._index.get(shard_id)
         if known is not None and known[0] is state:
             return known[1]
+        if state.inherited:
+            self._join_inherited(state)
         index: dict[Any, list[float]] = {}
         for key, start in state.windows:
             index.setdefault(key, []).append(start)
@@ -349,15 +368,20 @@ class SessionWindow:
         closed: dict[str, ShardState] = {}
         watermark = cutoff - self.allowed_lateness_s
         for other, state in quiet.items():
+            if other in mine.ancestors:  # inherited by this batch: its sessions go on here
+                continue
             _drop_stale(state)
             if (state.max_time is not None and state.max_time >= cutoff) or not (
                 state.ends and state.ends[0] <= watermark
             ):
                 continue
+            found = self._close(state, watermark, None, None, held=True)
+            if not found:
+                continue
             state.max_time = cutoff
             closed[other] = state
             self._index.pop(other, None)
-            results += self._close(state, watermark, None, None)
+            results += found
         if results:
             _send_with(closer, mine, results, self._batch.pending)
         return closed
@@ -365,6 +389,58 @@ class SessionWindow:
     #: what a record's outcome becomes: the window step's own (the same ``_batch``,
     #: ``_late_routes`` and ``late``), one piece of code for both on the per-record path
     __call__ = Window.__call__
+
+    # -- reshards: the window step's (README, "Windows": reshards) ----------------------------
+
+    #: a shard's state for its batch, inherited from its parents when it has none yet
+    _shard_state = Window._shard_state
+    #: the other heirs' watermarks, by which an inherited session no record added to closes
+    _heirs_floor = Window._heirs_floor
+    _frontier = Window._frontier
+    _closable = Window._closable
+
+    def _merge(self, a: list[Any], b: list[Any]) -> list[Any]:
+        """Two sessions' accumulators joined (``a``'s records first, ties included), then
+        the later of their last event times."""
+        out = [agg.merge(x, y) for agg, x, y in zip(self._aggs, a, b, strict=False)]
+        out.append(max(a[-1], b[-1]))
+        return out
+
+    def _join_inherited(self, state: ShardState) -> None:
+        """After a merge of shards, a key's sessions from the two parents that are less
+        than ``gap_s`` apart are one session, under the earlier start (as the records of
+        both would have made on one shard); each part is claimed, when the session is, at
+        its own parent under its own start (:attr:`Inherited.window`). Also puts an
+        inherited session at its end where the store's seed joined two parts of one start
+        under the first one's."""
+        gap = self.gap_s
+        windows, _, by_end = _views(state)
+        inherited = _held(state)
+        placed = {wkey: end for end, wkeys in by_end.items() for wkey in wkeys}
+        of_key: dict[Any, list[Wkey]] = {}
+        for wkey in inherited:
+            if wkey in placed:  # (a session waiting for the other heirs is behind them all)
+                of_key.setdefault(wkey[0], []).append(wkey)
+        for wkeys in of_key.values():
+            wkeys.sort(key=lambda w: w[1])
+            head = wkeys[0]
+            for wkey in wkeys[1:]:
+                if wkey[1] >= windows[head][-1] + gap:
+                    head = wkey
+                    continue
+                _unplace(state, wkey, placed.pop(wkey))
+                windows[head] = self._merge(windows[head], windows.pop(wkey))
+                parts = inherited.pop(wkey)
+                inherited[head] = (
+                    *inherited[head],
+                    *(o if o.window is not None else replace(o, window=wkey) for o in parts),
+                )
+            for wkey in wkeys:
+                end = placed.get(wkey)
+                if end is not None and end != windows[wkey][-1] + gap:
+                    _unplace(state, wkey, end)
+                    _place(state, wkey, windows[wkey][-1] + gap)
+        state.ends = sorted(by_end)  # a sorted list is a heap
 
     # -- per record -----------------------------------------------------------------------
 
@@ -404,7 +480,7 @@ class SessionWindow:
         if max_time is None or t > max_time:
             state.max_time = max_time = t
         watermark = max_time - self.allowed_lateness_s
-        if not state.ends or state.ends[0] > watermark:
+        if (not state.ends or state.ends[0] > watermark) and not state.waiting:
             return _NOTHING
         results = self._close(state, watermark, index, changed)
         return Outcome(tuple(results)) if results else _NOTHING
@@ -463,10 +539,7 @@ class SessionWindow:
         first = touching[0]
         accs = self._remove(state, (key, first), starts, changed)
         for start in touching[1:]:  # later sessions, their records after ``accs``'s
-            other = self._remove(state, (key, start), starts, changed)
-            last = max(accs[-1], other[-1])
-            accs = [agg.merge(a, b) for agg, a, b in zip(self._aggs, accs, other, strict=False)]
-            accs.append(last)
+            accs = self._merge(accs, self._remove(state, (key, start), starts, changed))
         accs[-1] = max(accs[-1], t)
         wkey = (key, min(first, t))
         self._open(state, wkey, accs, starts)
@@ -474,29 +547,17 @@ class SessionWindow:
         return accs
 
     def _open(self, state: ShardState, wkey: Wkey, accs: list[Any], starts: list[float]) -> None:
-        windows, ends, by_end = _views(state)
-        windows[wkey] = accs
+        _views(state)[0][wkey] = accs
         starts.append(wkey[1])
-        end = accs[-1] + self.gap_s
-        of_end = by_end.get(end)
-        if of_end is None:
-            by_end[end] = [wkey]
-            heapq.heappush(ends, end)
-        else:
-            of_end.append(wkey)
+        _place(state, wkey, accs[-1] + self.gap_s)
 
     def _remove(
         self, state: ShardState, wkey: Wkey, starts: list[float], changed: set[tuple[Any, Any]]
     ) -> list[Any]:
         """Take an open session out of the state (its heap entry stays, stale: skipped)."""
-        windows, _, by_end = _views(state)
-        accs: list[Any] = windows.pop(wkey)
+        accs: list[Any] = _views(state)[0].pop(wkey)
         starts.remove(wkey[1])
-        end = accs[-1] + self.gap_s
-        of_end = by_end[end]
-        of_end.remove(wkey)
-        if not of_end:
-            del by_end[end]
+        _unplace(state, wkey, accs[-1] + self.gap_s)
         changed.add(wkey)
         return accs
 
@@ -506,22 +567,58 @@ class SessionWindow:
         watermark: float,
         index: dict[Any, list[float]] | None,
         changed: set[tuple[Any, Any]] | None,
+        *,
+        held: bool = False,
     ) -> list[dict[str, Any]]:
         """Close every session whose end is at or before ``watermark``: by end, then in the
-        order they took that end. Returns their results."""
-        windows, ends, by_end = _views(state)
+        order they took that end. Returns their results. An inherited session no record
+        of this batch added to waits for the other heirs' watermarks too
+        (:meth:`_closable`, in ``state.waiting``); ``held`` (a quiet shard closed by
+        another's batch): inherited sessions stay, for the shard's own next record."""
+        _, ends, by_end = _views(state)
+        inherited, waiting = state.inherited, state.waiting
         results = []
+        kept: list[tuple[Any, Wkey]] = []
         while ends and ends[0] <= watermark:
             end = heapq.heappop(ends)
             for wkey in by_end.pop(end, ()):
-                accs = windows.pop(wkey)
-                if index is not None:
-                    index[wkey[0]].remove(wkey[1])
-                if changed is not None:
-                    changed.add(wkey)
-                results.append(self._result(wkey, accs))
+                if inherited and wkey in inherited:
+                    if held:
+                        kept.append((end, wkey))
+                        continue
+                    if not self._closable(wkey, end, state, changed):  # type: ignore[misc,arg-type]
+                        waiting.setdefault(end, []).append(wkey)
+                        continue
+                results.append(self._end(state, wkey, index, changed))
+        if waiting and not held:
+            for end in sorted(waiting):
+                wait = []
+                for wkey in waiting.pop(end):
+                    if self._closable(wkey, end, state, changed):  # type: ignore[misc,arg-type]
+                        results.append(self._end(state, wkey, index, changed))
+                    else:
+                        wait.append(wkey)
+                if wait:
+                    waiting[end] = wait
+        for end, wkey in kept:
+            _place(state, wkey, end)
         _drop_stale(state)
         return results
+
+    def _end(
+        self,
+        state: ShardState,
+        wkey: Wkey,
+        index: dict[Any, list[float]] | None,
+        changed: set[tuple[Any, Any]] | None,
+    ) -> dict[str, Any]:
+        """A session out of the state, and its result."""
+        accs = _views(state)[0].pop(wkey)
+        if index is not None:
+            index[wkey[0]].remove(wkey[1])
+        if changed is not None:
+            changed.add(wkey)
+        return self._result(wkey, accs)
 
     def _result(self, wkey: tuple[Any, Any], accs: list[Any]) -> dict[str, Any]:
         key, start = wkey  # the key's text (processors.window_keys)
@@ -536,6 +633,31 @@ def _views(state: ShardState) -> tuple[dict[Any, list[Any]], list[Any], dict[Any
     """The state's open windows, heap of ends and windows by end, typed for sessions: their
     starts and ends are event times (floats), where tumbling windows' are whole seconds."""
     return state.windows, state.ends, state.by_end
+
+
+def _held(state: ShardState) -> dict[Any, tuple[Inherited, ...]]:
+    """The state's inherited sessions, typed for sessions (as :func:`_views`)."""
+    return state.inherited
+
+
+def _place(state: ShardState, wkey: Wkey, end: float) -> None:
+    """A session at its end: last among those of that end."""
+    _, ends, by_end = _views(state)
+    of_end = by_end.get(end)
+    if of_end is None:
+        by_end[end] = [wkey]
+        heapq.heappush(ends, end)
+    else:
+        of_end.append(wkey)
+
+
+def _unplace(state: ShardState, wkey: Wkey, end: float) -> None:
+    """A session away from its end (the heap entry stays, stale: :func:`_drop_stale`)."""
+    _, _, by_end = _views(state)
+    of_end = by_end[end]
+    of_end.remove(wkey)
+    if not of_end:
+        del by_end[end]
 
 
 def _drop_stale(state: ShardState) -> None:

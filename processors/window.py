@@ -58,7 +58,7 @@ import heapq
 import threading
 import time
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Any
 
 from processors.aggregations import (
@@ -381,14 +381,7 @@ class Window:
         store = self.store
         head = records[0]
         shard_id = head.shard_id
-        state = store.shard(shard_id)
-        arn = head.event_source_arn
-        if state.applied is None:  # nothing committed yet: a reshard's child starts from
-            parents = self._lineage.parents(arn, shard_id)  # its parents' windows
-            if parents:
-                store.inherit(shard_id, state, parents,
-                              lambda s: self._lineage.parents(arn, s), self._merge)  # fmt: skip
-        self._batch.floors = self._heirs_floor(arn, shard_id, state) if state.inherited else {}
+        state = self._shard_state(head)
         if state.outbox:  # what positions before this batch's first applied record yielded
             since = _position(head)
             state.outbox = {p: o for p, o in state.outbox.items() if p >= since}
@@ -488,6 +481,21 @@ class Window:
             state.max_time = max_time
         state.forget_foreign(self.size_s, self.allowed_lateness_s)
         store.commit(shard_id, state, changed, self._close_quiet(shard_id, state, closer))
+
+    def _shard_state(self, head: Record) -> ShardState:
+        """The state of ``head``'s shard for its batch (session windows' too): a shard
+        with nothing committed yet (a reshard's child) starts from its parents' windows
+        (:meth:`WindowStore.inherit`); while it holds inherited ones, the other heirs'
+        watermarks are read once for the batch (``floors``, :meth:`_closable`)."""
+        shard_id, arn = head.shard_id, head.event_source_arn
+        state = self.store.shard(shard_id)
+        if state.applied is None:
+            parents = self._lineage.parents(arn, shard_id)
+            if parents:
+                parents_of = partial(self._lineage.parents, arn)
+                self.store.inherit(shard_id, state, parents, parents_of, self._merge)
+        self._batch.floors = self._heirs_floor(arn, shard_id, state) if state.inherited else {}
+        return state
 
     def _heirs_floor(self, arn: str, shard_id: str, state: ShardState) -> dict[str, float]:
         """For each ancestor this shard inherited from: the lowest watermark of the other

@@ -176,10 +176,19 @@ class Inherited:
         holder: the ancestor shard whose item holds the window (its accumulators).
         via: the shards between the holder and the heir: each may have claimed it without
             committing it, so their claim does not bar the heir's.
+        window: the window's key in the holder's partition when the heir holds it under
+            another: a session the heir joined with a session of its other parent
+            (:mod:`processors.session`) starts at the earlier of their starts; ``None``:
+            the same key.
     """
 
     holder: str
     via: tuple[str, ...] = ()
+    window: tuple[Any, Any] | None = None  # (a session's start is a float)
+
+    def at(self, wkey: WindowKey) -> WindowKey:
+        """The window's key in the holder's partition, for the heir's ``wkey``."""
+        return wkey if self.window is None else self.window
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,15 +401,18 @@ class MemoryStore:
         """The shard's state; a copy before its first batch and while it holds inherited
         windows (a reshard's child), so that a batch whose claim is lost
         (:class:`ClaimLost`) leaves the committed state as it was and is applied again from
-        it, as the DynamoDB store reads it again; :meth:`commit` keeps the copy. Otherwise
-        no claim can be lost, and the state is used in place."""
+        it, as the DynamoDB store reads it again; :meth:`commit` keeps the copy; and a new
+        object once windows a sibling claimed left it (session windows index the state
+        object they were handed). Otherwise no claim can be lost, and the state is used in
+        place."""
         state = self.shards.get(shard_id)
         if state is None:
             state = self.shards[shard_id] = ShardState()
         if state.inherited:  # a sibling may have claimed some since the last batch
             lost = {w for w, held in state.inherited.items()
                     if not all(self._free(o, w, shard_id) for o in held)}  # fmt: skip
-            if lost:
+            if lost:  # a new object: what a step built on the old one is stale
+                state = self.shards[shard_id] = _copy(state)
                 state.drop(lost)
         if state.inherited or state.applied is None:
             return _copy(state)
@@ -415,7 +427,7 @@ class MemoryStore:
                 if s in shards and shards[s].applied is not None}  # fmt: skip
 
     def _free(self, origin: Inherited, wkey: WindowKey, me: str) -> bool:
-        owner = self.owners.get((origin.holder, wkey))
+        owner = self.owners.get((origin.holder, origin.at(wkey)))
         return owner is None or owner == me or owner in origin.via
 
     def inherit(
@@ -450,7 +462,7 @@ class MemoryStore:
                     for rank, wkey in enumerate(ps.by_end[end]):
                         held = ps.inherited.get(wkey)
                         origins = (
-                            tuple(Inherited(o.holder, (*o.via, parent)) for o in held)
+                            tuple(replace(o, via=(*o.via, parent)) for o in held)
                             if held
                             else (Inherited(parent),)
                         )
@@ -480,7 +492,7 @@ class MemoryStore:
         items = self._items(shard_id, state, changed, committed) if self.sized else {}
         for wkey, origins in claims.items():
             for origin in origins:
-                self.owners[origin.holder, wkey] = shard_id
+                self.owners[origin.holder, origin.at(wkey)] = shard_id
         state.claimed(claims)
         self.shards[shard_id] = state  # the copy :meth:`shard` gave, now committed
         self.writes += len(changed)
@@ -1015,10 +1027,11 @@ class DynamoDBStore:
         closed window (the child's own item holds it from now on)."""
         requests = []
         soon = int(self.now()) + CLOSED_TTL_S
-        for (key, start), origins in claims.items():
-            expires = int(max(soon, start + self.size + self.lateness + CLOSED_TTL_S))
-            ttl = {":x": {"N": str(expires)}}
+        for wkey, origins in claims.items():
             for origin in origins:
+                key, start = origin.at(wkey)
+                expires = int(max(soon, start + self.size + self.lateness + CLOSED_TTL_S))
+                ttl = {":x": {"N": str(expires)}}
                 allowed = {f":o{i}": {"S": o} for i, o in enumerate((shard_id, *origin.via))}
                 requests.append({
                     "TableName": self.table,

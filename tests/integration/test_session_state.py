@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,15 +16,24 @@ import orjson
 import pytest
 from hypothesis import given, settings
 
+from deploy.local.readback import archive_lines
 from deploy.local.run import LocalRun
 from deploy.local.servers import provision
 from deploy.names import window_table_name
 from deploy.pipeline.config import compile_plan, parse_config
 from processors.chain import Chain, Step
+from processors.lineage import StaticLineage
 from processors.session import SessionWindow, session_end_of
 from processors.window_store import DynamoDBStore
+from stream.aws import reset_clients
 from stream.records import Record
-from tests.processors.test_session import check_sessions, session_scenario
+from tests.e2e.test_faults import aws_split_semantics, kinesis_split  # noqa: F401  # fixtures
+from tests.integration.test_window_state import MIDDLE, child_of, run_until_idle
+from tests.processors.test_session import (
+    check_sessions,
+    session_reshard_scenario,
+    session_scenario,
+)
 from tests.processors.test_window import AGGREGATE
 
 if TYPE_CHECKING:
@@ -197,6 +207,34 @@ def test_sessions_equal_the_reference_with_cold_starts_between_batches(
     check_sessions(scenario, step_for)
 
 
+@settings(deadline=None, max_examples=15)
+@given(session_reshard_scenario())
+def test_across_a_split_or_merge_sessions_equal_the_reference_with_cold_starts(
+    aws: Callable[[str], Any], table: str, scenario: dict[str, Any]
+) -> None:
+    """The reshard property of the memory store, on DynamoDB, every other batch by a new
+    session window: children read their parents' sessions back from the table, claims are
+    conditional writes on the parents' items, a cold start of a child that still inherits
+    reads them again (a joined session's second part included, written closed in the
+    child's partition once claimed)."""
+    prefix = uuid.uuid4().hex
+    client = aws("dynamodb")
+    lineage = StaticLineage(scenario["lineage"])
+
+    def make() -> SessionWindow:
+        return step(table, prefix, client, gap_s=scenario["gap"], late="late", function="fn",
+                    allowed_lateness_s=scenario["lateness"], aggregate=AGGREGATE,
+                    lineage=lineage)  # fmt: skip
+
+    warm = make()
+    calls = iter(range(10**6))
+
+    def step_for() -> SessionWindow:
+        return make() if next(calls) % 2 else warm
+
+    check_sessions(scenario, step_for)
+
+
 def test_a_local_run_of_the_example_writes_each_visit_once(
     aws: Callable[[str], Any], moto_endpoint: str, monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
@@ -291,3 +329,100 @@ class TestNumbersAsDynamoDBReturnsThem:
         assert sorted(items(aws, table, prefix)) == ["#shard", "#shards", 'w#100#"a"']
         out = sessions(step(table, prefix, client), [CLOSER], 3)
         assert out == [("f/a/1970-01-01T00:01:40Z", 2, 2)]
+
+
+# -- a real split through the local event source mapping -----------------------------------
+
+RESHARD_PIPELINE = """\
+name: {name}
+stream: {{name: {name}, mode: provisioned, shards: 1, encryption: none}}
+sinks:
+  results: {{type: s3, bucket: {name}, prefix: results/, compression: none}}
+functions:
+  visits:
+    batch: {{size: 7, window_s: 0, starting_position: trim_horizon}}
+    processors:
+      - window:
+          key: user
+          gap_s: 30
+          field: ts
+          aggregate: {{n: count, total: {{sum: amount}}}}
+    route: [results]
+"""
+
+
+@pytest.mark.usefixtures("kinesis_split")
+def test_a_split_through_the_local_mapping_continues_each_key_s_session_on_its_child(
+    aws: Callable[[str], Any], moto_endpoint: str, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """``shardline run --in-process`` to idle, a real SplitShard on the session's moto
+    server, more records of the same keys (now on the children), a second run: each
+    key's visit that spans the split comes out once, as one session with the parent's and
+    the child's records under the parent's start; a parent's session no child adds to
+    (``z``) comes out once, closed by a child once both children are past its end."""
+    credentials = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": moto_endpoint,
+    }
+    for name, value in credentials.items():
+        monkeypatch.setenv(name, value)
+    reset_clients()
+    name = f"ssplit{uuid.uuid4().hex[:8]}"
+    plan = compile_plan(parse_config(RESHARD_PIPELINE.format(name=name), source="p.yaml", env={}))
+    provision(plan, aws)
+    kinesis = aws("kinesis")
+    users = [f"user{i}" for i in range(8)]
+    assert {child_of(u) for u in users} == {0, 1}  # both children get keys
+
+    def put(docs: list[dict[str, Any]]) -> None:
+        kinesis.put_records(StreamName=name, Records=[
+            {"Data": orjson.dumps(d), "PartitionKey": d["user"]} for d in docs
+        ])  # fmt: skip
+
+    put([{"user": u, "ts": t, "amount": 1} for t in (10, 30, 50) for u in [*users, "z"]])
+    first = LocalRun(plan, worker_id="w1", in_process=True, client=aws,
+                     state_dir=tmp_path / ".shardline", lease_duration_s=1.5)  # fmt: skip
+    run_until_idle(first)
+    (parent,) = [s["ShardId"] for s in kinesis.list_shards(StreamName=name)["Shards"]]
+    kinesis.split_shard(StreamName=name, ShardToSplit=parent, NewStartingHashKey=str(MIDDLE))
+    put([{"user": u, "ts": t, "amount": 10} for t in (55, 65, 200) for u in users])
+    second = LocalRun(plan, worker_id="w1", in_process=True, client=aws,
+                      state_dir=tmp_path / ".shardline", lease_duration_s=1.5)  # fmt: skip
+    run_until_idle(second)
+
+    shards = kinesis.list_shards(StreamName=name)["Shards"]
+    assert sorted(s.get("ParentShardId") for s in shards if s["ShardId"] != parent) == [
+        parent, parent,
+    ]  # fmt: skip
+    lines = archive_lines(aws("s3"), name, "results/")
+    emitted = Counter(line["window_id"] for line in lines)
+    assert max(emitted.values()) == 1, emitted  # each window_id once
+    got = {(line["key"], line["window_start"], line["window_end"]): (line["n"], line["total"])
+           for line in lines}  # fmt: skip
+    start, end = "1970-01-01T00:00:10Z", "1970-01-01T00:01:35Z"  # 10 to 65 + 30
+    expected = {(u, start, end): (3 + 2, 3 + 20) for u in users}  # the parent's 3, the child's 2
+    expected[("z", start, "1970-01-01T00:01:20Z")] = (3, 3)  # no record after the split
+    assert got == expected  # the sessions at 200 are still open
+
+
+def test_two_parents_sessions_joined_on_the_child_are_claimed_at_each_parent(aws, table):
+    """After a merge, a key's sessions on both parents less than gap_s apart are one on
+    the child: its first batch claims each part on its parent's item (``owner``) and writes
+    the later part closed in its own partition, so a cold start reads the session once."""
+    prefix, client = uuid.uuid4().hex, aws("dynamodb")
+    lineage = StaticLineage({"c": ("p1", "p2")})
+    assert sessions(step(table, prefix, client, lineage=lineage), [A100], 1, "p1") == []
+    assert sessions(step(table, prefix, client, lineage=lineage),
+                    [{**A100, "ts": 105, "amount": 2}], 1, "p2") == []  # fmt: skip
+    assert sessions(step(table, prefix, client, lineage=lineage),
+                    [{**A100, "ts": 112, "amount": 4}], 10, "c") == []  # fmt: skip
+    state = items(aws, table, prefix + "p")
+    assert state['w#100#"a"']["owner"] == state['w#105#"a"']["owner"] == {"S": "c"}
+    mine = items(aws, table, prefix + "c")
+    assert "acc" in mine['w#100#"a"']
+    assert mine['w#105#"a"']["closed"] == {"BOOL": True}
+    out = sessions(step(table, prefix, client, lineage=lineage), [CLOSER], 11, "c")
+    assert out == [("f/a/1970-01-01T00:01:40Z", 3, 7)]

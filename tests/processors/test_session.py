@@ -5,6 +5,7 @@ from all the records accepted so far, sorted by time."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from math import inf
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -13,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from processors.chain import Chain, Step
+from processors.lineage import StaticLineage
 from processors.registry import build_processor
 from processors.session import SessionWindow
 from processors.window import Window, WindowConfigError, event_seconds, iso
@@ -223,6 +225,39 @@ def _as_time(ms: int, how: int) -> Any:
 BASE_MS = 1_700_000_000_000
 
 
+def _docs(
+    draw: st.DrawFn,
+    keys: list[str],
+    clock: int,
+    gap: int,
+    lateness: int,
+    most: int,
+    parity: int | None = None,
+) -> tuple[list[dict[str, Any]], int]:
+    """Records of ``keys`` from ``clock`` (epoch ms) on: sessions and gaps, out of order
+    within and beyond the lateness; and the clock at the end. ``parity``: every time an
+    even (0) or odd (1) number of milliseconds, so two shards' records never tie."""
+    docs = []
+    for _ in range(draw(st.integers(0, most))):
+        step = draw(st.one_of(st.integers(0, 2 * gap).map(lambda s: s * 1000),
+                              st.integers(0, 2 * gap * 1000),
+                              st.integers(0, gap // 2)))  # fmt: skip  # sessions, gaps
+        clock += step
+        back = draw(st.one_of(st.integers(0, lateness + 3).map(lambda s: s * 1000),
+                              st.integers(0, (lateness + 3) * 1000)))  # fmt: skip
+        ms = clock - back
+        if parity is not None:
+            ms += (parity - ms) % 2
+        docs.append({
+            "user": draw(st.sampled_from(keys)),
+            "ts": _as_time(ms, draw(st.integers(0, 2))),
+            "amount": draw(st.integers(-5, 50)),
+            "product": draw(st.sampled_from("pqr")),
+            "page": draw(st.sampled_from(["/a", "/b", "/c"])),
+        })  # fmt: skip
+    return docs, clock
+
+
 @st.composite
 def session_scenario(draw: st.DrawFn) -> dict[str, Any]:
     gap = draw(st.sampled_from([2, 5, 10]))
@@ -230,24 +265,8 @@ def session_scenario(draw: st.DrawFn) -> dict[str, Any]:
     shards: dict[str, list[dict[str, Any]]] = {}
     cuts: dict[str, list[int]] = {}
     for n in range(draw(st.integers(1, 3))):
-        shard = f"shardId-{n}"
-        clock = BASE_MS
-        docs = []
-        for _ in range(draw(st.integers(0, 30))):
-            step = draw(st.one_of(st.integers(0, 2 * gap).map(lambda s: s * 1000),
-                                  st.integers(0, 2 * gap * 1000),
-                                  st.integers(0, gap // 2)))  # fmt: skip  # sessions, gaps
-            clock += step
-            back = draw(st.one_of(st.integers(0, lateness + 3).map(lambda s: s * 1000),
-                                  st.integers(0, (lateness + 3) * 1000)))  # fmt: skip
-            docs.append({
-                "user": draw(st.sampled_from([f"u{n}a", f"u{n}b"])),  # a key on one shard
-                "ts": _as_time(clock - back, draw(st.integers(0, 2))),
-                "amount": draw(st.integers(-5, 50)),
-                "product": draw(st.sampled_from("pqr")),
-                "page": draw(st.sampled_from(["/a", "/b", "/c"])),
-            })  # fmt: skip
-        shards[shard] = docs
+        shard = f"shardId-{n}"  # a key on one shard:
+        shards[shard], _ = _docs(draw, [f"u{n}a", f"u{n}b"], BASE_MS, gap, lateness, 30)
         cuts[shard] = draw(st.lists(st.integers(1, 8), min_size=1, max_size=40))
     redeliver = draw(st.lists(st.integers(0, 8), max_size=40))
     return {"gap": gap, "lateness": lateness, "shards": shards, "cuts": cuts,
@@ -273,29 +292,210 @@ def test_sessions_and_late_records_equal_the_reference(scenario: dict[str, Any])
 
 def check_sessions(scenario: dict[str, Any], step_for: Callable[[], SessionWindow]) -> None:
     """Run the scenario's batches through ``step_for()`` (called per batch: the same step,
-    or a new one on the same state: a cold start) and compare with the reference."""
+    or a new one on the same state: a cold start) and compare with the reference.
+
+    The shards run in ``phases`` (a reshard's children after their parents are drained, as
+    Lambda runs them), round-robin within a phase."""
     emitted: dict[str, dict[str, Any]] = {}
     late: set[tuple[str, int]] = set()
     redeliver = iter(scenario["redeliver"])
-    cursors = dict.fromkeys(scenario["shards"], 0)
+    shards = scenario["shards"]
+    cursors = dict.fromkeys(shards, 0)
     sizes = {shard: iter(cuts) for shard, cuts in scenario["cuts"].items()}
-    while any(cursors[s] < len(docs) for s, docs in scenario["shards"].items()):
-        for shard, docs in scenario["shards"].items():
-            start = cursors[shard]
-            if start >= len(docs):
-                continue
-            end = min(len(docs), start + next(sizes[shard], 8))
-            batch = [_rec(docs[p], 1000 + p, shard, p - start) for p in range(start, end)]
-            result = Chain([Step.of("processors[0].window", step_for())]).run(batch)
-            assert not result.failures, result.failures
-            for rec in result.records:
-                if rec.routes == ("late",):
-                    late.add((shard, int(rec.sequence_number) - 1000))
-                else:
-                    assert emitted.setdefault(rec.get("window_id"), rec.json) == rec.json
-            back = next(redeliver, 0)  # a failure reported this many records before the end
-            cursors[shard] = max(start + 1, end - back) if back else end
-    expected, expected_late = _reference(scenario["shards"], scenario["gap"],
-                                         scenario["lateness"], "fn")  # fmt: skip
+    order: list[tuple[str, int]] = []  # each record's first delivery, across shards
+    for phase in scenario.get("phases", [list(shards)]):
+        while any(cursors[s] < len(shards[s]) for s in phase):
+            for shard in phase:
+                docs = shards[shard]
+                start = cursors[shard]
+                if start >= len(docs):
+                    continue
+                end = min(len(docs), start + next(sizes[shard], 8))
+                order += [(shard, p) for p in range(start, end) if (shard, p) not in order]
+                batch = [_rec(docs[p], 1000 + p, shard, p - start) for p in range(start, end)]
+                result = Chain([Step.of("processors[0].window", step_for())]).run(batch)
+                assert not result.failures, result.failures
+                for rec in result.records:
+                    if rec.routes == ("late",):
+                        late.add((shard, int(rec.sequence_number) - 1000))
+                    else:
+                        assert emitted.setdefault(rec.get("window_id"), rec.json) == rec.json
+                back = next(redeliver, 0)  # a failure reported this many records before the end
+                cursors[shard] = max(start + 1, end - back) if back else end
+    if "lineage" in scenario:
+        expected, expected_late = _reshard_reference(scenario, order)
+    else:
+        expected, expected_late = _reference(shards, scenario["gap"], scenario["lateness"],
+                                             "fn")  # fmt: skip
     assert emitted == expected
     assert late == expected_late
+
+
+# -- the same across a reshard (split or merge) in the middle ------------------------------
+
+
+def _reshard_reference(
+    scenario: dict[str, Any], order: list[tuple[str, int]]
+) -> tuple[dict[str, dict[str, Any]], set[tuple[str, int]]]:
+    """The rule of README "Session windows" (reshards), over the records in the order they
+    were first delivered, recomputing sessions as :func:`_reference` does. A child starts
+    with the greatest of its parents' event times; a key's sessions on it are those of its
+    own accepted records together with its parents' sessions still open when they drained
+    that no other child took (so two parents' sessions of a key less than ``gap`` apart
+    are one). A child takes the parents' sessions that its records join, and closes them
+    by its own watermark; a session of parents' records only closes once every other heir's
+    watermark is past its end too, and is taken by the child that closes it."""
+    gap, lateness = scenario["gap"], scenario["lateness"]
+    shards, lineage = scenario["shards"], scenario["lineage"]
+    results: dict[str, dict[str, Any]] = {}
+    late: set[tuple[str, int]] = set()
+    max_time: dict[str, float | None] = {}
+    accepted: dict[str, dict[Any, list[tuple[float, int, dict[str, Any]]]]] = {}
+    mine: dict[str, set[int]] = {}  # a shard's accepted records, by delivery number
+    emitted: dict[int, frozenset[int]] = {}  # a record -> its emitted session's records
+    drained: dict[str, list[tuple[Any, frozenset[int], list[Any]]]] = {}
+    owner: dict[frozenset[int], str] = {}  # a parent's open session -> the child that took it
+
+    def sessions_of(shard: str, key: Any) -> list[list[tuple[float, int, dict[str, Any]]]]:
+        pool = list(accepted[shard].get(key, ()))
+        for parent in lineage.get(shard, ()):
+            for k, ids, items in drained[parent]:
+                if k == key and owner.get(ids, shard) == shard:
+                    pool += items
+        return _split(sorted(pool, key=lambda i: (i[0], i[1])), gap)
+
+    for n, (shard, pos) in enumerate(order):
+        parents = lineage.get(shard, ())
+        if shard not in max_time:
+            known = [t for t in (max_time.get(p) for p in parents) if t is not None]
+            max_time[shard] = max(known) if known else None
+            accepted[shard], mine[shard] = {}, set()
+            for parent in parents:  # drained: its open sessions are final
+                if parent not in drained:
+                    drained[parent] = [
+                        (key, ids, session)
+                        for key in accepted.get(parent, ())  # (none: it had no record)
+                        for session in sessions_of(parent, key)
+                        if not (ids := frozenset(i[1] for i in session)) & emitted.keys()
+                    ]
+        doc = shards[shard][pos]
+        t = event_seconds(doc["ts"], "ts")
+        mt = max_time[shard]
+        if mt is not None and t < mt - lateness:
+            late.add((shard, pos))
+            continue
+        accepted[shard].setdefault(doc["user"], []).append((t, n, doc))
+        mine[shard].add(n)
+        max_time[shard] = mt = t if mt is None else max(mt, t)
+        watermark = mt - lateness
+        heirs = {c for p in parents for c, ps in lineage.items() if p in ps}
+        marks = [max_time.get(h) for h in heirs - {shard}]
+        floor = min((-inf if m is None else m - lateness for m in marks), default=inf)
+        keys = set(accepted[shard]) | {k for p in parents for k, _, _ in drained[p]}
+        for key in sorted(keys):
+            for session in sessions_of(shard, key):
+                ids = frozenset(i[1] for i in session)
+                parts = [i for p in parents for k, i, _ in drained[p] if k == key and i <= ids]
+                own = bool(ids & mine[shard])
+                if own:  # its records joined them
+                    for part in parts:
+                        owner.setdefault(part, shard)
+                done = {emitted[i] for i in ids if i in emitted}
+                assert done in (set(), {ids}), "an emitted session changed"
+                end = session[-1][0] + gap
+                if done or end > watermark or (not own and end > floor):
+                    continue
+                for part in parts:
+                    owner.setdefault(part, shard)
+                emitted.update(dict.fromkeys(ids, ids))
+                doc_of = _result("fn", key, session, gap)
+                results[doc_of["window_id"]] = doc_of
+    return results, late
+
+
+@st.composite
+def session_reshard_scenario(draw: st.DrawFn) -> dict[str, Any]:
+    """A split (shard 0 into 1 and 2) or a merge (0 and 1 into 2) after the parents'
+    records, the children's records of the same keys, times going on from near the
+    parents' end. After a split each key goes to one child (a key on two shards has
+    sessions on each: README); after a merge one key (``ux``) was on both parents, whose
+    times never tie (even and odd milliseconds)."""
+    gap = draw(st.sampled_from([2, 5, 10]))
+    lateness = draw(st.one_of(st.just(gap), st.integers(0, gap)))
+    split = draw(st.booleans())
+    parents = ["shardId-0"] if split else ["shardId-0", "shardId-1"]
+    children = ["shardId-1", "shardId-2"] if split else ["shardId-2"]
+    keys = (
+        {parents[0]: ["u0a", "u0b", "u0c", "u0d"]}
+        if split
+        else {p: [f"u{n}a", f"u{n}b", "ux"] for n, p in enumerate(parents)}
+    )
+    shards: dict[str, list[dict[str, Any]]] = {}
+    clock = BASE_MS
+    for n, parent in enumerate(parents):
+        shards[parent], end = _docs(draw, keys[parent], BASE_MS, gap, lateness, 30, n)
+        clock = max(clock, end)
+    if not split:  # often, ``ux`` last on both parents: sessions open on both when drained
+        for n, parent in enumerate(parents):
+            tail, _ = _docs(draw, ["ux"], clock - gap * 1000, gap, lateness, 3, n)
+            shards[parent] += tail
+    clock -= draw(st.integers(0, 2 * gap * 1000))  # the children's start, near the parents' end
+    every = sorted({k for p in parents for k in keys[p]})
+    for n, child in enumerate(children):
+        mine = every[2 * n : 2 * n + 2] if split else every
+        shards[child], _ = _docs(draw, mine, max(BASE_MS, clock), gap, lateness, 20)
+    cuts = {s: draw(st.lists(st.integers(1, 8), min_size=1, max_size=40)) for s in shards}
+    redeliver = draw(st.lists(st.integers(0, 8), max_size=40))
+    return {"gap": gap, "lateness": lateness, "shards": shards, "cuts": cuts,
+            "redeliver": redeliver, "phases": [parents, children],
+            "lineage": dict.fromkeys(children, tuple(parents))}  # fmt: skip
+
+
+@settings(deadline=None, max_examples=200)
+@given(session_reshard_scenario())
+def test_across_a_split_or_merge_sessions_equal_the_reshard_reference(
+    scenario: dict[str, Any],
+) -> None:
+    """A reshard in the middle (children run after their parents are drained): a key's
+    sessions continue on the child that gets its records, parents' sessions of one key
+    less than gap_s apart become one, each window_id comes out once with the reference's
+    content, and late records are the reference's."""
+    step = session_window(scenario, state="memory", lineage=StaticLineage(scenario["lineage"]))
+    check_sessions(scenario, lambda: step)
+
+
+def _on(chain: Chain, docs: list[dict[str, Any]], shard: str, first_seq: int = 1) -> list[Any]:
+    batch = [_rec(d, first_seq + i, shard, i) for i, d in enumerate(docs)]
+    result = chain.run(batch)
+    assert not result.failures, result.failures
+    return [(r.get("window_id"), r.get("n"), r.get("revenue"), r.shard_id) for r in result.records]
+
+
+class TestReshards:
+    def test_a_visit_that_spans_a_split_is_one_session_continued_on_its_child(self) -> None:
+        chain, step = _chain(lineage=StaticLineage({"c1": ("p",), "c2": ("p",)}))
+        assert _on(chain, [{"user": "a", "ts": 100, "amount": 1}], "p") == []
+        assert _on(chain, [{"user": "a", "ts": 108, "amount": 2}], "c1", 10) == []
+        assert step.store.owners == {("p", ("a", 100.0)): "c1"}  # type: ignore[attr-defined]
+        out = _on(chain, [{"user": "z", "ts": 200, "amount": 0}], "c1", 11)
+        assert out == [("fn/a/1970-01-01T00:01:40Z", 2, 3, "c1")]  # its own: c1's watermark
+
+    def test_two_parents_sessions_of_a_key_less_than_gap_s_apart_are_one(self) -> None:
+        chain, step = _chain(lineage=StaticLineage({"c": ("p1", "p2")}))
+        _on(chain, [{"user": "a", "ts": 100, "amount": 1}], "p1")
+        _on(chain, [{"user": "a", "ts": 105, "amount": 2}], "p2")
+        assert _on(chain, [{"user": "a", "ts": 112, "amount": 4}], "c", 10) == []
+        assert step.store.owners == {  # type: ignore[attr-defined]
+            ("p1", ("a", 100.0)): "c", ("p2", ("a", 105.0)): "c",
+        }  # fmt: skip  # each part claimed at its own parent, under its own start
+        out = _on(chain, [{"user": "z", "ts": 200, "amount": 0}], "c", 11)
+        assert out == [("fn/a/1970-01-01T00:01:40Z", 3, 7, "c")]
+
+    def test_a_parent_session_no_child_added_to_waits_for_every_child_s_watermark(self) -> None:
+        chain, _ = _chain(lineage=StaticLineage({"c1": ("p",), "c2": ("p",)}))
+        _on(chain, [{"user": "a", "ts": 100, "amount": 1}], "p")
+        assert _on(chain, [{"user": "z", "ts": 200, "amount": 0}], "c1", 10) == []
+        out = _on(chain, [{"user": "y", "ts": 150, "amount": 0}], "c2", 10)
+        assert out == [("fn/a/1970-01-01T00:01:40Z", 1, 1, "c2")]  # the second child past it
+        later = _on(chain, [{"user": "z", "ts": 300, "amount": 0}], "c1", 11)
+        assert [w for w, *_ in later] == ["fn/z/1970-01-01T00:03:20Z"]  # not "a" again
