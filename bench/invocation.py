@@ -39,6 +39,7 @@ inside the latency.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import itertools
 import json
@@ -181,6 +182,38 @@ class _Proxy:
         self.process.wait(timeout=30)
 
 
+def _per_minute(ddb: Any, table: str) -> Callable[[Any], None]:
+    """The windowed function as its users write it: a running total per user and minute,
+    updated per record (no lateness, no closing)."""
+
+    def purchases_per_minute(record: Any) -> None:
+        doc = record.kinesis.data_as_json()
+        if doc.get("event_type") != "purchase":
+            return
+        arrival = datetime.fromtimestamp(record.kinesis.approximate_arrival_timestamp, UTC)
+        ts = datetime.fromisoformat(doc["ts"]) if isinstance(doc.get("ts"), str) else arrival
+        minute = ts.replace(second=0, microsecond=0)
+        window_id = f"purchases-per-minute/{doc['user_id']}/{minute:%Y-%m-%dT%H:%M:%SZ}"
+        key = {"window_id": {"S": window_id}}
+        amount = {"N": str(doc.get("amount", 0))}
+        ddb.update_item(
+            TableName=table,
+            Key=key,
+            UpdateExpression="ADD purchases :one, revenue :amount",
+            ExpressionAttributeValues={":one": {"N": "1"}, ":amount": amount},
+        )
+        with contextlib.suppress(ddb.exceptions.ConditionalCheckFailedException):
+            ddb.update_item(  # a bigger one may be there
+                TableName=table,
+                Key=key,
+                UpdateExpression="SET biggest = :amount",
+                ConditionExpression="attribute_not_exists(biggest) OR biggest < :amount",
+                ExpressionAttributeValues={":amount": amount},
+            )
+
+    return purchases_per_minute
+
+
 def _powertools(plan: dict[str, Any], function: str, search_url: str) -> Callable[..., Any]:
     """The function written by hand with Powertools' ``BatchProcessor``."""
     import boto3  # noqa: PLC0415
@@ -225,37 +258,8 @@ def _powertools(plan: dict[str, Any], function: str, search_url: str) -> Callabl
         key = f"raw/dt={arrival:%Y-%m-%d}/hour={arrival:%H}/{record.kinesis.sequence_number}.json"
         s3.put_object(Bucket=archive, Key=key, Body=record.kinesis.data_as_bytes())
 
-    per_minute = sinks["per-minute"]["table"]
-
-    def purchases_per_minute(record: Any) -> None:
-        # as its users write it: a running total per user and minute, updated per record
-        doc = record.kinesis.data_as_json()
-        if doc.get("event_type") != "purchase":
-            return
-        arrival = datetime.fromtimestamp(record.kinesis.approximate_arrival_timestamp, UTC)
-        ts = datetime.fromisoformat(doc["ts"]) if isinstance(doc.get("ts"), str) else arrival
-        minute = ts.replace(second=0, microsecond=0)
-        window_id = f"purchases-per-minute/{doc['user_id']}/{minute:%Y-%m-%dT%H:%M:%SZ}"
-        key = {"window_id": {"S": window_id}}
-        amount = {"N": str(doc.get("amount", 0))}
-        ddb.update_item(
-            TableName=per_minute,
-            Key=key,
-            UpdateExpression="ADD purchases :one, revenue :amount",
-            ExpressionAttributeValues={":one": {"N": "1"}, ":amount": amount},
-        )
-        try:
-            ddb.update_item(
-                TableName=per_minute,
-                Key=key,
-                UpdateExpression="SET biggest = :amount",
-                ConditionExpression="attribute_not_exists(biggest) OR biggest < :amount",
-                ExpressionAttributeValues={":amount": amount},
-            )
-        except ddb.exceptions.ConditionalCheckFailedException:
-            pass  # a bigger one is there
-
-    handlers = {"enrich-and-route": enrich_and_route, "purchases-per-minute": purchases_per_minute}
+    per_minute = _per_minute(ddb, sinks["per-minute"]["table"])
+    handlers = {"enrich-and-route": enrich_and_route, "purchases-per-minute": per_minute}
     handler = handlers.get(function, archive_all)
 
     def run(event: dict[str, Any]) -> Any:
@@ -359,7 +363,7 @@ def _mode(
         # the longest chain of calls each sent after the one before was answered, as the
         # proxies saw them (median over the runs at the row's latency)
         "observed_depth": statistics.median(depth(run[3]) for run in runs),
-        # the server's time on the slowest call of each operation (median over the runs)
+        # the server's time on the calls of each operation, added up (median over the runs)
         "service_ms": {
             op: statistics.median(s.get(op, 0.0) for s in services)
             for op in sorted({op for s in services for op in s})
@@ -373,12 +377,13 @@ def _mode(
     }
 
 
-def run(
+def run(  # noqa: PLR0917  # the command's options
     records: int,
     latency_ms: float,
     repeat: int,
     powertools_repeat: int,
     timeline: bool = False,
+    functions: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Every function's figures: ``before``, ``after``, ``powertools``, ``floor`` and
     ``local_floor`` (with ``timeline``, ``after`` has the calls of its last run at the
@@ -412,6 +417,8 @@ def run(
         reset_clients()
         later = (_fresh(event, n) for n in itertools.count())  # every batch at new positions
         for function, spec in plan["functions"].items():
+            if functions and function not in functions:
+                continue
             runner = build_runner(plan, function, metrics=False)
             figures: dict[str, Any] = {"memory_mb": spec["memory_mb"]}
             for mode, enabled in (("before", False), ("after", True)):
@@ -446,12 +453,13 @@ def floors(figures: dict[str, Any], latency_ms: float) -> dict[str, dict[str, An
     """The ``floor`` and ``local_floor`` rows, from a function's ``before`` and ``after``.
 
     ``floor``: the calls on the critical path (:func:`critical_path`, from the ``after``
-    calls; per step, its longest branch) times the latency, plus the ``after`` CPU time.
-    ``local_floor``: the critical path again, each call counted as the latency plus the
-    local server's time on the slowest call of its operation as the ``before`` run measured
-    it (every call in turn, so each alone at its server), the longest branch of each step
-    by that measure, plus the same CPU time. On AWS the service's time is inside the ~10 ms;
-    here it comes on top of the latency, and the floor leaves it out.
+    calls; per step, its longest branch) times the latency, plus the ``after`` CPU time:
+    the invocation on AWS, where a wave's calls are served at once inside the latency.
+    ``local_floor``: the floor plus, per step, the local server's time on every call of the
+    step's longest branch (by this measure), as the ``before`` run measured it (every call
+    in turn, so each alone at its server), added up: a local server serves a wave's calls
+    one after another (moto is one Python process), so their service times add up on top
+    of the latency. What no order of the calls can beat on this machine, CPU included.
 
     >>> before = {"service_ms": {"PutItem": 4.0, "SendMessageBatch": 2.0, "_mget": 1.0}}
     >>> after = {"calls": {"PutItem": 9, "SendMessageBatch": 1, "_mget": 1, "_bulk": 1},

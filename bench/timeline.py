@@ -44,18 +44,18 @@ def depth(calls: Iterable[Sequence[object]]) -> int:
 
 
 def service_ms(calls: Iterable[Sequence[object]]) -> dict[str, float]:
-    """The server's time on the slowest call of each operation, in ms (``served -
-    forwarded``: from the moment the proxy sent the call on to the moment it had read the
-    whole answer back).
+    """The server's time on the calls of each operation, added up, in ms (per call,
+    ``served - forwarded``: from the moment the proxy sent the call on to the moment it had
+    read the whole answer back).
 
     >>> service_ms([("PutItem", 0, 1, 1.004, 1.005), ("PutItem", 0, 1, 1.006, 1.007)])
-    {'PutItem': 6.0}
+    {'PutItem': 10.0}
     """
-    slowest: dict[str, float] = {}
+    total: dict[str, float] = {}
     for call in calls:
         op, forwarded, served = str(call[0]), float(call[2]), float(call[3])  # type: ignore[arg-type]
-        slowest[op] = max(slowest.get(op, 0.0), (served - forwarded) * 1000.0)
-    return {op: round(ms, 3) for op, ms in sorted(slowest.items())}
+        total[op] = total.get(op, 0.0) + (served - forwarded) * 1000.0
+    return {op: round(ms, 3) for op, ms in sorted(total.items())}
 
 
 def slope(points: Sequence[tuple[float, float]]) -> float:
