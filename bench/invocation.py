@@ -564,8 +564,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--timeline", action="store_true", help="with --json: the last overlapped run's calls"
     )
+    parser.add_argument(
+        "--function", action="append", default=[], help="only this function (repeatable)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    report = run(args.records, args.latency_ms, args.repeat, args.powertools_repeat, args.timeline)
+    report = run(
+        args.records,
+        args.latency_ms,
+        args.repeat,
+        args.powertools_repeat,
+        args.timeline,
+        args.function,
+    )
     print(json.dumps(report, indent=2) if args.json else _table(report))
     return 0
