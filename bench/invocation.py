@@ -17,23 +17,41 @@ in its own process), as in-region AWS calls take about 10 ms. Per function:
   the example's records have no ``ts``, which the window step dead-letters, so this one
   counts them by arrival instead: more work than shardline's).
   It cannot read KPL aggregates, so those records fail (less work);
-* **floor**: the calls on the critical path (the longest chain of calls that must wait for
-  each other: the lookup, the dead letters the chain made, the slowest sink counted as its
-  sequential calls, the dead letters the sinks made) times the latency, plus the CPU time
-  the ``after`` run measured (``time.process_time`` of this process; the proxy and the
-  servers run in others).
+* **floor**: the calls on the critical path (:func:`critical_path`: the calls that must
+  wait for each other: the lookup, the window's state read and commit, the dead letters the
+  chain made, the slowest sink counted as its sequential calls, the dead letters the sinks
+  made) times the latency, plus the CPU time the ``after`` run measured
+  (``time.process_time`` of this process; the proxies and the servers run in others). The
+  invocation as AWS would serve it: a wave's calls at once, each inside the latency;
+* **local floor**: the floor plus the local servers' own time on the calls of the critical
+  path (per step, its longest branch), each call's time as its proxy measured it in the
+  ``before`` run (from sending it on to reading its answer back, every call alone at its
+  server), added up: a local server serves a wave's calls one after another (moto is one
+  Python process), which AWS does inside each call's latency. No order of the calls beats
+  it on this machine.
 
-Each shardline row is also run with the latency set to 0: the wall time it adds, divided by
-the latency, is how many round trips were sequential ("trips"). Printed: median wall and CPU
-ms, calls by operation, the ratios, and Lambda GB-seconds per
-million records (the function's ``memory_mb``; duration rounded up to the ms, as billed),
-which ``shardline cost --per-record-ms`` can take. Local servers are not AWS: their own
-time per request is in the wall time but not in the floor. So each shardline row also
-prints "servers": the larger of the two servers' busy wall time per invocation (the time
-during which at least one request was inside moto, or inside osmem-server, as their delay
-proxies see it). Moto is one Python process: the calls of a wave wait for each other there
-(a conditional ``PutItem`` takes it several ms), while on AWS they are served at once
-inside the latency.
+Columns of a shardline row (all medians over ``--repeat`` runs, CPU the least):
+
+* **wall ms**, **cpu ms** at ``--latency-ms``; **GB-s/M**: Lambda GB-seconds per million
+  records (the function's ``memory_mb``; duration rounded up to the ms, as billed), which
+  ``shardline cost --per-record-ms`` can take;
+* **at 0 ms**: the wall time with no latency added;
+* **trips**: the least-squares slope of wall time over latency, fitted on every run at 0,
+  ``--latency-ms`` and twice that: the wall time each ms of latency adds, that is how many
+  round trips were sequential as the wall time sees it. Where the local servers' queue is
+  longer than the latency, the latency hides in it and the slope reads low (or is noise);
+* **depth**: the longest chain of calls of the invocation each of which reached its proxy
+  after the one before it was answered (:func:`bench.timeline.depth`): the sequential
+  round trips as the proxies saw them, whatever the servers' speed. It counts what the
+  invocation did: a call that went after another only because the client was slow to send
+  it counts too;
+* **servers**: the larger of the two servers' busy wall time per invocation (the time
+  during which at least one request was inside moto, or inside osmem-server).
+
+Then, per function: the ratios of ``after`` to both floors (target at most 1.25x), of
+Powertools to ``after`` (target at least 10x), and trips and depth (target at most 4).
+``--json`` adds the service time per operation, the wall time per latency and, with
+``--timeline``, the last overlapped run's calls with their times.
 """
 
 from __future__ import annotations
