@@ -27,8 +27,9 @@ in its own process), as in-region AWS calls take about 10 ms. Per function:
   path (per step, its longest branch), each call's time as its proxy measured it in the
   ``before`` run (from sending it on to reading its answer back, every call alone at its
   server), added up: a local server serves a wave's calls one after another (moto is one
-  Python process), which AWS does inside each call's latency. No order of the calls beats
-  it on this machine.
+  Python process), which AWS does inside each call's latency. Like the floor it adds the
+  CPU time to the waiting, though the client's work on one call can go on while a server
+  works on another: a run can come in under it.
 
 Columns of a shardline row (all medians over ``--repeat`` runs, CPU the least):
 
@@ -477,7 +478,8 @@ def floors(figures: dict[str, Any], latency_ms: float) -> dict[str, dict[str, An
     step's longest branch (by this measure), as the ``before`` run measured it (every call
     in turn, so each alone at its server), added up: a local server serves a wave's calls
     one after another (moto is one Python process), so their service times add up on top
-    of the latency. What no order of the calls can beat on this machine, CPU included.
+    of the latency. Like the floor, it adds the CPU time to the waiting (the client's work
+    on one call can go on while a server works on another: a run can come in under it).
 
     >>> before = {"service_ms": {"PutItem": 4.0, "SendMessageBatch": 2.0, "_mget": 1.0}}
     >>> after = {"calls": {"PutItem": 9, "SendMessageBatch": 1, "_mget": 1, "_bulk": 1},
