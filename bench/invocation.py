@@ -518,8 +518,8 @@ def _table(report: dict[str, Any]) -> str:  # one table, one frame
     others = [f"{x:g}" for x in report["latencies_ms"][1:]]
     lines = [
         f"{report['records']} user records per batch, {lat:g} ms per request added "
-        f"(also run at {' and '.join(others) or 'no other'} ms for the trips; "
-        f"python {sys.version.split()[0]})"
+        f"(also run at {' and '.join(others) or 'no other'} ms for the trips; waves of up to "
+        f"{report.get('item_wave_width', '?')} one-item calls; python {sys.version.split()[0]})"
     ]
     for function, f in report["functions"].items():
         lines += ["", f"{function} ({f['memory_mb']} MB)"]
@@ -587,15 +587,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--function", action="append", default=[], help="only this function (repeatable)"
     )
+    parser.add_argument(
+        "--item-wave-width",
+        type=int,
+        help="calls of one item in a wave (DynamoDB latest's keys; default "
+        "stream.overlap.ITEM_WAVE_WIDTH, at most that: the call pool's size)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    report = run(
-        args.records,
-        args.latency_ms,
-        args.repeat,
-        args.powertools_repeat,
-        args.timeline,
-        args.function,
-    )
+    from stream import overlap  # noqa: PLC0415
+
+    width = overlap.ITEM_WAVE_WIDTH
+    if args.item_wave_width is not None:
+        overlap.ITEM_WAVE_WIDTH = max(1, min(args.item_wave_width, width))
+    used = overlap.ITEM_WAVE_WIDTH
+    try:
+        report = run(
+            args.records,
+            args.latency_ms,
+            args.repeat,
+            args.powertools_repeat,
+            args.timeline,
+            args.function,
+        )
+    finally:
+        overlap.ITEM_WAVE_WIDTH = width
+    report["item_wave_width"] = used
     print(json.dumps(report, indent=2) if args.json else _table(report))
     return 0

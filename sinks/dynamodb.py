@@ -69,7 +69,7 @@ from sinks.base import (
     retryable,
 )
 from stream.aws import Kind, classify, lazy_client
-from stream.overlap import ITEM_WAVE_WIDTH, run_all, wave_width
+from stream.overlap import run_all, wave_width
 from stream.records import record_position
 
 if TYPE_CHECKING:
@@ -248,7 +248,7 @@ class DynamoDBSink(Sink):
         down: Outcome | None = None  # the endpoint is unreachable: write no further keys
         keys = list(members.values())
         # keys are items of their own: a wave's keys go at once, as wide as one item a call
-        width = wave_width(ITEM_WAVE_WIDTH)
+        width = wave_width(one_item=True)
         for start in range(0, len(keys), width):
             wave = keys[start : start + width]
             if down is not None:

@@ -101,14 +101,17 @@ def overlapping(enabled: bool) -> Iterator[None]:
         ENABLED = before
 
 
-def wave_width(limit: int = WAVE_WIDTH) -> int:
-    """How many calls a wave may hold now: ``limit`` (:data:`WAVE_WIDTH`, or
-    :data:`ITEM_WAVE_WIDTH` for calls of one item each), or 1 when switched off.
+def wave_width(*, one_item: bool = False) -> int:
+    """How many calls a wave may hold now: :data:`WAVE_WIDTH`, or :data:`ITEM_WAVE_WIDTH`
+    for calls of one item each (read now: ``bench invocation --item-wave-width`` sets it),
+    or 1 when switched off.
 
-    >>> wave_width(), wave_width(ITEM_WAVE_WIDTH)
+    >>> wave_width(), wave_width(one_item=True)
     (32, 128)
     """
-    return limit if ENABLED else 1
+    if not ENABLED:
+        return 1
+    return ITEM_WAVE_WIDTH if one_item else WAVE_WIDTH
 
 
 def waves(calls: Sequence[T], keys: Callable[[T], Collection[str]] | None = None) -> list[list[T]]:

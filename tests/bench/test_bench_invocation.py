@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from bench import delayproxy, invocation, timeline
+from stream import overlap
 
 pytestmark = pytest.mark.integration
 
@@ -20,9 +21,11 @@ def test_a_tiny_run_reports_every_row_and_the_same_calls_both_ways(
     capsys: pytest.CaptureFixture[str],
 ):
     args = ["--records", "40", "--repeat", "1", "--latency-ms", "1", "--json", "--timeline"]
-    assert invocation.main(args) == 0
+    assert invocation.main([*args, "--item-wave-width", "8"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["latencies_ms"] == [1, 0, 2]
+    assert report["item_wave_width"] == 8
+    assert overlap.ITEM_WAVE_WIDTH == 128  # set back after the run
     assert set(report["functions"]) == {"enrich-and-route", "archive-all", "purchases-per-minute"}
     for figures in report["functions"].values():
         for row in ("before", "after", "powertools", "floor", "local_floor"):
