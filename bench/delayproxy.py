@@ -8,9 +8,15 @@ SigV4 signature stays valid), and counts requests by operation. It runs in its o
 closes), so its work is not counted in the bench's CPU time.
 
 ``GET /__delayproxy/calls`` answers the counts as JSON and resets them,
-``GET /__delayproxy/latency/MS`` sets the delay, and ``GET /__delayproxy/server`` answers
-``{"busy_ms": ...}`` and resets it (none is forwarded): the wall time during which at least
-one request was with the server (forwarded, its answer not yet read back). On AWS the
+``GET /__delayproxy/latency/MS`` sets the delay, ``GET /__delayproxy/server`` answers
+``{"busy_ms": ...}`` and resets it: the wall time during which at least one request was with
+the server (forwarded, its answer not yet read back), and ``GET /__delayproxy/log`` answers
+every request since the last look, in arrival order, and resets it: ``[op, received,
+forwarded, served, answered]``, four ``time.monotonic()`` readings (``CLOCK_MONOTONIC``, one
+clock for every process of the machine, so two proxies' logs can be merged): the request
+read whole from the client, sent on after the delay, its answer read back from the server
+(``served - forwarded`` is the server's **service time**), the answer written to the client.
+None of these paths is forwarded. On AWS the
 service's own time is inside the ~10 ms a call takes, and thousands of hosts serve the calls
 of a wave at once; a local server is one process on this machine's cores, so its time is
 in the bench's wall time on top of the latency, and ``bench invocation`` prints it apart.
@@ -32,11 +38,20 @@ from urllib.parse import urlsplit
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["COUNTS_PATH", "LATENCY_PATH", "SERVER_PATH", "main", "operation", "serve"]
+__all__ = [
+    "COUNTS_PATH",
+    "LATENCY_PATH",
+    "LOG_PATH",
+    "SERVER_PATH",
+    "main",
+    "operation",
+    "serve",
+]
 
 COUNTS_PATH = "/__delayproxy/calls"
 LATENCY_PATH = "/__delayproxy/latency/"
 SERVER_PATH = "/__delayproxy/server"
+LOG_PATH = "/__delayproxy/log"
 _HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -102,10 +117,10 @@ class _Busy:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
-    # the listen backlog: a wave opens up to WAVE_WIDTH connections at once, and with
+    # the listen backlog: a wave opens up to ITEM_WAVE_WIDTH connections at once, and with
     # socketserver's default of 5 the kernel drops the SYNs beyond it, which the client
     # sends again only after a second
-    request_queue_size = 128
+    request_queue_size = 256
 
 
 def serve(upstream: str, latency_ms: float) -> ThreadingHTTPServer:
@@ -115,6 +130,7 @@ def serve(upstream: str, latency_ms: float) -> ThreadingHTTPServer:
     counts: Counter[str] = Counter()
     lock = threading.Lock()
     busy = _Busy()
+    log: list[tuple[str, float, float, float, float]] = []
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -129,27 +145,35 @@ def serve(upstream: str, latency_ms: float) -> ThreadingHTTPServer:
         def log_message(self, format: str, *args: object) -> None:  # quiet
             del format, args
 
-        def _relay(self) -> None:
-            if self.path == COUNTS_PATH:
+        def _control(self) -> bool:
+            """Answer a request to the proxy itself (counts, log, busy time, latency)."""
+            answers = {COUNTS_PATH: counts, LOG_PATH: log}
+            if self.path in answers:
                 with lock:
-                    body = json.dumps(dict(counts)).encode()
-                    counts.clear()
-                self._answer(200, [("Content-Type", "application/json")], body)
-                return
-            if self.path == SERVER_PATH:
+                    kept = answers[self.path]
+                    body = json.dumps(dict(kept) if self.path == COUNTS_PATH else kept).encode()
+                    kept.clear()
+            elif self.path == SERVER_PATH:
                 body = json.dumps({"busy_ms": busy.take() * 1000.0}).encode()
-                self._answer(200, [("Content-Type", "application/json")], body)
-                return
-            if self.path.startswith(LATENCY_PATH):
+            elif self.path.startswith(LATENCY_PATH):
                 delay[0] = float(self.path[len(LATENCY_PATH) :]) / 1000.0
-                self._answer(200, [], b"")
+                body = b"{}"
+            else:
+                return False
+            self._answer(200, [("Content-Type", "application/json")], body)
+            return True
+
+        def _relay(self) -> None:
+            if self.path.startswith("/__delayproxy/") and self._control():
                 return
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
+            received = time.monotonic()
             op = operation(self.command, self.path, self.headers.get("X-Amz-Target", ""))
             with lock:
                 counts[op] += 1
             time.sleep(delay[0])  # the round trip a real region would add
+            forwarded = time.monotonic()
             headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
             for attempt in range(2):  # a kept-alive upstream connection may have closed
                 conn = self.upstream_conn
@@ -163,6 +187,7 @@ def serve(upstream: str, latency_ms: float) -> ThreadingHTTPServer:
                     conn.request(self.command, self.path, body=body, headers=headers)
                     response = conn.getresponse()
                     data = response.read()
+                    served = time.monotonic()
                     break
                 except (http.client.HTTPException, OSError):
                     conn.close()
@@ -174,6 +199,8 @@ def serve(upstream: str, latency_ms: float) -> ThreadingHTTPServer:
             kept = [(k, v) for k, v in response.getheaders() if k.lower() not in _HOP_BY_HOP]
             kept = [(k, v) for k, v in kept if k.lower() != "content-length"]
             self._answer(response.status, kept, data)
+            with lock:
+                log.append((op, received, forwarded, served, time.monotonic()))
 
         def _answer(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
             self.send_response_only(status)

@@ -299,9 +299,7 @@ def _steps(blobs: list[bytes], repeats: int) -> tuple[float, float]:
     avro_runs, registry_runs = [], []
     for _ in range(repeats):
         avro_runs.append(_per_record(lambda b: by_file(Record(b, "k", "1")), blobs, 1))
-        registry_runs.append(
-            _per_record(lambda b: by_registry(Record(b, "k", "1")), framed, 1)
-        )
+        registry_runs.append(_per_record(lambda b: by_registry(Record(b, "k", "1")), framed, 1))
     avro_us, registry_us = statistics.median(avro_runs), statistics.median(registry_runs)
     if glue.calls != 1:
         msg = f"the registry step asked Glue {glue.calls} times for one version"

@@ -43,8 +43,9 @@ tried. Validation errors (an item over 400 KB, an empty key) are permanent, with
 DynamoDB refuses a whole ``BatchWriteItem`` for one invalid item (a key of the wrong type, a
 number out of range, nesting past 32 levels), so a call refused that way is made again item
 by item: only the bad item is permanent, not its 24 neighbours. Keys (``latest``) and
-calls (``append``) go at once in waves (:mod:`stream.overlap`): each is an item of its own,
-and a table found down stops the waves after it. boto3 is imported
+calls (``append``) go at once in waves (:mod:`stream.overlap`; keys up to
+``ITEM_WAVE_WIDTH`` a wave, chunks up to ``WAVE_WIDTH``): each is an item of its own, and a
+table found down stops the waves after it. boto3 is imported
 when the first client is made, not when this module is.
 """
 
@@ -246,7 +247,8 @@ class DynamoDBSink(Sink):
             members.setdefault(key, []).append(n)
         down: Outcome | None = None  # the endpoint is unreachable: write no further keys
         keys = list(members.values())
-        width = wave_width()  # keys are items of their own: a wave's keys go at once
+        # keys are items of their own: a wave's keys go at once, as wide as one item a call
+        width = wave_width(one_item=True)
         for start in range(0, len(keys), width):
             wave = keys[start : start + width]
             if down is not None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from stream.faults import INFRASTRUCTURE_CODES, INFRASTRUCTURE_ERRORS
-from stream.overlap import SINK_WIDTH, WAVE_WIDTH
+from stream.overlap import ITEM_WAVE_WIDTH, SINK_WIDTH
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -159,7 +159,7 @@ def _make(service: str) -> Any:
         read_timeout=READ_TIMEOUT_S,
         retries={"mode": "standard", "total_max_attempts": 1},
         # the calls in flight at once: a wave on the call pool, plus the calling threads
-        max_pool_connections=WAVE_WIDTH + SINK_WIDTH + 1,
+        max_pool_connections=ITEM_WAVE_WIDTH + SINK_WIDTH + 1,
     )
     return boto3.client(service, config=config)
 

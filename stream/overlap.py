@@ -6,7 +6,10 @@ inside a sink the bulk calls that may go together are sent in **waves**
 (:meth:`sinks.base.Sink._write_in_chunks`, the DynamoDB sink, the ``lookup`` enricher):
 
 * the calls of a wave share no partition key (calls that share one stay in order, one
-  wave after the other), and at most :data:`WAVE_WIDTH` calls are in a wave;
+  wave after the other), and at most :data:`WAVE_WIDTH` calls are in a wave (bulk calls,
+  of 25 to 500 items each: 32 of them hold a whole 500-record batch), or
+  :data:`ITEM_WAVE_WIDTH` (calls of one item each: DynamoDB ``latest``'s conditional
+  ``PutItem`` per key, whose number grows with the batch's keys);
 * a wave is sent whole and awaited whole; its outcomes are then read in the order the
   sequential code would have read them, so failed keys, ``strict`` and the rule "a call
   that fails entirely holds back the rest of the batch" decide what the *next* wave sends:
@@ -49,6 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ENABLED",
+    "ITEM_WAVE_WIDTH",
     "SINK_WIDTH",
     "WAVE_WIDTH",
     "call_pool",
@@ -63,6 +67,16 @@ __all__ = [
 ENABLED = True
 #: Most calls of one wave in flight at once (one sink's bulk calls, one lookup's chunks).
 WAVE_WIDTH = 32
+#: Most calls of one item each in flight at once (DynamoDB ``latest``: a conditional
+#: ``PutItem`` per key). A batch has as many as keys, up to its size: 32 cut a 500-record
+#: batch of distinct keys into 16 waves, each a round trip on the invocation's critical
+#: path; 128 into 4, and the usual batch of fewer keys into one. DynamoDB does not limit
+#: requests in flight; its limit is per partition, 1,000 write units a second, and a wave's
+#: keys are distinct (spread over partitions), each item a unit or a few: the width changes
+#: when a batch's writes happen, not how many there are. The cost is local: a thread
+#: (started on first use, about 20 KB resident each here) and a kept-alive connection per
+#: call in flight.
+ITEM_WAVE_WIDTH = 128
 #: Most sinks of one function written at once.
 SINK_WIDTH = 4
 
@@ -88,9 +102,17 @@ def overlapping(enabled: bool) -> Iterator[None]:
         ENABLED = before
 
 
-def wave_width() -> int:
-    """How many calls a wave may hold now: :data:`WAVE_WIDTH`, or 1 when switched off."""
-    return WAVE_WIDTH if ENABLED else 1
+def wave_width(*, one_item: bool = False) -> int:
+    """How many calls a wave may hold now: :data:`WAVE_WIDTH`, or :data:`ITEM_WAVE_WIDTH`
+    for calls of one item each (read now: ``bench invocation --item-wave-width`` sets it),
+    or 1 when switched off.
+
+    >>> wave_width(), wave_width(one_item=True)
+    (32, 128)
+    """
+    if not ENABLED:
+        return 1
+    return ITEM_WAVE_WIDTH if one_item else WAVE_WIDTH
 
 
 def waves(calls: Sequence[T], keys: Callable[[T], Collection[str]] | None = None) -> list[list[T]]:
@@ -131,7 +153,7 @@ def call_pool() -> ThreadPoolExecutor:
         with _lock:
             pool = _pool
             if pool is None:
-                pool = _pool = new_pool(WAVE_WIDTH, _CALLS)
+                pool = _pool = new_pool(ITEM_WAVE_WIDTH, _CALLS)  # the widest wave
     return pool
 
 

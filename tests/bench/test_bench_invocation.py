@@ -1,5 +1,6 @@
-"""Smoke test of ``python -m bench invocation``: both functions, every row, the same calls
-with the overlap switched off and on; and the delay proxy relays and counts."""
+"""Smoke test of ``python -m bench invocation``: every function, every row, the same calls
+with the overlap switched off and on, both floors; the delay proxy relays, counts and logs
+each call with its times; the timeline's depth, service times and slope."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from bench import delayproxy, invocation
+from bench import delayproxy, invocation, timeline
+from stream import overlap
 
 pytestmark = pytest.mark.integration
 
@@ -18,17 +20,30 @@ pytestmark = pytest.mark.integration
 def test_a_tiny_run_reports_every_row_and_the_same_calls_both_ways(
     capsys: pytest.CaptureFixture[str],
 ):
-    args = ["--records", "40", "--repeat", "1", "--latency-ms", "1", "--json"]
-    assert invocation.main(args) == 0
+    args = ["--records", "40", "--repeat", "1", "--latency-ms", "1", "--json", "--timeline"]
+    assert invocation.main([*args, "--item-wave-width", "8"]) == 0
     report = json.loads(capsys.readouterr().out)
+    assert report["latencies_ms"] == [1, 0, 2]
+    assert report["item_wave_width"] == 8
+    assert overlap.ITEM_WAVE_WIDTH == 128  # set back after the run
     assert set(report["functions"]) == {"enrich-and-route", "archive-all", "purchases-per-minute"}
     for figures in report["functions"].values():
-        for row in ("before", "after", "powertools", "floor"):
+        for row in ("before", "after", "powertools", "floor", "local_floor"):
             assert figures[row]["wall_ms"] > 0
             assert figures[row]["gb_s_per_million"] > 0
         assert figures["before"]["calls"] == figures["after"]["calls"]  # only the timing differs
         assert figures["floor"]["critical_path_calls"] >= 1
-    assert report["functions"]["archive-all"]["after"]["calls"]["PUT object"] >= 1
+        after = figures["after"]
+        assert set(after["wall_ms_by_latency"]) == {"0", "1", "2"}
+        assert after["observed_depth"] >= 1
+        assert set(after["service_ms"]) == set(after["calls"])  # a time for every operation
+        assert len(after["timeline"]) == sum(after["calls"].values())
+        # the local floor adds the servers' time on the critical path, never less than 0
+        assert figures["local_floor"]["wall_ms"] >= figures["floor"]["wall_ms"]
+        assert "timeline" not in figures["before"]
+    archive = report["functions"]["archive-all"]
+    assert archive["after"]["calls"]["PUT object"] >= 1
+    assert ["PUT object"] in archive["floor"]["steps"][-1]
 
 
 class _Echo(BaseHTTPRequestHandler):
@@ -65,7 +80,45 @@ def test_the_delay_proxy_relays_byte_for_byte_and_counts_by_operation():
             assert seen == {"path": "/t?x=1", "body": '{"a": 1}', "host": url[len("http://") :]}
         with urllib.request.urlopen(url + delayproxy.COUNTS_PATH, timeout=30) as answer:
             assert json.loads(answer.read()) == {"ListTables": 2}
+        with urllib.request.urlopen(url + delayproxy.LOG_PATH, timeout=30) as answer:
+            log = json.loads(answer.read())
+        assert [call[0] for call in log] == ["ListTables"] * 2
+        for _, received, forwarded, served, answered in log:
+            assert received + 0.001 <= forwarded <= served <= answered  # held 1 ms, then sent
+        with urllib.request.urlopen(url + delayproxy.LOG_PATH, timeout=30) as answer:
+            assert json.loads(answer.read()) == []  # taken: the next look starts afresh
     finally:
         for one in (server, upstream):
             one.shutdown()
             one.server_close()
+
+
+class TestTimeline:
+    def test_a_wave_counts_once_and_a_call_sent_after_an_answer_counts_again(self):
+        wave = [("PutItem", 0.0, 0.01, 0.012, 0.013), ("PutItem", 0.001, 0.011, 0.02, 0.021)]
+        after = ("_bulk", 0.021, 0.031, 0.032, 0.033)  # sent once the slower one answered
+        assert timeline.depth(wave) == 1
+        assert timeline.depth([*wave, after]) == 2
+        early = ("_bulk", 0.0135, 0.0235, 0.024, 0.025)  # after the first answer only
+        assert timeline.depth([*wave, early]) == 2
+
+    def test_the_service_time_adds_up_the_server_s_time_on_each_call_of_an_operation(self):
+        calls = [("PutItem", 0.0, 0.01, 0.013, 0.02), ("PutItem", 0.0, 0.01, 0.017, 0.018)]
+        calls.append(("_bulk", 0.0, 0.01, 0.0125, 0.013))
+        assert timeline.service_ms(calls) == {"PutItem": 10.0, "_bulk": 2.5}
+
+    def test_the_slope_of_wall_over_latency_is_the_sequential_calls(self):
+        assert timeline.slope([(0, 50), (10, 80), (20, 110), (10, 80)]) == 3.0
+        assert timeline.slope([(0, 50), (0, 60)]) == 0.0  # one latency: no line
+
+
+class TestFloors:
+    def test_the_local_floor_adds_the_slowest_branch_of_each_step_by_service_time(self):
+        # 75 PutItems that moto served in 25 ms all told, against _mget and _bulk in 5
+        before = {"service_ms": {"PutItem": 25.0, "_mget": 2.0, "_bulk": 3.0}}
+        after = {"calls": {"PutItem": 75, "_mget": 1, "_bulk": 1}, "letter_phases": 0}
+        rows = invocation.floors({"before": before, "after": {**after, "cpu_ms": 4.0}}, 10)
+        assert rows["floor"]["critical_path_calls"] == 2  # _mget then _bulk
+        assert rows["floor"]["wall_ms"] == 24.0
+        # the PutItem branch, one call deep, served in 25 ms, outlasts _mget + _bulk (25 ms)
+        assert rows["local_floor"]["wall_ms"] == 24.0 + 15.0

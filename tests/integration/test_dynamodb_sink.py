@@ -12,7 +12,7 @@ from deploy.local.readback import table_items
 from sinks.base import Ordering, Status
 from sinks.dynamodb import DynamoDBSink
 from stream.event import records_from_event
-from stream.overlap import WAVE_WIDTH, overlapping
+from stream.overlap import ITEM_WAVE_WIDTH, WAVE_WIDTH, overlapping
 from stream.testing import EventFactory
 
 if TYPE_CHECKING:
@@ -271,7 +271,7 @@ class TestClassification:
         outcomes = sink.write_batch(records)
         assert {o.status for o in outcomes} == {Status.RETRYABLE}
         assert outcomes[-1].error == "HeldBack"
-        assert len(calls) == WAVE_WIDTH
+        assert len(calls) == (ITEM_WAVE_WIDTH if mode == "latest" else WAVE_WIDTH)
         assert sleeps == []
 
     def test_an_unreachable_endpoint_is_retryable(self, unique):

@@ -1,4 +1,4 @@
-"""The OpenSearch, S3, SQS and Kinesis sinks send a wave's calls at once: a slow call that
+"""The DynamoDB, OpenSearch, S3, SQS and Kinesis sinks send a wave's calls at once: a slow call that
 ends after a faster later one keeps its outcome with its own records, a failure of the fast
 one stays with the fast one's records, and what a wave holds back is held back.
 
@@ -18,11 +18,12 @@ from urllib.parse import unquote
 import pytest
 
 from sinks.base import DeadLetter, Ordering, Status
+from sinks.dynamodb import DynamoDBSink
 from sinks.kinesis import KinesisSink
 from sinks.opensearch import OpenSearchSink
 from sinks.s3 import S3Sink
 from sinks.sqs import SQSSink
-from stream.overlap import overlapping
+from stream.overlap import ITEM_WAVE_WIDTH, WAVE_WIDTH, overlapping
 from tests.faultproxy import (
     OPENSEARCH_REJECTED,
     S3_SLOWDOWN,
@@ -33,7 +34,7 @@ from tests.faultproxy import (
     held_until,
 )
 from tests.integration.fault_fixtures import aws_client, no_sleep
-from tests.integration.test_dynamodb_sink import batch
+from tests.integration.test_dynamodb_sink import batch, make_table
 from tests.integration.test_sink_faults import objects, published, received, sources
 
 if TYPE_CHECKING:
@@ -181,6 +182,42 @@ class TestSQS:
         assert [o.status for o in outcomes] == [Status.OK] * 10 + [Status.RETRYABLE] * 10
         reasons = {json.loads(body)["reason"] for body in received(aws("sqs"), url)}
         assert reasons == {f"bad-m{n}x" for n in range(10)}
+
+
+class TestDynamoDBLatest:
+    def test_a_wave_of_keys_wider_than_a_bulk_wave_keeps_each_key_s_outcome(
+        self, proxy, aws, unique
+    ):
+        # One conditional PutItem per key: more keys than WAVE_WIDTH still go in one wave.
+        # The first key's answer is held until the last key's has come back (the last
+        # key is throttled): sent in waves of WAVE_WIDTH, the last key would wait for the
+        # first's answer, which would come only at the deadline.
+        keys = WAVE_WIDTH + 8
+        assert keys <= ITEM_WAVE_WIDTH
+        table = make_table(aws("dynamodb"), f"orders-{unique}", append=False)
+        records = batch([{"order_id": f"o{i}", "tag": f"m{i}x"} for i in range(keys)])
+        last = f"m{keys - 1}x"
+        proxy.inject(held_until(carries(last), DEADLINE_S), target="PutItem", where=carries("m0x"))
+        proxy.inject(THROTTLE, target="PutItem", where=carries(last))
+        sink = DynamoDBSink(
+            "orders",
+            table=table,
+            key="order_id",
+            mode="latest",
+            client=aws_client(proxy.url, "dynamodb"),
+            max_attempts=1,
+            sleep=no_sleep,
+        )
+
+        outcomes = sink.write_batch(records)
+
+        assert answered_before(proxy, carries(last), "m0x")
+        assert [o.status for o in outcomes] == [Status.OK] * (keys - 1) + [Status.RETRYABLE]
+        assert outcomes[-1].error == "ProvisionedThroughputExceededException"
+        items = aws("dynamodb").scan(TableName=table, ConsistentRead=True)["Items"]
+        assert sorted(item["tag"]["S"] for item in items) == sorted(
+            f"m{i}x" for i in range(keys - 1)
+        )
 
 
 class TestOpenSearch:

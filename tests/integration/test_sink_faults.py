@@ -18,7 +18,7 @@ from sinks.kinesis import KinesisSink
 from sinks.opensearch import OpenSearchSink
 from sinks.s3 import S3Sink
 from sinks.sqs import SQSSink
-from stream.overlap import WAVE_WIDTH, overlapping
+from stream.overlap import ITEM_WAVE_WIDTH, overlapping
 from stream.testing import EventFactory
 from tests.faultproxy import (
     DROP,
@@ -163,10 +163,11 @@ class TestDynamoDB:
     def test_an_outage_costs_a_latest_batch_one_key_s_attempts_not_one_per_key(
         self, proxy, ddb, unique, fault, at_once
     ):
-        # 100 keys, one conditional put each: before, each key spent its own attempts
-        # (and backoff) on a service that was down, 100 x 8 attempts of the Lambda's time.
-        # Overlapped, the keys of the first wave try at once (one key's time), and no later
-        # wave is sent.
+        # More keys than a wave holds, one conditional put each: before, each key spent its
+        # own attempts (and backoff) on a service that was down, keys x 8 attempts of the
+        # Lambda's time. Overlapped, the keys of the first wave try at once (one key's
+        # time), and no later wave is sent.
+        keys = ITEM_WAVE_WIDTH + 20
         table = make_table(ddb, f"orders-{unique}", append=False)
         inject_writes(proxy, fault)
         client = aws_client(proxy.url, "dynamodb", read_timeout=0.1)
@@ -175,12 +176,12 @@ class TestDynamoDB:
         sink = self.sink(client, table, "latest", attempts=3)
 
         with overlapping(at_once):
-            outcomes = sink.write_batch(orders(100, keys=100))
+            outcomes = sink.write_batch(orders(keys, keys=keys))
 
-        tried = WAVE_WIDTH if at_once else 1
+        tried = ITEM_WAVE_WIDTH if at_once else 1
         assert {o.status for o in outcomes} == {Status.RETRYABLE}
         assert len(attempts) == tried * 3  # the first wave's keys, then nothing more is sent
-        assert [o.error for o in outcomes[tried:]] == ["HeldBack"] * (100 - tried)
+        assert [o.error for o in outcomes[tried:]] == ["HeldBack"] * (keys - tried)
         assert "failed" in outcomes[-1].reason
         assert table_items(ddb, table) == []
 
