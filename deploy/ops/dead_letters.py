@@ -945,11 +945,15 @@ class _Recounted(Sink):
         return self.inner.write_batch(items)
 
 
-def _position(m: Message) -> tuple[str, int, int, str]:
+def _position(m: Message) -> tuple[str, int, int, tuple[int, ...]]:
+    """A letter's place in its shard: the parts of a fan-out by number, as the chain made
+    them (``"1.10"`` after ``"1.9"``; as text it came first, and a window step that had
+    applied the later part skipped the earlier one as redelivered)."""
     rec = m.letter.record if m.letter else None
     if rec is None:
-        return "", 0, 0, ""
-    return rec.shard_id, int(rec.sequence_number), rec.sub_sequence_number, rec.part
+        return "", 0, 0, ()
+    part = tuple(int(p) for p in rec.part.split(".")) if rec.part else ()
+    return rec.shard_id, int(rec.sequence_number), rec.sub_sequence_number, part
 
 
 def redrive(

@@ -1,6 +1,7 @@
 """Make ``event.json``: a Lambda Kinesis event of the clickstream example.
 
-A few hundred records from one shard: clicks, views and purchases of 40 users, some of them
+A few hundred records from one shard: clicks, views and purchases of 40 users, a second apart
+in event time (`ts`, which the windowed function reads), some of them
 KPL-aggregated, and a few malformed ones (not JSON, JSON that is not an object, a corrupt
 aggregate) that must end in the dead-letter sink with their reason. Seeded, so the file is
 the same every time::
@@ -33,6 +34,7 @@ def make(n: int = 300, seed: int = 7) -> dict:
             "event_id": f"e{i:05d}",
             "event_type": kind,
             "user_id": user,
+            "ts": f"2026-03-01T12:{i // 60 % 60:02d}:{i % 60:02d}Z",  # a second apart
             "page": rng.choice(["/", "/shoes", "/bags", "/cart", "/checkout"]),
             "amount": round(rng.uniform(5, 300), 2) if kind == "purchase" else 0,
         }

@@ -6,7 +6,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from deploy.ops.dead_letters import Kind, Selection, parse_message
+from deploy.ops.dead_letters import Kind, Message, Selection, _position, parse_message
 from sinks.base import DeadLetter
 from sinks.sqs import OVERFLOW_FIELD, REDRIVES_ATTRIBUTE
 from stream.records import Record
@@ -83,3 +83,20 @@ class TestSelection:
 
     def test_only_letters_are_ever_selected(self) -> None:
         assert not Selection().matches(parse_message("q", "1", "h", "hello"))
+
+
+class TestRedriveOrder:
+    def test_the_parts_of_a_fan_out_go_back_in_the_order_the_chain_made_them(self) -> None:
+        """Part 10 of a record comes after part 9 (not after part 1, as text sorts it), and
+        a letter of an earlier sequence number before both."""
+        letters = []
+        for seq, part in (("4959", "10"), ("4959", "9"), ("4959", "1.10"), ("4959", "1.2"),
+                          ("4958", "2"), ("4959", "")):  # fmt: skip
+            rec = Record(b"{}", "k", seq, 0, shard_id="shardId-000000000001")
+            rec.part = part
+            letter = DeadLetter(rec, "no", "ValueError", "sink:orders", "fn", "shop", 10.0)
+            letters.append(Message("q", part, "h", Kind.LETTER, 0.0, "", letter))
+        ordered = [(m.letter.record.sequence_number, m.letter.record.part)  # type: ignore[union-attr]
+                   for m in sorted(letters, key=_position)]  # fmt: skip
+        assert ordered == [("4958", "2"), ("4959", ""), ("4959", "1.2"), ("4959", "1.10"),
+                           ("4959", "9"), ("4959", "10")]  # fmt: skip
