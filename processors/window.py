@@ -179,6 +179,7 @@ def iso(seconds: float) -> str:
 _NOTHING = Outcome()
 _LATE = Outcome(late=True)
 _INF = float("inf")
+_MS_LOW = -MS_THRESHOLD
 _SHARD_OF = attrgetter("shard_id")
 
 
@@ -425,6 +426,7 @@ class Window:
         # -inf while an inherited window waits for the other heirs: every record asks).
         watermark = -_INF if max_time is None else max_time - lateness
         due = -_INF if waiting else ends[0] if ends else _INF
+        low, high, tumbling = 0, 0, ()  # the last tumbling window a record's time fell in
         try:
             for rec in records:
                 if applied is not None:  # a redelivery: its records up to ``applied`` were
@@ -437,9 +439,9 @@ class Window:
                     applied = None  # the rest of the batch comes after it (shard order)
                 last = rec
                 try:  # apply the record (DESIGN.md, "Windows"; the module docstring)
-                    doc = rec.json
-                    if type(doc) is not dict:
-                        doc = rec.as_dict()  # raises its DecodeError
+                    doc = rec._doc  # decoded already, as a step before needed it
+                    if type(doc) is not dict:  # else (not yet, or not an object):
+                        doc = rec.as_dict()  # decodes, or raises its DecodeError
                     get = doc.get
                     key = get(key_field)
                     if type(key) is not str:
@@ -452,16 +454,21 @@ class Window:
                     else:  # event_seconds, its common case inline
                         raw: Any = get(time_field)
                         kind = type(raw)
-                        if kind is int or kind is float:
-                            t = raw / 1000.0 if abs(raw) >= MS_THRESHOLD else float(raw)
+                        if kind is int or kind is float:  # no call: ``float(raw)``, exactly
+                            t = raw * 1.0 if _MS_LOW < raw < MS_THRESHOLD else raw / 1000.0
                         else:
                             t = event_seconds(raw, time_field)
                     values = read(get)  # checked before anything changes
                     if sized:
                         _refuse_large(sized, get)
-                    starts = (
-                        (int(t // size) * size,) if slide == size else window_starts(t, size, slide)
-                    )
+                    if slide != size:
+                        starts = window_starts(t, size, slide)
+                    elif not low <= t < high:  # else the last record's (times come mostly in
+                        low = int(t // size) * size  # order)
+                        high = low + size
+                        starts = tumbling = (low,)
+                    else:
+                        starts = tumbling
                     if refused:
                         _refuse_windows(refused, key, starts)
                     if guarded:
