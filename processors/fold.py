@@ -82,6 +82,8 @@ _ADD: dict[type[Any], tuple[str, ...]] = {
     First: ("a = accs[{i}]", "if a is None or t < a[0]:", "    accs[{i}] = [t, {v}]"),
     Last: ("a = accs[{i}]", "if a is None or t >= a[0]:", "    accs[{i}] = [t, {v}]"),
 }
+#: The exact built-ins whose ``add`` does not raise on what ``read`` lets through.
+_SAFE = frozenset({*_ADD, Distinct})
 # An exact built-in's ``result(acc)`` as an expression of accs[i] (the condition of a
 # conditional expression is evaluated first, so it binds ``a``).
 _RESULT: dict[type[Any], str] = {
@@ -165,7 +167,7 @@ def compile_fold(aggs: Sequence[Aggregation], names: Sequence[str] | None = None
 def _fallible(agg: Aggregation) -> bool:
     """Whether ``agg.add`` may raise on a value ``read`` let through: not for the exact
     built-ins (inline, or ``distinct``, which takes any JSON value)."""
-    return type(agg) not in _ADD and type(agg) is not Distinct
+    return type(agg) not in _SAFE
 
 
 def _read(aggs: Sequence[Aggregation], fields: dict[str, str], variables: str) -> list[str]:

@@ -38,7 +38,15 @@ reference):
   already: it changes nothing, and yields again exactly what it yielded the first time
   (its results, or its late routing, or its error), kept per position in the state's
   *outbox*. The outbox forgets positions before the first record of a batch (index 0):
-  Lambda never delivers again what lies before a batch it delivers.
+  Lambda never delivers again what lies before a batch it delivers. A batch's records of a
+  shard come in shard order (Lambda's, the local mapping's and a redrive's batches), so
+  only a prefix can be at or before it: once a record is past it, the rest are applied
+  without comparing their positions (the per-record loop reads no sequence number).
+* **Refused records.** A record an aggregation refuses (a plugin's ``add`` raised a
+  ``RecordError``) is dead-lettered and added to none of its windows: the generated fold
+  is all or nothing per window (:mod:`processors.fold`), a window is opened only once the
+  record is in, and with hopping windows whose adds may raise the windows it went into
+  before get their accumulators back (:meth:`Window._place_all`).
 
 All of a batch's work happens in :meth:`Window.prepare` (the chain calls it with the
 records that reach the step), so that a state store writes once per distinct key and window
@@ -426,7 +434,9 @@ class Window:
         # -inf while an inherited window waits for the other heirs: every record asks).
         watermark = -_INF if max_time is None else max_time - lateness
         due = -_INF if waiting else ends[0] if ends else _INF
-        low, high, tumbling = 0, 0, ()  # the last tumbling window a record's time fell in
+        low, high = 0, 0  # the last tumbling window a record's time fell in: [low, high)
+        tumbling: tuple[int, ...] = ()
+        starts: Sequence[int]
         try:
             for rec in records:
                 if applied is not None:  # a redelivery: its records up to ``applied`` were
