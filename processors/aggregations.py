@@ -13,7 +13,10 @@ an object with four methods, the same for built-ins and plugins (entry-point gro
 
 Accumulators are JSON values (lists, numbers, strings) or sets: what a durable state store
 can keep. ``add`` may mutate and return ``acc``, and must raise, if it does, before it
-changes anything.
+changes anything: a :class:`~stream.exceptions.RecordError` to refuse the record, which is
+then dead-lettered and added to no aggregation of any of its windows (the window steps
+call the adds that can raise first and give the others back what they had,
+:mod:`processors.fold`; a window the record would have opened is not opened).
 
 >>> avg = Avg("amount")
 >>> acc = avg.add(avg.add(avg.create(), 2, 0.0), 4, 1.0)

@@ -14,15 +14,21 @@ window: measured with cachegrind, most of the step's cost over a hand-written di
   value, or a tuple of them;
 * ``create() -> accs``: the empty accumulators, a list literal for the built-ins;
 * ``fold(accs, values, t)``: every aggregation's ``add`` of its value (skipped when the
-  record has no such field, except ``count`` without a field), in order, in place;
+  record has no such field, except ``count`` without a field), in place, all or nothing:
+  the adds that can raise (plugins' and subclasses', called through their methods) go
+  first, and when one raises, those before it get their accumulators back (deep copies
+  taken before them, only when there are two or more such adds), so the window is as it
+  was; then the built-ins' inline adds, which cannot raise on the values ``read`` let
+  through, each field's under one ``is not None`` test;
 * ``result(window_id, key, start, end, accs) -> dict``: a closed window's result document
   (``window_id``, ``key``, ``window_start``, ``window_end``, then each aggregation's
   ``result`` under its name, in order) as one dict display.
 
 It is transparent: the same accumulators and the same errors as calling each
-aggregation's ``create``/``add``. An exact built-in is written inline as its method does
-it; ``distinct``, subclasses and plugins are called through their own methods. The source
-is kept on :attr:`Fold.source` for debugging.
+aggregation's ``create``/``add`` (each add touches its own accumulator, so their order
+does not change the result), except that a raising add leaves no other add done. An exact
+built-in is written inline as its method does it; ``distinct``, subclasses and plugins are
+called through their own methods. The source is kept on :attr:`Fold.source` for debugging.
 
 >>> from processors.aggregations import build_aggregation
 >>> fold = compile_fold([build_aggregation("count", None), build_aggregation("sum", "amount"),
@@ -38,10 +44,21 @@ is kept on :attr:`Fold.source` for debugging.
 
 from __future__ import annotations
 
+import copy
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from processors.aggregations import Avg, Count, First, Last, Max, Min, NotANumber, Sum
+from processors.aggregations import (
+    Avg,
+    Count,
+    Distinct,
+    First,
+    Last,
+    Max,
+    Min,
+    NotANumber,
+    Sum,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -65,6 +82,8 @@ _ADD: dict[type[Any], tuple[str, ...]] = {
     First: ("a = accs[{i}]", "if a is None or t < a[0]:", "    accs[{i}] = [t, {v}]"),
     Last: ("a = accs[{i}]", "if a is None or t >= a[0]:", "    accs[{i}] = [t, {v}]"),
 }
+#: The exact built-ins whose ``add`` does not raise on what ``read`` lets through.
+_SAFE = frozenset({*_ADD, Distinct})
 # An exact built-in's ``result(acc)`` as an expression of accs[i] (the condition of a
 # conditional expression is evaluated first, so it binds ``a``).
 _RESULT: dict[type[Any], str] = {
@@ -91,12 +110,16 @@ class Fold:
         fold: ``fold(accs, values, t)``.
         result: ``result(window_id, key, start, end, accs) -> dict``.
         source: the generated Python source.
+        guarded: whether an ``add`` can raise (a plugin's or a subclass's): ``fold`` is then
+            atomic for one window only, and a step adding a record to several windows
+            (hopping) must undo the earlier ones itself when a later one raises.
     """
 
-    __slots__ = ("create", "fold", "read", "result", "source")
+    __slots__ = ("create", "fold", "guarded", "read", "result", "source")
 
-    def __init__(self, source: str, namespace: dict[str, Any]) -> None:
+    def __init__(self, source: str, namespace: dict[str, Any], guarded: bool = False) -> None:
         self.source = source
+        self.guarded = guarded
         exec(_compiled(source), namespace)
         self.read: Callable[[Callable[[str], Any]], Any] = namespace["read"]
         self.create: Callable[[], list[Any]] = namespace["create"]
@@ -138,7 +161,13 @@ def compile_fold(aggs: Sequence[Aggregation], names: Sequence[str] | None = None
         *_result(aggs, names, namespace),
         "",
     ]
-    return Fold("\n".join(source), namespace)
+    return Fold("\n".join(source), namespace, any(map(_fallible, aggs)))
+
+
+def _fallible(agg: Aggregation) -> bool:
+    """Whether ``agg.add`` may raise on a value ``read`` let through: not for the exact
+    built-ins (inline, or ``distinct``, which takes any JSON value)."""
+    return type(agg) not in _SAFE
 
 
 def _read(aggs: Sequence[Aggregation], fields: dict[str, str], variables: str) -> list[str]:
@@ -177,20 +206,54 @@ def _fold(
     lines = [f"def fold(accs, {'vs' if several else variables.replace('None', '_')}, t):"]
     if several:
         lines.append(f"    {variables} = vs")
+    risky = [i for i, agg in enumerate(aggs) if _fallible(agg)]
+    lines += _risky_adds(aggs, risky, fields, namespace)
+    groups: dict[str | None, list[str]] = {}  # variable (None: always) -> its adds' lines
     for i, agg in enumerate(aggs):
+        if i in risky:
+            continue
         var = fields[agg.field] if agg.field else None
         inline = _ADD.get(type(agg))
         if inline is not None:
             body = [line.format(i=i, v=var) for line in inline]
-        else:
+        else:  # distinct: its method, which does not raise
             namespace[f"add{i}"] = agg.add
             body = [f"accs[{i}] = add{i}(accs[{i}], {var or 'True'}, t)"]
+        groups.setdefault(var, []).extend(body)
+    for var, body in groups.items():
         if var is None:
             lines += [f"    {line}" for line in body]
         else:
             lines.append(f"    if {var} is not None:")
             lines += [f"        {line}" for line in body]
     lines.append("    return None")
+    return lines
+
+
+def _risky_adds(
+    aggs: Sequence[Aggregation], risky: list[int], fields: dict[str, str], namespace: dict[str, Any]
+) -> list[str]:
+    """The adds that can raise, first and all or nothing: the ones before the last are
+    called on accumulators saved beforehand (``deepcopy``: an add may change its
+    accumulator in place), put back when a later one raises. A single one needs nothing
+    saved: an add that raises changes nothing (the aggregation contract)."""
+    calls = []
+    for i in risky:
+        field = aggs[i].field
+        var = fields[field] if field else None
+        namespace[f"add{i}"] = aggs[i].add
+        call = f"accs[{i}] = add{i}(accs[{i}], {var or 'True'}, t)"
+        calls.append(call if var is None else f"if {var} is not None: {call}")
+    if len(calls) < 2:
+        return [f"    {call}" for call in calls]
+    namespace["_deepcopy"] = copy.deepcopy
+    saved = risky[:-1]
+    lines = [f"    s{i} = _deepcopy(accs[{i}])" for i in saved]
+    lines.append("    try:")
+    lines += [f"        {call}" for call in calls]
+    lines.append("    except Exception:")
+    lines += [f"        accs[{i}] = s{i}" for i in saved]
+    lines.append("        raise")
     return lines
 
 

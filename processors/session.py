@@ -47,8 +47,8 @@ recomputes the sessions from all the records accepted so far, sorted by time):
 
 from __future__ import annotations
 
+import copy
 import heapq
-import threading
 import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -63,6 +63,7 @@ from processors.window import (
     Window,
     WindowConfigError,
     _aggregation,
+    _Batch,
     _budgeted,
     _key_text,
     _long_key,
@@ -261,7 +262,7 @@ class SessionWindow:
         #: per thread, the batch's outcomes by record (``pending``) and the heirs' floors
         #: (``floors``): a local run calls one step from a thread per shard (as
         #: :class:`processors.window.Window` does)
-        self._batch = threading.local()
+        self._batch = _Batch()
         #: shard id -> (the state indexed, key -> the starts of its open sessions)
         self._index: dict[str, tuple[ShardState, dict[Any, list[float]]]] = {}
 
@@ -476,7 +477,7 @@ class SessionWindow:
         max_time = state.max_time
         if max_time is not None and t < max_time - self.allowed_lateness_s:
             return _LATE
-        fold.fold(self._join(key, float(t), state, index, changed), values, t)
+        self._join(key, float(t), state, index, changed, values=values, at=t)
         if max_time is None or t > max_time:
             state.max_time = max_time = t
         watermark = max_time - self.allowed_lateness_s
@@ -492,11 +493,17 @@ class SessionWindow:
         state: ShardState,
         index: dict[Any, list[float]],
         changed: set[tuple[Any, Any]],
+        *,
+        values: Any,
+        at: float,
     ) -> list[Any]:
-        """The accumulators of the session of ``key`` that ``t`` belongs to, after it: a
-        new one, an open one (its start moved back, its end on), or the merge of the open
-        ones ``t`` bridges. The sessions that are gone leave the state and are marked
-        changed (the store writes them closed)."""
+        """Add the record (``values``, event time ``at``; ``t`` as a float) to the session
+        of ``key`` that ``t`` belongs to, after it: a new one, an open one (its start moved
+        back, its end on), or the merge of the open ones ``t`` bridges; its accumulators.
+        The sessions that are gone leave the state and are marked changed (the store
+        writes them closed). The record is folded in before anything changes, so a record
+        an aggregation refuses (its ``add`` raised) leaves the sessions as they were."""
+        fold = self._fold.fold
         gap = self.gap_s
         windows: dict[Any, list[Any]] = state.windows
         starts = index.get(key)
@@ -511,6 +518,7 @@ class SessionWindow:
         if len(touching) == 1 and touching[0] <= t:  # the common case: one session, on
             wkey = (key, touching[0])
             accs = windows[wkey]
+            fold(accs, values, at)
             last = accs[-1]
             if t > last:
                 by_end: dict[Any, list[Any]] = state.by_end
@@ -533,17 +541,29 @@ class SessionWindow:
         if not touching:
             accs = self._fold.create()
             accs.append(t)
+            fold(accs, values, at)
             self._open(state, (key, t), accs, starts)
             changed.add((key, t))
             return accs
         first = touching[0]
-        accs = self._remove(state, (key, first), starts, changed)
-        for start in touching[1:]:  # later sessions, their records after ``accs``'s
-            accs = self._merge(accs, self._remove(state, (key, start), starts, changed))
+        accs = self._merged(windows, key, touching)
+        fold(accs, values, at)
+        for start in touching:
+            self._remove(state, (key, start), starts, changed)
         accs[-1] = max(accs[-1], t)
         wkey = (key, min(first, t))
         self._open(state, wkey, accs, starts)
         changed.add(wkey)
+        return accs
+
+    def _merged(self, windows: dict[Any, list[Any]], key: Any, touching: list[Any]) -> list[Any]:
+        """The accumulators of the sessions of ``key`` starting at ``touching`` as one, the
+        sessions left as they are: a plugin's merge may change its arguments, so while the
+        record may yet be refused (an add that can raise) they are merged from copies."""
+        guard = copy.deepcopy if self._fold.guarded and len(touching) > 1 else _same
+        accs = guard(windows[key, touching[0]])
+        for start in touching[1:]:  # later sessions, their records after ``accs``'s
+            accs = self._merge(accs, guard(windows[key, start]))
         return accs
 
     def _open(self, state: ShardState, wkey: Wkey, accs: list[Any], starts: list[float]) -> None:
@@ -627,6 +647,10 @@ class SessionWindow:
         value = key if key[:1] != MARKER else key_value(key)
         end_iso = iso(accs[-1] + self.gap_s)
         return self._fold.result(window_id, value, start_iso, end_iso, accs)
+
+
+def _same(accs: list[Any]) -> list[Any]:
+    return accs
 
 
 def _views(state: ShardState) -> tuple[dict[Any, list[Any]], list[Any], dict[Any, list[Any]]]:

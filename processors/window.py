@@ -39,7 +39,15 @@ reference):
   already: it changes nothing, and yields again exactly what it yielded the first time
   (its results, or its late routing, or its error), kept per position in the state's
   *outbox*. The outbox forgets positions before the first record of a batch (index 0):
-  Lambda never delivers again what lies before a batch it delivers.
+  Lambda never delivers again what lies before a batch it delivers. A batch's records of a
+  shard come in shard order (Lambda's, the local mapping's and a redrive's batches), so
+  only a prefix can be at or before it: once a record is past it, the rest are applied
+  without comparing their positions (the per-record loop reads no sequence number).
+* **Refused records.** A record an aggregation refuses (a plugin's ``add`` raised a
+  ``RecordError``) is dead-lettered and added to none of its windows: the generated fold
+  is all or nothing per window (:mod:`processors.fold`), a window is opened only once the
+  record is in, and with hopping windows whose adds may raise the windows it went into
+  before get their accumulators back (:meth:`Window._place_all`).
 
 All of a batch's work happens in :meth:`Window.prepare` (the chain calls it with the
 records that reach the step), so that a state store writes once per distinct key and window
@@ -54,11 +62,14 @@ a cold start loses it; for ``shardline test`` and tests.
 
 from __future__ import annotations
 
+import copy
 import heapq
 import threading
 import time
 from datetime import UTC, datetime
 from functools import lru_cache, partial
+from itertools import groupby
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from processors.aggregations import (
@@ -178,6 +189,20 @@ def iso(seconds: float) -> str:
 
 _NOTHING = Outcome()
 _LATE = Outcome(late=True)
+_INF = float("inf")
+_MS_LOW = -MS_THRESHOLD
+_SHARD_OF = attrgetter("shard_id")
+
+
+class _Batch(threading.local):
+    """A window step's batch, per thread (a local run calls one runner from a thread per
+    shard): the records' outcomes (``pending``, by ``id``) and the heirs' floors
+    (``floors``). Both exist from a thread's first look, so the per-record ``__call__``
+    reads an attribute, not ``getattr`` with a default."""
+
+    def __init__(self) -> None:
+        self.pending: dict[int, Outcome] = {}
+        self.floors: dict[str, float] = {}
 
 
 def _send_with(
@@ -339,7 +364,7 @@ class Window:
         self.late = 0
         #: the batch's outcomes (``pending``) and heirs' floors (``floors``), per thread: a
         #: local run calls one runner from a thread per shard
-        self._batch = threading.local()
+        self._batch = _Batch()
 
     # -- per batch ------------------------------------------------------------------------
 
@@ -347,27 +372,24 @@ class Window:
         """Apply the batch, in shard order; commit once per shard; keep each outcome."""
         pending: dict[int, Outcome] = {}
         self._batch.pending = pending
-        first = 0
-        for i in range(1, len(records) + 1):
-            if i == len(records) or records[i].shard_id != records[first].shard_id:
-                run = records[first:i]
-                refused: frozenset[tuple[Any, int]] = frozenset()
-                attempt = 0
-                while True:
-                    try:
-                        self._prepare_shard(run, pending, refused)
-                        break
-                    except StateTooLarge as exc:  # without those windows' records
-                        if exc.windows <= refused:
-                            raise
-                        refused |= exc.windows
-                    except ClaimLost:  # the store reads the state again: apply it again
-                        attempt += 1
-                        if attempt == _CLAIM_ATTEMPTS:
-                            raise
-                    for rec in run:
-                        pending.pop(id(rec), None)
-                first = i
+        for _, group in groupby(records, _SHARD_OF):  # the runs of one shard, in C
+            run = list(group)
+            refused: frozenset[tuple[Any, int]] = frozenset()
+            attempt = 0
+            while True:
+                try:
+                    self._prepare_shard(run, pending, refused)
+                    break
+                except StateTooLarge as exc:  # without those windows' records
+                    if exc.windows <= refused:
+                        raise
+                    refused |= exc.windows
+                except ClaimLost:  # the store reads the state again: apply it again
+                    attempt += 1
+                    if attempt == _CLAIM_ATTEMPTS:
+                        raise
+                for rec in run:
+                    pending.pop(id(rec), None)
 
     def _prepare_shard(  # noqa: PLR0915  # the per-record hot path, in one frame
         self,
@@ -387,33 +409,40 @@ class Window:
             state.outbox = {p: o for p, o in state.outbox.items() if p >= since}
         changed: set[tuple[Any, int]] = set()
         closer: Record | None = None  # the last record applied now that yields no error
+        last: Record | None = None  # the last record applied: its position is ``applied``
         outbox = state.outbox
         applied = state.applied
         # The per-record work inline, its names bound once per batch (a call per record
         # and the loads it repeats were a fifth of the step's instructions).
         key_field, time_field, read, create, fold, size, slide, lateness = self._hot
         sized = self._sized
+        guarded = slide != size and self._fold.guarded  # several windows, adds that may raise
         windows, by_end, ends, waiting = state.windows, state.by_end, state.ends, state.waiting
         foreign = state.foreign
         max_time = state.max_time  # written back to the state below, whatever happens
+        # Kept across records, updated where they change: the watermark (-inf before any
+        # record), and ``due``, the earliest end a window may close at (the heap's head;
+        # -inf while an inherited window waits for the other heirs: every record asks).
+        watermark = -_INF if max_time is None else max_time - lateness
+        due = -_INF if waiting else ends[0] if ends else _INF
+        low, high = 0, 0  # the last tumbling window a record's time fell in: [low, high)
+        tumbling: tuple[int, ...] = ()
+        starts: Sequence[int]
         try:
             for rec in records:
-                part = rec.part  # _position(rec), inline
-                position = (
-                    int(rec.sequence_number),
-                    rec.sub_sequence_number,
-                    tuple(int(p) for p in part.split(".")) if part else (),
-                )
-                if applied is not None and position <= applied:
-                    outcome = outbox.get(position)
-                    if outcome is not None:
-                        pending[id(rec)] = outcome
-                    continue
-                state.applied = applied = position
+                if applied is not None:  # a redelivery: its records up to ``applied`` were
+                    position = _position(rec)  # applied already
+                    if position <= applied:
+                        outcome = outbox.get(position)
+                        if outcome is not None:
+                            pending[id(rec)] = outcome
+                        continue
+                    applied = None  # the rest of the batch comes after it (shard order)
+                last = rec
                 try:  # apply the record (DESIGN.md, "Windows"; the module docstring)
-                    doc = rec.json
-                    if type(doc) is not dict:
-                        doc = rec.as_dict()  # raises its DecodeError
+                    doc = rec._doc  # decoded already, as a step before needed it
+                    if type(doc) is not dict:  # else (not yet, or not an object):
+                        doc = rec.as_dict()  # decodes, or raises its DecodeError
                     get = doc.get
                     key = get(key_field)
                     if type(key) is not str or key[:1] == MARKER:  # else its own text
@@ -425,60 +454,79 @@ class Window:
                     else:  # event_seconds, its common case inline
                         raw: Any = get(time_field)
                         kind = type(raw)
-                        if kind is int or kind is float:
-                            t = raw / 1000.0 if abs(raw) >= MS_THRESHOLD else float(raw)
+                        if kind is int or kind is float:  # no call: ``float(raw)``, exactly
+                            t = raw * 1.0 if _MS_LOW < raw < MS_THRESHOLD else raw / 1000.0
                         else:
                             t = event_seconds(raw, time_field)
                     values = read(get)  # checked before anything changes
                     if sized:
                         _refuse_large(sized, get)
-                    watermark = None if max_time is None else max_time - lateness
-                    placed = False
-                    starts = (
-                        (int(t // size) * size,) if slide == size else window_starts(t, size, slide)
-                    )
+                    if slide != size:
+                        starts = window_starts(t, size, slide)
+                    elif not low <= t < high:  # else the last record's (times come mostly in
+                        low = int(t // size) * size  # order)
+                        high = low + size
+                        starts = tumbling = (low,)
+                    else:
+                        starts = tumbling
                     if refused:
                         _refuse_windows(refused, key, starts)
-                    for start in starts:
-                        end = start + size
-                        if watermark is not None and end <= watermark:
-                            continue  # closed
-                        wkey = (key, start)
-                        accs = windows.get(wkey)
-                        if accs is None:
-                            if foreign and wkey in foreign:
-                                continue  # a parent's window another child claimed: closed
-                            accs = windows[wkey] = create()
-                            opened = by_end.get(end)
-                            if opened is None:
-                                by_end[end] = [wkey]
-                                heapq.heappush(ends, end)
+                    if guarded:
+                        placed = self._place_all(state, key, starts, watermark=watermark,
+                                                 values=values, t=t, changed=changed)  # fmt: skip
+                        due = -_INF if waiting else ends[0] if ends else _INF
+                    else:
+                        placed = False
+                        for start in starts:
+                            end = start + size
+                            if end <= watermark:
+                                continue  # closed
+                            wkey = (key, start)
+                            accs = windows.get(wkey)
+                            if accs is None:
+                                if foreign and wkey in foreign:
+                                    continue  # a parent's window another child claimed: closed
+                                accs = create()
+                                fold(accs, values, t)  # first: a refused record opens no window
+                                windows[wkey] = accs
+                                opened = by_end.get(end)
+                                if opened is None:
+                                    by_end[end] = [wkey]
+                                    heapq.heappush(ends, end)
+                                    due = min(due, end)
+                                else:
+                                    opened.append(wkey)
                             else:
-                                opened.append(wkey)
-                        placed = True
-                        changed.add(wkey)
-                        fold(accs, values, t)
+                                fold(accs, values, t)
+                            placed = True
+                            changed.add(wkey)
                     if not placed:
                         outcome = _LATE
                     else:
                         if max_time is None or t > max_time:
                             max_time = t
-                        watermark = max_time - lateness
-                        if (not ends or ends[0] > watermark) and not waiting:
+                            watermark = t - lateness
+                        if due > watermark:
                             closer = rec
                             continue
                         outcome = self._close_due(state, watermark, changed)
+                        due = -_INF if waiting else ends[0] if ends else _INF
                 except RecordError as exc:
                     outcome = Outcome(error=exc)
+                    due = -_INF if waiting else ends[0] if ends else _INF
                 if outcome is _NOTHING:
                     closer = rec
                     continue
-                outbox[position] = outcome
+                outbox[_position(rec)] = outcome
                 pending[id(rec)] = outcome
                 if outcome.error is None and not outcome.late:
                     closer = rec
         finally:
             state.max_time = max_time
+            if last is not None:  # the greatest position, also should a source ever
+                position = _position(last)  # hand a shard's records out of order
+                if state.applied is None or position > state.applied:
+                    state.applied = position
         state.forget_foreign(self.size_s, self.allowed_lateness_s)
         store.commit(shard_id, state, changed, self._close_quiet(shard_id, state, closer))
 
@@ -589,8 +637,7 @@ class Window:
         return closed
 
     def __call__(self, record: Record) -> Record | list[Record] | None:
-        pending: dict[int, Outcome] | None = getattr(self._batch, "pending", None)
-        outcome = None if pending is None else pending.get(id(record))
+        outcome = self._batch.pending.get(id(record))
         if outcome is None:
             return None
         if outcome.error is not None:
@@ -607,6 +654,57 @@ class Window:
         return [record.derive(dict(doc)) for doc in results]
 
     # -- per record -----------------------------------------------------------------------
+
+    def _place_all(
+        self,
+        state: ShardState,
+        key: Any,
+        starts: Sequence[int],
+        *,
+        watermark: float,
+        values: Any,
+        t: float,
+        changed: set[tuple[Any, int]],
+    ) -> bool:
+        """Add a record to each of its open windows, all or none (hopping windows whose
+        aggregations' adds may raise: :attr:`processors.fold.Fold.guarded`): new windows
+        are opened only once every add took it, and the windows it went into before an add
+        raised get back a copy of their accumulators taken before. Whether it was placed."""
+        fold, create, size = self._fold.fold, self._fold.create, self.size_s
+        windows, foreign = state.windows, state.foreign
+        targets: list[tuple[tuple[Any, int], int, list[Any] | None]] = []
+        for start in starts:
+            end = start + size
+            wkey = (key, start)
+            accs = windows.get(wkey)
+            if end <= watermark or (accs is None and foreign and wkey in foreign):
+                continue  # closed
+            targets.append((wkey, end, accs))
+        opened: list[tuple[tuple[Any, int], int, list[Any]]] = []
+        saved: list[tuple[list[Any], list[Any]]] = []
+        try:
+            for i, (wkey, end, held) in enumerate(targets):
+                accs = create() if held is None else held
+                if held is None:
+                    opened.append((wkey, end, accs))
+                elif i < len(targets) - 1:  # the last one's fold undoes itself
+                    saved.append((accs, copy.deepcopy(accs)))
+                fold(accs, values, t)
+        except Exception:
+            for accs, before in saved:
+                accs[:] = before
+            raise
+        by_end, ends = state.by_end, state.ends
+        for wkey, end, accs in opened:
+            windows[wkey] = accs
+            of_end = by_end.get(end)
+            if of_end is None:
+                by_end[end] = [wkey]
+                heapq.heappush(ends, end)
+            else:
+                of_end.append(wkey)
+        changed.update(wkey for wkey, _, _ in targets)
+        return bool(targets)
 
     def _close_due(
         self, state: ShardState, watermark: float, changed: set[tuple[Any, int]]
