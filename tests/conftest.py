@@ -27,7 +27,14 @@ settings.load_profile(
 @pytest.fixture(autouse=True)
 def _fresh_aws_clients() -> Iterator[None]:
     """Tests point boto3 at different servers through the environment; the runtime's
-    shared clients (``stream.aws``) must not carry one test's endpoint into the next."""
+    shared clients (``stream.aws``) must not carry one test's endpoint into the next, and
+    neither must the endpoints a command sets for its process (``produce --endpoint-url``
+    sets ``AWS_ENDPOINT_URL_KINESIS``, which wins over a later test's ``AWS_ENDPOINT_URL``)."""
+    endpoints = {k: v for k, v in os.environ.items() if k.startswith("AWS_ENDPOINT_URL")}
     reset_clients()
     yield
     reset_clients()
+    for key in [k for k in os.environ if k.startswith("AWS_ENDPOINT_URL")]:
+        if key not in endpoints:
+            del os.environ[key]
+    os.environ.update(endpoints)
