@@ -162,6 +162,8 @@ class BatchRunner:
     ) -> None:
         self.chain = chain
         self.aggregated = aggregated
+        # base64 left to the chain's first step when it reads every document first
+        self._decode = not chain.decodes_data
         self.sinks = dict(sinks)
         self.default_route = tuple(default_route or ())
         self.dead_letter_sink = self.sinks[on_failure] if on_failure else None
@@ -212,7 +214,7 @@ class BatchRunner:
         try:
             measured = None if self.metrics is None else Measurements(self._now())
             started = 0.0 if measured is None else perf_counter()
-            records = records_from_event(event, aggregated=self.aggregated)
+            records = records_from_event(event, aggregated=self.aggregated, decode=self._decode)
             if measured is not None:
                 measured.step_ms[EVENT_STEP] = (perf_counter() - started) * 1000.0
             return self.run(records, measured)

@@ -39,6 +39,7 @@ __all__ = [
     "KinesisPayload",
     "deaggregate",
     "records_from_event",
+    "undecodable",
 ]
 
 #: First four bytes of a KPL aggregated record.
@@ -76,7 +77,7 @@ class KinesisEvent(TypedDict):
 
 
 def records_from_event(
-    event: Mapping[str, Any], *, aggregated: bool = False, lazy: bool = True
+    event: Mapping[str, Any], *, aggregated: bool = False, lazy: bool = True, decode: bool = True
 ) -> list[Record]:
     """Turn a Lambda Kinesis event into records, in shard order, aggregates expanded.
 
@@ -86,6 +87,16 @@ def records_from_event(
     no entry: for records held long after their event (replay and redrive read whole
     shards: an entry holds a base64 copy of the data, so keeping it more than doubles what
     they hold).
+
+    ``decode=False`` (with ``lazy``) leaves a record's data as its entry's base64 text,
+    decoded when first read (:attr:`stream.records.Record.data`), so that a batch does not
+    hold every record's bytes at once, on top of the documents decoded from them: that was
+    most of the handler's peak memory above a plain loop's (``python -m bench memory``). It
+    is only for a caller whose first reader checks each record's base64 before anything else
+    sees the record and reports bad base64 as this function would (the handler, when its
+    chain starts with a fused run that reads the document: :attr:`processors.chain.Chain.
+    decodes_data`): bad base64 is found there, not here. Data that may be a KPL aggregate
+    (its text starts with ``8``, as ``F3 89 9A C2`` in base64 does) is decoded here anyway.
 
     Never raises for bad record content: undecodable base64 gives a record with ``error``
     set, so the batch can dead-letter it with the reason; so does data with the KPL magic
@@ -103,17 +114,35 @@ def records_from_event(
     append = out.append
     unset = _UNSET
     index = 0
-    # The hot path: per entry, base64 and seven slot stores. The position (key, sequence
-    # number, shard...) stays in the entry until something reads it (EventRecord).
+    defer = lazy and not decode
+    # The hot path: per entry, base64 (unless deferred) and seven slot stores. The position
+    # (key, sequence number, shard...) stays in the entry until something reads it.
     for entry in entries:
         kinesis = entry["kinesis"]
         record = EventRecord()
+        text = kinesis["data"]
         try:
-            record._data = data = a2b_base64(kinesis["data"], strict_mode=True)
+            # "8" is the first base64 digit of the KPL magic bytes: text that does not start
+            # with it is no aggregate (and '"8" <= text < "9"' tests that without slicing)
+            maybe_kpl = "8" <= text < "9"
+        except TypeError:  # not text at all: refused below, as a2b_base64 refuses it
+            maybe_kpl = True
+        if defer and not maybe_kpl:
+            record._data = text  # decoded (and checked) by its first reader
+            record.error = None
+            record._doc = unset
+            record._entry = entry
+            record.index = index
+            record.part = ""
+            record.routes = None
+            index += 1
+            append(record)
+            continue
+        try:
+            record._data = data = a2b_base64(text, strict_mode=True)
             record.error = None
         except (BinasciiError, TypeError, ValueError) as exc:
-            record._data = data = str(kinesis.get("data", "")).encode()
-            record.error = f"data is not valid base64 ({exc})"
+            record._data = data = undecodable(record, text, exc)
         record._doc = unset
         record._entry = entry
         record.index = index
@@ -132,12 +161,25 @@ def records_from_event(
         index += 1
         append(record)
     if not lazy:
-        settle = EventRecord._settle
-        for record in out:
-            if type(record) is EventRecord:
-                settle(record)
-            record._entry = None
+        _settle_all(out)
     return out
+
+
+def _settle_all(records: list[Record]) -> None:
+    """Read every position now and let go of the event entries (``lazy=False``)."""
+    settle = EventRecord._settle
+    for record in records:
+        if type(record) is EventRecord:
+            settle(record)
+        record._entry = None
+
+
+def undecodable(record: Record, text: Any, exc: Exception) -> bytes:
+    """Mark ``record``, whose event data ``text`` is not base64 (``exc`` said why), as
+    undecodable (``error``, which the batch dead-letters); return the bytes it keeps: the
+    text as it came."""
+    record.error = f"data is not valid base64 ({exc})"
+    return str(text).encode()
 
 
 def deaggregate(parent: Record) -> list[Record]:

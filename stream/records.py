@@ -14,6 +14,7 @@ copying.
 
 from __future__ import annotations
 
+from binascii import a2b_base64
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -150,7 +151,9 @@ class Record:
         index: int = 0,
         error: str | None = None,
     ) -> None:
-        self._data: bytes | None = data
+        # bytes; None once a step changed the document (encoded again when read); or, for a
+        # handler's record, the event's base64 text, decoded when first read (see data)
+        self._data: bytes | str | None = data
         self._doc: Any = _UNSET
         self.partition_key = partition_key
         self.sequence_number = sequence_number
@@ -167,11 +170,20 @@ class Record:
 
     @property
     def data(self) -> bytes:
-        """The record's bytes; for a record whose document was replaced, its JSON encoding."""
+        """The record's bytes; for a record whose document was replaced, its JSON encoding.
+
+        A handler's record may hold its event's base64 text instead of the bytes until they
+        are read (:func:`stream.event.records_from_event` with ``decode=False``, and a
+        filter that drops a record it decoded lets go of the bytes again): a batch then
+        never holds all its records' bytes at once (``python -m bench memory``).
+        """
         data = self._data
-        if data is None:
-            data = self._data = _dumps(self._doc)
-        return data
+        if type(data) is not bytes:
+            if data is None:
+                data = self._data = _dumps(self._doc)
+            elif type(data) is str:
+                data = self._data = a2b_base64(data, strict_mode=True)
+        return data  # type: ignore[return-value]  # bytes, or a bytes-like given to Record
 
     @property
     def json(self) -> Any:
@@ -186,8 +198,11 @@ class Record:
         """
         doc = self._doc
         if doc is _UNSET:
+            data = self._data
+            if type(data) is str:  # base64 text, not the bytes (orjson would take it as JSON)
+                data = self.data
             try:
-                doc = self._doc = _loads(self._data)  # type: ignore[arg-type]
+                doc = self._doc = _loads(data)  # type: ignore[arg-type]
             except orjson.JSONDecodeError as exc:
                 msg = (
                     f"record {self.sequence_number}/{self.sub_sequence_number} of "
