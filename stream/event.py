@@ -121,13 +121,9 @@ def records_from_event(
         kinesis = entry["kinesis"]
         record = EventRecord()
         text = kinesis["data"]
-        try:
-            # "8" is the first base64 digit of the KPL magic bytes: text that does not start
-            # with it is no aggregate (and '"8" <= text < "9"' tests that without slicing)
-            maybe_kpl = "8" <= text < "9"
-        except TypeError:  # not text at all: refused below, as a2b_base64 refuses it
-            maybe_kpl = True
-        if defer and not maybe_kpl:
+        # "8" is the first base64 digit of the KPL magic bytes: text that does not start with
+        # it is no aggregate (two comparisons test that without slicing)
+        if defer and type(text) is str and (text < "8" or text >= "9"):
             record._data = text  # decoded (and checked) by its first reader
             record.error = None
             record._doc = unset
