@@ -70,7 +70,7 @@ _READ_INLINE = [
     "        text = rec._data",
     "        if type(text) is str:  # the event's base64, not decoded yet",
     "            try:",
-    "                data = rec._data = _a2b_base64(text, strict_mode=True)",
+    "                data = <store>_a2b_base64(text, strict_mode=True)",
     "            except Exception as exc:",
     "                failed_data.append(_undecodable(rec, text, exc))",
     "                continue",
@@ -92,13 +92,18 @@ _READ_INLINE = [
 # while the bytes are the truth (no step of the run changed the document): ``rec.json``
 # decodes the same document again should anything read it. A handler's record whose base64
 # this run decoded (``text``) goes back to holding that text (its event's, alive anyway),
-# so the bytes go too: ``rec.data`` decodes them again.
+# so the bytes go too: ``rec.data`` decodes them again. In a run with an enricher, which
+# changes every document that reaches it, the read does not even keep the bytes it decodes
+# (``<store>``, ``<keep>``: :func:`_keep`): the record holds its text until the enricher,
+# as a dropped one does.
 _RELEASE = [
     "    if (rec_type is _EventRecord or rec_type is _Record) and rec._data is not None:",
     "        rec._doc = _UNSET",
-    "        if text is not None:",
-    "            rec._data = text",
+    "<keep>        if text is not None:",
+    "<keep>            rec._data = text",
 ]
+_KEEP = "<keep>"  # a line only when the run keeps the decoded bytes
+_STORE = "<store>"  # stores them: "rec._data = " when the run keeps them
 _CHANGED = ["rec.set_json(doc)"]
 _CHANGED_INLINE = [  # rec_type: set by the read, which comes first in the run
     "if rec_type is _EventRecord or rec_type is _Record:",
@@ -317,6 +322,17 @@ def _subsets(targets: list[tuple[str, ...]], default: tuple[str, ...]) -> tuple[
     return tuple(table)
 
 
+def _keep(lines: list[str], keep_bytes: bool) -> list[str]:
+    """``lines`` with or without their ``<keep>`` parts: storing the decoded bytes and
+    putting the text back on a drop (see ``_RELEASE``)."""
+    store = "rec._data = " if keep_bytes else ""
+    return [
+        line.removeprefix(_KEEP).replace(_STORE, store)
+        for line in lines
+        if keep_bytes or not line.startswith(_KEEP)
+    ]
+
+
 def _failure(record: Record, step: str, exc: Exception) -> StepFailure:
     return StepFailure(record, step, exc, isinstance(exc, RetryableError))
 
@@ -348,6 +364,7 @@ def _build(run: list[tuple[Step, _Part]], ns: Namespace) -> FusedRun:
         "    for rec in records:",
     ]
     read = False
+    keep_bytes = not any(part.exact for _, part in run)  # no enricher: see _RELEASE
     for i, (step, part) in enumerate(run):
         body = []
         for line in part.body:
@@ -356,9 +373,10 @@ def _build(run: list[tuple[Step, _Part]], ns: Namespace) -> FusedRun:
                 continue
             body.append(f"    dropped_{i} += 1")
             if _INLINE:
-                body += _RELEASE
+                body += _keep(_RELEASE, keep_bytes)
         if part.json and not read:
-            body[:0] = [*(_READ_INLINE if _INLINE else _READ), f"{_IS_DICT} = type(doc) is dict"]
+            reading = _keep(_READ_INLINE, keep_bytes) if _INLINE else _READ
+            body[:0] = [*reading, f"{_IS_DICT} = type(doc) is dict"]
             read = True
         lines.append(f"        # {step.name!r}")
         if not part.json:  # no document, nothing that can raise

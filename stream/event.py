@@ -123,7 +123,7 @@ def records_from_event(
         text = kinesis["data"]
         # "8" is the first base64 digit of the KPL magic bytes: text that does not start with
         # it is no aggregate (two comparisons test that without slicing)
-        if defer and type(text) is str and (text < "8" or text >= "9"):
+        if defer and type(text) is str and (text >= "9" or text < "8"):
             record._data = text  # decoded (and checked) by its first reader
             record.error = None
             record._doc = unset
