@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import copy
 import sys
+from binascii import Error as BinasciiError
 from binascii import a2b_base64
 from typing import TYPE_CHECKING, Any
 
 from processors.codegen import Namespace, pattern_source
 from processors.step import EVENT_STEP, Step, StepFailure
 from stream import records
-from stream.event import undecodable
+from stream.event import KPL_MAGIC, Undeferred, undecodable
 from stream.exceptions import DecodeError, RetryableError
 
 if TYPE_CHECKING:
@@ -67,22 +68,28 @@ _READ_INLINE = [
     "if rec_type is _EventRecord or rec_type is _Record:",
     "    doc = rec._doc",
     "    if doc is _UNSET:",
-    "        text = rec._data",
-    "        if type(text) is str:  # the event's base64, not decoded yet",
+    "        data = rec._data",
+    "        if data is None:  # still base64 in the event entry: Record._entry",
+    "            fresh = True",
     "            try:",
-    "                data = <store>_a2b_base64(text, strict_mode=True)",
-    "            except Exception as exc:",
+    "                text = rec._entry['kinesis']['data']",
+    "            except Exception:  # not an entry records_from_event reads blind",
+    "                raise _Undeferred from None",
+    "            try:",
+    "                data = rec._data = _a2b_base64(text, strict_mode=True)",
+    "            except (_BinasciiError, TypeError, ValueError) as exc:",
     "                failed_data.append(_undecodable(rec, text, exc))",
     "                continue",
     "        else:",
-    "            data = text",
-    "            text = None",
+    "            fresh = False",
     "        try:",
     "            doc = rec._doc = _loads(data)",
     "        except Exception:",
+    "            if fresh and data[:4] == _KPL_MAGIC:  # an aggregate to expand",
+    "                raise _Undeferred from None",
     "            doc = rec.json  # raises the record's DecodeError",
     "    else:",
-    "        text = None",
+    "        fresh = False",
     "else:",
     "    doc = rec.json",
 ]
@@ -90,20 +97,15 @@ _READ_INLINE = [
 # caller's batch list still holds the record until the batch ends: ``python -m bench
 # memory`` measured the documents of dropped records as a third of the handler's peak). Only
 # while the bytes are the truth (no step of the run changed the document): ``rec.json``
-# decodes the same document again should anything read it. A handler's record whose base64
-# this run decoded (``text``) goes back to holding that text (its event's, alive anyway),
-# so the bytes go too: ``rec.data`` decodes them again. In a run with an enricher, which
-# changes every document that reaches it, the read does not even keep the bytes it decodes
-# (``<store>``, ``<keep>``: :func:`_keep`): the record holds its text until the enricher,
-# as a dropped one does.
+# decodes the same document again should anything read it. A handler's record whose bytes
+# this run decoded from its event entry (``fresh``) lets go of them too: the entry still
+# holds them as base64 (alive anyway), and ``rec.data`` decodes them again.
 _RELEASE = [
     "    if (rec_type is _EventRecord or rec_type is _Record) and rec._data is not None:",
     "        rec._doc = _UNSET",
-    "<keep>        if text is not None:",
-    "<keep>            rec._data = text",
+    "        if fresh:",
+    "            rec._data = None",
 ]
-_KEEP = "<keep>"  # a line only when the run keeps the decoded bytes
-_STORE = "<store>"  # stores them: "rec._data = " when the run keeps them
 _CHANGED = ["rec.set_json(doc)"]
 _CHANGED_INLINE = [  # rec_type: set by the read, which comes first in the run
     "if rec_type is _EventRecord or rec_type is _Record:",
@@ -322,17 +324,6 @@ def _subsets(targets: list[tuple[str, ...]], default: tuple[str, ...]) -> tuple[
     return tuple(table)
 
 
-def _keep(lines: list[str], keep_bytes: bool) -> list[str]:
-    """``lines`` with or without their ``<keep>`` parts: storing the decoded bytes and
-    putting the text back on a drop (see ``_RELEASE``)."""
-    store = "rec._data = " if keep_bytes else ""
-    return [
-        line.removeprefix(_KEEP).replace(_STORE, store)
-        for line in lines
-        if keep_bytes or not line.startswith(_KEEP)
-    ]
-
-
 def _failure(record: Record, step: str, exc: Exception) -> StepFailure:
     return StepFailure(record, step, exc, isinstance(exc, RetryableError))
 
@@ -349,6 +340,9 @@ def _build(run: list[tuple[Step, _Part]], ns: Namespace) -> FusedRun:
     if _INLINE:
         ns.values["_undecodable"] = _undecodable
         ns.values["_a2b_base64"] = a2b_base64
+        ns.values["_BinasciiError"] = BinasciiError
+        ns.values["_Undeferred"] = Undeferred
+        ns.values["_KPL_MAGIC"] = KPL_MAGIC
         ns.values["_Record"] = records.Record
         ns.values["_EventRecord"] = records.EventRecord
         ns.values["_UNSET"] = records._UNSET
@@ -364,7 +358,6 @@ def _build(run: list[tuple[Step, _Part]], ns: Namespace) -> FusedRun:
         "    for rec in records:",
     ]
     read = False
-    keep_bytes = not any(part.exact for _, part in run)  # no enricher: see _RELEASE
     for i, (step, part) in enumerate(run):
         body = []
         for line in part.body:
@@ -373,10 +366,9 @@ def _build(run: list[tuple[Step, _Part]], ns: Namespace) -> FusedRun:
                 continue
             body.append(f"    dropped_{i} += 1")
             if _INLINE:
-                body += _keep(_RELEASE, keep_bytes)
+                body += _RELEASE
         if part.json and not read:
-            reading = _keep(_READ_INLINE, keep_bytes) if _INLINE else _READ
-            body[:0] = [*reading, f"{_IS_DICT} = type(doc) is dict"]
+            body[:0] = [*(_READ_INLINE if _INLINE else _READ), f"{_IS_DICT} = type(doc) is dict"]
             read = True
         lines.append(f"        # {step.name!r}")
         if not part.json:  # no document, nothing that can raise
@@ -384,6 +376,8 @@ def _build(run: list[tuple[Step, _Part]], ns: Namespace) -> FusedRun:
             continue
         lines.append("        try:")
         lines += [f"            {line}" for line in body]
+        if _INLINE:  # the read's signal to parse the event again (stream.event.Undeferred)
+            lines += ["        except _Undeferred:", "            raise"]
         lines += [
             "        except Exception as exc:",
             f"            failed_{i}.append(_failure(rec, {step.name!r}, exc))",

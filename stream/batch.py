@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from processors.chain import EVENT_STEP
 from sinks.base import OK, DeadLetter, Ordering, Outcome, Sink, Status, retryable
-from stream.event import records_from_event
+from stream.event import Undeferred, records_from_event
 from stream.faults import broken_steps, infrastructure_code, is_infrastructure
 from stream.logs import BatchLog
 from stream.metrics import Measurements, Metrics
@@ -217,7 +217,14 @@ class BatchRunner:
             records = records_from_event(event, aggregated=self.aggregated, decode=self._decode)
             if measured is not None:
                 measured.step_ms[EVENT_STEP] = (perf_counter() - started) * 1000.0
-            return self.run(records, measured)
+            if self._decode:
+                return self.run(records, measured)
+            try:
+                return self.run(records, measured)
+            except Undeferred:  # KPL aggregates (or a strange entry): the chain has applied
+                # nothing yet (it has no side effects), so parse the event for good and rerun
+                records = records_from_event(event, aggregated=self.aggregated)
+                return self.run(records, measured)
         finally:
             if paused:
                 gc.enable()

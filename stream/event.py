@@ -27,6 +27,7 @@ from binascii import Error as BinasciiError
 from binascii import a2b_base64
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from stream.exceptions import ShardlineError
 from stream.records import _UNSET, EventRecord, Record
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ __all__ = [
     "KinesisEvent",
     "KinesisEventRecord",
     "KinesisPayload",
+    "Undeferred",
     "deaggregate",
     "records_from_event",
     "undecodable",
@@ -88,15 +90,19 @@ def records_from_event(
     shards: an entry holds a base64 copy of the data, so keeping it more than doubles what
     they hold).
 
-    ``decode=False`` (with ``lazy``) leaves a record's data as its entry's base64 text,
-    decoded when first read (:attr:`stream.records.Record.data`), so that a batch does not
-    hold every record's bytes at once, on top of the documents decoded from them: that was
-    most of the handler's peak memory above a plain loop's (``python -m bench memory``). It
-    is only for a caller whose first reader checks each record's base64 before anything else
-    sees the record and reports bad base64 as this function would (the handler, when its
-    chain starts with a fused run that reads the document: :attr:`processors.chain.Chain.
-    decodes_data`): bad base64 is found there, not here. Data that may be a KPL aggregate
-    (its text starts with ``8``, as ``F3 89 9A C2`` in base64 does) is decoded here anyway.
+    ``decode=False`` (with ``lazy``) does not even read the entries: each record's bytes
+    stay in its entry as base64 text, decoded when first read
+    (:attr:`stream.records.Record.data`), so that a batch does not hold every record's bytes
+    at once on top of the documents decoded from them (that was most of the handler's peak
+    memory above a plain loop's: ``python -m bench memory``), and the text is read once,
+    where it is decoded (reading it here too cost the handler about 7% of its time). It is
+    only for a caller whose first reader checks every record before anything else sees it
+    (the handler, when its chain starts with a fused run that reads the document:
+    :attr:`processors.chain.Chain.decodes_data`): that reader reports bad base64 as this
+    function would, and raises :class:`Undeferred` for an entry that is not what this
+    function reads without looking (no ``kinesis.data``) or that may be a KPL aggregate
+    (bytes that are not JSON and start with the magic bytes): the caller then parses the
+    event again with ``decode=True``.
 
     Never raises for bad record content: undecodable base64 gives a record with ``error``
     set, so the batch can dead-letter it with the reason; so does data with the KPL magic
@@ -118,13 +124,9 @@ def records_from_event(
     # The hot path: per entry, base64 (unless deferred) and seven slot stores. The position
     # (key, sequence number, shard...) stays in the entry until something reads it.
     for entry in entries:
-        kinesis = entry["kinesis"]
         record = EventRecord()
-        text = kinesis["data"]
-        # "8" is the first base64 digit of the KPL magic bytes: text that does not start with
-        # it is no aggregate (two comparisons test that without slicing)
-        if defer and type(text) is str and (text >= "9" or text < "8"):
-            record._data = text  # decoded (and checked) by its first reader
+        if defer:  # the entry is not even read: its first reader decodes it (see above)
+            record._data = None
             record.error = None
             record._doc = unset
             record._entry = entry
@@ -134,6 +136,8 @@ def records_from_event(
             index += 1
             append(record)
             continue
+        kinesis = entry["kinesis"]
+        text = kinesis["data"]
         try:
             record._data = data = a2b_base64(text, strict_mode=True)
             record.error = None
@@ -168,6 +172,12 @@ def _settle_all(records: list[Record]) -> None:
         if type(record) is EventRecord:
             settle(record)
         record._entry = None
+
+
+class Undeferred(ShardlineError):
+    """The first reader of records parsed with ``records_from_event(decode=False)`` met one
+    that parsing must see (an aggregate to expand, an entry without data): parse the event
+    again with ``decode=True``. Not an error of the batch: nothing has been applied yet."""
 
 
 def undecodable(record: Record, text: Any, exc: Exception) -> bytes:

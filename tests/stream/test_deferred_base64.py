@@ -20,7 +20,7 @@ from processors.route import Route
 from sinks.base import Ordering
 from sinks.memory import MemorySink
 from stream.batch import BatchResult, BatchRunner
-from stream.event import records_from_event
+from stream.event import Undeferred, records_from_event
 from stream.records import Record
 from stream.testing import EventFactory
 
@@ -125,33 +125,44 @@ class TestSameOutcome:
 
 
 class TestRecordsFromEventDeferred:
-    def test_records_hold_the_base64_text_until_read(self):
+    def test_records_leave_their_bytes_in_the_entry_until_read(self):
         factory = EventFactory()
         event = factory.batch([("a", {"n": 1}), ("b", {"n": 2})])
         records = records_from_event(event, decode=False)
-        assert [type(r._data) for r in records] == [str, str]
+        assert [r._data for r in records] == [None, None]
         assert [r.data for r in records] == [b'{"n":1}', b'{"n":2}']
         assert [r.json for r in records] == [{"n": 1}, {"n": 2}]
 
-    def test_aggregates_are_still_expanded(self):
+    def test_an_aggregate_makes_the_first_reader_ask_for_the_event_parsed_again(self):
         factory = EventFactory()
-        event = factory.event([factory.aggregate([("k", b"x"), ("k", b"y")]),
-                               factory.record({"n": 1}, "k")])  # fmt: skip
-        records = records_from_event(event, decode=False)
-        assert [(r.data, r.sub_sequence_number, r.index) for r in records] == [
-            (b"x", 0, 0),
-            (b"y", 1, 1),
-            (b'{"n":1}', 0, 2),
-        ]
+        users = [("a", b'{"k":"a","v":2}'), ("b", b'{"k":"b","v":3}')]
+        event = factory.event([factory.record({"k": "a", "v": 1}, "a"), factory.aggregate(users)])
+        with pytest.raises(Undeferred):
+            chain().run(records_from_event(event, decode=False))
+        made, _ = runner()
+        result = made.handle(event)  # parsed again, the aggregate expanded
+        assert (result.records_in, result.written) == (3, {"A": 2, "B": 1})
 
-    @pytest.mark.parametrize("data", [None, 7, b"eyJuIjoxfQ=="])
-    def test_data_that_is_not_text_is_decoded_at_once(self, data):
+    @pytest.mark.parametrize("data", [None, 7, b"eyJ2IjoxfQ==", "eyJ2IjoxfQ"])
+    def test_data_that_is_not_base64_text_fails_as_when_parsed_first(self, data):
         factory = EventFactory()
-        entry = factory.record({"n": 1}, "k")
+        entry = factory.record({"v": 1}, "a")
         entry["kinesis"]["data"] = data
-        (got,) = records_from_event({"Records": [entry]}, decode=False)
-        (want,) = records_from_event({"Records": [entry]})
-        assert (got.error, got.data) == (want.error, want.data)
+        deferred, deferred_sinks = runner()
+        eager, eager_sinks = runner()
+        event = {"Records": [entry, factory.record({"k": "b", "v": 2}, "b")]}
+        got = outcome(deferred.handle(event), deferred_sinks)
+        assert got == outcome(eager.run(records_from_event(event)), eager_sinks)
+
+    def test_an_entry_without_data_fails_the_invocation_as_when_parsed_first(self):
+        factory = EventFactory()
+        entry = factory.record({"v": 1}, "a")
+        del entry["kinesis"]["data"]
+        made, _ = runner()
+        with pytest.raises(KeyError):
+            records_from_event({"Records": [entry]})
+        with pytest.raises(KeyError):
+            made.handle({"Records": [entry]})
 
 
 class TestMemory:
@@ -171,7 +182,7 @@ class TestMemory:
         assert [r.data for r in result.records] == [
             orjson.dumps({"k": k, "v": v, **seen}) for k, v in (("a", 1), ("a", 2))
         ]
-        assert [type(r._data).__name__ for r in records if r.index not in kept] == ["str"] * 2
+        assert [r._data for r in records if r.index not in kept] == [None] * 2
         assert not any(r.decoded for r in records if r.index not in kept)
         assert [r.data for r in records if r.index not in kept] == [
             orjson.dumps({"k": "b", "v": 0})
@@ -191,4 +202,4 @@ class TestMemory:
         copy = pickle.loads(pickle.dumps(record))
         assert type(copy) is Record
         assert copy.data == b'{"n":1}'
-        assert base64.b64decode(record._data) == copy.data  # type: ignore[arg-type]
+        assert base64.b64decode(record._entry["kinesis"]["data"]) == copy.data  # type: ignore[index]
