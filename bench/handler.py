@@ -42,13 +42,7 @@ from binascii import a2b_base64
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import jmespath
 import orjson
-from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
-    EventType,
-    process_partial_response,
-)
 
 from stream.runtime import build_runner
 from stream.testing import EventFactory
@@ -197,7 +191,18 @@ class _Context:
 
 
 def powertools() -> Run:
-    """``process_partial_response`` with a record handler doing the same work by hand."""
+    """``process_partial_response`` with a record handler doing the same work by hand.
+
+    Powertools is imported here, not with the module: ``python -m bench memory`` imports
+    this module in the processes whose whole resident set it reports.
+    """
+    import jmespath  # noqa: PLC0415
+    from aws_lambda_powertools.utilities.batch import (  # noqa: PLC0415
+        BatchProcessor,
+        EventType,
+        process_partial_response,
+    )
+
     processor = BatchProcessor(event_type=EventType.KinesisDataStreams)
     expression = jmespath.compile(EXPR)
     kept_types = frozenset(KEPT_TYPES)

@@ -59,7 +59,7 @@ class Chain:
             fused path is tested against).
     """
 
-    __slots__ = ("_segments", "segment_names", "steps")
+    __slots__ = ("_segments", "decodes_data", "segment_names", "steps")
 
     def __init__(self, steps: Sequence[Step], *, fuse: bool = True) -> None:
         self.steps = tuple(steps)
@@ -71,6 +71,12 @@ class Chain:
         #: What the chain times, in order: a step's name, or ``first..last`` for the steps
         #: of a fused run, which run as one loop and cannot be timed apart.
         self.segment_names: tuple[str, ...] = tuple(map(_segment_name, self._segments))
+        #: Whether the first thing the chain does is a fused run reading every record's
+        #: document, which decodes and checks base64 itself (:attr:`FusedRun.decodes_data`):
+        #: then the handler leaves the base64 to it (``records_from_event(decode=False)``),
+        #: and a batch never holds all its records' bytes at once.
+        first = self._segments[0] if self._segments else None
+        self.decodes_data: bool = bool(getattr(first, "decodes_data", False))
 
     def run(
         self, records: Sequence[Record], timings: dict[str, float] | None = None

@@ -27,11 +27,14 @@ from __future__ import annotations
 
 import copy
 import sys
+from binascii import Error as BinasciiError
+from binascii import a2b_base64
 
 from processors.codegen import Namespace, pattern_source
-from processors.step import Step, StepFailure
+from processors.step import EVENT_STEP, Step, StepFailure
 from stream import records
-from stream.exceptions import RetryableError
+from stream.event import KPL_MAGIC, Undeferred, undecodable
+from stream.exceptions import DecodeError, RetryableError
 
 TYPE_CHECKING = False  # not typing's: the handler's import never loads typing (ARCHITECTURE.md)
 if TYPE_CHECKING:
@@ -66,10 +69,28 @@ _READ_INLINE = [
     "if rec_type is _EventRecord or rec_type is _Record:",
     "    doc = rec._doc",
     "    if doc is _UNSET:",
+    "        data = rec._data",
+    "        if data is None:  # still base64 in the event entry: Record._entry",
+    "            fresh = True",
+    "            try:",
+    "                text = rec._entry['kinesis']['data']",
+    "            except Exception:  # not an entry records_from_event reads blind",
+    "                raise _Undeferred from None",
+    "            try:",
+    "                data = rec._data = _a2b_base64(text, strict_mode=True)",
+    "            except (_BinasciiError, TypeError, ValueError) as exc:",
+    "                failed_data.append(_undecodable(rec, text, exc))",
+    "                continue",
+    "        else:",
+    "            fresh = False",
     "        try:",
-    "            doc = rec._doc = _loads(rec._data)",
+    "            doc = rec._doc = _loads(data)",
     "        except Exception:",
+    "            if fresh and data[:4] == _KPL_MAGIC:  # an aggregate to expand",
+    "                raise _Undeferred from None",
     "            doc = rec.json  # raises the record's DecodeError",
+    "    else:",
+    "        fresh = False",
     "else:",
     "    doc = rec.json",
 ]
@@ -77,10 +98,14 @@ _READ_INLINE = [
 # caller's batch list still holds the record until the batch ends: ``python -m bench
 # memory`` measured the documents of dropped records as a third of the handler's peak). Only
 # while the bytes are the truth (no step of the run changed the document): ``rec.json``
-# decodes the same document again should anything read it.
+# decodes the same document again should anything read it. A handler's record whose bytes
+# this run decoded from its event entry (``fresh``) lets go of them too: the entry still
+# holds them as base64 (alive anyway), and ``rec.data`` decodes them again.
 _RELEASE = [
     "    if (rec_type is _EventRecord or rec_type is _Record) and rec._data is not None:",
     "        rec._doc = _UNSET",
+    "        if fresh:",
+    "            rec._data = None",
 ]
 _CHANGED = ["rec.set_json(doc)"]
 _CHANGED_INLINE = [  # rec_type: set by the read, which comes first in the run
@@ -97,18 +122,31 @@ class FusedRun:
     Attributes:
         name: the first step's name (a failing ``prepare`` is reported under it).
         steps: the steps fused, in chain order.
+        decodes_data: whether the run reads every record's document before anything else
+            (no ``prepare``, and its first step reads the document), decoding a record's
+            base64 text itself (:func:`stream.event.records_from_event` with
+            ``decode=False``) and failing bad base64 as the chain does at its ``event``
+            step: what lets the handler defer base64 to it.
         prepare: the first step's batch hook, or ``None``.
         source: the generated Python source.
         run: ``run(records, failures, dropped) -> survivors``; appends failures and sets
             ``dropped[step name]`` exactly as the chain does step by step.
     """
 
-    __slots__ = ("name", "prepare", "run", "source", "steps")
+    __slots__ = ("decodes_data", "name", "prepare", "run", "source", "steps")
 
-    def __init__(self, steps: Sequence[Step], source: str, namespace: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        steps: Sequence[Step],
+        source: str,
+        namespace: dict[str, Any],
+        *,
+        decodes_data: bool = False,
+    ) -> None:
         self.steps = tuple(steps)
         self.name = steps[0].name
         self.prepare = steps[0].prepare
+        self.decodes_data = decodes_data and self.prepare is None
         self.source = source
         exec(compile(source, f"<fused {self.name}>", "exec"), namespace)
         self.run: Callable[[list[Record], list[StepFailure], dict[str, int]], list[Record]]
@@ -291,9 +329,21 @@ def _failure(record: Record, step: str, exc: Exception) -> StepFailure:
     return StepFailure(record, step, exc, isinstance(exc, RetryableError))
 
 
+def _undecodable(record: Record, text: str, exc: Exception) -> StepFailure:
+    """A record whose base64 the run found bad: marked and failed as the chain fails the
+    ones :func:`stream.event.records_from_event` found (at its ``event`` step)."""
+    record._data = undecodable(record, text, exc)
+    return StepFailure(record, EVENT_STEP, DecodeError(record.error), retryable=False)
+
+
 def _build(run: list[tuple[Step, _Part]], ns: Namespace) -> FusedRun:
     ns.values["_failure"] = _failure
     if _INLINE:
+        ns.values["_undecodable"] = _undecodable
+        ns.values["_a2b_base64"] = a2b_base64
+        ns.values["_BinasciiError"] = BinasciiError
+        ns.values["_Undeferred"] = Undeferred
+        ns.values["_KPL_MAGIC"] = KPL_MAGIC
         ns.values["_Record"] = records.Record
         ns.values["_EventRecord"] = records.EventRecord
         ns.values["_UNSET"] = records._UNSET
@@ -305,6 +355,7 @@ def _build(run: list[tuple[Step, _Part]], ns: Namespace) -> FusedRun:
         *(f"    dropped_{i} = 0" for i, (_, part) in enumerate(run) if part.drops),
         *(f"    failed_{i} = []" for i, (_, part) in enumerate(run) if part.json),
         *(f"    {part.setup}" for _, part in run if part.setup),
+        *(["    failed_data = []"] if _INLINE else []),
         "    for rec in records:",
     ]
     read = False
@@ -326,16 +377,23 @@ def _build(run: list[tuple[Step, _Part]], ns: Namespace) -> FusedRun:
             continue
         lines.append("        try:")
         lines += [f"            {line}" for line in body]
+        if _INLINE:  # the read's signal to parse the event again (stream.event.Undeferred)
+            lines += ["        except _Undeferred:", "            raise"]
         lines += [
             "        except Exception as exc:",
             f"            failed_{i}.append(_failure(rec, {step.name!r}, exc))",
             "            continue",
         ]
     lines.append("        append(rec)")
+    if _INLINE:
+        lines += ["    if failed_data:", "        failures.extend(failed_data)"]
     for i, (step, part) in enumerate(run):
         if part.json:
             lines += [f"    if failed_{i}:", f"        failures.extend(failed_{i})"]
         if part.drops:
             lines += [f"    if dropped_{i}:", f"        dropped[{step.name!r}] = dropped_{i}"]
     lines.append("    return out")
-    return FusedRun([step for step, _ in run], "\n".join(lines) + "\n", ns.values)
+    first_reads = _INLINE and run[0][1].json
+    return FusedRun(
+        [step for step, _ in run], "\n".join(lines) + "\n", ns.values, decodes_data=first_reads
+    )

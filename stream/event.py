@@ -26,6 +26,7 @@ from __future__ import annotations
 from binascii import Error as BinasciiError
 from binascii import a2b_base64
 
+from stream.exceptions import ShardlineError
 from stream.records import _UNSET, EventRecord, Record
 
 TYPE_CHECKING = False  # not typing's: the handler's import never loads typing (ARCHITECTURE.md)
@@ -40,8 +41,10 @@ __all__ = [
     "KinesisEvent",
     "KinesisEventRecord",
     "KinesisPayload",
+    "Undeferred",
     "deaggregate",
     "records_from_event",
+    "undecodable",
 ]
 
 #: First four bytes of a KPL aggregated record.
@@ -62,7 +65,7 @@ def __getattr__(name: str) -> object:
 
 
 def records_from_event(
-    event: Mapping[str, Any], *, aggregated: bool = False, lazy: bool = True
+    event: Mapping[str, Any], *, aggregated: bool = False, lazy: bool = True, decode: bool = True
 ) -> list[Record]:
     """Turn a Lambda Kinesis event into records, in shard order, aggregates expanded.
 
@@ -72,6 +75,20 @@ def records_from_event(
     no entry: for records held long after their event (replay and redrive read whole
     shards: an entry holds a base64 copy of the data, so keeping it more than doubles what
     they hold).
+
+    ``decode=False`` (with ``lazy``) does not even read the entries: each record's bytes
+    stay in its entry as base64 text, decoded when first read
+    (:attr:`stream.records.Record.data`), so that a batch does not hold every record's bytes
+    at once on top of the documents decoded from them (that was most of the handler's peak
+    memory above a plain loop's: ``python -m bench memory``), and the text is read once,
+    where it is decoded (reading it here too cost the handler about 7% of its time). It is
+    only for a caller whose first reader checks every record before anything else sees it
+    (the handler, when its chain starts with a fused run that reads the document:
+    :attr:`processors.chain.Chain.decodes_data`): that reader reports bad base64 as this
+    function would, and raises :class:`Undeferred` for an entry that is not what this
+    function reads without looking (no ``kinesis.data``) or that may be a KPL aggregate
+    (bytes that are not JSON and start with the magic bytes): the caller then parses the
+    event again with ``decode=True``.
 
     Never raises for bad record content: undecodable base64 gives a record with ``error``
     set, so the batch can dead-letter it with the reason; so does data with the KPL magic
@@ -89,17 +106,29 @@ def records_from_event(
     append = out.append
     unset = _UNSET
     index = 0
-    # The hot path: per entry, base64 and seven slot stores. The position (key, sequence
-    # number, shard...) stays in the entry until something reads it (EventRecord).
+    defer = lazy and not decode
+    # The hot path: per entry, base64 (unless deferred) and seven slot stores. The position
+    # (key, sequence number, shard...) stays in the entry until something reads it.
     for entry in entries:
-        kinesis = entry["kinesis"]
         record = EventRecord()
+        if defer:  # the entry is not even read: its first reader decodes it (see above)
+            record._data = None
+            record.error = None
+            record._doc = unset
+            record._entry = entry
+            record.index = index
+            record.part = ""
+            record.routes = None
+            index += 1
+            append(record)
+            continue
+        kinesis = entry["kinesis"]
+        text = kinesis["data"]
         try:
-            record._data = data = a2b_base64(kinesis["data"], strict_mode=True)
+            record._data = data = a2b_base64(text, strict_mode=True)
             record.error = None
         except (BinasciiError, TypeError, ValueError) as exc:
-            record._data = data = str(kinesis.get("data", "")).encode()
-            record.error = f"data is not valid base64 ({exc})"
+            record._data = data = undecodable(record, text, exc)
         record._doc = unset
         record._entry = entry
         record.index = index
@@ -118,12 +147,31 @@ def records_from_event(
         index += 1
         append(record)
     if not lazy:
-        settle = EventRecord._settle
-        for record in out:
-            if type(record) is EventRecord:
-                settle(record)
-            record._entry = None
+        _settle_all(out)
     return out
+
+
+def _settle_all(records: list[Record]) -> None:
+    """Read every position now and let go of the event entries (``lazy=False``)."""
+    settle = EventRecord._settle
+    for record in records:
+        if type(record) is EventRecord:
+            settle(record)
+        record._entry = None
+
+
+class Undeferred(ShardlineError):
+    """The first reader of records parsed with ``records_from_event(decode=False)`` met one
+    that parsing must see (an aggregate to expand, an entry without data): parse the event
+    again with ``decode=True``. Not an error of the batch: nothing has been applied yet."""
+
+
+def undecodable(record: Record, text: Any, exc: Exception) -> bytes:
+    """Mark ``record``, whose event data ``text`` is not base64 (``exc`` said why), as
+    undecodable (``error``, which the batch dead-letters); return the bytes it keeps: the
+    text as it came."""
+    record.error = f"data is not valid base64 ({exc})"
+    return str(text).encode()
 
 
 def deaggregate(parent: Record) -> list[Record]:

@@ -28,7 +28,9 @@ metric                    extra dim      what
                                          so the first record is the oldest)
 ``Filtered``              ``Step``       records this step dropped
 ``StepTime``              ``Step``       ms in this step (``event``: decoding the event; a
-                                         fused run of steps is one ``first..last`` step)
+                                         fused run of steps is one ``first..last`` step,
+                                         and the first one also times the base64 it
+                                         decodes: ``Chain.decodes_data``)
 ``Routed``                ``Sink``       records handed to this sink
 ``Written``               ``Sink``       records this sink wrote
 ``SinkTime``              ``Sink``       ms in this sink's writes (dead letters included)

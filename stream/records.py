@@ -14,6 +14,8 @@ copying.
 
 from __future__ import annotations
 
+from binascii import a2b_base64
+
 import orjson
 
 from stream.exceptions import DecodeError
@@ -132,7 +134,9 @@ class Record:
     )
 
     #: The Lambda event entry an :class:`EventRecord` reads its position from (kept once
-    #: read: the event holds it anyway; never set on a record built by ``Record(...)``).
+    #: read: the event holds it anyway; ``None`` on a record built by ``Record(...)``).
+    #: A record whose ``_data`` is ``None`` and whose document is not decoded holds its
+    #: bytes there, as base64 text not decoded yet (see :attr:`data`).
     _entry: Mapping[str, Any] | None
 
     def __init__(  # noqa: PLR0917  # positional: the event parser's call is the hot path
@@ -149,8 +153,11 @@ class Record:
         index: int = 0,
         error: str | None = None,
     ) -> None:
+        # bytes; None once a step changed the document (encoded again when read), or, with
+        # no document, while the bytes are still base64 text in the event entry (see data)
         self._data: bytes | None = data
         self._doc: Any = _UNSET
+        self._entry = None
         self.partition_key = partition_key
         self.sequence_number = sequence_number
         self.sub_sequence_number = sub_sequence_number
@@ -166,10 +173,21 @@ class Record:
 
     @property
     def data(self) -> bytes:
-        """The record's bytes; for a record whose document was replaced, its JSON encoding."""
+        """The record's bytes; for a record whose document was replaced, its JSON encoding.
+
+        A handler's record may leave its bytes in its event entry, as base64 text, until
+        they are read (:func:`stream.event.records_from_event` with ``decode=False``; a
+        fused filter that drops a record it decoded lets go of the bytes again): a batch then
+        never holds all its records' bytes at once (``python -m bench memory``).
+        """
         data = self._data
         if data is None:
-            data = self._data = _dumps(self._doc)
+            doc = self._doc
+            if doc is _UNSET:  # still the entry's base64 text
+                data = a2b_base64(self._entry["kinesis"]["data"], strict_mode=True)  # type: ignore[index]
+            else:
+                data = _dumps(doc)
+            self._data = data
         return data
 
     @property
@@ -185,8 +203,11 @@ class Record:
         """
         doc = self._doc
         if doc is _UNSET:
+            data = self._data
+            if data is None:  # the bytes are still the entry's base64 text (see data)
+                data = self.data
             try:
-                doc = self._doc = _loads(self._data)  # type: ignore[arg-type]
+                doc = self._doc = _loads(data)
             except orjson.JSONDecodeError as exc:
                 msg = (
                     f"record {self.sequence_number}/{self.sub_sequence_number} of "
@@ -345,10 +366,12 @@ class Record:
                 continue  # a slot never set
         if state.get("_doc") is _UNSET:
             del state["_doc"]
+            state["_data"] = self.data  # bytes still in the entry, which the copy has not
         return None, state
 
     def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
         self._doc = _UNSET
+        self._entry = None
         for name, value in state[1].items():
             setattr(self, name, value)
 
