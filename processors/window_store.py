@@ -702,8 +702,8 @@ class DynamoDBStore:
             the gap.
     """
 
-    __slots__ = ("_cache", "_client", "_local", "_merge", "end_of", "lateness", "now", "prefix",
-                 "reads", "size", "table", "writes")  # fmt: skip
+    __slots__ = ("_cache", "_client", "_legacy", "_local", "_merge", "end_of", "lateness",
+                 "now", "prefix", "reads", "size", "table", "writes")  # fmt: skip
 
     def __init__(  # noqa: PLR0917  # the step's settings, as keywords
         self,
@@ -727,9 +727,19 @@ class DynamoDBStore:
         #: the quiet shards' states this thread's batch read
         self._local = threading.local()
         self._merge: Merge | None = None
+        #: (partition key, key text, start) -> the key's JSON in an item an earlier version
+        #: wrote under another JSON than :func:`~processors.window_keys.key_json` gives
+        #: (a whole float key: ``w#0#1.0``, now ``w#0#1``); writes and claims go to that item
+        self._legacy: dict[tuple[str, Any, Any], str] = {}
         #: calls made, for the bench and tests: reads (GetItem, Query pages), writes (PutItem)
         self.reads = 0
         self.writes = 0
+
+    def _note_legacy(self, item: dict[str, Any], wkey: WindowKey) -> None:
+        """Remember an item an earlier version wrote under other key JSON (``_legacy``)."""
+        stored = item["key"]["S"]
+        if stored != key_json(wkey[0]):
+            self._legacy[item["shard"]["S"], *wkey] = stored
 
     @property
     def client(self) -> Any:
@@ -855,6 +865,7 @@ class DynamoDBStore:
             if not item["window"]["S"].startswith("w#"):  # the shard item, outbox parts
                 continue
             wkey, raw_v, acc, closed, end, rank = _effective(item, applied, self.end_of)
+            self._note_legacy(item, wkey)
             cached.items[wkey] = (raw_v, None if closed else acc, rank)
             if acc is None and not closed:
                 continue
@@ -968,6 +979,7 @@ class DynamoDBStore:
                 if not item["window"]["S"].startswith("w#"):  # the shard item, outbox parts
                     continue
                 wkey, _, acc, closed, end, rank = _effective(item, applied, self.end_of)
+                self._note_legacy(item, wkey)
                 if acc is None and not closed:
                     continue
                 settled.add(wkey)
@@ -1033,10 +1045,12 @@ class DynamoDBStore:
                 expires = int(max(soon, start + self.size + self.lateness + CLOSED_TTL_S))
                 ttl = {":x": {"N": str(expires)}}
                 allowed = {f":o{i}": {"S": o} for i, o in enumerate((shard_id, *origin.via))}
+                holder = self.prefix + origin.holder
+                stored = self._legacy.get((holder, key, start)) or key_json(key)
                 requests.append({
                     "TableName": self.table,
-                    "Key": {"shard": {"S": self.prefix + origin.holder},
-                            "window": {"S": f"w#{_n(start)}#{key_json(key)}"}},
+                    "Key": {"shard": {"S": holder},
+                            "window": {"S": f"w#{_n(start)}#{stored}"}},
                     "UpdateExpression": "SET #o = :o0, expires = :x",
                     "ConditionExpression": (
                         f"attribute_exists(#w) AND (attribute_not_exists(#o) "
@@ -1096,6 +1110,7 @@ class DynamoDBStore:
         v = applied or ""
         ranks: dict[Any, dict[tuple[Any, Any], int]] = {}  # ends: ints, floats for sessions
         closed_ttl = str(int(self.now()) + CLOSED_TTL_S)
+        legacy = self._legacy
         puts = []
         updates = {}
         too_large: set[WindowKey] = set()
@@ -1114,7 +1129,8 @@ class DynamoDBStore:
                 rank = of_end[wkey]
                 acc = encode(accs)
                 expires = None
-            item = window_item(pk, wkey, end, v, saved, acc, rank, expires)
+            stored = legacy.get((pk["S"], *wkey)) if legacy else None
+            item = window_item(pk, wkey, end, v, saved, acc, rank, expires, stored)
             if acc is not None and _too_large(item, acc):
                 too_large.add(wkey)
             puts.append(_put(self.table, item, "v", raw_v))
@@ -1342,12 +1358,16 @@ def window_item(  # noqa: PLR0917  # the item's parts, each its own attribute
     acc: str | None,
     rank: int,
     expires: int | None = None,
+    stored: str | None = None,
 ) -> dict[str, Any]:
     """A window's item as the DynamoDB store writes it (the module docstring): ``acc``
     ``None`` is a closed window (its TTL ``expires``); ``saved`` the accumulators before
-    the batch (``prev``). The memory store builds it too, to apply the same size rule."""
+    the batch (``prev``); ``stored`` the key's JSON in an item an earlier version wrote
+    (default :func:`~processors.window_keys.key_json`). The memory store builds it too, to
+    apply the same size rule."""
     key, start = wkey
-    stored = key_json(key)
+    if stored is None:
+        stored = key_json(key)
     item: dict[str, Any] = {
         "shard": pk,
         "window": {"S": f"w#{_n(start)}#{stored}"},

@@ -689,3 +689,67 @@ def test_a_child_s_first_batch_after_its_parent_went_quiet_inherits_not_closes_i
     closing = on("c", [{"user": "a", "ts": 30}, {"user": "b", "ts": 9_000}], 10)
     assert closing == [("f/a/1970-01-01T00:00:00Z", 2)]  # the parent's record and the child's
     assert on("c", [{"user": "b", "ts": 9_999}], 12) == [("f/b/1970-01-01T02:30:00Z", 1)]
+
+
+def _as_written_before_key_texts(
+    aws: Callable[[str], Any], table: str, prefix: str, shard: str, old_json: str
+) -> None:
+    """Move the shard's window items to where the version before key texts wrote them: its
+    sort key and ``key`` held the key's JSON as the record had it (``1.0``), where
+    :func:`processors.window_keys.key_json` now writes the canonical number (``1``)."""
+    ddb = aws("dynamodb")
+    for item in items(aws, table, prefix):
+        if item["shard"]["S"] == prefix + shard and item["window"]["S"].startswith("w#"):
+            ddb.delete_item(TableName=table, Key={"shard": item["shard"], "window": item["window"]})
+            start = item["window"]["S"].split("#")[1]
+            ddb.put_item(TableName=table, Item={
+                **item, "window": {"S": f"w#{start}#{old_json}"}, "key": {"S": old_json},
+            })  # fmt: skip
+
+
+class TestItemsOfAnEarlierVersion:
+    """Open windows an earlier version wrote for a whole float key (``w#0#1.0``) are read,
+    written, claimed and closed where they are: a write to ``w#0#1`` would fail its
+    condition on every retry and stop the shard (found in review)."""
+
+    def step(self, table: str, prefix: str, client: Any, **options: Any) -> Window:
+        store = DynamoDBStore(table, prefix, 0, 60, client=client)
+        return Window(key="user", size_s=60, field="ts", aggregate={"n": "count"},
+                      function="f", store=store, **options)  # fmt: skip
+
+    def on(self, w: Window, shard: str, docs: list[dict[str, Any]], seq: int) -> list[Any]:
+        batch = [Record(orjson.dumps(d), "p", str(seq + i), shard_id=shard, index=i)
+                 for i, d in enumerate(docs)]  # fmt: skip
+        result = Chain([Step.of("w", w)]).run(batch)
+        assert not result.failures, result.failures
+        return [(r.get("window_id"), r.get("n")) for r in result.records]
+
+    def test_a_window_of_a_whole_float_key_closes_after_an_upgrade(self, aws, table):
+        prefix, client = uuid.uuid4().hex, aws("dynamodb")
+        assert self.on(self.step(table, prefix, client), "s0", [{"user": 1.0, "ts": 5}], 1) == []
+        _as_written_before_key_texts(aws, table, prefix, "s0", "1.0")
+        # cold starts: a record for the window, then one that closes it
+        assert self.on(self.step(table, prefix, client), "s0", [{"user": 1.0, "ts": 6}], 2) == []
+        closer = [{"user": "c", "ts": 61}]
+        assert self.on(self.step(table, prefix, client), "s0", closer, 3) == [
+            ("f/~1/1970-01-01T00:00:00Z", 2)
+        ]
+        kinds = sorted(i["window"]["S"] for i in items(aws, table, prefix))
+        assert kinds == ["#shard", "#shards", "w#0#1.0", 'w#60#"c"']
+
+    def test_a_child_claims_a_parent_s_window_of_a_whole_float_key_after_an_upgrade(
+        self, aws, table
+    ):
+        prefix, client = uuid.uuid4().hex, aws("dynamodb")
+        lineage = StaticLineage({"c": ("s0",)})
+        parent = self.step(table, prefix, client, lineage=lineage)
+        assert self.on(parent, "s0", [{"user": 1.0, "ts": 5}], 1) == []
+        _as_written_before_key_texts(aws, table, prefix, "s0", "1.0")
+        child = self.step(table, prefix, client, lineage=lineage)
+        assert self.on(child, "c", [{"user": 1.0, "ts": 20}], 10) == []
+        assert self.on(child, "c", [{"user": "c", "ts": 61}], 11) == [
+            ("f/~1/1970-01-01T00:00:00Z", 2)
+        ]
+        held = [i for i in items(aws, table, prefix) if i["shard"]["S"] == f"{prefix}s0"
+                and i["window"]["S"].startswith("w#")]  # fmt: skip
+        assert [(i["window"]["S"], i["owner"]["S"]) for i in held] == [("w#0#1.0", "c")]
