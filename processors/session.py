@@ -466,6 +466,8 @@ class SessionWindow:
             kind = type(raw)
             if kind is int or kind is float:
                 t = raw / 1000.0 if abs(raw) >= MS_THRESHOLD else float(raw)
+                if t - t != 0:  # NaN or infinite (a step before set it)
+                    t = event_seconds(raw, self._field)  # raises the record's error
             else:
                 t = event_seconds(raw, self._field)
         else:

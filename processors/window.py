@@ -132,6 +132,13 @@ class WindowConfigError(ProcessorError, ValueError):
     """A window step configured wrong: the message says which setting and the fix."""
 
 
+def _no_time(value: float, field: str) -> WindowRecordError:
+    """A time that is no point in time: the record's fault, dead-lettered alone (it failed
+    the whole batch as a ValueError of ``int()``; found in review)."""
+    msg = f"time field {field!r} is {value!r}: a time must be a finite number or ISO-8601"
+    return WindowRecordError(msg)
+
+
 def event_seconds(value: Any, field: str) -> float:
     """Epoch seconds of a time field: ISO-8601 (UTC without an offset) or epoch s or ms.
 
@@ -145,6 +152,8 @@ def event_seconds(value: Any, field: str) -> float:
     """
     kind = type(value)
     if kind is int or kind is float:
+        if value - value != 0:  # NaN or infinite (a step before set it)
+            raise _no_time(value, field)
         return value / 1000.0 if abs(value) >= MS_THRESHOLD else float(value)
     if kind is str:
         try:
@@ -455,7 +464,12 @@ class Window:
                         raw: Any = get(time_field)
                         kind = type(raw)
                         if kind is int or kind is float:  # no call: ``float(raw)``, exactly
-                            t = raw * 1.0 if _MS_LOW < raw < MS_THRESHOLD else raw / 1000.0
+                            if _MS_LOW < raw < MS_THRESHOLD:
+                                t = raw * 1.0
+                            elif raw - raw == 0:  # finite: milliseconds
+                                t = raw / 1000.0
+                            else:  # NaN or infinite (a step before set it): no time
+                                raise _no_time(raw, time_field)
                         else:
                             t = event_seconds(raw, time_field)
                     values = read(get)  # checked before anything changes

@@ -69,7 +69,9 @@ def key_json(text: str) -> str:
     key ``w#START#KEY`` and its ``key``). The value, not the text, so that an item stays
     where it was before keys had texts: a table written by an earlier version, with number
     keys in its open windows, reads back into the same windows and is written to the same
-    items (``1`` was and is ``w#START#1``; ``"~a"`` was and is ``w#START#"~a"``).
+    items (``1`` was and is ``w#START#1``; ``"~a"`` was and is ``w#START#"~a"``). A whole
+    float key was written as ``1.0`` by that version: the store keeps such an item's own
+    key JSON for its writes and claims (``DynamoDBStore._legacy``).
 
     >>> key_json("u1"), key_json("~1"), key_json('~"~a"')
     ('"u1"', '1', '"~a"')

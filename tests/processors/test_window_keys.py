@@ -114,3 +114,32 @@ class TestWindowIds:
         out = chain.run([record])
         assert len(out.failures) == 1
         assert "finite" in str(out.failures[0].error)
+
+
+class TestTimesThatAreNoTime:
+    """A time a step before the window set to NaN or infinity (orjson never parses one) is
+    the record's fault: that record is dead-lettered, and the others of the batch are
+    aggregated (it had failed the whole batch as ``int()``'s ValueError; found in review)."""
+
+    @pytest.mark.parametrize("kind", ["tumbling", "session"])
+    @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+    def test_only_that_record_is_dead_lettered(self, kind: str, bad: float) -> None:
+        if kind == "tumbling":
+            step: Window | SessionWindow = Window(
+                key="user", size_s=60, field="ts", aggregate={"n": "count"}, state="memory",
+                function="f",
+            )
+        else:
+            step = SessionWindow(
+                key="user", gap_s=30, field="ts", aggregate={"n": "count"}, state="memory",
+                function="f",
+            )
+        batch = []
+        for i, ts in enumerate([5, bad, 7, 200]):
+            r = Record(b"{}", "p", str(i + 1), shard_id="s0", index=i)
+            r.set_json({"user": "a", "ts": ts})
+            batch.append(r)
+        out = Chain([Step.of("processors[0].window", step)]).run(batch)
+        assert [(f.record.sequence_number, f.retryable) for f in out.failures] == [("2", False)]
+        assert "time field 'ts'" in str(out.failures[0].error)
+        assert [(r.get("key"), r.get("n")) for r in out.records] == [("a", 2)]
