@@ -118,6 +118,7 @@ def build_runner(
     metrics: bool | None = None,
     environ: Mapping[str, str] | None = None,
     on_error: Callable[[BuildFailure], None] | None = None,
+    from_step: int = 0,
 ) -> BatchRunner:
     """The batch runner of one function of the plan.
 
@@ -133,6 +134,10 @@ def build_runner(
             on: ``validate`` builds every function this way to report every failure at its
             line, with the very constructors Lambda's cold start runs. When ``None`` the
             error propagates, with a note naming the step or sink.
+        from_step: build only the processors at this index and after, each named by its
+            index in the file still (``processors[3].filter``): ``dlq redrive`` puts what a
+            sink refused back in after a ``window`` step, which would take it for a
+            redelivery (:mod:`deploy.ops.dead_letters`).
 
     Raises:
         UnknownFunctionError: no such function (the message lists the known ones; also a
@@ -161,6 +166,8 @@ def build_runner(
             sinks[name] = _discard(name)
     steps = []
     for i, entry in enumerate(spec.get("processors", ())):
+        if i < from_step:
+            continue
         try:
             steps.append(build_processor(i, entry, list(sink_specs)))
         except Exception as exc:

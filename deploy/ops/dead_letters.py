@@ -29,6 +29,15 @@ later records of a key whose earlier one failed. A message is deleted only once 
 is *handled*: written, filtered out, or dead-lettered again (with ``redrives`` one higher
 and the new reason). A rerun after an interruption therefore writes nothing twice.
 
+A function with a ``window`` step (session windows too) is different: the window takes a
+record at or before the position it has applied on its shard for a redelivery and, once
+its outbox moved on, drops it without a failure. So a letter made after the window (a
+sink's: a window result, or a late record; ``route``; a later step's) goes in *after* it
+(:func:`stream.runtime.build_runner` ``from_step``), a sink's letter routed to that sink
+again unless a later route step chooses; and a letter of the window step or before it (or
+an on-failure range's records) is refused, in a dry run too, with the fix
+(:func:`_behind_window`).
+
 Two redrives at once never both handle a letter: every source leases what it reads (an SQS
 visibility timeout, a claim on an S3 object: :mod:`deploy.ops.leases`), the leases are
 renewed from the first receive until the redrive ends (:meth:`Scan.keep`: reading many
@@ -67,7 +76,7 @@ if TYPE_CHECKING:
 
     from deploy.ops.leases import LeaseKeeper
     from sinks.base import Outcome
-    from stream.plan import Plan, SinkSpec
+    from stream.plan import FunctionPlan, Plan, SinkSpec
     from stream.records import Record
     from stream.runtime import SinkFactory
 
@@ -1030,6 +1039,8 @@ def _triage(
             why = f"function {letter.function!r} is not in the file (it has: {known})"
         elif m.problem:
             why = m.problem
+        else:
+            why = _behind_window(plan, letter.function, letter.step)
         if why:
             out.append(Redriven(m, Fate.REFUSED, why))
         elif letter.redrives >= max_redrives:
@@ -1095,8 +1106,11 @@ def _resolve_ranges(
     pipeline = str(plan.get("name") or "")
     for m in ranges:
         found = resolve(m)
+        behind = "" if found.why else _behind_window(plan, found.function, "")
         if found.why:
             out.append(Redriven(m, Fate.UNRECOVERABLE, found.why))
+        elif behind:
+            out.append(Redriven(m, Fate.REFUSED, behind))
         elif dry_run:
             out.append(Redriven(m, Fate.PLANNED, f"{len(found.records)} from {found.source}"))
         else:
@@ -1122,12 +1136,15 @@ def _run_function(
     """One batch of a function's letters through its runner; each letter's fate."""
     records = []
     redrives: dict[int, int] = {}
+    window = _window_index(plan["functions"][function])
     for index, m in enumerate(messages):
         letter = m.letter
         if letter is None:  # selected letters only; for the type checker
             continue
         rec = letter.record
         rec.index = index
+        if window is not None and letter.step.startswith(_SINK_STEP):
+            rec.routes = (letter.step.removeprefix(_SINK_STEP),)  # a late record's too
         records.append(rec)
         redrives[index] = letter.redrives
     dead_sink = plan["functions"][function].get("on_failure")
@@ -1136,7 +1153,8 @@ def _run_function(
         sink = make(name, spec)
         return _Recounted(sink, redrives) if name == dead_sink else sink
 
-    runner = build_runner(plan, function, factory, metrics=False)
+    after = 0 if window is None else window + 1  # what _triage let through is past it
+    runner = build_runner(plan, function, factory, metrics=False, from_step=after)
     try:
         result = runner.run(records)
     finally:
@@ -1153,6 +1171,54 @@ def _run_function(
         else:
             done.append(Redriven(m, Fate.WRITTEN))
     return done
+
+
+_SINK_STEP = "sink:"
+_PROCESSOR_STEP = re.compile(r"processors\[(\d+)\]")
+
+
+def _window_index(spec: FunctionPlan) -> int | None:
+    """The index of the function's last ``window`` step (session windows too), else ``None``."""
+    found = None
+    for index, entry in enumerate(spec.get("processors", ())):
+        if "window" in entry:
+            found = index
+    return found
+
+
+def _behind_window(plan: Plan, function: str, step: str) -> str:
+    """Why a letter of ``step`` cannot be redriven through its function's window step, or ""
+    when it can.
+
+    A window step takes a record at or before the position it has applied on its shard for
+    a redelivery, and once its outbox has moved on it yields nothing for it: no result, no
+    failure, and the letter would count as written and be deleted. A letter made after the
+    window (a sink's, ``route``, a later step's) holds a record the window already made or
+    let through: :func:`_run_function` puts it in after the window. One made at the window
+    or before (``event``, an earlier step, the window's own, an on-failure range's record:
+    step "") is behind the window's position for good: the records after it in its batch
+    were applied.
+
+    >>> plan = {"name": "p", "functions": {"f": {"processors": [
+    ...     {"filter": {}}, {"window": {}}, {"enrich": {}}]}}}
+    >>> [bool(_behind_window(plan, "f", s)) for s in
+    ...  ("sink:rows", "route", "processors[2].enrich", "processors[1].window", "event")]
+    [False, False, False, True, True]
+    """
+    spec = plan["functions"].get(function)
+    window = None if spec is None else _window_index(spec)
+    if window is None or step.startswith(_SINK_STEP) or step == "route":
+        return ""
+    found = _PROCESSOR_STEP.match(step)
+    if found and int(found.group(1)) > window:
+        return ""
+    return (
+        f"function {function!r} has a window step (processors[{window}]) that has applied "
+        f"this record's shard past its position ({step or 'the stream'}): redriven, the "
+        "window would take it for a redelivery and drop it. To count it, the window must "
+        "run over its time range again from fresh state (replay the range into a new window "
+        "table, or `shardline rewind`); or remove it with `shardline dlq discard`"
+    )
 
 
 def _per_message(done: list[Redriven], ranges: Mapping[str, Message]) -> list[Redriven]:

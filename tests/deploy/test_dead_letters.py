@@ -6,7 +6,17 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from deploy.ops.dead_letters import Kind, Message, Selection, _position, parse_message
+from deploy.ops.dead_letters import (
+    Fate,
+    Kind,
+    Message,
+    Scan,
+    Selection,
+    _position,
+    parse_message,
+    redrive,
+)
+from deploy.ops.ranges import Resolution
 from sinks.base import DeadLetter
 from sinks.sqs import OVERFLOW_FIELD, REDRIVES_ATTRIBUTE
 from stream.records import Record
@@ -100,3 +110,31 @@ class TestRedriveOrder:
                    for m in sorted(letters, key=_position)]  # fmt: skip
         assert ordered == [("4958", "2"), ("4959", ""), ("4959", "1.2"), ("4959", "1.10"),
                            ("4959", "9"), ("4959", "10")]  # fmt: skip
+
+
+#: A function with a session window (a ``window`` step with ``gap_s``) after a filter.
+WINDOWED = {"name": "shop", "sinks": {}, "functions": {"fn": {"processors": [
+    {"filter": {"match": {"kind": ["buy"]}}},
+    {"window": {"key": "user", "gap_s": 30, "field": "ts", "aggregate": {"n": "count"}}},
+]}}}  # fmt: skip
+
+
+class TestWindowedFunctions:
+    @pytest.mark.parametrize("dry_run", [True, False])
+    def test_what_the_window_would_take_for_a_redelivery_is_refused_with_the_fix(
+        self, dry_run: bool
+    ) -> None:
+        """A letter of a step before the window (or of decoding) and an on-failure range's
+        records are behind the window's applied position: refused (left), never run."""
+        early = Message("q", "1", "h", Kind.LETTER, 0.0, "", _letter("processors[0].filter"))
+        event = Message("q", "2", "h", Kind.LETTER, 0.0, "", _letter("event"))
+        rng = Message("q", "3", "h", Kind.RANGE, 0.0, "{}")
+        found = Resolution("fn", [Record(b"{}", "k", "1", shard_id="s")], "stream")
+        done = redrive(WINDOWED, Scan(), [early, event, rng], dry_run=dry_run,
+                       resolve=lambda _: found)  # fmt: skip
+        assert sorted((r.message.id, r.fate) for r in done) == [
+            ("1", Fate.REFUSED), ("2", Fate.REFUSED), ("3", Fate.REFUSED)
+        ]  # fmt: skip
+        for r in done:
+            assert "processors[1]" in r.detail
+            assert "dlq discard" in r.detail
