@@ -103,6 +103,7 @@ __all__ = [
     "redriven_meanwhile",
     "s3_sources",
     "sqs_queues",
+    "window_index",
 ]
 
 #: Redrives of one letter after which ``redrive`` leaves it alone.
@@ -1136,7 +1137,7 @@ def _run_function(
     """One batch of a function's letters through its runner; each letter's fate."""
     records = []
     redrives: dict[int, int] = {}
-    window = _window_index(plan["functions"][function])
+    window = window_index(plan["functions"][function])
     for index, m in enumerate(messages):
         letter = m.letter
         if letter is None:  # selected letters only; for the type checker
@@ -1177,7 +1178,7 @@ _SINK_STEP = "sink:"
 _PROCESSOR_STEP = re.compile(r"processors\[(\d+)\]")
 
 
-def _window_index(spec: FunctionPlan) -> int | None:
+def window_index(spec: FunctionPlan) -> int | None:
     """The index of the function's last ``window`` step (session windows too), else ``None``."""
     found = None
     for index, entry in enumerate(spec.get("processors", ())):
@@ -1206,7 +1207,7 @@ def _behind_window(plan: Plan, function: str, step: str) -> str:
     [False, False, False, True, True]
     """
     spec = plan["functions"].get(function)
-    window = None if spec is None else _window_index(spec)
+    window = None if spec is None else window_index(spec)
     if window is None or step.startswith(_SINK_STEP) or step == "route":
         return ""
     found = _PROCESSOR_STEP.match(step)
@@ -1215,9 +1216,10 @@ def _behind_window(plan: Plan, function: str, step: str) -> str:
     return (
         f"function {function!r} has a window step (processors[{window}]) that has applied "
         f"this record's shard past its position ({step or 'the stream'}): redriven, the "
-        "window would take it for a redelivery and drop it. To count it, the window must "
-        "run over its time range again from fresh state (replay the range into a new window "
-        "table, or `shardline rewind`); or remove it with `shardline dlq discard`"
+        "window would take it for a redelivery and drop it. Its windows' results stand "
+        "without it (a window's result is final once emitted, and shardline does not run a "
+        "window over its records again); the letter stays until you remove it with "
+        "`shardline dlq discard`"
     )
 
 

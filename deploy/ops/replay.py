@@ -47,6 +47,7 @@ import orjson
 
 from deploy.errors import EXIT_USAGE, DeployError
 from deploy.ops.archive import Archive, find_archive, list_objects, read_object
+from deploy.ops.dead_letters import window_index
 from deploy.ops.shards import list_shard_ids, to_records, window_pages
 
 if TYPE_CHECKING:
@@ -238,6 +239,16 @@ def replay(
     if request.function not in plan["functions"]:
         known = ", ".join(plan["functions"])
         msg = f"no function {request.function!r} in the file (it has: {known})"
+        raise ReplayError(msg)
+    window = window_index(plan["functions"][request.function])
+    if window is not None:
+        msg = (
+            f"function {request.function!r} has a window step (processors[{window}]): it has "
+            "applied its shards past these records and would take each for a redelivery and "
+            "drop it, so a replay would write nothing and say it replayed them. A window's "
+            "results are final once emitted; shardline does not run a window over its records "
+            "again (replay a function without a window step)"
+        )
         raise ReplayError(msg)
     if request.source not in SOURCES:
         msg = f"--source {request.source!r}: expected archive or stream"

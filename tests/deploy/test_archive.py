@@ -49,6 +49,16 @@ class TestQualifies:
         with pytest.raises(ReplayError, match="has no archive"):
             replay(plan, ReplayRequest("price", 0, 1))
 
+    @pytest.mark.parametrize("window", [{"size_s": 60}, {"gap_s": 60}])
+    def test_a_function_with_a_window_step_is_refused_with_the_reason(self, window) -> None:
+        """Its window has applied its shards past the records: each would be dropped as a
+        redelivery, and the replay would report them replayed with nothing written."""
+        step = {"window": {"key": "u", "field": "ts", "aggregate": {"n": "count"}, **window}}
+        plan = {**PLAN, "functions": {**PLAN["functions"], "counts": {
+            "processors": [{"filter": {}}, step], "route": ["orders"]}}}  # fmt: skip
+        with pytest.raises(ReplayError, match=r"window step \(processors\[1\]\)"):
+            replay(plan, ReplayRequest("counts", 0, 1, source="stream"))
+
     def test_replay_from_the_archive_leaves_out_the_archive_sink_unless_named(self) -> None:
         archive = find_archive(PLAN)
         assert target_sinks(PLAN, ReplayRequest("price", 0, 1), archive) == ["orders"]
