@@ -295,7 +295,10 @@ def local_up(
     folder.mkdir(parents=True, exist_ok=True)
     moto_port, osmem_port = _free_port(), _free_port()
     commands = {
-        "moto": [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)],
+        # moto.server, with its Kinesis safe for calls at once (deploy.local.motofix: the
+        # producer and the kinesis sink send PutRecords at once; plain moto loses records)
+        "moto": [sys.executable, "-m", "deploy.local.motofix", "-H", "127.0.0.1",
+                 "-p", str(moto_port)],
         "osmem": [resolve_binary(), "--addr", f"127.0.0.1:{osmem_port}", "--no-ja",
                   "--no-stdin-watch"],
     }  # fmt: skip
@@ -352,7 +355,7 @@ def _ours(pid: int) -> bool:
             command = f.read()
     except OSError:
         return not os.path.isdir("/proc")  # no procfs (macOS): trust the recorded pid
-    return b"moto.server" in command or b"osmem" in command
+    return b"moto.server" in command or b"deploy.local.motofix" in command or b"osmem" in command
 
 
 def _stop_pids(pids: Mapping[str, int]) -> None:
