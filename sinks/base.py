@@ -145,6 +145,8 @@ class Outcome(FrozenValue):
     """
 
     __slots__ = ("error", "reason", "status")
+    #: ``case Outcome(Status.PERMANENT, reason):`` matches as it did the dataclass
+    __match_args__ = ("status", "reason", "error")
 
     status: Status
     reason: str
@@ -160,6 +162,12 @@ class Outcome(FrozenValue):
     def ok(self) -> bool:
         """Whether the item was written."""
         return self.status is Status.OK
+
+    def __replace__(self, **changes: Any) -> Outcome:
+        """A copy with ``changes`` (``copy.replace``, as the dataclass had through
+        ``dataclasses.replace``)."""
+        fields = {"status": self.status, "reason": self.reason, "error": self.error}
+        return Outcome(**{**fields, **changes})
 
 
 #: The shared outcome of every successful item.

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from sinks.base import OK, DeadLetter, Ordering, Outcome, Sink, Status, retryable
+from sinks.base import OK, DeadLetter, Ordering, Outcome, Sink, Status, permanent, retryable
 from sinks.memory import MemorySink
 from sinks.stdout import StdoutSink
 from stream.records import Record
@@ -178,3 +178,17 @@ class TestDeadLetter:
         )
         as_record = letter.as_record()
         assert (as_record.sequence_number, as_record.index) == ("123", 4)
+
+
+def test_an_outcome_matches_positionally_and_copies_with_changes() -> None:
+    """Sink plugins may match an outcome as they did when it was a dataclass."""
+    import copy  # noqa: PLC0415
+
+    match permanent("bad", "ValueError"):
+        case Outcome(Status.PERMANENT, reason, error):
+            assert (reason, error) == ("bad", "ValueError")
+        case _:
+            pytest.fail("no match")
+    replace = getattr(copy, "replace", None)  # Python 3.13
+    changed = (replace or (lambda o, **c: o.__replace__(**c)))(OK, reason="x")
+    assert (changed.status, changed.reason) == (Status.OK, "x")
