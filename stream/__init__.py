@@ -2,13 +2,25 @@
 
 Only the light, dependency-free names are re-exported here; the batch runner and the
 handler live in ``stream.batch`` and ``stream.lambda_handler``.
+
+The names are imported on first use (PEP 562), not when the package is: ``import
+stream.lambda_handler`` runs this file first, and the handler decides what its import
+loads and how (it keeps the garbage collector off while the cold start builds).
 """
 
 from __future__ import annotations
 
-from stream.event import KPL_MAGIC, records_from_event
-from stream.exceptions import DecodeError, PluginError, RecordError, RetryableError, ShardlineError
-from stream.records import Record, pad_sequence
+TYPE_CHECKING = False  # not typing's: the handler's import never loads typing (ARCHITECTURE.md)
+if TYPE_CHECKING:
+    from stream.event import KPL_MAGIC, records_from_event
+    from stream.exceptions import (
+        DecodeError,
+        PluginError,
+        RecordError,
+        RetryableError,
+        ShardlineError,
+    )
+    from stream.records import Record, pad_sequence
 
 __all__ = [
     "KPL_MAGIC",
@@ -21,3 +33,28 @@ __all__ = [
     "pad_sequence",
     "records_from_event",
 ]
+
+_EXPORTS = {
+    "KPL_MAGIC": "stream.event",
+    "records_from_event": "stream.event",
+    "DecodeError": "stream.exceptions",
+    "PluginError": "stream.exceptions",
+    "RecordError": "stream.exceptions",
+    "RetryableError": "stream.exceptions",
+    "ShardlineError": "stream.exceptions",
+    "Record": "stream.records",
+    "pad_sequence": "stream.records",
+}
+
+
+def __getattr__(name: str) -> object:
+    """A re-exported name, from its module, on first use; then kept here."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        msg = f"module {__name__!r} has no attribute {name!r}"
+        raise AttributeError(msg)
+    from importlib import import_module  # noqa: PLC0415
+
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value

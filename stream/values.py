@@ -21,7 +21,7 @@ from dataclasses import FrozenInstanceError  # loaded already: orjson imports da
 
 TYPE_CHECKING = False  # not typing's: the handler's import never loads typing (ARCHITECTURE.md)
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Self
 
 __all__ = ["FrozenValue", "Value"]
 
@@ -64,6 +64,14 @@ class FrozenValue(Value):
     def __delattr__(self, name: str) -> None:
         msg = f"cannot delete field {name!r}"
         raise FrozenInstanceError(msg)
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with ``changes`` to some fields, as ``dataclasses.replace``.
+
+        For a class whose ``__init__`` takes each field under its own name.
+        """
+        fields = {name: getattr(self, name) for name in self.__slots__}
+        return type(self)(**{**fields, **changes})
 
     def __getstate__(self) -> tuple[Any, ...]:
         return self._fields()

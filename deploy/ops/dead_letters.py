@@ -222,7 +222,7 @@ def parse_message(
     except (KeyError, TypeError, ValueError) as exc:
         return other(Kind.FOREIGN, f"not a shardline dead letter ({type(exc).__name__}: {exc})")
     if not letter.redrives and attributes.get(REDRIVES_ATTRIBUTE, "").isdigit():
-        letter = dataclasses.replace(letter, redrives=int(attributes[REDRIVES_ATTRIBUTE]))
+        letter = letter.replace(redrives=int(attributes[REDRIVES_ATTRIBUTE]))
     return Message(source, message_id, handle, Kind.LETTER, sent_at, body, letter, problem)
 
 
@@ -942,10 +942,7 @@ class _Recounted(Sink):
         return self.inner.write_batch(items, ordering)
 
     def write_dead_letters(self, letters: Sequence[DeadLetter]) -> list[Outcome]:
-        stamped = [
-            dataclasses.replace(x, redrives=self.redrives.get(x.record.index, 0) + 1)
-            for x in letters
-        ]
+        stamped = [x.replace(redrives=self.redrives.get(x.record.index, 0) + 1) for x in letters]
         return self.inner.write_dead_letters(stamped)
 
     def close(self) -> None:

@@ -21,6 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from deploy.pipeline.runtime_checks import expr_problem
+from processors import codegen
 from processors.chain import Chain
 from processors.expr import ExprError, compile_expr, compile_predicate, is_truthy
 from processors.fused import FusedRun
@@ -116,6 +117,25 @@ def test_a_condition_too_deep_to_generate_keeps_its_closure_in_the_chain(size: i
     _, fused = run_chain(expression, docs, fuse=True)
     _, plain = run_chain(expression, docs, fuse=False)
     assert fused == plain == [is_truthy(jmespath.search(expression, d)) for d in docs]
+
+
+class TestCompiles:
+    def test_a_short_shallow_condition_is_taken_without_compiling_it(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Only a long or bracket-heavy source is compiled to check it (a cold start cost)."""
+        calls: list[str] = []
+
+        def spy(text: str, filename: str, mode: str) -> Any:
+            calls.append(text)
+            return compile(text, filename, mode)
+
+        monkeypatch.setattr(codegen, "compile", spy, raising=False)
+        assert codegen.compiles("d", "(d.get('a', _MISSING) == (1)) if d else False")
+        assert calls == []
+        assert not codegen.compiles("d", "(" * 195 + "d" + ")" * 195)
+        assert codegen.compiles("d", " or ".join(f"d{i}" for i in range(200)))
+        assert len(calls) == 2
 
 
 @pytest.mark.parametrize("expression", ["!" * 1000 + "a", "(" * 1000 + "a" + ")" * 1000])

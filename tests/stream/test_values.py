@@ -9,7 +9,9 @@ from dataclasses import FrozenInstanceError
 import pytest
 
 from processors.step import Step, StepFailure
+from sinks.base import DeadLetter
 from stream.batch import BatchResult
+from stream.records import Record
 from stream.runtime import BuildFailure
 
 
@@ -38,6 +40,26 @@ class TestFrozenValue:
         assert repr(BuildFailure(("processors", 2), KeyError("x"))) == (
             "BuildFailure(error=KeyError('x'), where=('processors', 2))"
         )
+
+
+class TestDeadLetter:
+    def test_defaults_keywords_and_equality_as_the_dataclass(self) -> None:
+        rec = Record(b"{}", "k", "1")
+        letter = DeadLetter(rec, "boom", "ValueError", "processors[0]", failed_at=2.0)
+        assert (letter.function, letter.pipeline, letter.redrives) == ("", "", 0)
+        assert letter == DeadLetter(rec, "boom", "ValueError", "processors[0]", "", "", 2.0, 0)
+        assert letter != DeadLetter(rec, "boom", "ValueError", "processors[0]")
+        with pytest.raises(FrozenInstanceError):
+            letter.redrives = 1  # type: ignore[misc]
+
+    def test_replace_changes_only_the_fields_named(self) -> None:
+        rec = Record(b"{}", "k", "1")
+        letter = DeadLetter(rec, "boom", "ValueError", "sink:out", "fn", "p", 3.0)
+        again = letter.replace(redrives=2)
+        assert again == DeadLetter(rec, "boom", "ValueError", "sink:out", "fn", "p", 3.0, 2)
+        assert letter.redrives == 0
+        with pytest.raises(TypeError):
+            letter.replace(nope=1)
 
 
 class TestValue:
