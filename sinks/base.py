@@ -162,12 +162,6 @@ class Outcome(FrozenValue):
         """Whether the item was written."""
         return self.status is Status.OK
 
-    def __replace__(self, **changes: Any) -> Outcome:
-        """A copy with ``changes`` (``copy.replace``, as the dataclass had through
-        ``dataclasses.replace``)."""
-        fields = {"status": self.status, "reason": self.reason, "error": self.error}
-        return Outcome(**{**fields, **changes})
-
 
 #: The shared outcome of every successful item.
 OK = Outcome(Status.OK)
@@ -214,6 +208,9 @@ class DeadLetter(FrozenValue):
         "redrives",
         "step",
     )
+    __match_args__ = (  # positional patterns match as they did the dataclass
+        "record", "reason", "error", "step", "function", "pipeline", "failed_at", "redrives",
+    )  # fmt: skip
 
     record: Record
     reason: str

@@ -73,6 +73,10 @@ class FrozenValue(Value):
         fields = {name: getattr(self, name) for name in self.__slots__}
         return type(self)(**{**fields, **changes})
 
+    def __replace__(self, **changes: Any) -> Self:
+        """``copy.replace`` (Python 3.13): :meth:`replace`."""
+        return self.replace(**changes)
+
     def __getstate__(self) -> tuple[Any, ...]:
         return self._fields()
 
