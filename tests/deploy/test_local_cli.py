@@ -153,8 +153,10 @@ def test_produce_at_once_into_the_stack_local_up_started_keeps_every_record(
     n = 4000
     lines = [json.dumps({"k": f"k{i}", "i": i, "pad": "x" * 150}) for i in range(n)]
     (workdir / "f.jsonl").write_text("\n".join(lines) + "\n")
+    credentials = {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing",
+                   "AWS_SECRET_ACCESS_KEY": "testing"}  # fmt: skip
     result = runner.invoke(main, ["produce", "s", "--file", "f.jsonl", "--key", "k",
-                                  "--endpoint-url", endpoint])  # fmt: skip
+                                  "--endpoint-url", endpoint], env=credentials)  # fmt: skip
     assert result.exit_code == 0, result.output
     shard = kinesis.list_shards(StreamName="s")["Shards"][0]["ShardId"]
     iterator = kinesis.get_shard_iterator(
