@@ -58,6 +58,7 @@ from processors.fold import compile_fold
 from processors.lineage import KinesisLineage, StaticLineage
 from processors.window import (
     _KEY_TYPES,
+    _MS_LOW,
     _SHORT_KEY,
     MS_THRESHOLD,
     Window,
@@ -464,10 +465,13 @@ class SessionWindow:
         if self._time_event:  # event_seconds, its common case inline
             raw: Any = get(self._field)
             kind = type(raw)
-            if kind is int or kind is float:
-                t = raw / 1000.0 if abs(raw) >= MS_THRESHOLD else float(raw)
-                if t - t != 0:  # NaN or infinite (a step before set it)
-                    t = event_seconds(raw, self._field)  # raises the record's error
+            if kind is int or kind is float:  # as the window step's loop: no calls
+                if _MS_LOW < raw < MS_THRESHOLD:
+                    t = raw * 1.0
+                elif raw - raw == 0:  # finite: milliseconds
+                    t = raw / 1000.0
+                else:  # NaN or infinite (a step before set it): the record's error
+                    t = event_seconds(raw, self._field)
             else:
                 t = event_seconds(raw, self._field)
         else:
