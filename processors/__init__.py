@@ -7,6 +7,7 @@ pipeline names them, not here.
 from __future__ import annotations
 
 from processors.chain import Chain, ChainResult, Step, StepFailure
+from stream.lazy import lazy_names
 
 TYPE_CHECKING = False  # not typing's: the handler's import never loads typing (ARCHITECTURE.md)
 if TYPE_CHECKING:
@@ -25,12 +26,5 @@ __all__ = [
 _BASE = frozenset({"BatchAware", "Processor", "ProcessorResult"})
 
 
-def __getattr__(name: str) -> object:
-    """The contract's types, from :mod:`processors.base` on first use: its ``Protocol``
-    needs typing, which the handler's import does not load otherwise (a cold start)."""
-    if name in _BASE:
-        from processors import base  # noqa: PLC0415  # typing: not at cold start
-
-        return getattr(base, name)
-    msg = f"module {__name__!r} has no attribute {name!r}"
-    raise AttributeError(msg)
+# the contract's Protocol needs typing, which a cold start does not load: imported on first use
+__getattr__ = lazy_names(__name__, dict.fromkeys(_BASE, "processors.base"))

@@ -10,6 +10,8 @@ loads and how (it keeps the garbage collector off while the cold start builds).
 
 from __future__ import annotations
 
+from stream.lazy import lazy_names
+
 TYPE_CHECKING = False  # not typing's: the handler's import never loads typing (ARCHITECTURE.md)
 if TYPE_CHECKING:
     from stream.event import KPL_MAGIC, records_from_event
@@ -47,14 +49,4 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> object:
-    """A re-exported name, from its module, on first use; then kept here."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        msg = f"module {__name__!r} has no attribute {name!r}"
-        raise AttributeError(msg)
-    from importlib import import_module  # noqa: PLC0415
-
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _EXPORTS)

@@ -41,6 +41,7 @@ from processors.chain import EVENT_STEP
 from sinks.base import OK, DeadLetter, Ordering, Outcome, Sink, Status, retryable
 from stream.event import Undeferred, records_from_event
 from stream.faults import broken_steps, infrastructure_code, is_infrastructure
+from stream.lazy import lazy_names
 from stream.logs import BatchLog
 from stream.metrics import Measurements, Metrics
 from stream.overlap import SINK_WIDTH, new_pool, run_all
@@ -62,14 +63,8 @@ __all__ = ["BatchItemFailure", "BatchResponse", "BatchResult", "BatchRunner"]
 _SHAPES = frozenset({"BatchItemFailure", "BatchResponse"})
 
 
-def __getattr__(name: str) -> object:
-    """The ``TypedDict`` shapes, from :mod:`stream.shapes` on first use (they need typing)."""
-    if name in _SHAPES:
-        from stream import shapes  # noqa: PLC0415  # typing: not at cold start
-
-        return getattr(shapes, name)
-    msg = f"module {__name__!r} has no attribute {name!r}"
-    raise AttributeError(msg)
+# the TypedDict shapes need typing, which a cold start does not load: imported on first use
+__getattr__ = lazy_names(__name__, dict.fromkeys(_SHAPES, "stream.shapes"))
 
 
 class BatchResult(Value):

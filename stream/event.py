@@ -27,6 +27,7 @@ from binascii import Error as BinasciiError
 from binascii import a2b_base64
 
 from stream.exceptions import ShardlineError
+from stream.lazy import lazy_names
 from stream.records import _UNSET, EventRecord, Record
 
 TYPE_CHECKING = False  # not typing's: the handler's import never loads typing (ARCHITECTURE.md)
@@ -54,14 +55,8 @@ _DIGEST_SIZE = 16
 _SHAPES = frozenset({"KinesisEvent", "KinesisEventRecord", "KinesisPayload"})
 
 
-def __getattr__(name: str) -> object:
-    """The ``TypedDict`` shapes, from :mod:`stream.shapes` on first use (they need typing)."""
-    if name in _SHAPES:
-        from stream import shapes  # noqa: PLC0415  # typing: not at cold start
-
-        return getattr(shapes, name)
-    msg = f"module {__name__!r} has no attribute {name!r}"
-    raise AttributeError(msg)
+# the TypedDict shapes need typing, which a cold start does not load: imported on first use
+__getattr__ = lazy_names(__name__, dict.fromkeys(_SHAPES, "stream.shapes"))
 
 
 def records_from_event(
