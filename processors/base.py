@@ -5,8 +5,9 @@ A processor is a callable that takes a record and returns:
 * the record itself (kept, possibly with its document changed in place: the chain marks
   every record a step that is not a tracked built-in returns as changed, so its bytes are
   re-encoded from the document when a sink needs them, ``record.touch()`` or not),
-* another record (a replacement: make it with ``record.derive(doc)`` so it keeps the
-  source position that failures are reported by),
+* another record (a replacement: make it with ``record.derive(doc)``; what a plugin
+  returns for a record stands at that record's source position, so the chain gives a
+  record built with ``Record(...)`` that position too: keyed sinks name items by it),
 * a list of records (fan-out; an empty list drops),
 * or ``None`` (dropped, e.g. by a filter).
 

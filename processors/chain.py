@@ -210,6 +210,8 @@ def _run_step(
             fan_out = len(res) > 1
             for j, item in enumerate(res):
                 if isinstance(item, Record):
+                    if touch and item is not rec:
+                        _at_source(item, rec)
                     item.index = rec.index
                     if fan_out:  # each part its own id and position in keyed sinks
                         item.part = f"{rec.part}.{j}" if rec.part else str(j)
@@ -219,13 +221,42 @@ def _run_step(
                 else:
                     failures.append(StepFailure(rec, step.name, _contract(step, item), False))
         elif isinstance(res, Record):
-            res.index = rec.index
             if touch:
+                _at_source(res, rec)
                 res.touch()
+            res.index = rec.index
             append(res)
         else:
             failures.append(StepFailure(rec, step.name, _contract(step, res), retryable=False))
     return out, dropped
+
+
+def _at_source(item: Record, rec: Record) -> None:
+    """Give a record a plugin returned for ``rec`` the source position of ``rec``, unless it
+    has it already (``rec.derive(doc)`` copies it).
+
+    A record a plugin built with ``Record(...)`` has no shard, event id or sub-sequence
+    number: the keyed sinks name documents, objects and items by them (every user record of
+    a KPL aggregate would become one ``_id``, the later ones taken for redeliveries of the
+    first and never written), dead letters could not say where it came from, and a
+    retryable failure would report a sequence number the batch does not hold. What a step
+    returns for a record stands where that record stood, whatever it was built with."""
+    if (
+        item.sequence_number == rec.sequence_number
+        and item.sub_sequence_number == rec.sub_sequence_number
+        and item.event_id == rec.event_id
+        and item.shard_id == rec.shard_id
+    ):
+        return
+    item.partition_key = rec.partition_key
+    item.sequence_number = rec.sequence_number
+    item.sub_sequence_number = rec.sub_sequence_number
+    item.aggregated = rec.aggregated
+    item.shard_id = rec.shard_id
+    item.arrival = rec.arrival
+    item.event_id = rec.event_id
+    item.event_source_arn = rec.event_source_arn
+    item.part = rec.part
 
 
 def _contract(step: Step, value: object) -> ProcessorContractError:

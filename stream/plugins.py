@@ -23,12 +23,40 @@ PROCESSOR_GROUP = "shardline.processors"
 SINK_GROUP = "shardline.sinks"
 
 
+class _Clash:
+    """A name that several installed distributions register in one group, each for another
+    object: which one a plain ``{name: entry point}`` map keeps depends on the order the
+    distributions are found in, which differs between a virtualenv and the Lambda zip, so
+    ``validate`` and ``test`` could run one plugin and Lambda the other."""
+
+    __slots__ = ("owners",)
+
+    def __init__(self, owners: list[str]) -> None:
+        self.owners = owners
+
+
+def _owner(ep: Any) -> str:
+    dist = getattr(ep, "dist", None)
+    return f"{dist.name if dist is not None else 'a distribution'} ({ep.value})"
+
+
 @cache
 def _group(group: str) -> dict[str, Any]:
+    """The group's entry points by name; a name registered for several objects maps to a
+    :class:`_Clash`, which :func:`load_entry_point` refuses."""
     # importlib.metadata costs a third of the handler's import time; built-ins never need it.
     from importlib.metadata import entry_points  # noqa: PLC0415
 
-    return {ep.name: ep for ep in entry_points(group=group)}
+    found: dict[str, Any] = {}
+    for ep in entry_points(group=group):
+        known = found.get(ep.name)
+        if known is None:
+            found[ep.name] = ep
+        elif isinstance(known, _Clash):
+            known.owners.append(_owner(ep))
+        elif known.value != ep.value:  # the same object twice (one distribution) is no clash
+            found[ep.name] = _Clash([_owner(known), _owner(ep)])
+    return found
 
 
 def entry_point_names(group: str) -> set[str]:
@@ -40,13 +68,22 @@ def load_entry_point(group: str, name: str) -> Any:
     """Import and return the object registered as ``name`` in ``group``.
 
     Raises:
-        PluginError: no such entry point, or importing it failed.
+        PluginError: no such entry point, several installed packages register the name
+            for different objects, or importing it failed.
     """
     ep = _group(group).get(name)
     if ep is None:
         msg = (
             f"no plugin {name!r} in entry-point group {group!r}: "
             "install the package that provides it"
+        )
+        raise PluginError(msg)
+    if isinstance(ep, _Clash):
+        msg = (
+            f"plugin {name!r} is registered in entry-point group {group!r} by "
+            f"{' and by '.join(ep.owners)}: which one would run depends on the order the "
+            "packages are found in, here and in the Lambda zip; uninstall one, or rename "
+            "its entry point"
         )
         raise PluginError(msg)
     try:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from deploy.names import window_tables
 from deploy.pipeline.problems import ConfigError, Problem, Reporter
 from deploy.pipeline.pushdown import filter_criteria
+from deploy.pipeline.runtime_checks import drops_every_record
 from deploy.pipeline.schema import validate
 from deploy.pipeline.yamlload import load_yaml
 from stream.plan import PLAN_VERSION
@@ -126,8 +127,18 @@ def _check_builds(r: Reporter, plan: Plan) -> None:
         def on_error(failure: BuildFailure, name: str = name) -> None:
             report(("functions", name), failure)
 
-        build_runner(plan, name, metrics=False, on_error=on_error)
+        runner = build_runner(plan, name, metrics=False, on_error=on_error)
         used.update(used_sinks(plan["functions"][name]))
+        for step in runner.chain.steps:
+            if not step.tracked and drops_every_record(step):
+                index = int(step.name.partition("[")[2].partition("]")[0])
+                path = ("functions", name, "processors", index)
+                r.error(
+                    path,
+                    f"processor {_step_name(plan, path)} drops every record: its code never "
+                    "returns one (None means dropped). Return the record: edits made in "
+                    "place reach the sinks",
+                )
     for sink, spec in plan["sinks"].items():
         if sink in used:
             continue

@@ -88,6 +88,41 @@ def expr_problem(source: str) -> str | None:
     return _build_problem({"expr": source})
 
 
+def drops_every_record(step: Any) -> bool:
+    """Whether a plugin step's code returns ``None`` on every path that returns: no
+    ``return`` with a value anywhere (a ``__call__`` that edits the record in place and
+    forgets ``return record``). ``None`` means "dropped", so such a step drops every record
+    it does not fail, silently: the function reports success and the sinks get nothing.
+
+    Read from the bytecode, conservatively: a return reached by a jump (``return x or
+    None``), a generator, or a callable without Python code counts as returning a value.
+    """
+    import dis  # noqa: PLC0415  # validation only, never the handler
+    import inspect  # noqa: PLC0415
+
+    run = getattr(step.run, "__func__", step.run)  # a bound __call__: its function
+    code = getattr(run, "__code__", None)
+    flags = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+    if code is None or code.co_flags & flags:
+        return False
+    previous = None
+    for ins in dis.get_instructions(code):
+        if ins.opname == "RETURN_CONST":  # 3.12, 3.13
+            if ins.argval is not None:
+                return False
+        elif ins.opname == "RETURN_VALUE":
+            bare = (
+                not ins.is_jump_target
+                and previous is not None
+                and previous.opname == "LOAD_CONST"
+                and previous.argval is None
+            )
+            if not bare:
+                return False
+        previous = ins
+    return True
+
+
 def processor_plugin_names() -> set[str]:
     """Built-in processor names plus those of installed plugins."""
     return set(processor_names())

@@ -132,6 +132,22 @@ functions:
 """
 
 
+DEV_LATEST = """\
+name: latestdev
+stream:
+  name: latestdev-readings
+sinks:
+  latest:
+    type: dynamodb
+    table: latestdev-latest
+    key: kind
+    mode: latest
+functions:
+  keep-latest:
+    route: [latest]
+"""
+
+
 def _readings(path: Path, n: int) -> dict[str, int]:
     """``n`` JSON lines: readings (some not above zero) and status lines."""
     counts = {"archive": 0, "pushdown": 0, "filtered": 0}
@@ -202,6 +218,27 @@ class TestDevReconciles:
             str(expected["filtered"]),
             f"archive {expected['archive']}",
         ]
+
+    def test_a_run_with_no_sink_to_count_is_not_failed_for_a_loss_it_cannot_see(
+        self, workdir: Path
+    ) -> None:
+        """A `latest` table holds one item per key (a plugin sink: nothing dev reads back):
+        no check applies, and dev had exited 1 saying records were missing from the stores,
+        with an empty reconciliation table."""
+        (workdir / "latest.yaml").write_text(DEV_LATEST, encoding="utf-8")
+        _readings(workdir / "readings.jsonl", 40)
+
+        code, out, err = _cli(
+            "dev", "latest.yaml", "--produce", "readings.jsonl", "--until-idle", "1",
+            "--duration", "120", "--json",
+        )  # fmt: skip
+
+        assert code == 0, err
+        assert "missing from the stores" not in err
+        assert "nothing to reconcile: no function sends every record" in " ".join(err.split())
+        summary = json.loads(out)
+        assert summary["reconciled"] is None
+        assert summary["functions"]["keep-latest"]["written"] == {"latest": 40}
 
     def test_aggregates_put_by_another_producer_fail_the_reconciliation(
         self, workdir: Path

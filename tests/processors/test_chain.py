@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from processors.chain import EVENT_STEP, Chain, Step
+from sinks.base import OK, Outcome, Sink, permanent, retryable
 from stream.exceptions import DecodeError, RetryableError
 from stream.records import Record
 
@@ -171,3 +174,101 @@ class TestUntrackedChanges:
         event = EventFactory().batch([("k", {"name": "ada"}), ("k", {"name": "bob"})])
         runner.handle(event)
         assert buf.getvalue() == b'{"name":"ADA"}\n{"name":"BOB"}\n'
+
+
+class Rebuild:
+    """A plugin that builds its result with ``Record(...)`` instead of ``record.derive``,
+    with a made-up sequence number: what a writer who never read the position docs does."""
+
+    def __call__(self, record: Record) -> Record:
+        import orjson  # noqa: PLC0415
+
+        return Record(orjson.dumps({**record.as_dict(), "seen": True}), record.partition_key, "0")
+
+
+class ById(Sink):
+    """A keyed store as OpenSearch's ``create`` by ``_id``: an id written once is kept, a
+    record with an id already written is taken for a redelivery (OK, nothing written)."""
+
+    def __init__(self, name: str, fail: Any = None, *, permanent_: bool = False) -> None:
+        super().__init__(name)
+        self.fail = fail
+        self.permanent = permanent_
+        self.docs: dict[str, Record] = {}
+
+    def _write(self, items: Any) -> list[Outcome]:
+        out = []
+        for item in items:
+            if self.fail is not None and self.fail(item, 0):
+                out.append(
+                    permanent("refused", "ValidationError")
+                    if self.permanent
+                    else retryable("injected throttle", "Throttled")
+                )
+                continue
+            self.docs.setdefault(item.document_id, item)
+            out.append(OK)
+        return out
+
+
+class TestRecordsAPluginBuilds:
+    """What a plugin returns for a record stands at that record's source position."""
+
+    @staticmethod
+    def _run(fail: Any = None, *, permanent_: bool = False) -> tuple[Any, Any, list[Record]]:
+        """The handler on one aggregate of three user records and one plain record; the
+        response, the sink ``out`` (or, with ``permanent_``, the dead-letter sink) and the
+        records as they arrived."""
+        from stream.runtime import build_runner  # noqa: PLC0415
+        from stream.testing import EventFactory  # noqa: PLC0415
+
+        plan = _plan("      - use: 'tests.processors.test_chain:Rebuild'\n", aggregated=True)
+        sinks = {"out": ById("out", fail, permanent_=permanent_), "dlq": ById("dlq")}
+        runner = build_runner(plan, "main", lambda name, spec: sinks[name])
+        factory = EventFactory()
+        event = factory.event([
+            factory.aggregate([("a", {"n": 1}), ("b", {"n": 2}), ("c", {"n": 3})]),
+            factory.record({"n": 4}, "d"),
+        ])  # fmt: skip
+        from stream.event import records_from_event  # noqa: PLC0415
+
+        inputs = records_from_event(event, aggregated=True, lazy=False)
+        return runner.handle(event), sinks["dlq" if permanent_ else "out"], inputs
+
+    def test_each_user_record_of_an_aggregate_keeps_its_own_id_in_keyed_sinks(self):
+        """Built with Record(...), the three user records of one aggregate had one
+        document id ('') and position: a keyed sink kept one, the others taken for it."""
+        _, sink, inputs = self._run()
+        written = list(sink.docs.values())
+        assert len(written) == 4
+        got = sorted((r.shard_id, r.event_id, r.sequence_number, r.sub_sequence_number)
+                     for r in written)  # fmt: skip
+        want = sorted((r.shard_id, r.event_id, r.sequence_number, r.sub_sequence_number)
+                      for r in inputs)  # fmt: skip
+        assert got == want
+        assert sorted(r.document_id for r in written) == sorted(r.document_id for r in inputs)
+        assert all(r.json["seen"] for r in written)
+
+    def test_a_dead_letter_says_where_the_record_came_from(self):
+        """Its envelope is what `shardline dlq redrive` reads the shard and position from."""
+        result, _, inputs = self._run(lambda rec, attempt: rec.json["n"] == 4)
+        assert result.response == {
+            "batchItemFailures": [{"itemIdentifier": inputs[3].sequence_number}]
+        }
+        _, dlq, inputs = self._run(lambda rec, attempt: rec.json["n"] == 2, permanent_=True)
+        (doc,) = [r.json for r in dlq.docs.values()]
+        assert (doc["shard_id"], doc["event_id"], doc["sequence_number"]) == (
+            inputs[1].shard_id, inputs[1].event_id, inputs[1].sequence_number,
+        )  # fmt: skip
+        assert doc["sub_sequence_number"] == 1
+
+
+def _plan(processors: str, *, aggregated: bool = False) -> Any:
+    from deploy.pipeline.config import compile_plan, parse_config  # noqa: PLC0415
+
+    text = (
+        f"name: up\nstream: {{name: s, aggregated: {str(aggregated).lower()}}}\n"
+        "sinks: {out: {type: stdout}, dlq: {type: sqs, queue: q}}\nfunctions:\n"
+        f"  main:\n    processors:\n{processors}    route: [out]\n    on_failure: dlq\n"
+    )
+    return compile_plan(parse_config(text, env={}))

@@ -31,5 +31,4 @@ class Mask:
             value = doc.get(field)
             if isinstance(value, str):
                 doc[field] = value[: self.keep] + "*" * max(len(value) - self.keep, 0)
-        record.touch()
-        return record
+        return record  # edited in place: the chain re-encodes what a plugin returns
