@@ -23,8 +23,9 @@ from deploy.local.run import LocalRun
 from deploy.local.servers import provision
 from deploy.pipeline.config import load_plan_from_file
 from stream.aws import reset_clients
+from stream.producer import Producer
 from tests.e2e.test_faults import local_env
-from tests.faultproxy import S3_INTERNAL, FaultProxy, Request, slow
+from tests.faultproxy import S3_INTERNAL, FaultProxy, Request, slow, sqs_batch_failures
 from tests.integration.test_run import (
     Pipeline,
     first_order,
@@ -214,3 +215,103 @@ def test_a_stop_while_the_archive_keeps_failing_leaves_the_batch_to_the_next_run
     assert set(messages) == everything
     assert {n for n, count in messages.items() if count > 1} <= first
     assert first_order(pipeline.delivered()) == put_order(pipeline.produced)
+
+
+DEAD_LETTERS = """\
+name: {name}
+stream: {{name: {name}, mode: provisioned, shards: 1, encryption: none}}
+sinks:
+  archive: {{type: s3, bucket: {name}, prefix: raw/, compression: none}}
+  dlq: {{type: sqs, queue: {name}-dlq}}
+functions:
+  main:
+    batch: {{size: 50, window_s: 0, starting_position: trim_horizon}}
+    ordering: per_key
+    on_failure: dlq
+    processors:
+      - use: "tests.integration.order_probe:Probe"
+        with: {{path: "{probe}"}}
+      - filter: {{expr: "v >= `0`"}}
+    route: [archive]
+"""
+
+
+def letters(aws: Callable[[str], Any], queue: str) -> Counter[str]:
+    """The dead letters in the queue, counted by the sequence number they carry."""
+    return Counter(letter["sequence_number"] for letter in queued(aws, queue))
+
+
+def test_a_stop_right_after_a_dead_letter_batch_partly_failed_loses_no_letter(
+    aws, tmp_path, local_env, moto_endpoint, monkeypatch
+):
+    """Seven poison records (the filter raises on them) in the first batch; SQS reports
+    one of their letters ``Failed`` (retryable, not sent) on every attempt, the others are
+    sent. The run is stopped right then: the record whose letter failed is reported for
+    retry, so the checkpoint stops before it (per key, its key's later records are held
+    back, others go on). The next run delivers it again and its letter is sent: every
+    poison record has a letter, every good record is archived; letters already sent may
+    come twice (a standard queue is at-least-once), never none."""
+    name = f"dlq-{uuid.uuid4().hex[:10]}"
+    probe, file = tmp_path / "probe.tsv", tmp_path / "pipeline.yaml"
+    file.write_text(DEAD_LETTERS.format(name=name, probe=probe))
+    plan = load_plan_from_file(file)
+    provision(plan, aws, shards=1)
+    aws("kinesis").get_waiter("stream_exists").wait(
+        StreamName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50}
+    )
+    pipeline = Pipeline(name, file, probe, plan)
+    poison = {n for n in range(100) if n % 7 == 3}
+    with Producer(name, aws("kinesis"), sleep=lambda _: None) as producer:
+        for n in range(100):
+            producer.put(
+                {"key": f"k{n % 10}", "n": n, "v": "x" if n in poison else n}, f"k{n % 10}"
+            )
+        result = producer.flush()
+    assert result.ok
+    seq = {n: r.sequence_number for n, r in enumerate(result.results)}
+    with FaultProxy(moto_endpoint, seed=4) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", proxy.url)
+        reset_clients()
+        refused = proxy.inject(
+            sqs_batch_failures(
+                lambda e: json.loads(e["MessageBody"])["sequence_number"] == seq[17]
+            ),
+            target="SendMessageBatch",
+        )
+        local = local_run(pipeline, aws, tmp_path)
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                local.run(stop)
+            except BaseException as exc:  # reported by the test
+                errors.append(exc)
+
+        thread = threading.Thread(target=target, name="stop-after-letters", daemon=True)
+        thread.start()
+        try:
+            wait_until("a letter refused", lambda: refused.fired >= 1, 20, repr)
+            stop.set()
+            thread.join(30)
+        finally:
+            stop.set()
+        assert not thread.is_alive()
+        assert not errors
+        proxy.remove(refused)
+        at_stop = letters(aws, f"{name}-dlq")
+        assert seq[17] not in at_stop
+        assert set(at_stop) == {seq[n] for n in poison if n < 50} - {seq[17]}
+        (lease,) = pipeline.leases(aws).values()
+        assert lease.owner is None
+        assert int(lease.checkpoint if lease.checkpoint.isdigit() else 0) < int(seq[17])
+
+        run_until_idle(local_run(pipeline, aws, tmp_path))
+
+    sent = letters(aws, f"{name}-dlq") + at_stop  # received once each: count both reads
+    assert set(sent) == {seq[n] for n in poison}  # every poison record has its letter
+    archived_ns = {int(line["n"]) for line in archived(aws, pipeline)}
+    assert archived_ns == set(range(100)) - poison  # every good record, nothing poison
+    assert first_order(pipeline.delivered()) == {
+        key: [n for n in range(100) if f"k{n % 10}" == key] for key in {f"k{k}" for k in range(10)}
+    }
