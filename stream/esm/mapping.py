@@ -24,7 +24,11 @@ What it reproduces, and where each rule lives:
   when the shard is read to its end. The window opens when a lane that had nothing waiting
   receives a record; records left over after a full batch are a backlog and go out without
   a new wait.
-* **Responses, retries, bisect, age, on-failure** (:mod:`stream.esm.rules`).
+* **Responses, retries, bisect, age, on-failure** (:mod:`stream.esm.rules`). A record's age
+  is measured on Kinesis's clock, as Lambda measures it on the service's side: when the
+  HTTP ``Date`` of GetRecords answers shows this worker's clock more than
+  :data:`CLOCK_SKEW_TOLERANCE_S` off, ages are corrected by that difference, so a worker
+  whose clock runs ahead does not send fresh records to on-failure as too old.
 * **ParallelizationFactor** (here): a shard's records are spread over ``parallelization``
   lanes by a stable hash of the partition key (CRC-32), and each lane has at most one batch
   in flight, so a key's records are delivered in order while up to N batches of the shard
@@ -104,7 +108,7 @@ if TYPE_CHECKING:
     from stream.esm.store import CheckpointStore
     from stream.event import KinesisEventRecord
 
-__all__ = ["GET_RECORDS_PER_SECOND", "EventSourceMapping", "MappingStats"]
+__all__ = ["CLOCK_SKEW_TOLERANCE_S", "GET_RECORDS_PER_SECOND", "EventSourceMapping", "MappingStats"]
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +117,10 @@ GET_RECORDS_PER_SECOND = SHARD_READS_PER_S
 _MAX_GET_RECORDS = 10_000
 _MAX_BUFFER = 20_000
 _MAX_BACKOFF_S = 30.0
+#: A difference between this worker's clock and Kinesis's (read from the HTTP ``Date`` of
+#: GetRecords answers, whole seconds) up to this is taken for the Date's rounding and the
+#: call's latency, not for a wrong clock: record ages then use the worker's clock as is.
+CLOCK_SKEW_TOLERANCE_S = 2.0
 
 
 @dataclass
@@ -310,6 +318,7 @@ class EventSourceMapping:
         self._region = ""
         self._account = ""
         self._warned_aggregates = False
+        self._skew = 0.0  # this worker's clock minus Kinesis's, beyond the tolerance
         cap = settings.size * settings.parallelization
         self._buffer_cap = max(settings.size, min(cap, _MAX_BUFFER))
 
@@ -523,6 +532,7 @@ class EventSourceMapping:
             return
         records = response.get("Records") or []
         calls[-1] = (now, sum(len(r["Data"]) for r in records))  # what the 2 MB/s counts
+        self._observe_stream_clock(response, now)
         for raw in records:
             self._add(shard, raw, now)
         shard.iterator = response.get("NextShardIterator")
@@ -531,6 +541,29 @@ class EventSourceMapping:
             shard.ended = True
         elif shard.caught_up:
             shard.next_poll = now + self.idle_poll_s
+
+    def _observe_stream_clock(self, response: Mapping[str, Any], now: float) -> None:
+        """Estimate how far this worker's clock is from Kinesis's, from the answer's HTTP
+        ``Date``. Arrival stamps are Kinesis's clock; Lambda judges a record's age on the
+        service's side, so a worker whose clock runs ahead by more than
+        ``max_record_age_s`` would otherwise send records put a moment ago to the
+        on-failure destination (and one behind would keep expired records)."""
+        headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        date = headers.get("date") if isinstance(headers, dict) else None
+        if not date:
+            return  # not over HTTP (a stub client): the worker's clock is all there is
+        from email.utils import mktime_tz, parsedate_tz  # noqa: PLC0415  # light, rarely needed
+
+        parsed = parsedate_tz(date)
+        if parsed is None:
+            return
+        skew = now - (mktime_tz(parsed) + 0.5)  # the Date is whole seconds, rounded down
+        skew = skew if abs(skew) > CLOCK_SKEW_TOLERANCE_S else 0.0
+        if skew and not self._skew:
+            log.warning("this worker's clock is %+.1f s off Kinesis's: ages use Kinesis's", skew)
+        elif self._skew and not skew:
+            log.info("this worker's clock agrees with Kinesis's again")
+        self._skew = skew
 
     def _iterator(self, shard: _Shard) -> str:
         if shard.last_read is not None:  # resume after what this reader already buffered
@@ -660,7 +693,7 @@ class EventSourceMapping:
                 batch = self._fresh_batch(shard, index, lane, now)
                 if batch is None:
                     return None
-            if not expired(batch, max_age, now):
+            if not expired(batch, max_age, now - self._skew):  # on the stream's clock
                 return batch
             if not self._give_up(shard, lane, batch, condition=AGE_EXCEEDED):
                 return None
@@ -675,14 +708,15 @@ class EventSourceMapping:
         if not (full or waited or shard.ended):
             return None
         max_age = settings.max_record_age_s
-        old = max_age >= 0 and now - fresh[0].arrival > max_age
+        stream_now = now - self._skew  # ages are on the stream's clock, as its stamps
+        old = max_age >= 0 and stream_now - fresh[0].arrival > max_age
         taken: list[ShardRecord] = []
         size = 14  # {"Records":[]}
         while fresh and len(taken) < settings.size:
             record = fresh[0]
             if taken and size + record.size > MAX_PAYLOAD_BYTES:
                 break
-            if old and now - record.arrival <= max_age:
+            if old and stream_now - record.arrival <= max_age:
                 break  # expired records go to on-failure apart from younger ones
             taken.append(fresh.popleft())
             size += record.size

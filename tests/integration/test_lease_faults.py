@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from stream.esm.checkpoints import LeaseTable
+from stream.esm.store import MemoryCheckpoints
 from tests.faultproxy import LOST_ACK, THROTTLE, FaultProxy, Request
 from tests.integration.fault_fixtures import aws_client
 from tests.integration.test_checkpoints import SEQ, SHARDS, Clock, raw_items
 from tests.integration.test_esm import Clock as EpochClock
-from tests.integration.test_esm import Recorder, docs, kinesis, mapping, produce, stream
+from tests.integration.test_esm import Recorder, docs, drain, kinesis, mapping, produce, stream
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -249,3 +250,23 @@ class TestClocksApart:
         clock_a.advance(10.5)
         assert a.held() == []  # on its own clock a knows it may not write any more
         assert {lease.owner for lease in b.leases()} == {"b"}
+
+
+class TestClockAheadOfTheStream:
+    def test_a_worker_clock_ahead_by_more_than_the_record_age_limit_gives_up_nothing_fresh(
+        self, kinesis, stream
+    ):
+        """Record ages compare the worker's clock with Kinesis's arrival stamps. A worker
+        whose clock runs two hours ahead (max_record_age_s one hour) must not take records
+        put a moment ago for expired and send them to the on-failure destination: Lambda
+        measures the age on the service's side."""
+        produced = produce(kinesis, stream, docs(20))
+        clock, seen, given_up = EpochClock(), Recorder(), []
+        clock.t += 7200.0
+        esm = mapping(
+            kinesis, stream, seen, MemoryCheckpoints(), clock,
+            max_record_age_s=3600, on_failure=given_up.append,
+        )  # fmt: skip
+        drain(esm, clock)
+        assert given_up == []
+        assert {event_id for event_id, _ in seen.seen} == set(produced.values())
