@@ -996,18 +996,27 @@ class LeaseTable:
         been applied) is remembered in ``holding.unsure``. When a later write then fails
         its condition and the item is the held lease after one of those writes, the item
         is this worker's own: the holding moves to it and the write is sent once more from
-        there. Otherwise a lost answer followed by a throttle would read as a lost lease,
-        and the shard be dropped and its records delivered again.
+        there (a renewal must be written now: the earlier write renewed the lease for the
+        other workers when it was applied, not now), unless it was this very release
+        (``finish`` sent again), which left nothing to write. Otherwise a lost answer
+        followed by a throttle would read as a lost lease, and the shard be dropped and its
+        records delivered again.
         """
         for _ in range(2):
             try:
                 written = self._update(holding.lease, change, _OWNED_AT)
             except _ConditionFailed as failed:
                 item = failed.item
-                if item is None or not any(
-                    earlier.shows_in(item, holding.lease, self.worker_id)
-                    for earlier in holding.unsure
-                ):
+                applied = next(
+                    (
+                        earlier
+                        for earlier in holding.unsure
+                        if item is not None
+                        and earlier.shows_in(item, holding.lease, self.worker_id)
+                    ),
+                    None,
+                )
+                if item is None or applied is None:
                     raise
                 log.info(
                     "lease on %s: an earlier write whose answer was lost was applied after "
@@ -1015,6 +1024,8 @@ class LeaseTable:
                     holding.lease.shard_id,
                 )
                 holding.lease, holding.unsure = Lease.from_item(item), []
+                if applied.release and applied == change:  # a finish, done: no lease to write
+                    return holding.lease
                 continue
             except LeaseTableError as exc:
                 if exc.ambiguous:

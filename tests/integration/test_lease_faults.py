@@ -270,3 +270,30 @@ class TestClockAheadOfTheStream:
         drain(esm, clock)
         assert given_up == []
         assert {event_id for event_id, _ in seen.seen} == set(produced.values())
+
+
+class TestLostFinish:
+    def test_a_finish_applied_unanswered_then_sent_again_is_done_not_a_lost_lease(
+        self, proxy, table, aws
+    ):
+        """A parent shard's SHARD_END applied, its answer lost, the retries throttled: the
+        mapping finishes again next round. That must report the shard finished (not
+        LeaseLost), and its children must become eligible."""
+        from stream.esm.checkpoints import SHARD_END, ShardInfo  # noqa: PLC0415
+
+        clock = Clock()
+        a = worker(proxy, table, "a", clock)
+        tree = [ShardInfo("shardId-0"), ShardInfo("shardId-1", parent_shard_id="shardId-0")]
+        a.sync_shards(tree, "trim_horizon")
+        (parent,) = a.take()
+        proxy.inject(LOST_ACK, times=1, where=checkpoint_write)
+        proxy.inject(THROTTLE, times=4, where=checkpoint_write)
+        with pytest.raises(Exception, match="still failing after 5 attempts"):
+            a.finish(parent)
+
+        done = a.finish(parent)
+
+        assert (done.checkpoint, done.owner) == (SHARD_END, None)
+        items = raw_items(aws("dynamodb"), table)
+        assert items["shardId-0"]["checkpoint"]["S"] == SHARD_END
+        assert [lease.shard_id for lease in a.take()] == ["shardId-1"]
