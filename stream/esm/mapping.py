@@ -476,11 +476,17 @@ class EventSourceMapping:
             info = self._infos.get(shard_id, ShardInfo(shard_id))
             shard = self._shards.get(shard_id)
             if shard is not None and lease.checkpoint != shard.lease.checkpoint:
-                # checkpointed by another worker between two rounds (lost and taken back):
-                # what this reader holds is stale, start again from the stored checkpoint
-                log.info("lease on %s moved while away: rereading after its checkpoint", shard_id)
-                del self._shards[shard_id]
-                shard = None
+                if _within_done(shard, lease):
+                    # this reader's own checkpoint, written although its answer was lost
+                    # (the lease table found it applied), or one inside what it has done
+                    shard.lease, shard.stored = lease, lease.checkpoint
+                else:
+                    # checkpointed by another worker between two rounds (lost and taken
+                    # back) past what this reader has done: what it holds is stale, start
+                    # again from the stored checkpoint
+                    log.info("lease on %s moved while away: rereading after it", shard_id)
+                    del self._shards[shard_id]
+                    shard = None
             if shard is not None:
                 shard.info = info
                 if lease.counter > shard.lease.counter:
@@ -881,6 +887,18 @@ class EventSourceMapping:
         self._stats.shards_finished += 1
         self._next_refresh = float("-inf")  # its children may start now
         log.info("shard %s read to its end and finished", shard.shard_id)
+
+
+def _within_done(shard: _Shard, lease: Lease) -> bool:
+    """Whether the lease's stored checkpoint lies between the checkpoint this reader last
+    stored and the point below which it has done every record: then every record up to it
+    is done here, and the reader goes on as it is (rereading would deliver again the
+    records it did after it, and discard its batches in flight)."""
+    seq = lease.sequence_number
+    if seq is None or lease.sub_sequence_number or shard.reached is None:
+        return False
+    low = int(shard.stored) if shard.stored is not None else -1
+    return low <= int(seq) <= int(shard.reached)
 
 
 def _error_code(exc: Exception) -> str:

@@ -43,6 +43,25 @@ def renewal(request: Request) -> bool:
     return target.endswith("UpdateItem") and b'"SET #counter = :next"' in request.body
 
 
+class Counting:
+    """A real boto3 client that counts the calls made through it (each reaches moto)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.calls: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+        if not callable(method):
+            return method
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            return method(*args, **kwargs)
+
+        return counted
+
+
 @pytest.fixture
 def proxy(moto_endpoint: str) -> Iterator[FaultProxy]:
     with FaultProxy(moto_endpoint, seed=11) as p:
@@ -138,26 +157,36 @@ class TestLostAnswerThenThrottled:
 
 
 class TestMappingThroughLostAnswers:
+    @pytest.mark.parametrize("round_between", [False, True], ids=["settle-next", "round-next"])
     def test_a_lost_checkpoint_answer_then_throttles_redeliver_nothing(
-        self, proxy, kinesis, stream, table
+        self, proxy, kinesis, stream, table, round_between
     ):
         """Before the fix the next checkpoint raised LeaseLost: the shard was dropped,
         taken back next round, and every record done since the applied checkpoint was
-        delivered again."""
+        delivered again. With a lease round between the failed write and the next one
+        (``round-next``), the round's renewal finds the applied checkpoint first: the
+        reader must take it for its own, not for another worker's and read again."""
         monotonic = Clock()
         leases = worker(proxy, table, "w1", monotonic)
         produced = produce(kinesis, stream, docs(60))
-        clock, seen = EpochClock(), Recorder()
-        esm = mapping(kinesis, stream, seen, leases, clock, size=8)
+        clock, seen, reader = EpochClock(), Recorder(), Counting(kinesis)
+        esm = mapping(reader, stream, seen, leases, clock, size=8)
         proxy.inject(LOST_ACK, times=1, where=checkpoint_write)
         proxy.inject(THROTTLE, times=4, where=checkpoint_write)
+        jumped = False
         for _ in range(40):
             clock.t += 0.25
             monotonic.advance(0.25)
             esm.step()
+            if round_between and not jumped and proxy.injected["throttle"] == 4:
+                jumped = True  # the next step begins with a lease round (renew interval 3.3 s)
+                clock.t += 3.5
+                monotonic.advance(3.5)
             if esm.caught_up and len(seen.seen) >= 60:
                 break
         assert proxy.injected == Counter({"lost_ack": 1, "throttle": 4})
+        assert jumped == round_between
+        assert reader.calls["get_shard_iterator"] == 2  # one per shard: no reader restarted
         ids = [event_id for event_id, _ in seen.seen]
         assert Counter(ids).most_common(1)[0][1] == 1  # nothing twice
         assert set(ids) == set(produced.values())

@@ -1291,6 +1291,25 @@ class TestLeases:
         r.steps()
         assert r.invoker.delivered[-1] == [put[2]]
 
+    def test_a_checkpoint_moved_past_what_the_reader_did_makes_it_read_again_after_it(self):
+        """The lease comes back from a round with a checkpoint another tenure wrote past
+        what this reader has done (lost and taken back): its buffered records are stale,
+        it reads again after that checkpoint. (Within what it has done, its own write
+        whose answer was lost, it goes on: tests/integration/test_lease_faults.py.)"""
+        moved_to, then = 7, slice(8, 10)
+        r = rig(size=5)
+        put = [r.kinesis.put("k", {"i": i}) for i in range(10)]
+        r.steps()
+        assert r.invoker.delivered == [put[:5]]
+        with r.store._lock:  # another tenure's checkpoint, as the round will read it
+            lease = r.store._leases[SHARD]
+            r.store._leases[SHARD] = dataclasses.replace(
+                lease, checkpoint=put[moved_to], counter=lease.counter + 1
+            )
+        r.clock.t += r.store.renew_interval_s
+        r.steps(2)
+        assert r.invoker.delivered == [put[:5], put[then]]
+
     def test_the_first_refresh_fails_loudly_when_the_stream_is_missing(self):
         class Missing(FakeKinesis):
             def describe_stream_summary(self, StreamName: str) -> dict[str, Any]:
