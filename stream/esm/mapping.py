@@ -45,7 +45,9 @@ What it reproduces, and where each rule lives:
   ``LeaseLost``, is dropped at once, its in-flight results discarded (its new owner resumes
   after the last checkpoint). So is a shard whose lease was not renewed within the lease
   duration on this worker's own clock, whatever the table says or whether it answers at all
-  (cut off from the table, or paused): no new batch of it starts after that.
+  (cut off from the table, or paused): no new batch of it starts after that. A round whose
+  shard sync fails (it reads the whole table, and reads may be throttled while writes are
+  not) still renews the leases held.
 
 Stopping (:meth:`EventSourceMapping.run`): when ``stop`` is set no new batch starts; the
 batches in flight complete and their results are applied (retries they ask for are not
@@ -466,7 +468,14 @@ class EventSourceMapping:
             self._region, self._account = parts[3], parts[4]
         infos = shards_from_list_shards(self._list_shards())
         self._infos = {info.shard_id: info for info in infos}
-        self.checkpoints.sync_shards(infos, self.settings.starting_position)
+        try:
+            self.checkpoints.sync_shards(infos, self.settings.starting_position)
+        except ShardlineError as exc:
+            if not self._refreshed:
+                raise  # a missing or unusable table fails the start, loudly
+            # the sync reads the whole table; reads may be throttled while writes are not:
+            # the round's renewals must still be tried, or the leases run out meanwhile
+            log.warning("syncing the shards' leases failed (again next round): %s", exc)
         held = {lease.shard_id: lease for lease in self.checkpoints.take()}
         for shard_id in list(self._shards):
             if shard_id not in held:

@@ -326,3 +326,30 @@ class TestLostFinish:
         items = raw_items(aws("dynamodb"), table)
         assert items["shardId-0"]["checkpoint"]["S"] == SHARD_END
         assert [lease.shard_id for lease in a.take()] == ["shardId-1"]
+
+
+class TestReadsThrottled:
+    def test_a_table_throttling_only_its_reads_keeps_the_leases_renewed(
+        self, proxy, kinesis, stream, table
+    ):
+        """DynamoDB throttles reads and writes apart (their capacities are separate). With
+        every Scan throttled for two lease durations the renewals (UpdateItem) still go
+        through: the mapping must keep its shards and go on delivering, not let its leases
+        run out because the round's shard sync, a Scan, failed first."""
+        monotonic = Clock()
+        leases = worker(proxy, table, "w1", monotonic, lease_duration_s=6.0)
+        produced = produce(kinesis, stream, docs(20))
+        clock, seen = EpochClock(), Recorder()
+        esm = mapping(kinesis, stream, seen, leases, clock, size=5)
+        drain(esm, clock)
+        throttled = proxy.inject(THROTTLE, target="Scan")
+        produced |= {20 + n: p for n, p in produce(kinesis, stream, docs(20, start=20)).items()}
+        for _ in range(48):  # 12 s: two lease durations, four lease rounds
+            clock.t += 0.25
+            monotonic.advance(0.25)
+            esm.step()
+        assert throttled.fired >= 10
+        assert len(esm.positions()) == 2  # both shards still held
+        ids = [event_id for event_id, _ in seen.seen]
+        assert set(ids) == set(produced.values())  # delivered during the throttle
+        assert max(Counter(ids).values()) == 1
