@@ -958,7 +958,7 @@ class LeaseTable:
             if holding is None:
                 return
             try:
-                self._update(holding.lease, _RELEASE, _OWNED_AT)
+                self._update_held(holding, _RELEASE)  # after an unsure write too
             except _ConditionFailed:
                 return
 

@@ -353,3 +353,25 @@ class TestReadsThrottled:
         ids = [event_id for event_id, _ in seen.seen]
         assert set(ids) == set(produced.values())  # delivered during the throttle
         assert max(Counter(ids).values()) == 1
+
+
+class TestReleaseAfterALostAnswer:
+    def test_a_stop_after_an_unanswered_checkpoint_still_releases_the_lease(
+        self, proxy, table, aws
+    ):
+        """The last checkpoint of a clean stop applied, its answer lost, the retries
+        throttled; then the release. It must leave the lease without owner (another
+        worker takes it at once), not give up because the counter moved."""
+        a = worker(proxy, table, "a", Clock())
+        a.sync_shards(SHARDS, "trim_horizon")
+        lease = a.take()[0]
+        proxy.inject(LOST_ACK, times=1, where=checkpoint_write)
+        proxy.inject(THROTTLE, times=4, where=checkpoint_write)
+        with pytest.raises(Exception, match="still failing"):
+            a.checkpoint(lease, SEQ)
+
+        a.release(lease)
+
+        item = raw_items(aws("dynamodb"), table)[lease.shard_id]
+        assert "leaseOwner" not in item
+        assert item["checkpoint"]["S"] == SEQ
