@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
     from types import TracebackType
 
 __all__ = [
@@ -52,6 +52,7 @@ __all__ = [
     "aws_json_error",
     "held_until",
     "slow",
+    "sqs_batch_failures",
 ]
 
 # Connection-level headers are each hop's own business (RFC 9110 7.6.1); botocore never signs
@@ -79,6 +80,9 @@ class Fault:
         drop: close the connection without a response.
         until_answered: with ``delay`` as the deadline, hold only until the proxy has
             answered a request this picks (:func:`held_until`).
+        rewrite: given the request's body, the body to forward instead (None: forward
+            nothing, answer 200 with an empty JSON object) and a function that edits the
+            target's 200 response body: a partial failure (:func:`sqs_batch_failures`).
     """
 
     name: str
@@ -89,6 +93,7 @@ class Fault:
     delay: float = 0.0
     drop: bool = False
     until_answered: Callable[[Request], bool] | None = None
+    rewrite: Callable[[bytes], tuple[bytes | None, Callable[[bytes], bytes]]] | None = None
 
 
 def aws_json_error(name: str, status: int, code: str, message: str) -> Fault:
@@ -128,6 +133,45 @@ def held_until(answered: Callable[[Request], bool], deadline: float = 5.0) -> Fa
     the order; a client that waits for this answer before it sends the other request sees
     only the deadline, and the held request answered first."""
     return Fault("held", forward=True, delay=deadline, until_answered=answered)
+
+
+def sqs_batch_failures(
+    fails: Callable[[Mapping[str, Any]], bool],
+    code: str = "InternalError",
+    *,
+    sender_fault: bool = False,
+) -> Fault:
+    """A ``SendMessageBatch`` (AWS JSON protocol) of which SQS sends only some entries: the
+    entries ``fails`` picks are taken out of the request before it is forwarded, and the
+    answer lists them under ``Failed`` with ``code`` (``SenderFault`` false: the sender may
+    try again), beside the target's own ``Successful`` entries. What the client is told
+    is true: the failed entries were not sent. (moto does not check SigV4 signatures; the
+    changed body would not verify at AWS.)"""
+
+    def rewrite(body: bytes) -> tuple[bytes | None, Callable[[bytes], bytes]]:
+        request = json.loads(body)
+        entries = request.get("Entries", [])
+        failed = [entry for entry in entries if fails(entry)]
+        kept = [entry for entry in entries if not fails(entry)]
+
+        def edit(answer: bytes) -> bytes:
+            response = json.loads(answer or b"{}")
+            response.setdefault("Successful", [])
+            response["Failed"] = [*response.get("Failed", [])] + [
+                {
+                    "Id": entry["Id"],
+                    "SenderFault": sender_fault,
+                    "Code": code,
+                    "Message": "faultproxy: this entry was not sent",
+                }
+                for entry in failed
+            ]
+            return json.dumps(response).encode()
+
+        forward = json.dumps({**request, "Entries": kept}).encode() if kept else None
+        return forward, edit
+
+    return Fault("sqs_batch_failures", rewrite=rewrite)
 
 
 THROTTLE = aws_json_error(
@@ -500,7 +544,9 @@ class _Handler(BaseHTTPRequestHandler):
         request = self._read_request()
         fault = self.owner._choose(request)
         response = None
-        if fault is None or fault.forward:
+        if fault is not None and fault.rewrite is not None:
+            response = self._rewritten(request, fault.rewrite)
+        elif fault is None or fault.forward:
             response = self._forward(request)
         if fault is not None and fault.until_answered is not None:
             self.owner._hold_until(fault.until_answered, fault.delay)
@@ -544,6 +590,22 @@ class _Handler(BaseHTTPRequestHandler):
             if line in (b"\r\n", b"\n", b""):
                 return bytes(raw)
 
+    def _rewritten(
+        self,
+        request: Request,
+        rewrite: Callable[[bytes], tuple[bytes | None, Callable[[bytes], bytes]]],
+    ) -> _Response:
+        """Forward the rewritten body (if any) and edit a 200 answer."""
+        body, edit = rewrite(request.body)
+        if body is None:
+            headers = [("Content-Type", "application/x-amz-json-1.0")]
+            return _Response(200, "OK", headers, edit(b"{}"))
+        response = self._forward(Request(request.method, request.path, request.query,
+                                         request.headers, body))  # fmt: skip
+        if response.status != 200:
+            return response
+        return _Response(response.status, response.reason, response.headers, edit(response.body))
+
     def _forward(self, request: Request) -> _Response:
         """Send the request to the target on this connection's keep-alive connection.
 
@@ -551,7 +613,11 @@ class _Handler(BaseHTTPRequestHandler):
         and the request sent once more (what urllib3 does with a stale pooled connection).
         """
         url = self.owner._prefix + self.path
-        headers = [(k, v) for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP]
+        headers = [
+            (k, str(len(request.body)) if k.lower() == "content-length" else v)
+            for k, v in self.headers.items()
+            if k.lower() not in _HOP_BY_HOP
+        ]  # the length of the body sent, which a rewrite may have changed
         for attempt in range(2):
             reused = self.upstream is not None
             if self.upstream is None:

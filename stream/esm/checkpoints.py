@@ -45,6 +45,10 @@ finished. Per-key order therefore holds across a split or merge.
 **Lost answers.** DynamoDB calls are retried on throttles, 5xx and connection errors. When a
 retried write fails its condition because its first attempt was applied after all (the answer
 was lost), the item shows this very write, and that counts as success, not as a lost lease.
+When the retries run out instead (a lost answer, then throttles), the write is remembered as
+unsure; the next write to that lease that fails its condition on an item showing it goes on
+from there (a checkpoint never moves back, the lease is not dropped and taken back, which
+would deliver the shard's records again).
 
 **Restart.** A worker that finds leases in its own name that it does not hold (it was
 restarted with the same ``worker_id``) takes them back at once; any other worker waits for
@@ -147,12 +151,15 @@ class LeaseTableError(ShardlineError):
     Attributes:
         table: the table name.
         code: DynamoDB's error code, or the botocore exception's name.
+        ambiguous: a write whose attempts included one that may have been applied (a 5xx,
+            a lost connection): the item may show it although the call failed.
     """
 
-    def __init__(self, message: str, table: str, code: str) -> None:
+    def __init__(self, message: str, table: str, code: str, *, ambiguous: bool = False) -> None:
         super().__init__(message)
         self.table = table
         self.code = code
+        self.ambiguous = ambiguous
 
 
 class _ConditionFailed(Exception):
@@ -596,12 +603,15 @@ _RELEASE = _Change(release=True)
 @dataclass(slots=True)
 class _Holding:
     """A lease this worker holds: the lease as last written, the counter at which it was
-    taken (an older Lease object belongs to an earlier tenure), and the time, on this
-    worker's clock, of the last write that renewed it."""
+    taken (an older Lease object belongs to an earlier tenure), the time, on this worker's
+    clock, of the last write that renewed it, and the writes since then that failed but
+    may have been applied (``unsure``: an attempt's answer was lost, and the retries ran
+    out). One of those showing in the item is this worker's own write, not a lost lease."""
 
     lease: Lease
     tenure: int
     renewed_at: float
+    unsure: list[_Change] = field(default_factory=list)
 
 
 class LeaseTable:
@@ -845,7 +855,7 @@ class LeaseTable:
             if holding is None:
                 return
             try:
-                lease = self._update(holding.lease, _RENEW, _OWNED_AT)
+                lease = self._update_held(holding, _RENEW)
             except _ConditionFailed as failed:
                 self._drop(shard_id, _owner_of(failed.item))
                 return
@@ -948,7 +958,7 @@ class LeaseTable:
             if holding is None:
                 return
             try:
-                self._update(holding.lease, _RELEASE, _OWNED_AT)
+                self._update_held(holding, _RELEASE)  # after an unsure write too
             except _ConditionFailed:
                 return
 
@@ -970,13 +980,60 @@ class LeaseTable:
         holding = self._held[lease.shard_id]
         sent = self._now()
         try:
-            written = self._update(holding.lease, change, _OWNED_AT)
+            written = self._update_held(holding, change)
         except _ConditionFailed as failed:
             owner = _owner_of(failed.item)
             self._drop(lease.shard_id, owner)
             raise LeaseLost(self.table, lease.shard_id, self.worker_id, owner) from None
         holding.lease, holding.renewed_at = written, sent
         return written
+
+    def _update_held(self, holding: _Holding, change: _Change) -> Lease:
+        """``change`` to a held lease, conditional on owner and counter (the caller holds
+        the lock); the lease as written.
+
+        A write that failed ambiguously (its retries ran out after an attempt that may have
+        been applied) is remembered in ``holding.unsure``. When a later write then fails
+        its condition and the item is the held lease after one of those writes, the item
+        is this worker's own: the holding moves to it and the write is sent once more from
+        there (a renewal must be written now: the earlier write renewed the lease for the
+        other workers when it was applied, not now), unless it was this very release
+        (``finish`` sent again), which left nothing to write. Otherwise a lost answer
+        followed by a throttle would read as a lost lease, and the shard be dropped and its
+        records delivered again.
+        """
+        for _ in range(2):
+            try:
+                written = self._update(holding.lease, change, _OWNED_AT)
+            except _ConditionFailed as failed:
+                item = failed.item
+                applied = next(
+                    (
+                        earlier
+                        for earlier in holding.unsure
+                        if item is not None
+                        and earlier.shows_in(item, holding.lease, self.worker_id)
+                    ),
+                    None,
+                )
+                if item is None or applied is None:
+                    raise
+                log.info(
+                    "lease on %s: an earlier write whose answer was lost was applied after "
+                    "all; going on from it",
+                    holding.lease.shard_id,
+                )
+                holding.lease, holding.unsure = Lease.from_item(item), []
+                if applied.release and applied == change:  # a finish, done: no lease to write
+                    return holding.lease
+                continue
+            except LeaseTableError as exc:
+                if exc.ambiguous:
+                    holding.unsure.append(change)
+                raise
+            holding.unsure.clear()
+            return written
+        raise _ConditionFailed(None, ambiguous=False)  # pragma: no cover  # unsure was emptied
 
     def _update(self, lease: Lease, change: _Change, condition: str) -> Lease:
         """UpdateItem of ``change``, bumping the counter from ``lease.counter`` on
@@ -1050,12 +1107,12 @@ class LeaseTable:
                     else "check the table name, region and permissions"
                 )
                 msg = f"lease table {self.table!r}: {reason}; {hint}"
-                raise LeaseTableError(msg, self.table, code) from exc
+                raise LeaseTableError(msg, self.table, code, ambiguous=ambiguous) from exc
         msg = (
             f"lease table {self.table!r}: {reason} (still failing after {self._max_attempts} "
             "attempts); check the endpoint and the table's capacity"
         )
-        raise LeaseTableError(msg, self.table, code) from cause
+        raise LeaseTableError(msg, self.table, code, ambiguous=ambiguous) from cause
 
 
 def _names(*expressions: str) -> dict[str, str]:

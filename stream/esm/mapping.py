@@ -24,7 +24,11 @@ What it reproduces, and where each rule lives:
   when the shard is read to its end. The window opens when a lane that had nothing waiting
   receives a record; records left over after a full batch are a backlog and go out without
   a new wait.
-* **Responses, retries, bisect, age, on-failure** (:mod:`stream.esm.rules`).
+* **Responses, retries, bisect, age, on-failure** (:mod:`stream.esm.rules`). A record's age
+  is measured on Kinesis's clock, as Lambda measures it on the service's side: when the
+  HTTP ``Date`` of GetRecords answers shows this worker's clock more than
+  :data:`CLOCK_SKEW_TOLERANCE_S` off, ages are corrected by that difference, so a worker
+  whose clock runs ahead does not send fresh records to on-failure as too old.
 * **ParallelizationFactor** (here): a shard's records are spread over ``parallelization``
   lanes by a stable hash of the partition key (CRC-32), and each lane has at most one batch
   in flight, so a key's records are delivered in order while up to N batches of the shard
@@ -41,7 +45,9 @@ What it reproduces, and where each rule lives:
   ``LeaseLost``, is dropped at once, its in-flight results discarded (its new owner resumes
   after the last checkpoint). So is a shard whose lease was not renewed within the lease
   duration on this worker's own clock, whatever the table says or whether it answers at all
-  (cut off from the table, or paused): no new batch of it starts after that.
+  (cut off from the table, or paused): no new batch of it starts after that. A round whose
+  shard sync fails (it reads the whole table, and reads may be throttled while writes are
+  not) still renews the leases held.
 
 Stopping (:meth:`EventSourceMapping.run`): when ``stop`` is set no new batch starts; the
 batches in flight complete and their results are applied (retries they ask for are not
@@ -104,7 +110,7 @@ if TYPE_CHECKING:
     from stream.esm.store import CheckpointStore
     from stream.event import KinesisEventRecord
 
-__all__ = ["GET_RECORDS_PER_SECOND", "EventSourceMapping", "MappingStats"]
+__all__ = ["CLOCK_SKEW_TOLERANCE_S", "GET_RECORDS_PER_SECOND", "EventSourceMapping", "MappingStats"]
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +119,10 @@ GET_RECORDS_PER_SECOND = SHARD_READS_PER_S
 _MAX_GET_RECORDS = 10_000
 _MAX_BUFFER = 20_000
 _MAX_BACKOFF_S = 30.0
+#: A difference between this worker's clock and Kinesis's (read from the HTTP ``Date`` of
+#: GetRecords answers, whole seconds) up to this is taken for the Date's rounding and the
+#: call's latency, not for a wrong clock: record ages then use the worker's clock as is.
+CLOCK_SKEW_TOLERANCE_S = 2.0
 
 
 @dataclass
@@ -310,6 +320,7 @@ class EventSourceMapping:
         self._region = ""
         self._account = ""
         self._warned_aggregates = False
+        self._skew = 0.0  # this worker's clock minus Kinesis's, beyond the tolerance
         cap = settings.size * settings.parallelization
         self._buffer_cap = max(settings.size, min(cap, _MAX_BUFFER))
 
@@ -457,7 +468,14 @@ class EventSourceMapping:
             self._region, self._account = parts[3], parts[4]
         infos = shards_from_list_shards(self._list_shards())
         self._infos = {info.shard_id: info for info in infos}
-        self.checkpoints.sync_shards(infos, self.settings.starting_position)
+        try:
+            self.checkpoints.sync_shards(infos, self.settings.starting_position)
+        except ShardlineError as exc:
+            if not self._refreshed:
+                raise  # a missing or unusable table fails the start, loudly
+            # the sync reads the whole table; reads may be throttled while writes are not:
+            # the round's renewals must still be tried, or the leases run out meanwhile
+            log.warning("syncing the shards' leases failed (again next round): %s", exc)
         held = {lease.shard_id: lease for lease in self.checkpoints.take()}
         for shard_id in list(self._shards):
             if shard_id not in held:
@@ -467,11 +485,17 @@ class EventSourceMapping:
             info = self._infos.get(shard_id, ShardInfo(shard_id))
             shard = self._shards.get(shard_id)
             if shard is not None and lease.checkpoint != shard.lease.checkpoint:
-                # checkpointed by another worker between two rounds (lost and taken back):
-                # what this reader holds is stale, start again from the stored checkpoint
-                log.info("lease on %s moved while away: rereading after its checkpoint", shard_id)
-                del self._shards[shard_id]
-                shard = None
+                if _within_done(shard, lease):
+                    # this reader's own checkpoint, written although its answer was lost
+                    # (the lease table found it applied), or one inside what it has done
+                    shard.lease, shard.stored = lease, lease.checkpoint
+                else:
+                    # checkpointed by another worker between two rounds (lost and taken
+                    # back) past what this reader has done: what it holds is stale, start
+                    # again from the stored checkpoint
+                    log.info("lease on %s moved while away: rereading after it", shard_id)
+                    del self._shards[shard_id]
+                    shard = None
             if shard is not None:
                 shard.info = info
                 if lease.counter > shard.lease.counter:
@@ -523,6 +547,7 @@ class EventSourceMapping:
             return
         records = response.get("Records") or []
         calls[-1] = (now, sum(len(r["Data"]) for r in records))  # what the 2 MB/s counts
+        self._observe_stream_clock(response, now)
         for raw in records:
             self._add(shard, raw, now)
         shard.iterator = response.get("NextShardIterator")
@@ -531,6 +556,29 @@ class EventSourceMapping:
             shard.ended = True
         elif shard.caught_up:
             shard.next_poll = now + self.idle_poll_s
+
+    def _observe_stream_clock(self, response: Mapping[str, Any], now: float) -> None:
+        """Estimate how far this worker's clock is from Kinesis's, from the answer's HTTP
+        ``Date``. Arrival stamps are Kinesis's clock; Lambda judges a record's age on the
+        service's side, so a worker whose clock runs ahead by more than
+        ``max_record_age_s`` would otherwise send records put a moment ago to the
+        on-failure destination (and one behind would keep expired records)."""
+        headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        date = headers.get("date") if isinstance(headers, dict) else None
+        if not date:
+            return  # not over HTTP (a stub client): the worker's clock is all there is
+        from email.utils import mktime_tz, parsedate_tz  # noqa: PLC0415  # light, rarely needed
+
+        parsed = parsedate_tz(date)
+        if parsed is None:
+            return
+        skew = now - (mktime_tz(parsed) + 0.5)  # the Date is whole seconds, rounded down
+        skew = skew if abs(skew) > CLOCK_SKEW_TOLERANCE_S else 0.0
+        if skew and not self._skew:
+            log.warning("this worker's clock is %+.1f s off Kinesis's: ages use Kinesis's", skew)
+        elif self._skew and not skew:
+            log.info("this worker's clock agrees with Kinesis's again")
+        self._skew = skew
 
     def _iterator(self, shard: _Shard) -> str:
         if shard.last_read is not None:  # resume after what this reader already buffered
@@ -660,7 +708,7 @@ class EventSourceMapping:
                 batch = self._fresh_batch(shard, index, lane, now)
                 if batch is None:
                     return None
-            if not expired(batch, max_age, now):
+            if not expired(batch, max_age, now - self._skew):  # on the stream's clock
                 return batch
             if not self._give_up(shard, lane, batch, condition=AGE_EXCEEDED):
                 return None
@@ -675,14 +723,15 @@ class EventSourceMapping:
         if not (full or waited or shard.ended):
             return None
         max_age = settings.max_record_age_s
-        old = max_age >= 0 and now - fresh[0].arrival > max_age
+        stream_now = now - self._skew  # ages are on the stream's clock, as its stamps
+        old = max_age >= 0 and stream_now - fresh[0].arrival > max_age
         taken: list[ShardRecord] = []
         size = 14  # {"Records":[]}
         while fresh and len(taken) < settings.size:
             record = fresh[0]
             if taken and size + record.size > MAX_PAYLOAD_BYTES:
                 break
-            if old and now - record.arrival <= max_age:
+            if old and stream_now - record.arrival <= max_age:
                 break  # expired records go to on-failure apart from younger ones
             taken.append(fresh.popleft())
             size += record.size
@@ -847,6 +896,18 @@ class EventSourceMapping:
         self._stats.shards_finished += 1
         self._next_refresh = float("-inf")  # its children may start now
         log.info("shard %s read to its end and finished", shard.shard_id)
+
+
+def _within_done(shard: _Shard, lease: Lease) -> bool:
+    """Whether the lease's stored checkpoint lies between the checkpoint this reader last
+    stored and the point below which it has done every record: then every record up to it
+    is done here, and the reader goes on as it is (rereading would deliver again the
+    records it did after it, and discard its batches in flight)."""
+    seq = lease.sequence_number
+    if seq is None or lease.sub_sequence_number or shard.reached is None:
+        return False
+    low = int(shard.stored) if shard.stored is not None else -1
+    return low <= int(seq) <= int(shard.reached)
 
 
 def _error_code(exc: Exception) -> str:

@@ -28,6 +28,7 @@ from tests.faultproxy import (
     FaultProxy,
     held_until,
     slow,
+    sqs_batch_failures,
 )
 from tests.integration.fault_fixtures import aws_client
 
@@ -237,6 +238,29 @@ class TestFaultKinds:
             status,
         )
         assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
+
+    @pytest.mark.parametrize("fail", [{"1"}, {"0", "1", "2"}], ids=["one", "all"])
+    def test_sqs_batch_failures_send_only_the_other_entries_and_list_the_failed(
+        self, proxy, unique, fail
+    ):
+        sqs = aws_client(proxy.url, "sqs")
+        url = sqs.create_queue(QueueName=f"fp-{unique}")["QueueUrl"]
+        picked = sqs_batch_failures(lambda entry: entry["Id"] in fail)
+        proxy.inject(picked, target="SendMessageBatch")
+        sent = sorted({"0", "1", "2"} - fail)
+        entries = [{"Id": str(n), "MessageBody": f"m{n}"} for n in range(3)]
+
+        answer = sqs.send_message_batch(QueueUrl=url, Entries=entries)
+
+        assert sorted(e["Id"] for e in answer.get("Successful", [])) == sorted(
+            {"0", "1", "2"} - fail
+        )
+        assert sorted(e["Id"] for e in answer["Failed"]) == sorted(fail)
+        assert {(e["Code"], e["SenderFault"]) for e in answer["Failed"]} == {
+            ("InternalError", False)
+        }
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+        assert sorted(m["Body"] for m in got) == [f"m{n}" for n in sent]
 
     def test_opensearch_rejections_reach_opensearch_py_as_429(self, opensearch_endpoint, unique):
         from opensearchpy import OpenSearch, TransportError  # noqa: PLC0415

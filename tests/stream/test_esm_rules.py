@@ -17,6 +17,7 @@ import threading
 import uuid
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
@@ -30,7 +31,7 @@ from processors.match import PatternError
 from stream.esm.checkpoints import SHARD_END, LeaseLost, ShardInfo
 from stream.esm.filter import RecordFilter
 from stream.esm.invoke import InProcessInvoker, InvokeResult
-from stream.esm.mapping import GET_RECORDS_PER_SECOND, EventSourceMapping
+from stream.esm.mapping import CLOCK_SKEW_TOLERANCE_S, GET_RECORDS_PER_SECOND, EventSourceMapping
 from stream.esm.rules import (
     AGE_EXCEEDED,
     MAX_PAYLOAD_BYTES,
@@ -253,6 +254,21 @@ class Rig:
     @property
     def checkpoint(self) -> str | None:
         return self.store.positions().get(SHARD)
+
+
+class SkewedKinesis(FakeKinesis):
+    """A stream whose clock is ``ahead`` seconds behind the worker's: its answers carry
+    that time in their HTTP ``Date`` header (whole seconds, as every HTTP server sends)."""
+
+    def __init__(self, clock: Clock, ahead: float) -> None:
+        super().__init__(clock)
+        self.ahead = ahead
+
+    def get_records(self, ShardIterator: str, Limit: int) -> dict[str, Any]:
+        response = super().get_records(ShardIterator, Limit)
+        date = formatdate(self.clock() - self.ahead, usegmt=True)
+        response["ResponseMetadata"] = {"HTTPHeaders": {"date": date}}
+        return response
 
 
 def rig(
@@ -1095,6 +1111,31 @@ class TestResponses:
         assert r.invoker.delivered == [young]
         assert r.failures[0]["KinesisBatchInfo"]["endSequenceNumber"] == old[-1]
 
+    @pytest.mark.parametrize("ahead", [7200.0, -7200.0], ids=["ahead", "behind"])
+    def test_record_ages_are_on_the_streams_clock_when_the_workers_is_off(self, ahead):
+        """The worker's clock two hours off Kinesis's (the answers' HTTP Date says so):
+        a record put a moment ago is fresh, one an hour and a bit old is expired."""
+        clock = Clock()
+        kinesis = SkewedKinesis(clock, ahead)
+        r = rig(kinesis=kinesis, clock=clock, max_record_age_s=3600)
+        stream_now = clock() - ahead
+        old = [kinesis.put("k", {"i": i}, arrival=stream_now - 3700) for i in range(2)]
+        fresh = [kinesis.put("k", {"i": i}, arrival=stream_now - 5) for i in range(2)]
+        r.steps()
+        assert r.invoker.delivered == [fresh]
+        (message,) = r.failures
+        assert message["requestContext"]["condition"] == AGE_EXCEEDED
+        assert message["KinesisBatchInfo"]["endSequenceNumber"] == old[-1]
+
+    def test_a_clock_off_by_less_than_the_tolerance_is_trusted(self):
+        clock = Clock()
+        kinesis = SkewedKinesis(clock, CLOCK_SKEW_TOLERANCE_S - 1.0)
+        r = rig(kinesis=kinesis, clock=clock, max_record_age_s=60)
+        put = [kinesis.put("k", {"i": 0}, arrival=clock() - 60.5)]
+        r.steps()  # 60.5 s old on the worker's clock, 59.5 s on the stream's Date
+        assert r.invoker.events == []
+        assert r.failures[0]["KinesisBatchInfo"]["endSequenceNumber"] == put[0]
+
     def test_an_invoker_that_raises_is_retried_without_counting_a_retry(self):
         def broken(_: dict[str, Any]) -> InvokeResult:
             raise ConnectionError("worker pool is down")
@@ -1249,6 +1290,25 @@ class TestLeases:
         r.clock.t += 1.0
         r.steps()
         assert r.invoker.delivered[-1] == [put[2]]
+
+    def test_a_checkpoint_moved_past_what_the_reader_did_makes_it_read_again_after_it(self):
+        """The lease comes back from a round with a checkpoint another tenure wrote past
+        what this reader has done (lost and taken back): its buffered records are stale,
+        it reads again after that checkpoint. (Within what it has done, its own write
+        whose answer was lost, it goes on: tests/integration/test_lease_faults.py.)"""
+        moved_to, then = 7, slice(8, 10)
+        r = rig(size=5)
+        put = [r.kinesis.put("k", {"i": i}) for i in range(10)]
+        r.steps()
+        assert r.invoker.delivered == [put[:5]]
+        with r.store._lock:  # another tenure's checkpoint, as the round will read it
+            lease = r.store._leases[SHARD]
+            r.store._leases[SHARD] = dataclasses.replace(
+                lease, checkpoint=put[moved_to], counter=lease.counter + 1
+            )
+        r.clock.t += r.store.renew_interval_s
+        r.steps(2)
+        assert r.invoker.delivered == [put[:5], put[then]]
 
     def test_the_first_refresh_fails_loudly_when_the_stream_is_missing(self):
         class Missing(FakeKinesis):
