@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from deploy.pipeline import runtime_checks, spec
-from deploy.pipeline.braces import template_problem
+from deploy.pipeline.braces import clock_problem, template_problem
 from deploy.pipeline.fields import Fields, as_mapping, describe, suggest
 from deploy.pipeline.steps import sink_list, validate_chain
 
@@ -270,6 +270,10 @@ def _sink(r: Reporter, path: Path, spec: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"type": kind}
     for key, setting in fields.items():
         out[key] = f.read(key, setting, _SINK_CHECKS[kind, key])
+        if setting.template and isinstance(out[key], str):
+            problem = clock_problem(out[key])  # the sinks' idempotency under redelivery
+            if problem is not None:
+                r.error(f.at(key), problem)
     return out
 
 
@@ -346,6 +350,16 @@ def _function(
             "1 and add shards for throughput",
         )
     keys = spec.FUNCTION
+    ordering = f.read("ordering", keys["ordering"])
+    if ordering == "strict" and batch["parallelization"] > 1:
+        r.error(
+            f.at("ordering"),
+            f"strict with {batch['parallelization']} lanes (batch.parallelization): lanes split "
+            "a shard's records by partition key and run their batches at the same time, so a "
+            "failure holds back only its own lane and later records of other keys are written "
+            "past it; use ordering: per_key (what lanes keep), or parallelization: 1 for "
+            "strict shard order",
+        )
     pushdown = f.read("filter_pushdown", keys["filter_pushdown"])
     if pushdown is True and aggregated:
         r.error(
@@ -365,7 +379,7 @@ def _function(
         "memory_mb": f.read("memory_mb", keys["memory_mb"]),
         "timeout_s": f.read("timeout_s", keys["timeout_s"]),
         "batch": batch,
-        "ordering": f.read("ordering", keys["ordering"]),
+        "ordering": ordering,
         "filter_pushdown": pushdown,
         "on_failure": _on_failure(r, f, sinks),
         "processors": processors,

@@ -224,6 +224,9 @@ def pipeline_documents(draw: Any) -> dict[str, Any]:
             },
         )
     )
+    for spec in functions.values():  # strict shard order needs one lane (validate refuses)
+        if spec.get("ordering") == "strict" and "parallelization" in spec.get("batch", {}):
+            spec["batch"]["parallelization"] = 1
     if stream.get("aggregated"):  # what validate refuses with aggregation
         for spec in functions.values():
             spec.pop("filter_pushdown", None)
