@@ -271,9 +271,9 @@ def _sink(r: Reporter, path: Path, spec: Any) -> dict[str, Any]:
     for key, setting in fields.items():
         out[key] = f.read(key, setting, _SINK_CHECKS[kind, key])
         if setting.template and isinstance(out[key], str):
-            problem = clock_problem(out[key])  # the sinks' idempotency under redelivery
-            if problem is not None:
-                r.error(f.at(key), problem)
+            clock = clock_problem(out[key])  # the sinks' idempotency under redelivery
+            if clock is not None:
+                r.error(f.at(key), clock)
     return out
 
 
