@@ -458,6 +458,10 @@ def _starting_timestamp(r: Reporter, f: Fields, position: str) -> int | float | 
             pass
         else:
             seconds = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
-            return int(seconds) if seconds.is_integer() else seconds
+            if seconds >= 0:
+                return int(seconds) if seconds.is_integer() else seconds
+            r.error(at, f"{value!r} is before 1970 (epoch 0), which no stream holds: "
+                    "use a time within the stream's retention")  # fmt: skip
+            return None
     r.error(at, f"expected {expected}, got {describe(value)}")
     return None

@@ -320,7 +320,12 @@ ENRICH: Section = {
 }
 
 LOOKUP: Section = {
-    "table": Key("string", "The table, used exactly as written.", required=True, min_length=1),
+    "table": _like(
+        _TABLE_NAME,
+        description="The table, used exactly as written.",
+        required=True,
+        min_length=1,
+    ),
     "key": Key("string", "The record field holding the key.", required=True, min_length=1),
     "into": Key("string", "The field that receives the item.", required=True, min_length=1),
     "on_miss": Key("enum", "What a record without an item does.", default="keep", enum=_ON_MISS),
