@@ -121,6 +121,8 @@ def validate(r: Reporter, doc: Any) -> dict[str, Any]:
     sinks = _sinks(r, f)
     functions = _functions(r, f, sinks, aggregated=stream["aggregated"] is True)
     _shared_readers(r, functions)
+    if metrics is False:
+        _silent_dead_letters(r, functions, sinks or {})
     if name is not None:
         _generated_names(r, name, functions)
     return {
@@ -132,6 +134,26 @@ def validate(r: Reporter, doc: Any) -> dict[str, Any]:
         "metrics": metrics,
         "log_payloads": log_payloads,
     }
+
+
+def _silent_dead_letters(r: Reporter, functions: dict[str, Any], sinks: dict[str, Any]) -> None:
+    """A note when ``metrics: false`` leaves a function's dead letters without an alarm: in
+    an ``s3`` on_failure bucket they are heard of through the function's
+    ``RecordsDeadLettered`` metric only (a bucket has no per-minute object count; its
+    request metrics alarm covers what Lambda itself writes under ``aws/lambda/``). A
+    queue's depth alarm needs no metric of ours."""
+    silent = [
+        name for name, fn in functions.items()
+        if (sinks.get(fn.get("on_failure") or "") or {}).get("type") == "s3"
+    ]  # fmt: skip
+    if silent:
+        r.note(
+            ("metrics",),
+            f"with metrics off, dead letters of {', '.join(silent)} in an s3 "
+            "on_failure bucket raise no alarm (the template alarms on each function's "
+            "RecordsDeadLettered metric, which is not sent); leave metrics on, or give "
+            "them an sqs on_failure (its depth alarm needs no metric)",
+        )
 
 
 #: More shared-throughput functions than this on one stream slow each other down noticeably.

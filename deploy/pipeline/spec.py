@@ -103,7 +103,7 @@ IMPORT_PATH = r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*"
 #: How a template setting is described.
 TEMPLATE = "a template: {field}, {field.sub}, {arrival:FMT} and {now:FMT} (strftime) are replaced"
 
-_REGION = r"[a-z]{2}(-[a-z]+)+-\d+"
+_REGION = r"[a-z]{2}(-[a-z]+)+-[0-9]+"  # ASCII digits (\d takes any Unicode digit)
 _STREAM_NAME = Key(
     "string", pattern=r"[A-Za-z0-9_.-]{1,128}", rule="1-128 letters, digits, '_', '-' or '.'"
 )
