@@ -121,6 +121,7 @@ def validate(r: Reporter, doc: Any) -> dict[str, Any]:
     sinks = _sinks(r, f)
     functions = _functions(r, f, sinks, aggregated=stream["aggregated"] is True)
     _shared_readers(r, functions)
+    _loops(r, stream["name"], sinks or {}, functions)
     if metrics is False:
         _silent_dead_letters(r, functions, sinks or {})
     if name is not None:
@@ -134,6 +135,36 @@ def validate(r: Reporter, doc: Any) -> dict[str, Any]:
         "metrics": metrics,
         "log_payloads": log_payloads,
     }
+
+
+def _loops(
+    r: Reporter, stream: str | None, sinks: dict[str, Any], functions: dict[str, Any]
+) -> None:
+    """A ``kinesis`` sink that writes to the pipeline's own stream feeds every function the
+    records it wrote. A function that sends every record there with no step at all can
+    never stop (each record comes back, forever, each time a new position: no sink's
+    idempotency helps): an error. With steps, a filter may drop what came back: a note."""
+    for sink, options in sinks.items():
+        if options.get("type") != "kinesis" or stream is None or options.get("stream") != stream:
+            continue
+        endless = [
+            name for name, fn in functions.items()
+            if not fn.get("processors") and sink in (fn.get("route") or ())
+        ]  # fmt: skip
+        for name in endless:
+            r.error(
+                ("functions", name, "route"),
+                f"sink {sink!r} writes to this pipeline's own stream {stream!r}, and this "
+                "function sends it every record with no step: each comes back to it and is "
+                "written again, forever; write to another stream, or filter out what the "
+                "function wrote (a field it sets)",
+            )
+        if not endless:
+            r.note(
+                ("sinks", sink, "stream"),
+                f"the pipeline's own stream {stream!r}: what this sink writes comes back to "
+                "every function; make sure their filters drop it, or records cycle forever",
+            )
 
 
 def _silent_dead_letters(r: Reporter, functions: dict[str, Any], sinks: dict[str, Any]) -> None:
