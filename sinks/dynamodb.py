@@ -26,6 +26,9 @@ Idempotency and order, the two ways:
   one call (DynamoDB rejects that); ``UnprocessedItems`` are retried with exponential
   backoff and full jitter within a bounded number of attempts, then reported retryable.
 
+Keys: the key field holds a string or a number; a number is written as its plain decimal
+text (:func:`key_text`), since the tables deploy creates are keyed by strings.
+
 Numbers: orjson decodes integers beyond 64 bits as floats. When one shows up (an integral
 float of 2**63 or more), the item is built from the record's bytes with the standard
 library's exact decoder instead, so such integers round-trip as long as no earlier step
@@ -40,9 +43,10 @@ the table). A table that
 cannot be used at all (missing, access denied, no credentials: :mod:`stream.faults`) is
 not the records' fault: retryable at once, without the attempts, and nothing further is
 tried. Validation errors (an item over 400 KB, an empty key) are permanent, with the reason.
-DynamoDB refuses a whole ``BatchWriteItem`` for one invalid item (a key of the wrong type, a
-number out of range, nesting past 32 levels), so a call refused that way is made again item
-by item: only the bad item is permanent, not its 24 neighbours. Keys (``latest``) and
+DynamoDB refuses a whole ``BatchWriteItem`` for one invalid item (a number out of range,
+nesting past 32 levels, a key of the wrong type in a table made elsewhere), so a call
+refused that way is made again item by item: only the bad item is permanent, not its 24
+neighbours. Keys (``latest``) and
 calls (``append``) go at once in waves (:mod:`stream.overlap`; keys up to
 ``ITEM_WAVE_WIDTH`` a wave, chunks up to ``WAVE_WIDTH``): each is an item of its own, and a
 table found down stops the waves after it. boto3 is imported
@@ -77,7 +81,7 @@ if TYPE_CHECKING:
 
     from stream.records import Record
 
-__all__ = ["MAX_ITEM_BYTES", "DynamoDBSink", "to_attribute"]
+__all__ = ["MAX_ITEM_BYTES", "DynamoDBSink", "key_text", "to_attribute"]
 
 MAX_ITEM_BYTES = 400 * 1024
 _INEXACT = float(2**63)
@@ -120,6 +124,21 @@ def to_attribute(value: Any) -> dict[str, Any]:
         return {"L": [to_attribute(v) for v in value]}
     msg = f"cannot store a {kind.__name__} in DynamoDB"
     raise TypeError(msg)
+
+
+def key_text(number: str) -> str:
+    """A number in the key field as the item's key: its plain decimal text, one per number
+    as DynamoDB counts numbers (``1`` and ``1.0`` are one key).
+
+    Every table shardline creates for a sink is keyed by a string (``deploy``, ``dev``), and
+    a key field of numbers (``order_id: 1042``) is as common as one of strings: written as a
+    DynamoDB number, each such item would be refused (a key of the wrong type) and its record
+    dead-lettered, every one of them.
+
+    >>> key_text("1042"), key_text("1.0"), key_text("2.50"), key_text("1E+3")
+    ('1042', '1', '2.5', '1000')
+    """
+    return format(Decimal(number).normalize(), "f")
 
 
 def _size(attribute: dict[str, Any]) -> int:
@@ -226,6 +245,8 @@ class DynamoDBSink(Sink):
                 f"record is nested deeper than DynamoDB's 32 levels (table {self.table!r}): "
                 "flatten it in a step, or route it to another sink"
             )
+        if type(value) is not str:  # a number: the table's key is a string (deploy's)
+            item[self.key] = {"S": key_text(item[self.key]["N"])}
         item[POSITION] = {"S": record_position(record)}
         item["_shard"] = {"S": record.shard_id}
         if self.mode == "latest":  # conditional: an equal position is never rewritten

@@ -76,6 +76,12 @@ from deploy.names import (
     stream_consumer_name,
     window_tables,
 )
+from deploy.pipeline.deployable import (
+    filter_pattern,
+    on_failure_target,
+    plan_problems,
+)
+from deploy.pipeline.problems import format_path
 from deploy.pipeline.pushdown import MAX_FILTERS
 from deploy.pipeline.runtime_checks import plugin_iam_statements
 from sinks.registry import BUILTIN_SINKS
@@ -128,7 +134,6 @@ REWOUND_FROM = "shardline:mapping"
 # AWS limits that the pipeline file's own checks do not cover.
 MAX_RESOURCES = 500
 MAX_OUTPUTS = 200
-MAX_PATTERN = 4096
 _MAX_ID = 240  # logical ids are at most 255 characters; outputs add a suffix
 
 _STREAM_READ = (
@@ -181,13 +186,7 @@ class _Stores:
 
 def _destination(plan: Plan, function: str) -> tuple[str, str]:
     """``("sqs", queue)`` or ``("s3", bucket)``: where the function's mapping gives up to."""
-    name = plan["functions"][function].get("on_failure")
-    spec = plan["sinks"].get(name) if name else None
-    if spec is not None and spec.get("type") == "s3":
-        return "s3", spec["bucket"]
-    if spec is not None and spec.get("type") == "sqs":
-        return "sqs", spec["queue"]
-    return "sqs", dead_letter_queue_name(plan)
+    return on_failure_target(plan, function)
 
 
 def uses_efo(function: FunctionPlan) -> bool:
@@ -835,7 +834,7 @@ def _alarm(
 
 
 def _pattern(pattern: Any) -> str:
-    return json.dumps(pattern, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return filter_pattern(pattern)
 
 
 def _registry_schemas(function: FunctionPlan) -> list[tuple[str, str]]:
@@ -939,7 +938,9 @@ def template_json(template: Mapping[str, Any]) -> str:
 
 def deploy_problems(plan: Plan) -> list[str]:
     """What in a valid plan cannot be deployed, each with the place and the fix; empty if
-    nothing. The deploy step calls it before creating anything."""
+    nothing. The deploy step calls it before creating anything. ``validate`` refuses all of
+    it but the stack's size and in-process window state (which ``shardline test`` runs)
+    (:mod:`deploy.pipeline.deployable`); a plan made another way is checked in full here."""
     from deploy.pipeline.steps import window_state_problems  # noqa: PLC0415
 
     problems = window_state_problems(plan)
@@ -958,19 +959,6 @@ def deploy_problems(plan: Plan) -> list[str]:
                 f"functions.{function}: {len(patterns)} filter patterns, an event source "
                 f"mapping takes at most {MAX_FILTERS}: merge the leading match filters"
             )
-        for pattern in patterns:
-            if len(_pattern(pattern)) > MAX_PATTERN:
-                problems.append(
-                    f"functions.{function}: a leading match filter is {len(_pattern(pattern))} "
-                    f"characters as a Lambda filter pattern, at most {MAX_PATTERN} allowed: "
-                    "shorten it or set filter_pushdown: false"
-                )
-        kind, target = _destination(plan, function)
-        if kind == "sqs" and target.endswith(".fifo"):
-            problems.append(
-                f"functions.{function}.on_failure: queue {target!r} is a FIFO queue; Lambda "
-                "sends failed batches only to standard queues: use a standard queue or an s3 sink"
-            )
     dlq = dead_letter_queue_name(plan)
     needs_dlq = any(not spec.get("on_failure") for spec in functions.values())
     if needs_dlq and len(dlq) > MAX_QUEUE_NAME:
@@ -979,7 +967,7 @@ def deploy_problems(plan: Plan) -> list[str]:
             f"{len(dlq)} characters long, SQS allows {MAX_QUEUE_NAME}: shorten the pipeline "
             "name or give every function an on_failure sink"
         )
-    problems += _table_problems(plan)
+    problems += [f"{format_path(path)}: {message}" for path, message in plan_problems(plan)]
     template = build_template(plan, code_bucket="b", code_key="k")
     for section, limit in (("Resources", MAX_RESOURCES), ("Outputs", MAX_OUTPUTS)):
         count = len(template[section])
@@ -989,47 +977,3 @@ def deploy_problems(plan: Plan) -> list[str]:
                 f"allows {limit}: split the pipeline into several files"
             )
     return problems
-
-
-def _table_problems(plan: Plan) -> list[str]:
-    """Tables named twice in one file must agree on their key schema."""
-    problems: list[str] = []
-    seen: dict[str, tuple[str, tuple[str, str]]] = {}  # table: (where, (hash, sort))
-
-    def need(table: str, where: str, schema: tuple[str, str], why: str) -> None:
-        if table not in seen:
-            seen[table] = (where, schema)
-            return
-        first, known = seen[table]
-        if known != schema:
-            problems.append(
-                f"{where}: table {table!r} {why} {_schema(schema)}, but {first} needs it "
-                f"keyed by {_schema(known)}: one table has one key schema; use another table"
-            )
-
-    for sink, spec in plan["sinks"].items():
-        if spec.get("type") == "dynamodb":
-            sort = "_position" if spec.get("mode") == "append" else ""
-            need(spec["table"], f"sinks.{sink}", (spec["key"], sort), "would be keyed by")
-    for function, name in _stores(plan).lease_tables.items():
-        need(name, f"functions.{function} (its lease table)", ("leaseKey", ""), "is keyed by")
-    for function, name in _stores(plan).window_tables.items():
-        where = f"functions.{function} (its window state table)"
-        need(name, where, ("shard", "window"), "is keyed by")
-    for function, fn in plan["functions"].items():
-        for i, entry in enumerate(fn.get("processors", ())):
-            lookup = (entry.get("enrich") or {}).get("lookup") if isinstance(entry, dict) else None
-            if lookup and lookup["table"] in seen:
-                key = lookup.get("table_key") or lookup["key"]
-                need(
-                    lookup["table"],
-                    f"functions.{function}.processors[{i}].enrich.lookup",
-                    (key, ""),
-                    "is read as keyed by",
-                )
-    return problems
-
-
-def _schema(schema: tuple[str, str]) -> str:
-    key, sort = schema
-    return f"{key!r} with sort key {sort!r}" if sort else f"{key!r} alone"

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deploy.names import window_tables
+from deploy.pipeline.deployable import plan_problems
 from deploy.pipeline.problems import ConfigError, Problem, Reporter
 from deploy.pipeline.pushdown import filter_criteria
 from deploy.pipeline.runtime_checks import drops_every_record
@@ -88,7 +89,10 @@ def parse_config(
         raise ConfigError(reporter.sorted_problems())
     notes = tuple(sorted(reporter.notes, key=lambda p: p.line))
     cfg = PipelineConfig(source, document, normalized, lines, notes)
-    _check_builds(reporter, compile_plan(cfg))
+    plan = compile_plan(cfg)
+    _check_builds(reporter, plan)
+    for path, message in plan_problems(plan):  # what AWS would refuse: template and deploy do
+        reporter.error(path, message)
     if reporter.problems:
         raise ConfigError(reporter.sorted_problems())
     return cfg

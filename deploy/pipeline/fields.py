@@ -15,6 +15,7 @@ keeps going and reports everything in one pass.
 from __future__ import annotations
 
 import difflib
+import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -187,6 +188,8 @@ class Fields:
         if spec.kind == "boolean":
             return self.flag(key, default=spec.default)
         if spec.kind == "string":
+            if check is None and spec.pattern is not None and spec.rule is not None:
+                check = _name_rule(spec.pattern, spec.rule)  # the spec's rule, wherever read
             return self.text(key, required=spec.required, default=spec.default, check=check)
         if spec.kind == "object":
             return self.mapping(key, required=spec.required)
@@ -199,3 +202,13 @@ class Fields:
         if value is None:
             return None
         return as_mapping(self.r, self.at(key), value)
+
+
+def _name_rule(pattern: str, rule: str) -> Callable[[str], str | None]:
+    """The check of a name whose pattern and rule the spec states (a table AWS names)."""
+    regex = re.compile(pattern)
+
+    def check(value: str) -> str | None:
+        return None if regex.fullmatch(value) else f"invalid name {value!r}: {rule}"
+
+    return check

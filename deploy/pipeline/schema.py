@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from deploy.pipeline import runtime_checks, spec
-from deploy.pipeline.braces import template_problem
+from deploy.pipeline.braces import clock_problem, template_problem
 from deploy.pipeline.fields import Fields, as_mapping, describe, suggest
 from deploy.pipeline.steps import sink_list, validate_chain
 
@@ -121,6 +121,9 @@ def validate(r: Reporter, doc: Any) -> dict[str, Any]:
     sinks = _sinks(r, f)
     functions = _functions(r, f, sinks, aggregated=stream["aggregated"] is True)
     _shared_readers(r, functions)
+    _loops(r, stream["name"], sinks or {}, functions)
+    if metrics is False:
+        _silent_dead_letters(r, functions, sinks or {})
     if name is not None:
         _generated_names(r, name, functions)
     return {
@@ -132,6 +135,56 @@ def validate(r: Reporter, doc: Any) -> dict[str, Any]:
         "metrics": metrics,
         "log_payloads": log_payloads,
     }
+
+
+def _loops(
+    r: Reporter, stream: str | None, sinks: dict[str, Any], functions: dict[str, Any]
+) -> None:
+    """A ``kinesis`` sink that writes to the pipeline's own stream feeds every function the
+    records it wrote. A function that sends every record there with no step at all can
+    never stop (each record comes back, forever, each time a new position: no sink's
+    idempotency helps): an error. With steps, a filter may drop what came back: a note."""
+    for sink, options in sinks.items():
+        if options.get("type") != "kinesis" or stream is None or options.get("stream") != stream:
+            continue
+        endless = [
+            name for name, fn in functions.items()
+            if not fn.get("processors") and sink in (fn.get("route") or ())
+        ]  # fmt: skip
+        for name in endless:
+            r.error(
+                ("functions", name, "route"),
+                f"sink {sink!r} writes to this pipeline's own stream {stream!r}, and this "
+                "function sends it every record with no step: each comes back to it and is "
+                "written again, forever; write to another stream, or filter out what the "
+                "function wrote (a field it sets)",
+            )
+        if not endless:
+            r.note(
+                ("sinks", sink, "stream"),
+                f"the pipeline's own stream {stream!r}: what this sink writes comes back to "
+                "every function; make sure their filters drop it, or records cycle forever",
+            )
+
+
+def _silent_dead_letters(r: Reporter, functions: dict[str, Any], sinks: dict[str, Any]) -> None:
+    """A note when ``metrics: false`` leaves a function's dead letters without an alarm: in
+    an ``s3`` on_failure bucket they are heard of through the function's
+    ``RecordsDeadLettered`` metric only (a bucket has no per-minute object count; its
+    request metrics alarm covers what Lambda itself writes under ``aws/lambda/``). A
+    queue's depth alarm needs no metric of ours."""
+    silent = [
+        name for name, fn in functions.items()
+        if (sinks.get(fn.get("on_failure") or "") or {}).get("type") == "s3"
+    ]  # fmt: skip
+    if silent:
+        r.note(
+            ("metrics",),
+            f"with metrics off, dead letters of {', '.join(silent)} in an s3 "
+            "on_failure bucket raise no alarm (the template alarms on each function's "
+            "RecordsDeadLettered metric, which is not sent); leave metrics on, or give "
+            "them an sqs on_failure (its depth alarm needs no metric)",
+        )
 
 
 #: More shared-throughput functions than this on one stream slow each other down noticeably.
@@ -270,6 +323,10 @@ def _sink(r: Reporter, path: Path, spec: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"type": kind}
     for key, setting in fields.items():
         out[key] = f.read(key, setting, _SINK_CHECKS[kind, key])
+        if setting.template and isinstance(out[key], str):
+            clock = clock_problem(out[key])  # the sinks' idempotency under redelivery
+            if clock is not None:
+                r.error(f.at(key), clock)
     return out
 
 
@@ -346,6 +403,16 @@ def _function(
             "1 and add shards for throughput",
         )
     keys = spec.FUNCTION
+    ordering = f.read("ordering", keys["ordering"])
+    if ordering == "strict" and batch["parallelization"] > 1:
+        r.error(
+            f.at("ordering"),
+            f"strict with {batch['parallelization']} lanes (batch.parallelization): lanes split "
+            "a shard's records by partition key and run their batches at the same time, so a "
+            "failure holds back only its own lane and later records of other keys are written "
+            "past it; use ordering: per_key (what lanes keep), or parallelization: 1 for "
+            "strict shard order",
+        )
     pushdown = f.read("filter_pushdown", keys["filter_pushdown"])
     if pushdown is True and aggregated:
         r.error(
@@ -365,7 +432,7 @@ def _function(
         "memory_mb": f.read("memory_mb", keys["memory_mb"]),
         "timeout_s": f.read("timeout_s", keys["timeout_s"]),
         "batch": batch,
-        "ordering": f.read("ordering", keys["ordering"]),
+        "ordering": ordering,
         "filter_pushdown": pushdown,
         "on_failure": _on_failure(r, f, sinks),
         "processors": processors,
@@ -444,6 +511,10 @@ def _starting_timestamp(r: Reporter, f: Fields, position: str) -> int | float | 
             pass
         else:
             seconds = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
-            return int(seconds) if seconds.is_integer() else seconds
+            if seconds >= 0:
+                return int(seconds) if seconds.is_integer() else seconds
+            r.error(at, f"{value!r} is before 1970 (epoch 0), which no stream holds: "
+                    "use a time within the stream's retention")  # fmt: skip
+            return None
     r.error(at, f"expected {expected}, got {describe(value)}")
     return None

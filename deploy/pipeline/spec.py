@@ -103,7 +103,7 @@ IMPORT_PATH = r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*"
 #: How a template setting is described.
 TEMPLATE = "a template: {field}, {field.sub}, {arrival:FMT} and {now:FMT} (strftime) are replaced"
 
-_REGION = r"[a-z]{2}(-[a-z]+)+-\d+"
+_REGION = r"[a-z]{2}(-[a-z]+)+-[0-9]+"  # ASCII digits (\d takes any Unicode digit)
 _STREAM_NAME = Key(
     "string", pattern=r"[A-Za-z0-9_.-]{1,128}", rule="1-128 letters, digits, '_', '-' or '.'"
 )
@@ -320,7 +320,12 @@ ENRICH: Section = {
 }
 
 LOOKUP: Section = {
-    "table": Key("string", "The table, used exactly as written.", required=True, min_length=1),
+    "table": _like(
+        _TABLE_NAME,
+        description="The table, used exactly as written.",
+        required=True,
+        min_length=1,
+    ),
     "key": Key("string", "The record field holding the key.", required=True, min_length=1),
     "into": Key("string", "The field that receives the item.", required=True, min_length=1),
     "on_miss": Key("enum", "What a record without an item does.", default="keep", enum=_ON_MISS),

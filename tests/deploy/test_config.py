@@ -455,6 +455,21 @@ class TestCompile:
         efo = three.replace("c: {route: [out]}", "c: {route: [out], batch: {consumer: efo}}")
         assert parse_config(efo, env={}).notes == ()
 
+    def test_metrics_off_with_an_s3_on_failure_is_noted(self) -> None:
+        """The template alarms on dead letters in an s3 on_failure bucket through the
+        function's RecordsDeadLettered metric: with metrics off they would raise none, so
+        validate says so (a queue's depth alarm needs no metric: no note)."""
+        vault = MINIMAL.replace(
+            "    type: stdout\n", "    type: stdout\n  vault: {type: s3, bucket: mini-vault}\n"
+        ).replace("    route: [out]\n", "    route: [out]\n    on_failure: vault\n")
+        assert parse_config(vault, env={}).notes == ()
+        cfg = parse_config("metrics: false\n" + vault, env={})
+        (note,) = cfg.notes
+        assert (note.path, note.line) == ("metrics", 1)
+        assert "dead letters of main in an s3 on_failure bucket raise no alarm" in note.message
+        queue = vault.replace("{type: s3, bucket: mini-vault}", "{type: sqs, queue: mini-vault}")
+        assert parse_config("metrics: false\n" + queue, env={}).notes == ()
+
     def test_the_local_mapping_drops_non_json_only_with_pushdown(self) -> None:
         """`run` builds its mapping from the plan: with pushdown its filter drops a record
         that is not JSON, as AWS does; without, it keeps it for the function to dead-letter."""

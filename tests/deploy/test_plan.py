@@ -68,7 +68,7 @@ functions:
     batch: {size: 10, window_s: 2, starting_position: at_timestamp,
             starting_timestamp: "2026-01-01T00:00:00Z", parallelization: 2,
             bisect_on_error: false, max_retries: 5, max_record_age_s: 600}
-    ordering: strict
+    ordering: none
     filter_pushdown: true
     on_failure: dlq
     processors:

@@ -32,7 +32,7 @@ from deploy.aws.cloudformation import (
 )
 from deploy.cli import main
 from deploy.names import lease_table_name
-from deploy.pipeline.config import compile_plan, load_plan_from_file, parse_config
+from deploy.pipeline.config import ConfigError, compile_plan, load_plan_from_file, parse_config
 from sinks.s3 import object_key
 from sinks.templates import Template
 from stream.records import Record
@@ -166,7 +166,10 @@ def batches() -> st.SearchStrategy[dict[str, Any]]:
 @st.composite
 def function_specs(draw: Any, sinks: dict[str, Any]) -> dict[str, Any]:
     names = list(sinks)
-    failure = [n for n, s in sinks.items() if s["type"] in ("sqs", "s3")]
+    failure = [  # Lambda's on-failure destinations: standard queues, buckets
+        n for n, s in sinks.items()
+        if s["type"] == "s3" or (s["type"] == "sqs" and not s["queue"].endswith(".fifo"))
+    ]  # fmt: skip
     spec = draw(
         st.fixed_dictionaries(
             {},
@@ -224,6 +227,9 @@ def pipeline_documents(draw: Any) -> dict[str, Any]:
             },
         )
     )
+    for spec in functions.values():  # strict shard order needs one lane (validate refuses)
+        if spec.get("ordering") == "strict" and "parallelization" in spec.get("batch", {}):
+            spec["batch"]["parallelization"] = 1
     if stream.get("aggregated"):  # what validate refuses with aggregation
         for spec in functions.values():
             spec.pop("filter_pushdown", None)
@@ -235,9 +241,20 @@ def pipeline_documents(draw: Any) -> dict[str, Any]:
     return doc
 
 
+def _valid_plan(doc: dict[str, Any]) -> dict[str, Any] | None:
+    try:
+        return plan_of(doc)
+    except ConfigError:  # what validate refuses (one table with two key schemas...)
+        return None
+
+
 def deployable_plans() -> st.SearchStrategy[dict[str, Any]]:
-    """Compiled plans of generated files that :func:`deploy_problems` passes."""
-    return pipeline_documents().map(plan_of).filter(lambda plan: not deploy_problems(plan))
+    """Compiled plans of generated files that validate and :func:`deploy_problems` pass."""
+    return (
+        pipeline_documents()
+        .map(_valid_plan)
+        .filter(lambda plan: plan is not None and not deploy_problems(plan))
+    )
 
 
 # -- the tests -----------------------------------------------------------------------------
@@ -658,6 +675,8 @@ class TestLeastPrivilege:
         doc = minimal()
         doc["sinks"]["it"] = sink
         doc["functions"]["main"]["route"] = ["it"]
+        if sink.get("stream") == doc["stream"]["name"]:  # what it wrote must not come back
+            doc["functions"]["main"]["processors"] = [{"filter": {"expr": "stage == null"}}]
         assert _grants(build(plan_of(doc)), "main")["SinkIt"] == expected
 
     def test_an_overflow_bucket_outside_the_file_is_granted_by_name(self):
@@ -951,33 +970,51 @@ class TestDeployProblems:
         assert not [p for p in problems if p.startswith(queue)]
 
     def test_one_table_with_two_key_schemas_is_reported(self):
+        """(validate refuses such a file at its line, tests/deploy/broken; a plan made
+        another way is caught here)"""
         doc = minimal()
         doc["sinks"] |= {
             "a": {"type": "dynamodb", "table": "shared", "key": "id"},
-            "b": {"type": "dynamodb", "table": "shared", "key": "id", "mode": "append"},
+            "b": {"type": "dynamodb", "table": "other", "key": "id", "mode": "append"},
         }
-        (problem,) = deploy_problems(plan_of(doc))
+        plan = plan_of(doc)
+        plan["sinks"]["b"]["table"] = "shared"
+        (problem,) = deploy_problems(plan)
         assert problem.startswith("sinks.b: table 'shared'")
         assert "sinks.a needs it keyed by 'id' alone" in problem
 
     def test_a_lookup_on_a_sink_table_with_another_key_is_reported(self):
-        lookup = {"enrich": {"lookup": {"table": "users", "key": "user_id", "into": "u"}}}
+        lookup = {"enrich": {"lookup": {"table": "people", "key": "user_id", "into": "u"}}}
         doc = minimal(main={"processors": [lookup], "route": ["out"]})
         doc["sinks"]["users"] = {"type": "dynamodb", "table": "users", "key": "id"}
-        (problem,) = deploy_problems(plan_of(doc))
+        plan = plan_of(doc)
+        plan["functions"]["main"]["processors"][0]["enrich"]["lookup"]["table"] = "users"
+        (problem,) = deploy_problems(plan)
         assert problem.startswith("functions.main.processors[0].enrich.lookup: table 'users'")
 
     def test_a_sink_table_named_like_a_lease_table_is_reported(self):
         doc = minimal()
-        doc["sinks"]["t"] = {"type": "dynamodb", "table": "shop-main-leases", "key": "id"}
-        (problem,) = deploy_problems(plan_of(doc))
-        assert "functions.main (its lease table)" in problem
+        doc["sinks"]["t"] = {"type": "dynamodb", "table": "shop-other-leases", "key": "id"}
+        plan = plan_of(doc)
+        plan["sinks"]["t"]["table"] = "shop-main-leases"
+        (problem,) = deploy_problems(plan)
+        assert problem.startswith("functions.main: its lease table 'shop-main-leases'")
 
     def test_a_fifo_on_failure_queue_is_reported(self):
         doc = minimal(main={"processors": [], "route": ["out"], "on_failure": "dlq"})
-        doc["sinks"]["dlq"] = {"type": "sqs", "queue": "dead.fifo"}
-        (problem,) = deploy_problems(plan_of(doc))
+        doc["sinks"]["dlq"] = {"type": "sqs", "queue": "dead"}
+        plan = plan_of(doc)
+        plan["sinks"]["dlq"]["queue"] = "dead.fifo"
+        (problem,) = deploy_problems(plan)
         assert problem.startswith("functions.main.on_failure: queue 'dead.fifo' is a FIFO queue")
+
+    def test_what_validate_refuses_of_it_is_what_it_reports(self):
+        """The file's own checks and deploy's are one rule (deploy.pipeline.deployable):
+        a file validate accepts has no such problem left for deploy."""
+        doc = minimal(main={"processors": [], "route": ["out"], "on_failure": "dlq"})
+        doc["sinks"]["dlq"] = {"type": "sqs", "queue": "dead.fifo"}
+        with pytest.raises(ConfigError, match=r"on_failure: queue 'dead\.fifo' is a FIFO queue"):
+            plan_of(doc)
 
     def test_a_stack_over_500_resources_is_reported(self):
         doc = minimal(**{f"f{i}": {"processors": [], "route": ["out"]} for i in range(72)})
@@ -1018,6 +1055,16 @@ class TestCli:
         assert "stream: required field is missing" in result.stderr
 
     def test_deploy_problems_go_to_stderr_with_exit_status_1(self, runner, tmp_path: Path):
+        doc = minimal(**{f"f{i}": {"processors": [], "route": ["out"]} for i in range(72)})
+        path = tmp_path / "big.yaml"
+        path.write_text(json.dumps(doc), encoding="utf-8")
+        result = runner.invoke(main, ["template", str(path)])
+        assert result.exit_code == 1
+        assert json.loads(result.stdout)["Resources"]
+        assert f"{path}: functions: the stack would hold" in result.stderr
+
+    def test_one_table_with_two_key_schemas_is_a_validate_error(self, runner, tmp_path: Path):
+        """validate and template refuse it alike, at the second sink's line, exit 2."""
         doc = minimal()
         doc["sinks"] |= {
             "a": {"type": "dynamodb", "table": "shared", "key": "id"},
@@ -1025,10 +1072,10 @@ class TestCli:
         }
         path = tmp_path / "shared.yaml"
         path.write_text(json.dumps(doc), encoding="utf-8")
-        result = runner.invoke(main, ["template", str(path)])
-        assert result.exit_code == 1
-        assert json.loads(result.stdout)["Resources"]
-        assert f"{path}: sinks.b: table 'shared'" in result.stderr
+        for command in ("validate", "template"):
+            result = runner.invoke(main, [command, str(path)])
+            assert result.exit_code == 2
+            assert f"{path}:1: sinks.b: table 'shared'" in result.stderr
 
     def test_a_function_name_too_long_with_its_prefix_is_a_validate_error(
         self, runner, tmp_path: Path

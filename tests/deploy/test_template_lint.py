@@ -44,7 +44,7 @@ KITCHEN_SINK: dict[str, Any] = {
     },
     "functions": {
         "route-all": {
-            "memory_mb": 10240, "timeout_s": 900, "ordering": "strict", "on_failure": "vault",
+            "memory_mb": 10240, "timeout_s": 900, "ordering": "per_key", "on_failure": "vault",
             "batch": {"size": 10000, "window_s": 300, "starting_position": "at_timestamp",
                       "starting_timestamp": "2024-05-01T00:00:00Z", "parallelization": 10,
                       "bisect_on_error": False, "max_retries": 0, "max_record_age_s": 60},

@@ -145,6 +145,29 @@ class TestAppend:
         assert item["v"]["N"] == "3"
 
 
+class TestNumericKeys:
+    """The tables deploy makes for a sink are keyed by a string (deploy.aws.cloudformation);
+    a key field of numbers is written as their text, never refused record by record."""
+
+    @pytest.mark.parametrize("mode", ["latest", "append"])
+    def test_a_number_in_the_key_field_is_written_as_its_text(self, ddb, unique, mode):
+        table = make_table(ddb, f"orders-{unique}", append=mode == "append")
+        sink = DynamoDBSink("orders", table=table, key="order_id", mode=mode, client=ddb)
+        outcomes = sink.write_batch(batch([{"order_id": 1042, "n": 1}, {"order_id": 2.5}]))
+        assert [o.status for o in outcomes] == [Status.OK, Status.OK]
+        items = table_items(ddb, table)
+        assert sorted(i["order_id"]["S"] for i in items) == ["1042", "2.5"]
+        assert [i["n"] for i in items if "n" in i] == [{"N": "1"}]  # other fields stay numbers
+
+    def test_one_number_written_two_ways_is_one_latest_item(self, ddb, unique):
+        table = make_table(ddb, f"orders-{unique}", append=False)
+        sink = DynamoDBSink("orders", table=table, key="order_id", client=ddb)
+        outcomes = sink.write_batch(batch([{"order_id": 7, "v": 1}, {"order_id": 7.0, "v": 2}]))
+        assert [o.status for o in outcomes] == [Status.OK, Status.OK]
+        (item,) = table_items(ddb, table)
+        assert (item["order_id"], item["v"]) == ({"S": "7"}, {"N": "2"})
+
+
 class TestClassification:
     def test_an_item_over_400_kb_is_permanent_and_does_not_fail_its_neighbours(self, ddb, unique):
         table = make_table(ddb, f"orders-{unique}", append=False)
@@ -209,11 +232,11 @@ class TestClassification:
         assert "'order_id'" in outcome.reason
 
     def test_one_invalid_item_does_not_fail_the_other_items_of_its_batch_write(self, ddb, unique):
-        # A number where the table's key is a string: DynamoDB refuses the whole call.
+        # A number beyond DynamoDB's range: DynamoDB refuses the whole call.
         table = make_table(ddb, f"events-{unique}", append=True)
         sink = DynamoDBSink("events", table=table, key="order_id", mode="append", client=ddb)
-        records = batch([{"order_id": "a"}, {"order_id": 7}, {"order_id": "c"}])
-        first, bad, last = sink.write_batch(records)
+        docs = [{"order_id": "a"}, {"order_id": "b", "n": 10**130}, {"order_id": "c"}]
+        first, bad, last = sink.write_batch(exact_batch(docs))
         assert first.ok
         assert last.ok
         assert bad.status is Status.PERMANENT
