@@ -455,6 +455,18 @@ class TestCompile:
         efo = three.replace("c: {route: [out]}", "c: {route: [out], batch: {consumer: efo}}")
         assert parse_config(efo, env={}).notes == ()
 
+    def test_now_in_a_sink_name_is_noted_at_its_line(self) -> None:
+        """CONFIG.md allows {now:FMT} in index, prefix and partition, but a record delivered
+        again later lands under another name (a second copy): validate warns at the line and
+        proposes {arrival:FMT} (tests/integration/test_redelivery_templates.py shows the copy)."""
+        cfg = parse_config(NOW_IN_SINK_NAMES, source="pipeline.yaml", env={})
+        assert [(n.path, n.line) for n in cfg.notes] == [
+            ("sinks.archive.partition", 9),
+            ("sinks.search.index", 13),
+        ]
+        assert "use '{arrival:%H}'" in cfg.notes[0].message
+        assert "use '{arrival:%Y.%m.%d}'" in cfg.notes[1].message
+
     def test_metrics_off_with_an_s3_on_failure_is_noted(self) -> None:
         """The template alarms on dead letters in an s3 on_failure bucket through the
         function's RecordsDeadLettered metric: with metrics off they would raise none, so
@@ -584,3 +596,23 @@ class TestPackage:
             cwd=Path(__file__).parents[2],
         )
         assert out.stdout.strip() == "False"
+
+
+NOW_IN_SINK_NAMES = """\
+name: clickstream
+stream:
+  name: clickstream-events
+sinks:
+  archive:
+    type: s3
+    bucket: clickstream-archive
+    prefix: "raw/{arrival:%Y}/"
+    partition: "dt={arrival:%Y-%m-%d}/hour={now:%H}"
+  search:
+    type: opensearch
+    endpoint: https://search-x.us-east-1.es.amazonaws.com
+    index: "events-{now:%Y.%m.%d}"
+functions:
+  main:
+    route: [archive, search]
+"""
