@@ -222,7 +222,8 @@ def _run_step(
                     failures.append(StepFailure(rec, step.name, _contract(step, item), False))
         elif isinstance(res, Record):
             if touch:
-                _at_source(res, rec)
+                if res is not rec:
+                    _at_source(res, rec)
                 res.touch()
             res.index = rec.index
             append(res)
@@ -232,31 +233,31 @@ def _run_step(
 
 
 def _at_source(item: Record, rec: Record) -> None:
-    """Give a record a plugin returned for ``rec`` the source position of ``rec``, unless it
-    has it already (``rec.derive(doc)`` copies it).
+    """Give a record a plugin returned for ``rec`` what it needs to stand where ``rec`` stood:
+    the source position of ``rec`` when it has none of its own, and the sinks a route step
+    chose for ``rec`` when no route step chose any for it.
 
-    A record a plugin built with ``Record(...)`` has no shard, event id or sub-sequence
-    number: the keyed sinks name documents, objects and items by them (every user record of
-    a KPL aggregate would become one ``_id``, the later ones taken for redeliveries of the
-    first and never written), dead letters could not say where it came from, and a
-    retryable failure would report a sequence number the batch does not hold. What a step
-    returns for a record stands where that record stood, whatever it was built with."""
-    if (
-        item.sequence_number == rec.sequence_number
-        and item.sub_sequence_number == rec.sub_sequence_number
-        and item.event_id == rec.event_id
-        and item.shard_id == rec.shard_id
-    ):
-        return
-    item.partition_key = rec.partition_key
-    item.sequence_number = rec.sequence_number
-    item.sub_sequence_number = rec.sub_sequence_number
-    item.aggregated = rec.aggregated
-    item.shard_id = rec.shard_id
-    item.arrival = rec.arrival
-    item.event_id = rec.event_id
-    item.event_source_arn = rec.event_source_arn
-    item.part = rec.part
+    A record a plugin built with ``Record(...)`` has no shard or event id: the keyed sinks
+    name documents, objects and items by them (every user record of a KPL aggregate would
+    become one ``_id``, the later ones taken for redeliveries of the first and never
+    written), dead letters could not say where it came from, and a retryable failure would
+    report a sequence number the batch does not hold. A record with a position of its own
+    (``rec.derive(doc)``, or another record of the batch that a step moved) keeps it: moved
+    records rewritten in place had two records share one id (found in review). And a record
+    returned after a ``route`` step goes where ``rec`` was routed (neither ``Record(...)``
+    nor ``derive`` carries routes: it was counted unrouted and written nowhere)."""
+    if not item.shard_id and not item.event_id:
+        item.partition_key = rec.partition_key
+        item.sequence_number = rec.sequence_number
+        item.sub_sequence_number = rec.sub_sequence_number
+        item.aggregated = rec.aggregated
+        item.shard_id = rec.shard_id
+        item.arrival = rec.arrival
+        item.event_id = rec.event_id
+        item.event_source_arn = rec.event_source_arn
+        item.part = rec.part
+    if item.routes is None:
+        item.routes = rec.routes
 
 
 def _contract(step: Step, value: object) -> ProcessorContractError:

@@ -95,7 +95,9 @@ def drops_every_record(step: Any) -> bool:
     it does not fail, silently: the function reports success and the sinks get nothing.
 
     Read from the bytecode, conservatively: a return reached by a jump (``return x or
-    None``), a generator, or a callable without Python code counts as returning a value.
+    None``), a generator, or a callable without Python code counts as returning a value;
+    code with no return at all (it always raises: every record fails, none is dropped) is
+    not refused.
     """
     import dis  # noqa: PLC0415  # validation only, never the handler
     import inspect  # noqa: PLC0415
@@ -106,11 +108,14 @@ def drops_every_record(step: Any) -> bool:
     if code is None or code.co_flags & flags:
         return False
     previous = None
+    returns = False  # code that only raises returns nothing: it fails records, drops none
     for ins in dis.get_instructions(code):
         if ins.opname == "RETURN_CONST":  # 3.12, 3.13
+            returns = True
             if ins.argval is not None:
                 return False
         elif ins.opname == "RETURN_VALUE":
+            returns = True
             bare = (
                 not ins.is_jump_target
                 and previous is not None
@@ -120,7 +125,7 @@ def drops_every_record(step: Any) -> bool:
             if not bare:
                 return False
         previous = ins
-    return True
+    return returns
 
 
 def processor_plugin_names() -> set[str]:

@@ -541,13 +541,14 @@ class EventSourceMapping:
             limit = min(_MAX_GET_RECORDS, self._buffer_cap - shard.buffered)
             calls.append((now, 0))
             self._stats.get_records_calls += 1
+            sent = self._now()  # after GetShardIterator: the Date is stamped during this call
             response = self.client.get_records(ShardIterator=shard.iterator, Limit=limit)
         except Exception as exc:  # any read error: back off, read again later
             self._read_failed(shard, exc, now)
             return
         records = response.get("Records") or []
         calls[-1] = (now, sum(len(r["Data"]) for r in records))  # what the 2 MB/s counts
-        self._observe_stream_clock(response, now)
+        self._observe_stream_clock(response, sent, self._now())
         for raw in records:
             self._add(shard, raw, now)
         shard.iterator = response.get("NextShardIterator")
@@ -557,12 +558,20 @@ class EventSourceMapping:
         elif shard.caught_up:
             shard.next_poll = now + self.idle_poll_s
 
-    def _observe_stream_clock(self, response: Mapping[str, Any], now: float) -> None:
+    def _observe_stream_clock(
+        self, response: Mapping[str, Any], sent: float, answered: float
+    ) -> None:
         """Estimate how far this worker's clock is from Kinesis's, from the answer's HTTP
         ``Date``. Arrival stamps are Kinesis's clock; Lambda judges a record's age on the
         service's side, so a worker whose clock runs ahead by more than
         ``max_record_age_s`` would otherwise send records put a moment ago to the
-        on-failure destination (and one behind would keep expired records)."""
+        on-failure destination (and one behind would keep expired records).
+
+        The server stamped the Date somewhere between ``sent`` and ``answered`` on this
+        worker's clock: the estimate is taken at the middle, and a difference within half
+        the call's time (plus the tolerance) is no skew. Measured from the time before the
+        call, a slow answer (throttle retries inside botocore) had read as a clock ahead and
+        aged fresh records into on-failure (found in review)."""
         headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
         date = headers.get("date") if isinstance(headers, dict) else None
         if not date:
@@ -572,8 +581,9 @@ class EventSourceMapping:
         parsed = parsedate_tz(date)
         if parsed is None:
             return
-        skew = now - (mktime_tz(parsed) + 0.5)  # the Date is whole seconds, rounded down
-        skew = skew if abs(skew) > CLOCK_SKEW_TOLERANCE_S else 0.0
+        middle = (sent + answered) / 2
+        skew = middle - (mktime_tz(parsed) + 0.5)  # the Date is whole seconds, rounded down
+        skew = skew if abs(skew) > CLOCK_SKEW_TOLERANCE_S + (answered - sent) / 2 else 0.0
         if skew and not self._skew:
             log.warning("this worker's clock is %+.1f s off Kinesis's: ages use Kinesis's", skew)
         elif self._skew and not skew:
