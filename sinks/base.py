@@ -22,7 +22,8 @@ set two class attributes:
 
 A sink plugin is the same: a subclass of :class:`Sink` whose ``__init__(name, **options)``
 takes the sink's settings from the pipeline file (everything but ``type``), implements
-``_write``, and registers under the entry-point group ``shardline.sinks``. Two more class
+``_write``, and registers under the entry-point group ``shardline.sinks`` (or is named
+by ``use: "module:Class"`` with its options under ``with:``). Two more class
 hooks, for the operator's side (``shardline validate`` and ``shardline template``; neither
 runs in Lambda):
 
