@@ -37,6 +37,7 @@ __all__ = [
     "PluginError",
     "build_processor",
     "load_object",
+    "plugin_target",
     "processor_names",
     "sink_plugin_names",
 ]
@@ -61,6 +62,26 @@ def processor_names() -> set[str]:
 def sink_plugin_names() -> set[str]:
     """Sink types registered by installed plugins (the built-ins live in ``sinks``)."""
     return entry_point_names(SINK_GROUP)
+
+
+def plugin_target(entry: ProcessorEntry) -> tuple[Any, Any] | None:
+    """What a plugin entry names (its class or function, imported now) and its ARGS (the
+    ``with:`` mapping for ``use:``); ``None`` for a built-in. For the operator's side:
+    ``shardline template`` asks the class for its ``iam_statements``.
+
+    Raises:
+        PluginError: the name is unknown, the plugin does not load, or the entry is not a
+            one-key map.
+    """
+    if "use" in entry:
+        return load_object(entry["use"]), entry.get("with") or {}
+    if len(entry) != 1:
+        msg = f"an entry is a one-key map {{NAME: ARGS}}, got {sorted(entry)}"
+        raise PluginError(msg)
+    ((kind, args),) = entry.items()
+    if kind in BUILTIN_PROCESSORS:
+        return None
+    return load_entry_point(PROCESSOR_GROUP, kind), args
 
 
 def build_processor(

@@ -22,7 +22,8 @@ set two class attributes:
 
 A sink plugin is the same: a subclass of :class:`Sink` whose ``__init__(name, **options)``
 takes the sink's settings from the pipeline file (everything but ``type``), implements
-``_write``, and registers under the entry-point group ``shardline.sinks``. Two more class
+``_write``, and registers under the entry-point group ``shardline.sinks`` (or is named
+by ``use: "module:Class"`` with its options under ``with:``). Two more class
 hooks, for the operator's side (``shardline validate`` and ``shardline template``; neither
 runs in Lambda):
 
@@ -32,6 +33,14 @@ runs in Lambda):
   not declared, the options reach ``__init__`` unchecked.
 * :meth:`Sink.iam_statements`: the IAM policy statements the function's role needs to write
   to it, which ``shardline template`` adds to the role of every function that routes to it.
+
+The records of a batch are shared: the route's other sinks and the dead-letter sink get the
+very objects the chain returned, and the sinks are written at once, in threads. A sink
+that edits a record in ``_write`` (``record.as_dict()[...] = ...``) would change what the
+others write and what a dead letter keeps, depending on which thread came first. So a sink
+gets its own copies (:func:`own_copies`: the same bytes and position, the document decoded
+again on first read) unless its class sets ``shares_records = True``, which the built-ins
+do: they never edit a record, and copying would cost them a decoding per record.
 """
 
 from __future__ import annotations
@@ -69,6 +78,7 @@ __all__ = [
     "SinkError",
     "Status",
     "backoff_delay",
+    "own_copies",
     "permanent",
     "retryable",
 ]
@@ -345,6 +355,10 @@ class Sink(ABC):
     option_types: ClassVar[Mapping[str, type | tuple[type, ...]] | None] = None
     #: Options of ``option_types`` that the pipeline file must give.
     required_options: ClassVar[frozenset[str]] = frozenset()
+    #: Whether ``_write`` receives the chain's records themselves, shared with the route's
+    #: other sinks and the dead letter (only for a sink that never edits a record: the
+    #: built-ins), or its own copies (the default, so a plugin's edits stay its own).
+    shares_records: ClassVar[bool] = False
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -367,9 +381,17 @@ class Sink(ABC):
     def write_batch(
         self, items: Sequence[Record], ordering: Ordering = Ordering.PER_KEY
     ) -> list[Outcome]:
-        """Write records in shard order; return one outcome per record, in the same order."""
+        """Write records in shard order; return one outcome per record, in the same order.
+
+        A sink that does not set ``shares_records`` writes copies of them (:func:`own_copies`).
+        """
         if not items:
             return []
+        if not self.shares_records:
+            items = own_copies(items)
+        return self._write_batch(items, ordering)
+
+    def _write_batch(self, items: Sequence[Record], ordering: Ordering) -> list[Outcome]:
         if self.per_key_safe and len(items) <= self.max_batch:
             outcomes = self._write(items)
             self._check(items, outcomes)
@@ -378,7 +400,10 @@ class Sink(ABC):
 
     def write_dead_letters(self, letters: Sequence[DeadLetter]) -> list[Outcome]:
         """Write dead letters; by default as their JSON envelopes through ``write_batch``."""
-        return self.write_batch([letter.as_record() for letter in letters], Ordering.NONE)
+        if not letters:
+            return []
+        # records made for this write alone: nothing to copy
+        return self._write_batch([letter.as_record() for letter in letters], Ordering.NONE)
 
     def close(self) -> None:  # noqa: B027  # a no-op by design: most sinks hold nothing
         """Release what the sink holds (connections, buffers). Idempotent."""
@@ -476,3 +501,30 @@ class Sink(ABC):
                 f"outcomes for {len(items)} items; it must return one per item"
             )
             raise SinkContractError(msg)
+
+
+def own_copies(items: Sequence[Record]) -> list[Record]:
+    """Records equal to ``items`` that share no mutable state with them: the same bytes
+    (immutable), position, fan-out part and routes, the document decoded again from the
+    bytes when read. What a sink plugin's ``_write`` gets, so that an edit it makes in
+    place reaches neither the route's other sinks nor the dead letter.
+
+    >>> from stream.records import Record
+    >>> original = Record(b'{"card": "4111"}', "k", "7", event_id="e7")
+    >>> (copy,) = own_copies([original])
+    >>> copy.as_dict()["card"] = "****"
+    >>> original.get("card"), copy.get("card"), copy.document_id
+    ('4111', '****', 'e7')
+    """
+    from stream.records import Record  # noqa: PLC0415  # loaded already: the batch holds some
+
+    copies = []
+    for r in items:
+        copy = Record(
+            r.data, r.partition_key, r.sequence_number, r.sub_sequence_number, r.aggregated,
+            r.shard_id, r.arrival, r.event_id, r.event_source_arn, r.index, r.error,
+        )  # fmt: skip
+        copy.part = r.part
+        copy.routes = r.routes
+        copies.append(copy)
+    return copies

@@ -20,6 +20,7 @@ __all__ = ["DiscardSink"]
 class DiscardSink(Sink):
     """Counts the records it is given and drops them."""
 
+    shares_records: ClassVar[bool] = True  # never edits a record: no copies (sinks.base)
     max_batch: ClassVar[int] = 1_000_000
     per_key_safe: ClassVar[bool] = True  # applies nothing, so nothing can be out of order
 

@@ -173,6 +173,7 @@ class DynamoDBSink(Sink):
         now: the clock for ``_written_at`` (``latest`` only).
     """
 
+    shares_records: ClassVar[bool] = True  # never edits a record: no copies (sinks.base)
     max_batch: ClassVar[int] = 10_000  # chunking to 25 is done here, by primary key
     per_key_safe: ClassVar[bool] = True  # conditional on position, or one item per record
 

@@ -68,6 +68,7 @@ class KinesisSink(Sink):
         sleep: injectable for tests.
     """
 
+    shares_records: ClassVar[bool] = True  # never edits a record: no copies (sinks.base)
     max_batch: ClassVar[int] = 10_000  # the producer makes the 500-entry calls
     per_key_safe: ClassVar[bool] = True  # the producer holds later records of a failed key
 

@@ -32,6 +32,7 @@ class MemorySink(Sink):
             as in BatchWriteItem or a bulk request.
     """
 
+    shares_records: ClassVar[bool] = True  # never edits a record: no copies (sinks.base)
     per_key_safe: ClassVar[bool] = False
     concurrent_calls: ClassVar[bool] = True  # one lock per sink: calls apply one at a time
 

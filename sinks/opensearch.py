@@ -189,6 +189,7 @@ class OpenSearchSink(Sink):
         ValueError: an unknown ``auth``, a malformed template or a non-positive limit.
     """
 
+    shares_records: ClassVar[bool] = True  # never edits a record: no copies (sinks.base)
     max_batch: ClassVar[int] = 10_000  # a whole Lambda batch: chunking is done here, by bytes
     per_key_safe: ClassVar[bool] = True  # one document per record, or position-conditional
 

@@ -233,6 +233,7 @@ class S3Sink(Sink):
         now: the clock for ``{now:FMT}`` in templates.
     """
 
+    shares_records: ClassVar[bool] = True  # never edits a record: no copies (sinks.base)
     max_batch: ClassVar[int] = 100_000  # a whole batch, KPL user records included
     per_key_safe: ClassVar[bool] = True  # one object is stored whole or not at all
 

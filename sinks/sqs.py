@@ -344,6 +344,7 @@ class SQSSink(Sink):
         ValueError: an empty queue, or a size or attempt count out of range.
     """
 
+    shares_records: ClassVar[bool] = True  # never edits a record: no copies (sinks.base)
     max_batch: ClassVar[int] = MAX_BATCH_ENTRIES
     per_key_safe: ClassVar[bool] = False  # a failed entry may be followed by a sent one
     concurrent_calls: ClassVar[bool] = True  # _write keeps nothing per call (the queue URL

@@ -61,6 +61,7 @@ def line_of(record: Record) -> bytes:
 class StdoutSink(Sink):
     """Writes records as JSON lines to a stream (standard output by default), one per line."""
 
+    shares_records: ClassVar[bool] = True  # never edits a record: no copies (sinks.base)
     max_batch: ClassVar[int] = 10_000
     per_key_safe: ClassVar[bool] = True  # lines are written in order and cannot fail alone
 

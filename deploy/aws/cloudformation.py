@@ -83,7 +83,7 @@ from deploy.pipeline.deployable import (
 )
 from deploy.pipeline.problems import format_path
 from deploy.pipeline.pushdown import MAX_FILTERS
-from deploy.pipeline.runtime_checks import plugin_iam_statements
+from deploy.pipeline.runtime_checks import plugin_iam_statements, processor_iam_statements
 from sinks.registry import BUILTIN_SINKS
 from sinks.s3 import DEAD_LETTERS
 from sinks.templates import Template
@@ -703,6 +703,10 @@ class _Builder:
         for sink in used_sinks(spec):
             dead_letters = sink == spec.get("on_failure")
             self._sink_grants(policy, sink, self.plan["sinks"][sink], dead_letters)
+        for index, entry in enumerate(spec.get("processors", ())):
+            # a plugin processor: what its class's iam_statements() asks for
+            for n, statement in enumerate(processor_iam_statements(entry)):
+                self._grant(policy, f"Processor{index}Plugin{n if n else ''}", statement)
         for table in _lookup_tables(spec):
             policy.allow(f"Lookup{_camel(table)}", ["dynamodb:BatchGetItem"], [self._table(table)])
         registered = _registry_schemas(spec)
@@ -764,14 +768,19 @@ class _Builder:
         elif "use" in spec or kind not in BUILTIN_SINKS:
             # a plugin sink: what its class's iam_statements() asks for (runtime_checks)
             for n, statement in enumerate(plugin_iam_statements(sink, spec)):
-                actions, resources = statement["Action"], statement["Resource"]
-                policy.allow(
-                    statement.get("Sid") or f"{sid}Plugin{n if n else ''}",
-                    [actions] if isinstance(actions, str) else actions,
-                    resources if isinstance(resources, list) else [resources],
-                    condition=statement.get("Condition"),
-                )
+                self._grant(policy, f"{sid}Plugin{n if n else ''}", statement)
         # stdout, discard and opensearch without sigv4 call no AWS API the role must allow.
+
+    @staticmethod
+    def _grant(policy: _Policy, sid: str, statement: Mapping[str, Any]) -> None:
+        """A statement a plugin asked for (checked by runtime_checks), under its own Sid."""
+        actions, resources = statement["Action"], statement["Resource"]
+        policy.allow(
+            statement.get("Sid") or sid,
+            [actions] if isinstance(actions, str) else actions,
+            resources if isinstance(resources, list) else [resources],
+            condition=statement.get("Condition"),
+        )
 
     def _table(self, table: str) -> Any:
         if table in self.stores.tables:

@@ -32,7 +32,9 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from deploy.pipeline.problems import Path as DocPath
-    from stream.plan import Plan
+    from sinks.base import Sink
+    from stream.plan import Plan, SinkSpec
+    from stream.runtime import BuildFailure
 
 __all__ = [
     "PLAN_VERSION",
@@ -85,36 +87,77 @@ def parse_config(
     if document is None and reporter.problems:  # broken YAML: nothing to validate
         raise ConfigError(reporter.sorted_problems())
     normalized = validate(reporter, document)
-    if reporter.problems:
-        raise ConfigError(reporter.sorted_problems())
     notes = tuple(sorted(reporter.notes, key=lambda p: p.line))
     cfg = PipelineConfig(source, document, normalized, lines, notes)
-    plan = compile_plan(cfg)
-    _check_builds(reporter, plan)
-    for path, message in plan_problems(plan):  # what AWS would refuse: template and deploy do
-        reporter.error(path, message)
+    plan = _check_builds(reporter, cfg)  # also beside the problems found so far: one run says all
+    if plan is not None and not reporter.problems:
+        for path, message in plan_problems(plan):  # what AWS would refuse: template and deploy do
+            reporter.error(path, message)
     if reporter.problems:
         raise ConfigError(reporter.sorted_problems())
     return cfg
 
 
-def _check_builds(r: Reporter, plan: Plan) -> None:
+def _check_builds(r: Reporter, cfg: PipelineConfig) -> Plan | None:
     """Build every function's steps and sinks with the runtime's own builder
     (:func:`stream.runtime.build_runner`), as a Lambda cold start does, and report what
-    raises at the line of the step or sink: a plugin that refuses its arguments fails here,
-    not on every invocation. Constructors make no AWS clients (those are created on first
-    use), so this touches no network. A sink no function uses is built too."""
-    from sinks.registry import build_sink  # noqa: PLC0415  # the runtime's, light
-    from stream.exceptions import PluginError  # noqa: PLC0415
-    from stream.runtime import BuildFailure, build_runner, used_sinks  # noqa: PLC0415
+    raises at the line of the step or sink: a plugin that refuses its arguments or does
+    not import fails here, not on every invocation; and ask every plugin for its IAM
+    statements (what ``template`` grants), reporting one IAM would refuse. Constructors
+    make no AWS clients (those are created on first use), so this touches no network. A
+    sink no function uses is built too.
 
-    seen: set[DocPath] = set()
+    It runs even when validation found problems, so that one run reports them all, but
+    builds only what has none: a step or sink with a problem at, inside or around it
+    (its list) is left out, since what validation normalised for it is a stand-in (its
+    constructor would fail on that, not on the user's mistake); a sink with a problem is
+    replaced by one that discards while its functions are built. A file whose structure
+    is too broken to compile a plan (which a problem says already) builds nothing.
 
-    def report(prefix: DocPath, failure: BuildFailure) -> None:
-        path = (*prefix, *failure.where) if failure.where[0] == "processors" else failure.where
-        if path in seen:  # a sink used by several functions: said once
+    Returns the plan it built from, or None when the file did not compile."""
+    had_problems = bool(r.problems)
+    try:
+        plan = compile_plan(cfg)
+    except Exception:
+        if not had_problems:
+            raise  # a valid file that does not compile: our bug, to be seen as one
+        return None
+    check = _BuildCheck(r, plan)
+    for name in plan["functions"]:
+        try:
+            check.function(name)
+        except Exception:
+            if not had_problems:
+                raise
+            # assembled from stand-ins: built once the problems are fixed
+    check.sinks()
+    return plan
+
+
+class _BuildCheck:
+    """What :func:`_check_builds` reports, each step and sink once, none with a problem."""
+
+    def __init__(self, r: Reporter, plan: Plan) -> None:
+        self.r = r
+        self.plan = plan
+        self.seen: set[DocPath] = set()
+        self.used: set[str] = set()
+
+    def broken(self, where: DocPath) -> bool:
+        """A problem at, in or around ``where`` (a step's list is 3 parts deep)."""
+        return self.r.reported_at(where, container=len(where) - 1 if len(where) > 2 else 2)
+
+    def report(self, prefix: DocPath, failure: BuildFailure) -> None:
+        from stream.exceptions import PluginError  # noqa: PLC0415
+
+        where = failure.where
+        path = (*prefix, *where) if where[0] == "processors" else where
+        if path in self.seen or self.broken(path):  # a sink of several functions: said once
             return
-        seen.add(path)
+        if path[0] == "sinks" and path[1] not in self.plan["sinks"]:  # a route to it says so
+            return
+        self.seen.add(path)
+        plan = self.plan
         what = f"sink {path[1]!r}" if path[0] == "sinks" else f"processor {_step_name(plan, path)}"
         exc = failure.error
         why = f"{what} fails to start: {type(exc).__name__}: {_one_line(exc)}"
@@ -123,33 +166,69 @@ def _check_builds(r: Reporter, plan: Plan) -> None:
                 " (its constructor raised this while the function was being built, as at "
                 "every Lambda cold start: fix its arguments)"
             )
-        r.error(path, why)
+        self.r.error(path, why)
 
-    used: set[str] = set()
-    for name in plan["functions"]:
+    def _sink(self, name: str, spec: SinkSpec) -> Sink:
+        """The sink a function is built with; one that discards for a sink with a problem."""
+        from sinks.discard import DiscardSink  # noqa: PLC0415  # the runtime's, light
+        from sinks.registry import build_sink  # noqa: PLC0415
 
-        def on_error(failure: BuildFailure, name: str = name) -> None:
-            report(("functions", name), failure)
+        if self.broken(("sinks", name)):  # reported already
+            return DiscardSink(name)
+        return build_sink(name, spec)
 
-        runner = build_runner(plan, name, metrics=False, on_error=on_error)
-        used.update(used_sinks(plan["functions"][name]))
+    def function(self, name: str) -> None:
+        """Build function ``name``; check what its plugin steps return and ask for."""
+        from deploy.pipeline.runtime_checks import processor_iam_statements  # noqa: PLC0415
+        from stream.runtime import build_runner, used_sinks  # noqa: PLC0415
+
+        def on_error(failure: BuildFailure) -> None:
+            self.report(("functions", name), failure)
+
+        runner = build_runner(
+            self.plan, name, sink_factory=self._sink, metrics=False, on_error=on_error
+        )
+        function = self.plan["functions"][name]
+        self.used.update(used_sinks(function))
         for step in runner.chain.steps:
+            index = int(step.name.partition("[")[2].partition("]")[0])
+            path = ("functions", name, "processors", index)
+            if self.broken(path) or path in self.seen:
+                continue
             if not step.tracked and drops_every_record(step):
-                index = int(step.name.partition("[")[2].partition("]")[0])
-                path = ("functions", name, "processors", index)
-                r.error(
+                self.r.error(
                     path,
-                    f"processor {_step_name(plan, path)} drops every record: its code never "
-                    "returns one (None means dropped). Return the record: edits made in "
-                    "place reach the sinks",
+                    f"processor {_step_name(self.plan, path)} drops every record: its code "
+                    "never returns one (None means dropped). Return the record: edits made "
+                    "in place reach the sinks",
                 )
-    for sink, spec in plan["sinks"].items():
-        if sink in used:
-            continue
-        try:
-            build_sink(sink, spec)
-        except Exception as exc:  # any failure at start is the problem to report
-            report((), BuildFailure(("sinks", sink), exc))
+                continue
+            try:
+                processor_iam_statements(function["processors"][index])
+            except ValueError as exc:
+                self.r.error(path, _one_line(exc))
+
+    def sinks(self) -> None:
+        """Build the sinks no function uses; ask plugin sinks for their IAM statements."""
+        from deploy.pipeline.runtime_checks import plugin_iam_statements  # noqa: PLC0415
+        from sinks.registry import BUILTIN_SINKS, build_sink  # noqa: PLC0415
+        from stream.runtime import BuildFailure  # noqa: PLC0415
+
+        for name, spec in self.plan["sinks"].items():
+            where: DocPath = ("sinks", name)
+            if self.broken(where) or where in self.seen:
+                continue
+            if name not in self.used:
+                try:
+                    build_sink(name, spec)
+                except Exception as exc:  # any failure at start is the problem to report
+                    self.report((), BuildFailure(where, exc))
+                    continue
+            if "use" in spec or spec.get("type") not in BUILTIN_SINKS:
+                try:
+                    plugin_iam_statements(name, spec)
+                except ValueError as exc:
+                    self.r.error(where, _one_line(exc))
 
 
 def _step_name(plan: Plan, path: DocPath) -> str:

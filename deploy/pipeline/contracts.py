@@ -68,13 +68,13 @@ def schema_step(r: Reporter, path: DocPath, args: Any) -> dict[str, Any]:
     try:
         schema = json.loads(text)
     except json.JSONDecodeError as exc:
-        r.problems.append(Problem(shown, exc.lineno, "(file)", f"not JSON: {exc.msg}"))
+        r.error_in(Problem(shown, exc.lineno, "(file)", f"not JSON: {exc.msg}"), f.at(kind))
         return {}
     problem = _json_schema_problem(schema) if kind == "json_schema" else _avro_problem(schema)
     if problem is not None:
         pointer, message = problem
         line = line_of_pointer(text, pointer)
-        r.problems.append(Problem(shown, line, pointer or "(schema)", message))
+        r.error_in(Problem(shown, line, pointer or "(schema)", message), f.at(kind))
         return {}
     return {kind: schema, "source": name}
 

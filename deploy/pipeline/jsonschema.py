@@ -247,19 +247,32 @@ def _sink() -> dict[str, Any]:
         shapes: dict[str, Any] = {"type": {"const": kind}, **_scalars(settings)}
         required = ("type", *_required(settings))
         then = _object(("type", *settings), shapes, required=required)
-        branches.append({"if": {"properties": {"type": {"const": kind}}}, "then": then})
+        # required: a use: sink has no type, which a bare const would match
+        is_kind = {"properties": {"type": {"const": kind}}, "required": ["type"]}
+        branches.append({"if": is_kind, "then": then})
+    by_type = {"required": ["type"], "not": {"anyOf": [{"required": ["use"]},
+                                                        {"required": ["with"]}]}}  # fmt: skip
+    # the class by import path, its options under with: (a processor's use: entry)
+    by_path = {"required": ["use"], "propertyNames": {"enum": list(spec.USE)}}
     return {
         "type": "object",
-        "description": "A sink: its type and that type's settings.",
-        "required": ["type"],
+        "description": "A sink: its type and that type's settings, or use: 'pkg.mod:Class' "
+        "with its options under with: {...}.",
         "properties": {
             "type": {
                 "type": "string",
                 "description": "A built-in sink type, or one a plugin registers under the "
                 "entry-point group shardline.sinks.",
                 "examples": list(model.SINK_TYPES),
-            }
+            },
+            "use": {
+                "type": "string",
+                "pattern": f"^{spec.IMPORT_PATH}$",
+                "description": "The sink's class by import path, instead of a type.",
+            },
+            "with": {"type": "object", "description": "The options of a use: sink."},
         },
+        "oneOf": [by_type, by_path],
         "allOf": branches,
     }
 

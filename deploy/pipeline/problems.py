@@ -87,6 +87,9 @@ class Reporter:
         self.file = file
         self.lines = lines
         self.problems: list[Problem] = []
+        #: The document path of every problem of :meth:`error`, as given: what later
+        #: checks leave alone (``config._check_builds`` builds only what has none).
+        self.paths: list[Path] = []
         #: What the user should know but need not fix (a choice with a cost): printed by
         #: ``validate``, never an error.
         self.notes: list[Problem] = []
@@ -105,11 +108,18 @@ class Reporter:
         if any(path[:end] in self._silenced for end in range(len(path) + 1)):
             return
         line = self.line_of(at if at is not None else path)
+        self.paths.append(path)
         self.problems.append(Problem(self.file, line, format_path(path), message))
 
     def note(self, path: Path, message: str) -> None:
         """Record a note at ``path``: a consequence of a valid choice, said once."""
         self.notes.append(Problem(self.file, self.line_of(path), format_path(path), message))
+
+    def error_in(self, problem: Problem, path: Path) -> None:
+        """Record a problem located in another file (a schema file a step reads), for the
+        setting at ``path`` of this one."""
+        self.paths.append(path)
+        self.problems.append(problem)
 
     def error_at_line(self, line: int, path: str, message: str) -> None:
         """Record a problem whose location is known only as a line (YAML syntax errors)."""
@@ -122,6 +132,15 @@ class Reporter:
         "OPENSEARCH_URL is not set" once rather than also "expected a URL, got '${...}'".
         """
         self._silenced.add(path)
+
+    def reported_at(self, where: Path, *, container: int) -> bool:
+        """Whether a problem was reported at ``where``, inside it, or at one of its
+        ancestors at least ``container`` parts long (the list or mapping holding it): its
+        normalised value may then be a stand-in, not something to build."""
+        return any(
+            p[: len(where)] == where or (container <= len(p) < len(where) and where[: len(p)] == p)
+            for p in self.paths
+        )
 
     def sorted_problems(self) -> list[Problem]:
         """All problems, in line order (stable, so same-line problems keep check order)."""

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from pathlib import Path as Path_
 
     from deploy.pipeline.problems import Path
-    from stream.plan import SinkSpec
+    from stream.plan import ProcessorEntry, SinkSpec
 
 _PATH_PART = re.compile(r"\[(\d+)\]|([^.\[\]]+)")
 
@@ -195,17 +195,42 @@ def plugin_iam_statements(sink: str, spec: SinkSpec) -> list[dict[str, Any]]:
     from sinks.registry import sink_class, sink_options  # noqa: PLC0415
 
     cls = sink_class(spec)
-    hook = getattr(cls, "iam_statements", None)
+    return _asked_statements(f"sink {sink!r}", cls, sink_options(spec))
+
+
+def processor_iam_statements(entry: ProcessorEntry) -> list[dict[str, Any]]:
+    """The IAM statements a plugin processor asks for, checked as a sink's are: its class
+    (or function) may define ``iam_statements(options)``, a class method called with the
+    step's arguments (``with:`` for ``use:``), as :meth:`sinks.base.Sink.iam_statements`.
+    ``[]`` for a built-in (the template knows what those need) or a plugin without it.
+
+    Raises:
+        ValueError: the plugin does not load (``PluginError``), or a statement is not one
+            IAM would take.
+    """
+    from processors.registry import plugin_target  # noqa: PLC0415
+
+    found = plugin_target(entry)
+    if found is None:
+        return []
+    target, args = found
+    name = entry.get("use") or next(iter(entry))
+    return _asked_statements(f"processor {name!r}", target, args if args is not None else {})
+
+
+def _asked_statements(what: str, owner: Any, options: Any) -> list[dict[str, Any]]:
+    """What ``owner.iam_statements(options)`` returns, each checked and with ``Effect``."""
+    hook = getattr(owner, "iam_statements", None)
     if hook is None:
         return []
     statements = []
-    for n, raw in enumerate(hook(sink_options(spec)) or ()):
-        where = f"sink {sink!r}: {getattr(cls, '__name__', cls)}.iam_statements()[{n}]"
+    for n, raw in enumerate(hook(options) or ()):
+        where = f"{what}: {getattr(owner, '__name__', owner)}.iam_statements()[{n}]"
         if not isinstance(raw, dict) or not raw.get("Action") or not raw.get("Resource"):
             msg = f"{where} is {raw!r}; a statement is a mapping with Action and Resource"
             raise ValueError(msg)
         if raw.get("Effect", "Allow") != "Allow":
-            msg = f"{where}: Effect {raw['Effect']!r}; a sink's role only gets Allow statements"
+            msg = f"{where}: Effect {raw['Effect']!r}; a function's role only gets Allow statements"
             raise ValueError(msg)
         statements.append({"Effect": "Allow", **raw})
     return statements

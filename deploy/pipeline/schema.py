@@ -35,6 +35,7 @@ FAILURE_SINK_TYPES = ("sqs", "s3")
 
 _STACK_NAME = re.compile(spec.STACK_NAME)
 _SINK_NAME = re.compile(spec.SINK_NAME)
+_IMPORT_PATH = re.compile(spec.IMPORT_PATH)
 _REGION = re.compile(str(spec.TOP["region"].pattern))
 _NEVER_UNBOUNDED = (
     "{value} ({what}) is not allowed: one poison record would block a shard for up to a week, "
@@ -295,10 +296,16 @@ def _sink(r: Reporter, path: Path, spec: Any) -> dict[str, Any]:
     data = as_mapping(r, path, spec, "a mapping with a type and its settings")
     if data is None:
         return {"type": None}
+    if "use" in data:
+        return _use_sink(r, path, data)
     kind = data.get("type")
     builtins = ", ".join(SINK_TYPES)
     if kind is None:
-        r.error((*path, "type"), f"required field is missing (one of {builtins}, or a plugin's)")
+        r.error(
+            (*path, "type"),
+            f"required field is missing (one of {builtins}, or a plugin's; or name the "
+            'class: use: "module:Class" with with: {...})',
+        )
         return {"type": None}
     if not isinstance(kind, str):
         r.error((*path, "type"), f"expected a sink type (a string), got {describe(kind)}")
@@ -328,6 +335,46 @@ def _sink(r: Reporter, path: Path, spec: Any) -> dict[str, Any]:
             clock = clock_problem(out[key])
             if clock is not None:
                 r.note(f.at(key), clock)
+    return out
+
+
+def _use_sink(r: Reporter, path: Path, data: dict[str, Any]) -> dict[str, Any]:
+    """A sink named by import path, as a processor is: ``use: "module:Class"`` and its
+    options under ``with:`` (the module may sit beside the pipeline file; ``package`` ships
+    it). Compiled to ``{"type": PATH, "use": PATH, **options}``: the runtime's registry
+    builds it from ``use``, and ``type`` keeps the shape every plan sink has."""
+    if "type" in data:
+        r.error(
+            (*path, "type"),
+            "a sink takes type or use, not both: use names its class, type a registered one",
+        )
+    for key in data:
+        if key not in spec.USE and key != "type":
+            r.error(
+                (*path, key),
+                f"unknown key {key!r}: a use: sink takes its options under with: "
+                f"(with: {{{key}: ...}}), as a processor's use: does",
+            )
+    f = Fields(r, path, {k: v for k, v in data.items() if k in spec.USE}, tuple(spec.USE))
+    target = f.read("use", spec.USE["use"])
+    options = f.read("with", spec.USE["with"])
+    options = dict(options) if isinstance(options, dict) else {}
+    for key in ("type", "use"):
+        if key in options:
+            r.error((*path, "with", key), f"{key!r} cannot be an option: it names the sink")
+    if not isinstance(target, str):
+        return {"type": None}
+    if not _IMPORT_PATH.fullmatch(target):
+        expected = "an import path like 'package.module:Class'"
+        r.error(f.at("use"), f"expected {expected}, got {target!r}")
+        return {"type": None}
+    problem = runtime_checks.load_problem(target, pipeline_file=r.file)  # beside the file too
+    if problem is not None:
+        r.error(f.at("use"), problem)
+        return {"type": None}
+    out = {"type": target, "use": target, **options}
+    for where, message in runtime_checks.sink_option_problems(out):
+        r.error((*path, "with", *where), message)
     return out
 
 
