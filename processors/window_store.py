@@ -37,9 +37,10 @@ item last. Every write is conditional on what the batch read: a window item on t
 had, the shard item on its ``rev``. A batch that finds its shard item already past its
 records (a redelivery) applies nothing and writes nothing.
 
-Quiet shards (:meth:`DynamoDBStore.quiet`): a batch reads the list of shards and their items
-(``BatchGetItem``); a shard whose ``clock`` is older than the cutoff and whose ``next_end``
-(plus the lateness) is before it gets its state read, its windows closed by the window step
+Quiet shards (:meth:`DynamoDBStore.quiet`): a batch reads the list of shards (with its own
+revision: below) and, once it has applied its records, their items (``BatchGetItem``); a
+shard whose ``clock`` is older than the cutoff and whose ``next_end`` (plus the lateness)
+is before it gets its state read, its windows closed by the window step
 (its greatest event time raised to the cutoff), and its shard item written in one
 ``TransactWriteItems`` with this batch's shard item, whose outbox holds the results: both
 or neither. A quiet shard that wakes meanwhile changes its ``rev``, the transaction fails
@@ -71,8 +72,33 @@ window (the child's own item holds the window from then on).
 Every failure of DynamoDB (throttling, a lost condition, a missing table) raises
 :class:`WindowStateError`, a :class:`~stream.exceptions.RetryableError`: the whole batch is
 reported and delivered again, and nothing is dead-lettered. The state cached in the process
-for warm invocations is checked against the shard item at every batch (one ``GetItem``) and
+for warm invocations is checked against the shard item's ``rev`` at every batch and
 dropped on any failure.
+
+Round trips of a warm batch (each waits for the one before; issue 17):
+
+1. one ``BatchGetItem``, strongly consistent: the shard item's ``rev`` and, once the step has
+   asked for quiet shards, the list of shards (``#shards``) with it (:meth:`DynamoDBStore._head`);
+   before, two ``GetItem`` one after the other;
+2. (quiet shards only) their shard items, then their partitions (:meth:`DynamoDBStore.quiet`);
+3. the changed window items, all at once (at most 8 in flight: they share the shard's
+   partition key; :func:`stream.overlap.run_all`, so in turn when the overlap is off);
+4. the shard item (with the quiet shards', one transaction), once every window item is written.
+
+Why reading the list with the revision, before the batch is applied, is as safe as reading
+it just before the commit: the list only grows (``ADD``) and only says where to look. What
+the quiet-shard rule decides on (``clock``, ``next_end``, ``children``, the state) is each
+shard's own item and partition, read in step 2 after the batch is applied, as before, and the
+transaction is conditional on the revisions read then. A shard missing from the list read
+was listed by its first commit, during this batch: its ``clock`` is then, so it is quiet for
+this batch's cutoff only if this batch ran longer than ``quiet_s``, and the next batch closes
+it (a close waits, at most, for a batch of another shard that starts after the shard went
+quiet: README, "Windows"). The revision check is the same strongly consistent read of the
+same item. The window items are distinct items, each written on the condition of its own
+``v``, so their order among themselves never mattered (more than two went at once before
+too); what matters is that the shard item is written only once all of them succeeded, as
+step 4 does: a batch that fails half-way leaves the shard item, and so the committed state,
+as it was.
 
 Closed items leave by TTL (``expires``: a day after the window closed, or after its end plus
 the lateness, whichever is later); open ones have none.
@@ -86,12 +112,14 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from processors.aggregations import NotANumber, ValueTooLarge
 from processors.errors import ProcessorError
 from processors.window_keys import key_json, key_of_json
 from stream.exceptions import RecordError, RetryableError
+from stream.overlap import run_all
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -132,6 +160,8 @@ _MAX_QUIET = 99  # quiet shards closed per batch: a transaction holds at most 10
 #: The quiet shards' items a batch may rewrite with its own (at most about 400 KB), in bytes:
 #: a transaction is at most 4 MB. Past it, the next batch closes the rest.
 _QUIET_BYTES = 3_500_000
+#: Most of a batch's writes in flight at once: its window items share the shard's
+#: partition key, whose partition takes about 1,000 writes a second.
 _PARALLEL_WRITES = 8
 
 
@@ -702,8 +732,8 @@ class DynamoDBStore:
             the gap.
     """
 
-    __slots__ = ("_cache", "_client", "_legacy", "_local", "_merge", "end_of", "lateness",
-                 "now", "prefix", "reads", "size", "table", "writes")  # fmt: skip
+    __slots__ = ("_asks_quiet", "_cache", "_client", "_legacy", "_local", "_merge", "end_of",
+                 "lateness", "now", "prefix", "reads", "size", "table", "writes")  # fmt: skip
 
     def __init__(  # noqa: PLR0917  # the step's settings, as keywords
         self,
@@ -727,6 +757,10 @@ class DynamoDBStore:
         #: the quiet shards' states this thread's batch read
         self._local = threading.local()
         self._merge: Merge | None = None
+        #: whether the step has asked for quiet shards (:meth:`quiet`): then a warm batch
+        #: reads the list of shards with its revision (:meth:`_head`); per thread, the
+        #: list this thread's batch read (``registry``: ``(shard_id, shards)`` or ``None``)
+        self._asks_quiet = False
         #: (partition key, key text, start) -> the key's JSON in an item an earlier version
         #: wrote under another JSON than :func:`~processors.window_keys.key_json` gives
         #: (a whole float key: ``w#0#1.0``, now ``w#0#1``); writes and claims go to that item
@@ -756,16 +790,21 @@ class DynamoDBStore:
         revision this process last wrote, else read again from the table."""
         pk = self.prefix + shard_id
         cached = self._cache.get(shard_id)
+        self._local.registry = None
         if cached is not None and cached.clean:
-            item = self._call(
-                "GetItem",
-                self.client.get_item,
-                TableName=self.table,
-                Key={"shard": {"S": pk}, "window": {"S": _SHARD_SK}},
-                ConsistentRead=True,
-                ProjectionExpression="rev",
-            ).get("Item")
-            if (item["rev"]["S"] if item else None) == cached.rev:
+            if self._asks_quiet:
+                rev, self._local.registry = self._head(pk, shard_id)
+            else:
+                item = self._call(
+                    "GetItem",
+                    self.client.get_item,
+                    TableName=self.table,
+                    Key={"shard": {"S": pk}, "window": {"S": _SHARD_SK}},
+                    ConsistentRead=True,
+                    ProjectionExpression="rev",
+                ).get("Item")
+                rev = item["rev"]["S"] if item else None
+            if rev == cached.rev:
                 cached.clean = False
                 return cached.state
         cached = self._read(pk)
@@ -773,18 +812,47 @@ class DynamoDBStore:
         self._cache[shard_id] = cached
         return cached.state
 
+    def _head(self, pk: str, shard_id: str) -> tuple[str | None, tuple[str, frozenset[str]]]:
+        """A warm batch's one read: the shard item's revision and the list of the step's
+        shards (:meth:`quiet` takes it), in one ``BatchGetItem``, both strongly consistent.
+        Returns the revision (``None``: no shard item) and ``(shard_id, the shards)``."""
+        keys = [{"shard": {"S": pk}, "window": {"S": _SHARD_SK}},
+                {"shard": {"S": self.prefix + _REGISTRY}, "window": {"S": _REGISTRY}}]  # fmt: skip
+        request: dict[str, Any] = {self.table: {
+            "Keys": keys,
+            "ConsistentRead": True,
+            "ProjectionExpression": "#w, #r, #s",
+            "ExpressionAttributeNames": {"#w": "window", "#r": "rev", "#s": "shards"},
+        }}  # fmt: skip
+        rev: str | None = None
+        shards: frozenset[str] = frozenset()
+        while request:
+            page = self._call("BatchGetItem", self.client.batch_get_item, RequestItems=request)
+            for item in page.get("Responses", {}).get(self.table, []):
+                if item["window"]["S"] == _SHARD_SK:
+                    rev = item["rev"]["S"]
+                elif "shards" in item:
+                    shards = frozenset(item["shards"]["SS"])
+            request = page.get("UnprocessedKeys") or {}
+        return rev, (shard_id, shards)
+
     def quiet(self, shard_id: str, cutoff: float) -> dict[str, ShardState]:
         """The other shards with no batch since ``cutoff`` and a window that ends (plus
         the lateness) by then, at most 99 and :data:`_QUIET_BYTES` of items (one
         transaction, at most 100 items and 4 MB, commits them with this shard)."""
-        registry = self._call(
-            "GetItem",
-            self.client.get_item,
-            TableName=self.table,
-            Key={"shard": {"S": self.prefix + _REGISTRY}, "window": {"S": _REGISTRY}},
-            ConsistentRead=True,
-        ).get("Item")
-        others = sorted(set(registry["shards"]["SS"]) - {shard_id}) if registry else []
+        self._asks_quiet = True  # from now on, a warm batch reads the list with its rev
+        listed = getattr(self._local, "registry", None)
+        self._local.registry = None
+        if listed is None or listed[0] != shard_id:  # a cold start: read it now
+            registry = self._call(
+                "GetItem",
+                self.client.get_item,
+                TableName=self.table,
+                Key={"shard": {"S": self.prefix + _REGISTRY}, "window": {"S": _REGISTRY}},
+                ConsistentRead=True,
+            ).get("Item")
+            listed = (shard_id, frozenset(registry["shards"]["SS"]) if registry else frozenset())
+        others = sorted(listed[1] - {shard_id})
         self._local.quiet = found = {}
         out: dict[str, ShardState] = {}
         room = _QUIET_BYTES
@@ -1248,17 +1316,16 @@ class DynamoDBStore:
         requests: list[dict[str, Any]],
         lost: type[WindowStateError] = WindowStateError,
     ) -> None:
-        if len(requests) <= 2:
-            for request in requests:
-                self._call(operation, method, lost=lost, **request)
+        """Independent writes (distinct items) at once, :data:`_PARALLEL_WRITES` at a time
+        (:func:`stream.overlap.run_all`: every wave ends before the next, or the caller
+        gets the first failure, nothing left running): a batch's window items are one
+        round trip, not one each. With the overlap switched off, in turn."""
+        if len(requests) == 1:
+            self._call(operation, method, lost=lost, **requests[0])
             return
-        from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415  # big batches only
-
-        with ThreadPoolExecutor(min(_PARALLEL_WRITES, len(requests))) as pool:
-            futures = [pool.submit(self._call, operation, method, lost=lost, **request)
-                       for request in requests]  # fmt: skip
-            for future in futures:
-                future.result()
+        for first in range(0, len(requests), _PARALLEL_WRITES):
+            run_all([partial(self._call, operation, method, lost=lost, **request)
+                     for request in requests[first : first + _PARALLEL_WRITES]])  # fmt: skip
 
     def _call(
         self,
