@@ -59,6 +59,7 @@ class Calls:
         self.calls: list[list[Any]] = []
         self.open: dict[int, list[Any]] = {}  # thread -> the call it is making
         self.barrier: threading.Barrier | None = None
+        self.held: Callable[[str, Any], bool] = lambda op, what: False
         client.meta.events.register("before-parameter-build.dynamodb", self._start)
         client.meta.events.register("after-call.dynamodb", self._end)
 
@@ -68,8 +69,8 @@ class Calls:
             what = sorted(k["window"]["S"] for t in params["RequestItems"].values()
                           for k in t["Keys"])  # fmt: skip
         barrier = self.barrier
-        if barrier is not None and model.name == "PutItem" and what.startswith("w#"):
-            barrier.wait()  # both window items in flight, or BrokenBarrierError
+        if barrier is not None and self.held(model.name, what):
+            barrier.wait()  # all the held calls in flight, or BrokenBarrierError
         with self.lock:
             call = [model.name, next(self.ticks), None, what]
             self.calls.append(call)
@@ -79,8 +80,43 @@ class Calls:
         with self.lock:
             self.open.pop(threading.get_ident())[2] = next(self.ticks)
 
+    def hold(self, n: int, held: Callable[[str, Any], bool]) -> None:
+        """From now on, the calls ``held`` picks (by operation and ``what``) wait until
+        ``n`` of them are in flight."""
+        self.barrier = threading.Barrier(n, timeout=BARRIER_S)
+        self.held = held
+
     def since(self, n: int) -> list[list[Any]]:
         return self.calls[n:]
+
+
+def window_items(op: str, what: Any) -> bool:
+    return op == "PutItem" and what.startswith("w#")
+
+
+class Hooked:
+    """The real client; before its first ``method`` call, ``hook`` runs (another
+    invocation), and the other calls of ``method`` wait for it."""
+
+    def __init__(self, client: Any, method: str) -> None:
+        self.client = client
+        self.method = method
+        self.hook: Callable[[], Any] | None = None
+        self.lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        call = getattr(self.client, name)
+        if name != self.method:
+            return call
+
+        def hooked(**request: Any) -> Any:
+            with self.lock:
+                if self.hook is not None:
+                    hook, self.hook = self.hook, None
+                    hook()
+            return call(**request)
+
+        return hooked
 
 
 def chain_depth(calls: list[list[Any]]) -> int:
@@ -134,7 +170,7 @@ class TestAWarmBatch:
         step = step_on(table, prefix, client)
         batch_on(step, "s0", [{"user": "a", "ts": 5}, {"user": "b", "ts": 5}], 1)
         seen = len(calls.calls)
-        calls.barrier = threading.Barrier(2, timeout=BARRIER_S)
+        calls.hold(2, window_items)
         batch_on(step, "s0", [{"user": "a", "ts": 6}, {"user": "b", "ts": 7}], 3)
         warm = calls.since(seen)
         windows = [c for c in warm if c[0] == "PutItem" and c[3].startswith("w#")]
@@ -161,12 +197,34 @@ class TestAWarmBatch:
         assert chain_depth(warm) == 4
 
 
-class TestQuietShardsOfAWarmBatch:
-    """The list of shards a warm batch read with its revision is the one the quiet-shard
-    rule uses: the quiet shards' own items are read after the batch is applied, and the
-    transaction is conditional on the revisions read then, as on a cold start."""
+class TestOtherShards:
+    """With other shards, a warm batch reads their shard items at the same time as its own
+    revision and the list of shards (the shards the list named last time): the quiet-shard
+    rule is decided on those items, and a quiet shard's partition is read after the batch is
+    applied, on the revision of the item read; the transaction is conditional on it."""
 
-    def test_closes_a_quiet_shard_s_windows_once(self, aws, table):
+    def test_their_items_are_read_at_once_with_the_revision_and_the_list(self, aws, table):
+        prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [10_000.0]
+        batch_on(step_on(table, prefix, client, clock), "s0", DOCS, 1)  # opens a, b on s0
+        calls = Calls(client)
+        s1 = step_on(table, prefix, client, clock)
+        z = [{"user": "z", "ts": 9_990 + n} for n in range(3)]
+        assert batch_on(s1, "s1", z[:1], 1) == []  # cold: reads the list once it is applied
+        seen = len(calls.calls)
+        calls.hold(2, lambda op, what: op == "BatchGetItem")
+        assert batch_on(s1, "s1", z[1:2], 2) == []  # warm; s0 is not quiet
+        warm = calls.since(seen)
+        assert sorted((op, what) for op, _, _, what in warm[:2]) == [
+            ("BatchGetItem", ["#shard"]),  # s0's shard item
+            ("BatchGetItem", ["#shard", "#shards"]),  # s1's revision and the list
+        ]
+        assert [(op, what) for op, _, _, what in warm[2:]] == [
+            ("PutItem", 'w#9960#"z"'),
+            ("PutItem", "#shard"),
+        ]
+        assert chain_depth(warm) == 3
+
+    def test_a_quiet_one_s_windows_close_once(self, aws, table):
         prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [10_000.0]
         batch_on(step_on(table, prefix, client, clock), "s0", DOCS, 1)  # opens a, b on s0
         calls = Calls(client)
@@ -178,14 +236,36 @@ class TestQuietShardsOfAWarmBatch:
         closing = batch_on(s1, "s1", z[1:2], 2)  # warm
         assert closing == [("f/a/1970-01-01T00:00:00Z", 2, "s1"),
                            ("f/b/1970-01-01T00:00:00Z", 1, "s1")]  # fmt: skip
-        assert [(op, what) for op, _, _, what in calls.since(seen)] == [
-            ("BatchGetItem", ["#shard", "#shards"]),  # s1's revision and the list
-            ("BatchGetItem", ["#shard"]),  # s0's shard item: quiet
+        warm = calls.since(seen)
+        assert sorted(op for op, *_ in warm[:2]) == ["BatchGetItem", "BatchGetItem"]
+        assert [(op, what) for op, _, _, what in warm[2:]] == [
             ("Query", None),  # s0's state
             ("PutItem", 'w#9960#"z"'),
             ("TransactWriteItems", None),  # s1's shard item and s0's
         ]
         assert batch_on(s1, "s1", z[2:], 3) == []  # nothing closes twice
+
+    def test_a_quiet_one_that_wakes_after_its_item_was_read_is_left_alone(self, aws, table):
+        """s0 is quiet when s1's warm batch reads its item, then has a batch of its own
+        (a record of an old time: its watermark stays behind the cutoff) before s1 reads
+        its partition: s1 closes nothing of s0's, which is not quiet any more."""
+        prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [10_000.0]
+        batch_on(step_on(table, prefix, client, clock), "s0", DOCS, 1)  # a, b; watermark 30
+        s0 = step_on(table, prefix, client, clock)
+        hooked = Hooked(client, "query")
+        s1 = step_on(table, prefix, hooked, clock)
+        z = [{"user": "z", "ts": 20_000 + n} for n in range(3)]
+        batch_on(s1, "s1", z[:1], 1)
+        clock[0] += 400  # s0 is quiet: s1's next batch reads its item so
+        hooked.hook = lambda: batch_on(s0, "s0", [{"user": "a", "ts": 40}], 5)
+        assert batch_on(s1, "s1", z[1:2], 2) == []  # s0's batch ran before its Query
+        assert hooked.hook is None
+        clock[0] += 299  # s0's batch was 299 s ago: not quiet
+        assert batch_on(s1, "s1", z[2:3], 3) == []
+        closer = {"user": "c", "ts": 61}
+        closed = batch_on(s0, "s0", [closer], 6)  # its own records close them, once
+        assert closed == [("f/a/1970-01-01T00:00:00Z", 3, "s0"),
+                          ("f/b/1970-01-01T00:00:00Z", 1, "s0")]  # fmt: skip
 
     def test_a_quiet_shard_that_wakes_before_the_commit_makes_the_batch_retry(self, aws, table):
         prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [10_000.0]
