@@ -786,8 +786,8 @@ class DynamoDBStore:
         self._local = threading.local()
         self._merge: Merge | None = None
         #: whether the step has asked for quiet shards (:meth:`quiet`): then a warm batch
-        #: reads the list of shards with its revision (:meth:`_head`); per thread, the
-        #: list this thread's batch read (``registry``: ``(shard_id, shards)`` or ``None``)
+        #: reads the list of shards with its revision (:meth:`_head`); per thread, what
+        #: this thread's batch read for the rule (``registry``: a :class:`_Listed`, or None)
         self._asks_quiet = False
         #: the list of shards as this process last read it: a warm batch reads those
         #: shards' items with its revision (the list only grows)
