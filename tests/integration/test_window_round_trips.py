@@ -3,9 +3,9 @@ session moto server: which calls it makes, and how many of them wait for one ano
 
 The calls are seen through botocore's own event hooks on a client of the test's (no call is
 patched): each call's start and end take a tick of one counter, so "A ended before B
-started" is an order, not a time. A barrier holds the window items' writes until both are
-in flight: written in turn, the first one waits for the second, the barrier breaks at its
-deadline, and the test fails.
+started" is an order, not a time. A barrier holds calls that should go at once (a batch's
+window items; its reads) until all of them are in flight: made in turn, the first one waits
+for the next, the barrier breaks at its deadline, and the test fails.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.integration
 
-BARRIER_S = 10  # how long a window item's write waits for the other one, at most
+BARRIER_S = 10  # how long a held call waits for the others, at most
 
 
 @pytest.fixture(scope="module")
