@@ -37,14 +37,15 @@ item last. Every write is conditional on what the batch read: a window item on t
 had, the shard item on its ``rev``. A batch that finds its shard item already past its
 records (a redelivery) applies nothing and writes nothing.
 
-Quiet shards (:meth:`DynamoDBStore.quiet`): a batch reads the list of shards and their items
-(``BatchGetItem``); a shard whose ``clock`` is older than the cutoff and whose ``next_end``
-(plus the lateness) is before it gets its state read, its windows closed by the window step
-(its greatest event time raised to the cutoff), and its shard item written in one
-``TransactWriteItems`` with this batch's shard item, whose outbox holds the results: both
-or neither. A quiet shard that wakes meanwhile changes its ``rev``, the transaction fails
-and the batch is retried. The closed windows' own items are marked closed by the quiet
-shard's next batch (its load finds them behind its watermark).
+Quiet shards (:meth:`DynamoDBStore.quiet`): a batch reads the list of shards and their
+items (``BatchGetItem``; with its own revision: below); a shard whose ``clock`` is older
+than the cutoff and whose ``next_end`` (plus the lateness) is before it gets its state read
+(its partition: at the revision of the item read, or it is left to a later batch), its
+windows closed by the window step (its greatest event time raised to the cutoff), and its
+shard item written in one ``TransactWriteItems`` with this batch's shard item, whose outbox
+holds the results: both or neither. A quiet shard that wakes meanwhile changes its
+``rev``, the transaction fails and the batch is retried. The closed windows' own items are
+marked closed by the quiet shard's next batch (its load finds them behind its watermark).
 
 A batch that fails half-way (some window items written, the shard item not) must change
 nothing either: each window item also carries ``v``, the shard position after the batch that
@@ -71,8 +72,41 @@ window (the child's own item holds the window from then on).
 Every failure of DynamoDB (throttling, a lost condition, a missing table) raises
 :class:`WindowStateError`, a :class:`~stream.exceptions.RetryableError`: the whole batch is
 reported and delivered again, and nothing is dead-lettered. The state cached in the process
-for warm invocations is checked against the shard item at every batch (one ``GetItem``) and
+for warm invocations is checked against the shard item's ``rev`` at every batch and
 dropped on any failure.
+
+Round trips of a warm batch (each waits for the one before; issue 17):
+
+1. the reads, at once, strongly consistent (:meth:`DynamoDBStore._head`): one
+   ``BatchGetItem`` of the shard item's ``rev`` and, once the step has asked for quiet
+   shards, the list of shards (``#shards``); and one of the other shards' items, those the
+   list named when this process last read it (none with one shard). Before: a ``GetItem``
+   of the ``rev``, then, once the batch was applied, a ``GetItem`` of the list, then a
+   ``BatchGetItem`` of the other shards' items, one after the other;
+2. (quiet shards only) their partitions (one ``Query`` each; :meth:`DynamoDBStore.quiet`),
+   and the items of shards listed since the process last read the list;
+3. the changed window items, all at once (at most 8 in flight: they share the shard's
+   partition key; :func:`stream.overlap.run_all`, so in turn when the overlap is off);
+4. the shard item (with the quiet shards', one transaction), once every window item is
+   written.
+
+Why reading the list and the other shards' items before the batch is applied is as safe as
+reading them just before the commit. The list only grows (``ADD``) and only says where to
+look. The quiet-shard rule (``clock``, ``next_end``, ``children``) is decided on a shard's
+item, and then its partition is read in step 2, after the batch is applied, as before: a
+shard whose partition's ``rev`` is not the one of the item read is left alone for this
+batch (it changed since: a batch of its own, a child's mark, another shard's close), so the
+rule holds of exactly the state that the transaction is conditional on (before, a change
+between the two reads went unseen). A shard missing from the list read was listed by its
+first commit, during this batch: its ``clock`` is then, so it is quiet for this batch's
+cutoff only if this batch ran longer than ``quiet_s``, and the next batch closes it (a close
+waits, at most, for a batch of another shard that starts after the shard went quiet:
+README, "Windows"). The revision check is the same strongly consistent read of the same
+item. The window items are distinct items, each written on the condition of its own ``v``,
+so their order among themselves never mattered (more than two went at once before too);
+what matters is that the shard item is written only once all of them succeeded, as step 4
+does: a batch that fails half-way leaves the shard item, and so the committed state, as it
+was.
 
 Closed items leave by TTL (``expires``: a day after the window closed, or after its end plus
 the lateness, whichever is later); open ones have none.
@@ -86,15 +120,17 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from processors.aggregations import NotANumber, ValueTooLarge
 from processors.errors import ProcessorError
 from processors.window_keys import key_json, key_of_json
 from stream.exceptions import RecordError, RetryableError
+from stream.overlap import run_all
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Mapping, Sequence
 
     #: Two parts' accumulators merged (a window two parents of a merge both held).
     Merge = Callable[[list[Any], list[Any]], list[Any]]
@@ -132,6 +168,8 @@ _MAX_QUIET = 99  # quiet shards closed per batch: a transaction holds at most 10
 #: The quiet shards' items a batch may rewrite with its own (at most about 400 KB), in bytes:
 #: a transaction is at most 4 MB. Past it, the next batch closes the rest.
 _QUIET_BYTES = 3_500_000
+#: Most of a batch's writes in flight at once: its window items share the shard's
+#: partition key, whose partition takes about 1,000 writes a second.
 _PARALLEL_WRITES = 8
 
 
@@ -685,6 +723,25 @@ class _View:
             self.max_time = t
 
 
+class _Listed:
+    """What a batch read for the quiet-shard rule (:meth:`DynamoDBStore._head`): the list
+    of the step's shards, the shards whose items it asked for, and those items by shard."""
+
+    __slots__ = ("asked", "items", "shard", "shards")
+
+    def __init__(
+        self,
+        shard: str,
+        shards: frozenset[str],
+        asked: frozenset[str],
+        items: dict[str, dict[str, Any]],
+    ) -> None:
+        self.shard = shard  # the batch's own shard
+        self.shards = shards
+        self.asked = asked
+        self.items = items
+
+
 class DynamoDBStore:
     """Window state in a DynamoDB table (see the module docstring).
 
@@ -702,8 +759,9 @@ class DynamoDBStore:
             the gap.
     """
 
-    __slots__ = ("_cache", "_client", "_legacy", "_local", "_merge", "end_of", "lateness",
-                 "now", "prefix", "reads", "size", "table", "writes")  # fmt: skip
+    __slots__ = ("_asks_quiet", "_cache", "_client", "_legacy", "_listed", "_local", "_merge",
+                 "end_of", "lateness", "now", "prefix", "reads", "size", "table",
+                 "writes")  # fmt: skip
 
     def __init__(  # noqa: PLR0917  # the step's settings, as keywords
         self,
@@ -727,6 +785,13 @@ class DynamoDBStore:
         #: the quiet shards' states this thread's batch read
         self._local = threading.local()
         self._merge: Merge | None = None
+        #: whether the step has asked for quiet shards (:meth:`quiet`): then a warm batch
+        #: reads the list of shards with its revision (:meth:`_head`); per thread, what
+        #: this thread's batch read for the rule (``registry``: a :class:`_Listed`, or None)
+        self._asks_quiet = False
+        #: the list of shards as this process last read it: a warm batch reads those
+        #: shards' items with its revision (the list only grows)
+        self._listed: frozenset[str] = frozenset()
         #: (partition key, key text, start) -> the key's JSON in an item an earlier version
         #: wrote under another JSON than :func:`~processors.window_keys.key_json` gives
         #: (a whole float key: ``w#0#1.0``, now ``w#0#1``); writes and claims go to that item
@@ -756,16 +821,21 @@ class DynamoDBStore:
         revision this process last wrote, else read again from the table."""
         pk = self.prefix + shard_id
         cached = self._cache.get(shard_id)
+        self._local.registry = None
         if cached is not None and cached.clean:
-            item = self._call(
-                "GetItem",
-                self.client.get_item,
-                TableName=self.table,
-                Key={"shard": {"S": pk}, "window": {"S": _SHARD_SK}},
-                ConsistentRead=True,
-                ProjectionExpression="rev",
-            ).get("Item")
-            if (item["rev"]["S"] if item else None) == cached.rev:
+            if self._asks_quiet:
+                rev, self._local.registry = self._head(pk, shard_id)
+            else:
+                item = self._call(
+                    "GetItem",
+                    self.client.get_item,
+                    TableName=self.table,
+                    Key={"shard": {"S": pk}, "window": {"S": _SHARD_SK}},
+                    ConsistentRead=True,
+                    ProjectionExpression="rev",
+                ).get("Item")
+                rev = item["rev"]["S"] if item else None
+            if rev == cached.rev:
                 cached.clean = False
                 return cached.state
         cached = self._read(pk)
@@ -773,45 +843,110 @@ class DynamoDBStore:
         self._cache[shard_id] = cached
         return cached.state
 
-    def quiet(self, shard_id: str, cutoff: float) -> dict[str, ShardState]:
-        """The other shards with no batch since ``cutoff`` and a window that ends (plus
-        the lateness) by then, at most 99 and :data:`_QUIET_BYTES` of items (one
-        transaction, at most 100 items and 4 MB, commits them with this shard)."""
-        registry = self._call(
-            "GetItem",
-            self.client.get_item,
-            TableName=self.table,
-            Key={"shard": {"S": self.prefix + _REGISTRY}, "window": {"S": _REGISTRY}},
-            ConsistentRead=True,
-        ).get("Item")
-        others = sorted(set(registry["shards"]["SS"]) - {shard_id}) if registry else []
-        self._local.quiet = found = {}
-        out: dict[str, ShardState] = {}
-        room = _QUIET_BYTES
-        for first in range(0, len(others), 100):
-            chunk = others[first : first + 100]
-            keys = [{"shard": {"S": self.prefix + o}, "window": {"S": _SHARD_SK}} for o in chunk]
-            request = {self.table: {"Keys": keys, "ConsistentRead": True}}
+    def _head(self, pk: str, shard_id: str) -> tuple[str | None, _Listed]:
+        """A warm batch's one round trip: the shard item's revision and the list of the
+        step's shards (one ``BatchGetItem``), and at the same time the shard items of the
+        other shards the list named last time in this process (another), all strongly
+        consistent; :meth:`quiet` takes the list and the items. Returns the revision
+        (``None``: no shard item) and what was read for :meth:`quiet`."""
+        others = sorted(self._listed - {shard_id})
+        reads: list[Callable[[], Any]] = [partial(self._rev_and_list, pk)]
+        if others:
+            reads.append(partial(self._shard_items, others))
+        done = run_all(reads)
+        rev, shards = done[0]
+        self._listed = shards
+        items = {i["shard"]["S"][len(self.prefix) :]: i for i in done[1]} if others else {}
+        return rev, _Listed(shard_id, shards, frozenset(others), items)
+
+    def _rev_and_list(self, pk: str) -> tuple[str | None, frozenset[str]]:
+        keys = [{"shard": {"S": pk}, "window": {"S": _SHARD_SK}},
+                {"shard": {"S": self.prefix + _REGISTRY}, "window": {"S": _REGISTRY}}]  # fmt: skip
+        request: dict[str, Any] = {self.table: {
+            "Keys": keys,
+            "ConsistentRead": True,
+            "ProjectionExpression": "#w, #r, #s",
+            "ExpressionAttributeNames": {"#w": "window", "#r": "rev", "#s": "shards"},
+        }}  # fmt: skip
+        rev: str | None = None
+        shards: frozenset[str] = frozenset()
+        while request:
+            page = self._call("BatchGetItem", self.client.batch_get_item, RequestItems=request)
+            for item in page.get("Responses", {}).get(self.table, []):
+                if item["window"]["S"] == _SHARD_SK:
+                    rev = item["rev"]["S"]
+                elif "shards" in item:
+                    shards = frozenset(item["shards"]["SS"])
+            request = page.get("UnprocessedKeys") or {}
+        return rev, shards
+
+    def _shard_items(self, shard_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The shards' items (``BatchGetItem``, strongly consistent; a shard with none
+        has no item in the list)."""
+        out: list[dict[str, Any]] = []
+        for first in range(0, len(shard_ids), 100):
+            keys = [{"shard": {"S": self.prefix + s}, "window": {"S": _SHARD_SK}}
+                    for s in shard_ids[first : first + 100]]  # fmt: skip
+            request: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": True}}
             while request:
                 page = self._call("BatchGetItem", self.client.batch_get_item,
                                   RequestItems=request)  # fmt: skip
-                for item in page.get("Responses", {}).get(self.table, []):
-                    next_end = _number(item["next_end"]["N"]) if "next_end" in item else None
-                    if (
-                        "clock" in item
-                        and "children" not in item  # a reshard's parent: its children close
-                        and float(item["clock"]["N"]) < cutoff
-                        and next_end is not None
-                        and next_end + self.lateness <= cutoff
-                        and len(out) < _MAX_QUIET
-                        and _size(item) <= room
-                    ):
-                        room -= _size(item)
-                        other = item["shard"]["S"][len(self.prefix) :]
-                        cached = self._read(item["shard"]["S"])
-                        found[other] = cached
-                        out[other] = cached.state
+                out += page.get("Responses", {}).get(self.table, [])
                 request = page.get("UnprocessedKeys") or {}
+        return out
+
+    def quiet(self, shard_id: str, cutoff: float) -> dict[str, ShardState]:
+        """The other shards with no batch since ``cutoff`` and a window that ends (plus
+        the lateness) by then, at most 99 and :data:`_QUIET_BYTES` of items (one
+        transaction, at most 100 items and 4 MB, commits them with this shard).
+
+        The list of shards and their items are those this batch read with its revision
+        (:meth:`_head`), or read now (a cold start; a shard listed since). Each quiet
+        shard's partition is then read, and a shard whose revision is no longer the one
+        its item had is left alone: it changed since (a batch of its own, a child's mark,
+        another shard's close), so the rule is decided on exactly the state that the
+        transaction is conditional on."""
+        self._asks_quiet = True  # from now on, a warm batch reads the list with its rev
+        listed: _Listed | None = getattr(self._local, "registry", None)
+        self._local.registry = None
+        if listed is None or listed.shard != shard_id:  # a cold start: read it now
+            registry = self._call(
+                "GetItem",
+                self.client.get_item,
+                TableName=self.table,
+                Key={"shard": {"S": self.prefix + _REGISTRY}, "window": {"S": _REGISTRY}},
+                ConsistentRead=True,
+            ).get("Item")
+            shards = frozenset(registry["shards"]["SS"]) if registry else frozenset()
+            listed = _Listed(shard_id, shards, frozenset(), {})
+            self._listed = shards
+        others = sorted(listed.shards - {shard_id})
+        items = dict(listed.items)
+        for fresh in self._shard_items([o for o in others if o not in listed.asked]):
+            items[fresh["shard"]["S"][len(self.prefix) :]] = fresh
+        self._local.quiet = found = {}
+        out: dict[str, ShardState] = {}
+        room = _QUIET_BYTES
+        for other in others:
+            item = items.get(other)
+            if item is None:  # no shard item (yet)
+                continue
+            next_end = _number(item["next_end"]["N"]) if "next_end" in item else None
+            if (
+                "clock" in item
+                and "children" not in item  # a reshard's parent: its children close
+                and float(item["clock"]["N"]) < cutoff
+                and next_end is not None
+                and next_end + self.lateness <= cutoff
+                and len(out) < _MAX_QUIET
+                and _size(item) <= room
+            ):
+                cached = self._read(item["shard"]["S"])
+                if cached.rev != item["rev"]["S"]:
+                    continue  # changed since its item was read: not decided on that
+                room -= _size(item)
+                found[other] = cached
+                out[other] = cached.state
         return out
 
     def _read(self, pk: str) -> _Cached:
@@ -907,21 +1042,13 @@ class DynamoDBStore:
 
     def progress(self, shard_ids: list[str]) -> dict[str, tuple[float | None, float | None]]:
         """The shards' items (``BatchGetItem``, strongly consistent)."""
-        out: dict[str, tuple[float | None, float | None]] = {}
-        for first in range(0, len(shard_ids), 100):
-            keys = [{"shard": {"S": self.prefix + s}, "window": {"S": _SHARD_SK}}
-                    for s in shard_ids[first : first + 100]]  # fmt: skip
-            request: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": True}}
-            while request:
-                page = self._call("BatchGetItem", self.client.batch_get_item,
-                                  RequestItems=request)  # fmt: skip
-                for item in page.get("Responses", {}).get(self.table, []):
-                    out[item["shard"]["S"][len(self.prefix) :]] = (
-                        float(item["max_time"]["N"]) if "max_time" in item else None,
-                        float(item["clock"]["N"]) if "clock" in item else None,
-                    )
-                request = page.get("UnprocessedKeys") or {}
-        return out
+        return {
+            item["shard"]["S"][len(self.prefix) :]: (
+                float(item["max_time"]["N"]) if "max_time" in item else None,
+                float(item["clock"]["N"]) if "clock" in item else None,
+            )
+            for item in self._shard_items(shard_ids)
+        }
 
     def inherit(
         self,
@@ -1248,17 +1375,16 @@ class DynamoDBStore:
         requests: list[dict[str, Any]],
         lost: type[WindowStateError] = WindowStateError,
     ) -> None:
-        if len(requests) <= 2:
-            for request in requests:
-                self._call(operation, method, lost=lost, **request)
+        """Independent writes (distinct items) at once, :data:`_PARALLEL_WRITES` at a time
+        (:func:`stream.overlap.run_all`: every wave ends before the next, or the caller
+        gets the first failure, nothing left running): a batch's window items are one
+        round trip, not one each. With the overlap switched off, in turn."""
+        if len(requests) == 1:
+            self._call(operation, method, lost=lost, **requests[0])
             return
-        from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415  # big batches only
-
-        with ThreadPoolExecutor(min(_PARALLEL_WRITES, len(requests))) as pool:
-            futures = [pool.submit(self._call, operation, method, lost=lost, **request)
-                       for request in requests]  # fmt: skip
-            for future in futures:
-                future.result()
+        for first in range(0, len(requests), _PARALLEL_WRITES):
+            run_all([partial(self._call, operation, method, lost=lost, **request)
+                     for request in requests[first : first + _PARALLEL_WRITES]])  # fmt: skip
 
     def _call(
         self,

@@ -210,19 +210,22 @@ class TestDynamoDBStore:
 
 
 class Before:
-    """The real client; before its first write, ``hook`` runs (another invocation)."""
+    """The real client; before its first write, ``hook`` runs (another invocation). A
+    batch writes its window items at once: each waits until the hook has run."""
 
     def __init__(self, client: Any, hook: Callable[[], Any]) -> None:
         self.client = client
         self.hook: Callable[[], Any] | None = hook
+        self.lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.client, name)
 
     def put_item(self, **request: Any) -> Any:
-        if self.hook is not None:
-            hook, self.hook = self.hook, None
-            hook()
+        with self.lock:
+            if self.hook is not None:
+                hook, self.hook = self.hook, None
+                hook()
         return self.client.put_item(**request)
 
 
