@@ -85,8 +85,10 @@ Round trips of a warm batch (each waits for the one before; issue 17):
    ``BatchGetItem`` of the other shards' items, one after the other;
 2. (quiet shards only) their partitions (one ``Query`` each; :meth:`DynamoDBStore.quiet`),
    and the items of shards listed since the process last read the list;
-3. the changed window items, all at once (at most 8 in flight: they share the shard's
-   partition key; :func:`stream.overlap.run_all`, so in turn when the overlap is off);
+3. the changed window items, all at once (in waves as wide as the ``latest`` sink's, 128:
+   :func:`stream.overlap.wave_width`; in turn when the overlap is off). They share the
+   shard's partition key, whose limit is a rate (1,000 write units a second), which a
+   batch's writes meet whether sent at once or one by one;
 4. the shard item (with the quiet shards', one transaction), once every window item is
    written.
 
@@ -127,7 +129,7 @@ from processors.aggregations import NotANumber, ValueTooLarge
 from processors.errors import ProcessorError
 from processors.window_keys import key_json, key_of_json
 from stream.exceptions import RecordError, RetryableError
-from stream.overlap import run_all
+from stream.overlap import run_all, wave_width
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -170,7 +172,6 @@ _MAX_QUIET = 99  # quiet shards closed per batch: a transaction holds at most 10
 _QUIET_BYTES = 3_500_000
 #: Most of a batch's writes in flight at once: its window items share the shard's
 #: partition key, whose partition takes about 1,000 writes a second.
-_PARALLEL_WRITES = 8
 
 
 class WindowStateError(ProcessorError, RetryableError):
@@ -1375,16 +1376,19 @@ class DynamoDBStore:
         requests: list[dict[str, Any]],
         lost: type[WindowStateError] = WindowStateError,
     ) -> None:
-        """Independent writes (distinct items) at once, :data:`_PARALLEL_WRITES` at a time
-        (:func:`stream.overlap.run_all`: every wave ends before the next, or the caller
-        gets the first failure, nothing left running): a batch's window items are one
-        round trip, not one each. With the overlap switched off, in turn."""
+        """Independent writes (distinct items) at once, in waves as wide as the ``latest``
+        sink's one-item calls (:func:`stream.overlap.wave_width`; :func:`~stream.overlap.run_all`:
+        every wave ends before the next, or the caller gets the first failure, nothing left
+        running): a batch's window items are one round trip, not one each (waves of 8 made
+        a batch that changed 300 windows 38 round trips). With the overlap switched off, in
+        turn."""
         if len(requests) == 1:
             self._call(operation, method, lost=lost, **requests[0])
             return
-        for first in range(0, len(requests), _PARALLEL_WRITES):
+        width = wave_width(one_item=True)
+        for first in range(0, len(requests), width):
             run_all([partial(self._call, operation, method, lost=lost, **request)
-                     for request in requests[first : first + _PARALLEL_WRITES]])  # fmt: skip
+                     for request in requests[first : first + width]])  # fmt: skip
 
     def _call(
         self,
