@@ -132,7 +132,7 @@ from stream.exceptions import RecordError, RetryableError
 from stream.overlap import run_all, wave_width
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
     #: Two parts' accumulators merged (a window two parents of a merge both held).
     Merge = Callable[[list[Any], list[Any]], list[Any]]
@@ -758,10 +758,11 @@ class DynamoDBStore:
             then a lower bound will do, it only sets the TTL); default start plus ``size``.
             Session windows (:mod:`processors.session`) end at their last event time plus
             the gap.
+        sleep: the wait before asking again for keys a ``BatchGetItem`` left unprocessed.
     """
 
     __slots__ = ("_asks_quiet", "_cache", "_client", "_legacy", "_listed", "_local", "_merge",
-                 "end_of", "lateness", "now", "prefix", "reads", "size", "table",
+                 "_sleep", "end_of", "lateness", "now", "prefix", "reads", "size", "table",
                  "writes")  # fmt: skip
 
     def __init__(  # noqa: PLR0917  # the step's settings, as keywords
@@ -773,9 +774,11 @@ class DynamoDBStore:
         client: Any = None,
         now: Callable[[], float] = time.time,
         end_of: Callable[[tuple[Any, Any], list[Any] | None], float] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.table = table
         self.end_of = end_of
+        self._sleep = sleep
         self.prefix = prefix
         self.lateness = lateness
         self.size = size
@@ -871,15 +874,36 @@ class DynamoDBStore:
         }}  # fmt: skip
         rev: str | None = None
         shards: frozenset[str] = frozenset()
-        while request:
-            page = self._call("BatchGetItem", self.client.batch_get_item, RequestItems=request)
+        for page in self._batch_get(request):
             for item in page.get("Responses", {}).get(self.table, []):
                 if item["window"]["S"] == _SHARD_SK:
                     rev = item["rev"]["S"]
                 elif "shards" in item:
                     shards = frozenset(item["shards"]["SS"])
-            request = page.get("UnprocessedKeys") or {}
         return rev, shards
+
+    def _batch_get(self, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """The pages of a ``BatchGetItem``: its ``UnprocessedKeys`` (what DynamoDB leaves
+        when the items' partition is throttled) asked again after a backoff, within the
+        sinks' budget of calls, then :class:`WindowStateError` (the batch is retried).
+        Asked again at once and without end, a throttled ``#shards`` item, which every
+        batch of every shard reads, was hammered until the invocation timed out (found in
+        review)."""
+        from stream.aws import MAX_ATTEMPTS, backoff_delay  # noqa: PLC0415
+
+        for attempt in range(MAX_ATTEMPTS):
+            if attempt:
+                self._sleep(backoff_delay(attempt))
+            page = self._call("BatchGetItem", self.client.batch_get_item, RequestItems=request)
+            yield page
+            request = page.get("UnprocessedKeys") or {}
+            if not request:
+                return
+        msg = (
+            f"window state: DynamoDB BatchGetItem on table {self.table!r}: keys still "
+            f"unprocessed after {MAX_ATTEMPTS} calls (the partition is throttled)"
+        )
+        raise WindowStateError(msg)
 
     def _shard_items(self, shard_ids: Sequence[str]) -> list[dict[str, Any]]:
         """The shards' items (``BatchGetItem``, strongly consistent; a shard with none
@@ -889,11 +913,8 @@ class DynamoDBStore:
             keys = [{"shard": {"S": self.prefix + s}, "window": {"S": _SHARD_SK}}
                     for s in shard_ids[first : first + 100]]  # fmt: skip
             request: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": True}}
-            while request:
-                page = self._call("BatchGetItem", self.client.batch_get_item,
-                                  RequestItems=request)  # fmt: skip
+            for page in self._batch_get(request):
                 out += page.get("Responses", {}).get(self.table, [])
-                request = page.get("UnprocessedKeys") or {}
         return out
 
     def quiet(self, shard_id: str, cutoff: float) -> dict[str, ShardState]:

@@ -287,3 +287,51 @@ class TestOtherShards:
         closing = batch_on(s1, "s1", z[2:3], 3)
         assert closing == [("f/a/1970-01-01T00:00:00Z", 3, "s1"),
                            ("f/b/1970-01-01T00:00:00Z", 1, "s1")]  # fmt: skip
+
+
+class _Unprocessing:
+    """The real client, but each ``BatchGetItem`` leaves the ``#shards`` key unprocessed, as
+    DynamoDB answers for a throttled partition (the list every shard's batch reads)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.armed = False
+        self.held = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def batch_get_item(self, **kwargs: Any) -> Any:
+        response = self.client.batch_get_item(**kwargs)
+        ((name, request),) = kwargs["RequestItems"].items()
+        held = [k for k in request["Keys"] if k["window"]["S"] == "#shards"]
+        if not self.armed or not held or self.held >= 50:  # 50: the old loop's end, in a test
+            return response
+        self.held += 1
+        got = response["Responses"][name]
+        response["Responses"][name] = [i for i in got if i["window"]["S"] != "#shards"]
+        response["UnprocessedKeys"] = {name: {**request, "Keys": held}}
+        return response
+
+
+def test_keys_left_unprocessed_are_asked_again_after_a_backoff_within_a_budget(aws, table):
+    """A throttled ``#shards`` item was asked for again at once and without end, until the
+    invocation timed out (found in review): now each try waits a backoff, and after the
+    sinks' budget of calls the batch fails retryably (the mapping delivers it again)."""
+    from stream.aws import MAX_ATTEMPTS  # noqa: PLC0415
+
+    prefix = uuid.uuid4().hex
+    proxy = _Unprocessing(aws("dynamodb"))
+    step = step_on(table, prefix, proxy)
+    waits: list[float] = []
+    step.store._sleep = waits.append  # type: ignore[attr-defined]  # no real waiting
+    batch_on(step, "s0", [{"user": "a", "ts": 5}], 1)  # cold: asks for quiet shards
+    batch_on(step, "s0", [{"user": "a", "ts": 6}], 2)  # warm: rev and list in one read
+    proxy.armed = True
+    records = [Record(orjson.dumps({"user": "a", "ts": 7}), "a", "3", shard_id="s0", index=0)]
+    result = Chain([Step.of("processors[0].window", step)]).run(records)
+    assert [f.retryable for f in result.failures] == [True]
+    assert "unprocessed after" in str(result.failures[0].error)
+    assert proxy.held == MAX_ATTEMPTS
+    assert len(waits) == MAX_ATTEMPTS - 1
+    assert all(w >= 0 for w in waits)
