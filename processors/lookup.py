@@ -275,6 +275,9 @@ class Lookup:
             (by default the budget of every sink, :data:`stream.aws.MAX_ATTEMPTS`).
         sleep: the backoff's sleep, injectable for tests.
         now: the cache's clock (monotonic seconds), injectable for tests.
+        number_keys: ``number`` (a number key is asked for as a DynamoDB number) or
+            ``text`` (as its decimal text: the table is one of the pipeline's ``dynamodb``
+            sinks, which write it so; the plan says which: ``compile_plan``).
 
     Raises:
         ValueError: a wrong option (the message names it).
@@ -312,7 +315,11 @@ class Lookup:
         max_attempts: int = MAX_ATTEMPTS,
         sleep: Callable[[float], None] = time.sleep,
         now: Callable[[], float] = time.monotonic,
+        number_keys: str = "number",
     ) -> None:
+        if number_keys not in {"number", "text"}:
+            msg = f"lookup.number_keys: expected number or text, got {number_keys!r}"
+            raise ValueError(msg)
         for name, text in (("table", table), ("key", key), ("into", into)):
             if not isinstance(text, str) or not text:
                 msg = f"lookup.{name}: expected a non-empty string, got {text!r}"
@@ -341,8 +348,9 @@ class Lookup:
         self.miss_ttl_s = miss_ttl
         self.batch_size = batch_size
         self._fetch: Fetch = fetch or DynamoDBFetch(
-            table, self.table_key, client=client, max_attempts=max_attempts, sleep=sleep
-        )
+            table, self.table_key, client=client, max_attempts=max_attempts, sleep=sleep,
+            number_keys=number_keys,
+        )  # fmt: skip
         self._cache = TTLCache(entries)
         self._now = now
         self._resolved: dict[KeyValue, _Entry] = {}
@@ -500,6 +508,8 @@ class DynamoDBFetch:
         max_delay: cap of one backoff: a lookup must not eat the Lambda's timeout.
         sleep: injectable for tests.
         consistent_read: strongly consistent reads (twice the read capacity).
+        number_keys: ``text`` asks for a number key as its decimal text (a table a
+            ``dynamodb`` sink writes: :func:`sinks.dynamodb.key_text`), ``number`` as a number.
     """
 
     __slots__ = (
@@ -510,6 +520,7 @@ class DynamoDBFetch:
         "consistent_read",
         "key",
         "max_attempts",
+        "number_keys",
         "table",
     )
 
@@ -524,6 +535,7 @@ class DynamoDBFetch:
         max_delay: float = MAX_DELAY_S,
         sleep: Callable[[float], None] = time.sleep,
         consistent_read: bool = False,
+        number_keys: str = "number",
     ) -> None:
         if max_attempts < 1:
             msg = f"lookup: max_attempts must be at least 1, got {max_attempts}"
@@ -532,6 +544,7 @@ class DynamoDBFetch:
         self.key = key
         self.max_attempts = max_attempts
         self.consistent_read = consistent_read
+        self.number_keys = number_keys
         self._client = client
         self._base_delay = base_delay
         self._max_delay = max_delay
@@ -554,6 +567,14 @@ class DynamoDBFetch:
         """
         client = self.client
         pending: list[dict[str, Any]] = [{self.key: _attribute(k)} for k in keys]
+        asked: dict[KeyValue | None, KeyValue] = {}  # a number's text -> the number asked
+        if self.number_keys == "text":
+            from sinks.dynamodb import key_text  # noqa: PLC0415  # the sink's own rule
+
+            for k, request in zip(keys, pending, strict=True):
+                if type(k) is not str:
+                    request[self.key] = {"S": key_text(str(k))}
+                    asked[request[self.key]["S"]] = k
         items: dict[KeyValue, dict[str, Any]] = {}
         error: LookupUnavailable | None = None
         for attempt in range(self.max_attempts):
@@ -567,15 +588,16 @@ class DynamoDBFetch:
                 continue
             error = None
             for item in response.get("Responses", {}).get(self.table, ()):
-                k = _key_of(item.get(self.key))
-                if k is not None:
-                    items[k] = {name: plain_value(v) for name, v in item.items()}
+                got = _key_of(item.get(self.key))
+                got = asked.get(got, got) if asked else got
+                if got is not None:
+                    items[got] = {name: plain_value(v) for name, v in item.items()}
             pending = response.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
             if not pending:
                 return Fetched(items)
         if error is not None and not items:
             raise error
-        left = (_key_of(k.get(self.key)) for k in pending)
+        left = (asked.get(k, k) for k in (_key_of(k.get(self.key)) for k in pending))
         return Fetched(items, tuple(k for k in left if k is not None))
 
     def _classify(self, exc: Exception) -> LookupUnavailable:
@@ -597,6 +619,7 @@ class DynamoDBFetch:
         raise LookupFailed(
             f"{reason}: {fix}" if fix else reason, code, table_wide=code != "ValidationException"
         ) from exc
+
 
 def plain_value(attribute: Mapping[str, Any]) -> Any:
     """A DynamoDB AttributeValue as plain JSON: what ``into`` receives.

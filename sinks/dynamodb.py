@@ -137,8 +137,11 @@ def key_text(number: str) -> str:
 
     >>> key_text("1042"), key_text("1.0"), key_text("2.50"), key_text("1E+3")
     ('1042', '1', '2.5', '1000')
+    >>> key_text("-0"), key_text("-0.0"), key_text("0E+3")
+    ('0', '0', '0')
     """
-    return format(Decimal(number).normalize(), "f")
+    value = Decimal(number)
+    return "0" if value.is_zero() else format(value.normalize(), "f")  # -0 is 0, as DynamoDB counts
 
 
 def _size(attribute: dict[str, Any]) -> int:

@@ -126,6 +126,9 @@ class LookupSpec(_Lookup, total=False):
     table_key: str
     miss_ttl_s: int
     max_entries: int
+    #: ``text`` when the table is one of the pipeline's ``dynamodb`` sinks, which write a
+    #: number key as its text; absent: a number key is a DynamoDB number
+    number_keys: Literal["number", "text"]
 
 
 class EnrichSpec(TypedDict, total=False):

@@ -270,6 +270,9 @@ def compile_plan(cfg: PipelineConfig) -> Plan:
     no ``overflow_bucket`` gets the first S3 sink's bucket, where dead letters too large
     for one message are written. A window step with ``state: dynamodb`` gets its table
     (:func:`deploy.names.window_table_name`) and its place in the chain (``table_prefix``).
+    A ``lookup`` on the table of one of the pipeline's ``dynamodb`` sinks asks for a number
+    key as its text (``number_keys: text``), as that sink writes it
+    (:func:`sinks.dynamodb.key_text`): else it would never find what the sink wrote.
     """
     spec = copy.deepcopy(cfg.normalized)
     buckets = [s["bucket"] for s in spec["sinks"].values() if s.get("type") == "s3"]
@@ -280,8 +283,13 @@ def compile_plan(cfg: PipelineConfig) -> Plan:
     for function in functions.values():
         function["filter_criteria"] = filter_criteria(function)
     tables = window_tables(spec)
+    sink_tables = {s["table"] for s in spec["sinks"].values() if s.get("type") == "dynamodb"}
     for name, function in functions.items():
         for index, entry in enumerate(function.get("processors") or ()):
+            enrich = entry.get("enrich") if isinstance(entry, dict) else None
+            lookup = enrich.get("lookup") if isinstance(enrich, dict) else None
+            if isinstance(lookup, dict) and lookup.get("table") in sink_tables:
+                lookup["number_keys"] = "text"  # the sink writes a number key as its text
             window = entry.get("window") if isinstance(entry, dict) else None
             if isinstance(window, dict) and name in tables and window.get("state") == "dynamodb":
                 window["table"] = tables[name]

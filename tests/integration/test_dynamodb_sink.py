@@ -167,6 +167,33 @@ class TestNumericKeys:
         (item,) = table_items(ddb, table)
         assert (item["order_id"], item["v"]) == ({"S": "7"}, {"N": "2"})
 
+    def test_a_lookup_on_the_sink_s_table_finds_what_it_wrote_under_a_number(self, ddb, unique):
+        """A function that enriches from a table another sink writes, by the same numeric
+        field: the plan asks the lookup for the number's text (found in review: it asked for
+        a DynamoDB number, never found the item, and the record went on unenriched)."""
+        from deploy.pipeline.config import compile_plan, parse_config  # noqa: PLC0415
+        from processors.lookup import Lookup  # noqa: PLC0415
+
+        table = make_table(ddb, f"orders-{unique}", append=False)
+        sink = DynamoDBSink("orders", table=table, key="order_id", client=ddb)
+        assert sink.write_batch(batch([{"order_id": 1042, "v": 1}]))[0].ok
+        text = (
+            f"name: p\nstream: {{name: s}}\nsinks:\n  orders: {{type: dynamodb, table: {table},"
+            " key: order_id, mode: latest}\n  out: {type: stdout}\nfunctions:\n  main:\n"
+            "    processors:\n      - enrich:\n          lookup: {table: TABLE, key: order_id,"
+            " into: order, on_miss: dead_letter}\n    route: [out]\n"
+        )
+        for looked, expected in ((table, "text"), ("elsewhere", None)):
+            plan = compile_plan(parse_config(text.replace("TABLE", looked), env={}))
+            (step,) = plan["functions"]["main"]["processors"]
+            assert step["enrich"]["lookup"].get("number_keys") == expected
+        plan = compile_plan(parse_config(text.replace("TABLE", table), env={}))
+        spec = dict(plan["functions"]["main"]["processors"][0]["enrich"]["lookup"])
+        lookup = Lookup(**spec, client=ddb)
+        (record,) = batch([{"order_id": 1042}])
+        lookup.prepare([record])
+        assert lookup(record).as_dict()["order"]["v"] == 1
+
 
 class TestClassification:
     def test_an_item_over_400_kb_is_permanent_and_does_not_fail_its_neighbours(self, ddb, unique):
