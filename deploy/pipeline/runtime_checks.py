@@ -223,8 +223,16 @@ def _asked_statements(what: str, owner: Any, options: Any) -> list[dict[str, Any
     hook = getattr(owner, "iam_statements", None)
     if hook is None:
         return []
+    try:
+        asked = list(hook(options) or ())
+    except ValueError:
+        raise
+    except Exception as exc:  # the plugin's bug: reported at its step or sink, not a crash
+        name = getattr(owner, "__name__", owner)
+        msg = f"{what}: {name}.iam_statements({options!r}) raised {exc!r}"
+        raise ValueError(msg) from exc
     statements = []
-    for n, raw in enumerate(hook(options) or ()):
+    for n, raw in enumerate(asked):
         where = f"{what}: {getattr(owner, '__name__', owner)}.iam_statements()[{n}]"
         if not isinstance(raw, dict) or not raw.get("Action") or not raw.get("Resource"):
             msg = f"{where} is {raw!r}; a statement is a mapping with Action and Resource"

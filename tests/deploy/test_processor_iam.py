@@ -61,6 +61,12 @@ class Denying(Tiers):
     @classmethod
     def iam_statements(cls, options):
         return [{"Effect": "Deny", "Action": "s3:*", "Resource": "*"}]
+
+
+class Crashing(Tiers):
+    @classmethod
+    def iam_statements(cls, options):
+        return [{"Action": "dynamodb:GetItem", "Resource": options["tabel"]}]
 """
 
 
@@ -102,3 +108,17 @@ def test_validate_refuses_a_statement_iam_would_not_take(project: Path) -> None:
     (problem,) = caught.value.errors
     assert (problem.line, problem.path) == (9, "functions.tier.processors[1]")
     assert "Denying.iam_statements()[0]: Effect 'Deny'" in problem.message
+
+
+def test_an_iam_statements_hook_that_raises_is_an_error_at_its_step(project: Path) -> None:
+    """A plugin's bug in ``iam_statements`` (here a KeyError) is reported at the step's
+    line, as its other problems are; it stopped validate with a bare ``KeyError: 'tabel'``
+    (found in review)."""
+    (project / "crash.yaml").write_text(PIPELINE.replace("tiers:Tiers", "tiers:Crashing"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(project / "crash.yaml")
+    (problem,) = caught.value.errors
+    assert (problem.line, problem.path) == (9, "functions.tier.processors[1]")
+    assert "Crashing.iam_statements({'table': 'customer-tiers'}) raised KeyError('tabel')" in (
+        problem.message
+    )
