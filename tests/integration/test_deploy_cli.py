@@ -85,17 +85,20 @@ def test_deploy_diff_destroy(cli: list[str], pytestconfig: pytest.Config) -> Non
 
 
 def test_a_file_that_cannot_deploy_is_one_line_and_exit_1(cli: list[str]) -> None:
-    # one table with two key schemas: valid line by line, not deployable (a long name, the
-    # example this test had, is now a validate error at its line, exit 2)
-    shared = "  also: {type: dynamodb, table: deploy-cli-items, key: id, mode: append}\n"
-    Path("pipeline.yaml").write_text(PIPELINE.replace("functions:\n", shared + "functions:\n"))
+    # window state in the process: valid (shardline test runs it), not deployable (a long
+    # name and one table with two key schemas, this test's earlier examples, are now
+    # validate errors at their lines, exit 2)
+    window = "      - window: {key: id, size_s: 60, time: arrival, aggregate: {n: count}, state: memory}\n"
+    Path("pipeline.yaml").write_text(
+        PIPELINE.replace("    processors: []\n", "    processors:\n" + window)
+    )
 
     result = CliRunner().invoke(main, ["deploy", *cli])
 
-    assert result.exit_code == 1
+    assert result.exit_code == 1, result.output
     assert result.output.startswith("error: cannot deploy:")
     assert "Traceback" not in result.output
-    assert "table 'deploy-cli-items'" in result.output
+    assert "state: memory" in result.output
 
 
 def test_no_region_anywhere_names_the_fix(cli: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
