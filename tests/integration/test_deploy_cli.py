@@ -88,7 +88,10 @@ def test_a_file_that_cannot_deploy_is_one_line_and_exit_1(cli: list[str]) -> Non
     # window state in the process: valid (shardline test runs it), not deployable (a long
     # name and one table with two key schemas, this test's earlier examples, are now
     # validate errors at their lines, exit 2)
-    window = "      - window: {key: id, size_s: 60, time: arrival, aggregate: {n: count}, state: memory}\n"
+    window = (
+        "      - window: {key: id, size_s: 60, time: arrival, aggregate: {n: count},"
+        " state: memory}\n"
+    )
     Path("pipeline.yaml").write_text(
         PIPELINE.replace("    processors: []\n", "    processors:\n" + window)
     )
