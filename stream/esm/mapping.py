@@ -569,9 +569,10 @@ class EventSourceMapping:
 
         The server stamped the Date somewhere between ``sent`` and ``answered`` on this
         worker's clock: the estimate is taken at the middle, and a difference within half
-        the call's time (plus the tolerance) is no skew. Measured from the time before the
-        call, a slow answer (throttle retries inside botocore) had read as a clock ahead and
-        aged fresh records into on-failure (found in review)."""
+        the call's time (plus the tolerance) is no skew; an answer slower than twice the
+        tolerance changes nothing (it would have reset a skew already measured). Measured
+        from the time before the call, a slow answer (throttle retries inside botocore) had
+        read as a clock ahead and aged fresh records into on-failure (found in review)."""
         headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
         date = headers.get("date") if isinstance(headers, dict) else None
         if not date:
@@ -581,9 +582,11 @@ class EventSourceMapping:
         parsed = parsedate_tz(date)
         if parsed is None:
             return
-        middle = (sent + answered) / 2
-        skew = middle - (mktime_tz(parsed) + 0.5)  # the Date is whole seconds, rounded down
-        skew = skew if abs(skew) > CLOCK_SKEW_TOLERANCE_S + (answered - sent) / 2 else 0.0
+        half = (answered - sent) / 2
+        if half > CLOCK_SKEW_TOLERANCE_S:
+            return  # too slow an answer to tell: the estimate stays as the last one had it
+        skew = sent + half - (mktime_tz(parsed) + 0.5)  # the Date: whole seconds, rounded down
+        skew = skew if abs(skew) > CLOCK_SKEW_TOLERANCE_S + half else 0.0
         if skew and not self._skew:
             log.warning("this worker's clock is %+.1f s off Kinesis's: ages use Kinesis's", skew)
         elif self._skew and not skew:
