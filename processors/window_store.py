@@ -1242,11 +1242,15 @@ class DynamoDBStore:
         puts = []
         updates = {}
         too_large: set[WindowKey] = set()
+        read = _pos(cached.applied) if cached.applied else None
+        fence = False  # an item holds another attempt's pending write (the module docstring)
         for wkey in changed | cached.flushed:
             start = wkey[1]
             accs = state.windows.get(wkey)
             end: Any = start + self.size if self.end_of is None else self.end_of(wkey, accs)
             raw_v, saved, rank = cached.items.get(wkey, (None, None, 0))
+            if raw_v is not None and raw_v != v and (read is None or _pos(raw_v) > read):
+                fence = True
             if accs is None:
                 acc = None
                 expires = max(int(closed_ttl), int(end) + self.lateness + CLOSED_TTL_S)
@@ -1265,6 +1269,8 @@ class DynamoDBStore:
             updates[wkey] = (v, acc, rank)
         if too_large:
             raise _state_too_large(shard_id, too_large)
+        if fence and cached.rev is not None:  # no shard item yet: see the module docstring
+            self._fence(pk, cached)
         self._put_all(puts)
         cached.items.update(updates)
         cached.flushed = set()
@@ -1278,6 +1284,28 @@ class DynamoDBStore:
                 ExpressionAttributeValues={":s": {"SS": [shard_id]}},
             )
         self._write_shard_items(shard_id, cached, v, quiet)
+
+    def _fence(self, pk: dict[str, str], cached: _Cached) -> None:
+        """Before writing over another attempt's pending window items: the shard item gets
+        a new revision, on the one this batch read, so that attempt's commit (on the old
+        one) fails and its pending writes never become committed (the module docstring).
+        The outbox's parts keep the name of the revision that wrote them (``parts_rev``).
+
+        Raises:
+            WindowStateError: the revision changed since the read (another attempt
+                committed or fenced): the batch reads the state again.
+        """
+        rev = uuid.uuid4().hex
+        self._call(
+            "UpdateItem",
+            self.client.update_item,
+            TableName=self.table,
+            Key={"shard": pk, "window": {"S": _SHARD_SK}},
+            UpdateExpression="SET rev = :new, parts_rev = if_not_exists(parts_rev, :read)",
+            ConditionExpression="rev = :read",
+            ExpressionAttributeValues={":new": {"S": rev}, ":read": {"S": cached.rev}},
+        )
+        cached.rev = rev
 
     def _write_shard_items(
         self, shard_id: str, cached: _Cached, v: str, quiet: Mapping[str, ShardState]
@@ -1560,7 +1588,8 @@ def _outbox_of(shard_item: dict[str, Any], items: list[dict[str, Any]]) -> str |
     if "outbox_parts" not in shard_item:
         text: str | None = shard_item.get("outbox", {}).get("S")
         return text
-    prefix = f"{_PART}{shard_item['rev']['S']}#"
+    written = shard_item.get("parts_rev", shard_item["rev"])["S"]  # a fence moved ``rev``
+    prefix = f"{_PART}{written}#"
     parts = {i["window"]["S"]: i["part"]["S"] for i in items if i["window"]["S"].startswith(prefix)}
     return "".join(parts[f"{prefix}{i}"] for i in range(int(shard_item["outbox_parts"]["N"])))
 
