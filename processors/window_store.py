@@ -54,6 +54,40 @@ applied < ``v`` uses ``prev`` (absent: the window did not exist). Records are ap
 deterministically from the committed state, so the batch that later passes ``v`` writes the
 item again with the same records.
 
+Two attempts of one shard that overlap (a zombie: a worker paused past its lease in
+``shardline run``; a rare duplicate delivery on AWS) need one more rule, a fence. Without
+it: batch B (records 28-30) writes window item X (``v`` = 30) and has not committed; batch
+Z (record 28 alone) reads applied = 27 and X's ``prev``; B commits (applied = 30); Z writes
+X on the ``v`` it read (30, still there) with ``v`` = 28, and its shard item then fails:
+X reads as committed (28 <= 30) without record 29. The harm needs an attempt to write over
+an item holding ANOTHER attempt's pending write (read with ``v`` past the applied it read
+and other than its own new ``v``) while that attempt can still commit. So such a batch
+first moves the shard item's ``rev`` (:meth:`DynamoDBStore._fence`: ``UpdateItem`` on the
+``rev`` it read; lost: another attempt committed or fenced, the batch is read again), then
+writes its items, then its shard item on the new ``rev``. Why that is enough:
+
+* the other attempt's commit (on the old ``rev``, alone or in a quiet-shard transaction)
+  now fails, so its pending writes never become committed; its later item writes lose
+  their ``v`` condition where the fencer wrote, and elsewhere stay pending (``v`` past
+  the applied one: read as ``prev``), or, at or before the fencer's new applied, hold what
+  that position's records make of them (the determinism above);
+* an item pending at the batch's own new ``v`` needs no fence: its content at ``v`` is
+  the same function of the shard's records up to ``v`` (twins, a batch delivered twice,
+  make no extra call; nor does a normal batch, whose items are never pending);
+* an attempt based on an older ``rev`` loses the fence's condition, as it lost its commit's;
+  quiet-shard closes and a child's mark of its parent are conditional on ``rev`` too, and
+  so are retried, and the warm state of other processes is read again (its ``rev`` moved);
+* the outbox's parts are named by the revision that wrote them: the fence keeps that one
+  in ``parts_rev``, which the next commit's item drops;
+* two fencers can undo each other's commit (each batch is then delivered again); each
+  needs the other's pending items between its read and its commit, which a retry rarely
+  meets again.
+
+Not fenced: a shard with no shard item yet (``rev`` ``None``, its first commit). A fence
+would create an item that a cold start and a reshard's child take for a shard with state;
+its first batches still rely on ``attribute_not_exists`` of the shard item alone, so two
+overlapping attempts at a new shard's first batches can still lose a record as above.
+
 Reshards (:meth:`DynamoDBStore.inherit`): a child shard with no item yet reads its parents'
 partitions (one ``Query`` each; a parent that never had a batch is read through to its own
 parents) and starts from their open windows and greatest event time; its shard item lists

@@ -166,6 +166,34 @@ def test_a_zombie_batch_does_not_lose_a_record_another_invocation_applied(aws, t
     assert closed_k(fresh) == (4, 17 + 24 + 28 + 29)
 
 
+class Updates:
+    """The real client, counting its ``UpdateItem`` calls (a fence is one)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.updates = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def update_item(self, **request: Any) -> Any:
+        self.updates += 1
+        return self.client.update_item(**request)
+
+
+def test_the_same_batch_again_over_its_own_pending_writes_makes_no_extra_call(aws, table):
+    """Batch 28-30 dies before its shard item; delivered again whole, it finds its own
+    pending writes (``v`` = 30, its own): no fence, and the records count once."""
+    prefix = uuid.uuid4().hex
+    client = aws("dynamodb")
+    assert batch(window(table, prefix, client), [17, 24, 27]) == []
+    assert batch(window(table, prefix, ShardItemFails(client)), [28, 29, 30])
+    counted = Updates(client)
+    assert batch(window(table, prefix, counted), [28, 29, 30]) == []
+    assert counted.updates == 0
+    assert closed_k(window(table, prefix, client)) == (4, 17 + 24 + 28 + 29)
+
+
 def test_a_dead_attempt_s_pending_write_does_not_hold_a_smaller_redelivery(aws, table):
     """Batch 28-30 writes its window items and dies before its shard item (item ``k``:
     ``v`` = 30, pending). Bisected, record 28 comes alone, then 29-30: each commits (the
@@ -176,7 +204,9 @@ def test_a_dead_attempt_s_pending_write_does_not_hold_a_smaller_redelivery(aws, 
     dead = batch(window(table, prefix, ShardItemFails(client)), [28, 29, 30])
     assert dead
     assert all(isinstance(e, WindowStateError) for e in dead)
-    assert batch(window(table, prefix, client), [28]) == []
+    counted = Updates(client)
+    assert batch(window(table, prefix, counted), [28]) == []
+    assert counted.updates == 1  # the fence: item ``k`` holds the dead attempt's v = 30
     assert batch(window(table, prefix, client), [29, 30]) == []
     assert closed_k(window(table, prefix, client)) == (4, 17 + 24 + 28 + 29)
 
