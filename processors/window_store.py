@@ -198,6 +198,7 @@ _PART = "#outbox#"  # the parts of an outbox too large for the shard item: #outb
 #: Outbox JSON text (ASCII) kept in the shard item itself; a longer one goes in parts
 _OUTBOX_INLINE = 300_000
 _OUTBOX_PART = 350_000  # the text of one part item (DynamoDB: at most 400 KB an item)
+_TOKEN_LEN = 16  # a window item write's token (hex): unique per write, with 64 random bits
 _ITEM_LIMIT = 400_000  # a window item's bytes (DynamoDB's limit is 409,600): under it
 _REGISTRY = "#shards"  # the item listing the step's shards (partition and sort key)
 _MAX_QUIET = 99  # quiet shards closed per batch: a transaction holds at most 100 items
@@ -729,9 +730,10 @@ class _Cached:
         self.applied = applied  # the shard item's ``applied`` text, None: no item
         self.rev = rev  # the shard item's revision, new at each write; None: no item
         self.clean = True  # False while a batch holds the state (not committed yet)
-        #: (key, start) -> (the item's raw ``v`` or None: no item, its effective acc JSON,
-        #: its rank among the windows of its end)
-        self.items: dict[tuple[Any, int], tuple[str | None, str | None, int]] = {}
+        #: (key, start) -> (the item's raw ``v`` or None: no item, its write ``token`` or
+        #: None: an item of an earlier version, its effective acc JSON, its rank among the
+        #: windows of its end)
+        self.items: dict[tuple[Any, int], tuple[str | None, str | None, str | None, int]] = {}
         #: windows another shard's batch closed (quiet): marked closed at the next commit
         self.flushed: set[tuple[Any, int]] = set()
         #: a new child's ancestors -> the revision read: marked at its first commit
@@ -1036,7 +1038,8 @@ class DynamoDBStore:
                 continue
             wkey, raw_v, acc, closed, end, rank = _effective(item, applied, self.end_of)
             self._note_legacy(item, wkey)
-            cached.items[wkey] = (raw_v, None if closed else acc, rank)
+            token = item["token"]["S"] if "token" in item else None
+            cached.items[wkey] = (raw_v, token, None if closed else acc, rank)
             if acc is None and not closed:
                 continue
             settled.add(wkey)
@@ -1282,7 +1285,7 @@ class DynamoDBStore:
             start = wkey[1]
             accs = state.windows.get(wkey)
             end: Any = start + self.size if self.end_of is None else self.end_of(wkey, accs)
-            raw_v, saved, rank = cached.items.get(wkey, (None, None, 0))
+            raw_v, token, saved, rank = cached.items.get(wkey, (None, None, None, 0))
             if raw_v is not None and raw_v != v and (read is None or _pos(raw_v) > read):
                 fence = True
             if accs is None:
@@ -1296,11 +1299,12 @@ class DynamoDBStore:
                 acc = encode(accs)
                 expires = None
             stored = legacy.get((pk["S"], *wkey)) if legacy else None
-            item = window_item(pk, wkey, end, v, saved, acc, rank, expires, stored)
+            mine = uuid.uuid4().hex[:_TOKEN_LEN]
+            item = window_item(pk, wkey, end, v, saved, acc, rank, expires, stored, mine)
             if acc is not None and _too_large(item, acc):
                 too_large.add(wkey)
-            puts.append(_put(self.table, item, "v", raw_v))
-            updates[wkey] = (v, acc, rank)
+            puts.append(_put_window(self.table, item, raw_v, token))
+            updates[wkey] = (v, mine, acc, rank)
         if too_large:
             raise _state_too_large(shard_id, too_large)
         if fence and cached.rev is not None:  # no shard item yet: see the module docstring
@@ -1551,12 +1555,14 @@ def window_item(  # noqa: PLR0917  # the item's parts, each its own attribute
     rank: int,
     expires: int | None = None,
     stored: str | None = None,
+    token: str = "0" * _TOKEN_LEN,
 ) -> dict[str, Any]:
     """A window's item as the DynamoDB store writes it (the module docstring): ``acc``
     ``None`` is a closed window (its TTL ``expires``); ``saved`` the accumulators before
     the batch (``prev``); ``stored`` the key's JSON in an item an earlier version wrote
-    (default :func:`~processors.window_keys.key_json`). The memory store builds it too, to
-    apply the same size rule."""
+    (default :func:`~processors.window_keys.key_json`); ``token`` the write's own
+    (:data:`_TOKEN_LEN` characters: the memory store's stand-in has as many). The memory
+    store builds it too, to apply the same size rule."""
     key, start = wkey
     if stored is None:
         stored = key_json(key)
@@ -1567,6 +1573,7 @@ def window_item(  # noqa: PLR0917  # the item's parts, each its own attribute
         "start": {"N": _n(start)},
         "end": {"N": _n(end)},
         "v": {"S": v},
+        "token": {"S": token},
     }
     if saved is not None:
         item["prev"] = {"S": saved}
@@ -1614,6 +1621,22 @@ def _put(table: str, item: dict[str, Any], attribute: str, expected: str | None)
         request["ExpressionAttributeNames"] = {"#a": attribute}
         request["ExpressionAttributeValues"] = {":a": {"S": expected}}
     return request
+
+
+def _put_window(
+    table: str, item: dict[str, Any], raw_v: str | None, token: str | None
+) -> dict[str, Any]:
+    """A window item's PutItem, on the condition that the item is still the one the batch
+    read: by its write ``token`` (unique per write, where ``v`` can come back: two attempts
+    whose batches end at one position write one ``v``); an item of an earlier version, with
+    no token, by its ``v``; none read, that there is none."""
+    if raw_v is None or token is None:
+        request = _put(table, item, "v", raw_v)
+        if raw_v is not None:
+            request["ConditionExpression"] += " AND attribute_not_exists(#t)"
+            request["ExpressionAttributeNames"]["#t"] = "token"
+        return request
+    return _put(table, item, "token", token)
 
 
 def _outbox_of(shard_item: dict[str, Any], items: list[dict[str, Any]]) -> str | None:

@@ -71,9 +71,9 @@ def table(aws: Callable[[str], Any]) -> str:
     return window_table_name(plan, "f")
 
 
-def batch(step: Window, positions: list[int]) -> list[Exception]:
+def batch(step: Window, positions: list[int], docs: dict[int, Any] = DOCS) -> list[Exception]:
     """The records at ``positions`` through the step: the errors of the failed ones."""
-    records = [Record(orjson.dumps(DOCS[p]), DOCS[p]["user"], str(p), shard_id="s0", index=i)
+    records = [Record(orjson.dumps(docs[p]), docs[p]["user"], str(p), shard_id="s0", index=i)
                for i, p in enumerate(positions)]  # fmt: skip
     return [f.error for f in Chain([Step.of("w", step)]).run(records).failures]
 
@@ -243,3 +243,96 @@ def test_a_fence_keeps_the_committed_outbox_s_parts_readable(aws, table):
     assert not again.failures
     assert [r.json for r in again.records] == [r.json for r in closing.records]
     assert not on(client, later, 16).failures
+
+
+#: key ``k``'s records 17, 19, 20, 21 and key ``o``'s 18, in the window [0, 60)
+ABA = {
+    p: {"user": u, "ts": p - 10, "amount": p, "product": "p", "page": "/"}
+    for p, u in {17: "k", 18: "o", 19: "k", 20: "k", 21: "k"}.items()
+} | {90: DOCS[90]}
+
+
+class HoldsItsWindowWrite:
+    """The real client; the first window item write waits for ``go``, then sets ``done``;
+    the shard item's write waits for ``commit``."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.at_write = threading.Event()
+        self.go = threading.Event()
+        self.done = threading.Event()
+        self.commit = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def put_item(self, **request: Any) -> Any:
+        if request["Item"]["window"]["S"] == "#shard":
+            wait(self.commit, "the other batch's commit")
+        if not request["Item"]["window"]["S"].startswith("w#") or self.done.is_set():
+            return self.client.put_item(**request)
+        self.at_write.set()
+        try:
+            wait(self.go, "the other batch's window write")
+            return self.client.put_item(**request)
+        finally:
+            self.done.set()
+
+
+class BeforeItsCommit:
+    """The real client; before the shard item's write, ``hook`` runs (once)."""
+
+    def __init__(self, client: Any, hook: Callable[[], None]) -> None:
+        self.client = client
+        self.hook: Callable[[], None] | None = hook
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def put_item(self, **request: Any) -> Any:
+        if self.hook is not None and request["Item"]["window"]["S"] == "#shard":
+            hook, self.hook = self.hook, None
+            hook()
+        return self.client.put_item(**request)
+
+
+def test_a_write_over_a_committed_item_with_the_same_v_loses_its_condition(aws, table):
+    """Three attempts (found by the model: an item's ``v`` can come back, so a condition
+    on ``v`` alone misses a write in between). Committed: 17. A (18-20) dies after its
+    window items: item ``k`` pending at ``v`` = 20. C (18) commits. B (19-21) reads
+    (applied 18), fences (``k`` holds A's pending write), and waits before writing ``k``.
+    Z (19-20) reads after B's fence, writes ``k`` at ``v`` = 20 (its own ``v``: no fence),
+    and before Z commits, B writes ``k``: on a condition of ``v`` = 20 it would hold, and
+    ``k`` would read, once Z committed, as B's ``prev`` (17 alone). Each failed batch is
+    then delivered again: ``k`` holds 17, 19, 20, 21."""
+    prefix = uuid.uuid4().hex
+    client = aws("dynamodb")
+    assert batch(window(table, prefix, client), [17], ABA) == []
+    assert batch(window(table, prefix, ShardItemFails(client)), [18, 19, 20], ABA)  # A
+    assert batch(window(table, prefix, client), [18], ABA) == []  # C
+    held = HoldsItsWindowWrite(client)
+    b_errors: list[Exception] = []
+    b = threading.Thread(target=lambda: b_errors.extend(
+        batch(window(table, prefix, held), [19, 20, 21], ABA)))  # fmt: skip
+    b.start()
+    try:
+        wait(held.at_write, "B's fence")
+
+        def b_writes() -> None:  # between Z's window write and Z's commit
+            held.go.set()
+            wait(held.done, "B's window write")
+
+        z_errors = batch(window(table, prefix, BeforeItsCommit(client, b_writes)), [19, 20], ABA)
+    finally:
+        held.go.set()
+        held.commit.set()  # B's commit, after Z's
+        b.join(WAIT_S)
+    assert not b.is_alive()
+    assert held.done.is_set()  # the interleaving happened
+    assert all(isinstance(e, WindowStateError) for e in b_errors + z_errors)
+    fresh = window(table, prefix, client)
+    if z_errors:
+        assert batch(fresh, [19, 20], ABA) == []
+    if b_errors:
+        assert batch(fresh, [19, 20, 21], ABA) == []
+    assert closed_k(fresh) == (4, 17 + 19 + 20 + 21)
