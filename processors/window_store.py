@@ -33,8 +33,9 @@ with that window's records dead-lettered. The memory store applies the same rule
 item (:func:`window_item`; :class:`MemoryStore`), so ``shardline test`` refuses it too.
 
 A batch (:meth:`DynamoDBStore.commit`) writes each changed (key, window) once, then the shard
-item last. Every write is conditional on what the batch read: a window item on the ``v`` it
-had, the shard item on its ``rev``. A batch that finds its shard item already past its
+item last. Every write is conditional on what the batch read: a window item on the write
+``token`` it had (new at each write; an item of an earlier version, with none, on its
+``v``), the shard item on its ``rev``. A batch that finds its shard item already past its
 records (a redelivery) applies nothing and writes nothing.
 
 Quiet shards (:meth:`DynamoDBStore.quiet`): a batch reads the list of shards and their
@@ -58,7 +59,7 @@ Two attempts of one shard that overlap (a zombie: a worker paused past its lease
 ``shardline run``; a rare duplicate delivery on AWS) need one more rule, a fence. Without
 it: batch B (records 28-30) writes window item X (``v`` = 30) and has not committed; batch
 Z (record 28 alone) reads applied = 27 and X's ``prev``; B commits (applied = 30); Z writes
-X on the ``v`` it read (30, still there) with ``v`` = 28, and its shard item then fails:
+X on what it read (``v`` = 30, still there) with ``v`` = 28, and its shard item then fails:
 X reads as committed (28 <= 30) without record 29. The harm needs an attempt to write over
 an item holding ANOTHER attempt's pending write (read with ``v`` past the applied it read
 and other than its own new ``v``) while that attempt can still commit. So such a batch
@@ -68,9 +69,14 @@ writes its items, then its shard item on the new ``rev``. Why that is enough:
 
 * the other attempt's commit (on the old ``rev``, alone or in a quiet-shard transaction)
   now fails, so its pending writes never become committed; its later item writes lose
-  their ``v`` condition where the fencer wrote, and elsewhere stay pending (``v`` past
-  the applied one: read as ``prev``), or, at or before the fencer's new applied, hold what
-  that position's records make of them (the determinism above);
+  their condition where the fencer (or anyone) wrote since its read, and elsewhere stay
+  pending (``v`` past the applied one: read as ``prev``), or, at or before the fencer's
+  new applied, hold what that position's records make of them (the determinism above).
+  That needs the condition on the write ``token`` (random, new at each write), not on
+  ``v``: ``v`` comes back. Attempt A (18-20) dies leaving item X pending at ``v`` = 20;
+  B (19-21) reads it and fences; Z (19-20) reads after that fence and writes X at ``v``
+  = 20 (its own: no fence); B then writes X on ``v`` = 20, which still holds, and Z
+  commits: X reads as B's ``prev``, without 19 and 20. On the token, B's write fails;
 * an item pending at the batch's own new ``v`` needs no fence: its content at ``v`` is
   the same function of the shard's records up to ``v`` (twins, a batch delivered twice,
   make no extra call; nor does a normal batch, whose items are never pending);
@@ -138,7 +144,7 @@ first commit, during this batch: its ``clock`` is then, so it is quiet for this 
 cutoff only if this batch ran longer than ``quiet_s``, and the next batch closes it (a close
 waits, at most, for a batch of another shard that starts after the shard went quiet:
 README, "Windows"). The revision check is the same strongly consistent read of the same
-item. The window items are distinct items, each written on the condition of its own ``v``,
+item. The window items are distinct items, each written on the condition of its own token,
 so their order among themselves never mattered (more than two went at once before too);
 what matters is that the shard item is written only once all of them succeeded, as step 4
 does: a batch that fails half-way leaves the shard item, and so the committed state, as it
