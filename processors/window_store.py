@@ -89,10 +89,11 @@ writes its items, then its shard item on the new ``rev``. Why that is enough:
   needs the other's pending items between its read and its commit, which a retry rarely
   meets again.
 
-Not fenced: a shard with no shard item yet (``rev`` ``None``, its first commit). A fence
-would create an item that a cold start and a reshard's child take for a shard with state;
-its first batches still rely on ``attribute_not_exists`` of the shard item alone, so two
-overlapping attempts at a new shard's first batches can still lose a record as above.
+A shard with no shard item yet (before its first commit) is fenced by creating one with
+nothing applied (``applied`` empty) and no ``clock`` (:func:`_fenced_only`): a cold start
+reads it as a shard with nothing committed (a reshard's child inherits again), a child of
+it reads through it to its parents, the quiet-shard rule and the heirs' progress skip it,
+and the first real commit lists the shard (``#shards``).
 
 Reshards (:meth:`DynamoDBStore.inherit`): a child shard with no item yet reads its parents'
 partitions (one ``Query`` each; a parent that never had a batch is read through to its own
@@ -728,7 +729,7 @@ class _Cached:
     """A shard's state as this process last committed it, and what it knows of the items."""
 
     __slots__ = ("applied", "clean", "clock", "flushed", "items", "parts", "rev", "state",
-                 "unmarked")  # fmt: skip
+                 "unlisted", "unmarked")  # fmt: skip
 
     def __init__(self, state: ShardState, applied: str | None, rev: str | None) -> None:
         self.state = state
@@ -736,6 +737,8 @@ class _Cached:
         self.applied = applied  # the shard item's ``applied`` text, None: no item
         self.rev = rev  # the shard item's revision, new at each write; None: no item
         self.clean = True  # False while a batch holds the state (not committed yet)
+        #: no commit yet (no shard item, or a fence's only): the commit lists the shard
+        self.unlisted = rev is None
         #: (key, start) -> (the item's raw ``v`` or None: no item, its write ``token`` or
         #: None: an item of an earlier version, its effective acc JSON, its rank among the
         #: windows of its end)
@@ -1037,6 +1040,8 @@ class DynamoDBStore:
         cached.parts = {i["window"]["S"] for i in items if i["window"]["S"].startswith(_PART)}
         if shard_item is not None and "clock" in shard_item:
             cached.clock = float(shard_item["clock"]["N"])
+        if shard_item is not None and _fenced_only(shard_item):
+            cached.unlisted = True
         opened: list[tuple[Any, int, tuple[Any, Any]]] = []  # ends: int, or float (sessions)
         settled: set[WindowKey] = set()  # windows with an item of their own here
         for item in items:
@@ -1092,6 +1097,7 @@ class DynamoDBStore:
                 float(item["clock"]["N"]) if "clock" in item else None,
             )
             for item in self._shard_items(shard_ids)
+            if not _fenced_only(item)
         }
 
     def inherit(
@@ -1129,7 +1135,7 @@ class DynamoDBStore:
         for parent in parents:
             items = self._query(self.prefix + parent)
             head = next((i for i in items if i["window"]["S"] == _SHARD_SK), None)
-            if head is None:  # never had a batch: what it would have inherited
+            if head is None or _fenced_only(head):  # no batch committed: what it inherits
                 if parents_of is not None:
                     sub = self._view(me, parents_of(parent), parents_of, via)
                     view.later(sub.max_time)
@@ -1313,12 +1319,12 @@ class DynamoDBStore:
             updates[wkey] = (v, mine, acc, rank)
         if too_large:
             raise _state_too_large(shard_id, too_large)
-        if fence and cached.rev is not None:  # no shard item yet: see the module docstring
+        if fence:
             self._fence(pk, cached)
         self._put_all(puts)
         cached.items.update(updates)
         cached.flushed = set()
-        if cached.rev is None:  # a new shard: where other shards' batches find it
+        if cached.unlisted:  # a new shard: where other shards' batches find it
             self._call(
                 "UpdateItem",
                 self.client.update_item,
@@ -1327,6 +1333,7 @@ class DynamoDBStore:
                 UpdateExpression="ADD shards :s",
                 ExpressionAttributeValues={":s": {"SS": [shard_id]}},
             )
+            cached.unlisted = False
         self._write_shard_items(shard_id, cached, v, quiet)
 
     def _fence(self, pk: dict[str, str], cached: _Cached) -> None:
@@ -1334,12 +1341,20 @@ class DynamoDBStore:
         a new revision, on the one this batch read, so that attempt's commit (on the old
         one) fails and its pending writes never become committed (the module docstring).
         The outbox's parts keep the name of the revision that wrote them (``parts_rev``).
+        A shard with no shard item yet gets one with nothing applied (``applied`` empty)
+        and no ``clock``: :func:`_fenced_only`.
 
         Raises:
             WindowStateError: the revision changed since the read (another attempt
                 committed or fenced): the batch reads the state again.
         """
         rev = uuid.uuid4().hex
+        if cached.rev is None:
+            item = {"shard": pk, "window": {"S": _SHARD_SK}, "applied": {"S": ""},
+                    "rev": {"S": rev}}  # fmt: skip
+            self._call("PutItem", self.client.put_item, **_put(self.table, item, "rev", None))
+            cached.rev, cached.applied = rev, ""
+            return
         self._call(
             "UpdateItem",
             self.client.update_item,
@@ -1627,6 +1642,12 @@ def _put(table: str, item: dict[str, Any], attribute: str, expected: str | None)
         request["ExpressionAttributeNames"] = {"#a": attribute}
         request["ExpressionAttributeValues"] = {":a": {"S": expected}}
     return request
+
+
+def _fenced_only(shard_item: dict[str, Any]) -> bool:
+    """A shard item that a fence made before the shard's first commit (no batch committed:
+    nothing applied and no ``clock``); read as no shard item by reshards' children."""
+    return not shard_item["applied"]["S"] and "clock" not in shard_item
 
 
 def _put_window(
