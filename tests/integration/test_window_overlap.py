@@ -15,7 +15,9 @@ around the real client's calls (no call is patched to succeed; waits have deadli
 Without a fence, B commits in step 3, Z's window write still holds in step 4 (its
 condition is the ``v`` it read, 30) and puts the window back to 17, 24, 28: record 29 is
 gone. With the fence, Z moves the shard item's revision before its window writes, so B's
-commit fails and B's records are delivered again.
+commit fails and B's records are delivered again. The same where B and Z are the shard's
+first batches (the fence creates the shard item), and with a third attempt whose pending
+write gives an item's ``v`` back (window item writes are conditional on a write token).
 """
 
 from __future__ import annotations
