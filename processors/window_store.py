@@ -33,8 +33,9 @@ with that window's records dead-lettered. The memory store applies the same rule
 item (:func:`window_item`; :class:`MemoryStore`), so ``shardline test`` refuses it too.
 
 A batch (:meth:`DynamoDBStore.commit`) writes each changed (key, window) once, then the shard
-item last. Every write is conditional on what the batch read: a window item on the ``v`` it
-had, the shard item on its ``rev``. A batch that finds its shard item already past its
+item last. Every write is conditional on what the batch read: a window item on the write
+``token`` it had (new at each write; an item of an earlier version, with none, on its
+``v``), the shard item on its ``rev``. A batch that finds its shard item already past its
 records (a redelivery) applies nothing and writes nothing.
 
 Quiet shards (:meth:`DynamoDBStore.quiet`): a batch reads the list of shards and their
@@ -53,6 +54,50 @@ wrote it, and ``prev``, its accumulators before that batch. A reader whose shard
 applied < ``v`` uses ``prev`` (absent: the window did not exist). Records are applied
 deterministically from the committed state, so the batch that later passes ``v`` writes the
 item again with the same records.
+
+Two attempts of one shard that overlap (a zombie: a worker paused past its lease in
+``shardline run``; a rare duplicate delivery on AWS) need one more rule, a fence. Without
+it: batch B (records 28-30) writes window item X (``v`` = 30) and has not committed; batch
+Z (record 28 alone) reads applied = 27 and X's ``prev``; B commits (applied = 30); Z writes
+X on what it read (``v`` = 30, still there) with ``v`` = 28, and its shard item then fails:
+X reads as committed (28 <= 30) without record 29. The harm needs an attempt to write over
+an item holding ANOTHER attempt's pending write (read with ``v`` past the applied it read
+and other than its own new ``v``) while that attempt can still commit. So such a batch
+first moves the shard item's ``rev`` (:meth:`DynamoDBStore._fence`: ``UpdateItem`` on the
+``rev`` it read; lost: another attempt committed or fenced, the batch is read again), then
+writes its items, then its shard item on the new ``rev``. Why that is enough:
+
+* the other attempt's commit (on the old ``rev``, alone or in a quiet-shard transaction)
+  now fails, so its pending writes never become committed; its later item writes lose
+  their condition where the fencer (or anyone) wrote since its read, and elsewhere stay
+  pending (``v`` past the applied one: read as ``prev``), or, at or before the fencer's
+  new applied, hold what that position's records make of them (the determinism above).
+  That needs the condition on the write ``token`` (random, new at each write), not on
+  ``v``: ``v`` comes back. Attempt A (18-20) dies leaving item X pending at ``v`` = 20;
+  B (19-21) reads it and fences; Z (19-20) reads after that fence and writes X at ``v``
+  = 20 (its own: no fence); B then writes X on ``v`` = 20, which still holds, and Z
+  commits: X reads as B's ``prev``, without 19 and 20. On the token, B's write fails;
+* an item pending at the batch's own new ``v`` needs no fence: its content at ``v`` is
+  the same function of the shard's records up to ``v`` (twins, a batch delivered twice,
+  make no extra call; nor does a normal batch, whose items are never pending);
+* an attempt based on an older ``rev`` loses the fence's condition, as it lost its commit's;
+  quiet-shard closes and a child's mark of its parent are conditional on ``rev`` too, and
+  so are retried, and the warm state of other processes is read again (its ``rev`` moved);
+* the outbox's parts are named by the revision that wrote them: the fence keeps that one
+  in ``parts_rev``, which the next commit's item drops;
+* two fencers can undo each other's commit (each batch is then delivered again); each
+  needs the other's pending items between its read and its commit, which a retry need
+  not meet again.
+
+Checked in the design study's model (``parallel-windows.md`` §9.3, mutant ``today`` with
+these rules; one lane, crashes, twins, zombies, restarts): 10,000 runs pass; with the
+conditions on ``v`` instead of the token, 19 of them lose records.
+
+A shard with no shard item yet (before its first commit) is fenced by creating one with
+nothing applied (``applied`` empty) and no ``clock`` (:func:`_fenced_only`): a cold start
+reads it as a shard with nothing committed (a reshard's child inherits again), a child of
+it reads through it to its parents, the quiet-shard rule and the heirs' progress skip it,
+and the first real commit lists the shard (``#shards``).
 
 Reshards (:meth:`DynamoDBStore.inherit`): a child shard with no item yet reads its parents'
 partitions (one ``Query`` each; a parent that never had a batch is read through to its own
@@ -104,7 +149,7 @@ first commit, during this batch: its ``clock`` is then, so it is quiet for this 
 cutoff only if this batch ran longer than ``quiet_s``, and the next batch closes it (a close
 waits, at most, for a batch of another shard that starts after the shard went quiet:
 README, "Windows"). The revision check is the same strongly consistent read of the same
-item. The window items are distinct items, each written on the condition of its own ``v``,
+item. The window items are distinct items, each written on the condition of its own token,
 so their order among themselves never mattered (more than two went at once before too);
 what matters is that the shard item is written only once all of them succeeded, as step 4
 does: a batch that fails half-way leaves the shard item, and so the committed state, as it
@@ -164,6 +209,7 @@ _PART = "#outbox#"  # the parts of an outbox too large for the shard item: #outb
 #: Outbox JSON text (ASCII) kept in the shard item itself; a longer one goes in parts
 _OUTBOX_INLINE = 300_000
 _OUTBOX_PART = 350_000  # the text of one part item (DynamoDB: at most 400 KB an item)
+_TOKEN_LEN = 16  # a window item write's token (hex): unique per write, with 64 random bits
 _ITEM_LIMIT = 400_000  # a window item's bytes (DynamoDB's limit is 409,600): under it
 _REGISTRY = "#shards"  # the item listing the step's shards (partition and sort key)
 _MAX_QUIET = 99  # quiet shards closed per batch: a transaction holds at most 100 items
@@ -687,7 +733,7 @@ class _Cached:
     """A shard's state as this process last committed it, and what it knows of the items."""
 
     __slots__ = ("applied", "clean", "clock", "flushed", "items", "parts", "rev", "state",
-                 "unmarked")  # fmt: skip
+                 "unlisted", "unmarked")  # fmt: skip
 
     def __init__(self, state: ShardState, applied: str | None, rev: str | None) -> None:
         self.state = state
@@ -695,9 +741,12 @@ class _Cached:
         self.applied = applied  # the shard item's ``applied`` text, None: no item
         self.rev = rev  # the shard item's revision, new at each write; None: no item
         self.clean = True  # False while a batch holds the state (not committed yet)
-        #: (key, start) -> (the item's raw ``v`` or None: no item, its effective acc JSON,
-        #: its rank among the windows of its end)
-        self.items: dict[tuple[Any, int], tuple[str | None, str | None, int]] = {}
+        #: no commit yet (no shard item, or a fence's only): the commit lists the shard
+        self.unlisted = rev is None
+        #: (key, start) -> (the item's raw ``v`` or None: no item, its write ``token`` or
+        #: None: an item of an earlier version, its effective acc JSON, its rank among the
+        #: windows of its end)
+        self.items: dict[tuple[Any, int], tuple[str | None, str | None, str | None, int]] = {}
         #: windows another shard's batch closed (quiet): marked closed at the next commit
         self.flushed: set[tuple[Any, int]] = set()
         #: a new child's ancestors -> the revision read: marked at its first commit
@@ -1016,6 +1065,8 @@ class DynamoDBStore:
         cached.parts = {i["window"]["S"] for i in items if i["window"]["S"].startswith(_PART)}
         if shard_item is not None and "clock" in shard_item:
             cached.clock = float(shard_item["clock"]["N"])
+        if shard_item is not None and _fenced_only(shard_item):
+            cached.unlisted = True
         opened: list[tuple[Any, int, tuple[Any, Any]]] = []  # ends: int, or float (sessions)
         settled: set[WindowKey] = set()  # windows with an item of their own here
         for item in items:
@@ -1023,7 +1074,8 @@ class DynamoDBStore:
                 continue
             wkey, raw_v, acc, closed, end, rank = _effective(item, applied, self.end_of)
             self._note_legacy(item, wkey)
-            cached.items[wkey] = (raw_v, None if closed else acc, rank)
+            token = item["token"]["S"] if "token" in item else None
+            cached.items[wkey] = (raw_v, token, None if closed else acc, rank)
             if acc is None and not closed:
                 continue
             settled.add(wkey)
@@ -1070,6 +1122,7 @@ class DynamoDBStore:
                 float(item["clock"]["N"]) if "clock" in item else None,
             )
             for item in self._shard_items(shard_ids)
+            if not _fenced_only(item)
         }
 
     def inherit(
@@ -1107,7 +1160,7 @@ class DynamoDBStore:
         for parent in parents:
             items = self._query(self.prefix + parent)
             head = next((i for i in items if i["window"]["S"] == _SHARD_SK), None)
-            if head is None:  # never had a batch: what it would have inherited
+            if head is None or _fenced_only(head):  # no batch committed: what it inherits
                 if parents_of is not None:
                     sub = self._view(me, parents_of(parent), parents_of, via)
                     view.later(sub.max_time)
@@ -1263,11 +1316,15 @@ class DynamoDBStore:
         puts = []
         updates = {}
         too_large: set[WindowKey] = set()
+        read = _pos(cached.applied) if cached.applied else None
+        fence = False  # an item holds another attempt's pending write (the module docstring)
         for wkey in changed | cached.flushed:
             start = wkey[1]
             accs = state.windows.get(wkey)
             end: Any = start + self.size if self.end_of is None else self.end_of(wkey, accs)
-            raw_v, saved, rank = cached.items.get(wkey, (None, None, 0))
+            raw_v, token, saved, rank = cached.items.get(wkey, (None, None, None, 0))
+            if raw_v is not None and raw_v != v and (read is None or _pos(raw_v) > read):
+                fence = True
             if accs is None:
                 acc = None
                 expires = max(int(closed_ttl), int(end) + self.lateness + CLOSED_TTL_S)
@@ -1279,17 +1336,20 @@ class DynamoDBStore:
                 acc = encode(accs)
                 expires = None
             stored = legacy.get((pk["S"], *wkey)) if legacy else None
-            item = window_item(pk, wkey, end, v, saved, acc, rank, expires, stored)
+            mine = uuid.uuid4().hex[:_TOKEN_LEN]
+            item = window_item(pk, wkey, end, v, saved, acc, rank, expires, stored, mine)
             if acc is not None and _too_large(item, acc):
                 too_large.add(wkey)
-            puts.append(_put(self.table, item, "v", raw_v))
-            updates[wkey] = (v, acc, rank)
+            puts.append(_put_window(self.table, item, raw_v, token))
+            updates[wkey] = (v, mine, acc, rank)
         if too_large:
             raise _state_too_large(shard_id, too_large)
+        if fence:
+            self._fence(pk, cached)
         self._put_all(puts)
         cached.items.update(updates)
         cached.flushed = set()
-        if cached.rev is None:  # a new shard: where other shards' batches find it
+        if cached.unlisted:  # a new shard: where other shards' batches find it
             self._call(
                 "UpdateItem",
                 self.client.update_item,
@@ -1298,7 +1358,38 @@ class DynamoDBStore:
                 UpdateExpression="ADD shards :s",
                 ExpressionAttributeValues={":s": {"SS": [shard_id]}},
             )
+            cached.unlisted = False
         self._write_shard_items(shard_id, cached, v, quiet)
+
+    def _fence(self, pk: dict[str, str], cached: _Cached) -> None:
+        """Before writing over another attempt's pending window items: the shard item gets
+        a new revision, on the one this batch read, so that attempt's commit (on the old
+        one) fails and its pending writes never become committed (the module docstring).
+        The outbox's parts keep the name of the revision that wrote them (``parts_rev``).
+        A shard with no shard item yet gets one with nothing applied (``applied`` empty)
+        and no ``clock``: :func:`_fenced_only`.
+
+        Raises:
+            WindowStateError: the revision changed since the read (another attempt
+                committed or fenced): the batch reads the state again.
+        """
+        rev = uuid.uuid4().hex
+        if cached.rev is None:
+            item = {"shard": pk, "window": {"S": _SHARD_SK}, "applied": {"S": ""},
+                    "rev": {"S": rev}}  # fmt: skip
+            self._call("PutItem", self.client.put_item, **_put(self.table, item, "rev", None))
+            cached.rev, cached.applied = rev, ""
+            return
+        self._call(
+            "UpdateItem",
+            self.client.update_item,
+            TableName=self.table,
+            Key={"shard": pk, "window": {"S": _SHARD_SK}},
+            UpdateExpression="SET rev = :new, parts_rev = if_not_exists(parts_rev, :read)",
+            ConditionExpression="rev = :read",
+            ExpressionAttributeValues={":new": {"S": rev}, ":read": {"S": cached.rev}},
+        )
+        cached.rev = rev
 
     def _write_shard_items(
         self, shard_id: str, cached: _Cached, v: str, quiet: Mapping[str, ShardState]
@@ -1510,12 +1601,14 @@ def window_item(  # noqa: PLR0917  # the item's parts, each its own attribute
     rank: int,
     expires: int | None = None,
     stored: str | None = None,
+    token: str = "0" * _TOKEN_LEN,
 ) -> dict[str, Any]:
     """A window's item as the DynamoDB store writes it (the module docstring): ``acc``
     ``None`` is a closed window (its TTL ``expires``); ``saved`` the accumulators before
     the batch (``prev``); ``stored`` the key's JSON in an item an earlier version wrote
-    (default :func:`~processors.window_keys.key_json`). The memory store builds it too, to
-    apply the same size rule."""
+    (default :func:`~processors.window_keys.key_json`); ``token`` the write's own
+    (:data:`_TOKEN_LEN` characters: the memory store's stand-in has as many). The memory
+    store builds it too, to apply the same size rule."""
     key, start = wkey
     if stored is None:
         stored = key_json(key)
@@ -1526,6 +1619,7 @@ def window_item(  # noqa: PLR0917  # the item's parts, each its own attribute
         "start": {"N": _n(start)},
         "end": {"N": _n(end)},
         "v": {"S": v},
+        "token": {"S": token},
     }
     if saved is not None:
         item["prev"] = {"S": saved}
@@ -1575,13 +1669,36 @@ def _put(table: str, item: dict[str, Any], attribute: str, expected: str | None)
     return request
 
 
+def _fenced_only(shard_item: dict[str, Any]) -> bool:
+    """A shard item that a fence made before the shard's first commit (no batch committed:
+    nothing applied and no ``clock``); read as no shard item by reshards' children."""
+    return not shard_item["applied"]["S"] and "clock" not in shard_item
+
+
+def _put_window(
+    table: str, item: dict[str, Any], raw_v: str | None, token: str | None
+) -> dict[str, Any]:
+    """A window item's PutItem, on the condition that the item is still the one the batch
+    read: by its write ``token`` (unique per write, where ``v`` can come back: two attempts
+    whose batches end at one position write one ``v``); an item of an earlier version, with
+    no token, by its ``v``; none read, that there is none."""
+    if raw_v is None or token is None:
+        request = _put(table, item, "v", raw_v)
+        if raw_v is not None:
+            request["ConditionExpression"] += " AND attribute_not_exists(#t)"
+            request["ExpressionAttributeNames"]["#t"] = "token"
+        return request
+    return _put(table, item, "token", token)
+
+
 def _outbox_of(shard_item: dict[str, Any], items: list[dict[str, Any]]) -> str | None:
     """The outbox's JSON text: in the shard item, or joined from its parts (``KeyError``:
     a part is missing, the state is unreadable)."""
     if "outbox_parts" not in shard_item:
         text: str | None = shard_item.get("outbox", {}).get("S")
         return text
-    prefix = f"{_PART}{shard_item['rev']['S']}#"
+    written = shard_item.get("parts_rev", shard_item["rev"])["S"]  # a fence moved ``rev``
+    prefix = f"{_PART}{written}#"
     parts = {i["window"]["S"]: i["part"]["S"] for i in items if i["window"]["S"].startswith(prefix)}
     return "".join(parts[f"{prefix}{i}"] for i in range(int(shard_item["outbox_parts"]["N"])))
 
