@@ -1210,7 +1210,10 @@ class DynamoDBStore:
                 lost=ClaimLost,
                 TableName=self.table,
                 Key={"shard": {"S": self.prefix + ancestor}, "window": {"S": _SHARD_SK}},
-                UpdateExpression="ADD children :c SET rev = :new",
+                # the outbox's parts keep the name of the revision that wrote them, as a
+                # fence's (an outbox in parts had become unreadable once marked)
+                UpdateExpression="ADD children :c SET rev = :new, "
+                "parts_rev = if_not_exists(parts_rev, :seen)",
                 ConditionExpression="rev = :seen",
                 ExpressionAttributeValues={
                     ":c": {"SS": [shard_id]},

@@ -251,6 +251,31 @@ def test_a_fence_keeps_the_committed_outbox_s_parts_readable(aws, table):
     assert not on(client, later, 16).failures
 
 
+
+def test_a_reshard_s_mark_keeps_the_parent_s_outbox_parts_readable(aws, table):
+    """A child's first commit marks its parent (``children``) and moves the parent's
+    revision, as a fence does: the parent's outbox in parts must still read back (it
+    raised ``KeyError``, the state unreadable, found with the fence)."""
+    from processors.window_store import _SHARD_SK  # noqa: PLC0415
+
+    prefix = uuid.uuid4().hex
+    client = aws("dynamodb")
+    step = window(table, prefix, client, aggregate={"n": "count", "page": {"last": "page"}})
+    docs = [{"user": f"u{i}", "ts": 5, "page": f"{i}" * 30_000} for i in range(14)]
+    docs.append({"user": "y", "ts": 61, "page": "/"})  # closes the 14: 420 KB of results
+    records = [Record(orjson.dumps(d), d["user"], str(1 + i), shard_id="s0", index=i)
+               for i, d in enumerate(docs)]  # fmt: skip
+    closing = Chain([Step.of("w", step)]).run(records)
+    assert not closing.failures
+    key = {"shard": {"S": f"{prefix}s0"}, "window": {"S": _SHARD_SK}}
+    item = client.get_item(TableName=table, Key=key, ConsistentRead=True)["Item"]
+    assert "outbox_parts" in item
+    step.store._mark("s1", {"s0": item["rev"]["S"]})  # type: ignore[attr-defined]
+    cold = window(table, prefix, client, aggregate={"n": "count", "page": {"last": "page"}})
+    again = Chain([Step.of("w", cold)]).run(records)  # the closing batch again, cold
+    assert not again.failures
+    assert [r.json for r in again.records] == [r.json for r in closing.records]
+
 #: key ``k``'s records 17, 19, 20, 21 and key ``o``'s 18, in the window [0, 60)
 ABA = {
     p: {"user": u, "ts": p - 10, "amount": p, "product": "p", "page": "/"}
