@@ -1161,8 +1161,8 @@ class DynamoDBStore:
             items = self._query(self.prefix + parent)
             head = next((i for i in items if i["window"]["S"] == _SHARD_SK), None)
             if head is None or _fenced_only(head):  # no batch committed: what it inherits
-                if parents_of is not None:
-                    sub = self._view(me, parents_of(parent), parents_of, via)
+                if parents_of is not None:  # and what it claimed without committing (review)
+                    sub = self._view(me, parents_of(parent), parents_of, (*via, parent))
                     view.later(sub.max_time)
                     view.parts += sub.parts
                     view.foreign |= sub.foreign
