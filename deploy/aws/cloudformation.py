@@ -184,11 +184,6 @@ class _Stores:
     window_tables: dict[str, str] = field(default_factory=dict)  # function: table
 
 
-def _destination(plan: Plan, function: str) -> tuple[str, str]:
-    """``("sqs", queue)`` or ``("s3", bucket)``: where the function's mapping gives up to."""
-    return on_failure_target(plan, function)
-
-
 def uses_efo(function: FunctionPlan) -> bool:
     """Whether the function reads through an enhanced fan-out consumer of its own.
 
@@ -210,7 +205,7 @@ def _stores(plan: Plan) -> _Stores:
         elif kind == "sqs" and spec["queue"] not in out.queues:
             out.queues.append(spec["queue"])
     for function in plan["functions"]:
-        kind, name = _destination(plan, function)
+        kind, name = on_failure_target(plan, function)
         if kind == "sqs":
             if name not in out.queues:
                 out.queues.append(name)
@@ -258,7 +253,8 @@ def logical_ids(plan: Plan) -> dict[tuple[str, str], str]:
     keys += [("Queue", q) for q in stores.queues]
     keys += [("QueueDepthAlarm", q) for q in stores.dead_letter_queues]
     keys += [("OnFailureObjectsAlarm", b) for b in stores.dead_letter_buckets]
-    keys += [("DeadLettersAlarm", f) for f in plan["functions"] if _destination(plan, f)[0] == "s3"]
+    s3_failures = [f for f in plan["functions"] if on_failure_target(plan, f)[0] == "s3"]
+    keys += [("DeadLettersAlarm", f) for f in s3_failures]
     keys += [("Consumer", f) for f in plan["functions"] if uses_efo(plan["functions"][f])]
     wanted: dict[tuple[str, str], str] = {}
     for kind, name in keys:
@@ -611,7 +607,7 @@ class _Builder:
             threshold=0,
             periods=1,
         )
-        kind, bucket = _destination(self.plan, function)
+        kind, bucket = on_failure_target(self.plan, function)
         if kind == "s3" and self.plan.get("metrics") is not False:
             self.resources[self.id("DeadLettersAlarm", function)] = _alarm(
                 f"{name}-dead-letters",
@@ -650,7 +646,7 @@ class _Builder:
 
     def mapping(self, function: str, spec: FunctionPlan) -> None:
         batch = spec["batch"]
-        kind, target = _destination(self.plan, function)
+        kind, target = on_failure_target(self.plan, function)
         destination = self.id("Queue" if kind == "sqs" else "Bucket", target)
         props: dict[str, Any] = {
             "EventSourceArn": self._source(function),
@@ -669,7 +665,8 @@ class _Builder:
             props["StartingPositionTimestamp"] = batch["starting_timestamp"]
         patterns = spec.get("filter_criteria") or []
         if patterns:
-            props["FilterCriteria"] = {"Filters": [{"Pattern": _pattern(p)} for p in patterns]}
+            filters = [{"Pattern": filter_pattern(p)} for p in patterns]
+            props["FilterCriteria"] = {"Filters": filters}
         self.resources[self.id("Mapping", function)] = {
             "Type": "AWS::Lambda::EventSourceMapping",
             "Properties": props,
@@ -724,7 +721,7 @@ class _Builder:
                 _WINDOW_STATE_ACTIONS,
                 [_get(self.id("WindowTable", function))],
             )
-        kind, target = _destination(self.plan, function)
+        kind, target = on_failure_target(self.plan, function)
         if kind == "sqs":
             queue = _get(self.id("Queue", target))
             policy.allow("OnFailureDestination", ["sqs:SendMessage"], [queue])
@@ -840,10 +837,6 @@ def _alarm(
             "TreatMissingData": "notBreaching",
         },
     }
-
-
-def _pattern(pattern: Any) -> str:
-    return filter_pattern(pattern)
 
 
 def _registry_schemas(function: FunctionPlan) -> list[tuple[str, str]]:
