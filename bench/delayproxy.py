@@ -15,7 +15,9 @@ every request since the last look, in arrival order, and resets it: ``[op, recei
 forwarded, served, answered]``, four ``time.monotonic()`` readings (``CLOCK_MONOTONIC``, one
 clock for every process of the machine, so two proxies' logs can be merged): the request
 read whole from the client, sent on after the delay, its answer read back from the server
-(``served - forwarded`` is the server's **service time**), the answer written to the client.
+(``served - forwarded`` is the server's **service time**), the answer about to be written
+to the client (logged before it is written, so a client that has its answer finds the call
+in the log).
 None of these paths is forwarded. On AWS the
 service's own time is inside the ~10 ms a call takes, and thousands of hosts serve the calls
 of a wave at once; a local server is one process on this machine's cores, so its time is
@@ -198,9 +200,11 @@ def serve(upstream: str, latency_ms: float) -> ThreadingHTTPServer:
                     busy.leave()
             kept = [(k, v) for k, v in response.getheaders() if k.lower() not in _HOP_BY_HOP]
             kept = [(k, v) for k, v in kept if k.lower() != "content-length"]
-            self._answer(response.status, kept, data)
+            # logged before the answer goes out: a client that has its answer may ask for
+            # the log at once, and must find this call in it (logged after, it raced)
             with lock:
                 log.append((op, received, forwarded, served, time.monotonic()))
+            self._answer(response.status, kept, data)
 
         def _answer(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
             self.send_response_only(status)

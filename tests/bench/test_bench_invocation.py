@@ -93,6 +93,43 @@ def test_the_delay_proxy_relays_byte_for_byte_and_counts_by_operation():
             one.server_close()
 
 
+def test_a_call_is_in_the_proxy_s_log_before_its_answer_goes_out(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    # The bench asks for the log as soon as the invocation has its last answer: a call
+    # logged only after its answer was written could be missing from that look (CI saw a
+    # run's last PutObject counted in one row and not in the other).
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    server = delayproxy.serve(f"http://127.0.0.1:{upstream.server_address[1]}", 0.0)
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    seen_when_answering: list[list[str]] = []
+    answer = delayproxy.BaseHTTPRequestHandler.send_response_only
+
+    def look_first(handler: BaseHTTPRequestHandler, code: int, message: str | None = None) -> None:
+        relayed = handler.server is server and not handler.path.startswith("/__delayproxy/")
+        if relayed:  # the proxy answering the call (not the look, not the upstream)
+            with urllib.request.urlopen(url + delayproxy.LOG_PATH, timeout=30) as got:
+                seen_when_answering.append([call[0] for call in json.loads(got.read())])
+        answer(handler, code, message)
+
+    monkeypatch.setattr(delayproxy.BaseHTTPRequestHandler, "send_response_only", look_first)
+    try:
+        request = urllib.request.Request(
+            url + "/t",
+            data=b"{}",
+            method="POST",
+            headers={"X-Amz-Target": "DynamoDB_20120810.PutItem"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as got:
+            got.read()
+        assert seen_when_answering == [["PutItem"]]
+    finally:
+        for one in (server, upstream):
+            one.shutdown()
+            one.server_close()
+
+
 class TestTimeline:
     def test_a_wave_counts_once_and_a_call_sent_after_an_answer_counts_again(self):
         wave = [("PutItem", 0.0, 0.01, 0.012, 0.013), ("PutItem", 0.001, 0.011, 0.02, 0.021)]
