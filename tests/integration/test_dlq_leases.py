@@ -172,7 +172,7 @@ class TestSQSLease:
         (message,) = first.read()
         other = SQSSource(queue, aws("sqs"), aws("s3"), hold_s=60)
         got: list[Any] = []
-        assert _poll(lambda: got.extend(other.read()) or got, within_s=15)
+        assert _poll(lambda: got.extend(other.read()) or got, within_s=30)
 
         failed = first.delete([message])
 
@@ -418,7 +418,7 @@ class TestNoRenewalThreadLeft:
     def test_a_scan_dropped_without_closing_stops_renewing(self, source: SQSSource):
         before = _keepers()
         assert len(read_sources([source]).messages) == 1  # looked at, never closed
-        assert _poll(lambda: not _keepers() - before, within_s=5)
+        assert _poll(lambda: not _keepers() - before, within_s=30)
 
     def test_a_redrive_interrupted_while_resolving_ranges_ends_its_scan(
         self, aws: Any, source: SQSSource

@@ -401,21 +401,21 @@ class TestTwoRunners:
                 lambda: f"owners {pipeline.owners(aws)}\n{runs.log('a')}\n{runs.log('b')}",
             )
             pipeline.produce(aws, keys=40, per_key=10)  # read by both runners
-            wait_until("records put while balanced processed", all_processed, 20)
+            wait_until("records put while balanced processed", all_processed, 60)
             assert balanced()  # B read its two shards' records: nobody else held them
 
             runs.procs["b"].terminate()  # SIGTERM: a clean stop
-            assert runs.finish("b", 20) == 0, runs.log("b")
+            assert runs.finish("b", 60) == 0, runs.log("b")
             assert "runner-b" not in pipeline.owners(aws)  # released, not left to expire
             pipeline.produce(aws, keys=40, per_key=10)
             wait_until(
                 "runner A holds all four leases and the last records are processed",
                 lambda: pipeline.owners(aws) == Counter({"runner-a": 4}) and all_processed(),
-                20,
+                60,
                 lambda: f"owners {pipeline.owners(aws)}\n{runs.log('a')}",
             )
             runs.procs["a"].terminate()
-            assert runs.finish("a", 20) == 0, runs.log("a")
+            assert runs.finish("a", 60) == 0, runs.log("a")
         finally:
             runs.close()
         assert first_order(pipeline.delivered()) == put_order(pipeline.produced)
@@ -588,7 +588,7 @@ class TestSplit:
         thread = threading.Thread(target=target, name="split-run", daemon=True)
         thread.start()
         try:
-            wait_until("the run reading the parent", lambda: len(pipeline.delivered()) >= 200, 20,
+            wait_until("the run reading the parent", lambda: len(pipeline.delivered()) >= 200, 60,
                        lambda: repr(errors))  # fmt: skip
             parent, children = split(aws, pipeline)
             assert len(pipeline.delivered_ns()) < len(before)  # the parent is not done yet

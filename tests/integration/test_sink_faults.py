@@ -225,7 +225,7 @@ class TestDynamoDB:
         assert sorted_items(ddb, table) == expected
 
 
-def eventually(read: Callable[[], Any], expected: Any, within: float = 5.0) -> Any:
+def eventually(read: Callable[[], Any], expected: Any, within: float = 30.0) -> Any:
     """What ``read`` returns once it equals ``expected``, or at the deadline: for effects
     that land in another thread (a held request was forwarded, its answer is not back)."""
     deadline = time.monotonic() + within

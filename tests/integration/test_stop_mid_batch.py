@@ -138,7 +138,7 @@ def test_a_stop_while_the_archive_write_is_held_completes_the_batch_and_the_next
     thread = threading.Thread(target=target, name="stop-mid-batch", daemon=True)
     thread.start()
     try:
-        wait_until("the archive write held", lambda: held.fired == 1, 20, lambda: repr(errors))
+        wait_until("the archive write held", lambda: held.fired == 1, 60, lambda: repr(errors))
         stop.set()  # the queue has (or is getting) the batch; the archive does not
         thread.join(30)
     finally:
@@ -191,7 +191,7 @@ def test_a_stop_while_the_archive_keeps_failing_leaves_the_batch_to_the_next_run
     thread = threading.Thread(target=target, name="stop-mid-batch", daemon=True)
     thread.start()
     try:
-        wait_until("the archive write failing", lambda: failing.fired >= 1, 20, repr)
+        wait_until("the archive write failing", lambda: failing.fired >= 1, 60, repr)
         stop.set()
         thread.join(30)
     finally:
@@ -291,7 +291,7 @@ def test_a_stop_right_after_a_dead_letter_batch_partly_failed_loses_no_letter(
         thread = threading.Thread(target=target, name="stop-after-letters", daemon=True)
         thread.start()
         try:
-            wait_until("a letter refused", lambda: refused.fired >= 1, 20, repr)
+            wait_until("a letter refused", lambda: refused.fired >= 1, 60, repr)
             stop.set()
             thread.join(30)
         finally:
