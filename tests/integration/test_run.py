@@ -42,6 +42,7 @@ from deploy.pipeline.config import load_plan_from_file
 from stream.aws import reset_clients
 from stream.esm.checkpoints import SHARD_END, TRIM_HORIZON, Lease, LeaseTable, LeaseTableError
 from stream.producer import Producer
+from tests.faultproxy import FaultProxy, slow
 from tests.integration.order_probe import ProbeLine, read_probe
 
 if TYPE_CHECKING:
@@ -272,19 +273,31 @@ def resumed(
     pipeline = make_pipeline(aws, folder, f"run-{uuid.uuid4().hex[:10]}", shards=2)
     pipeline.produce(aws, keys=200, per_key=10)
     runs = Runs(moto_endpoint, folder)
+    proxy = FaultProxy(moto_endpoint).start()
     try:
-        runs.start("first", pipeline, "--worker-id", "w1")
 
-        def part_done() -> bool:
-            if not runs.alive("first"):
-                pytest.fail(f"the first run exited early:\n{runs.log('first')}")
+        def halfway() -> bool:
             if len(pipeline.delivered()) < 500:
                 return False
             return any(lease.sequence_number for lease in pipeline.leases(aws).values())
 
-        wait_until("500 records processed, a checkpoint", part_done, 30)
+        # From halfway on, the first run's reads are held (till the kill): it finishes what
+        # it read, and the kill lands in the middle of the stream however late this thread
+        # looks (a look 6 s late found all 2,000 records delivered).
+        proxy.inject(slow(300, forward=False), target="GetRecords", where=lambda _: halfway())
+        runs.env["AWS_ENDPOINT_URL_KINESIS"] = proxy.url
+        runs.start("first", pipeline, "--worker-id", "w1")
+        del runs.env["AWS_ENDPOINT_URL_KINESIS"]
+
+        def part_done() -> bool:
+            if not runs.alive("first"):
+                pytest.fail(f"the first run exited early:\n{runs.log('first')}")
+            return halfway()
+
+        wait_until("500 records processed, a checkpoint", part_done, 60)
         runs.procs["first"].kill()  # SIGKILL: no clean stop, leases stay in w1's name
         runs.finish("first", 10)
+        proxy.stop()
         at_kill = pipeline.leases(aws)
         delivered_at_kill = pipeline.delivered_ns()
 
@@ -295,6 +308,7 @@ def resumed(
         yield Resumed(pipeline, runs.env, at_kill, delivered_at_kill)
     finally:
         runs.close()
+        proxy.stop()
 
 
 class TestKillAndResume:
