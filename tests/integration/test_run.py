@@ -43,7 +43,7 @@ from stream.aws import reset_clients
 from stream.esm.checkpoints import SHARD_END, TRIM_HORIZON, Lease, LeaseTable, LeaseTableError
 from stream.producer import Producer
 from tests.faultproxy import FaultProxy, slow
-from tests.integration.order_probe import ProbeLine, read_probe
+from tests.integration.order_probe import Probe, ProbeLine, read_probe
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -583,12 +583,25 @@ class TestSplit:
         aws_split_semantics: None,
         unique: str,
         tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         """One run across the split: the parent still has records to read when it is split
         and records of the same keys wait on the children; the run reads the parent to its
         end, finishes it, then reads the children: per key, every record in put order."""
         pipeline = make_pipeline(aws, tmp_path, f"split-{unique}", shards=1)
         before = pipeline.produce(aws, keys=20, per_key=40)
+        # From 200 records on, the run's batches wait for the split: the parent is split
+        # with records left however late this thread looks (a look 6 s late found all 800
+        # delivered)
+        split_made = threading.Event()
+        prepare = Probe.prepare
+
+        def after_the_split(probe: Probe, records: Any) -> None:
+            if len(pipeline.delivered()) >= 200:
+                split_made.wait(60)
+            prepare(probe, records)
+
+        monkeypatch.setattr(Probe, "prepare", after_the_split)
         local = local_run(pipeline, aws, tmp_path)
         stop = threading.Event()
         errors: list[BaseException] = []
@@ -606,6 +619,7 @@ class TestSplit:
                        lambda: repr(errors))  # fmt: skip
             parent, children = split(aws, pipeline)
             assert len(pipeline.delivered_ns()) < len(before)  # the parent is not done yet
+            split_made.set()
             after = pipeline.produce(aws, keys=20, per_key=20)
             assert {p.shard_id for p in after} == set(children)  # Kinesis routes to children
             expected = expected_checkpoints(pipeline, parent, children)
@@ -621,6 +635,7 @@ class TestSplit:
             wait_until("parent finished, children read to their last records", done, 30,
                        lambda: repr(pipeline.leases(aws)))  # fmt: skip
         finally:
+            split_made.set()
             stop.set()
             thread.join(30)
         assert not thread.is_alive()
