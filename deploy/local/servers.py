@@ -249,10 +249,19 @@ class _OsmemProcess:
 # --- a stack that outlives the command: shardline local up | down | status ---------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def _free_ports(count: int) -> list[int]:
+    """``count`` different loopback ports free now, for servers that bind them right after.
+
+    The probes stay bound until all are chosen: a port closed at once may be the one the
+    system hands out to the next probe (two servers then got one port, and one of them
+    failed to start)."""
+    with contextlib.ExitStack() as held:
+        ports = []
+        for _ in range(count):
+            probe = held.enter_context(socket.socket())
+            probe.bind(("127.0.0.1", 0))
+            ports.append(int(probe.getsockname()[1]))
+        return ports
 
 
 def _answers(url: str) -> bool:
@@ -293,7 +302,7 @@ def local_up(
     local_down(state_dir)  # what is left of an earlier stack, if anything
     folder = Path(state_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    moto_port, osmem_port = _free_port(), _free_port()
+    moto_port, osmem_port = _free_ports(2)
     commands = {
         # moto.server, with its Kinesis safe for calls at once (deploy.local.motofix: the
         # producer and the kinesis sink send PutRecords at once; plain moto loses records)

@@ -85,7 +85,7 @@ class TestInit:
         subprocess.run(
             [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target",
              str(site), str(tmp_path / "plugin")],
-            check=True,
+            check=True, timeout=300,
         )  # fmt: skip
         pipeline = tmp_path / "pipeline.yaml"
         text = pipeline.read_text()
@@ -97,7 +97,7 @@ class TestInit:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), str(ROOT)]))
         done = subprocess.run(
             [sys.executable, "-m", "deploy.cli", "test", str(pipeline)],
-            capture_output=True, text=True, env=env, check=False,
+            capture_output=True, text=True, env=env, check=False, timeout=300,
         )  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr
         assert "3 passed, 0 failed" in done.stdout

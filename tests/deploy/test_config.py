@@ -594,6 +594,7 @@ class TestPackage:
             text=True,
             check=True,
             cwd=Path(__file__).parents[2],
+            timeout=300,
         )
         assert out.stdout.strip() == "False"
 

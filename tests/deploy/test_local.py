@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import socket
+import types
 import urllib.request
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 
+from deploy.local import servers
 from deploy.local.servers import LocalAWS, provision, resource_names
 
 if TYPE_CHECKING:
@@ -94,3 +96,37 @@ class TestLocalAWS:
         for port in ports:
             with socket.socket() as probe:
                 assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+class _ReusingSocket:
+    """A socket stand-in for a system that hands the lowest free port to each ``bind`` on
+    port 0, a port just closed included (nothing says it may not)."""
+
+    bound: ClassVar[set[int]] = set()
+
+    def __init__(self) -> None:
+        self.port = 0
+
+    def bind(self, address: tuple[str, int]) -> None:
+        self.port = min(set(range(40000, 40010)) - self.bound)
+        self.bound.add(self.port)
+
+    def getsockname(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    def __enter__(self) -> _ReusingSocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bound.discard(self.port)
+
+
+def test_local_up_s_two_servers_get_two_ports_when_a_freed_port_is_handed_out_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Chosen one after the other, each probe closed at once, the moto server and the
+    # osmem-server of `local up` could both get the port the first probe freed.
+    monkeypatch.setattr(servers, "socket", types.SimpleNamespace(socket=_ReusingSocket))
+    ports = servers._free_ports(2)
+    assert len(set(ports)) == 2
+    assert not _ReusingSocket.bound  # every probe closed once the ports are chosen

@@ -125,7 +125,7 @@ def test_status_json_and_env_give_scripts_the_endpoint(workdir: Path) -> None:
     root = str(Path(__file__).resolve().parents[2])
     done = subprocess.run(
         ["bash", "-c", script], capture_output=True, text=True, cwd=workdir, check=False,
-        env={**clean, "PYTHONPATH": root},
+        env={**clean, "PYTHONPATH": root}, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "from-env" in done.stdout

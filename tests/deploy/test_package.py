@@ -115,7 +115,9 @@ def _python(version: str) -> str | None:
     found += sorted(map(str, Path.home().glob(f".pyenv/versions/{version}.*/bin/python{version}")))
     for exe in filter(None, found):
         code = "import sys; print('%d.%d' % sys.version_info[:2])"
-        done = subprocess.run([exe, "-c", code], capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            [exe, "-c", code], capture_output=True, text=True, check=False, timeout=600
+        )
         if done.returncode == 0 and done.stdout.strip() == version:
             return exe
     return None

@@ -442,7 +442,12 @@ class TestCommand:
         )
         root = Path(__file__).resolve().parents[2]
         out = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=root,
+            timeout=300,
         )
         assert out.stdout.strip() == "False"
 

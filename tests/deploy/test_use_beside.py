@@ -64,7 +64,13 @@ def shardline(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """The command as a user runs it: from another folder, no PYTHONPATH."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     return subprocess.run(
-        [SHARDLINE, *args], capture_output=True, text=True, cwd=cwd, env=env, check=False
+        [SHARDLINE, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        check=False,
+        timeout=300,
     )
 
 

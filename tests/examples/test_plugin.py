@@ -41,6 +41,7 @@ def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
             str(ROOT / "examples" / "plugin"),
         ],
         check=True,
+        timeout=600,
     )
     return target
 
@@ -54,6 +55,7 @@ def run(args: list[str], plugin_path: Path, cwd: Path) -> subprocess.CompletedPr
         env=env,
         cwd=cwd,
         check=False,
+        timeout=600,
     )
 
 

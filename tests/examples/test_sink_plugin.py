@@ -44,7 +44,7 @@ def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
         subprocess.run(
             [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target",
              str(target), str(ROOT / "examples" / example)],
-            check=True,
+            check=True, timeout=600,
         )  # fmt: skip
     return target
 
@@ -55,7 +55,7 @@ def run(
     environ = dict(os.environ, PYTHONPATH=os.pathsep.join([str(plugin_path), str(ROOT)]), **env)
     return subprocess.run(
         [sys.executable, "-m", "deploy.cli", *args],
-        capture_output=True, text=True, env=environ, cwd=cwd, check=False,
+        capture_output=True, text=True, env=environ, cwd=cwd, check=False, timeout=600,
     )  # fmt: skip
 
 

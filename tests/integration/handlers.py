@@ -49,9 +49,15 @@ def slow(event: dict[str, Any], context: Any) -> int:
 
 def slow_batch(event: dict[str, Any], context: Any) -> int:
     """Write the pid to ``pid_file``, work for ``sleep_s`` seconds, then write ``done_file``:
-    a batch whose late writes would land after its runner died."""
-    with open(event["pid_file"], "w") as out:
+    a batch whose late writes would land after its runner died.
+
+    The pid file appears whole (written aside, then renamed): the runner kills itself as
+    soon as it exists and the test reads it at once, so an ``open`` that created it empty
+    before the write raced with that read."""
+    aside = event["pid_file"] + ".part"
+    with open(aside, "w") as out:
         out.write(str(os.getpid()))
+    os.replace(aside, event["pid_file"])
     time.sleep(event["sleep_s"])
     with open(event["done_file"], "w") as out:
         out.write("late write")

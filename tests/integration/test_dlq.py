@@ -119,7 +119,7 @@ class Project:
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [SHARDLINE, *args, "--endpoint-url", self.endpoint],
-            capture_output=True, text=True, cwd=self.folder, env=self.env, check=False,
+            capture_output=True, text=True, cwd=self.folder, env=self.env, check=False, timeout=300,
         )  # fmt: skip
 
     def dlq(self, command: str, *args: str) -> tuple[int, dict[str, Any]]:

@@ -45,7 +45,7 @@ def shardline(folder: Path, endpoint: str, *args: str) -> subprocess.CompletedPr
             "AWS_DEFAULT_REGION": "us-east-1", "PYTHONPATH": str(ROOT)}  # fmt: skip
     return subprocess.run(
         [SHARDLINE, *args, "--endpoint-url", endpoint],
-        capture_output=True, text=True, cwd=folder, env=env, check=False,
+        capture_output=True, text=True, cwd=folder, env=env, check=False, timeout=300,
     )  # fmt: skip
 
 

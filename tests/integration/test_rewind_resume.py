@@ -80,7 +80,7 @@ def test_a_rewind_that_died_between_its_change_sets_is_finished_by_the_next(
     done = subprocess.run(
         [SHARDLINE, "rewind", str(file), "--function", "main", "--to", "2026-01-02T00:00:00Z",
          "--target", "aws", "--yes", "--json", "--endpoint-url", moto_endpoint],
-        capture_output=True, text=True, env=env, check=False, cwd=tmp_path,
+        capture_output=True, text=True, env=env, check=False, cwd=tmp_path, timeout=300,
     )  # fmt: skip
 
     assert done.returncode == 0, done.stderr

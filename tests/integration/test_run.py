@@ -42,7 +42,8 @@ from deploy.pipeline.config import load_plan_from_file
 from stream.aws import reset_clients
 from stream.esm.checkpoints import SHARD_END, TRIM_HORIZON, Lease, LeaseTable, LeaseTableError
 from stream.producer import Producer
-from tests.integration.order_probe import ProbeLine, read_probe
+from tests.faultproxy import FaultProxy, slow
+from tests.integration.order_probe import Probe, ProbeLine, read_probe
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -272,19 +273,31 @@ def resumed(
     pipeline = make_pipeline(aws, folder, f"run-{uuid.uuid4().hex[:10]}", shards=2)
     pipeline.produce(aws, keys=200, per_key=10)
     runs = Runs(moto_endpoint, folder)
+    proxy = FaultProxy(moto_endpoint).start()
     try:
-        runs.start("first", pipeline, "--worker-id", "w1")
 
-        def part_done() -> bool:
-            if not runs.alive("first"):
-                pytest.fail(f"the first run exited early:\n{runs.log('first')}")
+        def halfway() -> bool:
             if len(pipeline.delivered()) < 500:
                 return False
             return any(lease.sequence_number for lease in pipeline.leases(aws).values())
 
-        wait_until("500 records processed, a checkpoint", part_done, 30)
+        # From halfway on, the first run's reads are held (till the kill): it finishes what
+        # it read, and the kill lands in the middle of the stream however late this thread
+        # looks (a look 6 s late found all 2,000 records delivered).
+        proxy.inject(slow(300, forward=False), target="GetRecords", where=lambda _: halfway())
+        runs.env["AWS_ENDPOINT_URL_KINESIS"] = proxy.url
+        runs.start("first", pipeline, "--worker-id", "w1")
+        del runs.env["AWS_ENDPOINT_URL_KINESIS"]
+
+        def part_done() -> bool:
+            if not runs.alive("first"):
+                pytest.fail(f"the first run exited early:\n{runs.log('first')}")
+            return halfway()
+
+        wait_until("500 records processed, a checkpoint", part_done, 60)
         runs.procs["first"].kill()  # SIGKILL: no clean stop, leases stay in w1's name
         runs.finish("first", 10)
+        proxy.stop()
         at_kill = pipeline.leases(aws)
         delivered_at_kill = pipeline.delivered_ns()
 
@@ -295,6 +308,7 @@ def resumed(
         yield Resumed(pipeline, runs.env, at_kill, delivered_at_kill)
     finally:
         runs.close()
+        proxy.stop()
 
 
 class TestKillAndResume:
@@ -401,21 +415,21 @@ class TestTwoRunners:
                 lambda: f"owners {pipeline.owners(aws)}\n{runs.log('a')}\n{runs.log('b')}",
             )
             pipeline.produce(aws, keys=40, per_key=10)  # read by both runners
-            wait_until("records put while balanced processed", all_processed, 20)
+            wait_until("records put while balanced processed", all_processed, 60)
             assert balanced()  # B read its two shards' records: nobody else held them
 
             runs.procs["b"].terminate()  # SIGTERM: a clean stop
-            assert runs.finish("b", 20) == 0, runs.log("b")
+            assert runs.finish("b", 60) == 0, runs.log("b")
             assert "runner-b" not in pipeline.owners(aws)  # released, not left to expire
             pipeline.produce(aws, keys=40, per_key=10)
             wait_until(
                 "runner A holds all four leases and the last records are processed",
                 lambda: pipeline.owners(aws) == Counter({"runner-a": 4}) and all_processed(),
-                20,
+                60,
                 lambda: f"owners {pipeline.owners(aws)}\n{runs.log('a')}",
             )
             runs.procs["a"].terminate()
-            assert runs.finish("a", 20) == 0, runs.log("a")
+            assert runs.finish("a", 60) == 0, runs.log("a")
         finally:
             runs.close()
         assert first_order(pipeline.delivered()) == put_order(pipeline.produced)
@@ -569,12 +583,25 @@ class TestSplit:
         aws_split_semantics: None,
         unique: str,
         tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         """One run across the split: the parent still has records to read when it is split
         and records of the same keys wait on the children; the run reads the parent to its
         end, finishes it, then reads the children: per key, every record in put order."""
         pipeline = make_pipeline(aws, tmp_path, f"split-{unique}", shards=1)
         before = pipeline.produce(aws, keys=20, per_key=40)
+        # From 200 records on, the run's batches wait for the split: the parent is split
+        # with records left however late this thread looks (a look 6 s late found all 800
+        # delivered)
+        split_made = threading.Event()
+        prepare = Probe.prepare
+
+        def after_the_split(probe: Probe, records: Any) -> None:
+            if len(pipeline.delivered()) >= 200:
+                split_made.wait(60)
+            prepare(probe, records)
+
+        monkeypatch.setattr(Probe, "prepare", after_the_split)
         local = local_run(pipeline, aws, tmp_path)
         stop = threading.Event()
         errors: list[BaseException] = []
@@ -588,10 +615,11 @@ class TestSplit:
         thread = threading.Thread(target=target, name="split-run", daemon=True)
         thread.start()
         try:
-            wait_until("the run reading the parent", lambda: len(pipeline.delivered()) >= 200, 20,
+            wait_until("the run reading the parent", lambda: len(pipeline.delivered()) >= 200, 60,
                        lambda: repr(errors))  # fmt: skip
             parent, children = split(aws, pipeline)
             assert len(pipeline.delivered_ns()) < len(before)  # the parent is not done yet
+            split_made.set()
             after = pipeline.produce(aws, keys=20, per_key=20)
             assert {p.shard_id for p in after} == set(children)  # Kinesis routes to children
             expected = expected_checkpoints(pipeline, parent, children)
@@ -607,6 +635,7 @@ class TestSplit:
             wait_until("parent finished, children read to their last records", done, 30,
                        lambda: repr(pipeline.leases(aws)))  # fmt: skip
         finally:
+            split_made.set()
             stop.set()
             thread.join(30)
         assert not thread.is_alive()

@@ -269,5 +269,7 @@ def test_importing_the_sink_module_imports_no_client_library():
     import sys  # noqa: PLC0415
 
     code = "import sys, sinks.s3; print('boto3' in sys.modules, 'botocore' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    )
     assert out.stdout.split() == ["False", "False"]

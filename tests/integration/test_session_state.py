@@ -16,7 +16,7 @@ import orjson
 import pytest
 from hypothesis import given, settings
 
-from deploy.local.readback import archive_lines
+from deploy.local.readback import archive_lines, table_items
 from deploy.local.run import LocalRun
 from deploy.local.servers import provision
 from deploy.names import window_table_name
@@ -88,7 +88,10 @@ def sessions(window: SessionWindow, docs: list[dict[str, Any]], first_seq: int, 
 
 
 def items(aws: Callable[[str], Any], table: str, prefix: str) -> dict[str, dict[str, Any]]:
-    out = aws("dynamodb").scan(TableName=table)["Items"]
+    """One test's items (``prefix``) of the module's table, from every page of the scan
+    (every test writes to the table: one page of 1 MB holds a prefix only while it is
+    small)."""
+    out = table_items(aws("dynamodb"), table)
     return {i["window"]["S"]: i for i in out if i["shard"]["S"].startswith(prefix)}
 
 

@@ -123,10 +123,20 @@ def test_a_stop_while_the_archive_write_is_held_completes_the_batch_and_the_next
     aws, pipeline, proxy, tmp_path, hold_s
 ):
     pipeline.produce(aws, keys=10, per_key=10)  # 100 records: batches of 50
-    # held unanswered, then cut without reaching S3: the sink retries after the stop
-    held = proxy.inject(slow(hold_s, forward=False), times=1, where=is_put)
-    local = local_run(pipeline, aws, tmp_path)
     stop = threading.Event()
+
+    def held_put(request: Request) -> bool:
+        """The write to hold, and the stop set as the proxy takes it: this thread, polling,
+        may look only after the hold (a loaded machine; with 6 s between its looks the run
+        had gone on to the next batch), the stop must come while the write is held."""
+        if not is_put(request):
+            return False
+        stop.set()
+        return True
+
+    # held unanswered, then cut without reaching S3: the sink retries after the stop
+    held = proxy.inject(slow(hold_s, forward=False), times=1, where=held_put)
+    local = local_run(pipeline, aws, tmp_path)
     errors: list[BaseException] = []
 
     def target() -> None:
@@ -138,8 +148,8 @@ def test_a_stop_while_the_archive_write_is_held_completes_the_batch_and_the_next
     thread = threading.Thread(target=target, name="stop-mid-batch", daemon=True)
     thread.start()
     try:
-        wait_until("the archive write held", lambda: held.fired == 1, 20, lambda: repr(errors))
-        stop.set()  # the queue has (or is getting) the batch; the archive does not
+        wait_until("the archive write held", lambda: held.fired == 1, 60, lambda: repr(errors))
+        assert stop.is_set()  # the queue has (or is getting) the batch; the archive does not
         thread.join(30)
     finally:
         stop.set()
@@ -191,7 +201,7 @@ def test_a_stop_while_the_archive_keeps_failing_leaves_the_batch_to_the_next_run
     thread = threading.Thread(target=target, name="stop-mid-batch", daemon=True)
     thread.start()
     try:
-        wait_until("the archive write failing", lambda: failing.fired >= 1, 20, repr)
+        wait_until("the archive write failing", lambda: failing.fired >= 1, 60, repr)
         stop.set()
         thread.join(30)
     finally:
@@ -291,7 +301,7 @@ def test_a_stop_right_after_a_dead_letter_batch_partly_failed_loses_no_letter(
         thread = threading.Thread(target=target, name="stop-after-letters", daemon=True)
         thread.start()
         try:
-            wait_until("a letter refused", lambda: refused.fired >= 1, 20, repr)
+            wait_until("a letter refused", lambda: refused.fired >= 1, 60, repr)
             stop.set()
             thread.join(30)
         finally:

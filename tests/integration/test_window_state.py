@@ -18,7 +18,7 @@ import orjson
 import pytest
 from hypothesis import given, settings
 
-from deploy.local.readback import archive_lines
+from deploy.local.readback import archive_lines, table_items
 from deploy.local.run import LocalRun
 from deploy.local.servers import provision
 from deploy.names import window_table_name
@@ -92,9 +92,35 @@ def run(step: Window, docs: list[dict[str, Any]], first_seq: int) -> list[Record
 
 
 def items(aws: Callable[[str], Any], table: str, prefix: str) -> list[dict[str, Any]]:
-    ddb = aws("dynamodb")
-    out = ddb.scan(TableName=table)["Items"]
+    """The items of one test (``prefix``) in the module's table, read from every page: the
+    table holds every test's items, and a scan's first page (1 MB) holds a prefix only
+    while the table is small (the module's tests run four times over fill it past that)."""
+    out = table_items(aws("dynamodb"), table)
     return [i for i in out if i["shard"]["S"].startswith(prefix)]
+
+
+def test_items_reads_a_test_s_items_past_the_first_page_of_a_full_table(
+    aws: Callable[[str], Any],
+) -> None:
+    """Items sorted after 1 MB of other tests' items are found (a single scan missed them)."""
+    plan = {
+        "name": f"w{uuid.uuid4().hex[:8]}",
+        "stream": {"name": f"s{uuid.uuid4().hex[:8]}"},
+        "sinks": {},
+        "functions": {"f": {"processors": [{"window": {"state": "dynamodb"}}]}},
+    }
+    provision(plan, aws)
+    table, ddb = window_table_name(plan, "f"), aws("dynamodb")
+    pad = "x" * 10_000
+    others = [{"shard": {"S": f"0other{n:04d}"}, "window": {"S": "#shard"}, "pad": {"S": pad}}
+              for n in range(110)]  # fmt: skip  # 1.1 MB, sorted first
+    mine = {"shard": {"S": "fmine"}, "window": {"S": "#shard"}}
+    for start in range(0, len(others), 25):
+        requests = [{"PutRequest": {"Item": i}} for i in others[start : start + 25]]
+        assert not ddb.batch_write_item(RequestItems={table: requests}).get("UnprocessedItems")
+    ddb.put_item(TableName=table, Item=mine)
+    assert "LastEvaluatedKey" in ddb.scan(TableName=table)  # more than one page
+    assert items(aws, table, "fmine") == [mine]
 
 
 DOCS = [

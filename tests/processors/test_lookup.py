@@ -428,7 +428,7 @@ class TestEnrichWithLookup:
             "print('boto3' in sys.modules, 'botocore' in sys.modules)"
         )
         out = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
         )
         assert out.stdout.split() == ["False", "False"]
 

@@ -36,7 +36,9 @@ def test_importing_the_sink_module_imports_no_client_library():
         "import sys, sinks.opensearch; "
         "print(*(m in sys.modules for m in ('opensearchpy', 'boto3', 'botocore', 'requests')))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    )
     assert out.stdout.split() == ["False", "False", "False", "False"]
 
 

@@ -38,6 +38,6 @@ class TestAwsClient:
     def test_importing_the_module_imports_no_boto3(self):
         code = "import sys, stream.aws; print('boto3' in sys.modules)"
         out = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
         )
         assert out.stdout.strip() == "False", out.stderr

@@ -123,7 +123,7 @@ class TestAggregates:
             "print('google.protobuf' in sys.modules, 'aws_kinesis_agg' in sys.modules)"
         )
         out = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
         )
         assert out.stdout.split() == ["False", "False"]
 

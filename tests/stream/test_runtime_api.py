@@ -42,7 +42,7 @@ def call(
         conn.close()
 
 
-def poll(predicate: Any, timeout: float = 5.0) -> None:
+def poll(predicate: Any, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
