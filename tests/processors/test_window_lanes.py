@@ -1,0 +1,150 @@
+"""Windows with lanes (``parallelization`` > 1, issue 16, slice S1): a shard's lanes hand
+the step batches of disjoint partition keys whose positions interleave, so a lagging lane's
+new records lie before positions another lane applied already. The memory store decides
+"applied already" by each window's per-partition-key high-water, not by the shard's one
+applied position. Two lanes are simulated by batches with disjoint partition keys and
+interleaved sequence numbers, handed to the step directly (``prepare``, then each record)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from processors.window import MemoryStore, Window
+from stream.records import Record
+from tests.processors.test_window_atomic import Refused, plugins  # noqa: F401  # a fixture
+
+SHARD = "shardId-0"
+
+
+def _rec(user: str, seq: int, ts: float, amount: int = 1) -> Record:
+    doc = {"user": user, "ts": ts, "amount": amount, "tag": "t"}
+    return Record(orjson.dumps(doc), user, str(seq), shard_id=SHARD)  # partition key = user
+
+
+def _window(**options: Any) -> Window:
+    args = {"key": "user", "size_s": 60, "field": "ts", "allowed_lateness_s": 5,
+            "aggregate": {"n": "count", "total": {"sum": "amount"}}, "state": "memory",
+            "late": "late", "function": "fn", **options}  # fmt: skip
+    return Window(**args)
+
+
+def _apply(window: Window, batch: list[Record]) -> list[Any]:
+    """The step as the chain runs it: ``prepare``, then each record's outcome."""
+    window.prepare(batch)
+    return [window(rec) for rec in batch]
+
+
+def _counts(window: Window) -> dict[tuple[Any, int], int]:
+    state = window.store.shard(SHARD)  # type: ignore[attr-defined]
+    return {wkey: accs[0] for wkey, accs in state.windows.items()}
+
+
+def _results(outcomes: list[Any]) -> dict[str, tuple[int, int]]:
+    out: dict[str, tuple[int, int]] = {}
+    for got in outcomes:
+        for rec in got if isinstance(got, list) else [got] if got is not None else []:
+            if rec.get("window_id") is not None:
+                out[rec.get("window_id")] = (rec.get("n"), rec.get("total"))
+    return out
+
+
+def _lane_a() -> list[Record]:
+    return [_rec("a", 2, 1, 10), _rec("a", 4, 2, 20), _rec("a", 6, 3, 30)]
+
+
+def _lane_b() -> list[Record]:
+    return [_rec("b", 1, 4, 1), _rec("b", 3, 5, 2), _rec("b", 5, 6, 3)]
+
+
+def test_a_lagging_lane_s_batch_after_a_later_lane_s_is_applied_not_skipped() -> None:
+    window = _window()
+    assert _apply(window, _lane_a()) == [None, None, None]
+    assert _apply(window, _lane_b()) == [None, None, None]  # positions 1-5, all before 6
+    assert _counts(window) == {("a", 0): 3, ("b", 0): 3}
+    closer = _apply(window, [_rec("a", 8, 200)])
+    assert _results(closer) == {
+        "fn/a/1970-01-01T00:00:00Z": (3, 60),
+        "fn/b/1970-01-01T00:00:00Z": (3, 6),
+    }
+
+
+def test_each_lane_s_redelivery_changes_nothing_and_yields_what_it_yielded() -> None:
+    window = _window()
+    _apply(window, _lane_a())
+    _apply(window, _lane_b())
+    assert _apply(window, _lane_a()) == [None, None, None]  # redeliveries, in either order
+    assert _apply(window, _lane_b()) == [None, None, None]
+    assert _counts(window) == {("a", 0): 3, ("b", 0): 3}
+    first = _results(_apply(window, [_rec("a", 8, 200)]))
+    assert _results(_apply(window, [_rec("a", 8, 200)])) == first  # the closer again
+    assert len(first) == 2
+    # the windows are closed now: the lanes' records were applied before, not late
+    assert _apply(window, _lane_b()) == [None, None, None]
+    assert _apply(window, _lane_a()) == [None, None, None]
+    assert window.late == 0
+    assert _counts(window) == {("a", 180): 1}
+
+
+def test_a_lagging_lane_s_new_record_for_a_closed_window_is_late() -> None:
+    window = _window()
+    _apply(window, [_rec("a", 2, 1), _rec("a", 4, 200)])  # watermark 195
+    late = [_rec("b", 1, 20), _rec("b", 3, 30)]  # before position 4, new, behind it
+    assert _apply(window, late) == late
+    assert [rec.routes for rec in late] == [("late",), ("late",)]
+    assert ("b", 0) not in _counts(window)
+
+
+def test_a_lagging_lane_s_batch_with_an_applied_prefix_applies_the_rest() -> None:
+    window = _window()
+    _apply(window, [_rec("b", 1, 4), _rec("b", 3, 5)])
+    _apply(window, _lane_a())  # applied position 6
+    again = [_rec("b", 1, 4), _rec("b", 3, 5), _rec("b", 5, 6), _rec("b", 7, 7)]
+    assert _apply(window, again) == [None, None, None, None]
+    assert _counts(window) == {("a", 0): 3, ("b", 0): 4}
+
+
+def test_hopping_windows_keep_a_high_water_per_window() -> None:
+    window = _window(slide_s=30)
+    _apply(window, [_rec("a", 2, 40), _rec("a", 4, 45)])  # in [0, 60) and [30, 90)
+    _apply(window, [_rec("b", 1, 41), _rec("b", 3, 42)])  # a lagging lane: applied
+    _apply(window, [_rec("b", 1, 41), _rec("b", 3, 42)])  # again: changes nothing
+    assert _counts(window) == {("a", 0): 2, ("a", 30): 2, ("b", 0): 2, ("b", 30): 2}
+
+
+def test_the_memory_store_keeps_the_high_water_of_closed_windows() -> None:
+    store = MemoryStore(sized=False)
+    window = _window(store=store)
+    _apply(window, _lane_a())
+    state = store.shard(SHARD)
+    assert state.hw == {("a", 0): {"a": (1, "6", 0, ())}}  # the last record of a in it
+    _apply(window, [_rec("b", 9, 200)])  # closes [0, 60) of a
+    assert ("a", 0) not in store.shard(SHARD).windows
+    assert store.shard(SHARD).hw[("a", 0)] == {"a": (1, "6", 0, ())}
+
+
+@pytest.mark.usefixtures("plugins")
+def test_a_record_its_window_refused_is_refused_again_after_the_window_closed() -> None:
+    """A record refused by its window's state (``capped``: three values at most) raises
+    the window's high-water, so that its redelivery, after the window closed, is decided
+    (its error again), not taken for a new record of a lagging lane and sent late."""
+    window = _window(aggregate={"n": "count", "few": {"capped": "tag"}})
+    lane_a = [_rec("a", 2, 1), _rec("a", 4, 2), _rec("a", 6, 3), _rec("a", 8, 4)]
+    window.prepare(lane_a)
+    assert [_error(window, rec) for rec in lane_a] == [None, None, None, Refused]
+    closer = _apply(window, [_rec("b", 1, 200)])  # a lagging lane's record closes [0, 60)
+    assert _results(closer) == {"fn/a/1970-01-01T00:00:00Z": (3, None)}
+    window.prepare(lane_a)  # redelivered: all decided already
+    assert [_error(window, rec) for rec in lane_a] == [None, None, None, Refused]
+    assert window.late == 0
+    assert all(rec.routes != ("late",) for rec in lane_a)
+
+
+def _error(window: Window, rec: Record) -> type[Exception] | None:
+    try:
+        window(rec)
+    except Exception as exc:  # noqa: BLE001  # the record's failure, as the chain sees it
+        return type(exc)
+    return None
