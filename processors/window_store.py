@@ -7,7 +7,12 @@ id) and ``window`` (sort key). It holds:
 * **one item per (shard, key, window)**, sort key ``w#START#KEY``: the accumulators as JSON
   text (``acc``; sets, which only ``distinct`` keeps, as ``{"$set": [...]}``), the window's
   end, its rank among the windows of that end (results come out in the order windows
-  opened), and ``closed`` once it has yielded its result. Why per shard and not per (key,
+  opened), ``closed`` once it has yielded its result, and ``hw``, its high-water
+  (:attr:`ShardState.hw`: partition key -> the position of the last record of that key
+  decided on it, as JSON; ``hw_prev`` before the batch that wrote the item, read as
+  ``prev`` is; an item of an earlier version has none). A closed item keeps it. Kept for
+  ``parallelization`` > 1 (issue 16): this store does not decide redeliveries by it yet
+  (:attr:`DynamoDBStore.high_water`). Why per shard and not per (key,
   window): the watermark that closes a window is the shard's, so a window's state belongs to
   one shard's sequence of records; a batch then reads its shard's items with one
   strongly consistent ``Query`` on a cold start, and every item is written by one shard's
@@ -659,7 +664,11 @@ class MemoryStore:
             rank = of_end.get(wkey, 0)
             acc = encode(accs)
             saved = committed.items.get(wkey)
-            item = window_item(pk, wkey, end, v, None if saved is None else saved[0], acc, rank)
+            held = state.hw.get(wkey)
+            was = committed.hw.get(wkey)
+            item = window_item(pk, wkey, end, v, None if saved is None else saved[0], acc, rank,
+                               hw=hw_text(held) if held else None,
+                               saved_hw=hw_text(was) if was else None)  # fmt: skip
             if _too_large(item, acc):
                 too_large.add(wkey)
             out[wkey] = (acc, end, rank)
@@ -800,8 +809,10 @@ class _Cached:
         self.unlisted = rev is None
         #: (key, start) -> (the item's raw ``v`` or None: no item, its write ``token`` or
         #: None: an item of an earlier version, its effective acc JSON, its rank among the
-        #: windows of its end)
-        self.items: dict[tuple[Any, int], tuple[str | None, str | None, str | None, int]] = {}
+        #: windows of its end, its effective high-water JSON or None)
+        self.items: dict[
+            tuple[Any, int], tuple[str | None, str | None, str | None, int, str | None]
+        ] = {}
         #: windows another shard's batch closed (quiet): marked closed at the next commit
         self.flushed: set[tuple[Any, int]] = set()
         #: a new child's ancestors -> the revision read: marked at its first commit
@@ -1133,16 +1144,18 @@ class DynamoDBStore:
         for item in items:
             if not item["window"]["S"].startswith("w#"):  # the shard item, outbox parts
                 continue
-            wkey, raw_v, acc, closed, end, rank = _effective(item, applied, self.end_of)
+            wkey, raw_v, acc, closed, end, rank, hw = _effective(item, applied, self.end_of)
             self._note_legacy(item, wkey)
             token = item["token"]["S"] if "token" in item else None
-            cached.items[wkey] = (raw_v, token, None if closed else acc, rank)
+            cached.items[wkey] = (raw_v, token, None if closed else acc, rank, hw)
             if acc is None and not closed:
                 continue
             settled.add(wkey)
             if acc is None or closed:
                 continue
             accs = decode(acc)
+            if hw is not None:  # kept for slices S3/S4; the step decides by ``applied`` here
+                state.hw[wkey] = hw_marks(hw)
             if watermark is not None and end <= watermark:  # closed by another shard's batch
                 cached.flushed.add(wkey)
                 continue
@@ -1241,7 +1254,7 @@ class DynamoDBStore:
             for item in items:
                 if not item["window"]["S"].startswith("w#"):  # the shard item, outbox parts
                     continue
-                wkey, _, acc, closed, end, rank = _effective(item, applied, self.end_of)
+                wkey, _, acc, closed, end, rank, _ = _effective(item, applied, self.end_of)
                 self._note_legacy(item, wkey)
                 if acc is None and not closed:
                     continue
@@ -1361,12 +1374,6 @@ class DynamoDBStore:
             self._local.quiet = {}
         cached.applied = applied
         cached.clean = True
-        hw = state.hw
-        if hw:  # closed windows' high-water is not kept in the process (S3: in the item)
-            windows = state.windows
-            for wkey in changed:
-                if wkey not in windows:
-                    hw.pop(wkey, None)
 
     def _commit(
         self,
@@ -1392,7 +1399,9 @@ class DynamoDBStore:
             start = wkey[1]
             accs = state.windows.get(wkey)
             end: Any = start + self.size if self.end_of is None else self.end_of(wkey, accs)
-            raw_v, token, saved, rank = cached.items.get(wkey, (None, None, None, 0))
+            raw_v, token, saved, rank, saved_hw = cached.items.get(
+                wkey, (None, None, None, 0, None)
+            )
             if raw_v is not None and raw_v != v and (read is None or _pos(raw_v) > read):
                 fence = True
             if accs is None:
@@ -1407,11 +1416,14 @@ class DynamoDBStore:
                 expires = None
             stored = legacy.get((pk["S"], *wkey)) if legacy else None
             mine = uuid.uuid4().hex[:_TOKEN_LEN]
-            item = window_item(pk, wkey, end, v, saved, acc, rank, expires, stored, mine)
+            held = state.hw.get(wkey)
+            hw = hw_text(held) if held else None
+            item = window_item(pk, wkey, end, v, saved, acc, rank, expires, stored, mine,
+                               hw=hw, saved_hw=saved_hw)  # fmt: skip
             if acc is not None and _too_large(item, acc):
                 too_large.add(wkey)
             puts.append(_put_window(self.table, item, raw_v, token))
-            updates[wkey] = (v, mine, acc, rank)
+            updates[wkey] = (v, mine, acc, rank, hw)
         if too_large:
             raise _state_too_large(shard_id, too_large)
         if fence:
@@ -1419,6 +1431,7 @@ class DynamoDBStore:
         self._put_all(puts)
         cached.items.update(updates)
         cached.flushed = set()
+        _forget_closed_hw(state, updates)
         if cached.unlisted:  # a new shard: where other shards' batches find it
             self._call(
                 "UpdateItem",
@@ -1637,10 +1650,11 @@ def _effective(
     item: dict[str, Any],
     applied: Position | None,
     end_of: Callable[[tuple[Any, Any], list[Any] | None], float] | None = None,
-) -> tuple[WindowKey, str, str | None, bool, Any, int]:
+) -> tuple[WindowKey, str, str | None, bool, Any, int, str | None]:
     """A window item as its shard's committed state sees it: (window, raw ``v``, the
-    accumulators' JSON or None: no window, closed, end, rank). An item a batch wrote that
-    never committed (``v`` past ``applied``) is what it was before (``prev``).
+    accumulators' JSON or None: no window, closed, end, rank, the high-water's JSON or
+    None: none, or an item written before it existed). An item a batch wrote that never
+    committed (``v`` past ``applied``) is what it was before (``prev``, ``hw_prev``).
 
     A session's end moves on as it grows (``end_of``, :mod:`processors.session`): the end
     of the accumulators read (``prev`` after a batch that never committed), not the
@@ -1650,15 +1664,48 @@ def _effective(
     raw_v = item["v"]["S"]
     if applied is None or _pos(raw_v) > applied:  # a batch that never committed
         acc = item["prev"]["S"] if "prev" in item else None
+        hw = item["hw_prev"]["S"] if "hw_prev" in item else None
         closed = False
     else:
         acc = item["acc"]["S"] if "acc" in item else None
+        hw = item["hw"]["S"] if "hw" in item else None
         closed = "closed" in item
     rank = int(item["rank"]["N"]) if "rank" in item else 0
     end = _number(item["end"]["N"])
     if end_of is not None and acc is not None and not closed:
         end = end_of((key, start), decode(acc))
-    return (key, start), raw_v, acc, closed, end, rank
+    return (key, start), raw_v, acc, closed, end, rank, hw
+
+
+def _forget_closed_hw(state: ShardState, updates: Mapping[WindowKey, tuple[Any, ...]]) -> None:
+    """A window the batch wrote closed (no accumulators) keeps its high-water in its item
+    only, not in the process's state (slice S3 reads it there)."""
+    if state.hw:
+        for wkey, update in updates.items():
+            if update[2] is None:
+                state.hw.pop(wkey, None)
+
+
+def hw_text(held: Mapping[str, Mark]) -> str:
+    """A window's high-water as its item holds it (``hw``): JSON, partition key ->
+    [sequence number, sub-sequence number, part].
+
+    >>> hw_text({"k": (3, "123", 0, ())})
+    '{"k":["123",0,[]]}'
+    """
+    return json.dumps({pk: [m[1], m[2], list(m[3])] for pk, m in sorted(held.items())},
+                      separators=(",", ":"))  # fmt: skip
+
+
+def hw_marks(text: str) -> dict[str, Mark]:
+    """The high-water back from :func:`hw_text`.
+
+    >>> hw_marks(hw_text({"k": (3, "123", 0, (1,))}))
+    {'k': (3, '123', 0, (1,))}
+    """
+    return {
+        pk: (len(seq), seq, sub, tuple(part)) for pk, (seq, sub, part) in json.loads(text).items()
+    }
 
 
 def window_item(  # noqa: PLR0917  # the item's parts, each its own attribute
@@ -1672,13 +1719,18 @@ def window_item(  # noqa: PLR0917  # the item's parts, each its own attribute
     expires: int | None = None,
     stored: str | None = None,
     token: str = "0" * _TOKEN_LEN,
+    *,
+    hw: str | None = None,
+    saved_hw: str | None = None,
 ) -> dict[str, Any]:
     """A window's item as the DynamoDB store writes it (the module docstring): ``acc``
     ``None`` is a closed window (its TTL ``expires``); ``saved`` the accumulators before
     the batch (``prev``); ``stored`` the key's JSON in an item an earlier version wrote
     (default :func:`~processors.window_keys.key_json`); ``token`` the write's own
-    (:data:`_TOKEN_LEN` characters: the memory store's stand-in has as many). The memory
-    store builds it too, to apply the same size rule."""
+    (:data:`_TOKEN_LEN` characters: the memory store's stand-in has as many); ``hw`` the
+    window's high-water after the batch (:func:`hw_text`; kept in a closed item too),
+    ``saved_hw`` before it (``hw_prev``, read while the batch has not committed). The
+    memory store builds it too, to apply the same size rule."""
     key, start = wkey
     if stored is None:
         stored = key_json(key)
@@ -1693,6 +1745,10 @@ def window_item(  # noqa: PLR0917  # the item's parts, each its own attribute
     }
     if saved is not None:
         item["prev"] = {"S": saved}
+    if hw is not None:
+        item["hw"] = {"S": hw}
+    if saved_hw is not None:
+        item["hw_prev"] = {"S": saved_hw}
     if acc is None:
         item["closed"] = {"BOOL": True}
         item["expires"] = {"N": str(expires)}

@@ -145,6 +145,6 @@ def test_a_record_its_window_refused_is_refused_again_after_the_window_closed() 
 def _error(window: Window, rec: Record) -> type[Exception] | None:
     try:
         window(rec)
-    except Exception as exc:  # noqa: BLE001  # the record's failure, as the chain sees it
+    except Exception as exc:  # the record's failure, as the chain sees it
         return type(exc)
     return None

@@ -1,0 +1,104 @@
+"""The windows' high-water in DynamoDB (issue 16, slice S1): each window item carries
+``hw`` (partition key -> the position of the last record of that key decided on it), also
+once closed; a cold start reads it back for the open windows; a batch that never
+committed leaves it read as before (``hw_prev``); an item written before it existed reads
+as none. The DynamoDB store does not decide redeliveries by it yet (``high_water`` off:
+slices S3/S4), so these tests hold what is stored and read, against the session's moto
+server."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import pytest
+
+from deploy.local.servers import provision
+from deploy.names import window_table_name
+from processors.chain import Chain, Step
+from processors.window_store import DynamoDBStore
+from stream.records import Record
+from tests.integration.test_window_state import CLOSER, DOCS, ShardItemFails, items, run, window
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def table(aws: Callable[[str], Any]) -> str:
+    """A window state table made by the local stack's provisioning; each test uses its own
+    partition prefix."""
+    plan = {
+        "name": f"w{uuid.uuid4().hex[:8]}",
+        "stream": {"name": f"s{uuid.uuid4().hex[:8]}"},
+        "sinks": {},
+        "functions": {"f": {"processors": [{"window": {"state": "dynamodb"}}]}},
+    }
+    provision(plan, aws)
+    return window_table_name(plan, "f")
+
+
+def _hw_of(aws: Callable[[str], Any], table: str, prefix: str) -> dict[str, str | None]:
+    """Each window item's ``hw`` attribute (``None``: none), by sort key."""
+    return {i["window"]["S"]: i.get("hw", {}).get("S") for i in items(aws, table, prefix)
+            if i["window"]["S"].startswith("w#")}  # fmt: skip
+
+
+def _read_back(table: str, prefix: str, client: Any) -> dict[Any, Any]:
+    """The open windows' high-water as a cold start reads it."""
+    return DynamoDBStore(table, prefix, 0, 60, client=client).shard("s0").hw
+
+
+def test_each_window_item_holds_its_high_water_also_closed_and_a_cold_start_reads_it(
+    aws: Callable[[str], Any], table: str
+) -> None:
+    prefix = uuid.uuid4().hex
+    client = aws("dynamodb")
+    run(window(table, prefix, client), DOCS, 1)  # a@1, b@2, a@3
+    assert _hw_of(aws, table, prefix) == {
+        'w#0#"a"': '{"a":["3",0,[]]}',
+        'w#0#"b"': '{"b":["2",0,[]]}',
+    }
+    assert _read_back(table, prefix, client) == {
+        ("a", 0): {"a": (1, "3", 0, ())},
+        ("b", 0): {"b": (1, "2", 0, ())},
+    }
+    out = run(window(table, prefix, client), CLOSER, 10)  # closes both
+    assert len(out) == 2
+    assert _hw_of(aws, table, prefix) == {
+        'w#0#"a"': '{"a":["3",0,[]]}',  # closed items keep it
+        'w#0#"b"': '{"b":["2",0,[]]}',
+        'w#60#"c"': '{"c":["10",0,[]]}',
+    }
+    assert _read_back(table, prefix, client) == {("c", 60): {"c": (2, "10", 0, ())}}
+
+
+def test_a_batch_that_never_committed_leaves_the_high_water_read_as_before(
+    aws: Callable[[str], Any], table: str
+) -> None:
+    prefix = uuid.uuid4().hex
+    client = aws("dynamodb")
+    run(window(table, prefix, client), DOCS[:1], 1)  # a@1
+    torn = window(table, prefix, ShardItemFails(client))
+    doc = DOCS[2]  # a@30: the window item is written, the shard item is not
+    failed = Chain([Step.of("w", torn)]).run([Record(orjson.dumps(doc), "a", "2", shard_id="s0")])
+    assert [f.retryable for f in failed.failures] == [True]
+    assert _hw_of(aws, table, prefix) == {'w#0#"a"': '{"a":["2",0,[]]}'}
+    assert _read_back(table, prefix, client) == {("a", 0): {"a": (1, "1", 0, ())}}
+
+
+def test_an_item_written_before_the_high_water_existed_reads_as_none(
+    aws: Callable[[str], Any], table: str
+) -> None:
+    prefix = uuid.uuid4().hex
+    client = aws("dynamodb")
+    run(window(table, prefix, client), DOCS, 1)
+    for sort_key in ('w#0#"a"', 'w#0#"b"'):  # as the version before this one wrote them
+        client.update_item(TableName=table, Key={"shard": {"S": prefix + "s0"},
+                           "window": {"S": sort_key}}, UpdateExpression="REMOVE hw")  # fmt: skip
+    assert _read_back(table, prefix, client) == {}
+    out = run(window(table, prefix, client), CLOSER, 10)
+    assert [(r.get("key"), r.get("n")) for r in out] == [("a", 2), ("b", 1)]
