@@ -554,9 +554,6 @@ class Window:
                                 raise _no_time(raw, time_field)
                         else:
                             t = event_seconds(raw, time_field)
-                    values = read(get)  # checked before anything changes
-                    if sized:
-                        _refuse_large(sized, get)
                     if slide != size:
                         starts = window_starts(t, size, slide)
                     elif not low <= t < high:  # else the last record's (times come mostly in
@@ -566,10 +563,13 @@ class Window:
                     else:
                         starts = tumbling
                     if check is not None and _seen(state.hw, key, starts, pk, check):
-                        outcome = outbox.get(_position(rec))  # applied already
-                        if outcome is not None:
+                        outcome = outbox.get(_position(rec))  # applied already: its values
+                        if outcome is not None:  # are not read again
                             pending[id(rec)] = outcome
                         continue
+                    values = read(get)  # checked before anything changes
+                    if sized:
+                        _refuse_large(sized, get)
                     placing = True
                     own = pk == key  # the recommended setup: partition by the window key
                     if refused:
