@@ -50,7 +50,10 @@ reference):
   with ``parallelization`` > 1 (issue 16) a lagging lane's new records lie before another
   lane's applied ones. A record refused by its window's state (a plugin's add raised, a
   window too large) raises that window's high-water too, so that it yields its error
-  again rather than being tried again.
+  again rather than being tried again. A commit another process of the memory store
+  passed since the batch read the state (:class:`~processors.window_store.CommitLost`) is
+  lost: the batch is applied again from the state committed, in the process, up to
+  ``_COMMIT_ATTEMPTS`` times.
 * **Refused records.** A record an aggregation refuses (a plugin's ``add`` raised a
   ``RecordError``) is dead-lettered and added to none of its windows: the generated fold
   is all or nothing per window (:mod:`processors.fold`), a window is opened only once the
@@ -96,6 +99,7 @@ from processors.lineage import KinesisLineage, StaticLineage
 from processors.window_keys import MARKER, key_json, key_text, key_value
 from processors.window_store import (
     ClaimLost,
+    CommitLost,
     DynamoDBStore,
     Mark,
     MemoryStore,
@@ -136,6 +140,10 @@ _STATES = ("memory", "dynamodb")
 #: Times a batch is applied again in the process when a parent's window it touched was
 #: claimed by another shard meanwhile (then the batch is delivered again).
 _CLAIM_ATTEMPTS = 3
+#: Times a batch is applied again in the process when another lane (or another invocation
+#: of it) committed the shard since it read it (:class:`CommitLost`), then it is delivered
+#: again.
+_COMMIT_ATTEMPTS = 8
 
 
 class WindowConfigError(ProcessorError, ValueError):
@@ -456,7 +464,7 @@ class Window:
         for _, group in groupby(records, _SHARD_OF):  # the runs of one shard, in C
             run = list(group)
             refused: frozenset[tuple[Any, int]] = frozenset()
-            attempt = 0
+            attempt = lost = 0
             while True:
                 try:
                     self._prepare_shard(run, pending, refused)
@@ -468,6 +476,10 @@ class Window:
                 except ClaimLost:  # the store reads the state again: apply it again
                     attempt += 1
                     if attempt == _CLAIM_ATTEMPTS:
+                        raise
+                except CommitLost:  # another lane committed: read again, apply again
+                    lost += 1
+                    if lost == _COMMIT_ATTEMPTS:
                         raise
                 for rec in run:
                     pending.pop(id(rec), None)

@@ -192,6 +192,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CLOSED_TTL_S",
     "ClaimLost",
+    "CommitLost",
     "DynamoDBStore",
     "Inherited",
     "Mark",
@@ -251,6 +252,13 @@ class StateTooLarge(WindowStateError):
 class ClaimLost(WindowStateError):
     """Another shard claimed a parent's window (or a parent changed) since this batch read
     it: the window step reads the state again and applies the batch again."""
+
+
+class CommitLost(WindowStateError):
+    """Another lane (or another invocation of the same batch) committed the shard since
+    this batch read it (its commit number ``n`` moved): the window step reads the state
+    again and applies the batch again (design: issue 16, slice S2; the memory store's, for
+    now)."""
 
 
 #: A record's place in its shard: sequence number, sub-sequence number, fan-out part.
@@ -341,6 +349,8 @@ class ShardState:
             in the memory store closed ones' too (kept as long as the store: its runs are
             short); the DynamoDB store drops a closed window's at commit (its item is
             where slice S3 will read it).
+        n: the shard's commit number this state is at (the memory store's: its commit
+            holds only if no other commit came between; :class:`CommitLost`).
     """
 
     max_time: float | None = None
@@ -354,6 +364,7 @@ class ShardState:
     foreign: set[WindowKey] = field(default_factory=set)
     waiting: dict[int, list[WindowKey]] = field(default_factory=dict)
     hw: dict[WindowKey, dict[str, Mark]] = field(default_factory=dict)
+    n: int = 0
 
     def claims(self, changed: Set[WindowKey]) -> dict[WindowKey, tuple[Inherited, ...]]:
         """The inherited windows a batch added to or closed: what its commit must claim."""
@@ -502,6 +513,13 @@ class MemoryStore:
     as the store: it holds tests' and ``shardline test``'s short runs (the DynamoDB design
     bounds them by the record age limit; issue 16, slice S3).
 
+    Processes (:meth:`process`, for tests of lanes): several stores on one committed
+    state, each with its own copy of each shard's state, as processes on one table. A
+    commit holds only at the shard's commit number it read (``n``), else
+    :class:`CommitLost`: the step reads the state again (the committed one, copied) and
+    applies its batch again. One store alone uses its states in place and its commits
+    always hold.
+
     Args:
         prefix, size, end_of: as :class:`DynamoDBStore`'s (they are in the item).
         sized: whether to apply the size rule; the window steps turn it off when all their
@@ -510,8 +528,8 @@ class MemoryStore:
             only cost time).
     """
 
-    __slots__ = ("_committed", "end_of", "owners", "prefix", "shards", "size", "sized",
-                 "writes")  # fmt: skip
+    __slots__ = ("_committed", "_n", "_table", "end_of", "owners", "prefix", "shards", "size",
+                 "sized", "writes")  # fmt: skip
 
     #: the step decides redeliveries by the windows' high-water (:class:`WindowStore`)
     high_water = True
@@ -533,6 +551,23 @@ class MemoryStore:
         self.size = size
         self.end_of = end_of
         self._committed: dict[str, _Committed] = {}
+        #: shard -> its commit number (shared by the processes)
+        self._n: dict[str, int] = {}
+        #: shard -> a copy of its committed state, once there are processes (shared)
+        self._table: dict[str, ShardState] | None = None
+
+    def process(self) -> MemoryStore:
+        """Another process on this store's committed state (tests of lanes: two window
+        steps on two processes of one store stand for two Lambda instances): claims,
+        commit numbers and what the table would hold are shared, each shard's state is the
+        process's own. From the first call, every commit also keeps a copy of the state
+        it committed, which a process behind the shard's commit number starts from."""
+        if self._table is None:
+            self._table = {s: _copy(state) for s, state in self.shards.items()}
+        other = MemoryStore(self.prefix, self.size, self.end_of, sized=self.sized)
+        other.owners, other._committed = self.owners, self._committed
+        other._n, other._table = self._n, self._table
+        return other
 
     def shard(self, shard_id: str) -> ShardState:
         """The shard's state; a copy before its first batch and while it holds inherited
@@ -543,6 +578,10 @@ class MemoryStore:
         object they were handed). Otherwise no claim can be lost, and the state is used in
         place."""
         state = self.shards.get(shard_id)
+        table = self._table
+        if table is not None and (state is None or state.n != self._n.get(shard_id, 0)):
+            held = table.get(shard_id)  # another process committed since: start from that
+            state = self.shards[shard_id] = ShardState() if held is None else _copy(held)
         if state is None:
             state = self.shards[shard_id] = ShardState()
         if state.inherited:  # a sibling may have claimed some since the last batch
@@ -559,7 +598,7 @@ class MemoryStore:
         pass  # the states stay in the process: nothing is read back
 
     def progress(self, shard_ids: list[str]) -> dict[str, tuple[float | None, float | None]]:
-        shards = self.shards
+        shards = self.shards if self._table is None else self._table
         return {s: (shards[s].max_time, None) for s in shard_ids
                 if s in shards and shards[s].applied is not None}  # fmt: skip
 
@@ -589,8 +628,9 @@ class MemoryStore:
         foreign: set[WindowKey],
     ) -> float | None:
         best: float | None = None
+        states = self.shards if self._table is None else self._table
         for parent in parents:
-            ps = self.shards.get(parent)
+            ps = states.get(parent)
             if ps is None or ps.applied is None:  # never had a batch: its parents hold all
                 t = self._gather(me, parents_of(parent), parents_of, parts, foreign)
             else:
@@ -620,6 +660,10 @@ class MemoryStore:
         changed: Set[tuple[Any, int]],
         quiet: Mapping[str, ShardState] | None = None,
     ) -> None:
+        n = self._n.get(shard_id, 0)
+        if state.n != n:
+            msg = f"shard {shard_id!r}: another commit ({n}) since this batch read it ({state.n})"
+            raise CommitLost(msg)
         claims = state.claims(changed) if state.inherited else {}
         for wkey, origins in claims.items():
             if not all(self._free(o, wkey, shard_id) for o in origins):
@@ -631,7 +675,10 @@ class MemoryStore:
             for origin in origins:
                 self.owners[origin.holder, origin.at(wkey)] = shard_id
         state.claimed(claims)
+        state.n = self._n[shard_id] = n + 1
         self.shards[shard_id] = state  # the copy :meth:`shard` gave, now committed
+        if self._table is not None:
+            self._table[shard_id] = _copy(state)
         self.writes += len(changed)
         if self.sized:
             committed.update(state, items)
@@ -674,7 +721,8 @@ class MemoryStore:
             out[wkey] = (acc, end, rank)
         if too_large:
             if self.shards.get(shard_id) is state:  # changed in place: back to the commit
-                self.shards[shard_id] = committed.state(state)
+                self.shards[shard_id] = restored = committed.state(state)
+                restored.n = state.n
             raise _state_too_large(shard_id, too_large)
         return out
 
