@@ -98,6 +98,7 @@ from processors.fold import NUMERIC, compile_fold
 from processors.lineage import KinesisLineage, StaticLineage
 from processors.window_keys import MARKER, key_json, key_text, key_value
 from processors.window_store import (
+    HW_MAX_PKS,
     ClaimLost,
     CommitLost,
     DynamoDBStore,
@@ -109,6 +110,7 @@ from processors.window_store import (
     StateTooLarge,
     WindowRecordError,
     WindowStore,
+    bound_hw,
     position_mark,
 )
 from stream.exceptions import RecordError
@@ -283,10 +285,12 @@ _Changed = dict[tuple[Any, int], "Record | None"]
 _Others = dict[tuple[tuple[Any, int], str], "Record"]
 
 
-def _raise_hw(state: ShardState, changed: _Changed, others: _Others) -> None:
+def _raise_hw(state: ShardState, changed: _Changed, others: _Others, bound: int | None) -> None:
     """Set each window's high-water from the last record of each partition key the batch
     decided on it (:attr:`ShardState.hw`): one position per (window, partition key), not
-    per record (:func:`_mark` inline: this runs once per window a batch touched)."""
+    per record (:func:`_mark` inline: this runs once per window a batch touched).
+    ``bound``: the most partition keys a window keeps (:func:`bound_hw`; ``None`` for a
+    store that decides by them)."""
     hw = state.hw
     get = hw.get
     for wkey, rec in changed.items():
@@ -301,13 +305,25 @@ def _raise_hw(state: ShardState, changed: _Changed, others: _Others) -> None:
         else:
             pk = rec.partition_key
             top = held.get(pk)
-            if top is None or mark > top:
+            if top is None:
+                full = bound_hw(held, pk, bound)
+                if full is not None:
+                    hw[wkey] = full
+                    continue
+                held[pk] = mark
+            elif mark > top:
                 held[pk] = mark
     for (wkey, pk), rec in others.items():
         mark = _mark(rec)
         held = hw.setdefault(wkey, {})
         top = held.get(pk)
-        if top is None or mark > top:
+        if top is None:
+            full = bound_hw(held, pk, bound)
+            if full is not None:
+                hw[wkey] = full
+                continue
+            held[pk] = mark
+        elif mark > top:
             held[pk] = mark
 
 
@@ -651,7 +667,7 @@ class Window:
         finally:
             state.max_time = max_time
             if changed or others:
-                _raise_hw(state, changed, others)
+                _raise_hw(state, changed, others, None if exact else HW_MAX_PKS)
             if last is not None:  # the greatest position, also should a source ever
                 position = _position(last)  # hand a shard's records out of order
                 if state.applied is None or position > state.applied:

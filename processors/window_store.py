@@ -10,7 +10,9 @@ id) and ``window`` (sort key). It holds:
   opened), ``closed`` once it has yielded its result, and ``hw``, its high-water
   (:attr:`ShardState.hw`: partition key -> the position of the last record of that key
   decided on it, as JSON; ``hw_prev`` before the batch that wrote the item, read as
-  ``prev`` is; an item of an earlier version has none). A closed item keeps it. Kept for
+  ``prev`` is; an item of an earlier version has none; a window of more than
+  :data:`HW_MAX_PKS` partition keys holds one entry, :data:`HW_UNBOUNDED`, instead, which
+  keeps the item small whatever the key). A closed item keeps it. Kept for
   ``parallelization`` > 1 (issue 16): this store does not decide redeliveries by it yet
   (:attr:`DynamoDBStore.high_water`). Why per shard and not per (key,
   window): the watermark that closes a window is the shard's, so a window's state belongs to
@@ -191,6 +193,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLOSED_TTL_S",
+    "HW_MAX_PKS",
     "ClaimLost",
     "CommitLost",
     "DynamoDBStore",
@@ -217,6 +220,17 @@ _PART = "#outbox#"  # the parts of an outbox too large for the shard item: #outb
 _OUTBOX_INLINE = 300_000
 _OUTBOX_PART = 350_000  # the text of one part item (DynamoDB: at most 400 KB an item)
 _TOKEN_LEN = 16  # a window item write's token (hex): unique per write, with 64 random bits
+#: The most partition keys a window's stored high-water names (``hw``; the design's
+#: ``MAX_PKS``, issue 16). A window key that is not the partition key (one site, a user per
+#: partition key) gathers a key per user: unbounded, it made the item pass DynamoDB's
+#: 400 KB limit (the batch failed at every retry) and cost a write unit per KB on every
+#: write. Past the bound the window keeps :data:`HW_UNBOUNDED` instead; a store that does
+#: not decide by the high-water (:attr:`WindowStore.high_water`) keeps no more in memory.
+HW_MAX_PKS = 16
+#: The partition key of the one entry of a high-water past :data:`HW_MAX_PKS`: Kinesis
+#: partition keys are 1 to 256 characters, so no record has it.
+HW_UNBOUNDED = ""
+_NO_MARK: Mark = (0, "", 0, ())
 _ITEM_LIMIT = 400_000  # a window item's bytes (DynamoDB's limit is 409,600): under it
 _REGISTRY = "#shards"  # the item listing the step's shards (partition and sort key)
 _MAX_QUIET = 99  # quiet shards closed per batch: a transaction holds at most 100 items
@@ -714,8 +728,8 @@ class MemoryStore:
             held = state.hw.get(wkey)
             was = committed.hw.get(wkey)
             item = window_item(pk, wkey, end, v, None if saved is None else saved[0], acc, rank,
-                               hw=hw_text(held) if held else None,
-                               saved_hw=hw_text(was) if was else None)  # fmt: skip
+                               hw=hw_stored(held) if held else None,
+                               saved_hw=hw_stored(was) if was else None)  # fmt: skip
             if _too_large(item, acc):
                 too_large.add(wkey)
             out[wkey] = (acc, end, rank)
@@ -1465,7 +1479,7 @@ class DynamoDBStore:
             stored = legacy.get((pk["S"], *wkey)) if legacy else None
             mine = uuid.uuid4().hex[:_TOKEN_LEN]
             held = state.hw.get(wkey)
-            hw = hw_text(held) if held else None
+            hw = hw_stored(held) if held else None
             item = window_item(pk, wkey, end, v, saved, acc, rank, expires, stored, mine,
                                hw=hw, saved_hw=saved_hw)  # fmt: skip
             if acc is not None and _too_large(item, acc):
@@ -1743,6 +1757,26 @@ def hw_text(held: Mapping[str, Mark]) -> str:
     """
     return json.dumps({pk: [m[1], m[2], list(m[3])] for pk, m in sorted(held.items())},
                       separators=(",", ":"))  # fmt: skip
+
+
+def hw_stored(held: Mapping[str, Mark]) -> str:
+    """:func:`hw_text` within the bound: a high-water of more than :data:`HW_MAX_PKS`
+    partition keys is stored as the one entry :data:`HW_UNBOUNDED` (what the memory store
+    counts for the item's size too, though it keeps them all: it decides by them).
+
+    >>> hw_stored({str(i): (1, "1", 0, ()) for i in range(17)})
+    '{"":["",0,[]]}'
+    """
+    return hw_text(held if len(held) <= HW_MAX_PKS else {HW_UNBOUNDED: _NO_MARK})
+
+
+def bound_hw(held: dict[str, Mark], pk: str, bound: int | None) -> dict[str, Mark] | None:
+    """What a window's high-water becomes when partition key ``pk``, not in it yet, is
+    decided on it: ``None``, add it; else the map to keep instead (:data:`HW_UNBOUNDED`)
+    once ``bound`` keys are held (``None``: no bound, the store decides by them)."""
+    if bound is not None and (len(held) >= bound or HW_UNBOUNDED in held):
+        return {HW_UNBOUNDED: _NO_MARK}
+    return None
 
 
 def hw_marks(text: str) -> dict[str, Mark]:

@@ -17,7 +17,7 @@ import pytest
 from deploy.local.servers import provision
 from deploy.names import window_table_name
 from processors.chain import Chain, Step
-from processors.window_store import DynamoDBStore
+from processors.window_store import HW_MAX_PKS, DynamoDBStore
 from stream.records import Record
 from tests.integration.test_window_state import CLOSER, DOCS, ShardItemFails, items, run, window
 
@@ -102,3 +102,33 @@ def test_an_item_written_before_the_high_water_existed_reads_as_none(
     assert _read_back(table, prefix, client) == {}
     out = run(window(table, prefix, client), CLOSER, 10)
     assert [(r.get("key"), r.get("n")) for r in out] == [("a", 2), ("b", 1)]
+
+
+def test_a_window_fed_by_thousands_of_partition_keys_still_commits_and_stays_small(
+    aws: Callable[[str], Any], table: str
+) -> None:
+    """A window key that is not the partition key (one site, a partition key per user: the
+    README advises against it, ``validate`` allows it) gathers every user's partition key.
+    Before the high-water existed this window's item was a few hundred bytes and a batch
+    of 4,000 users committed; a high-water of every user made the item pass DynamoDB's
+    400 KB (the batch failed at each retry). Past ``HW_MAX_PKS`` partition keys the item,
+    and the process, keep one entry instead; a window of at most that many keeps them all."""
+    prefix = uuid.uuid4().hex
+    client = aws("dynamodb")
+    step = window(table, prefix, client, key="site")
+    seq = 49590338271490256608559692538361571095921575989136588898  # Kinesis' 56 digits
+    users = [str(uuid.UUID(int=i)) for i in range(4000 + HW_MAX_PKS)]
+    sites = ["many"] * 4000 + ["few"] * HW_MAX_PKS
+    docs = [orjson.dumps({"site": site, "ts": 5, "amount": 1}) for site in sites]
+    batch = [
+        Record(doc, user, str(seq + i), shard_id="s0", index=i)
+        for i, (doc, user) in enumerate(zip(docs, users, strict=True))
+    ]
+    result = Chain([Step.of("processors[0].window", step)]).run(batch)
+    assert [f.error for f in result.failures][:1] == []
+    stored = _hw_of(aws, table, prefix)
+    assert stored['w#0#"many"'] == '{"":["",0,[]]}'
+    assert len(orjson.loads(stored['w#0#"few"'] or "{}")) == HW_MAX_PKS
+    unbounded = {"": (0, "", 0, ())}
+    assert step.store.shard("s0").hw[("many", 0)] == unbounded  # the process's too
+    assert _read_back(table, prefix, client)[("many", 0)] == unbounded
