@@ -14,7 +14,8 @@ id) and ``window`` (sort key). It holds:
   :data:`HW_MAX_PKS` partition keys holds one entry, :data:`HW_UNBOUNDED`, instead, which
   keeps the item small whatever the key). A closed item keeps it. Kept for
   ``parallelization`` > 1 (issue 16): this store does not decide redeliveries by it yet
-  (:attr:`DynamoDBStore.high_water`). Why per shard and not per (key,
+  (:attr:`DynamoDBStore.high_water`), so it is written only with
+  :attr:`DynamoDBStore.persist_high_water`, off until then. Why per shard and not per (key,
   window): the watermark that closes a window is the shard's, so a window's state belongs to
   one shard's sequence of records; a batch then reads its shard's items with one
   strongly consistent ``Query`` on a cold start, and every item is written by one shard's
@@ -947,6 +948,11 @@ class DynamoDBStore:
     #: redelivery by the shard item's ``applied`` alone, which is right with one lane (all
     #: ``validate`` allows with windows).
     high_water = False
+    #: Whether window items carry their high-water (``hw``, ``hw_prev``). Off until the
+    #: store decides by it (slices S3/S4, lanes turned on in S7): with one lane nothing
+    #: reads it, and it costs each window write up to ~3.4 KB (16 partition keys, as
+    #: ``hw`` and ``hw_prev``): write units for nothing. Tests of the format turn it on.
+    persist_high_water = False
 
     def __init__(  # noqa: PLR0917  # the step's settings, as keywords
         self,
@@ -1478,7 +1484,7 @@ class DynamoDBStore:
                 expires = None
             stored = legacy.get((pk["S"], *wkey)) if legacy else None
             mine = uuid.uuid4().hex[:_TOKEN_LEN]
-            held = state.hw.get(wkey)
+            held = state.hw.get(wkey) if self.persist_high_water else None
             hw = hw_stored(held) if held else None
             item = window_item(pk, wkey, end, v, saved, acc, rank, expires, stored, mine,
                                hw=hw, saved_hw=saved_hw)  # fmt: skip
