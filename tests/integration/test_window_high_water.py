@@ -50,9 +50,7 @@ def stored(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> N
         monkeypatch.setattr(DynamoDBStore, "persist_high_water", True)
 
 
-def test_by_default_window_items_carry_no_high_water(
-    aws: Callable[[str], Any], table: str
-) -> None:
+def test_by_default_window_items_carry_no_high_water(aws: Callable[[str], Any], table: str) -> None:
     # with one lane nothing reads it back: stored, it would cost write units for nothing
     prefix = uuid.uuid4().hex
     client = aws("dynamodb")
