@@ -43,6 +43,17 @@ reference):
   shard come in shard order (Lambda's, the local mapping's and a redrive's batches), so
   only a prefix can be at or before it: once a record is past it, the rest are applied
   without comparing their positions (the per-record loop reads no sequence number).
+  With a store that keeps the windows' high-water (:attr:`WindowStore.high_water`: the
+  memory store, for now), a record at or before ``applied`` counts as applied already
+  only if one of its windows' high-water for its partition key is at or past it
+  (:attr:`ShardState.hw`, closed windows' included), else it is applied (or late) now:
+  with ``parallelization`` > 1 (issue 16) a lagging lane's new records lie before another
+  lane's applied ones. A record refused by its window's state (a plugin's add raised, a
+  window too large) raises that window's high-water too, so that it yields its error
+  again rather than being tried again. A commit another process of the memory store
+  passed since the batch read the state (:class:`~processors.window_store.CommitLost`) is
+  lost: the batch is applied again from the state committed, in the process, up to
+  ``_COMMIT_ATTEMPTS`` times.
 * **Refused records.** A record an aggregation refuses (a plugin's ``add`` raised a
   ``RecordError``) is dead-lettered and added to none of its windows: the generated fold
   is all or nothing per window (:mod:`processors.fold`), a window is opened only once the
@@ -87,8 +98,11 @@ from processors.fold import NUMERIC, compile_fold
 from processors.lineage import KinesisLineage, StaticLineage
 from processors.window_keys import MARKER, key_json, key_text, key_value
 from processors.window_store import (
+    HW_MAX_PKS,
     ClaimLost,
+    CommitLost,
     DynamoDBStore,
+    Mark,
     MemoryStore,
     Outcome,
     Position,
@@ -96,11 +110,13 @@ from processors.window_store import (
     StateTooLarge,
     WindowRecordError,
     WindowStore,
+    bound_hw,
+    position_mark,
 )
 from stream.exceptions import RecordError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Container, Mapping, Sequence
 
     from processors.aggregations import Aggregation
     from processors.lineage import Lineage
@@ -126,6 +142,10 @@ _STATES = ("memory", "dynamodb")
 #: Times a batch is applied again in the process when a parent's window it touched was
 #: claimed by another shard meanwhile (then the batch is delivered again).
 _CLAIM_ATTEMPTS = 3
+#: Times a batch is applied again in the process when another lane (or another invocation
+#: of it) committed the shard since it read it (:class:`CommitLost`), then it is delivered
+#: again.
+_COMMIT_ATTEMPTS = 8
 
 
 class WindowConfigError(ProcessorError, ValueError):
@@ -229,6 +249,82 @@ def _send_with(
 def _position(record: Record) -> Position:
     part = tuple(int(p) for p in record.part.split(".")) if record.part else ()
     return int(record.sequence_number), record.sub_sequence_number, part
+
+
+def _mark(record: Record) -> Mark:
+    """The record's position as the redelivery check compares it: the sequence number as
+    (length, text), not parsed (:data:`~processors.window_store.Mark`)."""
+    seq, part = record.sequence_number, record.part
+    return (len(seq), seq, record.sub_sequence_number,
+            tuple(int(p) for p in part.split(".")) if part else ())  # fmt: skip
+
+
+def _seen(hw: dict[tuple[Any, int], dict[str, Mark]], key: Any, starts: Sequence[int], pk: str,
+          mark: Mark) -> bool:  # fmt: skip
+    """Whether the record at ``mark`` (of partition key ``pk``, in ``key``'s windows
+    ``starts``) was decided already: one of its windows' high-water for ``pk`` is at or
+    past it (a later record of ``pk`` was decided there, so this one was: Lambda keeps a
+    partition key's order). Only windows with a high-water are compared; closed ones are
+    among them (:attr:`ShardState.hw`). Else it is new (a lagging lane's), applied now or
+    late."""
+    for start in starts:
+        held = hw.get((key, start))
+        if held is not None:
+            top = held.get(pk)
+            if top is not None and top >= mark:
+                return True
+    return False
+
+
+#: A batch's changed windows -> the last record added to each whose partition key is the
+#: window's key (``None``: none such, or only closed): a dict rather than a set, so the hot
+#: loop's one store per window also keeps what the window's high-water needs.
+_Changed = dict[tuple[Any, int], "Record | None"]
+#: (window, partition key) -> the last record of that partition key decided on the window,
+#: for partition keys other than the window's key (and records refused by its state).
+_Others = dict[tuple[tuple[Any, int], str], "Record"]
+
+
+def _raise_hw(state: ShardState, changed: _Changed, others: _Others, bound: int | None) -> None:
+    """Set each window's high-water from the last record of each partition key the batch
+    decided on it (:attr:`ShardState.hw`): one position per (window, partition key), not
+    per record (:func:`_mark` inline: this runs once per window a batch touched).
+    ``bound``: the most partition keys a window keeps (:func:`bound_hw`; ``None`` for a
+    store that decides by them)."""
+    hw = state.hw
+    get = hw.get
+    for wkey, rec in changed.items():
+        if rec is None:
+            continue
+        seq, part = rec.sequence_number, rec.part
+        mark = (len(seq), seq, rec.sub_sequence_number,
+                tuple(int(p) for p in part.split(".")) if part else ())  # fmt: skip
+        held = get(wkey)
+        if held is None:
+            hw[wkey] = {rec.partition_key: mark}
+        else:
+            pk = rec.partition_key
+            top = held.get(pk)
+            if top is None:
+                full = bound_hw(held, pk, bound)
+                if full is not None:
+                    hw[wkey] = full
+                    continue
+                held[pk] = mark
+            elif mark > top:
+                held[pk] = mark
+    for (wkey, pk), rec in others.items():
+        mark = _mark(rec)
+        held = hw.setdefault(wkey, {})
+        top = held.get(pk)
+        if top is None:
+            full = bound_hw(held, pk, bound)
+            if full is not None:
+                hw[wkey] = full
+                continue
+            held[pk] = mark
+        elif mark > top:
+            held[pk] = mark
 
 
 class Window:
@@ -384,7 +480,7 @@ class Window:
         for _, group in groupby(records, _SHARD_OF):  # the runs of one shard, in C
             run = list(group)
             refused: frozenset[tuple[Any, int]] = frozenset()
-            attempt = 0
+            attempt = lost = 0
             while True:
                 try:
                     self._prepare_shard(run, pending, refused)
@@ -396,6 +492,10 @@ class Window:
                 except ClaimLost:  # the store reads the state again: apply it again
                     attempt += 1
                     if attempt == _CLAIM_ATTEMPTS:
+                        raise
+                except CommitLost:  # another lane committed: read again, apply again
+                    lost += 1
+                    if lost == _COMMIT_ATTEMPTS:
                         raise
                 for rec in run:
                     pending.pop(id(rec), None)
@@ -416,11 +516,15 @@ class Window:
         if state.outbox:  # what positions before this batch's first applied record yielded
             since = _position(head)
             state.outbox = {p: o for p, o in state.outbox.items() if p >= since}
-        changed: set[tuple[Any, int]] = set()
+        changed: _Changed = {}
         closer: Record | None = None  # the last record applied now that yields no error
         last: Record | None = None  # the last record applied: its position is ``applied``
         outbox = state.outbox
         applied = state.applied
+        # a record at or before ``top`` may have been applied already; past it, none is
+        top = None if applied is None else position_mark(applied)
+        exact = store.high_water  # decided by the windows' high-water, else by ``applied``
+        others: _Others = {}  # with ``changed``: the windows' new high-water
         # The per-record work inline, its names bound once per batch (a call per record
         # and the loads it repeats were a fifth of the step's instructions).
         key_field, time_field, read, create, fold, size, slide, lateness = self._hot
@@ -439,15 +543,21 @@ class Window:
         starts: Sequence[int]
         try:
             for rec in records:
-                if applied is not None:  # a redelivery: its records up to ``applied`` were
-                    position = _position(rec)  # applied already
-                    if position <= applied:
-                        outcome = outbox.get(position)
+                check: Mark | None = None  # its mark, while it may have been applied already
+                if top is not None:  # a redelivery, or (lanes) a lagging lane's batch
+                    mark = _mark(rec)
+                    if mark > top:
+                        top = None  # the rest of the batch comes after it (shard order)
+                    elif exact:
+                        check = mark  # its windows' high-water decides, once they are known
+                    else:  # one lane: at or before ``applied`` is applied already
+                        outcome = outbox.get(_position(rec))
                         if outcome is not None:
                             pending[id(rec)] = outcome
                         continue
-                    applied = None  # the rest of the batch comes after it (shard order)
                 last = rec
+                pk = rec.partition_key
+                placing = False  # its windows known: a refusal raises their high-water
                 try:  # apply the record (DESIGN.md, "Windows"; the module docstring)
                     doc = rec._doc  # decoded already, as a step before needed it
                     if type(doc) is not dict:  # else (not yet, or not an object):
@@ -472,9 +582,6 @@ class Window:
                                 raise _no_time(raw, time_field)
                         else:
                             t = event_seconds(raw, time_field)
-                    values = read(get)  # checked before anything changes
-                    if sized:
-                        _refuse_large(sized, get)
                     if slide != size:
                         starts = window_starts(t, size, slide)
                     elif not low <= t < high:  # else the last record's (times come mostly in
@@ -483,11 +590,22 @@ class Window:
                         starts = tumbling = (low,)
                     else:
                         starts = tumbling
+                    if check is not None and _seen(state.hw, key, starts, pk, check):
+                        outcome = outbox.get(_position(rec))  # applied already: its values
+                        if outcome is not None:  # are not read again
+                            pending[id(rec)] = outcome
+                        continue
+                    values = read(get)  # checked before anything changes
+                    if sized:
+                        _refuse_large(sized, get)
+                    placing = True
+                    own = pk == key  # the recommended setup: partition by the window key
                     if refused:
                         _refuse_windows(refused, key, starts)
                     if guarded:
                         placed = self._place_all(state, key, starts, watermark=watermark,
-                                                 values=values, t=t, changed=changed)  # fmt: skip
+                                                 values=values, t=t, changed=changed,
+                                                 others=others, rec=rec)  # fmt: skip
                         due = -_INF if waiting else ends[0] if ends else _INF
                     else:
                         placed = False
@@ -513,7 +631,11 @@ class Window:
                             else:
                                 fold(accs, values, t)
                             placed = True
-                            changed.add(wkey)
+                            if own:
+                                changed[wkey] = rec
+                            else:
+                                others[wkey, pk] = rec
+                                changed.setdefault(wkey, None)
                     if not placed:
                         outcome = _LATE
                     else:
@@ -528,6 +650,13 @@ class Window:
                 except RecordError as exc:
                     outcome = Outcome(error=exc)
                     due = -_INF if waiting else ends[0] if ends else _INF
+                    if placing:  # refused by a window's state: decided on it
+                        for start in starts:
+                            wkey = (key, start)
+                            if wkey in windows:
+                                others[wkey, pk] = rec
+                                if exact:  # its high-water changed: committed with it
+                                    changed.setdefault(wkey, None)
                 if outcome is _NOTHING:
                     closer = rec
                     continue
@@ -537,12 +666,14 @@ class Window:
                     closer = rec
         finally:
             state.max_time = max_time
+            if changed or others:
+                _raise_hw(state, changed, others, None if exact else HW_MAX_PKS)
             if last is not None:  # the greatest position, also should a source ever
                 position = _position(last)  # hand a shard's records out of order
                 if state.applied is None or position > state.applied:
                     state.applied = position
         state.forget_foreign(self.size_s, self.allowed_lateness_s)
-        store.commit(shard_id, state, changed, self._close_quiet(shard_id, state, closer))
+        store.commit(shard_id, state, changed.keys(), self._close_quiet(shard_id, state, closer))
 
     def _shard_state(self, head: Record) -> ShardState:
         """The state of ``head``'s shard for its batch (session windows' too): a shard
@@ -591,7 +722,7 @@ class Window:
         return out
 
     def _closable(
-        self, wkey: tuple[Any, int], end: int, state: ShardState, changed: set[tuple[Any, int]]
+        self, wkey: tuple[Any, int], end: int, state: ShardState, changed: Container[Any]
     ) -> bool:
         """Own windows close by this shard's watermark; inherited ones (not added to in
         this batch, which claims them) wait for the other heirs' too."""
@@ -678,7 +809,9 @@ class Window:
         watermark: float,
         values: Any,
         t: float,
-        changed: set[tuple[Any, int]],
+        changed: _Changed,
+        others: _Others,
+        rec: Record,
     ) -> bool:
         """Add a record to each of its open windows, all or none (hopping windows whose
         aggregations' adds may raise: :attr:`processors.fold.Fold.guarded`): new windows
@@ -717,12 +850,16 @@ class Window:
                 heapq.heappush(ends, end)
             else:
                 of_end.append(wkey)
-        changed.update(wkey for wkey, _, _ in targets)
+        pk = rec.partition_key
+        for wkey, _, _ in targets:
+            if pk == key:
+                changed[wkey] = rec
+            else:
+                others[wkey, pk] = rec
+                changed.setdefault(wkey, None)
         return bool(targets)
 
-    def _close_due(
-        self, state: ShardState, watermark: float, changed: set[tuple[Any, int]]
-    ) -> Outcome:
+    def _close_due(self, state: ShardState, watermark: float, changed: _Changed) -> Outcome:
         """Close the windows whose end is at or before the watermark (inherited ones when
         the other heirs are past it too, :meth:`_closable`): their results."""
         windows, ends, waiting = state.windows, state.ends, state.waiting
@@ -733,14 +870,14 @@ class Window:
                 if state.inherited and not self._closable(wkey, end, state, changed):
                     waiting.setdefault(end, []).append(wkey)  # another heir may add to it
                     continue
-                changed.add(wkey)
+                changed.setdefault(wkey, None)
                 results.append(self._result(wkey, end, windows.pop(wkey)))
         if waiting:
             for end in sorted(waiting):
                 kept = []
                 for wkey in waiting.pop(end):
                     if self._closable(wkey, end, state, changed):
-                        changed.add(wkey)
+                        changed.setdefault(wkey, None)
                         results.append(self._result(wkey, end, windows.pop(wkey)))
                     else:
                         kept.append(wkey)

@@ -7,7 +7,15 @@ id) and ``window`` (sort key). It holds:
 * **one item per (shard, key, window)**, sort key ``w#START#KEY``: the accumulators as JSON
   text (``acc``; sets, which only ``distinct`` keeps, as ``{"$set": [...]}``), the window's
   end, its rank among the windows of that end (results come out in the order windows
-  opened), and ``closed`` once it has yielded its result. Why per shard and not per (key,
+  opened), ``closed`` once it has yielded its result, and ``hw``, its high-water
+  (:attr:`ShardState.hw`: partition key -> the position of the last record of that key
+  decided on it, as JSON; ``hw_prev`` before the batch that wrote the item, read as
+  ``prev`` is; an item of an earlier version has none; a window of more than
+  :data:`HW_MAX_PKS` partition keys holds one entry, :data:`HW_UNBOUNDED`, instead, which
+  keeps the item small whatever the key). A closed item keeps it. Kept for
+  ``parallelization`` > 1 (issue 16): this store does not decide redeliveries by it yet
+  (:attr:`DynamoDBStore.high_water`), so it is written only with
+  :attr:`DynamoDBStore.persist_high_water`, off until then. Why per shard and not per (key,
   window): the watermark that closes a window is the shard's, so a window's state belongs to
   one shard's sequence of records; a batch then reads its shard's items with one
   strongly consistent ``Query`` on a cold start, and every item is written by one shard's
@@ -177,7 +185,7 @@ from stream.exceptions import RecordError, RetryableError
 from stream.overlap import run_all, wave_width
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 
     #: Two parts' accumulators merged (a window two parents of a merge both held).
     Merge = Callable[[list[Any], list[Any]], list[Any]]
@@ -186,9 +194,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLOSED_TTL_S",
+    "HW_MAX_PKS",
     "ClaimLost",
+    "CommitLost",
     "DynamoDBStore",
     "Inherited",
+    "Mark",
     "MemoryStore",
     "Outcome",
     "Position",
@@ -210,6 +221,17 @@ _PART = "#outbox#"  # the parts of an outbox too large for the shard item: #outb
 _OUTBOX_INLINE = 300_000
 _OUTBOX_PART = 350_000  # the text of one part item (DynamoDB: at most 400 KB an item)
 _TOKEN_LEN = 16  # a window item write's token (hex): unique per write, with 64 random bits
+#: The most partition keys a window's stored high-water names (``hw``; the design's
+#: ``MAX_PKS``, issue 16). A window key that is not the partition key (one site, a user per
+#: partition key) gathers a key per user: unbounded, it made the item pass DynamoDB's
+#: 400 KB limit (the batch failed at every retry) and cost a write unit per KB on every
+#: write. Past the bound the window keeps :data:`HW_UNBOUNDED` instead; a store that does
+#: not decide by the high-water (:attr:`WindowStore.high_water`) keeps no more in memory.
+HW_MAX_PKS = 16
+#: The partition key of the one entry of a high-water past :data:`HW_MAX_PKS`: Kinesis
+#: partition keys are 1 to 256 characters, so no record has it.
+HW_UNBOUNDED = ""
+_NO_MARK: Mark = (0, "", 0, ())
 _ITEM_LIMIT = 400_000  # a window item's bytes (DynamoDB's limit is 409,600): under it
 _REGISTRY = "#shards"  # the item listing the step's shards (partition and sort key)
 _MAX_QUIET = 99  # quiet shards closed per batch: a transaction holds at most 100 items
@@ -247,10 +269,32 @@ class ClaimLost(WindowStateError):
     it: the window step reads the state again and applies the batch again."""
 
 
+class CommitLost(WindowStateError):
+    """Another lane (or another invocation of the same batch) committed the shard since
+    this batch read it (its commit number ``n`` moved): the window step reads the state
+    again and applies the batch again (design: issue 16, slice S2; the memory store's, for
+    now)."""
+
+
 #: A record's place in its shard: sequence number, sub-sequence number, fan-out part.
 Position = tuple[int, int, tuple[int, ...]]
 #: A window of a key: (key, start).
 WindowKey = tuple[Any, int]
+#: A position as the redelivery check compares it without parsing the sequence number:
+#: (its length, its decimal text, sub-sequence number, fan-out part). Kinesis writes sequence
+#: numbers in decimal without leading zeros, so (length, text) orders them as numbers do.
+Mark = tuple[int, str, int, tuple[int, ...]]
+
+
+def position_mark(position: Position) -> Mark:
+    """The :data:`Mark` of a :data:`Position`.
+
+    >>> position_mark((99, 0, ())) < position_mark((100, 0, ()))
+    True
+    """
+    seq, sub, part = position
+    text = str(seq)
+    return len(text), text, sub, part
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +354,18 @@ class ShardState:
         foreign: ancestors' windows another shard claimed: closed for this one.
         waiting: end -> inherited windows behind this shard's watermark that wait for the
             other heirs' (in the process only: read back, they are open windows again).
+        hw: the high-water of each window with records: (key, start) -> partition key ->
+            the :data:`Mark` of the last record of that partition key decided on it
+            (added, or refused by its state). Why per partition key and not one applied
+            position: with ``parallelization`` > 1 a shard's lanes commit in any order, so
+            a lagging lane's new record may lie before the shard's greatest applied
+            position (design: issue 16). A record at or below its window's mark was
+            decided already (Lambda keeps a partition key's order). Open windows', and
+            in the memory store closed ones' too (kept as long as the store: its runs are
+            short); the DynamoDB store drops a closed window's at commit (its item is
+            where slice S3 will read it).
+        n: the shard's commit number this state is at (the memory store's: its commit
+            holds only if no other commit came between; :class:`CommitLost`).
     """
 
     max_time: float | None = None
@@ -322,8 +378,10 @@ class ShardState:
     inherited: dict[WindowKey, tuple[Inherited, ...]] = field(default_factory=dict)
     foreign: set[WindowKey] = field(default_factory=set)
     waiting: dict[int, list[WindowKey]] = field(default_factory=dict)
+    hw: dict[WindowKey, dict[str, Mark]] = field(default_factory=dict)
+    n: int = 0
 
-    def claims(self, changed: set[WindowKey]) -> dict[WindowKey, tuple[Inherited, ...]]:
+    def claims(self, changed: Set[WindowKey]) -> dict[WindowKey, tuple[Inherited, ...]]:
         """The inherited windows a batch added to or closed: what its commit must claim."""
         windows = self.windows
         return {w: h for w, h in self.inherited.items() if w in changed or w not in windows}
@@ -383,6 +441,7 @@ class ShardState:
         for wkey in wkeys:
             self.windows.pop(wkey, None)
             self.inherited.pop(wkey, None)
+            self.hw.pop(wkey, None)
             self.foreign.add(wkey)
         for end in list(self.waiting):
             self.waiting[end] = [w for w in self.waiting[end] if w not in wkeys]
@@ -398,7 +457,17 @@ class ShardState:
 
 
 class WindowStore(Protocol):
-    """Where the windows' state lives between batches."""
+    """Where the windows' state lives between batches.
+
+    Attributes:
+        high_water: whether the step may decide "applied already" by the windows'
+            high-water (:attr:`ShardState.hw`, closed windows' included), so that a
+            record before the shard's greatest applied position can still be new (a
+            lagging lane). ``False``: every record at or before ``applied`` was decided
+            (true with one lane, which ``validate`` still requires of windows).
+    """
+
+    high_water: bool
 
     def shard(self, shard_id: str) -> ShardState:
         """The shard's state as of the last commit (a new one for a shard never seen)."""
@@ -407,7 +476,7 @@ class WindowStore(Protocol):
         self,
         shard_id: str,
         state: ShardState,
-        changed: set[tuple[Any, int]],
+        changed: Set[tuple[Any, int]],
         quiet: Mapping[str, ShardState] | None = None,
     ) -> None:
         """Make a batch's changes durable: ``changed`` are the (key, start) windows the
@@ -453,6 +522,19 @@ class MemoryStore:
     and ``invoke`` dead-letter the records the deployed function would. For that it keeps,
     per shard, what the table would hold (:class:`_Committed`).
 
+    High-water (:attr:`ShardState.hw`): closed windows' stay in the state, so the step
+    tells a redelivered record of a closed window (applied before it closed) from a late
+    one without the single ``applied`` position (:attr:`high_water`). They are kept as long
+    as the store: it holds tests' and ``shardline test``'s short runs (the DynamoDB design
+    bounds them by the record age limit; issue 16, slice S3).
+
+    Processes (:meth:`process`, for tests of lanes): several stores on one committed
+    state, each with its own copy of each shard's state, as processes on one table. A
+    commit holds only at the shard's commit number it read (``n``), else
+    :class:`CommitLost`: the step reads the state again (the committed one, copied) and
+    applies its batch again. One store alone uses its states in place and its commits
+    always hold.
+
     Args:
         prefix, size, end_of: as :class:`DynamoDBStore`'s (they are in the item).
         sized: whether to apply the size rule; the window steps turn it off when all their
@@ -461,8 +543,11 @@ class MemoryStore:
             only cost time).
     """
 
-    __slots__ = ("_committed", "end_of", "owners", "prefix", "shards", "size", "sized",
-                 "writes")  # fmt: skip
+    __slots__ = ("_committed", "_n", "_table", "end_of", "owners", "prefix", "shards", "size",
+                 "sized", "writes")  # fmt: skip
+
+    #: the step decides redeliveries by the windows' high-water (:class:`WindowStore`)
+    high_water = True
 
     def __init__(
         self,
@@ -481,6 +566,23 @@ class MemoryStore:
         self.size = size
         self.end_of = end_of
         self._committed: dict[str, _Committed] = {}
+        #: shard -> its commit number (shared by the processes)
+        self._n: dict[str, int] = {}
+        #: shard -> a copy of its committed state, once there are processes (shared)
+        self._table: dict[str, ShardState] | None = None
+
+    def process(self) -> MemoryStore:
+        """Another process on this store's committed state (tests of lanes: two window
+        steps on two processes of one store stand for two Lambda instances): claims,
+        commit numbers and what the table would hold are shared, each shard's state is the
+        process's own. From the first call, every commit also keeps a copy of the state
+        it committed, which a process behind the shard's commit number starts from."""
+        if self._table is None:
+            self._table = {s: _copy(state) for s, state in self.shards.items()}
+        other = MemoryStore(self.prefix, self.size, self.end_of, sized=self.sized)
+        other.owners, other._committed = self.owners, self._committed
+        other._n, other._table = self._n, self._table
+        return other
 
     def shard(self, shard_id: str) -> ShardState:
         """The shard's state; a copy before its first batch and while it holds inherited
@@ -491,6 +593,10 @@ class MemoryStore:
         object they were handed). Otherwise no claim can be lost, and the state is used in
         place."""
         state = self.shards.get(shard_id)
+        table = self._table
+        if table is not None and (state is None or state.n != self._n.get(shard_id, 0)):
+            held = table.get(shard_id)  # another process committed since: start from that
+            state = self.shards[shard_id] = ShardState() if held is None else _copy(held)
         if state is None:
             state = self.shards[shard_id] = ShardState()
         if state.inherited:  # a sibling may have claimed some since the last batch
@@ -507,7 +613,7 @@ class MemoryStore:
         pass  # the states stay in the process: nothing is read back
 
     def progress(self, shard_ids: list[str]) -> dict[str, tuple[float | None, float | None]]:
-        shards = self.shards
+        shards = self.shards if self._table is None else self._table
         return {s: (shards[s].max_time, None) for s in shard_ids
                 if s in shards and shards[s].applied is not None}  # fmt: skip
 
@@ -537,8 +643,9 @@ class MemoryStore:
         foreign: set[WindowKey],
     ) -> float | None:
         best: float | None = None
+        states = self.shards if self._table is None else self._table
         for parent in parents:
-            ps = self.shards.get(parent)
+            ps = states.get(parent)
             if ps is None or ps.applied is None:  # never had a batch: its parents hold all
                 t = self._gather(me, parents_of(parent), parents_of, parts, foreign)
             else:
@@ -565,9 +672,13 @@ class MemoryStore:
         self,
         shard_id: str,
         state: ShardState,
-        changed: set[tuple[Any, int]],
+        changed: Set[tuple[Any, int]],
         quiet: Mapping[str, ShardState] | None = None,
     ) -> None:
+        n = self._n.get(shard_id, 0)
+        if state.n != n:
+            msg = f"shard {shard_id!r}: another commit ({n}) since this batch read it ({state.n})"
+            raise CommitLost(msg)
         claims = state.claims(changed) if state.inherited else {}
         for wkey, origins in claims.items():
             if not all(self._free(o, wkey, shard_id) for o in origins):
@@ -579,7 +690,10 @@ class MemoryStore:
             for origin in origins:
                 self.owners[origin.holder, origin.at(wkey)] = shard_id
         state.claimed(claims)
+        state.n = self._n[shard_id] = n + 1
         self.shards[shard_id] = state  # the copy :meth:`shard` gave, now committed
+        if self._table is not None:
+            self._table[shard_id] = _copy(state)
         self.writes += len(changed)
         if self.sized:
             committed.update(state, items)
@@ -589,7 +703,7 @@ class MemoryStore:
         self,
         shard_id: str,
         state: ShardState,
-        changed: set[WindowKey],
+        changed: Set[WindowKey],
         committed: _Committed,
     ) -> dict[WindowKey, tuple[str, Any, int] | None]:
         """The changed windows' items as the table would hold them after this batch (``None``:
@@ -612,13 +726,18 @@ class MemoryStore:
             rank = of_end.get(wkey, 0)
             acc = encode(accs)
             saved = committed.items.get(wkey)
-            item = window_item(pk, wkey, end, v, None if saved is None else saved[0], acc, rank)
+            held = state.hw.get(wkey)
+            was = committed.hw.get(wkey)
+            item = window_item(pk, wkey, end, v, None if saved is None else saved[0], acc, rank,
+                               hw=hw_stored(held) if held else None,
+                               saved_hw=hw_stored(was) if was else None)  # fmt: skip
             if _too_large(item, acc):
                 too_large.add(wkey)
             out[wkey] = (acc, end, rank)
         if too_large:
             if self.shards.get(shard_id) is state:  # changed in place: back to the commit
-                self.shards[shard_id] = committed.state(state)
+                self.shards[shard_id] = restored = committed.state(state)
+                restored.n = state.n
             raise _state_too_large(shard_id, too_large)
         return out
 
@@ -629,21 +748,27 @@ class MemoryStore:
 class _Committed:
     """What a DynamoDB table would hold of a memory store's shard after its last commit:
     the shard item's position, time and outbox, and each open window's item (accumulators
-    as JSON, end, rank)."""
+    as JSON, end, rank), and the high-water of each window a commit changed (closed ones'
+    too: the memory store keeps them)."""
 
-    __slots__ = ("applied", "items", "max_time", "outbox")
+    __slots__ = ("applied", "hw", "items", "max_time", "outbox")
 
     def __init__(self) -> None:
         self.applied: Position | None = None
         self.max_time: float | None = None
         self.outbox: dict[Position, Outcome] = {}
         self.items: dict[WindowKey, tuple[str, Any, int]] = {}
+        self.hw: dict[WindowKey, dict[str, Mark]] = {}
 
     def update(
         self, state: ShardState, items: Mapping[WindowKey, tuple[str, Any, int] | None]
     ) -> None:
         self.applied, self.max_time, self.outbox = state.applied, state.max_time, dict(state.outbox)
+        hw = state.hw
         for wkey, item in items.items():
+            held = hw.get(wkey)
+            if held is not None:
+                self.hw[wkey] = dict(held)
             if item is None:
                 self.items.pop(wkey, None)
             else:
@@ -656,6 +781,7 @@ class _Committed:
         gives a copy then)."""
         state = ShardState(max_time=self.max_time, applied=self.applied, outbox=dict(self.outbox))
         state.ancestors, state.foreign = spoiled.ancestors, set(spoiled.foreign)
+        state.hw = {wkey: dict(held) for wkey, held in self.hw.items()}
         for wkey, (acc, end, _) in sorted(self.items.items(), key=lambda i: (i[1][1], i[1][2])):
             state.windows[wkey] = decode(acc)
             of_end = state.by_end.get(end)
@@ -681,6 +807,7 @@ def _copy(state: ShardState) -> ShardState:
         inherited=dict(state.inherited),
         foreign=set(state.foreign),
         waiting={end: list(keys) for end, keys in state.waiting.items()},
+        hw={wkey: dict(held) for wkey, held in state.hw.items()},
     )
 
 
@@ -745,8 +872,10 @@ class _Cached:
         self.unlisted = rev is None
         #: (key, start) -> (the item's raw ``v`` or None: no item, its write ``token`` or
         #: None: an item of an earlier version, its effective acc JSON, its rank among the
-        #: windows of its end)
-        self.items: dict[tuple[Any, int], tuple[str | None, str | None, str | None, int]] = {}
+        #: windows of its end, its effective high-water JSON or None)
+        self.items: dict[
+            tuple[Any, int], tuple[str | None, str | None, str | None, int, str | None]
+        ] = {}
         #: windows another shard's batch closed (quiet): marked closed at the next commit
         self.flushed: set[tuple[Any, int]] = set()
         #: a new child's ancestors -> the revision read: marked at its first commit
@@ -813,6 +942,17 @@ class DynamoDBStore:
     __slots__ = ("_asks_quiet", "_cache", "_client", "_legacy", "_listed", "_local", "_merge",
                  "_sleep", "end_of", "lateness", "now", "prefix", "reads", "size", "table",
                  "writes")  # fmt: skip
+
+    #: Not yet: items written before the high-water existed lack it, and closed windows'
+    #: are not read back (issue 16, slices S3/S4). Until then the step decides a
+    #: redelivery by the shard item's ``applied`` alone, which is right with one lane (all
+    #: ``validate`` allows with windows).
+    high_water = False
+    #: Whether window items carry their high-water (``hw``, ``hw_prev``). Off until the
+    #: store decides by it (slices S3/S4, lanes turned on in S7): with one lane nothing
+    #: reads it, and it costs each window write up to ~3.4 KB (16 partition keys, as
+    #: ``hw`` and ``hw_prev``): write units for nothing. Tests of the format turn it on.
+    persist_high_water = False
 
     def __init__(  # noqa: PLR0917  # the step's settings, as keywords
         self,
@@ -1072,16 +1212,18 @@ class DynamoDBStore:
         for item in items:
             if not item["window"]["S"].startswith("w#"):  # the shard item, outbox parts
                 continue
-            wkey, raw_v, acc, closed, end, rank = _effective(item, applied, self.end_of)
+            wkey, raw_v, acc, closed, end, rank, hw = _effective(item, applied, self.end_of)
             self._note_legacy(item, wkey)
             token = item["token"]["S"] if "token" in item else None
-            cached.items[wkey] = (raw_v, token, None if closed else acc, rank)
+            cached.items[wkey] = (raw_v, token, None if closed else acc, rank, hw)
             if acc is None and not closed:
                 continue
             settled.add(wkey)
             if acc is None or closed:
                 continue
             accs = decode(acc)
+            if hw is not None:  # kept for slices S3/S4; the step decides by ``applied`` here
+                state.hw[wkey] = hw_marks(hw)
             if watermark is not None and end <= watermark:  # closed by another shard's batch
                 cached.flushed.add(wkey)
                 continue
@@ -1180,7 +1322,7 @@ class DynamoDBStore:
             for item in items:
                 if not item["window"]["S"].startswith("w#"):  # the shard item, outbox parts
                     continue
-                wkey, _, acc, closed, end, rank = _effective(item, applied, self.end_of)
+                wkey, _, acc, closed, end, rank, _ = _effective(item, applied, self.end_of)
                 self._note_legacy(item, wkey)
                 if acc is None and not closed:
                     continue
@@ -1222,7 +1364,7 @@ class DynamoDBStore:
                 },
             )
 
-    def _claim_all(self, shard_id: str, cached: _Cached, changed: set[WindowKey]) -> None:
+    def _claim_all(self, shard_id: str, cached: _Cached, changed: Set[WindowKey]) -> None:
         """Before a batch's writes: a new child marks its ancestors; the inherited windows
         the batch touched are claimed.
 
@@ -1272,7 +1414,7 @@ class DynamoDBStore:
         self,
         shard_id: str,
         state: ShardState,
-        changed: set[tuple[Any, int]],
+        changed: Set[tuple[Any, int]],
         quiet: Mapping[str, ShardState] | None = None,
     ) -> None:
         """Write each changed window once, then the shard item (with the items of the
@@ -1305,7 +1447,7 @@ class DynamoDBStore:
         self,
         shard_id: str,
         cached: _Cached,
-        changed: set[tuple[Any, int]],
+        changed: Set[tuple[Any, int]],
         applied: str | None,
         quiet: Mapping[str, ShardState],
     ) -> None:
@@ -1325,7 +1467,9 @@ class DynamoDBStore:
             start = wkey[1]
             accs = state.windows.get(wkey)
             end: Any = start + self.size if self.end_of is None else self.end_of(wkey, accs)
-            raw_v, token, saved, rank = cached.items.get(wkey, (None, None, None, 0))
+            raw_v, token, saved, rank, saved_hw = cached.items.get(
+                wkey, (None, None, None, 0, None)
+            )
             if raw_v is not None and raw_v != v and (read is None or _pos(raw_v) > read):
                 fence = True
             if accs is None:
@@ -1340,11 +1484,14 @@ class DynamoDBStore:
                 expires = None
             stored = legacy.get((pk["S"], *wkey)) if legacy else None
             mine = uuid.uuid4().hex[:_TOKEN_LEN]
-            item = window_item(pk, wkey, end, v, saved, acc, rank, expires, stored, mine)
+            held = state.hw.get(wkey) if self.persist_high_water else None
+            hw = hw_stored(held) if held else None
+            item = window_item(pk, wkey, end, v, saved, acc, rank, expires, stored, mine,
+                               hw=hw, saved_hw=saved_hw)  # fmt: skip
             if acc is not None and _too_large(item, acc):
                 too_large.add(wkey)
             puts.append(_put_window(self.table, item, raw_v, token))
-            updates[wkey] = (v, mine, acc, rank)
+            updates[wkey] = (v, mine, acc, rank, hw)
         if too_large:
             raise _state_too_large(shard_id, too_large)
         if fence:
@@ -1352,6 +1499,7 @@ class DynamoDBStore:
         self._put_all(puts)
         cached.items.update(updates)
         cached.flushed = set()
+        _forget_closed_hw(state, updates)
         if cached.unlisted:  # a new shard: where other shards' batches find it
             self._call(
                 "UpdateItem",
@@ -1570,10 +1718,11 @@ def _effective(
     item: dict[str, Any],
     applied: Position | None,
     end_of: Callable[[tuple[Any, Any], list[Any] | None], float] | None = None,
-) -> tuple[WindowKey, str, str | None, bool, Any, int]:
+) -> tuple[WindowKey, str, str | None, bool, Any, int, str | None]:
     """A window item as its shard's committed state sees it: (window, raw ``v``, the
-    accumulators' JSON or None: no window, closed, end, rank). An item a batch wrote that
-    never committed (``v`` past ``applied``) is what it was before (``prev``).
+    accumulators' JSON or None: no window, closed, end, rank, the high-water's JSON or
+    None: none, or an item written before it existed). An item a batch wrote that never
+    committed (``v`` past ``applied``) is what it was before (``prev``, ``hw_prev``).
 
     A session's end moves on as it grows (``end_of``, :mod:`processors.session`): the end
     of the accumulators read (``prev`` after a batch that never committed), not the
@@ -1583,15 +1732,68 @@ def _effective(
     raw_v = item["v"]["S"]
     if applied is None or _pos(raw_v) > applied:  # a batch that never committed
         acc = item["prev"]["S"] if "prev" in item else None
+        hw = item["hw_prev"]["S"] if "hw_prev" in item else None
         closed = False
     else:
         acc = item["acc"]["S"] if "acc" in item else None
+        hw = item["hw"]["S"] if "hw" in item else None
         closed = "closed" in item
     rank = int(item["rank"]["N"]) if "rank" in item else 0
     end = _number(item["end"]["N"])
     if end_of is not None and acc is not None and not closed:
         end = end_of((key, start), decode(acc))
-    return (key, start), raw_v, acc, closed, end, rank
+    return (key, start), raw_v, acc, closed, end, rank, hw
+
+
+def _forget_closed_hw(state: ShardState, updates: Mapping[WindowKey, tuple[Any, ...]]) -> None:
+    """A window the batch wrote closed (no accumulators) keeps its high-water in its item
+    only, not in the process's state (slice S3 reads it there)."""
+    if state.hw:
+        for wkey, update in updates.items():
+            if update[2] is None:
+                state.hw.pop(wkey, None)
+
+
+def hw_text(held: Mapping[str, Mark]) -> str:
+    """A window's high-water as its item holds it (``hw``): JSON, partition key ->
+    [sequence number, sub-sequence number, part].
+
+    >>> hw_text({"k": (3, "123", 0, ())})
+    '{"k":["123",0,[]]}'
+    """
+    return json.dumps({pk: [m[1], m[2], list(m[3])] for pk, m in sorted(held.items())},
+                      separators=(",", ":"))  # fmt: skip
+
+
+def hw_stored(held: Mapping[str, Mark]) -> str:
+    """:func:`hw_text` within the bound: a high-water of more than :data:`HW_MAX_PKS`
+    partition keys is stored as the one entry :data:`HW_UNBOUNDED` (what the memory store
+    counts for the item's size too, though it keeps them all: it decides by them).
+
+    >>> hw_stored({str(i): (1, "1", 0, ()) for i in range(17)})
+    '{"":["",0,[]]}'
+    """
+    return hw_text(held if len(held) <= HW_MAX_PKS else {HW_UNBOUNDED: _NO_MARK})
+
+
+def bound_hw(held: dict[str, Mark], pk: str, bound: int | None) -> dict[str, Mark] | None:
+    """What a window's high-water becomes when partition key ``pk``, not in it yet, is
+    decided on it: ``None``, add it; else the map to keep instead (:data:`HW_UNBOUNDED`)
+    once ``bound`` keys are held (``None``: no bound, the store decides by them)."""
+    if bound is not None and (len(held) >= bound or HW_UNBOUNDED in held):
+        return {HW_UNBOUNDED: _NO_MARK}
+    return None
+
+
+def hw_marks(text: str) -> dict[str, Mark]:
+    """The high-water back from :func:`hw_text`.
+
+    >>> hw_marks(hw_text({"k": (3, "123", 0, (1,))}))
+    {'k': (3, '123', 0, (1,))}
+    """
+    return {
+        pk: (len(seq), seq, sub, tuple(part)) for pk, (seq, sub, part) in json.loads(text).items()
+    }
 
 
 def window_item(  # noqa: PLR0917  # the item's parts, each its own attribute
@@ -1605,13 +1807,18 @@ def window_item(  # noqa: PLR0917  # the item's parts, each its own attribute
     expires: int | None = None,
     stored: str | None = None,
     token: str = "0" * _TOKEN_LEN,
+    *,
+    hw: str | None = None,
+    saved_hw: str | None = None,
 ) -> dict[str, Any]:
     """A window's item as the DynamoDB store writes it (the module docstring): ``acc``
     ``None`` is a closed window (its TTL ``expires``); ``saved`` the accumulators before
     the batch (``prev``); ``stored`` the key's JSON in an item an earlier version wrote
     (default :func:`~processors.window_keys.key_json`); ``token`` the write's own
-    (:data:`_TOKEN_LEN` characters: the memory store's stand-in has as many). The memory
-    store builds it too, to apply the same size rule."""
+    (:data:`_TOKEN_LEN` characters: the memory store's stand-in has as many); ``hw`` the
+    window's high-water after the batch (:func:`hw_text`; kept in a closed item too),
+    ``saved_hw`` before it (``hw_prev``, read while the batch has not committed). The
+    memory store builds it too, to apply the same size rule."""
     key, start = wkey
     if stored is None:
         stored = key_json(key)
@@ -1626,6 +1833,10 @@ def window_item(  # noqa: PLR0917  # the item's parts, each its own attribute
     }
     if saved is not None:
         item["prev"] = {"S": saved}
+    if hw is not None:
+        item["hw"] = {"S": hw}
+    if saved_hw is not None:
+        item["hw_prev"] = {"S": saved_hw}
     if acc is None:
         item["closed"] = {"BOOL": True}
         item["expires"] = {"N": str(expires)}

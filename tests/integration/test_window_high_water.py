@@ -1,0 +1,154 @@
+"""The windows' high-water in DynamoDB (issue 16, slice S1): each window item carries
+``hw`` (partition key -> the position of the last record of that key decided on it), also
+once closed; a cold start reads it back for the open windows; a batch that never
+committed leaves it read as before (``hw_prev``); an item written before it existed reads
+as none. The DynamoDB store does not decide redeliveries by it yet (``high_water`` off:
+slices S3/S4), and so by default it writes none (``persist_high_water`` off: write units
+for nothing); these tests turn it on and hold what is stored and read, against the
+session's moto server."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import pytest
+
+from deploy.local.servers import provision
+from deploy.names import window_table_name
+from processors.chain import Chain, Step
+from processors.window_store import HW_MAX_PKS, DynamoDBStore
+from stream.records import Record
+from tests.integration.test_window_state import CLOSER, DOCS, ShardItemFails, items, run, window
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def table(aws: Callable[[str], Any]) -> str:
+    """A window state table made by the local stack's provisioning; each test uses its own
+    partition prefix."""
+    plan = {
+        "name": f"w{uuid.uuid4().hex[:8]}",
+        "stream": {"name": f"s{uuid.uuid4().hex[:8]}"},
+        "sinks": {},
+        "functions": {"f": {"processors": [{"window": {"state": "dynamodb"}}]}},
+    }
+    provision(plan, aws)
+    return window_table_name(plan, "f")
+
+
+@pytest.fixture(autouse=True)
+def stored(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The format tests write the high-water (off by default until slices S3/S4 read it);
+    the test of the default leaves it off."""
+    if "default" not in request.node.name:
+        monkeypatch.setattr(DynamoDBStore, "persist_high_water", True)
+
+
+def test_by_default_window_items_carry_no_high_water(aws: Callable[[str], Any], table: str) -> None:
+    # with one lane nothing reads it back: stored, it would cost write units for nothing
+    prefix = uuid.uuid4().hex
+    client = aws("dynamodb")
+    step = window(table, prefix, client)
+    run(step, DOCS, 1)  # a@1, b@2, a@3
+    assert _hw_of(aws, table, prefix) == {'w#0#"a"': None, 'w#0#"b"': None}
+    assert all("hw_prev" not in i for i in items(aws, table, prefix))
+    assert _read_back(table, prefix, client) == {}
+
+
+def _hw_of(aws: Callable[[str], Any], table: str, prefix: str) -> dict[str, str | None]:
+    """Each window item's ``hw`` attribute (``None``: none), by sort key."""
+    return {i["window"]["S"]: i.get("hw", {}).get("S") for i in items(aws, table, prefix)
+            if i["window"]["S"].startswith("w#")}  # fmt: skip
+
+
+def _read_back(table: str, prefix: str, client: Any) -> dict[Any, Any]:
+    """The open windows' high-water as a cold start reads it."""
+    return DynamoDBStore(table, prefix, 0, 60, client=client).shard("s0").hw
+
+
+def test_each_window_item_holds_its_high_water_also_closed_and_a_cold_start_reads_it(
+    aws: Callable[[str], Any], table: str
+) -> None:
+    prefix = uuid.uuid4().hex
+    client = aws("dynamodb")
+    run(window(table, prefix, client), DOCS, 1)  # a@1, b@2, a@3
+    assert _hw_of(aws, table, prefix) == {
+        'w#0#"a"': '{"a":["3",0,[]]}',
+        'w#0#"b"': '{"b":["2",0,[]]}',
+    }
+    assert _read_back(table, prefix, client) == {
+        ("a", 0): {"a": (1, "3", 0, ())},
+        ("b", 0): {"b": (1, "2", 0, ())},
+    }
+    out = run(window(table, prefix, client), CLOSER, 10)  # closes both
+    assert len(out) == 2
+    assert _hw_of(aws, table, prefix) == {
+        'w#0#"a"': '{"a":["3",0,[]]}',  # closed items keep it
+        'w#0#"b"': '{"b":["2",0,[]]}',
+        'w#60#"c"': '{"c":["10",0,[]]}',
+    }
+    assert _read_back(table, prefix, client) == {("c", 60): {"c": (2, "10", 0, ())}}
+
+
+def test_a_batch_that_never_committed_leaves_the_high_water_read_as_before(
+    aws: Callable[[str], Any], table: str
+) -> None:
+    prefix = uuid.uuid4().hex
+    client = aws("dynamodb")
+    run(window(table, prefix, client), DOCS[:1], 1)  # a@1
+    torn = window(table, prefix, ShardItemFails(client))
+    doc = DOCS[2]  # a@30: the window item is written, the shard item is not
+    failed = Chain([Step.of("w", torn)]).run([Record(orjson.dumps(doc), "a", "2", shard_id="s0")])
+    assert [f.retryable for f in failed.failures] == [True]
+    assert _hw_of(aws, table, prefix) == {'w#0#"a"': '{"a":["2",0,[]]}'}
+    assert _read_back(table, prefix, client) == {("a", 0): {"a": (1, "1", 0, ())}}
+
+
+def test_an_item_written_before_the_high_water_existed_reads_as_none(
+    aws: Callable[[str], Any], table: str
+) -> None:
+    prefix = uuid.uuid4().hex
+    client = aws("dynamodb")
+    run(window(table, prefix, client), DOCS, 1)
+    for sort_key in ('w#0#"a"', 'w#0#"b"'):  # as the version before this one wrote them
+        client.update_item(TableName=table, Key={"shard": {"S": prefix + "s0"},
+                           "window": {"S": sort_key}}, UpdateExpression="REMOVE hw")  # fmt: skip
+    assert _read_back(table, prefix, client) == {}
+    out = run(window(table, prefix, client), CLOSER, 10)
+    assert [(r.get("key"), r.get("n")) for r in out] == [("a", 2), ("b", 1)]
+
+
+def test_a_window_fed_by_thousands_of_partition_keys_still_commits_and_stays_small(
+    aws: Callable[[str], Any], table: str
+) -> None:
+    """A window key that is not the partition key (one site, a partition key per user: the
+    README advises against it, ``validate`` allows it) gathers every user's partition key.
+    Before the high-water existed this window's item was a few hundred bytes and a batch
+    of 4,000 users committed; a high-water of every user made the item pass DynamoDB's
+    400 KB (the batch failed at each retry). Past ``HW_MAX_PKS`` partition keys the item,
+    and the process, keep one entry instead; a window of at most that many keeps them all."""
+    prefix = uuid.uuid4().hex
+    client = aws("dynamodb")
+    step = window(table, prefix, client, key="site")
+    seq = 49590338271490256608559692538361571095921575989136588898  # Kinesis' 56 digits
+    users = [str(uuid.UUID(int=i)) for i in range(4000 + HW_MAX_PKS)]
+    sites = ["many"] * 4000 + ["few"] * HW_MAX_PKS
+    docs = [orjson.dumps({"site": site, "ts": 5, "amount": 1}) for site in sites]
+    batch = [
+        Record(doc, user, str(seq + i), shard_id="s0", index=i)
+        for i, (doc, user) in enumerate(zip(docs, users, strict=True))
+    ]
+    result = Chain([Step.of("processors[0].window", step)]).run(batch)
+    assert [f.error for f in result.failures][:1] == []
+    stored = _hw_of(aws, table, prefix)
+    assert stored['w#0#"many"'] == '{"":["",0,[]]}'
+    assert len(orjson.loads(stored['w#0#"few"'] or "{}")) == HW_MAX_PKS
+    unbounded = {"": (0, "", 0, ())}
+    assert step.store.shard("s0").hw[("many", 0)] == unbounded  # the process's too
+    assert _read_back(table, prefix, client)[("many", 0)] == unbounded
