@@ -11,7 +11,11 @@ produces, in the shape each client recognises, on exactly the requests a test na
 
 Requests are forwarded byte for byte (method, path, query, headers, body) with the client's
 ``Host`` header, so a SigV4 signature stays valid at the target. Each client connection
-gets its own keep-alive connection to the target. Random faults draw from one
+gets its own keep-alive connection to the target. A request whose client hangs up before
+its body has arrived whole (a process killed between PutObject's headers and its body) is
+never forwarded, as no server would act on it: relayed with the length of what came, it
+became a complete shorter request, and moto stored a cut-off archive object under the
+whole body's checksum. :attr:`FaultProxy.cut_off` counts them. Random faults draw from one
 ``random.Random(seed)``, one draw per matching request and rule, so a run that sends the
 same requests in the same order sees the same faults.
 """
@@ -261,6 +265,7 @@ class _State:
     rules: list[Rule] = field(default_factory=list)
     requests: int = 0
     forwarded: int = 0
+    cut_off: int = 0
     injected: Counter[str] = field(default_factory=Counter)
     connections: set[socket.socket] = field(default_factory=set)
     threads: set[threading.Thread] = field(default_factory=set)
@@ -428,6 +433,12 @@ class FaultProxy:
             return self._state.forwarded
 
     @property
+    def cut_off(self) -> int:
+        """Requests whose client hung up before the body ended: never forwarded."""
+        with self._state.lock:
+            return self._state.cut_off
+
+    @property
     def injected(self) -> Counter[str]:
         """Faults injected so far, by :attr:`Fault.name` (a copy)."""
         with self._state.lock:
@@ -475,6 +486,10 @@ class FaultProxy:
         if self._scheme == "https":
             return http.client.HTTPSConnection(self._host, self._port, timeout=self._timeout)
         return http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+
+    def _count_cut_off(self) -> None:
+        with self._state.lock:
+            self._state.cut_off += 1
 
     def _count_forward(self) -> None:
         with self._state.lock:
@@ -542,6 +557,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _relay(self) -> None:
         request = self._read_request()
+        if request is None:  # the client hung up mid-body: nothing to forward or answer
+            self.owner._count_cut_off()
+            self.close_connection = True
+            return
         fault = self.owner._choose(request)
         response = None
         if fault is not None and fault.rewrite is not None:
@@ -565,29 +584,46 @@ class _Handler(BaseHTTPRequestHandler):
     # BaseHTTPRequestHandler dispatches to do_<METHOD>; every method is relayed alike.
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _relay
 
-    def _read_request(self) -> Request:
+    def _read_request(self) -> Request | None:
+        """The request, or None when the client hung up before its body ended."""
         headers = {k.lower(): v for k, v in self.headers.items()}
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            body = self._read_chunked()
-        else:
-            body = self.rfile.read(int(headers.get("content-length", "0") or 0))
+        try:
+            if "chunked" in headers.get("transfer-encoding", "").lower():
+                body = self._read_chunked()
+            else:
+                length = int(headers.get("content-length", "0") or 0)
+                body = self.rfile.read(length)
+                if len(body) < length:  # read() returns short only at end of stream
+                    body = None
+        except ConnectionError:  # reset mid-body: cut off too
+            body = None
+        if body is None:
+            return None
         path, _, query = self.path.partition("?")
         return Request(self.command, path, query, headers, body)
 
-    def _read_chunked(self) -> bytes:
-        """The chunked body as received (sizes, extensions and trailers), to relay as is."""
+    def _read_chunked(self) -> bytes | None:
+        """The chunked body as received (sizes, extensions and trailers), to relay as is;
+        None when the stream ends before the last chunk and the empty line after it."""
         raw = bytearray()
         while True:
             line = self.rfile.readline()
+            if not line:
+                return None
             raw += line
             size = int(line.split(b";", 1)[0].strip() or b"0", 16)
             if size == 0:
                 break
-            raw += self.rfile.read(size + 2)
+            chunk = self.rfile.read(size + 2)
+            if len(chunk) < size + 2:
+                return None
+            raw += chunk
         while True:  # trailers, up to the empty line
             line = self.rfile.readline()
+            if not line:
+                return None
             raw += line
-            if line in (b"\r\n", b"\n", b""):
+            if line in (b"\r\n", b"\n"):
                 return bytes(raw)
 
     def _rewritten(

@@ -72,9 +72,9 @@ class LocalAWS:
         else:
             from moto.server import ThreadedMotoServer  # noqa: PLC0415  # local extra only
 
-            from deploy.local.motofix import serialize_kinesis_puts  # noqa: PLC0415
+            from deploy.local.motofix import patch_moto  # noqa: PLC0415
 
-            serialize_kinesis_puts()
+            patch_moto()
             self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
             self._moto.start()
             host, port = self._moto.get_host_and_port()
@@ -164,7 +164,8 @@ class _MotoProcess:
         with socket.socket() as probe:  # the OS picks a free port; moto binds it right after
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        # moto.server, with its Kinesis safe for calls at once (deploy.local.motofix)
+        # moto.server, with its Kinesis safe for calls at once and its PutObject checking
+        # checksums (deploy.local.motofix)
         command = [sys.executable, "-m", "deploy.local.motofix", "-H", "127.0.0.1", "-p", str(port)]
         process = subprocess.Popen(  # our own interpreter and module
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -306,6 +307,7 @@ def local_up(
     commands = {
         # moto.server, with its Kinesis safe for calls at once (deploy.local.motofix: the
         # producer and the kinesis sink send PutRecords at once; plain moto loses records)
+        # and its PutObject refusing a body that does not match its checksum, as S3 does
         "moto": [sys.executable, "-m", "deploy.local.motofix", "-H", "127.0.0.1",
                  "-p", str(moto_port)],
         "osmem": [resolve_binary(), "--addr", f"127.0.0.1:{osmem_port}", "--no-ja",

@@ -20,9 +20,9 @@ if TYPE_CHECKING:
 def moto_endpoint() -> Iterator[str]:
     from moto.server import ThreadedMotoServer  # noqa: PLC0415
 
-    from deploy.local.motofix import serialize_kinesis_puts  # noqa: PLC0415
+    from deploy.local.motofix import patch_moto  # noqa: PLC0415
 
-    serialize_kinesis_puts()  # the local stack's server, as LocalAWS starts it
+    patch_moto()  # the local stack's server, as LocalAWS starts it
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -31,6 +31,7 @@ from tests.faultproxy import (
     sqs_batch_failures,
 )
 from tests.integration.fault_fixtures import aws_client
+from tests.integration.test_run import wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -178,6 +179,43 @@ class TestForwarding:
         (seen,) = echo.seen
         assert seen["path"] == "/b/k?x=1"
         assert seen["body"] == b"6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n"
+
+    @pytest.mark.parametrize(
+        ("framing", "sent"),
+        [
+            ("Content-Length: 1000\r\nExpect: 100-continue", b""),
+            ("Content-Length: 1000", b"x" * 10),
+            ("Transfer-Encoding: chunked", b"3e8\r\n" + b"x" * 10),
+            ("Transfer-Encoding: chunked", b"1\r\nx\r\n0\r\n"),
+        ],
+        ids=["headers-only", "part-of-length", "part-of-chunk", "no-final-line"],
+    )
+    def test_a_request_whose_client_hangs_up_mid_body_is_not_forwarded(self, echo, framing, sent):
+        """A process killed between its headers and the end of its body (a Lambda sandbox
+        past its timeout): a server never acts on what did not arrive whole, so the proxy
+        must not relay it as a complete shorter request (moto stored such a PutObject as an
+        empty object under the whole body's checksum)."""
+        with FaultProxy(echo.url) as proxy:
+            with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as client:
+                head = f"PUT /b/cut HTTP/1.1\r\nHost: 127.0.0.1\r\n{framing}\r\n\r\n"
+                client.sendall(head.encode())
+                if "Expect" in framing:  # botocore sends the body after the 100 Continue
+                    interim = b""
+                    while not interim.endswith(b"\r\n\r\n"):
+                        interim += client.recv(1)
+                    assert interim.startswith(b"HTTP/1.1 100")
+                client.sendall(sent)
+            wait_until(
+                "the proxy sees the hang-up", lambda: bool(echo.seen) or proxy.cut_off == 1, 10
+            )
+            assert echo.seen == []
+            # The proxy still serves: the next request, whole, is forwarded.
+            conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=5)
+            conn.request("PUT", "/b/whole", body=b"x" * 10)
+            assert conn.getresponse().status == 200
+            conn.close()
+            assert (proxy.cut_off, proxy.requests, proxy.forwarded) == (1, 1, 1)
+        assert [seen["path"] for seen in echo.seen] == ["/b/whole"]
 
     def test_an_unreachable_target_is_a_502(self):
         with socket.socket() as s:

@@ -1,0 +1,96 @@
+"""The local stack's moto refuses a PutObject whose body does not match its checksum, as S3
+does (:mod:`deploy.local.motofix`), against the session moto server over HTTP.
+
+The case it is for: a PutObject whose body was cut off on its way but arrived as a shorter
+complete request, carrying botocore's CRC32 of the whole body. Plain moto stored it, and
+every read of the object then failed botocore's checksum validation.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import zlib
+from typing import Any
+
+import botocore.exceptions
+import pytest
+
+from deploy.local import motofix
+
+pytestmark = pytest.mark.integration
+
+BODY = b'{"a":1}\n' * 100
+
+
+def crc32(body: bytes) -> str:
+    return base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
+
+
+def sha256(body: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(body).digest()).decode()
+
+
+@pytest.fixture
+def bucket(aws: Any, unique: str) -> str:
+    aws("s3").create_bucket(Bucket=f"motofix-{unique}")
+    return f"motofix-{unique}"
+
+
+def refused(s3: Any, bucket: str, key: str, **put: Any) -> dict[str, Any]:
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        s3.put_object(Bucket=bucket, Key=key, **put)
+    with pytest.raises(botocore.exceptions.ClientError) as missing:
+        s3.head_object(Bucket=bucket, Key=key)
+    assert missing.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404  # not stored
+    return caught.value.response
+
+
+@pytest.mark.parametrize("sent", [b"", BODY[:10]], ids=["empty", "cut"])
+def test_a_body_cut_short_under_the_whole_bodys_crc32_is_refused_and_not_stored(aws, bucket, sent):
+    """The shape of the killed sandbox's PutObject as it reached moto: the CRC32 of the
+    whole body, and none or part of the body."""
+    response = refused(aws("s3"), bucket, "cut", Body=sent, ChecksumCRC32=crc32(BODY))
+
+    assert response["Error"]["Code"] == "BadDigest"
+    assert (
+        response["Error"]["Message"]
+        == "The CRC32 you specified did not match the calculated checksum."
+    )
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+
+def test_a_sha256_that_does_not_match_is_refused(aws, bucket):
+    response = refused(aws("s3"), bucket, "sha", Body=BODY[:10], ChecksumSHA256=sha256(BODY))
+
+    assert response["Error"]["Code"] == "BadDigest"
+    assert "SHA256" in response["Error"]["Message"]
+
+
+@pytest.mark.parametrize("checksum", ["ChecksumCRC32", "ChecksumSHA256", None])
+def test_a_body_that_matches_its_checksum_is_stored_and_reads_back_verified(aws, bucket, checksum):
+    """Matching checksums (given, or botocore's own CRC32 by default) are stored as before,
+    and a read with checksum validation gets the whole body."""
+    s3 = aws("s3")
+    given = {"ChecksumCRC32": crc32(BODY), "ChecksumSHA256": sha256(BODY)}
+    put = {checksum: given[checksum]} if checksum else {}
+
+    s3.put_object(Bucket=bucket, Key="ok", Body=BODY, **put)
+
+    got = s3.get_object(Bucket=bucket, Key="ok", ChecksumMode="ENABLED")
+    assert got["Body"].read() == BODY
+
+
+def test_patching_again_changes_nothing():
+    """``patch_moto`` runs in every fixture and ``LocalAWS`` start of a process: each patch
+    wraps moto's method once."""
+    from moto.kinesis.models import Shard  # noqa: PLC0415
+    from moto.s3.responses import S3Response  # noqa: PLC0415
+
+    motofix.patch_moto()
+    put_object, put_record = S3Response.put_object, Shard.put_record
+
+    motofix.patch_moto()
+
+    assert (S3Response.put_object, Shard.put_record) == (put_object, put_record)
+    assert getattr(put_object, "_shardline_checksums_checked", False)
