@@ -9,7 +9,11 @@ number, and one record silently replaces the other while both calls answer succe
 Kinesis numbers records safely, and the producer sends calls at once
 (``Producer(concurrent=True)``: ``shardline produce``, the ``kinesis`` sink), so the local
 stack must too: measured before this, 8 of 4,000 records lost by ``python -m bench
-producer --keys 4000``. :func:`serialize_kinesis_puts` puts one lock around that method.
+producer --keys 4000``. And its GetRecords walks the shard's records in Python while a put
+may add one (``Shard.get_records``: "OrderedDict mutated during iteration", answered as
+HTTP 500; ``make demo`` saw 4 to 7 a run, each a 2 s wait of the reader).
+:func:`serialize_kinesis_shards` puts one lock around the methods that change or walk a
+shard's records.
 
 S3. botocore sends every PutObject with a checksum of the whole body in a header
 (``x-amz-checksum-crc32``; flexible checksums, on by default since botocore 1.36). S3
@@ -43,7 +47,7 @@ __all__ = [
     "main",
     "patch_moto",
     "reject_s3_checksum_mismatches",
-    "serialize_kinesis_puts",
+    "serialize_kinesis_shards",
 ]
 
 _LOCKED = "_shardline_serialized"
@@ -52,25 +56,32 @@ _CHECKED = "_shardline_checksums_checked"
 
 def patch_moto() -> None:
     """Every patch of this module, in this process; idempotent."""
-    serialize_kinesis_puts()
+    serialize_kinesis_shards()
     reject_s3_checksum_mismatches()
 
 
-def serialize_kinesis_puts() -> None:
-    """Make moto's ``Shard.put_record`` take one process-wide lock; idempotent."""
+def serialize_kinesis_shards() -> None:
+    """Make moto's ``Shard`` methods that add to or walk its records take one process-wide
+    lock (a put numbers its record from the highest so far; a read walks them all);
+    idempotent."""
     from moto.kinesis.models import Shard  # noqa: PLC0415  # the local extra only
 
-    original = Shard.put_record
-    if getattr(original, _LOCKED, False):
+    if getattr(Shard.put_record, _LOCKED, False):
         return
     lock = threading.Lock()
+    for name in ("put_record", "get_records", "get_sequence_number_at"):
+        setattr(Shard, name, _under(lock, getattr(Shard, name)))
 
-    def put_record(self: Any, *args: Any, **kwargs: Any) -> Any:
+
+def _under(lock: threading.Lock, original: Any) -> Any:
+    """``original`` called with ``lock`` held."""
+
+    def locked(self: Any, *args: Any, **kwargs: Any) -> Any:
         with lock:
             return original(self, *args, **kwargs)
 
-    setattr(put_record, _LOCKED, True)
-    Shard.put_record = put_record  # type: ignore[method-assign]
+    setattr(locked, _LOCKED, True)
+    return locked
 
 
 def _crc32(body: bytes) -> bytes:
