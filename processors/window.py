@@ -288,43 +288,39 @@ _Others = dict[tuple[tuple[Any, int], str], "Record"]
 def _raise_hw(state: ShardState, changed: _Changed, others: _Others, bound: int | None) -> None:
     """Set each window's high-water from the last record of each partition key the batch
     decided on it (:attr:`ShardState.hw`): one position per (window, partition key), not
-    per record (:func:`_mark` inline: this runs once per window a batch touched).
+    per record.
     ``bound``: the most partition keys a window keeps (:func:`bound_hw`; ``None`` for a
     store that decides by them)."""
     hw = state.hw
-    get = hw.get
     for wkey, rec in changed.items():
-        if rec is None:
-            continue
-        seq, part = rec.sequence_number, rec.part
-        mark = (len(seq), seq, rec.sub_sequence_number,
-                tuple(int(p) for p in part.split(".")) if part else ())  # fmt: skip
-        held = get(wkey)
-        if held is None:
-            hw[wkey] = {rec.partition_key: mark}
-        else:
-            pk = rec.partition_key
-            top = held.get(pk)
-            if top is None:
-                full = bound_hw(held, pk, bound)
-                if full is not None:
-                    hw[wkey] = full
-                    continue
-                held[pk] = mark
-            elif mark > top:
-                held[pk] = mark
+        if rec is not None:
+            _raise_one(hw, wkey, rec.partition_key, _mark(rec), bound)
     for (wkey, pk), rec in others.items():
-        mark = _mark(rec)
-        held = hw.setdefault(wkey, {})
-        top = held.get(pk)
-        if top is None:
-            full = bound_hw(held, pk, bound)
-            if full is not None:
-                hw[wkey] = full
-                continue
-            held[pk] = mark
-        elif mark > top:
-            held[pk] = mark
+        _raise_one(hw, wkey, pk, _mark(rec), bound)
+
+
+def _raise_one(
+    hw: dict[tuple[Any, int], dict[str, Mark]],
+    wkey: tuple[Any, int],
+    pk: str,
+    mark: Mark,
+    bound: int | None,
+) -> None:
+    """Raise ``wkey``'s high-water for ``pk`` to ``mark`` (never lower it); a partition key
+    past ``bound`` turns the window's into :func:`bound_hw`'s one entry."""
+    held = hw.get(wkey)
+    if held is None:
+        hw[wkey] = {pk: mark}
+        return
+    top = held.get(pk)
+    if top is None:
+        full = bound_hw(held, pk, bound)
+        if full is not None:
+            hw[wkey] = full
+            return
+        held[pk] = mark
+    elif mark > top:
+        held[pk] = mark
 
 
 class Window:
