@@ -422,7 +422,8 @@ class FaultProxy:
 
     @property
     def requests(self) -> int:
-        """Requests received, faulted or not."""
+        """Requests received whole, faulted or not (one cut off mid-body counts in
+        :attr:`cut_off` only: no rule saw it)."""
         with self._state.lock:
             return self._state.requests
 

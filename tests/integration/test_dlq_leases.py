@@ -184,16 +184,18 @@ class TestSQSLease:
         assert attrs["ApproximateNumberOfMessages"] == "0"
 
     def test_the_keeper_holds_a_lease_past_its_timeout(self, aws: Any, queue: str) -> None:
-        """Renewed every 0.3 s, a 3 s hold keeps the message hidden for 4 s, then it is
-        deleted; without the keeper another reader gets it within that time (above). The
-        hold leaves a renewal 2.7 s to come (a 1 s hold left 0.7 s: a keeper thread kept
-        waiting that long on a loaded machine, or by a long garbage collection in a
-        session's big process, lost the lease)."""
+        """Renewed every 0.3 s, a 3 s hold keeps the message hidden for 9 s (three holds),
+        then it is deleted; without the keeper another reader gets it within that time
+        (above). The hold leaves a renewal 2.7 s to come (a 1 s hold left 0.7 s: a keeper
+        thread kept waiting that long on a loaded machine, or by a long garbage collection
+        in a session's big process, lost the lease). The watch lasts three holds, as it
+        lasted three 1 s holds before: watched for 4 s, a keeper that stopped renewing
+        after 1.5 s passed, its last renewal hiding the message to 4.5 s."""
         first = SQSSource(queue, aws("sqs"), aws("s3"), hold_s=3)
         (message,) = first.read()
         other = SQSSource(queue, aws("sqs"), aws("s3"), hold_s=60)
         with LeaseKeeper(first.renew, every_s=0.3) as keeper:
-            assert not _poll(other.read, within_s=4)
+            assert not _poll(other.read, within_s=9)
         assert keeper.renewals >= 3
         assert keeper.error is None
         assert first.delete([message]) == {}

@@ -475,29 +475,31 @@ class TestLifecycle:
     def test_stop_is_quick_closes_the_port_and_leaves_no_threads(self, moto_endpoint):
         before = set(threading.enumerate())
         proxy = FaultProxy(moto_endpoint).start()
-        port = proxy.port
-        idle = aws_client(proxy.url, "dynamodb")
-        idle.list_tables()  # leaves a kept-alive connection open
-        # held far longer than any wait below: only stop() cutting it short ends it in time
-        proxy.inject(slow(300, forward=False))
-        held = threading.Thread(target=_ignore_errors, args=(idle.list_tables,), daemon=True)
-        held.start()
-        deadline = time.monotonic() + 30
-        while proxy.injected["slow"] == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)  # polling for the request to be held, not waiting a fixed time
-        assert proxy.injected["slow"] == 1
+        try:
+            port = proxy.port
+            idle = aws_client(proxy.url, "dynamodb")
+            idle.list_tables()  # leaves a kept-alive connection open
+            # held far longer than any wait below: only stop() cutting it short ends it in time
+            proxy.inject(slow(300, forward=False))
+            held = threading.Thread(target=_ignore_errors, args=(idle.list_tables,), daemon=True)
+            held.start()
+            deadline = time.monotonic() + 30
+            while proxy.injected["slow"] == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)  # polling for the request to be held, not waiting a fixed time
+            assert proxy.injected["slow"] == 1
 
-        started = time.monotonic()
-        proxy.stop(timeout=30)  # a hold not cut short would keep it joining for 30 s
-        assert time.monotonic() - started < 10
-        with pytest.raises(ConnectionRefusedError):
-            socket.create_connection(("127.0.0.1", port), timeout=1)
-        held.join(30)
-        deadline = time.monotonic() + 30
-        while (extra := set(threading.enumerate()) - before) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert not extra
-        proxy.stop()  # idempotent
+            started = time.monotonic()
+            proxy.stop(timeout=30)  # a hold not cut short would keep it joining for 30 s
+            assert time.monotonic() - started < 10
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection(("127.0.0.1", port), timeout=1)
+            held.join(30)
+            deadline = time.monotonic() + 30
+            while (extra := set(threading.enumerate()) - before) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert not extra
+        finally:  # a failed look must not leave a request held for 300 s behind it
+            proxy.stop()  # idempotent
 
     def test_port_and_url_need_a_started_proxy(self, moto_endpoint):
         proxy = FaultProxy(moto_endpoint)
