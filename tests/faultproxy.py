@@ -55,6 +55,7 @@ __all__ = [
     "Rule",
     "aws_json_error",
     "held_until",
+    "latched",
     "slow",
     "sqs_batch_failures",
 ]
@@ -115,6 +116,26 @@ def _s3_error(name: str, status: int, code: str, message: str) -> Fault:
         "<RequestId>faultproxy</RequestId><HostId>faultproxy</HostId></Error>"
     )
     return Fault(name, status, body.encode(), (("Content-Type", "application/xml"),))
+
+
+def latched(check: Callable[[], bool]) -> Callable[[], bool]:
+    """``check`` asked by one thread at a time, and true for good once it was true.
+
+    For a ``where=`` condition that the test's thread also asks: the proxy asks it from its
+    own threads, one per request, and a check that makes boto3 clients from one session
+    (not thread-safe) must not run in two threads at once; and a fault switched on by a
+    condition (reads held from halfway on) must not switch off again.
+    """
+    lock = threading.Lock()
+    held = [False]
+
+    def ask() -> bool:
+        with lock:
+            if not held[0]:
+                held[0] = check()
+            return held[0]
+
+    return ask
 
 
 def slow(seconds: float, *, forward: bool = True) -> Fault:

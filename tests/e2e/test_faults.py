@@ -71,6 +71,7 @@ from tests.faultproxy import (
     UNAVAILABLE,
     Fault,
     FaultProxy,
+    latched,
     slow,
 )
 from tests.integration import conftest as servers
@@ -798,6 +799,7 @@ def test_a_runner_killed_with_sigkill_and_restarted_loses_and_reorders_nothing(
     runs = Runs(moto_endpoint, tmp_path)
     try:
 
+        @latched  # asked by the proxy's threads and this one
         def quarter() -> bool:
             if len(pipeline.delivered()) < len(scenario.produced) // 4:
                 return False

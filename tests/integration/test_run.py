@@ -42,7 +42,7 @@ from deploy.pipeline.config import load_plan_from_file
 from stream.aws import reset_clients
 from stream.esm.checkpoints import SHARD_END, TRIM_HORIZON, Lease, LeaseTable, LeaseTableError
 from stream.producer import Producer
-from tests.faultproxy import FaultProxy, slow
+from tests.faultproxy import FaultProxy, latched, slow
 from tests.integration.order_probe import Probe, ProbeLine, read_probe
 
 if TYPE_CHECKING:
@@ -276,6 +276,7 @@ def resumed(
     proxy = FaultProxy(moto_endpoint).start()
     try:
 
+        @latched  # asked by the proxy's threads and this one
         def halfway() -> bool:
             if len(pipeline.delivered()) < 500:
                 return False
