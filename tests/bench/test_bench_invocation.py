@@ -9,10 +9,12 @@ import threading
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import orjson
 import pytest
 
 from bench import delayproxy, invocation, timeline
 from stream import overlap
+from stream.event import records_from_event
 
 pytestmark = pytest.mark.integration
 
@@ -128,6 +130,25 @@ def test_a_call_is_in_the_proxy_s_log_before_its_answer_goes_out(
         for one in (server, upstream):
             one.shutdown()
             one.server_close()
+
+
+def test_each_batch_of_the_bench_is_new_to_the_window_step():
+    # Each batch after the last in position and in event time: a batch among the last
+    # one's positions was skipped as a redelivery, and one at the same times came late to
+    # windows already closed (either way the window step measured next to nothing).
+    first, second = (invocation._fresh(invocation._example_event(300, n + 1), n) for n in (0, 1))
+    docs = [[orjson.loads(r.data) for r in records_from_event(e) if r.data.startswith(b"{")]
+            for e in (first, second)]  # fmt: skip
+    positions = [
+        [int(r["kinesis"]["sequenceNumber"]) for r in e["Records"]] for e in (first, second)
+    ]
+    assert max(positions[0]) < min(positions[1])
+    times = [[d["ts"] for d in batch if "ts" in d] for batch in docs]
+    assert len(times[0]) == len(times[1]) > 200  # the same documents
+    assert max(times[0]) < min(times[1])  # a day later: past any lateness
+    assert [{k: v for k, v in d.items() if k != "ts"} for d in docs[0]] == [
+        {k: v for k, v in d.items() if k != "ts"} for d in docs[1]
+    ]
 
 
 class TestTimeline:
