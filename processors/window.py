@@ -98,7 +98,9 @@ from processors.fold import NUMERIC, compile_fold
 from processors.lineage import KinesisLineage, StaticLineage
 from processors.window_keys import MARKER, key_json, key_text, key_value
 from processors.window_store import (
+    DEFAULT_MAX_RECORD_AGE_S,
     HW_MAX_PKS,
+    HW_UNBOUNDED,
     ClaimLost,
     CommitLost,
     DynamoDBStore,
@@ -266,12 +268,17 @@ def _seen(hw: dict[tuple[Any, int], dict[str, Mark]], key: Any, starts: Sequence
     past it (a later record of ``pk`` was decided there, so this one was: Lambda keeps a
     partition key's order). Only windows with a high-water are compared; closed ones are
     among them (:attr:`ShardState.hw`). Else it is new (a lagging lane's), applied now or
-    late."""
+    late. A window whose high-water is unknown (:data:`HW_UNBOUNDED`: its item was
+    written by an earlier version, or holds more than ``HW_MAX_PKS`` partition keys) falls
+    back to the one-lane rule: the record, at or before the shard's ``applied`` (the only
+    records checked), was decided already."""
     for start in starts:
         held = hw.get((key, start))
         if held is not None:
             top = held.get(pk)
             if top is not None and top >= mark:
+                return True
+            if HW_UNBOUNDED in held:  # unknown: decided as with one lane (``applied``)
                 return True
     return False
 
@@ -357,6 +364,9 @@ class Window:
             asked for a shard with no state yet and while a shard holds inherited windows;
             default ``ListShards`` with ``state: dynamodb``
             (:class:`~processors.lineage.KinesisLineage`), none with ``state: memory``.
+        max_record_age_s: the function's (the plan fills it in): no record older is
+            delivered again, so the DynamoDB state keeps what a redelivery reads (outbox
+            entries, closed windows' high-water) that long plus an hour.
 
     Raises:
         WindowConfigError: a setting is missing or wrong (the message says which).
@@ -410,6 +420,7 @@ class Window:
         quiet_s: int | None = 300,
         now: Callable[[], float] = time.time,
         lineage: Lineage | None = None,
+        max_record_age_s: int = DEFAULT_MAX_RECORD_AGE_S,
     ) -> None:
         if gap_s is not None:
             msg = "gap_s: session windows are processors.session.SessionWindow (the registry's)"
@@ -452,7 +463,12 @@ class Window:
                 MemoryStore(table_prefix, self.size_s, sized=unbounded(self._aggs))
                 if state == "memory"
                 else DynamoDBStore(
-                    table or "", table_prefix, allowed_lateness_s, self.size_s, now=now
+                    table or "",
+                    table_prefix,
+                    allowed_lateness_s,
+                    self.size_s,
+                    now=now,
+                    max_record_age_s=max_record_age_s,
                 )
             )
         self.store: WindowStore = store
@@ -525,6 +541,24 @@ class Window:
         top = None if applied is None else position_mark(applied)
         exact = store.high_water  # decided by the windows' high-water, else by ``applied``
         others: _Others = {}  # with ``changed``: the windows' new high-water
+        looked = False  # whether the store's outbox entries of the batch were read
+
+        def replay(rec: Record) -> None:
+            """A record applied already yields what it yielded (its outcome): from the
+            shard's outbox, else from the store's entries of the batch's positions,
+            read once per batch (:meth:`WindowStore.outcomes`), else nothing."""
+            nonlocal looked
+            position = _position(rec)
+            outcome = outbox.get(position)
+            if outcome is None and not looked:
+                looked = True
+                for at, kept in store.outcomes(shard_id, _position(head),
+                                               _position(records[-1])).items():  # fmt: skip
+                    outbox.setdefault(at, kept)
+                outcome = outbox.get(position)
+            if outcome is not None:
+                pending[id(rec)] = outcome
+
         # The per-record work inline, its names bound once per batch (a call per record
         # and the loads it repeats were a fifth of the step's instructions).
         key_field, time_field, read, create, fold, size, slide, lateness = self._hot
@@ -591,9 +625,7 @@ class Window:
                     else:
                         starts = tumbling
                     if check is not None and _seen(state.hw, key, starts, pk, check):
-                        outcome = outbox.get(_position(rec))  # applied already: its values
-                        if outcome is not None:  # are not read again
-                            pending[id(rec)] = outcome
+                        replay(rec)  # applied already: its values are not read again
                         continue
                     values = read(get)  # checked before anything changes
                     if sized:
@@ -637,6 +669,10 @@ class Window:
                                 others[wkey, pk] = rec
                                 changed.setdefault(wkey, None)
                     if not placed:
+                        if check is not None and self._decided(state, shard_id, key, starts,
+                                                               pk, check):  # fmt: skip
+                            replay(rec)  # applied to windows that closed since
+                            continue
                         outcome = _LATE
                     else:
                         if max_time is None or t > max_time:
@@ -674,6 +710,21 @@ class Window:
                     state.applied = position
         state.forget_foreign(self.size_s, self.allowed_lateness_s)
         store.commit(shard_id, state, changed.keys(), self._close_quiet(shard_id, state, closer))
+
+    def _decided(  # noqa: PLR0917  # the record's place, as the hot loop has it
+        self, state: ShardState, shard_id: str, key: Any, starts: Sequence[int], pk: str, mark: Mark
+    ) -> bool:
+        """Whether a record that looks late (none of its windows open) and may have been
+        applied already (at or before the shard's ``applied``) was: a window of it that
+        closed since says so in its item (:meth:`WindowStore.decided`; the state's ``hw``
+        was asked first). Without it, a redelivered record whose window closed after it
+        was applied went to the late sink. A window with no item took no record (late
+        again); one whose high-water is unknown falls back to the one-lane rule
+        (:func:`_seen`)."""
+        unread = [(key, start) for start in starts if (key, start) not in state.hw]
+        if not unread:
+            return False
+        return _seen(self.store.decided(shard_id, unread), key, starts, pk, mark)
 
     def _shard_state(self, head: Record) -> ShardState:
         """The state of ``head``'s shard for its batch (session windows' too): a shard

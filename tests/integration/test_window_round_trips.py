@@ -23,7 +23,7 @@ from deploy.local.servers import provision
 from deploy.names import window_table_name
 from processors.chain import Chain, Step
 from processors.window import Window
-from processors.window_store import DynamoDBStore, WindowStateError
+from processors.window_store import DynamoDBStore, WindowStateError, outbox_sk
 from stream.records import Record
 from tests.integration.test_window_state import DOCS, Before
 
@@ -242,6 +242,7 @@ class TestOtherShards:
             ("Query", None),  # s0's state
             ("PutItem", 'w#9960#"z"'),
             ("TransactWriteItems", None),  # s1's shard item and s0's
+            ("PutItem", outbox_sk((2, 0, ()))),  # then the closer's outcome (results)
         ]
         assert batch_on(s1, "s1", z[2:], 3) == []  # nothing closes twice
 
