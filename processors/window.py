@@ -44,16 +44,23 @@ reference):
   only a prefix can be at or before it: once a record is past it, the rest are applied
   without comparing their positions (the per-record loop reads no sequence number).
   With a store that keeps the windows' high-water (:attr:`WindowStore.high_water`: the
-  memory store, for now), a record at or before ``applied`` counts as applied already
-  only if one of its windows' high-water for its partition key is at or past it
-  (:attr:`ShardState.hw`, closed windows' included), else it is applied (or late) now:
+  memory store and the window step's DynamoDB store), a record at or before ``applied``
+  counts as applied already only if one of its windows' high-water for its partition key
+  is at or past it (:attr:`ShardState.hw`; when none of its windows is open, the closed
+  ones' from the store: :meth:`WindowStore.decided`), else it is applied (or late) now:
   with ``parallelization`` > 1 (issue 16) a lagging lane's new records lie before another
-  lane's applied ones. A record refused by its window's state (a plugin's add raised, a
-  window too large) raises that window's high-water too, so that it yields its error
-  again rather than being tried again. A commit another process of the memory store
-  passed since the batch read the state (:class:`~processors.window_store.CommitLost`) is
-  lost: the batch is applied again from the state committed, in the process, up to
-  ``_COMMIT_ATTEMPTS`` times.
+  lane's applied ones. What a record applied already yielded comes from the outbox, else
+  from the store's entries of the batch's positions (:meth:`WindowStore.outcomes`, read
+  once per batch): the outbox no longer holds what lies before a lagging lane's batch. A
+  window whose high-water is unknown (an item of an earlier version; more than
+  ``HW_MAX_PKS`` partition keys) falls back to "at or before ``applied``: applied
+  already" (``processors/window_store.py``, "Redeliveries", also for a step before the
+  window that moves a redelivered record to other windows). A record refused by its
+  window's state (a plugin's add raised, a window too large) raises that window's
+  high-water too, so that it yields its error again rather than being tried again. A
+  commit another process of the memory store passed since the batch read the state
+  (:class:`~processors.window_store.CommitLost`) is lost: the batch is applied again from
+  the state committed, in the process, up to ``_COMMIT_ATTEMPTS`` times.
 * **Refused records.** A record an aggregation refuses (a plugin's ``add`` raised a
   ``RecordError``) is dead-lettered and added to none of its windows: the generated fold
   is all or nothing per window (:mod:`processors.fold`), a window is opened only once the
@@ -290,6 +297,9 @@ _Changed = dict[tuple[Any, int], "Record | None"]
 #: (window, partition key) -> the last record of that partition key decided on the window,
 #: for partition keys other than the window's key (and records refused by its state).
 _Others = dict[tuple[tuple[Any, int], str], "Record"]
+#: A batch's reads of closed windows' high-water (:meth:`Window._decided`): window -> its
+#: item's high-water, ``None`` where there is no item.
+_ClosedHw = dict[tuple[Any, int], "dict[str, Mark] | None"]
 
 
 def _raise_hw(state: ShardState, changed: _Changed, others: _Others, bound: int | None) -> None:
@@ -542,6 +552,7 @@ class Window:
         exact = store.high_water  # decided by the windows' high-water, else by ``applied``
         others: _Others = {}  # with ``changed``: the windows' new high-water
         looked = False  # whether the store's outbox entries of the batch were read
+        closed_hw: _ClosedHw = {}  # closed windows' high-water read for this batch
 
         def replay(rec: Record) -> None:
             """A record applied already yields what it yielded (its outcome): from the
@@ -670,7 +681,8 @@ class Window:
                                 changed.setdefault(wkey, None)
                     if not placed:
                         if check is not None and self._decided(state, shard_id, key, starts,
-                                                               pk, check):  # fmt: skip
+                                                               pk, check, closed_hw,
+                                                               records):  # fmt: skip
                             replay(rec)  # applied to windows that closed since
                             continue
                         outcome = _LATE
@@ -712,7 +724,15 @@ class Window:
         store.commit(shard_id, state, changed.keys(), self._close_quiet(shard_id, state, closer))
 
     def _decided(  # noqa: PLR0917  # the record's place, as the hot loop has it
-        self, state: ShardState, shard_id: str, key: Any, starts: Sequence[int], pk: str, mark: Mark
+        self,
+        state: ShardState,
+        shard_id: str,
+        key: Any,
+        starts: Sequence[int],
+        pk: str,
+        mark: Mark,
+        closed_hw: _ClosedHw,
+        records: Sequence[Record],
     ) -> bool:
         """Whether a record that looks late (none of its windows open) and may have been
         applied already (at or before the shard's ``applied``) was: a window of it that
@@ -720,11 +740,49 @@ class Window:
         was asked first). Without it, a redelivered record whose window closed after it
         was applied went to the late sink. A window with no item took no record (late
         again); one whose high-water is unknown falls back to the one-lane rule
-        (:func:`_seen`)."""
+        (:func:`_seen`).
+
+        Read once per batch: at the first such record, the closed windows of every record
+        of the batch that may have been applied already (``records``' prefix at or before
+        ``applied``), in one call (``closed_hw`` keeps them, ``None``: no item). One call
+        per record was 500 ``BatchGetItem`` for a batch of 500 redelivered after a restart
+        whose windows had closed since."""
         unread = [(key, start) for start in starts if (key, start) not in state.hw]
         if not unread:
             return False
-        return _seen(self.store.decided(shard_id, unread), key, starts, pk, mark)
+        if any(wkey not in closed_hw for wkey in unread):
+            wanted = self._windows_of(records, state) | set(unread)
+            wanted.difference_update(closed_hw)
+            found = self.store.decided(shard_id, list(wanted))
+            for wkey in wanted:
+                closed_hw[wkey] = found.get(wkey)
+        known = {w: held for w in unread if (held := closed_hw[w]) is not None}
+        return _seen(known, key, starts, pk, mark)
+
+    def _windows_of(self, records: Sequence[Record], state: ShardState) -> set[tuple[Any, int]]:
+        """The windows, not in the state's ``hw``, of the batch's records at or before the
+        shard's ``applied`` (a prefix: shard order); a record with no key or time has none
+        (it is decided again as a record fault)."""
+        key_field, time_field, _, _, _, size, slide, _ = self._hot
+        top = position_mark(state.applied) if state.applied is not None else None
+        out: set[tuple[Any, int]] = set()
+        for rec in records:
+            if top is None or _mark(rec) > top:
+                break
+            try:
+                get = rec.as_dict().get
+                key = get(key_field)
+                if type(key) is not str or key[:1] == MARKER:
+                    key = _key_text(key, key_field)
+                t = (
+                    rec.arrival
+                    if time_field is None
+                    else event_seconds(get(time_field), time_field)
+                )
+            except RecordError:
+                continue
+            out.update((key, s) for s in window_starts(t, size, slide) if (key, s) not in state.hw)
+        return out
 
     def _shard_state(self, head: Record) -> ShardState:
         """The state of ``head``'s shard for its batch (session windows' too): a shard

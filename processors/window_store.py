@@ -12,10 +12,11 @@ id) and ``window`` (sort key). It holds:
   decided on it, as JSON; ``hw_prev`` before the batch that wrote the item, read as
   ``prev`` is; an item of an earlier version has none; a window of more than
   :data:`HW_MAX_PKS` partition keys holds one entry, :data:`HW_UNBOUNDED`, instead, which
-  keeps the item small whatever the key). A closed item keeps it. Kept for
-  ``parallelization`` > 1 (issue 16): this store does not decide redeliveries by it yet
-  (:attr:`DynamoDBStore.high_water`), so it is written only with
-  :attr:`DynamoDBStore.persist_high_water`, off until then. Why per shard and not per (key,
+  keeps the item small whatever the key). A closed item keeps it, and stays at least
+  ``max_record_age_s`` plus :data:`OUTBOX_MARGIN_S` after it closed (its high-water is read
+  until no record of it can come again). The window step's store decides redeliveries by it
+  (:attr:`DynamoDBStore.high_water`; issue 16, slice S3; the session step's does not, and
+  writes none): below. Why per shard and not per (key,
   window): the watermark that closes a window is the shard's, so a window's state belongs to
   one shard's sequence of records; a batch then reads its shard's items with one
   strongly consistent ``Query`` on a cold start, and every item is written by one shard's
@@ -31,7 +32,42 @@ id) and ``window`` (sort key). It holds:
   (``outbox_parts``, the count, under revision ``REV``), so a batch that fails before its
   shard item leaves the committed parts alone; the parts no shard item names are deleted
   after the next commit;
-* **one item listing the shards** (``#shards``), so that a batch finds the quiet ones.
+* **one item listing the shards** (``#shards``), so that a batch finds the quiet ones;
+* **one outbox entry per record that yielded results or a state-dependent error**, sort key
+  ``~o#POS`` (:func:`outbox_sk`: the position zero-padded, so the entries sort by position;
+  ``~`` so that they sort after the window items and a cold start's ``Query`` of the
+  partition, ``window < "~"``, never reads them), ``expires`` = the commit's time +
+  ``max_record_age_s`` + :data:`OUTBOX_MARGIN_S` (no record older is delivered again).
+  Written after the shard item that committed them (the shard item holds them meanwhile;
+  a commit that would drop one from the shard item's outbox writes it first, with its
+  window items), so an entry only ever holds a committed outcome.
+
+Redeliveries (with :attr:`DynamoDBStore.high_water`, the window step's). A record at or
+before the shard's ``applied`` may have been applied already (a redelivery) or be new (with
+``parallelization`` > 1, a lagging lane's). It was applied if a window of it says so for its
+partition key (``hw[pk]`` at or past it): an open window's in the state, or, when none of
+its windows is open (it looks late), its closed windows' items (:meth:`DynamoDBStore.decided`,
+one strongly consistent ``BatchGetItem``). It then yields its outcome: from the shard item's
+outbox, else from the outbox entries of the batch's positions (:meth:`DynamoDBStore.outcomes`,
+one ``Query`` at the batch's first such record), else nothing. Otherwise it is applied, or
+late: a late record is late again (the watermark only grows, a window never reopens), a
+record fault (no key, no time) is decided again. The cases where the high-water is not
+known fall back to the rule of one lane, "at or before ``applied``: applied already": a
+window item with no ``hw`` (written by an earlier version, or by one after a rollback) or
+with :data:`HW_UNBOUNDED` (more than :data:`HW_MAX_PKS` partition keys): exact with one
+lane; with lanes it may skip a lagging lane's record of that window (slice S7 dead-letters
+the record that would pass :data:`HW_MAX_PKS`). The rule assumes a redelivered record falls
+in the same windows: a step before the window that is not deterministic (a ``lookup`` whose
+table changed between deliveries, a key or time computed from the clock) can move it to
+other windows, where no high-water knows it: it is applied again there (counted in both
+windows) or late if they closed. The rule of one lane skipped it instead.
+
+Rollback to the version before this one: it reads the shard item as before (its outbox has
+the same format and holds what the records since the latest batch's first yielded, its
+rule), ignores the outbox entries (its cold starts read them until they expire: read
+units) and rewrites window items without ``hw``; rolled forward again, those read as
+unknown (the fallback above) until they close. Its closed items keep a day, not the age
+bound: with a ``max_record_age_s`` over 23 hours a redelivery may find no item (late).
 
 Sizes: DynamoDB refuses an item over 400 KB. The aggregations keep a window's accumulators
 under :data:`~processors.aggregations.STATE_BUDGET` (an item holds them twice: ``acc`` and
@@ -164,7 +200,8 @@ does: a batch that fails half-way leaves the shard item, and so the committed st
 was.
 
 Closed items leave by TTL (``expires``: a day after the window closed, or after its end plus
-the lateness, whichever is later); open ones have none.
+the lateness, or, with :attr:`DynamoDBStore.high_water`, ``max_record_age_s`` plus
+:data:`OUTBOX_MARGIN_S` after it closed, whichever is latest); open ones have none.
 """
 
 from __future__ import annotations
