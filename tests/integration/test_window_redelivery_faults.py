@@ -1,0 +1,202 @@
+"""Review of slice S3 (issue 16): a closer's outcome survives a failed outbox entry write
+after its commit, entries in parts, a window that closed in the same batch, and hopping
+windows, each redelivered after a restart once the shard item's outbox has moved on.
+
+The faults are injected by a client wrapper that refuses the outbox entries' ``PutItem``
+(``~o#``) while told to; every other call goes to the session's moto server as it is."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from processors.window_store import DynamoDBStore, outbox_sk
+from tests.integration.test_window_redelivery import (
+    A1,
+    A3,
+    B2,
+    CLOSER,
+    RESULTS,
+    batch,
+    doc,
+)
+from tests.integration.test_window_state import AGGREGATE, items, window
+from tests.integration.test_window_state import table as table  # noqa: PLC0414  # the fixture
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from processors.window import Window
+
+pytestmark = pytest.mark.integration
+
+
+class RefusingEntries:
+    """A DynamoDB client that refuses ``PutItem`` of outbox entries (sort key ``~o#``,
+    or only part ``part`` of one) while ``refusing``; everything else is the real call."""
+
+    def __init__(self, client: Any, part: int | None = None) -> None:
+        self._client = client
+        self.refusing = False
+        self.refused = 0
+        self.part = part
+
+    def put_item(self, **request: Any) -> Any:
+        sk = request["Item"]["window"]["S"]
+        hit = sk.startswith("~o#") and (self.part is None or sk.endswith(f"~{self.part:03d}"))
+        if self.refusing and hit:
+            self.refused += 1
+            raise ClientError(
+                {"Error": {"Code": "InternalServerError", "Message": "injected"}}, "PutItem"
+            )
+        return self._client.put_item(**request)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def on(step: Window, table: str, prefix: str, client: Any) -> Window:
+    step.store = DynamoDBStore(table, prefix, 0, 60, client=client)
+    step.store.bind(step._merge)
+    return step
+
+
+def entries(aws: Callable[[str], Any], table: str, prefix: str) -> list[str]:
+    return sorted(i["window"]["S"] for i in items(aws, table, prefix)
+                  if i["window"]["S"].startswith("~o#"))  # fmt: skip
+
+
+def test_an_entry_whose_write_after_the_commit_failed_is_written_by_the_next_commit(
+    aws: Callable[[str], Any], table: str
+) -> None:
+    prefix, real = uuid.uuid4().hex, aws("dynamodb")
+    refusing = RefusingEntries(real)
+    step = on(window(table, prefix, real), table, prefix, refusing)
+    assert batch(step, [A1, B2, A3]) == []
+    refusing.refusing = True
+    assert batch(step, [CLOSER]) == RESULTS  # committed: the batch does not fail
+    assert refusing.refused == 1
+    assert entries(aws, table, prefix) == []  # the shard item holds it meanwhile
+    refusing.refusing = False
+    assert batch(step, [(11, doc("c", 62))]) == []  # drops it from the shard item
+    assert entries(aws, table, prefix) == [outbox_sk((10, 0, ()))]
+    again = window(table, prefix, real)  # a restart, from the checkpoint before the closer
+    assert batch(again, [CLOSER, (11, doc("c", 62)), (12, doc("c", 63))]) == RESULTS
+    assert again.late == 0
+
+
+def test_an_entry_whose_write_failed_is_written_by_the_next_process_s_commit(
+    aws: Callable[[str], Any], table: str
+) -> None:
+    """The process that committed the closer dies after its entry's write failed: the next
+    one reads the shard item cold and writes the entry before its commit drops it."""
+    prefix, real = uuid.uuid4().hex, aws("dynamodb")
+    refusing = RefusingEntries(real)
+    step = on(window(table, prefix, real), table, prefix, refusing)
+    assert batch(step, [A1, B2, A3]) == []
+    refusing.refusing = True
+    assert batch(step, [CLOSER]) == RESULTS
+    assert entries(aws, table, prefix) == []
+    nxt = window(table, prefix, real)
+    assert batch(nxt, [(11, doc("c", 62))]) == []
+    assert entries(aws, table, prefix) == [outbox_sk((10, 0, ()))]
+    again = window(table, prefix, real)
+    assert batch(again, [CLOSER, (11, doc("c", 62)), (12, doc("c", 63))]) == RESULTS
+
+
+def test_a_next_commit_whose_entry_write_fails_too_fails_and_its_retry_writes_it(
+    aws: Callable[[str], Any], table: str
+) -> None:
+    prefix, real = uuid.uuid4().hex, aws("dynamodb")
+    refusing = RefusingEntries(real)
+    step = on(window(table, prefix, real), table, prefix, refusing)
+    assert batch(step, [A1, B2, A3]) == []
+    refusing.refusing = True
+    assert batch(step, [CLOSER]) == RESULTS
+    with pytest.raises(AssertionError):  # the carried entry is refused: the batch fails
+        batch(step, [(11, doc("c", 62))])
+    shard = next(i for i in items(aws, table, prefix) if i["window"]["S"] == "#shard")
+    assert "f/a/1970" in shard["outbox"]["S"]  # not committed: the closer's outcome is kept
+    refusing.refusing = False
+    assert batch(step, [(11, doc("c", 62))]) == []
+    assert entries(aws, table, prefix) == [outbox_sk((10, 0, ()))]
+    again = window(table, prefix, real)
+    assert batch(again, [CLOSER, (11, doc("c", 62)), (12, doc("c", 63))]) == RESULTS
+
+
+BIG = [(1 + u, doc(f"user{u:04d}", 5)) for u in range(1700)]  # results of about 400 KB
+
+
+@pytest.mark.parametrize("part", [None, 1], ids=["whole", "one-part"])
+def test_an_entry_in_parts_whose_write_failed_is_whole_after_the_next_commit(
+    aws: Callable[[str], Any], table: str, part: int | None
+) -> None:
+    prefix, real = uuid.uuid4().hex, aws("dynamodb")
+    refusing = RefusingEntries(real, part)
+    step = on(window(table, prefix, real), table, prefix, refusing)
+    assert batch(step, BIG) == []
+    closer = (5000, doc("c", 61))
+    refusing.refusing = True
+    first = batch(step, [closer])
+    assert len(first) == 1700
+    assert refusing.refused >= 1
+    refusing.refusing = False
+    assert batch(step, [(5001, doc("c", 62))]) == []
+    sk = outbox_sk((5000, 0, ()))
+    kept = [e for e in entries(aws, table, prefix) if e.startswith(sk)]
+    assert len(kept) > 1  # in parts (over 350 KB)
+    again = window(table, prefix, real)
+    assert batch(again, [closer, (5001, doc("c", 62)), (5002, doc("c", 63))]) == first
+
+
+def test_a_window_that_closed_in_the_batch_that_applied_its_records(
+    aws: Callable[[str], Any], table: str
+) -> None:
+    prefix, client = uuid.uuid4().hex, aws("dynamodb")
+    step = window(table, prefix, client)
+    assert batch(step, [A1, B2, A3, CLOSER]) == RESULTS
+    assert batch(step, [(11, doc("c", 62))]) == []
+    again = window(table, prefix, client)
+    assert batch(again, [A1, B2, A3, CLOSER, (11, doc("c", 62)), (12, doc("c", 63))]) == RESULTS
+    assert again.late == 0
+
+
+def test_hopping_windows_some_closed_redelivered_after_a_restart(
+    aws: Callable[[str], Any], table: str
+) -> None:
+    """Windows of 60 s every 30 s. c@70 closes a's windows at -30 and 0 and b's at 0;
+    a@40 and b@35 stay in the windows at 30 too. Redelivered from the start after a
+    restart (records in a closed and an open window, or only closed ones): no result
+    twice with other content, nothing late, and the next close counts each record once,
+    as a run without the restart does."""
+    recs = [(1, doc("a", 5)), (2, doc("b", 35)), (3, doc("a", 40))]
+    later = [(4, doc("c", 70)), (5, doc("c", 71))]
+    client = aws("dynamodb")
+    ref_prefix = uuid.uuid4().hex
+    ref = _hop(table, ref_prefix, client)
+    expected = batch(ref, recs) + batch(ref, later[:1]) + batch(ref, later[1:])
+    expected += batch(ref, [(6, doc("c", 72))]) + batch(ref, [(7, doc("c", 100))])
+    prefix = uuid.uuid4().hex
+    step = _hop(table, prefix, client)
+    got = batch(step, recs) + batch(step, later[:1]) + batch(step, later[1:])
+    again = _hop(table, prefix, client)  # a restart: everything again, from record 1
+    got += batch(again, [*recs, *later, (6, doc("c", 72))])
+    got += batch(again, [(7, doc("c", 100))])
+    assert again.late == 0
+    by_id: dict[str, dict[str, Any]] = {}
+    for r in got:
+        assert by_id.setdefault(r["id"], r) == r  # a duplicate only with the same content
+    assert sorted(by_id.values(), key=lambda r: r["id"]) == sorted(expected, key=lambda r: r["id"])
+    assert len(expected) == 6  # a at -30, a and b at 0; then a, b and c at 30
+
+
+def _hop(table: str, prefix: str, client: Any) -> Window:
+    from processors.window import Window  # noqa: PLC0415
+
+    store = DynamoDBStore(table, prefix, 0, 60, client=client)
+    args = {"key": "user", "size_s": 60, "slide_s": 30, "field": "ts",
+            "aggregate": AGGREGATE, "function": "f"}  # fmt: skip
+    return Window(**args, store=store)
