@@ -715,7 +715,7 @@ class Window:
         finally:
             state.max_time = max_time
             if changed or others:
-                _raise_hw(state, changed, others, None if exact else HW_MAX_PKS)
+                _raise_hw(state, changed, others, store.hw_bound if exact else HW_MAX_PKS)
             if last is not None:  # the greatest position, also should a source ever
                 position = _position(last)  # hand a shard's records out of order
                 if state.applied is None or position > state.applied:

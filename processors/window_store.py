@@ -275,8 +275,8 @@ _TOKEN_LEN = 16  # a window item write's token (hex): unique per write, with 64 
 #: ``MAX_PKS``, issue 16). A window key that is not the partition key (one site, a user per
 #: partition key) gathers a key per user: unbounded, it made the item pass DynamoDB's
 #: 400 KB limit (the batch failed at every retry) and cost a write unit per KB on every
-#: write. Past the bound the window keeps :data:`HW_UNBOUNDED` instead; a store that does
-#: not decide by the high-water (:attr:`WindowStore.high_water`) keeps no more in memory.
+#: write. Past the bound the window keeps :data:`HW_UNBOUNDED` instead, in the item and in
+#: the process (:attr:`WindowStore.hw_bound`; the memory store keeps every key).
 HW_MAX_PKS = 16
 #: The partition key of the one entry of a high-water past :data:`HW_MAX_PKS`: Kinesis
 #: partition keys are 1 to 256 characters, so no record has it.
@@ -515,9 +515,13 @@ class WindowStore(Protocol):
             record before the shard's greatest applied position can still be new (a
             lagging lane). ``False``: every record at or before ``applied`` was decided
             (true with one lane, which ``validate`` still requires of windows).
+        hw_bound: the most partition keys the step keeps in a window's high-water in the
+            process (past it, :data:`HW_UNBOUNDED`: decided as with one lane); ``None``:
+            all of them.
     """
 
     high_water: bool
+    hw_bound: int | None
 
     def shard(self, shard_id: str) -> ShardState:
         """The shard's state as of the last commit (a new one for a shard never seen)."""
@@ -611,6 +615,8 @@ class MemoryStore:
 
     #: the step decides redeliveries by the windows' high-water (:class:`WindowStore`)
     high_water = True
+    #: every partition key: it keeps tests' and ``shardline test``'s short runs
+    hw_bound: int | None = None
 
     def outcomes(self, shard_id: str, first: Position, last: Position) -> dict[Position, Outcome]:
         """Nothing beyond the state's ``outbox`` (its outbox stays in the process)."""
@@ -1029,8 +1035,9 @@ class DynamoDBStore:
     """
 
     __slots__ = ("_asks_quiet", "_cache", "_client", "_legacy", "_listed", "_local", "_merge",
-                 "_sleep", "end_of", "high_water", "lateness", "max_record_age_s", "now",
-                 "persist_high_water", "prefix", "reads", "size", "table", "writes")  # fmt: skip
+                 "_sleep", "end_of", "high_water", "hw_bound", "lateness", "max_record_age_s",
+                 "now", "persist_high_water", "prefix", "reads", "size", "table",
+                 "writes")  # fmt: skip
 
     def __init__(  # noqa: PLR0917  # the step's settings, as keywords
         self,
@@ -1053,6 +1060,12 @@ class DynamoDBStore:
         #: store decides by (with ``high_water``); tests of the format set it alone
         self.persist_high_water = high_water
         self.max_record_age_s = max_record_age_s
+        #: as the item (:func:`hw_stored`): past :data:`HW_MAX_PKS` partition keys a window
+        #: is decided as with one lane, warm as cold. Unbounded, a window whose key is not
+        #: the partition key kept every partition key of its records in the process (about
+        #: 300 bytes each: an hourly window over random partition keys at a shard's
+        #: 1,000 records/s held a GB), and a warm process decided otherwise than a cold one.
+        self.hw_bound: int | None = HW_MAX_PKS
         self._sleep = sleep
         self.prefix = prefix
         self.lateness = lateness
