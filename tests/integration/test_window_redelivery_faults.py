@@ -200,3 +200,30 @@ def _hop(table: str, prefix: str, client: Any) -> Window:
     args = {"key": "user", "size_s": 60, "slide_s": 30, "field": "ts",
             "aggregate": AGGREGATE, "function": "f"}  # fmt: skip
     return Window(**args, store=store)
+
+
+def test_a_quiet_shard_s_results_with_a_closer_whose_entry_write_failed(
+    aws: Callable[[str], Any], table: str
+) -> None:
+    """s1's batch closes quiet s0's windows: their results go out with s1's closer, whose
+    entry write after the transaction fails. s1's next batch writes it; redelivered from
+    before the closer after a restart, s1 yields those results again."""
+    from tests.integration.test_window_round_trips import batch_on, step_on  # noqa: PLC0415
+    from tests.integration.test_window_state import DOCS  # noqa: PLC0415
+
+    prefix, real, clock = uuid.uuid4().hex, aws("dynamodb"), [10_000.0]
+    refusing = RefusingEntries(real)
+    batch_on(step_on(table, prefix, real, clock), "s0", DOCS, 1)  # opens a, b on s0
+    s1 = step_on(table, prefix, refusing, clock)
+    z = [{"user": "z", "ts": 9_990 + n} for n in range(4)]
+    assert batch_on(s1, "s1", z[:1], 1) == []
+    clock[0] += 301  # s0 is quiet now
+    refusing.refusing = True
+    closing = batch_on(s1, "s1", z[1:2], 2)
+    assert closing == [("f/a/1970-01-01T00:00:00Z", 2, "s1"),
+                       ("f/b/1970-01-01T00:00:00Z", 1, "s1")]  # fmt: skip
+    assert refusing.refused == 1
+    refusing.refusing = False
+    assert batch_on(s1, "s1", z[2:3], 3) == []
+    again = step_on(table, prefix, real, clock)  # a restart, from before the closer
+    assert batch_on(again, "s1", z[1:4], 2) == closing
