@@ -227,3 +227,45 @@ def test_a_quiet_shard_s_results_with_a_closer_whose_entry_write_failed(
     assert batch_on(s1, "s1", z[2:3], 3) == []
     again = step_on(table, prefix, real, clock)  # a restart, from before the closer
     assert batch_on(again, "s1", z[1:4], 2) == closing
+
+
+def test_a_child_s_batch_redelivered_after_a_restart_once_its_claimed_windows_closed(
+    aws: Callable[[str], Any], table: str
+) -> None:
+    """A split's child claims its parent's windows of a and b with its first batch, closes
+    them with its next; redelivered from its first record after a restart, it yields the
+    results again, counts nothing twice and sends nothing to the late sink."""
+    import orjson  # noqa: PLC0415
+
+    from processors.chain import Chain, Step  # noqa: PLC0415
+    from processors.lineage import StaticLineage  # noqa: PLC0415
+    from processors.window import Window  # noqa: PLC0415
+    from stream.records import Record  # noqa: PLC0415
+
+    prefix, client = uuid.uuid4().hex, aws("dynamodb")
+    lineage = StaticLineage({"c1": ("p",), "c2": ("p",)})
+
+    def step() -> Window:
+        store = DynamoDBStore(table, prefix, 0, 60, client=client)
+        return Window(key="user", size_s=60, field="ts", aggregate={"n": "count"},
+                      function="f", store=store, lineage=lineage, late="late")  # fmt: skip
+
+    def on(w: Window, shard: str, docs: list[tuple[int, str, int]]) -> list[Any]:
+        batch = [Record(orjson.dumps({"user": u, "ts": t}), u, str(seq), shard_id=shard, index=i)
+                 for i, (seq, u, t) in enumerate(docs)]  # fmt: skip
+        result = Chain([Step.of("w", w)]).run(batch)
+        assert not result.failures, result.failures
+        return sorted((r.get("window_id"), r.get("n"), r.routes) for r in result.records)
+
+    assert on(step(), "p", [(1, "a", 5), (2, "b", 6)]) == []
+    c1 = step()
+    first, closer, later = [(10, "a", 20), (11, "b", 30)], [(12, "y", 61)], [(13, "y", 62)]
+    assert on(c1, "c1", first) == []  # claims a and b
+    results = on(c1, "c1", closer)
+    assert results == [("f/a/1970-01-01T00:00:00Z", 2, None),
+                       ("f/b/1970-01-01T00:00:00Z", 2, None)]  # fmt: skip
+    assert on(c1, "c1", later) == []
+    again = step()
+    assert on(again, "c1", [*first, *closer, *later, (14, "y", 63)]) == results
+    assert again.late == 0
+    assert on(again, "c1", [(15, "y", 130)]) == [("f/y/1970-01-01T00:01:00Z", 3, None)]
