@@ -178,6 +178,8 @@ class SessionWindow:
             :class:`~processors.window.Window` (reshards: the module docstring).
         max_record_age_s: accepted from the plan and unused: sessions keep their outbox in
             the shard item and decide redeliveries by ``applied`` (issue 16, slice S6).
+        parallelization: accepted from the plan and unused, for the same reason
+            (``validate`` refuses a window step with more than one lane).
 
     Raises:
         WindowConfigError: a setting is missing or wrong (the message says which).
@@ -213,8 +215,9 @@ class SessionWindow:
         now: Callable[[], float] = time.time,
         lineage: Lineage | None = None,
         max_record_age_s: int | None = None,
+        parallelization: int = 1,
     ) -> None:
-        del max_record_age_s  # the plan's, for windows' outbox entries: sessions have none yet
+        del max_record_age_s, parallelization  # the plan's, for windows' lanes mode (S3)
         problem = (  # its sizes first, as it always reported them
             session_problem(gap_s, size_s, slide_s, allowed_lateness_s)
             or settings_problem(state, store is not None, table, None, time, field, key, aggregate)

@@ -44,7 +44,8 @@ reference):
   only a prefix can be at or before it: once a record is past it, the rest are applied
   without comparing their positions (the per-record loop reads no sequence number).
   With a store that keeps the windows' high-water (:attr:`WindowStore.high_water`: the
-  memory store and the window step's DynamoDB store), a record at or before ``applied``
+  memory store, and the window step's DynamoDB store with ``parallelization`` above 1;
+  with one lane it keeps the applied position alone), a record at or before ``applied``
   counts as applied already only if one of its windows' high-water for its partition key
   is at or past it (:attr:`ShardState.hw`; when none of its windows is open, the closed
   ones' from the store: :meth:`WindowStore.decided`), else it is applied (or late) now:
@@ -375,8 +376,16 @@ class Window:
             default ``ListShards`` with ``state: dynamodb``
             (:class:`~processors.lineage.KinesisLineage`), none with ``state: memory``.
         max_record_age_s: the function's (the plan fills it in): no record older is
-            delivered again, so the DynamoDB state keeps what a redelivery reads (outbox
-            entries, closed windows' high-water) that long plus an hour.
+            delivered again, so the DynamoDB state keeps what a redelivery reads in lanes
+            mode (outbox entries, closed windows' high-water) that long plus an hour.
+        parallelization: the function's lanes per shard (the plan fills it in). Above 1
+            (lanes mode; ``validate`` refuses it until issue 16's slice S7) the DynamoDB
+            state decides redeliveries by the windows' high-water
+            (:attr:`~processors.window_store.DynamoDBStore.high_water`); at 1 it keeps the
+            single-position protocol (``applied`` and the shard item's outbox): the
+            high-water buys one lane nothing and costs it (a round trip more per closing
+            batch, three calls for a redelivery, results written twice; a record that a
+            step before moves to other windows on redelivery counted twice).
 
     Raises:
         WindowConfigError: a setting is missing or wrong (the message says which).
@@ -431,6 +440,7 @@ class Window:
         now: Callable[[], float] = time.time,
         lineage: Lineage | None = None,
         max_record_age_s: int = DEFAULT_MAX_RECORD_AGE_S,
+        parallelization: int = 1,
     ) -> None:
         if gap_s is not None:
             msg = "gap_s: session windows are processors.session.SessionWindow (the registry's)"
@@ -478,9 +488,16 @@ class Window:
                     allowed_lateness_s,
                     self.size_s,
                     now=now,
+                    high_water=parallelization > 1,
                     max_record_age_s=max_record_age_s,
                 )
             )
+        elif parallelization > 1 and not store.high_water:
+            msg = (
+                f"parallelization {parallelization} with a store that decides redeliveries "
+                "by the applied position alone: a lagging lane's records would be skipped"
+            )
+            raise WindowConfigError(msg)
         self.store: WindowStore = store
         problem = quiet_problem(quiet_s)
         if problem is not None:

@@ -14,9 +14,10 @@ id) and ``window`` (sort key). It holds:
   :data:`HW_MAX_PKS` partition keys holds one entry, :data:`HW_UNBOUNDED`, instead, which
   keeps the item small whatever the key). A closed item keeps it, and stays at least
   ``max_record_age_s`` plus :data:`OUTBOX_MARGIN_S` after it closed (its high-water is read
-  until no record of it can come again). The window step's store decides redeliveries by it
-  (:attr:`DynamoDBStore.high_water`; issue 16, slice S3; the session step's does not, and
-  writes none): below. Why per shard and not per (key,
+  until no record of it can come again). Only in lanes mode: the window step's store with
+  ``parallelization`` above 1 decides redeliveries by it (:attr:`DynamoDBStore.high_water`;
+  issue 16, slice S3): below. With one lane (and for session windows) the store writes
+  none and keeps main's single-position protocol. Why per shard and not per (key,
   window): the watermark that closes a window is the shard's, so a window's state belongs to
   one shard's sequence of records; a batch then reads its shard's items with one
   strongly consistent ``Query`` on a cold start, and every item is written by one shard's
@@ -33,7 +34,8 @@ id) and ``window`` (sort key). It holds:
   shard item leaves the committed parts alone; the parts no shard item names are deleted
   after the next commit;
 * **one item listing the shards** (``#shards``), so that a batch finds the quiet ones;
-* **one outbox entry per record that yielded results or a state-dependent error**, sort key
+* in lanes mode only, **one outbox entry per record that yielded results or a
+  state-dependent error**, sort key
   ``~o#POS`` (:func:`outbox_sk`: the position zero-padded, so the entries sort by position;
   ``~`` so that they sort after the window items and a cold start's ``Query`` of the
   partition, ``window < "~"``, never reads them), ``expires`` = the commit's time +
@@ -42,7 +44,14 @@ id) and ``window`` (sort key). It holds:
   a commit that would drop one from the shard item's outbox writes it first, with its
   window items), so an entry only ever holds a committed outcome.
 
-Redeliveries (with :attr:`DynamoDBStore.high_water`, the window step's). A record at or
+Redeliveries with one lane (``high_water`` off): a record at or before the shard's
+``applied`` was applied already, and yields what the shard item's outbox holds for it
+(what the records since the latest batch's first yielded), else nothing. One read for a
+redelivery (the shard item, when warm), and a record that a step before the window moves
+to other windows on redelivery is not counted again.
+
+Redeliveries in lanes mode (:attr:`DynamoDBStore.high_water`: the window step's with
+``parallelization`` above 1, which ``validate`` refuses until slice S7). A record at or
 before the shard's ``applied`` may have been applied already (a redelivery) or be new (with
 ``parallelization`` > 1, a lagging lane's). It was applied if a window of it says so for its
 partition key (``hw[pk]`` at or past it): an open window's in the state, or, when none of
@@ -60,14 +69,15 @@ the record that would pass :data:`HW_MAX_PKS`). The rule assumes a redelivered r
 in the same windows: a step before the window that is not deterministic (a ``lookup`` whose
 table changed between deliveries, a key or time computed from the clock) can move it to
 other windows, where no high-water knows it: it is applied again there (counted in both
-windows) or late if they closed. The rule of one lane skipped it instead.
+windows) or late if they closed. The rule of one lane skips it instead, which is why one
+lane keeps that rule: the high-water buys one lane nothing.
 
-Rollback to the version before this one: it reads the shard item as before (its outbox has
-the same format and holds what the records since the latest batch's first yielded, its
-rule), ignores the outbox entries (its cold starts read them until they expire: read
-units) and rewrites window items without ``hw``; rolled forward again, those read as
-unknown (the fallback above) until they close. Its closed items keep a day, not the age
-bound: with a ``max_record_age_s`` over 23 hours a redelivery may find no item (late).
+Rollback (from lanes mode) to the version before this one: it reads the shard item as
+before (its outbox has the same format and holds what the records since the latest batch's
+first yielded, its rule), ignores the outbox entries (its cold starts read them until they
+expire: read units) and rewrites window items without ``hw``; rolled forward again, those
+read as unknown (the fallback above) until they close. Its closed items keep a day, not the
+age bound: with a ``max_record_age_s`` over 23 hours a redelivery may find no item (late).
 
 Sizes: DynamoDB refuses an item over 400 KB. The aggregations keep a window's accumulators
 under :data:`~processors.aggregations.STATE_BUDGET` (an item holds them twice: ``acc`` and
@@ -1024,11 +1034,14 @@ class DynamoDBStore:
             the gap.
         sleep: the wait before asking again for keys a ``BatchGetItem`` left unprocessed.
         high_water: whether the step decides redeliveries by the windows' high-water
-            (:class:`WindowStore`; the ``window`` step's, issue 16 slice S3); then window
-            items carry it (``hw``, ``hw_prev``), outcomes go to outbox entry items
-            (``~o#POS``) and closed windows' items are read for records that look late.
-            ``False``: by the shard item's ``applied`` alone (session windows, until slice
-            S6), and none of that is written.
+            (:class:`WindowStore`): the ``window`` step's with ``parallelization`` above 1
+            (issue 16, slice S3; ``validate`` refuses it until slice S7); then window items
+            carry it (``hw``, ``hw_prev``), outcomes go to outbox entry items (``~o#POS``)
+            and closed windows' items are read for records that look late. ``False`` (one
+            lane, and session windows until slice S6): by the shard item's ``applied``
+            alone, and none of that is written: with one lane every record at or before
+            ``applied`` was decided, so the high-water would buy nothing and cost a round
+            trip per closing batch, write units, and a redelivery's reads (review 6).
         max_record_age_s: the function's (the plan's ``batch``): no record older than this
             is delivered again, so an outbox entry and a closed window's item are kept that
             long plus :data:`OUTBOX_MARGIN_S`.
@@ -1050,7 +1063,7 @@ class DynamoDBStore:
         end_of: Callable[[tuple[Any, Any], list[Any] | None], float] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         *,
-        high_water: bool = True,
+        high_water: bool = False,
         max_record_age_s: int = DEFAULT_MAX_RECORD_AGE_S,
     ) -> None:
         self.table = table
@@ -1268,9 +1281,17 @@ class DynamoDBStore:
         if not self.high_water:
             return {}
         pk = self.prefix + shard_id
-        low, high = outbox_sk(first), outbox_sk(last) + "~~"  # and its parts' (``~I``)
+        # An entry's parts (``POS~I``) sort after the entries of the positions whose part
+        # tuple extends its own (``~`` after ``.`` and digits): the parts of (s, sub, ())
+        # come after (s, sub, (1,)). So the range reads up to the last parts of ``last``'s
+        # (s, sub), and what lies outside ``first``..``last`` is dropped (review 6).
+        low, high = outbox_sk(first), outbox_sk((last[0], last[1], ())) + "~~"
         try:
-            out = _outcomes(self._query(pk, low, high))
+            out = {
+                at: outcome
+                for at, outcome in _outcomes(self._query(pk, low, high)).items()
+                if first <= at <= last
+            }
         except (KeyError, TypeError, ValueError) as exc:  # retried, never dead-lettered
             msg = f"window state: an outbox entry of {pk!r} in {self.table!r} is unreadable: {exc}"
             raise WindowStateError(msg) from exc

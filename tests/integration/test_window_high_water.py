@@ -3,8 +3,9 @@
 once closed; a cold start reads it back for the open windows; a batch that never
 committed leaves it read as before (``hw_prev``); an item written before it existed reads
 as unknown (``HW_UNBOUNDED``). The window step's DynamoDB store decides redeliveries by it
-(slice S3: ``high_water``); a store that does not (session windows, until slice S6) writes
-none. Against the session's moto server."""
+in lanes mode (``parallelization`` above 1, slice S3: ``high_water``), where these tests
+build it; a store that does not (one lane, as main; session windows, until slice S6)
+writes none. Against the session's moto server."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from deploy.names import window_table_name
 from processors.chain import Chain, Step
 from processors.window_store import HW_MAX_PKS, DynamoDBStore
 from stream.records import Record
-from tests.integration.test_window_state import CLOSER, DOCS, ShardItemFails, items, run, window
+from tests.integration.test_window_redelivery import window
+from tests.integration.test_window_state import CLOSER, DOCS, ShardItemFails, items, run
+from tests.integration.test_window_state import window as one_lane
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -41,15 +44,14 @@ def table(aws: Callable[[str], Any]) -> str:
     return window_table_name(plan, "f")
 
 
-def test_a_store_that_does_not_decide_by_it_writes_no_high_water(
+def test_with_one_lane_window_items_carry_no_high_water(
     aws: Callable[[str], Any], table: str
 ) -> None:
-    # (session windows' store): stored, it would cost write units for nothing
+    # (and session windows' store): with one lane nothing reads it back: stored, it would
+    # cost write units for nothing
     prefix = uuid.uuid4().hex
     client = aws("dynamodb")
-    step = window(table, prefix, client)
-    step.store = DynamoDBStore(table, prefix, 0, 60, client=client, high_water=False)
-    step.store.bind(step._merge)
+    step = one_lane(table, prefix, client)
     run(step, DOCS, 1)  # a@1, b@2, a@3
     assert _hw_of(aws, table, prefix) == {'w#0#"a"': None, 'w#0#"b"': None}
     assert all("hw_prev" not in i for i in items(aws, table, prefix))
@@ -64,7 +66,7 @@ def _hw_of(aws: Callable[[str], Any], table: str, prefix: str) -> dict[str, str 
 
 def _read_back(table: str, prefix: str, client: Any) -> dict[Any, Any]:
     """The open windows' high-water as a cold start reads it."""
-    return DynamoDBStore(table, prefix, 0, 60, client=client).shard("s0").hw
+    return DynamoDBStore(table, prefix, 0, 60, client=client, high_water=True).shard("s0").hw
 
 
 def test_each_window_item_holds_its_high_water_also_closed_and_a_cold_start_reads_it(

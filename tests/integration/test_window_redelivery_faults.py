@@ -3,7 +3,8 @@ after its commit, entries in parts, a window that closed in the same batch, and 
 windows, each redelivered after a restart once the shard item's outbox has moved on.
 
 The faults are injected by a client wrapper that refuses the outbox entries' ``PutItem``
-(``~o#``) while told to; every other call goes to the session's moto server as it is."""
+(``~o#``) while told to; every other call goes to the session's moto server as it is. In
+lanes mode (``parallelization`` 2), where those entries exist."""
 
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ from tests.integration.test_window_redelivery import (
     RESULTS,
     batch,
     doc,
+    window,
 )
-from tests.integration.test_window_state import AGGREGATE, items, window
+from tests.integration.test_window_state import AGGREGATE, items
 from tests.integration.test_window_state import table as table  # noqa: PLC0414  # the fixture
 
 if TYPE_CHECKING:
@@ -59,7 +61,7 @@ class RefusingEntries:
 
 
 def on(step: Window, table: str, prefix: str, client: Any) -> Window:
-    step.store = DynamoDBStore(table, prefix, 0, 60, client=client)
+    step.store = DynamoDBStore(table, prefix, 0, 60, client=client, high_water=True)
     step.store.bind(step._merge)
     return step
 
@@ -196,7 +198,7 @@ def test_hopping_windows_some_closed_redelivered_after_a_restart(
 def _hop(table: str, prefix: str, client: Any) -> Window:
     from processors.window import Window  # noqa: PLC0415
 
-    store = DynamoDBStore(table, prefix, 0, 60, client=client)
+    store = DynamoDBStore(table, prefix, 0, 60, client=client, high_water=True)
     args = {"key": "user", "size_s": 60, "slide_s": 30, "field": "ts",
             "aggregate": AGGREGATE, "function": "f"}  # fmt: skip
     return Window(**args, store=store)
@@ -213,8 +215,8 @@ def test_a_quiet_shard_s_results_with_a_closer_whose_entry_write_failed(
 
     prefix, real, clock = uuid.uuid4().hex, aws("dynamodb"), [10_000.0]
     refusing = RefusingEntries(real)
-    batch_on(step_on(table, prefix, real, clock), "s0", DOCS, 1)  # opens a, b on s0
-    s1 = step_on(table, prefix, refusing, clock)
+    batch_on(step_on(table, prefix, real, clock, lanes=True), "s0", DOCS, 1)  # a, b on s0
+    s1 = step_on(table, prefix, refusing, clock, lanes=True)
     z = [{"user": "z", "ts": 9_990 + n} for n in range(4)]
     assert batch_on(s1, "s1", z[:1], 1) == []
     clock[0] += 301  # s0 is quiet now
@@ -225,7 +227,7 @@ def test_a_quiet_shard_s_results_with_a_closer_whose_entry_write_failed(
     assert refusing.refused == 1
     refusing.refusing = False
     assert batch_on(s1, "s1", z[2:3], 3) == []
-    again = step_on(table, prefix, real, clock)  # a restart, from before the closer
+    again = step_on(table, prefix, real, clock, lanes=True)  # a restart, before the closer
     assert batch_on(again, "s1", z[1:4], 2) == closing
 
 
@@ -246,7 +248,7 @@ def test_a_child_s_batch_redelivered_after_a_restart_once_its_claimed_windows_cl
     lineage = StaticLineage({"c1": ("p",), "c2": ("p",)})
 
     def step() -> Window:
-        store = DynamoDBStore(table, prefix, 0, 60, client=client)
+        store = DynamoDBStore(table, prefix, 0, 60, client=client, high_water=True)
         return Window(key="user", size_s=60, field="ts", aggregate={"n": "count"},
                       function="f", store=store, lineage=lineage, late="late")  # fmt: skip
 
@@ -269,3 +271,31 @@ def test_a_child_s_batch_redelivered_after_a_restart_once_its_claimed_windows_cl
     assert on(again, "c1", [*first, *closer, *later, (14, "y", 63)]) == results
     assert again.late == 0
     assert on(again, "c1", [(15, "y", 130)]) == [("f/y/1970-01-01T00:01:00Z", 3, None)]
+
+
+def test_a_batch_s_outbox_entries_are_read_for_exactly_its_positions_parts_included(
+    aws: Callable[[str], Any], table: str
+) -> None:
+    """Review 6's nit: the range ended at ``outbox_sk(last) + "~~"``, which sorts before
+    the parts (``~I``) of an entry at (s, sub, ()) when the batch's last record is (s, sub,
+    (1,)): that entry was never read. Now it is, and nothing outside first..last is."""
+    from processors.window_store import Outcome, ShardState, _Cached  # noqa: PLC0415
+
+    prefix, client = uuid.uuid4().hex, aws("dynamodb")
+    store = DynamoDBStore(table, prefix, 0, 60, client=client, high_water=True)
+    big = Outcome(tuple({"window_id": f"f/{i}", "pad": "x" * 1000} for i in range(400)))
+    small = Outcome(({"window_id": "f/s", "n": 1},))
+    outbox = {(7, 0, ()): big, (7, 0, (1,)): small, (6, 0, ()): small, (7, 0, (2,)): small,
+              (7, 1, ()): small, (8, 0, ()): small}  # fmt: skip
+    puts = store._outbox_puts({"S": prefix + "s0"}, _Cached(ShardState(), None, None), outbox,
+                              10_000)  # fmt: skip
+    assert len(puts[7, 0, ()]) == 2  # in parts: ~o#...#~000, ~001
+    for parts in puts.values():
+        for put in parts:
+            client.put_item(**put)
+    assert store.outcomes("s0", (7, 0, ()), (7, 0, (1,))) == {(7, 0, ()): big, (7, 0, (1,)): small}
+    assert store.outcomes("s0", (7, 0, (1,)), (7, 1, ())) == {
+        (7, 0, (1,)): small,
+        (7, 0, (2,)): small,
+        (7, 1, ()): small,
+    }
