@@ -176,6 +176,10 @@ class SessionWindow:
         now: the clock (epoch seconds), for ``quiet_s``.
         lineage: the shards' parents and children, as for
             :class:`~processors.window.Window` (reshards: the module docstring).
+        max_record_age_s: accepted from the plan and unused: sessions keep their outbox in
+            the shard item and decide redeliveries by ``applied`` (issue 16, slice S6).
+        parallelization: accepted from the plan and unused, for the same reason
+            (``validate`` refuses a window step with more than one lane).
 
     Raises:
         WindowConfigError: a setting is missing or wrong (the message says which).
@@ -210,7 +214,10 @@ class SessionWindow:
         quiet_s: int | None = 300,
         now: Callable[[], float] = time.time,
         lineage: Lineage | None = None,
+        max_record_age_s: int | None = None,
+        parallelization: int = 1,
     ) -> None:
+        del max_record_age_s, parallelization  # the plan's, for windows' lanes mode (S3)
         problem = (  # its sizes first, as it always reported them
             session_problem(gap_s, size_s, slide_s, allowed_lateness_s)
             or settings_problem(state, store is not None, table, None, time, field, key, aggregate)
@@ -249,6 +256,7 @@ class SessionWindow:
                     self.gap_s,
                     now=now,
                     end_of=session_end_of(self.gap_s),
+                    high_water=False,  # sessions decide by ``applied`` (issue 16, slice S6)
                 )
             )
         self.store: WindowStore = store

@@ -44,16 +44,24 @@ reference):
   only a prefix can be at or before it: once a record is past it, the rest are applied
   without comparing their positions (the per-record loop reads no sequence number).
   With a store that keeps the windows' high-water (:attr:`WindowStore.high_water`: the
-  memory store, for now), a record at or before ``applied`` counts as applied already
-  only if one of its windows' high-water for its partition key is at or past it
-  (:attr:`ShardState.hw`, closed windows' included), else it is applied (or late) now:
+  memory store, and the window step's DynamoDB store with ``parallelization`` above 1;
+  with one lane it keeps the applied position alone), a record at or before ``applied``
+  counts as applied already only if one of its windows' high-water for its partition key
+  is at or past it (:attr:`ShardState.hw`; when none of its windows is open, the closed
+  ones' from the store: :meth:`WindowStore.decided`), else it is applied (or late) now:
   with ``parallelization`` > 1 (issue 16) a lagging lane's new records lie before another
-  lane's applied ones. A record refused by its window's state (a plugin's add raised, a
-  window too large) raises that window's high-water too, so that it yields its error
-  again rather than being tried again. A commit another process of the memory store
-  passed since the batch read the state (:class:`~processors.window_store.CommitLost`) is
-  lost: the batch is applied again from the state committed, in the process, up to
-  ``_COMMIT_ATTEMPTS`` times.
+  lane's applied ones. What a record applied already yielded comes from the outbox, else
+  from the store's entries of the batch's positions (:meth:`WindowStore.outcomes`, read
+  once per batch): the outbox no longer holds what lies before a lagging lane's batch. A
+  window whose high-water is unknown (an item of an earlier version; more than
+  ``HW_MAX_PKS`` partition keys) falls back to "at or before ``applied``: applied
+  already" (``processors/window_store.py``, "Redeliveries", also for a step before the
+  window that moves a redelivered record to other windows). A record refused by its
+  window's state (a plugin's add raised, a window too large) raises that window's
+  high-water too, so that it yields its error again rather than being tried again. A
+  commit another process of the memory store passed since the batch read the state
+  (:class:`~processors.window_store.CommitLost`) is lost: the batch is applied again from
+  the state committed, in the process, up to ``_COMMIT_ATTEMPTS`` times.
 * **Refused records.** A record an aggregation refuses (a plugin's ``add`` raised a
   ``RecordError``) is dead-lettered and added to none of its windows: the generated fold
   is all or nothing per window (:mod:`processors.fold`), a window is opened only once the
@@ -98,7 +106,9 @@ from processors.fold import NUMERIC, compile_fold
 from processors.lineage import KinesisLineage, StaticLineage
 from processors.window_keys import MARKER, key_json, key_text, key_value
 from processors.window_store import (
+    DEFAULT_MAX_RECORD_AGE_S,
     HW_MAX_PKS,
+    HW_UNBOUNDED,
     ClaimLost,
     CommitLost,
     DynamoDBStore,
@@ -266,12 +276,17 @@ def _seen(hw: dict[tuple[Any, int], dict[str, Mark]], key: Any, starts: Sequence
     past it (a later record of ``pk`` was decided there, so this one was: Lambda keeps a
     partition key's order). Only windows with a high-water are compared; closed ones are
     among them (:attr:`ShardState.hw`). Else it is new (a lagging lane's), applied now or
-    late."""
+    late. A window whose high-water is unknown (:data:`HW_UNBOUNDED`: its item was
+    written by an earlier version, or holds more than ``HW_MAX_PKS`` partition keys) falls
+    back to the one-lane rule: the record, at or before the shard's ``applied`` (the only
+    records checked), was decided already."""
     for start in starts:
         held = hw.get((key, start))
         if held is not None:
             top = held.get(pk)
             if top is not None and top >= mark:
+                return True
+            if HW_UNBOUNDED in held:  # unknown: decided as with one lane (``applied``)
                 return True
     return False
 
@@ -283,6 +298,9 @@ _Changed = dict[tuple[Any, int], "Record | None"]
 #: (window, partition key) -> the last record of that partition key decided on the window,
 #: for partition keys other than the window's key (and records refused by its state).
 _Others = dict[tuple[tuple[Any, int], str], "Record"]
+#: A batch's reads of closed windows' high-water (:meth:`Window._decided`): window -> its
+#: item's high-water, ``None`` where there is no item.
+_ClosedHw = dict[tuple[Any, int], "dict[str, Mark] | None"]
 
 
 def _raise_hw(state: ShardState, changed: _Changed, others: _Others, bound: int | None) -> None:
@@ -353,6 +371,17 @@ class Window:
             asked for a shard with no state yet and while a shard holds inherited windows;
             default ``ListShards`` with ``state: dynamodb``
             (:class:`~processors.lineage.KinesisLineage`), none with ``state: memory``.
+        max_record_age_s: the function's (the plan fills it in): no record older is
+            delivered again, so the DynamoDB state keeps what a redelivery reads in lanes
+            mode (outbox entries, closed windows' high-water) that long plus an hour.
+        parallelization: the function's lanes per shard (the plan fills it in). Above 1
+            (lanes mode; ``validate`` refuses it until issue 16's slice S7) the DynamoDB
+            state decides redeliveries by the windows' high-water
+            (:attr:`~processors.window_store.DynamoDBStore.high_water`); at 1 it keeps the
+            single-position protocol (``applied`` and the shard item's outbox): the
+            high-water buys one lane nothing and costs it (a round trip more per closing
+            batch, three calls for a redelivery, results written twice; a record that a
+            step before moves to other windows on redelivery counted twice).
 
     Raises:
         WindowConfigError: a setting is missing or wrong (the message says which).
@@ -406,6 +435,8 @@ class Window:
         quiet_s: int | None = 300,
         now: Callable[[], float] = time.time,
         lineage: Lineage | None = None,
+        max_record_age_s: int = DEFAULT_MAX_RECORD_AGE_S,
+        parallelization: int = 1,
     ) -> None:
         if gap_s is not None:
             msg = "gap_s: session windows are processors.session.SessionWindow (the registry's)"
@@ -448,9 +479,21 @@ class Window:
                 MemoryStore(table_prefix, self.size_s, sized=unbounded(self._aggs))
                 if state == "memory"
                 else DynamoDBStore(
-                    table or "", table_prefix, allowed_lateness_s, self.size_s, now=now
+                    table or "",
+                    table_prefix,
+                    allowed_lateness_s,
+                    self.size_s,
+                    now=now,
+                    high_water=parallelization > 1,
+                    max_record_age_s=max_record_age_s,
                 )
             )
+        elif parallelization > 1 and not store.high_water:
+            msg = (
+                f"parallelization {parallelization} with a store that decides redeliveries "
+                "by the applied position alone: a lagging lane's records would be skipped"
+            )
+            raise WindowConfigError(msg)
         self.store: WindowStore = store
         problem = quiet_problem(quiet_s)
         if problem is not None:
@@ -521,6 +564,25 @@ class Window:
         top = None if applied is None else position_mark(applied)
         exact = store.high_water  # decided by the windows' high-water, else by ``applied``
         others: _Others = {}  # with ``changed``: the windows' new high-water
+        looked = False  # whether the store's outbox entries of the batch were read
+        closed_hw: _ClosedHw = {}  # closed windows' high-water read for this batch
+
+        def replay(rec: Record) -> None:
+            """A record applied already yields what it yielded (its outcome): from the
+            shard's outbox, else from the store's entries of the batch's positions,
+            read once per batch (:meth:`WindowStore.outcomes`), else nothing."""
+            nonlocal looked
+            position = _position(rec)
+            outcome = outbox.get(position)
+            if outcome is None and not looked:
+                looked = True
+                for at, kept in store.outcomes(shard_id, _position(head),
+                                               _position(records[-1])).items():  # fmt: skip
+                    outbox.setdefault(at, kept)
+                outcome = outbox.get(position)
+            if outcome is not None:
+                pending[id(rec)] = outcome
+
         # The per-record work inline, its names bound once per batch (a call per record
         # and the loads it repeats were a fifth of the step's instructions).
         key_field, time_field, read, create, fold, size, slide, lateness = self._hot
@@ -587,9 +649,7 @@ class Window:
                     else:
                         starts = tumbling
                     if check is not None and _seen(state.hw, key, starts, pk, check):
-                        outcome = outbox.get(_position(rec))  # applied already: its values
-                        if outcome is not None:  # are not read again
-                            pending[id(rec)] = outcome
+                        replay(rec)  # applied already: its values are not read again
                         continue
                     values = read(get)  # checked before anything changes
                     if sized:
@@ -633,6 +693,11 @@ class Window:
                                 others[wkey, pk] = rec
                                 changed.setdefault(wkey, None)
                     if not placed:
+                        if check is not None and self._decided(state, shard_id, key, starts,
+                                                               pk, check, closed_hw,
+                                                               records):  # fmt: skip
+                            replay(rec)  # applied to windows that closed since
+                            continue
                         outcome = _LATE
                     else:
                         if max_time is None or t > max_time:
@@ -663,13 +728,74 @@ class Window:
         finally:
             state.max_time = max_time
             if changed or others:
-                _raise_hw(state, changed, others, None if exact else HW_MAX_PKS)
+                _raise_hw(state, changed, others, store.hw_bound if exact else HW_MAX_PKS)
             if last is not None:  # the greatest position, also should a source ever
                 position = _position(last)  # hand a shard's records out of order
                 if state.applied is None or position > state.applied:
                     state.applied = position
         state.forget_foreign(self.size_s, self.allowed_lateness_s)
         store.commit(shard_id, state, changed.keys(), self._close_quiet(shard_id, state, closer))
+
+    def _decided(  # noqa: PLR0917  # the record's place, as the hot loop has it
+        self,
+        state: ShardState,
+        shard_id: str,
+        key: Any,
+        starts: Sequence[int],
+        pk: str,
+        mark: Mark,
+        closed_hw: _ClosedHw,
+        records: Sequence[Record],
+    ) -> bool:
+        """Whether a record that looks late (none of its windows open) and may have been
+        applied already (at or before the shard's ``applied``) was: a window of it that
+        closed since says so in its item (:meth:`WindowStore.decided`; the state's ``hw``
+        was asked first). Without it, a redelivered record whose window closed after it
+        was applied went to the late sink. A window with no item took no record (late
+        again); one whose high-water is unknown falls back to the one-lane rule
+        (:func:`_seen`).
+
+        Read once per batch: at the first such record, the closed windows of every record
+        of the batch that may have been applied already (``records``' prefix at or before
+        ``applied``), in one call (``closed_hw`` keeps them, ``None``: no item). One call
+        per record was 500 ``BatchGetItem`` for a batch of 500 redelivered after a restart
+        whose windows had closed since."""
+        unread = [(key, start) for start in starts if (key, start) not in state.hw]
+        if not unread:
+            return False
+        if any(wkey not in closed_hw for wkey in unread):
+            wanted = self._windows_of(records, state) | set(unread)
+            wanted.difference_update(closed_hw)
+            found = self.store.decided(shard_id, list(wanted))
+            for wkey in wanted:
+                closed_hw[wkey] = found.get(wkey)
+        known = {w: held for w in unread if (held := closed_hw[w]) is not None}
+        return _seen(known, key, starts, pk, mark)
+
+    def _windows_of(self, records: Sequence[Record], state: ShardState) -> set[tuple[Any, int]]:
+        """The windows, not in the state's ``hw``, of the batch's records at or before the
+        shard's ``applied`` (a prefix: shard order); a record with no key or time has none
+        (it is decided again as a record fault)."""
+        key_field, time_field, _, _, _, size, slide, _ = self._hot
+        top = position_mark(state.applied) if state.applied is not None else None
+        out: set[tuple[Any, int]] = set()
+        for rec in records:
+            if top is None or _mark(rec) > top:
+                break
+            try:
+                get = rec.as_dict().get
+                key = get(key_field)
+                if type(key) is not str or key[:1] == MARKER:
+                    key = _key_text(key, key_field)
+                t = (
+                    rec.arrival
+                    if time_field is None
+                    else event_seconds(get(time_field), time_field)
+                )
+            except RecordError:
+                continue
+            out.update((key, s) for s in window_starts(t, size, slide) if (key, s) not in state.hw)
+        return out
 
     def _shard_state(self, head: Record) -> ShardState:
         """The state of ``head``'s shard for its batch (session windows' too): a shard

@@ -12,10 +12,12 @@ id) and ``window`` (sort key). It holds:
   decided on it, as JSON; ``hw_prev`` before the batch that wrote the item, read as
   ``prev`` is; an item of an earlier version has none; a window of more than
   :data:`HW_MAX_PKS` partition keys holds one entry, :data:`HW_UNBOUNDED`, instead, which
-  keeps the item small whatever the key). A closed item keeps it. Kept for
-  ``parallelization`` > 1 (issue 16): this store does not decide redeliveries by it yet
-  (:attr:`DynamoDBStore.high_water`), so it is written only with
-  :attr:`DynamoDBStore.persist_high_water`, off until then. Why per shard and not per (key,
+  keeps the item small whatever the key). A closed item keeps it, and stays at least
+  ``max_record_age_s`` plus :data:`OUTBOX_MARGIN_S` after it closed (its high-water is read
+  until no record of it can come again). Only in lanes mode: the window step's store with
+  ``parallelization`` above 1 decides redeliveries by it (:attr:`DynamoDBStore.high_water`;
+  issue 16, slice S3): below. With one lane (and for session windows) the store writes
+  none and keeps main's single-position protocol. Why per shard and not per (key,
   window): the watermark that closes a window is the shard's, so a window's state belongs to
   one shard's sequence of records; a batch then reads its shard's items with one
   strongly consistent ``Query`` on a cold start, and every item is written by one shard's
@@ -31,7 +33,51 @@ id) and ``window`` (sort key). It holds:
   (``outbox_parts``, the count, under revision ``REV``), so a batch that fails before its
   shard item leaves the committed parts alone; the parts no shard item names are deleted
   after the next commit;
-* **one item listing the shards** (``#shards``), so that a batch finds the quiet ones.
+* **one item listing the shards** (``#shards``), so that a batch finds the quiet ones;
+* in lanes mode only, **one outbox entry per record that yielded results or a
+  state-dependent error**, sort key
+  ``~o#POS`` (:func:`outbox_sk`: the position zero-padded, so the entries sort by position;
+  ``~`` so that they sort after the window items and a cold start's ``Query`` of the
+  partition, ``window < "~"``, never reads them), ``expires`` = the commit's time +
+  ``max_record_age_s`` + :data:`OUTBOX_MARGIN_S` (no record older is delivered again).
+  Written after the shard item that committed them (the shard item holds them meanwhile;
+  a commit that would drop one from the shard item's outbox writes it first, with its
+  window items), so an entry only ever holds a committed outcome.
+
+Redeliveries with one lane (``high_water`` off): a record at or before the shard's
+``applied`` was applied already, and yields what the shard item's outbox holds for it
+(what the records since the latest batch's first yielded), else nothing. One read for a
+redelivery (the shard item, when warm), and a record that a step before the window moves
+to other windows on redelivery is not counted again.
+
+Redeliveries in lanes mode (:attr:`DynamoDBStore.high_water`: the window step's with
+``parallelization`` above 1, which ``validate`` refuses until slice S7). A record at or
+before the shard's ``applied`` may have been applied already (a redelivery) or be new (with
+``parallelization`` > 1, a lagging lane's). It was applied if a window of it says so for its
+partition key (``hw[pk]`` at or past it): an open window's in the state, or, when none of
+its windows is open (it looks late), its closed windows' items (:meth:`DynamoDBStore.decided`,
+one strongly consistent ``BatchGetItem``). It then yields its outcome: from the shard item's
+outbox, else from the outbox entries of the batch's positions (:meth:`DynamoDBStore.outcomes`,
+one ``Query`` at the batch's first such record), else nothing. Otherwise it is applied, or
+late: a late record is late again (the watermark only grows, a window never reopens), a
+record fault (no key, no time) is decided again. The cases where the high-water is not
+known fall back to the rule of one lane, "at or before ``applied``: applied already": a
+window item with no ``hw`` (written by an earlier version, or by one after a rollback) or
+with :data:`HW_UNBOUNDED` (more than :data:`HW_MAX_PKS` partition keys): exact with one
+lane; with lanes it may skip a lagging lane's record of that window (slice S7 dead-letters
+the record that would pass :data:`HW_MAX_PKS`). The rule assumes a redelivered record falls
+in the same windows: a step before the window that is not deterministic (a ``lookup`` whose
+table changed between deliveries, a key or time computed from the clock) can move it to
+other windows, where no high-water knows it: it is applied again there (counted in both
+windows) or late if they closed. The rule of one lane skips it instead, which is why one
+lane keeps that rule: the high-water buys one lane nothing.
+
+Rollback (from lanes mode) to the version before this one: it reads the shard item as
+before (its outbox has the same format and holds what the records since the latest batch's
+first yielded, its rule), ignores the outbox entries (its cold starts read them until they
+expire: read units) and rewrites window items without ``hw``; rolled forward again, those
+read as unknown (the fallback above) until they close. Its closed items keep a day, not the
+age bound: with a ``max_record_age_s`` over 23 hours a redelivery may find no item (late).
 
 Sizes: DynamoDB refuses an item over 400 KB. The aggregations keep a window's accumulators
 under :data:`~processors.aggregations.STATE_BUDGET` (an item holds them twice: ``acc`` and
@@ -164,7 +210,8 @@ does: a batch that fails half-way leaves the shard item, and so the committed st
 was.
 
 Closed items leave by TTL (``expires``: a day after the window closed, or after its end plus
-the lateness, whichever is later); open ones have none.
+the lateness, or, with :attr:`DynamoDBStore.high_water`, ``max_record_age_s`` plus
+:data:`OUTBOX_MARGIN_S` after it closed, whichever is latest); open ones have none.
 """
 
 from __future__ import annotations
@@ -194,7 +241,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLOSED_TTL_S",
+    "DEFAULT_MAX_RECORD_AGE_S",
     "HW_MAX_PKS",
+    "HW_UNBOUNDED",
+    "OUTBOX_MARGIN_S",
     "ClaimLost",
     "CommitLost",
     "DynamoDBStore",
@@ -216,6 +266,16 @@ __all__ = [
 #: How long a closed window's item stays (at least) after it closed, then TTL deletes it.
 CLOSED_TTL_S = 86_400
 _SHARD_SK = "#shard"
+#: The outbox entries' sort keys: ``~o#POS`` (:func:`outbox_sk`). Why ``~o#`` and not the
+#: design's ``o#``: ``o#`` sorts between the shard item and the window items (``w#``), so a
+#: cold start's ``Query`` of the partition would read every entry of the last day; ``~``
+#: sorts after ``w``, and the cold start reads ``window < "~"`` (:meth:`DynamoDBStore._query`).
+_OUTBOX_SK = "~o#"
+#: How long an outbox entry and a closed window's item outlive the age bound (a margin for
+#: clock skew between the function and Lambda's record age): the design's "+ 1 h".
+OUTBOX_MARGIN_S = 3600
+#: Lambda's default ``max_record_age_s`` (also shardline's: a day), when the plan gives none.
+DEFAULT_MAX_RECORD_AGE_S = 86_400
 _PART = "#outbox#"  # the parts of an outbox too large for the shard item: #outbox#REV#I
 #: Outbox JSON text (ASCII) kept in the shard item itself; a longer one goes in parts
 _OUTBOX_INLINE = 300_000
@@ -225,8 +285,8 @@ _TOKEN_LEN = 16  # a window item write's token (hex): unique per write, with 64 
 #: ``MAX_PKS``, issue 16). A window key that is not the partition key (one site, a user per
 #: partition key) gathers a key per user: unbounded, it made the item pass DynamoDB's
 #: 400 KB limit (the batch failed at every retry) and cost a write unit per KB on every
-#: write. Past the bound the window keeps :data:`HW_UNBOUNDED` instead; a store that does
-#: not decide by the high-water (:attr:`WindowStore.high_water`) keeps no more in memory.
+#: write. Past the bound the window keeps :data:`HW_UNBOUNDED` instead, in the item and in
+#: the process (:attr:`WindowStore.hw_bound`; the memory store keeps every key).
 HW_MAX_PKS = 16
 #: The partition key of the one entry of a high-water past :data:`HW_MAX_PKS`: Kinesis
 #: partition keys are 1 to 256 characters, so no record has it.
@@ -465,9 +525,13 @@ class WindowStore(Protocol):
             record before the shard's greatest applied position can still be new (a
             lagging lane). ``False``: every record at or before ``applied`` was decided
             (true with one lane, which ``validate`` still requires of windows).
+        hw_bound: the most partition keys the step keeps in a window's high-water in the
+            process (past it, :data:`HW_UNBOUNDED`: decided as with one lane); ``None``:
+            all of them.
     """
 
     high_water: bool
+    hw_bound: int | None
 
     def shard(self, shard_id: str) -> ShardState:
         """The shard's state as of the last commit (a new one for a shard never seen)."""
@@ -486,6 +550,19 @@ class WindowStore(Protocol):
     def quiet(self, shard_id: str, cutoff: float) -> dict[str, ShardState]:
         """The other shards of the step with no batch since ``cutoff`` (epoch seconds by
         the function's clock) and a window to close by it: ``{shard_id: state}``."""
+
+    def outcomes(self, shard_id: str, first: Position, last: Position) -> dict[Position, Outcome]:
+        """What the records from ``first`` to ``last`` (inclusive) yielded when they were
+        applied, beyond the state's ``outbox`` (the DynamoDB store's outbox entries): read
+        once per batch, at its first record found applied already."""
+
+    def decided(
+        self, shard_id: str, wkeys: Sequence[WindowKey]
+    ) -> dict[WindowKey, dict[str, Mark]]:
+        """The high-water of windows not in the state's ``hw`` (closed ones, whose item
+        keeps it): a window with an item but no known high-water (an item written by an
+        earlier version, or past :data:`HW_MAX_PKS`) holds :data:`HW_UNBOUNDED`; a window
+        with no item is absent."""
 
     def progress(self, shard_ids: list[str]) -> dict[str, tuple[float | None, float | None]]:
         """Of the shards with state: (greatest event time, the clock at their last batch,
@@ -548,6 +625,20 @@ class MemoryStore:
 
     #: the step decides redeliveries by the windows' high-water (:class:`WindowStore`)
     high_water = True
+    #: every partition key: it keeps tests' and ``shardline test``'s short runs
+    hw_bound: int | None = None
+
+    def outcomes(self, shard_id: str, first: Position, last: Position) -> dict[Position, Outcome]:
+        """Nothing beyond the state's ``outbox`` (its outbox stays in the process)."""
+        del shard_id, first, last
+        return {}
+
+    def decided(
+        self, shard_id: str, wkeys: Sequence[WindowKey]
+    ) -> dict[WindowKey, dict[str, Mark]]:
+        """Nothing beyond the state's ``hw``: it keeps closed windows' too."""
+        del shard_id, wkeys
+        return {}
 
     def __init__(
         self,
@@ -859,8 +950,8 @@ def _pos(text: str) -> Position:
 class _Cached:
     """A shard's state as this process last committed it, and what it knows of the items."""
 
-    __slots__ = ("applied", "clean", "clock", "flushed", "items", "parts", "rev", "state",
-                 "unlisted", "unmarked")  # fmt: skip
+    __slots__ = ("applied", "clean", "clock", "flushed", "items", "outbox", "parts", "rev",
+                 "rolled", "state", "unlisted", "unmarked")  # fmt: skip
 
     def __init__(self, state: ShardState, applied: str | None, rev: str | None) -> None:
         self.state = state
@@ -883,6 +974,11 @@ class _Cached:
         #: the sort keys of outbox parts in the table (the shard item's, and any left by
         #: a batch that never committed): deleted once a commit no longer needs them
         self.parts: set[str] = set()
+        #: the outbox the shard item holds (its last commit's, carried over by the next)
+        self.outbox: dict[Position, Outcome] = dict(state.outbox)
+        #: positions whose outcome is in an outbox entry item (``~o#POS``) already: written
+        #: by this process, or read back (:meth:`DynamoDBStore.outcomes`)
+        self.rolled: set[Position] = set()
 
 
 class _View:
@@ -937,22 +1033,24 @@ class DynamoDBStore:
             Session windows (:mod:`processors.session`) end at their last event time plus
             the gap.
         sleep: the wait before asking again for keys a ``BatchGetItem`` left unprocessed.
+        high_water: whether the step decides redeliveries by the windows' high-water
+            (:class:`WindowStore`): the ``window`` step's with ``parallelization`` above 1
+            (issue 16, slice S3; ``validate`` refuses it until slice S7); then window items
+            carry it (``hw``, ``hw_prev``), outcomes go to outbox entry items (``~o#POS``)
+            and closed windows' items are read for records that look late. ``False`` (one
+            lane, and session windows until slice S6): by the shard item's ``applied``
+            alone, and none of that is written: with one lane every record at or before
+            ``applied`` was decided, so the high-water would buy nothing and cost a round
+            trip per closing batch, write units, and a redelivery's reads (review 6).
+        max_record_age_s: the function's (the plan's ``batch``): no record older than this
+            is delivered again, so an outbox entry and a closed window's item are kept that
+            long plus :data:`OUTBOX_MARGIN_S`.
     """
 
     __slots__ = ("_asks_quiet", "_cache", "_client", "_legacy", "_listed", "_local", "_merge",
-                 "_sleep", "end_of", "lateness", "now", "prefix", "reads", "size", "table",
+                 "_sleep", "end_of", "high_water", "hw_bound", "lateness", "max_record_age_s",
+                 "now", "persist_high_water", "prefix", "reads", "size", "table",
                  "writes")  # fmt: skip
-
-    #: Not yet: items written before the high-water existed lack it, and closed windows'
-    #: are not read back (issue 16, slices S3/S4). Until then the step decides a
-    #: redelivery by the shard item's ``applied`` alone, which is right with one lane (all
-    #: ``validate`` allows with windows).
-    high_water = False
-    #: Whether window items carry their high-water (``hw``, ``hw_prev``). Off until the
-    #: store decides by it (slices S3/S4, lanes turned on in S7): with one lane nothing
-    #: reads it, and it costs each window write up to ~3.4 KB (16 partition keys, as
-    #: ``hw`` and ``hw_prev``): write units for nothing. Tests of the format turn it on.
-    persist_high_water = False
 
     def __init__(  # noqa: PLR0917  # the step's settings, as keywords
         self,
@@ -964,9 +1062,23 @@ class DynamoDBStore:
         now: Callable[[], float] = time.time,
         end_of: Callable[[tuple[Any, Any], list[Any] | None], float] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        *,
+        high_water: bool = False,
+        max_record_age_s: int = DEFAULT_MAX_RECORD_AGE_S,
     ) -> None:
         self.table = table
         self.end_of = end_of
+        self.high_water = high_water
+        #: whether window items carry their high-water (``hw``, ``hw_prev``): what the
+        #: store decides by (with ``high_water``); tests of the format set it alone
+        self.persist_high_water = high_water
+        self.max_record_age_s = max_record_age_s
+        #: as the item (:func:`hw_stored`): past :data:`HW_MAX_PKS` partition keys a window
+        #: is decided as with one lane, warm as cold. Unbounded, a window whose key is not
+        #: the partition key kept every partition key of its records in the process (about
+        #: 300 bytes each: an hourly window over random partition keys at a shard's
+        #: 1,000 records/s held a GB), and a warm process decided otherwise than a cold one.
+        self.hw_bound: int | None = HW_MAX_PKS
         self._sleep = sleep
         self.prefix = prefix
         self.lateness = lateness
@@ -1160,6 +1272,71 @@ class DynamoDBStore:
                 out[other] = cached.state
         return out
 
+    def outcomes(self, shard_id: str, first: Position, last: Position) -> dict[Position, Outcome]:
+        """The outbox entries (``~o#POS`` items) of the positions from ``first`` to
+        ``last``: one strongly consistent ``Query`` (pages aside), made by the step at a
+        batch's first record applied already that the shard item's outbox does not name.
+        Only records that yielded results or a state-dependent error have one; a late
+        record is late again (the watermark only grows, a window never reopens)."""
+        if not self.high_water:
+            return {}
+        pk = self.prefix + shard_id
+        # An entry's parts (``POS~I``) sort after the entries of the positions whose part
+        # tuple extends its own (``~`` after ``.`` and digits): the parts of (s, sub, ())
+        # come after (s, sub, (1,)). So the range reads up to the last parts of ``last``'s
+        # (s, sub), and what lies outside ``first``..``last`` is dropped (review 6).
+        low, high = outbox_sk(first), outbox_sk((last[0], last[1], ())) + "~~"
+        try:
+            out = {
+                at: outcome
+                for at, outcome in _outcomes(self._query(pk, low, high)).items()
+                if first <= at <= last
+            }
+        except (KeyError, TypeError, ValueError) as exc:  # retried, never dead-lettered
+            msg = f"window state: an outbox entry of {pk!r} in {self.table!r} is unreadable: {exc}"
+            raise WindowStateError(msg) from exc
+        cached = self._cache.get(shard_id)
+        if cached is not None:
+            cached.rolled.update(out)
+        return out
+
+    def decided(
+        self, shard_id: str, wkeys: Sequence[WindowKey]
+    ) -> dict[WindowKey, dict[str, Mark]]:
+        """The high-water of windows the state does not hold (closed ones: their items
+        keep it), from their items: one ``BatchGetItem``, strongly consistent, for a
+        record whose every window is behind the watermark (it looks late) and that may
+        have been applied already (at or before the shard's ``applied``). An item with
+        no ``hw`` (written by an earlier version, or after a rollback to one) or with
+        :data:`HW_UNBOUNDED` reads as :data:`HW_UNBOUNDED`: unknown. A window with no
+        item is absent (no record went into it: the record is late)."""
+        if not wkeys:
+            return {}
+        cached = self._cache.get(shard_id)
+        applied = _pos(cached.applied) if cached is not None and cached.applied else None
+        pk = self.prefix + shard_id
+        legacy = self._legacy
+        keys = []
+        for key, start in wkeys:
+            stored = legacy.get((pk, key, start)) if legacy else None
+            sk = f"w#{_n(start)}#{key_json(key) if stored is None else stored}"
+            keys.append({"shard": {"S": pk}, "window": {"S": sk}})
+        out: dict[WindowKey, dict[str, Mark]] = {}
+        for first in range(0, len(keys), 100):
+            request: dict[str, Any] = {self.table: {"Keys": keys[first : first + 100],
+                                                    "ConsistentRead": True}}  # fmt: skip
+            for page in self._batch_get(request):
+                for item in page.get("Responses", {}).get(self.table, []):
+                    try:
+                        wkey, _, acc, closed, _, _, hw = _effective(item, applied)
+                    except (KeyError, TypeError, ValueError) as exc:
+                        msg = f"window state: an item of {pk!r} in {self.table!r}: {exc!r}"
+                        raise WindowStateError(msg) from exc
+                    if acc is None and not closed:
+                        continue  # a window a batch that never committed opened
+                    out[wkey] = hw_marks(hw) if hw is not None else {HW_UNBOUNDED: _NO_MARK}
+        return out
+
     def _read(self, pk: str) -> _Cached:
         try:
             return self._load(pk)
@@ -1167,19 +1344,26 @@ class DynamoDBStore:
             msg = f"window state: an item of {pk!r} in table {self.table!r} is unreadable: {exc!r}"
             raise WindowStateError(msg) from exc
 
-    def _query(self, pk: str) -> list[dict[str, Any]]:
-        """Every item of the partition, strongly consistent."""
+    def _query(self, pk: str, low: str | None = None, high: str = "~") -> list[dict[str, Any]]:
+        """The partition's items with a sort key below ``high`` (default: every item but
+        the outbox entries, ``~o#POS``), or from ``low`` to ``high`` inclusive, strongly
+        consistent, every page."""
         items: list[dict[str, Any]] = []
         start_key: dict[str, Any] | None = None
+        if low is None:
+            condition, values = "#s = :s AND #w < :h", {":s": {"S": pk}, ":h": {"S": high}}
+        else:
+            condition = "#s = :s AND #w BETWEEN :l AND :h"
+            values = {":s": {"S": pk}, ":l": {"S": low}, ":h": {"S": high}}
         while True:
             more: dict[str, Any] = {"ExclusiveStartKey": start_key} if start_key else {}
             page = self._call(
                 "Query",
                 self.client.query,
                 TableName=self.table,
-                KeyConditionExpression="#s = :s",
-                ExpressionAttributeNames={"#s": "shard"},
-                ExpressionAttributeValues={":s": {"S": pk}},
+                KeyConditionExpression=condition,
+                ExpressionAttributeNames={"#s": "shard", "#w": "window"},
+                ExpressionAttributeValues=values,
                 ConsistentRead=True,
                 **more,
             )
@@ -1222,8 +1406,8 @@ class DynamoDBStore:
             if acc is None or closed:
                 continue
             accs = decode(acc)
-            if hw is not None:  # kept for slices S3/S4; the step decides by ``applied`` here
-                state.hw[wkey] = hw_marks(hw)
+            if (held := _read_hw(hw, self.high_water)) is not None:
+                state.hw[wkey] = held
             if watermark is not None and end <= watermark:  # closed by another shard's batch
                 cached.flushed.add(wkey)
                 continue
@@ -1456,7 +1640,7 @@ class DynamoDBStore:
         pk = {"S": self.prefix + shard_id}
         v = applied or ""
         ranks: dict[Any, dict[tuple[Any, Any], int]] = {}  # ends: ints, floats for sessions
-        closed_ttl = str(int(self.now()) + CLOSED_TTL_S)
+        closed_ttl = self._closed_ttl()
         legacy = self._legacy
         puts = []
         updates = {}
@@ -1474,7 +1658,7 @@ class DynamoDBStore:
                 fence = True
             if accs is None:
                 acc = None
-                expires = max(int(closed_ttl), int(end) + self.lateness + CLOSED_TTL_S)
+                expires = max(closed_ttl, int(end) + self.lateness + CLOSED_TTL_S)
             else:
                 of_end = ranks.get(end)
                 if of_end is None:
@@ -1496,7 +1680,7 @@ class DynamoDBStore:
             raise _state_too_large(shard_id, too_large)
         if fence:
             self._fence(pk, cached)
-        self._put_all(puts)
+        self._put_all(puts + self._carry_outbox(pk, cached))
         cached.items.update(updates)
         cached.flushed = set()
         _forget_closed_hw(state, updates)
@@ -1511,6 +1695,80 @@ class DynamoDBStore:
             )
             cached.unlisted = False
         self._write_shard_items(shard_id, cached, v, quiet)
+        self._roll_outbox(pk, cached)
+
+    def _closed_ttl(self) -> int:
+        """The least TTL of a window item closed now: a day, and with ``high_water`` the
+        age bound plus :data:`OUTBOX_MARGIN_S` (its high-water is read until no record of
+        it can be delivered again: :meth:`decided`)."""
+        now = int(self.now())
+        if self.high_water:
+            return now + max(CLOSED_TTL_S, self.max_record_age_s + OUTBOX_MARGIN_S)
+        return now + CLOSED_TTL_S
+
+    def _carry_outbox(self, pk: dict[str, str], cached: _Cached) -> list[dict[str, Any]]:
+        """Before a commit, with its window items: the outbox entry items of the outcomes
+        the shard item holds (committed) that have none yet (their write after that
+        commit failed, or this process read them cold), as the commit's shard item may
+        drop them. A failure fails the batch (the cached state is dropped)."""
+        if not self.high_water:
+            return []
+        puts = self._outbox_puts(pk, cached, cached.outbox, int(self.now()))
+        cached.rolled.update(puts)
+        return [put for parts in puts.values() for put in parts]
+
+    def _outbox_puts(
+        self, pk: dict[str, str], cached: _Cached, outbox: Mapping[Position, Outcome], now: int
+    ) -> dict[Position, list[dict[str, Any]]]:
+        """The puts of the outbox entry items (``~o#POS``) of ``outbox``'s outcomes that
+        have none yet: those with results or an error (a late record is late again).
+        Their TTL: no record is delivered again past the age bound (``now``, the commit's
+        time, is after the record's arrival: kept at least as long). An entry over
+        :data:`_OUTBOX_PART` (a record that closed many windows) goes in parts
+        ``~o#POS~I``, each naming the count (``n``): read back only whole."""
+        expires = {"N": str(now + self.max_record_age_s + OUTBOX_MARGIN_S)}
+        rolled = cached.rolled
+        out: dict[Position, list[dict[str, Any]]] = {}
+        for position, outcome in outbox.items():
+            if position in rolled or not (outcome.results or outcome.error is not None):
+                continue
+            text, sk, at = _outbox_entry(outcome), outbox_sk(position), _pos_text(position)
+            chunks = [text[i : i + _OUTBOX_PART] for i in range(0, len(text), _OUTBOX_PART)]
+            out[position] = [
+                {
+                    "TableName": self.table,
+                    "Item": {
+                        "shard": pk,
+                        "window": {"S": sk if len(chunks) == 1 else f"{sk}~{i:03d}"},
+                        "at": {"S": at},
+                        "o": {"S": chunk},
+                        "i": {"N": str(i)},
+                        "n": {"N": str(len(chunks))},
+                        "expires": expires,
+                    },
+                }
+                for i, chunk in enumerate(chunks)
+            ]
+        return out
+
+    def _roll_outbox(self, pk: dict[str, str], cached: _Cached) -> None:
+        """After a commit: its outcomes as outbox entry items, so that they outlive the
+        shard item's outbox (which holds the last commit's, from its batch's first
+        record). A failure does not fail the batch (it committed): the shard item holds
+        them, and the next commit writes them before it drops them
+        (:meth:`_outbox_puts` of the outbox it read, with the window items)."""
+        if not self.high_water:
+            return
+        outbox = cached.state.outbox
+        puts = self._outbox_puts(pk, cached, outbox, int(self.now()))
+        try:
+            self._put_all([put for parts in puts.values() for put in parts])
+        except WindowStateError:
+            pass
+        else:
+            cached.rolled.update(puts)
+        cached.outbox = dict(outbox)
+        cached.rolled.intersection_update(outbox)
 
     def _fence(self, pk: dict[str, str], cached: _Cached) -> None:
         """Before writing over another attempt's pending window items: the shard item gets
@@ -1754,6 +2012,15 @@ def _forget_closed_hw(state: ShardState, updates: Mapping[WindowKey, tuple[Any, 
                 state.hw.pop(wkey, None)
 
 
+def _read_hw(hw: str | None, exact: bool) -> dict[str, Mark] | None:
+    """A window item's high-water as the state holds it: an item of an earlier version
+    (no ``hw``) has an unknown one (:data:`HW_UNBOUNDED`) for a store that decides by it
+    (``exact``), none for one that does not."""
+    if hw is not None:
+        return hw_marks(hw)
+    return {HW_UNBOUNDED: _NO_MARK} if exact else None
+
+
 def hw_text(held: Mapping[str, Mark]) -> str:
     """A window's high-water as its item holds it (``hw``): JSON, partition key ->
     [sequence number, sub-sequence number, part].
@@ -1929,6 +2196,58 @@ def _outbox_text(outbox: dict[Position, Outcome]) -> str:
             entry["error"] = [type(outcome.error).__name__, str(outcome.error)]
         entries.append(entry)
     return json.dumps(entries, separators=(",", ":"))
+
+
+def outbox_sk(position: Position) -> str:
+    """The sort key of a position's outbox entry item: zero-padded, so that the items
+    sort by position (Kinesis' sequence numbers have at most 129 digits: its API's
+    pattern; they have 56 today).
+
+    >>> outbox_sk((123, 4, (1, 2)))[:8], outbox_sk((123, 4, (1, 2)))[132:]
+    ('~o#00000', '#0000000004#000001.000002')
+    >>> outbox_sk((99, 0, ())) < outbox_sk((100, 0, ())) < outbox_sk((100, 0, (1,)))
+    True
+    """
+    seq, sub, part = position
+    return f"{_OUTBOX_SK}{seq:0129d}#{sub:010d}#{'.'.join(f'{p:06d}' for p in part)}"
+
+
+def _outbox_entry(outcome: Outcome) -> str:
+    """An outcome as an outbox entry item holds it (``o``: JSON, as in the shard item's)."""
+    entry: dict[str, Any] = {}
+    if outcome.results:
+        entry["results"] = list(outcome.results)
+    if outcome.late:
+        entry["late"] = True
+    if outcome.error is not None:
+        entry["error"] = [type(outcome.error).__name__, str(outcome.error)]
+    return json.dumps(entry, separators=(",", ":"))
+
+
+def _outcomes(items: list[dict[str, Any]]) -> dict[Position, Outcome]:
+    """Outbox entry items back as outcomes by position; an entry in parts only if every
+    part is there (a write cut short is no entry: the shard item still holds it)."""
+    parts: dict[str, dict[int, str]] = {}
+    counts: dict[str, int] = {}
+    for item in items:
+        at = item["at"]["S"]
+        parts.setdefault(at, {})[int(item.get("i", {"N": "0"})["N"])] = item["o"]["S"]
+        counts[at] = int(item.get("n", {"N": "1"})["N"])
+    return {
+        _pos(at): _outcome("".join(held[i] for i in range(counts[at])))
+        for at, held in parts.items()
+        if len(held) == counts[at]
+    }
+
+
+def _outcome(text: str) -> Outcome:
+    """An outbox entry item's outcome back (:func:`_outbox_entry`)."""
+    entry = json.loads(text)
+    error: Exception | None = None
+    if "error" in entry:
+        kind, message = entry["error"]
+        error = _RECORD_ERRORS.get(kind, WindowRecordError)(message)
+    return Outcome(tuple(entry.get("results", ())), bool(entry.get("late")), error)
 
 
 #: the record errors an outbox keeps, by name (others come back as WindowRecordError)

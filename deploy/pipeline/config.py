@@ -269,7 +269,10 @@ def compile_plan(cfg: PipelineConfig) -> Plan:
     An SQS sink that names
     no ``overflow_bucket`` gets the first S3 sink's bucket, where dead letters too large
     for one message are written. A window step with ``state: dynamodb`` gets its table
-    (:func:`deploy.names.window_table_name`) and its place in the chain (``table_prefix``).
+    (:func:`deploy.names.window_table_name`), its place in the chain (``table_prefix``),
+    the function's ``max_record_age_s`` (what its state must remember) and
+    ``parallelization`` (above 1, its state decides redeliveries by the windows'
+    high-water; at 1 by the applied position, as before issue 16).
     A ``lookup`` on the table of one of the pipeline's ``dynamodb`` sinks asks for a number
     key as its text (``number_keys: text``), as that sink writes it
     (:func:`sinks.dynamodb.key_text`): else it would never find what the sink wrote.
@@ -294,6 +297,9 @@ def compile_plan(cfg: PipelineConfig) -> Plan:
             if isinstance(window, dict) and name in tables and window.get("state") == "dynamodb":
                 window["table"] = tables[name]
                 window["table_prefix"] = f"processors[{index}]/"
+                # how long its closed windows and outbox entries must stay readable
+                window["max_record_age_s"] = function["batch"]["max_record_age_s"]
+                window["parallelization"] = function["batch"]["parallelization"]
     return {
         "version": PLAN_VERSION,
         "name": spec["name"],

@@ -16,6 +16,8 @@ from deploy.aws.cloudformation import build_template, deploy_problems
 from deploy.local.run import LocalRun, RunError
 from deploy.pipeline.cases import load_suite, run_suite
 from deploy.pipeline.config import compile_plan, parse_config
+from processors.window import Window, WindowConfigError
+from processors.window_store import DynamoDBStore
 from stream.runtime import used_sinks
 from tests.deploy.test_jsonschema import VALIDATOR, _validator_ok
 
@@ -72,6 +74,42 @@ def test_the_plan_names_the_function_and_the_late_sink_is_built() -> None:
     assert window["table_prefix"] == "processors[1]/"
     assert window["quiet_s"] == 300
     assert used_sinks(function) == ["late-orders", "hourly"]
+    # what its state must remember: the function's age bound (issue 16, slice S3), and
+    # its lanes (above 1, lanes mode; at 1 main's protocol)
+    assert window["max_record_age_s"] == function["batch"]["max_record_age_s"] == 86_400
+    assert window["parallelization"] == function["batch"]["parallelization"] == 1
+
+
+def test_the_window_step_s_store_keeps_what_a_redelivery_reads_for_the_plan_s_age_bound() -> None:
+    doc = yaml.safe_load(TEXT)
+    doc["functions"]["purchases-per-user"]["batch"] = {"max_record_age_s": 3_600}
+    plan = compile_plan(parse_config(yaml.safe_dump(doc), source="pipeline.yaml", env={}))
+    window = plan["functions"]["purchases-per-user"]["processors"][1]["window"]
+    store = Window(**window).store
+    assert isinstance(store, DynamoDBStore)
+    # one lane: decided by the applied position, as before issue 16 (no high-water written)
+    assert (store.max_record_age_s, store.high_water, store.persist_high_water) == (
+        3_600,
+        False,
+        False,
+    )
+    # lanes mode (``validate`` refuses it until slice S7): by the windows' high-water
+    lanes = Window(**{**window, "parallelization": 2}).store
+    assert isinstance(lanes, DynamoDBStore)
+    assert (lanes.max_record_age_s, lanes.high_water, lanes.persist_high_water) == (
+        3_600,
+        True,
+        True,
+    )
+
+
+def test_a_window_step_in_lanes_mode_refuses_a_store_that_decides_by_the_applied_position() -> None:
+    store = DynamoDBStore("t", high_water=False)
+    args: dict[str, Any] = {"key": "user", "size_s": 60, "field": "ts",
+                            "aggregate": {"n": "count"}, "store": store}  # fmt: skip
+    with pytest.raises(WindowConfigError, match="lagging lane"):
+        Window(**args, parallelization=2)
+    assert Window(**args).store is store  # one lane: what the store decides by is right
 
 
 def test_the_example_cases_pass() -> None:

@@ -2,10 +2,10 @@
 ``hw`` (partition key -> the position of the last record of that key decided on it), also
 once closed; a cold start reads it back for the open windows; a batch that never
 committed leaves it read as before (``hw_prev``); an item written before it existed reads
-as none. The DynamoDB store does not decide redeliveries by it yet (``high_water`` off:
-slices S3/S4), and so by default it writes none (``persist_high_water`` off: write units
-for nothing); these tests turn it on and hold what is stored and read, against the
-session's moto server."""
+as unknown (``HW_UNBOUNDED``). The window step's DynamoDB store decides redeliveries by it
+in lanes mode (``parallelization`` above 1, slice S3: ``high_water``), where these tests
+build it; a store that does not (one lane, as main; session windows, until slice S6)
+writes none. Against the session's moto server."""
 
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ from deploy.names import window_table_name
 from processors.chain import Chain, Step
 from processors.window_store import HW_MAX_PKS, DynamoDBStore
 from stream.records import Record
-from tests.integration.test_window_state import CLOSER, DOCS, ShardItemFails, items, run, window
+from tests.integration.test_window_redelivery import window
+from tests.integration.test_window_state import CLOSER, DOCS, ShardItemFails, items, run
+from tests.integration.test_window_state import window as one_lane
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -42,23 +44,18 @@ def table(aws: Callable[[str], Any]) -> str:
     return window_table_name(plan, "f")
 
 
-@pytest.fixture(autouse=True)
-def stored(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The format tests write the high-water (off by default until slices S3/S4 read it);
-    the test of the default leaves it off."""
-    if "default" not in request.node.name:
-        monkeypatch.setattr(DynamoDBStore, "persist_high_water", True)
-
-
-def test_by_default_window_items_carry_no_high_water(aws: Callable[[str], Any], table: str) -> None:
-    # with one lane nothing reads it back: stored, it would cost write units for nothing
+def test_with_one_lane_window_items_carry_no_high_water(
+    aws: Callable[[str], Any], table: str
+) -> None:
+    # (and session windows' store): with one lane nothing reads it back: stored, it would
+    # cost write units for nothing
     prefix = uuid.uuid4().hex
     client = aws("dynamodb")
-    step = window(table, prefix, client)
+    step = one_lane(table, prefix, client)
     run(step, DOCS, 1)  # a@1, b@2, a@3
     assert _hw_of(aws, table, prefix) == {'w#0#"a"': None, 'w#0#"b"': None}
     assert all("hw_prev" not in i for i in items(aws, table, prefix))
-    assert _read_back(table, prefix, client) == {}
+    assert DynamoDBStore(table, prefix, 0, 60, client=client, high_water=False).shard("s0").hw == {}
 
 
 def _hw_of(aws: Callable[[str], Any], table: str, prefix: str) -> dict[str, str | None]:
@@ -69,7 +66,7 @@ def _hw_of(aws: Callable[[str], Any], table: str, prefix: str) -> dict[str, str 
 
 def _read_back(table: str, prefix: str, client: Any) -> dict[Any, Any]:
     """The open windows' high-water as a cold start reads it."""
-    return DynamoDBStore(table, prefix, 0, 60, client=client).shard("s0").hw
+    return DynamoDBStore(table, prefix, 0, 60, client=client, high_water=True).shard("s0").hw
 
 
 def test_each_window_item_holds_its_high_water_also_closed_and_a_cold_start_reads_it(
@@ -110,7 +107,7 @@ def test_a_batch_that_never_committed_leaves_the_high_water_read_as_before(
     assert _read_back(table, prefix, client) == {("a", 0): {"a": (1, "1", 0, ())}}
 
 
-def test_an_item_written_before_the_high_water_existed_reads_as_none(
+def test_an_item_written_before_the_high_water_existed_reads_as_unknown(
     aws: Callable[[str], Any], table: str
 ) -> None:
     prefix = uuid.uuid4().hex
@@ -119,7 +116,8 @@ def test_an_item_written_before_the_high_water_existed_reads_as_none(
     for sort_key in ('w#0#"a"', 'w#0#"b"'):  # as the version before this one wrote them
         client.update_item(TableName=table, Key={"shard": {"S": prefix + "s0"},
                            "window": {"S": sort_key}}, UpdateExpression="REMOVE hw")  # fmt: skip
-    assert _read_back(table, prefix, client) == {}
+    unknown = {"": (0, "", 0, ())}  # HW_UNBOUNDED: redeliveries decided as with one lane
+    assert _read_back(table, prefix, client) == {("a", 0): unknown, ("b", 0): unknown}
     out = run(window(table, prefix, client), CLOSER, 10)
     assert [(r.get("key"), r.get("n")) for r in out] == [("a", 2), ("b", 1)]
 
@@ -132,7 +130,8 @@ def test_a_window_fed_by_thousands_of_partition_keys_still_commits_and_stays_sma
     Before the high-water existed this window's item was a few hundred bytes and a batch
     of 4,000 users committed; a high-water of every user made the item pass DynamoDB's
     400 KB (the batch failed at each retry). Past ``HW_MAX_PKS`` partition keys the item,
-    and the process, keep one entry instead; a window of at most that many keeps them all."""
+    and the process, keep one entry instead; a window of at most that many keeps them all.
+    Redelivered, the batch is not counted twice."""
     prefix = uuid.uuid4().hex
     client = aws("dynamodb")
     step = window(table, prefix, client, key="site")
@@ -150,5 +149,15 @@ def test_a_window_fed_by_thousands_of_partition_keys_still_commits_and_stays_sma
     assert stored['w#0#"many"'] == '{"":["",0,[]]}'
     assert len(orjson.loads(stored['w#0#"few"'] or "{}")) == HW_MAX_PKS
     unbounded = {"": (0, "", 0, ())}
-    assert step.store.shard("s0").hw[("many", 0)] == unbounded  # the process's too
+    # the process keeps what the item keeps: a window's partition keys in memory are
+    # bounded too (unbounded, an hourly window over random partition keys held a GB), and
+    # a warm process decides a redelivery as a cold one does (with one lane: exactly)
+    assert step.store.shard("s0").hw[("many", 0)] == unbounded
     assert _read_back(table, prefix, client)[("many", 0)] == unbounded
+    closer = Record(orjson.dumps({"site": "z", "ts": 65, "amount": 1}), "z",
+                    str(seq + len(batch)), shard_id="s0", index=len(batch))  # fmt: skip
+    again = Chain([Step.of("processors[0].window", step)]).run([*batch, closer])  # redelivered
+    assert sorted((r.get("key"), r.get("n")) for r in again.records) == [
+        ("few", HW_MAX_PKS),
+        ("many", 4000),
+    ]

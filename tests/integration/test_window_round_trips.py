@@ -23,7 +23,7 @@ from deploy.local.servers import provision
 from deploy.names import window_table_name
 from processors.chain import Chain, Step
 from processors.window import Window
-from processors.window_store import DynamoDBStore, WindowStateError
+from processors.window_store import DynamoDBStore, WindowStateError, outbox_sk
 from stream.records import Record
 from tests.integration.test_window_state import DOCS, Before
 
@@ -124,12 +124,16 @@ def chain_depth(calls: list[list[Any]]) -> int:
     return depth([(op, start, start, end, end) for op, start, end, _ in calls])
 
 
-def step_on(table: str, prefix: str, client: Any, clock: list[float] | None = None) -> Window:
-    """A window step (``quiet_s`` 300, the default) on the table, its clock ``clock``."""
+def step_on(
+    table: str, prefix: str, client: Any, clock: list[float] | None = None, *, lanes: bool = False
+) -> Window:
+    """A window step (``quiet_s`` 300, the default) on the table, its clock ``clock``; with
+    ``lanes``, in lanes mode (``parallelization`` 2: issue 16's high-water and outbox
+    entries), else with one lane (main's protocol)."""
     now: Callable[[], float] = (lambda: clock[0]) if clock else (lambda: 10_000.0)
-    store = DynamoDBStore(table, prefix, 0, 60, client=client, now=now)
+    store = DynamoDBStore(table, prefix, 0, 60, client=client, now=now, high_water=lanes)
     return Window(key="user", size_s=60, field="ts", aggregate={"n": "count"}, function="f",
-                  store=store, now=now)  # fmt: skip
+                  store=store, now=now, parallelization=2 if lanes else 1)  # fmt: skip
 
 
 def batch_on(step: Window, shard: str, docs: list[dict[str, Any]], first_seq: int) -> list[Any]:
@@ -197,6 +201,51 @@ class TestAWarmBatch:
         assert chain_depth(warm) == 4
 
 
+class TestOneLaneAsMain:
+    """With one lane (``parallelization`` 1) the store keeps main's protocol: these are
+    main's calls, and lanes mode's (issue 16, slice S3) are what it adds."""
+
+    @pytest.mark.parametrize("lanes", [False, True], ids=["one-lane", "lanes"])
+    def test_a_batch_that_closes_a_window(self, aws, table, lanes):
+        """One lane: the read, the window items, the shard item (depth 3, as main). Lanes
+        mode: then the closer's outbox entry, one round trip more."""
+        prefix, client = uuid.uuid4().hex, aws("dynamodb")
+        calls = Calls(client)
+        step = step_on(table, prefix, client, lanes=lanes)
+        batch_on(step, "s0", [{"user": "a", "ts": 5}], 1)
+        seen = len(calls.calls)
+        closing = batch_on(step, "s0", [{"user": "c", "ts": 61}], 2)
+        assert closing == [("f/a/1970-01-01T00:00:00Z", 1, "s0")]
+        warm = calls.since(seen)
+        got = [(op, what) for op, _, _, what in warm]
+        main = [("BatchGetItem", ["#shard", "#shards"]), ("PutItem", 'w#0#"a"'),
+                ("PutItem", 'w#60#"c"'), ("PutItem", "#shard")]  # fmt: skip
+        entry = [("PutItem", outbox_sk((2, 0, ())))]
+        assert got[:1] + sorted(got[1:3]) + got[3:] == main + (entry if lanes else [])
+        assert chain_depth(warm) == (4 if lanes else 3)
+
+    @pytest.mark.parametrize("lanes", [False, True], ids=["one-lane", "lanes"])
+    def test_a_redelivered_batch_whose_window_it_closed(self, aws, table, lanes):
+        """The batch ``a@5, c@61`` opened and closed a's window; delivered again (a sink
+        after the step failed), it yields the same result. One lane: one read, as main
+        (both records at or before ``applied``; the outbox holds them). Lanes mode: the
+        closed window's item (a@5 looks late), then the batch's outbox entries (a@5 was
+        applied, its outcome is not in the shard item's outbox): three calls in turn."""
+        prefix, client = uuid.uuid4().hex, aws("dynamodb")
+        calls = Calls(client)
+        step = step_on(table, prefix, client, lanes=lanes)
+        docs = [{"user": "a", "ts": 5}, {"user": "c", "ts": 61}]
+        first = batch_on(step, "s0", docs, 1)
+        assert first == [("f/a/1970-01-01T00:00:00Z", 1, "s0")]
+        seen = len(calls.calls)
+        assert batch_on(step, "s0", docs, 1) == first
+        again = calls.since(seen)
+        main = [("BatchGetItem", ["#shard", "#shards"])]
+        lanes_calls = [("BatchGetItem", ['w#0#"a"']), ("Query", None)]
+        assert [(op, what) for op, _, _, what in again] == main + (lanes_calls if lanes else [])
+        assert chain_depth(again) == (3 if lanes else 1)
+
+
 class TestOtherShards:
     """With other shards, a warm batch reads their shard items at the same time as its own
     revision and the list of shards (the shards the list named last time): the quiet-shard
@@ -224,11 +273,14 @@ class TestOtherShards:
         ]
         assert chain_depth(warm) == 3
 
-    def test_a_quiet_one_s_windows_close_once(self, aws, table):
+    @pytest.mark.parametrize("lanes", [False, True], ids=["one-lane", "lanes"])
+    def test_a_quiet_one_s_windows_close_once(self, aws, table, lanes):
+        """With one lane, main's calls exactly; in lanes mode one more, after the
+        transaction: the closer's outbox entry (its redelivery's results)."""
         prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [10_000.0]
-        batch_on(step_on(table, prefix, client, clock), "s0", DOCS, 1)  # opens a, b on s0
+        batch_on(step_on(table, prefix, client, clock, lanes=lanes), "s0", DOCS, 1)  # a, b
         calls = Calls(client)
-        s1 = step_on(table, prefix, client, clock)
+        s1 = step_on(table, prefix, client, clock, lanes=lanes)
         z = [{"user": "z", "ts": 9_990 + n} for n in range(3)]
         assert batch_on(s1, "s1", z[:1], 1) == []  # cold
         clock[0] += 301  # s0 is quiet now
@@ -238,11 +290,13 @@ class TestOtherShards:
                            ("f/b/1970-01-01T00:00:00Z", 1, "s1")]  # fmt: skip
         warm = calls.since(seen)
         assert sorted(op for op, *_ in warm[:2]) == ["BatchGetItem", "BatchGetItem"]
-        assert [(op, what) for op, _, _, what in warm[2:]] == [
+        main = [
             ("Query", None),  # s0's state
             ("PutItem", 'w#9960#"z"'),
             ("TransactWriteItems", None),  # s1's shard item and s0's
         ]
+        entry = [("PutItem", outbox_sk((2, 0, ())))]  # lanes: then the closer's outcome
+        assert [(op, what) for op, _, _, what in warm[2:]] == main + (entry if lanes else [])
         assert batch_on(s1, "s1", z[2:], 3) == []  # nothing closes twice
 
     def test_a_quiet_one_that_wakes_after_its_item_was_read_is_left_alone(self, aws, table):
