@@ -71,14 +71,24 @@ def entries(aws: Callable[[str], Any], table: str, prefix: str) -> list[str]:
                   if i["window"]["S"].startswith("~o#"))  # fmt: skip
 
 
-def test_an_entry_whose_write_after_the_commit_failed_is_written_by_the_next_commit(
+def closer_refused(
     aws: Callable[[str], Any], table: str
-) -> None:
+) -> tuple[str, Any, RefusingEntries, Window]:
+    """A step in lanes mode whose closer's entry write is about to be refused: a, b and a
+    applied, the entries refused from now on. The prefix, the real client, the refusing
+    one and the step."""
     prefix, real = uuid.uuid4().hex, aws("dynamodb")
     refusing = RefusingEntries(real)
     step = on(window(table, prefix, real), table, prefix, refusing)
     assert batch(step, [A1, B2, A3]) == []
     refusing.refusing = True
+    return prefix, real, refusing, step
+
+
+def test_an_entry_whose_write_after_the_commit_failed_is_written_by_the_next_commit(
+    aws: Callable[[str], Any], table: str
+) -> None:
+    prefix, real, refusing, step = closer_refused(aws, table)
     assert batch(step, [CLOSER]) == RESULTS  # committed: the batch does not fail
     assert refusing.refused == 1
     assert entries(aws, table, prefix) == []  # the shard item holds it meanwhile
@@ -95,11 +105,7 @@ def test_an_entry_whose_write_failed_is_written_by_the_next_process_s_commit(
 ) -> None:
     """The process that committed the closer dies after its entry's write failed: the next
     one reads the shard item cold and writes the entry before its commit drops it."""
-    prefix, real = uuid.uuid4().hex, aws("dynamodb")
-    refusing = RefusingEntries(real)
-    step = on(window(table, prefix, real), table, prefix, refusing)
-    assert batch(step, [A1, B2, A3]) == []
-    refusing.refusing = True
+    prefix, real, _, step = closer_refused(aws, table)
     assert batch(step, [CLOSER]) == RESULTS
     assert entries(aws, table, prefix) == []
     nxt = window(table, prefix, real)
@@ -112,11 +118,7 @@ def test_an_entry_whose_write_failed_is_written_by_the_next_process_s_commit(
 def test_a_next_commit_whose_entry_write_fails_too_fails_and_its_retry_writes_it(
     aws: Callable[[str], Any], table: str
 ) -> None:
-    prefix, real = uuid.uuid4().hex, aws("dynamodb")
-    refusing = RefusingEntries(real)
-    step = on(window(table, prefix, real), table, prefix, refusing)
-    assert batch(step, [A1, B2, A3]) == []
-    refusing.refusing = True
+    prefix, real, refusing, step = closer_refused(aws, table)
     assert batch(step, [CLOSER]) == RESULTS
     with pytest.raises(AssertionError):  # the carried entry is refused: the batch fails
         batch(step, [(11, doc("c", 62))])
