@@ -72,7 +72,33 @@ other windows, where no high-water knows it: it is applied again there (counted 
 windows) or late if they closed. The rule of one lane skips it instead, which is why one
 lane keeps that rule: the high-water buys one lane nothing.
 
-Rollback (from lanes mode) to the version before this one: it reads the shard item as
+The commit in lanes mode (issue 16, slice S4a; :mod:`processors.window_log` holds the
+log's encoding, requests and overlay): no ``v``/``prev``, no token, no fence, no outbox in
+the shard item. A batch that changes something writes its redo log (``#log#N#ID#I``
+parts, unconditional: the full new content of every window item it changes, with ``n`` =
+its commit number, and of its outbox entries), then commits with ONE ``UpdateItem`` of
+the shard item on the ``n`` (and ``rev``) it read: ``n`` + 1, a new ``rev``, ``applied``,
+``max_time``, ``next_end``, ``clock``, ``logs`` (N -> ``ID/PARTS``: the last
+:data:`~processors.window_log.KEEP_LOGS` and every pending one), ``ADD pending`` N. A lost
+condition raises :class:`CommitLost` (the log's parts are deleted, best effort): the step
+reads the partition again (a full ``Query``: slice S4b will catch up from the logs) and
+applies the batch again. The outcomes are final at the commit: then the log's items are
+written at once (each only over an older ``n``: a lost condition is a newer commit's
+write) and one ``UpdateItem`` deletes N from ``pending``; a failure there does not fail
+the batch. Readers (the cold start's ``Query``, a child's view of its parents,
+:meth:`DynamoDBStore.outcomes`, :meth:`DynamoDBStore.decided`) lay the pending logs over
+the items (an entry wins when its commit is newer). A log stays pending until its
+writer's next commit rolls it forward, or a batch of any process that read it two
+commits old (design §5.1 step 8). A batch that writes nothing (a pure redelivery) reads
+the shard item's revision again before it answers (design §9.2), else
+:class:`CommitLost`. ``rev`` stays, new at each commit, for what is still decided on it
+until slice S5: a warm batch's check, a child's mark of its parents, the quiet shards'
+transaction (two ``UpdateItem``, each on its shard's ``n`` and ``rev``).
+
+Rollback (from lanes mode) to a version before slice S4a cannot read a table lanes mode
+wrote since (window items have no ``v``, the shard item no outbox: its batches fail and
+are retried); ``validate`` refuses lanes mode until slice S7, which must say so. To the
+version before S3, from S3's lanes mode (what follows held then): it reads the shard item as
 before (its outbox has the same format and holds what the records since the latest batch's
 first yielded, its rule), ignores the outbox entries (its cold starts read them until they
 expire: read units) and rewrites window items without ``hw``; rolled forward again, those
@@ -346,8 +372,9 @@ class ClaimLost(WindowStateError):
 class CommitLost(WindowStateError):
     """Another lane (or another invocation of the same batch) committed the shard since
     this batch read it (its commit number ``n`` moved): the window step reads the state
-    again and applies the batch again (design: issue 16, slice S2; the memory store's, for
-    now)."""
+    again and applies the batch again (design: issue 16, slice S2; the DynamoDB store's in
+    lanes mode since slice S4a: its commit's condition on ``n``, or a batch that wrote
+    nothing finding the revision moved)."""
 
 
 #: A record's place in its shard: sequence number, sub-sequence number, fan-out part.
