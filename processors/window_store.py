@@ -1467,7 +1467,9 @@ class DynamoDBStore:
                 return items
 
     def _load(self, pk: str) -> _Cached:  # noqa: PLR0915  # one pass over the partition
-        items, decoded = _laid(self._query(pk))
+        found = self._query(pk)
+        items, decoded = _laid(found)
+        self._drop_garbage(pk, found)
         state = ShardState()
         shard_item = next((i for i in items if i["window"]["S"] == _SHARD_SK), None)
         applied_text = shard_item["applied"]["S"] if shard_item else None
@@ -1826,8 +1828,11 @@ class DynamoDBStore:
             else:
                 self._commit_quiet(mine, quiet)
         except CommitLost:
-            self._drop_logs(pk, [(n, log_id, len(chunks))])
-            raise
+            mine_after_all = self._committed_as(pk["S"], n, logs[n])
+            if not mine_after_all:
+                if mine_after_all is False:  # unsure (None): the parts stay, as garbage
+                    self._drop_logs(pk, [(n, log_id, len(chunks))])
+                raise
         # -- committed: the outcomes are final ------------------------------------------
         help_ = {m for m in cached.pending if m < cached.n - 1} | cached.unrolled
         dropped = [(m, *log_id_parts(v)) for m, v in cached.logs.items() if m not in logs]
@@ -1840,6 +1845,26 @@ class DynamoDBStore:
         cached.rolled.update(entries)
         cached.rolled.intersection_update(state.outbox)
         self._roll_forward(pk, cached, sorted(help_ | {n}), dropped)
+
+    def _committed_as(self, pk: str, n: int, named: str) -> bool | None:
+        """Whether commit ``n`` holds this attempt's log (``named``) after all: a lost
+        condition can be the commit's own, sent again after a lost answer (an SDK with
+        retries), and dropping a committed log's parts would leave a pending log nobody
+        can read (review 8). One consistent ``GetItem`` per lost condition; ``None``: the
+        read failed, unsure (the caller keeps the parts: garbage at worst)."""
+        try:
+            item = self._call(
+                "GetItem",
+                self.client.get_item,
+                TableName=self.table,
+                Key={"shard": {"S": pk}, "window": {"S": _SHARD_SK}},
+                ConsistentRead=True,
+                ProjectionExpression="#l",
+                ExpressionAttributeNames={"#l": "logs"},
+            ).get("Item")
+        except WindowStateError:
+            return None
+        return bool(item) and item.get("logs", {}).get("M", {}).get(str(n), {}).get("S") == named
 
     def _commit_quiet(self, mine: dict[str, Any], quiet: Mapping[str, ShardState]) -> None:
         """The commit with the quiet shards' items, in one ``TransactWriteItems``: each an
@@ -1925,6 +1950,34 @@ class DynamoDBStore:
         with contextlib.suppress(WindowStateError):
             self._call(operation, method, **request)
         return True
+
+    def _drop_garbage(self, pk: str, found: list[dict[str, Any]]) -> None:
+        """A full read's cleaning (design §4; review 8): the log parts no commit can name
+        any more, deleted best effort. A part of commit N at or below the shard item's
+        ``n`` whose id is not ``logs[N]``'s is an attempt that never committed (it died
+        between its log and its commit, or lost its condition and its delete failed), or
+        a log a commit dropped whose delete failed: no attempt can commit it any more (a
+        commit N holds only at ``n`` = N - 1), and no reader reads it. Without this they
+        stay for ever (no TTL) and every full read pays for them."""
+        head = next((i for i in found if i["window"]["S"] == _SHARD_SK), None)
+        n, logs, _ = read_head(head)
+        if head is None or not n:
+            return
+        named = {log_prefix(m, log_id_parts(v)[0]) for m, v in logs.items()}
+        calls = []
+        for item in found:
+            sk = item["window"]["S"]
+            if not sk.startswith(LOG_SK):
+                continue
+            prefix = sk[: sk.rindex("#") + 1]
+            if int(prefix[len(LOG_SK) :].split("#", 1)[0]) <= n and prefix not in named:
+                request = {
+                    "TableName": self.table,
+                    "Key": {"shard": {"S": pk}, "window": {"S": sk}},
+                }
+                calls.append(partial(self._quietly, "DeleteItem", self.client.delete_item, request))
+        if calls:
+            run_all(calls)
 
     def _drop_logs(self, pk: dict[str, str], logs: list[tuple[int, str, int]]) -> None:
         """The parts of logs no commit names (an attempt that lost its commit), deleted
