@@ -72,7 +72,33 @@ other windows, where no high-water knows it: it is applied again there (counted 
 windows) or late if they closed. The rule of one lane skips it instead, which is why one
 lane keeps that rule: the high-water buys one lane nothing.
 
-Rollback (from lanes mode) to the version before this one: it reads the shard item as
+The commit in lanes mode (issue 16, slice S4a; :mod:`processors.window_log` holds the
+log's encoding, requests and overlay): no ``v``/``prev``, no token, no fence, no outbox in
+the shard item. A batch that changes something writes its redo log (``#log#N#ID#I``
+parts, unconditional: the full new content of every window item it changes, with ``n`` =
+its commit number, and of its outbox entries), then commits with ONE ``UpdateItem`` of
+the shard item on the ``n`` (and ``rev``) it read: ``n`` + 1, a new ``rev``, ``applied``,
+``max_time``, ``next_end``, ``clock``, ``logs`` (N -> ``ID/PARTS``: the last
+:data:`~processors.window_log.KEEP_LOGS` and every pending one), ``ADD pending`` N. A lost
+condition raises :class:`CommitLost` (the log's parts are deleted, best effort): the step
+reads the partition again (a full ``Query``: slice S4b will catch up from the logs) and
+applies the batch again. The outcomes are final at the commit: then the log's items are
+written at once (each only over an older ``n``: a lost condition is a newer commit's
+write) and one ``UpdateItem`` deletes N from ``pending``; a failure there does not fail
+the batch. Readers (the cold start's ``Query``, a child's view of its parents,
+:meth:`DynamoDBStore.outcomes`, :meth:`DynamoDBStore.decided`) lay the pending logs over
+the items (an entry wins when its commit is newer). A log stays pending until its
+writer's next commit rolls it forward, or a batch of any process that read it two
+commits old (design §5.1 step 8). A batch that writes nothing (a pure redelivery) reads
+the shard item's revision again before it answers (design §9.2), else
+:class:`CommitLost`. ``rev`` stays, new at each commit, for what is still decided on it
+until slice S5: a warm batch's check, a child's mark of its parents, the quiet shards'
+transaction (two ``UpdateItem``, each on its shard's ``n`` and ``rev``).
+
+Rollback (from lanes mode) to a version before slice S4a cannot read a table lanes mode
+wrote since (window items have no ``v``, the shard item no outbox: its batches fail and
+are retried); ``validate`` refuses lanes mode until slice S7, which must say so. To the
+version before S3, from S3's lanes mode (what follows held then): it reads the shard item as
 before (its outbox has the same format and holds what the records since the latest batch's
 first yielded, its rule), ignores the outbox entries (its cold starts read them until they
 expire: read units) and rewrites window items without ``hw``; rolled forward again, those
@@ -216,6 +242,7 @@ the lateness, or, with :attr:`DynamoDBStore.high_water`, ``max_record_age_s`` pl
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import json
 import threading
@@ -228,6 +255,19 @@ from typing import TYPE_CHECKING, Any, Protocol
 from processors.aggregations import NotANumber, ValueTooLarge
 from processors.errors import ProcessorError
 from processors.window_keys import key_json, key_of_json
+from processors.window_log import (
+    LOG_SK,
+    commit_request,
+    decode_log,
+    encode_log,
+    kept_logs,
+    log_id_parts,
+    log_prefix,
+    log_puts,
+    overlay,
+    read_head,
+    roll_requests,
+)
 from stream.exceptions import RecordError, RetryableError
 from stream.overlap import run_all, wave_width
 
@@ -332,8 +372,9 @@ class ClaimLost(WindowStateError):
 class CommitLost(WindowStateError):
     """Another lane (or another invocation of the same batch) committed the shard since
     this batch read it (its commit number ``n`` moved): the window step reads the state
-    again and applies the batch again (design: issue 16, slice S2; the memory store's, for
-    now)."""
+    again and applies the batch again (design: issue 16, slice S2; the DynamoDB store's in
+    lanes mode since slice S4a: its commit's condition on ``n``, or a batch that wrote
+    nothing finding the revision moved)."""
 
 
 #: A record's place in its shard: sequence number, sub-sequence number, fan-out part.
@@ -950,8 +991,9 @@ def _pos(text: str) -> Position:
 class _Cached:
     """A shard's state as this process last committed it, and what it knows of the items."""
 
-    __slots__ = ("applied", "clean", "clock", "flushed", "items", "outbox", "parts", "rev",
-                 "rolled", "state", "unlisted", "unmarked")  # fmt: skip
+    __slots__ = ("applied", "clean", "clock", "decoded", "flushed", "items", "logs", "n",
+                 "outbox", "parts", "pending", "rev", "rolled", "state", "unlisted", "unmarked",
+                 "unrolled")  # fmt: skip
 
     def __init__(self, state: ShardState, applied: str | None, rev: str | None) -> None:
         self.state = state
@@ -977,8 +1019,18 @@ class _Cached:
         #: the outbox the shard item holds (its last commit's, carried over by the next)
         self.outbox: dict[Position, Outcome] = dict(state.outbox)
         #: positions whose outcome is in an outbox entry item (``~o#POS``) already: written
-        #: by this process, or read back (:meth:`DynamoDBStore.outcomes`)
+        #: by this process, or read back (:meth:`DynamoDBStore.outcomes`); in lanes mode,
+        #: in an entry or a committed log
         self.rolled: set[Position] = set()
+        #: lanes mode (:mod:`processors.window_log`): the shard item's commit number, its
+        #: ``logs`` (N -> ``ID/PARTS``) and ``pending`` as last read or written, the
+        #: pending logs' items this process knows (N -> items), and its own committed
+        #: logs whose roll-forward failed (rolled forward after its next commit)
+        self.n = 0
+        self.logs: dict[int, str] = {}
+        self.pending: set[int] = set()
+        self.decoded: dict[int, list[dict[str, Any]]] = {}
+        self.unrolled: set[int] = set()
 
 
 class _View:
@@ -1129,31 +1181,42 @@ class DynamoDBStore:
         self._local.registry = None
         if cached is not None and cached.clean:
             if self._asks_quiet:
-                rev, self._local.registry = self._head(pk, shard_id)
+                item, self._local.registry = self._head(pk, shard_id)
             else:
-                item = self._call(
-                    "GetItem",
-                    self.client.get_item,
-                    TableName=self.table,
-                    Key={"shard": {"S": pk}, "window": {"S": _SHARD_SK}},
-                    ConsistentRead=True,
-                    ProjectionExpression="rev",
-                ).get("Item")
-                rev = item["rev"]["S"] if item else None
+                item = self._head_item(pk)
+            rev = item["rev"]["S"] if item else None
             if rev == cached.rev:
+                if self.high_water:  # its pending logs: some may have been rolled forward
+                    _, _, cached.pending = read_head(item)
                 cached.clean = False
                 return cached.state
-        cached = self._read(pk)
-        cached.clean = False
-        self._cache[shard_id] = cached
-        return cached.state
+        fresh = self._read(pk)
+        if cached is not None and cached.unrolled:  # its own logs it has to roll forward
+            fresh.unrolled = cached.unrolled & fresh.pending
+        fresh.clean = False
+        self._cache[shard_id] = fresh
+        return fresh.state
 
-    def _head(self, pk: str, shard_id: str) -> tuple[str | None, _Listed]:
+    def _head_item(self, pk: str) -> dict[str, Any] | None:
+        """The shard item's revision (strongly consistent ``GetItem``), and in lanes mode
+        its commit number, ``logs`` and ``pending`` (small: no outbox, no accumulators)."""
+        item: dict[str, Any] | None = self._call(
+            "GetItem",
+            self.client.get_item,
+            TableName=self.table,
+            Key={"shard": {"S": pk}, "window": {"S": _SHARD_SK}},
+            ConsistentRead=True,
+            **_head_projection(self.high_water),
+        ).get("Item")
+        return item
+
+    def _head(self, pk: str, shard_id: str) -> tuple[dict[str, Any] | None, _Listed]:
         """A warm batch's one round trip: the shard item's revision and the list of the
         step's shards (one ``BatchGetItem``), and at the same time the shard items of the
         other shards the list named last time in this process (another), all strongly
-        consistent; :meth:`quiet` takes the list and the items. Returns the revision
-        (``None``: no shard item) and what was read for :meth:`quiet`."""
+        consistent; :meth:`quiet` takes the list and the items. Returns the shard item's
+        head (:meth:`_head_item`; ``None``: no shard item) and what was read for
+        :meth:`quiet`."""
         others = sorted(self._listed - {shard_id})
         reads: list[Callable[[], Any]] = [partial(self._rev_and_list, pk)]
         if others:
@@ -1164,24 +1227,29 @@ class DynamoDBStore:
         items = {i["shard"]["S"][len(self.prefix) :]: i for i in done[1]} if others else {}
         return rev, _Listed(shard_id, shards, frozenset(others), items)
 
-    def _rev_and_list(self, pk: str) -> tuple[str | None, frozenset[str]]:
+    def _rev_and_list(self, pk: str) -> tuple[dict[str, Any] | None, frozenset[str]]:
         keys = [{"shard": {"S": pk}, "window": {"S": _SHARD_SK}},
                 {"shard": {"S": self.prefix + _REGISTRY}, "window": {"S": _REGISTRY}}]  # fmt: skip
+        names = {"#w": "window", "#r": "rev", "#s": "shards"}
+        projection = "#w, #r, #s"
+        if self.high_water:
+            names |= {"#n": "n", "#l": "logs", "#p": "pending"}
+            projection += ", #n, #l, #p"
         request: dict[str, Any] = {self.table: {
             "Keys": keys,
             "ConsistentRead": True,
-            "ProjectionExpression": "#w, #r, #s",
-            "ExpressionAttributeNames": {"#w": "window", "#r": "rev", "#s": "shards"},
+            "ProjectionExpression": projection,
+            "ExpressionAttributeNames": names,
         }}  # fmt: skip
-        rev: str | None = None
+        head: dict[str, Any] | None = None
         shards: frozenset[str] = frozenset()
         for page in self._batch_get(request):
             for item in page.get("Responses", {}).get(self.table, []):
                 if item["window"]["S"] == _SHARD_SK:
-                    rev = item["rev"]["S"]
+                    head = item
                 elif "shards" in item:
                     shards = frozenset(item["shards"]["SS"])
-        return rev, shards
+        return head, shards
 
     def _batch_get(self, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """The pages of a ``BatchGetItem``: its ``UnprocessedKeys`` (what DynamoDB leaves
@@ -1287,11 +1355,14 @@ class DynamoDBStore:
         # (s, sub), and what lies outside ``first``..``last`` is dropped (review 6).
         low, high = outbox_sk(first), outbox_sk((last[0], last[1], ())) + "~~"
         try:
-            out = {
-                at: outcome
-                for at, outcome in _outcomes(self._query(pk, low, high)).items()
-                if first <= at <= last
-            }
+            found = self._query(pk, low, high)
+            cached = self._cache.get(shard_id)
+            if cached is not None and cached.pending:  # committed, maybe not rolled forward
+                kept = {i["window"]["S"]: i for i in found}
+                logs = [(m, [e for e in log if low <= e["window"]["S"] <= high])
+                        for m, log in self._pending_logs(pk, cached)]  # fmt: skip
+                found = list(overlay(kept, logs).values())
+            out = {at: outcome for at, outcome in _outcomes(found).items() if first <= at <= last}
         except (KeyError, TypeError, ValueError) as exc:  # retried, never dead-lettered
             msg = f"window state: an outbox entry of {pk!r} in {self.table!r} is unreadable: {exc}"
             raise WindowStateError(msg) from exc
@@ -1321,20 +1392,43 @@ class DynamoDBStore:
             stored = legacy.get((pk, key, start)) if legacy else None
             sk = f"w#{_n(start)}#{key_json(key) if stored is None else stored}"
             keys.append({"shard": {"S": pk}, "window": {"S": sk}})
-        out: dict[WindowKey, dict[str, Mark]] = {}
+        got: dict[str, dict[str, Any]] = {}
         for first in range(0, len(keys), 100):
             request: dict[str, Any] = {self.table: {"Keys": keys[first : first + 100],
                                                     "ConsistentRead": True}}  # fmt: skip
             for page in self._batch_get(request):
                 for item in page.get("Responses", {}).get(self.table, []):
-                    try:
-                        wkey, _, acc, closed, _, _, hw = _effective(item, applied)
-                    except (KeyError, TypeError, ValueError) as exc:
-                        msg = f"window state: an item of {pk!r} in {self.table!r}: {exc!r}"
-                        raise WindowStateError(msg) from exc
-                    if acc is None and not closed:
-                        continue  # a window a batch that never committed opened
-                    out[wkey] = hw_marks(hw) if hw is not None else {HW_UNBOUNDED: _NO_MARK}
+                    got[item["window"]["S"]] = item
+        if cached is not None and cached.pending:  # lanes: committed, maybe not rolled forward
+            asked = {k["window"]["S"] for k in keys}
+            got = overlay(got, [(m, [e for e in log if e["window"]["S"] in asked])
+                                for m, log in self._pending_logs(pk, cached)])  # fmt: skip
+        out: dict[WindowKey, dict[str, Mark]] = {}
+        for item in got.values():
+            try:
+                wkey, _, acc, closed, _, _, hw = _effective(item, applied)
+            except (KeyError, TypeError, ValueError) as exc:
+                msg = f"window state: an item of {pk!r} in {self.table!r}: {exc!r}"
+                raise WindowStateError(msg) from exc
+            if acc is None and not closed:
+                continue  # a window a batch that never committed opened
+            out[wkey] = hw_marks(hw) if hw is not None else {HW_UNBOUNDED: _NO_MARK}
+        return out
+
+    def _pending_logs(self, pk: str, cached: _Cached) -> list[tuple[int, list[dict[str, Any]]]]:
+        """The shard's pending logs as last read (:attr:`_Cached.pending`), with their
+        items: those this process read or wrote, and any other read now (one ``Query``
+        of its parts each)."""
+        out = []
+        for m in sorted(cached.pending):
+            log = cached.decoded.get(m)
+            if log is None:
+                log_id, count = log_id_parts(cached.logs[m])
+                prefix = log_prefix(m, log_id)
+                parts = {int(i["window"]["S"][len(prefix):]): i["log"]["S"]
+                         for i in self._query(pk, prefix, prefix + "~")}  # fmt: skip
+                log = cached.decoded[m] = decode_log(parts, count)
+            out.append((m, log))
         return out
 
     def _read(self, pk: str) -> _Cached:
@@ -1372,8 +1466,10 @@ class DynamoDBStore:
             if not start_key:
                 return items
 
-    def _load(self, pk: str) -> _Cached:
-        items = self._query(pk)
+    def _load(self, pk: str) -> _Cached:  # noqa: PLR0915  # one pass over the partition
+        found = self._query(pk)
+        items, decoded = _laid(found)
+        self._drop_garbage(pk, found)
         state = ShardState()
         shard_item = next((i for i in items if i["window"]["S"] == _SHARD_SK), None)
         applied_text = shard_item["applied"]["S"] if shard_item else None
@@ -1391,6 +1487,8 @@ class DynamoDBStore:
             cached.clock = float(shard_item["clock"]["N"])
         if shard_item is not None and _fenced_only(shard_item):
             cached.unlisted = True
+        cached.n, cached.logs, cached.pending = read_head(shard_item)
+        cached.decoded = decoded
         opened: list[tuple[Any, int, tuple[Any, Any]]] = []  # ends: int, or float (sessions)
         settled: set[WindowKey] = set()  # windows with an item of their own here
         for item in items:
@@ -1484,7 +1582,7 @@ class DynamoDBStore:
         time; ``heads`` are the parents read (``parents_of`` given: the top level)."""
         view = _View()
         for parent in parents:
-            items = self._query(self.prefix + parent)
+            items, _ = _laid(self._query(self.prefix + parent))
             head = next((i for i in items if i["window"]["S"] == _SHARD_SK), None)
             if head is None or _fenced_only(head):  # no batch committed: what it inherits
                 if parents_of is not None:  # and what it claimed without committing (review)
@@ -1615,10 +1713,15 @@ class DynamoDBStore:
             raise WindowStateError(msg)
         applied = _pos_text(state.applied) if state.applied is not None else None
         if applied == cached.applied and not changed and not quiet:
+            if self.high_water:  # nothing validated its reads yet (design §9.2)
+                self._validate(shard_id, cached)
             cached.clean = True  # a redelivery: nothing applied, nothing to write
             return
         try:
-            self._commit(shard_id, cached, changed, applied, quiet or {})
+            if self.high_water:
+                self._commit_log(shard_id, cached, changed, applied, quiet or {})
+            else:
+                self._commit(shard_id, cached, changed, applied, quiet or {})
         except Exception:
             del self._cache[shard_id]
             raise
@@ -1626,6 +1729,264 @@ class DynamoDBStore:
             self._local.quiet = {}
         cached.applied = applied
         cached.clean = True
+
+    def _validate(self, shard_id: str, cached: _Cached) -> None:
+        """Lanes mode, a batch that writes nothing (a pure redelivery): no commit checks
+        what it read, so it reads the shard item's revision again before it answers. A
+        sibling's commit between its reads (say a window item already rolled forward with
+        the record's high-water, its outbox entry not yet) could have made it answer
+        "applied already, nothing to replay" (design §9.2, found by the model).
+
+        Raises:
+            CommitLost: the shard moved on since the batch read it: the step reads again.
+        """
+        item = self._head_item(self.prefix + shard_id)
+        if (item["rev"]["S"] if item else None) != cached.rev:
+            del self._cache[shard_id]
+            msg = f"shard {shard_id!r}: another commit since this batch read it (read-only)"
+            raise CommitLost(msg)
+        _, _, cached.pending = read_head(item)
+
+    def _commit_log(  # noqa: PLR0915  # the protocol's steps in order, in one frame
+        self,
+        shard_id: str,
+        cached: _Cached,
+        changed: Set[tuple[Any, int]],
+        applied: str | None,
+        quiet: Mapping[str, ShardState],
+    ) -> None:
+        """Lanes mode's commit (:mod:`processors.window_log`): the claims, the log's parts,
+        the one conditional ``UpdateItem`` of the shard item (with the quiet shards', one
+        transaction), then the roll-forward. The outcomes are final at the commit: what
+        fails after it does not fail the batch (readers lay the pending log over the
+        items, and the next commit of this process, or any batch that finds the log
+        pending two commits later, rolls it forward).
+
+        Raises:
+            CommitLost: the shard's commit number (or revision) moved since the read: the
+                log's parts are deleted (best effort) and the step reads again.
+        """
+        state = cached.state
+        self._claim_all(shard_id, cached, changed)
+        pk = {"S": self.prefix + shard_id}
+        n = cached.n + 1
+        ranks: dict[Any, dict[tuple[Any, Any], int]] = {}
+        closed_ttl = self._closed_ttl()
+        legacy = self._legacy
+        log: list[dict[str, Any]] = []
+        updates = {}
+        too_large: set[WindowKey] = set()
+        for wkey in changed | cached.flushed:
+            accs = state.windows.get(wkey)
+            end: Any = wkey[1] + self.size if self.end_of is None else self.end_of(wkey, accs)
+            rank = cached.items.get(wkey, (None, None, None, 0, None))[3]
+            if accs is None:
+                acc = None
+                expires = max(closed_ttl, int(end) + self.lateness + CLOSED_TTL_S)
+            else:
+                of_end = ranks.get(end)
+                if of_end is None:
+                    of_end = ranks[end] = {w: i for i, w in enumerate(state.by_end[end])}
+                rank = of_end[wkey]
+                acc = encode(accs)
+                expires = None
+            stored = legacy.get((pk["S"], *wkey)) if legacy else None
+            held = state.hw.get(wkey)
+            hw = hw_stored(held) if held else None
+            item = window_item(pk, wkey, end, "", None, acc, rank, expires, stored, hw=hw)
+            del item["v"], item["token"]
+            item["n"] = {"N": str(n)}
+            if acc is not None and _too_large(item, acc):
+                too_large.add(wkey)
+            log.append(item)
+            updates[wkey] = (None, None, acc, rank, hw)
+        if too_large:
+            raise _state_too_large(shard_id, too_large)
+        entries = self._outbox_puts(pk, cached, state.outbox, int(self.now()))
+        log += [put["Item"] for parts in entries.values() for put in parts]
+        if cached.unlisted:  # a new shard: where other shards' batches find it
+            self._call(
+                "UpdateItem",
+                self.client.update_item,
+                TableName=self.table,
+                Key={"shard": {"S": self.prefix + _REGISTRY}, "window": {"S": _REGISTRY}},
+                UpdateExpression="ADD shards :s",
+                ExpressionAttributeValues={":s": {"SS": [shard_id]}},
+            )
+            cached.unlisted = False
+        log_id = uuid.uuid4().hex[:_TOKEN_LEN]
+        chunks = encode_log(log)
+        parts = log_puts(self.table, pk, n, log_id, chunks)
+        self._put_all(parts)
+        logs = kept_logs(cached.logs, cached.pending, n, f"{log_id}/{len(chunks)}")
+        rev = uuid.uuid4().hex
+        sets, removes = _head_sets(state, applied or "", self.now())
+        mine = commit_request(self.table, pk, cached.n, cached.rev, rev, sets, logs, removes)
+        try:
+            if not quiet:
+                self._call("UpdateItem", self.client.update_item, lost=CommitLost, **mine)
+            else:
+                self._commit_quiet(mine, quiet)
+        except CommitLost:
+            mine_after_all = self._committed_as(pk["S"], n, logs[n])
+            if not mine_after_all:
+                if mine_after_all is False:  # unsure (None): the parts stay, as garbage
+                    self._drop_logs(pk, [(n, log_id, len(chunks))])
+                raise
+        # -- committed: the outcomes are final ------------------------------------------
+        help_ = {m for m in cached.pending if m < cached.n - 1} | cached.unrolled
+        dropped = [(m, *log_id_parts(v)) for m, v in cached.logs.items() if m not in logs]
+        cached.n, cached.rev, cached.logs = n, rev, logs
+        cached.pending.add(n)
+        cached.decoded[n] = log
+        cached.items.update(updates)
+        cached.flushed = set()
+        _forget_closed_hw(state, updates)
+        cached.rolled.update(entries)
+        cached.rolled.intersection_update(state.outbox)
+        self._roll_forward(pk, cached, sorted(help_ | {n}), dropped)
+
+    def _committed_as(self, pk: str, n: int, named: str) -> bool | None:
+        """Whether commit ``n`` holds this attempt's log (``named``) after all: a lost
+        condition can be the commit's own, sent again after a lost answer (an SDK with
+        retries), and dropping a committed log's parts would leave a pending log nobody
+        can read (review 8). One consistent ``GetItem`` per lost condition; ``None``: the
+        read failed, unsure (the caller keeps the parts: garbage at worst)."""
+        try:
+            item = self._call(
+                "GetItem",
+                self.client.get_item,
+                TableName=self.table,
+                Key={"shard": {"S": pk}, "window": {"S": _SHARD_SK}},
+                ConsistentRead=True,
+                ProjectionExpression="#l",
+                ExpressionAttributeNames={"#l": "logs"},
+            ).get("Item")
+        except WindowStateError:
+            return None
+        return bool(item) and item.get("logs", {}).get("M", {}).get(str(n), {}).get("S") == named
+
+    def _commit_quiet(self, mine: dict[str, Any], quiet: Mapping[str, ShardState]) -> None:
+        """The commit with the quiet shards' items, in one ``TransactWriteItems``: each an
+        ``UpdateItem`` on its own commit number and revision as read (their windows'
+        items are marked closed by their next batch, as with one lane)."""
+        writes = [{"Update": mine}]
+        for other, other_state in quiet.items():
+            was = self._local.quiet[other]
+            sets, removes = _head_sets(other_state, was.applied or "", was.clock)
+            update = commit_request(self.table, {"S": self.prefix + other}, was.n, was.rev,
+                                    uuid.uuid4().hex, sets, None, removes)  # fmt: skip
+            writes.append({"Update": update})
+        self._call("TransactWriteItems", self.client.transact_write_items, lost=CommitLost,
+                   TransactItems=writes)  # fmt: skip
+
+    def _roll_forward(
+        self,
+        pk: dict[str, str],
+        cached: _Cached,
+        commits: list[int],
+        dropped: list[tuple[int, str, int]],
+    ) -> None:
+        """After a commit: the items of the logs ``commits`` (its own, and pending ones it
+        helps) written at once, each only over an older one; then one ``UpdateItem``
+        takes them out of ``pending`` (no condition: set operations commute). The parts
+        of logs the commit no longer names (``dropped``) are deleted in the same wave. A
+        failure leaves the log pending: readers lay it over the items; this process rolls
+        it forward after its next commit. Never raises (the batch committed)."""
+        requests: list[dict[str, Any]] = []
+        for m in commits:
+            log = cached.decoded.get(m)
+            if log is None:  # another's, not read yet
+                try:
+                    log = next(items for at, items in
+                               self._pending_logs(pk["S"], cached) if at == m)  # fmt: skip
+                except (StopIteration, KeyError, WindowStateError):
+                    continue
+            requests += roll_requests(self.table, m, log)
+        deletes = [{"TableName": self.table,
+                    "Key": {"shard": pk, "window": {"S": f"{log_prefix(m, i)}{p:03d}"}}}
+                   for m, i, count in dropped for p in range(count)]  # fmt: skip
+        calls = [partial(self._roll_one, request) for request in requests]
+        calls += [partial(self._quietly, "DeleteItem", self.client.delete_item, request)
+                  for request in deletes]  # fmt: skip
+        width = wave_width(one_item=True)
+        ok = True
+        for first in range(0, len(calls), width):
+            ok = all(run_all(calls[first : first + width])) and ok
+        if not ok:
+            cached.unrolled.update(commits)
+            return
+        try:
+            self._call(
+                "UpdateItem",
+                self.client.update_item,
+                TableName=self.table,
+                Key={"shard": pk, "window": {"S": _SHARD_SK}},
+                UpdateExpression="DELETE #p :p",
+                ExpressionAttributeNames={"#p": "pending"},
+                ExpressionAttributeValues={":p": {"NS": [str(m) for m in commits]}},
+            )
+        except WindowStateError:
+            cached.unrolled.update(commits)
+            return
+        cached.unrolled.difference_update(commits)
+        cached.pending.difference_update(commits)
+        for m in commits:
+            cached.decoded.pop(m, None)
+
+    def _roll_one(self, request: dict[str, Any]) -> bool:
+        """One roll-forward ``PutItem``: a lost condition is a newer commit's item (done);
+        another failure is ``False`` (the log stays pending)."""
+        try:
+            self._call("PutItem", self.client.put_item, lost=_Newer, **request)
+        except _Newer:
+            return True
+        except WindowStateError:
+            return False
+        return True
+
+    def _quietly(self, operation: str, method: Callable[..., Any], request: dict[str, Any]) -> bool:
+        """A call whose failure only leaves garbage (a dropped log's part): ``True``."""
+        with contextlib.suppress(WindowStateError):
+            self._call(operation, method, **request)
+        return True
+
+    def _drop_garbage(self, pk: str, found: list[dict[str, Any]]) -> None:
+        """A full read's cleaning (design §4; review 8): the log parts no commit can name
+        any more, deleted best effort. A part of commit N at or below the shard item's
+        ``n`` whose id is not ``logs[N]``'s is an attempt that never committed (it died
+        between its log and its commit, or lost its condition and its delete failed), or
+        a log a commit dropped whose delete failed: no attempt can commit it any more (a
+        commit N holds only at ``n`` = N - 1), and no reader reads it. Without this they
+        stay for ever (no TTL) and every full read pays for them."""
+        head = next((i for i in found if i["window"]["S"] == _SHARD_SK), None)
+        n, logs, _ = read_head(head)
+        if head is None or not n:
+            return
+        named = {log_prefix(m, log_id_parts(v)[0]) for m, v in logs.items()}
+        calls = []
+        for item in found:
+            sk = item["window"]["S"]
+            if not sk.startswith(LOG_SK):
+                continue
+            prefix = sk[: sk.rindex("#") + 1]
+            if int(prefix[len(LOG_SK) :].split("#", 1)[0]) <= n and prefix not in named:
+                request = {
+                    "TableName": self.table,
+                    "Key": {"shard": {"S": pk}, "window": {"S": sk}},
+                }
+                calls.append(partial(self._quietly, "DeleteItem", self.client.delete_item, request))
+        if calls:
+            run_all(calls)
+
+    def _drop_logs(self, pk: dict[str, str], logs: list[tuple[int, str, int]]) -> None:
+        """The parts of logs no commit names (an attempt that lost its commit), deleted
+        best effort: what is left is garbage a later full read skips."""
+        calls = [partial(self._quietly, "DeleteItem", self.client.delete_item,
+                         {"TableName": self.table,
+                          "Key": {"shard": pk, "window": {"S": f"{log_prefix(m, i)}{p:03d}"}}})
+                 for m, i, count in logs for p in range(count)]  # fmt: skip
+        run_all(calls)
 
     def _commit(
         self,
@@ -1976,19 +2337,21 @@ def _effective(
     item: dict[str, Any],
     applied: Position | None,
     end_of: Callable[[tuple[Any, Any], list[Any] | None], float] | None = None,
-) -> tuple[WindowKey, str, str | None, bool, Any, int, str | None]:
+) -> tuple[WindowKey, str | None, str | None, bool, Any, int, str | None]:
     """A window item as its shard's committed state sees it: (window, raw ``v``, the
     accumulators' JSON or None: no window, closed, end, rank, the high-water's JSON or
     None: none, or an item written before it existed). An item a batch wrote that never
-    committed (``v`` past ``applied``) is what it was before (``prev``, ``hw_prev``).
+    committed (``v`` past ``applied``) is what it was before (``prev``, ``hw_prev``). An
+    item lanes mode wrote (no ``v``: raw ``v`` ``None``) holds a committed state as it is
+    (the pending logs are laid over it first: :func:`_laid`).
 
     A session's end moves on as it grows (``end_of``, :mod:`processors.session`): the end
     of the accumulators read (``prev`` after a batch that never committed), not the
     item's, which that batch wrote."""
     key = key_of_json(item["key"]["S"])
     start = _number(item["start"]["N"])
-    raw_v = item["v"]["S"]
-    if applied is None or _pos(raw_v) > applied:  # a batch that never committed
+    raw_v = item["v"]["S"] if "v" in item else None  # lanes mode's: its commit's ``n``
+    if raw_v is not None and (applied is None or _pos(raw_v) > applied):  # never committed
         acc = item["prev"]["S"] if "prev" in item else None
         hw = item["hw_prev"]["S"] if "hw_prev" in item else None
         closed = False
@@ -2268,3 +2631,67 @@ def _outbox(text: str | None) -> dict[Position, Outcome]:
             tuple(entry.get("results", ())), bool(entry.get("late")), error
         )
     return out
+
+
+class _Newer(WindowStateError):
+    """A roll-forward's lost condition: the item holds a newer commit's write."""
+
+
+def _head_sets(
+    state: ShardState, applied: str, clock: float | None
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """A lanes-mode commit's shard item attributes besides the commit's own (``n``,
+    ``rev``, ``logs``, ``pending``): what to set, what to remove."""
+    sets: dict[str, dict[str, Any]] = {"applied": {"S": applied}}
+    removes = []
+    if clock is not None:
+        sets["clock"] = {"N": _n(float(clock))}
+    if state.max_time is not None:
+        sets["max_time"] = {"N": _n(state.max_time)}
+    if state.ends:
+        sets["next_end"] = {"N": _n(state.ends[0])}
+    else:
+        removes.append("next_end")
+    if state.ancestors:
+        sets["ancestors"] = {"SS": list(state.ancestors)}
+    else:
+        removes.append("ancestors")
+    return sets, removes
+
+
+def _head_projection(lanes: bool) -> dict[str, Any]:
+    """The attributes a warm batch reads of its shard item: the revision, and in lanes mode
+    the commit number, ``logs`` and ``pending``."""
+    if not lanes:
+        return {"ProjectionExpression": "rev"}
+    return {
+        "ProjectionExpression": "#r, #n, #l, #p",
+        "ExpressionAttributeNames": {"#r": "rev", "#n": "n", "#l": "logs", "#p": "pending"},
+    }
+
+
+def _laid(
+    items: list[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], dict[int, list[dict[str, Any]]]]:
+    """A partition's items (a ``Query``) as its shard item's commit sees them: the window
+    items with the pending logs laid over (:func:`~processors.window_log.overlay`), the
+    log parts left out; and the pending logs' items by commit. A partition with no pending
+    log (main's protocol's, or every log rolled forward) is as read.
+
+    Raises:
+        KeyError: a pending log's part is missing (the state is unreadable: retried).
+    """
+    shard_item = next((i for i in items if i["window"]["S"] == _SHARD_SK), None)
+    _, logs, pending = read_head(shard_item)
+    if not pending:
+        return [i for i in items if not i["window"]["S"].startswith(LOG_SK)], {}
+    decoded: dict[int, list[dict[str, Any]]] = {}
+    texts = {i["window"]["S"]: i["log"]["S"] for i in items if i["window"]["S"].startswith(LOG_SK)}
+    for m in pending:
+        log_id, count = log_id_parts(logs[m])
+        prefix = log_prefix(m, log_id)
+        decoded[m] = decode_log({i: texts[f"{prefix}{i:03d}"] for i in range(count)}, count)
+    kept = {i["window"]["S"]: i for i in items if not i["window"]["S"].startswith(LOG_SK)}
+    laid = overlay(kept, [(m, [e for e in log if e["window"]["S"].startswith("w#")])
+                          for m, log in decoded.items()])  # fmt: skip
+    return list(laid.values()), decoded

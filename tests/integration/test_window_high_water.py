@@ -93,17 +93,30 @@ def test_each_window_item_holds_its_high_water_also_closed_and_a_cold_start_read
     assert _read_back(table, prefix, client) == {("c", 60): {"c": (2, "10", 0, ())}}
 
 
+class CommitFails(ShardItemFails):
+    """The real client, except that the shard item's commit (lanes mode: an
+    ``UpdateItem``) times out once."""
+
+    def update_item(self, **request: Any) -> Any:
+        if request["Key"]["window"]["S"] == "#shard" and not self.failed:
+            self.failed = True
+            from botocore.exceptions import ReadTimeoutError  # noqa: PLC0415
+
+            raise ReadTimeoutError(endpoint_url="injected")
+        return self.client.update_item(**request)
+
+
 def test_a_batch_that_never_committed_leaves_the_high_water_read_as_before(
     aws: Callable[[str], Any], table: str
 ) -> None:
     prefix = uuid.uuid4().hex
     client = aws("dynamodb")
     run(window(table, prefix, client), DOCS[:1], 1)  # a@1
-    torn = window(table, prefix, ShardItemFails(client))
-    doc = DOCS[2]  # a@30: the window item is written, the shard item is not
+    torn = window(table, prefix, CommitFails(client))
+    doc = DOCS[2]  # a@30: its log is written, its commit is not (lanes mode: slice S4a)
     failed = Chain([Step.of("w", torn)]).run([Record(orjson.dumps(doc), "a", "2", shard_id="s0")])
     assert [f.retryable for f in failed.failures] == [True]
-    assert _hw_of(aws, table, prefix) == {'w#0#"a"': '{"a":["2",0,[]]}'}
+    assert _hw_of(aws, table, prefix) == {'w#0#"a"': '{"a":["1",0,[]]}'}  # no item written
     assert _read_back(table, prefix, client) == {("a", 0): {"a": (1, "1", 0, ())}}
 
 

@@ -208,7 +208,9 @@ class TestOneLaneAsMain:
     @pytest.mark.parametrize("lanes", [False, True], ids=["one-lane", "lanes"])
     def test_a_batch_that_closes_a_window(self, aws, table, lanes):
         """One lane: the read, the window items, the shard item (depth 3, as main). Lanes
-        mode: then the closer's outbox entry, one round trip more."""
+        mode (slice S4a's redo log): the read, the log, the commit (``UpdateItem``), the
+        roll-forward of the window items and the closer's outbox entry at once, then the
+        log out of ``pending``: depth 5."""
         prefix, client = uuid.uuid4().hex, aws("dynamodb")
         calls = Calls(client)
         step = step_on(table, prefix, client, lanes=lanes)
@@ -220,9 +222,18 @@ class TestOneLaneAsMain:
         got = [(op, what) for op, _, _, what in warm]
         main = [("BatchGetItem", ["#shard", "#shards"]), ("PutItem", 'w#0#"a"'),
                 ("PutItem", 'w#60#"c"'), ("PutItem", "#shard")]  # fmt: skip
-        entry = [("PutItem", outbox_sk((2, 0, ())))]
-        assert got[:1] + sorted(got[1:3]) + got[3:] == main + (entry if lanes else [])
-        assert chain_depth(warm) == (4 if lanes else 3)
+        if not lanes:
+            assert got[:1] + sorted(got[1:3]) + got[3:] == main
+            assert chain_depth(warm) == 3
+            return
+        assert got[0] == main[0]
+        assert got[1][0] == "PutItem"
+        assert got[1][1].startswith("#log#00000000000000000002#")
+        assert got[2] == ("UpdateItem", None)  # the commit
+        rolled = [*main[1:3], ("PutItem", outbox_sk((2, 0, ())))]
+        assert sorted(got[3:6]) == sorted(rolled)
+        assert got[6:] == [("UpdateItem", None)]  # DELETE pending
+        assert chain_depth(warm) == 5
 
     @pytest.mark.parametrize("lanes", [False, True], ids=["one-lane", "lanes"])
     def test_a_redelivered_batch_whose_window_it_closed(self, aws, table, lanes):
@@ -230,7 +241,8 @@ class TestOneLaneAsMain:
         after the step failed), it yields the same result. One lane: one read, as main
         (both records at or before ``applied``; the outbox holds them). Lanes mode: the
         closed window's item (a@5 looks late), then the batch's outbox entries (a@5 was
-        applied, its outcome is not in the shard item's outbox): three calls in turn."""
+        applied, its outcome is not in the state's outbox), then (nothing written) the
+        shard item's revision again (slice S4a: design §9.2): four calls in turn."""
         prefix, client = uuid.uuid4().hex, aws("dynamodb")
         calls = Calls(client)
         step = step_on(table, prefix, client, lanes=lanes)
@@ -241,9 +253,9 @@ class TestOneLaneAsMain:
         assert batch_on(step, "s0", docs, 1) == first
         again = calls.since(seen)
         main = [("BatchGetItem", ["#shard", "#shards"])]
-        lanes_calls = [("BatchGetItem", ['w#0#"a"']), ("Query", None)]
+        lanes_calls = [("BatchGetItem", ['w#0#"a"']), ("Query", None), ("GetItem", None)]
         assert [(op, what) for op, _, _, what in again] == main + (lanes_calls if lanes else [])
-        assert chain_depth(again) == (3 if lanes else 1)
+        assert chain_depth(again) == (4 if lanes else 1)
 
 
 class TestOtherShards:
@@ -275,8 +287,10 @@ class TestOtherShards:
 
     @pytest.mark.parametrize("lanes", [False, True], ids=["one-lane", "lanes"])
     def test_a_quiet_one_s_windows_close_once(self, aws, table, lanes):
-        """With one lane, main's calls exactly; in lanes mode one more, after the
-        transaction: the closer's outbox entry (its redelivery's results)."""
+        """With one lane, main's calls exactly. In lanes mode (slice S4a) the log before
+        the transaction (two ``UpdateItem`` on each shard's commit number), then the
+        roll-forward (the window item and the closer's outbox entry) and the log out of
+        ``pending``."""
         prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [10_000.0]
         batch_on(step_on(table, prefix, client, clock, lanes=lanes), "s0", DOCS, 1)  # a, b
         calls = Calls(client)
@@ -295,8 +309,15 @@ class TestOtherShards:
             ("PutItem", 'w#9960#"z"'),
             ("TransactWriteItems", None),  # s1's shard item and s0's
         ]
-        entry = [("PutItem", outbox_sk((2, 0, ())))]  # lanes: then the closer's outcome
-        assert [(op, what) for op, _, _, what in warm[2:]] == main + (entry if lanes else [])
+        got = [(op, what) for op, _, _, what in warm[2:]]
+        if not lanes:
+            assert got == main
+        else:
+            assert got[0] == main[0]
+            assert got[1][1].startswith("#log#00000000000000000002#")
+            assert got[2] == main[2]
+            assert sorted(got[3:5]) == sorted([main[1], ("PutItem", outbox_sk((2, 0, ())))])
+            assert got[5:] == [("UpdateItem", None)]
         assert batch_on(s1, "s1", z[2:], 3) == []  # nothing closes twice
 
     def test_a_quiet_one_that_wakes_after_its_item_was_read_is_left_alone(self, aws, table):
