@@ -11,6 +11,9 @@ instances) on one table. Interleavings run one step's batch inside a call of the
 from __future__ import annotations
 
 import random
+import sys
+import threading
+import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +43,7 @@ class Counting:
     def __init__(self, client: Any) -> None:
         self._client = client
         self.calls: list[tuple[str, str]] = []
+        self.threads: list[int] = []  # the thread of each call
         self.before_commit: Callable[[], Any] | None = None
 
     def __getattr__(self, name: str) -> Any:
@@ -58,6 +62,7 @@ class Counting:
                 if hook is not None:
                     hook()
             self.calls.append((name, what))
+            self.threads.append(threading.get_ident())
             return call(**request)
 
         return counted
@@ -235,3 +240,44 @@ def test_a_caught_up_cache_equals_a_cold_read(aws, table, seed):
     assert caught >= 5  # the catch-up was exercised, not only full reads
     held = int(head(aws, table, prefix)["n"]["N"])
     assert commits > held, (commits, held)  # and commits were lost (rebuilt after one)
+
+
+class TestLanesOfOneProcess:
+    def test_apply_one_at_a_time(self, aws, table):
+        """Two lanes of one shard in two threads of one process (``shardline run
+        --in-process``) share its step and store: the second waits for the first's commit
+        (the per-shard lock), and both batches count with no commit lost. Without the lock
+        the second applied on the state the first was applying (the store's cache of the
+        shard is one object), and one of the two commits was lost (a conflict within one
+        process: the lock's mutant fails here, 5 commit calls for 4 commits)."""
+        prefix = f"t{uuid.uuid4().hex[:8]}:"
+        step, calls = process(aws, table, prefix)
+        run(step, [(1, doc("x", 0.0))])
+        out: list[Any] = []
+        second = threading.Thread(target=lambda: out.extend(run(step, [(3, doc("y", 2.0))])))
+
+        def inside_first_commit() -> None:
+            """The second lane starts; the first goes on once the second is either
+            blocked before its batch (the lock) or is committing a batch of its own."""
+            second.start()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                frame = sys._current_frames().get(second.ident or 0)
+                held = step._locks("s0").locked()  # by the first lane
+                if held and frame is not None and frame.f_code.co_name == "prepare":
+                    return  # waiting for the shard's lock, in Window.prepare
+                mine = [c for c, t in zip(calls.calls, calls.threads, strict=True)
+                        if t == second.ident]  # fmt: skip
+                if ("update_item", "commit") in mine:
+                    return  # no lock: it applied on what the first one is applying
+                time.sleep(0.001)  # poll (bounded by the deadline)
+            pytest.fail("the second lane neither waited nor called")
+
+        calls.before_commit = inside_first_commit
+        out += run(step, [(2, doc("x", 1.0))])
+        second.join(timeout=30)
+        assert not second.is_alive()
+        out += run(step, [(4, doc("x", 61.0))])
+        assert sorted(out) == [("f/x/1970-01-01T00:00:00Z", 2), ("f/y/1970-01-01T00:00:00Z", 1)]
+        commits = calls.calls.count(("update_item", "commit"))
+        assert commits == int(head(aws, table, prefix)["n"]["N"])  # none lost: no conflict
