@@ -81,8 +81,20 @@ the shard item on the ``n`` (and ``rev``) it read: ``n`` + 1, a new ``rev``, ``a
 ``max_time``, ``next_end``, ``clock``, ``logs`` (N -> ``ID/PARTS``: the last
 :data:`~processors.window_log.KEEP_LOGS` and every pending one), ``ADD pending`` N. A lost
 condition raises :class:`CommitLost` (the log's parts are deleted, best effort): the step
-reads the partition again (a full ``Query``: slice S4b will catch up from the logs) and
-applies the batch again. The outcomes are final at the commit: then the log's items are
+applies the batch again on the state caught up (slice S4b, :meth:`DynamoDBStore._catch_up`).
+Catch-up: a process whose cache is at commit m and reads the shard item at n > m (a lost
+condition, or another process's commit seen by its next batch's read) reads the logs
+m+1..n in one ``Query`` of their ``#log#`` range (only the ids ``logs`` names count) and
+applies their entries to its image of the items (:attr:`_Cached.items`), then sets the
+windows they changed from it as a cold read would (all of them after a lost condition,
+whose attempt changed the state in place); a commit between with no log named (more than
+:data:`~processors.window_log.KEEP_LOGS` behind, a quiet shard's close), a log part gone,
+a reshard's child still inheriting or session windows read the partition instead. The
+warm read of the shard item gets what a catch-up needs (``applied``, ``max_time``,
+``clock``, ``ancestors``; never main's outbox). Lanes of one shard in threads of one
+process (``shardline run --in-process``, ``dev``) take the step's per-shard lock
+(:class:`processors.window._ShardLocks`): they never conflict with each other. The
+outcomes are final at the commit: then the log's items are
 written at once (each only over an older ``n``: a lost condition is a newer commit's
 write) and one ``UpdateItem`` deletes N from ``pending``; a failure there does not fail
 the batch. Readers (the cold start's ``Query``, a child's view of its parents,
