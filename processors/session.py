@@ -71,6 +71,7 @@ from processors.window import (
     _position,
     _refuse_large,
     _send_with,
+    _ShardLocks,
     _too_long,
     event_seconds,
     iso,
@@ -191,7 +192,7 @@ class SessionWindow:
     in_order = True
 
     __slots__ = ("_aggs", "_batch", "_field", "_fold", "_function", "_index", "_late_routes",
-                 "_lineage", "_now", "_sized", "_time_event", "aggregate",
+                 "_lineage", "_locks", "_now", "_sized", "_time_event", "aggregate",
                  "allowed_lateness_s", "gap_s", "key", "late", "late_sink", "names", "quiet_s",
                  "store")  # fmt: skip
 
@@ -272,6 +273,7 @@ class SessionWindow:
         #: (``floors``): a local run calls one step from a thread per shard (as
         #: :class:`processors.window.Window` does)
         self._batch = _Batch()
+        self._locks = _ShardLocks()
         #: shard id -> (the state indexed, key -> the starts of its open sessions)
         self._index: dict[str, tuple[ShardState, dict[Any, list[float]]]] = {}
 
@@ -281,6 +283,7 @@ class SessionWindow:
     #: too large for an item or a lost claim applies the shard's records again: the
     #: window step's own (:meth:`processors.window.Window.prepare`)
     prepare = Window.prepare
+    _prepare_run = Window._prepare_run
 
     def _prepare_shard(
         self,

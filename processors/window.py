@@ -233,6 +233,32 @@ _MS_LOW = -MS_THRESHOLD
 _SHARD_OF = attrgetter("shard_id")
 
 
+class _ShardLocks:
+    """One lock per shard, per process: a step's batches of one shard apply and commit one
+    at a time (:meth:`Window.prepare`). ``shardline run --in-process`` (and ``dev``) call
+    one handler from a thread per invocation, and with ``parallelization`` above 1 a
+    shard's lanes are invocations at once; they share the store's cached state of the shard
+    (one object the batch changes in place), so without it a lane's read replaced the
+    state another lane was applying, whose commit then failed. With it, lanes of one
+    process never conflict: conflicts (:class:`~processors.window_store.CommitLost`) are
+    between processes only (design ``parallel-windows.md`` §4). On Lambda an instance runs
+    one invocation at a time: the lock is never contended."""
+
+    __slots__ = ("_guard", "_locks")
+
+    def __init__(self) -> None:
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def __call__(self, shard_id: str) -> threading.Lock:
+        """The shard's lock (made on first use)."""
+        lock = self._locks.get(shard_id)
+        if lock is None:
+            with self._guard:
+                lock = self._locks.setdefault(shard_id, threading.Lock())
+        return lock
+
+
 class _Batch(threading.local):
     """A window step's batch, per thread (a local run calls one runner from a thread per
     shard): the records' outcomes (``pending``, by ``id``) and the heirs' floors
@@ -401,6 +427,7 @@ class Window:
         "_hot",
         "_late_routes",
         "_lineage",
+        "_locks",
         "_now",
         "_sized",
         "_slide",
@@ -509,6 +536,7 @@ class Window:
         #: the batch's outcomes (``pending``) and heirs' floors (``floors``), per thread: a
         #: local run calls one runner from a thread per shard
         self._batch = _Batch()
+        self._locks = _ShardLocks()
 
     # -- per batch ------------------------------------------------------------------------
 
@@ -516,28 +544,33 @@ class Window:
         """Apply the batch, in shard order; commit once per shard; keep each outcome."""
         pending: dict[int, Outcome] = {}
         self._batch.pending = pending
-        for _, group in groupby(records, _SHARD_OF):  # the runs of one shard, in C
-            run = list(group)
-            refused: frozenset[tuple[Any, int]] = frozenset()
-            attempt = lost = 0
-            while True:
-                try:
-                    self._prepare_shard(run, pending, refused)
-                    break
-                except StateTooLarge as exc:  # without those windows' records
-                    if exc.windows <= refused:
-                        raise
-                    refused |= exc.windows
-                except ClaimLost:  # the store reads the state again: apply it again
-                    attempt += 1
-                    if attempt == _CLAIM_ATTEMPTS:
-                        raise
-                except CommitLost:  # another lane committed: read again, apply again
-                    lost += 1
-                    if lost == _COMMIT_ATTEMPTS:
-                        raise
-                for rec in run:
-                    pending.pop(id(rec), None)
+        for shard_id, group in groupby(records, _SHARD_OF):  # the runs of one shard, in C
+            with self._locks(shard_id):  # one batch of a shard at a time in this process
+                self._prepare_run(list(group), pending)
+
+    def _prepare_run(self, run: list[Record], pending: dict[int, Outcome]) -> None:
+        """One shard's records of the batch, applied until a commit holds (a lost claim or
+        commit: read again, apply again; a window too large: without its records)."""
+        refused: frozenset[tuple[Any, int]] = frozenset()
+        attempt = lost = 0
+        while True:
+            try:
+                self._prepare_shard(run, pending, refused)
+                break
+            except StateTooLarge as exc:  # without those windows' records
+                if exc.windows <= refused:
+                    raise
+                refused |= exc.windows
+            except ClaimLost:  # the store reads the state again: apply it again
+                attempt += 1
+                if attempt == _CLAIM_ATTEMPTS:
+                    raise
+            except CommitLost:  # another lane committed: read again, apply again
+                lost += 1
+                if lost == _COMMIT_ATTEMPTS:
+                    raise
+            for rec in run:
+                pending.pop(id(rec), None)
 
     def _prepare_shard(  # noqa: PLR0915  # the per-record hot path, in one frame
         self,

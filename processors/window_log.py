@@ -48,8 +48,8 @@ __all__ = [
 #: the partition reads them with the shard item, in one go.
 LOG_SK = "#log#"
 #: The logs a shard item keeps named (``logs``) beyond the pending ones: the last K
-#: commits', for other processes' catch-up (slice S4b reads them; S4a re-reads the
-#: partition after a lost condition).
+#: commits', for catching up (slice S4b: a process at most K commits behind reads the
+#: logs between instead of the partition; :meth:`DynamoDBStore._catch_up`).
 KEEP_LOGS = 8
 #: The text of one log part (DynamoDB: at most 400 KB an item; the keys take the rest).
 LOG_PART = 350_000

@@ -81,8 +81,20 @@ the shard item on the ``n`` (and ``rev``) it read: ``n`` + 1, a new ``rev``, ``a
 ``max_time``, ``next_end``, ``clock``, ``logs`` (N -> ``ID/PARTS``: the last
 :data:`~processors.window_log.KEEP_LOGS` and every pending one), ``ADD pending`` N. A lost
 condition raises :class:`CommitLost` (the log's parts are deleted, best effort): the step
-reads the partition again (a full ``Query``: slice S4b will catch up from the logs) and
-applies the batch again. The outcomes are final at the commit: then the log's items are
+applies the batch again on the state caught up (slice S4b, :meth:`DynamoDBStore._catch_up`).
+Catch-up: a process whose cache is at commit m and reads the shard item at n > m (a lost
+condition, or another process's commit seen by its next batch's read) reads the logs
+m+1..n in one ``Query`` of their ``#log#`` range (only the ids ``logs`` names count) and
+applies their entries to its image of the items (:attr:`_Cached.items`), then sets the
+windows they changed from it as a cold read would (all of them after a lost condition,
+whose attempt changed the state in place); a commit between with no log named (more than
+:data:`~processors.window_log.KEEP_LOGS` behind, a quiet shard's close), a log part gone,
+a reshard's child still inheriting or session windows read the partition instead. The
+warm read of the shard item gets what a catch-up needs (``applied``, ``max_time``,
+``clock``, ``ancestors``; never main's outbox). Lanes of one shard in threads of one
+process (``shardline run --in-process``, ``dev``) take the step's per-shard lock
+(:class:`processors.window._ShardLocks`): they never conflict with each other. The
+outcomes are final at the commit: then the log's items are
 written at once (each only over an older ``n``: a lost condition is a newer commit's
 write) and one ``UpdateItem`` deletes N from ``pending``; a failure there does not fail
 the batch. Readers (the cold start's ``Query``, a child's view of its parents,
@@ -256,6 +268,7 @@ from processors.aggregations import NotANumber, ValueTooLarge
 from processors.errors import ProcessorError
 from processors.window_keys import key_json, key_of_json
 from processors.window_log import (
+    KEEP_LOGS,
     LOG_SK,
     commit_request,
     decode_log,
@@ -992,8 +1005,8 @@ class _Cached:
     """A shard's state as this process last committed it, and what it knows of the items."""
 
     __slots__ = ("applied", "clean", "clock", "decoded", "flushed", "items", "logs", "n",
-                 "outbox", "parts", "pending", "rev", "rolled", "state", "unlisted", "unmarked",
-                 "unrolled")  # fmt: skip
+                 "outbox", "parts", "pending", "rev", "rolled", "spoiled", "state", "unlisted",
+                 "unmarked", "unrolled")  # fmt: skip
 
     def __init__(self, state: ShardState, applied: str | None, rev: str | None) -> None:
         self.state = state
@@ -1001,6 +1014,10 @@ class _Cached:
         self.applied = applied  # the shard item's ``applied`` text, None: no item
         self.rev = rev  # the shard item's revision, new at each write; None: no item
         self.clean = True  # False while a batch holds the state (not committed yet)
+        #: lanes mode: an attempt lost its commit (:class:`CommitLost`) after it changed
+        #: ``state``; ``items`` still hold the commit ``n``, from which the next read
+        #: rebuilds it (:meth:`DynamoDBStore._catch_up`)
+        self.spoiled = False
         #: no commit yet (no shard item, or a fence's only): the commit lists the shard
         self.unlisted = rev is None
         #: (key, start) -> (the item's raw ``v`` or None: no item, its write ``token`` or
@@ -1179,15 +1196,18 @@ class DynamoDBStore:
         pk = self.prefix + shard_id
         cached = self._cache.get(shard_id)
         self._local.registry = None
-        if cached is not None and cached.clean:
+        if cached is not None and (cached.clean or cached.spoiled):
             if self._asks_quiet:
                 item, self._local.registry = self._head(pk, shard_id)
             else:
                 item = self._head_item(pk)
             rev = item["rev"]["S"] if item else None
-            if rev == cached.rev:
+            if rev == cached.rev and cached.clean:
                 if self.high_water:  # its pending logs: some may have been rolled forward
                     _, _, cached.pending = read_head(item)
+                cached.clean = False
+                return cached.state
+            if self.high_water and self._catch_up(pk, cached, item):
                 cached.clean = False
                 return cached.state
         fresh = self._read(pk)
@@ -1209,6 +1229,128 @@ class DynamoDBStore:
             **_head_projection(self.high_water),
         ).get("Item")
         return item
+
+    def _catch_up(self, pk: str, cached: _Cached, item: dict[str, Any] | None) -> bool:
+        """Lanes mode: bring the cached state from its commit ``m`` to the shard item's
+        ``n`` with the logs of the commits between (design §5.1 step 2) instead of reading
+        the partition again: one ``Query`` of the ``#log#`` range m+1..n (none when every
+        log is known), only the parts of the ids ``logs`` names counting (an orphan of a
+        lost attempt in the range is read and skipped). Each log entry is the full new
+        content of an item (window items and outbox entries), so the cache's image of the
+        items (:attr:`_Cached.items`) takes them as they are, and the state's windows are
+        set from that image as :meth:`_load` sets them from the table: the ones the logs
+        changed, or all of them when an attempt of this process left the state changed
+        (:attr:`_Cached.spoiled`, after a lost commit). ``False``: a full read is needed:
+        a commit between has no log named (more than the kept logs behind, or a quiet
+        shard's close, which writes none), a part is gone (a newer commit dropped the
+        log), or the shard is a reshard's child still inheriting, or holds sessions
+        (slices S5, S6)."""
+        state = cached.state
+        if (
+            item is None
+            or "ancestors" in item
+            or state.ancestors
+            or state.inherited
+            or state.foreign
+            or state.waiting
+            or cached.unmarked
+            or cached.flushed
+            or self.end_of is not None
+        ):
+            return False
+        n, logs, pending = read_head(item)
+        m = cached.n
+        if n < m or n - m > KEEP_LOGS or any(k not in logs for k in range(m + 1, n + 1)):
+            return False
+        found = self._read_logs(pk, cached, m, n, logs)
+        if found is None:
+            return False
+        touched: set[WindowKey] = set()
+        try:
+            for k in range(m + 1, n + 1):
+                for entry in found[k]:
+                    if entry["window"]["S"].startswith("w#"):
+                        wkey, raw_v, acc, closed, _, rank, hw = _effective(entry, None)
+                        self._note_legacy(entry, wkey)
+                        cached.items[wkey] = (raw_v, None, None if closed else acc, rank, hw)
+                        touched.add(wkey)
+        except (KeyError, TypeError, ValueError):
+            return False  # an unreadable entry: the full read says what it is
+        applied = item["applied"]["S"] if "applied" in item else None
+        cached.applied = applied
+        cached.rev = item["rev"]["S"]
+        cached.clock = float(item["clock"]["N"]) if "clock" in item else None
+        cached.n, cached.logs, cached.pending = n, logs, pending
+        cached.decoded = {k: v for k, v in (cached.decoded | found).items() if k in pending}
+        cached.unrolled &= pending
+        max_time = float(item["max_time"]["N"]) if "max_time" in item else None
+        if cached.spoiled:
+            state = cached.state = ShardState()
+            touched = set(cached.items)
+        state.max_time = max_time
+        state.applied = _pos(applied) if applied else None
+        state.outbox = dict(cached.outbox)  # the shard item's (main's, before a conversion)
+        self._set_windows(cached, touched)
+        cached.spoiled = False
+        return True
+
+    def _read_logs(
+        self, pk: str, cached: _Cached, m: int, n: int, logs: Mapping[int, str]
+    ) -> dict[int, list[dict[str, Any]]] | None:
+        """The items of the logs of commits m+1..n: those this process holds
+        (:attr:`_Cached.decoded`), the others from one ``Query`` of their range; ``None``:
+        a named part is missing (a later commit dropped the log)."""
+        out = {k: cached.decoded[k] for k in range(m + 1, n + 1) if k in cached.decoded}
+        if len(out) == n - m:
+            return out
+        texts = {i["window"]["S"]: i["log"]["S"]
+                 for i in self._query(pk, log_prefix(m + 1, ""), log_prefix(n, "~"))}  # fmt: skip
+        try:
+            for k in range(m + 1, n + 1):
+                if k not in out:
+                    log_id, count = log_id_parts(logs[k])
+                    prefix = log_prefix(k, log_id)
+                    out[k] = decode_log({i: texts[f"{prefix}{i:03d}"] for i in range(count)},
+                                        count)  # fmt: skip
+        except (KeyError, ValueError):
+            return None
+        return out
+
+    def _set_windows(self, cached: _Cached, wkeys: Set[WindowKey]) -> None:
+        """The state's windows ``wkeys`` as the cache's image of their items holds them,
+        exactly as :meth:`_load` reads them from the table: an open item's accumulators
+        and high-water, in the windows of its end by rank (then sort key, as the table
+        orders them), or in ``flushed`` if the watermark passed its end; a closed item
+        (or none) leaves the state. Tumbling and hopping windows only (the end is the
+        start plus the size)."""
+        state, items, size = cached.state, cached.items, self.size
+        watermark = None if state.max_time is None else state.max_time - self.lateness
+        by_end, windows, hw = state.by_end, state.windows, state.hw
+        ends: set[Any] = set()
+        for wkey in wkeys:
+            end = wkey[1] + size
+            hw.pop(wkey, None)
+            if windows.pop(wkey, None) is not None:
+                by_end[end].remove(wkey)
+                ends.add(end)
+            entry = items.get(wkey)
+            if entry is None or entry[2] is None:
+                continue
+            if (held := _read_hw(entry[4], True)) is not None:
+                hw[wkey] = held
+            if watermark is not None and end <= watermark:  # as _load: closed elsewhere
+                cached.flushed.add(wkey)
+                continue
+            windows[wkey] = decode(entry[2])
+            by_end.setdefault(end, []).append(wkey)
+            ends.add(end)
+        for end in ends:
+            if by_end.get(end):
+                by_end[end].sort(key=lambda w: (items[w][3], _window_sk(w)))
+            else:
+                by_end.pop(end, None)
+        if ends:
+            state.ends = sorted(by_end)  # a sorted list is a heap
 
     def _head(self, pk: str, shard_id: str) -> tuple[dict[str, Any] | None, _Listed]:
         """A warm batch's one round trip: the shard item's revision and the list of the
@@ -1232,9 +1374,10 @@ class DynamoDBStore:
                 {"shard": {"S": self.prefix + _REGISTRY}, "window": {"S": _REGISTRY}}]  # fmt: skip
         names = {"#w": "window", "#r": "rev", "#s": "shards"}
         projection = "#w, #r, #s"
-        if self.high_water:
-            names |= {"#n": "n", "#l": "logs", "#p": "pending"}
-            projection += ", #n, #l, #p"
+        if self.high_water:  # the revision among the head's attributes
+            projected = _head_projection(lanes=True)
+            names = {"#w": "window", "#s": "shards"} | projected["ExpressionAttributeNames"]
+            projection = "#w, #s, " + projected["ProjectionExpression"]
         request: dict[str, Any] = {self.table: {
             "Keys": keys,
             "ConsistentRead": True,
@@ -1722,6 +1865,9 @@ class DynamoDBStore:
                 self._commit_log(shard_id, cached, changed, applied, quiet or {})
             else:
                 self._commit(shard_id, cached, changed, applied, quiet or {})
+        except CommitLost:  # lanes mode: its items still hold the commit read (catch-up)
+            cached.spoiled = True
+            raise
         except Exception:
             del self._cache[shard_id]
             raise
@@ -1742,7 +1888,7 @@ class DynamoDBStore:
         """
         item = self._head_item(self.prefix + shard_id)
         if (item["rev"]["S"] if item else None) != cached.rev:
-            del self._cache[shard_id]
+            cached.spoiled = True  # its state may hold outcomes read: rebuilt on catch-up
             msg = f"shard {shard_id!r}: another commit since this batch read it (read-only)"
             raise CommitLost(msg)
         _, _, cached.pending = read_head(item)
@@ -2659,15 +2805,26 @@ def _head_sets(
     return sets, removes
 
 
+#: What a warm batch reads of its shard item in lanes mode: the revision, the commit
+#: number, ``logs`` and ``pending``, and what a catch-up takes from it
+#: (:meth:`DynamoDBStore._catch_up`); not main's outbox (up to 300 KB, read cold only).
+_HEAD_ATTRIBUTES = ("rev", "n", "logs", "pending", "applied", "max_time", "clock",
+                    "ancestors", "legacy_applied")  # fmt: skip
+
+
 def _head_projection(lanes: bool) -> dict[str, Any]:
     """The attributes a warm batch reads of its shard item: the revision, and in lanes mode
-    the commit number, ``logs`` and ``pending``."""
+    :data:`_HEAD_ATTRIBUTES`."""
     if not lanes:
         return {"ProjectionExpression": "rev"}
-    return {
-        "ProjectionExpression": "#r, #n, #l, #p",
-        "ExpressionAttributeNames": {"#r": "rev", "#n": "n", "#l": "logs", "#p": "pending"},
-    }
+    names = {f"#h{i}": a for i, a in enumerate(_HEAD_ATTRIBUTES)}
+    return {"ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": names}
+
+
+def _window_sk(wkey: WindowKey) -> str:
+    """A window item's sort key (the key's JSON as this version writes it): how a ``Query``
+    orders items of one end and rank."""
+    return f"w#{_n(wkey[1])}#{key_json(wkey[0])}"
 
 
 def _laid(
