@@ -322,3 +322,46 @@ def test_a_late_roll_forward_never_undoes_a_newer_commit_s_item(
     got, failed = run(window(table, prefix, real), [(20, doc("e", 200))])
     assert failed == []
     assert [(r["key"], r["n"]) for r in got] == [("c", 2), ("d", 1)]
+
+
+class RefusingLogReads(Wrapped):
+    """Refuses (``InternalServerError``) every ``Query`` of a log's parts while
+    ``refusing``: a pending log the process has not decoded cannot be read."""
+
+    def __init__(self, client: Any) -> None:
+        super().__init__(client)
+        self.refusing = False
+        self.refused = 0
+
+    def query(self, **request: Any) -> Any:
+        if self.refusing and any(
+            v.get("S", "").startswith("#log#")
+            for v in request.get("ExpressionAttributeValues", {}).values()
+        ):
+            self.refused += 1
+            raise ClientError({"Error": {"Code": "InternalServerError", "Message": "injected"}},
+                              "Query")  # fmt: skip
+        return self._client.query(**request)
+
+
+def test_a_pending_log_whose_parts_cannot_be_read_stays_pending_until_it_is_rolled_forward(
+    aws: Callable[[str], Any], table: str
+) -> None:
+    """Review 8: the roll-forward after a commit helps the older pending logs; one whose
+    parts it cannot read (a throttled ``Query``) was still taken out of ``pending``, and
+    its committed items, never written, were lost for every later reader. It stays
+    pending now, and a later commit rolls it forward."""
+    prefix, real, _, step = _refused_after_commit(aws, table)
+    reads = RefusingLogReads(real)
+    step.store._client = reads  # type: ignore[attr-defined]  # the same process, its reads refused
+    step.store._cache["s0"].decoded.clear()  # type: ignore[attr-defined]  # as if another's log
+    reads.refusing = True
+    assert run(step, [(11, doc("d", 62))]) == ([], [])  # commit 3; log 2 unreadable
+    assert reads.refused >= 1
+    assert 2 in pending(aws, table, prefix)  # on the branch: {3} or set(): log 2 dropped
+    cold = window(table, prefix, real)
+    assert run(cold, [A1, B2, A3, CLOSER]) == (RESULTS, [])  # still read through log 2
+    reads.refusing = False
+    assert run(step, [(12, doc("e", 63))]) == ([], [])  # commit 4 rolls log 2 forward
+    assert 2 not in pending(aws, table, prefix)
+    assert "closed" in (item(aws, table, prefix, 'w#0#"a"') or {})
