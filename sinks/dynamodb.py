@@ -210,7 +210,7 @@ class DynamoDBSink(Sink):
     """The DynamoDB client, created on first use (boto3 is imported only then): the shared
     one without botocore's parameter validation (:func:`stream.aws.aws_client`), since every
     request here is built by :func:`to_attribute` and the table name is checked by
-    ``validate``; the check was 5-6% of each ``PutItem``'s CPU."""
+    ``validate``; the check was about 5% of each ``PutItem``'s CPU time."""
 
     def _write(self, items: Sequence[Record]) -> list[Outcome]:
         outcomes: list[Outcome] = [OK] * len(items)
