@@ -550,8 +550,10 @@ class DynamoDBFetch:
         self._max_delay = max_delay
         self._sleep = sleep
 
-    client = lazy_client("dynamodb")
-    """The DynamoDB client, created on first use (boto3 is imported only then)."""
+    client = lazy_client("dynamodb", validated=False)
+    """The DynamoDB client, created on first use (boto3 is imported only then): the one the
+    DynamoDB sinks use (no parameter validation: the keys are built here, typed), so that a
+    function with both makes one client, not two."""
 
     def backoff(self, attempt: int) -> float:
         """The sleep before call ``attempt`` (1-based retries): full jitter, capped."""

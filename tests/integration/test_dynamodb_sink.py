@@ -11,6 +11,7 @@ import pytest
 from deploy.local.readback import table_items
 from sinks.base import Ordering, Status
 from sinks.dynamodb import DynamoDBSink
+from stream.aws import aws_client
 from stream.event import records_from_event
 from stream.overlap import ITEM_WAVE_WIDTH, WAVE_WIDTH, overlapping
 from stream.testing import EventFactory
@@ -196,6 +197,28 @@ class TestNumericKeys:
 
 
 class TestClassification:
+    @pytest.fixture(params=["validated", "runtime"])
+    def ddb(
+        self,
+        request: pytest.FixtureRequest,
+        aws: Any,
+        moto_endpoint: str,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> Any:
+        """Both clients: the test's own (botocore validates) and the runtime's shared one
+        a sink uses by default, without botocore's parameter validation
+        (``aws_client(validated=False)``): DynamoDB's refusals, and the reasons and
+        statuses made of them, must be the same through either."""
+        if request.param == "validated":
+            return aws("dynamodb")
+        monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        client = aws_client("dynamodb", validated=False)
+        assert DynamoDBSink("s", table="t", key="k").client is client  # what a sink gets
+        return client
+
     def test_an_item_over_400_kb_is_permanent_and_does_not_fail_its_neighbours(self, ddb, unique):
         table = make_table(ddb, f"orders-{unique}", append=False)
         sink = DynamoDBSink("orders", table=table, key="order_id", client=ddb)
