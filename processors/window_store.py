@@ -1185,7 +1185,7 @@ class DynamoDBStore:
         if self._client is None:
             from stream.aws import aws_client  # noqa: PLC0415  # boto3 on first use
 
-            self._client = aws_client("dynamodb")
+            self._client = aws_client("dynamodb", validated=False)  # built right: our own requests
         return self._client
 
     # -- reading ---------------------------------------------------------------------------

@@ -96,12 +96,18 @@ class TestAwsClient:
             aws_client("dynamodb", validated=False).put_item(**BAD_PUT)
         assert classify(caught.value, "dynamodb").kind is Kind.UNREACHABLE
 
-    def test_shardline_s_dynamodb_sink_and_lookup_share_the_unvalidated_client(self):
+    def test_shardline_s_dynamodb_sink_lookup_and_window_state_share_the_unvalidated_client(
+        self,
+    ):
+        from processors.window_store import DynamoDBStore  # noqa: PLC0415
+
         sink = DynamoDBSink("orders", table="orders", key="order_id")
         fetch = DynamoDBFetch("users", "user_id")  # the lookup's BatchGetItem
+        state = DynamoDBStore("f-windows", "f#", size=60, lateness=0)
         plain = aws_client("dynamodb", validated=False)
         assert sink.client is plain
         assert fetch.client is plain
+        assert state.client is plain  # one DynamoDB client for a windowed function, not two
 
     def test_importing_the_module_imports_no_boto3(self):
         code = "import sys, stream.aws; print('boto3' in sys.modules)"
