@@ -2185,8 +2185,10 @@ class DynamoDBStore:
         if "legacy_applied" in head:  # converted: the one-lane outbox's parts are garbage
             for item in found:
                 if item["window"]["S"].startswith(_PART):
-                    request = {"TableName": self.table, "Key": {"shard": {"S": pk},
-                                                                "window": item["window"]}}
+                    request = {
+                        "TableName": self.table,
+                        "Key": {"shard": {"S": pk}, "window": item["window"]},
+                    }
                     calls.append(partial(self._quietly, "DeleteItem", self.client.delete_item,
                                          request))  # fmt: skip
         for item in found:

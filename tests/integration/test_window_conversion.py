@@ -72,9 +72,7 @@ def prefix() -> str:
     return f"c{uuid.uuid4().hex[:8]}:"
 
 
-def test_records_across_the_switch_are_applied_once_and_each_result_comes_once(
-    aws, table, prefix
-):
+def test_records_across_the_switch_are_applied_once_and_each_result_comes_once(aws, table, prefix):
     """One lane applies 1-4 (window 0 of x and y; x's closer at 4 never came), the switch
     redelivers 3-4 with new records, in two lanes, one lagging; every window's count is
     its records', once."""
@@ -116,9 +114,7 @@ def test_an_old_half_written_batch_reads_as_never_run_after_lanes_moved_applied_
     assert sorted(run(closing, [(11, "y", 100.0)])) == [("x", START0, 2), ("y", START0, 1)]
 
 
-def test_an_old_closer_redelivered_after_the_switch_yields_its_results_again(
-    aws, table, prefix
-):
+def test_an_old_closer_redelivered_after_the_switch_yields_its_results_again(aws, table, prefix):
     """One lane: z at 3 closed x's and y's window 0 (their results in the shard item's
     outbox). After the conversion (a lanes commit of w at 4, whose step kept only its
     batch's outbox), a lagging lane redelivers 3: its results come again, warm and cold."""
@@ -133,9 +129,7 @@ def test_an_old_closer_redelivered_after_the_switch_yields_its_results_again(
     assert run(cold, [(3, "z", 200.0)]) == [("x", START0, 1), ("y", START0, 1)]
 
 
-def test_an_old_closer_redelivered_before_the_conversion_yields_its_results(
-    aws, table, prefix
-):
+def test_an_old_closer_redelivered_before_the_conversion_yields_its_results(aws, table, prefix):
     """Lanes mode's first batch is a pure redelivery (4: nothing to commit, so nothing
     converted), and its step keeps only that batch's outbox; a lagging lane's
     redelivered closer (3) then finds its result in the shard item's outbox still."""
@@ -163,9 +157,7 @@ def test_a_lagging_lane_s_new_record_in_an_old_window_is_applied(aws, table, pre
     assert sorted(results) == [("x", START0, 2), ("y", START0, 1)]
 
 
-def test_one_lane_refuses_a_shard_lanes_mode_wrote_and_leaves_it_as_it_is(
-    aws, table, prefix
-):
+def test_one_lane_refuses_a_shard_lanes_mode_wrote_and_leaves_it_as_it_is(aws, table, prefix):
     """The way back (``parallelization`` lowered to 1): the one-lane store cannot read a
     lanes-mode shard, nor write it (its shard item PutItem would drop ``n``, ``logs`` and
     ``pending``). The batch fails retryable (never dead-lettered), naming the fix; lanes
