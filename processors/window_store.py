@@ -107,6 +107,25 @@ the shard item's revision again before it answers (design §9.2), else
 until slice S5: a warm batch's check, a child's mark of its parents, the quiet shards'
 transaction (two ``UpdateItem``, each on its shard's ``n`` and ``rev``).
 
+Conversion (``parallelization`` raised from 1 on a table the one-lane protocol wrote: a
+shard item with ``applied`` and its outbox, no ``n``; window items with ``v``/``prev``
+and no ``hw``). The shard's first lanes commit (:meth:`DynamoDBStore._converted`) sets
+``legacy_applied`` (``if_not_exists``: the one-lane ``applied`` it read, ``""`` for a shard
+with none) and from then on: an old item's ``v`` is judged against it, never against
+lanes mode's ``applied``, which keeps growing (an old write that never committed would
+read as committed once ``applied`` passed its ``v``); an old item's unknown high-water
+(no ``hw``) means "every partition key decided up to ``legacy_applied``" (the
+:data:`HW_UNBOUNDED` entry holds that mark, and partition keys decided since go beside
+it), so a lagging lane's new record in an old window is applied, not skipped by the
+one-lane fallback; the shard item's outbox (and its parts) goes to outbox entries in
+that commit's log and leaves the shard item, so a lagging lane's redelivered old closer
+yields its results (the step keeps only its batch's outbox). Until that commit,
+:meth:`DynamoDBStore.outcomes` also reads the one-lane outbox, whole, as last read.
+Back (``parallelization`` lowered to 1): the one-lane store refuses a shard whose item
+has ``n`` or ``legacy_applied`` (:func:`_refuse_lanes`: a retried
+:class:`WindowStateError` naming the fix, never a write that would drop the pending
+logs).
+
 Rollback (from lanes mode) to a version before slice S4a cannot read a table lanes mode
 wrote since (window items have no ``v``, the shard item no outbox: its batches fail and
 are retried); ``validate`` refuses lanes mode until slice S7, which must say so. To the
