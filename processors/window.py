@@ -302,18 +302,23 @@ def _seen(hw: dict[tuple[Any, int], dict[str, Mark]], key: Any, starts: Sequence
     past it (a later record of ``pk`` was decided there, so this one was: Lambda keeps a
     partition key's order). Only windows with a high-water are compared; closed ones are
     among them (:attr:`ShardState.hw`). Else it is new (a lagging lane's), applied now or
-    late. A window whose high-water is unknown (:data:`HW_UNBOUNDED`: its item was
-    written by an earlier version, or holds more than ``HW_MAX_PKS`` partition keys) falls
-    back to the one-lane rule: the record, at or before the shard's ``applied`` (the only
-    records checked), was decided already."""
+    late. A window whose high-water is unknown (:data:`HW_UNBOUNDED`) holds a mark there:
+    an item the one-lane protocol wrote (before lanes mode took over the table) has every
+    partition key decided up to the position that protocol had applied then
+    (``legacy_applied``), and a record after it is new (a lagging lane's); one with more
+    than ``HW_MAX_PKS`` partition keys (or whose old mark is not known) has none
+    (:data:`~processors.window_store.Mark` of length 0) and falls back to the one-lane
+    rule: the record, at or before the shard's ``applied`` (the only records checked), was
+    decided already."""
     for start in starts:
         held = hw.get((key, start))
         if held is not None:
             top = held.get(pk)
             if top is not None and top >= mark:
                 return True
-            if HW_UNBOUNDED in held:  # unknown: decided as with one lane (``applied``)
-                return True
+            unknown = held.get(HW_UNBOUNDED)
+            if unknown is not None and (not unknown[0] or unknown >= mark):
+                return True  # decided up to the old mark, or (none) as with one lane
     return False
 
 

@@ -141,6 +141,8 @@ def commit_request(  # noqa: PLR0917  # the shard item's parts, each its own att
     sets: Mapping[str, Mapping[str, Any]],
     logs: Mapping[int, str] | None,
     removes: Iterable[str] = (),
+    *,
+    once: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The commit: one ``UpdateItem`` of the shard item on the commit number read
     (``seen``; 0: none yet) and its ``rev`` (which a child's mark moves too, so a mark
@@ -149,7 +151,9 @@ def commit_request(  # noqa: PLR0917  # the shard item's parts, each its own att
     (:func:`kept_logs`), safe to set whole since only a commit changes it, and this one
     holds only at ``seen``; ``None``: a commit with no log (a quiet shard's windows closed
     by another shard's batch). ``pending`` grows by ``ADD`` and shrinks by ``DELETE``
-    (set operations commute with the roll-forwards of other commits)."""
+    (set operations commute with the roll-forwards of other commits). ``once``: attributes
+    set only where the item has none yet (``if_not_exists``: a conversion's
+    ``legacy_applied``, which no later commit may move)."""
     n = seen + 1
     names = {"#n": "n", "#r": "rev"}
     values: dict[str, Any] = {":n": {"N": str(n)}, ":r": {"S": new_rev}}
@@ -158,6 +162,10 @@ def commit_request(  # noqa: PLR0917  # the shard item's parts, each its own att
         names[f"#a{i}"] = attribute
         values[f":a{i}"] = dict(value)
         assign.append(f"#a{i} = :a{i}")
+    for i, (attribute, value) in enumerate(sorted((once or {}).items())):
+        names[f"#o{i}"] = attribute
+        values[f":o{i}"] = dict(value)
+        assign.append(f"#o{i} = if_not_exists(#o{i}, :o{i})")
     expression = "SET " + ", ".join(assign)
     if logs is not None:
         names["#l"] = "logs"

@@ -107,6 +107,25 @@ the shard item's revision again before it answers (design §9.2), else
 until slice S5: a warm batch's check, a child's mark of its parents, the quiet shards'
 transaction (two ``UpdateItem``, each on its shard's ``n`` and ``rev``).
 
+Conversion (``parallelization`` raised from 1 on a table the one-lane protocol wrote: a
+shard item with ``applied`` and its outbox, no ``n``; window items with ``v``/``prev``
+and no ``hw``). The shard's first lanes commit (:meth:`DynamoDBStore._converted`) sets
+``legacy_applied`` (``if_not_exists``: the one-lane ``applied`` it read, ``""`` for a shard
+with none) and from then on: an old item's ``v`` is judged against it, never against
+lanes mode's ``applied``, which keeps growing (an old write that never committed would
+read as committed once ``applied`` passed its ``v``); an old item's unknown high-water
+(no ``hw``) means "every partition key decided up to ``legacy_applied``" (the
+:data:`HW_UNBOUNDED` entry holds that mark, and partition keys decided since go beside
+it), so a lagging lane's new record in an old window is applied, not skipped by the
+one-lane fallback; the shard item's outbox (and its parts) goes to outbox entries in
+that commit's log and leaves the shard item, so a lagging lane's redelivered old closer
+yields its results (the step keeps only its batch's outbox). Until that commit,
+:meth:`DynamoDBStore.outcomes` also reads the one-lane outbox, whole, as last read.
+Back (``parallelization`` lowered to 1): the one-lane store refuses a shard whose item
+has ``n`` or ``legacy_applied`` (:func:`_refuse_lanes`: a retried
+:class:`WindowStateError` naming the fix, never a write that would drop the pending
+logs).
+
 Rollback (from lanes mode) to a version before slice S4a cannot read a table lanes mode
 wrote since (window items have no ``v``, the shard item no outbox: its batches fail and
 are retried); ``validate`` refuses lanes mode until slice S7, which must say so. To the
@@ -1004,9 +1023,9 @@ def _pos(text: str) -> Position:
 class _Cached:
     """A shard's state as this process last committed it, and what it knows of the items."""
 
-    __slots__ = ("applied", "clean", "clock", "decoded", "flushed", "items", "logs", "n",
-                 "outbox", "parts", "pending", "rev", "rolled", "spoiled", "state", "unlisted",
-                 "unmarked", "unrolled")  # fmt: skip
+    __slots__ = ("applied", "clean", "clock", "decoded", "flushed", "items", "legacy", "logs",
+                 "n", "outbox", "parts", "pending", "rev", "rolled", "spoiled", "state",
+                 "unlisted", "unmarked", "unrolled")  # fmt: skip
 
     def __init__(self, state: ShardState, applied: str | None, rev: str | None) -> None:
         self.state = state
@@ -1048,6 +1067,21 @@ class _Cached:
         self.pending: set[int] = set()
         self.decoded: dict[int, list[dict[str, Any]]] = {}
         self.unrolled: set[int] = set()
+        #: lanes mode: the shard item's ``legacy_applied`` (:func:`_judged_at`), ``None``
+        #: while no lanes commit converted it (then ``outbox`` is the one-lane outbox the
+        #: shard item still holds, which the converting commit moves to outbox entries)
+        self.legacy: str | None = None
+
+    def judged_at(self) -> str | None:
+        """The position text old window items (``v``/``prev``) are judged against."""
+        return self.legacy if self.legacy is not None else self.applied
+
+    def legacy_mark(self) -> Mark:
+        """What an old window item's unknown high-water means in lanes mode: every
+        partition key decided up to the position the one-lane protocol had applied
+        (:func:`_read_hw`); :data:`_NO_MARK` (unknown, the one-lane rule) if none."""
+        judged = self.judged_at()
+        return position_mark(_pos(judged)) if judged else _NO_MARK
 
 
 class _View:
@@ -1281,6 +1315,9 @@ class DynamoDBStore:
         cached.rev = item["rev"]["S"]
         cached.clock = float(item["clock"]["N"]) if "clock" in item else None
         cached.n, cached.logs, cached.pending = n, logs, pending
+        if "legacy_applied" in item and cached.legacy is None:  # another process converted
+            cached.legacy = item["legacy_applied"]["S"]
+            cached.outbox = {}  # now in outbox entries (its commit's log)
         cached.decoded = {k: v for k, v in (cached.decoded | found).items() if k in pending}
         cached.unrolled &= pending
         max_time = float(item["max_time"]["N"]) if "max_time" in item else None
@@ -1326,6 +1363,7 @@ class DynamoDBStore:
         state, items, size = cached.state, cached.items, self.size
         watermark = None if state.max_time is None else state.max_time - self.lateness
         by_end, windows, hw = state.by_end, state.windows, state.hw
+        legacy_mark = cached.legacy_mark()
         ends: set[Any] = set()
         for wkey in wkeys:
             end = wkey[1] + size
@@ -1336,7 +1374,7 @@ class DynamoDBStore:
             entry = items.get(wkey)
             if entry is None or entry[2] is None:
                 continue
-            if (held := _read_hw(entry[4], True)) is not None:
+            if (held := _read_hw(entry[4], True, legacy_mark)) is not None:
                 hw[wkey] = held
             if watermark is not None and end <= watermark:  # as _load: closed elsewhere
                 cached.flushed.add(wkey)
@@ -1512,6 +1550,10 @@ class DynamoDBStore:
         cached = self._cache.get(shard_id)
         if cached is not None:
             cached.rolled.update(out)
+            if cached.legacy is None:  # not converted: the one-lane outbox, whole (the
+                for at, outcome in cached.outbox.items():  # step's copy is trimmed)
+                    if first <= at <= last:
+                        out.setdefault(at, outcome)
         return out
 
     def decided(
@@ -1527,7 +1569,9 @@ class DynamoDBStore:
         if not wkeys:
             return {}
         cached = self._cache.get(shard_id)
-        applied = _pos(cached.applied) if cached is not None and cached.applied else None
+        judged = cached.judged_at() if cached is not None else None
+        applied = _pos(judged) if judged else None  # old items' ``v``: :func:`_judged_at`
+        legacy_mark = cached.legacy_mark() if cached is not None else _NO_MARK
         pk = self.prefix + shard_id
         legacy = self._legacy
         keys = []
@@ -1560,7 +1604,7 @@ class DynamoDBStore:
                 raise WindowStateError(msg) from exc
             if acc is None and not closed:
                 continue  # a window a batch that never committed opened
-            out[wkey] = hw_marks(hw) if hw is not None else {HW_UNBOUNDED: _NO_MARK}
+            out[wkey] = hw_marks(hw) if hw is not None else {HW_UNBOUNDED: legacy_mark}
         return out
 
     def _pending_logs(self, pk: str, cached: _Cached) -> list[tuple[int, list[dict[str, Any]]]]:
@@ -1617,11 +1661,16 @@ class DynamoDBStore:
     def _load(self, pk: str) -> _Cached:  # noqa: PLR0915  # one pass over the partition
         found = self._query(pk)
         items, decoded = _laid(found)
+        shard_item = next((i for i in items if i["window"]["S"] == _SHARD_SK), None)
+        if shard_item is not None and not self.high_water:
+            _refuse_lanes(shard_item, pk, self.table)
         self._drop_garbage(pk, found)
         state = ShardState()
-        shard_item = next((i for i in items if i["window"]["S"] == _SHARD_SK), None)
         applied_text = shard_item["applied"]["S"] if shard_item else None
         applied = _pos(applied_text) if applied_text else None
+        legacy = shard_item.get("legacy_applied", {}).get("S") if shard_item else None
+        judged = legacy if legacy is not None else applied_text  # old items' v: _judged_at
+        judged_at = _pos(judged) if judged else None
         watermark = None
         if shard_item is not None:
             state.applied = applied
@@ -1637,12 +1686,14 @@ class DynamoDBStore:
             cached.unlisted = True
         cached.n, cached.logs, cached.pending = read_head(shard_item)
         cached.decoded = decoded
+        cached.legacy = legacy
+        legacy_mark = cached.legacy_mark()
         opened: list[tuple[Any, int, tuple[Any, Any]]] = []  # ends: int, or float (sessions)
         settled: set[WindowKey] = set()  # windows with an item of their own here
         for item in items:
             if not item["window"]["S"].startswith("w#"):  # the shard item, outbox parts
                 continue
-            wkey, raw_v, acc, closed, end, rank, hw = _effective(item, applied, self.end_of)
+            wkey, raw_v, acc, closed, end, rank, hw = _effective(item, judged_at, self.end_of)
             self._note_legacy(item, wkey)
             token = item["token"]["S"] if "token" in item else None
             cached.items[wkey] = (raw_v, token, None if closed else acc, rank, hw)
@@ -1652,7 +1703,7 @@ class DynamoDBStore:
             if acc is None or closed:
                 continue
             accs = decode(acc)
-            if (held := _read_hw(hw, self.high_water)) is not None:
+            if (held := _read_hw(hw, self.high_water, legacy_mark)) is not None:
                 state.hw[wkey] = held
             if watermark is not None and end <= watermark:  # closed by another shard's batch
                 cached.flushed.add(wkey)
@@ -1743,7 +1794,7 @@ class DynamoDBStore:
             if parents_of is not None:
                 marked = me in head.get("children", {}).get("SS", ())
                 view.heads[parent] = (head["rev"]["S"], marked)
-            applied = _pos(head["applied"]["S"]) if head["applied"]["S"] else None
+            applied = _judged_at(head)
             max_time = float(head["max_time"]["N"]) if "max_time" in head else None
             view.later(max_time)
             watermark = None if max_time is None else max_time - self.lateness
@@ -1954,6 +2005,10 @@ class DynamoDBStore:
         if too_large:
             raise _state_too_large(shard_id, too_large)
         entries = self._outbox_puts(pk, cached, state.outbox, int(self.now()))
+        converting = cached.legacy is None  # the shard's first lanes commit (_convert)
+        if converting:
+            old = {p: o for p, o in cached.outbox.items() if p not in entries}
+            entries |= self._outbox_puts(pk, cached, old, int(self.now()))
         log += [put["Item"] for parts in entries.values() for put in parts]
         if cached.unlisted:  # a new shard: where other shards' batches find it
             self._call(
@@ -1972,7 +2027,12 @@ class DynamoDBStore:
         logs = kept_logs(cached.logs, cached.pending, n, f"{log_id}/{len(chunks)}")
         rev = uuid.uuid4().hex
         sets, removes = _head_sets(state, applied or "", self.now())
-        mine = commit_request(self.table, pk, cached.n, cached.rev, rev, sets, logs, removes)
+        once = None
+        if converting:
+            once = {"legacy_applied": {"S": cached.applied or ""}}
+            removes += ["outbox", "outbox_parts", "parts_rev"]
+        mine = commit_request(self.table, pk, cached.n, cached.rev, rev, sets, logs, removes,
+                              once=once)  # fmt: skip
         try:
             if not quiet:
                 self._call("UpdateItem", self.client.update_item, lost=CommitLost, **mine)
@@ -1995,7 +2055,25 @@ class DynamoDBStore:
         _forget_closed_hw(state, updates)
         cached.rolled.update(entries)
         cached.rolled.intersection_update(state.outbox)
+        if converting:
+            self._converted(pk, cached)
         self._roll_forward(pk, cached, sorted(help_ | {n}), dropped)
+
+    def _converted(self, pk: dict[str, str], cached: _Cached) -> None:
+        """After the commit that converted a shard to lanes mode (issue 16): the shard item
+        holds ``legacy_applied`` (the one-lane ``applied`` then, which old window items'
+        ``v`` are judged against from now on: :func:`_judged_at`) and no outbox any more;
+        its outcomes went to outbox entries in the commit's log (so a lagging lane's
+        redelivered old closer still yields its results: :meth:`outcomes`, whose entries
+        keep them the age bound). The old outbox's parts are deleted, best effort (a
+        later full read deletes what is left: :meth:`_drop_garbage`)."""
+        cached.legacy = cached.applied or ""
+        cached.outbox = {}
+        if cached.parts:
+            run_all([partial(self._quietly, "DeleteItem", self.client.delete_item,
+                             {"TableName": self.table, "Key": {"shard": pk, "window": {"S": sk}}})
+                     for sk in sorted(cached.parts)])  # fmt: skip
+            cached.parts = set()
 
     def _committed_as(self, pk: str, n: int, named: str) -> bool | None:
         """Whether commit ``n`` holds this attempt's log (``named``) after all: a lost
@@ -2123,6 +2201,15 @@ class DynamoDBStore:
             return
         named = {log_prefix(m, log_id_parts(v)[0]) for m, v in logs.items()}
         calls = []
+        if "legacy_applied" in head:  # converted: the one-lane outbox's parts are garbage
+            for item in found:
+                if item["window"]["S"].startswith(_PART):
+                    request = {
+                        "TableName": self.table,
+                        "Key": {"shard": {"S": pk}, "window": item["window"]},
+                    }
+                    calls.append(partial(self._quietly, "DeleteItem", self.client.delete_item,
+                                         request))  # fmt: skip
         for item in found:
             sk = item["window"]["S"]
             if not sk.startswith(LOG_SK):
@@ -2533,13 +2620,17 @@ def _forget_closed_hw(state: ShardState, updates: Mapping[WindowKey, tuple[Any, 
                 state.hw.pop(wkey, None)
 
 
-def _read_hw(hw: str | None, exact: bool) -> dict[str, Mark] | None:
+def _read_hw(hw: str | None, exact: bool, legacy: Mark = _NO_MARK) -> dict[str, Mark] | None:
     """A window item's high-water as the state holds it: an item of an earlier version
-    (no ``hw``) has an unknown one (:data:`HW_UNBOUNDED`) for a store that decides by it
-    (``exact``), none for one that does not."""
+    (no ``hw``: the one-lane protocol's) has an unknown one (:data:`HW_UNBOUNDED`) for a
+    store that decides by it (``exact``), none for one that does not. Its mark is
+    ``legacy``, the position the one-lane protocol had applied when lanes mode took over
+    (:meth:`_Cached.legacy_mark`): every partition key was decided up to there and no
+    further, so a lagging lane's record after it is new (issue 16, conversion);
+    :data:`_NO_MARK` where that is not known (decided as with one lane)."""
     if hw is not None:
         return hw_marks(hw)
-    return {HW_UNBOUNDED: _NO_MARK} if exact else None
+    return {HW_UNBOUNDED: legacy} if exact else None
 
 
 def hw_text(held: Mapping[str, Mark]) -> str:
@@ -2568,8 +2659,9 @@ def bound_hw(held: dict[str, Mark], pk: str, bound: int | None) -> dict[str, Mar
     """What a window's high-water becomes when partition key ``pk``, not in it yet, is
     decided on it: ``None``, add it; else the map to keep instead (:data:`HW_UNBOUNDED`)
     once ``bound`` keys are held (``None``: no bound, the store decides by them)."""
-    if bound is not None and (len(held) >= bound or HW_UNBOUNDED in held):
-        return {HW_UNBOUNDED: _NO_MARK}
+    unknown = held.get(HW_UNBOUNDED)
+    if bound is not None and (len(held) >= bound or (unknown is not None and not unknown[0])):
+        return {HW_UNBOUNDED: _NO_MARK}  # an old item's entry (a mark) takes keys beside it
     return None
 
 
@@ -2675,6 +2767,40 @@ def _fenced_only(shard_item: dict[str, Any]) -> bool:
     """A shard item that a fence made before the shard's first commit (no batch committed:
     nothing applied and no ``clock``); read as no shard item by reshards' children."""
     return not shard_item["applied"]["S"] and "clock" not in shard_item
+
+
+def _judged_at(shard_item: Mapping[str, Any]) -> Position | None:
+    """The position an old window item (one-lane protocol: ``v``/``prev``) is judged
+    against: committed if its ``v`` is at or before it. The shard item's
+    ``legacy_applied`` once a lanes-mode commit converted it (issue 16): the one-lane
+    ``applied`` as it was then, kept for good, because lanes mode's ``applied`` keeps
+    growing and an old write that never committed would read as committed once it
+    passed its ``v``. Before the conversion (and with one lane), ``applied``."""
+    legacy = shard_item.get("legacy_applied", {}).get("S")
+    judged = legacy if legacy is not None else shard_item["applied"]["S"]
+    return _pos(judged) if judged else None
+
+
+def _refuse_lanes(shard_item: Mapping[str, Any], pk: str, table: str) -> None:
+    """The one-lane store (``parallelization`` 1) meeting a shard lanes mode wrote (its
+    shard item has a commit number ``n`` or ``legacy_applied``): it cannot read it (the
+    outbox is in entries, open windows may lie in pending logs, old ``v`` would be judged
+    against a moved ``applied``) and must not write it (a PutItem of the shard item would
+    drop ``n``, ``logs`` and ``pending``: committed logs lost).
+
+    Raises:
+        WindowStateError: retried (never dead-lettered) until the function runs with
+            ``parallelization`` above 1 again.
+    """
+    if "n" in shard_item or "legacy_applied" in shard_item:
+        msg = (
+            f"window state: shard {pk!r} of table {table!r} was written with "
+            "parallelization above 1 (lanes mode) and this window step runs with "
+            "parallelization 1, which cannot read it. Fix: deploy the function with "
+            "parallelization above 1 again (lanes mode runs a table of either kind); going "
+            "back to 1 needs the table's state dropped (its open windows are lost)"
+        )
+        raise WindowStateError(msg)
 
 
 def _put_window(
