@@ -102,10 +102,29 @@ the batch. Readers (the cold start's ``Query``, a child's view of its parents,
 the items (an entry wins when its commit is newer). A log stays pending until its
 writer's next commit rolls it forward, or a batch of any process that read it two
 commits old (design §5.1 step 8). A batch that writes nothing (a pure redelivery) reads
-the shard item's revision again before it answers (design §9.2), else
-:class:`CommitLost`. ``rev`` stays, new at each commit, for what is still decided on it
-until slice S5: a warm batch's check, a child's mark of its parents, the quiet shards'
-transaction (two ``UpdateItem``, each on its shard's ``n`` and ``rev``).
+the shard item's commit number again before it answers (design §9.2), else
+:class:`CommitLost`.
+
+Quiet shards and reshards in lanes mode (slice S5) decide on ``n`` too. A quiet shard's
+close (:meth:`DynamoDBStore._quiet_log`) is a commit of that shard like any other: a log
+of the windows it closes, then, in one ``TransactWriteItems`` with the closer's commit,
+an ``UpdateItem`` of its shard item on the ``n`` read (``logs``, ``pending``) and on no
+``children``; then both logs are rolled forward. A lane of the quiet shard that commits
+meanwhile makes the transaction fail (the closer reads again and finds it awake), or
+loses its own condition and catches up from the close's log (its records for the closed
+windows are late). A child marks its parents (``ADD children``) on the ``n`` it read
+them at; the mark moves nothing (two children of one split mark at once), and the
+quiet-shard close's condition on no ``children`` keeps the two apart. A child rolls its
+parents' pending logs forward when it reads them (:meth:`DynamoDBStore._roll_logs`): a
+claim is conditional on the parent's item existing, which an item so far only in a
+pending log did not, for ever once the parent drained. A claim (``owner``) is no part of
+the parent's commits: a roll-forward that finds one updates the item's content and keeps
+it (:func:`~processors.window_log.roll_owned`), and a reader's overlay keeps it too.
+``rev`` is decided on only by the first lanes commit over a shard item the one-lane
+protocol wrote (it has no ``n``), but every lanes commit still writes a new one: the
+one-lane protocol's writes are conditional on it, and a one-lane invocation still running
+while a ``parallelization`` change turns lanes on must lose its condition rather than
+replace the shard item (its ``n``, ``logs`` and ``pending`` with it).
 
 Rollback (from lanes mode) to a version before slice S4a cannot read a table lanes mode
 wrote since (window items have no ``v``, the shard item no outbox: its batches fail and
@@ -1202,8 +1221,9 @@ class DynamoDBStore:
     # -- reading ---------------------------------------------------------------------------
 
     def shard(self, shard_id: str) -> ShardState:
-        """The shard's committed state: the cached one if the shard item still has the
-        revision this process last wrote, else read again from the table."""
+        """The shard's committed state: the cached one if the shard item is still at the
+        commit this process last wrote or read (lanes mode: its ``n``; with one lane its
+        ``rev``), else caught up from the logs between (lanes mode) or read again."""
         pk = self.prefix + shard_id
         cached = self._cache.get(shard_id)
         self._local.registry = None
@@ -1261,10 +1281,10 @@ class DynamoDBStore:
         set from that image as :meth:`_load` sets them from the table: the ones the logs
         changed, or all of them when an attempt of this process left the state changed
         (:attr:`_Cached.spoiled`, after a lost commit). ``False``: a full read is needed:
-        a commit between has no log named (more than the kept logs behind, or a quiet
-        shard's close, which writes none), a part is gone (a newer commit dropped the
-        log), or the shard is a reshard's child still inheriting, or holds sessions
-        (slices S5, S6)."""
+        a commit between has no log named (more than the kept logs behind), a part is
+        gone (a newer commit dropped the log), or the shard is a reshard's child still
+        inheriting, holds windows another shard's close left open (``flushed``: an
+        older version's close, which wrote no log), or holds sessions (slice S6)."""
         state = cached.state
         if (
             item is None
@@ -1937,7 +1957,7 @@ class DynamoDBStore:
 
     def _validate(self, shard_id: str, cached: _Cached) -> None:
         """Lanes mode, a batch that writes nothing (a pure redelivery): no commit checks
-        what it read, so it reads the shard item's revision again before it answers. A
+        what it read, so it reads the shard item's commit number again before it answers. A
         sibling's commit between its reads (say a window item already rolled forward with
         the record's high-water, its outbox entry not yet) could have made it answer
         "applied already, nothing to replay" (design §9.2, found by the model).

@@ -38,10 +38,10 @@ WINDOW_B = "f/b/1970-01-01T00:00:00Z"
 
 class Client:
     """The real client. ``before_commit``: run once before the next commit (an
-    ``UpdateItem`` of a ``#shard`` that adds to ``pending``, or a quiet-shard
-    transaction; recorded as ``commit``); ``refuse_rolls``: refuse the roll-forward ``PutItem``\\ s of window
-    items of partitions starting so (not log parts); ``calls``: (operation, what) with
-    ``what`` for a ``Query`` ``log`` or ``partition``."""
+    ``UpdateItem`` of a ``#shard`` that adds to ``pending``, recorded as ``commit``, or a
+    quiet-shard transaction); ``refuse_rolls``: refuse the roll-forward ``PutItem``\\ s of
+    window items of partitions starting so (not log parts); ``calls``: (operation, what)
+    with ``what`` for a ``Query`` ``log`` or ``partition``."""
 
     def __init__(self, client: Any) -> None:
         self._client = client
@@ -235,3 +235,27 @@ class TestAQuietShardAndItsOwnLane:
         assert ("query", "partition") not in mine
         assert on(s0, "s0", [("a", 20_000.0)], 3) == []
         assert on(s1, "s1", [("z", 20_002.0)], 3) == []
+
+    def test_a_child_s_first_commit_inside_the_close_keeps_the_parent_s_window(
+        self, aws, table
+    ):
+        """Parent p is quiet; s1's batch would close p's window a, and inside its
+        transaction p's child c has its first batch: it inherits a and marks p. The close
+        is conditional on p having no ``children``, so it fails; s1 reads again, leaves
+        the marked p to its child, and a comes out once, from c. Without the condition
+        (the mark moves no ``n``) s1 closed a while c went on with it: twice."""
+        prefix = f"t{uuid.uuid4().hex[:8]}:"
+        clock = [10_000.0]
+        lineage = StaticLineage({"c": ("p",)})
+        parent, _ = process(aws, table, prefix, clock, lineage)
+        assert on(parent, "p", [("a", 5.0)], 1) == []
+        s1, s1_client = process(aws, table, prefix, clock, lineage)
+        assert on(s1, "s1", [("z", 20_000.0)], 1) == []
+        clock[0] += 400
+        child, _ = process(aws, table, prefix, clock, lineage)
+        s1_client.before_commit = lambda: on(child, "c", [("b", 30.0)], 100)
+        assert on(s1, "s1", [("z", 20_001.0)], 2) == []
+        assert ("transact_write_items", "") in s1_client.calls  # it tried the close
+        out = on(child, "c", [("x", 100.0)], 101)
+        out += on(s1, "s1", [("z", 20_002.0)], 3)
+        assert sorted(out) == [(WINDOW_A, 1, "c"), (WINDOW_B, 1, "c")]
