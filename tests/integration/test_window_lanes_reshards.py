@@ -39,13 +39,15 @@ WINDOW_B = "f/b/1970-01-01T00:00:00Z"
 class Client:
     """The real client. ``before_commit``: run once before the next commit (an
     ``UpdateItem`` of a ``#shard`` that adds to ``pending``, recorded as ``commit``, or a
-    quiet-shard transaction); ``refuse_rolls``: refuse the roll-forward ``PutItem``\\ s of
+    quiet-shard transaction); ``before_mark``: once before a child's next mark of a
+    parent; ``refuse_rolls``: refuse the roll-forward ``PutItem``\\ s of
     window items of partitions starting so (not log parts); ``calls``: (operation, what)
     with ``what`` for a ``Query`` ``log`` or ``partition``."""
 
     def __init__(self, client: Any) -> None:
         self._client = client
         self.before_commit: Callable[[], Any] | None = None
+        self.before_mark: Callable[[], Any] | None = None
         self.refuse_rolls: str | None = None
         self.calls: list[tuple[str, str]] = []
 
@@ -61,6 +63,10 @@ class Client:
         commit = "ADD #p" in request.get("UpdateExpression", "")
         if commit:
             self._hook()
+        if request.get("UpdateExpression", "").startswith("ADD children"):
+            hook, self.before_mark = self.before_mark, None
+            if hook is not None:
+                hook()
         self.calls.append(("update_item", "commit" if commit else request["Key"]["window"]["S"]))
         return self._client.update_item(**request)
 
@@ -236,9 +242,7 @@ class TestAQuietShardAndItsOwnLane:
         assert on(s0, "s0", [("a", 20_000.0)], 3) == []
         assert on(s1, "s1", [("z", 20_002.0)], 3) == []
 
-    def test_a_child_s_first_commit_inside_the_close_keeps_the_parent_s_window(
-        self, aws, table
-    ):
+    def test_a_child_s_first_commit_inside_the_close_keeps_the_parent_s_window(self, aws, table):
         """Parent p is quiet; s1's batch would close p's window a, and inside its
         transaction p's child c has its first batch: it inherits a and marks p. The close
         is conditional on p having no ``children``, so it fails; s1 reads again, leaves
@@ -259,3 +263,28 @@ class TestAQuietShardAndItsOwnLane:
         out = on(child, "c", [("x", 100.0)], 101)
         out += on(s1, "s1", [("z", 20_002.0)], 3)
         assert sorted(out) == [(WINDOW_A, 1, "c"), (WINDOW_B, 1, "c")]
+
+    def test_a_close_between_the_child_s_read_and_its_mark_makes_the_child_read_again(
+        self, aws, table
+    ):
+        """Parent p is quiet; its child c's first batch reads p (window a open) and,
+        before c marks p, s1's batch closes a. The mark is conditional on p's ``n``,
+        which the close moved: c reads p again, finds a closed, and its record of a is
+        late. a comes out once, from s1. Without the condition c went on with a (and
+        claimed it: the close sets no ``owner``): twice."""
+        prefix = f"t{uuid.uuid4().hex[:8]}:"
+        clock = [10_000.0]
+        lineage = StaticLineage({"c": ("p",)})
+        parent, _ = process(aws, table, prefix, clock, lineage)
+        assert on(parent, "p", [("a", 5.0)], 1) == []
+        s1, _ = process(aws, table, prefix, clock, lineage)
+        assert on(s1, "s1", [("z", 20_000.0)], 1) == []
+        clock[0] += 400
+        child, child_client = process(aws, table, prefix, clock, lineage)
+        closing: list[Any] = []
+        child_client.before_mark = lambda: closing.extend(on(s1, "s1", [("z", 20_001.0)], 2))
+        out = on(child, "c", [("a", 30.0)], 100)
+        assert closing == [(WINDOW_A, 1, "s1")]
+        out += on(child, "c", [("x", 20_000.0)], 101)  # c holds no window of p: nothing closes
+        out += on(s1, "s1", [("z", 20_002.0)], 3)
+        assert out == [("late", "a")]
