@@ -40,6 +40,7 @@ __all__ = [
     "log_puts",
     "overlay",
     "read_head",
+    "roll_owned",
     "roll_requests",
 ]
 
@@ -143,17 +144,27 @@ def commit_request(  # noqa: PLR0917  # the shard item's parts, each its own att
     removes: Iterable[str] = (),
     *,
     once: Mapping[str, Mapping[str, Any]] | None = None,
+    childless: bool = False,
 ) -> dict[str, Any]:
     """The commit: one ``UpdateItem`` of the shard item on the commit number read
-    (``seen``; 0: none yet) and its ``rev`` (which a child's mark moves too, so a mark
-    and a commit exclude each other as before: slice S5 moves marks onto ``n``). ``sets``
-    are the other attributes (``applied``, ``max_time``, ...); ``logs`` the whole map
-    (:func:`kept_logs`), safe to set whole since only a commit changes it, and this one
-    holds only at ``seen``; ``None``: a commit with no log (a quiet shard's windows closed
-    by another shard's batch). ``pending`` grows by ``ADD`` and shrinks by ``DELETE``
-    (set operations commute with the roll-forwards of other commits). ``once``: attributes
-    set only where the item has none yet (``if_not_exists``: a conversion's
-    ``legacy_applied``, which no later commit may move)."""
+    (``seen``; 0: none yet). ``sets`` are the other attributes (``applied``,
+    ``max_time``, ...); ``logs`` the whole map (:func:`kept_logs`), safe to set whole
+    since only a commit changes it, and this one holds only at ``seen``; ``None``: a
+    commit with no log. ``pending`` grows by ``ADD`` and shrinks by ``DELETE`` (set
+    operations commute with the roll-forwards of other commits). ``childless``: a quiet
+    shard's close by another shard's batch, which must not pass once a reshard's child
+    marked the shard (``children``; the mark is conditional on ``n`` and moves nothing,
+    so the two exclude each other: slice S5). ``once``: attributes set only where the
+    item has none yet (``if_not_exists``: a conversion's ``legacy_applied``, which no
+    later commit may move).
+
+    Nothing is decided on ``rev`` past the first lanes commit (``seen`` > 0), but every
+    commit still writes a new one (``new_rev``): the one-lane protocol's writes are
+    conditional on it, and a one-lane invocation still running while the mapping turns
+    lanes on (a ``parallelization`` change) must lose its condition rather than
+    overwrite the shard item. The first lanes commit over a shard item the one-lane
+    protocol wrote (``seen`` 0, ``rev`` given) is conditional on that ``rev`` for the
+    same reason the other way round: such an item has no ``n`` to decide on."""
     n = seen + 1
     names = {"#n": "n", "#r": "rev"}
     values: dict[str, Any] = {":n": {"N": str(n)}, ":r": {"S": new_rev}}
@@ -185,9 +196,11 @@ def commit_request(  # noqa: PLR0917  # the shard item's parts, each its own att
         condition = "attribute_not_exists(#n) AND #r = :seenr"
         values[":seenr"] = {"S": rev}
     else:
-        condition = "#n = :seen AND #r = :seenr"
+        condition = "#n = :seen"
         values[":seen"] = {"N": str(seen)}
-        values[":seenr"] = {"S": rev}
+    if childless:
+        condition += " AND attribute_not_exists(#c)"
+        names["#c"] = "children"
     return {
         "TableName": table,
         "Key": {"shard": dict(pk), "window": {"S": "#shard"}},
@@ -203,16 +216,64 @@ def roll_requests(table: str, n: int, items: Iterable[Mapping[str, Any]]) -> lis
     only if the one in the table is older (``attribute_not_exists(n) OR n < :n``: a lost
     condition is a newer commit's write, which must stay); an outbox entry (``~o#``, whose
     ``n`` counts its parts) as it is: a position's outcome is written by the one commit
-    that applied it, so every write of it holds the same content."""
+    that applied it, so every write of it holds the same content.
+
+    A window item that a reshard's child claimed (``owner``) is not this ``PutItem``'s to
+    replace: the claim is no part of the commit's content, and a put dropped it (another
+    child then claimed the window too: counted twice; slice S5). Such an item loses the
+    put's condition and gets :func:`roll_owned` instead."""
     out = []
     for item in items:
         request: dict[str, Any] = {"TableName": table, "Item": dict(item)}
         if not item["window"]["S"].startswith("~"):
-            request["ConditionExpression"] = "attribute_not_exists(#n) OR #n < :n"
-            request["ExpressionAttributeNames"] = {"#n": "n"}
+            request["ConditionExpression"] = (
+                "(attribute_not_exists(#n) OR #n < :n) AND attribute_not_exists(#o)"
+            )
+            request["ExpressionAttributeNames"] = {"#n": "n", "#o": "owner"}
             request["ExpressionAttributeValues"] = {":n": {"N": str(n)}}
         out.append(request)
     return out
+
+
+#: A window item's attributes that a log entry may lack where the item has them (a close
+#: drops ``acc``): the roll-forward of a claimed item removes them as a put would.
+_CONTENT = ("acc", "closed", "hw")
+
+
+def roll_owned(request: Mapping[str, Any]) -> dict[str, Any]:
+    """The roll-forward of a window item (a :func:`roll_requests` put) as an
+    ``UpdateItem`` that keeps what a reshard's child set on it (``owner``, and the TTL of
+    its claim when the entry has none), on the same condition on ``n``.
+
+    >>> put = roll_requests("t", 5, [{"shard": {"S": "p"}, "window": {"S": "w#0#a"},
+    ...                               "n": {"N": "5"}, "acc": {"S": "[1]"}}])[0]
+    >>> roll_owned(put)["UpdateExpression"]
+    'SET #a0 = :a0, #n = :a1 REMOVE #x0, #x1'
+    """
+    item = request["Item"]
+    names = {"#n": "n"}
+    values: dict[str, Any] = {":n": request["ExpressionAttributeValues"][":n"]}
+    sets = [a for a in sorted(item) if a not in {"shard", "window"}]
+    assign = []
+    for i, attribute in enumerate(sets):
+        name = "#n" if attribute == "n" else f"#a{i}"
+        names[name] = attribute
+        values[f":a{i}"] = item[attribute]
+        assign.append(f"{name} = :a{i}")
+    expression = "SET " + ", ".join(assign)
+    gone = [a for a in _CONTENT if a not in item]
+    for i, attribute in enumerate(gone):
+        names[f"#x{i}"] = attribute
+    if gone:
+        expression += " REMOVE " + ", ".join(f"#x{i}" for i in range(len(gone)))
+    return {
+        "TableName": request["TableName"],
+        "Key": {"shard": item["shard"], "window": item["window"]},
+        "UpdateExpression": expression,
+        "ConditionExpression": "attribute_not_exists(#n) OR #n < :n",
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": values,
+    }
 
 
 def overlay(
@@ -220,7 +281,9 @@ def overlay(
 ) -> dict[str, dict[str, Any]]:
     """The items (by sort key) as the commits read see them: each pending log's entry laid
     over the table's item when its commit is newer than the item's ``n`` (an item with no
-    ``n``: older than any log). ``logs``: (N, its items), any order.
+    ``n``: older than any log), keeping the item's ``owner`` (a reshard's child's claim:
+    no part of a commit, as :func:`roll_owned` keeps it). ``logs``: (N, its items), any
+    order.
 
     >>> old = {"w#1": {"window": {"S": "w#1"}, "n": {"N": "3"}, "acc": {"S": "old"}}}
     >>> new = {"window": {"S": "w#1"}, "n": {"N": "4"}, "acc": {"S": "new"}}
@@ -235,7 +298,11 @@ def overlay(
             sk = entry["window"]["S"]
             held = out.get(sk)
             if held is None or _item_n(held) < n:
-                out[sk] = entry
+                out[sk] = (
+                    entry
+                    if held is None or "owner" not in held
+                    else (entry | {"owner": held["owner"]})
+                )
     return out
 
 

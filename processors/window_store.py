@@ -102,10 +102,29 @@ the batch. Readers (the cold start's ``Query``, a child's view of its parents,
 the items (an entry wins when its commit is newer). A log stays pending until its
 writer's next commit rolls it forward, or a batch of any process that read it two
 commits old (design §5.1 step 8). A batch that writes nothing (a pure redelivery) reads
-the shard item's revision again before it answers (design §9.2), else
-:class:`CommitLost`. ``rev`` stays, new at each commit, for what is still decided on it
-until slice S5: a warm batch's check, a child's mark of its parents, the quiet shards'
-transaction (two ``UpdateItem``, each on its shard's ``n`` and ``rev``).
+the shard item's commit number again before it answers (design §9.2), else
+:class:`CommitLost`.
+
+Quiet shards and reshards in lanes mode (slice S5) decide on ``n`` too. A quiet shard's
+close (:meth:`DynamoDBStore._quiet_log`) is a commit of that shard like any other: a log
+of the windows it closes, then, in one ``TransactWriteItems`` with the closer's commit,
+an ``UpdateItem`` of its shard item on the ``n`` read (``logs``, ``pending``) and on no
+``children``; then both logs are rolled forward. A lane of the quiet shard that commits
+meanwhile makes the transaction fail (the closer reads again and finds it awake), or
+loses its own condition and catches up from the close's log (its records for the closed
+windows are late). A child marks its parents (``ADD children``) on the ``n`` it read
+them at; the mark moves nothing (two children of one split mark at once), and the
+quiet-shard close's condition on no ``children`` keeps the two apart. A child rolls its
+parents' pending logs forward when it reads them (:meth:`DynamoDBStore._roll_logs`): a
+claim is conditional on the parent's item existing, which an item so far only in a
+pending log did not, for ever once the parent drained. A claim (``owner``) is no part of
+the parent's commits: a roll-forward that finds one updates the item's content and keeps
+it (:func:`~processors.window_log.roll_owned`), and a reader's overlay keeps it too.
+``rev`` is decided on only by the first lanes commit over a shard item the one-lane
+protocol wrote (it has no ``n``), but every lanes commit still writes a new one: the
+one-lane protocol's writes are conditional on it, and a one-lane invocation still running
+while a ``parallelization`` change turns lanes on must lose its condition rather than
+replace the shard item (its ``n``, ``logs`` and ``pending`` with it).
 
 Conversion (``parallelization`` raised from 1 on a table the one-lane protocol wrote: a
 shard item with ``applied`` and its outbox, no ``n``; window items with ``v``/``prev``
@@ -281,7 +300,7 @@ import time
 import uuid
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from processors.aggregations import NotANumber, ValueTooLarge
 from processors.errors import ProcessorError
@@ -298,6 +317,7 @@ from processors.window_log import (
     log_puts,
     overlay,
     read_head,
+    roll_owned,
     roll_requests,
 )
 from stream.exceptions import RecordError, RetryableError
@@ -1101,6 +1121,16 @@ class _View:
             self.max_time = t
 
 
+class _QuietLog(NamedTuple):
+    """A quiet shard's close in a batch's commit (:meth:`DynamoDBStore._quiet_log`)."""
+
+    pk: str
+    named: tuple[int, str, int]  # (its commit number, the log's id, its parts)
+    items: list[dict[str, Any]]
+    puts: list[dict[str, Any]]
+    commit: dict[str, Any]
+
+
 class _Listed:
     """What a batch read for the quiet-shard rule (:meth:`DynamoDBStore._head`): the list
     of the step's shards, the shards whose items it asked for, and those items by shard."""
@@ -1225,8 +1255,9 @@ class DynamoDBStore:
     # -- reading ---------------------------------------------------------------------------
 
     def shard(self, shard_id: str) -> ShardState:
-        """The shard's committed state: the cached one if the shard item still has the
-        revision this process last wrote, else read again from the table."""
+        """The shard's committed state: the cached one if the shard item is still at the
+        commit this process last wrote or read (lanes mode: its ``n``; with one lane its
+        ``rev``), else caught up from the logs between (lanes mode) or read again."""
         pk = self.prefix + shard_id
         cached = self._cache.get(shard_id)
         self._local.registry = None
@@ -1235,8 +1266,7 @@ class DynamoDBStore:
                 item, self._local.registry = self._head(pk, shard_id)
             else:
                 item = self._head_item(pk)
-            rev = item["rev"]["S"] if item else None
-            if rev == cached.rev and cached.clean:
+            if not self._moved(cached, item) and cached.clean:
                 if self.high_water:  # its pending logs: some may have been rolled forward
                     _, _, cached.pending = read_head(item)
                 cached.clean = False
@@ -1250,6 +1280,16 @@ class DynamoDBStore:
         fresh.clean = False
         self._cache[shard_id] = fresh
         return fresh.state
+
+    def _moved(self, cached: _Cached, item: dict[str, Any] | None) -> bool:
+        """Whether the shard item read (``None``: none) was written since ``cached``: in
+        lanes mode by its commit number (what every lanes commit moves and nothing else
+        does; a one-lane item, at 0, by its ``rev``), else by its ``rev``."""
+        rev = item["rev"]["S"] if item else None
+        if not self.high_water:
+            return rev != cached.rev
+        n = read_head(item)[0]
+        return n != cached.n or (n == 0 and rev != cached.rev)
 
     def _head_item(self, pk: str) -> dict[str, Any] | None:
         """The shard item's revision (strongly consistent ``GetItem``), and in lanes mode
@@ -1275,10 +1315,10 @@ class DynamoDBStore:
         set from that image as :meth:`_load` sets them from the table: the ones the logs
         changed, or all of them when an attempt of this process left the state changed
         (:attr:`_Cached.spoiled`, after a lost commit). ``False``: a full read is needed:
-        a commit between has no log named (more than the kept logs behind, or a quiet
-        shard's close, which writes none), a part is gone (a newer commit dropped the
-        log), or the shard is a reshard's child still inheriting, or holds sessions
-        (slices S5, S6)."""
+        a commit between has no log named (more than the kept logs behind), a part is
+        gone (a newer commit dropped the log), or the shard is a reshard's child still
+        inheriting, holds windows another shard's close left open (``flushed``: an
+        older version's close, which wrote no log), or holds sessions (slice S6)."""
         state = cached.state
         if (
             item is None
@@ -1514,7 +1554,7 @@ class DynamoDBStore:
                 and _size(item) <= room
             ):
                 cached = self._read(item["shard"]["S"])
-                if cached.rev != item["rev"]["S"]:
+                if self._moved(cached, item):
                     continue  # changed since its item was read: not decided on that
                 room -= _size(item)
                 found[other] = cached
@@ -1781,7 +1821,9 @@ class DynamoDBStore:
         time; ``heads`` are the parents read (``parents_of`` given: the top level)."""
         view = _View()
         for parent in parents:
-            items, _ = _laid(self._query(self.prefix + parent))
+            items, pending = _laid(self._query(self.prefix + parent))
+            if pending:  # claims need its items in the table (slice S5)
+                self._roll_logs(self.prefix + parent, pending)
             head = next((i for i in items if i["window"]["S"] == _SHARD_SK), None)
             if head is None or _fenced_only(head):  # no batch committed: what it inherits
                 if parents_of is not None:  # and what it claimed without committing (review)
@@ -1793,7 +1835,9 @@ class DynamoDBStore:
                 continue
             if parents_of is not None:
                 marked = me in head.get("children", {}).get("SS", ())
-                view.heads[parent] = (head["rev"]["S"], marked)
+                # what the mark is conditional on: lanes mode, the commit number
+                seen = str(read_head(head)[0]) if self.high_water else head["rev"]["S"]
+                view.heads[parent] = (seen, marked)
             applied = _judged_at(head)
             max_time = float(head["max_time"]["N"]) if "max_time" in head else None
             view.later(max_time)
@@ -1826,6 +1870,9 @@ class DynamoDBStore:
         """A child's first commit: each ancestor's item names it among its ``children``
         (the quiet-shard rule leaves such a shard to them), on the revision the child
         read, so a quiet-shard close of the parent meanwhile makes the batch apply again."""
+        if self.high_water:
+            self._mark_on_n(shard_id, unmarked)
+            return
         for ancestor, rev in unmarked.items():
             self._call(
                 "UpdateItem",
@@ -1843,6 +1890,33 @@ class DynamoDBStore:
                     ":new": {"S": uuid.uuid4().hex},
                     ":seen": {"S": rev},
                 },
+            )
+
+    def _mark_on_n(self, shard_id: str, unmarked: Mapping[str, str]) -> None:
+        """Lanes mode's mark (slice S5): ``ADD children`` on the condition that the
+        ancestor's commit number is still the one read (a commit since, a quiet-shard
+        close among them, changed what the child inherited: it reads again). It moves
+        nothing: a quiet-shard close is conditional on ``children`` being absent
+        (:func:`~processors.window_log.commit_request`), so the two exclude each other,
+        and two children of one split, which mark the same parent at once, both pass
+        (on ``rev``, which each mark moved, one of them read its parents again)."""
+        for ancestor, seen in unmarked.items():
+            values: dict[str, Any] = {":c": {"SS": [shard_id]}}
+            if seen == "0":  # an item the one-lane protocol wrote: no ``n`` yet
+                condition = "attribute_not_exists(#n)"
+            else:
+                condition = "#n = :seen"
+                values[":seen"] = {"N": seen}
+            self._call(
+                "UpdateItem",
+                self.client.update_item,
+                lost=ClaimLost,
+                TableName=self.table,
+                Key={"shard": {"S": self.prefix + ancestor}, "window": {"S": _SHARD_SK}},
+                UpdateExpression="ADD children :c",
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#n": "n"},
+                ExpressionAttributeValues=values,
             )
 
     def _claim_all(self, shard_id: str, cached: _Cached, changed: Set[WindowKey]) -> None:
@@ -1934,7 +2008,7 @@ class DynamoDBStore:
 
     def _validate(self, shard_id: str, cached: _Cached) -> None:
         """Lanes mode, a batch that writes nothing (a pure redelivery): no commit checks
-        what it read, so it reads the shard item's revision again before it answers. A
+        what it read, so it reads the shard item's commit number again before it answers. A
         sibling's commit between its reads (say a window item already rolled forward with
         the record's high-water, its outbox entry not yet) could have made it answer
         "applied already, nothing to replay" (design §9.2, found by the model).
@@ -1943,7 +2017,7 @@ class DynamoDBStore:
             CommitLost: the shard moved on since the batch read it: the step reads again.
         """
         item = self._head_item(self.prefix + shard_id)
-        if (item["rev"]["S"] if item else None) != cached.rev:
+        if self._moved(cached, item):
             cached.spoiled = True  # its state may hold outcomes read: rebuilt on catch-up
             msg = f"shard {shard_id!r}: another commit since this batch read it (read-only)"
             raise CommitLost(msg)
@@ -1972,13 +2046,88 @@ class DynamoDBStore:
         self._claim_all(shard_id, cached, changed)
         pk = {"S": self.prefix + shard_id}
         n = cached.n + 1
+        log, updates = self._log_items(shard_id, cached, changed | cached.flushed, n)
+        entries = self._outbox_puts(pk, cached, state.outbox, int(self.now()))
+        converting = cached.legacy is None  # the shard's first lanes commit (_convert)
+        if converting:
+            old = {p: o for p, o in cached.outbox.items() if p not in entries}
+            entries |= self._outbox_puts(pk, cached, old, int(self.now()))
+        log += [put["Item"] for parts in entries.values() for put in parts]
+        if cached.unlisted:  # a new shard: where other shards' batches find it
+            self._call(
+                "UpdateItem",
+                self.client.update_item,
+                TableName=self.table,
+                Key={"shard": {"S": self.prefix + _REGISTRY}, "window": {"S": _REGISTRY}},
+                UpdateExpression="ADD shards :s",
+                ExpressionAttributeValues={":s": {"SS": [shard_id]}},
+            )
+            cached.unlisted = False
+        log_id = uuid.uuid4().hex[:_TOKEN_LEN]
+        chunks = encode_log(log)
+        parts = log_puts(self.table, pk, n, log_id, chunks)
+        theirs = [self._quiet_log(other, other_state) for other, other_state in quiet.items()]
+        self._put_all(parts + [put for log_parts in theirs for put in log_parts.puts])
+        logs = kept_logs(cached.logs, cached.pending, n, f"{log_id}/{len(chunks)}")
+        rev = uuid.uuid4().hex
+        sets, removes = _head_sets(state, applied or "", self.now())
+        once = None
+        if converting:
+            once = {"legacy_applied": {"S": cached.applied or ""}}
+            removes += ["outbox", "outbox_parts", "parts_rev"]
+        mine = commit_request(self.table, pk, cached.n, cached.rev, rev, sets, logs, removes,
+                              once=once)  # fmt: skip
+        try:
+            if not quiet:
+                self._call("UpdateItem", self.client.update_item, lost=CommitLost, **mine)
+            else:  # one transaction: both shards' commits or neither
+                self._call("TransactWriteItems", self.client.transact_write_items,
+                           lost=CommitLost, TransactItems=[{"Update": mine}] + [
+                               {"Update": log_parts.commit} for log_parts in theirs])  # fmt: skip
+        except CommitLost:
+            mine_after_all = self._committed_as(pk["S"], n, logs[n])
+            if not mine_after_all:
+                if mine_after_all is False:  # unsure (None): the parts stay, as garbage
+                    self._drop_logs(pk, [(n, log_id, len(chunks))])
+                    for log_parts in theirs:
+                        self._drop_logs({"S": log_parts.pk}, [log_parts.named])
+                raise
+        # -- committed: the outcomes are final ------------------------------------------
+        help_ = {m for m in cached.pending if m < cached.n - 1} | cached.unrolled
+        dropped = [(m, *log_id_parts(v)) for m, v in cached.logs.items() if m not in logs]
+        cached.n, cached.rev, cached.logs = n, rev, logs
+        cached.pending.add(n)
+        cached.decoded[n] = log
+        cached.items.update(updates)
+        cached.flushed = set()
+        _forget_closed_hw(state, updates)
+        cached.rolled.update(entries)
+        cached.rolled.intersection_update(state.outbox)
+        if converting:
+            self._converted(pk, cached)
+        self._roll_forward(pk, cached, sorted(help_ | {n}), dropped)
+        for log_parts in theirs:  # a failure leaves it pending: its readers lay it over
+            self._roll_logs(log_parts.pk, {log_parts.named[0]: log_parts.items})
+
+    def _log_items(
+        self, shard_id: str, cached: _Cached, wkeys: Set[WindowKey], n: int
+    ) -> tuple[list[dict[str, Any]], dict[WindowKey, tuple[Any, ...]]]:
+        """Commit ``n``'s log entries of the windows ``wkeys`` of ``cached``'s state (its
+        full new content: open ones with their accumulators, the others closed) and what
+        the cache's image of the items becomes.
+
+        Raises:
+            StateTooLarge: an item would be over DynamoDB's limit.
+        """
+        state = cached.state
+        pk = {"S": self.prefix + shard_id}
         ranks: dict[Any, dict[tuple[Any, Any], int]] = {}
         closed_ttl = self._closed_ttl()
         legacy = self._legacy
         log: list[dict[str, Any]] = []
         updates = {}
         too_large: set[WindowKey] = set()
-        for wkey in changed | cached.flushed:
+        for wkey in wkeys:
             accs = state.windows.get(wkey)
             end: Any = wkey[1] + self.size if self.end_of is None else self.end_of(wkey, accs)
             rank = cached.items.get(wkey, (None, None, None, 0, None))[3]
@@ -2004,60 +2153,32 @@ class DynamoDBStore:
             updates[wkey] = (None, None, acc, rank, hw)
         if too_large:
             raise _state_too_large(shard_id, too_large)
-        entries = self._outbox_puts(pk, cached, state.outbox, int(self.now()))
-        converting = cached.legacy is None  # the shard's first lanes commit (_convert)
-        if converting:
-            old = {p: o for p, o in cached.outbox.items() if p not in entries}
-            entries |= self._outbox_puts(pk, cached, old, int(self.now()))
-        log += [put["Item"] for parts in entries.values() for put in parts]
-        if cached.unlisted:  # a new shard: where other shards' batches find it
-            self._call(
-                "UpdateItem",
-                self.client.update_item,
-                TableName=self.table,
-                Key={"shard": {"S": self.prefix + _REGISTRY}, "window": {"S": _REGISTRY}},
-                UpdateExpression="ADD shards :s",
-                ExpressionAttributeValues={":s": {"SS": [shard_id]}},
-            )
-            cached.unlisted = False
+        return log, updates
+
+    def _quiet_log(self, other: str, state: ShardState) -> _QuietLog:
+        """A quiet shard's close as a commit like any other (slice S5): the log of the
+        windows this batch closed (the open items its state no longer holds, and those
+        an earlier close left open: ``flushed``) and the ``UpdateItem`` of its shard item
+        on the commit number read, with ``logs`` and ``pending`` as its own commits
+        write them, so its next batch catches up from the log instead of reading its
+        partition again (before S5 this commit carried no log), and a lane of it that
+        committed meanwhile makes the transaction fail (the closer reads again). Not
+        once a reshard's child marked it (``children``: the child goes on with its
+        windows)."""
+        was: _Cached = self._local.quiet[other]
+        pk = self.prefix + other
+        n = was.n + 1
+        closed = {w for w, entry in was.items.items()
+                  if entry[2] is not None and w not in state.windows}  # fmt: skip
+        log, _ = self._log_items(other, was, closed | was.flushed, n)
         log_id = uuid.uuid4().hex[:_TOKEN_LEN]
         chunks = encode_log(log)
-        parts = log_puts(self.table, pk, n, log_id, chunks)
-        self._put_all(parts)
-        logs = kept_logs(cached.logs, cached.pending, n, f"{log_id}/{len(chunks)}")
-        rev = uuid.uuid4().hex
-        sets, removes = _head_sets(state, applied or "", self.now())
-        once = None
-        if converting:
-            once = {"legacy_applied": {"S": cached.applied or ""}}
-            removes += ["outbox", "outbox_parts", "parts_rev"]
-        mine = commit_request(self.table, pk, cached.n, cached.rev, rev, sets, logs, removes,
-                              once=once)  # fmt: skip
-        try:
-            if not quiet:
-                self._call("UpdateItem", self.client.update_item, lost=CommitLost, **mine)
-            else:
-                self._commit_quiet(mine, quiet)
-        except CommitLost:
-            mine_after_all = self._committed_as(pk["S"], n, logs[n])
-            if not mine_after_all:
-                if mine_after_all is False:  # unsure (None): the parts stay, as garbage
-                    self._drop_logs(pk, [(n, log_id, len(chunks))])
-                raise
-        # -- committed: the outcomes are final ------------------------------------------
-        help_ = {m for m in cached.pending if m < cached.n - 1} | cached.unrolled
-        dropped = [(m, *log_id_parts(v)) for m, v in cached.logs.items() if m not in logs]
-        cached.n, cached.rev, cached.logs = n, rev, logs
-        cached.pending.add(n)
-        cached.decoded[n] = log
-        cached.items.update(updates)
-        cached.flushed = set()
-        _forget_closed_hw(state, updates)
-        cached.rolled.update(entries)
-        cached.rolled.intersection_update(state.outbox)
-        if converting:
-            self._converted(pk, cached)
-        self._roll_forward(pk, cached, sorted(help_ | {n}), dropped)
+        logs = kept_logs(was.logs, was.pending, n, f"{log_id}/{len(chunks)}")
+        sets, removes = _head_sets(state, was.applied or "", was.clock)
+        commit = commit_request(self.table, {"S": pk}, was.n, was.rev, uuid.uuid4().hex,
+                                sets, logs, removes, childless=True)  # fmt: skip
+        puts = log_puts(self.table, {"S": pk}, n, log_id, chunks)
+        return _QuietLog(pk, (n, log_id, len(chunks)), log, puts, commit)
 
     def _converted(self, pk: dict[str, str], cached: _Cached) -> None:
         """After the commit that converted a shard to lanes mode (issue 16): the shard item
@@ -2094,20 +2215,6 @@ class DynamoDBStore:
         except WindowStateError:
             return None
         return bool(item) and item.get("logs", {}).get("M", {}).get(str(n), {}).get("S") == named
-
-    def _commit_quiet(self, mine: dict[str, Any], quiet: Mapping[str, ShardState]) -> None:
-        """The commit with the quiet shards' items, in one ``TransactWriteItems``: each an
-        ``UpdateItem`` on its own commit number and revision as read (their windows'
-        items are marked closed by their next batch, as with one lane)."""
-        writes = [{"Update": mine}]
-        for other, other_state in quiet.items():
-            was = self._local.quiet[other]
-            sets, removes = _head_sets(other_state, was.applied or "", was.clock)
-            update = commit_request(self.table, {"S": self.prefix + other}, was.n, was.rev,
-                                    uuid.uuid4().hex, sets, None, removes)  # fmt: skip
-            writes.append({"Update": update})
-        self._call("TransactWriteItems", self.client.transact_write_items, lost=CommitLost,
-                   TransactItems=writes)  # fmt: skip
 
     def _roll_forward(
         self,
@@ -2170,13 +2277,54 @@ class DynamoDBStore:
         for m in commits:
             cached.decoded.pop(m, None)
 
+    def _roll_logs(self, pk: str, logs: Mapping[int, list[dict[str, Any]]]) -> bool:
+        """Another shard's committed logs (a parent's still pending, a quiet shard's this
+        batch closed) rolled forward, then taken out of its ``pending``; best effort:
+        ``False`` leaves them pending (readers lay them over the items). A child rolls
+        its parents' pending logs forward before it claims: a claim is an ``UpdateItem``
+        of the parent's item on ``attribute_exists``, which an item that so far exists
+        only in a pending log (its writer died before its roll-forward, and a parent
+        that drained never commits again to finish it) failed for ever."""
+        calls = [
+            partial(self._roll_one, request)
+            for m, log in logs.items()
+            for request in roll_requests(self.table, m, log)
+        ]
+        width = wave_width(one_item=True)
+        ok = True
+        for first in range(0, len(calls), width):
+            ok = all(run_all(calls[first : first + width])) and ok
+        if not ok:
+            return False
+        return self._quietly(
+            "UpdateItem",
+            self.client.update_item,
+            {
+                "TableName": self.table,
+                "Key": {"shard": {"S": pk}, "window": {"S": _SHARD_SK}},
+                "UpdateExpression": "DELETE #p :p",
+                "ExpressionAttributeNames": {"#p": "pending"},
+                "ExpressionAttributeValues": {":p": {"NS": [str(m) for m in logs]}},
+            },
+        )
+
     def _roll_one(self, request: dict[str, Any]) -> bool:
-        """One roll-forward ``PutItem``: a lost condition is a newer commit's item (done);
-        another failure is ``False`` (the log stays pending)."""
+        """One roll-forward ``PutItem``: a lost condition is a newer commit's item (done),
+        or, for a window item, a reshard's child's claim (:func:`roll_owned`: the same
+        write that keeps the claim); another failure is ``False`` (the log stays
+        pending)."""
         try:
             self._call("PutItem", self.client.put_item, lost=_Newer, **request)
         except _Newer:
-            return True
+            if "ConditionExpression" not in request:
+                return True
+            try:
+                self._call("UpdateItem", self.client.update_item, lost=_Newer,
+                           **roll_owned(request))  # fmt: skip
+            except _Newer:
+                return True
+            except WindowStateError:
+                return False
         except WindowStateError:
             return False
         return True
