@@ -114,7 +114,10 @@ meanwhile makes the transaction fail (the closer reads again and finds it awake)
 loses its own condition and catches up from the close's log (its records for the closed
 windows are late). A child marks its parents (``ADD children``) on the ``n`` it read
 them at; the mark moves nothing (two children of one split mark at once), and the
-quiet-shard close's condition on no ``children`` keeps the two apart. A child rolls its
+quiet-shard close's condition on no ``children`` keeps the two apart (a parent the
+one-lane protocol wrote, no ``n`` yet, is marked on its ``rev``, which the mark moves, as
+the one-lane mark does: an old one-lane invocation's close decides on ``rev`` alone; and
+a quiet close of such a shard keeps its outbox's parts named in ``parts_rev``). A child rolls its
 parents' pending logs forward when it reads them (:meth:`DynamoDBStore._roll_logs`): a
 claim is conditional on the parent's item existing, which an item so far only in a
 pending log did not, for ever once the parent drained. A claim (``owner``) is no part of
@@ -371,6 +374,9 @@ DEFAULT_MAX_RECORD_AGE_S = 86_400
 _PART = "#outbox#"  # the parts of an outbox too large for the shard item: #outbox#REV#I
 #: Outbox JSON text (ASCII) kept in the shard item itself; a longer one goes in parts
 _OUTBOX_INLINE = 300_000
+#: lanes mode: what a child read of an ancestor the one-lane protocol wrote (no ``n``),
+#: before its ``rev`` (:meth:`DynamoDBStore._mark_on_n`)
+_ONE_LANE_SEEN = "rev:"
 _OUTBOX_PART = 350_000  # the text of one part item (DynamoDB: at most 400 KB an item)
 _TOKEN_LEN = 16  # a window item write's token (hex): unique per write, with 64 random bits
 #: The most partition keys a window's stored high-water names (``hw``; the design's
@@ -1835,8 +1841,12 @@ class DynamoDBStore:
                 continue
             if parents_of is not None:
                 marked = me in head.get("children", {}).get("SS", ())
-                # what the mark is conditional on: lanes mode, the commit number
-                seen = str(read_head(head)[0]) if self.high_water else head["rev"]["S"]
+                # what the mark is conditional on: lanes mode, the commit number, or
+                # for an item the one-lane protocol wrote (no ``n``) its ``rev`` (review 9)
+                seen = head["rev"]["S"]
+                if self.high_water:
+                    at = read_head(head)[0]
+                    seen = str(at) if at else f"{_ONE_LANE_SEEN}{seen}"
                 view.heads[parent] = (seen, marked)
             applied = _judged_at(head)
             max_time = float(head["max_time"]["N"]) if "max_time" in head else None
@@ -1895,15 +1905,29 @@ class DynamoDBStore:
     def _mark_on_n(self, shard_id: str, unmarked: Mapping[str, str]) -> None:
         """Lanes mode's mark (slice S5): ``ADD children`` on the condition that the
         ancestor's commit number is still the one read (a commit since, a quiet-shard
-        close among them, changed what the child inherited: it reads again). It moves
-        nothing: a quiet-shard close is conditional on ``children`` being absent
+        close among them, changed what the child inherited: it reads again). On ``n`` it
+        moves nothing: a quiet-shard close is conditional on ``children`` being absent
         (:func:`~processors.window_log.commit_request`), so the two exclude each other,
-        and two children of one split, which mark the same parent at once, both pass
-        (on ``rev``, which each mark moved, one of them read its parents again)."""
+        and two children of one split, which mark the same parent at once, both pass.
+
+        An ancestor the one-lane protocol wrote (no ``n``: ``seen`` is
+        ``_ONE_LANE_SEEN`` + its ``rev``) is marked as the one-lane mark does it (review
+        9): on its ``rev``, which the mark moves (the outbox's parts keep their name in
+        ``parts_rev``). A one-lane invocation still running while a ``parallelization``
+        change turns lanes on closes a quiet shard by a ``PutItem`` on its ``rev`` alone:
+        a mark on "no ``n``" passed over such a close (the child went on with a window
+        it had closed), and a mark that moved no ``rev`` let such a close replace the
+        marked item (its ``children`` gone, the window closed twice)."""
         for ancestor, seen in unmarked.items():
+            names = {"#n": "n"}
             values: dict[str, Any] = {":c": {"SS": [shard_id]}}
-            if seen == "0":  # an item the one-lane protocol wrote: no ``n`` yet
-                condition = "attribute_not_exists(#n)"
+            update = "ADD children :c"
+            if seen.startswith(_ONE_LANE_SEEN):
+                names["#r"] = "rev"
+                condition = "attribute_not_exists(#n) AND #r = :seenr"
+                update += " SET #r = :new, parts_rev = if_not_exists(parts_rev, :seenr)"
+                values[":seenr"] = {"S": seen[len(_ONE_LANE_SEEN) :]}
+                values[":new"] = {"S": uuid.uuid4().hex}
             else:
                 condition = "#n = :seen"
                 values[":seen"] = {"N": seen}
@@ -1913,9 +1937,9 @@ class DynamoDBStore:
                 lost=ClaimLost,
                 TableName=self.table,
                 Key={"shard": {"S": self.prefix + ancestor}, "window": {"S": _SHARD_SK}},
-                UpdateExpression="ADD children :c",
+                UpdateExpression=update,
                 ConditionExpression=condition,
-                ExpressionAttributeNames={"#n": "n"},
+                ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
             )
 
@@ -2175,8 +2199,12 @@ class DynamoDBStore:
         chunks = encode_log(log)
         logs = kept_logs(was.logs, was.pending, n, f"{log_id}/{len(chunks)}")
         sets, removes = _head_sets(state, was.applied or "", was.clock)
+        # not converted yet (review 9): the one-lane outbox stays in the shard item until
+        # the shard's own first lanes commit, and its parts keep the name of the ``rev``
+        # that wrote them, which this commit moves (as a fence or a one-lane mark does)
+        once = {"parts_rev": {"S": was.rev}} if was.legacy is None and was.rev else None
         commit = commit_request(self.table, {"S": pk}, was.n, was.rev, uuid.uuid4().hex,
-                                sets, logs, removes, childless=True)  # fmt: skip
+                                sets, logs, removes, once=once, childless=True)  # fmt: skip
         puts = log_puts(self.table, {"S": pk}, n, log_id, chunks)
         return _QuietLog(pk, (n, log_id, len(chunks)), log, puts, commit)
 
