@@ -6,14 +6,13 @@ calling ``boto3.client`` or reading botocore's errors themselves, so that:
 * there is one client per service per process: two DynamoDB sinks and a lookup share one,
   and a client costs tens of milliseconds and a few MB to create (boto3 loads the service
   model). :class:`lazy_client` is the attribute that hands it out on first use;
-* shardline's own hot paths (the DynamoDB sink, the lookup) share a second client of their
-  service that skips botocore's parameter validation (``validated=False``): a call costs
-  about 1 ms of the CPU Lambda bills, and the validation's walk over the request was about
-  5% of that time (12% of a conditional ``PutItem``'s instructions), spent checking requests
-  that shardline's code builds right by construction (every attribute value a one-member
-  dict of strings, table names checked by ``validate``). Everyone else, plugins above all,
-  gets the validated client by default, whose ``ParamValidationError`` names the wrong
-  parameter before anything is sent;
+* shardline's own hot paths (the DynamoDB sink, the lookup, the window state) share a second client
+  of their service that skips botocore's parameter validation (``validated=False``): a call costs
+  about 1 ms of the CPU Lambda bills, and the validation's walk over the request was about 5% of
+  that time (12% of a conditional ``PutItem``'s instructions), spent checking requests that
+  shardline's code builds right by construction (every attribute value a one-member dict of strings,
+  table names checked by ``validate``). Everyone else, plugins above all, gets the validated client
+  by default, whose ``ParamValidationError`` names the wrong parameter before anything is sent;
 * botocore's own retries are off: each caller retries exactly the failed items with full
   jitter (:func:`backoff_delay`) within its budget (:data:`MAX_ATTEMPTS`), and two nested
   retry loops would multiply the time an unreachable endpoint costs;
