@@ -525,6 +525,13 @@ class ShardState:
             where slice S3 will read it).
         n: the shard's commit number this state is at (the memory store's: its commit
             holds only if no other commit came between; :class:`CommitLost`).
+        key_hw: session windows in lanes mode (:attr:`WindowStore.high_water`): key ->
+            partition key -> the :data:`Mark` of the last record of that partition key
+            decided on the key outside its open sessions (in sessions that closed since,
+            or late, or refused), the design's ``h#KEY``. Why not the sessions' own: a
+            redelivered record cannot name a closed session (its start moved with
+            merges), and a late record lies inside no session, so a key's high-water is
+            the greatest of its open sessions' ``hw`` and this (issue 16, slice S6).
     """
 
     max_time: float | None = None
@@ -539,6 +546,7 @@ class ShardState:
     waiting: dict[int, list[WindowKey]] = field(default_factory=dict)
     hw: dict[WindowKey, dict[str, Mark]] = field(default_factory=dict)
     n: int = 0
+    key_hw: dict[Any, dict[str, Mark]] = field(default_factory=dict)
 
     def claims(self, changed: Set[WindowKey]) -> dict[WindowKey, tuple[Inherited, ...]]:
         """The inherited windows a batch added to or closed: what its commit must claim."""
@@ -719,8 +727,8 @@ class MemoryStore:
             only cost time).
     """
 
-    __slots__ = ("_committed", "_n", "_table", "end_of", "owners", "prefix", "shards", "size",
-                 "sized", "writes")  # fmt: skip
+    __slots__ = ("_committed", "_entries", "_n", "_table", "end_of", "owners", "prefix",
+                 "shards", "size", "sized", "writes")  # fmt: skip
 
     #: the step decides redeliveries by the windows' high-water (:class:`WindowStore`)
     high_water = True
@@ -728,9 +736,15 @@ class MemoryStore:
     hw_bound: int | None = None
 
     def outcomes(self, shard_id: str, first: Position, last: Position) -> dict[Position, Outcome]:
-        """Nothing beyond the state's ``outbox`` (its outbox stays in the process)."""
-        del shard_id, first, last
-        return {}
+        """What the commits kept of the records from ``first`` to ``last`` (every outcome a
+        commit's outbox held, as the DynamoDB store's outbox entries): a batch's outbox
+        forgets what lies before its first record, which with lanes is no bound on what a
+        lagging lane delivers again (a session's late record decided already yields
+        "late" from here: its key's high-water says decided, and nothing else says late)."""
+        kept = self._entries.get(shard_id)
+        if not kept:
+            return {}
+        return {at: outcome for at, outcome in kept.items() if first <= at <= last}
 
     def decided(
         self, shard_id: str, wkeys: Sequence[WindowKey]
@@ -756,6 +770,9 @@ class MemoryStore:
         self.size = size
         self.end_of = end_of
         self._committed: dict[str, _Committed] = {}
+        #: shard -> position -> the outcome a commit kept for it (shared by the processes;
+        #: :meth:`outcomes`)
+        self._entries: dict[str, dict[Position, Outcome]] = {}
         #: shard -> its commit number (shared by the processes)
         self._n: dict[str, int] = {}
         #: shard -> a copy of its committed state, once there are processes (shared)
@@ -771,6 +788,7 @@ class MemoryStore:
             self._table = {s: _copy(state) for s, state in self.shards.items()}
         other = MemoryStore(self.prefix, self.size, self.end_of, sized=self.sized)
         other.owners, other._committed = self.owners, self._committed
+        other._entries = self._entries
         other._n, other._table = self._n, self._table
         return other
 
@@ -885,6 +903,8 @@ class MemoryStore:
         if self._table is not None:
             self._table[shard_id] = _copy(state)
         self.writes += len(changed)
+        if state.outbox:
+            self._entries.setdefault(shard_id, {}).update(state.outbox)
         if self.sized:
             committed.update(state, items)
             self._committed[shard_id] = committed
@@ -941,7 +961,7 @@ class _Committed:
     as JSON, end, rank), and the high-water of each window a commit changed (closed ones'
     too: the memory store keeps them)."""
 
-    __slots__ = ("applied", "hw", "items", "max_time", "outbox")
+    __slots__ = ("applied", "hw", "items", "key_hw", "max_time", "outbox")
 
     def __init__(self) -> None:
         self.applied: Position | None = None
@@ -949,11 +969,13 @@ class _Committed:
         self.outbox: dict[Position, Outcome] = {}
         self.items: dict[WindowKey, tuple[str, Any, int]] = {}
         self.hw: dict[WindowKey, dict[str, Mark]] = {}
+        self.key_hw: dict[Any, dict[str, Mark]] = {}
 
     def update(
         self, state: ShardState, items: Mapping[WindowKey, tuple[str, Any, int] | None]
     ) -> None:
         self.applied, self.max_time, self.outbox = state.applied, state.max_time, dict(state.outbox)
+        self.key_hw = {key: dict(held) for key, held in state.key_hw.items()}
         hw = state.hw
         for wkey, item in items.items():
             held = hw.get(wkey)
@@ -972,6 +994,7 @@ class _Committed:
         state = ShardState(max_time=self.max_time, applied=self.applied, outbox=dict(self.outbox))
         state.ancestors, state.foreign = spoiled.ancestors, set(spoiled.foreign)
         state.hw = {wkey: dict(held) for wkey, held in self.hw.items()}
+        state.key_hw = {key: dict(held) for key, held in self.key_hw.items()}
         for wkey, (acc, end, _) in sorted(self.items.items(), key=lambda i: (i[1][1], i[1][2])):
             state.windows[wkey] = decode(acc)
             of_end = state.by_end.get(end)
@@ -998,6 +1021,7 @@ def _copy(state: ShardState) -> ShardState:
         foreign=set(state.foreign),
         waiting={end: list(keys) for end, keys in state.waiting.items()},
         hw={wkey: dict(held) for wkey, held in state.hw.items()},
+        key_hw={key: dict(held) for key, held in state.key_hw.items()},
     )
 
 
