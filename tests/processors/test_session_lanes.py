@@ -110,6 +110,24 @@ def test_a_record_of_a_session_that_closed_since_is_decided_not_late() -> None:
     assert step.late == 0
 
 
+def test_a_merged_session_keeps_each_partition_key_s_high_water() -> None:
+    """Key ``a`` comes with two partition keys (two lanes): ``a.p``'s record opens a
+    session at 1000, ``a.q``'s one at 1105; ``a.q``'s next (1099) bridges them. The merged
+    session's high-water keeps ``a.p``'s mark beside ``a.q``'s: ``a.p``'s record delivered
+    again is decided, not counted twice."""
+    step = _session(MemoryStore(sized=False))
+
+    def rec(pk: str, seq: int, ts: float) -> Record:
+        doc = {"user": "a", "ts": ts, "amount": 1, "product": "p", "page": "/a"}
+        return Record(orjson.dumps(doc), pk, str(seq), shard_id=SHARD)
+
+    _apply(step, [rec("a.p", 1, 1000)])
+    _apply(step, [rec("a.q", 2, 1105), rec("a.q", 3, 1099)])  # bridges: one session
+    assert _late(_apply(step, [rec("a.p", 1, 1000)])) == [False]  # redelivered
+    closer = _apply(step, [_rec("b", 4, 2000)])
+    assert _results(closer) == {"fn/a/1970-01-01T00:16:40Z": (3, 3)}
+
+
 # -- the property: lanes in any interleaving, restarts, twins; equal to one pass -------------
 
 
