@@ -84,6 +84,7 @@ from processors.window import (
 )
 from processors.window_keys import MARKER, key_text, key_value
 from processors.window_store import (
+    DEFAULT_MAX_RECORD_AGE_S,
     DynamoDBStore,
     Inherited,
     Mark,
@@ -182,10 +183,11 @@ class SessionWindow:
         now: the clock (epoch seconds), for ``quiet_s``.
         lineage: the shards' parents and children, as for
             :class:`~processors.window.Window` (reshards: the module docstring).
-        max_record_age_s: accepted from the plan and unused: sessions keep their outbox in
-            the shard item and decide redeliveries by ``applied`` (issue 16, slice S6).
-        parallelization: accepted from the plan and unused, for the same reason
-            (``validate`` refuses a window step with more than one lane).
+        max_record_age_s: the plan's (its ``batch``): how long outbox entries and keys'
+            high-water items are kept in lanes mode (``None``: the default, a day).
+        parallelization: the plan's; above 1 the DynamoDB store runs in lanes mode (issue
+            16, slice S6: :meth:`_decided`; ``validate`` still refuses a window step with
+            more than one lane).
 
     Raises:
         WindowConfigError: a setting is missing or wrong (the message says which).
@@ -223,7 +225,6 @@ class SessionWindow:
         max_record_age_s: int | None = None,
         parallelization: int = 1,
     ) -> None:
-        del max_record_age_s, parallelization  # the plan's, for windows' lanes mode (S3)
         problem = (  # its sizes first, as it always reported them
             session_problem(gap_s, size_s, slide_s, allowed_lateness_s)
             or settings_problem(state, store is not None, table, None, time, field, key, aggregate)
@@ -262,9 +263,16 @@ class SessionWindow:
                     self.gap_s,
                     now=now,
                     end_of=session_end_of(self.gap_s),
-                    high_water=False,  # sessions decide by ``applied`` (issue 16, slice S6)
+                    high_water=parallelization > 1,  # lanes mode (issue 16, slice S6)
+                    max_record_age_s=max_record_age_s or DEFAULT_MAX_RECORD_AGE_S,
                 )
             )
+        elif parallelization > 1 and not store.high_water:
+            msg = (
+                f"parallelization {parallelization} with a store that decides redeliveries "
+                "by the applied position alone: a lagging lane's records would be skipped"
+            )
+            raise WindowConfigError(msg)
         self.store: WindowStore = store
         self.quiet_s = quiet_s
         self._now = now
@@ -422,6 +430,7 @@ class SessionWindow:
         key = self._key_or_none(rec)
         if key is not None:
             _raise_one(state.key_hw, key, at[0], at[1], self.store.hw_bound)
+            state.raised.add(key)
 
     def _commit(
         self, shard_id: str, state: ShardState, changed: set[tuple[Any, Any]], closer: Record | None
@@ -587,6 +596,7 @@ class SessionWindow:
         if max_time is not None and t < max_time - self.allowed_lateness_s:
             if at is not None:  # decided outside any session: the key's high-water
                 _raise_one(state.key_hw, key, at[0], at[1], self.store.hw_bound)
+                state.raised.add(key)
             return _LATE
         self._join(key, float(t), state, index, changed, values=values, at=t, mark=at)
         if max_time is None or t > max_time:
@@ -772,6 +782,7 @@ class SessionWindow:
                 bound = self.store.hw_bound
                 for pk, top in held.items():
                     _raise_one(state.key_hw, wkey[0], pk, top, bound)
+                state.raised.add(wkey[0])
         if index is not None:
             index[wkey[0]].remove(wkey[1])
         if changed is not None:

@@ -361,6 +361,8 @@ __all__ = [
 #: How long a closed window's item stays (at least) after it closed, then TTL deletes it.
 CLOSED_TTL_S = 86_400
 _SHARD_SK = "#shard"
+#: the sort key prefix of a key's high-water item (session windows in lanes mode): ``h#KEY``
+_KEY_SK = "h#"
 #: The outbox entries' sort keys: ``~o#POS`` (:func:`outbox_sk`). Why ``~o#`` and not the
 #: design's ``o#``: ``o#`` sorts between the shard item and the window items (``w#``), so a
 #: cold start's ``Query`` of the partition would read every entry of the last day; ``~``
@@ -532,6 +534,9 @@ class ShardState:
             redelivered record cannot name a closed session (its start moved with
             merges), and a late record lies inside no session, so a key's high-water is
             the greatest of its open sessions' ``hw`` and this (issue 16, slice S6).
+        raised: the keys whose ``key_hw`` the batch raised: the DynamoDB store writes
+            their ``h#KEY`` items with its commit (and commits for them alone: a lagging
+            lane's late record changes no session, but must be decided durably).
     """
 
     max_time: float | None = None
@@ -547,6 +552,7 @@ class ShardState:
     hw: dict[WindowKey, dict[str, Mark]] = field(default_factory=dict)
     n: int = 0
     key_hw: dict[Any, dict[str, Mark]] = field(default_factory=dict)
+    raised: set[Any] = field(default_factory=set)
 
     def claims(self, changed: Set[WindowKey]) -> dict[WindowKey, tuple[Inherited, ...]]:
         """The inherited windows a batch added to or closed: what its commit must claim."""
@@ -905,6 +911,7 @@ class MemoryStore:
         self.writes += len(changed)
         if state.outbox:
             self._entries.setdefault(shard_id, {}).update(state.outbox)
+        state.raised.clear()
         if self.sized:
             committed.update(state, items)
             self._committed[shard_id] = committed
@@ -1022,6 +1029,7 @@ def _copy(state: ShardState) -> ShardState:
         waiting={end: list(keys) for end, keys in state.waiting.items()},
         hw={wkey: dict(held) for wkey, held in state.hw.items()},
         key_hw={key: dict(held) for key, held in state.key_hw.items()},
+        raised=set(state.raised),
     )
 
 
@@ -1211,9 +1219,9 @@ class DynamoDBStore:
     """
 
     __slots__ = ("_asks_quiet", "_cache", "_client", "_legacy", "_listed", "_local", "_merge",
-                 "_sleep", "end_of", "high_water", "hw_bound", "lateness", "max_record_age_s",
-                 "now", "persist_high_water", "prefix", "reads", "size", "table",
-                 "writes")  # fmt: skip
+                 "_sleep", "end_of", "high_water", "hw_bound", "keeps_late", "lateness",
+                 "max_record_age_s", "now", "persist_high_water", "prefix", "reads", "size",
+                 "table", "writes")  # fmt: skip
 
     def __init__(  # noqa: PLR0917  # the step's settings, as keywords
         self,
@@ -1232,6 +1240,12 @@ class DynamoDBStore:
         self.table = table
         self.end_of = end_of
         self.high_water = high_water
+        #: session windows (an ``end_of``) in lanes mode: a late record's outcome goes to
+        #: an outbox entry too, and keys' high-water to ``h#KEY`` items. Why: a session's
+        #: late record can lie inside a session a later record of its partition key
+        #: extended, so its redelivery is decided by the key's high-water and must find
+        #: "late" kept (design §5.1 step 3); a tumbling window's late record is late again
+        self.keeps_late = high_water and end_of is not None
         #: whether window items carry their high-water (``hw``, ``hw_prev``): what the
         #: store decides by (with ``high_water``); tests of the format set it alone
         self.persist_high_water = high_water
@@ -1762,6 +1776,8 @@ class DynamoDBStore:
         settled: set[WindowKey] = set()  # windows with an item of their own here
         for item in items:
             if not item["window"]["S"].startswith("w#"):  # the shard item, outbox parts
+                if item["window"]["S"].startswith(_KEY_SK):  # a key's high-water (sessions)
+                    state.key_hw[key_of_json(item["key"]["S"])] = hw_marks(item["hw"]["S"])
                 continue
             wkey, raw_v, acc, closed, end, rank, hw = _effective(item, judged_at, self.end_of)
             self._note_legacy(item, wkey)
@@ -2033,7 +2049,7 @@ class DynamoDBStore:
             msg = f"commit of shard {shard_id!r} without its state read first"
             raise WindowStateError(msg)
         applied = _pos_text(state.applied) if state.applied is not None else None
-        if applied == cached.applied and not changed and not quiet:
+        if applied == cached.applied and not changed and not quiet and not state.raised:
             if self.high_water:  # nothing validated its reads yet (design §9.2)
                 self._validate(shard_id, cached)
             cached.clean = True  # a redelivery: nothing applied, nothing to write
@@ -2095,6 +2111,7 @@ class DynamoDBStore:
         pk = {"S": self.prefix + shard_id}
         n = cached.n + 1
         log, updates = self._log_items(shard_id, cached, changed | cached.flushed, n)
+        log += self._key_items(pk, state, n)
         entries = self._outbox_puts(pk, cached, state.outbox, int(self.now()))
         converting = cached.legacy is None  # the shard's first lanes commit (_convert)
         if converting:
@@ -2149,6 +2166,7 @@ class DynamoDBStore:
         cached.items.update(updates)
         cached.flushed = set()
         _forget_closed_hw(state, updates)
+        state.raised.clear()  # its keys' h#KEY items are in the log
         cached.rolled.update(entries)
         cached.rolled.intersection_update(state.outbox)
         if converting:
@@ -2203,6 +2221,24 @@ class DynamoDBStore:
             raise _state_too_large(shard_id, too_large)
         return log, updates
 
+    def _key_items(self, pk: dict[str, str], state: ShardState, n: int) -> list[dict[str, Any]]:
+        """Session windows in lanes mode: commit ``n``'s ``h#KEY`` log entries, one per key
+        whose high-water the batch raised (:attr:`ShardState.raised`), the full new
+        content as every log entry: ``hw`` (within :data:`HW_MAX_PKS`, as window items),
+        ``expires`` as an outbox entry's (no record older than the age bound comes again)."""
+        if not state.raised:
+            return []
+        expires = {"N": str(int(self.now()) + self.max_record_age_s + OUTBOX_MARGIN_S)}
+        out = []
+        for key in state.raised:
+            held = state.key_hw.get(key)
+            if held:
+                text = key_json(key)
+                out.append({"shard": pk, "window": {"S": _KEY_SK + text}, "key": {"S": text},
+                            "hw": {"S": hw_stored(held)}, "n": {"N": str(n)},
+                            "expires": expires})  # fmt: skip
+        return out
+
     def _quiet_log(self, other: str, state: ShardState) -> _QuietLog:
         """A quiet shard's close as a commit like any other (slice S5): the log of the
         windows this batch closed (the open items its state no longer holds, and those
@@ -2219,6 +2255,7 @@ class DynamoDBStore:
         closed = {w for w, entry in was.items.items()
                   if entry[2] is not None and w not in state.windows}  # fmt: skip
         log, _ = self._log_items(other, was, closed | was.flushed, n)
+        log += self._key_items({"S": pk}, state, n)  # its closed sessions' high-water
         log_id = uuid.uuid4().hex[:_TOKEN_LEN]
         chunks = encode_log(log)
         logs = kept_logs(was.logs, was.pending, n, f"{log_id}/{len(chunks)}")
@@ -2536,7 +2573,9 @@ class DynamoDBStore:
         rolled = cached.rolled
         out: dict[Position, list[dict[str, Any]]] = {}
         for position, outcome in outbox.items():
-            if position in rolled or not (outcome.results or outcome.error is not None):
+            if position in rolled or not (
+                outcome.results or outcome.error is not None or (outcome.late and self.keeps_late)
+            ):
                 continue
             text, sk, at = _outbox_entry(outcome), outbox_sk(position), _pos_text(position)
             chunks = [text[i : i + _OUTBOX_PART] for i in range(0, len(text), _OUTBOX_PART)]
@@ -3187,6 +3226,6 @@ def _laid(
         prefix = log_prefix(m, log_id)
         decoded[m] = decode_log({i: texts[f"{prefix}{i:03d}"] for i in range(count)}, count)
     kept = {i["window"]["S"]: i for i in items if not i["window"]["S"].startswith(LOG_SK)}
-    laid = overlay(kept, [(m, [e for e in log if e["window"]["S"].startswith("w#")])
+    laid = overlay(kept, [(m, [e for e in log if e["window"]["S"].startswith(("w#", _KEY_SK))])
                           for m, log in decoded.items()])  # fmt: skip
     return list(laid.values()), decoded
