@@ -117,6 +117,23 @@ def test_a_record_of_a_session_that_closed_since_is_decided_after_a_cold_start(
     assert results(closer) == {"fn/b/1970-01-01T00:33:20Z": (1, 1)}
 
 
+def test_a_key_s_high_water_only_in_a_pending_log_is_laid_over(
+    aws: Callable[[str], Any], table: str
+) -> None:
+    """The commit that closed ``a``'s session committed, but its roll-forward failed: the
+    ``h#KEY`` item is only in the pending log. A cold process lays the log over the items
+    and finds the redelivered records decided, not late."""
+    client, prefix = Process(aws("dynamodb")), uuid.uuid4().hex
+    one = _step(table, prefix, client)
+    _apply(one, [_rec("a", 2, 1000), _rec("a", 4, 1001)])
+    client.refuse_roll = True  # the closer's roll-forward: refused
+    assert results(_apply(one, [_rec("b", 5, 2000)])) == {"fn/a/1970-01-01T00:16:40Z": (2, 2)}
+    client.refuse_roll = False
+    assert 'h#"a"' not in _items(aws("dynamodb"), table, prefix)  # only in the log
+    cold = _step(table, prefix, client)
+    assert _late(_apply(cold, [_rec("a", 2, 1000), _rec("a", 4, 1001)])) == [False, False]
+
+
 @settings(
     deadline=None,
     max_examples=25,
