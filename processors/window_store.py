@@ -16,7 +16,7 @@ id) and ``window`` (sort key). It holds:
   ``max_record_age_s`` plus :data:`OUTBOX_MARGIN_S` after it closed (its high-water is read
   until no record of it can come again). Only in lanes mode: the window step's store with
   ``parallelization`` above 1 decides redeliveries by it (:attr:`DynamoDBStore.high_water`;
-  issue 16, slice S3): below. With one lane (and for session windows) the store writes
+  issue 16, slice S3): below. With one lane the store writes
   none and keeps main's single-position protocol. Why per shard and not per (key,
   window): the watermark that closes a window is the shard's, so a window's state belongs to
   one shard's sequence of records; a batch then reads its shard's items with one
@@ -34,6 +34,17 @@ id) and ``window`` (sort key). It holds:
   shard item leaves the committed parts alone; the parts no shard item names are deleted
   after the next commit;
 * **one item listing the shards** (``#shards``), so that a batch finds the quiet ones;
+* in lanes mode, for session windows only, **one item per key with a high-water
+  outside its open sessions**, sort key ``h#KEY`` (KEY as in a window item's): ``hw``, the
+  position of the last record of each partition key decided on the key in a session
+  that closed since, late, or refused (:attr:`ShardState.key_hw`), ``expires`` as an
+  outbox entry's; written through the redo log like a window item (and by a quiet
+  shard's close, for the sessions it closed), read by a full read (sessions never
+  catch up from the logs). A session's late record also gets an outbox entry: a
+  redelivered session record is decided by its key's high-water, the greatest of its
+  open sessions' ``hw`` and this, and a late record may lie inside a session a later
+  record of its partition key extended, so "late" must be read back, not recomputed
+  (design ``parallel-windows.md`` §5.1 step 3; issue 16, slice S6);
 * in lanes mode only, **one outbox entry per record that yielded results or a
   state-dependent error**, sort key
   ``~o#POS`` (:func:`outbox_sk`: the position zero-padded, so the entries sort by position;
@@ -1208,8 +1219,10 @@ class DynamoDBStore:
             (:class:`WindowStore`): the ``window`` step's with ``parallelization`` above 1
             (issue 16, slice S3; ``validate`` refuses it until slice S7); then window items
             carry it (``hw``, ``hw_prev``), outcomes go to outbox entry items (``~o#POS``)
-            and closed windows' items are read for records that look late. ``False`` (one
-            lane, and session windows until slice S6): by the shard item's ``applied``
+            and closed windows' items are read for records that look late; session
+            windows (an ``end_of``) also keep a late record's outcome in an outbox entry
+            and a key's high-water outside its open sessions in an ``h#KEY`` item (slice
+            S6, :attr:`keeps_late`). ``False`` (one lane): by the shard item's ``applied``
             alone, and none of that is written: with one lane every record at or before
             ``applied`` was decided, so the high-water would buy nothing and cost a round
             trip per closing batch, write units, and a redelivery's reads (review 6).
@@ -1362,7 +1375,8 @@ class DynamoDBStore:
         a commit between has no log named (more than the kept logs behind), a part is
         gone (a newer commit dropped the log), or the shard is a reshard's child still
         inheriting, holds windows another shard's close left open (``flushed``: an
-        older version's close, which wrote no log), or holds sessions (slice S6)."""
+        older version's close, which wrote no log), or holds sessions (their ``h#KEY``
+        items are read by a full read; a catch-up of sessions is not written yet)."""
         state = cached.state
         if (
             item is None
@@ -1610,7 +1624,8 @@ class DynamoDBStore:
         ``last``: one strongly consistent ``Query`` (pages aside), made by the step at a
         batch's first record applied already that the shard item's outbox does not name.
         Only records that yielded results or a state-dependent error have one; a late
-        record is late again (the watermark only grows, a window never reopens)."""
+        record is late again (the watermark only grows, a window never reopens), except
+        a session's (:attr:`keeps_late`)."""
         if not self.high_water:
             return {}
         pk = self.prefix + shard_id
