@@ -37,6 +37,16 @@ recomputes the sessions from all the records accepted so far, sorted by time):
   apart are one session under the earlier start (:meth:`SessionWindow._join_inherited`).
   A session a sibling claimed is gone for this shard (records of its key here make
   sessions of their own), not late: a session has no fixed span to be late for.
+* **Lanes** (``parallelization`` above 1, the DynamoDB store's lanes mode, and the memory
+  store, which keeps the high-water): a record at or before the shard's ``applied`` may be
+  a lagging lane's new one. It was decided already if its key's high-water for its
+  partition key is at or past it: the greatest of the key's open sessions' ``hw`` (a
+  merged session's is the per-partition-key maximum of its parts') and the key's own,
+  :attr:`~processors.window_store.ShardState.key_hw` (the DynamoDB store's ``h#KEY``),
+  which a closing session's ``hw``, a late record and a refused one raise. A decided
+  record yields the outcome its commit kept (results, late, an error) or nothing, never a
+  verdict made again: a late record can lie inside a session that a later record of its
+  partition key extended (:meth:`SessionWindow._decided`).
 * **Everything else** (time fields, the outbox and redelivery, one state write per changed
   (key, session) per batch, quiet shards, dead letters) is the window step's
   (:mod:`processors.window`), on the same state stores (:mod:`processors.window_store`):
@@ -68,8 +78,11 @@ from processors.window import (
     _budgeted,
     _key_text,
     _long_key,
+    _mark,
     _position,
+    _raise_one,
     _refuse_large,
+    _seen,
     _send_with,
     _ShardLocks,
     _too_long,
@@ -81,12 +94,15 @@ from processors.window import (
 )
 from processors.window_keys import MARKER, key_text, key_value
 from processors.window_store import (
+    DEFAULT_MAX_RECORD_AGE_S,
     DynamoDBStore,
     Inherited,
+    Mark,
     MemoryStore,
     Outcome,
     ShardState,
     WindowStore,
+    position_mark,
 )
 from stream.exceptions import RecordError
 
@@ -177,10 +193,11 @@ class SessionWindow:
         now: the clock (epoch seconds), for ``quiet_s``.
         lineage: the shards' parents and children, as for
             :class:`~processors.window.Window` (reshards: the module docstring).
-        max_record_age_s: accepted from the plan and unused: sessions keep their outbox in
-            the shard item and decide redeliveries by ``applied`` (issue 16, slice S6).
-        parallelization: accepted from the plan and unused, for the same reason
-            (``validate`` refuses a window step with more than one lane).
+        max_record_age_s: the plan's (its ``batch``): how long outbox entries and keys'
+            high-water items are kept in lanes mode (``None``: the default, a day).
+        parallelization: the plan's; above 1 the DynamoDB store runs in lanes mode (issue
+            16, slice S6: :meth:`_decided`; ``validate`` still refuses a window step with
+            more than one lane).
 
     Raises:
         WindowConfigError: a setting is missing or wrong (the message says which).
@@ -218,7 +235,6 @@ class SessionWindow:
         max_record_age_s: int | None = None,
         parallelization: int = 1,
     ) -> None:
-        del max_record_age_s, parallelization  # the plan's, for windows' lanes mode (S3)
         problem = (  # its sizes first, as it always reported them
             session_problem(gap_s, size_s, slide_s, allowed_lateness_s)
             or settings_problem(state, store is not None, table, None, time, field, key, aggregate)
@@ -257,9 +273,16 @@ class SessionWindow:
                     self.gap_s,
                     now=now,
                     end_of=session_end_of(self.gap_s),
-                    high_water=False,  # sessions decide by ``applied`` (issue 16, slice S6)
+                    high_water=parallelization > 1,  # lanes mode (issue 16, slice S6)
+                    max_record_age_s=max_record_age_s or DEFAULT_MAX_RECORD_AGE_S,
                 )
             )
+        elif parallelization > 1 and not store.high_water:
+            msg = (
+                f"parallelization {parallelization} with a store that decides redeliveries "
+                "by the applied position alone: a lagging lane's records would be skipped"
+            )
+            raise WindowConfigError(msg)
         self.store: WindowStore = store
         self.quiet_s = quiet_s
         self._now = now
@@ -285,7 +308,7 @@ class SessionWindow:
     prepare = Window.prepare
     _prepare_run = Window._prepare_run
 
-    def _prepare_shard(
+    def _prepare_shard(  # noqa: PLR0915  # the per-record hot path, in one frame
         self,
         records: Sequence[Record],
         pending: dict[int, Outcome],
@@ -303,6 +326,12 @@ class SessionWindow:
         changed: set[tuple[Any, Any]] = set()
         closer: Record | None = None  # the last record applied now that yields no error
         apply = self._apply
+        # lanes mode (the store keeps the high-water): a record at or before ``top`` may
+        # have been decided already, by its key's high-water (:meth:`_decided`)
+        exact = self.store.high_water
+        top = None if not exact or state.applied is None else position_mark(state.applied)
+        looked: list[bool] = []  # whether the store's outcomes of the batch were read
+        decided_at: tuple[str, Mark] | None = None
         for rec in records:
             part = rec.part  # _position(rec), inline
             position = (
@@ -311,20 +340,33 @@ class SessionWindow:
                 tuple(int(p) for p in part.split(".")) if part else (),
             )
             applied = state.applied
-            if applied is not None and position <= applied:
+            if exact:
+                decided_at = (rec.partition_key, _mark(rec))
+                if top is not None:
+                    if decided_at[1] > top:
+                        top = None  # the rest of the batch comes after it (shard order)
+                    elif self._decided(rec, decided_at, state, index):
+                        self._replay(rec, position, state, records, looked, pending)
+                        continue
+                if applied is None or position > applied:
+                    state.applied = position
+            elif applied is not None and position <= applied:
                 outcome = state.outbox.get(position)
                 if outcome is not None:
                     pending[id(rec)] = outcome
                 continue
-            state.applied = position
+            else:
+                state.applied = position
             try:
                 if refused_keys:
                     key = rec.as_dict().get(self.key)
                     if type(key) in _KEY_TYPES and _text_or_none(key) in refused_keys:
                         _refuse_key(key)
-                outcome = apply(rec, state, index, changed)
+                outcome = apply(rec, state, index, changed, decided_at)
             except RecordError as exc:
                 outcome = Outcome(error=exc)
+                if decided_at is not None:  # decided on its key: yields its error again
+                    self._raise_key_hw(rec, state, decided_at)
             if outcome is _NOTHING:
                 closer = rec
                 continue
@@ -333,6 +375,72 @@ class SessionWindow:
             if outcome.error is None and not outcome.late:
                 closer = rec
         self._commit(shard_id, state, changed, closer)
+
+    def _decided(
+        self,
+        rec: Record,
+        at: tuple[str, Mark],
+        state: ShardState,
+        index: dict[Any, list[float]],
+    ) -> bool:
+        """Lanes mode: whether the record (partition key and mark ``at``) was decided
+        already: its key's high-water for its partition key, the greatest of its open
+        sessions' ``hw`` and the key's own (:attr:`ShardState.key_hw`: closed sessions,
+        late and refused records), is at or past it (Lambda keeps a partition key's
+        order). Unlike tumbling windows, "the open session around its time says so" is
+        no proof it was applied: a late record can lie inside a session that a later
+        record of its partition key extended; so a decided record yields what its
+        outcome was (late included), never a verdict made again. A record whose key
+        cannot be read is a record fault, decided again."""
+        key = self._key_or_none(rec)
+        if key is None:
+            return False
+        pk, mark = at
+        starts = index.get(key)
+        if starts and _seen(state.hw, key, starts, pk, mark):
+            return True
+        held = state.key_hw.get(key)
+        return held is not None and _seen({(key, 0): held}, key, (0,), pk, mark)
+
+    def _replay(  # noqa: PLR0917  # the batch's place, as the loop has it
+        self,
+        rec: Record,
+        position: tuple[int, int, tuple[int, ...]],
+        state: ShardState,
+        records: Sequence[Record],
+        looked: list[bool],
+        pending: dict[int, Outcome],
+    ) -> None:
+        """A record decided already yields its outcome: from the shard's outbox, else from
+        what the store kept of the batch's positions (read once per batch), else nothing."""
+        outcome = state.outbox.get(position)
+        if outcome is None and not looked:
+            looked.append(True)
+            kept = self.store.outcomes(records[0].shard_id, _position(records[0]),
+                                       _position(records[-1]))  # fmt: skip
+            for at, was in kept.items():
+                state.outbox.setdefault(at, was)
+            outcome = state.outbox.get(position)
+        if outcome is not None:
+            pending[id(rec)] = outcome
+
+    def _key_or_none(self, rec: Record) -> Any:
+        """The record's key's text, or ``None`` if it has none (a record fault)."""
+        try:
+            key = rec.as_dict().get(self.key)
+            if type(key) is not str or key[:1] == MARKER:
+                key = _key_text(key, self.key)
+        except RecordError:
+            return None
+        return key
+
+    def _raise_key_hw(self, rec: Record, state: ShardState, at: tuple[str, Mark]) -> None:
+        """A record decided on its key outside any session (late, refused): the key's
+        high-water for its partition key, so that a redelivery yields its outcome."""
+        key = self._key_or_none(rec)
+        if key is not None:
+            _raise_one(state.key_hw, key, at[0], at[1], self.store.hw_bound)
+            state.raised.add(key)
 
     def _commit(
         self, shard_id: str, state: ShardState, changed: set[tuple[Any, Any]], closer: Record | None
@@ -463,7 +571,10 @@ class SessionWindow:
         state: ShardState,
         index: dict[Any, list[float]],
         changed: set[tuple[Any, Any]],
+        at: tuple[str, Mark] | None = None,
     ) -> Outcome:
+        """Apply one record; ``at`` (lanes mode): its partition key and mark, by which the
+        sessions' and the key's high-water rise (:meth:`_decided`)."""
         doc = rec.json
         if type(doc) is not dict:
             doc = rec.as_dict()  # raises its DecodeError
@@ -493,8 +604,11 @@ class SessionWindow:
             _refuse_large(self._sized, get)
         max_time = state.max_time
         if max_time is not None and t < max_time - self.allowed_lateness_s:
+            if at is not None:  # decided outside any session: the key's high-water
+                _raise_one(state.key_hw, key, at[0], at[1], self.store.hw_bound)
+                state.raised.add(key)
             return _LATE
-        self._join(key, float(t), state, index, changed, values=values, at=t)
+        self._join(key, float(t), state, index, changed, values=values, at=t, mark=at)
         if max_time is None or t > max_time:
             state.max_time = max_time = t
         watermark = max_time - self.allowed_lateness_s
@@ -503,7 +617,7 @@ class SessionWindow:
         results = self._close(state, watermark, index, changed)
         return Outcome(tuple(results)) if results else _NOTHING
 
-    def _join(
+    def _join(  # noqa: PLR0915  # the per-record hot path, in one frame
         self,
         key: Any,
         t: float,
@@ -513,6 +627,7 @@ class SessionWindow:
         *,
         values: Any,
         at: float,
+        mark: tuple[str, Mark] | None = None,
     ) -> list[Any]:
         """Add the record (``values``, event time ``at``; ``t`` as a float) to the session
         of ``key`` that ``t`` belongs to, after it: a new one, an open one (its start moved
@@ -553,6 +668,8 @@ class SessionWindow:
                 else:
                     to_end.append(wkey)
             changed.add(wkey)
+            if mark is not None:
+                _raise_one(state.hw, wkey, mark[0], mark[1], self.store.hw_bound)
             return accs
         touching.sort()
         if not touching:
@@ -561,6 +678,8 @@ class SessionWindow:
             fold(accs, values, at)
             self._open(state, (key, t), accs, starts)
             changed.add((key, t))
+            if mark is not None:
+                state.hw[key, t] = {mark[0]: mark[1]}
             return accs
         first = touching[0]
         accs = self._merged(windows, key, touching)
@@ -571,7 +690,22 @@ class SessionWindow:
         wkey = (key, min(first, t))
         self._open(state, wkey, accs, starts)
         changed.add(wkey)
+        if mark is not None:
+            self._merge_hw(state, key, touching, wkey, mark)
         return accs
+
+    def _merge_hw(
+        self, state: ShardState, key: Any, touching: list[Any], wkey: Wkey, mark: tuple[str, Mark]
+    ) -> None:
+        """Lanes mode: a merged (or moved) session's high-water is the greatest of its
+        parts', per partition key, and the record's (a part's partition key other than the
+        record's keeps its own mark: design §5.2)."""
+        bound = self.store.hw_bound
+        parts = [state.hw.pop((key, start), None) for start in touching]
+        for held in parts:
+            for pk, top in (held or {}).items():
+                _raise_one(state.hw, wkey, pk, top, bound)
+        _raise_one(state.hw, wkey, mark[0], mark[1], bound)
 
     def _merged(self, windows: dict[Any, list[Any]], key: Any, touching: list[Any]) -> list[Any]:
         """The accumulators of the sessions of ``key`` starting at ``touching`` as one, the
@@ -649,8 +783,16 @@ class SessionWindow:
         index: dict[Any, list[float]] | None,
         changed: set[tuple[Any, Any]] | None,
     ) -> dict[str, Any]:
-        """A session out of the state, and its result."""
+        """A session out of the state, and its result; in lanes mode its high-water goes
+        to its key's (a redelivery cannot name a closed session: :meth:`_decided`)."""
         accs = _views(state)[0].pop(wkey)
+        if state.hw:
+            held = state.hw.pop(wkey, None)
+            if held:
+                bound = self.store.hw_bound
+                for pk, top in held.items():
+                    _raise_one(state.key_hw, wkey[0], pk, top, bound)
+                state.raised.add(wkey[0])
         if index is not None:
             index[wkey[0]].remove(wkey[1])
         if changed is not None:

@@ -16,7 +16,7 @@ id) and ``window`` (sort key). It holds:
   ``max_record_age_s`` plus :data:`OUTBOX_MARGIN_S` after it closed (its high-water is read
   until no record of it can come again). Only in lanes mode: the window step's store with
   ``parallelization`` above 1 decides redeliveries by it (:attr:`DynamoDBStore.high_water`;
-  issue 16, slice S3): below. With one lane (and for session windows) the store writes
+  issue 16, slice S3): below. With one lane the store writes
   none and keeps main's single-position protocol. Why per shard and not per (key,
   window): the watermark that closes a window is the shard's, so a window's state belongs to
   one shard's sequence of records; a batch then reads its shard's items with one
@@ -34,6 +34,17 @@ id) and ``window`` (sort key). It holds:
   shard item leaves the committed parts alone; the parts no shard item names are deleted
   after the next commit;
 * **one item listing the shards** (``#shards``), so that a batch finds the quiet ones;
+* in lanes mode, for session windows only, **one item per key with a high-water
+  outside its open sessions**, sort key ``h#KEY`` (KEY as in a window item's): ``hw``, the
+  position of the last record of each partition key decided on the key in a session
+  that closed since, late, or refused (:attr:`ShardState.key_hw`), ``expires`` as an
+  outbox entry's; written through the redo log like a window item (and by a quiet
+  shard's close, for the sessions it closed), read by a full read (sessions never
+  catch up from the logs). A session's late record also gets an outbox entry: a
+  redelivered session record is decided by its key's high-water, the greatest of its
+  open sessions' ``hw`` and this, and a late record may lie inside a session a later
+  record of its partition key extended, so "late" must be read back, not recomputed
+  (design ``parallel-windows.md`` §5.1 step 3; issue 16, slice S6);
 * in lanes mode only, **one outbox entry per record that yielded results or a
   state-dependent error**, sort key
   ``~o#POS`` (:func:`outbox_sk`: the position zero-padded, so the entries sort by position;
@@ -361,6 +372,8 @@ __all__ = [
 #: How long a closed window's item stays (at least) after it closed, then TTL deletes it.
 CLOSED_TTL_S = 86_400
 _SHARD_SK = "#shard"
+#: the sort key prefix of a key's high-water item (session windows in lanes mode): ``h#KEY``
+_KEY_SK = "h#"
 #: The outbox entries' sort keys: ``~o#POS`` (:func:`outbox_sk`). Why ``~o#`` and not the
 #: design's ``o#``: ``o#`` sorts between the shard item and the window items (``w#``), so a
 #: cold start's ``Query`` of the partition would read every entry of the last day; ``~``
@@ -525,6 +538,16 @@ class ShardState:
             where slice S3 will read it).
         n: the shard's commit number this state is at (the memory store's: its commit
             holds only if no other commit came between; :class:`CommitLost`).
+        key_hw: session windows in lanes mode (:attr:`WindowStore.high_water`): key ->
+            partition key -> the :data:`Mark` of the last record of that partition key
+            decided on the key outside its open sessions (in sessions that closed since,
+            or late, or refused), the design's ``h#KEY``. Why not the sessions' own: a
+            redelivered record cannot name a closed session (its start moved with
+            merges), and a late record lies inside no session, so a key's high-water is
+            the greatest of its open sessions' ``hw`` and this (issue 16, slice S6).
+        raised: the keys whose ``key_hw`` the batch raised: the DynamoDB store writes
+            their ``h#KEY`` items with its commit (and commits for them alone: a lagging
+            lane's late record changes no session, but must be decided durably).
     """
 
     max_time: float | None = None
@@ -539,6 +562,8 @@ class ShardState:
     waiting: dict[int, list[WindowKey]] = field(default_factory=dict)
     hw: dict[WindowKey, dict[str, Mark]] = field(default_factory=dict)
     n: int = 0
+    key_hw: dict[Any, dict[str, Mark]] = field(default_factory=dict)
+    raised: set[Any] = field(default_factory=set)
 
     def claims(self, changed: Set[WindowKey]) -> dict[WindowKey, tuple[Inherited, ...]]:
         """The inherited windows a batch added to or closed: what its commit must claim."""
@@ -719,8 +744,8 @@ class MemoryStore:
             only cost time).
     """
 
-    __slots__ = ("_committed", "_n", "_table", "end_of", "owners", "prefix", "shards", "size",
-                 "sized", "writes")  # fmt: skip
+    __slots__ = ("_committed", "_entries", "_n", "_table", "end_of", "owners", "prefix",
+                 "shards", "size", "sized", "writes")  # fmt: skip
 
     #: the step decides redeliveries by the windows' high-water (:class:`WindowStore`)
     high_water = True
@@ -728,9 +753,15 @@ class MemoryStore:
     hw_bound: int | None = None
 
     def outcomes(self, shard_id: str, first: Position, last: Position) -> dict[Position, Outcome]:
-        """Nothing beyond the state's ``outbox`` (its outbox stays in the process)."""
-        del shard_id, first, last
-        return {}
+        """What the commits kept of the records from ``first`` to ``last`` (every outcome a
+        commit's outbox held, as the DynamoDB store's outbox entries): a batch's outbox
+        forgets what lies before its first record, which with lanes is no bound on what a
+        lagging lane delivers again (a session's late record decided already yields
+        "late" from here: its key's high-water says decided, and nothing else says late)."""
+        kept = self._entries.get(shard_id)
+        if not kept:
+            return {}
+        return {at: outcome for at, outcome in kept.items() if first <= at <= last}
 
     def decided(
         self, shard_id: str, wkeys: Sequence[WindowKey]
@@ -756,6 +787,9 @@ class MemoryStore:
         self.size = size
         self.end_of = end_of
         self._committed: dict[str, _Committed] = {}
+        #: shard -> position -> the outcome a commit kept for it (shared by the processes;
+        #: :meth:`outcomes`)
+        self._entries: dict[str, dict[Position, Outcome]] = {}
         #: shard -> its commit number (shared by the processes)
         self._n: dict[str, int] = {}
         #: shard -> a copy of its committed state, once there are processes (shared)
@@ -771,6 +805,7 @@ class MemoryStore:
             self._table = {s: _copy(state) for s, state in self.shards.items()}
         other = MemoryStore(self.prefix, self.size, self.end_of, sized=self.sized)
         other.owners, other._committed = self.owners, self._committed
+        other._entries = self._entries
         other._n, other._table = self._n, self._table
         return other
 
@@ -885,6 +920,9 @@ class MemoryStore:
         if self._table is not None:
             self._table[shard_id] = _copy(state)
         self.writes += len(changed)
+        if state.outbox:
+            self._entries.setdefault(shard_id, {}).update(state.outbox)
+        state.raised.clear()
         if self.sized:
             committed.update(state, items)
             self._committed[shard_id] = committed
@@ -941,7 +979,7 @@ class _Committed:
     as JSON, end, rank), and the high-water of each window a commit changed (closed ones'
     too: the memory store keeps them)."""
 
-    __slots__ = ("applied", "hw", "items", "max_time", "outbox")
+    __slots__ = ("applied", "hw", "items", "key_hw", "max_time", "outbox")
 
     def __init__(self) -> None:
         self.applied: Position | None = None
@@ -949,11 +987,13 @@ class _Committed:
         self.outbox: dict[Position, Outcome] = {}
         self.items: dict[WindowKey, tuple[str, Any, int]] = {}
         self.hw: dict[WindowKey, dict[str, Mark]] = {}
+        self.key_hw: dict[Any, dict[str, Mark]] = {}
 
     def update(
         self, state: ShardState, items: Mapping[WindowKey, tuple[str, Any, int] | None]
     ) -> None:
         self.applied, self.max_time, self.outbox = state.applied, state.max_time, dict(state.outbox)
+        self.key_hw = {key: dict(held) for key, held in state.key_hw.items()}
         hw = state.hw
         for wkey, item in items.items():
             held = hw.get(wkey)
@@ -972,6 +1012,7 @@ class _Committed:
         state = ShardState(max_time=self.max_time, applied=self.applied, outbox=dict(self.outbox))
         state.ancestors, state.foreign = spoiled.ancestors, set(spoiled.foreign)
         state.hw = {wkey: dict(held) for wkey, held in self.hw.items()}
+        state.key_hw = {key: dict(held) for key, held in self.key_hw.items()}
         for wkey, (acc, end, _) in sorted(self.items.items(), key=lambda i: (i[1][1], i[1][2])):
             state.windows[wkey] = decode(acc)
             of_end = state.by_end.get(end)
@@ -998,6 +1039,8 @@ def _copy(state: ShardState) -> ShardState:
         foreign=set(state.foreign),
         waiting={end: list(keys) for end, keys in state.waiting.items()},
         hw={wkey: dict(held) for wkey, held in state.hw.items()},
+        key_hw={key: dict(held) for key, held in state.key_hw.items()},
+        raised=set(state.raised),
     )
 
 
@@ -1176,8 +1219,10 @@ class DynamoDBStore:
             (:class:`WindowStore`): the ``window`` step's with ``parallelization`` above 1
             (issue 16, slice S3; ``validate`` refuses it until slice S7); then window items
             carry it (``hw``, ``hw_prev``), outcomes go to outbox entry items (``~o#POS``)
-            and closed windows' items are read for records that look late. ``False`` (one
-            lane, and session windows until slice S6): by the shard item's ``applied``
+            and closed windows' items are read for records that look late; session
+            windows (an ``end_of``) also keep a late record's outcome in an outbox entry
+            and a key's high-water outside its open sessions in an ``h#KEY`` item (slice
+            S6, :attr:`keeps_late`). ``False`` (one lane): by the shard item's ``applied``
             alone, and none of that is written: with one lane every record at or before
             ``applied`` was decided, so the high-water would buy nothing and cost a round
             trip per closing batch, write units, and a redelivery's reads (review 6).
@@ -1187,9 +1232,9 @@ class DynamoDBStore:
     """
 
     __slots__ = ("_asks_quiet", "_cache", "_client", "_legacy", "_listed", "_local", "_merge",
-                 "_sleep", "end_of", "high_water", "hw_bound", "lateness", "max_record_age_s",
-                 "now", "persist_high_water", "prefix", "reads", "size", "table",
-                 "writes")  # fmt: skip
+                 "_sleep", "end_of", "high_water", "hw_bound", "keeps_late", "lateness",
+                 "max_record_age_s", "now", "persist_high_water", "prefix", "reads", "size",
+                 "table", "writes")  # fmt: skip
 
     def __init__(  # noqa: PLR0917  # the step's settings, as keywords
         self,
@@ -1208,6 +1253,12 @@ class DynamoDBStore:
         self.table = table
         self.end_of = end_of
         self.high_water = high_water
+        #: session windows (an ``end_of``) in lanes mode: a late record's outcome goes to
+        #: an outbox entry too, and keys' high-water to ``h#KEY`` items. Why: a session's
+        #: late record can lie inside a session a later record of its partition key
+        #: extended, so its redelivery is decided by the key's high-water and must find
+        #: "late" kept (design §5.1 step 3); a tumbling window's late record is late again
+        self.keeps_late = high_water and end_of is not None
         #: whether window items carry their high-water (``hw``, ``hw_prev``): what the
         #: store decides by (with ``high_water``); tests of the format set it alone
         self.persist_high_water = high_water
@@ -1324,7 +1375,8 @@ class DynamoDBStore:
         a commit between has no log named (more than the kept logs behind), a part is
         gone (a newer commit dropped the log), or the shard is a reshard's child still
         inheriting, holds windows another shard's close left open (``flushed``: an
-        older version's close, which wrote no log), or holds sessions (slice S6)."""
+        older version's close, which wrote no log), or holds sessions (their ``h#KEY``
+        items are read by a full read; a catch-up of sessions is not written yet)."""
         state = cached.state
         if (
             item is None
@@ -1572,7 +1624,8 @@ class DynamoDBStore:
         ``last``: one strongly consistent ``Query`` (pages aside), made by the step at a
         batch's first record applied already that the shard item's outbox does not name.
         Only records that yielded results or a state-dependent error have one; a late
-        record is late again (the watermark only grows, a window never reopens)."""
+        record is late again (the watermark only grows, a window never reopens), except
+        a session's (:attr:`keeps_late`)."""
         if not self.high_water:
             return {}
         pk = self.prefix + shard_id
@@ -1738,6 +1791,8 @@ class DynamoDBStore:
         settled: set[WindowKey] = set()  # windows with an item of their own here
         for item in items:
             if not item["window"]["S"].startswith("w#"):  # the shard item, outbox parts
+                if item["window"]["S"].startswith(_KEY_SK):  # a key's high-water (sessions)
+                    state.key_hw[key_of_json(item["key"]["S"])] = hw_marks(item["hw"]["S"])
                 continue
             wkey, raw_v, acc, closed, end, rank, hw = _effective(item, judged_at, self.end_of)
             self._note_legacy(item, wkey)
@@ -2009,7 +2064,7 @@ class DynamoDBStore:
             msg = f"commit of shard {shard_id!r} without its state read first"
             raise WindowStateError(msg)
         applied = _pos_text(state.applied) if state.applied is not None else None
-        if applied == cached.applied and not changed and not quiet:
+        if applied == cached.applied and not changed and not quiet and not state.raised:
             if self.high_water:  # nothing validated its reads yet (design §9.2)
                 self._validate(shard_id, cached)
             cached.clean = True  # a redelivery: nothing applied, nothing to write
@@ -2071,6 +2126,7 @@ class DynamoDBStore:
         pk = {"S": self.prefix + shard_id}
         n = cached.n + 1
         log, updates = self._log_items(shard_id, cached, changed | cached.flushed, n)
+        log += self._key_items(pk, state, n)
         entries = self._outbox_puts(pk, cached, state.outbox, int(self.now()))
         converting = cached.legacy is None  # the shard's first lanes commit (_convert)
         if converting:
@@ -2125,6 +2181,7 @@ class DynamoDBStore:
         cached.items.update(updates)
         cached.flushed = set()
         _forget_closed_hw(state, updates)
+        state.raised.clear()  # its keys' h#KEY items are in the log
         cached.rolled.update(entries)
         cached.rolled.intersection_update(state.outbox)
         if converting:
@@ -2179,6 +2236,24 @@ class DynamoDBStore:
             raise _state_too_large(shard_id, too_large)
         return log, updates
 
+    def _key_items(self, pk: dict[str, str], state: ShardState, n: int) -> list[dict[str, Any]]:
+        """Session windows in lanes mode: commit ``n``'s ``h#KEY`` log entries, one per key
+        whose high-water the batch raised (:attr:`ShardState.raised`), the full new
+        content as every log entry: ``hw`` (within :data:`HW_MAX_PKS`, as window items),
+        ``expires`` as an outbox entry's (no record older than the age bound comes again)."""
+        if not state.raised:
+            return []
+        expires = {"N": str(int(self.now()) + self.max_record_age_s + OUTBOX_MARGIN_S)}
+        out = []
+        for key in state.raised:
+            held = state.key_hw.get(key)
+            if held:
+                text = key_json(key)
+                out.append({"shard": pk, "window": {"S": _KEY_SK + text}, "key": {"S": text},
+                            "hw": {"S": hw_stored(held)}, "n": {"N": str(n)},
+                            "expires": expires})  # fmt: skip
+        return out
+
     def _quiet_log(self, other: str, state: ShardState) -> _QuietLog:
         """A quiet shard's close as a commit like any other (slice S5): the log of the
         windows this batch closed (the open items its state no longer holds, and those
@@ -2195,6 +2270,7 @@ class DynamoDBStore:
         closed = {w for w, entry in was.items.items()
                   if entry[2] is not None and w not in state.windows}  # fmt: skip
         log, _ = self._log_items(other, was, closed | was.flushed, n)
+        log += self._key_items({"S": pk}, state, n)  # its closed sessions' high-water
         log_id = uuid.uuid4().hex[:_TOKEN_LEN]
         chunks = encode_log(log)
         logs = kept_logs(was.logs, was.pending, n, f"{log_id}/{len(chunks)}")
@@ -2512,7 +2588,9 @@ class DynamoDBStore:
         rolled = cached.rolled
         out: dict[Position, list[dict[str, Any]]] = {}
         for position, outcome in outbox.items():
-            if position in rolled or not (outcome.results or outcome.error is not None):
+            if position in rolled or not (
+                outcome.results or outcome.error is not None or (outcome.late and self.keeps_late)
+            ):
                 continue
             text, sk, at = _outbox_entry(outcome), outbox_sk(position), _pos_text(position)
             chunks = [text[i : i + _OUTBOX_PART] for i in range(0, len(text), _OUTBOX_PART)]
@@ -3163,6 +3241,6 @@ def _laid(
         prefix = log_prefix(m, log_id)
         decoded[m] = decode_log({i: texts[f"{prefix}{i:03d}"] for i in range(count)}, count)
     kept = {i["window"]["S"]: i for i in items if not i["window"]["S"].startswith(LOG_SK)}
-    laid = overlay(kept, [(m, [e for e in log if e["window"]["S"].startswith("w#")])
+    laid = overlay(kept, [(m, [e for e in log if e["window"]["S"].startswith(("w#", _KEY_SK))])
                           for m, log in decoded.items()])  # fmt: skip
     return list(laid.values()), decoded
