@@ -208,10 +208,10 @@ class SessionWindow:
     #: an earlier retryable failure of the shard (:func:`processors.chain._hold_back`)
     in_order = True
 
-    __slots__ = ("_aggs", "_batch", "_field", "_fold", "_function", "_index", "_late_routes",
-                 "_lineage", "_locks", "_now", "_sized", "_time_event", "aggregate",
-                 "allowed_lateness_s", "gap_s", "key", "late", "late_sink", "names", "quiet_s",
-                 "store")  # fmt: skip
+    __slots__ = ("_aggs", "_batch", "_field", "_fold", "_function", "_index", "_lanes",
+                 "_late_routes", "_lineage", "_locks", "_now", "_sized", "_time_event",
+                 "aggregate", "allowed_lateness_s", "gap_s", "key", "late", "late_sink",
+                 "names", "quiet_s", "store")  # fmt: skip
 
     def __init__(  # noqa: PLR0917  # the file's keys, as keywords
         self,
@@ -283,6 +283,13 @@ class SessionWindow:
                 "by the applied position alone: a lagging lane's records would be skipped"
             )
             raise WindowConfigError(msg)
+        #: the lanes rules (a record at or before ``applied`` may be a lagging lane's new
+        #: one: :meth:`_decided`): with ``parallelization`` above 1 only, also on the memory
+        #: store, which could run them for one lane too but would pay ~20% per record and
+        #: keep every outcome for nothing (review 10: ``shardline test``, ``invoke``)
+        self._lanes = store.high_water and parallelization > 1
+        if self._lanes and isinstance(store, MemoryStore):
+            store.keeps_outcomes = True
         self.store: WindowStore = store
         self.quiet_s = quiet_s
         self._now = now
@@ -328,7 +335,7 @@ class SessionWindow:
         apply = self._apply
         # lanes mode (the store keeps the high-water): a record at or before ``top`` may
         # have been decided already, by its key's high-water (:meth:`_decided`)
-        exact = self.store.high_water
+        exact = self._lanes
         top = None if not exact or state.applied is None else position_mark(state.applied)
         looked: list[bool] = []  # whether the store's outcomes of the batch were read
         decided_at: tuple[str, Mark] | None = None

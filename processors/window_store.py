@@ -744,8 +744,8 @@ class MemoryStore:
             only cost time).
     """
 
-    __slots__ = ("_committed", "_entries", "_n", "_table", "end_of", "owners", "prefix",
-                 "shards", "size", "sized", "writes")  # fmt: skip
+    __slots__ = ("_committed", "_entries", "_n", "_table", "end_of", "keeps_outcomes",
+                 "owners", "prefix", "shards", "size", "sized", "writes")  # fmt: skip
 
     #: the step decides redeliveries by the windows' high-water (:class:`WindowStore`)
     high_water = True
@@ -788,8 +788,10 @@ class MemoryStore:
         self.end_of = end_of
         self._committed: dict[str, _Committed] = {}
         #: shard -> position -> the outcome a commit kept for it (shared by the processes;
-        #: :meth:`outcomes`)
+        #: :meth:`outcomes`), kept only for a step with lanes (``keeps_outcomes``, which it
+        #: sets): one entry per record that yields something, for the store's life
         self._entries: dict[str, dict[Position, Outcome]] = {}
+        self.keeps_outcomes = False
         #: shard -> its commit number (shared by the processes)
         self._n: dict[str, int] = {}
         #: shard -> a copy of its committed state, once there are processes (shared)
@@ -805,7 +807,7 @@ class MemoryStore:
             self._table = {s: _copy(state) for s, state in self.shards.items()}
         other = MemoryStore(self.prefix, self.size, self.end_of, sized=self.sized)
         other.owners, other._committed = self.owners, self._committed
-        other._entries = self._entries
+        other._entries, other.keeps_outcomes = self._entries, self.keeps_outcomes
         other._n, other._table = self._n, self._table
         return other
 
@@ -920,7 +922,7 @@ class MemoryStore:
         if self._table is not None:
             self._table[shard_id] = _copy(state)
         self.writes += len(changed)
-        if state.outbox:
+        if state.outbox and self.keeps_outcomes:
             self._entries.setdefault(shard_id, {}).update(state.outbox)
         state.raised.clear()
         if self.sized:

@@ -42,7 +42,7 @@ def _step(table: str, prefix: str, client: Any, **options: Any) -> SessionWindow
     store = DynamoDBStore(table, prefix, args["allowed_lateness_s"], args["gap_s"],
                           client=client, end_of=session_end_of(args["gap_s"]),
                           high_water=True)  # fmt: skip
-    return SessionWindow(**args, store=store, lineage=StaticLineage())
+    return SessionWindow(**args, store=store, lineage=StaticLineage(), parallelization=2)
 
 
 def _items(client: Any, table: str, prefix: str) -> dict[str, dict[str, Any]]:
@@ -158,7 +158,7 @@ def test_session_lanes_on_dynamodb_yield_what_one_pass_over_the_commits_does(
         return SessionWindow(key="user", gap_s=scenario["gap"], field="ts",
                              allowed_lateness_s=scenario["lateness"], aggregate=AGGREGATE,
                              function="fn", late="late", store=store,
-                             lineage=StaticLineage())  # fmt: skip
+                             lineage=StaticLineage(), parallelization=2)  # fmt: skip
 
     steps = [make(0), make(1)]
     of_lane = [[i for i, d in enumerate(docs) if scenario["lane_of"][d["pk"]] == lane]
