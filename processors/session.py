@@ -37,16 +37,16 @@ recomputes the sessions from all the records accepted so far, sorted by time):
   apart are one session under the earlier start (:meth:`SessionWindow._join_inherited`).
   A session a sibling claimed is gone for this shard (records of its key here make
   sessions of their own), not late: a session has no fixed span to be late for.
-* **Lanes** (``parallelization`` above 1, the DynamoDB store's lanes mode, and the memory
-  store, which keeps the high-water): a record at or before the shard's ``applied`` may be
-  a lagging lane's new one. It was decided already if its key's high-water for its
-  partition key is at or past it: the greatest of the key's open sessions' ``hw`` (a
-  merged session's is the per-partition-key maximum of its parts') and the key's own,
-  :attr:`~processors.window_store.ShardState.key_hw` (the DynamoDB store's ``h#KEY``),
-  which a closing session's ``hw``, a late record and a refused one raise. A decided
-  record yields the outcome its commit kept (results, late, an error) or nothing, never a
-  verdict made again: a late record can lie inside a session that a later record of its
-  partition key extended (:meth:`SessionWindow._decided`).
+* **Lanes** (``parallelization`` above 1: the DynamoDB store's lanes mode, or the memory
+  store, which keeps the high-water; with one lane, main's rules on either): a record at
+  or before the shard's ``applied`` may be a lagging lane's new one. It was decided
+  already if its key's high-water for its partition key is at or past it: the greatest of
+  the key's open sessions' ``hw`` (a merged session's is the per-partition-key maximum of
+  its parts') and the key's own, :attr:`~processors.window_store.ShardState.key_hw` (the
+  DynamoDB store's ``h#KEY``), which a closing session's ``hw``, a late record and a
+  refused one raise. A decided record yields the outcome its commit kept (results, late,
+  an error) or nothing, never a verdict made again: a late record can lie inside a session
+  that a later record of its partition key extended (:meth:`SessionWindow._decided`).
 * **Everything else** (time fields, the outbox and redelivery, one state write per changed
   (key, session) per batch, quiet shards, dead letters) is the window step's
   (:mod:`processors.window`), on the same state stores (:mod:`processors.window_store`):
