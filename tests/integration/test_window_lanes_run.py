@@ -8,14 +8,16 @@ the validated config before compiling: ``compile_plan`` then fills in the window
 ``parallelization`` (lanes mode) as it will once S7 lifts the refusal. ``shardline run``
 takes that compiled plan as a ``.json`` file, which it loads without validating.
 
-The stream has 2 shards; several thousand records over many partition keys (the window key
-is the partition key, as the README advises), event times in put order with a disorder
-well within ``allowed_lateness_s`` (also within it across the two lanes' lead over each
-other: the mapping reads at most ``size * parallelization`` records of a shard ahead), so
-no record is late in any interleaving and the results do not depend on it (design §3.4's
-second property). The reference is the window property tests' one-pass plain-dict rule
-(``tests.processors.test_window._reference``) per shard, in the order Kinesis stored the
-records (``PutRecords``' answers).
+The stream has 2 shards, fed by the mapping with handlers in process (a shard's lanes share
+one window step and take its lock in turn) or in Lambda runtime workers (processes of their
+own: the lanes commit against each other and catch up on each other's logs); several
+thousand records over many partition keys (the window key is the partition key, as the
+README advises), event times in put order with a disorder well within
+``allowed_lateness_s`` (also within it across the two lanes' lead over each other,
+``STEP_MS``), so no record is late in any interleaving and the results do not depend on it
+(design §3.4's second property). The reference is the window property tests' one-pass
+plain-dict rule (``tests.processors.test_window._reference``) per shard, in the order
+Kinesis stored the records (``PutRecords``' answers).
 
 What is checked, from the stores, never from the runner's counters: the ``latest`` table
 keyed by ``window_id`` holds exactly the reference's closed windows, each with the
@@ -71,12 +73,18 @@ CREDENTIALS = {
 
 SIZE_S = 30
 LATENESS_S = 30  # validate: at most size_s
-#: event time per put (ms): 4,000 records span 200 s, 7 windows per key
-STEP_MS = 50
+#: event time per put (ms): 4,000 records span 160 s, about 4 closed windows per key
+STEP_MS = 40
 #: disorder (ms): each record up to this much before its put's time
-JITTER_MS = 5_000
-#: A lane is at most ``size * parallelization`` = 200 records of its shard (about 400 puts,
-#: 20 s of event time) ahead of the other; with the jitter, 25 s < LATENESS_S.
+JITTER_MS = 2_000
+#: How far a lane's applied records run ahead of the other's: the other lane has at most a
+#: batch in flight (or waiting for its retry) and ``size * parallelization`` = 100 records
+#: read and waiting (the mapping reads no more while they wait), and as many records of
+#: the leading lane lie among those: about 2 * (50 + 100) = 300 records of the shard, 600
+#: puts over the two shards, 24 s of event time; with the jitter, 26 s < LATENESS_S.
+#: (Batches of 100 and 50 ms a put made it 60 s: Lambda runtime workers, whose first
+#: invocations are slow, then let one lane run 37 s ahead and records of the other late.)
+BATCH = 50
 RECORDS = 4_000
 KEYS = 100
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
@@ -87,15 +95,17 @@ stream: {{name: {name}, mode: provisioned, shards: 2, encryption: none}}
 sinks:
   results: {{type: dynamodb, table: {name}-results, key: window_id, mode: latest}}
   archive: {{type: s3, bucket: {name}, prefix: results/, compression: none}}
+  late: {{type: s3, bucket: {name}, prefix: late/, compression: none}}
 functions:
   main:
-    batch: {{size: 100, window_s: 0, starting_position: trim_horizon, parallelization: 1}}
+    batch: {{size: {batch}, window_s: 0, starting_position: trim_horizon, parallelization: 1}}
     processors:
       - window:
           key: user
           size_s: {size}
           field: ts
           allowed_lateness_s: {lateness}
+          late: late
           aggregate:
             n: count
             revenue: {{sum: amount}}
@@ -113,7 +123,7 @@ def lanes_plan(name: str, lanes: int) -> dict[str, Any]:
     """The compiled plan with ``lanes`` per shard: validated at 1 (``validate`` refuses a
     window step with more until slice S7), then compiled with ``batch.parallelization``
     set to ``lanes``, so that ``compile_plan`` gives the window step its lanes mode."""
-    text = PIPELINE.format(name=name, size=SIZE_S, lateness=LATENESS_S)
+    text = PIPELINE.format(name=name, size=SIZE_S, lateness=LATENESS_S, batch=BATCH)
     cfg = parse_config(text, source="pipeline.yaml", env={})
     cfg.normalized["functions"][FUNCTION]["batch"]["parallelization"] = lanes
     plan: dict[str, Any] = dict(compile_plan(cfg))
@@ -153,6 +163,8 @@ class Lanes:
     def check(self, aws: Callable[[str], Any]) -> None:
         """Exactly one row per reference window, each with its aggregates; every emission
         of a window equal to the reference's."""
+        late = list(archive_lines(aws("s3"), self.name, "late/"))
+        assert late == [], f"{len(late)} records late (a lane ahead by more than the lateness)"
         rows = self.rows(aws)
         assert sorted(rows) == sorted(self.expected)
         for window_id, want in self.expected.items():
@@ -218,7 +230,7 @@ def lanes(aws: Callable[[str], Any], tmp_path: Path) -> Lanes:
     shards = produce(aws, name, seed=16)
     expected, late = _reference(shards, SIZE_S, SIZE_S, LATENESS_S, FUNCTION)
     assert late == set(), "the records' disorder is within the lateness"
-    assert len(expected) > 500, "many windows close"
+    assert len(expected) > 300, "many windows close"
     plan_file = tmp_path / "plan.json"
     plan_file.write_bytes(orjson.dumps(plan))
     return Lanes(name, plan, plan_file, expected)
@@ -234,9 +246,11 @@ def local_env(monkeypatch: pytest.MonkeyPatch, moto_endpoint: str) -> None:
 
 
 def run_until_idle(plan: dict[str, Any], aws: Callable[[str], Any], folder: Path,
-                   timeout: float = 120) -> Any:  # fmt: skip
-    """``LocalRun`` in this process (handlers in process), until every shard is idle."""
-    local = LocalRun(plan, worker_id="w1", in_process=True, client=aws,
+                   timeout: float = 120, *, in_process: bool = True) -> Any:  # fmt: skip
+    """``LocalRun`` in this process until every shard is idle: handlers in process (one
+    window step: a shard's lanes take its lock in turn), or in Lambda runtime workers
+    (processes of their own: lanes commit against each other and catch up)."""
+    local = LocalRun(plan, worker_id="w1", in_process=in_process, client=aws,
                      state_dir=folder / ".shardline", lease_duration_s=1.5)  # fmt: skip
     stop = threading.Event()
     timer = threading.Timer(timeout, stop.set)
@@ -251,10 +265,28 @@ def run_until_idle(plan: dict[str, Any], aws: Callable[[str], Any], folder: Path
     return run.stats or run.mapping.stats
 
 
+#: Found here (issue 16, S7 groundwork): with the lanes in processes of their own, the window
+#: state drops records now and then (3 of 5 runs on the shared machine): every record was
+#: delivered once (the handlers' ``records_in`` sum to 4,000, nothing reported for retry,
+#: dead-lettered or late), yet some windows' rows count fewer records than the reference
+#: (e.g. ``n`` 1 instead of 3). In process (one window step, the shard lock) it never did.
+#: Not strict: it passes in the other runs.
+WORKERS_DROP = pytest.mark.xfail(
+    strict=False,
+    reason="lanes in Lambda runtime workers: the DynamoDB window state loses records now and "
+    "then (processes committing against each other; see WORKERS_DROP)",
+)
+
+
+@pytest.mark.parametrize(
+    "in_process",
+    [True, pytest.param(False, marks=WORKERS_DROP)],
+    ids=["in-process", "workers"],
+)
 def test_two_lanes_per_shard_give_one_row_per_window_with_the_reference_s_aggregates(
-    aws: Callable[[str], Any], local_env: None, lanes: Lanes, tmp_path: Path
+    aws: Callable[[str], Any], local_env: None, lanes: Lanes, tmp_path: Path, in_process: bool
 ) -> None:
-    stats = run_until_idle(lanes.plan, aws, tmp_path)
+    stats = run_until_idle(lanes.plan, aws, tmp_path, in_process=in_process)
     assert stats.records_in == RECORDS
     lanes.check(aws)
 
