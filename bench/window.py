@@ -17,7 +17,9 @@ key and window the batch touched), against the distinct (key, window) pairs of t
 With ``--endpoint-url`` (a DynamoDB, e.g. a local moto server) it runs the records in
 batches of ``--batch`` through ``state: dynamodb`` on a fresh table and counts the
 ``PutItem`` calls of each batch: one per distinct (key, window) plus one for the shard's
-item. ``--only window`` (or ``dict``, or ``none``: neither) runs one loop ``--repeats``
+item; with ``--lanes N`` as well, what ``parallelization`` N costs per batch against one
+lane (writes, reads, lost conditions: :mod:`bench.window_lanes`). ``--only window`` (or
+``dict``, or ``none``: neither) runs one loop ``--repeats``
 times and prints nothing, for counting instructions (README).
 """
 
@@ -96,10 +98,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--endpoint-url", help="a DynamoDB endpoint: count state writes there")
     parser.add_argument("--batch", type=int, default=500, help="records per batch there")
+    parser.add_argument("--lanes", type=int,
+                        help="with --endpoint-url: also writes, reads and lost conditions per "
+                             "batch with this many lanes (parallelization) vs one")  # fmt: skip
     parser.add_argument("--only", choices=["window", "dict", "none"],
                         help="run just this loop --repeats times, print nothing: for counting "
                              "instructions (valgrind), less the same with none")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.lanes is not None and (args.endpoint_url is None or not 1 <= args.lanes <= 10):
+        parser.error("--lanes takes 1 to 10 (as parallelization) and needs --endpoint-url")
     records = _batch(args.records, args.keys)
     if args.only:
         gc.disable()
@@ -138,6 +145,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"  state writes per batch: {writes} for {distinct} distinct (key, window)")
     if args.endpoint_url:
         _dynamodb_writes(records, args.endpoint_url, args.batch)
+    if args.lanes is not None:
+        from bench import window_lanes  # noqa: PLC0415
+
+        costs = window_lanes.measure(_batch(args.records, args.keys), args.endpoint_url,
+                                     args.batch, args.lanes)  # fmt: skip
+        print(window_lanes.report(costs, args.batch))
     return 0
 
 

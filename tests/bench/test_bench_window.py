@@ -1,15 +1,18 @@
 """Smoke test of ``python -m bench window``: it runs, prints the ratio with its spread and
-one state write per distinct (key, window); ``--only`` runs one loop silently."""
+one state write per distinct (key, window); ``--only`` runs one loop silently; ``--lanes``
+prints the DynamoDB cost per batch with lanes against one lane (on a moto server)."""
 
 from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING
 
+import pytest
+
 from bench import window
 
 if TYPE_CHECKING:
-    import pytest
+    from collections.abc import Iterator
 
 
 def test_prints_the_ratio_with_its_spread_and_one_write_per_window(
@@ -29,3 +32,46 @@ def test_prints_the_ratio_with_its_spread_and_one_write_per_window(
 def test_only_runs_one_loop_and_prints_nothing(capsys: pytest.CaptureFixture[str]) -> None:
     assert window.main(["--records", "500", "--repeats", "1", "--only", "window"]) == 0
     assert capsys.readouterr().out == ""
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer  # noqa: PLC0415
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def test_lanes_prints_writes_reads_and_lost_conditions_per_batch_against_one_lane(
+    endpoint: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--lanes 2`` on a moto server of its own: every setup applies the same records
+    (same results, none late); lanes taking turns lose no condition and write per batch,
+    beyond one write per (key, window) they add to, within 3 of one lane's (design §8 S7)."""
+    for name, value in {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x",
+                        "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    argv = ["--records", "2000", "--keys", "20", "--repeats", "1", "--endpoint-url", endpoint,
+            "--batch", "100", "--lanes", "2"]  # fmt: skip
+    assert window.main(argv) == 0
+    out = capsys.readouterr().out
+    row = re.compile(
+        r"^ {4}(?P<name>[^\n]+?) +(?P<batches>\d+) batches: +(?P<writes>[\d.]+) writes for "
+        r"+(?P<pairs>[\d.]+) \(key, window\) = +(?P<over>[-+][\d.]+), +(?P<reads>[\d.]+) reads, "
+        r"(?P<lost>[\d.]+) lost conditions; (?P<results>\d+) results, (?P<late>\d+) late",
+        re.MULTILINE,
+    )
+    rows = {m["name"]: m for m in row.finditer(out)}
+    assert list(rows) == ["1 lane, one-lane protocol", "1 lane, lanes mode", "2 lanes, in turn",
+                          "2 lanes, at once"], out  # fmt: skip
+    assert {m["results"] for m in rows.values()} == {rows["1 lane, lanes mode"]["results"]}
+    assert int(rows["1 lane, lanes mode"]["results"]) > 0
+    assert {m["late"] for m in rows.values()} == {"0"}
+    turns = rows["2 lanes, in turn"]
+    assert float(turns["lost"]) == 0
+    assert float(turns["over"]) - float(rows["1 lane, one-lane protocol"]["over"]) <= 3
+    assert float(turns["reads"]) > 1, "a lane catches up on the other's commits"
+    assert "vs 1 lane, one-lane protocol" in out
