@@ -686,7 +686,7 @@ class SessionWindow:
             self._open(state, (key, t), accs, starts)
             changed.add((key, t))
             if mark is not None:
-                state.hw[key, t] = {mark[0]: mark[1]}
+                _hw(state)[key, t] = {mark[0]: mark[1]}
             return accs
         first = touching[0]
         accs = self._merged(windows, key, touching)
@@ -794,7 +794,7 @@ class SessionWindow:
         to its key's (a redelivery cannot name a closed session: :meth:`_decided`)."""
         accs = _views(state)[0].pop(wkey)
         if state.hw:
-            held = state.hw.pop(wkey, None)
+            held = _hw(state).pop(wkey, None)
             if held:
                 bound = self.store.hw_bound
                 for pk, top in held.items():
@@ -823,6 +823,11 @@ def _views(state: ShardState) -> tuple[dict[Any, list[Any]], list[Any], dict[Any
     """The state's open windows, heap of ends and windows by end, typed for sessions: their
     starts and ends are event times (floats), where tumbling windows' are whole seconds."""
     return state.windows, state.ends, state.by_end
+
+
+def _hw(state: ShardState) -> dict[Any, dict[str, Mark]]:
+    """The state's windows' high-water (lanes mode), typed for sessions (as :func:`_views`)."""
+    return state.hw
 
 
 def _held(state: ShardState) -> dict[Any, tuple[Inherited, ...]]:

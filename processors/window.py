@@ -295,7 +295,7 @@ def _mark(record: Record) -> Mark:
             tuple(int(p) for p in part.split(".")) if part else ())  # fmt: skip
 
 
-def _seen(hw: dict[tuple[Any, int], dict[str, Mark]], key: Any, starts: Sequence[int], pk: str,
+def _seen(hw: Mapping[Any, dict[str, Mark]], key: Any, starts: Sequence[Any], pk: str,
           mark: Mark) -> bool:  # fmt: skip
     """Whether the record at ``mark`` (of partition key ``pk``, in ``key``'s windows
     ``starts``) was decided already: one of its windows' high-water for ``pk`` is at or
@@ -349,8 +349,8 @@ def _raise_hw(state: ShardState, changed: _Changed, others: _Others, bound: int 
 
 
 def _raise_one(
-    hw: dict[tuple[Any, int], dict[str, Mark]],
-    wkey: tuple[Any, int],
+    hw: dict[Any, dict[str, Mark]],
+    wkey: Any,
     pk: str,
     mark: Mark,
     bound: int | None,
