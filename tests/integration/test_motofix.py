@@ -87,15 +87,19 @@ def test_a_body_that_matches_its_checksum_is_stored_and_reads_back_verified(aws,
 def test_patching_again_changes_nothing():
     """``patch_moto`` runs in every fixture and ``LocalAWS`` start of a process: each patch
     wraps moto's method once."""
+    from moto.dynamodb.responses import DynamoHandler  # noqa: PLC0415
     from moto.kinesis.models import Shard  # noqa: PLC0415
     from moto.s3.responses import S3Response  # noqa: PLC0415
 
     motofix.patch_moto()
     put_object, put_record = S3Response.put_object, Shard.put_record
+    dynamodb_call = DynamoHandler.call_action
 
     motofix.patch_moto()
 
     assert (S3Response.put_object, Shard.put_record) == (put_object, put_record)
+    assert DynamoHandler.call_action == dynamodb_call
+    assert getattr(dynamodb_call, "_shardline_serialized", False)
     assert getattr(put_object, "_shardline_checksums_checked", False)
 
 
@@ -148,3 +152,58 @@ def test_reads_of_a_shard_while_records_are_put_on_it_never_fail(
         for writer in writers:
             writer.join(60)
     assert failures == []
+
+
+def test_conditional_updates_at_once_never_both_pass(aws: Any, unique: str) -> None:
+    """Two threads race to move a counter with ``UpdateItem`` on ``n = seen`` (a long
+    update expression, as the window state's commit has): on DynamoDB a condition is
+    checked and the write applied atomically, so the counter ends at the number of
+    updates that succeeded. Plain moto checked the condition, then parsed the update, then
+    applied it: about 58 of 210 successes were a second pass on an ``n`` already moved
+    (the lanes-mode window state lost records that way: two commits on one ``n``)."""
+    dynamodb = aws("dynamodb")
+    table = f"motofix-{unique}"
+    dynamodb.create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    key = {"k": {"S": "x"}}
+    dynamodb.put_item(TableName=table, Item={**key, "n": {"N": "0"}})
+    sets = ", ".join(f"#a{i} = :v" for i in range(30))
+    names = {f"#a{i}": f"a{i}" for i in range(30)} | {"#n": "n", "#p": "p"}
+    won = [0, 0]
+
+    def race(lane: int) -> None:
+        client = aws("dynamodb")
+        for _ in range(100):
+            seen = client.get_item(TableName=table, Key=key, ConsistentRead=True)["Item"]["n"]["N"]
+            try:
+                client.update_item(
+                    TableName=table,
+                    Key=key,
+                    UpdateExpression=f"SET #n = :m, {sets} ADD #p :p",
+                    ConditionExpression="#n = :s",
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues={
+                        ":m": {"N": str(int(seen) + 1)},
+                        ":s": {"N": seen},
+                        ":v": {"S": "x" * 50},
+                        ":p": {"NS": [seen]},
+                    },
+                )
+            except client.exceptions.ConditionalCheckFailedException:
+                continue
+            won[lane] += 1
+
+    threads = [threading.Thread(target=race, args=(lane,)) for lane in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not any(thread.is_alive() for thread in threads)
+    final = dynamodb.get_item(TableName=table, Key=key, ConsistentRead=True)["Item"]
+    assert min(won) > 0  # they did race
+    assert int(final["n"]["N"]) == sum(won)
+    assert len(final["p"]["NS"]) == sum(won)
