@@ -2,9 +2,10 @@
 shard (issue 16, slice S4b): each batch finds the other's commit, so it catches up, from
 the other's log (S4b) or by reading the partition again (S4a).
 
-Run against a DynamoDB endpoint (a local moto server)::
+Run against a DynamoDB endpoint (a local moto server with the local stack's patches: plain
+moto lets two conditional writes served at once both pass)::
 
-    python -m moto.server -p 5077 &
+    python -m deploy.local.motofix -p 5077 &
     python -m bench.catch_up --endpoint-url http://127.0.0.1:5077
 
 Prints, per batch after the first two (both processes warm), the mean number of calls
@@ -16,11 +17,11 @@ from __future__ import annotations
 
 import argparse
 import collections
-import uuid
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from bench.window_lanes import window_table
 from processors.chain import Chain, Step
 from processors.window import Window
 from processors.window_store import DynamoDBStore
@@ -67,15 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     client = boto3.client("dynamodb", endpoint_url=args.endpoint_url, region_name="us-east-1",
                           aws_access_key_id="x", aws_secret_access_key="x")  # fmt: skip
-    table = f"bench-catch-up-{uuid.uuid4().hex[:8]}"
-    client.create_table(
-        TableName=table,
-        KeySchema=[{"AttributeName": "shard", "KeyType": "HASH"},
-                   {"AttributeName": "window", "KeyType": "RANGE"}],
-        AttributeDefinitions=[{"AttributeName": "shard", "AttributeType": "S"},
-                              {"AttributeName": "window", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )  # fmt: skip
+    table = window_table(client, "bench-catch-up")
     steps, counts = [], []
     for _ in range(2):
         own = boto3.client("dynamodb", endpoint_url=args.endpoint_url, region_name="us-east-1",

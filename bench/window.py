@@ -156,22 +156,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dynamodb_writes(records: Sequence[Record], endpoint_url: str, size: int) -> None:
     """Run the records in batches through a DynamoDB store; print its writes per batch."""
-    import uuid  # noqa: PLC0415
-
     import boto3  # noqa: PLC0415
 
+    from bench.window_lanes import window_table  # noqa: PLC0415
     from processors.window_store import DynamoDBStore  # noqa: PLC0415
 
     client = boto3.client("dynamodb", endpoint_url=endpoint_url)
-    table = f"bench-windows-{uuid.uuid4().hex[:8]}"
-    client.create_table(
-        TableName=table,
-        KeySchema=[{"AttributeName": "shard", "KeyType": "HASH"},
-                   {"AttributeName": "window", "KeyType": "RANGE"}],
-        AttributeDefinitions=[{"AttributeName": "shard", "AttributeType": "S"},
-                              {"AttributeName": "window", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )  # fmt: skip
+    table = window_table(client, "bench-windows")
     store = DynamoDBStore(table, "", LATENESS, SIZE, client=client)
     step = Window(key="user", size_s=SIZE, field="ts", allowed_lateness_s=LATENESS,
                   aggregate={"n": "count"}, store=store)  # fmt: skip

@@ -153,13 +153,10 @@ def _setup(endpoint_url: str, table: str, records: Sequence[Record], size: int, 
     return cost
 
 
-def measure(records: Sequence[Record], endpoint_url: str, size: int, lanes: int) -> list[Cost]:
-    """The three setups' costs over ``records`` on a fresh table (deleted after)."""
-    import boto3  # noqa: PLC0415
-
-    client = boto3.client("dynamodb", endpoint_url=endpoint_url, region_name="us-east-1",
-                          aws_access_key_id="x", aws_secret_access_key="x")  # fmt: skip
-    table = f"bench-lanes-{uuid.uuid4().hex[:8]}"
+def window_table(client: Any, prefix: str) -> str:
+    """A new window state table (the key schema ``deploy`` gives one), named ``prefix`` and
+    a random suffix: the benches' own, on the endpoint ``client`` talks to."""
+    table = f"{prefix}-{uuid.uuid4().hex[:8]}"
     client.create_table(
         TableName=table,
         KeySchema=[{"AttributeName": "shard", "KeyType": "HASH"},
@@ -168,6 +165,16 @@ def measure(records: Sequence[Record], endpoint_url: str, size: int, lanes: int)
                               {"AttributeName": "window", "AttributeType": "S"}],
         BillingMode="PAY_PER_REQUEST",
     )  # fmt: skip
+    return table
+
+
+def measure(records: Sequence[Record], endpoint_url: str, size: int, lanes: int) -> list[Cost]:
+    """The three setups' costs over ``records`` on a fresh table (deleted after)."""
+    import boto3  # noqa: PLC0415
+
+    client = boto3.client("dynamodb", endpoint_url=endpoint_url, region_name="us-east-1",
+                          aws_access_key_id="x", aws_secret_access_key="x")  # fmt: skip
+    table = window_table(client, "bench-lanes")
     try:
         return [
             _setup(endpoint_url, table, records, size, 1, lanes_mode=False,

@@ -7,12 +7,10 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-import pytest
-
 from bench import window
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    import pytest
 
 
 def test_prints_the_ratio_with_its_spread_and_one_write_per_window(
@@ -32,17 +30,6 @@ def test_prints_the_ratio_with_its_spread_and_one_write_per_window(
 def test_only_runs_one_loop_and_prints_nothing(capsys: pytest.CaptureFixture[str]) -> None:
     assert window.main(["--records", "500", "--repeats", "1", "--only", "window"]) == 0
     assert capsys.readouterr().out == ""
-
-
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer  # noqa: PLC0415
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 def test_lanes_prints_writes_reads_and_lost_conditions_per_batch_against_one_lane(
