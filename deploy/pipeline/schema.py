@@ -443,12 +443,13 @@ def _function(
         )
     windows = [p for p in processors if isinstance(p, dict) and "window" in p]
     if windows and batch["parallelization"] > 1:
-        r.error(
+        # lanes mode (issue 16): each window remembers the partition keys it holds
+        r.note(
             (*f.at("batch"), "parallelization"),
-            f"{batch['parallelization']} lanes with a window step: a shard's windows close on "
-            "one watermark and one applied position, in shard order, and lanes run batches of "
-            "one shard at the same time (each with some partition keys); set parallelization: "
-            "1 and add shards for throughput",
+            f"{batch['parallelization']} lanes with a window step: partition records by the "
+            "window key; a window whose records come from more than 16 partition keys "
+            "dead-letters the record that would pass that, with the reason (README, "
+            '"Windows": lanes)',
         )
     keys = spec.FUNCTION
     ordering = f.read("ordering", keys["ordering"])

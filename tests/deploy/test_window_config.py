@@ -6,6 +6,7 @@ what the runtime builds the step from. The refusals with file:line are broken fi
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +14,14 @@ import pytest
 import yaml
 
 from deploy.aws.cloudformation import build_template, deploy_problems
+from deploy.local.invoke import record_lines, run_invoke
 from deploy.local.run import LocalRun, RunError
 from deploy.pipeline.cases import load_suite, run_suite
 from deploy.pipeline.config import compile_plan, parse_config
 from processors.window import Window, WindowConfigError
 from processors.window_store import DynamoDBStore
 from stream.runtime import used_sinks
+from stream.testing import EventFactory
 from tests.deploy.test_jsonschema import VALIDATOR, _validator_ok
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "windows"
@@ -93,7 +96,7 @@ def test_the_window_step_s_store_keeps_what_a_redelivery_reads_for_the_plan_s_ag
         False,
         False,
     )
-    # lanes mode (``validate`` refuses it until slice S7): by the windows' high-water
+    # lanes mode (``parallelization`` above 1): by the windows' high-water
     lanes = Window(**{**window, "parallelization": 2}).store
     assert isinstance(lanes, DynamoDBStore)
     assert (lanes.max_record_age_s, lanes.high_water, lanes.persist_high_water) == (
@@ -169,3 +172,69 @@ def test_the_window_function_may_list_its_stream_s_shards(consumer: str | None) 
     statements = role["Policies"][0]["PolicyDocument"]["Statement"]
     listing = [s for s in statements if "kinesis:ListShards" in s["Action"]]
     assert [s["Resource"] for s in listing] == [[{"Fn::GetAtt": ["Stream", "Arn"]}]]
+
+
+# -- lanes (issue 16, slice S7: validate no longer refuses a window step with them) ------------
+
+
+def _with_lanes(text: str, lanes: int) -> str:
+    """The example's function with ``batch.parallelization: lanes``."""
+    batch = f"    batch: {{parallelization: {lanes}}}\n"
+    return text.replace("  purchases-per-user:\n", f"  purchases-per-user:\n{batch}")
+
+
+def test_a_window_function_with_lanes_validates_in_both_and_compiles_to_lanes_mode() -> None:
+    doc = yaml.safe_load(_with_lanes(TEXT, 2))
+    assert doc["functions"]["purchases-per-user"]["batch"] == {"parallelization": 2}
+    assert _validator_ok(copy.deepcopy(doc))
+    assert VALIDATOR.is_valid(doc)
+    cfg = parse_config(_with_lanes(TEXT, 2), source="pipeline.yaml", env={})
+    assert [n.message for n in cfg.notes if "16 partition keys" in n.message]
+    window = compile_plan(cfg)["functions"]["purchases-per-user"]["processors"][1]["window"]
+    assert window["parallelization"] == 2
+    store = Window(**window).store
+    assert isinstance(store, DynamoDBStore)
+    assert store.high_water
+
+
+def test_lanes_with_a_window_step_and_aggregation_are_still_refused_by_both() -> None:
+    doc = yaml.safe_load(_with_lanes(TEXT, 2))
+    doc["stream"]["aggregated"] = True
+    assert not VALIDATOR.is_valid(copy.deepcopy(doc))
+    assert not _validator_ok(doc)
+
+
+def test_the_example_cases_pass_with_lanes(tmp_path: Path) -> None:
+    """``shardline test`` runs a case as one batch (no lanes), on the lanes-mode step."""
+    (tmp_path / "pipeline.yaml").write_text(_with_lanes(TEXT, 3), encoding="utf-8")
+    cases = (EXAMPLE / "pipeline.test.yaml").read_text(encoding="utf-8")
+    (tmp_path / "pipeline.test.yaml").write_text(cases, encoding="utf-8")
+    results = run_suite(load_suite(tmp_path / "pipeline.test.yaml"))
+    assert results
+    assert all(result.passed for result in results), [r for r in results if not r.passed]
+
+
+def test_invoke_runs_a_window_function_with_lanes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``shardline invoke`` (one event, one batch) of a function at 2 lanes, its window in
+    memory (no table): the hour closes and its result comes out, as at one lane."""
+    text = _with_lanes(TEXT, 2).replace("state: dynamodb ", "state: memory ")
+    cfg = parse_config(text, source="pipeline.yaml", env={})
+    plan = compile_plan(cfg)
+    assert plan["functions"]["purchases-per-user"]["batch"]["parallelization"] == 2
+    factory = EventFactory()
+    rows = [("u1", "2026-01-01T10:05:00Z", 20), ("u1", "2026-01-01T10:40:00Z", 5),
+            ("u2", "2026-01-01T11:02:00Z", 1)]  # fmt: skip
+    event = {"Records": [
+        factory.raw(json.dumps({"event_type": "purchase", "user_id": user, "ts": ts,
+                                "amount": amount, "product_id": "p", "page": "/"}).encode(), user)
+        for user, ts, amount in rows
+    ]}  # fmt: skip
+    path = tmp_path / "event.json"
+    path.write_text(json.dumps(event), encoding="utf-8")
+    invocation = run_invoke(plan, "purchases-per-user", str(path), stdout_sinks=True)
+    assert invocation.result.response == {"batchItemFailures": []}
+    assert record_lines(invocation) == []  # nothing dead-lettered, nothing to retry
+    assert invocation.result.written == {"hourly": 1}
+    assert "purchases-per-user/u1/2026-01-01T10:00:00Z" in capsys.readouterr().out
