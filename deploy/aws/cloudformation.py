@@ -101,6 +101,8 @@ __all__ = [
     "PLAN_PATH",
     "REWOUND_FROM",
     "REWOUND_TO",
+    "WINDOW_STATE_TAG",
+    "WINDOW_STATE_VERSION",
     "build_template",
     "deploy_problems",
     "keep_rewinds",
@@ -119,6 +121,12 @@ PLAN_PATH = f"/var/task/{PLAN_IN_PACKAGE}"
 
 LOG_RETENTION_DAYS = 30
 OWNER_TAG = "shardline:pipeline"
+#: On a window state table: the state's format is one this version's code reads and writes
+#: with lanes (``parallelization`` above 1, issue 16). ``shardline deploy`` refuses lanes on
+#: a table that exists without it (:mod:`deploy.aws.stack`), so that lanes never meet an
+#: invocation of a version older than the one-lane store's lanes check.
+WINDOW_STATE_TAG = "shardline:window-state"
+WINDOW_STATE_VERSION = "2"
 QUEUE_RETENTION_S = 1_209_600  # 14 days, SQS's maximum
 MULTIPART_ABORT_DAYS = 7
 ITERATOR_AGE_MS = 60_000  # plus the batching window, which holds records on purpose
@@ -384,6 +392,7 @@ class _Builder:
         *,
         retain: bool,
         ttl: str | None = None,
+        tags: list[dict[str, str]] | None = None,
     ) -> None:
         schema = [{"AttributeName": key, "KeyType": "HASH"}]
         attributes = [{"AttributeName": key, "AttributeType": "S"}]
@@ -405,7 +414,7 @@ class _Builder:
                     if ttl
                     else {}
                 ),
-                "Tags": self.tags,
+                "Tags": self.tags if tags is None else tags,
             },
         }
         self.output(f"{logical_id}Name", _ref(logical_id), f"{what}: name")
@@ -416,11 +425,13 @@ class _Builder:
         for function, name in self.stores.lease_tables.items():
             what = f"lease table of {function}"
             self.table(self.id("LeaseTable", function), name, "leaseKey", "", what, retain=False)
+        # the state's format, which lanes need before they may run on the table
+        window_tags = [*self.tags, {"Key": WINDOW_STATE_TAG, "Value": WINDOW_STATE_VERSION}]
         for function, name in self.stores.window_tables.items():
             what = f"window state of {function}"
             self.table(
                 self.id("WindowTable", function), name, "shard", "window", what,
-                retain=False, ttl="expires",
+                retain=False, ttl="expires", tags=window_tags,
             )  # fmt: skip
 
     def buckets(self) -> None:

@@ -181,6 +181,9 @@ def deploy(
         raise StackError("cannot deploy:\n  " + "\n  ".join(problems))
     stack = str(plan["name"])
     status = _ready_for_change(plan, client, say, timeout_s, execute=execute)
+    old_state = _lanes_on_old_window_state(plan, client)
+    if old_state:
+        raise StackError("cannot deploy:\n  " + "\n  ".join(old_state))
     built = package if not callable(package) else package()
     bucket = artifacts_bucket or _default_bucket(client)
     code_key = f"{stack}/{built.sha256}.zip"
@@ -214,6 +217,8 @@ def deploy(
         if any(text in reason for text in _NO_CHANGES):
             say(f"stack {stack} is up to date: nothing to change")
             outputs = _outputs(cfn, stack) if execute else {}
+            if execute:
+                _tag_window_state(plan, client, say)
             return DeployResult(status="unchanged", outputs=outputs, package=own, **common)
         msg = f"change set for stack {stack} failed: {reason}"
         raise StackError(msg)
@@ -232,6 +237,7 @@ def deploy(
             ":\n  " + "\n  ".join(reasons) if reasons else ""
         )
         raise StackError(msg)
+    _tag_window_state(plan, client, say)
     return DeployResult(
         status="created" if kind == "CREATE" else "updated",
         changes=changes,
@@ -659,14 +665,88 @@ def _leftover_stores(plan: Plan, client: Callable[[str], Any]) -> list[str]:
     return found
 
 
+def _lanes_on_old_window_state(plan: Plan, client: Callable[[str], Any]) -> list[str]:
+    """The functions with a window step and lanes whose window table exists without
+    :data:`~deploy.aws.cloudformation.WINDOW_STATE_TAG`, each as a problem with its fix.
+
+    Why: while CloudFormation updates the stack, invocations of the version deployed before
+    may still run against the table, and a version older than the tag may predate the
+    one-lane store's check for state that lanes converted: it would read that state wrong.
+    A deploy of this version at ``parallelization: 1`` tags the table (the template, and
+    :func:`_tag_window_state`), and from then on every invocation knows lanes. A table this
+    deploy creates is tagged by it and has no older readers.
+    """
+    from deploy.aws.cloudformation import (  # noqa: PLC0415
+        WINDOW_STATE_TAG,
+        WINDOW_STATE_VERSION,
+    )
+    from deploy.names import window_tables  # noqa: PLC0415
+
+    problems = []
+    for function, table in window_tables(plan).items():
+        lanes = int(plan["functions"][function]["batch"]["parallelization"])
+        if lanes <= 1 or not _exists(client, "table", table):
+            continue
+        if _table_tags(client, table).get(WINDOW_STATE_TAG) == WINDOW_STATE_VERSION:
+            continue
+        problems.append(
+            f"function {function}: parallelization {lanes} with window table {table}, which "
+            f"exists without the tag {WINDOW_STATE_TAG}={WINDOW_STATE_VERSION} (its state was "
+            "written by an earlier shardline version, whose invocations may still run while "
+            "the stack updates and the lanes convert the table): deploy once with "
+            "parallelization: 1 with this version (it tags the table), then raise it"
+        )
+    return problems
+
+
+def _tag_window_state(plan: Plan, client: Callable[[str], Any], say: Callable[[str], None]) -> None:
+    """Tag each window table of the deployed plan with the state's format, where the tag is
+    missing: the stack is up to date, so this version's code is what runs on the table.
+
+    The template tags the tables too; this covers a stack CloudFormation had nothing to
+    change in, and a CloudFormation that does not update a table's tags (moto's).
+    """
+    from deploy.aws.cloudformation import (  # noqa: PLC0415
+        WINDOW_STATE_TAG,
+        WINDOW_STATE_VERSION,
+    )
+    from deploy.names import window_tables  # noqa: PLC0415
+
+    ddb = client("dynamodb")
+    for table in window_tables(plan).values():
+        if not _exists(client, "table", table):
+            continue
+        if _table_tags(client, table).get(WINDOW_STATE_TAG) == WINDOW_STATE_VERSION:
+            continue
+        arn = ddb.describe_table(TableName=table)["Table"]["TableArn"]
+        try:
+            ddb.tag_resource(
+                ResourceArn=arn, Tags=[{"Key": WINDOW_STATE_TAG, "Value": WINDOW_STATE_VERSION}]
+            )
+        except ddb.exceptions.ClientError as exc:
+            msg = (
+                f"the stack is deployed, but window table {table} could not be tagged "
+                f"{WINDOW_STATE_TAG}={WINDOW_STATE_VERSION} ({exc}); lanes need the tag: "
+                "allow dynamodb:TagResource and deploy again"
+            )
+            raise StackError(msg) from None
+        say(f"tagged window table {table} {WINDOW_STATE_TAG}={WINDOW_STATE_VERSION}")
+
+
+def _table_tags(client: Callable[[str], Any], name: str) -> dict[str, str]:
+    ddb = client("dynamodb")
+    arn = ddb.describe_table(TableName=name)["Table"]["TableArn"]
+    listed = ddb.list_tags_of_resource(ResourceArn=arn).get("Tags", [])
+    return {str(t["Key"]): str(t["Value"]) for t in listed}
+
+
 def _owner(client: Callable[[str], Any], kind: str, name: str) -> str | None:
     """The pipeline a store belongs to (its ``shardline:pipeline`` tag), or None."""
     from deploy.aws.cloudformation import OWNER_TAG  # noqa: PLC0415
 
+    tags: Mapping[str, Any]
     if kind == "table":
-        ddb = client("dynamodb")
-        arn = ddb.describe_table(TableName=name)["Table"]["TableArn"]
-        tags = {t["Key"]: t["Value"] for t in ddb.list_tags_of_resource(ResourceArn=arn)["Tags"]}
+        tags = _table_tags(client, name)
     elif kind == "bucket":
         s3 = client("s3")
         try:

@@ -145,7 +145,10 @@ def test_the_template_makes_the_window_table_with_a_ttl_and_grants_only_it() -> 
     assert table["BillingMode"] == "PAY_PER_REQUEST"
     assert [k["AttributeName"] for k in table["KeySchema"]] == ["shard", "window"]
     assert table["TimeToLiveSpecification"] == {"AttributeName": "expires", "Enabled": True}
-    assert table["Tags"] == [{"Key": "shardline:pipeline", "Value": "shop"}]
+    assert table["Tags"] == [
+        {"Key": "shardline:pipeline", "Value": "shop"},
+        {"Key": "shardline:window-state", "Value": "2"},  # lanes may run on it (issue 16)
+    ]
     role = template["Resources"]["PurchasesPerUserRole"]["Properties"]
     statements = role["Policies"][0]["PolicyDocument"]["Statement"]
     (grant,) = [s for s in statements if s["Sid"] == "WindowState"]
