@@ -1,12 +1,10 @@
-"""Issue 16, slice S7's groundwork: a tumbling-window function at ``parallelization: 2`` run
-end to end by the local event source mapping against the session's moto server.
+"""Issue 16: a tumbling-window function at ``parallelization: 2`` run end to end by the
+local event source mapping against the session's moto server.
 
-``validate`` still refuses a window step with lanes (``deploy/pipeline/schema.py``), so the
-plan is compiled the way ``shardline compile`` does (:func:`compile_plan`) from a file that
-says ``parallelization: 1``, with only the function's ``batch.parallelization`` set to 2 in
-the validated config before compiling: ``compile_plan`` then fills in the window step's
-``parallelization`` (lanes mode) as it will once S7 lifts the refusal. ``shardline run``
-takes that compiled plan as a ``.json`` file, which it loads without validating.
+The file says ``parallelization: 2`` and is validated as ``shardline validate`` does (slice
+S7 lifted the refusal), then compiled (:func:`compile_plan`): the window step gets its
+``parallelization`` (lanes mode). ``shardline run`` takes that compiled plan as a ``.json``
+file.
 
 The stream has 2 shards, fed by the mapping with handlers in process (a shard's lanes share
 one window step and take its lock in turn) or in Lambda runtime workers (processes of their
@@ -98,7 +96,7 @@ sinks:
   late: {{type: s3, bucket: {name}, prefix: late/, compression: none}}
 functions:
   main:
-    batch: {{size: {batch}, window_s: 0, starting_position: trim_horizon, parallelization: 1}}
+    batch: {{size: {batch}, window_s: 0, starting_position: trim_horizon, parallelization: {lanes}}}
     processors:
       - window:
           key: user
@@ -120,12 +118,11 @@ functions:
 
 
 def lanes_plan(name: str, lanes: int) -> dict[str, Any]:
-    """The compiled plan with ``lanes`` per shard: validated at 1 (``validate`` refuses a
-    window step with more until slice S7), then compiled with ``batch.parallelization``
-    set to ``lanes``, so that ``compile_plan`` gives the window step its lanes mode."""
-    text = PIPELINE.format(name=name, size=SIZE_S, lateness=LATENESS_S, batch=BATCH)
-    cfg = parse_config(text, source="pipeline.yaml", env={})
-    cfg.normalized["functions"][FUNCTION]["batch"]["parallelization"] = lanes
+    """The compiled plan of the file with ``lanes`` per shard, validated (the window step
+    gets its lanes mode from the function's ``batch.parallelization``)."""
+    text = PIPELINE.format(name=name, size=SIZE_S, lateness=LATENESS_S, batch=BATCH, lanes=lanes)
+    cfg = parse_config(text, source="pipeline.yaml", env={})  # validates, or raises
+    assert cfg.normalized["functions"][FUNCTION]["batch"]["parallelization"] == lanes
     plan: dict[str, Any] = dict(compile_plan(cfg))
     (step,) = plan["functions"][FUNCTION]["processors"]
     assert step["window"]["parallelization"] == lanes  # lanes mode in the runtime
