@@ -21,6 +21,12 @@ stack: they hold records in transit and checkpoints, not results. Every store is
 only the stores of this pipeline, and a clash at create says whose a store is. A change set
 is executed with ``RetainExceptOnCreate``: a failed first deploy leaves no store behind.
 
+Window state tables carry ``shardline:window-state=2`` (the template, and the deploy once
+the stack is up to date): a deploy at ``parallelization`` above 1 is refused for a function
+whose window table exists without it, since invocations of the version deployed before may
+still run against the table during the update while lanes convert its state (README,
+"Windows": upgrading to lanes).
+
 The artifacts bucket (``shardline-artifacts-ACCOUNT-REGION`` unless named) is created when
 missing, encrypted and with public access blocked, and is shared by every pipeline of the
 account and region; it is never deleted here.
