@@ -298,6 +298,13 @@ def _function() -> dict[str, Any]:
             "properties": {"processors": {"contains": {"required": ["route"]}}},
         },
     ]
+    # ordering: strict with lanes, as the validator refuses it: lanes run a shard's batches
+    # at once, so a failure cannot hold back the later records of other partition keys
+    lanes = {"properties": {"parallelization": {"minimum": 2}}, "required": ["parallelization"]}
+    out["not"] = {
+        "properties": {"ordering": {"const": "strict"}, "batch": lanes},
+        "required": ["ordering", "batch"],
+    }
     return out
 
 

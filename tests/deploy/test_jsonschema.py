@@ -117,6 +117,20 @@ class TestSchema:
         assert not _schema_ok(doc)
         assert not _validator_ok(doc)
 
+    def test_strict_ordering_with_lanes_is_refused_in_both(self) -> None:
+        """ordering: strict with parallelization above 1 is an error for the schema as for
+        the validator; either one alone is accepted by both."""
+        doc: dict[str, Any] = yaml.safe_load(MINIMAL)
+        doc["functions"]["main"]["ordering"] = "strict"
+        assert _schema_ok(doc)
+        assert _validator_ok(copy.deepcopy(doc))
+        doc["functions"]["main"]["batch"] = {"parallelization": 2}
+        assert not _validator_ok(copy.deepcopy(doc))
+        assert not _schema_ok(doc)
+        doc["functions"]["main"]["ordering"] = "per_key"
+        assert _schema_ok(doc)
+        assert _validator_ok(doc)
+
     def test_the_clickstream_example_validates(self) -> None:
         """The bundled example, ${VAR} references included, as an editor sees it."""
         doc = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
