@@ -37,8 +37,9 @@ recomputes the sessions from all the records accepted so far, sorted by time):
   apart are one session under the earlier start (:meth:`SessionWindow._join_inherited`).
   A session a sibling claimed is gone for this shard (records of its key here make
   sessions of their own), not late: a session has no fixed span to be late for.
-* **Lanes** (``parallelization`` above 1: the DynamoDB store's lanes mode, or the memory
-  store, which keeps the high-water; with one lane, main's rules on either): a record at
+* **Lanes** (the DynamoDB store's lanes mode: ``parallelization`` above 1, or a store of
+  one lane that met a shard lanes mode wrote, for good; the memory store with
+  ``parallelization`` above 1; otherwise main's rules): a record at
   or before the shard's ``applied`` may be a lagging lane's new one. It was decided
   already if its key's high-water for its partition key is at or past it: the greatest of
   the key's open sessions' ``hw`` (a merged session's is the per-partition-key maximum of
