@@ -37,8 +37,9 @@ recomputes the sessions from all the records accepted so far, sorted by time):
   apart are one session under the earlier start (:meth:`SessionWindow._join_inherited`).
   A session a sibling claimed is gone for this shard (records of its key here make
   sessions of their own), not late: a session has no fixed span to be late for.
-* **Lanes** (``parallelization`` above 1: the DynamoDB store's lanes mode, or the memory
-  store, which keeps the high-water; with one lane, main's rules on either): a record at
+* **Lanes** (the DynamoDB store's lanes mode: ``parallelization`` above 1, or a store of
+  one lane that met a shard lanes mode wrote, for good; the memory store with
+  ``parallelization`` above 1; otherwise main's rules): a record at
   or before the shard's ``applied`` may be a lagging lane's new one. It was decided
   already if its key's high-water for its partition key is at or past it: the greatest of
   the key's open sessions' ``hw`` (a merged session's is the per-partition-key maximum of
@@ -283,12 +284,16 @@ class SessionWindow:
                 "by the applied position alone: a lagging lane's records would be skipped"
             )
             raise WindowConfigError(msg)
-        #: the lanes rules (a record at or before ``applied`` may be a lagging lane's new
-        #: one: :meth:`_decided`): with ``parallelization`` above 1 only, also on the memory
-        #: store, which could run them for one lane too but would pay ~20% per record and
-        #: keep every outcome for nothing (review 10: ``shardline test``, ``invoke``)
-        self._lanes = store.high_water and parallelization > 1
-        if self._lanes and isinstance(store, MemoryStore):
+        #: whether the lanes rules (a record at or before ``applied`` may be a lagging
+        #: lane's new one: :meth:`_decided`) may run: they run while the store's mode is
+        #: lanes mode (:attr:`WindowStore.high_water`, read per attempt: a DynamoDB store
+        #: of one lane turns it on for good when it meets a shard lanes mode wrote, the
+        #: way back from ``parallelization`` above 1). The memory store, always in lanes
+        #: mode, runs them with ``parallelization`` above 1 only: it would pay ~20% per
+        #: record and keep every outcome for nothing (review 10: ``shardline test``,
+        #: ``invoke``)
+        self._lanes = parallelization > 1 or not isinstance(store, MemoryStore)
+        if parallelization > 1 and isinstance(store, MemoryStore):
             store.keeps_outcomes = True
         self.store: WindowStore = store
         self.quiet_s = quiet_s
@@ -334,8 +339,9 @@ class SessionWindow:
         closer: Record | None = None  # the last record applied now that yields no error
         apply = self._apply
         # lanes mode (the store keeps the high-water): a record at or before ``top`` may
-        # have been decided already, by its key's high-water (:meth:`_decided`)
-        exact = self._lanes
+        # have been decided already, by its key's high-water (:meth:`_decided`); the
+        # store's mode as this attempt read it (after the state: :meth:`_shard_state`)
+        exact = self._lanes and self.store.high_water
         top = None if not exact or state.applied is None else position_mark(state.applied)
         looked: list[bool] = []  # whether the store's outcomes of the batch were read
         decided_at: tuple[str, Mark] | None = None

@@ -412,7 +412,9 @@ class Window:
             single-position protocol (``applied`` and the shard item's outbox): the
             high-water buys one lane nothing and costs it (a round trip more per closing
             batch, three calls for a redelivery, results written twice; a record that a
-            step before moves to other windows on redelivery counted twice).
+            step before moves to other windows on redelivery counted twice), until it
+            meets a shard lanes mode wrote (``parallelization`` lowered from above 1):
+            then lanes mode for good, the store's mode read per attempt (``exact``).
 
     Raises:
         WindowConfigError: a setting is missing or wrong (the message says which).

@@ -22,7 +22,7 @@ id) and ``window`` (sort key). It holds:
   one shard's sequence of records; a batch then reads its shard's items with one
   strongly consistent ``Query`` on a cold start, and every item is written by one shard's
   batches only, one at a time (Lambda runs one batch per shard at a time with
-  ``parallelization: 1``; ``validate`` refuses more with this state);
+  ``parallelization: 1``; lanes mode, below, for more);
 * **one item per shard**, sort key ``#shard``: the position last applied (inclusive), the
   greatest event time seen, the outbox (what each record of the last batches yielded, so
   that a redelivered record yields the same results with the same ``window_id``), ``rev``
@@ -154,10 +154,24 @@ one-lane fallback; the shard item's outbox (and its parts) goes to outbox entrie
 that commit's log and leaves the shard item, so a lagging lane's redelivered old closer
 yields its results (the step keeps only its batch's outbox). Until that commit,
 :meth:`DynamoDBStore.outcomes` also reads the one-lane outbox, whole, as last read.
-Back (``parallelization`` lowered to 1): the one-lane store refuses a shard whose item
-has ``n`` or ``legacy_applied`` (:func:`_refuse_lanes`: a retried
-:class:`WindowStateError` naming the fix, never a write that would drop the pending
-logs).
+Back (``parallelization`` lowered to 1; issue 16, slice S7a): lanes mode is sticky per
+store. The one-lane store that meets a shard whose item has ``n`` or ``legacy_applied``
+(at a batch's read, a quiet shard's, a reshard's parent's) cannot read it nor write it
+(a PutItem of the shard item would drop the pending logs), so it turns lanes mode on for
+the rest of its life (:meth:`DynamoDBStore._turn_lanes`) and the step applies the batch
+again in lanes mode, in the process (:class:`LanesMet`, a :class:`CommitLost`): no
+failure, no one-lane write. Lanes mode is correct with one lane; it costs about three
+writes a batch more, which is why a table that never saw lanes keeps the one-lane
+protocol. The mode of an attempt is decided once, at its start (:meth:`DynamoDBStore.shard`,
+per thread): a store that serves several shards from threads (a local run) switches
+under another shard's running attempt, which finishes in the one-lane protocol (its
+shard's item is a one-lane one; a lanes commit since moved its ``rev``, on which that
+commit is conditional); a shard cached in one mode is read again in the other. The
+window where a one-lane write can still land on a lanes shard is the same as raising
+``parallelization`` has: a one-lane attempt that read a shard before another process's
+first lanes commit of it, whose window items (on their ``token``/``v``) may pass before
+its shard item's condition on ``rev`` fails; they read as never committed (``v`` past
+``legacy_applied``).
 
 Rollback (from lanes mode) to a version before slice S4a cannot read a table lanes mode
 wrote since (window items have no ``v``, the shard item no outbox: its batches fail and
@@ -355,6 +369,7 @@ __all__ = [
     "CommitLost",
     "DynamoDBStore",
     "Inherited",
+    "LanesMet",
     "Mark",
     "MemoryStore",
     "Outcome",
@@ -446,6 +461,13 @@ class CommitLost(WindowStateError):
     again and applies the batch again (design: issue 16, slice S2; the DynamoDB store's in
     lanes mode since slice S4a: its commit's condition on ``n``, or a batch that wrote
     nothing finding the revision moved)."""
+
+
+class LanesMet(CommitLost):
+    """A store running the one-lane protocol met a shard lanes mode wrote and turned lanes
+    mode on (:meth:`DynamoDBStore._turn_lanes`): like a lost commit, the window step reads
+    the state again and applies the batch again, now in lanes mode; the batch does not
+    fail (``parallelization`` lowered from above 1 to 1: the way back)."""
 
 
 #: A record's place in its shard: sequence number, sub-sequence number, fan-out part.
@@ -648,14 +670,18 @@ class WindowStore(Protocol):
             high-water (:attr:`ShardState.hw`, closed windows' included), so that a
             record before the shard's greatest applied position can still be new (a
             lagging lane). ``False``: every record at or before ``applied`` was decided
-            (true with one lane, which ``validate`` still requires of windows).
+            (true with one lane). Read per attempt, after :meth:`shard`: the DynamoDB
+            store of one lane turns it on for good when it meets a shard lanes mode
+            wrote (:meth:`DynamoDBStore._turn_lanes`).
         hw_bound: the most partition keys the step keeps in a window's high-water in the
             process (past it, :data:`HW_UNBOUNDED`: decided as with one lane); ``None``:
             all of them.
     """
 
-    high_water: bool
     hw_bound: int | None
+
+    @property
+    def high_water(self) -> bool: ...
 
     def shard(self, shard_id: str) -> ShardState:
         """The shard's state as of the last commit (a new one for a shard never seen)."""
@@ -1094,12 +1120,18 @@ def _pos(text: str) -> Position:
 class _Cached:
     """A shard's state as this process last committed it, and what it knows of the items."""
 
-    __slots__ = ("applied", "clean", "clock", "decoded", "flushed", "items", "legacy", "logs",
-                 "n", "outbox", "parts", "pending", "rev", "rolled", "spoiled", "state",
-                 "unlisted", "unmarked", "unrolled")  # fmt: skip
+    __slots__ = ("applied", "clean", "clock", "decoded", "flushed", "items", "lanes",
+                 "legacy", "logs", "n", "outbox", "parts", "pending", "rev", "rolled",
+                 "spoiled", "state", "unlisted", "unmarked", "unrolled")  # fmt: skip
 
-    def __init__(self, state: ShardState, applied: str | None, rev: str | None) -> None:
+    def __init__(
+        self, state: ShardState, applied: str | None, rev: str | None, *, lanes: bool
+    ) -> None:
         self.state = state
+        #: the mode it was read in (:attr:`DynamoDBStore.high_water`): an attempt in the
+        #: other mode reads the shard again (the one-lane protocol keys it by ``rev`` and
+        #: keeps no high-water, lanes mode by ``n`` with the logs' images)
+        self.lanes = lanes
         self.clock: float | None = None  # the shard item's: when its last batch committed
         self.applied = applied  # the shard item's ``applied`` text, None: no item
         self.rev = rev  # the shard item's revision, new at each write; None: no item
@@ -1233,10 +1265,10 @@ class DynamoDBStore:
             long plus :data:`OUTBOX_MARGIN_S`.
     """
 
-    __slots__ = ("_asks_quiet", "_cache", "_client", "_legacy", "_listed", "_local", "_merge",
-                 "_sleep", "end_of", "high_water", "hw_bound", "keeps_late", "lateness",
-                 "max_record_age_s", "now", "persist_high_water", "prefix", "reads", "size",
-                 "table", "writes")  # fmt: skip
+    __slots__ = ("_asks_quiet", "_cache", "_client", "_lanes", "_legacy", "_listed", "_local",
+                 "_merge", "_persist", "_sleep", "end_of", "hw_bound", "lateness",
+                 "max_record_age_s", "now", "prefix", "reads", "size", "table",
+                 "writes")  # fmt: skip
 
     def __init__(  # noqa: PLR0917  # the step's settings, as keywords
         self,
@@ -1254,16 +1286,11 @@ class DynamoDBStore:
     ) -> None:
         self.table = table
         self.end_of = end_of
-        self.high_water = high_water
-        #: session windows (an ``end_of``) in lanes mode: a late record's outcome goes to
-        #: an outbox entry too, and keys' high-water to ``h#KEY`` items. Why: a session's
-        #: late record can lie inside a session a later record of its partition key
-        #: extended, so its redelivery is decided by the key's high-water and must find
-        #: "late" kept (design §5.1 step 3); a tumbling window's late record is late again
-        self.keeps_late = high_water and end_of is not None
-        #: whether window items carry their high-water (``hw``, ``hw_prev``): what the
-        #: store decides by (with ``high_water``); tests of the format set it alone
-        self.persist_high_water = high_water
+        #: the store's mode (:attr:`high_water`): once on, on for the store's life (sticky:
+        #: :meth:`_turn_lanes`); each attempt runs in the mode it read at its start
+        self._lanes = high_water
+        #: :attr:`persist_high_water` set apart from the mode (tests of the format)
+        self._persist: bool | None = None
         self.max_record_age_s = max_record_age_s
         #: as the item (:func:`hw_stored`): past :data:`HW_MAX_PKS` partition keys a window
         #: is decided as with one lane, warm as cold. Unbounded, a window whose key is not
@@ -1297,6 +1324,58 @@ class DynamoDBStore:
         self.reads = 0
         self.writes = 0
 
+    @property
+    def high_water(self) -> bool:
+        """Lanes mode: the mode of this thread's attempt (what :meth:`shard` read at its
+        start, until its :meth:`commit`), else the store's. Sticky: a store of the
+        one-lane protocol that meets a shard lanes mode wrote turns lanes mode on for
+        good (:meth:`_turn_lanes`)."""
+        lanes: bool | None = getattr(self._local, "lanes", None)
+        return self._lanes if lanes is None else lanes
+
+    @property
+    def keeps_late(self) -> bool:
+        """Session windows (an ``end_of``) in lanes mode: a late record's outcome goes to
+        an outbox entry too, and keys' high-water to ``h#KEY`` items. Why: a session's
+        late record can lie inside a session a later record of its partition key
+        extended, so its redelivery is decided by the key's high-water and must find
+        "late" kept (design §5.1 step 3); a tumbling window's late record is late again."""
+        return self.end_of is not None and self.high_water
+
+    @property
+    def persist_high_water(self) -> bool:
+        """Whether window items carry their high-water (``hw``, ``hw_prev``): what the
+        store decides by (with :attr:`high_water`); tests of the format set it alone."""
+        return self.high_water if self._persist is None else self._persist
+
+    @persist_high_water.setter
+    def persist_high_water(self, value: bool) -> None:
+        self._persist = value
+
+    def _turn_lanes(self, pk: str) -> None:
+        """The way back (``parallelization`` lowered to 1 on a table lanes mode wrote):
+        this store, running the one-lane protocol, met a shard lanes mode wrote (its
+        shard item has ``n`` or ``legacy_applied``), which that protocol cannot read (the
+        outbox in entries, open windows in pending logs, old ``v`` judged against a moved
+        ``applied``) nor write (a PutItem of the shard item drops ``n``, ``logs`` and
+        ``pending``: committed logs lost). Lanes mode runs any table, with one lane too
+        (about 3 writes a batch more), so the store turns it on for the rest of its life:
+        one-way, so no lock is needed, and the attempts already running keep the mode
+        they started in (:attr:`high_water` is per thread, read by :meth:`shard`; their
+        shards' items are one-lane ones, and a lanes commit since moved their ``rev``,
+        on which their one-lane commit is conditional). This attempt is applied again,
+        in lanes mode, in the process (:class:`LanesMet`), nothing written.
+
+        Raises:
+            LanesMet: always.
+        """
+        self._lanes = True
+        msg = (
+            f"window state: shard {pk!r} of table {self.table!r} was written in lanes mode "
+            "(parallelization above 1): this store runs lanes mode from now on"
+        )
+        raise LanesMet(msg)
+
     def _note_legacy(self, item: dict[str, Any], wkey: WindowKey) -> None:
         """Remember an item an earlier version wrote under other key JSON (``_legacy``)."""
         stored = item["key"]["S"]
@@ -1318,7 +1397,10 @@ class DynamoDBStore:
         commit this process last wrote or read (lanes mode: its ``n``; with one lane its
         ``rev``), else caught up from the logs between (lanes mode) or read again."""
         pk = self.prefix + shard_id
+        lanes = self._local.lanes = self._lanes  # this attempt's mode, whatever others do
         cached = self._cache.get(shard_id)
+        if cached is not None and cached.lanes != lanes:
+            cached = None  # read in the one-lane protocol before the store turned lanes on
         self._local.registry = None
         if cached is not None and (cached.clean or cached.spoiled):
             if self._asks_quiet:
@@ -1333,7 +1415,11 @@ class DynamoDBStore:
             if self.high_water and self._catch_up(pk, cached, item):
                 cached.clean = False
                 return cached.state
-        fresh = self._read(pk)
+        try:
+            fresh = self._read(pk)
+        except LanesMet:  # the way back: read in lanes mode (nothing applied yet)
+            self._local.lanes = True
+            fresh = self._read(pk)
         if cached is not None and cached.unrolled:  # its own logs it has to roll forward
             fresh.unrolled = cached.unrolled & fresh.pending
         fresh.clean = False
@@ -1613,6 +1699,8 @@ class DynamoDBStore:
                 and len(out) < _MAX_QUIET
                 and _size(item) <= room
             ):
+                if not self.high_water and _lanes_wrote(item):  # the way back: its batch
+                    self._turn_lanes(item["shard"]["S"])  # is applied again in lanes mode
                 cached = self._read(item["shard"]["S"])
                 if self._moved(cached, item):
                     continue  # changed since its item was read: not decided on that
@@ -1763,8 +1851,8 @@ class DynamoDBStore:
         found = self._query(pk)
         items, decoded = _laid(found)
         shard_item = next((i for i in items if i["window"]["S"] == _SHARD_SK), None)
-        if shard_item is not None and not self.high_water:
-            _refuse_lanes(shard_item, pk, self.table)
+        if shard_item is not None and not self.high_water and _lanes_wrote(shard_item):
+            self._turn_lanes(pk)
         self._drop_garbage(pk, found)
         state = ShardState()
         applied_text = shard_item["applied"]["S"] if shard_item else None
@@ -1779,7 +1867,8 @@ class DynamoDBStore:
                 state.max_time = float(shard_item["max_time"]["N"])
                 watermark = state.max_time - self.lateness
             state.outbox = _outbox(_outbox_of(shard_item, items))
-        cached = _Cached(state, applied_text, shard_item["rev"]["S"] if shard_item else None)
+        rev = shard_item["rev"]["S"] if shard_item else None
+        cached = _Cached(state, applied_text, rev, lanes=self.high_water)
         cached.parts = {i["window"]["S"] for i in items if i["window"]["S"].startswith(_PART)}
         if shard_item is not None and "clock" in shard_item:
             cached.clock = float(shard_item["clock"]["N"])
@@ -1888,6 +1977,8 @@ class DynamoDBStore:
             if pending:  # claims need its items in the table (slice S5)
                 self._roll_logs(self.prefix + parent, pending)
             head = next((i for i in items if i["window"]["S"] == _SHARD_SK), None)
+            if head is not None and not self.high_water and _lanes_wrote(head):
+                self._turn_lanes(self.prefix + parent)  # a parent lanes mode wrote
             if head is None or _fenced_only(head):  # no batch committed: what it inherits
                 if parents_of is not None:  # and what it claimed without committing (review)
                     sub = self._view(me, parents_of(parent), parents_of, (*via, parent))
@@ -2019,9 +2110,12 @@ class DynamoDBStore:
     def _claim(self, shard_id: str, claims: Mapping[WindowKey, tuple[Inherited, ...]]) -> None:
         """Each inherited window the batch touched becomes ``shard_id``'s: its ancestor's
         item gets ``owner``, on the condition that no other shard owns it, and the TTL of a
-        closed window (the child's own item holds it from now on)."""
+        closed window (the child's own item holds it from now on): in lanes mode
+        :meth:`_closed_ttl`'s, the age bound and a margin, since :meth:`decided` reads an
+        ancestor's item's high-water until no record of it can come again (a day was
+        too short for a ``max_record_age_s`` past 23 hours: review 7)."""
         requests = []
-        soon = int(self.now()) + CLOSED_TTL_S
+        soon = self._closed_ttl()
         for wkey, origins in claims.items():
             for origin in origins:
                 key, start = origin.at(wkey)
@@ -2061,6 +2155,18 @@ class DynamoDBStore:
             WindowStateError: a write failed or lost its condition (the cached state is
                 dropped; the batch is delivered again and reads the table).
         """
+        try:
+            self._commit_attempt(shard_id, state, changed, quiet)
+        finally:
+            self._local.lanes = None  # the attempt is over: the store's mode from now on
+
+    def _commit_attempt(
+        self,
+        shard_id: str,
+        state: ShardState,
+        changed: Set[tuple[Any, int]],
+        quiet: Mapping[str, ShardState] | None,
+    ) -> None:
         cached = self._cache.get(shard_id)
         if cached is None or cached.state is not state:
             msg = f"commit of shard {shard_id!r} without its state read first"
@@ -3037,26 +3143,11 @@ def _judged_at(shard_item: Mapping[str, Any]) -> Position | None:
     return _pos(judged) if judged else None
 
 
-def _refuse_lanes(shard_item: Mapping[str, Any], pk: str, table: str) -> None:
-    """The one-lane store (``parallelization`` 1) meeting a shard lanes mode wrote (its
-    shard item has a commit number ``n`` or ``legacy_applied``): it cannot read it (the
-    outbox is in entries, open windows may lie in pending logs, old ``v`` would be judged
-    against a moved ``applied``) and must not write it (a PutItem of the shard item would
-    drop ``n``, ``logs`` and ``pending``: committed logs lost).
-
-    Raises:
-        WindowStateError: retried (never dead-lettered) until the function runs with
-            ``parallelization`` above 1 again.
-    """
-    if "n" in shard_item or "legacy_applied" in shard_item:
-        msg = (
-            f"window state: shard {pk!r} of table {table!r} was written with "
-            "parallelization above 1 (lanes mode) and this window step runs with "
-            "parallelization 1, which cannot read it. Fix: deploy the function with "
-            "parallelization above 1 again (lanes mode runs a table of either kind); going "
-            "back to 1 needs the table's state dropped (its open windows are lost)"
-        )
-        raise WindowStateError(msg)
+def _lanes_wrote(shard_item: Mapping[str, Any]) -> bool:
+    """Whether lanes mode wrote the shard (its item has a commit number ``n`` or
+    ``legacy_applied``): the one-lane protocol can neither read nor write it
+    (:meth:`DynamoDBStore._turn_lanes`)."""
+    return "n" in shard_item or "legacy_applied" in shard_item
 
 
 def _put_window(

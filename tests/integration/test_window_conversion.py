@@ -1,5 +1,6 @@
 """A window table written with one lane meets lanes mode, and back (issue 16, slice S4b:
-``parallelization`` raised from 1 to 2 on a function with windows, then lowered again),
+``parallelization`` raised from 1 to 2 on a function with windows, then lowered again:
+the one-lane store turns lanes mode on, slice S7a),
 on the session's moto server.
 
 The old state is written in each test by the one-lane store (``high_water=False``, the
@@ -157,17 +158,19 @@ def test_a_lagging_lane_s_new_record_in_an_old_window_is_applied(aws, table, pre
     assert sorted(results) == [("x", START0, 2), ("y", START0, 1)]
 
 
-def test_one_lane_refuses_a_shard_lanes_mode_wrote_and_leaves_it_as_it_is(aws, table, prefix):
+def test_one_lane_meeting_a_shard_lanes_mode_wrote_turns_lanes_mode_on(aws, table, prefix):
     """The way back (``parallelization`` lowered to 1): the one-lane store cannot read a
     lanes-mode shard, nor write it (its shard item PutItem would drop ``n``, ``logs`` and
-    ``pending``). The batch fails retryable (never dead-lettered), naming the fix; lanes
-    mode then goes on from the state as it was."""
+    ``pending``). It turns lanes mode on and applies the batch in it, in the process: no
+    failure, a lanes commit (``n`` moves, ``legacy_applied`` stays); more in
+    ``test_window_lanes_lowered.py``."""
     run(step(aws, table, prefix, lanes=False), [(1, "x", 1.0)])
     run(step(aws, table, prefix, lanes=True), [(2, "x", 2.0)])
     before = shard_item(aws, table, prefix)
-    out = deliver(step(aws, table, prefix, lanes=False), [(3, "x", 3.0)])
-    assert [f.retryable for f in out.failures] == [True]
-    assert "parallelization above 1 again" in str(out.failures[0].error)
-    assert shard_item(aws, table, prefix) == before
+    lowered = step(aws, table, prefix, lanes=False)
+    assert run(lowered, [(3, "x", 3.0)]) == []
+    after = shard_item(aws, table, prefix)
+    assert int(after["n"]["N"]) == int(before["n"]["N"]) + 1
+    assert after["legacy_applied"] == before["legacy_applied"]
     results = run(step(aws, table, prefix, lanes=True), [(3, "x", 3.0), (4, "y", 100.0)])
     assert results == [("x", START0, 3)]
