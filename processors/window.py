@@ -126,7 +126,7 @@ from processors.window_store import (
 from stream.exceptions import RecordError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Container, Mapping, Sequence
+    from collections.abc import Callable, Container, Mapping, Sequence, Set
 
     from processors.aggregations import Aggregation
     from processors.lineage import Lineage
@@ -160,6 +160,49 @@ _COMMIT_ATTEMPTS = 8
 
 class WindowConfigError(ProcessorError, ValueError):
     """A window step configured wrong: the message says which setting and the fix."""
+
+
+class TooManyPartitionKeys(WindowRecordError):
+    """With ``parallelization`` above 1, a record whose partition key would be one too many
+    for a window's high-water (more than :data:`HW_MAX_PKS` partition keys): it is
+    dead-lettered, not applied (issue 16; design ``parallel-windows.md`` §0, §5.3). Past the
+    bound a window keeps no per-partition-key high-water (its item would grow with every
+    key) and decides redeliveries by the shard's applied position, which with lanes skips a
+    lagging lane's new record as applied: loss without a word. A dead letter says it."""
+
+    def __init__(self, function: str, window: str, pk: str) -> None:
+        super().__init__(
+            f"window {function!r}: {window} already holds records of {HW_MAX_PKS} partition "
+            f"keys, and this record's partition key {pk!r} is another; with "
+            f"parallelization > 1 a window's records must come from at most {HW_MAX_PKS} "
+            "partition keys: partition records by the window key (the producer's partition "
+            "key = the window key), or set batch.parallelization: 1"
+        )
+
+
+def crowded(held: Mapping[str, Mark] | None, added: Set[str] | None, pk: str) -> bool:
+    """Whether deciding partition key ``pk`` on a window would make its high-water name more
+    than :data:`HW_MAX_PKS` partition keys: ``held``, its committed high-water, and
+    ``added``, the partition keys this batch decided on it so far (counted too: two new
+    keys in one batch are two). A key already in either is no new one. The bound counts
+    :data:`HW_UNBOUNDED`'s entry as the store does (:func:`bound_hw`: a converted item's
+    mark takes a place), so the window never turns unbounded; one that already is (no mark:
+    its partition keys are unknown, past the bound before this guard) takes no new key.
+
+    >>> crowded({f"u{i}": (1, "1", 0, ()) for i in range(16)}, None, "u16")
+    True
+    >>> crowded({f"u{i}": (1, "1", 0, ()) for i in range(15)}, {"u15"}, "u15")
+    False
+    """
+    if held is not None and pk in held:
+        return False
+    if added is not None and pk in added:
+        return False
+    count = (len(held) if held else 0) + (len(added) if added else 0)
+    if count >= HW_MAX_PKS:
+        return True
+    unknown = held.get(HW_UNBOUNDED) if held else None
+    return unknown is not None and not unknown[0]
 
 
 def _no_time(value: float, field: str) -> WindowRecordError:
@@ -430,6 +473,7 @@ class Window:
         "_fold",
         "_function",
         "_hot",
+        "_lanes",
         "_late_routes",
         "_lineage",
         "_locks",
@@ -527,6 +571,11 @@ class Window:
             )
             raise WindowConfigError(msg)
         self.store: WindowStore = store
+        #: lanes (``parallelization`` above 1): a window takes records of at most
+        #: ``HW_MAX_PKS`` partition keys (:func:`crowded`); one lane is exact past it
+        self._lanes = parallelization > 1
+        if self._lanes and isinstance(store, MemoryStore):
+            store.keeps_outcomes = True  # a refused record's error, found again once closed
         problem = quiet_problem(quiet_s)
         if problem is not None:
             raise WindowConfigError(problem)
@@ -604,11 +653,15 @@ class Window:
         others: _Others = {}  # with ``changed``: the windows' new high-water
         looked = False  # whether the store's outbox entries of the batch were read
         closed_hw: _ClosedHw = {}  # closed windows' high-water read for this batch
+        lanes = self._lanes  # the partition keys' bound (:func:`crowded`)
+        added: dict[tuple[Any, int], set[str]] = {}  # partition keys new to a window's hw
+        new: list[tuple[Any, int]] = []  # the record's windows its partition key is new to
 
-        def replay(rec: Record) -> None:
+        def replay(rec: Record) -> bool:
             """A record applied already yields what it yielded (its outcome): from the
             shard's outbox, else from the store's entries of the batch's positions,
-            read once per batch (:meth:`WindowStore.outcomes`), else nothing."""
+            read once per batch (:meth:`WindowStore.outcomes`), else nothing. Whether
+            there was an outcome."""
             nonlocal looked
             position = _position(rec)
             outcome = outbox.get(position)
@@ -620,6 +673,8 @@ class Window:
                 outcome = outbox.get(position)
             if outcome is not None:
                 pending[id(rec)] = outcome
+                return True
+            return False
 
         # The per-record work inline, its names bound once per batch (a call per record
         # and the loads it repeats were a fifth of the step's instructions).
@@ -692,6 +747,8 @@ class Window:
                     values = read(get)  # checked before anything changes
                     if sized:
                         _refuse_large(sized, get)
+                    if lanes:  # refused whole (all its windows) before it changes any
+                        new = self._admit(state, added, key, starts, pk, watermark)
                     placing = True
                     own = pk == key  # the recommended setup: partition by the window key
                     if refused:
@@ -730,12 +787,18 @@ class Window:
                             else:
                                 others[wkey, pk] = rec
                                 changed.setdefault(wkey, None)
+                    if new:
+                        for wkey in new:  # placed: its partition key is in their hw now
+                            added.setdefault(wkey, set()).add(pk)
+                        new = []
                     if not placed:
-                        if check is not None and self._decided(state, shard_id, key, starts,
-                                                               pk, check, closed_hw,
-                                                               records):  # fmt: skip
-                            replay(rec)  # applied to windows that closed since
-                            continue
+                        if check is not None:
+                            if self._decided(state, shard_id, key, starts, pk, check,
+                                             closed_hw, records):  # fmt: skip
+                                replay(rec)  # applied to windows that closed since
+                                continue
+                            if lanes and replay(rec):  # refused (too many partition keys)
+                                continue  # before its windows closed: refused again
                         outcome = _LATE
                     else:
                         if max_time is None or t > max_time:
@@ -756,6 +819,9 @@ class Window:
                                 others[wkey, pk] = rec
                                 if exact:  # its high-water changed: committed with it
                                     changed.setdefault(wkey, None)
+                                if lanes and pk not in state.hw.get(wkey, ()):
+                                    added.setdefault(wkey, set()).add(pk)
+                        new = []
                 if outcome is _NOTHING:
                     closer = rec
                     continue
@@ -773,6 +839,38 @@ class Window:
                     state.applied = position
         state.forget_foreign(self.size_s, self.allowed_lateness_s)
         store.commit(shard_id, state, changed.keys(), self._close_quiet(shard_id, state, closer))
+
+    def _admit(  # noqa: PLR0917  # the record's place, as the hot loop has it
+        self,
+        state: ShardState,
+        added: dict[tuple[Any, int], set[str]],
+        key: Any,
+        starts: Sequence[int],
+        pk: str,
+        watermark: float,
+    ) -> list[tuple[Any, int]]:
+        """With lanes: the open windows of the record (those it is about to go into) to
+        which its partition key ``pk`` is new, or :class:`TooManyPartitionKeys` if one of
+        them would then name more than :data:`HW_MAX_PKS` (:func:`crowded`; a hopping
+        record is refused whole). Deterministic on redelivery: an open window's high-water
+        only grows, so a window full now is full then, and the refused record's key is in
+        none of them (no high-water rises for it); once the window closed, the refusal
+        comes back from the outbox (``replay``), not as "late"."""
+        size, windows, foreign, hw = self.size_s, state.windows, state.foreign, state.hw
+        out = []
+        for start in starts:
+            end = start + size
+            wkey = (key, start)
+            if end <= watermark or (foreign and wkey not in windows and wkey in foreign):
+                continue  # closed: the record does not go into it
+            held = hw.get(wkey)
+            if held is not None and pk in held:
+                continue
+            if crowded(held, added.get(wkey), pk):
+                span = f"window key {key!r} [{iso(start)}..{iso(end)})"
+                raise TooManyPartitionKeys(self._function, span, pk)
+            out.append(wkey)
+        return out
 
     def _decided(  # noqa: PLR0917  # the record's place, as the hot loop has it
         self,
