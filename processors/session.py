@@ -46,7 +46,10 @@ recomputes the sessions from all the records accepted so far, sorted by time):
   DynamoDB store's ``h#KEY``), which a closing session's ``hw``, a late record and a
   refused one raise. A decided record yields the outcome its commit kept (results, late,
   an error) or nothing, never a verdict made again: a late record can lie inside a session
-  that a later record of its partition key extended (:meth:`SessionWindow._decided`).
+  that a later record of its partition key extended (:meth:`SessionWindow._decided`). A
+  key's high-water names at most ``HW_MAX_PKS`` partition keys: the record of one more,
+  late or not, is dead-lettered and raises none (:meth:`SessionWindow._admit`, as the
+  window step's :class:`~processors.window.TooManyPartitionKeys`).
 * **Everything else** (time fields, the outbox and redelivery, one state write per changed
   (key, session) per batch, quiet shards, dead letters) is the window step's
   (:mod:`processors.window`), on the same state stores (:mod:`processors.window_store`):

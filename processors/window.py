@@ -56,7 +56,18 @@ reference):
   window whose high-water is unknown (an item of an earlier version; more than
   ``HW_MAX_PKS`` partition keys) falls back to "at or before ``applied``: applied
   already" (``processors/window_store.py``, "Redeliveries", also for a step before the
-  window that moves a redelivered record to other windows). A record refused by its
+  window that moves a redelivered record to other windows).
+* **Partition keys per window, with lanes.** That fallback is exact with one lane only:
+  with ``parallelization`` above 1 it would skip a lagging lane's new record as applied.
+  So with lanes a record whose partition key would be one more than ``HW_MAX_PKS`` in the
+  high-water of a window it goes into (counting this batch's new keys; a hopping record's
+  windows all) is dead-lettered, :class:`TooManyPartitionKeys`, and goes into none; it
+  raises no high-water, so its redelivery is refused again: by the window, still full,
+  while it is open, from the outbox once it closed (not "late"). A window an old item's
+  mark stands for (``HW_UNBOUNDED`` with ``legacy_applied``, conversion) has one place
+  less; one past the bound already (no mark) takes no new key. With one lane nothing is
+  refused. Session windows: the same per key (:meth:`processors.session.SessionWindow._admit`).
+* **Refusals by the state, lost commits.** A record refused by its
   window's state (a plugin's add raised, a window too large) raises that window's
   high-water too, so that it yields its error again rather than being tried again. A
   commit another process of the memory store passed since the batch read the state
@@ -136,6 +147,7 @@ __all__ = [
     "MS_THRESHOLD",
     "MemoryStore",
     "ShardState",
+    "TooManyPartitionKeys",
     "Window",
     "WindowConfigError",
     "WindowRecordError",
@@ -193,6 +205,13 @@ def crowded(held: Mapping[str, Mark] | None, added: Set[str] | None, pk: str) ->
     True
     >>> crowded({f"u{i}": (1, "1", 0, ()) for i in range(15)}, {"u15"}, "u15")
     False
+    >>> crowded({f"u{i}": (1, "1", 0, ()) for i in range(15)}, {"u15"}, "u16")
+    True
+    >>> old = {HW_UNBOUNDED: (1, "5", 0, ())}  # conversion: keys up to 5 decided, a place
+    >>> crowded({**old, **{f"u{i}": (1, "7", 0, ()) for i in range(15)}}, None, "x")
+    True
+    >>> crowded({HW_UNBOUNDED: (0, "", 0, ())}, None, "x")  # past the bound already
+    True
     """
     if held is not None and pk in held:
         return False
@@ -449,7 +468,8 @@ class Window:
             delivered again, so the DynamoDB state keeps what a redelivery reads in lanes
             mode (outbox entries, closed windows' high-water) that long plus an hour.
         parallelization: the function's lanes per shard (the plan fills it in). Above 1
-            (lanes mode; ``validate`` refuses it until issue 16's slice S7) the DynamoDB
+            (lanes mode) a window takes records of at most ``HW_MAX_PKS`` partition keys
+            (the record of one more is dead-lettered: :func:`crowded`), and the DynamoDB
             state decides redeliveries by the windows' high-water
             (:attr:`~processors.window_store.DynamoDBStore.high_water`); at 1 it keeps the
             single-position protocol (``applied`` and the shard item's outbox): the
