@@ -9,14 +9,17 @@ position is exact there). On the memory store; the DynamoDB store's is
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from processors.chain import Chain, Step
 from processors.session import SessionWindow
-from processors.window import TooManyPartitionKeys, Window
+from processors.window import TooManyPartitionKeys, Window, iso
 from processors.window_store import HW_MAX_PKS, MemoryStore, WindowRecordError
 from stream.records import Record
 
@@ -182,3 +185,66 @@ class TestSessions:
         step = _session(parallelization)
         _, failed = _run(step, _one_each())
         assert failed == []
+
+
+@st.composite
+def _crowd(draw: st.DrawFn) -> tuple[list[list[Record]], list[int]]:
+    """Records of up to 24 users (partition keys) into two products' windows, in batches
+    of one shard in order; then the order of delivery: each batch, and now and then an
+    earlier one again (a redelivery, after later batches changed the state or closed its
+    windows)."""
+    users = [f"u{i:02d}" for i in range(draw(st.integers(14, 24)))]
+    records = []
+    clock = 0
+    for seq in range(1, draw(st.integers(1, 120)) + 1):
+        clock += draw(st.integers(0, 2))  # windows of 60 s: of about 60 records each
+        records.append(_rec(draw(st.sampled_from(users)), seq, clock,
+                            product=draw(st.sampled_from(["p1", "p1", "p1", "p2"]))))  # fmt: skip
+    cuts = sorted(draw(st.sets(st.integers(1, len(records)), max_size=8)) | {len(records)})
+    batches = [records[a:b] for a, b in zip([0, *cuts], cuts, strict=False) if b > a]
+    order = []
+    for i in range(len(batches)):
+        order.append(i)
+        if draw(st.booleans()):
+            order.append(draw(st.integers(0, i)))
+    return batches, order
+
+
+@settings(deadline=None, max_examples=150)
+@given(_crowd())
+def test_every_delivery_of_a_record_decides_it_the_same_and_windows_hold_at_most_16_keys(
+    scenario: tuple[list[list[Record]], list[int]],
+) -> None:
+    """Against a reference: records in shard order, each window takes the records of its
+    first 16 partition keys and refuses the others'; a redelivery yields the same verdict
+    (refused, or not) and counts nothing again."""
+    batches, order = scenario
+    step = _window()  # no record is late: times only grow
+    verdict: dict[str, bool] = {}  # sequence number -> refused
+    results: dict[str, int] = {}
+    for i in order:
+        got, failed = _run(step, [copy.copy(rec) for rec in batches[i]])
+        refused = {seq for seq, error in failed if "partition keys" in str(error)}
+        assert len(refused) == len(failed), failed
+        for rec in batches[i]:
+            seq = rec.sequence_number
+            assert verdict.setdefault(seq, seq in refused) == (seq in refused), seq
+        for window_id, n in got.items():
+            assert results.setdefault(window_id, n) == n  # a result again: the same
+    got, _ = _run(step, [_rec("u00", 10_000, 10_000, product="p9")])
+    results.update(got)
+    keys: dict[tuple[str, int], list[str]] = {}
+    expected: dict[str, int] = {}
+    for rec in (rec for batch in batches for rec in batch):
+        doc = rec.as_dict()
+        start = int(doc["ts"] // 60) * 60
+        held = keys.setdefault((doc["product"], start), [])
+        if rec.partition_key not in held and len(held) >= HW_MAX_PKS:
+            assert verdict[rec.sequence_number], rec.sequence_number
+            continue
+        assert not verdict[rec.sequence_number], rec.sequence_number
+        if rec.partition_key not in held:
+            held.append(rec.partition_key)
+        window_id = f"fn/{doc['product']}/{iso(start)}"
+        expected[window_id] = expected.get(window_id, 0) + 1
+    assert results == expected
