@@ -655,7 +655,7 @@ class SessionWindow:
             names = dict(held) if held else {}
             for part in parts:
                 names.update(part)
-        if crowded(names, None, pk):
+        if names is not None and crowded(names, pk, names):
             raise TooManyPartitionKeys(self._function, f"session key {key!r}", pk)
 
     def _join(  # noqa: PLR0915  # the per-record hot path, in one frame

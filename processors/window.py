@@ -137,7 +137,7 @@ from processors.window_store import (
 from stream.exceptions import RecordError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Container, Mapping, Sequence, Set
+    from collections.abc import Callable, Collection, Container, Mapping, Sequence
 
     from processors.aggregations import Aggregation
     from processors.lineage import Lineage
@@ -192,33 +192,27 @@ class TooManyPartitionKeys(WindowRecordError):
         )
 
 
-def crowded(held: Mapping[str, Mark] | None, added: Set[str] | None, pk: str) -> bool:
+def crowded(names: Collection[str], pk: str, held: Mapping[str, Mark] | None = None) -> bool:
     """Whether deciding partition key ``pk`` on a window would make its high-water name more
-    than :data:`HW_MAX_PKS` partition keys: ``held``, its committed high-water, and
-    ``added``, the partition keys this batch decided on it so far (counted too: two new
-    keys in one batch are two). A key already in either is no new one. The bound counts
+    than :data:`HW_MAX_PKS` partition keys. ``names``: the keys it names, committed
+    (``held``, its high-water) and decided on it by this batch so far (counted too: two new
+    keys in one batch are two). A key among them is no new one. The bound counts
     :data:`HW_UNBOUNDED`'s entry as the store does (:func:`bound_hw`: a converted item's
     mark takes a place), so the window never turns unbounded; one that already is (no mark:
     its partition keys are unknown, past the bound before this guard) takes no new key.
 
-    >>> crowded({f"u{i}": (1, "1", 0, ()) for i in range(16)}, None, "u16")
-    True
-    >>> crowded({f"u{i}": (1, "1", 0, ()) for i in range(15)}, {"u15"}, "u15")
-    False
-    >>> crowded({f"u{i}": (1, "1", 0, ()) for i in range(15)}, {"u15"}, "u16")
-    True
+    >>> crowded({f"u{i}" for i in range(16)}, "u16"), crowded({"u0", "u1"}, "u1")
+    (True, False)
     >>> old = {HW_UNBOUNDED: (1, "5", 0, ())}  # conversion: keys up to 5 decided, a place
-    >>> crowded({**old, **{f"u{i}": (1, "7", 0, ()) for i in range(15)}}, None, "x")
+    >>> crowded({*old, *(f"u{i}" for i in range(15))}, "x")
     True
-    >>> crowded({HW_UNBOUNDED: (0, "", 0, ())}, None, "x")  # past the bound already
+    >>> gone = {HW_UNBOUNDED: (0, "", 0, ())}  # past the bound already
+    >>> crowded(set(gone), "x", gone)
     True
     """
-    if held is not None and pk in held:
+    if pk in names:
         return False
-    if added is not None and pk in added:
-        return False
-    count = (len(held) if held else 0) + (len(added) if added else 0)
-    if count >= HW_MAX_PKS:
+    if len(names) >= HW_MAX_PKS:
         return True
     unknown = held.get(HW_UNBOUNDED) if held else None
     return unknown is not None and not unknown[0]
@@ -382,6 +376,15 @@ def _seen(hw: Mapping[Any, dict[str, Mark]], key: Any, starts: Sequence[Any], pk
             if unknown is not None and (not unknown[0] or unknown >= mark):
                 return True  # decided up to the old mark, or (none) as with one lane
     return False
+
+
+def _know(known: dict[Any, set[str]], hw: Mapping[Any, Mapping[str, Mark]], wkey: Any) -> set[str]:
+    """The partition keys window ``wkey``'s high-water names in this batch (``known``),
+    from its committed high-water (``hw``) the first time it is asked."""
+    names = known.get(wkey)
+    if names is None:
+        names = known[wkey] = set(hw.get(wkey) or ())
+    return names
 
 
 #: A batch's changed windows -> the last record added to each whose partition key is the
@@ -674,7 +677,10 @@ class Window:
         looked = False  # whether the store's outbox entries of the batch were read
         closed_hw: _ClosedHw = {}  # closed windows' high-water read for this batch
         lanes = self._lanes  # the partition keys' bound (:func:`crowded`)
-        added: dict[tuple[Any, int], set[str]] = {}  # partition keys new to a window's hw
+        #: with lanes: the partition keys a window's high-water names (committed or decided
+        #: in this batch) for the windows the batch touched, so that a known key costs
+        #: the hot loop a lookup, not a call (:meth:`_admit` fills it)
+        known: dict[tuple[Any, int], set[str]] = {}
         new: list[tuple[Any, int]] = []  # the record's windows its partition key is new to
 
         def replay(rec: Record) -> bool:
@@ -768,7 +774,10 @@ class Window:
                     if sized:
                         _refuse_large(sized, get)
                     if lanes:  # refused whole (all its windows) before it changes any
-                        new = self._admit(state, added, key, starts, pk, watermark)
+                        for start in starts:
+                            if pk not in known.get((key, start), ()):
+                                new = self._admit(state, known, key, starts, pk, watermark)
+                                break
                     placing = True
                     own = pk == key  # the recommended setup: partition by the window key
                     if refused:
@@ -809,7 +818,7 @@ class Window:
                                 changed.setdefault(wkey, None)
                     if new:
                         for wkey in new:  # placed: its partition key is in their hw now
-                            added.setdefault(wkey, set()).add(pk)
+                            known[wkey].add(pk)
                         new = []
                     if not placed:
                         if check is not None:
@@ -839,8 +848,8 @@ class Window:
                                 others[wkey, pk] = rec
                                 if exact:  # its high-water changed: committed with it
                                     changed.setdefault(wkey, None)
-                                if lanes and pk not in state.hw.get(wkey, ()):
-                                    added.setdefault(wkey, set()).add(pk)
+                                if lanes:
+                                    _know(known, state.hw, wkey).add(pk)
                         new = []
                 if outcome is _NOTHING:
                     closer = rec
@@ -863,7 +872,7 @@ class Window:
     def _admit(  # noqa: PLR0917  # the record's place, as the hot loop has it
         self,
         state: ShardState,
-        added: dict[tuple[Any, int], set[str]],
+        known: dict[tuple[Any, int], set[str]],
         key: Any,
         starts: Sequence[int],
         pk: str,
@@ -883,10 +892,10 @@ class Window:
             wkey = (key, start)
             if end <= watermark or (foreign and wkey not in windows and wkey in foreign):
                 continue  # closed: the record does not go into it
-            held = hw.get(wkey)
-            if held is not None and pk in held:
+            names = _know(known, hw, wkey)
+            if pk in names:
                 continue
-            if crowded(held, added.get(wkey), pk):
+            if crowded(names, pk, hw.get(wkey)):
                 span = f"window key {key!r} [{iso(start)}..{iso(end)})"
                 raise TooManyPartitionKeys(self._function, span, pk)
             out.append(wkey)
