@@ -774,10 +774,15 @@ class Window:
                     if sized:
                         _refuse_large(sized, get)
                     if lanes:  # refused whole (all its windows) before it changes any
-                        for start in starts:
-                            if pk not in known.get((key, start), ()):
+                        if slide == size:  # tumbling: one window, no loop
+                            if pk not in known.get((key, low), ()):
                                 new = self._admit(state, known, key, starts, pk, watermark)
-                                break
+                        else:
+                            for start in starts:
+                                if pk not in known.get((key, start), ()):
+                                    new = self._admit(state, known, key, starts, pk,
+                                                      watermark)  # fmt: skip
+                                    break
                     placing = True
                     own = pk == key  # the recommended setup: partition by the window key
                     if refused:
