@@ -47,7 +47,10 @@ recomputes the sessions from all the records accepted so far, sorted by time):
   DynamoDB store's ``h#KEY``), which a closing session's ``hw``, a late record and a
   refused one raise. A decided record yields the outcome its commit kept (results, late,
   an error) or nothing, never a verdict made again: a late record can lie inside a session
-  that a later record of its partition key extended (:meth:`SessionWindow._decided`).
+  that a later record of its partition key extended (:meth:`SessionWindow._decided`). A
+  key's high-water names at most ``HW_MAX_PKS`` partition keys: the record of one more,
+  late or not, is dead-lettered and raises none (:meth:`SessionWindow._admit`, as the
+  window step's :class:`~processors.window.TooManyPartitionKeys`).
 * **Everything else** (time fields, the outbox and redelivery, one state write per changed
   (key, session) per batch, quiet shards, dead letters) is the window step's
   (:mod:`processors.window`), on the same state stores (:mod:`processors.window_store`):
@@ -72,6 +75,7 @@ from processors.window import (
     _MS_LOW,
     _SHORT_KEY,
     MS_THRESHOLD,
+    TooManyPartitionKeys,
     Window,
     WindowConfigError,
     _aggregation,
@@ -87,6 +91,7 @@ from processors.window import (
     _send_with,
     _ShardLocks,
     _too_long,
+    crowded,
     event_seconds,
     iso,
     quiet_problem,
@@ -378,7 +383,9 @@ class SessionWindow:
                 outcome = apply(rec, state, index, changed, decided_at)
             except RecordError as exc:
                 outcome = Outcome(error=exc)
-                if decided_at is not None:  # decided on its key: yields its error again
+                # decided on its key: yields its error again; one too many partition keys
+                # for it raises no high-water (it would pass the bound): refused again
+                if decided_at is not None and not isinstance(exc, TooManyPartitionKeys):
                     self._raise_key_hw(rec, state, decided_at)
             if outcome is _NOTHING:
                 closer = rec
@@ -615,6 +622,8 @@ class SessionWindow:
         values = fold.read(get)  # checked before anything changes
         if self._sized:
             _refuse_large(self._sized, get)
+        if at is not None:  # lanes: before it raises a high-water, late or not
+            self._admit(key, at[0], state, index)
         max_time = state.max_time
         if max_time is not None and t < max_time - self.allowed_lateness_s:
             if at is not None:  # decided outside any session: the key's high-water
@@ -629,6 +638,31 @@ class SessionWindow:
             return _NOTHING
         results = self._close(state, watermark, index, changed)
         return Outcome(tuple(results)) if results else _NOTHING
+
+    def _admit(self, key: Any, pk: str, state: ShardState, index: dict[Any, list[float]]) -> None:
+        """Lanes: :class:`~processors.window.TooManyPartitionKeys` if the record's partition
+        key ``pk`` would make its key's high-water (:meth:`_decided`: its open sessions'
+        and the key's own, which a closed session's, a late record and a refused one
+        raise) name more than ``HW_MAX_PKS`` partition keys (:func:`~processors.window.crowded`).
+        Per key, not per session: a closing session's partition keys go to the key's own
+        high-water, which the bound holds too. Deterministic on redelivery: the key's
+        high-water only grows and the refused record raises none of it."""
+        held = state.key_hw.get(key)
+        if held is not None and pk in held:
+            return
+        starts = index.get(key)
+        hw = _hw(state)
+        parts = [part for s in starts if (part := hw.get((key, s)))] if starts else []
+        if any(pk in part for part in parts):
+            return
+        if not parts:
+            names = held
+        else:
+            names = dict(held) if held else {}
+            for part in parts:
+                names.update(part)
+        if names is not None and crowded(names, pk, names):
+            raise TooManyPartitionKeys(self._function, f"session key {key!r}", pk)
 
     def _join(  # noqa: PLR0915  # the per-record hot path, in one frame
         self,

@@ -56,7 +56,18 @@ reference):
   window whose high-water is unknown (an item of an earlier version; more than
   ``HW_MAX_PKS`` partition keys) falls back to "at or before ``applied``: applied
   already" (``processors/window_store.py``, "Redeliveries", also for a step before the
-  window that moves a redelivered record to other windows). A record refused by its
+  window that moves a redelivered record to other windows).
+* **Partition keys per window, with lanes.** That fallback is exact with one lane only:
+  with ``parallelization`` above 1 it would skip a lagging lane's new record as applied.
+  So with lanes a record whose partition key would be one more than ``HW_MAX_PKS`` in the
+  high-water of a window it goes into (counting this batch's new keys; a hopping record's
+  windows all) is dead-lettered, :class:`TooManyPartitionKeys`, and goes into none; it
+  raises no high-water, so its redelivery is refused again: by the window, still full,
+  while it is open, from the outbox once it closed (not "late"). A window an old item's
+  mark stands for (``HW_UNBOUNDED`` with ``legacy_applied``, conversion) has one place
+  less; one past the bound already (no mark) takes no new key. With one lane nothing is
+  refused. Session windows: the same per key (:meth:`processors.session.SessionWindow._admit`).
+* **Refusals by the state, lost commits.** A record refused by its
   window's state (a plugin's add raised, a window too large) raises that window's
   high-water too, so that it yields its error again rather than being tried again. A
   commit another process of the memory store passed since the batch read the state
@@ -126,7 +137,7 @@ from processors.window_store import (
 from stream.exceptions import RecordError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Container, Mapping, Sequence
+    from collections.abc import Callable, Collection, Container, Mapping, Sequence
 
     from processors.aggregations import Aggregation
     from processors.lineage import Lineage
@@ -136,6 +147,7 @@ __all__ = [
     "MS_THRESHOLD",
     "MemoryStore",
     "ShardState",
+    "TooManyPartitionKeys",
     "Window",
     "WindowConfigError",
     "WindowRecordError",
@@ -160,6 +172,50 @@ _COMMIT_ATTEMPTS = 8
 
 class WindowConfigError(ProcessorError, ValueError):
     """A window step configured wrong: the message says which setting and the fix."""
+
+
+class TooManyPartitionKeys(WindowRecordError):
+    """With ``parallelization`` above 1, a record whose partition key would be one too many
+    for a window's high-water (more than :data:`HW_MAX_PKS` partition keys): it is
+    dead-lettered, not applied (issue 16; design ``parallel-windows.md`` §0, §5.3). Past the
+    bound a window keeps no per-partition-key high-water (its item would grow with every
+    key) and decides redeliveries by the shard's applied position, which with lanes skips a
+    lagging lane's new record as applied: loss without a word. A dead letter says it."""
+
+    def __init__(self, function: str, window: str, pk: str) -> None:
+        super().__init__(
+            f"window {function!r}: {window} already holds records of {HW_MAX_PKS} partition "
+            f"keys, and this record's partition key {pk!r} is another; with "
+            f"parallelization > 1 a window's records must come from at most {HW_MAX_PKS} "
+            "partition keys: partition records by the window key (the producer's partition "
+            "key = the window key), or set batch.parallelization: 1"
+        )
+
+
+def crowded(names: Collection[str], pk: str, held: Mapping[str, Mark] | None = None) -> bool:
+    """Whether deciding partition key ``pk`` on a window would make its high-water name more
+    than :data:`HW_MAX_PKS` partition keys. ``names``: the keys it names, committed
+    (``held``, its high-water) and decided on it by this batch so far (counted too: two new
+    keys in one batch are two). A key among them is no new one. The bound counts
+    :data:`HW_UNBOUNDED`'s entry as the store does (:func:`bound_hw`: a converted item's
+    mark takes a place), so the window never turns unbounded; one that already is (no mark:
+    its partition keys are unknown, past the bound before this guard) takes no new key.
+
+    >>> crowded({f"u{i}" for i in range(16)}, "u16"), crowded({"u0", "u1"}, "u1")
+    (True, False)
+    >>> old = {HW_UNBOUNDED: (1, "5", 0, ())}  # conversion: keys up to 5 decided, a place
+    >>> crowded({*old, *(f"u{i}" for i in range(15))}, "x")
+    True
+    >>> gone = {HW_UNBOUNDED: (0, "", 0, ())}  # past the bound already
+    >>> crowded(set(gone), "x", gone)
+    True
+    """
+    if pk in names:
+        return False
+    if len(names) >= HW_MAX_PKS:
+        return True
+    unknown = held.get(HW_UNBOUNDED) if held else None
+    return unknown is not None and not unknown[0]
 
 
 def _no_time(value: float, field: str) -> WindowRecordError:
@@ -322,6 +378,15 @@ def _seen(hw: Mapping[Any, dict[str, Mark]], key: Any, starts: Sequence[Any], pk
     return False
 
 
+def _know(known: dict[Any, set[str]], hw: Mapping[Any, Mapping[str, Mark]], wkey: Any) -> set[str]:
+    """The partition keys window ``wkey``'s high-water names in this batch (``known``),
+    from its committed high-water (``hw``) the first time it is asked."""
+    names = known.get(wkey)
+    if names is None:
+        names = known[wkey] = set(hw.get(wkey) or ())
+    return names
+
+
 #: A batch's changed windows -> the last record added to each whose partition key is the
 #: window's key (``None``: none such, or only closed): a dict rather than a set, so the hot
 #: loop's one store per window also keeps what the window's high-water needs.
@@ -406,7 +471,8 @@ class Window:
             delivered again, so the DynamoDB state keeps what a redelivery reads in lanes
             mode (outbox entries, closed windows' high-water) that long plus an hour.
         parallelization: the function's lanes per shard (the plan fills it in). Above 1
-            (lanes mode; ``validate`` refuses it until issue 16's slice S7) the DynamoDB
+            (lanes mode) a window takes records of at most ``HW_MAX_PKS`` partition keys
+            (the record of one more is dead-lettered: :func:`crowded`), and the DynamoDB
             state decides redeliveries by the windows' high-water
             (:attr:`~processors.window_store.DynamoDBStore.high_water`); at 1 it keeps the
             single-position protocol (``applied`` and the shard item's outbox): the
@@ -432,6 +498,7 @@ class Window:
         "_fold",
         "_function",
         "_hot",
+        "_lanes",
         "_late_routes",
         "_lineage",
         "_locks",
@@ -529,6 +596,11 @@ class Window:
             )
             raise WindowConfigError(msg)
         self.store: WindowStore = store
+        #: lanes (``parallelization`` above 1): a window takes records of at most
+        #: ``HW_MAX_PKS`` partition keys (:func:`crowded`); one lane is exact past it
+        self._lanes = parallelization > 1
+        if self._lanes and isinstance(store, MemoryStore):
+            store.keeps_outcomes = True  # a refused record's error, found again once closed
         problem = quiet_problem(quiet_s)
         if problem is not None:
             raise WindowConfigError(problem)
@@ -606,11 +678,18 @@ class Window:
         others: _Others = {}  # with ``changed``: the windows' new high-water
         looked = False  # whether the store's outbox entries of the batch were read
         closed_hw: _ClosedHw = {}  # closed windows' high-water read for this batch
+        lanes = self._lanes  # the partition keys' bound (:func:`crowded`)
+        #: with lanes: the partition keys a window's high-water names (committed or decided
+        #: in this batch) for the windows the batch touched, so that a known key costs
+        #: the hot loop a lookup, not a call (:meth:`_admit` fills it)
+        known: dict[tuple[Any, int], set[str]] = {}
+        new: list[tuple[Any, int]] = []  # the record's windows its partition key is new to
 
-        def replay(rec: Record) -> None:
+        def replay(rec: Record) -> bool:
             """A record applied already yields what it yielded (its outcome): from the
             shard's outbox, else from the store's entries of the batch's positions,
-            read once per batch (:meth:`WindowStore.outcomes`), else nothing."""
+            read once per batch (:meth:`WindowStore.outcomes`), else nothing. Whether
+            there was an outcome."""
             nonlocal looked
             position = _position(rec)
             outcome = outbox.get(position)
@@ -622,6 +701,8 @@ class Window:
                 outcome = outbox.get(position)
             if outcome is not None:
                 pending[id(rec)] = outcome
+                return True
+            return False
 
         # The per-record work inline, its names bound once per batch (a call per record
         # and the loads it repeats were a fifth of the step's instructions).
@@ -694,6 +775,16 @@ class Window:
                     values = read(get)  # checked before anything changes
                     if sized:
                         _refuse_large(sized, get)
+                    if lanes:  # refused whole (all its windows) before it changes any
+                        if slide == size:  # tumbling: one window, no loop
+                            if pk not in known.get((key, low), ()):
+                                new = self._admit(state, known, key, starts, pk, watermark)
+                        else:
+                            for start in starts:
+                                if pk not in known.get((key, start), ()):
+                                    new = self._admit(state, known, key, starts, pk,
+                                                      watermark)  # fmt: skip
+                                    break
                     placing = True
                     own = pk == key  # the recommended setup: partition by the window key
                     if refused:
@@ -732,12 +823,18 @@ class Window:
                             else:
                                 others[wkey, pk] = rec
                                 changed.setdefault(wkey, None)
+                    if new:
+                        for wkey in new:  # placed: its partition key is in their hw now
+                            known[wkey].add(pk)
+                        new = []
                     if not placed:
-                        if check is not None and self._decided(state, shard_id, key, starts,
-                                                               pk, check, closed_hw,
-                                                               records):  # fmt: skip
-                            replay(rec)  # applied to windows that closed since
-                            continue
+                        if check is not None:
+                            if self._decided(state, shard_id, key, starts, pk, check,
+                                             closed_hw, records):  # fmt: skip
+                                replay(rec)  # applied to windows that closed since
+                                continue
+                            if lanes and replay(rec):  # refused (too many partition keys)
+                                continue  # before its windows closed: refused again
                         outcome = _LATE
                     else:
                         if max_time is None or t > max_time:
@@ -758,6 +855,9 @@ class Window:
                                 others[wkey, pk] = rec
                                 if exact:  # its high-water changed: committed with it
                                     changed.setdefault(wkey, None)
+                                if lanes:
+                                    _know(known, state.hw, wkey).add(pk)
+                        new = []
                 if outcome is _NOTHING:
                     closer = rec
                     continue
@@ -775,6 +875,38 @@ class Window:
                     state.applied = position
         state.forget_foreign(self.size_s, self.allowed_lateness_s)
         store.commit(shard_id, state, changed.keys(), self._close_quiet(shard_id, state, closer))
+
+    def _admit(  # noqa: PLR0917  # the record's place, as the hot loop has it
+        self,
+        state: ShardState,
+        known: dict[tuple[Any, int], set[str]],
+        key: Any,
+        starts: Sequence[int],
+        pk: str,
+        watermark: float,
+    ) -> list[tuple[Any, int]]:
+        """With lanes: the open windows of the record (those it is about to go into) to
+        which its partition key ``pk`` is new, or :class:`TooManyPartitionKeys` if one of
+        them would then name more than :data:`HW_MAX_PKS` (:func:`crowded`; a hopping
+        record is refused whole). Deterministic on redelivery: an open window's high-water
+        only grows, so a window full now is full then, and the refused record's key is in
+        none of them (no high-water rises for it); once the window closed, the refusal
+        comes back from the outbox (``replay``), not as "late"."""
+        size, windows, foreign, hw = self.size_s, state.windows, state.foreign, state.hw
+        out = []
+        for start in starts:
+            end = start + size
+            wkey = (key, start)
+            if end <= watermark or (foreign and wkey not in windows and wkey in foreign):
+                continue  # closed: the record does not go into it
+            names = _know(known, hw, wkey)
+            if pk in names:
+                continue
+            if crowded(names, pk, hw.get(wkey)):
+                span = f"window key {key!r} [{iso(start)}..{iso(end)})"
+                raise TooManyPartitionKeys(self._function, span, pk)
+            out.append(wkey)
+        return out
 
     def _decided(  # noqa: PLR0917  # the record's place, as the hot loop has it
         self,

@@ -18,10 +18,18 @@ import pytest
 from deploy.local.servers import provision
 from deploy.names import window_table_name
 from processors.chain import Chain, Step
+from processors.window import Window
 from processors.window_store import HW_MAX_PKS, DynamoDBStore
 from stream.records import Record
 from tests.integration.test_window_redelivery import window
-from tests.integration.test_window_state import CLOSER, DOCS, ShardItemFails, items, run
+from tests.integration.test_window_state import (
+    AGGREGATE,
+    CLOSER,
+    DOCS,
+    ShardItemFails,
+    items,
+    run,
+)
 from tests.integration.test_window_state import window as one_lane
 
 if TYPE_CHECKING:
@@ -144,10 +152,15 @@ def test_a_window_fed_by_thousands_of_partition_keys_still_commits_and_stays_sma
     of 4,000 users committed; a high-water of every user made the item pass DynamoDB's
     400 KB (the batch failed at each retry). Past ``HW_MAX_PKS`` partition keys the item,
     and the process, keep one entry instead; a window of at most that many keeps them all.
-    Redelivered, the batch is not counted twice."""
+    Redelivered, the batch is not counted twice. The store's bound, behind the step's guard:
+    a step with lanes never passes it (it dead-letters the 17th partition key's record,
+    ``test_window_pk_bound_dynamodb.py``), so here the store keeps the high-water (lanes
+    mode) under a step of one lane, which refuses nothing."""
     prefix = uuid.uuid4().hex
     client = aws("dynamodb")
-    step = window(table, prefix, client, key="site")
+    store = DynamoDBStore(table, prefix, 0, 60, client=client, high_water=True)
+    step = Window(key="site", size_s=60, field="ts", aggregate=AGGREGATE, function="f",
+                  store=store)  # fmt: skip
     seq = 49590338271490256608559692538361571095921575989136588898  # Kinesis' 56 digits
     users = [str(uuid.UUID(int=i)) for i in range(4000 + HW_MAX_PKS)]
     sites = ["many"] * 4000 + ["few"] * HW_MAX_PKS
