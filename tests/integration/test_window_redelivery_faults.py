@@ -293,8 +293,8 @@ def test_a_batch_s_outbox_entries_are_read_for_exactly_its_positions_parts_inclu
     small = Outcome(({"window_id": "f/s", "n": 1},))
     outbox = {(7, 0, ()): big, (7, 0, (1,)): small, (6, 0, ()): small, (7, 0, (2,)): small,
               (7, 1, ()): small, (8, 0, ()): small}  # fmt: skip
-    puts = store._outbox_puts({"S": prefix + "s0"}, _Cached(ShardState(), None, None), outbox,
-                              10_000)  # fmt: skip
+    cached = _Cached(ShardState(), None, None, lanes=True)
+    puts = store._outbox_puts({"S": prefix + "s0"}, cached, outbox, 10_000)
     assert len(puts[7, 0, ()]) == 2  # in parts: ~o#...#~000, ~001
     for parts in puts.values():
         for put in parts:
