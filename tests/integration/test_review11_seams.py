@@ -80,7 +80,10 @@ class TestLoweredThenRaised:
         n = counts(closer).get("k")
         kept = 19 - len(refused_at_one)  # records 1..18 and 19, less the dead letters
         assert n == kept or (n == kept - 1 and refused(lagging) == {19}), (
-            n, kept, lagging.failures)
+            n,
+            kept,
+            lagging.failures,
+        )
 
 
 class TestRefusedAtTwoRedeliveredAtOne:
