@@ -188,7 +188,8 @@ class TooManyPartitionKeys(WindowRecordError):
             f"keys, and this record's partition key {pk!r} is another; with "
             f"parallelization > 1 a window's records must come from at most {HW_MAX_PKS} "
             "partition keys: partition records by the window key (the producer's partition "
-            "key = the window key), or set batch.parallelization: 1"
+            "key = the window key), or set batch.parallelization: 1 on a window table "
+            "lanes never wrote (lanes mode, and this bound, stay on a table they wrote)"
         )
 
 
@@ -597,7 +598,8 @@ class Window:
             raise WindowConfigError(msg)
         self.store: WindowStore = store
         #: lanes (``parallelization`` above 1): a window takes records of at most
-        #: ``HW_MAX_PKS`` partition keys (:func:`crowded`); one lane is exact past it
+        #: ``HW_MAX_PKS`` partition keys (:func:`crowded`); one lane is exact past it, but
+        #: a DynamoDB store in lanes mode with one lane bounds it too (``_apply``)
         self._lanes = parallelization > 1
         if self._lanes and isinstance(store, MemoryStore):
             store.keeps_outcomes = True  # a refused record's error, found again once closed
@@ -678,7 +680,13 @@ class Window:
         others: _Others = {}  # with ``changed``: the windows' new high-water
         looked = False  # whether the store's outbox entries of the batch were read
         closed_hw: _ClosedHw = {}  # closed windows' high-water read for this batch
-        lanes = self._lanes  # the partition keys' bound (:func:`crowded`)
+        # the partition keys' bound (:func:`crowded`): with lanes, and in lanes mode with one
+        # lane (``parallelization`` lowered on a table lanes wrote, sticky) on a store that
+        # bounds the high-water: a window past the bound there would keep no high-water, and
+        # once ``parallelization`` is raised again a lagging lane's record of it would be
+        # skipped as applied; a record refused with lanes would be counted on redelivery
+        # (review 11). As the session step, whose bound follows the mode (``exact``).
+        lanes = self._lanes or (exact and store.hw_bound is not None)
         #: with lanes: the partition keys a window's high-water names (committed or decided
         #: in this batch) for the windows the batch touched, so that a known key costs
         #: the hot loop a lookup, not a call (:meth:`_admit` fills it)
