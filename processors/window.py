@@ -115,7 +115,9 @@ from processors.aggregations import (
 from processors.errors import ProcessorError
 from processors.fold import NUMERIC, compile_fold
 from processors.lineage import KinesisLineage, StaticLineage
+from processors.window_items import bound_hw
 from processors.window_keys import MARKER, key_json, key_text, key_value
+from processors.window_state import position_mark
 from processors.window_store import (
     DEFAULT_MAX_RECORD_AGE_S,
     HW_MAX_PKS,
@@ -131,8 +133,6 @@ from processors.window_store import (
     StateTooLarge,
     WindowRecordError,
     WindowStore,
-    bound_hw,
-    position_mark,
 )
 from stream.exceptions import RecordError
 
