@@ -127,6 +127,7 @@ from processors.window_log import (
     log_puts,
     read_head,
 )
+from processors.window_reads import _Reads
 from processors.window_state import (
     CommitLost,
     ShardState,
@@ -139,8 +140,6 @@ if TYPE_CHECKING:
 
     from processors.window_cache import _Cached
 
-
-from processors.window_reads import _Reads
 
 __all__: list[str] = []
 

@@ -82,6 +82,7 @@ from processors.window_outbox import (
     _PART,
     _outbox_text,
 )
+from processors.window_reads import _Reads
 from processors.window_state import (
     ShardState,
     WindowKey,
@@ -93,8 +94,6 @@ if TYPE_CHECKING:
 
     from processors.window_cache import _Cached
 
-
-from processors.window_reads import _Reads
 
 __all__: list[str] = []
 

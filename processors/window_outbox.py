@@ -43,16 +43,9 @@ def _outbox_of(shard_item: dict[str, Any], items: list[dict[str, Any]]) -> str |
 
 
 def _outbox_text(outbox: dict[Position, Outcome]) -> str:
-    entries = []
-    for position, outcome in outbox.items():
-        entry: dict[str, Any] = {"at": _pos_text(position)}
-        if outcome.results:
-            entry["results"] = list(outcome.results)
-        if outcome.late:
-            entry["late"] = True
-        if outcome.error is not None:
-            entry["error"] = [type(outcome.error).__name__, str(outcome.error)]
-        entries.append(entry)
+    entries = [
+        {"at": _pos_text(position), **_entry(outcome)} for position, outcome in outbox.items()
+    ]
     return json.dumps(entries, separators=(",", ":"))
 
 
@@ -72,6 +65,11 @@ def outbox_sk(position: Position) -> str:
 
 def _outbox_entry(outcome: Outcome) -> str:
     """An outcome as an outbox entry item holds it (``o``: JSON, as in the shard item's)."""
+    return json.dumps(_entry(outcome), separators=(",", ":"))
+
+
+def _entry(outcome: Outcome) -> dict[str, Any]:
+    """An outcome as JSON data, in the shard item's outbox and in an outbox entry item."""
     entry: dict[str, Any] = {}
     if outcome.results:
         entry["results"] = list(outcome.results)
@@ -79,7 +77,7 @@ def _outbox_entry(outcome: Outcome) -> str:
         entry["late"] = True
     if outcome.error is not None:
         entry["error"] = [type(outcome.error).__name__, str(outcome.error)]
-    return json.dumps(entry, separators=(",", ":"))
+    return entry
 
 
 def _outcomes(items: list[dict[str, Any]]) -> dict[Position, Outcome]:

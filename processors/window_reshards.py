@@ -36,6 +36,7 @@ from processors.window_keys import key_json
 from processors.window_log import (
     read_head,
 )
+from processors.window_roll import _RollForward
 from processors.window_state import (
     ClaimLost,
     Inherited,
@@ -49,8 +50,6 @@ if TYPE_CHECKING:
 
     from processors.window_cache import _Cached
     from processors.window_state import Merge, ParentsOf
-
-from processors.window_roll import _RollForward
 
 __all__: list[str] = []
 

@@ -31,6 +31,7 @@ from processors.window_outbox import (
 from processors.window_state import (
     WindowStateError,
 )
+from processors.window_table import _TableStore
 from stream.overlap import run_all, wave_width
 
 if TYPE_CHECKING:
@@ -38,8 +39,6 @@ if TYPE_CHECKING:
 
     from processors.window_cache import _Cached
 
-
-from processors.window_table import _TableStore
 
 __all__: list[str] = []
 
