@@ -65,7 +65,7 @@ DISTINCT_LIMIT = 10_000
 
 #: The bytes of JSON text that the accumulators of one key and window may take. DynamoDB
 #: refuses an item over 400 KB, and a window's item holds its accumulators twice (``acc``
-#: and ``prev``, the state before the batch that wrote it: :mod:`processors.window_store`),
+#: and ``prev``, the state before the batch that wrote it: :mod:`processors.window_items`),
 #: plus its key and a few small attributes: 2 x 170 KB leaves room for those.
 STATE_BUDGET = 170_000
 

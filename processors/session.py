@@ -99,6 +99,7 @@ from processors.window import (
     unbounded,
 )
 from processors.window_keys import MARKER, key_text, key_value
+from processors.window_state import position_mark
 from processors.window_store import (
     DEFAULT_MAX_RECORD_AGE_S,
     DynamoDBStore,
@@ -108,7 +109,6 @@ from processors.window_store import (
     Outcome,
     ShardState,
     WindowStore,
-    position_mark,
 )
 from stream.exceptions import RecordError
 

@@ -55,7 +55,7 @@ reference):
   once per batch): the outbox no longer holds what lies before a lagging lane's batch. A
   window whose high-water is unknown (an item of an earlier version; more than
   ``HW_MAX_PKS`` partition keys) falls back to "at or before ``applied``: applied
-  already" (``processors/window_store.py``, "Redeliveries", also for a step before the
+  already" (``processors/window_reads.py``, "Redeliveries", also for a step before the
   window that moves a redelivered record to other windows).
 * **Partition keys per window, with lanes.** That fallback is exact with one lane only:
   with ``parallelization`` above 1 it would skip a lagging lane's new record as applied.
@@ -115,7 +115,9 @@ from processors.aggregations import (
 from processors.errors import ProcessorError
 from processors.fold import NUMERIC, compile_fold
 from processors.lineage import KinesisLineage, StaticLineage
+from processors.window_items import bound_hw
 from processors.window_keys import MARKER, key_json, key_text, key_value
+from processors.window_state import position_mark
 from processors.window_store import (
     DEFAULT_MAX_RECORD_AGE_S,
     HW_MAX_PKS,
@@ -131,8 +133,6 @@ from processors.window_store import (
     StateTooLarge,
     WindowRecordError,
     WindowStore,
-    bound_hw,
-    position_mark,
 )
 from stream.exceptions import RecordError
 
