@@ -74,7 +74,8 @@ class DynamoDBStore(_LanesCommit, _OneLaneCommit):
         sleep: the wait before asking again for keys a ``BatchGetItem`` left unprocessed.
         high_water: whether the step decides redeliveries by the windows' high-water
             (:class:`WindowStore`): the ``window`` step's with ``parallelization`` above 1
-            (issue 16, slice S3; ``validate`` refuses it until slice S7); then window items
+            (issue 16, slices S3 to S7), and for life once the store met a shard lanes wrote
+            (:meth:`_turn_lanes`); then window items
             carry it (``hw``, ``hw_prev``), outcomes go to outbox entry items (``~o#POS``)
             and closed windows' items are read for records that look late; session
             windows (an ``end_of``) also keep a late record's outcome in an outbox entry

@@ -92,7 +92,7 @@ its shard item's condition on ``rev`` fails; they read as never committed (``v``
 
 Rollback (from lanes mode) to a version before slice S4a cannot read a table lanes mode
 wrote since (window items have no ``v``, the shard item no outbox: its batches fail and
-are retried); ``validate`` refuses lanes mode until slice S7, which must say so. To the
+are retried; the README says so). To the
 version before S3, from S3's lanes mode (what follows held then): it reads the shard item as
 before (its outbox has the same format and holds what the records since the latest batch's
 first yielded, its rule), ignores the outbox entries (its cold starts read them until they

@@ -7,7 +7,7 @@ redelivery (the shard item, when warm), and a record that a step before the wind
 to other windows on redelivery is not counted again.
 
 Redeliveries in lanes mode (:attr:`DynamoDBStore.high_water`: the window step's with
-``parallelization`` above 1, which ``validate`` refuses until slice S7). A record at or
+``parallelization`` above 1, and a store that met a shard lanes wrote). A record at or
 before the shard's ``applied`` may have been applied already (a redelivery) or be new (with
 ``parallelization`` > 1, a lagging lane's). It was applied if a window of it says so for its
 partition key (``hw[pk]`` at or past it): an open window's in the state, or, when none of
@@ -20,8 +20,9 @@ record fault (no key, no time) is decided again. The cases where the high-water 
 known fall back to the rule of one lane, "at or before ``applied``: applied already": a
 window item with no ``hw`` (written by an earlier version, or by one after a rollback) or
 with :data:`HW_UNBOUNDED` (more than :data:`HW_MAX_PKS` partition keys): exact with one
-lane; with lanes it may skip a lagging lane's record of that window (slice S7 dead-letters
-the record that would pass :data:`HW_MAX_PKS`). The rule assumes a redelivered record falls
+lane; with lanes it would skip a lagging lane's record of that window, so in lanes mode
+the step dead-letters the record that would pass :data:`HW_MAX_PKS`
+(:class:`processors.window.TooManyPartitionKeys`). The rule assumes a redelivered record falls
 in the same windows: a step before the window that is not deterministic (a ``lookup`` whose
 table changed between deliveries, a key or time computed from the clock) can move it to
 other windows, where no high-water knows it: it is applied again there (counted in both
