@@ -16,13 +16,13 @@ id) and ``window`` (sort key). It holds:
   ``max_record_age_s`` plus :data:`OUTBOX_MARGIN_S` after it closed (its high-water is read
   until no record of it can come again). Only in lanes mode: the window step's store with
   ``parallelization`` above 1 decides redeliveries by it (:attr:`DynamoDBStore.high_water`;
-  issue 16, slice S3): below. With one lane the store writes
-  none and keeps main's single-position protocol. Why per shard and not per (key,
+  issue 16, slice S3): :mod:`processors.window_reads`, "Redeliveries". With one lane the
+  store writes none and keeps main's single-position protocol. Why per shard and not per (key,
   window): the watermark that closes a window is the shard's, so a window's state belongs to
   one shard's sequence of records; a batch then reads its shard's items with one
   strongly consistent ``Query`` on a cold start, and every item is written by one shard's
   batches only, one at a time (Lambda runs one batch per shard at a time with
-  ``parallelization: 1``; lanes mode, below, for more);
+  ``parallelization: 1``; lanes mode, :mod:`processors.window_lanes`, for more);
 * **one item per shard**, sort key ``#shard``: the position last applied (inclusive), the
   greatest event time seen, the outbox (what each record of the last batches yielded, so
   that a redelivered record yields the same results with the same ``window_id``), ``rev``

@@ -29,15 +29,16 @@ other windows, where no high-water knows it: it is applied again there (counted 
 windows) or late if they closed. The rule of one lane skips it instead, which is why one
 lane keeps that rule: the high-water buys one lane nothing.
 
-Quiet shards (:meth:`DynamoDBStore.quiet`): a batch reads the list of shards and their
-items (``BatchGetItem``; with its own revision: below); a shard whose ``clock`` is older
-than the cutoff and whose ``next_end`` (plus the lateness) is before it gets its state read
-(its partition: at the revision of the item read, or it is left to a later batch), its
-windows closed by the window step (its greatest event time raised to the cutoff), and its
-shard item written in one ``TransactWriteItems`` with this batch's shard item, whose outbox
-holds the results: both or neither. A quiet shard that wakes meanwhile changes its
-``rev``, the transaction fails and the batch is retried. The closed windows' own items are
-marked closed by the quiet shard's next batch (its load finds them behind its watermark).
+Quiet shards (:meth:`DynamoDBStore.quiet`): a batch reads the list of shards and their items
+(``BatchGetItem``; with its own revision: :mod:`processors.window_dynamodb`); a shard whose
+``clock`` is older than the cutoff and whose ``next_end`` (plus the lateness) is before it
+gets its state read (its partition: at the revision of the item read, or it is left to a
+later batch), its windows closed by the window step (its greatest event time raised to the
+cutoff), and its shard item written in one ``TransactWriteItems`` with this batch's shard
+item, whose outbox holds the results: both or neither. A quiet shard that wakes meanwhile
+changes its ``rev``, the transaction fails and the batch is retried. The closed windows' own
+items are marked closed by the quiet shard's next batch (its load finds them behind its
+watermark).
 """
 
 from __future__ import annotations

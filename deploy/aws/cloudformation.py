@@ -15,7 +15,7 @@ What the stack holds, and why each safety setting is there:
   a queue per queue (SSE, 14 days' retention), plus the lease table of each function, so that
   ``shardline run`` works against AWS too (Lambda's own mapping keeps its checkpoints itself),
   and the window state table of each function with a ``state: dynamodb`` window step
-  (``PIPELINE-FUNCTION-windows``, TTL on ``expires``: :mod:`processors.window_store`);
+  (``PIPELINE-FUNCTION-windows``, TTL on ``expires``: :mod:`processors.window_items`);
 * the dead-letter queue ``<name>-dlq`` when some function names no ``on_failure``: a mapping
   without an on-failure destination loses what it gives up on;
 * a depth alarm on every queue that receives dead letters, and for a bucket that does
