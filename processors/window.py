@@ -117,7 +117,7 @@ from processors.fold import NUMERIC, compile_fold
 from processors.lineage import KinesisLineage, StaticLineage
 from processors.window_items import bound_hw
 from processors.window_keys import MARKER, key_json, key_text, key_value
-from processors.window_state import position_mark
+from processors.window_state import TooManyPartitionKeys, position_mark
 from processors.window_store import (
     DEFAULT_MAX_RECORD_AGE_S,
     HW_MAX_PKS,
@@ -172,25 +172,6 @@ _COMMIT_ATTEMPTS = 8
 
 class WindowConfigError(ProcessorError, ValueError):
     """A window step configured wrong: the message says which setting and the fix."""
-
-
-class TooManyPartitionKeys(WindowRecordError):
-    """With ``parallelization`` above 1, a record whose partition key would be one too many
-    for a window's high-water (more than :data:`HW_MAX_PKS` partition keys): it is
-    dead-lettered, not applied (issue 16; design ``parallel-windows.md`` §0, §5.3). Past the
-    bound a window keeps no per-partition-key high-water (its item would grow with every
-    key) and decides redeliveries by the shard's applied position, which with lanes skips a
-    lagging lane's new record as applied: loss without a word. A dead letter says it."""
-
-    def __init__(self, function: str, window: str, pk: str) -> None:
-        super().__init__(
-            f"window {function!r}: {window} already holds records of {HW_MAX_PKS} partition "
-            f"keys, and this record's partition key {pk!r} is another; with "
-            f"parallelization > 1 a window's records must come from at most {HW_MAX_PKS} "
-            "partition keys: partition records by the window key (the producer's partition "
-            "key = the window key), or set batch.parallelization: 1 on a window table "
-            "lanes never wrote (lanes mode, and this bound, stay on a table they wrote)"
-        )
 
 
 def crowded(names: Collection[str], pk: str, held: Mapping[str, Mark] | None = None) -> bool:

@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 from processors.aggregations import NotANumber, ValueTooLarge
 from processors.window_items import _pos, _pos_text
-from processors.window_state import Outcome, Position, WindowRecordError
+from processors.window_state import Outcome, Position, TooManyPartitionKeys, WindowRecordError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from stream.exceptions import RecordError
 
 __all__ = ["outbox_sk"]
@@ -106,10 +108,12 @@ def _outcome(text: str) -> Outcome:
     return Outcome(tuple(entry.get("results", ())), bool(entry.get("late")), error)
 
 
-#: the record errors an outbox keeps, by name (others come back as WindowRecordError)
-_RECORD_ERRORS: dict[str, type[RecordError]] = {
+#: the record errors an outbox keeps, by name, each built back from its message (others
+#: come back as WindowRecordError): a redelivered record's dead letter names the same error
+_RECORD_ERRORS: dict[str, Callable[[str], RecordError]] = {
     "NotANumber": NotANumber,
     "ValueTooLarge": ValueTooLarge,
+    "TooManyPartitionKeys": TooManyPartitionKeys.from_message,
 }
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "Position",
     "ShardState",
     "StateTooLarge",
+    "TooManyPartitionKeys",
     "WindowKey",
     "WindowRecordError",
     "WindowStateError",
@@ -62,6 +63,36 @@ class WindowStateError(ProcessorError, RetryableError):
 
 class WindowRecordError(ProcessorError, RecordError):
     """A record the window cannot place (no key, no time): it is dead-lettered."""
+
+
+class TooManyPartitionKeys(WindowRecordError):
+    """With ``parallelization`` above 1, a record whose partition key would be one too many
+    for a window's high-water (more than :data:`HW_MAX_PKS` partition keys): it is
+    dead-lettered, not applied (issue 16; design ``parallel-windows.md`` §0, §5.3). Past the
+    bound a window keeps no per-partition-key high-water (its item would grow with every
+    key) and decides redeliveries by the shard's applied position, which with lanes skips a
+    lagging lane's new record as applied: loss without a word. A dead letter says it.
+
+    Here rather than in :mod:`processors.window` (which re-exports it) so that an outbox
+    read back from the table (:mod:`processors.window_outbox`) gives a redelivered refusal
+    its class again, and its dead letter the same ``error`` name as the first one."""
+
+    def __init__(self, function: str, window: str, pk: str) -> None:
+        super().__init__(
+            f"window {function!r}: {window} already holds records of {HW_MAX_PKS} partition "
+            f"keys, and this record's partition key {pk!r} is another; with "
+            f"parallelization > 1 a window's records must come from at most {HW_MAX_PKS} "
+            "partition keys: partition records by the window key (the producer's partition "
+            "key = the window key), or set batch.parallelization: 1 on a window table "
+            "lanes never wrote (lanes mode, and this bound, stay on a table they wrote)"
+        )
+
+    @classmethod
+    def from_message(cls, message: str) -> TooManyPartitionKeys:
+        """The refusal an outbox kept (its message, which names the window and the key)."""
+        error = cls.__new__(cls)
+        WindowRecordError.__init__(error, message)
+        return error
 
 
 class StateTooLarge(WindowStateError):
