@@ -116,7 +116,7 @@ class TestBulk:
         step = Enrich(lookup=Lookup(users, "user_id", "user", client=client, now=Clock()))
         docs = [{"user_id": f"user-{i % 120:03d}", "n": i} for i in range(250)]
         result = chain(step).run(batch(docs))
-        assert client.calls == [100, 20]
+        assert sorted(client.calls) == [20, 100]  # the two chunks go at once: either first
         assert len(result.records) == 250
         assert not result.failures
         for rec in result.records:
@@ -133,14 +133,15 @@ class TestBulk:
         step.run(batch(docs))
         clock.t = 59.0
         warm = step.run(batch(docs))
-        assert client.calls == [100, 20]
+        assert sorted(client.calls) == [20, 100]  # the cold batch's two chunks, at once
         assert warm.records[7].json["user"] == expected_user(7)
         clock.t = 60.0  # misses are kept min(ttl_s, 60) s: only the 20 misses are asked again
         step.run(batch(docs))
-        assert client.calls == [100, 20, 20]
+        assert client.calls[2:] == [20]
         clock.t = 300.0
         step.run(batch(docs))
-        assert client.calls == [100, 20, 20, 100, 20]
+        assert len(client.calls) == 5
+        assert sorted(client.calls[3:]) == [20, 100]
 
     def test_unprocessed_keys_from_a_response_over_16_mb_are_fetched_again(self, ddb, unique):
         table = make_table(ddb, f"big-{unique}")
