@@ -1,5 +1,5 @@
 """The names of what a pipeline creates: functions, lease and window tables, the default
-dead-letter queue.
+dead-letter queue, and a windowed function's scheduled flush (its period, rate and event).
 
 Both the CloudFormation template and the local runner derive names from the plan with these, so
 a stack deployed to AWS and a local run address the same resources the same way.
@@ -7,15 +7,20 @@ a stack deployed to AWS and a local run address the same resources the same way.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
 __all__ = [
+    "DEFAULT_FLUSH_S",
     "MAX_FUNCTION_NAME",
     "MAX_QUEUE_NAME",
     "dead_letter_queue_name",
+    "flush_event",
+    "flush_rate",
+    "flush_seconds",
     "function_name",
     "lease_table_name",
     "stream_consumer_name",
@@ -26,6 +31,9 @@ __all__ = [
 #: AWS's limits on the names: a Lambda function's name, an SQS queue's name.
 MAX_FUNCTION_NAME = 64
 MAX_QUEUE_NAME = 80
+#: A window step's ``flush_s`` with ``state: dynamodb`` when the plan has none (a plan
+#: compiled before the key): the runtime's default, ``processors.window.DEFAULT_FLUSH_S``.
+DEFAULT_FLUSH_S = 60
 
 
 def function_name(plan: Mapping[str, Any], function: str) -> str:
@@ -89,3 +97,48 @@ def window_tables(plan: Mapping[str, Any]) -> dict[str, str]:
             if isinstance(window, dict) and window.get("state", "dynamodb") == "dynamodb":
                 out[function] = window_table_name(plan, function)
     return out
+
+
+def flush_seconds(function: Mapping[str, Any]) -> int:
+    """Seconds between one function's scheduled flushes (0: none): the smallest non-zero
+    ``flush_s`` of its ``state: dynamodb`` window steps. A flush closes every window step's
+    quiet shards, so the most frequent one wanted is the one scheduled.
+
+    >>> w = lambda **kw: {"window": {"state": "dynamodb", **kw}}
+    >>> flush_seconds({"processors": [w(flush_s=300), w(flush_s=0), w(flush_s=120)]})
+    120
+    >>> flush_seconds({"processors": [w()]}), flush_seconds({"processors": [w(flush_s=0)]})
+    (60, 0)
+    >>> flush_seconds({"processors": [{"window": {"state": "memory"}}]})
+    0
+    """
+    periods = []
+    for entry in function.get("processors") or ():
+        window = entry.get("window") if isinstance(entry, dict) else None
+        if isinstance(window, dict) and window.get("state", "dynamodb") == "dynamodb":
+            flush = window.get("flush_s")
+            periods.append(DEFAULT_FLUSH_S if flush is None else int(flush))
+    return min((p for p in periods if p), default=0)
+
+
+def flush_rate(seconds: int) -> str:
+    """The EventBridge schedule of a flush every ``seconds`` (whole minutes). EventBridge
+    takes ``rate(1 minute)`` but refuses ``rate(1 minutes)``, and the other way round from 2.
+
+    >>> flush_rate(60), flush_rate(300)
+    ('rate(1 minute)', 'rate(5 minutes)')
+    """
+    minutes = seconds // 60
+    return f"rate({minutes} minute{'' if minutes == 1 else 's'})"
+
+
+def flush_event(function: str) -> str:
+    """The constant input of a function's flush rule: the handler takes it for a flush, not
+    a Kinesis batch, and checks that it names its own function.
+
+    >>> flush_event("per-user")
+    '{"shardline":"flush","version":1,"function":"per-user"}'
+    """
+    return json.dumps(
+        {"shardline": "flush", "version": 1, "function": function}, separators=(",", ":")
+    )

@@ -93,6 +93,8 @@ from processors.window import (
     _too_long,
     crowded,
     event_seconds,
+    flush_every,
+    flush_problem,
     iso,
     quiet_problem,
     settings_problem,
@@ -197,6 +199,8 @@ class SessionWindow:
             next batch of another shard closes its sessions whose end plus the lateness is
             this long past, by the clock (``None``: never).
         now: the clock (epoch seconds), for ``quiet_s``.
+        flush_s: with ``state: dynamodb``, how often a scheduled flush closes quiet shards'
+            sessions, as for :class:`~processors.window.Window` (``None``: its default).
         lineage: the shards' parents and children, as for
             :class:`~processors.window.Window` (reshards: the module docstring).
         max_record_age_s: the plan's (its ``batch``): how long outbox entries and keys'
@@ -216,8 +220,8 @@ class SessionWindow:
 
     __slots__ = ("_aggs", "_batch", "_field", "_fold", "_function", "_index", "_lanes",
                  "_late_routes", "_lineage", "_locks", "_now", "_sized", "_time_event",
-                 "aggregate", "allowed_lateness_s", "gap_s", "key", "late", "late_sink",
-                 "names", "quiet_s", "store")  # fmt: skip
+                 "aggregate", "allowed_lateness_s", "flush_s", "gap_s", "key", "late",
+                 "late_sink", "names", "quiet_s", "store")  # fmt: skip
 
     def __init__(  # noqa: PLR0917  # the file's keys, as keywords
         self,
@@ -240,6 +244,7 @@ class SessionWindow:
         lineage: Lineage | None = None,
         max_record_age_s: int | None = None,
         parallelization: int = 1,
+        flush_s: int | None = None,
     ) -> None:
         problem = (  # its sizes first, as it always reported them
             session_problem(gap_s, size_s, slide_s, allowed_lateness_s)
@@ -301,7 +306,12 @@ class SessionWindow:
         if parallelization > 1 and isinstance(store, MemoryStore):
             store.keeps_outcomes = True
         self.store: WindowStore = store
+        problem = flush_problem(flush_s, memory=isinstance(store, MemoryStore))
+        if problem is not None:
+            raise WindowConfigError(problem)
         self.quiet_s = quiet_s
+        #: seconds between scheduled flushes (0: none): what the deploy schedules
+        self.flush_s = flush_every(flush_s, memory=isinstance(store, MemoryStore))
         self._now = now
         self._lineage: Lineage = lineage or (
             StaticLineage() if isinstance(store, MemoryStore) else KinesisLineage()

@@ -144,6 +144,8 @@ if TYPE_CHECKING:
     from stream.records import Record
 
 __all__ = [
+    "DEFAULT_FLUSH_S",
+    "MAX_FLUSH_S",
     "MS_THRESHOLD",
     "MemoryStore",
     "ShardState",
@@ -164,6 +166,10 @@ _STATES = ("memory", "dynamodb")
 #: Times a batch is applied again in the process when a parent's window it touched was
 #: claimed by another shard meanwhile (then the batch is delivered again).
 _CLAIM_ATTEMPTS = 3
+#: ``flush_s`` with ``state: dynamodb`` when none is given: a scheduled flush a minute.
+DEFAULT_FLUSH_S = 60
+#: The longest ``flush_s``: a day (a rarer flush bounds nothing useful).
+MAX_FLUSH_S = 86_400
 #: Times a batch is applied again in the process when another lane (or another invocation
 #: of it) committed the shard since it read it (:class:`CommitLost`), then it is delivered
 #: again.
@@ -445,6 +451,11 @@ class Window:
             next batch of another shard of the function closes its windows whose end plus
             the lateness is this long past, by the clock (``None``: never).
         now: the clock (epoch seconds), for ``quiet_s``.
+        flush_s: with ``state: dynamodb``, how often (seconds, whole minutes) a scheduled
+            flush closes quiet shards' windows when no other shard has a batch (0: never;
+            ``None``: :data:`DEFAULT_FLUSH_S` with a DynamoDB store, 0 with the memory store,
+            which has no table a flush could read). The deploy schedules it
+            (:func:`flush_problem` says what is allowed).
         lineage: the shards' parents and children (:class:`~processors.lineage.Lineage`),
             asked for a shard with no state yet and while a shard holds inherited windows;
             default ``ListShards`` with ``state: dynamodb``
@@ -490,6 +501,7 @@ class Window:
         "_time_event",
         "aggregate",
         "allowed_lateness_s",
+        "flush_s",
         "key",
         "late",
         "late_sink",
@@ -520,6 +532,7 @@ class Window:
         lineage: Lineage | None = None,
         max_record_age_s: int = DEFAULT_MAX_RECORD_AGE_S,
         parallelization: int = 1,
+        flush_s: int | None = None,
     ) -> None:
         if gap_s is not None:
             msg = "gap_s: session windows are processors.session.SessionWindow (the registry's)"
@@ -584,10 +597,13 @@ class Window:
         self._lanes = parallelization > 1
         if self._lanes and isinstance(store, MemoryStore):
             store.keeps_outcomes = True  # a refused record's error, found again once closed
-        problem = quiet_problem(quiet_s)
+        memory = isinstance(store, MemoryStore)
+        problem = quiet_problem(quiet_s) or flush_problem(flush_s, memory=memory)
         if problem is not None:
             raise WindowConfigError(problem)
         self.quiet_s = quiet_s
+        #: seconds between scheduled flushes (0: none): what the deploy schedules
+        self.flush_s = flush_every(flush_s, memory=memory)
         self._now = now
         self._lineage: Lineage = lineage or (
             StaticLineage() if isinstance(store, MemoryStore) else KinesisLineage()
@@ -1330,6 +1346,48 @@ def quiet_problem(quiet_s: Any) -> str | None:
     if quiet_s is not None and (type(quiet_s) is not int or quiet_s < 1):
         return f"quiet_s must be a whole number of seconds of at least 1, got {quiet_s!r}"
     return None
+
+
+def flush_problem(flush_s: Any, *, memory: bool = False) -> str | None:
+    """What is wrong with ``flush_s`` (shared by the two window steps and ``validate``), or
+    ``None``. An EventBridge schedule runs the flush, and its rates are whole minutes; the
+    memory store has no table that a flush invocation could read, so only 0 (or ``None``,
+    the default) goes with it.
+
+    >>> flush_problem(300) is None, flush_problem(None, memory=True) is None
+    (True, True)
+    >>> flush_problem(90)
+    'flush_s must be 0 (off) or a multiple of 60 (EventBridge schedules whole minutes), got 90'
+    """
+    if flush_s is None:
+        return None
+    if type(flush_s) is not int or flush_s < 0:
+        return f"flush_s must be a whole number of seconds, 0 (off) or more, got {flush_s!r}"
+    if flush_s % 60:
+        return (
+            "flush_s must be 0 (off) or a multiple of 60 (EventBridge schedules whole "
+            f"minutes), got {flush_s}"
+        )
+    if flush_s > MAX_FLUSH_S:
+        return f"flush_s must be at most {MAX_FLUSH_S} (a day), got {flush_s}"
+    if memory and flush_s:
+        return (
+            f"flush_s ({flush_s}) needs state: dynamodb: state: memory has no table for a "
+            "scheduled flush to read (leave flush_s out, or set 0)"
+        )
+    return None
+
+
+def flush_every(flush_s: int | None, *, memory: bool = False) -> int:
+    """The seconds between scheduled flushes for a valid ``flush_s`` (0: none): ``None``
+    is the default, :data:`DEFAULT_FLUSH_S`, silently off with the memory store.
+
+    >>> flush_every(None), flush_every(None, memory=True), flush_every(300)
+    (60, 0, 300)
+    """
+    if flush_s is None:
+        return 0 if memory else DEFAULT_FLUSH_S
+    return flush_s
 
 
 def window_problem(size_s: Any, slide_s: Any, allowed_lateness_s: Any) -> str | None:

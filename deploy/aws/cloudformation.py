@@ -6,7 +6,11 @@ What the stack holds, and why each safety setting is there:
   with ``alias/aws/kinesis`` when ``encryption: kms``;
 * per function: the Lambda (``stream.lambda_handler.handler``, code from S3, the plan at
   :data:`PLAN_PATH` inside the package), its log group with a retention, its role, its event
-  source mapping and two alarms (iterator age, errors); with ``batch.consumer: efo`` also
+  source mapping and two alarms (iterator age, errors); with a ``state: dynamodb`` window
+  step whose ``flush_s`` is not 0, its scheduled flush: an EventBridge rule
+  (``rate(N minutes)``) that invokes it with a constant flush event, the permission for
+  EventBridge to, and its asynchronous invocations without Lambda's retries and dropped after
+  60 s (the next flush is the retry); with ``batch.consumer: efo`` also
   its enhanced fan-out consumer (``AWS::Kinesis::StreamConsumer``, named like the function),
   which its mapping reads instead of the stream;
 * the stores its sinks write to, named as written: a DynamoDB table per table (on-demand,
@@ -71,6 +75,9 @@ from deploy.names import (
     MAX_FUNCTION_NAME,
     MAX_QUEUE_NAME,
     dead_letter_queue_name,
+    flush_event,
+    flush_rate,
+    flush_seconds,
     function_name,
     lease_table_name,
     stream_consumer_name,
@@ -129,6 +136,9 @@ WINDOW_STATE_TAG = "shardline:window-state"
 WINDOW_STATE_VERSION = "2"
 QUEUE_RETENTION_S = 1_209_600  # 14 days, SQS's maximum
 MULTIPART_ABORT_DAYS = 7
+#: A scheduled flush that waited this long in Lambda's async queue is dropped (the least
+#: AWS allows): the next one is on its way.
+FLUSH_EVENT_AGE_S = 60
 ITERATOR_AGE_MS = 60_000  # plus the batching window, which holds records on purpose
 ITERATOR_AGE_MINUTES = 5  # consecutive minutes over the threshold before it alarms
 OVERFLOW_PREFIX = "dead-letters/"  # sinks.sqs.SQSSink's default overflow_prefix
@@ -238,8 +248,9 @@ def logical_ids(plan: Plan) -> dict[tuple[str, str], str]:
     they read well and stay put while the file changes. Names that CamelCase alike
     (``a-b``, ``a_b``) get a CRC-32 of kind and name appended, so ids never collide.
     Kinds: ``Function``, ``Role``, ``LogGroup``, ``Mapping``, ``IteratorAgeAlarm``,
-    ``ErrorsAlarm``, ``LeaseTable``, ``WindowTable``, ``DeadLettersAlarm``, ``Consumer`` (by
-    function), ``Table``, ``Bucket``, ``BucketPolicy``, ``OnFailureObjectsAlarm``, ``Queue``,
+    ``ErrorsAlarm``, ``LeaseTable``, ``WindowTable``, ``DeadLettersAlarm``, ``Consumer``,
+    ``FlushRule``, ``FlushPermission``, ``FlushInvokeConfig`` (by function), ``Table``,
+    ``Bucket``, ``BucketPolicy``, ``OnFailureObjectsAlarm``, ``Queue``,
     ``QueueDepthAlarm`` (by resource name); the stream is ``("Stream", "")``.
     """
     stores = _stores(plan)
@@ -264,6 +275,8 @@ def logical_ids(plan: Plan) -> dict[tuple[str, str], str]:
     s3_failures = [f for f in plan["functions"] if on_failure_target(plan, f)[0] == "s3"]
     keys += [("DeadLettersAlarm", f) for f in s3_failures]
     keys += [("Consumer", f) for f in plan["functions"] if uses_efo(plan["functions"][f])]
+    flushed = [f for f, spec in plan["functions"].items() if flush_seconds(spec)]
+    keys += [(k, f) for f in flushed for k in ("FlushRule", "FlushPermission", "FlushInvokeConfig")]
     wanted: dict[tuple[str, str], str] = {}
     for kind, name in keys:
         stem = _camel(name)[: _MAX_ID - len(kind) - 8]
@@ -608,9 +621,11 @@ class _Builder:
             threshold=ITERATOR_AGE_MS + window_ms,
             periods=ITERATOR_AGE_MINUTES,
         )
+        flush = flush_seconds(spec)
         self.resources[self.id("ErrorsAlarm", function)] = _alarm(
             f"{name}-errors",
-            f"{name} failed whole invocations (an exception, a timeout or out of memory)",
+            f"{name} failed whole invocations (an exception, a timeout or out of memory)"
+            + (", a batch or a scheduled window flush" if flush else ""),
             namespace="AWS/Lambda",
             metric="Errors",
             dimension=("FunctionName", _ref(fid)),
@@ -632,10 +647,47 @@ class _Builder:
                 threshold=0,
                 periods=1,
             )
+        if flush:
+            self.flush(function, flush)
         self.output(f"{fid}Name", _ref(fid), f"function {function}: name")
         self.output(f"{fid}Arn", _get(fid), f"function {function}: ARN")
         mid = self.id("Mapping", function)
         self.output(f"{mid}Id", _ref(mid), f"function {function}: event source mapping UUID")
+
+    def flush(self, function: str, seconds: int) -> None:
+        """The function's scheduled window flush (``flush_s``): a rule invokes it every
+        ``seconds`` with its flush event, so that quiet shards' windows close when no other
+        shard has a batch. Lambda's async retries are off and a flush older than 60 s is
+        dropped: the next flush is the retry, and a retry would only overlap it."""
+        fid = self.id("Function", function)
+        rule = self.id("FlushRule", function)
+        self.resources[rule] = {
+            "Type": "AWS::Events::Rule",
+            "Properties": {
+                "Description": f"shardline {self.plan['name']}: flush {function}'s quiet windows",
+                "ScheduleExpression": flush_rate(seconds),
+                "State": "ENABLED",
+                "Targets": [{"Id": "flush", "Arn": _get(fid), "Input": flush_event(function)}],
+            },
+        }
+        self.resources[self.id("FlushPermission", function)] = {
+            "Type": "AWS::Lambda::Permission",
+            "Properties": {
+                "Action": "lambda:InvokeFunction",
+                "FunctionName": _ref(fid),
+                "Principal": "events.amazonaws.com",
+                "SourceArn": _get(rule),
+            },
+        }
+        self.resources[self.id("FlushInvokeConfig", function)] = {
+            "Type": "AWS::Lambda::EventInvokeConfig",
+            "Properties": {
+                "FunctionName": _ref(fid),
+                "Qualifier": "$LATEST",
+                "MaximumRetryAttempts": 0,
+                "MaximumEventAgeInSeconds": FLUSH_EVENT_AGE_S,
+            },
+        }
 
     def consumer(self, function: str) -> None:
         """The function's enhanced fan-out consumer: its own 2 MB/s per shard, pushed."""

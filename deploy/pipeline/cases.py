@@ -720,6 +720,7 @@ def _case_plan(plan: Plan, case: Case) -> Plan:
         window = entry.get("window") if isinstance(entry, dict) else None
         if isinstance(window, dict):
             window["state"] = "memory"  # a case is one fresh process: no table needed
+            window["flush_s"] = 0  # ... nor a scheduled flush of one
         args = entry.get("enrich") if isinstance(entry, dict) else None
         if not isinstance(args, dict):
             continue

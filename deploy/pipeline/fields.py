@@ -132,8 +132,11 @@ class Fields:
         lo: int,
         hi: int | None = None,
         required: bool = False,
+        multiple_of: int | None = None,
+        why: str | None = None,
     ) -> int | None:
-        """An integer in ``lo..hi`` (inclusive; no upper bound when ``hi`` is None).
+        """An integer in ``lo..hi`` (inclusive; no upper bound when ``hi`` is None), and a
+        multiple of ``multiple_of`` when given (``why`` says why, in the message).
 
         A boolean or a float is not an integer, even ``256.0``.
         """
@@ -148,6 +151,10 @@ class Fields:
             return default
         if hi is not None and not lo <= value <= hi:
             self.r.error(self.at(key), f"must be between {lo} and {hi}, got {value}")
+            return default
+        if multiple_of is not None and value % multiple_of:
+            reason = f" ({why})" if why else ""
+            self.r.error(self.at(key), f"must be a multiple of {multiple_of}{reason}, got {value}")
             return default
         return value
 
@@ -181,7 +188,13 @@ class Fields:
                 msg = f"spec of {key!r}: an integer key needs a minimum"
                 raise TypeError(msg)
             return self.integer(
-                key, default=spec.default, lo=spec.minimum, hi=spec.maximum, required=spec.required
+                key,
+                default=spec.default,
+                lo=spec.minimum,
+                hi=spec.maximum,
+                required=spec.required,
+                multiple_of=spec.multiple_of,
+                why=spec.rule,
             )
         if spec.kind == "enum":
             return self.choice(key, spec.enum, default=spec.default)

@@ -188,6 +188,8 @@ def _scalar(key: spec.Key) -> dict[str, Any]:
         shape["minimum"] = key.minimum
     if key.maximum is not None:
         shape["maximum"] = key.maximum
+    if key.multiple_of is not None:
+        shape["multipleOf"] = key.multiple_of
     if key.pattern is not None:
         shape["pattern"] = _anchored(key.pattern)
     if key.url:
@@ -456,6 +458,11 @@ def _window() -> dict[str, Any]:
     )
     out["oneOf"] = [{"required": ["size_s"]}, {"required": ["gap_s"]}]
     out["dependentRequired"] = {"slide_s": ["size_s"]}  # hopping only: never with gap_s
+    # a scheduled flush with state: memory, as the validator refuses it: no table to read
+    out["not"] = {
+        "properties": {"state": {"const": "memory"}, "flush_s": {"not": {"const": 0}}},
+        "required": ["state", "flush_s"],
+    }
     return out
 
 

@@ -63,9 +63,12 @@ class Key:
         required: the key must be given (and, for a string, not be empty).
         minimum: the least integer allowed.
         maximum: the greatest integer allowed (None: no upper bound).
+        multiple_of: an integer must be a multiple of this (the JSON Schema's
+            ``multipleOf``; None: any).
         enum: the allowed strings, in the order messages list them.
         pattern: a regex the whole string must match (Python ``fullmatch``).
-        rule: how ``pattern`` reads in a message: ``invalid name 'x': <rule>``.
+        rule: how ``pattern`` reads in a message: ``invalid name 'x': <rule>``; or why
+            ``multiple_of``: ``must be a multiple of 60 (<rule>), got 90``.
         min_length: the JSON Schema's ``minLength`` (validation refuses empty required text).
         max_length: the most characters allowed.
         template: the string is a brace template (:mod:`sinks.templates`).
@@ -78,6 +81,7 @@ class Key:
     required: bool = False
     minimum: int | None = None
     maximum: int | None = None
+    multiple_of: int | None = None
     enum: tuple[str, ...] = ()
     pattern: str | None = None
     rule: str | None = None
@@ -400,6 +404,17 @@ WINDOW: Section = {
         "clock). With state: dynamodb.",
         default=300,
         minimum=1,
+    ),
+    "flush_s": Key(
+        "integer",
+        "How often (s, whole minutes) a scheduled flush closes the windows of quiet shards "
+        "when no other shard of the function has a batch: an EventBridge rule invokes the "
+        "function; 0: off. With state: dynamodb (off with memory).",
+        default=60,  # processors.window.DEFAULT_FLUSH_S (not imported: the CLI starts light)
+        minimum=0,
+        maximum=86_400,  # processors.window.MAX_FLUSH_S
+        multiple_of=60,
+        rule="EventBridge schedules whole minutes",
     ),
     "state": Key(
         "enum",

@@ -284,16 +284,16 @@ def window_state_problems(plan: Plan, functions: Iterable[str] | None = None) ->
 
 
 _WINDOW_SETTINGS = ("key", "size_s", "slide_s", "time", "field", "allowed_lateness_s", "state",
-                    "quiet_s")  # fmt: skip
+                    "quiet_s", "flush_s")  # fmt: skip
 
 
 def _window(
     r: Reporter, path: Path, args: Any, sinks: Sequence[str] | None, chain: Path
 ) -> dict[str, Any]:
     """``window: {key, size_s | gap_s, slide_s, time, field, allowed_lateness_s, aggregate,
-    late, state}``; the plan adds ``function`` (the first part of each ``window_id``). With
-    ``gap_s``, session windows (:mod:`processors.session`): no ``size_s`` nor ``slide_s``,
-    the lateness at most the gap."""
+    late, state, quiet_s, flush_s}``; the plan adds ``function`` (the first part of each
+    ``window_id``). With ``gap_s``, session windows (:mod:`processors.session`): no
+    ``size_s`` nor ``slide_s``, the lateness at most the gap."""
     from processors.session import session_problem  # noqa: PLC0415  # light, pure
     from processors.window import window_problem  # noqa: PLC0415  # light, pure
 
@@ -320,6 +320,7 @@ def _window(
             r.error(f.at(where), problem)
     if out["state"] == "memory":
         r.note(f.at("state"), MEMORY_WINDOWS)
+        _memory_flush(r, f.at("flush_s"), data.get("flush_s"), out)
     if out["time"] == "event" and not f.has("field"):
         r.error(f.at("field"), "required with time: event (the record field holding the time)")
     if out["time"] == "arrival" and f.has("field"):
@@ -333,6 +334,19 @@ def _window(
         out["late"] = late
     out["function"] = str(chain[1]) if len(chain) > 1 else ""
     return {k: v for k, v in out.items() if v is not None}
+
+
+def _memory_flush(r: Reporter, path: Path, written: Any, out: dict[str, Any]) -> None:
+    """``flush_s`` of a ``state: memory`` window: the default is silently off (0 in the
+    plan), a non-zero value written is refused as the runtime refuses it (no table for a
+    flush to read). A value the key's own rules refused is not reported twice."""
+    from processors.window import flush_problem  # noqa: PLC0415  # light, pure
+
+    if type(written) is int and written == out["flush_s"]:
+        problem = flush_problem(written, memory=True)
+        if problem is not None:
+            r.error(path, problem)
+    out["flush_s"] = 0
 
 
 def _aggregate(r: Reporter, path: Path, value: Any) -> dict[str, Any]:

@@ -23,7 +23,8 @@ from tests.deploy.test_template import DOMAIN, deployable_plans, plan_of
 if TYPE_CHECKING:
     from cfnlint.api import Runner
 
-EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*/pipeline.yaml"))
+EXAMPLES_DIR = Path(__file__).parents[2] / "examples"
+EXAMPLES = sorted(EXAMPLES_DIR.glob("*/pipeline.yaml"))
 
 # Every sink type and setting the template reacts to, in one file.
 KITCHEN_SINK: dict[str, Any] = {
@@ -119,3 +120,29 @@ class TestLint:
             f.startswith("E3012 Resources/BareFunction/Properties/MemorySize") for f in found
         )
         assert any("Timeout" in f for f in found), json.dumps(found)
+
+    @pytest.mark.parametrize("flush_s", [60, 300, 86_400])
+    def test_a_windowed_function_s_scheduled_flush_lints_clean(
+        self, runner: Runner, flush_s: int
+    ):
+        """The flush rule, its permission and the function's async invoke settings (issue
+        16) at the shortest, a common and the longest flush_s."""
+        plan = load_plan_from_file(EXAMPLES_DIR / "windows" / "pipeline.yaml")
+        plan["functions"]["purchases-per-user"]["processors"][1]["window"]["flush_s"] = flush_s
+        template = build(plan)
+        kinds = {r["Type"] for r in template["Resources"].values()}
+        assert {"AWS::Events::Rule", "AWS::Lambda::Permission",
+                "AWS::Lambda::EventInvokeConfig"} <= kinds  # fmt: skip
+        assert findings(runner, template) == []
+
+    def test_the_linter_does_report_a_broken_flush_rule(self, runner: Runner):
+        """cfn-lint knows these resources: a schedule EventBridge refuses is found."""
+        plan = load_plan_from_file(EXAMPLES_DIR / "windows" / "pipeline.yaml")
+        template = copy.deepcopy(build(plan))
+        rule = template["Resources"]["PurchasesPerUserFlushRule"]["Properties"]
+        rule["State"] = "SOMETIMES"
+        config = template["Resources"]["PurchasesPerUserFlushInvokeConfig"]["Properties"]
+        config["MaximumEventAgeInSeconds"] = 30  # below the least Lambda allows (60)
+        found = findings(runner, template)
+        assert any("FlushRule/Properties/State" in f for f in found), found
+        assert any("MaximumEventAgeInSeconds" in f for f in found), found

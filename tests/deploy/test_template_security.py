@@ -55,6 +55,9 @@ NOT_STORES: dict[str, str] = {
     "AWS::IAM::Role": "configuration",
     "AWS::CloudWatch::Alarm": "configuration",
     "AWS::S3::BucketPolicy": "configuration",
+    "AWS::Events::Rule": "a schedule: its constant input is the flush event, no data",
+    "AWS::Lambda::Permission": "configuration",
+    "AWS::Lambda::EventInvokeConfig": "configuration",
     "AWS::Logs::LogGroup": (
         "CloudWatch Logs encrypts every log group at rest; a KMS key of our own would need a "
         "customer-managed key and its key policy, which the file cannot name"
