@@ -122,9 +122,7 @@ class TestLint:
         assert any("Timeout" in f for f in found), json.dumps(found)
 
     @pytest.mark.parametrize("flush_s", [60, 300, 86_400])
-    def test_a_windowed_function_s_scheduled_flush_lints_clean(
-        self, runner: Runner, flush_s: int
-    ):
+    def test_a_windowed_function_s_scheduled_flush_lints_clean(self, runner: Runner, flush_s: int):
         """The flush rule, its permission and the function's async invoke settings (issue
         16) at the shortest, a common and the longest flush_s."""
         plan = load_plan_from_file(EXAMPLES_DIR / "windows" / "pipeline.yaml")
