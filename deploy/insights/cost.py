@@ -20,6 +20,9 @@ region, overridable), and prices each line the way AWS bills it:
   records that arrive on one shard (split ``parallelization`` ways) during the batching
   window, or during the one-second poll when there is no window, capped by the batch size and
   the 6 MB invocation payload.
+* Lambda's scheduled window flushes (a ``state: dynamodb`` window step's ``flush_s``): one
+  invocation every ``flush_s`` whatever the rate, each billed at an assumed
+  :data:`FLUSH_MS` (not measured); their DynamoDB reads are not priced.
 * Sinks: DynamoDB write request units per item (record plus bookkeeping attributes, rounded
   up per KB), S3 PUTs (one object per batch and partition: time partitions give one per
   batch, so one is assumed) and the storage a month of archive adds, SQS requests. Filters
@@ -51,6 +54,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from deploy.errors import DeployError
+from deploy.names import flush_seconds
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -63,6 +67,7 @@ __all__ = [
     "DEFAULT_DEAD_LETTER_FRACTION",
     "DEFAULT_PER_RECORD_MS",
     "DEFAULT_REGION",
+    "FLUSH_MS",
     "HOURS_PER_MONTH",
     "ContainerEstimate",
     "CostEstimate",
@@ -87,6 +92,9 @@ DEFAULT_PER_RECORD_MS = 1.0
 µs per record (``python -m bench handler``: about 5 µs); the bulk writes to the sinks
 dominate, one round trip of 10-50 ms per 25-500 records, i.e. 0.1-1 ms per record. 1 ms is
 the round, pessimistic end; measure yours with ``shardline dev`` and pass ``--per-record-ms``."""
+FLUSH_MS = 150.0
+"""Lambda's billed time of one scheduled window flush, assumed, not measured: a read of the
+window table's shard registry and of each shard's item, and a commit per shard it closes."""
 DEFAULT_DEAD_LETTER_FRACTION = 0.001
 DEFAULT_CONTAINER_UTILISATION = 0.6
 """Containers are sized to run at 60% CPU, the usual autoscaling target that leaves room for
@@ -531,7 +539,30 @@ class CostModel:
                     "GB-s", f"{_money(per_gb_s)} per GB-s", gb_s * per_gb_s,
                 ),
             ]  # fmt: skip
+            lines += self._flush_lines(name, function, per_request, per_gb_s)
         return lines
+
+    def flushes(self, function: FunctionPlan) -> float:
+        """Scheduled window flushes of ``function`` a month (0 without one), at any rate."""
+        every = flush_seconds(function)
+        return self.hours_per_month * 3600 / every if every else 0.0
+
+    def _flush_lines(
+        self, name: str, function: FunctionPlan, per_request: float, per_gb_s: float
+    ) -> list[CostLine]:
+        """The function's scheduled window flushes: requests, and compute at the assumed
+        :data:`FLUSH_MS` each."""
+        n = self.flushes(function)
+        if not n:
+            return []
+        gb_s = function["memory_mb"] / 1024 * n * FLUSH_MS / 1000
+        every = flush_seconds(function)
+        return [
+            CostLine("Lambda", f"{name}: flushes (every {every} s)", n, "requests",
+                     f"{_money(per_request)} per 1M", n * per_request / 1e6),
+            CostLine("Lambda", f"{name}: flush compute ({FLUSH_MS:g} ms est.)",
+                     gb_s, "GB-s", f"{_money(per_gb_s)} per GB-s", gb_s * per_gb_s),
+        ]  # fmt: skip
 
     def _efo_functions(self) -> list[str]:
         return [n for n, f in self.plan["functions"].items() if _efo(f)]
@@ -796,6 +827,13 @@ class CostModel:
                                  "batch assumed (one per distinct value in reality)")  # fmt: skip
                 if spec["type"] in ("opensearch", "kinesis"):
                     notes.append(f"{sink} ({spec['type']}): not priced")
+        flushed = [name for name, f in plan["functions"].items() if self.flushes(f)]
+        if flushed:
+            notes.append(
+                f"window flushes ({', '.join(flushed)}): one invocation per flush_s at any "
+                f"rate, each assumed {FLUSH_MS:g} ms (not measured); their DynamoDB reads "
+                "(the shard registry and one item per shard) are not priced"
+            )
         notes += self._efo_notes(rate)
         gb_s = sum(line.quantity for line in self.lambda_lines(rate) if line.unit == "GB-s")
         if gb_s > LAMBDA_FIRST_TIER_GB_S:

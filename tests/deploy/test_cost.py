@@ -178,6 +178,44 @@ class TestLambda:
         assert model.effective_batch(function, 0.5) == 1  # never less than one record
 
 
+class TestWindowFlushes:
+    """A ``state: dynamodb`` window step's scheduled flush: one invocation per ``flush_s``
+    whatever the rate (730 hours: 43,800 at 60 s), compute at the assumed 150 ms."""
+
+    WINDOWED = """\
+name: bill
+stream: {name: events, mode: on_demand}
+sinks:
+  out: {type: stdout}
+functions:
+  w:
+    processors:
+      - window: {key: u, size_s: 60, field: ts, aggregate: {n: count}%s}
+    route: [out]
+  plain: {processors: [], route: [out]}
+"""
+
+    @pytest.mark.parametrize("rate", [0.01, 1000])
+    def test_a_flush_a_minute_is_43_800_requests_and_about_3_cents(self, rate: float) -> None:
+        result = estimate(plan_of(self.WINDOWED % ""), rate, 100)
+        (flushes,) = [line for line in result.lines if line.item == "w: flushes (every 60 s)"]
+        assert flushes.quantity == HOURS * 60 == 43_800
+        assert flushes.usd == pytest.approx(43_800 * 0.20 / 1e6)
+        compute = usd(result, "Lambda", "w: flush compute")
+        assert compute == pytest.approx(43_800 * 0.150 * 0.25 * 0.0000133334)  # 256 MB, arm64
+        assert round(flushes.usd + compute, 2) == 0.03
+        assert not [line for line in result.lines if line.item.startswith("plain: flush")]
+        assert any("window flushes (w)" in note and "assumed" in note for note in result.notes)
+
+    def test_flush_s_300_is_a_fifth_and_0_none(self) -> None:
+        every_5 = estimate(plan_of(self.WINDOWED % ", flush_s: 300"), 1, 100)
+        (line,) = [x for x in every_5.lines if x.item == "w: flushes (every 300 s)"]
+        assert line.quantity == HOURS * 12
+        off = estimate(plan_of(self.WINDOWED % ", flush_s: 0"), 1, 100)
+        assert not [x for x in off.lines if "flush" in x.item]
+        assert not [n for n in off.notes if "flush" in n]
+
+
 class TestKinesis:
     def test_on_demand_bills_gb_in_once_out_per_function_and_stream_hours(self) -> None:
         """1,000 records/s of 1,500 bytes, two functions, prices pinned by an override."""

@@ -93,7 +93,7 @@ def test_the_deployed_rule_invokes_the_windowed_function_with_its_flush_event(
         aws("lambda").get_policy(FunctionName=function_name(plan, "plain"))
 
 
-def test_flush_s_0_deploys_no_rule(aws: Callable[[str], Any], tmp_path: Path, unique: str) -> None:
+def test_flush_s_0_deploys_no_rule_and_diff_shows_the_default_s_three(aws: Callable[[str], Any], tmp_path: Path, unique: str) -> None:
     name = f"f0-{unique}"
     plan = _plan(name, ", flush_s: 0")
     assert deploy(plan, aws, package=_package(tmp_path)).status == "created"
@@ -105,3 +105,13 @@ def test_flush_s_0_deploys_no_rule(aws: Callable[[str], Any], tmp_path: Path, un
     resources = deployed_template(aws("cloudformation"), name)["Resources"]
     assert not [r for r in resources if "Flush" in r]
     assert "MainFunction" in resources
+
+    # shardline diff with the default flush_s: what the update would add
+    preview = deploy(_plan(name), aws, package=_package(tmp_path), execute=False)
+    assert preview.status == "previewed"
+    added = {(c.logical_id, c.resource_type) for c in preview.changes if c.action == "Add"}
+    assert added == {
+        ("MainFlushRule", "AWS::Events::Rule"),
+        ("MainFlushPermission", "AWS::Lambda::Permission"),
+        ("MainFlushInvokeConfig", "AWS::Lambda::EventInvokeConfig"),
+    }
