@@ -93,7 +93,9 @@ def test_the_deployed_rule_invokes_the_windowed_function_with_its_flush_event(
         aws("lambda").get_policy(FunctionName=function_name(plan, "plain"))
 
 
-def test_flush_s_0_deploys_no_rule_and_diff_shows_the_default_s_three(aws: Callable[[str], Any], tmp_path: Path, unique: str) -> None:
+def test_flush_s_0_deploys_no_rule_and_diff_shows_the_default_s_three(
+    aws: Callable[[str], Any], tmp_path: Path, unique: str
+) -> None:
     name = f"f0-{unique}"
     plan = _plan(name, ", flush_s: 0")
     assert deploy(plan, aws, package=_package(tmp_path)).status == "created"
