@@ -691,9 +691,10 @@ def _lanes_on_old_window_state(plan: Plan, client: Callable[[str], Any]) -> list
     problems = []
     for function, table in window_tables(plan).items():
         lanes = int(plan["functions"][function]["batch"]["parallelization"])
-        if lanes <= 1 or not _exists(client, "table", table):
+        arn = _table_arn(client, table) if lanes > 1 else None
+        if arn is None:
             continue
-        if _table_tags(client, table).get(WINDOW_STATE_TAG) == WINDOW_STATE_VERSION:
+        if _arn_tags(client, arn).get(WINDOW_STATE_TAG) == WINDOW_STATE_VERSION:
             continue
         problems.append(
             f"function {function}: parallelization {lanes} with window table {table}, which "
@@ -720,11 +721,11 @@ def _tag_window_state(plan: Plan, client: Callable[[str], Any], say: Callable[[s
 
     ddb = client("dynamodb")
     for table in window_tables(plan).values():
-        if not _exists(client, "table", table):
+        arn = _table_arn(client, table)
+        if arn is None:
             continue
-        if _table_tags(client, table).get(WINDOW_STATE_TAG) == WINDOW_STATE_VERSION:
+        if _arn_tags(client, arn).get(WINDOW_STATE_TAG) == WINDOW_STATE_VERSION:
             continue
-        arn = ddb.describe_table(TableName=table)["Table"]["TableArn"]
         try:
             ddb.tag_resource(
                 ResourceArn=arn, Tags=[{"Key": WINDOW_STATE_TAG, "Value": WINDOW_STATE_VERSION}]
@@ -740,10 +741,23 @@ def _tag_window_state(plan: Plan, client: Callable[[str], Any], say: Callable[[s
 
 
 def _table_tags(client: Callable[[str], Any], name: str) -> dict[str, str]:
-    ddb = client("dynamodb")
-    arn = ddb.describe_table(TableName=name)["Table"]["TableArn"]
-    listed = ddb.list_tags_of_resource(ResourceArn=arn).get("Tags", [])
+    arn = client("dynamodb").describe_table(TableName=name)["Table"]["TableArn"]
+    return _arn_tags(client, arn)
+
+
+def _arn_tags(client: Callable[[str], Any], arn: str) -> dict[str, str]:
+    listed = client("dynamodb").list_tags_of_resource(ResourceArn=arn).get("Tags", [])
     return {str(t["Key"]): str(t["Value"]) for t in listed}
+
+
+def _table_arn(client: Callable[[str], Any], name: str) -> str | None:
+    """The table's ARN, or None when it does not exist: one ``DescribeTable`` says both,
+    so that a window table's checks describe it once (its existence, then its tags)."""
+    ddb = client("dynamodb")
+    try:
+        return str(ddb.describe_table(TableName=name)["Table"]["TableArn"])
+    except ddb.exceptions.ResourceNotFoundException:
+        return None
 
 
 def _owner(client: Callable[[str], Any], kind: str, name: str) -> str | None:

@@ -111,3 +111,37 @@ def test_a_new_window_table_takes_lanes_at_once_and_the_tag(
     tags = _tags(aws, window_table_name(plan, "main"))
     assert TAG in tags
     assert {"Key": "shardline:pipeline", "Value": name} in tags
+
+
+def test_the_window_table_checks_describe_each_table_once(
+    aws: Callable[[str], Any], tmp_path: Path, unique: str
+) -> None:
+    """The lanes check before a deploy and the tagging after it each describe a window
+    table once (its existence, its ARN for the tags and the tag call: one DescribeTable),
+    counted on the real calls through botocore's event hooks."""
+    name = f"wd-{unique}"
+    package = _package(tmp_path)
+    table = window_table_name(_plan(name, 1), "main")
+    assert deploy(_plan(name, 1), aws, package=package).status == "created"
+    described: list[str] = []
+
+    def counted(service: str) -> Any:
+        made = aws(service)
+        if service == "dynamodb":
+            made.meta.events.register(
+                "provide-client-params.dynamodb.DescribeTable",
+                lambda params, **_: described.append(params["TableName"]),
+            )
+        return made
+
+    ddb = aws("dynamodb")
+    arn = ddb.describe_table(TableName=table)["Table"]["TableArn"]
+    ddb.untag_resource(ResourceArn=arn, TagKeys=[TAG["Key"]])
+    # unchanged at one lane: the lanes check skips it (one lane), the tagging tags it
+    assert deploy(_plan(name, 1), counted, package=package).status == "unchanged"
+    assert TAG in _tags(aws, table)
+    assert described.count(table) == 1
+    # lanes: the check finds the tag, the tagging finds it too
+    described.clear()
+    assert deploy(_plan(name, 2), counted, package=package).status == "updated"
+    assert described.count(table) == 2
