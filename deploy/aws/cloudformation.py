@@ -624,8 +624,9 @@ class _Builder:
         flush = flush_seconds(spec)
         self.resources[self.id("ErrorsAlarm", function)] = _alarm(
             f"{name}-errors",
-            f"{name} failed whole invocations (an exception, a timeout or out of memory)"
-            + (", a batch or a scheduled window flush" if flush else ""),
+            f"{name} failed whole invocations"
+            + (" of a batch or of a scheduled window flush" if flush else "")
+            + " (an exception, a timeout or out of memory)",
             namespace="AWS/Lambda",
             metric="Errors",
             dimension=("FunctionName", _ref(fid)),

@@ -170,7 +170,10 @@ class TestTheTemplate:
             "MaximumEventAgeInSeconds": 60,
         }
         alarm = resources["PurchasesPerUserErrorsAlarm"]["Properties"]["AlarmDescription"]
-        assert "scheduled window flush" in alarm
+        assert alarm == (
+            "shop-purchases-per-user failed whole invocations of a batch or of a scheduled "
+            "window flush (an exception, a timeout or out of memory)"
+        )
 
     @pytest.mark.parametrize(
         ("flush_s", "rate"),
