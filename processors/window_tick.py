@@ -17,3 +17,6 @@ class Emission:
     sequence_number: str  # the quiet shard's last applied sequence number
     sub_sequence_number: int  # TICK_SUB_BASE + tick
     results: tuple[dict[str, Any], ...]  # the result documents, in order
+
+
+__all__ = ["TICK_SUB_BASE", "Emission"]  # below the shared text (flushapi.md): the exports
