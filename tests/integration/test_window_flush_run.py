@@ -95,9 +95,12 @@ def rows(aws: Callable[[str], Any], table: str) -> dict[str, int]:
     return out
 
 
+@pytest.mark.parametrize("in_process", [True, False], ids=["in-process", "runtimes"])
 def test_the_flush_ticker_closes_the_windows_of_a_stream_gone_quiet(
-    aws: Callable[[str], Any], local_env: None, tmp_path: Path
+    aws: Callable[[str], Any], local_env: None, tmp_path: Path, in_process: bool
 ) -> None:
+    """In process, or in Lambda runtime workers, where the flush event reaches
+    ``stream.lambda_handler.handler`` as EventBridge's would."""
     name = f"flush{uuid.uuid4().hex[:8]}"
     plan: Any = dict(compile_plan(parse_config(PIPELINE.format(name=name), env={})))
     provision(plan, aws, shards=2)
@@ -106,7 +109,7 @@ def test_the_flush_ticker_closes_the_windows_of_a_stream_gone_quiet(
     )
     expected = put_to_first_shard(aws, name)
     local = LocalRun(
-        plan, worker_id="w1", in_process=True, client=aws, state_dir=tmp_path / ".shardline",
+        plan, worker_id="w1", in_process=in_process, client=aws, state_dir=tmp_path / ".shardline",
         lease_duration_s=1.5, flush_every=0.5,
     )  # fmt: skip
     stop = threading.Event()
