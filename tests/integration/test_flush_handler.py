@@ -75,6 +75,10 @@ SECOND_WINDOW = """\
 """
 
 
+#: session windows (gap_s) in place of tumbling ones
+SESSIONS = PIPELINE.replace("          size_s: 60\n", "          gap_s: 30\n", 1)
+
+
 class Fn:
     """A deployed function on the moto server, run through the Lambda handler."""
 
@@ -136,9 +140,10 @@ def deploy(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     more: str = "",
+    pipeline: str = PIPELINE,
 ) -> Fn:
     name = f"fl{uuid.uuid4().hex[:8]}"
-    text = PIPELINE.format(name=name, more=more)
+    text = pipeline.format(name=name, more=more)
     plan: dict[str, Any] = dict(compile_plan(parse_config(text, env={})))
     provision(plan, aws, shards=2)
     aws("kinesis").get_waiter("stream_exists").wait(
@@ -244,4 +249,14 @@ class TestFlushHandler:
         fn.flush_until(lambda r: r["emitted"] > 0)  # the first step's three windows
         fn.flush_until(lambda r: r["emitted"] > 0)  # the second's, once it is quiet too
         assert fn.rows() == {"main/2026-01-01T00:00:00Z/2026-01-01T00:00:00Z": 3}
+        assert fn.flush()["emitted"] == 0
+
+    def test_session_windows_flush_as_well(self, aws, proxy, tmp_path, monkeypatch):
+        """``SessionWindow.tick``: a key's session, quiet past its gap, closes by a flush."""
+        fn = deploy(aws, proxy, tmp_path, monkeypatch, pipeline=SESSIONS)
+        fn.batch(S0, [at(1, "a"), at(5, "b"), at(20, "a")])  # in time: none is late
+        assert fn.rows() == {}
+        response = fn.flush_until(lambda r: r["emitted"] > 0)
+        assert (response["windows"], response["pending"]) == (2, 0)
+        assert sorted(fn.rows().values()) == [1, 2]
         assert fn.flush()["emitted"] == 0

@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import pytest
+from click.testing import CliRunner
 
+from deploy.cli import main
 from deploy.local.readback import table_items
 from deploy.local.run import LocalRun
 from deploy.local.servers import provision
@@ -133,3 +135,49 @@ def test_the_flush_ticker_closes_the_windows_of_a_stream_gone_quiet(
     # the last window of each user closes only by a flush: no batch came after it
     last = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(T0 + 120))
     assert {f"main/{u}/{last}" for u in USERS} <= set(seen)
+
+
+def test_shardline_flush_sends_one_flush_by_hand(
+    aws: Callable[[str], Any], local_env: None, tmp_path: Path, moto_endpoint: str
+) -> None:
+    """A run without flushes (its ticker an hour apart) leaves each user's last window
+    open; ``shardline flush FILE FUNCTION --endpoint-url`` closes them, in this process."""
+    name = f"flush{uuid.uuid4().hex[:8]}"
+    plan: Any = dict(compile_plan(parse_config(PIPELINE.format(name=name), env={})))
+    provision(plan, aws, shards=2)
+    aws("kinesis").get_waiter("stream_exists").wait(
+        StreamName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50}
+    )
+    expected = put_to_first_shard(aws, name)
+    local = LocalRun(
+        plan, worker_id="w1", in_process=True, client=aws, state_dir=tmp_path / ".shardline",
+        lease_duration_s=1.5, flush_every=3600,
+    )  # fmt: skip
+    stop = threading.Event()
+    timer = threading.Timer(60, stop.set)
+    timer.start()
+    try:
+        local.run(stop, until_idle_s=1.0)
+    finally:
+        timer.cancel()
+    assert local.tickers["main"].flushes == 0
+    before = rows(aws, f"{name}-results")
+    assert len(before) == 6, before  # each user's last window is still open
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_bytes(orjson.dumps(plan))
+    deadline = time.monotonic() + 30
+    pause = threading.Event()
+    while True:
+        result = CliRunner().invoke(
+            main, ["flush", str(plan_file), "main", "--endpoint-url", moto_endpoint]
+        )
+        assert result.exit_code == 0, result.output
+        answer = orjson.loads(result.stdout.strip().splitlines()[-1])
+        if answer["emitted"]:
+            break
+        assert time.monotonic() < deadline, answer
+        pause.wait(0.2)
+    assert answer == {
+        "shardline": "flush", "function": "main", "windows": 3, "emitted": 1, "pending": 0
+    }  # fmt: skip
+    assert rows(aws, f"{name}-results") == dict(expected)
