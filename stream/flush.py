@@ -3,7 +3,8 @@
 A windowed function's EventBridge rule (``shardline run``'s ticker locally) invokes the
 function itself every ``flush_s`` with :func:`flush_event`; :func:`stream.lambda_handler.handler`
 tells it from a Kinesis batch by its ``shardline`` key and runs :meth:`FlushRunner.flush`
-(issue 16, ``/work/notes/flush-design.md`` §3). Per window step of the chain, in order:
+(issue 16, ``/work/notes/flush-design.md`` §3). For the chain's last window step (see
+"Several window steps" below):
 
 1. ``step.tick(stop=...)`` closes the due windows of every quiet shard, each shard by a
    commit of its own that keeps the results as a pending *emission*
@@ -19,6 +20,15 @@ tells it from a Kinesis batch by its ``shardline`` key and runs :meth:`FlushRunn
    by a filter or unrouted) is acked: the step drops it. The others stay pending and the
    next flush sends them again at the same position with the same ``window_id``: keyed sinks
    keep one item per window.
+
+Several window steps: only the last one is ticked; the windows of an earlier one close as
+before (by its own records, or a batch of another shard), without the bound. Why: an earlier
+step's flushed results are records of a later window step at the synthetic position, and
+a later step keeps what such a record yielded only in its outbox, which the next batch of
+the same shard moves past (Lambda holds no shard back for a pending flush): an emission
+sent again after that yields nothing there, and a result of the later step that failed
+its write the first time was lost (tests/integration/test_flush_handler.py shows it with
+every step ticked). ``validate`` should say so for ``flush_s`` on such a step.
 
 Why the synthetic position is ``aggregated``: its sub-sequence number
 (``TICK_SUB_BASE + T``) must reach every id a sink derives, and
@@ -189,20 +199,23 @@ class FlushRunner:
 
     Args:
         runner: the function's runner; its window steps are the chain's steps whose
-            processor has ``tick`` and ``ack``.
+            processor has ``tick`` and ``ack``, of which the last is ticked.
     """
 
     def __init__(self, runner: BatchRunner) -> None:
         self.runner = runner
-        self.windows: list[tuple[int, Ticking]] = [
+        ticking: list[tuple[int, Ticking]] = [
             (i, step.processor)
             for i, step in enumerate(runner.chain.steps)
             if _ticks(step.processor)
         ]
+        #: the window steps a flush ticks, with their chain index: the last one only
+        #: (module docstring, "Several window steps")
+        self.windows = ticking[-1:]
         self._tails: dict[int, BatchRunner] = {}
 
     def flush(self, event: Mapping[str, Any], context: Any = None) -> FlushResponse:
-        """Check the event, tick every window step and send what each emits on.
+        """Check the event, tick the last window step and send what it emits on.
 
         Raises:
             FlushEventError: the event is of another version or function.

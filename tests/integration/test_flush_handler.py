@@ -26,7 +26,7 @@ from deploy.local.servers import provision
 from deploy.pipeline.config import compile_plan, parse_config
 from stream.aws import reset_clients
 from stream.exceptions import FlushEventError
-from stream.flush import flush_event
+from stream.flush import FlushRunner, flush_event
 from stream.testing import EventFactory
 from tests.faultproxy import THROTTLE, FaultProxy, aws_json_error
 
@@ -238,18 +238,18 @@ class TestFlushHandler:
         assert fn.batch(S0, [at(1, "a"), at(61, "a")]) == {"batchItemFailures": []}
         assert fn.rows() == {wid("a"): 1}
 
-    def test_a_second_window_step_applies_the_first_ones_flushed_results(
+    def test_with_two_window_steps_only_the_last_is_flushed(
         self, aws, proxy, tmp_path, monkeypatch
     ):
-        """The first window step's flushed results reach the second as records of the quiet
-        shard at the synthetic position; the second step's own flush (the same event, after
-        the first's) closes its window in turn: the keys of minute 0, counted once."""
+        """The first step's windows wait for a record, as before the flush existed (see the
+        next test for why); the second's close by a flush once a record closed the first's."""
         fn = deploy(aws, proxy, tmp_path, monkeypatch, more=SECOND_WINDOW)
         fn.batch(S0, [at(1, "a"), at(2, "b"), at(3, "c")])
-        fn.flush_until(lambda r: r["emitted"] > 0)  # the first step's three windows
-        fn.flush_until(lambda r: r["emitted"] > 0)  # the second's, once it is quiet too
+        assert [i for i, _ in FlushRunner(lh.runner()).windows] == [1]
+        fn.batch(S0, [at(61, "a")])  # the first step's minute 0 closes: 3 keys
+        response = fn.flush_until(lambda r: r["emitted"] > 0)
+        assert (response["windows"], response["pending"]) == (1, 0)
         assert fn.rows() == {"main/2026-01-01T00:00:00Z/2026-01-01T00:00:00Z": 3}
-        assert fn.flush()["emitted"] == 0
 
     def test_session_windows_flush_as_well(self, aws, proxy, tmp_path, monkeypatch):
         """``SessionWindow.tick``: a key's session, quiet past its gap, closes by a flush."""
@@ -260,3 +260,53 @@ class TestFlushHandler:
         assert (response["windows"], response["pending"]) == (2, 0)
         assert sorted(fn.rows().values()) == [1, 2]
         assert fn.flush()["emitted"] == 0
+
+    @pytest.mark.xfail(
+        strict=True,
+        reason="every window step ticked: a later window step forgets what a flushed record "
+        "yielded once a batch of the shard moves its outbox on (why only the last is ticked)",
+    )
+    def test_a_second_window_steps_result_pending_across_a_batch_of_the_shard(
+        self, aws, proxy, tmp_path, monkeypatch
+    ):
+        """The first step's flushed results close a window of the second step, whose write
+        fails: the emission stays pending. A batch of the same shard comes before the next
+        flush (Lambda does not hold a shard back for a pending flush) and moves the second
+        step's outbox past the synthetic position. The next flush sends the emission again:
+        the second step's result for it must still come out.
+
+        Event times near the clock: a flush's close moves the shard's watermark to its
+        cutoff (now - quiet_s), so the later batch's records must be newer than that."""
+        # the second step's own ticks close nothing here (quiet_s 300): only the first's
+        # flushed records close its windows
+        more = SECOND_WINDOW.replace("quiet_s: 1", "quiet_s: 300")
+        fn = deploy(aws, proxy, tmp_path, monkeypatch, more=more)
+        flusher = FlushRunner(lh.runner())
+        flusher.windows = [
+            (i, step.processor) for i, step in enumerate(lh.runner().chain.steps)
+        ]  # both window steps ticked: what FlushRunner refuses to do
+        lh.runner()._flusher = flusher
+        m = int(time.time()) // 60 * 60
+        base = m - 600
+
+        def doc(t: int, user: str) -> dict[str, Any]:
+            return {"user": user, "ts": t}
+
+        def minute(t: int) -> str:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+            return f"main/{stamp}/{stamp}"
+
+        # a's first minute closes in the batch (at a@61): the second step opens `base`
+        docs = [doc(base + 1, "a"), doc(base + 61, "a"), doc(base + 62, "c")]
+        assert fn.batch(S0, docs) == {"batchItemFailures": []}
+        down = proxy.inject(THROTTLE, where=sink_writes(fn.name))
+        # the flush closes a and c at base+60: the second step's `base` closes, write fails
+        response = fn.flush_until(lambda r: r["emitted"] > 0)
+        assert (response["emitted"], response["pending"]) == (1, 1)
+        # a batch of the shard: d's minute closes at d@185; the second step's base+60 closes
+        batch = fn.shards[S0].batch([("d", doc(m + 61, "d")), ("d", doc(m + 185, "d"))])
+        assert lh.handler(batch, Context())["batchItemFailures"]  # the sink is still down
+        proxy.remove(down)
+        assert lh.handler(batch, Context()) == {"batchItemFailures": []}  # Lambda's retry
+        assert fn.flush()["pending"] == 0
+        assert fn.rows() == {minute(base): 1, minute(base + 60): 2}

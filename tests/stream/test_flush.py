@@ -338,3 +338,19 @@ class TestHandler:
         lh.handler(flush_event("f"), Context())
         assert isinstance(first, FlushRunner)
         assert lh.runner()._flusher is first
+
+
+class TestSeveralWindowSteps:
+    def test_only_the_last_window_step_is_ticked(self):
+        first, last, sink = StandInWindow(), StandInWindow(), Rows("rows")
+        first.close("shardId-0", 1, "f/a/0")
+        last.close("shardId-0", 1, "g/a/0")
+        runner = BatchRunner(
+            Chain([Step.of("processors[0].window", first), Step.of("processors[1].window", last)]),
+            {"rows": sink},
+            default_route=["rows"],
+            function="f",
+        )
+        assert runner.flush(flush_event("f"))["windows"] == 1
+        assert first.stops == []
+        assert list(sink.rows) == ["g/a/0"]
