@@ -210,8 +210,8 @@ class FlushRunner:
             if _ticks(step.processor)
         ]
         #: the window steps a flush ticks, with their chain index: the last one only
-        #: (module docstring, "Several window steps")
-        self.windows = ticking[-1:]
+        #: (module docstring, "Several window steps"), unless its ``flush_s`` is 0 (off)
+        self.windows = [(i, w) for i, w in ticking[-1:] if getattr(w, "flush_s", None) != 0]
         self._tails: dict[int, BatchRunner] = {}
 
     def flush(self, event: Mapping[str, Any], context: Any = None) -> FlushResponse:

@@ -32,31 +32,32 @@ DEFAULT_FLUSH_S = 60
 
 
 def flush_period(spec: FunctionPlan, override: float | None = None) -> float | None:
-    """Seconds between a function's flushes, ``None`` when it has none: the smallest non-zero
-    ``flush_s`` of its window steps with ``state: dynamodb`` (absent: 60), or ``override``
+    """Seconds between a function's flushes, ``None`` when it has none: the ``flush_s`` of
+    its last window step (absent: 60; 0: none; a flush ticks that step alone:
+    :mod:`stream.flush`, "Several window steps"), with ``state: dynamodb``, or ``override``
     (``--flush-every``) for a function that flushes at all.
 
     >>> w = lambda **kw: {"window": {"key": "k", "size_s": 60, **kw}}
-    >>> flush_period({"processors": [w(), w(flush_s=120)]})
-    60
-    >>> flush_period({"processors": [w(flush_s=300), w(flush_s=0)]}, 0.5)
+    >>> flush_period({"processors": [w(flush_s=600), w()]})
+    60.0
+    >>> flush_period({"processors": [w(flush_s=0), w(flush_s=300)]}, 0.5)
     0.5
     >>> flush_period({"processors": [w(flush_s=0)]}, 0.5), flush_period({"processors": []})
     (None, None)
     >>> flush_period({"processors": [w(state="memory")]}) is None
     True
     """
-    periods = []
-    for entry in spec.get("processors") or ():
-        window = entry.get("window") if isinstance(entry, dict) else None
-        if not isinstance(window, dict) or window.get("state", "dynamodb") != "dynamodb":
-            continue
-        every = window.get("flush_s", DEFAULT_FLUSH_S)
-        if every:
-            periods.append(every)
-    if not periods:
+    windows = [
+        entry["window"]
+        for entry in spec.get("processors") or ()
+        if isinstance(entry, dict) and isinstance(entry.get("window"), dict)
+    ]
+    if not windows or windows[-1].get("state", "dynamodb") != "dynamodb":
         return None
-    return override if override is not None else min(periods)
+    every = windows[-1].get("flush_s", DEFAULT_FLUSH_S)
+    if not every:
+        return None
+    return override if override is not None else float(every)
 
 
 class Ticker:

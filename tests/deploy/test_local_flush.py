@@ -24,8 +24,9 @@ def fn(*steps: dict[str, Any]) -> Any:
 
 
 class TestFlushPeriod:
-    def test_the_smallest_non_zero_flush_of_the_functions_window_steps(self):
-        assert flush_period(fn(window(flush_s=300), window(flush_s=0), window(flush_s=120))) == 120
+    def test_the_flush_of_the_functions_last_window_step_which_a_flush_ticks(self):
+        assert flush_period(fn(window(flush_s=60), window(flush_s=0), window(flush_s=120))) == 120
+        assert flush_period(fn(window(flush_s=60), window(flush_s=0))) is None
 
     def test_a_plan_compiled_before_flush_s_flushes_every_minute(self):
         assert flush_period(fn(window())) == 60

@@ -354,3 +354,11 @@ class TestSeveralWindowSteps:
         assert runner.flush(flush_event("f"))["windows"] == 1
         assert first.stops == []
         assert list(sink.rows) == ["g/a/0"]
+
+    def test_a_last_window_step_with_flushes_off_is_not_ticked(self):
+        window = StandInWindow()
+        window.flush_s = 0  # type: ignore[attr-defined]  # the pipeline's flush_s: 0
+        window.close("shardId-0", 1, "f/a/0")
+        runner = _runner(window, Rows("rows"))
+        assert runner.flush(flush_event("f"))["emitted"] == 0
+        assert window.stops == []
