@@ -106,3 +106,17 @@ def test_a_flush_period_of_zero_is_refused() -> None:
     plan: Any = {"name": "p", "functions": {}}
     with pytest.raises(ValueError, match="above 0"):
         LocalRun(plan, flush_every=0, client=lambda _s: None)
+
+
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [("run", "--flush-every"), ("dev", "--flush-every"), ("flush", "FUNCTION")],
+)
+def test_the_commands_offer_the_flush(command: str, option: str) -> None:
+    from click.testing import CliRunner  # noqa: PLC0415
+
+    from deploy.cli import main  # noqa: PLC0415
+
+    result = CliRunner().invoke(main, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert option in result.output

@@ -362,3 +362,21 @@ class TestSeveralWindowSteps:
         runner = _runner(window, Rows("rows"))
         assert runner.flush(flush_event("f"))["emitted"] == 0
         assert window.stops == []
+
+
+class TestFailures:
+    def test_a_window_step_that_cannot_reach_its_table_fails_the_flush_after_logging(self, caplog):
+        from processors.window_state import WindowStateError  # noqa: PLC0415
+
+        class Broken(StandInWindow):
+            def tick(self, now=None, *, stop=None):
+                raise WindowStateError("window table unreachable")
+
+        runner = _runner(Broken(), Rows("rows"))
+        runner.log.logger.propagate = True
+        try:
+            with caplog.at_level("ERROR", logger="shardline"), pytest.raises(WindowStateError):
+                runner.flush(flush_event("f"), Context())
+        finally:
+            runner.log.logger.propagate = False
+        assert {r.getMessage() for r in caplog.records} == {"batch failed"}
