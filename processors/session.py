@@ -517,25 +517,36 @@ class SessionWindow:
         quiet = self.store.quiet(shard_id, cutoff)
         results: list[dict[str, Any]] = []
         closed: dict[str, ShardState] = {}
-        watermark = cutoff - self.allowed_lateness_s
         for other, state in quiet.items():
             if other in mine.ancestors:  # inherited by this batch: its sessions go on here
                 continue
-            _drop_stale(state)
-            if (state.max_time is not None and state.max_time >= cutoff) or not (
-                state.ends and state.ends[0] <= watermark
-            ):
-                continue
-            found = self._close(state, watermark, None, None, held=True)
-            if not found:
-                continue
-            state.max_time = cutoff
-            closed[other] = state
-            self._index.pop(other, None)
-            results += found
+            found = self._due_results(other, state, cutoff)
+            if found:
+                closed[other] = state
+                results += found
         if results:
             _send_with(closer, mine, results, self._batch.pending)
         return closed
+
+    def _due_results(self, shard_id: str, state: ShardState, cutoff: float) -> list[dict[str, Any]]:
+        """The quiet rule on one shard, as :meth:`processors.window.Window._due_results`
+        (another shard's batch and a flush's tick share it): its sessions whose end +
+        lateness is at or before ``cutoff`` close (inherited ones are held)."""
+        _drop_stale(state)
+        watermark = cutoff - self.allowed_lateness_s
+        if (state.max_time is not None and state.max_time >= cutoff) or not (
+            state.ends and state.ends[0] <= watermark
+        ):
+            return []
+        found = self._close(state, watermark, None, None, held=True)
+        if found:
+            state.max_time = cutoff
+            self._index.pop(shard_id, None)
+        return found
+
+    #: a scheduled flush (issue 16): the window step's, with this step's quiet rule
+    tick = Window.tick
+    ack = Window.ack
 
     #: what a record's outcome becomes: the window step's own (the same ``_batch``,
     #: ``_late_routes`` and ``late``), one piece of code for both on the per-record path

@@ -132,6 +132,7 @@ from processors.window_store import (
     ShardState,
     StateTooLarge,
     WindowRecordError,
+    WindowStateError,
     WindowStore,
 )
 from stream.exceptions import RecordError
@@ -141,6 +142,7 @@ if TYPE_CHECKING:
 
     from processors.aggregations import Aggregation
     from processors.lineage import Lineage
+    from processors.window_tick import Emission
     from stream.records import Record
 
 __all__ = [
@@ -1048,37 +1050,89 @@ class Window:
         quiet = self.store.quiet(shard_id, cutoff)
         results = []
         closed: dict[str, ShardState] = {}
-        watermark = cutoff - self.allowed_lateness_s
         for other, state in quiet.items():
             if other in mine.ancestors:  # inherited by this batch: its windows go on here
                 continue
-            ends, windows = state.ends, state.windows
-            if (state.max_time is not None and state.max_time >= cutoff) or not (
-                ends and ends[0] <= watermark
-            ):
-                continue
-            found = []
-            held = []  # inherited windows: closed by the shard's own next record only
-            while ends and ends[0] <= watermark:
-                end = heapq.heappop(ends)
-                kept = []
-                for wkey in state.by_end.pop(end):
-                    if wkey in state.inherited:
-                        kept.append(wkey)
-                    else:
-                        found.append(self._result(wkey, end, windows.pop(wkey)))
-                if kept:
-                    held.append((end, kept))
-            for end, kept in held:
-                state.by_end[end] = kept
-                heapq.heappush(ends, end)
+            found = self._due_results(other, state, cutoff)
             if found:
-                state.max_time = cutoff
                 closed[other] = state
                 results += found
         if results:
             _send_with(closer, mine, results, self._batch.pending)
         return closed
+
+    def _due_results(self, shard_id: str, state: ShardState, cutoff: float) -> list[dict[str, Any]]:
+        """The quiet rule on one shard (another shard's batch and a flush's tick share it):
+        with no record since ``cutoff`` (now - ``quiet_s``), as if one of that time had
+        reached it, pop the windows whose end + lateness is at or before it and return
+        their results (``state.max_time`` raised to the cutoff when some close). An
+        inherited window stays ("held"): only the shard's own next record closes it."""
+        watermark = cutoff - self.allowed_lateness_s
+        ends, windows = state.ends, state.windows
+        if (state.max_time is not None and state.max_time >= cutoff) or not (
+            ends and ends[0] <= watermark
+        ):
+            return []
+        found = []
+        held = []  # inherited windows: closed by the shard's own next record only
+        while ends and ends[0] <= watermark:
+            end = heapq.heappop(ends)
+            kept = []
+            for wkey in state.by_end.pop(end):
+                if wkey in state.inherited:
+                    kept.append(wkey)
+                else:
+                    found.append(self._result(wkey, end, windows.pop(wkey)))
+            if kept:
+                held.append((end, kept))
+        for end, kept in held:
+            state.by_end[end] = kept
+            heapq.heappush(ends, end)
+        if found:
+            state.max_time = cutoff
+        return found
+
+    # -- a scheduled flush (issue 16) -----------------------------------------------------
+
+    def tick(
+        self, now: float | None = None, *, stop: Callable[[], bool] | None = None
+    ) -> list[Emission]:
+        """Every pending emission (re-emitted as stored), then the new closes: each quiet shard
+        of the function (any shard, none excluded) whose due windows the quiet rule would
+        close, closed by one conditional commit of that shard alone with its new pending
+        entry. `now` defaults to the step's clock; `stop()` true means stop taking new
+        shards (the invocation's time is running out). Raises WindowStateError (retried)
+        when the state table cannot be read or written, after committing what it could.
+        With `state: memory` returns [] (no table)."""
+        if self.quiet_s is None:
+            return []
+        store = self.store
+        cutoff = (self._now() if now is None else now) - self.quiet_s
+        shards = store.tick_shards()
+        out = store.pending_ticks()
+        failed: WindowStateError | None = None
+        for shard_id in shards:
+            if stop is not None and stop():
+                break
+            try:
+                with self._locks(shard_id):  # not while a batch of this process holds it
+                    emission = None
+                    state = store.tick_state(shard_id, cutoff)
+                    if state is not None and (found := self._due_results(shard_id, state, cutoff)):
+                        emission = store.tick_commit(shard_id, state, found)
+            except WindowStateError as exc:  # the others' closes go on: each its own commit
+                failed = failed or exc
+                continue
+            if emission is not None:
+                out.append(emission)
+        if failed is not None:
+            raise failed
+        return out
+
+    def ack(self, emission: Emission) -> None:
+        """Every record of `emission` is written or dead-lettered: drop the pending entry
+        (no condition; idempotent; acking twice or after another tick acked is fine)."""
+        self.store.ack_tick(emission)
 
     def __call__(self, record: Record) -> Record | list[Record] | None:
         outcome = self._batch.pending.get(id(record))

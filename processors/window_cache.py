@@ -18,7 +18,8 @@ class _Cached:
 
     __slots__ = ("applied", "clean", "clock", "decoded", "flushed", "items", "lanes",
                  "legacy", "logs", "n", "outbox", "parts", "pending", "rev", "rolled",
-                 "spoiled", "state", "unlisted", "unmarked", "unrolled")  # fmt: skip
+                 "spoiled", "state", "tick_n", "ticks", "unlisted", "unmarked",
+                 "unrolled")  # fmt: skip
 
     def __init__(
         self, state: ShardState, applied: str | None, rev: str | None, *, lanes: bool
@@ -70,6 +71,13 @@ class _Cached:
         #: while no lanes commit converted it (then ``outbox`` is the one-lane outbox the
         #: shard item still holds, which the converting commit moves to outbox entries)
         self.legacy: str | None = None
+        #: a scheduled flush's pending emissions the shard item names (``ticks``: T ->
+        #: ``PARTS/SEQ``, :mod:`processors.window_tick_store`) and its last tick number
+        #: (``tick_n``): the one-lane protocol's every ``Put`` of the shard item carries
+        #: them (design risk 7.4), so a warm batch takes ``ticks`` from its head read
+        #: (an ack removes an entry without moving ``rev``)
+        self.ticks: dict[int, str] = {}
+        self.tick_n = 0
 
     def judged_at(self) -> str | None:
         """The position text old window items (``v``/``prev``) are judged against."""

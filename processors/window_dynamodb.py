@@ -44,9 +44,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from processors.window_items import _pos_text
-from processors.window_lanes import _LanesCommit
-from processors.window_one_lane import _OneLaneCommit
 from processors.window_state import CommitLost, WindowStateError
+from processors.window_tick_store import _TickCommit
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Set
@@ -56,7 +55,7 @@ if TYPE_CHECKING:
 __all__ = ["DynamoDBStore"]
 
 
-class DynamoDBStore(_LanesCommit, _OneLaneCommit):
+class DynamoDBStore(_TickCommit):
     """Window state in a DynamoDB table (see the module docstring).
 
     Args:

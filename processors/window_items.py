@@ -457,10 +457,12 @@ _HEAD_ATTRIBUTES = ("rev", "n", "logs", "pending", "applied", "max_time", "clock
 
 
 def _head_projection(lanes: bool) -> dict[str, Any]:
-    """The attributes a warm batch reads of its shard item: the revision, and in lanes mode
-    :data:`_HEAD_ATTRIBUTES`."""
+    """The attributes a warm batch reads of its shard item: the revision (and with one
+    lane the scheduled flush's pending ``ticks``, which its commit's ``Put`` carries:
+    :func:`ticks_of`), and in lanes mode :data:`_HEAD_ATTRIBUTES`."""
     if not lanes:
-        return {"ProjectionExpression": "rev"}
+        return {"ProjectionExpression": "#r, #t",
+                "ExpressionAttributeNames": {"#r": "rev", "#t": "ticks"}}  # fmt: skip
     names = {f"#h{i}": a for i, a in enumerate(_HEAD_ATTRIBUTES)}
     return {"ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": names}
 
@@ -496,3 +498,24 @@ def _laid(
     laid = overlay(kept, [(m, [e for e in log if e["window"]["S"].startswith(("w#", _KEY_SK))])
                           for m, log in decoded.items()])  # fmt: skip
     return list(laid.values()), decoded
+
+
+def ticks_of(shard_item: Mapping[str, Any] | None) -> dict[int, str]:
+    """A shard item's pending flush emissions (``ticks``: T -> ``PARTS/SEQ``;
+    :mod:`processors.window_tick_store`), ``{}`` if none."""
+    if not shard_item or "ticks" not in shard_item:
+        return {}
+    return {int(t): v["S"] for t, v in shard_item["ticks"]["M"].items()}
+
+
+def tick_attributes(ticks: Mapping[int, str], tick_n: int) -> dict[str, dict[str, Any]]:
+    """The shard item's attributes that name a scheduled flush's pending emissions and
+    its last tick number: written by the tick's commit, and carried by every later
+    one-lane ``Put`` of the item (:meth:`DynamoDBStore._shard_item`), else a pending
+    emission is lost (design risk 7.4)."""
+    out: dict[str, dict[str, Any]] = {}
+    if ticks:
+        out["ticks"] = {"M": {str(t): {"S": v} for t, v in sorted(ticks.items())}}
+    if tick_n:
+        out["tick_n"] = {"N": str(tick_n)}
+    return out

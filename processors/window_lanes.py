@@ -308,7 +308,13 @@ class _LanesCommit(_Reads):
                             "expires": expires})  # fmt: skip
         return out
 
-    def _quiet_log(self, other: str, state: ShardState) -> _QuietLog:
+    def _quiet_log(
+        self,
+        other: str,
+        state: ShardState,
+        was: _Cached | None = None,
+        more: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> _QuietLog:
         """A quiet shard's close as a commit like any other (slice S5): the log of the
         windows this batch closed (the open items its state no longer holds, and those
         an earlier close left open: ``flushed``) and the ``UpdateItem`` of its shard item
@@ -317,8 +323,10 @@ class _LanesCommit(_Reads):
         partition again (before S5 this commit carried no log), and a lane of it that
         committed meanwhile makes the transaction fail (the closer reads again). Not
         once a reshard's child marked it (``children``: the child goes on with its
-        windows)."""
-        was: _Cached = self._local.quiet[other]
+        windows). ``was``: the shard as read (default: as :meth:`quiet` read it); ``more``:
+        other attributes to set (a scheduled flush's tick: its ``ticks`` and ``tick_n``)."""
+        if was is None:
+            was = self._local.quiet[other]
         pk = self.prefix + other
         n = was.n + 1
         closed = {w for w, entry in was.items.items()
@@ -329,6 +337,7 @@ class _LanesCommit(_Reads):
         chunks = encode_log(log)
         logs = kept_logs(was.logs, was.pending, n, f"{log_id}/{len(chunks)}")
         sets, removes = _head_sets(state, was.applied or "", was.clock)
+        sets.update((attribute, dict(value)) for attribute, value in (more or {}).items())
         # not converted yet (review 9): the one-lane outbox stays in the shard item until
         # the shard's own first lanes commit, and its parts keep the name of the ``rev``
         # that wrote them, which this commit moves (as a fence or a one-lane mark does)

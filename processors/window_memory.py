@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence, Set
 
     from processors.window_state import Merge, ParentsOf
+    from processors.window_tick import Emission
 
 __all__ = ["MemoryStore"]
 
@@ -302,6 +303,25 @@ class MemoryStore:
 
     def quiet(self, shard_id: str, cutoff: float) -> dict[str, ShardState]:
         return {}  # one process: a quiet shard's windows wait for its next record
+
+    # a scheduled flush has no table to keep its emissions in (``state: memory`` refuses
+    # ``flush_s``): a tick finds no shard
+    def tick_shards(self) -> list[str]:
+        return []
+
+    def pending_ticks(self) -> list[Emission]:
+        return []
+
+    def tick_state(self, shard_id: str, cutoff: float) -> ShardState | None:
+        return None
+
+    def tick_commit(
+        self, shard_id: str, state: ShardState, results: Sequence[dict[str, Any]]
+    ) -> Emission | None:
+        return None
+
+    def ack_tick(self, emission: Emission) -> None:
+        return None
 
 
 class _Committed:

@@ -74,6 +74,7 @@ from processors.window_items import (
     _state_too_large,
     _too_large,
     hw_stored,
+    tick_attributes,
     window_item,
 )
 from processors.window_outbox import (
@@ -219,7 +220,7 @@ class _OneLaneCommit(_Reads):
         transaction), after its outbox's parts if it has some."""
         pk = {"S": self.prefix + shard_id}
         rev = uuid.uuid4().hex
-        item, parts = self._shard_item(pk, cached.state, v, rev, self.now())
+        item, parts = self._shard_item(pk, cached.state, v, rev, self.now(), cached)
         mine = _put(self.table, item, "rev", cached.rev)
         kept = {shard_id: {p["Item"]["window"]["S"] for p in parts}}
         if not quiet:
@@ -231,7 +232,7 @@ class _OneLaneCommit(_Reads):
                 was = self._local.quiet[other]
                 item, more = self._shard_item(
                     {"S": self.prefix + other}, other_state, was.applied or "", uuid.uuid4().hex,
-                    was.clock,
+                    was.clock, was,
                 )  # fmt: skip
                 writes.append({"Put": _put(self.table, item, "rev", was.rev)})
                 parts += more
@@ -261,13 +262,23 @@ class _OneLaneCommit(_Reads):
             return  # the batch committed: the parts are only garbage now
         cached.parts = kept
 
-    def _shard_item(
-        self, pk: dict[str, str], state: ShardState, applied: str, rev: str, clock: float | None
+    def _shard_item(  # noqa: PLR0917  # the item's parts
+        self,
+        pk: dict[str, str],
+        state: ShardState,
+        applied: str,
+        rev: str,
+        clock: float | None,
+        read: _Cached,
+        ticks: tuple[dict[int, str], int] | None = None,
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """A shard's item, and the puts of its outbox's parts (none, unless the outbox is
         over :data:`_OUTBOX_INLINE`: a batch that closed many windows with large
         results); a quiet shard whose windows another shard's batch closed keeps its
-        ``clock`` (it stays quiet).
+        ``clock`` (it stays quiet). The item carries the scheduled flush's pending
+        emissions (``ticks``, ``tick_n``) as ``read`` holds them (a tick's commit:
+        ``ticks``, with its own entry), since a ``Put`` replaces the whole item
+        (design risk 7.4).
 
         The parts are keyed by the revision (``#outbox#REV#I``), so a batch that writes
         them and then fails leaves the committed revision's parts as they were."""
@@ -297,4 +308,5 @@ class _OneLaneCommit(_Reads):
             item["next_end"] = {"N": _n(state.ends[0])}
         if state.ancestors:
             item["ancestors"] = {"SS": list(state.ancestors)}
+        item.update(tick_attributes(*(ticks or (read.ticks, read.tick_n))))
         return item, parts

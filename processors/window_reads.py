@@ -65,6 +65,7 @@ from processors.window_items import (
     _window_sk,
     decode,
     hw_marks,
+    ticks_of,
 )
 from processors.window_keys import key_json, key_of_json
 from processors.window_log import (
@@ -152,6 +153,8 @@ class _Reads(_Reshards):
             if not self._moved(cached, item) and cached.clean:
                 if self.high_water:  # its pending logs: some may have been rolled forward
                     _, _, cached.pending = read_head(item)
+                else:  # a flush's ack removes an entry without moving ``rev``
+                    cached.ticks = ticks_of(item)
                 cached.clean = False
                 return cached.state
             if self.high_water and self._catch_up(pk, cached, item):
@@ -315,8 +318,8 @@ class _Reads(_Reshards):
     def _rev_and_list(self, pk: str) -> tuple[dict[str, Any] | None, frozenset[str]]:
         keys = [{"shard": {"S": pk}, "window": {"S": _SHARD_SK}},
                 {"shard": {"S": self.prefix + _REGISTRY}, "window": {"S": _REGISTRY}}]  # fmt: skip
-        names = {"#w": "window", "#r": "rev", "#s": "shards"}
-        projection = "#w, #r, #s"
+        names = {"#w": "window", "#r": "rev", "#s": "shards", "#t": "ticks"}
+        projection = "#w, #r, #s, #t"  # ``ticks``: what the one-lane ``Put`` carries
         if self.high_water:  # the revision among the head's attributes
             projected = _head_projection(lanes=True)
             names = {"#w": "window", "#s": "shards"} | projected["ExpressionAttributeNames"]
@@ -515,6 +518,9 @@ class _Reads(_Reshards):
         if shard_item is not None and _fenced_only(shard_item):
             cached.unlisted = True
         cached.n, cached.logs, cached.pending = read_head(shard_item)
+        cached.ticks = ticks_of(shard_item)
+        if shard_item is not None and "tick_n" in shard_item:  # a scheduled flush's last T
+            cached.tick_n = int(shard_item["tick_n"]["N"])
         cached.decoded = decoded
         cached.legacy = legacy
         legacy_mark = cached.legacy_mark()

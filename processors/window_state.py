@@ -19,6 +19,8 @@ from stream.exceptions import RecordError, RetryableError
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence, Set
 
+    from processors.window_tick import Emission
+
     #: Two parts' accumulators merged (a window two parents of a merge both held).
     Merge = Callable[[list[Any], list[Any]], list[Any]]
     #: A shard id -> its parents (the window step's lineage, bound to the stream).
@@ -359,6 +361,28 @@ class WindowStore(Protocol):
     def quiet(self, shard_id: str, cutoff: float) -> dict[str, ShardState]:
         """The other shards of the step with no batch since ``cutoff`` (epoch seconds by
         the function's clock) and a window to close by it: ``{shard_id: state}``."""
+
+    def tick_shards(self) -> list[str]:
+        """A scheduled flush's tick (issue 16): every shard of the step, read once (their
+        items, for :meth:`pending_ticks` and :meth:`tick_state`); none without a table."""
+
+    def pending_ticks(self) -> list[Emission]:
+        """The emissions earlier ticks committed and nobody acked yet (the shard items
+        :meth:`tick_shards` read name them)."""
+
+    def tick_state(self, shard_id: str, cutoff: float) -> ShardState | None:
+        """The shard's state read now if it is quiet by ``cutoff`` with a window due
+        (the rule of :meth:`quiet`), else ``None``."""
+
+    def tick_commit(
+        self, shard_id: str, state: ShardState, results: Sequence[dict[str, Any]]
+    ) -> Emission | None:
+        """Commit the tick's close of the shard (``state`` from :meth:`tick_state`, its
+        due windows closed) with ``results`` as its new pending emission, on the
+        condition that the shard did not change since; ``None``: it did (skipped)."""
+
+    def ack_tick(self, emission: Emission) -> None:
+        """Every record of ``emission`` is written or dead-lettered: forget it."""
 
     def outcomes(self, shard_id: str, first: Position, last: Position) -> dict[Position, Outcome]:
         """What the records from ``first`` to ``last`` (inclusive) yielded when they were

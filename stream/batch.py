@@ -37,7 +37,7 @@ from functools import partial
 from operator import attrgetter
 from time import perf_counter
 
-from processors.chain import EVENT_STEP
+from processors.chain import EVENT_STEP, Chain
 from sinks.base import OK, DeadLetter, Ordering, Outcome, Sink, Status, retryable
 from stream.event import Undeferred, records_from_event
 from stream.faults import broken_steps, infrastructure_code, is_infrastructure
@@ -53,9 +53,10 @@ if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
     from typing import Any
 
-    from processors.chain import Chain, ChainResult, Step, StepFailure
+    from processors.chain import ChainResult, Step, StepFailure
+    from stream.flush import FlushRunner
     from stream.records import Record
-    from stream.shapes import BatchItemFailure, BatchResponse
+    from stream.shapes import BatchItemFailure, BatchResponse, FlushResponse
 
 __all__ = ["BatchItemFailure", "BatchResponse", "BatchResult", "BatchRunner"]
 
@@ -141,6 +142,7 @@ class BatchRunner:
         aggregated: the stream's ``aggregated`` setting: whether data with the KPL magic
             bytes that is not a valid aggregate is dead-lettered (true) or passed on as a
             plain record (false, as the KCL does; :func:`stream.event.records_from_event`).
+        stream: the plan's stream name: a flush's records name it (:mod:`stream.flush`).
     """
 
     def __init__(
@@ -157,9 +159,12 @@ class BatchRunner:
         metrics: bool = False,
         log_payloads: bool = False,
         aggregated: bool = False,
+        stream: str = "",
     ) -> None:
         self.chain = chain
         self.aggregated = aggregated
+        self.stream = stream
+        self.log_payloads = log_payloads
         # base64 left to the chain's first step when it reads every document first
         self._decode = not chain.decodes_data
         self.sinks = dict(sinks)
@@ -174,6 +179,49 @@ class BatchRunner:
         self.log = BatchLog(function, pipeline, log_payloads=log_payloads)
         # made once per runner, on its first batch with two sinks to write (not per batch)
         self._pool: ThreadPoolExecutor | None = None
+        self._flusher: FlushRunner | None = None  # made on the first flush (stream.flush)
+
+    def now(self) -> float:
+        """The runner's clock (epoch seconds; injected in tests)."""
+        return self._now()
+
+    def flush(self, event: Mapping[str, Any], context: Any = None) -> FlushResponse:
+        """What the Lambda handler runs for a scheduled flush event instead of a batch:
+        :meth:`stream.flush.FlushRunner.flush` (imported on the first flush: a function
+        that only ever runs batches never loads it).
+
+        Raises:
+            FlushEventError: the event is of another version or for another function.
+            Exception: a window step's state table could not be read or written.
+        """
+        flusher = self._flusher
+        if flusher is None:
+            from stream.flush import FlushRunner  # noqa: PLC0415  # on the first flush only
+
+            flusher = self._flusher = FlushRunner(self)
+        return flusher.flush(event, context)
+
+    def tail(self, from_index: int) -> BatchRunner:
+        """A runner of this function's steps from chain index ``from_index`` on, with the
+        same sinks (the same objects: no second client or pool), routes, dead-letter sink
+        and ordering, metrics off: what a flush sends a window step's results through.
+
+        The steps are this runner's own objects too: a later window step keeps one state
+        cache per process for batches and flushes alike.
+        """
+        return BatchRunner(
+            Chain(self.chain.steps[from_index:]),
+            self.sinks,
+            default_route=self.default_route,
+            on_failure=self.dead_letter_name or None,
+            ordering=self.ordering,
+            function=self.function,
+            pipeline=self.pipeline,
+            now=self._now,
+            log_payloads=self.log_payloads,
+            aggregated=self.aggregated,
+            stream=self.stream,
+        )
 
     def invoke(self, event: Mapping[str, Any], context: Any = None) -> BatchResponse:
         """What the Lambda handler runs per invocation: :meth:`handle`, then the batch's

@@ -18,6 +18,7 @@ Hierarchy::
     ├── PluginError            a plugin or ``use:`` path cannot be loaded (also a ValueError)
     ├── PlanError              the compiled plan cannot do what was asked (also a ValueError)
     │   └── UnknownFunctionError  no function of that name (also a KeyError)
+    ├── FlushEventError        (stream.flush) a flush event of another version or function
     ├── LeaseLost, LeaseTableError  (stream.esm.checkpoints) the local mapping's leases
     ├── ProcessorError         (processors.errors) the root of processors/
     ├── SinkError              (sinks.base) the root of sinks/
@@ -45,6 +46,7 @@ from __future__ import annotations
 
 __all__ = [
     "DecodeError",
+    "FlushEventError",
     "PlanError",
     "PluginError",
     "RecordError",
@@ -84,3 +86,9 @@ class UnknownFunctionError(PlanError, KeyError):
 
     def __str__(self) -> str:  # the message, not KeyError's repr of it
         return str(self.args[0]) if len(self.args) == 1 else super().__str__()
+
+
+class FlushEventError(ShardlineError, ValueError):
+    """A scheduled flush event this function must not run: another ``version`` of the event,
+    or another function's name (a rule pointed at the wrong function). The invocation
+    fails, so the function's Errors alarm shows it."""

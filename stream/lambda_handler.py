@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from stream.batch import BatchResponse, BatchRunner
+    from stream.shapes import FlushResponse
 
 __all__ = ["handler", "runner"]
 
@@ -66,8 +67,12 @@ def runner() -> BatchRunner:
     return _runner
 
 
-def handler(event: dict[str, Any], context: Any = None) -> BatchResponse:
-    """Process one Kinesis batch; return ``{"batchItemFailures": [...]}``."""
+def handler(event: dict[str, Any], context: Any = None) -> BatchResponse | FlushResponse:
+    """Process one Kinesis batch; return ``{"batchItemFailures": [...]}``. A scheduled
+    window flush (``{"shardline": "flush", ...}``, which no Kinesis event has) runs
+    :meth:`BatchRunner.flush` instead (:mod:`stream.flush`): one dict lookup per batch."""
+    if event.get("shardline") == "flush":
+        return runner().flush(event, context)
     return runner().invoke(event, context)
 
 

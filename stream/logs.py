@@ -22,6 +22,11 @@ any of them. Per invocation, :class:`BatchLog` writes:
 * ``ERROR batch failed``: the handler raised (the whole batch is retried), with the
   traceback.
 
+A scheduled window flush (:mod:`stream.flush`) writes its dead letters' and its
+infrastructure errors' lines as a batch does, then ``INFO window flush`` with its response's
+counts (``windows``, ``emitted``, ``pending``) and what it wrote; ``WARNING`` instead when
+emissions stay pending.
+
 Why stdlib :mod:`logging` and not direct writes: Lambda's Python runtime has imported it
 before our code runs, so it costs nothing at cold start; levels work as everywhere
 (``SHARDLINE_LOG_LEVEL``, else Lambda's ``AWS_LAMBDA_LOG_LEVEL``, else ``INFO``); and a
@@ -42,7 +47,7 @@ import orjson
 
 TYPE_CHECKING = False  # not typing's: the handler's import never loads typing (ARCHITECTURE.md)
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
     from typing import Any, TextIO
 
     from sinks.base import DeadLetter
@@ -249,6 +254,45 @@ class BatchLog:
                     "written": dict(result.written),
                     "dead_lettered": len(result.dead_letters),
                     "reported_for_retry": len(result.failed),
+                }
+            },
+        )
+
+    def flushed(
+        self, response: Mapping[str, Any], results: Sequence[BatchResult], context: Any
+    ) -> None:
+        """Log one scheduled flush: its dead letters, its infrastructure errors, its counts."""
+        logger = self.logger
+        fields = self.context({}, context)
+        for result in results:
+            if result.infrastructure:
+                logger.error(
+                    "infrastructure error, flush left pending",
+                    extra={"fields": {**fields, "errors": dict(result.infrastructure)}},
+                )
+            for letter in result.dead_letters:
+                logger.warning(
+                    "poison record dead-lettered",
+                    extra={"fields": {**fields, **self._poison(letter)}},
+                )
+        written: dict[str, int] = {}
+        for result in results:
+            for name, n in result.written.items():
+                written[name] = written.get(name, 0) + n
+        level = logging.WARNING if response.get("pending") else logging.INFO
+        first = next((r.failed[min(r.failed)] for r in results if r.failed), None)
+        logger.log(
+            level,
+            "window flush",
+            extra={
+                "fields": {
+                    **fields,
+                    "windows": response.get("windows"),
+                    "emitted": response.get("emitted"),
+                    "pending": response.get("pending"),
+                    "written": written,
+                    "dead_lettered": sum(len(r.dead_letters) for r in results),
+                    **({"reason": first} if first is not None else {}),
                 }
             },
         )

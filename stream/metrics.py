@@ -35,7 +35,15 @@ metric                    extra dim      what
 ``Written``               ``Sink``       records this sink wrote
 ``SinkTime``              ``Sink``       ms in this sink's writes (dead letters included)
 ``DeadLettered``          ``Reason``     records dead-lettered for this reason (error class)
+``WindowsFlushed``                       (a flush) windows a scheduled flush sent on
+``WindowFlushPending``                   (a flush) emissions left pending: a sink failed
+                                         retryably, the next flush sends them again
 ========================  =============  ===================================================
+
+A scheduled window flush (:mod:`stream.flush`) prints one document instead, with the
+function's dimensions: ``WindowsFlushed``, ``WindowFlushPending``, and the
+``RecordsWritten``, ``RecordsDeadLettered`` and ``InfrastructureErrors`` of what it sent on
+(so the function's dead-letter alarm sees a flush's dead letters too).
 
 For a function whose routes send each record to one sink and whose steps do not fan out,
 every record has exactly one fate, so ``RecordsIn = RecordsFiltered + RecordsUnrouted +
@@ -69,7 +77,7 @@ from stream.values import Value
 
 TYPE_CHECKING = False  # not typing's: the handler's import never loads typing (ARCHITECTURE.md)
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Mapping, Sequence
     from typing import Any, TextIO
 
     from stream.batch import BatchResult
@@ -107,6 +115,8 @@ UNITS: dict[str, str] = {
     "Written": _COUNT,
     "SinkTime": _MS,
     "DeadLettered": _COUNT,
+    "WindowsFlushed": _COUNT,
+    "WindowFlushPending": _COUNT,
 }
 _BASE_DIMENSIONS = ("Pipeline", "Function")
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -262,6 +272,29 @@ class Metrics:
         """
         option = orjson.OPT_APPEND_NEWLINE
         text = b"".join(orjson.dumps(d, option=option) for d in self.documents(result, batch_size))
+        out = self._stream if self._stream is not None else sys.stdout
+        out.write(text.decode())
+        out.flush()
+
+    def flush_document(
+        self, windows: int, pending: int, results: Sequence[BatchResult]
+    ) -> dict[str, Any]:
+        """A flush's one document (:mod:`stream.flush`): its windows and pending emissions,
+        and the totals of what it sent on, under the function's dimensions."""
+        totals: dict[str, float | int] = {
+            "WindowsFlushed": windows,
+            "WindowFlushPending": pending,
+            "RecordsWritten": sum(sum(r.written.values()) for r in results),
+            "RecordsDeadLettered": sum(len(r.dead_letters) for r in results),
+            "InfrastructureErrors": sum(len(r.infrastructure) for r in results),
+        }
+        return self._document(int(self._now() * 1000), [("", "", totals)])
+
+    def emit_flush(self, windows: int, pending: int, results: Sequence[BatchResult]) -> None:
+        """Print a flush's document (:meth:`flush_document`) and flush the stream."""
+        text = orjson.dumps(
+            self.flush_document(windows, pending, results), option=orjson.OPT_APPEND_NEWLINE
+        )
         out = self._stream if self._stream is not None else sys.stdout
         out.write(text.decode())
         out.flush()

@@ -189,6 +189,7 @@ def build_runner(
         ),
         log_payloads=plan.get("log_payloads") is True,
         aggregated=(plan.get("stream") or {}).get("aggregated") is True,
+        stream=(plan.get("stream") or {}).get("name") or "",
     )
 
 

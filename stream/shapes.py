@@ -14,6 +14,8 @@ from typing import TypedDict
 __all__ = [
     "BatchItemFailure",
     "BatchResponse",
+    "FlushEvent",
+    "FlushResponse",
     "KinesisEvent",
     "KinesisEventRecord",
     "KinesisPayload",
@@ -59,3 +61,27 @@ class BatchResponse(TypedDict):
     """The handler's response with ``ReportBatchItemFailures`` on."""
 
     batchItemFailures: list[BatchItemFailure]
+
+
+class FlushEvent(TypedDict):
+    """A scheduled window flush (:mod:`stream.flush`): the constant input of the function's
+    EventBridge rule, or what ``shardline run``'s ticker and ``shardline flush`` send."""
+
+    shardline: str  # "flush"
+    version: int  # 1
+    function: str
+
+
+class FlushResponse(TypedDict):
+    """What a flush returns (EventBridge discards it; ``shardline flush`` and tests read it).
+
+    ``windows``: result documents sent on (re-sent pending ones included); ``emitted``:
+    emissions sent on; ``pending``: those of them left pending for the next flush (a
+    record failed retryably).
+    """
+
+    shardline: str
+    function: str
+    windows: int
+    emitted: int
+    pending: int

@@ -231,10 +231,13 @@ def _summary(report: DevReport) -> Any:
 @click.option("--until-idle", type=float,
               help="Stop once produced and every shard idle this long (s).")  # fmt: skip
 @click.option("--in-process", is_flag=True, help="Run handlers here, not in Lambda runtimes.")
+@click.option("--flush-every", type=click.FloatRange(min=0.0, min_open=True), metavar="S",
+              help="Flush windowed functions every S s instead of their flush_s.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def dev_command(
     file: str, *, produce: Path | None, key: str | None, rate: float | None, aggregate: bool,
-    duration: float | None, until_idle: float | None, in_process: bool, as_json: bool,
+    duration: float | None, until_idle: float | None, in_process: bool,
+    flush_every: float | None, as_json: bool,
 ) -> None:  # fmt: skip
     """Deploy FILE to the embedded local AWS and run its functions, live.
 
@@ -283,6 +286,7 @@ def dev_command(
                         plan, stack.client, produce=produce, key=key, rate=rate,
                         aggregate=aggregate, duration=duration, until_idle=until_idle,
                         in_process=in_process, stop=stop, log=_log_line(console), on_tick=tick,
+                        flush_every=flush_every,
                     )  # fmt: skip
                 if seen:  # the final counts, which --json prints too
                     live.update(display.table(seen[0], None, final=True))

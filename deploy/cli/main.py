@@ -371,11 +371,15 @@ def _contract(schema: str | None, compression: str) -> RegistrySchema | str | No
     help="Mapping settings from the file (plan), from the stack deployed at the endpoint "
     "(deployed), or deployed when there is one (auto).",
 )  # fmt: skip
+@click.option(
+    "--flush-every", type=click.FloatRange(min=0.0, min_open=True), metavar="S",
+    help="Flush windowed functions every S seconds instead of their flush_s (for tests).",
+)  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def run(
     file: str, *, functions: tuple[str, ...], endpoint_url: str | None, worker_id: str | None,
     in_process: bool, until_idle: float | None, duration: float | None, lease_duration: float,
-    settings: str, as_json: bool,
+    settings: str, flush_every: float | None, as_json: bool,
 ) -> None:  # fmt: skip
     """Feed the functions of FILE from its stream, as Lambda's event source mapping does.
 
@@ -383,7 +387,8 @@ def run(
     resumes after its last checkpoint and several runs share the shards. Ctrl-C stops
     cleanly: batches in flight finish, checkpoints are written, leases are released.
     A function deployed at the endpoint (shardline deploy) runs with its deployed mapping's
-    settings, unless --settings plan.
+    settings, unless --settings plan. A function with a window step is sent the scheduled
+    flush event every flush_s (or --flush-every), as its EventBridge rule does in AWS.
     """
     import os  # noqa: PLC0415
     import threading  # noqa: PLC0415
@@ -405,6 +410,7 @@ def run(
             plan, functions=list(functions) or None, worker_id=worker_id,
             in_process=in_process, lease_duration_s=lease_duration, settings=settings,
             log_to=2 if as_json else None,  # the workers' logs and metrics: stderr
+            flush_every=flush_every,
         )  # fmt: skip
         local.build()
     except RunError as exc:  # no such function, or no deployed mapping: a usage error
@@ -439,6 +445,42 @@ def run(
 
         stats = {r.name: mapping_json(r.stats or r.mapping.stats) for r in runs}
         click.echo(json.dumps({"worker_id": local.worker_id, "functions": stats}))
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.argument("function")
+@click.option("--endpoint-url", help="A local endpoint: flush in this process against it.")
+def flush(file: str, function: str, endpoint_url: str | None) -> None:
+    """Send FUNCTION of FILE one scheduled window flush, as its EventBridge rule does.
+
+    Without an endpoint, invokes the deployed Lambda function (lambda invoke); with a local
+    stack running or --endpoint-url, runs the flush in this process against it (the local
+    Lambda runs no code). Prints the response: windows sent on, emissions, pending.
+    """
+    import os  # noqa: PLC0415
+
+    from deploy.cli.common import load_any_plan  # noqa: PLC0415
+    from deploy.cli.local import use_local_stack  # noqa: PLC0415
+    from deploy.local.flush import flush_in_process, flush_with_lambda  # noqa: PLC0415
+    from stream.aws import aws_client  # noqa: PLC0415
+
+    endpoint_url = use_local_stack(endpoint_url)
+    if endpoint_url:
+        os.environ["AWS_ENDPOINT_URL"] = endpoint_url
+    plan = load_any_plan(file)
+    if function not in plan["functions"]:
+        known = ", ".join(plan["functions"])
+        raise click.UsageError(f"{file}: no function {function!r} (known: {known})")
+    if region := plan.get("region"):
+        os.environ.setdefault("AWS_DEFAULT_REGION", region)
+    if endpoint_url:
+        answer = flush_in_process(plan, function)
+    else:
+        answer = flush_with_lambda(plan, function, aws_client)
+    click.echo(json.dumps(answer))
+    if "error" in answer:
+        raise SystemExit(1)
 
 
 @main.command()

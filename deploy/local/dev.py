@@ -298,6 +298,7 @@ def run_dev(
     stop: threading.Event | None = None,
     log: Callable[[str], None] = lambda _line: None,
     on_tick: Callable[[LocalRun, _Producing | None], None] | None = None,
+    flush_every: float | None = None,
 ) -> DevReport:
     """Deploy ``plan`` locally, produce ``produce`` (if given) and run every function until
     ``stop`` is set, ``duration`` has passed, or (with ``until_idle``) the producer is done
@@ -309,6 +310,7 @@ def run_dev(
 
     The environment must already point boto3 and ``${OPENSEARCH_URL}`` at the local stack
     (:meth:`deploy.local.servers.LocalAWS.activated`): the workers' sinks read it.
+    ``flush_every`` replaces the windowed functions' ``flush_s`` (:class:`LocalRun`).
     """
     from deploy.local.run import LocalRun  # noqa: PLC0415
 
@@ -317,7 +319,7 @@ def run_dev(
     report.deployed = local_deploy(plan, client, log)
     local = LocalRun(
         plan, worker_id=worker_id, in_process=in_process, client=client, settings="deployed",
-        log_dir=LOG_DIR,
+        log_dir=LOG_DIR, flush_every=flush_every,
     )  # fmt: skip
     if prepare is not None:
         prepare()

@@ -49,6 +49,7 @@ from deploy.names import function_name, lease_table_name, stream_consumer_name
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
 
+    from deploy.local.flush import Ticker
     from stream.esm.mapping import EventSourceMapping, MappingStats
     from stream.esm.rules import MappingSettings
     from stream.plan import FunctionPlan, Plan
@@ -322,6 +323,11 @@ class LocalRun:
             process's stdout and stderr).
         log_to: without ``log_dir``, a file descriptor (or file) for the runtimes' output
             instead of this process's stdout: ``run --json`` keeps stdout for its summary.
+        flush_every: seconds between the scheduled window flushes of every function that
+            has them, instead of its ``flush_s`` (``--flush-every``: 60 s is long for a
+            test). :meth:`run` sends each windowed function (a window step with ``state:
+            dynamodb`` and ``flush_s`` not 0) the flush event through its own invoker, as
+            its EventBridge rule does in AWS (:mod:`deploy.local.flush`).
     """
 
     def __init__(
@@ -337,6 +343,7 @@ class LocalRun:
         settings: str = "plan",
         log_dir: Path | str | None = None,
         log_to: Any = None,
+        flush_every: float | None = None,
     ) -> None:
         from stream.aws import aws_client  # noqa: PLC0415
 
@@ -363,6 +370,12 @@ class LocalRun:
         self.settings = settings
         self.log_dir = None if log_dir is None else Path(log_dir)
         self.log_to = log_to
+        if flush_every is not None and not flush_every > 0:
+            msg = f"flush_every {flush_every!r}: expected seconds above 0"
+            raise ValueError(msg)
+        self.flush_every = flush_every
+        #: per windowed function, its flush ticker while :meth:`run` runs
+        self.tickers: dict[str, Ticker] = {}
         #: per function, where its settings came from: "plan" or "deployed"
         self.sources: dict[str, str] = {}
         #: per function with ``consumer: efo``, the ARN of its registered consumer
@@ -422,7 +435,8 @@ class LocalRun:
         on_tick: Callable[[list[FunctionRun]], None] | None = None,
     ) -> list[FunctionRun]:
         """Run every mapping in its own thread until ``stop`` is set (or, with
-        ``until_idle_s``, until every mapping has been caught up for that long).
+        ``until_idle_s``, until every mapping has been caught up for that long), and a
+        flush ticker per windowed function (:attr:`tickers`), stopped with them.
 
         Raises:
             FunctionInitError: a function's Lambda runtime failed its init; every mapping
@@ -440,6 +454,7 @@ class LocalRun:
             thread = threading.Thread(target=target, name=f"esm-{run.name}", daemon=True)
             thread.start()
             threads.append(thread)
+        self._start_tickers(stop)
         idle_since: float | None = None
         failed: FunctionRun | None = None
         try:
@@ -462,10 +477,31 @@ class LocalRun:
             stop.set()
             for thread in threads:
                 thread.join()
+            for ticker in self.tickers.values():
+                ticker.join()  # before the workers stop: a flush in flight finishes
             self.close()
         if failed is not None and failed.init_error is not None:
             raise FunctionInitError(failed.name, failed.init_error)
         return self.runs
+
+    def _start_tickers(self, stop: threading.Event) -> None:
+        """A flush ticker per function with scheduled flushes, on its mapping's invoker."""
+        from deploy.local.flush import Ticker, flush_period  # noqa: PLC0415
+
+        for run in self.runs:
+            spec = self.plan["functions"][run.name]
+            period = flush_period(spec, self.flush_every)
+            if period is None:
+                continue
+            ticker = Ticker(
+                run.name,
+                run.mapping.invoker,
+                period,
+                timeout_s=float(spec.get("timeout_s", 60)),
+                stop=stop,
+            )
+            self.tickers[run.name] = ticker
+            ticker.start()
 
     def close(self) -> None:
         """Stop worker processes. Idempotent."""
@@ -522,6 +558,8 @@ class LocalRun:
             runner = build_runner(self.plan, name)
 
             def handler(event: dict[str, Any], context: Any) -> Any:
+                if event.get("shardline") == "flush":  # as stream.lambda_handler does
+                    return runner.flush(event, context)
                 return runner.handle(event).response
 
             def close_sinks() -> None:

@@ -1,0 +1,325 @@
+"""A scheduled flush's tick on the session moto server (issue 16, slice S1 of
+``flush-design.md``): when every shard of a function is quiet, ``Window.tick`` /
+``SessionWindow.tick`` close their due windows with no closer, each quiet shard by a
+conditional commit of its own that names a pending emission, re-emitted by every tick
+until acked. Each test runs with one lane and in lanes mode (``parallelization`` 2), and
+for session windows where the rule is theirs too.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import pytest
+
+from deploy.local.readback import table_items
+from deploy.local.servers import provision
+from deploy.names import window_table_name
+from processors.chain import Chain, Step
+from processors.session import SessionWindow, session_end_of
+from processors.window import Window
+from processors.window_store import DynamoDBStore, WindowStateError
+from processors.window_tick import TICK_SUB_BASE, Emission
+from stream.records import Record
+from tests.integration.test_window_state import DOCS, Before, ShardItemFails
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+pytestmark = pytest.mark.integration
+
+LANES = pytest.mark.parametrize("lanes", [False, True], ids=["one-lane", "lanes"])
+KINDS = pytest.mark.parametrize("kind", ["window", "session"])
+START = 10_000.0  # the clock at the first batch
+#: what a tick closes of DOCS on s0 (tumbling windows of 60 s; sessions with a gap of 30 s)
+CLOSED = {
+    "window": [("f/a/1970-01-01T00:00:00Z", 2), ("f/b/1970-01-01T00:00:00Z", 1)],
+    "session": [("f/a/1970-01-01T00:00:05Z", 2), ("f/b/1970-01-01T00:00:06Z", 1)],
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def table(aws: Callable[[str], Any]) -> str:
+    """One window state table for the module; each test uses its own partition prefix."""
+    plan = {
+        "name": f"w{uuid.uuid4().hex[:8]}",
+        "stream": {"name": f"s{uuid.uuid4().hex[:8]}"},
+        "sinks": {},
+        "functions": {"f": {"processors": [{"window": {"state": "dynamodb"}}]}},
+    }
+    provision(plan, aws)
+    return window_table_name(plan, "f")
+
+
+def step(
+    table: str, prefix: str, client: Any, clock: list[float], *, lanes: bool, kind: str = "window"
+) -> Window | SessionWindow:
+    """A new step (a cold start) on the table, ``quiet_s`` 300, its clock ``clock``."""
+    now = lambda: clock[0]  # noqa: E731
+    par = 2 if lanes else 1
+    if kind == "session":
+        store = DynamoDBStore(table, prefix, 0, 30, client=client, now=now,
+                              end_of=session_end_of(30), high_water=lanes)  # fmt: skip
+        return SessionWindow(key="user", gap_s=30, field="ts", aggregate={"n": "count"},
+                             function="f", store=store, quiet_s=300, now=now,
+                             parallelization=par)  # fmt: skip
+    store = DynamoDBStore(table, prefix, 0, 60, client=client, now=now, high_water=lanes)
+    return Window(key="user", size_s=60, field="ts", aggregate={"n": "count"}, function="f",
+                  store=store, quiet_s=300, now=now, parallelization=par)  # fmt: skip
+
+
+def on(
+    window: Window | SessionWindow, shard: str, docs: list[dict[str, Any]], first_seq: int
+) -> list[dict[str, Any]]:
+    """A batch of ``docs`` on ``shard`` from ``first_seq``: the result documents."""
+    batch = [
+        Record(orjson.dumps(d), d["user"], str(first_seq + i), shard_id=shard, index=i)
+        for i, d in enumerate(docs)
+    ]
+    result = Chain([Step.of("processors[0].window", window)]).run(batch)
+    assert not result.failures, result.failures
+    return [r.as_dict() for r in result.records]
+
+
+def ids(results: Any) -> list[tuple[str, int]]:
+    return [(r["window_id"], r["n"]) for r in results]
+
+
+def tick_parts(aws: Callable[[str], Any], table: str, prefix: str) -> list[str]:
+    """The sort keys of the pending entries' parts in the test's partitions."""
+    found = table_items(aws("dynamodb"), table)
+    mine = [i["window"]["S"] for i in found if i["shard"]["S"].startswith(prefix)]
+    return sorted(sk for sk in mine if sk.startswith("~t#"))
+
+
+class TestTick:
+    """The five tests of the design's slice S1, and its risk 7.4."""
+
+    @LANES
+    @KINDS
+    def test_a_tick_closes_an_all_quiet_function_s_windows_once(self, aws, table, lanes, kind):
+        """s0 opens windows, s1 is never used. 299 s later a tick closes nothing; 301 s
+        later it closes them at the synthetic position; a tick without an ack emits the
+        same again; after the ack nothing; s0's record for a closed window is late."""
+        prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [START]
+        new = lambda: step(table, prefix, client, clock, lanes=lanes, kind=kind)  # noqa: E731
+        assert on(new(), "s0", DOCS, 1) == []
+        clock[0] += 299
+        assert new().tick() == []
+        clock[0] += 2
+        first = new().tick()
+        assert [(e.shard_id, e.tick, e.sequence_number, e.sub_sequence_number) for e in first] == [
+            ("s0", 1, "3", TICK_SUB_BASE + 1)
+        ]
+        assert sorted(ids(first[0].results)) == sorted(CLOSED[kind])
+        assert tick_parts(aws, table, prefix) == ["~t#0000000001#000"]
+        clock[0] += 60
+        again = new().tick()  # not acked (a sink was down): the same, as stored
+        assert again == first
+        ticker = new()
+        ticker.ack(again[0])
+        ticker.ack(again[0])  # twice is fine
+        assert new().tick() == []
+        assert tick_parts(aws, table, prefix) == []
+        s0 = new()
+        assert on(s0, "s0", [{"user": "a", "ts": 7}, {"user": "a", "ts": 20_000}], 10) == []
+        assert s0.late == 1
+        clock[0] += 301  # a's window of 20,000 is not due (end 20,060 + 0 > the cutoff)
+        assert new().tick() == []
+
+    @LANES
+    @KINDS
+    def test_a_batch_of_the_shard_inside_the_tick_makes_it_lose(self, aws, table, lanes, kind):
+        """s0 has a batch between the tick's read of it and its commit: the tick loses its
+        condition, emits nothing and leaves nothing pending; the next tick after
+        ``quiet_s`` closes the windows with that batch's record in them."""
+        prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [START]
+        on(step(table, prefix, client, clock, lanes=lanes, kind=kind), "s0", DOCS, 1)
+        clock[0] += 400
+        s0 = step(table, prefix, client, clock, lanes=lanes, kind=kind)
+        woke = {"user": "a", "ts": 31}  # joins a's window (a's session)
+        hooked = Before(client, lambda: on(s0, "s0", [woke], 5))
+        assert step(table, prefix, hooked, clock, lanes=lanes, kind=kind).tick() == []
+        assert hooked.hook is None  # it ran, inside the tick
+        assert tick_parts(aws, table, prefix) == []  # the lost attempt's parts are gone
+        assert step(table, prefix, client, clock, lanes=lanes, kind=kind).tick() == []
+        clock[0] += 301
+        closed = step(table, prefix, client, clock, lanes=lanes, kind=kind).tick()
+        assert [(e.shard_id, e.tick, e.sequence_number) for e in closed] == [("s0", 1, "5")]
+        grown = {"window": {"f/a/1970-01-01T00:00:00Z": 3},
+                 "session": {"f/a/1970-01-01T00:00:05Z": 3}}[kind]  # fmt: skip
+        assert sorted(ids(closed[0].results)) == sorted(
+            (i, grown.get(i, n)) for i, n in CLOSED[kind]
+        )
+
+    @LANES
+    @KINDS
+    @pytest.mark.parametrize("first", ["tick", "batch"])
+    def test_a_tick_and_a_cross_shard_close_close_each_window_once(
+        self, aws, table, lanes, kind, first
+    ):
+        """A tick and another shard's batch decide to close s0 on the same ``rev``/``n``:
+        whichever commits first wins, the other loses its condition (the batch is applied
+        again, or delivered again with one lane), and each window comes out once over
+        both."""
+        prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [START]
+        new = lambda c=client: step(table, prefix, c, clock, lanes=lanes, kind=kind)  # noqa: E731
+        z = [{"user": "z", "ts": 20_000 + n} for n in range(4)]  # s1's windows stay open
+        on(new(), "s0", DOCS, 1)
+        on(new(), "s1", z[:1], 1)
+        clock[0] += 400
+        out: list[tuple[str, int]] = []
+        batch = [Record(orjson.dumps(z[1]), "z", "2", shard_id="s1", index=0)]
+        if first == "tick":  # the tick commits while the batch writes its window items
+            ticked: list[Emission] = []
+            s1 = new(Before(client, lambda: ticked.extend(new().tick())))
+            result = Chain([Step.of("w", s1)]).run(batch)
+            assert [e.shard_id for e in ticked] == ["s0"]  # the tick closed s0 first
+            out += [i for e in ticked for i in ids(e.results)]
+            for emission in ticked:  # written: acked (else the next tick emits it again)
+                new().ack(emission)
+            if not lanes:  # its transaction failed: delivered again
+                assert [type(f.error) for f in result.failures] == [WindowStateError]
+                result = Chain([Step.of("w", new())]).run(batch)
+            assert not result.failures
+            out += ids(r.as_dict() for r in result.records)
+        else:  # the batch commits while the tick writes its entry's parts
+            s1 = new()
+            ran: list[Any] = []
+            hooked = Before(client, lambda: ran.append(Chain([Step.of("w", s1)]).run(batch)))
+            assert new(hooked).tick() == []
+            assert len(ran) == 1  # the batch ran inside the tick, after its read
+            assert not ran[0].failures
+            out += ids(r.as_dict() for r in ran[0].records)
+        clock[0] += 60
+        out += [i for e in new().tick() for i in ids(e.results)]
+        out += ids(on(new(), "s1", z[2:3], 3))
+        assert sorted(out) == sorted(CLOSED[kind])
+        assert Counter(i for i, _ in out).most_common(1)[0][1] == 1
+
+    @LANES
+    def test_a_large_close_goes_to_parts_and_reads_back_equal(self, aws, table, lanes):
+        """Results over 350 KB of JSON: the entry is two parts, read back equal."""
+        prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [START]
+        users = [f"{n:04d}" + "u" * 196 for n in range(800)]  # 800 results of about 500 B
+        docs = [{"user": u, "ts": 5} for u in users]
+        on(step(table, prefix, client, clock, lanes=lanes), "s0", docs, 1)
+        clock[0] += 301
+        first = step(table, prefix, client, clock, lanes=lanes).tick()
+        assert len(first) == 1
+        assert len(orjson.dumps(list(first[0].results))) > 350_000
+        assert tick_parts(aws, table, prefix) == ["~t#0000000001#000", "~t#0000000001#001"]
+        again = step(table, prefix, client, clock, lanes=lanes).tick()
+        assert again == first
+        assert sorted(r["key"] for r in again[0].results) == users
+
+    @LANES
+    @KINDS
+    def test_a_tick_s_results_equal_a_cross_shard_close_s(self, aws, table, lanes, kind):
+        """The same records closed by a tick and by another shard's batch: equal result
+        documents (one rule, :meth:`Window._due_results`)."""
+        client, clock = aws("dynamodb"), [START]
+        by_batch, by_tick = uuid.uuid4().hex, uuid.uuid4().hex
+        z = {"user": "z", "ts": 9_990}
+        for prefix in (by_batch, by_tick):
+            on(step(table, prefix, client, clock, lanes=lanes, kind=kind), "s0", DOCS, 1)
+        on(step(table, by_batch, client, clock, lanes=lanes, kind=kind), "s1", [z], 1)
+        clock[0] += 301
+        closing = on(step(table, by_batch, client, clock, lanes=lanes, kind=kind), "s1", [z], 2)
+        ticked = step(table, by_tick, client, clock, lanes=lanes, kind=kind).tick()
+        assert sorted(ids(closing)) == sorted(CLOSED[kind])
+        assert [list(e.results) for e in ticked] == [closing]
+
+    @pytest.mark.parametrize("lanes", [False, True], ids=["one-lane-then", "lanes-throughout"])
+    def test_a_pending_entry_survives_every_later_write_of_the_shard_item(
+        self, aws, table, lanes
+    ):
+        """Design risk 7.4: the one-lane ``Put`` of the shard item replaces it whole, so it
+        must carry ``ticks``: a pending entry is still pending after a one-lane batch, a
+        fence and the batch after it, and the first lanes commit (the conversion); an
+        acked one stays acked after a warm batch that read the item before the ack."""
+        prefix, clock = uuid.uuid4().hex, [START]
+        client = aws("dynamodb")
+        new = lambda c=client, lanes=lanes: step(table, prefix, c, clock, lanes=lanes)  # noqa: E731
+        on(new(), "s0", DOCS, 1)
+        warm = new()
+        on(warm, "s0", [{"user": "q", "ts": 40}], 4)  # its cache holds the item
+        clock[0] += 301
+        pending = new().tick()
+        assert [(e.shard_id, e.tick) for e in pending] == [("s0", 1)]
+        on(warm, "s0", [{"user": "q", "ts": 20_001}], 5)  # warm, after the tick's commit
+        assert new().tick() == pending
+        on(new(), "s0", [{"user": "q", "ts": 20_002}], 6)  # cold
+        assert new().tick() == pending
+        if not lanes:
+            fence(aws, new, pending)
+            # the conversion: the first lanes commit over the one-lane item
+            on(new(lanes=True), "s0", [{"user": "q", "ts": 20_005}], 9)
+            assert new(lanes=True).tick() == pending
+            assert "legacy_applied" in shard_item(aws, table, prefix, "s0")
+        ticker = new(lanes=True)
+        ticker.ack(pending[0])
+        assert new(lanes=True).tick() == []
+        assert tick_parts(aws, table, prefix) == []
+
+    def test_an_acked_entry_stays_acked_after_a_warm_one_lane_batch(self, aws, table):
+        """The ack moves no ``rev``: a warm one-lane process, whose cache still names the
+        entry, takes ``ticks`` from its head read, so its next ``Put`` does not bring the
+        entry back. And one that did (an item written with a stale ``ticks``, as a batch
+        that read before the ack writes it) names parts that are gone: the next tick
+        drops the name and emits nothing."""
+        prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [START]
+        new = lambda: step(table, prefix, client, clock, lanes=False)  # noqa: E731
+        on(new(), "s0", DOCS, 1)
+        clock[0] += 301
+        pending = new().tick()
+        assert len(pending) == 1
+        warm = new()
+        on(warm, "s0", [{"user": "q", "ts": 20_000}], 4)  # reads the item naming it
+        new().ack(pending[0])
+        on(warm, "s0", [{"user": "q", "ts": 20_001}], 5)  # warm: the same rev as its read
+        assert "ticks" not in shard_item(aws, table, prefix, "s0")
+        assert new().tick() == []
+        # the race the design accepts: a Put from before the ack brings the name back
+        ddb = aws("dynamodb")
+        item = shard_item(aws, table, prefix, "s0")
+        item["ticks"] = {"M": {"1": {"S": "1/3"}}}
+        ddb.put_item(TableName=table, Item=item)
+        assert new().tick() == []
+        assert shard_item(aws, table, prefix, "s0")["ticks"] == {"M": {}}
+
+
+def shard_item(aws: Callable[[str], Any], table: str, prefix: str, shard: str) -> dict[str, Any]:
+    item: dict[str, Any] = aws("dynamodb").get_item(
+        TableName=table,
+        Key={"shard": {"S": prefix + shard}, "window": {"S": "#shard"}},
+        ConsistentRead=True,
+    )["Item"]
+    return item
+
+
+def fence(aws: Callable[[str], Any], new: Callable[..., Any], pending: list[Emission]) -> None:
+    """One lane: a batch whose shard item write times out leaves its window item pending
+    at record 8; its twin of record 7 alone then fences (``UpdateItem`` of ``rev``) before
+    it writes over it and commits; then the batch again. ``pending`` stays pending."""
+    failing = ShardItemFails(aws("dynamodb"))
+    twice = [{"user": "q", "ts": 20_003}, {"user": "q", "ts": 20_004}]
+    batch = [Record(orjson.dumps(d), "q", str(7 + i), shard_id="s0", index=i)
+             for i, d in enumerate(twice)]  # fmt: skip
+    assert Chain([Step.of("w", new(failing))]).run(batch).failures
+    assert failing.failed
+    assert new().tick() == pending
+    calls: list[str] = []
+    fenced = aws("dynamodb")
+    fenced.meta.events.register(
+        "before-parameter-build.dynamodb.UpdateItem",
+        lambda params, **_: calls.append(params.get("UpdateExpression", "")),
+    )
+    on(new(fenced), "s0", twice[:1], 7)
+    assert any(c.startswith("SET rev = :new") for c in calls)  # the fence ran
+    assert new().tick() == pending
+    on(new(), "s0", twice, 7)
+    assert new().tick() == pending
