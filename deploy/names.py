@@ -7,7 +7,6 @@ a stack deployed to AWS and a local run address the same resources the same way.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -18,7 +17,6 @@ __all__ = [
     "MAX_FUNCTION_NAME",
     "MAX_QUEUE_NAME",
     "dead_letter_queue_name",
-    "flush_event",
     "flush_rate",
     "flush_seconds",
     "function_name",
@@ -100,25 +98,27 @@ def window_tables(plan: Mapping[str, Any]) -> dict[str, str]:
 
 
 def flush_seconds(function: Mapping[str, Any]) -> int:
-    """Seconds between one function's scheduled flushes (0: none): the smallest non-zero
-    ``flush_s`` of its ``state: dynamodb`` window steps. A flush closes every window step's
-    quiet shards, so the most frequent one wanted is the one scheduled.
+    """Seconds between one function's scheduled flushes (0: none): the ``flush_s`` of its
+    last window step when that step keeps its state in DynamoDB. A flush ticks that step
+    alone (:mod:`stream.flush`; ``validate`` refuses ``flush_s`` on an earlier one).
 
     >>> w = lambda **kw: {"window": {"state": "dynamodb", **kw}}
-    >>> flush_seconds({"processors": [w(flush_s=300), w(flush_s=0), w(flush_s=120)]})
+    >>> flush_seconds({"processors": [w(flush_s=0), w(flush_s=120)]})
     120
     >>> flush_seconds({"processors": [w()]}), flush_seconds({"processors": [w(flush_s=0)]})
     (60, 0)
     >>> flush_seconds({"processors": [{"window": {"state": "memory"}}]})
     0
     """
-    periods = []
-    for entry in function.get("processors") or ():
-        window = entry.get("window") if isinstance(entry, dict) else None
-        if isinstance(window, dict) and window.get("state", "dynamodb") == "dynamodb":
-            flush = window.get("flush_s")
-            periods.append(DEFAULT_FLUSH_S if flush is None else int(flush))
-    return min((p for p in periods if p), default=0)
+    windows = [
+        entry["window"]
+        for entry in function.get("processors") or ()
+        if isinstance(entry, dict) and isinstance(entry.get("window"), dict)
+    ]
+    if not windows or windows[-1].get("state", "dynamodb") != "dynamodb":
+        return 0
+    flush = windows[-1].get("flush_s")
+    return DEFAULT_FLUSH_S if flush is None else int(flush)
 
 
 def flush_rate(seconds: int) -> str:
@@ -130,15 +130,3 @@ def flush_rate(seconds: int) -> str:
     """
     minutes = seconds // 60
     return f"rate({minutes} minute{'' if minutes == 1 else 's'})"
-
-
-def flush_event(function: str) -> str:
-    """The constant input of a function's flush rule: the handler takes it for a flush, not
-    a Kinesis batch, and checks that it names its own function.
-
-    >>> flush_event("per-user")
-    '{"shardline":"flush","version":1,"function":"per-user"}'
-    """
-    return json.dumps(
-        {"shardline": "flush", "version": 1, "function": function}, separators=(",", ":")
-    )

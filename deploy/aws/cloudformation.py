@@ -75,7 +75,6 @@ from deploy.names import (
     MAX_FUNCTION_NAME,
     MAX_QUEUE_NAME,
     dead_letter_queue_name,
-    flush_event,
     flush_rate,
     flush_seconds,
     function_name,
@@ -94,6 +93,7 @@ from deploy.pipeline.runtime_checks import plugin_iam_statements, processor_iam_
 from sinks.registry import BUILTIN_SINKS
 from sinks.s3 import DEAD_LETTERS
 from sinks.templates import Template
+from stream.flush import flush_event
 from stream.metrics import NAMESPACE as METRICS_NAMESPACE
 from stream.runtime import used_sinks
 
@@ -662,13 +662,14 @@ class _Builder:
         dropped: the next flush is the retry, and a retry would only overlap it."""
         fid = self.id("Function", function)
         rule = self.id("FlushRule", function)
+        event = json.dumps(flush_event(function), separators=(",", ":"))
         self.resources[rule] = {
             "Type": "AWS::Events::Rule",
             "Properties": {
                 "Description": f"shardline {self.plan['name']}: flush {function}'s quiet windows",
                 "ScheduleExpression": flush_rate(seconds),
                 "State": "ENABLED",
-                "Targets": [{"Id": "flush", "Arn": _get(fid), "Input": flush_event(function)}],
+                "Targets": [{"Id": "flush", "Arn": _get(fid), "Input": event}],
             },
         }
         self.resources[self.id("FlushPermission", function)] = {

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from deploy.names import function_name
+from deploy.names import flush_seconds, function_name
 from stream.flush import flush_event
 
 if TYPE_CHECKING:
@@ -25,20 +25,16 @@ if TYPE_CHECKING:
     from stream.esm.invoke import InvokeOutcome, Invoker
     from stream.plan import FunctionPlan, Plan
 
-__all__ = ["DEFAULT_FLUSH_S", "Ticker", "flush_in_process", "flush_period", "flush_with_lambda"]
-
-#: The pipeline key ``flush_s``'s default, for plans compiled before the key existed.
-DEFAULT_FLUSH_S = 60
-
+__all__ = ["Ticker", "flush_in_process", "flush_period", "flush_with_lambda"]
 
 def flush_period(spec: FunctionPlan, override: float | None = None) -> float | None:
-    """Seconds between a function's flushes, ``None`` when it has none: the ``flush_s`` of
-    its last window step (absent: 60; 0: none; a flush ticks that step alone:
-    :mod:`stream.flush`, "Several window steps"), with ``state: dynamodb``, or ``override``
-    (``--flush-every``) for a function that flushes at all.
+    """Seconds between a function's flushes, ``None`` when it has none: its EventBridge
+    rule's period (:func:`deploy.names.flush_seconds`: the last window step's ``flush_s``,
+    with ``state: dynamodb``), or ``override`` (``--flush-every``) for a function that
+    flushes at all.
 
     >>> w = lambda **kw: {"window": {"key": "k", "size_s": 60, **kw}}
-    >>> flush_period({"processors": [w(flush_s=600), w()]})
+    >>> flush_period({"processors": [w(flush_s=0), w()]})
     60.0
     >>> flush_period({"processors": [w(flush_s=0), w(flush_s=300)]}, 0.5)
     0.5
@@ -47,14 +43,7 @@ def flush_period(spec: FunctionPlan, override: float | None = None) -> float | N
     >>> flush_period({"processors": [w(state="memory")]}) is None
     True
     """
-    windows = [
-        entry["window"]
-        for entry in spec.get("processors") or ()
-        if isinstance(entry, dict) and isinstance(entry.get("window"), dict)
-    ]
-    if not windows or windows[-1].get("state", "dynamodb") != "dynamodb":
-        return None
-    every = windows[-1].get("flush_s", DEFAULT_FLUSH_S)
+    every = flush_seconds(spec)
     if not every:
         return None
     return override if override is not None else float(every)

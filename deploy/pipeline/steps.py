@@ -94,7 +94,31 @@ def validate_chain(
         else:
             _plugin(r, (*at, name), name)
             out.append({name: args})
+    _earlier_flushes(r, path, value, out)
     return out, route_at is not None
+
+
+def _earlier_flushes(
+    r: Reporter, path: Path, written: list[Any], out: list[dict[str, Any]]
+) -> None:
+    """A scheduled flush ticks the chain's last window step only (:mod:`stream.flush`): an
+    earlier window step's flushed result, sent again after a batch of its shard, would find
+    the later step's outbox past it and yield nothing there, losing a result of the later
+    step. So an earlier step's windows close by records alone: its ``flush_s`` is 0 in the
+    plan, and a non-zero value written is refused rather than silently not kept."""
+    windows = [i for i, entry in enumerate(out) if isinstance(entry.get("window"), dict)]
+    for i in windows[:-1]:
+        entry = written[i].get("window") if isinstance(written[i], dict) else None
+        value = entry.get("flush_s") if isinstance(entry, dict) else None
+        if type(value) is int and value != 0 and out[i]["window"].get("flush_s") == value:
+            r.error(
+                (*path, i, "window", "flush_s"),
+                f"{value} on a window step followed by another window step: a scheduled "
+                "flush closes the last window step's quiet windows only (README, "
+                '"Windows": scheduled flush); this step\'s windows close by records, so '
+                "remove flush_s here or write 0",
+            )
+        out[i]["window"]["flush_s"] = 0
 
 
 def _entry_shape(keys: list[str]) -> str:

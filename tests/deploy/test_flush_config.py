@@ -200,18 +200,19 @@ class TestTheTemplate:
         assert rules == ["PurchasesPerUserFlushRule"]
         assert not [k for k in resources if k.startswith("AllOrdersFlush")]
 
-    def test_the_smallest_non_zero_flush_of_the_function_s_window_steps_is_scheduled(
-        self,
-    ) -> None:
+    def test_the_last_window_step_s_flush_is_scheduled(self) -> None:
+        """A flush ticks the chain's last window step only (stream.flush): its period is
+        the rule's, and an earlier step's default is off in the plan."""
         doc = _doc(flush_s=600)
         steps = doc["functions"][FUNCTION]["processors"]
-        second = copy.deepcopy(steps[1])
-        second["window"]["flush_s"] = 180
-        third = copy.deepcopy(steps[1])
-        third["window"]["flush_s"] = 0
-        steps[2:2] = [second, third]
+        earlier = copy.deepcopy(steps[1])
+        del earlier["window"]["flush_s"]
+        steps[1:1] = [earlier]
+        plan = _plan(doc)
+        windows = [p["window"] for p in plan["functions"][FUNCTION]["processors"] if "window" in p]
+        assert [w["flush_s"] for w in windows] == [0, 600]
         rule = _resources(doc)["PurchasesPerUserFlushRule"]
-        assert rule["Properties"]["ScheduleExpression"] == "rate(3 minutes)"
+        assert rule["Properties"]["ScheduleExpression"] == "rate(10 minutes)"
 
     def test_a_session_window_function_gets_them_too(self) -> None:
         doc: dict[str, Any] = yaml.safe_load(SESSIONS)
