@@ -295,6 +295,57 @@ class TestTick:
         assert shard_item(aws, table, prefix, "s0")["ticks"] == {"M": {}}
 
 
+class TestTickLimits:
+    """What a tick does when its time runs out or the table fails for one shard."""
+
+    @LANES
+    def test_stop_leaves_the_other_shards_to_the_next_tick(self, aws, table, lanes):
+        prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [START]
+        new = lambda c=client: step(table, prefix, c, clock, lanes=lanes)  # noqa: E731
+        on(new(), "s0", DOCS, 1)
+        on(new(), "s1", DOCS, 1)
+        clock[0] += 301
+        asked: list[int] = []
+        first = new().tick(stop=lambda: len(asked.append(1) or asked) > 1)
+        assert [e.shard_id for e in first] == ["s0"]
+        second = new().tick()
+        assert [(e.shard_id, e.tick) for e in second] == [("s0", 1), ("s1", 1)]
+        assert second[0] == first[0]
+
+    @LANES
+    def test_a_failed_read_of_one_shard_raises_after_the_others_commit(self, aws, table, lanes):
+        """The table refuses the read of s0's partition (throttled): the tick closes s1,
+        then raises; the next tick emits s1's entry and closes s0."""
+        prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [START]
+        new = lambda c=client: step(table, prefix, c, clock, lanes=lanes)  # noqa: E731
+        on(new(), "s0", DOCS, 1)
+        on(new(), "s1", DOCS, 1)
+        clock[0] += 301
+        with pytest.raises(WindowStateError, match="ProvisionedThroughputExceeded"):
+            new(QueryFails(client, prefix + "s0")).tick()
+        after = new().tick()
+        assert [(e.shard_id, e.tick) for e in after] == [("s1", 1), ("s0", 1)]
+        assert [sorted(ids(e.results)) for e in after] == [sorted(CLOSED["window"])] * 2
+
+
+class QueryFails:
+    """The real client, except that a ``Query`` of partition ``pk`` is refused (throttled)."""
+
+    def __init__(self, client: Any, pk: str) -> None:
+        self.client, self.pk = client, pk
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def query(self, **request: Any) -> Any:
+        if request["ExpressionAttributeValues"][":s"]["S"] == self.pk:
+            from botocore.exceptions import ClientError  # noqa: PLC0415
+
+            error = {"Code": "ProvisionedThroughputExceededException", "Message": "injected"}
+            raise ClientError({"Error": error}, "Query")
+        return self.client.query(**request)
+
+
 def shard_item(aws: Callable[[str], Any], table: str, prefix: str, shard: str) -> dict[str, Any]:
     item: dict[str, Any] = aws("dynamodb").get_item(
         TableName=table,
