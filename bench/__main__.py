@@ -34,6 +34,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "sinks": ("bench.sinks", "records/s of each sink's bulk writes vs one call per record"),
     "window": ("bench.window", "µs/record: the window step vs a hand-written dict aggregation"),
     "session": ("bench.session", "µs/record: session windows vs a hand-written dict of sessions"),
+    "tick": ("bench.tick", "ms and DynamoDB calls of a scheduled flush's tick over N shards"),
     "soak": ("bench.soak", "e2e fault scenarios and the example under load; writes RELIABILITY.md"),
 }
 

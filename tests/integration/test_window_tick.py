@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from deploy.local.readback import table_items
 from deploy.local.servers import provision
@@ -25,6 +27,7 @@ from processors.window_store import DynamoDBStore, WindowStateError
 from processors.window_tick import TICK_SUB_BASE, Emission
 from stream.records import Record
 from tests.integration.test_window_state import DOCS, Before, ShardItemFails
+from tests.processors.test_window import AGGREGATE, _rec, _result
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -292,6 +295,57 @@ class TestTick:
         assert shard_item(aws, table, prefix, "s0")["ticks"] == {"M": {}}
 
 
+class TestTickLimits:
+    """What a tick does when its time runs out or the table fails for one shard."""
+
+    @LANES
+    def test_stop_leaves_the_other_shards_to_the_next_tick(self, aws, table, lanes):
+        prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [START]
+        new = lambda c=client: step(table, prefix, c, clock, lanes=lanes)  # noqa: E731
+        on(new(), "s0", DOCS, 1)
+        on(new(), "s1", DOCS, 1)
+        clock[0] += 301
+        asked: list[int] = []
+        first = new().tick(stop=lambda: len(asked.append(1) or asked) > 1)
+        assert [e.shard_id for e in first] == ["s0"]
+        second = new().tick()
+        assert [(e.shard_id, e.tick) for e in second] == [("s0", 1), ("s1", 1)]
+        assert second[0] == first[0]
+
+    @LANES
+    def test_a_failed_read_of_one_shard_raises_after_the_others_commit(self, aws, table, lanes):
+        """The table refuses the read of s0's partition (throttled): the tick closes s1,
+        then raises; the next tick emits s1's entry and closes s0."""
+        prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [START]
+        new = lambda c=client: step(table, prefix, c, clock, lanes=lanes)  # noqa: E731
+        on(new(), "s0", DOCS, 1)
+        on(new(), "s1", DOCS, 1)
+        clock[0] += 301
+        with pytest.raises(WindowStateError, match="ProvisionedThroughputExceeded"):
+            new(QueryFails(client, prefix + "s0")).tick()
+        after = new().tick()
+        assert [(e.shard_id, e.tick) for e in after] == [("s1", 1), ("s0", 1)]
+        assert [sorted(ids(e.results)) for e in after] == [sorted(CLOSED["window"])] * 2
+
+
+class QueryFails:
+    """The real client, except that a ``Query`` of partition ``pk`` is refused (throttled)."""
+
+    def __init__(self, client: Any, pk: str) -> None:
+        self.client, self.pk = client, pk
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def query(self, **request: Any) -> Any:
+        if request["ExpressionAttributeValues"][":s"]["S"] == self.pk:
+            from botocore.exceptions import ClientError  # noqa: PLC0415
+
+            error = {"Code": "ProvisionedThroughputExceededException", "Message": "injected"}
+            raise ClientError({"Error": error}, "Query")
+        return self.client.query(**request)
+
+
 def shard_item(aws: Callable[[str], Any], table: str, prefix: str, shard: str) -> dict[str, Any]:
     item: dict[str, Any] = aws("dynamodb").get_item(
         TableName=table,
@@ -323,3 +377,162 @@ def fence(aws: Callable[[str], Any], new: Callable[..., Any], pending: list[Emis
     assert new().tick() == pending
     on(new(), "s0", twice, 7)
     assert new().tick() == pending
+
+
+# -- the property: batches, cross-shard closes and ticks at any clock, against a model ------
+
+QUIET_S = 50  # the property's quiet_s: its clock moves 0-60 s an event, its event times 0-300
+
+
+class _Model:
+    """The rule of README "Windows" as plain dicts, event by event: per shard, records
+    applied once each in order (a redelivered one changes nothing), windows closed by the
+    shard's watermark; a batch with a record that is neither late nor redelivered closes
+    the other quiet shards, and a tick all of them: a shard with no commit since the
+    cutoff (now - ``quiet_s``) and a window that ends (plus the lateness) by then gets
+    "a record at the cutoff" (its greatest event time raised to it), which closes them."""
+
+    def __init__(self, size: int, slide: int, lateness: int) -> None:
+        self.size, self.slide, self.lateness = size, slide, lateness
+        self.windows: dict[str, dict[tuple[str, int], list[tuple[float, dict[str, Any]]]]] = {}
+        self.max_time: dict[str, float] = {}
+        self.applied: dict[str, int] = {}
+        self.clock: dict[str, float] = {}  # a shard's last commit
+        self.results: dict[str, dict[str, Any]] = {}
+        self.late: set[tuple[str, int]] = set()
+
+    def batch(self, shard: str, records: list[tuple[int, dict[str, Any]]], now: float) -> None:
+        new = [(p, d) for p, d in records if p > self.applied.get(shard, -1)]
+        closer = False
+        for p, doc in new:
+            closer |= self._apply(shard, p, doc)
+        if new:
+            self.applied[shard] = new[-1][0]
+            self.clock[shard] = now
+        if closer:
+            for other in self.clock:
+                if other != shard:
+                    self._quiet(other, now - QUIET_S)
+
+    def tick(self, now: float) -> None:
+        for shard in self.clock:
+            self._quiet(shard, now - QUIET_S)
+
+    def _apply(self, shard: str, p: int, doc: dict[str, Any]) -> bool:
+        size, slide, t = self.size, self.slide, doc["ts"]
+        mt = self.max_time.get(shard)
+        wm = None if mt is None else mt - self.lateness
+        last = int(t // slide) * slide
+        opened = [s for s in range(last - size + slide, last + 1, slide)
+                  if wm is None or s + size > wm]  # fmt: skip
+        if not opened:
+            self.late.add((shard, p))
+            return False
+        windows = self.windows.setdefault(shard, {})
+        for s in opened:
+            windows.setdefault((doc["user"], s), []).append((t, doc))
+        self.max_time[shard] = t if mt is None else max(mt, t)
+        self._close(shard)
+        return True
+
+    def _quiet(self, shard: str, cutoff: float) -> None:
+        mt = self.max_time.get(shard)
+        due = [w for w in self.windows.get(shard, {}) if w[1] + self.size + self.lateness <= cutoff]
+        if self.clock[shard] < cutoff and (mt is None or mt < cutoff) and due:
+            self.max_time[shard] = cutoff
+            self._close(shard)
+
+    def _close(self, shard: str) -> None:
+        wm = self.max_time[shard] - self.lateness
+        windows = self.windows.setdefault(shard, {})
+        for (key, s), items in list(windows.items()):
+            if s + self.size <= wm:
+                del windows[key, s]
+                doc = _result("fn", key, s, self.size, items)
+                self.results[doc["window_id"]] = doc
+
+
+@st.composite
+def _tick_scenario(draw: st.DrawFn) -> dict[str, Any]:
+    size = draw(st.sampled_from([10, 30, 60]))
+    slide = draw(st.sampled_from([d for d in (size, size // 2, size // 5) if size % d == 0]))
+    lateness = draw(st.integers(0, size))
+    shards: dict[str, list[dict[str, Any]]] = {}
+    for n in range(draw(st.integers(1, 3))):
+        t_clock, docs = 0, []
+        for _ in range(draw(st.integers(0, 20))):
+            t_clock += draw(st.integers(0, 15))
+            docs.append({
+                "user": draw(st.sampled_from([f"u{n}a", f"u{n}b"])),
+                "ts": max(0, t_clock - draw(st.integers(0, lateness + 10))),
+                "amount": draw(st.integers(-5, 50)),
+                "product": draw(st.sampled_from("pqr")),
+                "page": draw(st.sampled_from(["/a", "/b", "/c"])),
+            })  # fmt: skip
+        shards[f"shardId-{n}"] = docs
+    # (a tick?, which shard, batch size, records before the end delivered again, the
+    # clock's advance before it, whether a tick's emissions are acked)
+    event = st.tuples(st.booleans(), st.integers(0, 2), st.integers(1, 6), st.integers(0, 3),
+                      st.integers(0, 60), st.booleans())  # fmt: skip
+    events = draw(st.lists(event, max_size=30))
+    return {"size": size, "slide": slide, "lateness": lateness, "shards": shards,
+            "events": events}  # fmt: skip
+
+
+@LANES
+@settings(deadline=None, max_examples=12)
+@given(scenario=_tick_scenario())
+def test_ticks_between_batches_equal_the_model(
+    aws: Callable[[str], Any], table: str, lanes: bool, scenario: dict[str, Any]
+) -> None:
+    """Batches (some delivered again, every other by a new step: a cold start), another
+    shard's quiet closes and ticks at any clock: each window_id is emitted with the
+    model's result (again, identically: a redelivery, a pending emission), every model
+    result is emitted, and late records are exactly the model's."""
+    prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [0.0]
+    size, slide, lateness = scenario["size"], scenario["slide"], scenario["lateness"]
+
+    def make() -> Window:
+        now = lambda: clock[0]  # noqa: E731
+        store = DynamoDBStore(table, prefix, lateness, size, client=client, now=now,
+                              high_water=lanes)  # fmt: skip
+        return Window(key="user", size_s=size, slide_s=slide, field="ts",
+                      allowed_lateness_s=lateness, aggregate=AGGREGATE, late="late",
+                      function="fn", store=store, quiet_s=QUIET_S, now=now,
+                      parallelization=2 if lanes else 1)  # fmt: skip
+
+    warm, model = make(), _Model(size, slide, lateness)
+    calls = iter(range(10**6))
+    shards = scenario["shards"]
+    names = sorted(shards)
+    cursors = dict.fromkeys(shards, 0)
+    emitted: dict[str, dict[str, Any]] = {}
+    late: set[tuple[str, int]] = set()
+    for is_tick, which, count, back, advance, ack in scenario["events"]:
+        clock[0] += advance
+        window = make() if next(calls) % 2 else warm
+        if is_tick:
+            for emission in window.tick():
+                for doc in emission.results:
+                    assert emitted.setdefault(doc["window_id"], doc) == doc
+                if ack:
+                    window.ack(emission)
+            model.tick(clock[0])
+            continue
+        shard = names[which % len(names)]
+        docs, start = shards[shard], cursors[shard]
+        if start >= len(docs):
+            continue
+        end = min(len(docs), start + count)
+        batch = [_rec(docs[p], 1000 + p, shard, p - start) for p in range(start, end)]
+        result = Chain([Step.of("processors[0].window", window)]).run(batch)
+        assert not result.failures, result.failures
+        for rec in result.records:
+            if rec.routes == ("late",):
+                late.add((shard, int(rec.sequence_number) - 1000))
+            else:
+                assert emitted.setdefault(rec.json["window_id"], rec.json) == rec.json
+        model.batch(shard, [(p, docs[p]) for p in range(start, end)], clock[0])
+        cursors[shard] = max(start + 1, end - back) if back else end
+    assert emitted == model.results
+    assert late == model.late
