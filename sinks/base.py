@@ -276,6 +276,8 @@ class DeadLetter(FrozenValue):
             "arrival": rec.arrival,
             "data_base64": b2a_base64(data, newline=False).decode(),
         }
+        if rec.aggregated:  # its document_id holds the sub-sequence number: a redrive keeps it
+            envelope["aggregated"] = True
         if data_error is not None:
             envelope["data_error"] = data_error
         if self.redrives:
@@ -315,6 +317,7 @@ class DeadLetter(FrozenValue):
             str(doc["partition_key"]),
             str(int(doc["sequence_number"])),  # a decimal string: anything else is not ours
             int(doc.get("sub_sequence_number") or 0),
+            doc.get("aggregated") is True,
             shard_id=str(doc.get("shard_id") or ""),
             arrival=float(doc.get("arrival") or 0.0),
             event_id=str(doc.get("event_id") or ""),

@@ -16,7 +16,7 @@ import stream.lambda_handler as lh
 from processors.chain import Chain
 from processors.step import Step
 from processors.window_tick import TICK_SUB_BASE, Emission
-from sinks.base import OK, Ordering, Outcome, Sink, permanent, retryable
+from sinks.base import OK, DeadLetter, Ordering, Outcome, Sink, permanent, retryable
 from stream.batch import BatchRunner
 from stream.exceptions import FlushEventError, ShardlineError
 from stream.flush import FlushRunner, emission_records, flush_event
@@ -219,6 +219,26 @@ class TestRecords:
         (flushed,) = emission_records(e, event_source_arn="", arrival=0.0, index=0)
         assert last.document_id == "s:4242"
         assert flushed.document_id == f"s:4242:{TICK_SUB_BASE + 1}"
+
+    def test_a_flushed_results_dead_letter_keeps_its_reason_and_its_document_id(self):
+        """A result a sink refused is dead-lettered with the sink's reason; ``dlq redrive``
+        reads the letter back (``DeadLetter.from_document``) and writes the record again:
+        it must keep the flushed result's ``document_id`` (with the tick's sub-sequence
+        number), or it would land on the ``_id`` of the result the shard's last record
+        made (``s:4242``) and overwrite that window's document."""
+        window = StandInWindow()
+        sink = Rows("rows", lambda rec, n: permanent("too big", "ValidationException"))
+        window.close("shardId-0", 1, "f/a/0", seq="4242")
+        runner = _runner(window, sink)
+        runner.flush(flush_event("f"), Context())
+        (letter,) = runner.sinks["dlq"].writes
+        envelope = letter.as_dict()
+        assert (envelope["reason"], envelope["error"], envelope["step"]) == (
+            "too big", "ValidationException", "sink:rows"
+        )  # fmt: skip
+        again = DeadLetter.from_document(envelope).record
+        assert again.document_id == f"shardId-0:4242:{TICK_SUB_BASE + 1}"
+        assert again.position == (4242, TICK_SUB_BASE + 1)
 
     def test_a_re_emission_is_at_the_same_position_with_the_same_ids(self):
         e = Emission("s", 1, "9", TICK_SUB_BASE + 1, ({"w": 1}, {"w": 2}))
