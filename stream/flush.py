@@ -19,7 +19,9 @@ tells it from a Kinesis batch by its ``shardline`` key and runs :meth:`FlushRunn
 3. An emission none of whose records failed retryably (each written, dead-lettered, dropped
    by a filter or unrouted) is acked: the step drops it. The others stay pending and the
    next flush sends them again at the same position with the same ``window_id``: keyed sinks
-   keep one item per window.
+   keep one item per window. Unless ``ordering: none``, a shard's emissions after one
+   that failed stay pending too, as Lambda redelivers a shard's records after a failed one:
+   the next flush writes them again after it, so a sink sees a shard's results in order.
 
 Several window steps: only the last one is ticked; the windows of an earlier one close as
 before (by its own records, or a batch of another shard), without the bound. Why: an earlier
@@ -52,6 +54,7 @@ This module is imported on the first flush only: a Kinesis batch never loads it.
 
 from __future__ import annotations
 
+from sinks.base import Ordering
 from stream.exceptions import FlushEventError
 from stream.records import Record
 
@@ -278,7 +281,18 @@ class FlushRunner:
             records += made
         result = tail.run(records)
         failed = result.failed
-        return result, [any(k in failed for k in span) for span in spans]
+        lost = [any(k in failed for k in span) for span in spans]
+        if self.runner.ordering is not Ordering.NONE:
+            # A batch's failure makes Lambda redeliver the rest of its shard after it, so a
+            # later record is written again after the failed one; a later emission of the
+            # shard stays pending for the same reason (sorted by shard, then tick).
+            behind = ""
+            for k, emission in enumerate(emissions):
+                if emission.shard_id == behind:
+                    lost[k] = True
+                elif lost[k]:
+                    behind = emission.shard_id
+        return result, lost
 
 
 def _ticks(processor: object) -> TypeGuard[Ticking]:

@@ -173,6 +173,27 @@ class TestAcks:
         assert list(window.pending) == [("shardId-0", 1)]
         assert [e.shard_id for e in window.acked] == ["shardId-1"]
 
+    def test_a_shards_later_emission_waits_for_its_earlier_one_in_order(self):
+        """Per-key order over flushes, as a batch keeps it: a shard's emission of tick 2
+        stays pending while its tick-1 emission failed (Lambda redelivers a batch from the
+        first failed record: what came after it in the shard is written again after it), so
+        the next flush writes it again after tick 1's."""
+        window = StandInWindow()
+        sink = Rows(
+            "rows",
+            lambda rec, n: (
+                retryable("x", "T") if rec.get("window_id") == "f/a/0" and n == 0 else OK
+            ),
+        )
+        window.close("shardId-0", 2, "f/b/0")  # queued first: the runner orders by tick
+        window.close("shardId-0", 1, "f/a/0")
+        runner = _runner(window, sink)
+        assert runner.flush(flush_event("f"), Context())["pending"] == 2
+        assert not window.acked
+        assert runner.flush(flush_event("f"), Context())["pending"] == 0
+        assert [r.get("window_id") for r in sink.writes][-2:] == ["f/a/0", "f/b/0"]
+        assert [e.tick for e in window.acked] == [1, 2]
+
     def test_a_permanently_refused_result_is_dead_lettered_and_its_emission_acked(self):
         window = StandInWindow()
         sink = Rows("rows", lambda rec, n: permanent("too big", "ValidationException"))
