@@ -12,6 +12,7 @@ worker pool of real Lambda runtimes (awslambdaric) in :mod:`stream.esm.sandbox`.
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 import uuid
@@ -152,8 +153,11 @@ class InProcessInvoker:
     ) -> None:
         self.handler = handler
         self.function_name = function_name
+        # the environment's region, as the runtime workers' ARN (stream.esm.sandbox): a
+        # flush names its stream after it (stream.flush.stream_arn)
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
         self.function_arn = function_arn or (
-            f"arn:aws:lambda:us-east-1:123456789012:function:{function_name}"
+            f"arn:aws:lambda:{region or 'us-east-1'}:123456789012:function:{function_name}"
         )
         self.memory_mb = memory_mb
         self._clock = clock

@@ -120,3 +120,22 @@ def test_the_commands_offer_the_flush(command: str, option: str) -> None:
     result = CliRunner().invoke(main, [command, "--help"])
     assert result.exit_code == 0, result.output
     assert option in result.output
+
+
+def test_an_in_process_flush_names_the_stream_in_the_local_region(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A flushed result's ``event_source_arn`` comes from the invoked function's ARN
+    (stream.flush.stream_arn). In process (``run --in-process``, ``shardline flush``) it
+    must name the region the runtime workers' ARN names (the environment's, as
+    stream.esm.sandbox.WorkerPool does) and the stream is in: an SQS FIFO sink puts it in
+    its deduplication id, so a re-emission by the other path would not be deduplicated."""
+    from stream.flush import stream_arn  # noqa: PLC0415
+
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    invoker = InProcessInvoker(lambda _e, _c: None, function_name="p-f")
+    assert invoker.function_arn == "arn:aws:lambda:eu-west-1:123456789012:function:p-f"
+    assert stream_arn(invoker.function_arn, "clicks") == (
+        "arn:aws:kinesis:eu-west-1:123456789012:stream/clicks"
+    )
