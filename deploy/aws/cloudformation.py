@@ -8,11 +8,12 @@ What the stack holds, and why each safety setting is there:
   :data:`PLAN_PATH` inside the package), its log group with a retention, its role, its event
   source mapping and two alarms (iterator age, errors); with a ``state: dynamodb`` window
   step whose ``flush_s`` is not 0, its scheduled flush: an EventBridge rule
-  (``rate(N minutes)``) that invokes it with a constant flush event, the permission for
-  EventBridge to, and its asynchronous invocations without Lambda's retries and dropped after
-  60 s (the next flush is the retry); with ``batch.consumer: efo`` also
-  its enhanced fan-out consumer (``AWS::Kinesis::StreamConsumer``, named like the function),
-  which its mapping reads instead of the stream;
+  (``rate(N minutes)``) that invokes it with a constant flush event, without EventBridge's
+  delivery retries, the permission for EventBridge to, and its asynchronous invocations
+  without Lambda's retries and dropped after 60 s (the next flush is the retry); with
+  ``batch.consumer: efo`` also its enhanced fan-out consumer
+  (``AWS::Kinesis::StreamConsumer``, named like the function), which its mapping reads
+  instead of the stream;
 * the stores its sinks write to, named as written: a DynamoDB table per table (on-demand,
   point-in-time recovery, SSE), a bucket per bucket (encryption, public access blocked, a
   TLS-only policy, a rule that aborts incomplete multipart uploads; nothing is ever expired),
@@ -669,7 +670,18 @@ class _Builder:
                 "Description": f"shardline {self.plan['name']}: flush {function}'s quiet windows",
                 "ScheduleExpression": flush_rate(seconds),
                 "State": "ENABLED",
-                "Targets": [{"Id": "flush", "Arn": _get(fid), "Input": event}],
+                "Targets": [
+                    {
+                        "Id": "flush",
+                        "Arn": _get(fid),
+                        "Input": event,
+                        # EventBridge's default: 24 h, 185 attempts; the next flush is the retry
+                        "RetryPolicy": {
+                            "MaximumRetryAttempts": 0,
+                            "MaximumEventAgeInSeconds": FLUSH_EVENT_AGE_S,
+                        },
+                    }
+                ],
             },
         }
         self.resources[self.id("FlushPermission", function)] = {

@@ -175,6 +175,15 @@ class TestTheTemplate:
             "window flush (an exception, a timeout or out of memory)"
         )
 
+    def test_eventbridge_does_not_retry_a_flush_it_could_not_deliver(self) -> None:
+        """A rule's target is retried by EventBridge for 24 hours and up to 185 times by
+        default (a throttled Invoke, say, when the stream's batches use the concurrency):
+        each minute's flush would pile up and come late, overlapping the next. As with
+        Lambda's own async retries (EventInvokeConfig), the next flush is the retry."""
+        rule = _resources(_doc())["PurchasesPerUserFlushRule"]
+        (target,) = rule["Properties"]["Targets"]
+        assert target["RetryPolicy"] == {"MaximumRetryAttempts": 0, "MaximumEventAgeInSeconds": 60}
+
     @pytest.mark.parametrize(
         ("flush_s", "rate"),
         [(60, "rate(1 minute)"), (120, "rate(2 minutes)"), (300, "rate(5 minutes)"),
