@@ -116,6 +116,9 @@ def flush_with_lambda(plan: Plan, function: str, client: Callable[[str], Any]) -
     payload = orjson.loads(answer["Payload"].read() or b"null")
     if answer.get("FunctionError"):
         return {"error": payload}
+    if not isinstance(payload, dict) or payload.get("shardline") != "flush":
+        # a function deployed before flushes existed, or not shardline's handler
+        return {"error": f"not a flush response: {payload!r} (deploy this version first)"}
     result: dict[str, Any] = payload
     return result
 

@@ -4,10 +4,12 @@ End to end on moto: tests/integration/test_window_flush_run.py."""
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from typing import Any
 
+import orjson
 import pytest
 
 from deploy.local.flush import Ticker, flush_period
@@ -139,3 +141,39 @@ def test_an_in_process_flush_names_the_stream_in_the_local_region(
     assert stream_arn(invoker.function_arn, "clicks") == (
         "arn:aws:kinesis:eu-west-1:123456789012:stream/clicks"
     )
+
+
+class _Answer:
+    """What ``lambda.invoke`` answers, for the response's reading only (no AWS call is
+    made to succeed: the invoke itself is not exercised here, moto runs no function)."""
+
+    def __init__(self, payload: bytes, error: str | None = None) -> None:
+        self.answer: dict[str, Any] = {"Payload": io.BytesIO(payload)}
+        if error:
+            self.answer["FunctionError"] = error
+
+    def invoke(self, **kwargs: Any) -> dict[str, Any]:
+        assert orjson.loads(kwargs["Payload"])["shardline"] == "flush"
+        return self.answer
+
+
+@pytest.mark.parametrize(
+    ("payload", "error", "expected"),
+    [
+        (b"null", None, "not a flush response: None"),
+        (b'{"batchItemFailures": []}', None, "not a flush response"),
+        (b'{"errorMessage": "boom"}', "Unhandled", None),
+    ],
+)
+def test_a_function_that_does_not_answer_a_flush_is_an_error_not_a_crash(
+    payload: bytes, error: str | None, expected: str | None
+) -> None:
+    from deploy.local.flush import flush_with_lambda  # noqa: PLC0415
+
+    plan = {"name": "p", "functions": {"f": {}}}
+    answer = flush_with_lambda(plan, "f", lambda service: _Answer(payload, error))  # type: ignore[arg-type]
+    assert "error" in answer
+    if expected is not None:
+        assert str(answer["error"]).startswith(expected)
+    else:
+        assert answer["error"] == {"errorMessage": "boom"}
