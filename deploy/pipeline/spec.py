@@ -409,7 +409,9 @@ WINDOW: Section = {
         "integer",
         "How often (s, whole minutes) a scheduled flush closes the windows of quiet shards "
         "when no other shard of the function has a batch: an EventBridge rule invokes the "
-        "function; 0: off. With state: dynamodb (off with memory).",
+        "function; 0: off. With state: dynamodb (off with memory), on the chain's last "
+        "window step (off on an earlier one; validate refuses a non-zero value there, which "
+        "this schema cannot express).",
         default=60,  # processors.window.DEFAULT_FLUSH_S (not imported: the CLI starts light)
         minimum=0,
         maximum=86_400,  # processors.window.MAX_FLUSH_S
