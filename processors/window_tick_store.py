@@ -19,7 +19,10 @@ Why it looks as it does:
   the part of at most 350 KB of JSON), put before the commit (unconditionally, as outbox
   parts are), and named by the commit itself: the shard item's ``ticks`` map (T ->
   ``PARTS/SEQ``, SEQ the applied sequence number the synthetic position is at) and
-  ``tick_n`` (the last T, so a T is never used twice for the same position). ``~t``
+  ``tick_n`` (the last T committed). T comes from the partition's own counter item
+  (``~tn``, one atomic ``ADD`` per attempt: :meth:`_TickCommit._next_tick`), so no two
+  attempts share a T (their parts' sort keys) and no T is used twice for a position,
+  even after a write that dropped ``tick_n`` (review 13). ``~t``
   sorts after every item a cold start reads (``window < "~"``) and after the outbox
   entries (``~o#``).
 * **Found where the quiet rule looks anyway**: a tick reads the list of shards and every
@@ -66,6 +69,8 @@ if TYPE_CHECKING:
 __all__: list[str] = []
 
 _TICK_SK = "~t#"
+#: the partition's tick counter (:meth:`_TickCommit._next_tick`): after every ``~t#`` part
+_TICK_COUNTER_SK = "~tn"
 #: a pending entry's parts expire after a week: a backstop for garbage (a tick whose
 #: commit failed after its parts were written), never for an entry still named
 TICK_TTL_S = 7 * 86_400
@@ -179,9 +184,9 @@ class _TickCommit(_LanesCommit, _OneLaneCommit):
         was: _Cached = self._local.ticked.pop(shard_id)
         if not was.applied:
             return None
-        tick = was.tick_n + 1
-        seq = str(_pos(was.applied)[0])
         pk = {"S": self.prefix + shard_id}
+        tick = self._next_tick(pk, was.tick_n)
+        seq = str(_pos(was.applied)[0])
         text = json.dumps(list(results), separators=(",", ":"))
         expires = {"N": str(int(self.now()) + TICK_TTL_S)}
         parts: list[dict[str, Any]] = [{"TableName": self.table, "Item": {
@@ -200,6 +205,34 @@ class _TickCommit(_LanesCommit, _OneLaneCommit):
             self._drop_tick_parts(pk, [p["Item"]["window"]["S"] for p in parts])
             return None
         return Emission(shard_id, tick, seq, TICK_SUB_BASE + tick, tuple(results))
+
+    def _next_tick(self, pk: dict[str, str], floor: int) -> int:
+        """A tick number no attempt on this partition ever had: one atomic ``ADD`` to its
+        counter item (``~tn``, below no range a reader or an ack queries), starting past
+        ``floor`` (the shard item's ``tick_n``: an entry named before the counter existed).
+
+        Why not ``tick_n + 1`` (review 13): two ticks that read the same ``tick_n`` (two
+        flushes at once) put their entries' parts under the same sort keys, and the one
+        whose commit lost deleted them: the winner's pending entry, named but with no
+        parts, was taken for an acked one and dropped, its results never emitted. And
+        ``tick_n`` lives in the shard item, which a ``Put`` that does not know it (an older
+        version's one-lane commit during a deploy or after a rollback) drops while the
+        shard stays quiet: the next close took T = 1 again at the same applied sequence
+        number, the same synthetic position for other results (the same S3 object name,
+        OpenSearch ``_id`` and SQS deduplication id: an archived result overwritten). No
+        version's shard item write touches this item, and a number an attempt that lost
+        took is only skipped."""
+        answer = self._call(
+            "UpdateItem",
+            self.client.update_item,
+            TableName=self.table,
+            Key={"shard": pk, "window": {"S": _TICK_COUNTER_SK}},
+            UpdateExpression="SET #t = if_not_exists(#t, :floor) + :one",
+            ExpressionAttributeNames={"#t": "tick"},
+            ExpressionAttributeValues={":floor": {"N": str(floor)}, ":one": {"N": "1"}},
+            ReturnValues="UPDATED_NEW",
+        )
+        return int(answer["Attributes"]["tick"]["N"])
 
     def _tick_on_rev(  # noqa: PLR0917  # the commit's parts
         self,

@@ -1,0 +1,135 @@
+"""Review 13 of a scheduled flush's store side (issue 16): faults nobody designed for, on
+the session's moto server. Each test runs with one lane and in lanes mode.
+
+* Two ticks at once (EventBridge delivers at least once; a slow flush overlaps the next;
+  ``shardline flush`` by hand beside the schedule) read the same ``tick_n`` and pick the
+  same T: the loser's entry parts used the winner's sort keys, so the loser overwrote the
+  winner's committed entry and then deleted it. The next tick found the name without
+  parts, took it for an acked entry and dropped it: the results were never emitted.
+* A synthetic position reused for other results: T counted from the shard item's
+  ``tick_n``, which a ``Put`` that does not know it (an older version's one-lane
+  cross-shard close during a deploy or after a rollback) drops while the shard stays
+  quiet (same applied sequence number). The next close took T = 1 again: the same
+  position, hence the same S3 object name (the digest is of positions), OpenSearch
+  ``_id`` and SQS deduplication id, for other windows: an archived result overwritten.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from processors.window import Window
+from processors.window_store import DynamoDBStore
+from tests.integration.test_window_state import DOCS, Before
+from tests.integration.test_window_tick import (
+    KINDS,
+    LANES,
+    ids,
+    on,
+    shard_item,
+    step,
+    table,  # noqa: F401  # the module's window table (a fixture)
+    tick_parts,
+)
+
+pytestmark = pytest.mark.integration
+
+START = 10_000.0
+
+
+class TestTwoTicksAtOnce:
+    @LANES
+    @KINDS
+    def test_a_losing_tick_leaves_the_winner_s_pending_entry(self, aws, table, lanes, kind):  # noqa: F811
+        """Tick B reads s0, then tick A closes it (its emission is not acked: a sink was
+        down, or A died after its commit); B writes its entry's parts and loses its
+        condition. A's entry must still be pending, whole, as A committed it."""
+        prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [START]
+        new = lambda c=client: step(table, prefix, c, clock, lanes=lanes, kind=kind)  # noqa: E731
+        on(new(), "s0", DOCS, 1)
+        clock[0] += 301
+        won: list[Any] = []
+        loser = new(Before(client, lambda: won.extend(new().tick())))
+        assert loser.tick() == []  # B lost its condition: nothing of its own
+        assert [e.shard_id for e in won] == ["s0"]
+        clock[0] += 60
+        assert new().tick() == won  # A's entry, as A committed it
+        new().ack(won[0])
+        assert new().tick() == []
+        assert tick_parts(aws, table, prefix) == []
+
+    @LANES
+    def test_a_losing_tick_that_decided_more_does_not_replace_the_winner_s_results(
+        self, aws, table, lanes  # noqa: F811
+    ):
+        """B reads s0 later than A (a later cutoff, so it decides to close one window
+        more), A commits first: the pending entry holds A's results, never B's (whose
+        close never committed: that window is still open and closes once, later)."""
+        prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [0.0]
+        new = lambda c=client, lateness=60: _lateness_step(  # noqa: E731
+            table, prefix, c, clock, lanes=lanes, lateness=lateness)
+        on(new(), "s0", [{"user": "a", "ts": 5}, {"user": "a", "ts": 100}], 1)
+        clock[0] = 430.0  # cutoff 130: [0, 60) is due, [60, 120) is not
+        won: list[Any] = []
+
+        def a_first() -> None:
+            clock[0] = 430.0
+            won.extend(new().tick())
+            clock[0] = 490.0
+
+        clock[0] = 490.0  # B's cutoff 190: both are due for it
+        assert new(Before(client, a_first)).tick() == []
+        assert [ids(e.results) for e in won] == [[("f/a/1970-01-01T00:00:00Z", 1)]]
+        after = new().tick()  # B's decision never committed: [60, 120) closes now, once
+        assert after[0] == won[0]
+        assert [ids(e.results) for e in after[1:]] == [[("f/a/1970-01-01T00:01:00Z", 1)]]
+
+
+class TestTickNumbers:
+    def test_a_lost_tick_counter_never_reuses_a_position(self, aws, table):  # noqa: F811
+        """s0 stays quiet (one applied sequence number) while two ticks close two of its
+        windows; between them a ``Put`` of its shard item that does not know ``ticks`` and
+        ``tick_n`` (an older version's cross-shard close during a deploy) drops them. The
+        two emissions are other results, so they must be at other positions."""
+        prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [0.0]
+        new = lambda: _lateness_step(table, prefix, client, clock, lanes=False, lateness=60)  # noqa: E731
+        on(new(), "s0", [{"user": "a", "ts": 5}, {"user": "a", "ts": 100}], 1)
+        clock[0] = 430.0  # cutoff 130: [0, 60) closes
+        first = new().tick()
+        assert [ids(e.results) for e in first] == [[("f/a/1970-01-01T00:00:00Z", 1)]]
+        new().ack(first[0])
+        # what an older version's one-lane ``Put`` of the item writes: all but them
+        item = shard_item(aws, table, prefix, "s0")
+        item.pop("ticks", None)
+        item.pop("tick_n")
+        item["rev"] = {"S": uuid.uuid4().hex}
+        client.put_item(TableName=table, Item=item)
+        clock[0] = 490.0  # cutoff 190: [60, 120) closes
+        second = new().tick()
+        assert [ids(e.results) for e in second] == [[("f/a/1970-01-01T00:01:00Z", 1)]]
+        assert first[0].sequence_number == second[0].sequence_number  # the shard was quiet
+        assert first[0].sub_sequence_number != second[0].sub_sequence_number
+
+
+def _lateness_step(
+    table_name: str,
+    prefix: str,
+    client: Any,
+    clock: list[float],
+    *,
+    lanes: bool,
+    lateness: int,
+) -> Window:
+    """As :func:`tests.integration.test_window_tick.step`, with ``allowed_lateness_s``: a
+    quiet shard then holds windows that come due at different cutoffs."""
+    now = lambda: clock[0]  # noqa: E731
+    par = 2 if lanes else 1
+    store = DynamoDBStore(table_name, prefix, lateness, 60, client=client, now=now,
+                          high_water=lanes)  # fmt: skip
+    return Window(key="user", size_s=60, field="ts", aggregate={"n": "count"}, function="f",
+                  store=store, quiet_s=300, now=now, allowed_lateness_s=lateness,
+                  parallelization=par)  # fmt: skip
+
