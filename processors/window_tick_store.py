@@ -249,8 +249,11 @@ class _TickCommit(_LanesCommit, _OneLaneCommit):
         item, more = self._shard_item(pk, state, was.applied or "", uuid.uuid4().hex,
                                       was.clock, was, (ticks, tick))  # fmt: skip
         self._put_all(parts + more)
-        self._call("PutItem", self.client.put_item, lost=_TickLost,
-                   **_put(self.table, item, "rev", was.rev))  # fmt: skip
+        try:
+            self._call("PutItem", self.client.put_item, lost=_TickLost,
+                       **_put(self.table, item, "rev", was.rev))  # fmt: skip
+        except _TickLost:
+            self._lost_to_another(pk, tick, ticks[tick])
         self._drop_parts(shard_id, was, {p["Item"]["window"]["S"] for p in more})
 
     def _tick_on_n(  # noqa: PLR0917  # the commit's parts
@@ -271,9 +274,37 @@ class _TickCommit(_LanesCommit, _OneLaneCommit):
         try:
             self._call("UpdateItem", self.client.update_item, lost=_TickLost, **quiet.commit)
         except _TickLost:
-            self._drop_logs({"S": quiet.pk}, [quiet.named])
-            raise
+            try:
+                self._lost_to_another({"S": quiet.pk}, tick, ticks[tick])
+            except _TickLost:
+                self._drop_logs({"S": quiet.pk}, [quiet.named])
+                raise
         self._roll_logs(quiet.pk, {quiet.named[0]: quiet.items})
+
+    def _lost_to_another(self, pk: dict[str, str], tick: int, named: str) -> None:
+        """After a tick commit's lost condition: return if the commit is this attempt's
+        own after all (sent again after a lost answer, by an SDK with retries: review 8's
+        fault), which its unique T shows (the shard item names T as this attempt named
+        it; only this attempt's commit can); else :class:`_TickLost`. Without this the
+        attempt deleted the parts of its committed entry: the windows were closed and
+        their results dropped as acked, never emitted (review 13).
+
+        Raises:
+            _TickLost: another write won (the caller deletes what the attempt wrote).
+            WindowStateError: unsure (the read failed): the parts stay (garbage at worst).
+        """
+        item = self._call(
+            "GetItem",
+            self.client.get_item,
+            TableName=self.table,
+            Key={"shard": pk, "window": {"S": _SHARD_SK}},
+            ConsistentRead=True,
+            ProjectionExpression="#t",
+            ExpressionAttributeNames={"#t": "ticks"},
+        ).get("Item")
+        if ticks_of(item).get(tick) != named:
+            msg = f"window state: the flush's close of {pk['S']!r} lost its condition"
+            raise _TickLost(msg)
 
     def ack_tick(self, emission: Emission) -> None:
         """Every record of ``emission`` is written or dead-lettered: its name leaves the

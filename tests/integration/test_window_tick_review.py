@@ -25,6 +25,7 @@ from processors.window import Window
 from processors.window_store import DynamoDBStore
 from tests.integration.test_window_state import DOCS, Before
 from tests.integration.test_window_tick import (
+    CLOSED,
     KINDS,
     LANES,
     ids,
@@ -133,3 +134,52 @@ def _lateness_step(
                   store=store, quiet_s=300, now=now, allowed_lateness_s=lateness,
                   parallelization=par)  # fmt: skip
 
+
+
+class TickAnswerLost:
+    """The real client; the next tick commit (one lane: the shard item's ``PutItem``
+    naming ``ticks``; lanes: the ``UpdateItem`` setting ``tick_n``) is applied, then sent
+    once more, as an SDK with retries does after a timeout: the second answer is the
+    lost condition (nothing is faked as done)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.armed = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def put_item(self, **request: Any) -> Any:
+        item = request["Item"]
+        if self.armed and item["window"]["S"] == "#shard" and "tick_n" in item:
+            self.armed = False
+            self.client.put_item(**request)
+        return self.client.put_item(**request)
+
+    def update_item(self, **request: Any) -> Any:
+        if self.armed and "tick_n" in request.get("ExpressionAttributeNames", {}).values():
+            self.armed = False
+            self.client.update_item(**request)
+        return self.client.update_item(**request)
+
+
+class TestTickCommitAnswerLost:
+    @LANES
+    @KINDS
+    def test_a_tick_commit_applied_whose_answer_is_lost_stays_pending(
+        self, aws, table, lanes, kind  # noqa: F811
+    ):
+        """The tick's commit is applied and its resend loses its condition to itself
+        (review 8's fault, for the tick): the windows are closed by that commit, so its
+        entry must stay pending whole (its parts kept) and come out."""
+        prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [START]
+        new = lambda c=client: step(table, prefix, c, clock, lanes=lanes, kind=kind)  # noqa: E731
+        on(new(), "s0", DOCS, 1)
+        clock[0] += 301
+        faulty = TickAnswerLost(client)
+        first = new(faulty).tick()
+        assert not faulty.armed  # the commit was sent twice
+        again = new().tick()
+        assert [e.shard_id for e in again] == ["s0"]
+        assert sorted(ids(again[0].results)) == sorted(CLOSED[kind])
+        assert first in ([], again)
