@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from processors.lineage import StaticLineage
 from processors.window import Window
 from processors.window_store import DynamoDBStore
 from tests.integration.test_window_state import DOCS, Before
@@ -183,3 +184,64 @@ class TestTickCommitAnswerLost:
         assert [e.shard_id for e in again] == ["s0"]
         assert sorted(ids(again[0].results)) == sorted(CLOSED[kind])
         assert first in ([], again)
+
+
+class TestParity:
+    @LANES
+    @KINDS
+    def test_a_window_closed_by_a_tick_equals_one_closed_by_its_shard_s_record(
+        self, aws, table, lanes, kind  # noqa: F811
+    ):
+        """The same records: closed by a tick, and by a later record of the shard itself
+        (its watermark): equal result documents, ``window_id`` included."""
+        client, clock = aws("dynamodb"), [START]
+        by_record, by_tick = uuid.uuid4().hex, uuid.uuid4().hex
+        for prefix in (by_record, by_tick):
+            on(step(table, prefix, client, clock, lanes=lanes, kind=kind), "s0", DOCS, 1)
+        later = {"user": "z", "ts": 20_000}
+        closing = on(step(table, by_record, client, clock, lanes=lanes, kind=kind), "s0",
+                     [later], 4)  # fmt: skip
+        clock[0] += 301
+        ticked = step(table, by_tick, client, clock, lanes=lanes, kind=kind).tick()
+        assert sorted(ids(closing)) == sorted(CLOSED[kind])
+        assert [sorted(e.results, key=lambda r: r["window_id"]) for e in ticked] == [
+            sorted(closing, key=lambda r: r["window_id"])
+        ]
+
+
+class TestReshards:
+    @LANES
+    def test_a_parent_s_pending_entry_survives_its_child_s_first_batch(
+        self, aws, table, lanes  # noqa: F811
+    ):
+        """A drained parent closed by a tick, not acked; its child's first batch marks it
+        (one lane: ``UpdateItem`` of its ``rev``; lanes: ``ADD children``): the entry is
+        still pending, the same; the child inherits none of the closed windows."""
+        prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [START]
+        lineage = StaticLineage({"c1": ("p",), "c2": ("p",)})
+
+        def new() -> Window:
+            now = lambda: clock[0]  # noqa: E731
+            store = DynamoDBStore(table, prefix, 0, 60, client=client, now=now,
+                                  high_water=lanes)  # fmt: skip
+            return Window(key="user", size_s=60, field="ts", aggregate={"n": "count"},
+                          function="f", store=store, quiet_s=300, now=now, lineage=lineage,
+                          parallelization=2 if lanes else 1)  # fmt: skip
+
+        on(new(), "p", DOCS, 1)
+        clock[0] += 301
+        pending = new().tick()
+        assert [(e.shard_id, sorted(ids(e.results))) for e in pending] == [
+            ("p", sorted(CLOSED["window"]))
+        ]
+        child = new()
+        assert on(child, "c1", [{"user": "a", "ts": 50}, {"user": "c", "ts": 10_050}], 100) == []
+        assert child.late == 1  # a's window was closed by the tick
+        assert "children" in shard_item(aws, table, prefix, "p")
+        assert new().tick() == pending
+        new().ack(pending[0])
+        clock[0] += 400
+        after = new().tick()  # c1's own window closes; p's never again
+        assert [(e.shard_id, ids(e.results)) for e in after] == [
+            ("c1", [("f/c/1970-01-01T02:47:00Z", 1)])
+        ]
