@@ -72,7 +72,8 @@ _TICK_SK = "~t#"
 #: the partition's tick counter (:meth:`_TickCommit._next_tick`): after every ``~t#`` part
 _TICK_COUNTER_SK = "~tn"
 #: a pending entry's parts expire after a week: a backstop for garbage (a tick whose
-#: commit failed after its parts were written), never for an entry still named
+#: commit failed after its parts were written), never for an entry still named (every
+#: tick that reads a named entry moves its TTL on when half of it is gone)
 TICK_TTL_S = 7 * 86_400
 
 
@@ -131,18 +132,42 @@ class _TickCommit(_LanesCommit, _OneLaneCommit):
         count_text, seq = entry.split("/", 1)
         count = int(count_text)
         pk = self.prefix + shard_id
-        texts = {i["window"]["S"]: i["part"]["S"]
-                 for i in self._query(pk, tick_sk(tick, 0), tick_sk(tick, count - 1))}  # fmt: skip
+        found = self._query(pk, tick_sk(tick, 0), tick_sk(tick, count - 1))
+        texts = {i["window"]["S"]: i["part"]["S"] for i in found if "part" in i}
         try:
             text = "".join(texts[tick_sk(tick, i)] for i in range(count))
         except KeyError:
             return None
+        self._keep_pending(pk, found)
         try:
             results = tuple(json.loads(text))
         except ValueError as exc:  # retried, never dead-lettered
             msg = f"window state: the flush entry {tick} of {pk!r} in {self.table!r}: {exc}"
             raise WindowStateError(msg) from exc
         return Emission(shard_id, tick, seq, TICK_SUB_BASE + tick, results)
+
+    def _keep_pending(self, pk: str, parts: list[dict[str, Any]]) -> None:
+        """A named entry's parts whose TTL is less than half :data:`TICK_TTL_S` away get a
+        new one (each only while it exists: an ack may be deleting it), best effort.
+
+        Why (review 13): the TTL is a backstop for garbage (an attempt that died before
+        its commit), but DynamoDB deletes an item at its TTL whether or not a shard item
+        names it, and an entry whose parts are gone is taken for an acked one. A sink down
+        (or refusing retryably) for longer than the TTL made the pending results vanish
+        without a dead letter or an error. Only pending entries are read here: refreshed
+        at most about twice a TTL each."""
+        soon = int(self.now()) + TICK_TTL_S // 2
+        later = {"N": str(int(self.now()) + TICK_TTL_S)}
+        for part in parts:
+            if int(part.get("expires", {}).get("N", "0")) >= soon:
+                continue
+            with contextlib.suppress(WindowStateError):
+                self._call("UpdateItem", self.client.update_item, TableName=self.table,
+                           Key={"shard": {"S": pk}, "window": part["window"]},
+                           UpdateExpression="SET #x = :x",
+                           ConditionExpression="attribute_exists(#p)",
+                           ExpressionAttributeNames={"#x": "expires", "#p": "part"},
+                           ExpressionAttributeValues={":x": later})  # fmt: skip
 
     def tick_state(self, shard_id: str, cutoff: float) -> ShardState | None:
         """The shard's state, read now, if its item (as :meth:`tick_shards` read it) meets

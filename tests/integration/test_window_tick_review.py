@@ -245,3 +245,33 @@ class TestReshards:
         assert [(e.shard_id, ids(e.results)) for e in after] == [
             ("c1", [("f/c/1970-01-01T02:47:00Z", 1)])
         ]
+
+
+class TestPendingTTL:
+    @LANES
+    def test_a_pending_entry_s_parts_outlive_their_first_ttl(self, aws, table, lanes):  # noqa: F811
+        """A sink down for longer than the parts' TTL (a week): DynamoDB deletes an item at
+        its TTL whether or not it is named, and parts that are gone read as acked. Every
+        tick that re-emits the entry keeps its TTL ahead, so the entry is never expired
+        while named (moto does not run TTL: the ``expires`` attribute is checked)."""
+        prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [START]
+        new = lambda: step(table, prefix, client, clock, lanes=lanes)  # noqa: E731
+        on(new(), "s0", DOCS, 1)
+        clock[0] += 301
+        pending = new().tick()
+        for _ in range(3):  # three re-emits, each 5 days later: 15 days pending
+            clock[0] += 5 * 86_400
+            assert new().tick() == pending
+            parts = _parts(aws, table, prefix)
+            assert parts
+            assert all(int(p["expires"]["N"]) > clock[0] + 86_400 for p in parts)
+        new().ack(pending[0])
+        assert _parts(aws, table, prefix) == []
+
+
+def _parts(aws: Any, table_name: str, prefix: str) -> list[dict[str, Any]]:
+    from deploy.local.readback import table_items  # noqa: PLC0415
+
+    found = table_items(aws("dynamodb"), table_name)
+    mine = [i for i in found if i["shard"]["S"].startswith(prefix)]
+    return [i for i in mine if i["window"]["S"].startswith("~t#")]
