@@ -107,6 +107,7 @@ class _TickCommit(_LanesCommit, _OneLaneCommit):
             ConsistentRead=True,
         ).get("Item")
         shards = sorted(registry["shards"]["SS"]) if registry else []
+        self._local.lanes = None  # no batch attempt's mode: the store's (:attr:`high_water`)
         self._listed = frozenset(shards)
         items = {i["shard"]["S"][len(self.prefix) :]: i for i in self._shard_items(shards)}
         self._local.ticking = items
@@ -187,7 +188,9 @@ class _TickCommit(_LanesCommit, _OneLaneCommit):
         ):
             return None
         if not self.high_water and _lanes_wrote(item):  # the way back, as :meth:`quiet`
-            self._turn_lanes(item["shard"]["S"])
+            # turns it on, but goes on (review 13): a batch applies itself again on
+            # :class:`LanesMet`; a tick raised it and failed its flush, every cold start
+            self._lanes = True
         cached = self._read(item["shard"]["S"])
         if self._moved(cached, item):
             return None

@@ -275,3 +275,23 @@ def _parts(aws: Any, table_name: str, prefix: str) -> list[dict[str, Any]]:
     found = table_items(aws("dynamodb"), table_name)
     mine = [i for i in found if i["shard"]["S"].startswith(prefix)]
     return [i for i in mine if i["window"]["S"].startswith("~t#")]
+
+
+class TestTheWayBack:
+    def test_a_one_lane_tick_over_a_table_lanes_mode_wrote_closes_it_in_that_tick(
+        self, aws, table  # noqa: F811
+    ):
+        """``parallelization`` lowered to 1 on a table lanes mode wrote: a cold process's
+        tick meets a shard lanes mode wrote. The store turns lanes mode on for good (as a
+        batch does), and the tick closes the shard then, instead of failing the flush
+        (every cold container's first tick, an Errors alarm each) and leaving the shard
+        to the next tick of a warm one."""
+        prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [START]
+        on(step(table, prefix, client, clock, lanes=True), "s0", DOCS, 1)
+        clock[0] += 301
+        one_lane = step(table, prefix, client, clock, lanes=False)
+        closed = one_lane.tick()
+        assert [(e.shard_id, sorted(ids(e.results))) for e in closed] == [
+            ("s0", sorted(CLOSED["window"]))
+        ]
+        assert one_lane.store.high_water  # lanes mode from now on
