@@ -19,7 +19,10 @@ Why it looks as it does:
   the part of at most 350 KB of JSON), put before the commit (unconditionally, as outbox
   parts are), and named by the commit itself: the shard item's ``ticks`` map (T ->
   ``PARTS/SEQ``, SEQ the applied sequence number the synthetic position is at) and
-  ``tick_n`` (the last T, so a T is never used twice for the same position). ``~t``
+  ``tick_n`` (the last T committed). T comes from the partition's own counter item
+  (``~tn``, one atomic ``ADD`` per attempt: :meth:`_TickCommit._next_tick`), so no two
+  attempts share a T (their parts' sort keys) and no T is used twice for a position,
+  even after a write that dropped ``tick_n`` (review 13). ``~t``
   sorts after every item a cold start reads (``window < "~"``) and after the outbox
   entries (``~o#``).
 * **Found where the quiet rule looks anyway**: a tick reads the list of shards and every
@@ -66,8 +69,11 @@ if TYPE_CHECKING:
 __all__: list[str] = []
 
 _TICK_SK = "~t#"
+#: the partition's tick counter (:meth:`_TickCommit._next_tick`): after every ``~t#`` part
+_TICK_COUNTER_SK = "~tn"
 #: a pending entry's parts expire after a week: a backstop for garbage (a tick whose
-#: commit failed after its parts were written), never for an entry still named
+#: commit failed after its parts were written), never for an entry still named (every
+#: tick that reads a named entry moves its TTL on when half of it is gone)
 TICK_TTL_S = 7 * 86_400
 
 
@@ -101,6 +107,7 @@ class _TickCommit(_LanesCommit, _OneLaneCommit):
             ConsistentRead=True,
         ).get("Item")
         shards = sorted(registry["shards"]["SS"]) if registry else []
+        self._local.lanes = None  # no batch attempt's mode: the store's (:attr:`high_water`)
         self._listed = frozenset(shards)
         items = {i["shard"]["S"][len(self.prefix) :]: i for i in self._shard_items(shards)}
         self._local.ticking = items
@@ -126,18 +133,42 @@ class _TickCommit(_LanesCommit, _OneLaneCommit):
         count_text, seq = entry.split("/", 1)
         count = int(count_text)
         pk = self.prefix + shard_id
-        texts = {i["window"]["S"]: i["part"]["S"]
-                 for i in self._query(pk, tick_sk(tick, 0), tick_sk(tick, count - 1))}  # fmt: skip
+        found = self._query(pk, tick_sk(tick, 0), tick_sk(tick, count - 1))
+        texts = {i["window"]["S"]: i["part"]["S"] for i in found if "part" in i}
         try:
             text = "".join(texts[tick_sk(tick, i)] for i in range(count))
         except KeyError:
             return None
+        self._keep_pending(pk, found)
         try:
             results = tuple(json.loads(text))
         except ValueError as exc:  # retried, never dead-lettered
             msg = f"window state: the flush entry {tick} of {pk!r} in {self.table!r}: {exc}"
             raise WindowStateError(msg) from exc
         return Emission(shard_id, tick, seq, TICK_SUB_BASE + tick, results)
+
+    def _keep_pending(self, pk: str, parts: list[dict[str, Any]]) -> None:
+        """A named entry's parts whose TTL is less than half :data:`TICK_TTL_S` away get a
+        new one (each only while it exists: an ack may be deleting it), best effort.
+
+        Why (review 13): the TTL is a backstop for garbage (an attempt that died before
+        its commit), but DynamoDB deletes an item at its TTL whether or not a shard item
+        names it, and an entry whose parts are gone is taken for an acked one. A sink down
+        (or refusing retryably) for longer than the TTL made the pending results vanish
+        without a dead letter or an error. Only pending entries are read here: refreshed
+        at most about twice a TTL each."""
+        soon = int(self.now()) + TICK_TTL_S // 2
+        later = {"N": str(int(self.now()) + TICK_TTL_S)}
+        for part in parts:
+            if int(part.get("expires", {}).get("N", "0")) >= soon:
+                continue
+            with contextlib.suppress(WindowStateError):
+                self._call("UpdateItem", self.client.update_item, TableName=self.table,
+                           Key={"shard": {"S": pk}, "window": part["window"]},
+                           UpdateExpression="SET #x = :x",
+                           ConditionExpression="attribute_exists(#p)",
+                           ExpressionAttributeNames={"#x": "expires", "#p": "part"},
+                           ExpressionAttributeValues={":x": later})  # fmt: skip
 
     def tick_state(self, shard_id: str, cutoff: float) -> ShardState | None:
         """The shard's state, read now, if its item (as :meth:`tick_shards` read it) meets
@@ -157,7 +188,9 @@ class _TickCommit(_LanesCommit, _OneLaneCommit):
         ):
             return None
         if not self.high_water and _lanes_wrote(item):  # the way back, as :meth:`quiet`
-            self._turn_lanes(item["shard"]["S"])
+            # turns it on, but goes on (review 13): a batch applies itself again on
+            # :class:`LanesMet`; a tick raised it and failed its flush, every cold start
+            self._lanes = True
         cached = self._read(item["shard"]["S"])
         if self._moved(cached, item):
             return None
@@ -179,9 +212,9 @@ class _TickCommit(_LanesCommit, _OneLaneCommit):
         was: _Cached = self._local.ticked.pop(shard_id)
         if not was.applied:
             return None
-        tick = was.tick_n + 1
-        seq = str(_pos(was.applied)[0])
         pk = {"S": self.prefix + shard_id}
+        tick = self._next_tick(pk, was.tick_n)
+        seq = str(_pos(was.applied)[0])
         text = json.dumps(list(results), separators=(",", ":"))
         expires = {"N": str(int(self.now()) + TICK_TTL_S)}
         parts: list[dict[str, Any]] = [{"TableName": self.table, "Item": {
@@ -201,6 +234,34 @@ class _TickCommit(_LanesCommit, _OneLaneCommit):
             return None
         return Emission(shard_id, tick, seq, TICK_SUB_BASE + tick, tuple(results))
 
+    def _next_tick(self, pk: dict[str, str], floor: int) -> int:
+        """A tick number no attempt on this partition ever had: one atomic ``ADD`` to its
+        counter item (``~tn``, below no range a reader or an ack queries), starting past
+        ``floor`` (the shard item's ``tick_n``: an entry named before the counter existed).
+
+        Why not ``tick_n + 1`` (review 13): two ticks that read the same ``tick_n`` (two
+        flushes at once) put their entries' parts under the same sort keys, and the one
+        whose commit lost deleted them: the winner's pending entry, named but with no
+        parts, was taken for an acked one and dropped, its results never emitted. And
+        ``tick_n`` lives in the shard item, which a ``Put`` that does not know it (an older
+        version's one-lane commit during a deploy or after a rollback) drops while the
+        shard stays quiet: the next close took T = 1 again at the same applied sequence
+        number, the same synthetic position for other results (the same S3 object name,
+        OpenSearch ``_id`` and SQS deduplication id: an archived result overwritten). No
+        version's shard item write touches this item, and a number an attempt that lost
+        took is only skipped."""
+        answer = self._call(
+            "UpdateItem",
+            self.client.update_item,
+            TableName=self.table,
+            Key={"shard": pk, "window": {"S": _TICK_COUNTER_SK}},
+            UpdateExpression="SET #t = if_not_exists(#t, :floor) + :one",
+            ExpressionAttributeNames={"#t": "tick"},
+            ExpressionAttributeValues={":floor": {"N": str(floor)}, ":one": {"N": "1"}},
+            ReturnValues="UPDATED_NEW",
+        )
+        return int(answer["Attributes"]["tick"]["N"])
+
     def _tick_on_rev(  # noqa: PLR0917  # the commit's parts
         self,
         shard_id: str,
@@ -216,8 +277,11 @@ class _TickCommit(_LanesCommit, _OneLaneCommit):
         item, more = self._shard_item(pk, state, was.applied or "", uuid.uuid4().hex,
                                       was.clock, was, (ticks, tick))  # fmt: skip
         self._put_all(parts + more)
-        self._call("PutItem", self.client.put_item, lost=_TickLost,
-                   **_put(self.table, item, "rev", was.rev))  # fmt: skip
+        try:
+            self._call("PutItem", self.client.put_item, lost=_TickLost,
+                       **_put(self.table, item, "rev", was.rev))  # fmt: skip
+        except _TickLost:
+            self._lost_to_another(pk, tick, ticks[tick])
         self._drop_parts(shard_id, was, {p["Item"]["window"]["S"] for p in more})
 
     def _tick_on_n(  # noqa: PLR0917  # the commit's parts
@@ -238,9 +302,37 @@ class _TickCommit(_LanesCommit, _OneLaneCommit):
         try:
             self._call("UpdateItem", self.client.update_item, lost=_TickLost, **quiet.commit)
         except _TickLost:
-            self._drop_logs({"S": quiet.pk}, [quiet.named])
-            raise
+            try:
+                self._lost_to_another({"S": quiet.pk}, tick, ticks[tick])
+            except _TickLost:
+                self._drop_logs({"S": quiet.pk}, [quiet.named])
+                raise
         self._roll_logs(quiet.pk, {quiet.named[0]: quiet.items})
+
+    def _lost_to_another(self, pk: dict[str, str], tick: int, named: str) -> None:
+        """After a tick commit's lost condition: return if the commit is this attempt's
+        own after all (sent again after a lost answer, by an SDK with retries: review 8's
+        fault), which its unique T shows (the shard item names T as this attempt named
+        it; only this attempt's commit can); else :class:`_TickLost`. Without this the
+        attempt deleted the parts of its committed entry: the windows were closed and
+        their results dropped as acked, never emitted (review 13).
+
+        Raises:
+            _TickLost: another write won (the caller deletes what the attempt wrote).
+            WindowStateError: unsure (the read failed): the parts stay (garbage at worst).
+        """
+        item = self._call(
+            "GetItem",
+            self.client.get_item,
+            TableName=self.table,
+            Key={"shard": pk, "window": {"S": _SHARD_SK}},
+            ConsistentRead=True,
+            ProjectionExpression="#t",
+            ExpressionAttributeNames={"#t": "ticks"},
+        ).get("Item")
+        if ticks_of(item).get(tick) != named:
+            msg = f"window state: the flush's close of {pk['S']!r} lost its condition"
+            raise _TickLost(msg)
 
     def ack_tick(self, emission: Emission) -> None:
         """Every record of ``emission`` is written or dead-lettered: its name leaves the

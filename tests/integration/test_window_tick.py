@@ -151,7 +151,8 @@ class TestTick:
         assert step(table, prefix, client, clock, lanes=lanes, kind=kind).tick() == []
         clock[0] += 301
         closed = step(table, prefix, client, clock, lanes=lanes, kind=kind).tick()
-        assert [(e.shard_id, e.tick, e.sequence_number) for e in closed] == [("s0", 1, "5")]
+        # T 2: the lost attempt took 1 (a T is never used by two attempts: review 13)
+        assert [(e.shard_id, e.tick, e.sequence_number) for e in closed] == [("s0", 2, "5")]
         grown = {"window": {"f/a/1970-01-01T00:00:00Z": 3},
                  "session": {"f/a/1970-01-01T00:00:05Z": 3}}[kind]  # fmt: skip
         assert sorted(ids(closed[0].results)) == sorted(
