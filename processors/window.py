@@ -131,6 +131,7 @@ from processors.window_store import (
     Position,
     ShardState,
     StateTooLarge,
+    TickIncomplete,
     WindowRecordError,
     WindowStateError,
     WindowStore,
@@ -1101,8 +1102,9 @@ class Window:
         of the function (any shard, none excluded) whose due windows the quiet rule would
         close, closed by one conditional commit of that shard alone with its new pending
         entry. `now` defaults to the step's clock; `stop()` true means stop taking new
-        shards (the invocation's time is running out). Raises WindowStateError (retried)
-        when the state table cannot be read or written, after committing what it could.
+        shards (the invocation's time is running out). Raises TickIncomplete (a
+        WindowStateError: retried) when the state table cannot be read or written for some
+        shard, after committing what it could: it carries the emissions, to be sent on.
         With `state: memory` returns [] (no table)."""
         if self.quiet_s is None:
             return []
@@ -1126,7 +1128,7 @@ class Window:
             if emission is not None:
                 out.append(emission)
         if failed is not None:
-            raise failed
+            raise TickIncomplete(failed, out) from failed
         return out
 
     def ack(self, emission: Emission) -> None:

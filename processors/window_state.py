@@ -38,6 +38,7 @@ __all__ = [
     "Position",
     "ShardState",
     "StateTooLarge",
+    "TickIncomplete",
     "TooManyPartitionKeys",
     "WindowKey",
     "WindowRecordError",
@@ -61,6 +62,18 @@ _NO_MARK: Mark = (0, "", 0, ())
 
 class WindowStateError(ProcessorError, RetryableError):
     """The window state could not be read or written: the batch is delivered again."""
+
+
+class TickIncomplete(WindowStateError):
+    """A scheduled flush's tick could not read or write some shard's state. It carries what
+    the tick has (the pending emissions and the closes it committed), so that the flush sends
+    those on before it fails: one shard failing at every tick must not hold back the results
+    of every other shard (issue 16; review 13)."""
+
+    def __init__(self, cause: WindowStateError, emissions: list[Emission]) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.emissions = emissions
 
 
 class WindowRecordError(ProcessorError, RecordError):

@@ -30,7 +30,8 @@ a later step keeps what such a record yielded only in its outbox, which the next
 the same shard moves past (Lambda holds no shard back for a pending flush): an emission
 sent again after that yields nothing there, and a result of the later step that failed
 its write the first time was lost (tests/integration/test_flush_handler.py shows it with
-every step ticked). ``validate`` should say so for ``flush_s`` on such a step.
+every step ticked). ``validate`` refuses a non-zero ``flush_s`` on such a step, and its
+default there is 0.
 
 Why the synthetic position is ``aggregated``: its sub-sequence number
 (``TICK_SUB_BASE + T``) must reach every id a sink derives, and
@@ -47,7 +48,10 @@ id, and a dead letter records it; all must be the same at every flush. Without a
 
 The flush raises (the invocation fails, the function's Errors alarm counts it) when the
 event is not for this function (:class:`~stream.exceptions.FlushEventError`) or a window
-step cannot read or write its state table; what it committed before stays pending.
+step cannot read or write its state table; what it committed before stays pending. A tick
+that failed on some shards only still hands over the other shards' emissions, which are
+sent on and acked before the flush raises: one shard failing at every flush does not hold
+back the others.
 
 This module is imported on the first flush only: a Kinesis batch never loads it.
 """
@@ -233,8 +237,19 @@ class FlushRunner:
         results: list[BatchResult] = []
         try:
             for i, window in self.windows:
-                emissions = window.tick(stop=stop)
+                incomplete: Exception | None = None
+                try:
+                    emissions = window.tick(stop=stop)
+                except Exception as exc:
+                    # a tick that failed on some shard hands over what it has
+                    # (processors.window_state.TickIncomplete): sent on, then raised
+                    carried = getattr(exc, "emissions", None)
+                    if carried is None:
+                        raise
+                    emissions, incomplete = list(carried), exc
                 if not emissions:
+                    if incomplete is not None:
+                        raise incomplete
                     continue
                 emissions = sorted(emissions, key=_shard_order)  # a shard's, in tick order
                 result, failed = self._send(i, emissions, arn)
@@ -246,6 +261,8 @@ class FlushRunner:
                         pending += 1
                     else:
                         window.ack(emission)
+                if incomplete is not None:
+                    raise incomplete
         except Exception:
             runner.log.failed(event, context)
             raise

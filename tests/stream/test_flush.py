@@ -194,6 +194,25 @@ class TestAcks:
         assert [r.get("window_id") for r in sink.writes][-2:] == ["f/a/0", "f/b/0"]
         assert [e.tick for e in window.acked] == [1, 2]
 
+    def test_a_tick_that_failed_on_one_shard_still_sends_the_others_then_raises(self):
+        """Review 13: a shard whose state cannot be read at every flush must not hold back
+        every other shard's results; the flush still fails (the errors alarm counts it)."""
+        from processors.window_state import TickIncomplete, WindowStateError  # noqa: PLC0415
+
+        class FailingOnOneShard(StandInWindow):
+            def tick(self, now=None, *, stop=None):
+                out = super().tick(now, stop=stop)
+                raise TickIncomplete(WindowStateError("shardId-1: throttled"), out)
+
+        window = FailingOnOneShard()
+        window.close("shardId-0", 1, "f/a/0")
+        sink = Rows("rows")
+        runner = _runner(window, sink)
+        with pytest.raises(WindowStateError, match="shardId-1: throttled"):
+            runner.flush(flush_event("f"), Context())
+        assert set(sink.rows) == {"f/a/0"}
+        assert [(e.shard_id, e.tick) for e in window.acked] == [("shardId-0", 1)]
+
     def test_a_permanently_refused_result_is_dead_lettered_and_its_emission_acked(self):
         window = StandInWindow()
         sink = Rows("rows", lambda rec, n: permanent("too big", "ValidationException"))
