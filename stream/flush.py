@@ -217,8 +217,10 @@ class FlushRunner:
             if _ticks(step.processor)
         ]
         #: the window steps a flush ticks, with their chain index: the last one only
-        #: (module docstring, "Several window steps"), unless its ``flush_s`` is 0 (off)
-        self.windows = [(i, w) for i, w in ticking[-1:] if getattr(w, "flush_s", None) != 0]
+        #: (module docstring, "Several window steps"). Also when its ``flush_s`` is 0: that
+        #: turns the schedule off, not a flush sent by hand (``shardline flush``), which is
+        #: how emissions left pending when the schedule was turned off still go out
+        self.windows = ticking[-1:]
         self._tails: dict[int, BatchRunner] = {}
 
     def flush(self, event: Mapping[str, Any], context: Any = None) -> FlushResponse:

@@ -417,13 +417,15 @@ class TestSeveralWindowSteps:
         assert first.stops == []
         assert list(sink.rows) == ["g/a/0"]
 
-    def test_a_last_window_step_with_flushes_off_is_not_ticked(self):
+    def test_a_flush_by_hand_ticks_a_last_window_step_whose_schedule_is_off(self):
+        """flush_s: 0 removes the schedule; an emission left pending when it was turned off
+        still goes out by `shardline flush` (review 13: stranded otherwise)."""
         window = StandInWindow()
         window.flush_s = 0  # type: ignore[attr-defined]  # the pipeline's flush_s: 0
         window.close("shardId-0", 1, "f/a/0")
         runner = _runner(window, Rows("rows"))
-        assert runner.flush(flush_event("f"))["emitted"] == 0
-        assert window.stops == []
+        assert runner.flush(flush_event("f"))["emitted"] == 1
+        assert [e.tick for e in window.acked] == [1]
 
 
 class TestFailures:
