@@ -991,16 +991,21 @@ class Window:
         self._batch.floors = self._heirs_floor(arn, shard_id, state) if state.inherited else {}
         return state
 
-    def _heirs_floor(self, arn: str, shard_id: str, state: ShardState) -> dict[str, float]:
+    def _heirs_floor(
+        self, arn: str, shard_id: str, state: ShardState, now: float | None = None
+    ) -> dict[str, float]:
         """For each ancestor this shard inherited from: the lowest watermark of the other
         shards that may still add to its windows (its children, or theirs once they are
         parents too). An inherited window nobody claimed closes only when that and this
-        shard's watermark are past its end: no heir's records for it are late."""
+        shard's watermark are past its end: no heir's records for it are late. ``now``:
+        the clock a quiet heir is judged by (a flush's tick: its own; default the step's)."""
         holders = {o.holder for held in state.inherited.values() for o in held}
         heirs = {h: [s for s in self._frontier(arn, h) if s != shard_id] for h in holders}
         every = sorted({s for shards in heirs.values() for s in shards} | holders)
         progress = self.store.progress(every)
-        cutoff = None if self.quiet_s is None else self._now() - self.quiet_s
+        if now is None:
+            now = self._now()
+        cutoff = None if self.quiet_s is None else now - self.quiet_s
         lateness = self.allowed_lateness_s
         floors = {}
         for holder, shards in heirs.items():
@@ -1095,19 +1100,27 @@ class Window:
     # -- a scheduled flush (issue 16) -----------------------------------------------------
 
     def tick(
-        self, now: float | None = None, *, stop: Callable[[], bool] | None = None
+        self,
+        now: float | None = None,
+        *,
+        stop: Callable[[], bool] | None = None,
+        arn: str | None = None,
     ) -> list[Emission]:
         """Every pending emission (re-emitted as stored), then the new closes: each quiet shard
         of the function (any shard, none excluded) whose due windows the quiet rule would
         close, closed by one conditional commit of that shard alone with its new pending
         entry. `now` defaults to the step's clock; `stop()` true means stop taking new
-        shards (the invocation's time is running out). Raises WindowStateError (retried)
+        shards (the invocation's time is running out). `arn`, the stream's ARN (the
+        lineage's key): a reshard's quiet child also closes the windows it inherited once
+        every other heir is past them (:meth:`_tick_inherited`); without it they wait for
+        the child's next record, as before the flush. Raises WindowStateError (retried)
         when the state table cannot be read or written, after committing what it could.
         With `state: memory` returns [] (no table)."""
         if self.quiet_s is None:
             return []
         store = self.store
-        cutoff = (self._now() if now is None else now) - self.quiet_s
+        now = self._now() if now is None else now
+        cutoff = now - self.quiet_s
         shards = store.tick_shards()
         out = store.pending_ticks()
         failed: WindowStateError | None = None
@@ -1118,8 +1131,15 @@ class Window:
                 with self._locks(shard_id):  # not while a batch of this process holds it
                     emission = None
                     state = store.tick_state(shard_id, cutoff)
-                    if state is not None and (found := self._due_results(shard_id, state, cutoff)):
-                        emission = store.tick_commit(shard_id, state, found)
+                    if state is None:
+                        continue
+                    closed: set[Any] = set()  # inherited windows closed: claimed, then written
+                    if arn and state.inherited:
+                        found = self._tick_inherited(arn, shard_id, state, now, closed)
+                    else:
+                        found = self._due_results(shard_id, state, cutoff)
+                    if found:
+                        emission = store.tick_commit(shard_id, state, found, closed)
             except WindowStateError as exc:  # the others' closes go on: each its own commit
                 failed = failed or exc
                 continue
@@ -1128,6 +1148,29 @@ class Window:
         if failed is not None:
             raise failed
         return out
+
+    def _tick_inherited(
+        self, arn: str, shard_id: str, state: ShardState, now: float, closed: set[Any]
+    ) -> list[dict[str, Any]]:
+        """The quiet rule on a reshard's child that still holds windows of its parents (a
+        flush's tick, design §5 b/c): as if a record of time now - ``quiet_s`` had reached
+        it, its own windows behind that close, and so do the inherited ones every other
+        heir is past too (:meth:`_closable`, the floors at the tick's clock: a quiet heir
+        as a record at the cutoff, one that never had a batch as of its parent's drain).
+        Without this, a split or merge whose children all went quiet kept its parents'
+        windows open until a child's next record. ``closed`` gets the inherited windows
+        closed: the store claims them from their parents and writes them closed here."""
+        cutoff = now - self.quiet_s if self.quiet_s is not None else now
+        if state.max_time is not None and state.max_time >= cutoff:
+            return []
+        inherited = set(state.inherited)
+        self._batch.floors = self._heirs_floor(arn, shard_id, state, now)
+        changed: _Changed = {}
+        found = list(self._close_due(state, cutoff - self.allowed_lateness_s, changed).results)
+        closed.update(w for w in changed if w in inherited)
+        if found:
+            state.max_time = cutoff
+        return found
 
     def ack(self, emission: Emission) -> None:
         """Every record of `emission` is written or dead-lettered: drop the pending entry

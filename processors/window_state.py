@@ -375,11 +375,17 @@ class WindowStore(Protocol):
         (the rule of :meth:`quiet`), else ``None``."""
 
     def tick_commit(
-        self, shard_id: str, state: ShardState, results: Sequence[dict[str, Any]]
+        self,
+        shard_id: str,
+        state: ShardState,
+        results: Sequence[dict[str, Any]],
+        closed: Set[WindowKey] = frozenset(),
     ) -> Emission | None:
         """Commit the tick's close of the shard (``state`` from :meth:`tick_state`, its
         due windows closed) with ``results`` as its new pending emission, on the
-        condition that the shard did not change since; ``None``: it did (skipped)."""
+        condition that the shard did not change since; ``None``: it did (skipped), or
+        another shard claimed first one of ``closed``, the windows it inherited and
+        closed (claimed from their parents before the commit)."""
 
     def ack_tick(self, emission: Emission) -> None:
         """Every record of ``emission`` is written or dead-lettered: forget it."""

@@ -68,7 +68,11 @@ if TYPE_CHECKING:
         """A window step's flush surface (``processors.window.Window``, ``SessionWindow``)."""
 
         def tick(
-            self, now: float | None = None, *, stop: Callable[[], bool] | None = None
+            self,
+            now: float | None = None,
+            *,
+            stop: Callable[[], bool] | None = None,
+            arn: str | None = None,
         ) -> list[Emission]: ...
 
         def ack(self, emission: Emission) -> None: ...
@@ -230,7 +234,7 @@ class FlushRunner:
         results: list[BatchResult] = []
         try:
             for i, window in self.windows:
-                emissions = window.tick(stop=stop)
+                emissions = window.tick(stop=stop, arn=arn or None)  # arn: reshards' lineage
                 if not emissions:
                     continue
                 emissions = sorted(emissions, key=_shard_order)  # a shard's, in tick order

@@ -1,0 +1,254 @@
+"""A scheduled flush's tick across reshards on the session moto server (issue 16, slice S4
+of ``flush-design.md``, §5 (b) and (c)): when a split's or merge's children go quiet, the
+windows they inherited from their drained parents close by a tick, each exactly once, and
+equal what one unresharded shard makes of the same records. Each test runs with one lane
+and in lanes mode, for tumbling and session windows.
+
+The parent a child marked is skipped by the tick (``children``); a child that never had a
+batch has no shard item, so no tick reads it. The child that committed closes the
+parent's windows nobody claimed, with the other heirs' floors at the tick's clock (a heir
+that never had a batch counts as of the parent's drain), claiming each from its parent
+before its commit: a sibling that reads the parent later finds them claimed (closed).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import pytest
+
+from deploy.local.servers import provision
+from deploy.names import window_table_name
+from processors.chain import Chain, Step
+from processors.lineage import StaticLineage
+from processors.session import SessionWindow, session_end_of
+from processors.window import Window
+from processors.window_store import DynamoDBStore
+from stream.records import Record
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from processors.window_tick import Emission
+
+pytestmark = pytest.mark.integration
+
+LANES = pytest.mark.parametrize("lanes", [False, True], ids=["one-lane", "lanes"])
+KINDS = pytest.mark.parametrize("kind", ["window", "session"])
+START = 10_000.0  # the clock at the first batch
+ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/s"
+#: a key's window open on the parent (a and b), then a record of a on c1 (claims a's)
+PARENT = [{"user": "a", "ts": 5}, {"user": "b", "ts": 6}, {"user": "a", "ts": 8}]
+CHILD = [{"user": "a", "ts": 20}, {"user": "c", "ts": 25}]
+
+
+@pytest.fixture(scope="module")
+def table(aws: Callable[[str], Any]) -> str:
+    """One window state table for the module; each test uses its own partition prefix."""
+    plan = {
+        "name": f"w{uuid.uuid4().hex[:8]}",
+        "stream": {"name": f"s{uuid.uuid4().hex[:8]}"},
+        "sinks": {},
+        "functions": {"f": {"processors": [{"window": {"state": "dynamodb"}}]}},
+    }
+    provision(plan, aws)
+    return window_table_name(plan, "f")
+
+
+class Setup:
+    """Steps (each a cold start) on one test's partitions, one clock, one lineage."""
+
+    def __init__(self, aws: Any, table: str, lineage: dict[str, tuple[str, ...]], *,
+                 lanes: bool, kind: str, slide_s: int | None = None) -> None:  # fmt: skip
+        self.table, self.lanes, self.kind, self.slide_s = table, lanes, kind, slide_s
+        self.prefix, self.client, self.clock = uuid.uuid4().hex, aws("dynamodb"), [START]
+        self.lineage = StaticLineage(lineage)
+
+    def step(self) -> Window | SessionWindow:
+        """A new step on the table, ``quiet_s`` 300, late records to the ``late`` route."""
+        now = lambda: self.clock[0]  # noqa: E731
+        par = 2 if self.lanes else 1
+        if self.kind == "session":
+            store = DynamoDBStore(self.table, self.prefix, 0, 30, client=self.client, now=now,
+                                  end_of=session_end_of(30), high_water=self.lanes)  # fmt: skip
+            return SessionWindow(key="user", gap_s=30, field="ts", aggregate={"n": "count"},
+                                 function="f", store=store, quiet_s=300, now=now,
+                                 lineage=self.lineage, late="late",
+                                 parallelization=par)  # fmt: skip
+        store = DynamoDBStore(self.table, self.prefix, 0, 60, client=self.client, now=now,
+                              high_water=self.lanes)  # fmt: skip
+        return Window(key="user", size_s=60, slide_s=self.slide_s, field="ts",
+                      aggregate={"n": "count"}, function="f", store=store, quiet_s=300,
+                      now=now, lineage=self.lineage, late="late",
+                      parallelization=par)  # fmt: skip
+
+    def on(self, shard: str, docs: list[dict[str, Any]], first_seq: int) -> list[Any]:
+        """A batch of ``docs`` on ``shard``: its results, a late record as ("late", user)."""
+        batch = [Record(orjson.dumps(d), d["user"], str(first_seq + i), shard_id=shard,
+                        index=i, event_source_arn=ARN)
+                 for i, d in enumerate(docs)]  # fmt: skip
+        out = Chain([Step.of("w", self.step())]).run(batch)
+        assert not out.failures, out.failures
+        return [("late", r.json["user"]) if r.routes == ("late",) else r.as_dict()
+                for r in out.records]  # fmt: skip
+
+    def ticks(self, count: int = 3) -> list[Emission]:
+        """``count`` ticks (each a cold start) at the clock, each acking what it emitted:
+        every emission, in order."""
+        out: list[Emission] = []
+        for _ in range(count):
+            ticker = self.step()
+            emitted = ticker.tick(arn=ARN)
+            for emission in emitted:
+                ticker.ack(emission)
+            out += emitted
+        return out
+
+
+def reference(
+    aws: Any, table: str, kind: str, lanes: bool, docs: list[dict[str, Any]]
+) -> list[tuple[str, int]]:
+    """What one unresharded shard makes of ``docs`` (one batch), closed by a tick."""
+    ref = Setup(aws, table, {}, lanes=lanes, kind=kind)
+    assert ref.on("r", docs, 1) == []
+    ref.clock[0] += 301
+    return sorted(closed(ref.ticks()))
+
+
+def closed(emissions: list[Emission]) -> list[tuple[str, int]]:
+    return [(r["window_id"], r["n"]) for e in emissions for r in e.results]
+
+
+def once(found: list[tuple[str, int]]) -> None:
+    counts = Counter(window_id for window_id, _ in found)
+    assert all(n == 1 for n in counts.values()), counts
+
+
+class TestQuietChildren:
+    @LANES
+    @KINDS
+    def test_a_split_whose_child_had_a_batch_closes_the_parent_s_windows(
+        self, aws, table, lanes, kind
+    ):
+        """p holds a and b; p splits into c1 and c2; c1 adds to a (claims it) and opens
+        c; c2 never has a batch. 301 s after c1's batch a tick closes a, b (p's, nobody
+        claimed it) and c once, equal to the reference; p is skipped (marked). A later
+        record for b on c1 is late, and on c2's first batch too (tumbling windows)."""
+        setup = Setup(aws, table, {"c1": ("p",), "c2": ("p",)}, lanes=lanes, kind=kind)
+        assert setup.on("p", PARENT, 1) == []
+        setup.clock[0] += 10
+        assert setup.on("c1", CHILD, 100) == []
+        setup.clock[0] += 299
+        assert setup.ticks() == []  # c1 is not quiet yet
+        setup.clock[0] += 2
+        emitted = setup.ticks()
+        assert {e.shard_id for e in emitted} == {"c1"}
+        found = closed(emitted)
+        once(found)
+        assert sorted(found) == reference(aws, table, kind, lanes, PARENT + CHILD)
+        setup.clock[0] += 600
+        assert setup.ticks() == []
+        assert setup.on("c1", [{"user": "b", "ts": 9}], 102) == [("late", "b")]
+        # c2's first batch finds b claimed by c1: closed for it (a tumbling window). A
+        # session has no fixed key: c2's watermark is its parent's drain, so ts 10 opens a
+        # new session there, as after a batch of c1 closed b (not a flush's doing)
+        late = [("late", "b")] if kind == "window" else []
+        assert setup.on("c2", [{"user": "b", "ts": 10}], 200) == late
+
+    @LANES
+    @KINDS
+    def test_a_split_no_child_of_which_had_a_batch_closes_by_the_parent(
+        self, aws, table, lanes, kind
+    ):
+        """p holds a and b and splits; no child has a batch. A tick after quiet_s closes
+        them on p (not marked: today's rule), once; a child's later record is late."""
+        setup = Setup(aws, table, {"c1": ("p",), "c2": ("p",)}, lanes=lanes, kind=kind)
+        assert setup.on("p", PARENT, 1) == []
+        setup.clock[0] += 301
+        emitted = setup.ticks()
+        assert {e.shard_id for e in emitted} == {"p"}
+        found = closed(emitted)
+        once(found)
+        assert sorted(found) == reference(aws, table, kind, lanes, PARENT)
+        assert setup.on("c2", [{"user": "a", "ts": 9}], 200) == [("late", "a")]
+        setup.clock[0] += 600
+        assert setup.ticks() == []
+
+    @LANES
+    @KINDS
+    def test_a_merge_whose_child_went_quiet_closes_both_parents_windows(
+        self, aws, table, lanes, kind
+    ):
+        """p1 and p2 both hold a (one window across the merge) and p2 holds b; they merge
+        into c, which opens c and goes quiet. A tick closes a (both parents' records), b
+        and c once, equal to the reference."""
+        setup = Setup(aws, table, {"c": ("p1", "p2")}, lanes=lanes, kind=kind)
+        first, second = PARENT[:1], PARENT[1:]
+        assert setup.on("p1", first, 1) == []
+        assert setup.on("p2", second, 1) == []
+        setup.clock[0] += 10
+        assert setup.on("c", CHILD[1:], 100) == []
+        setup.clock[0] += 301
+        emitted = setup.ticks()
+        assert {e.shard_id for e in emitted} == {"c"}
+        found = closed(emitted)
+        once(found)
+        assert sorted(found) == reference(aws, table, kind, lanes, PARENT + CHILD[1:])
+        assert setup.on("c", [{"user": "a", "ts": 9}], 102) == [("late", "a")]
+
+    @LANES
+    @KINDS
+    def test_both_children_of_a_split_quiet_close_each_window_once(self, aws, table, lanes, kind):
+        """p holds a and b; both children had a batch (c1 adds to a, c2 opens d), so both
+        hold b, which nobody claimed. Ticks close every window once: the first child's
+        tick claims b, the other finds it claimed."""
+        setup = Setup(aws, table, {"c1": ("p",), "c2": ("p",)}, lanes=lanes, kind=kind)
+        assert setup.on("p", PARENT, 1) == []
+        setup.clock[0] += 10
+        assert setup.on("c1", CHILD[:1], 100) == []
+        assert setup.on("c2", [{"user": "d", "ts": 30}], 200) == []
+        setup.clock[0] += 301
+        emitted = setup.ticks()
+        found = closed(emitted)
+        once(found)
+        docs = [*PARENT, *CHILD[:1], {"user": "d", "ts": 30}]
+        assert sorted(found) == reference(aws, table, kind, lanes, docs)
+        setup.clock[0] += 600
+        assert setup.ticks() == []
+
+
+class TestAChildStillInheriting:
+    @LANES
+    def test_a_window_a_tick_closed_is_not_inherited_again_by_a_cold_start(self, aws, table, lanes):
+        """Hopping windows (60 s, sliding 30 s): p's record of b opens [10020, 10080) and
+        [10050, 10110); c1 has a batch and goes quiet. A tick whose cutoff is 10090 closes
+        the first (claimed from p) while c1 still inherits the second, so its shard item
+        keeps its ancestors and every cold start reads p again: there the first is c1's
+        own claim, and only the closed item in c1's partition says it is done. Ticks at
+        that clock close it once; a later cutoff closes the second; both equal the
+        reference."""
+        records = [{"user": "b", "ts": 10_050}]
+        own = [{"user": "c", "ts": 10_051}]
+        found: list[tuple[str, int]] = []
+        ref = Setup(aws, table, {}, lanes=lanes, kind="window", slide_s=30)
+        setup = Setup(aws, table, {"c1": ("p",), "c2": ("p",)}, lanes=lanes, kind="window",
+                      slide_s=30)  # fmt: skip
+        assert ref.on("r", records + own, 1) == []
+        assert setup.on("p", records, 1) == []
+        setup.clock[0] += 10
+        ref.clock[0] += 10
+        assert setup.on("c1", own, 100) == []
+        expected: list[tuple[str, int]] = []
+        for clock in (10_390.0, 10_390.0, 10_420.0, 10_420.0):
+            setup.clock[0] = ref.clock[0] = clock
+            emitted = setup.ticks(1)
+            assert {e.shard_id for e in emitted} <= {"c1"}
+            found += closed(emitted)
+            expected += closed(ref.ticks(1))
+        once(found)
+        assert ("f/b/1970-01-01T02:47:00Z", 1) in found  # [10020, 10080), the first tick's
+        assert sorted(found) == sorted(expected)
+        assert len(found) == 4  # b's two windows, c's two
