@@ -67,18 +67,20 @@ class Setup:
         self.prefix, self.client, self.clock = uuid.uuid4().hex, aws("dynamodb"), [START]
         self.lineage = StaticLineage(lineage)
 
-    def step(self) -> Window | SessionWindow:
-        """A new step on the table, ``quiet_s`` 300, late records to the ``late`` route."""
+    def step(self, client: Any = None) -> Window | SessionWindow:
+        """A new step on the table (through ``client``, default the test's), ``quiet_s``
+        300, late records to the ``late`` route."""
         now = lambda: self.clock[0]  # noqa: E731
+        client = client or self.client
         par = 2 if self.lanes else 1
         if self.kind == "session":
-            store = DynamoDBStore(self.table, self.prefix, 0, 30, client=self.client, now=now,
+            store = DynamoDBStore(self.table, self.prefix, 0, 30, client=client, now=now,
                                   end_of=session_end_of(30), high_water=self.lanes)  # fmt: skip
             return SessionWindow(key="user", gap_s=30, field="ts", aggregate={"n": "count"},
                                  function="f", store=store, quiet_s=300, now=now,
                                  lineage=self.lineage, late="late",
                                  parallelization=par)  # fmt: skip
-        store = DynamoDBStore(self.table, self.prefix, 0, 60, client=self.client, now=now,
+        store = DynamoDBStore(self.table, self.prefix, 0, 60, client=client, now=now,
                               high_water=self.lanes)  # fmt: skip
         return Window(key="user", size_s=60, slide_s=self.slide_s, field="ts",
                       aggregate={"n": "count"}, function="f", store=store, quiet_s=300,
@@ -95,17 +97,35 @@ class Setup:
         return [("late", r.json["user"]) if r.routes == ("late",) else r.as_dict()
                 for r in out.records]  # fmt: skip
 
-    def ticks(self, count: int = 3) -> list[Emission]:
+    def ticks(self, count: int = 3, client: Any = None) -> list[Emission]:
         """``count`` ticks (each a cold start) at the clock, each acking what it emitted:
         every emission, in order."""
         out: list[Emission] = []
         for _ in range(count):
-            ticker = self.step()
+            ticker = self.step(client)
             emitted = ticker.tick(arn=ARN)
             for emission in emitted:
                 ticker.ack(emission)
             out += emitted
         return out
+
+
+class BeforeClaim:
+    """The real client; before its first claim of a parent's window (``owner`` set),
+    ``hook`` runs (another invocation)."""
+
+    def __init__(self, client: Any, hook: Callable[[], Any]) -> None:
+        self.client = client
+        self.hook: Callable[[], Any] | None = hook
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def update_item(self, **request: Any) -> Any:
+        if self.hook is not None and "#o = :o0" in request.get("UpdateExpression", ""):
+            hook, self.hook = self.hook, None
+            hook()
+        return self.client.update_item(**request)
 
 
 def reference(
@@ -219,6 +239,33 @@ class TestQuietChildren:
         setup.clock[0] += 600
         assert setup.ticks() == []
 
+    @LANES
+    @KINDS
+    def test_an_inherited_window_waits_for_a_sibling_that_is_not_quiet(
+        self, aws, table, lanes, kind
+    ):
+        """c1 is quiet; c2 had a batch 10 s before the tick, its watermark (35) before
+        b's end: b (p's, both hold it) may still take c2's records, so the tick keeps it
+        (c1's own windows close: c2's batch closed them already, today's rule). Once c2
+        is quiet too, a tick closes b, once; all equal the reference."""
+        setup = Setup(aws, table, {"c1": ("p",), "c2": ("p",)}, lanes=lanes, kind=kind)
+        assert setup.on("p", PARENT, 1) == []
+        setup.clock[0] += 10
+        assert setup.on("c1", CHILD[:1], 100) == []
+        assert setup.on("c2", [{"user": "d", "ts": 30}], 200) == []
+        setup.clock[0] += 291
+        found = [(r["window_id"], r["n"]) for r in setup.on("c2", [{"user": "d", "ts": 35}], 201)]
+        setup.clock[0] += 10
+        held = closed(setup.ticks())
+        assert not [w for w, _ in held if "/b/" in w]  # c2 may still add to b
+        setup.clock[0] += 300
+        later = closed(setup.ticks())
+        assert [w for w, _ in later if "/b/" in w]
+        found += held + later
+        once(found)
+        docs = [*PARENT, *CHILD[:1], {"user": "d", "ts": 30}, {"user": "d", "ts": 35}]
+        assert sorted(found) == reference(aws, table, kind, lanes, docs)
+
 
 class TestAChildStillInheriting:
     @LANES
@@ -252,3 +299,32 @@ class TestAChildStillInheriting:
         assert ("f/b/1970-01-01T02:47:00Z", 1) in found  # [10020, 10080), the first tick's
         assert sorted(found) == sorted(expected)
         assert len(found) == 4  # b's two windows, c's two
+
+
+class TestRaces:
+    @LANES
+    @KINDS
+    def test_a_sibling_s_claim_inside_the_tick_makes_the_child_skip_once(
+        self, aws, table, lanes, kind
+    ):
+        """c1 and c2 both hold b (p's). c1's tick has read c1 and closes b; before its
+        claim, a batch of c2 adds to b (claims it). c1's claim loses: c1 is skipped, and
+        the next tick reads it again (b another's). Every window once, equal to the
+        reference; b with c2's record."""
+        setup = Setup(aws, table, {"c1": ("p",), "c2": ("p",)}, lanes=lanes, kind=kind)
+        assert setup.on("p", PARENT, 1) == []
+        setup.clock[0] += 10
+        assert setup.on("c1", CHILD[:1], 100) == []
+        assert setup.on("c2", [{"user": "d", "ts": 30}], 200) == []
+        setup.clock[0] += 301
+        sibling = [{"user": "b", "ts": 31}]  # past c2's watermark (30): not late
+        raced: list[Any] = []  # c2's batch closes quiet c1's own windows (today's rule)
+        racing = BeforeClaim(setup.client, lambda: raced.extend(setup.on("c2", sibling, 201)))
+        first = setup.ticks(1, client=racing)
+        assert racing.hook is None  # the race ran
+        assert "c1" not in {e.shard_id for e in first}  # its claim lost
+        setup.clock[0] += 301  # c2 had a batch: quiet again
+        found = [(r["window_id"], r["n"]) for r in raced] + closed(first + setup.ticks())
+        once(found)
+        docs = [*PARENT, *CHILD[:1], {"user": "d", "ts": 30}, *sibling]
+        assert sorted(found) == reference(aws, table, kind, lanes, docs)
