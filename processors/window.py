@@ -114,7 +114,7 @@ from processors.aggregations import (
 )
 from processors.errors import ProcessorError
 from processors.fold import NUMERIC, compile_fold
-from processors.lineage import KinesisLineage, StaticLineage
+from processors.lineage import KinesisLineage, LineageError, StaticLineage
 from processors.window_items import bound_hw
 from processors.window_keys import MARKER, key_json, key_text, key_value
 from processors.window_state import TooManyPartitionKeys, position_mark
@@ -1114,7 +1114,9 @@ class Window:
         lineage's key): a reshard's quiet child also closes the windows it inherited once
         every other heir is past them (:meth:`_tick_inherited`); without it they wait for
         the child's next record, as before the flush. Raises WindowStateError (retried)
-        when the state table cannot be read or written, after committing what it could.
+        when the state table cannot be read or written, or LineageError when a child's
+        parents cannot be listed (its inherited windows kept), after committing what it
+        could.
         With `state: memory` returns [] (no table)."""
         if self.quiet_s is None:
             return []
@@ -1123,7 +1125,7 @@ class Window:
         cutoff = now - self.quiet_s
         shards = store.tick_shards()
         out = store.pending_ticks()
-        failed: WindowStateError | None = None
+        failed: WindowStateError | LineageError | None = None
         for shard_id in shards:
             if stop is not None and stop():
                 break
@@ -1134,9 +1136,13 @@ class Window:
                     if state is None:
                         continue
                     closed: set[Any] = set()  # inherited windows closed: claimed, then written
+                    found = None
                     if arn and state.inherited:
-                        found = self._tick_inherited(arn, shard_id, state, now, closed)
-                    else:
+                        try:
+                            found = self._tick_inherited(arn, shard_id, state, now, closed)
+                        except LineageError as exc:  # its parents unknown: kept, as before
+                            failed = failed or exc
+                    if found is None:
                         found = self._due_results(shard_id, state, cutoff)
                     if found:
                         emission = store.tick_commit(shard_id, state, found, closed)

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from deploy.local.servers import provision
 from deploy.names import window_table_name
 from processors.chain import Chain, Step
-from processors.lineage import StaticLineage
+from processors.lineage import LineageError, StaticLineage
 from processors.session import SessionWindow, session_end_of
 from processors.window import Window
 from processors.window_store import DynamoDBStore
@@ -267,6 +267,41 @@ class TestQuietChildren:
         once(found)
         docs = [*PARENT, *CHILD[:1], {"user": "d", "ts": 30}, {"user": "d", "ts": 35}]
         assert sorted(found) == reference(aws, table, kind, lanes, docs)
+
+
+class Unlisted(StaticLineage):
+    """A lineage whose shard list cannot be read (``ListShards`` failing)."""
+
+    def children(self, arn: str, shard_id: str) -> tuple[str, ...]:
+        raise LineageError("ListShards failed (injected)")
+
+
+class TestALineageFailure:
+    @LANES
+    def test_the_tick_keeps_the_child_s_windows_and_closes_the_other_shards(
+        self, aws, table, lanes
+    ):
+        """c1's parents cannot be listed: the tick still closes c1's own windows and s9's,
+        then raises LineageError (the flush fails: its errors alarm); the next tick, with
+        the list back, closes p's window b on c1: each once, equal to the reference."""
+        setup = Setup(aws, table, {"c1": ("p",), "c2": ("p",)}, lanes=lanes, kind="window")
+        assert setup.on("p", PARENT, 1) == []
+        setup.clock[0] += 10
+        assert setup.on("c1", CHILD, 100) == []
+        assert setup.on("s9", [{"user": "z", "ts": 1}], 1) == []
+        setup.clock[0] += 301
+        lineage, setup.lineage = setup.lineage, Unlisted({"c1": ("p",), "c2": ("p",)})
+        ticker = setup.step()
+        with pytest.raises(LineageError, match="injected"):
+            ticker.tick(arn=ARN)
+        setup.lineage = lineage
+        setup.clock[0] += 60  # c1's watermark is at the last cutoff now: a later one
+        emitted = setup.ticks()
+        found = closed(emitted)
+        once(found)
+        assert {e.shard_id for e in emitted} == {"c1", "s9"}
+        docs = [*PARENT, *CHILD, {"user": "z", "ts": 1}]
+        assert sorted(found) == reference(aws, table, "window", lanes, docs)
 
 
 class TestAChildStillInheriting:
