@@ -117,7 +117,7 @@ from processors.fold import NUMERIC, compile_fold
 from processors.lineage import KinesisLineage, LineageError, StaticLineage
 from processors.window_items import bound_hw
 from processors.window_keys import MARKER, key_json, key_text, key_value
-from processors.window_state import TooManyPartitionKeys, position_mark
+from processors.window_state import TickTooLarge, TooManyPartitionKeys, position_mark
 from processors.window_store import (
     DEFAULT_MAX_RECORD_AGE_S,
     HW_MAX_PKS,
@@ -1145,7 +1145,14 @@ class Window:
                     if found is None:
                         found = self._due_results(shard_id, state, cutoff)
                     if found:
-                        emission = store.tick_commit(shard_id, state, found, closed)
+                        try:
+                            emission = store.tick_commit(shard_id, state, found, closed)
+                        except TickTooLarge:  # one lane: its own windows only, read again
+                            again = store.tick_state(shard_id, cutoff)
+                            if again is not None and (
+                                own := self._due_results(shard_id, again, cutoff)
+                            ):
+                                emission = store.tick_commit(shard_id, again, own)
             except WindowStateError as exc:  # the others' closes go on: each its own commit
                 failed = failed or exc
                 continue

@@ -38,6 +38,7 @@ __all__ = [
     "Position",
     "ShardState",
     "StateTooLarge",
+    "TickTooLarge",
     "TooManyPartitionKeys",
     "WindowKey",
     "WindowRecordError",
@@ -114,6 +115,13 @@ class StateTooLarge(WindowStateError):
 class ClaimLost(WindowStateError):
     """Another shard claimed a parent's window (or a parent changed) since this batch read
     it: the window step reads the state again and applies the batch again."""
+
+
+class TickTooLarge(WindowStateError):
+    """A flush's tick of a reshard's child closes more of its parents' windows at once
+    than one commit can write with one lane (a transaction's 100 items): the tick keeps
+    them, as before the flush, and closes the child's own windows only; the child's next
+    record closes them (or a later tick once lanes mode holds the shard)."""
 
 
 class CommitLost(WindowStateError):

@@ -57,7 +57,7 @@ from processors.window_items import (
 from processors.window_lanes import _LanesCommit
 from processors.window_one_lane import _OneLaneCommit
 from processors.window_outbox import _OUTBOX_PART
-from processors.window_state import ClaimLost, WindowStateError
+from processors.window_state import ClaimLost, TickTooLarge, WindowStateError
 from processors.window_tick import TICK_SUB_BASE, Emission
 
 if TYPE_CHECKING:
@@ -194,12 +194,18 @@ class _TickCommit(_LanesCommit, _OneLaneCommit):
         not take them from the parent again.
 
         Raises:
+            TickTooLarge: with one lane, ``closed`` over 99 windows (one transaction with
+                the shard item): nothing written.
             WindowStateError: a write failed otherwise (the entry is pending if the commit
                 went through after all: the next tick emits it).
         """
         was: _Cached = self._local.ticked.pop(shard_id)
         if not was.applied:
             return None
+        if not self.high_water and len(closed) >= _MAX_TRANSACT:  # before any write
+            msg = (f"window state: a flush's tick of shard {shard_id!r} closes {len(closed)} "
+                   f"inherited windows at once, over {_MAX_TRANSACT - 1} (one lane)")  # fmt: skip
+            raise TickTooLarge(msg)
         claims = state.claims(closed) if state.inherited else {}
         if claims:
             try:
@@ -266,14 +272,7 @@ class _TickCommit(_LanesCommit, _OneLaneCommit):
         partition, closed at its ``applied`` (as a batch's commit writes a window it
         closed: read as committed, so settled, by a cold start).
 
-        Raises:
-            WindowStateError: over a transaction's 100 items with the shard item (a
-                child's tick closing more than 99 inherited windows at once).
         """
-        if len(closed) >= _MAX_TRANSACT:
-            msg = (f"window state: a flush's tick of {pk['S']!r} closes {len(closed)} "
-                   f"inherited windows at once, over {_MAX_TRANSACT - 1} (one lane)")  # fmt: skip
-            raise WindowStateError(msg)
         v = was.applied or ""
         ranks: dict[Any, dict[tuple[Any, Any], int]] = {}
         closed_ttl = self._closed_ttl()

@@ -304,6 +304,30 @@ class TestALineageFailure:
         assert sorted(found) == reference(aws, table, "window", lanes, docs)
 
 
+class TestManyInherited:
+    @LANES
+    def test_a_child_inheriting_more_than_one_transaction_holds(self, aws, table, lanes):
+        """p holds 120 keys' windows; c1 had a batch (key c). With one lane a tick can write
+        99 closed windows with the child's item, so it closes c1's own window and keeps
+        p's (as before the flush: c1's next record closes them), once each; in lanes mode
+        (its log) it closes all 121 at once."""
+        setup = Setup(aws, table, {"c1": ("p",), "c2": ("p",)}, lanes=lanes, kind="window")
+        assert setup.on("p", [{"user": f"k{i}", "ts": 5} for i in range(120)], 1) == []
+        setup.clock[0] += 10
+        assert setup.on("c1", CHILD[1:], 1000) == []
+        setup.clock[0] += 301
+        found = closed(setup.ticks())
+        once(found)
+        if lanes:
+            assert len(found) == 121
+            return
+        assert found == [("f/c/1970-01-01T00:00:00Z", 1)]
+        out = setup.on("c1", [{"user": "c", "ts": 10_000}], 1001)  # closes them
+        found += [(r["window_id"], r["n"]) for r in out]
+        once(found)
+        assert len(found) == 121
+
+
 class TestAChildStillInheriting:
     @LANES
     def test_a_window_a_tick_closed_is_not_inherited_again_by_a_cold_start(self, aws, table, lanes):
