@@ -544,6 +544,34 @@ class SessionWindow:
             self._index.pop(shard_id, None)
         return found
 
+    def _tick_inherited(
+        self, arn: str, shard_id: str, state: ShardState, now: float, closed: set[Any]
+    ) -> list[dict[str, Any]]:
+        """The quiet rule on a reshard's child that still holds sessions of its parents
+        (a flush's tick), as :meth:`processors.window.Window._tick_inherited`: after
+        joining the inherited sessions that overlap, its own sessions behind now -
+        ``quiet_s`` close, and the inherited ones every other heir is past too. ``closed``
+        gets the inherited sessions closed, and a part claimed under another start (as
+        :meth:`_commit` writes it closed here, so a cold start does not inherit it again)."""
+        cutoff = now - self.quiet_s if self.quiet_s is not None else now
+        _drop_stale(state)
+        if state.max_time is not None and state.max_time >= cutoff:
+            return []
+        self._join_inherited(state)
+        inherited = set(state.inherited)
+        self._batch.floors = self._heirs_floor(arn, shard_id, state, now)  # type: ignore[misc]
+        changed: set[tuple[Any, Any]] = set()
+        found = self._close(state, cutoff - self.allowed_lateness_s, None, changed)
+        closed.update(w for w in changed if w in inherited)
+        for origins in state.claims(changed).values():
+            for origin in origins:
+                if origin.window is not None and origin.window not in state.windows:
+                    closed.add(origin.window)
+        if found:
+            state.max_time = cutoff
+            self._index.pop(shard_id, None)
+        return found
+
     #: a scheduled flush (issue 16): the window step's, with this step's quiet rule
     tick = Window.tick
     ack = Window.ack

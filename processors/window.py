@@ -114,10 +114,10 @@ from processors.aggregations import (
 )
 from processors.errors import ProcessorError
 from processors.fold import NUMERIC, compile_fold
-from processors.lineage import KinesisLineage, StaticLineage
+from processors.lineage import KinesisLineage, LineageError, StaticLineage
 from processors.window_items import bound_hw
 from processors.window_keys import MARKER, key_json, key_text, key_value
-from processors.window_state import TooManyPartitionKeys, position_mark
+from processors.window_state import TickTooLarge, TooManyPartitionKeys, position_mark
 from processors.window_store import (
     DEFAULT_MAX_RECORD_AGE_S,
     HW_MAX_PKS,
@@ -992,16 +992,21 @@ class Window:
         self._batch.floors = self._heirs_floor(arn, shard_id, state) if state.inherited else {}
         return state
 
-    def _heirs_floor(self, arn: str, shard_id: str, state: ShardState) -> dict[str, float]:
+    def _heirs_floor(
+        self, arn: str, shard_id: str, state: ShardState, now: float | None = None
+    ) -> dict[str, float]:
         """For each ancestor this shard inherited from: the lowest watermark of the other
         shards that may still add to its windows (its children, or theirs once they are
         parents too). An inherited window nobody claimed closes only when that and this
-        shard's watermark are past its end: no heir's records for it are late."""
+        shard's watermark are past its end: no heir's records for it are late. ``now``:
+        the clock a quiet heir is judged by (a flush's tick: its own; default the step's)."""
         holders = {o.holder for held in state.inherited.values() for o in held}
         heirs = {h: [s for s in self._frontier(arn, h) if s != shard_id] for h in holders}
         every = sorted({s for shards in heirs.values() for s in shards} | holders)
         progress = self.store.progress(every)
-        cutoff = None if self.quiet_s is None else self._now() - self.quiet_s
+        if now is None:
+            now = self._now()
+        cutoff = None if self.quiet_s is None else now - self.quiet_s
         lateness = self.allowed_lateness_s
         floors = {}
         for holder, shards in heirs.items():
@@ -1096,23 +1101,32 @@ class Window:
     # -- a scheduled flush (issue 16) -----------------------------------------------------
 
     def tick(
-        self, now: float | None = None, *, stop: Callable[[], bool] | None = None
+        self,
+        now: float | None = None,
+        *,
+        stop: Callable[[], bool] | None = None,
+        arn: str | None = None,
     ) -> list[Emission]:
         """Every pending emission (re-emitted as stored), then the new closes: each quiet shard
         of the function (any shard, none excluded) whose due windows the quiet rule would
         close, closed by one conditional commit of that shard alone with its new pending
         entry. `now` defaults to the step's clock; `stop()` true means stop taking new
-        shards (the invocation's time is running out). Raises TickIncomplete (a
+        shards (the invocation's time is running out). `arn`, the stream's ARN (the
+        lineage's key): a reshard's quiet child also closes the windows it inherited once
+        every other heir is past them (:meth:`_tick_inherited`); without it they wait for
+        the child's next record, as before the flush. Raises TickIncomplete (a
         WindowStateError: retried) when the state table cannot be read or written for some
-        shard, after committing what it could: it carries the emissions, to be sent on.
+        shard, or a child's parents cannot be listed (its inherited windows kept), after
+        committing what it could: it carries the emissions, to be sent on.
         With `state: memory` returns [] (no table)."""
         if self.quiet_s is None:
             return []
         store = self.store
-        cutoff = (self._now() if now is None else now) - self.quiet_s
+        now = self._now() if now is None else now
+        cutoff = now - self.quiet_s
         shards = store.tick_shards()
         out = store.pending_ticks()
-        failed: WindowStateError | None = None
+        failed: WindowStateError | LineageError | None = None
         for shard_id in shards:
             if stop is not None and stop():
                 break
@@ -1120,8 +1134,26 @@ class Window:
                 with self._locks(shard_id):  # not while a batch of this process holds it
                     emission = None
                     state = store.tick_state(shard_id, cutoff)
-                    if state is not None and (found := self._due_results(shard_id, state, cutoff)):
-                        emission = store.tick_commit(shard_id, state, found)
+                    if state is None:
+                        continue
+                    closed: set[Any] = set()  # inherited windows closed: claimed, then written
+                    found = None
+                    if arn and state.inherited:
+                        try:
+                            found = self._tick_inherited(arn, shard_id, state, now, closed)
+                        except LineageError as exc:  # its parents unknown: kept, as before
+                            failed = failed or exc
+                    if found is None:
+                        found = self._due_results(shard_id, state, cutoff)
+                    if found:
+                        try:
+                            emission = store.tick_commit(shard_id, state, found, closed)
+                        except TickTooLarge:  # one lane: its own windows only, read again
+                            again = store.tick_state(shard_id, cutoff)
+                            if again is not None and (
+                                own := self._due_results(shard_id, again, cutoff)
+                            ):
+                                emission = store.tick_commit(shard_id, again, own)
             except WindowStateError as exc:  # the others' closes go on: each its own commit
                 failed = failed or exc
                 continue
@@ -1130,6 +1162,29 @@ class Window:
         if failed is not None:
             raise TickIncomplete(failed, out) from failed
         return out
+
+    def _tick_inherited(
+        self, arn: str, shard_id: str, state: ShardState, now: float, closed: set[Any]
+    ) -> list[dict[str, Any]]:
+        """The quiet rule on a reshard's child that still holds windows of its parents (a
+        flush's tick, design §5 b/c): as if a record of time now - ``quiet_s`` had reached
+        it, its own windows behind that close, and so do the inherited ones every other
+        heir is past too (:meth:`_closable`, the floors at the tick's clock: a quiet heir
+        as a record at the cutoff, one that never had a batch as of its parent's drain).
+        Without this, a split or merge whose children all went quiet kept its parents'
+        windows open until a child's next record. ``closed`` gets the inherited windows
+        closed: the store claims them from their parents and writes them closed here."""
+        cutoff = now - self.quiet_s if self.quiet_s is not None else now
+        if state.max_time is not None and state.max_time >= cutoff:
+            return []
+        inherited = set(state.inherited)
+        self._batch.floors = self._heirs_floor(arn, shard_id, state, now)
+        changed: _Changed = {}
+        found = list(self._close_due(state, cutoff - self.allowed_lateness_s, changed).results)
+        closed.update(w for w in changed if w in inherited)
+        if found:
+            state.max_time = cutoff
+        return found
 
     def ack(self, emission: Emission) -> None:
         """Every record of `emission` is written or dead-lettered: drop the pending entry

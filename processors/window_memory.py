@@ -316,7 +316,11 @@ class MemoryStore:
         return None
 
     def tick_commit(
-        self, shard_id: str, state: ShardState, results: Sequence[dict[str, Any]]
+        self,
+        shard_id: str,
+        state: ShardState,
+        results: Sequence[dict[str, Any]],
+        closed: Set[WindowKey] = frozenset(),
     ) -> Emission | None:
         return None
 

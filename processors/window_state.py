@@ -39,6 +39,7 @@ __all__ = [
     "ShardState",
     "StateTooLarge",
     "TickIncomplete",
+    "TickTooLarge",
     "TooManyPartitionKeys",
     "WindowKey",
     "WindowRecordError",
@@ -70,7 +71,7 @@ class TickIncomplete(WindowStateError):
     those on before it fails: one shard failing at every tick must not hold back the results
     of every other shard (issue 16; review 13)."""
 
-    def __init__(self, cause: WindowStateError, emissions: list[Emission]) -> None:
+    def __init__(self, cause: Exception, emissions: list[Emission]) -> None:
         super().__init__(str(cause))
         self.cause = cause
         self.emissions = emissions
@@ -127,6 +128,13 @@ class StateTooLarge(WindowStateError):
 class ClaimLost(WindowStateError):
     """Another shard claimed a parent's window (or a parent changed) since this batch read
     it: the window step reads the state again and applies the batch again."""
+
+
+class TickTooLarge(WindowStateError):
+    """A flush's tick of a reshard's child closes more of its parents' windows at once
+    than one commit can write with one lane (a transaction's 100 items): the tick keeps
+    them, as before the flush, and closes the child's own windows only; the child's next
+    record closes them (or a later tick once lanes mode holds the shard)."""
 
 
 class CommitLost(WindowStateError):
@@ -388,11 +396,17 @@ class WindowStore(Protocol):
         (the rule of :meth:`quiet`), else ``None``."""
 
     def tick_commit(
-        self, shard_id: str, state: ShardState, results: Sequence[dict[str, Any]]
+        self,
+        shard_id: str,
+        state: ShardState,
+        results: Sequence[dict[str, Any]],
+        closed: Set[WindowKey] = frozenset(),
     ) -> Emission | None:
         """Commit the tick's close of the shard (``state`` from :meth:`tick_state`, its
         due windows closed) with ``results`` as its new pending emission, on the
-        condition that the shard did not change since; ``None``: it did (skipped)."""
+        condition that the shard did not change since; ``None``: it did (skipped), or
+        another shard claimed first one of ``closed``, the windows it inherited and
+        closed (claimed from their parents before the commit)."""
 
     def ack_tick(self, emission: Emission) -> None:
         """Every record of ``emission`` is written or dead-lettered: forget it."""

@@ -47,24 +47,27 @@ from typing import TYPE_CHECKING, Any
 from processors.window_items import (
     _REGISTRY,
     _SHARD_SK,
+    _TOKEN_LEN,
     _lanes_wrote,
     _number,
     _pos,
     _put,
+    _put_window,
     tick_attributes,
     ticks_of,
+    window_item,
 )
 from processors.window_lanes import _LanesCommit
 from processors.window_one_lane import _OneLaneCommit
 from processors.window_outbox import _OUTBOX_PART
-from processors.window_state import WindowStateError
+from processors.window_state import ClaimLost, TickTooLarge, WindowStateError
 from processors.window_tick import TICK_SUB_BASE, Emission
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Sequence, Set
 
     from processors.window_cache import _Cached
-    from processors.window_state import ShardState
+    from processors.window_state import ShardState, WindowKey
 
 __all__: list[str] = []
 
@@ -75,6 +78,8 @@ _TICK_COUNTER_SK = "~tn"
 #: commit failed after its parts were written), never for an entry still named (every
 #: tick that reads a named entry moves its TTL on when half of it is gone)
 TICK_TTL_S = 7 * 86_400
+#: DynamoDB's items per ``TransactWriteItems``
+_MAX_TRANSACT = 100
 
 
 def tick_sk(tick: int, part: int) -> str:
@@ -173,8 +178,9 @@ class _TickCommit(_LanesCommit, _OneLaneCommit):
     def tick_state(self, shard_id: str, cutoff: float) -> ShardState | None:
         """The shard's state, read now, if its item (as :meth:`tick_shards` read it) meets
         the quiet rule for ``cutoff`` (:meth:`quiet`'s: a ``clock`` before it, no
-        ``children``, ``next_end`` plus the lateness at or before it) and its partition is
-        still at that item's revision; else ``None``."""
+        ``children``, ``next_end`` plus the lateness at or before it, or ``ancestors``: a
+        child with inherited windows) and its partition is still at that item's
+        revision; else ``None``."""
         item = getattr(self._local, "ticking", {}).get(shard_id)
         if item is None:
             return None
@@ -183,8 +189,12 @@ class _TickCommit(_LanesCommit, _OneLaneCommit):
             "clock" in item
             and "children" not in item  # a reshard's parent: its children close
             and float(item["clock"]["N"]) < cutoff
-            and next_end is not None
-            and next_end + self.lateness <= cutoff
+            and (
+                (next_end is not None and next_end + self.lateness <= cutoff)
+                # a reshard's child still holding its parents' windows: those past its
+                # watermark wait for the other heirs and are not in its ``next_end``
+                or "ancestors" in item
+            )
         ):
             return None
         if not self.high_water and _lanes_wrote(item):  # the way back, as :meth:`quiet`
@@ -198,20 +208,45 @@ class _TickCommit(_LanesCommit, _OneLaneCommit):
         return cached.state
 
     def tick_commit(
-        self, shard_id: str, state: ShardState, results: Sequence[dict[str, Any]]
+        self,
+        shard_id: str,
+        state: ShardState,
+        results: Sequence[dict[str, Any]],
+        closed: Set[WindowKey] = frozenset(),
     ) -> Emission | None:
         """Commit the close of ``shard_id`` (its ``state`` as :meth:`tick_state` read it,
         the windows closed) with its new pending entry holding ``results``: the entry's
         parts, then the shard's own conditional commit naming it. ``None``: the
         condition was lost (the shard changed since: skipped, its parts deleted).
 
+        ``closed``: the windows a reshard's child inherited and closed. They are claimed
+        from their parents first (as a batch's claims: another shard that claimed one
+        first makes the tick skip the shard; the next tick reads it again, the window
+        foreign), and written closed in the child's partition with its commit (one
+        transaction), so a cold start of a child that still inherits other windows does
+        not take them from the parent again.
+
         Raises:
+            TickTooLarge: with one lane, ``closed`` over 99 windows (one transaction with
+                the shard item): nothing written.
             WindowStateError: a write failed otherwise (the entry is pending if the commit
                 went through after all: the next tick emits it).
         """
         was: _Cached = self._local.ticked.pop(shard_id)
         if not was.applied:
             return None
+        if not self.high_water and len(closed) >= _MAX_TRANSACT:  # before any write
+            msg = (f"window state: a flush's tick of shard {shard_id!r} closes {len(closed)} "
+                   f"inherited windows at once, over {_MAX_TRANSACT - 1} (one lane)")  # fmt: skip
+            raise TickTooLarge(msg)
+        claims = state.claims(closed) if state.inherited else {}
+        if claims:
+            try:
+                self._claim(shard_id, claims)
+            except ClaimLost:
+                return None
+            state.claimed(claims)
+        state.forget_foreign(self.size, self.lateness)
         pk = {"S": self.prefix + shard_id}
         tick = self._next_tick(pk, was.tick_n)
         seq = str(_pos(was.applied)[0])
@@ -226,9 +261,10 @@ class _TickCommit(_LanesCommit, _OneLaneCommit):
         ticks = {**was.ticks, tick: f"{len(parts)}/{seq}"}
         try:
             if self.high_water:
+                was.flushed |= closed  # its log writes them closed
                 self._tick_on_n(shard_id, state, was, parts, ticks, tick)
             else:
-                self._tick_on_rev(shard_id, state, was, parts, ticks, tick)
+                self._tick_on_rev(shard_id, state, was, parts, ticks, tick, closed)
         except _TickLost:
             self._drop_tick_parts(pk, [p["Item"]["window"]["S"] for p in parts])
             return None
@@ -270,19 +306,50 @@ class _TickCommit(_LanesCommit, _OneLaneCommit):
         parts: list[dict[str, Any]],
         ticks: dict[int, str],
         tick: int,
+        closed: Set[WindowKey] = frozenset(),
     ) -> None:
         """One lane: the shard item as the cross-shard close writes it (its ``clock``
-        kept: it stays quiet), with ``ticks``, on the ``rev`` read."""
+        kept: it stays quiet), with ``ticks``, on the ``rev`` read; with the items of
+        the inherited windows it closed (``closed``), closed at its ``applied``, in one
+        transaction."""
         pk = {"S": self.prefix + shard_id}
         item, more = self._shard_item(pk, state, was.applied or "", uuid.uuid4().hex,
                                       was.clock, was, (ticks, tick))  # fmt: skip
         self._put_all(parts + more)
+        head = _put(self.table, item, "rev", was.rev)
         try:
-            self._call("PutItem", self.client.put_item, lost=_TickLost,
-                       **_put(self.table, item, "rev", was.rev))  # fmt: skip
+            if not closed:
+                self._call("PutItem", self.client.put_item, lost=_TickLost, **head)
+            else:
+                writes = [{"Put": head}] + [{"Put": put} for put in self._closed_puts(
+                    pk, state, was, closed)]  # fmt: skip
+                self._call("TransactWriteItems", self.client.transact_write_items,
+                           lost=_TickLost, TransactItems=writes)  # fmt: skip
         except _TickLost:
             self._lost_to_another(pk, tick, ticks[tick])
         self._drop_parts(shard_id, was, {p["Item"]["window"]["S"] for p in more})
+
+    def _closed_puts(
+        self, pk: dict[str, str], state: ShardState, was: _Cached, closed: Set[WindowKey]
+    ) -> list[dict[str, Any]]:
+        """One lane: the conditional puts of ``closed`` windows' items in the shard's
+        partition, closed at its ``applied`` (as a batch's commit writes a window it
+        closed: read as committed, so settled, by a cold start).
+
+        """
+        v = was.applied or ""
+        ranks: dict[Any, dict[tuple[Any, Any], int]] = {}
+        closed_ttl = self._closed_ttl()
+        puts = []
+        for wkey in sorted(closed, key=repr):
+            raw_v, token, saved, rank, saved_hw = was.items.get(wkey, (None, None, None, 0, None))
+            end, acc, rank, expires = self._item_content(state, wkey, rank, ranks, closed_ttl)
+            stored = self._legacy.get((pk["S"], *wkey)) if self._legacy else None
+            mine = uuid.uuid4().hex[:_TOKEN_LEN]
+            item = window_item(pk, wkey, end, v, saved, acc, rank, expires, stored, mine,
+                               saved_hw=saved_hw)  # fmt: skip
+            puts.append(_put_window(self.table, item, raw_v, token))
+        return puts
 
     def _tick_on_n(  # noqa: PLR0917  # the commit's parts
         self,

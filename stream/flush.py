@@ -75,7 +75,11 @@ if TYPE_CHECKING:
         """A window step's flush surface (``processors.window.Window``, ``SessionWindow``)."""
 
         def tick(
-            self, now: float | None = None, *, stop: Callable[[], bool] | None = None
+            self,
+            now: float | None = None,
+            *,
+            stop: Callable[[], bool] | None = None,
+            arn: str | None = None,
         ) -> list[Emission]: ...
 
         def ack(self, emission: Emission) -> None: ...
@@ -241,7 +245,7 @@ class FlushRunner:
             for i, window in self.windows:
                 incomplete: Exception | None = None
                 try:
-                    emissions = window.tick(stop=stop)
+                    emissions = window.tick(stop=stop, arn=arn or None)  # arn: reshards' lineage
                 except Exception as exc:
                     # a tick that failed on some shard hands over what it has
                     # (processors.window_state.TickIncomplete): sent on, then raised

@@ -39,6 +39,7 @@ class StandInWindow:
         self.pending: dict[tuple[str, int], Emission] = {}
         self.closing: list[Emission] = []
         self.stops: list[Callable[[], bool] | None] = []
+        self.arns: list[str | None] = []  # what each tick was given as the stream's ARN
         self.acked: list[Emission] = []
 
     def close(self, shard: str, tick: int, *ids: str, seq: str = "49") -> Emission:
@@ -47,8 +48,15 @@ class StandInWindow:
         self.closing.append(emission)
         return emission
 
-    def tick(self, now: float | None = None, *, stop: Callable[[], bool] | None = None):
+    def tick(
+        self,
+        now: float | None = None,
+        *,
+        stop: Callable[[], bool] | None = None,
+        arn: str | None = None,
+    ):
         self.stops.append(stop)
+        self.arns.append(arn)
         for e in self.closing:
             self.pending[e.shard_id, e.tick] = e
         self.closing = []
@@ -251,6 +259,14 @@ class TestRecords:
         assert rec.event_source_arn == "arn:aws:kinesis:eu-west-1:111122223333:stream/clicks"
         assert rec.arrival == 1_700_000_000.0
 
+    def test_the_tick_gets_the_stream_s_arn_for_a_reshard_s_lineage_or_none(self):
+        """A quiet child's inherited windows need the shard's parents, by the stream's
+        ARN; without a context there is none (the windows wait for a record)."""
+        window = StandInWindow()
+        _runner(window, Rows("rows")).flush(flush_event("f"), Context())
+        _runner(window, Rows("rows")).flush(flush_event("f"))
+        assert window.arns == ["arn:aws:kinesis:eu-west-1:111122223333:stream/clicks", None]
+
     def test_a_flushed_result_never_takes_the_document_id_of_the_last_records_result(self):
         """The last record closed a window too: its one result has the id ``shard:seq``;
         the flush's must differ (the sub-sequence number is in it)."""
@@ -433,7 +449,7 @@ class TestFailures:
         from processors.window_state import WindowStateError  # noqa: PLC0415
 
         class Broken(StandInWindow):
-            def tick(self, now=None, *, stop=None):
+            def tick(self, now=None, *, stop=None, arn=None):
                 raise WindowStateError("window table unreachable")
 
         runner = _runner(Broken(), Rows("rows"))
