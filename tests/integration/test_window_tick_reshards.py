@@ -28,7 +28,7 @@ from processors.chain import Chain, Step
 from processors.lineage import LineageError, StaticLineage
 from processors.session import SessionWindow, session_end_of
 from processors.window import Window
-from processors.window_store import DynamoDBStore
+from processors.window_store import DynamoDBStore, TickIncomplete
 from stream.records import Record
 
 if TYPE_CHECKING:
@@ -282,7 +282,7 @@ class TestALineageFailure:
         self, aws, table, lanes
     ):
         """c1's parents cannot be listed: the tick still closes c1's own windows and s9's,
-        then raises LineageError (the flush fails: its errors alarm); the next tick, with
+        then raises TickIncomplete (LineageError its cause; the flush sends what it closed, then fails: its errors alarm); the next tick, with
         the list back, closes p's window b on c1: each once, equal to the reference."""
         setup = Setup(aws, table, {"c1": ("p",), "c2": ("p",)}, lanes=lanes, kind="window")
         assert setup.on("p", PARENT, 1) == []
@@ -292,8 +292,11 @@ class TestALineageFailure:
         setup.clock[0] += 301
         lineage, setup.lineage = setup.lineage, Unlisted({"c1": ("p",), "c2": ("p",)})
         ticker = setup.step()
-        with pytest.raises(LineageError, match="injected"):
+        with pytest.raises(TickIncomplete, match="injected") as raised:
             ticker.tick(arn=ARN)
+        assert isinstance(raised.value.cause, LineageError)
+        # what it closed rides on the error, for the flush to send before it fails
+        assert {e.shard_id for e in raised.value.emissions} == {"c1", "s9"}
         setup.lineage = lineage
         setup.clock[0] += 60  # c1's watermark is at the last cutoff now: a later one
         emitted = setup.ticks()

@@ -208,8 +208,8 @@ class TestAcks:
         from processors.window_state import TickIncomplete, WindowStateError  # noqa: PLC0415
 
         class FailingOnOneShard(StandInWindow):
-            def tick(self, now=None, *, stop=None):
-                out = super().tick(now, stop=stop)
+            def tick(self, now=None, *, stop=None, arn=None):
+                out = super().tick(now, stop=stop, arn=arn)
                 raise TickIncomplete(WindowStateError("shardId-1: throttled"), out)
 
         window = FailingOnOneShard()
