@@ -365,6 +365,54 @@ class TestAChildStillInheriting:
         assert len(found) == 4  # b's two windows, c's two
 
 
+class Queries:
+    """The real client, counting each ``Query`` by the partition it reads (the test's
+    prefix cut off)."""
+
+    def __init__(self, client: Any, prefix: str) -> None:
+        self.client, self.prefix, self.by_shard = client, prefix, Counter[str]()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def query(self, **request: Any) -> Any:
+        pk = request["ExpressionAttributeValues"][":s"]["S"]
+        self.by_shard[pk.removeprefix(self.prefix)] += 1
+        return self.client.query(**request)
+
+
+class TestTheCostOfAChildStillInheriting:
+    @pytest.mark.xfail(
+        strict=True,
+        reason="review 15: a quiet child whose shard item keeps ``ancestors`` while nothing "
+        "of its parents is left to it (all claimed by a sibling) and nothing of its own is "
+        "due is read, with its parent, at every tick while it stays quiet: a tick commits "
+        "only a close, and only a commit drops ``ancestors``",
+    )
+    @LANES
+    def test_a_quiet_child_left_with_its_sibling_s_claims_only_is_not_read_at_every_tick(
+        self, aws, table, lanes
+    ):
+        """p holds a and b and splits; c1 adds to a, c2 to b (claims it: foreign to c1,
+        whose item still names p). Once c1 is quiet, c2's next batch closes c1's a (the
+        cross-shard rule). c1 then has no window and nothing to inherit, yet its item keeps
+        ``ancestors``, which makes every tick read c1's partition and p's (one ``Query``
+        each) and close nothing: without end while c1 stays quiet."""
+        setup = Setup(aws, table, {"c1": ("p",), "c2": ("p",)}, lanes=lanes, kind="window")
+        assert setup.on("p", PARENT, 1) == []
+        setup.clock[0] += 10
+        assert setup.on("c1", [{"user": "a", "ts": 20}], 100) == []
+        assert setup.on("c2", [{"user": "b", "ts": 31}], 200) == []
+        setup.clock[0] += 301
+        out = setup.on("c2", [{"user": "d", "ts": 400}], 201)  # closes b (c2's) and c1's a
+        assert sorted((r["window_id"], r["n"]) for r in out) == [
+            ("f/a/1970-01-01T00:00:00Z", 3), ("f/b/1970-01-01T00:00:00Z", 2)]  # fmt: skip
+        setup.clock[0] += 290  # c2 is not quiet yet: no tick closes anything
+        counting = Queries(setup.client, setup.prefix)
+        assert setup.ticks(3, client=counting) == []
+        assert counting.by_shard["p"] <= 1, counting.by_shard
+
+
 class TestRaces:
     @LANES
     @KINDS
