@@ -282,8 +282,9 @@ class TestALineageFailure:
         self, aws, table, lanes
     ):
         """c1's parents cannot be listed: the tick still closes c1's own windows and s9's,
-        then raises TickIncomplete (LineageError its cause; the flush sends what it closed, then fails: its errors alarm); the next tick, with
-        the list back, closes p's window b on c1: each once, equal to the reference."""
+        then raises TickIncomplete (LineageError its cause; the flush sends what it closed,
+        then fails: its errors alarm); the next tick, with the list back, closes p's window b
+        on c1: each once, equal to the reference."""
         setup = Setup(aws, table, {"c1": ("p",), "c2": ("p",)}, lanes=lanes, kind="window")
         assert setup.on("p", PARENT, 1) == []
         setup.clock[0] += 10
