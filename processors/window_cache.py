@@ -17,9 +17,9 @@ class _Cached:
     """A shard's state as this process last committed it, and what it knows of the items."""
 
     __slots__ = ("applied", "clean", "clock", "decoded", "flushed", "items", "lanes",
-                 "legacy", "logs", "n", "outbox", "parts", "pending", "rev", "rolled",
-                 "spoiled", "state", "tick_n", "ticks", "unlisted", "unmarked",
-                 "unrolled")  # fmt: skip
+                 "legacy", "loaded", "logs", "n", "outbox", "parts", "pending", "rev",
+                 "rolled", "spoiled", "starts", "state", "tick_n", "ticks", "unlisted",
+                 "unmarked", "unrolled")  # fmt: skip
 
     def __init__(
         self, state: ShardState, applied: str | None, rev: str | None, *, lanes: bool
@@ -78,6 +78,13 @@ class _Cached:
         #: (an ack removes an entry without moving ``rev``)
         self.ticks: dict[int, str] = {}
         self.tick_n = 0
+        #: one lane: the shard item's ``starts`` as read or last written (the sort key
+        #: prefixes ``w#START#`` of every window open at its ``applied``; ``None``: not
+        #: listed), which a ``Put`` of it by a close that opens no window carries; and the
+        #: prefixes the load read (``None``: the whole partition), outside of which an item
+        #: may exist that ``items`` does not know (:mod:`processors.window_starts`)
+        self.starts: frozenset[str] | None = None
+        self.loaded: frozenset[str] | None = None
 
     def judged_at(self) -> str | None:
         """The position text old window items (``v``/``prev``) are judged against."""

@@ -137,6 +137,7 @@ class DynamoDBStore(_TickCommit):
             raise
         except Exception:
             del self._cache[shard_id]
+            self._whole.add(self.prefix + shard_id)
             raise
         finally:
             self._local.quiet = {}

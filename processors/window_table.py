@@ -65,7 +65,7 @@ class _TableStore:
     :class:`~processors.window_dynamodb.DynamoDBStore`)."""
 
     __slots__ = ("_asks_quiet", "_cache", "_client", "_lanes", "_legacy", "_listed", "_local",
-                 "_merge", "_persist", "_sleep", "end_of", "hw_bound", "lateness",
+                 "_merge", "_persist", "_sleep", "_whole", "end_of", "hw_bound", "lateness",
                  "max_record_age_s", "now", "prefix", "reads", "size", "table",
                  "writes")  # fmt: skip
 
@@ -119,6 +119,9 @@ class _TableStore:
         #: wrote under another JSON than :func:`~processors.window_keys.key_json` gives
         #: (a whole float key: ``w#0#1.0``, now ``w#0#1``); writes and claims go to that item
         self._legacy: dict[tuple[str, Any, Any], str] = {}
+        #: partitions read whole at their next read, not by their listed starts: a commit
+        #: of the shard failed in this process (:mod:`processors.window_starts`)
+        self._whole: set[str] = set()
         #: calls made, for the bench and tests: reads (GetItem, Query pages), writes (PutItem)
         self.reads = 0
         self.writes = 0

@@ -1,0 +1,149 @@
+"""The open windows' starts in the shard item: a cold read of a shard reads its open windows only.
+
+A window's item stays in its shard's partition after the window closed (written closed,
+with a TTL of a day and more: :data:`~processors.window_items.CLOSED_TTL_S`), and DynamoDB
+deletes expired items only days after they expire. A read of the whole partition (a cold
+start, a batch after a lost condition, a quiet shard's read, a flush's tick) therefore read
+every window the shard closed in the last days: a shard that closes a hundred windows a
+minute holds over 140,000 of them, a few hundred ``Query`` pages of 1 MB read one after
+another and decoded in the function's memory before its first record. The state it needs
+is the open windows only.
+
+So, with one lane and for tumbling and hopping windows, every commit of a batch writes in
+its shard item ``starts``: the sort key prefixes (``w#START#``) of the windows open at its
+``applied``, at most :data:`STARTS_MAX` of them. A read of a shard whose item lists them
+reads the items below ``w#`` (the shard item, the outbox's parts) and the items of each
+listed start (one ``Query`` each, at once), not the rest of the partition.
+
+The invariant: **every window open at the shard item's** ``applied`` **has its start
+listed** (a superset is allowed). Why it holds:
+
+* only a batch's commit makes a window open, and its item lists the starts of every window
+  open in its state after the batch: the state it read (all open windows, by the
+  invariant, or the whole partition) with the batch applied. A window another shard's
+  batch or a flush closed stays open in its own items until the shard's next commit marks
+  it closed (``flushed``), so those closes carry the list they read, as do the fence
+  (an ``UpdateItem``) and a flush's tick;
+* an item a failed attempt wrote (``v`` past ``applied``) is not open at ``applied``
+  unless it was before (``prev``), and then its start is listed. Such an item outside the
+  listed starts is not read, so before a commit writes a window that the read did not see
+  and whose start it did not read, it reads that item (:meth:`_StartsReads._read_unlisted`,
+  one ``BatchGetItem``): its write's condition is then the item's ``token`` and the fence
+  rule of :mod:`processors.window_one_lane` sees it, as after a read of the partition.
+  The item is pending garbage or absent; an item there that reads as open breaks the
+  invariant, and the commit fails (:class:`~processors.window_state.WindowStateError`)
+  and the shard is read whole at its next read;
+* what does not list its starts is read whole, as before: a shard item an earlier
+  version or lanes mode wrote (lanes mode keeps its own reads: its logs, catch-up and
+  closed windows' high-water need the partition), a shard still inheriting from its
+  parents (``ancestors``: its closed items say which parents' windows it settled), items
+  written under an earlier key JSON (``_legacy``), session windows (a start per session),
+  a shard with more than :data:`STARTS_MAX` starts open, and a shard whose commit failed
+  in this process (:attr:`_StartsReads._whole`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from processors.window_items import _SHARD_SK, _effective, _pos, _window_sk
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from processors.window_cache import _Cached
+    from processors.window_state import ShardState, WindowKey
+
+__all__ = ["STARTS_MAX"]
+
+#: The most starts a shard item lists (each a ``Query`` of a cold read); past it, none.
+STARTS_MAX = 64
+_ATTRIBUTE = "starts"
+_WINDOWS = "w#"  # the window items' sort key prefix: what sorts below it is read always
+
+
+def start_prefix(wkey: WindowKey) -> str:
+    """The sort key prefix of a window's start: ``w#START#`` (the ``#`` after the number
+    sorts below every character a number is written with, so the prefixes sort as their
+    items do).
+
+    >>> start_prefix(("u1", 120)), start_prefix(("u1", 61.5))
+    ('w#120#', 'w#61.5#')
+    """
+    sk = _window_sk(wkey)
+    return sk[: sk.index("#", len(_WINDOWS)) + 1]
+
+
+def listed(shard_item: Mapping[str, Any] | None) -> frozenset[str] | None:
+    """The starts a shard item lists; ``None``: it lists none (read the partition)."""
+    if shard_item is None or _ATTRIBUTE not in shard_item:
+        return None
+    return frozenset(shard_item[_ATTRIBUTE]["SS"]) - {_WINDOWS}
+
+
+def attribute(starts: frozenset[str] | None) -> dict[str, Any]:
+    """The shard item's ``starts`` attribute (none for ``None``; DynamoDB refuses an empty
+    set, so no open window is the one prefix ``w#``, which no item has: nothing to read)."""
+    if starts is None:
+        return {}
+    return {_ATTRIBUTE: {"SS": sorted(starts) or [_WINDOWS]}}
+
+
+def open_starts(state: ShardState, whole: bool) -> frozenset[str] | None:
+    """The starts a commit lists for ``state`` after its batch: its open windows'
+    (``None``: not listed: ``whole``, for items of an earlier key JSON or session windows;
+    a shard inheriting; too many)."""
+    if whole or state.ancestors or state.inherited or state.foreign or state.waiting:
+        return None
+    starts = frozenset(start_prefix(wkey) for wkey in state.windows)
+    return starts if len(starts) <= STARTS_MAX else None
+
+
+def usable(shard_item: Mapping[str, Any] | None) -> frozenset[str] | None:
+    """The starts a read of the shard may keep to, or ``None`` (read the partition):
+    none listed, or the shard inherits or lanes mode wrote it."""
+    starts = listed(shard_item)
+    if starts is None or shard_item is None:
+        return None
+    if "ancestors" in shard_item or "n" in shard_item or "legacy_applied" in shard_item:
+        return None
+    return starts
+
+
+def head_bound() -> str:
+    """A cold read's first ``Query`` takes the sort keys below this: the shard item, the
+    outbox's and logs' parts, the keys' high-water items; not the windows."""
+    return _WINDOWS
+
+
+def start_range(prefix: str) -> tuple[str, str]:
+    """The inclusive sort key range of one start's items (``w#S#`` to ``w#S$``: ``$``
+    follows ``#``, and no sort key is ``w#S$``)."""
+    return prefix, prefix[:-1] + "$"
+
+
+def shard_item_of(items: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+    """The shard item among a read's items."""
+    return next((i for i in items if i["window"]["S"] == _SHARD_SK), None)
+
+
+def unread(cached: _Cached, wkeys: Iterable[WindowKey]) -> list[WindowKey]:
+    """The windows a commit writes that its read neither saw nor covered: their start
+    was not read, and no item of theirs is known."""
+    loaded = cached.loaded
+    if loaded is None:
+        return []
+    return [w for w in wkeys if w not in cached.items and start_prefix(w) not in loaded]
+
+
+def seen(
+    cached: _Cached, item: dict[str, Any]
+) -> tuple[WindowKey, tuple[str | None, str | None, str | None, int, str | None]] | None:
+    """An item read for :func:`unread`, as :attr:`_Cached.items` holds it; ``None`` when
+    it reads as open at ``applied`` (it breaks the invariant: the commit fails)."""
+    applied = _pos(cached.applied) if cached.applied else None
+    wkey, raw_v, acc, closed, _, rank, hw = _effective(item, applied)
+    if acc is not None and not closed:
+        return None
+    token = item["token"]["S"] if "token" in item else None
+    return wkey, (raw_v, token, None, rank, hw)
