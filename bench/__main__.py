@@ -25,6 +25,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "bench.invocation",
         "invocation wall time through a delaying proxy: overlapped vs in turn vs Powertools",
     ),
+    "coldread": (
+        "bench.coldread",
+        "ms and items: a windowed function's first batch after a cold start, listed vs whole",
+    ),
     "flush": ("bench.flush", "ms: a scheduled window flush through the handler on local moto"),
     "handler": ("bench.handler", "µs/record: shardline vs Powertools BatchProcessor vs plain loop"),
     "memory": ("bench.memory", "peak memory of one invocation: shardline vs plain loop; 6 MB"),

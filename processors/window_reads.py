@@ -491,22 +491,6 @@ class _Reads(_Reshards):
             msg = f"window state: an item of {pk!r} in table {self.table!r} is unreadable: {exc!r}"
             raise WindowStateError(msg) from exc
 
-    def _partition(self, pk: str) -> tuple[list[dict[str, Any]], frozenset[str] | None]:
-        """What a read of a shard reads of its partition, and the starts it kept to
-        (``None``: all of it). With one lane, tumbling and hopping windows: the items
-        below ``w#``, then the items of the starts the shard item lists, at once
-        (:mod:`processors.window_starts`); else, or when it lists none, the partition."""
-        if self.high_water or self.end_of is not None or pk in self._whole:
-            self._whole.discard(pk)
-            return self._query(pk), None
-        head = self._query(pk, high=window_starts.head_bound())
-        starts = window_starts.usable(window_starts.shard_item_of(head))
-        if starts is None:
-            return head + self._query(pk, window_starts.head_bound(), "~"), None
-        pages = run_all([partial(self._query, pk, *window_starts.start_range(p))
-                         for p in sorted(starts)])  # fmt: skip
-        return head + [item for page in pages for item in page], starts
-
     def _load(self, pk: str) -> _Cached:  # noqa: PLR0915  # one pass over the partition
         found, loaded = self._partition(pk)
         items, decoded = _laid(found)

@@ -99,8 +99,9 @@ class _Reshards(_RollForward):
         parents_of: ParentsOf,
         merge: Merge,
     ) -> None:
-        """Read the parents' partitions (one ``Query`` each; a parent that never had a
-        batch: its own parents'), seed ``state``; the commit marks them and claims."""
+        """Read the parents' partitions (their open windows: :meth:`_partition`; a parent
+        that never had a batch: its own parents'), seed ``state``; the commit marks them
+        and claims."""
         self._merge = merge
         cached = self._cache.get(shard_id)
         if cached is None or cached.state is not state:
@@ -124,7 +125,7 @@ class _Reshards(_RollForward):
         time; ``heads`` are the parents read (``parents_of`` given: the top level)."""
         view = _View()
         for parent in parents:
-            items, pending = _laid(self._query(self.prefix + parent))
+            items, pending = _laid(self._partition(self.prefix + parent)[0])
             if pending:  # claims need its items in the table (slice S5)
                 self._roll_logs(self.prefix + parent, pending)
             head = next((i for i in items if i["window"]["S"] == _SHARD_SK), None)

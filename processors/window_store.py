@@ -10,6 +10,8 @@ lives in a module of its own, whose docstring says why it is as it is:
 * :mod:`processors.window_items`: the table's items (its layout, sizes and TTLs) as text:
   window items (:func:`window_item`), accumulators (:func:`encode`), high-water marks;
 * :mod:`processors.window_outbox`: what records yielded, kept for their redelivery;
+* :mod:`processors.window_starts`: the open windows' starts a shard item lists, so that a
+  cold read reads them, not every window the shard closed in the last days;
 * :mod:`processors.window_dynamodb`: :class:`DynamoDBStore` (a warm batch's round trips),
   built in layers: :mod:`processors.window_table` (settings, mode, calls),
   :mod:`processors.window_roll` (lanes mode's roll-forward), :mod:`processors.window_reshards`,

@@ -21,6 +21,7 @@ import time
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from processors import window_starts
 from processors.window_items import (
     _REGISTRY,
     _SHARD_SK,
@@ -277,6 +278,23 @@ class _TableStore:
             start_key = page.get("LastEvaluatedKey")
             if not start_key:
                 return items
+
+    def _partition(self, pk: str) -> tuple[list[dict[str, Any]], frozenset[str] | None]:
+        """What a read of a shard reads of its partition (a batch's shard, a quiet shard,
+        a reshard's parent), and the starts it kept to (``None``: all of it). With one
+        lane, tumbling and hopping windows: the items below ``w#``, then the items of the
+        starts the shard item lists, at once (:mod:`processors.window_starts`); else, or
+        when it lists none, the partition."""
+        if self.high_water or self.end_of is not None or pk in self._whole:
+            self._whole.discard(pk)
+            return self._query(pk), None
+        head = self._query(pk, high=window_starts.head_bound())
+        starts = window_starts.usable(window_starts.shard_item_of(head))
+        if starts is None:
+            return head + self._query(pk, window_starts.head_bound(), "~"), None
+        pages = run_all([partial(self._query, pk, *window_starts.start_range(p))
+                         for p in sorted(starts)])  # fmt: skip
+        return head + [item for page in pages for item in page], starts
 
     def _merger(self) -> Merge:
         if self._merge is None:

@@ -827,6 +827,15 @@ class CostModel:
                                  "batch assumed (one per distinct value in reality)")  # fmt: skip
                 if spec["type"] in ("opensearch", "kinesis"):
                     notes.append(f"{sink} ({spec['type']}): not priced")
+        windowed = [name for name, f in plan["functions"].items()
+                    if any("window" in p and p["window"].get("state", "dynamodb") == "dynamodb"
+                           for p in f.get("processors", []))]  # fmt: skip
+        if windowed:
+            notes.append(
+                f"window state ({', '.join(windowed)}): its table's writes are not priced: per "
+                "batch, one per (key, window) the batch changed or closed, and "
+                "the shard's item (python -m bench invocation counts them for the example)"
+            )
         flushed = [name for name, f in plan["functions"].items() if self.flushes(f)]
         if flushed:
             notes.append(

@@ -461,3 +461,19 @@ class TestCli:
         assert result.exit_code == 0, result.output
         assert "total: $" in result.stdout
         assert not math.isnan(float(result.stdout.split("total: $")[1].split()[0].replace(",", "")))
+
+
+class TestWindowState:
+    """A window step's state writes are not priced: the notes say so, for the functions
+    that keep it in DynamoDB only (the sinks' lines used to be all the DynamoDB shown)."""
+
+    @pytest.mark.parametrize(("state", "named"), [("", True), (", state: memory", False)])
+    def test_the_notes_name_the_windowed_function_s_state_writes(
+        self, state: str, named: bool
+    ) -> None:
+        result = estimate(plan_of(TestWindowFlushes.WINDOWED % state), 1, 100)
+        notes = [n for n in result.notes if n.startswith("window state")]
+        assert notes == (["window state (w): its table's writes are not priced: per batch, "
+                          "one per (key, window) the batch changed or closed, and the shard's "
+                          "item (python -m bench invocation counts them for the example)"]
+                         if named else [])  # fmt: skip
