@@ -25,33 +25,34 @@ listed** (a superset is allowed). Why it holds:
   it closed (``flushed``), so those closes carry the list they read, as do the fence
   (an ``UpdateItem``) and a flush's tick;
 * an item a failed attempt wrote (``v`` past ``applied``) is not open at ``applied``
-  unless it was before (``prev``), and then its start is listed. Such an item outside the
-  listed starts is not read, so before a commit writes a window that the read did not see
-  and whose start it did not read, it reads that item (:meth:`_StartsReads._read_unlisted`,
-  one ``BatchGetItem``): its write's condition is then the item's ``token`` and the fence
-  rule of :mod:`processors.window_one_lane` sees it, as after a read of the partition.
-  The item is pending garbage or absent; an item there that reads as open breaks the
-  invariant, and the commit fails (:class:`~processors.window_state.WindowStateError`)
-  and the shard is read whole at its next read;
+  unless it was before (``prev``), and then its start is listed. Such an item at a start
+  not listed is not read, and a commit's write over it (as new: no token read) loses its
+  condition; so does a write over an item another attempt wrote since the read. With a
+  read by the starts, either makes the commit fail with
+  :class:`~processors.window_state.UnreadLost`, and the window step reads the shard whole
+  (the cache dropped, the partition in :attr:`_TableStore._whole`) and applies the batch
+  again, in the process: from there on, each write's condition and the fence of
+  :mod:`processors.window_one_lane` see every item, as after a read of the partition. A
+  batch that opens windows pays no read for it; a failed attempt's leftovers cost one
+  more application of the batch;
 * what does not list its starts is read whole, as before: a shard item an earlier
   version or lanes mode wrote (lanes mode keeps its own reads: its logs, catch-up and
   closed windows' high-water need the partition), a shard still inheriting from its
   parents (``ancestors``: its closed items say which parents' windows it settled), items
   written under an earlier key JSON (``_legacy``), session windows (a start per session),
   a shard with more than :data:`STARTS_MAX` starts open, and a shard whose commit failed
-  in this process (:attr:`_StartsReads._whole`).
+  in this process (:attr:`_TableStore._whole`).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from processors.window_items import _SHARD_SK, _effective, _pos, _window_sk
+from processors.window_items import _SHARD_SK, _window_sk
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-    from processors.window_cache import _Cached
     from processors.window_state import ShardState, WindowKey
 
 __all__ = ["STARTS_MAX"]
@@ -125,25 +126,3 @@ def start_range(prefix: str) -> tuple[str, str]:
 def shard_item_of(items: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
     """The shard item among a read's items."""
     return next((i for i in items if i["window"]["S"] == _SHARD_SK), None)
-
-
-def unread(cached: _Cached, wkeys: Iterable[WindowKey]) -> list[WindowKey]:
-    """The windows a commit writes that its read neither saw nor covered: their start
-    was not read, and no item of theirs is known."""
-    loaded = cached.loaded
-    if loaded is None:
-        return []
-    return [w for w in wkeys if w not in cached.items and start_prefix(w) not in loaded]
-
-
-def seen(
-    cached: _Cached, item: dict[str, Any]
-) -> tuple[WindowKey, tuple[str | None, str | None, str | None, int, str | None]] | None:
-    """An item read for :func:`unread`, as :attr:`_Cached.items` holds it; ``None`` when
-    it reads as open at ``applied`` (it breaks the invariant: the commit fails)."""
-    applied = _pos(cached.applied) if cached.applied else None
-    wkey, raw_v, acc, closed, _, rank, hw = _effective(item, applied)
-    if acc is not None and not closed:
-        return None
-    token = item["token"]["S"] if "token" in item else None
-    return wkey, (raw_v, token, None, rank, hw)

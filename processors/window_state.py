@@ -41,6 +41,7 @@ __all__ = [
     "TickIncomplete",
     "TickTooLarge",
     "TooManyPartitionKeys",
+    "UnreadLost",
     "WindowKey",
     "WindowRecordError",
     "WindowStateError",
@@ -128,6 +129,14 @@ class StateTooLarge(WindowStateError):
 class ClaimLost(WindowStateError):
     """Another shard claimed a parent's window (or a parent changed) since this batch read
     it: the window step reads the state again and applies the batch again."""
+
+
+class UnreadLost(ClaimLost):
+    """With one lane, a shard read by the starts its item lists
+    (:mod:`processors.window_starts`): a window write lost its condition, on an item the
+    read did not cover (a failed attempt's, at a start no open window had) or on one
+    another attempt wrote since. As a lost claim: the window step reads the state again,
+    the whole partition this time, and applies the batch again."""
 
 
 class TickTooLarge(WindowStateError):
