@@ -389,7 +389,7 @@ class _Reads(_Reshards):
             ):
                 if not self.high_water and _lanes_wrote(item):  # the way back: its batch
                     self._turn_lanes(item["shard"]["S"])  # is applied again in lanes mode
-                cached = self._read(item["shard"]["S"])
+                cached = self._read(item["shard"]["S"], item)
                 if self._moved(cached, item):
                     continue  # changed since its item was read: not decided on that
                 room -= _size(item)
@@ -484,15 +484,19 @@ class _Reads(_Reshards):
             out[wkey] = hw_marks(hw) if hw is not None else {HW_UNBOUNDED: legacy_mark}
         return out
 
-    def _read(self, pk: str) -> _Cached:
+    def _read(self, pk: str, seen: dict[str, Any] | None = None) -> _Cached:
+        """The shard's state from the table (``seen``: its shard item as just read, whose
+        starts the read takes at once with the rest: :meth:`_partition`)."""
         try:
-            return self._load(pk)
+            return self._load(pk, seen)
         except (KeyError, TypeError, ValueError) as exc:  # retried, never dead-lettered
             msg = f"window state: an item of {pk!r} in table {self.table!r} is unreadable: {exc!r}"
             raise WindowStateError(msg) from exc
 
-    def _load(self, pk: str) -> _Cached:  # noqa: PLR0915  # one pass over the partition
-        found, loaded = self._partition(pk)
+    def _load(  # noqa: PLR0915  # one pass over the partition
+        self, pk: str, seen: dict[str, Any] | None = None
+    ) -> _Cached:
+        found, loaded = self._partition(pk, seen)
         items, decoded = _laid(found)
         shard_item = next((i for i in items if i["window"]["S"] == _SHARD_SK), None)
         if shard_item is not None and not self.high_water and _lanes_wrote(shard_item):

@@ -279,21 +279,33 @@ class _TableStore:
             if not start_key:
                 return items
 
-    def _partition(self, pk: str) -> tuple[list[dict[str, Any]], frozenset[str] | None]:
+    def _partition(
+        self, pk: str, seen: Mapping[str, Any] | None = None
+    ) -> tuple[list[dict[str, Any]], frozenset[str] | None]:
         """What a read of a shard reads of its partition (a batch's shard, a quiet shard,
         a reshard's parent), and the starts it kept to (``None``: all of it). With one
         lane, tumbling and hopping windows: the items below ``w#``, then the items of the
         starts the shard item lists, at once (:mod:`processors.window_starts`); else, or
-        when it lists none, the partition."""
+        when it lists none, the partition. ``seen``: the shard item as the caller just
+        read it (a quiet shard's, a tick's), whose starts are read at once with the items
+        below ``w#``: one round trip; the caller leaves the shard alone if the shard item
+        read with them is another (it moved since, :meth:`_moved`)."""
         if self.high_water or self.end_of is not None or pk in self._whole:
             self._whole.discard(pk)
             return self._query(pk), None
-        head = self._query(pk, high=window_starts.head_bound())
-        starts = window_starts.usable(window_starts.shard_item_of(head))
+        below = partial(self._query, pk, high=window_starts.head_bound())
+        starts = window_starts.usable(seen)
         if starts is None:
-            return head + self._query(pk, window_starts.head_bound(), "~"), None
-        pages = run_all([partial(self._query, pk, *window_starts.start_range(p))
-                         for p in sorted(starts)])  # fmt: skip
+            head = below()
+            starts = window_starts.usable(window_starts.shard_item_of(head))
+            if starts is None:
+                return head + self._query(pk, window_starts.head_bound(), "~"), None
+            ahead = []
+        else:
+            ahead = [below]
+        pages = run_all(ahead + [partial(self._query, pk, *window_starts.start_range(p))
+                                 for p in sorted(starts)])  # fmt: skip
+        head = pages.pop(0) if ahead else head
         return head + [item for page in pages for item in page], starts
 
     def _merger(self) -> Merge:

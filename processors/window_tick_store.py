@@ -201,7 +201,7 @@ class _TickCommit(_LanesCommit, _OneLaneCommit):
             # turns it on, but goes on (review 13): a batch applies itself again on
             # :class:`LanesMet`; a tick raised it and failed its flush, every cold start
             self._lanes = True
-        cached = self._read(item["shard"]["S"])
+        cached = self._read(item["shard"]["S"], item)
         if self._moved(cached, item):
             return None
         self._local.ticked[shard_id] = cached
