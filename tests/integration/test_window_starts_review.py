@@ -1,0 +1,133 @@
+"""Review 17: adversarial cases of the cold read by listed starts
+(:mod:`processors.window_starts`), on the session moto server. Each test compares the
+step's results with a twin partition whose shard item lists no starts (read whole)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import pytest
+
+from processors import window_starts
+from processors.chain import Chain, Step
+from processors.window import Window
+from processors.window_store import DynamoDBStore, WindowStateError
+from stream.records import Record
+from tests.integration.test_window_state import (  # noqa: F401  # table: the fixture
+    ShardItemFails,
+    items,
+    table,
+)
+from tests.processors.test_window import AGGREGATE
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+pytestmark = pytest.mark.integration
+
+LATENESS = 60
+
+
+def step(table: str, prefix: str, client: Any, *, now: Callable[[], float] | None = None,
+         quiet_s: int | None = None) -> Window:  # fmt: skip
+    """A new window step (a cold start): tumbling windows of 60 s, 60 s of lateness."""
+    more: dict[str, Any] = {"now": now} if now else {}
+    store = DynamoDBStore(table, prefix, LATENESS, 60, client=client, **more)
+    return Window(key="user", size_s=60, field="ts", aggregate=AGGREGATE, function="f",
+                  store=store, allowed_lateness_s=LATENESS, quiet_s=quiet_s,
+                  **more)  # fmt: skip
+
+
+def run(window: Window, docs: list[dict[str, Any]], first_seq: int,
+        shard: str = "s0") -> list[dict[str, Any]]:  # fmt: skip
+    batch = [
+        Record(orjson.dumps(d), d["user"], str(first_seq + i), shard_id=shard, index=i)
+        for i, d in enumerate(docs)
+    ]
+    result = Chain([Step.of("processors[0].window", window)]).run(batch)
+    if result.failures:
+        raise result.failures[0].error
+    return [r.as_dict() for r in result.records]
+
+
+def doc(user: str, ts: float, amount: int = 1) -> dict[str, Any]:
+    return {"user": user, "ts": ts, "amount": amount, "product": "p", "page": "/"}
+
+
+def shard_item(aws: Callable[[str], Any], table: str, prefix: str,
+               shard: str = "s0") -> dict[str, Any]:  # fmt: skip
+    item: dict[str, Any] = aws("dynamodb").get_item(
+        TableName=table, Key={"shard": {"S": prefix + shard}, "window": {"S": "#shard"}},
+        ConsistentRead=True,
+    )["Item"]  # fmt: skip
+    return item
+
+
+def unlist(aws: Callable[[str], Any], table: str, prefix: str, shard: str = "s0") -> None:
+    aws("dynamodb").update_item(
+        TableName=table, Key={"shard": {"S": prefix + shard}, "window": {"S": "#shard"}},
+        UpdateExpression="REMOVE starts",
+    )  # fmt: skip
+
+
+def counts(results: list[dict[str, Any]]) -> list[tuple[str, str, int]]:
+    return sorted((r["key"], r["window_start"], r["n"]) for r in results)
+
+
+class Fences:
+    """The real client, counting the fences (``UpdateItem`` of the shard item's ``rev``)
+    and the window writes that lost their condition."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.fences = 0
+        self.lost = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def update_item(self, **request: Any) -> Any:
+        self.fences += "SET rev" in request.get("UpdateExpression", "")
+        return self.client.update_item(**request)
+
+    def put_item(self, **request: Any) -> Any:
+        try:
+            return self.client.put_item(**request)
+        except self.client.exceptions.ConditionalCheckFailedException:
+            self.lost += request["Item"]["window"]["S"].startswith("w#")
+            raise
+
+
+class TestFencedThenLost:
+    def test_a_fence_then_a_lost_new_start_applies_the_batch_again_once(self, aws, table):
+        """A dead attempt (101-103) leaves pending items at the listed start ``w#0#`` and
+        at the new start ``w#60#``. The bisected redelivery (101-102) reads by the starts,
+        finds ``w#0#u0`` pending at another ``v``: it fences, writes ``w#0#u0``, and its
+        write of ``w#60#u0`` as new loses. Applied again on the whole partition, in the
+        process, it fences again; each record counts once."""
+        client = aws("dynamodb")
+        a, b = uuid.uuid4().hex, uuid.uuid4().hex
+        first = [doc(f"u{u}", u) for u in range(3)]
+        dead = [doc("u0", 10, 2), doc("u0", 70, 3), doc("u1", 71, 4)]
+        for p in (a, b):
+            run(step(table, p, client), first, 1)
+        unlist(aws, table, b)
+        with pytest.raises(WindowStateError):
+            run(step(table, a, ShardItemFails(client)), dead, 101)
+        assert window_starts.listed(shard_item(aws, table, a)) == {"w#0#"}
+        fences = Fences(client)
+        run(step(table, a, fences), dead[:2], 101)
+        assert (fences.fences, fences.lost) == (2, 1)  # fenced, lost, read whole, fenced
+        run(step(table, a, client), dead[2:], 103)
+        for docs, seq in ((dead[:2], 101), (dead[2:], 103)):
+            unlist(aws, table, b)
+            run(step(table, b, client), docs, seq)
+        closer = [doc("u9", 1000)]
+        got = run(step(table, a, client), closer, 201)
+        unlist(aws, table, b)
+        assert got == run(step(table, b, client), closer, 201)
+        assert counts(got) == [("u0", "1970-01-01T00:00:00Z", 2), ("u0", "1970-01-01T00:01:00Z", 1),
+                               ("u1", "1970-01-01T00:00:00Z", 1), ("u1", "1970-01-01T00:01:00Z", 1),
+                               ("u2", "1970-01-01T00:00:00Z", 1)]  # fmt: skip
