@@ -131,3 +131,51 @@ class TestFencedThenLost:
         assert counts(got) == [("u0", "1970-01-01T00:00:00Z", 2), ("u0", "1970-01-01T00:01:00Z", 1),
                                ("u1", "1970-01-01T00:00:00Z", 1), ("u1", "1970-01-01T00:01:00Z", 1),
                                ("u2", "1970-01-01T00:00:00Z", 1)]  # fmt: skip
+
+
+class TestQuietClose:
+    def test_a_quiet_close_over_a_dead_attempt_s_new_start(self, aws, table):
+        """Shard s1 has ``w#0#u0`` open and a dead attempt's pending ``w#60#u1`` (a start
+        its item does not list). s0's batch closes s1 as quiet, reading s1 by the starts
+        of the shard item it just read (``seen``), and writes s1's item with the starts it
+        read. s1's redelivery (now late) and later batches give the results the whole
+        read gives, each record counted once."""
+        client = aws("dynamodb")
+        clock = [1000.0]
+
+        def now() -> float:
+            return clock[0]
+
+        out = {}
+        for p in (uuid.uuid4().hex, uuid.uuid4().hex):
+            whole = bool(out)
+            make = lambda c=client, p=p: step(table, p, c, now=now, quiet_s=300)  # noqa: E731
+            clock[0] = 1000.0
+            run(make(), [doc("s0u", 1)], 1, "s0")
+            run(make(), [doc("u0", 10)], 1, "s1")
+            with pytest.raises(WindowStateError):
+                run(make(ShardItemFails(client)), [doc("u1", 70)], 2, "s1")
+            if whole:
+                unlist(aws, table, p, "s1")
+            assert ("starts" in shard_item(aws, table, p, "s1")) is not whole
+            clock[0] = 2000.0
+            closed = run(make(), [doc("s0u", 3000)], 2, "s0")
+            starts = window_starts.listed(shard_item(aws, table, p, "s1"))
+            assert starts == (None if whole else {"w#0#"})
+            if whole:
+                unlist(aws, table, p, "s1")
+            again = run(make(), [doc("u1", 70)], 2, "s1")
+            if whole:
+                unlist(aws, table, p, "s1")
+            later = run(make(), [doc("u1", 5000), doc("u2", 5001)], 3, "s1")
+            if whole:
+                unlist(aws, table, p, "s1")
+            clock[0] = 9000.0
+            last = run(make(), [doc("s0u", 9000)], 3, "s0")
+            out[whole] = (closed, again, later, last)
+        assert out[False] == out[True]
+        closed, again, later, last = out[False]
+        assert counts(closed) == [("s0u", "1970-01-01T00:00:00Z", 1),
+                                  ("u0", "1970-01-01T00:00:00Z", 1)]  # fmt: skip
+        assert again == []  # late: s1's watermark passed minute 1 with the close
+        assert sum(r["n"] for r in later + last if r["key"] == "u1") == 1
