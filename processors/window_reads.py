@@ -166,6 +166,10 @@ class _Reads(_Reshards):
         except LanesMet:  # the way back: read in lanes mode (nothing applied yet)
             self._local.lanes = True
             fresh = self._read(pk)
+        # read whole for this batch: other reads of the shard (a quiet close's, a tick's)
+        # keep to the mark until then (review 17: they took it, and the batch's retry
+        # read by the starts again)
+        self._whole.discard(pk)
         if cached is not None and cached.unrolled:  # its own logs it has to roll forward
             fresh.unrolled = cached.unrolled & fresh.pending
         fresh.clean = False

@@ -120,8 +120,9 @@ class _TableStore:
         #: wrote under another JSON than :func:`~processors.window_keys.key_json` gives
         #: (a whole float key: ``w#0#1.0``, now ``w#0#1``); writes and claims go to that item
         self._legacy: dict[tuple[str, Any, Any], str] = {}
-        #: partitions read whole at their next read, not by their listed starts: a commit
-        #: of the shard failed in this process (:mod:`processors.window_starts`)
+        #: partitions read whole, not by their listed starts, until the shard's batch
+        #: reads it next: a commit of the shard failed in this process
+        #: (:mod:`processors.window_starts`)
         self._whole: set[str] = set()
         #: calls made, for the bench and tests: reads (GetItem, Query pages), writes (PutItem)
         self.reads = 0
@@ -291,7 +292,6 @@ class _TableStore:
         below ``w#``: one round trip; the caller leaves the shard alone if the shard item
         read with them is another (it moved since, :meth:`_moved`)."""
         if self.high_water or self.end_of is not None or pk in self._whole:
-            self._whole.discard(pk)
             return self._query(pk), None
         below = partial(self._query, pk, high=window_starts.head_bound())
         starts = window_starts.usable(seen)
