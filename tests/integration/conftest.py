@@ -3,6 +3,9 @@
 
 boto3 and opensearch-py talk to them over HTTP like to AWS; nothing is patched. Each test
 makes its own resources (unique names), so tests stay independent while sharing servers.
+
+``window_table`` is the one window state table (``state: dynamodb``) a module's window tests
+share; each test keeps to its own partition prefix in it.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 
 @pytest.fixture(scope="session")
@@ -67,3 +70,31 @@ def opensearch(opensearch_endpoint: str) -> Any:
 def unique() -> str:
     """A short unique suffix for resource names."""
     return uuid.uuid4().hex[:10]
+
+
+def provision_window_table(aws: Callable[[str], Any]) -> str:
+    """A new window state table, made by the local stack's provisioning (as ``shardline
+    run`` makes it) for a plan of one function ``f`` with one ``state: dynamodb`` window
+    step: its name. For a test that needs a table of its own (one it fills, say); the
+    others share :func:`window_table`."""
+    from deploy.local.servers import provision  # noqa: PLC0415
+    from deploy.names import window_table_name  # noqa: PLC0415
+
+    plan = {
+        "name": f"w{uuid.uuid4().hex[:8]}",
+        "stream": {"name": f"s{uuid.uuid4().hex[:8]}"},
+        "sinks": {},
+        "functions": {"f": {"processors": [{"window": {"state": "dynamodb"}}]}},
+    }
+    provision(plan, aws)
+    return window_table_name(plan, "f")
+
+
+@pytest.fixture(scope="module")
+def window_table(aws: Callable[[str], Any]) -> str:
+    """One window state table for the module; each test uses its own partition prefix.
+    Items expire by their ``expires`` attribute (DynamoDB TTL), as a deployed table's do."""
+    name = provision_window_table(aws)
+    ttl = aws("dynamodb").describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+    assert ttl["AttributeName"] == "expires"
+    return name

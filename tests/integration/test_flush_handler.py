@@ -22,13 +22,12 @@ import pytest
 
 import stream.lambda_handler as lh
 from deploy.local.readback import table_items
-from deploy.local.servers import provision
-from deploy.pipeline.config import compile_plan, parse_config
 from stream.aws import reset_clients
 from stream.exceptions import FlushEventError
 from stream.flush import FlushRunner, flush_event
 from stream.testing import EventFactory
 from tests.faultproxy import THROTTLE, FaultProxy, aws_json_error
+from tests.integration.flushing import provision_pipeline, use_endpoint
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -36,12 +35,6 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.integration
 
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_REGION": "us-east-1",
-}
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z: every window's end is long past
 S0, S1 = "shardId-000000000000", "shardId-000000000001"
 REFUSED = aws_json_error("refused", 400, "ValidationException", "One or more parameter values")
@@ -143,20 +136,13 @@ def deploy(
     pipeline: str = PIPELINE,
 ) -> Fn:
     name = f"fl{uuid.uuid4().hex[:8]}"
-    text = pipeline.format(name=name, more=more)
-    plan: dict[str, Any] = dict(compile_plan(parse_config(text, env={})))
-    provision(plan, aws, shards=2)
-    aws("kinesis").get_waiter("stream_exists").wait(
-        StreamName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50}
-    )
+    plan = provision_pipeline(aws, pipeline.format(name=name, more=more), shards=2)
     path = tmp_path / "pipeline.json"
     path.write_bytes(orjson.dumps(plan))
-    for key, value in {**CREDENTIALS, "AWS_ENDPOINT_URL": proxy.url}.items():
-        monkeypatch.setenv(key, value)
     monkeypatch.setenv("SHARDLINE_PIPELINE", str(path))
     monkeypatch.delenv("SHARDLINE_FUNCTION", raising=False)
     monkeypatch.setattr(lh, "_runner", None)
-    reset_clients()
+    use_endpoint(monkeypatch, proxy.url)
     return Fn(aws, name, plan)
 
 

@@ -16,7 +16,6 @@ from processors.lineage import StaticLineage
 from processors.window import TooManyPartitionKeys, Window
 from processors.window_store import DynamoDBStore
 from stream.records import Record
-from tests.integration.test_window_state import table as table  # noqa: PLC0414  # the fixture
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -60,20 +59,20 @@ def refused(out: ChainResult) -> set[int]:
 
 class TestLoweredThenRaised:
     def test_a_lagging_lane_s_record_of_a_window_that_passed_16_keys_at_one_lane_is_not_lost(
-        self, aws: Any, table: str, prefix: str
+        self, aws: Any, window_table: str, prefix: str
     ) -> None:
         """p=2 writes the shard (lanes mode); p=1 (sticky lanes mode) is given 18 partition
         keys for window k [0, 60): on 4d5fd15 (no bound at one lane) its high-water turned
         unknown with no mark. p raised to 2: lane A applies record 20 (another window key),
         lane B lags with record 19 (window k, a partition key the window holds). Record 19
         is new: it must be counted or dead-lettered, never skipped as "applied already"."""
-        assert not deliver(step(aws, table, prefix, 2), [(1, "p0", "k", 1.0)]).failures
-        one = step(aws, table, prefix, 1)
+        assert not deliver(step(aws, window_table, prefix, 2), [(1, "p0", "k", 1.0)]).failures
+        one = step(aws, window_table, prefix, 1)
         out = deliver(one, [(s, f"p{s - 1}", "k", float(s)) for s in range(2, 19)])
         assert one.store.high_water  # the way back turned lanes mode on
         assert {f.record.sequence_number for f in out.failures} <= set(map(str, range(2, 19)))
         refused_at_one = refused(out)
-        lane_a, lane_b = step(aws, table, prefix, 2), step(aws, table, prefix, 2)
+        lane_a, lane_b = step(aws, window_table, prefix, 2), step(aws, window_table, prefix, 2)
         assert not deliver(lane_a, [(20, "q", "other", 20.0)]).failures
         lagging = deliver(lane_b, [(19, "p3", "k", 19.0)])
         closer = deliver(lane_a, [(21, "q", "other", 200.0)])
@@ -88,15 +87,15 @@ class TestLoweredThenRaised:
 
 class TestRefusedAtTwoRedeliveredAtOne:
     def test_a_record_refused_with_lanes_is_refused_again_after_parallelization_is_lowered(
-        self, aws: Any, table: str, prefix: str
+        self, aws: Any, window_table: str, prefix: str
     ) -> None:
         """p=2: 17 partition keys into window k, the 17th dead-lettered. The batch is
         delivered again after ``parallelization`` went to 1 (its checkpoint not passed):
         the record must be refused again, not counted (it is in the dead letters already)."""
         batch = [(s, f"p{s}", "k", float(s)) for s in range(1, 18)]
-        first = deliver(step(aws, table, prefix, 2), batch)
+        first = deliver(step(aws, window_table, prefix, 2), batch)
         assert refused(first) == {17}
-        again = deliver(step(aws, table, prefix, 1), batch)
-        closer = deliver(step(aws, table, prefix, 1), [(30, "z", "z", 200.0)])
+        again = deliver(step(aws, window_table, prefix, 1), batch)
+        closer = deliver(step(aws, window_table, prefix, 1), [(30, "z", "z", 200.0)])
         assert refused(again) == {17}, [f.error for f in again.failures]
         assert counts(closer).get("k") == 16

@@ -22,7 +22,6 @@ from processors.session import SessionWindow, session_end_of
 from processors.window_store import DynamoDBStore, WindowStateError
 from stream.records import Record
 from tests.integration.test_window_lanes_dynamodb import Process
-from tests.integration.test_window_state import table as table  # noqa: PLC0414  # the fixture
 from tests.processors.test_session import _reference
 from tests.processors.test_session_lanes import SHARD, _apply, _lanes_scenario, _late, _rec
 from tests.processors.test_session_lanes import _results as results
@@ -54,26 +53,26 @@ def _items(client: Any, table: str, prefix: str) -> dict[str, dict[str, Any]]:
 
 
 def test_a_late_record_inside_a_session_a_later_record_extended_is_late_again_once(
-    aws: Callable[[str], Any], table: str
+    aws: Callable[[str], Any], window_table: str
 ) -> None:
     """The trap of the design (§5.1 step 3) on DynamoDB: the late record (position 3, at
     1020, inside ``a``'s session that position 4 extends) is delivered again after its
     sink write failed, on a cold process: the key's high-water (the session's ``hw``)
     says decided, and the outbox entry its commit wrote says late. Never added."""
     client, prefix = aws("dynamodb"), uuid.uuid4().hex
-    one, two = _step(table, prefix, client), _step(table, prefix, client)
+    one, two = _step(window_table, prefix, client), _step(window_table, prefix, client)
     assert _apply(one, [_rec("a", 1, 1000, 1)]) == [None]
     assert _apply(two, [_rec("b", 2, 1050, 10)]) == [None]  # watermark 1040
     assert _late(_apply(one, [_rec("a", 3, 1020, 100), _rec("a", 4, 1080, 1000)])) == [
         True,
         False,
     ]
-    stored = _items(client, table, prefix)
+    stored = _items(client, window_table, prefix)
     late_entries = [i for sk, i in stored.items() if sk.startswith("~o#")]
     assert [orjson.loads(i["o"]["S"]) for i in late_entries] == [{"late": True}]
     assert orjson.loads(stored['h#"a"']["hw"]["S"]) == {"a": ["3", 0, []]}
     assert _apply(two, [_rec("b", 5, 1075, 20)]) == [None]
-    cold = _step(table, prefix, client)  # the redelivery, on a cold process
+    cold = _step(window_table, prefix, client)  # the redelivery, on a cold process
     assert _late(_apply(cold, [_rec("a", 3, 1020, 100), _rec("a", 4, 1080, 1000)])) == [
         True,
         False,
@@ -86,31 +85,31 @@ def test_a_late_record_inside_a_session_a_later_record_extended_is_late_again_on
 
 
 def test_a_lagging_lane_s_late_record_alone_is_committed(
-    aws: Callable[[str], Any], table: str
+    aws: Callable[[str], Any], window_table: str
 ) -> None:
     """A lagging lane's batch holding only a late record changes no session and no
     applied position: it still commits (its key's ``h#KEY`` and its outbox entry), or a
     later record of its partition key in a session around its time makes its redelivery
     "decided, nothing"."""
     client, prefix = aws("dynamodb"), uuid.uuid4().hex
-    one = _step(table, prefix, client)
+    one = _step(window_table, prefix, client)
     _apply(one, [_rec("b", 2, 1000), _rec("b", 4, 1100)])  # watermark 1090
     assert _late(_apply(one, [_rec("a", 1, 1050)])) == [True]  # position 1 < applied 4
     _apply(one, [_rec("a", 3, 1095), _rec("a", 5, 1091)])  # a's session: hw past position 1
-    cold = _step(table, prefix, client)
+    cold = _step(window_table, prefix, client)
     assert _late(_apply(cold, [_rec("a", 1, 1050)])) == [True]  # late again, from its entry
 
 
 def test_a_record_of_a_session_that_closed_since_is_decided_after_a_cold_start(
-    aws: Callable[[str], Any], table: str
+    aws: Callable[[str], Any], window_table: str
 ) -> None:
     """The closed session's high-water went to its key's ``h#KEY`` item: a cold process
     finds the redelivered records decided (nothing), not late."""
     client, prefix = aws("dynamodb"), uuid.uuid4().hex
-    one = _step(table, prefix, client)
+    one = _step(window_table, prefix, client)
     _apply(one, [_rec("a", 2, 1000), _rec("a", 4, 1001)])
     assert results(_apply(one, [_rec("b", 5, 2000)])) == {"fn/a/1970-01-01T00:16:40Z": (2, 2)}
-    cold = _step(table, prefix, client)
+    cold = _step(window_table, prefix, client)
     assert _late(_apply(cold, [_rec("a", 2, 1000), _rec("a", 4, 1001)])) == [False, False]
     assert cold.late == 0
     closer = _apply(cold, [_rec("b", 7, 3000)])
@@ -118,19 +117,19 @@ def test_a_record_of_a_session_that_closed_since_is_decided_after_a_cold_start(
 
 
 def test_a_key_s_high_water_only_in_a_pending_log_is_laid_over(
-    aws: Callable[[str], Any], table: str
+    aws: Callable[[str], Any], window_table: str
 ) -> None:
     """The commit that closed ``a``'s session committed, but its roll-forward failed: the
     ``h#KEY`` item is only in the pending log. A cold process lays the log over the items
     and finds the redelivered records decided, not late."""
     client, prefix = Process(aws("dynamodb")), uuid.uuid4().hex
-    one = _step(table, prefix, client)
+    one = _step(window_table, prefix, client)
     _apply(one, [_rec("a", 2, 1000), _rec("a", 4, 1001)])
     client.refuse_roll = True  # the closer's roll-forward: refused
     assert results(_apply(one, [_rec("b", 5, 2000)])) == {"fn/a/1970-01-01T00:16:40Z": (2, 2)}
     client.refuse_roll = False
-    assert 'h#"a"' not in _items(aws("dynamodb"), table, prefix)  # only in the log
-    cold = _step(table, prefix, client)
+    assert 'h#"a"' not in _items(aws("dynamodb"), window_table, prefix)  # only in the log
+    cold = _step(window_table, prefix, client)
     assert _late(_apply(cold, [_rec("a", 2, 1000), _rec("a", 4, 1001)])) == [False, False]
 
 
@@ -141,7 +140,7 @@ def test_a_key_s_high_water_only_in_a_pending_log_is_laid_over(
 )
 @given(_lanes_scenario(), st.lists(st.integers(0, 4), min_size=60, max_size=60))
 def test_session_lanes_on_dynamodb_yield_what_one_pass_over_the_commits_does(
-    aws: Callable[[str], Any], table: str, scenario: dict[str, Any], faults: list[int]
+    aws: Callable[[str], Any], window_table: str, scenario: dict[str, Any], faults: list[int]
 ) -> None:
     """The memory store's session lanes property on two DynamoDB stores sharing a table,
     with per-step faults (``faults``: 0 the batch's roll-forward refused, 1 its commit's
@@ -152,7 +151,7 @@ def test_session_lanes_on_dynamodb_yield_what_one_pass_over_the_commits_does(
     clients = [Process(real), Process(real)]
 
     def make(process: int) -> SessionWindow:
-        store = DynamoDBStore(table, prefix, scenario["lateness"], scenario["gap"],
+        store = DynamoDBStore(window_table, prefix, scenario["lateness"], scenario["gap"],
                               client=clients[process], end_of=session_end_of(scenario["gap"]),
                               high_water=True)  # fmt: skip
         return SessionWindow(key="user", gap_s=scenario["gap"], field="ts",

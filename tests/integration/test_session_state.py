@@ -44,20 +44,6 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def table(aws: Callable[[str], Any]) -> str:
-    """One window state table for the module, made by the local stack's provisioning; each
-    test uses its own partition prefix."""
-    plan = {
-        "name": f"s{uuid.uuid4().hex[:8]}",
-        "stream": {"name": f"s{uuid.uuid4().hex[:8]}"},
-        "sinks": {},
-        "functions": {"f": {"processors": [{"window": {"state": "dynamodb"}}]}},
-    }
-    provision(plan, aws)
-    return window_table_name(plan, "f")
-
-
 def step(
     table: str, prefix: str, client: Any, clock: list[float] | None = None, **options: Any
 ) -> SessionWindow:
@@ -122,75 +108,82 @@ CLOSER = {"user": "b", "ts": 200, "amount": 0}
 
 
 class TestDynamoDBSessions:
-    def test_a_merge_leaves_one_open_item_and_marks_the_merged_one_closed(self, aws, table):
+    def test_a_merge_leaves_one_open_item_and_marks_the_merged_one_closed(self, aws, window_table):
         prefix = uuid.uuid4().hex
         client = aws("dynamodb")
-        assert sessions(step(table, prefix, client, allowed_lateness_s=10), [A100, A115], 1) == []
-        assert sessions(step(table, prefix, client, allowed_lateness_s=10), [A107], 3) == []
-        state = items(aws, table, prefix)
+        assert (
+            sessions(step(window_table, prefix, client, allowed_lateness_s=10), [A100, A115], 1)
+            == []
+        )
+        assert sessions(step(window_table, prefix, client, allowed_lateness_s=10), [A107], 3) == []
+        state = items(aws, window_table, prefix)
         assert "acc" in state['w#100#"a"']
         assert state['w#115#"a"']["closed"] == {"BOOL": True}
         assert "acc" not in state['w#115#"a"']
-        out = sessions(step(table, prefix, client, allowed_lateness_s=10), [CLOSER], 4)
+        out = sessions(step(window_table, prefix, client, allowed_lateness_s=10), [CLOSER], 4)
         assert out == [("f/a/1970-01-01T00:01:40Z", 3, 7)]
 
-    def test_a_merge_whose_batch_failed_half_way_changes_nothing(self, aws, table):
+    def test_a_merge_whose_batch_failed_half_way_changes_nothing(self, aws, window_table):
         """The session items were written (the merged one closed), the shard item was not:
         the batch is delivered again to a cold start, which reads both sessions back and
         merges them once."""
         prefix = uuid.uuid4().hex
         client = aws("dynamodb")
-        sessions(step(table, prefix, client, allowed_lateness_s=10), [A100, A115], 1)
-        torn = run(step(table, prefix, ShardItemFails(client), allowed_lateness_s=10), [A107], 3)
+        sessions(step(window_table, prefix, client, allowed_lateness_s=10), [A100, A115], 1)
+        torn = run(
+            step(window_table, prefix, ShardItemFails(client), allowed_lateness_s=10), [A107], 3
+        )
         assert [f.retryable for f in torn.failures] == [True]
         assert "injected" in str(torn.failures[0].error)
-        fresh = step(table, prefix, client, allowed_lateness_s=10)
+        fresh = step(window_table, prefix, client, allowed_lateness_s=10)
         assert sorted(fresh.store.shard("s0").windows) == [("a", 100.0), ("a", 115.0)]
-        assert sessions(step(table, prefix, client, allowed_lateness_s=10), [A107], 3) == []
-        out = sessions(step(table, prefix, client, allowed_lateness_s=10), [CLOSER], 4)
+        assert sessions(step(window_table, prefix, client, allowed_lateness_s=10), [A107], 3) == []
+        out = sessions(step(window_table, prefix, client, allowed_lateness_s=10), [CLOSER], 4)
         assert out == [("f/a/1970-01-01T00:01:40Z", 3, 7)]
 
-    def test_the_shard_s_next_end_follows_a_growing_session(self, aws, table):
+    def test_the_shard_s_next_end_follows_a_growing_session(self, aws, window_table):
         """Other shards find a quiet one by its next end: the end of its earliest-ending
         open session now, not the end it had before it grew."""
         prefix = uuid.uuid4().hex
-        window = step(table, prefix, aws("dynamodb"))
+        window = step(window_table, prefix, aws("dynamodb"))
         sessions(window, [A100], 1)
         sessions(window, [{**A100, "ts": 104}, {**A100, "ts": 108}], 2)
-        assert items(aws, table, prefix)["#shard"]["next_end"] == {"N": "118"}
+        assert items(aws, window_table, prefix)["#shard"]["next_end"] == {"N": "118"}
 
-    def test_one_write_per_changed_session_then_one_for_the_shard(self, aws, table):
+    def test_one_write_per_changed_session_then_one_for_the_shard(self, aws, window_table):
         prefix = uuid.uuid4().hex
-        window = step(table, prefix, aws("dynamodb"))
+        window = step(window_table, prefix, aws("dynamodb"))
         sessions(window, [A100], 1)  # the shard's first batch also lists it for the others
         before = window.store.writes  # type: ignore[attr-defined]
         docs = [{"user": u, "ts": 101 + t, "amount": 1} for u in ("a", "c") for t in range(3)]
         sessions(window, docs, 2)
         assert window.store.writes - before == 2 + 1  # type: ignore[attr-defined]
 
-    def test_a_quiet_shard_s_sessions_close_with_another_shard_s_batch_once(self, aws, table):
+    def test_a_quiet_shard_s_sessions_close_with_another_shard_s_batch_once(
+        self, aws, window_table
+    ):
         prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [10_000.0]
-        assert sessions(step(table, prefix, client, clock), [A100, A107], 1) == []
+        assert sessions(step(window_table, prefix, client, clock), [A100, A107], 1) == []
         z = {"user": "z", "ts": 9_990, "amount": 0}
-        assert sessions(step(table, prefix, client, clock), [z], 1, "s1") == []
+        assert sessions(step(window_table, prefix, client, clock), [z], 1, "s1") == []
         clock[0] += 299  # s0 is not quiet yet
-        assert sessions(step(table, prefix, client, clock), [z], 2, "s1") == []
+        assert sessions(step(window_table, prefix, client, clock), [z], 2, "s1") == []
         clock[0] += 2
-        closing = sessions(step(table, prefix, client, clock), [z], 3, "s1")
+        closing = sessions(step(window_table, prefix, client, clock), [z], 3, "s1")
         assert closing == [("f/a/1970-01-01T00:01:40Z", 2, 5)]
         # s1's batch delivered again: the same result
-        assert sessions(step(table, prefix, client, clock), [z], 3, "s1") == closing
+        assert sessions(step(window_table, prefix, client, clock), [z], 3, "s1") == closing
         # s0 wakes: a record that would extend the closed session is late, none comes again
-        s0 = step(table, prefix, client, clock)
+        s0 = step(window_table, prefix, client, clock)
         assert sessions(s0, [{"user": "a", "ts": 110, "amount": 9}], 10) == []
         assert s0.late == 1
-        assert items(aws, table, prefix)['w#100#"a"']["closed"] == {"BOOL": True}
+        assert items(aws, window_table, prefix)['w#100#"a"']["closed"] == {"BOOL": True}
 
 
 @settings(deadline=None, max_examples=15)
 @given(session_scenario())
 def test_sessions_equal_the_reference_with_cold_starts_between_batches(
-    aws: Callable[[str], Any], table: str, scenario: dict[str, Any]
+    aws: Callable[[str], Any], window_table: str, scenario: dict[str, Any]
 ) -> None:
     """The memory store's property, on DynamoDB, with every other batch run by a new
     session window (a cold start that reads the state back)."""
@@ -198,7 +191,7 @@ def test_sessions_equal_the_reference_with_cold_starts_between_batches(
     client = aws("dynamodb")
 
     def make() -> SessionWindow:
-        return step(table, prefix, client, gap_s=scenario["gap"], late="late", function="fn",
+        return step(window_table, prefix, client, gap_s=scenario["gap"], late="late", function="fn",
                     allowed_lateness_s=scenario["lateness"], aggregate=AGGREGATE)  # fmt: skip
 
     warm = make()
@@ -213,7 +206,7 @@ def test_sessions_equal_the_reference_with_cold_starts_between_batches(
 @settings(deadline=None, max_examples=15)
 @given(session_reshard_scenario())
 def test_across_a_split_or_merge_sessions_equal_the_reference_with_cold_starts(
-    aws: Callable[[str], Any], table: str, scenario: dict[str, Any]
+    aws: Callable[[str], Any], window_table: str, scenario: dict[str, Any]
 ) -> None:
     """The reshard property of the memory store, on DynamoDB, every other batch by a new
     session window: children read their parents' sessions back from the table, claims are
@@ -225,7 +218,7 @@ def test_across_a_split_or_merge_sessions_equal_the_reference_with_cold_starts(
     lineage = StaticLineage(scenario["lineage"])
 
     def make() -> SessionWindow:
-        return step(table, prefix, client, gap_s=scenario["gap"], late="late", function="fn",
+        return step(window_table, prefix, client, gap_s=scenario["gap"], late="late", function="fn",
                     allowed_lateness_s=scenario["lateness"], aggregate=AGGREGATE,
                     lineage=lineage)  # fmt: skip
 
@@ -308,12 +301,12 @@ class TestNumbersAsDynamoDBReturnsThem:
     (``w#100.0#...``), read back as the int 100 after a cold start, and every later write
     went to ``w#100#...`` on a condition that could never hold, for ever."""
 
-    def test_every_number_the_store_writes_is_already_in_dynamodbs_form(self, aws, table):
+    def test_every_number_the_store_writes_is_already_in_dynamodbs_form(self, aws, window_table):
         prefix = uuid.uuid4().hex
         client = aws("dynamodb")
         first = {"user": "a", "ts": 100.0, "amount": 1}
-        assert sessions(step(table, prefix, client), [first], 1) == []
-        written = items(aws, table, prefix)
+        assert sessions(step(window_table, prefix, client), [first], 1) == []
+        written = items(aws, window_table, prefix)
         assert 'w#100#"a"' in written
         numbers = [(name, value["N"]) for item in written.values()
                    for name, value in item.items() if "N" in value]  # fmt: skip
@@ -321,16 +314,16 @@ class TestNumbersAsDynamoDBReturnsThem:
         assert [(n, t) for n, t in numbers if _canonical(t) != t] == []
 
     def test_a_session_read_back_after_a_cold_start_is_written_to_the_same_item(
-        self, aws, table
+        self, aws, window_table
     ):
         prefix = uuid.uuid4().hex
         client = aws("dynamodb")
-        assert sessions(step(table, prefix, client), [A100], 1) == []
+        assert sessions(step(window_table, prefix, client), [A100], 1) == []
         # a new instance reads the state back (a cold start) and adds to the open session
-        assert sessions(step(table, prefix, client), [{"user": "a", "ts": 105, "amount": 1}],
+        assert sessions(step(window_table, prefix, client), [{"user": "a", "ts": 105, "amount": 1}],
                         2) == []  # fmt: skip
-        assert sorted(items(aws, table, prefix)) == ["#shard", "#shards", 'w#100#"a"']
-        out = sessions(step(table, prefix, client), [CLOSER], 3)
+        assert sorted(items(aws, window_table, prefix)) == ["#shard", "#shards", 'w#100#"a"']
+        out = sessions(step(window_table, prefix, client), [CLOSER], 3)
         assert out == [("f/a/1970-01-01T00:01:40Z", 2, 2)]
 
 
@@ -411,21 +404,21 @@ def test_a_split_through_the_local_mapping_continues_each_key_s_session_on_its_c
     assert got == expected  # the sessions at 200 are still open
 
 
-def test_two_parents_sessions_joined_on_the_child_are_claimed_at_each_parent(aws, table):
+def test_two_parents_sessions_joined_on_the_child_are_claimed_at_each_parent(aws, window_table):
     """After a merge, a key's sessions on both parents less than gap_s apart are one on
     the child: its first batch claims each part on its parent's item (``owner``) and writes
     the later part closed in its own partition, so a cold start reads the session once."""
     prefix, client = uuid.uuid4().hex, aws("dynamodb")
     lineage = StaticLineage({"c": ("p1", "p2")})
-    assert sessions(step(table, prefix, client, lineage=lineage), [A100], 1, "p1") == []
-    assert sessions(step(table, prefix, client, lineage=lineage),
+    assert sessions(step(window_table, prefix, client, lineage=lineage), [A100], 1, "p1") == []
+    assert sessions(step(window_table, prefix, client, lineage=lineage),
                     [{**A100, "ts": 105, "amount": 2}], 1, "p2") == []  # fmt: skip
-    assert sessions(step(table, prefix, client, lineage=lineage),
+    assert sessions(step(window_table, prefix, client, lineage=lineage),
                     [{**A100, "ts": 112, "amount": 4}], 10, "c") == []  # fmt: skip
-    state = items(aws, table, prefix + "p")
+    state = items(aws, window_table, prefix + "p")
     assert state['w#100#"a"']["owner"] == state['w#105#"a"']["owner"] == {"S": "c"}
-    mine = items(aws, table, prefix + "c")
+    mine = items(aws, window_table, prefix + "c")
     assert "acc" in mine['w#100#"a"']
     assert mine['w#105#"a"']["closed"] == {"BOOL": True}
-    out = sessions(step(table, prefix, client, lineage=lineage), [CLOSER], 11, "c")
+    out = sessions(step(window_table, prefix, client, lineage=lineage), [CLOSER], 11, "c")
     assert out == [("f/a/1970-01-01T00:01:40Z", 3, 7)]

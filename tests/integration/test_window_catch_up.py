@@ -24,7 +24,6 @@ from processors.chain import Chain, Step
 from processors.window import Window
 from processors.window_store import DynamoDBStore, ShardState
 from stream.records import Record
-from tests.integration.test_window_state import table as table  # noqa: PLC0414  # the fixture
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -131,12 +130,12 @@ def cold(aws: Callable[[str], Any], table: str, prefix: str) -> ShardState:
 
 
 class TestTwoProcessesAlternating:
-    def test_a_batch_reads_the_other_s_log_not_the_partition(self, aws, table):
+    def test_a_batch_reads_the_other_s_log_not_the_partition(self, aws, window_table):
         """B's batch after A's commit: the shard item, then one ``Query`` of the log
         range; before S4b, a ``Query`` of the whole partition."""
         prefix = f"t{uuid.uuid4().hex[:8]}:"
-        a, a_calls = process(aws, table, prefix)
-        b, b_calls = process(aws, table, prefix)
+        a, a_calls = process(aws, window_table, prefix)
+        b, b_calls = process(aws, window_table, prefix)
         run(a, [(1, doc("x", 0.0))])
         run(b, [(2, doc("y", 1.0))])  # cold: the partition
         run(a, [(3, doc("x", 2.0))])  # warm at 1, the shard at 2: B's log
@@ -150,29 +149,29 @@ class TestTwoProcessesAlternating:
             ("query", "log"),
         ]
 
-    def test_results_are_those_of_one_process(self, aws, table):
+    def test_results_are_those_of_one_process(self, aws, window_table):
         """Batches of two lanes alternate over two processes; the windows that close
         yield each key's whole count once."""
         prefix = f"t{uuid.uuid4().hex[:8]}:"
-        a, _ = process(aws, table, prefix)
-        b, _ = process(aws, table, prefix)
+        a, _ = process(aws, window_table, prefix)
+        b, _ = process(aws, window_table, prefix)
         out = []
         out += run(a, [(1, doc("x", 0.0)), (2, doc("x", 5.0))])
         out += run(b, [(3, doc("y", 6.0)), (4, doc("y", 7.0)), (5, doc("y", 8.0))])
         out += run(a, [(6, doc("x", 9.0))])
         out += run(b, [(7, doc("y", 61.0))])  # closes both windows of [0, 60)
         assert sorted(out) == [("f/x/1970-01-01T00:00:00Z", 3), ("f/y/1970-01-01T00:00:00Z", 3)]
-        assert view(warm(a)) == view(cold(aws, table, prefix))
+        assert view(warm(a)) == view(cold(aws, window_table, prefix))
 
 
 class TestALostCommit:
-    def test_the_retry_catches_up_from_the_log(self, aws, table):
+    def test_the_retry_catches_up_from_the_log(self, aws, window_table):
         """A reads at n = 1; B commits n = 2 inside A's commit; A's commit is lost; its
         retry rebuilds its state from its cache's items and B's log, with no read of the
         partition, and both batches count."""
         prefix = f"t{uuid.uuid4().hex[:8]}:"
-        a, a_calls = process(aws, table, prefix)
-        b, _ = process(aws, table, prefix)
+        a, a_calls = process(aws, window_table, prefix)
+        b, _ = process(aws, window_table, prefix)
         run(a, [(1, doc("x", 0.0))])
         run(b, [(2, doc("y", 1.0))])
         run(a, [(3, doc("x", 2.0))])  # A warm at 3
@@ -185,18 +184,18 @@ class TestALostCommit:
         assert ("query", "log") in mine
         out = run(b, [(6, doc("y", 61.0))])
         assert sorted(out) == [("f/x/1970-01-01T00:00:00Z", 3), ("f/y/1970-01-01T00:00:00Z", 2)]
-        assert view(warm(a)) == view(cold(aws, table, prefix))
+        assert view(warm(a)) == view(cold(aws, window_table, prefix))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 3, 4])
-def test_a_caught_up_cache_equals_a_cold_read(aws, table, seed):
+def test_a_caught_up_cache_equals_a_cold_read(aws, window_table, seed):
     """Random batches of two lanes (keys by lane, times with disorder, windows closing)
     over two processes, some commits lost to the other's (its batch inside the commit),
     some batches delivered twice: after each batch, each process's warm state (a
     catch-up whenever the other committed) equals a cold read of the table."""
     rnd = random.Random(seed)
     prefix = f"t{uuid.uuid4().hex[:8]}:"
-    steps = [process(aws, table, prefix) for _ in range(2)]
+    steps = [process(aws, window_table, prefix) for _ in range(2)]
     lanes: list[list[tuple[int, dict[str, Any]]]] = [[], []]
     t = 0.0
     for seq in range(1, 61):
@@ -230,7 +229,7 @@ def test_a_caught_up_cache_equals_a_cold_read(aws, table, seed):
         done.append(batch)
         if rnd.random() < 0.2:  # a batch delivered again (nothing to commit)
             run(rnd.choice(steps)[0], rnd.choice(done))
-        expected = view(cold(aws, table, prefix))
+        expected = view(cold(aws, window_table, prefix))
         for step, _ in steps:
             assert view(warm(step)) == expected
     assert expected is not None
@@ -238,12 +237,12 @@ def test_a_caught_up_cache_equals_a_cold_read(aws, table, seed):
     caught = sum(c == ("query", "log") for _, calls in steps for c in calls.calls)
     commits = sum(calls.calls.count(("update_item", "commit")) for _, calls in steps)
     assert caught >= 5  # the catch-up was exercised, not only full reads
-    held = int(head(aws, table, prefix)["n"]["N"])
+    held = int(head(aws, window_table, prefix)["n"]["N"])
     assert commits > held, (commits, held)  # and commits were lost (rebuilt after one)
 
 
 class TestLanesOfOneProcess:
-    def test_apply_one_at_a_time(self, aws, table):
+    def test_apply_one_at_a_time(self, aws, window_table):
         """Two lanes of one shard in two threads of one process (``shardline run
         --in-process``) share its step and store: the second waits for the first's commit
         (the per-shard lock), and both batches count with no commit lost. Without the lock
@@ -251,7 +250,7 @@ class TestLanesOfOneProcess:
         shard is one object), and one of the two commits was lost (a conflict within one
         process: the lock's mutant fails here, 5 commit calls for 4 commits)."""
         prefix = f"t{uuid.uuid4().hex[:8]}:"
-        step, calls = process(aws, table, prefix)
+        step, calls = process(aws, window_table, prefix)
         run(step, [(1, doc("x", 0.0))])
         out: list[Any] = []
         second = threading.Thread(target=lambda: out.extend(run(step, [(3, doc("y", 2.0))])))
@@ -280,4 +279,4 @@ class TestLanesOfOneProcess:
         out += run(step, [(4, doc("x", 61.0))])
         assert sorted(out) == [("f/x/1970-01-01T00:00:00Z", 2), ("f/y/1970-01-01T00:00:00Z", 1)]
         commits = calls.calls.count(("update_item", "commit"))
-        assert commits == int(head(aws, table, prefix)["n"]["N"])  # none lost: no conflict
+        assert commits == int(head(aws, window_table, prefix)["n"]["N"])  # none lost: no conflict

@@ -25,9 +25,7 @@ from click.testing import CliRunner
 from deploy.cli import main
 from deploy.local.readback import table_items
 from deploy.local.run import LocalRun
-from deploy.local.servers import provision
-from deploy.pipeline.config import compile_plan, parse_config
-from stream.aws import reset_clients
+from tests.integration.flushing import provision_pipeline, use_endpoint
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -35,12 +33,6 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.integration
 
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_REGION": "us-east-1",
-}
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z: every window's end is long past
 USERS = ("ada", "bob", "cy")
 SECONDS = 180  # three windows of 60 s per user, a record every 2 s
@@ -68,9 +60,7 @@ functions:
 def local_env(monkeypatch: pytest.MonkeyPatch, moto_endpoint: str) -> None:
     """In-process handlers: the sinks and the window state take the endpoint from the
     environment."""
-    for name, value in {**CREDENTIALS, "AWS_ENDPOINT_URL": moto_endpoint}.items():
-        monkeypatch.setenv(name, value)
-    reset_clients()
+    use_endpoint(monkeypatch, moto_endpoint)
 
 
 def put_to_first_shard(aws: Callable[[str], Any], name: str) -> Counter[str]:
@@ -104,11 +94,7 @@ def test_the_flush_ticker_closes_the_windows_of_a_stream_gone_quiet(
     """In process, or in Lambda runtime workers, where the flush event reaches
     ``stream.lambda_handler.handler`` as EventBridge's would."""
     name = f"flush{uuid.uuid4().hex[:8]}"
-    plan: Any = dict(compile_plan(parse_config(PIPELINE.format(name=name), env={})))
-    provision(plan, aws, shards=2)
-    aws("kinesis").get_waiter("stream_exists").wait(
-        StreamName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50}
-    )
+    plan = provision_pipeline(aws, PIPELINE.format(name=name), shards=2)
     expected = put_to_first_shard(aws, name)
     local = LocalRun(
         plan, worker_id="w1", in_process=in_process, client=aws, state_dir=tmp_path / ".shardline",
@@ -143,11 +129,7 @@ def test_shardline_flush_sends_one_flush_by_hand(
     """A run without flushes (its ticker an hour apart) leaves each user's last window
     open; ``shardline flush FILE FUNCTION --endpoint-url`` closes them, in this process."""
     name = f"flush{uuid.uuid4().hex[:8]}"
-    plan: Any = dict(compile_plan(parse_config(PIPELINE.format(name=name), env={})))
-    provision(plan, aws, shards=2)
-    aws("kinesis").get_waiter("stream_exists").wait(
-        StreamName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50}
-    )
+    plan = provision_pipeline(aws, PIPELINE.format(name=name), shards=2)
     expected = put_to_first_shard(aws, name)
     local = LocalRun(
         plan, worker_id="w1", in_process=True, client=aws, state_dir=tmp_path / ".shardline",

@@ -15,8 +15,6 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import pytest
 
-from deploy.local.servers import provision
-from deploy.names import window_table_name
 from processors.chain import Chain, Step
 from processors.window import TooManyPartitionKeys, Window
 from processors.window_store import HW_MAX_PKS, DynamoDBStore
@@ -38,32 +36,21 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def table(aws: Callable[[str], Any]) -> str:
-    """A window state table made by the local stack's provisioning; each test uses its own
-    partition prefix."""
-    plan = {
-        "name": f"w{uuid.uuid4().hex[:8]}",
-        "stream": {"name": f"s{uuid.uuid4().hex[:8]}"},
-        "sinks": {},
-        "functions": {"f": {"processors": [{"window": {"state": "dynamodb"}}]}},
-    }
-    provision(plan, aws)
-    return window_table_name(plan, "f")
-
-
 def test_with_one_lane_window_items_carry_no_high_water(
-    aws: Callable[[str], Any], table: str
+    aws: Callable[[str], Any], window_table: str
 ) -> None:
     # (and session windows' store): with one lane nothing reads it back: stored, it would
     # cost write units for nothing
     prefix = uuid.uuid4().hex
     client = aws("dynamodb")
-    step = one_lane(table, prefix, client)
+    step = one_lane(window_table, prefix, client)
     run(step, DOCS, 1)  # a@1, b@2, a@3
-    assert _hw_of(aws, table, prefix) == {'w#0#"a"': None, 'w#0#"b"': None}
-    assert all("hw_prev" not in i for i in items(aws, table, prefix))
-    assert DynamoDBStore(table, prefix, 0, 60, client=client, high_water=False).shard("s0").hw == {}
+    assert _hw_of(aws, window_table, prefix) == {'w#0#"a"': None, 'w#0#"b"': None}
+    assert all("hw_prev" not in i for i in items(aws, window_table, prefix))
+    assert (
+        DynamoDBStore(window_table, prefix, 0, 60, client=client, high_water=False).shard("s0").hw
+        == {}
+    )
 
 
 def _hw_of(aws: Callable[[str], Any], table: str, prefix: str) -> dict[str, str | None]:
@@ -78,27 +65,27 @@ def _read_back(table: str, prefix: str, client: Any) -> dict[Any, Any]:
 
 
 def test_each_window_item_holds_its_high_water_also_closed_and_a_cold_start_reads_it(
-    aws: Callable[[str], Any], table: str
+    aws: Callable[[str], Any], window_table: str
 ) -> None:
     prefix = uuid.uuid4().hex
     client = aws("dynamodb")
-    run(window(table, prefix, client), DOCS, 1)  # a@1, b@2, a@3
-    assert _hw_of(aws, table, prefix) == {
+    run(window(window_table, prefix, client), DOCS, 1)  # a@1, b@2, a@3
+    assert _hw_of(aws, window_table, prefix) == {
         'w#0#"a"': '{"a":["3",0,[]]}',
         'w#0#"b"': '{"b":["2",0,[]]}',
     }
-    assert _read_back(table, prefix, client) == {
+    assert _read_back(window_table, prefix, client) == {
         ("a", 0): {"a": (1, "3", 0, ())},
         ("b", 0): {"b": (1, "2", 0, ())},
     }
-    out = run(window(table, prefix, client), CLOSER, 10)  # closes both
+    out = run(window(window_table, prefix, client), CLOSER, 10)  # closes both
     assert len(out) == 2
-    assert _hw_of(aws, table, prefix) == {
+    assert _hw_of(aws, window_table, prefix) == {
         'w#0#"a"': '{"a":["3",0,[]]}',  # closed items keep it
         'w#0#"b"': '{"b":["2",0,[]]}',
         'w#60#"c"': '{"c":["10",0,[]]}',
     }
-    assert _read_back(table, prefix, client) == {("c", 60): {"c": (2, "10", 0, ())}}
+    assert _read_back(window_table, prefix, client) == {("c", 60): {"c": (2, "10", 0, ())}}
 
 
 class CommitFails(ShardItemFails):
@@ -115,36 +102,36 @@ class CommitFails(ShardItemFails):
 
 
 def test_a_batch_that_never_committed_leaves_the_high_water_read_as_before(
-    aws: Callable[[str], Any], table: str
+    aws: Callable[[str], Any], window_table: str
 ) -> None:
     prefix = uuid.uuid4().hex
     client = aws("dynamodb")
-    run(window(table, prefix, client), DOCS[:1], 1)  # a@1
-    torn = window(table, prefix, CommitFails(client))
+    run(window(window_table, prefix, client), DOCS[:1], 1)  # a@1
+    torn = window(window_table, prefix, CommitFails(client))
     doc = DOCS[2]  # a@30: its log is written, its commit is not (lanes mode: slice S4a)
     failed = Chain([Step.of("w", torn)]).run([Record(orjson.dumps(doc), "a", "2", shard_id="s0")])
     assert [f.retryable for f in failed.failures] == [True]
-    assert _hw_of(aws, table, prefix) == {'w#0#"a"': '{"a":["1",0,[]]}'}  # no item written
-    assert _read_back(table, prefix, client) == {("a", 0): {"a": (1, "1", 0, ())}}
+    assert _hw_of(aws, window_table, prefix) == {'w#0#"a"': '{"a":["1",0,[]]}'}  # no item written
+    assert _read_back(window_table, prefix, client) == {("a", 0): {"a": (1, "1", 0, ())}}
 
 
 def test_an_item_written_before_the_high_water_existed_reads_as_unknown(
-    aws: Callable[[str], Any], table: str
+    aws: Callable[[str], Any], window_table: str
 ) -> None:
     prefix = uuid.uuid4().hex
     client = aws("dynamodb")
-    run(window(table, prefix, client), DOCS, 1)
+    run(window(window_table, prefix, client), DOCS, 1)
     for sort_key in ('w#0#"a"', 'w#0#"b"'):  # as the version before this one wrote them
-        client.update_item(TableName=table, Key={"shard": {"S": prefix + "s0"},
+        client.update_item(TableName=window_table, Key={"shard": {"S": prefix + "s0"},
                            "window": {"S": sort_key}}, UpdateExpression="REMOVE hw")  # fmt: skip
     unknown = {"": (0, "", 0, ())}  # HW_UNBOUNDED: redeliveries decided as with one lane
-    assert _read_back(table, prefix, client) == {("a", 0): unknown, ("b", 0): unknown}
-    out = run(window(table, prefix, client), CLOSER, 10)
+    assert _read_back(window_table, prefix, client) == {("a", 0): unknown, ("b", 0): unknown}
+    out = run(window(window_table, prefix, client), CLOSER, 10)
     assert [(r.get("key"), r.get("n")) for r in out] == [("a", 2), ("b", 1)]
 
 
 def test_a_window_fed_by_thousands_of_partition_keys_still_commits_and_stays_small(
-    aws: Callable[[str], Any], table: str
+    aws: Callable[[str], Any], window_table: str
 ) -> None:
     """A window key that is not the partition key (one site, a partition key per user: the
     README advises against it, ``validate`` allows it) gathers every user's partition key.
@@ -158,7 +145,7 @@ def test_a_window_fed_by_thousands_of_partition_keys_still_commits_and_stays_sma
     every later new one is dead-lettered (``TooManyPartitionKeys``), on redelivery too."""
     prefix = uuid.uuid4().hex
     client = aws("dynamodb")
-    store = DynamoDBStore(table, prefix, 0, 60, client=client, high_water=True)
+    store = DynamoDBStore(window_table, prefix, 0, 60, client=client, high_water=True)
     step = Window(key="site", size_s=60, field="ts", aggregate=AGGREGATE, function="f",
                   store=store)  # fmt: skip
     seq = 49590338271490256608559692538361571095921575989136588898  # Kinesis' 56 digits
@@ -173,7 +160,7 @@ def test_a_window_fed_by_thousands_of_partition_keys_still_commits_and_stays_sma
     refused = {int(f.record.sequence_number) - seq for f in result.failures
                if isinstance(f.error, TooManyPartitionKeys)}  # fmt: skip
     assert (len(result.failures), refused) == (4000 - HW_MAX_PKS, set(range(HW_MAX_PKS, 4000)))
-    stored = _hw_of(aws, table, prefix)
+    stored = _hw_of(aws, window_table, prefix)
     assert len(orjson.loads(stored['w#0#"many"'])) == HW_MAX_PKS
     assert len(orjson.loads(stored['w#0#"few"'] or "{}")) == HW_MAX_PKS
     assert len(step.store.shard("s0").hw[("many", 0)]) == HW_MAX_PKS

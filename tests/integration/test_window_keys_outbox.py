@@ -19,19 +19,18 @@ from tests.integration.test_window_limits import (  # noqa: F401  # fixtures
     committed,
     run,
     session,
-    table,
     window,
 )
 
 pytestmark = pytest.mark.integration
 
 
-def test_a_long_key_is_dead_lettered_not_retried_for_ever(aws, table):  # type: ignore[no-untyped-def]  # noqa: F811
+def test_a_long_key_is_dead_lettered_not_retried_for_ever(aws, window_table):  # type: ignore[no-untyped-def]
     """README: "A state that would still not fit is never retried". A key whose JSON is
     over ~1 KB makes the window item's sort key (w#START#KEY) over DynamoDB's 1024-byte
     limit: every commit fails with a ValidationException, retried for ever (stuck shard)."""
     prefix = uuid.uuid4().hex
-    step = window(table, prefix, aws("dynamodb"), {"n": "count"})
+    step = window(window_table, prefix, aws("dynamodb"), {"n": "count"})
     docs = [{"user": "k" * 1100, "ts": 5}, {"user": "b", "ts": 6}]
     result = run(step, docs, 1)
     retried = [str(f.error)[:160] for f in result.failures if f.retryable]
@@ -43,7 +42,7 @@ def test_a_long_key_is_dead_lettered_not_retried_for_ever(aws, table):  # type: 
 
 
 @pytest.mark.usefixtures("collect_plugin")
-def test_a_session_refusal_does_not_fail_the_batch_for_an_unhashable_key(aws, table):  # noqa: F811
+def test_a_session_refusal_does_not_fail_the_batch_for_an_unhashable_key(aws, window_table):
     """A batch with a session too large (its key refused) and a record whose key is a list:
     only that record should be dead-lettered (WindowRecordError); `key in refused` raises
     TypeError out of prepare instead and every record of the batch fails."""
@@ -53,7 +52,7 @@ def test_a_session_refusal_does_not_fail_the_batch_for_an_unhashable_key(aws, ta
     docs = [{"user": "a", "ts": 5 + i, "blob": "x" * 100_000} for i in range(5)]
     docs.append({"user": ["x"], "ts": 7, "blob": "u"})
     docs.append({"user": "b", "ts": 8, "blob": "u"})
-    result = run(session(table, prefix, client, aggregate), docs, 1)
+    result = run(session(window_table, prefix, client, aggregate), docs, 1)
     kinds = sorted(type(f.error).__name__ for f in result.failures)
     assert kinds == ["ValueTooLarge"] * 5 + ["WindowRecordError"]
 
@@ -77,7 +76,7 @@ class _Measuring:
         return self._client.transact_write_items(**request)
 
 
-def test_a_quiet_close_transaction_stays_under_dynamodb_s_4_mb(aws, table):  # noqa: F811
+def test_a_quiet_close_transaction_stays_under_dynamodb_s_4_mb(aws, window_table):
     """16 quiet shards whose last batch left a ~280 KB outbox (inline: under 300 KB). Found
     in review: the next batch of another shard rewrote all 16 shard items in one
     TransactWriteItems, about 4.3 MB; DynamoDB refuses that (moto does not), the batch is
@@ -87,7 +86,7 @@ def test_a_quiet_close_transaction_stays_under_dynamodb_s_4_mb(aws, table):  # n
     aggregate = {"n": "count", "page": {"last": "page"}}
 
     def step(c):
-        store = DynamoDBStore(table, prefix, 0, 60, client=c, now=lambda: clock[0])
+        store = DynamoDBStore(window_table, prefix, 0, 60, client=c, now=lambda: clock[0])
         return Window(key="user", size_s=60, field="ts", aggregate=aggregate, function="f",
                       store=store, quiet_s=300, now=lambda: clock[0])  # fmt: skip
 

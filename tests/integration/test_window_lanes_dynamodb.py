@@ -29,7 +29,6 @@ from processors.lineage import StaticLineage
 from processors.window import Window
 from processors.window_store import DynamoDBStore, WindowStateError
 from stream.records import Record
-from tests.integration.test_window_state import table as table  # noqa: PLC0414  # the fixture
 from tests.processors.test_window import AGGREGATE, _reference
 from tests.processors.test_window_lanes import SHARD, _apply, _lanes_scenario
 
@@ -85,7 +84,7 @@ class Process:
 )
 @given(_lanes_scenario(), st.lists(st.integers(0, 4), min_size=60, max_size=60))
 def test_lanes_on_dynamodb_yield_what_one_pass_over_the_commits_does(
-    aws: Callable[[str], Any], table: str, scenario: dict[str, Any], faults: list[int]
+    aws: Callable[[str], Any], window_table: str, scenario: dict[str, Any], faults: list[int]
 ) -> None:
     """The memory store's lanes property, on two DynamoDB stores sharing a table, with
     per-step table faults (``faults``: 0 the batch's roll-forward refused, 1 its commit's
@@ -96,7 +95,7 @@ def test_lanes_on_dynamodb_yield_what_one_pass_over_the_commits_does(
     clients = [Process(real), Process(real)]
 
     def make(process: int) -> Window:
-        store = DynamoDBStore(table, prefix, scenario["lateness"], scenario["size"],
+        store = DynamoDBStore(window_table, prefix, scenario["lateness"], scenario["size"],
                               client=clients[process], high_water=True)  # fmt: skip
         return Window(key="user", size_s=scenario["size"], slide_s=scenario["slide"],
                       field="ts", allowed_lateness_s=scenario["lateness"], aggregate=AGGREGATE,

@@ -29,7 +29,6 @@ from stream.aws import reset_clients
 from stream.records import Record
 from stream.runtime import build_runner
 from tests.faultproxy import FaultProxy, aws_json_error
-from tests.integration.test_window_state import table as table  # noqa: PLC0414  # the fixture
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -246,7 +245,7 @@ def _dynamodb(aws: Callable[[str], Any], table: str, prefix: str, size: int) -> 
 
 @pytest.mark.parametrize("store", ["memory", "dynamodb"])
 def test_a_hopping_record_whose_later_window_is_full_is_refused_whole_also_once_it_closed(
-    aws: Callable[[str], Any], table: str, store: str
+    aws: Callable[[str], Any], window_table: str, store: str
 ) -> None:
     """Windows of 60 s every 30 s, no lateness. q's record at 10 is in [-30, 30) and
     [0, 60); p1..p16 at 60..75 fill [30, 90) (and [60, 120)) and close [0, 60). q's record
@@ -258,7 +257,7 @@ def test_a_hopping_record_whose_later_window_is_full_is_refused_whole_also_once_
     memory = MemoryStore(sized=False)
 
     def step() -> Window:
-        return _hopping(memory if store == "memory" else _dynamodb(aws, table, prefix, 60))
+        return _hopping(memory if store == "memory" else _dynamodb(aws, window_table, prefix, 60))
 
     first = [(1, "q", "k", 10.0)] + [(1 + i, f"p{i}", "k", 59.0 + i) for i in range(1, 17)]
     x = [(20, "q", "k", 50.0), (21, "p1", "k", 51.0)]
@@ -325,7 +324,7 @@ def _sessions(store: Any) -> SessionWindow:
 @pytest.mark.parametrize("bridge_pk", ["p1", "p19"], ids=["known-pk", "new-pk"])
 @pytest.mark.parametrize("store", ["memory", "dynamodb"])
 def test_two_sessions_of_one_key_with_nine_partition_keys_each_bridged_by_a_record(
-    aws: Callable[[str], Any], table: str, store: str, bridge_pk: str
+    aws: Callable[[str], Any], window_table: str, store: str, bridge_pk: str
 ) -> None:
     """Key k: a session of p1..p9 at 1000..1008, another of p10..p18 at 1110..1118 (a gap
     of 102 s, both open: the lateness is the gap), then a record at 1060 within the gap of
@@ -342,7 +341,7 @@ def test_two_sessions_of_one_key_with_nine_partition_keys_each_bridged_by_a_reco
     def step() -> SessionWindow:
         if store == "memory":
             return _sessions(memory)
-        return _sessions(DynamoDBStore(table, prefix, GAP, GAP, client=aws("dynamodb"),
+        return _sessions(DynamoDBStore(window_table, prefix, GAP, GAP, client=aws("dynamodb"),
                                        end_of=session_end_of(GAP), now=lambda: 10_000.0,
                                        high_water=True))  # fmt: skip
 

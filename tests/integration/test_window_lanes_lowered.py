@@ -24,7 +24,6 @@ from processors.window import Window
 from processors.window_store import OUTBOX_MARGIN_S, DynamoDBStore
 from stream.records import Record
 from tests.integration.test_window_lanes_reshards import Client
-from tests.integration.test_window_state import table as table  # noqa: PLC0414  # the fixture
 from tests.processors.test_session import _reference
 
 if TYPE_CHECKING:
@@ -103,41 +102,41 @@ def _iso(start: int) -> str:
 
 
 class TestTumblingLowered:
-    def test_a_one_lane_step_goes_on_from_lanes_state_exactly_once(self, aws, table, prefix):
+    def test_a_one_lane_step_goes_on_from_lanes_state_exactly_once(self, aws, window_table, prefix):
         """Two lanes' batches (x and y in window 0, x's lane lagging), then the function
         at ``parallelization`` 1, cold: its batches go on (no failure), its store in lanes
         mode from its first read; the lanes shard item keeps ``n``, its logs, no outbox.
         Its first batch delivered again changes nothing; the closer's results are the
         one-pass reference's."""
         pk = prefix + "s0"
-        lane_b = tumbling(aws, table, prefix, lanes=True)
-        lane_a = tumbling(aws, table, prefix, lanes=True)
+        lane_b = tumbling(aws, window_table, prefix, lanes=True)
+        lane_a = tumbling(aws, window_table, prefix, lanes=True)
         assert run(lane_b, "s0", [(2, "y", 2.0), (4, "y", 4.0)]) == []
         assert run(lane_a, "s0", [(1, "x", 1.0), (3, "x", 3.0)]) == []  # lagging
-        lanes_n = int(shard_item(aws, table, pk)["n"]["N"])
-        one = tumbling(aws, table, prefix, lanes=False)
+        lanes_n = int(shard_item(aws, window_table, pk)["n"]["N"])
+        one = tumbling(aws, window_table, prefix, lanes=False)
         assert one.store.high_water is False
         first = [(5, "x", 5.0), (6, "y", 6.0), (7, "z", 7.0)]
         assert run(one, "s0", first) == []
         assert one.store.high_water is True  # sticky: lanes mode for the store's life
-        after_first = shard_item(aws, table, pk)
+        after_first = shard_item(aws, window_table, pk)
         assert int(after_first["n"]["N"]) == lanes_n + 1  # a lanes commit, not a PutItem
         assert "outbox" not in after_first
         assert run(one, "s0", first) == []  # redelivered, warm
-        cold = tumbling(aws, table, prefix, lanes=False)
+        cold = tumbling(aws, window_table, prefix, lanes=False)
         assert run(cold, "s0", first) == []  # redelivered, cold: decided, not applied
-        assert shard_item(aws, table, pk)["n"] == after_first["n"]  # nothing committed
+        assert shard_item(aws, window_table, pk)["n"] == after_first["n"]  # nothing committed
         closer = [(8, "x", 61.0), (9, "w", 200.0)]
         results = run(one, "s0", closer)
         records = [(1, "x", 1.0), (2, "y", 2.0), (3, "x", 3.0), (4, "y", 4.0), *first, *closer]
         assert sorted(results) == reference(records)
         assert sorted(results) == [("x", _iso(0), 3), ("x", _iso(60), 1), ("y", _iso(0), 3),
                                    ("z", _iso(0), 1)]  # fmt: skip
-        again = tumbling(aws, table, prefix, lanes=False)  # the closer again, cold
+        again = tumbling(aws, window_table, prefix, lanes=False)  # the closer again, cold
         assert sorted(run(again, "s0", closer)) == sorted(results)
 
     def test_a_one_lane_store_of_several_shards_switches_under_a_running_attempt(
-        self, aws, table, prefix
+        self, aws, window_table, prefix
     ):
         """One store serves s1 and s0 from two threads (a local run). s1's attempt (a
         one-lane shard) has started, in the one-lane protocol (its read of the shard
@@ -145,11 +144,11 @@ class TestTumblingLowered:
         mode. s1's attempt finishes in the mode it started in (a one-lane commit: no
         ``n``), s0's is lanes mode; s1's next batch converts s1 (``legacy_applied``) and
         every window counts each record once."""
-        one_lane = tumbling(aws, table, prefix, lanes=False)
+        one_lane = tumbling(aws, window_table, prefix, lanes=False)
         assert run(one_lane, "s1", [(1, "a", 1.0)]) == []  # s1: a one-lane shard
-        assert run(tumbling(aws, table, prefix, lanes=True), "s0", [(1, "x", 1.0)]) == []
+        assert run(tumbling(aws, window_table, prefix, lanes=True), "s0", [(1, "x", 1.0)]) == []
         client = Client(aws("dynamodb"))
-        shared = tumbling(aws, table, prefix, lanes=False, client=client)
+        shared = tumbling(aws, window_table, prefix, lanes=False, client=client)
         assert run(shared, "s1", [(2, "a", 2.0)]) == []  # warm, one lane
         seen: list[Any] = []
 
@@ -167,23 +166,25 @@ class TestTumblingLowered:
         client.get_item = meanwhile  # type: ignore[method-assign]
         assert run(shared, "s1", [(3, "a", 3.0)]) == []
         assert shared.store.high_water is True
-        s1 = shard_item(aws, table, prefix + "s1")
+        s1 = shard_item(aws, window_table, prefix + "s1")
         assert "n" not in s1
         assert s1["applied"]["S"] == '["3",0,[]]'  # one-lane commit of its attempt
         assert run(shared, "s1", [(4, "a", 100.0)]) == [("a", _iso(0), 3)]
-        assert shard_item(aws, table, prefix + "s1")["legacy_applied"]["S"] == '["3",0,[]]'
+        assert shard_item(aws, window_table, prefix + "s1")["legacy_applied"]["S"] == '["3",0,[]]'
         assert run(shared, "s0", [(3, "x", 100.0)]) == [("x", _iso(0), 2)]
 
-    def test_a_shard_the_store_read_before_the_switch_is_read_again(self, aws, table, prefix):
+    def test_a_shard_the_store_read_before_the_switch_is_read_again(
+        self, aws, window_table, prefix
+    ):
         """The store holds s1 as the one-lane protocol read it cold (x's window from its
         item, no high-water: a one-lane read keeps none). It turns lanes mode on at a
         batch of s0, a lanes shard; then x at 1 is delivered again: lanes mode must not
         decide it on the one-lane image (x's window with no high-water: new, counted
         twice), but read s1 again (x's old item's unknown high-water: decided up to the
         one-lane ``applied``)."""
-        assert run(tumbling(aws, table, prefix, lanes=True), "s0", [(1, "y", 1.0)]) == []
-        assert run(tumbling(aws, table, prefix, lanes=False), "s1", [(1, "x", 1.0)]) == []
-        one = tumbling(aws, table, prefix, lanes=False)
+        assert run(tumbling(aws, window_table, prefix, lanes=True), "s0", [(1, "y", 1.0)]) == []
+        assert run(tumbling(aws, window_table, prefix, lanes=False), "s1", [(1, "x", 1.0)]) == []
+        one = tumbling(aws, window_table, prefix, lanes=False)
         assert run(one, "s1", [(2, "w", 2.0)]) == []  # s1 read cold, one lane
         assert run(one, "s0", [(2, "y", 2.0)]) == []  # turns lanes mode on
         assert one.store.high_water is True
@@ -216,22 +217,22 @@ def doc(seq: int, user: str, t: float) -> dict[str, Any]:
 
 class TestSessionsLowered:
     def test_a_one_lane_session_step_goes_on_from_lanes_state_exactly_once(
-        self, aws, table, prefix
+        self, aws, window_table, prefix
     ):
         """Sessions of a and b opened by two lanes; the function at ``parallelization``
         1 extends them (its store turns lanes mode on); that batch delivered again, warm
         and cold, changes nothing; a closer's results are the one-pass reference's."""
-        lane_b = session(aws, table, prefix, lanes=True)
-        lane_a = session(aws, table, prefix, lanes=True)
+        lane_b = session(aws, window_table, prefix, lanes=True)
+        lane_a = session(aws, window_table, prefix, lanes=True)
         assert by_window(lane_b, [(2, "b", 1010.0)]) == {}
         assert by_window(lane_a, [(1, "a", 1000.0)]) == {}  # lagging
-        one = session(aws, table, prefix, lanes=False)
+        one = session(aws, window_table, prefix, lanes=False)
         first = [(3, "a", 1050.0), (4, "b", 1060.0), (5, "a", 1080.0)]
         assert by_window(one, first) == {}
         assert one.store.high_water is True
-        assert "n" in shard_item(aws, table, prefix + "s0")
+        assert "n" in shard_item(aws, window_table, prefix + "s0")
         assert by_window(one, first) == {}  # redelivered, warm
-        assert by_window(session(aws, table, prefix, lanes=False), first) == {}  # cold
+        assert by_window(session(aws, window_table, prefix, lanes=False), first) == {}  # cold
         closer = [(6, "c", 1400.0)]
         results = by_window(one, closer)
         records = [(1, "a", 1000.0), (2, "b", 1010.0), *first, *closer]
@@ -244,23 +245,23 @@ class TestSessionsLowered:
 
 class TestQuietLanesShard:
     def test_a_one_lane_batch_closes_a_quiet_lanes_shard_and_does_not_fail(
-        self, aws, table, prefix
+        self, aws, window_table, prefix
     ):
         """s1, written in lanes mode, is quiet with window a open. A batch of s0 at
         ``parallelization`` 1 (a healthy shard) finds it quiet: the batch does not fail
         (the store turns lanes mode on and applies it again), a's result goes out with
         it, once, and s1's close is a lanes commit (``n`` moved, logs kept)."""
         clock = [10_000.0]
-        s1 = tumbling(aws, table, prefix, lanes=True, clock=clock)
+        s1 = tumbling(aws, window_table, prefix, lanes=True, clock=clock)
         assert run(s1, "s1", [(1, "a", 5.0)]) == []
-        n_before = int(shard_item(aws, table, prefix + "s1")["n"]["N"])
-        one = tumbling(aws, table, prefix, lanes=False, clock=clock)
+        n_before = int(shard_item(aws, window_table, prefix + "s1")["n"]["N"])
+        one = tumbling(aws, window_table, prefix, lanes=False, clock=clock)
         assert run(one, "s0", [(1, "z", 20_000.0)]) == []  # s1 not quiet yet
         clock[0] += 400
         results = run(one, "s0", [(2, "z", 20_001.0)])
         assert results == [("a", _iso(0), 1)]
         assert one.store.high_water is True
-        assert int(shard_item(aws, table, prefix + "s1")["n"]["N"]) == n_before + 1
+        assert int(shard_item(aws, window_table, prefix + "s1")["n"]["N"]) == n_before + 1
         assert run(one, "s0", [(2, "z", 20_001.0)]) == results  # its redelivery
         clock[0] += 400
         assert run(one, "s0", [(3, "z", 20_500.0)]) == [("z", _iso(19_980), 2)]  # a: once
@@ -268,14 +269,14 @@ class TestQuietLanesShard:
 
 class TestBothAtOnce:
     def test_old_lanes_and_new_one_lane_invocations_alternate_exactly_once(
-        self, aws, table, prefix
+        self, aws, window_table, prefix
     ):
         """The deploy that lowers ``parallelization``: an old lanes-mode process and a
         new one-lane one run batches of one shard by turns, each also delivering again
         what the other ran (Lambda retries on either). Every window counts each record
         once; each closer's results are the reference's, again on redelivery."""
-        old = tumbling(aws, table, prefix, lanes=True)
-        new = tumbling(aws, table, prefix, lanes=False)
+        old = tumbling(aws, window_table, prefix, lanes=True)
+        new = tumbling(aws, window_table, prefix, lanes=False)
         batches = [
             [(1, "x", 1.0), (2, "y", 2.0)],
             [(3, "x", 3.0), (4, "y", 4.0)],
@@ -297,18 +298,24 @@ class TestBothAtOnce:
 
 
 class TestClaimTtl:
-    def test_a_child_s_claim_keeps_the_parent_s_item_for_the_age_bound(self, aws, table, prefix):
+    def test_a_child_s_claim_keeps_the_parent_s_item_for_the_age_bound(
+        self, aws, window_table, prefix
+    ):
         """Lanes mode: the claim of an inherited window (the parent's item gets
         ``owner``) sets its TTL to the age bound plus the margin, not a day: a
         redelivery reads that item's high-water (``decided``) until no record of it can
         come again (review 7)."""
         lineage = StaticLineage({"c": ("p",)})
         age = 3 * 86_400
-        parent = tumbling(aws, table, prefix, lanes=True, lineage=lineage, max_record_age_s=age)
+        parent = tumbling(
+            aws, window_table, prefix, lanes=True, lineage=lineage, max_record_age_s=age
+        )
         assert run(parent, "p", [(1, "a", 5.0)]) == []
-        child = tumbling(aws, table, prefix, lanes=True, lineage=lineage, max_record_age_s=age)
+        child = tumbling(
+            aws, window_table, prefix, lanes=True, lineage=lineage, max_record_age_s=age
+        )
         assert run(child, "c", [(100, "a", 20.0)]) == []
-        claimed = [i for sk, i in partition(aws, table, prefix + "p").items()
+        claimed = [i for sk, i in partition(aws, window_table, prefix + "p").items()
                    if sk.startswith("w#")]  # fmt: skip
         assert [i["owner"]["S"] for i in claimed] == ["c"]
         assert int(claimed[0]["expires"]["N"]) >= 10_000 + age + OUTBOX_MARGIN_S

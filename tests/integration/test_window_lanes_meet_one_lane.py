@@ -22,7 +22,6 @@ from processors.window import Window
 from processors.window_store import DynamoDBStore
 from stream.records import Record
 from tests.integration.test_window_lanes_reshards import WINDOW_A, Client
-from tests.integration.test_window_state import table as table  # noqa: PLC0414  # the fixture
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -79,31 +78,31 @@ def prefix() -> str:
 
 
 class TestAQuietCloseOfAOneLaneShard:
-    def test_its_first_own_commit_converts_at_the_one_lane_applied(self, aws, table, prefix):
+    def test_its_first_own_commit_converts_at_the_one_lane_applied(self, aws, window_table, prefix):
         """s0 (one lane) holds window a (x at 5) and its outbox (none yet); lanes-mode
         s1 closes it as quiet: a commit of s0 on ``rev`` (no ``n`` yet) that must leave
         ``applied`` and the outbox alone and set no ``legacy_applied``. s0's first lanes
         commit then converts it at the one-lane ``applied`` (1), and a lagging lane's
         redelivery of 1 is decided, not applied again or late."""
         clock = [10_000.0]
-        s0_one, _ = step(aws, table, prefix, clock, lanes=False)
+        s0_one, _ = step(aws, window_table, prefix, clock, lanes=False)
         assert on(s0_one, "s0", [("a", 5.0)], 1) == []
-        s1, _ = step(aws, table, prefix, clock, lanes=True)
+        s1, _ = step(aws, window_table, prefix, clock, lanes=True)
         assert on(s1, "s1", [("z", 20_000.0)], 1) == []
         clock[0] += 400
         assert on(s1, "s1", [("z", 20_001.0)], 2) == [(WINDOW_A, 1, "s1")]
-        closed = shard_item(aws, table, prefix + "s0")
+        closed = shard_item(aws, window_table, prefix + "s0")
         assert closed["n"]["N"] == "1"
         assert closed["applied"]["S"] == '["1",0,[]]'
         assert "legacy_applied" not in closed
-        s0, _ = step(aws, table, prefix, clock, lanes=True)
+        s0, _ = step(aws, window_table, prefix, clock, lanes=True)
         assert on(s0, "s0", [("b", 20_000.0)], 2) == []
-        converted = shard_item(aws, table, prefix + "s0")
+        converted = shard_item(aws, window_table, prefix + "s0")
         assert converted["legacy_applied"]["S"] == '["1",0,[]]'
-        lagging, _ = step(aws, table, prefix, clock, lanes=True)
+        lagging, _ = step(aws, window_table, prefix, clock, lanes=True)
         assert on(lagging, "s0", [("a", 5.0)], 1) == []  # decided: nothing, not late
 
-    def test_an_outbox_in_parts_stays_readable(self, aws, table, prefix):
+    def test_an_outbox_in_parts_stays_readable(self, aws, window_table, prefix):
         """s0 (one lane) closed 14 windows at 15 (about 420 KB of results: its outbox in
         parts, named by its ``rev``) and holds y's window open. Lanes-mode s1 closes y's
         window as quiet: a commit that writes a new ``rev``. The parts must stay
@@ -113,28 +112,28 @@ class TestAQuietCloseOfAOneLaneShard:
         unreadable (a ``WindowStateError`` on every batch of s0, for ever)."""
         clock = [10_000.0]
         aggregate = {"n": "count", "page": {"last": "page"}}
-        s0_one, _ = step(aws, table, prefix, clock, lanes=False, aggregate=aggregate)
+        s0_one, _ = step(aws, window_table, prefix, clock, lanes=False, aggregate=aggregate)
         docs = [{"user": f"u{i}", "ts": 5, "page": f"{i}" * 30_000} for i in range(14)]
         docs.append({"user": "y", "ts": 61, "page": "/"})  # closes the 14
         closing = deliver(s0_one, "s0", docs, 1)
         assert not closing.failures
         assert len(closing.records) == 14
-        assert "outbox_parts" in shard_item(aws, table, prefix + "s0")
-        s1, _ = step(aws, table, prefix, clock, lanes=True, aggregate=aggregate)
+        assert "outbox_parts" in shard_item(aws, window_table, prefix + "s0")
+        s1, _ = step(aws, window_table, prefix, clock, lanes=True, aggregate=aggregate)
         assert deliver(s1, "s1", [{"user": "z", "ts": 20_000, "page": "/"}], 1).records == []
         clock[0] += 400
         quiet = deliver(s1, "s1", [{"user": "z", "ts": 20_001, "page": "/"}], 2)
         assert not quiet.failures
         assert [r.get("key") for r in quiet.records] == ["y"]  # s0's y closed by s1
-        assert shard_item(aws, table, prefix + "s0")["n"]["N"] == "1"
-        lagging, _ = step(aws, table, prefix, clock, lanes=True, aggregate=aggregate)
+        assert shard_item(aws, window_table, prefix + "s0")["n"]["N"] == "1"
+        lagging, _ = step(aws, window_table, prefix, clock, lanes=True, aggregate=aggregate)
         again = deliver(lagging, "s0", docs, 1)
         assert not again.failures, [f.error for f in again.failures]
         assert [r.json for r in again.records] == [r.json for r in closing.records]
 
 
 class TestALanesChildOfAOneLaneParent:
-    def test_an_old_one_lane_close_between_its_read_and_its_mark(self, aws, table, prefix):
+    def test_an_old_one_lane_close_between_its_read_and_its_mark(self, aws, window_table, prefix):
         """Parent p (one lane) holds window a. Lanes mode goes on; an old one-lane
         invocation of s1 still runs. Child c's first batch reads p (a open; p has no
         ``n``: seen 0) and, before c marks p, the one-lane s1 closes p's a as quiet (a
@@ -144,12 +143,12 @@ class TestALanesChildOfAOneLaneParent:
         c claimed the closed a and closed it again later (a came out twice)."""
         clock = [10_000.0]
         lineage = StaticLineage({"c": ("p",)})
-        parent, _ = step(aws, table, prefix, clock, lanes=False, lineage=lineage)
+        parent, _ = step(aws, window_table, prefix, clock, lanes=False, lineage=lineage)
         assert on(parent, "p", [("a", 5.0)], 1) == []
-        s1_old, _ = step(aws, table, prefix, clock, lanes=False, lineage=lineage)
+        s1_old, _ = step(aws, window_table, prefix, clock, lanes=False, lineage=lineage)
         assert on(s1_old, "s1", [("z", 20_000.0)], 1) == []
         clock[0] += 400
-        child, child_client = step(aws, table, prefix, clock, lanes=True, lineage=lineage)
+        child, child_client = step(aws, window_table, prefix, clock, lanes=True, lineage=lineage)
         closing: list[Any] = []
         child_client.before_mark = lambda: closing.extend(on(s1_old, "s1", [("z", 20_001.0)], 2))
         out = on(child, "c", [("a", 30.0)], 100)
@@ -157,7 +156,7 @@ class TestALanesChildOfAOneLaneParent:
         out += on(child, "c", [("x", 20_000.0)], 101)
         assert out == [("late", "a")]
 
-    def test_its_mark_inside_an_old_one_lane_close_of_the_parent(self, aws, table, prefix):
+    def test_its_mark_inside_an_old_one_lane_close_of_the_parent(self, aws, window_table, prefix):
         """The other order: the old one-lane s1 reads p (no ``children``) and, inside
         its transaction, child c has its first batch (reads p, marks it, claims a). The
         one-lane close is conditional on p's ``rev`` only, so the mark must move it (as
@@ -167,12 +166,12 @@ class TestALanesChildOfAOneLaneParent:
         and closed a, which c closed again later."""
         clock = [10_000.0]
         lineage = StaticLineage({"c": ("p",)})
-        parent, _ = step(aws, table, prefix, clock, lanes=False, lineage=lineage)
+        parent, _ = step(aws, window_table, prefix, clock, lanes=False, lineage=lineage)
         assert on(parent, "p", [("a", 5.0)], 1) == []
-        s1_old, s1_client = step(aws, table, prefix, clock, lanes=False, lineage=lineage)
+        s1_old, s1_client = step(aws, window_table, prefix, clock, lanes=False, lineage=lineage)
         assert on(s1_old, "s1", [("z", 20_000.0)], 1) == []
         clock[0] += 400
-        child, _ = step(aws, table, prefix, clock, lanes=True, lineage=lineage)
+        child, _ = step(aws, window_table, prefix, clock, lanes=True, lineage=lineage)
         inside: list[Any] = []
         s1_client.before_commit = lambda: inside.extend(on(child, "c", [("a", 30.0)], 100))
         first = deliver(s1_old, "s1", [{"user": "z", "ts": 20_001.0}], 2)
@@ -181,6 +180,6 @@ class TestALanesChildOfAOneLaneParent:
         if first.failures:  # the close lost its condition: delivered again
             assert [f.retryable for f in first.failures] == [True]
             out = on(s1_old, "s1", [("z", 20_001.0)], 2)
-        assert "c" in shard_item(aws, table, prefix + "p").get("children", {}).get("SS", [])
+        assert "c" in shard_item(aws, window_table, prefix + "p").get("children", {}).get("SS", [])
         out += on(child, "c", [("x", 20_000.0)], 101)
         assert sorted(out) == [(WINDOW_A, 2, "c")]

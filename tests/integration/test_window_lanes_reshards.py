@@ -25,7 +25,6 @@ from processors.window import Window
 from processors.window_store import DynamoDBStore
 from stream.records import Record
 from tests.integration.test_window_state import items
-from tests.integration.test_window_state import table as table  # noqa: PLC0414  # the fixture
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -128,7 +127,7 @@ def window_items(aws: Callable[[str], Any], table: str, pk: str) -> dict[str, di
 
 
 class TestAChildClaimsOfItsParents:
-    def test_a_window_only_in_the_parent_s_pending_log_is_claimed(self, aws, table):
+    def test_a_window_only_in_the_parent_s_pending_log_is_claimed(self, aws, window_table):
         """The parent's commit of window a is pending (its roll-forward refused: the item
         exists only in the log). The child's record of a claims it: the claim finds the
         item because the child rolls the parent's pending log forward first; without
@@ -136,17 +135,17 @@ class TestAChildClaimsOfItsParents:
         fails. The window comes out once, with the parent's record."""
         prefix = f"t{uuid.uuid4().hex[:8]}:"
         lineage = StaticLineage({"c": ("p",)})
-        parent, parent_client = process(aws, table, prefix, lineage=lineage)
+        parent, parent_client = process(aws, window_table, prefix, lineage=lineage)
         parent_client.refuse_rolls = prefix
         assert on(parent, "p", [("a", 5.0)], 1) == []
-        assert window_items(aws, table, prefix + "p") == {}  # only in the pending log
-        child, _ = process(aws, table, prefix, lineage=lineage)
+        assert window_items(aws, window_table, prefix + "p") == {}  # only in the pending log
+        child, _ = process(aws, window_table, prefix, lineage=lineage)
         assert on(child, "c", [("a", 20.0)], 100) == []
-        held = window_items(aws, table, prefix + "p")
+        held = window_items(aws, window_table, prefix + "p")
         assert [i["owner"]["S"] for i in held.values()] == ["c"]
         assert on(child, "c", [("x", 100.0)], 101) == [(WINDOW_A, 2, "c")]
 
-    def test_a_roll_forward_of_a_parent_s_log_keeps_the_child_s_claim(self, aws, table):
+    def test_a_roll_forward_of_a_parent_s_log_keeps_the_child_s_claim(self, aws, window_table):
         """Window a's item is at the parent's first commit, its second commit's log
         pending. Child c1's roll-forward of that log is refused, so c1 claims the older
         item in place. Then c2 (the other child of the split) reads the parent and rolls
@@ -155,19 +154,19 @@ class TestAChildClaimsOfItsParents:
         claim, c2 inherited a, claimed it too and closed it: the window came out twice."""
         prefix = f"t{uuid.uuid4().hex[:8]}:"
         lineage = StaticLineage({"c1": ("p",), "c2": ("p",)})
-        parent, parent_client = process(aws, table, prefix, lineage=lineage)
+        parent, parent_client = process(aws, window_table, prefix, lineage=lineage)
         assert on(parent, "p", [("a", 5.0)], 1) == []
         parent_client.refuse_rolls = prefix
         assert on(parent, "p", [("a", 6.0)], 2) == []
-        c1, c1_client = process(aws, table, prefix, lineage=lineage)
+        c1, c1_client = process(aws, window_table, prefix, lineage=lineage)
         c1_client.refuse_rolls = prefix + "p"  # its roll-forward of the parent's log
         assert on(c1, "c1", [("a", 20.0)], 100) == []
         c1_client.refuse_rolls = None
-        (held,) = window_items(aws, table, prefix + "p").values()
+        (held,) = window_items(aws, window_table, prefix + "p").values()
         assert (held["owner"]["S"], held["n"]["N"]) == ("c1", "1")  # claimed in place
-        c2, _ = process(aws, table, prefix, lineage=lineage)
+        c2, _ = process(aws, window_table, prefix, lineage=lineage)
         assert on(c2, "c2", [("b", 10.0)], 200) == []  # rolls the parent's log forward
-        (held,) = window_items(aws, table, prefix + "p").values()
+        (held,) = window_items(aws, window_table, prefix + "p").values()
         assert (held["owner"]["S"], held["n"]["N"]) == ("c1", "2")
         out = on(c1, "c1", [("a", 100.0)], 101)
         out += on(c2, "c2", [("b", 100.0)], 201)
@@ -175,7 +174,7 @@ class TestAChildClaimsOfItsParents:
 
 
 class TestTwoLanesOfAChild:
-    def test_racing_on_the_child_s_first_commit_counts_each_window_once(self, aws, table):
+    def test_racing_on_the_child_s_first_commit_counts_each_window_once(self, aws, window_table):
         """Two lanes of a new child (two processes), each inheriting the parent's
         windows: lane A claims a, and lane B's whole batch (it claims b and commits
         first) runs inside A's commit. A's commit loses its condition; A reads again,
@@ -183,14 +182,14 @@ class TestTwoLanesOfAChild:
         come out once with every record."""
         prefix = f"t{uuid.uuid4().hex[:8]}:"
         lineage = StaticLineage({"c": ("p",)})
-        parent, _ = process(aws, table, prefix, lineage=lineage)
+        parent, _ = process(aws, window_table, prefix, lineage=lineage)
         assert on(parent, "p", [("a", 5.0), ("b", 6.0)], 1) == []
-        lane_a, a_client = process(aws, table, prefix, lineage=lineage)
-        lane_b, _ = process(aws, table, prefix, lineage=lineage)
+        lane_a, a_client = process(aws, window_table, prefix, lineage=lineage)
+        lane_b, _ = process(aws, window_table, prefix, lineage=lineage)
         a_client.before_commit = lambda: on(lane_b, "c", [("b", 21.0)], 102)
         assert on(lane_a, "c", [("a", 20.0)], 101) == []
         assert a_client.calls.count(("update_item", "commit")) == 2  # lost, then again
-        held = window_items(aws, table, prefix + "p")
+        held = window_items(aws, window_table, prefix + "p")
         assert sorted(i["owner"]["S"] for i in held.values()) == ["c", "c"]
         out = on(lane_a, "c", [("a", 100.0)], 103)
         out += on(lane_b, "c", [("b", 101.0)], 104)
@@ -198,19 +197,19 @@ class TestTwoLanesOfAChild:
 
 
 class TestAQuietShardAndItsOwnLane:
-    def test_its_lane_commits_inside_the_close_the_closer_reads_again(self, aws, table):
+    def test_its_lane_commits_inside_the_close_the_closer_reads_again(self, aws, window_table):
         """s1's batch closes quiet s0's window a; inside its transaction a lane of s0
         commits a record of a: the transaction loses s0's condition (its ``n`` moved),
         s1 reads again and finds s0 awake: nothing closes. s0 closes a itself, with
         both records, once."""
         prefix = f"t{uuid.uuid4().hex[:8]}:"
         clock = [10_000.0]
-        s0, _ = process(aws, table, prefix, clock)
+        s0, _ = process(aws, window_table, prefix, clock)
         assert on(s0, "s0", [("a", 5.0)], 1) == []
-        s1, s1_client = process(aws, table, prefix, clock)
+        s1, s1_client = process(aws, window_table, prefix, clock)
         assert on(s1, "s1", [("z", 20_000.0)], 1) == []
         clock[0] += 400
-        s0_lane, _ = process(aws, table, prefix, clock)
+        s0_lane, _ = process(aws, window_table, prefix, clock)
         s1_client.before_commit = lambda: on(s0_lane, "s0", [("a", 30.0)], 2)
         assert on(s1, "s1", [("z", 20_001.0)], 2) == []
         assert ("transact_write_items", "") in s1_client.calls  # it tried the close
@@ -218,7 +217,9 @@ class TestAQuietShardAndItsOwnLane:
         out += on(s1, "s1", [("z", 20_002.0)], 3)
         assert out == [(WINDOW_A, 2, "s0")]
 
-    def test_the_close_commits_inside_its_lane_s_commit_the_lane_catches_up(self, aws, table):
+    def test_the_close_commits_inside_its_lane_s_commit_the_lane_catches_up(
+        self, aws, window_table
+    ):
         """A lane of quiet s0 applies a record of a; inside its commit, s1's batch closes
         s0's a (a commit of s0 with a log, in one transaction with s1's). The lane's
         commit loses its condition, catches up from the close's log (no read of the
@@ -226,9 +227,9 @@ class TestAQuietShardAndItsOwnLane:
         is late. a comes out once, from s1."""
         prefix = f"t{uuid.uuid4().hex[:8]}:"
         clock = [10_000.0]
-        s0, s0_client = process(aws, table, prefix, clock)
+        s0, s0_client = process(aws, window_table, prefix, clock)
         assert on(s0, "s0", [("a", 5.0)], 1) == []
-        s1, _ = process(aws, table, prefix, clock)
+        s1, _ = process(aws, window_table, prefix, clock)
         assert on(s1, "s1", [("z", 20_000.0)], 1) == []
         clock[0] += 400
         closing: list[Any] = []
@@ -242,7 +243,9 @@ class TestAQuietShardAndItsOwnLane:
         assert on(s0, "s0", [("a", 20_000.0)], 3) == []
         assert on(s1, "s1", [("z", 20_002.0)], 3) == []
 
-    def test_a_child_s_first_commit_inside_the_close_keeps_the_parent_s_window(self, aws, table):
+    def test_a_child_s_first_commit_inside_the_close_keeps_the_parent_s_window(
+        self, aws, window_table
+    ):
         """Parent p is quiet; s1's batch would close p's window a, and inside its
         transaction p's child c has its first batch: it inherits a and marks p. The close
         is conditional on p having no ``children``, so it fails; s1 reads again, leaves
@@ -251,12 +254,12 @@ class TestAQuietShardAndItsOwnLane:
         prefix = f"t{uuid.uuid4().hex[:8]}:"
         clock = [10_000.0]
         lineage = StaticLineage({"c": ("p",)})
-        parent, _ = process(aws, table, prefix, clock, lineage)
+        parent, _ = process(aws, window_table, prefix, clock, lineage)
         assert on(parent, "p", [("a", 5.0)], 1) == []
-        s1, s1_client = process(aws, table, prefix, clock, lineage)
+        s1, s1_client = process(aws, window_table, prefix, clock, lineage)
         assert on(s1, "s1", [("z", 20_000.0)], 1) == []
         clock[0] += 400
-        child, _ = process(aws, table, prefix, clock, lineage)
+        child, _ = process(aws, window_table, prefix, clock, lineage)
         s1_client.before_commit = lambda: on(child, "c", [("b", 30.0)], 100)
         assert on(s1, "s1", [("z", 20_001.0)], 2) == []
         assert ("transact_write_items", "") in s1_client.calls  # it tried the close
@@ -265,7 +268,7 @@ class TestAQuietShardAndItsOwnLane:
         assert sorted(out) == [(WINDOW_A, 1, "c"), (WINDOW_B, 1, "c")]
 
     def test_a_close_between_the_child_s_read_and_its_mark_makes_the_child_read_again(
-        self, aws, table
+        self, aws, window_table
     ):
         """Parent p is quiet; its child c's first batch reads p (window a open) and,
         before c marks p, s1's batch closes a. The mark is conditional on p's ``n``,
@@ -275,12 +278,12 @@ class TestAQuietShardAndItsOwnLane:
         prefix = f"t{uuid.uuid4().hex[:8]}:"
         clock = [10_000.0]
         lineage = StaticLineage({"c": ("p",)})
-        parent, _ = process(aws, table, prefix, clock, lineage)
+        parent, _ = process(aws, window_table, prefix, clock, lineage)
         assert on(parent, "p", [("a", 5.0)], 1) == []
-        s1, _ = process(aws, table, prefix, clock, lineage)
+        s1, _ = process(aws, window_table, prefix, clock, lineage)
         assert on(s1, "s1", [("z", 20_000.0)], 1) == []
         clock[0] += 400
-        child, child_client = process(aws, table, prefix, clock, lineage)
+        child, child_client = process(aws, window_table, prefix, clock, lineage)
         closing: list[Any] = []
         child_client.before_mark = lambda: closing.extend(on(s1, "s1", [("z", 20_001.0)], 2))
         out = on(child, "c", [("a", 30.0)], 100)

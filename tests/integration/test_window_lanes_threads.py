@@ -30,7 +30,6 @@ from processors.chain import Chain, Step
 from processors.window import Window, iso
 from processors.window_store import DynamoDBStore
 from stream.records import Record
-from tests.integration.test_window_state import table as table  # noqa: PLC0414  # the fixture
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -118,6 +117,6 @@ def lanes_once(aws: Callable[[str], Any], table: str, seed: int, rounds: int = 3
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_two_processes_at_once_lose_no_record(aws, table, seed):
+def test_two_processes_at_once_lose_no_record(aws, window_table, seed):
     """Each window's count is the number of its key's records in it."""
-    assert lanes_once(aws, table, seed) == []
+    assert lanes_once(aws, window_table, seed) == []

@@ -13,8 +13,6 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import pytest
 
-from deploy.local.servers import provision
-from deploy.names import window_table_name
 from processors.aggregations import ValueTooLarge
 from processors.chain import Chain, ChainResult, Step
 from processors.session import SessionWindow, session_end_of
@@ -30,18 +28,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 ITEM_LIMIT = 400 * 1024
-
-
-@pytest.fixture(scope="module")
-def table(aws: Callable[[str], Any]) -> str:
-    plan = {
-        "name": f"w{uuid.uuid4().hex[:8]}",
-        "stream": {"name": f"s{uuid.uuid4().hex[:8]}"},
-        "sinks": {},
-        "functions": {"f": {"processors": [{"window": {"state": "dynamodb"}}]}},
-    }
-    provision(plan, aws)
-    return window_table_name(plan, "f")
 
 
 def window(table: str, prefix: str, client: Any, aggregate: dict[str, Any]) -> Window:
@@ -85,18 +71,22 @@ def item_sizes(aws: Callable[[str], Any], table: str, prefix: str) -> dict[str, 
 
 
 class TestDistinct:
-    def test_10000_uuids_in_one_window_commit_and_count_at_least(self, aws, table):
+    def test_10000_uuids_in_one_window_commit_and_count_at_least(self, aws, window_table):
         prefix = uuid.uuid4().hex
-        step = window(table, prefix, aws("dynamodb"), {"n": "count", "ids": {"distinct": "id"}})
+        step = window(
+            window_table, prefix, aws("dynamodb"), {"n": "count", "ids": {"distinct": "id"}}
+        )
         docs = [{"user": "a", "ts": 5, "id": str(uuid.uuid4())} for _ in range(10_000)]
         assert committed(run(step, docs, 1)) == []
-        assert max(item_sizes(aws, table, prefix).values()) < ITEM_LIMIT
+        assert max(item_sizes(aws, window_table, prefix).values()) < ITEM_LIMIT
         out = committed(run(step, [{"user": "z", "ts": 61, "id": "x"}], 20_000))
         assert out[0]["n"] == 10_000
         kept = out[0]["ids"]["at_least"]
         assert 3_000 < kept < 10_000  # exact while the values fit: 170 KB of 39-byte UUIDs
 
-    def test_a_window_s_second_batch_adds_up_to_the_budget_across_cold_starts(self, aws, table):
+    def test_a_window_s_second_batch_adds_up_to_the_budget_across_cold_starts(
+        self, aws, window_table
+    ):
         prefix = uuid.uuid4().hex
         client = aws("dynamodb")
         aggregate = {"ids": {"distinct": "id"}, "more": {"distinct": "id2"}}
@@ -104,17 +94,18 @@ class TestDistinct:
             docs = [{"user": "a", "ts": 5, "id": str(uuid.uuid4()), "id2": str(uuid.uuid4())}
                     for _ in range(2_500)]  # fmt: skip
             assert (
-                committed(run(window(table, prefix, client, aggregate), docs, 1 + 3000 * n)) == []
+                committed(run(window(window_table, prefix, client, aggregate), docs, 1 + 3000 * n))
+                == []
             )
-            assert max(item_sizes(aws, table, prefix).values()) < ITEM_LIMIT
-        out = committed(run(window(table, prefix, client, aggregate),
+            assert max(item_sizes(aws, window_table, prefix).values()) < ITEM_LIMIT
+        out = committed(run(window(window_table, prefix, client, aggregate),
                             [{"user": "z", "ts": 61}], 20_000))  # fmt: skip
         assert 1_000 < out[0]["ids"]["at_least"] < 7_500
         assert out[0]["ids"] == out[0]["more"]  # one budget, shared in halves
 
-    def test_a_session_of_10000_uuids_commits(self, aws, table):
+    def test_a_session_of_10000_uuids_commits(self, aws, window_table):
         prefix = uuid.uuid4().hex
-        step = session(table, prefix, aws("dynamodb"), {"ids": {"distinct": "id"}})
+        step = session(window_table, prefix, aws("dynamodb"), {"ids": {"distinct": "id"}})
         docs = [{"user": "a", "ts": 5 + i / 1000, "id": str(uuid.uuid4())} for i in range(10_000)]
         assert committed(run(step, docs, 1)) == []
         out = committed(run(step, [{"user": "z", "ts": 100, "id": "x"}], 20_000))
@@ -123,11 +114,11 @@ class TestDistinct:
 
 class TestLargeValues:
     def test_a_first_value_too_large_to_keep_is_dead_lettered_and_the_window_goes_on(
-        self, aws, table
+        self, aws, window_table
     ):
         prefix = uuid.uuid4().hex
         aggregate = {"n": "count", "page": {"first": "page"}}
-        step = window(table, prefix, aws("dynamodb"), aggregate)
+        step = window(window_table, prefix, aws("dynamodb"), aggregate)
         docs = [
             {"user": "a", "ts": 5, "page": "/small"},
             {"user": "a", "ts": 4, "page": "x" * 300_000},
@@ -137,16 +128,16 @@ class TestLargeValues:
         assert [type(f.error) for f in first.failures] == [ValueTooLarge]
         assert not first.failures[0].retryable
         assert "too large to aggregate" in str(first.failures[0].error)
-        again = run(window(table, prefix, aws("dynamodb"), aggregate), docs, 1)
+        again = run(window(window_table, prefix, aws("dynamodb"), aggregate), docs, 1)
         assert [type(f.error) for f in again.failures] == [ValueTooLarge]  # redelivered: same
         # kept, the large value would be in the item twice (acc and prev) at the next batch
         assert committed(run(step, [{"user": "a", "ts": 8, "page": "/later"}], 5)) == []
         out = committed(run(step, [{"user": "z", "ts": 61, "page": "/"}], 10))
         assert (out[0]["n"], out[0]["page"]) == (3, "/small")
 
-    def test_a_session_s_first_value_too_large_is_dead_lettered(self, aws, table):
+    def test_a_session_s_first_value_too_large_is_dead_lettered(self, aws, window_table):
         prefix = uuid.uuid4().hex
-        step = session(table, prefix, aws("dynamodb"), {"page": {"first": "page"}})
+        step = session(window_table, prefix, aws("dynamodb"), {"page": {"first": "page"}})
         result = run(step, [{"user": "a", "ts": 5, "page": {"blob": "y" * 250_000}}], 1)
         assert [type(f.error) for f in result.failures] == [ValueTooLarge]
         assert committed(run(step, [{"user": "a", "ts": 6, "page": "/"}], 2)) == []
@@ -155,7 +146,7 @@ class TestLargeValues:
 
 
 class TestOutbox:
-    def test_a_batch_whose_results_exceed_an_item_commits_and_replays_them(self, aws, table):
+    def test_a_batch_whose_results_exceed_an_item_commits_and_replays_them(self, aws, window_table):
         """12 windows closed by one batch, each result with a 30 KB value: 360 KB of
         results, more than the shard item can hold alongside the rest; redelivered to a
         cold start, the batch yields the same results."""
@@ -164,14 +155,14 @@ class TestOutbox:
         aggregate = {"n": "count", "page": {"last": "page"}}
         docs = [{"user": f"u{i}", "ts": 5, "page": f"{i}" * 30_000} for i in range(14)]
         docs.append({"user": "z", "ts": 61, "page": "/"})
-        out = committed(run(window(table, prefix, client, aggregate), docs, 1))
+        out = committed(run(window(window_table, prefix, client, aggregate), docs, 1))
         assert sorted(r["key"] for r in out) == sorted(f"u{i}" for i in range(14))
-        assert max(item_sizes(aws, table, prefix).values()) < ITEM_LIMIT
-        assert sum(k.startswith("#outbox#") for k in item_sizes(aws, table, prefix)) == 2
-        replayed = committed(run(window(table, prefix, client, aggregate), docs, 1))
+        assert max(item_sizes(aws, window_table, prefix).values()) < ITEM_LIMIT
+        assert sum(k.startswith("#outbox#") for k in item_sizes(aws, window_table, prefix)) == 2
+        replayed = committed(run(window(window_table, prefix, client, aggregate), docs, 1))
         assert replayed == out
-        committed(run(window(table, prefix, client, aggregate), [docs[-1]], 100))
-        kinds = item_sizes(aws, table, prefix)
+        committed(run(window(window_table, prefix, client, aggregate), [docs[-1]], 100))
+        kinds = item_sizes(aws, window_table, prefix)
         assert [k for k in kinds if k.startswith("#outbox#")] == []  # small again: inline
 
 
@@ -216,40 +207,42 @@ def collect_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 
 @pytest.mark.usefixtures("collect_plugin")
 class TestPluginState:
-    def test_records_that_would_make_a_window_too_large_are_dead_lettered(self, aws, table):
+    def test_records_that_would_make_a_window_too_large_are_dead_lettered(self, aws, window_table):
         """A plugin's accumulator past 400 KB: the batch's records for that window are
         dead-lettered (not retried for ever), the others are applied."""
         prefix = uuid.uuid4().hex
         client = aws("dynamodb")
         aggregate = {"n": "count", "all": {"collect": "blob"}}
         small = [{"user": "a", "ts": 5, "blob": "s"}, {"user": "b", "ts": 5, "blob": "t"}]
-        assert committed(run(window(table, prefix, client, aggregate), small, 1)) == []
+        assert committed(run(window(window_table, prefix, client, aggregate), small, 1)) == []
         big = [{"user": "a", "ts": 6, "blob": "x" * 100_000} for _ in range(5)]
         big.append({"user": "b", "ts": 7, "blob": "u"})
-        result = run(window(table, prefix, client, aggregate), big, 10)
+        result = run(window(window_table, prefix, client, aggregate), big, 10)
         assert [type(f.error) for f in result.failures] == [ValueTooLarge] * 5
         assert "too large to store" in str(result.failures[0].error)
         assert committed(result) == []
         closer = [{"user": "z", "ts": 61, "blob": "z"}]
-        out = committed(run(window(table, prefix, client, aggregate), closer, 20))
+        out = committed(run(window(window_table, prefix, client, aggregate), closer, 20))
         assert [(r["key"], r["n"], r["all"]) for r in out] == [("a", 1, 1), ("b", 2, 2)]
 
-    def test_a_session_s_records_that_would_make_it_too_large_are_dead_lettered(self, aws, table):
+    def test_a_session_s_records_that_would_make_it_too_large_are_dead_lettered(
+        self, aws, window_table
+    ):
         prefix = uuid.uuid4().hex
         client = aws("dynamodb")
         aggregate = {"n": "count", "all": {"collect": "blob"}}
         docs = [{"user": "a", "ts": 5 + i, "blob": "x" * 100_000} for i in range(5)]
         docs.insert(2, {"user": "b", "ts": 6, "blob": "u"})
-        result = run(session(table, prefix, client, aggregate), docs, 1)
+        result = run(session(window_table, prefix, client, aggregate), docs, 1)
         assert [type(f.error) for f in result.failures] == [ValueTooLarge] * 5
         closer = [{"user": "z", "ts": 100, "blob": "z"}]
-        out = committed(run(session(table, prefix, client, aggregate), closer, 20))
+        out = committed(run(session(window_table, prefix, client, aggregate), closer, 20))
         assert [(r["key"], r["n"]) for r in out] == [("b", 1)]
 
 
 class TestQuietOutbox:
     def test_a_quiet_shard_s_outbox_in_parts_survives_another_shard_closing_its_windows(
-        self, aws, table
+        self, aws, window_table
     ):
         """s0's last batch left its outbox in parts; s1's batch closes s0's windows and
         rewrites s0's shard item (a new revision): s0's parts move with it, the old ones
@@ -258,7 +251,7 @@ class TestQuietOutbox:
         aggregate = {"n": "count", "page": {"last": "page"}}
 
         def step() -> Window:
-            store = DynamoDBStore(table, prefix, 0, 60, client=client, now=lambda: clock[0])
+            store = DynamoDBStore(window_table, prefix, 0, 60, client=client, now=lambda: clock[0])
             return Window(key="user", size_s=60, field="ts", aggregate=aggregate, function="f",
                           store=store, quiet_s=300, now=lambda: clock[0])  # fmt: skip
 
@@ -273,12 +266,12 @@ class TestQuietOutbox:
         docs.append({"user": "y", "ts": 61, "page": "/"})  # closes the 14, opens y's
         first = on("s0", docs, 1)
         assert len(first) == 14
-        parts = {k for k in item_sizes(aws, table, prefix) if k.startswith("#outbox#")}
+        parts = {k for k in item_sizes(aws, window_table, prefix) if k.startswith("#outbox#")}
         assert len(parts) == 2
         clock[0] += 301
         closing = on("s1", [{"user": "z", "ts": 9_990, "page": "/"}], 1)
         assert [r["key"] for r in closing] == ["y"]  # s0's quiet window, closed by s1
-        now = {k for k in item_sizes(aws, table, prefix) if k.startswith("#outbox#")}
+        now = {k for k in item_sizes(aws, window_table, prefix) if k.startswith("#outbox#")}
         assert len(now) == 2
         assert not now & parts  # s0's new revision's parts; the old ones deleted
         assert on("s0", docs, 1) == first  # redelivered: the same results

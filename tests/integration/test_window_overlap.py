@@ -29,8 +29,6 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import pytest
 
-from deploy.local.servers import provision
-from deploy.names import window_table_name
 from processors.chain import Chain, Step
 from processors.window_store import WindowStateError
 from stream.records import Record
@@ -58,19 +56,6 @@ DOCS = {
         90: {"user": "c", "ts": 61, "amount": 1},  # closes [0, 60)
     }.items()
 }
-
-
-@pytest.fixture(scope="module")
-def table(aws: Callable[[str], Any]) -> str:
-    """One window state table for the module; each test uses its own partition prefix."""
-    plan = {
-        "name": f"w{uuid.uuid4().hex[:8]}",
-        "stream": {"name": f"s{uuid.uuid4().hex[:8]}"},
-        "sinks": {},
-        "functions": {"f": {"processors": [{"window": {"state": "dynamodb"}}]}},
-    }
-    provision(plan, aws)
-    return window_table_name(plan, "f")
 
 
 def batch(step: Window, positions: list[int], docs: dict[int, Any] = DOCS) -> list[Exception]:
@@ -135,18 +120,20 @@ class BeforeItsWindowWrites:
 
 
 @pytest.mark.parametrize("before", [[17, 24, 27], []], ids=["committed", "first-batch"])
-def test_a_zombie_batch_does_not_lose_a_record_another_invocation_applied(aws, table, before):
+def test_a_zombie_batch_does_not_lose_a_record_another_invocation_applied(
+    aws, window_table, before
+):
     """§9.3 step by step; then each failed batch is delivered again (to a cold start), as
     Lambda or ``shardline run`` would: key ``k``'s window holds records 17, 24, 28, 29.
     Also where B and Z are the shard's first batches (no shard item to fence yet)."""
     prefix = uuid.uuid4().hex
     client = aws("dynamodb")
     if before:
-        assert batch(window(table, prefix, client), before) == []  # applied: 27
+        assert batch(window(window_table, prefix, client), before) == []  # applied: 27
     held = HoldsItsCommit(client)
     b_errors: list[Exception] = []
     b = threading.Thread(target=lambda: b_errors.extend(
-        batch(window(table, prefix, held), [28, 29, 30])))  # fmt: skip
+        batch(window(window_table, prefix, held), [28, 29, 30])))  # fmt: skip
     b.start()
     try:
         wait(held.at_commit, "B's window items")  # step 1 done: B waits before its commit
@@ -155,7 +142,9 @@ def test_a_zombie_batch_does_not_lose_a_record_another_invocation_applied(aws, t
             held.go.set()
             wait(held.done, "B's commit")
 
-        z_errors = batch(window(table, prefix, BeforeItsWindowWrites(client, b_commits)), [28])
+        z_errors = batch(
+            window(window_table, prefix, BeforeItsWindowWrites(client, b_commits)), [28]
+        )
     finally:
         held.go.set()
         b.join(WAIT_S)
@@ -163,7 +152,7 @@ def test_a_zombie_batch_does_not_lose_a_record_another_invocation_applied(aws, t
     assert held.done.is_set()  # the interleaving happened: B reached its commit in step 3
     assert b_errors or z_errors  # two attempts at record 28 from one state: one lost
     assert all(isinstance(e, WindowStateError) for e in b_errors + z_errors)
-    fresh = window(table, prefix, client)
+    fresh = window(window_table, prefix, client)
     if z_errors:
         assert batch(fresh, [28]) == []
     if b_errors:
@@ -187,37 +176,37 @@ class Updates:
         return self.client.update_item(**request)
 
 
-def test_the_same_batch_again_over_its_own_pending_writes_makes_no_extra_call(aws, table):
+def test_the_same_batch_again_over_its_own_pending_writes_makes_no_extra_call(aws, window_table):
     """Batch 28-30 dies before its shard item; delivered again whole, it finds its own
     pending writes (``v`` = 30, its own): no fence, and the records count once."""
     prefix = uuid.uuid4().hex
     client = aws("dynamodb")
-    assert batch(window(table, prefix, client), [17, 24, 27]) == []
-    assert batch(window(table, prefix, ShardItemFails(client)), [28, 29, 30])
+    assert batch(window(window_table, prefix, client), [17, 24, 27]) == []
+    assert batch(window(window_table, prefix, ShardItemFails(client)), [28, 29, 30])
     counted = Updates(client)
-    assert batch(window(table, prefix, counted), [28, 29, 30]) == []
+    assert batch(window(window_table, prefix, counted), [28, 29, 30]) == []
     assert counted.updates == 0
-    assert closed_k(window(table, prefix, client)) == (4, 17 + 24 + 28 + 29)
+    assert closed_k(window(window_table, prefix, client)) == (4, 17 + 24 + 28 + 29)
 
 
-def test_a_dead_attempt_s_pending_write_does_not_hold_a_smaller_redelivery(aws, table):
+def test_a_dead_attempt_s_pending_write_does_not_hold_a_smaller_redelivery(aws, window_table):
     """Batch 28-30 writes its window items and dies before its shard item (item ``k``:
     ``v`` = 30, pending). Bisected, record 28 comes alone, then 29-30: each commits (the
     leftover never blocks them) and the window holds each record once."""
     prefix = uuid.uuid4().hex
     client = aws("dynamodb")
-    assert batch(window(table, prefix, client), [17, 24, 27]) == []
-    dead = batch(window(table, prefix, ShardItemFails(client)), [28, 29, 30])
+    assert batch(window(window_table, prefix, client), [17, 24, 27]) == []
+    dead = batch(window(window_table, prefix, ShardItemFails(client)), [28, 29, 30])
     assert dead
     assert all(isinstance(e, WindowStateError) for e in dead)
     counted = Updates(client)
-    assert batch(window(table, prefix, counted), [28]) == []
+    assert batch(window(window_table, prefix, counted), [28]) == []
     assert counted.updates == 1  # the fence: item ``k`` holds the dead attempt's v = 30
-    assert batch(window(table, prefix, client), [29, 30]) == []
-    assert closed_k(window(table, prefix, client)) == (4, 17 + 24 + 28 + 29)
+    assert batch(window(window_table, prefix, client), [29, 30]) == []
+    assert closed_k(window(window_table, prefix, client)) == (4, 17 + 24 + 28 + 29)
 
 
-def test_a_fence_keeps_the_committed_outbox_s_parts_readable(aws, table):
+def test_a_fence_keeps_the_committed_outbox_s_parts_readable(aws, window_table):
     """An outbox in parts (``#outbox#REV#I``) is named by the revision that wrote it; a
     fence moves the shard item's revision without writing the outbox. A batch that fenced
     and then failed before its commit leaves a shard item that still reads back: the
@@ -227,7 +216,7 @@ def test_a_fence_keeps_the_committed_outbox_s_parts_readable(aws, table):
     aggregate = {"n": "count", "page": {"last": "page"}}
 
     def on(step_client: Any, docs: list[dict[str, Any]], first: int) -> Any:
-        step = window(table, prefix, step_client, aggregate=aggregate)
+        step = window(window_table, prefix, step_client, aggregate=aggregate)
         records = [Record(orjson.dumps(d), d["user"], str(first + i), shard_id="s0", index=i)
                    for i, d in enumerate(docs)]  # fmt: skip
         return Chain([Step.of("w", step)]).run(records)
@@ -237,7 +226,7 @@ def test_a_fence_keeps_the_committed_outbox_s_parts_readable(aws, table):
     closing = on(client, docs, 1)
     assert not closing.failures
     parts = [i for i in client.query(
-        TableName=table, KeyConditionExpression="#s = :s",
+        TableName=window_table, KeyConditionExpression="#s = :s",
         ExpressionAttributeNames={"#s": "shard"},
         ExpressionAttributeValues={":s": {"S": f"{prefix}s0"}})["Items"]
         if i["window"]["S"].startswith("#outbox#")]  # fmt: skip
@@ -251,7 +240,7 @@ def test_a_fence_keeps_the_committed_outbox_s_parts_readable(aws, table):
     assert not on(client, later, 16).failures
 
 
-def test_a_reshard_s_mark_keeps_the_parent_s_outbox_parts_readable(aws, table):
+def test_a_reshard_s_mark_keeps_the_parent_s_outbox_parts_readable(aws, window_table):
     """A child's first commit marks its parent (``children``) and moves the parent's
     revision, as a fence does: the parent's outbox in parts must still read back (it
     raised ``KeyError``, the state unreadable, found with the fence)."""
@@ -259,7 +248,7 @@ def test_a_reshard_s_mark_keeps_the_parent_s_outbox_parts_readable(aws, table):
 
     prefix = uuid.uuid4().hex
     client = aws("dynamodb")
-    step = window(table, prefix, client, aggregate={"n": "count", "page": {"last": "page"}})
+    step = window(window_table, prefix, client, aggregate={"n": "count", "page": {"last": "page"}})
     docs = [{"user": f"u{i}", "ts": 5, "page": f"{i}" * 30_000} for i in range(14)]
     docs.append({"user": "y", "ts": 61, "page": "/"})  # closes the 14: 420 KB of results
     records = [Record(orjson.dumps(d), d["user"], str(1 + i), shard_id="s0", index=i)
@@ -267,10 +256,10 @@ def test_a_reshard_s_mark_keeps_the_parent_s_outbox_parts_readable(aws, table):
     closing = Chain([Step.of("w", step)]).run(records)
     assert not closing.failures
     key = {"shard": {"S": f"{prefix}s0"}, "window": {"S": _SHARD_SK}}
-    item = client.get_item(TableName=table, Key=key, ConsistentRead=True)["Item"]
+    item = client.get_item(TableName=window_table, Key=key, ConsistentRead=True)["Item"]
     assert "outbox_parts" in item
     step.store._mark("s1", {"s0": item["rev"]["S"]})  # type: ignore[attr-defined]
-    cold = window(table, prefix, client, aggregate={"n": "count", "page": {"last": "page"}})
+    cold = window(window_table, prefix, client, aggregate={"n": "count", "page": {"last": "page"}})
     again = Chain([Step.of("w", cold)]).run(records)  # the closing batch again, cold
     assert not again.failures
     assert [r.json for r in again.records] == [r.json for r in closing.records]
@@ -327,7 +316,7 @@ class BeforeItsCommit:
         return self.client.put_item(**request)
 
 
-def test_a_write_over_a_committed_item_with_the_same_v_loses_its_condition(aws, table):
+def test_a_write_over_a_committed_item_with_the_same_v_loses_its_condition(aws, window_table):
     """Three attempts (found by the model: an item's ``v`` can come back, so a condition
     on ``v`` alone misses a write in between). Committed: 17. A (18-20) dies after its
     window items: item ``k`` pending at ``v`` = 20. C (18) commits. B (19-21) reads
@@ -338,13 +327,13 @@ def test_a_write_over_a_committed_item_with_the_same_v_loses_its_condition(aws, 
     then delivered again: ``k`` holds 17, 19, 20, 21."""
     prefix = uuid.uuid4().hex
     client = aws("dynamodb")
-    assert batch(window(table, prefix, client), [17], ABA) == []
-    assert batch(window(table, prefix, ShardItemFails(client)), [18, 19, 20], ABA)  # A
-    assert batch(window(table, prefix, client), [18], ABA) == []  # C
+    assert batch(window(window_table, prefix, client), [17], ABA) == []
+    assert batch(window(window_table, prefix, ShardItemFails(client)), [18, 19, 20], ABA)  # A
+    assert batch(window(window_table, prefix, client), [18], ABA) == []  # C
     held = HoldsItsWindowWrite(client)
     b_errors: list[Exception] = []
     b = threading.Thread(target=lambda: b_errors.extend(
-        batch(window(table, prefix, held), [19, 20, 21], ABA)))  # fmt: skip
+        batch(window(window_table, prefix, held), [19, 20, 21], ABA)))  # fmt: skip
     b.start()
     try:
         wait(held.at_write, "B's fence")
@@ -353,7 +342,9 @@ def test_a_write_over_a_committed_item_with_the_same_v_loses_its_condition(aws, 
             held.go.set()
             wait(held.done, "B's window write")
 
-        z_errors = batch(window(table, prefix, BeforeItsCommit(client, b_writes)), [19, 20], ABA)
+        z_errors = batch(
+            window(window_table, prefix, BeforeItsCommit(client, b_writes)), [19, 20], ABA
+        )
     finally:
         held.go.set()
         held.commit.set()  # B's commit, after Z's
@@ -361,7 +352,7 @@ def test_a_write_over_a_committed_item_with_the_same_v_loses_its_condition(aws, 
     assert not b.is_alive()
     assert held.done.is_set()  # the interleaving happened
     assert all(isinstance(e, WindowStateError) for e in b_errors + z_errors)
-    fresh = window(table, prefix, client)
+    fresh = window(window_table, prefix, client)
     if z_errors:
         assert batch(fresh, [19, 20], ABA) == []
     if b_errors:
@@ -379,7 +370,7 @@ class _CommitFails(ShardItemFails):
 
 
 @pytest.mark.parametrize("c_state", ["fenced-only", "no-item"])
-def test_a_grandchild_inherits_what_a_never_committed_parent_claimed(aws, table, c_state):
+def test_a_grandchild_inherits_what_a_never_committed_parent_claimed(aws, window_table, c_state):
     """p commits window a open; its child c marks p, claims a and dies (with 'fenced-only',
     a smaller attempt then fences and dies too): c never commits. c's child g reads through
     c to p, where a is c's: the claim of a shard between that never committed does not make
@@ -393,7 +384,7 @@ def test_a_grandchild_inherits_what_a_never_committed_parent_claimed(aws, table,
     lineage = StaticLineage({"c": ("p",), "g": ("c",)})
 
     def on(step_client: Any, shard: str, docs: list[dict[str, Any]], seq: int) -> Any:
-        store = DynamoDBStore(table, prefix, 0, 60, client=step_client)
+        store = DynamoDBStore(window_table, prefix, 0, 60, client=step_client)
         step = Window(key="user", size_s=60, field="ts", aggregate={"n": "count"},
                       function="f", store=store, lineage=lineage)  # fmt: skip
         records = [Record(orjson.dumps(d), d["user"], str(seq + i), shard_id=shard, index=i)

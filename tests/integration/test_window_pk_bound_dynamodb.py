@@ -17,7 +17,6 @@ import pytest
 from processors.lineage import StaticLineage
 from processors.session import SessionWindow, session_end_of
 from processors.window_store import HW_MAX_PKS, DynamoDBStore
-from tests.integration.test_window_state import table as table  # noqa: PLC0414  # the fixture
 from tests.integration.test_window_state import window as built
 from tests.processors.test_window_pk_bound import SHARD, USERS, _closer, _one_each, _run
 
@@ -47,33 +46,35 @@ def _errors(failed: list[tuple[str, Exception]]) -> list[tuple[str, str]]:
 
 
 def test_a_window_s_17th_partition_key_is_dead_lettered_and_stays_so(
-    aws: Callable[[str], Any], table: str
+    aws: Callable[[str], Any], window_table: str
 ) -> None:
     prefix = uuid.uuid4().hex
     client = aws("dynamodb")
-    step = _window(table, prefix, client)
+    step = _window(window_table, prefix, client)
     results, failed = _run(step, _one_each())
     assert results == {}
     assert [seq for seq, _ in failed] == [str(HW_MAX_PKS + 1)]
     assert "already holds records of 16 partition keys" in str(failed[0][1])
     assert "'u16'" in str(failed[0][1])
     first = _errors(failed)
-    hw = orjson.loads(_item(client, table, prefix, 'w#0#"p1"')["hw"]["S"])
+    hw = orjson.loads(_item(client, window_table, prefix, 'w#0#"p1"')["hw"]["S"])
     assert sorted(hw) == USERS[:HW_MAX_PKS]  # its 16 keys, not the unbounded entry
     assert _errors(_run(step, _one_each())[1]) == first  # warm redelivery
-    assert _errors(_run(_window(table, prefix, client), _one_each())[1]) == first  # cold
-    results, failed = _run(_window(table, prefix, client), [_closer(100)])
+    assert _errors(_run(_window(window_table, prefix, client), _one_each())[1]) == first  # cold
+    results, failed = _run(_window(window_table, prefix, client), [_closer(100)])
     assert (results, failed) == (RESULT, [])
     # closed since: a cold start finds the refusal in the outbox entries, not "late"
-    assert _errors(_run(_window(table, prefix, client), _one_each())[1]) == first
-    results, failed = _run(_window(table, prefix, client), [_closer(100)])  # the closer again
+    assert _errors(_run(_window(window_table, prefix, client), _one_each())[1]) == first
+    results, failed = _run(
+        _window(window_table, prefix, client), [_closer(100)]
+    )  # the closer again
     assert (results, failed) == (RESULT, [])
 
 
-def test_with_one_lane_nothing_is_refused(aws: Callable[[str], Any], table: str) -> None:
+def test_with_one_lane_nothing_is_refused(aws: Callable[[str], Any], window_table: str) -> None:
     prefix = uuid.uuid4().hex
     client = aws("dynamodb")
-    step = _window(table, prefix, client, parallelization=1)
+    step = _window(window_table, prefix, client, parallelization=1)
     assert _run(step, _one_each()) == ({}, [])
     assert _run(step, [_closer(100)]) == ({"fn/p1/1970-01-01T00:00:00Z": HW_MAX_PKS + 1}, [])
 
@@ -87,17 +88,17 @@ def _session(table: str, prefix: str, client: Any) -> SessionWindow:
 
 
 def test_a_session_key_s_17th_partition_key_is_dead_lettered_and_stays_so(
-    aws: Callable[[str], Any], table: str
+    aws: Callable[[str], Any], window_table: str
 ) -> None:
     prefix = uuid.uuid4().hex
     client = aws("dynamodb")
-    results, failed = _run(_session(table, prefix, client), _one_each())
+    results, failed = _run(_session(window_table, prefix, client), _one_each())
     assert results == {}
     assert [seq for seq, _ in failed] == [str(HW_MAX_PKS + 1)]
     first = _errors(failed)
-    assert _errors(_run(_session(table, prefix, client), _one_each())[1]) == first  # cold
-    results, failed = _run(_session(table, prefix, client), [_closer(100)])
+    assert _errors(_run(_session(window_table, prefix, client), _one_each())[1]) == first  # cold
+    results, failed = _run(_session(window_table, prefix, client), [_closer(100)])
     assert (results, failed) == ({"fn/p1/1970-01-01T00:00:05Z": HW_MAX_PKS}, [])
-    hw = orjson.loads(_item(client, table, prefix, 'h#"p1"')["hw"]["S"])
+    hw = orjson.loads(_item(client, window_table, prefix, 'h#"p1"')["hw"]["S"])
     assert sorted(hw) == USERS[:HW_MAX_PKS]  # the key's high-water: the 16, bounded
-    assert _errors(_run(_session(table, prefix, client), _one_each())[1]) == first
+    assert _errors(_run(_session(window_table, prefix, client), _one_each())[1]) == first

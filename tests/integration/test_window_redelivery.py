@@ -25,7 +25,6 @@ from processors.chain import Chain, Step
 from processors.window_store import CLOSED_TTL_S, OUTBOX_MARGIN_S, DynamoDBStore, outbox_sk
 from stream.records import Record
 from tests.integration.test_window_state import items
-from tests.integration.test_window_state import table as table  # noqa: PLC0414  # the fixture
 from tests.integration.test_window_state import window as one_lane
 
 if TYPE_CHECKING:
@@ -70,69 +69,73 @@ RESULTS = [
 
 
 def test_a_closer_redelivered_after_a_restart_yields_the_same_results_from_its_outbox_entry(
-    aws: Callable[[str], Any], table: str
+    aws: Callable[[str], Any], window_table: str
 ) -> None:
     prefix, client = uuid.uuid4().hex, aws("dynamodb")
-    step = window(table, prefix, client)
+    step = window(window_table, prefix, client)
     assert batch(step, [A1, B2, A3]) == []
     assert batch(step, [CLOSER]) == RESULTS
     # a later batch commits; in lanes mode the shard item holds no outbox (slice S4a: the
     # outcomes are in the commit's log, then in entry items)
     assert batch(step, [(11, doc("c", 62))]) == []
-    shard = next(i for i in items(aws, table, prefix) if i["window"]["S"] == "#shard")
+    shard = next(i for i in items(aws, window_table, prefix) if i["window"]["S"] == "#shard")
     assert "outbox" not in shard
     # a restart: the lanes resume from the checkpoint, before the closer
-    again = window(table, prefix, client)
+    again = window(window_table, prefix, client)
     assert batch(again, [CLOSER, (11, doc("c", 62)), (12, doc("c", 63))]) == RESULTS
     assert again.late == 0
     # the closer's entry is an item of its own, kept for the age bound plus an hour
-    entry = next(i for i in items(aws, table, prefix) if i["window"]["S"] == outbox_sk((10, 0, ())))
+    entry = next(
+        i for i in items(aws, window_table, prefix) if i["window"]["S"] == outbox_sk((10, 0, ()))
+    )
     left = int(entry["expires"]["N"]) - int(again._now())
     assert 86_400 + OUTBOX_MARGIN_S - 60 <= left <= 86_400 + OUTBOX_MARGIN_S
 
 
-def test_a_late_record_redelivered_is_late_again(aws: Callable[[str], Any], table: str) -> None:
+def test_a_late_record_redelivered_is_late_again(
+    aws: Callable[[str], Any], window_table: str
+) -> None:
     prefix, client = uuid.uuid4().hex, aws("dynamodb")
-    step = window(table, prefix, client)
+    step = window(window_table, prefix, client)
     assert batch(step, [A1, B2, A3]) == []
     assert batch(step, [CLOSER]) == RESULTS
     late = (11, doc("a", 7))  # its window closed: late (no lateness allowed)
     assert batch(step, [late]) == []
     assert step.late == 1
     assert batch(step, [(12, doc("c", 64))]) == []
-    again = window(table, prefix, client)
+    again = window(window_table, prefix, client)
     assert batch(again, [late, (12, doc("c", 64))]) == []
     assert again.late == 1  # late again, and not added to the closed window
 
 
 def test_an_applied_record_whose_window_closed_since_is_not_late(
-    aws: Callable[[str], Any], table: str
+    aws: Callable[[str], Any], window_table: str
 ) -> None:
     """Record 1 went into window (a, 0); the closer shut it. Redelivered from the
     checkpoint after a restart, record 1 has no open window: its closed window's item
     says it was applied (``hw``), so it is not sent to the late sink (without that
     lookup it was)."""
     prefix, client = uuid.uuid4().hex, aws("dynamodb")
-    step = window(table, prefix, client)
+    step = window(window_table, prefix, client)
     assert batch(step, [A1, B2, A3]) == []
     assert batch(step, [CLOSER]) == RESULTS
-    closed = next(i for i in items(aws, table, prefix) if i["window"]["S"] == 'w#0#"a"')
+    closed = next(i for i in items(aws, window_table, prefix) if i["window"]["S"] == 'w#0#"a"')
     assert "closed" in closed
     assert int(closed["expires"]["N"]) - int(step._now()) >= 86_400 + OUTBOX_MARGIN_S - 60
-    again = window(table, prefix, client)
+    again = window(window_table, prefix, client)
     assert batch(again, [A1, B2, A3, CLOSER]) == RESULTS
     assert again.late == 0
 
 
 def test_a_lagging_lane_s_record_before_the_applied_position_is_applied(
-    aws: Callable[[str], Any], table: str
+    aws: Callable[[str], Any], window_table: str
 ) -> None:
     """Two lanes of one shard (two processes): lane A commits a's records 1 and 3; lane
     B's batch then brings b's record 2, before the shard's applied position 3. It is new
     (no window says b's 2 was decided) and is applied: the closer counts it. Deciding by
     the applied position alone skipped it (main before slice S3)."""
     prefix, client = uuid.uuid4().hex, aws("dynamodb")
-    lane_a, lane_b = window(table, prefix, client), window(table, prefix, client)
+    lane_a, lane_b = window(window_table, prefix, client), window(window_table, prefix, client)
     assert batch(lane_a, [A1, A3]) == []
     assert batch(lane_b, [B2]) == []
     assert batch(lane_a, [CLOSER]) == RESULTS
@@ -140,33 +143,35 @@ def test_a_lagging_lane_s_record_before_the_applied_position_is_applied(
 
 
 def test_an_open_window_of_an_earlier_version_falls_back_to_the_applied_position(
-    aws: Callable[[str], Any], table: str
+    aws: Callable[[str], Any], window_table: str
 ) -> None:
     """A window item with no ``hw`` (written by the version before: its high-water is
     unknown) decides as that version did: a record at or before the shard's applied
     position was applied already; the rest of the table goes on."""
     prefix, client = uuid.uuid4().hex, aws("dynamodb")
-    assert batch(window(table, prefix, client), [A1, B2, A3]) == []
+    assert batch(window(window_table, prefix, client), [A1, B2, A3]) == []
     for sort_key in ('w#0#"a"', 'w#0#"b"'):  # as the version before this one wrote them
-        client.update_item(TableName=table, Key={"shard": {"S": prefix + "s0"},
+        client.update_item(TableName=window_table, Key={"shard": {"S": prefix + "s0"},
                            "window": {"S": sort_key}}, UpdateExpression="REMOVE hw")  # fmt: skip
-    again = window(table, prefix, client)
+    again = window(window_table, prefix, client)
     assert batch(again, [A1, B2, A3, CLOSER]) == RESULTS  # 1-3 not counted twice
 
 
 def test_a_closed_item_keeps_a_day_when_the_age_bound_is_shorter(
-    aws: Callable[[str], Any], table: str
+    aws: Callable[[str], Any], window_table: str
 ) -> None:
     prefix, client = uuid.uuid4().hex, aws("dynamodb")
-    step = window(table, prefix, client)
-    step.store = DynamoDBStore(table, prefix, 0, 60, client=client, max_record_age_s=60,
+    step = window(window_table, prefix, client)
+    step.store = DynamoDBStore(window_table, prefix, 0, 60, client=client, max_record_age_s=60,
                                high_water=True)  # fmt: skip
     step.store.bind(step._merge)
     assert batch(step, [A1, B2, A3]) == []
     assert batch(step, [CLOSER]) == RESULTS
-    closed = next(i for i in items(aws, table, prefix) if i["window"]["S"] == 'w#0#"a"')
+    closed = next(i for i in items(aws, window_table, prefix) if i["window"]["S"] == 'w#0#"a"')
     assert int(closed["expires"]["N"]) - int(step._now()) >= CLOSED_TTL_S - 60
-    entry = next(i for i in items(aws, table, prefix) if i["window"]["S"] == outbox_sk((10, 0, ())))
+    entry = next(
+        i for i in items(aws, window_table, prefix) if i["window"]["S"] == outbox_sk((10, 0, ()))
+    )
     assert int(entry["expires"]["N"]) - int(step._now()) <= 60 + OUTBOX_MARGIN_S
 
 
@@ -193,7 +198,7 @@ def _moved(step: Window, records: list[tuple[int, str, int]]) -> list[tuple[Any,
 
 @pytest.mark.parametrize(("parallelization", "counted"), [(1, 1), (2, 2)])
 def test_a_record_an_earlier_step_moves_to_other_windows_on_redelivery_counts_once_with_one_lane(
-    aws: Callable[[str], Any], table: str, parallelization: int, counted: int
+    aws: Callable[[str], Any], window_table: str, parallelization: int, counted: int
 ) -> None:
     """Records 1 and 2 go into region eu's window. Delivered again (a sink after the step
     failed), a lookup before the window now says us (its table changed in between). With
@@ -201,7 +206,7 @@ def test_a_record_an_earlier_step_moves_to_other_windows_on_redelivery_counts_on
     In lanes mode no high-water of us's window knows them: they count in both windows (the
     cost of lanes mode, in the store's docstring; review 6's /tmp/rv6/moved2.py)."""
     prefix, client = uuid.uuid4().hex, aws("dynamodb")
-    step = one_lane(table, prefix, client, key="region", aggregate={"n": "count"},
+    step = one_lane(window_table, prefix, client, key="region", aggregate={"n": "count"},
                     parallelization=parallelization)  # fmt: skip
     assert _moved(step, [(1, "eu", 5), (2, "eu", 6)]) == []
     again = _moved(step, [(1, "us", 5), (2, "us", 6), (3, "eu", 70)])
@@ -211,18 +216,18 @@ def test_a_record_an_earlier_step_moves_to_other_windows_on_redelivery_counts_on
 
 
 def test_with_one_lane_no_outbox_entry_nor_high_water_is_written_and_closed_items_keep_a_day(
-    aws: Callable[[str], Any], table: str
+    aws: Callable[[str], Any], window_table: str
 ) -> None:
     """Main's items exactly: a closing batch writes no ``~o#`` entry and no ``hw``, and a
     closed item keeps a day (lanes mode: the age bound plus an hour). A closer redelivered
     after a restart while the shard item's outbox still holds it yields its results from
     there, with one read; and a redelivered record whose window closed since is not late."""
     prefix, client = uuid.uuid4().hex, aws("dynamodb")
-    step = one_lane(table, prefix, client)
+    step = one_lane(window_table, prefix, client)
     assert step.store.high_water is False
     assert batch(step, [A1, B2, A3]) == []
     assert batch(step, [CLOSER]) == RESULTS
-    stored = items(aws, table, prefix)
+    stored = items(aws, window_table, prefix)
     assert sorted(i["window"]["S"] for i in stored) == [
         "#shard",
         "#shards",
@@ -233,6 +238,6 @@ def test_with_one_lane_no_outbox_entry_nor_high_water_is_written_and_closed_item
     assert [i["window"]["S"] for i in stored if "hw" in i or "hw_prev" in i] == []
     closed = next(i for i in stored if i["window"]["S"] == 'w#0#"a"')
     assert 0 < int(closed["expires"]["N"]) - int(step._now()) <= CLOSED_TTL_S
-    again = one_lane(table, prefix, client)  # a restart
+    again = one_lane(window_table, prefix, client)  # a restart
     assert batch(again, [A1, B2, A3, CLOSER]) == RESULTS
     assert again.late == 0

@@ -26,7 +26,6 @@ from tests.integration.test_window_redelivery import (
     window,
 )
 from tests.integration.test_window_state import AGGREGATE, items
-from tests.integration.test_window_state import table as table  # noqa: PLC0414  # the fixture
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -86,52 +85,52 @@ def closer_refused(
 
 
 def test_an_entry_whose_write_after_the_commit_failed_is_written_by_the_next_commit(
-    aws: Callable[[str], Any], table: str
+    aws: Callable[[str], Any], window_table: str
 ) -> None:
-    prefix, real, refusing, step = closer_refused(aws, table)
+    prefix, real, refusing, step = closer_refused(aws, window_table)
     assert batch(step, [CLOSER]) == RESULTS  # committed: the batch does not fail
     assert refusing.refused == 1
-    assert entries(aws, table, prefix) == []  # its commit's pending log holds it meanwhile
+    assert entries(aws, window_table, prefix) == []  # its commit's pending log holds it meanwhile
     refusing.refusing = False
     assert batch(step, [(11, doc("c", 62))]) == []  # rolls its own log forward at last
-    assert entries(aws, table, prefix) == [outbox_sk((10, 0, ()))]
-    again = window(table, prefix, real)  # a restart, from the checkpoint before the closer
+    assert entries(aws, window_table, prefix) == [outbox_sk((10, 0, ()))]
+    again = window(window_table, prefix, real)  # a restart, from the checkpoint before the closer
     assert batch(again, [CLOSER, (11, doc("c", 62)), (12, doc("c", 63))]) == RESULTS
     assert again.late == 0
 
 
 def test_an_entry_whose_write_failed_is_read_through_its_pending_log_by_the_next_process(
-    aws: Callable[[str], Any], table: str
+    aws: Callable[[str], Any], window_table: str
 ) -> None:
     """The process that committed the closer dies after its entry's write failed: the next
     one reads the entry in the commit's log, still pending (lanes mode's redo log, slice
     S4a), and a batch that finds that log two commits old rolls it forward."""
-    prefix, real, _, step = closer_refused(aws, table)
+    prefix, real, _, step = closer_refused(aws, window_table)
     assert batch(step, [CLOSER]) == RESULTS
-    assert entries(aws, table, prefix) == []
-    nxt = window(table, prefix, real)
+    assert entries(aws, window_table, prefix) == []
+    nxt = window(window_table, prefix, real)
     assert batch(nxt, [(11, doc("c", 62))]) == []
-    again = window(table, prefix, real)
+    again = window(window_table, prefix, real)
     assert batch(again, [CLOSER, (11, doc("c", 62)), (12, doc("c", 63))]) == RESULTS
     assert batch(nxt, [(13, doc("c", 64))]) == []  # finds it two commits old: helps
-    assert entries(aws, table, prefix) == [outbox_sk((10, 0, ()))]
+    assert entries(aws, window_table, prefix) == [outbox_sk((10, 0, ()))]
 
 
 def test_a_next_commit_whose_roll_forward_fails_too_still_commits_and_a_later_one_rolls_both(
-    aws: Callable[[str], Any], table: str
+    aws: Callable[[str], Any], window_table: str
 ) -> None:
     """The outcomes are final at the commit: a roll-forward refused again does not fail
     the batch; the logs stay pending (read through) until a commit rolls them forward."""
-    prefix, real, refusing, step = closer_refused(aws, table)
+    prefix, real, refusing, step = closer_refused(aws, window_table)
     assert batch(step, [CLOSER]) == RESULTS
     assert batch(step, [(11, doc("c", 62))]) == []  # committed; its entry refused again
-    assert entries(aws, table, prefix) == []
-    again = window(table, prefix, real)
+    assert entries(aws, window_table, prefix) == []
+    again = window(window_table, prefix, real)
     assert batch(again, [CLOSER, (11, doc("c", 62))]) == RESULTS
     refusing.refusing = False
     assert batch(step, [(12, doc("c", 63))]) == []
-    assert entries(aws, table, prefix) == [outbox_sk((10, 0, ()))]
-    again = window(table, prefix, real)
+    assert entries(aws, window_table, prefix) == [outbox_sk((10, 0, ()))]
+    again = window(window_table, prefix, real)
     assert batch(again, [CLOSER, (11, doc("c", 62)), (12, doc("c", 63))]) == RESULTS
 
 
@@ -140,11 +139,11 @@ BIG = [(1 + u, doc(f"user{u:04d}", 5)) for u in range(1700)]  # results of about
 
 @pytest.mark.parametrize("part", [None, 1], ids=["whole", "one-part"])
 def test_an_entry_in_parts_whose_write_failed_is_whole_after_the_next_commit(
-    aws: Callable[[str], Any], table: str, part: int | None
+    aws: Callable[[str], Any], window_table: str, part: int | None
 ) -> None:
     prefix, real = uuid.uuid4().hex, aws("dynamodb")
     refusing = RefusingEntries(real, part)
-    step = on(window(table, prefix, real), table, prefix, refusing)
+    step = on(window(window_table, prefix, real), window_table, prefix, refusing)
     assert batch(step, BIG) == []
     closer = (5000, doc("c", 61))
     refusing.refusing = True
@@ -154,26 +153,26 @@ def test_an_entry_in_parts_whose_write_failed_is_whole_after_the_next_commit(
     refusing.refusing = False
     assert batch(step, [(5001, doc("c", 62))]) == []
     sk = outbox_sk((5000, 0, ()))
-    kept = [e for e in entries(aws, table, prefix) if e.startswith(sk)]
+    kept = [e for e in entries(aws, window_table, prefix) if e.startswith(sk)]
     assert len(kept) > 1  # in parts (over 350 KB)
-    again = window(table, prefix, real)
+    again = window(window_table, prefix, real)
     assert batch(again, [closer, (5001, doc("c", 62)), (5002, doc("c", 63))]) == first
 
 
 def test_a_window_that_closed_in_the_batch_that_applied_its_records(
-    aws: Callable[[str], Any], table: str
+    aws: Callable[[str], Any], window_table: str
 ) -> None:
     prefix, client = uuid.uuid4().hex, aws("dynamodb")
-    step = window(table, prefix, client)
+    step = window(window_table, prefix, client)
     assert batch(step, [A1, B2, A3, CLOSER]) == RESULTS
     assert batch(step, [(11, doc("c", 62))]) == []
-    again = window(table, prefix, client)
+    again = window(window_table, prefix, client)
     assert batch(again, [A1, B2, A3, CLOSER, (11, doc("c", 62)), (12, doc("c", 63))]) == RESULTS
     assert again.late == 0
 
 
 def test_hopping_windows_some_closed_redelivered_after_a_restart(
-    aws: Callable[[str], Any], table: str
+    aws: Callable[[str], Any], window_table: str
 ) -> None:
     """Windows of 60 s every 30 s. c@70 closes a's windows at -30 and 0 and b's at 0;
     a@40 and b@35 stay in the windows at 30 too. Redelivered from the start after a
@@ -184,13 +183,13 @@ def test_hopping_windows_some_closed_redelivered_after_a_restart(
     later = [(4, doc("c", 70)), (5, doc("c", 71))]
     client = aws("dynamodb")
     ref_prefix = uuid.uuid4().hex
-    ref = _hop(table, ref_prefix, client)
+    ref = _hop(window_table, ref_prefix, client)
     expected = batch(ref, recs) + batch(ref, later[:1]) + batch(ref, later[1:])
     expected += batch(ref, [(6, doc("c", 72))]) + batch(ref, [(7, doc("c", 100))])
     prefix = uuid.uuid4().hex
-    step = _hop(table, prefix, client)
+    step = _hop(window_table, prefix, client)
     got = batch(step, recs) + batch(step, later[:1]) + batch(step, later[1:])
-    again = _hop(table, prefix, client)  # a restart: everything again, from record 1
+    again = _hop(window_table, prefix, client)  # a restart: everything again, from record 1
     got += batch(again, [*recs, *later, (6, doc("c", 72))])
     got += batch(again, [(7, doc("c", 100))])
     assert again.late == 0
@@ -211,7 +210,7 @@ def _hop(table: str, prefix: str, client: Any) -> Window:
 
 
 def test_a_quiet_shard_s_results_with_a_closer_whose_entry_write_failed(
-    aws: Callable[[str], Any], table: str
+    aws: Callable[[str], Any], window_table: str
 ) -> None:
     """s1's batch closes quiet s0's windows: their results go out with s1's closer, whose
     entry write after the transaction fails. s1's next batch writes it; redelivered from
@@ -221,8 +220,8 @@ def test_a_quiet_shard_s_results_with_a_closer_whose_entry_write_failed(
 
     prefix, real, clock = uuid.uuid4().hex, aws("dynamodb"), [10_000.0]
     refusing = RefusingEntries(real)
-    batch_on(step_on(table, prefix, real, clock, lanes=True), "s0", DOCS, 1)  # a, b on s0
-    s1 = step_on(table, prefix, refusing, clock, lanes=True)
+    batch_on(step_on(window_table, prefix, real, clock, lanes=True), "s0", DOCS, 1)  # a, b on s0
+    s1 = step_on(window_table, prefix, refusing, clock, lanes=True)
     z = [{"user": "z", "ts": 9_990 + n} for n in range(4)]
     assert batch_on(s1, "s1", z[:1], 1) == []
     clock[0] += 301  # s0 is quiet now
@@ -233,12 +232,12 @@ def test_a_quiet_shard_s_results_with_a_closer_whose_entry_write_failed(
     assert refusing.refused == 1
     refusing.refusing = False
     assert batch_on(s1, "s1", z[2:3], 3) == []
-    again = step_on(table, prefix, real, clock, lanes=True)  # a restart, before the closer
+    again = step_on(window_table, prefix, real, clock, lanes=True)  # a restart, before the closer
     assert batch_on(again, "s1", z[1:4], 2) == closing
 
 
 def test_a_child_s_batch_redelivered_after_a_restart_once_its_claimed_windows_closed(
-    aws: Callable[[str], Any], table: str
+    aws: Callable[[str], Any], window_table: str
 ) -> None:
     """A split's child claims its parent's windows of a and b with its first batch, closes
     them with its next; redelivered from its first record after a restart, it yields the
@@ -254,7 +253,7 @@ def test_a_child_s_batch_redelivered_after_a_restart_once_its_claimed_windows_cl
     lineage = StaticLineage({"c1": ("p",), "c2": ("p",)})
 
     def step() -> Window:
-        store = DynamoDBStore(table, prefix, 0, 60, client=client, high_water=True)
+        store = DynamoDBStore(window_table, prefix, 0, 60, client=client, high_water=True)
         return Window(key="user", size_s=60, field="ts", aggregate={"n": "count"},
                       function="f", store=store, lineage=lineage, late="late")  # fmt: skip
 
@@ -280,7 +279,7 @@ def test_a_child_s_batch_redelivered_after_a_restart_once_its_claimed_windows_cl
 
 
 def test_a_batch_s_outbox_entries_are_read_for_exactly_its_positions_parts_included(
-    aws: Callable[[str], Any], table: str
+    aws: Callable[[str], Any], window_table: str
 ) -> None:
     """Review 6's nit: the range ended at ``outbox_sk(last) + "~~"``, which sorts before
     the parts (``~I``) of an entry at (s, sub, ()) when the batch's last record is (s, sub,
@@ -288,7 +287,7 @@ def test_a_batch_s_outbox_entries_are_read_for_exactly_its_positions_parts_inclu
     from processors.window_store import Outcome, ShardState, _Cached  # noqa: PLC0415
 
     prefix, client = uuid.uuid4().hex, aws("dynamodb")
-    store = DynamoDBStore(table, prefix, 0, 60, client=client, high_water=True)
+    store = DynamoDBStore(window_table, prefix, 0, 60, client=client, high_water=True)
     big = Outcome(tuple({"window_id": f"f/{i}", "pad": "x" * 1000} for i in range(400)))
     small = Outcome(({"window_id": "f/s", "n": 1},))
     outbox = {(7, 0, ()): big, (7, 0, (1,)): small, (6, 0, ()): small, (7, 0, (2,)): small,

@@ -23,7 +23,6 @@ from processors.window_store import outbox_sk
 from stream.records import Record
 from tests.integration.test_window_redelivery import A1, A3, B2, CLOSER, RESULTS, doc, window
 from tests.integration.test_window_state import items
-from tests.integration.test_window_state import table as table  # noqa: PLC0414  # the fixture
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -110,44 +109,44 @@ def _refused_after_commit(
 
 
 def test_a_failure_after_the_commit_the_next_batch_of_the_process_rolls_it_forward(
-    aws: Callable[[str], Any], table: str
+    aws: Callable[[str], Any], window_table: str
 ) -> None:
     """The process keeps the log it could not roll forward and does so after its next
     commit; meanwhile a cold start reads the committed state through the pending log (the
     closer's redelivery yields the same results, a's records are not counted again)."""
-    prefix, real, _, step = _refused_after_commit(aws, table)
-    cold = window(table, prefix, real)
+    prefix, real, _, step = _refused_after_commit(aws, window_table)
+    cold = window(window_table, prefix, real)
     assert run(cold, [A1, B2, A3, CLOSER]) == (RESULTS, [])  # replayed, not recounted
     assert cold.late == 0
     assert run(step, [(11, doc("c", 62))]) == ([], [])  # commit 3, then 2's roll-forward
-    assert pending(aws, table, prefix) == set()
-    assert "closed" in (item(aws, table, prefix, 'w#0#"a"') or {})
-    assert item(aws, table, prefix, outbox_sk((10, 0, ()))) is not None
-    again = window(table, prefix, real)
+    assert pending(aws, window_table, prefix) == set()
+    assert "closed" in (item(aws, window_table, prefix, 'w#0#"a"') or {})
+    assert item(aws, window_table, prefix, outbox_sk((10, 0, ()))) is not None
+    again = window(window_table, prefix, real)
     assert run(again, [CLOSER, (11, doc("c", 62)), (12, doc("c", 63))]) == (RESULTS, [])
     assert again.late == 0
 
 
 def test_a_failure_after_the_commit_a_cold_process_reads_it_and_helps_roll_it_forward(
-    aws: Callable[[str], Any], table: str
+    aws: Callable[[str], Any], window_table: str
 ) -> None:
     """The committing process dies after its commit (its roll-forward refused): another
     process reads the committed state through the pending log at every batch, and the
     first batch that finds the log two commits old (design §5.1 step 8) rolls it
     forward; the window a closed is never closed again, its result comes out once."""
-    prefix, real, _, _ = _refused_after_commit(aws, table)
-    other = window(table, prefix, real)
+    prefix, real, _, _ = _refused_after_commit(aws, window_table)
+    other = window(window_table, prefix, real)
     seen = []
     for seq in (11, 12, 13):
         got, failed = run(other, [(seq, doc("c", 50 + seq))])
         assert failed == []
         seen += got
-        if not pending(aws, table, prefix):
+        if not pending(aws, window_table, prefix):
             break
     assert seen == []  # nothing closed twice
-    assert pending(aws, table, prefix) == set()
-    assert "closed" in (item(aws, table, prefix, 'w#0#"a"') or {})
-    assert run(window(table, prefix, real), [A1, B2, A3, CLOSER]) == (RESULTS, [])
+    assert pending(aws, window_table, prefix) == set()
+    assert "closed" in (item(aws, window_table, prefix, 'w#0#"a"') or {})
+    assert run(window(window_table, prefix, real), [A1, B2, A3, CLOSER]) == (RESULTS, [])
 
 
 class CommitTimesOut(Wrapped):
@@ -166,20 +165,20 @@ class CommitTimesOut(Wrapped):
 
 
 def test_a_failure_before_the_commit_leaves_nothing_visible_and_the_redelivery_applies_once(
-    aws: Callable[[str], Any], table: str
+    aws: Callable[[str], Any], window_table: str
 ) -> None:
     prefix, real = uuid.uuid4().hex, aws("dynamodb")
-    assert run(window(table, prefix, real), [A1, B2, A3]) == ([], [])
-    before = {i["window"]["S"]: i for i in items(aws, table, prefix)
+    assert run(window(window_table, prefix, real), [A1, B2, A3]) == ([], [])
+    before = {i["window"]["S"]: i for i in items(aws, window_table, prefix)
               if not i["window"]["S"].startswith("#log#")}  # fmt: skip
-    step = window(table, prefix, CommitTimesOut(real))
+    step = window(window_table, prefix, CommitTimesOut(real))
     assert run(step, [CLOSER]) == ([], [True])  # the whole batch again
-    after = {i["window"]["S"]: i for i in items(aws, table, prefix)
+    after = {i["window"]["S"]: i for i in items(aws, window_table, prefix)
              if not i["window"]["S"].startswith("#log#")}  # fmt: skip
     assert after == before  # the log's parts only: no commit names them
-    assert run(window(table, prefix, real), [CLOSER]) == (RESULTS, [])  # a cold start
+    assert run(window(window_table, prefix, real), [CLOSER]) == (RESULTS, [])  # a cold start
     assert run(step, [CLOSER]) == (RESULTS, [])  # the redelivery: replayed
-    assert run(window(table, prefix, real), [(11, doc("a", 65))]) == ([], [])
+    assert run(window(window_table, prefix, real), [(11, doc("a", 65))]) == ([], [])
 
 
 class Interleaving(Wrapped):
@@ -200,7 +199,7 @@ class Interleaving(Wrapped):
 
 
 def test_a_zombie_that_read_before_another_attempt_s_commit_loses_and_applies_again(
-    aws: Callable[[str], Any], table: str
+    aws: Callable[[str], Any], window_table: str
 ) -> None:
     """Design §9.3, in lanes mode: attempt B (a's records 2-4, the lane after a restart)
     has written its log; zombie Z (record 2 alone, an invocation from before the restart)
@@ -213,9 +212,9 @@ def test_a_zombie_that_read_before_another_attempt_s_commit_loses_and_applies_ag
     ``v``/``prev`` lose record 29 in §9.3) and a read that ignores the pending log (Z's
     retry would see a's window without B's records and apply record 2 again)."""
     prefix, real = uuid.uuid4().hex, aws("dynamodb")
-    assert run(window(table, prefix, real), [(1, doc("a", 5))]) == ([], [])
+    assert run(window(window_table, prefix, real), [(1, doc("a", 5))]) == ([], [])
     b_client, z_client = Interleaving(real), Interleaving(real)
-    b_step, z_step = window(table, prefix, b_client), window(table, prefix, z_client)
+    b_step, z_step = window(window_table, prefix, b_client), window(window_table, prefix, z_client)
     lane = [(2, doc("a", 6)), (3, doc("a", 7)), (4, doc("a", 8))]
     z_out: list[Any] = []
 
@@ -242,8 +241,8 @@ def test_a_zombie_that_read_before_another_attempt_s_commit_loses_and_applies_ag
     assert run(b_step, lane) == ([], [])
     assert z_out == [([], [])]
     assert z_client.commits == 1  # lost, then nothing to write (validated by a read)
-    assert int(head(aws, table, prefix)["n"]["N"]) == 2  # B's only
-    got, failed = run(window(table, prefix, real), [(10, doc("c", 61))])
+    assert int(head(aws, window_table, prefix)["n"]["N"]) == 2  # B's only
+    got, failed = run(window(window_table, prefix, real), [(10, doc("c", 61))])
     assert failed == []
     assert got == [{"id": "f/a/1970-01-01T00:00:00Z", "key": "a", "n": 4}]
 
@@ -269,7 +268,7 @@ class PagedRead(Wrapped):
 
 
 def test_a_batch_that_writes_nothing_reads_the_commit_number_before_it_answers(
-    aws: Callable[[str], Any], table: str
+    aws: Callable[[str], Any], window_table: str
 ) -> None:
     """Design §9.2, built: lane A commits a's records 1 and 3 (commit 1). A lagging lane's
     record 2 (b@70, which closes a's window) is delivered twice at once: S and its twin T.
@@ -281,7 +280,10 @@ def test_a_batch_that_writes_nothing_reads_the_commit_number_before_it_answers(
     (S's answer may be the one Lambda ignores). It reads it, finds commit 2, reads again
     and replays the result."""
     prefix, real = uuid.uuid4().hex, aws("dynamodb")
-    assert run(window(table, prefix, real), [(1, doc("a", 5)), (3, doc("a", 30))]) == ([], [])
+    assert run(window(window_table, prefix, real), [(1, doc("a", 5)), (3, doc("a", 30))]) == (
+        [],
+        [],
+    )
     lagging = [(2, doc("b", 70))]
     result = [{"id": "f/a/1970-01-01T00:00:00Z", "key": "a", "n": 2}]
     s_client, t_client = RefusingRollForward(real), PagedRead(real)
@@ -297,29 +299,29 @@ def test_a_batch_that_writes_nothing_reads_the_commit_number_before_it_answers(
             return real.put_item(**request)
 
         s_client.put_item = only_entries  # type: ignore[method-assign]
-        s_out.append(run(window(table, prefix, s_client), lagging))
+        s_out.append(run(window(window_table, prefix, s_client), lagging))
 
     t_client.between = sibling
-    t_step = window(table, prefix, t_client)
+    t_step = window(window_table, prefix, t_client)
     assert run(t_step, lagging) == (result, [])
     assert s_out == [(result, [])]
-    assert pending(aws, table, prefix) == {2}  # S's entry: still in its log only
-    assert "hw" in (item(aws, table, prefix, 'w#60#"b"') or {})  # rolled forward
+    assert pending(aws, window_table, prefix) == {2}  # S's entry: still in its log only
+    assert "hw" in (item(aws, window_table, prefix, 'w#60#"b"') or {})  # rolled forward
 
 
 def test_a_late_roll_forward_never_undoes_a_newer_commit_s_item(
-    aws: Callable[[str], Any], table: str
+    aws: Callable[[str], Any], window_table: str
 ) -> None:
     """Commit 2 (the closer, c's window opened with c@61) is not rolled forward; another
     process commits 3 (c@62 into c's window) and rolls it forward; the first process then
     commits 4 (d's record) and rolls its own log 2 forward at last: c's item must keep
     commit 3's content (each roll-forward ``PutItem`` holds only over an older ``n``),
     else c@62 is lost from c's window."""
-    prefix, real, _, step = _refused_after_commit(aws, table)
-    assert run(window(table, prefix, real), [(11, doc("c", 62))]) == ([], [])
+    prefix, real, _, step = _refused_after_commit(aws, window_table)
+    assert run(window(window_table, prefix, real), [(11, doc("c", 62))]) == ([], [])
     assert run(step, [(12, doc("d", 63))]) == ([], [])  # commit 4, then log 2 rolled
-    assert pending(aws, table, prefix) == set()
-    got, failed = run(window(table, prefix, real), [(20, doc("e", 200))])
+    assert pending(aws, window_table, prefix) == set()
+    got, failed = run(window(window_table, prefix, real), [(20, doc("e", 200))])
     assert failed == []
     assert [(r["key"], r["n"]) for r in got] == [("c", 2), ("d", 1)]
 
@@ -345,23 +347,23 @@ class RefusingLogReads(Wrapped):
 
 
 def test_a_pending_log_whose_parts_cannot_be_read_stays_pending_until_it_is_rolled_forward(
-    aws: Callable[[str], Any], table: str
+    aws: Callable[[str], Any], window_table: str
 ) -> None:
     """Review 8: the roll-forward after a commit helps the older pending logs; one whose
     parts it cannot read (a throttled ``Query``) was still taken out of ``pending``, and
     its committed items, never written, were lost for every later reader. It stays
     pending now, and a later commit rolls it forward."""
-    prefix, real, _, step = _refused_after_commit(aws, table)
+    prefix, real, _, step = _refused_after_commit(aws, window_table)
     reads = RefusingLogReads(real)
     step.store._client = reads  # type: ignore[attr-defined]  # the same process, its reads refused
     step.store._cache["s0"].decoded.clear()  # type: ignore[attr-defined]  # as if another's log
     reads.refusing = True
     assert run(step, [(11, doc("d", 62))]) == ([], [])  # commit 3; log 2 unreadable
     assert reads.refused >= 1
-    assert 2 in pending(aws, table, prefix)  # on the branch: {3} or set(): log 2 dropped
-    cold = window(table, prefix, real)
+    assert 2 in pending(aws, window_table, prefix)  # on the branch: {3} or set(): log 2 dropped
+    cold = window(window_table, prefix, real)
     assert run(cold, [A1, B2, A3, CLOSER]) == (RESULTS, [])  # still read through log 2
     reads.refusing = False
     assert run(step, [(12, doc("e", 63))]) == ([], [])  # commit 4 rolls log 2 forward
-    assert 2 not in pending(aws, table, prefix)
-    assert "closed" in (item(aws, table, prefix, 'w#0#"a"') or {})
+    assert 2 not in pending(aws, window_table, prefix)
+    assert "closed" in (item(aws, window_table, prefix, 'w#0#"a"') or {})

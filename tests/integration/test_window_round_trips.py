@@ -19,8 +19,6 @@ import orjson
 import pytest
 
 from bench.timeline import depth
-from deploy.local.servers import provision
-from deploy.names import window_table_name
 from processors.chain import Chain, Step
 from processors.window import Window
 from processors.window_store import DynamoDBStore, WindowStateError, outbox_sk
@@ -33,19 +31,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 BARRIER_S = 10  # how long a held call waits for the others, at most
-
-
-@pytest.fixture(scope="module")
-def table(aws: Callable[[str], Any]) -> str:
-    """One window state table for the module; each test uses its own partition prefix."""
-    plan = {
-        "name": f"w{uuid.uuid4().hex[:8]}",
-        "stream": {"name": f"s{uuid.uuid4().hex[:8]}"},
-        "sinks": {},
-        "functions": {"f": {"processors": [{"window": {"state": "dynamodb"}}]}},
-    }
-    provision(plan, aws)
-    return window_table_name(plan, "f")
 
 
 class Calls:
@@ -147,13 +132,15 @@ def batch_on(step: Window, shard: str, docs: list[dict[str, Any]], first_seq: in
 
 
 class TestAWarmBatch:
-    def test_reads_its_shard_item_s_revision_and_the_list_of_shards_in_one_call(self, aws, table):
+    def test_reads_its_shard_item_s_revision_and_the_list_of_shards_in_one_call(
+        self, aws, window_table
+    ):
         """One strongly consistent ``BatchGetItem`` (before: a ``GetItem`` of the revision,
         then another of the list, one after the other), then the window item, then the
         shard item: three round trips, each after the one before."""
         prefix, client = uuid.uuid4().hex, aws("dynamodb")
         calls = Calls(client)
-        step = step_on(table, prefix, client)
+        step = step_on(window_table, prefix, client)
         batch_on(step, "s0", [{"user": "a", "ts": 5}], 1)  # cold: the state read back
         reads, seen = step.store.reads, len(calls.calls)  # type: ignore[attr-defined]
         batch_on(step, "s0", [{"user": "a", "ts": 6}], 2)
@@ -166,12 +153,12 @@ class TestAWarmBatch:
         assert step.store.reads - reads == 1  # type: ignore[attr-defined]
         assert chain_depth(warm) == 3
 
-    def test_writes_its_window_items_at_once_then_the_shard_item(self, aws, table):
+    def test_writes_its_window_items_at_once_then_the_shard_item(self, aws, window_table):
         """Two keys' windows: their items are written together (one round trip), and the
         shard item only once both are written, as a batch that fails half-way needs."""
         prefix, client = uuid.uuid4().hex, aws("dynamodb")
         calls = Calls(client)
-        step = step_on(table, prefix, client)
+        step = step_on(window_table, prefix, client)
         batch_on(step, "s0", [{"user": "a", "ts": 5}, {"user": "b", "ts": 5}], 1)
         seen = len(calls.calls)
         calls.hold(2, window_items)
@@ -184,14 +171,14 @@ class TestAWarmBatch:
         assert shard[0][1] > max(end for _, _, end, _ in windows)  # after both ended
         assert chain_depth(warm) == 3  # the read, the window items, the shard item
 
-    def test_with_the_overlap_switched_off_writes_its_window_items_in_turn(self, aws, table):
+    def test_with_the_overlap_switched_off_writes_its_window_items_in_turn(self, aws, window_table):
         """``stream.overlap`` off (``bench invocation``'s ``before`` row): every call in
         turn, the same calls."""
         from stream.overlap import overlapping  # noqa: PLC0415
 
         prefix, client = uuid.uuid4().hex, aws("dynamodb")
         calls = Calls(client)
-        step = step_on(table, prefix, client)
+        step = step_on(window_table, prefix, client)
         batch_on(step, "s0", [{"user": "a", "ts": 5}, {"user": "b", "ts": 5}], 1)
         seen = len(calls.calls)
         with overlapping(False):
@@ -206,14 +193,14 @@ class TestOneLaneAsMain:
     main's calls, and lanes mode's (issue 16, slice S3) are what it adds."""
 
     @pytest.mark.parametrize("lanes", [False, True], ids=["one-lane", "lanes"])
-    def test_a_batch_that_closes_a_window(self, aws, table, lanes):
+    def test_a_batch_that_closes_a_window(self, aws, window_table, lanes):
         """One lane: the read, the window items, the shard item (depth 3, as main). Lanes
         mode (slice S4a's redo log): the read, the log, the commit (``UpdateItem``), the
         roll-forward of the window items and the closer's outbox entry at once, then the
         log out of ``pending``: depth 5."""
         prefix, client = uuid.uuid4().hex, aws("dynamodb")
         calls = Calls(client)
-        step = step_on(table, prefix, client, lanes=lanes)
+        step = step_on(window_table, prefix, client, lanes=lanes)
         batch_on(step, "s0", [{"user": "a", "ts": 5}], 1)
         seen = len(calls.calls)
         closing = batch_on(step, "s0", [{"user": "c", "ts": 61}], 2)
@@ -236,7 +223,7 @@ class TestOneLaneAsMain:
         assert chain_depth(warm) == 5
 
     @pytest.mark.parametrize("lanes", [False, True], ids=["one-lane", "lanes"])
-    def test_a_redelivered_batch_whose_window_it_closed(self, aws, table, lanes):
+    def test_a_redelivered_batch_whose_window_it_closed(self, aws, window_table, lanes):
         """The batch ``a@5, c@61`` opened and closed a's window; delivered again (a sink
         after the step failed), it yields the same result. One lane: one read, as main
         (both records at or before ``applied``; the outbox holds them). Lanes mode: the
@@ -245,7 +232,7 @@ class TestOneLaneAsMain:
         shard item's revision again (slice S4a: design §9.2): four calls in turn."""
         prefix, client = uuid.uuid4().hex, aws("dynamodb")
         calls = Calls(client)
-        step = step_on(table, prefix, client, lanes=lanes)
+        step = step_on(window_table, prefix, client, lanes=lanes)
         docs = [{"user": "a", "ts": 5}, {"user": "c", "ts": 61}]
         first = batch_on(step, "s0", docs, 1)
         assert first == [("f/a/1970-01-01T00:00:00Z", 1, "s0")]
@@ -264,11 +251,11 @@ class TestOtherShards:
     rule is decided on those items, and a quiet shard's partition is read after the batch is
     applied, on the revision of the item read; the transaction is conditional on it."""
 
-    def test_their_items_are_read_at_once_with_the_revision_and_the_list(self, aws, table):
+    def test_their_items_are_read_at_once_with_the_revision_and_the_list(self, aws, window_table):
         prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [10_000.0]
-        batch_on(step_on(table, prefix, client, clock), "s0", DOCS, 1)  # opens a, b on s0
+        batch_on(step_on(window_table, prefix, client, clock), "s0", DOCS, 1)  # opens a, b on s0
         calls = Calls(client)
-        s1 = step_on(table, prefix, client, clock)
+        s1 = step_on(window_table, prefix, client, clock)
         z = [{"user": "z", "ts": 9_990 + n} for n in range(3)]
         assert batch_on(s1, "s1", z[:1], 1) == []  # cold: reads the list once it is applied
         seen = len(calls.calls)
@@ -286,7 +273,7 @@ class TestOtherShards:
         assert chain_depth(warm) == 3
 
     @pytest.mark.parametrize("lanes", [False, True], ids=["one-lane", "lanes"])
-    def test_a_quiet_one_s_windows_close_once(self, aws, table, lanes):
+    def test_a_quiet_one_s_windows_close_once(self, aws, window_table, lanes):
         """With one lane, main's calls, s0's state read as two ``Query`` calls at once
         (below its windows, and its one listed start). In lanes mode (slice S4a) the log before
         the transaction (two ``UpdateItem`` on each shard's commit number), then the
@@ -294,9 +281,9 @@ class TestOtherShards:
         ``pending``; since slice S5 the quiet shard's close is a commit with a log too,
         written with the closer's and rolled forward after it."""
         prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [10_000.0]
-        batch_on(step_on(table, prefix, client, clock, lanes=lanes), "s0", DOCS, 1)  # a, b
+        batch_on(step_on(window_table, prefix, client, clock, lanes=lanes), "s0", DOCS, 1)  # a, b
         calls = Calls(client)
-        s1 = step_on(table, prefix, client, clock, lanes=lanes)
+        s1 = step_on(window_table, prefix, client, clock, lanes=lanes)
         z = [{"user": "z", "ts": 9_990 + n} for n in range(3)]
         assert batch_on(s1, "s1", z[:1], 1) == []  # cold
         clock[0] += 301  # s0 is quiet now
@@ -331,15 +318,15 @@ class TestOtherShards:
             assert got[9:] == [("UpdateItem", None)]  # s0's
         assert batch_on(s1, "s1", z[2:], 3) == []  # nothing closes twice
 
-    def test_a_quiet_one_that_wakes_after_its_item_was_read_is_left_alone(self, aws, table):
+    def test_a_quiet_one_that_wakes_after_its_item_was_read_is_left_alone(self, aws, window_table):
         """s0 is quiet when s1's warm batch reads its item, then has a batch of its own
         (a record of an old time: its watermark stays behind the cutoff) before s1 reads
         its partition: s1 closes nothing of s0's, which is not quiet any more."""
         prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [10_000.0]
-        batch_on(step_on(table, prefix, client, clock), "s0", DOCS, 1)  # a, b; watermark 30
-        s0 = step_on(table, prefix, client, clock)
+        batch_on(step_on(window_table, prefix, client, clock), "s0", DOCS, 1)  # a, b; watermark 30
+        s0 = step_on(window_table, prefix, client, clock)
         hooked = Hooked(client, "query")
-        s1 = step_on(table, prefix, hooked, clock)
+        s1 = step_on(window_table, prefix, hooked, clock)
         z = [{"user": "z", "ts": 20_000 + n} for n in range(3)]
         batch_on(s1, "s1", z[:1], 1)
         clock[0] += 400  # s0 is quiet: s1's next batch reads its item so
@@ -353,14 +340,16 @@ class TestOtherShards:
         assert closed == [("f/a/1970-01-01T00:00:00Z", 3, "s0"),
                           ("f/b/1970-01-01T00:00:00Z", 1, "s0")]  # fmt: skip
 
-    def test_a_quiet_shard_that_wakes_before_the_commit_makes_the_batch_retry(self, aws, table):
+    def test_a_quiet_shard_that_wakes_before_the_commit_makes_the_batch_retry(
+        self, aws, window_table
+    ):
         prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [10_000.0]
         z = [{"user": "z", "ts": 20_000 + n} for n in range(4)]
-        batch_on(step_on(table, prefix, client, clock), "s0", DOCS, 1)
-        s0 = step_on(table, prefix, client, clock)
+        batch_on(step_on(window_table, prefix, client, clock), "s0", DOCS, 1)
+        s0 = step_on(window_table, prefix, client, clock)
         woke = {"user": "a", "ts": 40}
         wakes = Before(client, lambda: None)  # not yet: s1's first batch
-        s1 = step_on(table, prefix, wakes, clock)
+        s1 = step_on(window_table, prefix, wakes, clock)
         batch_on(s1, "s1", z[:1], 1)
         clock[0] += 400  # s0 is quiet: s1's next batch reads it so, and s0 wakes meanwhile
         wakes.hook = lambda: batch_on(s0, "s0", [woke], 5)
@@ -400,7 +389,7 @@ class _Unprocessing:
         return response
 
 
-def test_keys_left_unprocessed_are_asked_again_after_a_backoff_within_a_budget(aws, table):
+def test_keys_left_unprocessed_are_asked_again_after_a_backoff_within_a_budget(aws, window_table):
     """A throttled ``#shards`` item was asked for again at once and without end, until the
     invocation timed out (found in review): now each try waits a backoff, and after the
     sinks' budget of calls the batch fails retryably (the mapping delivers it again)."""
@@ -408,7 +397,7 @@ def test_keys_left_unprocessed_are_asked_again_after_a_backoff_within_a_budget(a
 
     prefix = uuid.uuid4().hex
     proxy = _Unprocessing(aws("dynamodb"))
-    step = step_on(table, prefix, proxy)
+    step = step_on(window_table, prefix, proxy)
     waits: list[float] = []
     step.store._sleep = waits.append  # type: ignore[attr-defined]  # no real waiting
     batch_on(step, "s0", [{"user": "a", "ts": 5}], 1)  # cold: asks for quiet shards

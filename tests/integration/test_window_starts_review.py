@@ -15,10 +15,8 @@ from processors.chain import Chain, Step
 from processors.window import Window
 from processors.window_store import DynamoDBStore, WindowStateError
 from stream.records import Record
-from tests.integration.test_window_state import (  # noqa: F401  # table: the fixture
+from tests.integration.test_window_state import (
     ShardItemFails,
-    items,
-    table,
 )
 from tests.processors.test_window import AGGREGATE
 
@@ -101,7 +99,7 @@ class Fences:
 
 
 class TestFencedThenLost:
-    def test_a_fence_then_a_lost_new_start_applies_the_batch_again_once(self, aws, table):
+    def test_a_fence_then_a_lost_new_start_applies_the_batch_again_once(self, aws, window_table):
         """A dead attempt (101-103) leaves pending items at the listed start ``w#0#`` and
         at the new start ``w#60#``. The bisected redelivery (101-102) reads by the starts,
         finds ``w#0#u0`` pending at another ``v``: it fences, writes ``w#0#u0``, and its
@@ -112,29 +110,29 @@ class TestFencedThenLost:
         first = [doc(f"u{u}", u) for u in range(3)]
         dead = [doc("u0", 10, 2), doc("u0", 70, 3), doc("u1", 71, 4)]
         for p in (a, b):
-            run(step(table, p, client), first, 1)
-        unlist(aws, table, b)
+            run(step(window_table, p, client), first, 1)
+        unlist(aws, window_table, b)
         with pytest.raises(WindowStateError):
-            run(step(table, a, ShardItemFails(client)), dead, 101)
-        assert window_starts.listed(shard_item(aws, table, a)) == {"w#0#"}
+            run(step(window_table, a, ShardItemFails(client)), dead, 101)
+        assert window_starts.listed(shard_item(aws, window_table, a)) == {"w#0#"}
         fences = Fences(client)
-        run(step(table, a, fences), dead[:2], 101)
+        run(step(window_table, a, fences), dead[:2], 101)
         assert (fences.fences, fences.lost) == (2, 1)  # fenced, lost, read whole, fenced
-        run(step(table, a, client), dead[2:], 103)
+        run(step(window_table, a, client), dead[2:], 103)
         for docs, seq in ((dead[:2], 101), (dead[2:], 103)):
-            unlist(aws, table, b)
-            run(step(table, b, client), docs, seq)
+            unlist(aws, window_table, b)
+            run(step(window_table, b, client), docs, seq)
         closer = [doc("u9", 1000)]
-        got = run(step(table, a, client), closer, 201)
-        unlist(aws, table, b)
-        assert got == run(step(table, b, client), closer, 201)
+        got = run(step(window_table, a, client), closer, 201)
+        unlist(aws, window_table, b)
+        assert got == run(step(window_table, b, client), closer, 201)
         assert counts(got) == [("u0", "1970-01-01T00:00:00Z", 2), ("u0", "1970-01-01T00:01:00Z", 1),
                                ("u1", "1970-01-01T00:00:00Z", 1), ("u1", "1970-01-01T00:01:00Z", 1),
                                ("u2", "1970-01-01T00:00:00Z", 1)]  # fmt: skip
 
 
 class TestQuietClose:
-    def test_a_quiet_close_over_a_dead_attempt_s_new_start(self, aws, table):
+    def test_a_quiet_close_over_a_dead_attempt_s_new_start(self, aws, window_table):
         """Shard s1 has ``w#0#u0`` open and a dead attempt's pending ``w#60#u1`` (a start
         its item does not list). s0's batch closes s1 as quiet, reading s1 by the starts
         of the shard item it just read (``seen``), and writes s1's item with the starts it
@@ -149,27 +147,27 @@ class TestQuietClose:
         out = {}
         for p in (uuid.uuid4().hex, uuid.uuid4().hex):
             whole = bool(out)
-            make = lambda c=client, p=p: step(table, p, c, now=now, quiet_s=300)  # noqa: E731
+            make = lambda c=client, p=p: step(window_table, p, c, now=now, quiet_s=300)  # noqa: E731
             clock[0] = 1000.0
             run(make(), [doc("s0u", 1)], 1, "s0")
             run(make(), [doc("u0", 10)], 1, "s1")
             with pytest.raises(WindowStateError):
                 run(make(ShardItemFails(client)), [doc("u1", 70)], 2, "s1")
             if whole:
-                unlist(aws, table, p, "s1")
-            assert ("starts" in shard_item(aws, table, p, "s1")) is not whole
+                unlist(aws, window_table, p, "s1")
+            assert ("starts" in shard_item(aws, window_table, p, "s1")) is not whole
             clock[0] = 2000.0
             closed = run(make(), [doc("s0u", 3000)], 2, "s0")
-            starts = window_starts.listed(shard_item(aws, table, p, "s1"))
+            starts = window_starts.listed(shard_item(aws, window_table, p, "s1"))
             assert starts == (None if whole else {"w#0#"})
             if whole:
-                unlist(aws, table, p, "s1")
+                unlist(aws, window_table, p, "s1")
             again = run(make(), [doc("u1", 70)], 2, "s1")
             if whole:
-                unlist(aws, table, p, "s1")
+                unlist(aws, window_table, p, "s1")
             later = run(make(), [doc("u1", 5000), doc("u2", 5001)], 3, "s1")
             if whole:
-                unlist(aws, table, p, "s1")
+                unlist(aws, window_table, p, "s1")
             clock[0] = 9000.0
             last = run(make(), [doc("s0u", 9000)], 3, "s0")
             out[whole] = (closed, again, later, last)

@@ -35,6 +35,7 @@ from stream.records import Record
 from stream.runtime import build_runner
 from stream.testing import EventFactory
 from tests.e2e.test_faults import aws_split_semantics, kinesis_split  # noqa: F401  # fixtures
+from tests.integration.conftest import provision_window_table
 from tests.processors.test_window import (
     AGGREGATE,
     _reshard_scenario,
@@ -56,23 +57,6 @@ CREDENTIALS = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
-
-
-@pytest.fixture(scope="module")
-def table(aws: Callable[[str], Any]) -> str:
-    """One window state table for the module, made by the local stack's provisioning; each
-    test uses its own partition prefix."""
-    plan = {
-        "name": f"w{uuid.uuid4().hex[:8]}",
-        "stream": {"name": f"s{uuid.uuid4().hex[:8]}"},
-        "sinks": {},
-        "functions": {"f": {"processors": [{"window": {"state": "dynamodb"}}]}},
-    }
-    provision(plan, aws)
-    name = window_table_name(plan, "f")
-    ttl = aws("dynamodb").describe_time_to_live(TableName=name)["TimeToLiveDescription"]
-    assert ttl["AttributeName"] == "expires"
-    return name
 
 
 def window(table: str, prefix: str, client: Any, **options: Any) -> Window:
@@ -107,14 +91,7 @@ def test_items_reads_a_test_s_items_past_the_first_page_of_a_full_table(
     aws: Callable[[str], Any],
 ) -> None:
     """Items sorted after 1 MB of other tests' items are found (a single scan missed them)."""
-    plan = {
-        "name": f"w{uuid.uuid4().hex[:8]}",
-        "stream": {"name": f"s{uuid.uuid4().hex[:8]}"},
-        "sinks": {},
-        "functions": {"f": {"processors": [{"window": {"state": "dynamodb"}}]}},
-    }
-    provision(plan, aws)
-    table, ddb = window_table_name(plan, "f"), aws("dynamodb")
+    table, ddb = provision_window_table(aws), aws("dynamodb")  # its own: it fills it
     pad = "x" * 10_000
     others = [{"shard": {"S": f"0other{n:04d}"}, "window": {"S": "#shard"}, "pad": {"S": pad}}
               for n in range(110)]  # fmt: skip  # 1.1 MB, sorted first
@@ -136,63 +113,65 @@ CLOSER = [{"user": "c", "ts": 61, "amount": 1, "product": "p", "page": "/"}]
 
 
 class TestDynamoDBStore:
-    def test_state_survives_a_cold_start_and_each_window_is_one_item(self, aws, table):
+    def test_state_survives_a_cold_start_and_each_window_is_one_item(self, aws, window_table):
         prefix = uuid.uuid4().hex
         client = aws("dynamodb")
-        assert run(window(table, prefix, client), DOCS, 1) == []
-        out = run(window(table, prefix, client), CLOSER, 10)  # a new runner: a cold start
+        assert run(window(window_table, prefix, client), DOCS, 1) == []
+        out = run(window(window_table, prefix, client), CLOSER, 10)  # a new runner: a cold start
         assert [(r.get("key"), r.get("n"), r.get("revenue")) for r in out] == [
             ("a", 2, 6),
             ("b", 1, 3),
         ]
-        kinds = sorted(i["window"]["S"] for i in items(aws, table, prefix))
+        kinds = sorted(i["window"]["S"] for i in items(aws, window_table, prefix))
         assert kinds == ["#shard", "#shards", 'w#0#"a"', 'w#0#"b"', 'w#60#"c"']
 
-    def test_keys_that_are_not_plain_strings_keep_their_items_where_they_were(self, aws, table):
+    def test_keys_that_are_not_plain_strings_keep_their_items_where_they_were(
+        self, aws, window_table
+    ):
         """A state item holds its key's JSON value, as before keys had texts: a table with
         open windows of number keys, written by an earlier version, reads back into the same
         windows after an upgrade, and they are written to the same items."""
         prefix = uuid.uuid4().hex
         client = aws("dynamodb")
         docs = [{**DOCS[0], "user": 7}, {**DOCS[1], "user": "~a"}, {**DOCS[2], "user": 7.0}]
-        assert run(window(table, prefix, client), docs, 1) == []
-        kinds = sorted(i["window"]["S"] for i in items(aws, table, prefix))
+        assert run(window(window_table, prefix, client), docs, 1) == []
+        kinds = sorted(i["window"]["S"] for i in items(aws, window_table, prefix))
         assert kinds == ["#shard", "#shards", 'w#0#"~a"', "w#0#7"]
-        out = run(window(table, prefix, client), CLOSER, 10)  # a cold start reads them back
+        out = run(window(window_table, prefix, client), CLOSER, 10)  # a cold start reads them back
         assert sorted((r.get("window_id"), r.get("key"), r.get("n")) for r in out) == [
             ('f/~"~a"/1970-01-01T00:00:00Z', "~a", 1),
             ("f/~7/1970-01-01T00:00:00Z", 7, 2),
         ]
-        kinds = sorted(i["window"]["S"] for i in items(aws, table, prefix))
+        kinds = sorted(i["window"]["S"] for i in items(aws, window_table, prefix))
         assert kinds == ["#shard", "#shards", 'w#0#"~a"', "w#0#7", 'w#60#"c"']
 
-    def test_one_write_per_distinct_key_and_window_then_one_for_the_shard(self, aws, table):
+    def test_one_write_per_distinct_key_and_window_then_one_for_the_shard(self, aws, window_table):
         prefix = uuid.uuid4().hex
-        step = window(table, prefix, aws("dynamodb"))
+        step = window(window_table, prefix, aws("dynamodb"))
         run(step, DOCS[:1], 1)  # the shard's first batch also lists it for the others
         before = step.store.writes  # type: ignore[attr-defined]
         run(step, [{**d, "ts": t} for d in DOCS for t in (1, 2, 3)], 2)
         assert step.store.writes - before == 2 + 1  # type: ignore[attr-defined]
 
-    def test_a_redelivered_batch_writes_nothing_and_yields_the_same_ids(self, aws, table):
+    def test_a_redelivered_batch_writes_nothing_and_yields_the_same_ids(self, aws, window_table):
         prefix = uuid.uuid4().hex
         client = aws("dynamodb")
-        first = window(table, prefix, client)
+        first = window(window_table, prefix, client)
         run(first, DOCS, 1)
         closed = [r.json for r in run(first, CLOSER, 10)]
         # the result's write failed: Lambda delivers the batch again, maybe to a new instance
-        again = window(table, prefix, client)
+        again = window(window_table, prefix, client)
         assert [r.json for r in run(again, CLOSER, 10)] == closed
         assert again.store.writes == 0  # type: ignore[attr-defined]
         assert [r.json for r in run(first, CLOSER, 10)] == closed  # and to the warm one
 
-    def test_a_batch_that_failed_half_way_changes_nothing(self, aws, table):
+    def test_a_batch_that_failed_half_way_changes_nothing(self, aws, window_table):
         """The window items were written, the shard item was not: the batch is delivered
         again and counts its records once."""
         prefix = uuid.uuid4().hex
         client = aws("dynamodb")
-        run(window(table, prefix, client), DOCS[:1], 1)
-        torn = window(table, prefix, ShardItemFails(client))
+        run(window(window_table, prefix, client), DOCS[:1], 1)
+        torn = window(window_table, prefix, ShardItemFails(client))
         failed = Chain([Step.of("w", torn)]).run(
             [
                 Record(orjson.dumps(d), d["user"], str(2 + i), shard_id="s0", index=i)
@@ -201,25 +180,27 @@ class TestDynamoDBStore:
         )
         assert [f.retryable for f in failed.failures] == [True, True]
         assert "injected" in str(failed.failures[0].error)
-        fresh = window(table, prefix, client)
+        fresh = window(window_table, prefix, client)
         run(fresh, DOCS[1:], 2)  # the redelivery, shorter than before: bisected
         out = run(fresh, CLOSER, 10)
         assert [(r.get("key"), r.get("n")) for r in out] == [("a", 2), ("b", 1)]
 
-    def test_a_batch_that_closed_windows_and_failed_half_way_closes_them_again(self, aws, table):
+    def test_a_batch_that_closed_windows_and_failed_half_way_closes_them_again(
+        self, aws, window_table
+    ):
         prefix = uuid.uuid4().hex
         client = aws("dynamodb")
-        run(window(table, prefix, client), DOCS, 1)
-        torn = window(table, prefix, ShardItemFails(client))
+        run(window(window_table, prefix, client), DOCS, 1)
+        torn = window(window_table, prefix, ShardItemFails(client))
         assert run(torn, CLOSER, 10) == []  # failed: nothing goes on
-        out = run(window(table, prefix, client), CLOSER, 10)
+        out = run(window(window_table, prefix, client), CLOSER, 10)
         assert [(r.get("key"), r.get("n"), r.get("revenue")) for r in out] == [
             ("a", 2, 6),
             ("b", 1, 3),
         ]
 
     @pytest.mark.parametrize("whole", [True, False], ids=["read-whole", "read-by-starts"])
-    def test_two_invocations_of_one_batch_apply_it_once(self, aws, table, whole):
+    def test_two_invocations_of_one_batch_apply_it_once(self, aws, window_table, whole):
         """A second invocation that read the state before the first one wrote it loses its
         conditions, and the records count once. Read whole (a shard item that lists no
         starts, as an earlier version's): the batch fails, retryable. Read by the starts
@@ -227,14 +208,15 @@ class TestDynamoDBStore:
         the batch again at once, in the process, and finds it applied: no failure."""
         prefix = uuid.uuid4().hex
         client = aws("dynamodb")
-        run(window(table, prefix, client), DOCS[:1], 1)
+        run(window(window_table, prefix, client), DOCS[:1], 1)
         if whole:
             client.update_item(
-                TableName=table, Key={"shard": {"S": prefix + "s0"}, "window": {"S": "#shard"}},
+                TableName=window_table,
+                Key={"shard": {"S": prefix + "s0"}, "window": {"S": "#shard"}},
                 UpdateExpression="REMOVE starts",
-            )  # fmt: skip
-        one = window(table, prefix, client)
-        two = window(table, prefix, Before(client, lambda: run(one, DOCS[1:], 2)))
+            )
+        one = window(window_table, prefix, client)
+        two = window(window_table, prefix, Before(client, lambda: run(one, DOCS[1:], 2)))
         failed = Chain([Step.of("w", two)]).run(
             [
                 Record(orjson.dumps(d), d["user"], str(2 + i), shard_id="s0", index=i)
@@ -247,7 +229,7 @@ class TestDynamoDBStore:
             assert "another invocation" in str(failed.failures[0].error)
         else:
             assert (failed.failures, failed.records, failed.dropped) == ([], [], {"w": 2})
-        out = run(window(table, prefix, client), CLOSER, 10)
+        out = run(window(window_table, prefix, client), CLOSER, 10)
         assert [(r.get("key"), r.get("n")) for r in out] == [("a", 2), ("b", 1)]
 
 
@@ -294,7 +276,7 @@ class ShardItemFails:
 @settings(deadline=None, max_examples=15)
 @given(_scenario())
 def test_results_equal_the_reference_with_cold_starts_between_batches(
-    aws: Callable[[str], Any], table: str, scenario: dict[str, Any]
+    aws: Callable[[str], Any], window_table: str, scenario: dict[str, Any]
 ) -> None:
     """The memory store's property, on DynamoDB, with every other batch run by a new
     window step (a cold start that reads the state back)."""
@@ -302,7 +284,9 @@ def test_results_equal_the_reference_with_cold_starts_between_batches(
     client = aws("dynamodb")
 
     def make() -> Window:
-        store = DynamoDBStore(table, prefix, scenario["lateness"], scenario["size"], client=client)
+        store = DynamoDBStore(
+            window_table, prefix, scenario["lateness"], scenario["size"], client=client
+        )
         return Window(key="user", size_s=scenario["size"], slide_s=scenario["slide"],
                       field="ts", allowed_lateness_s=scenario["lateness"], aggregate=AGGREGATE,
                       late="late", function="fn", store=store)  # fmt: skip
@@ -319,7 +303,7 @@ def test_results_equal_the_reference_with_cold_starts_between_batches(
 @settings(deadline=None, max_examples=15)
 @given(_reshard_scenario())
 def test_across_a_split_or_merge_results_equal_the_reference_with_cold_starts(
-    aws: Callable[[str], Any], table: str, scenario: dict[str, Any]
+    aws: Callable[[str], Any], window_table: str, scenario: dict[str, Any]
 ) -> None:
     """The reshard property of the memory store, on DynamoDB, every other batch by a new
     window step: children read their parents' windows back from the table, claims are
@@ -329,7 +313,9 @@ def test_across_a_split_or_merge_results_equal_the_reference_with_cold_starts(
     lineage = lineage_of(scenario)
 
     def make() -> Window:
-        store = DynamoDBStore(table, prefix, scenario["lateness"], scenario["size"], client=client)
+        store = DynamoDBStore(
+            window_table, prefix, scenario["lateness"], scenario["size"], client=client
+        )
         return Window(key="user", size_s=scenario["size"], slide_s=scenario["slide"],
                       field="ts", allowed_lateness_s=scenario["lateness"], aggregate=AGGREGATE,
                       late="late", function="fn", store=store, lineage=lineage)  # fmt: skip
@@ -395,7 +381,7 @@ def test_a_local_run_of_the_example_writes_one_state_item_per_window(
 
 
 def test_a_result_whose_write_failed_is_emitted_again_with_its_id_on_redelivery(
-    table: str, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+    window_table: str, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Through the function's runner (its own DynamoDB client, as in Lambda): the sink
     throttles the result once; the batch is reported from the record that closed the
@@ -405,7 +391,7 @@ def test_a_result_whose_write_failed_is_emitted_again_with_its_id_on_redelivery(
         monkeypatch.setenv(name, value)
     prefix = f"{uuid.uuid4().hex}/"
     window_spec = {"key": "user", "size_s": 60, "field": "ts", "aggregate": {"n": "count"},
-                   "state": "dynamodb", "table": table, "table_prefix": prefix,
+                   "state": "dynamodb", "table": window_table, "table_prefix": prefix,
                    "function": "f"}  # fmt: skip
     plan: Any = {
         "version": PLAN_VERSION,
@@ -474,41 +460,45 @@ class TestQuietShards:
         assert not result.failures, result.failures
         return [(r.get("window_id"), r.get("n"), r.shard_id) for r in result.records]
 
-    def test_another_shard_s_batch_closes_a_quiet_shard_s_windows_once(self, aws, table):
+    def test_another_shard_s_batch_closes_a_quiet_shard_s_windows_once(self, aws, window_table):
         prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [10_000.0]
-        self.on(self.step(table, prefix, client, clock), "s0", DOCS, 1)  # opens a, b
+        self.on(self.step(window_table, prefix, client, clock), "s0", DOCS, 1)  # opens a, b
         z = {"user": "z", "ts": 9_990}
-        assert self.on(self.step(table, prefix, client, clock), "s1", [z], 1) == []
+        assert self.on(self.step(window_table, prefix, client, clock), "s1", [z], 1) == []
         clock[0] += 299  # s0 is not quiet yet
-        assert self.on(self.step(table, prefix, client, clock), "s1", [z], 2) == []
+        assert self.on(self.step(window_table, prefix, client, clock), "s1", [z], 2) == []
         clock[0] += 2
-        closing = self.on(self.step(table, prefix, client, clock), "s1", [z], 3)
+        closing = self.on(self.step(window_table, prefix, client, clock), "s1", [z], 3)
         assert closing == [("f/a/1970-01-01T00:00:00Z", 2, "s1"),
                            ("f/b/1970-01-01T00:00:00Z", 1, "s1")]  # fmt: skip
         # s1's batch delivered again (its results' write failed): the same results
-        assert self.on(self.step(table, prefix, client, clock), "s1", [z], 3) == closing
+        assert self.on(self.step(window_table, prefix, client, clock), "s1", [z], 3) == closing
         # s0 wakes: a record for a closed window is late, and a/b never come out again
-        s0 = self.step(table, prefix, client, clock)
+        s0 = self.step(window_table, prefix, client, clock)
         assert self.on(s0, "s0", [{"user": "a", "ts": 7}, {"user": "a", "ts": 20_000}], 10) == []
         assert s0.late == 1
-        assert self.on(self.step(table, prefix, client, clock), "s1", [z], 4) == []
+        assert self.on(self.step(window_table, prefix, client, clock), "s1", [z], 4) == []
 
-    def test_a_quiet_shard_that_wakes_meanwhile_makes_the_closing_batch_retry(self, aws, table):
+    def test_a_quiet_shard_that_wakes_meanwhile_makes_the_closing_batch_retry(
+        self, aws, window_table
+    ):
         prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [10_000.0]
         z = [{"user": "z", "ts": 20_000 + n} for n in range(4)]  # s1's windows stay open
-        self.on(self.step(table, prefix, client, clock), "s0", DOCS, 1)
-        self.on(self.step(table, prefix, client, clock), "s1", z[:1], 1)
+        self.on(self.step(window_table, prefix, client, clock), "s0", DOCS, 1)
+        self.on(self.step(window_table, prefix, client, clock), "s1", z[:1], 1)
         clock[0] += 400
-        s0 = self.step(table, prefix, client, clock)
+        s0 = self.step(window_table, prefix, client, clock)
         woke = {"user": "a", "ts": 40}
-        s1 = self.step(table, prefix, Before(client, lambda: self.on(s0, "s0", [woke], 5)), clock)
+        s1 = self.step(
+            window_table, prefix, Before(client, lambda: self.on(s0, "s0", [woke], 5)), clock
+        )
         batch = [Record(orjson.dumps(z[1]), "z", "2", shard_id="s1", index=0)]
         failed = Chain([Step.of("w", s1)]).run(batch)
         assert [type(f.error) for f in failed.failures] == [WindowStateError]
         # delivered again: s0 is not quiet any more (its batch just now), nothing closes
-        assert self.on(self.step(table, prefix, client, clock), "s1", z[1:2], 2) == []
+        assert self.on(self.step(window_table, prefix, client, clock), "s1", z[1:2], 2) == []
         clock[0] += 301
-        closing = self.on(self.step(table, prefix, client, clock), "s1", z[2:3], 3)
+        closing = self.on(self.step(window_table, prefix, client, clock), "s1", z[2:3], 3)
         assert closing == [("f/a/1970-01-01T00:00:00Z", 3, "s1"),
                            ("f/b/1970-01-01T00:00:00Z", 1, "s1")]  # fmt: skip
 
@@ -669,7 +659,7 @@ def test_kinesis_lineage_sees_a_split_made_after_it_listed_once_the_list_is_old(
 
 
 def test_a_warm_child_whose_sibling_claimed_a_window_applies_its_batch_again(
-    aws: Callable[[str], Any], table: str
+    aws: Callable[[str], Any], window_table: str
 ) -> None:
     """Both children of a split inherit the parent's window; c2 claims it; c1, warm, still
     holds it as inherited: its claim loses its condition, and the same invocation reads
@@ -679,7 +669,7 @@ def test_a_warm_child_whose_sibling_claimed_a_window_applies_its_batch_again(
     lineage = StaticLineage({"c1": ("p",), "c2": ("p",)})
 
     def step() -> Window:
-        store = DynamoDBStore(table, prefix, 0, 60, client=client)
+        store = DynamoDBStore(window_table, prefix, 0, 60, client=client)
         return Window(key="user", size_s=60, field="ts", aggregate={"n": "count"},
                       function="f", store=store, lineage=lineage, late="late")  # fmt: skip
 
@@ -694,7 +684,7 @@ def test_a_warm_child_whose_sibling_claimed_a_window_applies_its_batch_again(
     c1, c2 = step(), step()
     assert on(c1, "c1", [{"user": "b", "ts": 10}], 10) == []  # c1 inherits a, warm
     assert on(c2, "c2", [{"user": "a", "ts": 20}], 10) == []  # c2 claims a
-    held = [i for i in items(aws, table, prefix) if i["shard"]["S"] == f"{prefix}p"
+    held = [i for i in items(aws, window_table, prefix) if i["shard"]["S"] == f"{prefix}p"
             and i["window"]["S"].startswith("w#")]  # fmt: skip
     assert [(i["owner"]["S"], "expires" in i) for i in held] == [("c2", True)]  # TTL: c2 has it
     writes = c1.store.writes  # type: ignore[attr-defined]
@@ -708,7 +698,7 @@ def test_a_warm_child_whose_sibling_claimed_a_window_applies_its_batch_again(
 
 
 def test_a_child_s_first_batch_after_its_parent_went_quiet_inherits_not_closes_it(
-    aws: Callable[[str], Any], table: str
+    aws: Callable[[str], Any], window_table: str
 ) -> None:
     """The parent drained long ago (quiet by the clock, not marked yet): the child's first
     batch inherits its windows rather than closing them as a quiet shard's, and a key's
@@ -717,7 +707,7 @@ def test_a_child_s_first_batch_after_its_parent_went_quiet_inherits_not_closes_i
     lineage = StaticLineage({"c": ("p",)})
 
     def step() -> Window:
-        store = DynamoDBStore(table, prefix, 0, 60, client=client, now=lambda: clock[0])
+        store = DynamoDBStore(window_table, prefix, 0, 60, client=client, now=lambda: clock[0])
         return Window(key="user", size_s=60, field="ts", aggregate={"n": "count"},
                       function="f", store=store, lineage=lineage, quiet_s=300,
                       now=lambda: clock[0])  # fmt: skip
@@ -769,32 +759,38 @@ class TestItemsOfAnEarlierVersion:
         assert not result.failures, result.failures
         return [(r.get("window_id"), r.get("n")) for r in result.records]
 
-    def test_a_window_of_a_whole_float_key_closes_after_an_upgrade(self, aws, table):
+    def test_a_window_of_a_whole_float_key_closes_after_an_upgrade(self, aws, window_table):
         prefix, client = uuid.uuid4().hex, aws("dynamodb")
-        assert self.on(self.step(table, prefix, client), "s0", [{"user": 1.0, "ts": 5}], 1) == []
-        _as_written_before_key_texts(aws, table, prefix, "s0", "1.0")
+        assert (
+            self.on(self.step(window_table, prefix, client), "s0", [{"user": 1.0, "ts": 5}], 1)
+            == []
+        )
+        _as_written_before_key_texts(aws, window_table, prefix, "s0", "1.0")
         # cold starts: a record for the window, then one that closes it
-        assert self.on(self.step(table, prefix, client), "s0", [{"user": 1.0, "ts": 6}], 2) == []
+        assert (
+            self.on(self.step(window_table, prefix, client), "s0", [{"user": 1.0, "ts": 6}], 2)
+            == []
+        )
         closer = [{"user": "c", "ts": 61}]
-        assert self.on(self.step(table, prefix, client), "s0", closer, 3) == [
+        assert self.on(self.step(window_table, prefix, client), "s0", closer, 3) == [
             ("f/~1/1970-01-01T00:00:00Z", 2)
         ]
-        kinds = sorted(i["window"]["S"] for i in items(aws, table, prefix))
+        kinds = sorted(i["window"]["S"] for i in items(aws, window_table, prefix))
         assert kinds == ["#shard", "#shards", "w#0#1.0", 'w#60#"c"']
 
     def test_a_child_claims_a_parent_s_window_of_a_whole_float_key_after_an_upgrade(
-        self, aws, table
+        self, aws, window_table
     ):
         prefix, client = uuid.uuid4().hex, aws("dynamodb")
         lineage = StaticLineage({"c": ("s0",)})
-        parent = self.step(table, prefix, client, lineage=lineage)
+        parent = self.step(window_table, prefix, client, lineage=lineage)
         assert self.on(parent, "s0", [{"user": 1.0, "ts": 5}], 1) == []
-        _as_written_before_key_texts(aws, table, prefix, "s0", "1.0")
-        child = self.step(table, prefix, client, lineage=lineage)
+        _as_written_before_key_texts(aws, window_table, prefix, "s0", "1.0")
+        child = self.step(window_table, prefix, client, lineage=lineage)
         assert self.on(child, "c", [{"user": 1.0, "ts": 20}], 10) == []
         assert self.on(child, "c", [{"user": "c", "ts": 61}], 11) == [
             ("f/~1/1970-01-01T00:00:00Z", 2)
         ]
-        held = [i for i in items(aws, table, prefix) if i["shard"]["S"] == f"{prefix}s0"
+        held = [i for i in items(aws, window_table, prefix) if i["shard"]["S"] == f"{prefix}s0"
                 and i["window"]["S"].startswith("w#")]  # fmt: skip
         assert [(i["window"]["S"], i["owner"]["S"]) for i in held] == [("w#0#1.0", "c")]

@@ -18,8 +18,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deploy.local.readback import table_items
-from deploy.local.servers import provision
-from deploy.names import window_table_name
 from processors.chain import Chain, Step
 from processors.session import SessionWindow, session_end_of
 from processors.window import Window
@@ -42,19 +40,6 @@ CLOSED = {
     "window": [("f/a/1970-01-01T00:00:00Z", 2), ("f/b/1970-01-01T00:00:00Z", 1)],
     "session": [("f/a/1970-01-01T00:00:05Z", 2), ("f/b/1970-01-01T00:00:06Z", 1)],
 }  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def table(aws: Callable[[str], Any]) -> str:
-    """One window state table for the module; each test uses its own partition prefix."""
-    plan = {
-        "name": f"w{uuid.uuid4().hex[:8]}",
-        "stream": {"name": f"s{uuid.uuid4().hex[:8]}"},
-        "sinks": {},
-        "functions": {"f": {"processors": [{"window": {"state": "dynamodb"}}]}},
-    }
-    provision(plan, aws)
-    return window_table_name(plan, "f")
 
 
 def step(
@@ -103,12 +88,14 @@ class TestTick:
 
     @LANES
     @KINDS
-    def test_a_tick_closes_an_all_quiet_function_s_windows_once(self, aws, table, lanes, kind):
+    def test_a_tick_closes_an_all_quiet_function_s_windows_once(
+        self, aws, window_table, lanes, kind
+    ):
         """s0 opens windows, s1 is never used. 299 s later a tick closes nothing; 301 s
         later it closes them at the synthetic position; a tick without an ack emits the
         same again; after the ack nothing; s0's record for a closed window is late."""
         prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [START]
-        new = lambda: step(table, prefix, client, clock, lanes=lanes, kind=kind)  # noqa: E731
+        new = lambda: step(window_table, prefix, client, clock, lanes=lanes, kind=kind)  # noqa: E731
         assert on(new(), "s0", DOCS, 1) == []
         clock[0] += 299
         assert new().tick() == []
@@ -118,7 +105,7 @@ class TestTick:
             ("s0", 1, "3", TICK_SUB_BASE + 1)
         ]
         assert sorted(ids(first[0].results)) == sorted(CLOSED[kind])
-        assert tick_parts(aws, table, prefix) == ["~t#0000000001#000"]
+        assert tick_parts(aws, window_table, prefix) == ["~t#0000000001#000"]
         clock[0] += 60
         again = new().tick()  # not acked (a sink was down): the same, as stored
         assert again == first
@@ -126,7 +113,7 @@ class TestTick:
         ticker.ack(again[0])
         ticker.ack(again[0])  # twice is fine
         assert new().tick() == []
-        assert tick_parts(aws, table, prefix) == []
+        assert tick_parts(aws, window_table, prefix) == []
         s0 = new()
         assert on(s0, "s0", [{"user": "a", "ts": 7}, {"user": "a", "ts": 20_000}], 10) == []
         assert s0.late == 1
@@ -135,22 +122,24 @@ class TestTick:
 
     @LANES
     @KINDS
-    def test_a_batch_of_the_shard_inside_the_tick_makes_it_lose(self, aws, table, lanes, kind):
+    def test_a_batch_of_the_shard_inside_the_tick_makes_it_lose(
+        self, aws, window_table, lanes, kind
+    ):
         """s0 has a batch between the tick's read of it and its commit: the tick loses its
         condition, emits nothing and leaves nothing pending; the next tick after
         ``quiet_s`` closes the windows with that batch's record in them."""
         prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [START]
-        on(step(table, prefix, client, clock, lanes=lanes, kind=kind), "s0", DOCS, 1)
+        on(step(window_table, prefix, client, clock, lanes=lanes, kind=kind), "s0", DOCS, 1)
         clock[0] += 400
-        s0 = step(table, prefix, client, clock, lanes=lanes, kind=kind)
+        s0 = step(window_table, prefix, client, clock, lanes=lanes, kind=kind)
         woke = {"user": "a", "ts": 31}  # joins a's window (a's session)
         hooked = Before(client, lambda: on(s0, "s0", [woke], 5))
-        assert step(table, prefix, hooked, clock, lanes=lanes, kind=kind).tick() == []
+        assert step(window_table, prefix, hooked, clock, lanes=lanes, kind=kind).tick() == []
         assert hooked.hook is None  # it ran, inside the tick
-        assert tick_parts(aws, table, prefix) == []  # the lost attempt's parts are gone
-        assert step(table, prefix, client, clock, lanes=lanes, kind=kind).tick() == []
+        assert tick_parts(aws, window_table, prefix) == []  # the lost attempt's parts are gone
+        assert step(window_table, prefix, client, clock, lanes=lanes, kind=kind).tick() == []
         clock[0] += 301
-        closed = step(table, prefix, client, clock, lanes=lanes, kind=kind).tick()
+        closed = step(window_table, prefix, client, clock, lanes=lanes, kind=kind).tick()
         # T 2: the lost attempt took 1 (a T is never used by two attempts: review 13)
         assert [(e.shard_id, e.tick, e.sequence_number) for e in closed] == [("s0", 2, "5")]
         grown = {"window": {"f/a/1970-01-01T00:00:00Z": 3},
@@ -163,14 +152,14 @@ class TestTick:
     @KINDS
     @pytest.mark.parametrize("first", ["tick", "batch"])
     def test_a_tick_and_a_cross_shard_close_close_each_window_once(
-        self, aws, table, lanes, kind, first
+        self, aws, window_table, lanes, kind, first
     ):
         """A tick and another shard's batch decide to close s0 on the same ``rev``/``n``:
         whichever commits first wins, the other loses its condition (the batch is applied
         again, or delivered again with one lane), and each window comes out once over
         both."""
         prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [START]
-        new = lambda c=client: step(table, prefix, c, clock, lanes=lanes, kind=kind)  # noqa: E731
+        new = lambda c=client: step(window_table, prefix, c, clock, lanes=lanes, kind=kind)  # noqa: E731
         z = [{"user": "z", "ts": 20_000 + n} for n in range(4)]  # s1's windows stay open
         on(new(), "s0", DOCS, 1)
         on(new(), "s1", z[:1], 1)
@@ -205,41 +194,43 @@ class TestTick:
         assert Counter(i for i, _ in out).most_common(1)[0][1] == 1
 
     @LANES
-    def test_a_large_close_goes_to_parts_and_reads_back_equal(self, aws, table, lanes):
+    def test_a_large_close_goes_to_parts_and_reads_back_equal(self, aws, window_table, lanes):
         """Results over 350 KB of JSON: the entry is two parts, read back equal."""
         prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [START]
         users = [f"{n:04d}" + "u" * 196 for n in range(800)]  # 800 results of about 500 B
         docs = [{"user": u, "ts": 5} for u in users]
-        on(step(table, prefix, client, clock, lanes=lanes), "s0", docs, 1)
+        on(step(window_table, prefix, client, clock, lanes=lanes), "s0", docs, 1)
         clock[0] += 301
-        first = step(table, prefix, client, clock, lanes=lanes).tick()
+        first = step(window_table, prefix, client, clock, lanes=lanes).tick()
         assert len(first) == 1
         assert len(orjson.dumps(list(first[0].results))) > 350_000
-        assert tick_parts(aws, table, prefix) == ["~t#0000000001#000", "~t#0000000001#001"]
-        again = step(table, prefix, client, clock, lanes=lanes).tick()
+        assert tick_parts(aws, window_table, prefix) == ["~t#0000000001#000", "~t#0000000001#001"]
+        again = step(window_table, prefix, client, clock, lanes=lanes).tick()
         assert again == first
         assert sorted(r["key"] for r in again[0].results) == users
 
     @LANES
     @KINDS
-    def test_a_tick_s_results_equal_a_cross_shard_close_s(self, aws, table, lanes, kind):
+    def test_a_tick_s_results_equal_a_cross_shard_close_s(self, aws, window_table, lanes, kind):
         """The same records closed by a tick and by another shard's batch: equal result
         documents (one rule, :meth:`Window._due_results`)."""
         client, clock = aws("dynamodb"), [START]
         by_batch, by_tick = uuid.uuid4().hex, uuid.uuid4().hex
         z = {"user": "z", "ts": 9_990}
         for prefix in (by_batch, by_tick):
-            on(step(table, prefix, client, clock, lanes=lanes, kind=kind), "s0", DOCS, 1)
-        on(step(table, by_batch, client, clock, lanes=lanes, kind=kind), "s1", [z], 1)
+            on(step(window_table, prefix, client, clock, lanes=lanes, kind=kind), "s0", DOCS, 1)
+        on(step(window_table, by_batch, client, clock, lanes=lanes, kind=kind), "s1", [z], 1)
         clock[0] += 301
-        closing = on(step(table, by_batch, client, clock, lanes=lanes, kind=kind), "s1", [z], 2)
-        ticked = step(table, by_tick, client, clock, lanes=lanes, kind=kind).tick()
+        closing = on(
+            step(window_table, by_batch, client, clock, lanes=lanes, kind=kind), "s1", [z], 2
+        )
+        ticked = step(window_table, by_tick, client, clock, lanes=lanes, kind=kind).tick()
         assert sorted(ids(closing)) == sorted(CLOSED[kind])
         assert [list(e.results) for e in ticked] == [closing]
 
     @pytest.mark.parametrize("lanes", [False, True], ids=["one-lane-then", "lanes-throughout"])
     def test_a_pending_entry_survives_every_later_write_of_the_shard_item(
-        self, aws, table, lanes
+        self, aws, window_table, lanes
     ):
         """Design risk 7.4: the one-lane ``Put`` of the shard item replaces it whole, so it
         must carry ``ticks``: a pending entry is still pending after a one-lane batch, a
@@ -247,7 +238,7 @@ class TestTick:
         acked one stays acked after a warm batch that read the item before the ack."""
         prefix, clock = uuid.uuid4().hex, [START]
         client = aws("dynamodb")
-        new = lambda c=client, lanes=lanes: step(table, prefix, c, clock, lanes=lanes)  # noqa: E731
+        new = lambda c=client, lanes=lanes: step(window_table, prefix, c, clock, lanes=lanes)  # noqa: E731
         on(new(), "s0", DOCS, 1)
         warm = new()
         on(warm, "s0", [{"user": "q", "ts": 40}], 4)  # its cache holds the item
@@ -263,20 +254,20 @@ class TestTick:
             # the conversion: the first lanes commit over the one-lane item
             on(new(lanes=True), "s0", [{"user": "q", "ts": 20_005}], 9)
             assert new(lanes=True).tick() == pending
-            assert "legacy_applied" in shard_item(aws, table, prefix, "s0")
+            assert "legacy_applied" in shard_item(aws, window_table, prefix, "s0")
         ticker = new(lanes=True)
         ticker.ack(pending[0])
         assert new(lanes=True).tick() == []
-        assert tick_parts(aws, table, prefix) == []
+        assert tick_parts(aws, window_table, prefix) == []
 
-    def test_an_acked_entry_stays_acked_after_a_warm_one_lane_batch(self, aws, table):
+    def test_an_acked_entry_stays_acked_after_a_warm_one_lane_batch(self, aws, window_table):
         """The ack moves no ``rev``: a warm one-lane process, whose cache still names the
         entry, takes ``ticks`` from its head read, so its next ``Put`` does not bring the
         entry back. And one that did (an item written with a stale ``ticks``, as a batch
         that read before the ack writes it) names parts that are gone: the next tick
         drops the name and emits nothing."""
         prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [START]
-        new = lambda: step(table, prefix, client, clock, lanes=False)  # noqa: E731
+        new = lambda: step(window_table, prefix, client, clock, lanes=False)  # noqa: E731
         on(new(), "s0", DOCS, 1)
         clock[0] += 301
         pending = new().tick()
@@ -285,24 +276,24 @@ class TestTick:
         on(warm, "s0", [{"user": "q", "ts": 20_000}], 4)  # reads the item naming it
         new().ack(pending[0])
         on(warm, "s0", [{"user": "q", "ts": 20_001}], 5)  # warm: the same rev as its read
-        assert "ticks" not in shard_item(aws, table, prefix, "s0")
+        assert "ticks" not in shard_item(aws, window_table, prefix, "s0")
         assert new().tick() == []
         # the race the design accepts: a Put from before the ack brings the name back
         ddb = aws("dynamodb")
-        item = shard_item(aws, table, prefix, "s0")
+        item = shard_item(aws, window_table, prefix, "s0")
         item["ticks"] = {"M": {"1": {"S": "1/3"}}}
-        ddb.put_item(TableName=table, Item=item)
+        ddb.put_item(TableName=window_table, Item=item)
         assert new().tick() == []
-        assert shard_item(aws, table, prefix, "s0")["ticks"] == {"M": {}}
+        assert shard_item(aws, window_table, prefix, "s0")["ticks"] == {"M": {}}
 
 
 class TestTickLimits:
     """What a tick does when its time runs out or the table fails for one shard."""
 
     @LANES
-    def test_stop_leaves_the_other_shards_to_the_next_tick(self, aws, table, lanes):
+    def test_stop_leaves_the_other_shards_to_the_next_tick(self, aws, window_table, lanes):
         prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [START]
-        new = lambda c=client: step(table, prefix, c, clock, lanes=lanes)  # noqa: E731
+        new = lambda c=client: step(window_table, prefix, c, clock, lanes=lanes)  # noqa: E731
         on(new(), "s0", DOCS, 1)
         on(new(), "s1", DOCS, 1)
         clock[0] += 301
@@ -314,11 +305,13 @@ class TestTickLimits:
         assert second[0] == first[0]
 
     @LANES
-    def test_a_failed_read_of_one_shard_raises_after_the_others_commit(self, aws, table, lanes):
+    def test_a_failed_read_of_one_shard_raises_after_the_others_commit(
+        self, aws, window_table, lanes
+    ):
         """The table refuses the read of s0's partition (throttled): the tick closes s1,
         then raises; the next tick emits s1's entry and closes s0."""
         prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [START]
-        new = lambda c=client: step(table, prefix, c, clock, lanes=lanes)  # noqa: E731
+        new = lambda c=client: step(window_table, prefix, c, clock, lanes=lanes)  # noqa: E731
         on(new(), "s0", DOCS, 1)
         on(new(), "s1", DOCS, 1)
         clock[0] += 301
@@ -487,7 +480,7 @@ def _tick_scenario(draw: st.DrawFn) -> dict[str, Any]:
 @settings(deadline=None, max_examples=12)
 @given(scenario=_tick_scenario())
 def test_ticks_between_batches_equal_the_model(
-    aws: Callable[[str], Any], table: str, lanes: bool, scenario: dict[str, Any]
+    aws: Callable[[str], Any], window_table: str, lanes: bool, scenario: dict[str, Any]
 ) -> None:
     """Batches (some delivered again, every other by a new step: a cold start), another
     shard's quiet closes and ticks at any clock: each window_id is emitted with the
@@ -498,7 +491,7 @@ def test_ticks_between_batches_equal_the_model(
 
     def make() -> Window:
         now = lambda: clock[0]  # noqa: E731
-        store = DynamoDBStore(table, prefix, lateness, size, client=client, now=now,
+        store = DynamoDBStore(window_table, prefix, lateness, size, client=client, now=now,
                               high_water=lanes)  # fmt: skip
         return Window(key="user", size_s=size, slide_s=slide, field="ts",
                       allowed_lateness_s=lateness, aggregate=AGGREGATE, late="late",

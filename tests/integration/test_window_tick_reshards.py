@@ -22,8 +22,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deploy.local.servers import provision
-from deploy.names import window_table_name
 from processors.chain import Chain, Step
 from processors.lineage import LineageError, StaticLineage
 from processors.session import SessionWindow, session_end_of
@@ -45,19 +43,6 @@ ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/s"
 #: a key's window open on the parent (a and b), then a record of a on c1 (claims a's)
 PARENT = [{"user": "a", "ts": 5}, {"user": "b", "ts": 6}, {"user": "a", "ts": 8}]
 CHILD = [{"user": "a", "ts": 20}, {"user": "c", "ts": 25}]
-
-
-@pytest.fixture(scope="module")
-def table(aws: Callable[[str], Any]) -> str:
-    """One window state table for the module; each test uses its own partition prefix."""
-    plan = {
-        "name": f"w{uuid.uuid4().hex[:8]}",
-        "stream": {"name": f"s{uuid.uuid4().hex[:8]}"},
-        "sinks": {},
-        "functions": {"f": {"processors": [{"window": {"state": "dynamodb"}}]}},
-    }
-    provision(plan, aws)
-    return window_table_name(plan, "f")
 
 
 class Setup:
@@ -153,13 +138,13 @@ class TestQuietChildren:
     @LANES
     @KINDS
     def test_a_split_whose_child_had_a_batch_closes_the_parent_s_windows(
-        self, aws, table, lanes, kind
+        self, aws, window_table, lanes, kind
     ):
         """p holds a and b; p splits into c1 and c2; c1 adds to a (claims it) and opens
         c; c2 never has a batch. 301 s after c1's batch a tick closes a, b (p's, nobody
         claimed it) and c once, equal to the reference; p is skipped (marked). A later
         record for b on c1 is late, and on c2's first batch too (tumbling windows)."""
-        setup = Setup(aws, table, {"c1": ("p",), "c2": ("p",)}, lanes=lanes, kind=kind)
+        setup = Setup(aws, window_table, {"c1": ("p",), "c2": ("p",)}, lanes=lanes, kind=kind)
         assert setup.on("p", PARENT, 1) == []
         setup.clock[0] += 10
         assert setup.on("c1", CHILD, 100) == []
@@ -170,7 +155,7 @@ class TestQuietChildren:
         assert {e.shard_id for e in emitted} == {"c1"}
         found = closed(emitted)
         once(found)
-        assert sorted(found) == reference(aws, table, kind, lanes, PARENT + CHILD)
+        assert sorted(found) == reference(aws, window_table, kind, lanes, PARENT + CHILD)
         setup.clock[0] += 600
         assert setup.ticks() == []
         assert setup.on("c1", [{"user": "b", "ts": 9}], 102) == [("late", "b")]
@@ -183,18 +168,18 @@ class TestQuietChildren:
     @LANES
     @KINDS
     def test_a_split_no_child_of_which_had_a_batch_closes_by_the_parent(
-        self, aws, table, lanes, kind
+        self, aws, window_table, lanes, kind
     ):
         """p holds a and b and splits; no child has a batch. A tick after quiet_s closes
         them on p (not marked: today's rule), once; a child's later record is late."""
-        setup = Setup(aws, table, {"c1": ("p",), "c2": ("p",)}, lanes=lanes, kind=kind)
+        setup = Setup(aws, window_table, {"c1": ("p",), "c2": ("p",)}, lanes=lanes, kind=kind)
         assert setup.on("p", PARENT, 1) == []
         setup.clock[0] += 301
         emitted = setup.ticks()
         assert {e.shard_id for e in emitted} == {"p"}
         found = closed(emitted)
         once(found)
-        assert sorted(found) == reference(aws, table, kind, lanes, PARENT)
+        assert sorted(found) == reference(aws, window_table, kind, lanes, PARENT)
         assert setup.on("c2", [{"user": "a", "ts": 9}], 200) == [("late", "a")]
         setup.clock[0] += 600
         assert setup.ticks() == []
@@ -202,12 +187,12 @@ class TestQuietChildren:
     @LANES
     @KINDS
     def test_a_merge_whose_child_went_quiet_closes_both_parents_windows(
-        self, aws, table, lanes, kind
+        self, aws, window_table, lanes, kind
     ):
         """p1 and p2 both hold a (one window across the merge) and p2 holds b; they merge
         into c, which opens c and goes quiet. A tick closes a (both parents' records), b
         and c once, equal to the reference."""
-        setup = Setup(aws, table, {"c": ("p1", "p2")}, lanes=lanes, kind=kind)
+        setup = Setup(aws, window_table, {"c": ("p1", "p2")}, lanes=lanes, kind=kind)
         first, second = PARENT[:1], PARENT[1:]
         assert setup.on("p1", first, 1) == []
         assert setup.on("p2", second, 1) == []
@@ -218,16 +203,18 @@ class TestQuietChildren:
         assert {e.shard_id for e in emitted} == {"c"}
         found = closed(emitted)
         once(found)
-        assert sorted(found) == reference(aws, table, kind, lanes, PARENT + CHILD[1:])
+        assert sorted(found) == reference(aws, window_table, kind, lanes, PARENT + CHILD[1:])
         assert setup.on("c", [{"user": "a", "ts": 9}], 102) == [("late", "a")]
 
     @LANES
     @KINDS
-    def test_both_children_of_a_split_quiet_close_each_window_once(self, aws, table, lanes, kind):
+    def test_both_children_of_a_split_quiet_close_each_window_once(
+        self, aws, window_table, lanes, kind
+    ):
         """p holds a and b; both children had a batch (c1 adds to a, c2 opens d), so both
         hold b, which nobody claimed. Ticks close every window once: the first child's
         tick claims b, the other finds it claimed."""
-        setup = Setup(aws, table, {"c1": ("p",), "c2": ("p",)}, lanes=lanes, kind=kind)
+        setup = Setup(aws, window_table, {"c1": ("p",), "c2": ("p",)}, lanes=lanes, kind=kind)
         assert setup.on("p", PARENT, 1) == []
         setup.clock[0] += 10
         assert setup.on("c1", CHILD[:1], 100) == []
@@ -237,20 +224,20 @@ class TestQuietChildren:
         found = closed(emitted)
         once(found)
         docs = [*PARENT, *CHILD[:1], {"user": "d", "ts": 30}]
-        assert sorted(found) == reference(aws, table, kind, lanes, docs)
+        assert sorted(found) == reference(aws, window_table, kind, lanes, docs)
         setup.clock[0] += 600
         assert setup.ticks() == []
 
     @LANES
     @KINDS
     def test_an_inherited_window_waits_for_a_sibling_that_is_not_quiet(
-        self, aws, table, lanes, kind
+        self, aws, window_table, lanes, kind
     ):
         """c1 is quiet; c2 had a batch 10 s before the tick, its watermark (35) before
         b's end: b (p's, both hold it) may still take c2's records, so the tick keeps it
         (c1's own windows close: c2's batch closed them already, today's rule). Once c2
         is quiet too, a tick closes b, once; all equal the reference."""
-        setup = Setup(aws, table, {"c1": ("p",), "c2": ("p",)}, lanes=lanes, kind=kind)
+        setup = Setup(aws, window_table, {"c1": ("p",), "c2": ("p",)}, lanes=lanes, kind=kind)
         assert setup.on("p", PARENT, 1) == []
         setup.clock[0] += 10
         assert setup.on("c1", CHILD[:1], 100) == []
@@ -266,7 +253,7 @@ class TestQuietChildren:
         found += held + later
         once(found)
         docs = [*PARENT, *CHILD[:1], {"user": "d", "ts": 30}, {"user": "d", "ts": 35}]
-        assert sorted(found) == reference(aws, table, kind, lanes, docs)
+        assert sorted(found) == reference(aws, window_table, kind, lanes, docs)
 
 
 class Unlisted(StaticLineage):
@@ -279,13 +266,13 @@ class Unlisted(StaticLineage):
 class TestALineageFailure:
     @LANES
     def test_the_tick_keeps_the_child_s_windows_and_closes_the_other_shards(
-        self, aws, table, lanes
+        self, aws, window_table, lanes
     ):
         """c1's parents cannot be listed: the tick still closes c1's own windows and s9's,
         then raises TickIncomplete (LineageError its cause; the flush sends what it closed,
         then fails: its errors alarm); the next tick, with the list back, closes p's window b
         on c1: each once, equal to the reference."""
-        setup = Setup(aws, table, {"c1": ("p",), "c2": ("p",)}, lanes=lanes, kind="window")
+        setup = Setup(aws, window_table, {"c1": ("p",), "c2": ("p",)}, lanes=lanes, kind="window")
         assert setup.on("p", PARENT, 1) == []
         setup.clock[0] += 10
         assert setup.on("c1", CHILD, 100) == []
@@ -305,17 +292,17 @@ class TestALineageFailure:
         once(found)
         assert {e.shard_id for e in emitted} == {"c1", "s9"}
         docs = [*PARENT, *CHILD, {"user": "z", "ts": 1}]
-        assert sorted(found) == reference(aws, table, "window", lanes, docs)
+        assert sorted(found) == reference(aws, window_table, "window", lanes, docs)
 
 
 class TestManyInherited:
     @LANES
-    def test_a_child_inheriting_more_than_one_transaction_holds(self, aws, table, lanes):
+    def test_a_child_inheriting_more_than_one_transaction_holds(self, aws, window_table, lanes):
         """p holds 120 keys' windows; c1 had a batch (key c). With one lane a tick can write
         99 closed windows with the child's item, so it closes c1's own window and keeps
         p's (as before the flush: c1's next record closes them), once each; in lanes mode
         (its log) it closes all 121 at once."""
-        setup = Setup(aws, table, {"c1": ("p",), "c2": ("p",)}, lanes=lanes, kind="window")
+        setup = Setup(aws, window_table, {"c1": ("p",), "c2": ("p",)}, lanes=lanes, kind="window")
         assert setup.on("p", [{"user": f"k{i}", "ts": 5} for i in range(120)], 1) == []
         setup.clock[0] += 10
         assert setup.on("c1", CHILD[1:], 1000) == []
@@ -334,7 +321,9 @@ class TestManyInherited:
 
 class TestAChildStillInheriting:
     @LANES
-    def test_a_window_a_tick_closed_is_not_inherited_again_by_a_cold_start(self, aws, table, lanes):
+    def test_a_window_a_tick_closed_is_not_inherited_again_by_a_cold_start(
+        self, aws, window_table, lanes
+    ):
         """Hopping windows (60 s, sliding 30 s): p's record of b opens [10020, 10080) and
         [10050, 10110); c1 has a batch and goes quiet. A tick whose cutoff is 10090 closes
         the first (claimed from p) while c1 still inherits the second, so its shard item
@@ -345,8 +334,8 @@ class TestAChildStillInheriting:
         records = [{"user": "b", "ts": 10_050}]
         own = [{"user": "c", "ts": 10_051}]
         found: list[tuple[str, int]] = []
-        ref = Setup(aws, table, {}, lanes=lanes, kind="window", slide_s=30)
-        setup = Setup(aws, table, {"c1": ("p",), "c2": ("p",)}, lanes=lanes, kind="window",
+        ref = Setup(aws, window_table, {}, lanes=lanes, kind="window", slide_s=30)
+        setup = Setup(aws, window_table, {"c1": ("p",), "c2": ("p",)}, lanes=lanes, kind="window",
                       slide_s=30)  # fmt: skip
         assert ref.on("r", records + own, 1) == []
         assert setup.on("p", records, 1) == []
@@ -392,14 +381,14 @@ class TestTheCostOfAChildStillInheriting:
     )
     @LANES
     def test_a_quiet_child_left_with_its_sibling_s_claims_only_is_not_read_at_every_tick(
-        self, aws, table, lanes
+        self, aws, window_table, lanes
     ):
         """p holds a and b and splits; c1 adds to a, c2 to b (claims it: foreign to c1,
         whose item still names p). Once c1 is quiet, c2's next batch closes c1's a (the
         cross-shard rule). c1 then has no window and nothing to inherit, yet its item keeps
         ``ancestors``, which makes every tick read c1's partition and p's (one ``Query``
         each) and close nothing: without end while c1 stays quiet."""
-        setup = Setup(aws, table, {"c1": ("p",), "c2": ("p",)}, lanes=lanes, kind="window")
+        setup = Setup(aws, window_table, {"c1": ("p",), "c2": ("p",)}, lanes=lanes, kind="window")
         assert setup.on("p", PARENT, 1) == []
         setup.clock[0] += 10
         assert setup.on("c1", [{"user": "a", "ts": 20}], 100) == []
@@ -418,13 +407,13 @@ class TestRaces:
     @LANES
     @KINDS
     def test_a_sibling_s_claim_inside_the_tick_makes_the_child_skip_once(
-        self, aws, table, lanes, kind
+        self, aws, window_table, lanes, kind
     ):
         """c1 and c2 both hold b (p's). c1's tick has read c1 and closes b; before its
         claim, a batch of c2 adds to b (claims it). c1's claim loses: c1 is skipped, and
         the next tick reads it again (b another's). Every window once, equal to the
         reference; b with c2's record."""
-        setup = Setup(aws, table, {"c1": ("p",), "c2": ("p",)}, lanes=lanes, kind=kind)
+        setup = Setup(aws, window_table, {"c1": ("p",), "c2": ("p",)}, lanes=lanes, kind=kind)
         assert setup.on("p", PARENT, 1) == []
         setup.clock[0] += 10
         assert setup.on("c1", CHILD[:1], 100) == []
@@ -440,7 +429,7 @@ class TestRaces:
         found = [(r["window_id"], r["n"]) for r in raced] + closed(first + setup.ticks())
         once(found)
         docs = [*PARENT, *CHILD[:1], {"user": "d", "ts": 30}, *sibling]
-        assert sorted(found) == reference(aws, table, kind, lanes, docs)
+        assert sorted(found) == reference(aws, window_table, kind, lanes, docs)
 
 
 #: who may hold which keys (each key on one shard of a generation, as the README asks;
@@ -479,14 +468,14 @@ class TestProperty:
     @settings(deadline=None, max_examples=12)
     @given(scenario=_events())
     def test_every_record_counts_once_with_ticks_between_a_reshard_s_batches(
-        self, aws, table, lanes, scenario
+        self, aws, window_table, lanes, scenario
     ):
         """Any split or merge, with ticks between the children's batches and at the end
         (far later, every shard quiet): every window comes out once, and every record is
         either late or counted in exactly one result (tumbling windows of 60 s)."""
         shape, events = scenario
         lineage = {"c1": ("p",), "c2": ("p",)} if shape == "split" else {"c": ("p1", "p2")}
-        setup = Setup(aws, table, lineage, lanes=lanes, kind="window")
+        setup = Setup(aws, window_table, lineage, lanes=lanes, kind="window")
         seqs: Counter[str] = Counter()
         found: list[tuple[str, int]] = []
         late = records = 0
@@ -513,10 +502,12 @@ class TestProperty:
     "as the cross-shard rule already does): one window_id twice, each with a part",
 )
 @LANES
-def test_a_merge_no_child_of_which_had_a_batch_closes_a_shared_key_s_window_once(aws, table, lanes):
+def test_a_merge_no_child_of_which_had_a_batch_closes_a_shared_key_s_window_once(
+    aws, window_table, lanes
+):
     """p1 and p2 both hold a's window; c never has a batch. A tick closes it on each
     parent: the result should be one window with both records."""
-    setup = Setup(aws, table, {"c": ("p1", "p2")}, lanes=lanes, kind="window")
+    setup = Setup(aws, window_table, {"c": ("p1", "p2")}, lanes=lanes, kind="window")
     assert setup.on("p1", [{"user": "a", "ts": 0}], 1) == []
     assert setup.on("p2", [{"user": "a", "ts": 1}], 1) == []
     setup.clock[0] += 301

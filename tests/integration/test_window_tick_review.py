@@ -33,7 +33,6 @@ from tests.integration.test_window_tick import (
     on,
     shard_item,
     step,
-    table,  # noqa: F401  # the module's window table (a fixture)
     tick_parts,
 )
 
@@ -45,12 +44,12 @@ START = 10_000.0
 class TestTwoTicksAtOnce:
     @LANES
     @KINDS
-    def test_a_losing_tick_leaves_the_winner_s_pending_entry(self, aws, table, lanes, kind):  # noqa: F811
+    def test_a_losing_tick_leaves_the_winner_s_pending_entry(self, aws, window_table, lanes, kind):
         """Tick B reads s0, then tick A closes it (its emission is not acked: a sink was
         down, or A died after its commit); B writes its entry's parts and loses its
         condition. A's entry must still be pending, whole, as A committed it."""
         prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [START]
-        new = lambda c=client: step(table, prefix, c, clock, lanes=lanes, kind=kind)  # noqa: E731
+        new = lambda c=client: step(window_table, prefix, c, clock, lanes=lanes, kind=kind)  # noqa: E731
         on(new(), "s0", DOCS, 1)
         clock[0] += 301
         won: list[Any] = []
@@ -61,18 +60,19 @@ class TestTwoTicksAtOnce:
         assert new().tick() == won  # A's entry, as A committed it
         new().ack(won[0])
         assert new().tick() == []
-        assert tick_parts(aws, table, prefix) == []
+        assert tick_parts(aws, window_table, prefix) == []
 
     @LANES
     def test_a_losing_tick_that_decided_more_does_not_replace_the_winner_s_results(
-        self, aws, table, lanes  # noqa: F811
+        self, aws, window_table, lanes
     ):
         """B reads s0 later than A (a later cutoff, so it decides to close one window
         more), A commits first: the pending entry holds A's results, never B's (whose
         close never committed: that window is still open and closes once, later)."""
         prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [0.0]
         new = lambda c=client, lateness=60: _lateness_step(  # noqa: E731
-            table, prefix, c, clock, lanes=lanes, lateness=lateness)
+            window_table, prefix, c, clock, lanes=lanes, lateness=lateness
+        )
         on(new(), "s0", [{"user": "a", "ts": 5}, {"user": "a", "ts": 100}], 1)
         clock[0] = 430.0  # cutoff 130: [0, 60) is due, [60, 120) is not
         won: list[Any] = []
@@ -91,24 +91,24 @@ class TestTwoTicksAtOnce:
 
 
 class TestTickNumbers:
-    def test_a_lost_tick_counter_never_reuses_a_position(self, aws, table):  # noqa: F811
+    def test_a_lost_tick_counter_never_reuses_a_position(self, aws, window_table):
         """s0 stays quiet (one applied sequence number) while two ticks close two of its
         windows; between them a ``Put`` of its shard item that does not know ``ticks`` and
         ``tick_n`` (an older version's cross-shard close during a deploy) drops them. The
         two emissions are other results, so they must be at other positions."""
         prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [0.0]
-        new = lambda: _lateness_step(table, prefix, client, clock, lanes=False, lateness=60)  # noqa: E731
+        new = lambda: _lateness_step(window_table, prefix, client, clock, lanes=False, lateness=60)  # noqa: E731
         on(new(), "s0", [{"user": "a", "ts": 5}, {"user": "a", "ts": 100}], 1)
         clock[0] = 430.0  # cutoff 130: [0, 60) closes
         first = new().tick()
         assert [ids(e.results) for e in first] == [[("f/a/1970-01-01T00:00:00Z", 1)]]
         new().ack(first[0])
         # what an older version's one-lane ``Put`` of the item writes: all but them
-        item = shard_item(aws, table, prefix, "s0")
+        item = shard_item(aws, window_table, prefix, "s0")
         item.pop("ticks", None)
         item.pop("tick_n")
         item["rev"] = {"S": uuid.uuid4().hex}
-        client.put_item(TableName=table, Item=item)
+        client.put_item(TableName=window_table, Item=item)
         clock[0] = 490.0  # cutoff 190: [60, 120) closes
         second = new().tick()
         assert [ids(e.results) for e in second] == [[("f/a/1970-01-01T00:01:00Z", 1)]]
@@ -134,7 +134,6 @@ def _lateness_step(
     return Window(key="user", size_s=60, field="ts", aggregate={"n": "count"}, function="f",
                   store=store, quiet_s=300, now=now, allowed_lateness_s=lateness,
                   parallelization=par)  # fmt: skip
-
 
 
 class TickAnswerLost:
@@ -168,13 +167,13 @@ class TestTickCommitAnswerLost:
     @LANES
     @KINDS
     def test_a_tick_commit_applied_whose_answer_is_lost_stays_pending(
-        self, aws, table, lanes, kind  # noqa: F811
+        self, aws, window_table, lanes, kind
     ):
         """The tick's commit is applied and its resend loses its condition to itself
         (review 8's fault, for the tick): the windows are closed by that commit, so its
         entry must stay pending whole (its parts kept) and come out."""
         prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [START]
-        new = lambda c=client: step(table, prefix, c, clock, lanes=lanes, kind=kind)  # noqa: E731
+        new = lambda c=client: step(window_table, prefix, c, clock, lanes=lanes, kind=kind)  # noqa: E731
         on(new(), "s0", DOCS, 1)
         clock[0] += 301
         faulty = TickAnswerLost(client)
@@ -190,19 +189,19 @@ class TestParity:
     @LANES
     @KINDS
     def test_a_window_closed_by_a_tick_equals_one_closed_by_its_shard_s_record(
-        self, aws, table, lanes, kind  # noqa: F811
+        self, aws, window_table, lanes, kind
     ):
         """The same records: closed by a tick, and by a later record of the shard itself
         (its watermark): equal result documents, ``window_id`` included."""
         client, clock = aws("dynamodb"), [START]
         by_record, by_tick = uuid.uuid4().hex, uuid.uuid4().hex
         for prefix in (by_record, by_tick):
-            on(step(table, prefix, client, clock, lanes=lanes, kind=kind), "s0", DOCS, 1)
+            on(step(window_table, prefix, client, clock, lanes=lanes, kind=kind), "s0", DOCS, 1)
         later = {"user": "z", "ts": 20_000}
-        closing = on(step(table, by_record, client, clock, lanes=lanes, kind=kind), "s0",
+        closing = on(step(window_table, by_record, client, clock, lanes=lanes, kind=kind), "s0",
                      [later], 4)  # fmt: skip
         clock[0] += 301
-        ticked = step(table, by_tick, client, clock, lanes=lanes, kind=kind).tick()
+        ticked = step(window_table, by_tick, client, clock, lanes=lanes, kind=kind).tick()
         assert sorted(ids(closing)) == sorted(CLOSED[kind])
         assert [sorted(e.results, key=lambda r: r["window_id"]) for e in ticked] == [
             sorted(closing, key=lambda r: r["window_id"])
@@ -212,7 +211,7 @@ class TestParity:
 class TestReshards:
     @LANES
     def test_a_parent_s_pending_entry_survives_its_child_s_first_batch(
-        self, aws, table, lanes  # noqa: F811
+        self, aws, window_table, lanes
     ):
         """A drained parent closed by a tick, not acked; its child's first batch marks it
         (one lane: ``UpdateItem`` of its ``rev``; lanes: ``ADD children``): the entry is
@@ -222,7 +221,7 @@ class TestReshards:
 
         def new() -> Window:
             now = lambda: clock[0]  # noqa: E731
-            store = DynamoDBStore(table, prefix, 0, 60, client=client, now=now,
+            store = DynamoDBStore(window_table, prefix, 0, 60, client=client, now=now,
                                   high_water=lanes)  # fmt: skip
             return Window(key="user", size_s=60, field="ts", aggregate={"n": "count"},
                           function="f", store=store, quiet_s=300, now=now, lineage=lineage,
@@ -237,7 +236,7 @@ class TestReshards:
         child = new()
         assert on(child, "c1", [{"user": "a", "ts": 50}, {"user": "c", "ts": 10_050}], 100) == []
         assert child.late == 1  # a's window was closed by the tick
-        assert "children" in shard_item(aws, table, prefix, "p")
+        assert "children" in shard_item(aws, window_table, prefix, "p")
         assert new().tick() == pending
         new().ack(pending[0])
         clock[0] += 400
@@ -249,24 +248,24 @@ class TestReshards:
 
 class TestPendingTTL:
     @LANES
-    def test_a_pending_entry_s_parts_outlive_their_first_ttl(self, aws, table, lanes):  # noqa: F811
+    def test_a_pending_entry_s_parts_outlive_their_first_ttl(self, aws, window_table, lanes):
         """A sink down for longer than the parts' TTL (a week): DynamoDB deletes an item at
         its TTL whether or not it is named, and parts that are gone read as acked. Every
         tick that re-emits the entry keeps its TTL ahead, so the entry is never expired
         while named (moto does not run TTL: the ``expires`` attribute is checked)."""
         prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [START]
-        new = lambda: step(table, prefix, client, clock, lanes=lanes)  # noqa: E731
+        new = lambda: step(window_table, prefix, client, clock, lanes=lanes)  # noqa: E731
         on(new(), "s0", DOCS, 1)
         clock[0] += 301
         pending = new().tick()
         for _ in range(3):  # three re-emits, each 5 days later: 15 days pending
             clock[0] += 5 * 86_400
             assert new().tick() == pending
-            parts = _parts(aws, table, prefix)
+            parts = _parts(aws, window_table, prefix)
             assert parts
             assert all(int(p["expires"]["N"]) > clock[0] + 86_400 for p in parts)
         new().ack(pending[0])
-        assert _parts(aws, table, prefix) == []
+        assert _parts(aws, window_table, prefix) == []
 
 
 def _parts(aws: Any, table_name: str, prefix: str) -> list[dict[str, Any]]:
@@ -279,7 +278,7 @@ def _parts(aws: Any, table_name: str, prefix: str) -> list[dict[str, Any]]:
 
 class TestTheWayBack:
     def test_a_one_lane_tick_over_a_table_lanes_mode_wrote_closes_it_in_that_tick(
-        self, aws, table  # noqa: F811
+        self, aws, window_table
     ):
         """``parallelization`` lowered to 1 on a table lanes mode wrote: a cold process's
         tick meets a shard lanes mode wrote. The store turns lanes mode on for good (as a
@@ -287,9 +286,9 @@ class TestTheWayBack:
         (every cold container's first tick, an Errors alarm each) and leaving the shard
         to the next tick of a warm one."""
         prefix, client, clock = uuid.uuid4().hex, aws("dynamodb"), [START]
-        on(step(table, prefix, client, clock, lanes=True), "s0", DOCS, 1)
+        on(step(window_table, prefix, client, clock, lanes=True), "s0", DOCS, 1)
         clock[0] += 301
-        one_lane = step(table, prefix, client, clock, lanes=False)
+        one_lane = step(window_table, prefix, client, clock, lanes=False)
         closed = one_lane.tick()
         assert [(e.shard_id, sorted(ids(e.results))) for e in closed] == [
             ("s0", sorted(CLOSED["window"]))
