@@ -70,18 +70,20 @@ def minute(m: int, users: int = 5) -> list[dict[str, Any]]:
             for u in range(users)]  # fmt: skip
 
 
-def shard_item(aws: Callable[[str], Any], table: str, prefix: str) -> dict[str, Any]:
+def shard_item(
+    aws: Callable[[str], Any], table: str, prefix: str, shard: str = "s0"
+) -> dict[str, Any]:
     item: dict[str, Any] = aws("dynamodb").get_item(
-        TableName=table, Key={"shard": {"S": prefix + "s0"}, "window": {"S": "#shard"}},
+        TableName=table, Key={"shard": {"S": prefix + shard}, "window": {"S": "#shard"}},
         ConsistentRead=True,
     )["Item"]  # fmt: skip
     return item
 
 
-def unlist(aws: Callable[[str], Any], table: str, prefix: str) -> None:
+def unlist(aws: Callable[[str], Any], table: str, prefix: str, shard: str = "s0") -> None:
     """The shard item as an earlier version wrote it: no ``starts``."""
     aws("dynamodb").update_item(
-        TableName=table, Key={"shard": {"S": prefix + "s0"}, "window": {"S": "#shard"}},
+        TableName=table, Key={"shard": {"S": prefix + shard}, "window": {"S": "#shard"}},
         UpdateExpression="REMOVE starts",
     )  # fmt: skip
 

@@ -15,9 +15,8 @@ from processors.chain import Chain, Step
 from processors.window import Window
 from processors.window_store import DynamoDBStore, WindowStateError
 from stream.records import Record
-from tests.integration.test_window_state import (
-    ShardItemFails,
-)
+from tests.integration.test_window_starts import shard_item, unlist
+from tests.integration.test_window_state import ShardItemFails
 from tests.processors.test_window import AGGREGATE
 
 if TYPE_CHECKING:
@@ -52,22 +51,6 @@ def run(window: Window, docs: list[dict[str, Any]], first_seq: int,
 
 def doc(user: str, ts: float, amount: int = 1) -> dict[str, Any]:
     return {"user": user, "ts": ts, "amount": amount, "product": "p", "page": "/"}
-
-
-def shard_item(aws: Callable[[str], Any], table: str, prefix: str,
-               shard: str = "s0") -> dict[str, Any]:  # fmt: skip
-    item: dict[str, Any] = aws("dynamodb").get_item(
-        TableName=table, Key={"shard": {"S": prefix + shard}, "window": {"S": "#shard"}},
-        ConsistentRead=True,
-    )["Item"]  # fmt: skip
-    return item
-
-
-def unlist(aws: Callable[[str], Any], table: str, prefix: str, shard: str = "s0") -> None:
-    aws("dynamodb").update_item(
-        TableName=table, Key={"shard": {"S": prefix + shard}, "window": {"S": "#shard"}},
-        UpdateExpression="REMOVE starts",
-    )  # fmt: skip
 
 
 def counts(results: list[dict[str, Any]]) -> list[tuple[str, str, int]]:
