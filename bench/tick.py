@@ -3,8 +3,10 @@ time and DynamoDB calls over N listed shards of which D are quiet with a window 
 DynamoDB endpoint (``--endpoint-url``; default a moto server started here, as the local
 stack's).
 
-Three ticks in a row: the first closes the D due shards (one ``Query`` and one commit each,
-one entry part each); the second, not acked, emits the D pending entries again (one
+Three ticks in a row: the first closes the D due shards (their state read and one commit
+each, one entry part each; with one lane the read is two ``Query`` calls at once, below the
+windows and the one start the shard item lists: ``processors/window_starts.py``; in lanes
+mode one); the second, not acked, emits the D pending entries again (one
 ``Query`` each) and closes nothing; after the acks, the third finds nothing (the floor: the
 list and the shard items, ``BatchGetItem`` by 100). Each shard was set up by one batch of
 ``--keys`` records (one window per key): a due shard's records are at event time 5 (their
