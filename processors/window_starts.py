@@ -48,12 +48,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from processors.window_items import _SHARD_SK, _window_sk
+from processors.window_items import _SHARD_SK, _n
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-    from processors.window_state import ShardState, WindowKey
+    from processors.window_state import ShardState
 
 __all__ = ["STARTS_MAX"]
 
@@ -63,16 +63,16 @@ _ATTRIBUTE = "starts"
 _WINDOWS = "w#"  # the window items' sort key prefix: what sorts below it is read always
 
 
-def start_prefix(wkey: WindowKey) -> str:
-    """The sort key prefix of a window's start: ``w#START#`` (the ``#`` after the number
-    sorts below every character a number is written with, so the prefixes sort as their
-    items do).
+def start_prefix(start: Any) -> str:
+    """The sort key prefix of a window start's items, as
+    :func:`~processors.window_items._window_sk` writes them: ``w#START#`` (the ``#`` after
+    the number sorts below every character a number is written with, so the prefixes sort
+    as their items do). A commit lists each start once, without the key's JSON.
 
-    >>> start_prefix(("u1", 120)), start_prefix(("u1", 61.5))
-    ('w#120#', 'w#61.5#')
+    >>> start_prefix(120), start_prefix(61.5), start_prefix(100.0)
+    ('w#120#', 'w#61.5#', 'w#100#')
     """
-    sk = _window_sk(wkey)
-    return sk[: sk.index("#", len(_WINDOWS)) + 1]
+    return f"{_WINDOWS}{_n(start)}#"
 
 
 def listed(shard_item: Mapping[str, Any] | None) -> frozenset[str] | None:
@@ -96,7 +96,7 @@ def open_starts(state: ShardState, whole: bool) -> frozenset[str] | None:
     a shard inheriting; too many)."""
     if whole or state.ancestors or state.inherited or state.foreign or state.waiting:
         return None
-    starts = frozenset(start_prefix(wkey) for wkey in state.windows)
+    starts = frozenset(map(start_prefix, {start for _, start in state.windows}))
     return starts if len(starts) <= STARTS_MAX else None
 
 
