@@ -1204,9 +1204,10 @@ class Window:
             record.routes = self._late_routes
             return record
         results = outcome.results
+        # each result is the only record there will be with its window_id (FinalRecord)
         if len(results) == 1:
-            return record.derive(dict(results[0]))
-        return [record.derive(dict(doc)) for doc in results]
+            return record.final(dict(results[0]), "window_id")
+        return [record.final(dict(doc), "window_id") for doc in results]
 
     # -- per record -----------------------------------------------------------------------
 

@@ -14,7 +14,12 @@ Idempotency and order, the two ways:
   ``ConditionalCheckFailedException`` means an equal or newer record is already there: ok.
   Replays and out-of-order redeliveries therefore never move an item backwards. When
   DynamoDB refuses the newest record (a number beyond its range), that record alone is
-  permanent and the next newer-most record of the key is written in its place.
+  permanent and the next newer-most record of the key is written in its place. A key whose
+  one record in the batch is a window's result in a table keyed by its ``window_id``
+  (:class:`~stream.records.FinalRecord`: the only record that key will ever have) needs no
+  condition, since it has no older record: those keys go in ``BatchWriteItem`` calls of 25,
+  as ``append``'s (a window function's results were one conditional ``PutItem`` each, 72
+  of its 156 calls a batch in ``python -m bench invocation``).
 * ``append``: the table's sort key is ``_position``, so each record has its own item, and
   every attribute of the item comes from the record: a replay, or a late copy of a batch
   (a worker paused past its lease finishing after the new owner), puts the very same item
@@ -74,7 +79,7 @@ from sinks.base import (
 )
 from stream.aws import Kind, classify, lazy_client
 from stream.overlap import run_all, wave_width
-from stream.records import record_position
+from stream.records import FinalRecord, record_position
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -215,6 +220,7 @@ class DynamoDBSink(Sink):
     def _write(self, items: Sequence[Record]) -> list[Outcome]:
         outcomes: list[Outcome] = [OK] * len(items)
         built: list[tuple[int, dict[str, Any]]] = []
+        final: set[int] = set()  # latest: records that are their key's only one ever
         stamp = str(Decimal(repr(round(self._now(), 3))))
         for i, record in enumerate(items):
             item_or_reason = self._item(record, stamp)
@@ -222,8 +228,10 @@ class DynamoDBSink(Sink):
                 outcomes[i] = permanent(item_or_reason, "ValidationError")
             else:
                 built.append((i, item_or_reason))
+                if type(record) is FinalRecord and record.is_final_in(self.key):
+                    final.add(i)
         if self.mode == "latest":
-            self._put_latest(built, outcomes)
+            self._put_latest(built, outcomes, final)
         else:
             self._put_append(built, outcomes)
         return outcomes
@@ -268,22 +276,35 @@ class DynamoDBSink(Sink):
             )
         return item
 
-    def _put_latest(self, built: list[tuple[int, dict[str, Any]]], out: list[Outcome]) -> None:
+    def _put_latest(
+        self, built: list[tuple[int, dict[str, Any]]], out: list[Outcome], final: set[int]
+    ) -> None:
+        """Write each key's newest record, on the condition that the stored one is older.
+        A key whose one record in the batch is final (``final``: a window's result, the
+        only record there will ever be with that key, :class:`~stream.records.FinalRecord`)
+        has no older record to be protected from: such keys go without a condition in
+        ``BatchWriteItem`` calls of 25 (as ``append``'s), in the first wave, beside the
+        conditional ``PutItem`` of the others."""
         members: dict[Any, list[int]] = {}  # key value -> indexes into built, in shard order
         for n, (_, item) in enumerate(built):
             key = str(item[self.key])  # {"S": "1"} and {"N": "1"} are different keys
             members.setdefault(key, []).append(n)
+        once = [built[c[0]] for c in members.values() if len(c) == 1 and built[c[0]][0] in final]
+        keys = [c for c in members.values() if len(c) > 1 or built[c[0]][0] not in final]
+        chunks = [once[i : i + 25] for i in range(0, len(once), 25)]
         down: Outcome | None = None  # the endpoint is unreachable: write no further keys
-        keys = list(members.values())
         # keys are items of their own: a wave's keys go at once, as wide as one item a call
         width = wave_width(one_item=True)
-        for start in range(0, len(keys), width):
+        for start in range(0, max(len(keys), 1), width):
             wave = keys[start : start + width]
+            bulk = chunks if start == 0 else []
             if down is not None:
                 for n in (n for candidates in wave for n in candidates):
                     out[built[n][0]] = down
                 continue
-            downs = run_all([partial(self._put_newest, built, c, out) for c in wave])
+            calls = [partial(self._batch_write, chunk, out) for chunk in bulk]
+            downs = run_all(calls + [partial(self._put_newest, built, c, out) for c in wave])
+            downs += [self._held_back(out[i]) for chunk in bulk for i, _ in chunk]
             down = next(filter(None, downs), None)
 
     def _put_newest(

@@ -195,7 +195,7 @@ def emission_records(
     fan_out = len(emission.results) > 1
     out = []
     for j, doc in enumerate(emission.results):
-        rec = source.derive(dict(doc))
+        rec = source.final(dict(doc), "window_id")  # as the window step's (FinalRecord)
         rec.index = index + j
         if fan_out:
             rec.part = str(j)

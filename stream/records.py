@@ -23,9 +23,18 @@ from stream.exceptions import DecodeError
 TYPE_CHECKING = False  # not typing's: the handler's import never loads typing (ARCHITECTURE.md)
 if TYPE_CHECKING:
     from collections.abc import Mapping
-    from typing import Any, SupportsIndex
+    from typing import Any, SupportsIndex, TypeVar
 
-__all__ = ["SEQUENCE_WIDTH", "EventRecord", "Record", "pad_sequence", "record_position"]
+    _R = TypeVar("_R", bound="Record")
+
+__all__ = [
+    "SEQUENCE_WIDTH",
+    "EventRecord",
+    "FinalRecord",
+    "Record",
+    "pad_sequence",
+    "record_position",
+]
 
 #: Width to which sequence numbers are zero-padded when stored as strings. Kinesis sequence
 #: numbers are decimal strings of up to 128 digits (56 in practice); DynamoDB numbers hold
@@ -271,7 +280,22 @@ class Record:
         A processor that returns several records from one returns a list of derived records;
         the chain gives each its ``part``, so keyed sinks keep them as distinct items.
         """
-        new = Record(
+        return self._derive_as(Record, doc)
+
+    def final(self, doc: dict[str, Any], field: str) -> Record:
+        """A derived record (:meth:`derive`) that is the only one there will ever be with
+        its ``doc[field]``: a window's result by its ``window_id``
+        (:class:`FinalRecord`); a plain derived record when ``doc`` has no such field."""
+        final_id = doc.get(field)
+        if final_id is None:
+            return self._derive_as(Record, doc)
+        new = self._derive_as(FinalRecord, doc)
+        new.final_field = field
+        new.final_id = final_id
+        return new
+
+    def _derive_as(self, cls: type[_R], doc: Any) -> _R:
+        new = cls(
             b"",
             self.partition_key,
             self.sequence_number,
@@ -398,6 +422,51 @@ _POSITION = (
 
 #: The slots a pickled or copied record carries: all but the event entry.
 _STATE = tuple(name for name in Record.__slots__ if name != "_entry")
+
+
+class FinalRecord(Record):
+    """A record that is the only one there will ever be with ``final_id`` in the field
+    ``final_field``: a window's result (``window_id`` = ``FUNCTION/KEY/START``; a window is
+    closed once and its result is final once emitted, README "Windows").
+
+    Why a class of its own: a ``latest`` DynamoDB sink keyed by that field writes it with
+    ``BatchWriteItem``, 25 items a call, instead of one conditional ``PutItem`` each
+    (:mod:`sinks.dynamodb`). The condition ("never overwritten by an older record")
+    protects a key from its older records; a key that only ever has one record has no
+    older one, and writing the same result again (a redelivery re-emits it from the window's
+    outbox) changes nothing but ``_written_at``. A step after the window that makes a new
+    record (``derive``) makes a plain :class:`Record`; one that changes the document in
+    place keeps the class, so the sink also checks that the field still holds ``final_id``.
+    Made only by :meth:`Record.final`; a copy or pickle keeps both fields.
+    """
+
+    __slots__ = ("final_field", "final_id")
+
+    #: the field that names the record's key (``window_id``), and the value it had when made
+    final_field: str
+    final_id: Any
+
+    def __getstate__(self) -> tuple[None, dict[str, Any]]:
+        state = super().__getstate__()
+        state[1]["final_field"] = self.final_field
+        state[1]["final_id"] = self.final_id
+        return state
+
+    def is_final_in(self, field: str) -> bool:
+        """Whether a sink keyed by ``field`` may take this record as its key's only one:
+        keyed by the final field, which still holds the final id.
+
+        >>> r = Record(b"{}", "k", "7").final({"window_id": "f/u1/60"}, "window_id")
+        >>> r.is_final_in("window_id"), r.is_final_in("key")
+        (True, False)
+        >>> r.set_json({"window_id": "other"})
+        >>> r.is_final_in("window_id")
+        False
+        """
+        if field != self.final_field:
+            return False
+        doc = self.json
+        return type(doc) is dict and doc.get(field) == self.final_id
 
 
 class EventRecord(Record):

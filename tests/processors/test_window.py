@@ -30,7 +30,7 @@ from processors.window import (
     iso,
     window_starts,
 )
-from stream.records import Record
+from stream.records import FinalRecord, Record
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -554,3 +554,17 @@ class TestReshards:
         ]  # the second child past its end closes it, once
         again = _run(chain, [{"user": "z", "ts": 200}], first_seq=11, shard="c1").records
         assert [r.get("window_id") for r in again] == ["f/z/1970-01-01T00:01:00Z"]
+
+
+class TestResultsAreFinal:
+    def test_each_result_is_a_final_record_by_its_window_id(self) -> None:
+        # the dynamodb sink writes a latest table keyed by window_id without a condition
+        # (sinks/dynamodb.py): only a record the window step made may be taken as final
+        chain, _ = _chain(function="f")
+        docs = [{"user": u, "ts": t, "amount": 1} for u in ("a", "b") for t in (10, 70, 130)]
+        results = _run(chain, docs).records
+        assert len(results) >= 2
+        for rec in results:
+            assert type(rec) is FinalRecord
+            assert rec.is_final_in("window_id")
+            assert rec.final_id == rec.json["window_id"]

@@ -21,7 +21,7 @@ from stream.batch import BatchRunner
 from stream.exceptions import FlushEventError, ShardlineError
 from stream.flush import FlushRunner, emission_records, flush_event
 from stream.metrics import Metrics
-from stream.records import Record
+from stream.records import FinalRecord, Record
 from stream.testing import EventFactory
 
 if TYPE_CHECKING:
@@ -295,6 +295,13 @@ class TestRecords:
         again = DeadLetter.from_document(envelope).record
         assert again.document_id == f"shardId-0:4242:{TICK_SUB_BASE + 1}"
         assert again.position == (4242, TICK_SUB_BASE + 1)
+
+    def test_a_flushed_result_is_final_by_its_window_id_as_the_steps_are(self):
+        e = Emission("s", 1, "9", TICK_SUB_BASE + 1, ({"window_id": "f/a/0"}, {"w": 2}))
+        final, plain = emission_records(e, event_source_arn="", arrival=0.0, index=0)
+        assert isinstance(final, FinalRecord)
+        assert final.is_final_in("window_id")
+        assert type(plain) is Record  # no window_id (a stand-in's): not final
 
     def test_a_re_emission_is_at_the_same_position_with_the_same_ids(self):
         e = Emission("s", 1, "9", TICK_SUB_BASE + 1, ({"w": 1}, {"w": 2}))

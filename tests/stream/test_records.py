@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stream.exceptions import DecodeError
-from stream.records import SEQUENCE_WIDTH, Record, pad_sequence
+from stream.records import SEQUENCE_WIDTH, FinalRecord, Record, pad_sequence
 
 
 def make(data: bytes = b'{"a": 1}', seq: str = "100", sub: int = 0, **kw) -> Record:
@@ -152,3 +152,42 @@ class TestPickleAndCopy:
         restored = pickle.loads(pickle.dumps(record))
         assert restored.json == {"b": 2}
         assert restored.data == b'{"b":2}'
+
+
+class TestFinalRecord:
+    """A window's result: the only record there will ever be with its ``window_id``."""
+
+    def test_a_final_record_is_derived_and_names_its_field_and_id(self):
+        source = make(b'{"user": "a"}')
+        result = source.final({"window_id": "f/a/60", "n": 2}, "window_id")
+        assert isinstance(result, FinalRecord)
+        assert (result.final_field, result.final_id) == ("window_id", "f/a/60")
+        assert result.position == source.position
+        assert result.json == {"window_id": "f/a/60", "n": 2}
+
+    def test_it_is_final_only_in_its_field_and_while_the_field_holds_its_id(self):
+        result = make().final({"window_id": "f/a/60", "key": "a"}, "window_id")
+        assert isinstance(result, FinalRecord)
+        assert result.is_final_in("window_id")
+        assert not result.is_final_in("key")  # keyed by the user: many results per item
+        result.as_dict()["window_id"] = "f/b/60"  # a later step changed it in place
+        assert not result.is_final_in("window_id")
+        result.set_json(["not", "an", "object"])
+        assert not result.is_final_in("window_id")
+
+    def test_a_derived_record_of_a_final_one_is_a_plain_record(self):
+        result = make().final({"window_id": "f/a/60"}, "window_id")
+        assert type(result.derive({"window_id": "f/a/60"})) is Record
+        assert type(make().final({"n": 1}, "window_id")) is Record  # no id: not final
+
+    def test_it_pickles_and_copies_with_its_field_and_id(self):
+        import copy  # noqa: PLC0415
+        import pickle  # noqa: PLC0415
+
+        result = make().final({"window_id": "f/a/60"}, "window_id")
+        assert isinstance(result, FinalRecord)
+        for restored in (pickle.loads(pickle.dumps(result)), copy.copy(result),
+                         copy.deepcopy(result)):  # fmt: skip
+            assert type(restored) is FinalRecord
+            assert restored.is_final_in("window_id")
+            assert restored == result
