@@ -115,8 +115,9 @@ def critical_path(
     decides what they hold back from their fate), the sinks (at once; DynamoDB's keys and
     chunks and S3's objects each in one wave, OpenSearch reading positions with ``_mget``
     before it writes with ``_bulk``), the dead letters of the sinks. A window function
-    writes its state table with ``PutItem`` too, so ``PutItem`` counts once, as the
-    window's commit.
+    writes its state table with ``PutItem`` too, so ``PutItem`` counts as the window's
+    commit: with one lane its window items, then its shard item (two ``PutItem`` in turn
+    when it made more than one: the shard item waits for the windows it commits).
 
     ``window``: whether the function has a window step with its state in DynamoDB
     (``None``: when it made a ``GetItem``). A warm batch reads that state with one
@@ -128,7 +129,7 @@ def critical_path(
     >>> critical_path({"GetItem": 1, "PutItem": 1}, 0)
     [[('GetItem', 'PutItem')]]
     >>> critical_path({"BatchGetItem": 1, "PutItem": 2}, 1, window=True)
-    [[('BatchGetItem', 'PutItem')], [('SendMessageBatch',)]]
+    [[('BatchGetItem', 'PutItem', 'PutItem')], [('SendMessageBatch',)]]
     """
     steps: list[Step] = []
     if window is None:
@@ -137,8 +138,11 @@ def critical_path(
     if calls.get("BatchGetItem", 0) > (window and read == "BatchGetItem"):
         steps.append([("BatchGetItem",)])
     if window:
-        commit = tuple(op for op in ("TransactWriteItems", "PutItem") if calls.get(op))
-        steps.append([(read, *commit[:1])])
+        # the windows' items, then the shard item (with a quiet close: in a transaction)
+        moved = bool(calls.get("TransactWriteItems"))
+        puts = min(calls.get("PutItem", 0), 1 if moved else 2)
+        commit = ("PutItem",) * puts + ("TransactWriteItems",) * moved
+        steps.append([(read, *commit)])
     if letter_phases:
         steps.append([("SendMessageBatch",)])
     branches: Step = []
