@@ -60,6 +60,10 @@ if TYPE_CHECKING:
 
 __all__: list[str] = []
 
+#: the calls counted as writes (:attr:`_TableStore.writes`), the others as reads
+_WRITES = frozenset({"BatchWriteItem", "DeleteItem", "PutItem", "TransactWriteItems",
+                     "UpdateItem"})  # fmt: skip
+
 
 class _TableStore:
     """The settings, mode and DynamoDB calls every layer of the store uses (the arguments:
@@ -239,6 +243,37 @@ class _TableStore:
             f"unprocessed after {MAX_ATTEMPTS} calls (the partition is throttled)"
         )
         raise WindowStateError(msg)
+
+    def _delete_all(self, pk: dict[str, str], sort_keys: Sequence[str]) -> set[str]:
+        """Delete the items of ``sort_keys`` in partition ``pk``: ``BatchWriteItem``
+        calls of 25 ``DeleteRequest`` each (DynamoDB's most), at once, each asking again
+        for its ``UnprocessedItems`` after a backoff, as :meth:`_batch_get` does. Best
+        effort: returns the sort keys deleted (a call that failed, or whose items were
+        still unprocessed after the budget, leaves its keys out); never raises."""
+        chunks = [sort_keys[i : i + 25] for i in range(0, len(sort_keys), 25)]
+        done = run_all([partial(self._delete_chunk, pk, chunk) for chunk in chunks])
+        return {sk for chunk in done for sk in chunk}
+
+    def _delete_chunk(self, pk: dict[str, str], sort_keys: Sequence[str]) -> list[str]:
+        """One chunk of :meth:`_delete_all`: the sort keys it deleted."""
+        from stream.aws import MAX_ATTEMPTS, backoff_delay  # noqa: PLC0415
+
+        request: dict[str, Any] = {self.table: [
+            {"DeleteRequest": {"Key": {"shard": pk, "window": {"S": sk}}}} for sk in sort_keys
+        ]}  # fmt: skip
+        for attempt in range(MAX_ATTEMPTS):
+            if attempt:
+                self._sleep(backoff_delay(attempt))
+            try:
+                page = self._call("BatchWriteItem", self.client.batch_write_item,
+                                  RequestItems=request)  # fmt: skip
+            except WindowStateError:
+                break
+            request = page.get("UnprocessedItems") or {}
+            if not request:
+                return list(sort_keys)
+        left = {r["DeleteRequest"]["Key"]["window"]["S"] for r in request.get(self.table, [])}
+        return [sk for sk in sort_keys if sk not in left]
 
     def _shard_items(self, shard_ids: Sequence[str]) -> list[dict[str, Any]]:
         """The shards' items (``BatchGetItem``, strongly consistent; a shard with none
@@ -439,7 +474,7 @@ class _TableStore:
         as ``lost``)."""
         from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
-        if operation in {"DeleteItem", "PutItem", "UpdateItem", "TransactWriteItems"}:
+        if operation in _WRITES:
             self.writes += 1
         else:
             self.reads += 1
