@@ -60,9 +60,9 @@ if TYPE_CHECKING:
 
 __all__: list[str] = []
 
-#: the calls counted as writes (:attr:`_TableStore.writes`), the others as reads
-_WRITES = frozenset({"BatchWriteItem", "DeleteItem", "PutItem", "TransactWriteItems",
-                     "UpdateItem"})  # fmt: skip
+#: the calls counted as writes (:attr:`_TableStore.writes`), the others as reads but
+#: ``BatchWriteItem`` (its deletes counted by item, :attr:`_TableStore.deleted`)
+_WRITES = frozenset({"DeleteItem", "PutItem", "TransactWriteItems", "UpdateItem"})
 
 
 class _TableStore:
@@ -70,8 +70,8 @@ class _TableStore:
     :class:`~processors.window_dynamodb.DynamoDBStore`)."""
 
     __slots__ = ("_asks_quiet", "_cache", "_client", "_lanes", "_legacy", "_listed", "_local",
-                 "_merge", "_persist", "_sleep", "_whole", "end_of", "hw_bound", "lateness",
-                 "max_record_age_s", "now", "prefix", "reads", "size", "table",
+                 "_merge", "_persist", "_sleep", "_whole", "deleted", "end_of", "hw_bound",
+                 "lateness", "max_record_age_s", "now", "prefix", "reads", "size", "table",
                  "writes")  # fmt: skip
 
     def __init__(  # noqa: PLR0917  # the step's settings, as keywords
@@ -128,9 +128,12 @@ class _TableStore:
         #: reads it next: a commit of the shard failed in this process
         #: (:mod:`processors.window_starts`)
         self._whole: set[str] = set()
-        #: calls made, for the bench and tests: reads (GetItem, Query pages), writes (PutItem)
+        #: calls made, for the bench and tests: reads (GetItem, Query pages), writes (PutItem,
+        #: UpdateItem, ...); ``deleted``: the items ``BatchWriteItem`` deleted (closed
+        #: windows', :meth:`_delete_all`), its calls counted in neither
         self.reads = 0
         self.writes = 0
+        self.deleted = 0
 
     @property
     def high_water(self) -> bool:
@@ -271,9 +274,11 @@ class _TableStore:
                 break
             request = page.get("UnprocessedItems") or {}
             if not request:
-                return list(sort_keys)
+                break
         left = {r["DeleteRequest"]["Key"]["window"]["S"] for r in request.get(self.table, [])}
-        return [sk for sk in sort_keys if sk not in left]
+        done = [sk for sk in sort_keys if sk not in left]
+        self.deleted += len(done)
+        return done
 
     def _shard_items(self, shard_ids: Sequence[str]) -> list[dict[str, Any]]:
         """The shards' items (``BatchGetItem``, strongly consistent; a shard with none
@@ -476,7 +481,7 @@ class _TableStore:
 
         if operation in _WRITES:
             self.writes += 1
-        else:
+        elif operation != "BatchWriteItem":
             self.reads += 1
         try:
             return method(**request)
