@@ -38,7 +38,8 @@ cutoff), and its shard item written in one ``TransactWriteItems`` with this batc
 item, whose outbox holds the results: both or neither. A quiet shard that wakes meanwhile
 changes its ``rev``, the transaction fails and the batch is retried. The closed windows' own
 items are marked closed by the quiet shard's next batch (its load finds them behind its
-watermark).
+watermark), or deleted after it, with one lane when it lists its starts
+(:func:`processors.window_starts.dead`).
 """
 
 from __future__ import annotations
