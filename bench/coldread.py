@@ -79,7 +79,7 @@ def _keeping_closed() -> Iterator[None]:
     from processors import window_starts  # noqa: PLC0415
 
     dead = window_starts.dead
-    window_starts.dead = lambda wkey, starts: False  # type: ignore[assignment]
+    window_starts.dead = lambda wkey, starts: False
     try:
         yield
     finally:
