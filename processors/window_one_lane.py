@@ -1,9 +1,12 @@
 """The DynamoDB window store's commit with one lane: ``v``/``prev``, a fence, the outbox.
 
 A batch (:meth:`DynamoDBStore.commit`) writes each changed (key, window) once, then the shard
-item last. Every write is conditional on what the batch read: a window item on the write
-``token`` it had (new at each write; an item of an earlier version, with none, on its
-``v``), the shard item on its ``rev``. A batch that finds its shard item already past its
+item last; a window it closed at a start its shard item no longer lists is not written but
+deleted once the shard item is (:func:`processors.window_starts.dead`), never before: a
+commit that then failed would have lost the window's committed state. Every write is
+conditional on what the batch read: a window item on the write ``token`` it had (new at
+each write; an item of an earlier version, with none, on its ``v``), the shard item on its
+``rev``. A batch that finds its shard item already past its
 records (a redelivery) applies nothing and writes nothing.
 
 A batch that fails half-way (some window items written, the shard item not) must change
@@ -74,6 +77,7 @@ from processors.window_items import (
     _put_window,
     _state_too_large,
     _too_large,
+    _window_sk,
     hw_stored,
     tick_attributes,
     window_item,
@@ -125,14 +129,21 @@ class _OneLaneCommit(_Reads):
         updates = {}
         too_large: set[WindowKey] = set()
         read = _pos(cached.applied) if cached.applied else None
+        legacy_here = bool(legacy) and any(k[0] == pk["S"] for k in legacy)
+        starts = window_starts.open_starts(state, legacy_here or self.end_of is not None)
+        dead: set[WindowKey] = set()  # closed at a start the commit does not list: deleted
         fence = False  # an item holds another attempt's pending write (the module docstring)
         for wkey in changed | cached.flushed:
             raw_v, token, saved, rank, saved_hw = cached.items.get(
                 wkey, (None, None, None, 0, None)
             )
+            end, acc, rank, expires = self._item_content(state, wkey, rank, ranks, closed_ttl)
+            if acc is None and window_starts.dead(wkey, starts):
+                if raw_v is not None:  # an item to delete once the commit succeeded
+                    dead.add(wkey)
+                continue
             if raw_v is not None and raw_v != v and (read is None or _pos(raw_v) > read):
                 fence = True
-            end, acc, rank, expires = self._item_content(state, wkey, rank, ranks, closed_ttl)
             stored = legacy.get((pk["S"], *wkey)) if legacy else None
             mine = uuid.uuid4().hex[:_TOKEN_LEN]
             held = state.hw.get(wkey) if self.persist_high_water else None
@@ -156,11 +167,31 @@ class _OneLaneCommit(_Reads):
         cached.items.update(updates)
         cached.flushed = set()
         _forget_closed_hw(state, updates)
-        legacy_here = bool(legacy) and any(k[0] == pk["S"] for k in legacy)
-        cached.starts = window_starts.open_starts(state, legacy_here or self.end_of is not None)
+        for wkey in dead:
+            state.hw.pop(wkey, None)
+        cached.starts = starts
         self._list_shard(shard_id, cached)
         self._write_shard_items(shard_id, cached, v, quiet)
+        # committed: only now are the closed windows' items dead (before, a failed commit
+        # would have left the shard reading them as its open windows, destroyed)
+        cached.dead |= dead
         self._roll_outbox(pk, cached)
+        self._delete_dead(pk, cached)
+
+    def _delete_dead(self, pk: dict[str, str], cached: _Cached) -> None:
+        """After a commit: delete the items of the windows it closed that it did not write
+        (:func:`processors.window_starts.dead`), with those an earlier commit's delete
+        left. ``BatchWriteItem`` of 25 keys a call, the calls at once. A failure does not
+        fail the batch (it committed): the keys stay on the cache for the next commit's
+        delete; a process that dies leaks them, harmless (behind the watermark, at a start
+        no read by the starts reads; a read of the whole partition finds them closed
+        elsewhere, ``flushed``, and its next commit deletes them)."""
+        if not cached.dead:
+            return
+        by_sk = {_window_sk(wkey): wkey for wkey in cached.dead}
+        for sk in self._delete_all(pk, sorted(by_sk)):
+            cached.dead.discard(by_sk[sk])
+            cached.items.pop(by_sk[sk], None)
 
     def _carry_outbox(self, pk: dict[str, str], cached: _Cached) -> list[dict[str, Any]]:
         """Before a commit, with its window items: the outbox entry items of the outcomes

@@ -1,13 +1,13 @@
 """The open windows' starts in the shard item: a cold read of a shard reads its open windows only.
 
-A window's item stays in its shard's partition after the window closed (written closed,
-with a TTL of a day and more: :data:`~processors.window_items.CLOSED_TTL_S`), and DynamoDB
-deletes expired items only days after they expire. A read of the whole partition (a cold
-start, a batch after a lost condition, a quiet shard's read, a flush's tick) therefore read
-every window the shard closed in the last days: a shard that closes a hundred windows a
-minute holds over 140,000 of them, a few hundred ``Query`` pages of 1 MB read one after
-another and decoded in the function's memory before its first record. The state it needs
-is the open windows only.
+A window's item used to stay in its shard's partition after the window closed (written
+closed, with a TTL of a day and more: :data:`~processors.window_items.CLOSED_TTL_S`), and
+DynamoDB deletes expired items only days after they expire. A read of the whole partition
+(a cold start, a batch after a lost condition, a quiet shard's read, a flush's tick)
+therefore read every window the shard closed in the last days: a shard that closes a
+hundred windows a minute holds over 140,000 of them, a few hundred ``Query`` pages of 1 MB
+read one after another and decoded in the function's memory before its first record. The
+state it needs is the open windows only.
 
 So, with one lane and for tumbling and hopping windows, every commit of a batch writes in
 its shard item ``starts``: the sort key prefixes (``w#START#``) of the windows open at its
@@ -35,6 +35,10 @@ listed** (a superset is allowed). Why it holds:
   :mod:`processors.window_one_lane` see every item, as after a read of the partition. A
   batch that opens windows pays no read for it; a failed attempt's leftovers cost one
   more application of the batch;
+* a commit that lists its starts does not write the windows it closed at a start it no
+  longer lists (:func:`dead`: no reader needs them); it deletes their items once it
+  committed (:meth:`_OneLaneCommit._delete_dead`), best effort. A commit that lists none
+  writes them closed, with their TTL, as before, so a shard read whole stays read whole;
 * what does not list its starts is read whole, as before: a shard item an earlier
   version or lanes mode wrote (lanes mode keeps its own reads: its logs, catch-up and
   closed windows' high-water need the partition), a shard still inheriting from its
@@ -98,6 +102,20 @@ def open_starts(state: ShardState, whole: bool) -> frozenset[str] | None:
         return None
     starts = frozenset(map(start_prefix, {start for _, start in state.windows}))
     return starts if len(starts) <= STARTS_MAX else None
+
+
+def dead(wkey: WindowKey, starts: frozenset[str] | None) -> bool:
+    """Whether a window a commit closed needs no item: the commit lists its starts
+    (``starts``, not ``None``) and not this window's. Its item is deleted after the commit
+    instead of written closed (:meth:`_OneLaneCommit._delete_dead`). Why nothing can need
+    it: with one lane, tumbling or hopping windows and no reshard inheritance (else the
+    commit lists nothing), a window is closed exactly when its end is at or behind the
+    shard's watermark (``max_time`` less the lateness), which only grows; every reader
+    (a load, a child's view of its parent) takes an open-looking item behind the
+    watermark for a window closed elsewhere and never emits it, and a read by the starts
+    does not even read it: no record reopens it (a record for it is late). All windows of
+    one start end together, so an unlisted start holds no open window at all."""
+    return starts is not None and start_prefix(wkey) not in starts
 
 
 def usable(shard_item: Mapping[str, Any] | None) -> frozenset[str] | None:
