@@ -154,3 +154,47 @@ class TestAMerge:
             got[name] = results(found)
         assert got["new"] == got["twin"]
         assert ("f/u0/1970-01-01T00:00:00Z", 1) in got["new"]  # p1's, and p2's (by c)
+
+
+class TestALaggingLaneAfterTheConversion:
+    def test_a_new_record_of_a_window_that_never_had_an_item_is_late_not_decided(
+        self, aws, window_table, monkeypatch
+    ):
+        """One lane applies 1-3 (z at 3 closes x's and y's window 0: deleted on the new
+        path). Lanes mode: w's lane commits 5 (the conversion: ``legacy_applied`` 3); a
+        lagging lane delivers y's 2 again and v's new 4, in window 0 (closed, never an
+        item). 2 is decided (one lane applied it: nothing again, not late); 4 lies after
+        the one-lane applied, so "decided up to 3" does not cover it: it is late, counted
+        once, as on the twin. Its redelivery, cold, is late again."""
+        from tests.integration.test_window_conversion import run as conv_run  # noqa: PLC0415
+        from tests.integration.test_window_conversion import step as conv_step  # noqa: PLC0415
+
+        got = {}
+        for name, deleting in (("new", True), ("twin", False)):
+            prefix = f"c{uuid.uuid4().hex[:8]}:"
+            one = conv_step(aws, window_table, prefix, lanes=False)
+            conv_run(one, [(1, "x", 1.0), (2, "y", 50.0)])
+            if deleting:
+                closer = conv_run(one, [(3, "z", 200.0)])
+            else:
+                with old_path(monkeypatch):
+                    closer = conv_run(one, [(3, "z", 200.0)])
+            sks = {i["window"]["S"] for i in window_items(aws, window_table, f"{prefix}s0")}
+            assert ('w#0#"x"' in sks) is not deleting
+            assert conv_run(conv_step(aws, window_table, prefix, lanes=True),
+                            [(5, "w", 201.0)]) == []  # fmt: skip
+            lagging = conv_step(aws, window_table, prefix, lanes=True)
+            out = conv_run(lagging, [(2, "y", 50.0), (4, "v", 10.0)])
+            cold = conv_step(aws, window_table, prefix, lanes=True)
+            again = conv_run(cold, [(2, "y", 50.0), (4, "v", 10.0)])
+            got[name] = (closer, out, lagging.late, again, cold.late)
+        assert got["new"] == got["twin"]
+        assert got["new"][1:] == ([], 1, [], 1)
+
+
+def window_items(aws: Any, table: str, pk: str) -> list[dict[str, Any]]:
+    """The items of partition ``pk`` (strongly consistent ``Query``)."""
+    client = aws("dynamodb")
+    return client.query(TableName=table, ConsistentRead=True,
+                        KeyConditionExpression="#s = :p", ExpressionAttributeNames={"#s": "shard"},
+                        ExpressionAttributeValues={":p": {"S": pk}})["Items"]  # fmt: skip
