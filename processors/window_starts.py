@@ -57,7 +57,7 @@ from processors.window_items import _SHARD_SK, _n
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-    from processors.window_state import ShardState
+    from processors.window_state import ShardState, WindowKey
 
 __all__ = ["STARTS_MAX"]
 
@@ -115,7 +115,7 @@ def dead(wkey: WindowKey, starts: frozenset[str] | None) -> bool:
     watermark for a window closed elsewhere and never emits it, and a read by the starts
     does not even read it: no record reopens it (a record for it is late). All windows of
     one start end together, so an unlisted start holds no open window at all."""
-    return starts is not None and start_prefix(wkey) not in starts
+    return starts is not None and start_prefix(wkey[1]) not in starts
 
 
 def usable(shard_item: Mapping[str, Any] | None) -> frozenset[str] | None:
