@@ -79,6 +79,7 @@ from processors.window_items import (
     _too_large,
     _window_sk,
     hw_stored,
+    max_time_attributes,
     tick_attributes,
     window_item,
 )
@@ -342,8 +343,7 @@ class _OneLaneCommit(_Reads):
             item["outbox_parts"] = {"N": str(len(parts))}
         if clock is not None:
             item["clock"] = {"N": _n(float(clock))}
-        if state.max_time is not None:
-            item["max_time"] = {"N": _n(state.max_time)}
+        item.update(max_time_attributes(state, self.lateness))
         if state.ends:
             item["next_end"] = {"N": _n(state.ends[0])}
         if state.ancestors:

@@ -67,7 +67,9 @@ from processors.window_items import (
     _window_sk,
     decode,
     hw_marks,
+    max_time_of,
     ticks_of,
+    watermark_of,
 )
 from processors.window_keys import key_json, key_of_json
 from processors.window_log import (
@@ -234,7 +236,7 @@ class _Reads(_Reshards):
             cached.outbox = {}  # now in outbox entries (its commit's log)
         cached.decoded = {k: v for k, v in (cached.decoded | found).items() if k in pending}
         cached.unrolled &= pending
-        max_time = float(item["max_time"]["N"]) if "max_time" in item else None
+        max_time = max_time_of(item, self.lateness)
         if cached.spoiled:
             state = cached.state = ShardState()
             touched = set(cached.items)
@@ -527,9 +529,8 @@ class _Reads(_Reshards):
         watermark = None
         if shard_item is not None:
             state.applied = applied
-            if "max_time" in shard_item:
-                state.max_time = float(shard_item["max_time"]["N"])
-                watermark = state.max_time - self.lateness
+            state.max_time = max_time_of(shard_item, self.lateness)
+            watermark = watermark_of(shard_item, self.lateness)
             state.outbox = _outbox(_outbox_of(shard_item, items))
         rev = shard_item["rev"]["S"] if shard_item else None
         cached = _Cached(state, applied_text, rev, lanes=self.high_water)
