@@ -52,18 +52,26 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from processors.window_items import _SHARD_SK, _n
+from processors.window_items import _SHARD_SK, _n, _number, _window_sk
+from processors.window_keys import key_of_json
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Mapping, Set
 
     from processors.window_state import ShardState, WindowKey
 
-__all__ = ["STARTS_MAX"]
+__all__ = ["DELETING_BYTES", "DELETING_MAX", "STARTS_MAX"]
 
 #: The most starts a shard item lists (each a ``Query`` of a cold read); past it, none.
 STARTS_MAX = 64
+#: The most sort keys of closed windows' items still to delete a shard item lists
+#: (``deleting``), and their most bytes: beside an inline outbox of up to 300 KB, the
+#: item stays under DynamoDB's 400 KB. Past either, a commit writes the windows it
+#: closed closed, with their TTL, as before the deletes (:class:`Deleting`).
+DELETING_MAX = 400
+DELETING_BYTES = 32_000
 _ATTRIBUTE = "starts"
+_DELETING = "deleting"
 _WINDOWS = "w#"  # the window items' sort key prefix: what sorts below it is read always
 
 
@@ -116,6 +124,56 @@ def dead(wkey: WindowKey, starts: frozenset[str] | None) -> bool:
     does not even read it: no record reopens it (a record for it is late). All windows of
     one start end together, so an unlisted start holds no open window at all."""
     return starts is not None and start_prefix(wkey[1]) not in starts
+
+
+class Deleting:
+    """The windows whose items a commit lists to delete after it (``deleting``): those
+    still listed (earlier commits' deletes that failed, or were never tried: the process
+    died) and, while the caps allow (:data:`DELETING_MAX`, :data:`DELETING_BYTES`), those
+    this commit closed at a start it does not list (:func:`dead`)."""
+
+    __slots__ = ("_bytes", "added", "listed")
+
+    def __init__(self, listed: Set[WindowKey]) -> None:
+        self.listed = listed
+        self.added: set[WindowKey] = set()
+        self._bytes = sum(len(_window_sk(wkey)) for wkey in listed)
+
+    def take(self, wkey: WindowKey) -> bool:
+        """Add ``wkey`` if the caps allow (``False``: write the window closed instead)."""
+        if wkey in self.listed or wkey in self.added:
+            return True
+        size = len(_window_sk(wkey))
+        if len(self.listed) + len(self.added) >= DELETING_MAX or (
+            self._bytes + size > DELETING_BYTES
+        ):
+            return False
+        self.added.add(wkey)
+        self._bytes += size
+        return True
+
+    def all(self) -> set[WindowKey]:
+        return set(self.listed) | self.added
+
+
+def deleting(shard_item: Mapping[str, Any] | None) -> set[WindowKey]:
+    """The windows whose items the shard item lists as still to delete (none listed: an
+    earlier version, or nothing left)."""
+    if shard_item is None or _DELETING not in shard_item:
+        return set()
+    out = set()
+    for sk in shard_item[_DELETING]["SS"]:
+        _, start, key = sk.split("#", 2)  # w#START#KEY, as _window_sk writes it
+        out.add((key_of_json(key), _number(start)))
+    return out
+
+
+def deleting_attribute(wkeys: Set[WindowKey]) -> dict[str, Any]:
+    """The shard item's ``deleting`` attribute (none for no window: DynamoDB refuses an
+    empty set)."""
+    if not wkeys:
+        return {}
+    return {_DELETING: {"SS": sorted(map(_window_sk, wkeys))}}
 
 
 def usable(shard_item: Mapping[str, Any] | None) -> frozenset[str] | None:

@@ -258,7 +258,8 @@ class _TableStore:
         return {sk for chunk in done for sk in chunk}
 
     def _delete_chunk(self, pk: dict[str, str], sort_keys: Sequence[str]) -> list[str]:
-        """One chunk of :meth:`_delete_all`: the sort keys it deleted."""
+        """One chunk of :meth:`_delete_all`: the sort keys it deleted (in a pool thread:
+        counted by the caller, :attr:`deleted`)."""
         from stream.aws import MAX_ATTEMPTS, backoff_delay  # noqa: PLC0415
 
         request: dict[str, Any] = {self.table: [
@@ -276,9 +277,7 @@ class _TableStore:
             if not request:
                 break
         left = {r["DeleteRequest"]["Key"]["window"]["S"] for r in request.get(self.table, [])}
-        done = [sk for sk in sort_keys if sk not in left]
-        self.deleted += len(done)
-        return done
+        return [sk for sk in sort_keys if sk not in left]
 
     def _shard_items(self, shard_ids: Sequence[str]) -> list[dict[str, Any]]:
         """The shards' items (``BatchGetItem``, strongly consistent; a shard with none

@@ -40,13 +40,6 @@ def kept_for_ever(aws: Callable[[str], Any], table: str, prefix: str, sks: list[
 
 
 class TestAFailedDeleteThenANewProcess:
-    @pytest.mark.xfail(
-        strict=True,
-        reason="review 18, finding 1: the keys a failed delete keeps are on the process's "
-        "cache only; a new process (a recycled Lambda container, or any cache drop: "
-        "another process's commit, a quiet close, a failed batch) reads by the starts and "
-        "never meets the items again: open-looking, no TTL, kept for ever",
-    )
     def test_the_closed_windows_items_do_not_stay_for_ever(self, aws, window_table, monkeypatch):
         """The delete after minute 1's commit fails; every batch runs in a new process
         (cold), as Lambda may. Minute 0's items are never deleted and have no TTL; on the
@@ -68,13 +61,6 @@ class TestAFailedDeleteThenANewProcess:
 
 
 class TestAFailedAttemptThenALargerBatch:
-    @pytest.mark.xfail(
-        strict=True,
-        reason="review 18, finding 2: a window a batch opens and closes at a start it did "
-        "not read is not written (before: written closed, whose lost condition made the "
-        "batch read the shard whole and close a failed attempt's item there); the failed "
-        "attempt's item is never read nor deleted: open-looking, no TTL, kept for ever",
-    )
     def test_the_failed_attempt_s_items_do_not_stay_for_ever(self, aws, window_table):
         """Attempt A (minute 1's records) writes minute 1's items and fails before its
         shard item. The records come again in another process in a larger batch (minute
