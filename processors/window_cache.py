@@ -49,7 +49,8 @@ class _Cached:
         #: (one lane, the commit listing its starts: deleted after it, as ``dead``)
         self.flushed: set[tuple[Any, int]] = set()
         #: one lane: windows a committed batch closed at a start its shard item no longer
-        #: lists, whose items are still to delete (:meth:`_OneLaneCommit._delete_dead`)
+        #: lists, whose items are still to delete (:meth:`_OneLaneCommit._delete_dead`): as
+        #: the shard item lists them (``deleting``), less those this process deleted since
         self.dead: set[tuple[Any, int]] = set()
         #: a new child's ancestors -> the revision read: marked at its first commit
         self.unmarked: dict[str, str] = {}

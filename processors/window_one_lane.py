@@ -3,7 +3,9 @@
 A batch (:meth:`DynamoDBStore.commit`) writes each changed (key, window) once, then the shard
 item last; a window it closed at a start its shard item no longer lists is not written but
 deleted once the shard item is (:func:`processors.window_starts.dead`), never before: a
-commit that then failed would have lost the window's committed state. Every write is
+commit that then failed would have lost the window's committed state. The shard item lists
+such items until a commit saw them deleted (``deleting``), so a delete that failed is done
+by the next commit of any process. Every write is
 conditional on what the batch read: a window item on the write ``token`` it had (new at
 each write; an item of an earlier version, with none, on its ``v``), the shard item on its
 ``rev``. A batch that finds its shard item already past its

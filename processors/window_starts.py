@@ -37,8 +37,15 @@ listed** (a superset is allowed). Why it holds:
   more application of the batch;
 * a commit that lists its starts does not write the windows it closed at a start it no
   longer lists (:func:`dead`: no reader needs them); it deletes their items once it
-  committed (:meth:`_OneLaneCommit._delete_dead`), best effort. A commit that lists none
-  writes them closed, with their TTL, as before, so a shard read whole stays read whole;
+  committed (:meth:`_OneLaneCommit._delete_dead`). Its shard item lists them
+  (``deleting``: :class:`Deleting`), with the ones earlier deletes left, so a failed
+  delete, or a process that died before it, leaves them to the shard's next commit in
+  any process (a load reads the list back; quiet closes and ticks carry it); past the
+  list's caps the windows are written closed, with their TTL, as before. A window the
+  batch opened and closed has no item known, but a failed attempt may have left one at
+  its start (read by the starts: not read): it is deleted too, a write unit whether or
+  not the item is there. A commit that lists no starts writes closed windows closed, as
+  before, so a shard read whole stays read whole;
 * what does not list its starts is read whole, as before: a shard item an earlier
   version or lanes mode wrote (lanes mode keeps its own reads: its logs, catch-up and
   closed windows' high-water need the partition), a shard still inheriting from its
@@ -118,7 +125,8 @@ def dead(wkey: WindowKey, starts: frozenset[str] | None) -> bool:
     instead of written closed (:meth:`_OneLaneCommit._delete_dead`). Why nothing can need
     it: with one lane, tumbling or hopping windows and no reshard inheritance (else the
     commit lists nothing), a window is closed exactly when its end is at or behind the
-    shard's watermark (``max_time`` less the lateness), which only grows; every reader
+    shard's watermark (``max_time`` less the lateness), which only grows, also when a
+    redeploy raises the lateness (:func:`~processors.window_items.max_time_of`); every reader
     (a load, a child's view of its parent) takes an open-looking item behind the
     watermark for a window closed elsewhere and never emits it, and a read by the starts
     does not even read it: no record reopens it (a record for it is late). All windows of
