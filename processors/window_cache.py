@@ -16,7 +16,7 @@ __all__: list[str] = []
 class _Cached:
     """A shard's state as this process last committed it, and what it knows of the items."""
 
-    __slots__ = ("applied", "clean", "clock", "decoded", "flushed", "items", "lanes",
+    __slots__ = ("applied", "clean", "clock", "dead", "decoded", "flushed", "items", "lanes",
                  "legacy", "loaded", "logs", "n", "outbox", "parts", "pending", "rev",
                  "rolled", "spoiled", "starts", "state", "tick_n", "ticks", "unlisted",
                  "unmarked", "unrolled")  # fmt: skip
@@ -46,7 +46,12 @@ class _Cached:
             tuple[Any, int], tuple[str | None, str | None, str | None, int, str | None]
         ] = {}
         #: windows another shard's batch closed (quiet): marked closed at the next commit
+        #: (one lane, the commit listing its starts: deleted after it, as ``dead``)
         self.flushed: set[tuple[Any, int]] = set()
+        #: one lane: windows a committed batch closed at a start its shard item no longer
+        #: lists, whose items are still to delete (:meth:`_OneLaneCommit._delete_dead`): as
+        #: the shard item lists them (``deleting``), less those this process deleted since
+        self.dead: set[tuple[Any, int]] = set()
         #: a new child's ancestors -> the revision read: marked at its first commit
         self.unmarked: dict[str, str] = {}
         #: the sort keys of outbox parts in the table (the shard item's, and any left by
@@ -89,6 +94,14 @@ class _Cached:
     def judged_at(self) -> str | None:
         """The position text old window items (``v``/``prev``) are judged against."""
         return self.legacy if self.legacy is not None else self.applied
+
+    def one_lane_wrote(self) -> bool:
+        """Whether the one-lane protocol wrote the shard (lanes mode reads it): converted
+        (``legacy_applied``), not yet (no commit number ``n``), or its item lists starts
+        (only one-lane commits list them, and lanes commits, updates, keep the list). Such
+        a shard may have deleted its closed windows' items
+        (:func:`processors.window_starts.dead`)."""
+        return self.legacy is not None or self.n == 0 or self.starts is not None
 
     def legacy_mark(self) -> Mark:
         """What an old window item's unknown high-water means in lanes mode: every

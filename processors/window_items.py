@@ -427,8 +427,46 @@ def _put_window(
     return _put(table, item, "token", token)
 
 
+def max_time_of(shard_item: Mapping[str, Any], lateness: int) -> float | None:
+    """A shard item's ``max_time`` as a store whose step has ``lateness`` takes it: raised
+    by what the lateness grew since the commit that wrote it (its ``lateness``), so that
+    the watermark (``max_time`` less the lateness) stays where that commit left it and
+    moves on only as event time passes it. Why: a window behind the watermark is closed
+    for good (emitted; with one lane its item may be deleted: :func:`processors.
+    window_starts.dead`), and a redeploy that raises ``allowed_lateness_s`` must not move
+    the watermark back and open it again (a second, partial result for its ``window_id``,
+    review 18). A lowered lateness moves the watermark on at once, as before. An item
+    with no ``lateness`` (an earlier version wrote it) is taken as it is."""
+    if "max_time" not in shard_item:
+        return None
+    max_time = float(shard_item["max_time"]["N"])
+    if "lateness" in shard_item:
+        max_time += max(0, lateness - int(shard_item["lateness"]["N"]))
+    return max_time
+
+
+def watermark_of(shard_item: Mapping[str, Any], lateness: int) -> float | None:
+    """The watermark the commit that wrote the shard item left: its ``max_time`` less the
+    lateness it ran with (its ``lateness``; none stored: the step's). A load takes an
+    open-looking item behind it for a window another shard's batch closed (``flushed``);
+    one between it and a lowered lateness's watermark is open at the commit, and the
+    next batch closes it (emits it), as a record that moved the watermark would."""
+    if "max_time" not in shard_item:
+        return None
+    ran = int(shard_item["lateness"]["N"]) if "lateness" in shard_item else lateness
+    return float(shard_item["max_time"]["N"]) - ran
+
+
+def max_time_attributes(state: ShardState, lateness: int) -> dict[str, dict[str, str]]:
+    """The shard item's ``max_time`` and the ``lateness`` it is to be read with
+    (:func:`max_time_of`); every write of ``max_time`` writes both."""
+    if state.max_time is None:
+        return {}
+    return {"max_time": {"N": _n(state.max_time)}, "lateness": {"N": str(lateness)}}
+
+
 def _head_sets(
-    state: ShardState, applied: str, clock: float | None
+    state: ShardState, applied: str, clock: float | None, lateness: int
 ) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """A lanes-mode commit's shard item attributes besides the commit's own (``n``,
     ``rev``, ``logs``, ``pending``): what to set, what to remove."""
@@ -436,8 +474,7 @@ def _head_sets(
     removes = []
     if clock is not None:
         sets["clock"] = {"N": _n(float(clock))}
-    if state.max_time is not None:
-        sets["max_time"] = {"N": _n(state.max_time)}
+    sets.update(max_time_attributes(state, lateness))
     if state.ends:
         sets["next_end"] = {"N": _n(state.ends[0])}
     else:
@@ -452,8 +489,8 @@ def _head_sets(
 #: What a warm batch reads of its shard item in lanes mode: the revision, the commit
 #: number, ``logs`` and ``pending``, and what a catch-up takes from it
 #: (:meth:`DynamoDBStore._catch_up`); not main's outbox (up to 300 KB, read cold only).
-_HEAD_ATTRIBUTES = ("rev", "n", "logs", "pending", "applied", "max_time", "clock",
-                    "ancestors", "legacy_applied")  # fmt: skip
+_HEAD_ATTRIBUTES = ("rev", "n", "logs", "pending", "applied", "max_time", "lateness",
+                    "clock", "ancestors", "legacy_applied")  # fmt: skip
 
 
 def _head_projection(lanes: bool) -> dict[str, Any]:

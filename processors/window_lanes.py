@@ -215,7 +215,7 @@ class _LanesCommit(_Reads):
         self._put_all(parts + [put for log_parts in theirs for put in log_parts.puts])
         logs = kept_logs(cached.logs, cached.pending, n, f"{log_id}/{len(chunks)}")
         rev = uuid.uuid4().hex
-        sets, removes = _head_sets(state, applied or "", self.now())
+        sets, removes = _head_sets(state, applied or "", self.now(), self.lateness)
         once = None
         if converting:
             once = {"legacy_applied": {"S": cached.applied or ""}}
@@ -336,7 +336,7 @@ class _LanesCommit(_Reads):
         log_id = uuid.uuid4().hex[:_TOKEN_LEN]
         chunks = encode_log(log)
         logs = kept_logs(was.logs, was.pending, n, f"{log_id}/{len(chunks)}")
-        sets, removes = _head_sets(state, was.applied or "", was.clock)
+        sets, removes = _head_sets(state, was.applied or "", was.clock, self.lateness)
         sets.update((attribute, dict(value)) for attribute, value in (more or {}).items())
         # not converted yet (review 9): the one-lane outbox stays in the shard item until
         # the shard's own first lanes commit, and its parts keep the name of the ``rev``

@@ -1,9 +1,14 @@
 """The DynamoDB window store's commit with one lane: ``v``/``prev``, a fence, the outbox.
 
 A batch (:meth:`DynamoDBStore.commit`) writes each changed (key, window) once, then the shard
-item last. Every write is conditional on what the batch read: a window item on the write
-``token`` it had (new at each write; an item of an earlier version, with none, on its
-``v``), the shard item on its ``rev``. A batch that finds its shard item already past its
+item last; a window it closed at a start its shard item no longer lists is not written but
+deleted once the shard item is (:func:`processors.window_starts.dead`), never before: a
+commit that then failed would have lost the window's committed state. The shard item lists
+such items until a commit saw them deleted (``deleting``), so a delete that failed is done
+by the next commit of any process. Every write is
+conditional on what the batch read: a window item on the write ``token`` it had (new at
+each write; an item of an earlier version, with none, on its ``v``), the shard item on its
+``rev``. A batch that finds its shard item already past its
 records (a redelivery) applies nothing and writes nothing.
 
 A batch that fails half-way (some window items written, the shard item not) must change
@@ -74,7 +79,9 @@ from processors.window_items import (
     _put_window,
     _state_too_large,
     _too_large,
+    _window_sk,
     hw_stored,
+    max_time_attributes,
     tick_attributes,
     window_item,
 )
@@ -125,14 +132,24 @@ class _OneLaneCommit(_Reads):
         updates = {}
         too_large: set[WindowKey] = set()
         read = _pos(cached.applied) if cached.applied else None
+        legacy_here = bool(legacy) and any(k[0] == pk["S"] for k in legacy)
+        starts = window_starts.open_starts(state, legacy_here or self.end_of is not None)
+        # closed at a start the commit does not list: deleted after it, and listed in its
+        # shard item until then (the earlier commits' still to delete with them)
+        dead = window_starts.Deleting(cached.dead)
         fence = False  # an item holds another attempt's pending write (the module docstring)
-        for wkey in changed | cached.flushed:
+        touched = changed | cached.flushed
+        for wkey in touched:
             raw_v, token, saved, rank, saved_hw = cached.items.get(
                 wkey, (None, None, None, 0, None)
             )
+            end, acc, rank, expires = self._item_content(state, wkey, rank, ranks, closed_ttl)
+            # with no item known, a failed attempt may still have left one (at a start
+            # this process did not read, or since it read): deleted too (review 18, 2)
+            if acc is None and window_starts.dead(wkey, starts) and dead.take(wkey):
+                continue
             if raw_v is not None and raw_v != v and (read is None or _pos(raw_v) > read):
                 fence = True
-            end, acc, rank, expires = self._item_content(state, wkey, rank, ranks, closed_ttl)
             stored = legacy.get((pk["S"], *wkey)) if legacy else None
             mine = uuid.uuid4().hex[:_TOKEN_LEN]
             held = state.hw.get(wkey) if self.persist_high_water else None
@@ -156,11 +173,35 @@ class _OneLaneCommit(_Reads):
         cached.items.update(updates)
         cached.flushed = set()
         _forget_closed_hw(state, updates)
-        legacy_here = bool(legacy) and any(k[0] == pk["S"] for k in legacy)
-        cached.starts = window_starts.open_starts(state, legacy_here or self.end_of is not None)
+        for wkey in dead.all() & touched:
+            state.hw.pop(wkey, None)
+        cached.starts = starts
         self._list_shard(shard_id, cached)
-        self._write_shard_items(shard_id, cached, v, quiet)
+        self._write_shard_items(shard_id, cached, v, quiet, dead.all())
+        # committed: only now are the closed windows' items dead (before, a failed commit
+        # would have left the shard reading them as its open windows, destroyed)
+        cached.dead = dead.all()
         self._roll_outbox(pk, cached)
+        self._delete_dead(pk, cached)
+
+    def _delete_dead(self, pk: dict[str, str], cached: _Cached) -> None:
+        """After a commit: delete the items of the windows its shard item lists as still
+        to delete (``deleting``: those it closed and did not write,
+        :func:`processors.window_starts.dead`, and those earlier commits' deletes left),
+        ``BatchWriteItem`` of 25 keys a call, the calls at once. A failure does not fail
+        the batch (it committed): the keys stay listed, so the next commit of the shard,
+        in this process or any other (a load reads them back), deletes them; the ones
+        deleted leave the list at that commit (until then, a load deletes them again: a
+        write unit each). Never before the commit: a commit that then failed would have
+        lost the windows' committed state."""
+        if not cached.dead:
+            return
+        by_sk = {_window_sk(wkey): wkey for wkey in cached.dead}
+        done = self._delete_all(pk, sorted(by_sk))
+        self.deleted += len(done)  # here, not in the pool's threads
+        for sk in done:
+            cached.dead.discard(by_sk[sk])
+            cached.items.pop(by_sk[sk], None)
 
     def _carry_outbox(self, pk: dict[str, str], cached: _Cached) -> list[dict[str, Any]]:
         """Before a commit, with its window items: the outbox entry items of the outcomes
@@ -223,13 +264,19 @@ class _OneLaneCommit(_Reads):
         cached.rev = rev
 
     def _write_shard_items(
-        self, shard_id: str, cached: _Cached, v: str, quiet: Mapping[str, ShardState]
+        self,
+        shard_id: str,
+        cached: _Cached,
+        v: str,
+        quiet: Mapping[str, ShardState],
+        dead: Set[WindowKey],
     ) -> None:
         """The batch's last write: the shard item (with the quiet shards' in one
-        transaction), after its outbox's parts if it has some."""
+        transaction), after its outbox's parts if it has some; ``dead``: the windows whose
+        items it lists to delete after it."""
         pk = {"S": self.prefix + shard_id}
         rev = uuid.uuid4().hex
-        item, parts = self._shard_item(pk, cached.state, v, rev, self.now(), cached)
+        item, parts = self._shard_item(pk, cached.state, v, rev, self.now(), cached, dead=dead)
         mine = _put(self.table, item, "rev", cached.rev)
         kept = {shard_id: {p["Item"]["window"]["S"] for p in parts}}
         if not quiet:
@@ -280,6 +327,7 @@ class _OneLaneCommit(_Reads):
         clock: float | None,
         read: _Cached,
         ticks: tuple[dict[int, str], int] | None = None,
+        dead: Set[WindowKey] | None = None,
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """A shard's item, and the puts of its outbox's parts (none, unless the outbox is
         over :data:`_OUTBOX_INLINE`: a batch that closed many windows with large
@@ -287,7 +335,8 @@ class _OneLaneCommit(_Reads):
         ``clock`` (it stays quiet). The item carries the scheduled flush's pending
         emissions (``ticks``, ``tick_n``) as ``read`` holds them (a tick's commit:
         ``ticks``, with its own entry), since a ``Put`` replaces the whole item
-        (design risk 7.4).
+        (design risk 7.4), and so its listed ``starts`` and the closed windows' items
+        still to delete (``deleting``: ``read``'s, or the batch's commit's ``dead``).
 
         The parts are keyed by the revision (``#outbox#REV#I``), so a batch that writes
         them and then fails leaves the committed revision's parts as they were."""
@@ -311,12 +360,12 @@ class _OneLaneCommit(_Reads):
             item["outbox_parts"] = {"N": str(len(parts))}
         if clock is not None:
             item["clock"] = {"N": _n(float(clock))}
-        if state.max_time is not None:
-            item["max_time"] = {"N": _n(state.max_time)}
+        item.update(max_time_attributes(state, self.lateness))
         if state.ends:
             item["next_end"] = {"N": _n(state.ends[0])}
         if state.ancestors:
             item["ancestors"] = {"SS": list(state.ancestors)}
         item.update(tick_attributes(*(ticks or (read.ticks, read.tick_n))))
         item.update(window_starts.attribute(read.starts))
+        item.update(window_starts.deleting_attribute(read.dead if dead is None else dead))
         return item, parts

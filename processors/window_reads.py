@@ -38,7 +38,8 @@ cutoff), and its shard item written in one ``TransactWriteItems`` with this batc
 item, whose outbox holds the results: both or neither. A quiet shard that wakes meanwhile
 changes its ``rev``, the transaction fails and the batch is retried. The closed windows' own
 items are marked closed by the quiet shard's next batch (its load finds them behind its
-watermark).
+watermark), or deleted after it, with one lane when it lists its starts
+(:func:`processors.window_starts.dead`).
 """
 
 from __future__ import annotations
@@ -66,7 +67,9 @@ from processors.window_items import (
     _window_sk,
     decode,
     hw_marks,
+    max_time_of,
     ticks_of,
+    watermark_of,
 )
 from processors.window_keys import key_json, key_of_json
 from processors.window_log import (
@@ -233,7 +236,7 @@ class _Reads(_Reshards):
             cached.outbox = {}  # now in outbox entries (its commit's log)
         cached.decoded = {k: v for k, v in (cached.decoded | found).items() if k in pending}
         cached.unrolled &= pending
-        max_time = float(item["max_time"]["N"]) if "max_time" in item else None
+        max_time = max_time_of(item, self.lateness)
         if cached.spoiled:
             state = cached.state = ShardState()
             touched = set(cached.items)
@@ -446,7 +449,10 @@ class _Reads(_Reshards):
         have been applied already (at or before the shard's ``applied``). An item with
         no ``hw`` (written by an earlier version, or after a rollback to one) or with
         :data:`HW_UNBOUNDED` reads as :data:`HW_UNBOUNDED`: unknown. A window with no
-        item is absent (no record went into it: the record is late)."""
+        item is absent (no record went into it: the record is late), except in a shard
+        the one-lane protocol wrote (not converted yet, or ``legacy_applied``), which
+        deletes its closed windows' items: there it is decided up to the position that
+        protocol had applied (:meth:`_Cached.legacy_mark`), as an item with no ``hw``."""
         if not wkeys:
             return {}
         cached = self._cache.get(shard_id)
@@ -477,6 +483,14 @@ class _Reads(_Reshards):
             got = overlay(got, [(m, [e for e in log if e["window"]["S"] in asked])
                                 for m, log in logs])  # fmt: skip
         out: dict[WindowKey, dict[str, Mark]] = {}
+        if cached is not None and judged and cached.one_lane_wrote():
+            # the one-lane protocol wrote the shard: it deletes the items of the windows it
+            # closed (:func:`processors.window_starts.dead`), and it decided every record up
+            # to the position it had applied, whatever its windows' items say: a window
+            # with no item is decided up to there, as one with an item of its own that
+            # has no high-water (issue 17: such a redelivered record came out late)
+            for key, start in wkeys:
+                out[key, start] = {HW_UNBOUNDED: legacy_mark}
         for item in got.values():
             try:
                 wkey, _, acc, closed, _, _, hw = _effective(item, applied)
@@ -515,9 +529,8 @@ class _Reads(_Reshards):
         watermark = None
         if shard_item is not None:
             state.applied = applied
-            if "max_time" in shard_item:
-                state.max_time = float(shard_item["max_time"]["N"])
-                watermark = state.max_time - self.lateness
+            state.max_time = max_time_of(shard_item, self.lateness)
+            watermark = watermark_of(shard_item, self.lateness)
             state.outbox = _outbox(_outbox_of(shard_item, items))
         rev = shard_item["rev"]["S"] if shard_item else None
         cached = _Cached(state, applied_text, rev, lanes=self.high_water)
@@ -529,6 +542,7 @@ class _Reads(_Reshards):
         cached.n, cached.logs, cached.pending = read_head(shard_item)
         cached.ticks = ticks_of(shard_item)
         cached.starts, cached.loaded = window_starts.listed(shard_item), loaded
+        cached.dead = window_starts.deleting(shard_item)  # a commit deletes them (any process)
         if shard_item is not None and "tick_n" in shard_item:  # a scheduled flush's last T
             cached.tick_n = int(shard_item["tick_n"]["N"])
         cached.decoded = decoded

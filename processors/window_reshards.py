@@ -31,6 +31,8 @@ from processors.window_items import (
     _lanes_wrote,
     _n,
     decode,
+    max_time_of,
+    watermark_of,
 )
 from processors.window_keys import key_json
 from processors.window_log import (
@@ -84,7 +86,7 @@ class _Reshards(_RollForward):
         """The shards' items (``BatchGetItem``, strongly consistent)."""
         return {
             item["shard"]["S"][len(self.prefix) :]: (
-                float(item["max_time"]["N"]) if "max_time" in item else None,
+                max_time_of(item, self.lateness),
                 float(item["clock"]["N"]) if "clock" in item else None,
             )
             for item in self._shard_items(shard_ids)
@@ -149,9 +151,9 @@ class _Reshards(_RollForward):
                     seen = str(at) if at else f"{_ONE_LANE_SEEN}{seen}"
                 view.heads[parent] = (seen, marked)
             applied = _judged_at(head)
-            max_time = float(head["max_time"]["N"]) if "max_time" in head else None
+            max_time = max_time_of(head, self.lateness)
             view.later(max_time)
-            watermark = None if max_time is None else max_time - self.lateness
+            watermark = watermark_of(head, self.lateness)
             settled: set[WindowKey] = set()
             allowed = {me, *via}
             for item in items:

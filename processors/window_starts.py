@@ -1,13 +1,13 @@
 """The open windows' starts in the shard item: a cold read of a shard reads its open windows only.
 
-A window's item stays in its shard's partition after the window closed (written closed,
-with a TTL of a day and more: :data:`~processors.window_items.CLOSED_TTL_S`), and DynamoDB
-deletes expired items only days after they expire. A read of the whole partition (a cold
-start, a batch after a lost condition, a quiet shard's read, a flush's tick) therefore read
-every window the shard closed in the last days: a shard that closes a hundred windows a
-minute holds over 140,000 of them, a few hundred ``Query`` pages of 1 MB read one after
-another and decoded in the function's memory before its first record. The state it needs
-is the open windows only.
+A window's item used to stay in its shard's partition after the window closed (written
+closed, with a TTL of a day and more: :data:`~processors.window_items.CLOSED_TTL_S`), and
+DynamoDB deletes expired items only days after they expire. A read of the whole partition
+(a cold start, a batch after a lost condition, a quiet shard's read, a flush's tick)
+therefore read every window the shard closed in the last days: a shard that closes a
+hundred windows a minute holds over 140,000 of them, a few hundred ``Query`` pages of 1 MB
+read one after another and decoded in the function's memory before its first record. The
+state it needs is the open windows only.
 
 So, with one lane and for tumbling and hopping windows, every commit of a batch writes in
 its shard item ``starts``: the sort key prefixes (``w#START#``) of the windows open at its
@@ -35,6 +35,17 @@ listed** (a superset is allowed). Why it holds:
   :mod:`processors.window_one_lane` see every item, as after a read of the partition. A
   batch that opens windows pays no read for it; a failed attempt's leftovers cost one
   more application of the batch;
+* a commit that lists its starts does not write the windows it closed at a start it no
+  longer lists (:func:`dead`: no reader needs them); it deletes their items once it
+  committed (:meth:`_OneLaneCommit._delete_dead`). Its shard item lists them
+  (``deleting``: :class:`Deleting`), with the ones earlier deletes left, so a failed
+  delete, or a process that died before it, leaves them to the shard's next commit in
+  any process (a load reads the list back; quiet closes and ticks carry it); past the
+  list's caps the windows are written closed, with their TTL, as before. A window the
+  batch opened and closed has no item known, but a failed attempt may have left one at
+  its start (read by the starts: not read): it is deleted too, a write unit whether or
+  not the item is there. A commit that lists no starts writes closed windows closed, as
+  before, so a shard read whole stays read whole;
 * what does not list its starts is read whole, as before: a shard item an earlier
   version or lanes mode wrote (lanes mode keeps its own reads: its logs, catch-up and
   closed windows' high-water need the partition), a shard still inheriting from its
@@ -48,18 +59,26 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from processors.window_items import _SHARD_SK, _n
+from processors.window_items import _SHARD_SK, _n, _number, _window_sk
+from processors.window_keys import key_of_json
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Mapping, Set
 
-    from processors.window_state import ShardState
+    from processors.window_state import ShardState, WindowKey
 
-__all__ = ["STARTS_MAX"]
+__all__ = ["DELETING_BYTES", "DELETING_MAX", "STARTS_MAX"]
 
 #: The most starts a shard item lists (each a ``Query`` of a cold read); past it, none.
 STARTS_MAX = 64
+#: The most sort keys of closed windows' items still to delete a shard item lists
+#: (``deleting``), and their most bytes: beside an inline outbox of up to 300 KB, the
+#: item stays under DynamoDB's 400 KB. Past either, a commit writes the windows it
+#: closed closed, with their TTL, as before the deletes (:class:`Deleting`).
+DELETING_MAX = 400
+DELETING_BYTES = 32_000
 _ATTRIBUTE = "starts"
+_DELETING = "deleting"
 _WINDOWS = "w#"  # the window items' sort key prefix: what sorts below it is read always
 
 
@@ -98,6 +117,71 @@ def open_starts(state: ShardState, whole: bool) -> frozenset[str] | None:
         return None
     starts = frozenset(map(start_prefix, {start for _, start in state.windows}))
     return starts if len(starts) <= STARTS_MAX else None
+
+
+def dead(wkey: WindowKey, starts: frozenset[str] | None) -> bool:
+    """Whether a window a commit closed needs no item: the commit lists its starts
+    (``starts``, not ``None``) and not this window's. Its item is deleted after the commit
+    instead of written closed (:meth:`_OneLaneCommit._delete_dead`). Why nothing can need
+    it: with one lane, tumbling or hopping windows and no reshard inheritance (else the
+    commit lists nothing), a window is closed exactly when its end is at or behind the
+    shard's watermark (``max_time`` less the lateness), which only grows, also when a
+    redeploy raises the lateness (:func:`~processors.window_items.max_time_of`); every reader
+    (a load, a child's view of its parent) takes an open-looking item behind the
+    watermark for a window closed elsewhere and never emits it, and a read by the starts
+    does not even read it: no record reopens it (a record for it is late). All windows of
+    one start end together, so an unlisted start holds no open window at all."""
+    return starts is not None and start_prefix(wkey[1]) not in starts
+
+
+class Deleting:
+    """The windows whose items a commit lists to delete after it (``deleting``): those
+    still listed (earlier commits' deletes that failed, or were never tried: the process
+    died) and, while the caps allow (:data:`DELETING_MAX`, :data:`DELETING_BYTES`), those
+    this commit closed at a start it does not list (:func:`dead`)."""
+
+    __slots__ = ("_bytes", "added", "listed")
+
+    def __init__(self, listed: Set[WindowKey]) -> None:
+        self.listed = listed
+        self.added: set[WindowKey] = set()
+        self._bytes = sum(len(_window_sk(wkey)) for wkey in listed)
+
+    def take(self, wkey: WindowKey) -> bool:
+        """Add ``wkey`` if the caps allow (``False``: write the window closed instead)."""
+        if wkey in self.listed or wkey in self.added:
+            return True
+        size = len(_window_sk(wkey))
+        if len(self.listed) + len(self.added) >= DELETING_MAX or (
+            self._bytes + size > DELETING_BYTES
+        ):
+            return False
+        self.added.add(wkey)
+        self._bytes += size
+        return True
+
+    def all(self) -> set[WindowKey]:
+        return set(self.listed) | self.added
+
+
+def deleting(shard_item: Mapping[str, Any] | None) -> set[WindowKey]:
+    """The windows whose items the shard item lists as still to delete (none listed: an
+    earlier version, or nothing left)."""
+    if shard_item is None or _DELETING not in shard_item:
+        return set()
+    out = set()
+    for sk in shard_item[_DELETING]["SS"]:
+        _, start, key = sk.split("#", 2)  # w#START#KEY, as _window_sk writes it
+        out.add((key_of_json(key), _number(start)))
+    return out
+
+
+def deleting_attribute(wkeys: Set[WindowKey]) -> dict[str, Any]:
+    """The shard item's ``deleting`` attribute (none for no window: DynamoDB refuses an
+    empty set)."""
+    if not wkeys:
+        return {}
+    return {_DELETING: {"SS": sorted(map(_window_sk, wkeys))}}
 
 
 def usable(shard_item: Mapping[str, Any] | None) -> frozenset[str] | None:

@@ -60,14 +60,18 @@ if TYPE_CHECKING:
 
 __all__: list[str] = []
 
+#: the calls counted as writes (:attr:`_TableStore.writes`), the others as reads but
+#: ``BatchWriteItem`` (its deletes counted by item, :attr:`_TableStore.deleted`)
+_WRITES = frozenset({"DeleteItem", "PutItem", "TransactWriteItems", "UpdateItem"})
+
 
 class _TableStore:
     """The settings, mode and DynamoDB calls every layer of the store uses (the arguments:
     :class:`~processors.window_dynamodb.DynamoDBStore`)."""
 
     __slots__ = ("_asks_quiet", "_cache", "_client", "_lanes", "_legacy", "_listed", "_local",
-                 "_merge", "_persist", "_sleep", "_whole", "end_of", "hw_bound", "lateness",
-                 "max_record_age_s", "now", "prefix", "reads", "size", "table",
+                 "_merge", "_persist", "_sleep", "_whole", "deleted", "end_of", "hw_bound",
+                 "lateness", "max_record_age_s", "now", "prefix", "reads", "size", "table",
                  "writes")  # fmt: skip
 
     def __init__(  # noqa: PLR0917  # the step's settings, as keywords
@@ -124,9 +128,12 @@ class _TableStore:
         #: reads it next: a commit of the shard failed in this process
         #: (:mod:`processors.window_starts`)
         self._whole: set[str] = set()
-        #: calls made, for the bench and tests: reads (GetItem, Query pages), writes (PutItem)
+        #: calls made, for the bench and tests: reads (GetItem, Query pages), writes (PutItem,
+        #: UpdateItem, ...); ``deleted``: the items ``BatchWriteItem`` deleted (closed
+        #: windows', :meth:`_delete_all`), its calls counted in neither
         self.reads = 0
         self.writes = 0
+        self.deleted = 0
 
     @property
     def high_water(self) -> bool:
@@ -239,6 +246,38 @@ class _TableStore:
             f"unprocessed after {MAX_ATTEMPTS} calls (the partition is throttled)"
         )
         raise WindowStateError(msg)
+
+    def _delete_all(self, pk: dict[str, str], sort_keys: Sequence[str]) -> set[str]:
+        """Delete the items of ``sort_keys`` in partition ``pk``: ``BatchWriteItem``
+        calls of 25 ``DeleteRequest`` each (DynamoDB's most), at once, each asking again
+        for its ``UnprocessedItems`` after a backoff, as :meth:`_batch_get` does. Best
+        effort: returns the sort keys deleted (a call that failed, or whose items were
+        still unprocessed after the budget, leaves its keys out); never raises."""
+        chunks = [sort_keys[i : i + 25] for i in range(0, len(sort_keys), 25)]
+        done = run_all([partial(self._delete_chunk, pk, chunk) for chunk in chunks])
+        return {sk for chunk in done for sk in chunk}
+
+    def _delete_chunk(self, pk: dict[str, str], sort_keys: Sequence[str]) -> list[str]:
+        """One chunk of :meth:`_delete_all`: the sort keys it deleted (in a pool thread:
+        counted by the caller, :attr:`deleted`)."""
+        from stream.aws import MAX_ATTEMPTS, backoff_delay  # noqa: PLC0415
+
+        request: dict[str, Any] = {self.table: [
+            {"DeleteRequest": {"Key": {"shard": pk, "window": {"S": sk}}}} for sk in sort_keys
+        ]}  # fmt: skip
+        for attempt in range(MAX_ATTEMPTS):
+            if attempt:
+                self._sleep(backoff_delay(attempt))
+            try:
+                page = self._call("BatchWriteItem", self.client.batch_write_item,
+                                  RequestItems=request)  # fmt: skip
+            except WindowStateError:
+                break
+            request = page.get("UnprocessedItems") or {}
+            if not request:
+                break
+        left = {r["DeleteRequest"]["Key"]["window"]["S"] for r in request.get(self.table, [])}
+        return [sk for sk in sort_keys if sk not in left]
 
     def _shard_items(self, shard_ids: Sequence[str]) -> list[dict[str, Any]]:
         """The shards' items (``BatchGetItem``, strongly consistent; a shard with none
@@ -439,9 +478,9 @@ class _TableStore:
         as ``lost``)."""
         from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
-        if operation in {"DeleteItem", "PutItem", "UpdateItem", "TransactWriteItems"}:
+        if operation in _WRITES:
             self.writes += 1
-        else:
+        elif operation != "BatchWriteItem":
             self.reads += 1
         try:
             return method(**request)

@@ -177,6 +177,7 @@ _RETAIN = {"DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain"}
 #: What a window step does on its table (``TransactWriteItems`` needs ``PutItem``).
 _WINDOW_STATE_ACTIONS = [
     "dynamodb:BatchGetItem",
+    "dynamodb:BatchWriteItem",  # closed windows' items, deleted (processors.window_starts)
     "dynamodb:DeleteItem",  # an outbox's parts once no shard item names them
     "dynamodb:GetItem",
     "dynamodb:PutItem",

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import pytest
 
+from processors import window_starts
 from processors.chain import Chain, Step
 from processors.window_store import CLOSED_TTL_S, OUTBOX_MARGIN_S, DynamoDBStore, outbox_sk
 from stream.records import Record
@@ -215,29 +216,36 @@ def test_a_record_an_earlier_step_moves_to_other_windows_on_redelivery_counts_on
     assert sum(n for _, n in again) == 2 * counted
 
 
+@pytest.mark.parametrize("listed", [True, False], ids=["starts-listed", "unlisted"])
 def test_with_one_lane_no_outbox_entry_nor_high_water_is_written_and_closed_items_keep_a_day(
-    aws: Callable[[str], Any], window_table: str
+    aws: Callable[[str], Any], window_table: str, monkeypatch: pytest.MonkeyPatch, listed: bool
 ) -> None:
-    """Main's items exactly: a closing batch writes no ``~o#`` entry and no ``hw``, and a
-    closed item keeps a day (lanes mode: the age bound plus an hour). A closer redelivered
-    after a restart while the shard item's outbox still holds it yields its results from
-    there, with one read; and a redelivered record whose window closed since is not late."""
+    """Main's items: a closing batch writes no ``~o#`` entry and no ``hw``; a closed item
+    is deleted once the batch committed (its shard item lists its open windows' starts,
+    :func:`processors.window_starts.dead`), or, when it lists none (past ``STARTS_MAX``),
+    written closed and kept a day, as main does (lanes mode: the age bound plus an hour).
+    A closer redelivered after a restart while the shard item's outbox still holds it
+    yields its results from there, with one read; and a redelivered record whose window
+    closed since is not late, its item deleted or not."""
+    if not listed:
+        monkeypatch.setattr(window_starts, "STARTS_MAX", -1)
     prefix, client = uuid.uuid4().hex, aws("dynamodb")
     step = one_lane(window_table, prefix, client)
     assert step.store.high_water is False
     assert batch(step, [A1, B2, A3]) == []
     assert batch(step, [CLOSER]) == RESULTS
     stored = items(aws, window_table, prefix)
+    closed_items = [] if listed else ['w#0#"a"', 'w#0#"b"']
     assert sorted(i["window"]["S"] for i in stored) == [
         "#shard",
         "#shards",
-        'w#0#"a"',
-        'w#0#"b"',
+        *closed_items,
         'w#60#"c"',
     ]
     assert [i["window"]["S"] for i in stored if "hw" in i or "hw_prev" in i] == []
-    closed = next(i for i in stored if i["window"]["S"] == 'w#0#"a"')
-    assert 0 < int(closed["expires"]["N"]) - int(step._now()) <= CLOSED_TTL_S
+    if not listed:
+        closed = next(i for i in stored if i["window"]["S"] == 'w#0#"a"')
+        assert 0 < int(closed["expires"]["N"]) - int(step._now()) <= CLOSED_TTL_S
     again = one_lane(window_table, prefix, client)  # a restart
     assert batch(again, [A1, B2, A3, CLOSER]) == RESULTS
     assert again.late == 0

@@ -8,6 +8,7 @@ item's ``starts`` removed, as an earlier version wrote it), and counts what was 
 from __future__ import annotations
 
 import uuid
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -22,7 +23,7 @@ from tests.integration.test_window_state import Before, ShardItemFails, items
 from tests.processors.test_window import AGGREGATE
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
 pytestmark = pytest.mark.integration
 
@@ -89,25 +90,44 @@ def unlist(aws: Callable[[str], Any], table: str, prefix: str, shard: str = "s0"
 
 
 def twins(aws: Callable[[str], Any], table: str, batches: list[list[dict[str, Any]]],
+          *, old_path: bool = False,
           **options: Any) -> tuple[str, str, list[list[dict[str, Any]]]]:  # fmt: skip
-    """Two partitions given the same batches, each by a new step: the results (equal)."""
+    """Two partitions given the same batches, each by a new step: the results (equal).
+    ``old_path``: their closed windows' items are written closed, not deleted, as before
+    :func:`processors.window_starts.dead` (a commit's starts listed only in its item)."""
     a, b = uuid.uuid4().hex, uuid.uuid4().hex
     client = aws("dynamodb")
     out = []
     for n, docs in enumerate(batches):
         first = 1 + 100 * n
-        one = run(step(table, a, client, **options), docs, first)
-        assert run(step(table, b, client, **options), docs, first) == one
+        with keeping_closed(enabled=old_path):
+            one = run(step(table, a, client, **options), docs, first)
+            assert run(step(table, b, client, **options), docs, first) == one
         out.append(one)
     return a, b, out
 
 
+@contextmanager
+def keeping_closed(*, enabled: bool = True) -> Iterator[None]:
+    """While on, a commit writes the windows it closed closed (with their TTL), as before
+    they were deleted, and still lists its starts."""
+    if not enabled:
+        yield
+        return
+    real = window_starts.dead
+    window_starts.dead = lambda wkey, starts: False  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        window_starts.dead = real
+
+
 class TestAColdRead:
     def test_reads_the_open_windows_and_not_the_closed_ones(self, aws, window_table):
-        a, b, _ = twins(aws, window_table, [minute(m) for m in range(12)])
+        a, b, _ = twins(aws, window_table, [minute(m) for m in range(12)], old_path=True)
         assert window_starts.listed(shard_item(aws, window_table, a)) == {"w#660#"}
         stored = [i for i in items(aws, window_table, a) if i["window"]["S"][:2] == "w#"]
-        assert len(stored) == 60  # 55 closed, 5 open
+        assert len(stored) == 60  # 55 closed (kept, as before the deletes), 5 open
         unlist(aws, window_table, b)  # read whole, as an item of an earlier version says
         counted, whole = Counted(aws("dynamodb")), Counted(aws("dynamodb"))
         got = run(step(window_table, a, counted), minute(12), 1201)
