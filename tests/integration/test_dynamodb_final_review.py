@@ -107,21 +107,14 @@ def doc(user: str, ts: int) -> dict[str, Any]:
     return {"user": user, "ts": ts, "amount": 1, "product": "p", "page": "/"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "review20 finding 2 (medium; before this change too, but it refutes its premise): "
-        "the watermark is max_time - allowed_lateness_s with the lateness of the running "
-        "code, so raising allowed_lateness_s on a redeploy moves it back; a record for a "
-        "window that already closed (and was emitted) opens it again, and it closes again "
-        "with a second result under the same window_id holding only the stragglers, which "
-        "replaces the real result in a table keyed by window_id (conditional or not)"
-    ),
-)
 @pytest.mark.parametrize("lanes", [1, 2], ids=["one-lane", "lanes"])
 def test_raising_the_lateness_on_a_redeploy_emits_no_window_twice(
     aws: Callable[[str], Any], window_table: str, unique: str, lanes: int
 ) -> None:
+    """review20 finding 2: raising ``allowed_lateness_s`` on a redeploy moved the watermark
+    (``max_time`` less the running code's lateness) back, and a record for a window that had
+    closed and been emitted opened it again: a second, partial result with its window_id. A
+    commit now stores its lateness and a load under a larger one keeps the watermark."""
     prefix, client = uuid.uuid4().hex, aws("dynamodb")
     table = make_table(client, f"rows-{unique}")
     sink = DynamoDBSink("rows", table=table, key=KEY, client=client)
