@@ -8,6 +8,8 @@ from processors.window_items import _pos
 from processors.window_state import _NO_MARK, position_mark
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from processors.window_state import Mark, Outcome, Position, ShardState
 
 __all__: list[str] = []
@@ -16,7 +18,8 @@ __all__: list[str] = []
 class _Cached:
     """A shard's state as this process last committed it, and what it knows of the items."""
 
-    __slots__ = ("applied", "clean", "clock", "dead", "decoded", "flushed", "items", "lanes",
+    __slots__ = ("applied", "clean", "clock", "dead", "decoded", "deleting", "flushed", "items",
+                 "lanes",
                  "legacy", "loaded", "logs", "n", "outbox", "parts", "pending", "rev",
                  "rolled", "spoiled", "starts", "state", "tick_n", "ticks", "unlisted",
                  "unmarked", "unrolled")  # fmt: skip
@@ -52,6 +55,10 @@ class _Cached:
         #: lists, whose items are still to delete (:meth:`_OneLaneCommit._delete_dead`): as
         #: the shard item lists them (``deleting``), less those this process deleted since
         self.dead: set[tuple[Any, int]] = set()
+        #: the deletes of ``dead`` this process started and has not settled yet: they run
+        #: beside the batch's sinks (:func:`stream.overlap.behind`), and the shard's next
+        #: commit settles them first (:meth:`_OneLaneCommit._settle_deletes`)
+        self.deleting: Callable[[], None] | None = None
         #: a new child's ancestors -> the revision read: marked at its first commit
         self.unmarked: dict[str, str] = {}
         #: the sort keys of outbox parts in the table (the shard item's, and any left by

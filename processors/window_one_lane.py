@@ -66,6 +66,7 @@ and the first real commit lists the shard (``#shards``).
 from __future__ import annotations
 
 import uuid
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from processors import window_starts
@@ -98,9 +99,10 @@ from processors.window_state import (
     WindowKey,
     WindowStateError,
 )
+from stream.overlap import deferred
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Set
+    from collections.abc import Callable, Mapping, Set
 
     from processors.window_cache import _Cached
 
@@ -121,6 +123,7 @@ class _OneLaneCommit(_Reads):
         applied: str | None,
         quiet: Mapping[str, ShardState],
     ) -> None:
+        self._settle_deletes(cached)  # the last commit's, which ran beside its sinks
         state = cached.state
         self._claim_all(shard_id, cached, changed)
         pk = {"S": self.prefix + shard_id}
@@ -193,11 +196,32 @@ class _OneLaneCommit(_Reads):
         in this process or any other (a load reads them back), deletes them; the ones
         deleted leave the list at that commit (until then, a load deletes them again: a
         write unit each). Never before the commit: a commit that then failed would have
-        lost the windows' committed state."""
+        lost the windows' committed state.
+
+        In an invocation the deletes run beside what follows, the batch's dead letters and
+        sinks (:func:`stream.overlap.behind`: nothing waits for them but the invocation's
+        end, one round trip fewer before the sinks); the next commit of the shard in this
+        process settles them first (:meth:`_settle_deletes`). Elsewhere (a test, a bench)
+        they are done, and settled, when this returns."""
+        self._settle_deletes(cached)
         if not cached.dead:
             return
         by_sk = {_window_sk(wkey): wkey for wkey in cached.dead}
-        done = self._delete_all(pk, sorted(by_sk))
+        cached.deleting = partial(self._deleted, cached, by_sk, self._delete_all(pk, sorted(by_sk)))
+        if not deferred():
+            self._settle_deletes(cached)
+
+    def _settle_deletes(self, cached: _Cached) -> None:
+        """Take what the deletes :meth:`_delete_dead` started for ``cached`` did (waiting
+        for them if they still run): the keys deleted leave ``dead`` and the items known."""
+        settle, cached.deleting = cached.deleting, None
+        if settle is not None:
+            settle()
+
+    def _deleted(
+        self, cached: _Cached, by_sk: dict[str, WindowKey], wait: Callable[[], set[str]]
+    ) -> None:
+        done = wait()
         self.deleted += len(done)  # here, not in the pool's threads
         for sk in done:
             cached.dead.discard(by_sk[sk])

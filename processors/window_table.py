@@ -50,7 +50,7 @@ from processors.window_state import (
     WindowKey,
     WindowStateError,
 )
-from stream.overlap import run_all, wave_width
+from stream.overlap import behind, run_all, wave_width
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -247,15 +247,17 @@ class _TableStore:
         )
         raise WindowStateError(msg)
 
-    def _delete_all(self, pk: dict[str, str], sort_keys: Sequence[str]) -> set[str]:
+    def _delete_all(self, pk: dict[str, str], sort_keys: Sequence[str]) -> Callable[[], set[str]]:
         """Delete the items of ``sort_keys`` in partition ``pk``: ``BatchWriteItem``
         calls of 25 ``DeleteRequest`` each (DynamoDB's most), at once, each asking again
-        for its ``UnprocessedItems`` after a backoff, as :meth:`_batch_get` does. Best
-        effort: returns the sort keys deleted (a call that failed, or whose items were
-        still unprocessed after the budget, leaves its keys out); never raises."""
+        for its ``UnprocessedItems`` after a backoff, as :meth:`_batch_get` does. In an
+        invocation the calls run beside what follows (:func:`stream.overlap.behind`).
+        Best effort: the function returned gives the sort keys deleted (a call that failed,
+        or whose items were still unprocessed after the budget, leaves its keys out),
+        waiting for the calls; it never raises."""
         chunks = [sort_keys[i : i + 25] for i in range(0, len(sort_keys), 25)]
-        done = run_all([partial(self._delete_chunk, pk, chunk) for chunk in chunks])
-        return {sk for chunk in done for sk in chunk}
+        wait = behind([partial(self._delete_chunk, pk, chunk) for chunk in chunks])
+        return lambda: {sk for chunk in wait() for sk in chunk}
 
     def _delete_chunk(self, pk: dict[str, str], sort_keys: Sequence[str]) -> list[str]:
         """One chunk of :meth:`_delete_all`: the sort keys it deleted (in a pool thread:

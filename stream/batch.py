@@ -44,7 +44,7 @@ from stream.faults import broken_steps, infrastructure_code, is_infrastructure
 from stream.lazy import lazy_names
 from stream.logs import BatchLog
 from stream.metrics import Measurements, Metrics
-from stream.overlap import SINK_WIDTH, new_pool, run_all
+from stream.overlap import SINK_WIDTH, deferring, new_pool, run_all
 from stream.values import Value
 
 TYPE_CHECKING = False  # not typing's: the handler's import never loads typing (ARCHITECTURE.md)
@@ -278,10 +278,18 @@ class BatchRunner:
     def run(self, records: list[Record], measured: Measurements | None = None) -> BatchResult:
         """Process one shard batch (records in shard order, ``index`` = position).
 
+        Calls a step starts behind it (:func:`stream.overlap.behind`: a window's deletes of
+        the windows it closed) run beside the dead letters and the sinks; this returns
+        once they have ended too (:func:`stream.overlap.deferring`).
+
         Args:
             records: the batch.
             measured: where to add timings; with metrics on and none given, a new one.
         """
+        with deferring():
+            return self._run(records, measured)
+
+    def _run(self, records: list[Record], measured: Measurements | None) -> BatchResult:
         if measured is None and self.metrics is not None:
             measured = Measurements(self._now())
         if measured is None:

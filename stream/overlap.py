@@ -46,7 +46,7 @@ TYPE_CHECKING = False  # not typing's: the handler's import never loads typing (
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterator, Sequence
     from concurrent.futures import ThreadPoolExecutor
-    from typing import TypeVar
+    from typing import Any, TypeVar
 
     T = TypeVar("T")
 
@@ -55,7 +55,10 @@ __all__ = [
     "ITEM_WAVE_WIDTH",
     "SINK_WIDTH",
     "WAVE_WIDTH",
+    "behind",
     "call_pool",
+    "deferred",
+    "deferring",
     "new_pool",
     "overlapping",
     "run_all",
@@ -83,6 +86,9 @@ SINK_WIDTH = 4
 _pool: ThreadPoolExecutor | None = None
 _lock = threading.Lock()
 _CALLS = "shardline-call"  # the call pool's thread names start so
+#: per thread: ``behind`` is the list of futures of the :func:`deferring` block running in
+#: that thread (its invocation's), absent or ``None`` outside one
+_local = threading.local()
 
 
 @contextmanager
@@ -198,3 +204,63 @@ def run_all(calls: Sequence[Callable[[], T]], pool: ThreadPoolExecutor | None = 
     if error is not None:
         raise error
     return results
+
+
+@contextmanager
+def deferring() -> Iterator[None]:
+    """A block (an invocation: :meth:`stream.batch.BatchRunner.run`) in which calls started
+    with :func:`behind` may run beside what follows them, and which ends only once every one
+    of them has ended: nothing of an invocation runs after its handler returned (Lambda
+    freezes the process then). Per thread; blocks nest (the inner one waits for its own).
+    A call's exception is not raised here: it is its starter's, through the function
+    :func:`behind` gave it."""
+    pending: list[Any] = []
+    outer = getattr(_local, "behind", None)
+    _local.behind = pending
+    try:
+        yield
+    finally:
+        _local.behind = outer
+        for future in pending:
+            future.exception()  # waits; the starter reads the outcome
+
+
+def behind(calls: Sequence[Callable[[], T]]) -> Callable[[], list[T]]:
+    """Start ``calls`` at once and return a function that waits for them and returns their
+    results in order (raising the first exception, as :func:`run_all`).
+
+    In a :func:`deferring` block of this thread (with :data:`ENABLED` on, not in a call of
+    the pool) they go on the call pool and this returns at once: work a batch does not wait
+    for, such as deleting the items of the windows its commit closed (issue 17: one round
+    trip fewer before the sinks), overlaps what comes next, and the block's end waits for it.
+    Elsewhere they run here, now, as :func:`run_all` runs them: a caller that is not an
+    invocation (a test, a bench, a tool) sees them done when this returns.
+
+    >>> behind([lambda: 1, lambda: 2])()
+    [1, 2]
+    """
+    if not deferred():
+        results = run_all(calls)
+        return lambda: results
+    pool = call_pool()
+    futures = [pool.submit(call) for call in calls]
+    _local.behind.extend(futures)  # the deferring block's: it waits for them
+
+    def wait() -> list[T]:
+        return [future.result() for future in futures]
+
+    return wait
+
+
+def deferred() -> bool:
+    """Whether calls :func:`behind` started here now would run beside what follows (in a
+    :func:`deferring` block of this thread, :data:`ENABLED` on, not in a call of the pool).
+
+    >>> deferred()
+    False
+    """
+    return (
+        getattr(_local, "behind", None) is not None
+        and ENABLED
+        and not threading.current_thread().name.startswith(_CALLS)
+    )
