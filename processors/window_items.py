@@ -428,21 +428,44 @@ def _put_window(
 
 
 def max_time_of(shard_item: Mapping[str, Any], lateness: int) -> float | None:
-    """A shard item's ``max_time`` as a store whose step has ``lateness`` takes it: raised
-    by what the lateness grew since the commit that wrote it (its ``lateness``), so that
-    the watermark (``max_time`` less the lateness) stays where that commit left it and
-    moves on only as event time passes it. Why: a window behind the watermark is closed
-    for good (emitted; with one lane its item may be deleted: :func:`processors.
+    """A shard item's ``max_time`` as a store whose step has ``lateness`` takes it
+    (:func:`max_time_and_lift`)."""
+    return max_time_and_lift(shard_item, lateness)[0]
+
+
+def max_time_and_lift(shard_item: Mapping[str, Any], lateness: int) -> tuple[float | None, float]:
+    """A shard item's ``max_time`` as a store whose step has ``lateness`` takes it, and
+    its lift (:attr:`ShardState.lift`). Why: a window behind the watermark is closed for
+    good (emitted; with one lane its item may be deleted: :func:`processors.
     window_starts.dead`), and a redeploy that raises ``allowed_lateness_s`` must not move
-    the watermark back and open it again (a second, partial result for its ``window_id``,
-    review 18). A lowered lateness moves the watermark on at once, as before. An item
-    with no ``lateness`` (an earlier version wrote it) is taken as it is."""
+    the watermark (``max_time`` less the lateness) back and open it again (a second,
+    partial result for its ``window_id``, review 18). So ``max_time`` is raised by what the
+    lateness grew since the commit that wrote it (its ``lateness``): the watermark stays
+    where that commit left it and moves on only as event time passes it. What was added
+    is kept (``lift``, an upper bound: a record past it does not take it back), and a
+    lateness lowered later takes it back first, up to what it lowers: the watermark then
+    moves on only past the event times seen, never back (review 21: taken as event time,
+    a lift made in-order records late). An item with no ``lateness`` (an earlier version
+    wrote it) is taken as it is.
+
+    >>> item = {"max_time": {"N": "62"}, "lateness": {"N": "0"}}
+    >>> max_time_and_lift(item, 60)
+    (122.0, 60.0)
+    >>> raised = {"max_time": {"N": "122"}, "lateness": {"N": "60"}, "lift": {"N": "60"}}
+    >>> max_time_and_lift(raised, 0), max_time_and_lift(raised, 30)
+    ((62.0, 0.0), (92.0, 30.0))
+    """
     if "max_time" not in shard_item:
-        return None
+        return None, 0.0
     max_time = float(shard_item["max_time"]["N"])
+    lift = float(shard_item["lift"]["N"]) if "lift" in shard_item else 0.0
     if "lateness" in shard_item:
-        max_time += max(0, lateness - int(shard_item["lateness"]["N"]))
-    return max_time
+        grown: float = lateness - int(shard_item["lateness"]["N"])
+        if grown < 0:
+            grown = -min(lift, -grown)  # a lowered lateness takes the lift back first
+        max_time += grown
+        lift += grown
+    return max_time, lift
 
 
 def watermark_of(shard_item: Mapping[str, Any], lateness: int) -> float | None:
@@ -458,11 +481,14 @@ def watermark_of(shard_item: Mapping[str, Any], lateness: int) -> float | None:
 
 
 def max_time_attributes(state: ShardState, lateness: int) -> dict[str, dict[str, str]]:
-    """The shard item's ``max_time`` and the ``lateness`` it is to be read with
-    (:func:`max_time_of`); every write of ``max_time`` writes both."""
+    """The shard item's ``max_time``, the ``lateness`` it is to be read with and its
+    ``lift`` (:func:`max_time_and_lift`); every write of ``max_time`` writes them all."""
     if state.max_time is None:
         return {}
-    return {"max_time": {"N": _n(state.max_time)}, "lateness": {"N": str(lateness)}}
+    written = {"max_time": {"N": _n(state.max_time)}, "lateness": {"N": str(lateness)}}
+    if state.lift:
+        written["lift"] = {"N": _n(state.lift)}
+    return written
 
 
 def _head_sets(
@@ -475,6 +501,8 @@ def _head_sets(
     if clock is not None:
         sets["clock"] = {"N": _n(float(clock))}
     sets.update(max_time_attributes(state, lateness))
+    if state.max_time is not None and not state.lift:
+        removes.append("lift")  # taken back whole (max_time_and_lift)
     if state.ends:
         sets["next_end"] = {"N": _n(state.ends[0])}
     else:
@@ -490,7 +518,7 @@ def _head_sets(
 #: number, ``logs`` and ``pending``, and what a catch-up takes from it
 #: (:meth:`DynamoDBStore._catch_up`); not main's outbox (up to 300 KB, read cold only).
 _HEAD_ATTRIBUTES = ("rev", "n", "logs", "pending", "applied", "max_time", "lateness",
-                    "clock", "ancestors", "legacy_applied")  # fmt: skip
+                    "lift", "clock", "ancestors", "legacy_applied")  # fmt: skip
 
 
 def _head_projection(lanes: bool) -> dict[str, Any]:

@@ -67,7 +67,7 @@ from processors.window_items import (
     _window_sk,
     decode,
     hw_marks,
-    max_time_of,
+    max_time_and_lift,
     ticks_of,
     watermark_of,
 )
@@ -236,11 +236,11 @@ class _Reads(_Reshards):
             cached.outbox = {}  # now in outbox entries (its commit's log)
         cached.decoded = {k: v for k, v in (cached.decoded | found).items() if k in pending}
         cached.unrolled &= pending
-        max_time = max_time_of(item, self.lateness)
+        max_time, lift = max_time_and_lift(item, self.lateness)
         if cached.spoiled:
             state = cached.state = ShardState()
             touched = set(cached.items)
-        state.max_time = max_time
+        state.max_time, state.lift = max_time, lift
         state.applied = _pos(applied) if applied else None
         state.outbox = dict(cached.outbox)  # the shard item's (main's, before a conversion)
         self._set_windows(cached, touched)
@@ -529,7 +529,7 @@ class _Reads(_Reshards):
         watermark = None
         if shard_item is not None:
             state.applied = applied
-            state.max_time = max_time_of(shard_item, self.lateness)
+            state.max_time, state.lift = max_time_and_lift(shard_item, self.lateness)
             watermark = watermark_of(shard_item, self.lateness)
             state.outbox = _outbox(_outbox_of(shard_item, items))
         rev = shard_item["rev"]["S"] if shard_item else None

@@ -31,6 +31,7 @@ from processors.window_items import (
     _lanes_wrote,
     _n,
     decode,
+    max_time_and_lift,
     max_time_of,
     watermark_of,
 )
@@ -63,10 +64,12 @@ _ONE_LANE_SEEN = "rev:"
 class _View:
     """What a shard inherits from its ancestors (:meth:`DynamoDBStore._view`)."""
 
-    __slots__ = ("foreign", "heads", "max_time", "parts")
+    __slots__ = ("foreign", "heads", "lift", "max_time", "parts")
 
     def __init__(self) -> None:
         self.max_time: float | None = None
+        #: the greatest of the ancestors' lifts (:attr:`ShardState.lift`: an upper bound)
+        self.lift = 0.0
         self.parts: list[tuple[int, int, WindowKey, list[Any], tuple[Inherited, ...]]] = []
         self.foreign: set[WindowKey] = set()
         #: the ancestors read (with a shard item) -> their revision and whether marked
@@ -112,6 +115,7 @@ class _Reshards(_RollForward):
         view = self._view(shard_id, parents, parents_of, ())
         ancestors = tuple(view.heads)
         state.seed(ancestors, view.max_time, view.parts, view.foreign, merge)
+        state.lift = max(state.lift, view.lift)
         cached.unmarked = {a: rev for a, (rev, marked) in view.heads.items() if not marked}
 
     def _view(
@@ -151,8 +155,9 @@ class _Reshards(_RollForward):
                     seen = str(at) if at else f"{_ONE_LANE_SEEN}{seen}"
                 view.heads[parent] = (seen, marked)
             applied = _judged_at(head)
-            max_time = max_time_of(head, self.lateness)
+            max_time, lift = max_time_and_lift(head, self.lateness)
             view.later(max_time)
+            view.lift = max(view.lift, lift)
             watermark = watermark_of(head, self.lateness)
             settled: set[WindowKey] = set()
             allowed = {me, *via}

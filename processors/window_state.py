@@ -261,6 +261,11 @@ class ShardState:
         raised: the keys whose ``key_hw`` the batch raised: the DynamoDB store writes
             their ``h#KEY`` items with its commit (and commits for them alone: a lagging
             lane's late record changes no session, but must be decided durably).
+        lift: at most how far ``max_time`` lies past the greatest event time seen: what
+            loads under a raised ``allowed_lateness_s`` added to it so that the watermark
+            stays (:func:`processors.window_items.max_time_of`), and that a load under a
+            lowered one takes back first (else the watermark would run ahead of the event
+            times seen, and in-order records would come out late: review 21).
     """
 
     max_time: float | None = None
@@ -277,6 +282,7 @@ class ShardState:
     n: int = 0
     key_hw: dict[Any, dict[str, Mark]] = field(default_factory=dict)
     raised: set[Any] = field(default_factory=set)
+    lift: float = 0.0
 
     def claims(self, changed: Set[WindowKey]) -> dict[WindowKey, tuple[Inherited, ...]]:
         """The inherited windows a batch added to or closed: what its commit must claim."""
