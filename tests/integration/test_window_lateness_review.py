@@ -51,3 +51,29 @@ class TestARaiseThenALowerBack:
         assert lates == {a: 0, b: 0}
         assert out[b] == [[], [], [(at(1), "u0", 3), (at(1), "u1", 1), (at(1), "u2", 1)]]
         assert out[a] == out[b]
+
+
+class TestARaiseWhileTheOldVersionStillRuns:
+    @pytest.mark.xfail(
+        strict=True,
+        reason="review 21, finding 1 (its second face): an invocation of the old version "
+        "(lateness 0) that commits after the new version's first commit stores the raised "
+        "max_time (122) with lateness 0; the new version raises it again (182, watermark "
+        "122): in-order records behind 122 are dropped as late for a minute of event time",
+    )
+    def test_no_in_order_record_is_late_after_the_overlap(self, aws, window_table):
+        """Lateness 0 (minutes 0 and 1; greatest event time 62); a redeploy raises it to
+        60: the new version commits a record at 63, then a batch goes to a warm container
+        of the old version still running (lateness 0: a record at 64), then the new one
+        again: records at 65 and 70 are past every event time seen, late under no
+        lateness; none is dropped."""
+        prefix = uuid.uuid4().hex
+        client = aws("dynamodb")
+        old = late_step(window_table, prefix, client, 0)
+        run(old, minute(0, 3), 1)
+        run(old, minute(1, 3), 101)
+        run(late_step(window_table, prefix, client, 60), [purchase("u0", 63)], 151)
+        run(late_step(window_table, prefix, client, 0), [purchase("u1", 64)], 161)
+        new = late_step(window_table, prefix, client, 60)
+        run(new, [purchase("u0", 65), purchase("u1", 70)], 171)
+        assert new.late == 0
