@@ -25,8 +25,8 @@ class TestARaiseThenALowerBack:
         strict=True,
         reason="review 21, finding 1: the raise is persisted in max_time itself (122 for a "
         "greatest event time of 63); a redeploy back to the old lateness takes the inflated "
-        "max_time as event time: the watermark jumps 60 s ahead of every record, minute 1's "
-        "windows close early (partial) and an in-order record is dropped as late",
+        "max_time as event time: the watermark jumps 60 s ahead of every record, an in-order "
+        "record (64) is dropped as late and u0's minute 1 result counts 2, not 3",
     )
     def test_an_in_order_record_is_not_late(self, aws, window_table):
         """Lateness 0 (minutes 0 and 1: minute 0 closes); a redeploy raises it to 60 (a
