@@ -1,6 +1,7 @@
 """Review 21: the stored lateness (a14b214) and the durable deletes' list (af46dde), on the
-session moto server. Each test is a combination the pipeline file allows; one marked
-``xfail(strict=True)`` is a finding left open (its reason says what goes wrong).
+session moto server. Each test is a combination the pipeline file allows. Both findings
+(the raised max_time read back as event time) are fixed: the shard item keeps the raise
+apart, as ``lift`` (:func:`processors.window_items.max_time_and_lift`).
 """
 
 from __future__ import annotations
@@ -21,13 +22,6 @@ def purchase(user: str, ts: int) -> dict[str, Any]:
 
 
 class TestARaiseThenALowerBack:
-    @pytest.mark.xfail(
-        strict=True,
-        reason="review 21, finding 1: the raise is persisted in max_time itself (122 for a "
-        "greatest event time of 63); a redeploy back to the old lateness takes the inflated "
-        "max_time as event time: the watermark jumps 60 s ahead of every record, an in-order "
-        "record (64) is dropped as late and u0's minute 1 result counts 2, not 3",
-    )
     def test_an_in_order_record_is_not_late(self, aws, window_table):
         """Lateness 0 (minutes 0 and 1: minute 0 closes); a redeploy raises it to 60 (a
         record at 63: max_time stored 122, lateness 60); a redeploy lowers it back to 0.
@@ -54,13 +48,6 @@ class TestARaiseThenALowerBack:
 
 
 class TestARaiseWhileTheOldVersionStillRuns:
-    @pytest.mark.xfail(
-        strict=True,
-        reason="review 21, finding 1 (its second face): an invocation of the old version "
-        "(lateness 0) that commits after the new version's first commit stores the raised "
-        "max_time (122) with lateness 0; the new version raises it again (182, watermark "
-        "122): in-order records behind 122 are dropped as late for a minute of event time",
-    )
     def test_no_in_order_record_is_late_after_the_overlap(self, aws, window_table):
         """Lateness 0 (minutes 0 and 1; greatest event time 62); a redeploy raises it to
         60: the new version commits a record at 63, then a batch goes to a warm container
