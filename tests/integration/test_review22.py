@@ -5,17 +5,19 @@ the session moto server. Each test is a combination the pipeline file allows."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pytest
 
 from processors.chain import Chain, Step
 from processors.lineage import StaticLineage
-from processors.window import Window
 from stream.records import Record
 from tests.integration.test_window_starts import minute, shard_item
 from tests.integration.test_window_state import window
+
+if TYPE_CHECKING:
+    from processors.window import Window
 
 pytestmark = pytest.mark.integration
 
@@ -36,32 +38,22 @@ def on(step: Window, shard: str, docs: list[dict[str, Any]], first_seq: int) -> 
 LINEAGE = {"direct": {"c": ("g",)}, "via a parent with no batch": {"p": ("g",), "c": ("p",)}}
 
 
-def lateness_step(table: str, prefix: str, client: Any, lateness: int, parents: Any) -> Window:
+def lateness_step(
+    table: str, prefix: str, client: Any, lateness: int, parents: Any, lanes: int = 1
+) -> Window:
     return window(table, prefix, client, allowed_lateness_s=lateness,
-                  lineage=StaticLineage(parents))  # fmt: skip
+                  lineage=StaticLineage(parents), parallelization=lanes)  # fmt: skip
 
 
+@pytest.mark.parametrize("lanes", [1, 2], ids=["one-lane", "lanes"])
 @pytest.mark.parametrize(
     "via",
     [
         "direct",
-        pytest.param(
-            "via a parent with no batch",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason=(
-                    "review22 finding 1 (low-medium): a reshard's child that inherits through "
-                    "a parent that never had a batch (_view's recursion into its own parents) "
-                    "takes the grandparent's raised max_time (view.later(sub.max_time)) but "
-                    "not its lift, so the child's commit stores the raise as event time; "
-                    "after the lateness is lowered again an in-order record is dropped as "
-                    "late (review 21's bug, back through the recursion)"
-                ),
-            ),
-        ),
+        "via a parent with no batch",  # review22 finding 1: fixed (the sub-view's lift)
     ],
 )
-def test_a_child_keeps_its_ancestor_s_lift(aws, window_table, via):
+def test_a_child_keeps_its_ancestor_s_lift(aws, window_table, via, lanes):
     """Shard g, lateness 0: minutes 0 and 1 (greatest event time 61). A redeploy raises the
     lateness to 60: g takes a record at 62 (max_time stored 121, lift 60). g is split: its
     child c (directly, or through a parent p that never had a batch) takes a record at 63
@@ -69,12 +61,14 @@ def test_a_child_keeps_its_ancestor_s_lift(aws, window_table, via):
     in order (greater than every event time seen), so not late."""
     prefix, client = uuid.uuid4().hex, aws("dynamodb")
     parents = LINEAGE[via]
-    first = lateness_step(window_table, prefix, client, 0, parents)
+    first = lateness_step(window_table, prefix, client, 0, parents, lanes)
     on(first, "g", minute(0, 2), 1)
     on(first, "g", minute(1, 2), 101)
-    on(lateness_step(window_table, prefix, client, 60, parents), "g", [purchase("u0", 62)], 151)
+    raised = lateness_step(window_table, prefix, client, 60, parents, lanes)
+    on(raised, "g", [purchase("u0", 62)], 151)
     assert shard_item(aws, window_table, prefix, "g")["lift"] == {"N": "60"}
-    on(lateness_step(window_table, prefix, client, 60, parents), "c", [purchase("u0", 63)], 1)
-    back = lateness_step(window_table, prefix, client, 0, parents)
+    child = lateness_step(window_table, prefix, client, 60, parents, lanes)  # a cold start
+    on(child, "c", [purchase("u0", 63)], 1)
+    back = lateness_step(window_table, prefix, client, 0, parents, lanes)
     on(back, "c", [purchase("u1", 64)], 2)
     assert back.late == 0
