@@ -72,3 +72,46 @@ def test_a_child_keeps_its_ancestor_s_lift(aws, window_table, via, lanes):
     back = lateness_step(window_table, prefix, client, 0, parents, lanes)
     on(back, "c", [purchase("u1", 64)], 2)
     assert back.late == 0
+
+
+def rows(got: list[dict[str, Any]]) -> list[tuple[str, str, int]]:
+    return sorted((r["window_start"], r["key"], r["n"]) for r in got)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "review22 finding 2 (low): the lift is never taken back by event time passing the "
+        "raised max_time (an upper bound kept for good), so a lateness lowered long after "
+        "a raise takes the stale lift back instead of moving the watermark on: the "
+        "lowering does not take effect at once (the lateness_change module's rule), a "
+        "record late under the new lateness is counted and its window's result differs "
+        "from the twin's that never had the raise"
+    ),
+)
+@pytest.mark.parametrize("lanes", [1, 2], ids=["one-lane", "lanes"])
+def test_a_lowering_long_after_a_raise_moves_the_watermark_on_at_once(aws, window_table, lanes):
+    """Partition a: lateness 0 (minutes 0 and 1), raised to 60 (a record at 62: lift 60),
+    then minutes 2 to 5 (greatest event time 301: event time is far past the raise). Twin
+    b: lateness 60 from the start, the same records. Both at lateness 60 with the same
+    greatest event time, both lowered to 0: a record at 250 (51 s behind 301) is late for
+    both, and minute 4's windows close with the same counts."""
+    client = aws("dynamodb")
+    out: dict[str, list[Any]] = {}
+    for name, start in (("a", 0), ("b", 60)):
+        prefix = uuid.uuid4().hex
+        first = window(window_table, prefix, client, allowed_lateness_s=start,
+                       parallelization=lanes)  # fmt: skip
+        on(first, "s0", minute(0, 2), 1)
+        on(first, "s0", minute(1, 2), 101)
+        raised = window(window_table, prefix, client, allowed_lateness_s=60,
+                        parallelization=lanes)  # fmt: skip
+        on(raised, "s0", [purchase("u0", 62)], 151)
+        for m in (2, 3, 4, 5):
+            on(raised, "s0", minute(m, 2), 100 * m + 1)
+        back = window(window_table, prefix, client, allowed_lateness_s=0, parallelization=lanes)
+        on(back, "s0", [purchase("u0", 250)], 601)
+        late = back.late
+        out[name] = [late, rows(on(back, "s0", minute(6, 2), 701))]
+    assert out["b"][0] == 1  # late under lateness 0: 51 s behind the greatest event time
+    assert out["a"] == out["b"]
