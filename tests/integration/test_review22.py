@@ -78,20 +78,10 @@ def rows(got: list[dict[str, Any]]) -> list[tuple[str, str, int]]:
     return sorted((r["window_start"], r["key"], r["n"]) for r in got)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "review22 finding 2 (low): the lift is never taken back by event time passing the "
-        "raised max_time (an upper bound kept for good), so a lateness lowered long after "
-        "a raise takes the stale lift back instead of moving the watermark on: the "
-        "lowering does not take effect at once (the lateness_change module's rule), a "
-        "record late under the new lateness is counted and its window's result differs "
-        "from the twin's that never had the raise"
-    ),
-)
 @pytest.mark.parametrize("lanes", [1, 2], ids=["one-lane", "lanes"])
 def test_a_lowering_long_after_a_raise_moves_the_watermark_on_at_once(aws, window_table, lanes):
-    """Partition a: lateness 0 (minutes 0 and 1), raised to 60 (a record at 62: lift 60),
+    """review22 finding 2, fixed: a record past the raised ``max_time`` sets the lift to 0.
+    Partition a: lateness 0 (minutes 0 and 1), raised to 60 (a record at 62: lift 60),
     then minutes 2 to 5 (greatest event time 301: event time is far past the raise). Twin
     b: lateness 60 from the start, the same records. Both at lateness 60 with the same
     greatest event time, both lowered to 0: a record at 250 (51 s behind 301) is late for
