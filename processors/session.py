@@ -682,6 +682,7 @@ class SessionWindow:
         self._join(key, float(t), state, index, changed, values=values, at=t, mark=at)
         if max_time is None or t > max_time:
             state.max_time = max_time = t
+            state.lift = 0.0  # event time again (:attr:`ShardState.lift`)
         watermark = max_time - self.allowed_lateness_s
         if (not state.ends or state.ends[0] > watermark) and not state.waiting:
             return _NOTHING

@@ -874,6 +874,8 @@ class Window:
                 if outcome.error is None and not outcome.late:
                     closer = rec
         finally:
+            if state.lift and max_time != state.max_time:  # raised by a record's time:
+                state.lift = 0.0  # event time again (:attr:`ShardState.lift`, review 22)
             state.max_time = max_time
             if changed or others:
                 _raise_hw(state, changed, others, store.hw_bound if exact else HW_MAX_PKS)

@@ -442,8 +442,9 @@ def max_time_and_lift(shard_item: Mapping[str, Any], lateness: int) -> tuple[flo
     partial result for its ``window_id``, review 18). So ``max_time`` is raised by what the
     lateness grew since the commit that wrote it (its ``lateness``): the watermark stays
     where that commit left it and moves on only as event time passes it. What was added
-    is kept (``lift``, an upper bound: a record past it does not take it back), and a
-    lateness lowered later takes it back first, up to what it lowers: the watermark then
+    is kept (``lift``, an upper bound; a record past the raised ``max_time`` makes that
+    event time again and the lift 0, review 22), and a lateness lowered later takes it
+    back first, up to what it lowers: the watermark then
     moves on only past the event times seen, never back (review 21: taken as event time,
     a lift made in-order records late). An item with no ``lateness`` (an earlier version
     wrote it) is taken as it is.

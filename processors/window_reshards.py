@@ -141,6 +141,7 @@ class _Reshards(_RollForward):
                 if parents_of is not None:  # and what it claimed without committing (review)
                     sub = self._view(me, parents_of(parent), parents_of, (*via, parent))
                     view.later(sub.max_time)
+                    view.lift = max(view.lift, sub.lift)  # its raised max_time's lift too
                     view.parts += sub.parts
                     view.foreign |= sub.foreign
                     view.heads.update(sub.heads)

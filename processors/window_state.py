@@ -265,7 +265,9 @@ class ShardState:
             loads under a raised ``allowed_lateness_s`` added to it so that the watermark
             stays (:func:`processors.window_items.max_time_of`), and that a load under a
             lowered one takes back first (else the watermark would run ahead of the event
-            times seen, and in-order records would come out late: review 21).
+            times seen, and in-order records would come out late: review 21). A record
+            past ``max_time`` sets it to 0 (``max_time`` is event time again), so a
+            lowering long after a raise moves the watermark on at once (review 22).
     """
 
     max_time: float | None = None
