@@ -147,8 +147,9 @@ class _OneLaneCommit(_Reads):
                 wkey, (None, None, None, 0, None)
             )
             end, acc, rank, expires = self._item_content(state, wkey, rank, ranks, closed_ttl)
-            # with no item known, a failed attempt may still have left one (at a start
-            # this process did not read, or since it read): deleted too (review 18, 2)
+            # closed at a start the commit does not list: not written, deleted after the
+            # commit; also with no item known, since a failed attempt may have left one (at
+            # a start this process did not read, or since it read; review 18, 2)
             if acc is None and window_starts.dead(wkey, starts) and dead.take(wkey):
                 continue
             if raw_v is not None and raw_v != v and (read is None or _pos(raw_v) > read):
