@@ -18,6 +18,7 @@ from processors.lineage import StaticLineage
 from processors.session import SessionWindow
 from sinks.dynamodb import DynamoDBSink
 from stream.records import FinalRecord, Record
+from tests.integration.test_dynamodb_final import make_table
 from tests.integration.test_window_state import window
 
 if TYPE_CHECKING:
@@ -29,16 +30,6 @@ pytestmark = pytest.mark.integration
 
 KEY = "window_id"
 WID = "f/a/1970-01-01T00:00:00Z"
-
-
-def make_table(ddb: Any, name: str) -> str:
-    ddb.create_table(
-        TableName=name,
-        KeySchema=[{"AttributeName": KEY, "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": KEY, "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    return name
 
 
 def by_id(ddb: Any, table: str) -> dict[str, dict[str, Any]]:
