@@ -17,7 +17,9 @@ Idempotency and order, the two ways:
   permanent and the next newer-most record of the key is written in its place. A key whose
   one record in the batch is a window's result in a table keyed by its ``window_id``
   (:class:`~stream.records.FinalRecord`: the only record that key will ever have) needs no
-  condition, since it has no older record: those keys go in ``BatchWriteItem`` calls of 25,
+  condition, since it has no older record (with each key on one shard, as a window needs;
+  a key on several shards gives one ``window_id`` a part from each, and the table keeps
+  the part written last: README): those keys go in ``BatchWriteItem`` calls of 25,
   as ``append``'s (a window function's results were one conditional ``PutItem`` each, 72
   of its 156 calls a batch in ``python -m bench invocation``).
 * ``append``: the table's sort key is ``_position``, so each record has its own item, and

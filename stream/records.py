@@ -427,7 +427,9 @@ _STATE = tuple(name for name in Record.__slots__ if name != "_entry")
 class FinalRecord(Record):
     """A record that is the only one there will ever be with ``final_id`` in the field
     ``final_field``: a window's result (``window_id`` = ``FUNCTION/KEY/START``; a window is
-    closed once and its result is final once emitted, README "Windows").
+    closed once and its result is final once emitted, README "Windows"; with a key on
+    several shards each shard's window emits its own part under one ``window_id``, and a
+    sink that takes this record as final keeps the part written last).
 
     Why a class of its own: a ``latest`` DynamoDB sink keyed by that field writes it with
     ``BatchWriteItem``, 25 items a call, instead of one conditional ``PutItem`` each
