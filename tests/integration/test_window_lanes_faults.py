@@ -197,7 +197,8 @@ def test_a_batch_that_filled_a_window_refused_by_a_sink_after_its_commit_and_bis
         return f'"{rows_table}"'.encode() in request.body
 
     denied = aws_json_error("denied", 400, "AccessDeniedException", "injected, once")
-    rule = proxied.inject(denied, times=1, target="PutItem", where=is_rows)
+    # y's row is a window's result (FinalRecord): it goes in a BatchWriteItem, no condition
+    rule = proxied.inject(denied, times=1, target="BatchWriteItem", where=is_rows)
     assert not _run(plan, a, verdicts).failed
     first = _run(plan, b, verdicts)
     assert rule.fired == 1
