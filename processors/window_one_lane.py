@@ -177,14 +177,15 @@ class _OneLaneCommit(_Reads):
         cached.items.update(updates)
         cached.flushed = set()
         _forget_closed_hw(state, updates)
-        for wkey in dead.all() & touched:
+        deleting = dead.all()  # listed in the shard item, deleted after the commit
+        for wkey in deleting & touched:
             state.hw.pop(wkey, None)
         cached.starts = starts
         self._list_shard(shard_id, cached)
-        self._write_shard_items(shard_id, cached, v, quiet, dead.all())
+        self._write_shard_items(shard_id, cached, v, quiet, deleting)
         # committed: only now are the closed windows' items dead (before, a failed commit
         # would have left the shard reading them as its open windows, destroyed)
-        cached.dead = dead.all()
+        cached.dead = deleting
         self._roll_outbox(pk, cached)
         self._delete_dead(pk, cached)
 

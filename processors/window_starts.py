@@ -161,6 +161,7 @@ class Deleting:
         return True
 
     def all(self) -> set[WindowKey]:
+        """Every window the commit lists to delete: those still listed and those added."""
         return set(self.listed) | self.added
 
 
