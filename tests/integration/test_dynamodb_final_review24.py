@@ -78,8 +78,13 @@ def local_env(monkeypatch: pytest.MonkeyPatch, moto_endpoint: str) -> None:
 def batch(first: int, last: int) -> list[Record]:
     """The stream's records ``first``..``last`` (sequence numbers, 1-based) as one batch."""
     return [
-        Record(orjson.dumps(STREAM[seq - 1]), STREAM[seq - 1]["user"], str(seq), shard_id=SHARD,
-               index=i)  # fmt: skip
+        Record(
+            orjson.dumps(STREAM[seq - 1]),
+            STREAM[seq - 1]["user"],
+            str(seq),
+            shard_id=SHARD,
+            index=i,
+        )
         for i, seq in enumerate(range(first, last + 1))
     ]
 
@@ -99,16 +104,6 @@ def row_n(aws: Callable[[str], Any], table: str) -> dict[str, str]:
     return {i["window_id"]["S"]: i["n"]["N"] for i in items}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "review24 finding 1: a latest table keyed by window_id that another function of the "
-        "file also routes to (valid) gets a window's result written without a condition: a "
-        "redelivered result (the function's batch retried for its other sink) overwrites the "
-        "newer record the other function wrote there (seq 3 over seq 4); the conditional "
-        "PutItem refuses it"
-    ),
-)
 def test_a_redelivered_result_does_not_overwrite_a_newer_record_of_another_function(
     aws: Callable[[str], Any], unique: str, local_env: None
 ) -> None:
@@ -148,9 +143,12 @@ def test_the_conditional_write_keeps_the_newer_record_in_the_same_sequence(
     correction at seq 4, the result again at seq 3) as plain records, so conditional."""
     ddb = aws("dynamodb")
     table = f"r24-twin-{unique}"
-    ddb.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
-                     KeySchema=[{"AttributeName": "window_id", "KeyType": "HASH"}],
-                     AttributeDefinitions=[{"AttributeName": "window_id", "AttributeType": "S"}])  # fmt: skip
+    ddb.create_table(
+        TableName=table,
+        BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "window_id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "window_id", "AttributeType": "S"}],
+    )
     sink = DynamoDBSink("rows", table=table, key="window_id", client=ddb)
     result = Record(b"{}", "b", "3", shard_id=SHARD).final(
         {"window_id": WID, "key": "a", "n": 2}, "window_id"
@@ -160,3 +158,23 @@ def test_the_conditional_write_keeps_the_newer_record_in_the_same_sequence(
     for record in (result, fix, result):
         assert all(o.ok for o in sink.write_batch([record.derive(record.json)]))
     assert row_n(aws, table) == {WID: "3"}
+
+
+def test_only_a_table_another_function_writes_loses_the_unconditional_writes() -> None:
+    """The fix's scope: ``counts`` alone on its table keeps writing its results in
+    ``BatchWriteItem`` calls; beside ``fixes`` (the same table, under another sink name
+    too) it writes them on the condition."""
+    shared = compile_plan(parse_config(PIPELINE.format(name="p"), source="p.yaml", env={}))
+    alone = compile_plan(parse_config(
+        PIPELINE.format(name="p").replace("route: [rows]\n", "route: [dlq]\n"),
+        source="p.yaml", env={}))  # fmt: skip
+    renamed = compile_plan(parse_config(
+        PIPELINE.format(name="p")
+        .replace("  alerts:", "  fixed: {type: dynamodb, table: p-rows, key: window_id}\n  alerts:")
+        .replace("route: [rows]\n", "route: [fixed]\n"),
+        source="p.yaml", env={}))  # fmt: skip
+    taken = {}
+    for label, plan in (("shared", shared), ("alone", alone), ("renamed", renamed)):
+        runner = build_runner(plan, "counts", metrics=False)
+        taken[label] = runner.sinks["rows"].takes_final  # type: ignore[attr-defined]
+    assert taken == {"shared": False, "alone": True, "renamed": False}
