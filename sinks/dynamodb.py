@@ -19,7 +19,9 @@ Idempotency and order, the two ways:
   (:class:`~stream.records.FinalRecord`: the only record that key will ever have) needs no
   condition, since it has no older record (with each key on one shard, as a window needs;
   a key on several shards gives one ``window_id`` a part from each, and the table keeps
-  the part written last: README): those keys go in ``BatchWriteItem`` calls of 25,
+  the part written last: README; and with no other function of the plan writing the
+  table, whose records could share a ``window_id``: ``takes_final``): those keys go in
+  ``BatchWriteItem`` calls of 25,
   as ``append``'s (a window function's results were one conditional ``PutItem`` each, 72
   of its 156 calls a batch in ``python -m bench invocation``).
 * ``append``: the table's sort key is ``_position``, so each record has its own item, and
@@ -186,6 +188,11 @@ class DynamoDBSink(Sink):
     shares_records: ClassVar[bool] = True  # never edits a record: no copies (sinks.base)
     max_batch: ClassVar[int] = 10_000  # chunking to 25 is done here, by primary key
     per_key_safe: ClassVar[bool] = True  # conditional on position, or one item per record
+    #: ``latest``: write a :class:`~stream.records.FinalRecord` keyed by its final field
+    #: without the condition. :func:`stream.runtime.build_runner` turns it off for a table
+    #: that another function of the plan also writes: that function's records may share a
+    #: ``window_id``, and a result written again would overwrite a newer one (review 24).
+    takes_final: bool = True
 
     def __init__(
         self,
@@ -230,7 +237,11 @@ class DynamoDBSink(Sink):
                 outcomes[i] = permanent(item_or_reason, "ValidationError")
             else:
                 built.append((i, item_or_reason))
-                if type(record) is FinalRecord and record.is_final_in(self.key):
+                if (
+                    self.takes_final
+                    and type(record) is FinalRecord
+                    and record.is_final_in(self.key)
+                ):
                     final.add(i)
         if self.mode == "latest":
             self._put_latest(built, outcomes, final)

@@ -164,6 +164,8 @@ def build_runner(
         except Exception as exc:
             _failed(on_error, ("sinks", name), exc, f"while building sink {name!r}")
             sinks[name] = _discard(name)
+    for name in _shared_tables(plan, function, sinks):
+        sinks[name].takes_final = False  # type: ignore[attr-defined]
     steps = []
     for i, entry in enumerate(spec.get("processors", ())):
         if i < from_step:
@@ -191,6 +193,32 @@ def build_runner(
         aggregated=(plan.get("stream") or {}).get("aggregated") is True,
         stream=(plan.get("stream") or {}).get("name") or "",
     )
+
+
+def _shared_tables(plan: Plan, function: str, sinks: Mapping[str, Sink]) -> list[str]:
+    """The function's ``dynamodb`` sinks whose table another function of the plan also
+    writes (through any sink naming that table). Such a sink must not take a window's result
+    as its key's only record ever (:class:`stream.records.FinalRecord`): the other
+    function's records may share its key, and a result written without the condition
+    would overwrite a newer one of them (review 24)."""
+    specs = plan.get("sinks", {})
+
+    def tables(fn: str) -> set[str]:
+        return {
+            str(specs[n].get("table"))
+            for n in used_sinks(plan["functions"][fn])
+            if n in specs and specs[n].get("type") == "dynamodb"
+        }
+
+    others: set[str] = set()
+    for fn in plan["functions"]:
+        if fn != function:
+            others |= tables(fn)
+    return [
+        name
+        for name, sink in sinks.items()
+        if hasattr(sink, "takes_final") and str(specs.get(name, {}).get("table")) in others
+    ]
 
 
 def _failed(
