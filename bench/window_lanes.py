@@ -16,7 +16,7 @@ table, in batches of ``--batch`` records:
   most a batch ahead of another, as the mapping's read buffer keeps it.
 
 Per batch it prints DynamoDB calls that write (``PutItem``, ``UpdateItem``, ``DeleteItem``,
-``TransactWriteItems``), the items one lane deleted (a closed window's, with
+``TransactWriteItems``), the items one lane buried (a closed window's, under a tombstone, with
 ``BatchWriteItem``), and the calls that read, as the store counts them, and lost conditions: a
 commit (``UpdateItem`` or ``TransactWriteItems``) refused because another lane committed
 first (the batch then catches up and applies again), counted from botocore's answers. The
@@ -59,7 +59,7 @@ class Cost:
     name: str
     batches: int = 0
     writes: int = 0
-    deleted: int = 0
+    buried: int = 0
     reads: int = 0
     lost: int = 0
     pairs: int = 0
@@ -148,7 +148,7 @@ def _setup(endpoint_url: str, table: str, records: Sequence[Record], size: int, 
     cost.seconds = time.perf_counter() - started
     for proc in procs:
         cost.writes += proc.store.writes
-        cost.deleted += proc.store.deleted
+        cost.buried += proc.store.buried
         cost.reads += proc.store.reads
         cost.lost += proc.lost
         cost.late += proc.step.late
@@ -197,21 +197,21 @@ def report(costs: Sequence[Cost], size: int) -> str:
     """The costs per batch, and the writes per batch beyond one per (key, window) the batch
     adds to (a lane's batch holds fewer keys over more time than one lane's, so writes per
     batch alone compare different work) against one lane's + 3. One lane's count its
-    deletes of closed windows' items (issue 17: ``BatchWriteItem`` calls of 25, in no
-    column but ``deleted``) one write each, as DynamoDB bills them, which is what its
+    tombstones over closed windows' items (issue 17: ``BatchWriteItem`` calls of 25, in no
+    column but ``buried``) one write each, as DynamoDB bills them, which is what its
     closed windows' ``PutItem`` cost when the target was set."""
     lines = [f"  DynamoDB, batches of {size} records (lateness {LATENESS} s); per batch:"]
     for c in costs:
         lines.append(
             f"    {c.name:<26} {c.batches:3d} batches: {c.per_batch(c.writes):6.2f} writes "
             f"for {c.per_batch(c.pairs):6.2f} (key, window) = "
-            f"{c.per_batch(c.writes - c.pairs):+5.2f}, {c.per_batch(c.deleted):5.2f} deleted, "
+            f"{c.per_batch(c.writes - c.pairs):+5.2f}, {c.per_batch(c.buried):5.2f} buried, "
             f"{c.per_batch(c.reads):5.2f} reads, "
             f"{c.per_batch(c.lost):4.2f} lost conditions; {c.results} results, {c.late} late; "
             f"{c.seconds / max(c.batches, 1) * 1000:.0f} ms"
         )
     one = costs[0]
-    base = one.per_batch(one.writes + one.deleted - one.pairs)  # a delete bills as a write
+    base = one.per_batch(one.writes + one.buried - one.pairs)  # a tombstone bills as a write
     for c in costs[1:]:
         extra = c.per_batch(c.writes - c.pairs) - base
         verdict = "within" if extra <= 3 else "over"

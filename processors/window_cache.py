@@ -18,7 +18,7 @@ __all__: list[str] = []
 class _Cached:
     """A shard's state as this process last committed it, and what it knows of the items."""
 
-    __slots__ = ("applied", "clean", "clock", "dead", "decoded", "deleting", "flushed", "items",
+    __slots__ = ("applied", "burying", "clean", "clock", "dead", "decoded", "flushed", "items",
                  "lanes",
                  "legacy", "loaded", "logs", "n", "outbox", "parts", "pending", "rev",
                  "rolled", "spoiled", "starts", "state", "tick_n", "ticks", "unlisted",
@@ -49,16 +49,17 @@ class _Cached:
             tuple[Any, int], tuple[str | None, str | None, str | None, int, str | None]
         ] = {}
         #: windows another shard's batch closed (quiet): marked closed at the next commit
-        #: (one lane, the commit listing its starts: deleted after it, as ``dead``)
+        #: (one lane, the commit listing its starts: buried after it, as ``dead``)
         self.flushed: set[tuple[Any, int]] = set()
         #: one lane: windows a committed batch closed at a start its shard item no longer
-        #: lists, whose items are still to delete (:meth:`_OneLaneCommit._delete_dead`): as
-        #: the shard item lists them (``deleting``), less those this process deleted since
+        #: lists, whose items are still to bury (replace by a tombstone,
+        #: :meth:`_OneLaneCommit._bury_dead`): as the shard item lists them (``deleting``),
+        #: less those this process buried since
         self.dead: set[tuple[Any, int]] = set()
-        #: the deletes of ``dead`` this process started and has not settled yet: they run
+        #: the burials of ``dead`` this process started and has not settled yet: they run
         #: beside the batch's sinks (:func:`stream.overlap.behind`), and the shard's next
-        #: commit settles them first (:meth:`_OneLaneCommit._settle_deletes`)
-        self.deleting: Callable[[], None] | None = None
+        #: commit settles them first (:meth:`_OneLaneCommit._settle_burials`)
+        self.burying: Callable[[], None] | None = None
         #: a new child's ancestors -> the revision read: marked at its first commit
         self.unmarked: dict[str, str] = {}
         #: the sort keys of outbox parts in the table (the shard item's, and any left by
@@ -106,7 +107,7 @@ class _Cached:
         """Whether the one-lane protocol wrote the shard (lanes mode reads it): converted
         (``legacy_applied``), not yet (no commit number ``n``), or its item lists starts
         (only one-lane commits list them, and lanes commits, updates, keep the list). Such
-        a shard may have deleted its closed windows' items
+        a shard may have buried its closed windows' items under tombstones
         (:func:`processors.window_starts.dead`)."""
         return self.legacy is not None or self.n == 0 or self.starts is not None
 

@@ -110,6 +110,7 @@ __all__ = [
     "hw_marks",
     "hw_stored",
     "hw_text",
+    "tombstone",
     "window_item",
 ]
 
@@ -346,6 +347,21 @@ def window_item(  # noqa: PLR0917  # the item's parts, each its own attribute
     else:
         item["acc"] = {"S": acc}
     item["rank"] = {"N": str(rank)}  # closed too: read back if this batch never commits
+    return item
+
+
+def tombstone(
+    pk: dict[str, str], wkey: WindowKey, end: Any, v: str, *, expires: int, token: str
+) -> dict[str, Any]:
+    """A dead window's tombstone (:meth:`_OneLaneCommit._bury_dead`): its item closed at
+    ``v`` (a committed position: the commit's that buries it), without accumulators,
+    ``prev`` or high-water, with a closed item's TTL ``expires``; read as any closed item.
+    Written unconditionally over the item, or where none is known: it stands where the
+    window was, so a stale attempt's write of the window as new loses its condition.
+    ``tombstone`` says so to whoever reads the table (an operator, a test); no reader of
+    the store looks at it."""
+    item = window_item(pk, wkey, end, v, None, None, 0, expires, None, token)
+    item["tombstone"] = {"BOOL": True}
     return item
 
 

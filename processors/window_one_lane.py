@@ -2,9 +2,10 @@
 
 A batch (:meth:`DynamoDBStore.commit`) writes each changed (key, window) once, then the shard
 item last; a window it closed at a start its shard item no longer lists is not written but
-deleted once the shard item is (:func:`processors.window_starts.dead`), never before: a
+buried once the shard item is (its item replaced by a tombstone:
+:func:`processors.window_starts.dead`, :meth:`_OneLaneCommit._bury_dead`), never before: a
 commit that then failed would have lost the window's committed state. The shard item lists
-such items until a commit saw them deleted (``deleting``), so a delete that failed is done
+such items until a commit saw them buried (``deleting``), so a burial that failed is done
 by the next commit of any process. Every write is
 conditional on what the batch read: a window item on the write ``token`` it had (new at
 each write; an item of an earlier version, with none, on its ``v``), the shard item on its
@@ -84,6 +85,7 @@ from processors.window_items import (
     hw_stored,
     max_time_attributes,
     tick_attributes,
+    tombstone,
     window_item,
 )
 from processors.window_outbox import (
@@ -123,7 +125,7 @@ class _OneLaneCommit(_Reads):
         applied: str | None,
         quiet: Mapping[str, ShardState],
     ) -> None:
-        self._settle_deletes(cached)  # the last commit's, which ran beside its sinks
+        self._settle_burials(cached)  # the last commit's, which ran beside its sinks
         state = cached.state
         self._claim_all(shard_id, cached, changed)
         pk = {"S": self.prefix + shard_id}
@@ -137,8 +139,8 @@ class _OneLaneCommit(_Reads):
         read = _pos(cached.applied) if cached.applied else None
         legacy_here = bool(legacy) and any(k[0] == pk["S"] for k in legacy)
         starts = window_starts.open_starts(state, legacy_here or self.end_of is not None)
-        # closed at a start the commit does not list: deleted after it, and listed in its
-        # shard item until then (the earlier commits' still to delete with them)
+        # closed at a start the commit does not list: buried after it, and listed in its
+        # shard item until then (the earlier commits' still to bury with them)
         dead = window_starts.Deleting(cached.dead)
         fence = False  # an item holds another attempt's pending write (the module docstring)
         touched = changed | cached.flushed
@@ -147,9 +149,10 @@ class _OneLaneCommit(_Reads):
                 wkey, (None, None, None, 0, None)
             )
             end, acc, rank, expires = self._item_content(state, wkey, rank, ranks, closed_ttl)
-            # closed at a start the commit does not list: not written, deleted after the
+            # closed at a start the commit does not list: not written, buried after the
             # commit; also with no item known, since a failed attempt may have left one (at
-            # a start this process did not read, or since it read; review 18, 2)
+            # a start this process did not read, or since it read; review 18, 2), or a
+            # stale attempt may write one later (review 25: the tombstone refuses it)
             if acc is None and window_starts.dead(wkey, starts) and dead.take(wkey):
                 continue
             if raw_v is not None and raw_v != v and (read is None or _pos(raw_v) > read):
@@ -177,7 +180,7 @@ class _OneLaneCommit(_Reads):
         cached.items.update(updates)
         cached.flushed = set()
         _forget_closed_hw(state, updates)
-        deleting = dead.all()  # listed in the shard item, deleted after the commit
+        deleting = dead.all()  # listed in the shard item, buried after the commit
         for wkey in deleting & touched:
             state.hw.pop(wkey, None)
         cached.starts = starts
@@ -187,44 +190,60 @@ class _OneLaneCommit(_Reads):
         # would have left the shard reading them as its open windows, destroyed)
         cached.dead = deleting
         self._roll_outbox(pk, cached)
-        self._delete_dead(pk, cached)
+        self._bury_dead(pk, cached, v, closed_ttl)
 
-    def _delete_dead(self, pk: dict[str, str], cached: _Cached) -> None:
-        """After a commit: delete the items of the windows its shard item lists as still
-        to delete (``deleting``: those it closed and did not write,
-        :func:`processors.window_starts.dead`, and those earlier commits' deletes left),
-        ``BatchWriteItem`` of 25 keys a call, the calls at once. A failure does not fail
-        the batch (it committed): the keys stay listed, so the next commit of the shard,
-        in this process or any other (a load reads them back), deletes them; the ones
-        deleted leave the list at that commit (until then, a load deletes them again: a
-        write unit each). Never before the commit: a commit that then failed would have
-        lost the windows' committed state.
+    def _bury_dead(self, pk: dict[str, str], cached: _Cached, v: str, closed_ttl: int) -> None:
+        """After a commit: replace the items of the windows its shard item lists as
+        still to bury (``deleting``: those it closed and did not write,
+        :func:`processors.window_starts.dead`, and those earlier commits' burials left)
+        with tombstones (:func:`~processors.window_items.tombstone`: the window closed,
+        without its accumulators, with a closed item's TTL), ``BatchWriteItem`` of 25 a
+        call, the calls at once. A failure does not fail the batch (it committed): the
+        keys stay listed, so the next commit of the shard, in this process or any other (a
+        load reads them back), buries them; the ones buried leave the list at that commit
+        (until then, a load buries them again: a write unit each). Never before the
+        commit: a commit that then failed would have lost the windows' committed state.
 
-        In an invocation the deletes run beside what follows, the batch's dead letters and
+        A tombstone, not a delete (review 25): a delete empties the key, and a stale
+        attempt (a zombie: a worker paused past its lease) that read no item there writes
+        its window as new (``attribute_not_exists``) after it, an open-looking item no
+        listed start reads, no commit buries and no TTL removes. A tombstone makes that
+        write lose its condition, as the closed item written before issue 17 did, for as
+        long as it stands (a day and more), for the same write unit as a delete (DynamoDB
+        bills the larger of the two items, or one unit where there was none).
+
+        In an invocation the burials run beside what follows, the batch's dead letters and
         sinks (:func:`stream.overlap.behind`: nothing waits for them but the invocation's
         end, one round trip fewer before the sinks); the next commit of the shard in this
-        process settles them first (:meth:`_settle_deletes`). Elsewhere (a test, a bench)
+        process settles them first (:meth:`_settle_burials`). Elsewhere (a test, a bench)
         they are done, and settled, when this returns."""
-        self._settle_deletes(cached)
+        self._settle_burials(cached)
         if not cached.dead:
             return
-        by_sk = {_window_sk(wkey): wkey for wkey in cached.dead}
-        cached.deleting = partial(self._deleted, cached, by_sk, self._delete_all(pk, sorted(by_sk)))
+        by_sk: dict[str, WindowKey] = {}
+        stones = []
+        for wkey in sorted(cached.dead, key=_window_sk):
+            end = wkey[1] + self.size  # tumbling or hopping: sessions list no starts (dead)
+            stone = tombstone(pk, wkey, end, v, expires=self._closed_expires(end, closed_ttl),
+                              token=uuid.uuid4().hex[:_TOKEN_LEN])  # fmt: skip
+            by_sk[stone["window"]["S"]] = wkey
+            stones.append(stone)
+        cached.burying = partial(self._buried, cached, by_sk, self._put_tombstones(stones))
         if not deferred():
-            self._settle_deletes(cached)
+            self._settle_burials(cached)
 
-    def _settle_deletes(self, cached: _Cached) -> None:
-        """Take what the deletes :meth:`_delete_dead` started for ``cached`` did (waiting
-        for them if they still run): the keys deleted leave ``dead`` and the items known."""
-        settle, cached.deleting = cached.deleting, None
+    def _settle_burials(self, cached: _Cached) -> None:
+        """Take what the burials :meth:`_bury_dead` started for ``cached`` did (waiting
+        for them if they still run): the keys buried leave ``dead`` and the items known."""
+        settle, cached.burying = cached.burying, None
         if settle is not None:
             settle()
 
-    def _deleted(
+    def _buried(
         self, cached: _Cached, by_sk: dict[str, WindowKey], wait: Callable[[], set[str]]
     ) -> None:
         done = wait()
-        self.deleted += len(done)  # here, not in the pool's threads
+        self.buried += len(done)  # here, not in the pool's threads
         for sk in done:
             cached.dead.discard(by_sk[sk])
             cached.items.pop(by_sk[sk], None)
@@ -362,7 +381,7 @@ class _OneLaneCommit(_Reads):
         emissions (``ticks``, ``tick_n``) as ``read`` holds them (a tick's commit:
         ``ticks``, with its own entry), since a ``Put`` replaces the whole item
         (design risk 7.4), and so its listed ``starts`` and the closed windows' items
-        still to delete (``deleting``: ``read``'s, or the batch's commit's ``dead``).
+        still to bury (``deleting``: ``read``'s, or the batch's commit's ``dead``).
 
         The parts are keyed by the revision (``#outbox#REV#I``), so a batch that writes
         them and then fails leaves the committed revision's parts as they were."""

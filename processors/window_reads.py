@@ -542,7 +542,7 @@ class _Reads(_Reshards):
         cached.n, cached.logs, cached.pending = read_head(shard_item)
         cached.ticks = ticks_of(shard_item)
         cached.starts, cached.loaded = window_starts.listed(shard_item), loaded
-        cached.dead = window_starts.deleting(shard_item)  # a commit deletes them (any process)
+        cached.dead = window_starts.deleting(shard_item)  # a commit buries them (any process)
         if shard_item is not None and "tick_n" in shard_item:  # a scheduled flush's last T
             cached.tick_n = int(shard_item["tick_n"]["N"])
         cached.decoded = decoded

@@ -36,16 +36,19 @@ listed** (a superset is allowed). Why it holds:
   batch that opens windows pays no read for it; a failed attempt's leftovers cost one
   more application of the batch;
 * a commit that lists its starts does not write the windows it closed at a start it no
-  longer lists (:func:`dead`: no reader needs them); it deletes their items once it
-  committed (:meth:`_OneLaneCommit._delete_dead`). Its shard item lists them
-  (``deleting``: :class:`Deleting`), with the ones earlier deletes left, so a failed
-  delete, or a process that died before it, leaves them to the shard's next commit in
-  any process (a load reads the list back; quiet closes and ticks carry it); past the
-  list's caps the windows are written closed, with their TTL, as before. A window the
-  batch opened and closed has no item known, but a failed attempt may have left one at
-  its start (read by the starts: not read): it is deleted too, a write unit whether or
-  not the item is there. A commit that lists no starts writes closed windows closed, as
-  before, so a shard read whole stays read whole;
+  longer lists (:func:`dead`: no reader needs them); it buries their items once it
+  committed: ``BatchWriteItem`` puts a small tombstone over each, closed, with a closed
+  item's TTL (:meth:`_OneLaneCommit._bury_dead`; a tombstone, not a delete, so that a
+  stale attempt's write of the window as new loses its condition: review 25). Its shard
+  item lists them (``deleting``: :class:`Deleting`), with the ones earlier burials left,
+  so a failed burial, or a process that died before it, leaves them to the shard's next
+  commit in any process (a load reads the list back; quiet closes and ticks carry it);
+  past the list's caps the windows are written closed, with their TTL, as before. A
+  window the batch opened and closed has no item known, but a failed attempt may have
+  left one at its start (read by the starts: not read), or a stale one may write it
+  later: it is buried too, a write unit whether or not the item is there. A commit that
+  lists no starts writes closed windows closed, as before, so a shard read whole stays
+  read whole;
 * what does not list its starts is read whole, as before: a shard item an earlier
   version or lanes mode wrote (lanes mode keeps its own reads: its logs, catch-up and
   closed windows' high-water need the partition), a shard still inheriting from its
@@ -71,10 +74,10 @@ __all__ = ["DELETING_BYTES", "DELETING_MAX", "STARTS_MAX"]
 
 #: The most starts a shard item lists (each a ``Query`` of a cold read); past it, none.
 STARTS_MAX = 64
-#: The most sort keys of closed windows' items still to delete a shard item lists
+#: The most sort keys of closed windows' items still to bury a shard item lists
 #: (``deleting``), and their most bytes: beside an inline outbox of up to 300 KB, the
 #: item stays under DynamoDB's 400 KB. Past either, a commit writes the windows it
-#: closed closed, with their TTL, as before the deletes (:class:`Deleting`).
+#: closed closed, with their TTL, as before the burials (:class:`Deleting`).
 DELETING_MAX = 400
 DELETING_BYTES = 32_000
 _ATTRIBUTE = "starts"
@@ -121,8 +124,9 @@ def open_starts(state: ShardState, whole: bool) -> frozenset[str] | None:
 
 def dead(wkey: WindowKey, starts: frozenset[str] | None) -> bool:
     """Whether a window a commit closed needs no item: the commit lists its starts
-    (``starts``, not ``None``) and not this window's. Its item is deleted after the commit
-    instead of written closed (:meth:`_OneLaneCommit._delete_dead`). Why nothing can need
+    (``starts``, not ``None``) and not this window's. Its item is buried after the commit
+    (a tombstone) instead of written closed (:meth:`_OneLaneCommit._bury_dead`). Why nothing
+    can need
     it: with one lane, tumbling or hopping windows and no reshard inheritance (else the
     commit lists nothing), a window is closed exactly when its end is at or behind the
     shard's watermark (``max_time`` less the lateness), which only grows, also when a
@@ -135,8 +139,8 @@ def dead(wkey: WindowKey, starts: frozenset[str] | None) -> bool:
 
 
 class Deleting:
-    """The windows whose items a commit lists to delete after it (``deleting``): those
-    still listed (earlier commits' deletes that failed, or were never tried: the process
+    """The windows whose items a commit lists to bury after it (``deleting``): those
+    still listed (earlier commits' burials that failed, or were never tried: the process
     died) and, while the caps allow (:data:`DELETING_MAX`, :data:`DELETING_BYTES`), those
     this commit closed at a start it does not list (:func:`dead`)."""
 
@@ -161,12 +165,12 @@ class Deleting:
         return True
 
     def all(self) -> set[WindowKey]:
-        """Every window the commit lists to delete: those still listed and those added."""
+        """Every window the commit lists to bury: those still listed and those added."""
         return set(self.listed) | self.added
 
 
 def deleting(shard_item: Mapping[str, Any] | None) -> set[WindowKey]:
-    """The windows whose items the shard item lists as still to delete (none listed: an
+    """The windows whose items the shard item lists as still to bury (none listed: an
     earlier version, or nothing left)."""
     if shard_item is None or _DELETING not in shard_item:
         return set()

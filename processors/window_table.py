@@ -61,7 +61,7 @@ if TYPE_CHECKING:
 __all__: list[str] = []
 
 #: the calls counted as writes (:attr:`_TableStore.writes`), the others as reads but
-#: ``BatchWriteItem`` (its deletes counted by item, :attr:`_TableStore.deleted`)
+#: ``BatchWriteItem`` (its tombstones counted by item, :attr:`_TableStore.buried`)
 _WRITES = frozenset({"DeleteItem", "PutItem", "TransactWriteItems", "UpdateItem"})
 
 
@@ -70,7 +70,7 @@ class _TableStore:
     :class:`~processors.window_dynamodb.DynamoDBStore`)."""
 
     __slots__ = ("_asks_quiet", "_cache", "_client", "_lanes", "_legacy", "_listed", "_local",
-                 "_merge", "_persist", "_sleep", "_whole", "deleted", "end_of", "hw_bound",
+                 "_merge", "_persist", "_sleep", "_whole", "buried", "end_of", "hw_bound",
                  "lateness", "max_record_age_s", "now", "prefix", "reads", "size", "table",
                  "writes")  # fmt: skip
 
@@ -129,11 +129,11 @@ class _TableStore:
         #: (:mod:`processors.window_starts`)
         self._whole: set[str] = set()
         #: calls made, for the bench and tests: reads (GetItem, Query pages), writes (PutItem,
-        #: UpdateItem, ...); ``deleted``: the items ``BatchWriteItem`` deleted (closed
-        #: windows', :meth:`_delete_all`), its calls counted in neither
+        #: UpdateItem, ...); ``buried``: the dead windows' items ``BatchWriteItem``
+        #: replaced by a tombstone (:meth:`_put_tombstones`), its calls counted in neither
         self.reads = 0
         self.writes = 0
-        self.deleted = 0
+        self.buried = 0
 
     @property
     def high_water(self) -> bool:
@@ -247,26 +247,25 @@ class _TableStore:
         )
         raise WindowStateError(msg)
 
-    def _delete_all(self, pk: dict[str, str], sort_keys: Sequence[str]) -> Callable[[], set[str]]:
-        """Delete the items of ``sort_keys`` in partition ``pk``: ``BatchWriteItem``
-        calls of 25 ``DeleteRequest`` each (DynamoDB's most), at once, each asking again
-        for its ``UnprocessedItems`` after a backoff, as :meth:`_batch_get` does. In an
-        invocation the calls run beside what follows (:func:`stream.overlap.behind`).
-        Best effort: the function returned gives the sort keys deleted (a call that failed,
-        or whose items were still unprocessed after the budget, leaves its keys out),
-        waiting for the calls; it never raises."""
-        chunks = [sort_keys[i : i + 25] for i in range(0, len(sort_keys), 25)]
-        wait = behind([partial(self._delete_chunk, pk, chunk) for chunk in chunks])
+    def _put_tombstones(self, stones: Sequence[dict[str, Any]]) -> Callable[[], set[str]]:
+        """Write the tombstones ``stones`` (:func:`~processors.window_items.tombstone`, each
+        over a dead window's item, or where a failed attempt may have left one):
+        ``BatchWriteItem`` calls of 25 ``PutRequest`` each (DynamoDB's most), at once, each
+        asking again for its ``UnprocessedItems`` after a backoff, as :meth:`_batch_get`
+        does. In an invocation the calls run beside what follows
+        (:func:`stream.overlap.behind`). Best effort: the function returned gives the sort
+        keys written (a call that failed, or whose items were still unprocessed after the
+        budget, leaves its keys out), waiting for the calls; it never raises."""
+        chunks = [stones[i : i + 25] for i in range(0, len(stones), 25)]
+        wait = behind([partial(self._tombstone_chunk, chunk) for chunk in chunks])
         return lambda: {sk for chunk in wait() for sk in chunk}
 
-    def _delete_chunk(self, pk: dict[str, str], sort_keys: Sequence[str]) -> list[str]:
-        """One chunk of :meth:`_delete_all`: the sort keys it deleted (in a pool thread:
-        counted by the caller, :attr:`deleted`)."""
+    def _tombstone_chunk(self, stones: Sequence[dict[str, Any]]) -> list[str]:
+        """One chunk of :meth:`_put_tombstones`: the sort keys it wrote (in a pool thread:
+        counted by the caller, :attr:`buried`)."""
         from stream.aws import MAX_ATTEMPTS, backoff_delay  # noqa: PLC0415
 
-        request: dict[str, Any] = {self.table: [
-            {"DeleteRequest": {"Key": {"shard": pk, "window": {"S": sk}}}} for sk in sort_keys
-        ]}  # fmt: skip
+        request: dict[str, Any] = {self.table: [{"PutRequest": {"Item": s}} for s in stones]}
         for attempt in range(MAX_ATTEMPTS):
             if attempt:
                 self._sleep(backoff_delay(attempt))
@@ -278,8 +277,8 @@ class _TableStore:
             request = page.get("UnprocessedItems") or {}
             if not request:
                 break
-        left = {r["DeleteRequest"]["Key"]["window"]["S"] for r in request.get(self.table, [])}
-        return [sk for sk in sort_keys if sk not in left]
+        left = {r["PutRequest"]["Item"]["window"]["S"] for r in request.get(self.table, [])}
+        return [s["window"]["S"] for s in stones if s["window"]["S"] not in left]
 
     def _shard_items(self, shard_ids: Sequence[str]) -> list[dict[str, Any]]:
         """The shards' items (``BatchGetItem``, strongly consistent; a shard with none
@@ -403,6 +402,11 @@ class _TableStore:
             ]
         return out
 
+    def _closed_expires(self, end: Any, closed_ttl: int) -> int:
+        """The TTL of a window's item closed now (:meth:`_closed_ttl`'s ``closed_ttl``):
+        a day after the window could still take a record, if that is later."""
+        return max(closed_ttl, int(end) + self.lateness + CLOSED_TTL_S)
+
     def _item_content(
         self,
         state: ShardState,
@@ -418,7 +422,7 @@ class _TableStore:
         accs = state.windows.get(wkey)
         end: Any = wkey[1] + self.size if self.end_of is None else self.end_of(wkey, accs)
         if accs is None:
-            return end, None, rank, max(closed_ttl, int(end) + self.lateness + CLOSED_TTL_S)
+            return end, None, rank, self._closed_expires(end, closed_ttl)
         of_end = ranks.get(end)
         if of_end is None:
             of_end = ranks[end] = {w: i for i, w in enumerate(state.by_end[end])}

@@ -217,7 +217,9 @@ def _shared_tables(plan: Plan, function: str, sinks: Mapping[str, Sink]) -> list
     return [
         name
         for name, sink in sinks.items()
-        if hasattr(sink, "takes_final") and str(specs.get(name, {}).get("table")) in others
+        if hasattr(sink, "takes_final")
+        and name in specs
+        and str(specs[name].get("table")) in others
     ]
 
 

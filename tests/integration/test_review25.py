@@ -79,16 +79,8 @@ def open_items_left(
             if "expires" not in i and float(i["end"]["N"]) <= watermark}  # fmt: skip
 
 
-FINDING_1 = pytest.mark.xfail(
-    strict=True,
-    reason="review25 finding 1: a zombie's window item write (as new: attribute_not_exists) "
-    "lands after the new owner deleted that window's item (opened and closed in its batch), "
-    "and nothing ever deletes it: open, no TTL, at a start no read by the starts reads",
-)
-
-
 class TestAZombieWritesAfterTheNewOwnerDeleted:
-    @pytest.mark.parametrize("path", [pytest.param("deletes", marks=FINDING_1), "old path"])
+    @pytest.mark.parametrize("path", ["deletes", "old path"])
     def test_no_open_window_item_is_left_for_ever(self, aws, window_table, monkeypatch, path):
         """Worker Z and worker B share shard s0 (Z's lease expired while it was paused).
         Both committed minute 0 (five users). Z takes minute 1's five records, reads the

@@ -1,7 +1,8 @@
-"""A closed window's item is deleted, not written closed (issue 17), on the session moto
+"""A closed window's item is buried, not written closed (issue 17), on the session moto
 server: with one lane, a commit that lists its open windows' starts writes only the windows
-still open (and the shard item), and once it committed deletes the items of the windows it
-closed (``BatchWriteItem``, 25 keys a call, at once: :func:`processors.window_starts.dead`).
+still open (and the shard item), and once it committed puts tombstones over the items of
+the windows it closed (``BatchWriteItem``, 25 a call, at once:
+:func:`processors.window_starts.dead`; tombstones, not deletes: review 25).
 Each test compares the step's results with a twin partition on the old path (its commits
 list no starts, so it is read whole and writes its closed windows closed), and counts the
 calls.
@@ -47,9 +48,10 @@ def old_path(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 class Recorded:
     """The real client, recording each ``PutItem``'s sort key and each ``BatchWriteItem``'s
-    deleted sort keys; ``refuse`` makes the next ``BatchWriteItem`` calls fail (a
-    ``ClientError``), ``unprocess`` makes them do nothing and hand every item back as
-    ``UnprocessedItems`` (DynamoDB's answer under throttling)."""
+    tombstones' sort keys (``deletes``: the items they replace); ``refuse`` makes the next
+    ``BatchWriteItem`` calls fail (a ``ClientError``), ``unprocess`` makes them do nothing
+    and hand every item back as ``UnprocessedItems`` (DynamoDB's answer under
+    throttling)."""
 
     def __init__(self, client: Any) -> None:
         self.client = client
@@ -66,7 +68,7 @@ class Recorded:
         return self.client.put_item(**request)
 
     def batch_write_item(self, **request: Any) -> Any:
-        keys = [r["DeleteRequest"]["Key"]["window"]["S"]
+        keys = [r["PutRequest"]["Item"]["window"]["S"]
                 for table in request["RequestItems"].values() for r in table]  # fmt: skip
         self.deletes.append(sorted(keys))
         if self.refuse:
@@ -87,7 +89,32 @@ class Recorded:
 def window_sks(
     aws: Callable[[str], Any], table: str, prefix: str, shard: str = "s0"
 ) -> dict[str, dict[str, Any]]:
-    """The window items (``w#``) of the test's shard's partition, by sort key."""
+    """The window items (``w#``) of the test's shard's partition, by sort key, but the
+    tombstones (:func:`tombstones`): what the windows' items were before a commit buried
+    them, or the old path's."""
+    return {sk: i for sk, i in _window_items(aws, table, prefix, shard).items()
+            if "tombstone" not in i}  # fmt: skip
+
+
+def tombstones(
+    aws: Callable[[str], Any], table: str, prefix: str, shard: str = "s0"
+) -> dict[str, dict[str, Any]]:
+    """The tombstones of the test's shard's partition, by sort key: dead windows' items
+    replaced after a commit (:func:`processors.window_items.tombstone`), each closed, with
+    no accumulators and a TTL (checked here)."""
+    found = {sk: i for sk, i in _window_items(aws, table, prefix, shard).items()
+             if "tombstone" in i}  # fmt: skip
+    for sk, item in found.items():
+        assert item["closed"] == {"BOOL": True}, sk
+        assert "acc" not in item, sk
+        assert "prev" not in item, sk
+        assert int(item["expires"]["N"]) > 0, sk
+    return found
+
+
+def _window_items(
+    aws: Callable[[str], Any], table: str, prefix: str, shard: str
+) -> dict[str, dict[str, Any]]:
     return {i["window"]["S"]: i for i in items(aws, table, prefix)
             if i["shard"]["S"] == prefix + shard and i["window"]["S"][:2] == "w#"}  # fmt: skip
 
@@ -101,13 +128,13 @@ def no_sleep(seconds: float) -> None:
 
 
 class TestAClosingBatch:
-    def test_writes_the_open_windows_then_deletes_the_closed_ones(
+    def test_writes_the_open_windows_then_buries_the_closed_ones(
         self, aws, window_table, monkeypatch
     ):
         """Minute 1's batch closes minute 0's 30 windows: it writes minute 1's 30 items
-        and the shard item, nothing closed, then deletes minute 0's items in two calls
-        (25 + 5). The results equal the twin's on the old path, warm and after a cold
-        start, and its partition holds the open windows only."""
+        and the shard item, nothing closed, then puts tombstones over minute 0's items in
+        two calls (25 + 5). The results equal the twin's on the old path, warm and after a
+        cold start, and its partition holds the open windows and the tombstones only."""
         a, b = uuid.uuid4().hex, uuid.uuid4().hex
         client = aws("dynamodb")
         recorded = Recorded(client)
@@ -127,6 +154,9 @@ class TestAClosingBatch:
             else:
                 assert recorded.deletes == []
             assert sorted(window_sks(aws, window_table, a)) == of_minute(m)
+            assert sorted(tombstones(aws, window_table, a)) == sorted(
+                sk for before in range(m) for sk in of_minute(before)
+            )
         closed_b = [sk for sk, i in window_sks(aws, window_table, b).items() if "closed" in i]
         assert sorted(closed_b) == sorted(of_minute(0) + of_minute(1) + of_minute(2))
         assert "starts" not in shard_item(aws, window_table, b)  # the twin: the old path

@@ -55,7 +55,7 @@ class TestTheList:
         assert sorted(window_sks(aws, window_table, prefix)) == of_minute(2, 3)
         run(warm, minute(3, 3), 301)
         assert deleting(shard_item(aws, window_table, prefix)) == of_minute(2, 3)
-        assert warm.store.deleted == 9  # type: ignore[attr-defined]
+        assert warm.store.buried == 9  # type: ignore[attr-defined]
 
     @pytest.mark.parametrize(
         ("cap", "value"), [("DELETING_MAX", 2), ("DELETING_BYTES", 2 * len('w#60#"u0"'))]

@@ -85,11 +85,15 @@ def test_a_batch_s_deletes_run_beside_its_sinks_and_end_before_it_returns(aws, w
     assert result.written == {"rows": 30}
     assert len(client.deletes) == 2  # 25 + 5 keys
     assert not client.waited_out  # each delete waited for the sink: it ran beside it
-    # and the invocation ended after them: minute 0's items are gone when run returned
+    # and the invocation ended after them: minute 0's items are tombstones when run returned
     prefix = window.store.prefix
     left = [i for i in items(aws, window_table, prefix) if i["window"]["S"].startswith("w#")]
-    assert len(left) == 30
-    assert all(i["window"]["S"].startswith(start_prefix(60)) for i in left)  # minute 1's
+    live = [i for i in left if "tombstone" not in i]
+    assert len(live) == 30
+    assert all(i["window"]["S"].startswith(start_prefix(60)) for i in live)  # minute 1's
+    buried = [i for i in left if "tombstone" in i]
+    assert len(buried) == 30
+    assert all(i["window"]["S"].startswith(start_prefix(0)) for i in buried)  # minute 0's
 
 
 def test_with_overlap_off_the_deletes_go_before_the_sinks_as_before(aws, window_table):
@@ -120,7 +124,7 @@ def test_a_delete_still_running_is_settled_by_the_shard_s_next_commit(aws, windo
     runner.run(batch(minute(0, 5), 100))
     runner.run(batch(minute(1, 5), 200))  # deletes minute 0's five
     runner.run(batch(minute(2, 5), 300))  # deletes minute 1's five, settles minute 0's
-    assert window.store.deleted == 5  # minute 0's, settled; minute 1's at the next commit
+    assert window.store.buried == 5  # minute 0's, settled; minute 1's at the next commit
     runner.run(batch(minute(3, 5), 400))
-    assert window.store.deleted == 10
+    assert window.store.buried == 10
     assert sorted(len(d) for d in client.deletes) == [5, 5, 5]

@@ -221,12 +221,12 @@ def test_with_one_lane_no_outbox_entry_nor_high_water_is_written_and_closed_item
     aws: Callable[[str], Any], window_table: str, monkeypatch: pytest.MonkeyPatch, listed: bool
 ) -> None:
     """Main's items: a closing batch writes no ``~o#`` entry and no ``hw``; a closed item
-    is deleted once the batch committed (its shard item lists its open windows' starts,
-    :func:`processors.window_starts.dead`), or, when it lists none (past ``STARTS_MAX``),
-    written closed and kept a day, as main does (lanes mode: the age bound plus an hour).
-    A closer redelivered after a restart while the shard item's outbox still holds it
-    yields its results from there, with one read; and a redelivered record whose window
-    closed since is not late, its item deleted or not."""
+    is buried once the batch committed (a tombstone: its shard item lists its open
+    windows' starts, :func:`processors.window_starts.dead`), or, when it lists none (past
+    ``STARTS_MAX``), written closed; either kept a day, as main does (lanes mode: the age
+    bound plus an hour). A closer redelivered after a restart while the shard item's
+    outbox still holds it yields its results from there, with one read; and a redelivered
+    record whose window closed since is not late, its item buried or not."""
     if not listed:
         monkeypatch.setattr(window_starts, "STARTS_MAX", -1)
     prefix, client = uuid.uuid4().hex, aws("dynamodb")
@@ -235,17 +235,18 @@ def test_with_one_lane_no_outbox_entry_nor_high_water_is_written_and_closed_item
     assert batch(step, [A1, B2, A3]) == []
     assert batch(step, [CLOSER]) == RESULTS
     stored = items(aws, window_table, prefix)
-    closed_items = [] if listed else ['w#0#"a"', 'w#0#"b"']
     assert sorted(i["window"]["S"] for i in stored) == [
         "#shard",
         "#shards",
-        *closed_items,
+        'w#0#"a"',
+        'w#0#"b"',
         'w#60#"c"',
     ]
     assert [i["window"]["S"] for i in stored if "hw" in i or "hw_prev" in i] == []
-    if not listed:
-        closed = next(i for i in stored if i["window"]["S"] == 'w#0#"a"')
-        assert 0 < int(closed["expires"]["N"]) - int(step._now()) <= CLOSED_TTL_S
+    closed = next(i for i in stored if i["window"]["S"] == 'w#0#"a"')
+    assert ("tombstone" in closed) is listed
+    assert "acc" not in closed
+    assert 0 < int(closed["expires"]["N"]) - int(step._now()) <= CLOSED_TTL_S
     again = one_lane(window_table, prefix, client)  # a restart
     assert batch(again, [A1, B2, A3, CLOSER]) == RESULTS
     assert again.late == 0

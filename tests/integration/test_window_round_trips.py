@@ -53,8 +53,8 @@ class Calls:
         if model.name == "BatchGetItem":
             what = sorted(k["window"]["S"] for t in params["RequestItems"].values()
                           for k in t["Keys"])  # fmt: skip
-        elif model.name == "BatchWriteItem":  # a commit's deletes of closed windows' items
-            what = sorted(r["DeleteRequest"]["Key"]["window"]["S"]
+        elif model.name == "BatchWriteItem":  # a commit's tombstones of dead windows' items
+            what = sorted(r["PutRequest"]["Item"]["window"]["S"]
                           for t in params["RequestItems"].values() for r in t)  # fmt: skip
         barrier = self.barrier
         if barrier is not None and self.held(model.name, what):
