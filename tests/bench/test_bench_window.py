@@ -48,8 +48,8 @@ def test_lanes_prints_writes_reads_and_lost_conditions_per_batch_against_one_lan
     out = capsys.readouterr().out
     row = re.compile(
         r"^ {4}(?P<name>[^\n]+?) +(?P<batches>\d+) batches: +(?P<writes>[\d.]+) writes for "
-        r"+(?P<pairs>[\d.]+) \(key, window\) = +(?P<over>[-+][\d.]+), +(?P<deleted>[\d.]+) "
-        r"deleted, +(?P<reads>[\d.]+) reads, "
+        r"+(?P<pairs>[\d.]+) \(key, window\) = +(?P<over>[-+][\d.]+), +(?P<buried>[\d.]+) "
+        r"buried, +(?P<reads>[\d.]+) reads, "
         r"(?P<lost>[\d.]+) lost conditions; (?P<results>\d+) results, (?P<late>\d+) late",
         re.MULTILINE,
     )
@@ -62,8 +62,8 @@ def test_lanes_prints_writes_reads_and_lost_conditions_per_batch_against_one_lan
     turns = rows["2 lanes, in turn"]
     assert float(turns["lost"]) == 0
     one = rows["1 lane, one-lane protocol"]
-    assert float(one["deleted"]) > 0  # one lane deletes its closed windows' items
-    assert float(turns["deleted"]) == 0  # lanes mode writes them closed
-    assert float(turns["over"]) - (float(one["over"]) + float(one["deleted"])) <= 3
+    assert float(one["buried"]) > 0  # one lane buries its closed windows' items
+    assert float(turns["buried"]) == 0  # lanes mode writes them closed
+    assert float(turns["over"]) - (float(one["over"]) + float(one["buried"])) <= 3
     assert float(turns["reads"]) > 1, "a lane catches up on the other's commits"
     assert "vs 1 lane, one-lane protocol" in out
