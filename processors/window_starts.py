@@ -125,13 +125,12 @@ def open_starts(state: ShardState, whole: bool) -> frozenset[str] | None:
 def dead(wkey: WindowKey, starts: frozenset[str] | None) -> bool:
     """Whether a window a commit closed needs no item: the commit lists its starts
     (``starts``, not ``None``) and not this window's. Its item is buried after the commit
-    (a tombstone) instead of written closed (:meth:`_OneLaneCommit._bury_dead`). Why nothing
-    can need
-    it: with one lane, tumbling or hopping windows and no reshard inheritance (else the
-    commit lists nothing), a window is closed exactly when its end is at or behind the
-    shard's watermark (``max_time`` less the lateness), which only grows, also when a
-    redeploy raises the lateness (:func:`~processors.window_items.max_time_of`); every reader
-    (a load, a child's view of its parent) takes an open-looking item behind the
+    (a tombstone) instead of written closed (:meth:`_OneLaneCommit._bury_dead`). Why
+    nothing can need it: with one lane, tumbling or hopping windows and no reshard
+    inheritance (else the commit lists nothing), a window is closed exactly when its end is
+    at or behind the shard's watermark (``max_time`` less the lateness), which only grows,
+    also when a redeploy raises the lateness (:func:`~processors.window_items.max_time_of`);
+    every reader (a load, a child's view of its parent) takes an open-looking item behind the
     watermark for a window closed elsewhere and never emits it, and a read by the starts
     does not even read it: no record reopens it (a record for it is late). All windows of
     one start end together, so an unlisted start holds no open window at all."""
