@@ -1,8 +1,9 @@
-"""Review 25: the window store's deletes of closed windows (issue 17) under a zombie: a
-worker paused past its lease while another took its shard over. Against the session moto
-server; the two workers are two window steps with their own stores (two processes) on one
-partition, and the pause is a thread held on an ``Event`` inside the real client, never a
-faked answer. The order of events is forced with events, never timed."""
+"""Review 25: the window store's burials of closed windows (issue 17; deletes when review 25
+found this, tombstones since) under a zombie: a worker paused past its lease while another
+took its shard over. Against the session moto server; the two workers are two window steps
+with their own stores (two processes) on one partition, and the pause is a thread held on an
+``Event`` inside the real client, never a faked answer. The order of events is forced with
+events, never timed."""
 
 from __future__ import annotations
 
@@ -79,21 +80,22 @@ def open_items_left(
             if "expires" not in i and float(i["end"]["N"]) <= watermark}  # fmt: skip
 
 
-class TestAZombieWritesAfterTheNewOwnerDeleted:
-    @pytest.mark.parametrize("path", ["deletes", "old path"])
+class TestAZombieWritesAfterTheNewOwnerBuried:
+    @pytest.mark.parametrize("path", ["burials", "old path"])
     def test_no_open_window_item_is_left_for_ever(self, aws, window_table, monkeypatch, path):
         """Worker Z and worker B share shard s0 (Z's lease expired while it was paused).
         Both committed minute 0 (five users). Z takes minute 1's five records, reads the
         shard and pauses before its writes. B takes the shard over and gets a longer
-        batch: minute 1 and minute 2: minute 0's windows close (deleted) and so do minute
-        1's, opened and closed in B's batch (not written; blind-deleted). Z wakes: its
-        writes of minute 1's windows as new windows succeed (nothing is there any more),
-        its shard item loses its condition. Z's batch comes again (a redelivery: B's
-        outcomes, nothing written). B goes on with minutes 3 to 5. Minute 1's five
-        items stay: open-looking (``v`` at or before ``applied``, ``acc``, no
-        ``expires``), at a start no shard item lists again. Before the deletes, B wrote
-        them closed (with a TTL) and Z's writes lost their condition (the twin on the
-        old path: commits list no starts)."""
+        batch: minute 1 and minute 2: minute 0's windows close (buried) and so do minute
+        1's, opened and closed in B's batch (not written; buried blind). Z wakes: its
+        writes of minute 1's windows as new windows must lose their condition, and its
+        shard item loses its own. Z's batch comes again (a redelivery: B's outcomes,
+        nothing written). B goes on with minutes 3 to 5. No open-looking item (``acc``,
+        no ``expires``) of a closed window may stay. With deletes, Z's writes succeeded
+        (nothing was there any more) and minute 1's five items stayed for ever, at a
+        start no shard item lists again; with tombstones, as on the old path (commits
+        list no starts: closed windows written closed, with a TTL), they lose their
+        condition."""
         if path == "old path":
             monkeypatch.setattr(window_starts, "STARTS_MAX", -1)
         prefix = uuid.uuid4().hex
