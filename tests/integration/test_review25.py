@@ -15,7 +15,7 @@ import pytest
 
 from processors import window_starts
 from processors.window_store import WindowStateError
-from tests.integration.test_window_close_deletes import window_sks
+from tests.integration.test_window_close_burials import window_sks
 from tests.integration.test_window_starts import minute, run, shard_item, step
 
 if TYPE_CHECKING:

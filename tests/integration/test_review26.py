@@ -1,6 +1,6 @@
 """Review 26: the tombstones that bury a dead window's item (review 25's fix) against every
 reader of a whole partition. Each scenario runs twice, as in
-``test_window_close_deletes_review2``: on the burials' path, and on a twin whose one-lane
+``test_window_close_burials_review2``: on the burials' path, and on a twin whose one-lane
 commits list no starts (the old path: closed windows written closed at their commit,
 nothing buried), and the two must yield the same results and count the same late records.
 
@@ -24,7 +24,7 @@ from processors.chain import Chain, Step
 from processors.window import Window
 from processors.window_store import DynamoDBStore
 from stream.records import Record
-from tests.integration.test_window_close_deletes import tombstones, window_sks
+from tests.integration.test_window_close_burials import tombstones, window_sks
 from tests.integration.test_window_tick_reshards import ARN, Setup
 
 if TYPE_CHECKING:
@@ -402,7 +402,7 @@ class TestAZombieWriteBetweenTheCommitAndTheBurial:
             open_items_left,
             zombie_batch,
         )
-        from tests.integration.test_window_close_deletes import Recorded  # noqa: PLC0415
+        from tests.integration.test_window_close_burials import Recorded  # noqa: PLC0415
         from tests.integration.test_window_starts import minute, run, step  # noqa: PLC0415
 
         got = {}
@@ -496,7 +496,7 @@ class TestTheTombstoneTTL:
         least (end + the lateness it ran with + a day); the twin's closed item (written at
         the close, with lateness 50) stays the lowered 50 s longer: shorter, but still a
         day and more past the burial, far past any lease (review 25's zombie)."""
-        from tests.integration.test_window_close_deletes import Recorded  # noqa: PLC0415
+        from tests.integration.test_window_close_burials import Recorded  # noqa: PLC0415
 
         client = aws("dynamodb")
         expires = {}

@@ -20,7 +20,7 @@ import pytest
 
 from processors.window import Window
 from processors.window_store import DynamoDBStore
-from tests.integration.test_window_close_deletes import old_path, window_sks
+from tests.integration.test_window_close_burials import old_path, window_sks
 from tests.integration.test_window_starts import minute, run, shard_item
 from tests.processors.test_window import AGGREGATE
 

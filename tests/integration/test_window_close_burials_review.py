@@ -17,7 +17,7 @@ import pytest
 from processors.window import Window
 from processors.window_state import WindowStateError
 from processors.window_store import DynamoDBStore
-from tests.integration.test_window_close_deletes import (
+from tests.integration.test_window_close_burials import (
     Recorded,
     of_minute,
     old_path,
@@ -39,7 +39,7 @@ def kept_for_ever(aws: Callable[[str], Any], table: str, prefix: str, sks: list[
     return sorted(sk for sk in sks if sk in stored and "expires" not in stored[sk])
 
 
-class TestAFailedDeleteThenANewProcess:
+class TestAFailedBurialThenANewProcess:
     def test_the_closed_windows_items_do_not_stay_for_ever(self, aws, window_table, monkeypatch):
         """The delete after minute 1's commit fails; every batch runs in a new process
         (cold), as Lambda may. Minute 0's items are never deleted and have no TTL; on the

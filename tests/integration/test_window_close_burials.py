@@ -181,8 +181,8 @@ class TestAClosingBatch:
         )
 
 
-class TestAFailedDelete:
-    def test_does_not_fail_the_batch_and_the_next_commit_deletes_them(
+class TestAFailedBurial:
+    def test_does_not_fail_the_batch_and_the_next_commit_buries_them(
         self, aws, window_table, monkeypatch
     ):
         """The delete after minute 1's commit fails: the batch still yields minute 0's
@@ -245,7 +245,7 @@ class TestAFailedDelete:
 
 
 class TestAZombie:
-    def test_its_write_after_the_delete_is_never_emitted(self, aws, window_table, monkeypatch):
+    def test_its_write_after_the_burial_is_never_emitted(self, aws, window_table, monkeypatch):
         """A zombie (an attempt past its lease) read minute 0's windows open, and writes
         one back after the batch that closed it committed and deleted it: an open-looking
         item behind the watermark, at a start the shard item no longer lists. A warm
@@ -286,7 +286,7 @@ class TestAZombie:
 
 class TestClosedElsewhere:
     @pytest.mark.parametrize("by", ["shard", "tick"])
-    def test_the_shard_s_next_commit_deletes_what_a_quiet_close_or_a_tick_closed(
+    def test_the_shard_s_next_commit_buries_what_a_quiet_close_or_a_tick_closed(
         self, aws, window_table, by
     ):
         """s0's windows are closed by another shard's batch (s0 quiet) or by a flush's
@@ -319,7 +319,7 @@ class TestClosedElsewhere:
         assert sorted(window_sks(aws, window_table, prefix, "s0")) == ['w#19980#"u0"']
 
 
-class TestLanesModeAfterTheDeletes:
+class TestLanesModeAfterTheBurials:
     def test_a_redelivered_batch_is_decided_not_late(self, aws, window_table):
         """``parallelization`` raised after a one-lane batch closed (and deleted) windows:
         lanes mode gets the batch again (a sink after the step failed) and asks the closed

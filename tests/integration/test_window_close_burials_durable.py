@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from processors import window_starts
-from tests.integration.test_window_close_deletes import (
+from tests.integration.test_window_close_burials import (
     Recorded,
     of_minute,
     old_path,
@@ -32,7 +32,7 @@ def deleting(item: dict[str, Any]) -> list[str]:
 
 
 class TestTheList:
-    def test_a_failed_delete_is_done_by_the_next_process(self, aws, window_table):
+    def test_a_failed_burial_is_done_by_the_next_process(self, aws, window_table):
         """Minute 1's delete fails: its shard item lists minute 0's items (written before
         the delete). A new process's commit (minute 2) lists them with minute 1's and
         deletes both; its next commit, warm, lists only minute 2's."""

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from processors import window_starts
-from tests.integration.test_window_close_deletes import old_path, window_sks
+from tests.integration.test_window_close_burials import old_path, window_sks
 from tests.integration.test_window_starts import shard_item
 from tests.integration.test_window_tick import on
 from tests.integration.test_window_tick import step as ticking_step
@@ -93,7 +93,7 @@ def results(found: list[Any]) -> list[Any]:
 
 class TestASplit:
     @pytest.mark.parametrize("lanes", [False, True], ids=["one-lane", "lanes"])
-    def test_the_children_of_a_parent_that_deleted_its_closed_windows_equal_the_twin(
+    def test_the_children_of_a_parent_that_buried_its_closed_windows_equal_the_twin(
         self, aws, window_table, monkeypatch, lanes
     ):
         """p (one lane) closes minute 0 (deleted on the new path, written closed on the

@@ -1,4 +1,4 @@
-"""The deletes of the windows a batch closed run beside its sinks (issue 17), and the
+"""The burials (tombstones) of the windows a batch closed run beside its sinks (issue 17), and the
 invocation ends only once they have: :func:`stream.overlap.behind` in a
 :func:`stream.overlap.deferring` block (:meth:`stream.batch.BatchRunner.run`). Against the
 session moto server; the order of events is forced with events between threads, never
@@ -19,7 +19,7 @@ from sinks.memory import MemorySink
 from stream.batch import BatchRunner
 from stream.overlap import overlapping
 from stream.records import Record
-from tests.integration.test_window_close_deletes import Recorded
+from tests.integration.test_window_close_burials import Recorded
 from tests.integration.test_window_starts import minute, step
 from tests.integration.test_window_state import items
 
@@ -74,7 +74,7 @@ def runner_for(aws: Callable[[str], Any], table: str, client: Any, sunk: threadi
     return BatchRunner(chain, {"rows": Rows(sunk)}, default_route=["rows"], function="f"), window
 
 
-def test_a_batch_s_deletes_run_beside_its_sinks_and_end_before_it_returns(aws, window_table):
+def test_a_batch_s_burials_run_beside_its_sinks_and_end_before_it_returns(aws, window_table):
     sunk = threading.Event()
     client = Gated(aws("dynamodb"), sunk)
     runner, window = runner_for(aws, window_table, client, sunk)
@@ -96,7 +96,7 @@ def test_a_batch_s_deletes_run_beside_its_sinks_and_end_before_it_returns(aws, w
     assert all(i["window"]["S"].startswith(start_prefix(0)) for i in buried)  # minute 0's
 
 
-def test_with_overlap_off_the_deletes_go_before_the_sinks_as_before(aws, window_table):
+def test_with_overlap_off_the_burials_go_before_the_sinks_as_before(aws, window_table):
     sunk = threading.Event()
     client = Recorded(aws("dynamodb"))
     order: list[str] = []
@@ -115,7 +115,7 @@ def test_with_overlap_off_the_deletes_go_before_the_sinks_as_before(aws, window_
     assert order == ["delete"]
 
 
-def test_a_delete_still_running_is_settled_by_the_shard_s_next_commit(aws, window_table):
+def test_a_burial_still_running_is_settled_by_the_shard_s_next_commit(aws, window_table):
     # a step's store used outside an invocation's block after one: the next commit takes
     # what the last one's deletes did (the keys leave the list the shard item carries)
     sunk = threading.Event()
