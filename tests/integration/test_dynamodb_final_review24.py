@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import pytest
 
+from deploy.local import servers
 from deploy.local.servers import provision
 from deploy.pipeline.config import compile_plan, parse_config
 from sinks.dynamodb import DynamoDBSink
@@ -27,11 +28,7 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.integration
 
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+CREDENTIALS = {**servers.CREDENTIALS, "AWS_DEFAULT_REGION": "us-east-1"}  # the local servers'
 # counts: views per user per minute into rows (and a copy of each result to a queue);
 # fixes: correction events of the same stream (an operator's tool puts them in), which
 # replace a window's row: one item per window_id, the newest record wins (latest)

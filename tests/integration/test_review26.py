@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from contextlib import nullcontext
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -24,11 +25,12 @@ from processors.chain import Chain, Step
 from processors.window import Window
 from processors.window_store import DynamoDBStore
 from stream.records import Record
-from tests.integration.test_window_close_burials import tombstones, window_sks
+from tests.integration.test_window_close_burials import old_path, tombstones, window_sks
 from tests.integration.test_window_tick_reshards import ARN, Setup
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from contextlib import AbstractContextManager
 
 pytestmark = pytest.mark.integration
 
@@ -59,6 +61,12 @@ class Held:
                                 for rs in request["RequestItems"].values()
                                 for r in rs))  # fmt: skip
         return self.client.batch_write_item(**request)
+
+
+def path(monkeypatch: pytest.MonkeyPatch, burying: bool) -> AbstractContextManager[None]:
+    """The burials' path (``burying``), or the twin's: the old path, whose commits list no
+    starts, so closed windows are written closed (:func:`old_path`)."""
+    return nullcontext() if burying else old_path(monkeypatch)
 
 
 def in_thread(go: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
@@ -134,9 +142,7 @@ class TestABurialLandingAfterTheConversion:
             held = Held(client)
             one = conv_step(aws, window_table, prefix, lanes=False, client=held)
             first = conv_run(one, [(1, "x", 1.0), (2, "y", 50.0)])
-            with monkeypatch.context() as patched:
-                if not burying:
-                    patched.setattr("processors.window_starts.STARTS_MAX", -1)
+            with path(monkeypatch, burying):
                 steps = held_batch(held, partial(conv_run, one, [(3, "v", 100.0), (4, "z", 200.0)]),
                                    burying)  # fmt: skip
                 next(steps)
@@ -189,9 +195,7 @@ class TestABurialLandingAfterASplit:
             parent = Setup(aws, window_table, lineage, lanes=False, kind="window")
             held = Held(parent.client)
             found: list[Any] = []
-            with monkeypatch.context() as patched:
-                if not burying:
-                    patched.setattr("processors.window_starts.STARTS_MAX", -1)
+            with path(monkeypatch, burying):
                 found += on_with(parent, "p", minute_docs(0) + minute_docs(1), 1)
                 docs = [{"user": "v", "ts": 150}, *minute_docs(3)]
                 steps = held_batch(held, partial(on_with, parent, "p", docs, 101, held),
@@ -251,9 +255,7 @@ class TestABurialLandingAfterALatenessRaise:
             prefix = uuid.uuid4().hex
             held = Held(client)
             found: list[Any] = []
-            with monkeypatch.context() as patched:
-                if not burying:
-                    patched.setattr("processors.window_starts.STARTS_MAX", -1)
+            with path(monkeypatch, burying):
                 old = late_step(window_table, prefix, held, 0)
                 found += late_run(old, minute_docs(0) + minute_docs(1), 1)
                 docs = [{"user": "v", "ts": 100}, *minute_docs(3)]
@@ -309,9 +311,7 @@ class TestABurialLandingAfterAQuietClose:
                 return sorted((r["window_id"], r["n"]) for r in found)
 
             found: list[Any] = []
-            with monkeypatch.context() as patched:
-                if not burying:
-                    patched.setattr("processors.window_starts.STARTS_MAX", -1)
+            with path(monkeypatch, burying):
                 found += ids(on(new(), "s0", [{"user": f"u{u}", "ts": u} for u in range(3)], 1))
                 if by != "tick":
                     assert on(new(lanes=by == "lanes shard"), "s1",
@@ -361,9 +361,7 @@ class TestABurialLandingAfterAMerge:
             parents = Setup(aws, window_table, lineage, lanes=False, kind="window")
             held = Held(parents.client)
             found: list[Any] = []
-            with monkeypatch.context() as patched:
-                if not burying:
-                    patched.setattr("processors.window_starts.STARTS_MAX", -1)
+            with path(monkeypatch, burying):
                 found += on_with(parents, "p1", [{"user": "u0", "ts": 1}], 1)
                 found += on_with(parents, "p2", [{"user": "u0", "ts": 30}], 1)
                 docs = [{"user": "v", "ts": 70}, {"user": "u0", "ts": 121}]
@@ -407,9 +405,7 @@ class TestAZombieWriteBetweenTheCommitAndTheBurial:
 
         got = {}
         for name, burying in (("new", True), ("twin", False)):
-            with monkeypatch.context() as patched:
-                if not burying:
-                    patched.setattr("processors.window_starts.STARTS_MAX", -1)
+            with path(monkeypatch, burying):
                 prefix = uuid.uuid4().hex
                 real = aws("dynamodb")
                 paused = Paused(real)
@@ -457,9 +453,7 @@ class TestHoppingWindows:
         client = aws("dynamodb")
         got = {}
         for name, burying in (("new", True), ("twin", False)):
-            with monkeypatch.context() as patched:
-                if not burying:
-                    patched.setattr("processors.window_starts.STARTS_MAX", -1)
+            with path(monkeypatch, burying):
                 prefix = uuid.uuid4().hex
                 held = Held(client)
                 first = step(window_table, prefix, held, slide=30)
@@ -502,9 +496,7 @@ class TestTheTombstoneTTL:
         expires = {}
         base = 9_960  # minute 166's start: windows [9960, 10020)
         for name, burying in (("new", True), ("twin", False)):
-            with monkeypatch.context() as patched:
-                if not burying:
-                    patched.setattr("processors.window_starts.STARTS_MAX", -1)
+            with path(monkeypatch, burying):
                 prefix = uuid.uuid4().hex
                 recorded = Recorded(client)
                 docs = [{"user": f"u{u}", "ts": base + u} for u in range(3)]

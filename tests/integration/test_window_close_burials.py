@@ -40,7 +40,7 @@ USERS = 30  # 30 closed windows a minute: two BatchWriteItem calls (25 + 5)
 @contextmanager
 def old_path(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The commits inside list no starts (as past ``STARTS_MAX``): read whole, their
-    closed windows written closed with a TTL, none deleted: the path before issue 17."""
+    closed windows written closed with a TTL, none buried: the path before issue 17."""
     with monkeypatch.context() as patched:
         patched.setattr(window_starts, "STARTS_MAX", -1)
         yield
